@@ -1,1 +1,120 @@
-fn main() {}
+//! `hop`: one binary for the cluster (Auth, Proxy), its agents, the user's client and the
+//! administrator's tool.
+//!
+//! This file owns the process edge: the allocator, argument parsing, logging set-up, the runtime,
+//! and turning errors into a one-line message and a non-zero exit status.
+
+#![forbid(unsafe_code)]
+
+mod auth;
+mod cli;
+mod client;
+mod config;
+mod diag;
+mod logging;
+mod metrics;
+mod proxy;
+mod signals;
+mod start;
+
+use std::path::{Path, PathBuf};
+
+use clap::{CommandFactory, Parser};
+
+use cli::{Cli, Command, StartArgs};
+use config::{Config, LogFormat};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("ERROR: {}", error_text(&e));
+        std::process::exit(1);
+    }
+}
+
+/// The error and its causes on one line, without repeating a cause the message already quotes.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !out.contains(&c) {
+            out.push_str(": ");
+            out.push_str(&c);
+        }
+    }
+    out
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    // The control plane is small: two worker threads whatever the core count.
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Version => {
+            println!("hop {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Configure => {
+            print!("{}", config::DEFAULT_CONFIG_YAML);
+            Ok(())
+        }
+        Command::Completion { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "hop", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Start(args) => {
+            let cfg = start_config(&args)?;
+            let level = cli.log_level.or(cfg.hop.log.severity.clone());
+            logging::init(level.as_deref(), cli.log_format.unwrap_or(cfg.hop.log.format))?;
+            runtime()?.block_on(start::run(cfg))
+        }
+        other => {
+            logging::init(cli.log_level.as_deref().or(Some("warn")), cli.log_format.unwrap_or(LogFormat::Text))?;
+            let rt = runtime()?;
+            match other {
+                Command::Signup(a) => rt.block_on(client::user::signup(a)),
+                Command::Login(a) => rt.block_on(client::user::login(a)),
+                Command::Status(a) => client::user::status(a),
+                Command::Logout => client::user::logout(),
+                Command::Admin(a) => rt.block_on(client::admin::run(a)),
+                Command::Version | Command::Configure | Command::Completion { .. } | Command::Start(_) => Ok(()),
+            }
+        }
+    }
+}
+
+/// The config file (if any) with command-line flags applied on top.
+fn start_config(args: &StartArgs) -> anyhow::Result<Config> {
+    let mut cfg = match &args.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    let src = args.config.clone().unwrap_or_else(|| PathBuf::from("<flags>"));
+    if let Some(d) = &args.data_dir {
+        cfg.hop.data_dir = d.clone();
+    }
+    if let Some(l) = &args.listen {
+        cfg.proxy_service.listen_addr = config::Addr(config::parse_addr(l).map_err(|e| anyhow::anyhow!("--listen: {e}"))?);
+    }
+    if let Some(d) = &args.diag_addr {
+        cfg.hop.diag_addr = Some(config::Addr(config::parse_addr(d).map_err(|e| anyhow::anyhow!("--diag-addr: {e}"))?));
+    }
+    if !args.roles.is_empty() {
+        cfg.hop.roles = args
+            .roles
+            .iter()
+            .map(|r| r.parse())
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow::anyhow!("--roles: {e}"))?;
+    }
+    if let Some(n) = &args.cluster_name {
+        cfg.auth_service.cluster_name = Some(n.clone());
+    }
+    cfg.validate(Path::new(&src))?;
+    Ok(cfg)
+}

@@ -1,2 +1,25 @@
-//! placeholder
+//! Hop's certificate authorities: the `user`, `host`, `db` and `jwt` CAs of a cluster, the
+//! short-lived SSH and X.509 certificates they issue, the verification of those certificates, and
+//! the exports that let stock OpenSSH and PostgreSQL trust Hop without any Hop code. This crate is
+//! pure: it never reads the wall clock or the OS random number generator itself (time and
+//! randomness are arguments), never does IO, and never logs private key material.
 #![forbid(unsafe_code)]
+
+mod authority;
+mod error;
+mod export;
+mod identity;
+mod keys;
+mod ssh;
+mod x509;
+
+pub use authority::{
+    CaKind, CaPublic, CertAuthority, DEFAULT_CERT_TTL, HOP_HOST_ROLE_OID, HOP_IDENTITY_OID,
+    effective_ttl,
+};
+pub use error::CaError;
+pub use export::{export_known_hosts, export_pem, export_trusted_user_ca_keys};
+pub use identity::{HostRole, Identity, RouteToDatabase};
+pub use keys::{SshKeyPair, X509KeyPair, generate_ssh_keypair, generate_x509_keypair};
+pub use ssh::{NO_LOGIN_PRINCIPAL, verify_host_ssh, verify_user_ssh};
+pub use x509::{ca_pin, parse_pem_certs, verify_host_x509, verify_user_x509};

@@ -1,2 +1,30 @@
-//! placeholder
+//! Sans-IO codecs for every protocol that Hop's proxy port speaks.
+//!
+//! This crate owns the byte-level grammar of the first messages a peer sends on
+//! Hop's single multiplexed port: the first-bytes classifier ([`sniff`]), the TLS
+//! ClientHello ([`tls`]), the SSH identification line ([`ssh`]), PostgreSQL
+//! startup packets ([`postgres`]), HTTP/1.x request heads ([`http1`]), the
+//! HAProxy PROXY protocol ([`proxy_protocol`]) and Hop's own agent↔proxy
+//! control framing ([`tunnel`]). It must never do IO, spawn, read a clock or
+//! allocate on the happy path where that can be avoided: every parser takes the
+//! bytes received so far and answers "need more", "not mine / malformed" (an
+//! error that says what was wrong) or "here is the message and how many bytes
+//! it spans". Parsers never index or `unwrap` on peer-controlled bytes; the
+//! invariants they promise are checked by [`invariants`], which the fuzz targets
+//! and the tests share.
+//!
+//! All error variants produced while parsing describe a fault of the *peer*
+//! (the bytes it sent); the only caller-side error is
+//! [`tunnel::EncodeError`], raised when a frame built locally exceeds a limit.
 #![forbid(unsafe_code)]
+
+pub mod http1;
+pub mod invariants;
+pub mod postgres;
+pub mod proxy_protocol;
+pub mod sniff;
+pub mod ssh;
+pub mod tls;
+pub mod tunnel;
+
+mod reader;

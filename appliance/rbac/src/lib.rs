@@ -1,2 +1,43 @@
-//! placeholder
+//! Hop's resource model and access evaluation: roles, users, join tokens and cluster settings in
+//! Teleport's YAML shape, and the [`AccessChecker`] that answers "may this user do that".
+//!
+//! This crate owns parsing and validating operator-written resources ([`parse_resources`],
+//! [`to_yaml`]) and evaluating roles (deny by default, deny beats allow, Teleport's label and
+//! template semantics). It is pure: no IO, no clocks, no storage, no secrets beyond a join token's
+//! name (redacted in `Debug`). Passwords and TOTP secrets live with the appliance, not here.
 #![forbid(unsafe_code)]
+
+pub mod builtin;
+pub mod checker;
+pub mod cluster;
+pub mod duration;
+pub mod labels;
+pub mod parse;
+pub mod resource;
+pub mod role;
+pub mod token;
+pub mod traits;
+pub mod user;
+pub mod validation;
+mod stored;
+mod yaml;
+
+pub use builtin::builtin_roles;
+pub use checker::{AccessChecker, AccessDenied};
+pub use cluster::{
+    AuthPreference, AuthPreferenceSpec, AuthType, CaKeySet, CertAuthType, CertAuthorityResource,
+    CertAuthoritySpec, ClusterName, ClusterNameSpec, JwtPublicKey, SecondFactor, SshPublicKey,
+    TlsCertificate, Webauthn,
+};
+pub use duration::{Duration, DurationError};
+pub use labels::{LabelValues, Labels};
+pub use parse::{ParseError, ParseProblem, parse_resources, to_yaml, to_yaml_stream};
+pub use resource::{KINDS, Kind, Metadata, Resource};
+pub use role::{
+    AccessRequestConditions, RecordSession, RecordingMode, Role, RoleConditions, RoleOptions,
+    RoleSpec, Rule,
+};
+pub use token::{JoinMethod, ProvisionToken, ProvisionTokenSpec, SystemRole};
+pub use traits::{TemplateError, Traits};
+pub use user::{CreatedBy, User, UserSpec, UserStatus};
+pub use validation::{FieldPath, Problem, Segment, ValidationError};

@@ -1,0 +1,498 @@
+//! Access evaluation for one user: their roles with traits applied, compiled once, asked many
+//! times (per session, on every agent).
+//!
+//! This module owns [`AccessChecker`] and [`AccessDenied`]. Semantics follow Teleport: deny by
+//! default, deny beats allow across all roles, deny rules are greedy (a matching deny label
+//! selector *or* a matching deny login/db name/db user denies), allow rules are not (one role
+//! must match labels *and* the login). It must never read clocks, storage or the network, and
+//! every check is a pure function of the compiled roles and its arguments.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::duration::Duration;
+use crate::labels::{Labels, Selector, WILDCARD};
+use crate::resource::Kind;
+use crate::role::{Role, RoleConditions, RoleOptions, Rule};
+use crate::traits::{Traits, expand};
+use crate::validation::{FieldPath, ValidationError};
+
+/// Why access was refused. The text names the role and field that denied, or says that no
+/// role allows the request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccessDenied {
+    /// A deny condition matched.
+    #[error("{what} denied by role {role:?} ({field})")]
+    DeniedByRole {
+        /// The role whose deny section matched.
+        role: String,
+        /// The matching field, e.g. `spec.deny.node_labels`.
+        field: &'static str,
+        /// What was asked, e.g. `login "root" on node`.
+        what: String,
+    },
+    /// No allow condition matched.
+    #[error("no role allows {what}")]
+    NotAllowed {
+        /// What was asked.
+        what: String,
+    },
+}
+
+/// One side (allow or deny) of a role after template expansion and pattern compilation.
+#[derive(Debug, Clone, Default)]
+struct Conditions {
+    logins: BTreeSet<String>,
+    node: Selector,
+    db: Selector,
+    db_names: BTreeSet<String>,
+    db_users: BTreeSet<String>,
+    app: Selector,
+    kube: Selector,
+    kube_groups: BTreeSet<String>,
+    kube_users: BTreeSet<String>,
+    desktop: Selector,
+    desktop_logins: BTreeSet<String>,
+    rules: Vec<Rule>,
+    request_roles: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone)]
+struct CompiledRole {
+    name: String,
+    options: RoleOptions,
+    allow: Conditions,
+    deny: Conditions,
+}
+
+/// A user's roles, ready for evaluation. Cheap to share (`Arc`) and `Send + Sync`.
+#[derive(Debug, Clone, Default)]
+pub struct AccessChecker {
+    roles: Vec<CompiledRole>,
+}
+
+/// A login becomes an SSH principal: no whitespace or control characters.
+fn is_valid_login(s: &str) -> bool {
+    !s.is_empty() && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+fn expand_all(values: &[String], traits: &Traits) -> BTreeSet<String> {
+    values.iter().flat_map(|v| expand(v, traits)).collect()
+}
+
+fn expand_logins(values: &[String], traits: &Traits) -> BTreeSet<String> {
+    values
+        .iter()
+        .flat_map(|v| expand(v, traits))
+        .filter(|l| is_valid_login(l))
+        .collect()
+}
+
+/// Expands templates in keys and values, then compiles. A key that expands to nothing makes
+/// the selector unsatisfiable rather than dropping the key (which would widen an allow).
+fn compile_labels(
+    field: &FieldPath,
+    labels: &Labels,
+    traits: &Traits,
+) -> Result<Selector, ValidationError> {
+    let mut expanded = Labels::new();
+    let mut unsatisfiable = false;
+    for (key, values) in labels {
+        let keys = expand(key, traits);
+        if keys.is_empty() {
+            unsatisfiable = true;
+            continue;
+        }
+        let vals: Vec<String> = values.0.iter().flat_map(|v| expand(v, traits)).collect();
+        for k in keys {
+            expanded
+                .entry(k)
+                .or_default()
+                .0
+                .extend(vals.iter().cloned());
+        }
+    }
+    let selector = Selector::compile(field, &expanded)?;
+    Ok(if unsatisfiable {
+        Selector::never()
+    } else {
+        selector
+    })
+}
+
+impl Conditions {
+    fn compile(
+        field: &FieldPath,
+        c: &RoleConditions,
+        traits: &Traits,
+    ) -> Result<Self, ValidationError> {
+        let labels = |name: &str, l: &Labels| compile_labels(&field.key(name), l, traits);
+        Ok(Self {
+            logins: expand_logins(&c.logins, traits),
+            node: labels("node_labels", &c.node_labels)?,
+            db: labels("db_labels", &c.db_labels)?,
+            db_names: expand_all(&c.db_names, traits),
+            db_users: expand_all(&c.db_users, traits),
+            app: labels("app_labels", &c.app_labels)?,
+            kube: labels("kubernetes_labels", &c.kubernetes_labels)?,
+            kube_groups: expand_all(&c.kubernetes_groups, traits),
+            kube_users: expand_all(&c.kubernetes_users, traits),
+            desktop: labels("windows_desktop_labels", &c.windows_desktop_labels)?,
+            desktop_logins: expand_logins(&c.windows_desktop_logins, traits),
+            rules: c.rules.clone(),
+            request_roles: c
+                .request
+                .as_ref()
+                .map(|r| r.roles.iter().cloned().collect())
+                .unwrap_or_default(),
+        })
+    }
+}
+
+/// `*` in the set, or the exact value.
+fn contains_or_wildcard(set: &BTreeSet<String>, value: &str) -> bool {
+    set.contains(WILDCARD) || set.contains(value)
+}
+
+fn rule_matches(rule: &Rule, kind: &str, verb: &str) -> bool {
+    rule.resources.iter().any(|r| r == WILDCARD || r == kind)
+        && rule.verbs.iter().any(|v| v == WILDCARD || v == verb)
+}
+
+impl AccessChecker {
+    /// Validates each role, expands its templates with `traits` and compiles its selectors.
+    /// Errors name the role and field (a regex may only become invalid after expansion).
+    pub fn new(
+        roles: &[Role],
+        traits: &BTreeMap<String, Vec<String>>,
+    ) -> Result<Self, ValidationError> {
+        let mut compiled = Vec::with_capacity(roles.len());
+        for role in roles {
+            let context = format!("role {:?}", role.name());
+            let build = || -> Result<CompiledRole, ValidationError> {
+                role.validate()?;
+                Ok(CompiledRole {
+                    name: role.name().to_owned(),
+                    options: role.spec.options.clone(),
+                    allow: Conditions::compile(
+                        &FieldPath::new("spec.allow"),
+                        &role.spec.allow,
+                        traits,
+                    )?,
+                    deny: Conditions::compile(
+                        &FieldPath::new("spec.deny"),
+                        &role.spec.deny,
+                        traits,
+                    )?,
+                })
+            };
+            compiled.push(build().map_err(|e| e.with_context(context))?);
+        }
+        Ok(Self { roles: compiled })
+    }
+
+    /// The roles' names, in the order given.
+    #[must_use]
+    pub fn role_names(&self) -> Vec<String> {
+        self.roles.iter().map(|r| r.name.clone()).collect()
+    }
+
+    /// Allowed logins minus denied ones, sorted and deduplicated: the SSH principals.
+    #[must_use]
+    pub fn logins(&self) -> Vec<String> {
+        let denied: BTreeSet<&String> = self.roles.iter().flat_map(|r| &r.deny.logins).collect();
+        let allowed: BTreeSet<&String> = self.roles.iter().flat_map(|r| &r.allow.logins).collect();
+        allowed
+            .into_iter()
+            .filter(|l| !denied.contains(l))
+            .cloned()
+            .collect()
+    }
+
+    /// Windows logins, allowed minus denied.
+    #[must_use]
+    pub fn windows_desktop_logins(&self) -> Vec<String> {
+        let denied: BTreeSet<&String> = self
+            .roles
+            .iter()
+            .flat_map(|r| &r.deny.desktop_logins)
+            .collect();
+        self.roles
+            .iter()
+            .flat_map(|r| &r.allow.desktop_logins)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .filter(|l| !denied.contains(l))
+            .cloned()
+            .collect()
+    }
+
+    /// The smallest `max_session_ttl` among roles that set one.
+    #[must_use]
+    pub fn max_session_ttl(&self) -> Option<std::time::Duration> {
+        self.roles
+            .iter()
+            .filter_map(|r| r.options.max_session_ttl)
+            .min()
+            .map(|d| d.as_std())
+    }
+
+    /// The smallest non-zero `client_idle_timeout` among roles that set one.
+    #[must_use]
+    pub fn client_idle_timeout(&self) -> Option<std::time::Duration> {
+        self.roles
+            .iter()
+            .filter_map(|r| r.options.client_idle_timeout)
+            .filter(|d| !d.is_zero())
+            .min()
+            .map(|d: Duration| d.as_std())
+    }
+
+    /// Agent forwarding: off unless some role turns it on.
+    #[must_use]
+    pub fn permit_agent_forwarding(&self) -> bool {
+        self.roles
+            .iter()
+            .any(|r| r.options.forward_agent == Some(true))
+    }
+
+    /// Port forwarding: on by default, off if any role turns it off (or there are no roles).
+    #[must_use]
+    pub fn permit_port_forwarding(&self) -> bool {
+        !self.roles.is_empty()
+            && self
+                .roles
+                .iter()
+                .all(|r| r.options.port_forwarding != Some(false))
+    }
+
+    /// Per-session MFA: required if any role requires it.
+    #[must_use]
+    pub fn require_session_mfa(&self) -> bool {
+        self.roles
+            .iter()
+            .any(|r| r.options.require_session_mfa == Some(true))
+    }
+
+    /// Disconnect at certificate expiry if any role asks for it.
+    #[must_use]
+    pub fn disconnect_expired_cert(&self) -> bool {
+        self.roles
+            .iter()
+            .any(|r| r.options.disconnect_expired_cert == Some(true))
+    }
+
+    /// Roles this user may request, allowed minus denied.
+    #[must_use]
+    pub fn requestable_roles(&self) -> Vec<String> {
+        let denied: BTreeSet<&str> = self
+            .roles
+            .iter()
+            .flat_map(|r| r.deny.request_roles.iter().map(String::as_str))
+            .collect();
+        if denied.contains(WILDCARD) {
+            return Vec::new();
+        }
+        self.roles
+            .iter()
+            .flat_map(|r| &r.allow.request_roles)
+            .filter(|n| !denied.contains(n.as_str()))
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    }
+
+    /// May the user log in as `login` on a node with `node_labels`?
+    pub fn check_node_login(
+        &self,
+        node_labels: &BTreeMap<String, String>,
+        login: &str,
+    ) -> Result<(), AccessDenied> {
+        let what = || format!("login {login:?} on node");
+        for r in &self.roles {
+            if r.deny.node.matches(node_labels) {
+                return Err(r.denied("spec.deny.node_labels", what()));
+            }
+            if r.deny.logins.contains(login) {
+                return Err(r.denied("spec.deny.logins", what()));
+            }
+        }
+        if self
+            .roles
+            .iter()
+            .any(|r| r.allow.logins.contains(login) && r.allow.node.matches(node_labels))
+        {
+            Ok(())
+        } else {
+            Err(AccessDenied::NotAllowed { what: what() })
+        }
+    }
+
+    /// May the user connect to database `db_name` as `db_user` on a server with `db_labels`?
+    /// Names and users compare case-exactly; `*` in a role matches any.
+    pub fn check_database(
+        &self,
+        db_labels: &BTreeMap<String, String>,
+        db_name: &str,
+        db_user: &str,
+    ) -> Result<(), AccessDenied> {
+        let what = || format!("database {db_name:?} as user {db_user:?}");
+        for r in &self.roles {
+            if r.deny.db.matches(db_labels) {
+                return Err(r.denied("spec.deny.db_labels", what()));
+            }
+            if contains_or_wildcard(&r.deny.db_names, db_name) {
+                return Err(r.denied("spec.deny.db_names", what()));
+            }
+            if contains_or_wildcard(&r.deny.db_users, db_user) {
+                return Err(r.denied("spec.deny.db_users", what()));
+            }
+        }
+        if self.roles.iter().any(|r| {
+            r.allow.db.matches(db_labels)
+                && contains_or_wildcard(&r.allow.db_names, db_name)
+                && contains_or_wildcard(&r.allow.db_users, db_user)
+        }) {
+            Ok(())
+        } else {
+            Err(AccessDenied::NotAllowed { what: what() })
+        }
+    }
+
+    /// May the user reach an application with `app_labels`?
+    pub fn check_app(&self, app_labels: &BTreeMap<String, String>) -> Result<(), AccessDenied> {
+        self.check_labels_only(
+            app_labels,
+            |c| &c.app,
+            "spec.deny.app_labels",
+            "application",
+        )
+    }
+
+    /// May the user reach a Kubernetes cluster with `kube_labels`?
+    pub fn check_kubernetes_cluster(
+        &self,
+        kube_labels: &BTreeMap<String, String>,
+    ) -> Result<(), AccessDenied> {
+        self.check_labels_only(
+            kube_labels,
+            |c| &c.kube,
+            "spec.deny.kubernetes_labels",
+            "kubernetes cluster",
+        )
+    }
+
+    /// Kubernetes groups and users to impersonate on a cluster with `kube_labels`: the union
+    /// over roles whose allow labels match, minus every role's deny lists. Call
+    /// [`Self::check_kubernetes_cluster`] first.
+    #[must_use]
+    pub fn kubernetes_principals(
+        &self,
+        kube_labels: &BTreeMap<String, String>,
+    ) -> (Vec<String>, Vec<String>) {
+        let matching = || {
+            self.roles
+                .iter()
+                .filter(|r| r.allow.kube.matches(kube_labels))
+        };
+        let denied_groups: BTreeSet<&String> = self
+            .roles
+            .iter()
+            .flat_map(|r| &r.deny.kube_groups)
+            .collect();
+        let denied_users: BTreeSet<&String> =
+            self.roles.iter().flat_map(|r| &r.deny.kube_users).collect();
+        let groups = matching()
+            .flat_map(|r| &r.allow.kube_groups)
+            .filter(|g| !denied_groups.contains(g))
+            .cloned()
+            .collect::<BTreeSet<_>>();
+        let users = matching()
+            .flat_map(|r| &r.allow.kube_users)
+            .filter(|u| !denied_users.contains(u))
+            .cloned()
+            .collect::<BTreeSet<_>>();
+        (groups.into_iter().collect(), users.into_iter().collect())
+    }
+
+    /// May the user log in as Windows user `login` on a desktop with `desktop_labels`?
+    pub fn check_windows_desktop_login(
+        &self,
+        desktop_labels: &BTreeMap<String, String>,
+        login: &str,
+    ) -> Result<(), AccessDenied> {
+        let what = || format!("windows login {login:?} on desktop");
+        for r in &self.roles {
+            if r.deny.desktop.matches(desktop_labels) {
+                return Err(r.denied("spec.deny.windows_desktop_labels", what()));
+            }
+            if r.deny.desktop_logins.contains(login) {
+                return Err(r.denied("spec.deny.windows_desktop_logins", what()));
+            }
+        }
+        if self.roles.iter().any(|r| {
+            r.allow.desktop_logins.contains(login) && r.allow.desktop.matches(desktop_labels)
+        }) {
+            Ok(())
+        } else {
+            Err(AccessDenied::NotAllowed { what: what() })
+        }
+    }
+
+    /// May the user perform `verb` (`list`, `read`, `create`, `update`, `delete`) on resources
+    /// of `resource_kind` through the admin API? A rule's `*` matches every kind or verb. Rules
+    /// with a `where` clause deny unconditionally and never allow (they cannot be evaluated
+    /// here).
+    pub fn check_rule(&self, resource_kind: &str, verb: &str) -> Result<(), AccessDenied> {
+        let what = || format!("{verb} on {resource_kind}");
+        for r in &self.roles {
+            if r.deny
+                .rules
+                .iter()
+                .any(|rule| rule_matches(rule, resource_kind, verb))
+            {
+                return Err(r.denied("spec.deny.rules", what()));
+            }
+        }
+        if self.roles.iter().any(|r| {
+            r.allow
+                .rules
+                .iter()
+                .any(|rule| rule.where_.is_none() && rule_matches(rule, resource_kind, verb))
+        }) {
+            Ok(())
+        } else {
+            Err(AccessDenied::NotAllowed { what: what() })
+        }
+    }
+
+    fn check_labels_only(
+        &self,
+        target: &BTreeMap<String, String>,
+        pick: impl Fn(&Conditions) -> &Selector,
+        deny_field: &'static str,
+        noun: &str,
+    ) -> Result<(), AccessDenied> {
+        let what = || noun.to_owned();
+        for r in &self.roles {
+            if pick(&r.deny).matches(target) {
+                return Err(r.denied(deny_field, what()));
+            }
+        }
+        if self.roles.iter().any(|r| pick(&r.allow).matches(target)) {
+            Ok(())
+        } else {
+            Err(AccessDenied::NotAllowed { what: what() })
+        }
+    }
+}
+
+impl CompiledRole {
+    fn denied(&self, field: &'static str, what: String) -> AccessDenied {
+        AccessDenied::DeniedByRole {
+            role: self.name.clone(),
+            field,
+            what,
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! Who is calling the Auth API, as established by the transport before any handler runs.
+//!
+//! The listener that accepted a connection attaches one [`Caller`] to every request on it: the
+//! local admin socket marks its peers as [`Caller::LocalAdmin`] (the socket is 0600 and the peer's
+//! uid is checked), the TLS listener marks peers with a verified user certificate as
+//! [`Caller::User`], and everyone else as [`Caller::Anonymous`]. Handlers never look at sockets.
+
+use std::net::SocketAddr;
+
+use hop_ca::Identity;
+
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// A process of the appliance's own user on the admin socket in the data dir.
+    LocalAdmin,
+    /// A client that presented a valid user certificate of this cluster.
+    User { identity: Box<Identity>, remote: SocketAddr },
+    /// Anyone else; may use only the public API.
+    Anonymous { remote: Option<SocketAddr> },
+}
+
+impl Caller {
+    pub fn remote(&self) -> Option<SocketAddr> {
+        match self {
+            Caller::LocalAdmin => None,
+            Caller::User { remote, .. } => Some(*remote),
+            Caller::Anonymous { remote } => *remote,
+        }
+    }
+
+    /// The name recorded as the actor of admin actions.
+    pub fn actor(&self) -> String {
+        match self {
+            Caller::LocalAdmin => "admin (local socket)".into(),
+            Caller::User { identity, .. } => identity.username.clone(),
+            Caller::Anonymous { .. } => "anonymous".into(),
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! The Auth API on the wire: tonic services that map requests onto [`AuthServer`].
+//!
+//! This module owns authentication of the caller for each method (public methods take anyone,
+//! admin methods need the local admin socket or a user certificate whose roles grant the rule),
+//! the translation of [`AuthError`] into gRPC status codes, and moving blocking work (argon2,
+//! fsync) off the async runtime. Decisions stay in the server.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use hop_ca::CaKind;
+use tonic::{Request, Response, Status};
+
+use super::caller::Caller;
+use super::proto::auth_admin_server::AuthAdmin;
+use super::proto::auth_public_server::AuthPublic;
+use super::proto::*;
+use super::server::{AuthError, AuthServer, LoginRequest as ServerLogin};
+use crate::metrics::Metrics;
+
+/// Both gRPC services over one [`AuthServer`].
+#[derive(Debug, Clone)]
+pub struct AuthApi {
+    auth: Arc<AuthServer>,
+    metrics: Arc<Metrics>,
+}
+
+impl AuthApi {
+    pub fn new(auth: Arc<AuthServer>, metrics: Arc<Metrics>) -> Self {
+        Self { auth, metrics }
+    }
+
+    /// The gRPC routes, ready to merge into the listener's router.
+    pub fn routes(&self) -> tonic::service::Routes {
+        tonic::service::Routes::new(super::proto::auth_public_server::AuthPublicServer::new(self.clone()))
+            .add_service(super::proto::auth_admin_server::AuthAdminServer::new(self.clone()))
+    }
+
+    fn invite_response(&self, invite: super::server::Invite) -> InviteResponse {
+        InviteResponse {
+            url: self.auth.invite_url(&invite.token),
+            proxy_addr: self.auth.web_addr().to_string(),
+            ca_pin: self.auth.ca_pin(),
+            username: invite.username,
+            token: invite.token,
+            expires_unix: unix(invite.expires),
+        }
+    }
+
+    async fn blocking<T, F>(&self, f: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&AuthServer) -> Result<T, AuthError> + Send + 'static,
+    {
+        self.metrics.grpc_requests.inc();
+        let auth = self.auth.clone();
+        tokio::task::spawn_blocking(move || f(&auth))
+            .await
+            .map_err(|e| Status::internal(format!("task failed: {e}")))?
+            .map_err(to_status)
+    }
+}
+
+/// Maps domain errors to gRPC codes; the message is the error's own words.
+pub fn to_status(e: AuthError) -> Status {
+    let msg = e.to_string();
+    match e {
+        AuthError::InvalidCredentials => Status::unauthenticated(msg),
+        AuthError::Locked { .. } | AuthError::Denied(_) => Status::permission_denied(msg),
+        AuthError::RateLimited { .. } => Status::resource_exhausted(msg),
+        AuthError::InviteNotFound | AuthError::InviteExpired { .. } => Status::permission_denied(msg),
+        AuthError::BadRequest(_) => Status::invalid_argument(msg),
+        AuthError::AlreadyExists(_) => Status::already_exists(msg),
+        AuthError::NotFound(_) => Status::not_found(msg),
+        AuthError::Internal(_) => {
+            tracing::error!(error = %msg, "auth API internal error");
+            Status::internal(msg)
+        }
+    }
+}
+
+fn caller<T>(req: &Request<T>) -> Caller {
+    req.extensions()
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or(Caller::Anonymous { remote: None })
+}
+
+fn unix(t: std::time::SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// Checks the caller may use `verb` on `kind`; returns the actor name for audit events.
+fn authorize(auth: &AuthServer, caller: &Caller, kind: &str, verb: &str) -> Result<String, AuthError> {
+    match caller {
+        Caller::LocalAdmin => Ok(caller.actor()),
+        Caller::User { identity, .. } => {
+            auth.authorize_rule(identity, kind, verb)?;
+            Ok(caller.actor())
+        }
+        Caller::Anonymous { .. } => Err(AuthError::Denied(
+            "the admin API needs the local admin socket or a user certificate (log in with `hop login`)".into(),
+        )),
+    }
+}
+
+#[tonic::async_trait]
+impl AuthPublic for AuthApi {
+    async fn ping(&self, _req: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
+        self.metrics.grpc_requests.inc();
+        Ok(Response::new(PingResponse {
+            cluster_name: self.auth.cluster_name().to_string(),
+            server_version: env!("CARGO_PKG_VERSION").to_string(),
+            second_factor: self.auth.second_factor().to_string(),
+            ca_pin: self.auth.ca_pin(),
+        }))
+    }
+
+    async fn complete_signup(
+        &self,
+        req: Request<CompleteSignupRequest>,
+    ) -> Result<Response<CompleteSignupResponse>, Status> {
+        let remote = caller(&req).remote();
+        let r = req.into_inner();
+        let username = self
+            .blocking(move |a| a.complete_signup(&r.token, &r.password, &r.totp_secret, &r.totp_code, remote))
+            .await?;
+        Ok(Response::new(CompleteSignupResponse { username }))
+    }
+
+    async fn login(&self, req: Request<LoginRequest>) -> Result<Response<LoginResponse>, Status> {
+        let remote = caller(&req).remote();
+        let r = req.into_inner();
+        let certs = self
+            .blocking(move |a| {
+                a.login(&ServerLogin {
+                    username: &r.username,
+                    password: &r.password,
+                    totp_code: &r.totp_code,
+                    ssh_public_key: &r.ssh_public_key,
+                    tls_public_key_der: &r.tls_public_key,
+                    ttl: (r.ttl_seconds > 0).then(|| Duration::from_secs(r.ttl_seconds)),
+                    remote,
+                })
+            })
+            .await?;
+        Ok(Response::new(LoginResponse {
+            ssh_certificate: certs.ssh_certificate,
+            tls_certificate_pem: certs.tls_certificate_pem,
+            known_hosts: certs.known_hosts,
+            trusted_cas_pem: certs.trusted_cas_pem,
+            cluster_name: self.auth.cluster_name().to_string(),
+            username: certs.username,
+            roles: certs.roles,
+            logins: certs.logins,
+            expires_unix: unix(certs.expires),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl AuthAdmin for AuthApi {
+    async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let c = caller(&req);
+        let (users, roles) = self
+            .blocking(move |a| {
+                authorize(a, &c, "cluster_name", "read")?;
+                a.counts()
+            })
+            .await?;
+        let authorities = [CaKind::User, CaKind::Host, CaKind::Db, CaKind::Jwt]
+            .into_iter()
+            .map(|k| {
+                let p = self.auth.authorities().get(k).public();
+                AuthorityStatus {
+                    kind: k.to_string(),
+                    ssh_fingerprint: p.ssh_fingerprint.unwrap_or_default(),
+                    tls_pin: p.x509_spki_sha256.unwrap_or_default(),
+                }
+            })
+            .collect();
+        Ok(Response::new(StatusResponse {
+            cluster_name: self.auth.cluster_name().to_string(),
+            server_version: env!("CARGO_PKG_VERSION").to_string(),
+            ca_pin: self.auth.ca_pin(),
+            authorities,
+            users,
+            roles,
+        }))
+    }
+
+    async fn create_user(&self, req: Request<CreateUserRequest>) -> Result<Response<InviteResponse>, Status> {
+        let c = caller(&req);
+        let r = req.into_inner();
+        let invite = self
+            .blocking(move |a| {
+                let actor = authorize(a, &c, "user", "create")?;
+                let mut traits: BTreeMap<String, Vec<String>> =
+                    r.traits.into_iter().map(|(k, v)| (k, v.values)).collect();
+                if !r.logins.is_empty() {
+                    traits.insert("logins".into(), r.logins);
+                }
+                a.create_user(&r.name, &r.roles, traits, &actor)
+            })
+            .await?;
+        Ok(Response::new(self.invite_response(invite)))
+    }
+
+    async fn reset_user(&self, req: Request<ResetUserRequest>) -> Result<Response<InviteResponse>, Status> {
+        let c = caller(&req);
+        let r = req.into_inner();
+        let invite = self
+            .blocking(move |a| {
+                let actor = authorize(a, &c, "user", "update")?;
+                a.reset_user(&r.name, &actor)
+            })
+            .await?;
+        Ok(Response::new(self.invite_response(invite)))
+    }
+
+    async fn unlock_user(&self, req: Request<UnlockUserRequest>) -> Result<Response<Empty>, Status> {
+        let c = caller(&req);
+        let r = req.into_inner();
+        self.blocking(move |a| {
+            let actor = authorize(a, &c, "user", "update")?;
+            a.unlock_user(&r.name, &actor)
+        })
+        .await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn create_token(&self, req: Request<CreateTokenRequest>) -> Result<Response<CreateTokenResponse>, Status> {
+        let c = caller(&req);
+        let r = req.into_inner();
+        let roles = r.roles.clone();
+        let (token, expires) = self
+            .blocking(move |a| {
+                let actor = authorize(a, &c, "token", "create")?;
+                let ttl = if r.ttl_seconds == 0 { Duration::from_secs(30 * 60) } else { Duration::from_secs(r.ttl_seconds) };
+                a.create_join_token(&r.roles, ttl, Some(r.name.as_str()), (r.uses > 0).then_some(r.uses), &actor)
+            })
+            .await?;
+        Ok(Response::new(CreateTokenResponse { token, expires_unix: unix(expires), roles }))
+    }
+
+    async fn create_resources(
+        &self,
+        req: Request<CreateResourcesRequest>,
+    ) -> Result<Response<CreateResourcesResponse>, Status> {
+        let c = caller(&req);
+        let r = req.into_inner();
+        let written = self
+            .blocking(move |a| {
+                let actor = c.actor();
+                let source = if r.source.is_empty() { "<stdin>".to_string() } else { r.source };
+                a.create_resources(&r.yaml, &source, r.force, &actor, &|kind, verb| {
+                    authorize(a, &c, kind, verb).map(drop)
+                })
+            })
+            .await?;
+        Ok(Response::new(CreateResourcesResponse { written }))
+    }
+
+    async fn get_resources(&self, req: Request<GetResourcesRequest>) -> Result<Response<GetResourcesResponse>, Status> {
+        let c = caller(&req);
+        let r = req.into_inner();
+        let docs = self
+            .blocking(move |a| {
+                let kind = super::resources::canonical_kind(&r.kind).unwrap_or("");
+                authorize(a, &c, kind, if r.name.is_empty() { "list" } else { "read" })?;
+                a.get_resources(&r.kind, (!r.name.is_empty()).then_some(r.name.as_str()))
+            })
+            .await?;
+        Ok(Response::new(GetResourcesResponse {
+            json: docs.into_iter().map(|d| d.to_string()).collect(),
+        }))
+    }
+
+    async fn delete_resource(&self, req: Request<DeleteResourceRequest>) -> Result<Response<Empty>, Status> {
+        let c = caller(&req);
+        let r = req.into_inner();
+        self.blocking(move |a| {
+            let kind = super::resources::canonical_kind(&r.kind).unwrap_or("");
+            let actor = authorize(a, &c, kind, "delete")?;
+            a.delete_resource(&r.kind, &r.name, &actor)
+        })
+        .await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn export_authorities(
+        &self,
+        req: Request<ExportAuthoritiesRequest>,
+    ) -> Result<Response<ExportAuthoritiesResponse>, Status> {
+        let r = req.into_inner();
+        // Public keys only: anyone who can reach the cluster may fetch what they need to trust it.
+        self.metrics.grpc_requests.inc();
+        let kind: CaKind = r
+            .kind
+            .parse()
+            .map_err(|_| Status::invalid_argument(format!("--type: unknown CA type {:?}; expected user, host, db or jwt", r.kind)))?;
+        let cas = self.auth.public_authorities(kind);
+        let format = if r.format.is_empty() {
+            match kind {
+                CaKind::User | CaKind::Host => "openssh",
+                CaKind::Db | CaKind::Jwt => "pem",
+            }
+        } else {
+            r.format.as_str()
+        };
+        let data = match (kind, format) {
+            (CaKind::User, "openssh") => hop_ca::export_trusted_user_ca_keys(&cas),
+            (CaKind::Host, "openssh") => hop_ca::export_known_hosts(&cas),
+            (CaKind::User | CaKind::Host | CaKind::Db, "pem") => hop_ca::export_pem(&cas),
+            (CaKind::Jwt, "pem") => cas.iter().filter_map(|c| c.jwt_public_pem.clone()).collect(),
+            (k, f) => {
+                return Err(Status::invalid_argument(format!(
+                    "--format: {f:?} is not available for the {k} CA; use {}",
+                    match k {
+                        CaKind::User | CaKind::Host => "openssh or pem",
+                        _ => "pem",
+                    }
+                )));
+            }
+        };
+        Ok(Response::new(ExportAuthoritiesResponse { data }))
+    }
+}

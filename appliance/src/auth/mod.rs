@@ -1,0 +1,22 @@
+//! The Auth service: CAs, users, roles, tokens, login, and the gRPC API that exposes them.
+//!
+//! `server` holds the decisions, `grpc` maps them onto the wire, and the smaller modules own one
+//! mechanism each (passwords, TOTP, rate limits, audit events, stored records).
+
+pub mod audit;
+pub mod caller;
+pub mod grpc;
+pub mod password;
+pub mod ratelimit;
+pub mod records;
+pub mod resources;
+pub mod server;
+pub mod totp;
+
+/// Code generated from `proto/hop/auth/v1/auth.proto`.
+pub mod proto {
+    #![allow(clippy::all, missing_docs, unreachable_pub)]
+    tonic::include_proto!("hop.auth.v1");
+}
+
+pub use server::{AuthServer, AuthSettings};

@@ -1,0 +1,118 @@
+//! Records the Auth service keeps in the backend besides operator-visible resources: user secrets,
+//! invite tokens and CA private keys.
+//!
+//! This module owns their shape and their storage kinds. None of these kinds is reachable through
+//! the generic admin `get`, and none is ever logged: their Debug output is redacted.
+
+use hop_ca::{CaKind, CertAuthority};
+use hop_storage::StoredResource;
+use serde::{Deserialize, Serialize};
+
+/// A local user's credentials.
+#[derive(Clone, Serialize, Deserialize, Default)]
+pub struct UserSecrets {
+    pub user: String,
+    /// argon2id PHC string.
+    pub password_hash: Option<String>,
+    /// Base32 TOTP secret.
+    pub totp_secret: Option<String>,
+    /// The last TOTP step accepted, so that a code works once.
+    pub totp_last_step: Option<u64>,
+}
+
+impl std::fmt::Debug for UserSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserSecrets")
+            .field("user", &self.user)
+            .field("password_hash", &self.password_hash.as_ref().map(|_| "<redacted>"))
+            .field("totp_secret", &self.totp_secret.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl StoredResource for UserSecrets {
+    const KIND: &'static str = "user_secrets";
+    fn name(&self) -> &str {
+        &self.user
+    }
+}
+
+/// What an invite token lets its holder do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InviteKind {
+    /// First password and second factor of a new user.
+    Signup,
+    /// Replaces a user's password and second factor.
+    Reset,
+}
+
+/// An invite or reset token. Stored under the SHA-256 of the token, never the token itself.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct InviteToken {
+    /// hex(sha256(token)).
+    pub token_hash: String,
+    pub user: String,
+    pub kind: InviteKind,
+    /// Unix seconds.
+    pub expires_unix: i64,
+}
+
+impl std::fmt::Debug for InviteToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InviteToken")
+            .field("user", &self.user)
+            .field("kind", &self.kind)
+            .field("expires_unix", &self.expires_unix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StoredResource for InviteToken {
+    const KIND: &'static str = "invite_token";
+    fn name(&self) -> &str {
+        &self.token_hash
+    }
+}
+
+/// A CA with its private keys.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct CaKeys {
+    pub name: String,
+    pub authority: CertAuthority,
+}
+
+impl std::fmt::Debug for CaKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaKeys").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl CaKeys {
+    pub fn new(kind: CaKind, authority: CertAuthority) -> Self {
+        Self { name: kind.to_string(), authority }
+    }
+}
+
+impl StoredResource for CaKeys {
+    const KIND: &'static str = "ca_keys";
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Kinds an operator may read, write or delete through the admin API.
+pub const PUBLIC_KINDS: &[&str] = &[
+    "role",
+    "user",
+    "token",
+    "cert_authority",
+    "cluster_name",
+    "cluster_auth_preference",
+];
+
+/// hex(sha256(token)): the storage name of a secret token.
+pub fn token_hash(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}

@@ -1,0 +1,225 @@
+//! The Auth service's use of the resource types of `hop-rbac`: how they are created, stored and
+//! shown.
+//!
+//! This module owns the glue between resource documents and the backend: the cluster name and
+//! authentication preference at bootstrap, user lock state, join tokens, and the generic
+//! write/delete of `hop admin create -f` / `rm`. It holds no policy: the server decides.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use hop_ca::CaPublic;
+use hop_rbac::{AuthPreference, ClusterName, ProvisionToken, Resource, Role, User};
+use hop_storage::{ResourceStore, StorageError};
+
+use super::records::PUBLIC_KINDS;
+use super::server::AuthError;
+
+const CLUSTER_NAME: &str = "cluster-name";
+const AUTH_PREFERENCE: &str = "cluster-auth-preference";
+
+fn odt(t: SystemTime) -> time::OffsetDateTime {
+    time::OffsetDateTime::from(t)
+}
+
+fn from_odt(t: time::OffsetDateTime) -> SystemTime {
+    SystemTime::from(t)
+}
+
+/// The stored cluster name, created from the config (or the host name) on first start. A config
+/// that names a different cluster than the data dir holds is an operator error.
+pub fn ensure_cluster_name(store: &ResourceStore, configured: Option<&str>) -> Result<String, AuthError> {
+    if let Some(v) = store.get::<ClusterName>(CLUSTER_NAME)? {
+        let stored = v.value.spec.cluster_name.clone();
+        if let Some(c) = configured
+            && c != stored
+        {
+            return Err(AuthError::BadRequest(format!(
+                "auth_service.cluster_name is {c:?} but this data directory belongs to cluster {stored:?}; the name is fixed at first start"
+            )));
+        }
+        return Ok(stored);
+    }
+    let name = match configured {
+        Some(c) => c.to_string(),
+        None => default_cluster_name(),
+    };
+    let doc = format!(
+        "kind: cluster_name\nversion: v2\nmetadata:\n  name: {CLUSTER_NAME}\nspec:\n  cluster_name: \"{name}\"\n  cluster_id: \"{}\"\n",
+        uuid::Uuid::new_v4()
+    );
+    match parse_one(&doc)? {
+        Resource::ClusterName(c) => {
+            store.create(&c)?;
+        }
+        _ => return Err(AuthError::Internal("cluster_name document parsed as another kind".into())),
+    }
+    tracing::info!(cluster = %name, "created cluster");
+    Ok(name)
+}
+
+fn default_cluster_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .unwrap_or_default();
+    let host: String = host
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+        .collect();
+    if host.is_empty() { "hop".into() } else { host }
+}
+
+fn parse_one(doc: &str) -> Result<Resource, AuthError> {
+    hop_rbac::parse_resources(doc, "<generated>")
+        .map_err(|e| AuthError::Internal(e.to_string()))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| AuthError::Internal("empty generated document".into()))
+}
+
+/// The configuration file is authoritative for the authentication preference.
+pub fn apply_auth_preference(store: &ResourceStore, second_factor: &str) -> Result<(), AuthError> {
+    let doc = format!(
+        "kind: cluster_auth_preference\nversion: v2\nmetadata:\n  name: {AUTH_PREFERENCE}\nspec:\n  type: local\n  second_factor: {second_factor}\n"
+    );
+    match parse_one(&doc)? {
+        Resource::ClusterAuthPreference(p) => {
+            store.upsert::<AuthPreference>(&p)?;
+            Ok(())
+        }
+        _ => Err(AuthError::Internal("auth preference document parsed as another kind".into())),
+    }
+}
+
+pub fn new_user(
+    name: &str,
+    roles: &[String],
+    traits: BTreeMap<String, Vec<String>>,
+    actor: &str,
+    now: SystemTime,
+) -> Result<User, AuthError> {
+    let mut user = User::new(name, &[]);
+    user.spec.roles = roles.to_vec();
+    user.spec.traits = traits;
+    user.spec.created_by = Some(hop_rbac::CreatedBy { time: odt(now), user: actor.to_string() });
+    user.validate().map_err(|e| AuthError::BadRequest(e.to_string()))?;
+    Ok(user)
+}
+
+pub fn user_roles_and_traits(user: &User) -> (Vec<String>, BTreeMap<String, Vec<String>>) {
+    (user.spec.roles.clone(), user.spec.traits.clone())
+}
+
+/// When the user is locked at `now`, until when.
+pub fn locked_until(user: &User, now: SystemTime) -> Option<SystemTime> {
+    let until = user.status.locked_until.map(from_odt)?;
+    (user.status.locked && until > now).then_some(until)
+}
+
+pub fn failed_logins(user: &User) -> u32 {
+    user.status.failed_logins
+}
+
+pub fn set_failed_logins(user: &mut User, n: u32) {
+    user.status.failed_logins = n;
+}
+
+/// Locks until a moment, or (None) unlocks; either way the failure counter starts again.
+pub fn set_user_lock(user: &mut User, until: Option<SystemTime>, reason: &str) {
+    user.status.locked = until.is_some();
+    user.status.locked_until = until.map(odt);
+    user.status.lock_reason = reason.to_string();
+    user.status.failed_logins = 0;
+}
+
+pub fn new_join_token(
+    token: &str,
+    roles: &[String],
+    expires: SystemTime,
+    uses: Option<u32>,
+) -> Result<ProvisionToken, AuthError> {
+    if roles.is_empty() {
+        return Err(AuthError::BadRequest("--type: at least one role is required (node, db, app, kube, windows_desktop, proxy, bot, discovery)".into()));
+    }
+    let roles = roles
+        .iter()
+        .map(|r| r.parse::<hop_rbac::SystemRole>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| AuthError::BadRequest(format!("--type: {e}")))?;
+    let mut t = ProvisionToken::new(token, &roles, odt(expires));
+    t.spec.uses = uses;
+    t.validate().map_err(|e| AuthError::BadRequest(e.to_string()))?;
+    Ok(t)
+}
+
+/// Writes one validated resource document, replacing what is there.
+pub fn write(store: &ResourceStore, doc: &Resource) -> Result<(), AuthError> {
+    match doc {
+        Resource::Role(r) => store.upsert::<Role>(r).map(drop),
+        Resource::User(u) => {
+            // Keep the lock state the Auth service maintains unless the document sets one.
+            let mut u = u.clone();
+            if let Some(existing) = store.get::<User>(&u.metadata.name)?
+                && u.status == Default::default()
+            {
+                u.status = existing.value.status;
+            }
+            store.upsert::<User>(&u).map(drop)
+        }
+        Resource::Token(t) => store.upsert::<ProvisionToken>(t).map(drop),
+        Resource::ClusterAuthPreference(p) => store.upsert::<AuthPreference>(p).map(drop),
+        Resource::ClusterName(_) | Resource::CertAuthority(_) => {
+            return Err(AuthError::BadRequest(format!("{} resources cannot be written", doc.kind())));
+        }
+    }
+    .map_err(AuthError::from)
+}
+
+pub fn delete(store: &ResourceStore, kind: &str, name: &str) -> Result<bool, AuthError> {
+    let r: Result<bool, StorageError> = match kind {
+        "role" => store.delete::<Role>(name),
+        "user" => store.delete::<User>(name),
+        "token" => store.delete::<ProvisionToken>(name),
+        _ => return Err(AuthError::BadRequest(format!("{kind} resources cannot be deleted"))),
+    };
+    Ok(r?)
+}
+
+/// Accepts the kinds and the plural/short forms an operator types (`roles`, `users`, `tokens`, `cas`).
+pub fn canonical_kind(kind: &str) -> Option<&'static str> {
+    let k = kind.trim().to_ascii_lowercase();
+    let k = match k.as_str() {
+        "roles" => "role",
+        "users" => "user",
+        "tokens" => "token",
+        "ca" | "cas" | "cert_authorities" | "cert_authority" => "cert_authority",
+        "cluster_auth_preferences" | "cap" => "cluster_auth_preference",
+        other => other,
+    };
+    PUBLIC_KINDS.iter().copied().find(|p| *p == k)
+}
+
+/// A `cert_authority` document with the public parts only.
+pub fn cert_authority_json(ca: &CaPublic) -> serde_json::Value {
+    let mut active = serde_json::Map::new();
+    if let Some(k) = &ca.ssh_public {
+        active.insert("ssh".into(), serde_json::json!([{ "public_key": k }]));
+    }
+    if let Some(c) = &ca.x509_cert_pem {
+        active.insert("tls".into(), serde_json::json!([{ "cert": c }]));
+    }
+    if let Some(k) = &ca.jwt_public_pem {
+        active.insert("jwt".into(), serde_json::json!([{ "public_key": k }]));
+    }
+    serde_json::json!({
+        "kind": "cert_authority",
+        "version": "v2",
+        "metadata": { "name": ca.kind.to_string() },
+        "spec": {
+            "type": ca.kind.to_string(),
+            "cluster_name": ca.cluster,
+            "active_keys": active,
+        }
+    })
+}

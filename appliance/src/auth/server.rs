@@ -1,0 +1,764 @@
+//! The Auth service: the cluster's certificate authorities, users, roles, tokens and login.
+//!
+//! [`AuthServer`] owns every decision that needs the backend: bootstrapping a new cluster,
+//! completing invitations, checking passwords and second factors, locking users after repeated
+//! failures, issuing certificates, and the admin operations behind `hop admin`. It is transport
+//! agnostic (the gRPC layer calls it) and takes time from the injected [`Clock`]. It never logs a
+//! secret: passwords, TOTP secrets and invite tokens appear in no message or event.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hop_ca::{CaKind, CaPublic, CertAuthority, HostRole, Identity};
+use hop_rbac::{AccessChecker, Resource, Role, User};
+use hop_storage::{Clock, ResourceStore, StorageError};
+
+use super::audit::{AuditEvent, AuditSink, EventKind};
+use super::ratelimit::LoginRateLimiter;
+use super::records::{token_hash, CaKeys, InviteKind, InviteToken, UserSecrets, PUBLIC_KINDS};
+use super::{password, resources, totp};
+use crate::metrics::Metrics;
+
+/// The same words for every credential failure, so that a caller learns nothing about which part
+/// was wrong or whether the user exists.
+pub const INVALID_CREDENTIALS: &str = "invalid username, password or second factor";
+
+/// Why an Auth operation was refused. Each variant says whose fault it was.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The caller's credentials are wrong (deliberately vague).
+    #[error("{INVALID_CREDENTIALS}")]
+    InvalidCredentials,
+    #[error("user {user:?} is locked until {until} after too many failed logins; an administrator can run `hop admin users unlock {user}`")]
+    Locked { user: String, until: String },
+    #[error("too many login attempts from {ip}; try again in {retry_after_secs} s")]
+    RateLimited { ip: String, retry_after_secs: u64 },
+    #[error("the invite token is not valid; ask an administrator for a new one (`hop admin users reset NAME`)")]
+    InviteNotFound,
+    #[error("the invite token expired at {expired}; ask an administrator for a new one (`hop admin users reset {user}`)")]
+    InviteExpired { user: String, expired: String },
+    /// The request is malformed or violates a rule; the message names the field.
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("access denied: {0}")]
+    Denied(String),
+    /// Storage or crypto failed; the operator should look at the logs.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StorageError> for AuthError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::AlreadyExists { .. } => AuthError::AlreadyExists(e.to_string()),
+            StorageError::Conflict { .. } => {
+                AuthError::Internal(format!("concurrent update, retry: {e}"))
+            }
+            other => AuthError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// Settings the Auth service takes from the configuration.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub cluster_name: Option<String>,
+    pub second_factor: String,
+    pub max_failed_attempts: u32,
+    pub lockout: Duration,
+    pub attempts_per_ip_per_minute: u32,
+    pub invite_ttl: Duration,
+    /// `host:port` users reach the proxy on; used in invite URLs.
+    pub web_addr: String,
+}
+
+/// The four certificate authorities of a cluster.
+#[derive(Clone)]
+pub struct Authorities {
+    pub user: CertAuthority,
+    pub host: CertAuthority,
+    pub db: CertAuthority,
+    pub jwt: CertAuthority,
+}
+
+impl Authorities {
+    pub fn get(&self, kind: CaKind) -> &CertAuthority {
+        match kind {
+            CaKind::User => &self.user,
+            CaKind::Host => &self.host,
+            CaKind::Db => &self.db,
+            CaKind::Jwt => &self.jwt,
+        }
+    }
+}
+
+/// What a successful login returns.
+#[derive(Debug, Clone)]
+pub struct LoginCertificates {
+    pub ssh_certificate: String,
+    pub tls_certificate_pem: String,
+    pub known_hosts: String,
+    pub trusted_cas_pem: String,
+    pub username: String,
+    pub roles: Vec<String>,
+    pub logins: Vec<String>,
+    pub expires: SystemTime,
+}
+
+/// A login attempt.
+#[derive(Debug, Clone)]
+pub struct LoginRequest<'a> {
+    pub username: &'a str,
+    pub password: &'a str,
+    pub totp_code: &'a str,
+    pub ssh_public_key: &'a str,
+    pub tls_public_key_der: &'a [u8],
+    pub ttl: Option<Duration>,
+    pub remote: Option<SocketAddr>,
+}
+
+/// A new invitation: the user and the token to hand them.
+#[derive(Debug, Clone)]
+pub struct Invite {
+    pub username: String,
+    pub token: String,
+    pub expires: SystemTime,
+}
+
+/// The Auth service.
+pub struct AuthServer {
+    store: ResourceStore,
+    clock: Arc<dyn Clock>,
+    cluster: String,
+    cas: Authorities,
+    audit: Arc<dyn AuditSink>,
+    metrics: Arc<Metrics>,
+    settings: AuthSettings,
+    limiter: Mutex<LoginRateLimiter>,
+    /// Serializes read-modify-write of users' login state (failure counters, TOTP steps).
+    login_state: Mutex<()>,
+}
+
+impl std::fmt::Debug for AuthServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthServer").field("cluster", &self.cluster).finish_non_exhaustive()
+    }
+}
+
+fn unix(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix(t))
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| unix(t).to_string())
+}
+
+/// User names: what OpenSSH, PostgreSQL and certificates all accept.
+pub fn validate_username(name: &str) -> Result<(), AuthError> {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let rest_ok = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@' | '+'));
+    if first_ok && rest_ok && name.len() <= 64 {
+        Ok(())
+    } else {
+        Err(AuthError::BadRequest(format!(
+            "invalid user name {name:?}: use letters, digits, '.', '_', '-', '@' or '+', starting with a letter or digit (at most 64)"
+        )))
+    }
+}
+
+fn random_token() -> String {
+    let mut b = [0u8; 16];
+    rand::fill(&mut b[..]);
+    hex::encode(b)
+}
+
+impl AuthServer {
+    /// Opens the Auth service on a store, creating the cluster on first start (cluster name, CAs,
+    /// built-in roles) and applying the configured authentication preference.
+    pub fn open(
+        store: ResourceStore,
+        clock: Arc<dyn Clock>,
+        settings: AuthSettings,
+        audit: Arc<dyn AuditSink>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, AuthError> {
+        let now = clock.now();
+        let cluster = resources::ensure_cluster_name(&store, settings.cluster_name.as_deref())?;
+        resources::apply_auth_preference(&store, &settings.second_factor)?;
+        for role in hop_rbac::builtin_roles() {
+            match store.create(&role) {
+                Ok(_) | Err(StorageError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut rng = rand::rng();
+        let mut load = |kind: CaKind| -> Result<CertAuthority, AuthError> {
+            if let Some(v) = store.get::<CaKeys>(&kind.to_string())? {
+                return Ok(v.value.authority);
+            }
+            let ca = CertAuthority::generate(kind, &cluster, now, &mut rng)
+                .map_err(|e| AuthError::Internal(format!("cannot generate the {kind} CA: {e}")))?;
+            store.create(&CaKeys::new(kind, ca.clone()))?;
+            tracing::info!(%kind, "created certificate authority");
+            Ok(ca)
+        };
+        let cas = Authorities {
+            user: load(CaKind::User)?,
+            host: load(CaKind::Host)?,
+            db: load(CaKind::Db)?,
+            jwt: load(CaKind::Jwt)?,
+        };
+        password::warm_up();
+        Ok(Self {
+            limiter: Mutex::new(LoginRateLimiter::new(settings.attempts_per_ip_per_minute)),
+            store,
+            clock,
+            cluster,
+            cas,
+            audit,
+            metrics,
+            settings,
+            login_state: Mutex::new(()),
+        })
+    }
+
+    pub fn cluster_name(&self) -> &str {
+        &self.cluster
+    }
+
+    pub fn second_factor(&self) -> &str {
+        &self.settings.second_factor
+    }
+
+    pub fn authorities(&self) -> &Authorities {
+        &self.cas
+    }
+
+    fn otp_required(&self) -> bool {
+        self.settings.second_factor != "off"
+    }
+
+    /// The pin clients check the proxy's certificate chain against: the host CA's key.
+    pub fn ca_pin(&self) -> String {
+        self.cas.host.public().x509_spki_sha256.unwrap_or_default()
+    }
+
+    pub fn public_authorities(&self, kind: CaKind) -> Vec<CaPublic> {
+        vec![self.cas.get(kind).public()]
+    }
+
+    fn event(&self, kind: EventKind, user: &str) -> AuditEvent {
+        AuditEvent::new(kind, &self.cluster, user, self.clock.now())
+    }
+
+    // ---------------------------------------------------------------- users and invitations
+
+    /// Creates a user and an invitation to set their password.
+    pub fn create_user(
+        &self,
+        name: &str,
+        roles: &[String],
+        traits: BTreeMap<String, Vec<String>>,
+        actor: &str,
+    ) -> Result<Invite, AuthError> {
+        validate_username(name)?;
+        if roles.is_empty() {
+            return Err(AuthError::BadRequest(format!(
+                "user {name:?} needs at least one role (--roles), for example --roles access"
+            )));
+        }
+        for r in roles {
+            if self.store.get::<Role>(r)?.is_none() {
+                return Err(AuthError::BadRequest(format!(
+                    "role {r:?} does not exist; `hop admin get role` lists the roles"
+                )));
+            }
+        }
+        let user = resources::new_user(name, roles, traits, actor, self.clock.now())?;
+        match self.store.create(&user) {
+            Ok(_) => {}
+            Err(StorageError::AlreadyExists { .. }) => {
+                return Err(AuthError::AlreadyExists(format!("user {name:?}")));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.audit.emit(
+            self.event(EventKind::UserCreate, actor)
+                .field("name", name)
+                .field("roles", roles.to_vec()),
+        );
+        self.new_invite(name, InviteKind::Signup)
+    }
+
+    /// Clears a user's password and second factor, unlocks them, and issues a reset invitation.
+    pub fn reset_user(&self, name: &str, actor: &str) -> Result<Invite, AuthError> {
+        if self.store.get::<User>(name)?.is_none() {
+            return Err(AuthError::NotFound(format!("user {name:?}")));
+        }
+        self.store.delete::<UserSecrets>(name)?;
+        self.set_lock(name, None)?;
+        self.audit
+            .emit(self.event(EventKind::UserUpdate, actor).field("name", name).field("action", "reset"));
+        self.new_invite(name, InviteKind::Reset)
+    }
+
+    fn new_invite(&self, user: &str, kind: InviteKind) -> Result<Invite, AuthError> {
+        let token = random_token();
+        let expires = self.clock.now() + self.settings.invite_ttl;
+        self.store.create(&InviteToken {
+            token_hash: token_hash(&token),
+            user: user.to_string(),
+            kind,
+            expires_unix: unix(expires),
+        })?;
+        Ok(Invite { username: user.to_string(), token, expires })
+    }
+
+    /// `host:port` users reach the proxy on.
+    pub fn web_addr(&self) -> &str {
+        &self.settings.web_addr
+    }
+
+    /// The URL printed next to an invite token.
+    pub fn invite_url(&self, token: &str) -> String {
+        format!("https://{}/web/invite/{token}", self.settings.web_addr)
+    }
+
+    /// Completes an invitation: sets the password and enrolls the TOTP device.
+    pub fn complete_signup(
+        &self,
+        token: &str,
+        new_password: &str,
+        totp_secret: &str,
+        totp_code: &str,
+        remote: Option<SocketAddr>,
+    ) -> Result<String, AuthError> {
+        let now = self.clock.now();
+        let Some(invite) = self.store.get::<InviteToken>(&token_hash(token.trim()))? else {
+            return Err(AuthError::InviteNotFound);
+        };
+        let invite = invite.value;
+        if unix(now) >= invite.expires_unix {
+            self.store.delete::<InviteToken>(&invite.token_hash)?;
+            let expired = UNIX_EPOCH + Duration::from_secs(u64::try_from(invite.expires_unix).unwrap_or(0));
+            return Err(AuthError::InviteExpired { user: invite.user, expired: rfc3339(expired) });
+        }
+        password::check_policy(new_password).map_err(|e| AuthError::BadRequest(e.to_string()))?;
+        let mut secrets = UserSecrets { user: invite.user.clone(), ..Default::default() };
+        if self.otp_required() || !totp_secret.is_empty() {
+            let key = totp::decode_secret(totp_secret)
+                .map_err(|e| AuthError::BadRequest(format!("totp_secret: {e}")))?;
+            let Some(step) = totp::verify(&key, totp_code, now, None) else {
+                return Err(AuthError::BadRequest(
+                    "the one-time code does not match the TOTP secret; check the authenticator's clock".into(),
+                ));
+            };
+            secrets.totp_secret = Some(totp::encode_secret(&key));
+            secrets.totp_last_step = Some(step);
+        }
+        secrets.password_hash =
+            Some(password::hash(new_password).map_err(|e| AuthError::Internal(e.to_string()))?);
+        if self.store.get::<User>(&invite.user)?.is_none() {
+            self.store.delete::<InviteToken>(&invite.token_hash)?;
+            return Err(AuthError::NotFound(format!("user {:?}", invite.user)));
+        }
+        // The invite is single use: whoever deletes it first completes the sign-up.
+        if !self.store.delete::<InviteToken>(&invite.token_hash)? {
+            return Err(AuthError::InviteNotFound);
+        }
+        self.store.upsert(&secrets)?;
+        self.set_lock(&invite.user, None)?;
+        self.metrics.signups.inc();
+        self.audit.emit(
+            self.event(EventKind::UserSignup, &invite.user)
+                .remote(remote)
+                .field("second_factor", if secrets.totp_secret.is_some() { "otp" } else { "none" }),
+        );
+        Ok(invite.user)
+    }
+
+    /// Sets or clears a user's lock and resets the failure counter.
+    fn set_lock(&self, name: &str, until: Option<SystemTime>) -> Result<(), AuthError> {
+        let _guard = self.login_state.lock().map_err(|_| AuthError::Internal("login state lock poisoned".into()))?;
+        let Some(v) = self.store.get::<User>(name)? else {
+            return Err(AuthError::NotFound(format!("user {name:?}")));
+        };
+        let mut user = v.value;
+        resources::set_user_lock(&mut user, until, if until.is_some() { "too many failed logins" } else { "" });
+        self.store.update(&user, v.revision)?;
+        Ok(())
+    }
+
+    pub fn unlock_user(&self, name: &str, actor: &str) -> Result<(), AuthError> {
+        self.set_lock(name, None)?;
+        self.audit.emit(self.event(EventKind::UserUnlocked, actor).field("name", name));
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- login
+
+    /// Password + second factor for a certificate pair.
+    pub fn login(&self, req: &LoginRequest<'_>) -> Result<LoginCertificates, AuthError> {
+        let now = self.clock.now();
+        if let Some(addr) = req.remote {
+            let limited = self
+                .limiter
+                .lock()
+                .map_err(|_| AuthError::Internal("rate limiter lock poisoned".into()))?
+                .check(addr.ip(), now);
+            if let Err(wait) = limited {
+                self.metrics.logins_rate_limited.inc();
+                let err = AuthError::RateLimited { ip: addr.ip().to_string(), retry_after_secs: wait.as_secs() };
+                self.audit.emit(
+                    self.event(EventKind::UserLogin, req.username)
+                        .remote(req.remote)
+                        .failed(EventKind::UserLogin, "rate limited"),
+                );
+                return Err(err);
+            }
+        }
+        let result = self.check_credentials(req, now);
+        match result {
+            Ok(user) => {
+                let certs = self.issue_login_certificates(&user, req, now);
+                match &certs {
+                    Ok(c) => {
+                        self.metrics.logins_ok.inc();
+                        self.audit.emit(
+                            self.event(EventKind::UserLogin, req.username)
+                                .remote(req.remote)
+                                .field("method", "local")
+                                .field("roles", c.roles.clone())
+                                .field("expires", rfc3339(c.expires)),
+                        );
+                    }
+                    Err(e) => {
+                        self.metrics.logins_failed.inc();
+                        self.audit.emit(
+                            self.event(EventKind::UserLogin, req.username)
+                                .remote(req.remote)
+                                .failed(EventKind::UserLogin, e.to_string()),
+                        );
+                    }
+                }
+                certs
+            }
+            Err(e) => {
+                if matches!(e, AuthError::Locked { .. }) {
+                    self.metrics.logins_locked.inc();
+                } else {
+                    self.metrics.logins_failed.inc();
+                }
+                self.audit.emit(
+                    self.event(EventKind::UserLogin, req.username)
+                        .remote(req.remote)
+                        .field("method", "local")
+                        .failed(EventKind::UserLogin, e.to_string()),
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// Verifies password and code, maintaining the failure counter and lock. Returns the user.
+    fn check_credentials(&self, req: &LoginRequest<'_>, now: SystemTime) -> Result<User, AuthError> {
+        let user = self.store.get::<User>(req.username)?;
+        let secrets = self.store.get::<UserSecrets>(req.username)?.map(|v| v.value);
+        if let Some(u) = &user
+            && let Some(until) = resources::locked_until(&u.value, now)
+        {
+            return Err(AuthError::Locked { user: req.username.to_string(), until: rfc3339(until) });
+        }
+        // Both checks always run, whatever the first one said, so timing does not tell them apart.
+        let password_ok = password::verify(req.password, secrets.as_ref().and_then(|s| s.password_hash.as_deref()));
+        let (otp_ok, otp_step) = if self.otp_required() {
+            let key = secrets
+                .as_ref()
+                .and_then(|s| s.totp_secret.as_deref())
+                .and_then(|s| totp::decode_secret(s).ok());
+            let step = key.as_ref().and_then(|k| {
+                totp::verify(k, req.totp_code, now, secrets.as_ref().and_then(|s| s.totp_last_step))
+            });
+            (step.is_some(), step)
+        } else {
+            (true, None)
+        };
+        if user.is_none() {
+            return Err(AuthError::InvalidCredentials);
+        }
+        let _guard = self.login_state.lock().map_err(|_| AuthError::Internal("login state lock poisoned".into()))?;
+        // Re-read under the lock: another login may have changed the counter.
+        let Some(current) = self.store.get::<User>(req.username)? else {
+            return Err(AuthError::InvalidCredentials);
+        };
+        let mut updated = current.value.clone();
+        if password_ok && otp_ok {
+            if resources::failed_logins(&updated) != 0 {
+                resources::set_user_lock(&mut updated, None, "");
+                self.store.update(&updated, current.revision)?;
+            }
+            if let (Some(step), Some(mut s)) = (otp_step, secrets) {
+                s.totp_last_step = Some(step);
+                self.store.upsert(&s)?;
+            }
+            return Ok(updated);
+        }
+        let failures = resources::failed_logins(&updated).saturating_add(1);
+        if failures >= self.settings.max_failed_attempts {
+            let until = now + self.settings.lockout;
+            resources::set_user_lock(&mut updated, Some(until), "too many failed logins");
+            self.store.update(&updated, current.revision)?;
+            tracing::warn!(user = %req.username, until = %rfc3339(until), "user locked after repeated failed logins");
+            self.audit.emit(
+                self.event(EventKind::UserLocked, req.username)
+                    .remote(req.remote)
+                    .field("locked_until", rfc3339(until))
+                    .field("failed_logins", failures),
+            );
+        } else {
+            resources::set_failed_logins(&mut updated, failures);
+            self.store.update(&updated, current.revision)?;
+        }
+        Err(AuthError::InvalidCredentials)
+    }
+
+    /// The roles of a user (missing roles are skipped: deny by default) and the checker for them.
+    pub fn checker_for(&self, role_names: &[String], traits: &BTreeMap<String, Vec<String>>) -> Result<AccessChecker, AuthError> {
+        let mut roles = Vec::with_capacity(role_names.len());
+        for name in role_names {
+            match self.store.get::<Role>(name)? {
+                Some(r) => roles.push(r.value),
+                None => tracing::warn!(role = %name, "user refers to a role that does not exist; ignoring it"),
+            }
+        }
+        AccessChecker::new(&roles, traits).map_err(|e| AuthError::Internal(format!("role evaluation: {e}")))
+    }
+
+    fn issue_login_certificates(
+        &self,
+        user: &User,
+        req: &LoginRequest<'_>,
+        now: SystemTime,
+    ) -> Result<LoginCertificates, AuthError> {
+        let (role_names, traits) = resources::user_roles_and_traits(user);
+        let checker = self.checker_for(&role_names, &traits)?;
+        let ttl = hop_ca::effective_ttl(req.ttl, checker.max_session_ttl());
+        let identity = Identity {
+            username: req.username.to_string(),
+            roles: checker.role_names(),
+            logins: checker.logins(),
+            traits,
+            cluster: self.cluster.clone(),
+            route_to_cluster: self.cluster.clone(),
+            permit_agent_forwarding: checker.permit_agent_forwarding(),
+            permit_port_forwarding: checker.permit_port_forwarding(),
+            permit_pty: true,
+            route_to_database: None,
+            route_to_app: None,
+            mfa_verified: false,
+        };
+        let mut rng = rand::rng();
+        let ssh = self
+            .cas
+            .user
+            .issue_user_ssh(req.ssh_public_key, &identity, now, ttl, &mut rng)
+            .map_err(|e| AuthError::BadRequest(format!("ssh_public_key: {e}")))?;
+        let tls = self
+            .cas
+            .user
+            .issue_user_x509(req.tls_public_key_der, &identity, now, ttl, &mut rng)
+            .map_err(|e| AuthError::BadRequest(format!("tls_public_key: {e}")))?;
+        self.metrics.certificates_issued.inc();
+        self.metrics.certificates_issued.inc();
+        Ok(LoginCertificates {
+            ssh_certificate: ssh,
+            tls_certificate_pem: tls,
+            known_hosts: hop_ca::export_known_hosts(&self.public_authorities(CaKind::Host)),
+            trusted_cas_pem: hop_ca::export_pem(&[self.cas.user.public(), self.cas.host.public()]),
+            username: identity.username,
+            roles: identity.roles,
+            logins: identity.logins,
+            expires: now + ttl,
+        })
+    }
+
+    // ---------------------------------------------------------------- hosts
+
+    /// A TLS identity for a service of this cluster (the proxy's listener): a fresh P-256 key and
+    /// a host certificate for `names`, returned as (key PEM, certificate chain PEM with the CA).
+    pub fn issue_host_tls(&self, host_id: &str, role: HostRole, names: &[String], ttl: Duration) -> Result<(String, String), AuthError> {
+        let mut rng = rand::rng();
+        let key = hop_ca::generate_x509_keypair(&mut rng).map_err(|e| AuthError::Internal(e.to_string()))?;
+        let cert = self
+            .cas
+            .host
+            .issue_host_x509(&key.public_spki_der, host_id, role, names, self.clock.now(), ttl, &mut rng)
+            .map_err(|e| AuthError::Internal(e.to_string()))?;
+        self.metrics.certificates_issued.inc();
+        let chain = format!("{}{}", cert, self.cas.host.public().x509_cert_pem.unwrap_or_default());
+        Ok((key.private_pkcs8_pem.clone(), chain))
+    }
+
+    // ---------------------------------------------------------------- join tokens
+
+    pub fn create_join_token(
+        &self,
+        roles: &[String],
+        ttl: Duration,
+        name: Option<&str>,
+        uses: Option<u32>,
+        actor: &str,
+    ) -> Result<(String, SystemTime), AuthError> {
+        let token = match name {
+            Some(n) if !n.is_empty() => n.to_string(),
+            _ => random_token(),
+        };
+        let expires = self.clock.now() + ttl;
+        let t = resources::new_join_token(&token, roles, expires, uses)?;
+        match self.store.create(&t) {
+            Ok(_) => {}
+            Err(StorageError::AlreadyExists { .. }) => {
+                return Err(AuthError::AlreadyExists("a token with that name".into()));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.audit.emit(
+            self.event(EventKind::JoinTokenCreate, actor)
+                .field("roles", roles.to_vec())
+                .field("expires", rfc3339(expires)),
+        );
+        Ok((token, expires))
+    }
+
+    // ---------------------------------------------------------------- generic resources
+
+    /// Parses and validates every document first; writes only if all are acceptable.
+    pub fn create_resources(
+        &self,
+        yaml: &str,
+        source: &str,
+        force: bool,
+        actor: &str,
+        authorize: &dyn Fn(&str, &str) -> Result<(), AuthError>,
+    ) -> Result<Vec<String>, AuthError> {
+        let docs = hop_rbac::parse_resources(yaml, source).map_err(|e| AuthError::BadRequest(e.to_string()))?;
+        if docs.is_empty() {
+            return Err(AuthError::BadRequest(format!("{source}: no resources found")));
+        }
+        for doc in &docs {
+            let (kind, name) = (doc.kind(), doc.name());
+            match doc {
+                Resource::CertAuthority(_) => {
+                    return Err(AuthError::BadRequest(format!(
+                        "{source}: cert_authority/{name}: certificate authorities are created by the Auth service and cannot be imported"
+                    )));
+                }
+                Resource::ClusterName(_) => {
+                    return Err(AuthError::BadRequest(format!(
+                        "{source}: cluster_name/{name}: the cluster name is fixed at first start"
+                    )));
+                }
+                Resource::User(u) => {
+                    validate_username(name)?;
+                    for r in resources::user_roles_and_traits(u).0 {
+                        let defined_here = docs.iter().any(|d| matches!(d, Resource::Role(x) if x.metadata.name == r));
+                        if !defined_here && self.store.get::<Role>(&r)?.is_none() {
+                            return Err(AuthError::BadRequest(format!("{source}: user/{name}: role {r:?} does not exist")));
+                        }
+                    }
+                }
+                _ => {}
+            }
+            authorize(kind, "create")?;
+            let exists = self.store.get_raw(kind, name)?.is_some();
+            if exists && !force {
+                return Err(AuthError::AlreadyExists(format!(
+                    "{kind}/{name} (use --force to overwrite)"
+                )));
+            }
+            if exists {
+                authorize(kind, "update")?;
+            }
+        }
+        let mut written = Vec::new();
+        for doc in &docs {
+            resources::write(&self.store, doc)?;
+            let id = format!("{}/{}", doc.kind(), doc.name());
+            self.audit.emit(self.event(EventKind::ResourceCreate, actor).field("resource", id.clone()));
+            written.push(id);
+        }
+        Ok(written)
+    }
+
+    /// Resources of a kind as JSON documents (public parts only).
+    pub fn get_resources(&self, kind: &str, name: Option<&str>) -> Result<Vec<serde_json::Value>, AuthError> {
+        let kind = resources::canonical_kind(kind)
+            .ok_or_else(|| AuthError::BadRequest(format!("unknown kind {kind:?}; expected one of {}", PUBLIC_KINDS.join(", "))))?;
+        if kind == "cert_authority" {
+            let mut out = Vec::new();
+            for k in [CaKind::User, CaKind::Host, CaKind::Db, CaKind::Jwt] {
+                if name.is_none_or(|n| n == k.to_string()) {
+                    out.push(resources::cert_authority_json(&self.cas.get(k).public()));
+                }
+            }
+            if out.is_empty() {
+                return Err(AuthError::NotFound(format!("cert_authority/{}", name.unwrap_or_default())));
+            }
+            return Ok(out);
+        }
+        match name {
+            Some(n) => match self.store.get_raw(kind, n)? {
+                Some(v) => Ok(vec![v.value]),
+                None => Err(AuthError::NotFound(format!("{kind}/{n}"))),
+            },
+            None => Ok(self.store.list_raw(kind)?.into_iter().map(|v| v.value).collect()),
+        }
+    }
+
+    pub fn delete_resource(&self, kind: &str, name: &str, actor: &str) -> Result<(), AuthError> {
+        let kind = resources::canonical_kind(kind)
+            .ok_or_else(|| AuthError::BadRequest(format!("unknown kind {kind:?}; expected one of {}", PUBLIC_KINDS.join(", "))))?;
+        if matches!(kind, "cert_authority" | "cluster_name" | "cluster_auth_preference") {
+            return Err(AuthError::BadRequest(format!("{kind} resources cannot be deleted")));
+        }
+        if !resources::delete(&self.store, kind, name)? {
+            return Err(AuthError::NotFound(format!("{kind}/{name}")));
+        }
+        if kind == "user" {
+            self.store.delete::<UserSecrets>(name)?;
+            self.audit.emit(self.event(EventKind::UserDelete, actor).field("name", name));
+        } else {
+            self.audit
+                .emit(self.event(EventKind::ResourceDelete, actor).field("resource", format!("{kind}/{name}")));
+        }
+        Ok(())
+    }
+
+    /// Counts for `hop admin status`.
+    pub fn counts(&self) -> Result<(u64, u64), AuthError> {
+        Ok((self.store.list_raw("user")?.len() as u64, self.store.list_raw("role")?.len() as u64))
+    }
+
+    /// Whether the roles of an identity allow `verb` on `kind` in the admin API.
+    pub fn authorize_rule(&self, identity: &Identity, kind: &str, verb: &str) -> Result<(), AuthError> {
+        let checker = self.checker_for(&identity.roles, &identity.traits)?;
+        checker.check_rule(kind, verb).map_err(|e| {
+            self.metrics.admin_denied.inc();
+            AuthError::Denied(e.to_string())
+        })
+    }
+}

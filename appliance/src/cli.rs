@@ -1,0 +1,288 @@
+//! The command line of `hop`: every subcommand, flag and help text, and nothing else.
+//!
+//! Parsing only: the modules named in each command's handler do the work.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hop",
+    version,
+    about = "Hop: identity-aware access to SSH, databases, apps, Kubernetes and desktops through one port",
+    long_about = "Hop is an access platform in one binary. `hop start` runs the cluster (Auth, Proxy) or an \
+agent; the other commands are the user's client (signup, login, status) and the administrator's \
+tool (`hop admin`).\n\nQuick start:\n  hop start                                   # all-in-one cluster on :3080, data in ./hop-data\n  hop admin users add alice --roles access --logins alice\n  hop signup TOKEN --proxy localhost:3080 --ca-pin sha256:...\n  hop login --proxy localhost:3080 --user alice\n  hop status",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Log level: error, warn, info, debug, trace, or a tracing filter (e.g. "hop=debug").
+    #[arg(long, global = true, env = "HOP_LOG")]
+    pub log_level: Option<String>,
+    /// Log format.
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the version.
+    Version,
+    /// Run Hop services: an all-in-one cluster by default (auth + proxy).
+    Start(StartArgs),
+    /// Print a commented default configuration (redirect it to hop.yaml).
+    Configure,
+    /// Print a shell completion script: `hop completion bash > /etc/bash_completion.d/hop`.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Complete an invitation: set your password and enroll an authenticator app.
+    Signup(SignupArgs),
+    /// Log in to a cluster and receive short-lived certificates.
+    Login(LoginArgs),
+    /// Show the current login: user, roles, logins, cluster and expiry.
+    Status(StatusArgs),
+    /// Remove the current login's keys and certificates.
+    Logout,
+    /// Administer the cluster (users, roles, tokens, certificate authorities).
+    Admin(AdminArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Configuration file (see `hop configure`).
+    #[arg(short, long, env = "HOP_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory [default: ./hop-data].
+    #[arg(short = 'd', long, env = "HOP_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address of the proxy's one port [default: 0.0.0.0:3080].
+    #[arg(short, long)]
+    pub listen: Option<String>,
+    /// Address of the diagnostics server (/healthz, /readyz, /metrics).
+    #[arg(long)]
+    pub diag_addr: Option<String>,
+    /// Services to run, comma separated: auth, proxy, node, app, db, kube, windows_desktop.
+    #[arg(long, value_delimiter = ',')]
+    pub roles: Vec<String>,
+    /// Cluster name, fixed at first start [default: the host name].
+    #[arg(long)]
+    pub cluster_name: Option<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ProxyTrust {
+    /// Proxy address, HOST:PORT.
+    #[arg(long, env = "HOP_PROXY")]
+    pub proxy: String,
+    /// Trust the proxy whose certificate chains to the CA with this key pin (printed by `hop start`
+    /// and `hop admin status`).
+    #[arg(long, env = "HOP_CA_PIN")]
+    pub ca_pin: Option<String>,
+    /// Do not verify the proxy's certificate. Only for tests: anyone on the path can impersonate it.
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SignupArgs {
+    /// The invite token from `hop admin users add` (or the whole invite URL).
+    pub token: String,
+    #[command(flatten)]
+    pub trust: ProxyTrust,
+    /// Read the new password from the first line of standard input instead of prompting.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Non-interactive TOTP enrollment: write the new base32 TOTP secret to this file (mode 0600)
+    /// instead of showing a QR code and asking for a code.
+    #[arg(long)]
+    pub totp_secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    #[command(flatten)]
+    pub trust: ProxyTrust,
+    /// User name [default: $USER].
+    #[arg(long, short)]
+    pub user: Option<String>,
+    /// Read the password from the first line of standard input instead of prompting.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// The current one-time code from your authenticator app.
+    #[arg(long)]
+    pub otp: Option<String>,
+    /// Requested certificate lifetime (e.g. 1h); capped by your roles' max_session_ttl.
+    #[arg(long)]
+    pub ttl: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+    Yaml,
+}
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// Data directory of the appliance on this host; `hop admin` talks to it over the admin
+    /// socket inside it [default: ./hop-data].
+    #[arg(short = 'd', long, global = true, env = "HOP_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Administer a remote cluster through its proxy (HOST:PORT) with the identity of your current
+    /// `hop login` (which needs a role such as `editor`).
+    #[arg(long, global = true)]
+    pub auth_server: Option<String>,
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+/// `--format` of commands that print listings or results.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct Output {
+    /// Output format: a table or text for people, json or yaml for scripts.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Cluster name, CA fingerprints and the CA pin.
+    Status(Output),
+    /// Manage users.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Manage join tokens for agents.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// Create resources from a YAML file (roles, users, tokens, auth preference).
+    Create {
+        /// File with one or more YAML documents; `-` reads standard input.
+        #[arg(short, long)]
+        file: PathBuf,
+        /// Overwrite resources that exist.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show resources: `hop admin get role`, `hop admin get role/access`, `hop admin get users`.
+    Get {
+        /// KIND or KIND/NAME.
+        resource: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Delete a resource: `hop admin rm role/dev`.
+    Rm {
+        /// KIND/NAME.
+        resource: String,
+    },
+    /// Certificate authority operations.
+    #[command(subcommand)]
+    Auth(AuthCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Create a user and print a one-time sign-up link.
+    Add {
+        name: String,
+        /// Roles, comma separated (e.g. access,editor).
+        #[arg(long, value_delimiter = ',', required = true)]
+        roles: Vec<String>,
+        /// OS logins the user may use (sets the `logins` trait).
+        #[arg(long, value_delimiter = ',')]
+        logins: Vec<String>,
+        /// Other traits, NAME=VALUE (repeatable), e.g. --trait db_users=alice.
+        #[arg(long = "trait")]
+        traits: Vec<String>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// List users.
+    Ls(Output),
+    /// Delete a user.
+    Rm { name: String },
+    /// Clear a user's password and second factor and print a new sign-up link.
+    Reset {
+        name: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Lift a lock placed after too many failed logins.
+    Unlock { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Create a join token for agents.
+    Add {
+        /// What the token may join as, comma separated: node, db, app, kube, windows_desktop, proxy.
+        #[arg(long = "type", value_delimiter = ',', required = true)]
+        roles: Vec<String>,
+        /// Lifetime of the token.
+        #[arg(long, default_value = "30m")]
+        ttl: String,
+        /// Use this value instead of a random token.
+        #[arg(long)]
+        value: Option<String>,
+        /// Number of joins allowed [default: any until it expires].
+        #[arg(long)]
+        uses: Option<u32>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// List join tokens.
+    Ls(Output),
+    /// Delete a join token.
+    Rm { token: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Export a CA's public part so that other software trusts Hop:
+    /// user → sshd TrustedUserCAKeys, host → known_hosts @cert-authority line, db → PEM.
+    Export {
+        #[arg(long = "type", value_enum)]
+        kind: ExportKind,
+        #[arg(long, value_enum)]
+        format: Option<ExportFormat>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ExportKind {
+    User,
+    Host,
+    Db,
+    Jwt,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ExportFormat {
+    Openssh,
+    Pem,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

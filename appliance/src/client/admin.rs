@@ -1,0 +1,290 @@
+//! `hop admin`: the administrator's tool (Teleport's `tctl`).
+//!
+//! This module owns how admin commands reach the Auth API (the admin socket of a local data dir,
+//! or the proxy with the current login's certificate) and how results are shown: tables for
+//! people, JSON or YAML for scripts. Every decision is the server's.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, anyhow, bail};
+use tonic::transport::Channel;
+
+use super::connect::{admin_socket_channel, status_error, tls_channel};
+use super::profile;
+use super::trust::{ClientCert, Trust};
+use crate::auth::proto::auth_admin_client::AuthAdminClient;
+use crate::auth::proto::*;
+use crate::cli::{AdminArgs, AdminCommand, AuthCommand, ExportFormat, ExportKind, Output, OutputFormat, TokensCommand, UsersCommand};
+use crate::config::{DEFAULT_DATA_DIR, parse_duration};
+use crate::start::ADMIN_SOCKET;
+
+async fn channel(args: &AdminArgs) -> anyhow::Result<Channel> {
+    if let Some(addr) = &args.auth_server {
+        let home = profile::hop_home()?;
+        let (p, paths) = profile::current_profile(&home)?;
+        let cert = ClientCert {
+            chain_pem: std::fs::read_to_string(paths.tls_cert()).context("reading your login certificate")?,
+            key_pem: std::fs::read_to_string(paths.tls_key()).context("reading your login key")?,
+        };
+        let trust = if p.insecure {
+            Trust::Insecure
+        } else {
+            Trust::CaPem(std::fs::read_to_string(paths.cas()).context("reading the cluster CAs saved at login")?)
+        };
+        return tls_channel(addr, &trust, Some(&cert)).await;
+    }
+    let dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    admin_socket_channel(dir.join(ADMIN_SOCKET)).await
+}
+
+fn ts(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| unix.to_string())
+}
+
+/// Prints rows as an aligned table with a header.
+fn table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let parts: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths.get(i).copied().unwrap_or(0))).collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(header.iter().map(|s| s.to_string()).collect());
+    line(widths.iter().map(|w| "-".repeat(*w)).collect());
+    for r in rows {
+        line(r.clone());
+    }
+}
+
+fn print_docs(docs: &[serde_json::Value], format: OutputFormat) -> anyhow::Result<()> {
+    match format {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&docs)?),
+        OutputFormat::Yaml | OutputFormat::Text => {
+            for (i, d) in docs.iter().enumerate() {
+                if i > 0 {
+                    println!("---");
+                }
+                print!("{}", serde_saphyr::to_string(d).map_err(|e| anyhow!("cannot render YAML: {e}"))?);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn strs(v: &serde_json::Value) -> Vec<String> {
+    v.as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect()).unwrap_or_default()
+}
+
+fn print_invite(inv: InviteResponse, created: bool, format: OutputFormat) -> anyhow::Result<()> {
+    let url = &inv.url;
+    if format == OutputFormat::Json {
+        println!("{}", serde_json::json!({ "user": inv.username, "token": inv.token, "url": url, "proxy": inv.proxy_addr, "ca_pin": inv.ca_pin, "expires": ts(inv.expires_unix) }));
+        return Ok(());
+    }
+    let left = Duration::from_secs(u64::try_from(inv.expires_unix - now_unix()).unwrap_or(0));
+    println!(
+        "User {:?} has been {} and needs to set a password. Share this link; it is valid for {} (until {}):\n\n  {url}\n\nOr, from a terminal:\n\n  hop signup {} --proxy {} --ca-pin {pin}\n",
+        inv.username,
+        if created { "created" } else { "reset" },
+        human(left),
+        ts(inv.expires_unix),
+        inv.token,
+        inv.proxy_addr,
+        pin = inv.ca_pin,
+    );
+    Ok(())
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 && s % 3600 < 60 {
+        format!("{}h", (s + 30) / 3600)
+    } else if s >= 60 {
+        format!("{}m", s.div_ceil(60))
+    } else {
+        format!("{s}s")
+    }
+}
+
+fn split_kind_name(resource: &str) -> (String, Option<String>) {
+    match resource.split_once('/') {
+        Some((k, n)) if !n.is_empty() => (k.to_string(), Some(n.to_string())),
+        Some((k, _)) => (k.to_string(), None),
+        None => (resource.to_string(), None),
+    }
+}
+
+pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
+    let ch = channel(&args).await?;
+    let mut c = AuthAdminClient::new(ch);
+    match args.command {
+        AdminCommand::Status(Output { format }) => {
+            let s = c.status(StatusRequest {}).await.map_err(status_error)?.into_inner();
+            if format == OutputFormat::Json {
+                let cas: Vec<_> = s.authorities.iter().map(|a| serde_json::json!({"type": a.kind, "ssh_fingerprint": a.ssh_fingerprint, "tls_pin": a.tls_pin})).collect();
+                println!("{}", serde_json::json!({"cluster": s.cluster_name, "version": s.server_version, "ca_pin": s.ca_pin, "authorities": cas, "users": s.users, "roles": s.roles}));
+            } else {
+                println!("Cluster:  {}\nVersion:  {}\nUsers:    {}\nRoles:    {}\nCA pin:   {}\n", s.cluster_name, s.server_version, s.users, s.roles, s.ca_pin);
+                let rows: Vec<Vec<String>> = s
+                    .authorities
+                    .iter()
+                    .map(|a| vec![a.kind.clone(), if a.ssh_fingerprint.is_empty() { "-".into() } else { a.ssh_fingerprint.clone() }, if a.tls_pin.is_empty() { "-".into() } else { a.tls_pin.clone() }])
+                    .collect();
+                table(&["CA", "SSH FINGERPRINT", "TLS KEY PIN"], &rows);
+            }
+        }
+        AdminCommand::Users(cmd) => users(&mut c, cmd).await?,
+        AdminCommand::Tokens(cmd) => tokens(&mut c, cmd).await?,
+        AdminCommand::Create { file, force } => {
+            let (yaml, source) = if file.as_os_str() == "-" {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+                (s, "<stdin>".to_string())
+            } else {
+                (std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?, file.display().to_string())
+            };
+            let r = c.create_resources(CreateResourcesRequest { yaml, source, force }).await.map_err(status_error)?.into_inner();
+            for w in r.written {
+                println!("{w} has been {}", if force { "created or updated" } else { "created" });
+            }
+        }
+        AdminCommand::Get { resource, out: Output { format } } => {
+            let (kind, name) = split_kind_name(&resource);
+            let r = c.get_resources(GetResourcesRequest { kind, name: name.unwrap_or_default() }).await.map_err(status_error)?.into_inner();
+            let docs: Vec<serde_json::Value> = r.json.iter().map(|j| serde_json::from_str(j)).collect::<Result<_, _>>()?;
+            print_docs(&docs, if format == OutputFormat::Text { OutputFormat::Yaml } else { format })?;
+        }
+        AdminCommand::Rm { resource } => {
+            let (kind, name) = split_kind_name(&resource);
+            let Some(name) = name else { bail!("expected KIND/NAME, for example role/dev") };
+            c.delete_resource(DeleteResourceRequest { kind: kind.clone(), name: name.clone() }).await.map_err(status_error)?;
+            println!("{kind}/{name} has been deleted");
+        }
+        AdminCommand::Auth(AuthCommand::Export { kind, format: f }) => {
+            let kind = match kind {
+                ExportKind::User => "user",
+                ExportKind::Host => "host",
+                ExportKind::Db => "db",
+                ExportKind::Jwt => "jwt",
+            };
+            let fmt = match f {
+                Some(ExportFormat::Openssh) => "openssh",
+                Some(ExportFormat::Pem) => "pem",
+                None => "",
+            };
+            let r = c.export_authorities(ExportAuthoritiesRequest { kind: kind.into(), format: fmt.into() }).await.map_err(status_error)?.into_inner();
+            print!("{}", r.data);
+        }
+    }
+    Ok(())
+}
+
+async fn users(c: &mut AuthAdminClient<Channel>, cmd: UsersCommand) -> anyhow::Result<()> {
+    match cmd {
+        UsersCommand::Add { name, roles, logins, traits, out: Output { format } } => {
+            let mut map = std::collections::HashMap::new();
+            for t in traits {
+                let (k, v) = t.split_once('=').ok_or_else(|| anyhow!("--trait: expected NAME=VALUE, got {t:?}"))?;
+                map.entry(k.to_string()).or_insert_with(|| StringList { values: vec![] }).values.push(v.to_string());
+            }
+            let inv = c.create_user(CreateUserRequest { name, roles, logins, traits: map }).await.map_err(status_error)?.into_inner();
+            print_invite(inv, true, format)?;
+        }
+        UsersCommand::Reset { name, out: Output { format } } => {
+            let inv = c.reset_user(ResetUserRequest { name }).await.map_err(status_error)?.into_inner();
+            print_invite(inv, false, format)?;
+        }
+        UsersCommand::Unlock { name } => {
+            c.unlock_user(UnlockUserRequest { name: name.clone() }).await.map_err(status_error)?;
+            println!("User {name:?} has been unlocked");
+        }
+        UsersCommand::Rm { name } => {
+            c.delete_resource(DeleteResourceRequest { kind: "user".into(), name: name.clone() }).await.map_err(status_error)?;
+            println!("User {name:?} has been deleted");
+        }
+        UsersCommand::Ls(Output { format }) => {
+            let r = c.get_resources(GetResourcesRequest { kind: "user".into(), name: String::new() }).await.map_err(status_error)?.into_inner();
+            let docs: Vec<serde_json::Value> = r.json.iter().map(|j| serde_json::from_str(j)).collect::<Result<_, _>>()?;
+            if format != OutputFormat::Text {
+                return print_docs(&docs, format);
+            }
+            let rows: Vec<Vec<String>> = docs
+                .iter()
+                .map(|d| {
+                    let locked = d["status"]["locked"].as_bool().unwrap_or(false);
+                    vec![
+                        d["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+                        strs(&d["spec"]["roles"]).join(","),
+                        strs(&d["spec"]["traits"]["logins"]).join(","),
+                        if locked { format!("until {}", d["status"]["locked_until"].as_str().unwrap_or("?")) } else { "-".into() },
+                    ]
+                })
+                .collect();
+            table(&["USER", "ROLES", "LOGINS", "LOCKED"], &rows);
+        }
+    }
+    Ok(())
+}
+
+async fn tokens(c: &mut AuthAdminClient<Channel>, cmd: TokensCommand) -> anyhow::Result<()> {
+    match cmd {
+        TokensCommand::Add { roles, ttl, value, uses, out: Output { format } } => {
+            let ttl = parse_duration(&ttl).map_err(|e| anyhow!("--ttl: {e}"))?;
+            let r = c
+                .create_token(CreateTokenRequest { roles, ttl_seconds: ttl.as_secs(), name: value.unwrap_or_default(), uses: uses.unwrap_or(0) })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if format == OutputFormat::Json {
+                println!("{}", serde_json::json!({"token": r.token, "roles": r.roles, "expires": ts(r.expires_unix)}));
+            } else {
+                println!(
+                    "The join token {} is valid until {} for: {}.\nStart an agent with:\n\n  hop start --roles {} --proxy PROXY:3080 --token {}\n",
+                    r.token,
+                    ts(r.expires_unix),
+                    r.roles.join(", "),
+                    r.roles.join(","),
+                    r.token
+                );
+            }
+        }
+        TokensCommand::Ls(Output { format }) => {
+            let r = c.get_resources(GetResourcesRequest { kind: "token".into(), name: String::new() }).await.map_err(status_error)?.into_inner();
+            let docs: Vec<serde_json::Value> = r.json.iter().map(|j| serde_json::from_str(j)).collect::<Result<_, _>>()?;
+            if format != OutputFormat::Text {
+                return print_docs(&docs, format);
+            }
+            let rows: Vec<Vec<String>> = docs
+                .iter()
+                .map(|d| {
+                    vec![
+                        d["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+                        strs(&d["spec"]["roles"]).join(","),
+                        d["metadata"]["expires"].as_str().unwrap_or("-").to_string(),
+                        d["spec"]["uses"].as_u64().map(|u| u.to_string()).unwrap_or_else(|| "-".into()),
+                    ]
+                })
+                .collect();
+            table(&["TOKEN", "TYPE", "EXPIRES", "USES LEFT"], &rows);
+        }
+        TokensCommand::Rm { token } => {
+            c.delete_resource(DeleteResourceRequest { kind: "token".into(), name: token }).await.map_err(status_error)?;
+            println!("The token has been deleted");
+        }
+    }
+    Ok(())
+}

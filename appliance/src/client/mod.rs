@@ -1,0 +1,10 @@
+//! The client side of `hop`: the user's commands and `hop admin`.
+//!
+//! `trust` decides whether a proxy is who it claims, `connect` dials the Auth API, `profile` keeps
+//! the user's keys on disk, `user` and `admin` are the commands.
+
+pub mod admin;
+pub mod connect;
+pub mod profile;
+pub mod trust;
+pub mod user;

@@ -1,0 +1,164 @@
+//! The user's local state: profiles, keys and certificates under `~/.hop` (or `$HOP_HOME`).
+//!
+//! Layout (directories 0700, files 0600):
+//! ```text
+//! $HOP_HOME/current                          name of the current profile (the proxy address)
+//! $HOP_HOME/profiles/<proxy>.json            proxy, user, cluster, how the proxy is trusted
+//! $HOP_HOME/keys/<proxy>/<user>              SSH private key (OpenSSH format)
+//! $HOP_HOME/keys/<proxy>/<user>.pub          SSH public key
+//! $HOP_HOME/keys/<proxy>/<user>-cert.pub     SSH certificate (next to the key, so `ssh -i` finds it)
+//! $HOP_HOME/keys/<proxy>/<user>-tls.key      X.509 private key (PKCS#8 PEM)
+//! $HOP_HOME/keys/<proxy>/<user>-tls.crt      X.509 certificate
+//! $HOP_HOME/keys/<proxy>/cas.pem             the cluster's user and host CA certificates
+//! $HOP_HOME/keys/<proxy>/known_hosts         @cert-authority line for the host CA
+//! ```
+//! This module owns those paths and writes files atomically with their final permissions.
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow};
+use serde::{Deserialize, Serialize};
+
+/// One login to one proxy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Profile {
+    pub proxy: String,
+    pub user: String,
+    pub cluster: String,
+    /// The CA pin used at login, if any.
+    #[serde(default)]
+    pub ca_pin: Option<String>,
+    /// Logged in with --insecure.
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+/// `$HOP_HOME`, else `~/.hop`.
+pub fn hop_home() -> anyhow::Result<PathBuf> {
+    if let Some(h) = std::env::var_os("HOP_HOME").filter(|h| !h.is_empty()) {
+        return Ok(PathBuf::from(h));
+    }
+    let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).ok_or_else(|| anyhow!("neither HOP_HOME nor HOME is set"))?;
+    Ok(PathBuf::from(home).join(".hop"))
+}
+
+/// A file-system-safe name for a proxy address.
+fn slug(proxy: &str) -> String {
+    proxy.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':') { c } else { '_' }).collect()
+}
+
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub home: PathBuf,
+    pub proxy: String,
+    pub user: String,
+}
+
+impl Paths {
+    pub fn new(home: PathBuf, proxy: &str, user: &str) -> Self {
+        Self { home, proxy: slug(proxy), user: user.to_string() }
+    }
+    pub fn profile(&self) -> PathBuf {
+        self.home.join("profiles").join(format!("{}.json", self.proxy))
+    }
+    pub fn keys_dir(&self) -> PathBuf {
+        self.home.join("keys").join(&self.proxy)
+    }
+    pub fn ssh_key(&self) -> PathBuf {
+        self.keys_dir().join(&self.user)
+    }
+    pub fn ssh_pub(&self) -> PathBuf {
+        self.keys_dir().join(format!("{}.pub", self.user))
+    }
+    pub fn ssh_cert(&self) -> PathBuf {
+        self.keys_dir().join(format!("{}-cert.pub", self.user))
+    }
+    pub fn tls_key(&self) -> PathBuf {
+        self.keys_dir().join(format!("{}-tls.key", self.user))
+    }
+    pub fn tls_cert(&self) -> PathBuf {
+        self.keys_dir().join(format!("{}-tls.crt", self.user))
+    }
+    pub fn cas(&self) -> PathBuf {
+        self.keys_dir().join("cas.pem")
+    }
+    pub fn known_hosts(&self) -> PathBuf {
+        self.keys_dir().join("known_hosts")
+    }
+}
+
+pub fn ensure_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_context(|| format!("cannot chmod {}", dir.display()))
+}
+
+/// Writes a file with mode 0600 through a temporary file and a rename.
+pub fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    let dir = path.parent().ok_or_else(|| anyhow!("{} has no parent directory", path.display()))?;
+    ensure_dir(dir)?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        f.write_all(data)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+pub fn save_profile(home: &Path, p: &Profile) -> anyhow::Result<()> {
+    let paths = Paths::new(home.to_path_buf(), &p.proxy, &p.user);
+    write_private(&paths.profile(), serde_json::to_string_pretty(p)?.as_bytes())?;
+    write_private(&home.join("current"), slug(&p.proxy).as_bytes())
+}
+
+/// The current profile, or a message telling the user to log in.
+pub fn current_profile(home: &Path) -> anyhow::Result<(Profile, Paths)> {
+    let not_logged_in = || anyhow!("not logged in: run `hop login --proxy HOST:PORT --user NAME`");
+    let current = std::fs::read_to_string(home.join("current")).map_err(|_| not_logged_in())?;
+    let path = home.join("profiles").join(format!("{}.json", current.trim()));
+    let text = std::fs::read_to_string(&path).map_err(|_| not_logged_in())?;
+    let p: Profile = serde_json::from_str(&text).with_context(|| format!("corrupt profile {}", path.display()))?;
+    let paths = Paths::new(home.to_path_buf(), &p.proxy, &p.user);
+    Ok((p, paths))
+}
+
+/// Removes the current profile and its keys.
+pub fn remove_current(home: &Path) -> anyhow::Result<Option<Profile>> {
+    let Ok((p, paths)) = current_profile(home) else {
+        return Ok(None);
+    };
+    for f in [paths.ssh_key(), paths.ssh_pub(), paths.ssh_cert(), paths.tls_key(), paths.tls_cert()] {
+        let _ = std::fs::remove_file(f);
+    }
+    let _ = std::fs::remove_file(paths.profile());
+    let _ = std::fs::remove_file(home.join("current"));
+    Ok(Some(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn writes_private_files_and_reads_profiles_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("h");
+        let p = Profile { proxy: "localhost:3080".into(), user: "alice".into(), cluster: "c".into(), ca_pin: None, insecure: false };
+        save_profile(&home, &p).unwrap();
+        let (back, paths) = current_profile(&home).unwrap();
+        assert_eq!(back.user, "alice");
+        assert_eq!(std::fs::metadata(paths.profile()).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::metadata(home.join("profiles")).unwrap().mode() & 0o777, 0o700);
+        assert!(remove_current(&home).unwrap().is_some());
+        assert!(current_profile(&home).is_err());
+    }
+}

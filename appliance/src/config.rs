@@ -1,0 +1,551 @@
+//! Operator configuration: the `hop.yaml` file, its defaults, and its validation.
+//!
+//! This module owns the shape of the configuration file and the rules that make a file valid. It
+//! parses with serde-saphyr (panic-free, with line numbers in its errors) into plain
+//! `serde(default)` structs that reject unknown keys, then `validate()` checks what types cannot.
+//! It never opens sockets or files other than the config file itself.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// Default port of the proxy: every protocol on one TLS port (443 in production).
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:3080";
+/// Default data directory, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "hop-data";
+
+/// Why a configuration file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {field}: {message}")]
+    Invalid {
+        path: PathBuf,
+        field: &'static str,
+        message: String,
+    },
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// File format version; only `v1` exists.
+    pub version: Option<String>,
+    pub hop: ProcessConfig,
+    pub auth_service: AuthServiceConfig,
+    pub proxy_service: ProxyServiceConfig,
+}
+
+/// Settings of the process as a whole.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProcessConfig {
+    pub data_dir: PathBuf,
+    /// Address of the diagnostics HTTP server (`/healthz`, `/readyz`, `/metrics`); off when empty.
+    pub diag_addr: Option<Addr>,
+    pub log: LogConfig,
+    /// Services this process runs.
+    pub roles: Vec<ServiceRole>,
+}
+
+impl Default for ProcessConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            diag_addr: None,
+            log: LogConfig::default(),
+            roles: vec![ServiceRole::Auth, ServiceRole::Proxy],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `error`, `warn`, `info` (default), `debug`, `trace`, or a tracing filter directive.
+    pub severity: Option<String>,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// A service a `hop start` process can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceRole {
+    Auth,
+    Proxy,
+    Node,
+    App,
+    Db,
+    Kube,
+    WindowsDesktop,
+    Discovery,
+}
+
+impl FromStr for ServiceRole {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s.trim() {
+            "auth" => Self::Auth,
+            "proxy" => Self::Proxy,
+            "node" | "ssh" => Self::Node,
+            "app" => Self::App,
+            "db" => Self::Db,
+            "kube" => Self::Kube,
+            "windows_desktop" | "desktop" => Self::WindowsDesktop,
+            "discovery" => Self::Discovery,
+            other => {
+                return Err(format!(
+                    "unknown role {other:?}; expected auth, proxy, node, app, db, kube, windows_desktop or discovery"
+                ));
+            }
+        })
+    }
+}
+
+impl fmt::Display for ServiceRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auth => "auth",
+            Self::Proxy => "proxy",
+            Self::Node => "node",
+            Self::App => "app",
+            Self::Db => "db",
+            Self::Kube => "kube",
+            Self::WindowsDesktop => "windows_desktop",
+            Self::Discovery => "discovery",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthServiceConfig {
+    /// Name of the cluster; fixed at first start (defaults to the host name).
+    pub cluster_name: Option<String>,
+    pub authentication: AuthenticationConfig,
+    pub login: LoginLimits,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthenticationConfig {
+    /// Only `local` for now.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `otp` (default), `off`, `on`, `optional` or `webauthn`.
+    pub second_factor: String,
+}
+
+impl Default for AuthenticationConfig {
+    fn default() -> Self {
+        Self {
+            kind: "local".into(),
+            second_factor: "otp".into(),
+        }
+    }
+}
+
+/// Brute-force protection of password login.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoginLimits {
+    /// Consecutive failed logins that lock a user.
+    pub max_failed_attempts: u32,
+    /// How long such a lock lasts.
+    pub lockout: HumanDuration,
+    /// Login attempts allowed per source IP per minute (a burst of this size, refilled evenly).
+    pub attempts_per_ip_per_minute: u32,
+    /// Lifetime of an invite or reset token.
+    pub invite_ttl: HumanDuration,
+}
+
+impl Default for LoginLimits {
+    fn default() -> Self {
+        Self {
+            max_failed_attempts: 5,
+            lockout: HumanDuration(Duration::from_secs(30 * 60)),
+            attempts_per_ip_per_minute: 30,
+            invite_ttl: HumanDuration(Duration::from_secs(3600)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyServiceConfig {
+    /// The one port: TLS for every protocol.
+    pub listen_addr: Addr,
+    /// Names and addresses clients use to reach the proxy; they go into its certificate.
+    pub public_addr: Vec<String>,
+    /// Operator-supplied certificate; when absent, the host CA issues one at start.
+    pub tls: Option<TlsFiles>,
+    /// Deadline for a client to complete its TLS handshake.
+    pub handshake_timeout: HumanDuration,
+    /// Connections served at once; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+}
+
+impl Default for ProxyServiceConfig {
+    fn default() -> Self {
+        Self {
+            listen_addr: Addr(DEFAULT_LISTEN.parse().expect("constant address parses")),
+            public_addr: Vec::new(),
+            tls: None,
+            handshake_timeout: HumanDuration(Duration::from_secs(10)),
+            max_connections: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// A socket address that fails to deserialize with a clear message (and so a line number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addr(pub SocketAddr);
+
+impl<'de> Deserialize<'de> for Addr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_addr(&s).map(Addr).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses `host:port`, `:port` (all interfaces) or `[v6]:port`.
+pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    let full = if let Some(port) = s.strip_prefix(':') {
+        format!("0.0.0.0:{port}")
+    } else {
+        s.to_string()
+    };
+    if let Ok(a) = full.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if let Some((host, port)) = full.rsplit_once(':')
+        && host == "localhost"
+        && let Ok(p) = port.parse::<u16>()
+    {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], p)));
+    }
+    Err(format!(
+        "invalid address {s:?}: expected IP:PORT such as 0.0.0.0:3080 or 127.0.0.1:3000"
+    ))
+}
+
+/// A duration written like Go and Teleport do: `30m`, `1h30m`, `90s`, `500ms`, `0s`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s)
+            .map(HumanDuration)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses `1h30m`, `90s`, `500ms`, `2d`; refuses empty strings, unknown units and overflow.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let bad = || format!("invalid duration {s:?}: expected a number and unit such as 90s, 15m, 8h or 1h30m");
+    if s.is_empty() {
+        return Err(bad());
+    }
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(1),
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            "d" => Duration::from_secs(86_400),
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+        let part = u32::try_from(n)
+            .ok()
+            .and_then(|n| unit.checked_mul(n))
+            .ok_or_else(bad)?;
+        total = total.checked_add(part).ok_or_else(bad)?;
+    }
+    Ok(total)
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates configuration text; `path` is used in error messages only.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let cfg: Config = if text.trim().is_empty() {
+            Config::default()
+        } else {
+            serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: one_line(&e.to_string()),
+            })?
+        };
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    /// Checks what the types cannot; each error names its field.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |field: &'static str, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            field,
+            message,
+        };
+        if let Some(v) = &self.version
+            && v != "v1"
+        {
+            return Err(invalid("version", format!("unsupported version {v:?}; expected v1")));
+        }
+        if self.hop.data_dir.as_os_str().is_empty() {
+            return Err(invalid("hop.data_dir", "must not be empty".into()));
+        }
+        if self.hop.roles.is_empty() {
+            return Err(invalid("hop.roles", "at least one service role is required".into()));
+        }
+        if let Some(level) = &self.hop.log.severity
+            && tracing_subscriber::EnvFilter::try_new(level).is_err()
+        {
+            return Err(invalid(
+                "hop.log.severity",
+                format!("invalid level {level:?}; expected error, warn, info, debug or trace"),
+            ));
+        }
+        let auth = &self.auth_service;
+        if let Some(name) = &auth.cluster_name {
+            validate_cluster_name(name).map_err(|m| invalid("auth_service.cluster_name", m))?;
+        }
+        if auth.authentication.kind != "local" {
+            return Err(invalid(
+                "auth_service.authentication.type",
+                format!("unsupported type {:?}; only local is available", auth.authentication.kind),
+            ));
+        }
+        if !matches!(
+            auth.authentication.second_factor.as_str(),
+            "otp" | "off" | "on" | "optional" | "webauthn"
+        ) {
+            return Err(invalid(
+                "auth_service.authentication.second_factor",
+                format!(
+                    "unknown value {:?}; expected otp, off, on, optional or webauthn",
+                    auth.authentication.second_factor
+                ),
+            ));
+        }
+        if auth.authentication.second_factor == "webauthn" {
+            return Err(invalid(
+                "auth_service.authentication.second_factor",
+                "webauthn is not available yet; use otp".into(),
+            ));
+        }
+        if auth.login.max_failed_attempts == 0 {
+            return Err(invalid("auth_service.login.max_failed_attempts", "must be at least 1".into()));
+        }
+        if auth.login.attempts_per_ip_per_minute == 0 {
+            return Err(invalid(
+                "auth_service.login.attempts_per_ip_per_minute",
+                "must be at least 1".into(),
+            ));
+        }
+        if auth.login.invite_ttl.0 < Duration::from_secs(1) {
+            return Err(invalid("auth_service.login.invite_ttl", "must be at least 1s".into()));
+        }
+        let proxy = &self.proxy_service;
+        if proxy.handshake_timeout.0.is_zero() {
+            return Err(invalid("proxy_service.handshake_timeout", "must be greater than 0s".into()));
+        }
+        if proxy.max_connections == 0 {
+            return Err(invalid("proxy_service.max_connections", "must be at least 1".into()));
+        }
+        for name in &proxy.public_addr {
+            if name.is_empty() || name.contains(char::is_whitespace) {
+                return Err(invalid("proxy_service.public_addr", format!("invalid name {name:?}")));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn runs(&self, role: ServiceRole) -> bool {
+        self.hop.roles.contains(&role)
+    }
+}
+
+/// Cluster names end up in certificates and SNI: keep them to DNS label characters.
+pub fn validate_cluster_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid cluster name {name:?}: use letters, digits, '-', '_' and '.' (at most 253)"
+        ))
+    }
+}
+
+/// Errors from the YAML parser may span lines (a snippet); keep the first meaningful lines joined.
+fn one_line(msg: &str) -> String {
+    let lines: Vec<&str> = msg.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    lines.join(" ")
+}
+
+/// The commented default configuration printed by `hop configure`.
+pub const DEFAULT_CONFIG_YAML: &str = r#"# Hop configuration. Every key is optional; the values shown are the defaults.
+# Reference: docs/config.md. Start with: hop start --config hop.yaml
+version: v1
+
+hop:
+  # Where the embedded database (redb), the admin socket and generated keys live.
+  data_dir: hop-data
+  # Diagnostics HTTP server: /healthz, /readyz and /metrics (Prometheus). Off unless set.
+  # diag_addr: 127.0.0.1:3000
+  log:
+    # error, warn, info, debug or trace (or a tracing filter such as "hop=debug,info")
+    severity: info
+    # text or json
+    format: text
+  # Services this process runs. An all-in-one cluster is auth + proxy.
+  roles: [auth, proxy]
+
+auth_service:
+  # Fixed at first start; defaults to this machine's host name.
+  # cluster_name: example.com
+  authentication:
+    type: local
+    # otp (password + TOTP code), off (password only; not for production)
+    second_factor: otp
+  login:
+    # Consecutive failed logins that lock a user, and for how long.
+    max_failed_attempts: 5
+    lockout: 30m
+    # Login attempts allowed per source IP per minute.
+    attempts_per_ip_per_minute: 30
+    # Lifetime of invite and reset links printed by `hop admin users add/reset`.
+    invite_ttl: 1h
+
+proxy_service:
+  # The one port every protocol shares (TLS).
+  listen_addr: 0.0.0.0:3080
+  # Names clients use to reach the proxy (DNS names or IPs); added to its certificate.
+  public_addr: []
+  # Operator-supplied certificate and key (PEM). Without them the cluster's host CA issues one.
+  # tls:
+  #   cert_file: /etc/hop/proxy.crt
+  #   key_file: /etc/hop/proxy.key
+  # Deadline for a client's TLS handshake, and connections served at once.
+  handshake_timeout: 10s
+  max_connections: 10000
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("hop.yaml"))
+    }
+
+    #[test]
+    fn default_config_text_parses_to_the_defaults() {
+        let cfg = parse(DEFAULT_CONFIG_YAML).unwrap();
+        assert_eq!(cfg.proxy_service.listen_addr.0.port(), 3080);
+        assert_eq!(cfg.auth_service.login.max_failed_attempts, 5);
+        assert_eq!(cfg.hop.roles, vec![ServiceRole::Auth, ServiceRole::Proxy]);
+    }
+
+    #[test]
+    fn unknown_key_names_the_key_and_line() {
+        let err = parse("version: v1\nhop:\n  data_dri: /tmp/x\n").unwrap_err().to_string();
+        assert!(err.contains("data_dri"), "{err}");
+        assert!(err.contains("hop.yaml"), "{err}");
+        assert!(err.contains('3'), "line number missing: {err}");
+        assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let err = parse("proxy_service:\n  listen_addr: nowhere\n").unwrap_err().to_string();
+        assert!(err.contains("invalid address"), "{err}");
+        let err = parse("auth_service:\n  login:\n    lockout: 5 minutes\n").unwrap_err().to_string();
+        assert!(err.contains("invalid duration"), "{err}");
+        let err = parse("auth_service:\n  authentication:\n    second_factor: sms\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("auth_service.authentication.second_factor"), "{err}");
+    }
+
+    #[test]
+    fn malformed_yaml_is_an_error_not_a_panic() {
+        for text in ["hop: [", "\t- x", "a: b: c", "hop:\n  roles: {", "\u{0}\u{1}", "*x"] {
+            assert!(parse(text).is_err(), "accepted {text:?}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
+        for bad in ["", "h", "10", "1x", "99999999999999999999h", "-1s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn addresses() {
+        assert_eq!(parse_addr(":3080").unwrap().port(), 3080);
+        assert_eq!(parse_addr("localhost:1").unwrap().ip().to_string(), "127.0.0.1");
+        assert!(parse_addr("example.com:1").is_err());
+    }
+}

@@ -1,0 +1,61 @@
+//! The diagnostics HTTP server: `/healthz`, `/readyz` and `/metrics`.
+//!
+//! It owns nothing but its listener: it reads the shared [`Metrics`] and never touches storage or
+//! keys, so it stays answerable while the rest of the process is busy or degraded.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+
+#[derive(Clone)]
+struct DiagState {
+    metrics: Arc<Metrics>,
+    proxy_expected: bool,
+}
+
+/// Binds the diagnostics address and serves until `shutdown` flips to true.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    proxy_expected: bool,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on diagnostics address {addr}: {e}"))?;
+    tracing::info!(%addr, "diagnostics listening (/healthz, /readyz, /metrics)");
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(DiagState { metrics, proxy_expected });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            crate::signals::until_shutdown(&mut shutdown).await;
+        })
+        .await?;
+    Ok(())
+}
+
+async fn readyz(State(s): State<DiagState>) -> impl IntoResponse {
+    if s.metrics.is_ready(s.proxy_expected) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+async fn metrics_text(State(s): State<DiagState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        s.metrics.render(),
+    )
+}

@@ -1,0 +1,169 @@
+//! Process-wide counters and gauges, rendered in the Prometheus text format.
+//!
+//! This module owns the metric names and their help text. Counters are plain atomics so that hot
+//! paths pay one relaxed add and never take a lock; the registry is fixed at compile time (a
+//! struct of fields), which keeps names from drifting. It never does IO: `render` returns text.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+/// One monotonic counter.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn dec(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Every metric the process exports.
+#[derive(Debug)]
+pub struct Metrics {
+    started: Instant,
+    pub storage_ready: AtomicBool,
+    pub ca_ready: AtomicBool,
+    pub proxy_ready: AtomicBool,
+    pub logins_ok: Counter,
+    pub logins_failed: Counter,
+    pub logins_locked: Counter,
+    pub logins_rate_limited: Counter,
+    pub signups: Counter,
+    pub certificates_issued: Counter,
+    pub grpc_requests: Counter,
+    pub admin_denied: Counter,
+    pub connections_accepted: Counter,
+    pub connections_active: Gauge,
+    pub connections_shed: Counter,
+    pub tls_handshakes_ok: Counter,
+    pub tls_handshakes_failed: Counter,
+    pub tls_handshakes_timed_out: Counter,
+    pub audit_events: Counter,
+    pub audit_failures: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            storage_ready: AtomicBool::new(false),
+            ca_ready: AtomicBool::new(false),
+            proxy_ready: AtomicBool::new(false),
+            logins_ok: Counter::default(),
+            logins_failed: Counter::default(),
+            logins_locked: Counter::default(),
+            logins_rate_limited: Counter::default(),
+            signups: Counter::default(),
+            certificates_issued: Counter::default(),
+            grpc_requests: Counter::default(),
+            admin_denied: Counter::default(),
+            connections_accepted: Counter::default(),
+            connections_active: Gauge::default(),
+            connections_shed: Counter::default(),
+            tls_handshakes_ok: Counter::default(),
+            tls_handshakes_failed: Counter::default(),
+            tls_handshakes_timed_out: Counter::default(),
+            audit_events: Counter::default(),
+            audit_failures: Counter::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// Ready means: storage open and the CAs loaded (and the proxy listening, where it runs).
+    pub fn is_ready(&self, proxy_expected: bool) -> bool {
+        self.storage_ready.load(Ordering::Acquire)
+            && self.ca_ready.load(Ordering::Acquire)
+            && (!proxy_expected || self.proxy_ready.load(Ordering::Acquire))
+    }
+
+    /// The Prometheus text exposition (version 0.0.4).
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let flag = |b: &AtomicBool| u64::from(b.load(Ordering::Acquire));
+        gauge(&mut out, "hop_build_info", "Build information.", &[(format!("version=\"{}\"", env!("CARGO_PKG_VERSION")), 1)]);
+        gauge(&mut out, "hop_uptime_seconds", "Seconds since the process started.", &[(String::new(), self.started.elapsed().as_secs())]);
+        gauge(&mut out, "hop_storage_ready", "1 once the backend is open.", &[(String::new(), flag(&self.storage_ready))]);
+        gauge(&mut out, "hop_ca_ready", "1 once the certificate authorities are loaded.", &[(String::new(), flag(&self.ca_ready))]);
+        counter(&mut out, "hop_logins_total", "Password logins by result.", &[
+            ("result=\"success\"".into(), self.logins_ok.get()),
+            ("result=\"failure\"".into(), self.logins_failed.get()),
+            ("result=\"locked\"".into(), self.logins_locked.get()),
+            ("result=\"rate_limited\"".into(), self.logins_rate_limited.get()),
+        ]);
+        counter(&mut out, "hop_signups_total", "Completed invitations.", &[(String::new(), self.signups.get())]);
+        counter(&mut out, "hop_certificates_issued_total", "User and host certificates issued.", &[(String::new(), self.certificates_issued.get())]);
+        counter(&mut out, "hop_grpc_requests_total", "Auth API requests.", &[(String::new(), self.grpc_requests.get())]);
+        counter(&mut out, "hop_admin_denied_total", "Admin API calls refused by RBAC.", &[(String::new(), self.admin_denied.get())]);
+        counter(&mut out, "hop_proxy_connections_accepted_total", "Connections accepted on the proxy port.", &[(String::new(), self.connections_accepted.get())]);
+        gauge(&mut out, "hop_proxy_connections_active", "Connections open on the proxy port.", &[(String::new(), self.connections_active.get())]);
+        counter(&mut out, "hop_proxy_connections_shed_total", "Connections closed at once because max_connections was reached.", &[(String::new(), self.connections_shed.get())]);
+        counter(&mut out, "hop_proxy_tls_handshakes_total", "TLS handshakes on the proxy port by result.", &[
+            ("result=\"success\"".into(), self.tls_handshakes_ok.get()),
+            ("result=\"failure\"".into(), self.tls_handshakes_failed.get()),
+            ("result=\"timeout\"".into(), self.tls_handshakes_timed_out.get()),
+        ]);
+        counter(&mut out, "hop_audit_events_total", "Audit events written.", &[(String::new(), self.audit_events.get())]);
+        counter(&mut out, "hop_audit_failures_total", "Audit events that could not be written.", &[(String::new(), self.audit_failures.get())]);
+        out
+    }
+}
+
+fn counter(out: &mut String, name: &str, help: &str, samples: &[(String, u64)]) {
+    family(out, name, help, "counter", samples);
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, samples: &[(String, u64)]) {
+    family(out, name, help, "gauge", samples);
+}
+
+fn family(out: &mut String, name: &str, help: &str, kind: &str, samples: &[(String, u64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, v) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {v}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {v}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        m.logins_failed.inc();
+        let text = m.render();
+        assert!(text.contains("# TYPE hop_logins_total counter"));
+        assert!(text.contains("hop_logins_total{result=\"failure\"} 1"));
+        assert!(!m.is_ready(false));
+        m.storage_ready.store(true, Ordering::Release);
+        m.ca_ready.store(true, Ordering::Release);
+        assert!(m.is_ready(false));
+        assert!(!m.is_ready(true));
+    }
+}

@@ -1,0 +1,159 @@
+//! Accepting and serving connections: the TLS port and the local admin socket.
+//!
+//! This module owns the accept loops, the connection limit (excess connections are shed at once,
+//! before any handshake work), the TLS handshake deadline, identifying the caller of each
+//! connection, and graceful shutdown (stop accepting, let in-flight requests finish). Routing by
+//! path happens in the axum router it is given.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::auth::caller::Caller;
+use crate::metrics::Metrics;
+
+/// Verifies a client certificate (DER) into a caller; `None` when it is not a valid user cert.
+pub type IdentifyPeer = Arc<dyn Fn(&[u8], SocketAddr) -> Option<Caller> + Send + Sync>;
+
+/// Serves HTTP/1.1 and HTTP/2 on one connection, with `caller` attached to every request.
+async fn serve_connection<IO>(io: IO, router: Router, caller: Caller, mut shutdown: watch::Receiver<bool>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = TowerToHyperService::new(router.layer(axum::Extension(caller)));
+    let builder = Builder::new(TokioExecutor::new());
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        }
+        _ = crate::signals::until_shutdown(&mut shutdown) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(10), conn).await;
+        }
+    }
+}
+
+/// Settings of the TLS listener.
+#[derive(Clone)]
+pub struct TlsListenerSettings {
+    pub handshake_timeout: Duration,
+    pub max_connections: usize,
+}
+
+/// Accepts TLS connections until shutdown.
+pub async fn serve_tls(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    router: Router,
+    identify: IdentifyPeer,
+    settings: TlsListenerSettings,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(settings.max_connections));
+    loop {
+        let (stream, remote) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = crate::signals::until_shutdown(&mut shutdown) => break,
+        };
+        metrics.connections_accepted.inc();
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            metrics.connections_shed.inc();
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (acceptor, router, identify, metrics, shutdown) =
+            (acceptor.clone(), router.clone(), identify.clone(), metrics.clone(), shutdown.clone());
+        let deadline = settings.handshake_timeout;
+        tokio::spawn(async move {
+            let _permit = permit;
+            metrics.connections_active.inc();
+            match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => {
+                    metrics.tls_handshakes_ok.inc();
+                    let caller = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .and_then(|leaf| identify(leaf.as_ref(), remote))
+                        .unwrap_or(Caller::Anonymous { remote: Some(remote) });
+                    serve_connection(tls, router, caller, shutdown).await;
+                }
+                Ok(Err(e)) => {
+                    metrics.tls_handshakes_failed.inc();
+                    tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                }
+                Err(_) => {
+                    metrics.tls_handshakes_timed_out.inc();
+                    tracing::debug!(%remote, "TLS handshake deadline passed");
+                }
+            }
+            metrics.connections_active.dec();
+        });
+    }
+}
+
+/// Binds the admin socket (mode 0600) in the data dir, replacing a stale one: the caller already
+/// holds the data dir's lock, so no other live process owns it.
+pub fn bind_admin_socket(path: &Path) -> anyhow::Result<UnixListener> {
+    if path.exists() {
+        std::fs::remove_file(path)?;
+    }
+    let l = UnixListener::bind(path)
+        .map_err(|e| anyhow::anyhow!("cannot create admin socket {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
+}
+
+/// Accepts admin connections from processes of the same user (or root) until shutdown.
+pub async fn serve_admin_socket(listener: UnixListener, router: Router, mut shutdown: watch::Receiver<bool>) {
+    let own_uid = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0);
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin socket accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = crate::signals::until_shutdown(&mut shutdown) => break,
+        };
+        let allowed = stream
+            .peer_cred()
+            .map(|c| c.uid() == own_uid || c.uid() == 0)
+            .unwrap_or(false);
+        if !allowed {
+            tracing::warn!("refused an admin socket connection from another user");
+            continue;
+        }
+        let (router, shutdown) = (router.clone(), shutdown.clone());
+        tokio::spawn(serve_connection(stream, router, Caller::LocalAdmin, shutdown));
+    }
+}

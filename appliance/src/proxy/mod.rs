@@ -1,0 +1,10 @@
+//! The proxy's public listener: the one port, TLS termination, and the web and Auth API routes.
+//!
+//! Until the thread-per-core multiplexer lands, this is a tokio listener that terminates TLS with
+//! rustls and serves HTTP/1.1 and HTTP/2 (the web API and the gRPC Auth API share it, routed by
+//! path) behind connection limits and a handshake deadline. `tls` owns the certificate and the
+//! rustls configuration; `listener` owns accepting and serving connections.
+
+pub mod listener;
+pub mod tls;
+pub mod web;

@@ -1,0 +1,279 @@
+//! `hop start`: wires the configured services into one process and runs them until a signal.
+//!
+//! This module owns the order of start-up (diagnostics first so `/readyz` can say "not yet",
+//! then storage, then the CAs, then the listeners), the banner a person reads next, and shutdown:
+//! the first SIGTERM/SIGINT stops accepting and drains, a second one exits at once.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use hop_ca::HostRole;
+use hop_storage::{Clock, RedbBackend, ResourceStore, StorageError, SystemClock};
+use tokio::sync::watch;
+
+use crate::auth::audit::BackendAuditSink;
+use crate::auth::caller::Caller;
+use crate::auth::grpc::AuthApi;
+use crate::auth::{AuthServer, AuthSettings};
+use crate::config::{Config, ServiceRole};
+use crate::metrics::Metrics;
+use crate::proxy;
+
+/// File name of the embedded database inside the data dir.
+pub const DB_FILE: &str = "hop.db";
+/// File name of the admin socket inside the data dir.
+pub const ADMIN_SOCKET: &str = "auth.sock";
+/// Lifetime of the proxy's self-issued certificate (re-issued at every start).
+const PROXY_CERT_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// The `host:port` users should type, from public_addr or the listen address.
+fn web_addr(cfg: &Config) -> String {
+    let listen = cfg.proxy_service.listen_addr.0;
+    if let Some(first) = cfg.proxy_service.public_addr.first() {
+        if first.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+            return first.clone();
+        }
+        return format!("{first}:{}", listen.port());
+    }
+    if listen.ip().is_unspecified() || listen.ip().is_loopback() {
+        format!("localhost:{}", listen.port())
+    } else {
+        listen.to_string()
+    }
+}
+
+/// Names in the proxy's certificate.
+fn proxy_names(cfg: &Config) -> Vec<String> {
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string(), host_name()];
+    for p in &cfg.proxy_service.public_addr {
+        let host = match p.rsplit_once(':') {
+            Some((h, port)) if port.parse::<u16>().is_ok() && !h.is_empty() => h.trim_matches(['[', ']']),
+            _ => p.as_str(),
+        };
+        names.push(host.to_string());
+    }
+    let ip = cfg.proxy_service.listen_addr.0.ip();
+    if !ip.is_unspecified() {
+        names.push(ip.to_string());
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot set permissions of {}", dir.display()))?;
+    Ok(())
+}
+
+/// Spawns the signal watcher: the first signal asks for shutdown, a second exits at once.
+fn watch_signals(tx: watch::Sender<bool>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        let mut seen = 0;
+        loop {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
+            seen += 1;
+            if seen == 1 {
+                tracing::info!("shutting down: no new connections; send the signal again to exit at once");
+                let _ = tx.send(true);
+            } else {
+                tracing::warn!("second signal: exiting now");
+                std::process::exit(130);
+            }
+        }
+    });
+    Ok(())
+}
+
+pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
+    for role in &cfg.hop.roles {
+        if !matches!(role, ServiceRole::Auth | ServiceRole::Proxy) {
+            bail!("hop.roles: the {role} service is not available in this build yet; run auth and proxy");
+        }
+    }
+    if cfg.runs(ServiceRole::Proxy) && !cfg.runs(ServiceRole::Auth) {
+        bail!("hop.roles: a proxy without auth in the same process is not available yet; run --roles auth,proxy");
+    }
+    let data_dir = cfg.hop.data_dir.clone();
+    prepare_data_dir(&data_dir)?;
+    let metrics = Arc::new(Metrics::default());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    watch_signals(shutdown_tx.clone())?;
+    let mut tasks = tokio::task::JoinSet::new();
+
+    // Storage: the redb file holds an exclusive lock for as long as this process runs.
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let db_path = data_dir.join(DB_FILE);
+    let backend = {
+        let (p, c) = (db_path.clone(), clock.clone());
+        tokio::task::spawn_blocking(move || RedbBackend::open(&p, c)).await?
+    };
+    let backend = match backend {
+        Ok(b) => Arc::new(b),
+        Err(e @ StorageError::Locked { .. }) => {
+            bail!("{e}\nAnother `hop start` is using {}. Stop it first, or use another --data-dir.", data_dir.display())
+        }
+        Err(e) => bail!("cannot open storage {}: {e}", db_path.display()),
+    };
+    metrics.storage_ready.store(true, Ordering::Release);
+
+    let run_proxy = cfg.runs(ServiceRole::Proxy);
+    if let Some(addr) = cfg.hop.diag_addr {
+        let (m, rx) = (metrics.clone(), shutdown_rx.clone());
+        tasks.spawn(async move {
+            if let Err(e) = crate::diag::serve(addr.0, m, run_proxy, rx).await {
+                tracing::error!(error = %e, "diagnostics server stopped");
+            }
+        });
+    }
+
+    let store = ResourceStore::new(backend.clone());
+
+    // TTL leases expire in the background.
+    {
+        let (b, mut rx) = (backend.clone(), shutdown_rx.clone());
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                    _ = crate::signals::until_shutdown(&mut rx) => break,
+                }
+                let b = b.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    use hop_storage::Backend as _;
+                    b.purge_expired()
+                })
+                .await;
+            }
+        });
+    }
+
+    // Bind the one port early: a port conflict fails start-up before any work, and a port of 0
+    // (tests) is known before invite links are made.
+    let proxy_listener = if run_proxy {
+        let listen = cfg.proxy_service.listen_addr.0;
+        let l = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| anyhow!("proxy_service.listen_addr: cannot listen on {listen}: {e}"))?;
+        cfg.proxy_service.listen_addr.0 = l.local_addr()?;
+        Some(l)
+    } else {
+        None
+    };
+    let web_addr = web_addr(&cfg);
+    let settings = AuthSettings {
+        cluster_name: cfg.auth_service.cluster_name.clone(),
+        second_factor: cfg.auth_service.authentication.second_factor.clone(),
+        max_failed_attempts: cfg.auth_service.login.max_failed_attempts,
+        lockout: cfg.auth_service.login.lockout.0,
+        attempts_per_ip_per_minute: cfg.auth_service.login.attempts_per_ip_per_minute,
+        invite_ttl: cfg.auth_service.login.invite_ttl.0,
+        web_addr: web_addr.clone(),
+    };
+    let audit = Arc::new(BackendAuditSink::new(backend.clone(), metrics.clone()));
+    let auth = {
+        let (m, c) = (metrics.clone(), clock.clone());
+        tokio::task::spawn_blocking(move || AuthServer::open(store, c, settings, audit, m)).await?
+    }
+    .map_err(|e| anyhow!("{e}"))?;
+    let auth = Arc::new(auth);
+    metrics.ca_ready.store(true, Ordering::Release);
+
+    let api = AuthApi::new(auth.clone(), metrics.clone());
+    let grpc_router = api.routes().into_axum_router();
+
+    // The admin socket: `hop admin` on this host.
+    let sock_path = data_dir.join(ADMIN_SOCKET);
+    let admin_listener = proxy::listener::bind_admin_socket(&sock_path)?;
+    tasks.spawn(proxy::listener::serve_admin_socket(admin_listener, grpc_router.clone(), shutdown_rx.clone()));
+
+    let mut bound: Option<SocketAddr> = None;
+    if let Some(listener) = proxy_listener {
+        let (key_pem, chain_pem) = match &cfg.proxy_service.tls {
+            Some(files) => proxy::tls::load_files(&files.cert_file, &files.key_file)?,
+            None => {
+                let (a, names) = (auth.clone(), proxy_names(&cfg));
+                tokio::task::spawn_blocking(move || a.issue_host_tls(&host_name(), HostRole::Proxy, &names, PROXY_CERT_TTL))
+                    .await?
+                    .map_err(|e| anyhow!("cannot issue the proxy certificate: {e}"))?
+            }
+        };
+        let user_ca = auth.authorities().user.public().x509_cert_pem.into_iter().collect::<Vec<_>>();
+        let tls = proxy::tls::server_config(&chain_pem, &key_pem, &user_ca)?;
+        bound = Some(listener.local_addr()?);
+        let router = grpc_router.clone().merge(proxy::web::router(auth.clone(), web_addr.clone()));
+        let identify: proxy::listener::IdentifyPeer = {
+            let (trusted, clock) = (vec![auth.authorities().user.public()], clock.clone());
+            Arc::new(move |der: &[u8], remote| {
+                hop_ca::verify_user_x509(der, &trusted, clock.now())
+                    .ok()
+                    .map(|(identity, _)| Caller::User { identity: Box::new(identity), remote })
+            })
+        };
+        let settings = proxy::listener::TlsListenerSettings {
+            handshake_timeout: cfg.proxy_service.handshake_timeout.0,
+            max_connections: cfg.proxy_service.max_connections,
+        };
+        tasks.spawn(proxy::listener::serve_tls(
+            listener,
+            tokio_rustls::TlsAcceptor::from(Arc::new(tls)),
+            router,
+            identify,
+            settings,
+            metrics.clone(),
+            shutdown_rx.clone(),
+        ));
+        metrics.proxy_ready.store(true, Ordering::Release);
+    }
+
+    print_banner(&auth, bound, &web_addr, &data_dir);
+
+    let mut rx = shutdown_rx.clone();
+    crate::signals::until_shutdown(&mut rx).await;
+    // Let connections drain, then stop whatever is left.
+    let _ = tokio::time::timeout(Duration::from_secs(12), async { while tasks.join_next().await.is_some() {} }).await;
+    tasks.abort_all();
+    let _ = std::fs::remove_file(&sock_path);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn print_banner(auth: &AuthServer, bound: Option<SocketAddr>, web_addr: &str, data_dir: &Path) {
+    let pin = auth.ca_pin();
+    let listen = bound.map(|a| a.to_string()).unwrap_or_else(|| "(proxy not running)".into());
+    let dd = data_dir.display();
+    println!(
+        "Hop {ver} is running.\n\
+         \n  Cluster:     {cluster}\
+         \n  Proxy:       https://{web_addr} (listening on {listen})\
+         \n  Data dir:    {dd}\
+         \n  CA pin:      {pin}\
+         \n\nNext steps:\
+         \n  1. Add the first user:   hop admin --data-dir {dd} users add alice --roles access,editor --logins alice\
+         \n  2. The user signs up:    hop signup <TOKEN> --proxy {web_addr} --ca-pin {pin}\
+         \n  3. And logs in:          hop login --proxy {web_addr} --user alice --ca-pin {pin}\n",
+        ver = env!("CARGO_PKG_VERSION"),
+        cluster = auth.cluster_name(),
+    );
+}

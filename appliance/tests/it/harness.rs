@@ -1,0 +1,223 @@
+//! Runs the real `hop` binary for end-to-end tests: an appliance on loopback ports in a temp dir,
+//! and client commands with their own `HOP_HOME`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub const HOP: &str = env!("CARGO_BIN_EXE_hop");
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A free loopback port (bound, then released: a small race other tests do not hit in practice).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Appliance {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub data: PathBuf,
+    pub home: PathBuf,
+    pub addr: String,
+    pub diag: String,
+    pub pin: String,
+    pub banner: Vec<String>,
+}
+
+impl Appliance {
+    /// Starts `hop start` with a config made of the defaults for tests plus `extra` YAML
+    /// (top-level sections to merge are written whole, so `extra` must not repeat them).
+    pub fn start(extra_auth: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let home = dir.path().join("home");
+        let diag = format!("127.0.0.1:{}", free_port());
+        let config = dir.path().join("hop.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: v1\nhop:\n  data_dir: {}\n  diag_addr: {diag}\nauth_service:\n  cluster_name: test.cluster\n{extra_auth}proxy_service:\n  listen_addr: 127.0.0.1:0\n",
+                data.display()
+            ),
+        )
+        .unwrap();
+        let mut a = Self { child: None, dir, data, home, addr: String::new(), diag, pin: String::new(), banner: vec![] };
+        a.spawn(&config);
+        a
+    }
+
+    fn spawn(&mut self, config: &Path) {
+        let mut child = Command::new(HOP)
+            .args(["start", "--config"])
+            .arg(config)
+            .env("HOP_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let err = child.stderr.take().unwrap();
+        let log = self.dir.path().join("hop.log");
+        std::thread::spawn(move || {
+            let mut f = std::fs::File::create(log).unwrap();
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = writeln!(f, "{line}");
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.banner.last().is_some_and(|l| l.contains("hop login")) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match rx.recv_timeout(left) {
+                Ok(l) => l,
+                Err(_) => {
+                    let log = std::fs::read_to_string(self.dir.path().join("hop.log")).unwrap_or_default();
+                    panic!("hop start did not print its banner in time; log:\n{log}");
+                }
+            };
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                self.addr = rest.trim_end_matches(')').to_string();
+            }
+            if let Some(pin) = line.trim().strip_prefix("CA pin:") {
+                self.pin = pin.trim().to_string();
+            }
+            self.banner.push(line);
+        }
+        self.child = Some(child);
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("hop.log")).unwrap_or_default()
+    }
+
+    /// Runs a client command with this test's HOP_HOME and data dir.
+    pub fn hop(&self, args: &[&str]) -> Output {
+        self.hop_stdin(args, "")
+    }
+
+    pub fn hop_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        let mut child = Command::new(HOP)
+            .args(args)
+            .env("HOP_HOME", &self.home)
+            .env("HOP_DATA_DIR", &self.data)
+            .env_remove("HOP_PROXY")
+            .env_remove("HOP_CA_PIN")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        out
+    }
+
+    /// Runs a command that must succeed; returns its standard output.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.hop(args);
+        assert!(out.status.success(), "hop {args:?} failed:\n{}\n--- appliance log ---\n{}", stderr(&out), self.log());
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("hop did not stop within 20 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Creates a user and completes the sign-up; returns the TOTP secret.
+    pub fn add_user(&self, name: &str, roles: &str, logins: &str) -> String {
+        let out = self.ok(&["admin", "users", "add", name, "--roles", roles, "--logins", logins, "--format", "json"]);
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        let token = v["token"].as_str().unwrap().to_string();
+        assert_eq!(v["ca_pin"].as_str().unwrap(), self.pin);
+        let secret_file = self.dir.path().join(format!("{name}.totp"));
+        let out = self.hop_stdin(
+            &["signup", &token, "--proxy", &self.addr, "--ca-pin", &self.pin, "--password-stdin", "--totp-secret-file", secret_file.to_str().unwrap()],
+            &format!("{PASSWORD}\n"),
+        );
+        assert!(out.status.success(), "signup failed: {}", stderr(&out));
+        std::fs::read_to_string(secret_file).unwrap().trim().to_string()
+    }
+
+    /// `hop login` with a password and a code computed by oathtool for the next time step (the
+    /// current one may have been used by the sign-up: codes work once).
+    pub fn login(&self, user: &str, password: &str, secret: &str) -> Output {
+        let code = totp(secret, 30);
+        self.hop_stdin(
+            &["login", "--proxy", &self.addr, "--ca-pin", &self.pin, "--user", user, "--password-stdin", "--otp", &code],
+            &format!("{password}\n"),
+        )
+    }
+
+    pub fn diag_get(&self, path: &str) -> (u16, String) {
+        http_get(&self.diag, path)
+    }
+}
+
+impl Drop for Appliance {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A TOTP code from the real `oathtool`, `offset` seconds from now.
+pub fn totp(secret_b32: &str, offset: u64) -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + offset;
+    let out = Command::new("oathtool")
+        .args(["--totp", "-b", "--now", &format!("@{now}"), secret_b32])
+        .output()
+        .expect("oathtool is installed by scripts/test");
+    assert!(out.status.success(), "oathtool: {}", stderr(&out));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A minimal HTTP/1.0 GET for the diagnostics port.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let code = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (code, body)
+}
+
+/// Paths of the current login's files under HOP_HOME.
+pub fn key_paths(a: &Appliance, user: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let dir = a.home.join("keys").join(&a.addr);
+    (dir.join(user), dir.join(format!("{user}-cert.pub")), dir.join(format!("{user}-tls.crt")))
+}

@@ -1,0 +1,5 @@
+//! End-to-end tests of the `hop` binary: real processes on loopback, real OpenSSH and OpenSSL.
+
+mod admin;
+mod harness;
+mod login_flow;

@@ -1,0 +1,147 @@
+//! Who a certificate speaks for: the [`Identity`] carried by user certificates (in SSH certificate
+//! extensions and in one X.509 extension) and the [`HostRole`] carried by host certificates. This
+//! module owns the data model and its names only; how it is encoded into each certificate format
+//! lives with that format (`ssh.rs`, `x509.rs`), and it never decides what an identity may do.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::CaError;
+
+/// Who a user certificate speaks for. The same content is carried in the SSH certificate
+/// extensions and in the X.509 identity extension ([`crate::HOP_IDENTITY_OID`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
+pub struct Identity {
+    /// The Hop user name (SSH key id, X.509 CN).
+    pub username: String,
+    /// The user's roles at login time.
+    pub roles: Vec<String>,
+    /// OS logins the user may take (SSH principals).
+    pub logins: Vec<String>,
+    /// User traits (from the identity provider), used in role templates.
+    pub traits: BTreeMap<String, Vec<String>>,
+    /// The cluster that issued the certificate.
+    pub cluster: String,
+    /// The cluster the user's sessions are routed to (leaf cluster), or the issuing one.
+    pub route_to_cluster: String,
+    /// Whether SSH agent forwarding is allowed.
+    pub permit_agent_forwarding: bool,
+    /// Whether SSH port forwarding is allowed.
+    pub permit_port_forwarding: bool,
+    /// Whether an SSH PTY may be allocated.
+    pub permit_pty: bool,
+    /// Route of a database-access certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_to_database: Option<RouteToDatabase>,
+    /// Route of an application-access certificate (the app's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_to_app: Option<String>,
+    /// Whether the login that produced this certificate passed a second factor.
+    pub mfa_verified: bool,
+}
+
+/// The database a route-specific user certificate is for.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RouteToDatabase {
+    /// The database service (resource) name.
+    pub service: String,
+    /// The database user to connect as.
+    pub username: String,
+    /// The database (schema) name to connect to.
+    pub database: String,
+}
+
+/// The role a host certificate was issued for (Teleport's system roles).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostRole {
+    /// The auth service.
+    Auth,
+    /// The proxy service.
+    Proxy,
+    /// An SSH node agent.
+    Node,
+    /// An application access agent.
+    App,
+    /// A database access agent.
+    Db,
+    /// A Kubernetes access agent.
+    Kube,
+    /// A desktop access agent.
+    Desktop,
+}
+
+impl HostRole {
+    /// Every role, in declaration order.
+    pub const ALL: [HostRole; 7] = [
+        HostRole::Auth,
+        HostRole::Proxy,
+        HostRole::Node,
+        HostRole::App,
+        HostRole::Db,
+        HostRole::Kube,
+        HostRole::Desktop,
+    ];
+
+    /// The role's name as written in certificates and config ("node", "proxy", …).
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            HostRole::Auth => "auth",
+            HostRole::Proxy => "proxy",
+            HostRole::Node => "node",
+            HostRole::App => "app",
+            HostRole::Db => "db",
+            HostRole::Kube => "kube",
+            HostRole::Desktop => "desktop",
+        }
+    }
+}
+
+impl fmt::Display for HostRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for HostRole {
+    type Err = CaError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        HostRole::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| CaError::UnknownName {
+                what: "host role",
+                value: s.to_owned(),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_role_names_round_trip() {
+        for role in HostRole::ALL {
+            assert_eq!(role.to_string().parse::<HostRole>().unwrap(), role);
+            let json = serde_json::to_string(&role).unwrap();
+            assert_eq!(json, format!("\"{role}\""));
+        }
+        assert!("root".parse::<HostRole>().is_err());
+    }
+
+    #[test]
+    fn identity_json_omits_absent_routes() {
+        let id = Identity {
+            username: "alice".into(),
+            ..Identity::default()
+        };
+        let json = serde_json::to_string(&id).unwrap();
+        assert!(!json.contains("route_to_database"));
+        assert!(!json.contains("route_to_app"));
+        assert_eq!(serde_json::from_str::<Identity>(&json).unwrap(), id);
+    }
+}

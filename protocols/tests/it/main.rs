@@ -1,0 +1,12 @@
+//! Integration tests for `hop-protocols`: one module per parser, driven by
+//! real captures in `protocols/testdata/` (see `testdata/README.md`).
+
+mod http1;
+mod invariants;
+mod postgres;
+mod proxy_protocol;
+mod sniff;
+mod ssh;
+mod support;
+mod tls;
+mod tunnel;
