@@ -273,7 +273,9 @@ impl<'de> Deserialize<'de> for HumanDuration {
 /// Parses `1h30m`, `90s`, `500ms`, `2d`; refuses empty strings, unknown units and overflow.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let bad = || format!("invalid duration {s:?}: expected a number and unit such as 90s, 15m, 8h or 1h30m");
+    let bad = || {
+        format!("invalid duration {s:?}: expected a number and unit such as 90s, 15m, 8h or 1h30m")
+    };
     if s.is_empty() {
         return Err(bad());
     }
@@ -289,7 +291,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         }
         let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = match &rest[..unit_len] {
             "ms" => Duration::from_millis(1),
             "s" => Duration::from_secs(1),
@@ -342,13 +346,19 @@ impl Config {
         if let Some(v) = &self.version
             && v != "v1"
         {
-            return Err(invalid("version", format!("unsupported version {v:?}; expected v1")));
+            return Err(invalid(
+                "version",
+                format!("unsupported version {v:?}; expected v1"),
+            ));
         }
         if self.hop.data_dir.as_os_str().is_empty() {
             return Err(invalid("hop.data_dir", "must not be empty".into()));
         }
         if self.hop.roles.is_empty() {
-            return Err(invalid("hop.roles", "at least one service role is required".into()));
+            return Err(invalid(
+                "hop.roles",
+                "at least one service role is required".into(),
+            ));
         }
         if let Some(level) = &self.hop.log.severity
             && tracing_subscriber::EnvFilter::try_new(level).is_err()
@@ -365,7 +375,10 @@ impl Config {
         if auth.authentication.kind != "local" {
             return Err(invalid(
                 "auth_service.authentication.type",
-                format!("unsupported type {:?}; only local is available", auth.authentication.kind),
+                format!(
+                    "unsupported type {:?}; only local is available",
+                    auth.authentication.kind
+                ),
             ));
         }
         if !matches!(
@@ -387,7 +400,10 @@ impl Config {
             ));
         }
         if auth.login.max_failed_attempts == 0 {
-            return Err(invalid("auth_service.login.max_failed_attempts", "must be at least 1".into()));
+            return Err(invalid(
+                "auth_service.login.max_failed_attempts",
+                "must be at least 1".into(),
+            ));
         }
         if auth.login.attempts_per_ip_per_minute == 0 {
             return Err(invalid(
@@ -396,18 +412,30 @@ impl Config {
             ));
         }
         if auth.login.invite_ttl.0 < Duration::from_secs(1) {
-            return Err(invalid("auth_service.login.invite_ttl", "must be at least 1s".into()));
+            return Err(invalid(
+                "auth_service.login.invite_ttl",
+                "must be at least 1s".into(),
+            ));
         }
         let proxy = &self.proxy_service;
         if proxy.handshake_timeout.0.is_zero() {
-            return Err(invalid("proxy_service.handshake_timeout", "must be greater than 0s".into()));
+            return Err(invalid(
+                "proxy_service.handshake_timeout",
+                "must be greater than 0s".into(),
+            ));
         }
         if proxy.max_connections == 0 {
-            return Err(invalid("proxy_service.max_connections", "must be at least 1".into()));
+            return Err(invalid(
+                "proxy_service.max_connections",
+                "must be at least 1".into(),
+            ));
         }
         for name in &proxy.public_addr {
             if name.is_empty() || name.contains(char::is_whitespace) {
-                return Err(invalid("proxy_service.public_addr", format!("invalid name {name:?}")));
+                return Err(invalid(
+                    "proxy_service.public_addr",
+                    format!("invalid name {name:?}"),
+                ));
             }
         }
         Ok(())
@@ -436,7 +464,11 @@ pub fn validate_cluster_name(name: &str) -> Result<(), String> {
 
 /// Errors from the YAML parser may span lines (a snippet); keep the first meaningful lines joined.
 fn one_line(msg: &str) -> String {
-    let lines: Vec<&str> = msg.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let lines: Vec<&str> = msg
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     lines.join(" ")
 }
 
@@ -506,7 +538,9 @@ mod tests {
 
     #[test]
     fn unknown_key_names_the_key_and_line() {
-        let err = parse("version: v1\nhop:\n  data_dri: /tmp/x\n").unwrap_err().to_string();
+        let err = parse("version: v1\nhop:\n  data_dri: /tmp/x\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("data_dri"), "{err}");
         assert!(err.contains("hop.yaml"), "{err}");
         assert!(err.contains('3'), "line number missing: {err}");
@@ -515,19 +549,33 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_field() {
-        let err = parse("proxy_service:\n  listen_addr: nowhere\n").unwrap_err().to_string();
+        let err = parse("proxy_service:\n  listen_addr: nowhere\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("invalid address"), "{err}");
-        let err = parse("auth_service:\n  login:\n    lockout: 5 minutes\n").unwrap_err().to_string();
+        let err = parse("auth_service:\n  login:\n    lockout: 5 minutes\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("invalid duration"), "{err}");
         let err = parse("auth_service:\n  authentication:\n    second_factor: sms\n")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("auth_service.authentication.second_factor"), "{err}");
+        assert!(
+            err.contains("auth_service.authentication.second_factor"),
+            "{err}"
+        );
     }
 
     #[test]
     fn malformed_yaml_is_an_error_not_a_panic() {
-        for text in ["hop: [", "\t- x", "a: b: c", "hop:\n  roles: {", "\u{0}\u{1}", "*x"] {
+        for text in [
+            "hop: [",
+            "\t- x",
+            "a: b: c",
+            "hop:\n  roles: {",
+            "\u{0}\u{1}",
+            "*x",
+        ] {
             assert!(parse(text).is_err(), "accepted {text:?}");
         }
     }
@@ -545,7 +593,10 @@ mod tests {
     #[test]
     fn addresses() {
         assert_eq!(parse_addr(":3080").unwrap().port(), 3080);
-        assert_eq!(parse_addr("localhost:1").unwrap().ip().to_string(), "127.0.0.1");
+        assert_eq!(
+            parse_addr("localhost:1").unwrap().ip().to_string(),
+            "127.0.0.1"
+        );
         assert!(parse_addr("example.com:1").is_err());
     }
 }

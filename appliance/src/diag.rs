@@ -36,7 +36,10 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(DiagState { metrics, proxy_expected });
+        .with_state(DiagState {
+            metrics,
+            proxy_expected,
+        });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             crate::signals::until_shutdown(&mut shutdown).await;
@@ -55,7 +58,10 @@ async fn readyz(State(s): State<DiagState>) -> impl IntoResponse {
 
 async fn metrics_text(State(s): State<DiagState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         s.metrics.render(),
     )
 }

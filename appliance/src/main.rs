@@ -50,7 +50,10 @@ fn error_text(e: &anyhow::Error) -> String {
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     // The control plane is small: two worker threads whatever the core count.
-    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -70,11 +73,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Start(args) => {
             let cfg = start_config(&args)?;
             let level = cli.log_level.or(cfg.hop.log.severity.clone());
-            logging::init(level.as_deref(), cli.log_format.unwrap_or(cfg.hop.log.format))?;
+            logging::init(
+                level.as_deref(),
+                cli.log_format.unwrap_or(cfg.hop.log.format),
+            )?;
             runtime()?.block_on(start::run(cfg))
         }
         other => {
-            logging::init(cli.log_level.as_deref().or(Some("warn")), cli.log_format.unwrap_or(LogFormat::Text))?;
+            logging::init(
+                cli.log_level.as_deref().or(Some("warn")),
+                cli.log_format.unwrap_or(LogFormat::Text),
+            )?;
             let rt = runtime()?;
             match other {
                 Command::Signup(a) => rt.block_on(client::user::signup(a)),
@@ -82,7 +91,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Status(a) => client::user::status(a),
                 Command::Logout => client::user::logout(),
                 Command::Admin(a) => rt.block_on(client::admin::run(a)),
-                Command::Version | Command::Configure | Command::Completion { .. } | Command::Start(_) => Ok(()),
+                Command::Version
+                | Command::Configure
+                | Command::Completion { .. }
+                | Command::Start(_) => Ok(()),
             }
         }
     }
@@ -94,15 +106,21 @@ fn start_config(args: &StartArgs) -> anyhow::Result<Config> {
         Some(p) => Config::load(p)?,
         None => Config::default(),
     };
-    let src = args.config.clone().unwrap_or_else(|| PathBuf::from("<flags>"));
+    let src = args
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("<flags>"));
     if let Some(d) = &args.data_dir {
         cfg.hop.data_dir = d.clone();
     }
     if let Some(l) = &args.listen {
-        cfg.proxy_service.listen_addr = config::Addr(config::parse_addr(l).map_err(|e| anyhow::anyhow!("--listen: {e}"))?);
+        cfg.proxy_service.listen_addr =
+            config::Addr(config::parse_addr(l).map_err(|e| anyhow::anyhow!("--listen: {e}"))?);
     }
     if let Some(d) = &args.diag_addr {
-        cfg.hop.diag_addr = Some(config::Addr(config::parse_addr(d).map_err(|e| anyhow::anyhow!("--diag-addr: {e}"))?));
+        cfg.hop.diag_addr = Some(config::Addr(
+            config::parse_addr(d).map_err(|e| anyhow::anyhow!("--diag-addr: {e}"))?,
+        ));
     }
     if !args.roles.is_empty() {
         cfg.hop.roles = args

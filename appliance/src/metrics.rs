@@ -101,30 +101,114 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
         let flag = |b: &AtomicBool| u64::from(b.load(Ordering::Acquire));
-        gauge(&mut out, "hop_build_info", "Build information.", &[(format!("version=\"{}\"", env!("CARGO_PKG_VERSION")), 1)]);
-        gauge(&mut out, "hop_uptime_seconds", "Seconds since the process started.", &[(String::new(), self.started.elapsed().as_secs())]);
-        gauge(&mut out, "hop_storage_ready", "1 once the backend is open.", &[(String::new(), flag(&self.storage_ready))]);
-        gauge(&mut out, "hop_ca_ready", "1 once the certificate authorities are loaded.", &[(String::new(), flag(&self.ca_ready))]);
-        counter(&mut out, "hop_logins_total", "Password logins by result.", &[
-            ("result=\"success\"".into(), self.logins_ok.get()),
-            ("result=\"failure\"".into(), self.logins_failed.get()),
-            ("result=\"locked\"".into(), self.logins_locked.get()),
-            ("result=\"rate_limited\"".into(), self.logins_rate_limited.get()),
-        ]);
-        counter(&mut out, "hop_signups_total", "Completed invitations.", &[(String::new(), self.signups.get())]);
-        counter(&mut out, "hop_certificates_issued_total", "User and host certificates issued.", &[(String::new(), self.certificates_issued.get())]);
-        counter(&mut out, "hop_grpc_requests_total", "Auth API requests.", &[(String::new(), self.grpc_requests.get())]);
-        counter(&mut out, "hop_admin_denied_total", "Admin API calls refused by RBAC.", &[(String::new(), self.admin_denied.get())]);
-        counter(&mut out, "hop_proxy_connections_accepted_total", "Connections accepted on the proxy port.", &[(String::new(), self.connections_accepted.get())]);
-        gauge(&mut out, "hop_proxy_connections_active", "Connections open on the proxy port.", &[(String::new(), self.connections_active.get())]);
-        counter(&mut out, "hop_proxy_connections_shed_total", "Connections closed at once because max_connections was reached.", &[(String::new(), self.connections_shed.get())]);
-        counter(&mut out, "hop_proxy_tls_handshakes_total", "TLS handshakes on the proxy port by result.", &[
-            ("result=\"success\"".into(), self.tls_handshakes_ok.get()),
-            ("result=\"failure\"".into(), self.tls_handshakes_failed.get()),
-            ("result=\"timeout\"".into(), self.tls_handshakes_timed_out.get()),
-        ]);
-        counter(&mut out, "hop_audit_events_total", "Audit events written.", &[(String::new(), self.audit_events.get())]);
-        counter(&mut out, "hop_audit_failures_total", "Audit events that could not be written.", &[(String::new(), self.audit_failures.get())]);
+        gauge(
+            &mut out,
+            "hop_build_info",
+            "Build information.",
+            &[(format!("version=\"{}\"", env!("CARGO_PKG_VERSION")), 1)],
+        );
+        gauge(
+            &mut out,
+            "hop_uptime_seconds",
+            "Seconds since the process started.",
+            &[(String::new(), self.started.elapsed().as_secs())],
+        );
+        gauge(
+            &mut out,
+            "hop_storage_ready",
+            "1 once the backend is open.",
+            &[(String::new(), flag(&self.storage_ready))],
+        );
+        gauge(
+            &mut out,
+            "hop_ca_ready",
+            "1 once the certificate authorities are loaded.",
+            &[(String::new(), flag(&self.ca_ready))],
+        );
+        counter(
+            &mut out,
+            "hop_logins_total",
+            "Password logins by result.",
+            &[
+                ("result=\"success\"".into(), self.logins_ok.get()),
+                ("result=\"failure\"".into(), self.logins_failed.get()),
+                ("result=\"locked\"".into(), self.logins_locked.get()),
+                (
+                    "result=\"rate_limited\"".into(),
+                    self.logins_rate_limited.get(),
+                ),
+            ],
+        );
+        counter(
+            &mut out,
+            "hop_signups_total",
+            "Completed invitations.",
+            &[(String::new(), self.signups.get())],
+        );
+        counter(
+            &mut out,
+            "hop_certificates_issued_total",
+            "User and host certificates issued.",
+            &[(String::new(), self.certificates_issued.get())],
+        );
+        counter(
+            &mut out,
+            "hop_grpc_requests_total",
+            "Auth API requests.",
+            &[(String::new(), self.grpc_requests.get())],
+        );
+        counter(
+            &mut out,
+            "hop_admin_denied_total",
+            "Admin API calls refused by RBAC.",
+            &[(String::new(), self.admin_denied.get())],
+        );
+        counter(
+            &mut out,
+            "hop_proxy_connections_accepted_total",
+            "Connections accepted on the proxy port.",
+            &[(String::new(), self.connections_accepted.get())],
+        );
+        gauge(
+            &mut out,
+            "hop_proxy_connections_active",
+            "Connections open on the proxy port.",
+            &[(String::new(), self.connections_active.get())],
+        );
+        counter(
+            &mut out,
+            "hop_proxy_connections_shed_total",
+            "Connections closed at once because max_connections was reached.",
+            &[(String::new(), self.connections_shed.get())],
+        );
+        counter(
+            &mut out,
+            "hop_proxy_tls_handshakes_total",
+            "TLS handshakes on the proxy port by result.",
+            &[
+                ("result=\"success\"".into(), self.tls_handshakes_ok.get()),
+                (
+                    "result=\"failure\"".into(),
+                    self.tls_handshakes_failed.get(),
+                ),
+                (
+                    "result=\"timeout\"".into(),
+                    self.tls_handshakes_timed_out.get(),
+                ),
+            ],
+        );
+        counter(
+            &mut out,
+            "hop_audit_events_total",
+            "Audit events written.",
+            &[(String::new(), self.audit_events.get())],
+        );
+        counter(
+            &mut out,
+            "hop_audit_failures_total",
+            "Audit events that could not be written.",
+            &[(String::new(), self.audit_failures.get())],
+        );
         out
     }
 }

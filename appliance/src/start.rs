@@ -43,7 +43,10 @@ fn host_name() -> String {
 fn web_addr(cfg: &Config) -> String {
     let listen = cfg.proxy_service.listen_addr.0;
     if let Some(first) = cfg.proxy_service.public_addr.first() {
-        if first.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+        if first
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
             return first.clone();
         }
         return format!("{first}:{}", listen.port());
@@ -57,10 +60,17 @@ fn web_addr(cfg: &Config) -> String {
 
 /// Names in the proxy's certificate.
 fn proxy_names(cfg: &Config) -> Vec<String> {
-    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string(), host_name()];
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+        host_name(),
+    ];
     for p in &cfg.proxy_service.public_addr {
         let host = match p.rsplit_once(':') {
-            Some((h, port)) if port.parse::<u16>().is_ok() && !h.is_empty() => h.trim_matches(['[', ']']),
+            Some((h, port)) if port.parse::<u16>().is_ok() && !h.is_empty() => {
+                h.trim_matches(['[', ']'])
+            }
             _ => p.as_str(),
         };
         names.push(host.to_string());
@@ -75,7 +85,8 @@ fn proxy_names(cfg: &Config) -> Vec<String> {
 }
 
 fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("cannot set permissions of {}", dir.display()))?;
     Ok(())
@@ -95,7 +106,9 @@ fn watch_signals(tx: watch::Sender<bool>) -> anyhow::Result<()> {
             }
             seen += 1;
             if seen == 1 {
-                tracing::info!("shutting down: no new connections; send the signal again to exit at once");
+                tracing::info!(
+                    "shutting down: no new connections; send the signal again to exit at once"
+                );
                 let _ = tx.send(true);
             } else {
                 tracing::warn!("second signal: exiting now");
@@ -109,11 +122,15 @@ fn watch_signals(tx: watch::Sender<bool>) -> anyhow::Result<()> {
 pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     for role in &cfg.hop.roles {
         if !matches!(role, ServiceRole::Auth | ServiceRole::Proxy) {
-            bail!("hop.roles: the {role} service is not available in this build yet; run auth and proxy");
+            bail!(
+                "hop.roles: the {role} service is not available in this build yet; run auth and proxy"
+            );
         }
     }
     if cfg.runs(ServiceRole::Proxy) && !cfg.runs(ServiceRole::Auth) {
-        bail!("hop.roles: a proxy without auth in the same process is not available yet; run --roles auth,proxy");
+        bail!(
+            "hop.roles: a proxy without auth in the same process is not available yet; run --roles auth,proxy"
+        );
     }
     let data_dir = cfg.hop.data_dir.clone();
     prepare_data_dir(&data_dir)?;
@@ -132,7 +149,10 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let backend = match backend {
         Ok(b) => Arc::new(b),
         Err(e @ StorageError::Locked { .. }) => {
-            bail!("{e}\nAnother `hop start` is using {}. Stop it first, or use another --data-dir.", data_dir.display())
+            bail!(
+                "{e}\nAnother `hop start` is using {}. Stop it first, or use another --data-dir.",
+                data_dir.display()
+            )
         }
         Err(e) => bail!("cannot open storage {}: {e}", db_path.display()),
     };
@@ -206,7 +226,11 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     // The admin socket: `hop admin` on this host.
     let sock_path = data_dir.join(ADMIN_SOCKET);
     let admin_listener = proxy::listener::bind_admin_socket(&sock_path)?;
-    tasks.spawn(proxy::listener::serve_admin_socket(admin_listener, grpc_router.clone(), shutdown_rx.clone()));
+    tasks.spawn(proxy::listener::serve_admin_socket(
+        admin_listener,
+        grpc_router.clone(),
+        shutdown_rx.clone(),
+    ));
 
     let mut bound: Option<SocketAddr> = None;
     if let Some(listener) = proxy_listener {
@@ -214,21 +238,34 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
             Some(files) => proxy::tls::load_files(&files.cert_file, &files.key_file)?,
             None => {
                 let (a, names) = (auth.clone(), proxy_names(&cfg));
-                tokio::task::spawn_blocking(move || a.issue_host_tls(&host_name(), HostRole::Proxy, &names, PROXY_CERT_TTL))
-                    .await?
-                    .map_err(|e| anyhow!("cannot issue the proxy certificate: {e}"))?
+                tokio::task::spawn_blocking(move || {
+                    a.issue_host_tls(&host_name(), HostRole::Proxy, &names, PROXY_CERT_TTL)
+                })
+                .await?
+                .map_err(|e| anyhow!("cannot issue the proxy certificate: {e}"))?
             }
         };
-        let user_ca = auth.authorities().user.public().x509_cert_pem.into_iter().collect::<Vec<_>>();
+        let user_ca = auth
+            .authorities()
+            .user
+            .public()
+            .x509_cert_pem
+            .into_iter()
+            .collect::<Vec<_>>();
         let tls = proxy::tls::server_config(&chain_pem, &key_pem, &user_ca)?;
         bound = Some(listener.local_addr()?);
-        let router = grpc_router.clone().merge(proxy::web::router(auth.clone(), web_addr.clone()));
+        let router = grpc_router
+            .clone()
+            .merge(proxy::web::router(auth.clone(), web_addr.clone()));
         let identify: proxy::listener::IdentifyPeer = {
             let (trusted, clock) = (vec![auth.authorities().user.public()], clock.clone());
             Arc::new(move |der: &[u8], remote| {
                 hop_ca::verify_user_x509(der, &trusted, clock.now())
                     .ok()
-                    .map(|(identity, _)| Caller::User { identity: Box::new(identity), remote })
+                    .map(|(identity, _)| Caller::User {
+                        identity: Box::new(identity),
+                        remote,
+                    })
             })
         };
         let settings = proxy::listener::TlsListenerSettings {
@@ -252,7 +289,10 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let mut rx = shutdown_rx.clone();
     crate::signals::until_shutdown(&mut rx).await;
     // Let connections drain, then stop whatever is left.
-    let _ = tokio::time::timeout(Duration::from_secs(12), async { while tasks.join_next().await.is_some() {} }).await;
+    let _ = tokio::time::timeout(Duration::from_secs(12), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
     tasks.abort_all();
     let _ = std::fs::remove_file(&sock_path);
     tracing::info!("stopped");
@@ -261,7 +301,9 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
 
 fn print_banner(auth: &AuthServer, bound: Option<SocketAddr>, web_addr: &str, data_dir: &Path) {
     let pin = auth.ca_pin();
-    let listen = bound.map(|a| a.to_string()).unwrap_or_else(|| "(proxy not running)".into());
+    let listen = bound
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "(proxy not running)".into());
     let dd = data_dir.display();
     println!(
         "Hop {ver} is running.\n\

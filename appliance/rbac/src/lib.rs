@@ -15,11 +15,11 @@ pub mod labels;
 pub mod parse;
 pub mod resource;
 pub mod role;
+mod stored;
 pub mod token;
 pub mod traits;
 pub mod user;
 pub mod validation;
-mod stored;
 mod yaml;
 
 pub use builtin::builtin_roles;

@@ -89,7 +89,10 @@ impl AuditEvent {
         Self {
             event: kind.name(),
             code: kind.code(true),
-            time: now.duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0),
+            time: now
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_micros() as u64)
+                .unwrap_or(0),
             id: uuid::Uuid::new_v4().to_string(),
             cluster: cluster.to_string(),
             user: user.to_string(),

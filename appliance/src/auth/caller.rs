@@ -14,7 +14,10 @@ pub enum Caller {
     /// A process of the appliance's own user on the admin socket in the data dir.
     LocalAdmin,
     /// A client that presented a valid user certificate of this cluster.
-    User { identity: Box<Identity>, remote: SocketAddr },
+    User {
+        identity: Box<Identity>,
+        remote: SocketAddr,
+    },
     /// Anyone else; may use only the public API.
     Anonymous { remote: Option<SocketAddr> },
 }

@@ -33,8 +33,12 @@ impl AuthApi {
 
     /// The gRPC routes, ready to merge into the listener's router.
     pub fn routes(&self) -> tonic::service::Routes {
-        tonic::service::Routes::new(super::proto::auth_public_server::AuthPublicServer::new(self.clone()))
-            .add_service(super::proto::auth_admin_server::AuthAdminServer::new(self.clone()))
+        tonic::service::Routes::new(super::proto::auth_public_server::AuthPublicServer::new(
+            self.clone(),
+        ))
+        .add_service(super::proto::auth_admin_server::AuthAdminServer::new(
+            self.clone(),
+        ))
     }
 
     fn invite_response(&self, invite: super::server::Invite) -> InviteResponse {
@@ -69,7 +73,9 @@ pub fn to_status(e: AuthError) -> Status {
         AuthError::InvalidCredentials => Status::unauthenticated(msg),
         AuthError::Locked { .. } | AuthError::Denied(_) => Status::permission_denied(msg),
         AuthError::RateLimited { .. } => Status::resource_exhausted(msg),
-        AuthError::InviteNotFound | AuthError::InviteExpired { .. } => Status::permission_denied(msg),
+        AuthError::InviteNotFound | AuthError::InviteExpired { .. } => {
+            Status::permission_denied(msg)
+        }
         AuthError::BadRequest(_) => Status::invalid_argument(msg),
         AuthError::AlreadyExists(_) => Status::already_exists(msg),
         AuthError::NotFound(_) => Status::not_found(msg),
@@ -88,11 +94,18 @@ fn caller<T>(req: &Request<T>) -> Caller {
 }
 
 fn unix(t: std::time::SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// Checks the caller may use `verb` on `kind`; returns the actor name for audit events.
-fn authorize(auth: &AuthServer, caller: &Caller, kind: &str, verb: &str) -> Result<String, AuthError> {
+fn authorize(
+    auth: &AuthServer,
+    caller: &Caller,
+    kind: &str,
+    verb: &str,
+) -> Result<String, AuthError> {
     match caller {
         Caller::LocalAdmin => Ok(caller.actor()),
         Caller::User { identity, .. } => {
@@ -124,7 +137,9 @@ impl AuthPublic for AuthApi {
         let remote = caller(&req).remote();
         let r = req.into_inner();
         let username = self
-            .blocking(move |a| a.complete_signup(&r.token, &r.password, &r.totp_secret, &r.totp_code, remote))
+            .blocking(move |a| {
+                a.complete_signup(&r.token, &r.password, &r.totp_secret, &r.totp_code, remote)
+            })
             .await?;
         Ok(Response::new(CompleteSignupResponse { username }))
     }
@@ -161,7 +176,10 @@ impl AuthPublic for AuthApi {
 
 #[tonic::async_trait]
 impl AuthAdmin for AuthApi {
-    async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+    async fn status(
+        &self,
+        req: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
         let c = caller(&req);
         let (users, roles) = self
             .blocking(move |a| {
@@ -190,7 +208,10 @@ impl AuthAdmin for AuthApi {
         }))
     }
 
-    async fn create_user(&self, req: Request<CreateUserRequest>) -> Result<Response<InviteResponse>, Status> {
+    async fn create_user(
+        &self,
+        req: Request<CreateUserRequest>,
+    ) -> Result<Response<InviteResponse>, Status> {
         let c = caller(&req);
         let r = req.into_inner();
         let invite = self
@@ -207,7 +228,10 @@ impl AuthAdmin for AuthApi {
         Ok(Response::new(self.invite_response(invite)))
     }
 
-    async fn reset_user(&self, req: Request<ResetUserRequest>) -> Result<Response<InviteResponse>, Status> {
+    async fn reset_user(
+        &self,
+        req: Request<ResetUserRequest>,
+    ) -> Result<Response<InviteResponse>, Status> {
         let c = caller(&req);
         let r = req.into_inner();
         let invite = self
@@ -219,7 +243,10 @@ impl AuthAdmin for AuthApi {
         Ok(Response::new(self.invite_response(invite)))
     }
 
-    async fn unlock_user(&self, req: Request<UnlockUserRequest>) -> Result<Response<Empty>, Status> {
+    async fn unlock_user(
+        &self,
+        req: Request<UnlockUserRequest>,
+    ) -> Result<Response<Empty>, Status> {
         let c = caller(&req);
         let r = req.into_inner();
         self.blocking(move |a| {
@@ -230,18 +257,35 @@ impl AuthAdmin for AuthApi {
         Ok(Response::new(Empty {}))
     }
 
-    async fn create_token(&self, req: Request<CreateTokenRequest>) -> Result<Response<CreateTokenResponse>, Status> {
+    async fn create_token(
+        &self,
+        req: Request<CreateTokenRequest>,
+    ) -> Result<Response<CreateTokenResponse>, Status> {
         let c = caller(&req);
         let r = req.into_inner();
         let roles = r.roles.clone();
         let (token, expires) = self
             .blocking(move |a| {
                 let actor = authorize(a, &c, "token", "create")?;
-                let ttl = if r.ttl_seconds == 0 { Duration::from_secs(30 * 60) } else { Duration::from_secs(r.ttl_seconds) };
-                a.create_join_token(&r.roles, ttl, Some(r.name.as_str()), (r.uses > 0).then_some(r.uses), &actor)
+                let ttl = if r.ttl_seconds == 0 {
+                    Duration::from_secs(30 * 60)
+                } else {
+                    Duration::from_secs(r.ttl_seconds)
+                };
+                a.create_join_token(
+                    &r.roles,
+                    ttl,
+                    Some(r.name.as_str()),
+                    (r.uses > 0).then_some(r.uses),
+                    &actor,
+                )
             })
             .await?;
-        Ok(Response::new(CreateTokenResponse { token, expires_unix: unix(expires), roles }))
+        Ok(Response::new(CreateTokenResponse {
+            token,
+            expires_unix: unix(expires),
+            roles,
+        }))
     }
 
     async fn create_resources(
@@ -253,7 +297,11 @@ impl AuthAdmin for AuthApi {
         let written = self
             .blocking(move |a| {
                 let actor = c.actor();
-                let source = if r.source.is_empty() { "<stdin>".to_string() } else { r.source };
+                let source = if r.source.is_empty() {
+                    "<stdin>".to_string()
+                } else {
+                    r.source
+                };
                 a.create_resources(&r.yaml, &source, r.force, &actor, &|kind, verb| {
                     authorize(a, &c, kind, verb).map(drop)
                 })
@@ -262,7 +310,10 @@ impl AuthAdmin for AuthApi {
         Ok(Response::new(CreateResourcesResponse { written }))
     }
 
-    async fn get_resources(&self, req: Request<GetResourcesRequest>) -> Result<Response<GetResourcesResponse>, Status> {
+    async fn get_resources(
+        &self,
+        req: Request<GetResourcesRequest>,
+    ) -> Result<Response<GetResourcesResponse>, Status> {
         let c = caller(&req);
         let r = req.into_inner();
         let docs = self
@@ -277,7 +328,10 @@ impl AuthAdmin for AuthApi {
         }))
     }
 
-    async fn delete_resource(&self, req: Request<DeleteResourceRequest>) -> Result<Response<Empty>, Status> {
+    async fn delete_resource(
+        &self,
+        req: Request<DeleteResourceRequest>,
+    ) -> Result<Response<Empty>, Status> {
         let c = caller(&req);
         let r = req.into_inner();
         self.blocking(move |a| {
@@ -296,10 +350,12 @@ impl AuthAdmin for AuthApi {
         let r = req.into_inner();
         // Public keys only: anyone who can reach the cluster may fetch what they need to trust it.
         self.metrics.grpc_requests.inc();
-        let kind: CaKind = r
-            .kind
-            .parse()
-            .map_err(|_| Status::invalid_argument(format!("--type: unknown CA type {:?}; expected user, host, db or jwt", r.kind)))?;
+        let kind: CaKind = r.kind.parse().map_err(|_| {
+            Status::invalid_argument(format!(
+                "--type: unknown CA type {:?}; expected user, host, db or jwt",
+                r.kind
+            ))
+        })?;
         let cas = self.auth.public_authorities(kind);
         let format = if r.format.is_empty() {
             match kind {
@@ -313,7 +369,10 @@ impl AuthAdmin for AuthApi {
             (CaKind::User, "openssh") => hop_ca::export_trusted_user_ca_keys(&cas),
             (CaKind::Host, "openssh") => hop_ca::export_known_hosts(&cas),
             (CaKind::User | CaKind::Host | CaKind::Db, "pem") => hop_ca::export_pem(&cas),
-            (CaKind::Jwt, "pem") => cas.iter().filter_map(|c| c.jwt_public_pem.clone()).collect(),
+            (CaKind::Jwt, "pem") => cas
+                .iter()
+                .filter_map(|c| c.jwt_public_pem.clone())
+                .collect(),
             (k, f) => {
                 return Err(Status::invalid_argument(format!(
                     "--format: {f:?} is not available for the {k} CA; use {}",

@@ -11,6 +11,8 @@ pub mod ratelimit;
 pub mod records;
 pub mod resources;
 pub mod server;
+#[cfg(test)]
+mod server_tests;
 pub mod totp;
 
 /// Code generated from `proto/hop/auth/v1/auth.proto`.

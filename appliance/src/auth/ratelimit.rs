@@ -26,7 +26,11 @@ impl LoginRateLimiter {
     /// `per_minute` attempts, available as a burst and refilled evenly over a minute.
     pub fn new(per_minute: u32) -> Self {
         let burst = f64::from(per_minute.max(1));
-        Self { burst, per_second: burst / 60.0, buckets: HashMap::new() }
+        Self {
+            burst,
+            per_second: burst / 60.0,
+            buckets: HashMap::new(),
+        }
     }
 
     /// Takes one token for `ip`; on refusal, says how long until the next one.
@@ -35,22 +39,32 @@ impl LoginRateLimiter {
             self.evict_full(now);
         }
         let (burst, rate) = (self.burst, self.per_second);
-        let b = self.buckets.entry(ip).or_insert(Bucket { tokens: burst, updated: now });
-        let elapsed = now.duration_since(b.updated).unwrap_or_default().as_secs_f64();
+        let b = self.buckets.entry(ip).or_insert(Bucket {
+            tokens: burst,
+            updated: now,
+        });
+        let elapsed = now
+            .duration_since(b.updated)
+            .unwrap_or_default()
+            .as_secs_f64();
         b.tokens = (b.tokens + elapsed * rate).min(burst);
         b.updated = now;
         if b.tokens >= 1.0 {
             b.tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64(((1.0 - b.tokens) / rate).max(0.0)).max(Duration::from_secs(1)))
+            Err(Duration::from_secs_f64(((1.0 - b.tokens) / rate).max(0.0))
+                .max(Duration::from_secs(1)))
         }
     }
 
     fn evict_full(&mut self, now: SystemTime) {
         let (burst, rate) = (self.burst, self.per_second);
         self.buckets.retain(|_, b| {
-            let elapsed = now.duration_since(b.updated).unwrap_or_default().as_secs_f64();
+            let elapsed = now
+                .duration_since(b.updated)
+                .unwrap_or_default()
+                .as_secs_f64();
             b.tokens + elapsed * rate < burst
         });
         if self.buckets.len() >= MAX_TRACKED {
@@ -74,7 +88,10 @@ mod tests {
             l.check(ip, t0).unwrap();
         }
         let wait = l.check(ip, t0).unwrap_err();
-        assert!(wait >= Duration::from_secs(19) && wait <= Duration::from_secs(21), "{wait:?}");
+        assert!(
+            wait >= Duration::from_secs(19) && wait <= Duration::from_secs(21),
+            "{wait:?}"
+        );
         assert!(l.check(other, t0).is_ok(), "buckets are per IP");
         assert!(l.check(ip, t0 + Duration::from_secs(21)).is_ok());
     }

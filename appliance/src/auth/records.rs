@@ -24,8 +24,14 @@ impl std::fmt::Debug for UserSecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UserSecrets")
             .field("user", &self.user)
-            .field("password_hash", &self.password_hash.as_ref().map(|_| "<redacted>"))
-            .field("totp_secret", &self.totp_secret.as_ref().map(|_| "<redacted>"))
+            .field(
+                "password_hash",
+                &self.password_hash.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "totp_secret",
+                &self.totp_secret.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -84,13 +90,18 @@ pub struct CaKeys {
 
 impl std::fmt::Debug for CaKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CaKeys").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("CaKeys")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
 impl CaKeys {
     pub fn new(kind: CaKind, authority: CertAuthority) -> Self {
-        Self { name: kind.to_string(), authority }
+        Self {
+            name: kind.to_string(),
+            authority,
+        }
     }
 }
 

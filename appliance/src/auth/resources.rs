@@ -28,7 +28,10 @@ fn from_odt(t: time::OffsetDateTime) -> SystemTime {
 
 /// The stored cluster name, created from the config (or the host name) on first start. A config
 /// that names a different cluster than the data dir holds is an operator error.
-pub fn ensure_cluster_name(store: &ResourceStore, configured: Option<&str>) -> Result<String, AuthError> {
+pub fn ensure_cluster_name(
+    store: &ResourceStore,
+    configured: Option<&str>,
+) -> Result<String, AuthError> {
     if let Some(v) = store.get::<ClusterName>(CLUSTER_NAME)? {
         let stored = v.value.spec.cluster_name.clone();
         if let Some(c) = configured
@@ -52,7 +55,11 @@ pub fn ensure_cluster_name(store: &ResourceStore, configured: Option<&str>) -> R
         Resource::ClusterName(c) => {
             store.create(&c)?;
         }
-        _ => return Err(AuthError::Internal("cluster_name document parsed as another kind".into())),
+        _ => {
+            return Err(AuthError::Internal(
+                "cluster_name document parsed as another kind".into(),
+            ));
+        }
     }
     tracing::info!(cluster = %name, "created cluster");
     Ok(name)
@@ -88,7 +95,9 @@ pub fn apply_auth_preference(store: &ResourceStore, second_factor: &str) -> Resu
             store.upsert::<AuthPreference>(&p)?;
             Ok(())
         }
-        _ => Err(AuthError::Internal("auth preference document parsed as another kind".into())),
+        _ => Err(AuthError::Internal(
+            "auth preference document parsed as another kind".into(),
+        )),
     }
 }
 
@@ -102,8 +111,12 @@ pub fn new_user(
     let mut user = User::new(name, &[]);
     user.spec.roles = roles.to_vec();
     user.spec.traits = traits;
-    user.spec.created_by = Some(hop_rbac::CreatedBy { time: odt(now), user: actor.to_string() });
-    user.validate().map_err(|e| AuthError::BadRequest(e.to_string()))?;
+    user.spec.created_by = Some(hop_rbac::CreatedBy {
+        time: odt(now),
+        user: actor.to_string(),
+    });
+    user.validate()
+        .map_err(|e| AuthError::BadRequest(e.to_string()))?;
     Ok(user)
 }
 
@@ -149,7 +162,8 @@ pub fn new_join_token(
         .map_err(|e| AuthError::BadRequest(format!("--type: {e}")))?;
     let mut t = ProvisionToken::new(token, &roles, odt(expires));
     t.spec.uses = uses;
-    t.validate().map_err(|e| AuthError::BadRequest(e.to_string()))?;
+    t.validate()
+        .map_err(|e| AuthError::BadRequest(e.to_string()))?;
     Ok(t)
 }
 
@@ -170,7 +184,10 @@ pub fn write(store: &ResourceStore, doc: &Resource) -> Result<(), AuthError> {
         Resource::Token(t) => store.upsert::<ProvisionToken>(t).map(drop),
         Resource::ClusterAuthPreference(p) => store.upsert::<AuthPreference>(p).map(drop),
         Resource::ClusterName(_) | Resource::CertAuthority(_) => {
-            return Err(AuthError::BadRequest(format!("{} resources cannot be written", doc.kind())));
+            return Err(AuthError::BadRequest(format!(
+                "{} resources cannot be written",
+                doc.kind()
+            )));
         }
     }
     .map_err(AuthError::from)
@@ -181,7 +198,11 @@ pub fn delete(store: &ResourceStore, kind: &str, name: &str) -> Result<bool, Aut
         "role" => store.delete::<Role>(name),
         "user" => store.delete::<User>(name),
         "token" => store.delete::<ProvisionToken>(name),
-        _ => return Err(AuthError::BadRequest(format!("{kind} resources cannot be deleted"))),
+        _ => {
+            return Err(AuthError::BadRequest(format!(
+                "{kind} resources cannot be deleted"
+            )));
+        }
     };
     Ok(r?)
 }

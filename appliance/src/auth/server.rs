@@ -17,7 +17,7 @@ use hop_storage::{Clock, ResourceStore, StorageError};
 
 use super::audit::{AuditEvent, AuditSink, EventKind};
 use super::ratelimit::LoginRateLimiter;
-use super::records::{token_hash, CaKeys, InviteKind, InviteToken, UserSecrets, PUBLIC_KINDS};
+use super::records::{CaKeys, InviteKind, InviteToken, PUBLIC_KINDS, UserSecrets, token_hash};
 use super::{password, resources, totp};
 use crate::metrics::Metrics;
 
@@ -31,13 +31,19 @@ pub enum AuthError {
     /// The caller's credentials are wrong (deliberately vague).
     #[error("{INVALID_CREDENTIALS}")]
     InvalidCredentials,
-    #[error("user {user:?} is locked until {until} after too many failed logins; an administrator can run `hop admin users unlock {user}`")]
+    #[error(
+        "user {user:?} is locked until {until} after too many failed logins; an administrator can run `hop admin users unlock {user}`"
+    )]
     Locked { user: String, until: String },
     #[error("too many login attempts from {ip}; try again in {retry_after_secs} s")]
     RateLimited { ip: String, retry_after_secs: u64 },
-    #[error("the invite token is not valid; ask an administrator for a new one (`hop admin users reset NAME`)")]
+    #[error(
+        "the invite token is not valid; ask an administrator for a new one (`hop admin users reset NAME`)"
+    )]
     InviteNotFound,
-    #[error("the invite token expired at {expired}; ask an administrator for a new one (`hop admin users reset {user}`)")]
+    #[error(
+        "the invite token expired at {expired}; ask an administrator for a new one (`hop admin users reset {user}`)"
+    )]
     InviteExpired { user: String, expired: String },
     /// The request is malformed or violates a rule; the message names the field.
     #[error("{0}")]
@@ -147,7 +153,9 @@ pub struct AuthServer {
 
 impl std::fmt::Debug for AuthServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthServer").field("cluster", &self.cluster).finish_non_exhaustive()
+        f.debug_struct("AuthServer")
+            .field("cluster", &self.cluster)
+            .finish_non_exhaustive()
     }
 }
 
@@ -160,7 +168,10 @@ fn unix(t: SystemTime) -> i64 {
 fn rfc3339(t: SystemTime) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix(t))
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| unix(t).to_string())
 }
 
@@ -311,8 +322,11 @@ impl AuthServer {
         }
         self.store.delete::<UserSecrets>(name)?;
         self.set_lock(name, None)?;
-        self.audit
-            .emit(self.event(EventKind::UserUpdate, actor).field("name", name).field("action", "reset"));
+        self.audit.emit(
+            self.event(EventKind::UserUpdate, actor)
+                .field("name", name)
+                .field("action", "reset"),
+        );
         self.new_invite(name, InviteKind::Reset)
     }
 
@@ -325,7 +339,11 @@ impl AuthServer {
             kind,
             expires_unix: unix(expires),
         })?;
-        Ok(Invite { username: user.to_string(), token, expires })
+        Ok(Invite {
+            username: user.to_string(),
+            token,
+            expires,
+        })
     }
 
     /// `host:port` users reach the proxy on.
@@ -354,11 +372,18 @@ impl AuthServer {
         let invite = invite.value;
         if unix(now) >= invite.expires_unix {
             self.store.delete::<InviteToken>(&invite.token_hash)?;
-            let expired = UNIX_EPOCH + Duration::from_secs(u64::try_from(invite.expires_unix).unwrap_or(0));
-            return Err(AuthError::InviteExpired { user: invite.user, expired: rfc3339(expired) });
+            let expired =
+                UNIX_EPOCH + Duration::from_secs(u64::try_from(invite.expires_unix).unwrap_or(0));
+            return Err(AuthError::InviteExpired {
+                user: invite.user,
+                expired: rfc3339(expired),
+            });
         }
         password::check_policy(new_password).map_err(|e| AuthError::BadRequest(e.to_string()))?;
-        let mut secrets = UserSecrets { user: invite.user.clone(), ..Default::default() };
+        let mut secrets = UserSecrets {
+            user: invite.user.clone(),
+            ..Default::default()
+        };
         if self.otp_required() || !totp_secret.is_empty() {
             let key = totp::decode_secret(totp_secret)
                 .map_err(|e| AuthError::BadRequest(format!("totp_secret: {e}")))?;
@@ -386,26 +411,47 @@ impl AuthServer {
         self.audit.emit(
             self.event(EventKind::UserSignup, &invite.user)
                 .remote(remote)
-                .field("second_factor", if secrets.totp_secret.is_some() { "otp" } else { "none" }),
+                .field(
+                    "second_factor",
+                    if secrets.totp_secret.is_some() {
+                        "otp"
+                    } else {
+                        "none"
+                    },
+                ),
         );
         Ok(invite.user)
     }
 
     /// Sets or clears a user's lock and resets the failure counter.
     fn set_lock(&self, name: &str, until: Option<SystemTime>) -> Result<(), AuthError> {
-        let _guard = self.login_state.lock().map_err(|_| AuthError::Internal("login state lock poisoned".into()))?;
+        let _guard = self
+            .login_state
+            .lock()
+            .map_err(|_| AuthError::Internal("login state lock poisoned".into()))?;
         let Some(v) = self.store.get::<User>(name)? else {
             return Err(AuthError::NotFound(format!("user {name:?}")));
         };
         let mut user = v.value;
-        resources::set_user_lock(&mut user, until, if until.is_some() { "too many failed logins" } else { "" });
+        resources::set_user_lock(
+            &mut user,
+            until,
+            if until.is_some() {
+                "too many failed logins"
+            } else {
+                ""
+            },
+        );
         self.store.update(&user, v.revision)?;
         Ok(())
     }
 
     pub fn unlock_user(&self, name: &str, actor: &str) -> Result<(), AuthError> {
         self.set_lock(name, None)?;
-        self.audit.emit(self.event(EventKind::UserUnlocked, actor).field("name", name));
+        self.audit.emit(
+            self.event(EventKind::UserUnlocked, actor)
+                .field("name", name),
+        );
         Ok(())
     }
 
@@ -422,7 +468,10 @@ impl AuthServer {
                 .check(addr.ip(), now);
             if let Err(wait) = limited {
                 self.metrics.logins_rate_limited.inc();
-                let err = AuthError::RateLimited { ip: addr.ip().to_string(), retry_after_secs: wait.as_secs() };
+                let err = AuthError::RateLimited {
+                    ip: addr.ip().to_string(),
+                    retry_after_secs: wait.as_secs(),
+                };
                 self.audit.emit(
                     self.event(EventKind::UserLogin, req.username)
                         .remote(req.remote)
@@ -475,23 +524,41 @@ impl AuthServer {
     }
 
     /// Verifies password and code, maintaining the failure counter and lock. Returns the user.
-    fn check_credentials(&self, req: &LoginRequest<'_>, now: SystemTime) -> Result<User, AuthError> {
+    fn check_credentials(
+        &self,
+        req: &LoginRequest<'_>,
+        now: SystemTime,
+    ) -> Result<User, AuthError> {
         let user = self.store.get::<User>(req.username)?;
-        let secrets = self.store.get::<UserSecrets>(req.username)?.map(|v| v.value);
+        let secrets = self
+            .store
+            .get::<UserSecrets>(req.username)?
+            .map(|v| v.value);
         if let Some(u) = &user
             && let Some(until) = resources::locked_until(&u.value, now)
         {
-            return Err(AuthError::Locked { user: req.username.to_string(), until: rfc3339(until) });
+            return Err(AuthError::Locked {
+                user: req.username.to_string(),
+                until: rfc3339(until),
+            });
         }
         // Both checks always run, whatever the first one said, so timing does not tell them apart.
-        let password_ok = password::verify(req.password, secrets.as_ref().and_then(|s| s.password_hash.as_deref()));
+        let password_ok = password::verify(
+            req.password,
+            secrets.as_ref().and_then(|s| s.password_hash.as_deref()),
+        );
         let (otp_ok, otp_step) = if self.otp_required() {
             let key = secrets
                 .as_ref()
                 .and_then(|s| s.totp_secret.as_deref())
                 .and_then(|s| totp::decode_secret(s).ok());
             let step = key.as_ref().and_then(|k| {
-                totp::verify(k, req.totp_code, now, secrets.as_ref().and_then(|s| s.totp_last_step))
+                totp::verify(
+                    k,
+                    req.totp_code,
+                    now,
+                    secrets.as_ref().and_then(|s| s.totp_last_step),
+                )
             });
             (step.is_some(), step)
         } else {
@@ -500,7 +567,10 @@ impl AuthServer {
         if user.is_none() {
             return Err(AuthError::InvalidCredentials);
         }
-        let _guard = self.login_state.lock().map_err(|_| AuthError::Internal("login state lock poisoned".into()))?;
+        let _guard = self
+            .login_state
+            .lock()
+            .map_err(|_| AuthError::Internal("login state lock poisoned".into()))?;
         // Re-read under the lock: another login may have changed the counter.
         let Some(current) = self.store.get::<User>(req.username)? else {
             return Err(AuthError::InvalidCredentials);
@@ -537,15 +607,22 @@ impl AuthServer {
     }
 
     /// The roles of a user (missing roles are skipped: deny by default) and the checker for them.
-    pub fn checker_for(&self, role_names: &[String], traits: &BTreeMap<String, Vec<String>>) -> Result<AccessChecker, AuthError> {
+    pub fn checker_for(
+        &self,
+        role_names: &[String],
+        traits: &BTreeMap<String, Vec<String>>,
+    ) -> Result<AccessChecker, AuthError> {
         let mut roles = Vec::with_capacity(role_names.len());
         for name in role_names {
             match self.store.get::<Role>(name)? {
                 Some(r) => roles.push(r.value),
-                None => tracing::warn!(role = %name, "user refers to a role that does not exist; ignoring it"),
+                None => {
+                    tracing::warn!(role = %name, "user refers to a role that does not exist; ignoring it")
+                }
             }
         }
-        AccessChecker::new(&roles, traits).map_err(|e| AuthError::Internal(format!("role evaluation: {e}")))
+        AccessChecker::new(&roles, traits)
+            .map_err(|e| AuthError::Internal(format!("role evaluation: {e}")))
     }
 
     fn issue_login_certificates(
@@ -600,16 +677,35 @@ impl AuthServer {
 
     /// A TLS identity for a service of this cluster (the proxy's listener): a fresh P-256 key and
     /// a host certificate for `names`, returned as (key PEM, certificate chain PEM with the CA).
-    pub fn issue_host_tls(&self, host_id: &str, role: HostRole, names: &[String], ttl: Duration) -> Result<(String, String), AuthError> {
+    pub fn issue_host_tls(
+        &self,
+        host_id: &str,
+        role: HostRole,
+        names: &[String],
+        ttl: Duration,
+    ) -> Result<(String, String), AuthError> {
         let mut rng = rand::rng();
-        let key = hop_ca::generate_x509_keypair(&mut rng).map_err(|e| AuthError::Internal(e.to_string()))?;
+        let key = hop_ca::generate_x509_keypair(&mut rng)
+            .map_err(|e| AuthError::Internal(e.to_string()))?;
         let cert = self
             .cas
             .host
-            .issue_host_x509(&key.public_spki_der, host_id, role, names, self.clock.now(), ttl, &mut rng)
+            .issue_host_x509(
+                &key.public_spki_der,
+                host_id,
+                role,
+                names,
+                self.clock.now(),
+                ttl,
+                &mut rng,
+            )
             .map_err(|e| AuthError::Internal(e.to_string()))?;
         self.metrics.certificates_issued.inc();
-        let chain = format!("{}{}", cert, self.cas.host.public().x509_cert_pem.unwrap_or_default());
+        let chain = format!(
+            "{}{}",
+            cert,
+            self.cas.host.public().x509_cert_pem.unwrap_or_default()
+        );
         Ok((key.private_pkcs8_pem.clone(), chain))
     }
 
@@ -655,9 +751,12 @@ impl AuthServer {
         actor: &str,
         authorize: &dyn Fn(&str, &str) -> Result<(), AuthError>,
     ) -> Result<Vec<String>, AuthError> {
-        let docs = hop_rbac::parse_resources(yaml, source).map_err(|e| AuthError::BadRequest(e.to_string()))?;
+        let docs = hop_rbac::parse_resources(yaml, source)
+            .map_err(|e| AuthError::BadRequest(e.to_string()))?;
         if docs.is_empty() {
-            return Err(AuthError::BadRequest(format!("{source}: no resources found")));
+            return Err(AuthError::BadRequest(format!(
+                "{source}: no resources found"
+            )));
         }
         for doc in &docs {
             let (kind, name) = (doc.kind(), doc.name());
@@ -675,9 +774,13 @@ impl AuthServer {
                 Resource::User(u) => {
                     validate_username(name)?;
                     for r in resources::user_roles_and_traits(u).0 {
-                        let defined_here = docs.iter().any(|d| matches!(d, Resource::Role(x) if x.metadata.name == r));
+                        let defined_here = docs
+                            .iter()
+                            .any(|d| matches!(d, Resource::Role(x) if x.metadata.name == r));
                         if !defined_here && self.store.get::<Role>(&r)?.is_none() {
-                            return Err(AuthError::BadRequest(format!("{source}: user/{name}: role {r:?} does not exist")));
+                            return Err(AuthError::BadRequest(format!(
+                                "{source}: user/{name}: role {r:?} does not exist"
+                            )));
                         }
                     }
                 }
@@ -698,16 +801,27 @@ impl AuthServer {
         for doc in &docs {
             resources::write(&self.store, doc)?;
             let id = format!("{}/{}", doc.kind(), doc.name());
-            self.audit.emit(self.event(EventKind::ResourceCreate, actor).field("resource", id.clone()));
+            self.audit.emit(
+                self.event(EventKind::ResourceCreate, actor)
+                    .field("resource", id.clone()),
+            );
             written.push(id);
         }
         Ok(written)
     }
 
     /// Resources of a kind as JSON documents (public parts only).
-    pub fn get_resources(&self, kind: &str, name: Option<&str>) -> Result<Vec<serde_json::Value>, AuthError> {
-        let kind = resources::canonical_kind(kind)
-            .ok_or_else(|| AuthError::BadRequest(format!("unknown kind {kind:?}; expected one of {}", PUBLIC_KINDS.join(", "))))?;
+    pub fn get_resources(
+        &self,
+        kind: &str,
+        name: Option<&str>,
+    ) -> Result<Vec<serde_json::Value>, AuthError> {
+        let kind = resources::canonical_kind(kind).ok_or_else(|| {
+            AuthError::BadRequest(format!(
+                "unknown kind {kind:?}; expected one of {}",
+                PUBLIC_KINDS.join(", ")
+            ))
+        })?;
         if kind == "cert_authority" {
             let mut out = Vec::new();
             for k in [CaKind::User, CaKind::Host, CaKind::Db, CaKind::Jwt] {
@@ -716,7 +830,10 @@ impl AuthServer {
                 }
             }
             if out.is_empty() {
-                return Err(AuthError::NotFound(format!("cert_authority/{}", name.unwrap_or_default())));
+                return Err(AuthError::NotFound(format!(
+                    "cert_authority/{}",
+                    name.unwrap_or_default()
+                )));
             }
             return Ok(out);
         }
@@ -725,36 +842,61 @@ impl AuthServer {
                 Some(v) => Ok(vec![v.value]),
                 None => Err(AuthError::NotFound(format!("{kind}/{n}"))),
             },
-            None => Ok(self.store.list_raw(kind)?.into_iter().map(|v| v.value).collect()),
+            None => Ok(self
+                .store
+                .list_raw(kind)?
+                .into_iter()
+                .map(|v| v.value)
+                .collect()),
         }
     }
 
     pub fn delete_resource(&self, kind: &str, name: &str, actor: &str) -> Result<(), AuthError> {
-        let kind = resources::canonical_kind(kind)
-            .ok_or_else(|| AuthError::BadRequest(format!("unknown kind {kind:?}; expected one of {}", PUBLIC_KINDS.join(", "))))?;
-        if matches!(kind, "cert_authority" | "cluster_name" | "cluster_auth_preference") {
-            return Err(AuthError::BadRequest(format!("{kind} resources cannot be deleted")));
+        let kind = resources::canonical_kind(kind).ok_or_else(|| {
+            AuthError::BadRequest(format!(
+                "unknown kind {kind:?}; expected one of {}",
+                PUBLIC_KINDS.join(", ")
+            ))
+        })?;
+        if matches!(
+            kind,
+            "cert_authority" | "cluster_name" | "cluster_auth_preference"
+        ) {
+            return Err(AuthError::BadRequest(format!(
+                "{kind} resources cannot be deleted"
+            )));
         }
         if !resources::delete(&self.store, kind, name)? {
             return Err(AuthError::NotFound(format!("{kind}/{name}")));
         }
         if kind == "user" {
             self.store.delete::<UserSecrets>(name)?;
-            self.audit.emit(self.event(EventKind::UserDelete, actor).field("name", name));
-        } else {
             self.audit
-                .emit(self.event(EventKind::ResourceDelete, actor).field("resource", format!("{kind}/{name}")));
+                .emit(self.event(EventKind::UserDelete, actor).field("name", name));
+        } else {
+            self.audit.emit(
+                self.event(EventKind::ResourceDelete, actor)
+                    .field("resource", format!("{kind}/{name}")),
+            );
         }
         Ok(())
     }
 
     /// Counts for `hop admin status`.
     pub fn counts(&self) -> Result<(u64, u64), AuthError> {
-        Ok((self.store.list_raw("user")?.len() as u64, self.store.list_raw("role")?.len() as u64))
+        Ok((
+            self.store.list_raw("user")?.len() as u64,
+            self.store.list_raw("role")?.len() as u64,
+        ))
     }
 
     /// Whether the roles of an identity allow `verb` on `kind` in the admin API.
-    pub fn authorize_rule(&self, identity: &Identity, kind: &str, verb: &str) -> Result<(), AuthError> {
+    pub fn authorize_rule(
+        &self,
+        identity: &Identity,
+        kind: &str,
+        verb: &str,
+    ) -> Result<(), AuthError> {
         let checker = self.checker_for(&identity.roles, &identity.traits)?;
         checker.check_rule(kind, verb).map_err(|e| {
             self.metrics.admin_denied.inc();

@@ -20,7 +20,9 @@ pub const MIN_SECRET_BYTES: usize = 16;
 pub enum TotpError {
     #[error("the TOTP secret is not valid base32")]
     NotBase32,
-    #[error("the TOTP secret is too short: {bytes} bytes, at least {MIN_SECRET_BYTES} are required")]
+    #[error(
+        "the TOTP secret is too short: {bytes} bytes, at least {MIN_SECRET_BYTES} are required"
+    )]
     TooShort { bytes: usize },
 }
 
@@ -46,7 +48,10 @@ pub fn encode_secret(bytes: &[u8]) -> String {
 
 /// The time step a moment falls in.
 pub fn step_at(now: SystemTime) -> u64 {
-    now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) / STEP_SECONDS
+    now.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        / STEP_SECONDS
 }
 
 /// The code for one time step (RFC 4226 dynamic truncation).
@@ -62,7 +67,11 @@ pub fn code_for_step(secret: &[u8], step: u64) -> String {
         | (u32::from(digest[offset + 1]) << 16)
         | (u32::from(digest[offset + 2]) << 8)
         | u32::from(digest[offset + 3]);
-    format!("{:0width$}", bin % 10u32.pow(DIGITS), width = DIGITS as usize)
+    format!(
+        "{:0width$}",
+        bin % 10u32.pow(DIGITS),
+        width = DIGITS as usize
+    )
 }
 
 /// The current code.
@@ -72,7 +81,12 @@ pub fn code_at(secret: &[u8], now: SystemTime) -> String {
 
 /// Checks `code` against the steps around `now`. Returns the matching step, refusing steps at or
 /// before `last_used_step` (a code is good once). Every candidate is compared, in constant time.
-pub fn verify(secret: &[u8], code: &str, now: SystemTime, last_used_step: Option<u64>) -> Option<u64> {
+pub fn verify(
+    secret: &[u8],
+    code: &str,
+    now: SystemTime,
+    last_used_step: Option<u64>,
+) -> Option<u64> {
     let code = code.trim();
     let current = step_at(now);
     let mut found = None;
@@ -133,7 +147,11 @@ mod tests {
         let now = at(1_234_567_890);
         let code = code_at(secret, now);
         let step = verify(secret, &code, now, None).unwrap();
-        assert_eq!(verify(secret, &code, now, Some(step)), None, "replay accepted");
+        assert_eq!(
+            verify(secret, &code, now, Some(step)),
+            None,
+            "replay accepted"
+        );
         let next = code_at(secret, now + Duration::from_secs(30));
         assert_eq!(verify(secret, &next, now, Some(step)), Some(step + 1));
         assert_eq!(verify(secret, "000000", now, None), None);
@@ -147,7 +165,10 @@ mod tests {
         let s = encode_secret(&[7u8; 20]);
         assert_eq!(decode_secret(&s.to_lowercase()).unwrap(), vec![7u8; 20]);
         assert_eq!(decode_secret("!!!"), Err(TotpError::NotBase32));
-        assert_eq!(decode_secret("AAAA"), Err(TotpError::NotBase32).or(Err(TotpError::TooShort { bytes: 2 })));
+        assert_eq!(
+            decode_secret("AAAA"),
+            Err(TotpError::NotBase32).or(Err(TotpError::TooShort { bytes: 2 }))
+        );
         let uri = otpauth_uri(&s, "alice@example.com", "Hop example");
         assert!(uri.starts_with("otpauth://totp/Hop%20example:alice@example.com?secret="));
     }

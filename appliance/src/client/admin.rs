@@ -15,7 +15,10 @@ use super::profile;
 use super::trust::{ClientCert, Trust};
 use crate::auth::proto::auth_admin_client::AuthAdminClient;
 use crate::auth::proto::*;
-use crate::cli::{AdminArgs, AdminCommand, AuthCommand, ExportFormat, ExportKind, Output, OutputFormat, TokensCommand, UsersCommand};
+use crate::cli::{
+    AdminArgs, AdminCommand, AuthCommand, ExportFormat, ExportKind, Output, OutputFormat,
+    TokensCommand, UsersCommand,
+};
 use crate::config::{DEFAULT_DATA_DIR, parse_duration};
 use crate::start::ADMIN_SOCKET;
 
@@ -24,24 +27,34 @@ async fn channel(args: &AdminArgs) -> anyhow::Result<Channel> {
         let home = profile::hop_home()?;
         let (p, paths) = profile::current_profile(&home)?;
         let cert = ClientCert {
-            chain_pem: std::fs::read_to_string(paths.tls_cert()).context("reading your login certificate")?,
+            chain_pem: std::fs::read_to_string(paths.tls_cert())
+                .context("reading your login certificate")?,
             key_pem: std::fs::read_to_string(paths.tls_key()).context("reading your login key")?,
         };
         let trust = if p.insecure {
             Trust::Insecure
         } else {
-            Trust::CaPem(std::fs::read_to_string(paths.cas()).context("reading the cluster CAs saved at login")?)
+            Trust::CaPem(
+                std::fs::read_to_string(paths.cas())
+                    .context("reading the cluster CAs saved at login")?,
+            )
         };
         return tls_channel(addr, &trust, Some(&cert)).await;
     }
-    let dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
     admin_socket_channel(dir.join(ADMIN_SOCKET)).await
 }
 
 fn ts(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| unix.to_string())
 }
 
@@ -56,7 +69,11 @@ fn table(header: &[&str], rows: &[Vec<String>]) {
         }
     }
     let line = |cells: Vec<String>| {
-        let parts: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths.get(i).copied().unwrap_or(0))).collect();
+        let parts: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths.get(i).copied().unwrap_or(0)))
+            .collect();
         println!("{}", parts.join("  ").trim_end());
     };
     line(header.iter().map(|s| s.to_string()).collect());
@@ -74,7 +91,10 @@ fn print_docs(docs: &[serde_json::Value], format: OutputFormat) -> anyhow::Resul
                 if i > 0 {
                     println!("---");
                 }
-                print!("{}", serde_saphyr::to_string(d).map_err(|e| anyhow!("cannot render YAML: {e}"))?);
+                print!(
+                    "{}",
+                    serde_saphyr::to_string(d).map_err(|e| anyhow!("cannot render YAML: {e}"))?
+                );
             }
         }
     }
@@ -82,13 +102,22 @@ fn print_docs(docs: &[serde_json::Value], format: OutputFormat) -> anyhow::Resul
 }
 
 fn strs(v: &serde_json::Value) -> Vec<String> {
-    v.as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect()).unwrap_or_default()
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn print_invite(inv: InviteResponse, created: bool, format: OutputFormat) -> anyhow::Result<()> {
     let url = &inv.url;
     if format == OutputFormat::Json {
-        println!("{}", serde_json::json!({ "user": inv.username, "token": inv.token, "url": url, "proxy": inv.proxy_addr, "ca_pin": inv.ca_pin, "expires": ts(inv.expires_unix) }));
+        println!(
+            "{}",
+            serde_json::json!({ "user": inv.username, "token": inv.token, "url": url, "proxy": inv.proxy_addr, "ca_pin": inv.ca_pin, "expires": ts(inv.expires_unix) })
+        );
         return Ok(());
     }
     let left = Duration::from_secs(u64::try_from(inv.expires_unix - now_unix()).unwrap_or(0));
@@ -106,7 +135,10 @@ fn print_invite(inv: InviteResponse, created: bool, format: OutputFormat) -> any
 }
 
 fn now_unix() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 fn human(d: Duration) -> String {
@@ -133,16 +165,40 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     let mut c = AuthAdminClient::new(ch);
     match args.command {
         AdminCommand::Status(Output { format }) => {
-            let s = c.status(StatusRequest {}).await.map_err(status_error)?.into_inner();
+            let s = c
+                .status(StatusRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner();
             if format == OutputFormat::Json {
                 let cas: Vec<_> = s.authorities.iter().map(|a| serde_json::json!({"type": a.kind, "ssh_fingerprint": a.ssh_fingerprint, "tls_pin": a.tls_pin})).collect();
-                println!("{}", serde_json::json!({"cluster": s.cluster_name, "version": s.server_version, "ca_pin": s.ca_pin, "authorities": cas, "users": s.users, "roles": s.roles}));
+                println!(
+                    "{}",
+                    serde_json::json!({"cluster": s.cluster_name, "version": s.server_version, "ca_pin": s.ca_pin, "authorities": cas, "users": s.users, "roles": s.roles})
+                );
             } else {
-                println!("Cluster:  {}\nVersion:  {}\nUsers:    {}\nRoles:    {}\nCA pin:   {}\n", s.cluster_name, s.server_version, s.users, s.roles, s.ca_pin);
+                println!(
+                    "Cluster:  {}\nVersion:  {}\nUsers:    {}\nRoles:    {}\nCA pin:   {}\n",
+                    s.cluster_name, s.server_version, s.users, s.roles, s.ca_pin
+                );
                 let rows: Vec<Vec<String>> = s
                     .authorities
                     .iter()
-                    .map(|a| vec![a.kind.clone(), if a.ssh_fingerprint.is_empty() { "-".into() } else { a.ssh_fingerprint.clone() }, if a.tls_pin.is_empty() { "-".into() } else { a.tls_pin.clone() }])
+                    .map(|a| {
+                        vec![
+                            a.kind.clone(),
+                            if a.ssh_fingerprint.is_empty() {
+                                "-".into()
+                            } else {
+                                a.ssh_fingerprint.clone()
+                            },
+                            if a.tls_pin.is_empty() {
+                                "-".into()
+                            } else {
+                                a.tls_pin.clone()
+                            },
+                        ]
+                    })
                     .collect();
                 table(&["CA", "SSH FINGERPRINT", "TLS KEY PIN"], &rows);
             }
@@ -155,23 +211,70 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
                 (s, "<stdin>".to_string())
             } else {
-                (std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?, file.display().to_string())
+                (
+                    std::fs::read_to_string(&file)
+                        .with_context(|| format!("cannot read {}", file.display()))?,
+                    file.display().to_string(),
+                )
             };
-            let r = c.create_resources(CreateResourcesRequest { yaml, source, force }).await.map_err(status_error)?.into_inner();
+            let r = c
+                .create_resources(CreateResourcesRequest {
+                    yaml,
+                    source,
+                    force,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
             for w in r.written {
-                println!("{w} has been {}", if force { "created or updated" } else { "created" });
+                println!(
+                    "{w} has been {}",
+                    if force {
+                        "created or updated"
+                    } else {
+                        "created"
+                    }
+                );
             }
         }
-        AdminCommand::Get { resource, out: Output { format } } => {
+        AdminCommand::Get {
+            resource,
+            out: Output { format },
+        } => {
             let (kind, name) = split_kind_name(&resource);
-            let r = c.get_resources(GetResourcesRequest { kind, name: name.unwrap_or_default() }).await.map_err(status_error)?.into_inner();
-            let docs: Vec<serde_json::Value> = r.json.iter().map(|j| serde_json::from_str(j)).collect::<Result<_, _>>()?;
-            print_docs(&docs, if format == OutputFormat::Text { OutputFormat::Yaml } else { format })?;
+            let r = c
+                .get_resources(GetResourcesRequest {
+                    kind,
+                    name: name.unwrap_or_default(),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let docs: Vec<serde_json::Value> = r
+                .json
+                .iter()
+                .map(|j| serde_json::from_str(j))
+                .collect::<Result<_, _>>()?;
+            print_docs(
+                &docs,
+                if format == OutputFormat::Text {
+                    OutputFormat::Yaml
+                } else {
+                    format
+                },
+            )?;
         }
         AdminCommand::Rm { resource } => {
             let (kind, name) = split_kind_name(&resource);
-            let Some(name) = name else { bail!("expected KIND/NAME, for example role/dev") };
-            c.delete_resource(DeleteResourceRequest { kind: kind.clone(), name: name.clone() }).await.map_err(status_error)?;
+            let Some(name) = name else {
+                bail!("expected KIND/NAME, for example role/dev")
+            };
+            c.delete_resource(DeleteResourceRequest {
+                kind: kind.clone(),
+                name: name.clone(),
+            })
+            .await
+            .map_err(status_error)?;
             println!("{kind}/{name} has been deleted");
         }
         AdminCommand::Auth(AuthCommand::Export { kind, format: f }) => {
@@ -186,7 +289,14 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 Some(ExportFormat::Pem) => "pem",
                 None => "",
             };
-            let r = c.export_authorities(ExportAuthoritiesRequest { kind: kind.into(), format: fmt.into() }).await.map_err(status_error)?.into_inner();
+            let r = c
+                .export_authorities(ExportAuthoritiesRequest {
+                    kind: kind.into(),
+                    format: fmt.into(),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
             print!("{}", r.data);
         }
     }
@@ -195,30 +305,75 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
 
 async fn users(c: &mut AuthAdminClient<Channel>, cmd: UsersCommand) -> anyhow::Result<()> {
     match cmd {
-        UsersCommand::Add { name, roles, logins, traits, out: Output { format } } => {
+        UsersCommand::Add {
+            name,
+            roles,
+            logins,
+            traits,
+            out: Output { format },
+        } => {
             let mut map = std::collections::HashMap::new();
             for t in traits {
-                let (k, v) = t.split_once('=').ok_or_else(|| anyhow!("--trait: expected NAME=VALUE, got {t:?}"))?;
-                map.entry(k.to_string()).or_insert_with(|| StringList { values: vec![] }).values.push(v.to_string());
+                let (k, v) = t
+                    .split_once('=')
+                    .ok_or_else(|| anyhow!("--trait: expected NAME=VALUE, got {t:?}"))?;
+                map.entry(k.to_string())
+                    .or_insert_with(|| StringList { values: vec![] })
+                    .values
+                    .push(v.to_string());
             }
-            let inv = c.create_user(CreateUserRequest { name, roles, logins, traits: map }).await.map_err(status_error)?.into_inner();
+            let inv = c
+                .create_user(CreateUserRequest {
+                    name,
+                    roles,
+                    logins,
+                    traits: map,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
             print_invite(inv, true, format)?;
         }
-        UsersCommand::Reset { name, out: Output { format } } => {
-            let inv = c.reset_user(ResetUserRequest { name }).await.map_err(status_error)?.into_inner();
+        UsersCommand::Reset {
+            name,
+            out: Output { format },
+        } => {
+            let inv = c
+                .reset_user(ResetUserRequest { name })
+                .await
+                .map_err(status_error)?
+                .into_inner();
             print_invite(inv, false, format)?;
         }
         UsersCommand::Unlock { name } => {
-            c.unlock_user(UnlockUserRequest { name: name.clone() }).await.map_err(status_error)?;
+            c.unlock_user(UnlockUserRequest { name: name.clone() })
+                .await
+                .map_err(status_error)?;
             println!("User {name:?} has been unlocked");
         }
         UsersCommand::Rm { name } => {
-            c.delete_resource(DeleteResourceRequest { kind: "user".into(), name: name.clone() }).await.map_err(status_error)?;
+            c.delete_resource(DeleteResourceRequest {
+                kind: "user".into(),
+                name: name.clone(),
+            })
+            .await
+            .map_err(status_error)?;
             println!("User {name:?} has been deleted");
         }
         UsersCommand::Ls(Output { format }) => {
-            let r = c.get_resources(GetResourcesRequest { kind: "user".into(), name: String::new() }).await.map_err(status_error)?.into_inner();
-            let docs: Vec<serde_json::Value> = r.json.iter().map(|j| serde_json::from_str(j)).collect::<Result<_, _>>()?;
+            let r = c
+                .get_resources(GetResourcesRequest {
+                    kind: "user".into(),
+                    name: String::new(),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let docs: Vec<serde_json::Value> = r
+                .json
+                .iter()
+                .map(|j| serde_json::from_str(j))
+                .collect::<Result<_, _>>()?;
             if format != OutputFormat::Text {
                 return print_docs(&docs, format);
             }
@@ -227,10 +382,20 @@ async fn users(c: &mut AuthAdminClient<Channel>, cmd: UsersCommand) -> anyhow::R
                 .map(|d| {
                     let locked = d["status"]["locked"].as_bool().unwrap_or(false);
                     vec![
-                        d["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+                        d["metadata"]["name"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
                         strs(&d["spec"]["roles"]).join(","),
                         strs(&d["spec"]["traits"]["logins"]).join(","),
-                        if locked { format!("until {}", d["status"]["locked_until"].as_str().unwrap_or("?")) } else { "-".into() },
+                        if locked {
+                            format!(
+                                "until {}",
+                                d["status"]["locked_until"].as_str().unwrap_or("?")
+                            )
+                        } else {
+                            "-".into()
+                        },
                     ]
                 })
                 .collect();
@@ -242,15 +407,29 @@ async fn users(c: &mut AuthAdminClient<Channel>, cmd: UsersCommand) -> anyhow::R
 
 async fn tokens(c: &mut AuthAdminClient<Channel>, cmd: TokensCommand) -> anyhow::Result<()> {
     match cmd {
-        TokensCommand::Add { roles, ttl, value, uses, out: Output { format } } => {
+        TokensCommand::Add {
+            roles,
+            ttl,
+            value,
+            uses,
+            out: Output { format },
+        } => {
             let ttl = parse_duration(&ttl).map_err(|e| anyhow!("--ttl: {e}"))?;
             let r = c
-                .create_token(CreateTokenRequest { roles, ttl_seconds: ttl.as_secs(), name: value.unwrap_or_default(), uses: uses.unwrap_or(0) })
+                .create_token(CreateTokenRequest {
+                    roles,
+                    ttl_seconds: ttl.as_secs(),
+                    name: value.unwrap_or_default(),
+                    uses: uses.unwrap_or(0),
+                })
                 .await
                 .map_err(status_error)?
                 .into_inner();
             if format == OutputFormat::Json {
-                println!("{}", serde_json::json!({"token": r.token, "roles": r.roles, "expires": ts(r.expires_unix)}));
+                println!(
+                    "{}",
+                    serde_json::json!({"token": r.token, "roles": r.roles, "expires": ts(r.expires_unix)})
+                );
             } else {
                 println!(
                     "The join token {} is valid until {} for: {}.\nStart an agent with:\n\n  hop start --roles {} --proxy PROXY:3080 --token {}\n",
@@ -263,8 +442,19 @@ async fn tokens(c: &mut AuthAdminClient<Channel>, cmd: TokensCommand) -> anyhow:
             }
         }
         TokensCommand::Ls(Output { format }) => {
-            let r = c.get_resources(GetResourcesRequest { kind: "token".into(), name: String::new() }).await.map_err(status_error)?.into_inner();
-            let docs: Vec<serde_json::Value> = r.json.iter().map(|j| serde_json::from_str(j)).collect::<Result<_, _>>()?;
+            let r = c
+                .get_resources(GetResourcesRequest {
+                    kind: "token".into(),
+                    name: String::new(),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let docs: Vec<serde_json::Value> = r
+                .json
+                .iter()
+                .map(|j| serde_json::from_str(j))
+                .collect::<Result<_, _>>()?;
             if format != OutputFormat::Text {
                 return print_docs(&docs, format);
             }
@@ -272,17 +462,28 @@ async fn tokens(c: &mut AuthAdminClient<Channel>, cmd: TokensCommand) -> anyhow:
                 .iter()
                 .map(|d| {
                     vec![
-                        d["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+                        d["metadata"]["name"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
                         strs(&d["spec"]["roles"]).join(","),
                         d["metadata"]["expires"].as_str().unwrap_or("-").to_string(),
-                        d["spec"]["uses"].as_u64().map(|u| u.to_string()).unwrap_or_else(|| "-".into()),
+                        d["spec"]["uses"]
+                            .as_u64()
+                            .map(|u| u.to_string())
+                            .unwrap_or_else(|| "-".into()),
                     ]
                 })
                 .collect();
             table(&["TOKEN", "TYPE", "EXPIRES", "USES LEFT"], &rows);
         }
         TokensCommand::Rm { token } => {
-            c.delete_resource(DeleteResourceRequest { kind: "token".into(), name: token }).await.map_err(status_error)?;
+            c.delete_resource(DeleteResourceRequest {
+                kind: "token".into(),
+                name: token,
+            })
+            .await
+            .map_err(status_error)?;
             println!("The token has been deleted");
         }
     }

@@ -20,34 +20,64 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Splits `host:port` (`[v6]:port` too); a missing port means 3080.
 pub fn split_host_port(addr: &str) -> anyhow::Result<(String, u16)> {
-    let addr = addr.trim().trim_start_matches("https://").trim_end_matches('/');
+    let addr = addr
+        .trim()
+        .trim_start_matches("https://")
+        .trim_end_matches('/');
     if let Some(rest) = addr.strip_prefix('[') {
-        let (host, port) = rest.split_once(']').ok_or_else(|| anyhow!("invalid address {addr:?}"))?;
-        let port = port.strip_prefix(':').map(str::parse).transpose().map_err(|_| anyhow!("invalid port in {addr:?}"))?;
+        let (host, port) = rest
+            .split_once(']')
+            .ok_or_else(|| anyhow!("invalid address {addr:?}"))?;
+        let port = port
+            .strip_prefix(':')
+            .map(str::parse)
+            .transpose()
+            .map_err(|_| anyhow!("invalid port in {addr:?}"))?;
         return Ok((host.to_string(), port.unwrap_or(3080)));
     }
     match addr.rsplit_once(':') {
-        Some((h, p)) => Ok((h.to_string(), p.parse().map_err(|_| anyhow!("invalid port in {addr:?}"))?)),
+        Some((h, p)) => Ok((
+            h.to_string(),
+            p.parse().map_err(|_| anyhow!("invalid port in {addr:?}"))?,
+        )),
         None if !addr.is_empty() => Ok((addr.to_string(), 3080)),
         None => Err(anyhow!("empty proxy address")),
     }
 }
 
 /// A channel to the Auth API through the proxy at `addr`.
-pub async fn tls_channel(addr: &str, trust: &Trust, client_cert: Option<&ClientCert>) -> anyhow::Result<Channel> {
+pub async fn tls_channel(
+    addr: &str,
+    trust: &Trust,
+    client_cert: Option<&ClientCert>,
+) -> anyhow::Result<Channel> {
     let (host, port) = split_host_port(addr)?;
     let cfg = Arc::new(client_config(trust, client_cert, b"hop-auth")?);
-    let server_name = ServerName::try_from(host.clone()).map_err(|_| anyhow!("invalid proxy host name {host:?}"))?;
+    let server_name = ServerName::try_from(host.clone())
+        .map_err(|_| anyhow!("invalid proxy host name {host:?}"))?;
     let connector = tower::service_fn(move |_uri| {
         let (host, cfg, server_name) = (host.clone(), cfg.clone(), server_name.clone());
         async move {
-            let tcp = tokio::time::timeout(DIAL_TIMEOUT, tokio::net::TcpStream::connect((host.as_str(), port)))
-                .await
-                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, format!("connecting to {host}:{port} timed out")))??;
+            let tcp = tokio::time::timeout(
+                DIAL_TIMEOUT,
+                tokio::net::TcpStream::connect((host.as_str(), port)),
+            )
+            .await
+            .map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("connecting to {host}:{port} timed out"),
+                )
+            })??;
             tcp.set_nodelay(true)?;
-            let tls = tokio::time::timeout(DIAL_TIMEOUT, tokio_rustls::TlsConnector::from(cfg).connect(server_name, tcp))
-                .await
-                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+            let tls = tokio::time::timeout(
+                DIAL_TIMEOUT,
+                tokio_rustls::TlsConnector::from(cfg).connect(server_name, tcp),
+            )
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
+            })??;
             Ok::<_, std::io::Error>(TokioIo::new(tls))
         }
     });
@@ -97,7 +127,9 @@ pub fn status_error(s: tonic::Status) -> anyhow::Error {
     use tonic::Code;
     let msg = s.message().to_string();
     match s.code() {
-        Code::Unavailable | Code::Unknown if msg.is_empty() => anyhow!("the cluster is unavailable"),
+        Code::Unavailable | Code::Unknown if msg.is_empty() => {
+            anyhow!("the cluster is unavailable")
+        }
         Code::Unavailable => anyhow!("the cluster is unavailable: {}", error_chain(&s)),
         _ => anyhow!("{msg}"),
     }
@@ -109,8 +141,14 @@ mod tests {
 
     #[test]
     fn host_port() {
-        assert_eq!(split_host_port("localhost:3080").unwrap(), ("localhost".into(), 3080));
-        assert_eq!(split_host_port("example.com").unwrap(), ("example.com".into(), 3080));
+        assert_eq!(
+            split_host_port("localhost:3080").unwrap(),
+            ("localhost".into(), 3080)
+        );
+        assert_eq!(
+            split_host_port("example.com").unwrap(),
+            ("example.com".into(), 3080)
+        );
         assert_eq!(split_host_port("[::1]:443").unwrap(), ("::1".into(), 443));
         assert_eq!(split_host_port("https://h:1/").unwrap(), ("h".into(), 1));
         assert!(split_host_port("h:x").is_err());

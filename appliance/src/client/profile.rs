@@ -40,13 +40,24 @@ pub fn hop_home() -> anyhow::Result<PathBuf> {
     if let Some(h) = std::env::var_os("HOP_HOME").filter(|h| !h.is_empty()) {
         return Ok(PathBuf::from(h));
     }
-    let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).ok_or_else(|| anyhow!("neither HOP_HOME nor HOME is set"))?;
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| anyhow!("neither HOP_HOME nor HOME is set"))?;
     Ok(PathBuf::from(home).join(".hop"))
 }
 
 /// A file-system-safe name for a proxy address.
 fn slug(proxy: &str) -> String {
-    proxy.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':') { c } else { '_' }).collect()
+    proxy
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone)]
@@ -58,10 +69,16 @@ pub struct Paths {
 
 impl Paths {
     pub fn new(home: PathBuf, proxy: &str, user: &str) -> Self {
-        Self { home, proxy: slug(proxy), user: user.to_string() }
+        Self {
+            home,
+            proxy: slug(proxy),
+            user: user.to_string(),
+        }
     }
     pub fn profile(&self) -> PathBuf {
-        self.home.join("profiles").join(format!("{}.json", self.proxy))
+        self.home
+            .join("profiles")
+            .join(format!("{}.json", self.proxy))
     }
     pub fn keys_dir(&self) -> PathBuf {
         self.home.join("keys").join(&self.proxy)
@@ -91,12 +108,15 @@ impl Paths {
 
 pub fn ensure_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_context(|| format!("cannot chmod {}", dir.display()))
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot chmod {}", dir.display()))
 }
 
 /// Writes a file with mode 0600 through a temporary file and a rename.
 pub fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().ok_or_else(|| anyhow!("{} has no parent directory", path.display()))?;
+    let dir = path
+        .parent()
+        .ok_or_else(|| anyhow!("{} has no parent directory", path.display()))?;
     ensure_dir(dir)?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     {
@@ -115,7 +135,10 @@ pub fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
 
 pub fn save_profile(home: &Path, p: &Profile) -> anyhow::Result<()> {
     let paths = Paths::new(home.to_path_buf(), &p.proxy, &p.user);
-    write_private(&paths.profile(), serde_json::to_string_pretty(p)?.as_bytes())?;
+    write_private(
+        &paths.profile(),
+        serde_json::to_string_pretty(p)?.as_bytes(),
+    )?;
     write_private(&home.join("current"), slug(&p.proxy).as_bytes())
 }
 
@@ -123,9 +146,12 @@ pub fn save_profile(home: &Path, p: &Profile) -> anyhow::Result<()> {
 pub fn current_profile(home: &Path) -> anyhow::Result<(Profile, Paths)> {
     let not_logged_in = || anyhow!("not logged in: run `hop login --proxy HOST:PORT --user NAME`");
     let current = std::fs::read_to_string(home.join("current")).map_err(|_| not_logged_in())?;
-    let path = home.join("profiles").join(format!("{}.json", current.trim()));
+    let path = home
+        .join("profiles")
+        .join(format!("{}.json", current.trim()));
     let text = std::fs::read_to_string(&path).map_err(|_| not_logged_in())?;
-    let p: Profile = serde_json::from_str(&text).with_context(|| format!("corrupt profile {}", path.display()))?;
+    let p: Profile = serde_json::from_str(&text)
+        .with_context(|| format!("corrupt profile {}", path.display()))?;
     let paths = Paths::new(home.to_path_buf(), &p.proxy, &p.user);
     Ok((p, paths))
 }
@@ -135,7 +161,13 @@ pub fn remove_current(home: &Path) -> anyhow::Result<Option<Profile>> {
     let Ok((p, paths)) = current_profile(home) else {
         return Ok(None);
     };
-    for f in [paths.ssh_key(), paths.ssh_pub(), paths.ssh_cert(), paths.tls_key(), paths.tls_cert()] {
+    for f in [
+        paths.ssh_key(),
+        paths.ssh_pub(),
+        paths.ssh_cert(),
+        paths.tls_key(),
+        paths.tls_cert(),
+    ] {
         let _ = std::fs::remove_file(f);
     }
     let _ = std::fs::remove_file(paths.profile());
@@ -152,12 +184,24 @@ mod tests {
     fn writes_private_files_and_reads_profiles_back() {
         let dir = tempfile::tempdir().unwrap();
         let home = dir.path().join("h");
-        let p = Profile { proxy: "localhost:3080".into(), user: "alice".into(), cluster: "c".into(), ca_pin: None, insecure: false };
+        let p = Profile {
+            proxy: "localhost:3080".into(),
+            user: "alice".into(),
+            cluster: "c".into(),
+            ca_pin: None,
+            insecure: false,
+        };
         save_profile(&home, &p).unwrap();
         let (back, paths) = current_profile(&home).unwrap();
         assert_eq!(back.user, "alice");
-        assert_eq!(std::fs::metadata(paths.profile()).unwrap().mode() & 0o777, 0o600);
-        assert_eq!(std::fs::metadata(home.join("profiles")).unwrap().mode() & 0o777, 0o700);
+        assert_eq!(
+            std::fs::metadata(paths.profile()).unwrap().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            std::fs::metadata(home.join("profiles")).unwrap().mode() & 0o777,
+            0o700
+        );
         assert!(remove_current(&home).unwrap().is_some());
         assert!(current_profile(&home).is_err());
     }

@@ -70,22 +70,45 @@ impl ServerCertVerifier for PinVerifier {
         roots
             .add(anchor.clone().into_owned())
             .map_err(|e| TlsError::General(format!("pinned CA is unusable: {e}")))?;
-        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
-            .build()
-            .map_err(|e| TlsError::General(e.to_string()))?;
+        let inner =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                .build()
+                .map_err(|e| TlsError::General(e.to_string()))?;
         inner.verify_server_cert(end_entity, &[], server_name, ocsp, now)
     }
 
-    fn verify_tls12_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, TlsError> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.provider.signature_verification_algorithms)
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, TlsError> {
+        rustls::crypto::verify_tls12_signature(
+            m,
+            c,
+            d,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
-    fn verify_tls13_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, TlsError> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.provider.signature_verification_algorithms)
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, TlsError> {
+        rustls::crypto::verify_tls13_signature(
+            m,
+            c,
+            d,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -93,13 +116,30 @@ impl ServerCertVerifier for PinVerifier {
 struct InsecureVerifier(Arc<rustls::crypto::CryptoProvider>);
 
 impl ServerCertVerifier for InsecureVerifier {
-    fn verify_server_cert(&self, _: &CertificateDer<'_>, _: &[CertificateDer<'_>], _: &ServerName<'_>, _: &[u8], _: UnixTime) -> Result<ServerCertVerified, TlsError> {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, TlsError> {
         Ok(ServerCertVerified::assertion())
     }
-    fn verify_tls12_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, TlsError> {
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, TlsError> {
         rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
     }
-    fn verify_tls13_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, TlsError> {
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, TlsError> {
         rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -115,20 +155,30 @@ pub struct ClientCert {
 }
 
 /// The rustls client configuration for talking to a proxy.
-pub fn client_config(trust: &Trust, client_cert: Option<&ClientCert>, alpn: &[u8]) -> anyhow::Result<rustls::ClientConfig> {
+pub fn client_config(
+    trust: &Trust,
+    client_cert: Option<&ClientCert>,
+    alpn: &[u8],
+) -> anyhow::Result<rustls::ClientConfig> {
     let provider = provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| anyhow!("TLS versions: {e}"))?;
     let verifier: Arc<dyn ServerCertVerifier> = match trust {
-        Trust::Pin(pin) => Arc::new(PinVerifier { pin: normalize_pin(pin)?, provider: provider.clone() }),
+        Trust::Pin(pin) => Arc::new(PinVerifier {
+            pin: normalize_pin(pin)?,
+            provider: provider.clone(),
+        }),
         Trust::Insecure => Arc::new(InsecureVerifier(provider.clone())),
         Trust::CaPem(pem) => {
             let mut roots = RootCertStore::empty();
             for c in parse_chain(pem)? {
-                roots.add(c).map_err(|e| anyhow!("saved CA certificate: {e}"))?;
+                roots
+                    .add(c)
+                    .map_err(|e| anyhow!("saved CA certificate: {e}"))?;
             }
-            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()?
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()?
         }
         Trust::System => {
             let mut roots = RootCertStore::empty();
@@ -139,10 +189,13 @@ pub fn client_config(trust: &Trust, client_cert: Option<&ClientCert>, alpn: &[u8
             if roots.is_empty() {
                 bail!("no system CA certificates found; pass --ca-pin (printed by `hop start`)");
             }
-            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()?
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()?
         }
     };
-    let builder = builder.dangerous().with_custom_certificate_verifier(verifier);
+    let builder = builder
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
     let mut cfg = match client_cert {
         Some(cc) => builder
             .with_client_auth_cert(parse_chain(&cc.chain_pem)?, parse_key(&cc.key_pem)?)

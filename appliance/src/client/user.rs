@@ -20,7 +20,9 @@ use crate::cli::{LoginArgs, OutputFormat, ProxyTrust, SignupArgs, StatusArgs};
 
 fn trust_for(t: &ProxyTrust, saved_cas: Option<String>) -> anyhow::Result<Trust> {
     if t.insecure {
-        eprintln!("WARNING: --insecure: the proxy's certificate is not verified; anyone on the network path can impersonate it.");
+        eprintln!(
+            "WARNING: --insecure: the proxy's certificate is not verified; anyone on the network path can impersonate it."
+        );
         return Ok(Trust::Insecure);
     }
     if let Some(pin) = &t.ca_pin {
@@ -32,7 +34,10 @@ fn trust_for(t: &ProxyTrust, saved_cas: Option<String>) -> anyhow::Result<Trust>
 /// Reads one line from standard input (for --password-stdin), without its line ending.
 fn read_stdin_line(what: &str) -> anyhow::Result<String> {
     let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).with_context(|| format!("cannot read the {what} from standard input"))?;
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .with_context(|| format!("cannot read the {what} from standard input"))?;
     let line = line.trim_end_matches(['\r', '\n']).to_string();
     if line.is_empty() {
         bail!("standard input had no {what}");
@@ -60,19 +65,32 @@ fn prompt_line(prompt: &str) -> anyhow::Result<String> {
 
 /// Accepts a bare token or an invite URL ending in it.
 fn token_from(arg: &str) -> String {
-    arg.trim().trim_end_matches('/').rsplit('/').next().unwrap_or_default().to_string()
+    arg.trim()
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn render_qr(uri: &str) -> Option<String> {
     let code = qrcode::QrCode::new(uri.as_bytes()).ok()?;
-    Some(code.render::<qrcode::render::unicode::Dense1x2>().quiet_zone(true).build())
+    Some(
+        code.render::<qrcode::render::unicode::Dense1x2>()
+            .quiet_zone(true)
+            .build(),
+    )
 }
 
 pub async fn signup(args: SignupArgs) -> anyhow::Result<()> {
     let trust = trust_for(&args.trust, None)?;
     let channel = tls_channel(&args.trust.proxy, &trust, None).await?;
     let mut client = AuthPublicClient::new(channel);
-    let ping = client.ping(PingRequest {}).await.map_err(status_error)?.into_inner();
+    let ping = client
+        .ping(PingRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
     let token = token_from(&args.token);
 
     let password = if args.password_stdin {
@@ -98,8 +116,14 @@ pub async fn signup(args: SignupArgs) -> anyhow::Result<()> {
                 code = totp::code_at(&secret, SystemTime::now());
             }
             None => {
-                let uri = totp::otpauth_uri(&secret_b32, &format!("{}@{}", "user", ping.cluster_name), "Hop");
-                eprintln!("Scan this QR code with your authenticator app (or enter the secret by hand):\n");
+                let uri = totp::otpauth_uri(
+                    &secret_b32,
+                    &format!("{}@{}", "user", ping.cluster_name),
+                    "Hop",
+                );
+                eprintln!(
+                    "Scan this QR code with your authenticator app (or enter the secret by hand):\n"
+                );
                 if let Some(qr) = render_qr(&uri) {
                     eprintln!("{qr}");
                 }
@@ -109,7 +133,12 @@ pub async fn signup(args: SignupArgs) -> anyhow::Result<()> {
         }
     }
     let resp = client
-        .complete_signup(CompleteSignupRequest { token, password, totp_secret: secret_b32, totp_code: code })
+        .complete_signup(CompleteSignupRequest {
+            token,
+            password,
+            totp_secret: secret_b32,
+            totp_code: code,
+        })
         .await
         .map_err(status_error)?
         .into_inner();
@@ -119,7 +148,11 @@ pub async fn signup(args: SignupArgs) -> anyhow::Result<()> {
         ping.cluster_name,
         args.trust.proxy,
         resp.username,
-        args.trust.ca_pin.as_ref().map(|p| format!(" --ca-pin {p}")).unwrap_or_default()
+        args.trust
+            .ca_pin
+            .as_ref()
+            .map(|p| format!(" --ca-pin {p}"))
+            .unwrap_or_default()
     );
     Ok(())
 }
@@ -128,23 +161,35 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
     let home = profile::hop_home()?;
     let user = match &args.user {
         Some(u) => u.clone(),
-        None => std::env::var("USER").map_err(|_| anyhow!("--user is required (USER is not set)"))?,
+        None => {
+            std::env::var("USER").map_err(|_| anyhow!("--user is required (USER is not set)"))?
+        }
     };
     let paths = Paths::new(home.clone(), &args.trust.proxy, &user);
     let saved = std::fs::read_to_string(paths.cas()).ok();
     let trust = trust_for(&args.trust, saved)?;
     let channel = tls_channel(&args.trust.proxy, &trust, None).await?;
     let mut client = AuthPublicClient::new(channel);
-    let ping = client.ping(PingRequest {}).await.map_err(status_error)?.into_inner();
+    let ping = client
+        .ping(PingRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
 
-    let password = if args.password_stdin { read_stdin_line("password")? } else { prompt_secret(&format!("Password for {user}"))? };
+    let password = if args.password_stdin {
+        read_stdin_line("password")?
+    } else {
+        prompt_secret(&format!("Password for {user}"))?
+    };
     let otp = match (&args.otp, ping.second_factor.as_str()) {
         (Some(c), _) => c.clone(),
         (None, "off") => String::new(),
         (None, _) => prompt_line("One-time code")?,
     };
     let ttl = match &args.ttl {
-        Some(t) => crate::config::parse_duration(t).map_err(|e| anyhow!("--ttl: {e}"))?.as_secs(),
+        Some(t) => crate::config::parse_duration(t)
+            .map_err(|e| anyhow!("--ttl: {e}"))?
+            .as_secs(),
         None => 0,
     };
 
@@ -166,8 +211,14 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
 
     profile::ensure_dir(&paths.keys_dir())?;
     profile::write_private(&paths.ssh_key(), ssh.private_openssh.as_bytes())?;
-    profile::write_private(&paths.ssh_pub(), format!("{}\n", ssh.public_openssh.trim()).as_bytes())?;
-    profile::write_private(&paths.ssh_cert(), format!("{}\n", resp.ssh_certificate.trim()).as_bytes())?;
+    profile::write_private(
+        &paths.ssh_pub(),
+        format!("{}\n", ssh.public_openssh.trim()).as_bytes(),
+    )?;
+    profile::write_private(
+        &paths.ssh_cert(),
+        format!("{}\n", resp.ssh_certificate.trim()).as_bytes(),
+    )?;
     profile::write_private(&paths.tls_key(), tls.private_pkcs8_pem.as_bytes())?;
     profile::write_private(&paths.tls_cert(), resp.tls_certificate_pem.as_bytes())?;
     profile::write_private(&paths.cas(), resp.trusted_cas_pem.as_bytes())?;
@@ -183,10 +234,24 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
         },
     )?;
     let expires = UNIX_EPOCH + Duration::from_secs(u64::try_from(resp.expires_unix).unwrap_or(0));
-    println!("Logged in as {} to cluster {} ({})", resp.username, resp.cluster_name, args.trust.proxy);
+    println!(
+        "Logged in as {} to cluster {} ({})",
+        resp.username, resp.cluster_name, args.trust.proxy
+    );
     println!("  Roles:   {}", resp.roles.join(", "));
-    println!("  Logins:  {}", if resp.logins.is_empty() { "(none)".into() } else { resp.logins.join(", ") });
-    println!("  Valid until: {} ({})", rfc3339(expires), human_remaining(expires));
+    println!(
+        "  Logins:  {}",
+        if resp.logins.is_empty() {
+            "(none)".into()
+        } else {
+            resp.logins.join(", ")
+        }
+    );
+    println!(
+        "  Valid until: {} ({})",
+        rfc3339(expires),
+        human_remaining(expires)
+    );
     Ok(())
 }
 
@@ -209,8 +274,10 @@ fn human_remaining(until: SystemTime) -> String {
 pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     let home = profile::hop_home()?;
     let (p, paths) = profile::current_profile(&home)?;
-    let cas = std::fs::read_to_string(paths.cas()).with_context(|| format!("cannot read {}", paths.cas().display()))?;
-    let cert_pem = std::fs::read_to_string(paths.tls_cert()).with_context(|| format!("cannot read {}", paths.tls_cert().display()))?;
+    let cas = std::fs::read_to_string(paths.cas())
+        .with_context(|| format!("cannot read {}", paths.cas().display()))?;
+    let cert_pem = std::fs::read_to_string(paths.tls_cert())
+        .with_context(|| format!("cannot read {}", paths.tls_cert().display()))?;
     let der = hop_ca::parse_pem_certs(&cert_pem)
         .map_err(|e| anyhow!("{}: {e}", paths.tls_cert().display()))?
         .into_iter()
@@ -250,20 +317,38 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
             println!("  Logged in as: {}", identity.username);
             println!("  Cluster:      {}", identity.cluster);
             println!("  Roles:        {}", identity.roles.join(", "));
-            println!("  Logins:       {}", if identity.logins.is_empty() { "(none)".into() } else { identity.logins.join(", ") });
-            println!("  Valid until:  {} [{}]", rfc3339(expires), human_remaining(expires));
+            println!(
+                "  Logins:       {}",
+                if identity.logins.is_empty() {
+                    "(none)".into()
+                } else {
+                    identity.logins.join(", ")
+                }
+            );
+            println!(
+                "  Valid until:  {} [{}]",
+                rfc3339(expires),
+                human_remaining(expires)
+            );
             println!("  SSH cert:     {}", paths.ssh_cert().display());
         }
     }
     if !valid {
-        bail!("the certificates expired at {}; run `hop login` again", rfc3339(expires));
+        bail!(
+            "the certificates expired at {}; run `hop login` again",
+            rfc3339(expires)
+        );
     }
     Ok(())
 }
 
 /// Reads an expired certificate's identity by verifying it at a moment inside its validity.
-fn read_expired(der: &[u8], trusted: &[CaPublic]) -> Result<(hop_ca::Identity, SystemTime), hop_ca::CaError> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|_| hop_ca::CaError::MissingIdentity)?;
+fn read_expired(
+    der: &[u8],
+    trusted: &[CaPublic],
+) -> Result<(hop_ca::Identity, SystemTime), hop_ca::CaError> {
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(der).map_err(|_| hop_ca::CaError::MissingIdentity)?;
     let not_after = cert.validity().not_after.timestamp();
     let inside = UNIX_EPOCH + Duration::from_secs(u64::try_from(not_after - 60).unwrap_or(0));
     hop_ca::verify_user_x509(der, trusted, inside)

@@ -27,8 +27,12 @@ use crate::metrics::Metrics;
 pub type IdentifyPeer = Arc<dyn Fn(&[u8], SocketAddr) -> Option<Caller> + Send + Sync>;
 
 /// Serves HTTP/1.1 and HTTP/2 on one connection, with `caller` attached to every request.
-async fn serve_connection<IO>(io: IO, router: Router, caller: Caller, mut shutdown: watch::Receiver<bool>)
-where
+async fn serve_connection<IO>(
+    io: IO,
+    router: Router,
+    caller: Caller,
+    mut shutdown: watch::Receiver<bool>,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let svc = TowerToHyperService::new(router.layer(axum::Extension(caller)));
@@ -86,8 +90,13 @@ pub async fn serve_tls(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (acceptor, router, identify, metrics, shutdown) =
-            (acceptor.clone(), router.clone(), identify.clone(), metrics.clone(), shutdown.clone());
+        let (acceptor, router, identify, metrics, shutdown) = (
+            acceptor.clone(),
+            router.clone(),
+            identify.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        );
         let deadline = settings.handshake_timeout;
         tokio::spawn(async move {
             let _permit = permit;
@@ -101,7 +110,9 @@ pub async fn serve_tls(
                         .peer_certificates()
                         .and_then(|c| c.first())
                         .and_then(|leaf| identify(leaf.as_ref(), remote))
-                        .unwrap_or(Caller::Anonymous { remote: Some(remote) });
+                        .unwrap_or(Caller::Anonymous {
+                            remote: Some(remote),
+                        });
                     serve_connection(tls, router, caller, shutdown).await;
                 }
                 Ok(Err(e)) => {
@@ -131,8 +142,14 @@ pub fn bind_admin_socket(path: &Path) -> anyhow::Result<UnixListener> {
 }
 
 /// Accepts admin connections from processes of the same user (or root) until shutdown.
-pub async fn serve_admin_socket(listener: UnixListener, router: Router, mut shutdown: watch::Receiver<bool>) {
-    let own_uid = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0);
+pub async fn serve_admin_socket(
+    listener: UnixListener,
+    router: Router,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let own_uid = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0);
     loop {
         let stream = tokio::select! {
             r = listener.accept() => match r {
@@ -154,6 +171,11 @@ pub async fn serve_admin_socket(listener: UnixListener, router: Router, mut shut
             continue;
         }
         let (router, shutdown) = (router.clone(), shutdown.clone());
-        tokio::spawn(serve_connection(stream, router, Caller::LocalAdmin, shutdown));
+        tokio::spawn(serve_connection(
+            stream,
+            router,
+            Caller::LocalAdmin,
+            shutdown,
+        ));
     }
 }

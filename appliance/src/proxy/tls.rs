@@ -32,25 +32,34 @@ pub fn parse_chain(pem: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
 }
 
 pub fn parse_key(pem: &str) -> anyhow::Result<PrivateKeyDer<'static>> {
-    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| anyhow!("invalid private key PEM: {e}"))
+    PrivateKeyDer::from_pem_slice(pem.as_bytes())
+        .map_err(|e| anyhow!("invalid private key PEM: {e}"))
 }
 
 /// Reads an operator-supplied certificate chain and key.
 pub fn load_files(cert: &Path, key: &Path) -> anyhow::Result<(String, String)> {
-    let c = std::fs::read_to_string(cert).with_context(|| format!("proxy_service.tls.cert_file {}", cert.display()))?;
-    let k = std::fs::read_to_string(key).with_context(|| format!("proxy_service.tls.key_file {}", key.display()))?;
+    let c = std::fs::read_to_string(cert)
+        .with_context(|| format!("proxy_service.tls.cert_file {}", cert.display()))?;
+    let k = std::fs::read_to_string(key)
+        .with_context(|| format!("proxy_service.tls.key_file {}", key.display()))?;
     Ok((k, c))
 }
 
 /// The rustls configuration of the one port. `user_ca_pems` are the user CA certificates whose
 /// client certificates are accepted (optional: anonymous clients are served too).
-pub fn server_config(chain_pem: &str, key_pem: &str, user_ca_pems: &[String]) -> anyhow::Result<rustls::ServerConfig> {
+pub fn server_config(
+    chain_pem: &str,
+    key_pem: &str,
+    user_ca_pems: &[String],
+) -> anyhow::Result<rustls::ServerConfig> {
     let chain = parse_chain(chain_pem)?;
     let key = parse_key(key_pem)?;
     let mut roots = RootCertStore::empty();
     for pem in user_ca_pems {
         for c in parse_chain(pem)? {
-            roots.add(c).map_err(|e| anyhow!("user CA certificate: {e}"))?;
+            roots
+                .add(c)
+                .map_err(|e| anyhow!("user CA certificate: {e}"))?;
         }
     }
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())

@@ -50,7 +50,11 @@ fn html_escape(s: &str) -> String {
 }
 
 async fn invite(State(s): State<WebState>, Path(token): Path<String>) -> impl IntoResponse {
-    let token: String = token.chars().filter(|c| c.is_ascii_hexdigit()).take(64).collect();
+    let token: String = token
+        .chars()
+        .filter(|c| c.is_ascii_hexdigit())
+        .take(64)
+        .collect();
     let body = format!(
         "<!doctype html><meta charset=utf-8><title>Hop sign-up</title>\
          <h1>Welcome to {cluster}</h1>\

@@ -12,7 +12,11 @@ pub const PASSWORD: &str = "correct horse battery staple";
 
 /// A free loopback port (bound, then released: a small race other tests do not hit in practice).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub struct Appliance {
@@ -43,7 +47,16 @@ impl Appliance {
             ),
         )
         .unwrap();
-        let mut a = Self { child: None, dir, data, home, addr: String::new(), diag, pin: String::new(), banner: vec![] };
+        let mut a = Self {
+            child: None,
+            dir,
+            data,
+            home,
+            addr: String::new(),
+            diag,
+            pin: String::new(),
+            banner: vec![],
+        };
         a.spawn(&config);
         a
     }
@@ -80,7 +93,8 @@ impl Appliance {
             let line = match rx.recv_timeout(left) {
                 Ok(l) => l,
                 Err(_) => {
-                    let log = std::fs::read_to_string(self.dir.path().join("hop.log")).unwrap_or_default();
+                    let log = std::fs::read_to_string(self.dir.path().join("hop.log"))
+                        .unwrap_or_default();
                     panic!("hop start did not print its banner in time; log:\n{log}");
                 }
             };
@@ -116,22 +130,33 @@ impl Appliance {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        out
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
     }
 
     /// Runs a command that must succeed; returns its standard output.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.hop(args);
-        assert!(out.status.success(), "hop {args:?} failed:\n{}\n--- appliance log ---\n{}", stderr(&out), self.log());
+        assert!(
+            out.status.success(),
+            "hop {args:?} failed:\n{}\n--- appliance log ---\n{}",
+            stderr(&out),
+            self.log()
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(s) = child.try_wait().unwrap() {
@@ -147,17 +172,32 @@ impl Appliance {
 
     /// Creates a user and completes the sign-up; returns the TOTP secret.
     pub fn add_user(&self, name: &str, roles: &str, logins: &str) -> String {
-        let out = self.ok(&["admin", "users", "add", name, "--roles", roles, "--logins", logins, "--format", "json"]);
+        let out = self.ok(&[
+            "admin", "users", "add", name, "--roles", roles, "--logins", logins, "--format", "json",
+        ]);
         let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
         let token = v["token"].as_str().unwrap().to_string();
         assert_eq!(v["ca_pin"].as_str().unwrap(), self.pin);
         let secret_file = self.dir.path().join(format!("{name}.totp"));
         let out = self.hop_stdin(
-            &["signup", &token, "--proxy", &self.addr, "--ca-pin", &self.pin, "--password-stdin", "--totp-secret-file", secret_file.to_str().unwrap()],
+            &[
+                "signup",
+                &token,
+                "--proxy",
+                &self.addr,
+                "--ca-pin",
+                &self.pin,
+                "--password-stdin",
+                "--totp-secret-file",
+                secret_file.to_str().unwrap(),
+            ],
             &format!("{PASSWORD}\n"),
         );
         assert!(out.status.success(), "signup failed: {}", stderr(&out));
-        std::fs::read_to_string(secret_file).unwrap().trim().to_string()
+        std::fs::read_to_string(secret_file)
+            .unwrap()
+            .trim()
+            .to_string()
     }
 
     /// `hop login` with a password and a code computed by oathtool for the next time step (the
@@ -165,7 +205,18 @@ impl Appliance {
     pub fn login(&self, user: &str, password: &str, secret: &str) -> Output {
         let code = totp(secret, 30);
         self.hop_stdin(
-            &["login", "--proxy", &self.addr, "--ca-pin", &self.pin, "--user", user, "--password-stdin", "--otp", &code],
+            &[
+                "login",
+                "--proxy",
+                &self.addr,
+                "--ca-pin",
+                &self.pin,
+                "--user",
+                user,
+                "--password-stdin",
+                "--otp",
+                &code,
+            ],
             &format!("{password}\n"),
         )
     }
@@ -194,7 +245,11 @@ pub fn stdout(o: &Output) -> String {
 
 /// A TOTP code from the real `oathtool`, `offset` seconds from now.
 pub fn totp(secret_b32: &str, offset: u64) -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + offset;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + offset;
     let out = Command::new("oathtool")
         .args(["--totp", "-b", "--now", &format!("@{now}"), secret_b32])
         .output()
@@ -211,13 +266,24 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
-    let code = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let code = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (code, body)
 }
 
 /// Paths of the current login's files under HOP_HOME.
 pub fn key_paths(a: &Appliance, user: &str) -> (PathBuf, PathBuf, PathBuf) {
     let dir = a.home.join("keys").join(&a.addr);
-    (dir.join(user), dir.join(format!("{user}-cert.pub")), dir.join(format!("{user}-tls.crt")))
+    (
+        dir.join(user),
+        dir.join(format!("{user}-cert.pub")),
+        dir.join(format!("{user}-tls.crt")),
+    )
 }

@@ -9,7 +9,11 @@ use crate::harness::*;
 fn start_add_signup_login_status_and_certificates() {
     let a = Appliance::start("");
     assert!(a.pin.starts_with("sha256:"), "banner: {:?}", a.banner);
-    assert!(a.banner.iter().any(|l| l.contains("hop admin")), "banner says how to add a user: {:?}", a.banner);
+    assert!(
+        a.banner.iter().any(|l| l.contains("hop admin")),
+        "banner says how to add a user: {:?}",
+        a.banner
+    );
 
     let (code, _) = a.diag_get("/readyz");
     assert_eq!(code, 200);
@@ -18,7 +22,12 @@ fn start_add_signup_login_status_and_certificates() {
 
     let secret = a.add_user("alice", "access", "alice,ops");
     let out = a.login("alice", PASSWORD, &secret);
-    assert!(out.status.success(), "login failed: {}\n{}", stderr(&out), a.log());
+    assert!(
+        out.status.success(),
+        "login failed: {}\n{}",
+        stderr(&out),
+        a.log()
+    );
     let text = stdout(&out);
     assert!(text.contains("Logged in as alice"), "{text}");
 
@@ -27,7 +36,8 @@ fn start_add_signup_login_status_and_certificates() {
     assert!(status.contains("access"), "{status}");
     assert!(status.contains("alice, ops"), "{status}");
     assert!(status.contains("test.cluster"), "{status}");
-    let json: serde_json::Value = serde_json::from_str(&a.ok(&["status", "--format", "json"])).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&a.ok(&["status", "--format", "json"])).unwrap();
     assert_eq!(json["user"], "alice");
     assert_eq!(json["valid"], true);
 
@@ -35,12 +45,25 @@ fn start_add_signup_login_status_and_certificates() {
     let (key, cert, tls) = key_paths(&a, "alice");
     for p in [&key, &cert, &tls] {
         use std::os::unix::fs::MetadataExt;
-        assert_eq!(std::fs::metadata(p).unwrap().mode() & 0o777, 0o600, "{}", p.display());
+        assert_eq!(
+            std::fs::metadata(p).unwrap().mode() & 0o777,
+            0o600,
+            "{}",
+            p.display()
+        );
     }
-    let out = Command::new("ssh-keygen").arg("-L").arg("-f").arg(&cert).output().unwrap();
+    let out = Command::new("ssh-keygen")
+        .arg("-L")
+        .arg("-f")
+        .arg(&cert)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "ssh-keygen -L: {}", stderr(&out));
     let l = stdout(&out);
-    assert!(l.contains("ssh-ed25519-cert-v01@openssh.com user certificate"), "{l}");
+    assert!(
+        l.contains("ssh-ed25519-cert-v01@openssh.com user certificate"),
+        "{l}"
+    );
     let principals: Vec<&str> = l
         .split("Principals:")
         .nth(1)
@@ -53,31 +76,64 @@ fn start_add_signup_login_status_and_certificates() {
     assert_eq!(principals, vec!["alice", "ops"], "{l}");
     assert!(l.contains("hop-roles"), "{l}");
     assert!(l.contains("permit-pty"), "{l}");
-    let valid = l.lines().find(|x| x.trim_start().starts_with("Valid:")).unwrap();
-    let times: Vec<&str> = valid.split_whitespace().filter(|w| w.contains('T')).collect();
+    let valid = l
+        .lines()
+        .find(|x| x.trim_start().starts_with("Valid:"))
+        .unwrap();
+    let times: Vec<&str> = valid
+        .split_whitespace()
+        .filter(|w| w.contains('T'))
+        .collect();
     assert_eq!(times.len(), 2, "{valid}");
     let secs = |s: &str| {
         let f = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
-        time::PrimitiveDateTime::parse(s, &f).unwrap().assume_utc().unix_timestamp()
+        time::PrimitiveDateTime::parse(s, &f)
+            .unwrap()
+            .assume_utc()
+            .unix_timestamp()
     };
     let span = secs(times[1]) - secs(times[0]);
     // 8 h, plus the minute of back-dating for clock skew.
-    assert!((8 * 3600..=8 * 3600 + 120).contains(&span), "validity span {span} s: {valid}");
+    assert!(
+        (8 * 3600..=8 * 3600 + 120).contains(&span),
+        "validity span {span} s: {valid}"
+    );
 
     // The X.509 certificate, as OpenSSL reads it, and chained to the CA saved at login.
-    let out = Command::new("openssl").args(["x509", "-noout", "-text", "-in"]).arg(&tls).output().unwrap();
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(&tls)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let x = stdout(&out);
     assert!(x.contains("CN=alice") || x.contains("CN = alice"), "{x}");
-    assert!(x.contains("1.3.6.1.4.1.59327.1.1"), "identity extension missing: {x}");
+    assert!(
+        x.contains("1.3.6.1.4.1.59327.1.1"),
+        "identity extension missing: {x}"
+    );
     assert!(x.contains("TLS Web Client Authentication"), "{x}");
     let cas = a.home.join("keys").join(&a.addr).join("cas.pem");
-    let out = Command::new("openssl").arg("verify").arg("-CAfile").arg(&cas).arg(&tls).output().unwrap();
-    assert!(out.status.success(), "openssl verify: {} {}", stdout(&out), stderr(&out));
+    let out = Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(&cas)
+        .arg(&tls)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl verify: {} {}",
+        stdout(&out),
+        stderr(&out)
+    );
 
     // Metrics saw the login; logout removes the keys.
     let (_, metrics) = a.diag_get("/metrics");
-    assert!(metrics.contains("hop_logins_total{result=\"success\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("hop_logins_total{result=\"success\"} 1"),
+        "{metrics}"
+    );
     let out = a.ok(&["logout"]);
     assert!(out.contains("Logged out alice"), "{out}");
     assert!(!cert.exists() && !key.exists());
@@ -97,15 +153,33 @@ fn wrong_credentials_lockout_and_unlock() {
     for o in [&unknown, &wrong] {
         assert!(!o.status.success());
         let e = stderr(o);
-        assert!(e.contains("invalid username, password or second factor"), "{e}");
+        assert!(
+            e.contains("invalid username, password or second factor"),
+            "{e}"
+        );
         assert_eq!(e.lines().count(), 1, "one-line error: {e}");
     }
     // A right password with a wrong code fails the same way.
     let out = a.hop_stdin(
-        &["login", "--proxy", &a.addr, "--ca-pin", &a.pin, "--user", "bob", "--password-stdin", "--otp", "000000"],
+        &[
+            "login",
+            "--proxy",
+            &a.addr,
+            "--ca-pin",
+            &a.pin,
+            "--user",
+            "bob",
+            "--password-stdin",
+            "--otp",
+            "000000",
+        ],
         &format!("{PASSWORD}\n"),
     );
-    assert!(stderr(&out).contains("invalid username, password or second factor"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("invalid username, password or second factor"),
+        "{}",
+        stderr(&out)
+    );
 
     // Three more failures make five: the account locks, and even the right password is refused.
     for _ in 0..3 {
@@ -127,7 +201,18 @@ fn wrong_credentials_lockout_and_unlock() {
     // A bad pin is refused before any credential is sent.
     let bad_pin = format!("sha256:{}", "0".repeat(64));
     let o = a.hop_stdin(
-        &["login", "--proxy", &a.addr, "--ca-pin", &bad_pin, "--user", "bob", "--password-stdin", "--otp", "1"],
+        &[
+            "login",
+            "--proxy",
+            &a.addr,
+            "--ca-pin",
+            &bad_pin,
+            "--user",
+            "bob",
+            "--password-stdin",
+            "--otp",
+            "1",
+        ],
         &format!("{PASSWORD}\n"),
     );
     assert!(!o.status.success());
@@ -137,13 +222,25 @@ fn wrong_credentials_lockout_and_unlock() {
 #[test]
 fn expired_invite_is_refused_with_a_clear_message() {
     let a = Appliance::start("  login:\n    invite_ttl: 1s\n");
-    let out = a.ok(&["admin", "users", "add", "carol", "--roles", "access", "--format", "json"]);
+    let out = a.ok(&[
+        "admin", "users", "add", "carol", "--roles", "access", "--format", "json",
+    ]);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     let token = v["token"].as_str().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(2100));
     let secret_file = a.dir.path().join("carol.totp");
     let o = a.hop_stdin(
-        &["signup", token, "--proxy", &a.addr, "--ca-pin", &a.pin, "--password-stdin", "--totp-secret-file", secret_file.to_str().unwrap()],
+        &[
+            "signup",
+            token,
+            "--proxy",
+            &a.addr,
+            "--ca-pin",
+            &a.pin,
+            "--password-stdin",
+            "--totp-secret-file",
+            secret_file.to_str().unwrap(),
+        ],
         &format!("{PASSWORD}\n"),
     );
     assert!(!o.status.success());
@@ -152,8 +249,22 @@ fn expired_invite_is_refused_with_a_clear_message() {
     assert!(e.contains("hop admin users reset carol"), "{e}");
     // And a token that never existed.
     let o = a.hop_stdin(
-        &["signup", "deadbeef", "--proxy", &a.addr, "--ca-pin", &a.pin, "--password-stdin", "--totp-secret-file", secret_file.to_str().unwrap()],
+        &[
+            "signup",
+            "deadbeef",
+            "--proxy",
+            &a.addr,
+            "--ca-pin",
+            &a.pin,
+            "--password-stdin",
+            "--totp-secret-file",
+            secret_file.to_str().unwrap(),
+        ],
         &format!("{PASSWORD}\n"),
     );
-    assert!(stderr(&o).contains("invite token is not valid"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("invite token is not valid"),
+        "{}",
+        stderr(&o)
+    );
 }
