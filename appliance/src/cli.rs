@@ -74,6 +74,12 @@ pub struct StartArgs {
     /// Cluster name, fixed at first start [default: the host name].
     #[arg(long)]
     pub cluster_name: Option<String>,
+    /// Data-plane worker threads [default: one per core].
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Data-plane IO driver: auto (io_uring, else epoll), uring or epoll.
+    #[arg(long, value_enum)]
+    pub io_driver: Option<crate::config::IoDriverChoice>,
 }
 
 #[derive(Debug, Args, Clone)]

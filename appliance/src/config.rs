@@ -201,8 +201,96 @@ pub struct ProxyServiceConfig {
     pub tls: Option<TlsFiles>,
     /// Deadline for a client to complete its TLS handshake.
     pub handshake_timeout: HumanDuration,
-    /// Connections served at once; more wait in the kernel's accept queue.
+    /// Deadline for a new connection's first bytes (enough to classify it).
+    pub first_byte_timeout: HumanDuration,
+    /// Connections open at once, in total; more are closed at accept and counted.
     pub max_connections: usize,
+    /// Connections open at once from one source IP.
+    pub max_connections_per_ip: u32,
+    /// TLS handshakes in progress at once; more are closed and counted.
+    pub max_concurrent_handshakes: usize,
+    /// Data-plane worker threads, one per core by default.
+    pub workers: Option<usize>,
+    /// `auto` (io_uring, falling back to epoll), `uring` or `epoll`.
+    pub io_driver: IoDriverChoice,
+    /// PROXY protocol (v1/v2) headers from load balancers.
+    pub proxy_protocol: ProxyProtocolConfig,
+}
+
+/// Which kernel interface the data plane uses for IO.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum IoDriverChoice {
+    #[default]
+    Auto,
+    Uring,
+    Epoll,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyProtocolConfig {
+    /// Networks whose PROXY headers are honoured (`10.0.0.0/8`, `192.0.2.7/32`, `::1/128`).
+    /// A PROXY header from anywhere else closes the connection.
+    pub trusted_cidrs: Vec<Cidr>,
+}
+
+/// An IP network in CIDR notation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match (self.addr, ip) {
+            (IpAddr::V4(_), IpAddr::V6(v6)) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            _ => ip,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("invalid network {s:?}: expected CIDR such as 10.0.0.0/8 or ::1/128");
+        let (ip, prefix) = match s.trim().split_once('/') {
+            Some((ip, p)) => (ip, Some(p)),
+            None => (s.trim(), None),
+        };
+        let addr: std::net::IpAddr = ip.parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(bad)?,
+            None => max,
+        };
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 impl Default for ProxyServiceConfig {
@@ -212,7 +300,13 @@ impl Default for ProxyServiceConfig {
             public_addr: Vec::new(),
             tls: None,
             handshake_timeout: HumanDuration(Duration::from_secs(10)),
-            max_connections: 10_000,
+            first_byte_timeout: HumanDuration(Duration::from_secs(5)),
+            max_connections: 100_000,
+            max_connections_per_ip: 10_000,
+            max_concurrent_handshakes: 1024,
+            workers: None,
+            io_driver: IoDriverChoice::Auto,
+            proxy_protocol: ProxyProtocolConfig::default(),
         }
     }
 }
@@ -515,9 +609,19 @@ proxy_service:
   # tls:
   #   cert_file: /etc/hop/proxy.crt
   #   key_file: /etc/hop/proxy.key
-  # Deadline for a client's TLS handshake, and connections served at once.
+  # Deadlines: a new connection's first bytes (to classify it), and its TLS handshake.
+  first_byte_timeout: 5s
   handshake_timeout: 10s
-  max_connections: 10000
+  # Limits; connections over them are closed at once and counted in /metrics.
+  max_connections: 100000
+  max_connections_per_ip: 10000
+  max_concurrent_handshakes: 1024
+  # Data-plane worker threads (default: one per core) and IO driver: auto, uring or epoll.
+  # workers: 2
+  io_driver: auto
+  # PROXY protocol headers are honoured only from these networks (load balancers).
+  proxy_protocol:
+    trusted_cidrs: []
 "#;
 
 #[cfg(test)]
@@ -587,6 +691,29 @@ mod tests {
         assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
         for bad in ["", "h", "10", "1x", "99999999999999999999h", "-1s"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cidrs() {
+        let c: Cidr = "10.0.0.0/8".parse().unwrap();
+        assert!(c.contains("10.1.2.3".parse().unwrap()));
+        assert!(!c.contains("11.0.0.1".parse().unwrap()));
+        assert!(c.contains("::ffff:10.0.0.1".parse().unwrap()));
+        let one: Cidr = "192.0.2.7".parse().unwrap();
+        assert!(
+            one.contains("192.0.2.7".parse().unwrap())
+                && !one.contains("192.0.2.8".parse().unwrap())
+        );
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("203.0.113.1".parse().unwrap()));
+        let v6: Cidr = "2001:db8::/32".parse().unwrap();
+        assert!(
+            v6.contains("2001:db8::1".parse().unwrap())
+                && !v6.contains("2001:db9::1".parse().unwrap())
+        );
+        for bad in ["10.0.0.0/33", "x/8", "::/129", ""] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
         }
     }
 

@@ -4,15 +4,17 @@
 //! This file owns the process edge: the allocator, argument parsing, logging set-up, the runtime,
 //! and turning errors into a one-line message and a non-zero exit status.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 mod auth;
 mod cli;
 mod client;
 mod config;
+mod dataplane;
 mod diag;
 mod logging;
 mod metrics;
+mod platform;
 mod proxy;
 mod signals;
 mod start;
@@ -129,6 +131,12 @@ fn start_config(args: &StartArgs) -> anyhow::Result<Config> {
             .map(|r| r.parse())
             .collect::<Result<_, _>>()
             .map_err(|e| anyhow::anyhow!("--roles: {e}"))?;
+    }
+    if args.workers.is_some() {
+        cfg.proxy_service.workers = args.workers;
+    }
+    if let Some(d) = args.io_driver {
+        cfg.proxy_service.io_driver = d;
     }
     if let Some(n) = &args.cluster_name {
         cfg.auth_service.cluster_name = Some(n.clone());

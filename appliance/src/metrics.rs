@@ -54,12 +54,14 @@ pub struct Metrics {
     pub admin_denied: Counter,
     pub connections_accepted: Counter,
     pub connections_active: Gauge,
-    pub connections_shed: Counter,
+    pub handshakes_shed: Counter,
     pub tls_handshakes_ok: Counter,
     pub tls_handshakes_failed: Counter,
     pub tls_handshakes_timed_out: Counter,
     pub audit_events: Counter,
     pub audit_failures: Counter,
+    /// Set once the data plane runs.
+    pub dataplane: std::sync::OnceLock<std::sync::Arc<crate::dataplane::DataPlaneStats>>,
 }
 
 impl Default for Metrics {
@@ -79,12 +81,13 @@ impl Default for Metrics {
             admin_denied: Counter::default(),
             connections_accepted: Counter::default(),
             connections_active: Gauge::default(),
-            connections_shed: Counter::default(),
+            handshakes_shed: Counter::default(),
             tls_handshakes_ok: Counter::default(),
             tls_handshakes_failed: Counter::default(),
             tls_handshakes_timed_out: Counter::default(),
             audit_events: Counter::default(),
             audit_failures: Counter::default(),
+            dataplane: std::sync::OnceLock::new(),
         }
     }
 }
@@ -177,9 +180,9 @@ impl Metrics {
         );
         counter(
             &mut out,
-            "hop_proxy_connections_shed_total",
-            "Connections closed at once because max_connections was reached.",
-            &[(String::new(), self.connections_shed.get())],
+            "hop_proxy_handshakes_shed_total",
+            "TLS connections closed at once because max_concurrent_handshakes was reached.",
+            &[(String::new(), self.handshakes_shed.get())],
         );
         counter(
             &mut out,
@@ -209,6 +212,9 @@ impl Metrics {
             "Audit events that could not be written.",
             &[(String::new(), self.audit_failures.get())],
         );
+        if let Some(dp) = self.dataplane.get() {
+            dp.render(&mut out);
+        }
         out
     }
 }

@@ -21,6 +21,7 @@ use crate::auth::caller::Caller;
 use crate::auth::grpc::AuthApi;
 use crate::auth::{AuthServer, AuthSettings};
 use crate::config::{Config, ServiceRole};
+use crate::dataplane::{DataPlane, DataPlaneSettings, IoDriver};
 use crate::metrics::Metrics;
 use crate::proxy;
 
@@ -189,16 +190,35 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         });
     }
 
-    // Bind the one port early: a port conflict fails start-up before any work, and a port of 0
-    // (tests) is known before invite links are made.
-    let proxy_listener = if run_proxy {
-        let listen = cfg.proxy_service.listen_addr.0;
-        let l = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|e| anyhow!("proxy_service.listen_addr: cannot listen on {listen}: {e}"))?;
-        cfg.proxy_service.listen_addr.0 = l.local_addr()?;
-        Some(l)
+    // Start the data plane early: a port conflict fails start-up before any work, and a port of
+    // 0 (tests) is known before invite links are made. Connections it hands over wait in the
+    // queue until the control plane below is ready.
+    let (handoff_tx, handoff_rx) = tokio::sync::mpsc::channel(4096);
+    let dataplane = if run_proxy {
+        let p = &cfg.proxy_service;
+        let workers = p.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
+        let dp = DataPlane::start(
+            DataPlaneSettings {
+                listen: p.listen_addr.0,
+                workers,
+                io_driver: p.io_driver,
+                first_byte_timeout: p.first_byte_timeout.0,
+                max_connections: p.max_connections,
+                max_connections_per_ip: p.max_connections_per_ip,
+                trusted_proxy_cidrs: p.proxy_protocol.trusted_cidrs.clone(),
+            },
+            handoff_tx,
+        )
+        .map_err(|e| anyhow!("proxy_service.listen_addr: {e:#}"))?;
+        cfg.proxy_service.listen_addr.0 = dp.local_addr;
+        let _ = metrics.dataplane.set(dp.stats.clone());
+        Some(dp)
     } else {
+        drop(handoff_tx);
         None
     };
     let web_addr = web_addr(&cfg);
@@ -233,7 +253,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     ));
 
     let mut bound: Option<SocketAddr> = None;
-    if let Some(listener) = proxy_listener {
+    if let Some(dp) = &dataplane {
         let (key_pem, chain_pem) = match &cfg.proxy_service.tls {
             Some(files) => proxy::tls::load_files(&files.cert_file, &files.key_file)?,
             None => {
@@ -253,7 +273,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
             .into_iter()
             .collect::<Vec<_>>();
         let tls = proxy::tls::server_config(&chain_pem, &key_pem, &user_ca)?;
-        bound = Some(listener.local_addr()?);
+        bound = Some(dp.local_addr);
         let router = grpc_router
             .clone()
             .merge(proxy::web::router(auth.clone(), web_addr.clone()));
@@ -270,10 +290,10 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         };
         let settings = proxy::listener::TlsListenerSettings {
             handshake_timeout: cfg.proxy_service.handshake_timeout.0,
-            max_connections: cfg.proxy_service.max_connections,
+            max_concurrent_handshakes: cfg.proxy_service.max_concurrent_handshakes,
         };
         tasks.spawn(proxy::listener::serve_tls(
-            listener,
+            handoff_rx,
             tokio_rustls::TlsAcceptor::from(Arc::new(tls)),
             router,
             identify,
@@ -284,10 +304,21 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         metrics.proxy_ready.store(true, Ordering::Release);
     }
 
-    print_banner(&auth, bound, &web_addr, &data_dir);
+    print_banner(
+        &auth,
+        bound,
+        dataplane
+            .as_ref()
+            .map(|d| (d.driver, d.stats.workers.len())),
+        &web_addr,
+        &data_dir,
+    );
 
     let mut rx = shutdown_rx.clone();
     crate::signals::until_shutdown(&mut rx).await;
+    if let Some(dp) = dataplane {
+        dp.stop();
+    }
     // Let connections drain, then stop whatever is left.
     let _ = tokio::time::timeout(Duration::from_secs(12), async {
         while tasks.join_next().await.is_some() {}
@@ -299,8 +330,23 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_banner(auth: &AuthServer, bound: Option<SocketAddr>, web_addr: &str, data_dir: &Path) {
+fn print_banner(
+    auth: &AuthServer,
+    bound: Option<SocketAddr>,
+    dp: Option<(IoDriver, usize)>,
+    web_addr: &str,
+    data_dir: &Path,
+) {
     let pin = auth.ca_pin();
+    let workers = dp
+        .map(|(d, n)| {
+            format!(
+                "{n} worker{} on {}",
+                if n == 1 { "" } else { "s" },
+                d.name()
+            )
+        })
+        .unwrap_or_else(|| "-".into());
     let listen = bound
         .map(|a| a.to_string())
         .unwrap_or_else(|| "(proxy not running)".into());
@@ -309,6 +355,7 @@ fn print_banner(auth: &AuthServer, bound: Option<SocketAddr>, web_addr: &str, da
         "Hop {ver} is running.\n\
          \n  Cluster:     {cluster}\
          \n  Proxy:       https://{web_addr} (listening on {listen})\
+         \n  Data plane:  {workers}\
          \n  Data dir:    {dd}\
          \n  CA pin:      {pin}\
          \n\nNext steps:\

@@ -1,9 +1,10 @@
-//! Accepting and serving connections: the TLS port and the local admin socket.
+//! Serving the control plane's connections: TLS connections the data plane hands over (web UI
+//! and Auth API), and the local admin socket.
 //!
-//! This module owns the accept loops, the connection limit (excess connections are shed at once,
-//! before any handshake work), the TLS handshake deadline, identifying the caller of each
-//! connection, and graceful shutdown (stop accepting, let in-flight requests finish). Routing by
-//! path happens in the axum router it is given.
+//! This module owns the TLS handshake (with a deadline and a cap on concurrent handshakes; excess
+//! is shed at once), identifying the caller of each connection, and graceful shutdown (stop
+//! taking connections, let in-flight requests finish). Routing by path happens in the axum router
+//! it is given.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -16,11 +17,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{Semaphore, watch};
+use tokio::net::{TcpStream, UnixListener};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::auth::caller::Caller;
+use crate::dataplane::Handoff;
 use crate::metrics::Metrics;
 
 /// Verifies a client certificate (DER) into a caller; `None` when it is not a valid user cert.
@@ -52,16 +54,16 @@ async fn serve_connection<IO>(
     }
 }
 
-/// Settings of the TLS listener.
+/// Settings of the TLS side of the one port.
 #[derive(Clone)]
 pub struct TlsListenerSettings {
     pub handshake_timeout: Duration,
-    pub max_connections: usize,
+    pub max_concurrent_handshakes: usize,
 }
 
-/// Accepts TLS connections until shutdown.
+/// Terminates TLS on connections the data plane hands over, and serves them until shutdown.
 pub async fn serve_tls(
-    listener: TcpListener,
+    mut handoffs: mpsc::Receiver<Handoff>,
     acceptor: TlsAcceptor,
     router: Router,
     identify: IdentifyPeer,
@@ -69,27 +71,34 @@ pub async fn serve_tls(
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let slots = Arc::new(Semaphore::new(settings.max_connections));
+    let handshakes = Arc::new(Semaphore::new(settings.max_concurrent_handshakes));
     loop {
-        let (stream, remote) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
+        let handoff = tokio::select! {
+            h = handoffs.recv() => match h {
+                Some(h) => h,
+                None => break,
             },
             _ = crate::signals::until_shutdown(&mut shutdown) => break,
         };
         metrics.connections_accepted.inc();
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            metrics.connections_shed.inc();
-            drop(stream);
+        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+            metrics.handshakes_shed.inc();
             continue;
         };
-        let _ = stream.set_nodelay(true);
+        let remote = handoff.client;
+        let guard = handoff.guard;
+        tracing::trace!(%remote, worker = handoff.worker, alpn = ?handoff.alpn, "connection from the data plane");
+        let stream = match handoff
+            .stream
+            .set_nonblocking(true)
+            .and_then(|()| TcpStream::from_std(handoff.stream))
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot adopt a handed-off connection");
+                continue;
+            }
+        };
         let (acceptor, router, identify, metrics, shutdown) = (
             acceptor.clone(),
             router.clone(),
@@ -99,9 +108,11 @@ pub async fn serve_tls(
         );
         let deadline = settings.handshake_timeout;
         tokio::spawn(async move {
-            let _permit = permit;
+            let _guard = guard;
             metrics.connections_active.inc();
-            match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+            let accepted = tokio::time::timeout(deadline, acceptor.accept(stream)).await;
+            drop(permit);
+            match accepted {
                 Ok(Ok(tls)) => {
                     metrics.tls_handshakes_ok.inc();
                     let caller = tls

@@ -297,7 +297,15 @@ fn remote_admin_through_the_proxy_needs_a_role_that_grants_the_rule() {
     let ed = a.add_user("ed", "access,editor", "ed");
     let out = a.login("ed", PASSWORD, &ed);
     assert!(out.status.success(), "{}", stderr(&out));
-    let roles = a.ok(&["admin", "--auth-server", &a.addr, "get", "roles", "--format", "json"]);
+    let roles = a.ok(&[
+        "admin",
+        "--auth-server",
+        &a.addr,
+        "get",
+        "roles",
+        "--format",
+        "json",
+    ]);
     assert!(roles.contains("\"editor\""), "{roles}");
 
     let plain = a.add_user("pat", "access", "pat");
@@ -315,7 +323,10 @@ fn remote_admin_through_the_proxy_needs_a_role_that_grants_the_rule() {
 #[test]
 fn completion_and_help_and_version() {
     for shell in ["bash", "zsh", "fish"] {
-        let out = Command::new(HOP).args(["completion", shell]).output().unwrap();
+        let out = Command::new(HOP)
+            .args(["completion", shell])
+            .output()
+            .unwrap();
         assert!(out.status.success() && out.stdout.len() > 1000, "{shell}");
     }
     let out = Command::new(HOP).arg("--help").output().unwrap();

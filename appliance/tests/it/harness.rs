@@ -34,6 +34,11 @@ impl Appliance {
     /// Starts `hop start` with a config made of the defaults for tests plus `extra` YAML
     /// (top-level sections to merge are written whole, so `extra` must not repeat them).
     pub fn start(extra_auth: &str) -> Self {
+        Self::start_with(extra_auth, "")
+    }
+
+    /// Like [`Appliance::start`], with extra lines (indented by two spaces) under `proxy_service`.
+    pub fn start_with(extra_auth: &str, extra_proxy: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let home = dir.path().join("home");
@@ -42,7 +47,7 @@ impl Appliance {
         std::fs::write(
             &config,
             format!(
-                "version: v1\nhop:\n  data_dir: {}\n  diag_addr: {diag}\nauth_service:\n  cluster_name: test.cluster\n{extra_auth}proxy_service:\n  listen_addr: 127.0.0.1:0\n",
+                "version: v1\nhop:\n  data_dir: {}\n  diag_addr: {diag}\nauth_service:\n  cluster_name: test.cluster\n{extra_auth}proxy_service:\n  listen_addr: 127.0.0.1:0\n{extra_proxy}",
                 data.display()
             ),
         )

@@ -3,3 +3,4 @@
 mod admin;
 mod harness;
 mod login_flow;
+mod multiplexer;

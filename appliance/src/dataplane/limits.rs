@@ -1,0 +1,113 @@
+//! Connection limits shared by the workers: a total, and a per-source-IP budget.
+//!
+//! Admission is two atomic operations, no lock: the total is one counter, and the per-IP budget
+//! lives in a fixed table of counters indexed by a hash of the address (65,536 slots; two
+//! addresses that share a slot share a budget, which errs on the side of refusing). A
+//! [`ConnectionGuard`] gives both back when the connection ends, wherever that happens.
+
+use std::hash::{BuildHasher, Hash};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+use super::route::RejectReason;
+
+const SLOTS: usize = 1 << 16;
+
+pub struct ConnectionLimits {
+    max_total: usize,
+    max_per_ip: u32,
+    total: AtomicUsize,
+    per_ip: Box<[AtomicU32]>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl std::fmt::Debug for ConnectionLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionLimits")
+            .field("total", &self.total.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConnectionLimits {
+    pub fn new(max_total: usize, max_per_ip: u32) -> Self {
+        Self {
+            max_total,
+            max_per_ip,
+            total: AtomicUsize::new(0),
+            per_ip: (0..SLOTS).map(|_| AtomicU32::new(0)).collect(),
+            hasher: std::collections::hash_map::RandomState::new(),
+        }
+    }
+
+    fn slot(&self, ip: IpAddr) -> usize {
+        let mut h = self.hasher.build_hasher();
+        ip.hash(&mut h);
+        (std::hash::Hasher::finish(&h) as usize) & (SLOTS - 1)
+    }
+
+    /// Admits a connection from `ip`, or says which limit refused it.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionGuard, RejectReason> {
+        if self.total.fetch_add(1, Ordering::AcqRel) >= self.max_total {
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err(RejectReason::OverConnectionLimit);
+        }
+        let slot = self.slot(ip);
+        let Some(c) = self.per_ip.get(slot) else {
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err(RejectReason::OverPerIpLimit);
+        };
+        if c.fetch_add(1, Ordering::AcqRel) >= self.max_per_ip {
+            c.fetch_sub(1, Ordering::AcqRel);
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err(RejectReason::OverPerIpLimit);
+        }
+        Ok(ConnectionGuard {
+            limits: self.clone(),
+            slot,
+        })
+    }
+
+    #[cfg(test)]
+    pub fn open(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+}
+
+/// Holds a connection's place in the limits until dropped.
+#[derive(Debug)]
+pub struct ConnectionGuard {
+    limits: Arc<ConnectionLimits>,
+    slot: usize,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        if let Some(c) = self.limits.per_ip.get(self.slot) {
+            c.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.limits.total.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn total_and_per_ip_limits_and_release() {
+        let l = Arc::new(ConnectionLimits::new(3, 2));
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let g1 = l.admit(a).unwrap();
+        let _g2 = l.admit(a).unwrap();
+        assert_eq!(l.admit(a).unwrap_err(), RejectReason::OverPerIpLimit);
+        let _g3 = l.admit(b).unwrap();
+        assert_eq!(l.admit(b).unwrap_err(), RejectReason::OverConnectionLimit);
+        assert_eq!(l.open(), 3);
+        drop(g1);
+        assert_eq!(l.open(), 2);
+        assert!(l.admit(a).is_ok());
+    }
+}

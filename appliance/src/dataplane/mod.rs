@@ -1,0 +1,178 @@
+//! The proxy's data plane: N worker threads, one per core, each with its own io_uring (or epoll)
+//! runtime, its own `SO_REUSEPORT` listener on the one port, its own connections and counters.
+//!
+//! This module owns start-up of the workers (driver choice and fallback, listener binding),
+//! their shared read-only context, and their statistics. A worker accepts, enforces the
+//! connection limits, peeks at the first bytes under a deadline, and acts on the routing
+//! [`route::Decision`]: it redirects plain HTTP itself, and hands TLS connections for the web UI
+//! and the Auth API, untouched, to the control plane over a bounded queue. The runtime's types stay
+//! inside `worker.rs`; nothing else here names monoio.
+
+pub mod limits;
+pub mod route;
+pub mod stats;
+mod worker;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+
+use crate::config::{Cidr, IoDriverChoice};
+pub use stats::{DataPlaneStats, IoDriver};
+
+/// A connection the data plane passes to the control plane: the socket untouched (nothing read),
+/// and what the classifier learned.
+#[derive(Debug)]
+pub struct Handoff {
+    pub stream: std::net::TcpStream,
+    /// The client's address: the TCP peer, or the source of a trusted PROXY header.
+    pub client: SocketAddr,
+    pub alpn: Option<String>,
+    pub worker: usize,
+    /// Released when the connection closes (counts against the connection limits).
+    pub guard: limits::ConnectionGuard,
+}
+
+/// Settings of the data plane.
+#[derive(Debug, Clone)]
+pub struct DataPlaneSettings {
+    pub listen: SocketAddr,
+    pub workers: usize,
+    pub io_driver: IoDriverChoice,
+    pub first_byte_timeout: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_ip: u32,
+    pub trusted_proxy_cidrs: Vec<Cidr>,
+}
+
+/// The running data plane.
+pub struct DataPlane {
+    pub local_addr: SocketAddr,
+    pub driver: IoDriver,
+    pub stats: Arc<DataPlaneStats>,
+    stop: Arc<AtomicBool>,
+    listeners: Vec<socket2::Socket>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for DataPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataPlane")
+            .field("local_addr", &self.local_addr)
+            .field("driver", &self.driver)
+            .finish()
+    }
+}
+
+/// Whether io_uring can be used here: a runtime is built and dropped, so a kernel without it,
+/// `io_uring_disabled`, or a seccomp filter all show up as an error.
+fn probe_uring() -> Result<(), String> {
+    if let Ok(v) = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        && v.trim() == "2"
+    {
+        return Err("kernel.io_uring_disabled = 2".into());
+    }
+    worker::probe_uring().map_err(|e| e.to_string())
+}
+
+fn bind_reuseport(addr: SocketAddr) -> anyhow::Result<socket2::Socket> {
+    use socket2::{Domain, Socket, Type};
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let s = Socket::new(domain, Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    s.listen(4096)?;
+    Ok(s)
+}
+
+impl DataPlane {
+    /// Binds one listener per worker on the same port and starts the workers.
+    pub fn start(
+        settings: DataPlaneSettings,
+        handoff: tokio::sync::mpsc::Sender<Handoff>,
+    ) -> anyhow::Result<Self> {
+        let driver = match settings.io_driver {
+            IoDriverChoice::Epoll => IoDriver::Epoll,
+            IoDriverChoice::Uring => {
+                probe_uring().map_err(|e| {
+                    anyhow!("proxy_service.io_driver is uring but io_uring is unavailable: {e}")
+                })?;
+                IoDriver::Uring
+            }
+            IoDriverChoice::Auto => match probe_uring() {
+                Ok(()) => IoDriver::Uring,
+                Err(e) => {
+                    tracing::warn!(reason = %e, "io_uring is unavailable; the data plane uses epoll");
+                    IoDriver::Epoll
+                }
+            },
+        };
+        let n = settings.workers.max(1);
+        // The first bind resolves port 0; the others share the port it got.
+        let first = bind_reuseport(settings.listen)?;
+        let local_addr = first
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| anyhow!("listener has no IP address"))?;
+        let mut listeners = vec![first];
+        for _ in 1..n {
+            listeners.push(bind_reuseport(local_addr)?);
+        }
+        let stats = Arc::new(DataPlaneStats::new(n, driver));
+        let limits = Arc::new(limits::ConnectionLimits::new(
+            settings.max_connections,
+            settings.max_connections_per_ip,
+        ));
+        let stop = Arc::new(AtomicBool::new(false));
+        let ctx = Arc::new(worker::WorkerContext {
+            settings: settings.clone(),
+            stats: stats.clone(),
+            limits,
+            handoff,
+            stop: stop.clone(),
+        });
+        let mut threads = Vec::with_capacity(n);
+        let mut kept = Vec::with_capacity(n);
+        for (i, l) in listeners.into_iter().enumerate() {
+            kept.push(l.try_clone()?);
+            let ctx = ctx.clone();
+            let std_listener: std::net::TcpListener = l.into();
+            let t = std::thread::Builder::new()
+                .name(format!("hop-worker-{i}"))
+                .spawn(move || worker::run(i, driver, std_listener, ctx))
+                .context("cannot start a data-plane worker thread")?;
+            threads.push(t);
+        }
+        tracing::info!(%local_addr, workers = n, driver = driver.name(), "data plane listening");
+        Ok(Self {
+            local_addr,
+            driver,
+            stats,
+            stop,
+            listeners: kept,
+            threads,
+        })
+    }
+
+    /// Stops accepting; connections already handed off are the control plane's to finish.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Release);
+        for l in &self.listeners {
+            // Wakes accepts blocked in the kernel (EINVAL); workers then see `stop`.
+            let _ = l.shutdown(std::net::Shutdown::Read);
+        }
+        // Workers notice `stop` at their next accept; they are not joined, so a worker busy with a
+        // slow client cannot hold up process exit.
+        drop(self.threads);
+    }
+}

@@ -1,0 +1,243 @@
+//! One data-plane worker: a monoio runtime on its own thread with its own listener.
+//!
+//! This is the runtime seam: monoio's types appear in this file only. A worker accepts, admits the
+//! connection against the shared limits, classifies it from peeked bytes under the first-byte
+//! deadline, and then redirects it (plain HTTP), hands it off (TLS for the control plane) or
+//! closes and counts it. It never blocks its thread: every wait is an io_uring/epoll wait or a
+//! timer.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use hop_protocols::sniff::{Sniff, sniff};
+use monoio::io::{AsyncReadRentExt, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::net::{TcpListener, TcpStream};
+
+use super::limits::{ConnectionGuard, ConnectionLimits};
+use super::route::{Decision, RejectReason, decide};
+use super::stats::{DataPlaneStats, IoDriver, WorkerStats};
+use super::{DataPlaneSettings, Handoff};
+use crate::platform;
+
+/// Bytes peeked at first; enough for nearly every ClientHello.
+const INITIAL_PEEK: usize = 4096;
+/// The most bytes classification will look at (the ClientHello limit plus record headers).
+const MAX_PEEK: usize = 70 * 1024;
+
+/// What every worker shares: read-only settings, its stats block, the limits, the queue.
+pub(super) struct WorkerContext {
+    pub settings: DataPlaneSettings,
+    pub stats: Arc<DataPlaneStats>,
+    pub limits: Arc<ConnectionLimits>,
+    pub handoff: tokio::sync::mpsc::Sender<Handoff>,
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Builds and drops an io_uring runtime: fails where io_uring cannot be used.
+pub(super) fn probe_uring() -> io::Result<()> {
+    monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+        .build()
+        .map(drop)
+}
+
+/// The worker thread's body.
+pub(super) fn run(
+    idx: usize,
+    driver: IoDriver,
+    listener: std::net::TcpListener,
+    ctx: Arc<WorkerContext>,
+) {
+    let result = match driver {
+        IoDriver::Uring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .enable_timer()
+            .build()
+            .map(|mut rt| rt.block_on(accept_loop(idx, listener, ctx))),
+        IoDriver::Epoll => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .map(|mut rt| rt.block_on(accept_loop(idx, listener, ctx))),
+    };
+    if let Err(e) = result {
+        tracing::error!(worker = idx, error = %e, "data-plane worker could not start its runtime");
+    }
+}
+
+async fn accept_loop(idx: usize, listener: std::net::TcpListener, ctx: Arc<WorkerContext>) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(worker = idx, error = %e, "data-plane worker cannot use its listener");
+            return;
+        }
+    };
+    let stats = ctx.stats.worker(idx);
+    loop {
+        let accepted = listener.accept().await;
+        if ctx.stop.load(Ordering::Acquire) {
+            break;
+        }
+        match accepted {
+            Ok((stream, peer)) => {
+                stats.accepted.fetch_add(1, Ordering::Relaxed);
+                match ctx.limits.admit(peer.ip()) {
+                    Ok(guard) => {
+                        monoio::spawn(serve(idx, stream, peer, guard, ctx.clone()));
+                    }
+                    Err(reason) => {
+                        // Shed before any work: established sessions keep their resources.
+                        stats.rejected(reason);
+                        drop(stream);
+                    }
+                }
+            }
+            Err(e) => {
+                // Out of descriptors or memory: back off rather than spin.
+                tracing::warn!(worker = idx, error = %e, "accept failed");
+                monoio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+/// Peeks until the route is decided. Consumes nothing except a trusted PROXY header.
+async fn classify(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    ctx: &WorkerContext,
+    stats: &WorkerStats,
+) -> Result<(Decision, SocketAddr), RejectReason> {
+    let trusted = &ctx.settings.trusted_proxy_cidrs;
+    let mut client = peer;
+    let mut proxy_seen = false;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut last_len = 0usize;
+    let mut backoff = Duration::from_millis(1);
+    loop {
+        stream
+            .readable(false)
+            .await
+            .map_err(|_| RejectReason::ClosedEarly)?;
+        if buf.is_empty() {
+            buf = vec![0u8; INITIAL_PEEK];
+        }
+        let n = match platform::peek(stream, &mut buf) {
+            Ok(0) => return Err(RejectReason::ClosedEarly),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(_) => return Err(RejectReason::ClosedEarly),
+        };
+        let bytes = buf.get(..n).unwrap_or_default();
+        let decision = decide(bytes, peer.ip(), trusted, proxy_seen);
+        if decision != Decision::NeedMore
+            && let Sniff::Detected { protocol, .. } = sniff(bytes)
+        {
+            stats.classified(protocol);
+        }
+        match decision {
+            Decision::NeedMore => {
+                if n == buf.len() {
+                    if buf.len() >= MAX_PEEK {
+                        return Err(RejectReason::MalformedTls);
+                    }
+                    buf.resize((buf.len() * 4).min(MAX_PEEK), 0);
+                    continue;
+                }
+                // Peeking does not drain the socket, so readiness stays set: wait for more bytes
+                // with a short, growing sleep instead of spinning.
+                if n == last_len {
+                    monoio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(50));
+                } else {
+                    backoff = Duration::from_millis(1);
+                }
+                last_len = n;
+            }
+            Decision::ProxyHeader {
+                client: source,
+                len,
+            } => {
+                let (res, _) = stream.read_exact(vec![0u8; len]).await;
+                res.map_err(|_| RejectReason::ClosedEarly)?;
+                client = source.unwrap_or(peer);
+                proxy_seen = true;
+                last_len = 0;
+            }
+            other => return Ok((other, client)),
+        }
+    }
+}
+
+async fn serve(
+    idx: usize,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    guard: ConnectionGuard,
+    ctx: Arc<WorkerContext>,
+) {
+    let stats = ctx.stats.worker(idx);
+    stats.active.fetch_add(1, Ordering::Relaxed);
+    let decided = match monoio::time::timeout(
+        ctx.settings.first_byte_timeout,
+        classify(&mut stream, peer, &ctx, stats),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(RejectReason::FirstByteTimeout),
+    };
+    match decided {
+        Ok((Decision::ControlPlane { alpn, .. }, client)) => {
+            let _ = stream.set_nodelay(true);
+            let std_stream = platform::into_std_stream(stream);
+            let handoff = Handoff {
+                stream: std_stream,
+                client,
+                alpn,
+                worker: idx,
+                guard,
+            };
+            match ctx.handoff.try_send(handoff) {
+                Ok(()) => {
+                    stats.handed_off.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) => stats.rejected(RejectReason::ControlPlaneBusy),
+            }
+        }
+        Ok((Decision::RedirectHttps { location, head_len }, _)) => {
+            stats.redirected.fetch_add(1, Ordering::Relaxed);
+            let body = format!(
+                "HTTP/1.1 308 Permanent Redirect\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            answer_http(&mut stream, head_len, body).await;
+            drop(guard);
+        }
+        Ok((Decision::BadHttp { head_len }, _)) => {
+            let body = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                .to_string();
+            answer_http(&mut stream, head_len, body).await;
+            drop(guard);
+        }
+        Ok((Decision::Reject(reason), _)) | Err(reason) => {
+            stats.rejected(reason);
+            tracing::debug!(worker = idx, %peer, reason = reason.name(), "connection closed unserved");
+            drop(guard);
+        }
+        Ok((Decision::NeedMore | Decision::ProxyHeader { .. }, _)) => drop(guard),
+    }
+    stats.active.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Consumes the request head, writes a complete response, and closes.
+async fn answer_http(stream: &mut TcpStream, head_len: usize, response: String) {
+    let (res, _) = stream.read_exact(vec![0u8; head_len]).await;
+    if res.is_err() {
+        return;
+    }
+    let (res, _) = stream.write_all(response.into_bytes()).await;
+    if res.is_ok() {
+        let _ = stream.shutdown().await;
+    }
+}

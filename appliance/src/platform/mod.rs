@@ -1,0 +1,67 @@
+//! The platform layer: the only place in the binary with `unsafe` code, each block with a
+//! `// SAFETY:` note. It owns raw socket operations the runtimes do not expose: peeking at a
+//! connection's first bytes without consuming them, and moving an accepted socket from the
+//! data plane's runtime to the control plane's.
+
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+
+/// Copies the bytes waiting on a socket into `buf` without consuming them, without blocking.
+/// `Ok(0)` means the peer closed; `WouldBlock` means nothing is waiting yet.
+pub fn peek(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<usize> {
+    let fd = sock.as_raw_fd();
+    // SAFETY: `fd` is an open socket owned by `sock`, borrowed for the duration of this call;
+    // `buf` is a valid, writable region of `buf.len()` bytes that recv may fill.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
+/// Takes ownership of a socket's descriptor away from its runtime wrapper, as a std stream.
+pub fn into_std_stream(sock: impl IntoRawFd) -> std::net::TcpStream {
+    let fd = sock.into_raw_fd();
+    // SAFETY: `into_raw_fd` released ownership of an open TCP socket descriptor to us, and
+    // nothing else will close it: the std stream is now its only owner.
+    unsafe { std::net::TcpStream::from_raw_fd(fd) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn peek_does_not_consume() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (mut s, _) = l.accept().unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(
+            peek(&s, &mut buf).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        c.write_all(b"hello").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(peek(&s, &mut buf).unwrap(), 5);
+        assert_eq!(peek(&s, &mut buf).unwrap(), 5);
+        let mut got = [0u8; 5];
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hello");
+        drop(c);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(peek(&s, &mut buf).unwrap(), 0);
+        let s2 = into_std_stream(s);
+        assert!(s2.peer_addr().is_ok());
+    }
+}

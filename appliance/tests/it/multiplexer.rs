@@ -1,0 +1,268 @@
+//! The one port with real sockets: classification, redirects, refusals and their counters, limits,
+//! and a login that succeeds while thousands of idle sockets sit on the port.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+fn metric(a: &Appliance, line_prefix: &str) -> u64 {
+    let (_, m) = a.diag_get("/metrics");
+    m.lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("metric {line_prefix} missing:\n{m}"))
+}
+
+/// Sends `bytes` and returns what the server answered before closing (or timing out).
+fn exchange(addr: &str, bytes: &[u8], wait: Duration) -> (Vec<u8>, bool) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(wait)).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+    };
+    (out, closed)
+}
+
+#[test]
+fn metrics_show_the_data_plane() {
+    let a = Appliance::start_with("", "  workers: 2\n");
+    let (_, m) = a.diag_get("/metrics");
+    assert!(m.contains("hop_dataplane_workers 2"), "{m}");
+    assert!(
+        m.contains("hop_dataplane_io_driver{driver=\"io_uring\"} 1")
+            || m.contains("hop_dataplane_io_driver{driver=\"epoll\"} 1"),
+        "{m}"
+    );
+    assert!(
+        a.banner.iter().any(|l| l.contains("2 workers on")),
+        "{:?}",
+        a.banner
+    );
+}
+
+#[test]
+fn plain_http_is_redirected_to_https_by_a_real_client() {
+    let a = Appliance::start("");
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{redirect_url}",
+            &format!("http://{}/web/login", a.addr),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), format!("308 https://{}/web/login", a.addr));
+    assert_eq!(
+        metric(&a, "hop_dataplane_classified_total{protocol=\"http1\"}"),
+        1
+    );
+}
+
+#[test]
+fn malformed_first_bytes_are_closed_and_counted() {
+    let a = Appliance::start_with("", "  first_byte_timeout: 1s\n");
+    // Random bytes.
+    let (out, closed) = exchange(
+        &a.addr,
+        b"\x00\x07\xffnot a protocol at all",
+        Duration::from_secs(5),
+    );
+    assert!(out.is_empty() && closed);
+    assert_eq!(
+        metric(
+            &a,
+            "hop_dataplane_rejected_total{reason=\"unknown_protocol\"}"
+        ),
+        1
+    );
+
+    // A PROXY header from an address that is not a trusted load balancer.
+    let (out, closed) = exchange(
+        &a.addr,
+        b"PROXY TCP4 203.0.113.9 127.0.0.1 5000 3080\r\n",
+        Duration::from_secs(5),
+    );
+    assert!(out.is_empty() && closed);
+    assert_eq!(
+        metric(
+            &a,
+            "hop_dataplane_rejected_total{reason=\"proxy_untrusted\"}"
+        ),
+        1
+    );
+
+    // A ClientHello with an SNI longer than DNS allows.
+    let sni = "a".repeat(300);
+    let hello = client_hello(&sni);
+    let (_, closed) = exchange(&a.addr, &hello, Duration::from_secs(5));
+    assert!(closed);
+    assert_eq!(
+        metric(&a, "hop_dataplane_rejected_total{reason=\"malformed_tls\"}"),
+        1
+    );
+
+    // A truncated ClientHello and a client that says nothing: both meet the first-byte deadline.
+    let started = Instant::now();
+    let (_, closed) = exchange(
+        &a.addr,
+        &client_hello("example.test")[..40],
+        Duration::from_secs(5),
+    );
+    assert!(closed, "truncated hello left open");
+    let (_, closed) = exchange(&a.addr, b"", Duration::from_secs(5));
+    assert!(closed, "silent client left open");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "deadline not enforced: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        metric(
+            &a,
+            "hop_dataplane_rejected_total{reason=\"first_byte_timeout\"}"
+        ),
+        2
+    );
+
+    // SSH on the port is not served by this build yet: closed and counted, not hung.
+    let (_, closed) = exchange(&a.addr, b"SSH-2.0-OpenSSH_9.2\r\n", Duration::from_secs(5));
+    assert!(closed);
+    assert_eq!(
+        metric(
+            &a,
+            "hop_dataplane_rejected_total{reason=\"route_unavailable\"}"
+        ),
+        1
+    );
+
+    // And the port still serves.
+    let (_, body) = a.diag_get("/readyz");
+    assert!(body.contains("ready"));
+    a.ok(&["admin", "status"]);
+}
+
+#[test]
+fn trusted_proxy_header_is_honoured() {
+    let a = Appliance::start_with("", "  proxy_protocol:\n    trusted_cidrs: [127.0.0.0/8]\n");
+    // curl's --haproxy-protocol sends a PROXY v1 header before the HTTP request.
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--haproxy-protocol",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("http://{}/", a.addr),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "308");
+    assert_eq!(
+        metric(&a, "hop_dataplane_classified_total{protocol=\"proxy_v1\"}"),
+        1
+    );
+}
+
+#[test]
+fn connection_limits_shed_new_connections() {
+    let a = Appliance::start_with(
+        "",
+        "  max_connections_per_ip: 3\n  first_byte_timeout: 3s\n",
+    );
+    let held: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(&a.addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let (_, closed) = exchange(&a.addr, b"", Duration::from_secs(2));
+    assert!(closed);
+    assert!(
+        metric(
+            &a,
+            "hop_dataplane_rejected_total{reason=\"over_per_ip_limit\"}"
+        ) >= 1
+    );
+    drop(held);
+}
+
+#[test]
+fn a_login_succeeds_while_thousands_of_idle_sockets_hold_the_port() {
+    let a = Appliance::start_with("", "  first_byte_timeout: 20s\n");
+    let secret = a.add_user("alice", "access", "alice");
+    let mut idle = Vec::with_capacity(5000);
+    for _ in 0..5000 {
+        match TcpStream::connect(&a.addr) {
+            Ok(s) => idle.push(s),
+            Err(e) => panic!("could only open {} sockets: {e}", idle.len()),
+        }
+    }
+    let started = Instant::now();
+    let out = a.login("alice", PASSWORD, &secret);
+    assert!(
+        out.status.success(),
+        "login under slowloris failed: {}",
+        stderr(&out)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "login took {:?}",
+        started.elapsed()
+    );
+    drop(idle);
+}
+
+#[test]
+fn epoll_driver_serves_logins_too() {
+    let a = Appliance::start_with("", "  io_driver: epoll\n");
+    let (_, m) = a.diag_get("/metrics");
+    assert!(
+        m.contains("hop_dataplane_io_driver{driver=\"epoll\"} 1"),
+        "{m}"
+    );
+    let secret = a.add_user("erin", "access", "erin");
+    let out = a.login("erin", PASSWORD, &secret);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// A minimal TLS 1.2/1.3 ClientHello with one SNI entry, built by hand so the SNI can be invalid.
+fn client_hello(sni: &str) -> Vec<u8> {
+    let name = sni.as_bytes();
+    let mut sni_ext = Vec::new();
+    let list_len = name.len() + 3;
+    sni_ext.extend_from_slice(&[0, 0]); // server_name
+    sni_ext.extend_from_slice(&((list_len + 2) as u16).to_be_bytes());
+    sni_ext.extend_from_slice(&(list_len as u16).to_be_bytes());
+    sni_ext.push(0);
+    sni_ext.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    sni_ext.extend_from_slice(name);
+    let mut body = Vec::new();
+    body.extend_from_slice(&[3, 3]);
+    body.extend_from_slice(&[7u8; 32]);
+    body.push(0); // session id
+    body.extend_from_slice(&[0, 2, 0x13, 0x01]); // one cipher suite
+    body.extend_from_slice(&[1, 0]); // null compression
+    body.extend_from_slice(&(sni_ext.len() as u16).to_be_bytes());
+    body.extend_from_slice(&sni_ext);
+    let mut hs = vec![1];
+    hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    hs.extend_from_slice(&body);
+    let mut rec = vec![0x16, 3, 1];
+    rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
+    rec.extend_from_slice(&hs);
+    rec
+}
