@@ -52,6 +52,33 @@ pub enum Command {
     Logout,
     /// Administer the cluster (users, roles, tokens, certificate authorities).
     Admin(AdminArgs),
+    /// Applications you can reach.
+    #[command(subcommand)]
+    Apps(AppsCommand),
+    /// Local listeners that carry connections through the proxy.
+    #[command(subcommand)]
+    Proxy(ProxyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppsCommand {
+    /// List the applications your roles allow.
+    Ls(Output),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProxyCommand {
+    /// Listen locally and carry each connection to a TCP application through the proxy.
+    App {
+        /// The application's name (see `hop apps ls`).
+        name: String,
+        /// Local port [default: a free one, printed].
+        #[arg(long, short, default_value_t = 0)]
+        port: u16,
+        /// Local address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: std::net::IpAddr,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -80,6 +107,19 @@ pub struct StartArgs {
     /// Data-plane IO driver: auto (io_uring, else epoll), uring or epoll.
     #[arg(long, value_enum)]
     pub io_driver: Option<crate::config::IoDriverChoice>,
+    /// Agents: the proxy to join and tunnel to, HOST:PORT.
+    #[arg(long)]
+    pub proxy: Option<String>,
+    /// Agents: the join token (needed only the first time; the identity is then kept in the data dir).
+    #[arg(long, env = "HOP_JOIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Agents: the cluster's CA pin, checked when joining.
+    #[arg(long)]
+    pub ca_pin: Option<String>,
+    /// App agents: publish a TCP application, e.g. name=echo,uri=tcp://127.0.0.1:7000,labels=env=dev
+    /// (repeatable; several labels separated by ';').
+    #[arg(long = "app")]
+    pub apps: Vec<String>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -168,6 +208,9 @@ pub struct Output {
 pub enum AdminCommand {
     /// Cluster name, CA fingerprints and the CA pin.
     Status(Output),
+    /// Agents connected to the proxy now.
+    #[command(subcommand)]
+    Inventory(InventoryCommand),
     /// Manage users.
     #[command(subcommand)]
     Users(UsersCommand),
@@ -198,6 +241,12 @@ pub enum AdminCommand {
     /// Certificate authority operations.
     #[command(subcommand)]
     Auth(AuthCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InventoryCommand {
+    /// List connected agents, their services and applications.
+    Ls(Output),
 }
 
 #[derive(Debug, Subcommand)]

@@ -46,6 +46,26 @@ pub struct Config {
     pub hop: ProcessConfig,
     pub auth_service: AuthServiceConfig,
     pub proxy_service: ProxyServiceConfig,
+    pub app_service: AppServiceConfig,
+}
+
+/// Applications an `app` agent publishes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppServiceConfig {
+    pub apps: Vec<AppConfig>,
+    /// Idle data connections the agent keeps parked at the proxy.
+    pub tunnel_pool_size: Option<usize>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    pub name: String,
+    /// `tcp://host:port`
+    pub uri: String,
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Settings of the process as a whole.
@@ -58,6 +78,12 @@ pub struct ProcessConfig {
     pub log: LogConfig,
     /// Services this process runs.
     pub roles: Vec<ServiceRole>,
+    /// Agents: the proxy to join and to keep tunnels to (`host:port`).
+    pub proxy_server: Option<String>,
+    /// Agents: the join token used the first time (then the stored identity is used).
+    pub join_token: Option<String>,
+    /// Agents: the cluster's CA pin, checked when joining.
+    pub ca_pin: Option<String>,
 }
 
 impl Default for ProcessConfig {
@@ -67,6 +93,9 @@ impl Default for ProcessConfig {
             diag_addr: None,
             log: LogConfig::default(),
             roles: vec![ServiceRole::Auth, ServiceRole::Proxy],
+            proxy_server: None,
+            join_token: None,
+            ca_pin: None,
         }
     }
 }
@@ -462,6 +491,35 @@ impl Config {
                 format!("invalid level {level:?}; expected error, warn, info, debug or trace"),
             ));
         }
+        let agent_roles = self
+            .hop
+            .roles
+            .iter()
+            .any(|r| !matches!(r, ServiceRole::Auth | ServiceRole::Proxy));
+        if agent_roles && self.runs(ServiceRole::Auth) {
+            return Err(invalid(
+                "hop.roles",
+                "agent services (node, app, db, ...) run in their own process with --proxy for now; start auth,proxy and the agent separately".into(),
+            ));
+        }
+        if agent_roles && self.hop.proxy_server.is_none() {
+            return Err(invalid(
+                "hop.proxy_server",
+                "an agent needs the proxy address (--proxy HOST:PORT)".into(),
+            ));
+        }
+        for (i, app) in self.app_service.apps.iter().enumerate() {
+            let spec = crate::agent::AppSpec {
+                name: app.name.clone(),
+                uri: app.uri.clone(),
+                labels: app.labels.clone().into_iter().collect(),
+            };
+            spec.validate().map_err(|m| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                field: "app_service.apps",
+                message: format!("[{i}]: {m}"),
+            })?;
+        }
         let auth = &self.auth_service;
         if let Some(name) = &auth.cluster_name {
             validate_cluster_name(name).map_err(|m| invalid("auth_service.cluster_name", m))?;
@@ -581,8 +639,12 @@ hop:
     severity: info
     # text or json
     format: text
-  # Services this process runs. An all-in-one cluster is auth + proxy.
+  # Services this process runs. An all-in-one cluster is auth + proxy; an agent is, for example,
+  # [app] with proxy_server and (the first time) join_token set.
   roles: [auth, proxy]
+  # proxy_server: proxy.example.com:3080
+  # join_token: <from hop admin tokens add --type app>
+  # ca_pin: sha256:...
 
 auth_service:
   # Fixed at first start; defaults to this machine's host name.
@@ -622,6 +684,13 @@ proxy_service:
   # PROXY protocol headers are honoured only from these networks (load balancers).
   proxy_protocol:
     trusted_cidrs: []
+
+# An app agent's TCP applications (hop start --roles app --proxy ... also takes --app).
+app_service:
+  apps: []
+  #  - name: echo
+  #    uri: tcp://127.0.0.1:7000
+  #    labels: {env: dev}
 "#;
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 
 #![deny(unsafe_code)]
 
+mod agent;
 mod auth;
 mod cli;
 mod client;
@@ -18,6 +19,7 @@ mod platform;
 mod proxy;
 mod signals;
 mod start;
+mod tunnel;
 
 use std::path::{Path, PathBuf};
 
@@ -93,6 +95,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Status(a) => client::user::status(a),
                 Command::Logout => client::user::logout(),
                 Command::Admin(a) => rt.block_on(client::admin::run(a)),
+                Command::Apps(cli::AppsCommand::Ls(out)) => {
+                    rt.block_on(client::apps::ls(out.format))
+                }
+                Command::Proxy(cli::ProxyCommand::App { name, port, bind }) => {
+                    rt.block_on(client::apps::proxy_app(name, bind, port))
+                }
                 Command::Version
                 | Command::Configure
                 | Command::Completion { .. }
@@ -137,6 +145,23 @@ fn start_config(args: &StartArgs) -> anyhow::Result<Config> {
     }
     if let Some(d) = args.io_driver {
         cfg.proxy_service.io_driver = d;
+    }
+    if args.proxy.is_some() {
+        cfg.hop.proxy_server = args.proxy.clone();
+    }
+    if args.token.is_some() {
+        cfg.hop.join_token = args.token.clone();
+    }
+    if args.ca_pin.is_some() {
+        cfg.hop.ca_pin = args.ca_pin.clone();
+    }
+    for a in &args.apps {
+        let spec = agent::AppSpec::parse(a).map_err(|e| anyhow::anyhow!(e))?;
+        cfg.app_service.apps.push(config::AppConfig {
+            name: spec.name,
+            uri: spec.uri,
+            labels: spec.labels.into_iter().collect(),
+        });
     }
     if let Some(n) = &args.cluster_name {
         cfg.auth_service.cluster_name = Some(n.clone());

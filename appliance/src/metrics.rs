@@ -60,6 +60,8 @@ pub struct Metrics {
     pub tls_handshakes_timed_out: Counter,
     pub audit_events: Counter,
     pub audit_failures: Counter,
+    /// Set once the proxy serves tunnels.
+    pub tunnels: std::sync::OnceLock<std::sync::Arc<crate::proxy::tunnels::TunnelRegistry>>,
     /// Set once the data plane runs.
     pub dataplane: std::sync::OnceLock<std::sync::Arc<crate::dataplane::DataPlaneStats>>,
 }
@@ -88,6 +90,7 @@ impl Default for Metrics {
             audit_events: Counter::default(),
             audit_failures: Counter::default(),
             dataplane: std::sync::OnceLock::new(),
+            tunnels: std::sync::OnceLock::new(),
         }
     }
 }
@@ -214,6 +217,14 @@ impl Metrics {
         );
         if let Some(dp) = self.dataplane.get() {
             dp.render(&mut out);
+        }
+        if let Some(t) = self.tunnels.get() {
+            gauge(
+                &mut out,
+                "hop_proxy_tunnels_connected",
+                "Agents with a live control tunnel to this proxy.",
+                &[(String::new(), t.connected() as u64)],
+            );
         }
         out
     }

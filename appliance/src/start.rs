@@ -24,11 +24,14 @@ use crate::config::{Config, ServiceRole};
 use crate::dataplane::{DataPlane, DataPlaneSettings, IoDriver};
 use crate::metrics::Metrics;
 use crate::proxy;
+use crate::proxy::tunnels::TunnelRegistry;
 
 /// File name of the embedded database inside the data dir.
 pub const DB_FILE: &str = "hop.db";
 /// File name of the admin socket inside the data dir.
 pub const ADMIN_SOCKET: &str = "auth.sock";
+/// How often agents heartbeat on their control connection.
+const TUNNEL_HEARTBEAT: Duration = Duration::from_secs(30);
 /// Lifetime of the proxy's self-issued certificate (re-issued at every start).
 const PROXY_CERT_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
@@ -121,10 +124,13 @@ fn watch_signals(tx: watch::Sender<bool>) -> anyhow::Result<()> {
 }
 
 pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
+    if cfg.hop.roles == [ServiceRole::App] {
+        return run_agent(cfg).await;
+    }
     for role in &cfg.hop.roles {
         if !matches!(role, ServiceRole::Auth | ServiceRole::Proxy) {
             bail!(
-                "hop.roles: the {role} service is not available in this build yet; run auth and proxy"
+                "hop.roles: the {role} service is not available in this build yet; run auth and proxy, or app alone"
             );
         }
     }
@@ -240,7 +246,9 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let auth = Arc::new(auth);
     metrics.ca_ready.store(true, Ordering::Release);
 
-    let api = AuthApi::new(auth.clone(), metrics.clone());
+    let registry = Arc::new(TunnelRegistry::new(host_name(), TUNNEL_HEARTBEAT));
+    let _ = metrics.tunnels.set(registry.clone());
+    let api = AuthApi::new(auth.clone(), metrics.clone(), Some(registry.clone()));
     let grpc_router = api.routes().into_axum_router();
 
     // The admin socket: `hop admin` on this host.
@@ -265,25 +273,37 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
                 .map_err(|e| anyhow!("cannot issue the proxy certificate: {e}"))?
             }
         };
-        let user_ca = auth
-            .authorities()
-            .user
-            .public()
-            .x509_cert_pem
-            .into_iter()
-            .collect::<Vec<_>>();
-        let tls = proxy::tls::server_config(&chain_pem, &key_pem, &user_ca)?;
+        // Client certificates of users (logins) and hosts (agents) are accepted; each route then
+        // requires the kind it needs.
+        let client_cas: Vec<String> = [
+            auth.authorities().user.public(),
+            auth.authorities().host.public(),
+        ]
+        .into_iter()
+        .filter_map(|c| c.x509_cert_pem)
+        .collect();
+        let tls = proxy::tls::server_config(&chain_pem, &key_pem, &client_cas)?;
         bound = Some(dp.local_addr);
         let router = grpc_router
             .clone()
             .merge(proxy::web::router(auth.clone(), web_addr.clone()));
         let identify: proxy::listener::IdentifyPeer = {
-            let (trusted, clock) = (vec![auth.authorities().user.public()], clock.clone());
+            let users = vec![auth.authorities().user.public()];
+            let hosts = vec![auth.authorities().host.public()];
+            let clock = clock.clone();
             Arc::new(move |der: &[u8], remote| {
-                hop_ca::verify_user_x509(der, &trusted, clock.now())
-                    .ok()
-                    .map(|(identity, _)| Caller::User {
+                let now = clock.now();
+                if let Ok((identity, _)) = hop_ca::verify_user_x509(der, &users, now) {
+                    return Some(Caller::User {
                         identity: Box::new(identity),
+                        remote,
+                    });
+                }
+                hop_ca::verify_host_x509(der, &hosts, now)
+                    .ok()
+                    .map(|(host_id, role, _)| Caller::Host {
+                        host_id,
+                        role,
                         remote,
                     })
             })
@@ -295,8 +315,12 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         tasks.spawn(proxy::listener::serve_tls(
             handoff_rx,
             tokio_rustls::TlsAcceptor::from(Arc::new(tls)),
-            router,
-            identify,
+            proxy::listener::TlsRoutes {
+                router,
+                identify,
+                registry: registry.clone(),
+                auth: auth.clone(),
+            },
             settings,
             metrics.clone(),
             shutdown_rx.clone(),
@@ -316,6 +340,9 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
 
     let mut rx = shutdown_rx.clone();
     crate::signals::until_shutdown(&mut rx).await;
+    // Tell agents to move before the port closes, each after its own delay, so that they do not
+    // all come back in the same second.
+    registry.drain(Duration::from_secs(10));
     if let Some(dp) = dataplane {
         dp.stop();
     }
@@ -328,6 +355,35 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&sock_path);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// An agent process: no storage, no listener; tunnels out to the proxy.
+async fn run_agent(cfg: Config) -> anyhow::Result<()> {
+    let data_dir = cfg.hop.data_dir.clone();
+    prepare_data_dir(&data_dir)?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    watch_signals(shutdown_tx)?;
+    let apps = cfg
+        .app_service
+        .apps
+        .iter()
+        .map(|a| crate::agent::AppSpec {
+            name: a.name.clone(),
+            uri: a.uri.clone(),
+            labels: a.labels.clone().into_iter().collect(),
+        })
+        .collect();
+    let settings = crate::agent::AgentSettings {
+        proxy: cfg.hop.proxy_server.clone().unwrap_or_default(),
+        token: cfg.hop.join_token.clone().unwrap_or_default(),
+        ca_pin: cfg.hop.ca_pin.clone(),
+        insecure: false,
+        data_dir,
+        role: "app".into(),
+        apps,
+        pool_size: cfg.app_service.tunnel_pool_size.unwrap_or(4),
+    };
+    crate::agent::run(settings, shutdown_rx).await
 }
 
 fn print_banner(

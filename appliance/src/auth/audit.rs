@@ -28,6 +28,9 @@ pub enum EventKind {
     ResourceCreate,
     ResourceDelete,
     JoinTokenCreate,
+    AgentJoin,
+    AppSessionStart,
+    AppSessionEnd,
 }
 
 impl EventKind {
@@ -43,6 +46,9 @@ impl EventKind {
             Self::ResourceCreate => "resource.create",
             Self::ResourceDelete => "resource.delete",
             Self::JoinTokenCreate => "join_token.create",
+            Self::AgentJoin => "agent.join",
+            Self::AppSessionStart => "app.session.start",
+            Self::AppSessionEnd => "app.session.end",
         }
     }
 
@@ -59,6 +65,9 @@ impl EventKind {
             Self::ResourceCreate => 2000,
             Self::ResourceDelete => 2001,
             Self::JoinTokenCreate => 3000,
+            Self::AgentJoin => 3001,
+            Self::AppSessionStart => 4000,
+            Self::AppSessionEnd => 4001,
         };
         format!("H{n}{}", if success { 'I' } else { 'W' })
     }

@@ -18,6 +18,12 @@ pub enum Caller {
         identity: Box<Identity>,
         remote: SocketAddr,
     },
+    /// An agent of this cluster with a valid host certificate.
+    Host {
+        host_id: String,
+        role: hop_ca::HostRole,
+        remote: SocketAddr,
+    },
     /// Anyone else; may use only the public API.
     Anonymous { remote: Option<SocketAddr> },
 }
@@ -26,7 +32,7 @@ impl Caller {
     pub fn remote(&self) -> Option<SocketAddr> {
         match self {
             Caller::LocalAdmin => None,
-            Caller::User { remote, .. } => Some(*remote),
+            Caller::User { remote, .. } | Caller::Host { remote, .. } => Some(*remote),
             Caller::Anonymous { remote } => *remote,
         }
     }
@@ -36,6 +42,7 @@ impl Caller {
         match self {
             Caller::LocalAdmin => "admin (local socket)".into(),
             Caller::User { identity, .. } => identity.username.clone(),
+            Caller::Host { host_id, .. } => format!("host {host_id}"),
             Caller::Anonymous { .. } => "anonymous".into(),
         }
     }

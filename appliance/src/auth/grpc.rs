@@ -18,17 +18,47 @@ use super::proto::auth_public_server::AuthPublic;
 use super::proto::*;
 use super::server::{AuthError, AuthServer, LoginRequest as ServerLogin};
 use crate::metrics::Metrics;
+use crate::proxy::tunnels::TunnelRegistry;
+
+fn joined(j: super::server::JoinedHost, cluster: &str) -> JoinResponse {
+    JoinResponse {
+        host_id: j.host_id,
+        tls_certificate_pem: j.certificate_pem,
+        host_ca_pem: j.host_ca_pem,
+        user_ca_pem: j.user_ca_pem,
+        cluster_name: cluster.to_string(),
+        expires_unix: unix(j.expires),
+    }
+}
+
+fn app_proto(a: &crate::proxy::tunnels::AppRoute) -> App {
+    App {
+        name: a.name.clone(),
+        uri: a.uri.clone(),
+        labels: a.labels.clone().into_iter().collect(),
+        agent_id: a.host_id.clone(),
+    }
+}
 
 /// Both gRPC services over one [`AuthServer`].
 #[derive(Debug, Clone)]
 pub struct AuthApi {
     auth: Arc<AuthServer>,
     metrics: Arc<Metrics>,
+    registry: Option<Arc<TunnelRegistry>>,
 }
 
 impl AuthApi {
-    pub fn new(auth: Arc<AuthServer>, metrics: Arc<Metrics>) -> Self {
-        Self { auth, metrics }
+    pub fn new(
+        auth: Arc<AuthServer>,
+        metrics: Arc<Metrics>,
+        registry: Option<Arc<TunnelRegistry>>,
+    ) -> Self {
+        Self {
+            auth,
+            metrics,
+            registry,
+        }
     }
 
     /// The gRPC routes, ready to merge into the listener's router.
@@ -112,7 +142,7 @@ fn authorize(
             auth.authorize_rule(identity, kind, verb)?;
             Ok(caller.actor())
         }
-        Caller::Anonymous { .. } => Err(AuthError::Denied(
+        Caller::Anonymous { .. } | Caller::Host { .. } => Err(AuthError::Denied(
             "the admin API needs the local admin socket or a user certificate (log in with `hop login`)".into(),
         )),
     }
@@ -120,6 +150,54 @@ fn authorize(
 
 #[tonic::async_trait]
 impl AuthPublic for AuthApi {
+    async fn join(&self, req: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
+        let remote = caller(&req).remote();
+        let r = req.into_inner();
+        let cluster = self.auth.cluster_name().to_string();
+        let j = self
+            .blocking(move |a| a.join(&r.token, &r.role, &r.host_name, &r.tls_public_key, remote))
+            .await?;
+        Ok(Response::new(joined(j, &cluster)))
+    }
+
+    async fn renew_host_certificate(
+        &self,
+        req: Request<RenewHostCertificateRequest>,
+    ) -> Result<Response<JoinResponse>, Status> {
+        let Caller::Host { host_id, role, .. } = caller(&req) else {
+            return Err(Status::permission_denied(
+                "renewal needs the agent's current host certificate",
+            ));
+        };
+        let r = req.into_inner();
+        let cluster = self.auth.cluster_name().to_string();
+        let j = self
+            .blocking(move |a| a.issue_host_identity(&host_id, role, "", &r.tls_public_key))
+            .await?;
+        Ok(Response::new(joined(j, &cluster)))
+    }
+
+    async fn list_apps(
+        &self,
+        req: Request<ListAppsRequest>,
+    ) -> Result<Response<ListAppsResponse>, Status> {
+        let Caller::User { identity, .. } = caller(&req) else {
+            return Err(Status::unauthenticated(
+                "listing applications needs a login (`hop login`)",
+            ));
+        };
+        let routes = self.registry.as_ref().map(|r| r.apps()).unwrap_or_default();
+        let checker = self
+            .blocking(move |a| a.checker_for(&identity.roles, &identity.traits))
+            .await?;
+        let apps = routes
+            .iter()
+            .filter(|a| checker.check_app(&a.labels).is_ok())
+            .map(app_proto)
+            .collect();
+        Ok(Response::new(ListAppsResponse { apps }))
+    }
+
     async fn ping(&self, _req: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
         self.metrics.grpc_requests.inc();
         Ok(Response::new(PingResponse {
@@ -176,6 +254,44 @@ impl AuthPublic for AuthApi {
 
 #[tonic::async_trait]
 impl AuthAdmin for AuthApi {
+    async fn list_inventory(
+        &self,
+        req: Request<ListInventoryRequest>,
+    ) -> Result<Response<ListInventoryResponse>, Status> {
+        let c = caller(&req);
+        self.blocking(move |a| authorize(a, &c, "node", "list").map(drop))
+            .await?;
+        let agents = self
+            .registry
+            .as_ref()
+            .map(|r| r.list())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|i| Agent {
+                host_id: i.host_id.clone(),
+                host_name: String::new(),
+                version: i.version,
+                services: i.services,
+                remote_addr: i.remote.to_string(),
+                connected_unix: unix(i.connected),
+                last_heartbeat_unix: unix(i.last_heartbeat),
+                pooled_data_connections: u32::try_from(i.pooled).unwrap_or(u32::MAX),
+                apps: i
+                    .resources
+                    .iter()
+                    .filter(|r| r.kind == "app")
+                    .map(|r| App {
+                        name: r.name.clone(),
+                        uri: r.target.clone().unwrap_or_default(),
+                        labels: r.labels.iter().cloned().collect(),
+                        agent_id: i.host_id.clone(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(ListInventoryResponse { agents }))
+    }
+
     async fn status(
         &self,
         req: Request<StatusRequest>,

@@ -129,6 +129,19 @@ pub struct LoginRequest<'a> {
     pub remote: Option<SocketAddr>,
 }
 
+/// Lifetime of an agent's host certificate; agents renew at two thirds of it.
+pub const HOST_CERT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// What an agent receives when it joins or renews.
+#[derive(Debug, Clone)]
+pub struct JoinedHost {
+    pub host_id: String,
+    pub certificate_pem: String,
+    pub host_ca_pem: String,
+    pub user_ca_pem: String,
+    pub expires: SystemTime,
+}
+
 /// A new invitation: the user and the token to hand them.
 #[derive(Debug, Clone)]
 pub struct Invite {
@@ -272,8 +285,14 @@ impl AuthServer {
         vec![self.cas.get(kind).public()]
     }
 
-    fn event(&self, kind: EventKind, user: &str) -> AuditEvent {
+    /// A new audit event of this cluster, stamped now.
+    pub fn event(&self, kind: EventKind, user: &str) -> AuditEvent {
         AuditEvent::new(kind, &self.cluster, user, self.clock.now())
+    }
+
+    /// Records an audit event.
+    pub fn emit(&self, event: AuditEvent) {
+        self.audit.emit(event);
     }
 
     // ---------------------------------------------------------------- users and invitations
@@ -707,6 +726,126 @@ impl AuthServer {
             self.cas.host.public().x509_cert_pem.unwrap_or_default()
         );
         Ok((key.private_pkcs8_pem.clone(), chain))
+    }
+
+    // ---------------------------------------------------------------- agents
+
+    /// An agent trades a join token for a host certificate. Tokens with `uses` count down and are
+    /// deleted at zero; others stay valid until they expire.
+    pub fn join(
+        &self,
+        token: &str,
+        role: &str,
+        host_name: &str,
+        spki_der: &[u8],
+        remote: Option<SocketAddr>,
+    ) -> Result<JoinedHost, AuthError> {
+        let now = self.clock.now();
+        let system_role: hop_rbac::SystemRole = role.parse().map_err(AuthError::BadRequest)?;
+        let host_role = match system_role {
+            hop_rbac::SystemRole::Node => HostRole::Node,
+            hop_rbac::SystemRole::App => HostRole::App,
+            hop_rbac::SystemRole::Db => HostRole::Db,
+            hop_rbac::SystemRole::Kube => HostRole::Kube,
+            hop_rbac::SystemRole::WindowsDesktop => HostRole::Desktop,
+            hop_rbac::SystemRole::Proxy => HostRole::Proxy,
+            other => {
+                return Err(AuthError::BadRequest(format!(
+                    "role {:?} cannot join with a host certificate",
+                    other.as_str()
+                )));
+            }
+        };
+        let fail = |e: AuthError| {
+            self.audit.emit(
+                self.event(EventKind::AgentJoin, host_name)
+                    .remote(remote)
+                    .field("role", role)
+                    .failed(EventKind::AgentJoin, e.to_string()),
+            );
+            e
+        };
+        let invalid = || {
+            AuthError::Denied("the join token is not valid or has expired; create one with `hop admin tokens add`".into())
+        };
+        let _guard = self
+            .login_state
+            .lock()
+            .map_err(|_| AuthError::Internal("login state lock poisoned".into()))?;
+        let Some(v) = self.store.get::<hop_rbac::ProvisionToken>(token.trim())? else {
+            return Err(fail(invalid()));
+        };
+        let mut t = v.value;
+        let expired = t
+            .metadata
+            .expires
+            .is_none_or(|e| SystemTime::from(e) <= now);
+        if expired {
+            return Err(fail(invalid()));
+        }
+        if !t.spec.roles.contains(&system_role) {
+            return Err(fail(AuthError::Denied(format!(
+                "the join token does not allow the {role} role"
+            ))));
+        }
+        match t.spec.uses {
+            Some(n) if n <= 1 => {
+                self.store
+                    .delete::<hop_rbac::ProvisionToken>(&t.metadata.name)?;
+            }
+            Some(n) => {
+                t.spec.uses = Some(n - 1);
+                self.store.update(&t, v.revision)?;
+            }
+            None => {}
+        }
+        drop(_guard);
+        let host_id = uuid::Uuid::new_v4().to_string();
+        let joined = self.issue_host_identity(&host_id, host_role, host_name, spki_der)?;
+        self.audit.emit(
+            self.event(EventKind::AgentJoin, host_name)
+                .remote(remote)
+                .field("role", role)
+                .field("host_id", host_id),
+        );
+        Ok(joined)
+    }
+
+    /// A new host certificate for an agent that proves its current identity.
+    pub fn issue_host_identity(
+        &self,
+        host_id: &str,
+        role: HostRole,
+        host_name: &str,
+        spki_der: &[u8],
+    ) -> Result<JoinedHost, AuthError> {
+        let now = self.clock.now();
+        let mut names = vec![host_id.to_string()];
+        if !host_name.is_empty() && host_name != host_id {
+            names.push(host_name.to_string());
+        }
+        let mut rng = rand::rng();
+        let cert = self
+            .cas
+            .host
+            .issue_host_x509(
+                spki_der,
+                host_id,
+                role,
+                &names,
+                now,
+                HOST_CERT_TTL,
+                &mut rng,
+            )
+            .map_err(|e| AuthError::BadRequest(format!("tls_public_key: {e}")))?;
+        self.metrics.certificates_issued.inc();
+        Ok(JoinedHost {
+            host_id: host_id.to_string(),
+            certificate_pem: cert,
+            host_ca_pem: self.cas.host.public().x509_cert_pem.unwrap_or_default(),
+            user_ca_pem: self.cas.user.public().x509_cert_pem.unwrap_or_default(),
+            expires: now + HOST_CERT_TTL,
+        })
     }
 
     // ---------------------------------------------------------------- join tokens

@@ -16,8 +16,8 @@ use super::trust::{ClientCert, Trust};
 use crate::auth::proto::auth_admin_client::AuthAdminClient;
 use crate::auth::proto::*;
 use crate::cli::{
-    AdminArgs, AdminCommand, AuthCommand, ExportFormat, ExportKind, Output, OutputFormat,
-    TokensCommand, UsersCommand,
+    AdminArgs, AdminCommand, AuthCommand, ExportFormat, ExportKind, InventoryCommand, Output,
+    OutputFormat, TokensCommand, UsersCommand,
 };
 use crate::config::{DEFAULT_DATA_DIR, parse_duration};
 use crate::start::ADMIN_SOCKET;
@@ -201,6 +201,50 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                     })
                     .collect();
                 table(&["CA", "SSH FINGERPRINT", "TLS KEY PIN"], &rows);
+            }
+        }
+        AdminCommand::Inventory(InventoryCommand::Ls(Output { format })) => {
+            let r = c
+                .list_inventory(ListInventoryRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if format != OutputFormat::Text {
+                let v: Vec<_> = r
+                    .agents
+                    .iter()
+                    .map(|a| {
+                        serde_json::json!({
+                            "host_id": a.host_id, "version": a.version, "services": a.services,
+                            "remote_addr": a.remote_addr, "connected": ts(a.connected_unix),
+                            "last_heartbeat": ts(a.last_heartbeat_unix), "pooled_data_connections": a.pooled_data_connections,
+                            "apps": a.apps.iter().map(|x| &x.name).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                let rows: Vec<Vec<String>> = r
+                    .agents
+                    .iter()
+                    .map(|a| {
+                        vec![
+                            a.host_id.clone(),
+                            a.services.join(","),
+                            a.remote_addr.clone(),
+                            a.apps
+                                .iter()
+                                .map(|x| x.name.clone())
+                                .collect::<Vec<_>>()
+                                .join(","),
+                            ts(a.last_heartbeat_unix),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &["HOST ID", "SERVICES", "ADDRESS", "APPS", "LAST HEARTBEAT"],
+                    &rows,
+                );
             }
         }
         AdminCommand::Users(cmd) => users(&mut c, cmd).await?,

@@ -4,6 +4,7 @@
 //! the user's keys on disk, `user` and `admin` are the commands.
 
 pub mod admin;
+pub mod apps;
 pub mod connect;
 pub mod profile;
 pub mod trust;

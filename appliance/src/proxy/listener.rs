@@ -21,9 +21,12 @@ use tokio::net::{TcpStream, UnixListener};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
+use crate::auth::AuthServer;
 use crate::auth::caller::Caller;
 use crate::dataplane::Handoff;
 use crate::metrics::Metrics;
+use crate::proxy::tunnels::TunnelRegistry;
+use crate::tunnel::{ALPN_TCP, ALPN_TUNNEL, ALPN_TUNNEL_DATA};
 
 /// Verifies a client certificate (DER) into a caller; `None` when it is not a valid user cert.
 pub type IdentifyPeer = Arc<dyn Fn(&[u8], SocketAddr) -> Option<Caller> + Send + Sync>;
@@ -61,12 +64,23 @@ pub struct TlsListenerSettings {
     pub max_concurrent_handshakes: usize,
 }
 
+/// What serves a TLS connection once its ALPN is known.
+#[derive(Clone)]
+pub struct TlsRoutes {
+    /// `h2`, `http/1.1`, `hop-auth`: the web API and the gRPC Auth API.
+    pub router: Router,
+    pub identify: IdentifyPeer,
+    /// `hop-tunnel`, `hop-tunnel-data`: agents.
+    pub registry: Arc<TunnelRegistry>,
+    /// `hop-tcp`: application sessions (RBAC and audit through the Auth service).
+    pub auth: Arc<AuthServer>,
+}
+
 /// Terminates TLS on connections the data plane hands over, and serves them until shutdown.
 pub async fn serve_tls(
     mut handoffs: mpsc::Receiver<Handoff>,
     acceptor: TlsAcceptor,
-    router: Router,
-    identify: IdentifyPeer,
+    routes: TlsRoutes,
     settings: TlsListenerSettings,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
@@ -99,16 +113,14 @@ pub async fn serve_tls(
                 continue;
             }
         };
-        let (acceptor, router, identify, metrics, shutdown) = (
+        let (acceptor, routes, metrics, shutdown) = (
             acceptor.clone(),
-            router.clone(),
-            identify.clone(),
+            routes.clone(),
             metrics.clone(),
             shutdown.clone(),
         );
         let deadline = settings.handshake_timeout;
         tokio::spawn(async move {
-            let _guard = guard;
             metrics.connections_active.inc();
             let accepted = tokio::time::timeout(deadline, acceptor.accept(stream)).await;
             drop(permit);
@@ -120,11 +132,41 @@ pub async fn serve_tls(
                         .1
                         .peer_certificates()
                         .and_then(|c| c.first())
-                        .and_then(|leaf| identify(leaf.as_ref(), remote))
+                        .and_then(|leaf| (routes.identify)(leaf.as_ref(), remote))
                         .unwrap_or(Caller::Anonymous {
                             remote: Some(remote),
                         });
-                    serve_connection(tls, router, caller, shutdown).await;
+                    let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+                    match (alpn.as_deref(), caller) {
+                        (Some(p), Caller::Host { host_id, .. }) if p == ALPN_TUNNEL => {
+                            routes
+                                .registry
+                                .clone()
+                                .serve_control(tls, host_id, remote, shutdown)
+                                .await;
+                        }
+                        (Some(p), Caller::Host { host_id, .. }) if p == ALPN_TUNNEL_DATA => {
+                            routes.registry.park_data(&host_id, tls, guard);
+                            metrics.connections_active.dec();
+                            return;
+                        }
+                        (Some(p), Caller::User { identity, .. }) if p == ALPN_TCP => {
+                            crate::proxy::apps::serve(
+                                tls,
+                                *identity,
+                                remote,
+                                routes.registry.clone(),
+                                routes.auth.clone(),
+                            )
+                            .await;
+                        }
+                        (Some(p), _)
+                            if p == ALPN_TUNNEL || p == ALPN_TUNNEL_DATA || p == ALPN_TCP =>
+                        {
+                            tracing::debug!(%remote, "tunnel or application route without the right certificate");
+                        }
+                        (_, caller) => serve_connection(tls, routes.router, caller, shutdown).await,
+                    }
                 }
                 Ok(Err(e)) => {
                     metrics.tls_handshakes_failed.inc();
@@ -136,6 +178,7 @@ pub async fn serve_tls(
                 }
             }
             metrics.connections_active.dec();
+            drop(guard);
         });
     }
 }

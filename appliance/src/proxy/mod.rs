@@ -5,6 +5,8 @@
 //! path) behind connection limits and a handshake deadline. `tls` owns the certificate and the
 //! rustls configuration; `listener` owns accepting and serving connections.
 
+pub mod apps;
 pub mod listener;
 pub mod tls;
+pub mod tunnels;
 pub mod web;

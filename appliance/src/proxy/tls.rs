@@ -15,7 +15,14 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 /// ALPN protocols of the one port, in the server's order of preference.
-pub const ALPN: &[&[u8]] = &[b"h2", b"http/1.1", b"hop-auth"];
+pub const ALPN: &[&[u8]] = &[
+    b"h2",
+    b"http/1.1",
+    b"hop-auth",
+    b"hop-tunnel",
+    b"hop-tunnel-data",
+    b"hop-tcp",
+];
 
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
@@ -50,16 +57,16 @@ pub fn load_files(cert: &Path, key: &Path) -> anyhow::Result<(String, String)> {
 pub fn server_config(
     chain_pem: &str,
     key_pem: &str,
-    user_ca_pems: &[String],
+    client_ca_pems: &[String],
 ) -> anyhow::Result<rustls::ServerConfig> {
     let chain = parse_chain(chain_pem)?;
     let key = parse_key(key_pem)?;
     let mut roots = RootCertStore::empty();
-    for pem in user_ca_pems {
+    for pem in client_ca_pems {
         for c in parse_chain(pem)? {
             roots
                 .add(c)
-                .map_err(|e| anyhow!("user CA certificate: {e}"))?;
+                .map_err(|e| anyhow!("client CA certificate: {e}"))?;
         }
     }
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())

@@ -4,3 +4,4 @@ mod admin;
 mod harness;
 mod login_flow;
 mod multiplexer;
+mod tunnels;

@@ -1,0 +1,470 @@
+//! The agent side of reverse tunnels: `hop start --roles app --proxy HOST:PORT --token TOKEN`.
+//!
+//! An agent never accepts connections. It joins once (see `identity`), then keeps one control
+//! connection to the proxy (ALPN `hop-tunnel`: hello with its resources and labels, heartbeats,
+//! goaway) and a small pool of idle data connections (ALPN `hop-tunnel-data`). When the proxy
+//! sends a Dial on a data connection, the agent connects the named application, answers, relays,
+//! and opens a replacement so the pool stays full. Every reconnect waits a jittered backoff.
+
+pub mod backoff;
+pub mod identity;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::anyhow;
+use hop_protocols::tunnel::{DialResult, Frame, Hello, PROTOCOL_VERSION, ResourceAnnouncement};
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio::sync::{RwLock, watch};
+
+use self::backoff::Backoff;
+use self::identity::AgentIdentity;
+use crate::client::connect::split_host_port;
+use crate::client::trust::{Trust, client_config};
+use crate::tunnel::{ALPN_TUNNEL, ALPN_TUNNEL_DATA, FramedStream, relay};
+
+/// A TCP application this agent publishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppSpec {
+    pub name: String,
+    /// `tcp://host:port`
+    pub uri: String,
+    pub labels: Vec<(String, String)>,
+}
+
+impl AppSpec {
+    /// Parses `name=echo,uri=tcp://127.0.0.1:7000,labels=env=dev;team=web` (labels may repeat).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (mut name, mut uri, mut labels) = (None, None, Vec::new());
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| format!("--app: expected key=value, got {part:?}"))?;
+            match k {
+                "name" => name = Some(v.to_string()),
+                "uri" => uri = Some(v.to_string()),
+                "labels" | "label" => {
+                    for l in v.split(';').filter(|l| !l.is_empty()) {
+                        let (lk, lv) = l
+                            .split_once('=')
+                            .ok_or_else(|| format!("--app: label {l:?} is not key=value"))?;
+                        labels.push((lk.to_string(), lv.to_string()));
+                    }
+                }
+                other => {
+                    return Err(format!(
+                        "--app: unknown key {other:?}; expected name, uri, labels"
+                    ));
+                }
+            }
+        }
+        let app = AppSpec {
+            name: name.ok_or("--app: name= is required")?,
+            uri: uri.ok_or("--app: uri= is required")?,
+            labels,
+        };
+        app.validate()?;
+        Ok(app)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(format!(
+                "app name {:?}: use letters, digits, '-', '_' and '.'",
+                self.name
+            ));
+        }
+        self.target().map(drop)
+    }
+
+    /// The `host:port` behind `tcp://`.
+    pub fn target(&self) -> Result<(String, u16), String> {
+        let rest = self.uri.strip_prefix("tcp://").ok_or_else(|| {
+            format!(
+                "app {:?}: uri {:?} must start with tcp://",
+                self.name, self.uri
+            )
+        })?;
+        split_host_port(rest)
+            .map_err(|e| format!("app {:?}: {e}", self.name))
+            .and_then(|(h, p)| {
+                if rest.contains(':') {
+                    Ok((h, p))
+                } else {
+                    Err(format!("app {:?}: uri needs a port", self.name))
+                }
+            })
+    }
+}
+
+/// How an agent is configured.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    pub proxy: String,
+    pub token: String,
+    pub ca_pin: Option<String>,
+    pub insecure: bool,
+    pub data_dir: PathBuf,
+    pub role: String,
+    pub apps: Vec<AppSpec>,
+    pub pool_size: usize,
+}
+
+struct Shared {
+    settings: AgentSettings,
+    identity: RwLock<AgentIdentity>,
+}
+
+impl Shared {
+    async fn dial(
+        &self,
+        alpn: &[u8],
+    ) -> anyhow::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let id = self.identity.read().await.clone();
+        let cfg = Arc::new(client_config(&id.trust(), Some(&id.cert), alpn)?);
+        let (host, port) = split_host_port(&self.settings.proxy)?;
+        let tcp = tokio::time::timeout(
+            Duration::from_secs(10),
+            TcpStream::connect((host.as_str(), port)),
+        )
+        .await
+        .map_err(|_| anyhow!("connecting to {host}:{port} timed out"))??;
+        tcp.set_nodelay(true)?;
+        let name = ServerName::try_from(host.clone())
+            .map_err(|_| anyhow!("invalid proxy host {host:?}"))?;
+        let tls = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio_rustls::TlsConnector::from(cfg).connect(name, tcp),
+        )
+        .await
+        .map_err(|_| anyhow!("TLS handshake with the proxy timed out"))??;
+        Ok(tls)
+    }
+
+    fn hello(&self, host_id: &str) -> Frame {
+        Frame::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            agent_id: host_id.to_string(),
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            services: vec![self.settings.role.clone()],
+            resources: self
+                .settings
+                .apps
+                .iter()
+                .map(|a| ResourceAnnouncement {
+                    kind: "app".into(),
+                    name: a.name.clone(),
+                    labels: a.labels.clone(),
+                    target: Some(a.uri.clone()),
+                })
+                .collect(),
+        })
+    }
+}
+
+async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = crate::signals::until_shutdown(shutdown) => true,
+    }
+}
+
+/// Runs the agent until shutdown.
+pub async fn run(settings: AgentSettings, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    for a in &settings.apps {
+        a.validate().map_err(|e| anyhow!(e))?;
+    }
+    let identity = match identity::load(&settings.data_dir)? {
+        Some(id) => {
+            tracing::info!(host_id = %id.meta.host_id, "using the stored agent identity");
+            id
+        }
+        None => {
+            let trust = if settings.insecure {
+                Trust::Insecure
+            } else if let Some(pin) = &settings.ca_pin {
+                Trust::Pin(crate::client::trust::normalize_pin(pin)?)
+            } else {
+                Trust::System
+            };
+            identity::join(
+                &settings.data_dir,
+                &settings.proxy,
+                &settings.token,
+                &settings.role,
+                &trust,
+            )
+            .await?
+        }
+    };
+    println!(
+        "Agent {} of cluster {} is connecting to {}",
+        identity.meta.host_id, identity.meta.cluster, settings.proxy
+    );
+    let shared = Arc::new(Shared {
+        settings: settings.clone(),
+        identity: RwLock::new(identity),
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(control_loop(shared.clone(), shutdown.clone()));
+    tasks.spawn(renew_loop(shared.clone(), shutdown.clone()));
+    for slot in 0..settings.pool_size.max(1) {
+        tasks.spawn(data_slot(shared.clone(), slot, shutdown.clone()));
+    }
+    let mut rx = shutdown.clone();
+    crate::signals::until_shutdown(&mut rx).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    tasks.abort_all();
+    Ok(())
+}
+
+async fn control_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut backoff = Backoff::default();
+    loop {
+        let started = Instant::now();
+        let next = match control_session(&shared, &mut shutdown).await {
+            Ok(Some(after)) => after,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "tunnel to the proxy lost");
+                if started.elapsed() > Duration::from_secs(60) {
+                    backoff.reset();
+                }
+                backoff.next_delay(rand::random::<f64>())
+            }
+        };
+        tracing::info!(
+            delay_ms = next.as_millis() as u64,
+            "reconnecting to the proxy"
+        );
+        if sleep_or_shutdown(next, &mut shutdown).await {
+            return;
+        }
+    }
+}
+
+/// One control connection. `Ok(Some(d))`: reconnect after `d` (goaway); `Ok(None)`: shutdown.
+async fn control_session(
+    shared: &Shared,
+    shutdown: &mut watch::Receiver<bool>,
+) -> anyhow::Result<Option<Duration>> {
+    let host_id = shared.identity.read().await.meta.host_id.clone();
+    let tls = shared.dial(ALPN_TUNNEL).await?;
+    let mut framed = FramedStream::new(tls);
+    framed.write_frame(&shared.hello(&host_id)).await?;
+    let interval = match framed.read_frame(Duration::from_secs(10)).await? {
+        Frame::HelloAck(a) => {
+            Duration::from_secs(u64::from(a.heartbeat_interval_secs.clamp(1, 3600)))
+        }
+        Frame::GoAway(g) => {
+            return Ok(Some(Duration::from_millis(u64::from(g.reconnect_after_ms))));
+        }
+        other => {
+            return Err(anyhow!(
+                "unexpected frame {} instead of a hello ack",
+                other.frame_type()
+            ));
+        }
+    };
+    tracing::info!(%host_id, "tunnel to the proxy is up");
+    let mut seq = 0u64;
+    let mut ticker = tokio::time::interval(interval);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                seq += 1;
+                framed.write_frame(&Frame::Heartbeat { seq }).await?;
+            }
+            frame = framed.read_frame(interval * 3) => match frame? {
+                Frame::HeartbeatAck { .. } => {}
+                Frame::GoAway(g) => {
+                    tracing::info!(reason = %g.reason, after_ms = g.reconnect_after_ms, "the proxy asked this agent to reconnect");
+                    return Ok(Some(Duration::from_millis(u64::from(g.reconnect_after_ms))));
+                }
+                other => tracing::debug!(frame = other.frame_type(), "ignored control frame"),
+            },
+            _ = crate::signals::until_shutdown(shutdown) => {
+                let _ = framed.write_frame(&Frame::GoAway(hop_protocols::tunnel::GoAway { reason: "agent shutting down".into(), reconnect_after_ms: 0 })).await;
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// Keeps one idle data connection parked at the proxy; on a Dial, serves it and parks another.
+async fn data_slot(shared: Arc<Shared>, slot: usize, mut shutdown: watch::Receiver<bool>) {
+    let mut backoff = Backoff::default();
+    loop {
+        let started = Instant::now();
+        let outcome = tokio::select! {
+            r = wait_for_dial(&shared) => r,
+            _ = crate::signals::until_shutdown(&mut shutdown) => return,
+        };
+        match outcome {
+            Ok(()) => backoff.reset(),
+            Err(e) => {
+                if started.elapsed() > Duration::from_secs(60) {
+                    backoff.reset();
+                }
+                let d = backoff.next_delay(rand::random::<f64>());
+                tracing::debug!(slot, error = %format!("{e:#}"), delay_ms = d.as_millis() as u64, "data connection lost");
+                if sleep_or_shutdown(d, &mut shutdown).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn wait_for_dial(shared: &Arc<Shared>) -> anyhow::Result<()> {
+    let tls = shared.dial(ALPN_TUNNEL_DATA).await?;
+    let mut framed = FramedStream::new(tls);
+    // Idle until the proxy uses this connection (or it closes).
+    let dial = match framed.read_frame(Duration::from_secs(24 * 3600)).await? {
+        Frame::Dial(d) => d,
+        Frame::GoAway(_) => return Err(anyhow!("the proxy closed the data connection")),
+        other => {
+            return Err(anyhow!(
+                "unexpected frame {} on a data connection",
+                other.frame_type()
+            ));
+        }
+    };
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        serve_dial(&shared, framed, dial).await;
+    });
+    Ok(())
+}
+
+async fn serve_dial(
+    shared: &Shared,
+    mut framed: FramedStream<tokio_rustls::client::TlsStream<TcpStream>>,
+    dial: hop_protocols::tunnel::Dial,
+) {
+    let session_id = dial.session_id;
+    let answer = |ok: bool, error: Option<String>| {
+        Frame::DialResult(DialResult {
+            session_id,
+            ok,
+            error,
+        })
+    };
+    let Some(app) = shared.settings.apps.iter().find(|a| a.name == dial.target) else {
+        let _ = framed
+            .write_frame(&answer(
+                false,
+                Some(format!("this agent does not serve {:?}", dial.target)),
+            ))
+            .await;
+        return;
+    };
+    let target = match app.target() {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = framed.write_frame(&answer(false, Some(e))).await;
+            return;
+        }
+    };
+    let upstream = match tokio::time::timeout(
+        Duration::from_secs(10),
+        TcpStream::connect((target.0.as_str(), target.1)),
+    )
+    .await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            let _ = framed
+                .write_frame(&answer(
+                    false,
+                    Some(format!("cannot connect to {}: {e}", app.uri)),
+                ))
+                .await;
+            return;
+        }
+        Err(_) => {
+            let _ = framed
+                .write_frame(&answer(
+                    false,
+                    Some(format!("connecting to {} timed out", app.uri)),
+                ))
+                .await;
+            return;
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    if framed.write_frame(&answer(true, None)).await.is_err() {
+        return;
+    }
+    tracing::debug!(app = %app.name, client = %dial.client_addr, "session started");
+    let (tunnel, pending) = framed.into_inner();
+    if let Err(e) = relay(tunnel, pending, upstream, Vec::new()).await {
+        tracing::debug!(app = %app.name, error = %e, "session ended with an error");
+    }
+}
+
+/// Renews the host certificate when two thirds of its lifetime have passed.
+async fn renew_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let expires = shared.identity.read().await.expires();
+        let now = SystemTime::now();
+        let left = expires.duration_since(now).unwrap_or_default();
+        let wait = left / 3;
+        let wait = if wait < Duration::from_secs(30) {
+            Duration::from_secs(30)
+        } else {
+            left - wait
+        };
+        if sleep_or_shutdown(wait, &mut shutdown).await {
+            return;
+        }
+        let current = shared.identity.read().await.clone();
+        match identity::renew(&shared.settings.data_dir, &shared.settings.proxy, &current).await {
+            Ok(fresh) => {
+                tracing::info!(expires = ?fresh.expires(), "host certificate renewed");
+                *shared.identity.write().await = fresh;
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "host certificate renewal failed; will retry")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_specs() {
+        let a =
+            AppSpec::parse("name=echo,uri=tcp://127.0.0.1:7000,labels=env=dev;team=web").unwrap();
+        assert_eq!(a.name, "echo");
+        assert_eq!(a.target().unwrap(), ("127.0.0.1".into(), 7000));
+        assert_eq!(
+            a.labels,
+            vec![("env".into(), "dev".into()), ("team".into(), "web".into())]
+        );
+        for bad in [
+            "uri=tcp://x:1",
+            "name=e",
+            "name=e,uri=http://x:1",
+            "name=e,uri=tcp://x",
+            "name=e,uri=tcp://x:1,color=red",
+            "name=a b,uri=tcp://x:1",
+        ] {
+            assert!(AppSpec::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! `hop apps ls` and `hop proxy app NAME`: TCP applications through the proxy.
+//!
+//! This module owns the user's side of an application session: a local listener, and for each
+//! local connection a TLS connection to the proxy (ALPN `hop-tcp`, the login certificate), a Dial
+//! naming the application, the proxy's answer (an error is shown to the user and the local
+//! connection closed), then the byte relay.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use hop_protocols::tunnel::{Dial, Frame};
+use rustls::pki_types::ServerName;
+use tokio::net::{TcpListener, TcpStream};
+
+use super::connect::{split_host_port, status_error, tls_channel};
+use super::profile::{self, Paths, Profile};
+use super::trust::{ClientCert, Trust, client_config};
+use crate::auth::proto::ListAppsRequest;
+use crate::auth::proto::auth_public_client::AuthPublicClient;
+use crate::cli::OutputFormat;
+use crate::tunnel::{ALPN_TCP, FramedStream, relay};
+
+struct Login {
+    profile: Profile,
+    cert: ClientCert,
+    trust: Trust,
+}
+
+fn current_login() -> anyhow::Result<Login> {
+    let home = profile::hop_home()?;
+    let (profile, paths): (Profile, Paths) = profile::current_profile(&home)?;
+    let cert = ClientCert {
+        chain_pem: std::fs::read_to_string(paths.tls_cert())
+            .context("reading your login certificate")?,
+        key_pem: std::fs::read_to_string(paths.tls_key()).context("reading your login key")?,
+    };
+    let trust = if profile.insecure {
+        Trust::Insecure
+    } else {
+        Trust::CaPem(
+            std::fs::read_to_string(paths.cas())
+                .context("reading the cluster CAs saved at login")?,
+        )
+    };
+    Ok(Login {
+        profile,
+        cert,
+        trust,
+    })
+}
+
+pub async fn ls(format: OutputFormat) -> anyhow::Result<()> {
+    let login = current_login()?;
+    let channel = tls_channel(&login.profile.proxy, &login.trust, Some(&login.cert)).await?;
+    let apps = AuthPublicClient::new(channel)
+        .list_apps(ListAppsRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .apps;
+    if format != OutputFormat::Text {
+        let v: Vec<_> = apps
+            .iter()
+            .map(|a| serde_json::json!({"name": a.name, "uri": a.uri, "labels": a.labels, "agent_id": a.agent_id}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    if apps.is_empty() {
+        println!("No applications you can reach are connected.");
+        return Ok(());
+    }
+    let w = apps.iter().map(|a| a.name.len()).max().unwrap_or(4).max(4);
+    println!("{:<w$}  LABELS", "NAME");
+    for a in apps {
+        let mut labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        labels.sort();
+        println!("{:<w$}  {}", a.name, labels.join(","));
+    }
+    Ok(())
+}
+
+/// Opens one session to `app` through the proxy: returns the stream after the proxy's OK.
+async fn open_session(
+    login: &Login,
+    cfg: Arc<rustls::ClientConfig>,
+    app: &str,
+    client: SocketAddr,
+) -> anyhow::Result<(tokio_rustls::client::TlsStream<TcpStream>, Vec<u8>)> {
+    let (host, port) = split_host_port(&login.profile.proxy)?;
+    let tcp = tokio::time::timeout(
+        Duration::from_secs(10),
+        TcpStream::connect((host.as_str(), port)),
+    )
+    .await
+    .map_err(|_| anyhow!("connecting to the proxy timed out"))??;
+    tcp.set_nodelay(true)?;
+    let name =
+        ServerName::try_from(host.clone()).map_err(|_| anyhow!("invalid proxy host {host:?}"))?;
+    let tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, tcp)
+        .await
+        .context("TLS to the proxy")?;
+    let mut framed = FramedStream::new(tls);
+    let mut session_id = [0u8; 16];
+    rand::fill(&mut session_id[..]);
+    framed
+        .write_frame(&Frame::Dial(Dial {
+            session_id,
+            target: app.to_string(),
+            client_addr: client,
+        }))
+        .await?;
+    match framed.read_frame(Duration::from_secs(30)).await? {
+        Frame::DialResult(r) if r.ok => Ok(framed.into_inner()),
+        Frame::DialResult(r) => Err(anyhow!(
+            "{}",
+            r.error
+                .unwrap_or_else(|| "the proxy refused the session".into())
+        )),
+        other => Err(anyhow!(
+            "unexpected frame {} from the proxy",
+            other.frame_type()
+        )),
+    }
+}
+
+pub async fn proxy_app(app: String, bind: IpAddr, port: u16) -> anyhow::Result<()> {
+    let login = Arc::new(current_login()?);
+    let cfg = Arc::new(client_config(&login.trust, Some(&login.cert), ALPN_TCP)?);
+    let listener = TcpListener::bind((bind, port))
+        .await
+        .with_context(|| format!("cannot listen on {bind}:{port}"))?;
+    let local = listener.local_addr()?;
+    // Check the application is known and allowed before announcing the port (without dialing it:
+    // a probe connection would have side effects on the application).
+    let channel = tls_channel(&login.profile.proxy, &login.trust, Some(&login.cert)).await?;
+    let apps = AuthPublicClient::new(channel)
+        .list_apps(ListAppsRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .apps;
+    if !apps.iter().any(|a| a.name == app) {
+        bail!(
+            "application {app:?} is not among the applications you can reach (`hop apps ls`): it does not exist, its agent is offline, or your roles deny it"
+        );
+    }
+    println!(
+        "Proxying connections to {local} to application {app:?} through {}",
+        login.profile.proxy
+    );
+    println!("Use it, for example: nc {} {}", local.ip(), local.port());
+    loop {
+        let (conn, peer) = tokio::select! {
+            r = listener.accept() => r?,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        let (login, cfg, app) = (login.clone(), cfg.clone(), app.clone());
+        tokio::spawn(async move {
+            let _ = conn.set_nodelay(true);
+            match open_session(&login, cfg, &app, peer).await {
+                Ok((remote, pending)) => {
+                    if let Err(e) = relay(conn, Vec::new(), remote, pending).await {
+                        tracing::debug!(error = %e, "session ended with an error");
+                    }
+                }
+                Err(e) => eprintln!("ERROR: {app}: {e}"),
+            }
+        });
+    }
+}

@@ -1,0 +1,312 @@
+//! Reverse tunnels on the proxy: agents' control connections, their presence, and their pools of
+//! warm data connections.
+//!
+//! This module owns the [`TunnelRegistry`]: which agents are connected right now (soft state with
+//! a heartbeat deadline, never a backend write per heartbeat), what each announced (services,
+//! resources, labels), and the idle data connections each keeps parked here so that starting a
+//! session costs no round trip to the agent. It serves the control protocol (hello, heartbeat,
+//! goaway) and hands out data connections; it does not decide who may use them.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use hop_protocols::tunnel::{Frame, GoAway, HelloAck, PROTOCOL_VERSION, ResourceAnnouncement};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, watch};
+
+use crate::dataplane::limits::ConnectionGuard;
+use crate::tunnel::{FrameIoError, FramedStream};
+
+/// A TLS stream from an agent, terminated by the proxy.
+pub type AgentStream = tokio_rustls::server::TlsStream<TcpStream>;
+
+/// Most idle data connections kept per agent; more are closed.
+const MAX_POOLED_PER_AGENT: usize = 64;
+/// How long a session waits for an agent's data connection when its pool is empty.
+const POOL_WAIT: Duration = Duration::from_secs(5);
+
+/// One connected agent, as the proxy sees it.
+#[derive(Debug, Clone)]
+pub struct AgentInfo {
+    pub host_id: String,
+    pub version: String,
+    pub services: Vec<String>,
+    pub resources: Vec<ResourceAnnouncement>,
+    pub remote: SocketAddr,
+    pub connected: SystemTime,
+    pub last_heartbeat: SystemTime,
+    pub pooled: usize,
+}
+
+struct AgentEntry {
+    info: AgentInfo,
+    generation: u64,
+    goaway: watch::Sender<Option<GoAway>>,
+}
+
+#[derive(Default)]
+struct Pool {
+    idle: VecDeque<(AgentStream, ConnectionGuard)>,
+    notify: Arc<Notify>,
+}
+
+/// Live agents and their data pools.
+pub struct TunnelRegistry {
+    proxy_id: String,
+    heartbeat_interval: Duration,
+    agents: Mutex<HashMap<String, AgentEntry>>,
+    pools: Mutex<HashMap<String, Pool>>,
+    next_generation: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for TunnelRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TunnelRegistry")
+            .field("proxy_id", &self.proxy_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An application announced by a connected agent.
+#[derive(Debug, Clone)]
+pub struct AppRoute {
+    pub name: String,
+    pub uri: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub host_id: String,
+}
+
+impl TunnelRegistry {
+    pub fn new(proxy_id: String, heartbeat_interval: Duration) -> Self {
+        Self {
+            proxy_id,
+            heartbeat_interval,
+            agents: Mutex::new(HashMap::new()),
+            pools: Mutex::new(HashMap::new()),
+            next_generation: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+
+    fn agents(&self) -> std::sync::MutexGuard<'_, HashMap<String, AgentEntry>> {
+        self.agents.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn pools(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pool>> {
+        self.pools.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Agents connected now, sorted by host id.
+    pub fn list(&self) -> Vec<AgentInfo> {
+        let pools = self.pools();
+        let mut v: Vec<AgentInfo> = self
+            .agents()
+            .values()
+            .map(|e| {
+                let mut i = e.info.clone();
+                i.pooled = pools.get(&i.host_id).map(|p| p.idle.len()).unwrap_or(0);
+                i
+            })
+            .collect();
+        v.sort_by(|a, b| a.host_id.cmp(&b.host_id));
+        v
+    }
+
+    pub fn connected(&self) -> usize {
+        self.agents().len()
+    }
+
+    /// Applications announced by connected agents.
+    pub fn apps(&self) -> Vec<AppRoute> {
+        let mut out = Vec::new();
+        for e in self.agents().values() {
+            for r in e.info.resources.iter().filter(|r| r.kind == "app") {
+                out.push(AppRoute {
+                    name: r.name.clone(),
+                    uri: r.target.clone().unwrap_or_default(),
+                    labels: r.labels.iter().cloned().collect(),
+                    host_id: e.info.host_id.clone(),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name).then(a.host_id.cmp(&b.host_id)));
+        out
+    }
+
+    /// Asks every agent to reconnect elsewhere (or later), spreading their returns over `spread`.
+    pub fn drain(&self, spread: Duration) {
+        for e in self.agents().values() {
+            let jitter = rand::random_range(0..=spread.as_millis().max(1) as u64);
+            let _ = e.goaway.send(Some(GoAway {
+                reason: "proxy is shutting down".into(),
+                reconnect_after_ms: u32::try_from(jitter).unwrap_or(u32::MAX),
+            }));
+        }
+    }
+
+    /// Parks an agent's idle data connection.
+    pub fn park_data(&self, host_id: &str, stream: AgentStream, guard: ConnectionGuard) {
+        let mut pools = self.pools();
+        let pool = pools.entry(host_id.to_string()).or_default();
+        if pool.idle.len() >= MAX_POOLED_PER_AGENT {
+            return;
+        }
+        pool.idle.push_back((stream, guard));
+        pool.notify.notify_one();
+    }
+
+    /// Takes an idle data connection of `host_id`, waiting briefly for one if none is parked.
+    pub async fn take_data(&self, host_id: &str) -> Option<AgentStream> {
+        let deadline = tokio::time::Instant::now() + POOL_WAIT;
+        loop {
+            let notify = {
+                let mut pools = self.pools();
+                let pool = pools.entry(host_id.to_string()).or_default();
+                if let Some((s, _guard)) = pool.idle.pop_front() {
+                    return Some(s);
+                }
+                pool.notify.clone()
+            };
+            if tokio::time::timeout_at(deadline, notify.notified())
+                .await
+                .is_err()
+            {
+                return None;
+            }
+        }
+    }
+
+    /// Serves one agent's control connection until it closes, misses heartbeats, or shutdown.
+    pub async fn serve_control(
+        self: Arc<Self>,
+        stream: AgentStream,
+        host_id: String,
+        remote: SocketAddr,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut framed = FramedStream::new(stream);
+        let hello = match framed.read_frame(Duration::from_secs(10)).await {
+            Ok(Frame::Hello(h)) => h,
+            Ok(other) => {
+                tracing::warn!(%remote, frame = other.frame_type(), "agent did not start with a hello");
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(%remote, error = %e, "agent hello failed");
+                return;
+            }
+        };
+        if hello.agent_id != host_id {
+            tracing::warn!(%remote, claimed = %hello.agent_id, cert = %host_id, "agent id does not match its certificate");
+            return;
+        }
+        if hello.protocol_version != PROTOCOL_VERSION {
+            tracing::warn!(%remote, version = hello.protocol_version, "agent speaks another tunnel protocol version");
+            let _ = framed
+                .write_frame(&Frame::GoAway(GoAway {
+                    reason: format!(
+                        "unsupported tunnel protocol version {}",
+                        hello.protocol_version
+                    ),
+                    reconnect_after_ms: 60_000,
+                }))
+                .await;
+            return;
+        }
+        let now = SystemTime::now();
+        let generation = self
+            .next_generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (goaway_tx, mut goaway_rx) = watch::channel(None);
+        {
+            let entry = AgentEntry {
+                info: AgentInfo {
+                    host_id: host_id.clone(),
+                    version: hello.agent_version.clone(),
+                    services: hello.services.clone(),
+                    resources: hello.resources.clone(),
+                    remote,
+                    connected: now,
+                    last_heartbeat: now,
+                    pooled: 0,
+                },
+                generation,
+                goaway: goaway_tx,
+            };
+            self.agents().insert(host_id.clone(), entry);
+        }
+        tracing::info!(%host_id, %remote, services = ?hello.services, resources = hello.resources.len(), "agent connected");
+        let ack = Frame::HelloAck(HelloAck {
+            proxy_id: self.proxy_id.clone(),
+            heartbeat_interval_secs: u32::try_from(self.heartbeat_interval.as_secs()).unwrap_or(30),
+        });
+        let result = match framed.write_frame(&ack).await {
+            Ok(()) => {
+                self.control_loop(&mut framed, &host_id, &mut goaway_rx, &mut shutdown)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            tracing::info!(%host_id, %remote, reason = %e, "agent disconnected");
+        }
+        // Forget the agent unless a newer connection of the same agent replaced this one.
+        let mut agents = self.agents();
+        if agents
+            .get(&host_id)
+            .is_some_and(|e| e.generation == generation)
+        {
+            agents.remove(&host_id);
+            drop(agents);
+            self.pools().remove(&host_id);
+        }
+    }
+
+    async fn control_loop(
+        &self,
+        framed: &mut FramedStream<AgentStream>,
+        host_id: &str,
+        goaway: &mut watch::Receiver<Option<GoAway>>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), FrameIoError> {
+        // Three missed heartbeats and the agent is gone.
+        let deadline = self.heartbeat_interval * 3;
+        loop {
+            tokio::select! {
+                frame = framed.read_frame(deadline) => match frame? {
+                    Frame::Heartbeat { seq } => {
+                        if let Some(e) = self.agents().get_mut(host_id) {
+                            e.info.last_heartbeat = SystemTime::now();
+                        }
+                        framed.write_frame(&Frame::HeartbeatAck { seq }).await?;
+                    }
+                    Frame::Hello(h) => {
+                        if let Some(e) = self.agents().get_mut(host_id) {
+                            e.info.resources = h.resources;
+                            e.info.services = h.services;
+                        }
+                    }
+                    Frame::GoAway(g) => {
+                        tracing::info!(%host_id, reason = %g.reason, "agent is leaving");
+                        return Ok(());
+                    }
+                    other => tracing::debug!(%host_id, frame = other.frame_type(), "ignored control frame"),
+                },
+                changed = goaway.changed() => {
+                    let msg = goaway.borrow().clone();
+                    if changed.is_err() { return Ok(()); }
+                    if let Some(g) = msg {
+                        framed.write_frame(&Frame::GoAway(g)).await?;
+                        return Ok(());
+                    }
+                }
+                _ = crate::signals::until_shutdown(shutdown) => {
+                    let jitter = rand::random_range(0..=10_000u32);
+                    framed.write_frame(&Frame::GoAway(GoAway { reason: "proxy is shutting down".into(), reconnect_after_ms: jitter })).await?;
+                    return Ok(());
+                }
+            }
+        }
+    }
+}

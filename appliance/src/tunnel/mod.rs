@@ -1,0 +1,146 @@
+//! Hop's agent↔proxy tunnel frames over async streams.
+//!
+//! This module owns reading and writing [`Frame`]s (the sans-IO codec lives in
+//! `hop_protocols::tunnel`) on any tokio stream, with a size-bounded buffer and a deadline per
+//! frame. After a Dial/DialResult exchange the stream carries raw session bytes: [`FramedStream::into_inner`]
+//! returns the stream and any bytes already read past the last frame, so none are lost.
+
+use std::time::Duration;
+
+use hop_protocols::tunnel::{Frame, MAX_FRAME_LEN};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// ALPN of an agent's control connection.
+pub const ALPN_TUNNEL: &[u8] = b"hop-tunnel";
+/// ALPN of an agent's pooled data connection.
+pub const ALPN_TUNNEL_DATA: &[u8] = b"hop-tunnel-data";
+/// ALPN of a user's TCP application session.
+pub const ALPN_TCP: &[u8] = b"hop-tcp";
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameIoError {
+    #[error("the peer closed the connection")]
+    Closed,
+    #[error("no frame within {0:?}")]
+    Timeout(Duration),
+    #[error("malformed frame from the peer: {0}")]
+    Malformed(#[from] hop_protocols::tunnel::TunnelError),
+    #[error("frame too large to send: {0}")]
+    Encode(#[from] hop_protocols::tunnel::EncodeError),
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A stream that speaks frames until it is turned back into raw bytes.
+#[derive(Debug)]
+pub struct FramedStream<S> {
+    stream: S,
+    buf: Vec<u8>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> FramedStream<S> {
+    pub fn new(stream: S) -> Self {
+        Self {
+            stream,
+            buf: Vec::with_capacity(512),
+        }
+    }
+
+    /// Reads one frame, waiting at most `deadline`.
+    pub async fn read_frame(&mut self, deadline: Duration) -> Result<Frame, FrameIoError> {
+        tokio::time::timeout(deadline, self.read_frame_inner())
+            .await
+            .map_err(|_| FrameIoError::Timeout(deadline))?
+    }
+
+    async fn read_frame_inner(&mut self) -> Result<Frame, FrameIoError> {
+        loop {
+            if let Some((frame, used)) = Frame::decode(&self.buf)? {
+                self.buf.drain(..used);
+                return Ok(frame);
+            }
+            if self.buf.len() > MAX_FRAME_LEN + 8 {
+                // decode() reports oversized lengths itself; this is a belt for the braces.
+                return Err(FrameIoError::Closed);
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self.stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(FrameIoError::Closed);
+            }
+            self.buf
+                .extend_from_slice(chunk.get(..n).unwrap_or_default());
+        }
+    }
+
+    pub async fn write_frame(&mut self, frame: &Frame) -> Result<(), FrameIoError> {
+        let mut out = Vec::with_capacity(64);
+        frame.encode(&mut out)?;
+        self.stream.write_all(&out).await?;
+        self.stream.flush().await?;
+        Ok(())
+    }
+
+    /// The stream and the bytes read past the last frame (the first session bytes, if any).
+    pub fn into_inner(self) -> (S, Vec<u8>) {
+        (self.stream, self.buf)
+    }
+}
+
+/// Copies both directions until both are done, writing `a_pending` to `b` and `b_pending` to `a`
+/// first. Returns the bytes moved (a→b, b→a), pending bytes included.
+pub async fn relay<A, B>(
+    mut a: A,
+    a_pending: Vec<u8>,
+    mut b: B,
+    b_pending: Vec<u8>,
+) -> std::io::Result<(u64, u64)>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    if !a_pending.is_empty() {
+        b.write_all(&a_pending).await?;
+    }
+    if !b_pending.is_empty() {
+        a.write_all(&b_pending).await?;
+    }
+    let (x, y) =
+        tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, 64 * 1024, 64 * 1024).await?;
+    Ok((x + a_pending.len() as u64, y + b_pending.len() as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_then_raw_bytes_lose_nothing() {
+        let (a, b) = tokio::io::duplex(1024);
+        let mut fa = FramedStream::new(a);
+        let mut raw = b;
+        let mut out = Vec::new();
+        Frame::Heartbeat { seq: 7 }.encode(&mut out).unwrap();
+        out.extend_from_slice(b"session bytes");
+        raw.write_all(&out).await.unwrap();
+        let f = fa.read_frame(Duration::from_secs(1)).await.unwrap();
+        assert_eq!(f, Frame::Heartbeat { seq: 7 });
+        let (_, rest) = fa.into_inner();
+        assert_eq!(rest, b"session bytes");
+    }
+
+    #[tokio::test]
+    async fn closed_and_timeout() {
+        let (a, b) = tokio::io::duplex(64);
+        let mut fa = FramedStream::new(a);
+        assert!(matches!(
+            fa.read_frame(Duration::from_millis(20)).await,
+            Err(FrameIoError::Timeout(_))
+        ));
+        drop(b);
+        assert!(matches!(
+            fa.read_frame(Duration::from_secs(1)).await,
+            Err(FrameIoError::Closed)
+        ));
+    }
+}

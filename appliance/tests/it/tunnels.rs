@@ -1,0 +1,363 @@
+//! Reverse tunnels and TCP application access with real processes: an appliance, an app agent
+//! joined by token (it listens on no port), socat as the target and as the client.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+/// A child process killed when the test ends, pass or fail.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Reaped {
+    /// Waits for the process to exit on its own, at most `limit`.
+    fn wait_for_exit(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+struct Agent {
+    child: Child,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_agent(a: &Appliance, data: &Path, token: Option<&str>, app: &str) -> Agent {
+    let mut cmd = Command::new(HOP);
+    cmd.args([
+        "start",
+        "--roles",
+        "app",
+        "--proxy",
+        &a.addr,
+        "--ca-pin",
+        &a.pin,
+        "--data-dir",
+    ])
+    .arg(data)
+    .args(["--app", app])
+    .env("HOP_LOG", "info")
+    .stdout(Stdio::null())
+    .stderr(Stdio::from(
+        std::fs::File::create(data.with_extension("log")).unwrap(),
+    ));
+    if let Some(t) = token {
+        cmd.args(["--token", t]);
+    }
+    Agent {
+        child: cmd.spawn().unwrap(),
+    }
+}
+
+/// Waits until the proxy lists `n` agents with a parked data connection; returns their ids.
+fn wait_for_agents(a: &Appliance, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = a.hop(&["admin", "inventory", "ls", "--format", "json"]);
+        if out.status.success() {
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let ready: Vec<String> = v
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|x| x["pooled_data_connections"].as_u64().unwrap_or(0) > 0)
+                .map(|x| x["host_id"].as_str().unwrap().to_string())
+                .collect();
+            if ready.len() == n {
+                return ready;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "agents did not connect: {}",
+            stdout(&out)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A target that writes whatever one connection sends into `out` (socat).
+fn sink(port: u16, out: &Path) -> Reaped {
+    Reaped(
+        Command::new("socat")
+            .arg("-u")
+            .arg(format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr"))
+            .arg(format!("CREATE:{}", out.display()))
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn start_proxy_app(a: &Appliance, app: &str) -> (Reaped, u16) {
+    let port = free_port();
+    let mut child = Command::new(HOP)
+        .args(["proxy", "app", app, "--port", &port.to_string()])
+        .env("HOP_HOME", &a.home)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("Proxying"), "hop proxy app said: {line:?}");
+    (Reaped(child), port)
+}
+
+fn sha256(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    stdout(&out)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn tcp_app_through_an_agent_tunnel_byte_exact_rbac_and_rejoin() {
+    let a = Appliance::start("");
+    let dir = a.dir.path().to_path_buf();
+    let tok: serde_json::Value = serde_json::from_str(
+        a.ok(&[
+            "admin", "tokens", "add", "--type", "app", "--format", "json",
+        ])
+        .trim(),
+    )
+    .unwrap();
+    let token = tok["token"].as_str().unwrap().to_string();
+
+    let target_port = free_port();
+    let app_spec = format!("name=sink,uri=tcp://127.0.0.1:{target_port},labels=env=dev");
+    let agent_dir = dir.join("agent-data");
+    let agent = start_agent(&a, &agent_dir, Some(&token), &app_spec);
+    let ids = wait_for_agents(&a, 1);
+    let (_, m) = a.diag_get("/metrics");
+    assert!(m.contains("hop_proxy_tunnels_connected 1"), "{m}");
+
+    // alice (role access: every app) sees and uses it.
+    let secret = a.add_user("alice", "access", "alice");
+    assert!(a.login("alice", PASSWORD, &secret).status.success());
+    let apps = a.ok(&["apps", "ls"]);
+    assert!(apps.contains("sink") && apps.contains("env=dev"), "{apps}");
+
+    // 256 MiB through client → proxy (TLS) → agent tunnel (TLS) → plain target, byte-exact.
+    let payload = dir.join("payload.bin");
+    let size_mib = std::env::var("HOP_TEST_PAYLOAD_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256u64);
+    let st = Command::new("head")
+        .arg("-c")
+        .arg(format!("{}", size_mib * 1024 * 1024))
+        .arg("/dev/urandom")
+        .stdout(std::fs::File::create(&payload).unwrap())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let received = dir.join("received.bin");
+    let mut target = sink(target_port, &received);
+    std::thread::sleep(Duration::from_millis(200));
+    let (_proxy_app, local_port) = start_proxy_app(&a, "sink");
+    let started = Instant::now();
+    let st = Command::new("socat")
+        .arg("-u")
+        .arg(format!("FILE:{}", payload.display()))
+        .arg(format!("TCP:127.0.0.1:{local_port}"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(
+        target.wait_for_exit(Duration::from_secs(60)),
+        "the target never saw the end of the stream (half-close lost)"
+    );
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "{size_mib} MiB through hop proxy app in {secs:.2} s ({:.0} MiB/s, debug build)",
+        size_mib as f64 / secs
+    );
+    assert_eq!(
+        std::fs::metadata(&received).unwrap().len(),
+        size_mib * 1024 * 1024
+    );
+    assert_eq!(
+        sha256(&received),
+        sha256(&payload),
+        "payload arrived altered"
+    );
+    std::fs::remove_file(&payload).ok();
+    std::fs::remove_file(&received).ok();
+
+    // bob's role allows only env=prod apps: refused with a clear error, and audited.
+    let role = dir.join("prodapps.yaml");
+    std::fs::write(&role, "kind: role\nversion: v7\nmetadata:\n  name: prodapps\nspec:\n  allow:\n    logins: [bob]\n    app_labels:\n      env: prod\n").unwrap();
+    a.ok(&["admin", "create", "-f", role.to_str().unwrap()]);
+    let bob = a.add_user("bob", "prodapps", "bob");
+    assert!(a.login("bob", PASSWORD, &bob).status.success());
+    assert!(
+        !a.ok(&["apps", "ls"]).contains("sink"),
+        "bob must not see the app"
+    );
+    let out = Command::new(HOP)
+        .args(["proxy", "app", "sink"])
+        .env("HOP_HOME", &a.home)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("your roles deny it"),
+        "{}",
+        stderr(&out)
+    );
+    // The proxy enforces it too: a raw Dial with bob's certificate (openssl s_client as the client).
+    let keys = a.home.join("keys").join(&a.addr);
+    let mut dial = vec![0x05u8];
+    dial.extend_from_slice(&[7u8; 16]);
+    dial.extend_from_slice(&(4u16).to_be_bytes());
+    dial.extend_from_slice(b"sink");
+    dial.extend_from_slice(&[0x04, 127, 0, 0, 1, 0x30, 0x39]);
+    let mut frame = (dial.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&dial);
+    let mut s_client = Command::new("openssl")
+        .args([
+            "s_client", "-quiet", "-alpn", "hop-tcp", "-connect", &a.addr, "-cert",
+        ])
+        .arg(keys.join("bob-tls.crt"))
+        .arg("-key")
+        .arg(keys.join("bob-tls.key"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = s_client.stdin.take().unwrap();
+        stdin.write_all(&frame).unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    let out = s_client.wait_with_output().unwrap();
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        answer.contains("access to application \"sink\" denied"),
+        "proxy answered: {answer:?}"
+    );
+
+    // Kill the agent: it drops out of the inventory; restart it without a token: same identity.
+    drop(agent);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while a
+        .ok(&["admin", "inventory", "ls", "--format", "json"])
+        .contains(&ids[0])
+    {
+        assert!(Instant::now() < deadline, "killed agent still listed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _agent = start_agent(&a, &agent_dir, None, &app_spec);
+    let again = wait_for_agents(&a, 1);
+    assert_eq!(again, ids, "the restarted agent must keep its identity");
+}
+
+#[test]
+fn join_tokens_are_checked() {
+    let a = Appliance::start("");
+    let dir = a.dir.path().to_path_buf();
+    // A wrong token.
+    let out = Command::new(HOP)
+        .args([
+            "start",
+            "--roles",
+            "app",
+            "--proxy",
+            &a.addr,
+            "--ca-pin",
+            &a.pin,
+            "--token",
+            "0123456789abcdef0123",
+            "--app",
+            "name=x,uri=tcp://127.0.0.1:9",
+            "--data-dir",
+        ])
+        .arg(dir.join("bad"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("join token is not valid"),
+        "{}",
+        stderr(&out)
+    );
+    // A token for another role.
+    let tok: serde_json::Value = serde_json::from_str(
+        a.ok(&[
+            "admin", "tokens", "add", "--type", "node", "--format", "json",
+        ])
+        .trim(),
+    )
+    .unwrap();
+    let out = Command::new(HOP)
+        .args([
+            "start",
+            "--roles",
+            "app",
+            "--proxy",
+            &a.addr,
+            "--ca-pin",
+            &a.pin,
+            "--token",
+            tok["token"].as_str().unwrap(),
+            "--app",
+            "name=x,uri=tcp://127.0.0.1:9",
+            "--data-dir",
+        ])
+        .arg(dir.join("bad2"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("does not allow the app role"),
+        "{}",
+        stderr(&out)
+    );
+    // A single-use token works once.
+    let tok: serde_json::Value = serde_json::from_str(
+        a.ok(&[
+            "admin", "tokens", "add", "--type", "app", "--uses", "1", "--format", "json",
+        ])
+        .trim(),
+    )
+    .unwrap();
+    let t = tok["token"].as_str().unwrap().to_string();
+    let _first = start_agent(
+        &a,
+        &dir.join("one"),
+        Some(&t),
+        "name=x,uri=tcp://127.0.0.1:9",
+    );
+    wait_for_agents(&a, 1);
+    assert!(
+        !a.ok(&["admin", "tokens", "ls"]).contains(&t),
+        "a used single-use token must be gone"
+    );
+}
