@@ -148,11 +148,23 @@ pub async fn proxy_app(app: String, bind: IpAddr, port: u16) -> anyhow::Result<(
             "application {app:?} is not among the applications you can reach (`hop apps ls`): it does not exist, its agent is offline, or your roles deny it"
         );
     }
-    println!(
-        "Proxying connections to {local} to application {app:?} through {}",
-        login.profile.proxy
-    );
-    println!("Use it, for example: nc {} {}", local.ip(), local.port());
+    {
+        // A long-running command must not die because whoever started it stopped reading.
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "Proxying connections to {local} to application {app:?} through {}",
+            login.profile.proxy
+        );
+        let _ = writeln!(
+            out,
+            "Use it, for example: nc {} {}",
+            local.ip(),
+            local.port()
+        );
+        let _ = out.flush();
+    }
     loop {
         let (conn, peer) = tokio::select! {
             r = listener.accept() => r?,

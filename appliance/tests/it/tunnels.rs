@@ -109,13 +109,33 @@ fn sink(port: u16, out: &Path) -> Reaped {
     )
 }
 
+/// Waits until something listens on 127.0.0.1:`port` (read from /proc/net/tcp, so that no probe
+/// connection reaches a one-shot listener).
+fn wait_listening(port: u16) {
+    let needle = format!(":{port:04X} 00000000:0000 0A");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if std::fs::read_to_string("/proc/net/tcp")
+            .unwrap_or_default()
+            .contains(&needle)
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("nothing listens on port {port}");
+}
+
 fn start_proxy_app(a: &Appliance, app: &str) -> (Reaped, u16) {
     let port = free_port();
     let mut child = Command::new(HOP)
         .args(["proxy", "app", app, "--port", &port.to_string()])
         .env("HOP_HOME", &a.home)
+        .env("HOP_LOG", "debug")
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::from(
+            std::fs::File::create(a.dir.path().join("proxy-app.log")).unwrap(),
+        ))
         .spawn()
         .unwrap();
     let mut line = String::new();
@@ -178,7 +198,7 @@ fn tcp_app_through_an_agent_tunnel_byte_exact_rbac_and_rejoin() {
     assert!(st.success());
     let received = dir.join("received.bin");
     let mut target = sink(target_port, &received);
-    std::thread::sleep(Duration::from_millis(200));
+    wait_listening(target_port);
     let (_proxy_app, local_port) = start_proxy_app(&a, "sink");
     let started = Instant::now();
     let st = Command::new("socat")
@@ -187,7 +207,13 @@ fn tcp_app_through_an_agent_tunnel_byte_exact_rbac_and_rejoin() {
         .arg(format!("TCP:127.0.0.1:{local_port}"))
         .status()
         .unwrap();
-    assert!(st.success());
+    assert!(
+        st.success(),
+        "socat client failed\n--- hop proxy app ---\n{}\n--- agent ---\n{}\n--- appliance ---\n{}",
+        std::fs::read_to_string(dir.join("proxy-app.log")).unwrap_or_default(),
+        std::fs::read_to_string(agent_dir.with_extension("log")).unwrap_or_default(),
+        a.log()
+    );
     assert!(
         target.wait_for_exit(Duration::from_secs(60)),
         "the target never saw the end of the stream (half-close lost)"
