@@ -1,11 +1,13 @@
 //! Hop's persistent state. This crate owns the [`Backend`] contract (a revisioned key-value store
 //! with TTL leases and a change feed), its implementations — [`RedbBackend`], the embedded
 //! default kept in one file in the data directory, and [`MemoryBackend`] for tests — and the
-//! typed [`ResourceStore`] layered on top. It must never read the wall clock except through an
-//! injected [`Clock`], never hold a write that is not durable when it returns, and never contain
-//! `unsafe` code.
+//! typed [`ResourceStore`] layered on top — and the durable, hash-chained [`AuditLog`], kept in a
+//! redb file of its own. It must never read the wall clock except through an injected
+//! [`Clock`], never hold a write that is not durable when it returns, and never contain `unsafe`
+//! code.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod backend;
 pub mod clock;
 mod codec;
@@ -14,6 +16,10 @@ pub mod memory_backend;
 pub mod redb_backend;
 pub mod resources;
 
+pub use audit::{
+    AckHandle, AuditConfig, AuditError, AuditEvent, AuditLog, AuditStats, EventPosition, Order,
+    SearchPage, SearchQuery, StoredEvent, VerifyReport,
+};
 pub use backend::{Backend, Event, Item, PutOptions, Watcher, prefix_end};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Fault, StorageError, WatchError};

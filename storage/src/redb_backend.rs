@@ -461,7 +461,7 @@ fn check_version(path: &Path, found: Option<u64>) -> Result<(), StorageError> {
 }
 
 /// Sorts a redb error by whose fault it is.
-fn map_redb(path: &Path, err: redb::Error) -> StorageError {
+pub(crate) fn map_redb(path: &Path, err: redb::Error) -> StorageError {
     let path = path.to_owned();
     match err {
         redb::Error::Io(source) => StorageError::Io { path, source },

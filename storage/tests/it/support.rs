@@ -46,3 +46,31 @@ pub fn self_test_command(module: &str, test: &str) -> Command {
     cmd.args(["--exact", &name, "--include-ignored", "--nocapture"]);
     cmd
 }
+
+/// The audit file inside a test's data directory.
+pub fn audit_path(dir: &Path) -> PathBuf {
+    dir.join("audit.db")
+}
+
+/// An audit log in `dir` under `clock`, with default settings.
+pub fn open_audit(dir: &Path, clock: &ManualClock) -> hop_storage::AuditLog {
+    hop_storage::AuditLog::open(
+        &audit_path(dir),
+        Arc::new(clock.clone()),
+        hop_storage::AuditConfig::default(),
+    )
+    .unwrap()
+}
+
+/// A numbered event: type, user and session cycle so that filters have something to select.
+pub fn numbered_event(i: usize) -> hop_storage::AuditEvent {
+    const TYPES: [&str; 4] = ["user.login", "session.start", "db.query", "session.end"];
+    hop_storage::AuditEvent::new(TYPES[i % TYPES.len()], format!("T{:04}I", i % TYPES.len()))
+        .with_id(format!("ev-{i:06}"))
+        .with_cluster("test")
+        .with_user(format!("user-{}", i % 10))
+        .with_login("root")
+        .with_server(format!("node-{}", i % 3))
+        .with_session_id(format!("sess-{}", i % 50))
+        .with_field("n", i)
+}

@@ -1,0 +1,168 @@
+//! The audit file's table layout and its open-time gate. This module owns the names and key
+//! shapes of every table in the audit redb file, the schema-version stamp (a file from a newer
+//! hop is refused untouched, as the resource backend does), the purge boundary record, and the
+//! mapping of engine errors into [`StorageError`]. It must never rewrite a file whose schema is
+//! newer than it understands.
+//!
+//! Tables (all times are µs since the Unix epoch, UTC; index strings are stored as their UTF-8
+//! bytes, which sort the same and compare without re-validation):
+//! - `audit_events`: seq → record (the `chain` module's layout);
+//! - `audit_by_time`: (time, seq) → () — the primary time order, written with each event;
+//! - `audit_by_user`, `audit_by_session`, `audit_by_type`: (value, time, seq) → (); events with
+//!   an empty user or session id are not in those indexes;
+//! - `audit_by_id`: id → seq, for idempotent appends and look-ups;
+//! - `audit_segments`: chain name (`YYYY-MM-DD`) → (first seq, last seq);
+//! - `audit_meta`: `schema_version`, `last_seq` (the last seq ever written), `indexed_through`
+//!   (the user, session, type and id indexes are complete up to this seq; see `index`);
+//! - `audit_purged`: `boundary` → JSON of the last purged event's seq, chain and hash.
+
+use std::path::Path;
+
+use redb::{
+    Database, DatabaseError, Durability, ReadOnlyDatabase, ReadableDatabase, TableDefinition,
+    TableError, TableHandle, WriteTransaction,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::error::StorageError;
+use crate::redb_backend::map_redb;
+
+pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_events");
+pub(crate) const BY_TIME: TableDefinition<(u64, u64), ()> = TableDefinition::new("audit_by_time");
+pub(crate) const BY_USER: TableDefinition<(&[u8], u64, u64), ()> =
+    TableDefinition::new("audit_by_user");
+pub(crate) const BY_SESSION: TableDefinition<(&[u8], u64, u64), ()> =
+    TableDefinition::new("audit_by_session");
+pub(crate) const BY_TYPE: TableDefinition<(&[u8], u64, u64), ()> =
+    TableDefinition::new("audit_by_type");
+pub(crate) const BY_ID: TableDefinition<&[u8], u64> = TableDefinition::new("audit_by_id");
+pub(crate) const SEGMENTS: TableDefinition<&str, (u64, u64)> =
+    TableDefinition::new("audit_segments");
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("audit_meta");
+pub(crate) const PURGED: TableDefinition<&str, &str> = TableDefinition::new("audit_purged");
+
+pub(crate) const SCHEMA_VERSION_KEY: &str = "schema_version";
+pub(crate) const LAST_SEQ_KEY: &str = "last_seq";
+pub(crate) const INDEXED_KEY: &str = "indexed_through";
+pub(crate) const BOUNDARY_KEY: &str = "boundary";
+
+/// The audit schema version this build writes and the newest it can open.
+pub const AUDIT_SCHEMA_VERSION: u64 = 1;
+
+/// Where the retained log starts after a purge: the last purged event's link, so that the first
+/// retained event still verifies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Boundary {
+    /// The seq of the last purged event; every seq up to it is gone.
+    pub(crate) through_seq: u64,
+    /// Its chain.
+    pub(crate) chain: String,
+    /// Its hash, hex.
+    pub(crate) hash: String,
+}
+
+/// Opens (creating if missing) the audit file at `path`, refusing a newer schema untouched and
+/// a second open with [`StorageError::Locked`].
+pub(crate) fn open(path: &Path) -> Result<Database, StorageError> {
+    // As in `RedbBackend::open`: check an existing file read-only first so a newer one is left
+    // byte-for-byte alone; a file left by a crash must be repaired by the writable open.
+    if std::fs::metadata(path).is_ok_and(|meta| meta.len() > 0) {
+        match ReadOnlyDatabase::open(path) {
+            Ok(db) => check_version(path, stored_version(path, &db)?)?,
+            Err(DatabaseError::RepairAborted) => {
+                tracing::warn!(path = %path.display(), "audit file was not closed cleanly; repairing it");
+            }
+            Err(err) => return Err(map_redb(path, err.into())),
+        }
+    }
+    let db = Database::create(path).map_err(|err| map_redb(path, err.into()))?;
+    match stored_version(path, &db)? {
+        None => initialize(path, &db)?,
+        found => check_version(path, found)?,
+    }
+    Ok(db)
+}
+
+/// A write transaction that is durable (fsynced) when its commit returns.
+pub(crate) fn begin_durable(path: &Path, db: &Database) -> Result<WriteTransaction, StorageError> {
+    let mut txn = db.begin_write().map_err(|e| map_redb(path, e.into()))?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(|e| map_redb(path, e.into()))?;
+    Ok(txn)
+}
+
+fn initialize(path: &Path, db: &Database) -> Result<(), StorageError> {
+    let err = |e: redb::Error| map_redb(path, e);
+    let txn = begin_durable(path, db)?;
+    {
+        if let Some(table) = txn.list_tables().map_err(|e| err(e.into()))?.next() {
+            return Err(StorageError::Corrupt {
+                path: path.to_owned(),
+                detail: format!(
+                    "not a hop audit file: no schema version, but it holds table {:?}",
+                    table.name()
+                ),
+            });
+        }
+        let mut meta = txn.open_table(META).map_err(|e| err(e.into()))?;
+        meta.insert(SCHEMA_VERSION_KEY, AUDIT_SCHEMA_VERSION)
+            .map_err(|e| err(e.into()))?;
+        meta.insert(LAST_SEQ_KEY, 0).map_err(|e| err(e.into()))?;
+        meta.insert(INDEXED_KEY, 0).map_err(|e| err(e.into()))?;
+        txn.open_table(EVENTS).map_err(|e| err(e.into()))?;
+        txn.open_table(BY_TIME).map_err(|e| err(e.into()))?;
+        txn.open_table(BY_USER).map_err(|e| err(e.into()))?;
+        txn.open_table(BY_SESSION).map_err(|e| err(e.into()))?;
+        txn.open_table(BY_TYPE).map_err(|e| err(e.into()))?;
+        txn.open_table(BY_ID).map_err(|e| err(e.into()))?;
+        txn.open_table(SEGMENTS).map_err(|e| err(e.into()))?;
+        txn.open_table(PURGED).map_err(|e| err(e.into()))?;
+    }
+    txn.commit().map_err(|e| err(e.into()))
+}
+
+fn stored_version(path: &Path, db: &impl ReadableDatabase) -> Result<Option<u64>, StorageError> {
+    let txn = db.begin_read().map_err(|e| map_redb(path, e.into()))?;
+    match txn.open_table(META) {
+        Ok(meta) => Ok(meta
+            .get(SCHEMA_VERSION_KEY)
+            .map_err(|e| map_redb(path, e.into()))?
+            .map(|v| v.value())),
+        Err(TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(err) => Err(map_redb(path, err.into())),
+    }
+}
+
+fn check_version(path: &Path, found: Option<u64>) -> Result<(), StorageError> {
+    match found {
+        None | Some(AUDIT_SCHEMA_VERSION) => Ok(()),
+        Some(found) if found > AUDIT_SCHEMA_VERSION => Err(StorageError::NewerSchema {
+            found,
+            supported: AUDIT_SCHEMA_VERSION,
+            path: path.to_owned(),
+        }),
+        Some(found) => Err(StorageError::Corrupt {
+            path: path.to_owned(),
+            detail: format!("unknown audit schema version {found}"),
+        }),
+    }
+}
+
+/// Reads the purge boundary, if a purge has happened.
+pub(crate) fn read_boundary(
+    path: &Path,
+    table: &impl redb::ReadableTable<&'static str, &'static str>,
+) -> Result<Option<Boundary>, StorageError> {
+    let Some(guard) = table
+        .get(BOUNDARY_KEY)
+        .map_err(|e| map_redb(path, e.into()))?
+    else {
+        return Ok(None);
+    };
+    serde_json::from_str(guard.value())
+        .map(Some)
+        .map_err(|err| StorageError::Corrupt {
+            path: path.to_owned(),
+            detail: format!("audit purge boundary does not decode: {err}"),
+        })
+}

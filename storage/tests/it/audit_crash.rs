@@ -1,0 +1,192 @@
+//! Crash injection for the audit log: a child process appends numbered events from 8 threads as
+//! fast as it can and is killed with SIGKILL at a random moment; every event it acknowledged
+//! (printed after `append` returned) must be stored exactly once, the chain must verify, and a
+//! replay of already stored ids must be recognised as repeats.
+
+use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::io::{BufRead, BufReader, Write};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use hop_storage::{
+    AuditConfig, AuditEvent, AuditLog, Order, SearchQuery, StoredEvent, SystemClock,
+};
+
+use crate::support::{audit_path, self_test_command};
+
+const CRASH_DIR_ENV: &str = "HOP_AUDIT_CRASH_DIR";
+const ROUND_ENV: &str = "HOP_AUDIT_CRASH_ROUND";
+const ROUNDS: usize = 5;
+const THREADS: usize = 8;
+
+/// A random kill delay in 50..400 ms, from std's per-process random hash keys.
+fn kill_delay() -> Duration {
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u8(0);
+    Duration::from_millis(50 + hasher.finish() % 350)
+}
+
+fn open(dir: &std::path::Path) -> AuditLog {
+    AuditLog::open(
+        &audit_path(dir),
+        Arc::new(SystemClock),
+        AuditConfig::default(),
+    )
+    .unwrap()
+}
+
+/// The event with id `id`: its content derives from the id, so a stored copy can be checked.
+fn event_for(id: &str) -> AuditEvent {
+    AuditEvent::new("admin.action", "TADM01I")
+        .with_id(id)
+        .with_user(format!("admin-{}", id.len() % 3))
+        .with_field("payload", format!("payload-of-{id}"))
+}
+
+#[test]
+fn acknowledged_events_survive_sigkill_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut acknowledged: Vec<String> = Vec::new();
+    for round in 0..ROUNDS {
+        let mut child = self_test_command(module_path!(), "audit_crash_child_writer")
+            .env(CRASH_DIR_ENV, dir.path())
+            .env(ROUND_ENV, round.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let mut stdout = BufReader::new(stdout);
+            let mut line = String::new();
+            // A line cut short by the kill has no newline and does not count.
+            while stdout.read_line(&mut line).unwrap_or(0) > 0 && line.ends_with('\n') {
+                if let Some(id) = line.trim_end().strip_prefix("ACK ")
+                    && tx.send(id.to_owned()).is_err()
+                {
+                    break;
+                }
+                line.clear();
+            }
+        });
+        let first = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(id) => id,
+            Err(err) => {
+                let _ = child.kill();
+                panic!(
+                    "round {round}: child acknowledged nothing ({err}): {:?}",
+                    child.wait()
+                );
+            }
+        };
+        let delay = kill_delay();
+        std::thread::sleep(delay);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        reader.join().unwrap();
+        let round_ids: Vec<String> = std::iter::once(first).chain(rx.try_iter()).collect();
+        eprintln!(
+            "round {round}: killed after {delay:?} and {} acknowledged events",
+            round_ids.len()
+        );
+        acknowledged.extend(round_ids);
+
+        let log = open(dir.path());
+        let mut out = Vec::new();
+        log.export(None, None, &mut out).unwrap();
+        let stored: Vec<StoredEvent> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let mut copies: HashMap<&str, usize> = HashMap::new();
+        for ev in &stored {
+            *copies.entry(ev.event.id.as_str()).or_default() += 1;
+            assert_eq!(ev.event, {
+                let mut want = event_for(&ev.event.id);
+                want.time = ev.event.time;
+                want
+            });
+        }
+        assert!(
+            copies.values().all(|n| *n == 1),
+            "round {round}: an id is stored twice"
+        );
+        for id in &acknowledged {
+            assert!(
+                copies.contains_key(id.as_str()),
+                "round {round}: acknowledged {id} is missing"
+            );
+        }
+        let report = log.verify(None).unwrap();
+        assert!(report.is_intact(), "round {round}: {report:?}");
+        assert_eq!(report.events_checked, stored.len() as u64);
+        // The user index (whose backlog the kill may have cut short) finds every event.
+        for user in ["admin-0", "admin-1", "admin-2"] {
+            let want = stored.iter().filter(|e| e.event.user == user).count();
+            let mut found = 0;
+            let mut q = SearchQuery {
+                user: Some(user.into()),
+                limit: 10_000,
+                ..SearchQuery::default()
+            };
+            loop {
+                let page = log.search(&q).unwrap();
+                found += page.events.len();
+                match page.next_cursor {
+                    Some(cursor) => q.cursor = Some(cursor),
+                    None => break,
+                }
+            }
+            assert_eq!(found, want, "round {round}: {user}");
+        }
+    }
+}
+
+/// Child half of `acknowledged_events_survive_sigkill_exactly_once`; does nothing unless
+/// `CRASH_DIR_ENV` is set. Replays the newest stored events (which must be repeats), then
+/// appends new ones from 8 threads until killed (or a minute passes).
+#[test]
+#[ignore = "runs only as a child process of acknowledged_events_survive_sigkill_exactly_once"]
+fn audit_crash_child_writer() {
+    let Some(dir) = std::env::var_os(CRASH_DIR_ENV) else {
+        return;
+    };
+    let round = std::env::var(ROUND_ENV).unwrap();
+    let log = open(dir.as_ref());
+    let newest = log
+        .search(&SearchQuery {
+            order: Order::NewestFirst,
+            limit: 16,
+            ..SearchQuery::default()
+        })
+        .unwrap();
+    for ev in newest.events {
+        let replay = log.append(event_for(&ev.event.id)).unwrap();
+        assert!(replay.duplicate, "{} was stored twice", ev.event.id);
+        assert_eq!(replay.seq, ev.seq);
+    }
+    let stdout = Mutex::new(std::io::stdout());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let (log, stdout, round) = (&log, &stdout, &round);
+            s.spawn(move || {
+                for i in 0.. {
+                    if Instant::now() > deadline {
+                        break;
+                    }
+                    let id = format!("r{round}-t{t}-{i}");
+                    log.append(event_for(&id)).unwrap();
+                    let mut out = stdout.lock().unwrap();
+                    writeln!(out, "ACK {id}").unwrap();
+                    out.flush().unwrap();
+                }
+            });
+        }
+    });
+}

@@ -1,0 +1,193 @@
+//! Tamper evidence: edits made to the audit file behind hop's back — a flipped byte, a removed
+//! event, a cut-off tail — are reported by `verify` at exactly the event where they show.
+
+use std::path::Path;
+use std::time::Duration;
+
+use hop_storage::audit::{BreakReason, VerifyReport};
+use hop_storage::{ManualClock, StoredEvent};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::support::{audit_path, numbered_event, open_audit, start_time};
+
+/// The events table, spelled out independently of the crate so a layout change fails here.
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_events");
+
+/// Writes 50 events over two days (25 each) and returns them.
+fn write_log(dir: &Path) -> Vec<StoredEvent> {
+    let clock = ManualClock::new(start_time());
+    let log = open_audit(dir, &clock);
+    let mut stored = Vec::new();
+    for i in 0..50 {
+        if i == 25 {
+            clock.advance(Duration::from_secs(86_400));
+        }
+        let pos = log.append(numbered_event(i)).unwrap();
+        stored.push(log.get(&pos.id).unwrap().unwrap());
+    }
+    stored
+}
+
+fn verify(dir: &Path) -> VerifyReport {
+    open_audit(dir, &ManualClock::new(start_time()))
+        .verify(None)
+        .unwrap()
+}
+
+/// Applies `edit` to the stored record of `seq` directly in the redb file.
+fn edit_record(path: &Path, seq: u64, edit: impl FnOnce(&mut [u8])) {
+    let db = Database::open(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut events = txn.open_table(EVENTS).unwrap();
+        let mut bytes = events.get(seq).unwrap().unwrap().value().to_vec();
+        edit(&mut bytes);
+        events.insert(seq, bytes.as_slice()).unwrap();
+    }
+    txn.commit().unwrap();
+}
+
+/// Turns `"user":"user-9"` into `"user":"vser-9"`: still valid JSON, different content.
+fn flip_user(bytes: &mut [u8]) {
+    let at = bytes.windows(8).position(|w| w == b"\"user\":\"").unwrap();
+    bytes[at + 8] ^= 0x03;
+}
+
+fn remove_records(path: &Path, seqs: &[u64]) {
+    let db = Database::open(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut events = txn.open_table(EVENTS).unwrap();
+        for seq in seqs {
+            assert!(events.remove(seq).unwrap().is_some());
+        }
+    }
+    txn.commit().unwrap();
+}
+
+#[test]
+fn an_intact_log_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path());
+    let report = verify(dir.path());
+    assert_eq!(
+        report,
+        VerifyReport {
+            events_checked: 50,
+            segments: 2,
+            first_break: None
+        }
+    );
+}
+
+#[test]
+fn a_flipped_byte_in_a_field_is_reported_as_that_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let stored = write_log(dir.path());
+    let path = audit_path(dir.path());
+    let target = &stored[19];
+    assert_eq!(target.seq, 20);
+    edit_record(&path, 20, flip_user);
+    let report = verify(dir.path());
+    let broken = report.first_break.unwrap();
+    assert_eq!(broken.seq, 20);
+    assert_eq!(broken.id, target.event.id);
+    assert_eq!(broken.time, target.event.time);
+    assert_eq!(broken.reason, BreakReason::HashMismatch);
+    assert_eq!(report.events_checked, 19);
+    assert!(broken.to_string().contains("seq 20"), "{broken}");
+}
+
+#[test]
+fn a_flipped_byte_anywhere_in_the_record_is_reported_as_that_event() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path());
+    let path = audit_path(dir.path());
+    let len = {
+        let db = Database::open(&path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let events = txn.open_table(EVENTS).unwrap();
+        events.get(30).unwrap().unwrap().value().len()
+    };
+    // The version byte, the stored hash, the JSON's start, middle and end, and every byte of
+    // a stretch in the middle.
+    let mut positions = vec![0, 1, 20, 32, 33, 34, len / 2, len - 2, len - 1];
+    positions.extend(len / 3..len / 3 + 40);
+    for at in positions {
+        edit_record(&path, 30, |bytes| bytes[at] ^= 0x01);
+        let broken = verify(dir.path()).first_break.unwrap();
+        assert_eq!(broken.seq, 30, "byte {at}: {broken}");
+        edit_record(&path, 30, |bytes| bytes[at] ^= 0x01);
+    }
+    assert!(verify(dir.path()).is_intact());
+}
+
+#[test]
+fn a_removed_event_is_reported_at_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let stored = write_log(dir.path());
+    remove_records(&audit_path(dir.path()), &[20]);
+    let broken = verify(dir.path()).first_break.unwrap();
+    assert_eq!(broken.seq, 21);
+    assert_eq!(broken.id, stored[20].event.id);
+    assert_eq!(
+        broken.reason,
+        BreakReason::Gap {
+            first_missing: 20,
+            last_missing: 20
+        }
+    );
+}
+
+#[test]
+fn removed_events_at_a_day_boundary_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path());
+    // The last event of day one and the first of day two.
+    remove_records(&audit_path(dir.path()), &[25, 26]);
+    let broken = verify(dir.path()).first_break.unwrap();
+    assert_eq!(broken.seq, 27);
+    assert_eq!(
+        broken.reason,
+        BreakReason::Gap {
+            first_missing: 25,
+            last_missing: 26
+        }
+    );
+}
+
+#[test]
+fn a_removed_tail_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path());
+    remove_records(&audit_path(dir.path()), &[49, 50]);
+    let broken = verify(dir.path()).first_break.unwrap();
+    assert_eq!(broken.seq, 49);
+    assert_eq!(broken.reason, BreakReason::Truncated { last_written: 50 });
+}
+
+#[test]
+fn verify_since_checks_only_later_days_but_still_links_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let stored = write_log(dir.path());
+    let log = open_audit(dir.path(), &ManualClock::new(start_time()));
+    let day_two = start_time() + Duration::from_secs(86_400);
+    let report = log.verify(Some(day_two)).unwrap();
+    assert_eq!((report.events_checked, report.segments), (25, 1));
+    assert!(report.is_intact());
+    drop(log);
+
+    // A break on day one is outside the range; one on day two is not.
+    edit_record(&audit_path(dir.path()), 3, flip_user);
+    let log = open_audit(dir.path(), &ManualClock::new(start_time()));
+    assert!(log.verify(Some(day_two)).unwrap().is_intact());
+    assert_eq!(log.verify(None).unwrap().first_break.unwrap().seq, 3);
+    drop(log);
+    edit_record(&audit_path(dir.path()), 40, flip_user);
+    let log = open_audit(dir.path(), &ManualClock::new(start_time()));
+    let broken = log.verify(Some(day_two)).unwrap().first_break.unwrap();
+    assert_eq!(
+        (broken.seq, broken.id.as_str()),
+        (40, stored[39].event.id.as_str())
+    );
+}
