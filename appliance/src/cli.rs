@@ -241,6 +241,54 @@ pub enum AdminCommand {
     /// Certificate authority operations.
     #[command(subcommand)]
     Auth(AuthCommand),
+    /// The audit log: search, verify the hash chains, export.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Find events: newest first, one page at a time (continue with --cursor).
+    Search {
+        /// Events at or after this time: RFC 3339 (2026-11-21T10:00:00Z) or an age (90m, 24h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        /// Events before this time (same forms).
+        #[arg(long)]
+        until: Option<String>,
+        /// Event types, comma separated (user.login,app.session.start).
+        #[arg(long = "type", value_delimiter = ',')]
+        types: Vec<String>,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        session: Option<String>,
+        /// Case-insensitive text in the event, user, login, server, error or string fields.
+        #[arg(long)]
+        text: Option<String>,
+        /// Oldest first instead of newest first.
+        #[arg(long)]
+        oldest_first: bool,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Continue after a previous page.
+        #[arg(long)]
+        cursor: Option<String>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Re-derive every hash chain and report the first broken link (exit status 2 if broken).
+    Verify {
+        #[arg(long)]
+        since: Option<String>,
+    },
+    /// Write events as JSON lines, oldest first: `hop admin audit export --since 7d > events.jsonl`.
+    Export {
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

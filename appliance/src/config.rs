@@ -173,6 +173,18 @@ pub struct AuthServiceConfig {
     pub cluster_name: Option<String>,
     pub authentication: AuthenticationConfig,
     pub login: LoginLimits,
+    pub audit: AuditSettings,
+}
+
+/// The audit log (`<data_dir>/audit.db`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditSettings {
+    /// Days older than this are deleted in the background (whole days); kept forever when unset.
+    pub retention: Option<HumanDuration>,
+    /// Also write every event, once durable, as a JSON line to `stdout` or to this file (for a
+    /// SIEM shipper such as Vector or Fluent Bit).
+    pub forward: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -661,6 +673,11 @@ auth_service:
     attempts_per_ip_per_minute: 30
     # Lifetime of invite and reset links printed by `hop admin users add/reset`.
     invite_ttl: 1h
+  audit:
+    # Delete audit events older than this (whole days); unset keeps them forever.
+    # retention: 90d
+    # Copy every durable event as a JSON line to stdout or a file, for a log shipper.
+    # forward: /var/log/hop/audit.jsonl
 
 proxy_service:
   # The one port every protocol shares (TLS).

@@ -16,7 +16,7 @@ use hop_ca::HostRole;
 use hop_storage::{Clock, RedbBackend, ResourceStore, StorageError, SystemClock};
 use tokio::sync::watch;
 
-use crate::auth::audit::BackendAuditSink;
+use crate::auth::audit::AuditLogSink;
 use crate::auth::caller::Caller;
 use crate::auth::grpc::AuthApi;
 use crate::auth::{AuthServer, AuthSettings};
@@ -237,7 +237,8 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         invite_ttl: cfg.auth_service.login.invite_ttl.0,
         web_addr: web_addr.clone(),
     };
-    let audit = Arc::new(BackendAuditSink::new(backend.clone(), metrics.clone()));
+    let audit_log = Arc::new(open_audit_log(&cfg, &data_dir, clock.clone())?);
+    let audit = Arc::new(AuditLogSink::new(audit_log.clone(), metrics.clone()));
     let auth = {
         let (m, c) = (metrics.clone(), clock.clone());
         tokio::task::spawn_blocking(move || AuthServer::open(store, c, settings, audit, m)).await?
@@ -248,7 +249,8 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
 
     let registry = Arc::new(TunnelRegistry::new(host_name(), TUNNEL_HEARTBEAT));
     let _ = metrics.tunnels.set(registry.clone());
-    let api = AuthApi::new(auth.clone(), metrics.clone(), Some(registry.clone()));
+    let api = AuthApi::new(auth.clone(), metrics.clone(), Some(registry.clone()))
+        .with_audit_log(audit_log.clone());
     let grpc_router = api.routes().into_axum_router();
 
     // The admin socket: `hop admin` on this host.
@@ -355,6 +357,36 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&sock_path);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// File name of the audit log inside the data dir.
+pub const AUDIT_FILE: &str = "audit.db";
+
+fn open_audit_log(
+    cfg: &Config,
+    data_dir: &Path,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<hop_storage::AuditLog> {
+    let forward: Option<Box<dyn std::io::Write + Send>> =
+        match cfg.auth_service.audit.forward.as_deref() {
+            None | Some("") => None,
+            Some("stdout") => Some(Box::new(std::io::stdout())),
+            Some(path) => Some(Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .with_context(|| format!("auth_service.audit.forward: cannot open {path}"))?,
+            )),
+        };
+    let settings = hop_storage::AuditConfig {
+        retention: cfg.auth_service.audit.retention.map(|d| d.0),
+        forward,
+        ..Default::default()
+    };
+    let path = data_dir.join(AUDIT_FILE);
+    hop_storage::AuditLog::open(&path, clock, settings)
+        .map_err(|e| anyhow!("cannot open the audit log {}: {e}", path.display()))
 }
 
 /// An agent process: no storage, no listener; tunnels out to the proxy.

@@ -1,16 +1,14 @@
 //! Audit events emitted by the Auth service, and the one interface they go through.
 //!
-//! This module owns the event shape (`event`, `code`, `time`, `id`, `cluster`, `user`,
-//! `addr.remote`, `success`/`error`, plus the kind's own fields) and the [`AuditSink`] seam. The
-//! sink here writes each event into the backend as one durable record under `/audit/events/`,
-//! keyed by time so that a range read returns events in order; the full audit log (group commit,
-//! hash chain, search) replaces this sink without changing emitters. Secrets never enter events.
+//! This module owns the event kinds and codes the Auth service emits, their shape (`event`,
+//! `code`, `time`, `id`, `cluster`, `user`, `addr.remote`, `success`/`error`, plus the kind's own
+//! fields) and the [`AuditSink`] seam. [`AuditLogSink`] writes into the durable, hash-chained
+//! audit log of `hop-storage` (`<data_dir>/audit.db`). Secrets never enter events.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use hop_storage::{Backend, PutOptions};
 use serde::Serialize;
 
 use crate::metrics::Metrics;
@@ -130,56 +128,85 @@ impl AuditEvent {
     }
 }
 
-/// Where events go. Implementations must not block for long: login latency includes this call.
+/// Where events go.
 pub trait AuditSink: Send + Sync + std::fmt::Debug {
+    /// Queues an event without waiting (safe on async threads). A full queue is counted and
+    /// logged, never silent.
     fn emit(&self, event: AuditEvent);
-}
-
-/// Writes each event as one durable backend record.
-#[derive(Debug)]
-pub struct BackendAuditSink {
-    backend: Arc<dyn Backend>,
-    metrics: Arc<Metrics>,
-}
-
-pub const AUDIT_PREFIX: &str = "/audit/events/";
-
-impl BackendAuditSink {
-    pub fn new(backend: Arc<dyn Backend>, metrics: Arc<Metrics>) -> Self {
-        Self { backend, metrics }
+    /// Records an event and returns once it is durable. Call only from blocking contexts (the
+    /// Auth service's operations run on the blocking pool).
+    fn emit_durable(&self, event: AuditEvent) {
+        self.emit(event);
     }
 }
 
-impl AuditSink for BackendAuditSink {
-    fn emit(&self, event: AuditEvent) {
-        let key = format!("{AUDIT_PREFIX}{:020}/{}", event.time, event.id);
-        let written = serde_json::to_vec(&event)
-            .map_err(|e| e.to_string())
-            .and_then(|v| {
-                self.backend
-                    .put(&key, &v, PutOptions::default())
-                    .map_err(|e| e.to_string())
-            });
-        match written {
-            Ok(_) => {
-                self.metrics.audit_events.inc();
-                tracing::info!(target: "audit", event = event.event, code = %event.code, user = %event.user, success = event.success, "audit");
-            }
+impl AuditEvent {
+    /// The same event in the durable log's schema.
+    pub fn to_stored(&self) -> hop_storage::AuditEvent {
+        let mut e = hop_storage::AuditEvent::new(self.event, self.code.clone())
+            .with_id(self.id.clone())
+            .with_cluster(self.cluster.clone())
+            .with_user(self.user.clone());
+        if let Ok(t) = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.time) * 1000)
+        {
+            e = e.with_time(t);
+        }
+        if let Some(a) = &self.addr_remote {
+            e = e.with_addr_remote(a.clone());
+        }
+        if let Some(err) = &self.error {
+            e = e.with_error(err.clone());
+        }
+        for (k, v) in &self.fields {
+            e = match (k.as_str(), v.as_str()) {
+                ("session_id", Some(sid)) => e.with_session_id(sid),
+                ("login", Some(l)) => e.with_login(l),
+                ("server", Some(sv)) => e.with_server(sv),
+                _ => e.with_field(k.clone(), v.clone()),
+            };
+        }
+        e
+    }
+}
+
+/// The production sink: the durable, hash-chained audit log of `hop-storage`.
+#[derive(Debug)]
+pub struct AuditLogSink {
+    log: Arc<hop_storage::AuditLog>,
+    metrics: Arc<Metrics>,
+}
+
+impl AuditLogSink {
+    pub fn new(log: Arc<hop_storage::AuditLog>, metrics: Arc<Metrics>) -> Self {
+        Self { log, metrics }
+    }
+
+    fn outcome(&self, event: &AuditEvent, r: Result<(), String>) {
+        match r {
+            Ok(()) => self.metrics.audit_events.inc(),
             Err(e) => {
                 self.metrics.audit_failures.inc();
-                tracing::error!(event = event.event, error = %e, "could not write audit event");
+                tracing::error!(event = event.event, error = %e, "audit event not recorded");
             }
         }
     }
 }
 
-/// Reads events back, oldest first.
-#[cfg(test)]
-pub fn read_events(backend: &dyn Backend, limit: usize) -> Vec<serde_json::Value> {
-    backend
-        .range(AUDIT_PREFIX, &hop_storage::prefix_end(AUDIT_PREFIX), limit)
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|i| serde_json::from_slice(&i.value).ok())
-        .collect()
+impl AuditSink for AuditLogSink {
+    fn emit(&self, event: AuditEvent) {
+        let r = self
+            .log
+            .submit(event.to_stored())
+            .map_err(|e| e.to_string());
+        self.outcome(&event, r);
+    }
+
+    fn emit_durable(&self, event: AuditEvent) {
+        let r = self
+            .log
+            .append(event.to_stored())
+            .map(drop)
+            .map_err(|e| e.to_string());
+        self.outcome(&event, r);
+    }
 }

@@ -46,6 +46,7 @@ pub struct AuthApi {
     auth: Arc<AuthServer>,
     metrics: Arc<Metrics>,
     registry: Option<Arc<TunnelRegistry>>,
+    audit_log: Option<Arc<hop_storage::AuditLog>>,
 }
 
 impl AuthApi {
@@ -58,7 +59,20 @@ impl AuthApi {
             auth,
             metrics,
             registry,
+            audit_log: None,
         }
+    }
+
+    /// Serves audit search, verify and export from this log.
+    pub fn with_audit_log(mut self, log: Arc<hop_storage::AuditLog>) -> Self {
+        self.audit_log = Some(log);
+        self
+    }
+
+    fn audit_log(&self) -> Result<Arc<hop_storage::AuditLog>, Status> {
+        self.audit_log
+            .clone()
+            .ok_or_else(|| Status::unavailable("this process keeps no audit log"))
     }
 
     /// The gRPC routes, ready to merge into the listener's router.
@@ -252,8 +266,142 @@ impl AuthPublic for AuthApi {
     }
 }
 
+fn micros(v: i64) -> Option<std::time::SystemTime> {
+    (v > 0).then(|| UNIX_EPOCH + Duration::from_micros(u64::try_from(v).unwrap_or(0)))
+}
+
+fn audit_status(e: hop_storage::AuditError) -> Status {
+    match e {
+        hop_storage::AuditError::InvalidQuery { .. } => Status::invalid_argument(e.to_string()),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+/// A `Write` that sends what it is given as stream chunks.
+struct ChunkWriter {
+    tx: tokio::sync::mpsc::Sender<Result<EventChunk, Status>>,
+    buf: Vec<u8>,
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= 64 * 1024 {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = EventChunk {
+            data: std::mem::take(&mut self.buf),
+        };
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
+        })
+    }
+}
+
 #[tonic::async_trait]
 impl AuthAdmin for AuthApi {
+    type ExportEventsStream =
+        std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<EventChunk, Status>> + Send>>;
+
+    async fn search_events(
+        &self,
+        req: Request<SearchEventsRequest>,
+    ) -> Result<Response<SearchEventsResponse>, Status> {
+        let c = caller(&req);
+        self.blocking(move |a| authorize(a, &c, "event", "list").map(drop))
+            .await?;
+        let log = self.audit_log()?;
+        let r = req.into_inner();
+        let q = hop_storage::SearchQuery {
+            from: micros(r.from_unix_micros),
+            to: micros(r.to_unix_micros),
+            event_types: r.event_types,
+            user: (!r.user.is_empty()).then_some(r.user),
+            session_id: (!r.session_id.is_empty()).then_some(r.session_id),
+            text: (!r.text.is_empty()).then_some(r.text),
+            order: if r.oldest_first {
+                hop_storage::Order::OldestFirst
+            } else {
+                hop_storage::Order::NewestFirst
+            },
+            limit: if r.limit == 0 {
+                hop_storage::audit::DEFAULT_LIMIT
+            } else {
+                r.limit as usize
+            },
+            cursor: (!r.cursor.is_empty()).then_some(r.cursor),
+        };
+        let page = tokio::task::spawn_blocking(move || log.search(&q))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(audit_status)?;
+        Ok(Response::new(SearchEventsResponse {
+            events_json: page
+                .events
+                .iter()
+                .filter_map(|e| serde_json::to_string(e).ok())
+                .collect(),
+            next_cursor: page.next_cursor.unwrap_or_default(),
+        }))
+    }
+
+    async fn verify_audit(
+        &self,
+        req: Request<VerifyAuditRequest>,
+    ) -> Result<Response<VerifyAuditResponse>, Status> {
+        let c = caller(&req);
+        self.blocking(move |a| authorize(a, &c, "event", "read").map(drop))
+            .await?;
+        let log = self.audit_log()?;
+        let since = micros(req.into_inner().since_unix_micros);
+        let report = tokio::task::spawn_blocking(move || log.verify(since))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(audit_status)?;
+        let b = report.first_break.as_ref();
+        Ok(Response::new(VerifyAuditResponse {
+            events_checked: report.events_checked,
+            segments: report.segments,
+            intact: b.is_none(),
+            first_break: b.map(|b| b.to_string()).unwrap_or_default(),
+            break_seq: b.map(|b| b.seq).unwrap_or(0),
+            break_id: b.map(|b| b.id.clone()).unwrap_or_default(),
+        }))
+    }
+
+    async fn export_events(
+        &self,
+        req: Request<ExportEventsRequest>,
+    ) -> Result<Response<Self::ExportEventsStream>, Status> {
+        let c = caller(&req);
+        self.blocking(move |a| authorize(a, &c, "event", "read").map(drop))
+            .await?;
+        let log = self.audit_log()?;
+        let r = req.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        tokio::task::spawn_blocking(move || {
+            let mut w = ChunkWriter {
+                tx: tx.clone(),
+                buf: Vec::new(),
+            };
+            let res = log.export(micros(r.from_unix_micros), micros(r.to_unix_micros), &mut w);
+            let _ = std::io::Write::flush(&mut w);
+            if let Err(e) = res {
+                let _ = tx.blocking_send(Err(audit_status(e)));
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
     async fn list_inventory(
         &self,
         req: Request<ListInventoryRequest>,

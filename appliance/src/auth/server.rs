@@ -290,7 +290,7 @@ impl AuthServer {
         AuditEvent::new(kind, &self.cluster, user, self.clock.now())
     }
 
-    /// Records an audit event.
+    /// Queues an audit event without blocking (for async callers such as session relays).
     pub fn emit(&self, event: AuditEvent) {
         self.audit.emit(event);
     }
@@ -326,7 +326,7 @@ impl AuthServer {
             }
             Err(e) => return Err(e.into()),
         }
-        self.audit.emit(
+        self.audit.emit_durable(
             self.event(EventKind::UserCreate, actor)
                 .field("name", name)
                 .field("roles", roles.to_vec()),
@@ -341,7 +341,7 @@ impl AuthServer {
         }
         self.store.delete::<UserSecrets>(name)?;
         self.set_lock(name, None)?;
-        self.audit.emit(
+        self.audit.emit_durable(
             self.event(EventKind::UserUpdate, actor)
                 .field("name", name)
                 .field("action", "reset"),
@@ -427,7 +427,7 @@ impl AuthServer {
         self.store.upsert(&secrets)?;
         self.set_lock(&invite.user, None)?;
         self.metrics.signups.inc();
-        self.audit.emit(
+        self.audit.emit_durable(
             self.event(EventKind::UserSignup, &invite.user)
                 .remote(remote)
                 .field(
@@ -467,7 +467,7 @@ impl AuthServer {
 
     pub fn unlock_user(&self, name: &str, actor: &str) -> Result<(), AuthError> {
         self.set_lock(name, None)?;
-        self.audit.emit(
+        self.audit.emit_durable(
             self.event(EventKind::UserUnlocked, actor)
                 .field("name", name),
         );
@@ -491,7 +491,7 @@ impl AuthServer {
                     ip: addr.ip().to_string(),
                     retry_after_secs: wait.as_secs(),
                 };
-                self.audit.emit(
+                self.audit.emit_durable(
                     self.event(EventKind::UserLogin, req.username)
                         .remote(req.remote)
                         .failed(EventKind::UserLogin, "rate limited"),
@@ -506,7 +506,7 @@ impl AuthServer {
                 match &certs {
                     Ok(c) => {
                         self.metrics.logins_ok.inc();
-                        self.audit.emit(
+                        self.audit.emit_durable(
                             self.event(EventKind::UserLogin, req.username)
                                 .remote(req.remote)
                                 .field("method", "local")
@@ -516,7 +516,7 @@ impl AuthServer {
                     }
                     Err(e) => {
                         self.metrics.logins_failed.inc();
-                        self.audit.emit(
+                        self.audit.emit_durable(
                             self.event(EventKind::UserLogin, req.username)
                                 .remote(req.remote)
                                 .failed(EventKind::UserLogin, e.to_string()),
@@ -531,7 +531,7 @@ impl AuthServer {
                 } else {
                     self.metrics.logins_failed.inc();
                 }
-                self.audit.emit(
+                self.audit.emit_durable(
                     self.event(EventKind::UserLogin, req.username)
                         .remote(req.remote)
                         .field("method", "local")
@@ -612,7 +612,7 @@ impl AuthServer {
             resources::set_user_lock(&mut updated, Some(until), "too many failed logins");
             self.store.update(&updated, current.revision)?;
             tracing::warn!(user = %req.username, until = %rfc3339(until), "user locked after repeated failed logins");
-            self.audit.emit(
+            self.audit.emit_durable(
                 self.event(EventKind::UserLocked, req.username)
                     .remote(req.remote)
                     .field("locked_until", rfc3339(until))
@@ -757,7 +757,7 @@ impl AuthServer {
             }
         };
         let fail = |e: AuthError| {
-            self.audit.emit(
+            self.audit.emit_durable(
                 self.event(EventKind::AgentJoin, host_name)
                     .remote(remote)
                     .field("role", role)
@@ -802,7 +802,7 @@ impl AuthServer {
         drop(_guard);
         let host_id = uuid::Uuid::new_v4().to_string();
         let joined = self.issue_host_identity(&host_id, host_role, host_name, spki_der)?;
-        self.audit.emit(
+        self.audit.emit_durable(
             self.event(EventKind::AgentJoin, host_name)
                 .remote(remote)
                 .field("role", role)
@@ -871,7 +871,7 @@ impl AuthServer {
             }
             Err(e) => return Err(e.into()),
         }
-        self.audit.emit(
+        self.audit.emit_durable(
             self.event(EventKind::JoinTokenCreate, actor)
                 .field("roles", roles.to_vec())
                 .field("expires", rfc3339(expires)),
@@ -940,7 +940,7 @@ impl AuthServer {
         for doc in &docs {
             resources::write(&self.store, doc)?;
             let id = format!("{}/{}", doc.kind(), doc.name());
-            self.audit.emit(
+            self.audit.emit_durable(
                 self.event(EventKind::ResourceCreate, actor)
                     .field("resource", id.clone()),
             );
@@ -1013,7 +1013,7 @@ impl AuthServer {
             self.audit
                 .emit(self.event(EventKind::UserDelete, actor).field("name", name));
         } else {
-            self.audit.emit(
+            self.audit.emit_durable(
                 self.event(EventKind::ResourceDelete, actor)
                     .field("resource", format!("{kind}/{name}")),
             );

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use hop_storage::{Backend, Clock, ManualClock, MemoryBackend, ResourceStore};
+use hop_storage::{AuditLog, Clock, ManualClock, MemoryBackend, ResourceStore};
 
-use super::audit::{BackendAuditSink, read_events};
+use super::audit::AuditLogSink;
 use super::server::{AuthError, AuthServer, AuthSettings, LoginRequest};
 use super::totp;
 use crate::metrics::Metrics;
@@ -17,7 +17,8 @@ const PASSWORD: &str = "correct horse battery staple";
 struct Fixture {
     auth: AuthServer,
     clock: ManualClock,
-    backend: Arc<MemoryBackend>,
+    log: Arc<AuditLog>,
+    _dir: tempfile::TempDir,
     ssh_pub: String,
     tls_spki: Vec<u8>,
 }
@@ -36,7 +37,11 @@ fn fixture(second_factor: &str) -> Fixture {
         invite_ttl: Duration::from_secs(3600),
         web_addr: "proxy.unit.test:3080".into(),
     };
-    let audit = Arc::new(BackendAuditSink::new(backend.clone(), metrics.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(
+        AuditLog::open(&dir.path().join("audit.db"), c.clone(), Default::default()).unwrap(),
+    );
+    let audit = Arc::new(AuditLogSink::new(log.clone(), metrics.clone()));
     let auth = AuthServer::open(
         ResourceStore::new(backend.clone()),
         c,
@@ -51,7 +56,8 @@ fn fixture(second_factor: &str) -> Fixture {
     Fixture {
         auth,
         clock,
-        backend,
+        log,
+        _dir: dir,
         ssh_pub: ssh.public_openssh.clone(),
         tls_spki: tls.public_spki_der.clone(),
     }
@@ -96,7 +102,16 @@ impl Fixture {
     }
 
     fn events(&self) -> Vec<serde_json::Value> {
-        read_events(self.backend.as_ref() as &dyn Backend, 0)
+        let q = hop_storage::SearchQuery {
+            order: hop_storage::Order::OldestFirst,
+            limit: 10_000,
+            ..Default::default()
+        };
+        let page = self.log.search(&q).unwrap();
+        page.events
+            .iter()
+            .map(|e| serde_json::to_value(e).unwrap())
+            .collect()
     }
 }
 

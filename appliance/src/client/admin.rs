@@ -16,8 +16,8 @@ use super::trust::{ClientCert, Trust};
 use crate::auth::proto::auth_admin_client::AuthAdminClient;
 use crate::auth::proto::*;
 use crate::cli::{
-    AdminArgs, AdminCommand, AuthCommand, ExportFormat, ExportKind, InventoryCommand, Output,
-    OutputFormat, TokensCommand, UsersCommand,
+    AdminArgs, AdminCommand, AuditCommand, AuthCommand, ExportFormat, ExportKind, InventoryCommand,
+    Output, OutputFormat, TokensCommand, UsersCommand,
 };
 use crate::config::{DEFAULT_DATA_DIR, parse_duration};
 use crate::start::ADMIN_SOCKET;
@@ -248,6 +248,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             }
         }
         AdminCommand::Users(cmd) => users(&mut c, cmd).await?,
+        AdminCommand::Audit(cmd) => audit(&mut c, cmd).await?,
         AdminCommand::Tokens(cmd) => tokens(&mut c, cmd).await?,
         AdminCommand::Create { file, force } => {
             let (yaml, source) = if file.as_os_str() == "-" {
@@ -529,6 +530,128 @@ async fn tokens(c: &mut AuthAdminClient<Channel>, cmd: TokensCommand) -> anyhow:
             .await
             .map_err(status_error)?;
             println!("The token has been deleted");
+        }
+    }
+    Ok(())
+}
+
+/// `--since`/`--until`: RFC 3339, or an age such as `90m`, `24h`, `7d`; microseconds since the epoch.
+fn parse_when(flag: &str, v: Option<&str>) -> anyhow::Result<i64> {
+    let Some(v) = v else { return Ok(0) };
+    let t = if let Ok(d) = parse_duration(v) {
+        SystemTime::now()
+            .checked_sub(d)
+            .ok_or_else(|| anyhow!("{flag}: {v:?} is too far back"))?
+    } else {
+        let odt = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
+            .map_err(|_| anyhow!("{flag}: expected RFC 3339 (2026-11-21T10:00:00Z) or an age (90m, 24h, 7d), got {v:?}"))?;
+        SystemTime::from(odt)
+    };
+    Ok(t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+        .max(1))
+}
+
+async fn audit(c: &mut AuthAdminClient<Channel>, cmd: AuditCommand) -> anyhow::Result<()> {
+    match cmd {
+        AuditCommand::Search {
+            since,
+            until,
+            types,
+            user,
+            session,
+            text,
+            oldest_first,
+            limit,
+            cursor,
+            out,
+        } => {
+            let r = c
+                .search_events(SearchEventsRequest {
+                    from_unix_micros: parse_when("--since", since.as_deref())?,
+                    to_unix_micros: parse_when("--until", until.as_deref())?,
+                    event_types: types,
+                    user: user.unwrap_or_default(),
+                    session_id: session.unwrap_or_default(),
+                    text: text.unwrap_or_default(),
+                    oldest_first,
+                    limit,
+                    cursor: cursor.unwrap_or_default(),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if out.format != OutputFormat::Text {
+                for e in &r.events_json {
+                    println!("{e}");
+                }
+            } else {
+                let rows: Vec<Vec<String>> = r
+                    .events_json
+                    .iter()
+                    .filter_map(|j| serde_json::from_str::<serde_json::Value>(j).ok())
+                    .map(|e| {
+                        let s = |k: &str| e[k].as_str().unwrap_or("").to_string();
+                        vec![
+                            s("time"),
+                            s("event"),
+                            s("code"),
+                            s("user"),
+                            if e["success"].as_bool().unwrap_or(true) {
+                                "ok".into()
+                            } else {
+                                format!("failed: {}", s("error"))
+                            },
+                        ]
+                    })
+                    .collect();
+                table(&["TIME", "EVENT", "CODE", "USER", "OUTCOME"], &rows);
+            }
+            if !r.next_cursor.is_empty() {
+                eprintln!("More events: --cursor {}", r.next_cursor);
+            }
+        }
+        AuditCommand::Verify { since } => {
+            let r = c
+                .verify_audit(VerifyAuditRequest {
+                    since_unix_micros: parse_when("--since", since.as_deref())?,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if r.intact {
+                println!(
+                    "Audit log intact: {} events in {} daily chains verified.",
+                    r.events_checked, r.segments
+                );
+            } else {
+                println!(
+                    "AUDIT LOG BROKEN at event seq {} (id {}): {}",
+                    r.break_seq, r.break_id, r.first_break
+                );
+                println!(
+                    "{} events in {} daily chains checked before the break.",
+                    r.events_checked, r.segments
+                );
+                std::process::exit(2);
+            }
+        }
+        AuditCommand::Export { since, until } => {
+            use std::io::Write as _;
+            let mut stream = c
+                .export_events(ExportEventsRequest {
+                    from_unix_micros: parse_when("--since", since.as_deref())?,
+                    to_unix_micros: parse_when("--until", until.as_deref())?,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let mut out = std::io::stdout().lock();
+            while let Some(chunk) = stream.message().await.map_err(status_error)? {
+                out.write_all(&chunk.data)?;
+            }
+            out.flush()?;
         }
     }
     Ok(())

@@ -66,6 +66,15 @@ impl Appliance {
         a
     }
 
+    /// Starts the appliance again on the same data dir and config (after [`Appliance::stop`]).
+    pub fn restart(&mut self) {
+        self.addr.clear();
+        self.pin.clear();
+        self.banner.clear();
+        let config = self.dir.path().join("hop.yaml");
+        self.spawn(&config);
+    }
+
     fn spawn(&mut self, config: &Path) {
         let mut child = Command::new(HOP)
             .args(["start", "--config"])
@@ -87,7 +96,11 @@ impl Appliance {
         let err = child.stderr.take().unwrap();
         let log = self.dir.path().join("hop.log");
         std::thread::spawn(move || {
-            let mut f = std::fs::File::create(log).unwrap();
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .unwrap();
             for line in BufReader::new(err).lines().map_while(Result::ok) {
                 let _ = writeln!(f, "{line}");
             }

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `hop` binary: real processes on loopback, real OpenSSH and OpenSSL.
 
 mod admin;
+mod audit;
 mod harness;
 mod login_flow;
 mod multiplexer;
