@@ -12,7 +12,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use hop_ca::HostRole;
 use hop_storage::{Clock, RedbBackend, ResourceStore, StorageError, SystemClock};
 use tokio::sync::watch;
 
@@ -24,6 +23,7 @@ use crate::config::{Config, ServiceRole};
 use crate::dataplane::{DataPlane, DataPlaneSettings, IoDriver};
 use crate::metrics::Metrics;
 use crate::proxy;
+use crate::proxy::cert::{CertSource, ProxyCertificate};
 use crate::proxy::tunnels::TunnelRegistry;
 
 /// File name of the embedded database inside the data dir.
@@ -32,8 +32,6 @@ pub const DB_FILE: &str = "hop.db";
 pub const ADMIN_SOCKET: &str = "auth.sock";
 /// How often agents heartbeat on their control connection.
 const TUNNEL_HEARTBEAT: Duration = Duration::from_secs(30);
-/// Lifetime of the proxy's self-issued certificate (re-issued at every start).
-const PROXY_CERT_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -264,17 +262,6 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
 
     let mut bound: Option<SocketAddr> = None;
     if let Some(dp) = &dataplane {
-        let (key_pem, chain_pem) = match &cfg.proxy_service.tls {
-            Some(files) => proxy::tls::load_files(&files.cert_file, &files.key_file)?,
-            None => {
-                let (a, names) = (auth.clone(), proxy_names(&cfg));
-                tokio::task::spawn_blocking(move || {
-                    a.issue_host_tls(&host_name(), HostRole::Proxy, &names, PROXY_CERT_TTL)
-                })
-                .await?
-                .map_err(|e| anyhow!("cannot issue the proxy certificate: {e}"))?
-            }
-        };
         // Client certificates of users (logins) and hosts (agents) are accepted; each route then
         // requires the kind it needs.
         let client_cas: Vec<String> = [
@@ -284,7 +271,20 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         .into_iter()
         .filter_map(|c| c.x509_cert_pem)
         .collect();
-        let tls = proxy::tls::server_config(&chain_pem, &key_pem, &client_cas)?;
+        let source = match &cfg.proxy_service.tls {
+            Some(files) => CertSource::Files {
+                cert: files.cert_file.clone(),
+                key: files.key_file.clone(),
+            },
+            None => CertSource::Issued {
+                auth: auth.clone(),
+                host_id: host_name(),
+                names: proxy_names(&cfg),
+            },
+        };
+        let proxy_cert = ProxyCertificate { source, client_cas };
+        let tls = Arc::new(arc_swap::ArcSwap::from_pointee(proxy_cert.load().await?));
+        tasks.spawn(proxy_cert.keep_fresh(tls.clone(), shutdown_rx.clone()));
         bound = Some(dp.local_addr);
         let router = grpc_router
             .clone()
@@ -316,7 +316,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         };
         tasks.spawn(proxy::listener::serve_tls(
             handoff_rx,
-            tokio_rustls::TlsAcceptor::from(Arc::new(tls)),
+            tls,
             proxy::listener::TlsRoutes {
                 router,
                 identify,

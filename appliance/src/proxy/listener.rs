@@ -79,7 +79,7 @@ pub struct TlsRoutes {
 /// Terminates TLS on connections the data plane hands over, and serves them until shutdown.
 pub async fn serve_tls(
     mut handoffs: mpsc::Receiver<Handoff>,
-    acceptor: TlsAcceptor,
+    tls: Arc<arc_swap::ArcSwap<rustls::ServerConfig>>,
     routes: TlsRoutes,
     settings: TlsListenerSettings,
     metrics: Arc<Metrics>,
@@ -113,12 +113,10 @@ pub async fn serve_tls(
                 continue;
             }
         };
-        let (acceptor, routes, metrics, shutdown) = (
-            acceptor.clone(),
-            routes.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-        );
+        // The current certificate: a reload swaps it for connections that arrive afterwards.
+        let acceptor = TlsAcceptor::from(tls.load_full());
+        let (acceptor, routes, metrics, shutdown) =
+            (acceptor, routes.clone(), metrics.clone(), shutdown.clone());
         let deadline = settings.handshake_timeout;
         tokio::spawn(async move {
             metrics.connections_active.inc();

@@ -6,6 +6,7 @@
 //! rustls configuration; `listener` owns accepting and serving connections.
 
 pub mod apps;
+pub mod cert;
 pub mod listener;
 pub mod tls;
 pub mod tunnels;

@@ -1,0 +1,119 @@
+//! Where the proxy's TLS certificate comes from, and keeping it current.
+//!
+//! This module owns the certificate's life: operator-supplied files (reloaded when they change
+//! on disk or on SIGHUP), or a host certificate the cluster's host CA issues at start and again
+//! when a third of its lifetime is left. A reload that fails keeps the certificate in use and logs
+//! why; connections accepted after a successful reload get the new one.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::anyhow;
+use arc_swap::ArcSwap;
+use hop_ca::HostRole;
+use tokio::sync::watch;
+
+use super::tls;
+use crate::auth::AuthServer;
+
+/// Lifetime of a certificate the host CA issues to the proxy.
+pub const ISSUED_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+const FILE_POLL: Duration = Duration::from_secs(10);
+
+pub enum CertSource {
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+    },
+    Issued {
+        auth: Arc<AuthServer>,
+        host_id: String,
+        names: Vec<String>,
+    },
+}
+
+pub struct ProxyCertificate {
+    pub source: CertSource,
+    /// CA certificates whose client certificates are accepted (user and host CAs).
+    pub client_cas: Vec<String>,
+}
+
+fn mtimes(cert: &PathBuf, key: &PathBuf) -> Option<(SystemTime, SystemTime)> {
+    let m = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    Some((m(cert)?, m(key)?))
+}
+
+impl ProxyCertificate {
+    /// Builds a server configuration from the current source.
+    pub async fn load(&self) -> anyhow::Result<rustls::ServerConfig> {
+        let (key_pem, chain_pem) = match &self.source {
+            CertSource::Files { cert, key } => tls::load_files(cert, key)?,
+            CertSource::Issued {
+                auth,
+                host_id,
+                names,
+            } => {
+                let (a, id, n) = (auth.clone(), host_id.clone(), names.clone());
+                tokio::task::spawn_blocking(move || {
+                    a.issue_host_tls(&id, HostRole::Proxy, &n, ISSUED_TTL)
+                })
+                .await?
+                .map_err(|e| anyhow!("cannot issue the proxy certificate: {e}"))?
+            }
+        };
+        tls::server_config(&chain_pem, &key_pem, &self.client_cas)
+    }
+
+    /// Reloads on SIGHUP, when operator files change, and before an issued certificate expires.
+    pub async fn keep_fresh(
+        self,
+        current: Arc<ArcSwap<rustls::ServerConfig>>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGHUP; certificate files are still polled");
+                None
+            }
+        };
+        let mut seen = match &self.source {
+            CertSource::Files { cert, key } => mtimes(cert, key),
+            CertSource::Issued { .. } => None,
+        };
+        let mut issued_at = tokio::time::Instant::now();
+        let mut poll = tokio::time::interval(FILE_POLL);
+        poll.tick().await;
+        loop {
+            let reason = tokio::select! {
+                _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending().await } } => "SIGHUP",
+                _ = poll.tick() => {
+                    match &self.source {
+                        CertSource::Files { cert, key } => {
+                            let now = mtimes(cert, key);
+                            if now.is_none() || now == seen { continue; }
+                            seen = now;
+                            "certificate files changed"
+                        }
+                        CertSource::Issued { .. } => {
+                            if issued_at.elapsed() < ISSUED_TTL * 2 / 3 { continue; }
+                            "issued certificate is two thirds through its lifetime"
+                        }
+                    }
+                }
+                _ = crate::signals::until_shutdown(&mut shutdown) => return,
+            };
+            match self.load().await {
+                Ok(cfg) => {
+                    current.store(Arc::new(cfg));
+                    issued_at = tokio::time::Instant::now();
+                    tracing::info!(reason, "proxy certificate reloaded");
+                }
+                Err(e) => {
+                    tracing::error!(reason, error = %format!("{e:#}"), "proxy certificate reload failed; keeping the current one")
+                }
+            }
+        }
+    }
+}
