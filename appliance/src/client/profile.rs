@@ -114,10 +114,13 @@ pub fn ensure_dir(dir: &Path) -> anyhow::Result<()> {
 
 /// Writes a file with mode 0600 through a temporary file and a rename.
 pub fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| anyhow!("{} has no parent directory", path.display()))?;
-    ensure_dir(dir)?;
+    // Create a missing parent, but never change the mode of an existing directory the caller
+    // named (a --totp-secret-file in /tmp must not make /tmp private).
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.exists()
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     {
         let mut f = std::fs::OpenOptions::new()
@@ -135,6 +138,8 @@ pub fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
 
 pub fn save_profile(home: &Path, p: &Profile) -> anyhow::Result<()> {
     let paths = Paths::new(home.to_path_buf(), &p.proxy, &p.user);
+    ensure_dir(home)?;
+    ensure_dir(&home.join("profiles"))?;
     write_private(
         &paths.profile(),
         serde_json::to_string_pretty(p)?.as_bytes(),
