@@ -384,6 +384,7 @@ impl AuthServer {
         totp_code: &str,
         remote: Option<SocketAddr>,
     ) -> Result<String, AuthError> {
+        self.rate_limit(remote)?;
         let now = self.clock.now();
         let Some(invite) = self.store.get::<InviteToken>(&token_hash(token.trim()))? else {
             return Err(AuthError::InviteNotFound);
@@ -474,30 +475,37 @@ impl AuthServer {
         Ok(())
     }
 
+    /// Takes a token from the per-IP bucket shared by login, sign-up and join attempts.
+    fn rate_limit(&self, remote: Option<SocketAddr>) -> Result<(), AuthError> {
+        let Some(addr) = remote else { return Ok(()) };
+        let limited = self
+            .limiter
+            .lock()
+            .map_err(|_| AuthError::Internal("rate limiter lock poisoned".into()))?
+            .check(addr.ip(), self.clock.now());
+        limited.map_err(|wait| {
+            self.metrics.logins_rate_limited.inc();
+            AuthError::RateLimited {
+                ip: addr.ip().to_string(),
+                retry_after_secs: wait.as_secs(),
+            }
+        })
+    }
+
     // ---------------------------------------------------------------- login
 
     /// Password + second factor for a certificate pair.
     pub fn login(&self, req: &LoginRequest<'_>) -> Result<LoginCertificates, AuthError> {
         let now = self.clock.now();
-        if let Some(addr) = req.remote {
-            let limited = self
-                .limiter
-                .lock()
-                .map_err(|_| AuthError::Internal("rate limiter lock poisoned".into()))?
-                .check(addr.ip(), now);
-            if let Err(wait) = limited {
-                self.metrics.logins_rate_limited.inc();
-                let err = AuthError::RateLimited {
-                    ip: addr.ip().to_string(),
-                    retry_after_secs: wait.as_secs(),
-                };
-                self.audit.emit_durable(
-                    self.event(EventKind::UserLogin, req.username)
-                        .remote(req.remote)
-                        .failed(EventKind::UserLogin, "rate limited"),
-                );
-                return Err(err);
-            }
+        if let Err(e) = self.rate_limit(req.remote) {
+            // Queued, not awaited: a flood of refused attempts must not turn into a flood of
+            // synchronous audit writes (overflow is counted by the log).
+            self.audit.emit(
+                self.event(EventKind::UserLogin, req.username)
+                    .remote(req.remote)
+                    .failed(EventKind::UserLogin, "rate limited"),
+            );
+            return Err(e);
         }
         let result = self.check_credentials(req, now);
         match result {
@@ -600,7 +608,18 @@ impl AuthServer {
                 resources::set_user_lock(&mut updated, None, "");
                 self.store.update(&updated, current.revision)?;
             }
-            if let (Some(step), Some(mut s)) = (otp_step, secrets) {
+            if let Some(step) = otp_step {
+                // Re-read under the lock: a concurrent login may have used this code already.
+                let Some(mut s) = self
+                    .store
+                    .get::<UserSecrets>(req.username)?
+                    .map(|v| v.value)
+                else {
+                    return Err(AuthError::InvalidCredentials);
+                };
+                if s.totp_last_step.is_some_and(|last| step <= last) {
+                    return Err(AuthError::InvalidCredentials);
+                }
                 s.totp_last_step = Some(step);
                 self.store.upsert(&s)?;
             }
@@ -740,6 +759,7 @@ impl AuthServer {
         spki_der: &[u8],
         remote: Option<SocketAddr>,
     ) -> Result<JoinedHost, AuthError> {
+        self.rate_limit(remote)?;
         let now = self.clock.now();
         let system_role: hop_rbac::SystemRole = role.parse().map_err(AuthError::BadRequest)?;
         let host_role = match system_role {
