@@ -60,6 +60,8 @@ pub struct Metrics {
     pub tls_handshakes_timed_out: Counter,
     pub audit_events: Counter,
     pub audit_failures: Counter,
+    pub app_sessions: Counter,
+    pub app_sessions_active: Gauge,
     /// Set once the proxy serves tunnels.
     pub tunnels: std::sync::OnceLock<std::sync::Arc<crate::proxy::tunnels::TunnelRegistry>>,
     /// Set once the data plane runs.
@@ -89,6 +91,8 @@ impl Default for Metrics {
             tls_handshakes_timed_out: Counter::default(),
             audit_events: Counter::default(),
             audit_failures: Counter::default(),
+            app_sessions: Counter::default(),
+            app_sessions_active: Gauge::default(),
             dataplane: std::sync::OnceLock::new(),
             tunnels: std::sync::OnceLock::new(),
         }
@@ -214,6 +218,18 @@ impl Metrics {
             "hop_audit_failures_total",
             "Audit events that could not be written.",
             &[(String::new(), self.audit_failures.get())],
+        );
+        counter(
+            &mut out,
+            "hop_app_sessions_total",
+            "TCP application sessions started.",
+            &[(String::new(), self.app_sessions.get())],
+        );
+        gauge(
+            &mut out,
+            "hop_app_sessions_active",
+            "TCP application sessions open.",
+            &[(String::new(), self.app_sessions_active.get())],
         );
         if let Some(dp) = self.dataplane.get() {
             dp.render(&mut out);

@@ -260,6 +260,10 @@ impl AuthServer {
         })
     }
 
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     pub fn cluster_name(&self) -> &str {
         &self.cluster
     }

@@ -15,7 +15,7 @@ use hop_protocols::tunnel::{Dial, DialResult, Frame};
 use super::tunnels::{AgentStream, TunnelRegistry};
 use crate::auth::AuthServer;
 use crate::auth::audit::EventKind;
-use crate::tunnel::{FramedStream, relay};
+use crate::tunnel::{FramedStream, relay_with_idle_timeout};
 
 async fn refuse(client: &mut FramedStream<AgentStream>, session_id: [u8; 16], error: String) {
     let _ = client
@@ -125,7 +125,15 @@ pub async fn serve(
     let (c, c_pending) = client.into_inner();
     let (a, a_pending) = agent.into_inner();
     let started = std::time::Instant::now();
-    let moved = relay(c, c_pending, a, a_pending).await;
+    let idle = checker.client_idle_timeout();
+    let metrics = auth.metrics();
+    metrics.app_sessions.inc();
+    metrics.app_sessions_active.inc();
+    let moved = relay_with_idle_timeout(c, c_pending, a, a_pending, idle).await;
+    metrics.app_sessions_active.dec();
+    if let Err(e) = &moved {
+        tracing::debug!(app = %app_name, error = %e, "application session ended with an error");
+    }
     let (up, down) = moved.as_ref().map(|m| *m).unwrap_or((0, 0));
     auth.emit(
         auth.event(EventKind::AppSessionEnd, &identity.username)

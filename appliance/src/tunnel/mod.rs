@@ -8,7 +8,12 @@
 use std::time::Duration;
 
 use hop_protocols::tunnel::{Frame, MAX_FRAME_LEN};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 /// ALPN of an agent's control connection.
 pub const ALPN_TUNNEL: &[u8] = b"hop-tunnel";
@@ -88,26 +93,114 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FramedStream<S> {
 }
 
 /// Copies both directions until both are done, writing `a_pending` to `b` and `b_pending` to `a`
-/// first. Returns the bytes moved (a→b, b→a), pending bytes included.
+/// first. Half-closes pass through (EOF on one side shuts down writing on the other, the other
+/// direction continues). Returns the bytes moved (a→b, b→a), pending bytes included.
 pub async fn relay<A, B>(
-    mut a: A,
+    a: A,
     a_pending: Vec<u8>,
-    mut b: B,
+    b: B,
     b_pending: Vec<u8>,
 ) -> std::io::Result<(u64, u64)>
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
+    relay_with_idle_timeout(a, a_pending, b, b_pending, None).await
+}
+
+/// [`relay`], ending the session with `TimedOut` when no byte moved either way for `idle`.
+pub async fn relay_with_idle_timeout<A, B>(
+    a: A,
+    a_pending: Vec<u8>,
+    b: B,
+    b_pending: Vec<u8>,
+    idle: Option<Duration>,
+) -> std::io::Result<(u64, u64)>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let started = tokio::time::Instant::now();
+    let last = Arc::new(AtomicU64::new(0));
+    let mut a = Active {
+        inner: a,
+        last: last.clone(),
+        started,
+    };
+    let mut b = Active {
+        inner: b,
+        last: last.clone(),
+        started,
+    };
     if !a_pending.is_empty() {
         b.write_all(&a_pending).await?;
     }
     if !b_pending.is_empty() {
         a.write_all(&b_pending).await?;
     }
-    let (x, y) =
-        tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, 64 * 1024, 64 * 1024).await?;
+    let copy = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, 64 * 1024, 64 * 1024);
+    let (x, y) = match idle {
+        None => copy.await?,
+        Some(idle) => {
+            let watchdog = async {
+                loop {
+                    let seen = Duration::from_millis(last.load(Ordering::Relaxed));
+                    let quiet = started.elapsed().saturating_sub(seen);
+                    if quiet >= idle {
+                        return;
+                    }
+                    tokio::time::sleep(idle - quiet).await;
+                }
+            };
+            tokio::select! {
+                r = copy => r?,
+                () = watchdog => {
+                    return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("idle for {idle:?}")));
+                }
+            }
+        }
+    };
     Ok((x + a_pending.len() as u64, y + b_pending.len() as u64))
+}
+
+/// A stream that records when it last read something (milliseconds since `started`).
+struct Active<S> {
+    inner: S,
+    last: Arc<AtomicU64>,
+    started: tokio::time::Instant,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Active<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.last
+                .store(this.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Active<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }
 
 #[cfg(test)]
@@ -127,6 +220,44 @@ mod tests {
         assert_eq!(f, Frame::Heartbeat { seq: 7 });
         let (_, rest) = fa.into_inner();
         assert_eq!(rest, b"session bytes");
+    }
+
+    #[tokio::test]
+    async fn idle_sessions_end_and_busy_ones_do_not() {
+        let (a, mut a_peer) = tokio::io::duplex(1024);
+        let (b, _b_peer) = tokio::io::duplex(1024);
+        let started = tokio::time::Instant::now();
+        let r = relay_with_idle_timeout(
+            a,
+            Vec::new(),
+            b,
+            Vec::new(),
+            Some(Duration::from_millis(100)),
+        )
+        .await;
+        assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+        assert!(started.elapsed() < Duration::from_secs(2));
+
+        let (a, mut a_peer2) = tokio::io::duplex(1024);
+        let (b, mut b_peer) = tokio::io::duplex(1024);
+        let relay = tokio::spawn(relay_with_idle_timeout(
+            a,
+            Vec::new(),
+            b,
+            Vec::new(),
+            Some(Duration::from_millis(150)),
+        ));
+        for _ in 0..6 {
+            a_peer2.write_all(b"x").await.unwrap();
+            let mut got = [0u8; 1];
+            b_peer.read_exact(&mut got).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        }
+        a_peer2.shutdown().await.unwrap();
+        drop(b_peer);
+        let (up, _) = relay.await.unwrap().unwrap();
+        assert_eq!(up, 6, "a busy session outlived the idle timeout");
+        a_peer.shutdown().await.ok();
     }
 
     #[tokio::test]

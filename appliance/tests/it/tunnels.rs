@@ -232,6 +232,8 @@ fn tcp_app_through_an_agent_tunnel_byte_exact_rbac_and_rejoin() {
         sha256(&payload),
         "payload arrived altered"
     );
+    let (_, m) = a.diag_get("/metrics");
+    assert!(m.contains("hop_app_sessions_total 1"), "{m}");
     std::fs::remove_file(&payload).ok();
     std::fs::remove_file(&received).ok();
 
