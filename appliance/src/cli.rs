@@ -244,6 +244,47 @@ pub enum AdminCommand {
     /// The audit log: search, verify the hash chains, export.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Load tests against a proxy (they do not use the admin socket).
+    #[command(subcommand)]
+    Loadtest(LoadtestCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LoadtestCommand {
+    /// Run N simulated agents in this process, each joined with its own host certificate and
+    /// holding its own tunnel (TLS control connection, hello with one app, heartbeats, the real
+    /// agents' reconnect backoff), to measure what a proxy holds. Simulated agents keep no data
+    /// connections, so their apps cannot be used. With the global --data-dir their identities are
+    /// cached under DIR/loadtest-agents/ and a rerun does not join again.
+    Agents(LoadtestAgentsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LoadtestAgentsArgs {
+    /// Number of simulated agents.
+    #[arg(long)]
+    pub count: usize,
+    #[command(flatten)]
+    pub trust: ProxyTrust,
+    /// Join token of type app (`hop admin tokens add --type app`), with enough uses for every
+    /// agent not yet cached; needed only for agents without an identity. Joins count against the
+    /// cluster's per-IP login limit (auth_service.login.attempts_per_ip_per_minute).
+    #[arg(long, env = "HOP_JOIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Stop after this long (e.g. 60s, 10m) [default: run until Ctrl-C].
+    #[arg(long)]
+    pub duration: Option<String>,
+    /// Heartbeat every this long instead of the interval the proxy asks for (keep it under three
+    /// times the proxy's, or the proxy drops the agents).
+    #[arg(long)]
+    pub heartbeat: Option<String>,
+    /// Joins in flight at once.
+    #[arg(long, default_value_t = 16)]
+    pub join_concurrency: usize,
+    /// Write every agent's events to this file as JSON lines: {"t_ms": unix ms, "agent": index,
+    /// "event": "connected" | "disconnected" | "attempt_failed" | "gave_up", ...}.
+    #[arg(long)]
+    pub report_reconnects: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -83,6 +83,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             )?;
             runtime()?.block_on(start::run(cfg))
         }
+        // The load test talks to the proxy as agents do: it needs no admin socket.
+        Command::Admin(cli::AdminArgs {
+            command: cli::AdminCommand::Loadtest(cmd),
+            data_dir,
+            ..
+        }) => {
+            logging::init(
+                cli.log_level.as_deref().or(Some("error")),
+                cli.log_format.unwrap_or(LogFormat::Text),
+            )?;
+            agent::loadtest::run(cmd, data_dir)
+        }
         other => {
             logging::init(
                 cli.log_level.as_deref().or(Some("warn")),

@@ -139,6 +139,19 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     }
     let data_dir = cfg.hop.data_dir.clone();
     prepare_data_dir(&data_dir)?;
+    // A proxy holds a descriptor per connection: lift the soft open-files limit to the hard one.
+    let wanted = u64::try_from(cfg.proxy_service.max_connections)
+        .unwrap_or(u64::MAX)
+        .saturating_add(1024);
+    match crate::platform::raise_nofile_limit(wanted) {
+        Ok(l) if l.now < wanted => tracing::warn!(
+            limit = l.now,
+            wanted,
+            "the open-files limit is below max_connections; raise it (ulimit -n, LimitNOFILE)"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-files limit"),
+    }
     let metrics = Arc::new(Metrics::default());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     watch_signals(shutdown_tx.clone())?;
@@ -345,6 +358,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     // Tell agents to move before the port closes, each after its own delay, so that they do not
     // all come back in the same second.
     registry.drain(Duration::from_secs(10));
+    registry.wait_drained(Duration::from_secs(5)).await;
     if let Some(dp) = dataplane {
         dp.stop();
     }

@@ -69,6 +69,23 @@ pub fn load(data_dir: &Path) -> anyhow::Result<Option<AgentIdentity>> {
     }))
 }
 
+/// The identity in a join or renewal answer, kept in memory only.
+fn from_response(role: &str, key_pem: &str, resp: &JoinResponse) -> AgentIdentity {
+    AgentIdentity {
+        meta: IdentityFile {
+            host_id: resp.host_id.clone(),
+            cluster: resp.cluster_name.clone(),
+            role: role.to_string(),
+            expires_unix: resp.expires_unix,
+        },
+        cert: ClientCert {
+            chain_pem: resp.tls_certificate_pem.clone(),
+            key_pem: key_pem.to_string(),
+        },
+        host_ca_pem: resp.host_ca_pem.clone(),
+    }
+}
+
 fn save(
     data_dir: &Path,
     role: &str,
@@ -78,28 +95,16 @@ fn save(
     let d = dir(data_dir);
     ensure_dir(data_dir)?;
     ensure_dir(&d)?;
-    let meta = IdentityFile {
-        host_id: resp.host_id.clone(),
-        cluster: resp.cluster_name.clone(),
-        role: role.to_string(),
-        expires_unix: resp.expires_unix,
-    };
+    let id = from_response(role, key_pem, resp);
     write_private(&d.join("host.key"), key_pem.as_bytes())?;
     write_private(&d.join("host.crt"), resp.tls_certificate_pem.as_bytes())?;
     write_private(&d.join("host_ca.pem"), resp.host_ca_pem.as_bytes())?;
     write_private(&d.join("user_ca.pem"), resp.user_ca_pem.as_bytes())?;
     write_private(
         &d.join("identity.json"),
-        serde_json::to_string_pretty(&meta)?.as_bytes(),
+        serde_json::to_string_pretty(&id.meta)?.as_bytes(),
     )?;
-    Ok(AgentIdentity {
-        meta,
-        cert: ClientCert {
-            chain_pem: resp.tls_certificate_pem.clone(),
-            key_pem: key_pem.to_string(),
-        },
-        host_ca_pem: resp.host_ca_pem.clone(),
-    })
+    Ok(id)
 }
 
 fn host_name() -> String {
@@ -116,6 +121,19 @@ pub async fn join(
     role: &str,
     trust: &Trust,
 ) -> anyhow::Result<AgentIdentity> {
+    join_as(Some(data_dir), proxy, token, role, trust, &host_name()).await
+}
+
+/// Joins the cluster with a token as `host_name`; stores the identity under `data_dir`, or keeps
+/// it in memory only without one (simulated agents of the load test).
+pub async fn join_as(
+    data_dir: Option<&Path>,
+    proxy: &str,
+    token: &str,
+    role: &str,
+    trust: &Trust,
+    host_name: &str,
+) -> anyhow::Result<AgentIdentity> {
     if token.is_empty() {
         bail!(
             "this agent has no identity yet: pass --token (from `hop admin tokens add --type {role}`)"
@@ -127,14 +145,17 @@ pub async fn join(
         .join(JoinRequest {
             token: token.to_string(),
             role: role.to_string(),
-            host_name: host_name(),
+            host_name: host_name.to_string(),
             tls_public_key: key.public_spki_der.clone(),
         })
         .await
         .map_err(status_error)
         .context("joining the cluster")?
         .into_inner();
-    let id = save(data_dir, role, &key.private_pkcs8_pem, &resp)?;
+    let id = match data_dir {
+        Some(d) => save(d, role, &key.private_pkcs8_pem, &resp)?,
+        None => from_response(role, &key.private_pkcs8_pem, &resp),
+    };
     tracing::info!(host_id = %id.meta.host_id, cluster = %id.meta.cluster, "joined the cluster");
     Ok(id)
 }

@@ -5,9 +5,13 @@
 //! goaway) and a small pool of idle data connections (ALPN `hop-tunnel-data`). When the proxy
 //! sends a Dial on a data connection, the agent connects the named application, answers, relays,
 //! and opens a replacement so the pool stays full. Every reconnect waits a jittered backoff.
+//!
+//! The control connection's loop ([`control_loop`]) is also what each simulated agent of
+//! `hop admin loadtest agents` ([`loadtest`]) runs, so that a load test measures the real thing.
 
 pub mod backoff;
 pub mod identity;
+pub mod loadtest;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -117,10 +121,26 @@ pub struct AgentSettings {
     pub pool_size: usize,
 }
 
+/// One agent as its tasks see it: its settings and its current identity.
 struct Shared {
     settings: AgentSettings,
     identity: RwLock<AgentIdentity>,
+    /// Heartbeat interval to use instead of the one the proxy asks for; only the load test sets
+    /// it (`--heartbeat`), real agents follow the proxy.
+    heartbeat: Option<Duration>,
 }
+
+/// Watches one agent's control connection. Real agents pass `()`; the load test records what
+/// it sees (connection times, outages) through it. Called from the agent's own task, in order.
+trait ControlObserver: Send {
+    /// The proxy acknowledged the hello: the tunnel is up.
+    fn up(&mut self) {}
+    /// The tunnel, or an attempt to open it, ended (`why`); the next attempt starts after
+    /// `retry_after`. Not called when the agent shuts down.
+    fn down(&mut self, _why: &str, _retry_after: Duration) {}
+}
+
+impl ControlObserver for () {}
 
 impl Shared {
     async fn dial(
@@ -211,9 +231,10 @@ pub async fn run(settings: AgentSettings, shutdown: watch::Receiver<bool>) -> an
     let shared = Arc::new(Shared {
         settings: settings.clone(),
         identity: RwLock::new(identity),
+        heartbeat: None,
     });
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(control_loop(shared.clone(), shutdown.clone()));
+    tasks.spawn(control_loop(shared.clone(), shutdown.clone(), ()));
     tasks.spawn(renew_loop(shared.clone(), shutdown.clone()));
     for slot in 0..settings.pool_size.max(1) {
         tasks.spawn(data_slot(shared.clone(), slot, shutdown.clone()));
@@ -228,19 +249,31 @@ pub async fn run(settings: AgentSettings, shutdown: watch::Receiver<bool>) -> an
     Ok(())
 }
 
-async fn control_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+/// Keeps the agent's control connection up until shutdown: one session after another, each
+/// reconnect after the proxy's goaway delay or a jittered backoff.
+async fn control_loop<O: ControlObserver>(
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+    mut observer: O,
+) {
     let mut backoff = Backoff::default();
     loop {
         let started = Instant::now();
-        let next = match control_session(&shared, &mut shutdown).await {
-            Ok(Some(after)) => after,
+        let next = match control_session(&shared, &mut shutdown, &mut observer).await {
+            Ok(Some(after)) => {
+                observer.down("goaway", after);
+                after
+            }
             Ok(None) => return,
             Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "tunnel to the proxy lost");
+                let why = format!("{e:#}");
+                tracing::warn!(error = %why, "tunnel to the proxy lost");
                 if started.elapsed() > Duration::from_secs(60) {
                     backoff.reset();
                 }
-                backoff.next_delay(rand::random::<f64>())
+                let next = backoff.next_delay(rand::random::<f64>());
+                observer.down(&why, next);
+                next
             }
         };
         tracing::info!(
@@ -254,9 +287,10 @@ async fn control_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) 
 }
 
 /// One control connection. `Ok(Some(d))`: reconnect after `d` (goaway); `Ok(None)`: shutdown.
-async fn control_session(
+async fn control_session<O: ControlObserver>(
     shared: &Shared,
     shutdown: &mut watch::Receiver<bool>,
+    observer: &mut O,
 ) -> anyhow::Result<Option<Duration>> {
     let host_id = shared.identity.read().await.meta.host_id.clone();
     let tls = shared.dial(ALPN_TUNNEL).await?;
@@ -277,8 +311,10 @@ async fn control_session(
         }
     };
     tracing::info!(%host_id, "tunnel to the proxy is up");
+    observer.up();
+    let beat = shared.heartbeat.unwrap_or(interval);
     let mut seq = 0u64;
-    let mut ticker = tokio::time::interval(interval);
+    let mut ticker = tokio::time::interval(beat);
     ticker.tick().await;
     loop {
         tokio::select! {
@@ -286,7 +322,7 @@ async fn control_session(
                 seq += 1;
                 framed.write_frame(&Frame::Heartbeat { seq }).await?;
             }
-            frame = framed.read_frame(interval * 3) => match frame? {
+            frame = framed.read_frame(beat.max(interval) * 3) => match frame? {
                 Frame::HeartbeatAck { .. } => {}
                 Frame::GoAway(g) => {
                     tracing::info!(reason = %g.reason, after_ms = g.reconnect_after_ms, "the proxy asked this agent to reconnect");

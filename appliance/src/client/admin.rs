@@ -249,6 +249,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         }
         AdminCommand::Users(cmd) => users(&mut c, cmd).await?,
         AdminCommand::Audit(cmd) => audit(&mut c, cmd).await?,
+        AdminCommand::Loadtest(_) => bail!("`hop admin loadtest` does not use the admin API"),
         AdminCommand::Tokens(cmd) => tokens(&mut c, cmd).await?,
         AdminCommand::Create { file, force } => {
             let (yaml, source) = if file.as_os_str() == "-" {

@@ -1,7 +1,7 @@
 //! The platform layer: the only place in the binary with `unsafe` code, each block with a
 //! `// SAFETY:` note. It owns raw socket operations the runtimes do not expose: peeking at a
-//! connection's first bytes without consuming them, and moving an accepted socket from the
-//! data plane's runtime to the control plane's.
+//! connection's first bytes without consuming them, moving an accepted socket from the
+//! data plane's runtime to the control plane's, and raising the open-files limit.
 
 #![allow(unsafe_code)]
 
@@ -36,6 +36,50 @@ pub fn into_std_stream(sock: impl IntoRawFd) -> std::net::TcpStream {
     unsafe { std::net::TcpStream::from_raw_fd(fd) }
 }
 
+/// The open-files limit: the soft limit before and after [`raise_nofile_limit`], and the hard one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NofileLimit {
+    pub before: u64,
+    pub now: u64,
+    pub hard: u64,
+}
+
+/// When this process's `RLIMIT_NOFILE` soft limit is under `wanted`, raises it to the hard limit
+/// (no privilege needed); never lowers it. A process that holds thousands of sockets (the load
+/// test) needs more than the usual soft default of 1024.
+pub fn raise_nofile_limit(wanted: u64) -> io::Result<NofileLimit> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable `rlimit` that getrlimit fills; no other memory is touched.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let (before, hard) = (lim.rlim_cur, lim.rlim_max);
+    if before >= wanted || before >= hard {
+        return Ok(NofileLimit {
+            before,
+            now: before,
+            hard,
+        });
+    }
+    let raised = libc::rlimit {
+        rlim_cur: hard,
+        rlim_max: hard,
+    };
+    // SAFETY: `raised` is a valid `rlimit` read by setrlimit; a soft limit at most the hard limit
+    // needs no privilege and affects only this process's descriptor table.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(NofileLimit {
+        before,
+        now: raised.rlim_cur,
+        hard,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,5 +107,15 @@ mod tests {
         assert_eq!(peek(&s, &mut buf).unwrap(), 0);
         let s2 = into_std_stream(s);
         assert!(s2.peer_addr().is_ok());
+    }
+
+    #[test]
+    fn nofile_limit_is_raised_up_to_the_hard_limit_and_never_lowered() {
+        let first = raise_nofile_limit(0).unwrap();
+        assert_eq!(first.now, first.before, "asking for less changes nothing");
+        let up = raise_nofile_limit(u64::MAX).unwrap();
+        assert_eq!(up.now, first.hard, "raised to the hard limit, no further");
+        let again = raise_nofile_limit(1).unwrap();
+        assert_eq!(again.now, first.hard, "never lowered");
     }
 }

@@ -145,6 +145,15 @@ impl TunnelRegistry {
         }
     }
 
+    /// Waits until every control session has ended (after [`TunnelRegistry::drain`], each ends once
+    /// its GoAway is written), or until `limit` passes.
+    pub async fn wait_drained(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.connected() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Parks an agent's idle data connection.
     pub fn park_data(&self, host_id: &str, stream: AgentStream, guard: ConnectionGuard) {
         let mut pools = self.pools();

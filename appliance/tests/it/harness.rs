@@ -75,6 +75,25 @@ impl Appliance {
         self.spawn(&config);
     }
 
+    /// Like [`Appliance::restart`], but on the proxy port it had, as an operator's restart:
+    /// agents come back to the address they know.
+    pub fn restart_same_port(&mut self) {
+        let addr = self.addr.clone();
+        let config = std::fs::read_to_string(self.dir.path().join("hop.yaml"))
+            .unwrap()
+            .replace(
+                "listen_addr: 127.0.0.1:0\n",
+                &format!("listen_addr: {addr}\n"),
+            );
+        let same_port = self.dir.path().join("hop-same-port.yaml");
+        std::fs::write(&same_port, config).unwrap();
+        self.addr.clear();
+        self.pin.clear();
+        self.banner.clear();
+        self.spawn(&same_port);
+        assert_eq!(self.addr, addr, "the restarted proxy must keep its port");
+    }
+
     fn spawn(&mut self, config: &Path) {
         let mut child = Command::new(HOP)
             .args(["start", "--config"])

@@ -5,4 +5,6 @@ mod audit;
 mod harness;
 mod login_flow;
 mod multiplexer;
+mod proxy_cert;
+mod reconnect;
 mod tunnels;
