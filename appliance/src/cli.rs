@@ -211,6 +211,9 @@ pub enum AdminCommand {
     /// Agents connected to the proxy now.
     #[command(subcommand)]
     Inventory(InventoryCommand),
+    /// SSH nodes connected to the proxy now (agents running the node service).
+    #[command(subcommand)]
+    Nodes(InventoryCommand),
     /// Manage users.
     #[command(subcommand)]
     Users(UsersCommand),

@@ -163,6 +163,7 @@ fn split_kind_name(resource: &str) -> (String, Option<String>) {
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     let ch = channel(&args).await?;
     let mut c = AuthAdminClient::new(ch);
+    let only_nodes = matches!(args.command, AdminCommand::Nodes(_));
     match args.command {
         AdminCommand::Status(Output { format }) => {
             let s = c
@@ -203,12 +204,16 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 table(&["CA", "SSH FINGERPRINT", "TLS KEY PIN"], &rows);
             }
         }
-        AdminCommand::Inventory(InventoryCommand::Ls(Output { format })) => {
-            let r = c
+        AdminCommand::Inventory(InventoryCommand::Ls(Output { format }))
+        | AdminCommand::Nodes(InventoryCommand::Ls(Output { format })) => {
+            let mut r = c
                 .list_inventory(ListInventoryRequest {})
                 .await
                 .map_err(status_error)?
                 .into_inner();
+            if only_nodes {
+                r.agents.retain(|a| a.services.iter().any(|s| s == "node"));
+            }
             if format != OutputFormat::Text {
                 let v: Vec<_> = r
                     .agents

@@ -173,6 +173,9 @@ fn tcp_app_through_an_agent_tunnel_byte_exact_rbac_and_rejoin() {
     let agent_dir = dir.join("agent-data");
     let agent = start_agent(&a, &agent_dir, Some(&token), &app_spec);
     let ids = wait_for_agents(&a, 1);
+    // An app agent is inventory, not an SSH node.
+    let nodes = a.ok(&["admin", "nodes", "ls", "--format", "json"]);
+    assert_eq!(nodes.trim(), "[]", "{nodes}");
     let (_, m) = a.diag_get("/metrics");
     assert!(m.contains("hop_proxy_tunnels_connected 1"), "{m}");
 
