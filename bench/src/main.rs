@@ -1,1 +1,336 @@
-fn main() {}
+//! `hop-bench`: scenario benchmarks that run the real `hop` binary beside its peers on loopback.
+//!
+//! One command per scenario (`relay`, `handshake`, `latency`, `idle`) starts everything itself —
+//! hop (Auth + Proxy), an app agent joined by token, `hop proxy app`, HAProxy and nginx chains of
+//! the same shape, and Rust targets and load generators in this process — runs every contender
+//! in turn for each repetition, and prints one table (Markdown) or JSON with medians, spreads,
+//! ratios to the reference contenders and CPU-seconds per process. Everything it starts is
+//! stopped by PID when the run ends, also on error. See `bench/README.md`.
+
+#![forbid(unsafe_code)]
+
+mod contender;
+mod hop;
+mod load;
+mod peers;
+mod pki;
+mod procs;
+mod report;
+mod scenarios;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+use serde_json::json;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// Bulk throughput through the full path (1 and 16 streams), CPU-seconds per GB per process.
+    Relay,
+    /// New sessions per second through the full path, CPU per session per process.
+    Handshake,
+    /// Request/response round trips on one connection: p50/p99.
+    Latency,
+    /// Proxy memory (RSS growth) per idle established session.
+    Idle,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::Relay => "relay",
+            Scenario::Handshake => "handshake",
+            Scenario::Latency => "latency",
+            Scenario::Idle => "idle",
+        }
+    }
+    fn default_contenders(self) -> &'static [&'static str] {
+        match self {
+            Scenario::Relay | Scenario::Latency => &["direct", "hop", "haproxy", "nginx"],
+            Scenario::Handshake => &["direct", "hop", "haproxy", "haproxy-resume", "nginx"],
+            Scenario::Idle => &["hop", "haproxy", "nginx"],
+        }
+    }
+    /// Default measured window per run, seconds.
+    fn default_seconds(self) -> f64 {
+        match self {
+            Scenario::Relay | Scenario::Handshake => 3.0,
+            Scenario::Latency => 2.0,
+            Scenario::Idle => 0.0,
+        }
+    }
+}
+
+/// Scenario benchmarks: hop beside direct, HAProxy and nginx, on loopback.
+#[derive(Debug, Parser)]
+#[command(name = "hop-bench", version)]
+struct Cli {
+    /// Which scenario to run.
+    #[arg(value_enum)]
+    scenario: Scenario,
+    /// Print the report as JSON (raw samples, medians table, settings) instead of Markdown.
+    #[arg(long)]
+    json: bool,
+    /// Repetitions of every contender (interleaved).
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Measured window per run in seconds [default: relay 3, handshake 3, latency 2].
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Warm-up before each measured window, in seconds.
+    #[arg(long, default_value_t = 0.5)]
+    warmup: f64,
+    /// Contenders to run, comma separated: direct, hop, haproxy, haproxy-resume, nginx
+    /// [default: per scenario].
+    #[arg(long, value_delimiter = ',')]
+    contenders: Vec<String>,
+    /// relay: parallel streams per case, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,16")]
+    streams: Vec<usize>,
+    /// handshake: concurrent clients opening sessions.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// latency: bytes per request and per response.
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// idle: sessions held open at once.
+    #[arg(long, default_value_t = 2000)]
+    sessions: usize,
+    /// The hop binary [default: build and use <workspace>/target/release/hop].
+    #[arg(long)]
+    hop: Option<PathBuf>,
+    /// Do not run `cargo build --release -p hop` first.
+    #[arg(long)]
+    no_build: bool,
+    /// Do not apt-get install missing peers (they are skipped instead).
+    #[arg(long)]
+    no_install: bool,
+    /// hop: `proxy_service.workers` [default: hop's, one per core].
+    #[arg(long)]
+    hop_workers: Option<usize>,
+    /// hop: the agent's warm pool of data connections (`app_service.tunnel_pool_size`).
+    #[arg(long, default_value_t = 16)]
+    pool_size: usize,
+    /// Save this run as baseline NAME (target/hop-bench/SCENARIO/NAME.json).
+    #[arg(long, value_name = "NAME")]
+    save_baseline: Option<String>,
+    /// Compare with saved baseline NAME: adds a column with the primary figure's ratio.
+    #[arg(long, value_name = "NAME")]
+    baseline: Option<String>,
+}
+
+fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| if p.is_relative() { root.join(p) } else { p })
+        .unwrap_or_else(|| root.join("target"))
+}
+
+/// The hop binary: `--hop`, else the workspace's release build (built first unless --no-build).
+fn hop_binary(cli: &Cli, root: &Path) -> anyhow::Result<PathBuf> {
+    if let Some(p) = &cli.hop {
+        return Ok(p.clone());
+    }
+    if !cli.no_build {
+        eprintln!("hop-bench: cargo build --release -p hop");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let st = Command::new(cargo)
+            .args(["build", "--release", "-p", "hop"])
+            .current_dir(root)
+            .status()
+            .context("running cargo build --release -p hop")?;
+        if !st.success() {
+            bail!("cargo build --release -p hop failed");
+        }
+    }
+    let p = target_dir(root).join("release").join("hop");
+    if !p.is_file() {
+        bail!(
+            "{} does not exist: run `cargo build --release -p hop` or pass --hop PATH",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(&cli) {
+        eprintln!("ERROR: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
+    let root = workspace_root();
+    let scenario = cli.scenario;
+    let names: Vec<String> = if cli.contenders.is_empty() {
+        scenario
+            .default_contenders()
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    } else {
+        cli.contenders.clone()
+    };
+    const KNOWN: [&str; 5] = ["direct", "hop", "haproxy", "haproxy-resume", "nginx"];
+    if let Some(bad) = names.iter().find(|n| !KNOWN.contains(&n.as_str())) {
+        bail!("unknown contender {bad:?}; expected {}", KNOWN.join(", "));
+    }
+    if cli.repeat == 0 {
+        bail!("--repeat must be at least 1");
+    }
+    let baseline = match &cli.baseline {
+        Some(name) => Some(report::load(&report::baseline_path(
+            &target_dir(&root),
+            scenario.name(),
+            name,
+        ))?),
+        None => None,
+    };
+    let hop_bin = hop_binary(cli, &root)?;
+    if names.iter().any(|n| n == "hop") {
+        peers::ensure("oathtool", &["oathtool"], !cli.no_install);
+    }
+    let wants = |p: &str| names.iter().any(|n| n.starts_with(p));
+    let haproxy = wants("haproxy")
+        .then(|| peers::ensure("haproxy", &["haproxy"], !cli.no_install))
+        .flatten();
+    let nginx = wants("nginx")
+        .then(|| peers::ensure_nginx(!cli.no_install))
+        .flatten();
+    if scenario == Scenario::Idle {
+        let needed = cli.sessions * 2 + 256;
+        let limit = std::fs::read_to_string("/proc/self/limits")
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .and_then(|l| {
+                l.split_whitespace()
+                    .nth(3)
+                    .and_then(|v| v.parse::<usize>().ok())
+            })
+            .unwrap_or(usize::MAX);
+        if needed > limit {
+            bail!(
+                "--sessions {} needs about {needed} open files in this process and in each proxy; \
+                 the limit is {limit} (raise it with `ulimit -n`)",
+                cli.sessions
+            );
+        }
+    }
+
+    let dir = tempfile::Builder::new()
+        .prefix("hop-bench-pki-")
+        .tempdir()?;
+    let pki = pki::Pki::write(dir.path())?;
+    let env = scenarios::Env {
+        hop: hop::HopOptions {
+            binary: hop_bin.clone(),
+            workers: cli.hop_workers,
+            pool_size: cli.pool_size,
+        },
+        haproxy: haproxy.clone(),
+        nginx: nginx.clone(),
+        pki,
+        repeat: cli.repeat,
+        window: Duration::from_secs_f64(cli.seconds.unwrap_or(scenario.default_seconds())),
+        warmup: Duration::from_secs_f64(cli.warmup),
+        _dir: dir,
+    };
+
+    let mut meta = report::Meta::collect(&root);
+    if let Some(v) = procs::first_line(&hop_bin, &["--version"]) {
+        meta.versions.insert("hop".into(), v);
+    }
+    if let Some(b) = &haproxy
+        && let Some(v) = procs::first_line(b, &["-v"])
+    {
+        meta.versions.insert("haproxy".into(), v);
+    }
+    if let Some(b) = &nginx
+        && let Some(v) = procs::first_line(b, &["-v"])
+    {
+        meta.versions.insert("nginx".into(), v);
+    }
+    let mut settings = BTreeMap::new();
+    settings.insert("repeat".to_string(), json!(cli.repeat));
+    match scenario {
+        Scenario::Relay => {
+            settings.insert("seconds".into(), json!(env.window.as_secs_f64()));
+            settings.insert("warmup".into(), json!(cli.warmup));
+            settings.insert("streams".into(), json!(cli.streams));
+        }
+        Scenario::Handshake => {
+            settings.insert("seconds".into(), json!(env.window.as_secs_f64()));
+            settings.insert("warmup".into(), json!(cli.warmup));
+            settings.insert("concurrency".into(), json!(cli.concurrency));
+        }
+        Scenario::Latency => {
+            settings.insert("seconds".into(), json!(env.window.as_secs_f64()));
+            settings.insert("warmup".into(), json!(cli.warmup));
+            settings.insert("size".into(), json!(cli.size));
+        }
+        Scenario::Idle => {
+            settings.insert("sessions".into(), json!(cli.sessions));
+        }
+    }
+    if names.iter().any(|n| n == "hop") {
+        settings.insert(
+            "hop_workers".into(),
+            json!(
+                cli.hop_workers
+                    .map(|w| w.to_string())
+                    .unwrap_or_else(|| "default".into())
+            ),
+        );
+        settings.insert("hop_pool_size".into(), json!(cli.pool_size));
+    }
+    let mut report = report::Report {
+        scenario: scenario.name().into(),
+        meta,
+        settings,
+        contenders: vec![],
+        rows: vec![],
+        notes: vec![],
+        table: vec![],
+    };
+    match scenario {
+        Scenario::Relay => scenarios::relay(&env, &names, &cli.streams, &mut report)?,
+        Scenario::Handshake => scenarios::handshake(&env, &names, cli.concurrency, &mut report)?,
+        Scenario::Latency => scenarios::latency(&env, &names, cli.size, &mut report)?,
+        Scenario::Idle => scenarios::idle(&env, &names, cli.sessions, &mut report)?,
+    }
+    report.meta.loadavg_after = report::loadavg();
+    if names.iter().any(|n| n == "hop") {
+        report.notes.push(
+            "hop today relays on the proxy's tokio control-plane runtime (hop-tcp sessions are \
+             handed from the io_uring workers to it after classification), not yet on the \
+             io_uring workers; the agent and `hop proxy app` relay with tokio too"
+                .into(),
+        );
+    }
+    if let Some(b) = &baseline {
+        scenarios::add_baseline_column(&mut report, b);
+    }
+    if let Some(name) = &cli.save_baseline {
+        let path = report::baseline_path(&target_dir(&root), scenario.name(), name);
+        report::save(&report, &path)?;
+        eprintln!("hop-bench: saved baseline {}", path.display());
+    }
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        report::print_text(&report);
+    }
+    Ok(())
+}

@@ -1,0 +1,244 @@
+//! Processes the harness starts, and what it reads about them from `/proc`.
+//!
+//! This module owns the life of every child process (hop, agents, `hop proxy app`, HAProxy, nginx):
+//! each is a [`Spawned`] that is killed by PID when dropped, so a scenario that fails half-way
+//! still stops everything it started. Where util-linux `setpriv` is present, children also get
+//! `SIGKILL` as their parent-death signal, so even a harness killed with `SIGKILL` leaves nothing
+//! behind. It reads CPU time (`/proc/PID/stat` utime+stime) and resident memory
+//! (`/proc/PID/status` VmRSS); it never signals a process it did not start.
+
+use std::fs::File;
+use std::io::Read as _;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+
+/// A child process that is killed (by its PID) and reaped when dropped.
+#[derive(Debug)]
+pub struct Spawned {
+    pub name: String,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Spawned {
+    /// Starts `cmd` with standard output and error appended to `log` (standard output is left
+    /// alone when the caller already set it, e.g. to read a banner).
+    pub fn start(
+        name: &str,
+        mut cmd: Command,
+        log: &Path,
+        keep_stdout: bool,
+    ) -> anyhow::Result<Self> {
+        let f = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        if !keep_stdout {
+            cmd.stdout(Stdio::from(f.try_clone()?));
+        }
+        cmd.stderr(Stdio::from(f)).stdin(Stdio::null());
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {name} ({cmd:?})"))?;
+        Ok(Self {
+            name: name.to_string(),
+            child,
+            log: log.to_path_buf(),
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn child_mut(&mut self) -> &mut Child {
+        &mut self.child
+    }
+
+    /// An error naming the process and the end of its log, if it has exited.
+    pub fn check_running(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!(
+                "{} exited ({status}); end of its log {}:\n{}",
+                self.name,
+                self.log.display(),
+                log_tail(&self.log, 30)
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The last `lines` lines of a log file.
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn have_setpriv() -> bool {
+    static HAVE: OnceLock<bool> = OnceLock::new();
+    *HAVE.get_or_init(|| {
+        Command::new("setpriv")
+            .arg("--help")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains("--pdeathsig"))
+            .unwrap_or(false)
+    })
+}
+
+/// A command for a long-running child. With `setpriv`, the child gets SIGKILL when the harness
+/// dies (setpriv execs the program, so the PID is the program's). The parent-death signal follows
+/// the spawning thread: long-running children are started from the main thread only.
+pub fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    if have_setpriv() {
+        let mut c = Command::new("setpriv");
+        c.args(["--pdeathsig", "KILL", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn clock_ticks() -> f64 {
+    static TCK: OnceLock<f64> = OnceLock::new();
+    *TCK.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// Parses utime+stime (clock ticks) out of a `/proc/PID/stat` line.
+pub fn parse_stat_ticks(stat: &str) -> Option<u64> {
+    // The command name (field 2) may hold spaces and parentheses: fields restart after the last ')'.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest[0] is field 3 (state); utime is field 14, stime field 15.
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// CPU seconds (user + system, all threads) a process has used so far.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(parse_stat_ticks(&stat)? as f64 / clock_ticks())
+}
+
+/// CPU seconds the whole machine has spent busy (all CPUs; user, nice, system, irq, softirq,
+/// steal) since boot, from the first line of `/proc/stat`.
+pub fn machine_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let f: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let busy = f.first()? + f.get(1)? + f.get(2)? + f.get(5)? + f.get(6)? + f.get(7)?;
+    Some(busy as f64 / clock_ticks())
+}
+
+/// Parses VmRSS (KiB) out of `/proc/PID/status`.
+pub fn parse_rss_kib(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Resident memory of a process in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    parse_rss_kib(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Waits until something listens on 127.0.0.1:`port`, read from `/proc/net/tcp` so that no probe
+/// connection reaches the listener.
+pub fn wait_listening(port: u16, limit: Duration) -> anyhow::Result<()> {
+    let needle = format!(":{port:04X} 00000000:0000 0A");
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let mut text = String::new();
+        if let Ok(mut f) = File::open("/proc/net/tcp") {
+            let _ = f.read_to_string(&mut text);
+        }
+        if text.contains(&needle) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(anyhow!(
+        "nothing listens on 127.0.0.1:{port} after {limit:?}"
+    ))
+}
+
+/// A program on PATH (or in /usr/sbin, where Debian puts haproxy and nginx).
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The first line a command prints (standard output, else standard error), for version notes.
+pub fn first_line(program: &Path, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    let text = if out.stdout.is_empty() {
+        out.stderr
+    } else {
+        out.stdout
+    };
+    String::from_utf8_lossy(&text)
+        .lines()
+        .next()
+        .map(|l| l.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_and_status_parsing() {
+        let stat = "1234 (hop (x) y) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 9 0 1000 \
+                    100000 2000 18446744073709551615";
+        assert_eq!(parse_stat_ticks(stat), Some(325));
+        assert_eq!(parse_stat_ticks("garbage"), None);
+        let status = "Name:\thop\nVmPeak:\t  9999 kB\nVmRSS:\t   20480 kB\nThreads:\t5\n";
+        assert_eq!(parse_rss_kib(status), Some(20480));
+        assert_eq!(parse_rss_kib("Name: x\n"), None);
+    }
+
+    #[test]
+    fn own_process_is_readable() {
+        let pid = std::process::id();
+        assert!(cpu_seconds(pid).is_some());
+        assert!(rss_kib(pid).unwrap() > 0);
+    }
+}
