@@ -101,6 +101,26 @@ fn print_docs(docs: &[serde_json::Value], format: OutputFormat) -> anyhow::Resul
     Ok(())
 }
 
+/// Resources of a kind (all of them when `name` is empty) as JSON documents.
+async fn get_docs(
+    c: &mut AuthAdminClient<Channel>,
+    kind: &str,
+    name: &str,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let r = c
+        .get_resources(GetResourcesRequest {
+            kind: kind.into(),
+            name: name.into(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    Ok(r.json
+        .iter()
+        .map(|j| serde_json::from_str(j))
+        .collect::<Result<_, _>>()?)
+}
+
 fn strs(v: &serde_json::Value) -> Vec<String> {
     v.as_array()
         .map(|a| {
@@ -293,19 +313,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             out: Output { format },
         } => {
             let (kind, name) = split_kind_name(&resource);
-            let r = c
-                .get_resources(GetResourcesRequest {
-                    kind,
-                    name: name.unwrap_or_default(),
-                })
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            let docs: Vec<serde_json::Value> = r
-                .json
-                .iter()
-                .map(|j| serde_json::from_str(j))
-                .collect::<Result<_, _>>()?;
+            let docs = get_docs(&mut c, &kind, name.as_deref().unwrap_or_default()).await?;
             print_docs(
                 &docs,
                 if format == OutputFormat::Text {
@@ -412,19 +420,7 @@ async fn users(c: &mut AuthAdminClient<Channel>, cmd: UsersCommand) -> anyhow::R
             println!("User {name:?} has been deleted");
         }
         UsersCommand::Ls(Output { format }) => {
-            let r = c
-                .get_resources(GetResourcesRequest {
-                    kind: "user".into(),
-                    name: String::new(),
-                })
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            let docs: Vec<serde_json::Value> = r
-                .json
-                .iter()
-                .map(|j| serde_json::from_str(j))
-                .collect::<Result<_, _>>()?;
+            let docs = get_docs(c, "user", "").await?;
             if format != OutputFormat::Text {
                 return print_docs(&docs, format);
             }
@@ -493,19 +489,7 @@ async fn tokens(c: &mut AuthAdminClient<Channel>, cmd: TokensCommand) -> anyhow:
             }
         }
         TokensCommand::Ls(Output { format }) => {
-            let r = c
-                .get_resources(GetResourcesRequest {
-                    kind: "token".into(),
-                    name: String::new(),
-                })
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            let docs: Vec<serde_json::Value> = r
-                .json
-                .iter()
-                .map(|j| serde_json::from_str(j))
-                .collect::<Result<_, _>>()?;
+            let docs = get_docs(c, "token", "").await?;
             if format != OutputFormat::Text {
                 return print_docs(&docs, format);
             }

@@ -310,29 +310,24 @@ fn tcp_app_through_an_agent_tunnel_byte_exact_rbac_and_rejoin() {
     assert_eq!(again, ids, "the restarted agent must keep its identity");
 }
 
+/// Starts an app agent that is expected to fail at its join; returns how it ended.
+fn join_once(a: &Appliance, data: &Path, token: &str) -> std::process::Output {
+    Command::new(HOP)
+        .args([
+            "start", "--roles", "app", "--proxy", &a.addr, "--ca-pin", &a.pin, "--token", token,
+        ])
+        .args(["--app", "name=x,uri=tcp://127.0.0.1:9", "--data-dir"])
+        .arg(data)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn join_tokens_are_checked() {
     let a = Appliance::start("");
     let dir = a.dir.path().to_path_buf();
     // A wrong token.
-    let out = Command::new(HOP)
-        .args([
-            "start",
-            "--roles",
-            "app",
-            "--proxy",
-            &a.addr,
-            "--ca-pin",
-            &a.pin,
-            "--token",
-            "0123456789abcdef0123",
-            "--app",
-            "name=x,uri=tcp://127.0.0.1:9",
-            "--data-dir",
-        ])
-        .arg(dir.join("bad"))
-        .output()
-        .unwrap();
+    let out = join_once(&a, &dir.join("bad"), "0123456789abcdef0123");
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("join token is not valid"),
@@ -347,24 +342,7 @@ fn join_tokens_are_checked() {
         .trim(),
     )
     .unwrap();
-    let out = Command::new(HOP)
-        .args([
-            "start",
-            "--roles",
-            "app",
-            "--proxy",
-            &a.addr,
-            "--ca-pin",
-            &a.pin,
-            "--token",
-            tok["token"].as_str().unwrap(),
-            "--app",
-            "name=x,uri=tcp://127.0.0.1:9",
-            "--data-dir",
-        ])
-        .arg(dir.join("bad2"))
-        .output()
-        .unwrap();
+    let out = join_once(&a, &dir.join("bad2"), tok["token"].as_str().unwrap());
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("does not allow the app role"),
