@@ -15,6 +15,10 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
+/// Bytes buffered per direction of a relayed session: one TLS record's worth of plaintext, so
+/// an idle session holds 32 KiB of relay buffers rather than more.
+const RELAY_BUFFER: usize = 16 * 1024;
+
 /// ALPN of an agent's control connection.
 pub const ALPN_TUNNEL: &[u8] = b"hop-tunnel";
 /// ALPN of an agent's pooled data connection.
@@ -138,7 +142,7 @@ where
     if !b_pending.is_empty() {
         a.write_all(&b_pending).await?;
     }
-    let copy = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, 64 * 1024, 64 * 1024);
+    let copy = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, RELAY_BUFFER, RELAY_BUFFER);
     let (x, y) = match idle {
         None => copy.await?,
         Some(idle) => {
