@@ -4,30 +4,20 @@
 //! replay of already stored ids must be recognised as repeats.
 
 use std::collections::HashMap;
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
-use std::io::{BufRead, BufReader, Write};
-use std::process::Stdio;
-use std::sync::{Arc, Mutex, mpsc};
+use std::io::Write;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hop_storage::{
     AuditConfig, AuditEvent, AuditLog, Order, SearchQuery, StoredEvent, SystemClock,
 };
 
-use crate::support::{audit_path, self_test_command};
+use crate::support::{acknowledged_until_killed, audit_path, self_test_command};
 
 const CRASH_DIR_ENV: &str = "HOP_AUDIT_CRASH_DIR";
 const ROUND_ENV: &str = "HOP_AUDIT_CRASH_ROUND";
 const ROUNDS: usize = 5;
 const THREADS: usize = 8;
-
-/// A random kill delay in 50..400 ms, from std's per-process random hash keys.
-fn kill_delay() -> Duration {
-    let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u8(0);
-    Duration::from_millis(50 + hasher.finish() % 350)
-}
 
 fn open(dir: &std::path::Path) -> AuditLog {
     AuditLog::open(
@@ -51,48 +41,10 @@ fn acknowledged_events_survive_sigkill_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let mut acknowledged: Vec<String> = Vec::new();
     for round in 0..ROUNDS {
-        let mut child = self_test_command(module_path!(), "audit_crash_child_writer")
-            .env(CRASH_DIR_ENV, dir.path())
-            .env(ROUND_ENV, round.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            let mut stdout = BufReader::new(stdout);
-            let mut line = String::new();
-            // A line cut short by the kill has no newline and does not count.
-            while stdout.read_line(&mut line).unwrap_or(0) > 0 && line.ends_with('\n') {
-                if let Some(id) = line.trim_end().strip_prefix("ACK ")
-                    && tx.send(id.to_owned()).is_err()
-                {
-                    break;
-                }
-                line.clear();
-            }
-        });
-        let first = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(id) => id,
-            Err(err) => {
-                let _ = child.kill();
-                panic!(
-                    "round {round}: child acknowledged nothing ({err}): {:?}",
-                    child.wait()
-                );
-            }
-        };
-        let delay = kill_delay();
-        std::thread::sleep(delay);
-        child.kill().unwrap();
-        child.wait().unwrap();
-        reader.join().unwrap();
-        let round_ids: Vec<String> = std::iter::once(first).chain(rx.try_iter()).collect();
-        eprintln!(
-            "round {round}: killed after {delay:?} and {} acknowledged events",
-            round_ids.len()
-        );
+        let mut cmd = self_test_command(module_path!(), "audit_crash_child_writer");
+        cmd.env(CRASH_DIR_ENV, dir.path());
+        cmd.env(ROUND_ENV, round.to_string());
+        let round_ids = acknowledged_until_killed(cmd, "ACK ", round);
         acknowledged.extend(round_ids);
 
         let log = open(dir.path());

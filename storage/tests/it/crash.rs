@@ -1,17 +1,13 @@
 //! Crash injection: a child process writes as fast as it can and is killed with SIGKILL at a
 //! random moment; every put it acknowledged (printed after `put` returned) must survive.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
-use std::io::{BufRead, BufReader, Write};
-use std::process::Stdio;
+use std::io::Write;
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use hop_storage::{Backend, PutOptions, RedbBackend, SystemClock, prefix_end};
 
-use crate::support::{db_path, self_test_command};
+use crate::support::{acknowledged_until_killed, db_path, self_test_command};
 
 const CRASH_DIR_ENV: &str = "HOP_STORAGE_CRASH_DIR";
 const ROUNDS: usize = 5;
@@ -25,63 +21,15 @@ fn value_for(key: &str) -> Vec<u8> {
     value
 }
 
-/// A random kill delay in 50..400 ms, from std's per-process random hash keys.
-fn kill_delay() -> Duration {
-    let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u8(0);
-    Duration::from_millis(50 + hasher.finish() % 350)
-}
-
 #[test]
 fn acknowledged_puts_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(dir.path());
     let mut acknowledged: Vec<String> = Vec::new();
     for round in 0..ROUNDS {
-        let mut child = self_test_command(module_path!(), "crash_child_writer")
-            .env(CRASH_DIR_ENV, dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            let mut stdout = BufReader::new(stdout);
-            let mut line = String::new();
-            // A line cut short by the kill has no newline and does not count.
-            while stdout.read_line(&mut line).unwrap_or(0) > 0 && line.ends_with('\n') {
-                if let Some(key) = line.trim_end().strip_prefix("KEY ")
-                    && tx.send(key.to_owned()).is_err()
-                {
-                    break;
-                }
-                line.clear();
-            }
-        });
-
-        // Time the kill from the first acknowledged write, so it lands mid-stream even when
-        // the child is slow to start on a busy machine.
-        let first = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(key) => key,
-            Err(err) => {
-                let _ = child.kill();
-                panic!(
-                    "round {round}: child wrote nothing ({err}): {:?}",
-                    child.wait()
-                );
-            }
-        };
-        let delay = kill_delay();
-        std::thread::sleep(delay);
-        child.kill().unwrap();
-        child.wait().unwrap();
-        reader.join().unwrap();
-        let round_keys: Vec<String> = std::iter::once(first).chain(rx.try_iter()).collect();
-        eprintln!(
-            "round {round}: killed after {delay:?} and {} acknowledged puts",
-            round_keys.len()
-        );
+        let mut cmd = self_test_command(module_path!(), "crash_child_writer");
+        cmd.env(CRASH_DIR_ENV, dir.path());
+        let round_keys = acknowledged_until_killed(cmd, "KEY ", round);
         acknowledged.extend(round_keys);
 
         let backend = RedbBackend::open(&path, Arc::new(SystemClock)).unwrap();

@@ -74,3 +74,64 @@ pub fn numbered_event(i: usize) -> hop_storage::AuditEvent {
         .with_session_id(format!("sess-{}", i % 50))
         .with_field("n", i)
 }
+
+/// Runs `child` (a writer that prints `<prefix><id>` after each acknowledged write), kills it
+/// with SIGKILL 50–400 ms after its first acknowledgement, and returns every id it acknowledged
+/// (a line cut short by the kill does not count).
+pub fn acknowledged_until_killed(
+    mut child: Command,
+    prefix: &'static str,
+    round: usize,
+) -> Vec<String> {
+    use std::io::{BufRead, BufReader};
+    let mut child = child
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut stdout = BufReader::new(stdout);
+        let mut line = String::new();
+        while stdout.read_line(&mut line).unwrap_or(0) > 0 && line.ends_with('\n') {
+            if let Some(id) = line.trim_end().strip_prefix(prefix)
+                && tx.send(id.to_owned()).is_err()
+            {
+                break;
+            }
+            line.clear();
+        }
+    });
+    // Time the kill from the first acknowledgement, so it lands mid-stream even when the child is
+    // slow to start on a busy machine.
+    let first = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(id) => id,
+        Err(err) => {
+            let _ = child.kill();
+            panic!(
+                "round {round}: child acknowledged nothing ({err}): {:?}",
+                child.wait()
+            );
+        }
+    };
+    let delay = kill_delay();
+    std::thread::sleep(delay);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    reader.join().unwrap();
+    let ids: Vec<String> = std::iter::once(first).chain(rx.try_iter()).collect();
+    eprintln!(
+        "round {round}: killed after {delay:?} and {} acknowledged writes",
+        ids.len()
+    );
+    ids
+}
+
+/// A random kill delay in 50..400 ms, from std's per-process random hash keys.
+fn kill_delay() -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u8(0);
+    Duration::from_millis(50 + hasher.finish() % 350)
+}
