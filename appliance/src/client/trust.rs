@@ -42,13 +42,22 @@ pub fn normalize_pin(pin: &str) -> anyhow::Result<String> {
     Ok(format!("sha256:{}", hex_part.to_ascii_lowercase()))
 }
 
+/// The two verifiers that do not delegate to webpki's roots: a CA pin, or nothing (`--insecure`).
+/// Handshake signatures are always checked, whatever the mode.
 #[derive(Debug)]
-struct PinVerifier {
-    pin: String,
+enum CustomCheck {
+    /// `sha256:<hex>` of the SubjectPublicKeyInfo of a CA the chain must contain.
+    Pin(String),
+    Insecure,
+}
+
+#[derive(Debug)]
+struct CustomVerifier {
+    check: CustomCheck,
     provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
-impl ServerCertVerifier for PinVerifier {
+impl ServerCertVerifier for CustomVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -57,13 +66,16 @@ impl ServerCertVerifier for PinVerifier {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, TlsError> {
+        let pin = match &self.check {
+            CustomCheck::Insecure => return Ok(ServerCertVerified::assertion()),
+            CustomCheck::Pin(pin) => pin,
+        };
         let anchor = intermediates
             .iter()
-            .find(|c| hop_ca::ca_pin(c.as_ref()).is_ok_and(|p| p == self.pin))
+            .find(|c| hop_ca::ca_pin(c.as_ref()).is_ok_and(|p| p == *pin))
             .ok_or_else(|| {
                 TlsError::General(format!(
-                    "the proxy's certificate chain has no CA matching the pin {}; check --ca-pin against `hop admin status` on the cluster",
-                    self.pin
+                    "the proxy's certificate chain has no CA matching the pin {pin}; check --ca-pin against `hop admin status` on the cluster"
                 ))
             })?;
         let mut roots = RootCertStore::empty();
@@ -112,41 +124,6 @@ impl ServerCertVerifier for PinVerifier {
     }
 }
 
-#[derive(Debug)]
-struct InsecureVerifier(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for InsecureVerifier {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, TlsError> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, TlsError> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, TlsError> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 /// A client certificate for mutual TLS (PEM chain and PKCS#8 key).
 #[derive(Debug, Clone)]
 pub struct ClientCert {
@@ -165,11 +142,14 @@ pub fn client_config(
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| anyhow!("TLS versions: {e}"))?;
     let verifier: Arc<dyn ServerCertVerifier> = match trust {
-        Trust::Pin(pin) => Arc::new(PinVerifier {
-            pin: normalize_pin(pin)?,
+        Trust::Pin(pin) => Arc::new(CustomVerifier {
+            check: CustomCheck::Pin(normalize_pin(pin)?),
             provider: provider.clone(),
         }),
-        Trust::Insecure => Arc::new(InsecureVerifier(provider.clone())),
+        Trust::Insecure => Arc::new(CustomVerifier {
+            check: CustomCheck::Insecure,
+            provider: provider.clone(),
+        }),
         Trust::CaPem(pem) => {
             let mut roots = RootCertStore::empty();
             for c in parse_chain(pem)? {
