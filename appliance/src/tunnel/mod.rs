@@ -72,13 +72,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FramedStream<S> {
                 // decode() reports oversized lengths itself; this is a belt for the braces.
                 return Err(FrameIoError::Closed);
             }
-            let mut chunk = [0u8; 4096];
-            let n = self.stream.read(&mut chunk).await?;
+            // Read into the frame buffer's spare room rather than a stack array: a connection
+            // that waits for its next frame (every agent's control tunnel) then holds only a
+            // small heap buffer, not 4 KiB inside the pending future.
+            if self.buf.capacity() - self.buf.len() < 256 {
+                self.buf.reserve(1024);
+            }
+            let n = self.stream.read_buf(&mut self.buf).await?;
             if n == 0 {
                 return Err(FrameIoError::Closed);
             }
-            self.buf
-                .extend_from_slice(chunk.get(..n).unwrap_or_default());
         }
     }
 
