@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Proxy RSS per agent with N simulated agents (release build).
+# Proxy RSS per agent tunnel with N simulated agents (release build; loopback ports 4190/4191).
+# Usage: bench/scripts/agent-memory.sh [N]
 set -euo pipefail
 N=${1:-1000}
-H=/work/main/target/release/hop
+H=${HOP:-$(git -C "$(dirname "$0")" rev-parse --show-toplevel)/target/release/hop}  # cargo build --release -p hop first
 D=$(mktemp -d)
 cat > $D/hop.yaml <<CFG
 version: v1
