@@ -13,12 +13,14 @@ mod client;
 mod config;
 mod dataplane;
 mod diag;
+mod host;
 mod logging;
 mod metrics;
 mod platform;
 mod proxy;
 mod signals;
 mod start;
+mod timestamps;
 mod tunnel;
 
 use std::path::{Path, PathBuf};

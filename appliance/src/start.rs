@@ -34,11 +34,7 @@ pub const ADMIN_SOCKET: &str = "auth.sock";
 const TUNNEL_HEARTBEAT: Duration = Duration::from_secs(30);
 
 fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".into())
+    crate::host::host_name().unwrap_or_else(|| "localhost".into())
 }
 
 /// The `host:port` users should type, from public_addr or the listen address.

@@ -107,12 +107,6 @@ fn save(
     Ok(id)
 }
 
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
-}
-
 /// Joins the cluster with a token and stores the identity.
 pub async fn join(
     data_dir: &Path,
@@ -121,7 +115,15 @@ pub async fn join(
     role: &str,
     trust: &Trust,
 ) -> anyhow::Result<AgentIdentity> {
-    join_as(Some(data_dir), proxy, token, role, trust, &host_name()).await
+    join_as(
+        Some(data_dir),
+        proxy,
+        token,
+        role,
+        trust,
+        &crate::host::host_name().unwrap_or_default(),
+    )
+    .await
 }
 
 /// Joins the cluster with a token as `host_name`; stores the identity under `data_dir`, or keeps

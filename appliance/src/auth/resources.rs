@@ -66,11 +66,8 @@ pub fn ensure_cluster_name(
 }
 
 fn default_cluster_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .unwrap_or_default();
-    let host: String = host
-        .trim()
+    let host: String = crate::host::host_name()
+        .unwrap_or_default()
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
         .collect();

@@ -20,6 +20,7 @@ use super::ratelimit::LoginRateLimiter;
 use super::records::{CaKeys, InviteKind, InviteToken, PUBLIC_KINDS, UserSecrets, token_hash};
 use super::{password, resources, totp};
 use crate::metrics::Metrics;
+use crate::timestamps::rfc3339;
 
 /// The same words for every credential failure, so that a caller learns nothing about which part
 /// was wrong or whether the user exists.
@@ -176,16 +177,6 @@ fn unix(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
-}
-
-fn rfc3339(t: SystemTime) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix(t))
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| unix(t).to_string())
 }
 
 /// User names: what OpenSSH, PostgreSQL and certificates all accept.

@@ -21,6 +21,7 @@ use crate::cli::{
 };
 use crate::config::{DEFAULT_DATA_DIR, parse_duration};
 use crate::start::ADMIN_SOCKET;
+use crate::timestamps::rfc3339_unix as ts;
 
 async fn channel(args: &AdminArgs) -> anyhow::Result<Channel> {
     if let Some(addr) = &args.auth_server {
@@ -46,16 +47,6 @@ async fn channel(args: &AdminArgs) -> anyhow::Result<Channel> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
     admin_socket_channel(dir.join(ADMIN_SOCKET)).await
-}
-
-fn ts(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| unix.to_string())
 }
 
 /// Prints rows as an aligned table with a header.

@@ -17,6 +17,7 @@ use crate::auth::proto::auth_public_client::AuthPublicClient;
 use crate::auth::proto::{CompleteSignupRequest, LoginRequest, PingRequest};
 use crate::auth::totp;
 use crate::cli::{LoginArgs, OutputFormat, ProxyTrust, SignupArgs, StatusArgs};
+use crate::timestamps::rfc3339;
 
 fn trust_for(t: &ProxyTrust, saved_cas: Option<String>) -> anyhow::Result<Trust> {
     if t.insecure {
@@ -239,14 +240,7 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
         resp.username, resp.cluster_name, args.trust.proxy
     );
     println!("  Roles:   {}", resp.roles.join(", "));
-    println!(
-        "  Logins:  {}",
-        if resp.logins.is_empty() {
-            "(none)".into()
-        } else {
-            resp.logins.join(", ")
-        }
-    );
+    println!("  Logins:  {}", logins_text(&resp.logins));
     println!(
         "  Valid until: {} ({})",
         rfc3339(expires),
@@ -255,10 +249,13 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn rfc3339(t: SystemTime) -> String {
-    time::OffsetDateTime::from(t)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+/// Logins as a list for people.
+fn logins_text(logins: &[String]) -> String {
+    if logins.is_empty() {
+        "(none)".into()
+    } else {
+        logins.join(", ")
+    }
 }
 
 fn human_remaining(until: SystemTime) -> String {
@@ -317,14 +314,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
             println!("  Logged in as: {}", identity.username);
             println!("  Cluster:      {}", identity.cluster);
             println!("  Roles:        {}", identity.roles.join(", "));
-            println!(
-                "  Logins:       {}",
-                if identity.logins.is_empty() {
-                    "(none)".into()
-                } else {
-                    identity.logins.join(", ")
-                }
-            );
+            println!("  Logins:       {}", logins_text(&identity.logins));
             println!(
                 "  Valid until:  {} [{}]",
                 rfc3339(expires),
