@@ -210,3 +210,44 @@ mod tests {
         assert!(!is_expired(Some(t + std::time::Duration::from_nanos(1)), t));
     }
 }
+
+/// What a conditional write requires of the key's current state; shared by the backends so that
+/// put, create and compare-and-swap mean the same everywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Precondition {
+    None,
+    Absent,
+    Revision(u64),
+}
+
+impl Precondition {
+    /// The precondition of [`Backend::compare_and_swap`]'s `expected`.
+    pub(crate) fn for_cas(expected: Option<u64>) -> Self {
+        match expected {
+            Some(revision) => Precondition::Revision(revision),
+            None => Precondition::Absent,
+        }
+    }
+
+    /// Checks the precondition against the live revision of `key` (None: absent or expired).
+    pub(crate) fn check(self, key: &str, live: Option<u64>) -> Result<(), StorageError> {
+        match (self, live) {
+            (Precondition::None, _) | (Precondition::Absent, None) => Ok(()),
+            (Precondition::Absent, Some(_)) => Err(StorageError::AlreadyExists {
+                key: key.to_owned(),
+            }),
+            (Precondition::Revision(want), Some(have)) if want == have => Ok(()),
+            (Precondition::Revision(_), _) => Err(StorageError::Conflict {
+                key: key.to_owned(),
+            }),
+        }
+    }
+}
+
+/// A failed compare-and-swap is a conflict, whatever precondition failed.
+pub(crate) fn cas_error(err: StorageError) -> StorageError {
+    match err {
+        StorageError::AlreadyExists { key } => StorageError::Conflict { key },
+        other => other,
+    }
+}

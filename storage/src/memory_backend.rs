@@ -8,7 +8,10 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
-use crate::backend::{Backend, Event, EventFeed, Item, PutOptions, Watcher, in_range, is_expired};
+use crate::backend::{
+    Backend, Event, EventFeed, Item, Precondition, PutOptions, Watcher, cas_error, in_range,
+    is_expired,
+};
 use crate::clock::Clock;
 use crate::error::StorageError;
 
@@ -32,13 +35,6 @@ impl State {
             .get(key)
             .filter(|item| !is_expired(item.expires, clock.now()))
     }
-}
-
-/// What a conditional write requires of the key's current state.
-enum Precondition {
-    None,
-    Absent,
-    Revision(u64),
 }
 
 impl MemoryBackend {
@@ -67,20 +63,7 @@ impl MemoryBackend {
         let current = state
             .live(key, self.clock.as_ref())
             .map(|item| item.revision);
-        match (pre, current) {
-            (Precondition::None, _) | (Precondition::Absent, None) => {}
-            (Precondition::Absent, Some(_)) => {
-                return Err(StorageError::AlreadyExists {
-                    key: key.to_owned(),
-                });
-            }
-            (Precondition::Revision(want), Some(have)) if want == have => {}
-            (Precondition::Revision(_), _) => {
-                return Err(StorageError::Conflict {
-                    key: key.to_owned(),
-                });
-            }
-        }
+        pre.check(key, current)?;
         state.revision += 1;
         let item = Item {
             key: key.to_owned(),
@@ -114,14 +97,8 @@ impl Backend for MemoryBackend {
         value: &[u8],
         opts: PutOptions,
     ) -> Result<u64, StorageError> {
-        let pre = match expected {
-            Some(revision) => Precondition::Revision(revision),
-            None => Precondition::Absent,
-        };
-        self.write(key, value, opts, pre).map_err(|err| match err {
-            StorageError::AlreadyExists { key } => StorageError::Conflict { key },
-            other => other,
-        })
+        self.write(key, value, opts, Precondition::for_cas(expected))
+            .map_err(cas_error)
     }
 
     fn delete(&self, key: &str) -> Result<bool, StorageError> {

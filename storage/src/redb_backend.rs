@@ -18,7 +18,9 @@ use redb::{
     TableDefinition, TableError, TableHandle, WriteTransaction,
 };
 
-use crate::backend::{Backend, Event, EventFeed, Item, PutOptions, Watcher, is_expired};
+use crate::backend::{
+    Backend, Event, EventFeed, Item, Precondition, PutOptions, Watcher, cas_error, is_expired,
+};
 use crate::clock::Clock;
 use crate::codec;
 use crate::error::StorageError;
@@ -46,13 +48,6 @@ impl std::fmt::Debug for RedbBackend {
             .field("clock", &self.clock)
             .finish_non_exhaustive()
     }
-}
-
-/// What a conditional write requires of the key's current state.
-enum Precondition {
-    None,
-    Absent,
-    Revision(u64),
 }
 
 /// The live state of one key, as read inside a write transaction.
@@ -219,20 +214,7 @@ impl RedbBackend {
             let mut expiry = txn.open_table(EXPIRY).map_err(|e| self.err(e))?;
             let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
             let current = self.current(&items, key, now)?;
-            match (pre, current.live_revision) {
-                (Precondition::None, _) | (Precondition::Absent, None) => {}
-                (Precondition::Absent, Some(_)) => {
-                    return Err(StorageError::AlreadyExists {
-                        key: key.to_owned(),
-                    });
-                }
-                (Precondition::Revision(want), Some(have)) if want == have => {}
-                (Precondition::Revision(_), _) => {
-                    return Err(StorageError::Conflict {
-                        key: key.to_owned(),
-                    });
-                }
-            }
+            pre.check(key, current.live_revision)?;
             let revision = self.bump_revision(&mut meta)?;
             if let Some(old) = current.indexed_expiry {
                 expiry.remove((old, key)).map_err(|e| self.err(e))?;
@@ -293,14 +275,8 @@ impl Backend for RedbBackend {
         value: &[u8],
         opts: PutOptions,
     ) -> Result<u64, StorageError> {
-        let pre = match expected {
-            Some(revision) => Precondition::Revision(revision),
-            None => Precondition::Absent,
-        };
-        self.write(key, value, opts, pre).map_err(|err| match err {
-            StorageError::AlreadyExists { key } => StorageError::Conflict { key },
-            other => other,
-        })
+        self.write(key, value, opts, Precondition::for_cas(expected))
+            .map_err(cas_error)
     }
 
     fn delete(&self, key: &str) -> Result<bool, StorageError> {
