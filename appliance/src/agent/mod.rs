@@ -19,13 +19,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::anyhow;
 use hop_protocols::tunnel::{DialResult, Frame, Hello, PROTOCOL_VERSION, ResourceAnnouncement};
-use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::sync::{RwLock, watch};
 
 use self::backoff::Backoff;
 use self::identity::AgentIdentity;
-use crate::client::connect::split_host_port;
+use crate::client::connect::{dial_proxy, split_host_port};
 use crate::client::trust::{Trust, client_config};
 use crate::tunnel::{ALPN_TUNNEL, ALPN_TUNNEL_DATA, FramedStream, relay};
 
@@ -149,23 +148,7 @@ impl Shared {
     ) -> anyhow::Result<tokio_rustls::client::TlsStream<TcpStream>> {
         let id = self.identity.read().await.clone();
         let cfg = Arc::new(client_config(&id.trust(), Some(&id.cert), alpn)?);
-        let (host, port) = split_host_port(&self.settings.proxy)?;
-        let tcp = tokio::time::timeout(
-            Duration::from_secs(10),
-            TcpStream::connect((host.as_str(), port)),
-        )
-        .await
-        .map_err(|_| anyhow!("connecting to {host}:{port} timed out"))??;
-        tcp.set_nodelay(true)?;
-        let name = ServerName::try_from(host.clone())
-            .map_err(|_| anyhow!("invalid proxy host {host:?}"))?;
-        let tls = tokio::time::timeout(
-            Duration::from_secs(10),
-            tokio_rustls::TlsConnector::from(cfg).connect(name, tcp),
-        )
-        .await
-        .map_err(|_| anyhow!("TLS handshake with the proxy timed out"))??;
-        Ok(tls)
+        dial_proxy(&self.settings.proxy, cfg).await
     }
 
     fn hello(&self, host_id: &str) -> Frame {

@@ -11,10 +11,9 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use hop_protocols::tunnel::{Dial, Frame};
-use rustls::pki_types::ServerName;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::connect::{split_host_port, status_error, tls_channel};
+use super::connect::{dial_proxy, status_error, tls_channel};
 use super::profile::{self, Paths, Profile};
 use super::trust::{ClientCert, Trust, client_config};
 use crate::auth::proto::ListAppsRequest;
@@ -89,20 +88,7 @@ async fn open_session(
     app: &str,
     client: SocketAddr,
 ) -> anyhow::Result<(tokio_rustls::client::TlsStream<TcpStream>, Vec<u8>)> {
-    let (host, port) = split_host_port(&login.profile.proxy)?;
-    let tcp = tokio::time::timeout(
-        Duration::from_secs(10),
-        TcpStream::connect((host.as_str(), port)),
-    )
-    .await
-    .map_err(|_| anyhow!("connecting to the proxy timed out"))??;
-    tcp.set_nodelay(true)?;
-    let name =
-        ServerName::try_from(host.clone()).map_err(|_| anyhow!("invalid proxy host {host:?}"))?;
-    let tls = tokio_rustls::TlsConnector::from(cfg)
-        .connect(name, tcp)
-        .await
-        .context("TLS to the proxy")?;
+    let tls = dial_proxy(&login.profile.proxy, cfg).await?;
     let mut framed = FramedStream::new(tls);
     let mut session_id = [0u8; 16];
     rand::fill(&mut session_id[..]);

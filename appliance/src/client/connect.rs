@@ -45,6 +45,49 @@ pub fn split_host_port(addr: &str) -> anyhow::Result<(String, u16)> {
     }
 }
 
+/// The proxy's TLS stream.
+pub type ProxyStream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+/// Connects to `host:port` and completes TLS as `server_name`, each step under [`DIAL_TIMEOUT`].
+pub async fn dial_tls(
+    host: &str,
+    port: u16,
+    server_name: ServerName<'static>,
+    cfg: Arc<rustls::ClientConfig>,
+) -> std::io::Result<ProxyStream> {
+    use std::io::{Error, ErrorKind};
+    let tcp = tokio::time::timeout(DIAL_TIMEOUT, tokio::net::TcpStream::connect((host, port)))
+        .await
+        .map_err(|_| {
+            Error::new(
+                ErrorKind::TimedOut,
+                format!("connecting to {host}:{port} timed out"),
+            )
+        })??;
+    tcp.set_nodelay(true)?;
+    tokio::time::timeout(
+        DIAL_TIMEOUT,
+        tokio_rustls::TlsConnector::from(cfg).connect(server_name, tcp),
+    )
+    .await
+    .map_err(|_| {
+        Error::new(
+            ErrorKind::TimedOut,
+            format!("TLS handshake with {host}:{port} timed out"),
+        )
+    })?
+}
+
+/// [`dial_tls`] to a proxy address (`host:port`).
+pub async fn dial_proxy(addr: &str, cfg: Arc<rustls::ClientConfig>) -> anyhow::Result<ProxyStream> {
+    let (host, port) = split_host_port(addr)?;
+    let name =
+        ServerName::try_from(host.clone()).map_err(|_| anyhow!("invalid proxy host {host:?}"))?;
+    dial_tls(&host, port, name, cfg)
+        .await
+        .map_err(|e| anyhow!("cannot reach the proxy at {addr}: {e}"))
+}
+
 /// A channel to the Auth API through the proxy at `addr`.
 pub async fn tls_channel(
     addr: &str,
@@ -58,26 +101,7 @@ pub async fn tls_channel(
     let connector = tower::service_fn(move |_uri| {
         let (host, cfg, server_name) = (host.clone(), cfg.clone(), server_name.clone());
         async move {
-            let tcp = tokio::time::timeout(
-                DIAL_TIMEOUT,
-                tokio::net::TcpStream::connect((host.as_str(), port)),
-            )
-            .await
-            .map_err(|_| {
-                std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("connecting to {host}:{port} timed out"),
-                )
-            })??;
-            tcp.set_nodelay(true)?;
-            let tls = tokio::time::timeout(
-                DIAL_TIMEOUT,
-                tokio_rustls::TlsConnector::from(cfg).connect(server_name, tcp),
-            )
-            .await
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
-            })??;
+            let tls = dial_tls(&host, port, server_name, cfg).await?;
             Ok::<_, std::io::Error>(TokioIo::new(tls))
         }
     });
