@@ -12,7 +12,6 @@ use tonic::transport::Channel;
 
 use super::connect::{admin_socket_channel, status_error, tls_channel};
 use super::profile;
-use super::trust::{ClientCert, Trust};
 use crate::auth::proto::auth_admin_client::AuthAdminClient;
 use crate::auth::proto::*;
 use crate::cli::{
@@ -25,22 +24,8 @@ use crate::timestamps::rfc3339_unix as ts;
 
 async fn channel(args: &AdminArgs) -> anyhow::Result<Channel> {
     if let Some(addr) = &args.auth_server {
-        let home = profile::hop_home()?;
-        let (p, paths) = profile::current_profile(&home)?;
-        let cert = ClientCert {
-            chain_pem: std::fs::read_to_string(paths.tls_cert())
-                .context("reading your login certificate")?,
-            key_pem: std::fs::read_to_string(paths.tls_key()).context("reading your login key")?,
-        };
-        let trust = if p.insecure {
-            Trust::Insecure
-        } else {
-            Trust::CaPem(
-                std::fs::read_to_string(paths.cas())
-                    .context("reading the cluster CAs saved at login")?,
-            )
-        };
-        return tls_channel(addr, &trust, Some(&cert)).await;
+        let login = profile::current_login()?;
+        return tls_channel(addr, &login.trust, Some(&login.cert)).await;
     }
     let dir = args
         .data_dir

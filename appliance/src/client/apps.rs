@@ -14,44 +14,15 @@ use hop_protocols::tunnel::{Dial, Frame};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::connect::{dial_proxy, status_error, tls_channel};
-use super::profile::{self, Paths, Profile};
-use super::trust::{ClientCert, Trust, client_config};
+use super::profile::{self, Login};
+use super::trust::client_config;
 use crate::auth::proto::ListAppsRequest;
 use crate::auth::proto::auth_public_client::AuthPublicClient;
 use crate::cli::OutputFormat;
 use crate::tunnel::{ALPN_TCP, FramedStream, relay};
 
-struct Login {
-    profile: Profile,
-    cert: ClientCert,
-    trust: Trust,
-}
-
-fn current_login() -> anyhow::Result<Login> {
-    let home = profile::hop_home()?;
-    let (profile, paths): (Profile, Paths) = profile::current_profile(&home)?;
-    let cert = ClientCert {
-        chain_pem: std::fs::read_to_string(paths.tls_cert())
-            .context("reading your login certificate")?,
-        key_pem: std::fs::read_to_string(paths.tls_key()).context("reading your login key")?,
-    };
-    let trust = if profile.insecure {
-        Trust::Insecure
-    } else {
-        Trust::CaPem(
-            std::fs::read_to_string(paths.cas())
-                .context("reading the cluster CAs saved at login")?,
-        )
-    };
-    Ok(Login {
-        profile,
-        cert,
-        trust,
-    })
-}
-
 pub async fn ls(format: OutputFormat) -> anyhow::Result<()> {
-    let login = current_login()?;
+    let login = profile::current_login()?;
     let channel = tls_channel(&login.profile.proxy, &login.trust, Some(&login.cert)).await?;
     let apps = AuthPublicClient::new(channel)
         .list_apps(ListAppsRequest {})
@@ -114,7 +85,7 @@ async fn open_session(
 }
 
 pub async fn proxy_app(app: String, bind: IpAddr, port: u16) -> anyhow::Result<()> {
-    let login = Arc::new(current_login()?);
+    let login = Arc::new(profile::current_login()?);
     let cfg = Arc::new(client_config(&login.trust, Some(&login.cert), ALPN_TCP)?);
     let listener = TcpListener::bind((bind, port))
         .await

@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, anyhow};
 use serde::{Deserialize, Serialize};
 
+use super::trust::{ClientCert, Trust};
+
 /// One login to one proxy.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Profile {
@@ -159,6 +161,37 @@ pub fn current_profile(home: &Path) -> anyhow::Result<(Profile, Paths)> {
         .with_context(|| format!("corrupt profile {}", path.display()))?;
     let paths = Paths::new(home.to_path_buf(), &p.proxy, &p.user);
     Ok((p, paths))
+}
+
+/// The current login's credentials: its profile, its client certificate for mutual TLS, and how
+/// to trust the proxy (the cluster CAs saved at login, or nothing with `--insecure`).
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub profile: Profile,
+    pub cert: ClientCert,
+    pub trust: Trust,
+}
+
+pub fn current_login() -> anyhow::Result<Login> {
+    let home = hop_home()?;
+    let (profile, paths) = current_profile(&home)?;
+    let read = |p: PathBuf, what: &str| {
+        std::fs::read_to_string(p).with_context(|| format!("reading {what}"))
+    };
+    let cert = ClientCert {
+        chain_pem: read(paths.tls_cert(), "your login certificate")?,
+        key_pem: read(paths.tls_key(), "your login key")?,
+    };
+    let trust = if profile.insecure {
+        Trust::Insecure
+    } else {
+        Trust::CaPem(read(paths.cas(), "the cluster CAs saved at login")?)
+    };
+    Ok(Login {
+        profile,
+        cert,
+        trust,
+    })
 }
 
 /// Removes the current profile and its keys.
