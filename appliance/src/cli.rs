@@ -58,6 +58,70 @@ pub enum Command {
     /// Local listeners that carry connections through the proxy.
     #[command(subcommand)]
     Proxy(ProxyCommand),
+    /// List the SSH nodes you can reach (optionally only those with all of LABELS, k=v,k2=v2).
+    Ls {
+        labels: Option<String>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+    /// Print an ssh_config block so that OpenSSH's ssh, scp, sftp and rsync reach nodes.
+    Config,
+    /// Run a command or a shell on a node (or on every node matching labels: user@env=prod).
+    Ssh(SshArgs),
+    /// Copy files to and from nodes: hop scp [-r] [-p] SRC... DEST, remote as login@node:path.
+    Scp(ScpArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SshArgs {
+    /// OS login on the node (else LOGIN@ in the destination).
+    #[arg(short = 'l', long = "login")]
+    pub login: Option<String>,
+    /// Port of the node's SSH service (nodes behind tunnels ignore it).
+    #[arg(short = 'p', long)]
+    pub port: Option<u16>,
+    /// Local port forwarding, [bind:]port:host:hostport (repeatable).
+    #[arg(short = 'L')]
+    pub local: Vec<String>,
+    /// Remote port forwarding, [bind:]port:host:hostport (repeatable).
+    #[arg(short = 'R')]
+    pub remote: Vec<String>,
+    /// Forward the SSH agent (if your roles allow it).
+    #[arg(short = 'A')]
+    pub forward_agent: bool,
+    /// Force a terminal.
+    #[arg(short = 't')]
+    pub tty: bool,
+    /// Never allocate a terminal.
+    #[arg(short = 'T')]
+    pub no_tty: bool,
+    /// Run no command (forwarding only).
+    #[arg(short = 'N')]
+    pub no_command: bool,
+    /// [LOGIN@]NODE, or [LOGIN@]k=v,k2=v2 to run on every node with those labels.
+    pub destination: String,
+    /// The command to run (a shell when empty).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ScpArgs {
+    /// Copy directories recursively.
+    #[arg(short = 'r')]
+    pub recursive: bool,
+    /// Preserve modes and times.
+    #[arg(short = 'p')]
+    pub preserve: bool,
+    /// No progress meter.
+    #[arg(short = 'q')]
+    pub quiet: bool,
+    /// Port of the node's SSH service.
+    #[arg(short = 'P')]
+    pub port: Option<u16>,
+    /// Sources then destination; remote paths as LOGIN@NODE:PATH.
+    #[arg(required = true, num_args = 2..)]
+    pub paths: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -68,6 +132,12 @@ pub enum AppsCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum ProxyCommand {
+    /// Carry standard input and output to a node's SSH server through the proxy (OpenSSH's
+    /// ProxyCommand, as `hop config` writes it).
+    Ssh {
+        /// LOGIN@NODE[:PORT]
+        target: String,
+    },
     /// Listen locally and carry each connection to a TCP application through the proxy.
     App {
         /// The application's name (see `hop apps ls`).
@@ -120,6 +190,15 @@ pub struct StartArgs {
     /// (repeatable; several labels separated by ';').
     #[arg(long = "app")]
     pub apps: Vec<String>,
+    /// Node agents: static labels, e.g. env=prod,team=db.
+    #[arg(long)]
+    pub labels: Option<String>,
+    /// Node agents: the node's name in the cluster [default: the host name].
+    #[arg(long)]
+    pub nodename: Option<String>,
+    /// Node agents: also accept SSH connections directly on this address (LAN use).
+    #[arg(long)]
+    pub ssh_listen: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]

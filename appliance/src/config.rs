@@ -47,6 +47,7 @@ pub struct Config {
     pub auth_service: AuthServiceConfig,
     pub proxy_service: ProxyServiceConfig,
     pub app_service: AppServiceConfig,
+    pub ssh_service: SshServiceConfig,
 }
 
 /// Applications an `app` agent publishes.
@@ -174,6 +175,37 @@ pub struct AuthServiceConfig {
     pub authentication: AuthenticationConfig,
     pub login: LoginLimits,
     pub audit: AuditSettings,
+    /// Where interactive SSH sessions are recorded: `node` (default), `node-sync`, `proxy`,
+    /// `proxy-sync` or `off`. A role's `options.record_session.ssh` can tighten it.
+    pub session_recording: Option<String>,
+}
+
+/// The SSH service of a `node` agent.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SshServiceConfig {
+    /// The node's name in the cluster (defaults to the host name).
+    pub nodename: Option<String>,
+    /// Static labels announced with the node.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Labels whose value is a command's output, refreshed on an interval.
+    pub commands: Vec<CommandLabelConfig>,
+    /// Also accept SSH connections directly on this address (LAN use); off when unset.
+    pub listen_addr: Option<Addr>,
+    /// Idle data connections the agent keeps parked at the proxy.
+    pub tunnel_pool_size: Option<usize>,
+}
+
+/// A label whose value is the output of a command.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandLabelConfig {
+    pub name: String,
+    /// The program and its arguments (not run through a shell).
+    pub command: Vec<String>,
+    /// How often to refresh it (default 1m).
+    #[serde(default)]
+    pub period: Option<HumanDuration>,
 }
 
 /// The audit log (`<data_dir>/audit.db`).
@@ -533,6 +565,27 @@ impl Config {
             })?;
         }
         let auth = &self.auth_service;
+        if let Some(mode) = &auth.session_recording
+            && !matches!(
+                mode.as_str(),
+                "node" | "node-sync" | "proxy" | "proxy-sync" | "off"
+            )
+        {
+            return Err(invalid(
+                "auth_service.session_recording",
+                format!(
+                    "unknown mode {mode:?}; expected node, node-sync, proxy, proxy-sync or off"
+                ),
+            ));
+        }
+        for (i, c) in self.ssh_service.commands.iter().enumerate() {
+            if c.name.is_empty() || c.command.is_empty() {
+                return Err(invalid(
+                    "ssh_service.commands",
+                    format!("[{i}]: name and command are required"),
+                ));
+            }
+        }
         if let Some(name) = &auth.cluster_name {
             validate_cluster_name(name).map_err(|m| invalid("auth_service.cluster_name", m))?;
         }

@@ -16,6 +16,7 @@ mod diag;
 mod host;
 mod logging;
 mod metrics;
+mod node;
 mod platform;
 mod proxy;
 mod signals;
@@ -115,6 +116,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Proxy(cli::ProxyCommand::App { name, port, bind }) => {
                     rt.block_on(client::apps::proxy_app(name, bind, port))
                 }
+                Command::Proxy(cli::ProxyCommand::Ssh { target }) => {
+                    rt.block_on(client::ssh::proxy_ssh(target))
+                }
+                Command::Ls { labels, format } => rt.block_on(client::ssh::ls(
+                    labels,
+                    matches!(format, cli::OutputFormat::Json),
+                )),
+                Command::Config => client::ssh::config(),
+                Command::Ssh(a) => {
+                    let code = rt.block_on(client::ssh::ssh(a))?;
+                    std::process::exit(code);
+                }
+                Command::Scp(a) => {
+                    let code = rt.block_on(client::ssh::scp(a))?;
+                    std::process::exit(code);
+                }
                 Command::Version
                 | Command::Configure
                 | Command::Completion { .. }
@@ -176,6 +193,22 @@ fn start_config(args: &StartArgs) -> anyhow::Result<Config> {
             uri: spec.uri,
             labels: spec.labels.into_iter().collect(),
         });
+    }
+    if let Some(l) = &args.labels {
+        for part in l.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("--labels: {part:?} is not key=value"))?;
+            cfg.ssh_service.labels.insert(k.to_string(), v.to_string());
+        }
+    }
+    if args.nodename.is_some() {
+        cfg.ssh_service.nodename = args.nodename.clone();
+    }
+    if let Some(a) = &args.ssh_listen {
+        cfg.ssh_service.listen_addr = Some(config::Addr(
+            config::parse_addr(a).map_err(|e| anyhow::anyhow!("--ssh-listen: {e}"))?,
+        ));
     }
     if let Some(n) = &args.cluster_name {
         cfg.auth_service.cluster_name = Some(n.clone());

@@ -118,13 +118,19 @@ fn watch_signals(tx: watch::Sender<bool>) -> anyhow::Result<()> {
 }
 
 pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
-    if cfg.hop.roles == [ServiceRole::App] {
+    if !cfg.hop.roles.is_empty()
+        && cfg
+            .hop
+            .roles
+            .iter()
+            .all(|r| matches!(r, ServiceRole::App | ServiceRole::Node))
+    {
         return run_agent(cfg).await;
     }
     for role in &cfg.hop.roles {
         if !matches!(role, ServiceRole::Auth | ServiceRole::Proxy) {
             bail!(
-                "hop.roles: the {role} service is not available in this build yet; run auth and proxy, or app alone"
+                "hop.roles: the {role} service is not available in this build yet; run auth and proxy, or node and app agents"
             );
         }
     }
@@ -243,6 +249,11 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         attempts_per_ip_per_minute: cfg.auth_service.login.attempts_per_ip_per_minute,
         invite_ttl: cfg.auth_service.login.invite_ttl.0,
         web_addr: web_addr.clone(),
+        session_recording: cfg
+            .auth_service
+            .session_recording
+            .clone()
+            .unwrap_or_else(|| "node".into()),
     };
     let audit_log = Arc::new(open_audit_log(&cfg, &data_dir, clock.clone())?);
     let audit = Arc::new(AuditLogSink::new(audit_log.clone(), metrics.clone()));
@@ -421,9 +432,38 @@ async fn run_agent(cfg: Config) -> anyhow::Result<()> {
         ca_pin: cfg.hop.ca_pin.clone(),
         insecure: false,
         data_dir,
-        role: "app".into(),
+        role: if cfg.runs(ServiceRole::Node) {
+            "node".into()
+        } else {
+            "app".into()
+        },
         apps,
-        pool_size: cfg.app_service.tunnel_pool_size.unwrap_or(4),
+        pool_size: cfg
+            .ssh_service
+            .tunnel_pool_size
+            .or(cfg.app_service.tunnel_pool_size)
+            .unwrap_or(4),
+        node: cfg
+            .runs(ServiceRole::Node)
+            .then(|| crate::node::NodeSettings {
+                nodename: cfg.ssh_service.nodename.clone().unwrap_or_default(),
+                labels: cfg.ssh_service.labels.clone(),
+                commands: cfg
+                    .ssh_service
+                    .commands
+                    .iter()
+                    .map(|c| crate::node::CommandLabel {
+                        name: c.name.clone(),
+                        command: c.command.clone(),
+                        period: c
+                            .period
+                            .as_ref()
+                            .map(|p| p.0)
+                            .unwrap_or(std::time::Duration::from_secs(60)),
+                    })
+                    .collect(),
+                listen_addr: cfg.ssh_service.listen_addr.as_ref().map(|a| a.0),
+            }),
     };
     crate::agent::run(settings, shutdown_rx).await
 }

@@ -1,8 +1,10 @@
 //! An agent's identity: joining with a token once, and the files that keep it.
 //!
 //! Layout under `<data_dir>/agent/` (directory 0700, files 0600): `identity.json` (host id,
-//! cluster, role), `host.key` (PKCS#8), `host.crt`, `host_ca.pem`, `user_ca.pem`. A restarted agent
-//! reuses them and needs no token; `renew` replaces the certificate before it expires.
+//! cluster, role), `host.key` (PKCS#8), `host.crt`, `host_ca.pem`, `user_ca.pem`; SSH nodes also
+//! keep `ssh_host_key` (OpenSSH private key), `ssh_host_key-cert.pub` and `ssh_user_ca.pub` (the
+//! user CA keys they trust). A restarted agent reuses them and needs no token; `renew` replaces
+//! the certificates before they expire.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -22,6 +24,9 @@ pub struct IdentityFile {
     pub cluster: String,
     pub role: String,
     pub expires_unix: i64,
+    /// The name the agent joined with (in its certificates; kept on renewal).
+    #[serde(default)]
+    pub host_name: String,
 }
 
 /// A loaded agent identity.
@@ -30,6 +35,16 @@ pub struct AgentIdentity {
     pub meta: IdentityFile,
     pub cert: ClientCert,
     pub host_ca_pem: String,
+    /// SSH nodes: the host key and its certificate, and the user CA keys to trust.
+    pub ssh: Option<SshHostIdentity>,
+}
+
+/// An SSH node's host identity.
+#[derive(Debug, Clone)]
+pub struct SshHostIdentity {
+    pub private_key_openssh: String,
+    pub certificate_openssh: String,
+    pub user_ca_keys: Vec<String>,
 }
 
 impl AgentIdentity {
@@ -66,36 +81,75 @@ pub fn load(data_dir: &Path) -> anyhow::Result<Option<AgentIdentity>> {
             key_pem: read("host.key")?,
         },
         host_ca_pem: read("host_ca.pem")?,
+        ssh: match read("ssh_host_key-cert.pub") {
+            Ok(cert) => Some(SshHostIdentity {
+                private_key_openssh: read("ssh_host_key")?,
+                certificate_openssh: cert,
+                user_ca_keys: read("ssh_user_ca.pub")?
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            }),
+            Err(_) => None,
+        },
     }))
 }
 
 /// The identity in a join or renewal answer, kept in memory only.
-fn from_response(role: &str, key_pem: &str, resp: &JoinResponse) -> AgentIdentity {
+fn from_response(
+    host_name: &str,
+    role: &str,
+    key_pem: &str,
+    ssh_key: Option<&str>,
+    resp: &JoinResponse,
+) -> AgentIdentity {
     AgentIdentity {
         meta: IdentityFile {
             host_id: resp.host_id.clone(),
             cluster: resp.cluster_name.clone(),
             role: role.to_string(),
             expires_unix: resp.expires_unix,
+            host_name: host_name.to_string(),
         },
         cert: ClientCert {
             chain_pem: resp.tls_certificate_pem.clone(),
             key_pem: key_pem.to_string(),
         },
         host_ca_pem: resp.host_ca_pem.clone(),
+        ssh: ssh_key
+            .filter(|_| !resp.ssh_host_certificate.is_empty())
+            .map(|k| SshHostIdentity {
+                private_key_openssh: k.to_string(),
+                certificate_openssh: resp.ssh_host_certificate.clone(),
+                user_ca_keys: resp.ssh_user_ca_keys.clone(),
+            }),
     }
 }
 
 fn save(
     data_dir: &Path,
+    host_name: &str,
     role: &str,
     key_pem: &str,
+    ssh_key: Option<&str>,
     resp: &JoinResponse,
 ) -> anyhow::Result<AgentIdentity> {
     let d = dir(data_dir);
     ensure_dir(data_dir)?;
     ensure_dir(&d)?;
-    let id = from_response(role, key_pem, resp);
+    let id = from_response(host_name, role, key_pem, ssh_key, resp);
+    if let Some(ssh) = &id.ssh {
+        write_private(&d.join("ssh_host_key"), ssh.private_key_openssh.as_bytes())?;
+        write_private(
+            &d.join("ssh_host_key-cert.pub"),
+            ssh.certificate_openssh.as_bytes(),
+        )?;
+        write_private(
+            &d.join("ssh_user_ca.pub"),
+            format!("{}\n", ssh.user_ca_keys.join("\n")).as_bytes(),
+        )?;
+    }
     write_private(&d.join("host.key"), key_pem.as_bytes())?;
     write_private(&d.join("host.crt"), resp.tls_certificate_pem.as_bytes())?;
     write_private(&d.join("host_ca.pem"), resp.host_ca_pem.as_bytes())?;
@@ -105,25 +159,6 @@ fn save(
         serde_json::to_string_pretty(&id.meta)?.as_bytes(),
     )?;
     Ok(id)
-}
-
-/// Joins the cluster with a token and stores the identity.
-pub async fn join(
-    data_dir: &Path,
-    proxy: &str,
-    token: &str,
-    role: &str,
-    trust: &Trust,
-) -> anyhow::Result<AgentIdentity> {
-    join_as(
-        Some(data_dir),
-        proxy,
-        token,
-        role,
-        trust,
-        &crate::host::host_name().unwrap_or_default(),
-    )
-    .await
 }
 
 /// Joins the cluster with a token as `host_name`; stores the identity under `data_dir`, or keeps
@@ -142,6 +177,7 @@ pub async fn join_as(
         );
     }
     let key = hop_ca::generate_x509_keypair(&mut rand::rng()).map_err(|e| anyhow!("{e}"))?;
+    let ssh_key = ssh_host_key(role)?;
     let channel = tls_channel(proxy, trust, None).await?;
     let resp = AuthPublicClient::new(channel)
         .join(JoinRequest {
@@ -149,14 +185,26 @@ pub async fn join_as(
             role: role.to_string(),
             host_name: host_name.to_string(),
             tls_public_key: key.public_spki_der.clone(),
+            ssh_public_key: ssh_key
+                .as_ref()
+                .map(|k| k.public_openssh.clone())
+                .unwrap_or_default(),
         })
         .await
         .map_err(status_error)
         .context("joining the cluster")?
         .into_inner();
+    let ssh_private = ssh_key.as_ref().map(|k| k.private_openssh.as_str());
     let id = match data_dir {
-        Some(d) => save(d, role, &key.private_pkcs8_pem, &resp)?,
-        None => from_response(role, &key.private_pkcs8_pem, &resp),
+        Some(d) => save(
+            d,
+            host_name,
+            role,
+            &key.private_pkcs8_pem,
+            ssh_private,
+            &resp,
+        )?,
+        None => from_response(host_name, role, &key.private_pkcs8_pem, ssh_private, &resp),
     };
     tracing::info!(host_id = %id.meta.host_id, cluster = %id.meta.cluster, "joined the cluster");
     Ok(id)
@@ -169,14 +217,37 @@ pub async fn renew(
     current: &AgentIdentity,
 ) -> anyhow::Result<AgentIdentity> {
     let key = hop_ca::generate_x509_keypair(&mut rand::rng()).map_err(|e| anyhow!("{e}"))?;
+    let ssh_key = ssh_host_key(&current.meta.role)?;
     let channel = tls_channel(proxy, &current.trust(), Some(&current.cert)).await?;
     let resp = AuthPublicClient::new(channel)
         .renew_host_certificate(RenewHostCertificateRequest {
             tls_public_key: key.public_spki_der.clone(),
+            ssh_public_key: ssh_key
+                .as_ref()
+                .map(|k| k.public_openssh.clone())
+                .unwrap_or_default(),
+            host_name: current.meta.host_name.clone(),
         })
         .await
         .map_err(status_error)
         .context("renewing the host certificate")?
         .into_inner();
-    save(data_dir, &current.meta.role, &key.private_pkcs8_pem, &resp)
+    save(
+        data_dir,
+        &current.meta.host_name,
+        &current.meta.role,
+        &key.private_pkcs8_pem,
+        ssh_key.as_ref().map(|k| k.private_openssh.as_str()),
+        &resp,
+    )
+}
+
+/// A fresh SSH host key for agents that serve SSH (`node`), none for the others.
+fn ssh_host_key(role: &str) -> anyhow::Result<Option<hop_ca::SshKeyPair>> {
+    if role != "node" {
+        return Ok(None);
+    }
+    hop_ca::generate_ssh_keypair(&mut rand::rng())
+        .map(Some)
+        .map_err(|e| anyhow!("{e}"))
 }

@@ -370,9 +370,11 @@ fn simulated(s: &LoadtestSettings, index: usize, id: AgentIdentity) -> Shared {
                 labels: vec![("loadtest".into(), "true".into())],
             }],
             pool_size: 0,
+            node: None,
         },
         identity: RwLock::new(id),
         heartbeat: s.heartbeat,
+        node: std::sync::OnceLock::new(),
     }
 }
 

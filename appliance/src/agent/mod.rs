@@ -1,6 +1,6 @@
-//! The agent side of reverse tunnels: `hop start --roles app --proxy HOST:PORT --token TOKEN`.
+//! The agent side of reverse tunnels: `hop start --roles app|node --proxy HOST:PORT --token T`.
 //!
-//! An agent never accepts connections. It joins once (see `identity`), then keeps one control
+//! An agent never accepts connections (an SSH node may also listen directly, see `node`). It joins once (see `identity`), then keeps one control
 //! connection to the proxy (ALPN `hop-tunnel`: hello with its resources and labels, heartbeats,
 //! goaway) and a small pool of idle data connections (ALPN `hop-tunnel-data`). When the proxy
 //! sends a Dial on a data connection, the agent connects the named application, answers, relays,
@@ -118,6 +118,8 @@ pub struct AgentSettings {
     pub role: String,
     pub apps: Vec<AppSpec>,
     pub pool_size: usize,
+    /// The SSH service, when this agent runs the `node` role.
+    pub node: Option<crate::node::NodeSettings>,
 }
 
 /// One agent as its tasks see it: its settings and its current identity.
@@ -127,6 +129,8 @@ struct Shared {
     /// Heartbeat interval to use instead of the one the proxy asks for; only the load test sets
     /// it (`--heartbeat`), real agents follow the proxy.
     heartbeat: Option<Duration>,
+    /// The SSH service, once built from the identity.
+    node: std::sync::OnceLock<Arc<crate::node::NodeShared>>,
 }
 
 /// Watches one agent's control connection. Real agents pass `()`; the load test records what
@@ -167,7 +171,21 @@ impl Shared {
                     labels: a.labels.clone(),
                     target: Some(a.uri.clone()),
                 })
+                .chain(self.node.get().map(|n| n.announcement()))
                 .collect(),
+        })
+    }
+
+    /// gRPC channels to Auth through the proxy, with the agent's current identity.
+    fn auth_channels(self: &Arc<Self>) -> crate::node::audit::ChannelMaker {
+        let me = self.clone();
+        Arc::new(move || {
+            let me = me.clone();
+            Box::pin(async move {
+                let id = me.identity.read().await.clone();
+                crate::client::connect::tls_channel(&me.settings.proxy, &id.trust(), Some(&id.cert))
+                    .await
+            })
         })
     }
 }
@@ -197,12 +215,21 @@ pub async fn run(settings: AgentSettings, shutdown: watch::Receiver<bool>) -> an
             } else {
                 Trust::System
             };
-            identity::join(
-                &settings.data_dir,
+            // A node's certificate names it as the cluster will know it.
+            let name = settings
+                .node
+                .as_ref()
+                .map(|n| n.nodename.clone())
+                .filter(|n| !n.is_empty())
+                .or_else(crate::host::host_name)
+                .unwrap_or_default();
+            identity::join_as(
+                Some(&settings.data_dir),
                 &settings.proxy,
                 &settings.token,
                 &settings.role,
                 &trust,
+                &name,
             )
             .await?
         }
@@ -213,10 +240,24 @@ pub async fn run(settings: AgentSettings, shutdown: watch::Receiver<bool>) -> an
     );
     let shared = Arc::new(Shared {
         settings: settings.clone(),
-        identity: RwLock::new(identity),
+        identity: RwLock::new(identity.clone()),
         heartbeat: None,
+        node: std::sync::OnceLock::new(),
     });
     let mut tasks = tokio::task::JoinSet::new();
+    if let Some(ns) = settings.node.clone() {
+        let connect = shared.auth_channels();
+        let node =
+            crate::node::NodeShared::new(&identity, ns, &settings.data_dir, connect.clone())?;
+        println!("SSH node {} ({}) is serving", node.nodename, node.host_id);
+        let _ = shared.node.set(node.clone());
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(e) = crate::node::run_background(node, connect, shutdown).await {
+                tracing::error!(error = %format!("{e:#}"), "SSH service stopped");
+            }
+        });
+    }
     tasks.spawn(control_loop(shared.clone(), shutdown.clone(), ()));
     tasks.spawn(renew_loop(shared.clone(), shutdown.clone()));
     for slot in 0..settings.pool_size.max(1) {
@@ -299,8 +340,17 @@ async fn control_session<O: ControlObserver>(
     let mut seq = 0u64;
     let mut ticker = tokio::time::interval(beat);
     ticker.tick().await;
+    let mut labels = shared
+        .node
+        .get()
+        .map(|n| n.labels_changed.subscribe())
+        .unwrap_or_else(|| watch::channel(0).1);
+    labels.mark_unchanged();
     loop {
         tokio::select! {
+            Ok(()) = labels.changed() => {
+                framed.write_frame(&shared.hello(&host_id)).await?;
+            }
             _ = ticker.tick() => {
                 seq += 1;
                 framed.write_frame(&Frame::Heartbeat { seq }).await?;
@@ -380,6 +430,21 @@ async fn serve_dial(
             error,
         })
     };
+    if dial.target == crate::node::DIAL_TARGET {
+        let Some(node) = shared.node.get().cloned() else {
+            let _ = framed
+                .write_frame(&answer(false, Some("this agent is not an SSH node".into())))
+                .await;
+            return;
+        };
+        if framed.write_frame(&answer(true, None)).await.is_err() {
+            return;
+        }
+        let (tunnel, pending) = framed.into_inner();
+        let stream = crate::tunnel::Prefixed::new(tunnel, pending);
+        crate::node::serve(node, stream, dial.client_addr.to_string()).await;
+        return;
+    }
     let Some(app) = shared.settings.apps.iter().find(|a| a.name == dial.target) else {
         let _ = framed
             .write_frame(&answer(

@@ -29,6 +29,13 @@ pub enum EventKind {
     AgentJoin,
     AppSessionStart,
     AppSessionEnd,
+    SessionStart,
+    SessionEnd,
+    Exec,
+    Sftp,
+    PortForward,
+    AgentForward,
+    SshAuth,
 }
 
 impl EventKind {
@@ -47,6 +54,13 @@ impl EventKind {
             Self::AgentJoin => "agent.join",
             Self::AppSessionStart => "app.session.start",
             Self::AppSessionEnd => "app.session.end",
+            Self::SessionStart => "session.start",
+            Self::SessionEnd => "session.end",
+            Self::Exec => "exec",
+            Self::Sftp => "sftp",
+            Self::PortForward => "port.forward",
+            Self::AgentForward => "agent.forward",
+            Self::SshAuth => "ssh.auth",
         }
     }
 
@@ -66,8 +80,34 @@ impl EventKind {
             Self::AgentJoin => 3001,
             Self::AppSessionStart => 4000,
             Self::AppSessionEnd => 4001,
+            Self::SessionStart => 5000,
+            Self::SessionEnd => 5001,
+            Self::Exec => 5002,
+            Self::Sftp => 5003,
+            Self::PortForward => 5004,
+            Self::AgentForward => 5005,
+            Self::SshAuth => 5006,
         };
         format!("H{n}{}", if success { 'I' } else { 'W' })
+    }
+}
+
+impl EventKind {
+    /// The kinds an agent may send to Auth (`EmitEvents`), by name.
+    pub fn from_agent(name: &str) -> Option<Self> {
+        [
+            Self::SessionStart,
+            Self::SessionEnd,
+            Self::Exec,
+            Self::Sftp,
+            Self::PortForward,
+            Self::AgentForward,
+            Self::SshAuth,
+            Self::AppSessionStart,
+            Self::AppSessionEnd,
+        ]
+        .into_iter()
+        .find(|k| k.name() == name)
     }
 }
 
@@ -122,9 +162,62 @@ impl AuditEvent {
         self
     }
 
+    /// The client's address as text (as a session learned it).
+    pub fn remote_str(mut self, addr: &str) -> Self {
+        if !addr.is_empty() {
+            self.addr_remote = Some(addr.to_string());
+        }
+        self
+    }
+
     pub fn field(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
         self.fields.insert(key.to_string(), value.into());
         self
+    }
+
+    /// Rebuilds an event an agent sent as JSON. The kind must be one agents may emit; the
+    /// cluster is Auth's own, and `server_id` is the host id proven by the agent's certificate,
+    /// whatever the JSON said.
+    pub fn from_agent_json(
+        json: &str,
+        cluster: &str,
+        host_id: &str,
+        now: SystemTime,
+    ) -> Result<Self, String> {
+        let serde_json::Value::Object(mut m) =
+            serde_json::from_str::<serde_json::Value>(json).map_err(|e| format!("event: {e}"))?
+        else {
+            return Err("event: expected a JSON object".into());
+        };
+        let name = m
+            .remove("event")
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let kind = EventKind::from_agent(&name)
+            .ok_or_else(|| format!("event kind {name:?} is not one an agent may send"))?;
+        let mut ev = AuditEvent::new(kind, cluster, "", now);
+        let text = |m: &mut serde_json::Map<String, serde_json::Value>, k: &str| {
+            m.remove(k).and_then(|v| v.as_str().map(str::to_owned))
+        };
+        if let Some(id) = text(&mut m, "id").filter(|i| !i.is_empty() && i.len() <= 64) {
+            ev.id = id;
+        }
+        if let Some(t) = m.remove("time").and_then(|v| v.as_u64()) {
+            ev.time = t;
+        }
+        ev.user = text(&mut m, "user").unwrap_or_default();
+        ev.addr_remote = text(&mut m, "addr.remote");
+        ev.error = text(&mut m, "error");
+        ev.success = m
+            .remove("success")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(ev.error.is_none());
+        ev.code = kind.code(ev.success);
+        m.remove("code");
+        m.remove("cluster");
+        m.insert("server_id".into(), host_id.into());
+        ev.fields = m;
+        Ok(ev)
     }
 }
 

@@ -28,6 +28,9 @@ fn joined(j: super::server::JoinedHost, cluster: &str) -> JoinResponse {
         user_ca_pem: j.user_ca_pem,
         cluster_name: cluster.to_string(),
         expires_unix: unix(j.expires),
+        ssh_host_certificate: j.ssh_host_certificate.unwrap_or_default(),
+        ssh_user_ca_keys: j.ssh_user_ca_keys,
+        ssh_host_ca_keys: j.ssh_host_ca_keys,
     }
 }
 
@@ -169,7 +172,16 @@ impl AuthPublic for AuthApi {
         let r = req.into_inner();
         let cluster = self.auth.cluster_name().to_string();
         let j = self
-            .blocking(move |a| a.join(&r.token, &r.role, &r.host_name, &r.tls_public_key, remote))
+            .blocking(move |a| {
+                a.join(
+                    &r.token,
+                    &r.role,
+                    &r.host_name,
+                    &r.tls_public_key,
+                    &r.ssh_public_key,
+                    remote,
+                )
+            })
             .await?;
         Ok(Response::new(joined(j, &cluster)))
     }
@@ -186,7 +198,15 @@ impl AuthPublic for AuthApi {
         let r = req.into_inner();
         let cluster = self.auth.cluster_name().to_string();
         let j = self
-            .blocking(move |a| a.issue_host_identity(&host_id, role, "", &r.tls_public_key))
+            .blocking(move |a| {
+                a.issue_host_identity(
+                    &host_id,
+                    role,
+                    &r.host_name,
+                    &r.tls_public_key,
+                    &r.ssh_public_key,
+                )
+            })
             .await?;
         Ok(Response::new(joined(j, &cluster)))
     }
@@ -210,6 +230,109 @@ impl AuthPublic for AuthApi {
             .map(app_proto)
             .collect();
         Ok(Response::new(ListAppsResponse { apps }))
+    }
+
+    async fn list_nodes(
+        &self,
+        req: Request<ListNodesRequest>,
+    ) -> Result<Response<ListNodesResponse>, Status> {
+        let Caller::User { identity, .. } = caller(&req) else {
+            return Err(Status::unauthenticated(
+                "listing nodes needs a login (`hop login`)",
+            ));
+        };
+        let wanted = req.into_inner().labels;
+        let routes = self
+            .registry
+            .as_ref()
+            .map(|r| r.nodes())
+            .unwrap_or_default();
+        let logins = identity.logins.clone();
+        let checker = self
+            .blocking(move |a| a.checker_for(&identity.roles, &identity.traits))
+            .await?;
+        let nodes = routes
+            .into_iter()
+            .filter(|n| wanted.iter().all(|(k, v)| n.labels.get(k) == Some(v)))
+            .filter_map(|n| {
+                let allowed: Vec<String> = logins
+                    .iter()
+                    .filter(|l| checker.check_node_login(&n.labels, l).is_ok())
+                    .cloned()
+                    .collect();
+                (!allowed.is_empty()).then(|| Node {
+                    name: n.name,
+                    host_id: n.host_id,
+                    labels: n.labels.into_iter().collect(),
+                    addr: n.addr,
+                    logins: allowed,
+                })
+            })
+            .collect();
+        Ok(Response::new(ListNodesResponse { nodes }))
+    }
+
+    async fn get_node_access(
+        &self,
+        req: Request<NodeAccessRequest>,
+    ) -> Result<Response<NodeAccessResponse>, Status> {
+        let Caller::Host { role, .. } = caller(&req) else {
+            return Err(Status::permission_denied(
+                "node access data is for SSH nodes (a node host certificate is required)",
+            ));
+        };
+        if role != hop_ca::HostRole::Node {
+            return Err(Status::permission_denied(
+                "node access data is for SSH nodes only",
+            ));
+        }
+        let cluster = self.auth.cluster_name().to_string();
+        let access = self.blocking(|a| a.node_access()).await?;
+        let roles_json = serde_json::to_string(&access.roles)
+            .map_err(|e| Status::internal(format!("encoding roles: {e}")))?;
+        Ok(Response::new(NodeAccessResponse {
+            roles_json,
+            locked_users: access.locked_users,
+            ssh_user_ca_keys: access.ssh_user_ca_keys,
+            session_recording: access.session_recording,
+            cluster_name: cluster,
+        }))
+    }
+
+    async fn emit_events(
+        &self,
+        req: Request<EmitEventsRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let Caller::Host { host_id, .. } = caller(&req) else {
+            return Err(Status::permission_denied(
+                "only agents with a host certificate may send audit events",
+            ));
+        };
+        let r = req.into_inner();
+        if r.events_json.len() > 1000 {
+            return Err(Status::invalid_argument(
+                "at most 1000 events per EmitEvents call",
+            ));
+        }
+        let cluster = self.auth.cluster_name().to_string();
+        let now = std::time::SystemTime::now();
+        let mut events = Vec::with_capacity(r.events_json.len());
+        for (i, json) in r.events_json.iter().enumerate() {
+            if json.len() > 64 * 1024 {
+                return Err(Status::invalid_argument(format!(
+                    "event {i} is larger than 64 KiB"
+                )));
+            }
+            let ev = super::audit::AuditEvent::from_agent_json(json, &cluster, &host_id, now)
+                .map_err(|e| Status::invalid_argument(format!("event {i}: {e}")))?;
+            events.push(ev);
+        }
+        self.blocking(move |a| {
+            a.emit_agent_events(events);
+            Ok(())
+        })
+        .await?;
+        Ok(Response::new(Empty {}))
     }
 
     async fn ping(&self, _req: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {

@@ -83,6 +83,8 @@ pub struct AuthSettings {
     pub invite_ttl: Duration,
     /// `host:port` users reach the proxy on; used in invite URLs.
     pub web_addr: String,
+    /// Where interactive sessions are recorded: node, node-sync, proxy, proxy-sync or off.
+    pub session_recording: String,
 }
 
 /// The four certificate authorities of a cluster.
@@ -140,7 +142,20 @@ pub struct JoinedHost {
     pub certificate_pem: String,
     pub host_ca_pem: String,
     pub user_ca_pem: String,
+    /// SSH host certificate, when the agent sent an SSH host key.
+    pub ssh_host_certificate: Option<String>,
+    pub ssh_user_ca_keys: Vec<String>,
+    pub ssh_host_ca_keys: Vec<String>,
     pub expires: SystemTime,
+}
+
+/// What an SSH node needs to decide on its own (see [`AuthServer::node_access`]).
+#[derive(Debug, Clone)]
+pub struct NodeAccess {
+    pub roles: Vec<Role>,
+    pub locked_users: Vec<String>,
+    pub ssh_user_ca_keys: Vec<String>,
+    pub session_recording: String,
 }
 
 /// A new invitation: the user and the token to hand them.
@@ -461,6 +476,14 @@ impl AuthServer {
         Ok(())
     }
 
+    /// When `name` is locked now, until when.
+    pub fn user_locked_until(&self, name: &str) -> Result<Option<SystemTime>, AuthError> {
+        Ok(self
+            .store
+            .get::<User>(name)?
+            .and_then(|u| resources::locked_until(&u.value, self.clock.now())))
+    }
+
     pub fn unlock_user(&self, name: &str, actor: &str) -> Result<(), AuthError> {
         self.set_lock(name, None)?;
         self.audit.emit_durable(
@@ -752,6 +775,7 @@ impl AuthServer {
         role: &str,
         host_name: &str,
         spki_der: &[u8],
+        ssh_public_key: &str,
         remote: Option<SocketAddr>,
     ) -> Result<JoinedHost, AuthError> {
         self.rate_limit(remote)?;
@@ -816,7 +840,8 @@ impl AuthServer {
         }
         drop(_guard);
         let host_id = uuid::Uuid::new_v4().to_string();
-        let joined = self.issue_host_identity(&host_id, host_role, host_name, spki_der)?;
+        let joined =
+            self.issue_host_identity(&host_id, host_role, host_name, spki_der, ssh_public_key)?;
         self.audit.emit_durable(
             self.event(EventKind::AgentJoin, host_name)
                 .remote(remote)
@@ -833,6 +858,7 @@ impl AuthServer {
         role: HostRole,
         host_name: &str,
         spki_der: &[u8],
+        ssh_public_key: &str,
     ) -> Result<JoinedHost, AuthError> {
         let now = self.clock.now();
         let mut names = vec![host_id.to_string()];
@@ -854,12 +880,72 @@ impl AuthServer {
             )
             .map_err(|e| AuthError::BadRequest(format!("tls_public_key: {e}")))?;
         self.metrics.certificates_issued.inc();
+        let ssh_host_certificate = if ssh_public_key.trim().is_empty() {
+            None
+        } else {
+            // The node is reachable by its name, its name inside the cluster (what `hop config`
+            // puts in `Host *.CLUSTER`), and its host id.
+            let mut ssh_names = names.clone();
+            if !host_name.is_empty() {
+                ssh_names.push(format!("{host_name}.{}", self.cluster));
+            }
+            ssh_names.push(format!("{host_id}.{}", self.cluster));
+            let c = self
+                .cas
+                .host
+                .issue_host_ssh(
+                    ssh_public_key.trim(),
+                    host_id,
+                    &ssh_names,
+                    now,
+                    HOST_CERT_TTL,
+                    &mut rng,
+                )
+                .map_err(|e| AuthError::BadRequest(format!("ssh_public_key: {e}")))?;
+            self.metrics.certificates_issued.inc();
+            Some(c)
+        };
         Ok(JoinedHost {
             host_id: host_id.to_string(),
             certificate_pem: cert,
             host_ca_pem: self.cas.host.public().x509_cert_pem.unwrap_or_default(),
             user_ca_pem: self.cas.user.public().x509_cert_pem.unwrap_or_default(),
+            ssh_host_certificate,
+            ssh_user_ca_keys: self.cas.user.public().ssh_public.into_iter().collect(),
+            ssh_host_ca_keys: self.cas.host.public().ssh_public.into_iter().collect(),
             expires: now + HOST_CERT_TTL,
+        })
+    }
+
+    /// Records events sent by an agent, each durable before the call returns (so the agent may
+    /// drop them from its spool).
+    pub fn emit_agent_events(&self, events: Vec<AuditEvent>) {
+        for ev in events {
+            self.audit.emit_durable(ev);
+        }
+    }
+
+    /// Roles, locked users, user CA keys and the recording mode, for a node's own decisions.
+    pub fn node_access(&self) -> Result<NodeAccess, AuthError> {
+        let now = self.clock.now();
+        let roles = self
+            .store
+            .list::<Role>()?
+            .into_iter()
+            .map(|v| v.value)
+            .collect();
+        let locked_users = self
+            .store
+            .list::<User>()?
+            .into_iter()
+            .filter(|u| resources::locked_until(&u.value, now).is_some())
+            .map(|u| u.value.metadata.name)
+            .collect();
+        Ok(NodeAccess {
+            roles,
+            locked_users,
+            ssh_user_ca_keys: self.cas.user.public().ssh_public.into_iter().collect(),
+            session_recording: self.settings.session_recording.clone(),
         })
     }
 

@@ -36,6 +36,7 @@ fn fixture(second_factor: &str) -> Fixture {
         attempts_per_ip_per_minute: 1000,
         invite_ttl: Duration::from_secs(3600),
         web_addr: "proxy.unit.test:3080".into(),
+        session_recording: "node".into(),
     };
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(

@@ -7,5 +7,6 @@ pub mod admin;
 pub mod apps;
 pub mod connect;
 pub mod profile;
+pub mod ssh;
 pub mod trust;
 pub mod user;

@@ -1,9 +1,12 @@
 //! The platform layer: the only place in the binary with `unsafe` code, each block with a
 //! `// SAFETY:` note. It owns raw socket operations the runtimes do not expose: peeking at a
 //! connection's first bytes without consuming them, moving an accepted socket from the
-//! data plane's runtime to the control plane's, and raising the open-files limit.
+//! data plane's runtime to the control plane's, and raising the open-files limit; and in
+//! [`pty`], pseudo-terminals and the set-up of an SSH session's child process.
 
 #![allow(unsafe_code)]
+
+pub mod pty;
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};

@@ -26,7 +26,7 @@ use crate::auth::caller::Caller;
 use crate::dataplane::Handoff;
 use crate::metrics::Metrics;
 use crate::proxy::tunnels::TunnelRegistry;
-use crate::tunnel::{ALPN_TCP, ALPN_TUNNEL, ALPN_TUNNEL_DATA};
+use crate::tunnel::{ALPN_SSH, ALPN_TCP, ALPN_TUNNEL, ALPN_TUNNEL_DATA};
 
 /// Verifies a client certificate (DER) into a caller; `None` when it is not a valid user cert.
 pub type IdentifyPeer = Arc<dyn Fn(&[u8], SocketAddr) -> Option<Caller> + Send + Sync>;
@@ -158,8 +158,21 @@ pub async fn serve_tls(
                             )
                             .await;
                         }
+                        (Some(p), Caller::User { identity, .. }) if p == ALPN_SSH => {
+                            crate::proxy::ssh::serve(
+                                tls,
+                                *identity,
+                                remote,
+                                routes.registry.clone(),
+                                routes.auth.clone(),
+                            )
+                            .await;
+                        }
                         (Some(p), _)
-                            if p == ALPN_TUNNEL || p == ALPN_TUNNEL_DATA || p == ALPN_TCP =>
+                            if p == ALPN_TUNNEL
+                                || p == ALPN_TUNNEL_DATA
+                                || p == ALPN_TCP
+                                || p == ALPN_SSH =>
                         {
                             tracing::debug!(%remote, "tunnel or application route without the right certificate");
                         }

@@ -8,6 +8,7 @@
 pub mod apps;
 pub mod cert;
 pub mod listener;
+pub mod ssh;
 pub mod tls;
 pub mod tunnels;
 pub mod web;

@@ -22,6 +22,7 @@ pub const ALPN: &[&[u8]] = &[
     b"hop-tunnel",
     b"hop-tunnel-data",
     b"hop-tcp",
+    b"hop-ssh",
 ];
 
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {

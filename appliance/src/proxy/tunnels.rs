@@ -78,6 +78,27 @@ pub struct AppRoute {
     pub host_id: String,
 }
 
+/// An SSH node announced by a connected agent.
+#[derive(Debug, Clone)]
+pub struct NodeRoute {
+    pub name: String,
+    /// Where the node also listens directly, if it does.
+    pub addr: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub host_id: String,
+}
+
+impl NodeRoute {
+    /// Does `wanted` name this node? Its name, its host id, or either followed by `.CLUSTER`.
+    pub fn answers_to(&self, wanted: &str, cluster: &str) -> bool {
+        let bare = wanted
+            .strip_suffix(cluster)
+            .and_then(|w| w.strip_suffix('.'))
+            .unwrap_or(wanted);
+        bare == self.name || bare == self.host_id
+    }
+}
+
 impl TunnelRegistry {
     pub fn new(proxy_id: String, heartbeat_interval: Duration) -> Self {
         Self {
@@ -125,6 +146,23 @@ impl TunnelRegistry {
                 out.push(AppRoute {
                     name: r.name.clone(),
                     uri: r.target.clone().unwrap_or_default(),
+                    labels: r.labels.iter().cloned().collect(),
+                    host_id: e.info.host_id.clone(),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name).then(a.host_id.cmp(&b.host_id)));
+        out
+    }
+
+    /// SSH nodes announced by connected agents, sorted by name then host id.
+    pub fn nodes(&self) -> Vec<NodeRoute> {
+        let mut out = Vec::new();
+        for e in self.agents().values() {
+            for r in e.info.resources.iter().filter(|r| r.kind == "node") {
+                out.push(NodeRoute {
+                    name: r.name.clone(),
+                    addr: r.target.clone().unwrap_or_default(),
                     labels: r.labels.iter().cloned().collect(),
                     host_id: e.info.host_id.clone(),
                 });

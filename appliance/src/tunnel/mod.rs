@@ -25,6 +25,8 @@ pub const ALPN_TUNNEL: &[u8] = b"hop-tunnel";
 pub const ALPN_TUNNEL_DATA: &[u8] = b"hop-tunnel-data";
 /// ALPN of a user's TCP application session.
 pub const ALPN_TCP: &[u8] = b"hop-tcp";
+/// ALPN of a user's SSH connection to a node through the proxy (`hop proxy ssh`, `hop ssh`).
+pub const ALPN_SSH: &[u8] = b"hop-ssh";
 
 #[derive(Debug, thiserror::Error)]
 pub enum FrameIoError {
@@ -280,5 +282,62 @@ mod tests {
             fa.read_frame(Duration::from_secs(1)).await,
             Err(FrameIoError::Closed)
         ));
+    }
+}
+
+/// A stream whose first reads return bytes already read past the last frame.
+#[derive(Debug)]
+pub struct Prefixed<S> {
+    inner: S,
+    pending: Vec<u8>,
+    offset: usize,
+}
+
+impl<S> Prefixed<S> {
+    pub fn new(inner: S, pending: Vec<u8>) -> Self {
+        Self {
+            inner,
+            pending,
+            offset: 0,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.offset < self.pending.len() {
+            let n = (self.pending.len() - self.offset).min(buf.remaining());
+            let start = self.offset;
+            buf.put_slice(&self.pending[start..start + n]);
+            self.offset += n;
+            if self.offset == self.pending.len() {
+                self.pending = Vec::new();
+                self.offset = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

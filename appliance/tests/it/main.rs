@@ -7,4 +7,5 @@ mod login_flow;
 mod multiplexer;
 mod proxy_cert;
 mod reconnect;
+mod ssh;
 mod tunnels;

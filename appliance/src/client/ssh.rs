@@ -1,0 +1,429 @@
+//! The user's SSH commands: `hop ls`, `hop config`, `hop proxy ssh`, `hop ssh` and `hop scp`.
+//!
+//! This module owns the client side of SSH access. `hop proxy ssh login@node` opens a TLS
+//! connection to the proxy's one port (ALPN `hop-ssh`, the login's X.509 certificate), names the
+//! target in a Dial frame, and then pipes standard input and output through it: it is the
+//! `ProxyCommand` that `hop config` writes for OpenSSH. `hop ssh` and `hop scp` run the system's
+//! OpenSSH client with that configuration given on its command line (the login's key, SSH
+//! certificate, the cluster's `@cert-authority` known_hosts, and `hop proxy ssh` as
+//! `ProxyCommand`), so every OpenSSH feature (`-L`, `-R`, `-A`, `-t`, escape sequences, agent)
+//! behaves as users know it; `hop ssh` adds label targeting (run on every matching node, output
+//! prefixed by node).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use hop_protocols::tunnel::{Dial, Frame};
+use tokio::io::AsyncWriteExt;
+
+use super::connect::{dial_proxy, status_error, tls_channel};
+use super::profile::{self, Login, Paths};
+use super::trust::client_config;
+use crate::auth::proto::auth_public_client::AuthPublicClient;
+use crate::auth::proto::{ListNodesRequest, Node};
+use crate::tunnel::{ALPN_SSH, FramedStream};
+
+/// `hop proxy ssh login@host[:port]`: stdin/stdout through the proxy to the node's SSH server.
+pub async fn proxy_ssh(target: String) -> anyhow::Result<()> {
+    let login = profile::current_login()?;
+    let cfg = Arc::new(client_config(&login.trust, Some(&login.cert), ALPN_SSH)?);
+    let tls = dial_proxy(&login.profile.proxy, cfg).await?;
+    let mut framed = FramedStream::new(tls);
+    let mut session_id = [0u8; 16];
+    rand::fill(&mut session_id[..]);
+    let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+    framed
+        .write_frame(&Frame::Dial(Dial {
+            session_id,
+            target: target.clone(),
+            client_addr: unspecified,
+        }))
+        .await?;
+    match framed.read_frame(Duration::from_secs(30)).await? {
+        Frame::DialResult(r) if r.ok => {}
+        Frame::DialResult(r) => bail!(
+            "{}",
+            r.error
+                .unwrap_or_else(|| "the proxy refused the connection".into())
+        ),
+        other => bail!("unexpected frame {} from the proxy", other.frame_type()),
+    }
+    let (tls, pending) = framed.into_inner();
+    let (mut rd, mut wr) = tokio::io::split(tls);
+    let mut stdout = tokio::io::stdout();
+    if !pending.is_empty() {
+        stdout.write_all(&pending).await?;
+        stdout.flush().await?;
+    }
+    let up = tokio::spawn(async move {
+        let mut stdin = tokio::io::stdin();
+        let _ = tokio::io::copy(&mut stdin, &mut wr).await;
+        let _ = wr.shutdown().await;
+    });
+    // The session is over when the node closes its side; stdin may stay open.
+    let r = copy_flushing(&mut rd, &mut stdout).await;
+    let _ = stdout.flush().await;
+    up.abort();
+    r?;
+    Ok(())
+}
+
+/// Copies and flushes after every read (OpenSSH waits for each packet).
+async fn copy_flushing<R, W>(r: &mut R, w: &mut W) -> std::io::Result<u64>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(total);
+        }
+        w.write_all(&buf[..n]).await?;
+        w.flush().await?;
+        total += n as u64;
+    }
+}
+
+/// Nodes the current login may reach, optionally only those with all of `labels`.
+pub async fn list_nodes(
+    login: &Login,
+    labels: BTreeMap<String, String>,
+) -> anyhow::Result<Vec<Node>> {
+    let channel = tls_channel(&login.profile.proxy, &login.trust, Some(&login.cert)).await?;
+    Ok(AuthPublicClient::new(channel)
+        .list_nodes(ListNodesRequest {
+            labels: labels.into_iter().collect(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .nodes)
+}
+
+/// Parses `k=v,k2=v2`.
+pub fn parse_labels(s: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| anyhow!("label {part:?} is not key=value"))?;
+        out.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    Ok(out)
+}
+
+/// `hop ls [labels] [--format json]`.
+pub async fn ls(labels: Option<String>, json: bool) -> anyhow::Result<()> {
+    let login = profile::current_login()?;
+    let wanted = labels
+        .as_deref()
+        .map(parse_labels)
+        .transpose()?
+        .unwrap_or_default();
+    let nodes = list_nodes(&login, wanted).await?;
+    if json {
+        let v: Vec<serde_json::Value> = nodes
+            .iter()
+            .map(|n| {
+                serde_json::json!({
+                    "name": n.name,
+                    "host_id": n.host_id,
+                    "labels": n.labels.iter().collect::<BTreeMap<_, _>>(),
+                    "addr": n.addr,
+                    "logins": n.logins,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    if nodes.is_empty() {
+        println!("No nodes you can reach are connected.");
+        return Ok(());
+    }
+    let w = nodes.iter().map(|n| n.name.len()).max().unwrap_or(4).max(4);
+    println!(
+        "{:<w$}  {:<36}  {:<20}  LABELS",
+        "NODE", "HOST ID", "LOGINS"
+    );
+    for n in &nodes {
+        let labels: Vec<String> = n
+            .labels
+            .iter()
+            .collect::<BTreeMap<_, _>>()
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        println!(
+            "{:<w$}  {:<36}  {:<20}  {}",
+            n.name,
+            n.host_id,
+            n.logins.join(","),
+            labels.join(",")
+        );
+    }
+    Ok(())
+}
+
+/// What OpenSSH needs for the current login.
+struct SshFiles {
+    paths: Paths,
+    cluster: String,
+    hop: PathBuf,
+    home: PathBuf,
+}
+
+impl SshFiles {
+    fn current() -> anyhow::Result<(Login, Self)> {
+        let home = profile::hop_home()?;
+        let login = profile::current_login()?;
+        let paths = Paths::new(home.clone(), &login.profile.proxy, &login.profile.user);
+        let hop = std::env::current_exe().context("locating the hop binary")?;
+        let cluster = login.profile.cluster.clone();
+        Ok((
+            login,
+            Self {
+                paths,
+                cluster,
+                hop,
+                home,
+            },
+        ))
+    }
+
+    fn proxy_command(&self) -> String {
+        format!(
+            "env HOP_HOME={} {} proxy ssh %r@%h:%p",
+            quote(&self.home.to_string_lossy()),
+            quote(&self.hop.to_string_lossy())
+        )
+    }
+
+    /// `-o` options for OpenSSH.
+    fn options(&self) -> Vec<String> {
+        vec![
+            format!("UserKnownHostsFile={}", self.paths.known_hosts().display()),
+            format!("IdentityFile={}", self.paths.ssh_key().display()),
+            format!("CertificateFile={}", self.paths.ssh_cert().display()),
+            "IdentitiesOnly=yes".into(),
+            "StrictHostKeyChecking=yes".into(),
+            "GlobalKnownHostsFile=/dev/null".into(),
+            format!("ProxyCommand={}", self.proxy_command()),
+        ]
+    }
+
+    /// The name OpenSSH uses for `node`: `node.CLUSTER`, which its host certificate lists.
+    fn host(&self, node: &str) -> String {
+        if node.ends_with(&format!(".{}", self.cluster)) {
+            node.to_string()
+        } else {
+            format!("{node}.{}", self.cluster)
+        }
+    }
+}
+
+fn quote(s: &str) -> String {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+:@".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// `hop config`: an `ssh_config` block for the current cluster.
+pub fn config() -> anyhow::Result<()> {
+    let (login, f) = SshFiles::current()?;
+    println!(
+        "# Hop cluster {} through proxy {} (user {})",
+        f.cluster, login.profile.proxy, login.profile.user
+    );
+    println!(
+        "# Add this to ~/.ssh/config, then: ssh LOGIN@NODE.{}",
+        f.cluster
+    );
+    println!("Host *.{}", f.cluster);
+    println!(
+        "    UserKnownHostsFile \"{}\"",
+        f.paths.known_hosts().display()
+    );
+    println!("    GlobalKnownHostsFile /dev/null");
+    println!("    IdentityFile \"{}\"", f.paths.ssh_key().display());
+    println!("    CertificateFile \"{}\"", f.paths.ssh_cert().display());
+    println!("    IdentitiesOnly yes");
+    println!("    StrictHostKeyChecking yes");
+    println!("    ProxyCommand {}", f.proxy_command());
+    Ok(())
+}
+
+/// Splits `[user@]host`.
+fn split_user_host(s: &str) -> (Option<String>, String) {
+    match s.rsplit_once('@') {
+        Some((u, h)) => (Some(u.to_string()), h.to_string()),
+        None => (None, s.to_string()),
+    }
+}
+
+/// `hop ssh`.
+pub async fn ssh(a: crate::cli::SshArgs) -> anyhow::Result<i32> {
+    let (login, f) = SshFiles::current()?;
+    let (user, host) = split_user_host(&a.destination);
+    let os_login = a
+        .login
+        .clone()
+        .or(user)
+        .ok_or_else(|| anyhow!("which OS login? use LOGIN@{host} or -l LOGIN"))?;
+    // Label targeting: every node whose labels match.
+    let by_labels = host.contains('=');
+    let targets: Vec<String> = if by_labels {
+        let wanted = parse_labels(&host)?;
+        let nodes = list_nodes(&login, wanted).await?;
+        if nodes.is_empty() {
+            bail!("no node you can reach has the labels {host}");
+        }
+        nodes.into_iter().map(|n| n.name).collect()
+    } else {
+        vec![host]
+    };
+    let mut base: Vec<String> = Vec::new();
+    for o in f.options() {
+        base.push("-o".into());
+        base.push(o);
+    }
+    if a.tty {
+        base.push("-t".into());
+    }
+    if a.no_tty {
+        base.push("-T".into());
+    }
+    if a.forward_agent {
+        base.push("-A".into());
+    }
+    if let Some(p) = a.port {
+        base.push("-p".into());
+        base.push(p.to_string());
+    }
+    for l in &a.local {
+        base.push("-L".into());
+        base.push(l.clone());
+    }
+    for r in &a.remote {
+        base.push("-R".into());
+        base.push(r.clone());
+    }
+    if a.no_command {
+        base.push("-N".into());
+    }
+    base.push("-l".into());
+    base.push(os_login);
+    if !by_labels {
+        let mut args = base;
+        args.push(f.host(&targets[0]));
+        if !a.command.is_empty() {
+            args.push("--".into());
+            args.extend(a.command.iter().cloned());
+        }
+        let status = tokio::process::Command::new("ssh")
+            .args(&args)
+            .status()
+            .await
+            .context("running OpenSSH's ssh (install openssh-client)")?;
+        return Ok(status.code().unwrap_or(255));
+    }
+    if a.command.is_empty() {
+        bail!(
+            "{} nodes match {}: give a command to run on all of them",
+            targets.len(),
+            a.destination
+        );
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in targets {
+        let mut args = base.clone();
+        args.push("-T".into());
+        args.push(f.host(&t));
+        args.push("--".into());
+        args.extend(a.command.iter().cloned());
+        tasks.spawn(async move {
+            let out = tokio::process::Command::new("ssh")
+                .args(&args)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .await;
+            (t, out)
+        });
+    }
+    let mut worst = 0;
+    let mut results = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        results.push(r?);
+    }
+    results.sort_by(|a, b| a.0.cmp(&b.0));
+    for (node, out) in results {
+        let out = out.context("running OpenSSH's ssh")?;
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            println!("[{node}] {line}");
+        }
+        for line in String::from_utf8_lossy(&out.stderr).lines() {
+            eprintln!("[{node}] {line}");
+        }
+        let code = out.status.code().unwrap_or(255);
+        if code != 0 {
+            eprintln!("[{node}] exit status {code}");
+            worst = worst.max(code);
+        }
+    }
+    Ok(worst)
+}
+
+/// `hop scp`: OpenSSH's scp with the login's configuration; `login@node:path` names remote files.
+pub async fn scp(a: crate::cli::ScpArgs) -> anyhow::Result<i32> {
+    let (_login, f) = SshFiles::current()?;
+    let mut args: Vec<String> = Vec::new();
+    for o in f.options() {
+        args.push("-o".into());
+        args.push(o);
+    }
+    if a.recursive {
+        args.push("-r".into());
+    }
+    if a.preserve {
+        args.push("-p".into());
+    }
+    if a.quiet {
+        args.push("-q".into());
+    }
+    if let Some(p) = a.port {
+        args.push("-P".into());
+        args.push(p.to_string());
+    }
+    for p in &a.paths {
+        // user@host:path → user@host.CLUSTER:path; local paths untouched.
+        match p.split_once(':') {
+            Some((remote, path)) if !remote.contains('/') => {
+                let (user, host) = split_user_host(remote);
+                let host = f.host(&host);
+                args.push(match user {
+                    Some(u) => format!("{u}@{host}:{path}"),
+                    None => format!("{host}:{path}"),
+                });
+            }
+            _ => args.push(p.clone()),
+        }
+    }
+    let status = tokio::process::Command::new("scp")
+        .args(&args)
+        .status()
+        .await
+        .context("running OpenSSH's scp (install openssh-client)")?;
+    Ok(status.code().unwrap_or(255))
+}

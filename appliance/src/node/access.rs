@@ -1,0 +1,226 @@
+//! What an SSH node decides on its own: who may log in as whom, with which options.
+//!
+//! This module owns the node's cache of the cluster's access data (roles, locked users, the user
+//! CA keys, the recording mode), refreshed from Auth every few seconds and kept on disk so that a
+//! node restarted while Auth is away still decides with the last data it saw, and the decision
+//! itself ([`authorize`]), a pure function of that snapshot, the presented certificate, the
+//! requested login, the node's labels and the time.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use hop_ca::{CaKind, CaPublic, Identity};
+use hop_rbac::{AccessChecker, Role};
+use serde::{Deserialize, Serialize};
+
+/// The access data as Auth sent it (also the on-disk cache's format).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AccessData {
+    pub roles_json: String,
+    pub locked_users: Vec<String>,
+    pub ssh_user_ca_keys: Vec<String>,
+    pub session_recording: String,
+    pub cluster_name: String,
+}
+
+/// A parsed, ready-to-use [`AccessData`].
+#[derive(Debug, Clone)]
+pub struct AccessSnapshot {
+    roles: HashMap<String, Role>,
+    locked: HashSet<String>,
+    user_cas: Vec<CaPublic>,
+    pub recording: String,
+    pub cluster: String,
+}
+
+impl AccessSnapshot {
+    pub fn parse(data: &AccessData) -> Result<Self, String> {
+        let roles: Vec<Role> =
+            serde_json::from_str(&data.roles_json).map_err(|e| format!("roles from Auth: {e}"))?;
+        Ok(Self {
+            roles: roles
+                .into_iter()
+                .map(|r| (r.metadata.name.clone(), r))
+                .collect(),
+            locked: data.locked_users.iter().cloned().collect(),
+            user_cas: data
+                .ssh_user_ca_keys
+                .iter()
+                .map(|k| CaPublic {
+                    kind: CaKind::User,
+                    cluster: data.cluster_name.clone(),
+                    ssh_public: Some(k.clone()),
+                    x509_cert_pem: None,
+                    jwt_public_pem: None,
+                    ssh_fingerprint: None,
+                    x509_spki_sha256: None,
+                })
+                .collect(),
+            recording: if data.session_recording.is_empty() {
+                "node".into()
+            } else {
+                data.session_recording.clone()
+            },
+            cluster: data.cluster_name.clone(),
+        })
+    }
+
+    /// Only the user CA keys (what a node knows before it first reaches Auth).
+    pub fn with_user_cas(cluster: &str, keys: &[String]) -> Self {
+        Self::parse(&AccessData {
+            roles_json: "[]".into(),
+            ssh_user_ca_keys: keys.to_vec(),
+            cluster_name: cluster.into(),
+            ..Default::default()
+        })
+        .unwrap_or_else(|_| unreachable_snapshot())
+    }
+
+    fn checker(&self, identity: &Identity) -> Result<AccessChecker, String> {
+        let roles: Vec<Role> = identity
+            .roles
+            .iter()
+            .filter_map(|n| self.roles.get(n).cloned())
+            .collect();
+        AccessChecker::new(&roles, &identity.traits).map_err(|e| format!("role evaluation: {e}"))
+    }
+}
+
+fn unreachable_snapshot() -> AccessSnapshot {
+    AccessSnapshot {
+        roles: HashMap::new(),
+        locked: HashSet::new(),
+        user_cas: Vec::new(),
+        recording: "node".into(),
+        cluster: String::new(),
+    }
+}
+
+/// What an authorized connection may do.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub identity: Identity,
+    pub login: String,
+    pub cert_expires: SystemTime,
+    pub permit_agent_forwarding: bool,
+    pub permit_port_forwarding: bool,
+    pub permit_pty: bool,
+    pub idle_timeout: Option<Duration>,
+    pub disconnect_expired_cert: bool,
+    /// `node`, `node-sync`, `proxy`, `proxy-sync` or `off` (recording itself is not wired yet).
+    #[allow(dead_code)]
+    pub recording: String,
+}
+
+/// Why a connection was refused; shown to the client and written to the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refusal(pub String);
+
+/// Decides whether the holder of `cert_openssh` may log in as `login` on a node with `labels`.
+pub fn authorize(
+    snap: &AccessSnapshot,
+    cert_openssh: &str,
+    login: &str,
+    labels: &BTreeMap<String, String>,
+    now: SystemTime,
+) -> Result<Grant, Refusal> {
+    let (identity, expires) = hop_ca::verify_user_ssh(cert_openssh, &snap.user_cas, now)
+        .map_err(|e| Refusal(format!("certificate refused: {e}")))?;
+    if !snap.cluster.is_empty() && identity.cluster != snap.cluster {
+        return Err(Refusal(format!(
+            "certificate of cluster {:?}, this node belongs to {:?}",
+            identity.cluster, snap.cluster
+        )));
+    }
+    if snap.locked.contains(&identity.username) {
+        return Err(Refusal(format!("user {:?} is locked", identity.username)));
+    }
+    if !identity.logins.iter().any(|l| l == login) {
+        return Err(Refusal(format!(
+            "login {login:?} is not in the certificate of user {:?} (its logins: {})",
+            identity.username,
+            identity.logins.join(", ")
+        )));
+    }
+    let checker = snap.checker(&identity).map_err(Refusal)?;
+    checker.check_node_login(labels, login).map_err(|e| {
+        Refusal(format!(
+            "access denied to user {:?}: {e}",
+            identity.username
+        ))
+    })?;
+    let recording = tighter_recording(&snap.recording, &identity, &snap.roles);
+    Ok(Grant {
+        login: login.to_string(),
+        cert_expires: expires,
+        permit_agent_forwarding: identity.permit_agent_forwarding
+            && checker.permit_agent_forwarding(),
+        permit_port_forwarding: identity.permit_port_forwarding && checker.permit_port_forwarding(),
+        permit_pty: identity.permit_pty,
+        idle_timeout: checker.client_idle_timeout(),
+        disconnect_expired_cert: checker.disconnect_expired_cert(),
+        recording,
+        identity,
+    })
+}
+
+/// The cluster's recording mode, made synchronous when one of the user's roles asks for `strict`.
+fn tighter_recording(cluster: &str, identity: &Identity, roles: &HashMap<String, Role>) -> String {
+    let strict = identity.roles.iter().filter_map(|n| roles.get(n)).any(|r| {
+        r.spec
+            .options
+            .record_session
+            .as_ref()
+            .and_then(|rs| rs.ssh.or(rs.default))
+            .is_some_and(|m| m == hop_rbac::RecordingMode::Strict)
+    });
+    match (cluster, strict) {
+        ("node", true) => "node-sync".into(),
+        ("proxy", true) => "proxy-sync".into(),
+        (m, _) => m.to_string(),
+    }
+}
+
+/// The node's current snapshot, refreshed in the background.
+#[derive(Debug, Clone)]
+pub struct AccessCache {
+    current: Arc<ArcSwap<AccessSnapshot>>,
+    file: PathBuf,
+}
+
+impl AccessCache {
+    /// Starts from the on-disk cache when there is one, else from the user CA keys alone (which
+    /// authorizes nobody until Auth answers: no roles means deny).
+    pub fn load(data_dir: &Path, cluster: &str, user_ca_keys: &[String]) -> Self {
+        let file = data_dir.join("agent").join("access.json");
+        let snap = std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|t| serde_json::from_str::<AccessData>(&t).ok())
+            .and_then(|d| AccessSnapshot::parse(&d).ok())
+            .unwrap_or_else(|| AccessSnapshot::with_user_cas(cluster, user_ca_keys));
+        Self {
+            current: Arc::new(ArcSwap::from_pointee(snap)),
+            file,
+        }
+    }
+
+    pub fn get(&self) -> Arc<AccessSnapshot> {
+        self.current.load_full()
+    }
+
+    /// Installs data fresh from Auth and keeps a copy on disk.
+    pub fn update(&self, data: &AccessData) -> Result<(), String> {
+        let snap = AccessSnapshot::parse(data)?;
+        self.current.store(Arc::new(snap));
+        if let Ok(json) = serde_json::to_vec(data)
+            && let Err(e) = crate::client::profile::write_private(&self.file, &json)
+        {
+            tracing::warn!(error = %e, "cannot keep the access cache on disk");
+        }
+        Ok(())
+    }
+}

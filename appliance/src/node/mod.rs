@@ -1,0 +1,277 @@
+//! The SSH service of a node agent (`hop start --roles node --proxy HOST:PORT --token TOKEN`).
+//!
+//! This module owns the node's side of SSH access: its host identity (an Ed25519 host key with a
+//! certificate from the cluster's host CA), what it announces about itself (name, static labels,
+//! command labels refreshed on an interval), its cache of the cluster's access data, and serving
+//! SSH connections: those the proxy hands it over the reverse tunnel (Dial target
+//! [`DIAL_TARGET`]) and, when `ssh_service.listen_addr` is set, those arriving directly.
+//! Per-connection work lives in [`handler`], per-channel work in [`session`].
+
+pub mod access;
+pub mod audit;
+pub mod env;
+pub mod handler;
+pub mod session;
+pub mod users;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use arc_swap::ArcSwap;
+use hop_protocols::tunnel::ResourceAnnouncement;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+
+use self::access::{AccessCache, AccessData};
+use self::audit::{AgentAudit, ChannelMaker};
+use crate::agent::identity::AgentIdentity;
+use crate::auth::proto::NodeAccessRequest;
+use crate::auth::proto::auth_public_client::AuthPublicClient;
+
+/// The Dial target that asks an agent for its SSH server (never a valid application name).
+pub const DIAL_TARGET: &str = "@ssh";
+/// How often the node asks Auth for fresh roles and locks.
+const ACCESS_REFRESH: Duration = Duration::from_secs(5);
+
+/// A label whose value is a command's output.
+#[derive(Debug, Clone)]
+pub struct CommandLabel {
+    pub name: String,
+    pub command: Vec<String>,
+    pub period: Duration,
+}
+
+/// How the SSH service is configured.
+#[derive(Debug, Clone, Default)]
+pub struct NodeSettings {
+    pub nodename: String,
+    pub labels: BTreeMap<String, String>,
+    pub commands: Vec<CommandLabel>,
+    pub listen_addr: Option<SocketAddr>,
+}
+
+/// What every connection of this node shares.
+pub struct NodeShared {
+    pub access: AccessCache,
+    pub audit: AgentAudit,
+    pub cluster: String,
+    pub host_id: String,
+    pub nodename: String,
+    static_labels: BTreeMap<String, String>,
+    command_labels: ArcSwap<BTreeMap<String, String>>,
+    /// Bumped whenever the labels change, so the agent announces them again.
+    pub labels_changed: watch::Sender<u64>,
+    ssh_config: Arc<russh::server::Config>,
+    settings: NodeSettings,
+}
+
+impl std::fmt::Debug for NodeShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeShared")
+            .field("host_id", &self.host_id)
+            .field("nodename", &self.nodename)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeShared {
+    /// Builds the node from its stored identity.
+    pub fn new(
+        identity: &AgentIdentity,
+        settings: NodeSettings,
+        data_dir: &Path,
+        connect: ChannelMaker,
+    ) -> anyhow::Result<Arc<Self>> {
+        let ssh = identity.ssh.as_ref().ok_or_else(|| {
+            anyhow!(
+                "this agent's identity has no SSH host certificate (it joined as {:?}); remove {} and join again with a node token",
+                identity.meta.role,
+                data_dir.join("agent").display()
+            )
+        })?;
+        let key = russh::keys::PrivateKey::from_openssh(ssh.private_key_openssh.trim())
+            .context("reading the SSH host key")?;
+        let cert = russh::keys::Certificate::from_openssh(ssh.certificate_openssh.trim())
+            .context("reading the SSH host certificate")?;
+        let mut methods = russh::MethodSet::empty();
+        methods.push(russh::MethodKind::PublicKey);
+        let config = russh::server::Config {
+            server_id: russh::SshId::Standard(
+                format!("SSH-2.0-Hop_{}", env!("CARGO_PKG_VERSION")).into(),
+            ),
+            methods,
+            auth_rejection_time: Duration::from_millis(300),
+            auth_rejection_time_initial: Some(Duration::ZERO),
+            keys: vec![key],
+            certificates: vec![cert],
+            max_auth_attempts: 6,
+            inactivity_timeout: None,
+            keepalive_interval: Some(Duration::from_secs(60)),
+            keepalive_max: 3,
+            nodelay: true,
+            ..Default::default()
+        };
+        let nodename = if settings.nodename.is_empty() {
+            crate::host::host_name().unwrap_or_else(|| identity.meta.host_id.clone())
+        } else {
+            settings.nodename.clone()
+        };
+        let audit = AgentAudit::start(identity.meta.cluster.clone(), nodename.clone(), connect);
+        let (labels_changed, _) = watch::channel(0);
+        Ok(Arc::new(Self {
+            access: AccessCache::load(data_dir, &identity.meta.cluster, &ssh.user_ca_keys),
+            audit,
+            cluster: identity.meta.cluster.clone(),
+            host_id: identity.meta.host_id.clone(),
+            nodename,
+            static_labels: settings.labels.clone(),
+            command_labels: ArcSwap::from_pointee(BTreeMap::new()),
+            labels_changed,
+            ssh_config: Arc::new(config),
+            settings,
+        }))
+    }
+
+    /// Static and command labels together (a command label wins over a static one of the same
+    /// name).
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        let mut l = self.static_labels.clone();
+        for (k, v) in self.command_labels.load().iter() {
+            l.insert(k.clone(), v.clone());
+        }
+        l
+    }
+
+    /// What the agent announces about this node in its tunnel hello.
+    pub fn announcement(&self) -> ResourceAnnouncement {
+        ResourceAnnouncement {
+            kind: "node".into(),
+            name: self.nodename.clone(),
+            labels: self.labels().into_iter().collect(),
+            target: self.settings.listen_addr.map(|a| a.to_string()),
+        }
+    }
+}
+
+/// Serves one SSH connection (from the tunnel or a direct listener) until it ends.
+pub async fn serve<S>(shared: Arc<NodeShared>, stream: S, client_addr: String)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let handler = handler::ConnHandler::new(shared.clone(), client_addr.clone());
+    match russh::server::run_stream(shared.ssh_config.clone(), stream, handler).await {
+        Ok(running) => {
+            if let Err(e) = running.await {
+                tracing::debug!(client = %client_addr, error = %e, "SSH connection ended with an error");
+            }
+        }
+        Err(e) => tracing::debug!(client = %client_addr, error = %e, "SSH handshake failed"),
+    }
+}
+
+/// The node's background work: refreshing access data and command labels, and the direct
+/// listener when configured. Runs until shutdown.
+pub async fn run_background(
+    shared: Arc<NodeShared>,
+    connect: ChannelMaker,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(refresh_access(shared.clone(), connect));
+    for c in shared.settings.commands.clone() {
+        tasks.spawn(command_label(shared.clone(), c));
+    }
+    if let Some(addr) = shared.settings.listen_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("ssh_service.listen_addr {addr}"))?;
+        tracing::info!(%addr, "SSH service listening directly");
+        let s = shared.clone();
+        tasks.spawn(async move {
+            loop {
+                let Ok((sock, peer)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = sock.set_nodelay(true);
+                tokio::spawn(serve(s.clone(), sock, peer.to_string()));
+            }
+        });
+    }
+    crate::signals::until_shutdown(&mut shutdown).await;
+    tasks.abort_all();
+    Ok(())
+}
+
+async fn refresh_access(shared: Arc<NodeShared>, connect: ChannelMaker) {
+    let mut client: Option<AuthPublicClient<tonic::transport::Channel>> = None;
+    let mut warned = false;
+    loop {
+        let result = async {
+            let c = match &mut client {
+                Some(c) => c,
+                None => client.insert(AuthPublicClient::new(connect().await?)),
+            };
+            let r = c
+                .get_node_access(NodeAccessRequest {})
+                .await
+                .map_err(crate::client::connect::status_error)?
+                .into_inner();
+            let data = AccessData {
+                roles_json: r.roles_json,
+                locked_users: r.locked_users,
+                ssh_user_ca_keys: r.ssh_user_ca_keys,
+                session_recording: r.session_recording,
+                cluster_name: r.cluster_name,
+            };
+            shared.access.update(&data).map_err(|e| anyhow!(e))
+        }
+        .await;
+        match result {
+            Ok(()) => warned = false,
+            Err(e) => {
+                client = None;
+                if !warned {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot refresh roles and locks from Auth; deciding with the last data seen");
+                    warned = true;
+                }
+            }
+        }
+        tokio::time::sleep(ACCESS_REFRESH).await;
+    }
+}
+
+async fn command_label(shared: Arc<NodeShared>, label: CommandLabel) {
+    loop {
+        let value = match label.command.split_first() {
+            Some((prog, args)) => match tokio::time::timeout(
+                Duration::from_secs(30),
+                tokio::process::Command::new(prog)
+                    .args(args)
+                    .kill_on_drop(true)
+                    .output(),
+            )
+            .await
+            {
+                Ok(Ok(out)) if out.status.success() => {
+                    String::from_utf8_lossy(&out.stdout).trim().to_string()
+                }
+                Ok(Ok(out)) => format!("error: exit {}", out.status.code().unwrap_or(-1)),
+                Ok(Err(e)) => format!("error: {e}"),
+                Err(_) => "error: timed out".into(),
+            },
+            None => String::new(),
+        };
+        let current = shared.command_labels.load();
+        if current.get(&label.name) != Some(&value) {
+            let mut next = (**current).clone();
+            next.insert(label.name.clone(), value);
+            shared.command_labels.store(Arc::new(next));
+            shared.labels_changed.send_modify(|v| *v += 1);
+        }
+        tokio::time::sleep(label.period).await;
+    }
+}

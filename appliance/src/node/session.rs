@@ -1,0 +1,660 @@
+//! One SSH session channel on a node: its requests in order (pty, env, agent forwarding, then
+//! one of shell, exec or a subsystem; window changes and signals after), the process it starts
+//! as the requested OS user, the bytes both ways, and the exit status.
+//!
+//! Requests arrive on the channel itself (russh delivers them there as well as to the connection
+//! handler). The handler answers them, in order and only when the client asked for an answer
+//! (russh tells the channel `want_reply: true` for every request, so answering from here could
+//! answer the wrong request); this task acts on them. Reading
+//! the channel is what gives backpressure: while the child's input is full, the channel is not
+//! read, the client's window closes, and it stops sending.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use russh::server::{Handle, Msg};
+use russh::{Channel, ChannelId, ChannelMsg, Sig};
+use tokio::io::AsyncWriteExt;
+use tokio::io::unix::AsyncFd;
+
+use super::NodeShared;
+use super::access::Grant;
+use super::audit::EventKind;
+use super::env;
+use super::users::{self, OsUser};
+use crate::platform::pty::{self, ChildSetup, WindowSize};
+
+/// What the connection hands to each session channel.
+#[derive(Clone)]
+pub struct SessionContext {
+    pub shared: Arc<NodeShared>,
+    pub grant: Grant,
+    pub client_addr: String,
+    pub handle: Handle,
+    /// The agent socket path when agent forwarding was set up for this connection.
+    pub agent_socket: Option<String>,
+}
+
+/// Where the sftp server of OpenSSH lives on common systems.
+const SFTP_SERVERS: &[&str] = &[
+    "/usr/lib/openssh/sftp-server",
+    "/usr/libexec/openssh/sftp-server",
+    "/usr/lib/ssh/sftp-server",
+    "/usr/libexec/sftp-server",
+    "/usr/lib/sftp-server",
+];
+
+enum Program {
+    Shell,
+    Exec(String),
+    Sftp,
+}
+
+struct Requested {
+    pty: Option<(String, WindowSize)>,
+    env: Vec<(String, String)>,
+    agent: bool,
+}
+
+/// Serves one session channel until it closes.
+pub async fn run(channel: Channel<Msg>, ctx: SessionContext) {
+    let id = channel.id();
+    let (mut reader, writer) = channel.split();
+    let writer = Arc::new(writer);
+    let mut req = Requested {
+        pty: None,
+        env: Vec::new(),
+        agent: false,
+    };
+    // Set-up requests until the program starts.
+    let program = loop {
+        let Some(msg) = reader.wait().await else {
+            return;
+        };
+        match msg {
+            ChannelMsg::RequestPty {
+                term,
+                col_width,
+                row_height,
+                pix_width,
+                pix_height,
+                ..
+            } => {
+                let ok = ctx.grant.permit_pty;
+                if ok {
+                    req.pty = Some((term, window(col_width, row_height, pix_width, pix_height)));
+                }
+            }
+            ChannelMsg::SetEnv {
+                variable_name,
+                variable_value,
+                ..
+            } => match env::client_may_set(&variable_name) {
+                Ok(()) => {
+                    req.env.push((variable_name, variable_value));
+                }
+                Err(why) => {
+                    if variable_name.starts_with("LD_") {
+                        let ev = ctx
+                            .shared
+                            .audit
+                            .event(EventKind::Exec, &ctx.grant.identity.username)
+                            .remote_str(&ctx.client_addr)
+                            .field("login", ctx.grant.login.clone())
+                            .field("env", variable_name.clone())
+                            .failed(EventKind::Exec, why.clone());
+                        ctx.shared.audit.emit(ev);
+                    }
+                    let _ = writer
+                        .make_writer_ext(Some(1))
+                        .write_all(format!("hop: {why}\r\n").as_bytes())
+                        .await;
+                }
+            },
+            // The connection handler already answered this request (`agent_request`).
+            ChannelMsg::AgentForward { .. } => {
+                let ok = ctx.grant.permit_agent_forwarding && ctx.agent_socket.is_some();
+                let ev = ctx
+                    .shared
+                    .audit
+                    .event(EventKind::AgentForward, &ctx.grant.identity.username)
+                    .remote_str(&ctx.client_addr)
+                    .field("login", ctx.grant.login.clone());
+                if ok {
+                    req.agent = true;
+                    ctx.shared.audit.emit(ev);
+                } else {
+                    let why = "agent forwarding is not allowed by the user's roles";
+                    ctx.shared
+                        .audit
+                        .emit(ev.failed(EventKind::AgentForward, why));
+                    let _ = writer
+                        .make_writer_ext(Some(1))
+                        .write_all(format!("hop: {why}\r\n").as_bytes())
+                        .await;
+                }
+            }
+            ChannelMsg::RequestShell { .. } => {
+                break Program::Shell;
+            }
+            ChannelMsg::Exec { command, .. } => {
+                break Program::Exec(String::from_utf8_lossy(&command).into_owned());
+            }
+            ChannelMsg::RequestSubsystem { name, .. } => {
+                let ok = name == "sftp";
+                if ok {
+                    break Program::Sftp;
+                }
+            }
+            ChannelMsg::RequestX11 { .. } => {}
+            ChannelMsg::WindowChange {
+                col_width,
+                row_height,
+                pix_width,
+                pix_height,
+            } => {
+                if let Some((_, size)) = &mut req.pty {
+                    *size = window(col_width, row_height, pix_width, pix_height);
+                }
+            }
+            ChannelMsg::Eof | ChannelMsg::Close => return,
+            _ => {}
+        }
+    };
+    let started = Instant::now();
+    let session_id = uuid::Uuid::new_v4().to_string();
+    let outcome = start_and_serve(
+        &ctx,
+        id,
+        reader,
+        writer.clone(),
+        &req,
+        &program,
+        &session_id,
+    )
+    .await;
+    let (code, bytes_in, bytes_out, error) = match outcome {
+        Ok(o) => (Some(o.exit_code), o.bytes_in, o.bytes_out, None),
+        Err(e) => {
+            let _ = writer
+                .make_writer_ext(Some(1))
+                .write_all(format!("hop: {e}\r\n").as_bytes())
+                .await;
+            let _ = writer.exit_status(255).await;
+            (None, 0, 0, Some(e))
+        }
+    };
+    let _ = writer.eof().await;
+    let _ = writer.close().await;
+    let shared = &ctx.shared;
+    let user = &ctx.grant.identity.username;
+    let mut ev = match &program {
+        Program::Exec(cmd) => shared
+            .audit
+            .event(EventKind::Exec, user)
+            .field("command", truncate(cmd, 4096)),
+        Program::Shell => shared.audit.event(EventKind::SessionEnd, user),
+        Program::Sftp => shared
+            .audit
+            .event(EventKind::Sftp, user)
+            .field("subsystem", "sftp"),
+    };
+    ev = ev
+        .remote_str(&ctx.client_addr)
+        .field("login", ctx.grant.login.clone())
+        .field("session_id", session_id)
+        .field("interactive", req.pty.is_some())
+        .field("bytes_in", bytes_in)
+        .field("bytes_out", bytes_out)
+        .field("duration_ms", started.elapsed().as_millis() as u64);
+    if let Some(c) = code {
+        ev = ev.field("exit_code", c);
+    }
+    if let Some(e) = error {
+        let kind = match &program {
+            Program::Exec(_) => EventKind::Exec,
+            Program::Shell => EventKind::SessionEnd,
+            Program::Sftp => EventKind::Sftp,
+        };
+        ev = ev.failed(kind, e);
+    }
+    shared.audit.emit(ev);
+}
+
+fn window(cols: u32, rows: u32, pw: u32, ph: u32) -> WindowSize {
+    let c = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
+    WindowSize {
+        cols: c(cols),
+        rows: c(rows),
+        px_width: c(pw),
+        px_height: c(ph),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+struct Outcome {
+    exit_code: u32,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+/// The OS user to run as, and whether this process may switch to it.
+fn os_user(login: &str) -> Result<(OsUser, Option<Vec<u32>>), String> {
+    let (user, groups) = users::lookup(login)?;
+    let me = pty::current_uid();
+    if me == 0 {
+        Ok((user, Some(groups)))
+    } else if user.uid == me {
+        Ok((user, None))
+    } else {
+        Err(format!(
+            "this node runs as uid {me} and can start sessions only as that user, not as {login:?}"
+        ))
+    }
+}
+
+fn build_command(
+    ctx: &SessionContext,
+    req: &Requested,
+    program: &Program,
+    user: &OsUser,
+    session_id: &str,
+) -> Result<std::process::Command, String> {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = match program {
+        Program::Shell => {
+            let mut c = std::process::Command::new(&user.shell);
+            let base = user.shell.rsplit('/').next().unwrap_or("sh");
+            c.arg0(format!("-{base}"));
+            c
+        }
+        Program::Exec(command) => {
+            let mut c = std::process::Command::new(&user.shell);
+            c.arg("-c").arg(command);
+            c
+        }
+        Program::Sftp => {
+            let path = SFTP_SERVERS
+                .iter()
+                .find(|p| std::path::Path::new(p).exists())
+                .ok_or("the sftp subsystem needs OpenSSH's sftp-server on this node (package openssh-sftp-server)")?;
+            std::process::Command::new(path)
+        }
+    };
+    cmd.env_clear();
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    env.insert("HOME".into(), user.home.clone());
+    env.insert("USER".into(), user.name.clone());
+    env.insert("LOGNAME".into(), user.name.clone());
+    env.insert("SHELL".into(), user.shell.clone());
+    env.insert("PATH".into(), env::default_path(user.uid).into());
+    env.insert("HOP_USER".into(), ctx.grant.identity.username.clone());
+    env.insert("HOP_SESSION_ID".into(), session_id.to_string());
+    env.insert("HOP_CLUSTER".into(), ctx.shared.cluster.clone());
+    let client = ctx.client_addr.rsplit_once(':');
+    if let Some((ip, port)) = client {
+        env.insert("SSH_CLIENT".into(), format!("{ip} {port} 0"));
+        env.insert("SSH_CONNECTION".into(), format!("{ip} {port} 0.0.0.0 0"));
+    }
+    if let Some((term, _)) = &req.pty {
+        env.insert(
+            "TERM".into(),
+            if term.is_empty() {
+                "xterm".into()
+            } else {
+                term.clone()
+            },
+        );
+    }
+    if req.agent
+        && let Some(sock) = &ctx.agent_socket
+    {
+        env.insert("SSH_AUTH_SOCK".into(), sock.clone());
+    }
+    for (k, v) in &req.env {
+        env.insert(k.clone(), v.clone());
+    }
+    cmd.envs(env);
+    let home = std::path::Path::new(&user.home);
+    cmd.current_dir(if home.is_dir() {
+        home
+    } else {
+        std::path::Path::new("/")
+    });
+    Ok(cmd)
+}
+
+async fn start_and_serve(
+    ctx: &SessionContext,
+    id: ChannelId,
+    reader: russh::ChannelReadHalf,
+    writer: Arc<russh::ChannelWriteHalf<Msg>>,
+    req: &Requested,
+    program: &Program,
+    session_id: &str,
+) -> Result<Outcome, String> {
+    let (user, groups) = os_user(&ctx.grant.login)?;
+    let mut cmd = build_command(ctx, req, program, &user, session_id)?;
+    if groups.is_some() {
+        use std::os::unix::process::CommandExt;
+        cmd.uid(user.uid).gid(user.gid);
+    }
+    let interactive = req.pty.is_some() && !matches!(program, Program::Sftp);
+    let start_ev = ctx
+        .shared
+        .audit
+        .event(EventKind::SessionStart, &ctx.grant.identity.username)
+        .remote_str(&ctx.client_addr)
+        .field("login", ctx.grant.login.clone())
+        .field("session_id", session_id.to_string())
+        .field("interactive", interactive);
+    ctx.shared.audit.emit(start_ev);
+    if interactive {
+        let (_, size) = req.pty.clone().unwrap_or_default();
+        pty_session(ctx, id, reader, writer, cmd, groups, size).await
+    } else {
+        pipe_session(ctx, id, reader, writer, cmd, groups).await
+    }
+}
+
+fn exit_of(status: std::process::ExitStatus) -> (u32, Option<Sig>) {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(c) = status.code() {
+        return (u32::try_from(c).unwrap_or(255), None);
+    }
+    let sig = status.signal().unwrap_or(0);
+    let name = match sig {
+        libc::SIGABRT => Sig::ABRT,
+        libc::SIGALRM => Sig::ALRM,
+        libc::SIGFPE => Sig::FPE,
+        libc::SIGHUP => Sig::HUP,
+        libc::SIGILL => Sig::ILL,
+        libc::SIGINT => Sig::INT,
+        libc::SIGKILL => Sig::KILL,
+        libc::SIGPIPE => Sig::PIPE,
+        libc::SIGQUIT => Sig::QUIT,
+        libc::SIGSEGV => Sig::SEGV,
+        libc::SIGTERM => Sig::TERM,
+        libc::SIGUSR1 => Sig::USR1,
+        _ => Sig::Custom(format!("SIG{sig}")),
+    };
+    (128 + u32::try_from(sig).unwrap_or(0), Some(name))
+}
+
+fn signal_number(s: &Sig) -> Option<i32> {
+    Some(match s {
+        Sig::ABRT => libc::SIGABRT,
+        Sig::ALRM => libc::SIGALRM,
+        Sig::FPE => libc::SIGFPE,
+        Sig::HUP => libc::SIGHUP,
+        Sig::ILL => libc::SIGILL,
+        Sig::INT => libc::SIGINT,
+        Sig::KILL => libc::SIGKILL,
+        Sig::PIPE => libc::SIGPIPE,
+        Sig::QUIT => libc::SIGQUIT,
+        Sig::SEGV => libc::SIGSEGV,
+        Sig::TERM => libc::SIGTERM,
+        Sig::USR1 => libc::SIGUSR1,
+        Sig::Custom(_) => return None,
+    })
+}
+
+async fn report_exit(
+    ctx: &SessionContext,
+    id: ChannelId,
+    writer: &russh::ChannelWriteHalf<Msg>,
+    status: std::process::ExitStatus,
+) -> u32 {
+    let (code, sig) = exit_of(status);
+    match sig {
+        Some(sig) => {
+            let _ = ctx
+                .handle
+                .exit_signal_request(id, sig, false, String::new(), String::new())
+                .await;
+        }
+        None => {
+            let _ = writer.exit_status(code).await;
+        }
+    }
+    code
+}
+
+/// A session without a terminal: pipes for the three standard streams.
+async fn pipe_session(
+    ctx: &SessionContext,
+    id: ChannelId,
+    mut reader: russh::ChannelReadHalf,
+    writer: Arc<russh::ChannelWriteHalf<Msg>>,
+    mut cmd: std::process::Command,
+    groups: Option<Vec<u32>>,
+) -> Result<Outcome, String> {
+    pty::prepare_child(
+        &mut cmd,
+        ChildSetup {
+            new_session: true,
+            controlling_tty: false,
+            groups,
+        },
+    );
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = tokio::process::Command::from(cmd)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start the session's program: {e}"))?;
+    let pid = child.id().unwrap_or(0);
+    let mut stdin = child.stdin.take();
+    let mut stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut stderr = child.stderr.take().ok_or("no stderr")?;
+    let out_w = writer.clone();
+    let out = tokio::spawn(async move {
+        let mut w = out_w.make_writer();
+        tokio::io::copy(&mut stdout, &mut w).await.unwrap_or(0)
+    });
+    let err_w = writer.clone();
+    let err = tokio::spawn(async move {
+        let mut w = err_w.make_writer_ext(Some(1));
+        tokio::io::copy(&mut stderr, &mut w).await.unwrap_or(0)
+    });
+    let mut bytes_in = 0u64;
+    let status = loop {
+        tokio::select! {
+            st = child.wait() => break st.map_err(|e| e.to_string())?,
+            msg = reader.wait() => match msg {
+                Some(ChannelMsg::Data { data }) => {
+                    bytes_in += data.len() as u64;
+                    if let Some(s) = &mut stdin
+                        && s.write_all(&data).await.is_err()
+                    {
+                        stdin = None;
+                    }
+                }
+                Some(ChannelMsg::Eof) => stdin = None,
+                Some(ChannelMsg::Signal { signal }) => {
+                    if let Some(n) = signal_number(&signal) {
+                        let _ = pty::signal_process(pid, n);
+                    }
+                }
+                Some(ChannelMsg::Close) | None => {
+                    let _ = child.start_kill();
+                    break child.wait().await.map_err(|e| e.to_string())?;
+                }
+                Some(_) => {}
+            },
+        }
+    };
+    drop(stdin);
+    // The streams end when every holder of their write ends has exited.
+    let bytes_out = out.await.unwrap_or(0) + err.await.unwrap_or(0);
+    let exit_code = report_exit(ctx, id, &writer, status).await;
+    Ok(Outcome {
+        exit_code,
+        bytes_in,
+        bytes_out,
+    })
+}
+
+/// The PTY master, readable and writable without blocking the runtime.
+struct Master(AsyncFd<std::fs::File>);
+
+impl Master {
+    fn new(fd: OwnedFd) -> std::io::Result<Self> {
+        Ok(Self(pty::async_master(fd)?))
+    }
+
+    /// `Ok(0)` at the end (the last holder of the terminal closed it).
+    async fn read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let mut guard = self.0.readable().await?;
+            match guard.try_io(|f| f.get_ref().read(buf)) {
+                Ok(Ok(n)) => return Ok(n),
+                // Linux answers EIO once no process holds the terminal open.
+                Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => return Ok(0),
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    async fn write_all(&self, mut buf: &[u8]) -> std::io::Result<()> {
+        while !buf.is_empty() {
+            let mut guard = self.0.writable().await?;
+            match guard.try_io(|f| f.get_ref().write(buf)) {
+                Ok(Ok(n)) => buf = &buf[n..],
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => continue,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn pty_session(
+    ctx: &SessionContext,
+    id: ChannelId,
+    mut reader: russh::ChannelReadHalf,
+    writer: Arc<russh::ChannelWriteHalf<Msg>>,
+    mut cmd: std::process::Command,
+    groups: Option<Vec<u32>>,
+    size: WindowSize,
+) -> Result<Outcome, String> {
+    let pair = pty::open_pty(size).map_err(|e| format!("cannot open a terminal: {e}"))?;
+    let slave = |p: &OwnedFd| -> Result<Stdio, String> {
+        p.try_clone()
+            .map(Stdio::from)
+            .map_err(|e| format!("terminal: {e}"))
+    };
+    cmd.stdin(slave(&pair.slave)?)
+        .stdout(slave(&pair.slave)?)
+        .stderr(slave(&pair.slave)?);
+    pty::prepare_child(
+        &mut cmd,
+        ChildSetup {
+            new_session: true,
+            controlling_tty: true,
+            groups,
+        },
+    );
+    let mut child = tokio::process::Command::from(cmd)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start the shell: {e}"))?;
+    // Only the child holds the terminal now, so its end is seen as EIO on the master.
+    drop(pair.slave);
+    let pid = child.id().unwrap_or(0);
+    let master = Arc::new(Master::new(pair.master).map_err(|e| e.to_string())?);
+    let out_master = master.clone();
+    let out_writer = writer.clone();
+    let pump = tokio::spawn(async move {
+        let mut w = out_writer.make_writer();
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut total = 0u64;
+        loop {
+            let n = match out_master.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            total += n as u64;
+            if w.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = w.flush().await;
+        total
+    });
+    let mut bytes_in = 0u64;
+    // The role's client_idle_timeout: no keystroke for that long ends the session.
+    let idle = ctx.grant.idle_timeout.filter(|d| !d.is_zero());
+    let mut last_input = tokio::time::Instant::now();
+    let status = loop {
+        let idle_deadline = idle.map(|d| last_input + d);
+        tokio::select! {
+            st = child.wait() => break st.map_err(|e| e.to_string())?,
+            _ = async {
+                match idle_deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let _ = writer
+                    .make_writer_ext(Some(1))
+                    .write_all(b"\r\nhop: idle timeout reached; closing the session\r\n")
+                    .await;
+                let _ = pty::signal_process(pid, libc::SIGHUP);
+                break child.wait().await.map_err(|e| e.to_string())?;
+            }
+            msg = reader.wait() => match msg {
+                Some(ChannelMsg::Data { data }) => {
+                    bytes_in += data.len() as u64;
+                    last_input = tokio::time::Instant::now();
+                    if master.write_all(&data).await.is_err() {
+                        break child.wait().await.map_err(|e| e.to_string())?;
+                    }
+                }
+                Some(ChannelMsg::WindowChange { col_width, row_height, pix_width, pix_height }) => {
+                    let ws = window(col_width, row_height, pix_width, pix_height);
+                    let _ = pty::set_window_size(master.0.get_ref(), ws);
+                }
+                Some(ChannelMsg::Signal { signal }) => {
+                    if let Some(n) = signal_number(&signal) {
+                        let _ = pty::signal_process(pid, n);
+                    }
+                }
+                Some(ChannelMsg::Close) | None => {
+                    let _ = pty::signal_process(pid, libc::SIGHUP);
+                    break child.wait().await.map_err(|e| e.to_string())?;
+                }
+                Some(_) => {}
+            },
+        }
+    };
+    // Output still in the terminal after the shell exits; a background process that keeps the
+    // terminal open must not hold the session forever.
+    let bytes_out = match tokio::time::timeout(Duration::from_millis(500), pump).await {
+        Ok(r) => r.unwrap_or(0),
+        Err(_) => 0,
+    };
+    let exit_code = report_exit(ctx, id, &writer, status).await;
+    Ok(Outcome {
+        exit_code,
+        bytes_in,
+        bytes_out,
+    })
+}

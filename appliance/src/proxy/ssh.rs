@@ -1,0 +1,254 @@
+//! SSH connections through the proxy (ALPN `hop-ssh`): `hop proxy ssh`, and so OpenSSH's `ssh`,
+//! `scp` and `sftp` through `hop config`'s `ProxyCommand`.
+//!
+//! This module owns one connection's routing: the user's Dial naming `login@node[:port]`, finding
+//! the node among connected agents (by name, host id, or either with `.CLUSTER`; an ambiguous
+//! name is an error listing the matches), a first RBAC check (locked user, certificate logins,
+//! the node's labels) so that a refusal reaches the client as a readable message, then a pooled
+//! data connection to the node's agent and the byte relay. The SSH session itself is end to end
+//! between the client and the node, which authenticates the user certificate and decides again.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hop_ca::Identity;
+use hop_protocols::tunnel::{Dial, DialResult, Frame};
+
+use super::tunnels::{AgentStream, NodeRoute, TunnelRegistry};
+use crate::auth::AuthServer;
+use crate::auth::audit::EventKind;
+use crate::tunnel::{FramedStream, relay_with_idle_timeout};
+
+/// Splits `login@host[:port]`.
+pub fn parse_target(t: &str) -> Result<(String, String), String> {
+    let (login, rest) = t
+        .split_once('@')
+        .ok_or_else(|| format!("SSH target {t:?} must be login@host"))?;
+    let host = match rest.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok() => h,
+        _ => rest,
+    };
+    if login.is_empty() || host.is_empty() {
+        return Err(format!("SSH target {t:?} must be login@host"));
+    }
+    Ok((login.to_string(), host.to_string()))
+}
+
+/// The one node `host` names, or a readable error.
+pub fn resolve(nodes: &[NodeRoute], host: &str, cluster: &str) -> Result<NodeRoute, String> {
+    let matches: Vec<&NodeRoute> = nodes
+        .iter()
+        .filter(|n| n.answers_to(host, cluster))
+        .collect();
+    match matches.as_slice() {
+        [] => Err(format!(
+            "node {host:?} is not connected to this cluster (`hop ls` lists the nodes you can reach)"
+        )),
+        [one] => Ok((*one).clone()),
+        many => Err(format!(
+            "{host:?} is ambiguous: {} nodes have that name ({}); use the host id",
+            many.len(),
+            many.iter()
+                .map(|n| format!("{} {}", n.name, n.host_id))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+async fn refuse(client: &mut FramedStream<AgentStream>, session_id: [u8; 16], error: String) {
+    let _ = client
+        .write_frame(&Frame::DialResult(DialResult {
+            session_id,
+            ok: false,
+            error: Some(error),
+        }))
+        .await;
+}
+
+/// Serves one `hop-ssh` connection from an authenticated user.
+pub async fn serve(
+    stream: AgentStream,
+    identity: Identity,
+    remote: SocketAddr,
+    registry: Arc<TunnelRegistry>,
+    auth: Arc<AuthServer>,
+) {
+    let mut client = FramedStream::new(stream);
+    let dial = match client.read_frame(Duration::from_secs(10)).await {
+        Ok(Frame::Dial(d)) => d,
+        Ok(_) | Err(_) => return,
+    };
+    let session_id = dial.session_id;
+    let refused = |login: &str, node: &str, e: &str| {
+        auth.emit(
+            auth.event(EventKind::SshAuth, &identity.username)
+                .remote(Some(remote))
+                .field("login", login.to_string())
+                .field("server", node.to_string())
+                .failed(EventKind::SshAuth, e.to_string()),
+        );
+    };
+    let (login, host) = match parse_target(&dial.target) {
+        Ok(t) => t,
+        Err(e) => return refuse(&mut client, session_id, e).await,
+    };
+    let node = match resolve(&registry.nodes(), &host, auth.cluster_name()) {
+        Ok(n) => n,
+        Err(e) => {
+            refused(&login, &host, &e);
+            return refuse(&mut client, session_id, e).await;
+        }
+    };
+    let decision = {
+        let (a, id, node, login) = (auth.clone(), identity.clone(), node.clone(), login.clone());
+        tokio::task::spawn_blocking(move || check(&a, &id, &node, &login)).await
+    };
+    match decision {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            refused(&login, &node.name, &e);
+            return refuse(&mut client, session_id, e).await;
+        }
+        Err(e) => return refuse(&mut client, session_id, format!("internal error: {e}")).await,
+    }
+    let Some(agent_stream) = registry.take_data(&node.host_id).await else {
+        let e = format!(
+            "node {:?}: its agent has no tunnel connection available; try again",
+            node.name
+        );
+        return refuse(&mut client, session_id, e).await;
+    };
+    let mut agent = FramedStream::new(agent_stream);
+    let forwarded = Dial {
+        session_id,
+        target: crate::node::DIAL_TARGET.to_string(),
+        client_addr: remote,
+    };
+    let answer = match agent.write_frame(&Frame::Dial(forwarded)).await {
+        Ok(()) => agent.read_frame(Duration::from_secs(15)).await,
+        Err(e) => Err(e),
+    };
+    match answer {
+        Ok(Frame::DialResult(r)) if r.ok => {}
+        Ok(Frame::DialResult(r)) => {
+            let e = format!(
+                "node {:?}: {}",
+                node.name,
+                r.error.unwrap_or_else(|| "the agent refused".into())
+            );
+            return refuse(&mut client, session_id, e).await;
+        }
+        Ok(_) | Err(_) => {
+            let e = format!("node {:?}: the agent did not answer", node.name);
+            return refuse(&mut client, session_id, e).await;
+        }
+    }
+    if client
+        .write_frame(&Frame::DialResult(DialResult {
+            session_id,
+            ok: true,
+            error: None,
+        }))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let (c, c_pending) = client.into_inner();
+    let (a, a_pending) = agent.into_inner();
+    // The node enforces the role's idle timeout inside SSH; here only a dead transport ends it.
+    if let Err(e) = relay_with_idle_timeout(c, c_pending, a, a_pending, None).await {
+        tracing::debug!(node = %node.name, error = %e, "SSH connection ended with an error");
+    }
+}
+
+/// The proxy's own check, before any byte reaches the node.
+fn check(
+    auth: &AuthServer,
+    identity: &Identity,
+    node: &NodeRoute,
+    login: &str,
+) -> Result<(), String> {
+    if let Some(until) = auth
+        .user_locked_until(&identity.username)
+        .map_err(|e| e.to_string())?
+    {
+        return Err(format!(
+            "user {:?} is locked until {}",
+            identity.username,
+            crate::timestamps::rfc3339(until)
+        ));
+    }
+    let checker = auth
+        .checker_for(&identity.roles, &identity.traits)
+        .map_err(|e| e.to_string())?;
+    checker
+        .check_node_login(&node.labels, login)
+        .map_err(|e| format!("access to node {:?} denied: {e}", node.name))?;
+    if !identity.logins.iter().any(|l| l == login) {
+        return Err(format!(
+            "login {login:?} is not allowed for user {:?} (allowed: {}); if it was added since, run `hop login` again",
+            identity.username,
+            identity.logins.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, id: &str) -> NodeRoute {
+        NodeRoute {
+            name: name.into(),
+            addr: String::new(),
+            labels: Default::default(),
+            host_id: id.into(),
+        }
+    }
+
+    #[test]
+    fn targets() {
+        assert_eq!(
+            parse_target("alice@web1:22").unwrap(),
+            ("alice".into(), "web1".into())
+        );
+        assert_eq!(
+            parse_target("alice@web1").unwrap(),
+            ("alice".into(), "web1".into())
+        );
+        assert_eq!(
+            parse_target("root@web1.example.com:3022").unwrap().1,
+            "web1.example.com"
+        );
+        assert!(parse_target("web1").is_err());
+        assert!(parse_target("@web1").is_err());
+    }
+
+    #[test]
+    fn resolution() {
+        let nodes = vec![node("web1", "id-1"), node("db", "id-2"), node("db", "id-3")];
+        assert_eq!(resolve(&nodes, "web1", "c.test").unwrap().host_id, "id-1");
+        assert_eq!(
+            resolve(&nodes, "web1.c.test", "c.test").unwrap().host_id,
+            "id-1"
+        );
+        assert_eq!(
+            resolve(&nodes, "id-2.c.test", "c.test").unwrap().host_id,
+            "id-2"
+        );
+        let e = resolve(&nodes, "db", "c.test").unwrap_err();
+        assert!(
+            e.contains("ambiguous") && e.contains("id-2") && e.contains("id-3"),
+            "{e}"
+        );
+        assert!(
+            resolve(&nodes, "nope", "c.test")
+                .unwrap_err()
+                .contains("hop ls")
+        );
+    }
+}

@@ -1,0 +1,590 @@
+//! SSH access end to end with real programs: a node agent joined by token (no inbound port),
+//! `hop ssh`/`hop scp`, OpenSSH's own `ssh`, `scp` and `sftp` through `hop config`, port
+//! forwarding, and the refusals a user must see clearly (and the audit log must record).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a node agent with `--labels`; it joins with `token` and keeps its identity in `data`.
+fn start_node(a: &Appliance, data: &Path, token: &str, name: &str, labels: &str) -> Killed {
+    let child = Command::new(HOP)
+        .args([
+            "start",
+            "--roles",
+            "node",
+            "--proxy",
+            &a.addr,
+            "--ca-pin",
+            &a.pin,
+            "--token",
+            token,
+            "--nodename",
+            name,
+            "--labels",
+            labels,
+            "--data-dir",
+        ])
+        .arg(data)
+        .env("HOP_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(data.with_extension("log")).unwrap(),
+        ))
+        .spawn()
+        .unwrap();
+    Killed(child)
+}
+
+/// Waits until `hop ls` (as the current login) lists `node`.
+fn wait_for_node(a: &Appliance, node: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = a.hop(&["ls", "--format", "json"]);
+        if out.status.success() && stdout(&out).contains(&format!("\"name\": \"{node}\"")) {
+            // The node also needs its roles from Auth (refreshed every few seconds) and a parked
+            // data connection.
+            std::thread::sleep(Duration::from_millis(300));
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {node} did not appear: {} {}",
+            stdout(&out),
+            stderr(&out)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn node_token(a: &Appliance) -> String {
+    let tok: serde_json::Value = serde_json::from_str(
+        a.ok(&[
+            "admin", "tokens", "add", "--type", "node", "--format", "json",
+        ])
+        .trim(),
+    )
+    .unwrap();
+    tok["token"].as_str().unwrap().to_string()
+}
+
+/// Runs OpenSSH's `prog` with the ssh_config `hop config` printed.
+fn openssh(a: &Appliance, cfg: &Path, prog: &str, args: &[&str]) -> Output {
+    Command::new(prog)
+        .arg("-F")
+        .arg(cfg)
+        .args(args)
+        .env("HOP_HOME", &a.home)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn write_config(a: &Appliance) -> (PathBuf, String) {
+    let text = a.ok(&["config"]);
+    let cluster = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Host *."))
+        .expect("hop config names the cluster")
+        .trim()
+        .to_string();
+    let path = a.dir.path().join("ssh_config");
+    std::fs::write(&path, &text).unwrap();
+    (path, cluster)
+}
+
+fn events(a: &Appliance, kind: &str) -> Vec<serde_json::Value> {
+    let out = a.ok(&[
+        "admin", "audit", "search", "--type", kind, "--format", "json",
+    ]);
+    out.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Waits until an audit event of `kind` matching `pred` arrives (agents send theirs in batches).
+fn wait_event(
+    a: &Appliance,
+    kind: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(e) = events(a, kind).into_iter().find(|e| pred(e)) {
+            return e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {kind} event matched: {:?}",
+            events(a, kind)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn ssh_scp_sftp_and_forwarding_through_a_tunnelled_node() {
+    let a = Appliance::start("");
+    let token = node_token(&a);
+    let node_dir = a.dir.path().join("node1");
+    let _node = start_node(&a, &node_dir, &token, "node1", "env=dev,team=web");
+    let secret = a.add_user("alice", "access", "root");
+    let out = a.login("alice", PASSWORD, &secret);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_for_node(&a, "node1");
+
+    let ls = a.ok(&["ls"]);
+    assert!(
+        ls.contains("node1") && ls.contains("env=dev") && ls.contains("root"),
+        "{ls}"
+    );
+    let ls = a.ok(&["ls", "env=prod"]);
+    assert!(!ls.contains("node1"), "{ls}");
+
+    // hop ssh: a command, its output and its exit status.
+    let out = a.hop(&[
+        "ssh",
+        "root@node1",
+        "echo",
+        "hi from $(hostname -s 2>/dev/null || echo node)",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("hi from"), "{}", stdout(&out));
+    let out = a.hop(&["ssh", "root@node1", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    // Environment like sshd's, and the Hop identity.
+    let env = a.ok(&[
+        "ssh",
+        "root@node1",
+        "echo $USER:$HOME:$HOP_USER:${SSH_CLIENT:+client}",
+    ]);
+    assert_eq!(env.trim(), "root:/root:alice:client", "{env}");
+    // Label targeting: every node with the labels, output prefixed.
+    let out = a.ok(&["ssh", "root@env=dev", "echo", "labelled"]);
+    assert_eq!(out.trim(), "[node1] labelled", "{out}");
+
+    // hop scp both ways, recursive, modes preserved.
+    let src = a.dir.path().join("tree");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("a.txt"), b"alpha\n").unwrap();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(src.join("sub/big.bin"), &big).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(src.join("a.txt"), std::fs::Permissions::from_mode(0o640))
+            .unwrap();
+    }
+    let remote_dir = a.dir.path().join("remote-copy");
+    let dst = format!("root@node1:{}", remote_dir.display());
+    let out = a.hop(&["scp", "-r", "-p", "-q", src.to_str().unwrap(), &dst]);
+    assert!(out.status.success(), "scp up: {}", stderr(&out));
+    assert_eq!(std::fs::read(remote_dir.join("sub/big.bin")).unwrap(), big);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(remote_dir.join("a.txt"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o640);
+    }
+    let back = a.dir.path().join("back.bin");
+    let out = a.hop(&[
+        "scp",
+        "-q",
+        &format!("root@node1:{}/sub/big.bin", remote_dir.display()),
+        back.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "scp down: {}", stderr(&out));
+    assert_eq!(std::fs::read(&back).unwrap(), big);
+
+    // OpenSSH's own programs with `hop config`.
+    let (cfg, cluster) = write_config(&a);
+    let host = format!("root@node1.{cluster}");
+    let out = openssh(&a, &cfg, "ssh", &[&host, "echo", "via-openssh"]);
+    assert!(out.status.success(), "ssh: {}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "via-openssh");
+    let batch = a.dir.path().join("sftp.batch");
+    let sftp_dst = a.dir.path().join("sftp-put.txt");
+    std::fs::write(
+        &batch,
+        format!(
+            "put {} {}\nls -l {}\n",
+            src.join("a.txt").display(),
+            sftp_dst.display(),
+            sftp_dst.display()
+        ),
+    )
+    .unwrap();
+    let out = openssh(&a, &cfg, "sftp", &["-b", batch.to_str().unwrap(), &host]);
+    assert!(
+        out.status.success(),
+        "sftp: {} {}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read(&sftp_dst).unwrap(), b"alpha\n");
+    let scp_dst = a.dir.path().join("openssh-scp.bin");
+    let out = openssh(
+        &a,
+        &cfg,
+        "scp",
+        &[
+            "-q",
+            &format!("{host}:{}/sub/big.bin", remote_dir.display()),
+            scp_dst.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "scp: {}", stderr(&out));
+    assert_eq!(std::fs::read(&scp_dst).unwrap(), big);
+
+    // Local port forwarding (-L) to an echo server on the node's side.
+    let echo_port = free_port();
+    let _echo = Killed(
+        Command::new("socat")
+            .arg(format!(
+                "TCP-LISTEN:{echo_port},bind=127.0.0.1,reuseaddr,fork"
+            ))
+            .arg("EXEC:cat")
+            .spawn()
+            .unwrap(),
+    );
+    let local_port = free_port();
+    let _fwd = Killed(
+        Command::new(HOP)
+            .args([
+                "ssh",
+                "-N",
+                "-L",
+                &format!("{local_port}:127.0.0.1:{echo_port}"),
+                "root@node1",
+            ])
+            .env("HOP_HOME", &a.home)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let reply = loop {
+        let out = Command::new("socat")
+            .arg("-T2")
+            .arg("-")
+            .arg(format!("TCP:127.0.0.1:{local_port}"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .and_then(|mut c| {
+                c.stdin.take().unwrap().write_all(b"ping through -L\n")?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        if stdout(&out).contains("ping") || Instant::now() > deadline {
+            break stdout(&out);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(reply.trim(), "ping through -L");
+
+    // The audit log has the sessions, with the node's name and the client's address.
+    let ev = wait_event(&a, "exec", |e| {
+        e["command"].as_str().is_some_and(|c| c.contains("exit 3"))
+    });
+    assert_eq!(ev["exit_code"], 3, "{ev}");
+    assert_eq!(ev["user"], "alice");
+    assert_eq!(ev["login"], "root");
+    assert_eq!(ev["server"], "node1");
+    wait_event(&a, "session.start", |e| e["user"] == "alice");
+    wait_event(&a, "sftp", |e| e["user"] == "alice");
+    wait_event(&a, "port.forward", |e| {
+        e["addr"]
+            .as_str()
+            .is_some_and(|x| x.ends_with(&format!(":{echo_port}")))
+    });
+}
+
+#[test]
+fn ssh_refusals_are_clear_and_audited() {
+    let a = Appliance::start("");
+    let token = node_token(&a);
+    let node_dir = a.dir.path().join("node1");
+    let _node = start_node(&a, &node_dir, &token, "node1", "env=dev");
+    // A role limited to prod nodes, and one that denies root everywhere.
+    let roles = a.dir.path().join("roles.yaml");
+    std::fs::write(
+        &roles,
+        "kind: role\nversion: v7\nmetadata:\n  name: ssh-basic\nspec:\n  options:\n    forward_agent: false\n  allow:\n    logins: ['{{internal.logins}}']\n    node_labels:\n      '*': '*'\n---\nkind: role\nversion: v7\nmetadata:\n  name: prod-only\nspec:\n  allow:\n    logins: ['{{internal.logins}}']\n    node_labels:\n      env: prod\n---\nkind: role\nversion: v7\nmetadata:\n  name: no-root\nspec:\n  deny:\n    logins: [root]\n",
+    )
+    .unwrap();
+    a.ok(&["admin", "create", "-f", roles.to_str().unwrap()]);
+    let secret = a.add_user("alice", "ssh-basic", "root");
+    let bob = a.add_user("bob", "prod-only", "root");
+    let carol = a.add_user("carol", "access,no-root", "root");
+
+    // A login the certificate does not carry.
+    assert!(a.login("alice", PASSWORD, &secret).status.success());
+    wait_for_node(&a, "node1");
+    let out = a.hop(&["ssh", "nobody@node1", "true"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no role allows login \"nobody\""),
+        "{}",
+        stderr(&out)
+    );
+
+    // LD_PRELOAD in an env request: refused with a message, the command still runs without it.
+    let (cfg, cluster) = write_config(&a);
+    let host = format!("root@node1.{cluster}");
+    let out = openssh(
+        &a,
+        &cfg,
+        "ssh",
+        &[
+            "-o",
+            "SetEnv=LD_PRELOAD=/tmp/evil.so",
+            &host,
+            "echo [$LD_PRELOAD]",
+        ],
+    );
+    assert_eq!(stdout(&out).trim(), "[]", "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("LD_PRELOAD is refused"),
+        "{}",
+        stderr(&out)
+    );
+    wait_event(&a, "exec", |e| {
+        e["env"] == "LD_PRELOAD" && e["success"] == false
+    });
+
+    // Agent forwarding when the role does not allow it.
+    // (OpenSSH asks for forwarding only when it has an agent to forward.)
+    let agent_sock = a.dir.path().join("agent.sock");
+    let _agent = Killed(
+        Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&agent_sock)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !agent_sock.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = Command::new("ssh")
+        .arg("-F")
+        .arg(&cfg)
+        .args(["-A", &host, "echo [$SSH_AUTH_SOCK]"])
+        .env("HOP_HOME", &a.home)
+        .env("SSH_AUTH_SOCK", &agent_sock)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out).trim(), "[]", "{}", stderr(&out));
+    wait_event(&a, "agent.forward", |e| e["success"] == false);
+
+    // A certificate from another CA, through the same proxy: the node refuses it.
+    let (key, _, _) = key_paths(&a, "alice");
+    let rogue_ca = a.dir.path().join("rogue_ca");
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&rogue_ca)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let rogue_key = a.dir.path().join("rogue");
+    std::fs::copy(&key, &rogue_key).unwrap();
+    std::fs::copy(key.with_extension("pub"), rogue_key.with_extension("pub")).ok();
+    let pubkey = format!("{}.pub", key.display());
+    std::fs::copy(&pubkey, format!("{}.pub", rogue_key.display())).unwrap();
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-s"])
+        .arg(&rogue_ca)
+        .args(["-I", "alice", "-n", "root", "-V", "+1h"])
+        .arg(format!("{}.pub", rogue_key.display()))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // The same ssh_config, with the rogue certificate instead of the login's.
+    let rogue_cfg = a.dir.path().join("rogue_config");
+    let text: String = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("CertificateFile") {
+                format!("    CertificateFile {}-cert.pub", rogue_key.display())
+            } else if l.trim_start().starts_with("IdentityFile") {
+                format!("    IdentityFile {}", rogue_key.display())
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&rogue_cfg, text).unwrap();
+    let out = openssh(
+        &a,
+        &rogue_cfg,
+        "ssh",
+        &["-o", "BatchMode=yes", &host, "true"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("Permission denied"),
+        "{}",
+        stderr(&out)
+    );
+    wait_event(&a, "ssh.auth", |e| {
+        e["error"]
+            .as_str()
+            .is_some_and(|x| x.contains("certificate refused"))
+    });
+
+    // A node whose labels the role does not match.
+    assert!(a.login("bob", PASSWORD, &bob).status.success());
+    let out = a.hop(&["ssh", "root@node1", "true"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("not connected") || err.contains("denied"),
+        "{err}"
+    );
+    // A deny rule.
+    assert!(a.login("carol", PASSWORD, &carol).status.success());
+    let out = a.hop(&["ssh", "root@node1", "true"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("spec.deny.logins"),
+        "{}",
+        stderr(&out)
+    );
+    wait_event(&a, "ssh.auth", |e| {
+        e["user"] == "carol" && e["success"] == false
+    });
+}
+
+/// Runs `tmux` on a private server socket.
+fn tmux(sock: &Path, args: &[&str]) -> Output {
+    Command::new("tmux")
+        .arg("-S")
+        .arg(sock)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn wait_pane(sock: &Path, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let pane = stdout(&tmux(sock, &["capture-pane", "-p", "-t", "hop"]));
+        if pane.contains(needle) {
+            return pane;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{needle:?} never appeared:\n{pane}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn interactive_pty_session_under_tmux() {
+    let a = Appliance::start("");
+    let token = node_token(&a);
+    let node_dir = a.dir.path().join("node1");
+    let _node = start_node(&a, &node_dir, &token, "node1", "env=dev");
+    let secret = a.add_user("alice", "access", "root");
+    assert!(a.login("alice", PASSWORD, &secret).status.success());
+    wait_for_node(&a, "node1");
+
+    let sock = a.dir.path().join("tmux.sock");
+    let status_file = a.dir.path().join("exit-status");
+    let script = format!(
+        "HOP_HOME={} {} ssh root@node1; echo $? > {}",
+        a.home.display(),
+        HOP,
+        status_file.display()
+    );
+    let out = tmux(
+        &sock,
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            "hop",
+            "-x",
+            "80",
+            "-y",
+            "24",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    assert!(out.status.success(), "tmux: {}", stderr(&out));
+    struct KillServer(PathBuf);
+    impl Drop for KillServer {
+        fn drop(&mut self) {
+            let _ = tmux(&self.0, &["kill-server"]);
+        }
+    }
+    let _server = KillServer(sock.clone());
+
+    // Typing reaches the remote shell and its output comes back (computed remotely).
+    tmux(
+        &sock,
+        &[
+            "send-keys",
+            "-t",
+            "hop",
+            "PS1='remote$ '; echo typed-$((6*7))",
+            "Enter",
+        ],
+    );
+    wait_pane(&sock, "typed-42");
+    // It is a terminal, with the size tmux gave it; a resize reaches it.
+    tmux(
+        &sock,
+        &["send-keys", "-t", "hop", "tty; stty size", "Enter"],
+    );
+    wait_pane(&sock, "24 80");
+    let pane = wait_pane(&sock, "/dev/pts/");
+    assert!(pane.contains("/dev/pts/"), "{pane}");
+    tmux(
+        &sock,
+        &["resize-window", "-t", "hop", "-x", "100", "-y", "30"],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    tmux(
+        &sock,
+        &["send-keys", "-t", "hop", "clear; stty size", "Enter"],
+    );
+    wait_pane(&sock, "30 100");
+    // The remote exit status becomes hop's.
+    tmux(&sock, &["send-keys", "-t", "hop", "exit 7", "Enter"]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !status_file.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(std::fs::read_to_string(&status_file).unwrap().trim(), "7");
+    let ev = wait_event(&a, "session.end", |e| e["user"] == "alice");
+    assert_eq!(ev["interactive"], true, "{ev}");
+    assert_eq!(ev["exit_code"], 7, "{ev}");
+}
