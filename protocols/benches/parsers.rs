@@ -2,12 +2,15 @@
 //!
 //! The classifier and the ClientHello parser are measured on every capture
 //! (bytes/s and messages/s); the other parsers briefly, one message each.
+//! The database scanners (PostgreSQL frontend, MySQL commands) are measured
+//! on synthetic relay streams cut into 16 KiB chunks, in bytes/s and
+//! messages/s.
 //! Run: `cargo bench -p hop-protocols --bench parsers`.
 
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use hop_protocols::{http1, postgres, proxy_protocol, sniff, ssh, tls, tunnel};
+use hop_protocols::{http1, mysql, postgres, proxy_protocol, sniff, ssh, tls, tunnel};
 
 const TLS_OPENSSL: &[u8] = include_bytes!("../testdata/tls_openssl_client_hello.bin");
 const TLS_CURL: &[u8] = include_bytes!("../testdata/tls_curl_client_hello.bin");
@@ -170,5 +173,140 @@ fn bench_others(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_sniff, bench_client_hello, bench_others);
+/// Relay buffers are read 16 KiB at a time.
+const RELAY_CHUNK: usize = 16 * 1024;
+
+/// `n` rounds of Query + Parse/Bind/Execute/Sync with `sql_len`-byte SQL;
+/// returns the stream and its message count.
+fn pg_stream(n: usize, sql_len: usize) -> (Vec<u8>, u64) {
+    use postgres::FrontendMessage as M;
+    let sql = format!("select {}", "x".repeat(sql_len.saturating_sub(7)));
+    let mut stream = Vec::new();
+    let mut parse = b"s1\0".to_vec();
+    parse.extend_from_slice(sql.as_bytes());
+    parse.extend_from_slice(&[0, 0, 1, 0, 0, 0, 23]);
+    let bind = b"\0s1\0\0\0\0\x01\0\0\0\x0242\0\0".to_vec();
+    let raw = |tag: u8, body: &[u8], out: &mut Vec<u8>| {
+        out.push(tag);
+        out.extend_from_slice(&u32::try_from(body.len() + 4).unwrap().to_be_bytes());
+        out.extend_from_slice(body);
+    };
+    for _ in 0..n {
+        M::Query {
+            sql: sql.as_bytes(),
+        }
+        .encode(&mut stream);
+        raw(b'P', &parse, &mut stream);
+        raw(b'B', &bind, &mut stream);
+        M::Execute {
+            portal: b"",
+            max_rows: 0,
+        }
+        .encode(&mut stream);
+        M::Sync.encode(&mut stream);
+    }
+    (stream, 5 * n as u64)
+}
+
+fn mysql_stream(n: usize, sql_len: usize) -> (Vec<u8>, u64) {
+    let sql = format!("select {}", "x".repeat(sql_len.saturating_sub(7)));
+    let mut stream = Vec::new();
+    let mut payload = Vec::new();
+    for i in 0..n {
+        for cmd in [
+            mysql::Command::Query {
+                sql: sql.as_bytes(),
+            },
+            mysql::Command::StmtPrepare {
+                sql: sql.as_bytes(),
+            },
+            mysql::Command::StmtExecute {
+                statement_id: i as u32,
+                flags: 0,
+                iteration_count: 1,
+                params: b"\x00\x01\x08\x00\x2a\0\0\0\0\0\0\0",
+            },
+            mysql::Command::StmtClose {
+                statement_id: i as u32,
+            },
+        ] {
+            payload.clear();
+            cmd.encode(&mut payload);
+            mysql::encode_packet(0, &payload, &mut stream);
+        }
+    }
+    (stream, 4 * n as u64)
+}
+
+fn bench_db_scanners(c: &mut Criterion) {
+    let pg_small = pg_stream(2000, 40);
+    let pg_large = pg_stream(50, 64 * 1024);
+    let my_small = mysql_stream(2000, 40);
+    let my_large = mysql_stream(50, 64 * 1024);
+    for (unit, bytes_unit) in [("bytes", true), ("messages", false)] {
+        let mut g = c.benchmark_group(format!("db_scanners/{unit}"));
+        for (name, (stream, count), cap) in [
+            ("pg_small_queries", &pg_small, postgres::DEFAULT_SCAN_CAP),
+            ("pg_64k_queries", &pg_large, postgres::DEFAULT_SCAN_CAP),
+            ("pg_64k_queries_cap_1k", &pg_large, 1024),
+        ] {
+            g.throughput(if bytes_unit {
+                Throughput::Bytes(stream.len() as u64)
+            } else {
+                Throughput::Elements(*count)
+            });
+            g.bench_function(name, |b| {
+                b.iter(|| {
+                    let mut s =
+                        postgres::FrontendScanner::new(postgres::DEFAULT_MAX_MESSAGE_LEN, cap);
+                    let mut sql_bytes = 0usize;
+                    for chunk in stream.chunks(RELAY_CHUNK) {
+                        let mut feed = s.feed(black_box(chunk));
+                        while let Some(e) = feed.next().unwrap() {
+                            if let postgres::Scanned::Message(m) = e {
+                                sql_bytes += m.sql().map_or(0, <[u8]>::len);
+                            }
+                        }
+                    }
+                    sql_bytes
+                })
+            });
+        }
+        for (name, (stream, count), cap) in [
+            ("mysql_small_commands", &my_small, mysql::DEFAULT_SCAN_CAP),
+            ("mysql_64k_commands", &my_large, mysql::DEFAULT_SCAN_CAP),
+            ("mysql_64k_commands_cap_1k", &my_large, 1024),
+        ] {
+            g.throughput(if bytes_unit {
+                Throughput::Bytes(stream.len() as u64)
+            } else {
+                Throughput::Elements(*count)
+            });
+            g.bench_function(name, |b| {
+                b.iter(|| {
+                    let mut s = mysql::CommandScanner::new(cap);
+                    let mut sql_bytes = 0usize;
+                    for chunk in stream.chunks(RELAY_CHUNK) {
+                        let mut feed = s.feed(black_box(chunk));
+                        while let Some(e) = feed.next().unwrap() {
+                            if let mysql::ScannedPacket::Command(c) = e {
+                                sql_bytes += c.sql().map_or(0, <[u8]>::len);
+                            }
+                        }
+                    }
+                    sql_bytes
+                })
+            });
+        }
+        g.finish();
+    }
+}
+
+criterion_group!(
+    benches,
+    bench_sniff,
+    bench_client_hello,
+    bench_others,
+    bench_db_scanners
+);
 criterion_main!(benches);

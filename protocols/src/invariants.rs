@@ -4,11 +4,13 @@
 //! tests assert over arbitrary input: no panic; a returned length is within
 //! the input; the verdict on exactly the returned length is the same, and on
 //! one byte less is "need more" (the parsers are prefix-consistent); and for
-//! the tunnel, `encode(decode(bytes)) == bytes` (the encoding is canonical),
-//! hence decode∘encode∘decode = decode. Each function panics with a message
+//! the tunnel and the database message codecs, `encode(decode(bytes)) ==
+//! bytes` (the encoding is canonical), hence decode∘encode∘decode = decode;
+//! and the streaming scanners report the same events however the input is
+//! split, never buffering more than their cap. Each function panics with a message
 //! when a property fails, and does nothing else: no IO, no state.
 
-use crate::{http1, postgres, proxy_protocol, sniff, ssh, tls, tunnel};
+use crate::{http1, mysql, postgres, proxy_protocol, sniff, ssh, tls, tunnel};
 
 /// The shared prefix properties of a `parse(buf) -> Result<Option<(T, usize)>, E>`;
 /// evaluates to the parsed `Option<(T, usize)>`. (A macro because `T` borrows
@@ -156,4 +158,132 @@ pub fn tunnel_frame(data: &[u8]) {
         );
         assert_eq!(tunnel::Frame::decode(&out), Ok(Some((frame, len))));
     }
+}
+
+/// Split `data` at a position derived from its first byte (deterministic, so
+/// a fuzz crash replays).
+fn split_point(data: &[u8]) -> usize {
+    data.first()
+        .map_or(0, |&b| usize::from(b) % (data.len() + 1))
+}
+
+/// [`postgres::parse_frontend`]: prefix properties, canonical re-encoding,
+/// and [`postgres::FrontendScanner`] agreeing with the parser whether the
+/// input arrives whole or in two chunks, within its cap.
+pub fn postgres_frontend(data: &[u8]) {
+    if let Some((msg, len)) =
+        check_prefix_consistent!("pg frontend", data, postgres::parse_frontend)
+    {
+        let mut out = Vec::new();
+        msg.encode(&mut out);
+        assert_eq!(
+            out.as_slice(),
+            data.get(..len).unwrap_or_default(),
+            "pg frontend: not canonical"
+        );
+    }
+    let whole = pg_scan(data, &[data.len()]);
+    let split = pg_scan(data, &[split_point(data), data.len()]);
+    assert_eq!(whole, split, "pg frontend scanner: depends on the split");
+}
+
+fn pg_scan(data: &[u8], cuts: &[usize]) -> Vec<String> {
+    let mut scanner = postgres::FrontendScanner::new(1 << 20, 64);
+    let mut events = Vec::new();
+    let mut at = 0;
+    for &cut in cuts {
+        let chunk = data.get(at..cut).unwrap_or_default();
+        at = cut;
+        let mut feed = scanner.feed(chunk);
+        loop {
+            match feed.next() {
+                Ok(Some(e)) => {
+                    if let postgres::Scanned::Truncated { head, .. } = &e {
+                        assert_eq!(head.len(), 64, "pg scanner: head is not the cap");
+                    }
+                    events.push(format!("{e:?}"));
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    events.push(format!("error {e:?}"));
+                    return events;
+                }
+            }
+        }
+        assert!(scanner.buffered() <= 64 + postgres::HEADER_LEN);
+    }
+    events
+}
+
+/// [`postgres::parse_backend`]: prefix properties and canonical re-encoding.
+pub fn postgres_backend(data: &[u8]) {
+    if let Some((msg, len)) = check_prefix_consistent!("pg backend", data, postgres::parse_backend)
+    {
+        let mut out = Vec::new();
+        msg.encode(&mut out);
+        assert_eq!(
+            out.as_slice(),
+            data.get(..len).unwrap_or_default(),
+            "pg backend: not canonical"
+        );
+        if let postgres::BackendMessage::ErrorResponse(f) = msg {
+            let _ = (f.severity(), f.code(), f.message(), f.iter().count());
+        }
+    }
+}
+
+/// [`mysql::parse_packet`]: prefix properties; a payload that parses as a
+/// command, handshake or ERR re-encodes to itself; the other payload parsers
+/// do not panic; [`mysql::CommandScanner`] does not depend on the split.
+pub fn mysql_packet(data: &[u8]) {
+    if let Some((packet, _)) = check_prefix_consistent!("mysql", data, mysql::parse_packet) {
+        let payload = packet.payload;
+        let mut out = Vec::new();
+        if let Ok(cmd) = mysql::Command::parse(payload) {
+            cmd.encode(&mut out);
+            assert_eq!(out, payload, "mysql command: not canonical");
+        }
+        if let Ok(hs) = mysql::Handshake::parse(payload) {
+            out.clear();
+            hs.encode(&mut out)
+                .unwrap_or_else(|e| panic!("mysql handshake: does not encode: {e}"));
+            assert_eq!(out, payload, "mysql handshake: not canonical");
+        }
+        if let Ok(err) = mysql::ErrPacket::parse(payload) {
+            out.clear();
+            err.encode(&mut out);
+            assert_eq!(out, payload, "mysql ERR: not canonical");
+        }
+        if let Ok(mysql::ClientHandshake::Response(r)) = mysql::ClientHandshake::parse(payload) {
+            let _ = r.connect_attrs().count();
+        }
+        let _ = mysql::Response::parse(payload);
+        let _ = mysql::AuthSwitchRequest::parse(payload);
+    }
+    let whole = mysql_scan(data, &[data.len()]);
+    let split = mysql_scan(data, &[split_point(data), data.len()]);
+    assert_eq!(whole, split, "mysql scanner: depends on the split");
+}
+
+fn mysql_scan(data: &[u8], cuts: &[usize]) -> Vec<String> {
+    let mut scanner = mysql::CommandScanner::new(64);
+    let mut events = Vec::new();
+    let mut at = 0;
+    for &cut in cuts {
+        let chunk = data.get(at..cut).unwrap_or_default();
+        at = cut;
+        let mut feed = scanner.feed(chunk);
+        loop {
+            match feed.next() {
+                Ok(Some(e)) => events.push(format!("{e:?}")),
+                Ok(None) => break,
+                Err(e) => {
+                    events.push(format!("error {e:?}"));
+                    return events;
+                }
+            }
+        }
+        assert!(scanner.buffered() <= 64 + mysql::PACKET_HEADER_LEN);
+    }
+    events
 }

@@ -2,10 +2,14 @@
 //!
 //! This crate owns the byte-level grammar of the first messages a peer sends on
 //! Hop's single multiplexed port: the first-bytes classifier ([`sniff`]), the TLS
-//! ClientHello ([`tls`]), the SSH identification line ([`ssh`]), PostgreSQL
-//! startup packets ([`postgres`]), HTTP/1.x request heads ([`http1`]), the
-//! HAProxy PROXY protocol ([`proxy_protocol`]) and Hop's own agent↔proxy
-//! control framing ([`tunnel`]). It must never do IO, spawn, read a clock or
+//! ClientHello ([`tls`]), the SSH identification line ([`ssh`]), HTTP/1.x
+//! request heads ([`http1`]), the HAProxy PROXY protocol ([`proxy_protocol`])
+//! and Hop's own agent↔proxy control framing ([`tunnel`]); and, for the
+//! database proxy and agent, the PostgreSQL ([`postgres`]: startup packets,
+//! frontend and backend messages) and MySQL ([`mysql`]: packets, handshake,
+//! commands, OK/ERR/EOF) session codecs, with bounded-memory scanners that
+//! read client messages in place from relay buffers for audit. It must never
+//! do IO, spawn, read a clock or
 //! allocate on the happy path where that can be avoided: every parser takes the
 //! bytes received so far and answers "need more", "not mine / malformed" (an
 //! error that says what was wrong) or "here is the message and how many bytes
@@ -14,12 +18,15 @@
 //! and the tests share.
 //!
 //! All error variants produced while parsing describe a fault of the *peer*
-//! (the bytes it sent); the only caller-side error is
-//! [`tunnel::EncodeError`], raised when a frame built locally exceeds a limit.
+//! (the bytes it sent); the caller-side errors are the encoders' own
+//! ([`tunnel::EncodeError`], [`postgres::PgEncodeError`],
+//! [`mysql::MysqlEncodeError`]), raised when a message built locally breaks a
+//! rule of the format (a limit, a NUL inside a C string, a bad SQLSTATE).
 #![forbid(unsafe_code)]
 
 pub mod http1;
 pub mod invariants;
+pub mod mysql;
 pub mod postgres;
 pub mod proxy_protocol;
 pub mod sniff;
@@ -28,3 +35,4 @@ pub mod tls;
 pub mod tunnel;
 
 mod reader;
+mod scan;

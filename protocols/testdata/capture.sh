@@ -142,3 +142,10 @@ if command -v haproxy >/dev/null; then
 else
   echo "haproxy not found: proxy_v2_haproxy.bin not refreshed" >&2
 fi
+
+# Database sessions (both directions) need real servers: see capture_db.sh.
+if [ "$(id -u)" = 0 ] && command -v pgbench >/dev/null && command -v mariadbd >/dev/null; then
+  ./capture_db.sh
+else
+  echo "capture_db.sh skipped (needs root, postgresql, pgbench, mariadb-server)" >&2
+fi

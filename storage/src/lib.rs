@@ -2,7 +2,9 @@
 //! with TTL leases and a change feed), its implementations — [`RedbBackend`], the embedded
 //! default kept in one file in the data directory, and [`MemoryBackend`] for tests — and the
 //! typed [`ResourceStore`] layered on top — and the durable, hash-chained [`AuditLog`], kept in a
-//! redb file of its own. It must never read the wall clock except through an injected
+//! redb file of its own — and the [`recording`] module: the session-recording format, its
+//! exports and playback schedule, and the [`RecordingStore`] directory of uploaded recordings. It
+//! must never read the wall clock except through an injected
 //! [`Clock`], never hold a write that is not durable when it returns, and never contain `unsafe`
 //! code.
 #![forbid(unsafe_code)]
@@ -13,6 +15,7 @@ pub mod clock;
 mod codec;
 pub mod error;
 pub mod memory_backend;
+pub mod recording;
 pub mod redb_backend;
 pub mod resources;
 
@@ -24,5 +27,9 @@ pub use backend::{Backend, Event, Item, PutOptions, Watcher, prefix_end};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Fault, StorageError, WatchError};
 pub use memory_backend::MemoryBackend;
+pub use recording::{
+    RecordingError, RecordingIndexEntry, RecordingMeta, RecordingStore, RecordingStoreError,
+    RecordingWriter,
+};
 pub use redb_backend::RedbBackend;
 pub use resources::{MAX_NAME_LEN, ResourceStore, StoredResource, Versioned};

@@ -17,6 +17,9 @@ fn every_parser_on_every_prefix_of_every_capture() {
             invariants::http1_request(prefix);
             invariants::proxy_protocol(prefix);
             invariants::tunnel_frame(prefix);
+            invariants::postgres_frontend(prefix);
+            invariants::postgres_backend(prefix);
+            invariants::mysql_packet(prefix);
             let _ = name;
         }
     }

@@ -3,7 +3,9 @@
 
 mod http1;
 mod invariants;
+mod mysql;
 mod postgres;
+mod postgres_messages;
 mod proxy_protocol;
 mod sniff;
 mod ssh;

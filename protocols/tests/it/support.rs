@@ -12,6 +12,16 @@ pub const HTTP_WEBSOCKET: &[u8] = include_bytes!("../../testdata/http_curl_webso
 pub const PROXY_V1_CURL: &[u8] = include_bytes!("../../testdata/proxy_v1_curl.bin");
 pub const PROXY_V2_HAPROXY: &[u8] = include_bytes!("../../testdata/proxy_v2_haproxy.bin");
 pub const TUNNEL_FRAMES: &[u8] = include_bytes!("../../testdata/tunnel_frames.bin");
+pub const PG_SIMPLE_FE: &[u8] = include_bytes!("../../testdata/postgres_simple_frontend.bin");
+pub const PG_SIMPLE_BE: &[u8] = include_bytes!("../../testdata/postgres_simple_backend.bin");
+pub const PG_EXTENDED_FE: &[u8] = include_bytes!("../../testdata/postgres_extended_frontend.bin");
+pub const PG_EXTENDED_BE: &[u8] = include_bytes!("../../testdata/postgres_extended_backend.bin");
+pub const MYSQL_SESSION_CLIENT: &[u8] = include_bytes!("../../testdata/mysql_session_client.bin");
+pub const MYSQL_SESSION_SERVER: &[u8] = include_bytes!("../../testdata/mysql_session_server.bin");
+pub const MYSQL_PING_CLIENT: &[u8] = include_bytes!("../../testdata/mysql_ping_client.bin");
+pub const MYSQL_PING_SERVER: &[u8] = include_bytes!("../../testdata/mysql_ping_server.bin");
+pub const MYSQL_DENIED_CLIENT: &[u8] = include_bytes!("../../testdata/mysql_denied_client.bin");
+pub const MYSQL_DENIED_SERVER: &[u8] = include_bytes!("../../testdata/mysql_denied_server.bin");
 
 /// Every capture, by name.
 pub const ALL: &[(&str, &[u8])] = &[
@@ -26,6 +36,16 @@ pub const ALL: &[(&str, &[u8])] = &[
     ("proxy_v1", PROXY_V1_CURL),
     ("proxy_v2", PROXY_V2_HAPROXY),
     ("tunnel", TUNNEL_FRAMES),
+    ("pg_simple_fe", PG_SIMPLE_FE),
+    ("pg_simple_be", PG_SIMPLE_BE),
+    ("pg_extended_fe", PG_EXTENDED_FE),
+    ("pg_extended_be", PG_EXTENDED_BE),
+    ("mysql_session_client", MYSQL_SESSION_CLIENT),
+    ("mysql_session_server", MYSQL_SESSION_SERVER),
+    ("mysql_ping_client", MYSQL_PING_CLIENT),
+    ("mysql_ping_server", MYSQL_PING_SERVER),
+    ("mysql_denied_client", MYSQL_DENIED_CLIENT),
+    ("mysql_denied_server", MYSQL_DENIED_SERVER),
 ];
 
 /// Feed every prefix of `$bytes` to `$parse`: `Ok(None)` for each strict

@@ -10,6 +10,8 @@ mod audit_tamper;
 mod compat;
 mod crash;
 mod lock;
+mod recording_format;
+mod recording_store;
 mod resources;
 mod schema;
 mod semantics;

@@ -1,4 +1,4 @@
-//! PostgreSQL startup-phase frontend messages.
+//! PostgreSQL startup-phase frontend messages: parsing and encoding.
 //!
 //! This module owns the untyped packets a PostgreSQL client sends before
 //! anything else (protocol docs, "Message Formats"): SSLRequest,
@@ -13,7 +13,10 @@
 //! protocol 3.0 or 3.2 and carries NUL-terminated UTF-8 `name`/`value` pairs,
 //! ended by one more NUL, including `user`. Lengths are checked as soon as
 //! they arrive, so a bad packet is rejected without waiting for its body.
+//! The encoders ([`encode_startup_message`], [`encode_cancel_request`],
+//! [`encode_ssl_request`]) build what the agent re-sends to the real server.
 
+use super::PgEncodeError;
 use crate::reader::{Reader, array_at, find_byte};
 
 /// Longest startup packet accepted (the server's own limit is 10000).
@@ -249,4 +252,85 @@ fn check_parameters(block: &[u8]) -> Result<&[u8], StartupError> {
     Ok(block
         .get(..block.len().saturating_sub(1))
         .unwrap_or_default())
+}
+
+/// Append an SSLRequest (8 bytes).
+pub fn encode_ssl_request(out: &mut Vec<u8>) {
+    out.extend_from_slice(&8u32.to_be_bytes());
+    out.extend_from_slice(&SSL_REQUEST_CODE.to_be_bytes());
+}
+
+/// Append a CancelRequest; the key must be 4..=256 bytes.
+pub fn encode_cancel_request(
+    request: &CancelRequest<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), PgEncodeError> {
+    let len = 12 + request.secret_key.len();
+    if !CANCEL_REQUEST_LEN.contains(&len) {
+        return Err(PgEncodeError::SecretKeyLength {
+            len: request.secret_key.len(),
+        });
+    }
+    out.extend_from_slice(&(len as u32).to_be_bytes());
+    out.extend_from_slice(&CANCEL_REQUEST_CODE.to_be_bytes());
+    out.extend_from_slice(&request.process_id.to_be_bytes());
+    out.extend_from_slice(request.secret_key);
+    Ok(())
+}
+
+/// Append a StartupMessage for `protocol` with `params` in order (`user`
+/// must be among them). Names and values must not contain NUL, and the
+/// packet must fit [`MAX_STARTUP_LEN`], so that [`parse_startup`] accepts it.
+pub fn encode_startup_message(
+    protocol: ProtocolVersion,
+    params: &[(&str, &str)],
+    out: &mut Vec<u8>,
+) -> Result<(), PgEncodeError> {
+    let mut len = 9;
+    let mut has_user = false;
+    for (name, value) in params {
+        if name.is_empty() {
+            return Err(PgEncodeError::EmptyName);
+        }
+        if name.contains('\0') || value.contains('\0') {
+            return Err(PgEncodeError::InteriorNul {
+                field: "startup parameter",
+            });
+        }
+        has_user |= *name == "user" && !value.is_empty();
+        len += name.len() + value.len() + 2;
+    }
+    if !has_user {
+        return Err(PgEncodeError::MissingUser);
+    }
+    if len > MAX_STARTUP_LEN {
+        return Err(PgEncodeError::TooLong {
+            len,
+            max: MAX_STARTUP_LEN,
+        });
+    }
+    out.reserve(len);
+    out.extend_from_slice(&(len as u32).to_be_bytes());
+    out.extend_from_slice(&protocol.major.to_be_bytes());
+    out.extend_from_slice(&protocol.minor.to_be_bytes());
+    for (name, value) in params {
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+        out.extend_from_slice(value.as_bytes());
+        out.push(0);
+    }
+    out.push(0);
+    Ok(())
+}
+
+impl StartupMessage<'_> {
+    /// Re-encode this message exactly as it was received.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let len = 8 + self.params.len() + 1;
+        out.extend_from_slice(&(len as u32).to_be_bytes());
+        out.extend_from_slice(&self.protocol.major.to_be_bytes());
+        out.extend_from_slice(&self.protocol.minor.to_be_bytes());
+        out.extend_from_slice(self.params);
+        out.push(0);
+    }
 }
