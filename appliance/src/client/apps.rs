@@ -5,21 +5,19 @@
 //! naming the application, the proxy's answer (an error is shown to the user and the local
 //! connection closed), then the byte relay.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use anyhow::{Context, anyhow, bail};
-use hop_protocols::tunnel::{Dial, Frame};
-use tokio::net::{TcpListener, TcpStream};
+use anyhow::{Context, bail};
+use tokio::net::TcpListener;
 
-use super::connect::{dial_proxy, status_error, tls_channel};
-use super::profile::{self, Login};
+use super::connect::{open_session, status_error, tls_channel};
+use super::profile;
 use super::trust::client_config;
 use crate::auth::proto::ListAppsRequest;
 use crate::auth::proto::auth_public_client::AuthPublicClient;
 use crate::cli::OutputFormat;
-use crate::tunnel::{ALPN_TCP, FramedStream, relay};
+use crate::tunnel::{ALPN_TCP, relay};
 
 pub async fn ls(format: OutputFormat) -> anyhow::Result<()> {
     let login = profile::current_login()?;
@@ -50,38 +48,6 @@ pub async fn ls(format: OutputFormat) -> anyhow::Result<()> {
         println!("{:<w$}  {}", a.name, labels.join(","));
     }
     Ok(())
-}
-
-/// Opens one session to `app` through the proxy: returns the stream after the proxy's OK.
-async fn open_session(
-    login: &Login,
-    cfg: Arc<rustls::ClientConfig>,
-    app: &str,
-    client: SocketAddr,
-) -> anyhow::Result<(tokio_rustls::client::TlsStream<TcpStream>, Vec<u8>)> {
-    let tls = dial_proxy(&login.profile.proxy, cfg).await?;
-    let mut framed = FramedStream::new(tls);
-    let mut session_id = [0u8; 16];
-    rand::fill(&mut session_id[..]);
-    framed
-        .write_frame(&Frame::Dial(Dial {
-            session_id,
-            target: app.to_string(),
-            client_addr: client,
-        }))
-        .await?;
-    match framed.read_frame(Duration::from_secs(30)).await? {
-        Frame::DialResult(r) if r.ok => Ok(framed.into_inner()),
-        Frame::DialResult(r) => Err(anyhow!(
-            "{}",
-            r.error
-                .unwrap_or_else(|| "the proxy refused the session".into())
-        )),
-        other => Err(anyhow!(
-            "unexpected frame {} from the proxy",
-            other.frame_type()
-        )),
-    }
 }
 
 pub async fn proxy_app(app: String, bind: IpAddr, port: u16) -> anyhow::Result<()> {
@@ -130,7 +96,7 @@ pub async fn proxy_app(app: String, bind: IpAddr, port: u16) -> anyhow::Result<(
         let (login, cfg, app) = (login.clone(), cfg.clone(), app.clone());
         tokio::spawn(async move {
             let _ = conn.set_nodelay(true);
-            match open_session(&login, cfg, &app, peer).await {
+            match open_session(&login.profile.proxy, cfg, &app, peer).await {
                 Ok((remote, pending)) => {
                     if let Err(e) = relay(conn, Vec::new(), remote, pending).await {
                         tracing::debug!(error = %e, "session ended with an error");

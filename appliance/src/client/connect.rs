@@ -159,6 +159,41 @@ pub fn status_error(s: tonic::Status) -> anyhow::Error {
     }
 }
 
+/// Opens one session through the proxy on a connection already negotiated for a session ALPN
+/// (`hop-tcp`, `hop-ssh`): sends the Dial naming `target`, waits for the proxy's answer, and
+/// returns the stream with any bytes read past the answer. A refusal is the proxy's own words.
+pub async fn open_session(
+    proxy: &str,
+    cfg: Arc<rustls::ClientConfig>,
+    target: &str,
+    client: std::net::SocketAddr,
+) -> anyhow::Result<(ProxyStream, Vec<u8>)> {
+    use hop_protocols::tunnel::{Dial, Frame};
+    let tls = dial_proxy(proxy, cfg).await?;
+    let mut framed = crate::tunnel::FramedStream::new(tls);
+    let mut session_id = [0u8; 16];
+    rand::fill(&mut session_id[..]);
+    framed
+        .write_frame(&Frame::Dial(Dial {
+            session_id,
+            target: target.to_string(),
+            client_addr: client,
+        }))
+        .await?;
+    match framed.read_frame(Duration::from_secs(30)).await? {
+        Frame::DialResult(r) if r.ok => Ok(framed.into_inner()),
+        Frame::DialResult(r) => Err(anyhow!(
+            "{}",
+            r.error
+                .unwrap_or_else(|| "the proxy refused the session".into())
+        )),
+        other => Err(anyhow!(
+            "unexpected frame {} from the proxy",
+            other.frame_type()
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

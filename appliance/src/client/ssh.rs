@@ -14,45 +14,23 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use hop_protocols::tunnel::{Dial, Frame};
 use tokio::io::AsyncWriteExt;
 
-use super::connect::{dial_proxy, status_error, tls_channel};
+use super::connect::{open_session, status_error, tls_channel};
 use super::profile::{self, Login, Paths};
 use super::trust::client_config;
 use crate::auth::proto::auth_public_client::AuthPublicClient;
 use crate::auth::proto::{ListNodesRequest, Node};
-use crate::tunnel::{ALPN_SSH, FramedStream};
+use crate::tunnel::ALPN_SSH;
 
 /// `hop proxy ssh login@host[:port]`: stdin/stdout through the proxy to the node's SSH server.
 pub async fn proxy_ssh(target: String) -> anyhow::Result<()> {
     let login = profile::current_login()?;
     let cfg = Arc::new(client_config(&login.trust, Some(&login.cert), ALPN_SSH)?);
-    let tls = dial_proxy(&login.profile.proxy, cfg).await?;
-    let mut framed = FramedStream::new(tls);
-    let mut session_id = [0u8; 16];
-    rand::fill(&mut session_id[..]);
     let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
-    framed
-        .write_frame(&Frame::Dial(Dial {
-            session_id,
-            target: target.clone(),
-            client_addr: unspecified,
-        }))
-        .await?;
-    match framed.read_frame(Duration::from_secs(30)).await? {
-        Frame::DialResult(r) if r.ok => {}
-        Frame::DialResult(r) => bail!(
-            "{}",
-            r.error
-                .unwrap_or_else(|| "the proxy refused the connection".into())
-        ),
-        other => bail!("unexpected frame {} from the proxy", other.frame_type()),
-    }
-    let (tls, pending) = framed.into_inner();
+    let (tls, pending) = open_session(&login.profile.proxy, cfg, &target, unspecified).await?;
     let (mut rd, mut wr) = tokio::io::split(tls);
     let mut stdout = tokio::io::stdout();
     if !pending.is_empty() {

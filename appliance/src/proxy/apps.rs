@@ -10,22 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hop_ca::Identity;
-use hop_protocols::tunnel::{Dial, DialResult, Frame};
+use hop_protocols::tunnel::Frame;
 
+use super::dial::{accept, dial_agent, refuse};
 use super::tunnels::{AgentStream, TunnelRegistry};
 use crate::auth::AuthServer;
 use crate::auth::audit::EventKind;
 use crate::tunnel::{FramedStream, relay_with_idle_timeout};
-
-async fn refuse(client: &mut FramedStream<AgentStream>, session_id: [u8; 16], error: String) {
-    let _ = client
-        .write_frame(&Frame::DialResult(DialResult {
-            session_id,
-            ok: false,
-            error: Some(error),
-        }))
-        .await;
-}
 
 /// Serves one `hop-tcp` connection from an authenticated user.
 pub async fn serve(
@@ -77,48 +68,24 @@ pub async fn serve(
         start(false, Some(&e));
         return refuse(&mut client, session_id, e).await;
     }
-    let Some(agent_stream) = registry.take_data(&route.host_id).await else {
-        let e = format!(
-            "application {app_name:?}: its agent has no tunnel connection available; try again"
-        );
-        start(false, Some(&e));
-        return refuse(&mut client, session_id, e).await;
-    };
-    let mut agent = FramedStream::new(agent_stream);
-    let forwarded = Dial {
+    let what = format!("application {app_name:?}");
+    let agent = match dial_agent(
+        &registry,
+        &route.host_id,
+        &what,
         session_id,
-        target: app_name.clone(),
-        client_addr: remote,
-    };
-    let answer = match agent.write_frame(&Frame::Dial(forwarded)).await {
-        Ok(()) => agent.read_frame(Duration::from_secs(15)).await,
-        Err(e) => Err(e),
-    };
-    match answer {
-        Ok(Frame::DialResult(r)) if r.ok => {}
-        Ok(Frame::DialResult(r)) => {
-            let e = format!(
-                "application {app_name:?}: {}",
-                r.error.unwrap_or_else(|| "the agent refused".into())
-            );
-            start(false, Some(&e));
-            return refuse(&mut client, session_id, e).await;
-        }
-        Ok(_) | Err(_) => {
-            let e = format!("application {app_name:?}: the agent did not answer");
-            start(false, Some(&e));
-            return refuse(&mut client, session_id, e).await;
-        }
-    }
-    if client
-        .write_frame(&Frame::DialResult(DialResult {
-            session_id,
-            ok: true,
-            error: None,
-        }))
-        .await
-        .is_err()
+        &app_name,
+        remote,
+    )
+    .await
     {
+        Ok(a) => a,
+        Err(e) => {
+            start(false, Some(&e));
+            return refuse(&mut client, session_id, e).await;
+        }
+    };
+    if !accept(&mut client, session_id).await {
         return;
     }
     start(true, None);

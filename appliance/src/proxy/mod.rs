@@ -7,6 +7,7 @@
 
 pub mod apps;
 pub mod cert;
+pub mod dial;
 pub mod listener;
 pub mod ssh;
 pub mod tls;

@@ -13,8 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hop_ca::Identity;
-use hop_protocols::tunnel::{Dial, DialResult, Frame};
+use hop_protocols::tunnel::Frame;
 
+use super::dial::{accept, dial_agent, refuse};
 use super::tunnels::{AgentStream, NodeRoute, TunnelRegistry};
 use crate::auth::AuthServer;
 use crate::auth::audit::EventKind;
@@ -55,16 +56,6 @@ pub fn resolve(nodes: &[NodeRoute], host: &str, cluster: &str) -> Result<NodeRou
                 .join(", ")
         )),
     }
-}
-
-async fn refuse(client: &mut FramedStream<AgentStream>, session_id: [u8; 16], error: String) {
-    let _ = client
-        .write_frame(&Frame::DialResult(DialResult {
-            session_id,
-            ok: false,
-            error: Some(error),
-        }))
-        .await;
 }
 
 /// Serves one `hop-ssh` connection from an authenticated user.
@@ -113,47 +104,21 @@ pub async fn serve(
         }
         Err(e) => return refuse(&mut client, session_id, format!("internal error: {e}")).await,
     }
-    let Some(agent_stream) = registry.take_data(&node.host_id).await else {
-        let e = format!(
-            "node {:?}: its agent has no tunnel connection available; try again",
-            node.name
-        );
-        return refuse(&mut client, session_id, e).await;
-    };
-    let mut agent = FramedStream::new(agent_stream);
-    let forwarded = Dial {
+    let what = format!("node {:?}", node.name);
+    let agent = match dial_agent(
+        &registry,
+        &node.host_id,
+        &what,
         session_id,
-        target: crate::node::DIAL_TARGET.to_string(),
-        client_addr: remote,
-    };
-    let answer = match agent.write_frame(&Frame::Dial(forwarded)).await {
-        Ok(()) => agent.read_frame(Duration::from_secs(15)).await,
-        Err(e) => Err(e),
-    };
-    match answer {
-        Ok(Frame::DialResult(r)) if r.ok => {}
-        Ok(Frame::DialResult(r)) => {
-            let e = format!(
-                "node {:?}: {}",
-                node.name,
-                r.error.unwrap_or_else(|| "the agent refused".into())
-            );
-            return refuse(&mut client, session_id, e).await;
-        }
-        Ok(_) | Err(_) => {
-            let e = format!("node {:?}: the agent did not answer", node.name);
-            return refuse(&mut client, session_id, e).await;
-        }
-    }
-    if client
-        .write_frame(&Frame::DialResult(DialResult {
-            session_id,
-            ok: true,
-            error: None,
-        }))
-        .await
-        .is_err()
+        crate::node::DIAL_TARGET,
+        remote,
+    )
+    .await
     {
+        Ok(a) => a,
+        Err(e) => return refuse(&mut client, session_id, e).await,
+    };
+    if !accept(&mut client, session_id).await {
         return;
     }
     let (c, c_pending) = client.into_inner();

@@ -1,0 +1,72 @@
+//! A user session's hand-off to an agent, shared by every session route (`hop-tcp`, `hop-ssh`).
+//!
+//! This module owns the proxy's side of the Dial exchange: answering the user with a
+//! `DialResult` (a refusal carries a readable reason), and taking one of the agent's pooled data
+//! connections, forwarding the Dial and reading the agent's answer. Deciding who may dial what
+//! stays with each route.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hop_protocols::tunnel::{Dial, DialResult, Frame};
+
+use super::tunnels::{AgentStream, TunnelRegistry};
+use crate::tunnel::FramedStream;
+
+/// Answers the user's Dial with a refusal and its reason.
+pub async fn refuse(client: &mut FramedStream<AgentStream>, session_id: [u8; 16], error: String) {
+    let _ = client
+        .write_frame(&Frame::DialResult(DialResult {
+            session_id,
+            ok: false,
+            error: Some(error),
+        }))
+        .await;
+}
+
+/// Tells the user the session is open; `false` if the user is gone.
+pub async fn accept(client: &mut FramedStream<AgentStream>, session_id: [u8; 16]) -> bool {
+    client
+        .write_frame(&Frame::DialResult(DialResult {
+            session_id,
+            ok: true,
+            error: None,
+        }))
+        .await
+        .is_ok()
+}
+
+/// Takes a pooled data connection of agent `host_id` and asks it for `target`. `what` names the
+/// resource in errors (`application "echo"`, `node "web1"`).
+pub async fn dial_agent(
+    registry: &TunnelRegistry,
+    host_id: &str,
+    what: &str,
+    session_id: [u8; 16],
+    target: &str,
+    client_addr: SocketAddr,
+) -> Result<FramedStream<AgentStream>, String> {
+    let Some(stream) = registry.take_data(host_id).await else {
+        return Err(format!(
+            "{what}: its agent has no tunnel connection available; try again"
+        ));
+    };
+    let mut agent = FramedStream::new(stream);
+    let dial = Dial {
+        session_id,
+        target: target.to_string(),
+        client_addr,
+    };
+    let answer = match agent.write_frame(&Frame::Dial(dial)).await {
+        Ok(()) => agent.read_frame(Duration::from_secs(15)).await,
+        Err(e) => Err(e),
+    };
+    match answer {
+        Ok(Frame::DialResult(r)) if r.ok => Ok(agent),
+        Ok(Frame::DialResult(r)) => Err(format!(
+            "{what}: {}",
+            r.error.unwrap_or_else(|| "the agent refused".into())
+        )),
+        Ok(_) | Err(_) => Err(format!("{what}: the agent did not answer")),
+    }
+}
