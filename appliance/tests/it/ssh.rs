@@ -409,7 +409,6 @@ fn ssh_refusals_are_clear_and_audited() {
     assert!(st.success());
     let rogue_key = a.dir.path().join("rogue");
     std::fs::copy(&key, &rogue_key).unwrap();
-    std::fs::copy(key.with_extension("pub"), rogue_key.with_extension("pub")).ok();
     let pubkey = format!("{}.pub", key.display());
     std::fs::copy(&pubkey, format!("{}.pub", rogue_key.display())).unwrap();
     let st = Command::new("ssh-keygen")
