@@ -289,7 +289,9 @@ fn ssh_scp_sftp_and_forwarding_through_a_tunnelled_node() {
             .stderr(Stdio::null())
             .spawn()
             .and_then(|mut c| {
-                c.stdin.take().unwrap().write_all(b"ping through -L\n")?;
+                // Before the forward listens, socat exits at once and the write finds a closed
+                // pipe: that is "not ready yet", retried below.
+                let _ = c.stdin.take().unwrap().write_all(b"ping through -L\n");
                 c.wait_with_output()
             })
             .unwrap();
