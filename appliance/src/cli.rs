@@ -55,6 +55,9 @@ pub enum Command {
     /// Applications you can reach.
     #[command(subcommand)]
     Apps(AppsCommand),
+    /// Databases: list them, log in to one, connect with psql.
+    #[command(subcommand)]
+    Db(DbCommand),
     /// Local listeners that carry connections through the proxy.
     #[command(subcommand)]
     Proxy(ProxyCommand),
@@ -131,12 +134,72 @@ pub enum AppsCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// List the databases your roles allow, with the users and names you may use.
+    Ls(Output),
+    /// Get a certificate for one database (the default user and database for `hop db connect`).
+    Login(DbLoginArgs),
+    /// Remove a database certificate (all of them without NAME).
+    Logout { name: Option<String> },
+    /// Run psql against a database through the proxy (logs in to it first if needed).
+    Connect {
+        #[command(flatten)]
+        login: DbLoginArgs,
+        /// Arguments for psql, after `--`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Print how to connect a GUI or another client: host, port, TLS files, user, database.
+    Config {
+        name: Option<String>,
+        #[arg(long, value_enum, default_value_t = DbConfigFormat::Text)]
+        format: DbConfigFormat,
+    },
+    /// Print shell `export` lines (PGHOST, PGSSLCERT, …) for a database.
+    Env { name: Option<String> },
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DbLoginArgs {
+    /// The database's name (see `hop db ls`).
+    pub name: String,
+    /// Database user [default: the only one your roles allow].
+    #[arg(long)]
+    pub db_user: Option<String>,
+    /// Database name [default: the only one your roles allow, else the user's own].
+    #[arg(long)]
+    pub db_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DbConfigFormat {
+    Text,
+    Json,
+    /// A psql command line.
+    Cmd,
+    /// A libpq connection string.
+    Uri,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ProxyCommand {
     /// Carry standard input and output to a node's SSH server through the proxy (OpenSSH's
     /// ProxyCommand, as `hop config` writes it).
     Ssh {
         /// LOGIN@NODE[:PORT]
         target: String,
+    },
+    /// Listen locally (plain, on loopback) and carry each PostgreSQL connection to a database
+    /// through the proxy with your database certificate, for clients that cannot present one.
+    Db {
+        /// The database's name; `hop db login NAME` first.
+        name: String,
+        /// Local port [default: a free one, printed].
+        #[arg(long, short, default_value_t = 0)]
+        port: u16,
+        /// Local address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: std::net::IpAddr,
     },
     /// Listen locally and carry each connection to a TCP application through the proxy.
     App {
@@ -190,6 +253,10 @@ pub struct StartArgs {
     /// (repeatable; several labels separated by ';').
     #[arg(long = "app")]
     pub apps: Vec<String>,
+    /// Db agents: publish a database, e.g.
+    /// name=pg,uri=postgres://127.0.0.1:5432,ca_file=/etc/pg/ca.crt,labels=env=dev (repeatable).
+    #[arg(long = "db")]
+    pub databases: Vec<String>,
     /// Node agents: static labels, e.g. env=prod,team=db.
     #[arg(long)]
     pub labels: Option<String>,
@@ -486,6 +553,29 @@ pub enum AuthCommand {
         #[arg(long, value_enum)]
         format: Option<ExportFormat>,
     },
+    /// Issue a certificate from a cluster CA for software outside Hop.
+    /// `--format db`: a database server's key, certificate (db CA) and the db CA that signs Hop's
+    /// client certificates: OUT.key, OUT.crt, OUT.cas (for ssl_key_file, ssl_cert_file,
+    /// ssl_ca_file in postgresql.conf).
+    Sign {
+        /// Host names or addresses of the server, comma separated; the first is the common name.
+        #[arg(long)]
+        host: String,
+        #[arg(long, value_enum)]
+        format: SignFormat,
+        /// Path prefix of the files to write.
+        #[arg(long, short)]
+        out: PathBuf,
+        /// Certificate lifetime, e.g. 2190h [default: 90 days].
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SignFormat {
+    /// Database server (PostgreSQL, MySQL): key, certificate and CA in PEM.
+    Db,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

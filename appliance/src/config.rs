@@ -48,6 +48,42 @@ pub struct Config {
     pub proxy_service: ProxyServiceConfig,
     pub app_service: AppServiceConfig,
     pub ssh_service: SshServiceConfig,
+    pub db_service: DbServiceConfig,
+}
+
+/// Databases a `db` agent publishes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DbServiceConfig {
+    pub databases: Vec<DbConfig>,
+    /// Idle data connections the agent keeps parked at the proxy.
+    pub tunnel_pool_size: Option<usize>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DbConfig {
+    pub name: String,
+    /// `postgres://host:port`
+    pub uri: String,
+    /// CA certificates (PEM) that sign the database's server certificate [default: system roots].
+    pub ca_file: Option<PathBuf>,
+    /// The name the database's certificate is checked against [default: the URI's host].
+    pub server_name: Option<String>,
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+impl DbConfig {
+    pub fn spec(&self) -> crate::db::DbSpec {
+        crate::db::DbSpec {
+            name: self.name.clone(),
+            uri: self.uri.clone(),
+            ca_file: self.ca_file.clone(),
+            server_name: self.server_name.clone(),
+            labels: self.labels.clone(),
+        }
+    }
 }
 
 /// Applications an `app` agent publishes.
@@ -564,6 +600,19 @@ impl Config {
                 message: format!("[{i}]: {m}"),
             })?;
         }
+        for (i, db) in self.db_service.databases.iter().enumerate() {
+            db.spec().validate().map_err(|m| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                field: "db_service.databases",
+                message: format!("[{i}]: {m}"),
+            })?;
+        }
+        if self.runs(ServiceRole::Db) && self.db_service.databases.is_empty() {
+            return Err(invalid(
+                "db_service.databases",
+                "a db agent needs at least one database (db_service.databases, or --db name=…,uri=postgres://…)".into(),
+            ));
+        }
         let auth = &self.auth_service;
         if let Some(mode) = &auth.session_recording
             && !matches!(
@@ -760,6 +809,14 @@ app_service:
   apps: []
   #  - name: echo
   #    uri: tcp://127.0.0.1:7000
+  #    labels: {env: dev}
+
+# A db agent's databases (hop start --roles db --proxy ... also takes --db).
+db_service:
+  databases: []
+  #  - name: pg
+  #    uri: postgres://127.0.0.1:5432
+  #    ca_file: /etc/postgresql/ca.crt
   #    labels: {env: dev}
 "#;
 

@@ -12,6 +12,7 @@ mod cli;
 mod client;
 mod config;
 mod dataplane;
+mod db;
 mod diag;
 mod host;
 mod logging;
@@ -116,6 +117,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Proxy(cli::ProxyCommand::App { name, port, bind }) => {
                     rt.block_on(client::apps::proxy_app(name, bind, port))
                 }
+                Command::Db(cmd) => rt.block_on(client::db::run(cmd)),
+                Command::Proxy(cli::ProxyCommand::Db { name, port, bind }) => {
+                    rt.block_on(client::db::proxy_db(name, bind, port))
+                }
                 Command::Proxy(cli::ProxyCommand::Ssh { target }) => {
                     rt.block_on(client::ssh::proxy_ssh(target))
                 }
@@ -192,6 +197,16 @@ fn start_config(args: &StartArgs) -> anyhow::Result<Config> {
             name: spec.name,
             uri: spec.uri,
             labels: spec.labels.into_iter().collect(),
+        });
+    }
+    for d in &args.databases {
+        let spec = db::DbSpec::parse(d).map_err(|e| anyhow::anyhow!(e))?;
+        cfg.db_service.databases.push(config::DbConfig {
+            name: spec.name,
+            uri: spec.uri,
+            ca_file: spec.ca_file,
+            server_name: spec.server_name,
+            labels: spec.labels,
         });
     }
     if let Some(l) = &args.labels {

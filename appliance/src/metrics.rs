@@ -62,6 +62,10 @@ pub struct Metrics {
     pub audit_failures: Counter,
     pub app_sessions: Counter,
     pub app_sessions_active: Gauge,
+    pub db_sessions: Counter,
+    pub db_sessions_active: Gauge,
+    pub db_sessions_refused: Counter,
+    pub db_cancels: Counter,
     /// Set once the proxy serves tunnels.
     pub tunnels: std::sync::OnceLock<std::sync::Arc<crate::proxy::tunnels::TunnelRegistry>>,
     /// Set once the data plane runs.
@@ -93,6 +97,10 @@ impl Default for Metrics {
             audit_failures: Counter::default(),
             app_sessions: Counter::default(),
             app_sessions_active: Gauge::default(),
+            db_sessions: Counter::default(),
+            db_sessions_active: Gauge::default(),
+            db_sessions_refused: Counter::default(),
+            db_cancels: Counter::default(),
             dataplane: std::sync::OnceLock::new(),
             tunnels: std::sync::OnceLock::new(),
         }
@@ -230,6 +238,30 @@ impl Metrics {
             "hop_app_sessions_active",
             "TCP application sessions open.",
             &[(String::new(), self.app_sessions_active.get())],
+        );
+        counter(
+            &mut out,
+            "hop_db_sessions_total",
+            "Database sessions started.",
+            &[(String::new(), self.db_sessions.get())],
+        );
+        gauge(
+            &mut out,
+            "hop_db_sessions_active",
+            "Database sessions open.",
+            &[(String::new(), self.db_sessions_active.get())],
+        );
+        counter(
+            &mut out,
+            "hop_db_sessions_refused_total",
+            "Database connections refused before reaching a database (no certificate, RBAC, no agent).",
+            &[(String::new(), self.db_sessions_refused.get())],
+        );
+        counter(
+            &mut out,
+            "hop_db_cancels_total",
+            "Query cancel requests routed to a database.",
+            &[(String::new(), self.db_cancels.get())],
         );
         if let Some(dp) = self.dataplane.get() {
             dp.render(&mut out);

@@ -123,14 +123,14 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
             .hop
             .roles
             .iter()
-            .all(|r| matches!(r, ServiceRole::App | ServiceRole::Node))
+            .all(|r| matches!(r, ServiceRole::App | ServiceRole::Node | ServiceRole::Db))
     {
         return run_agent(cfg).await;
     }
     for role in &cfg.hop.roles {
         if !matches!(role, ServiceRole::Auth | ServiceRole::Proxy) {
             bail!(
-                "hop.roles: the {role} service is not available in this build yet; run auth and proxy, or node and app agents"
+                "hop.roles: the {role} service is not available in this build yet; run auth and proxy, or node, app and db agents"
             );
         }
     }
@@ -315,10 +315,11 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
             let clock = clock.clone();
             Arc::new(move |der: &[u8], remote| {
                 let now = clock.now();
-                if let Ok((identity, _)) = hop_ca::verify_user_x509(der, &users, now) {
+                if let Ok((identity, expires)) = hop_ca::verify_user_x509(der, &users, now) {
                     return Some(Caller::User {
                         identity: Box::new(identity),
                         remote,
+                        expires,
                     });
                 }
                 hop_ca::verify_host_x509(der, &hosts, now)
@@ -342,6 +343,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
                 identify,
                 registry: registry.clone(),
                 auth: auth.clone(),
+                cancels: Default::default(),
             },
             settings,
             metrics.clone(),
@@ -434,6 +436,8 @@ async fn run_agent(cfg: Config) -> anyhow::Result<()> {
         data_dir,
         role: if cfg.runs(ServiceRole::Node) {
             "node".into()
+        } else if cfg.runs(ServiceRole::Db) {
+            "db".into()
         } else {
             "app".into()
         },
@@ -442,7 +446,17 @@ async fn run_agent(cfg: Config) -> anyhow::Result<()> {
             .ssh_service
             .tunnel_pool_size
             .or(cfg.app_service.tunnel_pool_size)
+            .or(cfg.db_service.tunnel_pool_size)
             .unwrap_or(4),
+        databases: if cfg.runs(ServiceRole::Db) {
+            cfg.db_service
+                .databases
+                .iter()
+                .map(crate::config::DbConfig::spec)
+                .collect()
+        } else {
+            Vec::new()
+        },
         node: cfg
             .runs(ServiceRole::Node)
             .then(|| crate::node::NodeSettings {

@@ -359,6 +359,42 @@ impl AccessChecker {
         }
     }
 
+    /// The database users and names the user's roles allow on a server with `db_labels` (allowed
+    /// minus exactly denied; `*` means any), or `None` when the labels are not reachable at all.
+    /// For listings: the decision on a connection is [`Self::check_database`].
+    #[must_use]
+    pub fn database_access(
+        &self,
+        db_labels: &BTreeMap<String, String>,
+    ) -> Option<(Vec<String>, Vec<String>)> {
+        if self.roles.iter().any(|r| r.deny.db.matches(db_labels)) {
+            return None;
+        }
+        let allowing: Vec<&CompiledRole> = self
+            .roles
+            .iter()
+            .filter(|r| r.allow.db.matches(db_labels))
+            .collect();
+        if allowing.is_empty() {
+            return None;
+        }
+        let pick = |allow: &dyn Fn(&CompiledRole) -> &BTreeSet<String>,
+                    deny: &dyn Fn(&CompiledRole) -> &BTreeSet<String>| {
+            let denied: BTreeSet<&String> = self.roles.iter().flat_map(deny).collect();
+            allowing
+                .iter()
+                .flat_map(|r| allow(r))
+                .filter(|v| !denied.contains(v))
+                .cloned()
+                .collect::<BTreeSet<String>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+        };
+        let users = pick(&|r| &r.allow.db_users, &|r| &r.deny.db_users);
+        let names = pick(&|r| &r.allow.db_names, &|r| &r.deny.db_names);
+        Some((users, names))
+    }
+
     /// May the user reach an application with `app_labels`?
     pub fn check_app(&self, app_labels: &BTreeMap<String, String>) -> Result<(), AccessDenied> {
         self.check_labels_only(

@@ -371,10 +371,12 @@ fn simulated(s: &LoadtestSettings, index: usize, id: AgentIdentity) -> Shared {
             }],
             pool_size: 0,
             node: None,
+            databases: Vec::new(),
         },
         identity: RwLock::new(id),
         heartbeat: s.heartbeat,
         node: std::sync::OnceLock::new(),
+        db: std::sync::OnceLock::new(),
     }
 }
 

@@ -120,6 +120,8 @@ pub struct AgentSettings {
     pub pool_size: usize,
     /// The SSH service, when this agent runs the `node` role.
     pub node: Option<crate::node::NodeSettings>,
+    /// Databases, when this agent runs the `db` role.
+    pub databases: Vec<crate::db::DbSpec>,
 }
 
 /// One agent as its tasks see it: its settings and its current identity.
@@ -131,6 +133,8 @@ struct Shared {
     heartbeat: Option<Duration>,
     /// The SSH service, once built from the identity.
     node: std::sync::OnceLock<Arc<crate::node::NodeShared>>,
+    /// The database service, once built from the identity.
+    db: std::sync::OnceLock<Arc<crate::db::DbService>>,
 }
 
 /// Watches one agent's control connection. Real agents pass `()`; the load test records what
@@ -172,6 +176,7 @@ impl Shared {
                     target: Some(a.uri.clone()),
                 })
                 .chain(self.node.get().map(|n| n.announcement()))
+                .chain(self.db.get().map(|d| d.announcements()).unwrap_or_default())
                 .collect(),
         })
     }
@@ -243,8 +248,21 @@ pub async fn run(settings: AgentSettings, shutdown: watch::Receiver<bool>) -> an
         identity: RwLock::new(identity.clone()),
         heartbeat: None,
         node: std::sync::OnceLock::new(),
+        db: std::sync::OnceLock::new(),
     });
     let mut tasks = tokio::task::JoinSet::new();
+    if !settings.databases.is_empty() {
+        let svc = crate::db::DbService::new(
+            settings.databases.clone(),
+            &identity.meta.cluster,
+            &identity.meta.host_id,
+            shared.auth_channels(),
+        )?;
+        for d in &svc.specs {
+            println!("Database {} ({}) is served", d.name, d.uri);
+        }
+        let _ = shared.db.set(svc);
+    }
     if let Some(ns) = settings.node.clone() {
         let connect = shared.auth_channels();
         let node =
@@ -430,6 +448,24 @@ async fn serve_dial(
             error,
         })
     };
+    if let Some(ctx) = crate::db::DbDial::from_target(&dial.target) {
+        let Some(svc) = shared.db.get().cloned() else {
+            let _ = framed
+                .write_frame(&answer(
+                    false,
+                    Some("this agent serves no databases".into()),
+                ))
+                .await;
+            return;
+        };
+        match ctx {
+            Ok(ctx) => svc.serve(ctx, session_id, framed).await,
+            Err(e) => {
+                let _ = framed.write_frame(&answer(false, Some(e))).await;
+            }
+        }
+        return;
+    }
     if dial.target == crate::node::DIAL_TARGET {
         let Some(node) = shared.node.get().cloned() else {
             let _ = framed

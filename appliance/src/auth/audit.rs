@@ -36,6 +36,9 @@ pub enum EventKind {
     PortForward,
     AgentForward,
     SshAuth,
+    DbSessionStart,
+    DbSessionEnd,
+    DbQuery,
 }
 
 impl EventKind {
@@ -61,6 +64,9 @@ impl EventKind {
             Self::PortForward => "port.forward",
             Self::AgentForward => "agent.forward",
             Self::SshAuth => "ssh.auth",
+            Self::DbSessionStart => "db.session.start",
+            Self::DbSessionEnd => "db.session.end",
+            Self::DbQuery => "db.query",
         }
     }
 
@@ -87,6 +93,9 @@ impl EventKind {
             Self::PortForward => 5004,
             Self::AgentForward => 5005,
             Self::SshAuth => 5006,
+            Self::DbSessionStart => 6000,
+            Self::DbSessionEnd => 6001,
+            Self::DbQuery => 6002,
         };
         format!("H{n}{}", if success { 'I' } else { 'W' })
     }
@@ -105,6 +114,9 @@ impl EventKind {
             Self::SshAuth,
             Self::AppSessionStart,
             Self::AppSessionEnd,
+            Self::DbSessionStart,
+            Self::DbSessionEnd,
+            Self::DbQuery,
         ]
         .into_iter()
         .find(|k| k.name() == name)

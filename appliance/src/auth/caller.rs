@@ -17,6 +17,8 @@ pub enum Caller {
     User {
         identity: Box<Identity>,
         remote: SocketAddr,
+        /// When the certificate expires: certificates derived from it may not outlive it.
+        expires: std::time::SystemTime,
     },
     /// An agent of this cluster with a valid host certificate.
     Host {

@@ -46,9 +46,9 @@ fn app_proto(a: &crate::proxy::tunnels::AppRoute) -> App {
 /// Both gRPC services over one [`AuthServer`].
 #[derive(Debug, Clone)]
 pub struct AuthApi {
-    auth: Arc<AuthServer>,
+    pub(super) auth: Arc<AuthServer>,
     metrics: Arc<Metrics>,
-    registry: Option<Arc<TunnelRegistry>>,
+    pub(super) registry: Option<Arc<TunnelRegistry>>,
     audit_log: Option<Arc<hop_storage::AuditLog>>,
 }
 
@@ -86,6 +86,7 @@ impl AuthApi {
         .add_service(super::proto::auth_admin_server::AuthAdminServer::new(
             self.clone(),
         ))
+        .add_service(super::proto::database_access_server::DatabaseAccessServer::new(self.clone()))
     }
 
     fn invite_response(&self, invite: super::server::Invite) -> InviteResponse {
@@ -99,7 +100,7 @@ impl AuthApi {
         }
     }
 
-    async fn blocking<T, F>(&self, f: F) -> Result<T, Status>
+    pub(super) async fn blocking<T, F>(&self, f: F) -> Result<T, Status>
     where
         T: Send + 'static,
         F: FnOnce(&AuthServer) -> Result<T, AuthError> + Send + 'static,
@@ -133,21 +134,21 @@ pub fn to_status(e: AuthError) -> Status {
     }
 }
 
-fn caller<T>(req: &Request<T>) -> Caller {
+pub(super) fn caller<T>(req: &Request<T>) -> Caller {
     req.extensions()
         .get::<Caller>()
         .cloned()
         .unwrap_or(Caller::Anonymous { remote: None })
 }
 
-fn unix(t: std::time::SystemTime) -> i64 {
+pub(super) fn unix(t: std::time::SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
 }
 
 /// Checks the caller may use `verb` on `kind`; returns the actor name for audit events.
-fn authorize(
+pub(super) fn authorize(
     auth: &AuthServer,
     caller: &Caller,
     kind: &str,

@@ -5,7 +5,9 @@
 
 pub mod audit;
 pub mod caller;
+pub mod databases;
 pub mod grpc;
+mod grpc_db;
 pub mod password;
 pub mod ratelimit;
 pub mod records;

@@ -266,6 +266,11 @@ impl AuthServer {
         })
     }
 
+    /// The Auth service's clock.
+    pub fn now(&self) -> SystemTime {
+        self.clock.now()
+    }
+
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }

@@ -13,10 +13,11 @@ use tonic::transport::Channel;
 use super::connect::{admin_socket_channel, status_error, tls_channel};
 use super::profile;
 use crate::auth::proto::auth_admin_client::AuthAdminClient;
+use crate::auth::proto::database_access_client::DatabaseAccessClient;
 use crate::auth::proto::*;
 use crate::cli::{
     AdminArgs, AdminCommand, AuditCommand, AuthCommand, ExportFormat, ExportKind, InventoryCommand,
-    Output, OutputFormat, TokensCommand, UsersCommand,
+    Output, OutputFormat, SignFormat, TokensCommand, UsersCommand,
 };
 use crate::config::{DEFAULT_DATA_DIR, parse_duration};
 use crate::start::ADMIN_SOCKET;
@@ -158,7 +159,7 @@ fn split_kind_name(resource: &str) -> (String, Option<String>) {
 
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     let ch = channel(&args).await?;
-    let mut c = AuthAdminClient::new(ch);
+    let mut c = AuthAdminClient::new(ch.clone());
     let only_nodes = matches!(args.command, AdminCommand::Nodes(_));
     match args.command {
         AdminCommand::Status(Output { format }) => {
@@ -333,6 +334,55 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .map_err(status_error)?
                 .into_inner();
             print!("{}", r.data);
+        }
+        AdminCommand::Auth(AuthCommand::Sign {
+            host,
+            format: SignFormat::Db,
+            out,
+            ttl,
+        }) => {
+            let ttl = match ttl {
+                Some(t) => parse_duration(&t)
+                    .map_err(|e| anyhow::anyhow!("--ttl: {e}"))?
+                    .as_secs(),
+                None => 0,
+            };
+            let names: Vec<String> = host
+                .split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .map(str::to_string)
+                .collect();
+            let key = hop_ca::generate_x509_keypair(&mut rand::rng())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let r = DatabaseAccessClient::new(ch)
+                .sign_database_server(SignDatabaseServerRequest {
+                    names,
+                    tls_public_key: key.public_spki_der.clone(),
+                    ttl_seconds: ttl,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let path = |ext: &str| {
+                let mut p = out.clone().into_os_string();
+                p.push(ext);
+                std::path::PathBuf::from(p)
+            };
+            crate::client::profile::write_private(&path(".key"), key.private_pkcs8_pem.as_bytes())?;
+            std::fs::write(path(".crt"), &r.tls_certificate_pem)
+                .with_context(|| format!("writing {}", path(".crt").display()))?;
+            std::fs::write(path(".cas"), &r.db_ca_pem)
+                .with_context(|| format!("writing {}", path(".cas").display()))?;
+            println!(
+                "Wrote {key}, {crt} and {cas} (valid until {until}).\n\
+                 PostgreSQL: ssl = on, ssl_key_file = '{key}', ssl_cert_file = '{crt}', ssl_ca_file = '{cas}',\n\
+                 and in pg_hba.conf `hostssl all all 0.0.0.0/0 cert` for the users Hop connects as.",
+                key = path(".key").display(),
+                crt = path(".crt").display(),
+                cas = path(".cas").display(),
+                until = crate::timestamps::rfc3339_unix(r.expires_unix),
+            );
         }
     }
     Ok(())

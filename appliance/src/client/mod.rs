@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod apps;
 pub mod connect;
+pub mod db;
 pub mod profile;
 pub mod ssh;
 pub mod trust;

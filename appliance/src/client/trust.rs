@@ -182,6 +182,8 @@ pub fn client_config(
             .map_err(|e| anyhow!("your login certificate is unusable: {e}"))?,
         None => builder.with_no_client_auth(),
     };
-    cfg.alpn_protocols = vec![alpn.to_vec()];
+    if !alpn.is_empty() {
+        cfg.alpn_protocols = vec![alpn.to_vec()];
+    }
     Ok(cfg)
 }

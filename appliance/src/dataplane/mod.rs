@@ -28,12 +28,23 @@ pub use stats::{DataPlaneStats, IoDriver};
 #[derive(Debug)]
 pub struct Handoff {
     pub stream: std::net::TcpStream,
+    /// What the connection starts with.
+    pub kind: HandoffKind,
     /// The client's address: the TCP peer, or the source of a trusted PROXY header.
     pub client: SocketAddr,
     pub alpn: Option<String>,
     pub worker: usize,
     /// Released when the connection closes (counts against the connection limits).
     pub guard: limits::ConnectionGuard,
+}
+
+/// What a handed-over connection starts with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandoffKind {
+    /// A TLS ClientHello.
+    Tls,
+    /// A PostgreSQL startup-phase packet (TLS may follow an SSLRequest).
+    Postgres,
 }
 
 /// Settings of the data plane.

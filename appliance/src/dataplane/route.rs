@@ -26,7 +26,7 @@ pub enum RejectReason {
     ProxyUntrusted,
     /// A second PROXY header after the first.
     ProxyRepeated,
-    /// A protocol whose route is not served by this build yet (SSH, PostgreSQL).
+    /// A protocol whose route is not served by this build yet (plain SSH).
     RouteUnavailable,
     /// Nothing classifiable arrived before `first_byte_timeout`.
     FirstByteTimeout,
@@ -89,6 +89,9 @@ pub enum Decision {
         alpn: Option<String>,
         sni: Option<String>,
     },
+    /// A PostgreSQL client (SSLRequest, GSSENCRequest, StartupMessage or CancelRequest): hand
+    /// the untouched socket to the control plane, which answers the request and terminates TLS.
+    Postgres,
     /// Plain HTTP: read `head_len` bytes and answer with a redirect to `location`.
     RedirectHttps { location: String, head_len: usize },
     /// Plain HTTP that cannot be redirected (no usable Host): answer 400 after `head_len` bytes.
@@ -170,10 +173,10 @@ pub fn decide(buf: &[u8], peer: IpAddr, trusted: &[Cidr], proxy_seen: bool) -> D
                 Err(_) => Decision::Reject(RejectReason::MalformedProxy),
             }
         }
-        Protocol::Ssh
-        | Protocol::PostgresSsl
-        | Protocol::PostgresGss
-        | Protocol::PostgresStartup => Decision::Reject(RejectReason::RouteUnavailable),
+        Protocol::PostgresSsl | Protocol::PostgresGss | Protocol::PostgresStartup => {
+            Decision::Postgres
+        }
+        Protocol::Ssh => Decision::Reject(RejectReason::RouteUnavailable),
         Protocol::Unknown => Decision::Reject(RejectReason::UnknownProtocol),
     }
 }

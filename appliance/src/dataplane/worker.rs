@@ -19,7 +19,7 @@ use monoio::net::{TcpListener, TcpStream};
 use super::limits::{ConnectionGuard, ConnectionLimits};
 use super::route::{Decision, RejectReason, decide};
 use super::stats::{DataPlaneStats, IoDriver, WorkerStats};
-use super::{DataPlaneSettings, Handoff};
+use super::{DataPlaneSettings, Handoff, HandoffKind};
 use crate::platform;
 
 /// Bytes peeked at first; enough for nearly every ClientHello.
@@ -189,11 +189,16 @@ async fn serve(
         Err(_) => Err(RejectReason::FirstByteTimeout),
     };
     match decided {
-        Ok((Decision::ControlPlane { alpn, .. }, client)) => {
+        Ok((decision @ (Decision::ControlPlane { .. } | Decision::Postgres), client)) => {
+            let (kind, alpn) = match decision {
+                Decision::ControlPlane { alpn, .. } => (HandoffKind::Tls, alpn),
+                _ => (HandoffKind::Postgres, None),
+            };
             let _ = stream.set_nodelay(true);
             let std_stream = platform::into_std_stream(stream);
             let handoff = Handoff {
                 stream: std_stream,
+                kind,
                 client,
                 alpn,
                 worker: idx,

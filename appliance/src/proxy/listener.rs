@@ -23,10 +23,13 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::auth::AuthServer;
 use crate::auth::caller::Caller;
-use crate::dataplane::Handoff;
+use crate::dataplane::{Handoff, HandoffKind};
 use crate::metrics::Metrics;
+use crate::proxy::postgres::BeforeTls;
 use crate::proxy::tunnels::TunnelRegistry;
-use crate::tunnel::{ALPN_SSH, ALPN_TCP, ALPN_TUNNEL, ALPN_TUNNEL_DATA};
+use crate::tunnel::{
+    ALPN_POSTGRES, ALPN_POSTGRES_DIRECT, ALPN_SSH, ALPN_TCP, ALPN_TUNNEL, ALPN_TUNNEL_DATA,
+};
 
 /// Verifies a client certificate (DER) into a caller; `None` when it is not a valid user cert.
 pub type IdentifyPeer = Arc<dyn Fn(&[u8], SocketAddr) -> Option<Caller> + Send + Sync>;
@@ -74,6 +77,18 @@ pub struct TlsRoutes {
     pub registry: Arc<TunnelRegistry>,
     /// `hop-tcp`: application sessions (RBAC and audit through the Auth service).
     pub auth: Arc<AuthServer>,
+    /// PostgreSQL sessions' cancel keys.
+    pub cancels: Arc<crate::proxy::db_cancel::CancelRegistry>,
+}
+
+impl TlsRoutes {
+    fn db(&self) -> crate::proxy::postgres::DbRoutes {
+        crate::proxy::postgres::DbRoutes {
+            registry: self.registry.clone(),
+            auth: self.auth.clone(),
+            cancels: self.cancels.clone(),
+        }
+    }
 }
 
 /// Terminates TLS on connections the data plane hands over, and serves them until shutdown.
@@ -101,6 +116,7 @@ pub async fn serve_tls(
         };
         let remote = handoff.client;
         let guard = handoff.guard;
+        let postgres = handoff.kind == HandoffKind::Postgres;
         tracing::trace!(%remote, worker = handoff.worker, alpn = ?handoff.alpn, "connection from the data plane");
         let stream = match handoff
             .stream
@@ -120,6 +136,17 @@ pub async fn serve_tls(
         let deadline = settings.handshake_timeout;
         tokio::spawn(async move {
             metrics.connections_active.inc();
+            let mut stream = stream;
+            if postgres {
+                let db = routes.db();
+                if let BeforeTls::Done =
+                    crate::proxy::postgres::before_tls(&mut stream, remote, &db).await
+                {
+                    drop(permit);
+                    metrics.connections_active.dec();
+                    return;
+                }
+            }
             let accepted = tokio::time::timeout(deadline, acceptor.accept(stream)).await;
             drop(permit);
             match accepted {
@@ -135,6 +162,15 @@ pub async fn serve_tls(
                             remote: Some(remote),
                         });
                     let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+                    if postgres
+                        || alpn.as_deref() == Some(ALPN_POSTGRES)
+                        || alpn.as_deref() == Some(ALPN_POSTGRES_DIRECT)
+                    {
+                        crate::proxy::postgres::serve(tls, caller, remote, routes.db()).await;
+                        metrics.connections_active.dec();
+                        drop(guard);
+                        return;
+                    }
                     match (alpn.as_deref(), caller) {
                         (Some(p), Caller::Host { host_id, .. }) if p == ALPN_TUNNEL => {
                             routes

@@ -7,8 +7,10 @@
 
 pub mod apps;
 pub mod cert;
+pub mod db_cancel;
 pub mod dial;
 pub mod listener;
+pub mod postgres;
 pub mod ssh;
 pub mod tls;
 pub mod tunnels;

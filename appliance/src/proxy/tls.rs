@@ -23,6 +23,9 @@ pub const ALPN: &[&[u8]] = &[
     b"hop-tunnel-data",
     b"hop-tcp",
     b"hop-ssh",
+    b"hop-postgres",
+    // PostgreSQL 17's direct TLS (`sslnegotiation=direct`).
+    b"postgresql",
 ];
 
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {

@@ -78,6 +78,23 @@ pub struct AppRoute {
     pub host_id: String,
 }
 
+/// A database announced by a connected database agent.
+#[derive(Debug, Clone)]
+pub struct DbRoute {
+    pub name: String,
+    /// `postgres://host:port` or `mysql://host:port`: what the agent connects to.
+    pub uri: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub host_id: String,
+}
+
+impl DbRoute {
+    /// `postgres` or `mysql`, from the URI's scheme.
+    pub fn protocol(&self) -> &str {
+        self.uri.split_once("://").map(|(s, _)| s).unwrap_or("")
+    }
+}
+
 /// An SSH node announced by a connected agent.
 #[derive(Debug, Clone)]
 pub struct NodeRoute {
@@ -156,6 +173,22 @@ impl TunnelRegistry {
     }
 
     /// SSH nodes announced by connected agents, sorted by name then host id.
+    pub fn databases(&self) -> Vec<DbRoute> {
+        let mut out = Vec::new();
+        for e in self.agents().values() {
+            for r in e.info.resources.iter().filter(|r| r.kind == "db") {
+                out.push(DbRoute {
+                    name: r.name.clone(),
+                    uri: r.target.clone().unwrap_or_default(),
+                    labels: r.labels.iter().cloned().collect(),
+                    host_id: e.info.host_id.clone(),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name).then(a.host_id.cmp(&b.host_id)));
+        out
+    }
+
     pub fn nodes(&self) -> Vec<NodeRoute> {
         let mut out = Vec::new();
         for e in self.agents().values() {

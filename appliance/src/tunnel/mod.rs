@@ -27,6 +27,11 @@ pub const ALPN_TUNNEL_DATA: &[u8] = b"hop-tunnel-data";
 pub const ALPN_TCP: &[u8] = b"hop-tcp";
 /// ALPN of a user's SSH connection to a node through the proxy (`hop proxy ssh`, `hop ssh`).
 pub const ALPN_SSH: &[u8] = b"hop-ssh";
+/// A PostgreSQL session from `hop proxy db` (TLS with the user's database certificate; the
+/// PostgreSQL protocol starts at the StartupMessage inside).
+pub const ALPN_POSTGRES: &[u8] = b"hop-postgres";
+/// PostgreSQL 17's direct TLS negotiation.
+pub const ALPN_POSTGRES_DIRECT: &[u8] = b"postgresql";
 
 #[derive(Debug, thiserror::Error)]
 pub enum FrameIoError {

@@ -2,6 +2,7 @@
 
 mod admin;
 mod audit;
+mod db;
 mod harness;
 mod login_flow;
 mod multiplexer;

@@ -1,0 +1,87 @@
+//! How a db agent proves itself to databases: one P-256 key, and per database user a client
+//! certificate from the cluster's db CA (common name = the database user), asked of Auth with
+//! `SignDatabaseUser` and cached until two thirds of its life.
+//!
+//! This module owns that cache and the rustls client configuration per (database, user): the
+//! database's certificate is verified against the spec's CA file, or the system roots. No
+//! password is ever involved.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+
+use super::DbSpec;
+use crate::auth::proto::SignDatabaseUserRequest;
+use crate::auth::proto::database_access_client::DatabaseAccessClient;
+use crate::client::trust::{ClientCert, Trust, client_config};
+use crate::node::audit::ChannelMaker;
+
+/// A configuration stays cached this long at most: the certificates live an hour.
+const REFRESH_AFTER: Duration = Duration::from_secs(40 * 60);
+
+/// (database, database user) → when the configuration was made, and the configuration.
+type ConfigCache = HashMap<(String, String), (Instant, Arc<rustls::ClientConfig>)>;
+
+pub struct ClientCerts {
+    key: hop_ca::X509KeyPair,
+    connect: ChannelMaker,
+    cache: Mutex<ConfigCache>,
+}
+
+impl ClientCerts {
+    pub fn new(connect: ChannelMaker) -> anyhow::Result<Self> {
+        Ok(Self {
+            key: hop_ca::generate_x509_keypair(&mut rand::rng()).map_err(|e| anyhow!("{e}"))?,
+            connect,
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The TLS client configuration to log in to `spec` as `db_user`.
+    pub async fn config_for(
+        &self,
+        spec: &DbSpec,
+        db_user: &str,
+    ) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+        let key = (spec.name.clone(), db_user.to_string());
+        if let Some((at, cfg)) = self.cache.lock().ok().and_then(|c| c.get(&key).cloned())
+            && at.elapsed() < REFRESH_AFTER
+        {
+            return Ok(cfg);
+        }
+        let channel = (self.connect)().await.context("reaching Auth")?;
+        let cert = DatabaseAccessClient::new(channel)
+            .sign_database_user(SignDatabaseUserRequest {
+                db_user: db_user.to_string(),
+                tls_public_key: self.key.public_spki_der.clone(),
+            })
+            .await
+            .map_err(|s| anyhow!("Auth refused a client certificate: {}", s.message()))?
+            .into_inner();
+        let trust = match &spec.ca_file {
+            Some(path) => Trust::CaPem(std::fs::read_to_string(path).with_context(|| {
+                format!(
+                    "reading the CA file {} of database {:?}",
+                    path.display(),
+                    spec.name
+                )
+            })?),
+            None => Trust::System,
+        };
+        let cfg = Arc::new(client_config(
+            &trust,
+            Some(&ClientCert {
+                chain_pem: cert.tls_certificate_pem,
+                key_pem: self.key.private_pkcs8_pem.clone(),
+            }),
+            b"",
+        )?);
+        if let Ok(mut c) = self.cache.lock() {
+            c.retain(|_, (at, _)| at.elapsed() < REFRESH_AFTER);
+            c.insert(key, (Instant::now(), cfg.clone()));
+        }
+        Ok(cfg)
+    }
+}

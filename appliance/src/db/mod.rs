@@ -1,0 +1,360 @@
+//! The database service of a db agent (`hop start --roles db --db name=…,uri=postgres://…`), and
+//! the session context the proxy hands it.
+//!
+//! This module owns the databases an agent publishes ([`DbSpec`]: name, URI, how the database's
+//! certificate is verified, labels), the Dial context of one database session ([`DbDial`]: who
+//! the Hop user is, which database user and database, or a cancel), and dispatching a session to
+//! its protocol (`postgres`). The proxy decides who may connect (RBAC on the startup message);
+//! the agent logs in to the database with a short-lived client certificate from the db CA
+//! (`certs`), refuses to pass on a password request, and audits every statement.
+
+pub mod certs;
+pub mod pg_audit;
+pub mod postgres;
+pub mod wire;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use hop_protocols::tunnel::ResourceAnnouncement;
+use hop_protocols::tunnel::{DialResult, Frame};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::audit::{AuditEvent, EventKind};
+use crate::tunnel::{FramedStream, Prefixed};
+
+use crate::client::connect::split_host_port;
+use crate::node::audit::AgentAudit;
+
+/// Dial targets for database sessions start with this, followed by a [`DbDial`] as JSON.
+pub const DIAL_PREFIX: &str = "@db:";
+
+/// Statement text kept in a `db.query` event before it is cut (configurable).
+pub const DEFAULT_MAX_STATEMENT: usize = 4096;
+
+/// What the proxy tells a db agent about one session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DbDial {
+    /// The database (the agent's `--db name=`).
+    pub service: String,
+    /// The Hop user.
+    pub user: String,
+    pub db_user: String,
+    pub db_name: String,
+    /// Hex session id, shared by the session's audit events.
+    pub session_id: String,
+    /// The client's address as the proxy saw it.
+    pub client_addr: String,
+    /// Instead of a session: cancel the running query of the database's backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel: Option<DbCancel>,
+}
+
+/// A PostgreSQL backend's cancel key, as the database gave it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DbCancel {
+    pub process_id: u32,
+    /// Hex.
+    pub secret_key: String,
+}
+
+impl DbDial {
+    pub fn to_target(&self) -> String {
+        format!(
+            "{DIAL_PREFIX}{}",
+            serde_json::to_string(self).unwrap_or_default()
+        )
+    }
+
+    /// `None` when `target` is not a database Dial.
+    pub fn from_target(target: &str) -> Option<Result<Self, String>> {
+        let json = target.strip_prefix(DIAL_PREFIX)?;
+        Some(serde_json::from_str(json).map_err(|e| format!("database session context: {e}")))
+    }
+}
+
+/// A database an agent publishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbSpec {
+    pub name: String,
+    /// `postgres://host:port` (the only protocol served so far).
+    pub uri: String,
+    /// CA certificates (PEM) that sign the database's server certificate; system roots if unset.
+    pub ca_file: Option<PathBuf>,
+    /// The name the database's certificate is checked against [default: the URI's host].
+    pub server_name: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Protocols a db agent speaks to databases.
+pub const PROTOCOLS: &[&str] = &["postgres"];
+
+impl DbSpec {
+    /// Parses `name=pg,uri=postgres://127.0.0.1:5432,ca_file=/etc/pg/ca.crt,labels=env=dev;team=x`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut spec = DbSpec {
+            name: String::new(),
+            uri: String::new(),
+            ca_file: None,
+            server_name: None,
+            labels: BTreeMap::new(),
+        };
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| format!("--db: expected key=value, got {part:?}"))?;
+            match k {
+                "name" => spec.name = v.to_string(),
+                "uri" => spec.uri = v.to_string(),
+                "ca_file" | "ca" => spec.ca_file = Some(PathBuf::from(v)),
+                "server_name" => spec.server_name = Some(v.to_string()),
+                "labels" | "label" => {
+                    for l in v.split(';').filter(|l| !l.is_empty()) {
+                        let (lk, lv) = l
+                            .split_once('=')
+                            .ok_or_else(|| format!("--db: label {l:?} is not key=value"))?;
+                        spec.labels.insert(lk.to_string(), lv.to_string());
+                    }
+                }
+                other => {
+                    return Err(format!(
+                        "--db: unknown key {other:?}; expected name, uri, ca_file, server_name, labels"
+                    ));
+                }
+            }
+        }
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.name.is_empty()
+            || self.name.len() > 64
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(format!(
+                "database name {:?}: use 1 to 64 letters, digits, '-', '_' and '.'",
+                self.name
+            ));
+        }
+        if !PROTOCOLS.contains(&self.protocol()) {
+            return Err(format!(
+                "database {:?}: uri {:?} must start with postgres://",
+                self.name, self.uri
+            ));
+        }
+        self.target().map(drop)
+    }
+
+    /// `postgres`, from the URI's scheme (`postgresql://` too).
+    pub fn protocol(&self) -> &str {
+        match self.uri.split_once("://").map(|(s, _)| s) {
+            Some("postgres" | "postgresql") => "postgres",
+            Some(other) => other,
+            None => "",
+        }
+    }
+
+    /// The `host:port` of the URI (PostgreSQL's port 5432 when none is given).
+    pub fn target(&self) -> Result<(String, u16), String> {
+        let rest = self
+            .uri
+            .split_once("://")
+            .map(|(_, r)| r)
+            .ok_or_else(|| format!("database {:?}: uri has no scheme", self.name))?;
+        let hostport = rest.split(['/', '?']).next().unwrap_or_default();
+        if hostport.is_empty() {
+            return Err(format!("database {:?}: uri has no host", self.name));
+        }
+        let default_port = 5432;
+        if hostport.contains(':') && !hostport.ends_with(']') {
+            split_host_port(hostport).map_err(|e| format!("database {:?}: {e}", self.name))
+        } else {
+            Ok((
+                hostport
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string(),
+                default_port,
+            ))
+        }
+    }
+
+    /// The name the database's certificate must carry.
+    pub fn server_name(&self) -> Result<String, String> {
+        match &self.server_name {
+            Some(n) => Ok(n.clone()),
+            None => self.target().map(|(h, _)| h),
+        }
+    }
+
+    fn announcement(&self) -> ResourceAnnouncement {
+        ResourceAnnouncement {
+            kind: "db".into(),
+            name: self.name.clone(),
+            labels: self
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            target: Some(format!(
+                "{}://{}",
+                self.protocol(),
+                self.uri.split_once("://").map(|(_, r)| r).unwrap_or("")
+            )),
+        }
+    }
+}
+
+/// The database service of one agent.
+pub struct DbService {
+    pub specs: Vec<DbSpec>,
+    certs: certs::ClientCerts,
+    audit: AgentAudit,
+    max_statement: usize,
+}
+
+impl std::fmt::Debug for DbService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbService")
+            .field("specs", &self.specs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DbService {
+    pub fn new(
+        specs: Vec<DbSpec>,
+        cluster: &str,
+        host_id: &str,
+        connect: crate::node::audit::ChannelMaker,
+    ) -> anyhow::Result<Arc<Self>> {
+        for s in &specs {
+            s.validate().map_err(|e| anyhow::anyhow!(e))?;
+        }
+        Ok(Arc::new(Self {
+            specs,
+            certs: certs::ClientCerts::new(connect.clone())?,
+            audit: AgentAudit::start(cluster.to_string(), host_id.to_string(), connect),
+            max_statement: DEFAULT_MAX_STATEMENT,
+        }))
+    }
+
+    pub fn announcements(&self) -> Vec<ResourceAnnouncement> {
+        self.specs.iter().map(DbSpec::announcement).collect()
+    }
+
+    fn spec(&self, name: &str) -> Option<&DbSpec> {
+        self.specs.iter().find(|s| s.name == name)
+    }
+
+    /// Serves one Dial for a database on the agent's data connection `tunnel`: connects to the
+    /// database first, so that a failure reaches the user as the Dial's answer, then hands over
+    /// to the protocol.
+    pub async fn serve(self: Arc<Self>, dial: DbDial, session_id: [u8; 16], mut tunnel: Tunnel) {
+        let answer = |r: Result<(), String>| {
+            Frame::DialResult(DialResult {
+                session_id,
+                ok: r.is_ok(),
+                error: r.err(),
+            })
+        };
+        let Some(spec) = self.spec(&dial.service).cloned() else {
+            let e = format!("this agent does not serve database {:?}", dial.service);
+            let _ = tunnel.write_frame(&answer(Err(e))).await;
+            return;
+        };
+        if let Some(cancel) = &dial.cancel {
+            let r = postgres::cancel(&spec, cancel).await;
+            let _ = tunnel
+                .write_frame(&answer(r.map_err(|e| format!("{e:#}"))))
+                .await;
+            return;
+        }
+        let db = match postgres::connect(&self, &spec, &dial.db_user).await {
+            Ok(db) => db,
+            Err(e) => {
+                let e = format!("database {:?}: {e:#}", spec.name);
+                self.audit.emit(
+                    self.event(EventKind::DbSessionStart, &dial)
+                        .failed(EventKind::DbSessionStart, &e),
+                );
+                let _ = tunnel.write_frame(&answer(Err(e))).await;
+                return;
+            }
+        };
+        if tunnel.write_frame(&answer(Ok(()))).await.is_err() {
+            return;
+        }
+        let (stream, pending) = tunnel.into_inner();
+        let client = Prefixed::new(stream, pending);
+        postgres::session(&self, &dial, client, db).await;
+    }
+
+    /// A new event about session `dial`.
+    fn event(&self, kind: EventKind, dial: &DbDial) -> AuditEvent {
+        self.audit
+            .event(kind, &dial.user)
+            .field("db_service", dial.service.clone())
+            .field("db_user", dial.db_user.clone())
+            .field("db_name", dial.db_name.clone())
+            .field("session_id", dial.session_id.clone())
+            .remote_str(&dial.client_addr)
+    }
+}
+
+/// The agent's end of a data connection, as the Dial arrives on it.
+pub type Tunnel = FramedStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn db_specs() {
+        let d = DbSpec::parse(
+            "name=pg,uri=postgres://127.0.0.1:5433/x,ca_file=/tmp/ca.pem,labels=env=dev;team=web",
+        )
+        .unwrap();
+        assert_eq!(d.protocol(), "postgres");
+        assert_eq!(d.target().unwrap(), ("127.0.0.1".into(), 5433));
+        assert_eq!(d.server_name().unwrap(), "127.0.0.1");
+        assert_eq!(d.labels.get("team").map(String::as_str), Some("web"));
+        let d = DbSpec::parse("name=pg,uri=postgresql://db.example").unwrap();
+        assert_eq!(d.target().unwrap(), ("db.example".into(), 5432));
+        for bad in [
+            "uri=postgres://x:1",
+            "name=p",
+            "name=p,uri=http://x:1",
+            "name=p,uri=postgres://",
+            "name=p,uri=postgres://x:1,color=red",
+            "name=a b,uri=postgres://x:1",
+            "name=p,uri=postgres://x:99999",
+        ] {
+            assert!(DbSpec::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dial_context_round_trips_and_rejects_garbage() {
+        let d = DbDial {
+            service: "pg".into(),
+            user: "alice".into(),
+            db_user: "alice".into(),
+            db_name: "postgres".into(),
+            session_id: "00".into(),
+            client_addr: "127.0.0.1:1".into(),
+            cancel: Some(DbCancel {
+                process_id: 7,
+                secret_key: "0102".into(),
+            }),
+        };
+        assert_eq!(DbDial::from_target(&d.to_target()).unwrap().unwrap(), d);
+        assert!(DbDial::from_target("echo").is_none());
+        assert!(DbDial::from_target("@db:{").unwrap().is_err());
+    }
+}

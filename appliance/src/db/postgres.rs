@@ -1,0 +1,306 @@
+//! One PostgreSQL session at the db agent.
+//!
+//! The agent connects to the database over TLS (SSLRequest, then rustls with the db CA client
+//! certificate of the database user), passes the client's StartupMessage on, and follows the
+//! start-up: AuthenticationOk, parameters and the cancel key go back to the client; a request for
+//! a password (cleartext, MD5, SCRAM) is refused, because Hop never handles database passwords.
+//! Then it relays both ways; the client's bytes pass through the [`QueryAuditor`] on the way, and
+//! each statement becomes a `db.query` event. Cancels open their own plain connection with the
+//! database's key, as libpq does.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use hop_protocols::postgres::{self, Authentication, BackendMessage, StartupPacket};
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::pg_audit::{QueryAuditor, Statement};
+use super::wire::{self, SQLSTATE_DENIED, SQLSTATE_PROTOCOL, fatal};
+use super::{DbCancel, DbDial, DbService, DbSpec};
+use crate::auth::audit::EventKind;
+
+/// The agent's TLS connection to a database.
+pub type DbConn = tokio_rustls::client::TlsStream<TcpStream>;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+const RELAY_BUFFER: usize = 64 * 1024;
+
+async fn dial_tcp(spec: &DbSpec) -> anyhow::Result<TcpStream> {
+    let (host, port) = spec.target().map_err(|e| anyhow!(e))?;
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port)))
+        .await
+        .map_err(|_| anyhow!("connecting to {host}:{port} timed out"))?
+        .with_context(|| format!("cannot connect to {host}:{port}"))?;
+    let _ = tcp.set_nodelay(true);
+    Ok(tcp)
+}
+
+/// Opens a TLS connection to the database, ready for the StartupMessage.
+pub async fn connect(svc: &DbService, spec: &DbSpec, db_user: &str) -> anyhow::Result<DbConn> {
+    let cfg = svc.certs.config_for(spec, db_user).await?;
+    let mut tcp = dial_tcp(spec).await?;
+    let mut req = Vec::new();
+    postgres::encode_ssl_request(&mut req);
+    tcp.write_all(&req).await?;
+    let mut answer = [0u8; 1];
+    tokio::time::timeout(CONNECT_TIMEOUT, tcp.read_exact(&mut answer))
+        .await
+        .map_err(|_| anyhow!("the database did not answer the SSLRequest"))?
+        .context("the database closed the connection at the SSLRequest")?;
+    match answer[0] {
+        b'S' => {}
+        b'N' => bail!(
+            "the database does not accept TLS (ssl = off); Hop connects to databases over TLS only"
+        ),
+        other => bail!("unexpected answer {other:#04x} to the SSLRequest; is this PostgreSQL?"),
+    }
+    let name = ServerName::try_from(spec.server_name().map_err(|e| anyhow!(e))?)
+        .map_err(|e| anyhow!("server name: {e}"))?;
+    tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        tokio_rustls::TlsConnector::from(cfg).connect(name, tcp),
+    )
+    .await
+    .map_err(|_| anyhow!("the TLS handshake with the database timed out"))?
+    .context("TLS handshake with the database")
+}
+
+/// Sends a CancelRequest with the database's own key.
+pub async fn cancel(spec: &DbSpec, c: &DbCancel) -> anyhow::Result<()> {
+    let key = hex::decode(&c.secret_key).map_err(|_| anyhow!("malformed cancel key"))?;
+    let mut out = Vec::new();
+    postgres::encode_cancel_request(
+        &postgres::CancelRequest {
+            process_id: c.process_id,
+            secret_key: &key,
+        },
+        &mut out,
+    )
+    .map_err(|e| anyhow!("{e}"))?;
+    let mut tcp = dial_tcp(spec).await?;
+    tcp.write_all(&out).await?;
+    // The server closes the connection when it has read the request.
+    let mut sink = [0u8; 64];
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut sink)).await;
+    Ok(())
+}
+
+/// Serves one session: start-up, then the audited relay.
+pub async fn session<C>(svc: &Arc<DbService>, dial: &DbDial, mut client: C, mut db: DbConn)
+where
+    C: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let started = Instant::now();
+    let refuse = |e: String| {
+        svc.audit.emit(
+            svc.event(EventKind::DbSessionStart, dial)
+                .failed(EventKind::DbSessionStart, e),
+        );
+    };
+    let mut buf = Vec::new();
+    let startup_len = match wire::read_startup(&mut client, &mut buf, STARTUP_TIMEOUT).await {
+        Ok(n) => n,
+        Err(e) => return refuse(format!("startup: {e}")),
+    };
+    // The proxy checked the user and database against the roles; make sure it is this session.
+    let same = match wire::startup_packet(&buf) {
+        Ok(StartupPacket::Startup(m)) => {
+            m.user() == dial.db_user && m.database().unwrap_or(m.user()) == dial.db_name
+        }
+        _ => false,
+    };
+    if !same {
+        let e = "the startup message does not match the session the proxy opened".to_string();
+        let _ = client.write_all(&fatal(SQLSTATE_PROTOCOL, &e)).await;
+        return refuse(e);
+    }
+    if let Err(e) = db
+        .write_all(buf.get(..startup_len).unwrap_or_default())
+        .await
+    {
+        return refuse(format!("database: {e}"));
+    }
+    buf.drain(..startup_len);
+    let client_pending = std::mem::take(&mut buf);
+    // Start-up answers, passed on as they come, until the database is ready or refuses.
+    let mut from_db = Vec::new();
+    loop {
+        let len = match wire::read_backend(&mut db, &mut from_db).await {
+            Ok(n) => n,
+            Err(e) => {
+                let e = format!("database closed during start-up: {e}");
+                let _ = client.write_all(&fatal(SQLSTATE_PROTOCOL, &e)).await;
+                return refuse(e);
+            }
+        };
+        let msg = match wire::backend_message(from_db.get(..len).unwrap_or_default()) {
+            Ok(m) => m,
+            Err(e) => return refuse(format!("database start-up: {e}")),
+        };
+        let mut done = false;
+        match msg {
+            BackendMessage::Authentication(Authentication::Ok) => {}
+            BackendMessage::Authentication(other) => {
+                let e = format!(
+                    "database {:?} asked for {} for user {:?}; Hop logs in to databases with client certificates only: allow `cert` authentication for this user (pg_hba.conf: hostssl … cert)",
+                    dial.service,
+                    auth_name(&other),
+                    dial.db_user
+                );
+                let _ = client.write_all(&fatal(SQLSTATE_DENIED, &e)).await;
+                return refuse(e);
+            }
+            BackendMessage::ErrorResponse(f) => {
+                let e = String::from_utf8_lossy(f.message().unwrap_or_default()).into_owned();
+                let _ = client
+                    .write_all(from_db.get(..len).unwrap_or_default())
+                    .await;
+                return refuse(format!("database refused: {e}"));
+            }
+            BackendMessage::ReadyForQuery(_) => done = true,
+            _ => {}
+        }
+        if let Err(e) = client
+            .write_all(from_db.get(..len).unwrap_or_default())
+            .await
+        {
+            return refuse(format!("client: {e}"));
+        }
+        from_db.drain(..len);
+        if done {
+            break;
+        }
+    }
+    svc.audit.emit(svc.event(EventKind::DbSessionStart, dial));
+    let moved = relay(svc, dial, client, client_pending, db, from_db).await;
+    let (up, down, err) = match moved {
+        Ok((u, d)) => (u, d, None),
+        Err((u, d, e)) => (u, d, Some(e)),
+    };
+    let mut end = svc
+        .event(EventKind::DbSessionEnd, dial)
+        .field("bytes_sent", up)
+        .field("bytes_received", down)
+        .field("duration_ms", started.elapsed().as_millis() as u64);
+    if let Some(e) = err {
+        end = end.field("reason", e);
+    }
+    svc.audit.emit(end);
+}
+
+fn auth_name(a: &Authentication<'_>) -> &'static str {
+    match a {
+        Authentication::CleartextPassword => "a password",
+        Authentication::Md5Password { .. } => "an MD5 password",
+        Authentication::Sasl { .. }
+        | Authentication::SaslContinue { .. }
+        | Authentication::SaslFinal { .. } => "SCRAM password authentication",
+        _ => "an authentication method Hop does not use",
+    }
+}
+
+/// Relays until both directions end; audits the client's statements. Returns the bytes moved
+/// (client→database, database→client), or those and why the session ended early.
+async fn relay<C>(
+    svc: &Arc<DbService>,
+    dial: &DbDial,
+    client: C,
+    client_pending: Vec<u8>,
+    db: DbConn,
+    db_pending: Vec<u8>,
+) -> Result<(u64, u64), (u64, u64, String)>
+where
+    C: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let (mut client_r, mut client_w) = tokio::io::split(client);
+    let (mut db_r, mut db_w) = tokio::io::split(db);
+    let mut auditor = QueryAuditor::new(svc.max_statement, false);
+    let upstream = async {
+        let mut moved = 0u64;
+        let mut buf = vec![0u8; RELAY_BUFFER];
+        let mut statements: Vec<Statement> = Vec::new();
+        let mut auditing = true;
+        let mut chunk = client_pending;
+        loop {
+            if !chunk.is_empty() {
+                if auditing {
+                    if let Err(e) = auditor.feed(&chunk, &mut statements) {
+                        // Relay on (the database will answer the client), but say so once.
+                        auditing = false;
+                        svc.audit.emit(
+                            svc.event(EventKind::DbQuery, dial)
+                                .failed(EventKind::DbQuery, format!("client stream not understood, statements after this point are not audited: {e}")),
+                        );
+                    }
+                    for s in statements.drain(..) {
+                        emit_statement(svc, dial, s);
+                    }
+                }
+                db_w.write_all(&chunk).await.map_err(|e| (moved, e))?;
+                moved += chunk.len() as u64;
+            }
+            let n = client_r.read(&mut buf).await.map_err(|e| (moved, e))?;
+            if n == 0 {
+                let _ = db_w.shutdown().await;
+                return Ok::<u64, (u64, std::io::Error)>(moved);
+            }
+            chunk.clear();
+            chunk.extend_from_slice(buf.get(..n).unwrap_or_default());
+        }
+    };
+    let downstream = async {
+        let mut moved = 0u64;
+        if !db_pending.is_empty() {
+            client_w
+                .write_all(&db_pending)
+                .await
+                .map_err(|e| (moved, e))?;
+            moved += db_pending.len() as u64;
+        }
+        let mut buf = vec![0u8; RELAY_BUFFER];
+        loop {
+            let n = db_r.read(&mut buf).await.map_err(|e| (moved, e))?;
+            if n == 0 {
+                let _ = client_w.shutdown().await;
+                return Ok::<u64, (u64, std::io::Error)>(moved);
+            }
+            client_w
+                .write_all(buf.get(..n).unwrap_or_default())
+                .await
+                .map_err(|e| (moved, e))?;
+            moved += n as u64;
+        }
+    };
+    // Either side failing ends the session: the other cannot make progress alone.
+    let (up, down) = tokio::join!(upstream, downstream);
+    match (up, down) {
+        (Ok(u), Ok(d)) => Ok((u, d)),
+        (Ok(u), Err((d, e))) | (Err((u, e)), Ok(d)) => Err((u, d, e.to_string())),
+        (Err((u, e)), Err((d, _))) => Err((u, d, e.to_string())),
+    }
+}
+
+fn emit_statement(svc: &DbService, dial: &DbDial, s: Statement) {
+    let mut ev = svc
+        .event(EventKind::DbQuery, dial)
+        .field("statement", s.text)
+        .field("via", s.via);
+    if s.truncated {
+        ev = ev.field("truncated", true);
+    }
+    if let Some(p) = s.parameters {
+        ev = ev.field(
+            "parameters",
+            serde_json::Value::Array(
+                p.into_iter()
+                    .map(|v| v.map(serde_json::Value::String).unwrap_or_default())
+                    .collect(),
+            ),
+        );
+    }
+    svc.audit.emit(ev);
+}

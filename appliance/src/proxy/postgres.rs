@@ -1,0 +1,387 @@
+//! PostgreSQL clients on the one port: `psql "sslmode=verify-full sslcert=… host=PROXY"`
+//! straight to the proxy, and `hop proxy db` (ALPN `hop-postgres`).
+//!
+//! This module owns the client side of a database session:
+//! - before TLS, on connections the data plane classified as PostgreSQL: SSLRequest is answered
+//!   `S` (then TLS with the user's database certificate), GSSENCRequest `N`, a plaintext
+//!   StartupMessage gets a FATAL error saying to use TLS, and a plaintext CancelRequest is routed;
+//! - after TLS: the StartupMessage is read, the database user and database name in it are checked
+//!   against the user's roles (case-exact) before any byte reaches an agent, and a refusal is a
+//!   FATAL ErrorResponse the client prints;
+//! - then the Dial to the db agent, the agent's start-up answers passed on with the cancel key
+//!   replaced by one of the proxy's ([`super::db_cancel`]), and a plain byte relay.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hop_ca::Identity;
+use hop_protocols::postgres::{self, BackendMessage, StartupPacket};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::db_cancel::{CancelGuard, CancelRegistry, CancelTarget};
+use super::dial::dial_agent;
+use super::tunnels::{DbRoute, TunnelRegistry};
+use crate::auth::AuthServer;
+use crate::auth::audit::EventKind;
+use crate::auth::caller::Caller;
+use crate::db::wire::{self, SQLSTATE_DENIED, SQLSTATE_PROTOCOL, SQLSTATE_UNAVAILABLE, fatal};
+use crate::db::{DbCancel, DbDial};
+
+/// How long a client has to send its startup packet.
+const STARTUP_DEADLINE: Duration = Duration::from_secs(10);
+
+/// What database sessions need from the proxy.
+#[derive(Debug, Clone)]
+pub struct DbRoutes {
+    pub registry: Arc<TunnelRegistry>,
+    pub auth: Arc<AuthServer>,
+    pub cancels: Arc<CancelRegistry>,
+}
+
+/// What became of a connection before TLS.
+pub enum BeforeTls {
+    /// The client asked for TLS and was told `S`: accept TLS next.
+    Tls,
+    /// Served (a cancel) or refused; close.
+    Done,
+}
+
+/// Reads one startup-phase packet exactly (never past it: TLS may follow).
+async fn read_packet_exact(s: &mut TcpStream) -> Result<Vec<u8>, wire::WireError> {
+    let read = async {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).await?;
+        let n = u32::from_be_bytes(len) as usize;
+        if !(8..=postgres::MAX_STARTUP_LEN).contains(&n) {
+            return Err(wire::WireError::Startup(if n < 8 {
+                postgres::StartupError::TooShort { len: n as u32 }
+            } else {
+                postgres::StartupError::Oversized { len: n as u32 }
+            }));
+        }
+        let mut buf = vec![0u8; n];
+        buf[..4].copy_from_slice(&len);
+        s.read_exact(&mut buf[4..]).await?;
+        Ok(buf)
+    };
+    tokio::time::timeout(STARTUP_DEADLINE, read)
+        .await
+        .map_err(|_| wire::WireError::Timeout(STARTUP_DEADLINE))?
+}
+
+/// The plaintext part of a PostgreSQL connection the data plane handed over.
+pub async fn before_tls(s: &mut TcpStream, remote: SocketAddr, routes: &DbRoutes) -> BeforeTls {
+    // A client may ask for GSS encryption first; after our `N` it asks for TLS.
+    for _ in 0..2 {
+        let packet = match read_packet_exact(s).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(%remote, error = %e, "PostgreSQL client sent no usable startup packet");
+                return BeforeTls::Done;
+            }
+        };
+        match wire::startup_packet(&packet) {
+            Ok(StartupPacket::SslRequest) => {
+                return if s.write_all(b"S").await.is_ok() {
+                    BeforeTls::Tls
+                } else {
+                    BeforeTls::Done
+                };
+            }
+            Ok(StartupPacket::GssEncRequest) => {
+                if s.write_all(b"N").await.is_err() {
+                    return BeforeTls::Done;
+                }
+            }
+            Ok(StartupPacket::Cancel(c)) => {
+                cancel(routes, c.process_id, c.secret_key, remote).await;
+                return BeforeTls::Done;
+            }
+            Ok(StartupPacket::Startup(_)) => {
+                routes.auth.metrics().db_sessions_refused.inc();
+                let _ = s
+                    .write_all(&fatal(
+                        SQLSTATE_DENIED,
+                        "Hop accepts PostgreSQL connections over TLS only: connect with sslmode=verify-full and the certificate of `hop db login` (`hop db config NAME` prints the options)",
+                    ))
+                    .await;
+                return BeforeTls::Done;
+            }
+            Err(e) => {
+                let _ = s.write_all(&fatal(SQLSTATE_PROTOCOL, &e.to_string())).await;
+                return BeforeTls::Done;
+            }
+        }
+    }
+    BeforeTls::Done
+}
+
+/// Routes a CancelRequest to the agent of the session it names; unknown keys are ignored, as
+/// PostgreSQL does (the client learns nothing either way).
+async fn cancel(routes: &DbRoutes, process_id: u32, key: &[u8], remote: SocketAddr) {
+    let Some(target) = routes.cancels.find(process_id, key) else {
+        tracing::debug!(%remote, "cancel request for no live session");
+        return;
+    };
+    routes.auth.metrics().db_cancels.inc();
+    let mut id = [0u8; 16];
+    rand::fill(&mut id[..]);
+    let what = format!("database {:?}", target.dial.service);
+    let t = target.dial.to_target();
+    match dial_agent(&routes.registry, &target.host_id, &what, id, &t, remote).await {
+        Ok(_) => tracing::debug!(%remote, db = %target.dial.service, "query cancel sent"),
+        Err(e) => tracing::info!(%remote, error = %e, "query cancel could not be delivered"),
+    }
+}
+
+/// A database session over TLS (after [`before_tls`], or on ALPN `hop-postgres`).
+pub async fn serve<S>(mut client: S, caller: Caller, remote: SocketAddr, routes: DbRoutes)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut buf = Vec::new();
+    let len = match wire::read_startup(&mut client, &mut buf, STARTUP_DEADLINE).await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::debug!(%remote, error = %e, "no startup message");
+            return;
+        }
+    };
+    let (db_user, db_name) = match wire::startup_packet(&buf) {
+        Ok(StartupPacket::Startup(m)) => (
+            m.user().to_string(),
+            m.database().unwrap_or(m.user()).to_string(),
+        ),
+        Ok(StartupPacket::Cancel(c)) => {
+            // libpq 17 sends cancels over TLS.
+            let key = c.secret_key.to_vec();
+            return cancel(&routes, c.process_id, &key, remote).await;
+        }
+        Ok(StartupPacket::SslRequest | StartupPacket::GssEncRequest) => {
+            let _ = client
+                .write_all(&fatal(
+                    SQLSTATE_PROTOCOL,
+                    "encryption requested twice on one connection",
+                ))
+                .await;
+            return;
+        }
+        Err(e) => {
+            let _ = client
+                .write_all(&fatal(SQLSTATE_PROTOCOL, &e.to_string()))
+                .await;
+            return;
+        }
+    };
+    let refuse = |identity: Option<&Identity>, service: &str, e: &str| {
+        routes.auth.metrics().db_sessions_refused.inc();
+        if let Some(id) = identity {
+            routes.auth.emit(
+                routes
+                    .auth
+                    .event(EventKind::DbSessionStart, &id.username)
+                    .remote(Some(remote))
+                    .field("db_service", service.to_string())
+                    .field("db_user", db_user.clone())
+                    .field("db_name", db_name.clone())
+                    .failed(EventKind::DbSessionStart, e),
+            );
+        }
+        fatal(SQLSTATE_DENIED, e)
+    };
+    let identity = match caller {
+        Caller::User { identity, .. } => *identity,
+        _ => {
+            let e = refuse(
+                None,
+                "",
+                "Hop needs your database certificate: run `hop db login NAME` and connect with the sslcert and sslkey it prints (`hop db config NAME`)",
+            );
+            let _ = client.write_all(&e).await;
+            return;
+        }
+    };
+    let Some(service) = identity
+        .route_to_database
+        .as_ref()
+        .map(|r| r.service.clone())
+    else {
+        let e = refuse(
+            Some(&identity),
+            "",
+            "this certificate is not for a database: run `hop db login NAME` and use the certificate it prints",
+        );
+        let _ = client.write_all(&e).await;
+        return;
+    };
+    let route = match check(&routes, &identity, &service, &db_user, &db_name) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = client
+                .write_all(&refuse(Some(&identity), &service, &e))
+                .await;
+            return;
+        }
+    };
+    let mut session_id = [0u8; 16];
+    rand::fill(&mut session_id[..]);
+    let dial = DbDial {
+        service: service.clone(),
+        user: identity.username.clone(),
+        db_user,
+        db_name,
+        session_id: hex::encode(session_id),
+        client_addr: remote.to_string(),
+        cancel: None,
+    };
+    let what = format!("database {service:?}");
+    let agent = match dial_agent(
+        &routes.registry,
+        &route.host_id,
+        &what,
+        session_id,
+        &dial.to_target(),
+        remote,
+    )
+    .await
+    {
+        Ok(a) => a,
+        Err(e) => {
+            // The agent reported its own failure (and audited it); say it to the client.
+            routes.auth.metrics().db_sessions_refused.inc();
+            let _ = client.write_all(&fatal(SQLSTATE_UNAVAILABLE, &e)).await;
+            return;
+        }
+    };
+    let (mut agent, agent_pending) = agent.into_inner();
+    let mut from_agent = agent_pending;
+    if agent
+        .write_all(buf.get(..len).unwrap_or_default())
+        .await
+        .is_err()
+    {
+        return;
+    }
+    buf.drain(..len);
+    let target = CancelTarget {
+        host_id: route.host_id.clone(),
+        dial: dial.clone(),
+    };
+    let _cancel_guard =
+        match start_up(&mut agent, &mut from_agent, &mut client, &routes, target).await {
+            Ok(Some(g)) => Some(g),
+            Ok(None) => None,
+            Err(()) => return,
+        };
+    let metrics = routes.auth.metrics();
+    metrics.db_sessions.inc();
+    metrics.db_sessions_active.inc();
+    let idle = routes
+        .auth
+        .checker_for(&identity.roles, &identity.traits)
+        .ok()
+        .and_then(|c| c.client_idle_timeout());
+    let moved = crate::tunnel::relay_with_idle_timeout(client, buf, agent, from_agent, idle).await;
+    metrics.db_sessions_active.dec();
+    if let Err(e) = moved {
+        tracing::debug!(db = %service, error = %e, "database session ended with an error");
+    }
+}
+
+/// The proxy's RBAC decision for one connection; the refusal is the client's error message.
+fn check(
+    routes: &DbRoutes,
+    identity: &Identity,
+    service: &str,
+    db_user: &str,
+    db_name: &str,
+) -> Result<DbRoute, String> {
+    let auth = &routes.auth;
+    if let Ok(Some(until)) = auth.user_locked_until(&identity.username) {
+        return Err(format!(
+            "user {:?} is locked until {}",
+            identity.username,
+            crate::timestamps::rfc3339(until)
+        ));
+    }
+    let candidates: Vec<DbRoute> = routes
+        .registry
+        .databases()
+        .into_iter()
+        .filter(|d| d.name == service)
+        .collect();
+    let Some(route) = candidates.into_iter().next() else {
+        return Err(format!(
+            "database {service:?} is not available: no connected agent serves it (`hop db ls` lists the databases)"
+        ));
+    };
+    if route.protocol() != "postgres" {
+        return Err(format!(
+            "database {service:?} speaks {}, not PostgreSQL",
+            route.protocol()
+        ));
+    }
+    let checker = auth
+        .checker_for(&identity.roles, &identity.traits)
+        .map_err(|e| e.to_string())?;
+    checker
+        .check_database(&route.labels, db_name, db_user)
+        .map_err(|d| format!("access to database {service:?} denied: {d}"))?;
+    Ok(route)
+}
+
+/// Passes the agent's start-up answers to the client until the session is ready, replacing the
+/// database's cancel key with one of the proxy's. `Ok(None)`: ready without a cancel key.
+/// `Err`: the session ended during start-up (the client has the error, if there was one).
+async fn start_up<A, C>(
+    agent: &mut A,
+    from_agent: &mut Vec<u8>,
+    client: &mut C,
+    routes: &DbRoutes,
+    mut target: CancelTarget,
+) -> Result<Option<CancelGuard>, ()>
+where
+    A: AsyncRead + Unpin,
+    C: AsyncWrite + Unpin,
+{
+    let mut guard = None;
+    let mut out = Vec::new();
+    loop {
+        let len = wire::read_backend(agent, from_agent).await.map_err(|e| {
+            tracing::debug!(error = %e, "database session ended during start-up");
+        })?;
+        let msg = wire::backend_message(from_agent.get(..len).unwrap_or_default()).map_err(drop)?;
+        let mut ready = false;
+        match msg {
+            BackendMessage::BackendKeyData {
+                process_id,
+                secret_key,
+            } => {
+                target.dial.cancel = Some(DbCancel {
+                    process_id,
+                    secret_key: hex::encode(secret_key),
+                });
+                let (pid, key, g) = routes.cancels.register(target.clone(), secret_key.len());
+                guard = Some(g);
+                postgres::encode_backend_key_data(pid, &key, &mut out).map_err(drop)?;
+            }
+            BackendMessage::ReadyForQuery(_) => {
+                ready = true;
+                out.extend_from_slice(from_agent.get(..len).unwrap_or_default());
+            }
+            BackendMessage::ErrorResponse(_) => {
+                out.extend_from_slice(from_agent.get(..len).unwrap_or_default());
+                let _ = client.write_all(&out).await;
+                return Err(());
+            }
+            _ => out.extend_from_slice(from_agent.get(..len).unwrap_or_default()),
+        }
+        from_agent.drain(..len);
+        if ready {
+            client.write_all(&out).await.map_err(drop)?;
+            return Ok(guard);
+        }
+    }
+}
