@@ -29,7 +29,7 @@ use super::trust::{ClientCert, client_config};
 use crate::auth::proto::database_access_client::DatabaseAccessClient;
 use crate::auth::proto::{Database, DatabaseRouteRequest, ListDatabasesRequest};
 use crate::cli::{DbCommand, DbConfigFormat, DbLoginArgs, OutputFormat};
-use crate::tunnel::{ALPN_POSTGRES, relay};
+use crate::tunnel::{ALPN_MYSQL, ALPN_POSTGRES, relay};
 
 /// One database login, as saved.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -431,12 +431,8 @@ async fn connect(a: &DbLoginArgs, args: &[String]) -> anyhow::Result<()> {
     if c.expired() {
         bail!("the certificate for database {} has expired", a.name);
     }
-    if c.login.protocol != "postgres" {
-        bail!(
-            "database {} speaks {}; hop db connect runs psql for PostgreSQL only",
-            a.name,
-            c.login.protocol
-        );
+    if c.login.protocol == "mysql" {
+        return connect_mysql(&c, args).await;
     }
     let mut cmd = std::process::Command::new("psql");
     cmd.arg(c.conninfo()).args(args);
@@ -447,42 +443,120 @@ async fn connect(a: &DbLoginArgs, args: &[String]) -> anyhow::Result<()> {
     ))
 }
 
-/// `hop proxy db NAME`: a plain local listener that carries each PostgreSQL connection to the
-/// proxy over TLS with the database certificate.
+/// A local listener for `c`'s database: what `hop proxy db` and `hop db connect` (MySQL) run.
+struct LocalProxy {
+    listener: TcpListener,
+    proxy: String,
+    cfg: Arc<rustls::ClientConfig>,
+    mysql: bool,
+}
+
+impl LocalProxy {
+    async fn bind(c: &Connection, bind: IpAddr, port: u16) -> anyhow::Result<Self> {
+        let name = &c.login.name;
+        if c.expired() {
+            bail!("the certificate for database {name} has expired: run `hop db login {name}`");
+        }
+        let login = profile::current_login()?;
+        let cert = ClientCert {
+            chain_pem: std::fs::read_to_string(&c.cert)
+                .with_context(|| format!("reading {}", c.cert.display()))?,
+            key_pem: std::fs::read_to_string(&c.key)
+                .with_context(|| format!("reading {}", c.key.display()))?,
+        };
+        let mysql = c.login.protocol == "mysql";
+        let alpn = if mysql { ALPN_MYSQL } else { ALPN_POSTGRES };
+        let cfg = Arc::new(client_config(&login.trust, Some(&cert), alpn)?);
+        let listener = TcpListener::bind((bind, port))
+            .await
+            .with_context(|| format!("cannot listen on {bind}:{port}"))?;
+        Ok(Self {
+            listener,
+            proxy: login.profile.proxy.clone(),
+            cfg,
+            mysql,
+        })
+    }
+
+    async fn serve(self) -> anyhow::Result<()> {
+        loop {
+            let (sock, peer) = self.listener.accept().await?;
+            let (cfg, proxy, mysql) = (self.cfg.clone(), self.proxy.clone(), self.mysql);
+            tokio::spawn(async move {
+                let r = if mysql {
+                    carry_mysql(sock, &proxy, cfg).await
+                } else {
+                    carry(sock, &proxy, cfg).await
+                };
+                if let Err(e) = r {
+                    tracing::warn!(%peer, error = %format!("{e:#}"), "database connection ended");
+                }
+            });
+        }
+    }
+}
+
+/// `hop proxy db NAME`: a plain local listener that carries each connection to the proxy over
+/// TLS with the database certificate.
 pub async fn proxy_db(name: String, bind: IpAddr, port: u16) -> anyhow::Result<()> {
     let c = Connection::current(Some(name.clone()))?;
-    if c.expired() {
-        bail!("the certificate for database {name} has expired: run `hop db login {name}`");
+    let local = LocalProxy::bind(&c, bind, port).await?;
+    let addr = local.listener.local_addr()?;
+    if local.mysql {
+        println!(
+            "Proxying connections to database {name} on {addr}\n  mysql -h {} -P {} -u {} -D {}",
+            addr.ip(),
+            addr.port(),
+            c.login.db_user,
+            c.login.db_name
+        );
+    } else {
+        println!(
+            "Proxying connections to database {name} on {addr}\n  psql \"host={} port={} sslmode=disable user={} dbname={}\"",
+            addr.ip(),
+            addr.port(),
+            c.login.db_user,
+            c.login.db_name
+        );
     }
-    let login = profile::current_login()?;
-    let cert = ClientCert {
-        chain_pem: std::fs::read_to_string(&c.cert)
-            .with_context(|| format!("reading {}", c.cert.display()))?,
-        key_pem: std::fs::read_to_string(&c.key)
-            .with_context(|| format!("reading {}", c.key.display()))?,
-    };
-    let cfg = Arc::new(client_config(&login.trust, Some(&cert), ALPN_POSTGRES)?);
-    let listener = TcpListener::bind((bind, port))
+    local.serve().await
+}
+
+/// `hop db connect` for MySQL: a local listener on a free loopback port for the `mysql` client
+/// it runs (MySQL clients cannot present the certificate at the proxy's port themselves).
+async fn connect_mysql(c: &Connection, args: &[String]) -> anyhow::Result<()> {
+    let local = LocalProxy::bind(c, IpAddr::from([127, 0, 0, 1]), 0).await?;
+    let addr = local.listener.local_addr()?;
+    tokio::spawn(local.serve());
+    let program = ["mariadb", "mysql"]
+        .into_iter()
+        .find(|p| {
+            std::env::var_os("PATH")
+                .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(p).is_file()))
+        })
+        .ok_or_else(|| {
+            anyhow!("no mysql client found: install one (e.g. apt-get install mariadb-client)")
+        })?;
+    let status = tokio::process::Command::new(program)
+        .args(["-h", &addr.ip().to_string(), "-P", &addr.port().to_string()])
+        .args(["-u", &c.login.db_user, "-D", &c.login.db_name])
+        .args(args)
+        .status()
         .await
-        .with_context(|| format!("cannot listen on {bind}:{port}"))?;
-    let local = listener.local_addr()?;
-    println!(
-        "Proxying connections to database {name} on {local}\n  psql \"host={} port={} sslmode=disable user={} dbname={}\"",
-        local.ip(),
-        local.port(),
-        c.login.db_user,
-        c.login.db_name
-    );
-    let proxy = login.profile.proxy.clone();
-    loop {
-        let (sock, peer) = listener.accept().await?;
-        let (cfg, proxy) = (cfg.clone(), proxy.clone());
-        tokio::spawn(async move {
-            if let Err(e) = carry(sock, &proxy, cfg).await {
-                tracing::warn!(%peer, error = %format!("{e:#}"), "database connection ended");
-            }
-        });
-    }
+        .with_context(|| format!("running {program}"))?;
+    std::process::exit(status.code().unwrap_or(1));
+}
+
+/// One local MySQL connection: carried as it is (the proxy greets the client).
+async fn carry_mysql(
+    sock: TcpStream,
+    proxy: &str,
+    cfg: Arc<rustls::ClientConfig>,
+) -> anyhow::Result<()> {
+    let _ = sock.set_nodelay(true);
+    let upstream = dial_proxy(proxy, cfg).await?;
+    relay(sock, Vec::new(), upstream, Vec::new()).await?;
+    Ok(())
 }
 
 /// One local connection: answer `N` to encryption requests (the local leg is plain loopback),

@@ -9,6 +9,7 @@
 //! (`certs`), refuses to pass on a password request, and audits every statement.
 
 pub mod certs;
+pub mod mysql;
 pub mod pg_audit;
 pub mod postgres;
 pub mod wire;
@@ -49,6 +50,9 @@ pub struct DbDial {
     /// Instead of a session: cancel the running query of the database's backend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancel: Option<DbCancel>,
+    /// MySQL: what the client negotiated with the proxy, for the agent's login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mysql: Option<mysql::MysqlLogin>,
 }
 
 /// A PostgreSQL backend's cancel key, as the database gave it.
@@ -78,7 +82,7 @@ impl DbDial {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DbSpec {
     pub name: String,
-    /// `postgres://host:port` (the only protocol served so far).
+    /// `postgres://host:port` or `mysql://host:port`.
     pub uri: String,
     /// CA certificates (PEM) that sign the database's server certificate; system roots if unset.
     pub ca_file: Option<PathBuf>,
@@ -88,10 +92,11 @@ pub struct DbSpec {
 }
 
 /// Protocols a db agent speaks to databases.
-pub const PROTOCOLS: &[&str] = &["postgres"];
+pub const PROTOCOLS: &[&str] = &["postgres", "mysql"];
 
 impl DbSpec {
-    /// Parses `name=pg,uri=postgres://127.0.0.1:5432,ca_file=/etc/pg/ca.crt,labels=env=dev;team=x`.
+    /// Parses `name=pg,uri=postgres://127.0.0.1:5432,ca_file=/etc/pg/ca.crt,labels=env=dev;team=x`
+    /// (or `uri=mysql://…`).
     pub fn parse(s: &str) -> Result<Self, String> {
         let mut spec = DbSpec {
             name: String::new(),
@@ -143,7 +148,7 @@ impl DbSpec {
         }
         if !PROTOCOLS.contains(&self.protocol()) {
             return Err(format!(
-                "database {:?}: uri {:?} must start with postgres://",
+                "database {:?}: uri {:?} must start with postgres:// or mysql://",
                 self.name, self.uri
             ));
         }
@@ -154,12 +159,13 @@ impl DbSpec {
     pub fn protocol(&self) -> &str {
         match self.uri.split_once("://").map(|(s, _)| s) {
             Some("postgres" | "postgresql") => "postgres",
+            Some("mysql" | "mariadb") => "mysql",
             Some(other) => other,
             None => "",
         }
     }
 
-    /// The `host:port` of the URI (PostgreSQL's port 5432 when none is given).
+    /// The `host:port` of the URI (5432 for PostgreSQL, 3306 for MySQL when none is given).
     pub fn target(&self) -> Result<(String, u16), String> {
         let rest = self
             .uri
@@ -170,7 +176,11 @@ impl DbSpec {
         if hostport.is_empty() {
             return Err(format!("database {:?}: uri has no host", self.name));
         }
-        let default_port = 5432;
+        let default_port = if self.protocol() == "mysql" {
+            3306
+        } else {
+            5432
+        };
         if hostport.contains(':') && !hostport.ends_with(']') {
             split_host_port(hostport).map_err(|e| format!("database {:?}: {e}", self.name))
         } else {
@@ -216,6 +226,7 @@ pub struct DbService {
     certs: certs::ClientCerts,
     audit: AgentAudit,
     max_statement: usize,
+    mysql_threads: mysql::Threads,
 }
 
 impl std::fmt::Debug for DbService {
@@ -241,6 +252,7 @@ impl DbService {
             certs: certs::ClientCerts::new(connect.clone())?,
             audit: AgentAudit::start(cluster.to_string(), host_id.to_string(), connect),
             max_statement: DEFAULT_MAX_STATEMENT,
+            mysql_threads: mysql::Threads::default(),
         }))
     }
 
@@ -275,6 +287,9 @@ impl DbService {
                 .await;
             return;
         }
+        if spec.protocol() == "mysql" {
+            return self.serve_mysql(spec, dial, answer, tunnel).await;
+        }
         let db = match postgres::connect(&self, &spec, &dial.db_user).await {
             Ok(db) => db,
             Err(e) => {
@@ -293,6 +308,38 @@ impl DbService {
         let (stream, pending) = tunnel.into_inner();
         let client = Prefixed::new(stream, pending);
         postgres::session(&self, &dial, client, db).await;
+    }
+
+    async fn serve_mysql(
+        self: Arc<Self>,
+        spec: DbSpec,
+        dial: DbDial,
+        answer: impl Fn(Result<(), String>) -> Frame,
+        mut tunnel: Tunnel,
+    ) {
+        let Some(login) = dial.mysql.clone() else {
+            let e = "a MySQL session needs the client's handshake".to_string();
+            let _ = tunnel.write_frame(&answer(Err(e))).await;
+            return;
+        };
+        let (db, thread_id) = match mysql::login(&self, &spec, &dial, &login).await {
+            Ok(x) => x,
+            Err(e) => {
+                let e = format!("database {:?}: {e}", spec.name);
+                self.audit.emit(
+                    self.event(EventKind::DbSessionStart, &dial)
+                        .failed(EventKind::DbSessionStart, &e),
+                );
+                let _ = tunnel.write_frame(&answer(Err(e))).await;
+                return;
+            }
+        };
+        if tunnel.write_frame(&answer(Ok(()))).await.is_err() {
+            return;
+        }
+        let (stream, pending) = tunnel.into_inner();
+        let client = Prefixed::new(stream, pending);
+        mysql::session(&self, &dial, client, db, &login, thread_id).await;
     }
 
     /// A new event about session `dial`.
@@ -326,10 +373,14 @@ mod tests {
         assert_eq!(d.labels.get("team").map(String::as_str), Some("web"));
         let d = DbSpec::parse("name=pg,uri=postgresql://db.example").unwrap();
         assert_eq!(d.target().unwrap(), ("db.example".into(), 5432));
+        let d = DbSpec::parse("name=maria,uri=mysql://db.example").unwrap();
+        assert_eq!(d.protocol(), "mysql");
+        assert_eq!(d.target().unwrap(), ("db.example".into(), 3306));
         for bad in [
             "uri=postgres://x:1",
             "name=p",
             "name=p,uri=http://x:1",
+            "name=p,uri=redis://x:1",
             "name=p,uri=postgres://",
             "name=p,uri=postgres://x:1,color=red",
             "name=a b,uri=postgres://x:1",
@@ -352,6 +403,7 @@ mod tests {
                 process_id: 7,
                 secret_key: "0102".into(),
             }),
+            mysql: None,
         };
         assert_eq!(DbDial::from_target(&d.to_target()).unwrap().unwrap(), d);
         assert!(DbDial::from_target("echo").is_none());

@@ -115,6 +115,7 @@ mod tests {
                 session_id: "00".into(),
                 client_addr: "127.0.0.1:1".into(),
                 cancel: None,
+                mysql: None,
             },
         }
     }

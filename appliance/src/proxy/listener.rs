@@ -28,7 +28,8 @@ use crate::metrics::Metrics;
 use crate::proxy::postgres::BeforeTls;
 use crate::proxy::tunnels::TunnelRegistry;
 use crate::tunnel::{
-    ALPN_POSTGRES, ALPN_POSTGRES_DIRECT, ALPN_SSH, ALPN_TCP, ALPN_TUNNEL, ALPN_TUNNEL_DATA,
+    ALPN_MYSQL, ALPN_POSTGRES, ALPN_POSTGRES_DIRECT, ALPN_SSH, ALPN_TCP, ALPN_TUNNEL,
+    ALPN_TUNNEL_DATA,
 };
 
 /// Verifies a client certificate (DER) into a caller; `None` when it is not a valid user cert.
@@ -167,6 +168,12 @@ pub async fn serve_tls(
                         || alpn.as_deref() == Some(ALPN_POSTGRES_DIRECT)
                     {
                         crate::proxy::postgres::serve(tls, caller, remote, routes.db()).await;
+                        metrics.connections_active.dec();
+                        drop(guard);
+                        return;
+                    }
+                    if alpn.as_deref() == Some(ALPN_MYSQL) {
+                        crate::proxy::mysql::serve(tls, caller, remote, routes.db()).await;
                         metrics.connections_active.dec();
                         drop(guard);
                         return;

@@ -10,6 +10,7 @@ pub mod cert;
 pub mod db_cancel;
 pub mod dial;
 pub mod listener;
+pub mod mysql;
 pub mod postgres;
 pub mod ssh;
 pub mod tls;

@@ -235,6 +235,7 @@ where
         session_id: hex::encode(session_id),
         client_addr: remote.to_string(),
         cancel: None,
+        mysql: None,
     };
     let what = format!("database {service:?}");
     let agent = match dial_agent(
@@ -298,38 +299,58 @@ fn check(
     db_user: &str,
     db_name: &str,
 ) -> Result<DbRoute, String> {
-    let auth = &routes.auth;
-    if let Ok(Some(until)) = auth.user_locked_until(&identity.username) {
-        return Err(format!(
-            "user {:?} is locked until {}",
-            identity.username,
-            crate::timestamps::rfc3339(until)
-        ));
-    }
-    let candidates: Vec<DbRoute> = routes
-        .registry
-        .databases()
-        .into_iter()
-        .filter(|d| d.name == service)
-        .collect();
-    let Some(route) = candidates.into_iter().next() else {
-        return Err(format!(
-            "database {service:?} is not available: no connected agent serves it (`hop db ls` lists the databases)"
-        ));
-    };
+    let route = find_route(routes, identity, service)?;
     if route.protocol() != "postgres" {
         return Err(format!(
             "database {service:?} speaks {}, not PostgreSQL",
             route.protocol()
         ));
     }
-    let checker = auth
+    check_roles(routes, identity, &route, service, db_user, db_name)?;
+    Ok(route)
+}
+
+/// A connected agent serving database `service`, unless the user is locked.
+pub fn find_route(
+    routes: &DbRoutes,
+    identity: &Identity,
+    service: &str,
+) -> Result<DbRoute, String> {
+    if let Ok(Some(until)) = routes.auth.user_locked_until(&identity.username) {
+        return Err(format!(
+            "user {:?} is locked until {}",
+            identity.username,
+            crate::timestamps::rfc3339(until)
+        ));
+    }
+    routes
+        .registry
+        .databases()
+        .into_iter()
+        .find(|d| d.name == service)
+        .ok_or_else(|| {
+            format!(
+                "database {service:?} is not available: no connected agent serves it (`hop db ls` lists the databases)"
+            )
+        })
+}
+
+/// The roles' decision on `db_user` and `db_name` (case-exact) at the database's labels.
+pub fn check_roles(
+    routes: &DbRoutes,
+    identity: &Identity,
+    route: &DbRoute,
+    service: &str,
+    db_user: &str,
+    db_name: &str,
+) -> Result<(), String> {
+    let checker = routes
+        .auth
         .checker_for(&identity.roles, &identity.traits)
         .map_err(|e| e.to_string())?;
     checker
         .check_database(&route.labels, db_name, db_user)
-        .map_err(|d| format!("access to database {service:?} denied: {d}"))?;
-    Ok(route)
+        .map_err(|d| format!("access to database {service:?} denied: {d}"))
 }
 
 /// Passes the agent's start-up answers to the client until the session is ready, replacing the

@@ -24,6 +24,7 @@ pub const ALPN: &[&[u8]] = &[
     b"hop-tcp",
     b"hop-ssh",
     b"hop-postgres",
+    b"hop-mysql",
     // PostgreSQL 17's direct TLS (`sslnegotiation=direct`).
     b"postgresql",
 ];

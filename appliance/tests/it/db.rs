@@ -590,3 +590,293 @@ fn refusals_reach_psql_and_never_the_database() {
     );
     assert_eq!(pg.log().matches("connection authorized").count(), before);
 }
+
+/// A MariaDB server in its own directory with Hop's server certificate, TLS required, and users
+/// bound to Hop's db CA client certificates (`REQUIRE SUBJECT`), stopped on drop.
+struct Mariadb {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Child,
+}
+
+impl Mariadb {
+    fn start(a: &Appliance) -> Option<Self> {
+        if Command::new("mariadbd").arg("--version").output().is_err() {
+            eprintln!("SKIP: MariaDB is not installed");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        a.ok(&[
+            "admin",
+            "auth",
+            "sign",
+            "--format",
+            "db",
+            "--host",
+            "localhost,127.0.0.1",
+            "--out",
+            d.join("server").to_str().unwrap(),
+        ]);
+        std::fs::create_dir(d.join("data")).unwrap();
+        run_ok(Command::new("chown").args(["-R", "mysql:mysql"]).arg(d));
+        run_ok(
+            Command::new("mariadb-install-db")
+                .args(["--no-defaults", "--user=mysql", "--skip-test-db"])
+                .arg(format!("--datadir={}", d.join("data").display()))
+                .stdout(Stdio::null()),
+        );
+        let port = free_port();
+        let child = Command::new("mariadbd")
+            .args(["--no-defaults", "--user=mysql", "--bind-address=127.0.0.1"])
+            .arg(format!("--datadir={}", d.join("data").display()))
+            .arg(format!("--port={port}"))
+            .arg(format!("--socket={}", d.join("mysqld.sock").display()))
+            .arg(format!("--pid-file={}", d.join("mysqld.pid").display()))
+            .arg(format!("--log-error={}", d.join("mysqld.err").display()))
+            .arg(format!(
+                "--general-log-file={}",
+                d.join("general.log").display()
+            ))
+            .arg("--general-log=1")
+            .arg(format!("--ssl-ca={}", d.join("server.cas").display()))
+            .arg(format!("--ssl-cert={}", d.join("server.crt").display()))
+            .arg(format!("--ssl-key={}", d.join("server.key").display()))
+            .arg("--require-secure-transport=ON")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let m = Self { dir, port, child };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !m.dir.path().join("mysqld.sock").exists() {
+            assert!(Instant::now() < deadline, "MariaDB did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        m.local_sql(
+            "CREATE USER alice@'%' REQUIRE SUBJECT '/CN=alice/O=test.cluster'; \
+             CREATE USER bob@'%' REQUIRE X509; \
+             CREATE DATABASE shop; GRANT ALL ON shop.* TO alice@'%'; GRANT ALL ON shop.* TO bob@'%'",
+        );
+        Some(m)
+    }
+
+    fn local_sql(&self, sql: &str) -> String {
+        let out = Command::new("mariadb")
+            .arg("-S")
+            .arg(self.dir.path().join("mysqld.sock"))
+            .args(["-u", "root", "-N", "-e", sql])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{sql}: {}", stderr(&out));
+        stdout(&out)
+    }
+
+    fn general_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("general.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Mariadb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const MARIA_ROLE: &str = "kind: role\nversion: v7\nmetadata:\n  name: db-maria\nspec:\n  allow:\n    db_labels:\n      engine: mariadb\n    db_users: [alice]\n    db_names: [shop]\n";
+
+fn mariadb_client(port: u16, user: &str, db: &str, args: &[&str]) -> Output {
+    Command::new("mariadb")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-P",
+            &port.to_string(),
+            "-u",
+            user,
+            "-D",
+            db,
+        ])
+        .args(["--skip-ssl", "-N"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn mariadb_through_hop_proxy_db() {
+    let a = Appliance::start("");
+    let Some(m) = Mariadb::start(&a) else {
+        return;
+    };
+    let role = a.dir.path().join("maria-role.yaml");
+    std::fs::write(&role, MARIA_ROLE).unwrap();
+    a.ok(&["admin", "create", "-f", role.to_str().unwrap()]);
+    let secret = a.add_user("alice", "db-maria", "alice");
+    assert!(a.login("alice", PASSWORD, &secret).status.success());
+    let data = a.dir.path().join("maria-agent");
+    let spec = format!(
+        "name=maria,uri=mysql://127.0.0.1:{},ca_file={},labels=engine=mariadb",
+        m.port,
+        m.dir.path().join("server.cas").display()
+    );
+    let _agent = Killed(
+        Command::new(HOP)
+            .args([
+                "start", "--roles", "db", "--proxy", &a.addr, "--ca-pin", &a.pin,
+            ])
+            .args(["--token", &db_token(&a), "--db", &spec, "--data-dir"])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(data.with_extension("log")).unwrap(),
+            ))
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_db(&a, "maria");
+    a.ok(&[
+        "db",
+        "login",
+        "maria",
+        "--db-user",
+        "alice",
+        "--db-name",
+        "shop",
+    ]);
+    let port = free_port();
+    let mut local = Killed(
+        Command::new(HOP)
+            .args(["proxy", "db", "maria", "--port", &port.to_string()])
+            .env("HOP_HOME", &a.home)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(local.0.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.contains("Proxying"), "{line}");
+    }
+
+    // Queries, a transaction, a prepared statement; the session is alice's, over TLS.
+    let out = mariadb_client(
+        port,
+        "alice",
+        "shop",
+        &[
+            "-e",
+            "CREATE TABLE items (id INT PRIMARY KEY, name TEXT); \
+             BEGIN; INSERT INTO items VALUES (1, 'pen'), (2, 'ink'); COMMIT; \
+             PREPARE byid FROM 'SELECT name FROM items WHERE id = ?'; SET @i = 2; EXECUTE byid USING @i; \
+             SELECT CURRENT_USER(), DATABASE(); \
+             SHOW STATUS LIKE 'Ssl_version'",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("ink"), "{text}");
+    assert!(text.contains("alice@%\tshop"), "{text}");
+    assert!(text.contains("TLSv1.3"), "{text}");
+
+    // `hop db connect` runs the client with its own local listener.
+    let out = Command::new(HOP)
+        .args(["db", "connect", "maria", "--", "-N", "-e", "SELECT 40 + 2"])
+        .env("HOP_HOME", &a.home)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "42");
+
+    // Ctrl-C: the client's KILL QUERY names the id Hop gave it; the agent maps it.
+    let slow = Command::new("mariadb")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-P",
+            &port.to_string(),
+            "-u",
+            "alice",
+            "-D",
+            "shop",
+        ])
+        .args(["--skip-ssl", "-e", "SELECT SLEEP(60)"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !m
+        .local_sql(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO = 'SELECT SLEEP(60)'",
+        )
+        .trim()
+        .eq("1")
+    {
+        assert!(Instant::now() < deadline, "the slow query never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let started = Instant::now();
+    unsafe_sigint(slow.id());
+    let out = slow.wait_with_output().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(15), "not cancelled");
+    let gone = m.local_sql(
+        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO = 'SELECT SLEEP(60)'",
+    );
+    assert_eq!(gone.trim(), "0", "{} {}", stdout(&out), stderr(&out));
+
+    // Refusals: users and schemas the role does not allow, case-exact; the database never sees
+    // them.
+    for (user, db) in [("bob", "shop"), ("Alice", "shop"), ("alice", "mysql")] {
+        let out = mariadb_client(port, user, db, &["-e", "SELECT 1"]);
+        assert!(!out.status.success(), "{user}/{db} let in");
+        assert!(
+            stderr(&out).contains("access to database \"maria\" denied"),
+            "{user}/{db}: {}",
+            stderr(&out)
+        );
+    }
+    assert!(
+        !m.general_log().contains("bob@localhost"),
+        "{}",
+        m.general_log()
+    );
+
+    // Audit.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let events = a.ok(&[
+            "admin", "audit", "search", "--type", "db.query", "--limit", "500", "--format", "json",
+        ]);
+        if [
+            "INSERT INTO items VALUES (1, 'pen'), (2, 'ink')",
+            "SELECT 40 + 2",
+            "SELECT SLEEP(60)",
+        ]
+        .iter()
+        .all(|s| events.contains(s))
+        {
+            let line = events
+                .lines()
+                .find(|l| l.contains("SELECT 40 + 2"))
+                .unwrap();
+            let ev: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(ev["db_user"], "alice");
+            assert_eq!(ev["db_name"], "shop");
+            assert_eq!(ev["db_service"], "maria");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "statements not audited: {events}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    drop(local);
+}

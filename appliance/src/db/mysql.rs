@@ -1,0 +1,556 @@
+//! One MySQL/MariaDB session at the db agent.
+//!
+//! MySQL's TLS starts inside its protocol, so the proxy greets the client itself and checks the
+//! user name from the client's HandshakeResponse; the agent then logs in to the database on the
+//! client's behalf: it reads the server's greeting, asks for TLS (SSLRequest), presents the db CA
+//! client certificate of the database user (the server maps it with `REQUIRE SUBJECT`/`X509`),
+//! and sends a HandshakeResponse with the client's capabilities and an empty password. A server
+//! that wants a real password is refused: Hop never handles database passwords.
+//!
+//! After login it relays; the client's packets pass through a [`CommandScanner`] and each
+//! COM_QUERY, COM_STMT_PREPARE, COM_STMT_EXECUTE and COM_INIT_DB becomes a `db.query` event.
+//! COM_CHANGE_USER is refused (it would change who the session runs as). `KILL [QUERY] ID` with
+//! the connection id Hop gave the client is rewritten to the database's own thread id, so that a
+//! client's Ctrl-C cancels its own query.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+use hop_protocols::mysql::capabilities::*;
+use hop_protocols::mysql::{
+    self, Command, CommandScanner, Handshake, Response, ScannedPacket, SslRequest,
+};
+use rustls_pki_types::ServerName;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{DbDial, DbService, DbSpec};
+use crate::auth::audit::EventKind;
+
+/// Capabilities the proxy offers clients: what MySQL 5.7+/8 and MariaDB 10.2+ servers all
+/// support, minus TLS (the client's leg ends at `hop proxy db` on loopback, and the proxy leg is
+/// TLS already), compression and query attributes.
+pub const OFFERED_CAPABILITIES: u32 = CLIENT_LONG_PASSWORD
+    | 0x2 // FOUND_ROWS
+    | 0x4 // LONG_FLAG
+    | CLIENT_CONNECT_WITH_DB
+    | 0x80 // LOCAL_FILES
+    | 0x100 // IGNORE_SPACE
+    | CLIENT_PROTOCOL_41
+    | 0x400 // INTERACTIVE
+    | 0x1000 // IGNORE_SIGPIPE
+    | 0x2000 // TRANSACTIONS
+    | CLIENT_SECURE_CONNECTION
+    | 0x1_0000 // MULTI_STATEMENTS
+    | 0x2_0000 // MULTI_RESULTS
+    | 0x4_0000 // PS_MULTI_RESULTS
+    | CLIENT_PLUGIN_AUTH
+    | CLIENT_CONNECT_ATTRS
+    | CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
+    | CLIENT_SESSION_TRACK
+    | CLIENT_DEPRECATE_EOF;
+
+/// The authentication plugin Hop's greeting names; the scramble answered to it is ignored.
+pub const AUTH_PLUGIN: &[u8] = b"mysql_native_password";
+
+/// What the proxy learned from the client's HandshakeResponse, for the agent's login.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MysqlLogin {
+    /// The client's capabilities, already limited to [`OFFERED_CAPABILITIES`].
+    pub capabilities: u32,
+    pub charset: u8,
+    pub max_packet_size: u32,
+    /// The connection id the proxy's greeting gave the client.
+    pub connection_id: u32,
+}
+
+/// The agent's TLS connection to a database.
+pub type DbConn = tokio_rustls::client::TlsStream<TcpStream>;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const RELAY_BUFFER: usize = 64 * 1024;
+
+/// Live sessions by the connection id Hop gave their client: the database's thread id and the
+/// Hop user, for `KILL` rewriting.
+#[derive(Debug, Default)]
+pub struct Threads {
+    map: Mutex<HashMap<u32, (u32, String)>>,
+}
+
+struct ThreadGuard<'a> {
+    threads: &'a Threads,
+    id: u32,
+}
+
+impl Drop for ThreadGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.threads.map.lock() {
+            m.remove(&self.id);
+        }
+    }
+}
+
+/// Why a login to the database failed.
+#[derive(Debug)]
+pub enum LoginError {
+    /// The database answered with an ERR packet: its code and message go to the client.
+    Refused {
+        code: u16,
+        message: String,
+    },
+    Other(anyhow::Error),
+}
+
+impl std::fmt::Display for LoginError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoginError::Refused { code, message } => {
+                write!(f, "the database refused the login ({code}): {message}")
+            }
+            LoginError::Other(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+impl From<anyhow::Error> for LoginError {
+    fn from(e: anyhow::Error) -> Self {
+        LoginError::Other(e)
+    }
+}
+
+impl From<std::io::Error> for LoginError {
+    fn from(e: std::io::Error) -> Self {
+        LoginError::Other(e.into())
+    }
+}
+
+/// Reads one whole packet: (sequence id, payload).
+async fn read_packet<R: AsyncRead + Unpin>(r: &mut R) -> anyhow::Result<(u8, Vec<u8>)> {
+    let mut head = [0u8; 4];
+    r.read_exact(&mut head)
+        .await
+        .context("the database closed the connection")?;
+    let len = usize::from(head[0]) | usize::from(head[1]) << 8 | usize::from(head[2]) << 16;
+    let mut payload = vec![0u8; len];
+    r.read_exact(&mut payload).await?;
+    Ok((head[3], payload))
+}
+
+fn packet(seq: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 4);
+    mysql::encode_packet(seq, payload, &mut out);
+    out
+}
+
+fn refused(payload: &[u8]) -> Option<LoginError> {
+    match Response::parse(payload) {
+        Ok(Response::Err(e)) => Some(LoginError::Refused {
+            code: e.code,
+            message: String::from_utf8_lossy(e.message).into_owned(),
+        }),
+        _ => None,
+    }
+}
+
+/// The HandshakeResponse41 payload the agent sends (TLS is up; the password is empty).
+fn handshake_response(caps: u32, login: &MysqlLogin, user: &str, database: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&caps.to_le_bytes());
+    out.extend_from_slice(&login.max_packet_size.to_le_bytes());
+    out.push(login.charset);
+    out.extend_from_slice(&[0u8; 23]);
+    out.extend_from_slice(user.as_bytes());
+    out.push(0);
+    // An empty auth response (lenenc or 1-byte length: both a single 0).
+    out.push(0);
+    if caps & CLIENT_CONNECT_WITH_DB != 0 {
+        out.extend_from_slice(database.as_bytes());
+        out.push(0);
+    }
+    if caps & CLIENT_PLUGIN_AUTH != 0 {
+        out.extend_from_slice(AUTH_PLUGIN);
+        out.push(0);
+    }
+    if caps & CLIENT_CONNECT_ATTRS != 0 {
+        let mut attrs = Vec::new();
+        for (k, v) in [("_client_name", "hop-db-agent"), ("program_name", "hop")] {
+            mysql::encode_lenenc_bytes(k.as_bytes(), &mut attrs);
+            mysql::encode_lenenc_bytes(v.as_bytes(), &mut attrs);
+        }
+        mysql::encode_lenenc_bytes(&attrs, &mut out);
+    }
+    out
+}
+
+/// Logs in to the database as `dial.db_user` over TLS with the db CA client certificate; returns
+/// the connection and the database's thread id.
+pub async fn login(
+    svc: &DbService,
+    spec: &DbSpec,
+    dial: &DbDial,
+    login: &MysqlLogin,
+) -> Result<(DbConn, u32), LoginError> {
+    let cfg = svc.certs.config_for(spec, &dial.db_user).await?;
+    let (host, port) = spec.target().map_err(|e| anyhow!(e))?;
+    let mut tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port)))
+        .await
+        .map_err(|_| anyhow!("connecting to {host}:{port} timed out"))?
+        .with_context(|| format!("cannot connect to {host}:{port}"))?;
+    let _ = tcp.set_nodelay(true);
+    let (_, greeting) = tokio::time::timeout(CONNECT_TIMEOUT, read_packet(&mut tcp))
+        .await
+        .map_err(|_| anyhow!("the database sent no greeting"))??;
+    if let Some(e) = refused(&greeting) {
+        return Err(e);
+    }
+    let hs = Handshake::parse(&greeting).map_err(|e| anyhow!("the database's greeting: {e}"))?;
+    let thread_id = hs.connection_id;
+    if hs.capabilities & CLIENT_SSL == 0 {
+        return Err(anyhow!(
+            "the database does not offer TLS; Hop connects to databases over TLS only (configure ssl_cert/ssl_key)"
+        )
+        .into());
+    }
+    // Protocol-shaping capabilities the client was promised must be the server's too.
+    let shaping =
+        CLIENT_DEPRECATE_EOF | CLIENT_SESSION_TRACK | 0x2_0000 | 0x4_0000 | CLIENT_PROTOCOL_41;
+    let missing = login.capabilities & shaping & !hs.capabilities;
+    if missing != 0 {
+        return Err(anyhow!(
+            "the database lacks capabilities {missing:#x} that Hop offers clients; it is too old"
+        )
+        .into());
+    }
+    let mut caps = login.capabilities & hs.capabilities & OFFERED_CAPABILITIES;
+    caps |= CLIENT_PROTOCOL_41 | CLIENT_SECURE_CONNECTION | CLIENT_PLUGIN_AUTH | CLIENT_SSL;
+    if dial.db_name.is_empty() {
+        caps &= !CLIENT_CONNECT_WITH_DB;
+    } else {
+        caps |= CLIENT_CONNECT_WITH_DB;
+    }
+    let mut ssl = Vec::new();
+    SslRequest {
+        capabilities: caps,
+        max_packet_size: login.max_packet_size,
+        charset: login.charset,
+        filler: [0; 23],
+    }
+    .encode(&mut ssl);
+    tcp.write_all(&packet(1, &ssl)).await?;
+    let name = ServerName::try_from(spec.server_name().map_err(|e| anyhow!(e))?)
+        .map_err(|e| anyhow!("server name: {e}"))?;
+    let mut tls = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        tokio_rustls::TlsConnector::from(cfg).connect(name, tcp),
+    )
+    .await
+    .map_err(|_| anyhow!("the TLS handshake with the database timed out"))?
+    .context("TLS handshake with the database")?;
+    let response = handshake_response(caps, login, &dial.db_user, &dial.db_name);
+    tls.write_all(&packet(2, &response)).await?;
+    // OK, ERR, an auth switch (answered with an empty password once), or more auth data.
+    for _ in 0..3 {
+        let (seq, payload) = tokio::time::timeout(CONNECT_TIMEOUT, read_packet(&mut tls))
+            .await
+            .map_err(|_| anyhow!("the database did not answer the login"))??;
+        match payload.first() {
+            Some(0x00) => return Ok((tls, thread_id)),
+            Some(0xff) => {
+                return Err(refused(&payload)
+                    .unwrap_or(LoginError::Other(anyhow!("the database refused the login"))));
+            }
+            Some(0xfe) => {
+                // AuthSwitchRequest: answer the new plugin with an empty password.
+                tls.write_all(&packet(seq.wrapping_add(1), &[])).await?;
+            }
+            // caching_sha2_password's "fast auth succeeded" is followed by OK.
+            Some(0x01) if payload.get(1) == Some(&0x03) => {}
+            _ => {
+                return Err(anyhow!(
+                    "database {:?} asked for a password for user {:?}; Hop logs in to databases with client certificates only: create the user with REQUIRE SUBJECT or REQUIRE X509 and no password",
+                    spec.name,
+                    dial.db_user
+                )
+                .into());
+            }
+        }
+    }
+    Err(anyhow!("the database's login did not finish").into())
+}
+
+/// Relays one logged-in session; audits statements, refuses COM_CHANGE_USER, rewrites KILL.
+pub async fn session<C>(
+    svc: &Arc<DbService>,
+    dial: &DbDial,
+    client: C,
+    db: DbConn,
+    login: &MysqlLogin,
+    thread_id: u32,
+) where
+    C: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let started = Instant::now();
+    if let Ok(mut m) = svc.mysql_threads.map.lock() {
+        m.insert(login.connection_id, (thread_id, dial.user.clone()));
+    }
+    let _guard = ThreadGuard {
+        threads: &svc.mysql_threads,
+        id: login.connection_id,
+    };
+    svc.audit.emit(svc.event(EventKind::DbSessionStart, dial));
+    let (mut client_r, client_w) = tokio::io::split(client);
+    let client_w = Arc::new(tokio::sync::Mutex::new(client_w));
+    let (mut db_r, mut db_w) = tokio::io::split(db);
+    let upstream = async {
+        let mut moved = 0u64;
+        let mut scanner = CommandScanner::new(svc.max_statement.max(64));
+        let mut auditing = true;
+        let mut buf = vec![0u8; RELAY_BUFFER];
+        loop {
+            let n = client_r.read(&mut buf).await?;
+            if n == 0 {
+                let _ = db_w.shutdown().await;
+                return Ok::<(u64, Option<String>), std::io::Error>((moved, None));
+            }
+            let chunk = buf.get(..n).unwrap_or_default();
+            let mut out: Option<Vec<u8>> = None;
+            if auditing {
+                let mut feed = scanner.feed(chunk);
+                loop {
+                    match feed.next() {
+                        Ok(None) => break,
+                        Ok(Some(p)) => match audit_packet(svc, dial, &p, chunk) {
+                            Verdict::Pass => {}
+                            Verdict::Replace(bytes) => out = Some(bytes),
+                            Verdict::Refuse(msg) => {
+                                let mut err = Vec::new();
+                                let _ = mysql::encode_err(1, 1227, "42000", &msg, &mut err);
+                                let _ = client_w.lock().await.write_all(&err).await;
+                                let _ = db_w.shutdown().await;
+                                return Ok((moved, Some(msg)));
+                            }
+                        },
+                        Err(e) => {
+                            auditing = false;
+                            svc.audit.emit(
+                                svc.event(EventKind::DbQuery, dial)
+                                    .failed(EventKind::DbQuery, format!("client stream not understood, statements after this point are not audited: {e}")),
+                            );
+                            break;
+                        }
+                    }
+                }
+            }
+            let bytes = out.as_deref().unwrap_or(chunk);
+            db_w.write_all(bytes).await?;
+            moved += bytes.len() as u64;
+        }
+    };
+    let downstream = async {
+        let mut moved = 0u64;
+        let mut buf = vec![0u8; RELAY_BUFFER];
+        loop {
+            let n = db_r.read(&mut buf).await?;
+            let mut w = client_w.lock().await;
+            if n == 0 {
+                let _ = w.shutdown().await;
+                return Ok::<u64, std::io::Error>(moved);
+            }
+            w.write_all(buf.get(..n).unwrap_or_default()).await?;
+            moved += n as u64;
+        }
+    };
+    let (up, down) = tokio::join!(upstream, downstream);
+    let mut end = svc
+        .event(EventKind::DbSessionEnd, dial)
+        .field("bytes_sent", up.as_ref().map(|u| u.0).unwrap_or(0))
+        .field("bytes_received", *down.as_ref().unwrap_or(&0))
+        .field("duration_ms", started.elapsed().as_millis() as u64);
+    match (up, down) {
+        (Ok((_, Some(reason))), _) => end = end.field("reason", reason),
+        (Err(e), _) | (_, Err(e)) => end = end.field("reason", e.to_string()),
+        _ => {}
+    }
+    svc.audit.emit(end);
+}
+
+enum Verdict {
+    Pass,
+    /// Forward these bytes instead of the chunk.
+    Replace(Vec<u8>),
+    /// Refuse with this message and end the session.
+    Refuse(String),
+}
+
+fn audit_packet(svc: &DbService, dial: &DbDial, p: &ScannedPacket<'_>, chunk: &[u8]) -> Verdict {
+    let statement = |text: &[u8], via: &'static str, truncated: bool| {
+        let mut ev = svc
+            .event(EventKind::DbQuery, dial)
+            .field(
+                "statement",
+                String::from_utf8_lossy(text.get(..svc.max_statement).unwrap_or(text)).into_owned(),
+            )
+            .field("via", via);
+        if truncated || text.len() > svc.max_statement {
+            ev = ev.field("truncated", true);
+        }
+        ev
+    };
+    match p {
+        ScannedPacket::Command(Command::Query { sql }) => {
+            svc.audit.emit(statement(sql, "query", false));
+            // Only a command that is the whole chunk can be rewritten (clients send one command
+            // and wait for its answer, so this is the common case).
+            if let Some(new_sql) = rewrite_kill(sql, &svc.mysql_threads, &dial.user)
+                && chunk.len() == 4 + 1 + sql.len()
+            {
+                let mut payload = vec![mysql::COM_QUERY];
+                payload.extend_from_slice(new_sql.as_bytes());
+                return Verdict::Replace(packet(0, &payload));
+            }
+            Verdict::Pass
+        }
+        ScannedPacket::Command(Command::StmtPrepare { sql }) => {
+            svc.audit.emit(statement(sql, "prepare", false));
+            Verdict::Pass
+        }
+        ScannedPacket::Command(Command::StmtExecute { statement_id, .. }) => {
+            svc.audit.emit(
+                svc.event(EventKind::DbQuery, dial)
+                    .field("statement_id", *statement_id)
+                    .field("via", "execute"),
+            );
+            Verdict::Pass
+        }
+        ScannedPacket::Command(Command::InitDb { schema }) => {
+            let schema = String::from_utf8_lossy(schema);
+            svc.audit.emit(
+                svc.event(EventKind::DbQuery, dial)
+                    .field("statement", format!("USE `{schema}`"))
+                    .field("via", "init_db"),
+            );
+            Verdict::Pass
+        }
+        ScannedPacket::Command(Command::ChangeUser { user, .. }) => {
+            let msg = format!(
+                "COM_CHANGE_USER to {:?} is not allowed through Hop: the session runs as {:?}; connect again as the other user",
+                String::from_utf8_lossy(user),
+                dial.db_user
+            );
+            svc.audit.emit(
+                svc.event(EventKind::DbQuery, dial)
+                    .field("via", "change_user")
+                    .failed(EventKind::DbQuery, msg.clone()),
+            );
+            Verdict::Refuse(msg)
+        }
+        ScannedPacket::Truncated { seq: 0, head, .. } => {
+            match head.first() {
+                Some(&mysql::COM_QUERY) => {
+                    svc.audit
+                        .emit(statement(head.get(1..).unwrap_or_default(), "query", true));
+                }
+                Some(&mysql::COM_STMT_PREPARE) => {
+                    svc.audit.emit(statement(
+                        head.get(1..).unwrap_or_default(),
+                        "prepare",
+                        true,
+                    ));
+                }
+                Some(&mysql::COM_CHANGE_USER) => {
+                    return Verdict::Refuse(
+                        "COM_CHANGE_USER is not allowed through Hop".to_string(),
+                    );
+                }
+                _ => {}
+            }
+            Verdict::Pass
+        }
+        _ => Verdict::Pass,
+    }
+}
+
+/// `KILL [QUERY|CONNECTION] N` where N is the connection id Hop gave one of `user`'s sessions:
+/// the statement with the database's thread id instead.
+fn rewrite_kill(sql: &[u8], threads: &Threads, user: &str) -> Option<String> {
+    let text = std::str::from_utf8(sql)
+        .ok()?
+        .trim()
+        .trim_end_matches(';')
+        .trim();
+    let mut words = text.split_ascii_whitespace();
+    if !words.next()?.eq_ignore_ascii_case("kill") {
+        return None;
+    }
+    let mut next = words.next()?;
+    let mut kind = "";
+    if next.eq_ignore_ascii_case("query") || next.eq_ignore_ascii_case("connection") {
+        kind = next;
+        next = words.next()?;
+    }
+    if words.next().is_some() {
+        return None;
+    }
+    let id: u32 = next.parse().ok()?;
+    let m = threads.map.lock().ok()?;
+    let (real, owner) = m.get(&id)?;
+    (owner == user).then(|| {
+        if kind.is_empty() {
+            format!("KILL {real}")
+        } else {
+            format!("KILL {} {real}", kind.to_ascii_uppercase())
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kill_is_rewritten_only_for_the_users_own_sessions() {
+        let t = Threads::default();
+        t.map.lock().unwrap().insert(77, (12, "alice".into()));
+        assert_eq!(
+            rewrite_kill(b"KILL QUERY 77", &t, "alice").as_deref(),
+            Some("KILL QUERY 12")
+        );
+        assert_eq!(
+            rewrite_kill(b"  kill 77 ;", &t, "alice").as_deref(),
+            Some("KILL 12")
+        );
+        assert_eq!(
+            rewrite_kill(b"kill connection 77", &t, "alice").as_deref(),
+            Some("KILL CONNECTION 12")
+        );
+        assert_eq!(rewrite_kill(b"KILL QUERY 77", &t, "bob"), None);
+        assert_eq!(rewrite_kill(b"KILL QUERY 78", &t, "alice"), None);
+        assert_eq!(rewrite_kill(b"KILL QUERY 77 extra", &t, "alice"), None);
+        assert_eq!(rewrite_kill(b"SELECT 77", &t, "alice"), None);
+    }
+
+    #[test]
+    fn the_handshake_response_parses_back() {
+        let login = MysqlLogin {
+            capabilities: OFFERED_CAPABILITIES,
+            charset: 45,
+            max_packet_size: 1 << 24,
+            connection_id: 1,
+        };
+        let caps = OFFERED_CAPABILITIES | CLIENT_SSL;
+        let payload = handshake_response(caps, &login, "alice", "shop");
+        match mysql::ClientHandshake::parse(&payload).unwrap() {
+            mysql::ClientHandshake::Response(r) => {
+                assert_eq!(r.username, b"alice");
+                assert_eq!(r.database, Some(&b"shop"[..]));
+                assert_eq!(r.auth_response, b"");
+                assert_eq!(r.auth_plugin_name, Some(AUTH_PLUGIN));
+                assert_eq!(r.connect_attrs().count(), 2);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! MySQL/MariaDB clients through `hop proxy db` (ALPN `hop-mysql`, TLS with the user's database
+//! certificate).
+//!
+//! MySQL's server speaks first and its TLS starts inside the protocol, so the proxy is the
+//! server the client meets: it sends its own greeting (offering no TLS: the TLS is the proxy
+//! leg's), reads the client's HandshakeResponse, checks the database user and schema in it
+//! against the user's roles (case-exact) before any byte reaches an agent, and answers a refusal
+//! with an ERR packet the client prints. Otherwise it asks the db agent to log in on the client's
+//! behalf (with the client's capabilities), answers OK, and relays bytes. Whatever password the
+//! client sent is dropped: it never leaves the proxy.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hop_ca::Identity;
+use hop_protocols::mysql::{self, ClientHandshake, Handshake, OkPacket};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::dial::dial_agent;
+use super::postgres::DbRoutes;
+use super::tunnels::DbRoute;
+use crate::auth::audit::EventKind;
+use crate::auth::caller::Caller;
+use crate::db::DbDial;
+use crate::db::mysql::{AUTH_PLUGIN, MysqlLogin, OFFERED_CAPABILITIES};
+
+/// How long a client has to answer the greeting.
+const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
+/// The largest HandshakeResponse the proxy reads.
+const MAX_HANDSHAKE: usize = 64 * 1024;
+/// `utf8mb4_general_ci`.
+const CHARSET: u8 = 45;
+/// ER_ACCESS_DENIED_ERROR
+const ACCESS_DENIED: u16 = 1045;
+/// ER_UNKNOWN_ERROR
+const UNKNOWN_ERROR: u16 = 1105;
+
+fn err_packet(seq: u8, code: u16, sqlstate: &str, message: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = mysql::encode_err(seq, code, sqlstate, message, &mut out);
+    out
+}
+
+/// The greeting: protocol 10, Hop's version, a random scramble, `mysql_native_password`.
+fn greeting(connection_id: u32) -> Vec<u8> {
+    let mut scramble = [0u8; 20];
+    rand::fill(&mut scramble[..]);
+    // A scramble has no NUL bytes.
+    for b in &mut scramble {
+        *b = (*b % 127) + 1;
+    }
+    let mut part2 = scramble[8..].to_vec();
+    part2.push(0);
+    let hs = Handshake {
+        server_version: b"8.0.0-Hop",
+        connection_id,
+        auth_plugin_data_1: scramble[..8].try_into().unwrap_or([1; 8]),
+        capabilities: OFFERED_CAPABILITIES,
+        charset: CHARSET,
+        status: 0x0002, // autocommit
+        auth_plugin_data_len: 21,
+        reserved: [0; 10],
+        auth_plugin_data_2: &part2,
+        auth_plugin_name: Some(AUTH_PLUGIN),
+    };
+    let mut payload = Vec::new();
+    let _ = hs.encode(&mut payload);
+    let mut out = Vec::new();
+    mysql::encode_packet(0, &payload, &mut out);
+    out
+}
+
+async fn read_packet<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<(u8, Vec<u8>)> {
+    let mut head = [0u8; 4];
+    r.read_exact(&mut head).await?;
+    let len = usize::from(head[0]) | usize::from(head[1]) << 8 | usize::from(head[2]) << 16;
+    if len > MAX_HANDSHAKE {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("handshake packet of {len} bytes"),
+        ));
+    }
+    let mut payload = vec![0u8; len];
+    r.read_exact(&mut payload).await?;
+    Ok((head[3], payload))
+}
+
+/// Serves one `hop-mysql` connection.
+pub async fn serve<S>(mut client: S, caller: Caller, remote: SocketAddr, routes: DbRoutes)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let connection_id = rand::random::<u32>() & 0x7fff_ffff;
+    if client.write_all(&greeting(connection_id)).await.is_err() {
+        return;
+    }
+    let (seq, payload) =
+        match tokio::time::timeout(HANDSHAKE_DEADLINE, read_packet(&mut client)).await {
+            Ok(Ok(p)) => p,
+            _ => return,
+        };
+    let reply = seq.wrapping_add(1);
+    let response = match ClientHandshake::parse(&payload) {
+        Ok(ClientHandshake::Response(r)) => r,
+        Ok(ClientHandshake::SslRequest(_)) => {
+            let e = "TLS was not offered: the connection to the proxy is TLS already";
+            let _ = client
+                .write_all(&err_packet(reply, UNKNOWN_ERROR, "08S01", e))
+                .await;
+            return;
+        }
+        Err(e) => {
+            let e = format!("malformed handshake response: {e}");
+            let _ = client
+                .write_all(&err_packet(reply, UNKNOWN_ERROR, "08S01", &e))
+                .await;
+            return;
+        }
+    };
+    let db_user = String::from_utf8_lossy(response.username).into_owned();
+    let requested_db = response
+        .database
+        .map(|d| String::from_utf8_lossy(d).into_owned())
+        .unwrap_or_default();
+    let identity = match caller {
+        Caller::User { identity, .. } => *identity,
+        _ => {
+            let e = "Hop needs your database certificate: run `hop db login NAME` and `hop proxy db NAME`";
+            let _ = client
+                .write_all(&err_packet(reply, ACCESS_DENIED, "28000", e))
+                .await;
+            return;
+        }
+    };
+    let Some(route_db) = identity.route_to_database.clone() else {
+        let e = "this certificate is not for a database: run `hop db login NAME`";
+        let _ = client
+            .write_all(&err_packet(reply, ACCESS_DENIED, "28000", e))
+            .await;
+        return;
+    };
+    let service = route_db.service.clone();
+    // No schema in the handshake: the one the certificate was issued for.
+    let db_name = if requested_db.is_empty() {
+        route_db.database.clone()
+    } else {
+        requested_db
+    };
+    let refuse = |e: &str| {
+        routes.auth.metrics().db_sessions_refused.inc();
+        routes.auth.emit(
+            routes
+                .auth
+                .event(EventKind::DbSessionStart, &identity.username)
+                .remote(Some(remote))
+                .field("db_service", service.clone())
+                .field("db_user", db_user.clone())
+                .field("db_name", db_name.clone())
+                .failed(EventKind::DbSessionStart, e),
+        );
+        err_packet(reply, ACCESS_DENIED, "28000", e)
+    };
+    let route = match check(&routes, &identity, &service, &db_user, &db_name) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = client.write_all(&refuse(&e)).await;
+            return;
+        }
+    };
+    let mut session_id = [0u8; 16];
+    rand::fill(&mut session_id[..]);
+    let dial = DbDial {
+        service: service.clone(),
+        user: identity.username.clone(),
+        db_user: db_user.clone(),
+        db_name: db_name.clone(),
+        session_id: hex::encode(session_id),
+        client_addr: remote.to_string(),
+        cancel: None,
+        mysql: Some(MysqlLogin {
+            capabilities: response.capabilities & OFFERED_CAPABILITIES,
+            charset: response.charset,
+            max_packet_size: response.max_packet_size,
+            connection_id,
+        }),
+    };
+    let what = format!("database {service:?}");
+    let agent = match dial_agent(
+        &routes.registry,
+        &route.host_id,
+        &what,
+        session_id,
+        &dial.to_target(),
+        remote,
+    )
+    .await
+    {
+        Ok(a) => a,
+        Err(e) => {
+            routes.auth.metrics().db_sessions_refused.inc();
+            let _ = client
+                .write_all(&err_packet(reply, ACCESS_DENIED, "28000", &e))
+                .await;
+            return;
+        }
+    };
+    let mut ok = Vec::new();
+    mysql::encode_ok(
+        &OkPacket {
+            header: 0,
+            affected_rows: 0,
+            last_insert_id: 0,
+            status: 0x0002,
+            warnings: 0,
+            info: b"",
+        },
+        &mut ok,
+    );
+    let mut out = Vec::new();
+    mysql::encode_packet(reply, &ok, &mut out);
+    if client.write_all(&out).await.is_err() {
+        return;
+    }
+    let metrics = routes.auth.metrics();
+    metrics.db_sessions.inc();
+    metrics.db_sessions_active.inc();
+    let idle = routes
+        .auth
+        .checker_for(&identity.roles, &identity.traits)
+        .ok()
+        .and_then(|c| c.client_idle_timeout());
+    let (agent, agent_pending) = agent.into_inner();
+    let moved =
+        crate::tunnel::relay_with_idle_timeout(client, Vec::new(), agent, agent_pending, idle)
+            .await;
+    metrics.db_sessions_active.dec();
+    if let Err(e) = moved {
+        tracing::debug!(db = %service, error = %e, "database session ended with an error");
+    }
+}
+
+/// The proxy's RBAC decision; the refusal is the client's error message.
+fn check(
+    routes: &DbRoutes,
+    identity: &Identity,
+    service: &str,
+    db_user: &str,
+    db_name: &str,
+) -> Result<DbRoute, String> {
+    let route = super::postgres::find_route(routes, identity, service)?;
+    if route.protocol() != "mysql" {
+        return Err(format!(
+            "database {service:?} speaks {}, not MySQL",
+            route.protocol()
+        ));
+    }
+    super::postgres::check_roles(routes, identity, &route, service, db_user, db_name)?;
+    Ok(route)
+}
