@@ -56,6 +56,9 @@ pub struct Config {
 #[serde(default, deny_unknown_fields)]
 pub struct DbServiceConfig {
     pub databases: Vec<DbConfig>,
+    /// Which `db` resources (`hop admin create -f`) this agent serves, by labels:
+    /// `[{labels: {'*': '*'}}]` for all of them.
+    pub resources: Vec<crate::db::resources::Selector>,
     /// Idle data connections the agent keeps parked at the proxy.
     pub tunnel_pool_size: Option<usize>,
 }
@@ -80,6 +83,7 @@ impl DbConfig {
             name: self.name.clone(),
             uri: self.uri.clone(),
             ca_file: self.ca_file.clone(),
+            ca_pem: None,
             server_name: self.server_name.clone(),
             labels: self.labels.clone(),
         }
@@ -607,10 +611,13 @@ impl Config {
                 message: format!("[{i}]: {m}"),
             })?;
         }
-        if self.runs(ServiceRole::Db) && self.db_service.databases.is_empty() {
+        if self.runs(ServiceRole::Db)
+            && self.db_service.databases.is_empty()
+            && self.db_service.resources.is_empty()
+        {
             return Err(invalid(
                 "db_service.databases",
-                "a db agent needs at least one database (db_service.databases, or --db name=…,uri=postgres://…)".into(),
+                "a db agent needs databases: db_service.databases (or --db name=…,uri=postgres://…), or db_service.resources selecting `db` resources".into(),
             ));
         }
         let auth = &self.auth_service;
@@ -818,6 +825,9 @@ db_service:
   #    uri: postgres://127.0.0.1:5432
   #    ca_file: /etc/postgresql/ca.crt
   #    labels: {env: dev}
+  # `db` resources (hop admin create -f) to serve, by labels.
+  resources: []
+  #  - labels: {env: dev}
 "#;
 
 #[cfg(test)]

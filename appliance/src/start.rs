@@ -448,6 +448,7 @@ async fn run_agent(cfg: Config) -> anyhow::Result<()> {
             .or(cfg.app_service.tunnel_pool_size)
             .or(cfg.db_service.tunnel_pool_size)
             .unwrap_or(4),
+        db_selectors: cfg.db_service.resources.clone(),
         databases: if cfg.runs(ServiceRole::Db) {
             cfg.db_service
                 .databases

@@ -10,6 +10,7 @@
 pub mod builtin;
 pub mod checker;
 pub mod cluster;
+pub mod database;
 pub mod duration;
 pub mod labels;
 pub mod parse;
@@ -29,6 +30,7 @@ pub use cluster::{
     CertAuthoritySpec, ClusterName, ClusterNameSpec, JwtPublicKey, SecondFactor, SshPublicKey,
     TlsCertificate, Webauthn,
 };
+pub use database::{DatabaseResource, DatabaseSpec, DatabaseTls};
 pub use duration::{Duration, DurationError};
 pub use labels::{LabelValues, Labels};
 pub use parse::{ParseError, ParseProblem, parse_resources, to_yaml, to_yaml_stream};

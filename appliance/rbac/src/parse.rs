@@ -8,6 +8,7 @@
 use std::fmt;
 
 use crate::cluster::{AuthPreference, CertAuthorityResource, ClusterName};
+use crate::database::DatabaseResource;
 use crate::resource::{KINDS, Kind, Resource, describe};
 use crate::role::Role;
 use crate::token::ProvisionToken;
@@ -159,6 +160,9 @@ fn parse_document(doc: &Node, text: &str, file: &str) -> Result<Resource, ParseE
             .map_err(typed)?
             .into(),
         CertAuthorityResource::KIND => yaml::from_node::<CertAuthorityResource>(doc, text)
+            .map_err(typed)?
+            .into(),
+        DatabaseResource::KIND => yaml::from_node::<DatabaseResource>(doc, text)
             .map_err(typed)?
             .into(),
         other => {

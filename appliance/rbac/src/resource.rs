@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use time::OffsetDateTime;
 
 use crate::cluster::{AuthPreference, CertAuthorityResource, ClusterName};
+use crate::database::DatabaseResource;
 use crate::role::Role;
 use crate::token::ProvisionToken;
 use crate::user::User;
@@ -95,6 +96,8 @@ pub enum Resource {
     ClusterAuthPreference(AuthPreference),
     /// `kind: cert_authority`
     CertAuthority(CertAuthorityResource),
+    /// `kind: db`
+    Database(DatabaseResource),
 }
 
 /// Every kind this crate knows, in the order error messages list them.
@@ -105,6 +108,7 @@ pub const KINDS: &[&str] = &[
     ClusterName::KIND,
     AuthPreference::KIND,
     CertAuthorityResource::KIND,
+    DatabaseResource::KIND,
 ];
 
 impl Resource {
@@ -118,6 +122,7 @@ impl Resource {
             Self::ClusterName(_) => ClusterName::KIND,
             Self::ClusterAuthPreference(_) => AuthPreference::KIND,
             Self::CertAuthority(_) => CertAuthorityResource::KIND,
+            Self::Database(_) => DatabaseResource::KIND,
         }
     }
 
@@ -137,6 +142,7 @@ impl Resource {
             Self::ClusterName(r) => r.metadata(),
             Self::ClusterAuthPreference(r) => r.metadata(),
             Self::CertAuthority(r) => r.metadata(),
+            Self::Database(r) => r.metadata(),
         }
     }
 
@@ -149,6 +155,7 @@ impl Resource {
             Self::ClusterName(r) => r.validate(),
             Self::ClusterAuthPreference(r) => r.validate(),
             Self::CertAuthority(r) => r.validate(),
+            Self::Database(r) => r.validate(),
         }
     }
 
@@ -186,6 +193,7 @@ from_variant! {
     ClusterName => ClusterName,
     AuthPreference => ClusterAuthPreference,
     CertAuthorityResource => CertAuthority,
+    DatabaseResource => Database,
 }
 
 impl Serialize for Resource {
@@ -197,6 +205,7 @@ impl Serialize for Resource {
             Self::ClusterName(r) => r.serialize(serializer),
             Self::ClusterAuthPreference(r) => r.serialize(serializer),
             Self::CertAuthority(r) => r.serialize(serializer),
+            Self::Database(r) => r.serialize(serializer),
         }
     }
 }
@@ -222,6 +231,7 @@ impl<'de> Deserialize<'de> for Resource {
             CertAuthorityResource::KIND => {
                 Self::CertAuthority(serde_json::from_value(value).map_err(typed)?)
             }
+            DatabaseResource::KIND => Self::Database(serde_json::from_value(value).map_err(typed)?),
             other => return Err(D::Error::unknown_variant(other, KINDS)),
         })
     }

@@ -4,7 +4,7 @@
 use hop_storage::StoredResource;
 
 use crate::resource::Kind;
-use crate::{AuthPreference, ClusterName, ProvisionToken, Role, User};
+use crate::{AuthPreference, ClusterName, DatabaseResource, ProvisionToken, Role, User};
 
 macro_rules! stored {
     ($($t:ty),* $(,)?) => {$(
@@ -17,4 +17,11 @@ macro_rules! stored {
     )*};
 }
 
-stored!(Role, User, ProvisionToken, ClusterName, AuthPreference);
+stored!(
+    Role,
+    User,
+    ProvisionToken,
+    ClusterName,
+    AuthPreference,
+    DatabaseResource
+);

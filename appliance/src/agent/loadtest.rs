@@ -372,6 +372,7 @@ fn simulated(s: &LoadtestSettings, index: usize, id: AgentIdentity) -> Shared {
             pool_size: 0,
             node: None,
             databases: Vec::new(),
+            db_selectors: Vec::new(),
         },
         identity: RwLock::new(id),
         heartbeat: s.heartbeat,

@@ -122,6 +122,8 @@ pub struct AgentSettings {
     pub node: Option<crate::node::NodeSettings>,
     /// Databases, when this agent runs the `db` role.
     pub databases: Vec<crate::db::DbSpec>,
+    /// Which `db` resources the db role serves.
+    pub db_selectors: Vec<crate::db::resources::Selector>,
 }
 
 /// One agent as its tasks see it: its settings and its current identity.
@@ -251,17 +253,19 @@ pub async fn run(settings: AgentSettings, shutdown: watch::Receiver<bool>) -> an
         db: std::sync::OnceLock::new(),
     });
     let mut tasks = tokio::task::JoinSet::new();
-    if !settings.databases.is_empty() {
+    if !settings.databases.is_empty() || !settings.db_selectors.is_empty() {
         let svc = crate::db::DbService::new(
             settings.databases.clone(),
+            settings.db_selectors.clone(),
             &identity.meta.cluster,
             &identity.meta.host_id,
             shared.auth_channels(),
         )?;
-        for d in &svc.specs {
+        for d in svc.current() {
             println!("Database {} ({}) is served", d.name, d.uri);
         }
-        let _ = shared.db.set(svc);
+        let _ = shared.db.set(svc.clone());
+        tasks.spawn(svc.watch_resources(shared.auth_channels(), shutdown.clone()));
     }
     if let Some(ns) = settings.node.clone() {
         let connect = shared.auth_channels();
@@ -364,9 +368,18 @@ async fn control_session<O: ControlObserver>(
         .map(|n| n.labels_changed.subscribe())
         .unwrap_or_else(|| watch::channel(0).1);
     labels.mark_unchanged();
+    let mut databases = shared
+        .db
+        .get()
+        .map(|d| d.changed.subscribe())
+        .unwrap_or_else(|| watch::channel(0).1);
+    databases.mark_unchanged();
     loop {
         tokio::select! {
             Ok(()) = labels.changed() => {
+                framed.write_frame(&shared.hello(&host_id)).await?;
+            }
+            Ok(()) = databases.changed() => {
                 framed.write_frame(&shared.hello(&host_id)).await?;
             }
             _ = ticker.tick() => {

@@ -100,6 +100,26 @@ impl DatabaseAccess for AuthApi {
         }))
     }
 
+    async fn list_database_resources(
+        &self,
+        req: Request<ListDatabaseResourcesRequest>,
+    ) -> Result<Response<ListDatabaseResourcesResponse>, Status> {
+        match caller(&req) {
+            Caller::Host {
+                role: HostRole::Db, ..
+            } => {}
+            _ => {
+                return Err(Status::permission_denied(
+                    "database resources are listed for database agents (a db host certificate is required)",
+                ));
+            }
+        }
+        let docs = self.blocking(|a| a.get_resources("db", None)).await?;
+        Ok(Response::new(ListDatabaseResourcesResponse {
+            resources_json: docs.iter().map(|d| d.to_string()).collect(),
+        }))
+    }
+
     async fn sign_database_server(
         &self,
         req: Request<SignDatabaseServerRequest>,

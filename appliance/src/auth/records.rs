@@ -117,6 +117,7 @@ pub const PUBLIC_KINDS: &[&str] = &[
     "role",
     "user",
     "token",
+    "db",
     "cert_authority",
     "cluster_name",
     "cluster_auth_preference",

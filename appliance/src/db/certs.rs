@@ -61,6 +61,7 @@ impl ClientCerts {
             .map_err(|s| anyhow!("Auth refused a client certificate: {}", s.message()))?
             .into_inner();
         let trust = match &spec.ca_file {
+            None if spec.ca_pem.is_some() => Trust::CaPem(spec.ca_pem.clone().unwrap_or_default()),
             Some(path) => Trust::CaPem(std::fs::read_to_string(path).with_context(|| {
                 format!(
                     "reading the CA file {} of database {:?}",

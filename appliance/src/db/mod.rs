@@ -12,6 +12,7 @@ pub mod certs;
 pub mod mysql;
 pub mod pg_audit;
 pub mod postgres;
+pub mod resources;
 pub mod wire;
 
 use std::collections::BTreeMap;
@@ -84,8 +85,11 @@ pub struct DbSpec {
     pub name: String,
     /// `postgres://host:port` or `mysql://host:port`.
     pub uri: String,
-    /// CA certificates (PEM) that sign the database's server certificate; system roots if unset.
+    /// CA certificates (PEM) that sign the database's server certificate; system roots if
+    /// neither this nor `ca_pem` is set.
     pub ca_file: Option<PathBuf>,
+    /// The same, inline (from a `db` resource's `spec.tls.ca_cert`).
+    pub ca_pem: Option<String>,
     /// The name the database's certificate is checked against [default: the URI's host].
     pub server_name: Option<String>,
     pub labels: BTreeMap<String, String>,
@@ -102,6 +106,7 @@ impl DbSpec {
             name: String::new(),
             uri: String::new(),
             ca_file: None,
+            ca_pem: None,
             server_name: None,
             labels: BTreeMap::new(),
         };
@@ -222,7 +227,14 @@ impl DbSpec {
 
 /// The database service of one agent.
 pub struct DbService {
-    pub specs: Vec<DbSpec>,
+    /// Databases from the configuration (`db_service.databases`, `--db`).
+    static_specs: Vec<DbSpec>,
+    /// Those and the `db` resources the selectors match, as announced now.
+    specs: std::sync::RwLock<Vec<DbSpec>>,
+    /// `db_service.resources`: which `db` resources this agent serves.
+    selectors: Vec<resources::Selector>,
+    /// Bumped when `specs` changes, so that the tunnel announces them again.
+    pub changed: tokio::sync::watch::Sender<u64>,
     certs: certs::ClientCerts,
     audit: AgentAudit,
     max_statement: usize,
@@ -240,6 +252,7 @@ impl std::fmt::Debug for DbService {
 impl DbService {
     pub fn new(
         specs: Vec<DbSpec>,
+        selectors: Vec<resources::Selector>,
         cluster: &str,
         host_id: &str,
         connect: crate::node::audit::ChannelMaker,
@@ -248,7 +261,10 @@ impl DbService {
             s.validate().map_err(|e| anyhow::anyhow!(e))?;
         }
         Ok(Arc::new(Self {
-            specs,
+            specs: std::sync::RwLock::new(specs.clone()),
+            static_specs: specs,
+            selectors,
+            changed: tokio::sync::watch::channel(0).0,
             certs: certs::ClientCerts::new(connect.clone())?,
             audit: AgentAudit::start(cluster.to_string(), host_id.to_string(), connect),
             max_statement: DEFAULT_MAX_STATEMENT,
@@ -257,11 +273,19 @@ impl DbService {
     }
 
     pub fn announcements(&self) -> Vec<ResourceAnnouncement> {
-        self.specs.iter().map(DbSpec::announcement).collect()
+        self.current().iter().map(DbSpec::announcement).collect()
     }
 
-    fn spec(&self, name: &str) -> Option<&DbSpec> {
-        self.specs.iter().find(|s| s.name == name)
+    /// The databases served now.
+    pub fn current(&self) -> Vec<DbSpec> {
+        self.specs
+            .read()
+            .map(|s| s.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    fn spec(&self, name: &str) -> Option<DbSpec> {
+        self.current().into_iter().find(|s| s.name == name)
     }
 
     /// Serves one Dial for a database on the agent's data connection `tunnel`: connects to the
@@ -275,7 +299,7 @@ impl DbService {
                 error: r.err(),
             })
         };
-        let Some(spec) = self.spec(&dial.service).cloned() else {
+        let Some(spec) = self.spec(&dial.service) else {
             let e = format!("this agent does not serve database {:?}", dial.service);
             let _ = tunnel.write_frame(&answer(Err(e))).await;
             return;

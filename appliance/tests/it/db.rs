@@ -166,11 +166,20 @@ fn start_db_agent(a: &Appliance, pg: &Postgres) -> Killed {
         pg.port,
         pg.ca_file().display()
     );
+    // Besides its configured database, the agent serves `db` resources labelled source=resource.
+    let config = a.dir.path().join("db-agent.yaml");
+    std::fs::write(
+        &config,
+        "version: v1\ndb_service:\n  resources:\n    - labels: {source: resource}\n",
+    )
+    .unwrap();
     let child = Command::new(HOP)
         .args([
             "start", "--roles", "db", "--proxy", &a.addr, "--ca-pin", &a.pin,
         ])
-        .args(["--token", &db_token(a), "--db", &spec, "--data-dir"])
+        .args(["--token", &db_token(a), "--db", &spec, "--config"])
+        .arg(&config)
+        .arg("--data-dir")
         .arg(&data)
         .env("HOP_LOG", "info")
         .stdout(Stdio::null())
@@ -536,6 +545,51 @@ fn refusals_reach_psql_and_never_the_database() {
         "{}",
         stderr(&out)
     );
+
+    // A `db` resource created by an administrator is served by the agent whose selector
+    // matches it, and goes away when deleted.
+    let res = a.dir.path().join("pg2.yaml");
+    std::fs::write(
+        &res,
+        format!(
+            "kind: db\nversion: v3\nmetadata:\n  name: pg2\n  labels: {{env: test, source: resource}}\nspec:\n  protocol: postgres\n  uri: 127.0.0.1:{}\n  tls:\n    ca_cert: |\n{}",
+            pg.port,
+            std::fs::read_to_string(pg.ca_file())
+                .unwrap()
+                .lines()
+                .map(|l| format!("      {l}\n"))
+                .collect::<String>()
+        ),
+    )
+    .unwrap();
+    a.ok(&["admin", "create", "-f", res.to_str().unwrap()]);
+    wait_for_db(&a, "pg2");
+    a.ok(&[
+        "db",
+        "login",
+        "pg2",
+        "--db-user",
+        "alice",
+        "--db-name",
+        "postgres",
+    ]);
+    let conninfo = a.ok(&["db", "config", "pg2", "--format", "uri"]);
+    let out = Command::new("psql")
+        .arg(conninfo.trim())
+        .args(["-X", "-Atc", "SELECT 'via a db resource'"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("via a db resource"));
+    a.ok(&["admin", "rm", "db/pg2"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a.ok(&["db", "ls", "--format", "json"]).contains("\"pg2\"") {
+        assert!(
+            Instant::now() < deadline,
+            "pg2 still served after its deletion"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
 
     // Refusals are audited.
     let refused = a.ok(&[
