@@ -59,8 +59,29 @@ pub struct DbServiceConfig {
     /// Which `db` resources (`hop admin create -f`) this agent serves, by labels:
     /// `[{labels: {'*': '*'}}]` for all of them.
     pub resources: Vec<crate::db::resources::Selector>,
+    /// What `db.query` events keep.
+    pub audit: DbAuditConfig,
     /// Idle data connections the agent keeps parked at the proxy.
     pub tunnel_pool_size: Option<usize>,
+}
+
+/// `db_service.audit`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DbAuditConfig {
+    /// Statement text kept per event; longer statements are cut and marked `truncated`.
+    pub max_statement_bytes: usize,
+    /// Record the parameters bound to extended-protocol statements (PostgreSQL).
+    pub parameters: bool,
+}
+
+impl Default for DbAuditConfig {
+    fn default() -> Self {
+        Self {
+            max_statement_bytes: crate::db::DEFAULT_MAX_STATEMENT,
+            parameters: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -611,6 +632,12 @@ impl Config {
                 message: format!("[{i}]: {m}"),
             })?;
         }
+        if !(64..=1024 * 1024).contains(&self.db_service.audit.max_statement_bytes) {
+            return Err(invalid(
+                "db_service.audit.max_statement_bytes",
+                "must be between 64 and 1048576".into(),
+            ));
+        }
         if self.runs(ServiceRole::Db)
             && self.db_service.databases.is_empty()
             && self.db_service.resources.is_empty()
@@ -828,6 +855,10 @@ db_service:
   # `db` resources (hop admin create -f) to serve, by labels.
   resources: []
   #  - labels: {env: dev}
+  # What each db.query audit event keeps.
+  audit:
+    max_statement_bytes: 4096
+    parameters: false
 "#;
 
 #[cfg(test)]

@@ -449,6 +449,7 @@ async fn run_agent(cfg: Config) -> anyhow::Result<()> {
             .or(cfg.db_service.tunnel_pool_size)
             .unwrap_or(4),
         db_selectors: cfg.db_service.resources.clone(),
+        db_audit: cfg.db_service.audit.clone(),
         databases: if cfg.runs(ServiceRole::Db) {
             cfg.db_service
                 .databases

@@ -373,6 +373,7 @@ fn simulated(s: &LoadtestSettings, index: usize, id: AgentIdentity) -> Shared {
             node: None,
             databases: Vec::new(),
             db_selectors: Vec::new(),
+            db_audit: Default::default(),
         },
         identity: RwLock::new(id),
         heartbeat: s.heartbeat,

@@ -124,6 +124,8 @@ pub struct AgentSettings {
     pub databases: Vec<crate::db::DbSpec>,
     /// Which `db` resources the db role serves.
     pub db_selectors: Vec<crate::db::resources::Selector>,
+    /// What the db role's `db.query` events keep.
+    pub db_audit: crate::config::DbAuditConfig,
 }
 
 /// One agent as its tasks see it: its settings and its current identity.
@@ -257,6 +259,7 @@ pub async fn run(settings: AgentSettings, shutdown: watch::Receiver<bool>) -> an
         let svc = crate::db::DbService::new(
             settings.databases.clone(),
             settings.db_selectors.clone(),
+            &settings.db_audit,
             &identity.meta.cluster,
             &identity.meta.host_id,
             shared.auth_channels(),

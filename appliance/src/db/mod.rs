@@ -238,6 +238,7 @@ pub struct DbService {
     certs: certs::ClientCerts,
     audit: AgentAudit,
     max_statement: usize,
+    with_parameters: bool,
     mysql_threads: mysql::Threads,
 }
 
@@ -253,6 +254,7 @@ impl DbService {
     pub fn new(
         specs: Vec<DbSpec>,
         selectors: Vec<resources::Selector>,
+        audit: &crate::config::DbAuditConfig,
         cluster: &str,
         host_id: &str,
         connect: crate::node::audit::ChannelMaker,
@@ -267,7 +269,8 @@ impl DbService {
             changed: tokio::sync::watch::channel(0).0,
             certs: certs::ClientCerts::new(connect.clone())?,
             audit: AgentAudit::start(cluster.to_string(), host_id.to_string(), connect),
-            max_statement: DEFAULT_MAX_STATEMENT,
+            max_statement: audit.max_statement_bytes,
+            with_parameters: audit.parameters,
             mysql_threads: mysql::Threads::default(),
         }))
     }

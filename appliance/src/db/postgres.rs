@@ -218,7 +218,7 @@ where
 {
     let (mut client_r, mut client_w) = tokio::io::split(client);
     let (mut db_r, mut db_w) = tokio::io::split(db);
-    let mut auditor = QueryAuditor::new(svc.max_statement, false);
+    let mut auditor = QueryAuditor::new(svc.max_statement, svc.with_parameters);
     let upstream = async {
         let mut moved = 0u64;
         let mut buf = vec![0u8; RELAY_BUFFER];
