@@ -32,14 +32,13 @@ pub struct HopOptions {
 }
 
 struct HopGuard {
-    // Field order is drop order: the client side first, the agent, then the appliance, then the dir.
+    // Field order is drop order: the client side first, the agent, then the appliance (and its dir).
     _client: Spawned,
     _agent: Spawned,
-    _proxy: Spawned,
-    _dir: tempfile::TempDir,
+    _appliance: Appliance,
 }
 
-fn run(cmd: &mut Command, stdin: &str) -> anyhow::Result<Output> {
+pub fn run(cmd: &mut Command, stdin: &str) -> anyhow::Result<Output> {
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -52,7 +51,7 @@ fn run(cmd: &mut Command, stdin: &str) -> anyhow::Result<Output> {
     Ok(child.wait_with_output()?)
 }
 
-fn ok(what: &str, out: Output) -> anyhow::Result<String> {
+pub fn ok(what: &str, out: Output) -> anyhow::Result<String> {
     if !out.status.success() {
         bail!(
             "{what} failed ({}): {}{}",
@@ -91,173 +90,219 @@ fn stdout_lines(p: &mut Spawned) -> anyhow::Result<mpsc::Receiver<String>> {
     Ok(rx)
 }
 
-/// Starts `hop start` and reads its banner; returns the process, the proxy address and the CA pin.
-fn start_appliance(
-    opts: &HopOptions,
-    dir: &Path,
-) -> anyhow::Result<(Spawned, String, String, PathBuf)> {
-    let data = dir.join("data");
-    let diag = format!("127.0.0.1:{}", procs::free_port()?);
-    let workers = opts
-        .workers
-        .map(|w| format!("  workers: {w}\n"))
-        .unwrap_or_default();
-    let config = dir.join("hop.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: v1\nhop:\n  data_dir: {}\n  diag_addr: {diag}\n  log:\n    severity: warn\n\
-             auth_service:\n  cluster_name: bench.cluster\n\
-             proxy_service:\n  listen_addr: 127.0.0.1:0\n{workers}",
-            data.display()
-        ),
-    )?;
-    let mut cmd = procs::command(&opts.binary);
-    cmd.args(["start", "--config"])
-        .arg(&config)
-        .stdout(Stdio::piped());
-    let mut proxy = Spawned::start("hop start", cmd, &dir.join("hop.log"), true)?;
-    let rx = stdout_lines(&mut proxy)?;
-    let (mut addr, mut pin) = (String::new(), String::new());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = match rx.recv_timeout(left) {
-            Ok(l) => l,
-            Err(_) => {
-                proxy.check_running()?;
-                bail!(
-                    "hop start printed no banner within 60 s; log:\n{}",
-                    procs::log_tail(&proxy.log, 30)
-                );
-            }
-        };
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            addr = rest.trim_end_matches(')').to_string();
-        }
-        if let Some(p) = line.trim().strip_prefix("CA pin:") {
-            pin = p.trim().to_string();
-        }
-        if line.contains("hop login") {
-            break;
-        }
-    }
-    if addr.is_empty() || pin.is_empty() {
-        bail!("could not read the proxy address and CA pin from hop's banner");
-    }
-    Ok((proxy, addr, pin, data))
+/// A running `hop start` (Auth + Proxy) on loopback and what the CLI needs to drive it.
+pub struct Appliance {
+    pub binary: PathBuf,
+    /// The proxy's one port, `127.0.0.1:PORT`.
+    pub addr: String,
+    pub pin: String,
+    /// The diagnostics listener (`/metrics`).
+    pub diag: String,
+    pub data: PathBuf,
+    /// `HOP_HOME` of the benchmark's user.
+    pub home: PathBuf,
+    // Field order is drop order: the process before its directory.
+    pub proxy: Spawned,
+    pub dir: tempfile::TempDir,
 }
 
-/// Starts the whole hop path to `target` and returns it as a contender.
-pub fn start(opts: &HopOptions, target: SocketAddr) -> anyhow::Result<Contender> {
-    let dir = tempfile::Builder::new().prefix("hop-bench-").tempdir()?;
-    let (proxy, addr, pin, data) = start_appliance(opts, dir.path())?;
-    let home = dir.path().join("home");
-    let hop = |args: &[&str], stdin: &str| -> anyhow::Result<Output> {
+impl Appliance {
+    /// Starts `hop start` in a new temp dir and reads its banner (the proxy address, the CA pin).
+    pub fn start(opts: &HopOptions) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("hop-bench-").tempdir()?;
+        let data = dir.path().join("data");
+        let diag = format!("127.0.0.1:{}", procs::free_port()?);
+        let workers = opts
+            .workers
+            .map(|w| format!("  workers: {w}\n"))
+            .unwrap_or_default();
+        let config = dir.path().join("hop.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: v1\nhop:\n  data_dir: {}\n  diag_addr: {diag}\n  log:\n    severity: warn\n\
+                 auth_service:\n  cluster_name: bench.cluster\n\
+                 proxy_service:\n  listen_addr: 127.0.0.1:0\n{workers}",
+                data.display()
+            ),
+        )?;
+        let mut cmd = procs::command(&opts.binary);
+        cmd.args(["start", "--config"])
+            .arg(&config)
+            .stdout(Stdio::piped());
+        let mut proxy = Spawned::start("hop start", cmd, &dir.path().join("hop.log"), true)?;
+        let rx = stdout_lines(&mut proxy)?;
+        let (mut addr, mut pin) = (String::new(), String::new());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match rx.recv_timeout(left) {
+                Ok(l) => l,
+                Err(_) => {
+                    proxy.check_running()?;
+                    bail!(
+                        "hop start printed no banner within 60 s; log:\n{}",
+                        procs::log_tail(&proxy.log, 30)
+                    );
+                }
+            };
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                addr = rest.trim_end_matches(')').to_string();
+            }
+            if let Some(p) = line.trim().strip_prefix("CA pin:") {
+                pin = p.trim().to_string();
+            }
+            if line.contains("hop login") {
+                break;
+            }
+        }
+        if addr.is_empty() || pin.is_empty() {
+            bail!("could not read the proxy address and CA pin from hop's banner");
+        }
+        let home = dir.path().join("home");
+        Ok(Self {
+            binary: opts.binary.clone(),
+            addr,
+            pin,
+            diag,
+            data,
+            home,
+            proxy,
+            dir,
+        })
+    }
+
+    /// Runs the hop CLI as the benchmark's user and administrator (`HOP_HOME`, `HOP_DATA_DIR`).
+    pub fn hop(&self, args: &[&str], stdin: &str) -> anyhow::Result<Output> {
         run(
-            Command::new(&opts.binary)
+            Command::new(&self.binary)
                 .args(args)
-                .env("HOP_HOME", &home)
-                .env("HOP_DATA_DIR", &data)
+                .env("HOP_HOME", &self.home)
+                .env("HOP_DATA_DIR", &self.data)
                 .env_remove("HOP_PROXY")
                 .env_remove("HOP_CA_PIN"),
             stdin,
         )
-    };
+    }
 
-    // A user with the `access` role (every app), signed up and logged in.
-    let v: serde_json::Value = serde_json::from_str(
+    /// [`Appliance::hop`], failing unless it succeeds; its standard output.
+    pub fn ok(&self, args: &[&str]) -> anyhow::Result<String> {
+        let what = format!(
+            "hop {}",
+            args.iter().take(3).copied().collect::<Vec<_>>().join(" ")
+        );
+        ok(&what, self.hop(args, "")?)
+    }
+
+    /// Adds `user` with `roles` (comma separated), signs them up and logs them in (TOTP codes
+    /// from `oathtool`), as the end-to-end tests do.
+    pub fn add_user(&self, user: &str, roles: &str, logins: &str) -> anyhow::Result<()> {
+        let v: serde_json::Value = serde_json::from_str(
+            self.ok(&[
+                "admin", "users", "add", user, "--roles", roles, "--logins", logins, "--format",
+                "json",
+            ])?
+            .trim(),
+        )?;
+        let invite = v["token"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no invite token in {v}"))?;
+        let secret_file = self.dir.path().join(format!("{user}.totp"));
         ok(
-            "hop admin users add",
-            hop(
+            "hop signup",
+            self.hop(
                 &[
-                    "admin", "users", "add", USER, "--roles", "access", "--logins", USER,
-                    "--format", "json",
+                    "signup",
+                    invite,
+                    "--proxy",
+                    &self.addr,
+                    "--ca-pin",
+                    &self.pin,
+                    "--password-stdin",
+                    "--totp-secret-file",
+                    &secret_file.to_string_lossy(),
                 ],
-                "",
+                &format!("{PASSWORD}\n"),
             )?,
-        )?
-        .trim(),
-    )?;
-    let invite = v["token"]
-        .as_str()
-        .ok_or_else(|| anyhow!("no invite token in {v}"))?;
-    let secret_file = dir.path().join("totp");
-    ok(
-        "hop signup",
-        hop(
-            &[
-                "signup",
-                invite,
-                "--proxy",
-                &addr,
-                "--ca-pin",
-                &pin,
-                "--password-stdin",
-                "--totp-secret-file",
-                &secret_file.to_string_lossy(),
-            ],
-            &format!("{PASSWORD}\n"),
-        )?,
-    )?;
-    let secret = std::fs::read_to_string(&secret_file)?.trim().to_string();
-    // The sign-up used the current code; codes work once, so log in with the next step's.
-    let code = totp(&secret, 30)?;
-    ok(
-        "hop login",
-        hop(
-            &[
-                "login",
-                "--proxy",
-                &addr,
-                "--ca-pin",
-                &pin,
-                "--user",
-                USER,
-                "--password-stdin",
-                "--otp",
-                &code,
-            ],
-            &format!("{PASSWORD}\n"),
-        )?,
-    )?;
+        )?;
+        let secret = std::fs::read_to_string(&secret_file)?.trim().to_string();
+        // The sign-up used the current code; codes work once, so log in with the next step's.
+        let code = totp(&secret, 30)?;
+        ok(
+            "hop login",
+            self.hop(
+                &[
+                    "login",
+                    "--proxy",
+                    &self.addr,
+                    "--ca-pin",
+                    &self.pin,
+                    "--user",
+                    user,
+                    "--password-stdin",
+                    "--otp",
+                    &code,
+                ],
+                &format!("{PASSWORD}\n"),
+            )?,
+        )?;
+        Ok(())
+    }
+
+    /// A new join token for an agent of `kind` (`app`, `db`, ...).
+    pub fn join_token(&self, kind: &str) -> anyhow::Result<String> {
+        let tok: serde_json::Value = serde_json::from_str(
+            self.ok(&["admin", "tokens", "add", "--type", kind, "--format", "json"])?
+                .trim(),
+        )?;
+        Ok(tok["token"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no join token in {tok}"))?
+            .to_string())
+    }
+
+    /// One unlabelled counter or gauge from the appliance's `/metrics` (diagnostics listener).
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let text = procs::http_get(&self.diag, "/metrics").ok()?;
+        text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            (k == name || k.strip_prefix(name)?.starts_with('{'))
+                .then(|| v.trim().parse().ok())
+                .flatten()
+        })
+    }
+}
+
+/// Starts the whole hop path to `target` and returns it as a contender.
+pub fn start(opts: &HopOptions, target: SocketAddr) -> anyhow::Result<Contender> {
+    let a = Appliance::start(opts)?;
+    // A user with the `access` role (every app), signed up and logged in.
+    a.add_user(USER, "access", USER)?;
 
     // An app agent joined with a token, publishing the target.
-    let tok: serde_json::Value = serde_json::from_str(
-        ok(
-            "hop admin tokens add",
-            hop(
-                &[
-                    "admin", "tokens", "add", "--type", "app", "--format", "json",
-                ],
-                "",
-            )?,
-        )?
-        .trim(),
-    )?;
-    let token = tok["token"]
-        .as_str()
-        .ok_or_else(|| anyhow!("no join token in {tok}"))?;
-    let agent_cfg = dir.path().join("agent.yaml");
+    let token = a.join_token("app")?;
+    let agent_cfg = a.dir.path().join("agent.yaml");
     std::fs::write(
         &agent_cfg,
         format!(
-            "version: v1\nhop:\n  data_dir: {}\n  roles: [app]\n  proxy_server: {addr}\n  \
-             join_token: {token}\n  ca_pin: {pin}\n  log:\n    severity: warn\n\
+            "version: v1\nhop:\n  data_dir: {}\n  roles: [app]\n  proxy_server: {}\n  \
+             join_token: {token}\n  ca_pin: {}\n  log:\n    severity: warn\n\
              app_service:\n  tunnel_pool_size: {}\n  apps:\n    - name: {APP}\n      \
              uri: tcp://{target}\n",
-            dir.path().join("agent-data").display(),
+            a.dir.path().join("agent-data").display(),
+            a.addr,
+            a.pin,
             opts.pool_size
         ),
     )?;
     let mut cmd = procs::command(&opts.binary);
     cmd.args(["start", "--config"]).arg(&agent_cfg);
-    let mut agent = Spawned::start("hop agent", cmd, &dir.path().join("agent.log"), false)?;
+    let mut agent = Spawned::start("hop agent", cmd, &a.dir.path().join("agent.log"), false)?;
     // Wait until the proxy holds the agent's whole warm pool.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         agent.check_running()?;
-        let out = hop(&["admin", "inventory", "ls", "--format", "json"], "")?;
+        let out = a.hop(&["admin", "inventory", "ls", "--format", "json"], "")?;
         if out.status.success() {
             let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
             let pooled = v
@@ -282,13 +327,13 @@ pub fn start(opts: &HopOptions, target: SocketAddr) -> anyhow::Result<Contender>
     let port = procs::free_port()?;
     let mut cmd = procs::command(&opts.binary);
     cmd.args(["proxy", "app", APP, "--port", &port.to_string()])
-        .env("HOP_HOME", &home)
+        .env("HOP_HOME", &a.home)
         .env("HOP_LOG", "warn")
         .stdout(Stdio::piped());
     let mut client = Spawned::start(
         "hop proxy app",
         cmd,
-        &dir.path().join("proxy-app.log"),
+        &a.dir.path().join("proxy-app.log"),
         true,
     )?;
     let line = stdout_lines(&mut client)?
@@ -302,7 +347,7 @@ pub fn start(opts: &HopOptions, target: SocketAddr) -> anyhow::Result<Contender>
 
     let procs = vec![
         (Role::Client, client.pid()),
-        (Role::Proxy, proxy.pid()),
+        (Role::Proxy, a.proxy.pid()),
         (Role::Agent, agent.pid()),
     ];
     Ok(Contender {
@@ -322,8 +367,43 @@ pub fn start(opts: &HopOptions, target: SocketAddr) -> anyhow::Result<Contender>
         _guard: Box::new(HopGuard {
             _client: client,
             _agent: agent,
-            _proxy: proxy,
-            _dir: dir,
+            _appliance: a,
         }),
     })
+}
+
+/// Starts a db agent (`hop start --roles db`) joined to `a` by token, publishing one PostgreSQL
+/// database (`spec` is the `--db` value), and waits until `hop db ls` lists it.
+pub fn start_db_agent(a: &Appliance, name: &str, spec: &str) -> anyhow::Result<Spawned> {
+    let token = a.join_token("db")?;
+    let data = a.dir.path().join("db-agent");
+    let mut cmd = procs::command(&a.binary);
+    cmd.args([
+        "start", "--roles", "db", "--proxy", &a.addr, "--ca-pin", &a.pin,
+    ])
+    .args(["--token", &token, "--db", spec, "--data-dir"])
+    .arg(&data)
+    .env("HOP_LOG", "warn");
+    let mut agent = Spawned::start(
+        "hop db agent",
+        cmd,
+        &a.dir.path().join("db-agent.log"),
+        false,
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let needle = format!("\"name\": \"{name}\"");
+    loop {
+        agent.check_running()?;
+        let out = a.hop(&["db", "ls", "--format", "json"], "")?;
+        if out.status.success() && String::from_utf8_lossy(&out.stdout).contains(&needle) {
+            return Ok(agent);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "database {name} was not listed within 60 s; agent log:\n{}",
+                procs::log_tail(&agent.log, 30)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

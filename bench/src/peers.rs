@@ -25,7 +25,7 @@ use crate::contender::{Contender, Role};
 use crate::pki::Pki;
 use crate::procs::{self, Spawned};
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()

@@ -63,3 +63,43 @@ impl Pki {
         })
     }
 }
+
+/// Paths of a throwaway CA and one client certificate from it, written by [`client_cert`].
+#[derive(Debug, Clone)]
+pub struct ClientCert {
+    pub ca: PathBuf,
+    pub crt: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A new ECDSA P-256 CA and a client certificate from it whose common name is `user` (what
+/// PostgreSQL's `cert` authentication compares with the database user). The key file is 0600, as
+/// libpq requires.
+pub fn client_cert(dir: &Path, user: &str) -> anyhow::Result<ClientCert> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(dir)?;
+    let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "hop-bench direct client CA");
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.distinguished_name.push(DnType::CommonName, user);
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = p.signed_by(&key, &issuer)?;
+    let write = |name: &str, text: &str, mode: u32| -> anyhow::Result<PathBuf> {
+        let p = dir.join(name);
+        std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))?;
+        Ok(p)
+    };
+    Ok(ClientCert {
+        ca: write("client-ca.pem", &ca_cert.pem(), 0o644)?,
+        crt: write("client.crt", &cert.pem(), 0o644)?,
+        key: write("client.key", &key.serialize_pem(), 0o600)?,
+    })
+}

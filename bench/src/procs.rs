@@ -109,6 +109,25 @@ pub fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
     }
 }
 
+/// Like [`command`], run as the OS user `user` when given (the harness must be root): with
+/// `setpriv` the user is switched and the program exec'd, so the PID is still the program's.
+pub fn command_as(user: Option<&str>, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let Some(user) = user else {
+        return command(program);
+    };
+    if have_setpriv() {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid", user, "--regid", user, "--init-groups"])
+            .args(["--pdeathsig", "KILL", "--"])
+            .arg(program);
+        c
+    } else {
+        let mut c = Command::new("runuser");
+        c.args(["-u", user, "--"]).arg(program);
+        c
+    }
+}
+
 fn clock_ticks() -> f64 {
     static TCK: OnceLock<f64> = OnceLock::new();
     *TCK.get_or_init(|| {
@@ -130,6 +149,58 @@ pub fn parse_stat_ticks(stat: &str) -> Option<u64> {
     let utime: u64 = f.get(11)?.parse().ok()?;
     let stime: u64 = f.get(12)?.parse().ok()?;
     Some(utime + stime)
+}
+
+/// Parses cutime+cstime (clock ticks: the CPU time of the children it has waited for) out of a
+/// `/proc/PID/stat` line.
+pub fn parse_stat_child_ticks(stat: &str) -> Option<u64> {
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // cutime is field 16, cstime field 17.
+    let cutime: u64 = f.get(13)?.parse().ok()?;
+    let cstime: u64 = f.get(14)?.parse().ok()?;
+    Some(cutime + cstime)
+}
+
+/// The parent PID out of a `/proc/PID/stat` line.
+pub fn parse_stat_ppid(stat: &str) -> Option<u32> {
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// CPU seconds the children a process has waited for (reaped) have used.
+pub fn children_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(parse_stat_child_ticks(&stat)? as f64 / clock_ticks())
+}
+
+/// The PIDs whose parent is `pid`.
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| parse_stat_ppid(&s))
+                == Some(pid)
+        })
+        .collect()
+}
+
+/// CPU seconds of a server that forks a process per connection (PostgreSQL): the process itself,
+/// its live children, and the children it has already reaped. A child alive at one reading and
+/// reaped by the next moves from the live sum into the parent's reaped total, so the difference
+/// between two readings is right as long as the children that ended were reaped before the second.
+pub fn tree_cpu_seconds(pid: u32) -> Option<f64> {
+    let own = cpu_seconds(pid)? + children_cpu_seconds(pid)?;
+    Some(
+        own + children(pid)
+            .into_iter()
+            .filter_map(cpu_seconds)
+            .sum::<f64>(),
+    )
 }
 
 /// CPU seconds (user + system, all threads) a process has used so far.
@@ -197,6 +268,41 @@ pub fn wait_listening(port: u16, limit: Duration) -> anyhow::Result<()> {
     ))
 }
 
+/// The body of `GET path` from an HTTP/1 server at `addr` (the appliance's diagnostics listener).
+pub fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
+    use std::io::Write as _;
+    let sa: SocketAddr = addr.parse().with_context(|| format!("address {addr}"))?;
+    let mut s = std::net::TcpStream::connect_timeout(&sa, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow!("GET {path}: no HTTP response"))?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        bail!("GET {path}: {}", head.lines().next().unwrap_or_default());
+    }
+    Ok(body.to_string())
+}
+
+/// Total size in bytes of the files under `dir` (recursively).
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.filter_map(|e| e.ok())
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
+            _ => 0,
+        })
+        .sum()
+}
+
 /// A program on PATH (or in /usr/sbin, where Debian puts haproxy and nginx).
 pub fn find_program(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -229,6 +335,11 @@ mod tests {
         let stat = "1234 (hop (x) y) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 9 0 1000 \
                     100000 2000 18446744073709551615";
         assert_eq!(parse_stat_ticks(stat), Some(325));
+        assert_eq!(parse_stat_child_ticks(stat), Some(0));
+        assert_eq!(parse_stat_ppid(stat), Some(1));
+        let stat = "77 (postgres) S 70 77 77 0 -1 4194560 100 0 0 0 10 5 300 45 20 0 1 0 1000";
+        assert_eq!(parse_stat_child_ticks(stat), Some(345));
+        assert_eq!(parse_stat_ppid(stat), Some(70));
         assert_eq!(parse_stat_ticks("garbage"), None);
         let status = "Name:\thop\nVmPeak:\t  9999 kB\nVmRSS:\t   20480 kB\nThreads:\t5\n";
         assert_eq!(parse_rss_kib(status), Some(20480));
@@ -240,5 +351,7 @@ mod tests {
         let pid = std::process::id();
         assert!(cpu_seconds(pid).is_some());
         assert!(rss_kib(pid).unwrap() > 0);
+        assert!(children_cpu_seconds(pid).is_some());
+        assert!(tree_cpu_seconds(pid).is_some());
     }
 }

@@ -48,7 +48,7 @@ struct DbFiles {
 }
 
 /// The directory of the current login's database files.
-fn db_dir(paths: &Paths) -> PathBuf {
+pub fn db_dir(paths: &Paths) -> PathBuf {
     paths
         .home
         .join("db")

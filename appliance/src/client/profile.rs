@@ -208,6 +208,8 @@ pub fn remove_current(home: &Path) -> anyhow::Result<Option<Profile>> {
     ] {
         let _ = std::fs::remove_file(f);
     }
+    // Database certificates of this login (`hop db login`) go with it.
+    let _ = std::fs::remove_dir_all(super::db::db_dir(&paths));
     let _ = std::fs::remove_file(paths.profile());
     let _ = std::fs::remove_file(home.join("current"));
     Ok(Some(p))
