@@ -309,6 +309,8 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         let router = grpc_router
             .clone()
             .merge(proxy::web::router(auth.clone(), web_addr.clone()));
+        let jump = proxy::jump::JumpHost::new(auth.clone(), registry.clone(), proxy_names(&cfg))?;
+        tasks.spawn(jump.clone().keep_fresh(shutdown_rx.clone()));
         let identify: proxy::listener::IdentifyPeer = {
             let users = vec![auth.authorities().user.public()];
             let hosts = vec![auth.authorities().host.public()];
@@ -344,6 +346,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
                 registry: registry.clone(),
                 auth: auth.clone(),
                 cancels: Default::default(),
+                jump: jump.clone(),
             },
             settings,
             metrics.clone(),

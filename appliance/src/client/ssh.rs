@@ -229,16 +229,27 @@ pub fn config() -> anyhow::Result<()> {
         "# Add this to ~/.ssh/config, then: ssh LOGIN@NODE.{}",
         f.cluster
     );
+    let common = || {
+        println!(
+            "    UserKnownHostsFile \"{}\"",
+            f.paths.known_hosts().display()
+        );
+        println!("    GlobalKnownHostsFile /dev/null");
+        println!("    IdentityFile \"{}\"", f.paths.ssh_key().display());
+        println!("    CertificateFile \"{}\"", f.paths.ssh_cert().display());
+        println!("    IdentitiesOnly yes");
+        println!("    StrictHostKeyChecking yes");
+    };
+    // The proxy itself, as a jump host: ssh -J proxy.CLUSTER LOGIN@NODE.CLUSTER (before the
+    // wildcard block, so that its ProxyCommand does not apply to the proxy).
+    let (proxy_host, proxy_port) = super::connect::split_host_port(&login.profile.proxy)?;
+    println!("Host proxy.{}", f.cluster);
+    println!("    HostName {proxy_host}");
+    println!("    Port {proxy_port}");
+    println!("    ProxyCommand none");
+    common();
     println!("Host *.{}", f.cluster);
-    println!(
-        "    UserKnownHostsFile \"{}\"",
-        f.paths.known_hosts().display()
-    );
-    println!("    GlobalKnownHostsFile /dev/null");
-    println!("    IdentityFile \"{}\"", f.paths.ssh_key().display());
-    println!("    CertificateFile \"{}\"", f.paths.ssh_cert().display());
-    println!("    IdentitiesOnly yes");
-    println!("    StrictHostKeyChecking yes");
+    common();
     println!("    ProxyCommand {}", f.proxy_command());
     Ok(())
 }

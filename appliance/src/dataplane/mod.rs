@@ -45,6 +45,8 @@ pub enum HandoffKind {
     Tls,
     /// A PostgreSQL startup-phase packet (TLS may follow an SSLRequest).
     Postgres,
+    /// An SSH identification line (the proxy as a jump host).
+    Ssh,
 }
 
 /// Settings of the data plane.

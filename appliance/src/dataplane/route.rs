@@ -26,7 +26,7 @@ pub enum RejectReason {
     ProxyUntrusted,
     /// A second PROXY header after the first.
     ProxyRepeated,
-    /// A protocol whose route is not served by this build yet (plain SSH).
+    /// A protocol whose route is not served by this build or this process.
     RouteUnavailable,
     /// Nothing classifiable arrived before `first_byte_timeout`.
     FirstByteTimeout,
@@ -92,6 +92,8 @@ pub enum Decision {
     /// A PostgreSQL client (SSLRequest, GSSENCRequest, StartupMessage or CancelRequest): hand
     /// the untouched socket to the control plane, which answers the request and terminates TLS.
     Postgres,
+    /// An SSH client (the proxy as a jump host): hand the untouched socket to the control plane.
+    Ssh,
     /// Plain HTTP: read `head_len` bytes and answer with a redirect to `location`.
     RedirectHttps { location: String, head_len: usize },
     /// Plain HTTP that cannot be redirected (no usable Host): answer 400 after `head_len` bytes.
@@ -176,7 +178,7 @@ pub fn decide(buf: &[u8], peer: IpAddr, trusted: &[Cidr], proxy_seen: bool) -> D
         Protocol::PostgresSsl | Protocol::PostgresGss | Protocol::PostgresStartup => {
             Decision::Postgres
         }
-        Protocol::Ssh => Decision::Reject(RejectReason::RouteUnavailable),
+        Protocol::Ssh => Decision::Ssh,
         Protocol::Unknown => Decision::Reject(RejectReason::UnknownProtocol),
     }
 }
@@ -274,7 +276,7 @@ mod tests {
         );
         assert_eq!(
             decide(b"SSH-2.0-OpenSSH_9.2\r\n", peer(), &[], false),
-            Decision::Reject(RejectReason::RouteUnavailable)
+            Decision::Ssh
         );
         for r in RejectReason::ALL {
             assert_eq!(RejectReason::ALL[r.index()], r);

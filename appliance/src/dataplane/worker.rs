@@ -189,9 +189,13 @@ async fn serve(
         Err(_) => Err(RejectReason::FirstByteTimeout),
     };
     match decided {
-        Ok((decision @ (Decision::ControlPlane { .. } | Decision::Postgres), client)) => {
+        Ok((
+            decision @ (Decision::ControlPlane { .. } | Decision::Postgres | Decision::Ssh),
+            client,
+        )) => {
             let (kind, alpn) = match decision {
                 Decision::ControlPlane { alpn, .. } => (HandoffKind::Tls, alpn),
+                Decision::Ssh => (HandoffKind::Ssh, None),
                 _ => (HandoffKind::Postgres, None),
             };
             let _ = stream.set_nodelay(true);

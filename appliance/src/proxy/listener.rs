@@ -80,6 +80,8 @@ pub struct TlsRoutes {
     pub auth: Arc<AuthServer>,
     /// PostgreSQL sessions' cancel keys.
     pub cancels: Arc<crate::proxy::db_cancel::CancelRegistry>,
+    /// SSH connections on the one port (`ssh -J`).
+    pub jump: Arc<crate::proxy::jump::JumpHost>,
 }
 
 impl TlsRoutes {
@@ -118,6 +120,28 @@ pub async fn serve_tls(
         let remote = handoff.client;
         let guard = handoff.guard;
         let postgres = handoff.kind == HandoffKind::Postgres;
+        if handoff.kind == HandoffKind::Ssh {
+            drop(permit);
+            let stream = match handoff
+                .stream
+                .set_nonblocking(true)
+                .and_then(|()| TcpStream::from_std(handoff.stream))
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot adopt a handed-off connection");
+                    continue;
+                }
+            };
+            let (jump, metrics) = (routes.jump.clone(), metrics.clone());
+            tokio::spawn(async move {
+                metrics.connections_active.inc();
+                jump.serve(stream, remote).await;
+                metrics.connections_active.dec();
+                drop(guard);
+            });
+            continue;
+        }
         tracing::trace!(%remote, worker = handoff.worker, alpn = ?handoff.alpn, "connection from the data plane");
         let stream = match handoff
             .stream

@@ -216,6 +216,19 @@ fn ssh_scp_sftp_and_forwarding_through_a_tunnelled_node() {
     let out = openssh(&a, &cfg, "ssh", &[&host, "echo", "via-openssh"]);
     assert!(out.status.success(), "ssh: {}", stderr(&out));
     assert_eq!(stdout(&out).trim(), "via-openssh");
+    // The proxy as a jump host on its one port (`ssh -J`), with the host certificate checked.
+    let jump = format!("proxy.{cluster}");
+    let out = openssh(
+        &a,
+        &cfg,
+        "ssh",
+        &["-J", &jump, &host, "echo", "via-jump-host"],
+    );
+    assert!(out.status.success(), "ssh -J: {}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "via-jump-host");
+    // The jump host has no shell of its own.
+    let out = openssh(&a, &cfg, "ssh", &[&jump, "true"]);
+    assert!(!out.status.success());
     let batch = a.dir.path().join("sftp.batch");
     let sftp_dst = a.dir.path().join("sftp-put.txt");
     std::fs::write(

@@ -1,0 +1,324 @@
+//! The proxy as an SSH jump host on the one port: `ssh -J PROXY:3080 root@node1.CLUSTER`.
+//!
+//! The data plane sees `SSH-` as the first bytes and hands the connection here. This module owns
+//! that SSH server: the proxy's host key and a host certificate from the cluster's host CA
+//! (principals: the proxy's names; renewed before it expires), user authentication by user
+//! certificate only (signed by the user CA, this cluster's, user not locked), and the one thing a
+//! jump host does: `direct-tcpip` channels to a node, resolved like `hop ssh` resolves it, checked
+//! against the roles (some certificate login must be allowed on the node), then carried over a
+//! pooled tunnel connection to the node's agent. The inner SSH session stays end to end between
+//! the client and the node, which authenticates the user again. Shells, exec and forwarding to
+//! anything but a node are refused.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, anyhow};
+use arc_swap::ArcSwap;
+use hop_ca::Identity;
+use russh::keys::Certificate;
+use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
+use russh::{Channel, ChannelOpenFailure};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::dial::dial_agent;
+use super::ssh::resolve;
+use super::tunnels::TunnelRegistry;
+use crate::auth::AuthServer;
+use crate::auth::audit::EventKind;
+
+/// Lifetime of the jump host's SSH host certificate; it is renewed at half of it.
+const HOST_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// The jump host: its current SSH configuration and what sessions need.
+pub struct JumpHost {
+    config: ArcSwap<russh::server::Config>,
+    names: Vec<String>,
+    registry: Arc<TunnelRegistry>,
+    auth: Arc<AuthServer>,
+}
+
+impl std::fmt::Debug for JumpHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JumpHost")
+            .field("names", &self.names)
+            .finish_non_exhaustive()
+    }
+}
+
+fn server_config(auth: &AuthServer, names: &[String]) -> anyhow::Result<russh::server::Config> {
+    let pair = hop_ca::generate_ssh_keypair(&mut rand::rng()).map_err(|e| anyhow!("{e}"))?;
+    let cert = auth
+        .authorities()
+        .host
+        .issue_host_ssh(
+            &pair.public_openssh,
+            "proxy",
+            names,
+            auth.now(),
+            HOST_CERT_TTL,
+            &mut rand::rng(),
+        )
+        .map_err(|e| anyhow!("issuing the jump host's certificate: {e}"))?;
+    let key = russh::keys::PrivateKey::from_openssh(pair.private_openssh.trim())
+        .context("reading the jump host key")?;
+    let cert =
+        Certificate::from_openssh(cert.trim()).context("reading the jump host certificate")?;
+    let mut methods = russh::MethodSet::empty();
+    methods.push(russh::MethodKind::PublicKey);
+    Ok(russh::server::Config {
+        server_id: russh::SshId::Standard(
+            format!("SSH-2.0-Hop_{}", env!("CARGO_PKG_VERSION")).into(),
+        ),
+        methods,
+        auth_rejection_time: Duration::from_millis(300),
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        keys: vec![key],
+        certificates: vec![cert],
+        max_auth_attempts: 6,
+        // A jump connection that carries nothing for this long is closed.
+        inactivity_timeout: Some(Duration::from_secs(3600)),
+        keepalive_interval: Some(Duration::from_secs(60)),
+        keepalive_max: 3,
+        nodelay: true,
+        ..Default::default()
+    })
+}
+
+impl JumpHost {
+    /// A jump host answering to `names` (and `CLUSTER` names of the proxy).
+    pub fn new(
+        auth: Arc<AuthServer>,
+        registry: Arc<TunnelRegistry>,
+        mut names: Vec<String>,
+    ) -> anyhow::Result<Arc<Self>> {
+        names.push(format!("proxy.{}", auth.cluster_name()));
+        names.sort();
+        names.dedup();
+        let config = server_config(&auth, &names)?;
+        Ok(Arc::new(Self {
+            config: ArcSwap::from_pointee(config),
+            names,
+            registry,
+            auth,
+        }))
+    }
+
+    /// Renews the host certificate at half its life until shutdown.
+    pub async fn keep_fresh(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(HOST_CERT_TTL / 2) => {}
+                _ = crate::signals::until_shutdown(&mut shutdown) => return,
+            }
+            match server_config(&self.auth, &self.names) {
+                Ok(c) => self.config.store(Arc::new(c)),
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "cannot renew the jump host certificate")
+                }
+            }
+        }
+    }
+
+    /// Serves one SSH connection the data plane handed over.
+    pub async fn serve(self: Arc<Self>, stream: TcpStream, remote: SocketAddr) {
+        let handler = JumpHandler {
+            jump: self.clone(),
+            remote,
+            identity: None,
+        };
+        match russh::server::run_stream(self.config.load_full(), stream, handler).await {
+            Ok(running) => {
+                if let Err(e) = running.await {
+                    tracing::debug!(%remote, error = %e, "jump connection ended with an error");
+                }
+            }
+            Err(e) => tracing::debug!(%remote, error = %e, "jump host SSH handshake failed"),
+        }
+    }
+}
+
+struct JumpHandler {
+    jump: Arc<JumpHost>,
+    remote: SocketAddr,
+    identity: Option<Identity>,
+}
+
+impl JumpHandler {
+    fn refused(&self, user: &str, server: &str, why: &str) {
+        let auth = &self.jump.auth;
+        auth.emit(
+            auth.event(EventKind::SshAuth, user)
+                .remote(Some(self.remote))
+                .field("server", server.to_string())
+                .field("via", "jump")
+                .failed(EventKind::SshAuth, why.to_string()),
+        );
+    }
+
+    /// Checks a user certificate: the cluster's user CA, unexpired, this cluster, not locked.
+    fn admit(&self, cert: &Certificate) -> Result<Identity, String> {
+        let text = cert
+            .to_openssh()
+            .map_err(|e| format!("unreadable certificate: {e}"))?;
+        let auth = &self.jump.auth;
+        let (identity, _) = hop_ca::verify_user_ssh(
+            &text,
+            &[auth.authorities().user.public()],
+            SystemTime::now(),
+        )
+        .map_err(|e| format!("certificate refused: {e}"))?;
+        if identity.cluster != auth.cluster_name() {
+            return Err(format!(
+                "certificate of cluster {:?}, not {:?}",
+                identity.cluster,
+                auth.cluster_name()
+            ));
+        }
+        if let Ok(Some(until)) = auth.user_locked_until(&identity.username) {
+            return Err(format!(
+                "user {:?} is locked until {}",
+                identity.username,
+                crate::timestamps::rfc3339(until)
+            ));
+        }
+        Ok(identity)
+    }
+}
+
+impl russh::server::Handler for JumpHandler {
+    type Error = russh::Error;
+
+    async fn auth_publickey_offered(
+        &mut self,
+        _user: &str,
+        _offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(Auth::Accept)
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        _key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        self.refused(
+            user,
+            "",
+            "a plain public key was offered; the jump host accepts only user certificates (run `hop login`, use `hop config`)",
+        );
+        Ok(Auth::reject())
+    }
+
+    async fn auth_openssh_certificate(
+        &mut self,
+        user: &str,
+        certificate: &Certificate,
+    ) -> Result<Auth, Self::Error> {
+        match self.admit(certificate) {
+            Ok(identity) => {
+                self.identity = Some(identity);
+                Ok(Auth::Accept)
+            }
+            Err(why) => {
+                self.refused(user, "", &why);
+                Ok(Auth::reject())
+            }
+        }
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        _channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // A jump host carries connections to nodes; it has no shell.
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host: &str,
+        _port: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Some(identity) = self.identity.clone() else {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        };
+        let jump = self.jump.clone();
+        let node = match resolve(&jump.registry.nodes(), host, jump.auth.cluster_name()) {
+            Ok(n) => n,
+            Err(e) => {
+                self.refused(&identity.username, host, &e);
+                reply.reject(ChannelOpenFailure::ConnectFailed).await;
+                return Ok(());
+            }
+        };
+        // The node decides on the login inside SSH; here, some login of the certificate must be
+        // allowed on the node's labels.
+        let allowed = jump
+            .auth
+            .checker_for(&identity.roles, &identity.traits)
+            .map(|c| {
+                identity
+                    .logins
+                    .iter()
+                    .any(|l| c.check_node_login(&node.labels, l).is_ok())
+            })
+            .unwrap_or(false);
+        if !allowed {
+            let why = format!(
+                "access to node {:?} denied: no login of user {:?} is allowed there",
+                node.name, identity.username
+            );
+            self.refused(&identity.username, &node.name, &why);
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        }
+        let mut sid = [0u8; 16];
+        rand::fill(&mut sid[..]);
+        let what = format!("node {:?}", node.name);
+        let agent = match dial_agent(
+            &jump.registry,
+            &node.host_id,
+            &what,
+            sid,
+            crate::node::DIAL_TARGET,
+            self.remote,
+        )
+        .await
+        {
+            Ok(a) => a,
+            Err(e) => {
+                self.refused(&identity.username, &node.name, &e);
+                reply.reject(ChannelOpenFailure::ConnectFailed).await;
+                return Ok(());
+            }
+        };
+        reply.accept().await;
+        let node_name = node.name.clone();
+        tokio::spawn(async move {
+            let (a, pending) = agent.into_inner();
+            let stream = channel.into_stream();
+            if let Err(e) = crate::tunnel::relay(stream, Vec::new(), a, pending).await {
+                tracing::debug!(node = %node_name, error = %e, "jump channel ended with an error");
+            }
+        });
+        Ok(())
+    }
+}
