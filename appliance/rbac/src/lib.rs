@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod database;
 pub mod duration;
 pub mod labels;
+pub mod node;
 pub mod parse;
 pub mod resource;
 pub mod role;
@@ -33,6 +34,7 @@ pub use cluster::{
 pub use database::{DatabaseResource, DatabaseSpec, DatabaseTls};
 pub use duration::{Duration, DurationError};
 pub use labels::{LabelValues, Labels};
+pub use node::{NodeResource, NodeSpec};
 pub use parse::{ParseError, ParseProblem, parse_resources, to_yaml, to_yaml_stream};
 pub use resource::{KINDS, Kind, Metadata, Resource};
 pub use role::{

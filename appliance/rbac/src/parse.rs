@@ -9,6 +9,7 @@ use std::fmt;
 
 use crate::cluster::{AuthPreference, CertAuthorityResource, ClusterName};
 use crate::database::DatabaseResource;
+use crate::node::NodeResource;
 use crate::resource::{KINDS, Kind, Resource, describe};
 use crate::role::Role;
 use crate::token::ProvisionToken;
@@ -163,6 +164,9 @@ fn parse_document(doc: &Node, text: &str, file: &str) -> Result<Resource, ParseE
             .map_err(typed)?
             .into(),
         DatabaseResource::KIND => yaml::from_node::<DatabaseResource>(doc, text)
+            .map_err(typed)?
+            .into(),
+        NodeResource::KIND => yaml::from_node::<NodeResource>(doc, text)
             .map_err(typed)?
             .into(),
         other => {

@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 
 use crate::cluster::{AuthPreference, CertAuthorityResource, ClusterName};
 use crate::database::DatabaseResource;
+use crate::node::NodeResource;
 use crate::role::Role;
 use crate::token::ProvisionToken;
 use crate::user::User;
@@ -98,6 +99,8 @@ pub enum Resource {
     CertAuthority(CertAuthorityResource),
     /// `kind: db`
     Database(DatabaseResource),
+    /// `kind: node` (`sub_kind: openssh`)
+    Node(NodeResource),
 }
 
 /// Every kind this crate knows, in the order error messages list them.
@@ -109,6 +112,7 @@ pub const KINDS: &[&str] = &[
     AuthPreference::KIND,
     CertAuthorityResource::KIND,
     DatabaseResource::KIND,
+    NodeResource::KIND,
 ];
 
 impl Resource {
@@ -123,6 +127,7 @@ impl Resource {
             Self::ClusterAuthPreference(_) => AuthPreference::KIND,
             Self::CertAuthority(_) => CertAuthorityResource::KIND,
             Self::Database(_) => DatabaseResource::KIND,
+            Self::Node(_) => NodeResource::KIND,
         }
     }
 
@@ -143,6 +148,7 @@ impl Resource {
             Self::ClusterAuthPreference(r) => r.metadata(),
             Self::CertAuthority(r) => r.metadata(),
             Self::Database(r) => r.metadata(),
+            Self::Node(r) => r.metadata(),
         }
     }
 
@@ -156,6 +162,7 @@ impl Resource {
             Self::ClusterAuthPreference(r) => r.validate(),
             Self::CertAuthority(r) => r.validate(),
             Self::Database(r) => r.validate(),
+            Self::Node(r) => r.validate(),
         }
     }
 
@@ -194,6 +201,7 @@ from_variant! {
     AuthPreference => ClusterAuthPreference,
     CertAuthorityResource => CertAuthority,
     DatabaseResource => Database,
+    NodeResource => Node,
 }
 
 impl Serialize for Resource {
@@ -206,6 +214,7 @@ impl Serialize for Resource {
             Self::ClusterAuthPreference(r) => r.serialize(serializer),
             Self::CertAuthority(r) => r.serialize(serializer),
             Self::Database(r) => r.serialize(serializer),
+            Self::Node(r) => r.serialize(serializer),
         }
     }
 }
@@ -232,6 +241,7 @@ impl<'de> Deserialize<'de> for Resource {
                 Self::CertAuthority(serde_json::from_value(value).map_err(typed)?)
             }
             DatabaseResource::KIND => Self::Database(serde_json::from_value(value).map_err(typed)?),
+            NodeResource::KIND => Self::Node(serde_json::from_value(value).map_err(typed)?),
             other => return Err(D::Error::unknown_variant(other, KINDS)),
         })
     }

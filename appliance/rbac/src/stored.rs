@@ -4,7 +4,9 @@
 use hop_storage::StoredResource;
 
 use crate::resource::Kind;
-use crate::{AuthPreference, ClusterName, DatabaseResource, ProvisionToken, Role, User};
+use crate::{
+    AuthPreference, ClusterName, DatabaseResource, NodeResource, ProvisionToken, Role, User,
+};
 
 macro_rules! stored {
     ($($t:ty),* $(,)?) => {$(
@@ -23,5 +25,6 @@ stored!(
     ProvisionToken,
     ClusterName,
     AuthPreference,
-    DatabaseResource
+    DatabaseResource,
+    NodeResource
 );

@@ -118,6 +118,7 @@ pub const PUBLIC_KINDS: &[&str] = &[
     "user",
     "token",
     "db",
+    "node",
     "cert_authority",
     "cluster_name",
     "cluster_auth_preference",

@@ -181,6 +181,7 @@ pub fn write(store: &ResourceStore, doc: &Resource) -> Result<(), AuthError> {
         Resource::Token(t) => store.upsert::<ProvisionToken>(t).map(drop),
         Resource::ClusterAuthPreference(p) => store.upsert::<AuthPreference>(p).map(drop),
         Resource::Database(d) => store.upsert::<hop_rbac::DatabaseResource>(d).map(drop),
+        Resource::Node(n) => store.upsert::<hop_rbac::NodeResource>(n).map(drop),
         Resource::ClusterName(_) | Resource::CertAuthority(_) => {
             return Err(AuthError::BadRequest(format!(
                 "{} resources cannot be written",
@@ -197,6 +198,7 @@ pub fn delete(store: &ResourceStore, kind: &str, name: &str) -> Result<bool, Aut
         "user" => store.delete::<User>(name),
         "token" => store.delete::<ProvisionToken>(name),
         "db" => store.delete::<hop_rbac::DatabaseResource>(name),
+        "node" => store.delete::<hop_rbac::NodeResource>(name),
         _ => {
             return Err(AuthError::BadRequest(format!(
                 "{kind} resources cannot be deleted"
@@ -214,6 +216,7 @@ pub fn canonical_kind(kind: &str) -> Option<&'static str> {
         "users" => "user",
         "tokens" => "token",
         "dbs" | "database" | "databases" => "db",
+        "nodes" => "node",
         "ca" | "cas" | "cert_authorities" | "cert_authority" => "cert_authority",
         "cluster_auth_preferences" | "cap" => "cluster_auth_preference",
         other => other,
