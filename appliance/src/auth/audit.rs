@@ -36,6 +36,8 @@ pub enum EventKind {
     PortForward,
     AgentForward,
     SshAuth,
+    SessionUpload,
+    SessionRecording,
 }
 
 impl EventKind {
@@ -61,6 +63,8 @@ impl EventKind {
             Self::PortForward => "port.forward",
             Self::AgentForward => "agent.forward",
             Self::SshAuth => "ssh.auth",
+            Self::SessionUpload => "session.upload",
+            Self::SessionRecording => "session.recording",
         }
     }
 
@@ -87,6 +91,8 @@ impl EventKind {
             Self::PortForward => 5004,
             Self::AgentForward => 5005,
             Self::SshAuth => 5006,
+            Self::SessionUpload => 5007,
+            Self::SessionRecording => 5008,
         };
         format!("H{n}{}", if success { 'I' } else { 'W' })
     }
@@ -103,6 +109,7 @@ impl EventKind {
             Self::PortForward,
             Self::AgentForward,
             Self::SshAuth,
+            Self::SessionRecording,
             Self::AppSessionStart,
             Self::AppSessionEnd,
         ]

@@ -147,7 +147,7 @@ fn unix(t: std::time::SystemTime) -> i64 {
 }
 
 /// Checks the caller may use `verb` on `kind`; returns the actor name for audit events.
-fn authorize(
+pub(crate) fn authorize(
     auth: &AuthServer,
     caller: &Caller,
     kind: &str,

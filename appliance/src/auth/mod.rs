@@ -8,6 +8,7 @@ pub mod caller;
 pub mod grpc;
 pub mod password;
 pub mod ratelimit;
+pub mod recordings;
 pub mod records;
 pub mod resources;
 pub mod server;
@@ -15,7 +16,7 @@ pub mod server;
 mod server_tests;
 pub mod totp;
 
-/// Code generated from `proto/hop/auth/v1/auth.proto`.
+/// Code generated from `proto/hop/auth/v1/auth.proto` and `recordings.proto`.
 pub mod proto {
     #![allow(clippy::all, missing_docs, unreachable_pub)]
     tonic::include_proto!("hop.auth.v1");
