@@ -193,6 +193,44 @@ fn recorded_session_is_listed_played_and_exported() {
     let played = a.ok(&["play", &id, "--speed", "64"]);
     assert_eq!(played, raw);
 
+    // On a terminal: timed playback in raw mode; q quits a slow one and the terminal is back
+    // in canonical mode afterwards.
+    let script = format!(
+        "HOP_HOME={} {HOP} play {id} --speed 0.02; echo play-exit-$?; stty -a | grep -o ' icanon'; sleep 60",
+        a.home.display()
+    );
+    let out = tmux(
+        &sock,
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            "player",
+            "-x",
+            "100",
+            "-y",
+            "30",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    assert!(out.status.success(), "tmux: {}", stderr(&out));
+    std::thread::sleep(Duration::from_millis(1500));
+    tmux(&sock, &["send-keys", "-t", "player", "q"]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let pane = stdout(&tmux(&sock, &["capture-pane", "-p", "-t", "player"]));
+        if pane.contains("play-exit-0") && pane.contains(" icanon") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "hop play did not quit cleanly:\n{pane}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
     // Asciicast v2, read by asciinema itself; the resize and the input are in the file.
     let cast = a.dir.path().join("f.cast");
     a.ok(&[
