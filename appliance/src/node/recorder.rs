@@ -38,8 +38,9 @@ pub const DONE_EXT: &str = "rec";
 pub const REJECTED_DIR: &str = "rejected";
 /// A new recording starts only with this much of the budget free (the largest chunk).
 const MIN_FREE: u64 = 256 * 1024;
-/// Events (output, input, resizes) waiting for a session's writer.
-const QUEUE: usize = 256;
+/// Events (output, input, resizes) waiting for a session's writer: with the relay's 16 KiB reads, at
+/// most 16 MiB of output per session.
+const QUEUE: usize = 1024;
 /// A chunk left open this long is written out, so that a long idle session's recording reaches
 /// the disk (and can be uploaded) without waiting for 32 KiB.
 const FLUSH_AFTER: Duration = Duration::from_secs(2);
@@ -200,7 +201,7 @@ impl RecordingSpool {
             RecordingWriter::new(meta.clone()).map_err(|e| RecordingRefused::Io(e.to_string()))?;
         let path = self.dir.join(format!("{id}.{PART_EXT}"));
         let mut opts = OpenOptions::new();
-        opts.write(true).create_new(true);
+        opts.read(true).write(true).create_new(true);
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
         let mut file = opts
             .open(&path)
@@ -221,9 +222,6 @@ impl RecordingSpool {
             path,
             file,
             good_len: header.len() as u64,
-            meta,
-            chunks: 0,
-            last: Duration::ZERO,
             writer: Some(writer),
             dropped: dropped.clone(),
             fail_tx,
@@ -318,13 +316,9 @@ struct WriterTask {
     spool: Arc<RecordingSpool>,
     path: PathBuf,
     file: File,
-    /// The file's length after the last complete write.
+    /// The file's length after the last complete write: a recording stopped early continues
+    /// with its closing events from there (the chunk that could not be written is dropped).
     good_len: u64,
-    meta: RecordingMeta,
-    /// Chunks in the file, and the time of its last event: where a recording stopped early
-    /// continues with its closing events (the chunk that could not be written is dropped).
-    chunks: u64,
-    last: Duration,
     /// `None` once the recording is closed.
     writer: Option<RecordingWriter>,
     dropped: Arc<AtomicU64>,
@@ -413,14 +407,6 @@ impl WriterTask {
             return;
         }
         self.good_len += n;
-        let mut pos = 0;
-        while let Ok(Some((chunk, len))) =
-            hop_storage::recording::parse_chunk(bytes.get(pos..).unwrap_or_default())
-        {
-            self.chunks += 1;
-            self.last = chunk.last();
-            pos += len;
-        }
     }
 
     /// Writes the End event (after a `recording.stopped` event when `stopped` says why), makes
@@ -431,14 +417,18 @@ impl WriterTask {
         };
         if stopped.is_some() {
             // Events the writer holds (and a chunk that could not be written) are dropped: the
-            // closing events follow the last chunk in the file.
-            match RecordingWriter::resume(
-                self.meta.clone(),
-                WriterOptions::default(),
-                self.chunks,
-                self.last,
-            ) {
-                Ok(resumed) => w = resumed,
+            // closing events follow the last chunk in the file (a rare path: the file is read
+            // back rather than every write being parsed).
+            let reopened = self
+                .file
+                .set_len(self.good_len)
+                .and_then(|()| intact_end(&mut self.file))
+                .and_then(|(meta, end, cursor)| {
+                    self.file.seek(SeekFrom::Start(end))?;
+                    resumed(meta, &cursor)
+                });
+            match reopened {
+                Ok(r) => w = r,
                 Err(e) => tracing::error!(error = %e, "cannot close a stopped session recording"),
             }
         }
@@ -586,9 +576,10 @@ pub fn read_header(file: &mut File) -> io::Result<(Vec<u8>, RecordingMeta)> {
 
 /// Closes `<id>.part` left by a writer that stopped with the process: keeps its intact chunks,
 /// adds a `recording.interrupted` event and an End event, and renames it to `<id>.rec`.
-fn close_orphan(path: &Path) -> io::Result<()> {
-    let mut file = OpenOptions::new().read(true).write(true).open(path)?;
-    let (header_bytes, meta) = read_header(&mut file)?;
+/// Where a recording file's intact chunks end: its metadata, that offset, and the cursor
+/// after the last intact chunk.
+fn intact_end(file: &mut File) -> io::Result<(RecordingMeta, u64, ChunkCursor)> {
+    let (header_bytes, meta) = read_header(file)?;
     let header = parse_header(&header_bytes)
         .ok()
         .flatten()
@@ -597,25 +588,37 @@ fn close_orphan(path: &Path) -> io::Result<()> {
     let mut cursor = ChunkCursor::new(&header, header_bytes.len());
     let mut offset = header_bytes.len() as u64;
     loop {
-        let (bytes, end) = read_whole_chunks(&mut file, offset, 4 * 1024 * 1024)?;
+        let (bytes, end) = read_whole_chunks(file, offset, 4 * 1024 * 1024)?;
         let mut pos = 0usize;
         while let Ok(Some((_, len))) = cursor.parse_next(bytes.get(pos..).unwrap_or_default()) {
             pos += len;
         }
         offset += pos as u64;
         if end || pos < bytes.len() || bytes.is_empty() {
-            break;
+            return Ok((meta, offset, cursor));
         }
     }
+}
+
+/// A writer that continues the file after `cursor` (its last intact chunk).
+fn resumed(meta: RecordingMeta, cursor: &ChunkCursor) -> io::Result<RecordingWriter> {
+    RecordingWriter::resume(
+        meta,
+        WriterOptions::default(),
+        cursor.chunks(),
+        cursor.last(),
+    )
+    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+}
+
+/// Closes `<id>.part` left by a writer that stopped with the process: keeps its intact chunks,
+/// adds a `recording.interrupted` event and an End event, and renames it to `<id>.rec`.
+fn close_orphan(path: &Path) -> io::Result<()> {
+    let mut file = OpenOptions::new().read(true).write(true).open(path)?;
+    let (meta, offset, cursor) = intact_end(&mut file)?;
     file.set_len(offset)?;
     if !cursor.ended() {
-        let mut w = RecordingWriter::resume(
-            meta,
-            WriterOptions::default(),
-            cursor.chunks(),
-            cursor.last(),
-        )
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        let mut w = resumed(meta, &cursor)?;
         let ev = serde_json::json!({"type": "recording.interrupted"});
         let mut bytes = w
             .push_event(cursor.last(), &ev)
