@@ -73,6 +73,68 @@ pub enum Command {
     Ssh(SshArgs),
     /// Copy files to and from nodes: hop scp [-r] [-p] SRC... DEST, remote as login@node:path.
     Scp(ScpArgs),
+    /// Recorded SSH sessions: list and export them (needs the `session` list/read rule, as the
+    /// auditor and editor roles have).
+    #[command(subcommand)]
+    Recordings(RecordingsCommand),
+    /// Replay a recorded session in this terminal: space pauses, q quits, + and - change speed.
+    Play(PlayArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RecordingsCommand {
+    /// List recorded sessions, oldest first.
+    Ls {
+        /// Sessions started at or after this time: RFC 3339 (2026-11-21T10:00:00Z) or an age
+        /// (90m, 24h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only this user's sessions.
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+    /// Export a recording: asciicast v2 (for asciinema) or JSON lines (every event).
+    Export {
+        session_id: String,
+        #[arg(long, value_enum, default_value_t = RecordingExportFormat::Asciicast)]
+        format: RecordingExportFormat,
+        /// Write to this file instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Asciicast: also export what the user typed ("i" events).
+        #[arg(long)]
+        include_input: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RecordingExportFormat {
+    Asciicast,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct PlayArgs {
+    /// The session id (`hop recordings ls`).
+    pub session_id: String,
+    /// Playback speed factor: 2 plays twice as fast, 0.5 at half speed.
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
+    /// Shorten pauses longer than 2 seconds to 2 seconds.
+    #[arg(long)]
+    pub skip_idle: bool,
+    /// `pty`: replay with the recorded timing (on a terminal; when standard output is not a
+    /// terminal the output is written at once); `raw`: write the session's output at once.
+    #[arg(long, value_enum, default_value_t = PlayFormat::Pty)]
+    pub format: PlayFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlayFormat {
+    Pty,
+    Raw,
 }
 
 #[derive(Debug, Args)]

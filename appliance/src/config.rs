@@ -120,6 +120,25 @@ pub struct AppServiceConfig {
     pub tunnel_pool_size: Option<usize>,
 }
 
+/// `ssh_service.recording`: the node's spool of session recordings (`<data_dir>/agent/recordings`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeRecordingConfig {
+    /// Most bytes the spool may hold (recordings not yet uploaded to Auth).
+    pub max_spool_bytes: u64,
+    /// How often recordings still being written are uploaded (finished ones go at once).
+    pub upload_interval: HumanDuration,
+}
+
+impl Default for NodeRecordingConfig {
+    fn default() -> Self {
+        Self {
+            max_spool_bytes: 1024 * 1024 * 1024,
+            upload_interval: HumanDuration(Duration::from_secs(10)),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppConfig {
@@ -255,6 +274,8 @@ pub struct SshServiceConfig {
     pub listen_addr: Option<Addr>,
     /// Idle data connections the agent keeps parked at the proxy.
     pub tunnel_pool_size: Option<usize>,
+    /// Session recording at the node: the local spool and the upload to Auth.
+    pub recording: NodeRecordingConfig,
 }
 
 /// A label whose value is the output of a command.
@@ -645,6 +666,22 @@ impl Config {
             return Err(invalid(
                 "db_service.databases",
                 "a db agent needs databases: db_service.databases (or --db name=…,uri=postgres://…), or db_service.resources selecting `db` resources".into(),
+            ));
+        }
+        let rec = &self.ssh_service.recording;
+        if rec.max_spool_bytes < 1024 * 1024 {
+            return Err(invalid(
+                "ssh_service.recording.max_spool_bytes",
+                format!(
+                    "{} is too small: at least 1048576 (1 MiB)",
+                    rec.max_spool_bytes
+                ),
+            ));
+        }
+        if rec.upload_interval.0 < Duration::from_millis(100) {
+            return Err(invalid(
+                "ssh_service.recording.upload_interval",
+                "must be at least 100ms".into(),
             ));
         }
         let auth = &self.auth_service;

@@ -129,6 +129,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     matches!(format, cli::OutputFormat::Json),
                 )),
                 Command::Config => client::ssh::config(),
+                Command::Recordings(c) => rt.block_on(client::recordings::run(c)),
+                Command::Play(a) => rt.block_on(client::recordings::play(a)),
                 Command::Ssh(a) => {
                     let code = rt.block_on(client::ssh::ssh(a))?;
                     std::process::exit(code);

@@ -269,7 +269,13 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let _ = metrics.tunnels.set(registry.clone());
     let api = AuthApi::new(auth.clone(), metrics.clone(), Some(registry.clone()))
         .with_audit_log(audit_log.clone());
-    let grpc_router = api.routes().into_axum_router();
+    let recordings = open_recordings(&data_dir)?;
+    let grpc_router = api
+        .routes()
+        .add_service(
+            crate::auth::recordings::RecordingsApi::new(auth.clone(), recordings).into_server(),
+        )
+        .into_axum_router();
 
     // The admin socket: `hop admin` on this host.
     let sock_path = data_dir.join(ADMIN_SOCKET);
@@ -387,6 +393,15 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
 
 /// File name of the audit log inside the data dir.
 pub const AUDIT_FILE: &str = "audit.db";
+/// The directory of uploaded session recordings in the data dir.
+pub const RECORDINGS_DIR: &str = "recordings";
+
+fn open_recordings(data_dir: &Path) -> anyhow::Result<Arc<hop_storage::recording::RecordingStore>> {
+    let dir = data_dir.join(RECORDINGS_DIR);
+    hop_storage::recording::RecordingStore::open_dir(&dir)
+        .map(Arc::new)
+        .map_err(|e| anyhow!("cannot open the session recordings directory: {e}"))
+}
 
 fn open_audit_log(
     cfg: &Config,
@@ -482,6 +497,10 @@ async fn run_agent(cfg: Config) -> anyhow::Result<()> {
                     })
                     .collect(),
                 listen_addr: cfg.ssh_service.listen_addr.as_ref().map(|a| a.0),
+                recording: crate::node::recorder::SpoolSettings {
+                    max_bytes: cfg.ssh_service.recording.max_spool_bytes,
+                    upload_interval: cfg.ssh_service.recording.upload_interval.0,
+                },
             }),
     };
     crate::agent::run(settings, shutdown_rx).await

@@ -39,6 +39,8 @@ pub enum EventKind {
     DbSessionStart,
     DbSessionEnd,
     DbQuery,
+    SessionUpload,
+    SessionRecording,
 }
 
 impl EventKind {
@@ -67,6 +69,8 @@ impl EventKind {
             Self::DbSessionStart => "db.session.start",
             Self::DbSessionEnd => "db.session.end",
             Self::DbQuery => "db.query",
+            Self::SessionUpload => "session.upload",
+            Self::SessionRecording => "session.recording",
         }
     }
 
@@ -96,6 +100,8 @@ impl EventKind {
             Self::DbSessionStart => 6000,
             Self::DbSessionEnd => 6001,
             Self::DbQuery => 6002,
+            Self::SessionUpload => 5007,
+            Self::SessionRecording => 5008,
         };
         format!("H{n}{}", if success { 'I' } else { 'W' })
     }
@@ -112,6 +118,7 @@ impl EventKind {
             Self::PortForward,
             Self::AgentForward,
             Self::SshAuth,
+            Self::SessionRecording,
             Self::AppSessionStart,
             Self::AppSessionEnd,
             Self::DbSessionStart,

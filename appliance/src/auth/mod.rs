@@ -10,6 +10,7 @@ pub mod grpc;
 mod grpc_db;
 pub mod password;
 pub mod ratelimit;
+pub mod recordings;
 pub mod records;
 pub mod resources;
 pub mod server;
@@ -17,7 +18,7 @@ pub mod server;
 mod server_tests;
 pub mod totp;
 
-/// Code generated from `proto/hop/auth/v1/auth.proto`.
+/// Code generated from `proto/hop/auth/v1/auth.proto` and `recordings.proto`.
 pub mod proto {
     #![allow(clippy::all, missing_docs, unreachable_pub)]
     tonic::include_proto!("hop.auth.v1");

@@ -552,7 +552,7 @@ async fn tokens(c: &mut AuthAdminClient<Channel>, cmd: TokensCommand) -> anyhow:
 }
 
 /// `--since`/`--until`: RFC 3339, or an age such as `90m`, `24h`, `7d`; microseconds since the epoch.
-fn parse_when(flag: &str, v: Option<&str>) -> anyhow::Result<i64> {
+pub(crate) fn parse_when(flag: &str, v: Option<&str>) -> anyhow::Result<i64> {
     let Some(v) = v else { return Ok(0) };
     let t = if let Ok(d) = parse_duration(v) {
         SystemTime::now()

@@ -8,6 +8,7 @@ pub mod apps;
 pub mod connect;
 pub mod db;
 pub mod profile;
+pub mod recordings;
 pub mod ssh;
 pub mod trust;
 pub mod user;

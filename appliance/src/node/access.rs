@@ -110,8 +110,8 @@ pub struct Grant {
     pub permit_pty: bool,
     pub idle_timeout: Option<Duration>,
     pub disconnect_expired_cert: bool,
-    /// `node`, `node-sync`, `proxy`, `proxy-sync` or `off` (recording itself is not wired yet).
-    #[allow(dead_code)]
+    /// `node`, `node-sync`, `proxy`, `proxy-sync` or `off`: what `recorder.rs` does with the
+    /// session (the proxy modes are not recorded yet).
     pub recording: String,
 }
 

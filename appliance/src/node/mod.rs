@@ -5,13 +5,16 @@
 //! command labels refreshed on an interval), its cache of the cluster's access data, and serving
 //! SSH connections: those the proxy hands it over the reverse tunnel (Dial target
 //! [`DIAL_TARGET`]) and, when `ssh_service.listen_addr` is set, those arriving directly.
-//! Per-connection work lives in [`handler`], per-channel work in [`session`].
+//! Per-connection work lives in [`handler`], per-channel work in [`session`]; session recordings
+//! in [`recorder`] (the local spool) and [`upload`] (to Auth).
 
 pub mod access;
 pub mod audit;
 pub mod env;
 pub mod handler;
+pub mod recorder;
 pub mod session;
+pub mod upload;
 pub mod users;
 
 use std::collections::BTreeMap;
@@ -52,6 +55,7 @@ pub struct NodeSettings {
     pub labels: BTreeMap<String, String>,
     pub commands: Vec<CommandLabel>,
     pub listen_addr: Option<SocketAddr>,
+    pub recording: recorder::SpoolSettings,
 }
 
 /// What every connection of this node shares.
@@ -61,6 +65,8 @@ pub struct NodeShared {
     pub cluster: String,
     pub host_id: String,
     pub nodename: String,
+    /// The spool of session recordings, `<data_dir>/agent/recordings`.
+    pub recordings: Arc<recorder::RecordingSpool>,
     static_labels: BTreeMap<String, String>,
     command_labels: ArcSwap<BTreeMap<String, String>>,
     /// Bumped whenever the labels change, so the agent announces them again.
@@ -122,12 +128,21 @@ impl NodeShared {
         };
         let audit = AgentAudit::start(identity.meta.cluster.clone(), nodename.clone(), connect);
         let (labels_changed, _) = watch::channel(0);
+        let recordings =
+            recorder::RecordingSpool::open(&data_dir.join("agent"), settings.recording)
+                .with_context(|| {
+                    format!(
+                        "opening the session recording spool in {}",
+                        data_dir.join("agent").display()
+                    )
+                })?;
         Ok(Arc::new(Self {
             access: AccessCache::load(data_dir, &identity.meta.cluster, &ssh.user_ca_keys),
             audit,
             cluster: identity.meta.cluster.clone(),
             host_id: identity.meta.host_id.clone(),
             nodename,
+            recordings,
             static_labels: settings.labels.clone(),
             command_labels: ArcSwap::from_pointee(BTreeMap::new()),
             labels_changed,
@@ -181,7 +196,8 @@ pub async fn run_background(
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(refresh_access(shared.clone(), connect));
+    tasks.spawn(refresh_access(shared.clone(), connect.clone()));
+    tasks.spawn(upload::run(shared.recordings.clone(), connect));
     for c in shared.settings.commands.clone() {
         tasks.spawn(command_label(shared.clone(), c));
     }

@@ -1,6 +1,8 @@
 //! One SSH session channel on a node: its requests in order (pty, env, agent forwarding, then
 //! one of shell, exec or a subsystem; window changes and signals after), the process it starts
-//! as the requested OS user, the bytes both ways, and the exit status.
+//! as the requested OS user, the bytes both ways, and the exit status. An interactive (PTY)
+//! session's output, input and resizes are also handed to its recording ([`super::recorder`])
+//! when the grant's mode says the node records, without ever waiting for it.
 //!
 //! Requests arrive on the channel itself (russh delivers them there as well as to the connection
 //! handler). The handler answers them, in order and only when the client asked for an answer
@@ -25,6 +27,7 @@ use super::NodeShared;
 use super::access::Grant;
 use super::audit::EventKind;
 use super::env;
+use super::recorder::{NodeRecording, SessionRecorder};
 use super::users::{self, OsUser};
 use crate::platform::pty::{self, ChildSetup, WindowSize};
 
@@ -365,9 +368,101 @@ async fn start_and_serve(
     ctx.shared.audit.emit(start_ev);
     if interactive {
         let (_, size) = req.pty.clone().unwrap_or_default();
-        pty_session(ctx, id, reader, writer, cmd, groups, size).await
+        let recorder = start_recording(ctx, req, program, session_id)?;
+        pty_session(ctx, id, reader, writer, cmd, groups, size, recorder).await
     } else {
         pipe_session(ctx, id, reader, writer, cmd, groups).await
+    }
+}
+
+/// A recording and the moment its times count from.
+type Recording = Option<(SessionRecorder, Instant)>;
+
+/// Starts the session's recording as the grant's mode says. `Err` refuses the session: a
+/// `node-sync` session whose recording cannot start.
+fn start_recording(
+    ctx: &SessionContext,
+    req: &Requested,
+    program: &Program,
+    session_id: &str,
+) -> Result<Recording, String> {
+    let strict = match NodeRecording::from_mode(&ctx.grant.recording) {
+        NodeRecording::Off => return Ok(None),
+        NodeRecording::AtProxy => {
+            // Recording at the proxy is not implemented yet: such sessions are not recorded.
+            tracing::debug!(session_id, mode = %ctx.grant.recording, "session to be recorded at the proxy; the node does not record it");
+            return Ok(None);
+        }
+        NodeRecording::Node => false,
+        NodeRecording::NodeSync => true,
+    };
+    let (term, size) = req.pty.clone().unwrap_or_default();
+    let meta = hop_storage::recording::RecordingMeta {
+        session_id: session_id.to_string(),
+        kind: hop_storage::recording::KIND_SSH.to_string(),
+        cluster: ctx.shared.cluster.clone(),
+        user: ctx.grant.identity.username.clone(),
+        login: ctx.grant.login.clone(),
+        server_id: ctx.shared.host_id.clone(),
+        server_name: ctx.shared.nodename.clone(),
+        start_unix_us: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+            .unwrap_or(0),
+        cols: size.cols,
+        rows: size.rows,
+        term: if term.is_empty() {
+            "xterm".into()
+        } else {
+            term
+        },
+    };
+    let failed = {
+        let (shared, user, login, remote, sid) = (
+            ctx.shared.clone(),
+            ctx.grant.identity.username.clone(),
+            ctx.grant.login.clone(),
+            ctx.client_addr.clone(),
+            session_id.to_string(),
+        );
+        move |why: String| {
+            let ev = shared
+                .audit
+                .event(EventKind::SessionRecording, &user)
+                .remote_str(&remote)
+                .field("login", login)
+                .field("session_id", sid)
+                .field("mode", if strict { "node-sync" } else { "node" });
+            shared
+                .audit
+                .emit(ev.failed(EventKind::SessionRecording, why));
+        }
+    };
+    let started = Instant::now();
+    let on_failure = Box::new(failed.clone());
+    match ctx
+        .shared
+        .recordings
+        .start(meta, strict, started, on_failure)
+    {
+        Ok(rec) => {
+            if let Program::Exec(cmd) = program {
+                let ev = serde_json::json!({"type": "exec", "command": truncate(cmd, 4096)});
+                rec.event(Duration::ZERO, ev);
+            }
+            Ok(Some((rec, started)))
+        }
+        Err(e) if strict => {
+            failed(format!("{e}; the session was refused"));
+            Err(format!(
+                "{e}. This session must be recorded (recording mode node-sync), so it is refused"
+            ))
+        }
+        Err(e) => {
+            tracing::warn!(session_id, error = %e, "session not recorded");
+            failed(format!("{e}; the session went on unrecorded"));
+            Ok(None)
+        }
     }
 }
 
@@ -554,6 +649,7 @@ async fn pty_session(
     mut cmd: std::process::Command,
     groups: Option<Vec<u32>>,
     size: WindowSize,
+    recording: Recording,
 ) -> Result<Outcome, String> {
     let pair = pty::open_pty(size).map_err(|e| format!("cannot open a terminal: {e}"))?;
     let slave = |p: &OwnedFd| -> Result<Stdio, String> {
@@ -582,6 +678,7 @@ async fn pty_session(
     let master = Arc::new(Master::new(pair.master).map_err(|e| e.to_string())?);
     let out_master = master.clone();
     let out_writer = writer.clone();
+    let out_rec = recording.clone();
     let pump = tokio::spawn(async move {
         let mut w = out_writer.make_writer();
         let mut buf = vec![0u8; 16 * 1024];
@@ -592,6 +689,9 @@ async fn pty_session(
                 Ok(n) => n,
             };
             total += n as u64;
+            if let Some((rec, t0)) = &out_rec {
+                rec.output(t0.elapsed(), &buf[..n]);
+            }
             if w.write_all(&buf[..n]).await.is_err() {
                 break;
             }
@@ -620,10 +720,26 @@ async fn pty_session(
                 let _ = pty::signal_process(pid, libc::SIGHUP);
                 break child.wait().await.map_err(|e| e.to_string())?;
             }
+            why = async {
+                match &recording {
+                    Some((rec, _)) => rec.failure().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let msg = format!(
+                    "\r\nhop: the session recording failed ({why}); this session must be recorded (node-sync), so it is closed\r\n"
+                );
+                let _ = writer.make_writer_ext(Some(1)).write_all(msg.as_bytes()).await;
+                let _ = pty::signal_process(pid, libc::SIGHUP);
+                break child.wait().await.map_err(|e| e.to_string())?;
+            }
             msg = reader.wait() => match msg {
                 Some(ChannelMsg::Data { data }) => {
                     bytes_in += data.len() as u64;
                     last_input = tokio::time::Instant::now();
+                    if let Some((rec, t0)) = &recording {
+                        rec.input(t0.elapsed(), &data);
+                    }
                     if master.write_all(&data).await.is_err() {
                         break child.wait().await.map_err(|e| e.to_string())?;
                     }
@@ -631,6 +747,9 @@ async fn pty_session(
                 Some(ChannelMsg::WindowChange { col_width, row_height, pix_width, pix_height }) => {
                     let ws = window(col_width, row_height, pix_width, pix_height);
                     let _ = pty::set_window_size(master.0.get_ref(), ws);
+                    if let Some((rec, t0)) = &recording {
+                        rec.resize(t0.elapsed(), ws.cols, ws.rows);
+                    }
                 }
                 Some(ChannelMsg::Signal { signal }) => {
                     if let Some(n) = signal_number(&signal) {
@@ -652,6 +771,9 @@ async fn pty_session(
         Err(_) => 0,
     };
     let exit_code = report_exit(ctx, id, &writer, status).await;
+    if let Some((rec, t0)) = recording {
+        rec.finish(t0.elapsed(), i32::try_from(exit_code).ok());
+    }
     Ok(Outcome {
         exit_code,
         bytes_in,

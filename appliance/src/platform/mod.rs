@@ -2,11 +2,13 @@
 //! `// SAFETY:` note. It owns raw socket operations the runtimes do not expose: peeking at a
 //! connection's first bytes without consuming them, moving an accepted socket from the
 //! data plane's runtime to the control plane's, and raising the open-files limit; and in
-//! [`pty`], pseudo-terminals and the set-up of an SSH session's child process.
+//! [`pty`], pseudo-terminals and the set-up of an SSH session's child process; in [`term`], the
+//! user's terminal in raw mode (`hop play`).
 
 #![allow(unsafe_code)]
 
 pub mod pty;
+pub mod term;
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};

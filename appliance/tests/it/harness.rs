@@ -207,6 +207,13 @@ impl Appliance {
         }
     }
 
+    /// Kills the process at once (SIGKILL), as a crash or a power cut would.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
     /// Creates a user and completes the sign-up; returns the TOTP secret.
     pub fn add_user(&self, name: &str, roles: &str, logins: &str) -> String {
         let out = self.ok(&[

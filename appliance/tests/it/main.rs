@@ -8,5 +8,6 @@ mod login_flow;
 mod multiplexer;
 mod proxy_cert;
 mod reconnect;
+mod recordings;
 mod ssh;
 mod tunnels;

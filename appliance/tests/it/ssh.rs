@@ -49,7 +49,7 @@ fn start_node(a: &Appliance, data: &Path, token: &str, name: &str, labels: &str)
 }
 
 /// Waits until `hop ls` (as the current login) lists `node`.
-fn wait_for_node(a: &Appliance, node: &str) {
+pub fn wait_for_node(a: &Appliance, node: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let out = a.hop(&["ls", "--format", "json"]);
@@ -69,7 +69,7 @@ fn wait_for_node(a: &Appliance, node: &str) {
     }
 }
 
-fn node_token(a: &Appliance) -> String {
+pub fn node_token(a: &Appliance) -> String {
     let tok: serde_json::Value = serde_json::from_str(
         a.ok(&[
             "admin", "tokens", "add", "--type", "node", "--format", "json",
@@ -105,7 +105,7 @@ fn write_config(a: &Appliance) -> (PathBuf, String) {
     (path, cluster)
 }
 
-fn events(a: &Appliance, kind: &str) -> Vec<serde_json::Value> {
+pub fn events(a: &Appliance, kind: &str) -> Vec<serde_json::Value> {
     let out = a.ok(&[
         "admin", "audit", "search", "--type", kind, "--format", "json",
     ]);
@@ -116,7 +116,7 @@ fn events(a: &Appliance, kind: &str) -> Vec<serde_json::Value> {
 }
 
 /// Waits until an audit event of `kind` matching `pred` arrives (agents send theirs in batches).
-fn wait_event(
+pub fn wait_event(
     a: &Appliance,
     kind: &str,
     pred: impl Fn(&serde_json::Value) -> bool,
@@ -493,7 +493,7 @@ fn ssh_refusals_are_clear_and_audited() {
 }
 
 /// Runs `tmux` on a private server socket.
-fn tmux(sock: &Path, args: &[&str]) -> Output {
+pub fn tmux(sock: &Path, args: &[&str]) -> Output {
     Command::new("tmux")
         .arg("-S")
         .arg(sock)
@@ -502,7 +502,7 @@ fn tmux(sock: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn wait_pane(sock: &Path, needle: &str) -> String {
+pub fn wait_pane(sock: &Path, needle: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let pane = stdout(&tmux(sock, &["capture-pane", "-p", "-t", "hop"]));

@@ -113,6 +113,23 @@ impl RecordingWriter {
         })
     }
 
+    /// A writer that continues a file whose intact prefix holds `chunks` complete chunks, the
+    /// last event at `last` (a [`super::ChunkCursor`]'s `chunks()` and `last()` after reading
+    /// it): the next chunk gets sequence number `chunks` and no event is stamped before `last`.
+    /// Used to close a recording whose writer stopped (a crash) with an End event.
+    pub fn resume(
+        meta: RecordingMeta,
+        opts: WriterOptions,
+        chunks: u64,
+        last: Duration,
+    ) -> Result<Self, RecordingError> {
+        let mut w = Self::with_options(meta, opts)?;
+        w.seq = chunks;
+        w.prev_us = micros(last);
+        w.latest_us = w.prev_us;
+        Ok(w)
+    }
+
     /// The file header: the first bytes of the recording.
     pub fn header_bytes(&self) -> &[u8] {
         &self.header

@@ -901,3 +901,47 @@ fn the_fuzz_invariants_hold_on_real_and_damaged_files() {
         hop_storage::recording::fuzz_reader(&bad);
     }
 }
+
+#[test]
+fn a_resumed_writer_closes_a_file_whose_writer_stopped() {
+    let mut w = RecordingWriter::new(meta(FIXTURE_SESSION)).unwrap();
+    let mut file = w.header_bytes().to_vec();
+    put(&mut file, w.push_output(ms(5), b"before the crash"));
+    put(&mut file, w.flush_chunk());
+    put(&mut file, w.push_output(ms(9), b"lost"));
+    put(&mut file, w.flush_chunk());
+    // The process died inside the second chunk: only a prefix of it reached the disk.
+    file.truncate(file.len() - 3);
+    let (header, header_len) = parse_header(&file).unwrap().unwrap();
+    let mut cursor = ChunkCursor::new(&header, header_len);
+    let mut offset = header_len;
+    while let Ok(Some((_, len))) = cursor.parse_next(&file[offset..]) {
+        offset += len;
+    }
+    file.truncate(offset);
+    let mut w = RecordingWriter::resume(
+        header.meta.clone(),
+        WriterOptions::default(),
+        cursor.chunks(),
+        cursor.last(),
+    )
+    .unwrap();
+    put(
+        &mut file,
+        w.push_event_json(ms(1), r#"{"type":"recording.interrupted"}"#)
+            .unwrap(),
+    );
+    file.extend(w.finish(ms(2), None));
+    let events = events_of(&file);
+    assert_eq!(
+        events,
+        vec![
+            (ms(5), OwnedEvent::Output(b"before the crash".to_vec())),
+            (
+                ms(5),
+                OwnedEvent::Json(r#"{"type":"recording.interrupted"}"#.into())
+            ),
+            (ms(5), OwnedEvent::End { exit_status: None }),
+        ]
+    );
+}

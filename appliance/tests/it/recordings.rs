@@ -1,0 +1,375 @@
+//! Session recording end to end: an interactive session under tmux is recorded at the node,
+//! uploaded to Auth, listed, played and exported (and read by the real asciinema); a recording
+//! made while Auth is down arrives once it is back; `off` records nothing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+use crate::ssh::{node_token, tmux, wait_event, wait_for_node, wait_pane};
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct TmuxServer(PathBuf);
+
+impl Drop for TmuxServer {
+    fn drop(&mut self) {
+        let _ = tmux(&self.0, &["kill-server"]);
+    }
+}
+
+/// A node agent whose recordings of running sessions go to Auth every second.
+fn start_node(a: &Appliance, data: &Path, token: &str, name: &str) -> Killed {
+    let config = data.with_extension("yaml");
+    std::fs::write(
+        &config,
+        "version: v1\nssh_service:\n  recording:\n    upload_interval: 1s\n",
+    )
+    .unwrap();
+    let child = Command::new(HOP)
+        .args(["start", "--config"])
+        .arg(&config)
+        .args([
+            "--roles",
+            "node",
+            "--proxy",
+            &a.addr,
+            "--ca-pin",
+            &a.pin,
+            "--token",
+            token,
+            "--nodename",
+            name,
+            "--data-dir",
+        ])
+        .arg(data)
+        .env("HOP_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(data.with_extension("log")).unwrap(),
+        ))
+        .spawn()
+        .unwrap();
+    Killed(child)
+}
+
+/// An appliance with one node and a user who may log in as root and read recordings.
+fn cluster(extra_auth: &str) -> (Appliance, PathBuf, Killed) {
+    let a = Appliance::start(extra_auth);
+    let token = node_token(&a);
+    let node_dir = a.dir.path().join("node1");
+    let node = start_node(&a, &node_dir, &token, "node1");
+    let secret = a.add_user("alice", "access,auditor", "root");
+    let out = a.login("alice", PASSWORD, &secret);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_for_node(&a, "node1");
+    (a, node_dir, node)
+}
+
+/// `hop ssh root@node1` in a tmux pane of 80x24.
+fn interactive(a: &Appliance) -> (PathBuf, TmuxServer) {
+    let sock = a.dir.path().join("tmux.sock");
+    let script = format!("HOP_HOME={} {} ssh root@node1", a.home.display(), HOP);
+    let out = tmux(
+        &sock,
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            "hop",
+            "-x",
+            "80",
+            "-y",
+            "24",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    assert!(out.status.success(), "tmux: {}", stderr(&out));
+    let server = TmuxServer(sock.clone());
+    tmux(
+        &sock,
+        &["send-keys", "-t", "hop", "PS1='remote$ '", "Enter"],
+    );
+    wait_pane(&sock, "remote$");
+    (sock, server)
+}
+
+fn recordings(a: &Appliance) -> Vec<serde_json::Value> {
+    let out = a.ok(&["recordings", "ls", "--format", "json"]);
+    serde_json::from_str(out.trim()).unwrap()
+}
+
+/// Waits until Auth lists a recording of `user`; returns it.
+fn wait_recording(a: &Appliance, user: &str, within: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(r) = recordings(a).into_iter().find(|r| r["user"] == user) {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no recording of {user} arrived; appliance log:\n{}",
+            a.log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn spool_files(node_dir: &Path) -> Vec<String> {
+    let dir = node_dir.join("agent").join("recordings");
+    std::fs::read_dir(&dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.path().is_file())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn recorded_session_is_listed_played_and_exported() {
+    let (a, node_dir, _node) = cluster("");
+    let (sock, _server) = interactive(&a);
+    tmux(
+        &sock,
+        &["send-keys", "-t", "hop", "echo hello-rec", "Enter"],
+    );
+    wait_pane(&sock, "hello-rec\nremote$");
+    tmux(
+        &sock,
+        &["resize-window", "-t", "hop", "-x", "100", "-y", "30"],
+    );
+    tmux(
+        &sock,
+        &["send-keys", "-t", "hop", "clear; stty size", "Enter"],
+    );
+    wait_pane(&sock, "30 100");
+    tmux(&sock, &["send-keys", "-t", "hop", "exit", "Enter"]);
+
+    let rec = wait_recording(&a, "alice", Duration::from_secs(30));
+    let id = rec["session_id"].as_str().unwrap().to_string();
+    assert_eq!(rec["login"], "root", "{rec}");
+    assert_eq!(rec["node"], "node1", "{rec}");
+    assert_eq!(rec["kind"], "ssh", "{rec}");
+    // The recording has the session's id in the audit log.
+    let end = wait_event(&a, "session.end", |e| e["user"] == "alice");
+    assert_eq!(end["session_id"], id.as_str(), "{end}");
+    wait_event(&a, "session.upload", |e| e["session_id"] == id.as_str());
+    // The node keeps nothing once Auth has it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !spool_files(&node_dir).is_empty() {
+        assert!(Instant::now() < deadline, "{:?}", spool_files(&node_dir));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let table = a.ok(&["recordings", "ls"]);
+    let line = table.lines().find(|l| l.contains(&id)).expect(&table);
+    assert!(
+        line.contains("alice") && line.contains("root") && line.contains("node1"),
+        "{table}"
+    );
+    assert!(
+        table.lines().next().unwrap().contains("DURATION"),
+        "{table}"
+    );
+    let none = a.ok(&["recordings", "ls", "--user", "bob", "--format", "json"]);
+    assert_eq!(none.trim(), "[]");
+
+    // Playback: raw bytes, and timed playback (at once when not on a terminal).
+    let raw = a.ok(&["play", &id, "--format", "raw"]);
+    assert!(raw.contains("hello-rec"), "{raw}");
+    assert!(raw.contains("30 100"), "{raw}");
+    let played = a.ok(&["play", &id, "--speed", "64"]);
+    assert_eq!(played, raw);
+
+    // On a terminal: timed playback in raw mode; q quits a slow one and the terminal is back
+    // in canonical mode afterwards.
+    let script = format!(
+        "HOP_HOME={} {HOP} play {id} --speed 0.02; echo play-exit-$?; stty -a | grep -o ' icanon'; sleep 60",
+        a.home.display()
+    );
+    let out = tmux(
+        &sock,
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            "player",
+            "-x",
+            "100",
+            "-y",
+            "30",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    assert!(out.status.success(), "tmux: {}", stderr(&out));
+    std::thread::sleep(Duration::from_millis(1500));
+    tmux(&sock, &["send-keys", "-t", "player", "q"]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let pane = stdout(&tmux(&sock, &["capture-pane", "-p", "-t", "player"]));
+        if pane.contains("play-exit-0") && pane.contains(" icanon") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "hop play did not quit cleanly:\n{pane}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Asciicast v2, read by asciinema itself; the resize and the input are in the file.
+    let cast = a.dir.path().join("f.cast");
+    a.ok(&[
+        "recordings",
+        "export",
+        &id,
+        "--format",
+        "asciicast",
+        "--include-input",
+        "-o",
+        cast.to_str().unwrap(),
+    ]);
+    let text = std::fs::read_to_string(&cast).unwrap();
+    let header: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(header["version"], 2);
+    assert_eq!(
+        (header["width"].as_u64(), header["height"].as_u64()),
+        (Some(80), Some(24))
+    );
+    assert!(
+        text.contains(r#""r", "100x30"]"#) || text.contains(r#""r","100x30"]"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#""i","#) || text.contains(r#""i", "#),
+        "{text}"
+    );
+    // asciinema reads keys from /dev/tty: give it a terminal with script(1).
+    let out = Command::new("script")
+        .args(["-q", "-e", "-c"])
+        .arg(format!("asciinema cat {}", cast.display()))
+        .arg("/dev/null")
+        .stdin(Stdio::null())
+        .output()
+        .expect("asciinema (scripts/test installs it) and script (util-linux)");
+    assert!(out.status.success(), "asciinema cat: {}", stderr(&out));
+    assert!(stdout(&out).contains("hello-rec"), "{}", stdout(&out));
+
+    // JSON lines hold every event, the end with its exit status.
+    let jsonl = a.ok(&["recordings", "export", &id, "--format", "json"]);
+    let last: serde_json::Value = serde_json::from_str(jsonl.lines().last().unwrap()).unwrap();
+    assert_eq!(last["type"], "end", "{last}");
+    assert_eq!(last["exit_status"], 0, "{last}");
+
+    // Who may not read recordings gets a clear refusal.
+    let secret = a.add_user("bob", "access", "root");
+    assert!(a.login("bob", PASSWORD, &secret).status.success());
+    let out = a.hop(&["recordings", "ls"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("session"), "{}", stderr(&out));
+    let out = a.hop(&["play", &id, "--format", "raw"]);
+    assert!(!out.status.success());
+}
+
+#[test]
+fn recording_made_while_auth_is_down_arrives_when_it_is_back() {
+    let (mut a, node_dir, _node) = cluster("");
+    let (sock, _server) = interactive(&a);
+    tmux(
+        &sock,
+        &[
+            "send-keys",
+            "-t",
+            "hop",
+            "echo before-$((1+1)); seq 1 20000 | tail -n 3",
+            "Enter",
+        ],
+    );
+    wait_pane(&sock, "20000");
+    tmux(
+        &sock,
+        &[
+            "send-keys",
+            "-t",
+            "hop",
+            "seq 1 30000 > /dev/null; echo more-$((2+2))",
+            "Enter",
+        ],
+    );
+    wait_pane(&sock, "more-4");
+    // The running session's recording goes to Auth in rounds: part of it is there already.
+    let auth_dir = a.data.join("recordings");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let parts: Vec<_> = std::fs::read_dir(&auth_dir)
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "part"))
+            .collect();
+        if !parts.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no upload in progress on Auth");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Auth (with its proxy) dies: the session ends with it, on the node's side too.
+    a.kill();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !spool_files(&node_dir).iter().any(|f| f.ends_with(".rec")) {
+        assert!(
+            Instant::now() < deadline,
+            "the node did not finish the recording: {:?}",
+            spool_files(&node_dir)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    // Back on the same data dir and port: the node resumes the upload and completes it.
+    a.restart_same_port();
+    let rec = wait_recording(&a, "alice", Duration::from_secs(60));
+    let id = rec["session_id"].as_str().unwrap();
+    let raw = a.ok(&["play", id, "--format", "raw"]);
+    assert!(raw.contains("before-2") && raw.contains("more-4"), "{raw}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !spool_files(&node_dir).is_empty() {
+        assert!(Instant::now() < deadline, "{:?}", spool_files(&node_dir));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let node_log = std::fs::read_to_string(node_dir.with_extension("log")).unwrap();
+    assert!(
+        node_log.contains("cannot upload session recordings to Auth"),
+        "{node_log}"
+    );
+}
+
+#[test]
+fn off_mode_records_nothing() {
+    let (a, node_dir, _node) = cluster("  session_recording: off\n");
+    let (sock, _server) = interactive(&a);
+    tmux(
+        &sock,
+        &["send-keys", "-t", "hop", "echo not-recorded; exit", "Enter"],
+    );
+    wait_event(&a, "session.end", |e| e["user"] == "alice");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(recordings(&a), Vec::<serde_json::Value>::new());
+    assert!(
+        spool_files(&node_dir).is_empty(),
+        "{:?}",
+        spool_files(&node_dir)
+    );
+}
