@@ -419,9 +419,9 @@ pub enum AdminCommand {
     /// Agents connected to the proxy now.
     #[command(subcommand)]
     Inventory(InventoryCommand),
-    /// SSH nodes connected to the proxy now (agents running the node service).
+    /// SSH nodes: agents connected now, and registered agentless OpenSSH nodes.
     #[command(subcommand)]
-    Nodes(InventoryCommand),
+    Nodes(NodesCommand),
     /// Manage users.
     #[command(subcommand)]
     Users(UsersCommand),
@@ -544,6 +544,30 @@ pub enum AuditCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum NodesCommand {
+    /// List SSH nodes: connected node agents and registered OpenSSH nodes.
+    Ls(Output),
+    /// Register an agentless node running stock OpenSSH (its sshd trusts the user CA and presents
+    /// a host certificate from `hop admin auth sign --format openssh`).
+    Add {
+        /// Required: the node runs OpenSSH, not the Hop agent.
+        #[arg(long)]
+        openssh: bool,
+        /// The node's name (`hop ssh root@NAME`).
+        #[arg(long)]
+        name: String,
+        /// HOST:PORT of its sshd, as the proxy reaches it.
+        #[arg(long)]
+        addr: String,
+        /// Labels, e.g. env=prod,team=web.
+        #[arg(long)]
+        labels: Option<String>,
+    },
+    /// Remove a registered OpenSSH node.
+    Rm { name: String },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum InventoryCommand {
     /// List connected agents, their services and applications.
     Ls(Output),
@@ -618,7 +642,8 @@ pub enum AuthCommand {
     /// Issue a certificate from a cluster CA for software outside Hop.
     /// `--format db`: a database server's key, certificate (db CA) and the db CA that signs Hop's
     /// client certificates: OUT.key, OUT.crt, OUT.cas (for ssl_key_file, ssl_cert_file,
-    /// ssl_ca_file in postgresql.conf).
+    /// ssl_ca_file in postgresql.conf). `--format openssh`: an agentless node's host key and
+    /// certificate and the user CA keys: OUT, OUT-cert.pub, OUT-user-ca.pub.
     Sign {
         /// Host names or addresses of the server, comma separated; the first is the common name.
         #[arg(long)]
@@ -638,6 +663,9 @@ pub enum AuthCommand {
 pub enum SignFormat {
     /// Database server (PostgreSQL, MySQL): key, certificate and CA in PEM.
     Db,
+    /// An OpenSSH node's host key, host certificate and the user CA keys: OUT, OUT-cert.pub,
+    /// OUT-user-ca.pub (sshd's HostKey, HostCertificate, TrustedUserCAKeys).
+    Openssh,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

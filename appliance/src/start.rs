@@ -273,7 +273,8 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let grpc_router = api
         .routes()
         .add_service(
-            crate::auth::recordings::RecordingsApi::new(auth.clone(), recordings).into_server(),
+            crate::auth::recordings::RecordingsApi::new(auth.clone(), recordings.clone())
+                .into_server(),
         )
         .into_axum_router();
 
@@ -353,6 +354,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
                 auth: auth.clone(),
                 cancels: Default::default(),
                 jump: jump.clone(),
+                recordings: Some(recordings.clone()),
             },
             settings,
             metrics.clone(),

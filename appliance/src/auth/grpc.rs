@@ -87,6 +87,9 @@ impl AuthApi {
             self.clone(),
         ))
         .add_service(super::proto::database_access_server::DatabaseAccessServer::new(self.clone()))
+        .add_service(super::proto::openssh_nodes_server::OpensshNodesServer::new(
+            self.clone(),
+        ))
     }
 
     fn invite_response(&self, invite: super::server::Invite) -> InviteResponse {
@@ -243,11 +246,13 @@ impl AuthPublic for AuthApi {
             ));
         };
         let wanted = req.into_inner().labels;
-        let routes = self
-            .registry
-            .as_ref()
-            .map(|r| r.nodes())
-            .unwrap_or_default();
+        let routes = match self.registry.clone() {
+            Some(r) => {
+                self.blocking(move |a| Ok(crate::proxy::ssh::all_nodes(&r, a)))
+                    .await?
+            }
+            None => Vec::new(),
+        };
         let logins = identity.logins.clone();
         let checker = self
             .blocking(move |a| a.checker_for(&identity.roles, &identity.traits))

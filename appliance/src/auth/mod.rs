@@ -8,6 +8,7 @@ pub mod caller;
 pub mod databases;
 pub mod grpc;
 mod grpc_db;
+pub mod openssh;
 pub mod password;
 pub mod ratelimit;
 pub mod recordings;

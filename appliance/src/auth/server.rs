@@ -266,6 +266,11 @@ impl AuthServer {
         })
     }
 
+    /// The cluster's `session_recording` mode.
+    pub fn session_recording(&self) -> &str {
+        &self.settings.session_recording
+    }
+
     /// The Auth service's clock.
     pub fn now(&self) -> SystemTime {
         self.clock.now()

@@ -17,7 +17,7 @@ use crate::auth::proto::database_access_client::DatabaseAccessClient;
 use crate::auth::proto::*;
 use crate::cli::{
     AdminArgs, AdminCommand, AuditCommand, AuthCommand, ExportFormat, ExportKind, InventoryCommand,
-    Output, OutputFormat, SignFormat, TokensCommand, UsersCommand,
+    NodesCommand, Output, OutputFormat, SignFormat, TokensCommand, UsersCommand,
 };
 use crate::config::{DEFAULT_DATA_DIR, parse_duration};
 use crate::start::ADMIN_SOCKET;
@@ -160,7 +160,7 @@ fn split_kind_name(resource: &str) -> (String, Option<String>) {
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     let ch = channel(&args).await?;
     let mut c = AuthAdminClient::new(ch.clone());
-    let only_nodes = matches!(args.command, AdminCommand::Nodes(_));
+    let only_nodes = matches!(args.command, AdminCommand::Nodes(NodesCommand::Ls(_)));
     match args.command {
         AdminCommand::Status(Output { format }) => {
             let s = c
@@ -201,15 +201,61 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 table(&["CA", "SSH FINGERPRINT", "TLS KEY PIN"], &rows);
             }
         }
+        AdminCommand::Nodes(NodesCommand::Add {
+            openssh,
+            name,
+            addr,
+            labels,
+        }) => {
+            if !openssh {
+                bail!(
+                    "only agentless OpenSSH nodes are registered (--openssh); node agents join with a token: `hop admin tokens add --type node`"
+                );
+            }
+            let mut map = std::collections::BTreeMap::new();
+            for part in labels.iter().flat_map(|l| l.split(',')) {
+                let part = part.trim();
+                if part.is_empty() {
+                    continue;
+                }
+                let (k, v) = part
+                    .split_once('=')
+                    .ok_or_else(|| anyhow!("--labels: {part:?} is not key=value"))?;
+                map.insert(k.to_string(), v.to_string());
+            }
+            let node = hop_rbac::NodeResource::openssh(&name, &addr, map);
+            node.validate().map_err(|e| anyhow!("{e}"))?;
+            c.create_resources(CreateResourcesRequest {
+                yaml: hop_rbac::to_yaml(&hop_rbac::Resource::Node(node)),
+                source: "hop admin nodes add".into(),
+                force: false,
+            })
+            .await
+            .map_err(status_error)?;
+            println!(
+                "OpenSSH node {name} ({addr}) registered. Its sshd needs `hop admin auth sign --format openssh --host {name} --out FILE` (HostKey, HostCertificate, TrustedUserCAKeys)."
+            );
+        }
+        AdminCommand::Nodes(NodesCommand::Rm { name }) => {
+            c.delete_resource(DeleteResourceRequest {
+                kind: "node".into(),
+                name: name.clone(),
+            })
+            .await
+            .map_err(status_error)?;
+            println!("OpenSSH node {name} removed");
+        }
         AdminCommand::Inventory(InventoryCommand::Ls(Output { format }))
-        | AdminCommand::Nodes(InventoryCommand::Ls(Output { format })) => {
+        | AdminCommand::Nodes(NodesCommand::Ls(Output { format })) => {
             let mut r = c
                 .list_inventory(ListInventoryRequest {})
                 .await
                 .map_err(status_error)?
                 .into_inner();
+            let mut openssh: Vec<serde_json::Value> = Vec::new();
             if only_nodes {
                 r.agents.retain(|a| a.services.iter().any(|s| s == "node"));
+                openssh = get_docs(&mut c, "node", "").await?;
             }
             if format != OutputFormat::Text {
                 let v: Vec<_> = r
@@ -224,8 +270,29 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                         })
                     })
                     .collect();
+                let v: Vec<serde_json::Value> = v
+                    .into_iter()
+                    .chain(openssh.iter().map(|n| {
+                        serde_json::json!({
+                            "name": n["metadata"]["name"], "services": ["openssh"],
+                            "addr": n["spec"]["addr"], "labels": n["metadata"]["labels"],
+                        })
+                    }))
+                    .collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
+                let openssh_rows = openssh.iter().map(|n| {
+                    vec![
+                        n["metadata"]["name"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                        "openssh".to_string(),
+                        n["spec"]["addr"].as_str().unwrap_or_default().to_string(),
+                        String::new(),
+                        "-".to_string(),
+                    ]
+                });
                 let rows: Vec<Vec<String>> = r
                     .agents
                     .iter()
@@ -242,6 +309,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                             ts(a.last_heartbeat_unix),
                         ]
                     })
+                    .chain(openssh_rows)
                     .collect();
                 table(
                     &["HOST ID", "SERVICES", "ADDRESS", "APPS", "LAST HEARTBEAT"],
@@ -337,6 +405,12 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         }
         AdminCommand::Auth(AuthCommand::Sign {
             host,
+            format: SignFormat::Openssh,
+            out,
+            ttl,
+        }) => sign_openssh(ch, &host, &out, ttl).await?,
+        AdminCommand::Auth(AuthCommand::Sign {
+            host,
             format: SignFormat::Db,
             out,
             ttl,
@@ -385,6 +459,60 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// `hop admin auth sign --format openssh`: a host key for a stock sshd, its certificate from the
+/// host CA, and the user CA keys it must trust.
+async fn sign_openssh(
+    ch: Channel,
+    host: &str,
+    out: &std::path::Path,
+    ttl: Option<String>,
+) -> anyhow::Result<()> {
+    let ttl = match ttl {
+        Some(t) => parse_duration(&t)
+            .map_err(|e| anyhow!("--ttl: {e}"))?
+            .as_secs(),
+        None => 0,
+    };
+    let names: Vec<String> = host
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
+        .collect();
+    let key = hop_ca::generate_ssh_keypair(&mut rand::rng()).map_err(|e| anyhow!("{e}"))?;
+    let r = crate::auth::proto::openssh_nodes_client::OpensshNodesClient::new(ch)
+        .sign_openssh_host(SignOpensshHostRequest {
+            names,
+            ssh_public_key: key.public_openssh.clone(),
+            ttl_seconds: ttl,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let path = |suffix: &str| {
+        let mut p = out.to_path_buf().into_os_string();
+        p.push(suffix);
+        PathBuf::from(p)
+    };
+    profile::write_private(&path(""), key.private_openssh.as_bytes())?;
+    for (suffix, text) in [
+        (".pub", format!("{}\n", key.public_openssh.trim())),
+        ("-cert.pub", format!("{}\n", r.ssh_host_certificate.trim())),
+        ("-user-ca.pub", r.trusted_user_ca_keys.clone()),
+    ] {
+        std::fs::write(path(suffix), text)
+            .with_context(|| format!("writing {}", path(suffix).display()))?;
+    }
+    println!(
+        "Wrote {key}, {cert} and {cas} (valid until {until}). In sshd_config:\n  HostKey {key}\n  HostCertificate {cert}\n  TrustedUserCAKeys {cas}",
+        key = path("").display(),
+        cert = path("-cert.pub").display(),
+        cas = path("-user-ca.pub").display(),
+        until = ts(r.expires_unix),
+    );
     Ok(())
 }
 

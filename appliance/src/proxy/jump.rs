@@ -259,7 +259,19 @@ impl russh::server::Handler for JumpHandler {
             return Ok(());
         };
         let jump = self.jump.clone();
-        let node = match resolve(&jump.registry.nodes(), host, jump.auth.cluster_name()) {
+        let nodes = crate::proxy::ssh::all_nodes(&jump.registry, &jump.auth);
+        let node = match resolve(&nodes, host, jump.auth.cluster_name()) {
+            Ok(n) if n.openssh => {
+                let why = format!(
+                    "node {:?} runs OpenSSH without the agent: its sessions are recorded by the proxy, which a jump host cannot do; connect with `hop ssh` or the ProxyCommand of `hop config`",
+                    n.name
+                );
+                self.refused(&identity.username, &n.name, &why);
+                reply
+                    .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                    .await;
+                return Ok(());
+            }
             Ok(n) => n,
             Err(e) => {
                 self.refused(&identity.username, host, &e);

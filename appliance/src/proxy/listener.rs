@@ -82,6 +82,8 @@ pub struct TlsRoutes {
     pub cancels: Arc<crate::proxy::db_cancel::CancelRegistry>,
     /// SSH connections on the one port (`ssh -J`).
     pub jump: Arc<crate::proxy::jump::JumpHost>,
+    /// Where sessions the proxy records go (agentless OpenSSH nodes).
+    pub recordings: Option<Arc<hop_storage::recording::RecordingStore>>,
 }
 
 impl TlsRoutes {
@@ -232,6 +234,7 @@ pub async fn serve_tls(
                                 remote,
                                 routes.registry.clone(),
                                 routes.auth.clone(),
+                                routes.recordings.clone(),
                             )
                             .await;
                         }

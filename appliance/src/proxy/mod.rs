@@ -9,6 +9,7 @@ pub mod apps;
 pub mod cert;
 pub mod db_cancel;
 pub mod dial;
+pub mod forward;
 pub mod jump;
 pub mod listener;
 pub mod mysql;

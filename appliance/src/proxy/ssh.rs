@@ -36,6 +36,30 @@ pub fn parse_target(t: &str) -> Result<(String, String), String> {
     Ok((login.to_string(), host.to_string()))
 }
 
+/// Every node a user may name: connected node agents and registered OpenSSH nodes (whose host
+/// id is `openssh:NAME`).
+pub fn all_nodes(registry: &TunnelRegistry, auth: &AuthServer) -> Vec<NodeRoute> {
+    let mut nodes = registry.nodes();
+    match auth.get_resources("node", None) {
+        Ok(docs) => {
+            for d in docs {
+                let Ok(n) = serde_json::from_value::<hop_rbac::NodeResource>(d) else {
+                    continue;
+                };
+                nodes.push(NodeRoute {
+                    host_id: format!("openssh:{}", n.metadata.name),
+                    name: n.metadata.name,
+                    addr: n.spec.addr,
+                    labels: n.metadata.labels,
+                    openssh: true,
+                });
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read the OpenSSH nodes"),
+    }
+    nodes
+}
+
 /// The one node `host` names, or a readable error.
 pub fn resolve(nodes: &[NodeRoute], host: &str, cluster: &str) -> Result<NodeRoute, String> {
     let matches: Vec<&NodeRoute> = nodes
@@ -65,6 +89,7 @@ pub async fn serve(
     remote: SocketAddr,
     registry: Arc<TunnelRegistry>,
     auth: Arc<AuthServer>,
+    recordings: Option<Arc<hop_storage::recording::RecordingStore>>,
 ) {
     let mut client = FramedStream::new(stream);
     let dial = match client.read_frame(Duration::from_secs(10)).await {
@@ -85,7 +110,13 @@ pub async fn serve(
         Ok(t) => t,
         Err(e) => return refuse(&mut client, session_id, e).await,
     };
-    let node = match resolve(&registry.nodes(), &host, auth.cluster_name()) {
+    let nodes = {
+        let (r, a) = (registry.clone(), auth.clone());
+        tokio::task::spawn_blocking(move || all_nodes(&r, &a))
+            .await
+            .unwrap_or_default()
+    };
+    let node = match resolve(&nodes, &host, auth.cluster_name()) {
         Ok(n) => n,
         Err(e) => {
             refused(&login, &host, &e);
@@ -103,6 +134,23 @@ pub async fn serve(
             return refuse(&mut client, session_id, e).await;
         }
         Err(e) => return refuse(&mut client, session_id, format!("internal error: {e}")).await,
+    }
+    if node.openssh {
+        // An agentless node: the proxy terminates the session and records it.
+        if !accept(&mut client, session_id).await {
+            return;
+        }
+        let (c, c_pending) = client.into_inner();
+        let fwd = super::forward::Forward {
+            auth,
+            identity,
+            login,
+            node,
+            remote,
+            recordings,
+        };
+        super::forward::serve(fwd, crate::tunnel::Prefixed::new(c, c_pending)).await;
+        return;
     }
     let what = format!("node {:?}", node.name);
     let agent = match dial_agent(
@@ -172,6 +220,7 @@ mod tests {
             addr: String::new(),
             labels: Default::default(),
             host_id: id.into(),
+            openssh: false,
         }
     }
 

@@ -103,6 +103,9 @@ pub struct NodeRoute {
     pub addr: String,
     pub labels: std::collections::BTreeMap<String, String>,
     pub host_id: String,
+    /// An agentless OpenSSH node (a `node` resource): reached by the proxy at `addr`, its
+    /// sessions terminated and recorded by the proxy.
+    pub openssh: bool,
 }
 
 impl NodeRoute {
@@ -198,6 +201,7 @@ impl TunnelRegistry {
                     addr: r.target.clone().unwrap_or_default(),
                     labels: r.labels.iter().cloned().collect(),
                     host_id: e.info.host_id.clone(),
+                    openssh: false,
                 });
             }
         }

@@ -6,6 +6,7 @@ mod db;
 mod harness;
 mod login_flow;
 mod multiplexer;
+mod openssh_node;
 mod proxy_cert;
 mod reconnect;
 mod recordings;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::harness::*;
 
-struct Killed(Child);
+pub struct Killed(pub Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -81,7 +81,7 @@ pub fn node_token(a: &Appliance) -> String {
 }
 
 /// Runs OpenSSH's `prog` with the ssh_config `hop config` printed.
-fn openssh(a: &Appliance, cfg: &Path, prog: &str, args: &[&str]) -> Output {
+pub fn openssh(a: &Appliance, cfg: &Path, prog: &str, args: &[&str]) -> Output {
     Command::new(prog)
         .arg("-F")
         .arg(cfg)
@@ -92,7 +92,7 @@ fn openssh(a: &Appliance, cfg: &Path, prog: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn write_config(a: &Appliance) -> (PathBuf, String) {
+pub fn write_config(a: &Appliance) -> (PathBuf, String) {
     let text = a.ok(&["config"]);
     let cluster = text
         .lines()

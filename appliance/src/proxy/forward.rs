@@ -1,0 +1,670 @@
+//! SSH sessions to agentless OpenSSH nodes, terminated and recorded at the proxy.
+//!
+//! A stock sshd knows nothing of Hop's roles or recordings, so for a `node` resource the proxy is
+//! the SSH server the client meets (over the `hop-ssh` stream, after the proxy's own RBAC check):
+//! it presents a host certificate from the host CA for the node's names (issued per session, for
+//! a throwaway key), authenticates the user's certificate again (user CA, this user, the login as
+//! a principal), then opens its own SSH connection to the node with a one-minute user
+//! certificate for the same identity and login, verifying the node's host certificate. Session
+//! channels are bridged request by request; PTY sessions are recorded (output, input, resizes)
+//! into Auth's recording store unless the cluster's `session_recording` is `off`. Agent forwarding
+//! and remote port forwarding are refused; local forwarding (`-L`) follows the roles.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, anyhow};
+use hop_ca::Identity;
+use hop_storage::recording::{KIND_SSH, RecordingMeta, RecordingStore, RecordingWriter};
+use russh::client::Handle as ClientHandle;
+use russh::keys::Certificate;
+use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
+use russh::{Channel, ChannelMsg, ChannelOpenFailure};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::tunnels::NodeRoute;
+use crate::auth::AuthServer;
+use crate::auth::audit::EventKind;
+
+/// How long the proxy's certificates for one session are valid: they only have to get it started.
+const SESSION_CERT_TTL: Duration = Duration::from_secs(60);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What one forwarded connection knows.
+pub struct Forward {
+    pub auth: Arc<AuthServer>,
+    pub identity: Identity,
+    pub login: String,
+    pub node: NodeRoute,
+    pub remote: SocketAddr,
+    pub recordings: Option<Arc<RecordingStore>>,
+}
+
+/// Serves one client SSH connection for an OpenSSH node.
+pub async fn serve<S>(fwd: Forward, stream: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let config = match front_config(&fwd) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "cannot serve an OpenSSH node session");
+            return;
+        }
+    };
+    let remote = fwd.remote;
+    let handler = Front {
+        fwd: Arc::new(fwd),
+        upstream: None,
+    };
+    match russh::server::run_stream(config, stream, handler).await {
+        Ok(running) => {
+            if let Err(e) = running.await {
+                tracing::debug!(%remote, error = %e, "forwarded SSH connection ended with an error");
+            }
+        }
+        Err(e) => tracing::debug!(%remote, error = %e, "forwarded SSH handshake failed"),
+    }
+}
+
+/// The server the client meets: a throwaway key with a host certificate for the node's names.
+fn front_config(fwd: &Forward) -> anyhow::Result<russh::server::Config> {
+    let auth = &fwd.auth;
+    let pair = hop_ca::generate_ssh_keypair(&mut rand::rng()).map_err(|e| anyhow!("{e}"))?;
+    let names = vec![
+        fwd.node.name.clone(),
+        format!("{}.{}", fwd.node.name, auth.cluster_name()),
+    ];
+    let cert = auth
+        .authorities()
+        .host
+        .issue_host_ssh(
+            &pair.public_openssh,
+            &fwd.node.host_id,
+            &names,
+            auth.now(),
+            SESSION_CERT_TTL * 10,
+            &mut rand::rng(),
+        )
+        .map_err(|e| anyhow!("host certificate for {}: {e}", fwd.node.name))?;
+    let mut methods = russh::MethodSet::empty();
+    methods.push(russh::MethodKind::PublicKey);
+    Ok(russh::server::Config {
+        server_id: russh::SshId::Standard(
+            format!("SSH-2.0-Hop_{}", env!("CARGO_PKG_VERSION")).into(),
+        ),
+        methods,
+        auth_rejection_time: Duration::from_millis(300),
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        keys: vec![russh::keys::PrivateKey::from_openssh(
+            pair.private_openssh.trim(),
+        )?],
+        certificates: vec![Certificate::from_openssh(cert.trim())?],
+        max_auth_attempts: 6,
+        keepalive_interval: Some(Duration::from_secs(60)),
+        keepalive_max: 3,
+        nodelay: true,
+        ..Default::default()
+    })
+}
+
+/// The proxy's client to the node: verifies the node's host certificate.
+struct Back {
+    auth: Arc<AuthServer>,
+    node: String,
+}
+
+impl russh::client::Handler for Back {
+    type Error = anyhow::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let russh::keys::PublicKeyOrCertificate::Certificate(cert) = key else {
+            tracing::warn!(node = %self.node, "the OpenSSH node presented a plain host key, not a Hop host certificate");
+            return Ok(false);
+        };
+        let text = cert.to_openssh()?;
+        let host_cas = [self.auth.authorities().host.public()];
+        match hop_ca::verify_host_ssh(&text, &host_cas, &self.node, SystemTime::now()) {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                tracing::warn!(node = %self.node, error = %e, "the OpenSSH node's host certificate was refused");
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// Connects to the node as `login` with a fresh one-minute certificate.
+async fn connect_upstream(fwd: &Forward) -> anyhow::Result<ClientHandle<Back>> {
+    let auth = &fwd.auth;
+    let pair = hop_ca::generate_ssh_keypair(&mut rand::rng()).map_err(|e| anyhow!("{e}"))?;
+    let mut identity = fwd.identity.clone();
+    identity.logins = vec![fwd.login.clone()];
+    let cert = auth
+        .authorities()
+        .user
+        .issue_user_ssh(
+            &pair.public_openssh,
+            &identity,
+            auth.now(),
+            SESSION_CERT_TTL,
+            &mut rand::rng(),
+        )
+        .map_err(|e| anyhow!("session certificate: {e}"))?;
+    // Ask for the node's host certificate (never a bare key: it is what proves the node).
+    let preferred = russh::Preferred {
+        host_key_certificates: std::borrow::Cow::Owned(vec![
+            russh::keys::Algorithm::Ed25519,
+            russh::keys::Algorithm::Ecdsa {
+                curve: russh::keys::EcdsaCurve::NistP256,
+            },
+            russh::keys::Algorithm::Rsa {
+                hash: Some(russh::keys::HashAlg::Sha512),
+            },
+        ]),
+        ..Default::default()
+    };
+    let config = Arc::new(russh::client::Config {
+        preferred,
+        inactivity_timeout: None,
+        keepalive_interval: Some(Duration::from_secs(60)),
+        nodelay: true,
+        ..Default::default()
+    });
+    let back = Back {
+        auth: auth.clone(),
+        node: fwd.node.name.clone(),
+    };
+    let addr = fwd.node.addr.clone();
+    let mut handle = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        russh::client::connect(config, addr.as_str(), back),
+    )
+    .await
+    .map_err(|_| anyhow!("connecting to {addr} timed out"))?
+    .with_context(|| format!("SSH to {addr}"))?;
+    let key = Arc::new(russh::keys::PrivateKey::from_openssh(
+        pair.private_openssh.trim(),
+    )?);
+    let cert = Certificate::from_openssh(cert.trim())?;
+    let ok = handle
+        .authenticate_openssh_cert(fwd.login.clone(), key, cert)
+        .await?;
+    if !ok.success() {
+        return Err(anyhow!(
+            "the node refused the login {:?}: is the user CA in its TrustedUserCAKeys (`hop admin auth export --type user`)?",
+            fwd.login
+        ));
+    }
+    Ok(handle)
+}
+
+struct Front {
+    fwd: Arc<Forward>,
+    upstream: Option<Arc<ClientHandle<Back>>>,
+}
+
+impl Front {
+    fn refused(&self, why: &str) {
+        let auth = &self.fwd.auth;
+        auth.emit(
+            auth.event(EventKind::SshAuth, &self.fwd.identity.username)
+                .remote(Some(self.fwd.remote))
+                .field("login", self.fwd.login.clone())
+                .field("server", self.fwd.node.name.clone())
+                .failed(EventKind::SshAuth, why.to_string()),
+        );
+    }
+
+    /// The client's certificate must be this user's (the TLS identity), for this login.
+    fn admit(&self, user: &str, cert: &Certificate) -> Result<(), String> {
+        if user != self.fwd.login {
+            return Err(format!(
+                "login {user:?} differs from the {:?} the session was opened for",
+                self.fwd.login
+            ));
+        }
+        let text = cert
+            .to_openssh()
+            .map_err(|e| format!("unreadable certificate: {e}"))?;
+        let auth = &self.fwd.auth;
+        let (identity, _) = hop_ca::verify_user_ssh(
+            &text,
+            &[auth.authorities().user.public()],
+            SystemTime::now(),
+        )
+        .map_err(|e| format!("certificate refused: {e}"))?;
+        if identity.username != self.fwd.identity.username {
+            return Err("the SSH certificate is another user's".into());
+        }
+        if !cert.valid_principals().iter().any(|p| p == user) {
+            return Err(format!("the certificate does not allow login {user:?}"));
+        }
+        Ok(())
+    }
+}
+
+impl russh::server::Handler for Front {
+    type Error = anyhow::Error;
+
+    async fn auth_publickey_offered(
+        &mut self,
+        _user: &str,
+        _offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(Auth::Accept)
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        _user: &str,
+        _key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        self.refused("a plain public key was offered; only user certificates are accepted");
+        Ok(Auth::reject())
+    }
+
+    async fn auth_openssh_certificate(
+        &mut self,
+        user: &str,
+        certificate: &Certificate,
+    ) -> Result<Auth, Self::Error> {
+        if let Err(why) = self.admit(user, certificate) {
+            self.refused(&why);
+            return Ok(Auth::reject());
+        }
+        match connect_upstream(&self.fwd).await {
+            Ok(h) => {
+                self.upstream = Some(Arc::new(h));
+                Ok(Auth::Accept)
+            }
+            Err(e) => {
+                let why = format!("node {:?}: {e:#}", self.fwd.node.name);
+                tracing::warn!(error = %why, "cannot reach an OpenSSH node");
+                self.refused(&why);
+                Ok(Auth::reject())
+            }
+        }
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Some(up) = self.upstream.clone() else {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        };
+        match up.channel_open_session().await {
+            Ok(upstream) => {
+                reply.accept().await;
+                tokio::spawn(bridge(self.fwd.clone(), channel, upstream));
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "the node refused a session channel");
+                reply.reject(ChannelOpenFailure::ConnectFailed).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host: &str,
+        port: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let allowed = self
+            .fwd
+            .auth
+            .checker_for(&self.fwd.identity.roles, &self.fwd.identity.traits)
+            .map(|c| c.permit_port_forwarding())
+            .unwrap_or(false);
+        let Some(up) = self.upstream.clone().filter(|_| allowed) else {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        };
+        match up
+            .channel_open_direct_tcpip(host, port, originator_address, originator_port)
+            .await
+        {
+            Ok(upstream) => {
+                reply.accept().await;
+                tokio::spawn(async move {
+                    let mut a = channel.into_stream();
+                    let mut b = upstream.into_stream();
+                    let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                });
+            }
+            Err(_) => reply.reject(ChannelOpenFailure::ConnectFailed).await,
+        }
+        Ok(())
+    }
+
+    // Requests are answered here (russh wants the answer from the handler, in order); the
+    // channel's bridge passes each one on to the node.
+
+    async fn pty_request(
+        &mut self,
+        channel: russh::ChannelId,
+        _term: &str,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)?;
+        Ok(())
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: russh::ChannelId,
+        _name: &str,
+        _value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)?;
+        Ok(())
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: russh::ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)?;
+        Ok(())
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: russh::ChannelId,
+        _data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)?;
+        Ok(())
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: russh::ChannelId,
+        _name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)?;
+        Ok(())
+    }
+
+    async fn agent_request(
+        &mut self,
+        channel: russh::ChannelId,
+        session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        // Forwarding the user's agent through a recording proxy is not offered.
+        session.channel_failure(channel)?;
+        Ok(false)
+    }
+}
+
+/// Records one PTY session into the store, off the async runtime.
+struct Recorder {
+    writer: RecordingWriter,
+    tx: std::sync::mpsc::SyncSender<Option<Vec<u8>>>,
+    started: Instant,
+}
+
+impl Recorder {
+    fn start(fwd: &Forward, session_id: &str, term: &str, cols: u16, rows: u16) -> Option<Self> {
+        let store = fwd.recordings.clone()?;
+        if fwd.auth.session_recording() == "off" {
+            return None;
+        }
+        let meta = RecordingMeta {
+            session_id: session_id.to_string(),
+            kind: KIND_SSH.into(),
+            cluster: fwd.auth.cluster_name().to_string(),
+            user: fwd.identity.username.clone(),
+            login: fwd.login.clone(),
+            server_id: fwd.node.host_id.clone(),
+            server_name: fwd.node.name.clone(),
+            start_unix_us: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_micros() as u64)
+                .unwrap_or(0),
+            cols,
+            rows,
+            term: term.to_string(),
+        };
+        let writer = match RecordingWriter::new(meta) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot record a session");
+                return None;
+            }
+        };
+        let header = writer.header_bytes().to_vec();
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Option<Vec<u8>>>(1024);
+        let id = session_id.to_string();
+        std::thread::spawn(move || {
+            let mut offset = match store.begin_upload(&id, &header) {
+                Ok(s) => s.received,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot store a recording");
+                    return;
+                }
+            };
+            while let Ok(msg) = rx.recv() {
+                match msg {
+                    Some(chunk) => match store.append(&id, offset, &chunk) {
+                        Ok(n) => offset = n,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "recording write failed; the rest is lost");
+                            return;
+                        }
+                    },
+                    None => {
+                        if let Err(e) = store.complete(&id) {
+                            tracing::warn!(error = %e, "cannot complete a recording");
+                        }
+                        return;
+                    }
+                }
+            }
+        });
+        Some(Self {
+            writer,
+            tx,
+            started: Instant::now(),
+        })
+    }
+
+    fn send(&self, chunk: Option<Vec<u8>>) {
+        if let Some(c) = chunk
+            && self.tx.try_send(Some(c)).is_err()
+        {
+            tracing::warn!("recording queue full: part of a session's recording was dropped");
+        }
+    }
+
+    fn output(&mut self, data: &[u8]) {
+        let c = self.writer.push_output(self.started.elapsed(), data);
+        self.send(c);
+    }
+
+    fn input(&mut self, data: &[u8]) {
+        let c = self.writer.push_input(self.started.elapsed(), data);
+        self.send(c);
+    }
+
+    fn resize(&mut self, cols: u32, rows: u32) {
+        let c = self.writer.push_resize(
+            self.started.elapsed(),
+            u16::try_from(cols).unwrap_or(u16::MAX),
+            u16::try_from(rows).unwrap_or(u16::MAX),
+        );
+        self.send(c);
+    }
+
+    fn finish(self, exit: Option<i32>) {
+        let bytes = self.writer.finish(self.started.elapsed(), exit);
+        let _ = self.tx.send(Some(bytes));
+        let _ = self.tx.send(None);
+    }
+}
+
+/// Carries one session channel between the client and the node, in both directions, with its
+/// requests; records it once it has a PTY.
+async fn bridge(
+    fwd: Arc<Forward>,
+    mut client: Channel<Msg>,
+    mut node: Channel<russh::client::Msg>,
+) {
+    let mut sid = [0u8; 16];
+    rand::fill(&mut sid[..]);
+    let session_id = hex::encode(sid);
+    let started = Instant::now();
+    let auth = fwd.auth.clone();
+    auth.emit(
+        auth.event(EventKind::SessionStart, &fwd.identity.username)
+            .remote(Some(fwd.remote))
+            .field("login", fwd.login.clone())
+            .field("server", fwd.node.name.clone())
+            .field("session_id", session_id.clone())
+            .field("recorded_at", "proxy"),
+    );
+    let mut recorder: Option<Recorder> = None;
+    let mut exit: Option<i32> = None;
+    let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
+    loop {
+        tokio::select! {
+            msg = client.wait() => {
+                let Some(msg) = msg else { break };
+                let r = match msg {
+                    ChannelMsg::Data { data } => {
+                        bytes_in += data.len() as u64;
+                        if let Some(r) = recorder.as_mut() {
+                            r.input(&data);
+                        }
+                        node.data_bytes(data).await
+                    }
+                    ChannelMsg::ExtendedData { data, ext } => node.extended_data_bytes(ext, data).await,
+                    ChannelMsg::Eof => node.eof().await,
+                    ChannelMsg::Close => break,
+                    ChannelMsg::RequestPty { term, col_width, row_height, pix_width, pix_height, terminal_modes, .. } => {
+                        recorder = Recorder::start(
+                            &fwd,
+                            &session_id,
+                            &term,
+                            u16::try_from(col_width).unwrap_or(80),
+                            u16::try_from(row_height).unwrap_or(24),
+                        );
+                        node.request_pty(false, &term, col_width, row_height, pix_width, pix_height, &terminal_modes).await
+                    }
+                    ChannelMsg::RequestShell { .. } => node.request_shell(false).await,
+                    ChannelMsg::Exec { command, .. } => {
+                        auth.emit(
+                            auth.event(EventKind::Exec, &fwd.identity.username)
+                                .remote(Some(fwd.remote))
+                                .field("login", fwd.login.clone())
+                                .field("server", fwd.node.name.clone())
+                                .field("session_id", session_id.clone())
+                                .field("command", String::from_utf8_lossy(&command).into_owned()),
+                        );
+                        node.exec(false, command).await
+                    }
+                    ChannelMsg::RequestSubsystem { name, .. } => node.request_subsystem(false, name).await,
+                    ChannelMsg::SetEnv { variable_name, variable_value, .. } => {
+                        if variable_name.starts_with("LD_") {
+                            Ok(())
+                        } else {
+                            node.set_env(false, variable_name, variable_value).await
+                        }
+                    }
+                    ChannelMsg::WindowChange { col_width, row_height, pix_width, pix_height } => {
+                        if let Some(r) = recorder.as_mut() {
+                            r.resize(col_width, row_height);
+                        }
+                        node.window_change(col_width, row_height, pix_width, pix_height).await
+                    }
+                    ChannelMsg::Signal { signal } => node.signal(signal).await,
+                    _ => Ok(()),
+                };
+                if r.is_err() {
+                    break;
+                }
+            }
+            msg = node.wait() => {
+                let Some(msg) = msg else { break };
+                let r = match msg {
+                    ChannelMsg::Data { data } => {
+                        bytes_out += data.len() as u64;
+                        if let Some(r) = recorder.as_mut() {
+                            r.output(&data);
+                        }
+                        client.data_bytes(data).await
+                    }
+                    ChannelMsg::ExtendedData { data, ext } => {
+                        if let Some(r) = recorder.as_mut() {
+                            r.output(&data);
+                        }
+                        client.extended_data_bytes(ext, data).await
+                    }
+                    ChannelMsg::ExitStatus { exit_status } => {
+                        exit = i32::try_from(exit_status).ok();
+                        client.exit_status(exit_status).await
+                    }
+                    ChannelMsg::ExitSignal { signal_name, core_dumped, error_message, lang_tag } => {
+                        let _ = (core_dumped, lang_tag);
+                        tracing::debug!(signal = ?signal_name, message = %error_message, "node session ended by a signal");
+                        client.close().await
+                    }
+                    ChannelMsg::Eof => client.eof().await,
+                    ChannelMsg::Close => break,
+                    _ => Ok(()),
+                };
+                if r.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = client.eof().await;
+    let _ = client.close().await;
+    let _ = node.close().await;
+    let recorded = recorder.is_some();
+    if let Some(r) = recorder {
+        r.finish(exit);
+    }
+    let mut end = auth
+        .event(EventKind::SessionEnd, &fwd.identity.username)
+        .remote(Some(fwd.remote))
+        .field("login", fwd.login.clone())
+        .field("server", fwd.node.name.clone())
+        .field("session_id", session_id)
+        .field("bytes_in", bytes_in)
+        .field("bytes_out", bytes_out)
+        .field("duration_ms", started.elapsed().as_millis() as u64)
+        .field("recorded", recorded);
+    if let Some(code) = exit {
+        end = end.field("exit_code", code);
+    }
+    auth.emit(end);
+}

@@ -1,0 +1,163 @@
+//! Agentless OpenSSH nodes: a real `sshd` on loopback that trusts Hop's user CA and presents a
+//! host certificate from `hop admin auth sign --format openssh`; sessions through the proxy are
+//! terminated and recorded there.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{Appliance, PASSWORD, free_port, stderr, stdout};
+use crate::ssh::{Killed, openssh, wait_event, write_config};
+
+/// Starts sshd with the files Hop wrote under `dir/web1*`.
+fn start_sshd(dir: &Path, port: u16) -> Option<Killed> {
+    if !Path::new("/usr/sbin/sshd").exists() {
+        eprintln!("SKIP: sshd is not installed");
+        return None;
+    }
+    let _ = std::fs::create_dir_all("/run/sshd");
+    let cfg = dir.join("sshd_config");
+    std::fs::write(
+        &cfg,
+        format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/web1\nHostCertificate {d}/web1-cert.pub\nTrustedUserCAKeys {d}/web1-user-ca.pub\nPidFile {d}/sshd.pid\nUsePAM no\nAuthorizedKeysFile none\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nStrictModes no\nPermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\nLogLevel VERBOSE\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("/usr/sbin/sshd")
+        .args(["-D", "-e", "-f"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.join("sshd.log")).unwrap(),
+        ))
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "sshd did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(Killed(child))
+}
+
+#[test]
+fn agentless_openssh_node_through_the_proxy_is_recorded() {
+    let a = Appliance::start("");
+    let dir = a.dir.path().join("web1");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = a.ok(&[
+        "admin",
+        "auth",
+        "sign",
+        "--format",
+        "openssh",
+        "--host",
+        "web1",
+        "--out",
+        dir.join("web1").to_str().unwrap(),
+    ]);
+    assert!(out.contains("HostCertificate"), "{out}");
+    let port = free_port();
+    let Some(_sshd) = start_sshd(&dir, port) else {
+        return;
+    };
+    let out = a.ok(&[
+        "admin",
+        "nodes",
+        "add",
+        "--openssh",
+        "--name",
+        "web1",
+        "--addr",
+        &format!("127.0.0.1:{port}"),
+        "--labels",
+        "env=legacy",
+    ]);
+    assert!(out.contains("registered"), "{out}");
+    let listed = a.ok(&["admin", "nodes", "ls", "--format", "json"]);
+    assert!(listed.contains("\"openssh\""), "{listed}");
+
+    let secret = a.add_user("alice", "access,auditor", "root");
+    let out = a.login("alice", PASSWORD, &secret);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ls = a.ok(&["ls"]);
+    assert!(ls.contains("web1") && ls.contains("env=legacy"), "{ls}");
+
+    // A command through the proxy, which logs in to sshd with its own short-lived certificate.
+    let out = a.hop(&["ssh", "root@web1", "echo", "agentless-$((6*7))"]);
+    assert!(
+        out.status.success(),
+        "hop ssh: {} {}",
+        stderr(&out),
+        std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default()
+    );
+    assert_eq!(stdout(&out).trim(), "agentless-42");
+    let out = a.hop(&["ssh", "root@web1", "exit 5"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+
+    // An interactive session (a PTY) with OpenSSH's own client: recorded at the proxy.
+    let (cfg, cluster) = write_config(&a);
+    let host = format!("root@web1.{cluster}");
+    let out = openssh(
+        &a,
+        &cfg,
+        "ssh",
+        &["-tt", &host, "echo recorded-at-the-proxy"],
+    );
+    assert!(out.status.success(), "ssh -tt: {}", stderr(&out));
+    assert!(stdout(&out).contains("recorded-at-the-proxy"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let rec = loop {
+        let list: serde_json::Value =
+            serde_json::from_str(a.ok(&["recordings", "ls", "--format", "json"]).trim()).unwrap();
+        if let Some(r) = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["node"] == "web1")
+        {
+            break r.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no recording of the web1 session: {list}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(rec["login"], "root", "{rec}");
+    assert_eq!(rec["user"], "alice", "{rec}");
+    let id = rec["session_id"].as_str().unwrap();
+    let played = a.ok(&["play", id, "--format", "raw"]);
+    assert!(played.contains("recorded-at-the-proxy"), "{played}");
+    let start = wait_event(&a, "session.start", |e| e["session_id"] == id);
+    assert_eq!(start["recorded_at"], "proxy", "{start}");
+
+    // sftp through the proxy.
+    let batch = a.dir.path().join("sftp.batch");
+    std::fs::write(&batch, format!("ls {}\n", dir.display())).unwrap();
+    let out = openssh(&a, &cfg, "sftp", &["-b", batch.to_str().unwrap(), &host]);
+    assert!(out.status.success(), "sftp: {}", stderr(&out));
+    assert!(stdout(&out).contains("sshd_config"), "{}", stdout(&out));
+
+    // The jump host will not carry a session the proxy must record.
+    let out = openssh(
+        &a,
+        &cfg,
+        "ssh",
+        &["-J", &format!("proxy.{cluster}"), &host, "true"],
+    );
+    assert!(!out.status.success());
+    wait_event(&a, "ssh.auth", |e| {
+        e["server"] == "web1"
+            && e["error"]
+                .as_str()
+                .is_some_and(|m| m.contains("recorded by the proxy"))
+    });
+
+    // Removing the node: it is no longer reachable by name.
+    a.ok(&["admin", "nodes", "rm", "web1"]);
+    let out = a.hop(&["ssh", "root@web1", "true"]);
+    assert!(!out.status.success());
+}
