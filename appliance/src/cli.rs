@@ -79,6 +79,19 @@ pub enum Command {
     Recordings(RecordingsCommand),
     /// Replay a recorded session in this terminal: space pauses, q quits, + and - change speed.
     Play(PlayArgs),
+    /// Join a live SSH session: watch it (observer) or type into it too (peer). Ctrl-] leaves.
+    Join {
+        /// The session id (from `hop admin audit search --type session.start`, or the owner).
+        session_id: String,
+        #[arg(long, value_enum, default_value_t = JoinMode::Observer)]
+        mode: JoinMode,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum JoinMode {
+    Observer,
+    Peer,
 }
 
 #[derive(Debug, Subcommand)]

@@ -355,6 +355,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
                 cancels: Default::default(),
                 jump: jump.clone(),
                 recordings: Some(recordings.clone()),
+                audit_log: Some(audit_log.clone()),
             },
             settings,
             metrics.clone(),

@@ -53,6 +53,7 @@ struct Conditions {
     desktop: Selector,
     desktop_logins: BTreeSet<String>,
     rules: Vec<Rule>,
+    join_sessions: Vec<crate::role::JoinSessionPolicy>,
     request_roles: BTreeSet<String>,
 }
 
@@ -139,6 +140,7 @@ impl Conditions {
             desktop: labels("windows_desktop_labels", &c.windows_desktop_labels)?,
             desktop_logins: expand_logins(&c.windows_desktop_logins, traits),
             rules: c.rules.clone(),
+            join_sessions: c.join_sessions.clone(),
             request_roles: c
                 .request
                 .as_ref()
@@ -393,6 +395,37 @@ impl AccessChecker {
         let users = pick(&|r| &r.allow.db_users, &|r| &r.deny.db_users);
         let names = pick(&|r| &r.allow.db_names, &|r| &r.deny.db_names);
         Some((users, names))
+    }
+
+    /// May the user join, in `mode`, a live session of `kind` owned by a user holding
+    /// `owner_roles`? Deny policies of the same shape win.
+    pub fn check_join_session(
+        &self,
+        owner_roles: &[String],
+        kind: &str,
+        mode: &str,
+    ) -> Result<(), AccessDenied> {
+        let what = || format!("joining a {kind} session as {mode}");
+        let matches = |p: &crate::role::JoinSessionPolicy| {
+            (p.roles.iter().any(|r| r == WILDCARD)
+                || p.roles.iter().any(|r| owner_roles.contains(r)))
+                && p.kinds.iter().any(|k| k == WILDCARD || k == kind)
+                && p.modes.iter().any(|m| m == mode)
+        };
+        for r in &self.roles {
+            if r.deny.join_sessions.iter().any(matches) {
+                return Err(r.denied("spec.deny.join_sessions", what()));
+            }
+        }
+        if self
+            .roles
+            .iter()
+            .any(|r| r.allow.join_sessions.iter().any(matches))
+        {
+            Ok(())
+        } else {
+            Err(AccessDenied::NotAllowed { what: what() })
+        }
     }
 
     /// May the user reach an application with `app_labels`?

@@ -38,8 +38,8 @@ pub use node::{NodeResource, NodeSpec};
 pub use parse::{ParseError, ParseProblem, parse_resources, to_yaml, to_yaml_stream};
 pub use resource::{KINDS, Kind, Metadata, Resource};
 pub use role::{
-    AccessRequestConditions, RecordSession, RecordingMode, Role, RoleConditions, RoleOptions,
-    RoleSpec, Rule,
+    AccessRequestConditions, JoinSessionPolicy, RecordSession, RecordingMode, Role, RoleConditions,
+    RoleOptions, RoleSpec, Rule,
 };
 pub use token::{JoinMethod, ProvisionToken, ProvisionTokenSpec, SystemRole};
 pub use traits::{TemplateError, Traits};

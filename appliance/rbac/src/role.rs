@@ -163,7 +163,28 @@ pub struct RoleConditions {
     /// Roles that may be requested.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<AccessRequestConditions>,
+    /// Whose live sessions may be joined, and how (`hop join`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub join_sessions: Vec<JoinSessionPolicy>,
 }
+
+/// One `join_sessions` entry: live sessions of users holding one of `roles`, of `kinds`, may be
+/// joined in `modes`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinSessionPolicy {
+    /// A name for the policy (shown in refusals).
+    pub name: String,
+    /// The session owner must hold one of these roles (`*`: any).
+    pub roles: Vec<String>,
+    /// Session kinds: `ssh` (`*`: any).
+    pub kinds: Vec<String>,
+    /// `observer` (watch) and/or `peer` (type too).
+    pub modes: Vec<String>,
+}
+
+/// Modes a session can be joined in.
+pub const JOIN_MODES: &[&str] = &["observer", "peer"];
 
 impl RoleConditions {
     fn is_empty(&self) -> bool {
@@ -333,6 +354,29 @@ impl RoleConditions {
         }
         if let Some(req) = &self.request {
             check_names(&field.key("request").key("roles"), &req.roles)?;
+        }
+        for (i, j) in self.join_sessions.iter().enumerate() {
+            let f = field.key("join_sessions").index(i);
+            if j.roles.is_empty() {
+                return Err(invalid(&f.key("roles"), Problem::Empty));
+            }
+            if j.kinds.is_empty() {
+                return Err(invalid(&f.key("kinds"), Problem::Empty));
+            }
+            if j.modes.is_empty() {
+                return Err(invalid(&f.key("modes"), Problem::Empty));
+            }
+            for (k, m) in j.modes.iter().enumerate() {
+                if !JOIN_MODES.contains(&m.as_str()) {
+                    return Err(invalid(
+                        &f.key("modes").index(k),
+                        Problem::Invalid(format!(
+                            "unknown mode {m:?}, expected one of {}",
+                            JOIN_MODES.join(", ")
+                        )),
+                    ));
+                }
+            }
         }
         Ok(())
     }

@@ -482,6 +482,32 @@ async fn serve_dial(
         }
         return;
     }
+    if let Some(join) = crate::node::party::JoinDial::from_target(&dial.target) {
+        let live = match (&join, shared.node.get()) {
+            (Ok(j), Some(node)) => node.parties.get(&j.session_id).ok_or_else(|| {
+                format!(
+                    "session {} is not running on this node (it ended, or it is not interactive)",
+                    j.session_id
+                )
+            }),
+            (Ok(_), None) => Err("this agent is not an SSH node".to_string()),
+            (Err(e), _) => Err(e.clone()),
+        };
+        let (live, join) = match (live, join) {
+            (Ok(l), Ok(j)) => (l, j),
+            (Err(e), _) | (_, Err(e)) => {
+                let _ = framed.write_frame(&answer(false, Some(e))).await;
+                return;
+            }
+        };
+        if framed.write_frame(&answer(true, None)).await.is_err() {
+            return;
+        }
+        let (tunnel, pending) = framed.into_inner();
+        crate::node::party::serve_joiner(live, join, crate::tunnel::Prefixed::new(tunnel, pending))
+            .await;
+        return;
+    }
     if dial.target == crate::node::DIAL_TARGET {
         let Some(node) = shared.node.get().cloned() else {
             let _ = framed

@@ -41,6 +41,7 @@ pub enum EventKind {
     DbQuery,
     SessionUpload,
     SessionRecording,
+    SessionJoin,
 }
 
 impl EventKind {
@@ -71,6 +72,7 @@ impl EventKind {
             Self::DbQuery => "db.query",
             Self::SessionUpload => "session.upload",
             Self::SessionRecording => "session.recording",
+            Self::SessionJoin => "session.join",
         }
     }
 
@@ -102,6 +104,7 @@ impl EventKind {
             Self::DbQuery => 6002,
             Self::SessionUpload => 5007,
             Self::SessionRecording => 5008,
+            Self::SessionJoin => 5009,
         };
         format!("H{n}{}", if success { 'I' } else { 'W' })
     }

@@ -486,6 +486,15 @@ impl AuthServer {
         Ok(())
     }
 
+    /// The roles user `name` holds now.
+    pub fn user_roles(&self, name: &str) -> Result<Vec<String>, AuthError> {
+        let user = self
+            .store
+            .get::<User>(name)?
+            .ok_or_else(|| AuthError::NotFound(format!("user/{name}")))?;
+        Ok(resources::user_roles_and_traits(&user.value).0)
+    }
+
     /// When `name` is locked now, until when.
     pub fn user_locked_until(&self, name: &str) -> Result<Option<SystemTime>, AuthError> {
         Ok(self

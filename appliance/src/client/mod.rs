@@ -7,6 +7,7 @@ pub mod admin;
 pub mod apps;
 pub mod connect;
 pub mod db;
+pub mod join;
 pub mod profile;
 pub mod recordings;
 pub mod ssh;

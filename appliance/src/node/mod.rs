@@ -12,6 +12,7 @@ pub mod access;
 pub mod audit;
 pub mod env;
 pub mod handler;
+pub mod party;
 pub mod recorder;
 pub mod session;
 pub mod upload;
@@ -67,6 +68,8 @@ pub struct NodeShared {
     pub nodename: String,
     /// The spool of session recordings, `<data_dir>/agent/recordings`.
     pub recordings: Arc<recorder::RecordingSpool>,
+    /// Interactive sessions others may join (`hop join`).
+    pub parties: Arc<party::Parties>,
     static_labels: BTreeMap<String, String>,
     command_labels: ArcSwap<BTreeMap<String, String>>,
     /// Bumped whenever the labels change, so the agent announces them again.
@@ -143,6 +146,7 @@ impl NodeShared {
             host_id: identity.meta.host_id.clone(),
             nodename,
             recordings,
+            parties: Arc::default(),
             static_labels: settings.labels.clone(),
             command_labels: ArcSwap::from_pointee(BTreeMap::new()),
             labels_changed,

@@ -369,7 +369,8 @@ async fn start_and_serve(
     if interactive {
         let (_, size) = req.pty.clone().unwrap_or_default();
         let recorder = start_recording(ctx, req, program, session_id)?;
-        pty_session(ctx, id, reader, writer, cmd, groups, size, recorder).await
+        let hosted = ctx.shared.parties.host(session_id);
+        pty_session(ctx, id, reader, writer, cmd, groups, size, recorder, hosted).await
     } else {
         pipe_session(ctx, id, reader, writer, cmd, groups).await
     }
@@ -650,7 +651,14 @@ async fn pty_session(
     groups: Option<Vec<u32>>,
     size: WindowSize,
     recording: Recording,
+    hosted: super::party::Hosted,
 ) -> Result<Outcome, String> {
+    let super::party::Hosted {
+        live,
+        input: mut peer_input,
+        notices: mut party_notices,
+        guard: _party,
+    } = hosted;
     let pair = pty::open_pty(size).map_err(|e| format!("cannot open a terminal: {e}"))?;
     let slave = |p: &OwnedFd| -> Result<Stdio, String> {
         p.try_clone()
@@ -679,6 +687,7 @@ async fn pty_session(
     let out_master = master.clone();
     let out_writer = writer.clone();
     let out_rec = recording.clone();
+    let out_live = live.clone();
     let pump = tokio::spawn(async move {
         let mut w = out_writer.make_writer();
         let mut buf = vec![0u8; 16 * 1024];
@@ -692,6 +701,7 @@ async fn pty_session(
             if let Some((rec, t0)) = &out_rec {
                 rec.output(t0.elapsed(), &buf[..n]);
             }
+            out_live.publish(&buf[..n]);
             if w.write_all(&buf[..n]).await.is_err() {
                 break;
             }
@@ -732,6 +742,20 @@ async fn pty_session(
                 let _ = writer.make_writer_ext(Some(1)).write_all(msg.as_bytes()).await;
                 let _ = pty::signal_process(pid, libc::SIGHUP);
                 break child.wait().await.map_err(|e| e.to_string())?;
+            }
+            Some(data) = peer_input.recv() => {
+                // A peer's keystrokes (`hop join --mode peer`) count as the session's input.
+                last_input = tokio::time::Instant::now();
+                if let Some((rec, t0)) = &recording {
+                    rec.input(t0.elapsed(), &data);
+                }
+                if master.write_all(&data).await.is_err() {
+                    break child.wait().await.map_err(|e| e.to_string())?;
+                }
+            }
+            Some(note) = party_notices.recv() => {
+                let line = format!("\r\n[hop: {note}]\r\n");
+                let _ = writer.make_writer_ext(Some(1)).write_all(line.as_bytes()).await;
             }
             msg = reader.wait() => match msg {
                 Some(ChannelMsg::Data { data }) => {

@@ -28,7 +28,7 @@ use crate::metrics::Metrics;
 use crate::proxy::postgres::BeforeTls;
 use crate::proxy::tunnels::TunnelRegistry;
 use crate::tunnel::{
-    ALPN_MYSQL, ALPN_POSTGRES, ALPN_POSTGRES_DIRECT, ALPN_SSH, ALPN_TCP, ALPN_TUNNEL,
+    ALPN_JOIN, ALPN_MYSQL, ALPN_POSTGRES, ALPN_POSTGRES_DIRECT, ALPN_SSH, ALPN_TCP, ALPN_TUNNEL,
     ALPN_TUNNEL_DATA,
 };
 
@@ -84,6 +84,8 @@ pub struct TlsRoutes {
     pub jump: Arc<crate::proxy::jump::JumpHost>,
     /// Where sessions the proxy records go (agentless OpenSSH nodes).
     pub recordings: Option<Arc<hop_storage::recording::RecordingStore>>,
+    /// The audit log, where `hop join` finds sessions.
+    pub audit_log: Option<Arc<hop_storage::AuditLog>>,
 }
 
 impl TlsRoutes {
@@ -227,6 +229,17 @@ pub async fn serve_tls(
                             )
                             .await;
                         }
+                        (Some(p), Caller::User { identity, .. }) if p == ALPN_JOIN => {
+                            crate::proxy::join::serve(
+                                tls,
+                                *identity,
+                                remote,
+                                routes.registry.clone(),
+                                routes.auth.clone(),
+                                routes.audit_log.clone(),
+                            )
+                            .await;
+                        }
                         (Some(p), Caller::User { identity, .. }) if p == ALPN_SSH => {
                             crate::proxy::ssh::serve(
                                 tls,
@@ -242,7 +255,8 @@ pub async fn serve_tls(
                             if p == ALPN_TUNNEL
                                 || p == ALPN_TUNNEL_DATA
                                 || p == ALPN_TCP
-                                || p == ALPN_SSH =>
+                                || p == ALPN_SSH
+                                || p == ALPN_JOIN =>
                         {
                             tracing::debug!(%remote, "tunnel or application route without the right certificate");
                         }

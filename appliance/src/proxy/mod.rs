@@ -10,6 +10,7 @@ pub mod cert;
 pub mod db_cancel;
 pub mod dial;
 pub mod forward;
+pub mod join;
 pub mod jump;
 pub mod listener;
 pub mod mysql;

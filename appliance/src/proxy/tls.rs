@@ -25,6 +25,7 @@ pub const ALPN: &[&[u8]] = &[
     b"hop-ssh",
     b"hop-postgres",
     b"hop-mysql",
+    b"hop-join",
     // PostgreSQL 17's direct TLS (`sslnegotiation=direct`).
     b"postgresql",
 ];

@@ -30,6 +30,8 @@ pub const ALPN_SSH: &[u8] = b"hop-ssh";
 /// A PostgreSQL session from `hop proxy db` (TLS with the user's database certificate; the
 /// PostgreSQL protocol starts at the StartupMessage inside).
 pub const ALPN_POSTGRES: &[u8] = b"hop-postgres";
+/// `hop join`: watching or typing into another live SSH session.
+pub const ALPN_JOIN: &[u8] = b"hop-join";
 /// A MySQL session from `hop proxy db` (the MySQL protocol starts with the proxy's greeting).
 pub const ALPN_MYSQL: &[u8] = b"hop-mysql";
 /// PostgreSQL 17's direct TLS negotiation.

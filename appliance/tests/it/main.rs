@@ -4,6 +4,7 @@ mod admin;
 mod audit;
 mod db;
 mod harness;
+mod join;
 mod login_flow;
 mod multiplexer;
 mod openssh_node;

@@ -19,7 +19,7 @@ impl Drop for Killed {
 }
 
 /// Starts a node agent with `--labels`; it joins with `token` and keeps its identity in `data`.
-fn start_node(a: &Appliance, data: &Path, token: &str, name: &str, labels: &str) -> Killed {
+pub fn start_node(a: &Appliance, data: &Path, token: &str, name: &str, labels: &str) -> Killed {
     let child = Command::new(HOP)
         .args([
             "start",

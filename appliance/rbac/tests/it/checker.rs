@@ -384,3 +384,48 @@ fn checker_is_shareable_across_workers() {
     assert_send_sync::<AccessChecker>();
     assert_send_sync::<hop_rbac::Resource>();
 }
+
+#[test]
+fn joining_sessions_follows_join_sessions_policies() {
+    let policy = |name: &str, roles: &[&str], modes: &[&str]| hop_rbac::JoinSessionPolicy {
+        name: name.into(),
+        roles: roles.iter().map(|s| (*s).to_owned()).collect(),
+        kinds: vec!["ssh".into()],
+        modes: modes.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    let watcher = role("watcher", |r| {
+        r.spec.allow.join_sessions = vec![policy("watch-devs", &["dev"], &["observer"])];
+    });
+    let c = checker(&[watcher.clone()], &Traits::default());
+    assert!(
+        c.check_join_session(&["dev".into()], "ssh", "observer")
+            .is_ok()
+    );
+    assert!(
+        c.check_join_session(&["dev".into()], "ssh", "peer")
+            .is_err()
+    );
+    assert!(
+        c.check_join_session(&["ops".into()], "ssh", "observer")
+            .is_err()
+    );
+    assert!(
+        c.check_join_session(&["dev".into()], "k8s", "observer")
+            .is_err()
+    );
+    // No policy: nothing may be joined.
+    let c = checker(&[ssh_everywhere("plain", &["root"])], &Traits::default());
+    assert!(
+        c.check_join_session(&["dev".into()], "ssh", "observer")
+            .is_err()
+    );
+    // A deny policy wins.
+    let no = role("no-watch", |r| {
+        r.spec.deny.join_sessions = vec![policy("never", &["*"], &["observer", "peer"])];
+    });
+    let c = checker(&[watcher, no], &Traits::default());
+    assert!(matches!(
+        c.check_join_session(&["dev".into()], "ssh", "observer"),
+        Err(AccessDenied::DeniedByRole { .. })
+    ));
+}

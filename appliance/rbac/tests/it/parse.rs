@@ -211,7 +211,7 @@ fn malformed_resources_name_field_and_line() {
         // Unknown key inside the spec.
         (
             "kind: role\nversion: v7\nmetadata:\n  name: dev\nspec:\n  allow:\n    node_lables: {}\n",
-            r#"roles.yaml:7: role "dev": spec.allow: unknown field "node_lables", expected one of logins, node_labels, db_labels, db_names, db_users, app_labels, kubernetes_labels, kubernetes_groups, kubernetes_users, windows_desktop_labels, windows_desktop_logins, rules, request"#,
+            r#"roles.yaml:7: role "dev": spec.allow: unknown field "node_lables", expected one of logins, node_labels, db_labels, db_names, db_users, app_labels, kubernetes_labels, kubernetes_groups, kubernetes_users, windows_desktop_labels, windows_desktop_logins, rules, request, join_sessions"#,
         ),
         // Bad regex: the line of the offending label.
         (

@@ -1,0 +1,89 @@
+//! `hop join SESSION [--mode observer|peer]`: another user's (or one's own) live SSH session in
+//! this terminal, through the proxy (ALPN `hop-join`).
+//!
+//! The terminal is put in raw mode when stdin is one. An observer's keys are not sent; Ctrl-]
+//! (or q, for an observer) leaves. A peer's keys go into the session's terminal.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::connect::open_session;
+use super::profile;
+use super::trust::client_config;
+use crate::cli::JoinMode;
+use crate::tunnel::ALPN_JOIN;
+
+/// Ctrl-]: leave the session.
+const DETACH: u8 = 0x1d;
+
+pub async fn join(session_id: String, mode: JoinMode) -> anyhow::Result<()> {
+    let login = profile::current_login()?;
+    let cfg = Arc::new(client_config(&login.trust, Some(&login.cert), ALPN_JOIN)?);
+    let mode_name = match mode {
+        JoinMode::Observer => "observer",
+        JoinMode::Peer => "peer",
+    };
+    let target = serde_json::json!({"session_id": session_id, "mode": mode_name}).to_string();
+    let local = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let (stream, pending) = open_session(&login.profile.proxy, cfg, &target, local).await?;
+    let interactive = std::io::stdin().is_terminal();
+    let _raw = if interactive {
+        Some(crate::platform::term::RawMode::enable(&std::io::stdin()).context("raw terminal")?)
+    } else {
+        None
+    };
+    if interactive {
+        let hint = if mode == JoinMode::Peer {
+            "Ctrl-] leaves"
+        } else {
+            "q or Ctrl-] leaves"
+        };
+        eprint!("[hop: joined session {session_id} as {mode_name}; {hint}]\r\n");
+    }
+    let (mut r, mut w) = tokio::io::split(stream);
+    let mut stdout = tokio::io::stdout();
+    let output = async {
+        stdout.write_all(&pending).await?;
+        stdout.flush().await?;
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = r.read(&mut buf).await?;
+            if n == 0 {
+                return Ok::<(), std::io::Error>(());
+            }
+            stdout.write_all(buf.get(..n).unwrap_or_default()).await?;
+            stdout.flush().await?;
+        }
+    };
+    let input = async {
+        let mut stdin = tokio::io::stdin();
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let n = stdin.read(&mut buf).await?;
+            if n == 0 {
+                // Nothing more to type; keep watching until the session ends.
+                std::future::pending::<()>().await;
+            }
+            let keys = buf.get(..n).unwrap_or_default();
+            let quit = keys.contains(&DETACH)
+                || (mode == JoinMode::Observer && interactive && keys.contains(&b'q'));
+            if quit {
+                return Ok::<(), std::io::Error>(());
+            }
+            if mode == JoinMode::Peer {
+                w.write_all(keys).await?;
+            }
+        }
+    };
+    tokio::select! {
+        r = output => r.context("the session stream")?,
+        r = input => r.context("reading the keyboard")?,
+    }
+    if interactive {
+        eprint!("\r\n[hop: left session {session_id}]\r\n");
+    }
+    Ok(())
+}

@@ -1,0 +1,126 @@
+//! `hop join`: watching (observer) and typing into (peer) a live SSH session, allowed by the
+//! roles' `join_sessions`, with the owner told who joined.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{Appliance, HOP, PASSWORD, stderr};
+use crate::ssh::{Killed, node_token, start_node, tmux, wait_event, wait_for_node, wait_pane};
+
+const WATCHER: &str = "kind: role\nversion: v7\nmetadata:\n  name: watcher\nspec:\n  allow:\n    join_sessions:\n      - name: watch-access\n        roles: [access]\n        kinds: [ssh]\n        modes: [observer]\n";
+
+fn wait_file(path: &std::path::Path, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{needle:?} never reached the joiner:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn observers_and_peers_join_a_live_session() {
+    let a = Appliance::start("");
+    let token = node_token(&a);
+    let _node = start_node(&a, &a.dir.path().join("node1"), &token, "node1", "env=dev");
+    let role = a.dir.path().join("watcher.yaml");
+    std::fs::write(&role, WATCHER).unwrap();
+    a.ok(&["admin", "create", "-f", role.to_str().unwrap()]);
+    let alice = a.add_user("alice", "access", "root");
+    let bob = a.add_user("bob", "watcher", "nobody");
+    let carol = a.add_user("carol", "access", "root");
+    assert!(a.login("alice", PASSWORD, &alice).status.success());
+    wait_for_node(&a, "node1");
+    // alice keeps her own HOP_HOME; the appliance's default one is used by the others below.
+    let alice_home = a.dir.path().join("alice-home");
+    let ok = Command::new("cp")
+        .arg("-a")
+        .arg(&a.home)
+        .arg(&alice_home)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+
+    let sock = a.dir.path().join("tmux.sock");
+    let script = format!(
+        "HOP_HOME={} {HOP} ssh root@node1",
+        alice_home.display()
+    );
+    let out = tmux(
+        &sock,
+        &["new-session", "-d", "-s", "hop", "-x", "100", "-y", "30", "sh", "-c", &script],
+    );
+    assert!(out.status.success(), "tmux: {}", stderr(&out));
+    struct KillServer(std::path::PathBuf);
+    impl Drop for KillServer {
+        fn drop(&mut self) {
+            let _ = tmux(&self.0, &["kill-server"]);
+        }
+    }
+    let _server = KillServer(sock.clone());
+    tmux(&sock, &["send-keys", "-t", "hop", "PS1='remote$ '", "Enter"]);
+    wait_pane(&sock, "remote$");
+    let start = wait_event(&a, "session.start", |e| {
+        e["user"] == "alice" && e["interactive"] == true
+    });
+    let id = start["session_id"].as_str().unwrap().to_string();
+
+    // bob watches.
+    assert!(a.login("bob", PASSWORD, &bob).status.success());
+    let seen = a.dir.path().join("bob-sees.txt");
+    let _observer = Killed(
+        Command::new(HOP)
+            .args(["join", &id])
+            .env("HOP_HOME", &a.home)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(std::fs::File::create(&seen).unwrap()))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_pane(&sock, "[hop: bob joined as observer]");
+    tmux(&sock, &["send-keys", "-t", "hop", "echo shared-$((2+3))", "Enter"]);
+    wait_file(&seen, "shared-5");
+    wait_event(&a, "session.join", |e| {
+        e["user"] == "bob" && e["success"] == true && e["owner"] == "alice"
+    });
+
+    // bob may only watch; carol may do neither.
+    let out = a.hop(&["join", &id, "--mode", "peer"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("denied"), "{}", stderr(&out));
+    assert!(a.login("carol", PASSWORD, &carol).status.success());
+    let out = a.hop(&["join", &id]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("denied"), "{}", stderr(&out));
+    wait_event(&a, "session.join", |e| e["user"] == "carol" && e["success"] == false);
+
+    // alice joins her own session as a peer from elsewhere and types into it.
+    let mut peer = Command::new(HOP)
+        .args(["join", &id, "--mode", "peer"])
+        .env("HOP_HOME", &alice_home)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_pane(&sock, "[hop: alice joined as peer]");
+    peer.stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"echo from-peer-$((1+1))\r")
+        .unwrap();
+    wait_pane(&sock, "from-peer-2");
+    let _ = peer.kill();
+    let _ = peer.wait();
+
+    // An unknown session is a clear error.
+    let out = a.hop(&["join", "00000000000000000000000000000000"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no session"), "{}", stderr(&out));
+    tmux(&sock, &["send-keys", "-t", "hop", "exit", "Enter"]);
+}
