@@ -613,8 +613,18 @@ pub enum UsersCommand {
         #[command(flatten)]
         out: Output,
     },
-    /// Lift a lock placed after too many failed logins.
+    /// Lift a lock (an administrator's, or one placed after too many failed logins).
     Unlock { name: String },
+    /// Lock a user out now: logins, certificates and new sessions are refused (proxy and nodes).
+    Lock {
+        name: String,
+        /// How long, e.g. 2h [default: until unlocked].
+        #[arg(long)]
+        ttl: Option<String>,
+        /// Why (shown in refusals and the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -650,6 +650,19 @@ impl AuthAdmin for AuthApi {
         Ok(Response::new(Empty {}))
     }
 
+    async fn lock_user(&self, req: Request<LockUserRequest>) -> Result<Response<Empty>, Status> {
+        let c = caller(&req);
+        let r = req.into_inner();
+        self.blocking(move |a| {
+            let actor = authorize(a, &c, "user", "update")?;
+            let until = (r.ttl_seconds > 0)
+                .then(|| a.now() + std::time::Duration::from_secs(r.ttl_seconds));
+            a.lock_user(&r.name, until, &r.reason, &actor)
+        })
+        .await?;
+        Ok(Response::new(Empty {}))
+    }
+
     async fn create_token(
         &self,
         req: Request<CreateTokenRequest>,

@@ -463,8 +463,47 @@ impl AuthServer {
         Ok(invite.user)
     }
 
+    /// An administrator's lock: until `until` (or for about a century), with `reason`.
+    pub fn lock_user(
+        &self,
+        name: &str,
+        until: Option<SystemTime>,
+        reason: &str,
+        actor: &str,
+    ) -> Result<(), AuthError> {
+        let until =
+            until.unwrap_or_else(|| self.now() + Duration::from_secs(100 * 365 * 24 * 3600));
+        let reason = if reason.trim().is_empty() {
+            format!("locked by {actor}")
+        } else {
+            reason.trim().chars().take(200).collect()
+        };
+        self.set_lock_with_reason(name, Some(until), &reason)?;
+        self.audit.emit_durable(
+            self.event(EventKind::UserLocked, actor)
+                .field("name", name)
+                .field("until", rfc3339(until))
+                .field("reason", reason),
+        );
+        Ok(())
+    }
+
     /// Sets or clears a user's lock and resets the failure counter.
     fn set_lock(&self, name: &str, until: Option<SystemTime>) -> Result<(), AuthError> {
+        let reason = if until.is_some() {
+            "too many failed logins"
+        } else {
+            ""
+        };
+        self.set_lock_with_reason(name, until, reason)
+    }
+
+    fn set_lock_with_reason(
+        &self,
+        name: &str,
+        until: Option<SystemTime>,
+        reason: &str,
+    ) -> Result<(), AuthError> {
         let _guard = self
             .login_state
             .lock()
@@ -473,15 +512,7 @@ impl AuthServer {
             return Err(AuthError::NotFound(format!("user {name:?}")));
         };
         let mut user = v.value;
-        resources::set_user_lock(
-            &mut user,
-            until,
-            if until.is_some() {
-                "too many failed logins"
-            } else {
-                ""
-            },
-        );
+        resources::set_user_lock(&mut user, until, reason);
         self.store.update(&user, v.revision)?;
         Ok(())
     }

@@ -558,6 +558,22 @@ async fn users(c: &mut AuthAdminClient<Channel>, cmd: UsersCommand) -> anyhow::R
                 .into_inner();
             print_invite(inv, false, format)?;
         }
+        UsersCommand::Lock { name, ttl, reason } => {
+            let ttl_seconds = match ttl {
+                Some(t) => parse_duration(&t)
+                    .map_err(|e| anyhow!("--ttl: {e}"))?
+                    .as_secs(),
+                None => 0,
+            };
+            c.lock_user(LockUserRequest {
+                name: name.clone(),
+                ttl_seconds,
+                reason: reason.unwrap_or_default(),
+            })
+            .await
+            .map_err(status_error)?;
+            println!("User {name:?} is locked");
+        }
         UsersCommand::Unlock { name } => {
             c.unlock_user(UnlockUserRequest { name: name.clone() })
                 .await

@@ -182,6 +182,13 @@ pub fn current_login() -> anyhow::Result<Login> {
         chain_pem: read(paths.tls_cert(), "your login certificate")?,
         key_pem: read(paths.tls_key(), "your login key")?,
     };
+    if let Some(expired) = expired_at(&cert.chain_pem) {
+        anyhow::bail!(
+            "your login for {} expired at {}; run `hop login` again",
+            profile.proxy,
+            crate::timestamps::rfc3339(expired)
+        );
+    }
     let trust = if profile.insecure {
         Trust::Insecure
     } else {
@@ -192,6 +199,18 @@ pub fn current_login() -> anyhow::Result<Login> {
         cert,
         trust,
     })
+}
+
+/// When the first certificate of `chain_pem` expired, if it has.
+fn expired_at(chain_pem: &str) -> Option<std::time::SystemTime> {
+    let der = hop_ca::parse_pem_certs(chain_pem)
+        .ok()?
+        .into_iter()
+        .next()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+    let not_after = u64::try_from(cert.validity().not_after.timestamp()).ok()?;
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(not_after);
+    (at <= std::time::SystemTime::now()).then_some(at)
 }
 
 /// Removes the current profile and its keys.

@@ -490,6 +490,49 @@ fn ssh_refusals_are_clear_and_audited() {
     wait_event(&a, "ssh.auth", |e| {
         e["user"] == "carol" && e["success"] == false
     });
+
+    // A locked user: refused at once, with the reason, and audited.
+    let dave = a.add_user("dave", "access", "root");
+    assert!(a.login("dave", PASSWORD, &dave).status.success());
+    let out = a.hop(&["ssh", "root@node1", "echo", "before-the-lock"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    a.ok(&["admin", "users", "lock", "dave", "--reason", "offboarding"]);
+    let out = a.hop(&["ssh", "root@node1", "true"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("locked"), "{}", stderr(&out));
+    wait_event(&a, "user.locked", |e| {
+        e["name"] == "dave" && e["reason"] == "offboarding"
+    });
+    a.ok(&["admin", "users", "unlock", "dave"]);
+
+    // An expired certificate: a login that lived three seconds.
+    let erin = a.add_user("erin", "access", "root");
+    let out = a.hop_stdin(
+        &[
+            "login",
+            "--proxy",
+            &a.addr,
+            "--ca-pin",
+            &a.pin,
+            "--user",
+            "erin",
+            "--password-stdin",
+            "--otp",
+            &crate::harness::totp(&erin, 30),
+            "--ttl",
+            "3s",
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::thread::sleep(Duration::from_secs(4));
+    let out = a.hop(&["ssh", "root@node1", "true"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("expired") && stderr(&out).contains("hop login"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// Runs `tmux` on a private server socket.
