@@ -17,7 +17,10 @@ fn wait_file(path: &std::path::Path, needle: &str) {
         if text.contains(needle) {
             return;
         }
-        assert!(Instant::now() < deadline, "{needle:?} never reached the joiner:\n{text}");
+        assert!(
+            Instant::now() < deadline,
+            "{needle:?} never reached the joiner:\n{text}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -46,13 +49,22 @@ fn observers_and_peers_join_a_live_session() {
     assert!(ok.success());
 
     let sock = a.dir.path().join("tmux.sock");
-    let script = format!(
-        "HOP_HOME={} {HOP} ssh root@node1",
-        alice_home.display()
-    );
+    let script = format!("HOP_HOME={} {HOP} ssh root@node1", alice_home.display());
     let out = tmux(
         &sock,
-        &["new-session", "-d", "-s", "hop", "-x", "100", "-y", "30", "sh", "-c", &script],
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            "hop",
+            "-x",
+            "100",
+            "-y",
+            "30",
+            "sh",
+            "-c",
+            &script,
+        ],
     );
     assert!(out.status.success(), "tmux: {}", stderr(&out));
     struct KillServer(std::path::PathBuf);
@@ -62,7 +74,10 @@ fn observers_and_peers_join_a_live_session() {
         }
     }
     let _server = KillServer(sock.clone());
-    tmux(&sock, &["send-keys", "-t", "hop", "PS1='remote$ '", "Enter"]);
+    tmux(
+        &sock,
+        &["send-keys", "-t", "hop", "PS1='remote$ '", "Enter"],
+    );
     wait_pane(&sock, "remote$");
     let start = wait_event(&a, "session.start", |e| {
         e["user"] == "alice" && e["interactive"] == true
@@ -83,7 +98,10 @@ fn observers_and_peers_join_a_live_session() {
             .unwrap(),
     );
     wait_pane(&sock, "[hop: bob joined as observer]");
-    tmux(&sock, &["send-keys", "-t", "hop", "echo shared-$((2+3))", "Enter"]);
+    tmux(
+        &sock,
+        &["send-keys", "-t", "hop", "echo shared-$((2+3))", "Enter"],
+    );
     wait_file(&seen, "shared-5");
     wait_event(&a, "session.join", |e| {
         e["user"] == "bob" && e["success"] == true && e["owner"] == "alice"
@@ -97,7 +115,9 @@ fn observers_and_peers_join_a_live_session() {
     let out = a.hop(&["join", &id]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("denied"), "{}", stderr(&out));
-    wait_event(&a, "session.join", |e| e["user"] == "carol" && e["success"] == false);
+    wait_event(&a, "session.join", |e| {
+        e["user"] == "carol" && e["success"] == false
+    });
 
     // alice joins her own session as a peer from elsewhere and types into it.
     let mut peer = Command::new(HOP)
