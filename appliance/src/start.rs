@@ -270,6 +270,14 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let api = AuthApi::new(auth.clone(), metrics.clone(), Some(registry.clone()))
         .with_audit_log(audit_log.clone());
     let recordings = open_recordings(&data_dir)?;
+    if let Some(retention) = cfg.auth_service.audit.retention.map(|d| d.0) {
+        tasks.spawn(recording_retention(
+            recordings.clone(),
+            clock.clone(),
+            retention,
+            shutdown_rx.clone(),
+        ));
+    }
     let grpc_router = api
         .routes()
         .add_service(
@@ -404,6 +412,36 @@ fn open_recordings(data_dir: &Path) -> anyhow::Result<Arc<hop_storage::recording
     hop_storage::recording::RecordingStore::open_dir(&dir)
         .map(Arc::new)
         .map_err(|e| anyhow!("cannot open the session recordings directory: {e}"))
+}
+
+/// Deletes recordings older than the audit log's retention, at start and then hourly.
+async fn recording_retention(
+    store: Arc<hop_storage::recording::RecordingStore>,
+    clock: Arc<dyn Clock>,
+    retention: std::time::Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let cutoff = clock.now().checked_sub(retention);
+        if let Some(cutoff) = cutoff {
+            let s = store.clone();
+            match tokio::task::spawn_blocking(move || s.delete_older_than(cutoff)).await {
+                Ok(Ok(r)) if r.recordings + r.abandoned_uploads > 0 => tracing::info!(
+                    recordings = r.recordings,
+                    abandoned_uploads = r.abandoned_uploads,
+                    bytes = r.bytes,
+                    "deleted session recordings past the retention"
+                ),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "recording retention failed"),
+                Err(e) => tracing::warn!(error = %e, "recording retention task failed"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+            _ = crate::signals::until_shutdown(&mut shutdown) => return,
+        }
+    }
 }
 
 fn open_audit_log(
