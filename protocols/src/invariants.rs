@@ -10,7 +10,7 @@
 //! split, never buffering more than their cap. Each function panics with a message
 //! when a property fails, and does nothing else: no IO, no state.
 
-use crate::{http1, mysql, postgres, proxy_protocol, sniff, ssh, tls, tunnel};
+use crate::{http1, mysql, postgres, proxy_protocol, sftp, sniff, ssh, tls, tunnel};
 
 /// The shared prefix properties of a `parse(buf) -> Result<Option<(T, usize)>, E>`;
 /// evaluates to the parsed `Option<(T, usize)>`. (A macro because `T` borrows
@@ -284,6 +284,39 @@ fn mysql_scan(data: &[u8], cuts: &[usize]) -> Vec<String> {
             }
         }
         assert!(scanner.buffered() <= 64 + mysql::PACKET_HEADER_LEN);
+    }
+    events
+}
+
+/// [`sftp::SftpScanner`]: never panics, and the requests it reports do not depend on how the
+/// stream is split; a request it parsed has an operation name or none, consistently.
+pub fn sftp_client(data: &[u8]) {
+    let whole = sftp_scan(data, &[data.len()]);
+    let split = sftp_scan(data, &[split_point(data), data.len()]);
+    assert_eq!(whole, split, "sftp scanner: depends on the split");
+    if let Some(&kind) = data.first() {
+        let _ = sftp::parse_request(kind, data.get(1..).unwrap_or_default()).map(|r| r.op());
+    }
+}
+
+fn sftp_scan(data: &[u8], cuts: &[usize]) -> Vec<String> {
+    let mut scanner = sftp::SftpScanner::new(64);
+    let mut events = Vec::new();
+    let mut at = 0;
+    for &cut in cuts {
+        let chunk = data.get(at..cut).unwrap_or_default();
+        at = cut;
+        let mut feed = scanner.feed(chunk);
+        loop {
+            match feed.next() {
+                Ok(Some(e)) => events.push(format!("{e:?}")),
+                Ok(None) => break,
+                Err(e) => {
+                    events.push(format!("error {e}"));
+                    return events;
+                }
+            }
+        }
     }
     events
 }

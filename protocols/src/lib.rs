@@ -29,6 +29,7 @@ pub mod invariants;
 pub mod mysql;
 pub mod postgres;
 pub mod proxy_protocol;
+pub mod sftp;
 pub mod sniff;
 pub mod ssh;
 pub mod tls;

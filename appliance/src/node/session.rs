@@ -372,7 +372,8 @@ async fn start_and_serve(
         let hosted = ctx.shared.parties.host(session_id);
         pty_session(ctx, id, reader, writer, cmd, groups, size, recorder, hosted).await
     } else {
-        pipe_session(ctx, id, reader, writer, cmd, groups).await
+        let sftp = matches!(program, Program::Sftp).then(|| SftpAudit::new(ctx, session_id));
+        pipe_session(ctx, id, reader, writer, cmd, groups, sftp).await
     }
 }
 
@@ -538,6 +539,7 @@ async fn pipe_session(
     writer: Arc<russh::ChannelWriteHalf<Msg>>,
     mut cmd: std::process::Command,
     groups: Option<Vec<u32>>,
+    mut sftp: Option<SftpAudit>,
 ) -> Result<Outcome, String> {
     pty::prepare_child(
         &mut cmd,
@@ -575,6 +577,9 @@ async fn pipe_session(
             msg = reader.wait() => match msg {
                 Some(ChannelMsg::Data { data }) => {
                     bytes_in += data.len() as u64;
+                    if let Some(a) = &mut sftp {
+                        a.feed(&data);
+                    }
                     if let Some(s) = &mut stdin
                         && s.write_all(&data).await.is_err()
                     {
@@ -604,6 +609,113 @@ async fn pipe_session(
         bytes_in,
         bytes_out,
     })
+}
+
+/// Per-operation audit of an sftp session: the client's requests, read from the bytes on their
+/// way to sftp-server (WRITE data is never buffered). An unreadable stream stops the auditing
+/// (said once), not the session.
+struct SftpAudit {
+    scanner: hop_protocols::sftp::SftpScanner,
+    audit: super::audit::AgentAudit,
+    user: String,
+    login: String,
+    client_addr: String,
+    session_id: String,
+    working: bool,
+}
+
+impl SftpAudit {
+    fn new(ctx: &SessionContext, session_id: &str) -> Self {
+        Self {
+            scanner: hop_protocols::sftp::SftpScanner::default(),
+            audit: ctx.shared.audit.clone(),
+            user: ctx.grant.identity.username.clone(),
+            login: ctx.grant.login.clone(),
+            client_addr: ctx.client_addr.clone(),
+            session_id: session_id.to_string(),
+            working: true,
+        }
+    }
+
+    fn feed(&mut self, chunk: &[u8]) {
+        use hop_protocols::sftp::{ScannedRequest, SftpRequest, open_flags};
+        if !self.working {
+            return;
+        }
+        let mut events = Vec::new();
+        let mut feed = self.scanner.feed(chunk);
+        loop {
+            match feed.next() {
+                Ok(None) => break,
+                Ok(Some(ScannedRequest::Request(r))) => {
+                    let Some(op) = r.op() else { continue };
+                    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+                    let (path, to, flags) = match &r {
+                        SftpRequest::Open { path, pflags, .. } => {
+                            let mut f = Vec::new();
+                            for (bit, name) in [
+                                (open_flags::READ, "read"),
+                                (open_flags::WRITE, "write"),
+                                (open_flags::APPEND, "append"),
+                                (open_flags::CREAT, "create"),
+                                (open_flags::TRUNC, "truncate"),
+                                (open_flags::EXCL, "exclusive"),
+                            ] {
+                                if pflags & bit != 0 {
+                                    f.push(name);
+                                }
+                            }
+                            (text(path), None, Some(f.join(",")))
+                        }
+                        SftpRequest::Rename { from, to, .. }
+                        | SftpRequest::Hardlink { from, to, .. } => {
+                            (text(from), Some(text(to)), None)
+                        }
+                        SftpRequest::Symlink { link, target, .. } => {
+                            (text(link), Some(text(target)), None)
+                        }
+                        SftpRequest::Remove { path, .. }
+                        | SftpRequest::Mkdir { path, .. }
+                        | SftpRequest::Rmdir { path, .. }
+                        | SftpRequest::SetStat { path, .. }
+                        | SftpRequest::OpenDir { path, .. } => (text(path), None, None),
+                        SftpRequest::Init { .. } | SftpRequest::Other { .. } => continue,
+                    };
+                    events.push((op, path, to, flags));
+                }
+                Ok(Some(ScannedRequest::Skipped { .. })) => {}
+                Err(e) => {
+                    self.working = false;
+                    events.push(("unreadable", e.to_string(), None, None));
+                    break;
+                }
+            }
+        }
+        for (op, path, to, flags) in events {
+            let mut ev = self
+                .audit
+                .event(EventKind::Sftp, &self.user)
+                .remote_str(&self.client_addr)
+                .field("login", self.login.clone())
+                .field("session_id", self.session_id.clone())
+                .field("op", op);
+            if op == "unreadable" {
+                ev = ev.failed(
+                    EventKind::Sftp,
+                    format!("sftp stream not understood, later operations are not audited: {path}"),
+                );
+            } else {
+                ev = ev.field("path", truncate(&path, 4096));
+            }
+            if let Some(t) = to {
+                ev = ev.field("to", truncate(&t, 4096));
+            }
+            if let Some(f) = flags {
+                ev = ev.field("flags", f);
+            }
+            self.audit.emit(ev);
+        }
+    }
 }
 
 /// The PTY master, readable and writable without blocking the runtime.

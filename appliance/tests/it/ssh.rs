@@ -249,6 +249,35 @@ fn ssh_scp_sftp_and_forwarding_through_a_tunnelled_node() {
         stderr(&out)
     );
     assert_eq!(std::fs::read(&sftp_dst).unwrap(), b"alpha\n");
+    // Each sftp operation is audited with its path.
+    let made = a.dir.path().join("sftp-made");
+    std::fs::write(
+        &batch,
+        format!(
+            "mkdir {made}\nrename {dst} {made}/moved.txt\nrm {made}/moved.txt\nrmdir {made}\n",
+            made = made.display(),
+            dst = sftp_dst.display()
+        ),
+    )
+    .unwrap();
+    let out = openssh(&a, &cfg, "sftp", &["-b", batch.to_str().unwrap(), &host]);
+    assert!(out.status.success(), "sftp: {}", stderr(&out));
+    let dst_text = sftp_dst.display().to_string();
+    wait_event(&a, "sftp", |e| {
+        e["op"] == "open"
+            && e["path"] == dst_text.as_str()
+            && e["flags"].as_str().is_some_and(|f| f.contains("write"))
+    });
+    let made_text = made.display().to_string();
+    wait_event(&a, "sftp", |e| {
+        e["op"] == "mkdir" && e["path"] == made_text.as_str()
+    });
+    wait_event(&a, "sftp", |e| {
+        e["op"] == "rename"
+            && e["path"] == dst_text.as_str()
+            && e["to"] == format!("{made_text}/moved.txt").as_str()
+    });
+    wait_event(&a, "sftp", |e| e["op"] == "rmdir");
     let scp_dst = a.dir.path().join("openssh-scp.bin");
     let out = openssh(
         &a,
