@@ -263,6 +263,9 @@ pub async fn run(settings: AgentSettings, shutdown: watch::Receiver<bool>) -> an
             &identity.meta.cluster,
             &identity.meta.host_id,
             shared.auth_channels(),
+            Some(crate::node::spool::AuditSpoolSettings::db(
+                &settings.data_dir,
+            )),
         )?;
         for d in svc.current() {
             println!("Database {} ({}) is served", d.name, d.uri);

@@ -253,6 +253,15 @@ pub trait AuditSink: Send + Sync + std::fmt::Debug {
     fn emit_durable(&self, event: AuditEvent) {
         self.emit(event);
     }
+    /// Records every event and returns once all are durable, or the first failure: an agent
+    /// forgets its copy only after this succeeds. Submitting them together lets the log commit
+    /// them in one transaction.
+    fn append_all_durable(&self, events: Vec<AuditEvent>) -> Result<(), String> {
+        for e in events {
+            self.emit_durable(e);
+        }
+        Ok(())
+    }
 }
 
 impl AuditEvent {
@@ -308,6 +317,31 @@ impl AuditLogSink {
 }
 
 impl AuditSink for AuditLogSink {
+    fn append_all_durable(&self, events: Vec<AuditEvent>) -> Result<(), String> {
+        let mut pending = Vec::with_capacity(events.len());
+        let mut first_error = None;
+        for ev in &events {
+            match self.log.append_async(ev.to_stored()) {
+                Ok(p) => pending.push((ev, p)),
+                Err(e) => {
+                    self.outcome(ev, Err(e.to_string()));
+                    first_error.get_or_insert_with(|| e.to_string());
+                }
+            }
+        }
+        for (ev, p) in pending {
+            let r = p.wait().map(drop).map_err(|e| e.to_string());
+            if let Err(e) = &r {
+                first_error.get_or_insert_with(|| e.clone());
+            }
+            self.outcome(ev, r);
+        }
+        match first_error {
+            None => Ok(()),
+            Some(e) => Err(e),
+        }
+    }
+
     fn emit(&self, event: AuditEvent) {
         let r = self
             .log

@@ -333,11 +333,7 @@ impl AuthPublic for AuthApi {
                 .map_err(|e| Status::invalid_argument(format!("event {i}: {e}")))?;
             events.push(ev);
         }
-        self.blocking(move |a| {
-            a.emit_agent_events(events);
-            Ok(())
-        })
-        .await?;
+        self.blocking(move |a| a.emit_agent_events(events)).await?;
         Ok(Response::new(Empty {}))
     }
 

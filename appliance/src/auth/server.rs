@@ -969,10 +969,12 @@ impl AuthServer {
 
     /// Records events sent by an agent, each durable before the call returns (so the agent may
     /// drop them from its spool).
-    pub fn emit_agent_events(&self, events: Vec<AuditEvent>) {
-        for ev in events {
-            self.audit.emit_durable(ev);
-        }
+    /// Records an agent's events; `Err` unless every one is durable (the agent then keeps and
+    /// resends them; ids make the resend idempotent).
+    pub fn emit_agent_events(&self, events: Vec<AuditEvent>) -> Result<(), AuthError> {
+        self.audit
+            .append_all_durable(events)
+            .map_err(|e| AuthError::Internal(format!("audit log: {e}")))
     }
 
     /// Roles, locked users, user CA keys and the recording mode, for a node's own decisions.

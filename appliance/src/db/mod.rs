@@ -258,6 +258,7 @@ impl DbService {
         cluster: &str,
         host_id: &str,
         connect: crate::node::audit::ChannelMaker,
+        audit_spool: Option<crate::node::spool::AuditSpoolSettings>,
     ) -> anyhow::Result<Arc<Self>> {
         for s in &specs {
             s.validate().map_err(|e| anyhow::anyhow!(e))?;
@@ -268,7 +269,12 @@ impl DbService {
             selectors,
             changed: tokio::sync::watch::channel(0).0,
             certs: certs::ClientCerts::new(connect.clone())?,
-            audit: AgentAudit::start(cluster.to_string(), host_id.to_string(), connect),
+            audit: AgentAudit::start(
+                cluster.to_string(),
+                host_id.to_string(),
+                connect,
+                audit_spool,
+            )?,
             max_statement: audit.max_statement_bytes,
             with_parameters: audit.parameters,
             mysql_threads: mysql::Threads::default(),

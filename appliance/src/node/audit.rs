@@ -1,28 +1,41 @@
 //! Audit events written by an agent, on their way to Auth.
 //!
-//! This module owns the agent's outgoing event queue: events are built with the same
-//! [`AuditEvent`] type Auth uses, queued without blocking the session that produced them,
-//! batched, and sent with `EmitEvents`; a batch is dropped from memory only once Auth has made
-//! it durable, and a failed send is retried with backoff (event ids make a resend idempotent).
-//! The queue is bounded: an overflow is counted and logged, never silent. Spooling to disk while
-//! Auth is away for long is not done yet; events queued in memory are lost if the agent stops
-//! before Auth comes back.
+//! This module owns the agent's outgoing events: they are built with the same [`AuditEvent`]
+//! type Auth uses, queued without blocking the session that produced them, batched, and sent
+//! with `EmitEvents`; a failed send is retried with backoff, and event ids make a resend
+//! idempotent (Auth stores an id once). It also decides when events go to the agent's disk spool
+//! ([`super::spool`]): when a batch cannot be delivered (Auth unreachable or failing), from then
+//! on every new event until the spool is empty again, and whenever more than [`SPILL_AT`] events
+//! wait in memory. The spool is always sent first, oldest segment first, so events reach Auth in
+//! the order they were made, across restarts of the agent. Events leave memory or the spool only
+//! once Auth has made them durable. It must never drop an event silently: a full queue, a full
+//! spool and a batch Auth refuses are counted (one counter per service) and logged with how many.
+//! While Auth is up and the queue short, events live only in memory (at most [`SPILL_AT`] of
+//! them are lost if the agent is killed then).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::spool::{AuditSpool, AuditSpoolError, AuditSpoolSettings, SpoolBatch};
 use crate::agent::backoff::Backoff;
 pub use crate::auth::audit::{AuditEvent, EventKind};
 use crate::auth::proto::EmitEventsRequest;
 use crate::auth::proto::auth_public_client::AuthPublicClient;
 
-/// Most events waiting in memory.
+/// Most events waiting in memory (the channel, and as many again taken from it).
 const QUEUE: usize = 10_000;
 /// Most events per `EmitEvents` call.
 const BATCH: usize = 200;
+/// Most bytes of events per `EmitEvents` call (unless one event alone is larger).
+const BATCH_BYTES: usize = 1024 * 1024;
+/// Events waiting in memory beyond which they move to the spool.
+pub const SPILL_AT: usize = 500;
+/// The longest pause between attempts to reach Auth.
+const MAX_PAUSE: Duration = Duration::from_secs(30);
 
 /// Where an agent's code sends events.
 #[derive(Debug, Clone)]
@@ -41,16 +54,39 @@ pub type ChannelMaker = Arc<
 >;
 
 impl AgentAudit {
-    /// Starts the sender task.
-    pub fn start(cluster: String, server: String, connect: ChannelMaker) -> Self {
+    /// Opens the spool, when there is one (its segments from an earlier run are sent first),
+    /// and starts the sender task.
+    pub fn start(
+        cluster: String,
+        server: String,
+        connect: ChannelMaker,
+        spool: Option<AuditSpoolSettings>,
+    ) -> Result<Self, AuditSpoolError> {
+        let spool = spool.as_ref().map(AuditSpool::open).transpose()?;
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(send_loop(rx, connect));
-        Self {
+        let dropped = Arc::new(AtomicU64::new(0));
+        let sender = Sender {
+            rx,
+            connect,
+            spool,
+            memory: VecDeque::new(),
+            dropped: dropped.clone(),
+            closed: false,
+            spool_failing: false,
+        };
+        tokio::spawn(sender.run());
+        Ok(Self {
             tx,
-            dropped: Arc::new(AtomicU64::new(0)),
+            dropped,
             cluster,
             server,
-        }
+        })
+    }
+
+    /// Events dropped so far: the queue or the spool was full, or Auth refused them.
+    #[cfg(test)]
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// A new event of `kind` by `user`, stamped now, naming this server.
@@ -75,60 +111,416 @@ impl AgentAudit {
     }
 }
 
-async fn send_loop(mut rx: mpsc::Receiver<AuditEvent>, connect: ChannelMaker) {
-    let mut pending: Vec<String> = Vec::new();
-    let mut backoff = Backoff::default();
-    let mut client: Option<AuthPublicClient<tonic::transport::Channel>> = None;
-    loop {
-        if pending.is_empty() {
-            match rx.recv().await {
-                Some(ev) => pending.push(to_json(&ev)),
-                None => return,
+/// What a send carries: the first events in memory, or a batch read from the spool.
+enum Outgoing {
+    Memory(usize),
+    Spool(SpoolBatch),
+}
+
+/// The sender task's state; see the module documentation.
+struct Sender {
+    rx: mpsc::Receiver<AuditEvent>,
+    connect: ChannelMaker,
+    spool: Option<AuditSpool>,
+    /// Events not on disk, oldest first: all newer than every event in the spool.
+    memory: VecDeque<String>,
+    dropped: Arc<AtomicU64>,
+    /// Every [`AgentAudit`] is gone.
+    closed: bool,
+    /// The last write to the spool failed (logged once until one succeeds).
+    spool_failing: bool,
+}
+
+impl Sender {
+    async fn run(mut self) {
+        let mut backoff = Backoff::default();
+        let mut client: Option<AuthPublicClient<tonic::transport::Channel>> = None;
+        loop {
+            if self.memory.is_empty() && self.spool_is_empty() {
+                if self.closed {
+                    return;
+                }
+                match self.rx.recv().await {
+                    Some(ev) => self.memory.push_back(to_json(&ev)),
+                    None => self.closed = true,
+                }
             }
-        }
-        // Gather what else is already queued, up to a batch.
-        while pending.len() < BATCH {
-            match rx.try_recv() {
-                Ok(ev) => pending.push(to_json(&ev)),
-                Err(_) => break,
+            self.take_queued();
+            if self.closed && self.spool.is_some() {
+                // The service is gone (the agent is stopping): what is left waits on disk for
+                // the next start.
+                self.spill().await;
+                return;
             }
-        }
-        let c = match &mut client {
-            Some(c) => c,
-            None => match connect().await {
-                Ok(ch) => client.insert(AuthPublicClient::new(ch)),
-                Err(e) => {
-                    let d = backoff.next_delay(rand::random::<f64>());
-                    tracing::warn!(error = %format!("{e:#}"), queued = pending.len(), "cannot reach Auth to send audit events; retrying");
-                    tokio::time::sleep(d.min(Duration::from_secs(30))).await;
+            if !self.spool_is_empty() || self.memory.len() > SPILL_AT {
+                self.spill().await;
+            }
+            // The oldest events: the spool's, else memory's.
+            let (out, events) = if self.spool_is_empty() {
+                let n = batch_len(&self.memory);
+                if n == 0 {
                     continue;
                 }
-            },
-        };
-        let batch: Vec<String> = pending.iter().take(BATCH).cloned().collect();
-        let n = batch.len();
-        match c
-            .emit_events(EmitEventsRequest { events_json: batch })
+                (
+                    Outgoing::Memory(n),
+                    self.memory.iter().take(n).cloned().collect::<Vec<_>>(),
+                )
+            } else {
+                match self.read_spool().await {
+                    Ok(Some(mut b)) => {
+                        let events = std::mem::take(&mut b.events);
+                        if events.is_empty() {
+                            // Only unreadable lines (already logged): nothing to send.
+                            self.delivered(Outgoing::Spool(b)).await;
+                            continue;
+                        }
+                        (Outgoing::Spool(b), events)
+                    }
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read the audit spool; retrying");
+                        self.pause(backoff.next_delay(rand::random::<f64>())).await;
+                        continue;
+                    }
+                }
+            };
+            let c = match &mut client {
+                Some(c) => c,
+                None => match (self.connect)().await {
+                    Ok(ch) => client.insert(AuthPublicClient::new(ch)),
+                    Err(e) => {
+                        self.spill().await;
+                        tracing::warn!(
+                            error = %format!("{e:#}"),
+                            queued = self.memory.len(),
+                            spooled_bytes = self.spooled_bytes(),
+                            "cannot reach Auth to send audit events; retrying"
+                        );
+                        self.pause(backoff.next_delay(rand::random::<f64>())).await;
+                        continue;
+                    }
+                },
+            };
+            let n = events.len();
+            match c
+                .emit_events(EmitEventsRequest {
+                    events_json: events,
+                })
+                .await
+            {
+                Ok(_) => {
+                    self.delivered(out).await;
+                    backoff.reset();
+                }
+                Err(status) if status.code() == tonic::Code::InvalidArgument => {
+                    let total = self.dropped.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+                    tracing::error!(
+                        error = %status.message(),
+                        dropped = n,
+                        dropped_total = total,
+                        "Auth refused a batch of audit events; {n} events dropped"
+                    );
+                    self.delivered(out).await;
+                }
+                Err(status) => {
+                    client = None;
+                    self.spill().await;
+                    tracing::warn!(
+                        error = %status.message(),
+                        queued = self.memory.len(),
+                        spooled_bytes = self.spooled_bytes(),
+                        "sending audit events failed; retrying"
+                    );
+                    self.pause(backoff.next_delay(rand::random::<f64>())).await;
+                }
+            }
+        }
+    }
+
+    fn spool_is_empty(&self) -> bool {
+        self.spool.as_ref().is_none_or(AuditSpool::is_empty)
+    }
+
+    fn spooled_bytes(&self) -> u64 {
+        self.spool.as_ref().map_or(0, |s| s.state().used())
+    }
+
+    /// Moves what the channel holds into memory, up to [`QUEUE`] events there.
+    fn take_queued(&mut self) {
+        while self.memory.len() < QUEUE {
+            match self.rx.try_recv() {
+                Ok(ev) => self.memory.push_back(to_json(&ev)),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    self.closed = true;
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Waits `d` (at most [`MAX_PAUSE`]) before the next attempt, spooling what arrives
+    /// meanwhile.
+    async fn pause(&mut self, d: Duration) {
+        let sleep = tokio::time::sleep(d.min(MAX_PAUSE));
+        tokio::pin!(sleep);
+        loop {
+            let room = !self.closed && self.memory.len() < QUEUE;
+            tokio::select! {
+                _ = &mut sleep => return,
+                ev = self.rx.recv(), if room => match ev {
+                    Some(ev) => {
+                        self.memory.push_back(to_json(&ev));
+                        self.take_queued();
+                        self.spill().await;
+                    }
+                    None => self.closed = true,
+                },
+            }
+        }
+    }
+
+    /// Appends every event in memory to the spool (when there is one). Events the spool has no
+    /// room for are dropped, counted and logged; on a disk error they stay in memory.
+    async fn spill(&mut self) {
+        if self.spool.is_none() || self.memory.is_empty() {
+            return;
+        }
+        let lines: Vec<String> = self.memory.drain(..).collect();
+        let total = lines.len();
+        let result = self
+            .on_disk(move |s| {
+                let r = s.append(&lines);
+                (lines, r)
+            })
+            .await;
+        match result {
+            Some((_, Ok(a))) => {
+                self.spool_failing = false;
+                if a.dropped > 0 {
+                    let n = a.dropped as u64;
+                    let all = self.dropped.fetch_add(n, Ordering::Relaxed) + n;
+                    let (used, max) = self
+                        .spool
+                        .as_ref()
+                        .map_or((0, 0), |s| (s.state().used(), s.state().max_bytes()));
+                    tracing::error!(
+                        dropped = n,
+                        dropped_total = all,
+                        spool_bytes = used,
+                        spool_max_bytes = max,
+                        "audit spool full while Auth is away: {n} events dropped"
+                    );
+                }
+            }
+            Some((lines, Err(e))) => {
+                let written = match &e {
+                    AuditSpoolError::Write { written, .. } => *written,
+                    _ => 0,
+                };
+                for l in lines.into_iter().skip(written).rev() {
+                    self.memory.push_front(l);
+                }
+                if !self.spool_failing {
+                    tracing::error!(
+                        error = %e,
+                        queued = self.memory.len(),
+                        "cannot write audit events to the spool; they wait in memory"
+                    );
+                }
+                self.spool_failing = true;
+            }
+            None => {
+                let all = self.dropped.fetch_add(total as u64, Ordering::Relaxed) + total as u64;
+                tracing::error!(
+                    dropped = total,
+                    dropped_total = all,
+                    "the audit spool failed: {total} events dropped"
+                );
+            }
+        }
+    }
+
+    async fn read_spool(&mut self) -> Result<Option<SpoolBatch>, AuditSpoolError> {
+        self.on_disk(|s| s.read(BATCH, BATCH_BYTES))
             .await
+            .unwrap_or(Ok(None))
+    }
+
+    /// Auth has `out`'s events: they leave memory or the spool.
+    async fn delivered(&mut self, out: Outgoing) {
+        match out {
+            Outgoing::Memory(n) => {
+                self.memory.drain(..n.min(self.memory.len()));
+            }
+            Outgoing::Spool(b) => {
+                self.on_disk(move |s| s.consumed(&b)).await;
+            }
+        }
+    }
+
+    /// Runs `f` on the spool off the async workers. `None` if there is no spool, or it was lost
+    /// (its task panicked; events are then kept in memory only, and the files stay for the next
+    /// start).
+    async fn on_disk<T: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut AuditSpool) -> T + Send + 'static,
+    ) -> Option<T> {
+        let mut spool = self.spool.take()?;
+        match tokio::task::spawn_blocking(move || {
+            let r = f(&mut spool);
+            (spool, r)
+        })
+        .await
         {
-            Ok(_) => {
-                pending.drain(..n);
-                backoff.reset();
+            Ok((spool, r)) => {
+                self.spool = Some(spool);
+                Some(r)
             }
-            Err(status) if status.code() == tonic::Code::InvalidArgument => {
-                tracing::error!(error = %status.message(), "Auth refused audit events; dropping the batch");
-                pending.drain(..n);
-            }
-            Err(status) => {
-                client = None;
-                let d = backoff.next_delay(rand::random::<f64>());
-                tracing::warn!(error = %status.message(), queued = pending.len(), "sending audit events failed; retrying");
-                tokio::time::sleep(d.min(Duration::from_secs(30))).await;
+            Err(e) => {
+                tracing::error!(error = %e, "the audit spool failed; events are kept in memory only from now on");
+                None
             }
         }
     }
 }
 
+/// How many of the first events in memory make one batch.
+fn batch_len(memory: &VecDeque<String>) -> usize {
+    let mut bytes = 0;
+    let mut n = 0;
+    for e in memory.iter().take(BATCH) {
+        if n > 0 && bytes + e.len() > BATCH_BYTES {
+            break;
+        }
+        bytes += e.len();
+        n += 1;
+    }
+    n
+}
+
 fn to_json(ev: &AuditEvent) -> String {
     serde_json::to_string(ev).unwrap_or_else(|_| "{}".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection maker for an Auth that is away.
+    fn unreachable() -> ChannelMaker {
+        Arc::new(|| Box::pin(async { Err(anyhow::anyhow!("connection refused")) }))
+    }
+
+    fn spooled(dir: &std::path::Path) -> Vec<String> {
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+            .iter()
+            .flat_map(|f| {
+                std::fs::read_to_string(f)
+                    .unwrap()
+                    .lines()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    async fn wait_for(dir: &std::path::Path, n: usize) -> Vec<String> {
+        for _ in 0..500 {
+            let lines = spooled(dir);
+            if lines.len() >= n {
+                return lines;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{n} events were not spooled: {:?}", spooled(dir));
+    }
+
+    fn command(line: &str) -> String {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        v["command"].as_str().unwrap().to_owned()
+    }
+
+    #[tokio::test]
+    async fn events_go_to_the_spool_in_order_while_auth_is_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = AuditSpoolSettings::node(dir.path());
+        let audit = AgentAudit::start(
+            "c".into(),
+            "node1".into(),
+            unreachable(),
+            Some(settings.clone()),
+        )
+        .unwrap();
+        for i in 0..5 {
+            audit.emit(
+                audit
+                    .event(EventKind::Exec, "alice")
+                    .field("command", format!("c{i}")),
+            );
+        }
+        let lines = wait_for(&settings.dir, 5).await;
+        // More events while the sender waits to retry go straight behind them.
+        for i in 5..8 {
+            audit.emit(
+                audit
+                    .event(EventKind::Exec, "alice")
+                    .field("command", format!("c{i}")),
+            );
+        }
+        let lines2 = wait_for(&settings.dir, 8).await;
+        assert_eq!(lines2[..5], lines[..]);
+        let got: Vec<String> = lines2.iter().map(|l| command(l)).collect();
+        let want: Vec<String> = (0..8).map(|i| format!("c{i}")).collect();
+        assert_eq!(got, want);
+        assert_eq!(audit.dropped(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_spool_drops_and_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = AuditSpoolSettings {
+            max_bytes: 1024,
+            ..AuditSpoolSettings::node(dir.path())
+        };
+        let audit = AgentAudit::start(
+            "c".into(),
+            "node1".into(),
+            unreachable(),
+            Some(settings.clone()),
+        )
+        .unwrap();
+        let big = "x".repeat(300);
+        for _ in 0..6 {
+            audit.emit(
+                audit
+                    .event(EventKind::Exec, "alice")
+                    .field("command", big.clone()),
+            );
+        }
+        for _ in 0..500 {
+            if audit.dropped() > 0 && spooled(&settings.dir).len() >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let kept = spooled(&settings.dir).len() as u64;
+        assert!((1..6).contains(&kept), "{kept}");
+        assert_eq!(audit.dropped() + kept, 6);
+    }
+
+    #[test]
+    fn batches_are_bounded_by_count_and_bytes() {
+        let small: VecDeque<String> = (0..BATCH + 5).map(|i| i.to_string()).collect();
+        assert_eq!(batch_len(&small), BATCH);
+        let big: VecDeque<String> = (0..3).map(|_| "y".repeat(BATCH_BYTES / 2 + 1)).collect();
+        assert_eq!(batch_len(&big), 1);
+        let huge: VecDeque<String> = ["z".repeat(BATCH_BYTES * 2)].into();
+        assert_eq!(batch_len(&huge), 1);
+        assert_eq!(batch_len(&VecDeque::new()), 0);
+    }
 }

@@ -15,6 +15,7 @@ pub mod handler;
 pub mod party;
 pub mod recorder;
 pub mod session;
+pub mod spool;
 pub mod upload;
 pub mod users;
 
@@ -129,7 +130,12 @@ impl NodeShared {
         } else {
             settings.nodename.clone()
         };
-        let audit = AgentAudit::start(identity.meta.cluster.clone(), nodename.clone(), connect);
+        let audit = AgentAudit::start(
+            identity.meta.cluster.clone(),
+            nodename.clone(),
+            connect,
+            Some(spool::AuditSpoolSettings::node(data_dir)),
+        )?;
         let (labels_changed, _) = watch::channel(0);
         let recordings =
             recorder::RecordingSpool::open(&data_dir.join("agent"), settings.recording)

@@ -2,6 +2,7 @@
 
 mod admin;
 mod audit;
+mod audit_spool;
 mod db;
 mod harness;
 mod join;
