@@ -1,11 +1,13 @@
-//! SSH sessions to agentless OpenSSH nodes, terminated and recorded at the proxy.
+//! SSH sessions terminated and recorded at the proxy: agentless OpenSSH nodes always, and node
+//! agents when `session_recording` is `proxy` or `proxy-sync`.
 //!
 //! A stock sshd knows nothing of Hop's roles or recordings, so for a `node` resource the proxy is
 //! the SSH server the client meets (over the `hop-ssh` stream, after the proxy's own RBAC check):
 //! it presents a host certificate from the host CA for the node's names (issued per session, for
 //! a throwaway key), authenticates the user's certificate again (user CA, this user, the login as
-//! a principal), then opens its own SSH connection to the node with a one-minute user
-//! certificate for the same identity and login, verifying the node's host certificate. Session
+//! a principal), then opens its own SSH connection to the node (TCP to an sshd, or the
+//! node agent's SSH service over a pooled tunnel connection) with a one-minute user certificate
+//! for the same identity and login, verifying the node's host certificate. Session
 //! channels are bridged request by request; PTY sessions are recorded (output, input, resizes)
 //! into Auth's recording store unless the cluster's `session_recording` is `off`. Agent forwarding
 //! and remote port forwarding are refused; local forwarding (`-L`) follows the roles.
@@ -31,6 +33,14 @@ use crate::auth::audit::EventKind;
 const SESSION_CERT_TTL: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How the proxy reaches the node's SSH server.
+pub enum Upstream {
+    /// An agentless node's sshd, at `host:port`.
+    Tcp(String),
+    /// A node agent's SSH service, over a pooled tunnel connection (proxy recording mode).
+    Tunnel(crate::tunnel::Prefixed<super::tunnels::AgentStream>),
+}
+
 /// What one forwarded connection knows.
 pub struct Forward {
     pub auth: Arc<AuthServer>,
@@ -39,10 +49,12 @@ pub struct Forward {
     pub node: NodeRoute,
     pub remote: SocketAddr,
     pub recordings: Option<Arc<RecordingStore>>,
+    /// `proxy-sync`: a PTY session whose recording cannot start is refused.
+    pub require_recording: bool,
 }
 
-/// Serves one client SSH connection for an OpenSSH node.
-pub async fn serve<S>(fwd: Forward, stream: S)
+/// Serves one client SSH connection for a node whose sessions the proxy terminates.
+pub async fn serve<S>(fwd: Forward, upstream: Upstream, stream: S)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -56,6 +68,7 @@ where
     let remote = fwd.remote;
     let handler = Front {
         fwd: Arc::new(fwd),
+        route: Some(upstream),
         upstream: None,
     };
     match russh::server::run_stream(config, stream, handler).await {
@@ -139,7 +152,7 @@ impl russh::client::Handler for Back {
 }
 
 /// Connects to the node as `login` with a fresh one-minute certificate.
-async fn connect_upstream(fwd: &Forward) -> anyhow::Result<ClientHandle<Back>> {
+async fn connect_upstream(fwd: &Forward, route: Upstream) -> anyhow::Result<ClientHandle<Back>> {
     let auth = &fwd.auth;
     let pair = hop_ca::generate_ssh_keypair(&mut rand::rng()).map_err(|e| anyhow!("{e}"))?;
     let mut identity = fwd.identity.clone();
@@ -179,14 +192,22 @@ async fn connect_upstream(fwd: &Forward) -> anyhow::Result<ClientHandle<Back>> {
         auth: auth.clone(),
         node: fwd.node.name.clone(),
     };
-    let addr = fwd.node.addr.clone();
-    let mut handle = tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        russh::client::connect(config, addr.as_str(), back),
-    )
-    .await
-    .map_err(|_| anyhow!("connecting to {addr} timed out"))?
-    .with_context(|| format!("SSH to {addr}"))?;
+    let mut handle = match route {
+        Upstream::Tcp(addr) => tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            russh::client::connect(config, addr.as_str(), back),
+        )
+        .await
+        .map_err(|_| anyhow!("connecting to {addr} timed out"))?
+        .with_context(|| format!("SSH to {addr}"))?,
+        Upstream::Tunnel(stream) => tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            russh::client::connect_stream(config, stream, back),
+        )
+        .await
+        .map_err(|_| anyhow!("the node's SSH handshake timed out"))?
+        .context("SSH to the node over its tunnel")?,
+    };
     let key = Arc::new(russh::keys::PrivateKey::from_openssh(
         pair.private_openssh.trim(),
     )?);
@@ -205,6 +226,8 @@ async fn connect_upstream(fwd: &Forward) -> anyhow::Result<ClientHandle<Back>> {
 
 struct Front {
     fwd: Arc<Forward>,
+    /// How to reach the node, until the user is authenticated.
+    route: Option<Upstream>,
     upstream: Option<Arc<ClientHandle<Back>>>,
 }
 
@@ -277,7 +300,11 @@ impl russh::server::Handler for Front {
             self.refused(&why);
             return Ok(Auth::reject());
         }
-        match connect_upstream(&self.fwd).await {
+        let Some(route) = self.route.take() else {
+            // Authenticated once already on this connection; a second login is refused.
+            return Ok(Auth::reject());
+        };
+        match connect_upstream(&self.fwd, route).await {
             Ok(h) => {
                 self.upstream = Some(Arc::new(h));
                 Ok(Auth::Accept)
@@ -576,6 +603,12 @@ async fn bridge(
                             u16::try_from(col_width).unwrap_or(80),
                             u16::try_from(row_height).unwrap_or(24),
                         );
+                        if recorder.is_none() && fwd.require_recording {
+                            let msg = "hop: this session must be recorded (proxy-sync) and its recording cannot start; refused\r\n";
+                            let _ = client.extended_data_bytes(1, msg.as_bytes().to_vec()).await;
+                            let _ = client.exit_status(255).await;
+                            break;
+                        }
                         node.request_pty(false, &term, col_width, row_height, pix_width, pix_height, &terminal_modes).await
                     }
                     ChannelMsg::RequestShell { .. } => node.request_shell(false).await,

@@ -261,9 +261,11 @@ impl russh::server::Handler for JumpHandler {
         let jump = self.jump.clone();
         let nodes = crate::proxy::ssh::all_nodes(&jump.registry, &jump.auth);
         let node = match resolve(&nodes, host, jump.auth.cluster_name()) {
-            Ok(n) if n.openssh => {
+            Ok(n)
+                if n.openssh || matches!(jump.auth.session_recording(), "proxy" | "proxy-sync") =>
+            {
                 let why = format!(
-                    "node {:?} runs OpenSSH without the agent: its sessions are recorded by the proxy, which a jump host cannot do; connect with `hop ssh` or the ProxyCommand of `hop config`",
+                    "sessions to node {:?} are recorded by the proxy (an agentless node, or session_recording: proxy), which a jump host cannot do; connect with `hop ssh` or the ProxyCommand of `hop config`",
                     n.name
                 );
                 self.refused(&identity.username, &n.name, &why);

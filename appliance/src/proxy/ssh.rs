@@ -135,8 +135,32 @@ pub async fn serve(
         }
         Err(e) => return refuse(&mut client, session_id, format!("internal error: {e}")).await,
     }
-    if node.openssh {
-        // An agentless node: the proxy terminates the session and records it.
+    let mode = auth.session_recording().to_string();
+    let proxy_records = matches!(mode.as_str(), "proxy" | "proxy-sync");
+    if node.openssh || proxy_records {
+        // The proxy terminates the session and records it: always for an agentless node, and
+        // for a node agent in the proxy recording modes.
+        let upstream = if node.openssh {
+            super::forward::Upstream::Tcp(node.addr.clone())
+        } else {
+            let what = format!("node {:?}", node.name);
+            match dial_agent(
+                &registry,
+                &node.host_id,
+                &what,
+                session_id,
+                crate::node::DIAL_TARGET,
+                remote,
+            )
+            .await
+            {
+                Ok(a) => {
+                    let (s, pending) = a.into_inner();
+                    super::forward::Upstream::Tunnel(crate::tunnel::Prefixed::new(s, pending))
+                }
+                Err(e) => return refuse(&mut client, session_id, e).await,
+            }
+        };
         if !accept(&mut client, session_id).await {
             return;
         }
@@ -148,8 +172,9 @@ pub async fn serve(
             node,
             remote,
             recordings,
+            require_recording: mode == "proxy-sync",
         };
-        super::forward::serve(fwd, crate::tunnel::Prefixed::new(c, c_pending)).await;
+        super::forward::serve(fwd, upstream, crate::tunnel::Prefixed::new(c, c_pending)).await;
         return;
     }
     let what = format!("node {:?}", node.name);

@@ -373,3 +373,31 @@ fn off_mode_records_nothing() {
         spool_files(&node_dir)
     );
 }
+
+#[test]
+fn proxy_mode_records_at_the_proxy_and_the_node_records_nothing() {
+    let (a, node_dir, _node) = cluster("  session_recording: proxy\n");
+    let (sock, _server) = interactive(&a);
+    tmux(
+        &sock,
+        &[
+            "send-keys",
+            "-t",
+            "hop",
+            "echo proxy-$((20+1)); exit",
+            "Enter",
+        ],
+    );
+    let rec = wait_recording(&a, "alice", Duration::from_secs(30));
+    assert_eq!(rec["node"], "node1", "{rec}");
+    let id = rec["session_id"].as_str().unwrap().to_string();
+    let raw = a.ok(&["play", &id, "--format", "raw"]);
+    assert!(raw.contains("proxy-21"), "{raw}");
+    let start = wait_event(&a, "session.start", |e| e["session_id"] == id.as_str());
+    assert_eq!(start["recorded_at"], "proxy", "{start}");
+    assert!(
+        spool_files(&node_dir).is_empty(),
+        "{:?}",
+        spool_files(&node_dir)
+    );
+}
