@@ -60,7 +60,7 @@ fn find_session(log: &hop_storage::AuditLog, id: &str) -> Result<SessionInfo, St
     };
     if v.get("recorded_at").and_then(|x| x.as_str()) == Some("proxy") {
         return Err(format!(
-            "session {id} runs on an agentless OpenSSH node; joining those is not supported yet"
+            "session {id} is terminated at the proxy (an agentless node, or proxy recording mode); joining those is not supported yet"
         ));
     }
     let info = SessionInfo {
