@@ -102,11 +102,15 @@ impl AgentAudit {
             let ev = match e {
                 mpsc::error::TrySendError::Full(ev) | mpsc::error::TrySendError::Closed(ev) => ev,
             };
-            tracing::error!(
-                event = ev.event,
-                dropped_total = n,
-                "audit queue full: event dropped"
-            );
+            // Logged at the 1st, 2nd, 4th, 8th… drop: a flood of drops must not become a flood
+            // of log lines (the count is exact either way).
+            if n.is_power_of_two() {
+                tracing::error!(
+                    event = ev.event,
+                    dropped_total = n,
+                    "audit queue full: events are being dropped ({n} so far)"
+                );
+            }
         }
     }
 }
