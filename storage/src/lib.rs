@@ -33,3 +33,8 @@ pub use recording::{
 };
 pub use redb_backend::RedbBackend;
 pub use resources::{MAX_NAME_LEN, ResourceStore, StoredResource, Versioned};
+
+/// Page cache of each redb file (the backend and the audit log). redb's default is 1 GiB per
+/// file, which an appliance would grow into as its audit log grows; 64 MiB keeps memory flat and
+/// is enough for the hot pages of both.
+pub const REDB_CACHE_BYTES: usize = 64 * 1024 * 1024;

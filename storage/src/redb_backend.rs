@@ -85,7 +85,10 @@ impl RedbBackend {
                 Err(err) => return Err(map_redb(path, err.into())),
             }
         }
-        let db = Database::create(path).map_err(|err| map_redb(path, err.into()))?;
+        let db = Database::builder()
+            .set_cache_size(crate::REDB_CACHE_BYTES)
+            .create(path)
+            .map_err(|err| map_redb(path, err.into()))?;
         let backend = Self {
             path: path.to_owned(),
             db,

@@ -75,7 +75,12 @@ pub(crate) fn open(path: &Path) -> Result<Database, StorageError> {
             Err(err) => return Err(map_redb(path, err.into())),
         }
     }
-    let db = Database::create(path).map_err(|err| map_redb(path, err.into()))?;
+    // redb caches up to 1 GiB by default; an appliance's audit log is written far more than it
+    // is read back, so a small cache keeps its memory flat as the log grows.
+    let db = Database::builder()
+        .set_cache_size(crate::REDB_CACHE_BYTES)
+        .create(path)
+        .map_err(|err| map_redb(path, err.into()))?;
     match stored_version(path, &db)? {
         None => initialize(path, &db)?,
         found => check_version(path, found)?,
