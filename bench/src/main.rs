@@ -4,8 +4,9 @@
 //! hop (Auth + Proxy), an app agent joined by token, `hop proxy app`, HAProxy and nginx chains of
 //! the same shape, and Rust targets and load generators in this process — runs every contender
 //! in turn for each repetition, and prints one table (Markdown) or JSON with medians, spreads,
-//! ratios to the reference contenders and CPU-seconds per process. Everything it starts is
-//! stopped by PID when the run ends, also on error. See `bench/README.md`.
+//! ratios to the reference contenders and CPU-seconds per process. `pgbench` does the same for
+//! database access: PostgreSQL 15 directly over TLS and through a db agent. Everything it starts
+//! is stopped by PID when the run ends, also on error. See `bench/README.md`.
 
 #![forbid(unsafe_code)]
 
@@ -13,6 +14,7 @@ mod contender;
 mod hop;
 mod load;
 mod peers;
+mod pgbench;
 mod pki;
 mod procs;
 mod report;
@@ -37,6 +39,8 @@ enum Scenario {
     Latency,
     /// Proxy memory (RSS growth) per idle established session.
     Idle,
+    /// pgbench against PostgreSQL 15: directly over TLS, and through Hop's database access.
+    Pgbench,
 }
 
 impl Scenario {
@@ -46,6 +50,7 @@ impl Scenario {
             Scenario::Handshake => "handshake",
             Scenario::Latency => "latency",
             Scenario::Idle => "idle",
+            Scenario::Pgbench => "pgbench",
         }
     }
     fn default_contenders(self) -> &'static [&'static str] {
@@ -53,6 +58,14 @@ impl Scenario {
             Scenario::Relay | Scenario::Latency => &["direct", "hop", "haproxy", "nginx"],
             Scenario::Handshake => &["direct", "hop", "haproxy", "haproxy-resume", "nginx"],
             Scenario::Idle => &["hop", "haproxy", "nginx"],
+            Scenario::Pgbench => &["direct", "hop"],
+        }
+    }
+    /// Default repetitions (pgbench: 2, so that a default run stays within about 5 minutes).
+    fn default_repeat(self) -> usize {
+        match self {
+            Scenario::Pgbench => 2,
+            _ => 3,
         }
     }
     /// Default measured window per run, seconds.
@@ -61,6 +74,7 @@ impl Scenario {
             Scenario::Relay | Scenario::Handshake => 3.0,
             Scenario::Latency => 2.0,
             Scenario::Idle => 0.0,
+            Scenario::Pgbench => 20.0,
         }
     }
 }
@@ -75,17 +89,19 @@ struct Cli {
     /// Print the report as JSON (raw samples, medians table, settings) instead of Markdown.
     #[arg(long)]
     json: bool,
-    /// Repetitions of every contender (interleaved).
-    #[arg(long, default_value_t = 3)]
-    repeat: usize,
-    /// Measured window per run in seconds [default: relay 3, handshake 3, latency 2].
-    #[arg(long)]
+    /// Repetitions of every contender (interleaved) [default: 3; pgbench 2].
+    #[arg(long, visible_alias = "repeats")]
+    repeat: Option<usize>,
+    /// Measured window per run in seconds [default: relay 3, handshake 3, latency 2, pgbench
+    /// 20 (its -T)].
+    #[arg(long, visible_alias = "duration")]
     seconds: Option<f64>,
-    /// Warm-up before each measured window, in seconds.
-    #[arg(long, default_value_t = 0.5)]
-    warmup: f64,
+    /// Warm-up before each measured window, in seconds (pgbench: one unrecorded select-only run
+    /// per contender before the first repetition, whole seconds) [default: 0.5; pgbench 3].
+    #[arg(long)]
+    warmup: Option<f64>,
     /// Contenders to run, comma separated: direct, hop, haproxy, haproxy-resume, nginx
-    /// [default: per scenario].
+    /// (pgbench: direct, hop) [default: per scenario].
     #[arg(long, value_delimiter = ',')]
     contenders: Vec<String>,
     /// relay: parallel streams per case, comma separated.
@@ -100,6 +116,19 @@ struct Cli {
     /// idle: sessions held open at once.
     #[arg(long, default_value_t = 2000)]
     sessions: usize,
+    /// pgbench: clients (-c).
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// pgbench: worker threads (-j).
+    #[arg(long, default_value_t = 2)]
+    jobs: usize,
+    /// pgbench: scale factor of `pgbench -i -s` (10: 1,000,000 accounts).
+    #[arg(long, default_value_t = 10)]
+    scale: usize,
+    /// pgbench: workloads, comma separated: select (-S), tpcb (the default TPC-B-like script),
+    /// each with -simple (default) or -prepared (-M prepared), e.g. select,tpcb,select-prepared.
+    #[arg(long, value_delimiter = ',', default_value = "select,tpcb")]
+    workloads: Vec<String>,
     /// The hop binary [default: build and use <workspace>/target/release/hop].
     #[arg(long)]
     hop: Option<PathBuf>,
@@ -183,10 +212,21 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         cli.contenders.clone()
     };
     const KNOWN: [&str; 5] = ["direct", "hop", "haproxy", "haproxy-resume", "nginx"];
-    if let Some(bad) = names.iter().find(|n| !KNOWN.contains(&n.as_str())) {
-        bail!("unknown contender {bad:?}; expected {}", KNOWN.join(", "));
+    let known: &[&str] = if scenario == Scenario::Pgbench {
+        &KNOWN[..2]
+    } else {
+        &KNOWN
+    };
+    if let Some(bad) = names.iter().find(|n| !known.contains(&n.as_str())) {
+        bail!("unknown contender {bad:?}; expected {}", known.join(", "));
     }
-    if cli.repeat == 0 {
+    let workloads = cli
+        .workloads
+        .iter()
+        .map(|w| pgbench::Workload::parse(w))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let repeat = cli.repeat.unwrap_or(scenario.default_repeat());
+    if repeat == 0 {
         bail!("--repeat must be at least 1");
     }
     let baseline = match &cli.baseline {
@@ -242,12 +282,19 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         haproxy: haproxy.clone(),
         nginx: nginx.clone(),
         pki,
-        repeat: cli.repeat,
+        repeat,
         window: Duration::from_secs_f64(cli.seconds.unwrap_or(scenario.default_seconds())),
-        warmup: Duration::from_secs_f64(cli.warmup),
+        warmup: Duration::from_secs_f64(cli.warmup.unwrap_or(0.5)),
         _dir: dir,
     };
 
+    // pgbench takes whole seconds (-T).
+    let pg_seconds = cli
+        .seconds
+        .unwrap_or(Scenario::Pgbench.default_seconds())
+        .round()
+        .max(1.0) as u64;
+    let pg_warmup = cli.warmup.unwrap_or(3.0).round().max(0.0) as u64;
     let mut meta = report::Meta::collect(&root);
     if let Some(v) = procs::first_line(&hop_bin, &["--version"]) {
         meta.versions.insert("hop".into(), v);
@@ -263,25 +310,36 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         meta.versions.insert("nginx".into(), v);
     }
     let mut settings = BTreeMap::new();
-    settings.insert("repeat".to_string(), json!(cli.repeat));
+    settings.insert("repeat".to_string(), json!(repeat));
     match scenario {
         Scenario::Relay => {
             settings.insert("seconds".into(), json!(env.window.as_secs_f64()));
-            settings.insert("warmup".into(), json!(cli.warmup));
+            settings.insert("warmup".into(), json!(env.warmup.as_secs_f64()));
             settings.insert("streams".into(), json!(cli.streams));
         }
         Scenario::Handshake => {
             settings.insert("seconds".into(), json!(env.window.as_secs_f64()));
-            settings.insert("warmup".into(), json!(cli.warmup));
+            settings.insert("warmup".into(), json!(env.warmup.as_secs_f64()));
             settings.insert("concurrency".into(), json!(cli.concurrency));
         }
         Scenario::Latency => {
             settings.insert("seconds".into(), json!(env.window.as_secs_f64()));
-            settings.insert("warmup".into(), json!(cli.warmup));
+            settings.insert("warmup".into(), json!(env.warmup.as_secs_f64()));
             settings.insert("size".into(), json!(cli.size));
         }
         Scenario::Idle => {
             settings.insert("sessions".into(), json!(cli.sessions));
+        }
+        Scenario::Pgbench => {
+            settings.insert("seconds".into(), json!(pg_seconds));
+            settings.insert("warmup".into(), json!(pg_warmup));
+            settings.insert("clients".into(), json!(cli.clients));
+            settings.insert("jobs".into(), json!(cli.jobs));
+            settings.insert("scale".into(), json!(cli.scale));
+            settings.insert(
+                "workloads".into(),
+                json!(workloads.iter().map(|w| w.name()).collect::<Vec<_>>()),
+            );
         }
     }
     if names.iter().any(|n| n == "hop") {
@@ -293,7 +351,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                     .unwrap_or_else(|| "default".into())
             ),
         );
-        settings.insert("hop_pool_size".into(), json!(cli.pool_size));
+        if scenario != Scenario::Pgbench {
+            settings.insert("hop_pool_size".into(), json!(cli.pool_size));
+        }
     }
     let mut report = report::Report {
         scenario: scenario.name().into(),
@@ -309,9 +369,24 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Scenario::Handshake => scenarios::handshake(&env, &names, cli.concurrency, &mut report)?,
         Scenario::Latency => scenarios::latency(&env, &names, cli.size, &mut report)?,
         Scenario::Idle => scenarios::idle(&env, &names, cli.sessions, &mut report)?,
+        Scenario::Pgbench => {
+            let o = pgbench::Options {
+                hop: env.hop.clone(),
+                contenders: names.clone(),
+                repeat,
+                seconds: pg_seconds,
+                clients: cli.clients,
+                jobs: cli.jobs,
+                scale: cli.scale,
+                workloads: workloads.clone(),
+                warmup: pg_warmup,
+                install: !cli.no_install,
+            };
+            pgbench::run(&o, &mut report)?
+        }
     }
     report.meta.loadavg_after = report::loadavg();
-    if names.iter().any(|n| n == "hop") {
+    if names.iter().any(|n| n == "hop") && scenario != Scenario::Pgbench {
         report.notes.push(
             "hop today relays on the proxy's tokio control-plane runtime (hop-tcp sessions are \
              handed from the io_uring workers to it after classification), not yet on the \
