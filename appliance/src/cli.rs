@@ -86,6 +86,91 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = JoinMode::Observer)]
         mode: JoinMode,
     },
+    /// Drive load through the cluster as the logged-in user and report latency percentiles and
+    /// errors: SSH sessions, database queries or application connections at a fixed rate.
+    #[command(
+        long_about = "Drive load through the cluster as the logged-in user and report latency percentiles and errors.\n\n\
+    The load is open loop: operations are scheduled at fixed intervals (1/RATE) whatever the cluster does, \
+    and each latency is measured from the operation's scheduled start, not from when a worker became free, \
+    so a slow cluster shows up as high latency instead of a lower rate (no coordinated omission). \
+    At most --concurrency operations are in flight; an operation still waiting for a free slot --timeout \
+    after its scheduled start is counted as an error.\n\nExamples:\n  \
+    hop bench ssh root@node1 --rate 20 --duration 30s\n  \
+    hop bench ssh root@node1 --interactive --command 'ls /'\n  \
+    hop db login pg && hop bench db pg --query 'SELECT 1' --rate 200\n  \
+    hop bench app echo --rate 100 --format json"
+    )]
+    Bench(BenchArgs),
+}
+
+/// `hop bench ssh|db|app TARGET`: the workload, then the load flags shared by all three.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub workload: BenchWorkload,
+    /// Operations per second, scheduled at fixed intervals (open loop); each latency counts from
+    /// the operation's scheduled start, so a slow cluster shows as latency (no coordinated
+    /// omission).
+    #[arg(long, global = true, default_value_t = 10.0)]
+    pub rate: f64,
+    /// How long to schedule operations for: 30s, 2m, 500ms.
+    #[arg(long, global = true, default_value = "10s", value_parser = crate::config::parse_duration)]
+    pub duration: std::time::Duration,
+    /// The most operations in flight at once (and, for `db`, the number of connections).
+    #[arg(long, global = true, default_value_t = 16)]
+    pub concurrency: usize,
+    /// An operation not finished this long after its scheduled start is an error.
+    #[arg(long, global = true, default_value = "30s", value_parser = crate::config::parse_duration)]
+    pub timeout: std::time::Duration,
+    /// The report: text for people, JSON for scripts.
+    #[arg(long, global = true, value_enum, default_value_t = BenchFormat::Text)]
+    pub format: BenchFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchWorkload {
+    /// Each operation is a full SSH session through the proxy (handshake, certificate login,
+    /// COMMAND, exit status), with Hop's own SSH client.
+    Ssh {
+        /// LOGIN@NODE.
+        target: String,
+        /// The command each session runs.
+        #[arg(long, default_value = "true")]
+        command: String,
+        /// Open a terminal (PTY) and a shell, type COMMAND and `exit`, as a person would.
+        #[arg(long)]
+        interactive: bool,
+    },
+    /// Each operation is a query on one of --concurrency PostgreSQL connections (after
+    /// `hop db login NAME`). MySQL is not supported yet.
+    Db {
+        /// The database (as `hop db login` named it).
+        name: String,
+        /// The SQL each operation runs (simple query protocol).
+        #[arg(long, default_value = "SELECT 1")]
+        query: String,
+        /// Open a new connection for every operation (TLS, start-up, query, terminate).
+        #[arg(long)]
+        new_connections: bool,
+    },
+    /// Each operation opens a TCP session to the application through the proxy, writes a
+    /// payload and reads the same number of bytes back (an echo service).
+    App {
+        /// The application (`hop apps ls`).
+        name: String,
+        /// Only open and close the session: send nothing, read nothing.
+        #[arg(long)]
+        connect_only: bool,
+        /// Bytes written (and expected back) per operation.
+        #[arg(long, default_value_t = 64)]
+        payload_size: usize,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

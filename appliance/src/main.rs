@@ -131,6 +131,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Config => client::ssh::config(),
                 Command::Recordings(c) => rt.block_on(client::recordings::run(c)),
                 Command::Play(a) => rt.block_on(client::recordings::play(a)),
+                Command::Bench(a) => rt.block_on(client::bench::run(a)),
                 Command::Join { session_id, mode } => {
                     rt.block_on(client::join::join(session_id, mode))
                 }

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod apps;
+pub mod bench;
 pub mod connect;
 pub mod db;
 pub mod join;

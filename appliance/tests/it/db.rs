@@ -10,7 +10,7 @@ use crate::harness::{Appliance, HOP, PASSWORD, free_port, stderr, stdout};
 
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
-struct Killed(Child);
+pub struct Killed(Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -20,7 +20,7 @@ impl Drop for Killed {
 }
 
 /// A PostgreSQL server in its own directory (owned by the `postgres` OS user), stopped on drop.
-struct Postgres {
+pub struct Postgres {
     dir: tempfile::TempDir,
     port: u16,
 }
@@ -226,7 +226,7 @@ fn psql(a: &Appliance, extra: &str, args: &[&str]) -> Output {
 
 const DB_ROLE: &str = "kind: role\nversion: v7\nmetadata:\n  name: db-alice\nspec:\n  allow:\n    db_labels:\n      env: test\n    db_users: [alice, pwuser]\n    db_names: [postgres, hopdb]\n";
 
-fn setup() -> Option<(Appliance, Postgres, Killed)> {
+pub fn setup() -> Option<(Appliance, Postgres, Killed)> {
     let a = Appliance::start("");
     let pg = Postgres::start(&a)?;
     let role = a.dir.path().join("db-role.yaml");

@@ -3,6 +3,7 @@
 mod admin;
 mod audit;
 mod audit_spool;
+mod bench_cmd;
 mod db;
 mod harness;
 mod join;
