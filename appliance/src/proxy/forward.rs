@@ -83,43 +83,17 @@ where
 
 /// The server the client meets: a throwaway key with a host certificate for the node's names.
 fn front_config(fwd: &Forward) -> anyhow::Result<russh::server::Config> {
-    let auth = &fwd.auth;
-    let pair = hop_ca::generate_ssh_keypair(&mut rand::rng()).map_err(|e| anyhow!("{e}"))?;
     let names = vec![
         fwd.node.name.clone(),
-        format!("{}.{}", fwd.node.name, auth.cluster_name()),
+        format!("{}.{}", fwd.node.name, fwd.auth.cluster_name()),
     ];
-    let cert = auth
-        .authorities()
-        .host
-        .issue_host_ssh(
-            &pair.public_openssh,
-            &fwd.node.host_id,
-            &names,
-            auth.now(),
-            SESSION_CERT_TTL * 10,
-            &mut rand::rng(),
-        )
-        .map_err(|e| anyhow!("host certificate for {}: {e}", fwd.node.name))?;
-    let mut methods = russh::MethodSet::empty();
-    methods.push(russh::MethodKind::PublicKey);
-    Ok(russh::server::Config {
-        server_id: russh::SshId::Standard(
-            format!("SSH-2.0-Hop_{}", env!("CARGO_PKG_VERSION")).into(),
-        ),
-        methods,
-        auth_rejection_time: Duration::from_millis(300),
-        auth_rejection_time_initial: Some(Duration::ZERO),
-        keys: vec![russh::keys::PrivateKey::from_openssh(
-            pair.private_openssh.trim(),
-        )?],
-        certificates: vec![Certificate::from_openssh(cert.trim())?],
-        max_auth_attempts: 6,
-        keepalive_interval: Some(Duration::from_secs(60)),
-        keepalive_max: 3,
-        nodelay: true,
-        ..Default::default()
-    })
+    super::ssh_host::certified_server_config(
+        &fwd.auth,
+        &fwd.node.host_id,
+        &names,
+        SESSION_CERT_TTL * 10,
+        None,
+    )
 }
 
 /// The proxy's client to the node: verifies the node's host certificate.

@@ -14,7 +14,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, anyhow};
 use arc_swap::ArcSwap;
 use hop_ca::Identity;
 use russh::keys::Certificate;
@@ -49,42 +48,14 @@ impl std::fmt::Debug for JumpHost {
 }
 
 fn server_config(auth: &AuthServer, names: &[String]) -> anyhow::Result<russh::server::Config> {
-    let pair = hop_ca::generate_ssh_keypair(&mut rand::rng()).map_err(|e| anyhow!("{e}"))?;
-    let cert = auth
-        .authorities()
-        .host
-        .issue_host_ssh(
-            &pair.public_openssh,
-            "proxy",
-            names,
-            auth.now(),
-            HOST_CERT_TTL,
-            &mut rand::rng(),
-        )
-        .map_err(|e| anyhow!("issuing the jump host's certificate: {e}"))?;
-    let key = russh::keys::PrivateKey::from_openssh(pair.private_openssh.trim())
-        .context("reading the jump host key")?;
-    let cert =
-        Certificate::from_openssh(cert.trim()).context("reading the jump host certificate")?;
-    let mut methods = russh::MethodSet::empty();
-    methods.push(russh::MethodKind::PublicKey);
-    Ok(russh::server::Config {
-        server_id: russh::SshId::Standard(
-            format!("SSH-2.0-Hop_{}", env!("CARGO_PKG_VERSION")).into(),
-        ),
-        methods,
-        auth_rejection_time: Duration::from_millis(300),
-        auth_rejection_time_initial: Some(Duration::ZERO),
-        keys: vec![key],
-        certificates: vec![cert],
-        max_auth_attempts: 6,
-        // A jump connection that carries nothing for this long is closed.
-        inactivity_timeout: Some(Duration::from_secs(3600)),
-        keepalive_interval: Some(Duration::from_secs(60)),
-        keepalive_max: 3,
-        nodelay: true,
-        ..Default::default()
-    })
+    // A jump connection that carries nothing for an hour is closed.
+    super::ssh_host::certified_server_config(
+        auth,
+        "proxy",
+        names,
+        HOST_CERT_TTL,
+        Some(Duration::from_secs(3600)),
+    )
 }
 
 impl JumpHost {

@@ -16,6 +16,7 @@ pub mod listener;
 pub mod mysql;
 pub mod postgres;
 pub mod ssh;
+pub mod ssh_host;
 pub mod tls;
 pub mod tunnels;
 pub mod web;
