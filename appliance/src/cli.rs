@@ -354,6 +354,10 @@ pub enum ProxyCommand {
     Db {
         /// The database's name; `hop db login NAME` first.
         name: String,
+        /// Accepted for Teleport's `tsh proxy db --tunnel`: this listener always authenticates to
+        /// the proxy with your database certificate, so local clients need none.
+        #[arg(long)]
+        tunnel: bool,
         /// Local port [default: a free one, printed].
         #[arg(long, short, default_value_t = 0)]
         port: u16,

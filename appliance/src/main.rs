@@ -118,9 +118,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     rt.block_on(client::apps::proxy_app(name, bind, port))
                 }
                 Command::Db(cmd) => rt.block_on(client::db::run(cmd)),
-                Command::Proxy(cli::ProxyCommand::Db { name, port, bind }) => {
-                    rt.block_on(client::db::proxy_db(name, bind, port))
-                }
+                Command::Proxy(cli::ProxyCommand::Db {
+                    name, port, bind, ..
+                }) => rt.block_on(client::db::proxy_db(name, bind, port)),
                 Command::Proxy(cli::ProxyCommand::Ssh { target }) => {
                     rt.block_on(client::ssh::proxy_ssh(target))
                 }
