@@ -396,7 +396,7 @@ fn joining_sessions_follows_join_sessions_policies() {
     let watcher = role("watcher", |r| {
         r.spec.allow.join_sessions = vec![policy("watch-devs", &["dev"], &["observer"])];
     });
-    let c = checker(&[watcher.clone()], &Traits::default());
+    let c = checker(std::slice::from_ref(&watcher), &Traits::default());
     assert!(
         c.check_join_session(&["dev".into()], "ssh", "observer")
             .is_ok()
