@@ -287,7 +287,7 @@ fn recorded_session_is_listed_played_and_exported() {
 
 #[test]
 fn recording_made_while_auth_is_down_arrives_when_it_is_back() {
-    let (mut a, node_dir, _node) = cluster("");
+    let (mut a, node_dir, node) = cluster("");
     let (sock, _server) = interactive(&a);
     tmux(
         &sock,
@@ -338,6 +338,10 @@ fn recording_made_while_auth_is_down_arrives_when_it_is_back() {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_secs(2));
+    // The node agent dies too (SIGKILL) before it could upload, and starts again on its data
+    // dir (no token needed): the recording waits in its spool.
+    drop(node);
+    let _node = start_node(&a, &node_dir, "already-joined", "node1");
     // Back on the same data dir and port: the node resumes the upload and completes it.
     a.restart_same_port();
     let rec = wait_recording(&a, "alice", Duration::from_secs(60));
