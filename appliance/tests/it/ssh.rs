@@ -226,6 +226,18 @@ fn ssh_scp_sftp_and_forwarding_through_a_tunnelled_node() {
     );
     assert!(out.status.success(), "ssh -J: {}", stderr(&out));
     assert_eq!(stdout(&out).trim(), "via-jump-host");
+    // rsync over OpenSSH with the same configuration (scripts/test installs rsync).
+    let rsync_dst = a.dir.path().join("rsynced.txt");
+    let out = Command::new("rsync")
+        .arg("-e")
+        .arg(format!("ssh -F {}", cfg.display()))
+        .arg(src.join("a.txt"))
+        .arg(format!("{host}:{}", rsync_dst.display()))
+        .env("HOP_HOME", &a.home)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "rsync: {}", stderr(&out));
+    assert_eq!(std::fs::read(&rsync_dst).unwrap(), b"alpha\n");
     // The jump host has no shell of its own.
     let out = openssh(&a, &cfg, "ssh", &[&jump, "true"]);
     assert!(!out.status.success());
