@@ -158,55 +158,52 @@ impl TunnelRegistry {
         self.agents().len()
     }
 
-    /// Applications announced by connected agents.
+    /// Resources of `kind` announced by connected agents, each made by `make(resource, host id)`,
+    /// sorted by name then host id.
+    fn announced<T>(&self, kind: &str, make: impl Fn(&ResourceAnnouncement, &str) -> T) -> Vec<T> {
+        let mut out: Vec<(String, String, T)> = Vec::new();
+        for e in self.agents().values() {
+            for r in e.info.resources.iter().filter(|r| r.kind == kind) {
+                out.push((
+                    r.name.clone(),
+                    e.info.host_id.clone(),
+                    make(r, &e.info.host_id),
+                ));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        out.into_iter().map(|(_, _, t)| t).collect()
+    }
+
+    /// Applications announced by connected agents, sorted by name then host id.
     pub fn apps(&self) -> Vec<AppRoute> {
-        let mut out = Vec::new();
-        for e in self.agents().values() {
-            for r in e.info.resources.iter().filter(|r| r.kind == "app") {
-                out.push(AppRoute {
-                    name: r.name.clone(),
-                    uri: r.target.clone().unwrap_or_default(),
-                    labels: r.labels.iter().cloned().collect(),
-                    host_id: e.info.host_id.clone(),
-                });
-            }
-        }
-        out.sort_by(|a, b| a.name.cmp(&b.name).then(a.host_id.cmp(&b.host_id)));
-        out
+        self.announced("app", |r, host_id| AppRoute {
+            name: r.name.clone(),
+            uri: r.target.clone().unwrap_or_default(),
+            labels: r.labels.iter().cloned().collect(),
+            host_id: host_id.to_string(),
+        })
     }
 
-    /// SSH nodes announced by connected agents, sorted by name then host id.
+    /// Databases announced by connected db agents, sorted by name then host id.
     pub fn databases(&self) -> Vec<DbRoute> {
-        let mut out = Vec::new();
-        for e in self.agents().values() {
-            for r in e.info.resources.iter().filter(|r| r.kind == "db") {
-                out.push(DbRoute {
-                    name: r.name.clone(),
-                    uri: r.target.clone().unwrap_or_default(),
-                    labels: r.labels.iter().cloned().collect(),
-                    host_id: e.info.host_id.clone(),
-                });
-            }
-        }
-        out.sort_by(|a, b| a.name.cmp(&b.name).then(a.host_id.cmp(&b.host_id)));
-        out
+        self.announced("db", |r, host_id| DbRoute {
+            name: r.name.clone(),
+            uri: r.target.clone().unwrap_or_default(),
+            labels: r.labels.iter().cloned().collect(),
+            host_id: host_id.to_string(),
+        })
     }
 
+    /// SSH nodes announced by connected node agents, sorted by name then host id.
     pub fn nodes(&self) -> Vec<NodeRoute> {
-        let mut out = Vec::new();
-        for e in self.agents().values() {
-            for r in e.info.resources.iter().filter(|r| r.kind == "node") {
-                out.push(NodeRoute {
-                    name: r.name.clone(),
-                    addr: r.target.clone().unwrap_or_default(),
-                    labels: r.labels.iter().cloned().collect(),
-                    host_id: e.info.host_id.clone(),
-                    openssh: false,
-                });
-            }
-        }
-        out.sort_by(|a, b| a.name.cmp(&b.name).then(a.host_id.cmp(&b.host_id)));
-        out
+        self.announced("node", |r, host_id| NodeRoute {
+            name: r.name.clone(),
+            addr: r.target.clone().unwrap_or_default(),
+            labels: r.labels.iter().cloned().collect(),
+            host_id: host_id.to_string(),
+            openssh: false,
+        })
     }
 
     /// Asks every agent to reconnect elsewhere (or later), spreading their returns over `spread`.
