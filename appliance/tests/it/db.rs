@@ -35,18 +35,7 @@ impl Postgres {
         }
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let out = a.ok(&[
-            "admin",
-            "auth",
-            "sign",
-            "--format",
-            "db",
-            "--host",
-            "localhost,127.0.0.1",
-            "--out",
-            d.join("server").to_str().unwrap(),
-        ]);
-        assert!(out.contains("server.crt"), "{out}");
+        sign_server_files(a, d);
         let port = free_port();
         run_ok(
             Command::new("chown")
@@ -143,6 +132,23 @@ impl Drop for Postgres {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// The database server's key, certificate and trusted CA from `hop admin auth sign --format db`,
+/// as `dir/server.{key,crt,cas}`.
+fn sign_server_files(a: &Appliance, dir: &Path) {
+    let out = a.ok(&[
+        "admin",
+        "auth",
+        "sign",
+        "--format",
+        "db",
+        "--host",
+        "localhost,127.0.0.1",
+        "--out",
+        dir.join("server").to_str().unwrap(),
+    ]);
+    assert!(out.contains("server.crt"), "{out}");
 }
 
 fn run_ok(c: &mut Command) {
@@ -661,17 +667,7 @@ impl Mariadb {
         }
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        a.ok(&[
-            "admin",
-            "auth",
-            "sign",
-            "--format",
-            "db",
-            "--host",
-            "localhost,127.0.0.1",
-            "--out",
-            d.join("server").to_str().unwrap(),
-        ]);
+        sign_server_files(a, d);
         std::fs::create_dir(d.join("data")).unwrap();
         run_ok(Command::new("chown").args(["-R", "mysql:mysql"]).arg(d));
         run_ok(
