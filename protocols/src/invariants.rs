@@ -320,3 +320,99 @@ fn sftp_scan(data: &[u8], cuts: &[usize]) -> Vec<String> {
     }
     events
 }
+
+/// [`tls_record::reprotect`]: on raw bytes it never panics and never reports more than it was
+/// given; on records built from `data` (content type, padding and payload taken from its bytes,
+/// sealed with [`tls_record::ChecksumOnly`]) it gives the same output whether the input arrives
+/// whole or in two pieces, and the output opens to the application bytes that went in.
+pub fn tls_record(data: &[u8]) {
+    use crate::tls_record::{ChecksumOnly, HEADER_LEN, RecordProtection, reprotect};
+
+    let mut raw = data.to_vec();
+    if let Ok(r) = reprotect(
+        &mut raw,
+        &mut ChecksumOnly::new(1, 0),
+        &mut ChecksumOnly::new(2, 0),
+    ) {
+        assert!(
+            r.produced <= r.consumed && r.consumed <= data.len(),
+            "tls_record: {r:?}"
+        );
+    }
+
+    // Records from the input: [type selector, padding, len, payload…]*.
+    let mut wire = Vec::new();
+    let mut sent = Vec::new();
+    let mut seal_a = ChecksumOnly::new(1, 0);
+    let mut rest = data;
+    while let [sel, pad, len, tail @ ..] = rest {
+        let n = usize::from(*len).min(tail.len());
+        let (payload, after) = tail.split_at(n);
+        rest = after;
+        let (content_type, body): (u8, &[u8]) = match sel % 8 {
+            0 => (21, &[1, 0]),
+            1 => (21, &[1, 90]),
+            2 => (22, payload),
+            _ => (23, payload),
+        };
+        let inner = body.len() + 1 + usize::from(*pad % 4);
+        let hdr_len = inner + 16;
+        let hdr = [23, 3, 3, (hdr_len >> 8) as u8, hdr_len as u8];
+        let start = wire.len();
+        wire.extend_from_slice(&hdr);
+        wire.extend_from_slice(body);
+        wire.push(content_type);
+        wire.resize(start + HEADER_LEN + hdr_len, 0);
+        if seal_a
+            .seal(
+                &hdr,
+                wire.get_mut(start + HEADER_LEN..).unwrap_or_default(),
+                inner,
+            )
+            .is_err()
+        {
+            return;
+        }
+        if content_type == 23 {
+            sent.extend_from_slice(body);
+        }
+    }
+    let mut whole = wire.clone();
+    let one = reprotect(
+        &mut whole,
+        &mut ChecksumOnly::new(1, 0),
+        &mut ChecksumOnly::new(2, 0),
+    );
+    let split = split_point(&wire);
+    let (mut open, mut seal) = (ChecksumOnly::new(1, 0), ChecksumOnly::new(2, 0));
+    let mut first = wire.get(..split).unwrap_or_default().to_vec();
+    let two = reprotect(&mut first, &mut open, &mut seal).and_then(|a| {
+        let mut second = first.get(a.consumed..).unwrap_or_default().to_vec();
+        second.extend_from_slice(wire.get(split..).unwrap_or_default());
+        let mut out = first.get(..a.produced).unwrap_or_default().to_vec();
+        if a.closed {
+            return Ok((out, a.payload));
+        }
+        let b = reprotect(&mut second, &mut open, &mut seal)?;
+        out.extend_from_slice(second.get(..b.produced).unwrap_or_default());
+        Ok((out, a.payload + b.payload))
+    });
+    match (one, two) {
+        (Ok(r), Ok((out, payload))) => {
+            assert_eq!(
+                whole.get(..r.produced),
+                Some(out.as_slice()),
+                "tls_record: split changed the output"
+            );
+            assert_eq!(
+                r.payload, payload,
+                "tls_record: split changed the payload count"
+            );
+            if !r.closed {
+                assert_eq!(r.payload, sent.len(), "tls_record: payload lost");
+            }
+        }
+        (Err(a), Err(b)) => assert_eq!(a, b, "tls_record: split changed the error"),
+        (a, b) => panic!("tls_record: whole {a:?} but split {b:?}"),
+    }
+}

@@ -33,6 +33,7 @@ pub mod sftp;
 pub mod sniff;
 pub mod ssh;
 pub mod tls;
+pub mod tls_record;
 pub mod tunnel;
 
 mod reader;

@@ -20,6 +20,7 @@ fn every_parser_on_every_prefix_of_every_capture() {
             invariants::postgres_frontend(prefix);
             invariants::postgres_backend(prefix);
             invariants::mysql_packet(prefix);
+            invariants::tls_record(prefix);
             let _ = name;
         }
     }

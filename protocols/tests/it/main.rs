@@ -11,4 +11,5 @@ mod sniff;
 mod ssh;
 mod support;
 mod tls;
+mod tls_record;
 mod tunnel;
