@@ -19,7 +19,9 @@ mod logging;
 mod metrics;
 mod node;
 mod platform;
+
 mod proxy;
+mod relay;
 mod signals;
 mod start;
 mod timestamps;

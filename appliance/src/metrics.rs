@@ -62,6 +62,9 @@ pub struct Metrics {
     pub audit_failures: Counter,
     pub app_sessions: Counter,
     pub app_sessions_active: Gauge,
+    /// Sessions relayed by a data-plane worker (the fast path) or on the control plane.
+    pub relay_fast_sessions: Counter,
+    pub relay_tokio_sessions: Counter,
     pub db_sessions: Counter,
     pub db_sessions_active: Gauge,
     pub db_sessions_refused: Counter,
@@ -97,6 +100,8 @@ impl Default for Metrics {
             audit_failures: Counter::default(),
             app_sessions: Counter::default(),
             app_sessions_active: Gauge::default(),
+            relay_fast_sessions: Counter::default(),
+            relay_tokio_sessions: Counter::default(),
             db_sessions: Counter::default(),
             db_sessions_active: Gauge::default(),
             db_sessions_refused: Counter::default(),
@@ -238,6 +243,21 @@ impl Metrics {
             "hop_app_sessions_active",
             "TCP application sessions open.",
             &[(String::new(), self.app_sessions_active.get())],
+        );
+        counter(
+            &mut out,
+            "hop_relay_sessions_total",
+            "Relayed sessions by where their bytes moved: path=\"worker\" (the data plane's fast path, records re-sealed in place) or path=\"control_plane\" (the tokio relay).",
+            &[
+                (
+                    "path=\"worker\"".to_string(),
+                    self.relay_fast_sessions.get(),
+                ),
+                (
+                    "path=\"control_plane\"".to_string(),
+                    self.relay_tokio_sessions.get(),
+                ),
+            ],
         );
         counter(
             &mut out,

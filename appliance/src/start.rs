@@ -364,6 +364,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
                 jump: jump.clone(),
                 recordings: Some(recordings.clone()),
                 audit_log: Some(audit_log.clone()),
+                relay: dataplane.as_ref().map(|d| d.relay.clone()),
             },
             settings,
             metrics.clone(),

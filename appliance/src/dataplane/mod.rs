@@ -5,10 +5,13 @@
 //! their shared read-only context, and their statistics. A worker accepts, enforces the
 //! connection limits, peeks at the first bytes under a deadline, and acts on the routing
 //! [`route::Decision`]: it redirects plain HTTP itself, and hands TLS connections for the web UI
-//! and the Auth API, untouched, to the control plane over a bounded queue. The runtime's types stay
-//! inside `worker.rs`; nothing else here names monoio.
+//! and the Auth API, untouched, to the control plane over a bounded queue. Relayed sessions come
+//! back from the control plane once their handshakes and Dial are done, as descriptors and
+//! traffic keys, and a worker moves their records (`relay.rs`, the fast path). The runtime's types
+//! stay inside `worker.rs` and `relay.rs`; nothing else here names monoio.
 
 pub mod limits;
+mod relay;
 pub mod route;
 pub mod stats;
 mod worker;
@@ -49,6 +52,10 @@ pub enum HandoffKind {
     Ssh,
 }
 
+/// Sessions waiting for a worker to take them onto the fast path, per worker; beyond that they
+/// stay on the control plane's relay.
+const RELAY_QUEUE: usize = 1024;
+
 /// Settings of the data plane.
 #[derive(Debug, Clone)]
 pub struct DataPlaneSettings {
@@ -66,6 +73,8 @@ pub struct DataPlane {
     pub local_addr: SocketAddr,
     pub driver: IoDriver,
     pub stats: Arc<DataPlaneStats>,
+    /// Where the control plane hands relayed sessions to the workers' fast path.
+    pub relay: crate::relay::RelayHandle,
     stop: Arc<AtomicBool>,
     listeners: Vec<socket2::Socket>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -147,7 +156,14 @@ impl DataPlane {
             settings.max_connections_per_ip,
         ));
         let stop = Arc::new(AtomicBool::new(false));
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..n)
+            .map(|_| {
+                let (tx, rx) = tokio::sync::mpsc::channel(RELAY_QUEUE);
+                (tx, Some(rx))
+            })
+            .unzip();
         let ctx = Arc::new(worker::WorkerContext {
+            relay_jobs: std::sync::Mutex::new(receivers),
             settings: settings.clone(),
             stats: stats.clone(),
             limits,
@@ -171,6 +187,7 @@ impl DataPlane {
             local_addr,
             driver,
             stats,
+            relay: crate::relay::RelayHandle::new(senders),
             stop,
             listeners: kept,
             threads,

@@ -53,6 +53,10 @@ pub struct WorkerStats {
     pub active: AtomicU64,
     pub handed_off: AtomicU64,
     pub redirected: AtomicU64,
+    /// Fast-path sessions relayed by this worker (ended), open now, and their application bytes.
+    pub relayed: AtomicU64,
+    pub relay_active: AtomicU64,
+    pub relay_bytes: AtomicU64,
     classified: [AtomicU64; 9],
     rejected: [AtomicU64; 12],
 }
@@ -151,6 +155,27 @@ impl DataPlaneStats {
             "Plain HTTP requests redirected to https, per worker.",
             "counter",
             &|w| w.redirected.load(Ordering::Relaxed),
+        );
+        per_worker(
+            out,
+            "hop_dataplane_relay_sessions_active",
+            "Sessions this worker relays on the fast path now.",
+            "gauge",
+            &|w| w.relay_active.load(Ordering::Relaxed),
+        );
+        per_worker(
+            out,
+            "hop_dataplane_relay_sessions_total",
+            "Fast-path sessions this worker relayed to their end.",
+            "counter",
+            &|w| w.relayed.load(Ordering::Relaxed),
+        );
+        per_worker(
+            out,
+            "hop_dataplane_relay_bytes_total",
+            "Application bytes of ended fast-path sessions (both directions).",
+            "counter",
+            &|w| w.relay_bytes.load(Ordering::Relaxed),
         );
         let _ = writeln!(
             out,

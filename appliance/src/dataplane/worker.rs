@@ -1,6 +1,6 @@
 //! One data-plane worker: a monoio runtime on its own thread with its own listener.
 //!
-//! This is the runtime seam: monoio's types appear in this file only. A worker accepts, admits the
+//! This is the runtime seam: monoio's types appear in this file and in `relay.rs` only. A worker accepts, admits the
 //! connection against the shared limits, classifies it from peeked bytes under the first-byte
 //! deadline, and then redirects it (plain HTTP), hands it off (TLS for the control plane) or
 //! closes and counts it. It never blocks its thread: every wait is an io_uring/epoll wait or a
@@ -21,6 +21,7 @@ use super::route::{Decision, RejectReason, decide};
 use super::stats::{DataPlaneStats, IoDriver, WorkerStats};
 use super::{DataPlaneSettings, Handoff, HandoffKind};
 use crate::platform;
+use crate::relay::TlsRelayJob;
 
 /// Bytes peeked at first; enough for nearly every ClientHello.
 const INITIAL_PEEK: usize = 4096;
@@ -30,6 +31,8 @@ const MAX_PEEK: usize = 70 * 1024;
 /// What every worker shares: read-only settings, its stats block, the limits, the queue.
 pub(super) struct WorkerContext {
     pub settings: DataPlaneSettings,
+    /// Each worker's fast-path queue; a worker takes its own at start.
+    pub relay_jobs: std::sync::Mutex<Vec<Option<tokio::sync::mpsc::Receiver<TlsRelayJob>>>>,
     pub stats: Arc<DataPlaneStats>,
     pub limits: Arc<ConnectionLimits>,
     pub handoff: tokio::sync::mpsc::Sender<Handoff>,
@@ -74,6 +77,20 @@ async fn accept_loop(idx: usize, listener: std::net::TcpListener, ctx: Arc<Worke
         }
     };
     let stats = ctx.stats.worker(idx);
+    let jobs = ctx
+        .relay_jobs
+        .lock()
+        .ok()
+        .and_then(|mut q| q.get_mut(idx).and_then(Option::take));
+    if let Some(mut jobs) = jobs {
+        let ctx = ctx.clone();
+        monoio::spawn(async move {
+            while let Some(job) = jobs.recv().await {
+                let ctx = ctx.clone();
+                monoio::spawn(async move { super::relay::run(job, ctx.stats.worker(idx)).await });
+            }
+        });
+    }
     loop {
         let accepted = listener.accept().await;
         if ctx.stop.load(Ordering::Acquire) {

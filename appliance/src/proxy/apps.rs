@@ -12,10 +12,11 @@ use std::time::Duration;
 use hop_ca::Identity;
 use hop_protocols::tunnel::Frame;
 
-use super::dial::{accept, dial_agent, refuse};
+use super::dial::{accept, dial_agent_bounded, refuse};
 use super::tunnels::{AgentStream, TunnelRegistry};
 use crate::auth::AuthServer;
 use crate::auth::audit::EventKind;
+use crate::relay::{self, Handed, RelayHandle, RelayOutcome};
 use crate::tunnel::{FramedStream, relay_with_idle_timeout};
 
 /// Serves one `hop-tcp` connection from an authenticated user.
@@ -25,6 +26,7 @@ pub async fn serve(
     remote: SocketAddr,
     registry: Arc<TunnelRegistry>,
     auth: Arc<AuthServer>,
+    fast_path: Option<(&RelayHandle, usize)>,
 ) {
     let mut client = FramedStream::new(stream);
     let dial = match client.read_frame(Duration::from_secs(10)).await {
@@ -69,7 +71,7 @@ pub async fn serve(
         return refuse(&mut client, session_id, e).await;
     }
     let what = format!("application {app_name:?}");
-    let agent = match dial_agent(
+    let agent = match dial_agent_bounded(
         &registry,
         &route.host_id,
         &what,
@@ -89,19 +91,41 @@ pub async fn serve(
         return;
     }
     start(true, None);
-    let (c, c_pending) = client.into_inner();
-    let (a, a_pending) = agent.into_inner();
     let started = std::time::Instant::now();
     let idle = checker.client_idle_timeout();
     let metrics = auth.metrics();
     metrics.app_sessions.inc();
     metrics.app_sessions_active.inc();
-    let moved = relay_with_idle_timeout(c, c_pending, a, a_pending, idle).await;
+    let (handle, worker) = fast_path.map_or((None, 0), |(h, w)| (Some(h), w));
+    let (up, down) = match relay::hand_off(handle, worker, client, agent, idle, remote) {
+        Handed::Taken(report) => {
+            metrics.relay_fast_sessions.inc();
+            let outcome = report.await.unwrap_or_else(|_| RelayOutcome {
+                error: Some("the data-plane worker stopped".into()),
+                ..RelayOutcome::default()
+            });
+            if let Some(e) = &outcome.error {
+                tracing::debug!(app = %app_name, error = %e, "application session ended with an error");
+            }
+            (outcome.up, outcome.down)
+        }
+        Handed::Kept(client, agent, why) => {
+            metrics.relay_tokio_sessions.inc();
+            tracing::debug!(app = %app_name, reason = why, "session relayed on the control plane");
+            let (c, c_pending) = client.into_inner();
+            let (a, a_pending) = agent.into_inner();
+            let moved = relay_with_idle_timeout(c, c_pending, a, a_pending, idle).await;
+            if let Err(e) = &moved {
+                tracing::debug!(app = %app_name, error = %e, "application session ended with an error");
+            }
+            moved.unwrap_or((0, 0))
+        }
+        Handed::Failed(e) => {
+            tracing::warn!(app = %app_name, error = %e, "application session lost moving to the fast path");
+            (0, 0)
+        }
+    };
     metrics.app_sessions_active.dec();
-    if let Err(e) = &moved {
-        tracing::debug!(app = %app_name, error = %e, "application session ended with an error");
-    }
-    let (up, down) = moved.as_ref().map(|m| *m).unwrap_or((0, 0));
     auth.emit(
         auth.event(EventKind::AppSessionEnd, &identity.username)
             .remote(Some(remote))

@@ -37,8 +37,25 @@ pub async fn accept(client: &mut FramedStream<AgentStream>, session_id: [u8; 16]
 }
 
 /// Takes a pooled data connection of agent `host_id` and asks it for `target`. `what` names the
-/// resource in errors (`application "echo"`, `node "web1"`).
+/// resource in errors (`application "echo"`, `node "web1"`). The connection then reads freely
+/// (it stays on the tokio relay).
 pub async fn dial_agent(
+    registry: &TunnelRegistry,
+    host_id: &str,
+    what: &str,
+    session_id: [u8; 16],
+    target: &str,
+    client_addr: SocketAddr,
+) -> Result<FramedStream<AgentStream>, String> {
+    let mut agent =
+        dial_agent_bounded(registry, host_id, what, session_id, target, client_addr).await?;
+    agent.get_mut().get_mut().0.unbound();
+    Ok(agent)
+}
+
+/// [`dial_agent`], leaving the connection reading record by record so that the session can move
+/// to the fast path (`crate::relay`).
+pub async fn dial_agent_bounded(
     registry: &TunnelRegistry,
     host_id: &str,
     what: &str,

@@ -27,6 +27,7 @@ use crate::dataplane::{Handoff, HandoffKind};
 use crate::metrics::Metrics;
 use crate::proxy::postgres::BeforeTls;
 use crate::proxy::tunnels::TunnelRegistry;
+use crate::relay::bounded::RecordReads;
 use crate::tunnel::{
     ALPN_JOIN, ALPN_MYSQL, ALPN_POSTGRES, ALPN_POSTGRES_DIRECT, ALPN_SSH, ALPN_TCP, ALPN_TUNNEL,
     ALPN_TUNNEL_DATA,
@@ -86,6 +87,8 @@ pub struct TlsRoutes {
     pub recordings: Option<Arc<hop_storage::recording::RecordingStore>>,
     /// The audit log, where `hop join` finds sessions.
     pub audit_log: Option<Arc<hop_storage::AuditLog>>,
+    /// The data plane's fast path for relayed sessions.
+    pub relay: Option<crate::relay::RelayHandle>,
 }
 
 impl TlsRoutes {
@@ -124,6 +127,9 @@ pub async fn serve_tls(
         let remote = handoff.client;
         let guard = handoff.guard;
         let postgres = handoff.kind == HandoffKind::Postgres;
+        // Sessions that may move to the fast path are read record by record until they do.
+        let bounded = matches!(handoff.alpn.as_deref(), Some(p) if p.as_bytes() == ALPN_TCP || p.as_bytes() == ALPN_TUNNEL_DATA);
+        let worker = handoff.worker;
         if handoff.kind == HandoffKind::Ssh {
             drop(permit);
             let stream = match handoff
@@ -176,6 +182,7 @@ pub async fn serve_tls(
                     return;
                 }
             }
+            let stream = RecordReads::new(stream, bounded && !postgres);
             let accepted = tokio::time::timeout(deadline, acceptor.accept(stream)).await;
             drop(permit);
             match accepted {
@@ -226,6 +233,7 @@ pub async fn serve_tls(
                                 remote,
                                 routes.registry.clone(),
                                 routes.auth.clone(),
+                                routes.relay.as_ref().map(|r| (r, worker)),
                             )
                             .await;
                         }

@@ -86,5 +86,7 @@ pub fn server_config(
         .with_single_cert(chain, key)
         .map_err(|e| anyhow!("proxy certificate and key do not match or are unusable: {e}"))?;
     cfg.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    // Relayed sessions move to the data plane's fast path with their traffic keys (crate::relay).
+    cfg.enable_secret_extraction = true;
     Ok(cfg)
 }

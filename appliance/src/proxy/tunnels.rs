@@ -17,10 +17,12 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
 
 use crate::dataplane::limits::ConnectionGuard;
+use crate::relay::bounded::RecordReads;
 use crate::tunnel::{FrameIoError, FramedStream};
 
-/// A TLS stream from an agent, terminated by the proxy.
-pub type AgentStream = tokio_rustls::server::TlsStream<TcpStream>;
+/// A TLS stream terminated by the proxy (an agent's, or a user's session connection); its socket
+/// may be read record by record (see `crate::relay::bounded`).
+pub type AgentStream = tokio_rustls::server::TlsStream<RecordReads<TcpStream>>;
 
 /// Most idle data connections kept per agent; more are closed.
 const MAX_POOLED_PER_AGENT: usize = 64;

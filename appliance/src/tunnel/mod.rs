@@ -104,6 +104,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FramedStream<S> {
         Ok(())
     }
 
+    pub fn get_ref(&self) -> &S {
+        &self.stream
+    }
+
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.stream
+    }
+
     /// The stream and the bytes read past the last frame (the first session bytes, if any).
     pub fn into_inner(self) -> (S, Vec<u8>) {
         (self.stream, self.buf)

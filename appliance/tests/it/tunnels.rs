@@ -237,6 +237,11 @@ fn tcp_app_through_an_agent_tunnel_byte_exact_rbac_and_rejoin() {
     );
     let (_, m) = a.diag_get("/metrics");
     assert!(m.contains("hop_app_sessions_total 1"), "{m}");
+    // The bytes moved on a data-plane worker (records re-sealed in place), not on tokio.
+    assert!(
+        m.contains("hop_relay_sessions_total{path=\"worker\"} 1"),
+        "{m}"
+    );
     std::fs::remove_file(&payload).ok();
     std::fs::remove_file(&received).ok();
 
@@ -368,5 +373,111 @@ fn join_tokens_are_checked() {
     assert!(
         !a.ok(&["admin", "tokens", "ls"]).contains(&t),
         "a used single-use token must be gone"
+    );
+}
+
+/// An echo target written in the test: each connection's bytes come back; its end (FIN) is
+/// answered with the target's own end, so half-close is visible both ways.
+fn echo_target() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut conn) = conn else { return };
+            std::thread::spawn(move || {
+                let mut back = conn.try_clone().unwrap();
+                let _ = std::io::copy(&mut conn, &mut back);
+                let _ = back.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn tcp_app_both_ways_half_close_and_idle_timeout_on_a_worker() {
+    use std::io::{Read, Write};
+    let a = Appliance::start("");
+    let dir = a.dir.path().to_path_buf();
+    let tok: serde_json::Value = serde_json::from_str(
+        a.ok(&[
+            "admin", "tokens", "add", "--type", "app", "--format", "json",
+        ])
+        .trim(),
+    )
+    .unwrap();
+    let target_port = echo_target();
+    let app_spec = format!("name=echo,uri=tcp://127.0.0.1:{target_port},labels=env=dev");
+    let _agent = start_agent(
+        &a,
+        &dir.join("agent-data"),
+        tok["token"].as_str(),
+        &app_spec,
+    );
+    wait_for_agents(&a, 1);
+    let role = dir.join("idle.yaml");
+    std::fs::write(&role, "kind: role\nversion: v7\nmetadata:\n  name: idleapps\nspec:\n  options:\n    client_idle_timeout: 3s\n  allow:\n    app_labels:\n      '*': '*'\n").unwrap();
+    a.ok(&["admin", "create", "-f", role.to_str().unwrap()]);
+    let secret = a.add_user("carol", "idleapps", "carol");
+    assert!(a.login("carol", PASSWORD, &secret).status.success());
+    let (_proxy_app, local_port) = start_proxy_app(&a, "echo");
+
+    // 24 MiB up while reading the echo down; the client's FIN reaches the target, and the
+    // target's FIN comes back as the end of the stream.
+    let payload: Vec<u8> = (0..24u32 * 1024 * 1024)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", local_port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut writer = conn.try_clone().unwrap();
+    let up = payload.clone();
+    let sender = std::thread::spawn(move || {
+        writer.write_all(&up).unwrap();
+        writer.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    let mut back = Vec::with_capacity(payload.len());
+    conn.read_to_end(&mut back).unwrap();
+    sender.join().unwrap();
+    assert_eq!(back.len(), payload.len());
+    assert!(back == payload, "the echo came back altered");
+
+    // A session that goes quiet ends after the role's client_idle_timeout.
+    let mut quiet = std::net::TcpStream::connect(("127.0.0.1", local_port)).unwrap();
+    quiet.write_all(b"ping").unwrap();
+    let mut four = [0u8; 4];
+    quiet.read_exact(&mut four).unwrap();
+    assert_eq!(&four, b"ping");
+    let went_quiet = Instant::now();
+    quiet
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = quiet.read_to_end(&mut rest);
+    let after = went_quiet.elapsed();
+    assert!(
+        after >= Duration::from_secs(2) && after < Duration::from_secs(10),
+        "an idle session ended after {after:?} (idle timeout 3 s)"
+    );
+
+    let (_, m) = a.diag_get("/metrics");
+    assert!(
+        m.contains("hop_relay_sessions_total{path=\"worker\"} 2"),
+        "{m}"
+    );
+    let events = a.ok(&[
+        "admin",
+        "audit",
+        "search",
+        "--type",
+        "app.session.end",
+        "--format",
+        "json",
+    ]);
+    let size = payload.len().to_string();
+    assert!(
+        events.contains(&format!("\"bytes_sent\":{size}"))
+            && events.contains(&format!("\"bytes_received\":{size}")),
+        "{events}"
     );
 }

@@ -1,0 +1,296 @@
+//! The fast path on a worker: one relayed session's two TLS connections, moved record by record
+//! with the traffic keys rustls handed over (`crate::relay`).
+//!
+//! Part of the runtime seam (monoio's types appear here and in `worker.rs` only). Each direction
+//! reads ciphertext into a buffer it owns and lends to the kernel, re-seals every whole record in
+//! place (`hop_protocols::tls_record::reprotect`) and writes the same buffer to the other socket:
+//! no plaintext copy, no TLS library per byte. A direction that waits for data holds no buffer
+//! (it waits for readability first), so an idle session costs two pending polls and its keys.
+//! Half-close passes through (`close_notify`, then `shutdown(SHUT_WR)`); the first error ends both
+//! directions; the idle timeout is the session's, shared by both directions.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::pin;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use hop_protocols::tls_record::{
+    MAX_RECORD_LEN, RecordError, reprotect, seal_application_data, seal_close_notify,
+};
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+
+use super::stats::WorkerStats;
+use crate::relay::aead::RecordKey;
+use crate::relay::{RelayOutcome, TlsRelayJob};
+
+/// Bytes one read may bring: four full records, so a busy direction moves about 64 KiB per
+/// system call, and a partial record always fits behind the whole ones.
+const BUFFER: usize = 4 * MAX_RECORD_LEN;
+/// Buffers a worker keeps for reuse between bursts.
+const POOL_KEEP: usize = 256;
+
+thread_local! {
+    /// This worker's idle relay buffers.
+    static POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn take_buffer() -> Vec<u8> {
+    POOL.with(|p| p.borrow_mut().pop())
+        .unwrap_or_else(|| Vec::with_capacity(BUFFER))
+}
+
+fn give_back(mut buf: Vec<u8>) {
+    if buf.capacity() < BUFFER {
+        return;
+    }
+    buf.clear();
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < POOL_KEEP {
+            p.push(buf);
+        }
+    });
+}
+
+/// Why a direction ended the session.
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{side}: {error}")]
+    Record {
+        side: &'static str,
+        error: RecordError,
+    },
+    #[error("{0}: the connection closed in the middle of a TLS record")]
+    Truncated(&'static str),
+    #[error("no bytes moved for {0:?}: idle timeout")]
+    Idle(Duration),
+}
+
+/// Runs one job to its end and reports it.
+pub(super) async fn run(job: TlsRelayJob, stats: &WorkerStats) {
+    let TlsRelayJob {
+        client,
+        client_keys,
+        agent,
+        agent_keys,
+        to_agent,
+        to_client,
+        idle,
+        done,
+    } = job;
+    stats
+        .relay_active
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let up = Cell::new(0u64);
+    let down = Cell::new(0u64);
+    let result = relay(
+        client,
+        agent,
+        client_keys,
+        agent_keys,
+        to_agent,
+        to_client,
+        idle,
+        (&up, &down),
+    )
+    .await;
+    stats
+        .relay_active
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    stats
+        .relayed
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    stats
+        .relay_bytes
+        .fetch_add(up.get() + down.get(), std::sync::atomic::Ordering::Relaxed);
+    let _ = done.send(RelayOutcome {
+        up: up.get(),
+        down: down.get(),
+        error: result.err().map(|e| e.to_string()),
+    });
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn relay(
+    client: std::net::TcpStream,
+    agent: std::net::TcpStream,
+    client_keys: crate::relay::ConnectionKeys,
+    agent_keys: crate::relay::ConnectionKeys,
+    to_agent: Vec<u8>,
+    to_client: Vec<u8>,
+    idle: Option<Duration>,
+    (up, down): (&Cell<u64>, &Cell<u64>),
+) -> Result<(), RelayError> {
+    // Each direction owns a descriptor for its reading side and one for its writing side: the two
+    // descriptors of a socket share it (a shutdown of one is the socket's).
+    let client_w = client.try_clone()?;
+    let agent_w = agent.try_clone()?;
+    for s in [&client, &agent, &client_w, &agent_w] {
+        s.set_nonblocking(true)?;
+    }
+    let client_r = TcpStream::from_std(client)?;
+    let agent_r = TcpStream::from_std(agent)?;
+    let client_w = TcpStream::from_std(client_w)?;
+    let agent_w = TcpStream::from_std(agent_w)?;
+    let last = Cell::new(Instant::now());
+    let upward = direction(
+        "client",
+        client_r,
+        agent_w,
+        client_keys.rx,
+        agent_keys.tx,
+        to_agent,
+        idle,
+        &last,
+        up,
+    );
+    let downward = direction(
+        "agent",
+        agent_r,
+        client_w,
+        agent_keys.rx,
+        client_keys.tx,
+        to_client,
+        idle,
+        &last,
+        down,
+    );
+    both_or_first_error(upward, downward).await
+}
+
+/// Polls both futures; ends with the first error (dropping the other, which cancels its
+/// operations) or when both have finished.
+async fn both_or_first_error<A, B, E>(a: A, b: B) -> Result<(), E>
+where
+    A: Future<Output = Result<(), E>>,
+    B: Future<Output = Result<(), E>>,
+{
+    let mut a = pin!(a);
+    let mut b = pin!(b);
+    let (mut a_done, mut b_done) = (false, false);
+    std::future::poll_fn(|cx| {
+        if !a_done && let Poll::Ready(r) = a.as_mut().poll(cx) {
+            r?;
+            a_done = true;
+        }
+        if !b_done && let Poll::Ready(r) = b.as_mut().poll(cx) {
+            r?;
+            b_done = true;
+        }
+        if a_done && b_done {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+async fn write_all(
+    dst: &mut TcpStream,
+    buf: Vec<u8>,
+    len: usize,
+) -> (std::io::Result<()>, Vec<u8>) {
+    let (res, slice) = dst.write_all(buf.slice(0..len)).await;
+    (res.map(|_| ()), slice.into_inner())
+}
+
+/// One direction: records from `src` opened with `open`, sealed with `seal`, written to `dst`.
+#[allow(clippy::too_many_arguments)]
+async fn direction(
+    side: &'static str,
+    mut src: TcpStream,
+    mut dst: TcpStream,
+    mut open: RecordKey,
+    mut seal: RecordKey,
+    first: Vec<u8>,
+    idle: Option<Duration>,
+    last: &Cell<Instant>,
+    moved: &Cell<u64>,
+) -> Result<(), RelayError> {
+    let record_err = |error| RelayError::Record { side, error };
+    if !first.is_empty() {
+        let mut out = Vec::with_capacity(first.len() + 64);
+        seal_application_data(&first, &mut seal, &mut out)
+            .map_err(|e| record_err(RecordError::Protection(e)))?;
+        let len = out.len();
+        write_all(&mut dst, out, len).await.0?;
+        moved.set(moved.get() + first.len() as u64);
+    }
+    let mut buf: Vec<u8> = Vec::new();
+    let mut likely_more = false;
+    loop {
+        if buf.is_empty() && !likely_more {
+            // Nothing in hand: give the buffer back and wait without one.
+            if buf.capacity() > 0 {
+                give_back(std::mem::take(&mut buf));
+            }
+            wait_readable(&src, idle, last).await?;
+        }
+        if buf.capacity() == 0 {
+            buf = take_buffer();
+        }
+        let have = buf.len();
+        let (res, slice) = src.read(buf.slice_mut(have..BUFFER)).await;
+        buf = slice.into_inner();
+        let n = res?;
+        if n == 0 {
+            if !buf.is_empty() {
+                return Err(RelayError::Truncated(side));
+            }
+            // The peer closed without close_notify: end the other side's stream properly.
+            let mut out = Vec::with_capacity(32);
+            seal_close_notify(&mut seal, &mut out)
+                .map_err(|e| record_err(RecordError::Protection(e)))?;
+            let len = out.len();
+            let _ = write_all(&mut dst, out, len).await.0;
+            let _ = dst.shutdown().await;
+            give_back(buf);
+            return Ok(());
+        }
+        last.set(Instant::now());
+        likely_more = have + n == BUFFER;
+        let done = reprotect(&mut buf, &mut open, &mut seal).map_err(record_err)?;
+        if done.produced > 0 {
+            let (res, back) = write_all(&mut dst, buf, done.produced).await;
+            buf = back;
+            res?;
+            last.set(Instant::now());
+        }
+        moved.set(moved.get() + done.payload as u64);
+        buf.drain(..done.consumed);
+        if done.closed {
+            let _ = dst.shutdown().await;
+            give_back(buf);
+            return Ok(());
+        }
+    }
+}
+
+/// Waits until `src` has bytes, or fails when the session has been idle for `idle`.
+async fn wait_readable(
+    src: &TcpStream,
+    idle: Option<Duration>,
+    last: &Cell<Instant>,
+) -> Result<(), RelayError> {
+    let Some(idle) = idle else {
+        src.readable(false).await?;
+        return Ok(());
+    };
+    loop {
+        let quiet = last.get().elapsed();
+        let Some(left) = idle.checked_sub(quiet).filter(|d| !d.is_zero()) else {
+            return Err(RelayError::Idle(idle));
+        };
+        match monoio::time::timeout(left, src.readable(false)).await {
+            Ok(r) => return r.map_err(RelayError::Io),
+            // The other direction may have moved bytes meanwhile: look again.
+            Err(_) => continue,
+        }
+    }
+}

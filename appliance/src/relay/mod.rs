@@ -1,0 +1,393 @@
+//! The relay's fast path: a session whose two TLS connections both end at the proxy moves its
+//! bytes on a data-plane worker, record by record, without rustls and without copying payloads.
+//!
+//! This module owns the hand-off from the control plane (where handshakes, the Dial exchange,
+//! RBAC and audit stay): deciding whether a session can take the fast path (both connections read
+//! only whole records so far, TLS 1.3 with a cipher [`aead`] implements, nothing queued to send),
+//! taking the traffic keys from rustls, and the [`TlsRelayJob`] a worker then runs
+//! (`dataplane/relay.rs`). The connections' descriptors move to the worker; the bytes do not. A
+//! session that cannot take the fast path stays on the tokio relay, as before.
+
+pub mod aead;
+pub mod bounded;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rustls::{ProtocolVersion, ServerConnection};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::proxy::tunnels::AgentStream;
+use crate::tunnel::FramedStream;
+use aead::RecordKey;
+
+/// The keys of one TLS connection ending at the proxy.
+#[derive(Debug)]
+pub struct ConnectionKeys {
+    /// Opens the records the peer sends.
+    pub rx: RecordKey,
+    /// Seals the records sent to the peer.
+    pub tx: RecordKey,
+}
+
+/// One session for a worker to relay.
+#[derive(Debug)]
+pub struct TlsRelayJob {
+    pub client: std::net::TcpStream,
+    pub client_keys: ConnectionKeys,
+    pub agent: std::net::TcpStream,
+    pub agent_keys: ConnectionKeys,
+    /// Plaintext the client sent that rustls had already decrypted: the agent gets it first.
+    pub to_agent: Vec<u8>,
+    /// Plaintext the agent sent that rustls had already decrypted: the client gets it first.
+    pub to_client: Vec<u8>,
+    /// End the session when no byte moved either way for this long.
+    pub idle: Option<Duration>,
+    /// Where the worker reports the session's end.
+    pub done: oneshot::Sender<RelayOutcome>,
+}
+
+/// How a relayed session ended.
+#[derive(Debug, Default)]
+pub struct RelayOutcome {
+    /// Application bytes from the client to the agent.
+    pub up: u64,
+    /// Application bytes from the agent to the client.
+    pub down: u64,
+    /// Why the session ended abnormally, if it did.
+    pub error: Option<String>,
+}
+
+/// Where jobs go: one bounded queue per data-plane worker.
+#[derive(Debug, Clone)]
+pub struct RelayHandle {
+    queues: std::sync::Arc<Vec<mpsc::Sender<TlsRelayJob>>>,
+}
+
+impl RelayHandle {
+    pub fn new(queues: Vec<mpsc::Sender<TlsRelayJob>>) -> Self {
+        Self {
+            queues: std::sync::Arc::new(queues),
+        }
+    }
+
+    /// A place in worker `worker`'s queue (or another's when it is full), if there is one.
+    fn reserve(&self, worker: usize) -> Option<mpsc::Permit<'_, TlsRelayJob>> {
+        let n = self.queues.len();
+        (0..n)
+            .map(|i| (worker + i) % n)
+            .find_map(|i| self.queues.get(i).and_then(|q| q.try_reserve().ok()))
+    }
+}
+
+/// Why a session stays on the tokio relay.
+fn not_eligible(conn: &AgentStream) -> Option<&'static str> {
+    let (io, tls) = conn.get_ref();
+    if !io.is_bounded() {
+        return Some("the connection was not read record by record");
+    }
+    if io.mid_record() {
+        return Some("a record is partly read");
+    }
+    if tls.protocol_version() != Some(ProtocolVersion::TLSv1_3) {
+        return Some("not TLS 1.3");
+    }
+    if tls.wants_write() {
+        return Some("TLS records still queued to send");
+    }
+    None
+}
+
+fn take_keys(
+    stream: AgentStream,
+    mut pending: Vec<u8>,
+) -> Result<(std::net::TcpStream, ConnectionKeys, Vec<u8>), String> {
+    let (io, mut conn): (_, ServerConnection) = stream.into_inner();
+    // Plaintext rustls decrypted but nobody read yet belongs to the session.
+    let mut chunk = [0u8; 4096];
+    loop {
+        match std::io::Read::read(&mut conn.reader(), &mut chunk) {
+            Ok(0) => break,
+            Ok(n) => pending.extend_from_slice(chunk.get(..n).unwrap_or_default()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(format!("reading buffered plaintext: {e}")),
+        }
+    }
+    let secrets = conn
+        .dangerous_extract_secrets()
+        .map_err(|e| format!("taking the traffic keys from rustls: {e}"))?;
+    let keys = ConnectionKeys {
+        rx: RecordKey::new(secrets.rx.0, secrets.rx.1).map_err(|e| e.to_string())?,
+        tx: RecordKey::new(secrets.tx.0, secrets.tx.1).map_err(|e| e.to_string())?,
+    };
+    let tcp = io
+        .into_inner()
+        .into_std()
+        .map_err(|e| format!("releasing the socket from tokio: {e}"))?;
+    Ok((tcp, keys, pending))
+}
+
+/// What became of a session offered to the fast path.
+pub enum Handed {
+    /// A worker relays it; the receiver reports the end.
+    Taken(oneshot::Receiver<RelayOutcome>),
+    /// It stays on the tokio relay, for the reason given.
+    Kept(
+        FramedStream<AgentStream>,
+        FramedStream<AgentStream>,
+        &'static str,
+    ),
+    /// Taking it over failed half-way; the session is lost.
+    Failed(String),
+}
+
+/// Offers a session (after its Dial exchange) to worker `worker`'s fast path.
+pub fn hand_off(
+    handle: Option<&RelayHandle>,
+    worker: usize,
+    client: FramedStream<AgentStream>,
+    agent: FramedStream<AgentStream>,
+    idle: Option<Duration>,
+    remote: SocketAddr,
+) -> Handed {
+    let Some(handle) = handle else {
+        return keep(client, agent, "no data plane");
+    };
+    if let Some(why) = not_eligible(client.get_ref()).or_else(|| not_eligible(agent.get_ref())) {
+        return keep(client, agent, why);
+    }
+    let Some(permit) = handle.reserve(worker) else {
+        return keep(client, agent, "the workers' relay queues are full");
+    };
+    let (c, c_pending) = client.into_inner();
+    let (a, a_pending) = agent.into_inner();
+    let taken = take_keys(c, c_pending).and_then(|(client, client_keys, to_agent)| {
+        take_keys(a, a_pending).map(|(agent, agent_keys, to_client)| {
+            (client, client_keys, to_agent, agent, agent_keys, to_client)
+        })
+    });
+    match taken {
+        Ok((client, client_keys, to_agent, agent, agent_keys, to_client)) => {
+            let (done, report) = oneshot::channel();
+            permit.send(TlsRelayJob {
+                client,
+                client_keys,
+                agent,
+                agent_keys,
+                to_agent,
+                to_client,
+                idle,
+                done,
+            });
+            Handed::Taken(report)
+        }
+        Err(e) => {
+            tracing::warn!(%remote, error = %e, "a session could not move to the fast path");
+            Handed::Failed(e)
+        }
+    }
+}
+
+fn keep(
+    mut client: FramedStream<AgentStream>,
+    mut agent: FramedStream<AgentStream>,
+    why: &'static str,
+) -> Handed {
+    // Staying on tokio: read freely again.
+    client.get_mut().get_mut().0.unbound();
+    agent.get_mut().get_mut().0.unbound();
+    Handed::Kept(client, agent, why)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The fast path's keys against rustls itself: records a rustls client sealed for one
+    //! proxy-side connection are re-sealed for another and read by that one's rustls client.
+
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+
+    use hop_protocols::tls_record::{reprotect, seal_application_data};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
+
+    use super::aead::RecordKey;
+
+    fn configs(suite: rustls::SupportedCipherSuite) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
+        let ck = rcgen::generate_simple_self_signed(vec!["proxy.test".to_string()]).unwrap();
+        let cert: CertificateDer<'static> = ck.cert.der().clone();
+        let key = PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+        let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+        provider.cipher_suites = vec![suite];
+        let provider = Arc::new(provider);
+        let mut server = ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], key)
+            .unwrap();
+        server.enable_secret_extraction = true;
+        let mut roots = RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let client = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (Arc::new(server), Arc::new(client))
+    }
+
+    fn wire_of(conn: &mut impl WriteTls) -> Vec<u8> {
+        let mut out = Vec::new();
+        while conn.wants() {
+            conn.write_to(&mut out);
+        }
+        out
+    }
+
+    trait WriteTls {
+        fn wants(&self) -> bool;
+        fn write_to(&mut self, out: &mut Vec<u8>);
+    }
+    impl WriteTls for ClientConnection {
+        fn wants(&self) -> bool {
+            self.wants_write()
+        }
+        fn write_to(&mut self, out: &mut Vec<u8>) {
+            self.write_tls(out).unwrap();
+        }
+    }
+    impl WriteTls for ServerConnection {
+        fn wants(&self) -> bool {
+            self.wants_write()
+        }
+        fn write_to(&mut self, out: &mut Vec<u8>) {
+            self.write_tls(out).unwrap();
+        }
+    }
+
+    /// Feeds `bytes` to `c`, returning the plaintext it yields (and whether it closed).
+    fn feed_client(c: &mut ClientConnection, mut bytes: &[u8]) -> (Vec<u8>, bool) {
+        let mut got = Vec::new();
+        let mut closed = false;
+        while !bytes.is_empty() {
+            c.read_tls(&mut bytes).unwrap();
+            c.process_new_packets().unwrap();
+            let (more, end) = read_all(c);
+            got.extend(more);
+            closed |= end;
+        }
+        (got, closed)
+    }
+
+    fn feed_server(s: &mut ServerConnection, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            s.read_tls(&mut bytes).unwrap();
+            s.process_new_packets().unwrap();
+        }
+    }
+
+    /// A finished handshake, the server's tickets delivered.
+    fn pair(
+        server: &Arc<ServerConfig>,
+        client: &Arc<ClientConfig>,
+    ) -> (ClientConnection, ServerConnection) {
+        let name = ServerName::try_from("proxy.test").unwrap();
+        let mut c = ClientConnection::new(client.clone(), name).unwrap();
+        let mut s = ServerConnection::new(server.clone()).unwrap();
+        while c.is_handshaking() || s.is_handshaking() || s.wants_write() {
+            let w = wire_of(&mut c);
+            feed_server(&mut s, &w);
+            let w = wire_of(&mut s);
+            let _ = feed_client(&mut c, &w);
+        }
+        (c, s)
+    }
+
+    fn keys(s: ServerConnection) -> (RecordKey, RecordKey) {
+        let secrets = s.dangerous_extract_secrets().unwrap();
+        (
+            RecordKey::new(secrets.rx.0, secrets.rx.1).unwrap(),
+            RecordKey::new(secrets.tx.0, secrets.tx.1).unwrap(),
+        )
+    }
+
+    fn read_all(c: &mut ClientConnection) -> (Vec<u8>, bool) {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            match c.reader().read(&mut buf) {
+                Ok(0) => return (got, true),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return (got, false),
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    fn both_ways(suite: rustls::SupportedCipherSuite) {
+        let (server, client) = configs(suite);
+        let (mut user, user_side) = pair(&server, &client);
+        let (mut agent, agent_side) = pair(&server, &client);
+        let (mut user_rx, mut user_tx) = keys(user_side);
+        let (mut agent_rx, mut agent_tx) = keys(agent_side);
+
+        // Plaintext the proxy had already read goes first, sealed for the agent.
+        let mut to_agent = Vec::new();
+        seal_application_data(b"dial leftovers;", &mut agent_tx, &mut to_agent).unwrap();
+        let (first, _) = feed_client(&mut agent, &to_agent);
+        assert_eq!(first, b"dial leftovers;");
+
+        let up: Vec<u8> = (0..60_000u32).map(|i| (i % 251) as u8).collect();
+        user.writer().write_all(&up).unwrap();
+        let mut wire = wire_of(&mut user);
+        let r = reprotect(&mut wire, &mut user_rx, &mut agent_tx).unwrap();
+        assert_eq!(
+            (r.consumed, r.payload, r.closed),
+            (wire.len(), up.len(), false)
+        );
+        let (got, closed) = feed_client(&mut agent, &wire[..r.produced]);
+        assert_eq!(got, up);
+        assert!(!closed);
+
+        agent.writer().write_all(b"and back").unwrap();
+        agent.send_close_notify();
+        let mut wire = wire_of(&mut agent);
+        let r = reprotect(&mut wire, &mut agent_rx, &mut user_tx).unwrap();
+        assert!(r.closed);
+        let (got, closed) = feed_client(&mut user, &wire[..r.produced]);
+        assert_eq!(got, b"and back");
+        assert!(closed, "the close_notify passes through");
+    }
+
+    #[test]
+    fn records_cross_between_rustls_connections_aes_128_gcm() {
+        both_ways(rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256);
+    }
+
+    #[test]
+    fn records_cross_between_rustls_connections_aes_256_gcm() {
+        both_ways(rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_256_GCM_SHA384);
+    }
+
+    #[test]
+    fn records_cross_between_rustls_connections_chacha20() {
+        both_ways(rustls::crypto::aws_lc_rs::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256);
+    }
+
+    #[test]
+    fn a_tampered_record_is_refused() {
+        let (server, client) =
+            configs(rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256);
+        let (mut user, user_side) = pair(&server, &client);
+        let (_agent, agent_side) = pair(&server, &client);
+        let (mut user_rx, _) = keys(user_side);
+        let (_, mut agent_tx) = keys(agent_side);
+        user.writer().write_all(b"payload").unwrap();
+        let mut wire = wire_of(&mut user);
+        let last = wire.len() - 1;
+        wire[last] ^= 1;
+        let err = reprotect(&mut wire, &mut user_rx, &mut agent_tx).unwrap_err();
+        assert!(err.to_string().contains("does not decrypt"), "{err}");
+    }
+}
