@@ -368,6 +368,9 @@ pub struct ProxyServiceConfig {
     pub workers: Option<usize>,
     /// `auto` (io_uring, falling back to epoll), `uring` or `epoll`.
     pub io_driver: IoDriverChoice,
+    /// Kernel TLS for relayed sessions: `auto` (used when the kernel has it, else records are
+    /// sealed in user space) or `off`.
+    pub kernel_tls: KernelTlsChoice,
     /// PROXY protocol (v1/v2) headers from load balancers.
     pub proxy_protocol: ProxyProtocolConfig,
 }
@@ -380,6 +383,15 @@ pub enum IoDriverChoice {
     Auto,
     Uring,
     Epoll,
+}
+
+/// Whether relayed sessions may use kernel TLS.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KernelTlsChoice {
+    #[default]
+    Auto,
+    Off,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -461,6 +473,7 @@ impl Default for ProxyServiceConfig {
             max_concurrent_handshakes: 1024,
             workers: None,
             io_driver: IoDriverChoice::Auto,
+            kernel_tls: KernelTlsChoice::Auto,
             proxy_protocol: ProxyProtocolConfig::default(),
         }
     }
@@ -871,6 +884,8 @@ proxy_service:
   # Data-plane worker threads (default: one per core) and IO driver: auto, uring or epoll.
   # workers: 2
   io_driver: auto
+  # Kernel TLS for relayed sessions: auto (when the kernel has CONFIG_TLS) or off.
+  kernel_tls: auto
   # PROXY protocol headers are honoured only from these networks (load balancers).
   proxy_protocol:
     trusted_cidrs: []

@@ -225,6 +225,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
                 listen: p.listen_addr.0,
                 workers,
                 io_driver: p.io_driver,
+                kernel_tls: p.kernel_tls,
                 first_byte_timeout: p.first_byte_timeout.0,
                 max_connections: p.max_connections,
                 max_connections_per_ip: p.max_connections_per_ip,
@@ -267,6 +268,15 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
 
     let registry = Arc::new(TunnelRegistry::new(host_name(), TUNNEL_HEARTBEAT));
     let _ = metrics.tunnels.set(registry.clone());
+    if run_proxy {
+        // Presence summaries in batches: one backend write per proxy per interval.
+        let b: Arc<dyn hop_storage::Backend> = backend.clone();
+        tasks.spawn(proxy::presence::run(
+            registry.clone(),
+            b,
+            shutdown_rx.clone(),
+        ));
+    }
     let api = AuthApi::new(auth.clone(), metrics.clone(), Some(registry.clone()))
         .with_audit_log(audit_log.clone());
     let recordings = open_recordings(&data_dir)?;

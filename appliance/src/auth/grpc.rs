@@ -534,13 +534,45 @@ impl AuthAdmin for AuthApi {
         let c = caller(&req);
         self.blocking(move |a| authorize(a, &c, "node", "list").map(drop))
             .await?;
-        let agents = self
+        let own_proxy = self
+            .registry
+            .as_ref()
+            .map(|r| r.proxy_id().to_string())
+            .unwrap_or_default();
+        let others = {
+            let (backend, own) = (self.auth.backend().clone(), own_proxy.clone());
+            tokio::task::spawn_blocking(move || {
+                crate::proxy::presence::others(backend.as_ref(), &own)
+            })
+            .await
+            .unwrap_or_default()
+        };
+        let remote_agents: Vec<Agent> = others
+            .into_iter()
+            .flat_map(|p| {
+                let proxy = p.proxy_id;
+                p.agents.into_iter().map(move |a| Agent {
+                    host_id: a.host_id,
+                    host_name: String::new(),
+                    version: a.version,
+                    services: a.services,
+                    remote_addr: a.remote_addr,
+                    connected_unix: a.connected_unix,
+                    last_heartbeat_unix: a.last_heartbeat_unix,
+                    pooled_data_connections: 0,
+                    apps: Vec::new(),
+                    proxy_id: proxy.clone(),
+                })
+            })
+            .collect();
+        let mut agents: Vec<Agent> = self
             .registry
             .as_ref()
             .map(|r| r.list())
             .unwrap_or_default()
             .into_iter()
             .map(|i| Agent {
+                proxy_id: own_proxy.clone(),
                 host_id: i.host_id.clone(),
                 host_name: String::new(),
                 version: i.version,
@@ -562,6 +594,7 @@ impl AuthAdmin for AuthApi {
                     .collect(),
             })
             .collect();
+        agents.extend(remote_agents);
         Ok(Response::new(ListInventoryResponse { agents }))
     }
 

@@ -280,6 +280,11 @@ impl AuthServer {
         &self.metrics
     }
 
+    /// The backend the cluster's state lives in (shared by appliances that share state).
+    pub fn backend(&self) -> &Arc<dyn hop_storage::Backend> {
+        self.store.backend()
+    }
+
     pub fn cluster_name(&self) -> &str {
         &self.cluster
     }

@@ -267,6 +267,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                             "remote_addr": a.remote_addr, "connected": ts(a.connected_unix),
                             "last_heartbeat": ts(a.last_heartbeat_unix), "pooled_data_connections": a.pooled_data_connections,
                             "apps": a.apps.iter().map(|x| &x.name).collect::<Vec<_>>(),
+                            "proxy": a.proxy_id,
                         })
                     })
                     .collect();

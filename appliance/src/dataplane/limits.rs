@@ -82,6 +82,30 @@ pub struct ConnectionGuard {
     slot: usize,
 }
 
+impl ConnectionGuard {
+    /// Counts the connection against `ip` instead of the address it was admitted for: the real
+    /// client a trusted PROXY header names, so that a load balancer's connections are not all
+    /// charged to the load balancer. Refused (and left as it was) when `ip` is over its budget.
+    pub fn reassign(&mut self, ip: IpAddr) -> Result<(), RejectReason> {
+        let slot = self.limits.slot(ip);
+        if slot == self.slot {
+            return Ok(());
+        }
+        let Some(c) = self.limits.per_ip.get(slot) else {
+            return Err(RejectReason::OverPerIpLimit);
+        };
+        if c.fetch_add(1, Ordering::AcqRel) >= self.limits.max_per_ip {
+            c.fetch_sub(1, Ordering::AcqRel);
+            return Err(RejectReason::OverPerIpLimit);
+        }
+        if let Some(old) = self.limits.per_ip.get(self.slot) {
+            old.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.slot = slot;
+        Ok(())
+    }
+}
+
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         if let Some(c) = self.limits.per_ip.get(self.slot) {
@@ -109,5 +133,32 @@ mod tests {
         drop(g1);
         assert_eq!(l.open(), 2);
         assert!(l.admit(a).is_ok());
+    }
+
+    #[test]
+    fn a_proxied_connection_counts_against_the_real_client() {
+        let l = Arc::new(ConnectionLimits::new(100, 2));
+        let balancer: IpAddr = "192.0.2.10".parse().unwrap();
+        let (c1, c2): (IpAddr, IpAddr) = (
+            "198.51.100.1".parse().unwrap(),
+            "198.51.100.2".parse().unwrap(),
+        );
+        // Many clients behind one balancer: each moves its count to its own address.
+        let mut g1 = l.admit(balancer).unwrap();
+        g1.reassign(c1).unwrap();
+        let mut g2 = l.admit(balancer).unwrap();
+        g2.reassign(c2).unwrap();
+        let mut g3 = l.admit(balancer).unwrap();
+        g3.reassign(c1).unwrap();
+        let _g4 = l.admit(balancer).unwrap();
+        // c1 is at its budget: a third connection of c1 is refused and keeps its old count.
+        let mut g5 = l.admit(balancer).unwrap();
+        assert_eq!(g5.reassign(c1).unwrap_err(), RejectReason::OverPerIpLimit);
+        assert_eq!(l.admit(balancer).unwrap_err(), RejectReason::OverPerIpLimit);
+        drop(g5);
+        drop(g1);
+        let mut g6 = l.admit(balancer).unwrap();
+        g6.reassign(c1).unwrap();
+        assert_eq!(l.open(), 4);
     }
 }

@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 
-use crate::config::{Cidr, IoDriverChoice};
-pub use stats::{DataPlaneStats, IoDriver};
+use crate::config::{Cidr, IoDriverChoice, KernelTlsChoice};
+pub use stats::{DataPlaneStats, IoDriver, KernelTls};
 
 /// A connection the data plane passes to the control plane: the socket untouched (nothing read),
 /// and what the classifier learned.
@@ -62,6 +62,7 @@ pub struct DataPlaneSettings {
     pub listen: SocketAddr,
     pub workers: usize,
     pub io_driver: IoDriverChoice,
+    pub kernel_tls: KernelTlsChoice,
     pub first_byte_timeout: Duration,
     pub max_connections: usize,
     pub max_connections_per_ip: u32,
@@ -150,7 +151,22 @@ impl DataPlane {
         for _ in 1..n {
             listeners.push(bind_reuseport(local_addr)?);
         }
-        let stats = Arc::new(DataPlaneStats::new(n, driver));
+        let kernel_tls = match settings.kernel_tls {
+            KernelTlsChoice::Off => KernelTls::Off("proxy_service.kernel_tls is off".into()),
+            KernelTlsChoice::Auto => match crate::platform::ktls::probe() {
+                Ok(()) => KernelTls::On,
+                Err(e) => KernelTls::Off(e),
+            },
+        };
+        match &kernel_tls {
+            KernelTls::On => {
+                tracing::info!("kernel TLS is available: relayed sessions are spliced")
+            }
+            KernelTls::Off(why) => {
+                tracing::info!(reason = %why, "kernel TLS is not used: relayed sessions' records are re-sealed in user space")
+            }
+        }
+        let stats = Arc::new(DataPlaneStats::new(n, driver, kernel_tls));
         let limits = Arc::new(limits::ConnectionLimits::new(
             settings.max_connections,
             settings.max_connections_per_ip,

@@ -29,8 +29,9 @@ use crate::relay::{RelayOutcome, TlsRelayJob};
 /// Bytes one read may bring: four full records, so a busy direction moves about 64 KiB per
 /// system call, and a partial record always fits behind the whole ones.
 const BUFFER: usize = 4 * MAX_RECORD_LEN;
-/// Buffers a worker keeps for reuse between bursts.
-const POOL_KEEP: usize = 256;
+/// Buffers a worker keeps for reuse between bursts (2 MiB): enough for the sessions busy at one
+/// moment on a core, small next to what idle sessions would otherwise hold.
+const POOL_KEEP: usize = 32;
 
 thread_local! {
     /// This worker's idle relay buffers.
@@ -71,8 +72,8 @@ enum RelayError {
     Idle(Duration),
 }
 
-/// Runs one job to its end and reports it.
-pub(super) async fn run(job: TlsRelayJob, stats: &WorkerStats) {
+/// Runs one job to its end and reports it; `kernel_tls` says whether to try kernel TLS first.
+pub(super) async fn run(job: TlsRelayJob, stats: &WorkerStats, kernel_tls: bool) {
     let TlsRelayJob {
         client,
         client_keys,
@@ -96,6 +97,7 @@ pub(super) async fn run(job: TlsRelayJob, stats: &WorkerStats) {
         to_agent,
         to_client,
         idle,
+        kernel_tls,
         (&up, &down),
     )
     .await;
@@ -124,8 +126,19 @@ async fn relay(
     to_agent: Vec<u8>,
     to_client: Vec<u8>,
     idle: Option<Duration>,
+    kernel_tls: bool,
     (up, down): (&Cell<u64>, &Cell<u64>),
 ) -> Result<(), RelayError> {
+    if kernel_tls && enable_kernel_tls(&client, &agent, &client_keys, &agent_keys)? {
+        return kernel_relay(client, agent, to_agent, to_client, idle, (up, down)).await;
+    }
+    let key = |d: &crate::relay::DirectionSecret| {
+        d.record_key()
+            .map_err(|e| RelayError::Io(std::io::Error::other(e)))
+    };
+    let (client_rx, client_tx) = (key(&client_keys.rx)?, key(&client_keys.tx)?);
+    let (agent_rx, agent_tx) = (key(&agent_keys.rx)?, key(&agent_keys.tx)?);
+    drop((client_keys, agent_keys));
     // Each direction owns a descriptor for its reading side and one for its writing side: the two
     // descriptors of a socket share it (a shutdown of one is the socket's).
     let client_w = client.try_clone()?;
@@ -139,28 +152,155 @@ async fn relay(
     let agent_w = TcpStream::from_std(agent_w)?;
     let last = Cell::new(Instant::now());
     let upward = direction(
+        "client", client_r, agent_w, client_rx, agent_tx, to_agent, idle, &last, up,
+    );
+    let downward = direction(
+        "agent", agent_r, client_w, agent_rx, client_tx, to_client, idle, &last, down,
+    );
+    both_or_first_error(upward, downward).await
+}
+
+/// Hands both connections' keys to the kernel. `Ok(false)`: the kernel refused the first socket
+/// before anything changed, so the session can still be relayed in user space.
+fn enable_kernel_tls(
+    client: &std::net::TcpStream,
+    agent: &std::net::TcpStream,
+    client_keys: &crate::relay::ConnectionKeys,
+    agent_keys: &crate::relay::ConnectionKeys,
+) -> Result<bool, RelayError> {
+    use crate::platform::ktls;
+    let unsupported = || std::io::Error::other("the kernel does not implement this cipher");
+    let (Some(c_tx), Some(c_rx), Some(a_tx), Some(a_rx)) = (
+        client_keys.tx.kernel_key(),
+        client_keys.rx.kernel_key(),
+        agent_keys.tx.kernel_key(),
+        agent_keys.rx.kernel_key(),
+    ) else {
+        return Ok(false);
+    };
+    if let Err(e) = ktls::enable(client, &c_tx, &c_rx) {
+        tracing::debug!(error = %e, "kernel TLS refused a session; sealing in user space");
+        // A refused TX key leaves the socket a plain one; a refused RX key after an accepted TX
+        // key does not, and the session cannot continue.
+        return match e.raw_os_error() {
+            Some(libc::ENOENT | libc::EOPNOTSUPP | libc::ENOPROTOOPT) => Ok(false),
+            _ => Err(RelayError::Io(e)),
+        };
+    }
+    ktls::enable(agent, &a_tx, &a_rx).map_err(|e| {
+        RelayError::Io(if e.raw_os_error() == Some(libc::EINVAL) {
+            unsupported()
+        } else {
+            e
+        })
+    })?;
+    Ok(true)
+}
+
+/// The kernel TLS relay: both sockets seal and open in the kernel, and bytes move by `splice`
+/// through a pipe per direction without entering user space.
+async fn kernel_relay(
+    client: std::net::TcpStream,
+    agent: std::net::TcpStream,
+    to_agent: Vec<u8>,
+    to_client: Vec<u8>,
+    idle: Option<Duration>,
+    (up, down): (&Cell<u64>, &Cell<u64>),
+) -> Result<(), RelayError> {
+    let client_w = client.try_clone()?;
+    let agent_w = agent.try_clone()?;
+    for s in [&client, &agent, &client_w, &agent_w] {
+        s.set_nonblocking(true)?;
+    }
+    let last = Cell::new(Instant::now());
+    let upward = kernel_direction(
         "client",
-        client_r,
-        agent_w,
-        client_keys.rx,
-        agent_keys.tx,
+        TcpStream::from_std(client)?,
+        TcpStream::from_std(agent_w)?,
         to_agent,
         idle,
         &last,
         up,
     );
-    let downward = direction(
+    let downward = kernel_direction(
         "agent",
-        agent_r,
-        client_w,
-        agent_keys.rx,
-        client_keys.tx,
+        TcpStream::from_std(agent)?,
+        TcpStream::from_std(client_w)?,
         to_client,
         idle,
         &last,
         down,
     );
     both_or_first_error(upward, downward).await
+}
+
+/// Bytes one splice may move.
+const SPLICE_CHUNK: u32 = 64 * 1024;
+
+async fn kernel_direction(
+    side: &'static str,
+    mut src: TcpStream,
+    mut dst: TcpStream,
+    first: Vec<u8>,
+    idle: Option<Duration>,
+    last: &Cell<Instant>,
+    moved: &Cell<u64>,
+) -> Result<(), RelayError> {
+    use crate::platform::ktls;
+    use monoio::io::splice::{SpliceDestination, SpliceSource};
+    let record_err = |error| RelayError::Record { side, error };
+    if !first.is_empty() {
+        let len = first.len();
+        // The kernel seals what is written.
+        write_all(&mut dst, first, len).await.0?;
+        moved.set(moved.get() + len as u64);
+    }
+    let (mut pipe_r, mut pipe_w) = monoio::net::unix::new_pipe()?;
+    loop {
+        wait_readable(&src, idle, last).await?;
+        match src.splice_to_pipe(&mut pipe_w, SPLICE_CHUNK).await {
+            Ok(0) => {
+                let _ = ktls::send_close_notify(&dst);
+                let _ = dst.shutdown().await;
+                return Ok(());
+            }
+            Ok(n) => {
+                let mut left = n;
+                while left > 0 {
+                    let w = dst.splice_from_pipe(&mut pipe_r, left).await?;
+                    if w == 0 {
+                        return Err(RelayError::Io(std::io::ErrorKind::WriteZero.into()));
+                    }
+                    left -= w;
+                }
+                moved.set(moved.get() + u64::from(n));
+                last.set(Instant::now());
+            }
+            // The next record is not application data: take it with its type.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL)) => {
+                let mut rec = [0u8; 64];
+                let (kind, len) = ktls::recv_control(&src, &mut rec)?;
+                let body = rec.get(..len).unwrap_or_default();
+                match (kind, body) {
+                    (ktls::ALERT, [_, 0]) => {
+                        ktls::send_close_notify(&dst)?;
+                        let _ = dst.shutdown().await;
+                        return Ok(());
+                    }
+                    (ktls::ALERT, [_, 90]) => continue,
+                    (ktls::ALERT, [_, d]) => return Err(record_err(RecordError::Alert(*d))),
+                    (ktls::ALERT, other) => {
+                        return Err(record_err(RecordError::BadAlert(other.len())));
+                    }
+                    (ktls::HANDSHAKE, _) => {
+                        return Err(record_err(RecordError::PostHandshakeMessage));
+                    }
+                    (t, _) => return Err(record_err(RecordError::UnknownInnerType(t))),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Polls both futures; ends with the first error (dropping the other, which cancels its
@@ -225,9 +365,10 @@ async fn direction(
     let mut buf: Vec<u8> = Vec::new();
     let mut likely_more = false;
     loop {
-        if buf.is_empty() && !likely_more {
-            // Nothing in hand: give the buffer back and wait without one.
-            if buf.capacity() > 0 {
+        if !likely_more {
+            // Nothing in hand: give the buffer back and wait without one. (With part of a
+            // record in hand the buffer stays, and the wait still ends at the idle timeout.)
+            if buf.is_empty() && buf.capacity() > 0 {
                 give_back(std::mem::take(&mut buf));
             }
             wait_readable(&src, idle, last).await?;

@@ -80,16 +80,25 @@ impl WorkerStats {
     }
 }
 
+/// Whether relayed sessions use kernel TLS, and why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelTls {
+    On,
+    Off(String),
+}
+
 #[derive(Debug)]
 pub struct DataPlaneStats {
     pub driver: IoDriver,
+    pub kernel_tls: KernelTls,
     pub workers: Vec<WorkerStats>,
 }
 
 impl DataPlaneStats {
-    pub fn new(n: usize, driver: IoDriver) -> Self {
+    pub fn new(n: usize, driver: IoDriver, kernel_tls: KernelTls) -> Self {
         Self {
             driver,
+            kernel_tls,
             workers: (0..n).map(|_| WorkerStats::default()).collect(),
         }
     }
@@ -117,6 +126,15 @@ impl DataPlaneStats {
             out,
             "# HELP hop_dataplane_io_driver The IO driver of the data plane (1 = in use).\n# TYPE hop_dataplane_io_driver gauge\nhop_dataplane_io_driver{{driver=\"{}\"}} 1",
             self.driver.name()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP hop_dataplane_kernel_tls Whether relayed sessions use kernel TLS (state=\"on\") or re-seal records in user space (state=\"off\").\n# TYPE hop_dataplane_kernel_tls gauge\nhop_dataplane_kernel_tls{{state=\"{}\"}} 1",
+            if self.kernel_tls == KernelTls::On {
+                "on"
+            } else {
+                "off"
+            }
         );
         let per_worker = |out: &mut String,
                           name: &str,

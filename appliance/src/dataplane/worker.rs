@@ -87,7 +87,10 @@ async fn accept_loop(idx: usize, listener: std::net::TcpListener, ctx: Arc<Worke
         monoio::spawn(async move {
             while let Some(job) = jobs.recv().await {
                 let ctx = ctx.clone();
-                monoio::spawn(async move { super::relay::run(job, ctx.stats.worker(idx)).await });
+                monoio::spawn(async move {
+                    let kernel_tls = ctx.stats.kernel_tls == super::KernelTls::On;
+                    super::relay::run(job, ctx.stats.worker(idx), kernel_tls).await
+                });
             }
         });
     }
@@ -191,7 +194,7 @@ async fn serve(
     idx: usize,
     mut stream: TcpStream,
     peer: SocketAddr,
-    guard: ConnectionGuard,
+    mut guard: ConnectionGuard,
     ctx: Arc<WorkerContext>,
 ) {
     let stats = ctx.stats.worker(idx);
@@ -205,6 +208,13 @@ async fn serve(
         Ok(r) => r,
         Err(_) => Err(RejectReason::FirstByteTimeout),
     };
+    // Behind a trusted PROXY header, the per-IP budget is the real client's.
+    let decided = decided.and_then(|(d, client)| {
+        if client.ip() != peer.ip() {
+            guard.reassign(client.ip())?;
+        }
+        Ok((d, client))
+    });
     match decided {
         Ok((
             decision @ (Decision::ControlPlane { .. } | Decision::Postgres | Decision::Ssh),

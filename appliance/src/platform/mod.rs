@@ -3,10 +3,11 @@
 //! connection's first bytes without consuming them, moving an accepted socket from the
 //! data plane's runtime to the control plane's, and raising the open-files limit; and in
 //! [`pty`], pseudo-terminals and the set-up of an SSH session's child process; in [`term`], the
-//! user's terminal in raw mode (`hop play`).
+//! user's terminal in raw mode (`hop play`); in [`ktls`], kernel TLS.
 
 #![allow(unsafe_code)]
 
+pub mod ktls;
 pub mod pty;
 pub mod term;
 

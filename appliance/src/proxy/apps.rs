@@ -16,8 +16,9 @@ use super::dial::{accept, dial_agent_bounded, refuse};
 use super::tunnels::{AgentStream, TunnelRegistry};
 use crate::auth::AuthServer;
 use crate::auth::audit::EventKind;
-use crate::relay::{self, Handed, RelayHandle, RelayOutcome};
-use crate::tunnel::{FramedStream, relay_with_idle_timeout};
+use crate::proxy::listener::ConnectionHold;
+use crate::relay::{self, RelayHandle};
+use crate::tunnel::FramedStream;
 
 /// Serves one `hop-tcp` connection from an authenticated user.
 pub async fn serve(
@@ -27,6 +28,7 @@ pub async fn serve(
     registry: Arc<TunnelRegistry>,
     auth: Arc<AuthServer>,
     fast_path: Option<(&RelayHandle, usize)>,
+    hold: ConnectionHold,
 ) {
     let mut client = FramedStream::new(stream);
     let dial = match client.read_frame(Duration::from_secs(10)).await {
@@ -96,43 +98,34 @@ pub async fn serve(
     let metrics = auth.metrics();
     metrics.app_sessions.inc();
     metrics.app_sessions_active.inc();
-    let (handle, worker) = fast_path.map_or((None, 0), |(h, w)| (Some(h), w));
-    let (up, down) = match relay::hand_off(handle, worker, client, agent, idle, remote) {
-        Handed::Taken(report) => {
-            metrics.relay_fast_sessions.inc();
-            let outcome = report.await.unwrap_or_else(|_| RelayOutcome {
-                error: Some("the data-plane worker stopped".into()),
-                ..RelayOutcome::default()
-            });
-            if let Some(e) = &outcome.error {
-                tracing::debug!(app = %app_name, error = %e, "application session ended with an error");
-            }
-            (outcome.up, outcome.down)
+    let username = identity.username.clone();
+    let relaying = relay::start(fast_path, client, agent, idle, remote, metrics);
+    let end = move |moved: Result<(u64, u64), String>| {
+        if let Err(e) = &moved {
+            tracing::debug!(app = %app_name, error = %e, "application session ended with an error");
         }
-        Handed::Kept(client, agent, why) => {
-            metrics.relay_tokio_sessions.inc();
-            tracing::debug!(app = %app_name, reason = why, "session relayed on the control plane");
-            let (c, c_pending) = client.into_inner();
-            let (a, a_pending) = agent.into_inner();
-            let moved = relay_with_idle_timeout(c, c_pending, a, a_pending, idle).await;
-            if let Err(e) = &moved {
-                tracing::debug!(app = %app_name, error = %e, "application session ended with an error");
-            }
-            moved.unwrap_or((0, 0))
-        }
-        Handed::Failed(e) => {
-            tracing::warn!(app = %app_name, error = %e, "application session lost moving to the fast path");
-            (0, 0)
-        }
+        let (up, down) = moved.unwrap_or((0, 0));
+        auth.metrics().app_sessions_active.dec();
+        auth.emit(
+            auth.event(EventKind::AppSessionEnd, &username)
+                .remote(Some(remote))
+                .field("app", app_name)
+                .field("session_id", sid)
+                .field("bytes_sent", up)
+                .field("bytes_received", down)
+                .field("duration_ms", started.elapsed().as_millis() as u64),
+        );
     };
-    metrics.app_sessions_active.dec();
-    auth.emit(
-        auth.event(EventKind::AppSessionEnd, &identity.username)
-            .remote(Some(remote))
-            .field("app", app_name)
-            .field("session_id", sid)
-            .field("bytes_sent", up)
-            .field("bytes_received", down)
-            .field("duration_ms", started.elapsed().as_millis() as u64),
-    );
+    match relaying {
+        relay::Relaying::Worker(report) => {
+            // Only a small task waits for the end, so that an idle session costs the control
+            // plane a few hundred bytes rather than this connection's whole task.
+            tokio::spawn(async move {
+                end(relay::finished(report).await);
+                drop(hold);
+            });
+        }
+        relay::Relaying::Here(client, agent) => end(relay::relay_here(client, agent, idle).await),
+        relay::Relaying::Failed(e) => end(Err(e)),
+    }
 }

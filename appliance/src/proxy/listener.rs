@@ -62,6 +62,20 @@ async fn serve_connection<IO>(
     }
 }
 
+/// A connection's place in the connection limits and the active-connections gauge, given back
+/// when it is dropped: wherever the connection's session ends (a relayed session outlives the
+/// task that accepted it).
+pub struct ConnectionHold {
+    _guard: crate::dataplane::limits::ConnectionGuard,
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for ConnectionHold {
+    fn drop(&mut self) {
+        self.metrics.connections_active.dec();
+    }
+}
+
 /// Settings of the TLS side of the one port.
 #[derive(Clone)]
 pub struct TlsListenerSettings {
@@ -128,7 +142,7 @@ pub async fn serve_tls(
         let guard = handoff.guard;
         let postgres = handoff.kind == HandoffKind::Postgres;
         // Sessions that may move to the fast path are read record by record until they do.
-        let bounded = matches!(handoff.alpn.as_deref(), Some(p) if p.as_bytes() == ALPN_TCP || p.as_bytes() == ALPN_TUNNEL_DATA);
+        let bounded = matches!(handoff.alpn.as_deref(), Some(p) if p.as_bytes() == ALPN_TCP || p.as_bytes() == ALPN_SSH || p.as_bytes() == ALPN_TUNNEL_DATA);
         let worker = handoff.worker;
         if handoff.kind == HandoffKind::Ssh {
             drop(permit);
@@ -227,6 +241,10 @@ pub async fn serve_tls(
                             return;
                         }
                         (Some(p), Caller::User { identity, .. }) if p == ALPN_TCP => {
+                            let hold = ConnectionHold {
+                                _guard: guard,
+                                metrics: metrics.clone(),
+                            };
                             crate::proxy::apps::serve(
                                 tls,
                                 *identity,
@@ -234,8 +252,10 @@ pub async fn serve_tls(
                                 routes.registry.clone(),
                                 routes.auth.clone(),
                                 routes.relay.as_ref().map(|r| (r, worker)),
+                                hold,
                             )
                             .await;
+                            return;
                         }
                         (Some(p), Caller::User { identity, .. }) if p == ALPN_JOIN => {
                             crate::proxy::join::serve(
@@ -256,6 +276,7 @@ pub async fn serve_tls(
                                 routes.registry.clone(),
                                 routes.auth.clone(),
                                 routes.recordings.clone(),
+                                routes.relay.as_ref().map(|r| (r, worker)),
                             )
                             .await;
                         }

@@ -15,6 +15,7 @@ pub mod jump;
 pub mod listener;
 pub mod mysql;
 pub mod postgres;
+pub mod presence;
 pub mod ssh;
 pub mod ssh_host;
 pub mod tls;

@@ -15,11 +15,11 @@ use std::time::Duration;
 use hop_ca::Identity;
 use hop_protocols::tunnel::Frame;
 
-use super::dial::{accept, dial_agent, refuse};
+use super::dial::{accept, dial_agent, dial_agent_bounded, refuse};
 use super::tunnels::{AgentStream, NodeRoute, TunnelRegistry};
 use crate::auth::AuthServer;
 use crate::auth::audit::EventKind;
-use crate::tunnel::{FramedStream, relay_with_idle_timeout};
+use crate::tunnel::FramedStream;
 
 /// Splits `login@host[:port]`.
 pub fn parse_target(t: &str) -> Result<(String, String), String> {
@@ -90,6 +90,7 @@ pub async fn serve(
     registry: Arc<TunnelRegistry>,
     auth: Arc<AuthServer>,
     recordings: Option<Arc<hop_storage::recording::RecordingStore>>,
+    fast_path: Option<(&crate::relay::RelayHandle, usize)>,
 ) {
     let mut client = FramedStream::new(stream);
     let dial = match client.read_frame(Duration::from_secs(10)).await {
@@ -164,6 +165,8 @@ pub async fn serve(
         if !accept(&mut client, session_id).await {
             return;
         }
+        // The proxy speaks SSH with the client itself: the connection stays on tokio.
+        client.get_mut().get_mut().0.unbound();
         let (c, c_pending) = client.into_inner();
         let fwd = super::forward::Forward {
             auth,
@@ -178,7 +181,7 @@ pub async fn serve(
         return;
     }
     let what = format!("node {:?}", node.name);
-    let agent = match dial_agent(
+    let agent = match dial_agent_bounded(
         &registry,
         &node.host_id,
         &what,
@@ -194,10 +197,11 @@ pub async fn serve(
     if !accept(&mut client, session_id).await {
         return;
     }
-    let (c, c_pending) = client.into_inner();
-    let (a, a_pending) = agent.into_inner();
-    // The node enforces the role's idle timeout inside SSH; here only a dead transport ends it.
-    if let Err(e) = relay_with_idle_timeout(c, c_pending, a, a_pending, None).await {
+    // SSH stays end to end: the proxy only moves records. The node enforces the role's idle
+    // timeout inside SSH; here only a dead transport ends it.
+    let moved =
+        crate::relay::run_session(fast_path, client, agent, None, remote, auth.metrics()).await;
+    if let Err(e) = moved {
         tracing::debug!(node = %node.name, error = %e, "SSH connection ended with an error");
     }
 }

@@ -132,6 +132,11 @@ impl TunnelRegistry {
         }
     }
 
+    /// The id this proxy goes by (its host name).
+    pub fn proxy_id(&self) -> &str {
+        &self.proxy_id
+    }
+
     fn agents(&self) -> std::sync::MutexGuard<'_, HashMap<String, AgentEntry>> {
         self.agents.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -47,7 +47,7 @@ impl std::fmt::Debug for RecordKey {
 
 impl RecordKey {
     /// The key for `secrets`, whose next record has sequence number `seq`.
-    pub fn new(seq: u64, secrets: ConnectionTrafficSecrets) -> Result<Self, UnsupportedCipher> {
+    pub fn new(seq: u64, secrets: &ConnectionTrafficSecrets) -> Result<Self, UnsupportedCipher> {
         let (alg, limit, key, iv): (&'static Algorithm, u64, _, _) = match secrets {
             ConnectionTrafficSecrets::Aes128Gcm { key, iv } => {
                 (&AES_128_GCM, AES_GCM_RECORD_LIMIT, key, iv)

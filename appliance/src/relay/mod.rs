@@ -21,13 +21,53 @@ use crate::proxy::tunnels::AgentStream;
 use crate::tunnel::FramedStream;
 use aead::RecordKey;
 
+/// One direction's traffic secret as rustls handed it over, with its next sequence number.
+pub struct DirectionSecret {
+    pub seq: u64,
+    pub secret: rustls::ConnectionTrafficSecrets,
+}
+
+impl std::fmt::Debug for DirectionSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key material.
+        f.debug_struct("DirectionSecret")
+            .field("seq", &self.seq)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DirectionSecret {
+    /// The key for sealing or opening records in user space.
+    pub fn record_key(&self) -> Result<RecordKey, aead::UnsupportedCipher> {
+        RecordKey::new(self.seq, &self.secret)
+    }
+
+    /// The key for the kernel (`crate::platform::ktls`), if the kernel implements its cipher.
+    pub fn kernel_key(&self) -> Option<crate::platform::ktls::KernelKey<'_>> {
+        use crate::platform::ktls::KernelCipher;
+        use rustls::ConnectionTrafficSecrets as S;
+        let (cipher, key, iv) = match &self.secret {
+            S::Aes128Gcm { key, iv } => (KernelCipher::Aes128Gcm, key, iv),
+            S::Aes256Gcm { key, iv } => (KernelCipher::Aes256Gcm, key, iv),
+            S::Chacha20Poly1305 { key, iv } => (KernelCipher::Chacha20Poly1305, key, iv),
+            _ => return None,
+        };
+        Some(crate::platform::ktls::KernelKey {
+            cipher,
+            key: key.as_ref(),
+            iv: iv.as_ref().try_into().ok()?,
+            seq: self.seq,
+        })
+    }
+}
+
 /// The keys of one TLS connection ending at the proxy.
 #[derive(Debug)]
 pub struct ConnectionKeys {
     /// Opens the records the peer sends.
-    pub rx: RecordKey,
+    pub rx: DirectionSecret,
     /// Seals the records sent to the peer.
-    pub tx: RecordKey,
+    pub tx: DirectionSecret,
 }
 
 /// One session for a worker to relay.
@@ -117,9 +157,18 @@ fn take_keys(
         .dangerous_extract_secrets()
         .map_err(|e| format!("taking the traffic keys from rustls: {e}"))?;
     let keys = ConnectionKeys {
-        rx: RecordKey::new(secrets.rx.0, secrets.rx.1).map_err(|e| e.to_string())?,
-        tx: RecordKey::new(secrets.tx.0, secrets.tx.1).map_err(|e| e.to_string())?,
+        rx: DirectionSecret {
+            seq: secrets.rx.0,
+            secret: secrets.rx.1,
+        },
+        tx: DirectionSecret {
+            seq: secrets.tx.0,
+            secret: secrets.tx.1,
+        },
     };
+    // Both must be usable before the session is handed over.
+    keys.rx.record_key().map_err(|e| e.to_string())?;
+    keys.tx.record_key().map_err(|e| e.to_string())?;
     let tcp = io
         .into_inner()
         .into_std()
@@ -188,6 +237,81 @@ pub fn hand_off(
     }
 }
 
+/// Where a session's bytes go once its Dial exchange is done.
+pub enum Relaying {
+    /// A worker relays it; [`finished`] waits for its end.
+    Worker(oneshot::Receiver<RelayOutcome>),
+    /// It stays on the tokio relay ([`relay_here`]).
+    Here(FramedStream<AgentStream>, FramedStream<AgentStream>),
+    /// Taking it over failed half-way; the session is lost.
+    Failed(String),
+}
+
+/// Offers a session to worker `worker`'s fast path, counting where it went in `metrics`.
+pub fn start(
+    fast_path: Option<(&RelayHandle, usize)>,
+    client: FramedStream<AgentStream>,
+    agent: FramedStream<AgentStream>,
+    idle: Option<Duration>,
+    remote: SocketAddr,
+    metrics: &crate::metrics::Metrics,
+) -> Relaying {
+    let (handle, worker) = fast_path.map_or((None, 0), |(h, w)| (Some(h), w));
+    match hand_off(handle, worker, client, agent, idle, remote) {
+        Handed::Taken(report) => {
+            metrics.relay_fast_sessions.inc();
+            Relaying::Worker(report)
+        }
+        Handed::Kept(client, agent, why) => {
+            metrics.relay_tokio_sessions.inc();
+            tracing::debug!(%remote, reason = why, "session relayed on the control plane");
+            Relaying::Here(client, agent)
+        }
+        Handed::Failed(e) => Relaying::Failed(format!("lost moving to the fast path: {e}")),
+    }
+}
+
+/// Waits for a worker's report: the application bytes moved (up, down). A session that ended
+/// with an error still reports what it moved (the error is logged).
+pub async fn finished(report: oneshot::Receiver<RelayOutcome>) -> Result<(u64, u64), String> {
+    let outcome = report
+        .await
+        .map_err(|_| "the data-plane worker stopped".to_string())?;
+    if let Some(e) = &outcome.error {
+        tracing::debug!(error = %e, up = outcome.up, down = outcome.down, "relayed session ended with an error");
+    }
+    Ok((outcome.up, outcome.down))
+}
+
+/// The tokio relay, for sessions the fast path did not take.
+pub async fn relay_here(
+    client: FramedStream<AgentStream>,
+    agent: FramedStream<AgentStream>,
+    idle: Option<Duration>,
+) -> Result<(u64, u64), String> {
+    let (c, c_pending) = client.into_inner();
+    let (a, a_pending) = agent.into_inner();
+    crate::tunnel::relay_with_idle_timeout(c, c_pending, a, a_pending, idle)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// [`start`], then waits for the session's end wherever it runs.
+pub async fn run_session(
+    fast_path: Option<(&RelayHandle, usize)>,
+    client: FramedStream<AgentStream>,
+    agent: FramedStream<AgentStream>,
+    idle: Option<Duration>,
+    remote: SocketAddr,
+    metrics: &crate::metrics::Metrics,
+) -> Result<(u64, u64), String> {
+    match start(fast_path, client, agent, idle, remote, metrics) {
+        Relaying::Worker(report) => finished(report).await,
+        Relaying::Here(client, agent) => relay_here(client, agent, idle).await,
+        Relaying::Failed(e) => Err(e),
+    }
+}
+
 fn keep(
     mut client: FramedStream<AgentStream>,
     mut agent: FramedStream<AgentStream>,
@@ -211,6 +335,7 @@ mod tests {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
     use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
 
+    use super::DirectionSecret;
     use super::aead::RecordKey;
 
     fn configs(suite: rustls::SupportedCipherSuite) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
@@ -307,8 +432,8 @@ mod tests {
     fn keys(s: ServerConnection) -> (RecordKey, RecordKey) {
         let secrets = s.dangerous_extract_secrets().unwrap();
         (
-            RecordKey::new(secrets.rx.0, secrets.rx.1).unwrap(),
-            RecordKey::new(secrets.tx.0, secrets.tx.1).unwrap(),
+            RecordKey::new(secrets.rx.0, &secrets.rx.1).unwrap(),
+            RecordKey::new(secrets.tx.0, &secrets.tx.1).unwrap(),
         )
     }
 
@@ -389,5 +514,67 @@ mod tests {
         wire[last] ^= 1;
         let err = reprotect(&mut wire, &mut user_rx, &mut agent_tx).unwrap_err();
         assert!(err.to_string().contains("does not decrypt"), "{err}");
+    }
+
+    /// Kernel TLS with keys from rustls, where the kernel has it (skipped elsewhere, such as on
+    /// these build machines, which lack CONFIG_TLS): the kernel opens what a rustls client
+    /// sealed, seals what the rustls client then opens, and hands over the close_notify alert.
+    #[test]
+    fn kernel_tls_where_the_kernel_has_it() {
+        use crate::platform::ktls;
+        if let Err(why) = ktls::probe() {
+            eprintln!("skipped: kernel TLS unavailable here ({why})");
+            return;
+        }
+        let (server, client) =
+            configs(rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let user = std::thread::spawn(move || {
+            let sock = std::net::TcpStream::connect(addr).unwrap();
+            let name = ServerName::try_from("proxy.test").unwrap();
+            let conn = ClientConnection::new(client, name).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, sock);
+            while tls.conn.is_handshaking() {
+                tls.conn.complete_io(&mut tls.sock).unwrap();
+            }
+            go_rx.recv().unwrap();
+            tls.write_all(b"hello kernel").unwrap();
+            tls.flush().unwrap();
+            let mut five = [0u8; 5];
+            tls.read_exact(&mut five).unwrap();
+            assert_eq!(&five, b"world");
+            tls.conn.send_close_notify();
+            tls.conn.complete_io(&mut tls.sock).unwrap();
+        });
+        let (mut sock, _) = listener.accept().unwrap();
+        let mut conn = ServerConnection::new(server).unwrap();
+        while conn.is_handshaking() || conn.wants_write() {
+            conn.complete_io(&mut sock).unwrap();
+        }
+        let secrets = conn.dangerous_extract_secrets().unwrap();
+        let tx = DirectionSecret {
+            seq: secrets.tx.0,
+            secret: secrets.tx.1,
+        };
+        let rx = DirectionSecret {
+            seq: secrets.rx.0,
+            secret: secrets.rx.1,
+        };
+        ktls::enable(&sock, &tx.kernel_key().unwrap(), &rx.kernel_key().unwrap()).unwrap();
+        go_tx.send(()).unwrap();
+        let mut got = [0u8; 12];
+        sock.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hello kernel");
+        sock.write_all(b"world").unwrap();
+        // The close_notify is not application data: read fails, recv_control takes it.
+        let mut one = [0u8; 1];
+        let err = sock.read(&mut one).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+        let mut rec = [0u8; 16];
+        let (kind, len) = ktls::recv_control(&sock, &mut rec).unwrap();
+        assert_eq!((kind, &rec[..len]), (ktls::ALERT, &[1u8, 0][..]));
+        user.join().unwrap();
     }
 }

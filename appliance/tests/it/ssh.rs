@@ -371,6 +371,14 @@ fn ssh_scp_sftp_and_forwarding_through_a_tunnelled_node() {
             .as_str()
             .is_some_and(|x| x.ends_with(&format!(":{echo_port}")))
     });
+    // hop ssh, scp and sftp reached the node through the proxy's fast path (records re-sealed
+    // on a data-plane worker), none through the tokio relay.
+    let (_, m) = a.diag_get("/metrics");
+    assert!(
+        m.contains("hop_relay_sessions_total{path=\"control_plane\"} 0")
+            && !m.contains("hop_relay_sessions_total{path=\"worker\"} 0"),
+        "{m}"
+    );
 }
 
 #[test]

@@ -1,0 +1,197 @@
+//! Agent presence, summarized from the proxy's memory into the shared backend in batches.
+//!
+//! Presence itself is soft state in each proxy (`TunnelRegistry`: no write per heartbeat). This
+//! module owns the summary a proxy publishes every [`PUBLISH_INTERVAL`]: one backend value per
+//! proxy, `/presence/proxies/<proxy id>`, listing its connected agents, with a lease of three
+//! intervals, so a proxy that stops (or dies) disappears from every listing on its own. Another
+//! appliance sharing the backend lists those agents next to its own (`hop admin inventory ls`).
+//! One write per proxy per interval, whatever the number of agents.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use hop_storage::{Backend, PutOptions, prefix_end};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::tunnels::TunnelRegistry;
+
+/// How often a proxy publishes its summary.
+pub const PUBLISH_INTERVAL: Duration = Duration::from_secs(10);
+/// Where summaries live in the backend.
+const PREFIX: &str = "/presence/proxies/";
+/// The most agents one summary lists (a bound on one backend value).
+const MAX_AGENTS: usize = 200_000;
+
+/// One agent as a summary lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentSummary {
+    pub host_id: String,
+    pub version: String,
+    pub services: Vec<String>,
+    /// Announced resources as `kind/name`.
+    pub resources: Vec<String>,
+    pub remote_addr: String,
+    pub connected_unix: i64,
+    pub last_heartbeat_unix: i64,
+}
+
+/// What one proxy published.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceSummary {
+    pub proxy_id: String,
+    pub written_unix: i64,
+    pub agents: Vec<AgentSummary>,
+}
+
+fn unix(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The summary of `registry` now.
+pub fn summarize(registry: &TunnelRegistry, now: SystemTime) -> PresenceSummary {
+    let agents = registry
+        .list()
+        .into_iter()
+        .take(MAX_AGENTS)
+        .map(|a| AgentSummary {
+            resources: a
+                .resources
+                .iter()
+                .map(|r| format!("{}/{}", r.kind, r.name))
+                .collect(),
+            host_id: a.host_id,
+            version: a.version,
+            services: a.services,
+            remote_addr: a.remote.to_string(),
+            connected_unix: unix(a.connected),
+            last_heartbeat_unix: unix(a.last_heartbeat),
+        })
+        .collect();
+    PresenceSummary {
+        proxy_id: registry.proxy_id().to_string(),
+        written_unix: unix(now),
+        agents,
+    }
+}
+
+/// Writes `summary` with a lease of three publishing intervals.
+pub fn publish(
+    backend: &dyn Backend,
+    summary: &PresenceSummary,
+    now: SystemTime,
+) -> anyhow::Result<()> {
+    let value = serde_json::to_vec(summary)?;
+    backend.put(
+        &format!("{PREFIX}{}", summary.proxy_id),
+        &value,
+        PutOptions {
+            expires: Some(now + PUBLISH_INTERVAL * 3),
+        },
+    )?;
+    Ok(())
+}
+
+/// Every live summary except `own_proxy`'s, sorted by proxy id. Unreadable values are skipped
+/// (and logged): one bad summary must not hide the others.
+pub fn others(backend: &dyn Backend, own_proxy: &str) -> Vec<PresenceSummary> {
+    let items = match backend.range(PREFIX, &prefix_end(PREFIX), 10_000) {
+        Ok(items) => items,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read other proxies' presence summaries");
+            return Vec::new();
+        }
+    };
+    let mut out: Vec<PresenceSummary> = items
+        .iter()
+        .filter_map(|item| match serde_json::from_slice(&item.value) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(key = %item.key, error = %e, "unreadable presence summary skipped");
+                None
+            }
+        })
+        .filter(|s: &PresenceSummary| s.proxy_id != own_proxy)
+        .collect();
+    out.sort_by(|a, b| a.proxy_id.cmp(&b.proxy_id));
+    out
+}
+
+/// Publishes `registry`'s summary every interval until shutdown, then withdraws it.
+pub async fn run(
+    registry: Arc<TunnelRegistry>,
+    backend: Arc<dyn Backend>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let key = format!("{PREFIX}{}", registry.proxy_id());
+    loop {
+        let (r, b) = (registry.clone(), backend.clone());
+        let res = tokio::task::spawn_blocking(move || {
+            let now = SystemTime::now();
+            publish(b.as_ref(), &summarize(&r, now), now)
+        })
+        .await;
+        match res {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot publish the presence summary"),
+            Err(e) => tracing::warn!(error = %e, "presence summary task failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PUBLISH_INTERVAL) => {}
+            _ = crate::signals::until_shutdown(&mut shutdown) => break,
+        }
+    }
+    let b = backend.clone();
+    let _ = tokio::task::spawn_blocking(move || b.delete(&key)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hop_storage::{Clock, ManualClock, MemoryBackend};
+
+    #[test]
+    fn summaries_of_other_proxies_are_listed_until_their_lease_ends() {
+        let clock = Arc::new(ManualClock::new(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000),
+        ));
+        let backend = MemoryBackend::new(clock.clone());
+        let now = clock.now();
+        let summary = |proxy: &str| PresenceSummary {
+            proxy_id: proxy.into(),
+            written_unix: unix(now),
+            agents: vec![AgentSummary {
+                host_id: format!("agent-of-{proxy}"),
+                version: "0.1.0".into(),
+                services: vec!["app".into()],
+                resources: vec!["app/echo".into()],
+                remote_addr: "127.0.0.1:5000".into(),
+                connected_unix: unix(now),
+                last_heartbeat_unix: unix(now),
+            }],
+        };
+        publish(&backend, &summary("proxy-a"), now).unwrap();
+        publish(&backend, &summary("proxy-b"), now).unwrap();
+        backend
+            .put(
+                &format!("{PREFIX}broken"),
+                b"not json",
+                PutOptions::default(),
+            )
+            .unwrap();
+        let seen = others(&backend, "proxy-a");
+        assert_eq!(seen, vec![summary("proxy-b")]);
+        // proxy-b stops publishing: after three intervals it is gone.
+        clock.advance(PUBLISH_INTERVAL * 3);
+        assert!(others(&backend, "proxy-a").is_empty());
+    }
+
+    #[test]
+    fn an_empty_registry_summarizes_to_no_agents() {
+        let registry = TunnelRegistry::new("p1".into(), Duration::from_secs(30));
+        let s = summarize(&registry, SystemTime::UNIX_EPOCH);
+        assert_eq!((s.proxy_id.as_str(), s.agents.len()), ("p1", 0));
+    }
+}
