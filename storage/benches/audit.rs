@@ -1,20 +1,30 @@
-//! Audit log benchmarks: durable append throughput with 1, 16 and 256 concurrent producers
-//! (each producer calls the blocking `append`, so every event is acknowledged only once its
-//! batch is fsynced), with the time-to-acknowledgement percentiles printed after each group, and
-//! the latency of the first page of a narrow search (one user, one hour) over a large log.
+//! Audit log benchmarks: durable append throughput with 1, 16 and 256 concurrent producers,
+//! every event acknowledged only once its batch is fsynced, with events/s and the
+//! time-to-acknowledgement percentiles printed after each group, in three producer modes:
+//! - `audit_append_durable`: a thread per producer calling the blocking `append` (one event in
+//!   flight per producer);
+//! - `audit_append_inflight`: a thread per producer keeping several events in flight with
+//!   `append_async` (a window of `HOP_AUDIT_BENCH_WINDOW` events, default 512, split among the
+//!   producers, at least one each);
+//! - `audit_append_tasks`: a tokio task per producer (two worker threads) awaiting each
+//!   `append_async` handle (one event in flight per producer);
+//!
+//! and the latency of the first page of a narrow search (one user, one hour) over a large log.
 //!
 //! The large log holds `HOP_AUDIT_BENCH_EVENTS` events (default 1,000,000; 0 skips the search
 //! benchmark), spread over one day
 //! across 200 users, so one user's hour holds about 200 events and the first page (100) is full.
 //!
 //! Run: `cargo bench -p hop-storage --bench audit -- --warm-up-time 1 --measurement-time 3`
+//! (`HOP_AUDIT_BENCH_EVENTS=0 … -- audit_append …` for the append groups alone).
 
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use hop_storage::{AuditConfig, AuditEvent, AuditLog, SearchQuery, SystemClock};
+use hop_storage::{AckHandle, AuditConfig, AuditEvent, AuditLog, SearchQuery, SystemClock};
 use time::OffsetDateTime;
 
 const TYPES: [&str; 4] = ["user.login", "session.start", "db.query", "session.end"];
@@ -43,69 +53,187 @@ fn percentile(sorted: &[u32], p: f64) -> u32 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// How the producers of a group hand in their events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// A thread per producer calling the blocking `append`: one event in flight each.
+    Blocking,
+    /// A thread per producer keeping `window / producers` events in flight with `append_async`
+    /// (the total window is `HOP_AUDIT_BENCH_WINDOW`, default 512, at least one per producer).
+    InFlight,
+    /// A task per producer on a two-worker tokio runtime, awaiting each `append_async` handle:
+    /// one event in flight each, as the appliance's async producers do.
+    Tasks,
+}
+
+impl Mode {
+    fn group(self) -> &'static str {
+        match self {
+            Mode::Blocking => "audit_append_durable",
+            Mode::InFlight => "audit_append_inflight",
+            Mode::Tasks => "audit_append_tasks",
+        }
+    }
+
+    fn describe(self, producers: u64) -> String {
+        match self {
+            Mode::Blocking => format!("{producers} producers"),
+            Mode::InFlight => format!("{producers} producers x {} in flight", in_flight(producers)),
+            Mode::Tasks => format!("{producers} async tasks"),
+        }
+    }
+}
+
+fn window() -> u64 {
+    std::env::var("HOP_AUDIT_BENCH_WINDOW")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(512)
+}
+
+fn in_flight(producers: u64) -> u64 {
+    (window() / producers).max(1)
+}
+
+/// Appends `per` events from producer `t`, returning each one's time to acknowledgement in µs.
+fn produce_blocking(log: &AuditLog, t: u64, per: u64) -> Vec<u32> {
+    let mut mine = Vec::with_capacity(per as usize);
+    for i in 0..per {
+        let ev = event(t * 1_000_000_000 + i, 1000);
+        let sent = Instant::now();
+        log.append(ev).unwrap();
+        mine.push(sent.elapsed().as_micros() as u32);
+    }
+    mine
+}
+
+/// As [`produce_blocking`], keeping up to `depth` events in flight (acknowledgements arrive in
+/// order, so waiting for the oldest first measures each one when it arrives).
+fn produce_in_flight(log: &AuditLog, t: u64, per: u64, depth: u64) -> Vec<u32> {
+    let mut mine = Vec::with_capacity(per as usize);
+    let mut pending = VecDeque::with_capacity(depth as usize);
+    for i in 0..per {
+        if pending.len() as u64 >= depth {
+            let (sent, handle): (Instant, AckHandle) = pending.pop_front().unwrap();
+            handle.wait().unwrap();
+            mine.push(sent.elapsed().as_micros() as u32);
+        }
+        let ev = event(t * 1_000_000_000 + i, 1000);
+        let sent = Instant::now();
+        pending.push_back((sent, log.append_async(ev).unwrap()));
+    }
+    for (sent, handle) in pending {
+        handle.wait().unwrap();
+        mine.push(sent.elapsed().as_micros() as u32);
+    }
+    mine
+}
+
+/// Runs `per` events from each of `n` producers; returns the wall time.
+fn run_producers(
+    log: &Arc<AuditLog>,
+    runtime: &tokio::runtime::Runtime,
+    mode: Mode,
+    n: u64,
+    per: u64,
+    latencies: &Mutex<Vec<u32>>,
+) -> Duration {
+    let start = Instant::now();
+    match mode {
+        Mode::Blocking | Mode::InFlight => std::thread::scope(|s| {
+            for t in 0..n {
+                let log = &**log;
+                s.spawn(move || {
+                    let mine = match mode {
+                        Mode::Blocking => produce_blocking(log, t, per),
+                        _ => produce_in_flight(log, t, per, in_flight(n)),
+                    };
+                    latencies.lock().unwrap().extend(mine);
+                });
+            }
+        }),
+        Mode::Tasks => runtime.block_on(async {
+            let tasks: Vec<_> = (0..n)
+                .map(|t| {
+                    let log = Arc::clone(log);
+                    tokio::spawn(async move {
+                        let mut mine = Vec::with_capacity(per as usize);
+                        for i in 0..per {
+                            let ev = event(t * 1_000_000_000 + i, 1000);
+                            let sent = Instant::now();
+                            log.append_async(ev).unwrap().await.unwrap();
+                            mine.push(sent.elapsed().as_micros() as u32);
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            for task in tasks {
+                let mine = task.await.unwrap();
+                latencies.lock().unwrap().extend(mine);
+            }
+        }),
+    }
+    start.elapsed()
+}
+
 fn append_throughput(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let log = open(&dir.path().join("audit.db"));
-    let mut group = c.benchmark_group("audit_append_durable");
-    group.throughput(Throughput::Elements(1));
-    group.sample_size(10);
-    for producers in [1u64, 16, 256] {
-        // Time from calling `append` to its return, in µs, for every event of the run.
-        let latencies: Mutex<Vec<u32>> = Mutex::new(Vec::new());
-        let events = Mutex::new((0u64, Duration::ZERO));
-        let batches_before = log.stats().batches;
-        let written_before = log.stats().written;
-        group.bench_with_input(
-            BenchmarkId::from_parameter(producers),
-            &producers,
-            |b, &n| {
-                b.iter_custom(|iters| {
-                    let per = iters.div_ceil(n);
-                    let start = Instant::now();
-                    std::thread::scope(|s| {
-                        for t in 0..n {
-                            let (log, latencies) = (&log, &latencies);
-                            s.spawn(move || {
-                                let mut mine = Vec::with_capacity(per as usize);
-                                for i in 0..per {
-                                    let ev = event(t * 1_000_000_000 + i, 1000);
-                                    let sent = Instant::now();
-                                    log.append(ev).unwrap();
-                                    mine.push(sent.elapsed().as_micros() as u32);
-                                }
-                                latencies.lock().unwrap().extend(mine);
-                            });
-                        }
+    let log = Arc::new(open(&dir.path().join("audit.db")));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    for mode in [Mode::Blocking, Mode::InFlight, Mode::Tasks] {
+        let mut group = c.benchmark_group(mode.group());
+        group.throughput(Throughput::Elements(1));
+        group.sample_size(10);
+        for producers in [1u64, 16, 256] {
+            // Time from handing in an event to its acknowledgement, in µs, for every event.
+            let latencies: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+            let events = Mutex::new((0u64, Duration::ZERO));
+            let batches_before = log.stats().batches;
+            let written_before = log.stats().written;
+            group.bench_with_input(
+                BenchmarkId::from_parameter(producers),
+                &producers,
+                |b, &n| {
+                    b.iter_custom(|iters| {
+                        let per = iters.div_ceil(n);
+                        let elapsed = run_producers(&log, &runtime, mode, n, per, &latencies);
+                        let mut total = events.lock().unwrap();
+                        total.0 += per * n;
+                        total.1 += elapsed;
+                        // Scale to the `iters` events criterion asked for.
+                        elapsed.mul_f64(iters as f64 / (per * n) as f64)
                     });
-                    let elapsed = start.elapsed();
-                    let mut total = events.lock().unwrap();
-                    total.0 += per * n;
-                    total.1 += elapsed;
-                    // Scale to the `iters` events criterion asked for.
-                    elapsed.mul_f64(iters as f64 / (per * n) as f64)
-                });
-            },
-        );
-        let mut lat = latencies.into_inner().unwrap();
-        lat.sort_unstable();
-        let (count, busy) = events.into_inner().unwrap();
-        let stats = log.stats();
-        let batches = stats.batches - batches_before;
-        let written = stats.written - written_before;
-        println!(
-            "audit append, {producers} producers: {count} events in {busy:.2?} = {:.0} events/s; \
-             ack latency µs p50 {} p90 {} p99 {} p99.9 {} max {}; {batches} fsynced batches, \
-             {:.1} events/batch",
-            count as f64 / busy.as_secs_f64(),
-            percentile(&lat, 0.50),
-            percentile(&lat, 0.90),
-            percentile(&lat, 0.99),
-            percentile(&lat, 0.999),
-            lat.last().copied().unwrap_or(0),
-            written as f64 / batches.max(1) as f64,
-        );
+                },
+            );
+            let mut lat = latencies.into_inner().unwrap();
+            lat.sort_unstable();
+            let (count, busy) = events.into_inner().unwrap();
+            let stats = log.stats();
+            let batches = stats.batches - batches_before;
+            let written = stats.written - written_before;
+            if count == 0 {
+                continue;
+            }
+            println!(
+                "audit append, {}: {count} events in {busy:.2?} = {:.0} events/s; \
+                 ack latency µs p50 {} p90 {} p99 {} p99.9 {} max {}; {batches} fsynced \
+                 batches, {:.1} events/batch",
+                mode.describe(producers),
+                count as f64 / busy.as_secs_f64(),
+                percentile(&lat, 0.50),
+                percentile(&lat, 0.90),
+                percentile(&lat, 0.99),
+                percentile(&lat, 0.999),
+                lat.last().copied().unwrap_or(0),
+                written as f64 / batches.max(1) as f64,
+            );
+        }
+        group.finish();
     }
-    group.finish();
     println!(
         "audit file after append benches: {} events, {:.1} MiB",
         log.stats().written,

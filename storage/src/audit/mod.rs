@@ -62,8 +62,11 @@ use writer::{AckResult, BatchPolicy, Counters, Hold, Request, Shared, Writer};
 pub struct AuditConfig {
     /// The most events written in one transaction.
     pub max_batch: usize,
-    /// How long the writer may wait for more events when fewer are queued than in its previous
-    /// batch (so producers just acknowledged can share the next fsync). Zero: never wait.
+    /// How long at most the writer may wait for more events when fewer are queued than in its
+    /// previous batch (so producers just acknowledged can share the next fsync). It stops
+    /// waiting as soon as no event has arrived for 200 µs, so a batch waits only for producers
+    /// that are actually coming back. Zero: never wait (natural group commit: each batch is
+    /// whatever queued while the previous one was being written).
     pub flush_interval: Duration,
     /// Events that may wait for the writer. [`AuditLog::append`] blocks while it is full;
     /// [`AuditLog::submit`] fails with [`AuditError::Overloaded`].

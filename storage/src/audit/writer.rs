@@ -58,6 +58,11 @@ const IDLE_SLICE: usize = 4096;
 /// alone.
 const IDLE_GRACE: Duration = Duration::from_millis(5);
 
+/// While waiting for the producers of the previous batch to come back, the writer stops
+/// waiting once none has arrived for this long: they are not on their way, and the events
+/// already queued should not wait for them.
+const STRAGGLER_GAP: Duration = Duration::from_micros(200);
+
 /// State shared by the log handle, the writer and the background threads.
 pub(crate) struct Shared {
     pub(crate) path: PathBuf,
@@ -383,8 +388,9 @@ impl Writer {
     }
 
     /// When the queue held fewer events than the previous batch had, the producers that were
-    /// just acknowledged are likely still on their way back: wait up to `flush_interval` for as
-    /// many as last time, so they share this batch's fsync instead of each paying for one. A
+    /// just acknowledged are likely still on their way back: wait for as many as last time, so
+    /// they share this batch's fsync instead of each paying for one — but only while they keep
+    /// arriving (no gap longer than [`STRAGGLER_GAP`]) and for `flush_interval` at most. A
     /// lone producer (previous batch of one) never waits.
     fn wait_for_stragglers(&self, batch: &mut Vec<Request>, last_len: usize) {
         let target = last_len.min(self.policy.max_batch);
@@ -393,7 +399,12 @@ impl Writer {
         }
         let deadline = Instant::now() + self.policy.flush_interval;
         while batch.len() < target {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .min(STRAGGLER_GAP);
+            if left.is_zero() {
+                break;
+            }
             match self.queue.recv_timeout(left) {
                 Ok(req) => {
                     self.taken(1);
