@@ -7,7 +7,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -90,6 +90,45 @@ fn stdout_lines(p: &mut Spawned) -> anyhow::Result<mpsc::Receiver<String>> {
     Ok(rx)
 }
 
+/// Spawns `hop start --config CONFIG` (output to `log`) and reads its banner: the process, the
+/// proxy address and the CA pin.
+fn launch(binary: &Path, config: &Path, log: &Path) -> anyhow::Result<(Spawned, String, String)> {
+    let mut cmd = procs::command(binary);
+    cmd.args(["start", "--config"])
+        .arg(config)
+        .stdout(Stdio::piped());
+    let mut proxy = Spawned::start("hop start", cmd, log, true)?;
+    let rx = stdout_lines(&mut proxy)?;
+    let (mut addr, mut pin) = (String::new(), String::new());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = match rx.recv_timeout(left) {
+            Ok(l) => l,
+            Err(_) => {
+                proxy.check_running()?;
+                bail!(
+                    "hop start printed no banner within 60 s; log:\n{}",
+                    procs::log_tail(&proxy.log, 30)
+                );
+            }
+        };
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            addr = rest.trim_end_matches(')').to_string();
+        }
+        if let Some(p) = line.trim().strip_prefix("CA pin:") {
+            pin = p.trim().to_string();
+        }
+        if line.contains("hop login") {
+            break;
+        }
+    }
+    if addr.is_empty() || pin.is_empty() {
+        bail!("could not read the proxy address and CA pin from hop's banner");
+    }
+    Ok((proxy, addr, pin))
+}
+
 /// A running `hop start` (Auth + Proxy) on loopback and what the CLI needs to drive it.
 pub struct Appliance {
     pub binary: PathBuf,
@@ -101,14 +140,35 @@ pub struct Appliance {
     pub data: PathBuf,
     /// `HOP_HOME` of the benchmark's user.
     pub home: PathBuf,
+    /// Its `hop.yaml`.
+    pub config: PathBuf,
+    /// How many times `hop start` was started (names the log of each).
+    starts: usize,
     // Field order is drop order: the process before its directory.
     pub proxy: Spawned,
     pub dir: tempfile::TempDir,
 }
 
+/// What an [`Appliance`] adds to the harness's usual `hop.yaml`.
+#[derive(Debug, Clone, Default)]
+pub struct ApplianceConfig {
+    /// The proxy's port on 127.0.0.1 (0: any free one). A fixed port lets the appliance be
+    /// restarted where its agents look for it.
+    pub port: u16,
+    /// Lines under `auth_service:` (two-space indented YAML).
+    pub auth: String,
+    /// Lines under `proxy_service:` (two-space indented YAML).
+    pub proxy: String,
+}
+
 impl Appliance {
     /// Starts `hop start` in a new temp dir and reads its banner (the proxy address, the CA pin).
     pub fn start(opts: &HopOptions) -> anyhow::Result<Self> {
+        Self::start_with(opts, &ApplianceConfig::default())
+    }
+
+    /// [`Appliance::start`] with `extra` settings in its `hop.yaml`.
+    pub fn start_with(opts: &HopOptions, extra: &ApplianceConfig) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("hop-bench-").tempdir()?;
         let data = dir.path().join("data");
         let diag = format!("127.0.0.1:{}", procs::free_port()?);
@@ -121,44 +181,15 @@ impl Appliance {
             &config,
             format!(
                 "version: v1\nhop:\n  data_dir: {}\n  diag_addr: {diag}\n  log:\n    severity: warn\n\
-                 auth_service:\n  cluster_name: bench.cluster\n\
-                 proxy_service:\n  listen_addr: 127.0.0.1:0\n{workers}",
-                data.display()
+                 auth_service:\n  cluster_name: bench.cluster\n{}\
+                 proxy_service:\n  listen_addr: 127.0.0.1:{}\n{workers}{}",
+                data.display(),
+                extra.auth,
+                extra.port,
+                extra.proxy,
             ),
         )?;
-        let mut cmd = procs::command(&opts.binary);
-        cmd.args(["start", "--config"])
-            .arg(&config)
-            .stdout(Stdio::piped());
-        let mut proxy = Spawned::start("hop start", cmd, &dir.path().join("hop.log"), true)?;
-        let rx = stdout_lines(&mut proxy)?;
-        let (mut addr, mut pin) = (String::new(), String::new());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = match rx.recv_timeout(left) {
-                Ok(l) => l,
-                Err(_) => {
-                    proxy.check_running()?;
-                    bail!(
-                        "hop start printed no banner within 60 s; log:\n{}",
-                        procs::log_tail(&proxy.log, 30)
-                    );
-                }
-            };
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                addr = rest.trim_end_matches(')').to_string();
-            }
-            if let Some(p) = line.trim().strip_prefix("CA pin:") {
-                pin = p.trim().to_string();
-            }
-            if line.contains("hop login") {
-                break;
-            }
-        }
-        if addr.is_empty() || pin.is_empty() {
-            bail!("could not read the proxy address and CA pin from hop's banner");
-        }
+        let (proxy, addr, pin) = launch(&opts.binary, &config, &dir.path().join("hop.log"))?;
         let home = dir.path().join("home");
         Ok(Self {
             binary: opts.binary.clone(),
@@ -167,9 +198,36 @@ impl Appliance {
             diag,
             data,
             home,
+            config,
+            starts: 1,
             proxy,
             dir,
         })
+    }
+
+    /// Stops `hop start` as an operator does: SIGTERM (the proxy sends every agent a goaway with
+    /// its own delay and drains), waiting at most `limit` for it to exit; `None` if it had not by
+    /// then (it is killed when the appliance is dropped or started again).
+    pub fn stop(&mut self, limit: Duration) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        self.proxy.signal_and_wait("TERM", limit)
+    }
+
+    /// Starts `hop start` again with the same config: the same data dir (CA, users, tokens) and,
+    /// when the port was fixed, the same port (the previous process is killed if still running).
+    pub fn start_again(&mut self) -> anyhow::Result<()> {
+        self.starts += 1;
+        let log = self.dir.path().join(format!("hop-{}.log", self.starts));
+        let (proxy, addr, pin) = launch(&self.binary, &self.config, &log)?;
+        // Dropping the old one kills it by PID if it still runs (it has normally exited).
+        self.proxy = proxy;
+        if addr != self.addr || pin != self.pin {
+            bail!(
+                "the restarted appliance listens on {addr} with CA pin {pin}, not {} / {}",
+                self.addr,
+                self.pin
+            );
+        }
+        Ok(())
     }
 
     /// Runs the hop CLI as the benchmark's user and administrator (`HOP_HOME`, `HOP_DATA_DIR`).

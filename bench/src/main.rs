@@ -6,10 +6,14 @@
 //! in turn for each repetition, and prints one table (Markdown) or JSON with medians, spreads,
 //! ratios to the reference contenders and CPU-seconds per process. `pgbench` does the same for
 //! database access: PostgreSQL 15 directly over TLS and through a db agent. Everything it starts
-//! is stopped by PID when the run ends, also on error. See `bench/README.md`.
+//! is stopped by PID when the run ends, also on error. `agents` and `reconnect` drive
+//! `hop admin loadtest agents` against one appliance: tunnels held (proxy CPU and memory per
+//! agent) and a proxy restart under them (how fast and how evenly the agents come back). See
+//! `bench/README.md`.
 
 #![forbid(unsafe_code)]
 
+mod agents;
 mod contender;
 mod hop;
 mod load;
@@ -41,6 +45,10 @@ enum Scenario {
     Idle,
     /// pgbench against PostgreSQL 15: directly over TLS, and through Hop's database access.
     Pgbench,
+    /// N simulated agents' tunnels held by one proxy: its CPU at steady state, memory per agent.
+    Agents,
+    /// A proxy restart under N agents: when they are all back, and how evenly they return.
+    Reconnect,
 }
 
 impl Scenario {
@@ -51,6 +59,8 @@ impl Scenario {
             Scenario::Latency => "latency",
             Scenario::Idle => "idle",
             Scenario::Pgbench => "pgbench",
+            Scenario::Agents => "agents",
+            Scenario::Reconnect => "reconnect",
         }
     }
     fn default_contenders(self) -> &'static [&'static str] {
@@ -59,12 +69,15 @@ impl Scenario {
             Scenario::Handshake => &["direct", "hop", "haproxy", "haproxy-resume", "nginx"],
             Scenario::Idle => &["hop", "haproxy", "nginx"],
             Scenario::Pgbench => &["direct", "hop"],
+            Scenario::Agents | Scenario::Reconnect => &["hop"],
         }
     }
-    /// Default repetitions (pgbench: 2, so that a default run stays within about 5 minutes).
+    /// Default repetitions (pgbench: 2, so that a default run stays within about 5 minutes;
+    /// agents and reconnect: 1 window or restart, after a join that dominates the run).
     fn default_repeat(self) -> usize {
         match self {
             Scenario::Pgbench => 2,
+            Scenario::Agents | Scenario::Reconnect => 1,
             _ => 3,
         }
     }
@@ -73,8 +86,10 @@ impl Scenario {
         match self {
             Scenario::Relay | Scenario::Handshake => 3.0,
             Scenario::Latency => 2.0,
-            Scenario::Idle => 0.0,
+            Scenario::Idle | Scenario::Reconnect => 0.0,
             Scenario::Pgbench => 20.0,
+            // One heartbeat interval: every agent beats once in the window.
+            Scenario::Agents => 30.0,
         }
     }
 }
@@ -89,15 +104,18 @@ struct Cli {
     /// Print the report as JSON (raw samples, medians table, settings) instead of Markdown.
     #[arg(long)]
     json: bool,
-    /// Repetitions of every contender (interleaved) [default: 3; pgbench 2].
+    /// Repetitions of every contender (interleaved) [default: 3; pgbench 2; agents 1 measured
+    /// window, reconnect 1 restart, each after the one join and first connect].
     #[arg(long, visible_alias = "repeats")]
     repeat: Option<usize>,
     /// Measured window per run in seconds [default: relay 3, handshake 3, latency 2, pgbench
-    /// 20 (its -T)].
+    /// 20 (its -T), agents 30 (one heartbeat interval)].
     #[arg(long, visible_alias = "duration")]
     seconds: Option<f64>,
     /// Warm-up before each measured window, in seconds (pgbench: one unrecorded select-only run
-    /// per contender before the first repetition, whole seconds) [default: 0.5; pgbench 3].
+    /// per contender before the first repetition, whole seconds; agents, reconnect: the quiet
+    /// time before the agents start and after all tunnels are up) [default: 0.5; pgbench 3;
+    /// agents and reconnect 10].
     #[arg(long)]
     warmup: Option<f64>,
     /// Contenders to run, comma separated: direct, hop, haproxy, haproxy-resume, nginx
@@ -129,6 +147,17 @@ struct Cli {
     /// each with -simple (default) or -prepared (-M prepared), e.g. select,tpcb,select-prepared.
     #[arg(long, value_delimiter = ',', default_value = "select,tpcb")]
     workloads: Vec<String>,
+    /// agents, reconnect: simulated agents (`hop admin loadtest agents --count`).
+    #[arg(long, default_value_t = 1000)]
+    agents: usize,
+    /// agents, reconnect: the simulated agents heartbeat every this many seconds instead of the
+    /// proxy's 30 (under 90, or the proxy drops them), to put more heartbeats in a short window.
+    #[arg(long)]
+    heartbeat: Option<f64>,
+    /// reconnect: the least time the appliance stays down, SIGTERM to the new `hop start`, in
+    /// seconds (agents whose goaway delay ends sooner are refused and back off).
+    #[arg(long, default_value_t = 1.0)]
+    downtime: f64,
     /// The hop binary [default: build and use <workspace>/target/release/hop].
     #[arg(long)]
     hop: Option<PathBuf>,
@@ -151,6 +180,9 @@ struct Cli {
     #[arg(long, value_name = "NAME")]
     baseline: Option<String>,
 }
+
+/// agents, reconnect: default quiet time (seconds) before the agents start and after all are up.
+const AGENTS_SETTLE_S: f64 = 10.0;
 
 fn workspace_root() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -212,10 +244,11 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         cli.contenders.clone()
     };
     const KNOWN: [&str; 5] = ["direct", "hop", "haproxy", "haproxy-resume", "nginx"];
-    let known: &[&str] = if scenario == Scenario::Pgbench {
-        &KNOWN[..2]
-    } else {
-        &KNOWN
+    let agent_scenario = matches!(scenario, Scenario::Agents | Scenario::Reconnect);
+    let known: &[&str] = match scenario {
+        Scenario::Pgbench => &KNOWN[..2],
+        Scenario::Agents | Scenario::Reconnect => &KNOWN[1..2],
+        _ => &KNOWN,
     };
     if let Some(bad) = names.iter().find(|n| !known.contains(&n.as_str())) {
         bail!("unknown contender {bad:?}; expected {}", known.join(", "));
@@ -237,8 +270,38 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         ))?),
         None => None,
     };
+    if agent_scenario {
+        if cli.agents == 0 {
+            bail!("--agents must be at least 1");
+        }
+        if let Some(h) = cli.heartbeat
+            && !(0.1..90.0).contains(&h)
+        {
+            bail!("--heartbeat must be from 0.1 to under 90 seconds (three proxy heartbeats)");
+        }
+        // The proxy and the load test each hold one descriptor per agent (each raises its soft
+        // limit to the hard one).
+        let needed = cli.agents + 512;
+        let hard = std::fs::read_to_string("/proc/self/limits")
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .and_then(|l| {
+                l.split_whitespace()
+                    .nth(4)
+                    .and_then(|v| v.parse::<usize>().ok())
+            })
+            .unwrap_or(usize::MAX);
+        if needed > hard {
+            bail!(
+                "--agents {} needs about {needed} open files in the proxy and in the load test; \
+                 the hard limit is {hard} (raise it with `ulimit -Hn`)",
+                cli.agents
+            );
+        }
+    }
     let hop_bin = hop_binary(cli, &root)?;
-    if names.iter().any(|n| n == "hop") {
+    if names.iter().any(|n| n == "hop") && !agent_scenario {
         peers::ensure("oathtool", &["oathtool"], !cli.no_install);
     }
     let wants = |p: &str| names.iter().any(|n| n.starts_with(p));
@@ -330,6 +393,25 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Scenario::Idle => {
             settings.insert("sessions".into(), json!(cli.sessions));
         }
+        Scenario::Agents | Scenario::Reconnect => {
+            settings.insert("agents".into(), json!(cli.agents));
+            if scenario == Scenario::Agents {
+                settings.insert("seconds".into(), json!(env.window.as_secs_f64()));
+            } else {
+                settings.insert("downtime".into(), json!(cli.downtime));
+            }
+            settings.insert(
+                "settle".into(),
+                json!(cli.warmup.unwrap_or(AGENTS_SETTLE_S)),
+            );
+            settings.insert(
+                "heartbeat".into(),
+                json!(
+                    cli.heartbeat
+                        .unwrap_or(agents::PROXY_HEARTBEAT.as_secs_f64())
+                ),
+            );
+        }
         Scenario::Pgbench => {
             settings.insert("seconds".into(), json!(pg_seconds));
             settings.insert("warmup".into(), json!(pg_warmup));
@@ -351,7 +433,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                     .unwrap_or_else(|| "default".into())
             ),
         );
-        if scenario != Scenario::Pgbench {
+        if scenario != Scenario::Pgbench && !agent_scenario {
             settings.insert("hop_pool_size".into(), json!(cli.pool_size));
         }
     }
@@ -384,9 +466,25 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             };
             pgbench::run(&o, &mut report)?
         }
+        Scenario::Agents | Scenario::Reconnect => {
+            let o = agents::Options {
+                hop: env.hop.clone(),
+                agents: cli.agents,
+                repeat,
+                window: env.window,
+                settle: Duration::from_secs_f64(cli.warmup.unwrap_or(AGENTS_SETTLE_S)),
+                heartbeat: cli.heartbeat.map(Duration::from_secs_f64),
+                downtime: Duration::from_secs_f64(cli.downtime.max(0.0)),
+            };
+            if scenario == Scenario::Agents {
+                agents::agents(&o, &mut report)?
+            } else {
+                agents::reconnect(&o, &mut report)?
+            }
+        }
     }
     report.meta.loadavg_after = report::loadavg();
-    if names.iter().any(|n| n == "hop") && scenario != Scenario::Pgbench {
+    if names.iter().any(|n| n == "hop") && scenario != Scenario::Pgbench && !agent_scenario {
         report.notes.push(
             "hop today relays on the proxy's tokio control-plane runtime (hop-tcp sessions are \
              handed from the io_uring workers to it after classification), not yet on the \

@@ -57,6 +57,36 @@ impl Spawned {
         &mut self.child
     }
 
+    /// Sends `signal` (a name `kill` knows: `TERM`, `INT`) to this process by its PID, then waits
+    /// at most `limit` for it to exit. `None`: still running (it is killed when dropped).
+    pub fn signal_and_wait(
+        &mut self,
+        signal: &str,
+        limit: Duration,
+    ) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        if let Some(status) = self.child.try_wait()? {
+            return Ok(Some(status));
+        }
+        let sent = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .context("running kill")?;
+        if !sent.success() {
+            bail!("kill -{signal} {} ({}) failed", self.pid(), self.name);
+        }
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(Some(status));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// An error naming the process and the end of its log, if it has exited.
     pub fn check_running(&mut self) -> anyhow::Result<()> {
         if let Some(status) = self.child.try_wait()? {
@@ -209,6 +239,42 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(parse_stat_ticks(&stat)? as f64 / clock_ticks())
 }
 
+/// Nanoseconds each live thread of a process has run, by thread id: the first field of
+/// `/proc/PID/task/TID/schedstat`. Finer than clock ticks ([`cpu_seconds`], 10 ms each), for
+/// figures of a few milliseconds; see [`threads_cpu_seconds_since`].
+pub fn threads_cpu_ns(pid: u32) -> std::collections::BTreeMap<u32, u64> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Default::default();
+    };
+    tasks
+        .filter_map(|e| e.ok())
+        .filter_map(|t| {
+            let tid = t.file_name().to_str()?.parse::<u32>().ok()?;
+            let text = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+            Some((tid, text.split_whitespace().next()?.parse::<u64>().ok()?))
+        })
+        .collect()
+}
+
+/// CPU seconds a process's threads have run since `before` ([`threads_cpu_ns`]): each live
+/// thread's time since then (all of it for threads started since). What threads that ended in
+/// between ran after `before` is missing, so this can only under-count; `None` when the
+/// process's threads cannot be read.
+pub fn threads_cpu_seconds_since(
+    pid: u32,
+    before: &std::collections::BTreeMap<u32, u64>,
+) -> Option<f64> {
+    let now = threads_cpu_ns(pid);
+    if now.is_empty() {
+        return None;
+    }
+    let ns: u64 = now
+        .iter()
+        .map(|(tid, ns)| ns.saturating_sub(before.get(tid).copied().unwrap_or(0)))
+        .sum();
+    Some(ns as f64 / 1e9)
+}
+
 /// CPU seconds the whole machine has spent busy (all CPUs; user, nice, system, irq, softirq,
 /// steal) since boot, from the first line of `/proc/stat`.
 pub fn machine_busy_seconds() -> Option<f64> {
@@ -353,5 +419,8 @@ mod tests {
         assert!(rss_kib(pid).unwrap() > 0);
         assert!(children_cpu_seconds(pid).is_some());
         assert!(tree_cpu_seconds(pid).is_some());
+        let before = threads_cpu_ns(pid);
+        assert!(!before.is_empty());
+        assert!(threads_cpu_seconds_since(pid, &before).unwrap() >= 0.0);
     }
 }

@@ -23,6 +23,9 @@ pub struct Sample {
     /// Scenario-specific figures (percentiles, memory per role, machine CPU not attributed to the
     /// path's processes, ...).
     pub extra: BTreeMap<String, f64>,
+    /// Scenario-specific series (`reconnect`: agents back per second).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub series: BTreeMap<String, Vec<f64>>,
     pub errors: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_error: Option<String>,
