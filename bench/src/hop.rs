@@ -414,7 +414,7 @@ pub fn start(opts: &HopOptions, target: SocketAddr) -> anyhow::Result<Contender>
         procs,
         describe: format!(
             "load generator → `hop proxy app` (client: TLS 1.3 + user cert, ALPN hop-tcp) → \
-             `hop start` proxy ({} workers; the relay runs on the tokio control-plane runtime) → \
+             `hop start` proxy ({} workers; the session's records are re-sealed in place on a worker) → \
              the agent's pooled TLS data connection (host cert, pool {}) → `hop start --roles app` \
              agent → plain TCP → target; each session also writes two durable audit events",
             opts.workers
