@@ -279,7 +279,10 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     }
     let api = AuthApi::new(auth.clone(), metrics.clone(), Some(registry.clone()))
         .with_audit_log(audit_log.clone());
-    let recordings = open_recordings(&data_dir)?;
+    let recordings = {
+        let (d, b) = (data_dir.clone(), backend.clone());
+        tokio::task::spawn_blocking(move || open_recordings(&d, b)).await??
+    };
     if let Some(retention) = cfg.auth_service.audit.retention.map(|d| d.0) {
         tasks.spawn(recording_retention(
             recordings.clone(),
@@ -418,11 +421,16 @@ pub const AUDIT_FILE: &str = "audit.db";
 /// The directory of uploaded session recordings in the data dir.
 pub const RECORDINGS_DIR: &str = "recordings";
 
-fn open_recordings(data_dir: &Path) -> anyhow::Result<Arc<hop_storage::recording::RecordingStore>> {
+/// The recordings directory, indexed in the cluster backend (recordings from before the index
+/// moved there are indexed now: blocking, run it off the runtime).
+fn open_recordings(
+    data_dir: &Path,
+    backend: Arc<dyn hop_storage::Backend>,
+) -> anyhow::Result<Arc<hop_storage::recording::RecordingStore>> {
     let dir = data_dir.join(RECORDINGS_DIR);
-    hop_storage::recording::RecordingStore::open_dir(&dir)
+    hop_storage::recording::RecordingStore::open_with_backend(&dir, backend)
         .map(Arc::new)
-        .map_err(|e| anyhow!("cannot open the session recordings directory: {e}"))
+        .map_err(|e| anyhow!("cannot open the session recordings: {e}"))
 }
 
 /// Deletes recordings older than the audit log's retention, at start and then hourly.

@@ -8,8 +8,8 @@
 //! bytes again succeeds and changes nothing; different bytes are refused). Listing and reading
 //! need the RBAC rule `session` `list`/`read`. It must never trust a node for another node's
 //! recording, never store bytes the format parser refuses, and never block the async runtime on
-//! file IO. The file layout, the sidecar index and the final whole-file validation are the
-//! store's.
+//! file IO. The file layout, the index (in the cluster backend) and the final whole-file
+//! validation are the store's.
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
@@ -78,7 +78,9 @@ impl UploadError {
                 RecordingStoreError::Gap { .. } | RecordingStoreError::NotFound { .. } => {
                     Status::failed_precondition(msg)
                 }
-                RecordingStoreError::Io { .. } | RecordingStoreError::Corrupt { .. } => {
+                // I/O, a corrupt stored file, the index (backend) failing: the node keeps its
+                // file and retries; only the uploader's own faults refuse the bytes for good.
+                e if e.fault() != hop_storage::Fault::Caller => {
                     tracing::error!(error = %msg, "session recording store error");
                     Status::internal(msg)
                 }
@@ -581,6 +583,21 @@ mod tests {
             foreign.begin("host-1", ID, &other).unwrap_err(),
             UploadError::BadMeta { .. }
         ));
+    }
+
+    #[test]
+    fn index_failures_are_retried_and_index_conflicts_refused() {
+        let index = UploadError::Store(RecordingStoreError::Index {
+            source: hop_storage::StorageError::Engine {
+                path: "hop.db".into(),
+                detail: "injected".into(),
+            },
+        });
+        assert_eq!(index.to_status().code(), tonic::Code::Internal);
+        let conflict = UploadError::Store(RecordingStoreError::IndexConflict {
+            session_id: ID.into(),
+        });
+        assert_eq!(conflict.to_status().code(), tonic::Code::InvalidArgument);
     }
 
     #[test]

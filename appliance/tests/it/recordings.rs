@@ -405,3 +405,152 @@ fn proxy_mode_records_at_the_proxy_and_the_node_records_nothing() {
         spool_files(&node_dir)
     );
 }
+
+/// A finished recording of `id` by alice on node `node`, as the store would hold it.
+fn stored_recording(id: &str, node: &str, start: std::time::SystemTime, text: &str) -> Vec<u8> {
+    use hop_storage::recording::{RecordingMeta, RecordingWriter};
+    let start_unix_us = start
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    let mut w = RecordingWriter::new(RecordingMeta {
+        session_id: id.into(),
+        kind: "ssh".into(),
+        cluster: "test.cluster".into(),
+        user: "alice".into(),
+        login: "root".into(),
+        server_id: format!("{node}-id"),
+        server_name: node.into(),
+        start_unix_us,
+        cols: 80,
+        rows: 24,
+        term: "xterm".into(),
+    })
+    .unwrap();
+    let mut file = w.header_bytes().to_vec();
+    file.extend(
+        w.push_output(Duration::from_millis(5), text.as_bytes())
+            .unwrap_or_default(),
+    );
+    file.extend(w.finish(Duration::from_secs(2), Some(0)));
+    file
+}
+
+#[test]
+fn recordings_from_before_the_backend_index_are_migrated_and_expire() {
+    // Recording retention follows the audit log's.
+    let mut a = Appliance::start("  audit:\n    retention: 30d\n");
+    let secret = a.add_user("alice", "auditor", "root");
+    assert!(a.login("alice", PASSWORD, &secret).status.success());
+    a.stop();
+
+    // The recordings directory as an earlier version left it: a recording with its `.json`
+    // sidecar, one without (its sidecar lost), and one past the retention.
+    let dir = a.data.join("recordings");
+    let now = std::time::SystemTime::now();
+    let hour_ago = now - Duration::from_secs(3600);
+    let with_sidecar = "0190a5c4-0000-7000-8000-00000000e001";
+    let bare = "0190a5c4-0000-7000-8000-00000000e002";
+    let expired = "0190a5c4-0000-7000-8000-00000000e003";
+    let files = [
+        (
+            with_sidecar,
+            stored_recording(with_sidecar, "old-node", hour_ago, "from-the-sidecar-era"),
+        ),
+        (
+            bare,
+            stored_recording(
+                bare,
+                "old-node",
+                hour_ago + Duration::from_secs(60),
+                "bare-file",
+            ),
+        ),
+        (
+            expired,
+            stored_recording(
+                expired,
+                "old-node",
+                now - Duration::from_secs(90 * 86400),
+                "x",
+            ),
+        ),
+    ];
+    for (id, file) in &files {
+        std::fs::write(dir.join(format!("{id}.hrec")), file).unwrap();
+    }
+    let start_us = hour_ago
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    let sidecar = serde_json::json!({
+        "index_version": 1,
+        "session_id": with_sidecar,
+        "kind": "ssh",
+        "cluster": "test.cluster",
+        "user": "alice",
+        "login": "root",
+        "server_id": "old-node-id",
+        "server_name": "old-node",
+        "start_unix_us": start_us,
+        "end_unix_us": start_us + 2_000_000,
+        "size": files[0].1.len(),
+        "chunks": 2,
+        "events": 2,
+        "exit_status": 0,
+        "format_version": 1,
+    });
+    std::fs::write(
+        dir.join(format!("{with_sidecar}.json")),
+        serde_json::to_vec_pretty(&sidecar).unwrap(),
+    )
+    .unwrap();
+
+    // At start they are indexed in the backend; retention then deletes the expired one.
+    a.restart_same_port();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while dir.join(format!("{expired}.hrec")).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "retention did not run:\n{}",
+            a.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let listed = recordings(&a);
+    let ids: Vec<_> = listed
+        .iter()
+        .map(|r| r["session_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [with_sidecar, bare], "{listed:?}");
+    assert_eq!(listed[0]["node"], "old-node");
+    assert_eq!(listed[0]["size"], files[0].1.len());
+    assert_eq!(listed[1]["size"], files[1].1.len());
+    assert_eq!(listed[1]["duration_ms"], 2000);
+    assert!(!dir.join(format!("{with_sidecar}.json")).exists());
+    let raw = a.ok(&["play", bare, "--format", "raw"]);
+    assert!(raw.contains("bare-file"), "{raw}");
+    let raw = a.ok(&["play", with_sidecar, "--format", "raw"]);
+    assert!(raw.contains("from-the-sidecar-era"), "{raw}");
+    a.stop();
+
+    // The index is in the backend (`hop.db`), one entry per recording kept.
+    let clock: std::sync::Arc<dyn hop_storage::Clock> =
+        std::sync::Arc::new(hop_storage::SystemClock);
+    let backend = hop_storage::RedbBackend::open(&a.data.join("hop.db"), clock).unwrap();
+    use hop_storage::Backend as _;
+    let prefix = hop_storage::recording::RECORDINGS_INDEX_PREFIX;
+    let keys: Vec<_> = backend
+        .range(prefix, &hop_storage::prefix_end(prefix), 0)
+        .unwrap()
+        .into_iter()
+        .map(|i| i.key)
+        .collect();
+    assert_eq!(
+        keys,
+        [format!("{prefix}{with_sidecar}"), format!("{prefix}{bare}")]
+    );
+    let entry: serde_json::Value =
+        serde_json::from_slice(&backend.get(&keys[0]).unwrap().unwrap().value).unwrap();
+    assert_eq!(entry, sidecar);
+}

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use crate::error::Fault;
+use crate::error::{Fault, StorageError};
 
 /// What is wrong with one chunk's bytes. Positions are given by the enclosing
 /// [`RecordingError::CorruptChunk`].
@@ -242,6 +242,24 @@ pub enum RecordingStoreError {
         #[source]
         error: RecordingError,
     },
+    /// The recordings index (in the cluster backend) could not be read or written, or holds an
+    /// entry that does not decode.
+    #[error("session recordings index: {source}")]
+    Index {
+        /// The backend's error.
+        #[source]
+        source: StorageError,
+    },
+    /// The index already holds a different entry for this session: a completed recording and
+    /// its entry are immutable.
+    #[error(
+        "session recording {session_id} is already indexed with different contents; a completed \
+         recording cannot be replaced"
+    )]
+    IndexConflict {
+        /// The session.
+        session_id: String,
+    },
     /// A stored, completed recording no longer parses.
     #[error("stored session recording {path} is corrupt: {error}")]
     Corrupt {
@@ -264,9 +282,15 @@ impl RecordingStoreError {
             | Self::Conflict { .. }
             | Self::AlreadyComplete { .. }
             | Self::TooLarge { .. }
-            | Self::Rejected { .. } => Fault::Caller,
-            Self::Io { .. } | Self::Corrupt { .. } => Fault::Internal,
+            | Self::Rejected { .. }
+            | Self::IndexConflict { .. } => Fault::Caller,
+            // A failed index operation is never the uploader's doing, whatever the backend says.
+            Self::Io { .. } | Self::Corrupt { .. } | Self::Index { .. } => Fault::Internal,
         }
+    }
+
+    pub(crate) fn index(source: StorageError) -> Self {
+        Self::Index { source }
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {

@@ -2,15 +2,18 @@
 //! by checksummed, self-delimiting chunks of timestamped PTY output, input, resizes and
 //! structured events), its sans-IO writer and readers, the exports (asciicast v2 for
 //! `asciinema play`, JSON lines), the playback schedule of `hop play`, and [`RecordingStore`],
-//! the directory of uploaded recordings on the Auth service. It must never panic on, or trust
-//! the lengths in, recording bytes; never let a session id name a path outside the store;
-//! never change a completed recording; and never stop reading a format version it once wrote.
+//! the directory of uploaded recordings on the Auth service and their index in the cluster
+//! backend. It must never panic on, or trust the lengths in, recording bytes; never let a
+//! session id name a path outside the store; never change a completed recording or its index
+//! entry; and never stop reading a format version it once wrote.
 //!
 //! How the pieces fit:
 //! - an SSH node agent encodes its session with a [`RecordingWriter`] (`writer`), appends the
 //!   header and each completed chunk to a local file, and uploads that file in the background
 //!   with [`RecordingStore::begin_upload`] / [`RecordingStore::append`] /
 //!   [`RecordingStore::complete`] (`store`), resuming at the offset `begin_upload` reports;
+//!   `complete` indexes the recording once under [`RECORDINGS_INDEX_PREFIX`] in the backend,
+//!   which [`RecordingStore::list`] reads;
 //! - readers parse with [`parse_header`] and a [`ChunkCursor`] (or [`Recording`] for bytes in
 //!   memory) (`format`, on the primitives of `wire` and `crc32c`); a file cut short by a crash
 //!   reads up to its last complete chunk and then reports [`RecordingError::Truncated`];
@@ -42,7 +45,8 @@ pub use format::{
 pub use jsonl::export_json_lines;
 pub use player::{MAX_SPEED, MIN_SPEED, PlaybackError, PlaybackOptions, PlaybackSchedule};
 pub use store::{
-    DEFAULT_MAX_RECORDING_LEN, RecordingIndexEntry, RecordingStore, RetentionReport, UploadStatus,
+    DEFAULT_MAX_RECORDING_LEN, RECORDINGS_INDEX_PREFIX, RecordingIndexEntry, RecordingStore,
+    RetentionReport, UploadStatus,
 };
 pub use writer::{MAX_WRITER_CHUNK_SIZE, RecordingWriter, WriterOptions};
 

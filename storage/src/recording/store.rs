@@ -1,17 +1,19 @@
-//! The directory of uploaded session recordings on the Auth service. This module owns
-//! [`RecordingStore`]: the file layout under its directory (`<id>.part` while an upload is in
-//! progress, `<id>.hrec` once complete, read-only, and `<id>.json`, the recording's index
-//! entry), the resumable upload protocol (`begin_upload` reports where to resume, `append` is
-//! idempotent for bytes already received, `complete` validates the whole file and makes it
-//! immutable), listing and retention. It must never write outside its directory (session ids
-//! are hex digits and dashes only), never change a completed recording, never report a
-//! recording complete before it and its directory entry are on disk, and never read a clock:
-//! retention is given its cutoff.
+//! The uploaded session recordings on the Auth service. This module owns [`RecordingStore`]:
+//! the file layout under its directory (`<id>.part` while an upload is in progress, `<id>.hrec`
+//! once complete, read-only), the recordings index in the cluster [`Backend`] (one immutable
+//! entry per completed recording at `/recordings/index/<id>`), the resumable upload protocol
+//! (`begin_upload` reports where to resume, `append` is idempotent for bytes already received,
+//! `complete` validates the whole file, makes it immutable and indexes it), listing (from the
+//! index), retention (file and entry together) and the migration of the `<id>.json` sidecars
+//! that earlier versions kept as the index. It must never write outside its directory (session
+//! ids are hex digits and dashes only), never change a completed recording or its index entry,
+//! never report a recording complete before it, its directory entry and its index entry are
+//! durable, and never read a clock: retention is given its cutoff.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -19,20 +21,31 @@ use serde::{Deserialize, Serialize};
 use super::error::{RecordingError, RecordingStoreError};
 use super::format::{ChunkCursor, Event, Header, TimedEvent, parse_header};
 use super::is_valid_session_id;
+use crate::backend::{Backend, Item, PutOptions, prefix_end};
+use crate::clock::ManualClock;
+use crate::error::StorageError;
+use crate::memory_backend::MemoryBackend;
 
 /// The default limit on one recording's size.
 pub const DEFAULT_MAX_RECORDING_LEN: u64 = 4 * 1024 * 1024 * 1024;
 
+/// The backend key prefix of the recordings index: `/recordings/index/<session id>` holds the
+/// JSON of the completed recording's [`RecordingIndexEntry`] and `index_version`.
+pub const RECORDINGS_INDEX_PREFIX: &str = "/recordings/index/";
+
 const PART: &str = "part";
 const DONE: &str = "hrec";
-const INDEX: &str = "json";
-const INDEX_TMP: &str = "json.tmp";
-/// The version of the index sidecar's JSON shape.
+/// The index sidecar of earlier versions (migrated into the backend at open, then removed).
+const SIDECAR: &str = "json";
+const SIDECAR_TMP: &str = "json.tmp";
+/// The version of an index entry's JSON shape (in the backend, and in the old sidecars).
 const INDEX_VERSION: u32 = 1;
+/// Index entries read from the backend per range call.
+const INDEX_PAGE: usize = 1000;
 const LOCK_STRIPES: usize = 64;
 const READ_BLOCK: u64 = 256 * 1024;
 
-/// One completed recording, as listed (and kept in its `<id>.json` sidecar).
+/// One completed recording, as listed (and kept in the backend's recordings index).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordingIndexEntry {
     /// The session id.
@@ -77,8 +90,10 @@ impl RecordingIndexEntry {
     }
 }
 
+/// The JSON of an index entry: in the backend, and in the `<id>.json` sidecars of earlier
+/// versions (the same shape).
 #[derive(Serialize, Deserialize)]
-struct Sidecar {
+struct StoredEntry {
     index_version: u32,
     #[serde(flatten)]
     entry: RecordingIndexEntry,
@@ -104,10 +119,12 @@ pub struct RetentionReport {
     pub bytes: u64,
 }
 
-/// The recordings directory: see the module documentation.
+/// The recordings directory and its index: see the module documentation.
 #[derive(Debug)]
 pub struct RecordingStore {
     dir: PathBuf,
+    /// Where the index entries are kept.
+    index: Arc<dyn Backend>,
     max_len: u64,
     /// Per-session mutual exclusion, striped by the id's hash.
     locks: [Mutex<()>; LOCK_STRIPES],
@@ -128,18 +145,39 @@ struct Scan {
 }
 
 impl RecordingStore {
-    /// Opens the store in `dir`, creating the directory (mode 0700) if missing.
-    pub fn open_dir(dir: &Path) -> Result<Self, RecordingStoreError> {
+    /// Opens the store in `dir`, creating the directory (mode 0700) if missing, with its index
+    /// in `index` (the cluster backend). Every completed recording in the directory that has no
+    /// index entry (one written by a version that kept `<id>.json` sidecars, or one whose
+    /// completion was cut short before its entry was written) is indexed now, from its sidecar
+    /// if that is current, else by scanning the file; the sidecars of indexed recordings are
+    /// removed. A file that cannot be indexed is logged and left out of the list; an index
+    /// (backend) failure fails the open.
+    pub fn open_with_backend(
+        dir: &Path,
+        index: Arc<dyn Backend>,
+    ) -> Result<Self, RecordingStoreError> {
         let mut builder = fs::DirBuilder::new();
         builder.recursive(true);
         #[cfg(unix)]
         std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
         builder.create(dir).map_err(RecordingStoreError::io(dir))?;
-        Ok(Self {
+        let store = Self {
             dir: dir.to_owned(),
+            index,
             max_len: DEFAULT_MAX_RECORDING_LEN,
             locks: std::array::from_fn(|_| Mutex::new(())),
-        })
+        };
+        store.index_unindexed()?;
+        Ok(store)
+    }
+
+    /// Opens the store in `dir` with its index in a private in-memory backend, rebuilt from the
+    /// files at every open (as [`RecordingStore::open_with_backend`] migrates them). For tests
+    /// and tools; the Auth service keeps the index in the cluster backend.
+    pub fn open_dir(dir: &Path) -> Result<Self, RecordingStoreError> {
+        // The index sets no leases, so the backend's clock is never consulted for expiry.
+        let clock = Arc::new(ManualClock::new(SystemTime::UNIX_EPOCH));
+        Self::open_with_backend(dir, Arc::new(MemoryBackend::new(clock)))
     }
 
     /// Sets the largest recording accepted (default [`DEFAULT_MAX_RECORDING_LEN`]).
@@ -151,6 +189,11 @@ impl RecordingStore {
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The backend holding the index.
+    pub fn index(&self) -> &Arc<dyn Backend> {
+        &self.index
     }
 
     fn path(&self, id: &str, ext: &str) -> PathBuf {
@@ -212,6 +255,11 @@ impl RecordingStore {
             let size = file_len(&file, &done)?;
             if read_prefix(&mut file, &done, header.len())? != header {
                 return Err(mismatch());
+            }
+            // A completion cut short between the rename and the index write is healed here
+            // (the sender will not complete again), best effort: the file is what counts.
+            if let Err(err) = self.ensure_indexed(session_id) {
+                tracing::warn!(session_id, %err, "cannot index a completed session recording");
             }
             return Ok(UploadStatus {
                 received: size,
@@ -319,13 +367,15 @@ impl RecordingStore {
 
     /// Completes the upload of `session_id`: checks that the file is a whole recording (every
     /// chunk intact, the last holding the end event), makes it durable and read-only, renames it
-    /// into place and writes its index entry. Completing a completed recording returns its entry.
+    /// into place and creates its index entry. Completing a completed recording returns its
+    /// entry. An index entry already there for this id that differs from the file's is an
+    /// [`RecordingStoreError::IndexConflict`], found before the file is made immutable.
     pub fn complete(&self, session_id: &str) -> Result<RecordingIndexEntry, RecordingStoreError> {
         check_id(session_id)?;
         let _guard = self.lock(session_id);
         let done = self.path(session_id, DONE);
         if done.exists() {
-            return self.load_entry(session_id);
+            return self.ensure_indexed(session_id);
         }
         let part = self.path(session_id, PART);
         let Some(mut file) = open_existing(&part, false)? else {
@@ -346,12 +396,17 @@ impl RecordingStore {
                 chunks: scan.chunks,
             }));
         }
+        let entry = entry_from_scan(&scan, scan.valid_len);
+        if self.get_entry(session_id)?.is_some_and(|e| e != entry) {
+            return Err(RecordingStoreError::IndexConflict {
+                session_id: session_id.to_owned(),
+            });
+        }
         file.sync_all().map_err(RecordingStoreError::io(&part))?;
         make_read_only(&part)?;
         fs::rename(&part, &done).map_err(RecordingStoreError::io(&done))?;
         sync_dir(&self.dir)?;
-        let entry = entry_from_scan(&scan, scan.valid_len);
-        self.write_sidecar(&entry)?;
+        self.create_entry(&entry)?;
         tracing::debug!(session_id, size = entry.size, "session recording completed");
         Ok(entry)
     }
@@ -375,33 +430,36 @@ impl RecordingStore {
         Ok(bytes)
     }
 
-    /// The index entry of the completed recording of `session_id`.
+    /// The index entry of the completed recording of `session_id`. A completed recording in
+    /// the directory without an entry is indexed first.
     pub fn entry(&self, session_id: &str) -> Result<RecordingIndexEntry, RecordingStoreError> {
         check_id(session_id)?;
-        self.load_entry(session_id)
+        if let Some(entry) = self.get_entry(session_id)? {
+            return Ok(entry);
+        }
+        let _guard = self.lock(session_id);
+        self.ensure_indexed(session_id)
     }
 
-    /// The index entries of every completed recording, oldest start first. A recording whose
-    /// entry cannot be read or rebuilt is logged and left out.
+    /// The index entries of every completed recording, oldest start first, read from the index
+    /// in pages of bounded size. An entry that does not decode is logged and left out.
     pub fn list(&self) -> Result<Vec<RecordingIndexEntry>, RecordingStoreError> {
         let mut entries = Vec::new();
-        for (id, ext) in self.dir_entries()? {
-            if ext != DONE {
-                continue;
-            }
-            match self.load_entry(&id) {
-                Ok(entry) => entries.push(entry),
-                Err(err) => tracing::warn!(session_id = %id, %err, "unreadable session recording"),
-            }
-        }
+        self.for_each_index_page(|page| {
+            entries.extend(page.iter().filter_map(decode_logged));
+            Ok(())
+        })?;
         entries.sort_by(|a, b| {
             (a.start_unix_us, &a.session_id).cmp(&(b.start_unix_us, &b.session_id))
         });
         Ok(entries)
     }
 
-    /// Deletes every completed recording that ended before `cutoff`, every upload last written
-    /// before it, and stray index files; then makes the deletions durable.
+    /// Deletes every completed recording that ended before `cutoff` (its file, then its index
+    /// entry), every upload last written before it, and stray sidecar and temporary files; then
+    /// makes the deletions durable. A completed recording found without an index entry is
+    /// judged by its contents (or, if they no longer parse, its modification time) and indexed
+    /// if it is kept.
     pub fn delete_older_than(
         &self,
         cutoff: SystemTime,
@@ -410,21 +468,58 @@ impl RecordingStore {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
         let mut report = RetentionReport::default();
-        let entries = self.dir_entries()?;
-        for (id, ext) in &entries {
+
+        // The index: each expired entry goes with its file. The file goes first, so a crash in
+        // between leaves an expired entry, which the next run deletes.
+        let mut expired = Vec::new();
+        self.for_each_index_page(|page| {
+            expired.extend(
+                page.iter()
+                    .filter_map(decode_logged)
+                    .filter(|e| e.end_unix_us < cutoff_us)
+                    .map(|e| e.session_id),
+            );
+            Ok(())
+        })?;
+        for id in &expired {
+            let _guard = self.lock(id);
+            let path = self.path(id, DONE);
+            if let Some(meta) = metadata(&path)? {
+                remove(&path)?;
+                report.bytes += meta.len();
+            }
+            remove(&self.path(id, SIDECAR))?;
+            self.index
+                .delete(&index_key(id))
+                .map_err(RecordingStoreError::index)?;
+            report.recordings += 1;
+        }
+
+        // The directory: abandoned uploads, stray files, and recordings without an entry.
+        for (id, ext) in &self.dir_entries()? {
             let _guard = self.lock(id);
             let path = self.path(id, ext);
             let Some(meta) = metadata(&path)? else {
                 continue;
             };
             let expired = match ext.as_str() {
-                DONE => match self.load_entry(id) {
-                    Ok(entry) => entry.end_unix_us < cutoff_us,
-                    // A recording that no longer parses is judged by its modification time.
-                    Err(_) => modified_before(&meta, cutoff),
-                },
-                PART | INDEX_TMP => modified_before(&meta, cutoff),
-                INDEX => !self.path(id, DONE).exists() && modified_before(&meta, cutoff),
+                DONE => {
+                    if self.has_entry(id)? {
+                        continue;
+                    }
+                    match self.entry_from_file(id) {
+                        Ok(entry) if entry.end_unix_us < cutoff_us => true,
+                        Ok(entry) => {
+                            self.create_entry(&entry)?;
+                            remove_sidecar(&self.path(id, SIDECAR));
+                            false
+                        }
+                        // A recording that no longer parses is judged by its modification time.
+                        Err(_) => modified_before(&meta, cutoff),
+                    }
+                }
+                PART | SIDECAR_TMP => modified_before(&meta, cutoff),
+                SIDECAR => !self.path(id, DONE).exists() && modified_before(&meta, cutoff),
                 _ => false,
             };
             if !expired {
@@ -433,7 +528,7 @@ impl RecordingStore {
             remove(&path)?;
             match ext.as_str() {
                 DONE => {
-                    remove(&self.path(id, INDEX))?;
+                    remove(&self.path(id, SIDECAR))?;
                     report.recordings += 1;
                     report.bytes += meta.len();
                 }
@@ -462,16 +557,63 @@ impl RecordingStore {
             let Some((id, ext)) = name.split_once('.') else {
                 continue;
             };
-            if is_valid_session_id(id) && [DONE, PART, INDEX, INDEX_TMP].contains(&ext) {
+            if is_valid_session_id(id) && [DONE, PART, SIDECAR, SIDECAR_TMP].contains(&ext) {
                 out.push((id.to_owned(), ext.to_owned()));
             }
         }
         Ok(out)
     }
 
-    /// The entry of a completed recording: its sidecar if that is readable and current, else
-    /// rebuilt by scanning the file (and the sidecar rewritten, best effort).
-    fn load_entry(&self, id: &str) -> Result<RecordingIndexEntry, RecordingStoreError> {
+    /// Indexes every completed recording of the directory that has no index entry (see
+    /// [`RecordingStore::open_with_backend`]).
+    fn index_unindexed(&self) -> Result<(), RecordingStoreError> {
+        let (mut migrated, mut failed) = (0u64, 0u64);
+        for (id, ext) in self.dir_entries()? {
+            if ext != DONE {
+                continue;
+            }
+            let _guard = self.lock(&id);
+            if self.has_entry(&id)? {
+                // Indexed; a sidecar left by a crash right after the migration goes now.
+                remove_sidecar(&self.path(&id, SIDECAR));
+                continue;
+            }
+            match self.ensure_indexed(&id) {
+                Ok(_) => migrated += 1,
+                Err(err @ RecordingStoreError::Index { .. }) => return Err(err),
+                Err(err) => {
+                    failed += 1;
+                    tracing::warn!(session_id = %id, %err,
+                        "cannot index a stored session recording; it is left out of the list");
+                }
+            }
+        }
+        if migrated + failed > 0 {
+            tracing::info!(
+                migrated,
+                failed,
+                "session recordings indexed in the backend"
+            );
+        }
+        Ok(())
+    }
+
+    /// The index entry of the completed recording `id`, created if missing (from a current
+    /// sidecar, else by scanning the file); its sidecar, if any, is then removed. The caller
+    /// holds the session's lock.
+    fn ensure_indexed(&self, id: &str) -> Result<RecordingIndexEntry, RecordingStoreError> {
+        if let Some(entry) = self.get_entry(id)? {
+            return Ok(entry);
+        }
+        let entry = self.entry_from_file(id)?;
+        self.create_entry(&entry)?;
+        remove_sidecar(&self.path(id, SIDECAR));
+        Ok(entry)
+    }
+
+    /// The entry of the completed recording `id` as its files say: its sidecar (from an earlier
+    /// version) if that is readable, current and of the file's size, else by scanning the file.
+    fn entry_from_file(&self, id: &str) -> Result<RecordingIndexEntry, RecordingStoreError> {
         let done = self.path(id, DONE);
         let Some(mut file) = open_existing(&done, false)? else {
             return Err(RecordingStoreError::NotFound {
@@ -479,9 +621,9 @@ impl RecordingStore {
             });
         };
         let size = file_len(&file, &done)?;
-        let sidecar = fs::read(self.path(id, INDEX))
+        let sidecar = fs::read(self.path(id, SIDECAR))
             .ok()
-            .and_then(|bytes| serde_json::from_slice::<Sidecar>(&bytes).ok())
+            .and_then(|bytes| serde_json::from_slice::<StoredEntry>(&bytes).ok())
             .filter(|s| {
                 s.index_version == INDEX_VERSION && s.entry.session_id == id && s.entry.size == size
             });
@@ -499,30 +641,116 @@ impl RecordingStore {
         }) {
             return Err(RecordingStoreError::Corrupt { path: done, error });
         }
-        let entry = entry_from_scan(&scan, size);
-        if let Err(err) = self.write_sidecar(&entry) {
-            tracing::warn!(session_id = id, %err, "could not rewrite a recording's index entry");
-        }
-        Ok(entry)
+        Ok(entry_from_scan(&scan, size))
     }
 
-    fn write_sidecar(&self, entry: &RecordingIndexEntry) -> Result<(), RecordingStoreError> {
-        let tmp = self.path(&entry.session_id, INDEX_TMP);
-        let path = self.path(&entry.session_id, INDEX);
-        let sidecar = Sidecar {
+    /// Whether the index has an entry for `id` (readable or not).
+    fn has_entry(&self, id: &str) -> Result<bool, RecordingStoreError> {
+        Ok(self
+            .index
+            .get(&index_key(id))
+            .map_err(RecordingStoreError::index)?
+            .is_some())
+    }
+
+    /// The index entry of `id`, if there is one.
+    fn get_entry(&self, id: &str) -> Result<Option<RecordingIndexEntry>, RecordingStoreError> {
+        self.index
+            .get(&index_key(id))
+            .map_err(RecordingStoreError::index)?
+            .map(|item| decode_entry(&item))
+            .transpose()
+    }
+
+    /// Creates the index entry, once: an identical entry already there is success, a different
+    /// one an [`RecordingStoreError::IndexConflict`].
+    fn create_entry(&self, entry: &RecordingIndexEntry) -> Result<(), RecordingStoreError> {
+        let key = index_key(&entry.session_id);
+        let stored = StoredEntry {
             index_version: INDEX_VERSION,
             entry: entry.clone(),
         };
-        let bytes = serde_json::to_vec_pretty(&sidecar).map_err(|err| RecordingStoreError::Io {
-            path: tmp.clone(),
-            source: std::io::Error::other(err),
+        let value = serde_json::to_vec(&stored).map_err(|source| {
+            RecordingStoreError::index(StorageError::Encode {
+                key: key.clone(),
+                source,
+            })
         })?;
-        let mut file = File::create(&tmp).map_err(RecordingStoreError::io(&tmp))?;
-        file.write_all(&bytes)
-            .and_then(|()| file.sync_all())
-            .map_err(RecordingStoreError::io(&tmp))?;
-        fs::rename(&tmp, &path).map_err(RecordingStoreError::io(&path))?;
-        sync_dir(&self.dir)
+        match self.index.create(&key, &value, PutOptions::default()) {
+            Ok(_) => Ok(()),
+            Err(StorageError::AlreadyExists { .. }) => match self.get_entry(&entry.session_id)? {
+                Some(existing) if existing == *entry => Ok(()),
+                _ => Err(RecordingStoreError::IndexConflict {
+                    session_id: entry.session_id.clone(),
+                }),
+            },
+            Err(err) => Err(RecordingStoreError::index(err)),
+        }
+    }
+
+    /// Calls `f` with each page of the index, in key order.
+    fn for_each_index_page(
+        &self,
+        mut f: impl FnMut(&[Item]) -> Result<(), RecordingStoreError>,
+    ) -> Result<(), RecordingStoreError> {
+        let end = prefix_end(RECORDINGS_INDEX_PREFIX);
+        let mut start = RECORDINGS_INDEX_PREFIX.to_owned();
+        loop {
+            let page = self
+                .index
+                .range(&start, &end, INDEX_PAGE)
+                .map_err(RecordingStoreError::index)?;
+            f(&page)?;
+            match page.last() {
+                Some(last) if page.len() == INDEX_PAGE => start = format!("{}\0", last.key),
+                _ => return Ok(()),
+            }
+        }
+    }
+}
+
+fn index_key(id: &str) -> String {
+    format!("{RECORDINGS_INDEX_PREFIX}{id}")
+}
+
+/// Decodes an index entry; one of another index version, or under another key, is refused.
+fn decode_entry(item: &Item) -> Result<RecordingIndexEntry, RecordingStoreError> {
+    let decode_error = |source| {
+        RecordingStoreError::index(StorageError::Decode {
+            key: item.key.clone(),
+            source,
+        })
+    };
+    let stored: StoredEntry = serde_json::from_slice(&item.value).map_err(decode_error)?;
+    if stored.index_version != INDEX_VERSION {
+        return Err(decode_error(serde::de::Error::custom(format_args!(
+            "index_version {} is not {INDEX_VERSION}",
+            stored.index_version
+        ))));
+    }
+    if index_key(&stored.entry.session_id) != item.key {
+        return Err(decode_error(serde::de::Error::custom(format_args!(
+            "the entry is of session {:?}",
+            stored.entry.session_id
+        ))));
+    }
+    Ok(stored.entry)
+}
+
+/// Like [`decode_entry`], logging and skipping an entry that does not decode.
+fn decode_logged(item: &Item) -> Option<RecordingIndexEntry> {
+    decode_entry(item)
+        .map_err(
+            |err| tracing::warn!(key = %item.key, %err, "unreadable session recording index entry"),
+        )
+        .ok()
+}
+
+/// Removes an earlier version's sidecar of an indexed recording, best effort (the entry is in
+/// the backend; a sidecar left behind is removed at the next open or by retention).
+fn remove_sidecar(path: &Path) {
+    if let Err(err) = remove(path) {
+        tracing::warn!(%err, "cannot remove a session recording's old index sidecar");
     }
 }
 
@@ -744,3 +972,7 @@ fn sync_dir(dir: &Path) -> Result<(), RecordingStoreError> {
     let _ = dir;
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod tests;
