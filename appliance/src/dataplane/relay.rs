@@ -56,6 +56,39 @@ fn give_back(mut buf: Vec<u8>) {
     });
 }
 
+/// How long a direction that just moved bytes keeps its buffer and reads directly.
+const HOT: Duration = Duration::from_millis(50);
+
+/// Reads into the spare room of `buf`, giving up after `window`: `None` when nothing came (the
+/// read is cancelled, and the buffer comes back either way).
+async fn read_within(
+    src: &mut TcpStream,
+    mut buf: Vec<u8>,
+    window: Duration,
+) -> (Option<std::io::Result<usize>>, Vec<u8>) {
+    use monoio::io::CancelableAsyncReadRent;
+    let canceller = monoio::io::Canceller::new();
+    let have = buf.len();
+    if have >= BUFFER {
+        // Never: a partial record is shorter than the buffer.
+        return (Some(Err(std::io::Error::other("relay buffer full"))), buf);
+    }
+    let read = src.cancelable_read(buf.slice_mut(have..BUFFER), canceller.handle());
+    let mut read = std::pin::pin!(read);
+    let (res, slice) = match monoio::time::timeout(window, read.as_mut()).await {
+        Ok(done) => done,
+        Err(_) => {
+            canceller.cancel();
+            read.await
+        }
+    };
+    buf = slice.into_inner();
+    match res {
+        Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => (None, buf),
+        other => (Some(other), buf),
+    }
+}
+
 /// Why a direction ended the session.
 #[derive(Debug, thiserror::Error)]
 enum RelayError {
@@ -364,21 +397,45 @@ async fn direction(
     }
     let mut buf: Vec<u8> = Vec::new();
     let mut likely_more = false;
+    // When this direction last read bytes: within HOT of it, it keeps its buffer and reads
+    // directly (one ring operation per read); after that it waits for readability without one.
+    let mut moved_at: Option<Instant> = None;
     loop {
-        if !likely_more {
+        let hot_left = moved_at
+            .map(|t| HOT.saturating_sub(t.elapsed()))
+            .filter(|d| !d.is_zero() && buf.capacity() > 0);
+        let res = if likely_more {
+            let have = buf.len();
+            let (res, slice) = src.read(buf.slice_mut(have..BUFFER)).await;
+            buf = slice.into_inner();
+            res
+        } else if let Some(window) = hot_left {
+            let (res, back) = read_within(&mut src, buf, window).await;
+            buf = back;
+            match res {
+                Some(r) => r,
+                // Nothing within the window: the session went quiet.
+                None => {
+                    moved_at = None;
+                    continue;
+                }
+            }
+        } else {
             // Nothing in hand: give the buffer back and wait without one. (With part of a
             // record in hand the buffer stays, and the wait still ends at the idle timeout.)
             if buf.is_empty() && buf.capacity() > 0 {
                 give_back(std::mem::take(&mut buf));
             }
             wait_readable(&src, idle, last).await?;
-        }
-        if buf.capacity() == 0 {
-            buf = take_buffer();
-        }
+            if buf.capacity() == 0 {
+                buf = take_buffer();
+            }
+            let have = buf.len();
+            let (res, slice) = src.read(buf.slice_mut(have..BUFFER)).await;
+            buf = slice.into_inner();
+            res
+        };
         let have = buf.len();
-        let (res, slice) = src.read(buf.slice_mut(have..BUFFER)).await;
-        buf = slice.into_inner();
         let n = res?;
         if n == 0 {
             if !buf.is_empty() {
@@ -395,7 +452,8 @@ async fn direction(
             return Ok(());
         }
         last.set(Instant::now());
-        likely_more = have + n == BUFFER;
+        moved_at = Some(Instant::now());
+        likely_more = have == BUFFER;
         let done = reprotect(&mut buf, &mut open, &mut seal).map_err(record_err)?;
         if done.produced > 0 {
             let (res, back) = write_all(&mut dst, buf, done.produced).await;

@@ -342,6 +342,19 @@ fn recording_made_while_auth_is_down_arrives_when_it_is_back() {
     // dir (no token needed): the recording waits in its spool.
     drop(node);
     let _node = start_node(&a, &node_dir, "already-joined", "node1");
+    // The restarted node tries while Auth is still away (and says so), before Auth returns.
+    let log_path = node_dir.with_extension("log");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log_path)
+        .unwrap_or_default()
+        .contains("cannot upload session recordings to Auth")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the node never tried to upload while Auth was away"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // Back on the same data dir and port: the node resumes the upload and completes it.
     a.restart_same_port();
     let rec = wait_recording(&a, "alice", Duration::from_secs(60));
@@ -353,11 +366,6 @@ fn recording_made_while_auth_is_down_arrives_when_it_is_back() {
         assert!(Instant::now() < deadline, "{:?}", spool_files(&node_dir));
         std::thread::sleep(Duration::from_millis(100));
     }
-    let node_log = std::fs::read_to_string(node_dir.with_extension("log")).unwrap();
-    assert!(
-        node_log.contains("cannot upload session recordings to Auth"),
-        "{node_log}"
-    );
 }
 
 #[test]
