@@ -138,6 +138,32 @@ fn start_loadtest(
     Spawned::start("hop admin loadtest agents", cmd, log, false)
 }
 
+/// Starts the load test with the cached identities (its reconnect report to `events`) and waits
+/// until the proxy holds all its tunnels: the load test and how long that took.
+fn connect_all(
+    p: &mut Prepared,
+    o: &Options,
+    events: &Path,
+    log: &Path,
+) -> anyhow::Result<(Spawned, Duration)> {
+    let n = o.agents as u64;
+    let mut lt = start_loadtest(&p.a, o, &p.token, &p.cache, Some(events), log)?;
+    let limit = Duration::from_secs(60) + Duration::from_millis(10 * n);
+    let up = wait_tunnels(&mut p.a, Some(&mut lt), limit, |c| c >= n)?.ok_or_else(|| {
+        anyhow!(
+            "only {:?} of {n} tunnels were up within {limit:?}; load test:\n{}",
+            tunnels(&p.a),
+            procs::log_tail(&lt.log, 12)
+        )
+    })?;
+    say!(
+        "all {n} tunnels up after {:.1} s; settling {:.0} s",
+        up.as_secs_f64(),
+        o.settle.as_secs_f64()
+    );
+    Ok((lt, up))
+}
+
 /// Stops the load test with SIGINT (its agents send a goaway, it prints its summary and flushes
 /// its report); the end of its output.
 fn stop_loadtest(lt: &mut Spawned) -> anyhow::Result<String> {
@@ -428,20 +454,7 @@ pub fn agents(o: &Options, report: &mut Report) -> anyhow::Result<()> {
         p.idle_cpu_pct,
         kib_mib(p.rss_before)
     );
-    let mut lt = start_loadtest(&p.a, o, &p.token, &p.cache, Some(&events_path), &log)?;
-    let limit = Duration::from_secs(60) + Duration::from_millis(10 * n);
-    let up = wait_tunnels(&mut p.a, Some(&mut lt), limit, |c| c >= n)?.ok_or_else(|| {
-        anyhow!(
-            "only {:?} of {n} tunnels were up within {limit:?}; load test:\n{}",
-            tunnels(&p.a),
-            procs::log_tail(&lt.log, 12)
-        )
-    })?;
-    say!(
-        "all {n} tunnels up after {:.1} s; settling {:.0} s",
-        up.as_secs_f64(),
-        o.settle.as_secs_f64()
-    );
+    let (mut lt, up) = connect_all(&mut p, o, &events_path, &log)?;
     let at_up = metrics(&p.a);
     let up_ms = unix_ms();
     std::thread::sleep(o.settle);
@@ -753,20 +766,7 @@ pub fn reconnect(o: &Options, report: &mut Report) -> anyhow::Result<()> {
     let n = o.agents as u64;
     let events_path = p.a.dir.path().join("events.jsonl");
     let log = p.a.dir.path().join("loadtest.log");
-    let mut lt = start_loadtest(&p.a, o, &p.token, &p.cache, Some(&events_path), &log)?;
-    let limit = Duration::from_secs(60) + Duration::from_millis(10 * n);
-    let up = wait_tunnels(&mut p.a, Some(&mut lt), limit, |c| c >= n)?.ok_or_else(|| {
-        anyhow!(
-            "only {:?} of {n} tunnels were up within {limit:?}; load test:\n{}",
-            tunnels(&p.a),
-            procs::log_tail(&lt.log, 12)
-        )
-    })?;
-    say!(
-        "all {n} tunnels up after {:.1} s; settling {:.0} s",
-        up.as_secs_f64(),
-        o.settle.as_secs_f64()
-    );
+    let (mut lt, up) = connect_all(&mut p, o, &events_path, &log)?;
     std::thread::sleep(o.settle);
     struct Timing {
         sigterm_ms: u64,

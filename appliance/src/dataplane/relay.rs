@@ -172,17 +172,12 @@ async fn relay(
     let (client_rx, client_tx) = (key(&client_keys.rx)?, key(&client_keys.tx)?);
     let (agent_rx, agent_tx) = (key(&agent_keys.rx)?, key(&agent_keys.tx)?);
     drop((client_keys, agent_keys));
-    // Each direction owns a descriptor for its reading side and one for its writing side: the two
-    // descriptors of a socket share it (a shutdown of one is the socket's).
-    let client_w = client.try_clone()?;
-    let agent_w = agent.try_clone()?;
-    for s in [&client, &agent, &client_w, &agent_w] {
-        s.set_nonblocking(true)?;
-    }
-    let client_r = TcpStream::from_std(client)?;
-    let agent_r = TcpStream::from_std(agent)?;
-    let client_w = TcpStream::from_std(client_w)?;
-    let agent_w = TcpStream::from_std(agent_w)?;
+    let Sides {
+        client_r,
+        client_w,
+        agent_r,
+        agent_w,
+    } = sides(client, agent)?;
     let last = Cell::new(Instant::now());
     let upward = direction(
         "client", client_r, agent_w, client_rx, agent_tx, to_agent, idle, &last, up,
@@ -240,30 +235,15 @@ async fn kernel_relay(
     idle: Option<Duration>,
     (up, down): (&Cell<u64>, &Cell<u64>),
 ) -> Result<(), RelayError> {
-    let client_w = client.try_clone()?;
-    let agent_w = agent.try_clone()?;
-    for s in [&client, &agent, &client_w, &agent_w] {
-        s.set_nonblocking(true)?;
-    }
+    let Sides {
+        client_r,
+        client_w,
+        agent_r,
+        agent_w,
+    } = sides(client, agent)?;
     let last = Cell::new(Instant::now());
-    let upward = kernel_direction(
-        "client",
-        TcpStream::from_std(client)?,
-        TcpStream::from_std(agent_w)?,
-        to_agent,
-        idle,
-        &last,
-        up,
-    );
-    let downward = kernel_direction(
-        "agent",
-        TcpStream::from_std(agent)?,
-        TcpStream::from_std(client_w)?,
-        to_client,
-        idle,
-        &last,
-        down,
-    );
+    let upward = kernel_direction("client", client_r, agent_w, to_agent, idle, &last, up);
+    let downward = kernel_direction("agent", agent_r, client_w, to_client, idle, &last, down);
     both_or_first_error(upward, downward).await
 }
 
@@ -334,6 +314,30 @@ async fn kernel_direction(
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// A session's sockets as the worker's runtime sees them: each direction owns a descriptor for
+/// its reading side and one for its writing side (two descriptors of one socket share it: a
+/// shutdown of one is the socket's).
+struct Sides {
+    client_r: TcpStream,
+    client_w: TcpStream,
+    agent_r: TcpStream,
+    agent_w: TcpStream,
+}
+
+fn sides(client: std::net::TcpStream, agent: std::net::TcpStream) -> std::io::Result<Sides> {
+    let client_w = client.try_clone()?;
+    let agent_w = agent.try_clone()?;
+    for s in [&client, &agent, &client_w, &agent_w] {
+        s.set_nonblocking(true)?;
+    }
+    Ok(Sides {
+        client_r: TcpStream::from_std(client)?,
+        client_w: TcpStream::from_std(client_w)?,
+        agent_r: TcpStream::from_std(agent)?,
+        agent_w: TcpStream::from_std(agent_w)?,
+    })
 }
 
 /// Polls both futures; ends with the first error (dropping the other, which cancels its
