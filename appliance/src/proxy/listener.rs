@@ -142,7 +142,8 @@ pub async fn serve_tls(
         let guard = handoff.guard;
         let postgres = handoff.kind == HandoffKind::Postgres;
         // Sessions that may move to the fast path are read record by record until they do.
-        let bounded = matches!(handoff.alpn.as_deref(), Some(p) if p.as_bytes() == ALPN_TCP || p.as_bytes() == ALPN_SSH || p.as_bytes() == ALPN_TUNNEL_DATA);
+        let bounded = postgres
+            || matches!(handoff.alpn.as_deref(), Some(p) if [ALPN_TCP, ALPN_SSH, ALPN_TUNNEL_DATA, ALPN_POSTGRES, ALPN_POSTGRES_DIRECT].contains(&p.as_bytes()));
         let worker = handoff.worker;
         if handoff.kind == HandoffKind::Ssh {
             drop(permit);
@@ -196,7 +197,7 @@ pub async fn serve_tls(
                     return;
                 }
             }
-            let stream = RecordReads::new(stream, bounded && !postgres);
+            let stream = RecordReads::new(stream, bounded);
             let accepted = tokio::time::timeout(deadline, acceptor.accept(stream)).await;
             drop(permit);
             match accepted {
@@ -216,7 +217,14 @@ pub async fn serve_tls(
                         || alpn.as_deref() == Some(ALPN_POSTGRES)
                         || alpn.as_deref() == Some(ALPN_POSTGRES_DIRECT)
                     {
-                        crate::proxy::postgres::serve(tls, caller, remote, routes.db()).await;
+                        crate::proxy::postgres::serve(
+                            tls,
+                            caller,
+                            remote,
+                            routes.db(),
+                            routes.relay.as_ref().map(|r| (r, worker)),
+                        )
+                        .await;
                         metrics.connections_active.dec();
                         drop(guard);
                         return;

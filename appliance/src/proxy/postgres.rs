@@ -21,13 +21,14 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::db_cancel::{CancelGuard, CancelRegistry, CancelTarget};
-use super::dial::dial_agent;
-use super::tunnels::{DbRoute, TunnelRegistry};
+use super::dial::{dial_agent, dial_agent_bounded};
+use super::tunnels::{AgentStream, DbRoute, TunnelRegistry};
 use crate::auth::AuthServer;
 use crate::auth::audit::EventKind;
 use crate::auth::caller::Caller;
 use crate::db::wire::{self, SQLSTATE_DENIED, SQLSTATE_PROTOCOL, SQLSTATE_UNAVAILABLE, fatal};
 use crate::db::{DbCancel, DbDial};
+use crate::tunnel::FramedStream;
 
 /// How long a client has to send its startup packet.
 const STARTUP_DEADLINE: Duration = Duration::from_secs(10);
@@ -136,11 +137,16 @@ async fn cancel(routes: &DbRoutes, process_id: u32, key: &[u8], remote: SocketAd
     }
 }
 
-/// A database session over TLS (after [`before_tls`], or on ALPN `hop-postgres`).
-pub async fn serve<S>(mut client: S, caller: Caller, remote: SocketAddr, routes: DbRoutes)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
+/// A database session over TLS (after [`before_tls`], or on ALPN `hop-postgres`). Once the
+/// database has answered the start-up, the session's bytes move on a worker's fast path when it
+/// can take them (`crate::relay`).
+pub async fn serve(
+    mut client: AgentStream,
+    caller: Caller,
+    remote: SocketAddr,
+    routes: DbRoutes,
+    fast_path: Option<(&crate::relay::RelayHandle, usize)>,
+) {
     let mut buf = Vec::new();
     let len = match wire::read_startup(&mut client, &mut buf, STARTUP_DEADLINE).await {
         Ok(n) => n,
@@ -238,7 +244,7 @@ where
         mysql: None,
     };
     let what = format!("database {service:?}");
-    let agent = match dial_agent(
+    let agent = match dial_agent_bounded(
         &routes.registry,
         &route.host_id,
         &what,
@@ -284,7 +290,15 @@ where
         .checker_for(&identity.roles, &identity.traits)
         .ok()
         .and_then(|c| c.client_idle_timeout());
-    let moved = crate::tunnel::relay_with_idle_timeout(client, buf, agent, from_agent, idle).await;
+    let moved = crate::relay::run_session(
+        fast_path,
+        FramedStream::with_pending(client, buf),
+        FramedStream::with_pending(agent, from_agent),
+        idle,
+        remote,
+        metrics,
+    )
+    .await;
     metrics.db_sessions_active.dec();
     if let Err(e) = moved {
         tracing::debug!(db = %service, error = %e, "database session ended with an error");

@@ -104,6 +104,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FramedStream<S> {
         Ok(())
     }
 
+    /// A stream with `pending` bytes already read from it (they come first).
+    pub fn with_pending(stream: S, pending: Vec<u8>) -> Self {
+        Self {
+            stream,
+            buf: pending,
+        }
+    }
+
     pub fn get_ref(&self) -> &S {
         &self.stream
     }

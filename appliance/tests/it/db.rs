@@ -463,6 +463,13 @@ fn psql_through_the_proxy_with_audit_and_cancel() {
         "json",
     ]);
     assert!(starts.contains("\"success\":true"), "{starts}");
+    // After the start-up, PostgreSQL sessions moved on a data-plane worker, none on tokio.
+    let (_, m) = a.diag_get("/metrics");
+    assert!(
+        m.contains("hop_relay_sessions_total{path=\"control_plane\"} 0")
+            && !m.contains("hop_relay_sessions_total{path=\"worker\"} 0"),
+        "{m}"
+    );
 }
 
 fn unsafe_sigint(pid: u32) {
