@@ -224,13 +224,7 @@ fn wait_for_app(a: &Appliance, name: &str) {
 #[test]
 fn bench_app_sessions_against_an_echo_service() {
     let a = Appliance::start("");
-    let tok: serde_json::Value = serde_json::from_str(
-        a.ok(&[
-            "admin", "tokens", "add", "--type", "app", "--format", "json",
-        ])
-        .trim(),
-    )
-    .unwrap();
+    let token = a.join_token("app");
     let port = echo_server();
     let data = a.dir.path().join("app-agent");
     let _agent = Killed(
@@ -238,7 +232,7 @@ fn bench_app_sessions_against_an_echo_service() {
             .args([
                 "start", "--roles", "app", "--proxy", &a.addr, "--ca-pin", &a.pin,
             ])
-            .args(["--token", tok["token"].as_str().unwrap(), "--data-dir"])
+            .args(["--token", &token, "--data-dir"])
             .arg(&data)
             .args(["--app", &format!("name=echo,uri=tcp://127.0.0.1:{port}")])
             .env("HOP_LOG", "info")

@@ -157,12 +157,7 @@ fn run_ok(c: &mut Command) {
 }
 
 fn db_token(a: &Appliance) -> String {
-    let tok: serde_json::Value = serde_json::from_str(
-        a.ok(&["admin", "tokens", "add", "--type", "db", "--format", "json"])
-            .trim(),
-    )
-    .unwrap();
-    tok["token"].as_str().unwrap().to_string()
+    a.join_token("db")
 }
 
 fn start_db_agent(a: &Appliance, pg: &Postgres) -> Killed {

@@ -215,6 +215,13 @@ impl Appliance {
     }
 
     /// Creates a user and completes the sign-up; returns the TOTP secret.
+    /// A new join token for agents of `role` (`node`, `app`, `db`), with the defaults.
+    pub fn join_token(&self, role: &str) -> String {
+        let out = self.ok(&["admin", "tokens", "add", "--type", role, "--format", "json"]);
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        v["token"].as_str().unwrap().to_string()
+    }
+
     pub fn add_user(&self, name: &str, roles: &str, logins: &str) -> String {
         let out = self.ok(&[
             "admin", "users", "add", name, "--roles", roles, "--logins", logins, "--format", "json",

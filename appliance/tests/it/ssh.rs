@@ -70,14 +70,7 @@ pub fn wait_for_node(a: &Appliance, node: &str) {
 }
 
 pub fn node_token(a: &Appliance) -> String {
-    let tok: serde_json::Value = serde_json::from_str(
-        a.ok(&[
-            "admin", "tokens", "add", "--type", "node", "--format", "json",
-        ])
-        .trim(),
-    )
-    .unwrap();
-    tok["token"].as_str().unwrap().to_string()
+    a.join_token("node")
 }
 
 /// Runs OpenSSH's `prog` with the ssh_config `hop config` printed.

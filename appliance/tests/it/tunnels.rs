@@ -159,14 +159,7 @@ fn sha256(path: &Path) -> String {
 fn tcp_app_through_an_agent_tunnel_byte_exact_rbac_and_rejoin() {
     let a = Appliance::start("");
     let dir = a.dir.path().to_path_buf();
-    let tok: serde_json::Value = serde_json::from_str(
-        a.ok(&[
-            "admin", "tokens", "add", "--type", "app", "--format", "json",
-        ])
-        .trim(),
-    )
-    .unwrap();
-    let token = tok["token"].as_str().unwrap().to_string();
+    let token = a.join_token("app");
 
     let target_port = free_port();
     let app_spec = format!("name=sink,uri=tcp://127.0.0.1:{target_port},labels=env=dev");
@@ -399,21 +392,10 @@ fn tcp_app_both_ways_half_close_and_idle_timeout_on_a_worker() {
     use std::io::{Read, Write};
     let a = Appliance::start("");
     let dir = a.dir.path().to_path_buf();
-    let tok: serde_json::Value = serde_json::from_str(
-        a.ok(&[
-            "admin", "tokens", "add", "--type", "app", "--format", "json",
-        ])
-        .trim(),
-    )
-    .unwrap();
+    let token = a.join_token("app");
     let target_port = echo_target();
     let app_spec = format!("name=echo,uri=tcp://127.0.0.1:{target_port},labels=env=dev");
-    let _agent = start_agent(
-        &a,
-        &dir.join("agent-data"),
-        tok["token"].as_str(),
-        &app_spec,
-    );
+    let _agent = start_agent(&a, &dir.join("agent-data"), Some(&token), &app_spec);
     wait_for_agents(&a, 1);
     let role = dir.join("idle.yaml");
     std::fs::write(&role, "kind: role\nversion: v7\nmetadata:\n  name: idleapps\nspec:\n  options:\n    client_idle_timeout: 3s\n  allow:\n    app_labels:\n      '*': '*'\n").unwrap();
