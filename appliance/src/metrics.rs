@@ -73,6 +73,8 @@ pub struct Metrics {
     pub tunnels: std::sync::OnceLock<std::sync::Arc<crate::proxy::tunnels::TunnelRegistry>>,
     /// Set once the data plane runs.
     pub dataplane: std::sync::OnceLock<std::sync::Arc<crate::dataplane::DataPlaneStats>>,
+    /// Set once the proxy terminates TLS.
+    pub handshakes: std::sync::OnceLock<std::sync::Arc<crate::dataplane::limits::HandshakeSlots>>,
 }
 
 impl Default for Metrics {
@@ -107,6 +109,7 @@ impl Default for Metrics {
             db_sessions_refused: Counter::default(),
             db_cancels: Counter::default(),
             dataplane: std::sync::OnceLock::new(),
+            handshakes: std::sync::OnceLock::new(),
             tunnels: std::sync::OnceLock::new(),
         }
     }
@@ -204,6 +207,14 @@ impl Metrics {
             "TLS connections closed at once because max_concurrent_handshakes was reached.",
             &[(String::new(), self.handshakes_shed.get())],
         );
+        if let Some(h) = self.handshakes.get() {
+            gauge(
+                &mut out,
+                "hop_proxy_tls_handshakes_in_progress",
+                "TLS handshakes running now, on the workers and the control plane (capped by max_concurrent_handshakes).",
+                &[(String::new(), h.busy() as u64)],
+            );
+        }
         counter(
             &mut out,
             "hop_proxy_tls_handshakes_total",

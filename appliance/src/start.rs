@@ -213,6 +213,12 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     // 0 (tests) is known before invite links are made. Connections it hands over wait in the
     // queue until the control plane below is ready.
     let (handoff_tx, handoff_rx) = tokio::sync::mpsc::channel(4096);
+    // The proxy's TLS configuration: empty until its certificate is loaded below.
+    let proxy_tls: Arc<arc_swap::ArcSwapOption<rustls::ServerConfig>> = Default::default();
+    let handshakes = Arc::new(crate::dataplane::limits::HandshakeSlots::new(
+        cfg.proxy_service.max_concurrent_handshakes,
+    ));
+    let _ = metrics.handshakes.set(handshakes.clone());
     let dataplane = if run_proxy {
         let p = &cfg.proxy_service;
         let workers = p.workers.unwrap_or_else(|| {
@@ -230,6 +236,12 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
                 max_connections: p.max_connections,
                 max_connections_per_ip: p.max_connections_per_ip,
                 trusted_proxy_cidrs: p.proxy_protocol.trusted_cidrs.clone(),
+            },
+            crate::dataplane::TlsTermination {
+                config: proxy_tls.clone(),
+                slots: handshakes.clone(),
+                handshake_timeout: p.handshake_timeout.0,
+                metrics: metrics.clone(),
             },
             handoff_tx,
         )
@@ -331,7 +343,8 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
             },
         };
         let proxy_cert = ProxyCertificate { source, client_cas };
-        let tls = Arc::new(arc_swap::ArcSwap::from_pointee(proxy_cert.load().await?));
+        proxy_tls.store(Some(Arc::new(proxy_cert.load().await?)));
+        let tls = proxy_tls.clone();
         tasks.spawn(proxy_cert.keep_fresh(tls.clone(), shutdown_rx.clone()));
         bound = Some(dp.local_addr);
         let router = grpc_router
@@ -363,7 +376,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         };
         let settings = proxy::listener::TlsListenerSettings {
             handshake_timeout: cfg.proxy_service.handshake_timeout.0,
-            max_concurrent_handshakes: cfg.proxy_service.max_concurrent_handshakes,
+            handshakes: handshakes.clone(),
         };
         tasks.spawn(proxy::listener::serve_tls(
             handoff_rx,

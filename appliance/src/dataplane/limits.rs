@@ -4,6 +4,8 @@
 //! lives in a fixed table of counters indexed by a hash of the address (65,536 slots; two
 //! addresses that share a slot share a budget, which errs on the side of refusing). A
 //! [`ConnectionGuard`] gives both back when the connection ends, wherever that happens.
+//! [`HandshakeSlots`] caps the TLS handshakes in progress on the workers and the control plane
+//! together (`max_concurrent_handshakes`).
 
 use std::hash::{BuildHasher, Hash};
 use std::net::IpAddr;
@@ -115,9 +117,60 @@ impl Drop for ConnectionGuard {
     }
 }
 
+/// The TLS handshakes that may run at once, shared by every worker and the control plane.
+#[derive(Debug)]
+pub struct HandshakeSlots {
+    max: usize,
+    busy: AtomicUsize,
+}
+
+impl HandshakeSlots {
+    pub fn new(max: usize) -> Self {
+        Self {
+            max,
+            busy: AtomicUsize::new(0),
+        }
+    }
+
+    /// A slot, or `None` when all are taken (the connection is then shed at once).
+    pub fn try_acquire(self: &Arc<Self>) -> Option<HandshakeSlot> {
+        if self.busy.fetch_add(1, Ordering::AcqRel) >= self.max {
+            self.busy.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(HandshakeSlot(self.clone()))
+    }
+
+    /// Handshakes in progress.
+    pub fn busy(&self) -> usize {
+        self.busy.load(Ordering::Relaxed)
+    }
+}
+
+/// One handshake's slot, given back when dropped.
+#[derive(Debug)]
+pub struct HandshakeSlot(Arc<HandshakeSlots>);
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn handshake_slots_are_capped_and_given_back() {
+        let s = Arc::new(HandshakeSlots::new(2));
+        let a = s.try_acquire().unwrap();
+        let _b = s.try_acquire().unwrap();
+        assert!(s.try_acquire().is_none());
+        assert_eq!(s.busy(), 2);
+        drop(a);
+        assert!(s.try_acquire().is_some());
+    }
 
     #[test]
     fn total_and_per_ip_limits_and_release() {

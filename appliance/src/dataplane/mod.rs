@@ -4,12 +4,14 @@
 //! This module owns start-up of the workers (driver choice and fallback, listener binding),
 //! their shared read-only context, and their statistics. A worker accepts, enforces the
 //! connection limits, peeks at the first bytes under a deadline, and acts on the routing
-//! [`route::Decision`]: it redirects plain HTTP itself, and hands TLS connections for the web UI
-//! and the Auth API, untouched, to the control plane over a bounded queue. Relayed sessions come
-//! back from the control plane once their handshakes and Dial are done, as descriptors and
-//! traffic keys, and a worker moves their records (`relay.rs`, the fast path). The runtime's types
-//! stay inside `worker.rs` and `relay.rs`; nothing else here names monoio.
+//! [`route::Decision`]: it redirects plain HTTP itself, terminates TLS itself (`handshake.rs`,
+//! rustls on the worker's runtime) and hands the terminated connection to the control plane's
+//! routes over a bounded queue, and hands PostgreSQL and SSH connections over untouched. Relayed
+//! sessions come back from the control plane once their Dial is done, as descriptors and traffic
+//! keys, and a worker moves their records (`relay.rs`, the fast path). The runtime's types stay
+//! inside `worker.rs`, `handshake.rs` and `relay.rs`; nothing else here names monoio.
 
+mod handshake;
 pub mod limits;
 mod relay;
 pub mod route;
@@ -26,10 +28,11 @@ use anyhow::{Context, anyhow};
 use crate::config::{Cidr, IoDriverChoice, KernelTlsChoice};
 pub use stats::{DataPlaneStats, IoDriver, KernelTls};
 
-/// A connection the data plane passes to the control plane: the socket untouched (nothing read),
-/// and what the classifier learned.
+/// A connection the data plane passes to the control plane: the socket, what the classifier
+/// learned, and for TLS the rustls connection the worker terminated.
 #[derive(Debug)]
 pub struct Handoff {
+    /// Untouched (nothing read) unless `tls` is set.
     pub stream: std::net::TcpStream,
     /// What the connection starts with.
     pub kind: HandoffKind,
@@ -39,6 +42,23 @@ pub struct Handoff {
     pub worker: usize,
     /// Released when the connection closes (counts against the connection limits).
     pub guard: limits::ConnectionGuard,
+    /// The worker's finished TLS handshake (with any plaintext the client sent after it). `None`
+    /// for the kinds the control plane answers first (PostgreSQL, SSH), and for TLS that arrived
+    /// before the proxy had a certificate.
+    pub tls: Option<Box<rustls::ServerConnection>>,
+}
+
+/// What the workers need to terminate TLS.
+#[derive(Clone)]
+pub struct TlsTermination {
+    /// The proxy's current configuration; empty until its certificate is loaded (TLS connections
+    /// then go to the control plane untouched).
+    pub config: Arc<arc_swap::ArcSwapOption<rustls::ServerConfig>>,
+    /// Shared with the control plane's handshakes.
+    pub slots: Arc<limits::HandshakeSlots>,
+    pub handshake_timeout: Duration,
+    /// Handshake counters (`hop_proxy_tls_handshakes_total`, `hop_proxy_handshakes_shed_total`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// What a handed-over connection starts with.
@@ -122,6 +142,7 @@ impl DataPlane {
     /// Binds one listener per worker on the same port and starts the workers.
     pub fn start(
         settings: DataPlaneSettings,
+        termination: TlsTermination,
         handoff: tokio::sync::mpsc::Sender<Handoff>,
     ) -> anyhow::Result<Self> {
         let driver = match settings.io_driver {
@@ -183,6 +204,7 @@ impl DataPlane {
             settings: settings.clone(),
             stats: stats.clone(),
             limits,
+            termination,
             handoff,
             stop: stop.clone(),
         });

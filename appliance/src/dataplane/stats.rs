@@ -52,6 +52,8 @@ pub struct WorkerStats {
     pub accepted: AtomicU64,
     pub active: AtomicU64,
     pub handed_off: AtomicU64,
+    /// TLS handshakes this worker completed.
+    pub tls_terminated: AtomicU64,
     pub redirected: AtomicU64,
     /// Fast-path sessions relayed by this worker (ended), open now, and their application bytes.
     pub relayed: AtomicU64,
@@ -163,9 +165,16 @@ impl DataPlaneStats {
         per_worker(
             out,
             "hop_dataplane_handoffs_total",
-            "TLS connections handed to the control plane (web UI, Auth API), per worker.",
+            "Connections handed to their route on the control plane, per worker.",
             "counter",
             &|w| w.handed_off.load(Ordering::Relaxed),
+        );
+        per_worker(
+            out,
+            "hop_dataplane_tls_handshakes_total",
+            "TLS handshakes completed on this worker (all results: hop_proxy_tls_handshakes_total).",
+            "counter",
+            &|w| w.tls_terminated.load(Ordering::Relaxed),
         );
         per_worker(
             out,

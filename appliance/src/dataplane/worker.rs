@@ -1,10 +1,11 @@
 //! One data-plane worker: a monoio runtime on its own thread with its own listener.
 //!
-//! This is the runtime seam: monoio's types appear in this file and in `relay.rs` only. A worker accepts, admits the
-//! connection against the shared limits, classifies it from peeked bytes under the first-byte
-//! deadline, and then redirects it (plain HTTP), hands it off (TLS for the control plane) or
-//! closes and counts it. It never blocks its thread: every wait is an io_uring/epoll wait or a
-//! timer.
+//! This is the runtime seam: monoio's types appear in this file, `handshake.rs` and `relay.rs`
+//! only. A worker accepts, admits the connection against the shared limits, classifies it from
+//! peeked bytes under the first-byte deadline, and then redirects it (plain HTTP), terminates TLS
+//! and hands the connection to its route on the control plane, hands it off untouched
+//! (PostgreSQL, SSH), or closes and counts it. It never blocks its thread: every wait is an
+//! io_uring/epoll wait or a timer.
 
 use std::io;
 use std::net::SocketAddr;
@@ -19,7 +20,7 @@ use monoio::net::{TcpListener, TcpStream};
 use super::limits::{ConnectionGuard, ConnectionLimits};
 use super::route::{Decision, RejectReason, decide};
 use super::stats::{DataPlaneStats, IoDriver, WorkerStats};
-use super::{DataPlaneSettings, Handoff, HandoffKind};
+use super::{DataPlaneSettings, Handoff, HandoffKind, TlsTermination};
 use crate::platform;
 use crate::relay::TlsRelayJob;
 
@@ -35,6 +36,7 @@ pub(super) struct WorkerContext {
     pub relay_jobs: std::sync::Mutex<Vec<Option<tokio::sync::mpsc::Receiver<TlsRelayJob>>>>,
     pub stats: Arc<DataPlaneStats>,
     pub limits: Arc<ConnectionLimits>,
+    pub termination: TlsTermination,
     pub handoff: tokio::sync::mpsc::Sender<Handoff>,
     pub stop: Arc<AtomicBool>,
 }
@@ -226,6 +228,22 @@ async fn serve(
                 _ => (HandoffKind::Postgres, None),
             };
             let _ = stream.set_nodelay(true);
+            let tls = if kind == HandoffKind::Tls {
+                match terminate(&mut stream, alpn.as_deref(), &ctx.termination, &peer).await {
+                    Terminated::Done(conn) => {
+                        stats.tls_terminated.fetch_add(1, Ordering::Relaxed);
+                        Some(conn)
+                    }
+                    Terminated::NoConfig => None,
+                    Terminated::Failed => {
+                        drop(guard);
+                        stats.active.fetch_sub(1, Ordering::Relaxed);
+                        return;
+                    }
+                }
+            } else {
+                None
+            };
             let std_stream = platform::into_std_stream(stream);
             let handoff = Handoff {
                 stream: std_stream,
@@ -234,6 +252,7 @@ async fn serve(
                 alpn,
                 worker: idx,
                 guard,
+                tls,
             };
             match ctx.handoff.try_send(handoff) {
                 Ok(()) => {
@@ -264,6 +283,53 @@ async fn serve(
         Ok((Decision::NeedMore | Decision::ProxyHeader { .. }, _)) => drop(guard),
     }
     stats.active.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// What became of a TLS handshake on the worker.
+enum Terminated {
+    Done(Box<rustls::ServerConnection>),
+    /// The proxy has no certificate yet: the control plane terminates this one.
+    NoConfig,
+    /// Shed, failed or timed out (counted); the connection is closed.
+    Failed,
+}
+
+/// Terminates TLS on the worker under the shared handshake slots and the handshake deadline.
+async fn terminate(
+    stream: &mut TcpStream,
+    alpn: Option<&str>,
+    t: &TlsTermination,
+    peer: &SocketAddr,
+) -> Terminated {
+    let Some(config) = t.config.load_full() else {
+        return Terminated::NoConfig;
+    };
+    let Some(_slot) = t.slots.try_acquire() else {
+        t.metrics.handshakes_shed.inc();
+        return Terminated::Failed;
+    };
+    let bounded = crate::relay::reads_by_record(alpn);
+    match monoio::time::timeout(
+        t.handshake_timeout,
+        super::handshake::accept(stream, config, bounded),
+    )
+    .await
+    {
+        Ok(Ok(conn)) => {
+            t.metrics.tls_handshakes_ok.inc();
+            Terminated::Done(Box::new(conn))
+        }
+        Ok(Err(e)) => {
+            t.metrics.tls_handshakes_failed.inc();
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            Terminated::Failed
+        }
+        Err(_) => {
+            t.metrics.tls_handshakes_timed_out.inc();
+            tracing::debug!(%peer, "TLS handshake deadline passed");
+            Terminated::Failed
+        }
+    }
 }
 
 /// Consumes the request head, writes a complete response, and closes.

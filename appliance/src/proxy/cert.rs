@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::anyhow;
-use arc_swap::ArcSwap;
+use arc_swap::ArcSwapOption;
 use hop_ca::HostRole;
 use tokio::sync::watch;
 
@@ -68,7 +68,7 @@ impl ProxyCertificate {
     /// Reloads on SIGHUP, when operator files change, and before an issued certificate expires.
     pub async fn keep_fresh(
         self,
-        current: Arc<ArcSwap<rustls::ServerConfig>>,
+        current: Arc<ArcSwapOption<rustls::ServerConfig>>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
@@ -106,7 +106,7 @@ impl ProxyCertificate {
             };
             match self.load().await {
                 Ok(cfg) => {
-                    current.store(Arc::new(cfg));
+                    current.store(Some(Arc::new(cfg)));
                     issued_at = tokio::time::Instant::now();
                     tracing::info!(reason, "proxy certificate reloaded");
                 }

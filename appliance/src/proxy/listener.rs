@@ -1,10 +1,13 @@
-//! Serving the control plane's connections: TLS connections the data plane hands over (web UI
-//! and Auth API), and the local admin socket.
+//! Serving the control plane's connections: connections the data plane hands over, and the
+//! local admin socket.
 //!
-//! This module owns the TLS handshake (with a deadline and a cap on concurrent handshakes; excess
-//! is shed at once), identifying the caller of each connection, and graceful shutdown (stop
-//! taking connections, let in-flight requests finish). Routing by path happens in the axum router
-//! it is given.
+//! This module owns routing a terminated TLS connection by its ALPN and identifying its caller
+//! from the client certificate, the TLS handshakes that still run on the control plane
+//! (PostgreSQL's, which begin after a plaintext exchange, and any that arrive before the proxy's
+//! certificate is loaded; under the shared deadline and handshake slots), and graceful shutdown
+//! (stop taking connections, let in-flight requests finish). The workers terminate every other
+//! TLS connection themselves (`dataplane/handshake.rs`). Routing by path happens in the axum
+//! router it is given.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -18,15 +21,15 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixListener};
-use tokio::sync::{Semaphore, mpsc, watch};
-use tokio_rustls::TlsAcceptor;
+use tokio::sync::{mpsc, watch};
 
 use crate::auth::AuthServer;
 use crate::auth::caller::Caller;
 use crate::dataplane::{Handoff, HandoffKind};
 use crate::metrics::Metrics;
 use crate::proxy::postgres::BeforeTls;
-use crate::proxy::tunnels::TunnelRegistry;
+use crate::proxy::server_tls::ServerTls;
+use crate::proxy::tunnels::{AgentStream, TunnelRegistry};
 use crate::relay::bounded::RecordReads;
 use crate::tunnel::{
     ALPN_JOIN, ALPN_MYSQL, ALPN_POSTGRES, ALPN_POSTGRES_DIRECT, ALPN_SSH, ALPN_TCP, ALPN_TUNNEL,
@@ -80,7 +83,8 @@ impl Drop for ConnectionHold {
 #[derive(Clone)]
 pub struct TlsListenerSettings {
     pub handshake_timeout: Duration,
-    pub max_concurrent_handshakes: usize,
+    /// Shared with the workers' handshakes.
+    pub handshakes: Arc<crate::dataplane::limits::HandshakeSlots>,
 }
 
 /// What serves a TLS connection once its ALPN is known.
@@ -115,16 +119,18 @@ impl TlsRoutes {
     }
 }
 
-/// Terminates TLS on connections the data plane hands over, and serves them until shutdown.
+/// Serves connections the data plane hands over until shutdown: TLS connections the workers
+/// terminated (routed here by their ALPN and certificate), PostgreSQL connections (answered
+/// before TLS, then terminated here), SSH connections for the jump host, and TLS connections
+/// that arrived before the proxy's certificate was loaded (terminated here).
 pub async fn serve_tls(
     mut handoffs: mpsc::Receiver<Handoff>,
-    tls: Arc<arc_swap::ArcSwap<rustls::ServerConfig>>,
+    tls: Arc<arc_swap::ArcSwapOption<rustls::ServerConfig>>,
     routes: TlsRoutes,
     settings: TlsListenerSettings,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let handshakes = Arc::new(Semaphore::new(settings.max_concurrent_handshakes));
     loop {
         let handoff = tokio::select! {
             h = handoffs.recv() => match h {
@@ -134,30 +140,26 @@ pub async fn serve_tls(
             _ = crate::signals::until_shutdown(&mut shutdown) => break,
         };
         metrics.connections_accepted.inc();
-        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-            metrics.handshakes_shed.inc();
-            continue;
+        let Handoff {
+            stream,
+            kind,
+            client: remote,
+            alpn,
+            worker,
+            guard,
+            tls: terminated,
+        } = handoff;
+        let stream = match stream
+            .set_nonblocking(true)
+            .and_then(|()| TcpStream::from_std(stream))
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot adopt a handed-off connection");
+                continue;
+            }
         };
-        let remote = handoff.client;
-        let guard = handoff.guard;
-        let postgres = handoff.kind == HandoffKind::Postgres;
-        // Sessions that may move to the fast path are read record by record until they do.
-        let bounded = postgres
-            || matches!(handoff.alpn.as_deref(), Some(p) if [ALPN_TCP, ALPN_SSH, ALPN_TUNNEL_DATA, ALPN_POSTGRES, ALPN_POSTGRES_DIRECT].contains(&p.as_bytes()));
-        let worker = handoff.worker;
-        if handoff.kind == HandoffKind::Ssh {
-            drop(permit);
-            let stream = match handoff
-                .stream
-                .set_nonblocking(true)
-                .and_then(|()| TcpStream::from_std(handoff.stream))
-            {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot adopt a handed-off connection");
-                    continue;
-                }
-            };
+        if kind == HandoffKind::Ssh {
             let (jump, metrics) = (routes.jump.clone(), metrics.clone());
             tokio::spawn(async move {
                 metrics.connections_active.inc();
@@ -167,22 +169,30 @@ pub async fn serve_tls(
             });
             continue;
         }
-        tracing::trace!(%remote, worker = handoff.worker, alpn = ?handoff.alpn, "connection from the data plane");
-        let stream = match handoff
-            .stream
-            .set_nonblocking(true)
-            .and_then(|()| TcpStream::from_std(handoff.stream))
-        {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot adopt a handed-off connection");
-                continue;
-            }
+        let postgres = kind == HandoffKind::Postgres;
+        // Sessions that may move to the fast path are read record by record until they do.
+        let bounded = postgres || crate::relay::reads_by_record(alpn.as_deref());
+        tracing::trace!(%remote, worker, ?alpn, terminated = terminated.is_some(), "connection from the data plane");
+        if let Some(conn) = terminated {
+            // The worker did the handshake: straight to the route.
+            let tls = ServerTls::new(RecordReads::new(stream, bounded), *conn);
+            let (routes, metrics, shutdown) = (routes.clone(), metrics.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                metrics.connections_active.inc();
+                route(tls, remote, worker, false, guard, routes, metrics, shutdown).await;
+            });
+            continue;
+        }
+        let Some(permit) = settings.handshakes.try_acquire() else {
+            metrics.handshakes_shed.inc();
+            continue;
         };
         // The current certificate: a reload swaps it for connections that arrive afterwards.
-        let acceptor = TlsAcceptor::from(tls.load_full());
-        let (acceptor, routes, metrics, shutdown) =
-            (acceptor, routes.clone(), metrics.clone(), shutdown.clone());
+        let Some(config) = tls.load_full() else {
+            tracing::warn!(%remote, "no proxy certificate yet: connection closed");
+            continue;
+        };
+        let (routes, metrics, shutdown) = (routes.clone(), metrics.clone(), shutdown.clone());
         let deadline = settings.handshake_timeout;
         tokio::spawn(async move {
             metrics.connections_active.inc();
@@ -198,107 +208,16 @@ pub async fn serve_tls(
                 }
             }
             let stream = RecordReads::new(stream, bounded);
-            let accepted = tokio::time::timeout(deadline, acceptor.accept(stream)).await;
+            let accepted = tokio::time::timeout(deadline, ServerTls::accept(stream, config)).await;
             drop(permit);
             match accepted {
                 Ok(Ok(tls)) => {
                     metrics.tls_handshakes_ok.inc();
-                    let caller = tls
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|c| c.first())
-                        .and_then(|leaf| (routes.identify)(leaf.as_ref(), remote))
-                        .unwrap_or(Caller::Anonymous {
-                            remote: Some(remote),
-                        });
-                    let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
-                    if postgres
-                        || alpn.as_deref() == Some(ALPN_POSTGRES)
-                        || alpn.as_deref() == Some(ALPN_POSTGRES_DIRECT)
-                    {
-                        crate::proxy::postgres::serve(
-                            tls,
-                            caller,
-                            remote,
-                            routes.db(),
-                            routes.relay.as_ref().map(|r| (r, worker)),
-                        )
-                        .await;
-                        metrics.connections_active.dec();
-                        drop(guard);
-                        return;
-                    }
-                    if alpn.as_deref() == Some(ALPN_MYSQL) {
-                        crate::proxy::mysql::serve(tls, caller, remote, routes.db()).await;
-                        metrics.connections_active.dec();
-                        drop(guard);
-                        return;
-                    }
-                    match (alpn.as_deref(), caller) {
-                        (Some(p), Caller::Host { host_id, .. }) if p == ALPN_TUNNEL => {
-                            routes
-                                .registry
-                                .clone()
-                                .serve_control(tls, host_id, remote, shutdown)
-                                .await;
-                        }
-                        (Some(p), Caller::Host { host_id, .. }) if p == ALPN_TUNNEL_DATA => {
-                            routes.registry.park_data(&host_id, tls, guard);
-                            metrics.connections_active.dec();
-                            return;
-                        }
-                        (Some(p), Caller::User { identity, .. }) if p == ALPN_TCP => {
-                            let hold = ConnectionHold {
-                                _guard: guard,
-                                metrics: metrics.clone(),
-                            };
-                            crate::proxy::apps::serve(
-                                tls,
-                                *identity,
-                                remote,
-                                routes.registry.clone(),
-                                routes.auth.clone(),
-                                routes.relay.as_ref().map(|r| (r, worker)),
-                                hold,
-                            )
-                            .await;
-                            return;
-                        }
-                        (Some(p), Caller::User { identity, .. }) if p == ALPN_JOIN => {
-                            crate::proxy::join::serve(
-                                tls,
-                                *identity,
-                                remote,
-                                routes.registry.clone(),
-                                routes.auth.clone(),
-                                routes.audit_log.clone(),
-                            )
-                            .await;
-                        }
-                        (Some(p), Caller::User { identity, .. }) if p == ALPN_SSH => {
-                            crate::proxy::ssh::serve(
-                                tls,
-                                *identity,
-                                remote,
-                                routes.registry.clone(),
-                                routes.auth.clone(),
-                                routes.recordings.clone(),
-                                routes.relay.as_ref().map(|r| (r, worker)),
-                            )
-                            .await;
-                        }
-                        (Some(p), _)
-                            if p == ALPN_TUNNEL
-                                || p == ALPN_TUNNEL_DATA
-                                || p == ALPN_TCP
-                                || p == ALPN_SSH
-                                || p == ALPN_JOIN =>
-                        {
-                            tracing::debug!(%remote, "tunnel or application route without the right certificate");
-                        }
-                        (_, caller) => serve_connection(tls, routes.router, caller, shutdown).await,
-                    }
+                    route(
+                        tls, remote, worker, postgres, guard, routes, metrics, shutdown,
+                    )
+                    .await;
+                    return;
                 }
                 Ok(Err(e)) => {
                     metrics.tls_handshakes_failed.inc();
@@ -313,6 +232,120 @@ pub async fn serve_tls(
             drop(guard);
         });
     }
+}
+
+/// Serves one terminated TLS connection by its ALPN and its client certificate. `postgres`: the
+/// connection began with a PostgreSQL SSLRequest. Owns the connection's `connections_active`
+/// count and its place in the limits.
+#[allow(clippy::too_many_arguments)]
+async fn route(
+    tls: AgentStream,
+    remote: SocketAddr,
+    worker: usize,
+    postgres: bool,
+    guard: crate::dataplane::limits::ConnectionGuard,
+    routes: TlsRoutes,
+    metrics: Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let caller = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|leaf| (routes.identify)(leaf.as_ref(), remote))
+        .unwrap_or(Caller::Anonymous {
+            remote: Some(remote),
+        });
+    let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    if postgres
+        || alpn.as_deref() == Some(ALPN_POSTGRES)
+        || alpn.as_deref() == Some(ALPN_POSTGRES_DIRECT)
+    {
+        crate::proxy::postgres::serve(
+            tls,
+            caller,
+            remote,
+            routes.db(),
+            routes.relay.as_ref().map(|r| (r, worker)),
+        )
+        .await;
+        metrics.connections_active.dec();
+        drop(guard);
+        return;
+    }
+    if alpn.as_deref() == Some(ALPN_MYSQL) {
+        crate::proxy::mysql::serve(tls, caller, remote, routes.db()).await;
+        metrics.connections_active.dec();
+        drop(guard);
+        return;
+    }
+    match (alpn.as_deref(), caller) {
+        (Some(p), Caller::Host { host_id, .. }) if p == ALPN_TUNNEL => {
+            routes
+                .registry
+                .clone()
+                .serve_control(tls, host_id, remote, shutdown)
+                .await;
+        }
+        (Some(p), Caller::Host { host_id, .. }) if p == ALPN_TUNNEL_DATA => {
+            routes.registry.park_data(&host_id, tls, guard);
+            metrics.connections_active.dec();
+            return;
+        }
+        (Some(p), Caller::User { identity, .. }) if p == ALPN_TCP => {
+            let hold = ConnectionHold {
+                _guard: guard,
+                metrics: metrics.clone(),
+            };
+            crate::proxy::apps::serve(
+                tls,
+                *identity,
+                remote,
+                routes.registry.clone(),
+                routes.auth.clone(),
+                routes.relay.as_ref().map(|r| (r, worker)),
+                hold,
+            )
+            .await;
+            return;
+        }
+        (Some(p), Caller::User { identity, .. }) if p == ALPN_JOIN => {
+            crate::proxy::join::serve(
+                tls,
+                *identity,
+                remote,
+                routes.registry.clone(),
+                routes.auth.clone(),
+                routes.audit_log.clone(),
+            )
+            .await;
+        }
+        (Some(p), Caller::User { identity, .. }) if p == ALPN_SSH => {
+            crate::proxy::ssh::serve(
+                tls,
+                *identity,
+                remote,
+                routes.registry.clone(),
+                routes.auth.clone(),
+                routes.recordings.clone(),
+                routes.relay.as_ref().map(|r| (r, worker)),
+            )
+            .await;
+        }
+        (Some(p), _)
+            if p == ALPN_TUNNEL
+                || p == ALPN_TUNNEL_DATA
+                || p == ALPN_TCP
+                || p == ALPN_SSH
+                || p == ALPN_JOIN =>
+        {
+            tracing::debug!(%remote, "tunnel or application route without the right certificate");
+        }
+        (_, caller) => serve_connection(tls, routes.router, caller, shutdown).await,
+    }
+    metrics.connections_active.dec();
+    drop(guard);
 }
 
 /// Binds the admin socket (mode 0600) in the data dir, replacing a stale one: the caller already

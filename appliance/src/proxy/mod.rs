@@ -1,9 +1,10 @@
-//! The proxy's public listener: the one port, TLS termination, and the web and Auth API routes.
+//! The proxy's routes: what happens to a connection on the one port once the data plane
+//! (`crate::dataplane`) has classified it and, for TLS, terminated it on a worker.
 //!
-//! Until the thread-per-core multiplexer lands, this is a tokio listener that terminates TLS with
-//! rustls and serves HTTP/1.1 and HTTP/2 (the web API and the gRPC Auth API share it, routed by
-//! path) behind connection limits and a handshake deadline. `tls` owns the certificate and the
-//! rustls configuration; `listener` owns accepting and serving connections.
+//! `tls` and `cert` own the proxy's certificate and rustls configuration; `server_tls` drives a
+//! terminated TLS connection on the control plane; `listener` routes handed-over connections by
+//! ALPN and client certificate (web UI and Auth API over HTTP/1.1 and HTTP/2, agents' tunnels,
+//! TCP apps, SSH, databases, `hop join`); the other modules are those routes.
 
 pub mod apps;
 pub mod cert;
@@ -16,6 +17,7 @@ pub mod listener;
 pub mod mysql;
 pub mod postgres;
 pub mod presence;
+pub mod server_tls;
 pub mod ssh;
 pub mod ssh_host;
 pub mod tls;

@@ -22,7 +22,7 @@ use crate::tunnel::{FrameIoError, FramedStream};
 
 /// A TLS stream terminated by the proxy (an agent's, or a user's session connection); its socket
 /// may be read record by record (see `crate::relay::bounded`).
-pub type AgentStream = tokio_rustls::server::TlsStream<RecordReads<TcpStream>>;
+pub type AgentStream = super::server_tls::ServerTls<RecordReads<TcpStream>>;
 
 /// Most idle data connections kept per agent; more are closed.
 const MAX_POOLED_PER_AGENT: usize = 64;

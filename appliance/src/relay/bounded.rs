@@ -16,11 +16,10 @@ use std::task::{Context, Poll};
 use hop_protocols::tls_record::HEADER_LEN;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// A stream whose reads may be kept within TLS record boundaries.
-#[derive(Debug)]
-pub struct RecordReads<S> {
-    inner: S,
-    bounded: bool,
+/// Where a byte stream stands within its TLS records: sans-IO, so the workers' handshakes
+/// (`dataplane/handshake.rs`) and [`RecordReads`] keep the same count.
+#[derive(Debug, Clone, Default)]
+pub struct RecordBoundary {
     /// Bytes of the current record's header seen so far (while `header_have < HEADER_LEN`).
     header: [u8; HEADER_LEN],
     header_have: usize,
@@ -28,40 +27,14 @@ pub struct RecordReads<S> {
     body_left: usize,
 }
 
-impl<S> RecordReads<S> {
-    /// Wraps `inner`; `bounded` says whether reads stop at record boundaries from the start.
-    pub fn new(inner: S, bounded: bool) -> Self {
-        Self {
-            inner,
-            bounded,
-            header: [0; HEADER_LEN],
-            header_have: 0,
-            body_left: 0,
-        }
-    }
-
-    /// Has every read so far stopped at a record boundary? Only then can the fast path take the
-    /// connection over.
-    pub fn is_bounded(&self) -> bool {
-        self.bounded
-    }
-
-    /// Reads as much as the caller asks from now on (the connection stays on the tokio relay).
-    pub fn unbound(&mut self) {
-        self.bounded = false;
-    }
-
+impl RecordBoundary {
     /// Is a record partly read? (Never, between whole records.)
     pub fn mid_record(&self) -> bool {
         self.header_have != 0 || self.body_left != 0
     }
 
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-
-    /// How many bytes the next read may return.
-    fn allowance(&self) -> usize {
+    /// How many bytes the next read may return without crossing the end of a record.
+    pub fn allowance(&self) -> usize {
         if self.header_have < HEADER_LEN {
             HEADER_LEN - self.header_have
         } else {
@@ -70,7 +43,7 @@ impl<S> RecordReads<S> {
     }
 
     /// Accounts for `bytes` just read.
-    fn account(&mut self, mut bytes: &[u8]) {
+    pub fn account(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {
             if self.header_have < HEADER_LEN {
                 let take = (HEADER_LEN - self.header_have).min(bytes.len());
@@ -97,6 +70,46 @@ impl<S> RecordReads<S> {
     }
 }
 
+/// A stream whose reads may be kept within TLS record boundaries.
+#[derive(Debug)]
+pub struct RecordReads<S> {
+    inner: S,
+    bounded: bool,
+    at: RecordBoundary,
+}
+
+impl<S> RecordReads<S> {
+    /// Wraps `inner`, at the start of a record; `bounded` says whether reads stop at record
+    /// boundaries from the start.
+    pub fn new(inner: S, bounded: bool) -> Self {
+        Self {
+            inner,
+            bounded,
+            at: RecordBoundary::default(),
+        }
+    }
+
+    /// Has every read so far stopped at a record boundary? Only then can the fast path take the
+    /// connection over.
+    pub fn is_bounded(&self) -> bool {
+        self.bounded
+    }
+
+    /// Reads as much as the caller asks from now on (the connection stays on the tokio relay).
+    pub fn unbound(&mut self) {
+        self.bounded = false;
+    }
+
+    /// Is a record partly read? (Never, between whole records.)
+    pub fn mid_record(&self) -> bool {
+        self.at.mid_record()
+    }
+
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for RecordReads<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -106,7 +119,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for RecordReads<S> {
         if !self.bounded {
             return Pin::new(&mut self.inner).poll_read(cx, buf);
         }
-        let limit = self.allowance().min(buf.remaining());
+        let limit = self.at.allowance().min(buf.remaining());
         if limit == 0 {
             return Poll::Ready(Ok(()));
         }
@@ -116,7 +129,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for RecordReads<S> {
             Poll::Ready(Ok(())) => {
                 let n = sub.filled().len();
                 let this = &mut *self;
-                this.account(sub.filled());
+                this.at.account(sub.filled());
                 buf.advance(n);
                 Poll::Ready(Ok(()))
             }

@@ -120,6 +120,24 @@ impl RelayHandle {
     }
 }
 
+/// Should a TLS connection offering `alpn` (its ClientHello's first protocol) be read one record
+/// at a time from its handshake on? Yes for the routes whose sessions may take the fast path.
+pub fn reads_by_record(alpn: Option<&str>) -> bool {
+    use crate::tunnel::{
+        ALPN_POSTGRES, ALPN_POSTGRES_DIRECT, ALPN_SSH, ALPN_TCP, ALPN_TUNNEL_DATA,
+    };
+    alpn.is_some_and(|p| {
+        [
+            ALPN_TCP,
+            ALPN_SSH,
+            ALPN_TUNNEL_DATA,
+            ALPN_POSTGRES,
+            ALPN_POSTGRES_DIRECT,
+        ]
+        .contains(&p.as_bytes())
+    })
+}
+
 /// Why a session stays on the tokio relay.
 fn not_eligible(conn: &AgentStream) -> Option<&'static str> {
     let (io, tls) = conn.get_ref();

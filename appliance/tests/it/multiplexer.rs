@@ -52,6 +52,66 @@ fn metrics_show_the_data_plane() {
     );
 }
 
+/// The sum of a per-worker metric over the workers.
+fn per_worker_sum(a: &Appliance, name: &str) -> u64 {
+    let (_, m) = a.diag_get("/metrics");
+    m.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{worker=")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn tls_is_terminated_on_the_workers_under_the_handshake_deadline() {
+    let a = Appliance::start_with("", "  workers: 2\n  handshake_timeout: 1s\n");
+    let before = per_worker_sum(&a, "hop_dataplane_tls_handshakes_total");
+    for _ in 0..4 {
+        let out = Command::new("curl")
+            .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(format!("https://{}/web/login", a.addr))
+            .output()
+            .unwrap();
+        assert_eq!(stdout(&out), "200");
+    }
+    let after = per_worker_sum(&a, "hop_dataplane_tls_handshakes_total");
+    assert!(after >= before + 4, "workers terminated {before} → {after}");
+    let ok = metric(&a, "hop_proxy_tls_handshakes_total{result=\"success\"}");
+    assert!(ok >= 4, "{ok}");
+
+    // A ClientHello offering nothing the proxy accepts: the handshake fails with an alert.
+    let (out, closed) = exchange(
+        &a.addr,
+        &client_hello("example.test"),
+        Duration::from_secs(5),
+    );
+    assert!(closed);
+    assert_eq!(out.first(), Some(&0x15), "expected a TLS alert: {out:?}");
+    assert_eq!(
+        metric(&a, "hop_proxy_tls_handshakes_total{result=\"failure\"}"),
+        1
+    );
+
+    // A real ClientHello, and then silence: the worker's handshake deadline closes it.
+    let hello = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../protocols/testdata/tls_openssl_client_hello.bin"
+    ))
+    .unwrap();
+    let started = Instant::now();
+    let (out, closed) = exchange(&a.addr, &hello, Duration::from_secs(5));
+    assert!(closed, "a stalled handshake was left open");
+    assert_eq!(out.first(), Some(&0x16), "expected a ServerHello: {out:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        metric(&a, "hop_proxy_tls_handshakes_total{result=\"timeout\"}"),
+        1
+    );
+}
+
 #[test]
 fn plain_http_is_redirected_to_https_by_a_real_client() {
     let a = Appliance::start("");
