@@ -299,6 +299,9 @@ pub struct AuditSettings {
     /// Also write every event, once durable, as a JSON line to `stdout` or to this file (for a
     /// SIEM shipper such as Vector or Fluent Bit).
     pub forward: Option<String>,
+    /// How long a commit of events nobody waits for (session starts and ends, queries) may wait
+    /// for more such events (default 10ms; 0s: none; at most 1s).
+    pub unwatched_linger: Option<HumanDuration>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -666,6 +669,17 @@ impl Config {
                 message: format!("[{i}]: {m}"),
             })?;
         }
+        if self
+            .auth_service
+            .audit
+            .unwatched_linger
+            .is_some_and(|d| d.0 > Duration::from_secs(1))
+        {
+            return Err(invalid(
+                "auth_service.audit.unwatched_linger",
+                "must be at most 1s".into(),
+            ));
+        }
         if !(64..=1024 * 1024).contains(&self.db_service.audit.max_statement_bytes) {
             return Err(invalid(
                 "db_service.audit.max_statement_bytes",
@@ -864,6 +878,8 @@ auth_service:
     # retention: 90d
     # Copy every durable event as a JSON line to stdout or a file, for a log shipper.
     # forward: /var/log/hop/audit.jsonl
+    # How long session events (which nothing waits for) may wait to share one commit.
+    # unwatched_linger: 10ms
 
 proxy_service:
   # The one port every protocol shares (TLS).

@@ -16,7 +16,6 @@ use hop_storage::{Clock, RedbBackend, ResourceStore, StorageError, SystemClock};
 use tokio::sync::watch;
 
 use crate::auth::audit::AuditLogSink;
-use crate::auth::caller::Caller;
 use crate::auth::grpc::AuthApi;
 use crate::auth::{AuthServer, AuthSettings};
 use crate::config::{Config, ServiceRole};
@@ -352,28 +351,12 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
             .merge(proxy::web::router(auth.clone(), web_addr.clone()));
         let jump = proxy::jump::JumpHost::new(auth.clone(), registry.clone(), proxy_names(&cfg))?;
         tasks.spawn(jump.clone().keep_fresh(shutdown_rx.clone()));
-        let identify: proxy::listener::IdentifyPeer = {
-            let users = vec![auth.authorities().user.public()];
-            let hosts = vec![auth.authorities().host.public()];
-            let clock = clock.clone();
-            Arc::new(move |der: &[u8], remote| {
-                let now = clock.now();
-                if let Ok((identity, expires)) = hop_ca::verify_user_x509(der, &users, now) {
-                    return Some(Caller::User {
-                        identity: Box::new(identity),
-                        remote,
-                        expires,
-                    });
-                }
-                hop_ca::verify_host_x509(der, &hosts, now)
-                    .ok()
-                    .map(|(host_id, role, _)| Caller::Host {
-                        host_id,
-                        role,
-                        remote,
-                    })
-            })
-        };
+        let identify = proxy::identify::Identifier::new(
+            vec![auth.authorities().user.public()],
+            vec![auth.authorities().host.public()],
+            clock.clone(),
+        )
+        .into_callback();
         let settings = proxy::listener::TlsListenerSettings {
             handshake_timeout: cfg.proxy_service.handshake_timeout.0,
             handshakes: handshakes.clone(),
@@ -496,6 +479,13 @@ fn open_audit_log(
     let settings = hop_storage::AuditConfig {
         retention: cfg.auth_service.audit.retention.map(|d| d.0),
         forward,
+        unwatched_linger: cfg
+            .auth_service
+            .audit
+            .unwatched_linger
+            .map_or(hop_storage::AuditConfig::default().unwatched_linger, |d| {
+                d.0
+            }),
         ..Default::default()
     };
     let path = data_dir.join(AUDIT_FILE);

@@ -30,8 +30,16 @@ pub const ALPN: &[&[u8]] = &[
     b"postgresql",
 ];
 
+/// aws-lc-rs with TLS 1.3's AES-128-GCM-SHA256 first. Its key schedule runs on SHA-256, which
+/// x86 (SHA-NI) and ARMv8 compute in hardware, where SHA-384's usually runs in software: on these
+/// machines SHA-384 was 6 % of the proxy's CPU in the handshake benchmark. AES-128-GCM is also the
+/// cheaper cipher for the relay. Go's TLS server (Teleport's) makes the same choice.
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    use rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256;
+    let mut p = rustls::crypto::aws_lc_rs::default_provider();
+    p.cipher_suites
+        .sort_by_key(|s| s.suite() != TLS13_AES_128_GCM_SHA256.suite());
+    Arc::new(p)
 }
 
 pub fn parse_chain(pem: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
@@ -86,7 +94,68 @@ pub fn server_config(
         .with_single_cert(chain, key)
         .map_err(|e| anyhow!("proxy certificate and key do not match or are unusable: {e}"))?;
     cfg.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    // The server's order (`provider`), not the client's: OpenSSL clients list AES-256 first.
+    cfg.ignore_client_order = true;
     // Relayed sessions move to the data plane's fast path with their traffic keys (crate::relay).
     cfg.enable_secret_extraction = true;
     Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::crypto::aws_lc_rs::cipher_suite::{
+        TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384,
+    };
+
+    #[test]
+    fn the_server_picks_aes_128_even_when_the_client_lists_aes_256_first() {
+        let ck = rcgen::generate_simple_self_signed(vec!["proxy.test".to_string()]).unwrap();
+        let pem = ck.cert.pem();
+        let server = server_config(
+            &pem,
+            &ck.signing_key.serialize_pem(),
+            std::slice::from_ref(&pem),
+        )
+        .unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(ck.cert.der().clone()).unwrap();
+        // aws-lc-rs's default order, as OpenSSL's: AES-256-GCM-SHA384 first.
+        let openssl_like = rustls::crypto::aws_lc_rs::default_provider();
+        assert_eq!(
+            openssl_like.cipher_suites[0].suite(),
+            TLS13_AES_256_GCM_SHA384.suite()
+        );
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(openssl_like))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut c =
+            rustls::ClientConnection::new(Arc::new(client), "proxy.test".try_into().unwrap())
+                .unwrap();
+        let mut s = rustls::ServerConnection::new(Arc::new(server)).unwrap();
+        while c.is_handshaking() || s.is_handshaking() {
+            let mut wire = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut wire).unwrap();
+            }
+            s.read_tls(&mut &wire[..]).unwrap();
+            s.process_new_packets().unwrap();
+            let mut back = Vec::new();
+            while s.wants_write() {
+                s.write_tls(&mut back).unwrap();
+            }
+            c.read_tls(&mut &back[..]).unwrap();
+            c.process_new_packets().unwrap();
+        }
+        assert_eq!(
+            s.negotiated_cipher_suite().map(|s| s.suite()),
+            Some(TLS13_AES_128_GCM_SHA256.suite())
+        );
+        assert_eq!(
+            provider().cipher_suites[0].suite(),
+            TLS13_AES_128_GCM_SHA256.suite()
+        );
+    }
 }

@@ -68,6 +68,13 @@ pub struct AuditConfig {
     /// that are actually coming back. Zero: never wait (natural group commit: each batch is
     /// whatever queued while the previous one was being written).
     pub flush_interval: Duration,
+    /// How long a batch made only of events nobody waits for ([`AuditLog::submit`]: session
+    /// starts and ends, queries) may stay open for more events before it is written. Under a
+    /// steady stream of such events this turns many small commits into few large ones (redb's
+    /// commit, not the events, was most of the writer's CPU); an event someone waits for closes
+    /// the batch at once. It lengthens by as much the time a queued event can be lost in a crash,
+    /// which exists anyway for events queued without an acknowledgement. Zero: no lingering.
+    pub unwatched_linger: Duration,
     /// Events that may wait for the writer. [`AuditLog::append`] blocks while it is full;
     /// [`AuditLog::submit`] fails with [`AuditError::Overloaded`].
     pub queue_capacity: usize,
@@ -85,6 +92,7 @@ impl Default for AuditConfig {
         Self {
             max_batch: 4096,
             flush_interval: Duration::from_millis(2),
+            unwatched_linger: Duration::from_millis(10),
             queue_capacity: 65_536,
             retention: None,
             forward: None,
@@ -97,6 +105,7 @@ impl std::fmt::Debug for AuditConfig {
         f.debug_struct("AuditConfig")
             .field("max_batch", &self.max_batch)
             .field("flush_interval", &self.flush_interval)
+            .field("unwatched_linger", &self.unwatched_linger)
             .field("queue_capacity", &self.queue_capacity)
             .field("retention", &self.retention)
             .field("forward", &self.forward.is_some())
@@ -121,6 +130,9 @@ impl AuditConfig {
         }
         if self.flush_interval > Duration::from_secs(1) {
             return bad("flush_interval", "must be at most 1s");
+        }
+        if self.unwatched_linger > Duration::from_secs(1) {
+            return bad("unwatched_linger", "must be at most 1s");
         }
         if self
             .retention
@@ -297,6 +309,7 @@ impl AuditLog {
         let policy = BatchPolicy {
             max_batch: cfg.max_batch,
             flush_interval: cfg.flush_interval,
+            unwatched_linger: cfg.unwatched_linger,
         };
         let writer = Writer::new(
             Arc::clone(&shared),

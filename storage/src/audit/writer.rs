@@ -44,6 +44,13 @@ pub(crate) enum Request {
     FlushIndex(oneshot::Sender<()>),
 }
 
+impl Request {
+    /// Is someone waiting for this request to be written?
+    fn is_watched(&self) -> bool {
+        !matches!(self, Request::Event { ack: None, .. })
+    }
+}
+
 /// Collected entries form a sorted run once there are this many…
 const MIN_RUN: usize = 8192;
 /// …or once the oldest is this old.
@@ -234,6 +241,7 @@ pub(crate) fn recover(shared: &Shared) -> Result<(Head, IndexBacklog), StorageEr
 pub(crate) struct BatchPolicy {
     pub(crate) max_batch: usize,
     pub(crate) flush_interval: Duration,
+    pub(crate) unwatched_linger: Duration,
 }
 
 type AckBatch = Vec<(oneshot::Sender<AckResult>, AckResult)>;
@@ -284,6 +292,7 @@ impl Writer {
             batch.push(first);
             self.drain(&mut batch);
             self.wait_for_stragglers(&mut batch, last_len);
+            self.linger_while_unwatched(&mut batch);
             last_len = batch.len();
             self.commit(&mut batch);
         }
@@ -410,6 +419,34 @@ impl Writer {
                     self.taken(1);
                     batch.push(req);
                     self.drain(batch);
+                }
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+            }
+        }
+    }
+
+    /// While nobody waits for any event of `batch` (all came from `submit`), keeps it open for
+    /// `unwatched_linger` at most, so a steady stream of such events shares one commit. Ends at
+    /// once when an event someone waits for (or an index flush) arrives, or at `max_batch`.
+    fn linger_while_unwatched(&self, batch: &mut Vec<Request>) {
+        if self.policy.unwatched_linger.is_zero() || batch.iter().any(Request::is_watched) {
+            return;
+        }
+        let deadline = Instant::now() + self.policy.unwatched_linger;
+        while batch.len() < self.policy.max_batch {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match self.queue.recv_timeout(left) {
+                Ok(req) => {
+                    let before = batch.len();
+                    self.taken(1);
+                    batch.push(req);
+                    self.drain(batch);
+                    if batch.iter().skip(before).any(Request::is_watched) {
+                        break;
+                    }
                 }
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
             }

@@ -393,3 +393,68 @@ fn the_resource_file_is_not_mistaken_for_an_audit_file() {
     assert!(report.is_intact());
     assert_eq!((report.events_checked, report.segments), (0, 0));
 }
+
+/// Waits until `n` events are durable.
+fn until_written(log: &AuditLog, n: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while log.stats().written < n {
+        assert!(std::time::Instant::now() < deadline, "{:?}", log.stats());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn unwatched_events_share_commits_and_a_watched_one_does_not_wait_for_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(
+        &audit_path(dir.path()),
+        Arc::new(SystemClock),
+        AuditConfig {
+            unwatched_linger: Duration::from_millis(200),
+            ..AuditConfig::default()
+        },
+    )
+    .unwrap();
+    // A steady trickle that nobody waits for: one event every millisecond.
+    for i in 0..100 {
+        log.submit(numbered_event(i)).unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    until_written(&log, 100);
+    let lingering = log.stats().batches;
+    assert!(
+        lingering <= 10,
+        "100 trickled events took {lingering} commits"
+    );
+
+    // While a batch of unwatched events lingers, an event someone waits for is written at once.
+    log.submit(numbered_event(100)).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let started = std::time::Instant::now();
+    log.append(numbered_event(101)).unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(150),
+        "a watched event waited {:?} behind the linger",
+        started.elapsed()
+    );
+    assert_eq!(log.stats().written, 102);
+    assert_eq!(all_events(&log).len(), 102);
+
+    // With no lingering, the same trickle is written about as it comes.
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(
+        &audit_path(dir.path()),
+        Arc::new(SystemClock),
+        AuditConfig {
+            unwatched_linger: Duration::ZERO,
+            ..AuditConfig::default()
+        },
+    )
+    .unwrap();
+    for i in 0..100 {
+        log.submit(numbered_event(i)).unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    until_written(&log, 100);
+    assert!(log.stats().batches > lingering, "{:?}", log.stats());
+}

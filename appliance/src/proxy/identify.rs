@@ -1,0 +1,199 @@
+//! Who is on a TLS connection: the caller its client certificate names.
+//!
+//! This module owns turning a verified client certificate into a [`Caller`]: a user certificate
+//! of the cluster's user CA, or a host certificate of its host CA (checked by `hop_ca`, the
+//! certificate's signature, validity window and identity extension). rustls has checked the chain
+//! during the handshake already; this check also says which CA signed it and reads the identity.
+//! Every session of `hop proxy app` presents the same user certificate and every pooled data
+//! connection of an agent the same host certificate, so results are kept in a small cache keyed
+//! by the certificate's SHA-256: a hit costs a hash and a lookup instead of parsing the CA PEM,
+//! the certificate and verifying a signature. An entry is used only before the certificate's
+//! notAfter, and the trusted CAs are fixed for the cache's life.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use hop_ca::{CaPublic, HostRole, Identity};
+use sha2::{Digest, Sha256};
+
+use super::listener::IdentifyPeer;
+use crate::auth::caller::Caller;
+
+/// Certificates remembered at most; when full, expired entries go, and then all if need be.
+const CACHE_MAX: usize = 4096;
+
+/// A certificate that passed verification.
+#[derive(Clone)]
+enum Verified {
+    User(Box<Identity>),
+    Host(String, HostRole),
+}
+
+/// The verification result for one certificate.
+struct Entry {
+    verified: Verified,
+    expires: SystemTime,
+}
+
+/// Verifies client certificates against fixed user and host CAs, remembering the results.
+pub struct Identifier {
+    users: Vec<CaPublic>,
+    hosts: Vec<CaPublic>,
+    clock: Arc<dyn hop_storage::Clock>,
+    cache: Mutex<HashMap<[u8; 32], Entry>>,
+}
+
+impl Identifier {
+    pub fn new(
+        users: Vec<CaPublic>,
+        hosts: Vec<CaPublic>,
+        clock: Arc<dyn hop_storage::Clock>,
+    ) -> Self {
+        Self {
+            users,
+            hosts,
+            clock,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The caller `der` names, or `None` when it is no valid user or host certificate.
+    pub fn identify(&self, der: &[u8], remote: SocketAddr) -> Option<Caller> {
+        let now = self.clock.now();
+        let key: [u8; 32] = Sha256::digest(der).into();
+        let cached = self.cache.lock().ok().and_then(|c| {
+            c.get(&key)
+                .filter(|e| now < e.expires)
+                .map(|e| (e.verified.clone(), e.expires))
+        });
+        let (verified, expires) = match cached {
+            Some(hit) => hit,
+            None => {
+                let fresh = self.verify(der, now)?;
+                self.remember(key, &fresh.0, fresh.1, now);
+                fresh
+            }
+        };
+        Some(match verified {
+            Verified::User(identity) => Caller::User {
+                identity,
+                remote,
+                expires,
+            },
+            Verified::Host(host_id, role) => Caller::Host {
+                host_id,
+                role,
+                remote,
+            },
+        })
+    }
+
+    fn verify(&self, der: &[u8], now: SystemTime) -> Option<(Verified, SystemTime)> {
+        if let Ok((identity, expires)) = hop_ca::verify_user_x509(der, &self.users, now) {
+            return Some((Verified::User(Box::new(identity)), expires));
+        }
+        hop_ca::verify_host_x509(der, &self.hosts, now)
+            .ok()
+            .map(|(host_id, role, expires)| (Verified::Host(host_id, role), expires))
+    }
+
+    fn remember(&self, key: [u8; 32], verified: &Verified, expires: SystemTime, now: SystemTime) {
+        let Ok(mut cache) = self.cache.lock() else {
+            return;
+        };
+        if cache.len() >= CACHE_MAX {
+            cache.retain(|_, e| now < e.expires);
+            if cache.len() >= CACHE_MAX {
+                cache.clear();
+            }
+        }
+        cache.insert(
+            key,
+            Entry {
+                verified: verified.clone(),
+                expires,
+            },
+        );
+    }
+
+    /// As the listener's callback.
+    pub fn into_callback(self) -> IdentifyPeer {
+        let me = Arc::new(self);
+        Arc::new(move |der: &[u8], remote| me.identify(der, remote))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use hop_ca::{CaKind, CertAuthority, generate_x509_keypair, parse_pem_certs};
+    use hop_storage::ManualClock;
+
+    use super::*;
+
+    fn der(pem: &str) -> Vec<u8> {
+        parse_pem_certs(pem).unwrap().remove(0)
+    }
+
+    #[test]
+    fn users_and_hosts_are_named_and_a_cached_certificate_still_expires() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let clock = ManualClock::new(start);
+        let mut rng = rand::rng();
+        let user_ca = CertAuthority::generate(CaKind::User, "c", start, &mut rng).unwrap();
+        let host_ca = CertAuthority::generate(CaKind::Host, "c", start, &mut rng).unwrap();
+        let other_ca = CertAuthority::generate(CaKind::User, "c", start, &mut rng).unwrap();
+        let key = generate_x509_keypair(&mut rng).unwrap();
+        let alice = Identity {
+            username: "alice".into(),
+            ..Identity::default()
+        };
+        let hour = Duration::from_secs(3600);
+        let user = der(&user_ca
+            .issue_user_x509(&key.public_spki_der, &alice, start, hour, &mut rng)
+            .unwrap());
+        let host = der(&host_ca
+            .issue_host_x509(
+                &key.public_spki_der,
+                "agent-1",
+                HostRole::App,
+                &[],
+                start,
+                hour,
+                &mut rng,
+            )
+            .unwrap());
+        let forged = der(&other_ca
+            .issue_user_x509(&key.public_spki_der, &alice, start, hour, &mut rng)
+            .unwrap());
+        let id = Identifier::new(
+            vec![user_ca.public()],
+            vec![host_ca.public()],
+            Arc::new(clock.clone()),
+        );
+        let remote: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        for _ in 0..2 {
+            // The second round comes from the cache, with the same answers.
+            match id.identify(&user, remote) {
+                Some(Caller::User { identity, .. }) => assert_eq!(identity.username, "alice"),
+                other => panic!("{other:?}"),
+            }
+            match id.identify(&host, remote) {
+                Some(Caller::Host { host_id, role, .. }) => {
+                    assert_eq!((host_id.as_str(), role), ("agent-1", HostRole::App))
+                }
+                other => panic!("{other:?}"),
+            }
+            assert!(id.identify(&forged, remote).is_none());
+            assert!(id.identify(b"not a certificate", remote).is_none());
+        }
+        assert_eq!(id.cache.lock().unwrap().len(), 2);
+        // Past notAfter the cached entries no longer count.
+        clock.advance(2 * hour);
+        assert!(id.identify(&user, remote).is_none());
+        assert!(id.identify(&host, remote).is_none());
+    }
+}
