@@ -486,10 +486,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     report.meta.loadavg_after = report::loadavg();
     if names.iter().any(|n| n == "hop") && scenario != Scenario::Pgbench && !agent_scenario {
         report.notes.push(
-            "hop's proxy does the handshakes, the Dial and RBAC on its tokio control plane, then \
-             hands each hop-tcp session's two sockets and TLS keys to an io_uring worker, which \
-             re-seals the records in place (no kernel TLS on this machine); the agent and \
-             `hop proxy app` relay with tokio"
+            "hop's proxy terminates TLS on its io_uring workers, runs the Dial and RBAC on its \
+             tokio control plane, then hands each hop-tcp session's two sockets and TLS keys back \
+             to a worker, which re-seals the records in place (no kernel TLS on this machine); \
+             the agent and `hop proxy app` relay with tokio"
                 .into(),
         );
     }
