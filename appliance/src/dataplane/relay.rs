@@ -56,6 +56,30 @@ fn give_back(mut buf: Vec<u8>) {
     });
 }
 
+/// What a direction that wakes from quiet reads into first. Most wakes bring a few small records
+/// (a keystroke, a request, the `close_notify` at the end), which then never touch the pool's
+/// 64 KiB buffers: a burst of thousands of sessions closing at once used to take one each. A
+/// wake that fills it, or leaves part of a record, moves to a full buffer.
+const SMALL: usize = 2048;
+
+/// How many bytes `buf` may hold: a pooled buffer's `BUFFER`, or a small one's capacity.
+fn room(buf: &Vec<u8>) -> usize {
+    if buf.capacity() >= BUFFER {
+        BUFFER
+    } else {
+        buf.capacity()
+    }
+}
+
+/// Moves what `buf` holds into a pooled full-size buffer, if it is a small one.
+fn make_full(buf: &mut Vec<u8>) {
+    if buf.capacity() < BUFFER {
+        let mut full = take_buffer();
+        full.extend_from_slice(buf);
+        *buf = full;
+    }
+}
+
 /// How long a direction that just moved bytes keeps its buffer and reads directly.
 const HOT: Duration = Duration::from_millis(50);
 
@@ -69,11 +93,12 @@ async fn read_within(
     use monoio::io::CancelableAsyncReadRent;
     let canceller = monoio::io::Canceller::new();
     let have = buf.len();
-    if have >= BUFFER {
+    let room = room(&buf);
+    if have >= room {
         // Never: a partial record is shorter than the buffer.
         return (Some(Err(std::io::Error::other("relay buffer full"))), buf);
     }
-    let read = src.cancelable_read(buf.slice_mut(have..BUFFER), canceller.handle());
+    let read = src.cancelable_read(buf.slice_mut(have..room), canceller.handle());
     let mut read = std::pin::pin!(read);
     let (res, slice) = match monoio::time::timeout(window, read.as_mut()).await {
         Ok(done) => done,
@@ -451,6 +476,7 @@ async fn direction(
             .map(|t| HOT.saturating_sub(t.elapsed()))
             .filter(|d| !d.is_zero() && buf.capacity() > 0);
         let res = if likely_more {
+            make_full(&mut buf);
             let have = buf.len();
             let (res, slice) = src.read(buf.slice_mut(have..BUFFER)).await;
             buf = slice.into_inner();
@@ -474,14 +500,16 @@ async fn direction(
             }
             wait_readable(&src, idle, last).await?;
             if buf.capacity() == 0 {
-                buf = take_buffer();
+                buf = Vec::with_capacity(SMALL);
             }
             let have = buf.len();
-            let (res, slice) = src.read(buf.slice_mut(have..BUFFER)).await;
+            let room = room(&buf);
+            let (res, slice) = src.read(buf.slice_mut(have..room)).await;
             buf = slice.into_inner();
             res
         };
         let have = buf.len();
+        let full = have == room(&buf);
         let n = res?;
         if n == 0 {
             if !buf.is_empty() {
@@ -499,7 +527,7 @@ async fn direction(
         }
         last.set(Instant::now());
         moved_at = Some(Instant::now());
-        likely_more = have == BUFFER;
+        likely_more = full;
         let done = reprotect(&mut buf, &mut open, &mut seal).map_err(record_err)?;
         if done.produced > 0 {
             let (res, back) = write_all(&mut dst, buf, done.produced).await;
@@ -509,6 +537,10 @@ async fn direction(
         }
         moved.set(moved.get() + done.payload as u64);
         buf.drain(..done.consumed);
+        if !buf.is_empty() {
+            // Part of a record: it may need all of a full buffer.
+            make_full(&mut buf);
+        }
         if done.closed {
             let _ = dst.shutdown().await;
             give_back(buf);
