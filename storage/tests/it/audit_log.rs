@@ -403,24 +403,33 @@ fn until_written(log: &AuditLog, n: u64) {
     }
 }
 
-#[test]
-fn unwatched_events_share_commits_and_a_watched_one_does_not_wait_for_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = AuditLog::open(
-        &audit_path(dir.path()),
+/// An audit log in `dir` whose batches of unwatched events linger up to `linger`.
+fn open_lingering(dir: &std::path::Path, linger: Duration) -> AuditLog {
+    AuditLog::open(
+        &audit_path(dir),
         Arc::new(SystemClock),
         AuditConfig {
-            unwatched_linger: Duration::from_millis(200),
+            unwatched_linger: linger,
             ..AuditConfig::default()
         },
     )
-    .unwrap();
-    // A steady trickle that nobody waits for: one event every millisecond.
+    .unwrap()
+}
+
+/// A steady trickle nobody waits for: 100 events, one every millisecond, all written.
+fn trickle(log: &AuditLog) {
     for i in 0..100 {
         log.submit(numbered_event(i)).unwrap();
         std::thread::sleep(Duration::from_millis(1));
     }
-    until_written(&log, 100);
+    until_written(log, 100);
+}
+
+#[test]
+fn unwatched_events_share_commits_and_a_watched_one_does_not_wait_for_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_lingering(dir.path(), Duration::from_millis(200));
+    trickle(&log);
     let lingering = log.stats().batches;
     assert!(
         lingering <= 10,
@@ -442,19 +451,7 @@ fn unwatched_events_share_commits_and_a_watched_one_does_not_wait_for_them() {
 
     // With no lingering, the same trickle is written about as it comes.
     let dir = tempfile::tempdir().unwrap();
-    let log = AuditLog::open(
-        &audit_path(dir.path()),
-        Arc::new(SystemClock),
-        AuditConfig {
-            unwatched_linger: Duration::ZERO,
-            ..AuditConfig::default()
-        },
-    )
-    .unwrap();
-    for i in 0..100 {
-        log.submit(numbered_event(i)).unwrap();
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    until_written(&log, 100);
+    let log = open_lingering(dir.path(), Duration::ZERO);
+    trickle(&log);
     assert!(log.stats().batches > lingering, "{:?}", log.stats());
 }
