@@ -68,6 +68,9 @@ pub enum HandoffKind {
     Tls,
     /// A PostgreSQL startup-phase packet (TLS may follow an SSLRequest).
     Postgres,
+    /// A PostgreSQL SSLRequest the worker consumed and answered `S` to: TLS follows (terminated
+    /// by the worker unless the proxy had no certificate yet).
+    PostgresTls,
     /// An SSH identification line (the proxy as a jump host).
     Ssh,
 }

@@ -89,8 +89,11 @@ pub enum Decision {
         alpn: Option<String>,
         sni: Option<String>,
     },
-    /// A PostgreSQL client (SSLRequest, GSSENCRequest, StartupMessage or CancelRequest): hand
-    /// the untouched socket to the control plane, which answers the request and terminates TLS.
+    /// A PostgreSQL SSLRequest (its 8 bytes): answer `S`, terminate TLS on the worker, and hand
+    /// the connection to the control plane's PostgreSQL route.
+    PostgresTls,
+    /// Any other PostgreSQL start (GSSENCRequest, plaintext StartupMessage or CancelRequest):
+    /// hand the untouched socket to the control plane, which answers it.
     Postgres,
     /// An SSH client (the proxy as a jump host): hand the untouched socket to the control plane.
     Ssh,
@@ -175,9 +178,8 @@ pub fn decide(buf: &[u8], peer: IpAddr, trusted: &[Cidr], proxy_seen: bool) -> D
                 Err(_) => Decision::Reject(RejectReason::MalformedProxy),
             }
         }
-        Protocol::PostgresSsl | Protocol::PostgresGss | Protocol::PostgresStartup => {
-            Decision::Postgres
-        }
+        Protocol::PostgresSsl => Decision::PostgresTls,
+        Protocol::PostgresGss | Protocol::PostgresStartup => Decision::Postgres,
         Protocol::Ssh => Decision::Ssh,
         Protocol::Unknown => Decision::Reject(RejectReason::UnknownProtocol),
     }
@@ -277,6 +279,15 @@ mod tests {
         assert_eq!(
             decide(b"SSH-2.0-OpenSSH_9.2\r\n", peer(), &[], false),
             Decision::Ssh
+        );
+        // psql's SSLRequest is answered on the worker; a GSSENCRequest goes to the control plane.
+        assert_eq!(
+            decide(&[0, 0, 0, 8, 4, 210, 22, 47], peer(), &[], false),
+            Decision::PostgresTls
+        );
+        assert_eq!(
+            decide(&[0, 0, 0, 8, 4, 210, 22, 48], peer(), &[], false),
+            Decision::Postgres
         );
         for r in RejectReason::ALL {
             assert_eq!(RejectReason::ALL[r.index()], r);

@@ -219,17 +219,34 @@ async fn serve(
     });
     match decided {
         Ok((
-            decision @ (Decision::ControlPlane { .. } | Decision::Postgres | Decision::Ssh),
+            decision @ (Decision::ControlPlane { .. }
+            | Decision::PostgresTls
+            | Decision::Postgres
+            | Decision::Ssh),
             client,
         )) => {
-            let (kind, alpn) = match decision {
-                Decision::ControlPlane { alpn, .. } => (HandoffKind::Tls, alpn),
+            let (kind, alpn) = match &decision {
+                Decision::ControlPlane { alpn, .. } => (HandoffKind::Tls, alpn.clone()),
                 Decision::Ssh => (HandoffKind::Ssh, None),
+                Decision::PostgresTls => (HandoffKind::PostgresTls, None),
                 _ => (HandoffKind::Postgres, None),
             };
             let _ = stream.set_nodelay(true);
-            let tls = if kind == HandoffKind::Tls {
-                match terminate(&mut stream, alpn.as_deref(), &ctx.termination, &peer).await {
+            let terminate_here = match decision {
+                Decision::ControlPlane { .. } => {
+                    Some(crate::relay::reads_by_record(alpn.as_deref()))
+                }
+                // PostgreSQL sessions may take the fast path: read record by record.
+                Decision::PostgresTls => answer_ssl_request(&mut stream).await.then_some(true),
+                _ => None,
+            };
+            if decision == Decision::PostgresTls && terminate_here.is_none() {
+                drop(guard);
+                stats.active.fetch_sub(1, Ordering::Relaxed);
+                return;
+            }
+            let tls = if let Some(bounded) = terminate_here {
+                match terminate(&mut stream, bounded, &ctx.termination, &peer).await {
                     Terminated::Done(conn) => {
                         stats.tls_terminated.fetch_add(1, Ordering::Relaxed);
                         Some(conn)
@@ -294,10 +311,21 @@ enum Terminated {
     Failed,
 }
 
-/// Terminates TLS on the worker under the shared handshake slots and the handshake deadline.
+/// Consumes a PostgreSQL SSLRequest (classification saw all 8 bytes) and answers `S`.
+async fn answer_ssl_request(stream: &mut TcpStream) -> bool {
+    let (res, _) = stream.read_exact(vec![0u8; 8]).await;
+    if res.is_err() {
+        return false;
+    }
+    let (res, _) = stream.write_all(b"S".to_vec()).await;
+    res.is_ok()
+}
+
+/// Terminates TLS on the worker under the shared handshake slots and the handshake deadline;
+/// with `bounded`, reads stop at record boundaries (the session may take the fast path).
 async fn terminate(
     stream: &mut TcpStream,
-    alpn: Option<&str>,
+    bounded: bool,
     t: &TlsTermination,
     peer: &SocketAddr,
 ) -> Terminated {
@@ -308,7 +336,6 @@ async fn terminate(
         t.metrics.handshakes_shed.inc();
         return Terminated::Failed;
     };
-    let bounded = crate::relay::reads_by_record(alpn);
     match monoio::time::timeout(
         t.handshake_timeout,
         super::handshake::accept(stream, config, bounded),

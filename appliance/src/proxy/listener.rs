@@ -3,11 +3,11 @@
 //!
 //! This module owns routing a terminated TLS connection by its ALPN and identifying its caller
 //! from the client certificate, the TLS handshakes that still run on the control plane
-//! (PostgreSQL's, which begin after a plaintext exchange, and any that arrive before the proxy's
-//! certificate is loaded; under the shared deadline and handshake slots), and graceful shutdown
-//! (stop taking connections, let in-flight requests finish). The workers terminate every other
-//! TLS connection themselves (`dataplane/handshake.rs`). Routing by path happens in the axum
-//! router it is given.
+//! (PostgreSQL's after a GSSENCRequest the control plane answered, and any that arrive before the
+//! proxy's certificate is loaded; under the shared deadline and handshake slots), and graceful
+//! shutdown (stop taking connections, let in-flight requests finish). The workers terminate every
+//! other TLS connection themselves (`dataplane/handshake.rs`), a PostgreSQL SSLRequest's
+//! included. Routing by path happens in the axum router it is given.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -120,9 +120,10 @@ impl TlsRoutes {
 }
 
 /// Serves connections the data plane hands over until shutdown: TLS connections the workers
-/// terminated (routed here by their ALPN and certificate), PostgreSQL connections (answered
-/// before TLS, then terminated here), SSH connections for the jump host, and TLS connections
-/// that arrived before the proxy's certificate was loaded (terminated here).
+/// terminated (routed here by their ALPN and certificate), PostgreSQL starts other than an
+/// SSLRequest (GSSENC, cancel, plaintext: answered here, and TLS terminated here when it follows),
+/// SSH connections for the jump host, and TLS connections that arrived before the proxy's
+/// certificate was loaded (terminated here).
 pub async fn serve_tls(
     mut handoffs: mpsc::Receiver<Handoff>,
     tls: Arc<arc_swap::ArcSwapOption<rustls::ServerConfig>>,
@@ -169,7 +170,7 @@ pub async fn serve_tls(
             });
             continue;
         }
-        let postgres = kind == HandoffKind::Postgres;
+        let postgres = matches!(kind, HandoffKind::Postgres | HandoffKind::PostgresTls);
         // Sessions that may move to the fast path are read record by record until they do.
         let bounded = postgres || crate::relay::reads_by_record(alpn.as_deref());
         tracing::trace!(%remote, worker, ?alpn, terminated = terminated.is_some(), "connection from the data plane");
@@ -179,7 +180,10 @@ pub async fn serve_tls(
             let (routes, metrics, shutdown) = (routes.clone(), metrics.clone(), shutdown.clone());
             tokio::spawn(async move {
                 metrics.connections_active.inc();
-                route(tls, remote, worker, false, guard, routes, metrics, shutdown).await;
+                route(
+                    tls, remote, worker, postgres, guard, routes, metrics, shutdown,
+                )
+                .await;
             });
             continue;
         }
@@ -197,7 +201,7 @@ pub async fn serve_tls(
         tokio::spawn(async move {
             metrics.connections_active.inc();
             let mut stream = stream;
-            if postgres {
+            if kind == HandoffKind::Postgres {
                 let db = routes.db();
                 if let BeforeTls::Done =
                     crate::proxy::postgres::before_tls(&mut stream, remote, &db).await

@@ -75,6 +75,21 @@ fn tls_is_terminated_on_the_workers_under_the_handshake_deadline() {
     }
     let after = per_worker_sum(&a, "hop_dataplane_tls_handshakes_total");
     assert!(after >= before + 4, "workers terminated {before} → {after}");
+
+    // A PostgreSQL client's SSLRequest is answered and its TLS terminated on a worker too.
+    let out = Command::new("openssl")
+        .args(["s_client", "-starttls", "postgres", "-connect", &a.addr])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("TLSv1.3"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let with_pg = per_worker_sum(&a, "hop_dataplane_tls_handshakes_total");
+    assert!(with_pg > after, "workers terminated {after} → {with_pg}");
     let ok = metric(&a, "hop_proxy_tls_handshakes_total{result=\"success\"}");
     assert!(ok >= 4, "{ok}");
 
