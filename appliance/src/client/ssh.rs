@@ -321,12 +321,7 @@ pub async fn ssh(a: crate::cli::SshArgs) -> anyhow::Result<i32> {
             args.push("--".into());
             args.extend(a.command.iter().cloned());
         }
-        let status = tokio::process::Command::new("ssh")
-            .args(&args)
-            .status()
-            .await
-            .context("running OpenSSH's ssh (install openssh-client)")?;
-        return Ok(status.code().unwrap_or(255));
+        return Err(exec_openssh("ssh", &args));
     }
     if a.command.is_empty() {
         bail!(
@@ -409,10 +404,14 @@ pub async fn scp(a: crate::cli::ScpArgs) -> anyhow::Result<i32> {
             _ => args.push(p.clone()),
         }
     }
-    let status = tokio::process::Command::new("scp")
-        .args(&args)
-        .status()
-        .await
-        .context("running OpenSSH's scp (install openssh-client)")?;
-    Ok(status.code().unwrap_or(255))
+    Err(exec_openssh("scp", &args))
+}
+
+/// Replaces this process with OpenSSH's `program`: signals, the terminal and the exit status are
+/// then ssh's own, and whoever started `hop ssh` holds ssh's PID (stopping it stops ssh; a
+/// child would have been orphaned). Returns only if the program cannot be started.
+fn exec_openssh(program: &str, args: &[String]) -> anyhow::Error {
+    use std::os::unix::process::CommandExt;
+    let e = std::process::Command::new(program).args(args).exec();
+    anyhow::anyhow!("running OpenSSH's {program} (install openssh-client): {e}")
 }
