@@ -232,50 +232,43 @@ async fn serve(
                 _ => (HandoffKind::Postgres, None),
             };
             let _ = stream.set_nodelay(true);
-            let terminate_here = match decision {
+            let terminated = match decision {
                 Decision::ControlPlane { .. } => {
-                    Some(crate::relay::reads_by_record(alpn.as_deref()))
+                    let bounded = crate::relay::reads_by_record(alpn.as_deref());
+                    Some(terminate(&mut stream, bounded, &ctx.termination, &peer).await)
                 }
                 // PostgreSQL sessions may take the fast path: read record by record.
-                Decision::PostgresTls => answer_ssl_request(&mut stream).await.then_some(true),
+                Decision::PostgresTls if answer_ssl_request(&mut stream).await => {
+                    Some(terminate(&mut stream, true, &ctx.termination, &peer).await)
+                }
+                Decision::PostgresTls => Some(Terminated::Failed),
                 _ => None,
             };
-            if decision == Decision::PostgresTls && terminate_here.is_none() {
-                drop(guard);
-                stats.active.fetch_sub(1, Ordering::Relaxed);
-                return;
-            }
-            let tls = if let Some(bounded) = terminate_here {
-                match terminate(&mut stream, bounded, &ctx.termination, &peer).await {
-                    Terminated::Done(conn) => {
-                        stats.tls_terminated.fetch_add(1, Ordering::Relaxed);
-                        Some(conn)
-                    }
-                    Terminated::NoConfig => None,
-                    Terminated::Failed => {
-                        drop(guard);
-                        stats.active.fetch_sub(1, Ordering::Relaxed);
-                        return;
-                    }
+            let tls = match terminated {
+                Some(Terminated::Failed) => None,
+                Some(Terminated::Done(conn)) => {
+                    stats.tls_terminated.fetch_add(1, Ordering::Relaxed);
+                    Some(Some(conn))
                 }
-            } else {
-                None
+                Some(Terminated::NoConfig) | None => Some(None),
             };
-            let std_stream = platform::into_std_stream(stream);
-            let handoff = Handoff {
-                stream: std_stream,
-                kind,
-                client,
-                alpn,
-                worker: idx,
-                guard,
-                tls,
-            };
-            match ctx.handoff.try_send(handoff) {
-                Ok(()) => {
-                    stats.handed_off.fetch_add(1, Ordering::Relaxed);
+            // `None`: the connection is closed here (counted where it failed).
+            if let Some(tls) = tls {
+                let handoff = Handoff {
+                    stream: platform::into_std_stream(stream),
+                    kind,
+                    client,
+                    alpn,
+                    worker: idx,
+                    guard,
+                    tls,
+                };
+                match ctx.handoff.try_send(handoff) {
+                    Ok(()) => {
+                        stats.handed_off.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => stats.rejected(RejectReason::ControlPlaneBusy),
                 }
-                Err(_) => stats.rejected(RejectReason::ControlPlaneBusy),
             }
         }
         Ok((Decision::RedirectHttps { location, head_len }, _)) => {
