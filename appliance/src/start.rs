@@ -476,18 +476,14 @@ fn open_audit_log(
                     .with_context(|| format!("auth_service.audit.forward: cannot open {path}"))?,
             )),
         };
-    let settings = hop_storage::AuditConfig {
+    let mut settings = hop_storage::AuditConfig {
         retention: cfg.auth_service.audit.retention.map(|d| d.0),
         forward,
-        unwatched_linger: cfg
-            .auth_service
-            .audit
-            .unwatched_linger
-            .map_or(hop_storage::AuditConfig::default().unwatched_linger, |d| {
-                d.0
-            }),
         ..Default::default()
     };
+    if let Some(linger) = cfg.auth_service.audit.unwatched_linger {
+        settings.unwatched_linger = linger.0;
+    }
     let path = data_dir.join(AUDIT_FILE);
     hop_storage::AuditLog::open(&path, clock, settings)
         .map_err(|e| anyhow!("cannot open the audit log {}: {e}", path.display()))
