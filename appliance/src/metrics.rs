@@ -192,7 +192,7 @@ impl Metrics {
         counter(
             &mut out,
             "hop_proxy_connections_accepted_total",
-            "Connections accepted on the proxy port.",
+            "Connections the data plane handed to the control plane's routes (every accepted connection: hop_dataplane_connections_accepted_total).",
             &[(String::new(), self.connections_accepted.get())],
         );
         gauge(
