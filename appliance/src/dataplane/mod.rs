@@ -39,6 +39,9 @@ pub struct Handoff {
     /// The client's address: the TCP peer, or the source of a trusted PROXY header.
     pub client: SocketAddr,
     pub alpn: Option<String>,
+    /// Read one TLS record at a time (the session may take the relay's fast path): the worker's
+    /// handshake did, and the control plane must keep doing so.
+    pub record_reads: bool,
     pub worker: usize,
     /// Released when the connection closes (counts against the connection limits).
     pub guard: limits::ConnectionGuard,

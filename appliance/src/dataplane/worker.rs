@@ -232,14 +232,15 @@ async fn serve(
                 _ => (HandoffKind::Postgres, None),
             };
             let _ = stream.set_nodelay(true);
+            // PostgreSQL sessions, like those of some ALPNs, may take the fast path.
+            let record_reads = kind != HandoffKind::Ssh
+                && (kind != HandoffKind::Tls || crate::relay::reads_by_record(alpn.as_deref()));
             let terminated = match decision {
                 Decision::ControlPlane { .. } => {
-                    let bounded = crate::relay::reads_by_record(alpn.as_deref());
-                    Some(terminate(&mut stream, bounded, &ctx.termination, &peer).await)
+                    Some(terminate(&mut stream, record_reads, &ctx.termination, &peer).await)
                 }
-                // PostgreSQL sessions may take the fast path: read record by record.
                 Decision::PostgresTls if answer_ssl_request(&mut stream).await => {
-                    Some(terminate(&mut stream, true, &ctx.termination, &peer).await)
+                    Some(terminate(&mut stream, record_reads, &ctx.termination, &peer).await)
                 }
                 Decision::PostgresTls => Some(Terminated::Failed),
                 _ => None,
@@ -259,6 +260,7 @@ async fn serve(
                     kind,
                     client,
                     alpn,
+                    record_reads,
                     worker: idx,
                     guard,
                     tls,

@@ -146,6 +146,7 @@ pub async fn serve_tls(
             kind,
             client: remote,
             alpn,
+            record_reads: bounded,
             worker,
             guard,
             tls: terminated,
@@ -171,8 +172,6 @@ pub async fn serve_tls(
             continue;
         }
         let postgres = matches!(kind, HandoffKind::Postgres | HandoffKind::PostgresTls);
-        // Sessions that may move to the fast path are read record by record until they do.
-        let bounded = postgres || crate::relay::reads_by_record(alpn.as_deref());
         tracing::trace!(%remote, worker, ?alpn, terminated = terminated.is_some(), "connection from the data plane");
         if let Some(conn) = terminated {
             // The worker did the handshake: straight to the route.
