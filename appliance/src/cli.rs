@@ -261,6 +261,10 @@ pub struct SshArgs {
     /// Run no command (forwarding only).
     #[arg(short = 'N')]
     pub no_command: bool,
+    /// An OpenSSH client option, as `ssh -o` takes it (repeatable); Hop's own settings for
+    /// the proxy, the host key and the certificate come first and are not overridden.
+    #[arg(short = 'o', value_name = "OPTION")]
+    pub options: Vec<String>,
     /// [LOGIN@]NODE, or [LOGIN@]k=v,k2=v2 to run on every node with those labels.
     pub destination: String,
     /// The command to run (a shell when empty).

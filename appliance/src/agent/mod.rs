@@ -523,7 +523,13 @@ async fn serve_dial(
         }
         let (tunnel, pending) = framed.into_inner();
         let stream = crate::tunnel::Prefixed::new(tunnel, pending);
-        crate::node::serve(node, stream, dial.client_addr.to_string()).await;
+        crate::node::serve(
+            node,
+            stream,
+            dial.client_addr.to_string(),
+            crate::node::Arrival::Tunnel,
+        )
+        .await;
         return;
     }
     let Some(app) = shared.settings.apps.iter().find(|a| a.name == dial.target) else {

@@ -121,7 +121,9 @@ impl AuthApi {
 pub fn to_status(e: AuthError) -> Status {
     let msg = e.to_string();
     match e {
-        AuthError::InvalidCredentials => Status::unauthenticated(msg),
+        AuthError::InvalidCredentials | AuthError::LoginRefused { .. } => {
+            Status::unauthenticated(msg)
+        }
         AuthError::Locked { .. } | AuthError::Denied(_) => Status::permission_denied(msg),
         AuthError::RateLimited { .. } => Status::resource_exhausted(msg),
         AuthError::InviteNotFound | AuthError::InviteExpired { .. } => {

@@ -32,6 +32,10 @@ pub enum AuthError {
     /// The caller's credentials are wrong (deliberately vague).
     #[error("{INVALID_CREDENTIALS}")]
     InvalidCredentials,
+    /// A login refused for `reason`, which goes to the audit log only: the caller is answered
+    /// [`AuthError::InvalidCredentials`], whatever the reason.
+    #[error("{INVALID_CREDENTIALS}")]
+    LoginRefused { reason: &'static str },
     #[error(
         "user {user:?} is locked until {until} after too many failed logins; an administrator can run `hop admin users unlock {user}`"
     )]
@@ -612,18 +616,26 @@ impl AuthServer {
                 } else {
                     self.metrics.logins_failed.inc();
                 }
+                // The real reason (locked, unknown user, wrong password or code) is for the
+                // audit log only; the caller gets the same answer in every case.
                 self.audit.emit_durable(
                     self.event(EventKind::UserLogin, req.username)
                         .remote(req.remote)
                         .field("method", "local")
-                        .failed(EventKind::UserLogin, e.to_string()),
+                        .failed(EventKind::UserLogin, login_failure_reason(&e)),
                 );
-                Err(e)
+                Err(match e {
+                    AuthError::Locked { .. } | AuthError::LoginRefused { .. } => {
+                        AuthError::InvalidCredentials
+                    }
+                    other => other,
+                })
             }
         }
     }
 
-    /// Verifies password and code, maintaining the failure counter and lock. Returns the user.
+    /// Verifies password and code, maintaining the failure counter and lock. Returns the user;
+    /// `Locked` only once the password and code have been checked like any other attempt's.
     fn check_credentials(
         &self,
         req: &LoginRequest<'_>,
@@ -634,15 +646,11 @@ impl AuthServer {
             .store
             .get::<UserSecrets>(req.username)?
             .map(|v| v.value);
-        if let Some(u) = &user
-            && let Some(until) = resources::locked_until(&u.value, now)
-        {
-            return Err(AuthError::Locked {
-                user: req.username.to_string(),
-                until: rfc3339(until),
-            });
-        }
-        // Both checks always run, whatever the first one said, so timing does not tell them apart.
+        let locked_until = user
+            .as_ref()
+            .and_then(|u| resources::locked_until(&u.value, now));
+        // Both checks always run, whatever the first one said and whether the user exists or is
+        // locked, so timing does not tell those cases apart.
         let password_ok = password::verify(
             req.password,
             secrets.as_ref().and_then(|s| s.password_hash.as_deref()),
@@ -665,7 +673,15 @@ impl AuthServer {
             (true, None)
         };
         if user.is_none() {
-            return Err(AuthError::InvalidCredentials);
+            return Err(AuthError::LoginRefused {
+                reason: "unknown user",
+            });
+        }
+        if let Some(until) = locked_until {
+            return Err(AuthError::Locked {
+                user: req.username.to_string(),
+                until: rfc3339(until),
+            });
         }
         let _guard = self
             .login_state
@@ -673,7 +689,9 @@ impl AuthServer {
             .map_err(|_| AuthError::Internal("login state lock poisoned".into()))?;
         // Re-read under the lock: another login may have changed the counter.
         let Some(current) = self.store.get::<User>(req.username)? else {
-            return Err(AuthError::InvalidCredentials);
+            return Err(AuthError::LoginRefused {
+                reason: "unknown user",
+            });
         };
         let mut updated = current.value.clone();
         if password_ok && otp_ok {
@@ -688,10 +706,14 @@ impl AuthServer {
                     .get::<UserSecrets>(req.username)?
                     .map(|v| v.value)
                 else {
-                    return Err(AuthError::InvalidCredentials);
+                    return Err(AuthError::LoginRefused {
+                        reason: "the user has no second factor",
+                    });
                 };
                 if s.totp_last_step.is_some_and(|last| step <= last) {
-                    return Err(AuthError::InvalidCredentials);
+                    return Err(AuthError::LoginRefused {
+                        reason: "one-time code already used",
+                    });
                 }
                 s.totp_last_step = Some(step);
                 self.store.upsert(&s)?;
@@ -714,7 +736,13 @@ impl AuthServer {
             resources::set_failed_logins(&mut updated, failures);
             self.store.update(&updated, current.revision)?;
         }
-        Err(AuthError::InvalidCredentials)
+        Err(AuthError::LoginRefused {
+            reason: match (password_ok, otp_ok) {
+                (false, true) => "wrong password",
+                (true, false) => "wrong one-time code",
+                _ => "wrong password and one-time code",
+            },
+        })
     }
 
     /// The roles of a user (missing roles are skipped: deny by default) and the checker for them.
@@ -1199,5 +1227,13 @@ impl AuthServer {
             self.metrics.admin_denied.inc();
             AuthError::Denied(e.to_string())
         })
+    }
+}
+
+/// What the audit log records for a refused login: the real reason, which the caller never sees.
+fn login_failure_reason(e: &AuthError) -> String {
+    match e {
+        AuthError::LoginRefused { reason } => (*reason).to_string(),
+        other => other.to_string(),
     }
 }

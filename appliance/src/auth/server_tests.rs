@@ -194,11 +194,18 @@ fn five_failures_lock_for_the_configured_time_then_the_lock_lapses() {
     }
     f.clock.advance(Duration::from_secs(30));
     let code = totp::code_at(&secret, f.clock.now());
+    // Locked: the right password gets the same answer as a wrong one; the audit log says why.
     assert!(matches!(
         f.login("bob", PASSWORD, &code),
-        Err(AuthError::Locked { .. })
+        Err(AuthError::InvalidCredentials)
     ));
     assert!(f.events().iter().any(|e| e["event"] == "user.locked"));
+    assert!(f.events().iter().any(|e| {
+        e["event"] == "user.login"
+            && e["error"]
+                .as_str()
+                .is_some_and(|x| x.contains("locked until"))
+    }));
     f.clock.advance(Duration::from_secs(1800));
     let code = totp::code_at(&secret, f.clock.now());
     f.login("bob", PASSWORD, &code).unwrap();

@@ -284,7 +284,7 @@ pub async fn ssh(a: crate::cli::SshArgs) -> anyhow::Result<i32> {
         vec![host]
     };
     let mut base: Vec<String> = Vec::new();
-    for o in f.options() {
+    for o in f.options().into_iter().chain(a.options.iter().cloned()) {
         base.push("-o".into());
         base.push(o);
     }

@@ -17,15 +17,17 @@ use russh::server::{
 use russh::{Channel, ChannelOpenFailure};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::NodeShared;
 use super::access::{self, Grant};
 use super::audit::EventKind;
 use super::session::{self, SessionContext};
+use super::{Arrival, NodeShared};
+use crate::platform::account::listen_as;
 
 /// Per-connection state.
 pub struct ConnHandler {
     shared: Arc<NodeShared>,
     client_addr: String,
+    arrival: Arrival,
     grant: Option<Grant>,
     handle: Option<Handle>,
     remote_forwards: HashMap<(String, u32), tokio::task::JoinHandle<()>>,
@@ -33,10 +35,11 @@ pub struct ConnHandler {
 }
 
 impl ConnHandler {
-    pub fn new(shared: Arc<NodeShared>, client_addr: String) -> Self {
+    pub fn new(shared: Arc<NodeShared>, client_addr: String, arrival: Arrival) -> Self {
         Self {
             shared,
             client_addr,
+            arrival,
             grant: None,
             handle: None,
             remote_forwards: HashMap::new(),
@@ -175,6 +178,7 @@ impl Handler for ConnHandler {
             shared: self.shared.clone(),
             grant,
             client_addr: self.client_addr.clone(),
+            arrival: self.arrival,
             handle,
             agent_socket: self.agent_socket.as_ref().map(|a| a.path.clone()),
         };
@@ -341,16 +345,10 @@ impl Handler for ConnHandler {
             );
             return Ok(false);
         }
-        let bind_host = match address {
-            "" | "*" | "0.0.0.0" => "0.0.0.0",
-            "localhost" => "127.0.0.1",
-            other => other,
-        };
-        let listener = match TcpListener::bind((bind_host, u16::try_from(*port).unwrap_or(0))).await
-        {
+        let listener = match open_remote_listener(&g.login, address, *port).await {
             Ok(l) => l,
             Err(e) => {
-                self.port_event("remote", addr, Some(e.to_string()));
+                self.port_event("remote", addr, Some(e));
                 return Ok(false);
             }
         };
@@ -361,7 +359,10 @@ impl Handler for ConnHandler {
                 .unwrap_or(0);
         }
         let (address_s, bound_port) = (address.to_string(), *port);
-        self.port_event("remote", format!("{address}:{bound_port}"), None);
+        let bound = listener
+            .local_addr()
+            .map_or_else(|_| addr.clone(), |a| a.to_string());
+        self.port_event("remote", bound, None);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((sock, peer)) = listener.accept().await else {
@@ -405,6 +406,40 @@ impl Handler for ConnHandler {
             },
         )
     }
+}
+
+/// Opens a remote forward's listener as OpenSSH does with `GatewayPorts no`: on loopback
+/// whatever address the client named (IPv6 loopback for an IPv6 request), a port below 1024
+/// only for the `root` login, and with the login's own permissions when the node runs as root.
+async fn open_remote_listener(
+    login: &str,
+    address: &str,
+    port: u32,
+) -> Result<TcpListener, String> {
+    let port = u16::try_from(port).map_err(|_| format!("port {port} is out of range"))?;
+    if port != 0 && port < 1024 && login != "root" {
+        return Err(format!(
+            "port {port} is privileged: only the root login may forward ports below 1024"
+        ));
+    }
+    let ip: std::net::IpAddr = if address.contains(':') {
+        std::net::Ipv6Addr::LOCALHOST.into()
+    } else {
+        std::net::Ipv4Addr::LOCALHOST.into()
+    };
+    let addr = std::net::SocketAddr::new(ip, port);
+    let (_, account) = session::os_user(login)?;
+    let std_listener = match account {
+        Some(account) => tokio::task::spawn_blocking(move || listen_as(&account, addr))
+            .await
+            .map_err(|e| format!("cannot open the listener: {e}"))?,
+        None => std::net::TcpListener::bind(addr).and_then(|l| {
+            l.set_nonblocking(true)?;
+            Ok(l)
+        }),
+    }
+    .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    TcpListener::from_std(std_listener).map_err(|e| e.to_string())
 }
 
 async fn relay_channel(channel: Channel<Msg>, mut sock: TcpStream) {

@@ -182,12 +182,20 @@ impl NodeShared {
     }
 }
 
+/// How a connection reached the node: through the proxy's tunnel, or on the node's own
+/// listener (where no proxy is in the path to record it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    Tunnel,
+    Direct,
+}
+
 /// Serves one SSH connection (from the tunnel or a direct listener) until it ends.
-pub async fn serve<S>(shared: Arc<NodeShared>, stream: S, client_addr: String)
+pub async fn serve<S>(shared: Arc<NodeShared>, stream: S, client_addr: String, arrival: Arrival)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let handler = handler::ConnHandler::new(shared.clone(), client_addr.clone());
+    let handler = handler::ConnHandler::new(shared.clone(), client_addr.clone(), arrival);
     match russh::server::run_stream(shared.ssh_config.clone(), stream, handler).await {
         Ok(running) => {
             if let Err(e) = running.await {
@@ -223,7 +231,7 @@ pub async fn run_background(
                     continue;
                 };
                 let _ = sock.set_nodelay(true);
-                tokio::spawn(serve(s.clone(), sock, peer.to_string()));
+                tokio::spawn(serve(s.clone(), sock, peer.to_string(), Arrival::Direct));
             }
         });
     }

@@ -23,13 +23,13 @@ use russh::{Channel, ChannelId, ChannelMsg, Sig};
 use tokio::io::AsyncWriteExt;
 use tokio::io::unix::AsyncFd;
 
-use super::NodeShared;
 use super::access::Grant;
 use super::audit::EventKind;
 use super::env;
 use super::recorder::{NodeRecording, SessionRecorder};
 use super::users::{self, OsUser};
-use crate::platform::pty::{self, ChildSetup, WindowSize};
+use super::{Arrival, NodeShared};
+use crate::platform::pty::{self, Account, ChildSetup, WindowSize};
 
 /// What the connection hands to each session channel.
 #[derive(Clone)]
@@ -37,6 +37,7 @@ pub struct SessionContext {
     pub shared: Arc<NodeShared>,
     pub grant: Grant,
     pub client_addr: String,
+    pub arrival: Arrival,
     pub handle: Handle,
     /// The agent socket path when agent forwarding was set up for this connection.
     pub agent_socket: Option<String>,
@@ -255,12 +256,19 @@ struct Outcome {
     bytes_out: u64,
 }
 
-/// The OS user to run as, and whether this process may switch to it.
-fn os_user(login: &str) -> Result<(OsUser, Option<Vec<u32>>), String> {
+/// The OS user to run as, and the account to switch to when this process runs as root
+/// (`None`: the node runs as the login itself).
+pub(super) fn os_user(login: &str) -> Result<(OsUser, Option<Account>), String> {
     let (user, groups) = users::lookup(login)?;
     let me = pty::current_uid();
     if me == 0 {
-        Ok((user, Some(groups)))
+        let account = Account {
+            uid: user.uid,
+            gid: user.gid,
+            groups,
+            home: user.home.clone(),
+        };
+        Ok((user, Some(account)))
     } else if user.uid == me {
         Ok((user, None))
     } else {
@@ -332,6 +340,9 @@ fn build_command(
         env.insert(k.clone(), v.clone());
     }
     cmd.envs(env);
+    // When the session switches account, the child changes to the home directory itself, as
+    // the login (see `pty::prepare_child`); this is the directory for a node running as the
+    // login already.
     let home = std::path::Path::new(&user.home);
     cmd.current_dir(if home.is_dir() {
         home
@@ -350,14 +361,10 @@ async fn start_and_serve(
     program: &Program,
     session_id: &str,
 ) -> Result<Outcome, String> {
-    let (user, groups) = os_user(&ctx.grant.login)?;
-    let mut cmd = build_command(ctx, req, program, &user, session_id)?;
-    if groups.is_some() {
-        use std::os::unix::process::CommandExt;
-        cmd.uid(user.uid).gid(user.gid);
-    }
+    let (user, account) = os_user(&ctx.grant.login)?;
+    let cmd = build_command(ctx, req, program, &user, session_id)?;
     let interactive = req.pty.is_some() && !matches!(program, Program::Sftp);
-    let start_ev = ctx
+    let mut start_ev = ctx
         .shared
         .audit
         .event(EventKind::SessionStart, &ctx.grant.identity.username)
@@ -365,15 +372,24 @@ async fn start_and_serve(
         .field("login", ctx.grant.login.clone())
         .field("session_id", session_id.to_string())
         .field("interactive", interactive);
+    // A command is on record from the moment it starts, so one that never ends leaves a line.
+    start_ev = match program {
+        Program::Exec(command) => start_ev.field("command", truncate(command, 4096)),
+        Program::Sftp => start_ev.field("subsystem", "sftp"),
+        Program::Shell => start_ev,
+    };
     ctx.shared.audit.emit(start_ev);
     if interactive {
         let (_, size) = req.pty.clone().unwrap_or_default();
         let recorder = start_recording(ctx, req, program, session_id)?;
         let hosted = ctx.shared.parties.host(session_id);
-        pty_session(ctx, id, reader, writer, cmd, groups, size, recorder, hosted).await
+        pty_session(
+            ctx, id, reader, writer, cmd, account, size, recorder, hosted,
+        )
+        .await
     } else {
         let sftp = matches!(program, Program::Sftp).then(|| SftpAudit::new(ctx, session_id));
-        pipe_session(ctx, id, reader, writer, cmd, groups, sftp).await
+        pipe_session(ctx, id, reader, writer, cmd, account, sftp).await
     }
 }
 
@@ -390,9 +406,13 @@ fn start_recording(
 ) -> Result<Recording, String> {
     let strict = match NodeRecording::from_mode(&ctx.grant.recording) {
         NodeRecording::Off => return Ok(None),
+        // No proxy is in the path of a direct connection: the node records it itself, as
+        // strictly as the mode asks (`proxy-sync` becomes `node-sync`).
+        NodeRecording::AtProxy if ctx.arrival == Arrival::Direct => {
+            ctx.grant.recording.ends_with("-sync")
+        }
         NodeRecording::AtProxy => {
-            // Recording at the proxy is not implemented yet: such sessions are not recorded.
-            tracing::debug!(session_id, mode = %ctx.grant.recording, "session to be recorded at the proxy; the node does not record it");
+            tracing::debug!(session_id, mode = %ctx.grant.recording, "session recorded at the proxy; the node does not record it");
             return Ok(None);
         }
         NodeRecording::Node => false,
@@ -538,7 +558,7 @@ async fn pipe_session(
     mut reader: russh::ChannelReadHalf,
     writer: Arc<russh::ChannelWriteHalf<Msg>>,
     mut cmd: std::process::Command,
-    groups: Option<Vec<u32>>,
+    account: Option<Account>,
     mut sftp: Option<SftpAudit>,
 ) -> Result<Outcome, String> {
     pty::prepare_child(
@@ -546,7 +566,7 @@ async fn pipe_session(
         ChildSetup {
             new_session: true,
             controlling_tty: false,
-            groups,
+            switch_to: account,
         },
     );
     cmd.stdin(Stdio::piped())
@@ -760,7 +780,7 @@ async fn pty_session(
     mut reader: russh::ChannelReadHalf,
     writer: Arc<russh::ChannelWriteHalf<Msg>>,
     mut cmd: std::process::Command,
-    groups: Option<Vec<u32>>,
+    account: Option<Account>,
     size: WindowSize,
     recording: Recording,
     hosted: super::party::Hosted,
@@ -785,7 +805,7 @@ async fn pty_session(
         ChildSetup {
             new_session: true,
             controlling_tty: true,
-            groups,
+            switch_to: account,
         },
     );
     let mut child = tokio::process::Command::from(cmd)

@@ -3,10 +3,12 @@
 //! connection's first bytes without consuming them, moving an accepted socket from the
 //! data plane's runtime to the control plane's, and raising the open-files limit; and in
 //! [`pty`], pseudo-terminals and the set-up of an SSH session's child process; in [`term`], the
-//! user's terminal in raw mode (`hop play`); in [`ktls`], kernel TLS.
+//! user's terminal in raw mode (`hop play`); in [`ktls`], kernel TLS; in [`account`], taking
+//! on an operating-system account (a session's child, a listener opened as the login).
 
 #![allow(unsafe_code)]
 
+pub mod account;
 pub mod ktls;
 pub mod pty;
 pub mod term;

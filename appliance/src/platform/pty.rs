@@ -6,6 +6,9 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 
+pub use super::account::Account;
+use super::account::become_account;
+
 /// Both ends of a fresh pseudo-terminal.
 #[derive(Debug)]
 pub struct PtyPair {
@@ -113,29 +116,42 @@ pub struct ChildSetup {
     /// Start a new session; with `controlling_tty`, make standard input its controlling terminal.
     pub new_session: bool,
     pub controlling_tty: bool,
-    /// Supplementary groups to set (only when switching user; needs privilege).
-    pub groups: Option<Vec<u32>>,
+    /// The account to become (needs privilege); `None` runs as this process's own user, in the
+    /// directory the `Command` names.
+    pub switch_to: Option<Account>,
 }
 
-/// Registers `setup` to run in the child after `fork`, before `exec` (and before `Command`
-/// applies `uid`/`gid`, which it does after this hook).
+/// Registers `setup` to run in the child after `fork`, before `exec`.
+///
+/// The account switch happens here, in the order that works for an unprivileged target:
+/// supplementary groups, then the primary group, then the user (std's `Command::uid` would
+/// switch the user before this hook runs, after which `setgroups` is refused). The child then
+/// proves it cannot regain root, and changes to the account's home directory as that account
+/// (falling back to `/`, as OpenSSH does, when the home is missing or unreadable to it).
 pub fn prepare_child(cmd: &mut std::process::Command, setup: ChildSetup) {
-    let groups: Vec<libc::gid_t> = setup.groups.clone().unwrap_or_default();
-    let set_groups = setup.groups.is_some();
+    let switch = setup.switch_to.as_ref().map(|a| {
+        let home = std::ffi::CString::new(a.home.as_bytes())
+            .unwrap_or_else(|_| std::ffi::CString::from(c"/"));
+        (a.uid, a.gid, a.groups.clone(), home)
+    });
+    let (new_session, controlling_tty) = (setup.new_session, setup.controlling_tty);
     // SAFETY: the closure runs in the forked child before exec. It only calls async-signal-safe
-    // functions (setsid, ioctl, setgroups) on data prepared before the fork (`groups` is moved
-    // in and not reallocated) and returns errors without allocating new memory beyond
-    // `io::Error::last_os_error`, which does not allocate.
+    // functions (setsid, ioctl, setgroups, setgid, setuid, chdir) on data prepared before the
+    // fork (`groups` and `home` are moved in and not reallocated) and returns errors through
+    // `io::Error::last_os_error`/`from_raw_os_error`, which do not allocate.
     unsafe {
         cmd.pre_exec(move || {
-            if setup.new_session && libc::setsid() < 0 {
+            if new_session && libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }
-            if setup.controlling_tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+            if controlling_tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
                 return Err(io::Error::last_os_error());
             }
-            if set_groups && libc::setgroups(groups.len(), groups.as_ptr()) < 0 {
-                return Err(io::Error::last_os_error());
+            if let Some((uid, gid, groups, home)) = &switch {
+                become_account(*uid, *gid, groups)?;
+                if libc::chdir(home.as_ptr()) < 0 && libc::chdir(c"/".as_ptr()) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
             }
             Ok(())
         });

@@ -338,3 +338,62 @@ pub fn key_paths(a: &Appliance, user: &str) -> (PathBuf, PathBuf, PathBuf) {
         dir.join(format!("{user}-tls.crt")),
     )
 }
+
+/// An ordinary operating-system account for end-to-end SSH tests, so that sessions run as a
+/// user who is not root: `hopuser`, with its own primary group and two supplementary groups.
+#[derive(Debug, Clone)]
+pub struct OsLogin {
+    pub name: &'static str,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+}
+
+pub const OS_LOGIN: &str = "hopuser";
+
+/// Makes sure [`OS_LOGIN`] exists on this machine (created once, under a file lock, when the
+/// tests run as root; `scripts/test` creates it too) and returns it.
+pub fn os_login() -> OsLogin {
+    let script = format!(
+        "id -u {OS_LOGIN} >/dev/null 2>&1 || {{ groupadd -f hopgrp1 && groupadd -f hopgrp2 && \
+         useradd -m -p '*' -s /bin/bash -G hopgrp1,hopgrp2 {OS_LOGIN}; }}"
+    );
+    let out = Command::new("flock")
+        .args(["/tmp/hop-tests-os-login.lock", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cannot create the test login {OS_LOGIN} (the SSH tests run as root, or need it made \
+         with `useradd -m -p '*' -G hopgrp1,hopgrp2 {OS_LOGIN}`): {}",
+        stderr(&out)
+    );
+    let id = |flag: &str| -> u32 {
+        let out = Command::new("id").args([flag, OS_LOGIN]).output().unwrap();
+        stdout(&out).trim().parse().unwrap()
+    };
+    OsLogin {
+        name: OS_LOGIN,
+        uid: id("-u"),
+        gid: id("-g"),
+        home: PathBuf::from(format!("/home/{OS_LOGIN}")),
+    }
+}
+
+impl OsLogin {
+    /// A fresh directory in the login's home that the login owns (removed on drop).
+    pub fn scratch_dir(&self) -> tempfile::TempDir {
+        let dir = tempfile::Builder::new()
+            .prefix("hop-test-")
+            .tempdir_in(&self.home)
+            .unwrap();
+        std::os::unix::fs::chown(dir.path(), Some(self.uid), Some(self.gid)).unwrap();
+        dir
+    }
+
+    /// What `id LOGIN` prints on this machine (the node's, in these tests).
+    pub fn id_line(&self) -> String {
+        let out = Command::new("id").arg(self.name).output().unwrap();
+        stdout(&out).trim().to_string()
+    }
+}

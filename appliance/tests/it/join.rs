@@ -5,7 +5,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Appliance, HOP, PASSWORD, stderr};
+use crate::harness::{Appliance, HOP, OS_LOGIN, PASSWORD, os_login, stderr};
 use crate::ssh::{Killed, node_token, start_node, tmux, wait_event, wait_for_node, wait_pane};
 
 const WATCHER: &str = "kind: role\nversion: v7\nmetadata:\n  name: watcher\nspec:\n  allow:\n    join_sessions:\n      - name: watch-access\n        roles: [access]\n        kinds: [ssh]\n        modes: [observer]\n";
@@ -33,9 +33,10 @@ fn observers_and_peers_join_a_live_session() {
     let role = a.dir.path().join("watcher.yaml");
     std::fs::write(&role, WATCHER).unwrap();
     a.ok(&["admin", "create", "-f", role.to_str().unwrap()]);
-    let alice = a.add_user("alice", "access", "root");
+    os_login();
+    let alice = a.add_user("alice", "access", OS_LOGIN);
     let bob = a.add_user("bob", "watcher", "nobody");
-    let carol = a.add_user("carol", "access", "root");
+    let carol = a.add_user("carol", "access", OS_LOGIN);
     assert!(a.login("alice", PASSWORD, &alice).status.success());
     wait_for_node(&a, "node1");
     // alice keeps her own HOP_HOME; the appliance's default one is used by the others below.
@@ -49,7 +50,7 @@ fn observers_and_peers_join_a_live_session() {
     assert!(ok.success());
 
     let sock = a.dir.path().join("tmux.sock");
-    let script = format!("HOP_HOME={} {HOP} ssh root@node1", alice_home.display());
+    let script = format!("HOP_HOME={} {HOP} ssh hopuser@node1", alice_home.display());
     let out = tmux(
         &sock,
         &[

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Appliance, PASSWORD, free_port, stderr, stdout};
+use crate::harness::{Appliance, OS_LOGIN, PASSWORD, free_port, os_login, stderr, stdout};
 use crate::ssh::{Killed, openssh, wait_event, write_config};
 
 /// Starts sshd with the files Hop wrote under `dir/web1*`.
@@ -79,14 +79,15 @@ fn agentless_openssh_node_through_the_proxy_is_recorded() {
     let listed = a.ok(&["admin", "nodes", "ls", "--format", "json"]);
     assert!(listed.contains("\"openssh\""), "{listed}");
 
-    let secret = a.add_user("alice", "access,auditor", "root");
+    let login = os_login();
+    let secret = a.add_user("alice", "access,auditor", OS_LOGIN);
     let out = a.login("alice", PASSWORD, &secret);
     assert!(out.status.success(), "{}", stderr(&out));
     let ls = a.ok(&["ls"]);
     assert!(ls.contains("web1") && ls.contains("env=legacy"), "{ls}");
 
     // A command through the proxy, which logs in to sshd with its own short-lived certificate.
-    let out = a.hop(&["ssh", "root@web1", "echo", "agentless-$((6*7))"]);
+    let out = a.hop(&["ssh", "hopuser@web1", "echo", "agentless-$((6*7))"]);
     assert!(
         out.status.success(),
         "hop ssh: {} {}",
@@ -94,12 +95,24 @@ fn agentless_openssh_node_through_the_proxy_is_recorded() {
         std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default()
     );
     assert_eq!(stdout(&out).trim(), "agentless-42");
-    let out = a.hop(&["ssh", "root@web1", "exit 5"]);
+    // sshd runs the agentless session as the login itself.
+    let out = a.hop(&["ssh", "hopuser@web1", "id -u; id -G"]);
+    let text = stdout(&out);
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some(login.uid.to_string().as_str()), "{text}");
+    let mut groups: Vec<&str> = lines.next().unwrap_or_default().split(' ').collect();
+    groups.sort_unstable();
+    assert_eq!(
+        groups.len(),
+        3,
+        "the login's own group and two more: {text}"
+    );
+    let out = a.hop(&["ssh", "hopuser@web1", "exit 5"]);
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
 
     // An interactive session (a PTY) with OpenSSH's own client: recorded at the proxy.
     let (cfg, cluster) = write_config(&a);
-    let host = format!("root@web1.{cluster}");
+    let host = format!("{OS_LOGIN}@web1.{cluster}");
     let out = openssh(
         &a,
         &cfg,
@@ -126,7 +139,7 @@ fn agentless_openssh_node_through_the_proxy_is_recorded() {
         );
         std::thread::sleep(Duration::from_millis(250));
     };
-    assert_eq!(rec["login"], "root", "{rec}");
+    assert_eq!(rec["login"], OS_LOGIN, "{rec}");
     assert_eq!(rec["user"], "alice", "{rec}");
     let id = rec["session_id"].as_str().unwrap();
     let played = a.ok(&["play", id, "--format", "raw"]);
@@ -158,6 +171,6 @@ fn agentless_openssh_node_through_the_proxy_is_recorded() {
 
     // Removing the node: it is no longer reachable by name.
     a.ok(&["admin", "nodes", "rm", "web1"]);
-    let out = a.hop(&["ssh", "root@web1", "true"]);
+    let out = a.hop(&["ssh", "hopuser@web1", "true"]);
     assert!(!out.status.success());
 }

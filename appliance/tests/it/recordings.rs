@@ -67,17 +67,18 @@ fn cluster(extra_auth: &str) -> (Appliance, PathBuf, Killed) {
     let token = node_token(&a);
     let node_dir = a.dir.path().join("node1");
     let node = start_node(&a, &node_dir, &token, "node1");
-    let secret = a.add_user("alice", "access,auditor", "root");
+    os_login();
+    let secret = a.add_user("alice", "access,auditor", OS_LOGIN);
     let out = a.login("alice", PASSWORD, &secret);
     assert!(out.status.success(), "{}", stderr(&out));
     wait_for_node(&a, "node1");
     (a, node_dir, node)
 }
 
-/// `hop ssh root@node1` in a tmux pane of 80x24.
+/// `hop ssh hopuser@node1` (an ordinary login) in a tmux pane of 80x24.
 fn interactive(a: &Appliance) -> (PathBuf, TmuxServer) {
     let sock = a.dir.path().join("tmux.sock");
-    let script = format!("HOP_HOME={} {} ssh root@node1", a.home.display(), HOP);
+    let script = format!("HOP_HOME={} {} ssh hopuser@node1", a.home.display(), HOP);
     let out = tmux(
         &sock,
         &[
@@ -159,7 +160,7 @@ fn recorded_session_is_listed_played_and_exported() {
 
     let rec = wait_recording(&a, "alice", Duration::from_secs(30));
     let id = rec["session_id"].as_str().unwrap().to_string();
-    assert_eq!(rec["login"], "root", "{rec}");
+    assert_eq!(rec["login"], OS_LOGIN, "{rec}");
     assert_eq!(rec["node"], "node1", "{rec}");
     assert_eq!(rec["kind"], "ssh", "{rec}");
     // The recording has the session's id in the audit log.
@@ -176,7 +177,7 @@ fn recorded_session_is_listed_played_and_exported() {
     let table = a.ok(&["recordings", "ls"]);
     let line = table.lines().find(|l| l.contains(&id)).expect(&table);
     assert!(
-        line.contains("alice") && line.contains("root") && line.contains("node1"),
+        line.contains("alice") && line.contains(OS_LOGIN) && line.contains("node1"),
         "{table}"
     );
     assert!(
@@ -276,7 +277,7 @@ fn recorded_session_is_listed_played_and_exported() {
     assert_eq!(last["exit_status"], 0, "{last}");
 
     // Who may not read recordings gets a clear refusal.
-    let secret = a.add_user("bob", "access", "root");
+    let secret = a.add_user("bob", "access", OS_LOGIN);
     assert!(a.login("bob", PASSWORD, &secret).status.success());
     let out = a.hop(&["recordings", "ls"]);
     assert!(!out.status.success());

@@ -134,14 +134,17 @@ fn ssh_scp_sftp_and_forwarding_through_a_tunnelled_node() {
     let token = node_token(&a);
     let node_dir = a.dir.path().join("node1");
     let _node = start_node(&a, &node_dir, &token, "node1", "env=dev,team=web");
-    let secret = a.add_user("alice", "access", "root");
+    let login = os_login();
+    let work = login.scratch_dir();
+    let at_node = format!("{}@node1", login.name);
+    let secret = a.add_user("alice", "access", login.name);
     let out = a.login("alice", PASSWORD, &secret);
     assert!(out.status.success(), "{}", stderr(&out));
     wait_for_node(&a, "node1");
 
     let ls = a.ok(&["ls"]);
     assert!(
-        ls.contains("node1") && ls.contains("env=dev") && ls.contains("root"),
+        ls.contains("node1") && ls.contains("env=dev") && ls.contains(login.name),
         "{ls}"
     );
     let ls = a.ok(&["ls", "env=prod"]);
@@ -150,23 +153,52 @@ fn ssh_scp_sftp_and_forwarding_through_a_tunnelled_node() {
     // hop ssh: a command, its output and its exit status.
     let out = a.hop(&[
         "ssh",
-        "root@node1",
+        &at_node,
         "echo",
         "hi from $(hostname -s 2>/dev/null || echo node)",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).starts_with("hi from"), "{}", stdout(&out));
-    let out = a.hop(&["ssh", "root@node1", "exit 3"]);
+    let out = a.hop(&["ssh", &at_node, "exit 3"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     // Environment like sshd's, and the Hop identity.
     let env = a.ok(&[
         "ssh",
-        "root@node1",
+        &at_node,
         "echo $USER:$HOME:$HOP_USER:${SSH_CLIENT:+client}",
     ]);
-    assert_eq!(env.trim(), "root:/root:alice:client", "{env}");
+    assert_eq!(
+        env.trim(),
+        format!("{0}:/home/{0}:alice:client", login.name),
+        "{env}"
+    );
+    // The session runs as the login, exactly: uid, gid and every supplementary group, in its
+    // home, and without root's powers.
+    let id = a.ok(&["ssh", &at_node, "id; pwd"]);
+    let mut lines = id.lines();
+    assert_eq!(
+        same_ids(lines.next().unwrap_or_default()),
+        same_ids(&login.id_line()),
+        "{id}"
+    );
+    assert_eq!(lines.next(), Some(format!("/home/{}", login.name).as_str()));
+    let out = a.hop(&["ssh", &at_node, "cat /etc/shadow"]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("Permission denied"),
+        "{}",
+        stderr(&out)
+    );
+    let made = work.path().join("made-by-session");
+    a.ok(&["ssh", &at_node, &format!("touch {}", made.display())]);
+    assert_eq!(owner(&made), (login.uid, login.gid));
     // Label targeting: every node with the labels, output prefixed.
-    let out = a.ok(&["ssh", "root@env=dev", "echo", "labelled"]);
+    let out = a.ok(&[
+        "ssh",
+        &format!("{}@env=dev", login.name),
+        "echo",
+        "labelled",
+    ]);
     assert_eq!(out.trim(), "[node1] labelled", "{out}");
 
     // hop scp both ways, recursive, modes preserved.
@@ -180,8 +212,8 @@ fn ssh_scp_sftp_and_forwarding_through_a_tunnelled_node() {
         std::fs::set_permissions(src.join("a.txt"), std::fs::Permissions::from_mode(0o640))
             .unwrap();
     }
-    let remote_dir = a.dir.path().join("remote-copy");
-    let dst = format!("root@node1:{}", remote_dir.display());
+    let remote_dir = work.path().join("remote-copy");
+    let dst = format!("{at_node}:{}", remote_dir.display());
     let out = a.hop(&["scp", "-r", "-p", "-q", src.to_str().unwrap(), &dst]);
     assert!(out.status.success(), "scp up: {}", stderr(&out));
     assert_eq!(std::fs::read(remote_dir.join("sub/big.bin")).unwrap(), big);
@@ -193,11 +225,15 @@ fn ssh_scp_sftp_and_forwarding_through_a_tunnelled_node() {
             .mode();
         assert_eq!(mode & 0o777, 0o640);
     }
+    assert_eq!(
+        owner(&remote_dir.join("sub/big.bin")),
+        (login.uid, login.gid)
+    );
     let back = a.dir.path().join("back.bin");
     let out = a.hop(&[
         "scp",
         "-q",
-        &format!("root@node1:{}/sub/big.bin", remote_dir.display()),
+        &format!("{at_node}:{}/sub/big.bin", remote_dir.display()),
         back.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "scp down: {}", stderr(&out));
@@ -205,7 +241,7 @@ fn ssh_scp_sftp_and_forwarding_through_a_tunnelled_node() {
 
     // OpenSSH's own programs with `hop config`.
     let (cfg, cluster) = write_config(&a);
-    let host = format!("root@node1.{cluster}");
+    let host = format!("{}@node1.{cluster}", login.name);
     let out = openssh(&a, &cfg, "ssh", &[&host, "echo", "via-openssh"]);
     assert!(out.status.success(), "ssh: {}", stderr(&out));
     assert_eq!(stdout(&out).trim(), "via-openssh");
@@ -220,7 +256,7 @@ fn ssh_scp_sftp_and_forwarding_through_a_tunnelled_node() {
     assert!(out.status.success(), "ssh -J: {}", stderr(&out));
     assert_eq!(stdout(&out).trim(), "via-jump-host");
     // rsync over OpenSSH with the same configuration (scripts/test installs rsync).
-    let rsync_dst = a.dir.path().join("rsynced.txt");
+    let rsync_dst = work.path().join("rsynced.txt");
     let out = Command::new("rsync")
         .arg("-e")
         .arg(format!("ssh -F {}", cfg.display()))
@@ -235,7 +271,7 @@ fn ssh_scp_sftp_and_forwarding_through_a_tunnelled_node() {
     let out = openssh(&a, &cfg, "ssh", &[&jump, "true"]);
     assert!(!out.status.success());
     let batch = a.dir.path().join("sftp.batch");
-    let sftp_dst = a.dir.path().join("sftp-put.txt");
+    let sftp_dst = work.path().join("sftp-put.txt");
     std::fs::write(
         &batch,
         format!(
@@ -254,8 +290,9 @@ fn ssh_scp_sftp_and_forwarding_through_a_tunnelled_node() {
         stderr(&out)
     );
     assert_eq!(std::fs::read(&sftp_dst).unwrap(), b"alpha\n");
+    assert_eq!(owner(&sftp_dst), (login.uid, login.gid));
     // Each sftp operation is audited with its path.
-    let made = a.dir.path().join("sftp-made");
+    let made = work.path().join("sftp-made");
     std::fs::write(
         &batch,
         format!(
@@ -316,7 +353,7 @@ fn ssh_scp_sftp_and_forwarding_through_a_tunnelled_node() {
                 "-N",
                 "-L",
                 &format!("{local_port}:127.0.0.1:{echo_port}"),
-                "root@node1",
+                &at_node,
             ])
             .env("HOP_HOME", &a.home)
             .stdin(Stdio::null())
@@ -348,6 +385,7 @@ fn ssh_scp_sftp_and_forwarding_through_a_tunnelled_node() {
         std::thread::sleep(Duration::from_millis(300));
     };
     assert_eq!(reply.trim(), "ping through -L");
+    remote_forwards_stay_on_loopback_and_unprivileged(&a, &at_node, echo_port);
 
     // The audit log has the sessions, with the node's name and the client's address.
     let ev = wait_event(&a, "exec", |e| {
@@ -355,9 +393,12 @@ fn ssh_scp_sftp_and_forwarding_through_a_tunnelled_node() {
     });
     assert_eq!(ev["exit_code"], 3, "{ev}");
     assert_eq!(ev["user"], "alice");
-    assert_eq!(ev["login"], "root");
+    assert_eq!(ev["login"], login.name);
     assert_eq!(ev["server"], "node1");
-    wait_event(&a, "session.start", |e| e["user"] == "alice");
+    // An exec is on record from its start, with its command.
+    wait_event(&a, "session.start", |e| {
+        e["user"] == "alice" && e["command"].as_str().is_some_and(|c| c.contains("exit 3"))
+    });
     wait_event(&a, "sftp", |e| e["user"] == "alice");
     wait_event(&a, "port.forward", |e| {
         e["addr"]
@@ -374,6 +415,108 @@ fn ssh_scp_sftp_and_forwarding_through_a_tunnelled_node() {
     );
 }
 
+/// The numeric ids in an `id` line (`uid=1001(x) gid=1001(x) groups=1001(x),1000(y)`): uid,
+/// gid, and the sorted set of groups.
+fn same_ids(line: &str) -> (String, String, Vec<String>) {
+    let field = |name: &str| -> String {
+        line.split_whitespace()
+            .find_map(|f| f.strip_prefix(name))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let number = |s: &str| s.split('(').next().unwrap_or_default().to_string();
+    let mut groups: Vec<String> = field("groups=").split(',').map(number).collect();
+    groups.sort();
+    (number(&field("uid=")), number(&field("gid=")), groups)
+}
+
+fn owner(path: &Path) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).unwrap();
+    (m.uid(), m.gid())
+}
+
+/// A remote forward by an ordinary login: asked for all interfaces, it listens on loopback
+/// only; a port below 1024 is refused.
+fn remote_forwards_stay_on_loopback_and_unprivileged(a: &Appliance, at_node: &str, echo_port: u16) {
+    let port = free_port();
+    let _fwd = Killed(
+        Command::new(HOP)
+            .args(["ssh", "-N", "-o", "ExitOnForwardFailure=yes", "-R"])
+            .arg(format!("0.0.0.0:{port}:127.0.0.1:{echo_port}"))
+            .arg(at_node)
+            .env("HOP_HOME", &a.home)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(a.dir.path().join("forward-r.log")).unwrap(),
+            ))
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let listening = loop {
+        let out = Command::new("ss")
+            .args(["-Htln", &format!("sport = :{port}")])
+            .output()
+            .unwrap();
+        let text = stdout(&out);
+        if !text.trim().is_empty() || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        listening.contains(&format!("127.0.0.1:{port}")),
+        "{listening}: {}",
+        std::fs::read_to_string(a.dir.path().join("forward-r.log")).unwrap_or_default()
+    );
+    assert!(
+        !listening.contains(&format!("0.0.0.0:{port}")),
+        "{listening}"
+    );
+    let out = Command::new("socat")
+        .args(["-T2", "-", &format!("TCP:127.0.0.1:{port}")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            let _ = c.stdin.take().unwrap().write_all(b"ping through -R\n");
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert_eq!(stdout(&out).trim(), "ping through -R");
+    // Port 80 is root's: ssh gives up on the refused forward.
+    let mut child = Command::new(HOP)
+        .args(["ssh", "-N", "-o", "ExitOnForwardFailure=yes", "-R"])
+        .arg(format!("80:127.0.0.1:{echo_port}"))
+        .arg(at_node)
+        .env("HOP_HOME", &a.home)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("a forward of port 80 by an ordinary login was not refused");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!status.success());
+    wait_event(a, "port.forward", |e| {
+        e["forward"] == "remote"
+            && e["error"]
+                .as_str()
+                .is_some_and(|x| x.contains("privileged"))
+    });
+}
+
 #[test]
 fn ssh_refusals_are_clear_and_audited() {
     let a = Appliance::start("");
@@ -388,8 +531,9 @@ fn ssh_refusals_are_clear_and_audited() {
     )
     .unwrap();
     a.ok(&["admin", "create", "-f", roles.to_str().unwrap()]);
-    let secret = a.add_user("alice", "ssh-basic", "root");
-    let bob = a.add_user("bob", "prod-only", "root");
+    os_login();
+    let secret = a.add_user("alice", "ssh-basic", OS_LOGIN);
+    let bob = a.add_user("bob", "prod-only", OS_LOGIN);
     let carol = a.add_user("carol", "access,no-root", "root");
 
     // A login the certificate does not carry.
@@ -405,7 +549,7 @@ fn ssh_refusals_are_clear_and_audited() {
 
     // LD_PRELOAD in an env request: refused with a message, the command still runs without it.
     let (cfg, cluster) = write_config(&a);
-    let host = format!("root@node1.{cluster}");
+    let host = format!("{OS_LOGIN}@node1.{cluster}");
     let out = openssh(
         &a,
         &cfg,
@@ -471,7 +615,7 @@ fn ssh_refusals_are_clear_and_audited() {
     let st = Command::new("ssh-keygen")
         .args(["-q", "-s"])
         .arg(&rogue_ca)
-        .args(["-I", "alice", "-n", "root", "-V", "+1h"])
+        .args(["-I", "alice", "-n", OS_LOGIN, "-V", "+1h"])
         .arg(format!("{}.pub", rogue_key.display()))
         .status()
         .unwrap();
@@ -513,14 +657,14 @@ fn ssh_refusals_are_clear_and_audited() {
 
     // A node whose labels the role does not match.
     assert!(a.login("bob", PASSWORD, &bob).status.success());
-    let out = a.hop(&["ssh", "root@node1", "true"]);
+    let out = a.hop(&["ssh", "hopuser@node1", "true"]);
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(
         err.contains("not connected") || err.contains("denied"),
         "{err}"
     );
-    // A deny rule.
+    // A deny rule (the one SSH test that logs in as root: the rule is about root).
     assert!(a.login("carol", PASSWORD, &carol).status.success());
     let out = a.hop(&["ssh", "root@node1", "true"]);
     assert!(!out.status.success());
@@ -534,12 +678,12 @@ fn ssh_refusals_are_clear_and_audited() {
     });
 
     // A locked user: refused at once, with the reason, and audited.
-    let dave = a.add_user("dave", "access", "root");
+    let dave = a.add_user("dave", "access", OS_LOGIN);
     assert!(a.login("dave", PASSWORD, &dave).status.success());
-    let out = a.hop(&["ssh", "root@node1", "echo", "before-the-lock"]);
+    let out = a.hop(&["ssh", "hopuser@node1", "echo", "before-the-lock"]);
     assert!(out.status.success(), "{}", stderr(&out));
     a.ok(&["admin", "users", "lock", "dave", "--reason", "offboarding"]);
-    let out = a.hop(&["ssh", "root@node1", "true"]);
+    let out = a.hop(&["ssh", "hopuser@node1", "true"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("locked"), "{}", stderr(&out));
     wait_event(&a, "user.locked", |e| {
@@ -548,7 +692,7 @@ fn ssh_refusals_are_clear_and_audited() {
     a.ok(&["admin", "users", "unlock", "dave"]);
 
     // An expired certificate: a login that lived three seconds.
-    let erin = a.add_user("erin", "access", "root");
+    let erin = a.add_user("erin", "access", OS_LOGIN);
     let out = a.hop_stdin(
         &[
             "login",
@@ -568,7 +712,7 @@ fn ssh_refusals_are_clear_and_audited() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     std::thread::sleep(Duration::from_secs(4));
-    let out = a.hop(&["ssh", "root@node1", "true"]);
+    let out = a.hop(&["ssh", "hopuser@node1", "true"]);
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("expired") && stderr(&out).contains("hop login"),
@@ -608,14 +752,15 @@ fn interactive_pty_session_under_tmux() {
     let token = node_token(&a);
     let node_dir = a.dir.path().join("node1");
     let _node = start_node(&a, &node_dir, &token, "node1", "env=dev");
-    let secret = a.add_user("alice", "access", "root");
+    os_login();
+    let secret = a.add_user("alice", "access", OS_LOGIN);
     assert!(a.login("alice", PASSWORD, &secret).status.success());
     wait_for_node(&a, "node1");
 
     let sock = a.dir.path().join("tmux.sock");
     let status_file = a.dir.path().join("exit-status");
     let script = format!(
-        "HOP_HOME={} {} ssh root@node1; echo $? > {}",
+        "HOP_HOME={} {} ssh hopuser@node1; echo $? > {}",
         a.home.display(),
         HOP,
         status_file.display()
@@ -657,6 +802,18 @@ fn interactive_pty_session_under_tmux() {
         ],
     );
     wait_pane(&sock, "typed-42");
+    // The shell is the login's, not root's.
+    tmux(
+        &sock,
+        &[
+            "send-keys",
+            "-t",
+            "hop",
+            "echo who-$(id -un)-$(id -u)",
+            "Enter",
+        ],
+    );
+    wait_pane(&sock, &format!("who-{OS_LOGIN}-{}", os_login().uid));
     // It is a terminal, with the size tmux gave it; a resize reaches it.
     tmux(
         &sock,
