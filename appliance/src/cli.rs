@@ -411,9 +411,14 @@ pub struct StartArgs {
     /// Agents: the proxy to join and tunnel to, HOST:PORT.
     #[arg(long)]
     pub proxy: Option<String>,
-    /// Agents: the join token (needed only the first time; the identity is then kept in the data dir).
+    /// Agents: the join token (needed only the first time; the identity is then kept in the data
+    /// dir), or the absolute path of a file holding it. Prefer --token-file or HOP_JOIN_TOKEN:
+    /// a value on the command line is visible to every user in `ps`.
     #[arg(long, env = "HOP_JOIN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Agents: read the join token from this file (its first line).
+    #[arg(long, value_name = "PATH", conflicts_with = "token")]
+    pub token_file: Option<std::path::PathBuf>,
     /// Agents: the cluster's CA pin, checked when joining.
     #[arg(long)]
     pub ca_pin: Option<String>,

@@ -193,9 +193,17 @@ fn start_config(args: &StartArgs) -> anyhow::Result<Config> {
     if args.proxy.is_some() {
         cfg.hop.proxy_server = args.proxy.clone();
     }
-    if args.token.is_some() {
+    if let Some(path) = &args.token_file {
+        cfg.hop.join_token = Some(path.display().to_string());
+    } else if args.token.is_some() {
         cfg.hop.join_token = args.token.clone();
     }
+    cfg.hop.join_token = cfg
+        .hop
+        .join_token
+        .take()
+        .map(|t| config::read_join_token(&t))
+        .transpose()?;
     if args.ca_pin.is_some() {
         cfg.hop.ca_pin = args.ca_pin.clone();
     }

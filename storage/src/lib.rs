@@ -15,6 +15,7 @@ pub mod clock;
 mod codec;
 pub mod error;
 pub mod memory_backend;
+pub mod private_file;
 pub mod recording;
 pub mod redb_backend;
 pub mod resources;

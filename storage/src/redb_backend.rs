@@ -85,6 +85,7 @@ impl RedbBackend {
                 Err(err) => return Err(map_redb(path, err.into())),
             }
         }
+        crate::private_file::ensure_private(path)?;
         let db = Database::builder()
             .set_cache_size(crate::REDB_CACHE_BYTES)
             .create(path)

@@ -397,3 +397,43 @@ impl OsLogin {
         stdout(&out).trim().to_string()
     }
 }
+
+/// `stat -c %a` of `path`, from the real `stat`.
+pub fn file_mode(path: &Path) -> u32 {
+    let out = Command::new("stat")
+        .arg("-c")
+        .arg("%a")
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "stat {}: {}",
+        path.display(),
+        stderr(&out)
+    );
+    u32::from_str_radix(stdout(&out).trim(), 8).unwrap()
+}
+
+/// Asserts that every private key under `dir` (a file whose name ends in `key`, or `.key`,
+/// or `.pem` holding a private key) has mode 0600, and that there is at least one.
+pub fn assert_private_keys(dir: &Path) {
+    let mut found = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().filter_map(Result::ok) {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let text = std::fs::read(&p).unwrap_or_default();
+            let private = String::from_utf8_lossy(&text).contains("PRIVATE KEY");
+            if private {
+                found += 1;
+                assert_eq!(file_mode(&p), 0o600, "{}", p.display());
+            }
+        }
+    }
+    assert!(found > 0, "no private key under {}", dir.display());
+}

@@ -30,6 +30,12 @@ fn start_add_signup_login_status_and_certificates() {
     );
     let text = stdout(&out);
     assert!(text.contains("Logged in as alice"), "{text}");
+    // The CA database, the audit log and every key file are the appliance's own (0600), even
+    // under a umask that would leave them readable.
+    for db in ["hop.db", "audit.db"] {
+        assert_eq!(file_mode(&a.data.join(db)), 0o600, "{db}");
+    }
+    assert_private_keys(&a.home);
 
     let status = a.ok(&["status"]);
     assert!(status.contains("Logged in as: alice"), "{status}");
@@ -186,13 +192,30 @@ fn wrong_credentials_lockout_and_unlock() {
         let o = a.login("bob", "still not the password", &secret);
         assert!(!o.status.success());
     }
+    // Locked, wrong password and unknown user: byte-identical answers (the reason is only in
+    // the audit log, and the administrator's listing).
     let locked = a.login("bob", PASSWORD, &secret);
+    let wrong = a.login("bob", "not the password at all", &secret);
+    let unknown = a.login("mallory", PASSWORD, &secret);
     assert!(!locked.status.success());
-    let e = stderr(&locked);
-    assert!(e.contains("locked until"), "{e}");
-    assert!(e.contains("hop admin users unlock bob"), "{e}");
+    for other in [&wrong, &unknown] {
+        assert_eq!(locked.status.code(), other.status.code());
+        assert_eq!(locked.stdout, other.stdout);
+        assert_eq!(stderr(&locked), stderr(other));
+    }
     let ls = a.ok(&["admin", "users", "ls"]);
     assert!(ls.contains("until"), "{ls}");
+    let refusals = a.ok(&[
+        "admin",
+        "audit",
+        "search",
+        "--type",
+        "user.login",
+        "--format",
+        "json",
+    ]);
+    assert!(refusals.contains("locked until"), "{refusals}");
+    assert!(refusals.contains("unknown user"), "{refusals}");
 
     a.ok(&["admin", "users", "unlock", "bob"]);
     let ok = a.login("bob", PASSWORD, &secret);

@@ -18,8 +18,11 @@ impl Drop for Killed {
     }
 }
 
-/// Starts a node agent with `--labels`; it joins with `token` and keeps its identity in `data`.
+/// Starts a node agent with `--labels`; it joins with `token` (read from a file, so the
+/// secret is not in `ps`) and keeps its identity in `data`.
 pub fn start_node(a: &Appliance, data: &Path, token: &str, name: &str, labels: &str) -> Killed {
+    let token_file = data.with_extension("token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
     let child = Command::new(HOP)
         .args([
             "start",
@@ -29,8 +32,8 @@ pub fn start_node(a: &Appliance, data: &Path, token: &str, name: &str, labels: &
             &a.addr,
             "--ca-pin",
             &a.pin,
-            "--token",
-            token,
+            "--token-file",
+            token_file.to_str().unwrap(),
             "--nodename",
             name,
             "--labels",
@@ -141,6 +144,8 @@ fn ssh_scp_sftp_and_forwarding_through_a_tunnelled_node() {
     let out = a.login("alice", PASSWORD, &secret);
     assert!(out.status.success(), "{}", stderr(&out));
     wait_for_node(&a, "node1");
+    // The node's identity keys are private to it.
+    assert_private_keys(&node_dir);
 
     let ls = a.ok(&["ls"]);
     assert!(

@@ -77,6 +77,7 @@ pub(crate) fn open(path: &Path) -> Result<Database, StorageError> {
     }
     // redb caches up to 1 GiB by default; an appliance's audit log is written far more than it
     // is read back, so a small cache keeps its memory flat as the log grows.
+    crate::private_file::ensure_private(path)?;
     let db = Database::builder()
         .set_cache_size(crate::REDB_CACHE_BYTES)
         .create(path)
