@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::duration::Duration;
 use crate::labels::{Labels, Selector, WILDCARD};
 use crate::resource::Kind;
-use crate::role::{Role, RoleConditions, RoleOptions, Rule};
+use crate::role::{ForwardDirection, Role, RoleConditions, RoleOptions, Rule};
 use crate::traits::{Traits, expand};
 use crate::validation::{FieldPath, ValidationError};
 
@@ -257,14 +257,25 @@ impl AccessChecker {
             .any(|r| r.options.forward_agent == Some(true))
     }
 
-    /// Port forwarding: on by default, off if any role turns it off (or there are no roles).
+    /// Port forwarding as one permission, the way Hop's node and proxy grant it: on only when
+    /// both directions are (see [`Self::permit_port_forwarding_in`]), so a role that disables
+    /// either direction disables both.
     #[must_use]
     pub fn permit_port_forwarding(&self) -> bool {
+        self.permit_port_forwarding_in(ForwardDirection::Local)
+            && self.permit_port_forwarding_in(ForwardDirection::Remote)
+    }
+
+    /// Forwarding in one direction: on by default, off if any role turns it off through
+    /// `port_forwarding: false` or `ssh_port_forwarding.<direction>.enabled: false` (or there are
+    /// no roles).
+    #[must_use]
+    pub fn permit_port_forwarding_in(&self, direction: ForwardDirection) -> bool {
         !self.roles.is_empty()
             && self
                 .roles
                 .iter()
-                .all(|r| r.options.port_forwarding != Some(false))
+                .all(|r| r.options.permits_port_forwarding(direction))
     }
 
     /// Per-session MFA: required if any role requires it.

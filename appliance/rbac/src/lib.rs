@@ -2,14 +2,16 @@
 //! Teleport's YAML shape, and the [`AccessChecker`] that answers "may this user do that".
 //!
 //! This crate owns parsing and validating operator-written resources ([`parse_resources`],
-//! [`to_yaml`]) and evaluating roles (deny by default, deny beats allow, Teleport's label and
-//! template semantics). It is pure: no IO, no clocks, no storage, no secrets beyond a join token's
+//! [`parse_resources_with_warnings`], [`to_yaml`]), deciding which Teleport role fields Hop
+//! enforces, stores while ignoring, or refuses ([`compat`]), and evaluating roles (deny by
+//! default, deny beats allow, Teleport's label and template semantics). It is pure: no IO, no clocks, no storage, no secrets beyond a join token's
 //! name (redacted in `Debug`). Passwords and TOTP secrets live with the appliance, not here.
 #![forbid(unsafe_code)]
 
 pub mod builtin;
 pub mod checker;
 pub mod cluster;
+pub mod compat;
 pub mod database;
 pub mod duration;
 pub mod labels;
@@ -31,15 +33,20 @@ pub use cluster::{
     CertAuthoritySpec, ClusterName, ClusterNameSpec, JwtPublicKey, SecondFactor, SshPublicKey,
     TlsCertificate, Webauthn,
 };
+pub use compat::{FieldWarning, Verbatim};
 pub use database::{DatabaseResource, DatabaseSpec, DatabaseTls};
 pub use duration::{Duration, DurationError};
 pub use labels::{LabelValues, Labels};
 pub use node::{NodeResource, NodeSpec};
-pub use parse::{ParseError, ParseProblem, parse_resources, to_yaml, to_yaml_stream};
+pub use parse::{
+    ParseError, ParseProblem, ParseWarning, Parsed, parse_resources, parse_resources_with_warnings,
+    to_yaml, to_yaml_stream,
+};
 pub use resource::{KINDS, Kind, Metadata, Resource};
 pub use role::{
-    AccessRequestConditions, JoinSessionPolicy, RecordSession, RecordingMode, Role, RoleConditions,
-    RoleOptions, RoleSpec, Rule,
+    AccessRequestConditions, ForwardDirection, ForwardingToggle, JoinSessionPolicy, LockingMode,
+    RecordSession, RecordingMode, Role, RoleConditions, RoleOptions, RoleSpec, Rule,
+    SshPortForwarding,
 };
 pub use token::{JoinMethod, ProvisionToken, ProvisionTokenSpec, SystemRole};
 pub use traits::{TemplateError, Traits};

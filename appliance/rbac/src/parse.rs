@@ -2,12 +2,14 @@
 //!
 //! This module owns the operator-facing contract: a YAML stream of resources is either accepted
 //! entirely (every document parsed and validated) or rejected with one line that names the file,
-//! the line, the resource and the field. It never returns a partial result and never panics on
-//! any input.
+//! the line, the resource and the field. An accepted stream may carry warnings, one line each,
+//! for fields stored but ignored. It never returns a partial result and never panics on any
+//! input.
 
 use std::fmt;
 
 use crate::cluster::{AuthPreference, CertAuthorityResource, ClusterName};
+use crate::compat::FieldWarning;
 use crate::database::DatabaseResource;
 use crate::node::NodeResource;
 use crate::resource::{KINDS, Kind, Resource, describe};
@@ -91,13 +93,76 @@ impl ParseError {
     }
 }
 
+/// A field that was accepted and stored but that Hop ignores. Display is one line:
+/// `roles.yaml:12: role "dev": spec.options.permit_x11_forwarding: ignored: Hop offers no X11
+/// forwarding`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseWarning {
+    /// The file name given to the parser.
+    pub file: String,
+    /// 1-based line of the field, when known.
+    pub line: Option<u64>,
+    /// `role "dev"`.
+    pub resource: String,
+    /// The field and why it is ignored.
+    pub warning: FieldWarning,
+}
+
+impl fmt::Display for ParseWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        write!(f, ": {}: {}", self.resource, self.warning)
+    }
+}
+
+/// An accepted resource stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed {
+    /// Every resource, in document order.
+    pub resources: Vec<Resource>,
+    /// Fields stored but ignored, in document order.
+    pub warnings: Vec<ParseWarning>,
+}
+
 /// Parses a YAML stream of one or more (`---`-separated) resource documents and validates each.
-/// Returns every resource or the first error; `file` is used in error messages.
+/// Returns every resource or the first error; `file` is used in error messages. Warnings are
+/// dropped: use [`parse_resources_with_warnings`] where an operator can see them.
 pub fn parse_resources(text: &str, file: &str) -> Result<Vec<Resource>, ParseError> {
+    parse_resources_with_warnings(text, file).map(|p| p.resources)
+}
+
+/// Like [`parse_resources`], and also names every field that was stored but is ignored (with
+/// its line).
+pub fn parse_resources_with_warnings(text: &str, file: &str) -> Result<Parsed, ParseError> {
     let docs = yaml::parse_stream(text)
         .map_err(|e| ParseError::new(file, e.line, ParseProblem::Syntax(e.message)))?;
-    docs.iter()
-        .map(|doc| parse_document(doc, text, file))
+    let mut parsed = Parsed {
+        resources: Vec::with_capacity(docs.len()),
+        warnings: Vec::new(),
+    };
+    for doc in &docs {
+        let resource = parse_document(doc, text, file)?;
+        parsed
+            .warnings
+            .extend(locate_warnings(&resource, doc, file));
+        parsed.resources.push(resource);
+    }
+    Ok(parsed)
+}
+
+fn locate_warnings(resource: &Resource, doc: &Node, file: &str) -> Vec<ParseWarning> {
+    resource
+        .warnings()
+        .into_iter()
+        .map(|warning| ParseWarning {
+            file: file.to_owned(),
+            line: Some(doc.locate(&warning.field)).filter(|l| *l > 0),
+            resource: resource.display_name(),
+            warning,
+        })
         .collect()
 }
 

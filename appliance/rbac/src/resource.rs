@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use time::OffsetDateTime;
 
 use crate::cluster::{AuthPreference, CertAuthorityResource, ClusterName};
+use crate::compat::FieldWarning;
 use crate::database::DatabaseResource;
 use crate::node::NodeResource;
 use crate::role::Role;
@@ -163,6 +164,15 @@ impl Resource {
             Self::CertAuthority(r) => r.validate(),
             Self::Database(r) => r.validate(),
             Self::Node(r) => r.validate(),
+        }
+    }
+
+    /// Fields this resource sets that Hop stores but ignores (only roles have any).
+    #[must_use]
+    pub fn warnings(&self) -> Vec<FieldWarning> {
+        match self {
+            Self::Role(r) => r.warnings(),
+            _ => Vec::new(),
         }
     }
 

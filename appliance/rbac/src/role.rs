@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::compat::{FieldWarning, Verbatim, check_enforceable, role_warnings};
 use crate::duration::Duration;
 use crate::labels::{Labels, validate_selector};
 use crate::resource::{Kind, Metadata};
@@ -37,6 +38,9 @@ pub const VERBS: &[&str] = &[
 pub struct Role {
     /// Always `role`.
     pub kind: String,
+    /// Teleport's sub kind; roles have none. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_kind: Option<String>,
     /// `v5` … `v8`.
     pub version: String,
     /// Name, description, labels.
@@ -63,6 +67,10 @@ pub struct RoleSpec {
 
 /// `spec.options`; every field is optional and unset fields do not take part in the
 /// "most restrictive across roles" combination.
+///
+/// The fields after `disconnect_expired_cert` are Teleport's; Hop enforces
+/// `ssh_port_forwarding`, refuses the restrictions it cannot enforce and stores the rest
+/// verbatim (see `compat`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoleOptions {
@@ -87,6 +95,157 @@ pub struct RoleOptions {
     /// Disconnect when the certificate expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disconnect_expired_cert: Option<bool>,
+    /// Port forwarding per direction (enforced, with `port_forwarding`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_port_forwarding: Option<SshPortForwarding>,
+    /// Certificate format (`standard`, `oldssh`). Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_format: Option<String>,
+    /// BPF event classes to record. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enhanced_recording: Option<Verbatim>,
+    /// X11 forwarding; Hop offers none whatever this says. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permit_x11_forwarding: Option<bool>,
+    /// Concurrent connections per user. Refused: Hop cannot enforce it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<Verbatim>,
+    /// Sessions per connection. Refused: Hop cannot enforce it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_sessions: Option<Verbatim>,
+    /// Access request strategy. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_access: Option<String>,
+    /// Access request prompt. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_prompt: Option<String>,
+    /// Locking mode. Stored; enforcement is separate work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<LockingMode>,
+    /// Desktop clipboard sharing. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desktop_clipboard: Option<bool>,
+    /// Extra SSH certificate extensions. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_extensions: Option<Verbatim>,
+    /// Concurrent Kubernetes sessions. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_kubernetes_connections: Option<Verbatim>,
+    /// Desktop directory sharing. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desktop_directory_sharing: Option<bool>,
+    /// Host user creation (deprecated by Teleport). Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_host_user: Option<bool>,
+    /// Pin certificates to the client IP. `true` is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin_source_ip: Option<bool>,
+    /// scp/sftp over SSH. `false` is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_file_copy: Option<bool>,
+    /// Device trust (`off`, `optional`, `required`, `required-for-humans`); the last two are
+    /// refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_trust_mode: Option<String>,
+    /// Identity provider options. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp: Option<Verbatim>,
+    /// Desktop user creation. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_desktop_user: Option<bool>,
+    /// Database user creation. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_db_user: Option<bool>,
+    /// Host user creation mode. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_host_user_mode: Option<String>,
+    /// Database user creation mode. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_db_user_mode: Option<String>,
+    /// Longest time between MFA checks; refused unless no shorter than `max_session_ttl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mfa_verification_interval: Option<Verbatim>,
+    /// Shell of created host users. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_host_user_default_shell: Option<String>,
+}
+
+/// `spec.options.lock`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LockingMode {
+    /// Refuse access when the lock state is unknown.
+    Strict,
+    /// Allow access when the lock state is unknown.
+    BestEffort,
+}
+
+/// `spec.options.ssh_port_forwarding`: `{local: {enabled: B}, remote: {enabled: B}}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshPortForwarding {
+    /// `ssh -L` (`direct-tcpip`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<ForwardingToggle>,
+    /// `ssh -R` (`tcpip-forward`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<ForwardingToggle>,
+}
+
+/// `{enabled: B}`; unset means enabled, as in Teleport.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardingToggle {
+    /// Whether this direction is allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+/// A direction of SSH port forwarding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardDirection {
+    /// `ssh -L`.
+    Local,
+    /// `ssh -R`.
+    Remote,
+}
+
+impl SshPortForwarding {
+    /// Local forwarding is allowed unless explicitly disabled.
+    #[must_use]
+    pub fn local_enabled(&self) -> bool {
+        self.enabled(ForwardDirection::Local)
+    }
+
+    /// Remote forwarding is allowed unless explicitly disabled.
+    #[must_use]
+    pub fn remote_enabled(&self) -> bool {
+        self.enabled(ForwardDirection::Remote)
+    }
+
+    /// Whether `direction` is allowed by this setting alone.
+    #[must_use]
+    pub fn enabled(&self, direction: ForwardDirection) -> bool {
+        let toggle = match direction {
+            ForwardDirection::Local => &self.local,
+            ForwardDirection::Remote => &self.remote,
+        };
+        toggle.as_ref().and_then(|t| t.enabled) != Some(false)
+    }
+}
+
+impl RoleOptions {
+    /// Whether this role leaves forwarding in `direction` allowed: neither `port_forwarding:
+    /// false` nor `ssh_port_forwarding.<direction>.enabled: false`. Stricter than Teleport when
+    /// both are set (either one disabling wins).
+    #[must_use]
+    pub fn permits_port_forwarding(&self, direction: ForwardDirection) -> bool {
+        self.port_forwarding != Some(false)
+            && self
+                .ssh_port_forwarding
+                .as_ref()
+                .is_none_or(|f| f.enabled(direction))
+    }
 }
 
 impl RoleOptions {
@@ -166,6 +325,95 @@ pub struct RoleConditions {
     /// Whose live sessions may be joined, and how (`hop join`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub join_sessions: Vec<JoinSessionPolicy>,
+    // Teleport fields below: refused where ignoring them would widen access, otherwise stored
+    // verbatim and reported by `compat::role_warnings`.
+    /// Node label predicate; refused where ignoring it would widen access.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_labels_expression: Option<String>,
+    /// App label predicate; refused where ignoring it would widen access.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_labels_expression: Option<String>,
+    /// Database label predicate; refused where ignoring it would widen access.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_labels_expression: Option<String>,
+    /// Kubernetes label predicate. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes_labels_expression: Option<String>,
+    /// Windows desktop label predicate. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub windows_desktop_labels_expression: Option<String>,
+    /// Trusted cluster labels. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_labels: Option<Verbatim>,
+    /// Trusted cluster label predicate. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_labels_expression: Option<String>,
+    /// Kubernetes resources within clusters. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes_resources: Option<Verbatim>,
+    /// Certificate impersonation. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impersonate: Option<Verbatim>,
+    /// Access request reviews. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review_requests: Option<Verbatim>,
+    /// AWS role ARNs. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_role_arns: Option<Verbatim>,
+    /// Moderated session requirements; refused under `allow`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_session_join: Option<Verbatim>,
+    /// Groups of created host users. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_groups: Option<Verbatim>,
+    /// Sudoers entries of created host users. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_sudoers: Option<Verbatim>,
+    /// Azure identities. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure_identities: Option<Verbatim>,
+    /// GCP service accounts. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gcp_service_accounts: Option<Verbatim>,
+    /// Database service labels. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_service_labels: Option<Verbatim>,
+    /// Database service label predicate. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_service_labels_expression: Option<String>,
+    /// User group labels. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_labels: Option<Verbatim>,
+    /// User group label predicate. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_labels_expression: Option<String>,
+    /// Groups of created desktop users. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desktop_groups: Option<Verbatim>,
+    /// Roles of created database users. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_roles: Option<Verbatim>,
+    /// Permissions of created database users. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_permissions: Option<Verbatim>,
+    /// SPIFFE identities. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spiffe: Option<Verbatim>,
+    /// AWS Identity Center account assignments. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_assignments: Option<Verbatim>,
+    /// GitHub permissions. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github_permissions: Option<Verbatim>,
+    /// Workload identity labels. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_identity_labels: Option<Verbatim>,
+    /// Workload identity label predicate. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_identity_labels_expression: Option<String>,
+    /// MCP server permissions. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<Verbatim>,
 }
 
 /// One `join_sessions` entry: live sessions of users holding one of `roles`, of `kinds`, may be
@@ -177,14 +425,16 @@ pub struct JoinSessionPolicy {
     pub name: String,
     /// The session owner must hold one of these roles (`*`: any).
     pub roles: Vec<String>,
-    /// Session kinds: `ssh` (`*`: any).
+    /// Session kinds: `ssh` (`*`: any); Teleport's other kinds (`k8s`, …) match nothing.
     pub kinds: Vec<String>,
-    /// `observer` (watch) and/or `peer` (type too).
+    /// `observer` (watch) and/or `peer` (type too); Teleport's `moderator` grants nothing.
     pub modes: Vec<String>,
 }
 
 /// Modes a session can be joined in.
 pub const JOIN_MODES: &[&str] = &["observer", "peer"];
+/// Modes a role may name: Hop's plus Teleport's `moderator` (stored, never granted).
+pub const ROLE_JOIN_MODES: &[&str] = &["observer", "peer", "moderator"];
 
 impl RoleConditions {
     fn is_empty(&self) -> bool {
@@ -204,6 +454,9 @@ pub struct Rule {
     /// never grants in `allow` and always applies in `deny` (fail closed).
     #[serde(default, rename = "where", skip_serializing_if = "Option::is_none")]
     pub where_: Option<String>,
+    /// Teleport's side effects of a matching rule. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<String>,
 }
 
 impl Rule {
@@ -214,17 +467,43 @@ impl Rule {
             resources: resources.iter().map(|s| (*s).to_owned()).collect(),
             verbs: verbs.iter().map(|s| (*s).to_owned()).collect(),
             where_: None,
+            actions: Vec::new(),
         }
     }
 }
 
-/// `request`: which roles the holder may request.
+/// `request`: which roles the holder may request. Hop has no access requests yet: the whole
+/// section is stored and reported as ignored.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccessRequestConditions {
     /// Role names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
+    /// Claim to role mappings. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claims_to_roles: Option<Verbatim>,
+    /// Annotations for request plugins. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<Verbatim>,
+    /// Review thresholds. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thresholds: Option<Verbatim>,
+    /// Suggested reviewers. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suggested_reviewers: Option<Verbatim>,
+    /// Roles to search resources as. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search_as_roles: Option<Verbatim>,
+    /// Longest granted access. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duration: Option<Verbatim>,
+    /// Requestable Kubernetes resource kinds. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes_resources: Option<Verbatim>,
+    /// Request reason settings. Stored, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Verbatim>,
 }
 
 impl Kind for Role {
@@ -245,13 +524,15 @@ impl Role {
     pub fn new(name: impl Into<String>) -> Self {
         Self {
             kind: Self::KIND.to_owned(),
+            sub_kind: None,
             version: DEFAULT_ROLE_VERSION.to_owned(),
             metadata: Metadata::named(name),
             spec: RoleSpec::default(),
         }
     }
 
-    /// Checks everything that does not depend on a user.
+    /// Checks everything that does not depend on a user, and refuses restrictions Hop cannot
+    /// enforce.
     pub fn validate(&self) -> Result<(), ValidationError> {
         check_kind(&self.kind, Self::KIND)?;
         check_version(&self.version, ROLE_VERSIONS)?;
@@ -261,7 +542,14 @@ impl Role {
             .validate(&FieldPath::new("spec.options"))?;
         self.spec.allow.validate(&FieldPath::new("spec.allow"))?;
         self.spec.deny.validate(&FieldPath::new("spec.deny"))?;
-        Ok(())
+        check_enforceable(self)
+    }
+
+    /// The fields this role sets that Hop stores but ignores (ignoring them cannot grant more
+    /// than the role says). Meaningful for a role that passed [`Self::validate`].
+    #[must_use]
+    pub fn warnings(&self) -> Vec<FieldWarning> {
+        role_warnings(self)
     }
 }
 
@@ -367,12 +655,12 @@ impl RoleConditions {
                 return Err(invalid(&f.key("modes"), Problem::Empty));
             }
             for (k, m) in j.modes.iter().enumerate() {
-                if !JOIN_MODES.contains(&m.as_str()) {
+                if !ROLE_JOIN_MODES.contains(&m.as_str()) {
                     return Err(invalid(
                         &f.key("modes").index(k),
                         Problem::Invalid(format!(
                             "unknown mode {m:?}, expected one of {}",
-                            JOIN_MODES.join(", ")
+                            ROLE_JOIN_MODES.join(", ")
                         )),
                     ));
                 }

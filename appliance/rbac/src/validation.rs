@@ -136,6 +136,9 @@ pub enum Problem {
     /// Any other invalid value; the text says why.
     #[error("{0}")]
     Invalid(String),
+    /// A restriction Hop cannot enforce: accepting it would grant more than the resource says.
+    #[error("Hop cannot enforce this restriction: {0}")]
+    Unenforceable(String),
 }
 
 /// A resource that parsed but does not make sense, naming the field at fault.

@@ -249,6 +249,36 @@ impl fmt::Display for DeError {
 
 impl std::error::Error for DeError {}
 
+/// Beyond this many known fields, an unknown-field error suggests one instead of listing all.
+const MAX_LISTED_FIELDS: usize = 12;
+
+/// The known field nearest to `field` by edit distance, if it is plausibly a typo of it.
+fn closest(field: &str, expected: &[&'static str]) -> Option<&'static str> {
+    let limit = (field.chars().count() / 3).max(1);
+    expected
+        .iter()
+        .map(|e| (edit_distance(field, e), *e))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, e)| e)
+}
+
+/// Levenshtein distance over chars (inputs are field names: short).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut row = Vec::with_capacity(b.len() + 1);
+        row.push(i + 1);
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = prev[j] + usize::from(ca != *cb);
+            row.push(substitute.min(prev[j + 1] + 1).min(row[j] + 1));
+        }
+        prev = row;
+    }
+    prev[b.len()]
+}
+
 fn one_of(expected: &[&str]) -> String {
     if expected.is_empty() {
         "none are expected".to_owned()
@@ -277,7 +307,14 @@ impl de::Error for DeError {
     }
 
     fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
-        Self::new(format!("unknown field {field:?}, {}", one_of(expected)))
+        if expected.len() <= MAX_LISTED_FIELDS {
+            return Self::new(format!("unknown field {field:?}, {}", one_of(expected)));
+        }
+        // Long lists (a role's conditions) would swamp the line: suggest the nearest instead.
+        Self::new(match closest(field, expected) {
+            Some(near) => format!("unknown field {field:?} (did you mean {near:?}?)"),
+            None => format!("unknown field {field:?}"),
+        })
     }
 
     fn missing_field(field: &'static str) -> Self {
@@ -623,5 +660,14 @@ mod tests {
         }
         let b: B = from_node(doc.get("b").unwrap(), text).unwrap();
         assert_eq!(b.c, ["x", "007", "true", "1.10"]);
+    }
+
+    #[test]
+    fn typo_suggestions() {
+        assert_eq!(edit_distance("node_lables", "node_labels"), 2);
+        assert_eq!(edit_distance("", "ab"), 2);
+        let known = &["node_labels", "db_labels", "logins"];
+        assert_eq!(closest("node_lables", known), Some("node_labels"));
+        assert_eq!(closest("frobnicate", known), None);
     }
 }

@@ -4,6 +4,7 @@ mod checker;
 mod hostile;
 mod parse;
 mod roundtrip;
+mod teleport;
 
 /// Parses and unwraps, printing the one-line error on failure.
 pub fn parse_ok(text: &str) -> Vec<hop_rbac::Resource> {

@@ -59,6 +59,7 @@ fn expected_dev_role() -> Role {
     ];
     a.request = Some(AccessRequestConditions {
         roles: strings(&["prod-access"]),
+        ..AccessRequestConditions::default()
     });
     let d = &mut r.spec.deny;
     d.logins = strings(&["root"]);
@@ -206,12 +207,12 @@ fn malformed_resources_name_field_and_line() {
         // Unknown key at the top level.
         (
             "kind: role\nversion: v7\nspce: {}\nmetadata:\n  name: dev\n",
-            r#"roles.yaml:3: unknown field "spce", expected one of kind, version, metadata, spec"#,
+            r#"roles.yaml:3: unknown field "spce", expected one of kind, sub_kind, version, metadata, spec"#,
         ),
         // Unknown key inside the spec.
         (
             "kind: role\nversion: v7\nmetadata:\n  name: dev\nspec:\n  allow:\n    node_lables: {}\n",
-            r#"roles.yaml:7: role "dev": spec.allow: unknown field "node_lables", expected one of logins, node_labels, db_labels, db_names, db_users, app_labels, kubernetes_labels, kubernetes_groups, kubernetes_users, windows_desktop_labels, windows_desktop_logins, rules, request, join_sessions"#,
+            r#"roles.yaml:7: role "dev": spec.allow: unknown field "node_lables" (did you mean "node_labels"?)"#,
         ),
         // Bad regex: the line of the offending label.
         (
