@@ -731,7 +731,7 @@ impl AuthAdmin for AuthApi {
     ) -> Result<Response<CreateResourcesResponse>, Status> {
         let c = caller(&req);
         let r = req.into_inner();
-        let written = self
+        let created = self
             .blocking(move |a| {
                 let actor = c.actor();
                 let source = if r.source.is_empty() {
@@ -744,7 +744,10 @@ impl AuthAdmin for AuthApi {
                 })
             })
             .await?;
-        Ok(Response::new(CreateResourcesResponse { written }))
+        Ok(Response::new(CreateResourcesResponse {
+            written: created.written,
+            warnings: created.warnings,
+        }))
     }
 
     async fn get_resources(

@@ -1075,9 +1075,11 @@ impl AuthServer {
         force: bool,
         actor: &str,
         authorize: &dyn Fn(&str, &str) -> Result<(), AuthError>,
-    ) -> Result<Vec<String>, AuthError> {
-        let docs = hop_rbac::parse_resources(yaml, source)
+    ) -> Result<CreatedResources, AuthError> {
+        let parsed = hop_rbac::parse_resources_with_warnings(yaml, source)
             .map_err(|e| AuthError::BadRequest(e.to_string()))?;
+        let warnings: Vec<String> = parsed.warnings.iter().map(|w| w.to_string()).collect();
+        let docs = parsed.resources;
         if docs.is_empty() {
             return Err(AuthError::BadRequest(format!(
                 "{source}: no resources found"
@@ -1132,7 +1134,7 @@ impl AuthServer {
             );
             written.push(id);
         }
-        Ok(written)
+        Ok(CreatedResources { written, warnings })
     }
 
     /// Resources of a kind as JSON documents (public parts only).
@@ -1228,6 +1230,15 @@ impl AuthServer {
             AuthError::Denied(e.to_string())
         })
     }
+}
+
+/// What `create_resources` wrote, and the fields it stored without acting on them.
+#[derive(Debug, Clone, Default)]
+pub struct CreatedResources {
+    /// `kind/name` of each resource written.
+    pub written: Vec<String>,
+    /// One line per field stored but ignored, naming the file, line and field.
+    pub warnings: Vec<String>,
 }
 
 /// What the audit log records for a refused login: the real reason, which the caller never sees.

@@ -343,6 +343,9 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .await
                 .map_err(status_error)?
                 .into_inner();
+            for w in &r.warnings {
+                eprintln!("warning: {w}");
+            }
             for w in r.written {
                 println!(
                     "{w} has been {}",

@@ -334,3 +334,33 @@ fn completion_and_help_and_version() {
     let out = Command::new(HOP).arg("version").output().unwrap();
     assert!(stdout(&out).starts_with("hop "));
 }
+
+#[test]
+fn a_teleport_developer_role_loads_with_warnings_and_unenforceable_restrictions_are_refused() {
+    let a = Appliance::start("");
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/rbac/tests/it/testdata/teleport-developer.yaml"
+    );
+    let out = a.hop(&["admin", "create", "-f", file]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let warned = stderr(&out);
+    for field in [
+        "permit_x11_forwarding",
+        "request_access",
+        "create_host_user_mode",
+        "kubernetes_resources",
+        "allow.request",
+    ] {
+        assert!(warned.contains(field), "no warning names {field}: {warned}");
+    }
+    let role = a.dir.path().join("pinned.yaml");
+    std::fs::write(
+        &role,
+        "kind: role\nversion: v7\nmetadata:\n  name: pinned\nspec:\n  options:\n    pin_source_ip: true\n  allow:\n    logins: [x]\n",
+    )
+    .unwrap();
+    let out = a.hop(&["admin", "create", "-f", role.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("pin_source_ip"), "{}", stderr(&out));
+}
