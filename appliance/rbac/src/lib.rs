@@ -15,6 +15,7 @@ pub mod compat;
 pub mod database;
 pub mod duration;
 pub mod labels;
+pub mod lock;
 pub mod node;
 pub mod parse;
 pub mod resource;
@@ -37,6 +38,7 @@ pub use compat::{FieldWarning, Verbatim};
 pub use database::{DatabaseResource, DatabaseSpec, DatabaseTls};
 pub use duration::{Duration, DurationError};
 pub use labels::{LabelValues, Labels};
+pub use lock::{LockResource, LockSpec, LockTarget};
 pub use node::{NodeResource, NodeSpec};
 pub use parse::{
     ParseError, ParseProblem, ParseWarning, Parsed, parse_resources, parse_resources_with_warnings,

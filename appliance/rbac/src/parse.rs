@@ -11,6 +11,7 @@ use std::fmt;
 use crate::cluster::{AuthPreference, CertAuthorityResource, ClusterName};
 use crate::compat::FieldWarning;
 use crate::database::DatabaseResource;
+use crate::lock::LockResource;
 use crate::node::NodeResource;
 use crate::resource::{KINDS, Kind, Resource, describe};
 use crate::role::Role;
@@ -232,6 +233,9 @@ fn parse_document(doc: &Node, text: &str, file: &str) -> Result<Resource, ParseE
             .map_err(typed)?
             .into(),
         NodeResource::KIND => yaml::from_node::<NodeResource>(doc, text)
+            .map_err(typed)?
+            .into(),
+        LockResource::KIND => yaml::from_node::<LockResource>(doc, text)
             .map_err(typed)?
             .into(),
         other => {

@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use crate::cluster::{AuthPreference, CertAuthorityResource, ClusterName};
 use crate::compat::FieldWarning;
 use crate::database::DatabaseResource;
+use crate::lock::LockResource;
 use crate::node::NodeResource;
 use crate::role::Role;
 use crate::token::ProvisionToken;
@@ -102,6 +103,8 @@ pub enum Resource {
     Database(DatabaseResource),
     /// `kind: node` (`sub_kind: openssh`)
     Node(NodeResource),
+    /// `kind: lock`
+    Lock(LockResource),
 }
 
 /// Every kind this crate knows, in the order error messages list them.
@@ -114,6 +117,7 @@ pub const KINDS: &[&str] = &[
     CertAuthorityResource::KIND,
     DatabaseResource::KIND,
     NodeResource::KIND,
+    LockResource::KIND,
 ];
 
 impl Resource {
@@ -129,6 +133,7 @@ impl Resource {
             Self::CertAuthority(_) => CertAuthorityResource::KIND,
             Self::Database(_) => DatabaseResource::KIND,
             Self::Node(_) => NodeResource::KIND,
+            Self::Lock(_) => LockResource::KIND,
         }
     }
 
@@ -150,6 +155,7 @@ impl Resource {
             Self::CertAuthority(r) => r.metadata(),
             Self::Database(r) => r.metadata(),
             Self::Node(r) => r.metadata(),
+            Self::Lock(r) => r.metadata(),
         }
     }
 
@@ -164,6 +170,7 @@ impl Resource {
             Self::CertAuthority(r) => r.validate(),
             Self::Database(r) => r.validate(),
             Self::Node(r) => r.validate(),
+            Self::Lock(r) => r.validate(),
         }
     }
 
@@ -212,6 +219,7 @@ from_variant! {
     CertAuthorityResource => CertAuthority,
     DatabaseResource => Database,
     NodeResource => Node,
+    LockResource => Lock,
 }
 
 impl Serialize for Resource {
@@ -225,6 +233,7 @@ impl Serialize for Resource {
             Self::CertAuthority(r) => r.serialize(serializer),
             Self::Database(r) => r.serialize(serializer),
             Self::Node(r) => r.serialize(serializer),
+            Self::Lock(r) => r.serialize(serializer),
         }
     }
 }
@@ -252,6 +261,7 @@ impl<'de> Deserialize<'de> for Resource {
             }
             DatabaseResource::KIND => Self::Database(serde_json::from_value(value).map_err(typed)?),
             NodeResource::KIND => Self::Node(serde_json::from_value(value).map_err(typed)?),
+            LockResource::KIND => Self::Lock(serde_json::from_value(value).map_err(typed)?),
             other => return Err(D::Error::unknown_variant(other, KINDS)),
         })
     }

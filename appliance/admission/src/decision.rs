@@ -1,0 +1,247 @@
+//! The decision: [`Snapshot::admit`], its typed refusal, and what an admitted subject carries.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hop_rbac::{AccessChecker, AccessDenied, LockingMode, Role};
+
+use crate::locks::lock_applies;
+use crate::snapshot::{STALE_AFTER, Snapshot};
+use crate::subject::{Route, Subject, SubjectKind};
+
+/// Why admission refused. Each variant has a stable [`code`](Refusal::code) for audit events;
+/// the message is what the user is shown.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("the certificate expired {ago}s ago; run `hop login`")]
+    Expired { ago: u64 },
+    #[error("the certificate was issued by cluster {presented:?}, not by this cluster ({ours:?})")]
+    OtherCluster { presented: String, ours: String },
+    #[error("{what} cannot be used on the {route} route")]
+    WrongCertificate {
+        what: &'static str,
+        route: &'static str,
+    },
+    #[error(
+        "access data from Auth is {age_secs}s old and locking mode is strict (limit {limit_secs}s); try again when Auth is reachable"
+    )]
+    Stale { age_secs: u64, limit_secs: u64 },
+    #[error("{kind} {name:?} no longer exists")]
+    Deleted { kind: &'static str, name: String },
+    #[error("{target} is locked{}", message_suffix(.message))]
+    Locked { target: String, message: String },
+    #[error(
+        "this certificate of {name:?} was issued before its last lock or role change; run `hop login` again"
+    )]
+    Voided { name: String },
+    #[error("role {role:?} was taken away from {name:?}; run `hop login` again")]
+    RoleRemoved { name: String, role: String },
+    #[error(
+        "a role of {name:?} sets require_session_mfa, and per-session MFA is not available yet: the session is refused"
+    )]
+    SessionMfaUnavailable { name: String },
+    #[error("access denied to {name:?}: {reason}")]
+    Denied { name: String, reason: String },
+    #[error("the roles of {name:?} cannot be evaluated: {reason}")]
+    RoleError { name: String, reason: String },
+}
+
+fn message_suffix(message: &str) -> String {
+    if message.is_empty() {
+        String::new()
+    } else {
+        format!(": {message}")
+    }
+}
+
+impl Refusal {
+    /// The reason code audit events carry.
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Expired { .. } => "expired",
+            Self::OtherCluster { .. } => "other_cluster",
+            Self::WrongCertificate { .. } => "wrong_certificate",
+            Self::Stale { .. } => "snapshot_stale",
+            Self::Deleted { .. } => "deleted",
+            Self::Locked { .. } => "locked",
+            Self::Voided { .. } => "voided",
+            Self::RoleRemoved { .. } => "role_removed",
+            Self::SessionMfaUnavailable { .. } => "session_mfa_unavailable",
+            Self::Denied { .. } => "access_denied",
+            Self::RoleError { .. } => "role_error",
+        }
+    }
+}
+
+/// A subject admission let through, with the roles it holds now, for the route's own question
+/// (which node login, which database, which rule).
+#[derive(Debug)]
+pub struct Admitted {
+    name: String,
+    checker: AccessChecker,
+}
+
+impl Admitted {
+    /// The role checker built from the roles the identity holds now.
+    #[must_use]
+    pub fn checker(&self) -> &AccessChecker {
+        &self.checker
+    }
+
+    /// Turns a route's RBAC answer into a refusal naming the subject.
+    pub fn require(&self, answer: Result<(), AccessDenied>) -> Result<(), Refusal> {
+        answer.map_err(|e| Refusal::Denied {
+            name: self.name.clone(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+impl Snapshot {
+    /// Decides whether `subject` may start on `route` at `now`. Live sessions call it again
+    /// with each new snapshot; a refusal then ends them.
+    pub fn admit(
+        &self,
+        subject: &Subject<'_>,
+        route: Route,
+        now: SystemTime,
+    ) -> Result<Admitted, Refusal> {
+        check_validity(subject, &self.cluster, now)?;
+        check_certificate_kind(subject, route)?;
+        self.check_fresh(subject, now)?;
+        let roles = self.current_roles(subject)?;
+        if let Some(lock) = self.locks.iter().find(|l| lock_applies(l, subject, now)) {
+            return Err(Refusal::Locked {
+                target: lock.spec.target.describe(),
+                message: lock.spec.message.clone(),
+            });
+        }
+        let checker =
+            AccessChecker::new(&roles, subject.traits).map_err(|e| Refusal::RoleError {
+                name: subject.name.into(),
+                reason: e.to_string(),
+            })?;
+        if route.is_session() && checker.require_session_mfa() {
+            return Err(Refusal::SessionMfaUnavailable {
+                name: subject.name.into(),
+            });
+        }
+        Ok(Admitted {
+            name: subject.name.into(),
+            checker,
+        })
+    }
+
+    /// In strict mode (the cluster's, or a role's `lock: strict`), too old a snapshot refuses.
+    fn check_fresh(&self, subject: &Subject<'_>, now: SystemTime) -> Result<(), Refusal> {
+        let strict = self.locking_mode == LockingMode::Strict
+            || subject.roles.iter().any(|r| {
+                self.roles
+                    .get(r)
+                    .is_some_and(|r| r.spec.options.lock == Some(LockingMode::Strict))
+            });
+        let age = self.age(now);
+        if strict && age > STALE_AFTER {
+            return Err(Refusal::Stale {
+                age_secs: age.as_secs(),
+                limit_secs: STALE_AFTER.as_secs(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The identity exists, its certificate is not void, and the roles it carries are still
+    /// its own; returns those roles as defined now (a role deleted since grants nothing).
+    fn current_roles(&self, subject: &Subject<'_>) -> Result<Vec<Role>, Refusal> {
+        let (kind, stamps) = match subject.kind {
+            SubjectKind::User => ("user", Some(&self.users)),
+            SubjectKind::Bot => ("bot", Some(&self.users)),
+            SubjectKind::Agent => ("agent", self.agents.as_ref()),
+        };
+        let stamp = match stamps {
+            Some(map) => Some(map.get(subject.name).ok_or_else(|| Refusal::Deleted {
+                kind,
+                name: subject.name.into(),
+            })?),
+            None => None,
+        };
+        if let Some(stamp) = stamp {
+            let issued = subject
+                .issued_at
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or(Duration::ZERO)
+                .as_secs();
+            if stamp.not_before > issued {
+                return Err(Refusal::Voided {
+                    name: subject.name.into(),
+                });
+            }
+            if subject.kind != SubjectKind::Agent
+                && let Some(gone) = subject.roles.iter().find(|r| !stamp.roles.contains(r))
+            {
+                return Err(Refusal::RoleRemoved {
+                    name: subject.name.into(),
+                    role: gone.clone(),
+                });
+            }
+        }
+        Ok(subject
+            .roles
+            .iter()
+            .filter_map(|r| self.roles.get(r).cloned())
+            .collect())
+    }
+}
+
+fn check_validity(subject: &Subject<'_>, cluster: &str, now: SystemTime) -> Result<(), Refusal> {
+    if now >= subject.expires {
+        return Err(Refusal::Expired {
+            ago: now
+                .duration_since(subject.expires)
+                .unwrap_or_default()
+                .as_secs(),
+        });
+    }
+    if !cluster.is_empty() && subject.cluster != cluster {
+        return Err(Refusal::OtherCluster {
+            presented: subject.cluster.into(),
+            ours: cluster.into(),
+        });
+    }
+    Ok(())
+}
+
+/// A host certificate only on agent routes, a user certificate only on user routes, and a
+/// route certificate only on its own route.
+fn check_certificate_kind(subject: &Subject<'_>, route: Route) -> Result<(), Refusal> {
+    let wrong = |what| {
+        Err(Refusal::WrongCertificate {
+            what,
+            route: route.name(),
+        })
+    };
+    match (subject.kind, route.is_agent_route()) {
+        (SubjectKind::Agent, false) => return wrong("an agent's host certificate"),
+        (SubjectKind::User | SubjectKind::Bot, true) => return wrong("a user certificate"),
+        _ => {}
+    }
+    match subject.bound_route {
+        Some(bound) if !same_route_family(bound, route) => wrong(bound_name(bound)),
+        _ => Ok(()),
+    }
+}
+
+/// A database route certificate serves either database protocol (the database's resource
+/// says which); other route certificates serve exactly their route.
+fn same_route_family(bound: Route, route: Route) -> bool {
+    let db = |r| matches!(r, Route::Postgres | Route::MySql);
+    bound == route || (db(bound) && db(route))
+}
+
+fn bound_name(route: Route) -> &'static str {
+    match route {
+        Route::Postgres | Route::MySql => "a database route certificate",
+        Route::App => "an application route certificate",
+        _ => "a route certificate",
+    }
+}

@@ -1,0 +1,131 @@
+//! The access data a decision is made from: roles, locks, which identities exist (with the
+//! roles they hold now and the instant before which their certificates are void), and how old
+//! the data is.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hop_rbac::{LockResource, LockingMode, Role};
+use serde::{Deserialize, Serialize};
+
+/// In `strict` locking mode, a snapshot older than this refuses new sessions and ends live
+/// ones (Teleport's bound).
+pub const STALE_AFTER: Duration = Duration::from_secs(300);
+
+/// One identity that exists, as Auth sends it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityStamp {
+    /// A user name, or an agent's host id.
+    pub name: String,
+    /// The roles a user holds now (agents: empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+    /// Certificates issued before this (Unix seconds) are void: bumped by a lock on the
+    /// identity and when a role is taken away. 0: none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub not_before: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// The snapshot as Auth builds it and sends it to proxies and agents (JSON).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SnapshotData {
+    pub cluster: String,
+    pub roles: Vec<Role>,
+    pub locks: Vec<LockResource>,
+    /// Every user (and bot) that exists.
+    pub users: Vec<IdentityStamp>,
+    /// Every agent that exists (host ids), when the receiver needs them (proxies); `None`
+    /// when not sent (nodes never admit other agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agents: Option<Vec<IdentityStamp>>,
+    /// `cluster_auth_preference.locking_mode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locking_mode: Option<LockingMode>,
+    /// When Auth took it (Unix seconds).
+    pub taken_at: u64,
+}
+
+/// Why a snapshot could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("the access snapshot from Auth is unreadable: {0}")]
+    Malformed(#[from] serde_json::Error),
+}
+
+/// A parsed [`SnapshotData`], indexed for decisions.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub(crate) cluster: String,
+    pub(crate) roles: HashMap<String, Role>,
+    pub(crate) locks: Vec<LockResource>,
+    pub(crate) users: HashMap<String, IdentityStamp>,
+    pub(crate) agents: Option<HashMap<String, IdentityStamp>>,
+    pub(crate) locking_mode: LockingMode,
+    pub(crate) taken_at: SystemTime,
+}
+
+impl Snapshot {
+    /// Indexes `data`.
+    #[must_use]
+    pub fn new(data: SnapshotData) -> Self {
+        let index = |v: Vec<IdentityStamp>| v.into_iter().map(|s| (s.name.clone(), s)).collect();
+        Self {
+            cluster: data.cluster,
+            roles: data
+                .roles
+                .into_iter()
+                .map(|r| (r.metadata.name.clone(), r))
+                .collect(),
+            locks: data.locks,
+            users: index(data.users),
+            agents: data.agents.map(index),
+            locking_mode: data.locking_mode.unwrap_or(LockingMode::BestEffort),
+            taken_at: UNIX_EPOCH + Duration::from_secs(data.taken_at),
+        }
+    }
+
+    /// Parses the JSON form Auth sends.
+    pub fn from_json(text: &str) -> Result<Self, SnapshotError> {
+        Ok(Self::new(serde_json::from_str(text)?))
+    }
+
+    /// How old the data is at `now`.
+    #[must_use]
+    pub fn age(&self, now: SystemTime) -> Duration {
+        now.duration_since(self.taken_at).unwrap_or_default()
+    }
+
+    /// When Auth took it.
+    #[must_use]
+    pub fn taken_at(&self) -> SystemTime {
+        self.taken_at
+    }
+
+    /// The cluster the snapshot is for.
+    #[must_use]
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
+
+    /// A role by name.
+    #[must_use]
+    pub fn role(&self, name: &str) -> Option<&Role> {
+        self.roles.get(name)
+    }
+
+    /// Every lock (in force or lapsed).
+    #[must_use]
+    pub fn locks(&self) -> &[LockResource] {
+        &self.locks
+    }
+
+    /// The cluster's locking mode.
+    #[must_use]
+    pub fn locking_mode(&self) -> LockingMode {
+        self.locking_mode
+    }
+}

@@ -1,0 +1,109 @@
+//! Who is asking, and on which route: what a route knows once it has verified a certificate.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+/// What kind of identity presented the certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectKind {
+    /// A person (local or SSO), with a user certificate.
+    User,
+    /// A machine identity (`bot-NAME`), with a user certificate.
+    Bot,
+    /// An agent (node, app, db…) with a host certificate; `name` is its host id.
+    Agent,
+}
+
+/// Every route that admits sessions or calls. The name is what audit events carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Route {
+    /// The gRPC Auth and admin API with a user certificate.
+    AdminApi,
+    /// `hop ssh` / OpenSSH through the proxy (`hop-ssh` ALPN).
+    HopSsh,
+    /// The proxy as an SSH jump host (`ssh -J`).
+    JumpHost,
+    /// A session the proxy terminates to an agentless OpenSSH node.
+    Agentless,
+    /// An SSH login on a node agent.
+    Node,
+    /// A TCP or HTTP application session.
+    App,
+    /// A PostgreSQL session.
+    Postgres,
+    /// A MySQL/MariaDB session.
+    MySql,
+    /// `hop join`: watching or joining a live session.
+    Join,
+    /// Listing, playing or exporting recordings.
+    Recordings,
+    /// An agent renewing its host certificate.
+    HostRenewal,
+    /// An agent's reverse tunnel.
+    Tunnel,
+}
+
+impl Route {
+    /// The route's name in audit events and messages.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::AdminApi => "admin_api",
+            Self::HopSsh => "hop_ssh",
+            Self::JumpHost => "jump_host",
+            Self::Agentless => "agentless",
+            Self::Node => "node",
+            Self::App => "app",
+            Self::Postgres => "postgres",
+            Self::MySql => "mysql",
+            Self::Join => "join",
+            Self::Recordings => "recordings",
+            Self::HostRenewal => "host_renewal",
+            Self::Tunnel => "tunnel",
+        }
+    }
+
+    /// Routes that start an interactive or data session (where `require_session_mfa` applies).
+    #[must_use]
+    pub fn is_session(self) -> bool {
+        matches!(
+            self,
+            Self::HopSsh
+                | Self::JumpHost
+                | Self::Agentless
+                | Self::Node
+                | Self::App
+                | Self::Postgres
+                | Self::MySql
+                | Self::Join
+        )
+    }
+
+    /// Routes only agents use.
+    #[must_use]
+    pub fn is_agent_route(self) -> bool {
+        matches!(self, Self::HostRenewal | Self::Tunnel)
+    }
+}
+
+/// A verified certificate's holder, as a route describes it to admission.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    pub kind: SubjectKind,
+    /// The user name, or an agent's host id.
+    pub name: &'a str,
+    /// Roles the certificate carries (for agents: empty).
+    pub roles: &'a [String],
+    pub traits: &'a BTreeMap<String, Vec<String>>,
+    /// The OS login asked for, on SSH routes.
+    pub login: Option<&'a str>,
+    /// When the certificate was issued (its validity start without the clock-skew margin).
+    pub issued_at: SystemTime,
+    pub expires: SystemTime,
+    /// The cluster that issued the certificate.
+    pub cluster: &'a str,
+    /// For a route certificate (database, app): the route it is bound to.
+    pub bound_route: Option<Route>,
+    /// The agent's system role for an agent (`node`, `db`, `app`…), else empty.
+    pub agent_role: &'a str,
+}

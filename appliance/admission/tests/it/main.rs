@@ -1,0 +1,423 @@
+//! Admission decisions, table-driven: every refusal reason on every route, after a positive
+//! control, with the same snapshot shape Auth sends.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hop_admission::{
+    IdentityStamp, Refusal, Route, STALE_AFTER, Snapshot, SnapshotData, Subject, SubjectKind,
+};
+use hop_rbac::{LockResource, LockTarget, LockingMode, Resource, parse_resources};
+
+const T0: u64 = 1_800_000_000;
+
+fn at(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+fn roles(yaml: &str) -> Vec<hop_rbac::Role> {
+    parse_resources(yaml, "test.yaml")
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| match r {
+            Resource::Role(r) => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
+const ROLES: &str = "kind: role\nversion: v7\nmetadata:\n  name: dev\nspec:\n  allow:\n    logins: [alice]\n    node_labels: {'*': '*'}\n---\nkind: role\nversion: v7\nmetadata:\n  name: ops\nspec:\n  allow:\n    logins: [ops]\n---\nkind: role\nversion: v7\nmetadata:\n  name: mfa\nspec:\n  options:\n    require_session_mfa: true\n---\nkind: role\nversion: v7\nmetadata:\n  name: strict\nspec:\n  options:\n    lock: strict\n";
+
+fn data() -> SnapshotData {
+    SnapshotData {
+        cluster: "c1".into(),
+        roles: roles(ROLES),
+        locks: vec![],
+        users: vec![
+            IdentityStamp {
+                name: "alice".into(),
+                roles: vec!["dev".into(), "ops".into(), "strict".into()],
+                not_before: 0,
+            },
+            IdentityStamp {
+                name: "mona".into(),
+                roles: vec!["dev".into(), "mfa".into()],
+                not_before: 0,
+            },
+            IdentityStamp {
+                name: "bot-ci".into(),
+                roles: vec!["dev".into()],
+                not_before: 0,
+            },
+        ],
+        agents: Some(vec![IdentityStamp {
+            name: "host-1".into(),
+            ..Default::default()
+        }]),
+        locking_mode: None,
+        taken_at: T0,
+    }
+}
+
+struct Cert {
+    kind: SubjectKind,
+    name: &'static str,
+    roles: Vec<String>,
+    login: Option<&'static str>,
+    issued: u64,
+    expires: u64,
+    cluster: &'static str,
+    bound: Option<Route>,
+}
+
+fn alice() -> Cert {
+    Cert {
+        kind: SubjectKind::User,
+        name: "alice",
+        roles: vec!["dev".into(), "ops".into()],
+        login: Some("alice"),
+        issued: T0 - 60,
+        expires: T0 + 3600,
+        cluster: "c1",
+        bound: None,
+    }
+}
+
+fn decide(snap: &Snapshot, c: &Cert, route: Route, now: u64) -> Result<(), Refusal> {
+    let traits = BTreeMap::new();
+    let s = Subject {
+        kind: c.kind,
+        name: c.name,
+        roles: &c.roles,
+        traits: &traits,
+        login: c.login,
+        issued_at: at(c.issued),
+        expires: at(c.expires),
+        cluster: c.cluster,
+        bound_route: c.bound,
+        agent_role: "",
+    };
+    snap.admit(&s, route, at(now)).map(drop)
+}
+
+fn lock(target: LockTarget) -> LockResource {
+    LockResource::new("l1", target, "offboarding", "admin")
+}
+
+const USER_ROUTES: &[Route] = &[
+    Route::AdminApi,
+    Route::HopSsh,
+    Route::JumpHost,
+    Route::Agentless,
+    Route::Node,
+    Route::App,
+    Route::Postgres,
+    Route::MySql,
+    Route::Join,
+    Route::Recordings,
+];
+
+/// One row: how the snapshot and certificate are changed, and the code every user route must
+/// refuse with.
+type Row = (&'static str, fn(&mut SnapshotData, &mut Cert), &'static str);
+
+#[test]
+fn the_refusal_matrix_on_every_user_route() {
+    let rows: &[Row] = &[
+        ("expired", |_, c| c.expires = T0 - 1, "expired"),
+        ("other CA", |_, c| c.cluster = "evil", "other_cluster"),
+        (
+            "locked user",
+            |d, _| {
+                d.locks.push(lock(LockTarget {
+                    user: Some("alice".into()),
+                    ..Default::default()
+                }))
+            },
+            "locked",
+        ),
+        (
+            "role lock",
+            |d, _| {
+                d.locks.push(lock(LockTarget {
+                    role: Some("ops".into()),
+                    ..Default::default()
+                }))
+            },
+            "locked",
+        ),
+        (
+            "login lock",
+            |d, _| {
+                d.locks.push(lock(LockTarget {
+                    login: Some("alice".into()),
+                    ..Default::default()
+                }))
+            },
+            "locked",
+        ),
+        (
+            "deleted user",
+            |d, _| d.users.retain(|u| u.name != "alice"),
+            "deleted",
+        ),
+        (
+            "role removed",
+            |d, _| d.users[0].roles.retain(|r| r != "ops"),
+            "role_removed",
+        ),
+        (
+            "older than the last lock",
+            |d, _| d.users[0].not_before = T0 - 10,
+            "voided",
+        ),
+        (
+            "agent certificate",
+            |_, c| c.kind = SubjectKind::Agent,
+            "wrong_certificate",
+        ),
+    ];
+    for route in USER_ROUTES {
+        let snap = Snapshot::new(data());
+        assert_eq!(
+            decide(&snap, &alice(), *route, T0),
+            Ok(()),
+            "positive control on {route:?}"
+        );
+        for (what, change, code) in rows {
+            let mut d = data();
+            let mut c = alice();
+            change(&mut d, &mut c);
+            let got = decide(&Snapshot::new(d), &c, *route, T0);
+            let refusal = got.expect_err(&format!("{what} on {route:?} was admitted"));
+            assert_eq!(refusal.code(), *code, "{what} on {route:?}: {refusal}");
+            assert!(!refusal.to_string().is_empty());
+        }
+    }
+}
+
+#[test]
+fn route_certificates_serve_only_their_route() {
+    let snap = Snapshot::new(data());
+    let mut c = alice();
+    c.bound = Some(Route::Postgres);
+    assert_eq!(decide(&snap, &c, Route::Postgres, T0), Ok(()));
+    assert_eq!(decide(&snap, &c, Route::MySql, T0), Ok(()));
+    for route in [Route::App, Route::HopSsh, Route::AdminApi, Route::Node] {
+        let e = decide(&snap, &c, route, T0).unwrap_err();
+        assert_eq!(e.code(), "wrong_certificate", "{route:?}");
+        assert!(e.to_string().contains("database route certificate"), "{e}");
+    }
+}
+
+#[test]
+fn agents_only_on_agent_routes_and_only_while_they_exist() {
+    let agent = || Cert {
+        kind: SubjectKind::Agent,
+        name: "host-1",
+        roles: vec![],
+        login: None,
+        issued: T0 - 60,
+        expires: T0 + 3600,
+        cluster: "c1",
+        bound: None,
+    };
+    let snap = Snapshot::new(data());
+    assert_eq!(decide(&snap, &agent(), Route::Tunnel, T0), Ok(()));
+    assert_eq!(decide(&snap, &agent(), Route::HostRenewal, T0), Ok(()));
+    assert_eq!(
+        decide(&snap, &alice(), Route::Tunnel, T0)
+            .unwrap_err()
+            .code(),
+        "wrong_certificate"
+    );
+    let mut d = data();
+    d.locks.push(lock(LockTarget {
+        server_id: Some("host-1".into()),
+        ..Default::default()
+    }));
+    assert_eq!(
+        decide(&Snapshot::new(d), &agent(), Route::Tunnel, T0)
+            .unwrap_err()
+            .code(),
+        "locked"
+    );
+    let mut d = data();
+    d.agents = Some(vec![]);
+    assert_eq!(
+        decide(&Snapshot::new(d), &agent(), Route::HostRenewal, T0)
+            .unwrap_err()
+            .code(),
+        "deleted"
+    );
+    // A server-id lock does not lock a user who happens to share the name.
+    let mut d = data();
+    d.locks.push(lock(LockTarget {
+        server_id: Some("alice".into()),
+        ..Default::default()
+    }));
+    assert_eq!(
+        decide(&Snapshot::new(d), &alice(), Route::HopSsh, T0),
+        Ok(())
+    );
+}
+
+#[test]
+fn locks_hold_before_their_target_exists_and_lapse_at_expiry() {
+    let mut d = data();
+    let mut l = lock(LockTarget {
+        bot: Some("ci".into()),
+        ..Default::default()
+    });
+    l.spec.expires = Some(time::OffsetDateTime::from(at(T0 + 100)));
+    d.locks.push(l);
+    let snap = Snapshot::new(d);
+    let bot = Cert {
+        kind: SubjectKind::Bot,
+        name: "bot-ci",
+        roles: vec!["dev".into()],
+        ..alice()
+    };
+    assert_eq!(
+        decide(&snap, &bot, Route::HopSsh, T0).unwrap_err().code(),
+        "locked"
+    );
+    assert_eq!(decide(&snap, &bot, Route::HopSsh, T0 + 100), Ok(()));
+    // A lock on a user who does not exist yet is kept and applies once the user appears.
+    let mut d = data();
+    d.locks.push(lock(LockTarget {
+        user: Some("zed".into()),
+        ..Default::default()
+    }));
+    d.users.push(IdentityStamp {
+        name: "zed".into(),
+        roles: vec!["dev".into()],
+        not_before: 0,
+    });
+    let zed = Cert {
+        name: "zed",
+        roles: vec!["dev".into()],
+        ..alice()
+    };
+    assert_eq!(
+        decide(&Snapshot::new(d), &zed, Route::Node, T0)
+            .unwrap_err()
+            .code(),
+        "locked"
+    );
+}
+
+#[test]
+fn a_certificate_issued_after_the_lock_was_lifted_is_admitted() {
+    let mut d = data();
+    d.users[0].not_before = T0 - 10;
+    let snap = Snapshot::new(d);
+    let fresh = Cert {
+        issued: T0 - 5,
+        ..alice()
+    };
+    assert_eq!(decide(&snap, &fresh, Route::HopSsh, T0), Ok(()));
+    assert_eq!(
+        decide(&snap, &alice(), Route::HopSsh, T0)
+            .unwrap_err()
+            .code(),
+        "voided"
+    );
+}
+
+#[test]
+fn strict_locking_refuses_on_a_stale_snapshot_best_effort_does_not() {
+    let late = T0 + STALE_AFTER.as_secs() + 1;
+    let mut c = alice();
+    c.expires = late + 3600;
+    // best effort: old data still decides.
+    assert_eq!(
+        decide(&Snapshot::new(data()), &c, Route::HopSsh, late),
+        Ok(())
+    );
+    // cluster-wide strict.
+    let mut d = data();
+    d.locking_mode = Some(LockingMode::Strict);
+    let e = decide(&Snapshot::new(d), &c, Route::HopSsh, late).unwrap_err();
+    assert_eq!(e.code(), "snapshot_stale", "{e}");
+    // a role's `lock: strict`.
+    c.roles.push("strict".into());
+    let e = decide(&Snapshot::new(data()), &c, Route::HopSsh, late).unwrap_err();
+    assert_eq!(e.code(), "snapshot_stale");
+    assert_eq!(
+        decide(&Snapshot::new(data()), &c, Route::HopSsh, T0 + 10),
+        Ok(())
+    );
+}
+
+#[test]
+fn require_session_mfa_refuses_sessions_but_not_the_api() {
+    let snap = Snapshot::new(data());
+    let mona = Cert {
+        name: "mona",
+        roles: vec!["dev".into(), "mfa".into()],
+        ..alice()
+    };
+    for route in [
+        Route::HopSsh,
+        Route::Node,
+        Route::App,
+        Route::Postgres,
+        Route::Join,
+    ] {
+        let e = decide(&snap, &mona, route, T0).unwrap_err();
+        assert_eq!(e.code(), "session_mfa_unavailable", "{route:?}");
+        assert!(e.to_string().contains("require_session_mfa"), "{e}");
+    }
+    assert_eq!(decide(&snap, &mona, Route::AdminApi, T0), Ok(()));
+}
+
+#[test]
+fn the_route_question_uses_the_roles_held_now() {
+    let mut d = data();
+    // `ops` is redefined to deny the login it used to allow.
+    d.roles.retain(|r| r.metadata.name != "ops");
+    let snap = Snapshot::new(d);
+    let traits = BTreeMap::new();
+    let c = alice();
+    let s = Subject {
+        kind: c.kind,
+        name: c.name,
+        roles: &c.roles,
+        traits: &traits,
+        login: Some("ops"),
+        issued_at: at(c.issued),
+        expires: at(c.expires),
+        cluster: c.cluster,
+        bound_route: None,
+        agent_role: "",
+    };
+    let admitted = snap.admit(&s, Route::Node, at(T0)).unwrap();
+    let labels = BTreeMap::new();
+    let e = admitted
+        .require(admitted.checker().check_node_login(&labels, "ops"))
+        .unwrap_err();
+    assert_eq!(e.code(), "access_denied");
+    admitted
+        .require(admitted.checker().check_node_login(&labels, "alice"))
+        .unwrap();
+}
+
+#[test]
+fn the_wire_form_round_trips() {
+    let mut d = data();
+    d.locks.push(lock(LockTarget {
+        role: Some("ops".into()),
+        ..Default::default()
+    }));
+    let json = serde_json::to_string(&d).unwrap();
+    let snap = Snapshot::from_json(&json).unwrap();
+    assert_eq!(snap.locks().len(), 1);
+    assert_eq!(
+        decide(&snap, &alice(), Route::HopSsh, T0)
+            .unwrap_err()
+            .code(),
+        "locked"
+    );
+    assert!(Snapshot::from_json("{\"cluster\": 1}").is_err());
+}
