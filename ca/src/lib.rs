@@ -9,6 +9,7 @@ mod authority;
 mod error;
 mod export;
 mod identity;
+mod issued;
 mod keys;
 mod ssh;
 mod x509;
@@ -20,6 +21,7 @@ pub use authority::{
 pub use error::CaError;
 pub use export::{export_known_hosts, export_pem, export_trusted_user_ca_keys};
 pub use identity::{HostRole, Identity, RouteToDatabase};
+pub use issued::{ssh_issued_at, x509_issued_at};
 pub use keys::{SshKeyPair, X509KeyPair, generate_ssh_keypair, generate_x509_keypair};
 pub use ssh::{NO_LOGIN_PRINCIPAL, verify_host_ssh, verify_user_ssh};
 pub use x509::{ca_pin, parse_pem_certs, verify_host_x509, verify_user_x509};

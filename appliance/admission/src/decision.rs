@@ -43,6 +43,8 @@ pub enum Refusal {
     Denied { name: String, reason: String },
     #[error("the roles of {name:?} cannot be evaluated: {reason}")]
     RoleError { name: String, reason: String },
+    #[error("access data is unavailable ({reason}); refusing until it is back")]
+    Unavailable { reason: String },
 }
 
 fn message_suffix(message: &str) -> String {
@@ -69,6 +71,7 @@ impl Refusal {
             Self::SessionMfaUnavailable { .. } => "session_mfa_unavailable",
             Self::Denied { .. } => "access_denied",
             Self::RoleError { .. } => "role_error",
+            Self::Unavailable { .. } => "admission_unavailable",
         }
     }
 }

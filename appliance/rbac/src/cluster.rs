@@ -148,6 +148,10 @@ pub struct AuthPreferenceSpec {
     /// Cluster-wide: disconnect sessions when the certificate expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disconnect_expired_cert: Option<bool>,
+    /// `best_effort` (default) or `strict`: whether proxies and agents refuse sessions once
+    /// their copy of the locks is older than the admission bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locking_mode: Option<crate::role::LockingMode>,
 }
 
 /// Authentication connector type.

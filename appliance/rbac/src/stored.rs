@@ -5,7 +5,8 @@ use hop_storage::StoredResource;
 
 use crate::resource::Kind;
 use crate::{
-    AuthPreference, ClusterName, DatabaseResource, NodeResource, ProvisionToken, Role, User,
+    AuthPreference, ClusterName, DatabaseResource, LockResource, NodeResource, ProvisionToken,
+    Role, User,
 };
 
 macro_rules! stored {
@@ -26,5 +27,6 @@ stored!(
     ClusterName,
     AuthPreference,
     DatabaseResource,
-    NodeResource
+    NodeResource,
+    LockResource
 );

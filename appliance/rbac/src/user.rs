@@ -80,6 +80,14 @@ pub struct UserStatus {
     /// Consecutive failed logins.
     #[serde(default)]
     pub failed_logins: u32,
+    /// Certificates issued before this are void (set when the user is locked by an
+    /// administrator); absent: none.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub not_before: Option<OffsetDateTime>,
 }
 
 impl UserStatus {

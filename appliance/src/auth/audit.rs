@@ -42,6 +42,9 @@ pub enum EventKind {
     SessionUpload,
     SessionRecording,
     SessionJoin,
+    LockCreated,
+    AccessRefused,
+    SessionTerminated,
 }
 
 impl EventKind {
@@ -73,6 +76,9 @@ impl EventKind {
             Self::SessionUpload => "session.upload",
             Self::SessionRecording => "session.recording",
             Self::SessionJoin => "session.join",
+            Self::LockCreated => "lock.created",
+            Self::AccessRefused => "access.refused",
+            Self::SessionTerminated => "session.terminated",
         }
     }
 
@@ -105,6 +111,9 @@ impl EventKind {
             Self::SessionUpload => 5007,
             Self::SessionRecording => 5008,
             Self::SessionJoin => 5009,
+            Self::LockCreated => 1007,
+            Self::AccessRefused => 1008,
+            Self::SessionTerminated => 1009,
         };
         format!("H{n}{}", if success { 'I' } else { 'W' })
     }

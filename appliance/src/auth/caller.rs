@@ -19,6 +19,8 @@ pub enum Caller {
         remote: SocketAddr,
         /// When the certificate expires: certificates derived from it may not outlive it.
         expires: std::time::SystemTime,
+        /// When it was issued: admission voids certificates older than a lock.
+        issued_at: std::time::SystemTime,
     },
     /// An agent of this cluster with a valid host certificate.
     Host {

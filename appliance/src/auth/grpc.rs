@@ -117,6 +117,10 @@ impl AuthApi {
     }
 }
 
+/// How long a node's access request waits for a change before it is answered anyway (which
+/// also refreshes the age of the node's snapshot).
+const NODE_ACCESS_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Maps domain errors to gRPC codes; the message is the error's own words.
 pub fn to_status(e: AuthError) -> Status {
     let msg = e.to_string();
@@ -294,16 +298,27 @@ impl AuthPublic for AuthApi {
                 "node access data is for SSH nodes only",
             ));
         }
+        let known = req.into_inner().known_revision;
+        self.auth.wait_for_change(known, NODE_ACCESS_WAIT).await;
         let cluster = self.auth.cluster_name().to_string();
-        let access = self.blocking(|a| a.node_access()).await?;
+        let (access, admission, revision) = self
+            .blocking(|a| {
+                let revision = a.backend_revision()?;
+                Ok((a.node_access()?, a.admission_data()?, revision))
+            })
+            .await?;
         let roles_json = serde_json::to_string(&access.roles)
             .map_err(|e| Status::internal(format!("encoding roles: {e}")))?;
+        let admission_json = serde_json::to_string(&admission)
+            .map_err(|e| Status::internal(format!("encoding the admission snapshot: {e}")))?;
         Ok(Response::new(NodeAccessResponse {
             roles_json,
             locked_users: access.locked_users,
             ssh_user_ca_keys: access.ssh_user_ca_keys,
             session_recording: access.session_recording,
             cluster_name: cluster,
+            admission_json,
+            revision,
         }))
     }
 

@@ -3,6 +3,7 @@
 //! `server` holds the decisions, `grpc` maps them onto the wire, and the smaller modules own one
 //! mechanism each (passwords, TOTP, rate limits, audit events, stored records).
 
+pub mod admission;
 pub mod audit;
 pub mod caller;
 pub mod databases;

@@ -119,6 +119,7 @@ pub const PUBLIC_KINDS: &[&str] = &[
     "token",
     "db",
     "node",
+    "lock",
     "cert_authority",
     "cluster_name",
     "cluster_auth_preference",

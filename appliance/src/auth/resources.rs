@@ -182,6 +182,7 @@ pub fn write(store: &ResourceStore, doc: &Resource) -> Result<(), AuthError> {
         Resource::ClusterAuthPreference(p) => store.upsert::<AuthPreference>(p).map(drop),
         Resource::Database(d) => store.upsert::<hop_rbac::DatabaseResource>(d).map(drop),
         Resource::Node(n) => store.upsert::<hop_rbac::NodeResource>(n).map(drop),
+        Resource::Lock(l) => store.upsert::<hop_rbac::LockResource>(l).map(drop),
         Resource::ClusterName(_) | Resource::CertAuthority(_) => {
             return Err(AuthError::BadRequest(format!(
                 "{} resources cannot be written",
@@ -199,6 +200,7 @@ pub fn delete(store: &ResourceStore, kind: &str, name: &str) -> Result<bool, Aut
         "token" => store.delete::<ProvisionToken>(name),
         "db" => store.delete::<hop_rbac::DatabaseResource>(name),
         "node" => store.delete::<hop_rbac::NodeResource>(name),
+        "lock" => store.delete::<hop_rbac::LockResource>(name),
         _ => {
             return Err(AuthError::BadRequest(format!(
                 "{kind} resources cannot be deleted"
@@ -217,6 +219,7 @@ pub fn canonical_kind(kind: &str) -> Option<&'static str> {
         "tokens" => "token",
         "dbs" | "database" | "databases" => "db",
         "nodes" => "node",
+        "locks" => "lock",
         "ca" | "cas" | "cert_authorities" | "cert_authority" => "cert_authority",
         "cluster_auth_preferences" | "cap" => "cluster_auth_preference",
         other => other,

@@ -182,6 +182,8 @@ pub struct AuthServer {
     limiter: Mutex<LoginRateLimiter>,
     /// Serializes read-modify-write of users' login state (failure counters, TOTP steps).
     login_state: Mutex<()>,
+    /// The admission snapshot and the backend revision it was built at.
+    pub(super) admission: Mutex<Option<(u64, Arc<hop_admission::Snapshot>)>>,
 }
 
 impl std::fmt::Debug for AuthServer {
@@ -267,6 +269,7 @@ impl AuthServer {
             metrics,
             settings,
             login_state: Mutex::new(()),
+            admission: Mutex::new(None),
         })
     }
 
@@ -322,6 +325,16 @@ impl AuthServer {
     /// Queues an audit event without blocking (for async callers such as session relays).
     pub fn emit(&self, event: AuditEvent) {
         self.audit.emit(event);
+    }
+
+    /// Writes an audit event and returns once it is durable.
+    pub fn emit_durable(&self, event: AuditEvent) {
+        self.audit.emit_durable(event);
+    }
+
+    /// The typed resource store.
+    pub(super) fn store(&self) -> &ResourceStore {
+        &self.store
     }
 
     // ---------------------------------------------------------------- users and invitations
@@ -488,6 +501,18 @@ impl AuthServer {
             reason.trim().chars().take(200).collect()
         };
         self.set_lock_with_reason(name, Some(until), &reason)?;
+        // The lock is also a `lock` resource, so that proxies and agents refuse the user's
+        // sessions, and the certificates the user holds now are void.
+        let ttl = until.duration_since(self.now()).unwrap_or_default();
+        self.create_lock(
+            hop_rbac::LockTarget {
+                user: Some(name.to_string()),
+                ..Default::default()
+            },
+            &reason,
+            Some(ttl),
+            actor,
+        )?;
         self.audit.emit_durable(
             self.event(EventKind::UserLocked, actor)
                 .field("name", name)
@@ -545,6 +570,7 @@ impl AuthServer {
 
     pub fn unlock_user(&self, name: &str, actor: &str) -> Result<(), AuthError> {
         self.set_lock(name, None)?;
+        self.remove_user_locks(name)?;
         self.audit.emit_durable(
             self.event(EventKind::UserUnlocked, actor)
                 .field("name", name),
@@ -646,9 +672,18 @@ impl AuthServer {
             .store
             .get::<UserSecrets>(req.username)?
             .map(|v| v.value);
-        let locked_until = user
+        let locked_until = match user
             .as_ref()
-            .and_then(|u| resources::locked_until(&u.value, now));
+            .and_then(|u| resources::locked_until(&u.value, now))
+        {
+            Some(until) => Some(until),
+            None => self.user_lock_in_force(req.username)?.map(|l| {
+                l.expires().map_or(
+                    now + Duration::from_secs(100 * 365 * 24 * 3600),
+                    SystemTime::from,
+                )
+            }),
+        };
         // Both checks always run, whatever the first one said and whether the user exists or is
         // locked, so timing does not tell those cases apart.
         let password_ok = password::verify(
@@ -1126,6 +1161,17 @@ impl AuthServer {
         }
         let mut written = Vec::new();
         for doc in &docs {
+            if let Resource::Lock(lock) = doc {
+                let mut lock = lock.clone();
+                if lock.spec.created_by.is_empty() {
+                    lock.spec.created_by = actor.to_string();
+                }
+                lock.spec.created.get_or_insert_with(|| self.now().into());
+                self.store.upsert(&lock)?;
+                self.after_lock_written(&lock, actor)?;
+                written.push(format!("lock/{}", lock.metadata.name));
+                continue;
+            }
             resources::write(&self.store, doc)?;
             let id = format!("{}/{}", doc.kind(), doc.name());
             self.audit.emit_durable(

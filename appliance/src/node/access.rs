@@ -1,19 +1,19 @@
 //! What an SSH node decides on its own: who may log in as whom, with which options.
 //!
-//! This module owns the node's cache of the cluster's access data (roles, locked users, the user
+//! This module owns the node's cache of the cluster's access data (roles, the admission snapshot, the user
 //! CA keys, the recording mode), refreshed from Auth every few seconds and kept on disk so that a
 //! node restarted while Auth is away still decides with the last data it saw, and the decision
 //! itself ([`authorize`]), a pure function of that snapshot, the presented certificate, the
 //! requested login, the node's labels and the time.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use hop_ca::{CaKind, CaPublic, Identity};
-use hop_rbac::{AccessChecker, Role};
+use hop_rbac::Role;
 use serde::{Deserialize, Serialize};
 
 /// The access data as Auth sent it (also the on-disk cache's format).
@@ -24,16 +24,20 @@ pub struct AccessData {
     pub ssh_user_ca_keys: Vec<String>,
     pub session_recording: String,
     pub cluster_name: String,
+    /// The admission snapshot as Auth sent it (JSON); empty before the first answer.
+    #[serde(default)]
+    pub admission_json: String,
 }
 
 /// A parsed, ready-to-use [`AccessData`].
 #[derive(Debug, Clone)]
 pub struct AccessSnapshot {
     roles: HashMap<String, Role>,
-    locked: HashSet<String>,
+    /// Every decision goes through this; `None` until Auth has answered once (nobody is let
+    /// in until then).
+    admission: Option<hop_admission::Snapshot>,
     user_cas: Vec<CaPublic>,
     pub recording: String,
-    pub cluster: String,
 }
 
 impl AccessSnapshot {
@@ -45,7 +49,14 @@ impl AccessSnapshot {
                 .into_iter()
                 .map(|r| (r.metadata.name.clone(), r))
                 .collect(),
-            locked: data.locked_users.iter().cloned().collect(),
+            admission: if data.admission_json.is_empty() {
+                None
+            } else {
+                Some(
+                    hop_admission::Snapshot::from_json(&data.admission_json)
+                        .map_err(|e| e.to_string())?,
+                )
+            },
             user_cas: data
                 .ssh_user_ca_keys
                 .iter()
@@ -64,7 +75,6 @@ impl AccessSnapshot {
             } else {
                 data.session_recording.clone()
             },
-            cluster: data.cluster_name.clone(),
         })
     }
 
@@ -78,24 +88,14 @@ impl AccessSnapshot {
         })
         .unwrap_or_else(|_| unreachable_snapshot())
     }
-
-    fn checker(&self, identity: &Identity) -> Result<AccessChecker, String> {
-        let roles: Vec<Role> = identity
-            .roles
-            .iter()
-            .filter_map(|n| self.roles.get(n).cloned())
-            .collect();
-        AccessChecker::new(&roles, &identity.traits).map_err(|e| format!("role evaluation: {e}"))
-    }
 }
 
 fn unreachable_snapshot() -> AccessSnapshot {
     AccessSnapshot {
         roles: HashMap::new(),
-        locked: HashSet::new(),
+        admission: None,
         user_cas: Vec::new(),
         recording: "node".into(),
-        cluster: String::new(),
     }
 }
 
@@ -111,8 +111,10 @@ pub struct Grant {
     pub idle_timeout: Option<Duration>,
     pub disconnect_expired_cert: bool,
     /// `node`, `node-sync`, `proxy`, `proxy-sync` or `off`: what `recorder.rs` does with the
-    /// session (the proxy modes are not recorded yet).
+    /// session (the proxy modes are recorded by the proxy when the session comes through it).
     pub recording: String,
+    /// The certificate the login used, to decide again while the connection lives.
+    pub cert_openssh: String,
 }
 
 /// Why a connection was refused; shown to the client and written to the audit log.
@@ -120,7 +122,9 @@ pub struct Grant {
 #[error("{0}")]
 pub struct Refusal(pub String);
 
-/// Decides whether the holder of `cert_openssh` may log in as `login` on a node with `labels`.
+/// Decides whether the holder of `cert_openssh` may log in as `login` on a node with `labels`:
+/// the user CA's signature, then admission (cluster, locks, existence, voided certificates,
+/// current roles) on the node route, then the roles' answer for this node and login.
 pub fn authorize(
     snap: &AccessSnapshot,
     cert_openssh: &str,
@@ -130,15 +134,11 @@ pub fn authorize(
 ) -> Result<Grant, Refusal> {
     let (identity, expires) = hop_ca::verify_user_ssh(cert_openssh, &snap.user_cas, now)
         .map_err(|e| Refusal(format!("certificate refused: {e}")))?;
-    if !snap.cluster.is_empty() && identity.cluster != snap.cluster {
-        return Err(Refusal(format!(
-            "certificate of cluster {:?}, this node belongs to {:?}",
-            identity.cluster, snap.cluster
-        )));
-    }
-    if snap.locked.contains(&identity.username) {
-        return Err(Refusal(format!("user {:?} is locked", identity.username)));
-    }
+    let Some(admission) = &snap.admission else {
+        return Err(Refusal(
+            "this node has not received its access data from Auth yet; try again shortly".into(),
+        ));
+    };
     if !identity.logins.iter().any(|l| l == login) {
         return Err(Refusal(format!(
             "login {login:?} is not in the certificate of user {:?} (its logins: {})",
@@ -146,7 +146,27 @@ pub fn authorize(
             identity.logins.join(", ")
         )));
     }
-    let checker = snap.checker(&identity).map_err(Refusal)?;
+    let issued_at = hop_ca::ssh_issued_at(cert_openssh).unwrap_or(std::time::UNIX_EPOCH);
+    let subject = hop_admission::Subject {
+        kind: if identity.username.starts_with("bot-") {
+            hop_admission::SubjectKind::Bot
+        } else {
+            hop_admission::SubjectKind::User
+        },
+        name: &identity.username,
+        roles: &identity.roles,
+        traits: &identity.traits,
+        login: Some(login),
+        issued_at,
+        expires,
+        cluster: &identity.cluster,
+        bound_route: None,
+        agent_role: "",
+    };
+    let admitted = admission
+        .admit(&subject, hop_admission::Route::Node, now)
+        .map_err(|r| Refusal(r.to_string()))?;
+    let checker = admitted.checker();
     checker.check_node_login(labels, login).map_err(|e| {
         Refusal(format!(
             "access denied to user {:?}: {e}",
@@ -164,6 +184,7 @@ pub fn authorize(
         idle_timeout: checker.client_idle_timeout(),
         disconnect_expired_cert: checker.disconnect_expired_cert(),
         recording,
+        cert_openssh: cert_openssh.to_string(),
         identity,
     })
 }

@@ -32,6 +32,8 @@ pub struct ConnHandler {
     handle: Option<Handle>,
     remote_forwards: HashMap<(String, u32), tokio::task::JoinHandle<()>>,
     agent_socket: Option<AgentSocket>,
+    /// Decides the connection again while it lives (see [`spawn_live_check`]).
+    live_check: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl ConnHandler {
@@ -44,6 +46,7 @@ impl ConnHandler {
             handle: None,
             remote_forwards: HashMap::new(),
             agent_socket: None,
+            live_check: None,
         }
     }
 
@@ -84,7 +87,57 @@ impl Drop for ConnHandler {
         if let Some(a) = &self.agent_socket {
             a.task.abort();
         }
+        if let Some(t) = &self.live_check {
+            t.abort();
+        }
     }
+}
+
+/// How often a live connection is decided again against the node's current access data (which
+/// Auth pushes as soon as it changes): a lock, a deletion or a role taken away ends it within
+/// about this long.
+const LIVE_RECHECK: Duration = Duration::from_secs(1);
+
+/// Decides `grant`'s login again every [`LIVE_RECHECK`]; when admission turns it down, the
+/// connection is closed with the reason and the refusal is audited. Expiry is left to
+/// `disconnect_expired_cert`.
+fn spawn_live_check(
+    shared: Arc<NodeShared>,
+    grant: Grant,
+    handle: Handle,
+    client_addr: String,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(LIVE_RECHECK).await;
+            let snap = shared.access.get();
+            let labels = shared.labels();
+            let before_expiry = grant.cert_expires - Duration::from_secs(1);
+            let now = SystemTime::now().min(before_expiry);
+            let Err(refusal) =
+                access::authorize(&snap, &grant.cert_openssh, &grant.login, &labels, now)
+            else {
+                continue;
+            };
+            let ev = shared
+                .audit
+                .event(EventKind::SessionEnd, &grant.identity.username)
+                .remote_str(&client_addr)
+                .field("login", grant.login.clone())
+                .field("terminated", true)
+                .failed(EventKind::SessionEnd, refusal.0.clone());
+            shared.audit.emit(ev);
+            tracing::info!(user = %grant.identity.username, reason = %refusal.0, "ending a live SSH connection");
+            let _ = handle
+                .disconnect(
+                    russh::Disconnect::ByApplication,
+                    format!("hop: {}", refusal.0),
+                    String::new(),
+                )
+                .await;
+            return;
+        }
+    })
 }
 
 impl Handler for ConnHandler {
@@ -138,6 +191,14 @@ impl Handler for ConnHandler {
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
         let handle = session.handle();
         self.handle = Some(handle.clone());
+        if let Some(g) = &self.grant {
+            self.live_check = Some(spawn_live_check(
+                self.shared.clone(),
+                g.clone(),
+                handle.clone(),
+                self.client_addr.clone(),
+            ));
+        }
         if let Some(g) = &self.grant
             && g.disconnect_expired_cert
         {

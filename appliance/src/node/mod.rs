@@ -39,8 +39,8 @@ use crate::auth::proto::auth_public_client::AuthPublicClient;
 
 /// The Dial target that asks an agent for its SSH server (never a valid application name).
 pub const DIAL_TARGET: &str = "@ssh";
-/// How often the node asks Auth for fresh roles and locks.
-const ACCESS_REFRESH: Duration = Duration::from_secs(5);
+/// How long the node waits before asking Auth again after a failed request.
+const ACCESS_RETRY: Duration = Duration::from_secs(2);
 
 /// A label whose value is a command's output.
 #[derive(Debug, Clone)]
@@ -240,9 +240,13 @@ pub async fn run_background(
     Ok(())
 }
 
+/// Keeps the node's access data current: each request names the revision the node holds, and
+/// Auth answers when the data changes (or after a few seconds), so a lock reaches the node at
+/// once without the node polling fast.
 async fn refresh_access(shared: Arc<NodeShared>, connect: ChannelMaker) {
     let mut client: Option<AuthPublicClient<tonic::transport::Channel>> = None;
     let mut warned = false;
+    let mut known_revision = 0u64;
     loop {
         let result = async {
             let c = match &mut client {
@@ -250,16 +254,18 @@ async fn refresh_access(shared: Arc<NodeShared>, connect: ChannelMaker) {
                 None => client.insert(AuthPublicClient::new(connect().await?)),
             };
             let r = c
-                .get_node_access(NodeAccessRequest {})
+                .get_node_access(NodeAccessRequest { known_revision })
                 .await
                 .map_err(crate::client::connect::status_error)?
                 .into_inner();
+            known_revision = r.revision;
             let data = AccessData {
                 roles_json: r.roles_json,
                 locked_users: r.locked_users,
                 ssh_user_ca_keys: r.ssh_user_ca_keys,
                 session_recording: r.session_recording,
                 cluster_name: r.cluster_name,
+                admission_json: r.admission_json,
             };
             shared.access.update(&data).map_err(|e| anyhow!(e))
         }
@@ -268,13 +274,14 @@ async fn refresh_access(shared: Arc<NodeShared>, connect: ChannelMaker) {
             Ok(()) => warned = false,
             Err(e) => {
                 client = None;
+                known_revision = 0;
                 if !warned {
                     tracing::warn!(error = %format!("{e:#}"), "cannot refresh roles and locks from Auth; deciding with the last data seen");
                     warned = true;
                 }
+                tokio::time::sleep(ACCESS_RETRY).await;
             }
         }
-        tokio::time::sleep(ACCESS_REFRESH).await;
     }
 }
 

@@ -9,9 +9,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hop_ca::Identity;
+use hop_admission::Route;
 use hop_protocols::tunnel::Frame;
 
+use super::admission::{Live, LiveWatch, UserCert, admit, dup_stream};
 use super::dial::{accept, dial_agent_bounded, refuse};
 use super::tunnels::{AgentStream, TunnelRegistry};
 use crate::auth::AuthServer;
@@ -23,13 +24,14 @@ use crate::tunnel::FramedStream;
 /// Serves one `hop-tcp` connection from an authenticated user.
 pub async fn serve(
     stream: AgentStream,
-    identity: Identity,
+    cert: UserCert,
     remote: SocketAddr,
     registry: Arc<TunnelRegistry>,
     auth: Arc<AuthServer>,
     fast_path: Option<(&RelayHandle, usize)>,
     hold: ConnectionHold,
 ) {
+    let identity = &cert.identity;
     let mut client = FramedStream::new(stream);
     let dial = match client.read_frame(Duration::from_secs(10)).await {
         Ok(Frame::Dial(d)) => d,
@@ -63,10 +65,15 @@ pub async fn serve(
         start(false, Some(&e));
         return refuse(&mut client, session_id, e).await;
     };
-    let checker = match auth.checker_for(&identity.roles, &identity.traits) {
-        Ok(c) => c,
-        Err(e) => return refuse(&mut client, session_id, e.to_string()).await,
+    let admitted = match admit(&auth, &cert, None, Route::App, remote) {
+        Ok(a) => a,
+        Err(refusal) => {
+            let e = refusal.to_string();
+            start(false, Some(&e));
+            return refuse(&mut client, session_id, e).await;
+        }
     };
+    let checker = admitted.checker();
     if let Err(denied) = checker.check_app(&route.labels) {
         let e = format!("access to application {app_name:?} denied: {denied}");
         start(false, Some(&e));
@@ -99,6 +106,21 @@ pub async fn serve(
     metrics.app_sessions.inc();
     metrics.app_sessions_active.inc();
     let username = identity.username.clone();
+    let watch = LiveWatch::start(
+        auth.clone(),
+        Live {
+            sockets: [dup_stream(client.get_ref()), dup_stream(agent.get_ref())]
+                .into_iter()
+                .flatten()
+                .collect(),
+            login: None,
+            route: Route::App,
+            remote,
+            session_id: sid.clone(),
+            disconnect_expired_cert: checker.disconnect_expired_cert(),
+            cert,
+        },
+    );
     let relaying = relay::start(fast_path, client, agent, idle, remote, metrics);
     let end = move |moved: Result<(u64, u64), String>| {
         if let Err(e) = &moved {
@@ -122,10 +144,13 @@ pub async fn serve(
             // plane a few hundred bytes rather than this connection's whole task.
             tokio::spawn(async move {
                 end(relay::finished(report).await);
-                drop(hold);
+                drop((hold, watch));
             });
         }
-        relay::Relaying::Here(client, agent) => end(relay::relay_here(client, agent, idle).await),
+        relay::Relaying::Here(client, agent) => {
+            end(relay::relay_here(client, agent, idle).await);
+            drop(watch);
+        }
         relay::Relaying::Failed(e) => end(Err(e)),
     }
 }

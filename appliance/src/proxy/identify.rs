@@ -27,7 +27,8 @@ const CACHE_MAX: usize = 4096;
 /// A certificate that passed verification.
 #[derive(Clone)]
 enum Verified {
-    User(Box<Identity>),
+    /// A user certificate's identity and when it was issued.
+    User(Box<Identity>, SystemTime),
     Host(String, HostRole),
 }
 
@@ -77,10 +78,11 @@ impl Identifier {
             }
         };
         Some(match verified {
-            Verified::User(identity) => Caller::User {
+            Verified::User(identity, issued_at) => Caller::User {
                 identity,
                 remote,
                 expires,
+                issued_at,
             },
             Verified::Host(host_id, role) => Caller::Host {
                 host_id,
@@ -92,7 +94,10 @@ impl Identifier {
 
     fn verify(&self, der: &[u8], now: SystemTime) -> Option<(Verified, SystemTime)> {
         if let Ok((identity, expires)) = hop_ca::verify_user_x509(der, &self.users, now) {
-            return Some((Verified::User(Box::new(identity)), expires));
+            // A certificate whose issue time cannot be read counts as issued at the epoch, so
+            // any lock voids it.
+            let issued = hop_ca::x509_issued_at(der).unwrap_or(std::time::UNIX_EPOCH);
+            return Some((Verified::User(Box::new(identity), issued), expires));
         }
         hop_ca::verify_host_x509(der, &self.hosts, now)
             .ok()

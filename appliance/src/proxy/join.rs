@@ -11,10 +11,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hop_ca::Identity;
+use hop_admission::Route;
+
 use hop_protocols::tunnel::Frame;
 use serde::Deserialize;
 
+use super::admission::{Live, LiveWatch, UserCert, admit, dup_stream};
 use super::dial::{accept, dial_agent, refuse};
 use super::tunnels::{AgentStream, TunnelRegistry};
 use crate::auth::AuthServer;
@@ -77,18 +79,23 @@ fn find_session(log: &hop_storage::AuditLog, id: &str) -> Result<SessionInfo, St
 /// Serves one `hop-join` connection.
 pub async fn serve(
     stream: AgentStream,
-    identity: Identity,
+    cert: UserCert,
     remote: SocketAddr,
     registry: Arc<TunnelRegistry>,
     auth: Arc<AuthServer>,
     log: Option<Arc<hop_storage::AuditLog>>,
 ) {
+    let identity = &cert.identity;
     let mut client = FramedStream::new(stream);
     let dial = match client.read_frame(Duration::from_secs(10)).await {
         Ok(Frame::Dial(d)) => d,
         Ok(_) | Err(_) => return,
     };
     let sid = dial.session_id;
+    let admitted = match admit(&auth, &cert, None, Route::Join, remote) {
+        Ok(a) => a,
+        Err(refusal) => return refuse(&mut client, sid, refusal.to_string()).await,
+    };
     let req: JoinRequest = match serde_json::from_str(&dial.target) {
         Ok(r) => r,
         Err(e) => return refuse(&mut client, sid, format!("malformed join request: {e}")).await,
@@ -121,10 +128,10 @@ pub async fn serve(
                 let owner_roles = auth
                     .user_roles(&info.owner)
                     .map_err(|e| (None, e.to_string()))?;
-                let checker = auth
-                    .checker_for(&id.roles, &id.traits)
-                    .map_err(|e| (None, e.to_string()))?;
-                match checker.check_join_session(&owner_roles, "ssh", &mode) {
+                match admitted
+                    .checker()
+                    .check_join_session(&owner_roles, "ssh", &mode)
+                {
                     Ok(()) => Ok(info),
                     Err(d) => Err((Some(info), format!("joining session {req_id} denied: {d}"))),
                 }
@@ -174,6 +181,21 @@ pub async fn serve(
     if !accept(&mut client, sid).await {
         return;
     }
+    let _watch = LiveWatch::start(
+        auth.clone(),
+        Live {
+            sockets: [dup_stream(client.get_ref()), dup_stream(agent.get_ref())]
+                .into_iter()
+                .flatten()
+                .collect(),
+            login: None,
+            route: Route::Join,
+            remote,
+            session_id: req.session_id.clone(),
+            disconnect_expired_cert: false,
+            cert: cert.clone(),
+        },
+    );
     let (c, c_pending) = client.into_inner();
     let (a, a_pending) = agent.into_inner();
     if let Err(e) = relay(c, c_pending, a, a_pending).await {

@@ -12,16 +12,17 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hop_ca::Identity;
+use hop_admission::Route;
 use russh::keys::Certificate;
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelOpenFailure};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use super::admission::{Live, LiveWatch, UserCert, admit, dup_stream};
 use super::dial::dial_agent;
 use super::ssh::resolve;
 use super::tunnels::TunnelRegistry;
@@ -98,7 +99,7 @@ impl JumpHost {
         let handler = JumpHandler {
             jump: self.clone(),
             remote,
-            identity: None,
+            cert: None,
         };
         match russh::server::run_stream(self.config.load_full(), stream, handler).await {
             Ok(running) => {
@@ -114,7 +115,7 @@ impl JumpHost {
 struct JumpHandler {
     jump: Arc<JumpHost>,
     remote: SocketAddr,
-    identity: Option<Identity>,
+    cert: Option<UserCert>,
 }
 
 impl JumpHandler {
@@ -129,33 +130,22 @@ impl JumpHandler {
         );
     }
 
-    /// Checks a user certificate: the cluster's user CA, unexpired, this cluster, not locked.
-    fn admit(&self, cert: &Certificate) -> Result<Identity, String> {
+    /// Checks a user certificate: the cluster's user CA, then admission on the jump route.
+    fn admit(&self, cert: &Certificate) -> Result<UserCert, String> {
         let text = cert
             .to_openssh()
             .map_err(|e| format!("unreadable certificate: {e}"))?;
         let auth = &self.jump.auth;
-        let (identity, _) = hop_ca::verify_user_ssh(
-            &text,
-            &[auth.authorities().user.public()],
-            SystemTime::now(),
-        )
-        .map_err(|e| format!("certificate refused: {e}"))?;
-        if identity.cluster != auth.cluster_name() {
-            return Err(format!(
-                "certificate of cluster {:?}, not {:?}",
-                identity.cluster,
-                auth.cluster_name()
-            ));
-        }
-        if let Ok(Some(until)) = auth.user_locked_until(&identity.username) {
-            return Err(format!(
-                "user {:?} is locked until {}",
-                identity.username,
-                crate::timestamps::rfc3339(until)
-            ));
-        }
-        Ok(identity)
+        let (identity, expires) =
+            hop_ca::verify_user_ssh(&text, &[auth.authorities().user.public()], auth.now())
+                .map_err(|e| format!("certificate refused: {e}"))?;
+        let cert = UserCert {
+            identity,
+            issued_at: hop_ca::ssh_issued_at(&text).unwrap_or(std::time::UNIX_EPOCH),
+            expires,
+        };
+        admit(auth, &cert, None, Route::JumpHost, self.remote).map_err(|r| r.to_string())?;
+        Ok(cert)
     }
 }
 
@@ -189,8 +179,8 @@ impl russh::server::Handler for JumpHandler {
         certificate: &Certificate,
     ) -> Result<Auth, Self::Error> {
         match self.admit(certificate) {
-            Ok(identity) => {
-                self.identity = Some(identity);
+            Ok(cert) => {
+                self.cert = Some(cert);
                 Ok(Auth::Accept)
             }
             Err(why) => {
@@ -223,12 +213,13 @@ impl russh::server::Handler for JumpHandler {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let Some(identity) = self.identity.clone() else {
+        let Some(cert) = self.cert.clone() else {
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
             return Ok(());
         };
+        let identity = cert.identity.clone();
         let jump = self.jump.clone();
         let nodes = crate::proxy::ssh::all_nodes(&jump.registry, &jump.auth);
         let node = match resolve(&nodes, host, jump.auth.cluster_name()) {
@@ -254,16 +245,22 @@ impl russh::server::Handler for JumpHandler {
         };
         // The node decides on the login inside SSH; here, some login of the certificate must be
         // allowed on the node's labels.
-        let allowed = jump
-            .auth
-            .checker_for(&identity.roles, &identity.traits)
-            .map(|c| {
-                identity
-                    .logins
-                    .iter()
-                    .any(|l| c.check_node_login(&node.labels, l).is_ok())
-            })
-            .unwrap_or(false);
+        // Every channel is a new session: admission again (a lock since the login counts).
+        let admitted = match admit(&jump.auth, &cert, None, Route::JumpHost, self.remote) {
+            Ok(a) => a,
+            Err(refusal) => {
+                self.refused(&identity.username, &node.name, &refusal.to_string());
+                reply
+                    .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                    .await;
+                return Ok(());
+            }
+        };
+        let checker = admitted.checker();
+        let allowed = identity
+            .logins
+            .iter()
+            .any(|l| checker.check_node_login(&node.labels, l).is_ok());
         if !allowed {
             let why = format!(
                 "access to node {:?} denied: no login of user {:?} is allowed there",
@@ -297,7 +294,20 @@ impl russh::server::Handler for JumpHandler {
         };
         reply.accept().await;
         let node_name = node.name.clone();
+        let watch = LiveWatch::start(
+            jump.auth.clone(),
+            Live {
+                sockets: dup_stream(agent.get_ref()).into_iter().collect(),
+                login: None,
+                route: Route::JumpHost,
+                remote: self.remote,
+                session_id: hex::encode(sid),
+                disconnect_expired_cert: checker.disconnect_expired_cert(),
+                cert,
+            },
+        );
         tokio::spawn(async move {
+            let _watch = watch;
             let (a, pending) = agent.into_inner();
             let stream = channel.into_stream();
             if let Err(e) = crate::tunnel::relay(stream, Vec::new(), a, pending).await {

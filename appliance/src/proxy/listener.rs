@@ -296,14 +296,27 @@ async fn route(
             metrics.connections_active.dec();
             return;
         }
-        (Some(p), Caller::User { identity, .. }) if p == ALPN_TCP => {
+        (
+            Some(p),
+            Caller::User {
+                identity,
+                issued_at,
+                expires,
+                ..
+            },
+        ) if p == ALPN_TCP => {
+            let cert = crate::proxy::admission::UserCert {
+                identity: *identity,
+                issued_at,
+                expires,
+            };
             let hold = ConnectionHold {
                 _guard: guard,
                 metrics: metrics.clone(),
             };
             crate::proxy::apps::serve(
                 tls,
-                *identity,
+                cert,
                 remote,
                 routes.registry.clone(),
                 routes.auth.clone(),
@@ -313,10 +326,23 @@ async fn route(
             .await;
             return;
         }
-        (Some(p), Caller::User { identity, .. }) if p == ALPN_JOIN => {
+        (
+            Some(p),
+            Caller::User {
+                identity,
+                issued_at,
+                expires,
+                ..
+            },
+        ) if p == ALPN_JOIN => {
+            let cert = crate::proxy::admission::UserCert {
+                identity: *identity,
+                issued_at,
+                expires,
+            };
             crate::proxy::join::serve(
                 tls,
-                *identity,
+                cert,
                 remote,
                 routes.registry.clone(),
                 routes.auth.clone(),
@@ -324,10 +350,23 @@ async fn route(
             )
             .await;
         }
-        (Some(p), Caller::User { identity, .. }) if p == ALPN_SSH => {
+        (
+            Some(p),
+            Caller::User {
+                identity,
+                issued_at,
+                expires,
+                ..
+            },
+        ) if p == ALPN_SSH => {
+            let cert = crate::proxy::admission::UserCert {
+                identity: *identity,
+                issued_at,
+                expires,
+            };
             crate::proxy::ssh::serve(
                 tls,
-                *identity,
+                cert,
                 remote,
                 routes.registry.clone(),
                 routes.auth.clone(),
@@ -345,7 +384,10 @@ async fn route(
         {
             tracing::debug!(%remote, "tunnel or application route without the right certificate");
         }
-        (_, caller) => serve_connection(tls, routes.router, caller, shutdown).await,
+        (_, caller) => {
+            let router = crate::proxy::admission::api_admission(routes.router, routes.auth.clone());
+            serve_connection(tls, router, caller, shutdown).await;
+        }
     }
     metrics.connections_active.dec();
     drop(guard);

@@ -6,6 +6,7 @@
 //! ALPN and client certificate (web UI and Auth API over HTTP/1.1 and HTTP/2, agents' tunnels,
 //! TCP apps, SSH, databases, `hop join`); the other modules are those routes.
 
+pub mod admission;
 pub mod apps;
 pub mod cert;
 pub mod db_cancel;

@@ -12,10 +12,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use hop_ca::Identity;
+use hop_admission::{Admitted, Route};
 use hop_protocols::mysql::{self, ClientHandshake, Handshake, OkPacket};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::admission::{Live, LiveWatch, UserCert, dup_stream};
 use super::dial::dial_agent;
 use super::postgres::DbRoutes;
 use super::tunnels::DbRoute;
@@ -122,8 +123,17 @@ where
         .database
         .map(|d| String::from_utf8_lossy(d).into_owned())
         .unwrap_or_default();
-    let identity = match caller {
-        Caller::User { identity, .. } => *identity,
+    let cert = match caller {
+        Caller::User {
+            identity,
+            issued_at,
+            expires,
+            ..
+        } => UserCert {
+            identity: *identity,
+            issued_at,
+            expires,
+        },
         _ => {
             let e = "Hop needs your database certificate: run `hop db login NAME` and `hop proxy db NAME`";
             let _ = client
@@ -132,6 +142,7 @@ where
             return;
         }
     };
+    let identity = cert.identity.clone();
     let Some(route_db) = identity.route_to_database.clone() else {
         let e = "this certificate is not for a database: run `hop db login NAME`";
         let _ = client
@@ -160,7 +171,7 @@ where
         );
         err_packet(reply, ACCESS_DENIED, "28000", e)
     };
-    let route = match check(&routes, &identity, &service, &db_user, &db_name) {
+    let (route, admitted) = match check(&routes, &cert, &service, &db_user, &db_name, remote) {
         Ok(r) => r,
         Err(e) => {
             let _ = client.write_all(&refuse(&e)).await;
@@ -224,11 +235,20 @@ where
     let metrics = routes.auth.metrics();
     metrics.db_sessions.inc();
     metrics.db_sessions_active.inc();
-    let idle = routes
-        .auth
-        .checker_for(&identity.roles, &identity.traits)
-        .ok()
-        .and_then(|c| c.client_idle_timeout());
+    let idle = admitted.checker().client_idle_timeout();
+    // Ending the agent's side ends the relay, which closes the client's connection.
+    let _watch = LiveWatch::start(
+        routes.auth.clone(),
+        Live {
+            sockets: dup_stream(agent.get_ref()).into_iter().collect(),
+            login: None,
+            route: Route::MySql,
+            remote,
+            session_id: format!("{connection_id:08x}"),
+            disconnect_expired_cert: admitted.checker().disconnect_expired_cert(),
+            cert: cert.clone(),
+        },
+    );
     let (agent, agent_pending) = agent.into_inner();
     let moved =
         crate::tunnel::relay_with_idle_timeout(client, Vec::new(), agent, agent_pending, idle)
@@ -242,18 +262,20 @@ where
 /// The proxy's RBAC decision; the refusal is the client's error message.
 fn check(
     routes: &DbRoutes,
-    identity: &Identity,
+    cert: &UserCert,
     service: &str,
     db_user: &str,
     db_name: &str,
-) -> Result<DbRoute, String> {
-    let route = super::postgres::find_route(routes, identity, service)?;
+    remote: SocketAddr,
+) -> Result<(DbRoute, Admitted), String> {
+    let (route, admitted) =
+        super::postgres::find_route(routes, cert, service, Route::MySql, remote)?;
     if route.protocol() != "mysql" {
         return Err(format!(
             "database {service:?} speaks {}, not MySQL",
             route.protocol()
         ));
     }
-    super::postgres::check_roles(routes, identity, &route, service, db_user, db_name)?;
-    Ok(route)
+    super::postgres::check_roles(&admitted, &route, service, db_user, db_name)?;
+    Ok((route, admitted))
 }

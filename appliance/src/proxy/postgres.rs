@@ -15,11 +15,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hop_admission::{Admitted, Route};
 use hop_ca::Identity;
 use hop_protocols::postgres::{self, BackendMessage, StartupPacket};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::admission::{Live, LiveWatch, UserCert, admit, dup_stream};
 use super::db_cancel::{CancelGuard, CancelRegistry, CancelTarget};
 use super::dial::{dial_agent, dial_agent_bounded};
 use super::tunnels::{AgentStream, DbRoute, TunnelRegistry};
@@ -197,8 +199,17 @@ pub async fn serve(
         }
         fatal(SQLSTATE_DENIED, e)
     };
-    let identity = match caller {
-        Caller::User { identity, .. } => *identity,
+    let cert = match caller {
+        Caller::User {
+            identity,
+            issued_at,
+            expires,
+            ..
+        } => UserCert {
+            identity: *identity,
+            issued_at,
+            expires,
+        },
         _ => {
             let e = refuse(
                 None,
@@ -209,6 +220,7 @@ pub async fn serve(
             return;
         }
     };
+    let identity = cert.identity.clone();
     let Some(service) = identity
         .route_to_database
         .as_ref()
@@ -222,7 +234,7 @@ pub async fn serve(
         let _ = client.write_all(&e).await;
         return;
     };
-    let route = match check(&routes, &identity, &service, &db_user, &db_name) {
+    let (route, admitted) = match check(&routes, &cert, &service, &db_user, &db_name, remote) {
         Ok(r) => r,
         Err(e) => {
             let _ = client
@@ -285,11 +297,22 @@ pub async fn serve(
     let metrics = routes.auth.metrics();
     metrics.db_sessions.inc();
     metrics.db_sessions_active.inc();
-    let idle = routes
-        .auth
-        .checker_for(&identity.roles, &identity.traits)
-        .ok()
-        .and_then(|c| c.client_idle_timeout());
+    let idle = admitted.checker().client_idle_timeout();
+    let _watch = LiveWatch::start(
+        routes.auth.clone(),
+        Live {
+            sockets: [dup_stream(&client), dup_stream(&agent)]
+                .into_iter()
+                .flatten()
+                .collect(),
+            login: None,
+            route: Route::Postgres,
+            remote,
+            session_id: hex::encode(session_id),
+            disconnect_expired_cert: admitted.checker().disconnect_expired_cert(),
+            cert,
+        },
+    );
     let moved = crate::relay::run_session(
         fast_path,
         FramedStream::with_pending(client, buf),
@@ -308,36 +331,33 @@ pub async fn serve(
 /// The proxy's RBAC decision for one connection; the refusal is the client's error message.
 fn check(
     routes: &DbRoutes,
-    identity: &Identity,
+    cert: &UserCert,
     service: &str,
     db_user: &str,
     db_name: &str,
-) -> Result<DbRoute, String> {
-    let route = find_route(routes, identity, service)?;
+    remote: SocketAddr,
+) -> Result<(DbRoute, Admitted), String> {
+    let (route, admitted) = find_route(routes, cert, service, Route::Postgres, remote)?;
     if route.protocol() != "postgres" {
         return Err(format!(
             "database {service:?} speaks {}, not PostgreSQL",
             route.protocol()
         ));
     }
-    check_roles(routes, identity, &route, service, db_user, db_name)?;
-    Ok(route)
+    check_roles(&admitted, &route, service, db_user, db_name)?;
+    Ok((route, admitted))
 }
 
-/// A connected agent serving database `service`, unless the user is locked.
+/// Admission for `cert` on the database `route`, then a connected agent serving `service`.
 pub fn find_route(
     routes: &DbRoutes,
-    identity: &Identity,
+    cert: &UserCert,
     service: &str,
-) -> Result<DbRoute, String> {
-    if let Ok(Some(until)) = routes.auth.user_locked_until(&identity.username) {
-        return Err(format!(
-            "user {:?} is locked until {}",
-            identity.username,
-            crate::timestamps::rfc3339(until)
-        ));
-    }
-    routes
+    route: Route,
+    remote: SocketAddr,
+) -> Result<(DbRoute, Admitted), String> {
+    let admitted = admit(&routes.auth, cert, None, route, remote).map_err(|r| r.to_string())?;
+    let found = routes
         .registry
         .databases()
         .into_iter()
@@ -346,23 +366,20 @@ pub fn find_route(
             format!(
                 "database {service:?} is not available: no connected agent serves it (`hop db ls` lists the databases)"
             )
-        })
+        })?;
+    Ok((found, admitted))
 }
 
 /// The roles' decision on `db_user` and `db_name` (case-exact) at the database's labels.
 pub fn check_roles(
-    routes: &DbRoutes,
-    identity: &Identity,
+    admitted: &Admitted,
     route: &DbRoute,
     service: &str,
     db_user: &str,
     db_name: &str,
 ) -> Result<(), String> {
-    let checker = routes
-        .auth
-        .checker_for(&identity.roles, &identity.traits)
-        .map_err(|e| e.to_string())?;
-    checker
+    admitted
+        .checker()
         .check_database(&route.labels, db_name, db_user)
         .map_err(|d| format!("access to database {service:?} denied: {d}"))
 }

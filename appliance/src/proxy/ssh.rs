@@ -12,9 +12,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hop_ca::Identity;
+use hop_admission::Route;
+
 use hop_protocols::tunnel::Frame;
 
+use super::admission::{Live, LiveWatch, UserCert, admit, dup_stream};
 use super::dial::{accept, dial_agent, dial_agent_bounded, refuse};
 use super::tunnels::{AgentStream, NodeRoute, TunnelRegistry};
 use crate::auth::AuthServer;
@@ -85,13 +87,14 @@ pub fn resolve(nodes: &[NodeRoute], host: &str, cluster: &str) -> Result<NodeRou
 /// Serves one `hop-ssh` connection from an authenticated user.
 pub async fn serve(
     stream: AgentStream,
-    identity: Identity,
+    cert: UserCert,
     remote: SocketAddr,
     registry: Arc<TunnelRegistry>,
     auth: Arc<AuthServer>,
     recordings: Option<Arc<hop_storage::recording::RecordingStore>>,
     fast_path: Option<(&crate::relay::RelayHandle, usize)>,
 ) {
+    let identity = cert.identity.clone();
     let mut client = FramedStream::new(stream);
     let dial = match client.read_frame(Duration::from_secs(10)).await {
         Ok(Frame::Dial(d)) => d,
@@ -124,18 +127,32 @@ pub async fn serve(
             return refuse(&mut client, session_id, e).await;
         }
     };
-    let decision = {
-        let (a, id, node, login) = (auth.clone(), identity.clone(), node.clone(), login.clone());
-        tokio::task::spawn_blocking(move || check(&a, &id, &node, &login)).await
+    let route = if node.openssh {
+        Route::Agentless
+    } else {
+        Route::HopSsh
     };
-    match decision {
-        Ok(Ok(())) => {}
+    let decision = {
+        let (a, c, node, login) = (auth.clone(), cert.clone(), node.clone(), login.clone());
+        tokio::task::spawn_blocking(move || check(&a, &c, &node, &login, route, remote)).await
+    };
+    let disconnect_expired_cert = match decision {
+        Ok(Ok(d)) => d,
         Ok(Err(e)) => {
             refused(&login, &node.name, &e);
             return refuse(&mut client, session_id, e).await;
         }
         Err(e) => return refuse(&mut client, session_id, format!("internal error: {e}")).await,
-    }
+    };
+    let live = |sockets: Vec<socket2::Socket>| Live {
+        cert: cert.clone(),
+        login: Some(login.clone()),
+        route,
+        remote,
+        session_id: hex::encode(session_id),
+        disconnect_expired_cert,
+        sockets,
+    };
     let mode = auth.session_recording().to_string();
     let proxy_records = matches!(mode.as_str(), "proxy" | "proxy-sync");
     if node.openssh || proxy_records {
@@ -167,6 +184,10 @@ pub async fn serve(
         }
         // The proxy speaks SSH with the client itself: the connection stays on tokio.
         client.get_mut().get_mut().0.unbound();
+        let _watch = LiveWatch::start(
+            auth.clone(),
+            live(dup_stream(client.get_ref()).into_iter().collect()),
+        );
         let (c, c_pending) = client.into_inner();
         let fwd = super::forward::Forward {
             auth,
@@ -198,7 +219,16 @@ pub async fn serve(
         return;
     }
     // SSH stays end to end: the proxy only moves records. The node enforces the role's idle
-    // timeout inside SSH; here only a dead transport ends it.
+    // timeout inside SSH; here only a dead transport ends it, or admission turning to no.
+    let _watch = LiveWatch::start(
+        auth.clone(),
+        live(
+            [dup_stream(client.get_ref()), dup_stream(agent.get_ref())]
+                .into_iter()
+                .flatten()
+                .collect(),
+        ),
+    );
     let moved =
         crate::relay::run_session(fast_path, client, agent, None, remote, auth.metrics()).await;
     if let Err(e) = moved {
@@ -206,26 +236,19 @@ pub async fn serve(
     }
 }
 
-/// The proxy's own check, before any byte reaches the node.
+/// The proxy's own check, before any byte reaches the node: admission, then the node's labels
+/// and the login. Returns whether the session ends at the certificate's expiry.
 fn check(
     auth: &AuthServer,
-    identity: &Identity,
+    cert: &UserCert,
     node: &NodeRoute,
     login: &str,
-) -> Result<(), String> {
-    if let Some(until) = auth
-        .user_locked_until(&identity.username)
-        .map_err(|e| e.to_string())?
-    {
-        return Err(format!(
-            "user {:?} is locked until {}",
-            identity.username,
-            crate::timestamps::rfc3339(until)
-        ));
-    }
-    let checker = auth
-        .checker_for(&identity.roles, &identity.traits)
-        .map_err(|e| e.to_string())?;
+    route: Route,
+    remote: SocketAddr,
+) -> Result<bool, String> {
+    let identity = &cert.identity;
+    let admitted = admit(auth, cert, Some(login), route, remote).map_err(|r| r.to_string())?;
+    let checker = admitted.checker();
     checker
         .check_node_login(&node.labels, login)
         .map_err(|e| format!("access to node {:?} denied: {e}", node.name))?;
@@ -236,7 +259,7 @@ fn check(
             identity.logins.join(", ")
         ));
     }
-    Ok(())
+    Ok(checker.disconnect_expired_cert())
 }
 
 #[cfg(test)]

@@ -105,6 +105,11 @@ impl<S> RecordReads<S> {
         self.at.mid_record()
     }
 
+    /// The wrapped stream.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
     pub fn into_inner(self) -> S {
         self.inner
     }

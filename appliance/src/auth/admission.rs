@@ -1,0 +1,272 @@
+//! Auth's side of admission: the snapshot of roles, locks and users (with the roles they hold
+//! now and the instant before which their certificates are void) built from the backend and
+//! kept until the backend changes; locks made and lifted; and the decision for the routes
+//! that run in this process.
+//!
+//! This module never decides on its own: every decision is [`hop_admission::Snapshot::admit`].
+//! When the snapshot cannot be built (a storage error), routes are refused, never let through.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hop_admission::{
+    Admitted, IdentityStamp, Refusal, Route, Snapshot, SnapshotData, Subject, SubjectKind,
+};
+use hop_ca::Identity;
+use hop_rbac::{AuthPreference, LockResource, LockTarget, Role, User};
+
+use super::audit::EventKind;
+use super::resources;
+use super::server::{AuthError, AuthServer};
+use crate::timestamps::rfc3339;
+
+/// A user certificate as a route received it (after its signature was verified).
+#[derive(Debug, Clone, Copy)]
+pub struct Presented<'a> {
+    pub identity: &'a Identity,
+    pub issued_at: SystemTime,
+    pub expires: SystemTime,
+    /// The OS login asked for, on SSH routes.
+    pub login: Option<&'a str>,
+}
+
+impl Presented<'_> {
+    /// The subject admission sees.
+    fn subject(&self) -> Subject<'_> {
+        let id = self.identity;
+        let bound_route = if id.route_to_database.is_some() {
+            Some(Route::Postgres)
+        } else if id.route_to_app.is_some() {
+            Some(Route::App)
+        } else {
+            None
+        };
+        Subject {
+            kind: if id.username.starts_with("bot-") {
+                SubjectKind::Bot
+            } else {
+                SubjectKind::User
+            },
+            name: &id.username,
+            roles: &id.roles,
+            traits: &id.traits,
+            login: self.login,
+            issued_at: self.issued_at,
+            expires: self.expires,
+            cluster: &id.cluster,
+            bound_route,
+            agent_role: "",
+        }
+    }
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+}
+
+/// Whole seconds, rounded up: a stamp voids every certificate issued in its second.
+fn unix_secs_ceil(t: SystemTime) -> u64 {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+impl AuthServer {
+    /// The snapshot's data as it is in the backend now.
+    pub fn admission_data(&self) -> Result<SnapshotData, AuthError> {
+        let roles: Vec<Role> = self
+            .store()
+            .list::<Role>()?
+            .into_iter()
+            .map(|v| v.value)
+            .collect();
+        let locks = self
+            .store()
+            .list::<LockResource>()?
+            .into_iter()
+            .map(|v| v.value)
+            .collect();
+        let users = self
+            .store()
+            .list::<User>()?
+            .into_iter()
+            .map(|v| IdentityStamp {
+                roles: resources::user_roles_and_traits(&v.value).0,
+                not_before: v
+                    .value
+                    .status
+                    .not_before
+                    .map_or(0, |t| unix_secs(SystemTime::from(t))),
+                name: v.value.metadata.name,
+            })
+            .collect();
+        let locking_mode = self
+            .store()
+            .get::<AuthPreference>("cluster-auth-preference")?
+            .and_then(|p| p.value.spec.locking_mode);
+        Ok(SnapshotData {
+            cluster: self.cluster_name().to_string(),
+            roles,
+            locks,
+            users,
+            agents: None,
+            locking_mode,
+            taken_at: unix_secs(self.now()),
+        })
+    }
+
+    /// The backend's latest revision.
+    pub fn backend_revision(&self) -> Result<u64, AuthError> {
+        Ok(self.store().backend().current_revision()?)
+    }
+
+    /// Returns once the backend has moved past revision `known` (at once if it already has),
+    /// or after `wait`.
+    pub async fn wait_for_change(&self, known: u64, wait: Duration) {
+        if known == 0 {
+            return;
+        }
+        let mut watcher = self.store().backend().watch();
+        if self.backend_revision().map_or(true, |r| r != known) {
+            return;
+        }
+        let _ = tokio::time::timeout(wait, watcher.recv()).await;
+    }
+
+    /// The current snapshot: rebuilt when the backend has changed since it was built.
+    pub fn admission_snapshot(&self) -> Result<Arc<Snapshot>, AuthError> {
+        let revision = self.store().backend().current_revision()?;
+        let mut cache = self
+            .admission
+            .lock()
+            .map_err(|_| AuthError::Internal("admission cache poisoned".into()))?;
+        if let Some((built_at, snap)) = cache.as_ref()
+            && *built_at == revision
+        {
+            return Ok(snap.clone());
+        }
+        let snap = Arc::new(Snapshot::new(self.admission_data()?));
+        *cache = Some((revision, snap.clone()));
+        Ok(snap)
+    }
+
+    /// Decides whether the holder of `presented` may start on `route` now.
+    pub fn admit(&self, presented: &Presented<'_>, route: Route) -> Result<Admitted, Refusal> {
+        let snap = self
+            .admission_snapshot()
+            .map_err(|e| Refusal::Unavailable {
+                reason: e.to_string(),
+            })?;
+        snap.admit(&presented.subject(), route, self.now())
+    }
+
+    /// Writes an audit event for a refusal on `route`, with the reason code.
+    pub fn audit_refusal(
+        &self,
+        route: Route,
+        user: &str,
+        refusal: &Refusal,
+        remote: Option<std::net::SocketAddr>,
+    ) {
+        self.emit(
+            self.event(EventKind::AccessRefused, user)
+                .remote(remote)
+                .field("route", route.name())
+                .field("reason", refusal.code())
+                .failed(EventKind::AccessRefused, refusal.to_string()),
+        );
+    }
+
+    /// Makes a lock on `target` (until `ttl` runs out, or until removed), voiding the
+    /// certificates a locked user holds now; returns it.
+    pub fn create_lock(
+        &self,
+        target: LockTarget,
+        message: &str,
+        ttl: Option<Duration>,
+        actor: &str,
+    ) -> Result<LockResource, AuthError> {
+        let now = self.now();
+        let mut lock = LockResource::new(
+            &uuid::Uuid::new_v4().to_string(),
+            target,
+            message.trim(),
+            actor,
+        );
+        lock.spec.created = Some(now.into());
+        lock.spec.expires = ttl.map(|t| (now + t).into());
+        lock.validate()
+            .map_err(|e| AuthError::BadRequest(e.to_string()))?;
+        self.store().upsert(&lock)?;
+        self.after_lock_written(&lock, actor)?;
+        Ok(lock)
+    }
+
+    /// What follows a lock being written, whichever way it was: a locked user's certificates
+    /// are void from now on, and the audit log has it.
+    pub(super) fn after_lock_written(
+        &self,
+        lock: &LockResource,
+        actor: &str,
+    ) -> Result<(), AuthError> {
+        let t = &lock.spec.target;
+        let user = t
+            .user
+            .clone()
+            .or_else(|| t.bot.as_ref().map(|b| format!("bot-{b}")));
+        if let Some(name) = user {
+            self.void_certificates(&name)?;
+        }
+        let mut ev = self
+            .event(EventKind::LockCreated, actor)
+            .field("lock", lock.metadata.name.clone())
+            .field("target", t.describe())
+            .field("message", lock.spec.message.clone());
+        if let Some(e) = lock.expires() {
+            ev = ev.field("expires", rfc3339(SystemTime::from(e)));
+        }
+        self.emit_durable(ev);
+        Ok(())
+    }
+
+    /// Certificates `name` holds now stop being accepted (a user that does not exist: nothing
+    /// to do, the lock alone holds).
+    pub(super) fn void_certificates(&self, name: &str) -> Result<(), AuthError> {
+        let Some(v) = self.store().get::<User>(name)? else {
+            return Ok(());
+        };
+        let mut user = v.value;
+        let stamp = UNIX_EPOCH + Duration::from_secs(unix_secs_ceil(self.now()));
+        user.status.not_before = Some(stamp.into());
+        self.store().update(&user, v.revision)?;
+        Ok(())
+    }
+
+    /// Removes every lock whose target is user `name`; returns how many.
+    pub(super) fn remove_user_locks(&self, name: &str) -> Result<usize, AuthError> {
+        let mut removed = 0;
+        for v in self.store().list::<LockResource>()? {
+            if v.value.spec.target.user.as_deref() == Some(name) {
+                self.store()
+                    .delete::<LockResource>(&v.value.metadata.name)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The lock in force now that names user `name`, if any.
+    pub(super) fn user_lock_in_force(&self, name: &str) -> Result<Option<LockResource>, AuthError> {
+        let now = time::OffsetDateTime::from(self.now());
+        Ok(self
+            .store()
+            .list::<LockResource>()?
+            .into_iter()
+            .map(|v| v.value)
+            .find(|l| {
+                let t = &l.spec.target;
+                let names = t.user.as_deref() == Some(name)
+                    || t.bot.as_ref().is_some_and(|b| format!("bot-{b}") == name);
+                names && l.expires().is_none_or(|e| now < e)
+            }))
+    }
+}

@@ -1,0 +1,185 @@
+//! Admission on the proxy's routes: the decision at a session's start, and the watch that ends
+//! a live session once admission would refuse it (a lock, a deletion, a role taken away, a
+//! voided certificate, and at expiry when a role asks for `disconnect_expired_cert`).
+//!
+//! This module owns [`UserCert`] (what a route knows of the user certificate it verified),
+//! [`admit`] (the decision plus the refusal's audit event), and [`LiveWatch`] (a task that asks
+//! again every [`RECHECK`] and shuts the session's sockets down when the answer turns to no).
+//! Shutting the sockets down works wherever the bytes are relayed — a tokio task or a data-plane
+//! worker — because it acts on the sockets themselves, through duplicated descriptors.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use hop_admission::{Admitted, Refusal, Route};
+use hop_ca::Identity;
+
+use crate::auth::AuthServer;
+use crate::auth::admission::Presented;
+use crate::auth::audit::EventKind;
+
+/// How often a live session is decided again: the revocation latency is at most this plus the
+/// time a snapshot takes to rebuild.
+pub const RECHECK: Duration = Duration::from_secs(1);
+
+/// A verified user certificate as a route holds it.
+#[derive(Debug, Clone)]
+pub struct UserCert {
+    pub identity: Identity,
+    pub issued_at: SystemTime,
+    pub expires: SystemTime,
+}
+
+impl UserCert {
+    fn presented<'a>(&'a self, login: Option<&'a str>) -> Presented<'a> {
+        Presented {
+            identity: &self.identity,
+            issued_at: self.issued_at,
+            expires: self.expires,
+            login,
+        }
+    }
+}
+
+/// Decides whether `cert` may start a session on `route` (as `login`, on SSH routes); a
+/// refusal is audited with the route and its reason code.
+pub fn admit(
+    auth: &AuthServer,
+    cert: &UserCert,
+    login: Option<&str>,
+    route: Route,
+    remote: SocketAddr,
+) -> Result<Admitted, Refusal> {
+    auth.admit(&cert.presented(login), route)
+        .inspect_err(|refusal| {
+            auth.audit_refusal(route, &cert.identity.username, refusal, Some(remote));
+        })
+}
+
+/// Watches a live session; dropping it stops the watch.
+#[derive(Debug)]
+pub struct LiveWatch {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for LiveWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What a live session is, for the watch.
+pub struct Live {
+    pub cert: UserCert,
+    pub login: Option<String>,
+    pub route: Route,
+    pub remote: SocketAddr,
+    pub session_id: String,
+    /// End the session at the certificate's expiry (a role's `disconnect_expired_cert`).
+    pub disconnect_expired_cert: bool,
+    /// Duplicates of the session's sockets (client side and agent side).
+    pub sockets: Vec<socket2::Socket>,
+}
+
+impl LiveWatch {
+    /// Starts watching `live`; when admission refuses it, its sockets are shut down and a
+    /// `session.terminated` event names the reason.
+    pub fn start(auth: Arc<AuthServer>, live: Live) -> Self {
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(RECHECK).await;
+                let presented = live.cert.presented(live.login.as_deref());
+                let refusal = match auth.admit(&presented, live.route) {
+                    Ok(_) => continue,
+                    Err(Refusal::Expired { .. }) if !live.disconnect_expired_cert => continue,
+                    Err(r) => r,
+                };
+                end(&auth, &live, &refusal);
+                return;
+            }
+        });
+        Self { task }
+    }
+}
+
+/// Ends a live session admission now refuses.
+fn end(auth: &AuthServer, live: &Live, refusal: &Refusal) {
+    tracing::info!(
+        user = %live.cert.identity.username,
+        route = live.route.name(),
+        reason = refusal.code(),
+        "ending a live session: {refusal}"
+    );
+    for s in &live.sockets {
+        let _ = s.shutdown(std::net::Shutdown::Both);
+    }
+    auth.emit(
+        auth.event(EventKind::SessionTerminated, &live.cert.identity.username)
+            .remote(Some(live.remote))
+            .field("route", live.route.name())
+            .field("session_id", live.session_id.clone())
+            .field("reason", refusal.code())
+            .failed(EventKind::SessionTerminated, refusal.to_string()),
+    );
+}
+
+/// A duplicate of `sock`'s descriptor, for [`Live::sockets`].
+pub fn dup_socket(sock: &impl std::os::fd::AsFd) -> Option<socket2::Socket> {
+    socket2::SockRef::from(sock).try_clone().ok()
+}
+
+/// A duplicate of the TCP socket under a TLS connection the proxy terminated.
+pub fn dup_stream(stream: &super::tunnels::AgentStream) -> Option<socket2::Socket> {
+    dup_socket(stream.get_ref().0.get_ref())
+}
+
+/// Adds admission to every request of the web and gRPC API made with a user certificate
+/// (every call, not only the first on a connection): a refusal is answered `PERMISSION_DENIED`
+/// (gRPC) or 403 with the reason, and audited on the `admin_api` route.
+pub fn api_admission(router: axum::Router, auth: Arc<AuthServer>) -> axum::Router {
+    router.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let auth = auth.clone();
+            async move {
+                match refuse_api_call(&auth, &req) {
+                    Some(response) => response,
+                    None => next.run(req).await,
+                }
+            }
+        },
+    ))
+}
+
+/// The refusal for an API call admission turns down, if it does.
+fn refuse_api_call(
+    auth: &AuthServer,
+    req: &axum::extract::Request,
+) -> Option<axum::response::Response> {
+    let Some(crate::auth::caller::Caller::User {
+        identity,
+        remote,
+        expires,
+        issued_at,
+    }) = req.extensions().get::<crate::auth::caller::Caller>()
+    else {
+        return None;
+    };
+    let cert = UserCert {
+        identity: (**identity).clone(),
+        issued_at: *issued_at,
+        expires: *expires,
+    };
+    let refusal = admit(auth, &cert, None, Route::AdminApi, *remote).err()?;
+    let grpc = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    Some(if grpc {
+        tonic::Status::permission_denied(refusal.to_string()).into_http()
+    } else {
+        use axum::response::IntoResponse;
+        (axum::http::StatusCode::FORBIDDEN, refusal.to_string()).into_response()
+    })
+}
