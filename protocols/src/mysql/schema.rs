@@ -86,10 +86,22 @@ fn switch_at_depth(
         return Ok(SchemaSwitch::None);
     };
     match text {
-        Some(inner) => switch_at_depth(&inner, true, depth + 1),
+        Some(Literal::Whole(inner)) => switch_at_depth(&inner, true, depth + 1),
+        // The text before a backslash reads the same in every sql_mode: enough when it decides.
+        Some(Literal::UpToBackslash(inner)) => match switch_at_depth(&inner, false, depth + 1) {
+            Err(SchemaSwitchError::Undecided) => Err(SchemaSwitchError::Backslash),
+            decided => decided,
+        },
         // From a variable or an expression: not readable here (see the module docs).
         None => Ok(SchemaSwitch::None),
     }
+}
+
+/// A quoted name or literal's contents.
+enum Literal {
+    Whole(Vec<u8>),
+    /// Cut before a backslash, whose meaning depends on `sql_mode`.
+    UpToBackslash(Vec<u8>),
 }
 
 fn is_word_byte(b: u8) -> bool {
@@ -230,7 +242,10 @@ impl<'a> Lexer<'a> {
     fn name(&mut self) -> Result<Option<Vec<u8>>, SchemaSwitchError> {
         self.skip_trivia()?;
         match self.peek(0) {
-            Some(q @ (b'`' | b'"' | b'\'')) => self.quoted(q).map(Some),
+            Some(q @ (b'`' | b'"' | b'\'')) => match self.quoted(q)? {
+                Literal::Whole(name) => Ok(Some(name)),
+                Literal::UpToBackslash(_) => Err(SchemaSwitchError::Backslash),
+            },
             _ => Ok(self.keyword()?.map(<[u8]>::to_vec)),
         }
     }
@@ -243,13 +258,13 @@ impl<'a> Lexer<'a> {
     }
 
     /// At an opening quote `q`: the contents, a doubled quote read as one.
-    fn quoted(&mut self, q: u8) -> Result<Vec<u8>, SchemaSwitchError> {
+    fn quoted(&mut self, q: u8) -> Result<Literal, SchemaSwitchError> {
         self.pos += 1;
         let mut out = Vec::new();
         loop {
             match (self.peek(0), self.peek(1)) {
                 (None, _) => return Err(self.ran_out("quoted name or literal")),
-                (Some(b'\\'), _) if q != b'`' => return Err(SchemaSwitchError::Backslash),
+                (Some(b'\\'), _) if q != b'`' => return Ok(Literal::UpToBackslash(out)),
                 (Some(a), Some(b)) if a == q && b == q => {
                     out.push(q);
                     self.pos += 2;
@@ -260,7 +275,7 @@ impl<'a> Lexer<'a> {
                 }
                 (Some(a), _) if a == q => {
                     self.pos += 1;
-                    return Ok(out);
+                    return Ok(Literal::Whole(out));
                 }
                 (Some(a), _) => {
                     out.push(a);
@@ -293,17 +308,24 @@ impl<'a> Lexer<'a> {
 
     /// One or more adjacent string literals, concatenated; `None` when a literal does not come
     /// next (a variable, an expression).
-    fn literals(&mut self) -> Result<Option<Vec<u8>>, SchemaSwitchError> {
+    fn literals(&mut self) -> Result<Option<Literal>, SchemaSwitchError> {
         let mut text: Option<Vec<u8>> = None;
         loop {
             self.skip_trivia()?;
             match self.peek(0) {
                 Some(q @ (b'\'' | b'"')) => {
-                    let part = self.quoted(q)?;
-                    text.get_or_insert_with(Vec::new).extend_from_slice(&part);
+                    let (part, whole) = match self.quoted(q)? {
+                        Literal::Whole(part) => (part, true),
+                        Literal::UpToBackslash(part) => (part, false),
+                    };
+                    let text = text.get_or_insert_with(Vec::new);
+                    text.extend_from_slice(&part);
+                    if !whole {
+                        return Ok(Some(Literal::UpToBackslash(std::mem::take(text))));
+                    }
                 }
                 None if !self.complete => return Err(SchemaSwitchError::Undecided),
-                _ => return Ok(text),
+                _ => return Ok(text.map(Literal::Whole)),
             }
         }
     }
@@ -369,6 +391,8 @@ mod tests {
             "   ",
             "PREPARE s FROM @sql",
             "PREPARE s FROM 'SELECT 1'",
+            "PREPARE s FROM 'SELECT \\'x\\''",
+            "EXECUTE IMMEDIATE 'INSERT INTO t VALUES (''a\\\\b'')'",
             "EXECUTE s",
             "EXECUTE IMMEDIATE @sql",
             "--1",
@@ -387,6 +411,7 @@ mod tests {
             "USE `other",
             "USE 'ot\\'her'",
             "PREPARE s FROM 'USE \\'x'",
+            "PREPARE s FROM 'US\\E x'",
             "PREPARE s FROM 'unterminated",
         ] {
             assert!(switch(sql).is_err(), "{sql}: {:?}", switch(sql));
