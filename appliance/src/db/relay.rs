@@ -181,6 +181,9 @@ where
                     }
                     moved += n as u64;
                 }
+                // After a refusal, a database that closes without TLS's close_notify (MariaDB)
+                // has ended all the same.
+                Err(_) if refusal.is_some() => return (moved, None, refusal),
                 Err(e) => return (moved, Some(e.to_string()), None),
             },
             r = &mut refused, if !upstream_done => {
