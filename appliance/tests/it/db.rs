@@ -1066,10 +1066,11 @@ fn pg_logged_statements(log: &str, user_db: &str) -> Vec<String> {
         };
         if let Some(sql) = rest.strip_prefix("statement: ") {
             out.push(sql.to_string());
-        } else if let Some(exec) = rest.strip_prefix("execute ") {
-            if let Some((_, sql)) = exec.split_once(": ") {
-                out.push(sql.to_string());
-            }
+        } else if let Some((_, sql)) = rest
+            .strip_prefix("execute ")
+            .and_then(|exec| exec.split_once(": "))
+        {
+            out.push(sql.to_string());
         }
     }
     out
