@@ -99,9 +99,10 @@ where
                     Verdict::Forward => chunk.as_slice(),
                     Verdict::Replace(bytes) => bytes.as_slice(),
                     Verdict::End(refusal) => {
-                        let _ = db_w.shutdown().await;
+                        // The refusal is on its way before the database can close.
                         let reason = refusal.reason.clone();
                         let _ = refused_tx.send(refusal.clone());
+                        let _ = db_w.shutdown().await;
                         return (moved, Some(reason));
                     }
                 };
@@ -173,18 +174,24 @@ where
             }
         };
         tokio::select! {
-            read = db.read(&mut buf) => match read {
-                Ok(0) => return (moved, None, refusal),
-                Ok(n) => {
-                    if let Err(e) = client.write_all(buf.get(..n).unwrap_or_default()).await {
-                        return (moved, Some(e.to_string()), None);
-                    }
-                    moved += n as u64;
+            read = db.read(&mut buf) => {
+                // The database may close on the refusal before this loop has taken it.
+                if !upstream_done && !matches!(read, Ok(n) if n > 0) {
+                    refusal = refused.try_recv().ok();
                 }
-                // After a refusal, a database that closes without TLS's close_notify (MariaDB)
-                // has ended all the same.
-                Err(_) if refusal.is_some() => return (moved, None, refusal),
-                Err(e) => return (moved, Some(e.to_string()), None),
+                match read {
+                    Ok(0) => return (moved, None, refusal),
+                    Ok(n) => {
+                        if let Err(e) = client.write_all(buf.get(..n).unwrap_or_default()).await {
+                            return (moved, Some(e.to_string()), None);
+                        }
+                        moved += n as u64;
+                    }
+                    // After a refusal, a database that closes without TLS's close_notify
+                    // (MariaDB) has ended all the same.
+                    Err(_) if refusal.is_some() => return (moved, None, refusal),
+                    Err(e) => return (moved, Some(e.to_string()), None),
+                }
             },
             r = &mut refused, if !upstream_done => {
                 upstream_done = true;
