@@ -671,17 +671,22 @@ impl Mariadb {
         let d = dir.path();
         sign_server_files(a, d);
         std::fs::create_dir(d.join("data")).unwrap();
+        // A temporary directory of its own: servers bootstrapping side by side in /tmp clash on
+        // their temporary tables' names.
+        std::fs::create_dir(d.join("tmp")).unwrap();
         run_ok(Command::new("chown").args(["-R", "mysql:mysql"]).arg(d));
         run_ok(
             Command::new("mariadb-install-db")
                 .args(["--no-defaults", "--user=mysql", "--skip-test-db"])
                 .arg(format!("--datadir={}", d.join("data").display()))
+                .arg(format!("--tmpdir={}", d.join("tmp").display()))
                 .stdout(Stdio::null()),
         );
         let port = free_port();
         let child = Command::new("mariadbd")
             .args(["--no-defaults", "--user=mysql", "--bind-address=127.0.0.1"])
             .arg(format!("--datadir={}", d.join("data").display()))
+            .arg(format!("--tmpdir={}", d.join("tmp").display()))
             .arg(format!("--port={port}"))
             .arg(format!("--socket={}", d.join("mysqld.sock").display()))
             .arg(format!("--pid-file={}", d.join("mysqld.pid").display()))
