@@ -185,6 +185,39 @@ pub fn postgres_frontend(data: &[u8]) {
     let whole = pg_scan(data, &[data.len()]);
     let split = pg_scan(data, &[split_point(data), data.len()]);
     assert_eq!(whole, split, "pg frontend scanner: depends on the split");
+    if let Ok(Some((raw, _))) =
+        postgres::split_message(data, 1 << 20, postgres::frontend::is_frontend_type)
+    {
+        pg_heads_agree(raw.tag, raw.body);
+    }
+}
+
+/// [`postgres::parse_truncated_head`] on every prefix of a body: what it reads is what the whole
+/// message says (names exact, text a prefix), or an error.
+fn pg_heads_agree(tag: u8, body: &[u8]) {
+    use postgres::{FrontendMessage as M, TruncatedHead as H};
+    let whole = M::parse_body(tag, body).ok();
+    for cut in 0..=body.len() {
+        let head = body.get(..cut).unwrap_or_default();
+        let (Ok(h), Some(m)) = (postgres::parse_truncated_head(tag, head), &whole) else {
+            continue;
+        };
+        let agrees = match (h, m) {
+            (H::Query { sql }, M::Query { sql: full }) => full.starts_with(sql),
+            (H::Parse { statement, query }, M::Parse(p)) => {
+                statement == p.statement && p.query.starts_with(query)
+            }
+            (H::Bind { portal, statement }, M::Bind(b)) => {
+                portal == b.portal && statement == b.statement
+            }
+            (H::FunctionCall { function_oid }, M::FunctionCall(f)) => {
+                function_oid == f.function_oid
+            }
+            (H::Other, _) => true,
+            _ => false,
+        };
+        assert!(agrees, "pg truncated head: {h:?} disagrees with {m:?}");
+    }
 }
 
 fn pg_scan(data: &[u8], cuts: &[usize]) -> Vec<String> {
@@ -198,8 +231,10 @@ fn pg_scan(data: &[u8], cuts: &[usize]) -> Vec<String> {
         loop {
             match feed.next() {
                 Ok(Some(e)) => {
-                    if let postgres::Scanned::Truncated { head, .. } = &e {
+                    if let postgres::Scanned::Truncated { tag, head, .. } = &e {
                         assert_eq!(head.len(), 64, "pg scanner: head is not the cap");
+                        let read = postgres::parse_truncated_head(*tag, head);
+                        events.push(format!("{read:?}"));
                     }
                     events.push(format!("{e:?}"));
                 }
@@ -263,6 +298,18 @@ pub fn mysql_packet(data: &[u8]) {
     let whole = mysql_scan(data, &[data.len()]);
     let split = mysql_scan(data, &[split_point(data), data.len()]);
     assert_eq!(whole, split, "mysql scanner: depends on the split");
+}
+
+/// [`mysql::schema_switch`]: never panics, and the start of a statement (as a scanner's cap
+/// leaves it) gives the whole statement's answer or "undecided", never another answer.
+pub fn mysql_schema(data: &[u8]) {
+    let whole = mysql::schema_switch(data, true);
+    let cut = data.get(..split_point(data)).unwrap_or_default();
+    let part = mysql::schema_switch(cut, false);
+    assert!(
+        part == whole || part == Err(mysql::SchemaSwitchError::Undecided),
+        "mysql schema switch: a prefix decided {part:?}, the whole {whole:?}"
+    );
 }
 
 fn mysql_scan(data: &[u8], cuts: &[usize]) -> Vec<String> {

@@ -38,6 +38,24 @@ pub enum AccessDenied {
     },
 }
 
+/// Which database names one user may use as one database user on one server, from
+/// [`AccessChecker::database_names`]; small enough to travel with a session to its agent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DbNames {
+    /// Names some role allows (with the labels and the user); `*` allows any.
+    pub allow: BTreeSet<String>,
+    /// Names some role denies; `*` denies all.
+    pub deny: BTreeSet<String>,
+}
+
+impl DbNames {
+    /// May the session use database `name`? Case-exact, as at connect time.
+    #[must_use]
+    pub fn allows(&self, name: &str) -> bool {
+        !contains_or_wildcard(&self.deny, name) && contains_or_wildcard(&self.allow, name)
+    }
+}
+
 /// One side (allow or deny) of a role after template expansion and pattern compilation.
 #[derive(Debug, Clone, Default)]
 struct Conditions {
@@ -369,6 +387,35 @@ impl AccessChecker {
             Ok(())
         } else {
             Err(AccessDenied::NotAllowed { what: what() })
+        }
+    }
+
+    /// The database names (schemas) that `db_user` may use on a server with `db_labels`, for a
+    /// session that switches its database after it connected (MySQL's `USE`):
+    /// [`DbNames::allows`] answers as [`Self::check_database`] does for this user and labels.
+    #[must_use]
+    pub fn database_names(&self, db_labels: &BTreeMap<String, String>, db_user: &str) -> DbNames {
+        let shut = self.roles.iter().any(|r| {
+            r.deny.db.matches(db_labels) || contains_or_wildcard(&r.deny.db_users, db_user)
+        });
+        if shut {
+            return DbNames::default();
+        }
+        DbNames {
+            allow: self
+                .roles
+                .iter()
+                .filter(|r| {
+                    r.allow.db.matches(db_labels)
+                        && contains_or_wildcard(&r.allow.db_users, db_user)
+                })
+                .flat_map(|r| r.allow.db_names.iter().cloned())
+                .collect(),
+            deny: self
+                .roles
+                .iter()
+                .flat_map(|r| r.deny.db_names.iter().cloned())
+                .collect(),
         }
     }
 

@@ -12,6 +12,7 @@ pub mod certs;
 pub mod mysql;
 pub mod pg_audit;
 pub mod postgres;
+pub mod relay;
 pub mod resources;
 pub mod wire;
 
@@ -54,6 +55,10 @@ pub struct DbDial {
     /// MySQL: what the client negotiated with the proxy, for the agent's login.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mysql: Option<mysql::MysqlLogin>,
+    /// MySQL: the databases (schemas) the roles allow `db_user` here, for `USE`/COM_INIT_DB
+    /// during the session; without it, only `db_name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_names: Option<hop_rbac::DbNames>,
 }
 
 /// A PostgreSQL backend's cancel key, as the database gave it.
@@ -437,6 +442,10 @@ mod tests {
                 secret_key: "0102".into(),
             }),
             mysql: None,
+            db_names: Some(hop_rbac::DbNames {
+                allow: ["shop".to_string()].into(),
+                deny: ["*".to_string()].into(),
+            }),
         };
         assert_eq!(DbDial::from_target(&d.to_target()).unwrap().unwrap(), d);
         assert!(DbDial::from_target("echo").is_none());

@@ -7,11 +7,18 @@
 //! and sends a HandshakeResponse with the client's capabilities and an empty password. A server
 //! that wants a real password is refused: Hop never handles database passwords.
 //!
-//! After login it relays; the client's packets pass through a [`CommandScanner`] and each
-//! COM_QUERY, COM_STMT_PREPARE, COM_STMT_EXECUTE and COM_INIT_DB becomes a `db.query` event.
-//! COM_CHANGE_USER is refused (it would change who the session runs as). `KILL [QUERY] ID` with
-//! the connection id Hop gave the client is rewritten to the database's own thread id, so that a
-//! client's Ctrl-C cancels its own query.
+//! After login it relays ([`relay`]); the client's packets pass through a [`CommandScanner`]
+//! before they are forwarded, and each COM_QUERY, COM_STMT_PREPARE (with its text),
+//! COM_STMT_EXECUTE and COM_INIT_DB becomes a `db.query` event. These guards end the session with
+//! an ERR packet and a failed `db.query` event, the refused command never reaching the database:
+//! COM_CHANGE_USER, always (it would change who the session runs as); COM_INIT_DB, `USE` (also
+//! inside executable comments `/*! … */`) and a literal `PREPARE … FROM 'USE …'` of a schema the
+//! roles do not allow the database user ([`hop_rbac::DbNames`], from the proxy); COM_SET_OPTION
+//! turning multi-statements on ([`MULTI_STATEMENTS`] stays off toward the server); and a client
+//! stream the scanner cannot follow. Qualified names (`other.t`) and statement text built at run
+//! time are governed by the database's own grants. `KILL [QUERY] ID` with the connection id Hop
+//! gave the client is rewritten to the database's own thread id, so that a client's Ctrl-C
+//! cancels its own query.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,15 +27,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow};
 use hop_protocols::mysql::capabilities::*;
 use hop_protocols::mysql::{
-    self, Command, CommandScanner, Handshake, Response, ScannedPacket, SslRequest,
+    self, Command, CommandScanner, Handshake, Response, ScannedPacket, SchemaSwitch, SslRequest,
 };
 use rustls_pki_types::ServerName;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::relay::{self, Refusal, Verdict};
 use super::{DbDial, DbService, DbSpec};
-use crate::auth::audit::EventKind;
+use crate::auth::audit::{AuditEvent, EventKind};
 
 /// Capabilities the proxy offers clients: what MySQL 5.7+/8 and MariaDB 10.2+ servers all
 /// support, minus TLS (the client's leg ends at `hop proxy db` on loopback, and the proxy leg is
@@ -44,7 +52,7 @@ pub const OFFERED_CAPABILITIES: u32 = CLIENT_LONG_PASSWORD
     | 0x1000 // IGNORE_SIGPIPE
     | 0x2000 // TRANSACTIONS
     | CLIENT_SECURE_CONNECTION
-    | 0x1_0000 // MULTI_STATEMENTS
+    // Not MULTI_STATEMENTS: see `MULTI_STATEMENTS`.
     | 0x2_0000 // MULTI_RESULTS
     | 0x4_0000 // PS_MULTI_RESULTS
     | CLIENT_PLUGIN_AUTH
@@ -52,6 +60,12 @@ pub const OFFERED_CAPABILITIES: u32 = CLIENT_LONG_PASSWORD
     | CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
     | CLIENT_SESSION_TRACK
     | CLIENT_DEPRECATE_EOF;
+
+/// `CLIENT_MULTI_STATEMENTS`: never asked of the server (nor offered to clients), so that the
+/// server runs one statement per COM_QUERY and the schema guard reads the whole of it; the server
+/// answers a query of several statements with a syntax error. COM_SET_OPTION, which would turn
+/// them on later, is refused.
+pub const MULTI_STATEMENTS: u32 = 0x1_0000;
 
 /// The authentication plugin Hop's greeting names; the scramble answered to it is ignored.
 pub const AUTH_PLUGIN: &[u8] = b"mysql_native_password";
@@ -71,7 +85,6 @@ pub struct MysqlLogin {
 pub type DbConn = tokio_rustls::client::TlsStream<TcpStream>;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const RELAY_BUFFER: usize = 64 * 1024;
 
 /// Live sessions by the connection id Hop gave their client: the database's thread id and the
 /// Hop user, for `KILL` rewriting.
@@ -224,7 +237,7 @@ pub async fn login(
         )
         .into());
     }
-    let mut caps = login.capabilities & hs.capabilities & OFFERED_CAPABILITIES;
+    let mut caps = login.capabilities & hs.capabilities & OFFERED_CAPABILITIES & !MULTI_STATEMENTS;
     caps |= CLIENT_PROTOCOL_41 | CLIENT_SECURE_CONNECTION | CLIENT_PLUGIN_AUTH | CLIENT_SSL;
     if dial.db_name.is_empty() {
         caps &= !CLIENT_CONNECT_WITH_DB;
@@ -281,7 +294,7 @@ pub async fn login(
     Err(anyhow!("the database's login did not finish").into())
 }
 
-/// Relays one logged-in session; audits statements, refuses COM_CHANGE_USER, rewrites KILL.
+/// Relays one logged-in session; audits statements, enforces the guards, rewrites KILL.
 pub async fn session<C>(
     svc: &Arc<DbService>,
     dial: &DbDial,
@@ -301,91 +314,140 @@ pub async fn session<C>(
         id: login.connection_id,
     };
     svc.audit.emit(svc.event(EventKind::DbSessionStart, dial));
-    let (mut client_r, client_w) = tokio::io::split(client);
-    let client_w = Arc::new(tokio::sync::Mutex::new(client_w));
-    let (mut db_r, mut db_w) = tokio::io::split(db);
-    let upstream = async {
-        let mut moved = 0u64;
-        let mut scanner = CommandScanner::new(svc.max_statement.max(64));
-        let mut auditing = true;
-        let mut buf = vec![0u8; RELAY_BUFFER];
-        loop {
-            let n = client_r.read(&mut buf).await?;
-            if n == 0 {
-                let _ = db_w.shutdown().await;
-                return Ok::<(u64, Option<String>), std::io::Error>((moved, None));
-            }
-            let chunk = buf.get(..n).unwrap_or_default();
-            let mut out: Option<Vec<u8>> = None;
-            if auditing {
-                let mut feed = scanner.feed(chunk);
-                loop {
-                    match feed.next() {
-                        Ok(None) => break,
-                        Ok(Some(p)) => match audit_packet(svc, dial, &p, chunk) {
-                            Verdict::Pass => {}
-                            Verdict::Replace(bytes) => out = Some(bytes),
-                            Verdict::Refuse(msg) => {
-                                let mut err = Vec::new();
-                                let _ = mysql::encode_err(1, 1227, "42000", &msg, &mut err);
-                                let _ = client_w.lock().await.write_all(&err).await;
-                                let _ = db_w.shutdown().await;
-                                return Ok((moved, Some(msg)));
-                            }
-                        },
-                        Err(e) => {
-                            auditing = false;
-                            svc.audit.emit(
-                                svc.event(EventKind::DbQuery, dial)
-                                    .failed(EventKind::DbQuery, format!("client stream not understood, statements after this point are not audited: {e}")),
-                            );
-                            break;
-                        }
-                    }
-                }
-            }
-            let bytes = out.as_deref().unwrap_or(chunk);
-            db_w.write_all(bytes).await?;
-            moved += bytes.len() as u64;
+    let mut scanner = CommandScanner::new(svc.max_statement.max(64));
+    let inspect = |chunk: &[u8]| inspect_chunk(svc, dial, &mut scanner, chunk);
+    let ended = relay::relay(client, Vec::new(), db, Vec::new(), inspect).await;
+    svc.audit
+        .emit(super::postgres::session_end(svc, dial, started, ended));
+}
+
+/// One client chunk: its packets' audit events are emitted when the chunk is forwarded; a
+/// refused or unreadable packet ends the session instead, and nothing of the chunk runs.
+fn inspect_chunk(
+    svc: &DbService,
+    dial: &DbDial,
+    scanner: &mut CommandScanner,
+    chunk: &[u8],
+) -> Verdict {
+    let mut events = Vec::new();
+    let mut replace = None;
+    let mut feed = scanner.feed(chunk);
+    loop {
+        let verdict = match feed.next() {
+            Ok(None) => break,
+            Ok(Some(p)) => audit_packet(svc, dial, &p, chunk, &mut events),
+            Err(e) => Err(Guard::Unreadable(e)),
+        };
+        match verdict {
+            Ok(Some(bytes)) => replace = Some(bytes),
+            Ok(None) => {}
+            Err(guard) => return refuse(svc, dial, &guard),
         }
-    };
-    let downstream = async {
-        let mut moved = 0u64;
-        let mut buf = vec![0u8; RELAY_BUFFER];
-        loop {
-            let n = db_r.read(&mut buf).await?;
-            let mut w = client_w.lock().await;
-            if n == 0 {
-                let _ = w.shutdown().await;
-                return Ok::<u64, std::io::Error>(moved);
-            }
-            w.write_all(buf.get(..n).unwrap_or_default()).await?;
-            moved += n as u64;
-        }
-    };
-    let (up, down) = tokio::join!(upstream, downstream);
-    let mut end = svc
-        .event(EventKind::DbSessionEnd, dial)
-        .field("bytes_sent", up.as_ref().map(|u| u.0).unwrap_or(0))
-        .field("bytes_received", *down.as_ref().unwrap_or(&0))
-        .field("duration_ms", started.elapsed().as_millis() as u64);
-    match (up, down) {
-        (Ok((_, Some(reason))), _) => end = end.field("reason", reason),
-        (Err(e), _) | (_, Err(e)) => end = end.field("reason", e.to_string()),
-        _ => {}
     }
-    svc.audit.emit(end);
+    for ev in events {
+        svc.audit.emit(ev);
+    }
+    replace.map_or(Verdict::Forward, Verdict::Replace)
 }
 
-enum Verdict {
-    Pass,
-    /// Forward these bytes instead of the chunk.
-    Replace(Vec<u8>),
-    /// Refuse with this message and end the session.
-    Refuse(String),
+/// Why the agent refuses a client's command, ending the session.
+#[derive(Debug, thiserror::Error)]
+enum Guard {
+    #[error(
+        "COM_CHANGE_USER{0} is not allowed through Hop: the session runs as the database user it connected as; connect again as the other user"
+    )]
+    ChangeUser(String),
+    #[error(
+        "database {schema:?} is not one your roles allow for database user {db_user:?}; connect to it with `hop db login --db-name`"
+    )]
+    Schema { schema: String, db_user: String },
+    #[error(
+        "Hop cannot tell which database this statement switches to ({0}); the statement is refused"
+    )]
+    UnclearSwitch(#[from] mysql::SchemaSwitchError),
+    #[error(
+        "multi-statements are not allowed through Hop (COM_SET_OPTION): send one statement per query"
+    )]
+    MultiStatements,
+    #[error(
+        "the client's stream cannot be followed ({0}); Hop ends the session rather than let statements run unaudited"
+    )]
+    Unreadable(#[from] mysql::MysqlError),
 }
 
-fn audit_packet(svc: &DbService, dial: &DbDial, p: &ScannedPacket<'_>, chunk: &[u8]) -> Verdict {
+impl Guard {
+    /// The ERR packet's error code and SQLSTATE.
+    fn code(&self) -> (u16, &'static str) {
+        match self {
+            // ER_SPECIFIC_ACCESS_DENIED_ERROR
+            Guard::ChangeUser(_) | Guard::MultiStatements => (1227, "42000"),
+            // ER_DBACCESS_DENIED_ERROR
+            Guard::Schema { .. } | Guard::UnclearSwitch(_) => (1044, "42000"),
+            // ER_MALFORMED_PACKET
+            Guard::Unreadable(_) => (1835, "HY000"),
+        }
+    }
+
+    fn via(&self) -> &'static str {
+        match self {
+            Guard::ChangeUser(_) => "change_user",
+            Guard::Schema { .. } | Guard::UnclearSwitch(_) => "schema_switch",
+            Guard::MultiStatements => "set_option",
+            Guard::Unreadable(_) => "stream",
+        }
+    }
+}
+
+/// Ends the session over `guard`: a failed `db.query` event, an ERR packet for the client.
+fn refuse(svc: &DbService, dial: &DbDial, guard: &Guard) -> Verdict {
+    let reason = guard.to_string();
+    svc.audit.emit(
+        svc.event(EventKind::DbQuery, dial)
+            .field("via", guard.via())
+            .failed(EventKind::DbQuery, reason.clone()),
+    );
+    let (code, sqlstate) = guard.code();
+    let mut reply = Vec::new();
+    // The refused command had sequence id 0: its answer has 1.
+    let _ = mysql::encode_err(1, code, sqlstate, &reason, &mut reply);
+    Verdict::End(Refusal { reason, reply })
+}
+
+/// Checks the schema `sql` switches to, if any, against the roles.
+fn check_switch(dial: &DbDial, sql: &[u8], complete: bool) -> Result<(), Guard> {
+    match mysql::schema_switch(sql, complete)? {
+        SchemaSwitch::None => Ok(()),
+        SchemaSwitch::Use(schema) => check_schema(dial, &schema),
+    }
+}
+
+/// May this session use `schema`? As the proxy decided at connect time: the dial carries the
+/// names the roles allow; without them (an older proxy), only the one it connected to.
+fn check_schema(dial: &DbDial, schema: &[u8]) -> Result<(), Guard> {
+    let name = String::from_utf8_lossy(schema);
+    let allowed = match (std::str::from_utf8(schema), &dial.db_names) {
+        (Ok(name), Some(names)) => names.allows(name),
+        (Ok(name), None) => name == dial.db_name,
+        (Err(_), _) => false,
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(Guard::Schema {
+            schema: name.into_owned(),
+            db_user: dial.db_user.clone(),
+        })
+    }
+}
+
+/// Audits one packet into `events`; `Ok(Some(bytes))` replaces the chunk, `Err` refuses it.
+fn audit_packet(
+    svc: &DbService,
+    dial: &DbDial,
+    p: &ScannedPacket<'_>,
+    chunk: &[u8],
+    events: &mut Vec<AuditEvent>,
+) -> Result<Option<Vec<u8>>, Guard> {
     let statement = |text: &[u8], via: &'static str, truncated: bool| {
         let mut ev = svc
             .event(EventKind::DbQuery, dial)
@@ -401,7 +463,8 @@ fn audit_packet(svc: &DbService, dial: &DbDial, p: &ScannedPacket<'_>, chunk: &[
     };
     match p {
         ScannedPacket::Command(Command::Query { sql }) => {
-            svc.audit.emit(statement(sql, "query", false));
+            check_switch(dial, sql, true)?;
+            events.push(statement(sql, "query", false));
             // Only a command that is the whole chunk can be rewritten (clients send one command
             // and wait for its answer, so this is the common case).
             if let Some(new_sql) = rewrite_kill(sql, &svc.mysql_threads, &dial.user)
@@ -409,68 +472,79 @@ fn audit_packet(svc: &DbService, dial: &DbDial, p: &ScannedPacket<'_>, chunk: &[
             {
                 let mut payload = vec![mysql::COM_QUERY];
                 payload.extend_from_slice(new_sql.as_bytes());
-                return Verdict::Replace(packet(0, &payload));
+                return Ok(Some(packet(0, &payload)));
             }
-            Verdict::Pass
         }
         ScannedPacket::Command(Command::StmtPrepare { sql }) => {
-            svc.audit.emit(statement(sql, "prepare", false));
-            Verdict::Pass
+            check_switch(dial, sql, true)?;
+            events.push(statement(sql, "prepare", false));
         }
         ScannedPacket::Command(Command::StmtExecute { statement_id, .. }) => {
-            svc.audit.emit(
+            events.push(
                 svc.event(EventKind::DbQuery, dial)
                     .field("statement_id", *statement_id)
                     .field("via", "execute"),
             );
-            Verdict::Pass
         }
         ScannedPacket::Command(Command::InitDb { schema }) => {
+            check_schema(dial, schema)?;
             let schema = String::from_utf8_lossy(schema);
-            svc.audit.emit(
+            events.push(
                 svc.event(EventKind::DbQuery, dial)
                     .field("statement", format!("USE `{schema}`"))
                     .field("via", "init_db"),
             );
-            Verdict::Pass
         }
         ScannedPacket::Command(Command::ChangeUser { user, .. }) => {
-            let msg = format!(
-                "COM_CHANGE_USER to {:?} is not allowed through Hop: the session runs as {:?}; connect again as the other user",
-                String::from_utf8_lossy(user),
-                dial.db_user
-            );
-            svc.audit.emit(
-                svc.event(EventKind::DbQuery, dial)
-                    .field("via", "change_user")
-                    .failed(EventKind::DbQuery, msg.clone()),
-            );
-            Verdict::Refuse(msg)
+            return Err(Guard::ChangeUser(format!(
+                " to {:?}",
+                String::from_utf8_lossy(user)
+            )));
+        }
+        ScannedPacket::Command(Command::Other {
+            code: mysql::COM_SET_OPTION,
+            body,
+        }) if *body != mysql::MYSQL_OPTION_MULTI_STATEMENTS_OFF => {
+            return Err(Guard::MultiStatements);
         }
         ScannedPacket::Truncated { seq: 0, head, .. } => {
-            match head.first() {
-                Some(&mysql::COM_QUERY) => {
-                    svc.audit
-                        .emit(statement(head.get(1..).unwrap_or_default(), "query", true));
-                }
-                Some(&mysql::COM_STMT_PREPARE) => {
-                    svc.audit.emit(statement(
-                        head.get(1..).unwrap_or_default(),
-                        "prepare",
-                        true,
-                    ));
-                }
-                Some(&mysql::COM_CHANGE_USER) => {
-                    return Verdict::Refuse(
-                        "COM_CHANGE_USER is not allowed through Hop".to_string(),
-                    );
-                }
-                _ => {}
-            }
-            Verdict::Pass
+            audit_head(dial, head, events, &statement)?;
         }
-        _ => Verdict::Pass,
+        _ => {}
     }
+    Ok(None)
+}
+
+/// A command longer than the scanner keeps: its head is audited and guarded.
+fn audit_head(
+    dial: &DbDial,
+    head: &[u8],
+    events: &mut Vec<AuditEvent>,
+    statement: &dyn Fn(&[u8], &'static str, bool) -> AuditEvent,
+) -> Result<(), Guard> {
+    let (code, rest) = head.split_first().map_or((0, &[][..]), |(c, r)| (*c, r));
+    match code {
+        mysql::COM_QUERY | mysql::COM_STMT_PREPARE => {
+            check_switch(dial, rest, false)?;
+            let via = if code == mysql::COM_QUERY {
+                "query"
+            } else {
+                "prepare"
+            };
+            events.push(statement(rest, via, true));
+        }
+        mysql::COM_CHANGE_USER => return Err(Guard::ChangeUser(String::new())),
+        // A schema name longer than any allowed one.
+        mysql::COM_INIT_DB => {
+            return Err(Guard::Schema {
+                schema: format!("{}…", String::from_utf8_lossy(rest)),
+                db_user: dial.db_user.clone(),
+            });
+        }
+        mysql::COM_SET_OPTION => return Err(Guard::MultiStatements),
+        _ => {}
+    }
+    Ok(())
 }
 
 /// `KILL [QUERY|CONNECTION] N` where N is the connection id Hop gave one of `user`'s sessions:
@@ -530,6 +604,64 @@ mod tests {
         assert_eq!(rewrite_kill(b"KILL QUERY 78", &t, "alice"), None);
         assert_eq!(rewrite_kill(b"KILL QUERY 77 extra", &t, "alice"), None);
         assert_eq!(rewrite_kill(b"SELECT 77", &t, "alice"), None);
+    }
+
+    fn dial(db_names: Option<hop_rbac::DbNames>) -> DbDial {
+        DbDial {
+            service: "maria".into(),
+            user: "alice".into(),
+            db_user: "alice".into(),
+            db_name: "shop".into(),
+            session_id: "00".into(),
+            client_addr: "127.0.0.1:1".into(),
+            cancel: None,
+            mysql: None,
+            db_names,
+        }
+    }
+
+    #[test]
+    fn schema_switches_are_checked_against_the_roles() {
+        let names = hop_rbac::DbNames {
+            allow: ["shop".to_string(), "reports".to_string()].into(),
+            deny: ["reports".to_string()].into(),
+        };
+        let d = dial(Some(names));
+        for ok in [
+            "SELECT 1",
+            "USE shop",
+            "/*!50000 USE `shop` */",
+            "SELECT * FROM other.t",
+        ] {
+            check_switch(&d, ok.as_bytes(), true).unwrap();
+        }
+        for refused in [
+            "USE other",
+            "use reports",
+            "/*!USE other*/",
+            "/*M!100100 USE other */",
+            "PREPARE s FROM 'USE other'",
+            "USE Shop",
+        ] {
+            assert!(
+                matches!(
+                    check_switch(&d, refused.as_bytes(), true),
+                    Err(Guard::Schema { .. })
+                ),
+                "{refused}"
+            );
+        }
+        // Unclear text is refused too, and a cut USE.
+        assert!(matches!(
+            check_switch(&d, b"USE shop extra", true),
+            Err(Guard::UnclearSwitch(_))
+        ));
+        assert!(check_switch(&d, b"USE shop", false).is_err());
+        assert!(check_schema(&d, b"\xff").is_err());
+        // Without the roles' names (an older proxy): only the database it connected to.
+        let d = dial(None);
+        check_schema(&d, b"shop").unwrap();
+        assert!(check_schema(&d, b"reports").is_err());
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! certificate of the database user), passes the client's StartupMessage on, and follows the
 //! start-up: AuthenticationOk, parameters and the cancel key go back to the client; a request for
 //! a password (cleartext, MD5, SCRAM) is refused, because Hop never handles database passwords.
-//! Then it relays both ways; the client's bytes pass through the [`QueryAuditor`] on the way, and
-//! each statement becomes a `db.query` event. Cancels open their own plain connection with the
+//! Then it relays both ways ([`super::relay`]); the client's bytes pass through the
+//! [`QueryAuditor`] before they are forwarded, and each statement becomes a `db.query` event. A
+//! client stream the auditor cannot follow ends the session: the client reads a FATAL
+//! ErrorResponse naming the problem, and the audit log a failed `db.query` event. Cancels open their own plain connection with the
 //! database's key, as libpq does.
 
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::pg_audit::{QueryAuditor, Statement};
+use super::relay::{Ended, Refusal, Verdict};
 use super::wire::{self, SQLSTATE_DENIED, SQLSTATE_PROTOCOL, fatal};
 use super::{DbCancel, DbDial, DbService, DbSpec};
 use crate::auth::audit::EventKind;
@@ -27,7 +30,6 @@ pub type DbConn = tokio_rustls::client::TlsStream<TcpStream>;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
-const RELAY_BUFFER: usize = 64 * 1024;
 
 async fn dial_tcp(spec: &DbSpec) -> anyhow::Result<TcpStream> {
     let (host, port) = spec.target().map_err(|e| anyhow!(e))?;
@@ -176,20 +178,8 @@ where
         }
     }
     svc.audit.emit(svc.event(EventKind::DbSessionStart, dial));
-    let moved = relay(svc, dial, client, client_pending, db, from_db).await;
-    let (up, down, err) = match moved {
-        Ok((u, d)) => (u, d, None),
-        Err((u, d, e)) => (u, d, Some(e)),
-    };
-    let mut end = svc
-        .event(EventKind::DbSessionEnd, dial)
-        .field("bytes_sent", up)
-        .field("bytes_received", down)
-        .field("duration_ms", started.elapsed().as_millis() as u64);
-    if let Some(e) = err {
-        end = end.field("reason", e);
-    }
-    svc.audit.emit(end);
+    let ended = relay(svc, dial, client, client_pending, db, from_db).await;
+    svc.audit.emit(session_end(svc, dial, started, ended));
 }
 
 fn auth_name(a: &Authentication<'_>) -> &'static str {
@@ -203,8 +193,9 @@ fn auth_name(a: &Authentication<'_>) -> &'static str {
     }
 }
 
-/// Relays until both directions end; audits the client's statements. Returns the bytes moved
-/// (client→database, database→client), or those and why the session ended early.
+/// Relays until both directions end; audits the client's statements, and ends the session
+/// (an ErrorResponse for the client, an audit event) when the client's stream cannot be
+/// followed. Returns the bytes moved and why the session ended early.
 async fn relay<C>(
     svc: &Arc<DbService>,
     dial: &DbDial,
@@ -212,83 +203,65 @@ async fn relay<C>(
     client_pending: Vec<u8>,
     db: DbConn,
     db_pending: Vec<u8>,
-) -> Result<(u64, u64), (u64, u64, String)>
+) -> Ended
 where
     C: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let (mut client_r, mut client_w) = tokio::io::split(client);
-    let (mut db_r, mut db_w) = tokio::io::split(db);
     let mut auditor = QueryAuditor::new(svc.max_statement, svc.with_parameters);
-    let upstream = async {
-        let mut moved = 0u64;
-        let mut buf = vec![0u8; RELAY_BUFFER];
-        let mut statements: Vec<Statement> = Vec::new();
-        let mut auditing = true;
-        let mut chunk = client_pending;
-        loop {
-            if !chunk.is_empty() {
-                if auditing {
-                    if let Err(e) = auditor.feed(&chunk, &mut statements) {
-                        // Relay on (the database will answer the client), but say so once.
-                        auditing = false;
-                        svc.audit.emit(
-                            svc.event(EventKind::DbQuery, dial)
-                                .failed(EventKind::DbQuery, format!("client stream not understood, statements after this point are not audited: {e}")),
-                        );
-                    }
-                    for s in statements.drain(..) {
-                        emit_statement(svc, dial, s);
-                    }
-                }
-                db_w.write_all(&chunk).await.map_err(|e| (moved, e))?;
-                moved += chunk.len() as u64;
+    let mut statements: Vec<Statement> = Vec::new();
+    let inspect = |chunk: &[u8]| match auditor.feed(chunk, &mut statements) {
+        Ok(()) => {
+            for s in statements.drain(..) {
+                emit_statement(svc, dial, s);
             }
-            let n = client_r.read(&mut buf).await.map_err(|e| (moved, e))?;
-            if n == 0 {
-                let _ = db_w.shutdown().await;
-                return Ok::<u64, (u64, std::io::Error)>(moved);
-            }
-            chunk.clear();
-            chunk.extend_from_slice(buf.get(..n).unwrap_or_default());
+            Verdict::Forward
+        }
+        // Nothing of the chunk is forwarded: the statements before the fault do not run.
+        Err(e) => {
+            statements.clear();
+            let reason =
+                format!("{e}; Hop ends the session rather than let statements run unaudited");
+            svc.audit.emit(
+                svc.event(EventKind::DbQuery, dial)
+                    .failed(EventKind::DbQuery, reason.clone()),
+            );
+            Verdict::End(Refusal {
+                reply: fatal(SQLSTATE_PROTOCOL, &reason),
+                reason,
+            })
         }
     };
-    let downstream = async {
-        let mut moved = 0u64;
-        if !db_pending.is_empty() {
-            client_w
-                .write_all(&db_pending)
-                .await
-                .map_err(|e| (moved, e))?;
-            moved += db_pending.len() as u64;
-        }
-        let mut buf = vec![0u8; RELAY_BUFFER];
-        loop {
-            let n = db_r.read(&mut buf).await.map_err(|e| (moved, e))?;
-            if n == 0 {
-                let _ = client_w.shutdown().await;
-                return Ok::<u64, (u64, std::io::Error)>(moved);
-            }
-            client_w
-                .write_all(buf.get(..n).unwrap_or_default())
-                .await
-                .map_err(|e| (moved, e))?;
-            moved += n as u64;
-        }
-    };
-    // Either side failing ends the session: the other cannot make progress alone.
-    let (up, down) = tokio::join!(upstream, downstream);
-    match (up, down) {
-        (Ok(u), Ok(d)) => Ok((u, d)),
-        (Ok(u), Err((d, e))) | (Err((u, e)), Ok(d)) => Err((u, d, e.to_string())),
-        (Err((u, e)), Err((d, _))) => Err((u, d, e.to_string())),
+    super::relay::relay(client, client_pending, db, db_pending, inspect).await
+}
+
+/// The `db.session.end` event of a session that ran for `started.elapsed()`.
+pub(super) fn session_end(
+    svc: &DbService,
+    dial: &DbDial,
+    started: Instant,
+    ended: Ended,
+) -> crate::auth::audit::AuditEvent {
+    let mut end = svc
+        .event(EventKind::DbSessionEnd, dial)
+        .field("bytes_sent", ended.up)
+        .field("bytes_received", ended.down)
+        .field("duration_ms", started.elapsed().as_millis() as u64);
+    if let Some(reason) = ended.reason {
+        end = end.field("reason", reason);
     }
+    end
 }
 
 fn emit_statement(svc: &DbService, dial: &DbDial, s: Statement) {
-    let mut ev = svc
-        .event(EventKind::DbQuery, dial)
-        .field("statement", s.text)
-        .field("via", s.via);
+    let mut ev = svc.event(EventKind::DbQuery, dial).field("via", s.via);
+    if let Some(text) = s.text {
+        ev = ev.field("statement", text);
+    }
+    for (key, name) in [("statement_name", s.statement_name), ("portal", s.portal)] {
+        if let Some(name) = name {
+            ev = ev.field(key, name);
+        }
+    }
     if s.truncated {
         ev = ev.field("truncated", true);
     }

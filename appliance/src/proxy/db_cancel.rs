@@ -116,6 +116,7 @@ mod tests {
                 client_addr: "127.0.0.1:1".into(),
                 cancel: None,
                 mysql: None,
+                db_names: None,
             },
         }
     }

@@ -6,7 +6,8 @@
 //! leg's), reads the client's HandshakeResponse, checks the database user and schema in it
 //! against the user's roles (case-exact) before any byte reaches an agent, and answers a refusal
 //! with an ERR packet the client prints. Otherwise it asks the db agent to log in on the client's
-//! behalf (with the client's capabilities), answers OK, and relays bytes. Whatever password the
+//! behalf (with the client's capabilities and the schemas the roles allow, for the agent's `USE`
+//! guard), answers OK, and relays bytes. Whatever password the
 //! client sent is dropped: it never leaves the proxy.
 
 use std::net::SocketAddr;
@@ -194,6 +195,7 @@ where
             max_packet_size: response.max_packet_size,
             connection_id,
         }),
+        db_names: Some(db_names(&routes, &identity, &route, &db_user)),
     };
     let what = format!("database {service:?}");
     let agent = match dial_agent(
@@ -257,6 +259,21 @@ where
     if let Err(e) = moved {
         tracing::debug!(db = %service, error = %e, "database session ended with an error");
     }
+}
+
+/// The databases the roles allow `db_user` on this server, for the agent's `USE` guard. Nothing
+/// when the roles cannot be compiled (the agent then refuses every switch).
+fn db_names(
+    routes: &DbRoutes,
+    identity: &Identity,
+    route: &DbRoute,
+    db_user: &str,
+) -> hop_rbac::DbNames {
+    routes
+        .auth
+        .checker_for(&identity.roles, &identity.traits)
+        .map(|c| c.database_names(&route.labels, db_user))
+        .unwrap_or_default()
 }
 
 /// The proxy's RBAC decision; the refusal is the client's error message.

@@ -254,6 +254,7 @@ pub async fn serve(
         client_addr: remote.to_string(),
         cancel: None,
         mysql: None,
+        db_names: None,
     };
     let what = format!("database {service:?}");
     let agent = match dial_agent_bounded(

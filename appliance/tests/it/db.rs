@@ -62,7 +62,7 @@ impl Postgres {
             .stdout(Stdio::null()),
         );
         let conf = format!(
-            "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{d}'\nssl = on\nssl_cert_file = '{d}/server.crt'\nssl_key_file = '{d}/server.key'\nssl_ca_file = '{d}/server.cas'\nlog_connections = on\nlog_statement = 'all'\nfsync = off\n",
+            "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{d}'\nssl = on\nssl_cert_file = '{d}/server.crt'\nssl_key_file = '{d}/server.key'\nssl_ca_file = '{d}/server.cas'\nlog_connections = on\nlog_statement = 'all'\nlog_line_prefix = '%m [%p] %q%u@%d '\nfsync = off\n",
             d = d.display()
         );
         let pgconf = d.join("data/postgresql.conf");
@@ -671,17 +671,22 @@ impl Mariadb {
         let d = dir.path();
         sign_server_files(a, d);
         std::fs::create_dir(d.join("data")).unwrap();
+        // A temporary directory of its own: servers bootstrapping side by side in /tmp clash on
+        // their temporary tables' names.
+        std::fs::create_dir(d.join("tmp")).unwrap();
         run_ok(Command::new("chown").args(["-R", "mysql:mysql"]).arg(d));
         run_ok(
             Command::new("mariadb-install-db")
                 .args(["--no-defaults", "--user=mysql", "--skip-test-db"])
                 .arg(format!("--datadir={}", d.join("data").display()))
+                .arg(format!("--tmpdir={}", d.join("tmp").display()))
                 .stdout(Stdio::null()),
         );
         let port = free_port();
         let child = Command::new("mariadbd")
             .args(["--no-defaults", "--user=mysql", "--bind-address=127.0.0.1"])
             .arg(format!("--datadir={}", d.join("data").display()))
+            .arg(format!("--tmpdir={}", d.join("tmp").display()))
             .arg(format!("--port={port}"))
             .arg(format!("--socket={}", d.join("mysqld.sock").display()))
             .arg(format!("--pid-file={}", d.join("mysqld.pid").display()))
@@ -708,7 +713,8 @@ impl Mariadb {
         m.local_sql(
             "CREATE USER alice@'%' REQUIRE SUBJECT '/CN=alice/O=test.cluster'; \
              CREATE USER bob@'%' REQUIRE X509; \
-             CREATE DATABASE shop; GRANT ALL ON shop.* TO alice@'%'; GRANT ALL ON shop.* TO bob@'%'",
+             CREATE DATABASE shop; GRANT ALL ON shop.* TO alice@'%'; GRANT ALL ON shop.* TO bob@'%'; \
+             CREATE DATABASE other; GRANT ALL ON other.* TO alice@'%'",
         );
         Some(m)
     }
@@ -757,12 +763,19 @@ fn mariadb_client(port: u16, user: &str, db: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
-#[test]
-fn mariadb_through_hop_proxy_db() {
+/// MariaDB behind a db agent, alice (role db-maria: user alice, schema shop) logged in to it,
+/// and `hop proxy db maria` listening on `port`.
+struct MariaSession {
+    a: Appliance,
+    m: Mariadb,
+    port: u16,
+    _agent: Killed,
+    _local: Killed,
+}
+
+fn maria_setup() -> Option<MariaSession> {
     let a = Appliance::start("");
-    let Some(m) = Mariadb::start(&a) else {
-        return;
-    };
+    let m = Mariadb::start(&a)?;
     let role = a.dir.path().join("maria-role.yaml");
     std::fs::write(&role, MARIA_ROLE).unwrap();
     a.ok(&["admin", "create", "-f", role.to_str().unwrap()]);
@@ -774,7 +787,7 @@ fn mariadb_through_hop_proxy_db() {
         m.port,
         m.dir.path().join("server.cas").display()
     );
-    let _agent = Killed(
+    let agent = Killed(
         Command::new(HOP)
             .args([
                 "start", "--roles", "db", "--proxy", &a.addr, "--ca-pin", &a.pin,
@@ -816,6 +829,27 @@ fn mariadb_through_hop_proxy_db() {
             .unwrap();
         assert!(line.contains("Proxying"), "{line}");
     }
+    Some(MariaSession {
+        a,
+        m,
+        port,
+        _agent: agent,
+        _local: local,
+    })
+}
+
+#[test]
+fn mariadb_through_hop_proxy_db() {
+    let Some(MariaSession {
+        a,
+        m,
+        port,
+        _agent,
+        _local: local,
+    }) = maria_setup()
+    else {
+        return;
+    };
 
     // Queries, a transaction, a prepared statement; the session is alice's, over TLS.
     let out = mariadb_client(
@@ -931,4 +965,407 @@ fn mariadb_through_hop_proxy_db() {
         std::thread::sleep(Duration::from_millis(300));
     }
     drop(local);
+}
+
+/// The `statement` of every `db.query` event in Hop's audit log, once `ready` holds for them
+/// (events reach the audit log asynchronously).
+fn audited_statements(
+    a: &Appliance,
+    ready: impl Fn(&std::collections::HashSet<String>, &str) -> bool,
+) -> (std::collections::HashSet<String>, String) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let export = a.ok(&["admin", "audit", "export", "--since", "1h"]);
+        let statements = export
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|ev| ev["event"] == "db.query")
+            .filter_map(|ev| ev["statement"].as_str().map(str::to_owned))
+            .collect();
+        if ready(&statements, &export) {
+            return (statements, export);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the audit log never caught up: {export}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// One PostgreSQL frontend message.
+fn pg_msg(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut v = vec![tag];
+    v.extend_from_slice(&u32::try_from(body.len() + 4).unwrap().to_be_bytes());
+    v.extend_from_slice(body);
+    v
+}
+
+/// NUL-terminated strings, concatenated.
+fn cstrs(parts: &[&str]) -> Vec<u8> {
+    parts
+        .iter()
+        .flat_map(|p| p.bytes().chain(std::iter::once(0)))
+        .collect()
+}
+
+/// A hand-written PostgreSQL client on `hop proxy db`'s plain local port: enough to send what
+/// psql cannot (thousands of named statements, a malformed message).
+struct RawPg(std::net::TcpStream);
+
+impl RawPg {
+    fn connect(port: u16, user: &str, db: &str) -> Self {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut body = 196_608u32.to_be_bytes().to_vec();
+        body.extend(cstrs(&["user", user, "database", db, ""]));
+        let mut startup = u32::try_from(body.len() + 4)
+            .unwrap()
+            .to_be_bytes()
+            .to_vec();
+        startup.extend(body);
+        s.write_all(&startup).unwrap();
+        let mut pg = Self(s);
+        let answers = pg.until_ready();
+        assert!(answers.iter().all(|(t, _)| *t != b'E'), "{answers:?}");
+        pg
+    }
+
+    /// One backend message; `None` when the connection ends.
+    fn read(&mut self) -> Option<(u8, Vec<u8>)> {
+        use std::io::Read;
+        let mut head = [0u8; 5];
+        self.0.read_exact(&mut head).ok()?;
+        let len = u32::from_be_bytes(head[1..].try_into().unwrap()) as usize;
+        let mut body = vec![0u8; len - 4];
+        self.0.read_exact(&mut body).ok()?;
+        Some((head[0], body))
+    }
+
+    fn until_ready(&mut self) -> Vec<(u8, Vec<u8>)> {
+        let mut seen = Vec::new();
+        while let Some(m) = self.read() {
+            let ready = m.0 == b'Z';
+            seen.push(m);
+            if ready {
+                return seen;
+            }
+        }
+        panic!("the connection ended before ReadyForQuery: {seen:?}");
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        self.0.write_all(bytes).unwrap();
+    }
+}
+
+/// What PostgreSQL ran for `user@db`, from its log (`log_statement = all`): simple queries and
+/// executions of prepared statements.
+fn pg_logged_statements(log: &str, user_db: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in log.lines() {
+        let Some((_, rest)) = line.split_once(&format!(" {user_db} LOG:  ")) else {
+            continue;
+        };
+        if let Some(sql) = rest.strip_prefix("statement: ") {
+            out.push(sql.to_string());
+        } else if let Some((_, sql)) = rest
+            .strip_prefix("execute ")
+            .and_then(|exec| exec.split_once(": "))
+        {
+            out.push(sql.to_string());
+        }
+    }
+    out
+}
+
+/// Every statement PostgreSQL ran is in Hop's audit log with its text: 2,000 named prepared
+/// statements (more than the auditor's tables hold), then a malformed message, which ends the
+/// session with an error the client reads and an audit event.
+#[test]
+fn postgres_audit_is_complete_and_fails_closed() {
+    let Some((a, pg, _agent)) = setup() else {
+        return;
+    };
+    a.ok(&[
+        "db",
+        "login",
+        "pg",
+        "--db-user",
+        "alice",
+        "--db-name",
+        "hopdb",
+    ]);
+    let port = free_port();
+    let mut local = Killed(
+        Command::new(HOP)
+            .args(["proxy", "db", "pg", "--port", &port.to_string()])
+            .env("HOP_HOME", &a.home)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(local.0.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.contains("Proxying"), "{line}");
+    }
+    let mut c = RawPg::connect(port, "alice", "hopdb");
+    const STATEMENTS: usize = 2000;
+    for batch in (0..STATEMENTS).collect::<Vec<_>>().chunks(250) {
+        let mut out = Vec::new();
+        for i in batch {
+            let name = format!("hop_ps_{i}");
+            let mut parse = cstrs(&[&name, &format!("SELECT 'hop-ps-{i}'")]);
+            parse.extend_from_slice(&0u16.to_be_bytes());
+            out.extend(pg_msg(b'P', &parse));
+            let mut bind = cstrs(&["", &name]);
+            bind.extend_from_slice(&[0; 6]);
+            out.extend(pg_msg(b'B', &bind));
+            let mut execute = cstrs(&[""]);
+            execute.extend_from_slice(&0u32.to_be_bytes());
+            out.extend(pg_msg(b'E', &execute));
+        }
+        out.extend(pg_msg(b'S', &[]));
+        c.send(&out);
+        let answers = c.until_ready();
+        assert!(answers.iter().all(|(t, _)| *t != b'E'), "{answers:?}");
+    }
+    // The statements stay executable after the auditor's tables are full.
+    let mut again = pg_msg(b'B', &[cstrs(&["", "hop_ps_1999"]), vec![0; 6]].concat());
+    again.extend(pg_msg(b'E', &[cstrs(&[""]), vec![0; 4]].concat()));
+    again.extend(pg_msg(b'S', &[]));
+    c.send(&again);
+    c.until_ready();
+
+    // A message type that does not exist: the session ends, the client reads why.
+    c.send(&pg_msg(b'Q', b"SELECT 'after the fault'\0"));
+    c.until_ready();
+    c.send(&[0x01, 0, 0, 0, 4]);
+    let mut last = Vec::new();
+    while let Some(m) = c.read() {
+        last.push(m);
+    }
+    let error = last
+        .iter()
+        .find(|(t, _)| *t == b'E')
+        .map(|(_, body)| String::from_utf8_lossy(body).into_owned())
+        .unwrap_or_else(|| panic!("no ErrorResponse: {last:?}"));
+    assert!(error.contains("cannot be followed"), "{error}");
+    assert!(error.contains("unknown message type 0x01"), "{error}");
+
+    let logged = pg_logged_statements(&pg.log(), "alice@hopdb");
+    assert!(
+        logged.len() > STATEMENTS,
+        "PostgreSQL logged {} statements",
+        logged.len()
+    );
+    let (audited, export) = audited_statements(&a, |audited, export| {
+        logged.iter().all(|s| audited.contains(s)) && export.contains("cannot be followed")
+    });
+    assert!(audited.contains("SELECT 'hop-ps-1999'"));
+    let refusal = export
+        .lines()
+        .find(|l| l.contains("\"db.query\"") && l.contains("cannot be followed"))
+        .unwrap();
+    let ev: serde_json::Value = serde_json::from_str(refusal).unwrap();
+    assert_eq!(ev["success"], false, "{refusal}");
+    assert_eq!(ev["user"], "alice");
+    assert!(
+        export
+            .lines()
+            .any(|l| l.contains("\"db.session.end\"") && l.contains("cannot be followed")),
+        "{export}"
+    );
+}
+
+/// A hand-written MySQL client on `hop proxy db`'s plain local port, logged in as `user` to
+/// `db`: for the commands the `mariadb` client never sends.
+struct RawMysql(std::net::TcpStream);
+
+impl RawMysql {
+    fn connect(port: u16, user: &str, db: &str) -> Self {
+        let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut c = Self(s);
+        let (_, greeting) = c.read().unwrap();
+        assert_eq!(greeting.first(), Some(&10), "{greeting:?}");
+        // PROTOCOL_41 | SECURE_CONNECTION | PLUGIN_AUTH | CONNECT_WITH_DB | DEPRECATE_EOF
+        let caps: u32 = 0x200 | 0x8000 | 0x8_0000 | 0x8 | 0x100_0000;
+        let mut hello = caps.to_le_bytes().to_vec();
+        hello.extend_from_slice(&(1u32 << 24).to_le_bytes());
+        hello.push(45);
+        hello.extend_from_slice(&[0; 23]);
+        hello.extend(cstrs(&[user]));
+        hello.push(0);
+        hello.extend(cstrs(&[db, "mysql_native_password"]));
+        c.send(1, &hello);
+        let (_, ok) = c.read().unwrap();
+        assert_eq!(ok.first(), Some(&0), "{}", String::from_utf8_lossy(&ok));
+        c
+    }
+
+    fn send(&mut self, seq: u8, payload: &[u8]) {
+        use std::io::Write;
+        let len = u32::try_from(payload.len()).unwrap().to_le_bytes();
+        let mut out = vec![len[0], len[1], len[2], seq];
+        out.extend_from_slice(payload);
+        self.0.write_all(&out).unwrap();
+    }
+
+    /// One packet; `None` when the connection ends.
+    fn read(&mut self) -> Option<(u8, Vec<u8>)> {
+        use std::io::Read;
+        let mut head = [0u8; 4];
+        self.0.read_exact(&mut head).ok()?;
+        let len = u32::from_le_bytes([head[0], head[1], head[2], 0]) as usize;
+        let mut payload = vec![0u8; len];
+        self.0.read_exact(&mut payload).ok()?;
+        Some((head[3], payload))
+    }
+
+    /// Sends a command and returns the first packet of its answer.
+    fn command(&mut self, payload: &[u8]) -> Vec<u8> {
+        self.send(0, payload);
+        self.read().expect("no answer").1
+    }
+
+    /// The command is refused with an ERR packet naming `why`, and the session ends.
+    fn refused(mut self, payload: &[u8], why: &str) {
+        let answer = self.command(payload);
+        let text = String::from_utf8_lossy(&answer);
+        assert_eq!(answer.first(), Some(&0xff), "{text}");
+        assert!(text.contains(why), "{text}");
+        assert!(self.read().is_none(), "the session went on after {why}");
+    }
+}
+
+/// Thread ids and the statements MariaDB's general log shows for connections of `user`: its
+/// COM_QUERY and COM_STMT_PREPARE texts, and COM_INIT_DB as `USE \`schema\``.
+fn mariadb_logged_statements(log: &str, user: &str) -> Vec<String> {
+    let mut threads = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for line in log.lines() {
+        let fields: Vec<&str> = line.split('\t').collect();
+        // `[time]\t   ID Command\tArgument`
+        let Some(at) = fields.iter().position(|f| {
+            let mut words = f.split_whitespace();
+            words.next().is_some_and(|id| id.parse::<u32>().is_ok())
+                && words
+                    .next()
+                    .is_some_and(|c| c.starts_with(|b: char| b.is_ascii_alphabetic()))
+        }) else {
+            continue;
+        };
+        let mut words = fields[at].split_whitespace();
+        let id = words.next().unwrap().to_string();
+        let command = words.collect::<Vec<_>>().join(" ");
+        let argument = fields[at + 1..].join("\t");
+        match command.as_str() {
+            "Connect" if argument.starts_with(&format!("{user}@")) => {
+                threads.insert(id);
+            }
+            _ if !threads.contains(&id) => {}
+            "Query" | "Prepare" => out.push(argument),
+            "Init DB" => out.push(format!("USE `{argument}`")),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The MySQL guards, each ending the session with an ERR packet and never reaching the
+/// database, and an audit log that holds every statement MariaDB's general log shows.
+#[test]
+fn mariadb_guards_and_a_complete_audit() {
+    let Some(s) = maria_setup() else {
+        return;
+    };
+    let client = |input: &str| {
+        use std::io::Write;
+        let mut c = Command::new("mariadb")
+            .args(["-h", "127.0.0.1", "-P", &s.port.to_string()])
+            .args(["-u", "alice", "-D", "shop", "--skip-ssl", "-N"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        c.wait_with_output().unwrap()
+    };
+    // What the roles allow runs: the schema the session is in, an executable comment.
+    let out = client("USE shop;\n/*!50000 SELECT 'from an executable comment' */;\n");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("from an executable comment"));
+    // A schema the database grants but Hop's roles do not: COM_INIT_DB (the client's `use`)
+    // and USE inside an executable comment are refused before the database sees them.
+    for input in [
+        "use other;\n",
+        "/*!USE other*/;\n",
+        "/*!50000 USE `other` */;\n",
+    ] {
+        let out = client(input);
+        assert!(!out.status.success(), "{input} ran");
+        assert!(
+            stderr(&out).contains("not one your roles allow"),
+            "{input}: {}",
+            stderr(&out)
+        );
+    }
+    // Multi-statements: off toward the server, which refuses them as one statement.
+    let out = client("DELIMITER //\nSELECT 'multi one'; SELECT 'multi two'//\n");
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(stderr(&out).contains("1064"), "{}", stderr(&out));
+    assert!(!stdout(&out).contains("multi two"));
+
+    // What the `mariadb` client never sends.
+    let mut c = RawMysql::connect(s.port, "alice", "shop");
+    assert_eq!(c.command(b"\x03DO 1").first(), Some(&0));
+    c.refused(b"\x11root\0\0shop\0", "COM_CHANGE_USER");
+    RawMysql::connect(s.port, "alice", "shop")
+        .refused(b"\x03USE other", "not one your roles allow");
+    RawMysql::connect(s.port, "alice", "shop").refused(
+        b"\x03PREPARE s FROM 'USE other'",
+        "not one your roles allow",
+    );
+    RawMysql::connect(s.port, "alice", "shop").refused(b"\x1b\x00\x00", "multi-statements");
+    // A malformed COM_STMT_EXECUTE (no statement id): the stream cannot be followed.
+    RawMysql::connect(s.port, "alice", "shop").refused(b"\x17\x01", "cannot be followed");
+
+    let log = s.m.general_log();
+    let logged = mariadb_logged_statements(&log, "alice");
+    assert!(
+        logged
+            .iter()
+            .any(|q| q.contains("from an executable comment")),
+        "{log}"
+    );
+    for q in &logged {
+        assert!(!q.contains("other"), "the database ran {q}: {log}");
+    }
+    assert!(!log.contains("Change user"), "{log}");
+    let (audited, export) = audited_statements(&s.a, |audited, export| {
+        logged.iter().all(|q| audited.contains(q)) && export.contains("cannot be followed")
+    });
+    assert!(audited.contains("SELECT 'multi one'; SELECT 'multi two'"));
+    for why in [
+        "COM_CHANGE_USER",
+        "not one your roles allow",
+        "multi-statements",
+        "cannot be followed",
+    ] {
+        assert!(
+            export.lines().any(|l| l.contains("\"db.query\"")
+                && l.contains("\"success\":false")
+                && l.contains(why)),
+            "no failed db.query event for {why}: {export}"
+        );
+    }
 }

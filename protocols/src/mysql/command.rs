@@ -14,7 +14,13 @@ pub const COM_STMT_EXECUTE: u8 = 0x17;
 pub const COM_STMT_SEND_LONG_DATA: u8 = 0x18;
 pub const COM_STMT_CLOSE: u8 = 0x19;
 pub const COM_STMT_RESET: u8 = 0x1a;
+pub const COM_SET_OPTION: u8 = 0x1b;
 pub const COM_RESET_CONNECTION: u8 = 0x1f;
+
+/// COM_SET_OPTION's body (u16le) that turns multi-statements on for the connection.
+pub const MYSQL_OPTION_MULTI_STATEMENTS_ON: [u8; 2] = 0u16.to_le_bytes();
+/// COM_SET_OPTION's body that turns them off.
+pub const MYSQL_OPTION_MULTI_STATEMENTS_OFF: [u8; 2] = 1u16.to_le_bytes();
 
 /// One command, borrowing the caller's buffer. Text is raw bytes in the
 /// connection's character set.

@@ -7,8 +7,10 @@
 //! the connection phase ([`Handshake`] v10, [`SslRequest`],
 //! [`HandshakeResponse`] 41, [`AuthSwitchRequest`]), generic responses
 //! ([`Response`]: OK, ERR, EOF; [`encode_err`] for refusals), command-phase
-//! packets ([`Command`]) and a bounded-memory [`CommandScanner`] that audits
-//! a relayed client stream in place. It never does IO, never authenticates
+//! packets ([`Command`]), a bounded-memory [`CommandScanner`] that audits
+//! a relayed client stream in place, and [`schema_switch`]: which default
+//! schema one statement's text switches to (`USE`, also inside executable
+//! comments), for the agent's schema guard. It never does IO, never authenticates
 //! (scrambles are handed over, not checked) and never tracks the session:
 //! which parser applies to a packet (an `0xfe` is EOF, OK or AuthSwitch
 //! depending on the phase) is the caller's call.
@@ -21,6 +23,7 @@ mod command;
 mod handshake;
 mod packet;
 mod response;
+mod schema;
 
 pub use command::*;
 pub use handshake::{
@@ -32,6 +35,7 @@ pub use packet::{
     parse_packet,
 };
 pub use response::{EofPacket, ErrPacket, OkPacket, Response, encode_err, encode_ok};
+pub use schema::{SchemaSwitch, SchemaSwitchError, schema_switch};
 
 use crate::scan::{Engine, FrameInfo, RawEvent};
 

@@ -402,6 +402,80 @@ pub fn parse_sasl_initial_response(body: &[u8]) -> Result<SaslInitialResponse<'_
     Ok(SaslInitialResponse { mechanism, data })
 }
 
+/// What a long message's kept head ([`Scanned::Truncated`]) says that an
+/// audit follows: the names a Parse, Bind, Execute or Close refers to, and
+/// the start of a statement's text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TruncatedHead<'a> {
+    /// Query: the start of its text.
+    Query { sql: &'a [u8] },
+    /// Parse: the statement's name and the start of its text.
+    Parse {
+        statement: &'a [u8],
+        query: &'a [u8],
+    },
+    /// Bind (its parameters are what is long): the portal and statement.
+    Bind {
+        portal: &'a [u8],
+        statement: &'a [u8],
+    },
+    /// FunctionCall (its arguments are long): the function.
+    FunctionCall { function_oid: u32 },
+    /// Describe, Sync, CopyFail, …: nothing that an audit follows.
+    Other,
+}
+
+/// Reads the head of a message that a [`FrontendScanner`] cut at its cap.
+///
+/// An error means that what an audit must know lies beyond the head: a
+/// name longer than the cap, an Execute or Close (whose only variable field
+/// is a name), or a Query whose text ends before the cut (with bytes after
+/// it, the message is malformed).
+pub fn parse_truncated_head(tag: u8, head: &[u8]) -> Result<TruncatedHead<'_>, PgMessageError> {
+    let beyond = |what| PgMessageError::BeyondCap {
+        tag,
+        what,
+        cap: head.len(),
+    };
+    fn name<'h>(bytes: &mut &'h [u8], beyond: PgMessageError) -> Result<&'h [u8], PgMessageError> {
+        let (name, rest) = split_cstr(bytes).ok_or(beyond)?;
+        *bytes = rest;
+        Ok(name)
+    }
+    let mut rest = head;
+    Ok(match tag {
+        b'Q' => match split_cstr(head) {
+            None => TruncatedHead::Query { sql: head },
+            Some(_) => return Err(PgMessageError::TrailingBytes { tag, extra: 0 }),
+        },
+        b'P' => {
+            let statement = name(&mut rest, beyond("statement name"))?;
+            let query = split_cstr(rest).map_or(rest, |(q, _)| q);
+            TruncatedHead::Parse { statement, query }
+        }
+        b'B' => {
+            let portal = name(&mut rest, beyond("portal name"))?;
+            let statement = name(&mut rest, beyond("statement name"))?;
+            TruncatedHead::Bind { portal, statement }
+        }
+        b'F' => TruncatedHead::FunctionCall {
+            function_oid: crate::reader::array_at::<4>(head, 0)
+                .map(u32::from_be_bytes)
+                .ok_or(beyond("function oid"))?,
+        },
+        b'E' => return Err(beyond("portal name")),
+        b'C' => return Err(beyond("name")),
+        tag if is_frontend_type(tag) => TruncatedHead::Other,
+        tag => return Err(PgMessageError::UnknownType { tag }),
+    })
+}
+
+/// The bytes before the first NUL and those after it.
+fn split_cstr(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let nul = crate::reader::find_byte(bytes, 0)?;
+    Some((bytes.get(..nul)?, bytes.get(nul.checked_add(1)?..)?))
+}
+
 /// What a [`FrontendScanner`] saw.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Scanned<'a> {
@@ -532,5 +606,76 @@ impl FrontendFeed<'_, '_> {
             self.scanner.failed = Some(e.clone());
         }
         result.map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(parts: &[&[u8]]) -> Vec<u8> {
+        parts.concat()
+    }
+
+    /// Every cut of a body gives the whole message's names and a prefix of its text, or an
+    /// error when a name is not whole yet.
+    #[test]
+    fn truncated_heads_read_every_prefix_consistently() {
+        let parse = body(&[b"stmt\0", b"SELECT $1\0", &[0, 1, 0, 0, 0, 23]]);
+        let bind = body(&[b"portal\0stmt\0", &[0, 0, 0, 1, 0, 0, 0, 2], b"42", &[0, 0]]);
+        let call = body(&[&[0, 0, 4, 0xd2], &[0, 0, 0, 0, 0, 0]]);
+        let query = b"SELECT 1\0".to_vec();
+        for (tag, body) in [(b'P', parse), (b'B', bind), (b'F', call), (b'Q', query)] {
+            let whole = FrontendMessage::parse_body(tag, &body).unwrap();
+            let mut decided = 0;
+            for cut in 0..=body.len() {
+                let Ok(h) = parse_truncated_head(tag, &body[..cut]) else {
+                    continue;
+                };
+                decided += 1;
+                match (h, &whole) {
+                    (TruncatedHead::Parse { statement, query }, FrontendMessage::Parse(p)) => {
+                        assert_eq!(statement, b"stmt");
+                        assert!(p.query.starts_with(query));
+                    }
+                    (TruncatedHead::Bind { portal, statement }, FrontendMessage::Bind(_)) => {
+                        assert_eq!((portal, statement), (&b"portal"[..], &b"stmt"[..]));
+                    }
+                    (
+                        TruncatedHead::FunctionCall { function_oid },
+                        FrontendMessage::FunctionCall(f),
+                    ) => assert_eq!(function_oid, f.function_oid),
+                    (TruncatedHead::Query { sql }, FrontendMessage::Query { sql: full }) => {
+                        assert!(full.starts_with(sql));
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+            assert!(decided > 0, "{}", tag as char);
+        }
+    }
+
+    #[test]
+    fn truncated_heads_without_what_an_audit_needs_are_errors() {
+        // A name longer than the head.
+        assert!(matches!(
+            parse_truncated_head(b'P', b"a-very-long-statement-na"),
+            Err(PgMessageError::BeyondCap { tag: b'P', .. })
+        ));
+        assert!(parse_truncated_head(b'B', b"portal\0stmt-without-end").is_err());
+        assert!(parse_truncated_head(b'F', &[0, 0]).is_err());
+        // Execute and Close are only long when their name is.
+        assert!(parse_truncated_head(b'E', b"portal\0\0\0\0\0").is_err());
+        assert!(parse_truncated_head(b'C', b"Sname\0").is_err());
+        // A Query whose text ends before the cut has bytes after its text: malformed.
+        assert!(parse_truncated_head(b'Q', b"SELECT 1\0garbage").is_err());
+        assert!(matches!(
+            parse_truncated_head(b'Z', b""),
+            Err(PgMessageError::UnknownType { tag: b'Z' })
+        ));
+        assert_eq!(
+            parse_truncated_head(b'D', b"Sname"),
+            Ok(TruncatedHead::Other)
+        );
     }
 }

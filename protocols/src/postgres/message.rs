@@ -30,6 +30,16 @@ pub enum PgMessageError {
     /// A field value the protocol does not allow; `what` says which.
     #[error("message type {tag:#04x}: invalid {what}")]
     Invalid { tag: u8, what: &'static str },
+    /// A field a reader needs lies past the part of a long message that a
+    /// scanner keeps (its cap), e.g. a statement name of kilobytes.
+    #[error(
+        "message type {tag:#04x}: field {what} is longer than the {cap} bytes kept of the message"
+    )]
+    BeyondCap {
+        tag: u8,
+        what: &'static str,
+        cap: usize,
+    },
 }
 
 /// Why a message built locally cannot be encoded. The caller's fault.

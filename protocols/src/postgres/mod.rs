@@ -31,8 +31,8 @@ pub use backend::{
 };
 pub use frontend::{
     Bind, DEFAULT_SCAN_CAP, FrontendFeed, FrontendMessage, FrontendScanner, FunctionCall, Parse,
-    SaslInitialResponse, Scanned, Target, parse_frontend, parse_frontend_with_limit,
-    parse_password, parse_sasl_initial_response,
+    SaslInitialResponse, Scanned, Target, TruncatedHead, parse_frontend, parse_frontend_with_limit,
+    parse_password, parse_sasl_initial_response, parse_truncated_head,
 };
 pub use message::{
     DEFAULT_MAX_MESSAGE_LEN, Formats, HEADER_LEN, Oids, PgEncodeError, PgMessageError, RawMessage,

@@ -449,3 +449,20 @@ fn mutated_captures_keep_invariants() {
         }
     }
 }
+
+#[test]
+fn mutated_statements_keep_the_schema_guard_invariants() {
+    let mut rng = Rng::new(11);
+    for seed in [
+        &b"USE other"[..],
+        b"/*!50000 USE `o``ther` */;",
+        b"/*M!100100 use other*/",
+        b"PREPARE s FROM 'US' \"E other\"",
+        b"EXECUTE IMMEDIATE 'EXECUTE IMMEDIATE ''USE x'''",
+        b"-- c\n# d\n/* e */ SELECT 'USE x'",
+    ] {
+        for _ in 0..2000 {
+            hop_protocols::invariants::mysql_schema(&rng.mutate(seed));
+        }
+    }
+}

@@ -429,3 +429,72 @@ fn joining_sessions_follows_join_sessions_policies() {
         Err(AccessDenied::DeniedByRole { .. })
     ));
 }
+
+/// The names a session may switch to answer exactly as the connect-time check does, across
+/// roles that allow other users, other labels, wildcards and denials.
+#[test]
+fn database_names_agree_with_check_database() {
+    let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let shop = role("shop", |r| {
+        r.spec.allow.db_labels = labels([("engine", "mariadb")]);
+        r.spec.allow.db_users = strings(&["alice"]);
+        r.spec.allow.db_names = strings(&["shop", "reports"]);
+    });
+    let other_user = role("bob-any", |r| {
+        r.spec.allow.db_labels = labels([("*", "*")]);
+        r.spec.allow.db_users = strings(&["bob"]);
+        r.spec.allow.db_names = strings(&["*"]);
+    });
+    let other_labels = role("dev-only", |r| {
+        r.spec.allow.db_labels = labels([("env", "dev")]);
+        r.spec.allow.db_users = strings(&["alice"]);
+        r.spec.allow.db_names = strings(&["scratch"]);
+    });
+    let no_reports = role("no-reports", |r| {
+        r.spec.deny.db_names = strings(&["reports"])
+    });
+    let wildcard = role("any-name", |r| {
+        r.spec.allow.db_labels = labels([("engine", "mariadb")]);
+        r.spec.allow.db_users = strings(&["carol"]);
+        r.spec.allow.db_names = strings(&["*"]);
+    });
+    let deny_carol = role("no-carol-mysql", |r| {
+        r.spec.deny.db_names = strings(&["mysql"])
+    });
+    let c = checker(
+        &[
+            shop,
+            other_user,
+            other_labels,
+            no_reports,
+            wildcard,
+            deny_carol,
+        ],
+        &Traits::new(),
+    );
+    let labels = node(&[("engine", "mariadb")]);
+    for user in ["alice", "bob", "carol", "dave"] {
+        let names = c.database_names(&labels, user);
+        for name in [
+            "shop", "reports", "scratch", "mysql", "anything", "Shop", "*",
+        ] {
+            assert_eq!(
+                names.allows(name),
+                c.check_database(&labels, name, user).is_ok(),
+                "{user} {name}"
+            );
+        }
+    }
+    assert!(c.database_names(&labels, "alice").allows("shop"));
+    assert!(!c.database_names(&labels, "alice").allows("reports"));
+    assert!(c.database_names(&labels, "carol").allows("anything"));
+    assert!(!c.database_names(&labels, "carol").allows("mysql"));
+    // A user or labels denied outright: nothing.
+    let c = checker(
+        &[role("deny-alice", |r| {
+            r.spec.deny.db_users = strings(&["alice"])
+        })],
+        &Traits::new(),
+    );
+    assert!(!c.database_names(&labels, "alice").allows("shop"));
+}

@@ -1,0 +1,3 @@
+-- c
+# d
+/* e */ SELECT 'USE x'
