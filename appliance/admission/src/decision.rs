@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use hop_rbac::{AccessChecker, AccessDenied, LockingMode, Role};
 
 use crate::locks::lock_applies;
-use crate::snapshot::{STALE_AFTER, Snapshot};
+use crate::snapshot::{IdentityStamp, STALE_AFTER, Snapshot};
 use crate::subject::{Route, Subject, SubjectKind};
 
 /// Why admission refused. Each variant has a stable [`code`](Refusal::code) for audit events;
@@ -112,13 +112,21 @@ impl Snapshot {
         check_validity(subject, &self.cluster, now)?;
         check_certificate_kind(subject, route)?;
         self.check_fresh(subject, now)?;
-        let roles = self.current_roles(subject)?;
+        let stamp = self.existing(subject)?;
         if let Some(lock) = self.locks.iter().find(|l| lock_applies(l, subject, now)) {
             return Err(Refusal::Locked {
                 target: lock.spec.target.describe(),
                 message: lock.spec.message.clone(),
             });
         }
+        if let Some(stamp) = stamp {
+            check_stamp(subject, stamp)?;
+        }
+        let roles: Vec<Role> = subject
+            .roles
+            .iter()
+            .filter_map(|r| self.roles.get(r).cloned())
+            .collect();
         let checker =
             AccessChecker::new(&roles, subject.traits).map_err(|e| Refusal::RoleError {
                 name: subject.name.into(),
@@ -153,47 +161,48 @@ impl Snapshot {
         Ok(())
     }
 
-    /// The identity exists, its certificate is not void, and the roles it carries are still
-    /// its own; returns those roles as defined now (a role deleted since grants nothing).
-    fn current_roles(&self, subject: &Subject<'_>) -> Result<Vec<Role>, Refusal> {
+    /// The identity's stamp: `Deleted` when it no longer exists; `None` when this snapshot does
+    /// not list that kind of identity (agents, on a node).
+    fn existing(&self, subject: &Subject<'_>) -> Result<Option<&IdentityStamp>, Refusal> {
         let (kind, stamps) = match subject.kind {
             SubjectKind::User => ("user", Some(&self.users)),
             SubjectKind::Bot => ("bot", Some(&self.users)),
             SubjectKind::Agent => ("agent", self.agents.as_ref()),
         };
-        let stamp = match stamps {
-            Some(map) => Some(map.get(subject.name).ok_or_else(|| Refusal::Deleted {
+        let Some(map) = stamps else {
+            return Ok(None);
+        };
+        map.get(subject.name)
+            .map(Some)
+            .ok_or_else(|| Refusal::Deleted {
                 kind,
                 name: subject.name.into(),
-            })?),
-            None => None,
-        };
-        if let Some(stamp) = stamp {
-            let issued = subject
-                .issued_at
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or(Duration::ZERO)
-                .as_secs();
-            if stamp.not_before > issued {
-                return Err(Refusal::Voided {
-                    name: subject.name.into(),
-                });
-            }
-            if subject.kind != SubjectKind::Agent
-                && let Some(gone) = subject.roles.iter().find(|r| !stamp.roles.contains(r))
-            {
-                return Err(Refusal::RoleRemoved {
-                    name: subject.name.into(),
-                    role: gone.clone(),
-                });
-            }
-        }
-        Ok(subject
-            .roles
-            .iter()
-            .filter_map(|r| self.roles.get(r).cloned())
-            .collect())
+            })
     }
+}
+
+/// The certificate is not void (issued before the identity's last lock), and the roles it
+/// carries are all still the identity's own.
+fn check_stamp(subject: &Subject<'_>, stamp: &IdentityStamp) -> Result<(), Refusal> {
+    let issued = subject
+        .issued_at
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs();
+    if stamp.not_before > issued {
+        return Err(Refusal::Voided {
+            name: subject.name.into(),
+        });
+    }
+    if subject.kind != SubjectKind::Agent
+        && let Some(gone) = subject.roles.iter().find(|r| !stamp.roles.contains(r))
+    {
+        return Err(Refusal::RoleRemoved {
+            name: subject.name.into(),
+            role: gone.clone(),
+        });
+    }
+    Ok(())
 }
 
 fn check_validity(subject: &Subject<'_>, cluster: &str, now: SystemTime) -> Result<(), Refusal> {

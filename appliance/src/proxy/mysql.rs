@@ -195,7 +195,7 @@ where
             max_packet_size: response.max_packet_size,
             connection_id,
         }),
-        db_names: Some(db_names(&routes, &identity, &route, &db_user)),
+        db_names: Some(db_names(&admitted, &route, &db_user)),
     };
     let what = format!("database {service:?}");
     let agent = match dial_agent(
@@ -261,19 +261,10 @@ where
     }
 }
 
-/// The databases the roles allow `db_user` on this server, for the agent's `USE` guard. Nothing
-/// when the roles cannot be compiled (the agent then refuses every switch).
-fn db_names(
-    routes: &DbRoutes,
-    identity: &Identity,
-    route: &DbRoute,
-    db_user: &str,
-) -> hop_rbac::DbNames {
-    routes
-        .auth
-        .checker_for(&identity.roles, &identity.traits)
-        .map(|c| c.database_names(&route.labels, db_user))
-        .unwrap_or_default()
+/// The databases the roles the user holds now allow `db_user` on this server, for the agent's
+/// `USE` guard.
+fn db_names(admitted: &Admitted, route: &DbRoute, db_user: &str) -> hop_rbac::DbNames {
+    admitted.checker().database_names(&route.labels, db_user)
 }
 
 /// The proxy's RBAC decision; the refusal is the client's error message.
