@@ -22,6 +22,7 @@ use super::audit::EventKind;
 use super::session::{self, SessionContext};
 use super::{Arrival, NodeShared};
 use crate::platform::account::listen_as;
+use crate::ssh_auth_deadline::AuthDone;
 
 /// Per-connection state.
 pub struct ConnHandler {
@@ -32,14 +33,22 @@ pub struct ConnHandler {
     handle: Option<Handle>,
     remote_forwards: HashMap<(String, u32), tokio::task::JoinHandle<()>>,
     agent_socket: Option<AgentSocket>,
+    /// Disarms the connection's authentication deadline (`ssh_service.auth_timeout`).
+    auth_done: AuthDone,
 }
 
 impl ConnHandler {
-    pub fn new(shared: Arc<NodeShared>, client_addr: String, arrival: Arrival) -> Self {
+    pub fn new(
+        shared: Arc<NodeShared>,
+        client_addr: String,
+        arrival: Arrival,
+        auth_done: AuthDone,
+    ) -> Self {
         Self {
             shared,
             client_addr,
             arrival,
+            auth_done,
             grant: None,
             handle: None,
             remote_forwards: HashMap::new(),
@@ -136,6 +145,7 @@ impl Handler for ConnHandler {
     }
 
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
+        self.auth_done.authenticated();
         let handle = session.handle();
         self.handle = Some(handle.clone());
         if let Some(g) = &self.grant
