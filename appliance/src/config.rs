@@ -262,7 +262,7 @@ pub struct AuthServiceConfig {
 }
 
 /// The SSH service of a `node` agent.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SshServiceConfig {
     /// The node's name in the cluster (defaults to the host name).
@@ -277,6 +277,23 @@ pub struct SshServiceConfig {
     pub tunnel_pool_size: Option<usize>,
     /// Session recording at the node: the local spool and the upload to Auth.
     pub recording: NodeRecordingConfig,
+    /// Deadline for an SSH client to exchange banners and keys and authenticate; a connection
+    /// not authenticated by then is closed.
+    pub auth_timeout: HumanDuration,
+}
+
+impl Default for SshServiceConfig {
+    fn default() -> Self {
+        Self {
+            nodename: None,
+            labels: Default::default(),
+            commands: Vec::new(),
+            listen_addr: None,
+            tunnel_pool_size: None,
+            recording: NodeRecordingConfig::default(),
+            auth_timeout: HumanDuration(Duration::from_secs(30)),
+        }
+    }
 }
 
 /// A label whose value is the output of a command.
@@ -366,6 +383,25 @@ pub struct ProxyServiceConfig {
     pub max_connections: usize,
     /// Connections open at once from one source IP.
     pub max_connections_per_ip: u32,
+    /// Unauthenticated connections (no verified client certificate, no SSH authentication yet)
+    /// open at once from one source: an IPv4 address or an IPv6 /64.
+    pub max_preauth_connections_per_ip: u32,
+    /// The same budget as a share of `max_connections`, in percent; the lower of the two applies.
+    pub max_preauth_connections_percent: f64,
+    /// Deadline for an SSH client of the jump host to exchange banners and keys and
+    /// authenticate.
+    pub ssh_auth_timeout: HumanDuration,
+    /// Deadline for an HTTP/1.1 request head, from the end of the previous response (or the
+    /// start of the connection).
+    pub http_header_timeout: HumanDuration,
+    /// An HTTP connection (HTTP/2, or HTTP/1.1 between requests) with no request in flight for
+    /// this long is closed.
+    pub http_idle_timeout: HumanDuration,
+    /// Deadline for an agent's first tunnel message (its hello).
+    pub tunnel_hello_timeout: HumanDuration,
+    /// Deadline for a database client's startup: PostgreSQL's startup message, MySQL's
+    /// handshake response.
+    pub db_startup_timeout: HumanDuration,
     /// TLS handshakes in progress at once; more are closed and counted.
     pub max_concurrent_handshakes: usize,
     /// Data-plane worker threads, one per core by default.
@@ -474,6 +510,13 @@ impl Default for ProxyServiceConfig {
             first_byte_timeout: HumanDuration(Duration::from_secs(5)),
             max_connections: 100_000,
             max_connections_per_ip: 10_000,
+            max_preauth_connections_per_ip: 64,
+            max_preauth_connections_percent: 1.0,
+            ssh_auth_timeout: HumanDuration(Duration::from_secs(30)),
+            http_header_timeout: HumanDuration(Duration::from_secs(10)),
+            http_idle_timeout: HumanDuration(Duration::from_secs(30)),
+            tunnel_hello_timeout: HumanDuration(Duration::from_secs(10)),
+            db_startup_timeout: HumanDuration(Duration::from_secs(10)),
             max_concurrent_handshakes: 1024,
             workers: None,
             io_driver: IoDriverChoice::Auto,
@@ -783,10 +826,38 @@ impl Config {
             ));
         }
         let proxy = &self.proxy_service;
-        if proxy.handshake_timeout.0.is_zero() {
+        let deadlines = [
+            ("proxy_service.handshake_timeout", proxy.handshake_timeout),
+            ("proxy_service.first_byte_timeout", proxy.first_byte_timeout),
+            ("proxy_service.ssh_auth_timeout", proxy.ssh_auth_timeout),
+            (
+                "proxy_service.http_header_timeout",
+                proxy.http_header_timeout,
+            ),
+            ("proxy_service.http_idle_timeout", proxy.http_idle_timeout),
+            (
+                "proxy_service.tunnel_hello_timeout",
+                proxy.tunnel_hello_timeout,
+            ),
+            ("proxy_service.db_startup_timeout", proxy.db_startup_timeout),
+            ("ssh_service.auth_timeout", self.ssh_service.auth_timeout),
+        ];
+        for (field, d) in deadlines {
+            if d.0.is_zero() {
+                return Err(invalid(field, "must be greater than 0s".into()));
+            }
+        }
+        if proxy.max_preauth_connections_per_ip == 0 {
             return Err(invalid(
-                "proxy_service.handshake_timeout",
-                "must be greater than 0s".into(),
+                "proxy_service.max_preauth_connections_per_ip",
+                "must be at least 1".into(),
+            ));
+        }
+        let pct = proxy.max_preauth_connections_percent;
+        if !(pct > 0.0 && pct <= 100.0) {
+            return Err(invalid(
+                "proxy_service.max_preauth_connections_percent",
+                format!("{pct} is out of range: more than 0 and at most 100"),
             ));
         }
         if proxy.max_connections == 0 {
@@ -891,12 +962,24 @@ proxy_service:
   # tls:
   #   cert_file: /etc/hop/proxy.crt
   #   key_file: /etc/hop/proxy.key
-  # Deadlines: a new connection's first bytes (to classify it), and its TLS handshake.
+  # Deadlines before authentication: a new connection's first bytes (to classify it), its TLS
+  # handshake, an SSH client's banner, key exchange and authentication at the jump host, an
+  # HTTP/1.1 request head, an HTTP connection with no request in flight, an agent's tunnel hello,
+  # and a database client's startup message.
   first_byte_timeout: 5s
   handshake_timeout: 10s
+  ssh_auth_timeout: 30s
+  http_header_timeout: 10s
+  http_idle_timeout: 30s
+  tunnel_hello_timeout: 10s
+  db_startup_timeout: 10s
   # Limits; connections over them are closed at once and counted in /metrics.
   max_connections: 100000
   max_connections_per_ip: 10000
+  # Unauthenticated connections per source address (an IPv6 /64): the lower of a count and a
+  # share (percent) of max_connections.
+  max_preauth_connections_per_ip: 64
+  max_preauth_connections_percent: 1
   max_concurrent_handshakes: 1024
   # Data-plane worker threads (default: one per core) and IO driver: auto, uring or epoll.
   # workers: 2
@@ -906,6 +989,11 @@ proxy_service:
   # PROXY protocol headers are honoured only from these networks (load balancers).
   proxy_protocol:
     trusted_cidrs: []
+
+# A node agent's SSH service (hop start --roles node --proxy ...).
+ssh_service:
+  # Deadline for an SSH client's banner, key exchange and authentication.
+  auth_timeout: 30s
 
 # An app agent's TCP applications (hop start --roles app --proxy ... also takes --app).
 app_service:
@@ -944,6 +1032,15 @@ mod tests {
         assert_eq!(cfg.proxy_service.listen_addr.0.port(), 3080);
         assert_eq!(cfg.auth_service.login.max_failed_attempts, 5);
         assert_eq!(cfg.hop.roles, vec![ServiceRole::Auth, ServiceRole::Proxy]);
+        let (p, d) = (&cfg.proxy_service, ProxyServiceConfig::default());
+        assert_eq!(p.ssh_auth_timeout.0, d.ssh_auth_timeout.0);
+        assert_eq!(p.http_header_timeout.0, d.http_header_timeout.0);
+        assert_eq!(p.http_idle_timeout.0, d.http_idle_timeout.0);
+        assert_eq!(p.tunnel_hello_timeout.0, d.tunnel_hello_timeout.0);
+        assert_eq!(p.db_startup_timeout.0, d.db_startup_timeout.0);
+        assert_eq!(p.max_preauth_connections_per_ip, 64);
+        assert_eq!(p.max_preauth_connections_percent, 1.0);
+        assert_eq!(cfg.ssh_service.auth_timeout.0, Duration::from_secs(30));
     }
 
     #[test]
@@ -974,6 +1071,48 @@ mod tests {
             err.contains("auth_service.authentication.second_factor"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn zero_deadlines_and_budgets_are_refused_by_name() {
+        for field in [
+            "first_byte_timeout",
+            "handshake_timeout",
+            "ssh_auth_timeout",
+            "http_header_timeout",
+            "http_idle_timeout",
+            "tunnel_hello_timeout",
+            "db_startup_timeout",
+        ] {
+            let err = parse(&format!("proxy_service:\n  {field}: 0s\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("proxy_service.{field}")), "{err}");
+        }
+        let err = parse("ssh_service:\n  auth_timeout: 0s\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ssh_service.auth_timeout"), "{err}");
+        let err = parse("proxy_service:\n  max_preauth_connections_per_ip: 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("proxy_service.max_preauth_connections_per_ip"),
+            "{err}"
+        );
+        for pct in ["0", "101", "-1"] {
+            let err = parse(&format!(
+                "proxy_service:\n  max_preauth_connections_percent: {pct}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("proxy_service.max_preauth_connections_percent"),
+                "{err}"
+            );
+        }
+        let cfg = parse("proxy_service:\n  max_preauth_connections_percent: 0.5\n").unwrap();
+        assert_eq!(cfg.proxy_service.max_preauth_connections_percent, 0.5);
     }
 
     #[test]

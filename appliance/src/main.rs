@@ -23,6 +23,7 @@ mod platform;
 mod proxy;
 mod relay;
 mod signals;
+mod ssh_auth_deadline;
 mod start;
 mod timestamps;
 mod tunnel;

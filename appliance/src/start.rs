@@ -234,6 +234,11 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
                 first_byte_timeout: p.first_byte_timeout.0,
                 max_connections: p.max_connections,
                 max_connections_per_ip: p.max_connections_per_ip,
+                max_preauth_per_source: crate::dataplane::limits::PreAuthBudget::per_source_limit(
+                    p.max_preauth_connections_per_ip,
+                    p.max_preauth_connections_percent,
+                    p.max_connections,
+                ),
                 trusted_proxy_cidrs: p.proxy_protocol.trusted_cidrs.clone(),
             },
             crate::dataplane::TlsTermination {
@@ -277,7 +282,10 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let auth = Arc::new(auth);
     metrics.ca_ready.store(true, Ordering::Release);
 
-    let registry = Arc::new(TunnelRegistry::new(host_name(), TUNNEL_HEARTBEAT));
+    let registry = Arc::new(
+        TunnelRegistry::new(host_name(), TUNNEL_HEARTBEAT)
+            .with_hello_timeout(cfg.proxy_service.tunnel_hello_timeout.0),
+    );
     let _ = metrics.tunnels.set(registry.clone());
     if run_proxy {
         // Presence summaries in batches: one backend write per proxy per interval.
@@ -349,7 +357,12 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         let router = grpc_router
             .clone()
             .merge(proxy::web::router(auth.clone(), web_addr.clone()));
-        let jump = proxy::jump::JumpHost::new(auth.clone(), registry.clone(), proxy_names(&cfg))?;
+        let jump = proxy::jump::JumpHost::new(
+            auth.clone(),
+            registry.clone(),
+            proxy_names(&cfg),
+            cfg.proxy_service.ssh_auth_timeout.0,
+        )?;
         tasks.spawn(jump.clone().keep_fresh(shutdown_rx.clone()));
         let identify = proxy::identify::Identifier::new(
             vec![auth.authorities().user.public()],
@@ -370,10 +383,15 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
                 registry: registry.clone(),
                 auth: auth.clone(),
                 cancels: Default::default(),
+                db_startup_timeout: cfg.proxy_service.db_startup_timeout.0,
                 jump: jump.clone(),
                 recordings: Some(recordings.clone()),
                 audit_log: Some(audit_log.clone()),
                 relay: dataplane.as_ref().map(|d| d.relay.clone()),
+                http: proxy::http_conn::HttpDeadlines {
+                    header_read: cfg.proxy_service.http_header_timeout.0,
+                    idle: cfg.proxy_service.http_idle_timeout.0,
+                },
             },
             settings,
             metrics.clone(),
@@ -560,6 +578,7 @@ async fn run_agent(cfg: Config) -> anyhow::Result<()> {
                     max_bytes: cfg.ssh_service.recording.max_spool_bytes,
                     upload_interval: cfg.ssh_service.recording.upload_interval.0,
                 },
+                auth_timeout: cfg.ssh_service.auth_timeout.0,
             }),
     };
     crate::agent::run(settings, shutdown_rx).await

@@ -3,8 +3,9 @@
 //!
 //! This module owns start-up of the workers (driver choice and fallback, listener binding),
 //! their shared read-only context, and their statistics. A worker accepts, enforces the
-//! connection limits, peeks at the first bytes under a deadline, and acts on the routing
-//! [`route::Decision`]: it redirects plain HTTP itself, terminates TLS itself (`handshake.rs`,
+//! connection limits (a connection counts as unauthenticated until its TLS client certificate is
+//! verified or its route says it authenticated), peeks at the first bytes under a deadline, and
+//! acts on the routing [`route::Decision`]: it redirects plain HTTP itself, terminates TLS itself (`handshake.rs`,
 //! rustls on the worker's runtime) and hands the terminated connection to the control plane's
 //! routes over a bounded queue, and hands PostgreSQL and SSH connections over untouched. Relayed
 //! sessions come back from the control plane once their Dial is done, as descriptors and traffic
@@ -92,6 +93,8 @@ pub struct DataPlaneSettings {
     pub first_byte_timeout: Duration,
     pub max_connections: usize,
     pub max_connections_per_ip: u32,
+    /// Unauthenticated connections one source may hold ([`limits::PreAuthBudget`]).
+    pub max_preauth_per_source: u32,
     pub trusted_proxy_cidrs: Vec<Cidr>,
 }
 
@@ -197,6 +200,7 @@ impl DataPlane {
         let limits = Arc::new(limits::ConnectionLimits::new(
             settings.max_connections,
             settings.max_connections_per_ip,
+            settings.max_preauth_per_source,
         ));
         let stop = Arc::new(AtomicBool::new(false));
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..n)

@@ -38,10 +38,15 @@ pub enum RejectReason {
     OverPerIpLimit,
     /// The control plane's queue was full.
     ControlPlaneBusy,
+    /// The source's budget of unauthenticated connections was full
+    /// (`max_preauth_connections_per_ip`, `max_preauth_connections_percent`).
+    OverPreAuthLimit,
+    /// An authenticated agent's host id already held `max_connections_per_ip` connections.
+    OverPerHostLimit,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 12] = [
+    pub const ALL: [RejectReason; 14] = [
         Self::UnknownProtocol,
         Self::MalformedTls,
         Self::MalformedHttp,
@@ -54,6 +59,8 @@ impl RejectReason {
         Self::OverConnectionLimit,
         Self::OverPerIpLimit,
         Self::ControlPlaneBusy,
+        Self::OverPreAuthLimit,
+        Self::OverPerHostLimit,
     ];
 
     pub fn name(self) -> &'static str {
@@ -70,6 +77,8 @@ impl RejectReason {
             Self::OverConnectionLimit => "over_connection_limit",
             Self::OverPerIpLimit => "over_per_ip_limit",
             Self::ControlPlaneBusy => "control_plane_busy",
+            Self::OverPreAuthLimit => "over_pre_auth_limit",
+            Self::OverPerHostLimit => "over_per_host_limit",
         }
     }
 

@@ -60,7 +60,7 @@ pub struct WorkerStats {
     pub relay_active: AtomicU64,
     pub relay_bytes: AtomicU64,
     classified: [AtomicU64; 9],
-    rejected: [AtomicU64; 12],
+    rejected: [AtomicU64; RejectReason::ALL.len()],
 }
 
 impl WorkerStats {

@@ -249,6 +249,10 @@ async fn serve(
                 Some(Terminated::Failed) => None,
                 Some(Terminated::Done(conn)) => {
                     stats.tls_terminated.fetch_add(1, Ordering::Relaxed);
+                    // The handshake verified its client certificate against the cluster's CAs.
+                    if conn.peer_certificates().is_some() {
+                        guard.authenticated();
+                    }
                     Some(Some(conn))
                 }
                 Some(Terminated::NoConfig) | None => Some(None),

@@ -22,6 +22,7 @@ use super::audit::EventKind;
 use super::session::{self, SessionContext};
 use super::{Arrival, NodeShared};
 use crate::platform::account::listen_as;
+use crate::ssh_auth_deadline::AuthDone;
 
 /// Per-connection state.
 pub struct ConnHandler {
@@ -34,14 +35,22 @@ pub struct ConnHandler {
     agent_socket: Option<AgentSocket>,
     /// Decides the connection again while it lives (see [`spawn_live_check`]).
     live_check: Option<tokio::task::JoinHandle<()>>,
+    /// Disarms the connection's authentication deadline (`ssh_service.auth_timeout`).
+    auth_done: AuthDone,
 }
 
 impl ConnHandler {
-    pub fn new(shared: Arc<NodeShared>, client_addr: String, arrival: Arrival) -> Self {
+    pub fn new(
+        shared: Arc<NodeShared>,
+        client_addr: String,
+        arrival: Arrival,
+        auth_done: AuthDone,
+    ) -> Self {
         Self {
             shared,
             client_addr,
             arrival,
+            auth_done,
             grant: None,
             handle: None,
             remote_forwards: HashMap::new(),
@@ -189,6 +198,7 @@ impl Handler for ConnHandler {
     }
 
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
+        self.auth_done.authenticated();
         let handle = session.handle();
         self.handle = Some(handle.clone());
         if let Some(g) = &self.grant {

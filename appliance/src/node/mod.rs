@@ -4,7 +4,8 @@
 //! certificate from the cluster's host CA), what it announces about itself (name, static labels,
 //! command labels refreshed on an interval), its cache of the cluster's access data, and serving
 //! SSH connections: those the proxy hands it over the reverse tunnel (Dial target
-//! [`DIAL_TARGET`]) and, when `ssh_service.listen_addr` is set, those arriving directly.
+//! [`DIAL_TARGET`]) and, when `ssh_service.listen_addr` is set, those arriving directly; either
+//! must authenticate within `ssh_service.auth_timeout`.
 //! Per-connection work lives in [`handler`], per-channel work in [`session`]; session recordings
 //! in [`recorder`] (the local spool) and [`upload`] (to Auth).
 
@@ -36,6 +37,7 @@ use self::audit::{AgentAudit, ChannelMaker};
 use crate::agent::identity::AgentIdentity;
 use crate::auth::proto::NodeAccessRequest;
 use crate::auth::proto::auth_public_client::AuthPublicClient;
+use crate::ssh_auth_deadline::AuthDeadline;
 
 /// The Dial target that asks an agent for its SSH server (never a valid application name).
 pub const DIAL_TARGET: &str = "@ssh";
@@ -51,13 +53,29 @@ pub struct CommandLabel {
 }
 
 /// How the SSH service is configured.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct NodeSettings {
     pub nodename: String,
     pub labels: BTreeMap<String, String>,
     pub commands: Vec<CommandLabel>,
     pub listen_addr: Option<SocketAddr>,
     pub recording: recorder::SpoolSettings,
+    /// Banner, key exchange and authentication must be done within this
+    /// (`ssh_service.auth_timeout`).
+    pub auth_timeout: Duration,
+}
+
+impl Default for NodeSettings {
+    fn default() -> Self {
+        Self {
+            nodename: String::new(),
+            labels: BTreeMap::new(),
+            commands: Vec::new(),
+            listen_addr: None,
+            recording: recorder::SpoolSettings::default(),
+            auth_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// What every connection of this node shares.
@@ -195,7 +213,10 @@ pub async fn serve<S>(shared: Arc<NodeShared>, stream: S, client_addr: String, a
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let handler = handler::ConnHandler::new(shared.clone(), client_addr.clone(), arrival);
+    let (deadline, auth_done) = AuthDeadline::new(shared.settings.auth_timeout);
+    let handler =
+        handler::ConnHandler::new(shared.clone(), client_addr.clone(), arrival, auth_done);
+    let stream = deadline.guard(stream);
     match russh::server::run_stream(shared.ssh_config.clone(), stream, handler).await {
         Ok(running) => {
             if let Err(e) = running.await {

@@ -8,7 +8,9 @@
 //! against the roles (some certificate login must be allowed on the node), then carried over a
 //! pooled tunnel connection to the node's agent. The inner SSH session stays end to end between
 //! the client and the node, which authenticates the user again. Shells, exec and forwarding to
-//! anything but a node are refused.
+//! anything but a node are refused. A client must finish the banner, key exchange and
+//! authentication within `proxy_service.ssh_auth_timeout`; until it authenticates, its connection
+//! counts against its address's pre-authentication budget.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +30,8 @@ use super::ssh::resolve;
 use super::tunnels::TunnelRegistry;
 use crate::auth::AuthServer;
 use crate::auth::audit::EventKind;
+use crate::dataplane::limits::ConnectionGuard;
+use crate::ssh_auth_deadline::{AuthDeadline, AuthDone};
 
 /// Lifetime of the jump host's SSH host certificate; it is renewed at half of it.
 const HOST_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -38,6 +42,8 @@ pub struct JumpHost {
     names: Vec<String>,
     registry: Arc<TunnelRegistry>,
     auth: Arc<AuthServer>,
+    /// Banner, key exchange and authentication must be done within this.
+    auth_timeout: Duration,
 }
 
 impl std::fmt::Debug for JumpHost {
@@ -65,6 +71,7 @@ impl JumpHost {
         auth: Arc<AuthServer>,
         registry: Arc<TunnelRegistry>,
         mut names: Vec<String>,
+        auth_timeout: Duration,
     ) -> anyhow::Result<Arc<Self>> {
         names.push(format!("proxy.{}", auth.cluster_name()));
         names.sort();
@@ -75,6 +82,7 @@ impl JumpHost {
             names,
             registry,
             auth,
+            auth_timeout,
         }))
     }
 
@@ -94,13 +102,24 @@ impl JumpHost {
         }
     }
 
-    /// Serves one SSH connection the data plane handed over.
-    pub async fn serve(self: Arc<Self>, stream: TcpStream, remote: SocketAddr) {
+    /// Serves one SSH connection the data plane handed over; `guard` is its place in the
+    /// connection limits, released when the session ends (its pre-authentication place as soon
+    /// as the client authenticates).
+    pub async fn serve(
+        self: Arc<Self>,
+        stream: TcpStream,
+        remote: SocketAddr,
+        guard: ConnectionGuard,
+    ) {
+        let (deadline, auth_done) = AuthDeadline::new(self.auth_timeout);
         let handler = JumpHandler {
             jump: self.clone(),
             remote,
             cert: None,
+            auth_done,
+            guard,
         };
+        let stream = deadline.guard(stream);
         match russh::server::run_stream(self.config.load_full(), stream, handler).await {
             Ok(running) => {
                 if let Err(e) = running.await {
@@ -116,6 +135,8 @@ struct JumpHandler {
     jump: Arc<JumpHost>,
     remote: SocketAddr,
     cert: Option<UserCert>,
+    auth_done: AuthDone,
+    guard: ConnectionGuard,
 }
 
 impl JumpHandler {
@@ -188,6 +209,12 @@ impl russh::server::Handler for JumpHandler {
                 Ok(Auth::reject())
             }
         }
+    }
+
+    async fn auth_succeeded(&mut self, _session: &mut Session) -> Result<(), Self::Error> {
+        self.auth_done.authenticated();
+        self.guard.authenticated();
+        Ok(())
     }
 
     async fn channel_open_session(

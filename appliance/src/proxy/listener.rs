@@ -4,10 +4,12 @@
 //! This module owns routing a terminated TLS connection by its ALPN and identifying its caller
 //! from the client certificate, the TLS handshakes that still run on the control plane
 //! (PostgreSQL's after a GSSENCRequest the control plane answered, and any that arrive before the
-//! proxy's certificate is loaded; under the shared deadline and handshake slots), and graceful
-//! shutdown (stop taking connections, let in-flight requests finish). The workers terminate every
-//! other TLS connection themselves (`dataplane/handshake.rs`), a PostgreSQL SSLRequest's
-//! included. Routing by path happens in the axum router it is given.
+//! proxy's certificate is loaded; under the shared deadline and handshake slots), releasing a
+//! connection's pre-authentication place once its client certificate is verified (an agent's
+//! connection then counts against its host id), and graceful shutdown (stop taking connections,
+//! let in-flight requests finish; HTTP connections are served by `http_conn`). The workers
+//! terminate every other TLS connection themselves (`dataplane/handshake.rs`), a PostgreSQL
+//! SSLRequest's included. Routing by path happens in the axum router it is given.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -16,17 +18,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder;
-use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixListener};
 use tokio::sync::{mpsc, watch};
 
 use crate::auth::AuthServer;
 use crate::auth::caller::Caller;
+use crate::dataplane::limits::ConnectionGuard;
+use crate::dataplane::route::RejectReason;
 use crate::dataplane::{Handoff, HandoffKind};
 use crate::metrics::Metrics;
+use crate::proxy::http_conn::HttpDeadlines;
 use crate::proxy::postgres::BeforeTls;
 use crate::proxy::server_tls::ServerTls;
 use crate::proxy::tunnels::{AgentStream, TunnelRegistry};
@@ -39,37 +40,11 @@ use crate::tunnel::{
 /// Verifies a client certificate (DER) into a caller; `None` when it is not a valid user cert.
 pub type IdentifyPeer = Arc<dyn Fn(&[u8], SocketAddr) -> Option<Caller> + Send + Sync>;
 
-/// Serves HTTP/1.1 and HTTP/2 on one connection, with `caller` attached to every request.
-async fn serve_connection<IO>(
-    io: IO,
-    router: Router,
-    caller: Caller,
-    mut shutdown: watch::Receiver<bool>,
-) where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let svc = TowerToHyperService::new(router.layer(axum::Extension(caller)));
-    let builder = Builder::new(TokioExecutor::new());
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-    tokio::pin!(conn);
-    tokio::select! {
-        res = conn.as_mut() => {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        }
-        _ = crate::signals::until_shutdown(&mut shutdown) => {
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(Duration::from_secs(10), conn).await;
-        }
-    }
-}
-
 /// A connection's place in the connection limits and the active-connections gauge, given back
 /// when it is dropped: wherever the connection's session ends (a relayed session outlives the
 /// task that accepted it).
 pub struct ConnectionHold {
-    _guard: crate::dataplane::limits::ConnectionGuard,
+    _guard: ConnectionGuard,
     metrics: Arc<Metrics>,
 }
 
@@ -99,6 +74,8 @@ pub struct TlsRoutes {
     pub auth: Arc<AuthServer>,
     /// PostgreSQL sessions' cancel keys.
     pub cancels: Arc<crate::proxy::db_cancel::CancelRegistry>,
+    /// How long a database client has for its startup (`proxy_service.db_startup_timeout`).
+    pub db_startup_timeout: Duration,
     /// SSH connections on the one port (`ssh -J`).
     pub jump: Arc<crate::proxy::jump::JumpHost>,
     /// Where sessions the proxy records go (agentless OpenSSH nodes).
@@ -107,6 +84,8 @@ pub struct TlsRoutes {
     pub audit_log: Option<Arc<hop_storage::AuditLog>>,
     /// The data plane's fast path for relayed sessions.
     pub relay: Option<crate::relay::RelayHandle>,
+    /// The deadlines of HTTP connections (web API, Auth API).
+    pub http: HttpDeadlines,
 }
 
 impl TlsRoutes {
@@ -115,6 +94,7 @@ impl TlsRoutes {
             registry: self.registry.clone(),
             auth: self.auth.clone(),
             cancels: self.cancels.clone(),
+            startup_timeout: self.db_startup_timeout,
         }
     }
 }
@@ -165,9 +145,8 @@ pub async fn serve_tls(
             let (jump, metrics) = (routes.jump.clone(), metrics.clone());
             tokio::spawn(async move {
                 metrics.connections_active.inc();
-                jump.serve(stream, remote).await;
+                jump.serve(stream, remote, guard).await;
                 metrics.connections_active.dec();
-                drop(guard);
             });
             continue;
         }
@@ -197,6 +176,7 @@ pub async fn serve_tls(
         };
         let (routes, metrics, shutdown) = (routes.clone(), metrics.clone(), shutdown.clone());
         let deadline = settings.handshake_timeout;
+        let mut guard = guard;
         tokio::spawn(async move {
             metrics.connections_active.inc();
             let mut stream = stream;
@@ -216,6 +196,10 @@ pub async fn serve_tls(
             match accepted {
                 Ok(Ok(tls)) => {
                     metrics.tls_handshakes_ok.inc();
+                    // As on the workers: a verified client certificate is authentication.
+                    if tls.get_ref().1.peer_certificates().is_some() {
+                        guard.authenticated();
+                    }
                     route(
                         tls, remote, worker, postgres, guard, routes, metrics, shutdown,
                     )
@@ -246,7 +230,7 @@ async fn route(
     remote: SocketAddr,
     worker: usize,
     postgres: bool,
-    guard: crate::dataplane::limits::ConnectionGuard,
+    mut guard: ConnectionGuard,
     routes: TlsRoutes,
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
@@ -260,6 +244,14 @@ async fn route(
         .unwrap_or(Caller::Anonymous {
             remote: Some(remote),
         });
+    // An agent counts against its host id's budget, not its address's.
+    if let Caller::Host { host_id, .. } = &caller
+        && let Err(reason) = guard.count_as_host(host_id)
+    {
+        refused(&metrics, worker, reason, remote);
+        metrics.connections_active.dec();
+        return;
+    }
     let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
     if postgres
         || alpn.as_deref() == Some(ALPN_POSTGRES)
@@ -385,12 +377,21 @@ async fn route(
             tracing::debug!(%remote, "tunnel or application route without the right certificate");
         }
         (_, caller) => {
+            let deadlines = Some(routes.http);
             let router = crate::proxy::admission::api_admission(routes.router, routes.auth.clone());
-            serve_connection(tls, router, caller, shutdown).await;
+            crate::proxy::http_conn::serve(tls, router, caller, deadlines, shutdown).await
         }
     }
     metrics.connections_active.dec();
     drop(guard);
+}
+
+/// Counts a connection the control plane closes unserved with the data plane's refusals.
+fn refused(metrics: &Metrics, worker: usize, reason: RejectReason, remote: SocketAddr) {
+    if let Some(dp) = metrics.dataplane.get() {
+        dp.worker(worker).rejected(reason);
+    }
+    tracing::debug!(%remote, reason = reason.name(), "connection closed unserved");
 }
 
 /// Binds the admin socket (mode 0600) in the data dir, replacing a stale one: the caller already
@@ -435,10 +436,11 @@ pub async fn serve_admin_socket(
             continue;
         }
         let (router, shutdown) = (router.clone(), shutdown.clone());
-        tokio::spawn(serve_connection(
+        tokio::spawn(crate::proxy::http_conn::serve(
             stream,
             router,
             Caller::LocalAdmin,
+            None,
             shutdown,
         ));
     }

@@ -12,6 +12,7 @@ pub mod cert;
 pub mod db_cancel;
 pub mod dial;
 pub mod forward;
+pub mod http_conn;
 pub mod identify;
 pub mod join;
 pub mod jump;

@@ -11,7 +11,6 @@
 //! client sent is dropped: it never leaves the proxy.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use hop_admission::{Admitted, Route};
 use hop_protocols::mysql::{self, ClientHandshake, Handshake, OkPacket};
@@ -26,8 +25,6 @@ use crate::auth::caller::Caller;
 use crate::db::DbDial;
 use crate::db::mysql::{AUTH_PLUGIN, MysqlLogin, OFFERED_CAPABILITIES};
 
-/// How long a client has to answer the greeting.
-const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
 /// The largest HandshakeResponse the proxy reads.
 const MAX_HANDSHAKE: usize = 64 * 1024;
 /// `utf8mb4_general_ci`.
@@ -97,7 +94,7 @@ where
         return;
     }
     let (seq, payload) =
-        match tokio::time::timeout(HANDSHAKE_DEADLINE, read_packet(&mut client)).await {
+        match tokio::time::timeout(routes.startup_timeout, read_packet(&mut client)).await {
             Ok(Ok(p)) => p,
             _ => return,
         };

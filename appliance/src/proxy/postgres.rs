@@ -32,15 +32,15 @@ use crate::db::wire::{self, SQLSTATE_DENIED, SQLSTATE_PROTOCOL, SQLSTATE_UNAVAIL
 use crate::db::{DbCancel, DbDial};
 use crate::tunnel::FramedStream;
 
-/// How long a client has to send its startup packet.
-const STARTUP_DEADLINE: Duration = Duration::from_secs(10);
-
 /// What database sessions need from the proxy.
 #[derive(Debug, Clone)]
 pub struct DbRoutes {
     pub registry: Arc<TunnelRegistry>,
     pub auth: Arc<AuthServer>,
     pub cancels: Arc<CancelRegistry>,
+    /// How long a client has for its startup packet, or MySQL's for its handshake response
+    /// (`proxy_service.db_startup_timeout`).
+    pub startup_timeout: Duration,
 }
 
 /// What became of a connection before TLS.
@@ -52,7 +52,10 @@ pub enum BeforeTls {
 }
 
 /// Reads one startup-phase packet exactly (never past it: TLS may follow).
-async fn read_packet_exact(s: &mut TcpStream) -> Result<Vec<u8>, wire::WireError> {
+async fn read_packet_exact(
+    s: &mut TcpStream,
+    deadline: Duration,
+) -> Result<Vec<u8>, wire::WireError> {
     let read = async {
         let mut len = [0u8; 4];
         s.read_exact(&mut len).await?;
@@ -69,16 +72,16 @@ async fn read_packet_exact(s: &mut TcpStream) -> Result<Vec<u8>, wire::WireError
         s.read_exact(&mut buf[4..]).await?;
         Ok(buf)
     };
-    tokio::time::timeout(STARTUP_DEADLINE, read)
+    tokio::time::timeout(deadline, read)
         .await
-        .map_err(|_| wire::WireError::Timeout(STARTUP_DEADLINE))?
+        .map_err(|_| wire::WireError::Timeout(deadline))?
 }
 
 /// The plaintext part of a PostgreSQL connection the data plane handed over.
 pub async fn before_tls(s: &mut TcpStream, remote: SocketAddr, routes: &DbRoutes) -> BeforeTls {
     // A client may ask for GSS encryption first; after our `N` it asks for TLS.
     for _ in 0..2 {
-        let packet = match read_packet_exact(s).await {
+        let packet = match read_packet_exact(s, routes.startup_timeout).await {
             Ok(p) => p,
             Err(e) => {
                 tracing::debug!(%remote, error = %e, "PostgreSQL client sent no usable startup packet");
@@ -150,7 +153,7 @@ pub async fn serve(
     fast_path: Option<(&crate::relay::RelayHandle, usize)>,
 ) {
     let mut buf = Vec::new();
-    let len = match wire::read_startup(&mut client, &mut buf, STARTUP_DEADLINE).await {
+    let len = match wire::read_startup(&mut client, &mut buf, routes.startup_timeout).await {
         Ok(n) => n,
         Err(e) => {
             tracing::debug!(%remote, error = %e, "no startup message");

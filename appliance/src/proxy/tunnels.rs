@@ -5,7 +5,8 @@
 //! a heartbeat deadline, never a backend write per heartbeat), what each announced (services,
 //! resources, labels), and the idle data connections each keeps parked here so that starting a
 //! session costs no round trip to the agent. It serves the control protocol (hello, heartbeat,
-//! goaway) and hands out data connections; it does not decide who may use them.
+//! goaway; the hello within `proxy_service.tunnel_hello_timeout`) and hands out data
+//! connections; it does not decide who may use them.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -28,6 +29,8 @@ pub type AgentStream = super::server_tls::ServerTls<RecordReads<TcpStream>>;
 const MAX_POOLED_PER_AGENT: usize = 64;
 /// How long a session waits for an agent's data connection when its pool is empty.
 const POOL_WAIT: Duration = Duration::from_secs(5);
+/// How long an agent has for its first control message (`proxy_service.tunnel_hello_timeout`).
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One connected agent, as the proxy sees it.
 #[derive(Debug, Clone)]
@@ -58,6 +61,7 @@ struct Pool {
 pub struct TunnelRegistry {
     proxy_id: String,
     heartbeat_interval: Duration,
+    hello_timeout: Duration,
     agents: Mutex<HashMap<String, AgentEntry>>,
     pools: Mutex<HashMap<String, Pool>>,
     next_generation: std::sync::atomic::AtomicU64,
@@ -126,10 +130,17 @@ impl TunnelRegistry {
         Self {
             proxy_id,
             heartbeat_interval,
+            hello_timeout: HELLO_TIMEOUT,
             agents: Mutex::new(HashMap::new()),
             pools: Mutex::new(HashMap::new()),
             next_generation: std::sync::atomic::AtomicU64::new(1),
         }
+    }
+
+    /// An agent whose control connection sends no hello within `limit` is disconnected.
+    pub fn with_hello_timeout(mut self, limit: Duration) -> Self {
+        self.hello_timeout = limit;
+        self
     }
 
     /// The id this proxy goes by (its host name).
@@ -274,7 +285,7 @@ impl TunnelRegistry {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut framed = FramedStream::new(stream);
-        let hello = match framed.read_frame(Duration::from_secs(10)).await {
+        let hello = match framed.read_frame(self.hello_timeout).await {
             Ok(Frame::Hello(h)) => h,
             Ok(other) => {
                 tracing::warn!(%remote, frame = other.frame_type(), "agent did not start with a hello");
