@@ -25,7 +25,7 @@ pub mod validation;
 mod yaml;
 
 pub use builtin::builtin_roles;
-pub use checker::{AccessChecker, AccessDenied};
+pub use checker::{AccessChecker, AccessDenied, DEFAULT_MAX_SESSION_TTL};
 pub use cluster::{
     AuthPreference, AuthPreferenceSpec, AuthType, CaKeySet, CertAuthType, CertAuthorityResource,
     CertAuthoritySpec, ClusterName, ClusterNameSpec, JwtPublicKey, SecondFactor, SshPublicKey,

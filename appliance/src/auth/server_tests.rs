@@ -279,3 +279,117 @@ fn imports_are_all_or_nothing_and_cas_are_not_importable() {
         .unwrap_err();
     assert!(err.to_string().contains("ghost"), "{err}");
 }
+
+/// The notAfter of an X.509 user certificate, as a verifier reads it.
+fn not_after(f: &Fixture, pem: &str) -> std::time::SystemTime {
+    let der = hop_ca::parse_pem_certs(pem).unwrap().remove(0);
+    let cas = f.auth.public_authorities(hop_ca::CaKind::User);
+    hop_ca::verify_user_x509(&der, &cas, f.clock.now())
+        .unwrap()
+        .1
+}
+
+#[test]
+fn a_role_without_max_session_ttl_caps_certificates_at_30_hours() {
+    let f = fixture("otp");
+    let role = "kind: role\nversion: v7\nmetadata:\n  name: nolimit\nspec:\n  allow:\n    logins: ['{{internal.logins}}']\n    node_labels: {'*': '*'}\n";
+    f.auth
+        .create_resources(role, "nolimit.yaml", false, "test", &|_, _| Ok(()))
+        .unwrap();
+    let secret = f.user("erin", &["nolimit"]);
+    f.clock.advance(Duration::from_secs(30));
+    let code = totp::code_at(&secret, f.clock.now());
+    // Ten years asked for: clamped, not refused.
+    let certs = f
+        .auth
+        .login(&LoginRequest {
+            username: "erin",
+            password: PASSWORD,
+            totp_code: &code,
+            ssh_public_key: &f.ssh_pub,
+            tls_public_key_der: &f.tls_spki,
+            ttl: Some(Duration::from_secs(87_600 * 3600)),
+            remote: None,
+        })
+        .unwrap();
+    let ceiling = f.clock.now() + hop_rbac::DEFAULT_MAX_SESSION_TTL;
+    assert_eq!(certs.expires, ceiling);
+    assert_eq!(not_after(&f, &certs.tls_certificate_pem), ceiling);
+    let ssh = hop_ca::verify_user_ssh(
+        &certs.ssh_certificate,
+        &f.auth.public_authorities(hop_ca::CaKind::User),
+        f.clock.now(),
+    );
+    assert!(ssh.is_ok(), "{ssh:?}");
+}
+
+#[test]
+fn database_route_certificates_never_outlive_the_login() {
+    let f = fixture("otp");
+    let secret = f.user("frank", &["access"]);
+    f.clock.advance(Duration::from_secs(30));
+    let code = totp::code_at(&secret, f.clock.now());
+    let login = f.login("frank", PASSWORD, &code).unwrap();
+    let der = hop_ca::parse_pem_certs(&login.tls_certificate_pem)
+        .unwrap()
+        .remove(0);
+    let cas = f.auth.public_authorities(hop_ca::CaKind::User);
+    let (identity, parent_expires) = hop_ca::verify_user_x509(&der, &cas, f.clock.now()).unwrap();
+    let route = || hop_ca::RouteToDatabase {
+        service: "pg".into(),
+        username: "frank".into(),
+        database: "app".into(),
+    };
+    // Later in the session: the route ends with the login, not a full TTL from now.
+    f.clock.advance(Duration::from_secs(3 * 3600));
+    let r = f
+        .auth
+        .issue_database_route(&identity, parent_expires, route(), &f.tls_spki)
+        .unwrap();
+    assert_eq!(r.expires, parent_expires);
+    assert!(not_after(&f, &r.certificate_pem) <= parent_expires);
+    // A parent that claims to live longer than the roles allow is cut to the ceiling.
+    let r = f
+        .auth
+        .issue_database_route(
+            &identity,
+            f.clock.now() + Duration::from_secs(100 * 3600),
+            route(),
+            &f.tls_spki,
+        )
+        .unwrap();
+    assert_eq!(
+        r.expires,
+        f.clock.now() + hop_rbac::builtin::PRESET_MAX_SESSION_TTL.as_std()
+    );
+    // Nothing is derived from an expired login.
+    f.clock.set(parent_expires);
+    let err = f
+        .auth
+        .issue_database_route(&identity, parent_expires, route(), &f.tls_spki)
+        .unwrap_err();
+    assert!(err.to_string().contains("expired"), "{err}");
+}
+
+#[test]
+fn admin_signed_certificates_are_clamped_not_refused() {
+    let f = fixture("otp");
+    let ssh = hop_ca::generate_ssh_keypair(&mut rand::rng()).unwrap();
+    let century = Duration::from_secs(100 * 365 * 24 * 3600);
+    let (_, _, expires) = f
+        .auth
+        .sign_openssh_host(&["web1".into()], &ssh.public_openssh, Some(century))
+        .unwrap();
+    assert_eq!(
+        expires,
+        f.clock.now() + super::openssh::OPENSSH_HOST_CERT_MAX_TTL
+    );
+    let (_, _, expires) = f
+        .auth
+        .sign_database_server(&["db.example.com".into()], Some(century), &f.tls_spki)
+        .unwrap();
+    assert_eq!(
+        expires,
+        f.clock.now() + super::databases::DB_SERVER_CERT_MAX_TTL
+    );
+}

@@ -324,10 +324,18 @@ async fn route(
             )
             .await;
         }
-        (Some(p), Caller::User { identity, .. }) if p == ALPN_SSH => {
+        (
+            Some(p),
+            Caller::User {
+                identity, expires, ..
+            },
+        ) if p == ALPN_SSH => {
             crate::proxy::ssh::serve(
                 tls,
-                *identity,
+                crate::proxy::ssh::SshUser {
+                    identity: *identity,
+                    expires,
+                },
                 remote,
                 routes.registry.clone(),
                 routes.auth.clone(),

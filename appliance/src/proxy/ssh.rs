@@ -82,16 +82,25 @@ pub fn resolve(nodes: &[NodeRoute], host: &str, cluster: &str) -> Result<NodeRou
     }
 }
 
+/// The user behind a `hop-ssh` connection: the identity of their certificate and when that
+/// certificate expires (no certificate the proxy derives from it may outlive it).
+#[derive(Debug, Clone)]
+pub struct SshUser {
+    pub identity: Identity,
+    pub expires: std::time::SystemTime,
+}
+
 /// Serves one `hop-ssh` connection from an authenticated user.
 pub async fn serve(
     stream: AgentStream,
-    identity: Identity,
+    user: SshUser,
     remote: SocketAddr,
     registry: Arc<TunnelRegistry>,
     auth: Arc<AuthServer>,
     recordings: Option<Arc<hop_storage::recording::RecordingStore>>,
     fast_path: Option<(&crate::relay::RelayHandle, usize)>,
 ) {
+    let SshUser { identity, expires } = user;
     let mut client = FramedStream::new(stream);
     let dial = match client.read_frame(Duration::from_secs(10)).await {
         Ok(Frame::Dial(d)) => d,
@@ -171,6 +180,7 @@ pub async fn serve(
         let fwd = super::forward::Forward {
             auth,
             identity,
+            identity_expires: expires,
             login,
             node,
             remote,
