@@ -41,7 +41,9 @@ pub use role::{
     AccessRequestConditions, JoinSessionPolicy, RecordSession, RecordingMode, Role, RoleConditions,
     RoleOptions, RoleSpec, Rule,
 };
-pub use token::{JoinMethod, ProvisionToken, ProvisionTokenSpec, SystemRole};
+pub use token::{
+    JoinMethod, ProvisionToken, ProvisionTokenSpec, SystemRole, WeakSecret, check_secret_strength,
+};
 pub use traits::{TemplateError, Traits};
 pub use user::{CreatedBy, User, UserSpec, UserStatus};
 pub use validation::{FieldPath, Problem, Segment, ValidationError};

@@ -5,6 +5,7 @@ mod audit;
 mod audit_spool;
 mod bench_cmd;
 mod db;
+mod fail_closed;
 mod harness;
 mod join;
 mod login_flow;
