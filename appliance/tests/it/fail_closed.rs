@@ -54,6 +54,11 @@ fn a_ten_year_login_is_capped_at_30_hours() {
         &format!("{PASSWORD}\n"),
     );
     assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("shorter than the --ttl asked for"),
+        "{}",
+        stdout(&out)
+    );
     let after = now_unix();
     let cap = 30 * 3600;
     let within_cap = |t: i64, what: &str| {
