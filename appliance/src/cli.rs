@@ -729,13 +729,15 @@ pub enum UsersCommand {
 pub enum TokensCommand {
     /// Create a join token for agents.
     Add {
-        /// What the token may join as, comma separated: node, db, app, kube, windows_desktop, proxy.
+        /// What the token may join as, comma separated: node, db, app, kube, windows_desktop;
+        /// or proxy, which must be alone.
         #[arg(long = "type", value_delimiter = ',', required = true)]
         roles: Vec<String>,
         /// Lifetime of the token.
         #[arg(long, default_value = "30m")]
         ttl: String,
-        /// Use this value instead of a random token.
+        /// Use this secret instead of a random 128-bit one: at least 16 characters and about
+        /// 80 bits (no runs or repeats), e.g. from `openssl rand -hex 16`.
         #[arg(long)]
         value: Option<String>,
         /// Number of joins allowed [default: any until it expires].
@@ -744,10 +746,10 @@ pub enum TokensCommand {
         #[command(flatten)]
         out: Output,
     },
-    /// List join tokens.
+    /// List join tokens (ids, never secrets).
     Ls(Output),
-    /// Delete a join token.
-    Rm { token: String },
+    /// Delete a join token by its id (`hop admin tokens ls`).
+    Rm { id: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -10,3 +10,11 @@ pub fn host_name() -> Option<String> {
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
 }
+
+/// The first label of [`host_name`] (`web1` of `web1.example.com`): what a node asks to be
+/// certified as when no name is configured.
+pub fn short_host_name() -> Option<String> {
+    host_name()
+        .and_then(|h| h.split('.').next().map(str::to_string))
+        .filter(|s| !s.is_empty())
+}

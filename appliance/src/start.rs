@@ -55,6 +55,20 @@ fn web_addr(cfg: &Config) -> String {
     }
 }
 
+/// The hosts of the proxy's public addresses (`host` of each `host[:port]`).
+fn public_hosts(cfg: &Config) -> Vec<String> {
+    cfg.proxy_service
+        .public_addr
+        .iter()
+        .map(|p| match p.rsplit_once(':') {
+            Some((h, port)) if port.parse::<u16>().is_ok() && !h.is_empty() => {
+                h.trim_matches(['[', ']']).to_string()
+            }
+            _ => p.clone(),
+        })
+        .collect()
+}
+
 /// Names in the proxy's certificate.
 fn proxy_names(cfg: &Config) -> Vec<String> {
     let mut names = vec![
@@ -63,15 +77,7 @@ fn proxy_names(cfg: &Config) -> Vec<String> {
         "::1".to_string(),
         host_name(),
     ];
-    for p in &cfg.proxy_service.public_addr {
-        let host = match p.rsplit_once(':') {
-            Some((h, port)) if port.parse::<u16>().is_ok() && !h.is_empty() => {
-                h.trim_matches(['[', ']'])
-            }
-            _ => p.as_str(),
-        };
-        names.push(host.to_string());
-    }
+    names.extend(public_hosts(cfg));
     let ip = cfg.proxy_service.listen_addr.0.ip();
     if !ip.is_unspecified() {
         names.push(ip.to_string());
@@ -271,6 +277,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
             .session_recording
             .clone()
             .unwrap_or_else(|| "node".into()),
+        proxy_public_names: public_hosts(&cfg),
     };
     let audit_log = Arc::new(open_audit_log(&cfg, &data_dir, clock.clone())?);
     let audit = Arc::new(AuditLogSink::new(audit_log.clone(), metrics.clone()));

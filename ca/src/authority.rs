@@ -31,15 +31,27 @@ pub(crate) const CLOCK_SKEW: Duration = Duration::from_secs(60);
 /// Lifetime of a CA's self-signed X.509 certificate (10 years of 365 days).
 pub(crate) const CA_CERT_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
-/// The TTL rule: `requested` (default [`DEFAULT_CERT_TTL`]), capped by `max_session_ttl` (the
-/// smallest `max_session_ttl` among the user's roles; `None` = no cap).
+/// The TTL rule: `requested` (default [`DEFAULT_CERT_TTL`]), clamped (never refused) to
+/// `ceiling`, the longest the caller's roles allow (`max_session_ttl`, 30 h where a role sets
+/// none).
 #[must_use]
-pub fn effective_ttl(requested: Option<Duration>, max_session_ttl: Option<Duration>) -> Duration {
-    let ttl = requested.unwrap_or(DEFAULT_CERT_TTL);
-    match max_session_ttl {
-        Some(cap) => ttl.min(cap),
-        None => ttl,
-    }
+pub fn effective_ttl(requested: Option<Duration>, ceiling: Duration) -> Duration {
+    requested.unwrap_or(DEFAULT_CERT_TTL).min(ceiling)
+}
+
+/// The lifetime of a certificate derived at `now` from a parent certificate that expires at
+/// `parent_not_after`: `ttl`, shortened so that it ends no later than its parent. `None` when the
+/// parent has already expired (nothing may be derived from it).
+#[must_use]
+pub fn derived_ttl(
+    now: SystemTime,
+    parent_not_after: SystemTime,
+    ttl: Duration,
+) -> Option<Duration> {
+    let left = parent_not_after.duration_since(now).ok()?;
+    // Whole seconds: certificates carry second precision, and rounding up could pass the parent.
+    let left = Duration::from_secs(left.as_secs());
+    (!left.is_zero()).then(|| ttl.min(left))
 }
 
 /// Which of the cluster's CAs this is.
@@ -329,11 +341,33 @@ mod tests {
     #[test]
     fn ttl_rule() {
         let h = |n: u64| Duration::from_secs(n * 3600);
-        assert_eq!(effective_ttl(None, None), DEFAULT_CERT_TTL);
-        assert_eq!(effective_ttl(None, Some(h(2))), h(2));
-        assert_eq!(effective_ttl(Some(h(30)), None), h(30));
-        assert_eq!(effective_ttl(Some(h(1)), Some(h(2))), h(1));
-        assert_eq!(effective_ttl(Some(h(30)), Some(h(12))), h(12));
+        assert_eq!(effective_ttl(None, h(30)), DEFAULT_CERT_TTL);
+        assert_eq!(effective_ttl(None, h(2)), h(2));
+        assert_eq!(effective_ttl(Some(h(30)), h(30)), h(30));
+        assert_eq!(effective_ttl(Some(h(87_600)), h(30)), h(30));
+        assert_eq!(effective_ttl(Some(h(1)), h(2)), h(1));
+        assert_eq!(effective_ttl(Some(h(30)), h(12)), h(12));
+    }
+
+    #[test]
+    fn derived_certificates_never_outlive_their_parent() {
+        let now = from_unix(1_000_000);
+        let h = |n: u64| Duration::from_secs(n * 3600);
+        // Shorter than what is left of the parent: unchanged.
+        assert_eq!(derived_ttl(now, now + h(8), h(1)), Some(h(1)));
+        // Longer: cut to the parent's end, to the second.
+        assert_eq!(derived_ttl(now, now + h(2), h(30)), Some(h(2)));
+        assert_eq!(
+            derived_ttl(now, now + Duration::from_millis(2_500), h(1)),
+            Some(Duration::from_secs(2))
+        );
+        // An expired (or about to expire) parent yields nothing.
+        assert_eq!(derived_ttl(now, now, h(1)), None);
+        assert_eq!(derived_ttl(now, now - h(1), h(1)), None);
+        assert_eq!(
+            derived_ttl(now, now + Duration::from_millis(500), h(1)),
+            None
+        );
     }
 
     #[test]

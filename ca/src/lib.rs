@@ -16,7 +16,7 @@ mod x509;
 
 pub use authority::{
     CaKind, CaPublic, CertAuthority, DEFAULT_CERT_TTL, HOP_HOST_ROLE_OID, HOP_IDENTITY_OID,
-    effective_ttl,
+    derived_ttl, effective_ttl,
 };
 pub use error::CaError;
 pub use export::{export_known_hosts, export_pem, export_trusted_user_ca_keys};

@@ -16,6 +16,11 @@ use crate::role::{ForwardDirection, Role, RoleConditions, RoleOptions, Rule};
 use crate::traits::{Traits, expand};
 use crate::validation::{FieldPath, ValidationError};
 
+/// The certificate lifetime ceiling of a role that sets no `max_session_ttl`: 30 hours, as in
+/// Teleport. Every certificate issued for a user is capped by it (see
+/// [`AccessChecker::max_session_ttl`]).
+pub const DEFAULT_MAX_SESSION_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 3600);
+
 /// Why access was refused. The text names the role and field that denied, or says that no
 /// role allows the request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -246,14 +251,20 @@ impl AccessChecker {
             .collect()
     }
 
-    /// The smallest `max_session_ttl` among roles that set one.
+    /// The longest a certificate of these roles may live: the smallest `max_session_ttl` among
+    /// the roles, where a role that sets none counts as [`DEFAULT_MAX_SESSION_TTL`] (Teleport's
+    /// rule). With no roles at all, [`DEFAULT_MAX_SESSION_TTL`].
     #[must_use]
-    pub fn max_session_ttl(&self) -> Option<std::time::Duration> {
+    pub fn max_session_ttl(&self) -> std::time::Duration {
         self.roles
             .iter()
-            .filter_map(|r| r.options.max_session_ttl)
+            .map(|r| {
+                r.options
+                    .max_session_ttl
+                    .map_or(DEFAULT_MAX_SESSION_TTL, |d| d.as_std())
+            })
             .min()
-            .map(|d| d.as_std())
+            .unwrap_or(DEFAULT_MAX_SESSION_TTL)
     }
 
     /// The smallest non-zero `client_idle_timeout` among roles that set one.

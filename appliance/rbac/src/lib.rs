@@ -28,7 +28,7 @@ pub mod validation;
 mod yaml;
 
 pub use builtin::builtin_roles;
-pub use checker::{AccessChecker, AccessDenied, DbNames};
+pub use checker::{AccessChecker, AccessDenied, DEFAULT_MAX_SESSION_TTL, DbNames};
 pub use cluster::{
     AuthPreference, AuthPreferenceSpec, AuthType, CaKeySet, CertAuthType, CertAuthorityResource,
     CertAuthoritySpec, ClusterName, ClusterNameSpec, JwtPublicKey, SecondFactor, SshPublicKey,
@@ -50,7 +50,9 @@ pub use role::{
     RecordSession, RecordingMode, Role, RoleConditions, RoleOptions, RoleSpec, Rule,
     SshPortForwarding,
 };
-pub use token::{JoinMethod, ProvisionToken, ProvisionTokenSpec, SystemRole};
+pub use token::{
+    JoinMethod, ProvisionToken, ProvisionTokenSpec, SystemRole, WeakSecret, check_secret_strength,
+};
 pub use traits::{TemplateError, Traits};
 pub use user::{CreatedBy, User, UserSpec, UserStatus};
 pub use validation::{FieldPath, Problem, Segment, ValidationError};

@@ -1,7 +1,10 @@
 //! The `token` resource: a join token that lets an agent obtain its first host certificate.
 //!
-//! This module owns [`ProvisionToken`] and its `validate()`. The token's name *is* the secret, so
-//! this module must never print it: `Debug` redacts it and validation messages never echo it.
+//! This module owns [`ProvisionToken`], its `validate()`, and the floor on the strength of a
+//! token's secret ([`check_secret_strength`]). A token's `metadata.name` is a public id; the
+//! secret an agent presents is never stored, only its SHA-256 (`spec.secret_hash`). Documents of
+//! older versions used the secret as the name, so `Debug` still redacts the name (and the hash),
+//! and validation messages never echo either.
 
 use std::fmt;
 
@@ -14,10 +17,15 @@ use crate::validation::{FieldPath, Problem, ValidationError, check_kind, check_v
 /// Versions accepted for tokens.
 pub const TOKEN_VERSIONS: &[&str] = &["v2"];
 
-/// Shortest accepted token secret.
-pub const MIN_TOKEN_LEN: usize = 16;
+/// Shortest accepted token secret, in characters.
+pub const MIN_SECRET_LEN: usize = 16;
 
-/// `kind: token`. `metadata.name` is the secret; `metadata.expires` is required.
+/// Least estimated strength of a token secret, in bits (see [`estimated_bits`]). 80 bits is the
+/// usual floor for an online-guessable secret that lives minutes to days; the secrets Hop makes
+/// itself have 128.
+pub const MIN_SECRET_BITS: u32 = 80;
+
+/// `kind: token`. `metadata.name` is the token's public id; `metadata.expires` is required.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProvisionToken {
@@ -25,7 +33,7 @@ pub struct ProvisionToken {
     pub kind: String,
     /// `v2`.
     pub version: String,
-    /// `name` is the secret; `expires` is required.
+    /// `name` is the public id; `expires` is required.
     pub metadata: Metadata,
     /// What the token lets an agent become.
     pub spec: ProvisionTokenSpec,
@@ -40,9 +48,12 @@ pub struct ProvisionTokenSpec {
     /// How the token is presented; only `token` is supported.
     #[serde(default)]
     pub join_method: JoinMethod,
-    /// Remaining uses; absent = until expiry.
+    /// Remaining uses; absent = until expiry; 0 = used up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uses: Option<u32>,
+    /// hex(sha256(secret)): how the Auth service recognizes the secret without keeping it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_hash: Option<String>,
 }
 
 /// An agent's role in the cluster.
@@ -111,7 +122,7 @@ impl std::str::FromStr for SystemRole {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JoinMethod {
-    /// The agent presents the token's name.
+    /// The agent presents the token's secret.
     #[default]
     Token,
 }
@@ -122,11 +133,15 @@ impl fmt::Debug for ProvisionToken {
             name: "<redacted>".into(),
             ..self.metadata.clone()
         };
+        let spec = ProvisionTokenSpec {
+            secret_hash: self.spec.secret_hash.as_ref().map(|_| "<redacted>".into()),
+            ..self.spec.clone()
+        };
         f.debug_struct("ProvisionToken")
             .field("kind", &self.kind)
             .field("version", &self.version)
             .field("metadata", &redacted)
-            .field("spec", &self.spec)
+            .field("spec", &spec)
             .finish()
     }
 }
@@ -144,38 +159,30 @@ impl Kind for ProvisionToken {
 }
 
 impl ProvisionToken {
-    /// A token with the given secret, roles and expiry.
+    /// A token with the given id, roles and expiry (and no secret yet).
     #[must_use]
-    pub fn new(secret: impl Into<String>, roles: &[SystemRole], expires: OffsetDateTime) -> Self {
+    pub fn new(id: impl Into<String>, roles: &[SystemRole], expires: OffsetDateTime) -> Self {
         Self {
             kind: Self::KIND.to_owned(),
             version: TOKEN_VERSIONS[0].to_owned(),
             metadata: Metadata {
                 expires: Some(expires),
-                ..Metadata::named(secret)
+                ..Metadata::named(id)
             },
             spec: ProvisionTokenSpec {
                 roles: roles.to_vec(),
                 join_method: JoinMethod::Token,
                 uses: None,
+                secret_hash: None,
             },
         }
     }
 
-    /// Kind, version, secret length, expiry and roles.
+    /// Kind, version, expiry, roles (a proxy token grants nothing else) and uses.
     pub fn validate(&self) -> Result<(), ValidationError> {
         check_kind(&self.kind, Self::KIND)?;
         check_version(&self.version, TOKEN_VERSIONS)?;
         self.metadata.validate()?;
-        let name = FieldPath::new("metadata.name");
-        if self.metadata.name.chars().count() < MIN_TOKEN_LEN {
-            return Err(invalid(
-                &name,
-                Problem::Invalid(format!(
-                    "a token must be at least {MIN_TOKEN_LEN} characters long"
-                )),
-            ));
-        }
         if self.metadata.expires.is_none() {
             return Err(invalid(
                 &FieldPath::new("metadata.expires"),
@@ -185,6 +192,14 @@ impl ProvisionToken {
         if self.spec.roles.is_empty() {
             return Err(invalid(&FieldPath::new("spec.roles"), Problem::Empty));
         }
+        if self.spec.roles.contains(&SystemRole::Proxy) && self.spec.roles.len() > 1 {
+            return Err(invalid(
+                &FieldPath::new("spec.roles"),
+                Problem::Invalid(
+                    "a token that grants proxy must grant nothing else (--type proxy alone)".into(),
+                ),
+            ));
+        }
         if self.spec.uses == Some(0) {
             return Err(invalid(
                 &FieldPath::new("spec.uses"),
@@ -192,5 +207,141 @@ impl ProvisionToken {
             ));
         }
         Ok(())
+    }
+}
+
+/// Why a token secret an administrator chose is refused. Messages never echo the secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WeakSecret {
+    /// Fewer than [`MIN_SECRET_LEN`] characters.
+    #[error(
+        "the token value has {len} characters; at least {MIN_SECRET_LEN} are required (omit --value to let Hop make a random 128-bit one, or use `openssl rand -hex 16`)"
+    )]
+    TooShort {
+        /// Its length in characters.
+        len: usize,
+    },
+    /// Whitespace or control characters, which agents strip or cannot pass.
+    #[error(
+        "the token value contains whitespace or control characters; use printable characters only"
+    )]
+    BadCharacter,
+    /// Below [`MIN_SECRET_BITS`] by [`estimated_bits`].
+    #[error(
+        "the token value is too guessable: about {bits} bits estimated, at least {MIN_SECRET_BITS} are required (repeated characters and runs such as abcd or 1234 count for little; omit --value to let Hop make a random 128-bit one, or use `openssl rand -hex 16`)"
+    )]
+    TooGuessable {
+        /// The estimate.
+        bits: u32,
+    },
+}
+
+/// A conservative estimate of a secret's strength in bits: the characters that neither repeat
+/// nor continue a run of the previous one (`aa`, `ab`, `ba`), each worth log2 of the smaller of
+/// the size of the character classes used (lower case 26, upper case 26, digits 10, other
+/// printable ASCII 33) and the number of distinct characters. A random 32-digit hex string
+/// scores about 100; `aaaa…`, `abcdefgh…` and `01234567…` score near nothing.
+#[must_use]
+pub fn estimated_bits(secret: &str) -> u32 {
+    let chars: Vec<char> = secret.chars().collect();
+    let classes = [
+        (chars.iter().any(char::is_ascii_lowercase), 26u32),
+        (chars.iter().any(char::is_ascii_uppercase), 26),
+        (chars.iter().any(char::is_ascii_digit), 10),
+        (chars.iter().any(|c| !c.is_ascii_alphanumeric()), 33),
+    ];
+    let pool: u32 = classes
+        .iter()
+        .filter(|(used, _)| *used)
+        .map(|(_, n)| n)
+        .sum();
+    let distinct = u32::try_from(
+        chars
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+    )
+    .unwrap_or(u32::MAX);
+    let alphabet = pool.min(distinct);
+    if alphabet < 2 {
+        return 0;
+    }
+    let novel = chars
+        .iter()
+        .enumerate()
+        .filter(|(i, c)| {
+            i.checked_sub(1)
+                .and_then(|p| chars.get(p))
+                .is_none_or(|prev| (u32::from(**c)).abs_diff(u32::from(*prev)) > 1)
+        })
+        .count();
+    let bits = f64::from(u32::try_from(novel).unwrap_or(u32::MAX)) * f64::from(alphabet).log2();
+    // Truncation (and saturation) is the conservative direction.
+    bits as u32
+}
+
+/// The floor on a secret an administrator chooses (`hop admin tokens add --value`): at least
+/// [`MIN_SECRET_LEN`] printable characters and [`MIN_SECRET_BITS`] by [`estimated_bits`].
+pub fn check_secret_strength(secret: &str) -> Result<(), WeakSecret> {
+    if secret.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(WeakSecret::BadCharacter);
+    }
+    let len = secret.chars().count();
+    if len < MIN_SECRET_LEN {
+        return Err(WeakSecret::TooShort { len });
+    }
+    let bits = estimated_bits(secret);
+    if bits < MIN_SECRET_BITS {
+        return Err(WeakSecret::TooGuessable { bits });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_strength_floor() {
+        let cases: &[(&str, bool)] = &[
+            // What Hop and openssl make.
+            ("3f9c1a7be2d04c6581f2a9d7e0b4c36a", true),
+            ("q7ZrT2xVw9LmN4pKs8BdYc", true),
+            ("5b8e4f0a-2c1d-4e9b-8f3a-7d6c5b4a3e21", true),
+            // Short, repeated, runs, small alphabets.
+            ("abc", false),
+            ("3f9c1a7be2d04c6", false),
+            ("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", false),
+            ("abcdefghijklmnopqrstuvwxyz", false),
+            ("0123456789abcdef0123", false),
+            ("passwordpasswordpassword", false),
+            ("1010101010101010101010101010", false),
+            ("with a space in the middle xyz", false),
+        ];
+        for (secret, ok) in cases {
+            assert_eq!(
+                check_secret_strength(secret).is_ok(),
+                *ok,
+                "{secret:?}: {:?} ({} bits)",
+                check_secret_strength(secret),
+                estimated_bits(secret)
+            );
+        }
+        // Messages never echo the value.
+        let e = check_secret_strength("hunter2hunter2hunter2").unwrap_err();
+        assert!(!e.to_string().contains("hunter"), "{e}");
+        assert!(e.to_string().contains("80 are required"), "{e}");
+    }
+
+    #[test]
+    fn a_proxy_token_grants_nothing_else() {
+        let t = |roles: &[SystemRole]| {
+            ProvisionToken::new("id1", roles, time::macros::datetime!(2030-01-01 00:00 UTC))
+                .validate()
+        };
+        assert!(t(&[SystemRole::Proxy]).is_ok());
+        assert!(t(&[SystemRole::Node, SystemRole::App]).is_ok());
+        let e = t(&[SystemRole::Node, SystemRole::Proxy]).unwrap_err();
+        assert!(e.to_string().contains("proxy"), "{e}");
     }
 }

@@ -24,7 +24,7 @@ pub struct IdentityFile {
     pub cluster: String,
     pub role: String,
     pub expires_unix: i64,
-    /// The name the agent joined with (in its certificates; kept on renewal).
+    /// The node name Auth certified at the join (empty for none); asked for again on renewal.
     #[serde(default)]
     pub host_name: String,
 }
@@ -98,7 +98,6 @@ pub fn load(data_dir: &Path) -> anyhow::Result<Option<AgentIdentity>> {
 
 /// The identity in a join or renewal answer, kept in memory only.
 fn from_response(
-    host_name: &str,
     role: &str,
     key_pem: &str,
     ssh_key: Option<&str>,
@@ -110,7 +109,8 @@ fn from_response(
             cluster: resp.cluster_name.clone(),
             role: role.to_string(),
             expires_unix: resp.expires_unix,
-            host_name: host_name.to_string(),
+            // Auth's name, which may differ from the one asked for (it is lower case).
+            host_name: resp.host_name.clone(),
         },
         cert: ClientCert {
             chain_pem: resp.tls_certificate_pem.clone(),
@@ -129,7 +129,6 @@ fn from_response(
 
 fn save(
     data_dir: &Path,
-    host_name: &str,
     role: &str,
     key_pem: &str,
     ssh_key: Option<&str>,
@@ -138,7 +137,7 @@ fn save(
     let d = dir(data_dir);
     ensure_dir(data_dir)?;
     ensure_dir(&d)?;
-    let id = from_response(host_name, role, key_pem, ssh_key, resp);
+    let id = from_response(role, key_pem, ssh_key, resp);
     if let Some(ssh) = &id.ssh {
         write_private(&d.join("ssh_host_key"), ssh.private_key_openssh.as_bytes())?;
         write_private(
@@ -161,8 +160,9 @@ fn save(
     Ok(id)
 }
 
-/// Joins the cluster with a token as `host_name`; stores the identity under `data_dir`, or keeps
-/// it in memory only without one (simulated agents of the load test).
+/// Joins the cluster with a token, asking to be certified as `host_name` (empty: no name, as app
+/// and db agents); stores the identity under `data_dir`, or keeps it in memory only without one
+/// (simulated agents of the load test). Auth refuses a name that breaks its rule or is taken.
 pub async fn join_as(
     data_dir: Option<&Path>,
     proxy: &str,
@@ -196,15 +196,8 @@ pub async fn join_as(
         .into_inner();
     let ssh_private = ssh_key.as_ref().map(|k| k.private_openssh.as_str());
     let id = match data_dir {
-        Some(d) => save(
-            d,
-            host_name,
-            role,
-            &key.private_pkcs8_pem,
-            ssh_private,
-            &resp,
-        )?,
-        None => from_response(host_name, role, &key.private_pkcs8_pem, ssh_private, &resp),
+        Some(d) => save(d, role, &key.private_pkcs8_pem, ssh_private, &resp)?,
+        None => from_response(role, &key.private_pkcs8_pem, ssh_private, &resp),
     };
     tracing::info!(host_id = %id.meta.host_id, cluster = %id.meta.cluster, "joined the cluster");
     Ok(id)
@@ -234,7 +227,6 @@ pub async fn renew(
         .into_inner();
     save(
         data_dir,
-        &current.meta.host_name,
         &current.meta.role,
         &key.private_pkcs8_pem,
         ssh_key.as_ref().map(|k| k.private_openssh.as_str()),

@@ -319,7 +319,6 @@ async fn identity_for(
         counters.cached.fetch_add(1, Ordering::Relaxed);
         return Ok(id);
     }
-    let host_name = format!("loadtest-{index:05}");
     let mut backoff = Backoff::default();
     let mut attempt = 1;
     loop {
@@ -334,7 +333,8 @@ async fn identity_for(
                 &s.token,
                 ROLE,
                 &s.trust,
-                &host_name,
+                // App agents are known by host id; no node name is claimed.
+                "",
             )
             .await
         };

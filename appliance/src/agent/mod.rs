@@ -224,13 +224,17 @@ pub async fn run(settings: AgentSettings, shutdown: watch::Receiver<bool>) -> an
             } else {
                 Trust::System
             };
-            // A node's certificate names it as the cluster will know it.
+            // A node asks to be certified under its --nodename (by default the first label of
+            // the machine's name); Auth decides. App and db agents are known by host id only.
             let name = settings
                 .node
                 .as_ref()
-                .map(|n| n.nodename.clone())
-                .filter(|n| !n.is_empty())
-                .or_else(crate::host::host_name)
+                .map(|n| {
+                    Some(n.nodename.clone())
+                        .filter(|n| !n.is_empty())
+                        .or_else(crate::host::short_host_name)
+                        .unwrap_or_default()
+                })
                 .unwrap_or_default();
             identity::join_as(
                 Some(&settings.data_dir),

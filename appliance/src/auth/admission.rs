@@ -224,7 +224,7 @@ impl AuthServer {
         if let Some(e) = lock.expires() {
             ev = ev.field("expires", rfc3339(SystemTime::from(e)));
         }
-        self.emit_durable(ev);
+        self.audit_durable(ev);
         Ok(())
     }
 

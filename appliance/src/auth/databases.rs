@@ -17,7 +17,7 @@ use super::server::{AuthError, AuthServer};
 pub const DB_USER_CERT_TTL: Duration = Duration::from_secs(60 * 60);
 /// Default lifetime of a database server certificate.
 pub const DB_SERVER_CERT_DEFAULT_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
-/// Longest lifetime of a database server certificate.
+/// Longest lifetime of a database server certificate; longer requests are clamped to it.
 pub const DB_SERVER_CERT_MAX_TTL: Duration = Duration::from_secs(5 * 365 * 24 * 3600);
 
 /// A database or database-user name as PostgreSQL and MySQL take it in a startup message: not
@@ -64,7 +64,11 @@ impl AuthServer {
         }
         validate_db_identifier("database user", &route.username)?;
         validate_db_identifier("database name", &route.database)?;
-        let ttl = caller_expires.duration_since(now).map_err(|_| {
+        // As long as the login it comes from, within what the caller's roles allow now.
+        let ceiling = self
+            .checker_for(&caller.roles, &caller.traits)?
+            .max_session_ttl();
+        let ttl = hop_ca::derived_ttl(now, caller_expires, ceiling).ok_or_else(|| {
             AuthError::Denied("your certificate has expired; run `hop login`".into())
         })?;
         let mut identity = caller.clone();
@@ -120,13 +124,10 @@ impl AuthServer {
                 "name the database host (--host), for example --host db.example.com".into(),
             ));
         }
-        let ttl = ttl.unwrap_or(DB_SERVER_CERT_DEFAULT_TTL);
-        if ttl.is_zero() || ttl > DB_SERVER_CERT_MAX_TTL {
-            return Err(AuthError::BadRequest(format!(
-                "--ttl must be between 1s and {}h",
-                DB_SERVER_CERT_MAX_TTL.as_secs() / 3600
-            )));
-        }
+        // A longer request is clamped, not refused; the answer carries the real expiry.
+        let ttl = ttl
+            .unwrap_or(DB_SERVER_CERT_DEFAULT_TTL)
+            .min(DB_SERVER_CERT_MAX_TTL);
         let now = self.now();
         let pem = self
             .authorities()

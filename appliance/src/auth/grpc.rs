@@ -16,13 +16,16 @@ use super::caller::Caller;
 use super::proto::auth_admin_server::AuthAdmin;
 use super::proto::auth_public_server::AuthPublic;
 use super::proto::*;
-use super::server::{AuthError, AuthServer, LoginRequest as ServerLogin};
+use super::server::{
+    AuthError, AuthServer, JoinRequest as ServerJoin, LoginRequest as ServerLogin,
+};
 use crate::metrics::Metrics;
 use crate::proxy::tunnels::TunnelRegistry;
 
 fn joined(j: super::server::JoinedHost, cluster: &str) -> JoinResponse {
     JoinResponse {
         host_id: j.host_id,
+        host_name: j.host_name.unwrap_or_default(),
         tls_certificate_pem: j.certificate_pem,
         host_ca_pem: j.host_ca_pem,
         user_ca_pem: j.user_ca_pem,
@@ -183,14 +186,14 @@ impl AuthPublic for AuthApi {
         let cluster = self.auth.cluster_name().to_string();
         let j = self
             .blocking(move |a| {
-                a.join(
-                    &r.token,
-                    &r.role,
-                    &r.host_name,
-                    &r.tls_public_key,
-                    &r.ssh_public_key,
+                a.join(&ServerJoin {
+                    token: &r.token,
+                    role: &r.role,
+                    host_name: &r.host_name,
+                    tls_public_key_der: &r.tls_public_key,
+                    ssh_public_key: &r.ssh_public_key,
                     remote,
-                )
+                })
             })
             .await?;
         Ok(Response::new(joined(j, &cluster)))
@@ -200,7 +203,12 @@ impl AuthPublic for AuthApi {
         &self,
         req: Request<RenewHostCertificateRequest>,
     ) -> Result<Response<JoinResponse>, Status> {
-        let Caller::Host { host_id, role, .. } = caller(&req) else {
+        let Caller::Host {
+            host_id,
+            role,
+            remote,
+        } = caller(&req)
+        else {
             return Err(Status::permission_denied(
                 "renewal needs the agent's current host certificate",
             ));
@@ -209,12 +217,17 @@ impl AuthPublic for AuthApi {
         let cluster = self.auth.cluster_name().to_string();
         let j = self
             .blocking(move |a| {
-                a.issue_host_identity(
+                a.renew_host_identity(
                     &host_id,
                     role,
-                    &r.host_name,
-                    &r.tls_public_key,
-                    &r.ssh_public_key,
+                    &ServerJoin {
+                        token: "",
+                        role: role.as_str(),
+                        host_name: &r.host_name,
+                        tls_public_key_der: &r.tls_public_key,
+                        ssh_public_key: &r.ssh_public_key,
+                        remote: Some(remote),
+                    },
                 )
             })
             .await?;
@@ -715,8 +728,7 @@ impl AuthAdmin for AuthApi {
     ) -> Result<Response<CreateTokenResponse>, Status> {
         let c = caller(&req);
         let r = req.into_inner();
-        let roles = r.roles.clone();
-        let (token, expires) = self
+        let made = self
             .blocking(move |a| {
                 let actor = authorize(a, &c, "token", "create")?;
                 let ttl = if r.ttl_seconds == 0 {
@@ -727,16 +739,17 @@ impl AuthAdmin for AuthApi {
                 a.create_join_token(
                     &r.roles,
                     ttl,
-                    Some(r.name.as_str()),
+                    Some(r.value.as_str()),
                     (r.uses > 0).then_some(r.uses),
                     &actor,
                 )
             })
             .await?;
         Ok(Response::new(CreateTokenResponse {
-            token,
-            expires_unix: unix(expires),
-            roles,
+            token: made.secret,
+            expires_unix: unix(made.expires),
+            roles: made.roles,
+            id: made.id,
         }))
     }
 

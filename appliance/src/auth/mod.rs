@@ -1,7 +1,8 @@
 //! The Auth service: CAs, users, roles, tokens, login, and the gRPC API that exposes them.
 //!
 //! `server` holds the decisions, `grpc` maps them onto the wire, and the smaller modules own one
-//! mechanism each (passwords, TOTP, rate limits, audit events, stored records).
+//! mechanism each (passwords, TOTP, rate limits, audit events, stored records, join tokens, the
+//! names in host certificates).
 
 pub mod admission;
 pub mod audit;
@@ -9,6 +10,8 @@ pub mod caller;
 pub mod databases;
 pub mod grpc;
 mod grpc_db;
+pub mod host_names;
+pub mod join_tokens;
 pub mod openssh;
 pub mod password;
 pub mod ratelimit;

@@ -13,7 +13,7 @@ use super::server::{AuthError, AuthServer};
 
 /// Default lifetime of an OpenSSH node's host certificate.
 pub const OPENSSH_HOST_CERT_DEFAULT_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
-/// Longest lifetime of an OpenSSH node's host certificate.
+/// Longest lifetime of an OpenSSH node's host certificate; longer requests are clamped to it.
 pub const OPENSSH_HOST_CERT_MAX_TTL: Duration = Duration::from_secs(5 * 365 * 24 * 3600);
 
 impl AuthServer {
@@ -31,13 +31,10 @@ impl AuthServer {
                 "name the node (--host web1, then any other names or addresses clients use)".into(),
             ));
         };
-        let ttl = ttl.unwrap_or(OPENSSH_HOST_CERT_DEFAULT_TTL);
-        if ttl.is_zero() || ttl > OPENSSH_HOST_CERT_MAX_TTL {
-            return Err(AuthError::BadRequest(format!(
-                "--ttl must be between 1s and {}h",
-                OPENSSH_HOST_CERT_MAX_TTL.as_secs() / 3600
-            )));
-        }
+        // A longer request is clamped, not refused; the answer carries the real expiry.
+        let ttl = ttl
+            .unwrap_or(OPENSSH_HOST_CERT_DEFAULT_TTL)
+            .min(OPENSSH_HOST_CERT_MAX_TTL);
         let mut principals = names.to_vec();
         for n in names {
             if n.parse::<std::net::IpAddr>().is_err() {

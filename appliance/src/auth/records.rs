@@ -1,8 +1,9 @@
 //! Records the Auth service keeps in the backend besides operator-visible resources: user secrets,
-//! invite tokens and CA private keys.
+//! invite tokens, CA private keys, and the claims on node names.
 //!
-//! This module owns their shape and their storage kinds. None of these kinds is reachable through
-//! the generic admin `get`, and none is ever logged: their Debug output is redacted.
+//! This module owns their shape and their storage kinds. None of the secret kinds is reachable
+//! through the generic admin `get`, and none is ever logged: their Debug output is redacted. Node
+//! name claims hold no secret; operators may list and remove them (`host_name`).
 
 use hop_ca::{CaKind, CertAuthority};
 use hop_storage::StoredResource;
@@ -112,6 +113,24 @@ impl StoredResource for CaKeys {
     }
 }
 
+/// A node name held by one host, so that no other host is certified for it (see
+/// `auth::host_names`). Stored under the (lower-case) name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostNameClaim {
+    pub name: String,
+    /// The Auth-generated id of the host holding it.
+    pub host_id: String,
+    /// Unix seconds: when the host's certificate lapses, and the claim with it.
+    pub expires_unix: i64,
+}
+
+impl StoredResource for HostNameClaim {
+    const KIND: &'static str = "host_name";
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
 /// Kinds an operator may read, write or delete through the admin API.
 pub const PUBLIC_KINDS: &[&str] = &[
     "role",
@@ -123,6 +142,7 @@ pub const PUBLIC_KINDS: &[&str] = &[
     "cert_authority",
     "cluster_name",
     "cluster_auth_preference",
+    "host_name",
 ];
 
 /// hex(sha256(token)): the storage name of a secret token.

@@ -3,7 +3,9 @@
 //!
 //! This module owns the glue between resource documents and the backend: the cluster name and
 //! authentication preference at bootstrap, user lock state, join tokens, and the generic
-//! write/delete of `hop admin create -f` / `rm`. It holds no policy: the server decides.
+//! write/delete of `hop admin create -f` / `rm` (which never writes a token: tokens are made by
+//! `auth::join_tokens` so that their secret is only ever stored hashed). It holds no policy: the
+//! server decides.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -143,22 +145,25 @@ pub fn set_user_lock(user: &mut User, until: Option<SystemTime>, reason: &str) {
     user.status.failed_logins = 0;
 }
 
+/// A join token named `id` whose secret hashes to `secret_hash`.
 pub fn new_join_token(
-    token: &str,
+    id: &str,
     roles: &[String],
     expires: SystemTime,
     uses: Option<u32>,
+    secret_hash: &str,
 ) -> Result<ProvisionToken, AuthError> {
     if roles.is_empty() {
-        return Err(AuthError::BadRequest("--type: at least one role is required (node, db, app, kube, windows_desktop, proxy, bot, discovery)".into()));
+        return Err(AuthError::BadRequest("--type: at least one role is required (node, db, app, kube, windows_desktop, bot, discovery; or proxy alone)".into()));
     }
     let roles = roles
         .iter()
         .map(|r| r.parse::<hop_rbac::SystemRole>())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| AuthError::BadRequest(format!("--type: {e}")))?;
-    let mut t = ProvisionToken::new(token, &roles, odt(expires));
+    let mut t = ProvisionToken::new(id, &roles, odt(expires));
     t.spec.uses = uses;
+    t.spec.secret_hash = Some(secret_hash.to_string());
     t.validate()
         .map_err(|e| AuthError::BadRequest(e.to_string()))?;
     Ok(t)
@@ -178,7 +183,11 @@ pub fn write(store: &ResourceStore, doc: &Resource) -> Result<(), AuthError> {
             }
             store.upsert::<User>(&u).map(drop)
         }
-        Resource::Token(t) => store.upsert::<ProvisionToken>(t).map(drop),
+        Resource::Token(_) => {
+            return Err(AuthError::BadRequest(
+                "token resources are made with `hop admin tokens add` (the secret is shown once and stored only as a hash)".into(),
+            ));
+        }
         Resource::ClusterAuthPreference(p) => store.upsert::<AuthPreference>(p).map(drop),
         Resource::Database(d) => store.upsert::<hop_rbac::DatabaseResource>(d).map(drop),
         Resource::Node(n) => store.upsert::<hop_rbac::NodeResource>(n).map(drop),
@@ -201,6 +210,7 @@ pub fn delete(store: &ResourceStore, kind: &str, name: &str) -> Result<bool, Aut
         "db" => store.delete::<hop_rbac::DatabaseResource>(name),
         "node" => store.delete::<hop_rbac::NodeResource>(name),
         "lock" => store.delete::<hop_rbac::LockResource>(name),
+        "host_name" => store.delete::<super::records::HostNameClaim>(name),
         _ => {
             return Err(AuthError::BadRequest(format!(
                 "{kind} resources cannot be deleted"
@@ -220,6 +230,7 @@ pub fn canonical_kind(kind: &str) -> Option<&'static str> {
         "dbs" | "database" | "databases" => "db",
         "nodes" => "node",
         "locks" => "lock",
+        "host_names" | "hostname" | "hostnames" => "host_name",
         "ca" | "cas" | "cert_authorities" | "cert_authority" => "cert_authority",
         "cluster_auth_preferences" | "cap" => "cluster_auth_preference",
         other => other,

@@ -4,7 +4,8 @@
 //! completing invitations, checking passwords and second factors, locking users after repeated
 //! failures, issuing certificates, and the admin operations behind `hop admin`. It is transport
 //! agnostic (the gRPC layer calls it) and takes time from the injected [`Clock`]. It never logs a
-//! secret: passwords, TOTP secrets and invite tokens appear in no message or event.
+//! secret: passwords, TOTP secrets, invite and join tokens appear in no message or event. Join
+//! tokens live in `join_tokens`, the names in host certificates in `host_names`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,6 +17,7 @@ use hop_rbac::{AccessChecker, Resource, Role, User};
 use hop_storage::{Clock, ResourceStore, StorageError};
 
 use super::audit::{AuditEvent, AuditSink, EventKind};
+use super::host_names::ReservedNames;
 use super::ratelimit::LoginRateLimiter;
 use super::records::{CaKeys, InviteKind, InviteToken, PUBLIC_KINDS, UserSecrets, token_hash};
 use super::{password, resources, totp};
@@ -89,6 +91,8 @@ pub struct AuthSettings {
     pub web_addr: String,
     /// Where interactive sessions are recorded: node, node-sync, proxy, proxy-sync or off.
     pub session_recording: String,
+    /// The hosts of the proxy's public addresses: no node may be certified under them.
+    pub proxy_public_names: Vec<String>,
 }
 
 /// The four certificate authorities of a cluster.
@@ -136,6 +140,28 @@ pub struct LoginRequest<'a> {
     pub remote: Option<SocketAddr>,
 }
 
+/// What an agent sends to join or renew. `token` is empty on renewal.
+#[derive(Clone, Copy)]
+pub struct JoinRequest<'a> {
+    pub token: &'a str,
+    pub role: &'a str,
+    /// The node name asked for; empty for none.
+    pub host_name: &'a str,
+    pub tls_public_key_der: &'a [u8],
+    pub ssh_public_key: &'a str,
+    pub remote: Option<SocketAddr>,
+}
+
+impl std::fmt::Debug for JoinRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinRequest")
+            .field("role", &self.role)
+            .field("host_name", &self.host_name)
+            .field("remote", &self.remote)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Lifetime of an agent's host certificate; agents renew at two thirds of it.
 pub const HOST_CERT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -143,6 +169,8 @@ pub const HOST_CERT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 #[derive(Debug, Clone)]
 pub struct JoinedHost {
     pub host_id: String,
+    /// The node name Auth certified, if the agent asked for one.
+    pub host_name: Option<String>,
     pub certificate_pem: String,
     pub host_ca_pem: String,
     pub user_ca_pem: String,
@@ -259,7 +287,7 @@ impl AuthServer {
             jwt: load(CaKind::Jwt)?,
         };
         password::warm_up();
-        Ok(Self {
+        let server = Self {
             limiter: Mutex::new(LoginRateLimiter::new(settings.attempts_per_ip_per_minute)),
             store,
             clock,
@@ -270,7 +298,27 @@ impl AuthServer {
             settings,
             login_state: Mutex::new(()),
             admission: Mutex::new(None),
-        })
+        };
+        server.migrate_legacy_tokens()?;
+        Ok(server)
+    }
+
+    /// The resources and records of the cluster.
+    pub(super) fn store(&self) -> &ResourceStore {
+        &self.store
+    }
+
+    /// Appends an audit event and waits until it is durable.
+    pub(super) fn audit_durable(&self, event: AuditEvent) {
+        self.audit.emit_durable(event);
+    }
+
+    /// The names no node may be certified under in this cluster.
+    pub(super) fn reserved_names(&self) -> ReservedNames {
+        ReservedNames {
+            cluster: self.cluster.clone(),
+            proxy_public: self.settings.proxy_public_names.clone(),
+        }
     }
 
     /// The cluster's `session_recording` mode.
@@ -325,16 +373,6 @@ impl AuthServer {
     /// Queues an audit event without blocking (for async callers such as session relays).
     pub fn emit(&self, event: AuditEvent) {
         self.audit.emit(event);
-    }
-
-    /// Writes an audit event and returns once it is durable.
-    pub fn emit_durable(&self, event: AuditEvent) {
-        self.audit.emit_durable(event);
-    }
-
-    /// The typed resource store.
-    pub(super) fn store(&self) -> &ResourceStore {
-        &self.store
     }
 
     // ---------------------------------------------------------------- users and invitations
@@ -885,110 +923,87 @@ impl AuthServer {
 
     // ---------------------------------------------------------------- agents
 
-    /// An agent trades a join token for a host certificate. Tokens with `uses` count down and are
-    /// deleted at zero; others stay valid until they expire.
-    pub fn join(
-        &self,
-        token: &str,
-        role: &str,
-        host_name: &str,
-        spki_der: &[u8],
-        ssh_public_key: &str,
-        remote: Option<SocketAddr>,
-    ) -> Result<JoinedHost, AuthError> {
-        self.rate_limit(remote)?;
-        let now = self.clock.now();
-        let system_role: hop_rbac::SystemRole = role.parse().map_err(AuthError::BadRequest)?;
-        let host_role = match system_role {
-            hop_rbac::SystemRole::Node => HostRole::Node,
-            hop_rbac::SystemRole::App => HostRole::App,
-            hop_rbac::SystemRole::Db => HostRole::Db,
-            hop_rbac::SystemRole::Kube => HostRole::Kube,
-            hop_rbac::SystemRole::WindowsDesktop => HostRole::Desktop,
-            hop_rbac::SystemRole::Proxy => HostRole::Proxy,
-            other => {
-                return Err(AuthError::BadRequest(format!(
-                    "role {:?} cannot join with a host certificate",
-                    other.as_str()
-                )));
-            }
-        };
+    /// An agent trades a join token for a host certificate. The token is checked first, then the
+    /// node name the agent asks for (see `host_names`) is claimed, and only then is one of the
+    /// token's uses spent; a refusal at any step issues nothing.
+    pub fn join(&self, req: &JoinRequest<'_>) -> Result<JoinedHost, AuthError> {
+        self.rate_limit(req.remote)?;
         let fail = |e: AuthError| {
             self.audit.emit_durable(
-                self.event(EventKind::AgentJoin, host_name)
-                    .remote(remote)
-                    .field("role", role)
+                self.event(EventKind::AgentJoin, req.host_name)
+                    .remote(req.remote)
+                    .field("role", req.role)
                     .failed(EventKind::AgentJoin, e.to_string()),
             );
             e
         };
-        let invalid = || {
-            AuthError::Denied("the join token is not valid or has expired; create one with `hop admin tokens add`".into())
-        };
-        let _guard = self
-            .login_state
-            .lock()
-            .map_err(|_| AuthError::Internal("login state lock poisoned".into()))?;
-        let Some(v) = self.store.get::<hop_rbac::ProvisionToken>(token.trim())? else {
-            return Err(fail(invalid()));
-        };
-        let mut t = v.value;
-        let expired = t
-            .metadata
-            .expires
-            .is_none_or(|e| SystemTime::from(e) <= now);
-        if expired {
-            return Err(fail(invalid()));
-        }
-        if !t.spec.roles.contains(&system_role) {
-            return Err(fail(AuthError::Denied(format!(
-                "the join token does not allow the {role} role"
-            ))));
-        }
-        match t.spec.uses {
-            Some(n) if n <= 1 => {
-                self.store
-                    .delete::<hop_rbac::ProvisionToken>(&t.metadata.name)?;
-            }
-            Some(n) => {
-                t.spec.uses = Some(n - 1);
-                self.store.update(&t, v.revision)?;
-            }
-            None => {}
-        }
-        drop(_guard);
+        let (system_role, host_role) = join_roles(req.role).map_err(fail)?;
+        let token_id = self
+            .check_join_token(req.token, system_role)
+            .map_err(fail)?;
         let host_id = uuid::Uuid::new_v4().to_string();
-        let joined =
-            self.issue_host_identity(&host_id, host_role, host_name, spki_der, ssh_public_key)?;
+        let until = self.clock.now() + HOST_CERT_TTL;
+        let name = self
+            .claim_node_name(&host_id, req.host_name.trim(), until)
+            .map_err(fail)?;
+        let issued = self
+            .consume_join_token(&token_id)
+            .and_then(|()| self.issue_host_identity(&host_id, host_role, name.as_deref(), req));
+        let joined = match issued {
+            Ok(j) => j,
+            Err(e) => {
+                if let Some(n) = &name {
+                    self.release_node_name(&host_id, n);
+                }
+                return Err(fail(e));
+            }
+        };
         self.audit.emit_durable(
-            self.event(EventKind::AgentJoin, host_name)
-                .remote(remote)
-                .field("role", role)
-                .field("host_id", host_id),
+            self.event(EventKind::AgentJoin, name.as_deref().unwrap_or(&host_id))
+                .remote(req.remote)
+                .field("role", req.role)
+                .field("host_id", host_id)
+                .field("token_id", token_id),
         );
         Ok(joined)
     }
 
-    /// A new host certificate for an agent that proves its current identity.
-    pub fn issue_host_identity(
+    /// A new host certificate for an agent that proved its current one (`host_id`, `role`). The
+    /// name it asks for is checked again: it must keep the rule and still be this host's.
+    pub fn renew_host_identity(
         &self,
         host_id: &str,
         role: HostRole,
-        host_name: &str,
-        spki_der: &[u8],
-        ssh_public_key: &str,
+        req: &JoinRequest<'_>,
+    ) -> Result<JoinedHost, AuthError> {
+        let until = self.clock.now() + HOST_CERT_TTL;
+        let name = self.claim_node_name(host_id, req.host_name.trim(), until)?;
+        self.issue_host_identity(host_id, role, name.as_deref(), req)
+    }
+
+    /// Host certificates for `host_id` and, when given, the node name Auth approved.
+    fn issue_host_identity(
+        &self,
+        host_id: &str,
+        role: HostRole,
+        name: Option<&str>,
+        req: &JoinRequest<'_>,
     ) -> Result<JoinedHost, AuthError> {
         let now = self.clock.now();
-        let mut names = vec![host_id.to_string()];
-        if !host_name.is_empty() && host_name != host_id {
-            names.push(host_name.to_string());
+        let in_cluster = |n: &str| format!("{n}.{}", self.cluster);
+        // The host is reachable by its id, its name, and either inside the cluster (what
+        // `hop config` puts in `Host *.CLUSTER`).
+        let mut names = vec![host_id.to_string(), in_cluster(host_id)];
+        if let Some(n) = name {
+            names.push(n.to_string());
+            names.push(in_cluster(n));
         }
         let mut rng = rand::rng();
         let cert = self
             .cas
             .host
             .issue_host_x509(
-                spki_der,
+                req.tls_public_key_der,
                 host_id,
                 role,
                 &names,
@@ -998,23 +1013,16 @@ impl AuthServer {
             )
             .map_err(|e| AuthError::BadRequest(format!("tls_public_key: {e}")))?;
         self.metrics.certificates_issued.inc();
-        let ssh_host_certificate = if ssh_public_key.trim().is_empty() {
+        let ssh_host_certificate = if req.ssh_public_key.trim().is_empty() {
             None
         } else {
-            // The node is reachable by its name, its name inside the cluster (what `hop config`
-            // puts in `Host *.CLUSTER`), and its host id.
-            let mut ssh_names = names.clone();
-            if !host_name.is_empty() {
-                ssh_names.push(format!("{host_name}.{}", self.cluster));
-            }
-            ssh_names.push(format!("{host_id}.{}", self.cluster));
             let c = self
                 .cas
                 .host
                 .issue_host_ssh(
-                    ssh_public_key.trim(),
+                    req.ssh_public_key.trim(),
                     host_id,
-                    &ssh_names,
+                    &names,
                     now,
                     HOST_CERT_TTL,
                     &mut rng,
@@ -1025,6 +1033,7 @@ impl AuthServer {
         };
         Ok(JoinedHost {
             host_id: host_id.to_string(),
+            host_name: name.map(str::to_string),
             certificate_pem: cert,
             host_ca_pem: self.cas.host.public().x509_cert_pem.unwrap_or_default(),
             user_ca_pem: self.cas.user.public().x509_cert_pem.unwrap_or_default(),
@@ -1069,37 +1078,6 @@ impl AuthServer {
         })
     }
 
-    // ---------------------------------------------------------------- join tokens
-
-    pub fn create_join_token(
-        &self,
-        roles: &[String],
-        ttl: Duration,
-        name: Option<&str>,
-        uses: Option<u32>,
-        actor: &str,
-    ) -> Result<(String, SystemTime), AuthError> {
-        let token = match name {
-            Some(n) if !n.is_empty() => n.to_string(),
-            _ => random_token(),
-        };
-        let expires = self.clock.now() + ttl;
-        let t = resources::new_join_token(&token, roles, expires, uses)?;
-        match self.store.create(&t) {
-            Ok(_) => {}
-            Err(StorageError::AlreadyExists { .. }) => {
-                return Err(AuthError::AlreadyExists("a token with that name".into()));
-            }
-            Err(e) => return Err(e.into()),
-        }
-        self.audit.emit_durable(
-            self.event(EventKind::JoinTokenCreate, actor)
-                .field("roles", roles.to_vec())
-                .field("expires", rfc3339(expires)),
-        );
-        Ok((token, expires))
-    }
-
     // ---------------------------------------------------------------- generic resources
 
     /// Parses and validates every document first; writes only if all are acceptable.
@@ -1131,6 +1109,11 @@ impl AuthServer {
                 Resource::ClusterName(_) => {
                     return Err(AuthError::BadRequest(format!(
                         "{source}: cluster_name/{name}: the cluster name is fixed at first start"
+                    )));
+                }
+                Resource::Token(_) => {
+                    return Err(AuthError::BadRequest(format!(
+                        "{source}: token: join tokens are made with `hop admin tokens add`, which shows the secret once and stores only its hash"
                     )));
                 }
                 Resource::User(u) => {
@@ -1210,18 +1193,19 @@ impl AuthServer {
             }
             return Ok(out);
         }
-        match name {
+        let docs = match name {
             Some(n) => match self.store.get_raw(kind, n)? {
-                Some(v) => Ok(vec![v.value]),
-                None => Err(AuthError::NotFound(format!("{kind}/{n}"))),
+                Some(v) => vec![v.value],
+                None => return Err(AuthError::NotFound(format!("{kind}/{n}"))),
             },
-            None => Ok(self
+            None => self
                 .store
                 .list_raw(kind)?
                 .into_iter()
                 .map(|v| v.value)
-                .collect()),
-        }
+                .collect(),
+        };
+        Ok(docs.into_iter().map(|d| public_part(kind, d)).collect())
     }
 
     pub fn delete_resource(&self, kind: &str, name: &str, actor: &str) -> Result<(), AuthError> {
@@ -1285,6 +1269,36 @@ pub struct CreatedResources {
     pub written: Vec<String>,
     /// One line per field stored but ignored, naming the file, line and field.
     pub warnings: Vec<String>,
+}
+
+/// What an operator may see of a stored document: a token without its secret's hash.
+fn public_part(kind: &str, mut doc: serde_json::Value) -> serde_json::Value {
+    if kind == "token"
+        && let Some(spec) = doc.get_mut("spec").and_then(|s| s.as_object_mut())
+    {
+        spec.remove("secret_hash");
+    }
+    doc
+}
+
+/// The token role and certificate role of an agent joining as `role`.
+fn join_roles(role: &str) -> Result<(hop_rbac::SystemRole, HostRole), AuthError> {
+    let system_role: hop_rbac::SystemRole = role.parse().map_err(AuthError::BadRequest)?;
+    let host_role = match system_role {
+        hop_rbac::SystemRole::Node => HostRole::Node,
+        hop_rbac::SystemRole::App => HostRole::App,
+        hop_rbac::SystemRole::Db => HostRole::Db,
+        hop_rbac::SystemRole::Kube => HostRole::Kube,
+        hop_rbac::SystemRole::WindowsDesktop => HostRole::Desktop,
+        hop_rbac::SystemRole::Proxy => HostRole::Proxy,
+        other => {
+            return Err(AuthError::BadRequest(format!(
+                "role {:?} cannot join with a host certificate",
+                other.as_str()
+            )));
+        }
+    };
+    Ok((system_role, host_role))
 }
 
 /// What the audit log records for a refused login: the real reason, which the caller never sees.

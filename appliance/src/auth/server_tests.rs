@@ -1,5 +1,7 @@
 //! The Auth service on an in-memory backend with simulated time: lockout and its expiry, replayed
-//! codes, TTL capping by roles, audit events for every outcome, and all-or-nothing imports.
+//! codes, TTL capping by roles and the 30 h ceiling, derived certificates that end with their
+//! parent, audit events for every outcome, all-or-nothing imports, join tokens kept as hashes and
+//! counted down, and the node names Auth certifies.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,7 +28,17 @@ struct Fixture {
 fn fixture(second_factor: &str) -> Fixture {
     let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
     let c: Arc<dyn Clock> = Arc::new(clock.clone());
-    let backend = Arc::new(MemoryBackend::new(c.clone()));
+    let backend = Arc::new(MemoryBackend::new(c));
+    fixture_with(backend, clock, second_factor)
+}
+
+/// An Auth service opened on `backend` (as at a restart), with TOTP second factors.
+fn fixture_on(backend: Arc<MemoryBackend>, clock: ManualClock) -> Fixture {
+    fixture_with(backend, clock, "otp")
+}
+
+fn fixture_with(backend: Arc<MemoryBackend>, clock: ManualClock, second_factor: &str) -> Fixture {
+    let c: Arc<dyn Clock> = Arc::new(clock.clone());
     let metrics = Arc::new(Metrics::default());
     let settings = AuthSettings {
         cluster_name: Some("unit.test".into()),
@@ -37,6 +49,7 @@ fn fixture(second_factor: &str) -> Fixture {
         invite_ttl: Duration::from_secs(3600),
         web_addr: "proxy.unit.test:3080".into(),
         session_recording: "node".into(),
+        proxy_public_names: vec!["gateway".into()],
     };
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(
@@ -278,4 +291,383 @@ fn imports_are_all_or_nothing_and_cas_are_not_importable() {
         .create_resources(user_with_missing_role, "u.yaml", false, "t", &|_, _| Ok(()))
         .unwrap_err();
     assert!(err.to_string().contains("ghost"), "{err}");
+}
+
+/// The notAfter of an X.509 user certificate, as a verifier reads it.
+fn not_after(f: &Fixture, pem: &str) -> std::time::SystemTime {
+    let der = hop_ca::parse_pem_certs(pem).unwrap().remove(0);
+    let cas = f.auth.public_authorities(hop_ca::CaKind::User);
+    hop_ca::verify_user_x509(&der, &cas, f.clock.now())
+        .unwrap()
+        .1
+}
+
+#[test]
+fn a_role_without_max_session_ttl_caps_certificates_at_30_hours() {
+    let f = fixture("otp");
+    let role = "kind: role\nversion: v7\nmetadata:\n  name: nolimit\nspec:\n  allow:\n    logins: ['{{internal.logins}}']\n    node_labels: {'*': '*'}\n";
+    f.auth
+        .create_resources(role, "nolimit.yaml", false, "test", &|_, _| Ok(()))
+        .unwrap();
+    let secret = f.user("erin", &["nolimit"]);
+    f.clock.advance(Duration::from_secs(30));
+    let code = totp::code_at(&secret, f.clock.now());
+    // Ten years asked for: clamped, not refused.
+    let certs = f
+        .auth
+        .login(&LoginRequest {
+            username: "erin",
+            password: PASSWORD,
+            totp_code: &code,
+            ssh_public_key: &f.ssh_pub,
+            tls_public_key_der: &f.tls_spki,
+            ttl: Some(Duration::from_secs(87_600 * 3600)),
+            remote: None,
+        })
+        .unwrap();
+    let ceiling = f.clock.now() + hop_rbac::DEFAULT_MAX_SESSION_TTL;
+    assert_eq!(certs.expires, ceiling);
+    assert_eq!(not_after(&f, &certs.tls_certificate_pem), ceiling);
+    let ssh = hop_ca::verify_user_ssh(
+        &certs.ssh_certificate,
+        &f.auth.public_authorities(hop_ca::CaKind::User),
+        f.clock.now(),
+    );
+    assert!(ssh.is_ok(), "{ssh:?}");
+}
+
+#[test]
+fn database_route_certificates_never_outlive_the_login() {
+    let f = fixture("otp");
+    let secret = f.user("frank", &["access"]);
+    f.clock.advance(Duration::from_secs(30));
+    let code = totp::code_at(&secret, f.clock.now());
+    let login = f.login("frank", PASSWORD, &code).unwrap();
+    let der = hop_ca::parse_pem_certs(&login.tls_certificate_pem)
+        .unwrap()
+        .remove(0);
+    let cas = f.auth.public_authorities(hop_ca::CaKind::User);
+    let (identity, parent_expires) = hop_ca::verify_user_x509(&der, &cas, f.clock.now()).unwrap();
+    let route = || hop_ca::RouteToDatabase {
+        service: "pg".into(),
+        username: "frank".into(),
+        database: "app".into(),
+    };
+    // Later in the session: the route ends with the login, not a full TTL from now.
+    f.clock.advance(Duration::from_secs(3 * 3600));
+    let r = f
+        .auth
+        .issue_database_route(&identity, parent_expires, route(), &f.tls_spki)
+        .unwrap();
+    assert_eq!(r.expires, parent_expires);
+    assert!(not_after(&f, &r.certificate_pem) <= parent_expires);
+    // A parent that claims to live longer than the roles allow is cut to the ceiling.
+    let r = f
+        .auth
+        .issue_database_route(
+            &identity,
+            f.clock.now() + Duration::from_secs(100 * 3600),
+            route(),
+            &f.tls_spki,
+        )
+        .unwrap();
+    assert_eq!(
+        r.expires,
+        f.clock.now() + hop_rbac::builtin::PRESET_MAX_SESSION_TTL.as_std()
+    );
+    // Nothing is derived from an expired login.
+    f.clock.set(parent_expires);
+    let err = f
+        .auth
+        .issue_database_route(&identity, parent_expires, route(), &f.tls_spki)
+        .unwrap_err();
+    assert!(err.to_string().contains("expired"), "{err}");
+}
+
+#[test]
+fn admin_signed_certificates_are_clamped_not_refused() {
+    let f = fixture("otp");
+    let ssh = hop_ca::generate_ssh_keypair(&mut rand::rng()).unwrap();
+    let century = Duration::from_secs(100 * 365 * 24 * 3600);
+    let (_, _, expires) = f
+        .auth
+        .sign_openssh_host(&["web1".into()], &ssh.public_openssh, Some(century))
+        .unwrap();
+    assert_eq!(
+        expires,
+        f.clock.now() + super::openssh::OPENSSH_HOST_CERT_MAX_TTL
+    );
+    let (_, _, expires) = f
+        .auth
+        .sign_database_server(&["db.example.com".into()], Some(century), &f.tls_spki)
+        .unwrap();
+    assert_eq!(
+        expires,
+        f.clock.now() + super::databases::DB_SERVER_CERT_MAX_TTL
+    );
+}
+
+/// A join as `role` asking for `name`, with fresh keys.
+fn join(
+    f: &Fixture,
+    token: &str,
+    role: &str,
+    name: &str,
+) -> Result<super::server::JoinedHost, AuthError> {
+    let ssh = hop_ca::generate_ssh_keypair(&mut rand::rng()).unwrap();
+    f.auth.join(&super::server::JoinRequest {
+        token,
+        role,
+        host_name: name,
+        tls_public_key_der: &f.tls_spki,
+        ssh_public_key: if role == "node" {
+            &ssh.public_openssh
+        } else {
+            ""
+        },
+        remote: None,
+    })
+}
+
+fn renew(f: &Fixture, host_id: &str, name: &str) -> Result<super::server::JoinedHost, AuthError> {
+    f.auth.renew_host_identity(
+        host_id,
+        hop_ca::HostRole::Node,
+        &super::server::JoinRequest {
+            token: "",
+            role: "node",
+            host_name: name,
+            tls_public_key_der: &f.tls_spki,
+            ssh_public_key: "",
+            remote: None,
+        },
+    )
+}
+
+fn roles(r: &[&str]) -> Vec<String> {
+    r.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn join_token_secrets_are_stored_only_as_hashes() {
+    let f = fixture("otp");
+    let hour = Duration::from_secs(3600);
+    let made = f
+        .auth
+        .create_join_token(&roles(&["node", "app"]), hour, None, None, "test")
+        .unwrap();
+    assert_ne!(made.id, made.secret);
+    let chosen = "Vq3x9Lr7Tz2Kp8Wm4Nc6Hb1J";
+    f.auth
+        .create_join_token(&roles(&["db"]), hour, Some(chosen), Some(3), "test")
+        .unwrap();
+    // Nothing an operator reads, and nothing stored, carries a secret.
+    let listed = serde_json::to_string(&f.auth.get_resources("token", None).unwrap()).unwrap();
+    assert!(listed.contains(&made.id), "{listed}");
+    assert!(!listed.contains("secret_hash"), "{listed}");
+    let stored = f.auth.backend().range("", "\u{10ffff}", 10_000).unwrap();
+    for item in &stored {
+        let bytes = String::from_utf8_lossy(&item.value);
+        assert!(
+            !bytes.contains(&made.secret) && !bytes.contains(chosen),
+            "{}",
+            item.key
+        );
+        assert!(!item.key.contains(&made.secret) && !item.key.contains(chosen));
+    }
+    let events = serde_json::to_string(&f.events()).unwrap();
+    assert!(!events.contains(&made.secret) && !events.contains(chosen));
+    assert!(events.contains(&made.id), "{events}");
+    // The same value twice is refused.
+    let again = f
+        .auth
+        .create_join_token(&roles(&["db"]), hour, Some(chosen), None, "test")
+        .unwrap_err();
+    assert!(matches!(again, AuthError::AlreadyExists(_)), "{again}");
+    // Token documents cannot be imported (they would carry the secret as their name).
+    let doc = "kind: token\nversion: v2\nmetadata:\n  name: 3f9c1a7be2d04c6581f2a9d7e0b4c36a\n  expires: 2099-01-01T00:00:00Z\nspec:\n  roles: [node]\n";
+    let err = f
+        .auth
+        .create_resources(doc, "t.yaml", false, "test", &|_, _| Ok(()))
+        .unwrap_err();
+    assert!(err.to_string().contains("hop admin tokens add"), "{err}");
+}
+
+#[test]
+fn chosen_token_values_need_strength_and_proxy_tokens_stand_alone() {
+    let f = fixture("otp");
+    let hour = Duration::from_secs(3600);
+    for weak in ["short", "aaaaaaaaaaaaaaaaaaaaaaaa", "0123456789abcdef0123"] {
+        let err = f
+            .auth
+            .create_join_token(&roles(&["node"]), hour, Some(weak), None, "test")
+            .unwrap_err();
+        assert!(matches!(err, AuthError::BadRequest(_)), "{err}");
+        assert!(err.to_string().starts_with("--value: "), "{err}");
+        assert!(!err.to_string().contains(weak), "{err}");
+    }
+    let err = f
+        .auth
+        .create_join_token(&roles(&["node", "proxy"]), hour, None, None, "test")
+        .unwrap_err();
+    assert!(err.to_string().contains("proxy alone"), "{err}");
+    let proxy = f
+        .auth
+        .create_join_token(&roles(&["proxy"]), hour, None, None, "test")
+        .unwrap();
+    let err = join(&f, &proxy.secret, "node", "web1").unwrap_err();
+    assert!(
+        err.to_string().contains("does not allow the node role"),
+        "{err}"
+    );
+}
+
+#[test]
+fn limited_tokens_are_used_up_and_refusals_spend_nothing() {
+    let f = fixture("otp");
+    let t = f
+        .auth
+        .create_join_token(
+            &roles(&["node", "app"]),
+            Duration::from_secs(3600),
+            None,
+            Some(2),
+            "test",
+        )
+        .unwrap();
+    // A refused name spends no use.
+    assert!(join(&f, &t.secret, "node", "10.0.0.1").is_err());
+    assert!(join(&f, &t.secret, "node", "web1").is_ok());
+    assert!(join(&f, &t.secret, "app", "").is_ok());
+    let err = join(&f, &t.secret, "app", "").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&format!("join token {} has been used", t.id)),
+        "{err}"
+    );
+    let doc = f.auth.get_resources("token", Some(&t.id)).unwrap();
+    assert_eq!(doc[0]["spec"]["uses"], 0);
+    // Wrong and expired tokens.
+    let err = join(&f, "3f9c1a7be2d04c6581f2a9d7e0b4c36a", "app", "").unwrap_err();
+    assert!(err.to_string().contains("not valid"), "{err}");
+    let short = f
+        .auth
+        .create_join_token(&roles(&["app"]), Duration::from_secs(60), None, None, "t")
+        .unwrap();
+    f.clock.advance(Duration::from_secs(61));
+    assert!(join(&f, &short.secret, "app", "").is_err());
+}
+
+#[test]
+fn host_certificates_carry_only_names_auth_approved() {
+    let f = fixture("otp");
+    let t = f
+        .auth
+        .create_join_token(
+            &roles(&["node"]),
+            Duration::from_secs(3600),
+            None,
+            None,
+            "t",
+        )
+        .unwrap();
+    for bad in [
+        "10.0.0.1",
+        "*.x",
+        "localhost",
+        "proxy",
+        "unit.test",
+        "gateway",
+        "a.b",
+    ] {
+        let err = join(&f, &t.secret, "node", bad).unwrap_err();
+        assert!(
+            err.to_string().contains(&format!("{bad:?}")),
+            "{bad}: {err}"
+        );
+    }
+    let web1 = join(&f, &t.secret, "node", "Web1").unwrap();
+    assert_eq!(web1.host_name.as_deref(), Some("web1"));
+    let cert = web1.ssh_host_certificate.unwrap();
+    let cas = f.auth.public_authorities(hop_ca::CaKind::Host);
+    for principal in [
+        "web1".to_string(),
+        "web1.unit.test".into(),
+        web1.host_id.clone(),
+        format!("{}.unit.test", web1.host_id),
+    ] {
+        assert!(
+            hop_ca::verify_host_ssh(&cert, &cas, &principal, f.clock.now()).is_ok(),
+            "{principal}"
+        );
+    }
+    assert!(hop_ca::verify_host_ssh(&cert, &cas, "10.0.0.1", f.clock.now()).is_err());
+    // Taken, for another host, at join and at renewal.
+    let err = join(&f, &t.secret, "node", "web1").unwrap_err();
+    assert!(
+        err.to_string().contains("already used by another host"),
+        "{err}"
+    );
+    let other = join(&f, &t.secret, "node", "web2").unwrap();
+    let err = renew(&f, &other.host_id, "web1").unwrap_err();
+    assert!(err.to_string().contains("web2"), "{err}");
+    // The holder renews; a renewal under a bad name is refused like a join.
+    assert_eq!(
+        renew(&f, &web1.host_id, "web1")
+            .unwrap()
+            .host_name
+            .as_deref(),
+        Some("web1")
+    );
+    assert!(renew(&f, &web1.host_id, "10.0.0.1").is_err());
+    // An OpenSSH node registered under a name holds it too.
+    let node = hop_rbac::NodeResource::openssh("db1", "10.0.0.9:22", BTreeMap::new());
+    f.auth
+        .create_resources(
+            &hop_rbac::to_yaml(&hop_rbac::Resource::Node(node)),
+            "n.yaml",
+            false,
+            "t",
+            &|_, _| Ok(()),
+        )
+        .unwrap();
+    assert!(join(&f, &t.secret, "node", "db1").is_err());
+    // A claim lapses with the certificate that made it.
+    f.clock
+        .advance(super::server::HOST_CERT_TTL + Duration::from_secs(1));
+    let t2 = f
+        .auth
+        .create_join_token(
+            &roles(&["node"]),
+            Duration::from_secs(3600),
+            None,
+            None,
+            "t",
+        )
+        .unwrap();
+    assert!(join(&f, &t2.secret, "node", "web1").is_ok());
+}
+
+#[test]
+fn tokens_of_older_versions_are_rehashed_at_start() {
+    let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+    let c: Arc<dyn Clock> = Arc::new(clock.clone());
+    let backend = Arc::new(MemoryBackend::new(c.clone()));
+    let store = ResourceStore::new(backend.clone());
+    let legacy = "6b3a5f0e7c9d4e21a8f70b1c";
+    let t = hop_rbac::ProvisionToken::new(
+        legacy,
+        &[hop_rbac::SystemRole::App],
+        time::macros::datetime!(2099-01-01 00:00 UTC),
+    );
+    store.create(&t).unwrap();
+    let f = fixture_on(backend, clock);
+    let stored = f.auth.backend().range("", "\u{10ffff}", 10_000).unwrap();
+    assert!(
+        stored
+            .iter()
+            .all(|i| !String::from_utf8_lossy(&i.value).contains(legacy)
+                && !i.key.contains(legacy))
+    );
+    assert!(join(&f, legacy, "app", "").is_ok());
 }

@@ -640,25 +640,29 @@ async fn tokens(c: &mut AuthAdminClient<Channel>, cmd: TokensCommand) -> anyhow:
                 .create_token(CreateTokenRequest {
                     roles,
                     ttl_seconds: ttl.as_secs(),
-                    name: value.unwrap_or_default(),
+                    value: value.unwrap_or_default(),
                     uses: uses.unwrap_or(0),
                 })
                 .await
                 .map_err(status_error)?
                 .into_inner();
+            let uses_text = uses.map_or_else(|| "any number of".into(), |n| n.to_string());
             if format == OutputFormat::Json {
                 println!(
                     "{}",
-                    serde_json::json!({"token": r.token, "roles": r.roles, "expires": ts(r.expires_unix)})
+                    serde_json::json!({"id": r.id, "token": r.token, "roles": r.roles, "uses": uses, "expires": ts(r.expires_unix)})
                 );
             } else {
                 println!(
-                    "The join token {} is valid until {} for: {}.\nStart an agent with:\n\n  hop start --roles {} --proxy PROXY:3080 --token {}\n",
-                    r.token,
-                    ts(r.expires_unix),
-                    r.roles.join(", "),
-                    r.roles.join(","),
-                    r.token
+                    "Join token {id} is valid until {until} for {uses_text} joins as: {roles}.\n\
+                     Its secret is shown this once (Hop keeps only a hash):\n\n  {secret}\n\n\
+                     Start an agent with the secret in a file readable only by it:\n\n  \
+                     hop start --roles {types} --proxy PROXY:3080 --token-file FILE\n",
+                    id = r.id,
+                    until = ts(r.expires_unix),
+                    roles = r.roles.join(", "),
+                    secret = r.token,
+                    types = r.roles.join(","),
                 );
             }
         }
@@ -684,16 +688,16 @@ async fn tokens(c: &mut AuthAdminClient<Channel>, cmd: TokensCommand) -> anyhow:
                     ]
                 })
                 .collect();
-            table(&["TOKEN", "TYPE", "EXPIRES", "USES LEFT"], &rows);
+            table(&["ID", "TYPE", "EXPIRES", "USES LEFT"], &rows);
         }
-        TokensCommand::Rm { token } => {
+        TokensCommand::Rm { id } => {
             c.delete_resource(DeleteResourceRequest {
                 kind: "token".into(),
-                name: token,
+                name: id.clone(),
             })
             .await
             .map_err(status_error)?;
-            println!("The token has been deleted");
+            println!("Join token {id} has been deleted");
         }
     }
     Ok(())

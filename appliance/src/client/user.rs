@@ -246,6 +246,11 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
         rfc3339(expires),
         human_remaining(expires)
     );
+    // The server clamps a longer request rather than refusing it: say so.
+    let asked = SystemTime::now() + Duration::from_secs(ttl);
+    if ttl > 0 && expires + Duration::from_secs(60) < asked {
+        println!("  (shorter than the --ttl asked for: your roles' max_session_ttl caps it)");
+    }
     Ok(())
 }
 

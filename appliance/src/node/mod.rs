@@ -143,11 +143,20 @@ impl NodeShared {
             nodelay: true,
             ..Default::default()
         };
-        let nodename = if settings.nodename.is_empty() {
-            crate::host::host_name().unwrap_or_else(|| identity.meta.host_id.clone())
+        // The name Auth certified at the join (not what is configured now); the host id when
+        // there is none.
+        let nodename = if identity.meta.host_name.is_empty() {
+            identity.meta.host_id.clone()
         } else {
-            settings.nodename.clone()
+            identity.meta.host_name.clone()
         };
+        if !settings.nodename.is_empty() && !settings.nodename.eq_ignore_ascii_case(&nodename) {
+            tracing::warn!(
+                configured = %settings.nodename,
+                certified = %nodename,
+                "this node joined under another name and keeps it; a new name needs a new join (a new data dir)"
+            );
+        }
         let audit = AgentAudit::start(
             identity.meta.cluster.clone(),
             nodename.clone(),

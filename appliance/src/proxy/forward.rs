@@ -45,6 +45,8 @@ pub enum Upstream {
 pub struct Forward {
     pub auth: Arc<AuthServer>,
     pub identity: Identity,
+    /// When the user's certificate expires: the session certificate ends no later.
+    pub identity_expires: std::time::SystemTime,
     pub login: String,
     pub node: NodeRoute,
     pub remote: SocketAddr,
@@ -131,16 +133,13 @@ async fn connect_upstream(fwd: &Forward, route: Upstream) -> anyhow::Result<Clie
     let pair = hop_ca::generate_ssh_keypair(&mut rand::rng()).map_err(|e| anyhow!("{e}"))?;
     let mut identity = fwd.identity.clone();
     identity.logins = vec![fwd.login.clone()];
+    let now = auth.now();
+    let ttl = hop_ca::derived_ttl(now, fwd.identity_expires, SESSION_CERT_TTL)
+        .ok_or_else(|| anyhow!("your certificate has expired; run `hop login`"))?;
     let cert = auth
         .authorities()
         .user
-        .issue_user_ssh(
-            &pair.public_openssh,
-            &identity,
-            auth.now(),
-            SESSION_CERT_TTL,
-            &mut rand::rng(),
-        )
+        .issue_user_ssh(&pair.public_openssh, &identity, now, ttl, &mut rand::rng())
         .map_err(|e| anyhow!("session certificate: {e}"))?;
     // Ask for the node's host certificate (never a bare key: it is what proves the node).
     let preferred = russh::Preferred {

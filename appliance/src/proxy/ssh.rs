@@ -95,6 +95,7 @@ pub async fn serve(
     fast_path: Option<(&crate::relay::RelayHandle, usize)>,
 ) {
     let identity = cert.identity.clone();
+    let expires = cert.expires;
     let mut client = FramedStream::new(stream);
     let dial = match client.read_frame(Duration::from_secs(10)).await {
         Ok(Frame::Dial(d)) => d,
@@ -192,6 +193,7 @@ pub async fn serve(
         let fwd = super::forward::Forward {
             auth,
             identity,
+            identity_expires: expires,
             login,
             node,
             remote,

@@ -100,10 +100,11 @@ fn resources_create_get_rm_and_all_or_nothing() {
         .trim(),
     )
     .unwrap();
-    let token = t["token"].as_str().unwrap();
-    assert!(a.ok(&["admin", "tokens", "ls"]).contains(token));
-    a.ok(&["admin", "tokens", "rm", token]);
-    assert!(!a.ok(&["admin", "tokens", "ls"]).contains(token));
+    let (token, id) = (t["token"].as_str().unwrap(), t["id"].as_str().unwrap());
+    let listed = a.ok(&["admin", "tokens", "ls"]);
+    assert!(listed.contains(id) && !listed.contains(token), "{listed}");
+    a.ok(&["admin", "tokens", "rm", id]);
+    assert!(!a.ok(&["admin", "tokens", "ls"]).contains(id));
 
     let status = a.ok(&["admin", "status"]);
     assert!(

@@ -6,6 +6,7 @@ mod audit_spool;
 mod bench_cmd;
 mod db;
 mod deadlines;
+mod fail_closed;
 mod harness;
 mod join;
 mod login_flow;

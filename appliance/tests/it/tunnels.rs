@@ -363,10 +363,16 @@ fn join_tokens_are_checked() {
         "name=x,uri=tcp://127.0.0.1:9",
     );
     wait_for_agents(&a, 1);
+    // Used up: the second join is told so, by the token's id (never its secret).
+    let out = join_once(&a, &dir.join("two"), &t);
+    assert!(!out.status.success());
+    let id = tok["id"].as_str().unwrap();
     assert!(
-        !a.ok(&["admin", "tokens", "ls"]).contains(&t),
-        "a used single-use token must be gone"
+        stderr(&out).contains(&format!("join token {id} has been used as many times")),
+        "{}",
+        stderr(&out)
     );
+    assert!(!stderr(&out).contains(&t), "{}", stderr(&out));
 }
 
 /// An echo target written in the test: each connection's bytes come back; its end (FIN) is

@@ -45,7 +45,7 @@ fn no_roles_denies_everything() {
     let c = checker(&[], &Traits::new());
     assert!(c.logins().is_empty());
     assert!(c.role_names().is_empty());
-    assert_eq!(c.max_session_ttl(), None);
+    assert_eq!(c.max_session_ttl(), hop_rbac::DEFAULT_MAX_SESSION_TTL);
     assert!(!c.permit_agent_forwarding());
     assert!(!c.permit_port_forwarding());
     let err = c.check_node_login(&node(&[]), "root").unwrap_err();
@@ -269,10 +269,7 @@ fn options_combine_restrictively() {
     });
     let c_role = role("c", |_| {});
     let c = checker(&[a, b, c_role.clone()], &Traits::new());
-    assert_eq!(
-        c.max_session_ttl(),
-        Some(std::time::Duration::from_secs(3600))
-    );
+    assert_eq!(c.max_session_ttl(), std::time::Duration::from_secs(3600));
     assert_eq!(
         c.client_idle_timeout(),
         Some(std::time::Duration::from_secs(900))
@@ -280,10 +277,22 @@ fn options_combine_restrictively() {
     assert!(c.permit_agent_forwarding());
     assert!(c.permit_port_forwarding());
     assert_eq!(c.role_names(), ["a", "b", "c"]);
-    // Nobody sets a TTL: None (the caller's default applies).
+    // Nobody sets a TTL: the 30 h default ceiling applies.
     assert_eq!(
         checker(std::slice::from_ref(&c_role), &Traits::new()).max_session_ttl(),
-        None
+        hop_rbac::DEFAULT_MAX_SESSION_TTL
+    );
+    // A role without max_session_ttl still caps a role that allows longer.
+    let long = role("long", |r| {
+        r.spec.options.max_session_ttl = Some(Duration::from_hours(100));
+    });
+    assert_eq!(
+        checker(&[long.clone(), c_role.clone()], &Traits::new()).max_session_ttl(),
+        hop_rbac::DEFAULT_MAX_SESSION_TTL
+    );
+    assert_eq!(
+        checker(&[long], &Traits::new()).max_session_ttl(),
+        std::time::Duration::from_secs(100 * 3600)
     );
     // Port forwarding: any explicit false wins; agent forwarding: off unless some role allows.
     let no_pf = role("no-pf", |r| r.spec.options.port_forwarding = Some(false));
@@ -339,7 +348,7 @@ fn builtin_access_role_uses_traits() {
     assert_eq!(c.logins(), ["alice"]);
     assert_eq!(
         c.max_session_ttl(),
-        Some(std::time::Duration::from_secs(8 * 3600))
+        std::time::Duration::from_secs(8 * 3600)
     );
     c.check_node_login(&node(&[("any", "thing")]), "alice")
         .unwrap();
