@@ -539,6 +539,12 @@ pub enum AdminCommand {
     /// Manage join tokens for agents.
     #[command(subcommand)]
     Tokens(TokensCommand),
+    /// Lock a user, role, login, agent, access request or bot: its new sessions and API calls
+    /// are refused and its live sessions end within seconds, on the proxy and on the agents.
+    Lock(LockArgs),
+    /// Locks: `hop admin locks ls`; remove one with `hop admin rm lock/ID`.
+    #[command(subcommand)]
+    Locks(LocksCommand),
     /// Create resources from a YAML file (roles, users, tokens, auth preference).
     Create {
         /// File with one or more YAML documents; `-` reads standard input.
@@ -723,6 +729,42 @@ pub enum UsersCommand {
         #[arg(long)]
         reason: Option<String>,
     },
+}
+
+/// What `hop admin lock` locks: exactly one target.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).multiple(false)))]
+pub struct LockArgs {
+    /// A user (whether or not it exists yet).
+    #[arg(long, group = "target")]
+    pub user: Option<String>,
+    /// Everyone holding this role.
+    #[arg(long, group = "target")]
+    pub role: Option<String>,
+    /// An OS login, on every node.
+    #[arg(long, group = "target")]
+    pub login: Option<String>,
+    /// An agent, by host id: it is disconnected, its renewals are refused.
+    #[arg(long, group = "target")]
+    pub server_id: Option<String>,
+    /// An access request.
+    #[arg(long, group = "target")]
+    pub access_request: Option<String>,
+    /// A bot (the user bot-NAME).
+    #[arg(long, group = "target")]
+    pub bot: Option<String>,
+    /// How long, e.g. 2h [default: until removed].
+    #[arg(long)]
+    pub ttl: Option<String>,
+    /// Shown to whoever the lock refuses, and in the audit log.
+    #[arg(long)]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LocksCommand {
+    /// List locks, with their targets and expiry.
+    Ls(Output),
 }
 
 #[derive(Debug, Subcommand)]

@@ -125,7 +125,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     name, port, bind, ..
                 }) => rt.block_on(client::db::proxy_db(name, bind, port)),
                 Command::Proxy(cli::ProxyCommand::Ssh { target }) => {
-                    rt.block_on(client::ssh::proxy_ssh(target))
+                    let r = rt.block_on(client::ssh::proxy_ssh(target));
+                    // Standard input is read on a blocking thread that ends only at EOF; when
+                    // the proxy ends the session first, waiting for it would keep standard
+                    // output open, and OpenSSH waits for that to close.
+                    rt.shutdown_background();
+                    r
                 }
                 Command::Ls { labels, format } => rt.block_on(client::ssh::ls(
                     labels,
@@ -136,7 +141,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Play(a) => rt.block_on(client::recordings::play(a)),
                 Command::Bench(a) => rt.block_on(client::bench::run(a)),
                 Command::Join { session_id, mode } => {
-                    rt.block_on(client::join::join(session_id, mode))
+                    let r = rt.block_on(client::join::join(session_id, mode));
+                    rt.shutdown_background();
+                    r
                 }
                 Command::Ssh(a) => {
                     let code = rt.block_on(client::ssh::ssh(a))?;

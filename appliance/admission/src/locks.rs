@@ -19,14 +19,15 @@ pub fn lock_applies(lock: &LockResource, subject: &Subject<'_>, now: SystemTime)
     let t = &lock.spec.target;
     let person = matches!(subject.kind, SubjectKind::User | SubjectKind::Bot);
     let named = |v: &Option<String>| v.as_deref() == Some(subject.name);
-    (person && named(&t.user))
-        || (person
-            && t.bot
-                .as_deref()
-                .is_some_and(|b| subject.name == format!("bot-{b}")))
-        || t.role
+    let names_person = named(&t.user)
+        || t.bot
             .as_deref()
-            .is_some_and(|r| subject.roles.iter().any(|x| x == r))
-        || t.login.as_deref().is_some_and(|l| subject.login == Some(l))
-        || (subject.kind == SubjectKind::Agent && named(&t.server_id))
+            .is_some_and(|b| subject.name == format!("bot-{b}"));
+    let names_role = t
+        .role
+        .as_deref()
+        .is_some_and(|r| subject.roles.iter().any(|x| x == r));
+    let names_login = t.login.is_some() && t.login.as_deref() == subject.login;
+    let names_agent = subject.kind == SubjectKind::Agent && named(&t.server_id);
+    (person && names_person) || names_role || names_login || names_agent
 }

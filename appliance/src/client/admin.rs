@@ -36,7 +36,7 @@ async fn channel(args: &AdminArgs) -> anyhow::Result<Channel> {
 }
 
 /// Prints rows as an aligned table with a header.
-fn table(header: &[&str], rows: &[Vec<String>]) {
+pub(super) fn table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -60,7 +60,7 @@ fn table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-fn print_docs(docs: &[serde_json::Value], format: OutputFormat) -> anyhow::Result<()> {
+pub(super) fn print_docs(docs: &[serde_json::Value], format: OutputFormat) -> anyhow::Result<()> {
     match format {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&docs)?),
         OutputFormat::Yaml | OutputFormat::Text => {
@@ -79,7 +79,7 @@ fn print_docs(docs: &[serde_json::Value], format: OutputFormat) -> anyhow::Resul
 }
 
 /// Resources of a kind (all of them when `name` is empty) as JSON documents.
-async fn get_docs(
+pub(super) async fn get_docs(
     c: &mut AuthAdminClient<Channel>,
     kind: &str,
     name: &str,
@@ -319,6 +319,8 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             }
         }
         AdminCommand::Users(cmd) => users(&mut c, cmd).await?,
+        AdminCommand::Lock(a) => super::locks::lock(&mut c, a).await?,
+        AdminCommand::Locks(cmd) => super::locks::locks(&mut c, cmd).await?,
         AdminCommand::Audit(cmd) => audit(&mut c, cmd).await?,
         AdminCommand::Loadtest(_) => bail!("`hop admin loadtest` does not use the admin API"),
         AdminCommand::Tokens(cmd) => tokens(&mut c, cmd).await?,

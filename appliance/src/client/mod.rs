@@ -9,6 +9,7 @@ pub mod bench;
 pub mod connect;
 pub mod db;
 pub mod join;
+pub mod locks;
 pub mod profile;
 pub mod recordings;
 pub mod ssh;

@@ -120,7 +120,7 @@ pub struct Grant {
 /// Why a connection was refused; shown to the client and written to the audit log.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct Refusal(pub String);
+pub struct Refusal(pub String, pub &'static str);
 
 /// Decides whether the holder of `cert_openssh` may log in as `login` on a node with `labels`:
 /// the user CA's signature, then admission (cluster, locks, existence, voided certificates,
@@ -133,18 +133,22 @@ pub fn authorize(
     now: SystemTime,
 ) -> Result<Grant, Refusal> {
     let (identity, expires) = hop_ca::verify_user_ssh(cert_openssh, &snap.user_cas, now)
-        .map_err(|e| Refusal(format!("certificate refused: {e}")))?;
+        .map_err(|e| Refusal(format!("certificate refused: {e}"), "bad_certificate"))?;
     let Some(admission) = &snap.admission else {
         return Err(Refusal(
             "this node has not received its access data from Auth yet; try again shortly".into(),
+            "admission_unavailable",
         ));
     };
     if !identity.logins.iter().any(|l| l == login) {
-        return Err(Refusal(format!(
-            "login {login:?} is not in the certificate of user {:?} (its logins: {})",
-            identity.username,
-            identity.logins.join(", ")
-        )));
+        return Err(Refusal(
+            format!(
+                "login {login:?} is not in the certificate of user {:?} (its logins: {})",
+                identity.username,
+                identity.logins.join(", ")
+            ),
+            "access_denied",
+        ));
     }
     let issued_at = hop_ca::ssh_issued_at(cert_openssh).unwrap_or(std::time::UNIX_EPOCH);
     let subject = hop_admission::Subject {
@@ -165,13 +169,13 @@ pub fn authorize(
     };
     let admitted = admission
         .admit(&subject, hop_admission::Route::Node, now)
-        .map_err(|r| Refusal(r.to_string()))?;
+        .map_err(|r| Refusal(r.to_string(), r.code()))?;
     let checker = admitted.checker();
     checker.check_node_login(labels, login).map_err(|e| {
-        Refusal(format!(
-            "access denied to user {:?}: {e}",
-            identity.username
-        ))
+        Refusal(
+            format!("access denied to user {:?}: {e}", identity.username),
+            "access_denied",
+        )
     })?;
     let recording = tighter_recording(&snap.recording, &identity, &snap.roles);
     Ok(Grant {

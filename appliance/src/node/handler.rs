@@ -59,13 +59,15 @@ impl ConnHandler {
         }
     }
 
-    fn refuse(&self, user: &str, login: &str, why: &str) {
+    fn refuse(&self, user: &str, login: &str, why: &str, code: &str) {
         let ev = self
             .shared
             .audit
             .event(EventKind::SshAuth, user)
             .remote_str(&self.client_addr)
             .field("login", login.to_string())
+            .field("route", "node")
+            .field("reason", code.to_string())
             .failed(EventKind::SshAuth, why.to_string());
         self.shared.audit.emit(ev);
         tracing::info!(user, login, client = %self.client_addr, reason = why, "SSH login refused");
@@ -123,9 +125,9 @@ fn spawn_live_check(
             let labels = shared.labels();
             let before_expiry = grant.cert_expires - Duration::from_secs(1);
             let now = SystemTime::now().min(before_expiry);
-            let Err(refusal) =
-                access::authorize(&snap, &grant.cert_openssh, &grant.login, &labels, now)
-            else {
+            let decided = access::authorize(&snap, &grant.cert_openssh, &grant.login, &labels, now);
+            tracing::debug!(user = %grant.identity.username, ok = decided.is_ok(), "live connection decided again");
+            let Err(refusal) = decided else {
                 continue;
             };
             let ev = shared
@@ -134,6 +136,8 @@ fn spawn_live_check(
                 .remote_str(&client_addr)
                 .field("login", grant.login.clone())
                 .field("terminated", true)
+                .field("route", "node")
+                .field("reason", refusal.1)
                 .failed(EventKind::SessionEnd, refusal.0.clone());
             shared.audit.emit(ev);
             tracing::info!(user = %grant.identity.username, reason = %refusal.0, "ending a live SSH connection");
@@ -166,7 +170,7 @@ impl Handler for ConnHandler {
         login: &str,
         _key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        self.refuse("", login, "a plain public key was offered; Hop nodes accept only user certificates from the cluster's user CA (run `hop login`)");
+        self.refuse("", login, "a plain public key was offered; Hop nodes accept only user certificates from the cluster's user CA (run `hop login`)", "bad_certificate");
         Ok(Auth::reject())
     }
 
@@ -178,7 +182,12 @@ impl Handler for ConnHandler {
         let text = match certificate.to_openssh() {
             Ok(t) => t,
             Err(e) => {
-                self.refuse("", login, &format!("unreadable certificate: {e}"));
+                self.refuse(
+                    "",
+                    login,
+                    &format!("unreadable certificate: {e}"),
+                    "bad_certificate",
+                );
                 return Ok(Auth::reject());
             }
         };
@@ -191,7 +200,7 @@ impl Handler for ConnHandler {
                 Ok(Auth::Accept)
             }
             Err(refusal) => {
-                self.refuse(certificate.key_id(), login, &refusal.0);
+                self.refuse(certificate.key_id(), login, &refusal.0, refusal.1);
                 Ok(Auth::reject())
             }
         }

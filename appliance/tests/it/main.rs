@@ -1,6 +1,7 @@
 //! End-to-end tests of the `hop` binary: real processes on loopback, real OpenSSH and OpenSSL.
 
 mod admin;
+mod admission;
 mod audit;
 mod audit_spool;
 mod bench_cmd;

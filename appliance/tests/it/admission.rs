@@ -1,0 +1,586 @@
+//! The refusal matrix, end to end: every route a user reaches through the proxy first works for
+//! a fresh identity, then is refused — with a message naming the reason and an `access.refused`
+//! audit event carrying the route and a reason code — for a locked user, a locked role, a locked
+//! login, a deleted user, a role taken away, a certificate older than the user's last lock, and
+//! an expired certificate. Then live sessions end within 5 s of a lock. All with an ordinary OS
+//! login and users without admin roles (`matrix` grants only what the routes need).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+use crate::ssh::{Killed, node_token, start_node};
+
+const ROLES: &str = "kind: role\nversion: v7\nmetadata:\n  name: matrix\nspec:\n  allow:\n    logins: ['{{internal.logins}}']\n    node_labels: {'*': '*'}\n    app_labels: {'*': '*'}\n    rules:\n    - resources: [role]\n      verbs: [list, read]\n---\nkind: role\nversion: v7\nmetadata:\n  name: other\nspec:\n  allow:\n    logins: [nobody]\n";
+
+/// One cluster: a node agent, an app agent serving an echo server, and the matrix roles.
+struct Cluster {
+    a: Appliance,
+    cluster: String,
+    _node: Killed,
+    _app: Killed,
+    _echo: Killed,
+    users: std::cell::Cell<u32>,
+}
+
+/// A user logged in with their own HOP_HOME.
+struct User {
+    name: String,
+    home: PathBuf,
+    ssh_config: PathBuf,
+}
+
+impl Cluster {
+    fn start() -> Self {
+        os_login();
+        let a = Appliance::start("");
+        let roles = a.dir.path().join("matrix.yaml");
+        std::fs::write(&roles, ROLES).unwrap();
+        a.ok(&["admin", "create", "-f", roles.to_str().unwrap()]);
+        let node = start_node(
+            &a,
+            &a.dir.path().join("node1"),
+            &node_token(&a),
+            "node1",
+            "env=dev",
+        );
+        let echo_port = free_port();
+        let echo = Killed(
+            Command::new("socat")
+                .arg(format!(
+                    "TCP-LISTEN:{echo_port},bind=127.0.0.1,reuseaddr,fork"
+                ))
+                .arg("EXEC:cat")
+                .spawn()
+                .unwrap(),
+        );
+        let app_dir = a.dir.path().join("app1");
+        let app = Killed(
+            Command::new(HOP)
+                .args([
+                    "start", "--roles", "app", "--proxy", &a.addr, "--ca-pin", &a.pin,
+                ])
+                .args(["--token", &a.join_token("app"), "--data-dir"])
+                .arg(&app_dir)
+                .args([
+                    "--app",
+                    &format!("name=echo,uri=tcp://127.0.0.1:{echo_port}"),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(
+                    std::fs::File::create(app_dir.with_extension("log")).unwrap(),
+                ))
+                .spawn()
+                .unwrap(),
+        );
+        let c = Self {
+            cluster: String::new(),
+            a,
+            _node: node,
+            _app: app,
+            _echo: echo,
+            users: std::cell::Cell::new(0),
+        };
+        let probe = c.user_with_ttl(None);
+        let cfg = std::fs::read_to_string(&probe.ssh_config).unwrap();
+        let cluster = cfg
+            .lines()
+            .find_map(|l| l.strip_prefix("Host *."))
+            .unwrap()
+            .trim()
+            .to_string();
+        wait_until_listed(&probe, &["ls"], "node1");
+        wait_until_listed(&probe, &["apps", "ls"], "echo");
+        Self { cluster, ..c }
+    }
+
+    /// A fresh user with only the `matrix` role, logged in (certificate of `ttl`).
+    fn user_with_ttl(&self, ttl: Option<&str>) -> User {
+        let n = self.users.get() + 1;
+        self.users.set(n);
+        let name = format!("m{n}");
+        let secret = self.a.add_user(&name, "matrix", OS_LOGIN);
+        let home = self.a.dir.path().join(format!("home-{name}"));
+        let mut args = vec![
+            "login".to_string(),
+            "--proxy".into(),
+            self.a.addr.clone(),
+            "--ca-pin".into(),
+            self.a.pin.clone(),
+            "--user".into(),
+            name.clone(),
+            "--password-stdin".into(),
+            "--otp".into(),
+            totp(&secret, 30),
+        ];
+        if let Some(t) = ttl {
+            args.extend(["--ttl".into(), t.into()]);
+        }
+        let out = run(
+            &home,
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            &format!("{PASSWORD}\n"),
+        );
+        assert!(out.status.success(), "login {name}: {}", stderr(&out));
+        let cfg = run(&home, &["config"], "");
+        let ssh_config = home.join("ssh_config");
+        std::fs::write(&ssh_config, &cfg.stdout).unwrap();
+        User {
+            name,
+            home,
+            ssh_config,
+        }
+    }
+
+    fn user(&self) -> User {
+        self.user_with_ttl(None)
+    }
+}
+
+/// Waits until `hop ARGS` (as `u`) lists `name`, and a moment more for the agent's data
+/// connections.
+fn wait_until_listed(u: &User, args: &[&str], name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !stdout(&run(&u.home, args, "")).contains(name) {
+        assert!(
+            Instant::now() < deadline,
+            "{name} was never listed by hop {args:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+}
+
+fn run(home: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(HOP)
+        .args(args)
+        .env("HOP_HOME", home)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    wait_output(child, Duration::from_secs(30))
+}
+
+/// Waits for `child` at most `limit`, killing it then.
+fn wait_output(mut child: Child, limit: Duration) -> Output {
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// The routes of the matrix: how a user tries each one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Try {
+    HopSsh,
+    OpenSsh,
+    JumpHost,
+    App,
+    AdminApi,
+}
+
+const TRIES: &[Try] = &[
+    Try::HopSsh,
+    Try::OpenSsh,
+    Try::JumpHost,
+    Try::App,
+    Try::AdminApi,
+];
+
+impl Try {
+    /// The `route` field of the refusal event the proxy writes.
+    fn routes(self) -> &'static [&'static str] {
+        match self {
+            Self::HopSsh | Self::OpenSsh => &["hop_ssh"],
+            // The jump host does not know the login (SSH to the node is end to end): a login
+            // lock is the node's refusal.
+            Self::JumpHost => &["jump_host", "node"],
+            // `hop proxy app` asks the API for the app first: either may refuse.
+            Self::App => &["app", "admin_api"],
+            Self::AdminApi => &["admin_api"],
+        }
+    }
+
+    fn ssh_route(self) -> bool {
+        matches!(self, Self::HopSsh | Self::OpenSsh | Self::JumpHost)
+    }
+
+    /// Runs the route once: `Ok` when it worked end to end, else what the user saw.
+    fn attempt(self, c: &Cluster, u: &User) -> Result<(), String> {
+        let host = format!("{OS_LOGIN}@node1.{}", c.cluster);
+        let out = match self {
+            Self::HopSsh => run(
+                &u.home,
+                &["ssh", &format!("{OS_LOGIN}@node1"), "echo", "ok-$((40+2))"],
+                "",
+            ),
+            Self::OpenSsh => openssh(u, &[&host, "echo", "ok-$((40+2))"]),
+            Self::JumpHost => openssh(
+                u,
+                &[
+                    "-J",
+                    &format!("proxy.{}", c.cluster),
+                    &host,
+                    "echo",
+                    "ok-$((40+2))",
+                ],
+            ),
+            Self::App => return app_echo(u),
+            Self::AdminApi => run(
+                &u.home,
+                &["admin", "--auth-server", &c.a.addr, "get", "roles"],
+                "",
+            ),
+        };
+        let text = stdout(&out);
+        let worked = out.status.success()
+            && match self {
+                Self::AdminApi => text.contains("matrix"),
+                _ => text.contains("ok-42"),
+            };
+        if worked {
+            Ok(())
+        } else {
+            Err(format!("{}{}", stderr(&out), text))
+        }
+    }
+}
+
+fn openssh(u: &User, args: &[&str]) -> Output {
+    let child = Command::new("ssh")
+        .arg("-F")
+        .arg(&u.ssh_config)
+        .args(["-o", "BatchMode=yes"])
+        .args(args)
+        .env("HOP_HOME", &u.home)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_output(child, Duration::from_secs(30))
+}
+
+/// `hop proxy app echo` on a local port, one round trip through it.
+fn app_echo(u: &User) -> Result<(), String> {
+    let port = free_port();
+    let log = u.home.join("proxy-app.log");
+    let mut child = Command::new(HOP)
+        .args(["proxy", "app", "echo", "--port", &port.to_string()])
+        .env("HOP_HOME", &u.home)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let _ = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
+    let result = if line.contains("Proxying") {
+        echo_once(port)
+    } else {
+        Err(String::new())
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    result.map_err(|e| format!("{e} {}", std::fs::read_to_string(&log).unwrap_or_default()))
+}
+
+fn echo_once(port: u16) -> Result<(), String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"ok-42\n").map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 6];
+    match s.read_exact(&mut buf) {
+        Ok(()) if &buf == b"ok-42\n" => Ok(()),
+        Ok(()) => Err(format!("echo answered {buf:?}")),
+        Err(e) => Err(format!("echo: {e}")),
+    }
+}
+
+/// Waits until a refusal event (`access.refused` from the proxy, `ssh.auth` from a node) for
+/// `user` on one of `routes` with `reason` is in the audit log.
+fn wait_refusal(a: &Appliance, user: &str, routes: &[&str], reason: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut out = a.ok(&[
+            "admin",
+            "audit",
+            "search",
+            "--type",
+            "access.refused",
+            "--format",
+            "json",
+        ]);
+        out += &a.ok(&[
+            "admin", "audit", "search", "--type", "ssh.auth", "--format", "json",
+        ]);
+        let found = out
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|e| {
+                e["user"] == user
+                    && e["reason"] == reason
+                    && routes.iter().any(|r| e["route"] == *r)
+            });
+        if found {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no access.refused event for {user} on {routes:?} with reason {reason}:\n{out}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A row of the matrix: how the identity is spoiled, the words the user must see, the reason
+/// code, and whether the row applies to SSH routes only.
+struct Row {
+    what: &'static str,
+    spoil: fn(&Cluster, &User) -> Vec<String>,
+    says: &'static str,
+    code: &'static str,
+    ssh_only: bool,
+}
+
+fn lock(c: &Cluster, flag: &str, value: &str) -> Vec<String> {
+    let out =
+        c.a.ok(&["admin", "lock", flag, value, "--message", "matrix test"]);
+    let id = out
+        .split("lock ")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .unwrap()
+        .to_string();
+    vec![format!("lock/{id}")]
+}
+
+const ROWS: &[Row] = &[
+    Row {
+        what: "locked user",
+        spoil: |c, u| lock(c, "--user", &u.name),
+        says: "locked",
+        code: "locked",
+        ssh_only: false,
+    },
+    Row {
+        what: "role lock",
+        spoil: |c, _| lock(c, "--role", "matrix"),
+        says: "locked",
+        code: "locked",
+        ssh_only: false,
+    },
+    Row {
+        what: "login lock",
+        spoil: |c, _| lock(c, "--login", OS_LOGIN),
+        says: "locked",
+        code: "locked",
+        ssh_only: true,
+    },
+    Row {
+        what: "deleted user",
+        spoil: |c, u| {
+            c.a.ok(&["admin", "users", "rm", &u.name]);
+            vec![]
+        },
+        says: "no longer exists",
+        code: "deleted",
+        ssh_only: false,
+    },
+    Row {
+        what: "role removed",
+        spoil: |c, u| {
+            let doc = c.a.dir.path().join(format!("{}.yaml", u.name));
+            std::fs::write(
+                &doc,
+                format!("kind: user\nversion: v2\nmetadata:\n  name: {}\nspec:\n  roles: [other]\n  traits:\n    logins: [{OS_LOGIN}]\n", u.name),
+            )
+            .unwrap();
+            c.a.ok(&["admin", "create", "--force", "-f", doc.to_str().unwrap()]);
+            vec![]
+        },
+        says: "taken away",
+        code: "role_removed",
+        ssh_only: false,
+    },
+    Row {
+        what: "certificate older than the last lock",
+        spoil: |c, u| {
+            let ids = lock(c, "--user", &u.name);
+            c.a.ok(&["admin", "rm", &ids[0]]);
+            vec![]
+        },
+        says: "issued before",
+        code: "voided",
+        ssh_only: false,
+    },
+];
+
+#[test]
+fn the_refusal_matrix_on_every_route() {
+    let c = Cluster::start();
+    let expiring = c.user_with_ttl(Some("8s"));
+    let started = Instant::now();
+    for row in ROWS {
+        let u = c.user();
+        for t in TRIES {
+            t.attempt(&c, &u)
+                .unwrap_or_else(|e| panic!("positive control for {} on {t:?}: {e}", row.what));
+        }
+        let undo = (row.spoil)(&c, &u);
+        for t in TRIES.iter().filter(|t| t.ssh_route() || !row.ssh_only) {
+            let seen = t
+                .attempt(&c, &u)
+                .err()
+                .unwrap_or_else(|| panic!("{} was let through on {t:?}", row.what));
+            // SSH authentication has no room for a reason: OpenSSH prints "Permission denied"
+            // at the jump host, and the reason is in the audit log.
+            let says = if *t == Try::JumpHost {
+                "Permission denied"
+            } else {
+                row.says
+            };
+            assert!(seen.contains(says), "{} on {t:?}: {seen}", row.what);
+            wait_refusal(&c.a, &u.name, t.routes(), row.code);
+        }
+        for id in undo {
+            c.a.ok(&["admin", "rm", &id]);
+        }
+    }
+    // An expired certificate: refused everywhere with a message that says so.
+    std::thread::sleep(Duration::from_secs(9).saturating_sub(started.elapsed()));
+    for t in TRIES {
+        let seen = t
+            .attempt(&c, &expiring)
+            .err()
+            .unwrap_or_else(|| panic!("expired on {t:?}"));
+        let says = if *t == Try::JumpHost {
+            "Permission denied"
+        } else {
+            "expired"
+        };
+        assert!(seen.contains(says), "expired on {t:?}: {seen}");
+    }
+}
+
+/// How long a running session took to end after `act` returned: EOF at the client.
+fn ends_within(c: &Cluster, child: &mut Child, act: impl FnOnce()) -> Duration {
+    act();
+    let t0 = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return t0.elapsed();
+        }
+        if t0.elapsed() > Duration::from_secs(15) {
+            let _ = child.kill();
+            let log = c.a.log();
+            let node =
+                std::fs::read_to_string(c.a.dir.path().join("node1.log")).unwrap_or_default();
+            panic!(
+                "the session did not end\n--- appliance ---\n{}\n--- node ---\n{}",
+                tail(&log),
+                tail(&node)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn tail(s: &str) -> &str {
+    let mut i = s.len().saturating_sub(4000);
+    while !s.is_char_boundary(i) {
+        i += 1;
+    }
+    &s[i..]
+}
+
+#[test]
+fn live_sessions_end_within_five_seconds_of_a_lock_a_deletion_or_a_role_removal() {
+    let c = Cluster::start();
+    type Spoil = fn(&Cluster, &User);
+    let spoils: &[(&str, Spoil)] = &[
+        ("lock", |c, u| drop(lock(c, "--user", &u.name))),
+        ("deletion", |c, u| {
+            c.a.ok(&["admin", "users", "rm", &u.name]);
+        }),
+        ("role removal", |c, u| drop((ROWS[4].spoil)(c, u))),
+    ];
+    for (what, spoil) in spoils {
+        // An exec session that would run a minute.
+        let u = c.user();
+        let mut ssh = Command::new(HOP)
+            .args([
+                "ssh",
+                &format!("{OS_LOGIN}@node1"),
+                "echo started; sleep 60",
+            ])
+            .env("HOP_HOME", &u.home)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(ssh.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "started");
+        let took = ends_within(&c, &mut ssh, || spoil(&c, &u));
+        assert!(
+            took < Duration::from_secs(5),
+            "hop ssh after a {what}: {took:?}"
+        );
+        // A TCP application session held open.
+        let u = c.user();
+        let port = free_port();
+        let mut proxy = Command::new(HOP)
+            .args(["proxy", "app", "echo", "--port", &port.to_string()])
+            .env("HOP_HOME", &u.home)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut l = String::new();
+        BufReader::new(proxy.stdout.take().unwrap())
+            .read_line(&mut l)
+            .unwrap();
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"hi\n").unwrap();
+        let mut buf = [0u8; 3];
+        s.read_exact(&mut buf).unwrap();
+        spoil(&c, &u);
+        let t0 = Instant::now();
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        let took = t0.elapsed();
+        let _ = proxy.kill();
+        let _ = proxy.wait();
+        assert!(
+            took < Duration::from_secs(5),
+            "app session after a {what}: {took:?}"
+        );
+    }
+    let ended = c.a.ok(&[
+        "admin",
+        "audit",
+        "search",
+        "--type",
+        "session.terminated",
+        "--format",
+        "json",
+    ]);
+    assert!(
+        ended.contains("\"route\":\"app\"") || ended.contains("\"route\": \"app\""),
+        "{ended}"
+    );
+}
