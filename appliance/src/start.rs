@@ -294,7 +294,13 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
             .with_hello_timeout(cfg.proxy_service.tunnel_hello_timeout.0),
     );
     let _ = metrics.tunnels.set(registry.clone());
+    registry.on_refused_announcement(proxy::admission::audit_refused_announcements(auth.clone()));
     if run_proxy {
+        tasks.spawn(proxy::admission::sweep_agents(
+            auth.clone(),
+            registry.clone(),
+            shutdown_rx.clone(),
+        ));
         // Presence summaries in batches: one backend write per proxy per interval.
         let b: Arc<dyn hop_storage::Backend> = backend.clone();
         tasks.spawn(proxy::presence::run(

@@ -41,6 +41,8 @@ pub enum Route {
     HostRenewal,
     /// An agent's reverse tunnel.
     Tunnel,
+    /// An agent's calls to the Auth API (access data, events, recordings, database keys).
+    AgentApi,
 }
 
 impl Route {
@@ -60,6 +62,7 @@ impl Route {
             Self::Recordings => "recordings",
             Self::HostRenewal => "host_renewal",
             Self::Tunnel => "tunnel",
+            Self::AgentApi => "agent_api",
         }
     }
 
@@ -82,7 +85,7 @@ impl Route {
     /// Routes only agents use.
     #[must_use]
     pub fn is_agent_route(self) -> bool {
-        matches!(self, Self::HostRenewal | Self::Tunnel)
+        matches!(self, Self::HostRenewal | Self::Tunnel | Self::AgentApi)
     }
 }
 

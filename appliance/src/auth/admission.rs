@@ -159,6 +159,35 @@ impl AuthServer {
         snap.admit(&presented.subject(), route, self.now())
     }
 
+    /// Decides whether agent `host_id` (host certificate valid until `expires`) may use
+    /// `route` now: refused once a lock names its server id.
+    pub fn admit_agent(
+        &self,
+        host_id: &str,
+        expires: SystemTime,
+        route: Route,
+    ) -> Result<Admitted, Refusal> {
+        let snap = self
+            .admission_snapshot()
+            .map_err(|e| Refusal::Unavailable {
+                reason: e.to_string(),
+            })?;
+        let traits = std::collections::BTreeMap::new();
+        let subject = Subject {
+            kind: SubjectKind::Agent,
+            name: host_id,
+            roles: &[],
+            traits: &traits,
+            login: None,
+            issued_at: UNIX_EPOCH,
+            expires,
+            cluster: self.cluster_name(),
+            bound_route: None,
+            agent_role: "",
+        };
+        snap.admit(&subject, route, self.now())
+    }
+
     /// Writes an audit event for a refusal on `route`, with the reason code.
     pub fn audit_refusal(
         &self,

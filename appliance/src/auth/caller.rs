@@ -27,6 +27,8 @@ pub enum Caller {
         host_id: String,
         role: hop_ca::HostRole,
         remote: SocketAddr,
+        /// When the host certificate expires.
+        expires: std::time::SystemTime,
     },
     /// Anyone else; may use only the public API.
     Anonymous { remote: Option<SocketAddr> },

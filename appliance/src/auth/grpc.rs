@@ -207,6 +207,7 @@ impl AuthPublic for AuthApi {
             host_id,
             role,
             remote,
+            ..
         } = caller(&req)
         else {
             return Err(Status::permission_denied(

@@ -1224,6 +1224,20 @@ impl AuthServer {
             )));
         }
         if !resources::delete(&self.store, kind, name)? {
+            // `node/HOSTID` of an agent (not a registered OpenSSH node): the agent is voided by
+            // a lock on its server id, so it is disconnected and can never renew.
+            if kind == "node" && uuid::Uuid::parse_str(name).is_ok() {
+                self.create_lock(
+                    hop_rbac::LockTarget {
+                        server_id: Some(name.to_string()),
+                        ..Default::default()
+                    },
+                    &format!("agent removed by {actor}"),
+                    None,
+                    actor,
+                )?;
+                return Ok(());
+            }
             return Err(AuthError::NotFound(format!("{kind}/{name}")));
         }
         if kind == "user" {

@@ -57,6 +57,20 @@ pub fn admit(
         })
 }
 
+/// Decides whether agent `host_id` may use `route`; a refusal is audited.
+pub fn admit_agent(
+    auth: &AuthServer,
+    host_id: &str,
+    expires: SystemTime,
+    route: Route,
+    remote: SocketAddr,
+) -> Result<Admitted, Refusal> {
+    auth.admit_agent(host_id, expires, route)
+        .inspect_err(|refusal| {
+            auth.audit_refusal(route, &format!("host {host_id}"), refusal, Some(remote));
+        })
+}
+
 /// Watches a live session; dropping it stops the watch.
 #[derive(Debug)]
 pub struct LiveWatch {
@@ -151,26 +165,35 @@ pub fn api_admission(router: axum::Router, auth: Arc<AuthServer>) -> axum::Route
     ))
 }
 
-/// The refusal for an API call admission turns down, if it does.
+/// The refusal for an API call admission turns down, if it does: a user's on the admin API
+/// route, an agent's (a locked server id) on the agent API route.
 fn refuse_api_call(
     auth: &AuthServer,
     req: &axum::extract::Request,
 ) -> Option<axum::response::Response> {
-    let Some(crate::auth::caller::Caller::User {
-        identity,
-        remote,
-        expires,
-        issued_at,
-    }) = req.extensions().get::<crate::auth::caller::Caller>()
-    else {
-        return None;
+    use crate::auth::caller::Caller;
+    let refusal = match req.extensions().get::<Caller>()? {
+        Caller::User {
+            identity,
+            remote,
+            expires,
+            issued_at,
+        } => {
+            let cert = UserCert {
+                identity: (**identity).clone(),
+                issued_at: *issued_at,
+                expires: *expires,
+            };
+            admit(auth, &cert, None, Route::AdminApi, *remote).err()?
+        }
+        Caller::Host {
+            host_id,
+            remote,
+            expires,
+            ..
+        } => admit_agent(auth, host_id, *expires, Route::AgentApi, *remote).err()?,
+        Caller::LocalAdmin | Caller::Anonymous { .. } => return None,
     };
-    let cert = UserCert {
-        identity: (**identity).clone(),
-        issued_at: *issued_at,
-        expires: *expires,
-    };
-    let refusal = admit(auth, &cert, None, Route::AdminApi, *remote).err()?;
     let grpc = req
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
@@ -181,5 +204,53 @@ fn refuse_api_call(
     } else {
         use axum::response::IntoResponse;
         (axum::http::StatusCode::FORBIDDEN, refusal.to_string()).into_response()
+    })
+}
+
+/// Every [`RECHECK`], disconnects the connected agents admission now refuses (a lock on their
+/// server id): their resources leave listings at once and their renewals are refused.
+pub async fn sweep_agents(
+    auth: Arc<AuthServer>,
+    registry: Arc<super::tunnels::TunnelRegistry>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(RECHECK) => {}
+            _ = crate::signals::until_shutdown(&mut shutdown) => return,
+        }
+        for agent in registry.list() {
+            // Expiry is the TLS layer's business at connect time; this asks about locks.
+            let still_valid = SystemTime::now() + Duration::from_secs(3600);
+            let Err(refusal) = auth.admit_agent(&agent.host_id, still_valid, Route::Tunnel) else {
+                continue;
+            };
+            registry.evict(&agent.host_id, &refusal.to_string());
+            auth.emit(
+                auth.event(
+                    EventKind::SessionTerminated,
+                    &format!("host {}", agent.host_id),
+                )
+                .remote(Some(agent.remote))
+                .field("route", Route::Tunnel.name())
+                .field("server_id", agent.host_id.clone())
+                .field("reason", refusal.code())
+                .failed(EventKind::SessionTerminated, refusal.to_string()),
+            );
+        }
+    }
+}
+
+/// Audits each announcement the registry refuses (a kind the agent's role does not serve, or
+/// a name another agent holds).
+pub fn audit_refused_announcements(auth: Arc<AuthServer>) -> super::tunnels::RefusedAnnouncement {
+    Arc::new(move |host_id: &str, why: &str| {
+        auth.emit(
+            auth.event(EventKind::AccessRefused, &format!("host {host_id}"))
+                .field("route", Route::Tunnel.name())
+                .field("server_id", host_id.to_string())
+                .field("reason", "announcement_refused")
+                .failed(EventKind::AccessRefused, why.to_string()),
+        );
     })
 }

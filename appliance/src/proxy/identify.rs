@@ -88,6 +88,7 @@ impl Identifier {
                 host_id,
                 role,
                 remote,
+                expires,
             },
         })
     }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use hop_admission::{Refusal, Route};
 use tokio::net::{TcpStream, UnixListener};
 use tokio::sync::{mpsc, watch};
 
@@ -252,6 +253,26 @@ async fn route(
         metrics.connections_active.dec();
         return;
     }
+    // A locked agent's tunnels are refused (its API calls are refused per request).
+    if let Caller::Host {
+        host_id, expires, ..
+    } = &caller
+        && matches!(
+            tls.get_ref().1.alpn_protocol(),
+            Some(p) if p == ALPN_TUNNEL || p == ALPN_TUNNEL_DATA
+        )
+        && crate::proxy::admission::admit_agent(
+            &routes.auth,
+            host_id,
+            *expires,
+            Route::Tunnel,
+            remote,
+        )
+        .is_err()
+    {
+        metrics.connections_active.dec();
+        return;
+    }
     let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
     if postgres
         || alpn.as_deref() == Some(ALPN_POSTGRES)
@@ -276,11 +297,11 @@ async fn route(
         return;
     }
     match (alpn.as_deref(), caller) {
-        (Some(p), Caller::Host { host_id, .. }) if p == ALPN_TUNNEL => {
+        (Some(p), Caller::Host { host_id, role, .. }) if p == ALPN_TUNNEL => {
             routes
                 .registry
                 .clone()
-                .serve_control(tls, host_id, remote, shutdown)
+                .serve_control(tls, host_id, role, remote, shutdown)
                 .await;
         }
         (Some(p), Caller::Host { host_id, .. }) if p == ALPN_TUNNEL_DATA => {
@@ -367,7 +388,7 @@ async fn route(
             )
             .await;
         }
-        (Some(p), _)
+        (Some(p), caller)
             if p == ALPN_TUNNEL
                 || p == ALPN_TUNNEL_DATA
                 || p == ALPN_TCP
@@ -375,6 +396,7 @@ async fn route(
                 || p == ALPN_JOIN =>
         {
             tracing::debug!(%remote, "tunnel or application route without the right certificate");
+            audit_wrong_certificate(&routes.auth, p, &caller, remote);
         }
         (_, caller) => {
             let deadlines = Some(routes.http);
@@ -444,4 +466,25 @@ pub async fn serve_admin_socket(
             shutdown,
         ));
     }
+}
+
+/// Audits a certificate presented on a route it does not open (an agent's host certificate on
+/// a user route, a user certificate on the tunnel, no certificate at all).
+fn audit_wrong_certificate(auth: &AuthServer, alpn: &[u8], caller: &Caller, remote: SocketAddr) {
+    let route = match alpn {
+        p if p == ALPN_TUNNEL || p == ALPN_TUNNEL_DATA => Route::Tunnel,
+        p if p == ALPN_TCP => Route::App,
+        p if p == ALPN_SSH => Route::HopSsh,
+        _ => Route::Join,
+    };
+    let what = match caller {
+        Caller::Host { .. } => "an agent's host certificate",
+        Caller::User { .. } => "a user certificate",
+        Caller::LocalAdmin | Caller::Anonymous { .. } => "a connection without a certificate",
+    };
+    let refusal = Refusal::WrongCertificate {
+        what,
+        route: route.name(),
+    };
+    auth.audit_refusal(route, &caller.actor(), &refusal, Some(remote));
 }

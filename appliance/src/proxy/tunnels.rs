@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use hop_ca::HostRole;
 use hop_protocols::tunnel::{Frame, GoAway, HelloAck, PROTOCOL_VERSION, ResourceAnnouncement};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
@@ -65,6 +66,23 @@ pub struct TunnelRegistry {
     agents: Mutex<HashMap<String, AgentEntry>>,
     pools: Mutex<HashMap<String, Pool>>,
     next_generation: std::sync::atomic::AtomicU64,
+    /// Told of every announcement refused: (host id, what and why).
+    refused_announcement: std::sync::OnceLock<RefusedAnnouncement>,
+}
+
+/// A callback for refused announcements: (host id, what was refused and why).
+pub type RefusedAnnouncement = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
+/// The kind of resource an agent of `role` may announce.
+fn kind_served_by(role: HostRole) -> Option<&'static str> {
+    match role {
+        HostRole::Node => Some("node"),
+        HostRole::App => Some("app"),
+        HostRole::Db => Some("db"),
+        HostRole::Kube => Some("kube_cluster"),
+        HostRole::Desktop => Some("windows_desktop"),
+        HostRole::Auth | HostRole::Proxy => None,
+    }
 }
 
 impl std::fmt::Debug for TunnelRegistry {
@@ -134,7 +152,77 @@ impl TunnelRegistry {
             agents: Mutex::new(HashMap::new()),
             pools: Mutex::new(HashMap::new()),
             next_generation: std::sync::atomic::AtomicU64::new(1),
+            refused_announcement: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sets who is told of refused announcements (the audit log).
+    pub fn on_refused_announcement(&self, f: RefusedAnnouncement) {
+        let _ = self.refused_announcement.set(f);
+    }
+
+    /// The announcements agent `host_id` (of `role`) may make: only its role's kind, and only
+    /// names no other connected agent holds (the first holder keeps a name; a later one is
+    /// refused, never allowed to shadow it). Each refusal is reported.
+    fn vet(
+        &self,
+        host_id: &str,
+        role: HostRole,
+        resources: Vec<ResourceAnnouncement>,
+    ) -> Vec<ResourceAnnouncement> {
+        let served = kind_served_by(role);
+        let agents = self.agents();
+        let held_elsewhere = |r: &ResourceAnnouncement| {
+            agents.values().any(|e| {
+                e.info.host_id != host_id
+                    && e.info
+                        .resources
+                        .iter()
+                        .any(|x| x.kind == r.kind && x.name.eq_ignore_ascii_case(&r.name))
+            })
+        };
+        let mut kept = Vec::new();
+        let mut refusals = Vec::new();
+        for r in resources {
+            if served != Some(r.kind.as_str()) {
+                refusals.push(format!(
+                    "{} {:?}: an agent of role {} may not announce it",
+                    r.kind,
+                    r.name,
+                    role.as_str()
+                ));
+            } else if held_elsewhere(&r) {
+                refusals.push(format!(
+                    "{} {:?}: another agent serves that name",
+                    r.kind, r.name
+                ));
+            } else {
+                kept.push(r);
+            }
+        }
+        drop(agents);
+        for why in refusals {
+            tracing::warn!(%host_id, "announcement refused: {why}");
+            if let Some(f) = self.refused_announcement.get() {
+                f(host_id, &why);
+            }
+        }
+        kept
+    }
+
+    /// Disconnects agent `host_id` now (a lock on its server id): its control connection is
+    /// told to go away, its resources are withdrawn, its pooled data connections closed.
+    pub fn evict(&self, host_id: &str, reason: &str) {
+        if let Some(e) = self.agents().get(host_id) {
+            let _ = e.goaway.send(Some(GoAway {
+                reason: reason.to_string(),
+                reconnect_after_ms: 60_000,
+            }));
+        }
+        if let Some(e) = self.agents().get_mut(host_id) {
+            e.info.resources.clear();
+        }
+        self.pools().remove(host_id);
     }
 
     /// An agent whose control connection sends no hello within `limit` is disconnected.
@@ -281,6 +369,7 @@ impl TunnelRegistry {
         self: Arc<Self>,
         stream: AgentStream,
         host_id: String,
+        role: HostRole,
         remote: SocketAddr,
         mut shutdown: watch::Receiver<bool>,
     ) {
@@ -313,6 +402,7 @@ impl TunnelRegistry {
                 .await;
             return;
         }
+        let resources = self.vet(&host_id, role, hello.resources.clone());
         let now = SystemTime::now();
         let generation = self
             .next_generation
@@ -324,7 +414,7 @@ impl TunnelRegistry {
                     host_id: host_id.clone(),
                     version: hello.agent_version.clone(),
                     services: hello.services.clone(),
-                    resources: hello.resources.clone(),
+                    resources,
                     remote,
                     connected: now,
                     last_heartbeat: now,
@@ -342,7 +432,7 @@ impl TunnelRegistry {
         });
         let result = match framed.write_frame(&ack).await {
             Ok(()) => {
-                self.control_loop(&mut framed, &host_id, &mut goaway_rx, &mut shutdown)
+                self.control_loop(&mut framed, &host_id, role, &mut goaway_rx, &mut shutdown)
                     .await
             }
             Err(e) => Err(e),
@@ -366,6 +456,7 @@ impl TunnelRegistry {
         &self,
         framed: &mut FramedStream<AgentStream>,
         host_id: &str,
+        role: HostRole,
         goaway: &mut watch::Receiver<Option<GoAway>>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), FrameIoError> {
@@ -381,8 +472,9 @@ impl TunnelRegistry {
                         framed.write_frame(&Frame::HeartbeatAck { seq }).await?;
                     }
                     Frame::Hello(h) => {
+                        let resources = self.vet(host_id, role, h.resources);
                         if let Some(e) = self.agents().get_mut(host_id) {
-                            e.info.resources = h.resources;
+                            e.info.resources = resources;
                             e.info.services = h.services;
                         }
                     }
@@ -407,5 +499,49 @@ impl TunnelRegistry {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod vet_tests {
+    use super::*;
+
+    fn ann(kind: &str, name: &str) -> ResourceAnnouncement {
+        ResourceAnnouncement {
+            kind: kind.into(),
+            name: name.into(),
+            labels: vec![],
+            target: None,
+        }
+    }
+
+    #[test]
+    fn agents_announce_only_what_their_role_serves() {
+        let r = TunnelRegistry::new("p".into(), Duration::from_secs(30));
+        let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+        let s = seen.clone();
+        r.on_refused_announcement(Arc::new(move |h: &str, why: &str| {
+            s.lock().unwrap().push(format!("{h}: {why}"));
+        }));
+        let kept = r.vet(
+            "h1",
+            HostRole::App,
+            vec![ann("app", "grafana"), ann("node", "web1"), ann("db", "pg")],
+        );
+        assert_eq!(kept, vec![ann("app", "grafana")]);
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(
+            seen[0].contains("an agent of role app may not announce it"),
+            "{seen:?}"
+        );
+        assert!(
+            r.vet("h2", HostRole::Proxy, vec![ann("app", "x")])
+                .is_empty()
+        );
+        assert_eq!(
+            r.vet("h3", HostRole::Node, vec![ann("node", "web1")]).len(),
+            1
+        );
     }
 }

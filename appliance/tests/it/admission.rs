@@ -584,3 +584,112 @@ fn live_sessions_end_within_five_seconds_of_a_lock_a_deletion_or_a_role_removal(
         "{ended}"
     );
 }
+
+/// Host id of the connected agent serving `service` (`node`, `app`).
+fn agent_id(a: &Appliance, service: &str) -> String {
+    let out = a.ok(&["admin", "inventory", "ls", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["services"].to_string().contains(service))
+        .and_then(|x| x["host_id"].as_str())
+        .unwrap_or_else(|| panic!("no {service} agent in {out}"))
+        .to_string()
+}
+
+#[test]
+fn agents_cannot_lie_and_a_locked_agent_is_cut_off() {
+    let c = Cluster::start();
+    let u = c.user();
+    // A second app agent announcing the name another agent holds: refused, never shadowing.
+    let dir = c.a.dir.path().join("app2");
+    let _app2 = Killed(
+        Command::new(HOP)
+            .args([
+                "start", "--roles", "app", "--proxy", &c.a.addr, "--ca-pin", &c.a.pin,
+            ])
+            .args(["--token", &c.a.join_token("app"), "--data-dir"])
+            .arg(&dir)
+            .args(["--app", "name=echo,uri=tcp://127.0.0.1:9"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = c.a.ok(&[
+            "admin",
+            "audit",
+            "search",
+            "--type",
+            "access.refused",
+            "--format",
+            "json",
+        ]);
+        if out.contains("announcement_refused") && out.contains("another agent serves that name") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the shadowing announcement was not refused: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let apps = stdout(&run(&u.home, &["apps", "ls", "--format", "json"], ""));
+    assert_eq!(apps.matches("\"echo\"").count(), 1, "{apps}");
+    Try::App
+        .attempt(&c, &u)
+        .expect("the first holder still serves echo");
+
+    // A lock on the node agent's server id: disconnected, its node leaves `hop ls` within 5 s.
+    let node_id = agent_id(&c.a, "node");
+    c.a.ok(&[
+        "admin",
+        "lock",
+        "--server-id",
+        &node_id,
+        "--message",
+        "compromised",
+    ]);
+    let t0 = Instant::now();
+    while stdout(&run(&u.home, &["ls"], "")).contains("node1") {
+        assert!(t0.elapsed() < Duration::from_secs(5), "node1 still listed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let seen = Try::HopSsh.attempt(&c, &u).unwrap_err();
+    assert!(seen.contains("node1"), "{seen}");
+    let ended = c.a.ok(&[
+        "admin",
+        "audit",
+        "search",
+        "--type",
+        "session.terminated",
+        "--format",
+        "json",
+    ]);
+    assert!(
+        ended.contains(&node_id) && ended.contains("\"locked\""),
+        "{ended}"
+    );
+    // It stays out: its reconnections are refused at the tunnel.
+    std::thread::sleep(Duration::from_secs(2));
+    let inventory = c.a.ok(&["admin", "inventory", "ls", "--format", "json"]);
+    assert!(!inventory.contains(&node_id), "{inventory}");
+    // `hop admin rm node/HOSTID` voids an agent the same way.
+    let app_id = agent_id(&c.a, "app");
+    c.a.ok(&["admin", "rm", &format!("node/{app_id}")]);
+    let t0 = Instant::now();
+    while c
+        .a
+        .ok(&["admin", "inventory", "ls", "--format", "json"])
+        .contains(&app_id)
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the removed agent is still connected"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
