@@ -53,6 +53,15 @@ pub async fn serve(
         auth.emit(ev);
     };
 
+    // Admission first: nothing about the application is said to a refused caller.
+    let admitted = match admit(&auth, &cert, None, Route::App, remote) {
+        Ok(a) => a,
+        Err(refusal) => {
+            let e = refusal.to_string();
+            start(false, Some(&e));
+            return refuse(&mut client, session_id, e).await;
+        }
+    };
     let routes: Vec<_> = registry
         .apps()
         .into_iter()
@@ -64,14 +73,6 @@ pub async fn serve(
         );
         start(false, Some(&e));
         return refuse(&mut client, session_id, e).await;
-    };
-    let admitted = match admit(&auth, &cert, None, Route::App, remote) {
-        Ok(a) => a,
-        Err(refusal) => {
-            let e = refusal.to_string();
-            start(false, Some(&e));
-            return refuse(&mut client, session_id, e).await;
-        }
     };
     let checker = admitted.checker();
     if let Err(denied) = checker.check_app(&route.labels) {

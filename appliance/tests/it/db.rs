@@ -1369,3 +1369,143 @@ fn mariadb_guards_and_a_complete_audit() {
         );
     }
 }
+
+/// A Dial frame for `target` (the tunnel protocol's framing), as a raw client sends it.
+fn raw_dial(target: &str) -> Vec<u8> {
+    let mut dial = vec![0x05u8];
+    dial.extend_from_slice(&[9u8; 16]);
+    dial.extend_from_slice(&(target.len() as u16).to_be_bytes());
+    dial.extend_from_slice(target.as_bytes());
+    dial.extend_from_slice(&[0x04, 127, 0, 0, 1, 0x30, 0x39]);
+    let mut frame = (dial.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&dial);
+    frame
+}
+
+/// `openssl s_client` on ALPN `alpn` with a certificate and key, sending `bytes`; what the
+/// proxy answered.
+fn raw_tls(a: &Appliance, alpn: &str, crt: &Path, key: &Path, bytes: &[u8]) -> String {
+    let mut s = Command::new("openssl")
+        .args([
+            "s_client", "-quiet", "-alpn", alpn, "-connect", &a.addr, "-cert",
+        ])
+        .arg(crt)
+        .arg("-key")
+        .arg(key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        let mut stdin = s.stdin.take().unwrap();
+        let _ = std::io::Write::write_all(&mut stdin, bytes);
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    let out = s.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The PostgreSQL route through admission: a database route certificate is refused on the
+/// application route; a lock ends a running query's session within 5 s and refuses the next
+/// one; both are audited with the route and reason code.
+#[test]
+fn postgres_sessions_go_through_admission() {
+    let Some((a, _pg, _agent)) = setup() else {
+        return;
+    };
+    a.ok(&[
+        "db",
+        "login",
+        "pg",
+        "--db-user",
+        "alice",
+        "--db-name",
+        "postgres",
+    ]);
+    let out = psql(&a, "", &["-Atc", "SELECT 1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // The database route certificate on another route.
+    let dir = a
+        .home
+        .join("db")
+        .join(a.addr.replace(':', "_"))
+        .join("alice");
+    let answer = raw_tls(
+        &a,
+        "hop-tcp",
+        &dir.join("pg.crt"),
+        &dir.join("pg.key"),
+        &raw_dial("echo"),
+    );
+    assert!(
+        answer.contains("database route certificate"),
+        "proxy answered: {answer:?}"
+    );
+    crate::ssh::wait_event(&a, "access.refused", |e| {
+        e["route"] == "app" && e["reason"] == "wrong_certificate"
+    });
+    // An agent's host certificate on a user route, a user certificate on the tunnel.
+    let agent = a.dir.path().join("db-agent").join("agent");
+    raw_tls(
+        &a,
+        "hop-tcp",
+        &agent.join("host.crt"),
+        &agent.join("host.key"),
+        &raw_dial("x"),
+    );
+    crate::ssh::wait_event(&a, "access.refused", |e| {
+        e["route"] == "app"
+            && e["error"]
+                .as_str()
+                .is_some_and(|x| x.contains("host certificate"))
+    });
+    let keys = a.home.join("keys").join(&a.addr);
+    raw_tls(
+        &a,
+        "hop-tunnel",
+        &keys.join("alice-tls.crt"),
+        &keys.join("alice-tls.key"),
+        b"",
+    );
+    crate::ssh::wait_event(&a, "access.refused", |e| {
+        e["route"] == "tunnel" && e["reason"] == "wrong_certificate"
+    });
+
+    // A running query ends within 5 s of a lock.
+    let conninfo = a.ok(&["db", "config", "pg", "--format", "uri"]);
+    let mut long = Command::new("psql")
+        .arg(conninfo.trim())
+        .args(["-X", "-Atc", "SELECT pg_sleep(60)"])
+        .env("HOP_HOME", &a.home)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    a.ok(&["admin", "lock", "--user", "alice", "--message", "db matrix"]);
+    let t0 = Instant::now();
+    while long.try_wait().unwrap().is_none() {
+        if t0.elapsed() > Duration::from_secs(10) {
+            let _ = long.kill();
+            panic!("psql still running 10 s after the lock");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "psql ended after {:?}",
+        t0.elapsed()
+    );
+    crate::ssh::wait_event(&a, "session.terminated", |e| {
+        e["route"] == "postgres" && e["reason"] == "locked"
+    });
+    let out = psql(&a, "", &["-Atc", "SELECT 1"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("locked"), "{}", stderr(&out));
+    crate::ssh::wait_event(&a, "access.refused", |e| {
+        e["route"] == "postgres" && e["reason"] == "locked" && e["user"] == "alice"
+    });
+}
