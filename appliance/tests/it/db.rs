@@ -1509,3 +1509,62 @@ fn postgres_sessions_go_through_admission() {
         e["route"] == "postgres" && e["reason"] == "locked" && e["user"] == "alice"
     });
 }
+
+/// The MySQL route through admission: a running query ends within 5 s of a lock on the user's
+/// role, the next session is refused with the reason, both audited.
+#[test]
+fn mariadb_sessions_go_through_admission() {
+    let Some(s) = maria_setup() else {
+        return;
+    };
+    let out = mariadb_client(s.port, "alice", "shop", &["-e", "SELECT 1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut long = Command::new("mariadb")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-P",
+            &s.port.to_string(),
+            "-u",
+            "alice",
+            "-D",
+            "shop",
+        ])
+        .args(["--skip-ssl", "-N", "-e", "SELECT SLEEP(60)"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    s.a.ok(&[
+        "admin",
+        "lock",
+        "--role",
+        "db-maria",
+        "--message",
+        "maria matrix",
+    ]);
+    let t0 = Instant::now();
+    while long.try_wait().unwrap().is_none() {
+        if t0.elapsed() > Duration::from_secs(10) {
+            let _ = long.kill();
+            panic!("mariadb still running 10 s after the lock");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "mariadb ended after {:?}",
+        t0.elapsed()
+    );
+    crate::ssh::wait_event(&s.a, "session.terminated", |e| {
+        e["route"] == "mysql" && e["reason"] == "locked"
+    });
+    let out = mariadb_client(s.port, "alice", "shop", &["-e", "SELECT 1"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("locked"), "{}", stderr(&out));
+    crate::ssh::wait_event(&s.a, "access.refused", |e| {
+        e["route"] == "mysql" && e["reason"] == "locked"
+    });
+}
