@@ -49,10 +49,15 @@ pub async fn serve(
 }
 
 async fn readyz(State(s): State<DiagState>) -> impl IntoResponse {
+    let age = s
+        .metrics
+        .admission_age()
+        .map(|a| format!("admission snapshot age: {}s\n", a.as_secs()))
+        .unwrap_or_default();
     if s.metrics.is_ready(s.proxy_expected) {
-        (StatusCode::OK, "ready\n")
+        (StatusCode::OK, format!("ready\n{age}"))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready\n{age}"))
     }
 }
 

@@ -44,6 +44,10 @@ pub struct Metrics {
     pub storage_ready: AtomicBool,
     pub ca_ready: AtomicBool,
     pub proxy_ready: AtomicBool,
+    /// When the admission snapshot this process decides from was taken (Unix seconds; 0: none).
+    pub admission_taken_at: std::sync::atomic::AtomicU64,
+    /// Whether `cluster_auth_preference.locking_mode` is `strict`.
+    pub admission_strict: AtomicBool,
     pub logins_ok: Counter,
     pub logins_failed: Counter,
     pub logins_locked: Counter,
@@ -84,6 +88,8 @@ impl Default for Metrics {
             storage_ready: AtomicBool::new(false),
             ca_ready: AtomicBool::new(false),
             proxy_ready: AtomicBool::new(false),
+            admission_taken_at: std::sync::atomic::AtomicU64::new(0),
+            admission_strict: AtomicBool::new(false),
             logins_ok: Counter::default(),
             logins_failed: Counter::default(),
             logins_locked: Counter::default(),
@@ -116,11 +122,28 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Ready means: storage open and the CAs loaded (and the proxy listening, where it runs).
+    /// Ready means: storage open and the CAs loaded (and the proxy listening, where it runs),
+    /// and, in strict locking mode, access data no older than admission's bound.
     pub fn is_ready(&self, proxy_expected: bool) -> bool {
         self.storage_ready.load(Ordering::Acquire)
             && self.ca_ready.load(Ordering::Acquire)
             && (!proxy_expected || self.proxy_ready.load(Ordering::Acquire))
+            && !(self.admission_strict.load(Ordering::Acquire)
+                && self
+                    .admission_age()
+                    .is_some_and(|a| a > hop_admission::STALE_AFTER))
+    }
+
+    /// How old the admission snapshot is now, once there is one.
+    pub fn admission_age(&self) -> Option<std::time::Duration> {
+        let taken = self.admission_taken_at.load(Ordering::Acquire);
+        (taken != 0).then(|| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            std::time::Duration::from_secs(now.saturating_sub(taken))
+        })
     }
 
     /// The Prometheus text exposition (version 0.0.4).
@@ -151,6 +174,14 @@ impl Metrics {
             "1 once the certificate authorities are loaded.",
             &[(String::new(), flag(&self.ca_ready))],
         );
+        if let Some(age) = self.admission_age() {
+            gauge(
+                &mut out,
+                "hop_admission_snapshot_age_seconds",
+                "Age of the access data (roles, locks, users) admission decides from.",
+                &[(String::new(), age.as_secs())],
+            );
+        }
         counter(
             &mut out,
             "hop_logins_total",

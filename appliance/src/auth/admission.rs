@@ -20,6 +20,9 @@ use super::resources;
 use super::server::{AuthError, AuthServer};
 use crate::timestamps::rfc3339;
 
+/// How old the cached snapshot may grow before it is rebuilt even without a change.
+const REBUILD_AFTER: Duration = Duration::from_secs(30);
+
 /// A user certificate as a route received it (after its signature was verified).
 #[derive(Debug, Clone, Copy)]
 pub struct Presented<'a> {
@@ -132,20 +135,33 @@ impl AuthServer {
         let _ = tokio::time::timeout(wait, watcher.recv()).await;
     }
 
-    /// The current snapshot: rebuilt when the backend has changed since it was built.
+    /// The current snapshot: rebuilt when the backend has changed since it was built, and at
+    /// least every [`REBUILD_AFTER`] so that its age says how current it is (in strict locking
+    /// mode an old snapshot refuses everything).
     pub fn admission_snapshot(&self) -> Result<Arc<Snapshot>, AuthError> {
         let revision = self.store().backend().current_revision()?;
+        let now = self.now();
         let mut cache = self
             .admission
             .lock()
             .map_err(|_| AuthError::Internal("admission cache poisoned".into()))?;
         if let Some((built_at, snap)) = cache.as_ref()
             && *built_at == revision
+            && snap.age(now) < REBUILD_AFTER
         {
             return Ok(snap.clone());
         }
         let snap = Arc::new(Snapshot::new(self.admission_data()?));
         *cache = Some((revision, snap.clone()));
+        let m = self.metrics();
+        m.admission_taken_at.store(
+            unix_secs(snap.taken_at()),
+            std::sync::atomic::Ordering::Release,
+        );
+        m.admission_strict.store(
+            snap.locking_mode() == hop_rbac::LockingMode::Strict,
+            std::sync::atomic::Ordering::Release,
+        );
         Ok(snap)
     }
 

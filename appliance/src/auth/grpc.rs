@@ -651,6 +651,11 @@ impl AuthAdmin for AuthApi {
                 }
             })
             .collect();
+        let snapshot = self.blocking(|a| a.admission_snapshot()).await?;
+        let locking_mode = match snapshot.locking_mode() {
+            hop_rbac::LockingMode::Strict => "strict",
+            hop_rbac::LockingMode::BestEffort => "best_effort",
+        };
         Ok(Response::new(StatusResponse {
             cluster_name: self.auth.cluster_name().to_string(),
             server_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -658,6 +663,8 @@ impl AuthAdmin for AuthApi {
             authorities,
             users,
             roles,
+            locking_mode: locking_mode.into(),
+            admission_snapshot_age_secs: snapshot.age(self.auth.now()).as_secs(),
         }))
     }
 

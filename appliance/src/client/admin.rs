@@ -172,12 +172,18 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 let cas: Vec<_> = s.authorities.iter().map(|a| serde_json::json!({"type": a.kind, "ssh_fingerprint": a.ssh_fingerprint, "tls_pin": a.tls_pin})).collect();
                 println!(
                     "{}",
-                    serde_json::json!({"cluster": s.cluster_name, "version": s.server_version, "ca_pin": s.ca_pin, "authorities": cas, "users": s.users, "roles": s.roles})
+                    serde_json::json!({"cluster": s.cluster_name, "version": s.server_version, "ca_pin": s.ca_pin, "authorities": cas, "users": s.users, "roles": s.roles, "locking_mode": s.locking_mode, "admission_snapshot_age_secs": s.admission_snapshot_age_secs})
                 );
             } else {
                 println!(
-                    "Cluster:  {}\nVersion:  {}\nUsers:    {}\nRoles:    {}\nCA pin:   {}\n",
-                    s.cluster_name, s.server_version, s.users, s.roles, s.ca_pin
+                    "Cluster:  {}\nVersion:  {}\nUsers:    {}\nRoles:    {}\nCA pin:   {}\nLocking:  {} (access data {}s old)\n",
+                    s.cluster_name,
+                    s.server_version,
+                    s.users,
+                    s.roles,
+                    s.ca_pin,
+                    s.locking_mode,
+                    s.admission_snapshot_age_secs
                 );
                 let rows: Vec<Vec<String>> = s
                     .authorities

@@ -219,6 +219,10 @@ pub async fn sweep_agents(
             _ = tokio::time::sleep(RECHECK) => {}
             _ = crate::signals::until_shutdown(&mut shutdown) => return,
         }
+        // Keeps the snapshot (and the age `/readyz` reports) current even when nobody asks.
+        if let Err(e) = auth.admission_snapshot() {
+            tracing::warn!(error = %e, "cannot build the admission snapshot");
+        }
         for agent in registry.list() {
             // Expiry is the TLS layer's business at connect time; this asks about locks.
             let still_valid = SystemTime::now() + Duration::from_secs(3600);

@@ -693,3 +693,29 @@ fn agents_cannot_lie_and_a_locked_agent_is_cut_off() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn locking_mode_and_the_snapshot_age_are_reported() {
+    let a = Appliance::start("");
+    let status = a.ok(&["admin", "status"]);
+    assert!(status.contains("Locking:  best_effort"), "{status}");
+    let cap = a.dir.path().join("cap.yaml");
+    std::fs::write(
+        &cap,
+        "kind: cluster_auth_preference\nversion: v2\nmetadata:\n  name: cluster-auth-preference\nspec:\n  type: local\n  second_factor: otp\n  locking_mode: strict\n",
+    )
+    .unwrap();
+    a.ok(&["admin", "create", "--force", "-f", cap.to_str().unwrap()]);
+    let status = a.ok(&["admin", "status", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(v["locking_mode"], "strict", "{status}");
+    assert!(
+        v["admission_snapshot_age_secs"].as_u64().unwrap() < 60,
+        "{status}"
+    );
+    let (code, body) = a.diag_get("/readyz");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("admission snapshot age:"), "{body}");
+    let (_, m) = a.diag_get("/metrics");
+    assert!(m.contains("hop_admission_snapshot_age_seconds"), "{m}");
+}
