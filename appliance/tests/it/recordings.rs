@@ -563,3 +563,71 @@ fn recordings_from_before_the_backend_index_are_migrated_and_expire() {
         serde_json::from_slice(&backend.get(&keys[0]).unwrap().unwrap().value).unwrap();
     assert_eq!(entry, sidecar);
 }
+
+/// A node reached directly on its own listener (no proxy in the path) in the proxy recording
+/// mode records the session itself instead of leaving it unrecorded.
+#[test]
+fn direct_sessions_in_proxy_mode_are_recorded_by_the_node() {
+    let a = Appliance::start("  session_recording: proxy\n");
+    let node_dir = a.dir.path().join("node1");
+    let port = free_port();
+    let config = node_dir.with_extension("yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: v1\nssh_service:\n  listen_addr: 127.0.0.1:{port}\n  recording:\n    upload_interval: 1s\n"
+        ),
+    )
+    .unwrap();
+    let _node = Killed(
+        Command::new(HOP)
+            .args(["start", "--config"])
+            .arg(&config)
+            .args(["--roles", "node", "--proxy", &a.addr, "--ca-pin", &a.pin])
+            .args([
+                "--token",
+                &node_token(&a),
+                "--nodename",
+                "node1",
+                "--data-dir",
+            ])
+            .arg(&node_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    os_login();
+    let secret = a.add_user("alice", "access,auditor", OS_LOGIN);
+    assert!(a.login("alice", PASSWORD, &secret).status.success());
+    wait_for_node(&a, "node1");
+    let (key, cert, _) = key_paths(&a, "alice");
+    let out = Command::new("ssh")
+        .args(["-tt", "-p", &port.to_string(), "-i"])
+        .arg(&key)
+        .arg("-o")
+        .arg(format!("CertificateFile={}", cert.display()))
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            &format!("{OS_LOGIN}@127.0.0.1"),
+            "echo direct-$((40+2))",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(stdout(&out).contains("direct-42"), "{}", stderr(&out));
+    let rec = wait_recording(&a, "alice", Duration::from_secs(30));
+    assert_eq!(rec["node"], "node1", "{rec}");
+    let raw = a.ok(&[
+        "play",
+        rec["session_id"].as_str().unwrap(),
+        "--format",
+        "raw",
+    ]);
+    assert!(raw.contains("direct-42"), "{raw}");
+}
