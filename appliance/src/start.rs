@@ -294,7 +294,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
             .with_hello_timeout(cfg.proxy_service.tunnel_hello_timeout.0),
     );
     let _ = metrics.tunnels.set(registry.clone());
-    registry.on_refused_announcement(proxy::admission::audit_refused_announcements(auth.clone()));
+    registry.on_refused_announcement(proxy::admission::audit_refused_announcements(&auth));
     if run_proxy {
         tasks.spawn(proxy::admission::sweep_agents(
             auth.clone(),

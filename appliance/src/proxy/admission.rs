@@ -246,9 +246,12 @@ pub async fn sweep_agents(
 }
 
 /// Audits each announcement the registry refuses (a kind the agent's role does not serve, or
-/// a name another agent holds).
-pub fn audit_refused_announcements(auth: Arc<AuthServer>) -> super::tunnels::RefusedAnnouncement {
+/// a name another agent holds). The registry is reachable from Auth (through its metrics), so
+/// this holds Auth weakly: a cycle would keep the databases from closing at shutdown.
+pub fn audit_refused_announcements(auth: &Arc<AuthServer>) -> super::tunnels::RefusedAnnouncement {
+    let auth = Arc::downgrade(auth);
     Arc::new(move |host_id: &str, why: &str| {
+        let Some(auth) = auth.upgrade() else { return };
         auth.emit(
             auth.event(EventKind::AccessRefused, &format!("host {host_id}"))
                 .field("route", Route::Tunnel.name())

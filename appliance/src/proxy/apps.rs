@@ -81,7 +81,7 @@ pub async fn serve(
         return refuse(&mut client, session_id, e).await;
     }
     let what = format!("application {app_name:?}");
-    let agent = match dial_agent_bounded(
+    let (agent, agent_hold) = match dial_agent_bounded(
         &registry,
         &route.host_id,
         &what,
@@ -145,12 +145,12 @@ pub async fn serve(
             // plane a few hundred bytes rather than this connection's whole task.
             tokio::spawn(async move {
                 end(relay::finished(report).await);
-                drop((hold, watch));
+                drop((hold, agent_hold, watch));
             });
         }
         relay::Relaying::Here(client, agent) => {
             end(relay::relay_here(client, agent, idle).await);
-            drop(watch);
+            drop((agent_hold, watch));
         }
         relay::Relaying::Failed(e) => end(Err(e)),
     }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use hop_protocols::tunnel::{Dial, DialResult, Frame};
 
 use super::tunnels::{AgentStream, TunnelRegistry};
+use crate::dataplane::limits::ConnectionGuard;
 use crate::tunnel::FramedStream;
 
 /// Answers the user's Dial with a refusal and its reason.
@@ -38,7 +39,8 @@ pub async fn accept(client: &mut FramedStream<AgentStream>, session_id: [u8; 16]
 
 /// Takes a pooled data connection of agent `host_id` and asks it for `target`. `what` names the
 /// resource in errors (`application "echo"`, `node "web1"`). The connection then reads freely
-/// (it stays on the tokio relay).
+/// (it stays on the tokio relay). The guard is the connection's place in the limits: hold it for
+/// as long as the session uses the connection.
 pub async fn dial_agent(
     registry: &TunnelRegistry,
     host_id: &str,
@@ -46,11 +48,11 @@ pub async fn dial_agent(
     session_id: [u8; 16],
     target: &str,
     client_addr: SocketAddr,
-) -> Result<FramedStream<AgentStream>, String> {
-    let mut agent =
+) -> Result<(FramedStream<AgentStream>, ConnectionGuard), String> {
+    let (mut agent, hold) =
         dial_agent_bounded(registry, host_id, what, session_id, target, client_addr).await?;
     agent.get_mut().get_mut().0.unbound();
-    Ok(agent)
+    Ok((agent, hold))
 }
 
 /// [`dial_agent`], leaving the connection reading record by record so that the session can move
@@ -62,8 +64,8 @@ pub async fn dial_agent_bounded(
     session_id: [u8; 16],
     target: &str,
     client_addr: SocketAddr,
-) -> Result<FramedStream<AgentStream>, String> {
-    let Some(stream) = registry.take_data(host_id).await else {
+) -> Result<(FramedStream<AgentStream>, ConnectionGuard), String> {
+    let Some((stream, hold)) = registry.take_data(host_id).await else {
         return Err(format!(
             "{what}: its agent has no tunnel connection available; try again"
         ));
@@ -79,7 +81,7 @@ pub async fn dial_agent_bounded(
         Err(e) => Err(e),
     };
     match answer {
-        Ok(Frame::DialResult(r)) if r.ok => Ok(agent),
+        Ok(Frame::DialResult(r)) if r.ok => Ok((agent, hold)),
         Ok(Frame::DialResult(r)) => Err(format!(
             "{what}: {}",
             r.error.unwrap_or_else(|| "the agent refused".into())

@@ -170,13 +170,14 @@ pub async fn serve(
     }
     .to_target();
     let what = format!("session {}", req.session_id);
-    let agent = match dial_agent(&registry, &info.host_id, &what, sid, &target, remote).await {
-        Ok(a) => a,
-        Err(e) => {
-            event(Some(&info), Some(&e));
-            return refuse(&mut client, sid, e).await;
-        }
-    };
+    let (agent, _agent_hold) =
+        match dial_agent(&registry, &info.host_id, &what, sid, &target, remote).await {
+            Ok(a) => a,
+            Err(e) => {
+                event(Some(&info), Some(&e));
+                return refuse(&mut client, sid, e).await;
+            }
+        };
     event(Some(&info), None);
     if !accept(&mut client, sid).await {
         return;

@@ -302,7 +302,7 @@ impl russh::server::Handler for JumpHandler {
         let mut sid = [0u8; 16];
         rand::fill(&mut sid[..]);
         let what = format!("node {:?}", node.name);
-        let agent = match dial_agent(
+        let (agent, agent_hold) = match dial_agent(
             &jump.registry,
             &node.host_id,
             &what,
@@ -334,7 +334,7 @@ impl russh::server::Handler for JumpHandler {
             },
         );
         tokio::spawn(async move {
-            let _watch = watch;
+            let _held = (watch, agent_hold);
             let (a, pending) = agent.into_inner();
             let stream = channel.into_stream();
             if let Err(e) = crate::tunnel::relay(stream, Vec::new(), a, pending).await {

@@ -195,7 +195,7 @@ where
         db_names: Some(db_names(&admitted, &route, &db_user)),
     };
     let what = format!("database {service:?}");
-    let agent = match dial_agent(
+    let (agent, _agent_hold) = match dial_agent(
         &routes.registry,
         &route.host_id,
         &what,

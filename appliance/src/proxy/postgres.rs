@@ -260,7 +260,7 @@ pub async fn serve(
         db_names: None,
     };
     let what = format!("database {service:?}");
-    let agent = match dial_agent_bounded(
+    let (agent, _agent_hold) = match dial_agent_bounded(
         &routes.registry,
         &route.host_id,
         &what,

@@ -158,7 +158,9 @@ pub async fn serve(
     let proxy_records = matches!(mode.as_str(), "proxy" | "proxy-sync");
     if node.openssh || proxy_records {
         // The proxy terminates the session and records it: always for an agentless node, and
-        // for a node agent in the proxy recording modes.
+        // for a node agent in the proxy recording modes. A tunnel connection keeps its place in
+        // the limits for as long as the session uses it.
+        let mut upstream_hold = None;
         let upstream = if node.openssh {
             super::forward::Upstream::Tcp(node.addr.clone())
         } else {
@@ -173,7 +175,8 @@ pub async fn serve(
             )
             .await
             {
-                Ok(a) => {
+                Ok((a, hold)) => {
+                    upstream_hold = Some(hold);
                     let (s, pending) = a.into_inner();
                     super::forward::Upstream::Tunnel(crate::tunnel::Prefixed::new(s, pending))
                 }
@@ -201,10 +204,11 @@ pub async fn serve(
             require_recording: mode == "proxy-sync",
         };
         super::forward::serve(fwd, upstream, crate::tunnel::Prefixed::new(c, c_pending)).await;
+        drop(upstream_hold);
         return;
     }
     let what = format!("node {:?}", node.name);
-    let agent = match dial_agent_bounded(
+    let (agent, _agent_hold) = match dial_agent_bounded(
         &registry,
         &node.host_id,
         &what,

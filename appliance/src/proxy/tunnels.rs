@@ -344,14 +344,17 @@ impl TunnelRegistry {
     }
 
     /// Takes an idle data connection of `host_id`, waiting briefly for one if none is parked.
-    pub async fn take_data(&self, host_id: &str) -> Option<AgentStream> {
+    /// Takes one of `host_id`'s idle data connections (waiting a moment for one), with its
+    /// place in the connection limits: the session holds that place while it uses the
+    /// connection.
+    pub async fn take_data(&self, host_id: &str) -> Option<(AgentStream, ConnectionGuard)> {
         let deadline = tokio::time::Instant::now() + POOL_WAIT;
         loop {
             let notify = {
                 let mut pools = self.pools();
                 let pool = pools.entry(host_id.to_string()).or_default();
-                if let Some((s, _guard)) = pool.idle.pop_front() {
-                    return Some(s);
+                if let Some(taken) = pool.idle.pop_front() {
+                    return Some(taken);
                 }
                 pool.notify.clone()
             };

@@ -82,12 +82,19 @@ fn logins_and_admin_actions_are_searchable_exportable_and_verifiable() {
     assert!(a.stop().success());
     let path = a.data.join("audit.db");
     let mut bytes = std::fs::read(&path).unwrap();
+    // redb writes copy-on-write, so the event's bytes may be in the file more than once (an
+    // older page not yet reused): change every copy, as a tamperer would.
     let needle = b"\"name\":\"tamperxyz\"";
-    let at = bytes
+    let found: Vec<usize> = bytes
         .windows(needle.len())
-        .position(|w| w == needle)
-        .expect("event bytes in the file");
-    bytes[at + 9] = b'T';
+        .enumerate()
+        .filter(|(_, w)| *w == needle)
+        .map(|(i, _)| i)
+        .collect();
+    assert!(!found.is_empty(), "event bytes in the file");
+    for at in found {
+        bytes[at + 9] = b'T';
+    }
     std::fs::write(&path, &bytes).unwrap();
     a.restart();
     let out = a.hop(&["admin", "audit", "verify"]);

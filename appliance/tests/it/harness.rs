@@ -130,6 +130,8 @@ impl Appliance {
             let line = match rx.recv_timeout(left) {
                 Ok(l) => l,
                 Err(_) => {
+                    // The process may have just exited: give its last lines time to land.
+                    std::thread::sleep(Duration::from_millis(500));
                     let log = std::fs::read_to_string(self.dir.path().join("hop.log"))
                         .unwrap_or_default();
                     panic!("hop start did not print its banner in time; log:\n{log}");
