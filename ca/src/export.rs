@@ -9,13 +9,27 @@ use crate::authority::{CaKind, CaPublic};
 /// `TrustedUserCAKeys` file.
 #[must_use]
 pub fn export_trusted_user_ca_keys(cas: &[CaPublic]) -> String {
-    ssh_lines(cas, CaKind::User, "")
+    ssh_lines(cas, CaKind::User)
 }
 
-/// One `@cert-authority * ssh-ed25519 AAAA… comment` line per host CA, for `known_hosts`.
+/// One `@cert-authority *.CLUSTER ssh-ed25519 AAAA… comment` line per host CA, for
+/// `known_hosts`. The pattern is the CA's cluster's subdomain, where every host certificate it
+/// signs names its host (`NODE.CLUSTER`, `HOSTID.CLUSTER`, `proxy.CLUSTER`): a host CA is not
+/// trusted for hosts outside its cluster, as `*` would have it.
 #[must_use]
 pub fn export_known_hosts(cas: &[CaPublic]) -> String {
-    ssh_lines(cas, CaKind::Host, "@cert-authority * ")
+    let mut out = String::new();
+    for ca in cas.iter().filter(|ca| ca.kind == CaKind::Host) {
+        let Some(key) = ca.ssh_public.as_deref() else {
+            continue;
+        };
+        out.push_str(&format!(
+            "@cert-authority *.{} {}\n",
+            ca.cluster,
+            key.trim()
+        ));
+    }
+    out
 }
 
 /// The X.509 CA certificates of `cas` (every kind that has one), concatenated as PEM.
@@ -29,16 +43,48 @@ pub fn export_pem(cas: &[CaPublic]) -> String {
     out
 }
 
-fn ssh_lines(cas: &[CaPublic], kind: CaKind, prefix: &str) -> String {
+fn ssh_lines(cas: &[CaPublic], kind: CaKind) -> String {
     let mut out = String::new();
     for line in cas
         .iter()
         .filter(|ca| ca.kind == kind)
         .filter_map(|ca| ca.ssh_public.as_deref())
     {
-        out.push_str(prefix);
         out.push_str(line.trim());
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ca(kind: CaKind, cluster: &str, key: &str) -> CaPublic {
+        CaPublic {
+            kind,
+            cluster: cluster.into(),
+            ssh_public: Some(format!("{key}\n")),
+            x509_cert_pem: None,
+            jwt_public_pem: None,
+            ssh_fingerprint: None,
+            x509_spki_sha256: None,
+        }
+    }
+
+    #[test]
+    fn known_hosts_trusts_a_host_ca_for_its_own_cluster_only() {
+        let cas = [
+            ca(CaKind::User, "c.example", "ssh-ed25519 USER user-ca"),
+            ca(CaKind::Host, "c.example", "ssh-ed25519 HOST host-ca"),
+        ];
+        assert_eq!(
+            export_known_hosts(&cas),
+            "@cert-authority *.c.example ssh-ed25519 HOST host-ca\n"
+        );
+        assert_eq!(
+            export_trusted_user_ca_keys(&cas),
+            "ssh-ed25519 USER user-ca\n"
+        );
+    }
 }

@@ -24,4 +24,4 @@ pub use identity::{HostRole, Identity, RouteToDatabase};
 pub use issued::{ssh_issued_at, x509_issued_at};
 pub use keys::{SshKeyPair, X509KeyPair, generate_ssh_keypair, generate_x509_keypair};
 pub use ssh::{NO_LOGIN_PRINCIPAL, verify_host_ssh, verify_user_ssh};
-pub use x509::{ca_pin, parse_pem_certs, verify_host_x509, verify_user_x509};
+pub use x509::{ca_pin, host_role_x509, parse_pem_certs, verify_host_x509, verify_user_x509};

@@ -388,6 +388,28 @@ pub fn verify_host_x509(
     Ok((host_id, role, not_after(&cert)))
 }
 
+/// The [`HostRole`] a certificate claims in its [`HOP_HOST_ROLE_OID`] extension, read without
+/// any verification (the caller verifies the chain): `None` when it has no such extension, as
+/// certificates from other CAs (an operator's, a public CA's) do. The host CA puts the extension in
+/// every X.509 certificate it issues ([`CertAuthority::issue_host_x509`] is its only issuance), so
+/// a certificate without it did not come from a host CA.
+///
+/// # Errors
+/// [`CaError::MalformedCertificate`] if `cert_der` does not parse; [`CaError::MalformedIdentity`]
+/// if the extension is there but names no role.
+pub fn host_role_x509(cert_der: &[u8]) -> Result<Option<HostRole>, CaError> {
+    let cert = parse_cert(cert_der)?;
+    let Some(value) = extension(&cert, HOP_HOST_ROLE_OID) else {
+        return Ok(None);
+    };
+    parse_der_utf8(value)
+        .and_then(|s| s.parse::<HostRole>().ok())
+        .map(Some)
+        .ok_or_else(|| CaError::MalformedIdentity {
+            reason: "host role extension does not name a role".into(),
+        })
+}
+
 /// Chain, validity and EKU checks shared by the verifiers; returns the parsed leaf.
 fn verify_leaf<'a>(
     cert_der: &'a [u8],

@@ -52,7 +52,8 @@ impl AgentIdentity {
         UNIX_EPOCH + Duration::from_secs(u64::try_from(self.meta.expires_unix).unwrap_or(0))
     }
 
-    /// Trust for dialing the proxy: its certificate must chain to the cluster's host CA.
+    /// Trust for dialing the proxy: its certificate must chain to the cluster's host CA (and,
+    /// as `client_config` checks for every proxy connection, carry the proxy role).
     pub fn trust(&self) -> Trust {
         Trust::CaPem(self.host_ca_pem.clone())
     }

@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tonic::transport::{Channel, Endpoint};
 
-use super::trust::{ClientCert, Trust, client_config};
+use super::trust::{ClientCert, Trust, client_config, not_the_proxy};
 
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -76,6 +76,11 @@ pub async fn dial_tls(
             format!("TLS handshake with {host}:{port} timed out"),
         )
     })?
+    .map_err(|e| match not_the_proxy(&e) {
+        // In its own words, not as rustls's "invalid peer certificate: Other(…)".
+        Some(why) => Error::new(ErrorKind::PermissionDenied, why.to_string()),
+        None => e,
+    })
 }
 
 /// [`dial_tls`] to a proxy address (`host:port`).

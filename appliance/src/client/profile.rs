@@ -10,7 +10,7 @@
 //! $HOP_HOME/keys/<proxy>/<user>-tls.key      X.509 private key (PKCS#8 PEM)
 //! $HOP_HOME/keys/<proxy>/<user>-tls.crt      X.509 certificate
 //! $HOP_HOME/keys/<proxy>/cas.pem             the cluster's user and host CA certificates
-//! $HOP_HOME/keys/<proxy>/known_hosts         @cert-authority line for the host CA
+//! $HOP_HOME/keys/<proxy>/known_hosts         @cert-authority *.CLUSTER line for the host CA
 //! ```
 //! This module owns those paths and writes files atomically with their final permissions.
 

@@ -241,11 +241,14 @@ pub fn config() -> anyhow::Result<()> {
         println!("    StrictHostKeyChecking yes");
     };
     // The proxy itself, as a jump host: ssh -J proxy.CLUSTER LOGIN@NODE.CLUSTER (before the
-    // wildcard block, so that its ProxyCommand does not apply to the proxy).
+    // wildcard block, so that its ProxyCommand does not apply to the proxy). Its host key is
+    // checked under the name `proxy.CLUSTER`, which its certificate lists and the known_hosts
+    // `@cert-authority *.CLUSTER` line covers, not under the address it is dialed at.
     let (proxy_host, proxy_port) = super::connect::split_host_port(&login.profile.proxy)?;
     println!("Host proxy.{}", f.cluster);
     println!("    HostName {proxy_host}");
     println!("    Port {proxy_port}");
+    println!("    HostKeyAlias proxy.{}", f.cluster);
     println!("    ProxyCommand none");
     common();
     println!("Host *.{}", f.cluster);

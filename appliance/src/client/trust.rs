@@ -5,10 +5,17 @@
 //! or the system's roots; plus `--insecure`, which trusts anything and says so. Pinning checks
 //! that the chain the proxy presents contains a CA with the pinned key and that the proxy's
 //! certificate is validly signed by that CA for the name being dialed.
+//!
+//! It also owns the rule that the server at the proxy's address is the proxy: a certificate from
+//! the cluster's host CA must carry the `proxy` role (`hop_ca::HostRole`), so that an agent's
+//! certificate (node, app, db), which chains to the same CA, cannot stand in for the proxy before
+//! `hop` clients or other agents. Certificates from other CAs (an operator's, a public CA's) carry
+//! no role and are verified as before.
 
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail};
+use hop_ca::HostRole;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -124,6 +131,103 @@ impl ServerCertVerifier for CustomVerifier {
     }
 }
 
+/// Why a server is refused as the proxy although its certificate may chain to a trusted CA.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NotTheProxy {
+    /// An agent's host certificate (node, app, db, kube, desktop).
+    #[error(
+        "the server presented an agent's certificate (role {0}), not the proxy's: this is not the cluster's proxy"
+    )]
+    Agent(HostRole),
+    /// The host certificate of a cluster service that is not the proxy (auth).
+    #[error(
+        "the server presented a certificate for the cluster's {0} service, not the proxy's: this is not the cluster's proxy"
+    )]
+    OtherService(HostRole),
+    /// A Hop host role extension that does not name a role, or a certificate that does not parse.
+    #[error(
+        "the server's certificate does not say which host it is ({0}): this is not the cluster's proxy"
+    )]
+    Unreadable(String),
+}
+
+/// Accepts `end_entity` as the proxy's certificate unless it is a host certificate of another
+/// role. A certificate without Hop's host role extension did not come from a host CA (see
+/// `hop_ca::host_role_x509`): an operator's certificate, left to the chain checks.
+pub fn check_proxy_role(end_entity: &[u8]) -> Result<(), NotTheProxy> {
+    match hop_ca::host_role_x509(end_entity) {
+        Ok(None | Some(HostRole::Proxy)) => Ok(()),
+        Ok(Some(role @ HostRole::Auth)) => Err(NotTheProxy::OtherService(role)),
+        Ok(Some(role)) => Err(NotTheProxy::Agent(role)),
+        Err(e) => Err(NotTheProxy::Unreadable(e.to_string())),
+    }
+}
+
+/// The [`NotTheProxy`] a failed TLS handshake carries, if that is why it failed.
+pub fn not_the_proxy(e: &std::io::Error) -> Option<&NotTheProxy> {
+    match e.get_ref()?.downcast_ref::<TlsError>()? {
+        TlsError::InvalidCertificate(rustls::CertificateError::Other(o)) => o.0.downcast_ref(),
+        _ => None,
+    }
+}
+
+/// Wraps the verifier of a connection to the proxy with [`check_proxy_role`]. The role is checked
+/// first, so that an agent's certificate is named as such even where it also fails the name check
+/// (agents' certificates do not name the proxy's address); then the chain, as `inner` decides.
+#[derive(Debug)]
+struct ProxyOnly {
+    inner: Arc<dyn ServerCertVerifier>,
+}
+
+impl ServerCertVerifier for ProxyOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, TlsError> {
+        check_proxy_role(end_entity.as_ref()).map_err(|e| {
+            TlsError::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
+                Arc::new(e),
+            )))
+        })?;
+        self.inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, TlsError> {
+        self.inner.verify_tls12_signature(m, c, d)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, TlsError> {
+        self.inner.verify_tls13_signature(m, c, d)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+
+    fn requires_raw_public_keys(&self) -> bool {
+        self.inner.requires_raw_public_keys()
+    }
+
+    fn root_hint_subjects(&self) -> Option<&[rustls::DistinguishedName]> {
+        self.inner.root_hint_subjects()
+    }
+}
+
 /// A client certificate for mutual TLS (PEM chain and PKCS#8 key).
 #[derive(Debug, Clone)]
 pub struct ClientCert {
@@ -131,17 +235,41 @@ pub struct ClientCert {
     pub key_pem: String,
 }
 
-/// The rustls client configuration for talking to a proxy.
+/// The rustls client configuration for talking to a proxy (as a user's client or as an agent):
+/// besides the chain `trust` checks, a host certificate must be the proxy's ([`check_proxy_role`]).
+/// `--insecure` checks neither.
 pub fn client_config(
     trust: &Trust,
     client_cert: Option<&ClientCert>,
     alpn: &[u8],
 ) -> anyhow::Result<rustls::ClientConfig> {
+    build(proxy_verifier(trust)?, client_cert, alpn)
+}
+
+/// The verifier of connections to the proxy: `trust`'s chain check after [`check_proxy_role`].
+fn proxy_verifier(trust: &Trust) -> anyhow::Result<Arc<dyn ServerCertVerifier>> {
+    Ok(match trust {
+        Trust::Insecure => verifier(trust)?,
+        _ => Arc::new(ProxyOnly {
+            inner: verifier(trust)?,
+        }),
+    })
+}
+
+/// The rustls client configuration for a server that is not the proxy (a database the db agent
+/// logs in to): the chain `trust` checks, and nothing about Hop roles.
+pub fn server_client_config(
+    trust: &Trust,
+    client_cert: Option<&ClientCert>,
+    alpn: &[u8],
+) -> anyhow::Result<rustls::ClientConfig> {
+    build(verifier(trust)?, client_cert, alpn)
+}
+
+/// The chain check `trust` asks for.
+fn verifier(trust: &Trust) -> anyhow::Result<Arc<dyn ServerCertVerifier>> {
     let provider = provider();
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| anyhow!("TLS versions: {e}"))?;
-    let verifier: Arc<dyn ServerCertVerifier> = match trust {
+    Ok(match trust {
         Trust::Pin(pin) => Arc::new(CustomVerifier {
             check: CustomCheck::Pin(normalize_pin(pin)?),
             provider: provider.clone(),
@@ -172,7 +300,17 @@ pub fn client_config(
             WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()?
         }
-    };
+    })
+}
+
+fn build(
+    verifier: Arc<dyn ServerCertVerifier>,
+    client_cert: Option<&ClientCert>,
+    alpn: &[u8],
+) -> anyhow::Result<rustls::ClientConfig> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| anyhow!("TLS versions: {e}"))?;
     let builder = builder
         .dangerous()
         .with_custom_certificate_verifier(verifier);
@@ -186,4 +324,161 @@ pub fn client_config(
         cfg.alpn_protocols = vec![alpn.to_vec()];
     }
     Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hop_ca::{CaKind, CertAuthority, generate_x509_keypair, parse_pem_certs};
+    use std::time::{Duration, SystemTime};
+
+    const NAME: &str = "proxy.test";
+
+    struct Cluster {
+        ca: CertAuthority,
+        ca_pem: String,
+        ca_der: CertificateDer<'static>,
+    }
+
+    impl Cluster {
+        fn new() -> Self {
+            let ca =
+                CertAuthority::generate(CaKind::Host, "c", SystemTime::now(), &mut rand::rng())
+                    .unwrap();
+            let ca_pem = ca.public().x509_cert_pem.unwrap();
+            let ca_der = der(&ca_pem);
+            Self { ca, ca_pem, ca_der }
+        }
+
+        /// A host certificate of `role` for [`NAME`], as the host CA issues to the proxy and
+        /// to agents.
+        fn host_cert(&self, role: HostRole) -> CertificateDer<'static> {
+            let mut rng = rand::rng();
+            let key = generate_x509_keypair(&mut rng).unwrap();
+            der(&self
+                .ca
+                .issue_host_x509(
+                    &key.public_spki_der,
+                    "host-1",
+                    role,
+                    &[NAME.to_string()],
+                    SystemTime::now(),
+                    Duration::from_secs(3600),
+                    &mut rng,
+                )
+                .unwrap())
+        }
+
+        fn pin(&self) -> Trust {
+            Trust::Pin(hop_ca::ca_pin(self.ca_der.as_ref()).unwrap())
+        }
+    }
+
+    fn der(pem: &str) -> CertificateDer<'static> {
+        CertificateDer::from(parse_pem_certs(pem).unwrap().remove(0))
+    }
+
+    /// What the proxy verifier of `trust` says of `leaf` presented with `chain`.
+    fn verify(
+        trust: &Trust,
+        leaf: &CertificateDer<'static>,
+        chain: &[CertificateDer<'static>],
+    ) -> Result<(), String> {
+        let name = ServerName::try_from(NAME).unwrap();
+        proxy_verifier(trust)
+            .unwrap()
+            .verify_server_cert(leaf, chain, &name, &[], UnixTime::now())
+            .map(|_| ())
+            .map_err(|e| match &e {
+                TlsError::InvalidCertificate(rustls::CertificateError::Other(o)) => o.to_string(),
+                _ => e.to_string(),
+            })
+    }
+
+    #[test]
+    fn the_proxy_certificate_is_accepted_pinned_or_saved() {
+        let c = Cluster::new();
+        let proxy = c.host_cert(HostRole::Proxy);
+        let chain = [c.ca_der.clone()];
+        verify(&c.pin(), &proxy, &chain).unwrap();
+        verify(&Trust::CaPem(c.ca_pem.clone()), &proxy, &chain).unwrap();
+        verify(&Trust::CaPem(c.ca_pem.clone()), &proxy, &[]).unwrap();
+    }
+
+    #[test]
+    fn agents_certificates_from_the_same_ca_are_refused_with_their_role() {
+        let c = Cluster::new();
+        let chain = [c.ca_der.clone()];
+        for role in [HostRole::Node, HostRole::App, HostRole::Db] {
+            let agent = c.host_cert(role);
+            for trust in [c.pin(), Trust::CaPem(c.ca_pem.clone())] {
+                let e = verify(&trust, &agent, &chain).unwrap_err();
+                assert!(
+                    e.contains(&format!(
+                        "the server presented an agent's certificate (role {role}), not the \
+                         proxy's: this is not the cluster's proxy"
+                    )),
+                    "{trust:?}: {e}"
+                );
+            }
+        }
+        let auth = c.host_cert(HostRole::Auth);
+        let e = verify(&c.pin(), &auth, &chain).unwrap_err();
+        assert!(e.contains("cluster's auth service, not the proxy's"), "{e}");
+        // --insecure checks nothing, as before.
+        verify(&Trust::Insecure, &c.host_cert(HostRole::Node), &[]).unwrap();
+    }
+
+    #[test]
+    fn an_operator_certificate_goes_the_old_path() {
+        let c = Cluster::new();
+        let ck = rcgen::generate_simple_self_signed(vec![NAME.to_string()]).unwrap();
+        let operator = ck.cert.der().clone();
+        let operator_pem = ck.cert.pem();
+        assert_eq!(check_proxy_role(operator.as_ref()), Ok(()));
+        // Trusted where its CA is.
+        verify(&Trust::CaPem(operator_pem.clone()), &operator, &[]).unwrap();
+        verify(
+            &Trust::Pin(hop_ca::ca_pin(operator.as_ref()).unwrap()),
+            &operator,
+            std::slice::from_ref(&operator),
+        )
+        .unwrap();
+        // Refused where it is not, with the chain check's own words.
+        let e = verify(&c.pin(), &operator, &[]).unwrap_err();
+        assert!(e.contains("no CA matching the pin"), "{e}");
+        let e = verify(&Trust::CaPem(c.ca_pem.clone()), &operator, &[]).unwrap_err();
+        assert!(e.contains("UnknownIssuer"), "{e}");
+    }
+
+    #[test]
+    fn other_servers_are_not_held_to_the_proxy_role() {
+        let c = Cluster::new();
+        let node = c.host_cert(HostRole::Node);
+        let name = ServerName::try_from(NAME).unwrap();
+        verifier(&Trust::CaPem(c.ca_pem.clone()))
+            .unwrap()
+            .verify_server_cert(&node, &[], &name, &[], UnixTime::now())
+            .unwrap();
+        server_client_config(&Trust::CaPem(c.ca_pem.clone()), None, b"").unwrap();
+    }
+
+    #[test]
+    fn a_role_extension_that_names_no_role_is_refused() {
+        let mut params = rcgen::CertificateParams::new(vec![NAME.to_string()]).unwrap();
+        params
+            .custom_extensions
+            .push(rcgen::CustomExtension::from_oid_content(
+                hop_ca::HOP_HOST_ROLE_OID,
+                vec![0x0c, 4, b'r', b'o', b'o', b't'],
+            ));
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let e = check_proxy_role(cert.der().as_ref()).unwrap_err();
+        assert!(matches!(e, NotTheProxy::Unreadable(_)), "{e}");
+        assert!(matches!(
+            check_proxy_role(b"not a certificate"),
+            Err(NotTheProxy::Unreadable(_))
+        ));
+    }
 }

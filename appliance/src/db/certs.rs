@@ -15,7 +15,7 @@ use anyhow::{Context, anyhow};
 use super::DbSpec;
 use crate::auth::proto::SignDatabaseUserRequest;
 use crate::auth::proto::database_access_client::DatabaseAccessClient;
-use crate::client::trust::{ClientCert, Trust, client_config};
+use crate::client::trust::{ClientCert, Trust, server_client_config};
 use crate::node::audit::ChannelMaker;
 
 /// A configuration stays cached this long at most: the certificates live an hour.
@@ -71,7 +71,7 @@ impl ClientCerts {
             })?),
             None => Trust::System,
         };
-        let cfg = Arc::new(client_config(
+        let cfg = Arc::new(server_client_config(
             &trust,
             Some(&ClientCert {
                 chain_pem: cert.tls_certificate_pem,

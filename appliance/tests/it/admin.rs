@@ -187,7 +187,7 @@ fn exported_user_ca_is_a_working_sshd_trusted_user_ca_keys_file() {
     assert!(user_ca.starts_with("ssh-ed25519 "), "{user_ca}");
     let host_ca = a.ok(&["admin", "auth", "export", "--type", "host"]);
     assert!(
-        host_ca.starts_with("@cert-authority * ssh-ed25519 "),
+        host_ca.starts_with("@cert-authority *.test.cluster ssh-ed25519 "),
         "{host_ca}"
     );
     let db_ca = a.ok(&["admin", "auth", "export", "--type", "db"]);

@@ -1,11 +1,16 @@
-//! An operator-supplied proxy certificate, replaced on disk and reloaded on SIGHUP, as the real
-//! `openssl s_client` sees it.
+//! The proxy's certificate: an operator-supplied one, replaced on disk and reloaded on SIGHUP, as
+//! the real `openssl s_client` sees it; and a relay that presents an agent's certificate from the
+//! same host CA in the proxy's place, which `hop` clients and agents refuse.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::harness::*;
+use crate::ssh::{Killed, node_token, start_node};
+
+const NOT_THE_PROXY: &str = "the server presented an agent's certificate (role node), not the \
+                             proxy's: this is not the cluster's proxy";
 
 fn make_cert(dir: &Path, name: &str) {
     let key = dir.join(format!("{name}.key"));
@@ -102,4 +107,148 @@ fn operator_certificate_files_reload_on_sighup() {
         "{}",
         a.log()
     );
+}
+
+/// Waits for a file an agent writes once it has joined.
+fn wait_path(path: &Path, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !path.exists() {
+        assert!(Instant::now() < deadline, "no {what} at {}", path.display());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `openssl s_server` on a free loopback port with `cert` (followed by `chain`) and `key`,
+/// writing what it receives to `received`; returns it once it accepts connections.
+fn relay(cert: &Path, chain: &Path, key: &Path, received: &Path) -> (Killed, String) {
+    let port = free_port();
+    let child = Command::new("openssl")
+        .args([
+            "s_server",
+            "-quiet",
+            "-alpn",
+            "hop-auth,hop-join",
+            "-accept",
+        ])
+        .arg(port.to_string())
+        .arg("-cert")
+        .arg(cert)
+        .arg("-cert_chain")
+        .arg(chain)
+        .arg("-key")
+        .arg(key)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(std::fs::File::create(received).unwrap()))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let relay = Killed(child);
+    let addr = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "openssl s_server did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (relay, addr)
+}
+
+#[test]
+fn login_through_a_relay_presenting_an_agents_certificate_fails_clearly() {
+    let a = Appliance::start("");
+    let node_dir = a.dir.path().join("node1");
+    let _node = start_node(&a, &node_dir, &node_token(&a), "node1", "env=dev");
+    let agent: PathBuf = node_dir.join("agent");
+    wait_path(&agent.join("identity.json"), "agent identity");
+    let secret = a.add_user("alice", "access", "nobody");
+
+    // The node agent's own certificate, from the cluster's host CA, and its key: all a
+    // compromised agent has.
+    let received = a.dir.path().join("relay-received");
+    let (_relay, relay_addr) = relay(
+        &agent.join("host.crt"),
+        &agent.join("host_ca.pem"),
+        &agent.join("host.key"),
+        &received,
+    );
+    let out = a.hop_stdin(
+        &[
+            "login",
+            "--proxy",
+            &relay_addr,
+            "--ca-pin",
+            &a.pin,
+            "--user",
+            "alice",
+            "--password-stdin",
+            "--otp",
+            &totp(&secret, 30),
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(!out.status.success(), "login through an agent succeeded");
+    assert!(stderr(&out).contains(NOT_THE_PROXY), "{}", stderr(&out));
+    // Refused in the handshake: no credential reached the relay, nothing was saved.
+    let got = std::fs::read_to_string(&received).unwrap_or_default();
+    assert!(!got.contains(PASSWORD), "the password reached the relay");
+    assert!(!a.home.join("keys").join(&relay_addr).exists());
+
+    // The same relay cannot pose as the proxy to an agent joining the cluster either.
+    let token_file = a.dir.path().join("node2.token");
+    std::fs::write(&token_file, format!("{}\n", node_token(&a))).unwrap();
+    let node2_log = a.dir.path().join("node2.log");
+    let mut node2 = Command::new(HOP)
+        .args([
+            "start",
+            "--roles",
+            "node",
+            "--proxy",
+            &relay_addr,
+            "--ca-pin",
+        ])
+        .arg(&a.pin)
+        .arg("--token-file")
+        .arg(&token_file)
+        .args(["--nodename", "node2", "--data-dir"])
+        .arg(a.dir.path().join("node2"))
+        .env("HOP_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&node2_log).unwrap()))
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let exited = node2.try_wait().unwrap().is_some();
+        let log = std::fs::read_to_string(&node2_log).unwrap_or_default();
+        if log.contains(NOT_THE_PROXY) {
+            break;
+        }
+        if exited || Instant::now() > deadline {
+            panic!("the agent did not refuse the relay clearly:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = node2.kill();
+    let _ = node2.wait();
+    assert!(!a.dir.path().join("node2/agent/identity.json").exists());
+
+    // The real proxy, with its proxy certificate, is accepted; the known_hosts saved at login
+    // trusts the host CA for the cluster's names only.
+    let out = a.login("alice", PASSWORD, &secret);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let known_hosts = a.home.join("keys").join(&a.addr).join("known_hosts");
+    let text = std::fs::read_to_string(&known_hosts).unwrap();
+    assert!(
+        text.starts_with("@cert-authority *.test.cluster ssh-ed25519 "),
+        "{text}"
+    );
+    let lookup = |host: &str| {
+        let out = Command::new("ssh-keygen")
+            .args(["-F", host, "-f"])
+            .arg(&known_hosts)
+            .output()
+            .unwrap();
+        stdout(&out).contains("@cert-authority")
+    };
+    assert!(lookup("node1.test.cluster") && lookup("proxy.test.cluster"));
+    assert!(!lookup("127.0.0.1") && !lookup("node1.example.com"));
 }

@@ -181,20 +181,30 @@ fn ssh_keygen_reads_private_keys_and_exports() {
         );
     }
 
-    // known_hosts: @cert-authority lines for the host CAs, read by ssh-keygen -F.
+    // known_hosts: @cert-authority lines for the host CAs, for the cluster's hosts only, read by
+    // ssh-keygen -F.
     let known = export_known_hosts(&publics);
     assert_eq!(known.lines().count(), 2);
     assert!(
         known
             .lines()
-            .all(|l| l.starts_with("@cert-authority * ssh-ed25519 AAAA"))
+            .all(|l| l.starts_with("@cert-authority *.hop.example.com ssh-ed25519 AAAA"))
     );
     let known_path = write(dir.path(), "known_hosts", &known);
-    let out = run(
-        "ssh-keygen",
-        &["-F", "node-1.example.com", "-f", p(&known_path)],
-    );
-    assert!(out.contains("@cert-authority"), "{out}");
+    for host in ["node-1.hop.example.com", "proxy.hop.example.com"] {
+        let out = run("ssh-keygen", &["-F", host, "-f", p(&known_path)]);
+        assert!(out.contains("@cert-authority"), "{host}: {out}");
+    }
+    for host in ["node-1.example.com", "hop.example.com", "127.0.0.1"] {
+        let out = Command::new("ssh-keygen")
+            .args(["-F", host, "-f", p(&known_path)])
+            .output()
+            .unwrap();
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("@cert-authority"),
+            "{host} must not match {known}"
+        );
+    }
 }
 
 #[test]

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use hop_ca::{
     CaError, CaKind, CertAuthority, HOP_IDENTITY_OID, HostRole, Identity, ca_pin,
-    generate_x509_keypair, parse_pem_certs, verify_host_x509, verify_user_x509,
+    generate_x509_keypair, host_role_x509, parse_pem_certs, verify_host_x509, verify_user_x509,
 };
 use x509_parser::prelude::*;
 
@@ -156,6 +156,40 @@ fn host_cert_round_trip_and_not_a_user_cert() {
         .issue_user_x509(&key.public_spki_der, &alice(), now(), HOUR, &mut rng)
         .unwrap();
     assert!(verify_host_x509(&self::der(&user), &trusted, now()).is_err());
+}
+
+#[test]
+fn every_host_certificate_names_its_role_and_other_certificates_none() {
+    let cas = Cas::generate("c", 1);
+    let mut rng = rng(8);
+    let key = generate_x509_keypair(&mut rng).unwrap();
+    for role in HostRole::ALL {
+        let pem = cas
+            .host
+            .issue_host_x509(&key.public_spki_der, "h", role, &[], now(), HOUR, &mut rng)
+            .unwrap();
+        assert_eq!(host_role_x509(&der(&pem)).unwrap(), Some(role));
+    }
+    let user = cas
+        .user
+        .issue_user_x509(&key.public_spki_der, &alice(), now(), HOUR, &mut rng)
+        .unwrap();
+    assert_eq!(host_role_x509(&der(&user)).unwrap(), None);
+    let db = cas
+        .db
+        .issue_db_server_x509(
+            &key.public_spki_der,
+            &["db.example.com".to_owned()],
+            now(),
+            HOUR,
+            &mut rng,
+        )
+        .unwrap();
+    assert_eq!(host_role_x509(&der(&db)).unwrap(), None);
+    assert!(matches!(
+        host_role_x509(b"junk"),
+        Err(CaError::MalformedCertificate { .. })
+    ));
 }
 
 #[test]
