@@ -673,10 +673,14 @@ fn agents_cannot_lie_and_a_locked_agent_is_cut_off() {
         ended.contains(&node_id) && ended.contains("\"locked\""),
         "{ended}"
     );
-    // It stays out: its reconnections are refused at the tunnel.
+    // It stays out: its reconnections are refused at the tunnel, and its calls to the Auth API
+    // (access data, events, certificate renewal) are refused too.
     std::thread::sleep(Duration::from_secs(2));
     let inventory = c.a.ok(&["admin", "inventory", "ls", "--format", "json"]);
     assert!(!inventory.contains(&node_id), "{inventory}");
+    crate::ssh::wait_event(&c.a, "access.refused", |e| {
+        e["route"] == "agent_api" && e["user"] == format!("host {node_id}").as_str()
+    });
     // `hop admin rm node/HOSTID` voids an agent the same way.
     let app_id = agent_id(&c.a, "app");
     c.a.ok(&["admin", "rm", &format!("node/{app_id}")]);
