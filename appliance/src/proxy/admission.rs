@@ -32,6 +32,23 @@ pub struct UserCert {
 }
 
 impl UserCert {
+    /// The user certificate `caller` presented, if it presented one.
+    pub fn of(caller: crate::auth::caller::Caller) -> Option<Self> {
+        match caller {
+            crate::auth::caller::Caller::User {
+                identity,
+                issued_at,
+                expires,
+                ..
+            } => Some(Self {
+                identity: *identity,
+                issued_at,
+                expires,
+            }),
+            _ => None,
+        }
+    }
+
     fn presented<'a>(&'a self, login: Option<&'a str>) -> Presented<'a> {
         Presented {
             identity: &self.identity,
@@ -146,6 +163,17 @@ pub fn dup_socket(sock: &impl std::os::fd::AsFd) -> Option<socket2::Socket> {
 /// A duplicate of the TCP socket under a TLS connection the proxy terminated.
 pub fn dup_stream(stream: &super::tunnels::AgentStream) -> Option<socket2::Socket> {
     dup_socket(stream.get_ref().0.get_ref())
+}
+
+/// Duplicates of both legs of a relayed session (client and agent), for [`Live::sockets`].
+pub fn both_legs(
+    client: &super::tunnels::AgentStream,
+    agent: &super::tunnels::AgentStream,
+) -> Vec<socket2::Socket> {
+    [dup_stream(client), dup_stream(agent)]
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// Adds admission to every request of the web and gRPC API made with a user certificate

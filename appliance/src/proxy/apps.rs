@@ -12,7 +12,7 @@ use std::time::Duration;
 use hop_admission::Route;
 use hop_protocols::tunnel::Frame;
 
-use super::admission::{Live, LiveWatch, UserCert, admit, dup_stream};
+use super::admission::{Live, LiveWatch, UserCert, admit, both_legs};
 use super::dial::{accept, dial_agent_bounded, refuse};
 use super::tunnels::{AgentStream, TunnelRegistry};
 use crate::auth::AuthServer;
@@ -110,10 +110,7 @@ pub async fn serve(
     let watch = LiveWatch::start(
         auth.clone(),
         Live {
-            sockets: [dup_stream(client.get_ref()), dup_stream(agent.get_ref())]
-                .into_iter()
-                .flatten()
-                .collect(),
+            sockets: both_legs(client.get_ref(), agent.get_ref()),
             login: None,
             route: Route::App,
             remote,

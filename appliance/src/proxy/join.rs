@@ -16,7 +16,7 @@ use hop_admission::Route;
 use hop_protocols::tunnel::Frame;
 use serde::Deserialize;
 
-use super::admission::{Live, LiveWatch, UserCert, admit, dup_stream};
+use super::admission::{Live, LiveWatch, UserCert, admit, both_legs};
 use super::dial::{accept, dial_agent, refuse};
 use super::tunnels::{AgentStream, TunnelRegistry};
 use crate::auth::AuthServer;
@@ -185,10 +185,7 @@ pub async fn serve(
     let _watch = LiveWatch::start(
         auth.clone(),
         Live {
-            sockets: [dup_stream(client.get_ref()), dup_stream(agent.get_ref())]
-                .into_iter()
-                .flatten()
-                .collect(),
+            sockets: both_legs(client.get_ref(), agent.get_ref()),
             login: None,
             route: Route::Join,
             remote,

@@ -309,19 +309,9 @@ async fn route(
             metrics.connections_active.dec();
             return;
         }
-        (
-            Some(p),
-            Caller::User {
-                identity,
-                issued_at,
-                expires,
-                ..
-            },
-        ) if p == ALPN_TCP => {
-            let cert = crate::proxy::admission::UserCert {
-                identity: *identity,
-                issued_at,
-                expires,
+        (Some(p), caller @ Caller::User { .. }) if p == ALPN_TCP => {
+            let Some(cert) = crate::proxy::admission::UserCert::of(caller) else {
+                return;
             };
             let hold = ConnectionHold {
                 _guard: guard,
@@ -339,19 +329,9 @@ async fn route(
             .await;
             return;
         }
-        (
-            Some(p),
-            Caller::User {
-                identity,
-                issued_at,
-                expires,
-                ..
-            },
-        ) if p == ALPN_JOIN => {
-            let cert = crate::proxy::admission::UserCert {
-                identity: *identity,
-                issued_at,
-                expires,
+        (Some(p), caller @ Caller::User { .. }) if p == ALPN_JOIN => {
+            let Some(cert) = crate::proxy::admission::UserCert::of(caller) else {
+                return;
             };
             crate::proxy::join::serve(
                 tls,
@@ -363,19 +343,9 @@ async fn route(
             )
             .await;
         }
-        (
-            Some(p),
-            Caller::User {
-                identity,
-                issued_at,
-                expires,
-                ..
-            },
-        ) if p == ALPN_SSH => {
-            let cert = crate::proxy::admission::UserCert {
-                identity: *identity,
-                issued_at,
-                expires,
+        (Some(p), caller @ Caller::User { .. }) if p == ALPN_SSH => {
+            let Some(cert) = crate::proxy::admission::UserCert::of(caller) else {
+                return;
             };
             crate::proxy::ssh::serve(
                 tls,

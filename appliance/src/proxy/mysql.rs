@@ -121,18 +121,9 @@ where
         .database
         .map(|d| String::from_utf8_lossy(d).into_owned())
         .unwrap_or_default();
-    let cert = match caller {
-        Caller::User {
-            identity,
-            issued_at,
-            expires,
-            ..
-        } => UserCert {
-            identity: *identity,
-            issued_at,
-            expires,
-        },
-        _ => {
+    let cert = match UserCert::of(caller) {
+        Some(cert) => cert,
+        None => {
             let e = "Hop needs your database certificate: run `hop db login NAME` and `hop proxy db NAME`";
             let _ = client
                 .write_all(&err_packet(reply, ACCESS_DENIED, "28000", e))

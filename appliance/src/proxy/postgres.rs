@@ -21,7 +21,7 @@ use hop_protocols::postgres::{self, BackendMessage, StartupPacket};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::admission::{Live, LiveWatch, UserCert, admit, dup_stream};
+use super::admission::{Live, LiveWatch, UserCert, admit, both_legs};
 use super::db_cancel::{CancelGuard, CancelRegistry, CancelTarget};
 use super::dial::{dial_agent, dial_agent_bounded};
 use super::tunnels::{AgentStream, DbRoute, TunnelRegistry};
@@ -202,18 +202,9 @@ pub async fn serve(
         }
         fatal(SQLSTATE_DENIED, e)
     };
-    let cert = match caller {
-        Caller::User {
-            identity,
-            issued_at,
-            expires,
-            ..
-        } => UserCert {
-            identity: *identity,
-            issued_at,
-            expires,
-        },
-        _ => {
+    let cert = match UserCert::of(caller) {
+        Some(cert) => cert,
+        None => {
             let e = refuse(
                 None,
                 "",
@@ -305,10 +296,7 @@ pub async fn serve(
     let _watch = LiveWatch::start(
         routes.auth.clone(),
         Live {
-            sockets: [dup_stream(&client), dup_stream(&agent)]
-                .into_iter()
-                .flatten()
-                .collect(),
+            sockets: both_legs(&client, &agent),
             login: None,
             route: Route::Postgres,
             remote,

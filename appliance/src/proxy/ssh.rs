@@ -16,7 +16,7 @@ use hop_admission::Route;
 
 use hop_protocols::tunnel::Frame;
 
-use super::admission::{Live, LiveWatch, UserCert, admit, dup_stream};
+use super::admission::{Live, LiveWatch, UserCert, admit, both_legs, dup_stream};
 use super::dial::{accept, dial_agent, dial_agent_bounded, refuse};
 use super::tunnels::{AgentStream, NodeRoute, TunnelRegistry};
 use crate::auth::AuthServer;
@@ -228,12 +228,7 @@ pub async fn serve(
     // timeout inside SSH; here only a dead transport ends it, or admission turning to no.
     let _watch = LiveWatch::start(
         auth.clone(),
-        live(
-            [dup_stream(client.get_ref()), dup_stream(agent.get_ref())]
-                .into_iter()
-                .flatten()
-                .collect(),
-        ),
+        live(both_legs(client.get_ref(), agent.get_ref())),
     );
     let moved =
         crate::relay::run_session(fast_path, client, agent, None, remote, auth.metrics()).await;
