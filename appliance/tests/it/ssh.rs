@@ -260,6 +260,19 @@ fn ssh_scp_sftp_and_forwarding_through_a_tunnelled_node() {
     );
     assert!(out.status.success(), "ssh -J: {}", stderr(&out));
     assert_eq!(stdout(&out).trim(), "via-jump-host");
+    // Stock OpenSSH, directly and through the jump host: the same ordinary account.
+    for args in [
+        vec![host.as_str(), "id"],
+        vec!["-J", jump.as_str(), host.as_str(), "id"],
+    ] {
+        let out = openssh(&a, &cfg, "ssh", &args);
+        assert!(out.status.success(), "ssh {args:?}: {}", stderr(&out));
+        assert_eq!(
+            same_ids(stdout(&out).trim()),
+            same_ids(&login.id_line()),
+            "{args:?}"
+        );
+    }
     // rsync over OpenSSH with the same configuration (scripts/test installs rsync).
     let rsync_dst = work.path().join("rsynced.txt");
     let out = Command::new("rsync")
