@@ -3,7 +3,10 @@
 //! This module owns the rules an agent's event must keep to be written: (a) its kind is one the
 //! agent's role produces ([`kinds_of`]); (b) a session it names is one the agent hosts, by that
 //! session's tracker (`auth::trackers`), and kinds that always belong to a session name one;
-//! (c) its time is within [`MAX_SKEW`] of Auth's clock. An event that breaks a rule is refused
+//! (c) its time is within [`MAX_SKEW`] of Auth's clock. A session's opening event
+//! (`session.start`, `db.session.start`) for a session nobody tracks creates the tracker for its
+//! sender: the agent could not reach Auth when the session started (its events waited in its
+//! spool), and an agent can only ever claim sessions nobody else holds. An event that breaks a rule is refused
 //! alone: the others of its batch are written, and the agent is told which were refused and why
 //! (it drops them; resending cannot help). Refusals are counted by reason
 //! (`hop_auth_agent_events_refused_total{reason}`) and logged.
@@ -15,6 +18,7 @@ use hop_ca::HostRole;
 
 use super::audit::{AuditEvent, EventKind};
 use super::server::{AuthError, AuthServer};
+use super::trackers::{SessionKind, TrackerError, TrackerHost, TrackerState, TrackerUpdate};
 
 /// How far an event's time may be from Auth's clock, either way.
 pub const MAX_SKEW: Duration = Duration::from_secs(5 * 60);
@@ -157,12 +161,7 @@ pub fn check_session(
     field: SessionField,
     host_of: &mut dyn FnMut(&str) -> Option<String>,
 ) -> Result<(), EventRefusal> {
-    let session = ev
-        .fields
-        .get("session_id")
-        .and_then(|v| v.as_str())
-        .filter(|s| !s.is_empty());
-    let Some(session_id) = session else {
+    let Some(session_id) = session_of(ev) else {
         return match field {
             SessionField::Optional => Ok(()),
             SessionField::UnlessFailed if !ev.success => Ok(()),
@@ -178,20 +177,6 @@ pub fn check_session(
     }
 }
 
-/// Every rule, for one event.
-pub fn check(
-    source: EventSource<'_>,
-    json: &str,
-    cluster: &str,
-    now: SystemTime,
-    host_of: &mut dyn FnMut(&str) -> Option<String>,
-) -> Result<AuditEvent, EventRefusal> {
-    let (ev, field) = parse(source, json, cluster, now)?;
-    check_time(&ev, now)?;
-    check_session(source, &ev, field, host_of)?;
-    Ok(ev)
-}
-
 /// The id an event claims, for telling the agent which one was refused.
 fn claimed_id(json: &str) -> String {
     serde_json::from_str::<serde_json::Value>(json)
@@ -199,6 +184,50 @@ fn claimed_id(json: &str) -> String {
         .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_owned))
         .map(|id| id.chars().take(64).collect())
         .unwrap_or_default()
+}
+
+/// The session an event names, if any.
+fn session_of(ev: &AuditEvent) -> Option<&str> {
+    ev.fields
+        .get("session_id")
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty())
+}
+
+/// The session an event opens, if it is a session's first event (`session.start`,
+/// `db.session.start`) and names one.
+fn opened_session(ev: &AuditEvent) -> Option<&str> {
+    let opening =
+        ev.event == EventKind::SessionStart.name() || ev.event == EventKind::DbSessionStart.name();
+    session_of(ev).filter(|_| opening)
+}
+
+/// The tracker an opening event stands for, when its agent could not write one first (Auth
+/// was away when the session started, and the event waited in the agent's spool).
+fn adopted(source: EventSource<'_>, ev: &AuditEvent, session_id: &str) -> Option<TrackerUpdate> {
+    let text = |k: &str| {
+        ev.fields
+            .get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .chars()
+            .take(256)
+            .collect::<String>()
+    };
+    let kind = SessionKind::hosted_by(source.role)?;
+    let (login, target) = match kind {
+        SessionKind::Db => (text("db_user"), text("db_service")),
+        _ => (text("login"), String::new()),
+    };
+    Some(TrackerUpdate {
+        session_id: session_id.to_string(),
+        kind,
+        user: ev.user.chars().take(256).collect(),
+        login,
+        target,
+        participants: Vec::new(),
+        state: TrackerState::Active,
+    })
 }
 
 impl AuthServer {
@@ -212,16 +241,10 @@ impl AuthServer {
         let now = self.now();
         let cluster = self.cluster_name().to_string();
         let mut hosts: HashMap<String, Option<String>> = HashMap::new();
-        let mut host_of = |sid: &str| -> Option<String> {
-            hosts
-                .entry(sid.to_string())
-                .or_insert_with(|| self.tracker(sid).ok().flatten().map(|v| v.value.host_id))
-                .clone()
-        };
         let mut accepted = Vec::with_capacity(events_json.len());
         let mut refused = Vec::new();
         for (index, json) in events_json.iter().enumerate() {
-            match check(source, json, &cluster, now, &mut host_of) {
+            match self.check_agent_event(source, json, &cluster, now, &mut hosts)? {
                 Ok(ev) => accepted.push(ev),
                 Err(refusal) => refused.push(RefusedEvent {
                     index,
@@ -247,6 +270,78 @@ impl AuthServer {
             self.emit_agent_events(accepted)?;
         }
         Ok(refused)
+    }
+
+    /// Every rule for one event; `hosts` caches the host of each session looked up. A session's
+    /// opening event for a session nobody tracks gives it a tracker naming the caller (see
+    /// [`adopted`]): the agent could not reach Auth when the session started.
+    fn check_agent_event(
+        &self,
+        source: EventSource<'_>,
+        json: &str,
+        cluster: &str,
+        now: SystemTime,
+        hosts: &mut HashMap<String, Option<String>>,
+    ) -> Result<Result<AuditEvent, EventRefusal>, AuthError> {
+        let parsed = parse(source, json, cluster, now)
+            .and_then(|(ev, field)| check_time(&ev, now).map(|()| (ev, field)));
+        let (ev, field) = match parsed {
+            Ok(p) => p,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        if let Some(sid) = session_of(&ev)
+            && self.lookup_host(hosts, sid)?.is_none()
+            && opened_session(&ev).is_some()
+        {
+            self.adopt(source, &ev, sid, hosts);
+        }
+        let mut host_of = |sid: &str| hosts.get(sid).cloned().flatten();
+        Ok(check_session(source, &ev, field, &mut host_of).map(|()| ev))
+    }
+
+    /// The host of `sid`'s tracker, looked up once per batch. A storage failure fails the whole
+    /// call (the agent sends the batch again later), so that no event is refused for it.
+    fn lookup_host(
+        &self,
+        hosts: &mut HashMap<String, Option<String>>,
+        sid: &str,
+    ) -> Result<Option<String>, AuthError> {
+        if let Some(h) = hosts.get(sid) {
+            return Ok(h.clone());
+        }
+        let host = match self.tracker(sid) {
+            Ok(t) => t.map(|v| v.value.host_id),
+            Err(TrackerError::BadSessionId(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        hosts.insert(sid.to_string(), host.clone());
+        Ok(host)
+    }
+
+    /// Gives an untracked session opened by `ev` a tracker naming its sender.
+    fn adopt(
+        &self,
+        source: EventSource<'_>,
+        ev: &AuditEvent,
+        sid: &str,
+        hosts: &mut HashMap<String, Option<String>>,
+    ) {
+        let Some(update) = adopted(source, ev, sid) else {
+            return;
+        };
+        let host = TrackerHost {
+            host_id: source.host_id,
+            role: source.role,
+        };
+        match self.adopt_tracker(host, &update) {
+            Ok(t) => {
+                hosts.insert(sid.to_string(), Some(t.host_id));
+            }
+            Err(e) => {
+                tracing::warn!(session_id = sid, error = %e, "no tracker adopted for an agent's session");
+                hosts.remove(sid);
+            }
+        }
     }
 }
 
@@ -292,6 +387,20 @@ mod tests {
             "s-b" => Some("host-b".into()),
             _ => None,
         }
+    }
+
+    /// Every rule, for one event (what `check_agent_event` does, less the adoption).
+    fn check(
+        source: EventSource<'_>,
+        json: &str,
+        cluster: &str,
+        now: SystemTime,
+        host_of: &mut dyn FnMut(&str) -> Option<String>,
+    ) -> Result<AuditEvent, EventRefusal> {
+        let (ev, field) = parse(source, json, cluster, now)?;
+        check_time(&ev, now)?;
+        check_session(source, &ev, field, host_of)?;
+        Ok(ev)
     }
 
     fn run(source: EventSource<'_>, json: &str) -> Result<AuditEvent, EventRefusal> {

@@ -284,6 +284,27 @@ impl AuthServer {
         self.write_tracker(host, "", update)
     }
 
+    /// A tracker for a session whose opening event arrived before any tracker (see
+    /// `auth::agent_events`): created for `host` only if nobody tracks the session, and kept
+    /// [`ENDED_RETENTION`] (its host renews or ends it once it reaches Auth again).
+    pub fn adopt_tracker(
+        &self,
+        host: TrackerHost<'_>,
+        update: &TrackerUpdate,
+    ) -> Result<SessionTracker, TrackerError> {
+        check_session_id(&update.session_id)?;
+        let now = self.now();
+        let server = self.certified_name(host.host_id).unwrap_or_default();
+        let t = next_version(None, host, &server, update, now)?;
+        self.store()
+            .swap_leased(&t, None, now + ENDED_RETENTION)
+            .map_err(|source| TrackerError::Storage {
+                session_id: update.session_id.clone(),
+                source,
+            })?;
+        Ok(t)
+    }
+
     /// Adds `user` to a live session's participants (a joiner, as the proxy admitted them).
     pub fn add_participant(&self, session_id: &str, user: &str) -> Result<(), TrackerError> {
         let storage = |source| TrackerError::Storage {
