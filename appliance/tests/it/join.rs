@@ -167,7 +167,9 @@ fn observers_and_peers_join_a_live_session() {
         e["user"] == "carol" && e["success"] == false
     });
     assert!(
-        sessions(&a.home).iter().all(|t| t["session_id"] != id.as_str()),
+        sessions(&a.home)
+            .iter()
+            .all(|t| t["session_id"] != id.as_str()),
         "carol sees alice's session"
     );
 
