@@ -77,11 +77,14 @@ pub enum Command {
     /// auditor and editor roles have).
     #[command(subcommand)]
     Recordings(RecordingsCommand),
+    /// Live sessions: your own, or every one with the `session` list rule (auditor, editor).
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
     /// Replay a recorded session in this terminal: space pauses, q quits, + and - change speed.
     Play(PlayArgs),
     /// Join a live SSH session: watch it (observer) or type into it too (peer). Ctrl-] leaves.
     Join {
-        /// The session id (from `hop admin audit search --type session.start`, or the owner).
+        /// The session id (from `hop sessions ls`, or the owner).
         session_id: String,
         #[arg(long, value_enum, default_value_t = JoinMode::Observer)]
         mode: JoinMode,
@@ -177,6 +180,16 @@ pub enum BenchFormat {
 pub enum JoinMode {
     Observer,
     Peer,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// List live sessions (SSH, database, application), oldest first; ended ones stay listed
+    /// a few minutes as terminated.
+    Ls {
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
 }
 
 #[derive(Debug, Subcommand)]

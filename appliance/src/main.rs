@@ -138,6 +138,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 )),
                 Command::Config => client::ssh::config(),
                 Command::Recordings(c) => rt.block_on(client::recordings::run(c)),
+                Command::Sessions(c) => rt.block_on(client::sessions::run(c)),
                 Command::Play(a) => rt.block_on(client::recordings::play(a)),
                 Command::Bench(a) => rt.block_on(client::bench::run(a)),
                 Command::Join { session_id, mode } => {

@@ -37,6 +37,39 @@ impl Gauge {
     }
 }
 
+/// Agents' audit events refused by Auth, one counter per reason.
+#[derive(Debug, Default)]
+pub struct AgentEventRefusals {
+    malformed: Counter,
+    kind: Counter,
+    session: Counter,
+    time: Counter,
+}
+
+impl AgentEventRefusals {
+    /// The reasons, as the metric's `reason` label names them.
+    pub const REASONS: [&'static str; 4] = ["malformed", "kind", "session", "time"];
+
+    /// Counts one refusal for `reason` (one of [`Self::REASONS`]; others count as malformed).
+    pub fn count(&self, reason: &str) {
+        match reason {
+            "kind" => self.kind.inc(),
+            "session" => self.session.inc(),
+            "time" => self.time.inc(),
+            _ => self.malformed.inc(),
+        }
+    }
+
+    pub fn get(&self, reason: &str) -> u64 {
+        match reason {
+            "kind" => self.kind.get(),
+            "session" => self.session.get(),
+            "time" => self.time.get(),
+            _ => self.malformed.get(),
+        }
+    }
+}
+
 /// Every metric the process exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -64,6 +97,10 @@ pub struct Metrics {
     pub tls_handshakes_timed_out: Counter,
     pub audit_events: Counter,
     pub audit_failures: Counter,
+    /// Agents' audit events Auth refused, by reason.
+    pub agent_events_refused: AgentEventRefusals,
+    /// Refusals of unauthenticated callers not written to the audit log (rate limit).
+    pub audit_refusals_dropped: Counter,
     pub app_sessions: Counter,
     pub app_sessions_active: Gauge,
     /// Sessions relayed by a data-plane worker (the fast path) or on the control plane.
@@ -106,6 +143,8 @@ impl Default for Metrics {
             tls_handshakes_timed_out: Counter::default(),
             audit_events: Counter::default(),
             audit_failures: Counter::default(),
+            agent_events_refused: AgentEventRefusals::default(),
+            audit_refusals_dropped: Counter::default(),
             app_sessions: Counter::default(),
             app_sessions_active: Gauge::default(),
             relay_fast_sessions: Counter::default(),
@@ -273,6 +312,19 @@ impl Metrics {
             "hop_audit_failures_total",
             "Audit events that could not be written.",
             &[(String::new(), self.audit_failures.get())],
+        );
+        counter(
+            &mut out,
+            "hop_auth_agent_events_refused_total",
+            "Agents' audit events Auth refused (not written), by reason.",
+            &AgentEventRefusals::REASONS
+                .map(|r| (format!("reason=\"{r}\""), self.agent_events_refused.get(r))),
+        );
+        counter(
+            &mut out,
+            "hop_audit_refusals_dropped_total",
+            "Refusals of unauthenticated callers not written to the audit log (rate limit).",
+            &[(String::new(), self.audit_refusals_dropped.get())],
         );
         counter(
             &mut out,

@@ -399,7 +399,6 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
                 db_startup_timeout: cfg.proxy_service.db_startup_timeout.0,
                 jump: jump.clone(),
                 recordings: Some(recordings.clone()),
-                audit_log: Some(audit_log.clone()),
                 relay: dataplane.as_ref().map(|d| d.relay.clone()),
                 http: proxy::http_conn::HttpDeadlines {
                     header_read: cfg.proxy_service.http_header_timeout.0,

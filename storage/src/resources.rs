@@ -73,6 +73,23 @@ impl ResourceStore {
         self.backend.put(&key, &json, PutOptions::default())
     }
 
+    /// Writes the resource under a TTL lease (from `expires` on it reads as absent, and a purge
+    /// removes it, unless written again before), only if it is still at `expected_revision`
+    /// (`None`: only if absent); else [`StorageError::Conflict`].
+    pub fn swap_leased<T: StoredResource>(
+        &self,
+        v: &T,
+        expected_revision: Option<u64>,
+        expires: std::time::SystemTime,
+    ) -> Result<u64, StorageError> {
+        let (key, json) = encode(v)?;
+        let opts = PutOptions {
+            expires: Some(expires),
+        };
+        self.backend
+            .compare_and_swap(&key, expected_revision, &json, opts)
+    }
+
     /// Replaces the resource only if it is still at `expected_revision`:
     /// [`StorageError::Conflict`] if it changed since, [`StorageError::NotFound`] if it is gone.
     pub fn update<T: StoredResource>(

@@ -12,6 +12,7 @@
 pub mod backoff;
 pub mod identity;
 pub mod loadtest;
+pub mod trackers;
 
 use std::path::PathBuf;
 use std::sync::Arc;

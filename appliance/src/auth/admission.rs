@@ -221,6 +221,39 @@ impl AuthServer {
         );
     }
 
+    /// [`Self::audit_refusal`] for a caller that proved no identity (no certificate, or one
+    /// that did not verify): rate-limited (`auth::refusal_limit`), so strangers cannot flood the
+    /// audit log. What is not written is counted and summarized in one event per interval.
+    pub fn audit_unverified_refusal(
+        &self,
+        route: Route,
+        refusal: &Refusal,
+        remote: Option<std::net::SocketAddr>,
+    ) {
+        let verdict = self
+            .refusals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .admit(self.now());
+        if let Some(n) = verdict.summary {
+            let why = format!(
+                "{n} refusals of unauthenticated callers not written (more than {} per second)",
+                super::refusal_limit::REFUSALS_PER_SECOND
+            );
+            self.emit(
+                self.event(EventKind::AccessRefused, "anonymous")
+                    .field("reason", "rate_limited")
+                    .field("unwritten", n)
+                    .failed(EventKind::AccessRefused, why),
+            );
+        }
+        if verdict.write {
+            self.audit_refusal(route, "anonymous", refusal, remote);
+        } else {
+            self.metrics().audit_refusals_dropped.inc();
+        }
+    }
+
     /// Makes a lock on `target` (until `ttl` runs out, or until removed), voiding the
     /// certificates a locked user holds now; returns it.
     pub fn create_lock(

@@ -339,8 +339,8 @@ impl AuthPublic for AuthApi {
     async fn emit_events(
         &self,
         req: Request<EmitEventsRequest>,
-    ) -> Result<Response<Empty>, Status> {
-        let Caller::Host { host_id, .. } = caller(&req) else {
+    ) -> Result<Response<EmitEventsResponse>, Status> {
+        let Caller::Host { host_id, role, .. } = caller(&req) else {
             return Err(Status::permission_denied(
                 "only agents with a host certificate may send audit events",
             ));
@@ -351,21 +351,73 @@ impl AuthPublic for AuthApi {
                 "at most 1000 events per EmitEvents call",
             ));
         }
-        let cluster = self.auth.cluster_name().to_string();
-        let now = std::time::SystemTime::now();
-        let mut events = Vec::with_capacity(r.events_json.len());
-        for (i, json) in r.events_json.iter().enumerate() {
-            if json.len() > 64 * 1024 {
-                return Err(Status::invalid_argument(format!(
-                    "event {i} is larger than 64 KiB"
-                )));
-            }
-            let ev = super::audit::AuditEvent::from_agent_json(json, &cluster, &host_id, now)
-                .map_err(|e| Status::invalid_argument(format!("event {i}: {e}")))?;
-            events.push(ev);
+        if let Some(i) = r.events_json.iter().position(|j| j.len() > 64 * 1024) {
+            return Err(Status::invalid_argument(format!(
+                "event {i} is larger than 64 KiB"
+            )));
         }
-        self.blocking(move |a| a.emit_agent_events(events)).await?;
+        let refused = self
+            .blocking(move |a| {
+                let source = super::agent_events::EventSource {
+                    host_id: &host_id,
+                    role,
+                };
+                a.accept_agent_events(source, &r.events_json)
+            })
+            .await?;
+        let refused = refused
+            .into_iter()
+            .map(|r| RefusedEvent {
+                index: u32::try_from(r.index).unwrap_or(u32::MAX),
+                id: r.id,
+                reason: r.refusal.reason().to_string(),
+                error: r.refusal.to_string(),
+            })
+            .collect();
+        Ok(Response::new(EmitEventsResponse { refused }))
+    }
+
+    async fn update_session_tracker(
+        &self,
+        req: Request<UpdateSessionTrackerRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let Caller::Host { host_id, role, .. } = caller(&req) else {
+            return Err(Status::permission_denied(
+                "only agents with a host certificate may write session trackers",
+            ));
+        };
+        let update = super::trackers::update_from_proto(req.into_inner()).map_err(to_status)?;
+        self.blocking(move |a| {
+            let host = super::trackers::TrackerHost {
+                host_id: &host_id,
+                role,
+            };
+            Ok(a.update_tracker(host, &update)?)
+        })
+        .await?;
         Ok(Response::new(Empty {}))
+    }
+
+    async fn list_sessions(
+        &self,
+        req: Request<ListSessionsRequest>,
+    ) -> Result<Response<ListSessionsResponse>, Status> {
+        let caller = caller(&req);
+        let sessions = self
+            .blocking(move |a| match &caller {
+                Caller::LocalAdmin => a.trackers(),
+                Caller::User { identity, .. } => a.trackers_for(identity),
+                Caller::Host { .. } | Caller::Anonymous { .. } => Err(AuthError::Denied(
+                    "listing sessions needs a user certificate (log in with `hop login`)".into(),
+                )),
+            })
+            .await?;
+        Ok(Response::new(ListSessionsResponse {
+            sessions: sessions
+                .into_iter()
+                .map(super::trackers::tracker_to_proto)
+                .collect(),
+        }))
     }
 
     async fn ping(&self, _req: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {

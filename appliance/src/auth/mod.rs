@@ -2,9 +2,10 @@
 //!
 //! `server` holds the decisions, `grpc` maps them onto the wire, and the smaller modules own one
 //! mechanism each (passwords, TOTP, rate limits, audit events, stored records, join tokens, the
-//! names in host certificates).
+//! names in host certificates, session trackers, the rules for agents' events).
 
 pub mod admission;
+pub mod agent_events;
 pub mod audit;
 pub mod caller;
 pub mod databases;
@@ -17,11 +18,13 @@ pub mod password;
 pub mod ratelimit;
 pub mod recordings;
 pub mod records;
+pub mod refusal_limit;
 pub mod resources;
 pub mod server;
 #[cfg(test)]
 mod server_tests;
 pub mod totp;
+pub mod trackers;
 
 /// Code generated from `proto/hop/auth/v1/auth.proto` and `recordings.proto`.
 pub mod proto {

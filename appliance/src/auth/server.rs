@@ -212,6 +212,8 @@ pub struct AuthServer {
     login_state: Mutex<()>,
     /// The admission snapshot and the backend revision it was built at.
     pub(super) admission: Mutex<Option<(u64, Arc<hop_admission::Snapshot>)>>,
+    /// How many refusals of unauthenticated callers reach the audit log.
+    pub(super) refusals: Mutex<super::refusal_limit::RefusalLimiter>,
 }
 
 impl std::fmt::Debug for AuthServer {
@@ -298,6 +300,7 @@ impl AuthServer {
             settings,
             login_state: Mutex::new(()),
             admission: Mutex::new(None),
+            refusals: Mutex::new(super::refusal_limit::RefusalLimiter::default()),
         };
         server.migrate_legacy_tokens()?;
         Ok(server)

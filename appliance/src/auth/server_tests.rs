@@ -671,3 +671,357 @@ fn tokens_of_older_versions_are_rehashed_at_start() {
     );
     assert!(join(&f, legacy, "app", "").is_ok());
 }
+
+// ---------------------------------------------------------------- trackers and agents' events
+
+mod trackers_and_agent_events {
+    use super::*;
+    use crate::auth::agent_events::{EventRefusal, EventSource};
+    use crate::auth::trackers::{
+        ENDED_RETENTION, SessionKind, TRACKER_LEASE, TrackerError, TrackerHost, TrackerState,
+        TrackerUpdate,
+    };
+    use hop_ca::HostRole;
+
+    const NODE_A: TrackerHost<'static> = TrackerHost {
+        host_id: "host-a",
+        role: HostRole::Node,
+    };
+    const NODE_B: TrackerHost<'static> = TrackerHost {
+        host_id: "host-b",
+        role: HostRole::Node,
+    };
+
+    fn ssh(id: &str, state: TrackerState) -> TrackerUpdate {
+        TrackerUpdate {
+            session_id: id.into(),
+            kind: SessionKind::Ssh,
+            user: "alice".into(),
+            login: "root".into(),
+            target: String::new(),
+            participants: Vec::new(),
+            state,
+        }
+    }
+
+    fn micros(f: &Fixture) -> u64 {
+        f.auth.now().duration_since(UNIX_EPOCH).unwrap().as_micros() as u64
+    }
+
+    fn event(f: &Fixture, kind: &str, session: Option<&str>, offset_secs: i64) -> String {
+        let at = micros(f).saturating_add_signed(offset_secs * 1_000_000);
+        let mut v = serde_json::json!({
+            "event": kind, "id": format!("{kind}-{offset_secs}-{}", session.unwrap_or("none")),
+            "time": at, "user": "alice", "server_id": "host-zzz",
+        });
+        if let Some(s) = session {
+            v["session_id"] = s.into();
+        }
+        v.to_string()
+    }
+
+    fn node(host_id: &str) -> EventSource<'_> {
+        EventSource {
+            host_id,
+            role: HostRole::Node,
+        }
+    }
+
+    #[test]
+    fn a_tracker_lives_while_renewed_and_stays_a_while_once_ended() {
+        let f = fixture("otp");
+        f.auth
+            .update_tracker(NODE_A, &ssh("s1", TrackerState::Active))
+            .unwrap();
+        let t = f.auth.tracker("s1").unwrap().unwrap().value;
+        assert_eq!((t.host_id.as_str(), t.user.as_str()), ("host-a", "alice"));
+        assert_eq!(t.state, TrackerState::Active);
+        // Renewed within the lease, it stays; left alone, it lapses.
+        f.clock.advance(TRACKER_LEASE - Duration::from_secs(5));
+        f.auth
+            .update_tracker(NODE_A, &ssh("s1", TrackerState::Active))
+            .unwrap();
+        f.clock.advance(TRACKER_LEASE - Duration::from_secs(5));
+        assert!(f.auth.tracker("s1").unwrap().is_some());
+        f.clock.advance(Duration::from_secs(6));
+        assert!(f.auth.tracker("s1").unwrap().is_none(), "lapsed");
+        // Ended: listed as terminated for the retention, then gone.
+        f.auth
+            .update_tracker(NODE_A, &ssh("s2", TrackerState::Active))
+            .unwrap();
+        f.auth
+            .update_tracker(NODE_A, &ssh("s2", TrackerState::Terminated))
+            .unwrap();
+        f.clock.advance(ENDED_RETENTION - Duration::from_secs(1));
+        let t = f.auth.tracker("s2").unwrap().unwrap().value;
+        assert_eq!(t.state, TrackerState::Terminated);
+        assert!(matches!(
+            f.auth
+                .update_tracker(NODE_A, &ssh("s2", TrackerState::Active)),
+            Err(TrackerError::Ended { .. })
+        ));
+        f.clock.advance(Duration::from_secs(2));
+        assert!(f.auth.trackers().unwrap().is_empty());
+    }
+
+    #[test]
+    fn only_the_hosting_agent_writes_a_tracker_and_only_of_its_kind() {
+        let f = fixture("otp");
+        f.auth
+            .update_tracker(NODE_A, &ssh("s1", TrackerState::Active))
+            .unwrap();
+        assert!(matches!(
+            f.auth
+                .update_tracker(NODE_B, &ssh("s1", TrackerState::Terminated)),
+            Err(TrackerError::ForeignSession { .. })
+        ));
+        for role in [HostRole::Db, HostRole::App, HostRole::Proxy] {
+            let host = TrackerHost {
+                host_id: "host-x",
+                role,
+            };
+            assert!(matches!(
+                f.auth
+                    .update_tracker(host, &ssh("s9", TrackerState::Active)),
+                Err(TrackerError::WrongKind { .. })
+            ));
+        }
+        assert_eq!(
+            f.auth.tracker("s1").unwrap().unwrap().value.host_id,
+            "host-a"
+        );
+    }
+
+    #[test]
+    fn agents_events_are_refused_one_by_one_and_the_rest_written() {
+        let f = fixture("otp");
+        f.auth
+            .update_tracker(NODE_A, &ssh("sa", TrackerState::Active))
+            .unwrap();
+        f.auth
+            .update_tracker(NODE_B, &ssh("sb", TrackerState::Active))
+            .unwrap();
+        let batch = vec![
+            event(&f, "session.start", Some("sa"), 0),
+            event(&f, "db.query", Some("sa"), 0),
+            event(&f, "exec", Some("sb"), 0),
+            event(&f, "exec", Some("never-tracked"), 0),
+            event(&f, "session.end", Some("sa"), 3600),
+            event(&f, "session.end", Some("sa"), -3600),
+            event(&f, "ssh.auth", None, 0),
+            "{not json".to_string(),
+            event(&f, "session.end", Some("sa"), -60),
+        ];
+        let refused = f.auth.accept_agent_events(node("host-a"), &batch).unwrap();
+        let got: Vec<(usize, &str)> = refused
+            .iter()
+            .map(|r| (r.index, r.refusal.reason()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, "kind"),
+                (2, "session"),
+                (3, "session"),
+                (4, "time"),
+                (5, "time"),
+                (7, "malformed")
+            ]
+        );
+        assert_eq!(refused[0].id, "db.query-0-sa");
+        assert!(matches!(
+            refused[3].refusal,
+            EventRefusal::TimeSkew {
+                direction: "ahead of",
+                ..
+            }
+        ));
+        let written: Vec<_> = f
+            .events()
+            .into_iter()
+            .filter(|e| e["server_id"] == "host-a")
+            .collect();
+        let mut kinds: Vec<&str> = written
+            .iter()
+            .map(|e| e["event"].as_str().unwrap())
+            .collect();
+        kinds.sort_unstable();
+        assert_eq!(kinds, vec!["session.end", "session.start", "ssh.auth"]);
+        let m = f.auth.metrics();
+        assert_eq!(m.agent_events_refused.get("kind"), 1);
+        assert_eq!(m.agent_events_refused.get("session"), 2);
+        assert_eq!(m.agent_events_refused.get("time"), 2);
+        assert_eq!(m.agent_events_refused.get("malformed"), 1);
+        assert!(
+            m.render()
+                .contains("hop_auth_agent_events_refused_total{reason=\"session\"} 2")
+        );
+    }
+
+    #[test]
+    fn an_ended_sessions_late_events_are_accepted_while_its_tracker_stays() {
+        let f = fixture("otp");
+        f.auth
+            .update_tracker(NODE_A, &ssh("sa", TrackerState::Active))
+            .unwrap();
+        f.auth
+            .update_tracker(NODE_A, &ssh("sa", TrackerState::Terminated))
+            .unwrap();
+        f.clock.advance(Duration::from_secs(60));
+        let late = vec![event(&f, "session.end", Some("sa"), -50)];
+        assert!(
+            f.auth
+                .accept_agent_events(node("host-a"), &late)
+                .unwrap()
+                .is_empty()
+        );
+        let stolen = vec![event(&f, "session.end", Some("sa"), 0)];
+        assert_eq!(
+            f.auth.accept_agent_events(node("host-b"), &stolen).unwrap()[0]
+                .refusal
+                .reason(),
+            "session"
+        );
+    }
+
+    #[test]
+    fn an_opening_event_adopts_an_untracked_session_for_its_sender_only() {
+        let f = fixture("otp");
+        f.auth
+            .update_tracker(NODE_B, &ssh("sb", TrackerState::Active))
+            .unwrap();
+        // Auth was away when the session started: its events arrive before any tracker.
+        let batch = vec![
+            event(&f, "exec", Some("s-late"), -30),
+            event(&f, "session.start", Some("s-late"), -20),
+            event(&f, "exec", Some("s-late"), -10),
+            event(&f, "session.start", Some("sb"), 0),
+        ];
+        let refused = f.auth.accept_agent_events(node("host-a"), &batch).unwrap();
+        let got: Vec<_> = refused
+            .iter()
+            .map(|r| (r.index, r.refusal.reason()))
+            .collect();
+        assert_eq!(got, vec![(0, "session"), (3, "session")]);
+        let t = f.auth.tracker("s-late").unwrap().unwrap().value;
+        assert_eq!((t.host_id.as_str(), t.user.as_str()), ("host-a", "alice"));
+        assert_eq!(
+            f.auth.tracker("sb").unwrap().unwrap().value.host_id,
+            "host-b"
+        );
+        // The host renews and ends it as usual once it reaches Auth.
+        f.auth
+            .update_tracker(NODE_A, &ssh("s-late", TrackerState::Terminated))
+            .unwrap();
+        // Kinds that do not open a session adopt nothing.
+        let later = vec![event(&f, "session.end", Some("s-other"), 0)];
+        assert_eq!(
+            f.auth
+                .accept_agent_events(node("host-a"), &later)
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(f.auth.tracker("s-other").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_db_agent_sends_db_events_for_its_sessions_only() {
+        let f = fixture("otp");
+        let db = TrackerHost {
+            host_id: "host-d",
+            role: HostRole::Db,
+        };
+        let update = TrackerUpdate {
+            kind: SessionKind::Db,
+            target: "pg".into(),
+            ..ssh("d1", TrackerState::Active)
+        };
+        f.auth.update_tracker(db, &update).unwrap();
+        let source = EventSource {
+            host_id: "host-d",
+            role: HostRole::Db,
+        };
+        let batch = vec![
+            event(&f, "db.query", Some("d1"), 0),
+            event(&f, "session.start", Some("d1"), 0),
+            event(&f, "db.query", None, 0),
+        ];
+        let refused = f.auth.accept_agent_events(source, &batch).unwrap();
+        let got: Vec<_> = refused
+            .iter()
+            .map(|r| (r.index, r.refusal.reason()))
+            .collect();
+        assert_eq!(got, vec![(1, "kind"), (2, "session")]);
+    }
+
+    #[test]
+    fn users_see_their_own_sessions_and_auditors_all() {
+        let f = fixture("otp");
+        f.auth
+            .update_tracker(NODE_A, &ssh("s1", TrackerState::Active))
+            .unwrap();
+        let bob = TrackerUpdate {
+            user: "bob".into(),
+            ..ssh("s2", TrackerState::Active)
+        };
+        f.auth.update_tracker(NODE_A, &bob).unwrap();
+        f.auth.add_participant("s2", "carol").unwrap();
+        let id = |name: &str, roles: &[&str]| hop_ca::Identity {
+            username: name.into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            ..Default::default()
+        };
+        f.user("alice", &["access"]);
+        f.user("carol", &["access"]);
+        f.user("dora", &["auditor"]);
+        let ids = |v: Vec<crate::auth::trackers::SessionTracker>| {
+            v.into_iter().map(|t| t.session_id).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            ids(f.auth.trackers_for(&id("alice", &["access"])).unwrap()),
+            ["s1"]
+        );
+        assert_eq!(
+            ids(f.auth.trackers_for(&id("carol", &["access"])).unwrap()),
+            ["s2"]
+        );
+        let mut all = ids(f.auth.trackers_for(&id("dora", &["auditor"])).unwrap());
+        all.sort();
+        assert_eq!(all, ["s1", "s2"]);
+    }
+
+    #[test]
+    fn unauthenticated_refusals_are_rate_limited_and_summarized() {
+        let f = fixture("otp");
+        let refusal = hop_admission::Refusal::WrongCertificate {
+            what: "a connection without a certificate",
+            route: "tunnel",
+        };
+        for _ in 0..150 {
+            f.auth
+                .audit_unverified_refusal(hop_admission::Route::Tunnel, &refusal, None);
+        }
+        f.clock
+            .advance(crate::auth::refusal_limit::SUMMARY_INTERVAL);
+        f.auth
+            .audit_unverified_refusal(hop_admission::Route::Tunnel, &refusal, None);
+        // The log writes in order: once this is durable, the events queued before it are.
+        f.log
+            .append(hop_storage::AuditEvent::new("test.flush", "T0".to_string()))
+            .unwrap();
+        let refused: Vec<_> = f
+            .events()
+            .into_iter()
+            .filter(|e| e["event"] == "access.refused")
+            .collect();
+        let summaries: Vec<u64> = refused
+            .iter()
+            .filter(|e| e["reason"] == "rate_limited")
+            .map(|e| e["unwritten"].as_u64().unwrap())
+            .collect();
+        assert_eq!(summaries, vec![1, 49]);
+        assert_eq!(refused.len() - summaries.len(), 101);
+        assert_eq!(f.auth.metrics().audit_refusals_dropped.get(), 50);
+    }
+}

@@ -12,6 +12,7 @@ pub mod join;
 pub mod locks;
 pub mod profile;
 pub mod recordings;
+pub mod sessions;
 pub mod ssh;
 pub mod trust;
 pub mod user;

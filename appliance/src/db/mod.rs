@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::audit::{AuditEvent, EventKind};
 use crate::tunnel::{FramedStream, Prefixed};
 
+use crate::agent::trackers::TrackedSpec;
 use crate::client::connect::split_host_port;
 use crate::node::audit::AgentAudit;
 
@@ -242,6 +243,7 @@ pub struct DbService {
     pub changed: tokio::sync::watch::Sender<u64>,
     certs: certs::ClientCerts,
     audit: AgentAudit,
+    trackers: Arc<crate::agent::trackers::AgentTrackers>,
     max_statement: usize,
     with_parameters: bool,
     mysql_threads: mysql::Threads,
@@ -274,6 +276,7 @@ impl DbService {
             selectors,
             changed: tokio::sync::watch::channel(0).0,
             certs: certs::ClientCerts::new(connect.clone())?,
+            trackers: crate::agent::trackers::AgentTrackers::new(connect.clone()),
             audit: AgentAudit::start(
                 cluster.to_string(),
                 host_id.to_string(),
@@ -325,6 +328,18 @@ impl DbService {
                 .await;
             return;
         }
+        // The tracker first: Auth accepts this session's events only once it knows the session.
+        // It ends when this function returns (dropped), after the session's last event.
+        let _tracker = self
+            .trackers
+            .open(TrackedSpec {
+                session_id: dial.session_id.clone(),
+                kind: "db",
+                user: dial.user.clone(),
+                login: dial.db_user.clone(),
+                target: dial.service.clone(),
+            })
+            .await;
         if spec.protocol() == "mysql" {
             return self.serve_mysql(spec, dial, answer, tunnel).await;
         }

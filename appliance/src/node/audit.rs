@@ -9,7 +9,9 @@
 //! wait in memory. The spool is always sent first, oldest segment first, so events reach Auth in
 //! the order they were made, across restarts of the agent. Events leave memory or the spool only
 //! once Auth has made them durable. It must never drop an event silently: a full queue, a full
-//! spool and a batch Auth refuses are counted (one counter per service) and logged with how many.
+//! spool and a batch Auth refuses are counted (one counter per service) and logged with how many;
+//! so are single events Auth refuses for breaking the rules for agents (`auth::agent_events`):
+//! they are dropped with the rest of their batch, never resent, so they block nothing.
 //! While Auth is up and the queue short, events live only in memory (at most [`SPILL_AT`] of
 //! them are lost if the agent is killed then).
 
@@ -23,8 +25,8 @@ use tokio::sync::mpsc;
 use super::spool::{AuditSpool, AuditSpoolError, AuditSpoolSettings, SpoolBatch};
 use crate::agent::backoff::Backoff;
 pub use crate::auth::audit::{AuditEvent, EventKind};
-use crate::auth::proto::EmitEventsRequest;
 use crate::auth::proto::auth_public_client::AuthPublicClient;
+use crate::auth::proto::{EmitEventsRequest, RefusedEvent};
 
 /// Most events waiting in memory (the channel, and as many again taken from it).
 const QUEUE: usize = 10_000;
@@ -212,7 +214,8 @@ impl Sender {
                 })
                 .await
             {
-                Ok(_) => {
+                Ok(answer) => {
+                    self.refused(&answer.into_inner().refused);
                     self.delivered(out).await;
                     backoff.reset();
                 }
@@ -238,6 +241,21 @@ impl Sender {
                     self.pause(backoff.next_delay(rand::random::<f64>())).await;
                 }
             }
+        }
+    }
+
+    /// Events Auth refused for good (the rest of their batch is written): resending cannot help,
+    /// so they leave with the batch, counted and logged here.
+    fn refused(&self, refused: &[RefusedEvent]) {
+        for r in refused {
+            let total = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::warn!(
+                event_id = %r.id,
+                reason = %r.reason,
+                error = %r.error,
+                dropped_total = total,
+                "Auth refused an audit event; it is dropped"
+            );
         }
     }
 

@@ -82,6 +82,8 @@ impl Default for NodeSettings {
 pub struct NodeShared {
     pub access: AccessCache,
     pub audit: AgentAudit,
+    /// The trackers of the sessions this node hosts, on Auth.
+    pub trackers: Arc<crate::agent::trackers::AgentTrackers>,
     pub cluster: String,
     pub host_id: String,
     pub nodename: String,
@@ -157,6 +159,7 @@ impl NodeShared {
                 "this node joined under another name and keeps it; a new name needs a new join (a new data dir)"
             );
         }
+        let trackers = crate::agent::trackers::AgentTrackers::new(connect.clone());
         let audit = AgentAudit::start(
             identity.meta.cluster.clone(),
             nodename.clone(),
@@ -175,6 +178,7 @@ impl NodeShared {
         Ok(Arc::new(Self {
             access: AccessCache::load(data_dir, &identity.meta.cluster, &ssh.user_ca_keys),
             audit,
+            trackers,
             cluster: identity.meta.cluster.clone(),
             host_id: identity.meta.host_id.clone(),
             nodename,

@@ -2,7 +2,8 @@
 //! one of shell, exec or a subsystem; window changes and signals after), the process it starts
 //! as the requested OS user, the bytes both ways, and the exit status. An interactive (PTY)
 //! session's output, input and resizes are also handed to its recording ([`super::recorder`])
-//! when the grant's mode says the node records, without ever waiting for it.
+//! when the grant's mode says the node records, without ever waiting for it. Each session has a
+//! tracker on Auth from before its first event until after its last (`agent::trackers`).
 //!
 //! Requests arrive on the channel itself (russh delivers them there as well as to the connection
 //! handler). The handler answers them, in order and only when the client asked for an answer
@@ -29,6 +30,7 @@ use super::env;
 use super::recorder::{NodeRecording, SessionRecorder};
 use super::users::{self, OsUser};
 use super::{Arrival, NodeShared};
+use crate::agent::trackers::TrackedSpec;
 use crate::platform::pty::{self, Account, ChildSetup, WindowSize};
 
 /// What the connection hands to each session channel.
@@ -171,6 +173,18 @@ pub async fn run(channel: Channel<Msg>, ctx: SessionContext) {
     };
     let started = Instant::now();
     let session_id = uuid::Uuid::new_v4().to_string();
+    // The tracker first: Auth accepts this session's events only once it knows the session.
+    let tracker = ctx
+        .shared
+        .trackers
+        .open(TrackedSpec {
+            session_id: session_id.clone(),
+            kind: "ssh",
+            user: ctx.grant.identity.username.clone(),
+            login: ctx.grant.login.clone(),
+            target: String::new(),
+        })
+        .await;
     let outcome = start_and_serve(
         &ctx,
         id,
@@ -227,6 +241,7 @@ pub async fn run(channel: Channel<Msg>, ctx: SessionContext) {
         ev = ev.failed(kind, e);
     }
     shared.audit.emit(ev);
+    tracker.end().await;
 }
 
 fn window(cols: u32, rows: u32, pw: u32, ph: u32) -> WindowSize {

@@ -2,7 +2,8 @@
 //!
 //! This module owns one session's life: the user's Dial naming an application, the RBAC check
 //! against the application's labels, taking a warm data connection of the agent that serves it,
-//! the agent's answer, the byte relay, and the audit events at start and end. Refusals reach the
+//! the agent's answer, the byte relay, the audit events at start and end, and the session's
+//! tracker (written by the proxy itself, in-process, naming the agent that serves it). Refusals reach the
 //! client as a `DialResult` with a readable error before any byte reaches the agent.
 
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use super::dial::{accept, dial_agent_bounded, refuse};
 use super::tunnels::{AgentStream, TunnelRegistry};
 use crate::auth::AuthServer;
 use crate::auth::audit::EventKind;
+use crate::auth::trackers::{SessionKind, TRACKER_KEEPALIVE, TrackerState, TrackerUpdate};
 use crate::proxy::listener::ConnectionHold;
 use crate::relay::{self, RelayHandle};
 use crate::tunnel::FramedStream;
@@ -101,6 +103,19 @@ pub async fn serve(
         return;
     }
     start(true, None);
+    let tracker = AppTracker::start(
+        auth.clone(),
+        route.host_id.clone(),
+        TrackerUpdate {
+            session_id: sid.clone(),
+            kind: SessionKind::App,
+            user: identity.username.clone(),
+            login: String::new(),
+            target: app_name.clone(),
+            participants: Vec::new(),
+            state: TrackerState::Active,
+        },
+    );
     let started = std::time::Instant::now();
     let idle = checker.client_idle_timeout();
     let metrics = auth.metrics();
@@ -135,6 +150,7 @@ pub async fn serve(
                 .field("bytes_received", down)
                 .field("duration_ms", started.elapsed().as_millis() as u64),
         );
+        tracker.end();
     };
     match relaying {
         relay::Relaying::Worker(report) => {
@@ -150,5 +166,51 @@ pub async fn serve(
             drop((agent_hold, watch));
         }
         relay::Relaying::Failed(e) => end(Err(e)),
+    }
+}
+
+/// An application session's tracker, renewed by the proxy while the session runs.
+struct AppTracker {
+    auth: Arc<AuthServer>,
+    host_id: String,
+    update: TrackerUpdate,
+    keepalive: tokio::task::JoinHandle<()>,
+}
+
+impl AppTracker {
+    fn start(auth: Arc<AuthServer>, host_id: String, update: TrackerUpdate) -> Self {
+        let keepalive = {
+            let (auth, host_id, update) = (auth.clone(), host_id.clone(), update.clone());
+            tokio::spawn(async move {
+                loop {
+                    write_app_tracker(&auth, &host_id, &update).await;
+                    tokio::time::sleep(TRACKER_KEEPALIVE).await;
+                }
+            })
+        };
+        Self {
+            auth,
+            host_id,
+            update,
+            keepalive,
+        }
+    }
+
+    /// Stops the renewals and marks the tracker terminated (in the background).
+    fn end(self) {
+        self.keepalive.abort();
+        let mut update = self.update;
+        update.state = TrackerState::Terminated;
+        let (auth, host_id) = (self.auth, self.host_id);
+        tokio::spawn(async move { write_app_tracker(&auth, &host_id, &update).await });
+    }
+}
+
+async fn write_app_tracker(auth: &Arc<AuthServer>, host_id: &str, update: &TrackerUpdate) {
+    let (auth, host_id, update) = (auth.clone(), host_id.to_string(), update.clone());
+    let written =
+        tokio::task::spawn_blocking(move || auth.update_app_tracker(&host_id, &update)).await;
+    if let Ok(Err(e)) = written {
+        tracing::warn!(error = %e, "application session tracker not written");
     }
 }

@@ -1,8 +1,8 @@
 //! Joining a live SSH session through the proxy (`hop join SESSION --mode observer|peer`, ALPN
 //! `hop-join`).
 //!
-//! This module owns the decision and the routing: the session is found from its `session.start`
-//! event in the audit log (who owns it, which node agent hosts it), the joiner must be its owner
+//! This module owns the decision and the routing: the session is found from its tracker
+//! (`auth::trackers`: who owns it, which node agent hosts it; never from the audit log), the joiner must be its owner
 //! or hold a role whose `join_sessions` allows the owner's roles in that mode, the attempt is
 //! audited (`session.join`), and the stream is carried to the node, which attaches it to the
 //! session's terminal (`node/party.rs`).
@@ -21,6 +21,7 @@ use super::dial::{accept, dial_agent, refuse};
 use super::tunnels::{AgentStream, TunnelRegistry};
 use crate::auth::AuthServer;
 use crate::auth::audit::EventKind;
+use crate::auth::trackers::{SessionKind, TrackerError, TrackerState};
 use crate::node::party::JoinDial;
 use crate::tunnel::{FramedStream, relay};
 
@@ -31,49 +32,37 @@ pub struct JoinRequest {
     pub mode: String,
 }
 
-/// The owner and host of a session, from its `session.start` event.
+/// The owner and host of a session, from its tracker.
 struct SessionInfo {
     owner: String,
     host_id: String,
     server: String,
 }
 
-fn find_session(log: &hop_storage::AuditLog, id: &str) -> Result<SessionInfo, String> {
-    let q = hop_storage::SearchQuery {
-        event_types: vec!["session.start".into()],
-        session_id: Some(id.to_string()),
-        limit: 1,
-        ..Default::default()
-    };
-    let page = log
-        .search(&q)
-        .map_err(|e| format!("cannot search the audit log: {e}"))?;
-    let ev = page.events.into_iter().next().ok_or_else(|| {
-        format!(
-            "no session {id} is known (`hop admin audit search --type session.start` lists them)"
-        )
-    })?;
-    let v = serde_json::to_value(&ev).map_err(|e| e.to_string())?;
-    let text = |k: &str| {
-        v.get(k)
-            .and_then(|x| x.as_str())
-            .unwrap_or_default()
-            .to_string()
-    };
-    if v.get("recorded_at").and_then(|x| x.as_str()) == Some("proxy") {
+fn find_session(auth: &AuthServer, id: &str) -> Result<SessionInfo, String> {
+    let unknown = || format!("no session {id} is live (`hop sessions ls` lists them)");
+    let tracker = auth
+        .tracker(id)
+        .map_err(|e| match e {
+            TrackerError::BadSessionId(_) => unknown(),
+            other => format!("cannot read the session's tracker: {other}"),
+        })?
+        .ok_or_else(unknown)?
+        .value;
+    if tracker.kind != SessionKind::Ssh {
         return Err(format!(
-            "session {id} is terminated at the proxy (an agentless node, or proxy recording mode); joining those is not supported yet"
+            "session {id} is a {} session; only SSH sessions can be joined",
+            tracker.kind.name()
         ));
     }
-    let info = SessionInfo {
-        owner: text("user"),
-        host_id: text("server_id"),
-        server: text("server"),
-    };
-    if info.host_id.is_empty() {
-        return Err(format!("session {id} has no node recorded"));
+    if tracker.state == TrackerState::Terminated {
+        return Err(format!("session {id} has ended"));
     }
-    Ok(info)
+    Ok(SessionInfo {
+        owner: tracker.user,
+        host_id: tracker.host_id,
+        server: tracker.server,
+    })
 }
 
 /// Serves one `hop-join` connection.
@@ -83,7 +72,6 @@ pub async fn serve(
     remote: SocketAddr,
     registry: Arc<TunnelRegistry>,
     auth: Arc<AuthServer>,
-    log: Option<Arc<hop_storage::AuditLog>>,
 ) {
     let identity = &cert.identity;
     let mut client = FramedStream::new(stream);
@@ -104,14 +92,6 @@ pub async fn serve(
         let e = format!("unknown mode {:?}: observer or peer", req.mode);
         return refuse(&mut client, sid, e).await;
     }
-    let Some(log) = log else {
-        return refuse(
-            &mut client,
-            sid,
-            "this proxy keeps no audit log to find sessions in".into(),
-        )
-        .await;
-    };
     let decided = {
         let (auth, id, req_id, mode) = (
             auth.clone(),
@@ -121,7 +101,7 @@ pub async fn serve(
         );
         tokio::task::spawn_blocking(
             move || -> Result<SessionInfo, (Option<SessionInfo>, String)> {
-                let info = find_session(&log, &req_id).map_err(|e| (None, e))?;
+                let info = find_session(&auth, &req_id).map_err(|e| (None, e))?;
                 if info.owner == id.username {
                     return Ok(info);
                 }
@@ -179,6 +159,17 @@ pub async fn serve(
             }
         };
     event(Some(&info), None);
+    {
+        let (auth, id, user) = (
+            auth.clone(),
+            req.session_id.clone(),
+            identity.username.clone(),
+        );
+        let added = tokio::task::spawn_blocking(move || auth.add_participant(&id, &user)).await;
+        if let Ok(Err(e)) = added {
+            tracing::warn!(session = %req.session_id, error = %e, "joiner not added to the session's tracker");
+        }
+    }
     if !accept(&mut client, sid).await {
         return;
     }

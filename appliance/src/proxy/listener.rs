@@ -81,8 +81,6 @@ pub struct TlsRoutes {
     pub jump: Arc<crate::proxy::jump::JumpHost>,
     /// Where sessions the proxy records go (agentless OpenSSH nodes).
     pub recordings: Option<Arc<hop_storage::recording::RecordingStore>>,
-    /// The audit log, where `hop join` finds sessions.
-    pub audit_log: Option<Arc<hop_storage::AuditLog>>,
     /// The data plane's fast path for relayed sessions.
     pub relay: Option<crate::relay::RelayHandle>,
     /// The deadlines of HTTP connections (web API, Auth API).
@@ -339,7 +337,6 @@ async fn route(
                 remote,
                 routes.registry.clone(),
                 routes.auth.clone(),
-                routes.audit_log.clone(),
             )
             .await;
         }
@@ -456,5 +453,12 @@ fn audit_wrong_certificate(auth: &AuthServer, alpn: &[u8], caller: &Caller, remo
         what,
         route: route.name(),
     };
-    auth.audit_refusal(route, &caller.actor(), &refusal, Some(remote));
+    match caller {
+        Caller::Host { .. } | Caller::User { .. } => {
+            auth.audit_refusal(route, &caller.actor(), &refusal, Some(remote));
+        }
+        Caller::LocalAdmin | Caller::Anonymous { .. } => {
+            auth.audit_unverified_refusal(route, &refusal, Some(remote));
+        }
+    }
 }

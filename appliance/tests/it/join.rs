@@ -1,5 +1,6 @@
 //! `hop join`: watching (observer) and typing into (peer) a live SSH session, allowed by the
-//! roles' `join_sessions`, with the owner told who joined.
+//! roles' `join_sessions`, with the owner told who joined. Sessions are found by their trackers,
+//! which `hop sessions ls` lists while they run (and as terminated once they end).
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -9,6 +10,39 @@ use crate::harness::{Appliance, HOP, OS_LOGIN, PASSWORD, os_login, stderr};
 use crate::ssh::{Killed, node_token, start_node, tmux, wait_event, wait_for_node, wait_pane};
 
 const WATCHER: &str = "kind: role\nversion: v7\nmetadata:\n  name: watcher\nspec:\n  allow:\n    join_sessions:\n      - name: watch-access\n        roles: [access]\n        kinds: [ssh]\n        modes: [observer]\n";
+
+/// `hop sessions ls --format json` with the login in `home`.
+fn sessions(home: &std::path::Path) -> Vec<serde_json::Value> {
+    let out = Command::new(HOP)
+        .args(["sessions", "ls", "--format", "json"])
+        .env("HOP_HOME", home)
+        .env_remove("HOP_PROXY")
+        .env_remove("HOP_CA_PIN")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Waits until the tracker of `id`, as `home` sees it, satisfies `ok`; returns it.
+fn wait_tracker(
+    home: &std::path::Path,
+    id: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let all = sessions(home);
+        if let Some(t) = all.iter().find(|t| t["session_id"] == id && ok(t)) {
+            return t.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tracker of {id} never as expected: {all:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
 
 fn wait_file(path: &std::path::Path, needle: &str) {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -85,6 +119,14 @@ fn observers_and_peers_join_a_live_session() {
     });
     let id = start["session_id"].as_str().unwrap().to_string();
 
+    // The session's tracker: written by Auth for the node hosting it, visible to its owner.
+    let t = wait_tracker(&alice_home, &id, |t| t["state"] == "active");
+    assert_eq!(t["kind"], "ssh");
+    assert_eq!(t["user"], "alice");
+    assert_eq!(t["login"], OS_LOGIN);
+    assert_eq!(t["server"], "node1");
+    assert_eq!(t["host_id"], start["server_id"]);
+
     // bob watches.
     assert!(a.login("bob", PASSWORD, &bob).status.success());
     let seen = a.dir.path().join("bob-sees.txt");
@@ -108,6 +150,11 @@ fn observers_and_peers_join_a_live_session() {
         e["user"] == "bob" && e["success"] == true && e["owner"] == "alice"
     });
 
+    // A joiner takes part; users see their own sessions (carol none), auditors all.
+    wait_tracker(&alice_home, &id, |t| {
+        t["participants"] == serde_json::json!(["alice", "bob"])
+    });
+
     // bob may only watch; carol may do neither.
     let out = a.hop(&["join", &id, "--mode", "peer"]);
     assert!(!out.status.success());
@@ -119,6 +166,12 @@ fn observers_and_peers_join_a_live_session() {
     wait_event(&a, "session.join", |e| {
         e["user"] == "carol" && e["success"] == false
     });
+    assert!(
+        sessions(&a.home)
+            .iter()
+            .all(|t| t["session_id"] != id.as_str()),
+        "carol sees alice's session"
+    );
 
     // alice joins her own session as a peer from elsewhere and types into it.
     let mut peer = Command::new(HOP)
@@ -144,4 +197,10 @@ fn observers_and_peers_join_a_live_session() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("no session"), "{}", stderr(&out));
     tmux(&sock, &["send-keys", "-t", "hop", "exit", "Enter"]);
+
+    // Once it ends, the tracker says so (and lapses a few minutes later); it cannot be joined.
+    wait_tracker(&alice_home, &id, |t| t["state"] == "terminated");
+    let out = a.hop(&["join", &id]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("ended"), "{}", stderr(&out));
 }
