@@ -169,6 +169,43 @@ fn agentless_openssh_node_through_the_proxy_is_recorded() {
                 .is_some_and(|m| m.contains("recorded by the proxy"))
     });
 
+    // The agentless route goes through admission: a live PTY session ends within 5 s of a lock
+    // (the proxy terminates it), and the next session is refused with the reason.
+    let mut live = Command::new("ssh")
+        .arg("-F")
+        .arg(&cfg)
+        .args(["-tt", &host, "echo live-started; sleep 60"])
+        .env("HOP_HOME", &a.home)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        let mut r = std::io::BufReader::new(live.stdout.take().unwrap());
+        while !line.contains("live-started") {
+            line.clear();
+            assert!(r.read_line(&mut line).unwrap() > 0, "the session never started");
+        }
+    }
+    a.ok(&["admin", "lock", "--user", "alice", "--message", "agentless matrix"]);
+    let t0 = Instant::now();
+    while live.try_wait().unwrap().is_none() {
+        assert!(t0.elapsed() < Duration::from_secs(5), "the agentless session outlived the lock");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_event(&a, "session.terminated", |e| {
+        e["route"] == "agentless" && e["reason"] == "locked"
+    });
+    let out = a.hop(&["ssh", "hopuser@web1", "true"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("locked"), "{}", stderr(&out));
+    wait_event(&a, "access.refused", |e| {
+        e["route"] == "agentless" && e["reason"] == "locked"
+    });
+
     // Removing the node: it is no longer reachable by name.
     a.ok(&["admin", "nodes", "rm", "web1"]);
     let out = a.hop(&["ssh", "hopuser@web1", "true"]);
