@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::harness::*;
 use crate::ssh::{Killed, node_token, start_node};
 
-const ROLES: &str = "kind: role\nversion: v7\nmetadata:\n  name: matrix\nspec:\n  allow:\n    logins: ['{{internal.logins}}']\n    node_labels: {'*': '*'}\n    app_labels: {'*': '*'}\n    rules:\n    - resources: [role]\n      verbs: [list, read]\n---\nkind: role\nversion: v7\nmetadata:\n  name: other\nspec:\n  allow:\n    logins: [nobody]\n";
+const ROLES: &str = "kind: role\nversion: v7\nmetadata:\n  name: matrix\nspec:\n  allow:\n    logins: ['{{internal.logins}}']\n    node_labels: {'*': '*'}\n    app_labels: {'*': '*'}\n    rules:\n    - resources: [role]\n      verbs: [list, read]\n---\nkind: role\nversion: v7\nmetadata:\n  name: other\nspec:\n  allow:\n    logins: [nobody]\n---\nkind: role\nversion: v7\nmetadata:\n  name: watcher\nspec:\n  allow:\n    join_sessions:\n    - name: watch-matrix\n      roles: [matrix]\n      kinds: [ssh]\n      modes: [observer]\n";
 
 /// One cluster: a node agent, an app agent serving an echo server, and the matrix roles.
 struct Cluster {
@@ -98,10 +98,15 @@ impl Cluster {
 
     /// A fresh user with only the `matrix` role, logged in (certificate of `ttl`).
     fn user_with_ttl(&self, ttl: Option<&str>) -> User {
+        self.user_with(ttl, "matrix")
+    }
+
+    /// A fresh user with `roles`, logged in (certificate of `ttl`).
+    fn user_with(&self, ttl: Option<&str>, roles: &str) -> User {
         let n = self.users.get() + 1;
         self.users.set(n);
         let name = format!("m{n}");
-        let secret = self.a.add_user(&name, "matrix", OS_LOGIN);
+        let secret = self.a.add_user(&name, roles, OS_LOGIN);
         let home = self.a.dir.path().join(format!("home-{name}"));
         let mut args = vec![
             "login".to_string(),
@@ -722,4 +727,101 @@ fn locking_mode_and_the_snapshot_age_are_reported() {
     assert!(body.contains("admission snapshot age:"), "{body}");
     let (_, m) = a.diag_get("/metrics");
     assert!(m.contains("hop_admission_snapshot_age_seconds"), "{m}");
+}
+
+/// Spawns `hop ARGS` as `u`, reading its standard output until `ready` appears (if given).
+fn spawn_as(u: &User, args: &[&str], ready: Option<&str>) -> Child {
+    let mut child = Command::new(HOP)
+        .args(args)
+        .env("HOP_HOME", &u.home)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    if let Some(ready) = ready {
+        let mut r = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        while !line.contains(ready) {
+            line.clear();
+            assert!(
+                r.read_line(&mut line).unwrap() > 0,
+                "{args:?} ended before {ready:?}"
+            );
+        }
+    }
+    child
+}
+
+#[test]
+fn a_pty_session_a_forward_and_a_joined_observer_end_within_five_seconds() {
+    let c = Cluster::start();
+    let owner = c.user();
+    let at = format!("{OS_LOGIN}@node1");
+    let mut pty = spawn_as(
+        &owner,
+        &[
+            "ssh",
+            "-o",
+            "RequestTTY=force",
+            &at,
+            "echo pty-$((1+1)); sleep 60",
+        ],
+        Some("pty-2"),
+    );
+    let id = {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = stdout(&run(
+                &owner.home,
+                &["sessions", "ls", "--format", "json"],
+                "",
+            ));
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+            if let Some(id) = v
+                .as_array()
+                .and_then(|a| a.first())
+                .and_then(|t| t["session_id"].as_str())
+            {
+                break id.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no tracker for the PTY session: {out}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    // A joined observer ends when it is locked; the session it watches goes on.
+    let watcher = c.user_with(None, "watcher");
+    let mut observer = spawn_as(&watcher, &["join", &id], None);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        observer.try_wait().unwrap().is_none(),
+        "the observer could not join"
+    );
+    let took = ends_within(&c, &mut observer, || {
+        drop(lock(&c, "--user", &watcher.name))
+    });
+    assert!(took < Duration::from_secs(5), "joined observer: {took:?}");
+    assert!(
+        pty.try_wait().unwrap().is_none(),
+        "the watched session ended too"
+    );
+    // A port-forwarding connection (no session channel) ends when its user is locked.
+    let forwarder = c.user();
+    let spec = format!("{}:127.0.0.1:9", free_port());
+    let mut forward = spawn_as(&forwarder, &["ssh", "-N", "-L", &spec, &at], None);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        forward.try_wait().unwrap().is_none(),
+        "the forward did not start"
+    );
+    let took = ends_within(&c, &mut forward, || {
+        drop(lock(&c, "--user", &forwarder.name))
+    });
+    assert!(took < Duration::from_secs(5), "port forward: {took:?}");
+    // The PTY session ends when its owner is locked.
+    let took = ends_within(&c, &mut pty, || drop(lock(&c, "--user", &owner.name)));
+    assert!(took < Duration::from_secs(5), "PTY session: {took:?}");
 }

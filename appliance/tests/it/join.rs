@@ -205,7 +205,14 @@ fn observers_and_peers_join_a_live_session() {
     assert!(stderr(&out).contains("ended"), "{}", stderr(&out));
 
     // The join route goes through admission first: a locked user is told so, and it is audited.
-    a.ok(&["admin", "lock", "--user", "carol", "--message", "join matrix"]);
+    a.ok(&[
+        "admin",
+        "lock",
+        "--user",
+        "carol",
+        "--message",
+        "join matrix",
+    ]);
     let out = a.hop(&["join", &id]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("locked"), "{}", stderr(&out));

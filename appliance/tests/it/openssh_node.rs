@@ -187,13 +187,26 @@ fn agentless_openssh_node_through_the_proxy_is_recorded() {
         let mut r = std::io::BufReader::new(live.stdout.take().unwrap());
         while !line.contains("live-started") {
             line.clear();
-            assert!(r.read_line(&mut line).unwrap() > 0, "the session never started");
+            assert!(
+                r.read_line(&mut line).unwrap() > 0,
+                "the session never started"
+            );
         }
     }
-    a.ok(&["admin", "lock", "--user", "alice", "--message", "agentless matrix"]);
+    a.ok(&[
+        "admin",
+        "lock",
+        "--user",
+        "alice",
+        "--message",
+        "agentless matrix",
+    ]);
     let t0 = Instant::now();
     while live.try_wait().unwrap().is_none() {
-        assert!(t0.elapsed() < Duration::from_secs(5), "the agentless session outlived the lock");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the agentless session outlived the lock"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     wait_event(&a, "session.terminated", |e| {
