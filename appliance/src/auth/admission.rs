@@ -172,6 +172,16 @@ impl AuthServer {
             .map_err(|e| Refusal::Unavailable {
                 reason: e.to_string(),
             })?;
+        self.admit_on(&snap, presented, route)
+    }
+
+    /// Decides on a given snapshot (a live session deciding again when the snapshot changed).
+    pub fn admit_on(
+        &self,
+        snap: &Snapshot,
+        presented: &Presented<'_>,
+        route: Route,
+    ) -> Result<Admitted, Refusal> {
         snap.admit(&presented.subject(), route, self.now())
     }
 

@@ -119,9 +119,18 @@ fn spawn_live_check(
     client_addr: String,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let mut last: Option<(Arc<access::AccessSnapshot>, std::time::Instant)> = None;
         loop {
             tokio::time::sleep(LIVE_RECHECK).await;
             let snap = shared.access.get();
+            // Decided again when the data changed, and at least every half minute (data that
+            // stops arriving still ages, which strict locking mode acts on).
+            if last.as_ref().is_some_and(|(s, at)| {
+                Arc::ptr_eq(s, &snap) && at.elapsed() < Duration::from_secs(30)
+            }) {
+                continue;
+            }
+            last = Some((snap.clone(), std::time::Instant::now()));
             let labels = shared.labels();
             let before_expiry = grant.cert_expires - Duration::from_secs(1);
             let now = SystemTime::now().min(before_expiry);

@@ -19,9 +19,14 @@ use crate::auth::AuthServer;
 use crate::auth::admission::Presented;
 use crate::auth::audit::EventKind;
 
-/// How often a live session is decided again: the revocation latency is at most this plus the
-/// time a snapshot takes to rebuild.
+/// How often a live session looks at the snapshot: the revocation latency is at most this plus
+/// the time a snapshot takes to rebuild.
 pub const RECHECK: Duration = Duration::from_secs(1);
+
+/// A live session is decided again when the snapshot changed, at its certificate's expiry when
+/// that ends it, and at least this often (a snapshot that stops changing still ages, which
+/// matters in strict locking mode).
+pub const REDECIDE_AT_LEAST: Duration = Duration::from_secs(30);
 
 /// A verified user certificate as a route holds it.
 #[derive(Debug, Clone)]
@@ -118,10 +123,29 @@ impl LiveWatch {
     /// `session.terminated` event names the reason.
     pub fn start(auth: Arc<AuthServer>, live: Live) -> Self {
         let task = tokio::spawn(async move {
+            let mut last: Option<(Arc<hop_admission::Snapshot>, std::time::Instant)> = None;
             loop {
                 tokio::time::sleep(RECHECK).await;
+                let snap = match auth.admission_snapshot() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let why = Refusal::Unavailable {
+                            reason: e.to_string(),
+                        };
+                        end(&auth, &live, &why);
+                        return;
+                    }
+                };
+                let expiring = live.disconnect_expired_cert && auth.now() >= live.cert.expires;
+                let unchanged = last.as_ref().is_some_and(|(s, at)| {
+                    Arc::ptr_eq(s, &snap) && at.elapsed() < REDECIDE_AT_LEAST
+                });
+                if unchanged && !expiring {
+                    continue;
+                }
+                last = Some((snap.clone(), std::time::Instant::now()));
                 let presented = live.cert.presented(live.login.as_deref());
-                let refusal = match auth.admit(&presented, live.route) {
+                let refusal = match auth.admit_on(&snap, &presented, live.route) {
                     Ok(_) => continue,
                     Err(Refusal::Expired { .. }) if !live.disconnect_expired_cert => continue,
                     Err(r) => r,
