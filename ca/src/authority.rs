@@ -66,13 +66,23 @@ pub enum CaKind {
     Db,
     /// Signs JWT assertions for application access.
     Jwt,
+    /// Signs the short-lived SSH user certificates the proxy logs in to agentless OpenSSH nodes
+    /// with; those nodes trust only this CA, so users' own certificates cannot bypass the proxy.
+    #[serde(rename = "openssh")]
+    OpenSsh,
 }
 
 impl CaKind {
     /// Every kind, in declaration order.
-    pub const ALL: [CaKind; 4] = [CaKind::User, CaKind::Host, CaKind::Db, CaKind::Jwt];
+    pub const ALL: [CaKind; 5] = [
+        CaKind::User,
+        CaKind::Host,
+        CaKind::Db,
+        CaKind::Jwt,
+        CaKind::OpenSsh,
+    ];
 
-    /// "user", "host", "db" or "jwt".
+    /// "user", "host", "db", "jwt" or "openssh".
     #[must_use]
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -80,11 +90,12 @@ impl CaKind {
             CaKind::Host => "host",
             CaKind::Db => "db",
             CaKind::Jwt => "jwt",
+            CaKind::OpenSsh => "openssh",
         }
     }
 
     const fn has_ssh(self) -> bool {
-        matches!(self, CaKind::User | CaKind::Host)
+        matches!(self, CaKind::User | CaKind::Host | CaKind::OpenSsh)
     }
 
     const fn has_x509(self) -> bool {

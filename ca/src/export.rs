@@ -5,11 +5,13 @@
 
 use crate::authority::{CaKind, CaPublic};
 
-/// One `ssh-ed25519 AAAA… comment` line per user CA, usable verbatim as sshd's
-/// `TrustedUserCAKeys` file.
+/// One `ssh-ed25519 AAAA… comment` line per CA that signs SSH user certificates (the user CA,
+/// or the OpenSSH CA agentless nodes trust), usable verbatim as sshd's `TrustedUserCAKeys` file.
 #[must_use]
 pub fn export_trusted_user_ca_keys(cas: &[CaPublic]) -> String {
-    ssh_lines(cas, CaKind::User)
+    let mut out = ssh_lines(cas, CaKind::User);
+    out.push_str(&ssh_lines(cas, CaKind::OpenSsh));
+    out
 }
 
 /// One `@cert-authority *.CLUSTER ssh-ed25519 AAAA… comment` line per host CA, for

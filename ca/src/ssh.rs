@@ -51,7 +51,9 @@ impl CertAuthority {
         ttl: Duration,
         rng: &mut R,
     ) -> Result<String, CaError> {
-        self.require_kind(CaKind::User, "issue SSH user certificates")?;
+        if self.kind != CaKind::OpenSsh {
+            self.require_kind(CaKind::User, "issue SSH user certificates")?;
+        }
         if id.username.is_empty() {
             return Err(CaError::InvalidRequest {
                 what: "identity has an empty username".into(),

@@ -692,7 +692,7 @@ impl AuthAdmin for AuthApi {
                 a.counts()
             })
             .await?;
-        let authorities = [CaKind::User, CaKind::Host, CaKind::Db, CaKind::Jwt]
+        let authorities = CaKind::ALL
             .into_iter()
             .map(|k| {
                 let p = self.auth.authorities().get(k).public();
@@ -880,21 +880,23 @@ impl AuthAdmin for AuthApi {
         self.metrics.grpc_requests.inc();
         let kind: CaKind = r.kind.parse().map_err(|_| {
             Status::invalid_argument(format!(
-                "--type: unknown CA type {:?}; expected user, host, db or jwt",
+                "--type: unknown CA type {:?}; expected user, host, db, jwt or openssh",
                 r.kind
             ))
         })?;
         let cas = self.auth.public_authorities(kind);
         let format = if r.format.is_empty() {
             match kind {
-                CaKind::User | CaKind::Host => "openssh",
+                CaKind::User | CaKind::Host | CaKind::OpenSsh => "openssh",
                 CaKind::Db | CaKind::Jwt => "pem",
             }
         } else {
             r.format.as_str()
         };
         let data = match (kind, format) {
-            (CaKind::User, "openssh") => hop_ca::export_trusted_user_ca_keys(&cas),
+            (CaKind::User | CaKind::OpenSsh, "openssh") => {
+                hop_ca::export_trusted_user_ca_keys(&cas)
+            }
             (CaKind::Host, "openssh") => hop_ca::export_known_hosts(&cas),
             (CaKind::User | CaKind::Host | CaKind::Db, "pem") => hop_ca::export_pem(&cas),
             (CaKind::Jwt, "pem") => cas
@@ -906,6 +908,7 @@ impl AuthAdmin for AuthApi {
                     "--format: {f:?} is not available for the {k} CA; use {}",
                     match k {
                         CaKind::User | CaKind::Host => "openssh or pem",
+                        CaKind::OpenSsh => "openssh",
                         _ => "pem",
                     }
                 )));

@@ -18,8 +18,8 @@ pub const OPENSSH_HOST_CERT_MAX_TTL: Duration = Duration::from_secs(5 * 365 * 24
 
 impl AuthServer {
     /// A host certificate for an OpenSSH node: principals `names` plus `NAME.CLUSTER` for each
-    /// name that is not an address. Returns (certificate, user CA lines for TrustedUserCAKeys,
-    /// expiry).
+    /// name that is not an address. Returns (certificate, the OpenSSH CA's lines for
+    /// TrustedUserCAKeys, expiry).
     pub fn sign_openssh_host(
         &self,
         names: &[String],
@@ -57,7 +57,9 @@ impl AuthServer {
             )
             .map_err(|e| AuthError::BadRequest(format!("ssh_public_key: {e}")))?;
         self.metrics().certificates_issued.inc();
-        let cas = hop_ca::export_trusted_user_ca_keys(&self.public_authorities(CaKind::User));
+        // The node trusts the OpenSSH CA, which signs only the proxy's one-minute logins: a
+        // user's own certificate (user CA) is refused there, so nobody bypasses the proxy.
+        let cas = hop_ca::export_trusted_user_ca_keys(&self.public_authorities(CaKind::OpenSsh));
         Ok((cert, cas, now + ttl))
     }
 }

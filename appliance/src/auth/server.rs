@@ -102,6 +102,8 @@ pub struct Authorities {
     pub host: CertAuthority,
     pub db: CertAuthority,
     pub jwt: CertAuthority,
+    /// Only the proxy's logins to agentless OpenSSH nodes are signed by it.
+    pub openssh: CertAuthority,
 }
 
 impl Authorities {
@@ -111,6 +113,7 @@ impl Authorities {
             CaKind::Host => &self.host,
             CaKind::Db => &self.db,
             CaKind::Jwt => &self.jwt,
+            CaKind::OpenSsh => &self.openssh,
         }
     }
 }
@@ -287,6 +290,7 @@ impl AuthServer {
             host: load(CaKind::Host)?,
             db: load(CaKind::Db)?,
             jwt: load(CaKind::Jwt)?,
+            openssh: load(CaKind::OpenSsh)?,
         };
         password::warm_up();
         let server = Self {
@@ -1183,7 +1187,7 @@ impl AuthServer {
         })?;
         if kind == "cert_authority" {
             let mut out = Vec::new();
-            for k in [CaKind::User, CaKind::Host, CaKind::Db, CaKind::Jwt] {
+            for k in CaKind::ALL {
                 if name.is_none_or(|n| n == k.to_string()) {
                     out.push(resources::cert_authority_json(&self.cas.get(k).public()));
                 }

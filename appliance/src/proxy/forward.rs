@@ -136,9 +136,13 @@ async fn connect_upstream(fwd: &Forward, route: Upstream) -> anyhow::Result<Clie
     let now = auth.now();
     let ttl = hop_ca::derived_ttl(now, fwd.identity_expires, SESSION_CERT_TTL)
         .ok_or_else(|| anyhow!("your certificate has expired; run `hop login`"))?;
-    let cert = auth
-        .authorities()
-        .user
+    // An agentless node trusts only the OpenSSH CA (so users cannot go around the proxy); a
+    // node agent decides with the user CA and its own admission.
+    let ca = match &route {
+        Upstream::Tcp(_) => &auth.authorities().openssh,
+        Upstream::Tunnel(_) => &auth.authorities().user,
+    };
+    let cert = ca
         .issue_user_ssh(&pair.public_openssh, &identity, now, ttl, &mut rand::rng())
         .map_err(|e| anyhow!("session certificate: {e}"))?;
     // Ask for the node's host certificate (never a bare key: it is what proves the node).

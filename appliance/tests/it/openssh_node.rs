@@ -169,6 +169,37 @@ fn agentless_openssh_node_through_the_proxy_is_recorded() {
                 .is_some_and(|m| m.contains("recorded by the proxy"))
     });
 
+    // The node trusts only the OpenSSH CA, which signs the proxy's own logins: a user's
+    // certificate presented to its sshd directly (bypassing the proxy) is refused.
+    let (key, cert, _) = crate::harness::key_paths(&a, "alice");
+    let out = Command::new("ssh")
+        .args(["-p", &port.to_string(), "-i"])
+        .arg(&key)
+        .arg("-o")
+        .arg(format!("CertificateFile={}", cert.display()))
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            &format!("{OS_LOGIN}@127.0.0.1"),
+            "true",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a user certificate went around the proxy"
+    );
+    assert!(
+        stderr(&out).contains("Permission denied"),
+        "{}",
+        stderr(&out)
+    );
+
     // The agentless route goes through admission: a live PTY session ends within 5 s of a lock
     // (the proxy terminates it), and the next session is refused with the reason.
     let mut live = Command::new("ssh")
