@@ -169,17 +169,26 @@ pub fn new_join_token(
     Ok(t)
 }
 
-/// Writes one validated resource document, replacing what is there.
-pub fn write(store: &ResourceStore, doc: &Resource) -> Result<(), AuthError> {
+/// Writes one validated resource document, replacing what is there. `now` stamps a user the
+/// document creates: certificates issued before it (to an earlier user of the same name) are
+/// void.
+pub fn write(store: &ResourceStore, doc: &Resource, now: SystemTime) -> Result<(), AuthError> {
     match doc {
         Resource::Role(r) => store.upsert::<Role>(r).map(drop),
         Resource::User(u) => {
-            // Keep the lock state the Auth service maintains unless the document sets one.
             let mut u = u.clone();
-            if let Some(existing) = store.get::<User>(&u.metadata.name)?
-                && u.status == Default::default()
-            {
-                u.status = existing.value.status;
+            match store.get::<User>(&u.metadata.name)? {
+                Some(existing) => {
+                    // Keep the lock state the Auth service maintains unless the document sets
+                    // one, and never move the not-before stamp back (an old export must not
+                    // revive voided certificates).
+                    let kept = existing.value.status.not_before;
+                    if u.status == Default::default() {
+                        u.status = existing.value.status;
+                    }
+                    u.status.not_before = u.status.not_before.max(kept);
+                }
+                None => u.status.not_before = Some(created_stamp(now)),
             }
             store.upsert::<User>(&u).map(drop)
         }
@@ -260,4 +269,14 @@ pub fn cert_authority_json(ca: &CaPublic) -> serde_json::Value {
             "active_keys": active,
         }
     })
+}
+
+/// The not-before stamp of a user created at `now`: its second, so that certificates of an
+/// earlier user of the same name are void and the new user's own are not.
+pub fn created_stamp(now: SystemTime) -> time::OffsetDateTime {
+    let secs = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    odt(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
 }

@@ -405,7 +405,9 @@ impl AuthServer {
                 )));
             }
         }
-        let user = resources::new_user(name, roles, traits, actor, self.clock.now())?;
+        let mut user = resources::new_user(name, roles, traits, actor, self.clock.now())?;
+        // A user of the same name deleted earlier leaves certificates behind: void them.
+        user.status.not_before = Some(resources::created_stamp(self.clock.now()));
         match self.store.create(&user) {
             Ok(_) => {}
             Err(StorageError::AlreadyExists { .. }) => {
@@ -1162,7 +1164,7 @@ impl AuthServer {
                 written.push(format!("lock/{}", lock.metadata.name));
                 continue;
             }
-            resources::write(&self.store, doc)?;
+            resources::write(&self.store, doc, self.now())?;
             let id = format!("{}/{}", doc.kind(), doc.name());
             self.audit.emit_durable(
                 self.event(EventKind::ResourceCreate, actor)

@@ -825,3 +825,35 @@ fn a_pty_session_a_forward_and_a_joined_observer_end_within_five_seconds() {
     let took = ends_within(&c, &mut pty, || drop(lock(&c, "--user", &owner.name)));
     assert!(took < Duration::from_secs(5), "PTY session: {took:?}");
 }
+
+#[test]
+fn certificates_of_a_deleted_user_stay_void_when_the_name_returns() {
+    let a = Appliance::start("");
+    let roles = a.dir.path().join("matrix.yaml");
+    std::fs::write(&roles, ROLES).unwrap();
+    a.ok(&["admin", "create", "-f", roles.to_str().unwrap()]);
+    let secret = a.add_user("ghost", "matrix", OS_LOGIN);
+    assert!(a.login("ghost", PASSWORD, &secret).status.success());
+    let api = |a: &Appliance| a.hop(&["admin", "--auth-server", &a.addr, "get", "roles"]);
+    assert!(api(&a).status.success(), "{}", stderr(&api(&a)));
+    // An export taken now, to be re-imported after a lock.
+    let export = a.ok(&["admin", "get", "user/ghost"]);
+    let doc = a.dir.path().join("ghost.yaml");
+    std::fs::write(&doc, &export).unwrap();
+    // Lock and unlock: the certificate stays void; re-importing the old export does not revive it.
+    a.ok(&["admin", "users", "lock", "ghost"]);
+    a.ok(&["admin", "users", "unlock", "ghost"]);
+    a.ok(&["admin", "create", "--force", "-f", doc.to_str().unwrap()]);
+    let out = api(&a);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("issued before"), "{}", stderr(&out));
+    // Deleted and created again with the same name and roles: the old certificate is void.
+    // (Stamps have whole seconds: a certificate issued in the very second the name is created
+    // again would pass, so this waits past the login's second.)
+    std::thread::sleep(Duration::from_millis(1100));
+    a.ok(&["admin", "users", "rm", "ghost"]);
+    a.ok(&["admin", "users", "add", "ghost", "--roles", "matrix"]);
+    let out = api(&a);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("issued before"), "{}", stderr(&out));
+}
