@@ -116,6 +116,9 @@ pub struct Live {
     pub disconnect_expired_cert: bool,
     /// Duplicates of the session's sockets (client side and agent side).
     pub sockets: Vec<socket2::Socket>,
+    /// The agent serving the session (a lock on its server id ends the session too); `None`
+    /// when the proxy reaches the target itself (an agentless node).
+    pub agent: Option<String>,
 }
 
 impl LiveWatch {
@@ -146,7 +149,10 @@ impl LiveWatch {
                 last = Some((snap.clone(), std::time::Instant::now()));
                 let presented = live.cert.presented(live.login.as_deref());
                 let refusal = match auth.admit_on(&snap, &presented, live.route) {
-                    Ok(_) => continue,
+                    Ok(_) => match agent_refusal(&auth, &live) {
+                        Some(r) => r,
+                        None => continue,
+                    },
                     Err(Refusal::Expired { .. }) if !live.disconnect_expired_cert => continue,
                     Err(r) => r,
                 };
@@ -156,6 +162,14 @@ impl LiveWatch {
         });
         Self { task }
     }
+}
+
+/// Why the agent serving `live` may no longer serve it (a lock on its server id), if so.
+fn agent_refusal(auth: &AuthServer, live: &Live) -> Option<Refusal> {
+    let host = live.agent.as_deref()?;
+    // Expiry is the TLS layer's business for the agent's connection; this asks about locks.
+    let still_valid = auth.now() + Duration::from_secs(3600);
+    auth.admit_agent(host, still_valid, Route::Tunnel).err()
 }
 
 /// Ends a live session admission now refuses.
@@ -277,7 +291,7 @@ pub async fn sweep_agents(
         }
         for agent in registry.list() {
             // Expiry is the TLS layer's business at connect time; this asks about locks.
-            let still_valid = SystemTime::now() + Duration::from_secs(3600);
+            let still_valid = auth.now() + Duration::from_secs(3600);
             let Err(refusal) = auth.admit_agent(&agent.host_id, still_valid, Route::Tunnel) else {
                 continue;
             };

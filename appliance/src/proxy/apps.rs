@@ -131,6 +131,7 @@ pub async fn serve(
             remote,
             session_id: sid.clone(),
             disconnect_expired_cert: checker.disconnect_expired_cert(),
+            agent: Some(route.host_id.clone()),
             cert,
         },
     );

@@ -84,6 +84,8 @@ pub async fn serve(
         Ok(a) => a,
         Err(refusal) => return refuse(&mut client, sid, refusal.to_string()).await,
     };
+    // A joiner's certificate ends its watch at expiry when a role asks for it.
+    let admitted_expiry = admitted.checker().disconnect_expired_cert();
     let req: JoinRequest = match serde_json::from_str(&dial.target) {
         Ok(r) => r,
         Err(e) => return refuse(&mut client, sid, format!("malformed join request: {e}")).await,
@@ -181,7 +183,8 @@ pub async fn serve(
             route: Route::Join,
             remote,
             session_id: req.session_id.clone(),
-            disconnect_expired_cert: false,
+            disconnect_expired_cert: admitted_expiry,
+            agent: Some(info.host_id.clone()),
             cert: cert.clone(),
         },
     );

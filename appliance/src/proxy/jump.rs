@@ -330,6 +330,7 @@ impl russh::server::Handler for JumpHandler {
                 remote: self.remote,
                 session_id: hex::encode(sid),
                 disconnect_expired_cert: checker.disconnect_expired_cert(),
+                agent: Some(node.host_id.clone()),
                 cert,
             },
         );

@@ -236,6 +236,7 @@ where
             remote,
             session_id: format!("{connection_id:08x}"),
             disconnect_expired_cert: admitted.checker().disconnect_expired_cert(),
+            agent: Some(route.host_id.clone()),
             cert: cert.clone(),
         },
     );

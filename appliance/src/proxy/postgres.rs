@@ -302,6 +302,7 @@ pub async fn serve(
             remote,
             session_id: hex::encode(session_id),
             disconnect_expired_cert: admitted.checker().disconnect_expired_cert(),
+            agent: Some(route.host_id.clone()),
             cert,
         },
     );

@@ -153,6 +153,7 @@ pub async fn serve(
         session_id: hex::encode(session_id),
         disconnect_expired_cert,
         sockets,
+        agent: (!node.openssh).then(|| node.host_id.clone()),
     };
     let mode = auth.session_recording().to_string();
     let proxy_records = matches!(mode.as_str(), "proxy" | "proxy-sync");

@@ -609,7 +609,7 @@ fn agents_cannot_lie_and_a_locked_agent_is_cut_off() {
     let u = c.user();
     // A second app agent announcing the name another agent holds: refused, never shadowing.
     let dir = c.a.dir.path().join("app2");
-    let _app2 = Killed(
+    let app2 = Killed(
         Command::new(HOP)
             .args([
                 "start", "--roles", "app", "--proxy", &c.a.addr, "--ca-pin", &c.a.pin,
@@ -686,9 +686,45 @@ fn agents_cannot_lie_and_a_locked_agent_is_cut_off() {
     crate::ssh::wait_event(&c.a, "access.refused", |e| {
         e["route"] == "agent_api" && e["user"] == format!("host {node_id}").as_str()
     });
-    // `hop admin rm node/HOSTID` voids an agent the same way.
+    // `hop admin rm node/HOSTID` voids an agent the same way, and ends the sessions it serves.
+    // (The shadowing agent goes first, so that the one app agent left is echo's.)
+    drop(app2);
+    let t0 = Instant::now();
+    while c
+        .a
+        .ok(&["admin", "inventory", "ls", "--format", "json"])
+        .matches("\"app\"")
+        .count()
+        > 1
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the second app agent never left"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let app_id = agent_id(&c.a, "app");
+    let port = free_port();
+    let mut proxy = spawn_as(
+        &u,
+        &["proxy", "app", "echo", "--port", &port.to_string()],
+        Some("Proxying"),
+    );
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"hi\n").unwrap();
+    let mut buf = [0u8; 3];
+    s.read_exact(&mut buf).unwrap();
     c.a.ok(&["admin", "rm", &format!("node/{app_id}")]);
+    let t0 = Instant::now();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let _ = s.read_to_end(&mut Vec::new());
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "the session outlived its agent's lock: {:?}",
+        t0.elapsed()
+    );
+    let _ = proxy.kill();
+    let _ = proxy.wait();
     let t0 = Instant::now();
     while c
         .a
