@@ -20,6 +20,33 @@ use super::resources;
 use super::server::{AuthError, AuthServer};
 use crate::timestamps::rfc3339;
 
+/// Changes of roles, users, locks and the auth preference, from the backend's change feed.
+pub struct AccessChanges {
+    watcher: hop_storage::Watcher,
+}
+
+impl AccessChanges {
+    /// Returns at the next change a decision reads (or when the feed fails: the caller then
+    /// rebuilds anyway). Other writes (session trackers, presence, counters) are skipped.
+    pub async fn next_relevant(&mut self) {
+        loop {
+            match self.watcher.recv().await {
+                Ok(hop_storage::Event::Put(item)) if access_key(&item.key) => return,
+                Ok(hop_storage::Event::Delete { key, .. }) if access_key(&key) => return,
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// Whether a backend key holds what an admission decision reads.
+fn access_key(key: &str) -> bool {
+    ["role", "user", "lock", "cluster_auth_preference"]
+        .iter()
+        .any(|kind| key.starts_with(&format!("/resources/{kind}/")))
+}
+
 /// How old the cached snapshot may grow before it is rebuilt even without a change.
 const REBUILD_AFTER: Duration = Duration::from_secs(30);
 
@@ -117,22 +144,11 @@ impl AuthServer {
         })
     }
 
-    /// The backend's latest revision.
-    pub fn backend_revision(&self) -> Result<u64, AuthError> {
-        Ok(self.store().backend().current_revision()?)
-    }
-
-    /// Returns once the backend has moved past revision `known` (at once if it already has),
-    /// or after `wait`.
-    pub async fn wait_for_change(&self, known: u64, wait: Duration) {
-        if known == 0 {
-            return;
+    /// A subscription to changes of what admission decisions read.
+    pub fn access_changes(&self) -> AccessChanges {
+        AccessChanges {
+            watcher: self.store().backend().watch(),
         }
-        let mut watcher = self.store().backend().watch();
-        if self.backend_revision().map_or(true, |r| r != known) {
-            return;
-        }
-        let _ = tokio::time::timeout(wait, watcher.recv()).await;
     }
 
     /// The current snapshot: rebuilt when the backend has changed since it was built, and at
@@ -344,17 +360,36 @@ impl AuthServer {
 
     /// The lock in force now that names user `name`, if any.
     pub(super) fn user_lock_in_force(&self, name: &str) -> Result<Option<LockResource>, AuthError> {
-        let now = time::OffsetDateTime::from(self.now());
+        // The user, a bot name, or any role the user holds now: `hop login` issues nothing a
+        // lock would refuse everywhere anyway.
+        let roles = self
+            .store()
+            .get::<User>(name)?
+            .map(|u| resources::user_roles_and_traits(&u.value).0)
+            .unwrap_or_default();
+        let traits = std::collections::BTreeMap::new();
+        let now = self.now();
+        let subject = Subject {
+            kind: if name.starts_with("bot-") {
+                SubjectKind::Bot
+            } else {
+                SubjectKind::User
+            },
+            name,
+            roles: &roles,
+            traits: &traits,
+            login: None,
+            issued_at: now,
+            expires: now + Duration::from_secs(3600),
+            cluster: self.cluster_name(),
+            bound_route: None,
+            agent_role: "",
+        };
         Ok(self
             .store()
             .list::<LockResource>()?
             .into_iter()
             .map(|v| v.value)
-            .find(|l| {
-                let t = &l.spec.target;
-                let names = t.user.as_deref() == Some(name)
-                    || t.bot.as_ref().is_some_and(|b| format!("bot-{b}") == name);
-                names && l.expires().is_none_or(|e| now < e)
-            }))
+            .find(|l| hop_admission::lock_applies(l, &subject, now)))
     }
 }

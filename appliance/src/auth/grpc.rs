@@ -120,6 +120,19 @@ impl AuthApi {
     }
 }
 
+/// A fingerprint of the access data a node decides with, without the moment it was taken:
+/// equal fingerprints mean the node has nothing new to learn.
+fn access_fingerprint(data: &hop_admission::SnapshotData) -> u64 {
+    use sha2::Digest;
+    let mut timeless = data.clone();
+    timeless.taken_at = 0;
+    let json = serde_json::to_vec(&timeless).unwrap_or_default();
+    let digest = sha2::Sha256::digest(&json);
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first).max(1)
+}
+
 /// How long a node's access request waits for a change before it is answered anyway (which
 /// also refreshes the age of the node's snapshot).
 const NODE_ACCESS_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -313,14 +326,18 @@ impl AuthPublic for AuthApi {
             ));
         }
         let known = req.into_inner().known_revision;
-        self.auth.wait_for_change(known, NODE_ACCESS_WAIT).await;
+        // Subscribed before the data is read, so no change between the two is missed.
+        let mut changes = self.auth.access_changes();
+        let build = |a: &AuthServer| Ok((a.node_access()?, a.admission_data()?));
+        let (mut access, mut admission) = self.blocking(build).await?;
+        if known != 0 && access_fingerprint(&admission) == known {
+            // The node has this already: answer when something a decision reads changes, or
+            // after a while (which refreshes the snapshot's age on the node).
+            let _ = tokio::time::timeout(NODE_ACCESS_WAIT, changes.next_relevant()).await;
+            (access, admission) = self.blocking(build).await?;
+        }
+        let revision = access_fingerprint(&admission);
         let cluster = self.auth.cluster_name().to_string();
-        let (access, admission, revision) = self
-            .blocking(|a| {
-                let revision = a.backend_revision()?;
-                Ok((a.node_access()?, a.admission_data()?, revision))
-            })
-            .await?;
         let roles_json = serde_json::to_string(&access.roles)
             .map_err(|e| Status::internal(format!("encoding roles: {e}")))?;
         let admission_json = serde_json::to_string(&admission)

@@ -892,4 +892,12 @@ fn certificates_of_a_deleted_user_stay_void_when_the_name_returns() {
     let out = api(&a);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("issued before"), "{}", stderr(&out));
+    // A role lock stops `hop login` issuing certificates with that role (the answer reveals
+    // nothing; the audit log says why).
+    let secret = a.add_user("roled", "matrix", OS_LOGIN);
+    a.ok(&["admin", "lock", "--role", "matrix"]);
+    assert!(!a.login("roled", PASSWORD, &secret).status.success());
+    crate::ssh::wait_event(&a, "user.login", |e| {
+        e["user"] == "roled" && e["error"].as_str().is_some_and(|x| x.contains("locked"))
+    });
 }
