@@ -164,15 +164,19 @@ impl TunnelRegistry {
     /// The announcements agent `host_id` (of `role`) may make: only its role's kind, and only
     /// names no other connected agent holds (the first holder keeps a name; a later one is
     /// refused, never allowed to shadow it). Each refusal is reported.
-    fn vet(
+    ///
+    /// `store` runs with what is kept while the registry is still locked, so two agents
+    /// announcing one name at the same moment cannot both keep it.
+    fn vet_and_store(
         &self,
         host_id: &str,
         role: HostRole,
         resources: Vec<ResourceAnnouncement>,
-    ) -> Vec<ResourceAnnouncement> {
+        store: impl FnOnce(&mut HashMap<String, AgentEntry>, Vec<ResourceAnnouncement>),
+    ) {
         let served = kind_served_by(role);
-        let agents = self.agents();
-        let held_elsewhere = |r: &ResourceAnnouncement| {
+        let mut agents = self.agents();
+        let held_elsewhere = |agents: &HashMap<String, AgentEntry>, r: &ResourceAnnouncement| {
             agents.values().any(|e| {
                 e.info.host_id != host_id
                     && e.info
@@ -191,7 +195,7 @@ impl TunnelRegistry {
                     r.name,
                     role.as_str()
                 ));
-            } else if held_elsewhere(&r) {
+            } else if held_elsewhere(&agents, &r) {
                 refusals.push(format!(
                     "{} {:?}: another agent serves that name",
                     r.kind, r.name
@@ -200,6 +204,7 @@ impl TunnelRegistry {
                 kept.push(r);
             }
         }
+        store(&mut agents, kept);
         drop(agents);
         for why in refusals {
             tracing::warn!(%host_id, "announcement refused: {why}");
@@ -207,7 +212,19 @@ impl TunnelRegistry {
                 f(host_id, &why);
             }
         }
-        kept
+    }
+
+    /// What [`Self::vet_and_store`] keeps, for tests.
+    #[cfg(test)]
+    fn vet(
+        &self,
+        host_id: &str,
+        role: HostRole,
+        resources: Vec<ResourceAnnouncement>,
+    ) -> Vec<ResourceAnnouncement> {
+        let mut out = Vec::new();
+        self.vet_and_store(host_id, role, resources, |_, kept| out = kept);
+        out
     }
 
     /// Disconnects agent `host_id` now (a lock on its server id): its control connection is
@@ -405,29 +422,34 @@ impl TunnelRegistry {
                 .await;
             return;
         }
-        let resources = self.vet(&host_id, role, hello.resources.clone());
         let now = SystemTime::now();
         let generation = self
             .next_generation
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (goaway_tx, mut goaway_rx) = watch::channel(None);
-        {
-            let entry = AgentEntry {
-                info: AgentInfo {
-                    host_id: host_id.clone(),
-                    version: hello.agent_version.clone(),
-                    services: hello.services.clone(),
-                    resources,
-                    remote,
-                    connected: now,
-                    last_heartbeat: now,
-                    pooled: 0,
-                },
-                generation,
-                goaway: goaway_tx,
-            };
-            self.agents().insert(host_id.clone(), entry);
-        }
+        let info = AgentInfo {
+            host_id: host_id.clone(),
+            version: hello.agent_version.clone(),
+            services: hello.services.clone(),
+            resources: Vec::new(),
+            remote,
+            connected: now,
+            last_heartbeat: now,
+            pooled: 0,
+        };
+        self.vet_and_store(
+            &host_id,
+            role,
+            hello.resources.clone(),
+            |agents, resources| {
+                let entry = AgentEntry {
+                    info: AgentInfo { resources, ..info },
+                    generation,
+                    goaway: goaway_tx,
+                };
+                agents.insert(host_id.clone(), entry);
+            },
+        );
         tracing::info!(%host_id, %remote, services = ?hello.services, resources = hello.resources.len(), "agent connected");
         let ack = Frame::HelloAck(HelloAck {
             proxy_id: self.proxy_id.clone(),
@@ -475,11 +497,13 @@ impl TunnelRegistry {
                         framed.write_frame(&Frame::HeartbeatAck { seq }).await?;
                     }
                     Frame::Hello(h) => {
-                        let resources = self.vet(host_id, role, h.resources);
-                        if let Some(e) = self.agents().get_mut(host_id) {
-                            e.info.resources = resources;
-                            e.info.services = h.services;
-                        }
+                        let services = h.services;
+                        self.vet_and_store(host_id, role, h.resources, |agents, resources| {
+                            if let Some(e) = agents.get_mut(host_id) {
+                                e.info.resources = resources;
+                                e.info.services = services;
+                            }
+                        });
                     }
                     Frame::GoAway(g) => {
                         tracing::info!(%host_id, reason = %g.reason, "agent is leaving");
