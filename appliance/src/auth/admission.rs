@@ -230,8 +230,54 @@ impl AuthServer {
         snap.admit(&subject, route, self.now())
     }
 
-    /// Writes an audit event for a refusal on `route`, with the reason code.
+    /// Writes an audit event for a refusal of verified identity `user` on `route`, with the
+    /// reason code; at most a burst then one a second per identity, the rest counted and
+    /// summarized (a locked user with a still valid certificate cannot flood the log).
     pub fn audit_refusal(
+        &self,
+        route: Route,
+        user: &str,
+        refusal: &Refusal,
+        remote: Option<std::net::SocketAddr>,
+    ) {
+        use super::refusal_limit::{
+            IDENTITY_REFUSAL_BURST, IDENTITY_REFUSALS_PER_SECOND, MAX_TRACKED_IDENTITIES,
+            RefusalLimiter,
+        };
+        let verdict = {
+            let mut table = self
+                .refusals_by_identity
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if table.len() >= MAX_TRACKED_IDENTITIES && !table.contains_key(user) {
+                table.clear();
+            }
+            table
+                .entry(user.to_string())
+                .or_insert_with(|| {
+                    RefusalLimiter::new(IDENTITY_REFUSALS_PER_SECOND, IDENTITY_REFUSAL_BURST)
+                })
+                .admit(self.now())
+        };
+        if let Some(n) = verdict.summary {
+            self.emit(
+                self.event(EventKind::AccessRefused, user)
+                    .field("reason", "rate_limited")
+                    .field("unwritten", n)
+                    .failed(
+                        EventKind::AccessRefused,
+                        format!("{n} more refusals of {user:?} not written"),
+                    ),
+            );
+        }
+        if verdict.write {
+            self.write_refusal(route, user, refusal, remote);
+        } else {
+            self.metrics().audit_refusals_dropped.inc();
+        }
+    }
+
+    fn write_refusal(
         &self,
         route: Route,
         user: &str,
@@ -274,7 +320,7 @@ impl AuthServer {
             );
         }
         if verdict.write {
-            self.audit_refusal(route, "anonymous", refusal, remote);
+            self.write_refusal(route, "anonymous", refusal, remote);
         } else {
             self.metrics().audit_refusals_dropped.inc();
         }

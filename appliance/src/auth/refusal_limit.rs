@@ -15,6 +15,14 @@ use std::time::{Duration, SystemTime};
 pub const REFUSALS_PER_SECOND: f64 = 20.0;
 /// Refusals written back to back before the rate applies.
 pub const REFUSAL_BURST: f64 = 100.0;
+/// Refusals of one verified identity written per second, once its burst is spent.
+pub const IDENTITY_REFUSALS_PER_SECOND: f64 = 1.0;
+/// Refusals of one verified identity written back to back.
+pub const IDENTITY_REFUSAL_BURST: f64 = 20.0;
+/// Identities tracked at most; past this the table starts again (a flood from that many
+/// identities is bounded by their certificates, which only Auth issues).
+pub const MAX_TRACKED_IDENTITIES: usize = 10_000;
+
 /// At most one summary of unwritten refusals per this long.
 pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
 

@@ -217,6 +217,10 @@ pub struct AuthServer {
     pub(super) admission: Mutex<Option<(u64, Arc<hop_admission::Snapshot>)>>,
     /// How many refusals of unauthenticated callers reach the audit log.
     pub(super) refusals: Mutex<super::refusal_limit::RefusalLimiter>,
+    /// One bucket per verified identity whose calls are refused (a locked user with a still
+    /// valid certificate must not flood the audit log either).
+    pub(super) refusals_by_identity:
+        Mutex<std::collections::HashMap<String, super::refusal_limit::RefusalLimiter>>,
 }
 
 impl std::fmt::Debug for AuthServer {
@@ -305,6 +309,7 @@ impl AuthServer {
             login_state: Mutex::new(()),
             admission: Mutex::new(None),
             refusals: Mutex::new(super::refusal_limit::RefusalLimiter::default()),
+            refusals_by_identity: Mutex::new(std::collections::HashMap::new()),
         };
         server.migrate_legacy_tokens()?;
         Ok(server)

@@ -1025,3 +1025,46 @@ mod trackers_and_agent_events {
         assert_eq!(f.auth.metrics().audit_refusals_dropped.get(), 50);
     }
 }
+
+#[test]
+fn refusals_of_one_identity_are_rate_limited_in_the_audit_log() {
+    let f = fixture("otp");
+    let refusal = hop_admission::Refusal::Deleted {
+        kind: "user",
+        name: "gone".into(),
+    };
+    for _ in 0..200 {
+        f.auth
+            .audit_refusal(hop_admission::Route::AdminApi, "gone", &refusal, None);
+    }
+    let written = |f: &Fixture| {
+        f.events()
+            .iter()
+            .filter(|e| e["event"] == "access.refused" && e["user"] == "gone")
+            .count()
+    };
+    // Queued events reach the log a moment later.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while written(&f) < 20 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let first = written(&f);
+    assert!(first <= 21, "{first} refusals written for one identity");
+    assert!(first >= 20, "the burst was not written: {first}");
+    // Another identity has its own budget.
+    f.auth
+        .audit_refusal(hop_admission::Route::AdminApi, "other", &refusal, None);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !f
+        .events()
+        .iter()
+        .any(|e| e["event"] == "access.refused" && e["user"] == "other")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the other identity's refusal is missing"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
