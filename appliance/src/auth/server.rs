@@ -221,6 +221,9 @@ pub struct AuthServer {
     /// valid certificate must not flood the audit log either).
     pub(super) refusals_by_identity:
         Mutex<std::collections::HashMap<String, super::refusal_limit::RefusalLimiter>>,
+    /// One bucket per agent for the session trackers it opens.
+    pub(super) tracker_creations:
+        Mutex<std::collections::HashMap<String, super::refusal_limit::RefusalLimiter>>,
 }
 
 impl std::fmt::Debug for AuthServer {
@@ -310,6 +313,7 @@ impl AuthServer {
             admission: Mutex::new(None),
             refusals: Mutex::new(super::refusal_limit::RefusalLimiter::default()),
             refusals_by_identity: Mutex::new(std::collections::HashMap::new()),
+            tracker_creations: Mutex::new(std::collections::HashMap::new()),
         };
         server.migrate_legacy_tokens()?;
         Ok(server)

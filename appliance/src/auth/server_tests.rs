@@ -1068,3 +1068,29 @@ fn refusals_of_one_identity_are_rate_limited_in_the_audit_log() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn an_agent_cannot_open_trackers_without_bound() {
+    use crate::auth::trackers::{NEW_TRACKERS_BURST, TrackerError};
+    let f = fixture("otp");
+    let host = crate::auth::trackers::TrackerHost {
+        host_id: "flooding-host",
+        role: hop_ca::HostRole::Node,
+    };
+    let mut refused = 0;
+    for i in 0..(NEW_TRACKERS_BURST as usize + 50) {
+        let update = crate::auth::trackers::TrackerUpdate {
+            session_id: format!("s{i}"),
+            kind: crate::auth::trackers::SessionKind::Ssh,
+            user: "alice".into(),
+            login: "root".into(),
+            target: String::new(),
+            participants: Vec::new(),
+            state: crate::auth::trackers::TrackerState::Active,
+        };
+        if let Err(TrackerError::TooMany { .. }) = f.auth.adopt_tracker(host, &update) {
+            refused += 1;
+        }
+    }
+    assert!(refused >= 49, "only {refused} of the flood were refused");
+}

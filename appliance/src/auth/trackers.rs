@@ -136,6 +136,11 @@ pub struct TrackerHost<'a> {
     pub role: HostRole,
 }
 
+/// New trackers one agent may open per second, once its burst is spent.
+pub const NEW_TRACKERS_PER_SECOND: u32 = 50;
+/// New trackers one agent may open back to back.
+pub const NEW_TRACKERS_BURST: f64 = 500.0;
+
 /// Why a tracker write was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum TrackerError {
@@ -147,6 +152,8 @@ pub enum TrackerError {
     ForeignSession { session_id: String },
     #[error("session {session_id} has ended; its tracker cannot be revived")]
     Ended { session_id: String },
+    #[error("agent {host_id} opens sessions faster than {per_second} a second; tracker refused")]
+    TooMany { host_id: String, per_second: u32 },
     #[error("session {session_id}: {source}")]
     Storage {
         session_id: String,
@@ -163,6 +170,7 @@ impl From<TrackerError> for AuthError {
             TrackerError::WrongKind { .. } | TrackerError::ForeignSession { .. } => {
                 AuthError::Denied(e.to_string())
             }
+            TrackerError::TooMany { .. } => AuthError::Denied(e.to_string()),
             TrackerError::Storage { .. } => AuthError::Internal(e.to_string()),
         }
     }
@@ -293,6 +301,7 @@ impl AuthServer {
         update: &TrackerUpdate,
     ) -> Result<SessionTracker, TrackerError> {
         check_session_id(&update.session_id)?;
+        self.count_new_tracker(host.host_id)?;
         let now = self.now();
         let server = self.certified_name(host.host_id).unwrap_or_default();
         let t = next_version(None, host, &server, update, now)?;
@@ -377,8 +386,14 @@ impl AuthServer {
             source,
         };
         let mut attempts = 0;
+        let mut counted = false;
         loop {
             let existing = self.tracker(&update.session_id)?;
+            // Agents' own trackers are counted; the proxy writes app sessions' itself.
+            if existing.is_none() && !counted && host.role != HostRole::App {
+                self.count_new_tracker(host.host_id)?;
+                counted = true;
+            }
             let now = self.now();
             let next = next_version(
                 existing.as_ref().map(|v| &v.value),
@@ -396,6 +411,36 @@ impl AuthServer {
                 Err(StorageError::Conflict { .. }) if attempts < 3 => attempts += 1,
                 Err(e) => return Err(storage(e)),
             }
+        }
+    }
+
+    /// Counts a tracker `host_id` creates: an agent (even a malicious one) creates at most
+    /// [`NEW_TRACKERS_PER_SECOND`] a second after a burst, so the trackers it can make stay
+    /// bounded by the rate times their retention.
+    fn count_new_tracker(&self, host_id: &str) -> Result<(), TrackerError> {
+        use super::refusal_limit::RefusalLimiter;
+        let mut table = self
+            .tracker_creations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if table.len() >= super::refusal_limit::MAX_TRACKED_IDENTITIES
+            && !table.contains_key(host_id)
+        {
+            table.clear();
+        }
+        let verdict = table
+            .entry(host_id.to_string())
+            .or_insert_with(|| {
+                RefusalLimiter::new(f64::from(NEW_TRACKERS_PER_SECOND), NEW_TRACKERS_BURST)
+            })
+            .admit(self.now());
+        if verdict.write {
+            Ok(())
+        } else {
+            Err(TrackerError::TooMany {
+                host_id: host_id.to_string(),
+                per_second: NEW_TRACKERS_PER_SECOND,
+            })
         }
     }
 
