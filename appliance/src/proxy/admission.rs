@@ -73,10 +73,19 @@ pub fn admit(
     route: Route,
     remote: SocketAddr,
 ) -> Result<Admitted, Refusal> {
-    auth.admit(&cert.presented(login), route)
-        .inspect_err(|refusal| {
-            auth.audit_refusal(route, &cert.identity.username, refusal, Some(remote));
-        })
+    admit_presented(auth, &cert.presented(login), route, remote)
+}
+
+/// [`admit`] for a certificate the caller only borrows.
+fn admit_presented(
+    auth: &AuthServer,
+    presented: &Presented<'_>,
+    route: Route,
+    remote: SocketAddr,
+) -> Result<Admitted, Refusal> {
+    auth.admit(presented, route).inspect_err(|refusal| {
+        auth.audit_refusal(route, &presented.identity.username, refusal, Some(remote));
+    })
 }
 
 /// Decides whether agent `host_id` may use `route`; a refusal is audited.
@@ -166,10 +175,14 @@ impl LiveWatch {
 
 /// Why the agent serving `live` may no longer serve it (a lock on its server id), if so.
 fn agent_refusal(auth: &AuthServer, live: &Live) -> Option<Refusal> {
-    let host = live.agent.as_deref()?;
-    // Expiry is the TLS layer's business for the agent's connection; this asks about locks.
+    agent_locked(auth, live.agent.as_deref()?)
+}
+
+/// Why connected agent `host_id` may no longer be connected, if so. Its certificate's expiry
+/// was the TLS layer's business when it connected; this asks about locks.
+fn agent_locked(auth: &AuthServer, host_id: &str) -> Option<Refusal> {
     let still_valid = auth.now() + Duration::from_secs(3600);
-    auth.admit_agent(host, still_valid, Route::Tunnel).err()
+    auth.admit_agent(host_id, still_valid, Route::Tunnel).err()
 }
 
 /// Ends a live session admission now refuses.
@@ -245,12 +258,14 @@ fn refuse_api_call(
             expires,
             issued_at,
         } => {
-            let cert = UserCert {
-                identity: (**identity).clone(),
+            // Borrowed, not copied: this runs for every API request.
+            let presented = Presented {
+                identity,
                 issued_at: *issued_at,
                 expires: *expires,
+                login: None,
             };
-            admit(auth, &cert, None, Route::AdminApi, *remote).err()?
+            admit_presented(auth, &presented, Route::AdminApi, *remote).err()?
         }
         Caller::Host {
             host_id,
@@ -291,8 +306,7 @@ pub async fn sweep_agents(
         }
         for agent in registry.list() {
             // Expiry is the TLS layer's business at connect time; this asks about locks.
-            let still_valid = auth.now() + Duration::from_secs(3600);
-            let Err(refusal) = auth.admit_agent(&agent.host_id, still_valid, Route::Tunnel) else {
+            let Some(refusal) = agent_locked(&auth, &agent.host_id) else {
                 continue;
             };
             registry.evict(&agent.host_id, &refusal.to_string());
