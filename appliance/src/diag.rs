@@ -42,7 +42,7 @@ pub async fn serve(
         });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
-            crate::signals::until_shutdown(&mut shutdown).await;
+            hop_platform::signals::until_shutdown(&mut shutdown).await;
         })
         .await?;
     Ok(())

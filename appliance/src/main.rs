@@ -14,15 +14,12 @@ mod config;
 mod dataplane;
 mod db;
 mod diag;
-mod host;
 mod logging;
 mod metrics;
 mod node;
-mod platform;
 
 mod proxy;
 mod relay;
-mod signals;
 mod ssh_auth_deadline;
 mod start;
 mod timestamps;

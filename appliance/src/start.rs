@@ -33,7 +33,7 @@ pub const ADMIN_SOCKET: &str = "auth.sock";
 const TUNNEL_HEARTBEAT: Duration = Duration::from_secs(30);
 
 fn host_name() -> String {
-    crate::host::host_name().unwrap_or_else(|| "localhost".into())
+    hop_platform::host::host_name().unwrap_or_else(|| "localhost".into())
 }
 
 /// The `host:port` users should type, from public_addr or the listen address.
@@ -150,7 +150,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let wanted = u64::try_from(cfg.proxy_service.max_connections)
         .unwrap_or(u64::MAX)
         .saturating_add(1024);
-    match crate::platform::raise_nofile_limit(wanted) {
+    match hop_platform::raise_nofile_limit(wanted) {
         Ok(l) if l.now < wanted => tracing::warn!(
             limit = l.now,
             wanted,
@@ -202,7 +202,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(30)) => {}
-                    _ = crate::signals::until_shutdown(&mut rx) => break,
+                    _ = hop_platform::signals::until_shutdown(&mut rx) => break,
                 }
                 let b = b.clone();
                 let _ = tokio::task::spawn_blocking(move || {
@@ -423,7 +423,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     );
 
     let mut rx = shutdown_rx.clone();
-    crate::signals::until_shutdown(&mut rx).await;
+    hop_platform::signals::until_shutdown(&mut rx).await;
     // Tell agents to move before the port closes, each after its own delay, so that they do not
     // all come back in the same second.
     registry.drain(Duration::from_secs(10));
@@ -484,7 +484,7 @@ async fn recording_retention(
         }
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
-            _ = crate::signals::until_shutdown(&mut shutdown) => return,
+            _ = hop_platform::signals::until_shutdown(&mut shutdown) => return,
         }
     }
 }

@@ -409,7 +409,7 @@ async fn run_one(
         None => {
             let got = tokio::select! {
                 r = identity_for(&s, index, &joins, &counters) => r,
-                _ = crate::signals::until_shutdown(&mut shutdown) => return,
+                _ = hop_platform::signals::until_shutdown(&mut shutdown) => return,
             };
             match got {
                 Ok(id) => id,
@@ -443,7 +443,7 @@ async fn run_one(
         );
     tokio::select! {
         _ = tokio::time::sleep_until(start_at.into()) => {}
-        _ = crate::signals::until_shutdown(&mut shutdown) => return,
+        _ = hop_platform::signals::until_shutdown(&mut shutdown) => return,
     }
     let observer = SimulatedAgent {
         index,
@@ -561,7 +561,7 @@ async fn run_agents(s: LoadtestSettings) -> anyhow::Result<()> {
         .unwrap_or(u64::MAX)
         .saturating_add(u64::try_from(s.join_concurrency).unwrap_or(0))
         .saturating_add(256);
-    match crate::platform::raise_nofile_limit(wanted) {
+    match hop_platform::raise_nofile_limit(wanted) {
         Ok(l) if l.now < wanted => eprintln!(
             "warning: {} agents need about {wanted} open files; the limit is {} (hard {}): raise it with ulimit -n",
             s.count, l.now, l.hard
@@ -628,7 +628,7 @@ async fn run_agents(s: LoadtestSettings) -> anyhow::Result<()> {
                     break;
                 }
             }
-            _ = crate::signals::until_shutdown(&mut stop) => break,
+            _ = hop_platform::signals::until_shutdown(&mut stop) => break,
         }
     }
     let connected_at_end = counters.connected.load(Ordering::Relaxed);

@@ -203,7 +203,7 @@ impl Shared {
 async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(d) => false,
-        _ = crate::signals::until_shutdown(shutdown) => true,
+        _ = hop_platform::signals::until_shutdown(shutdown) => true,
     }
 }
 
@@ -233,7 +233,7 @@ pub async fn run(settings: AgentSettings, shutdown: watch::Receiver<bool>) -> an
                 .map(|n| {
                     Some(n.nodename.clone())
                         .filter(|n| !n.is_empty())
-                        .or_else(crate::host::short_host_name)
+                        .or_else(hop_platform::host::short_host_name)
                         .unwrap_or_default()
                 })
                 .unwrap_or_default();
@@ -297,7 +297,7 @@ pub async fn run(settings: AgentSettings, shutdown: watch::Receiver<bool>) -> an
         tasks.spawn(data_slot(shared.clone(), slot, shutdown.clone()));
     }
     let mut rx = shutdown.clone();
-    crate::signals::until_shutdown(&mut rx).await;
+    hop_platform::signals::until_shutdown(&mut rx).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         while tasks.join_next().await.is_some() {}
     })
@@ -405,7 +405,7 @@ async fn control_session<O: ControlObserver>(
                 }
                 other => tracing::debug!(frame = other.frame_type(), "ignored control frame"),
             },
-            _ = crate::signals::until_shutdown(shutdown) => {
+            _ = hop_platform::signals::until_shutdown(shutdown) => {
                 let _ = framed.write_frame(&Frame::GoAway(hop_protocols::tunnel::GoAway { reason: "agent shutting down".into(), reconnect_after_ms: 0 })).await;
                 return Ok(None);
             }
@@ -420,7 +420,7 @@ async fn data_slot(shared: Arc<Shared>, slot: usize, mut shutdown: watch::Receiv
         let started = Instant::now();
         let outcome = tokio::select! {
             r = wait_for_dial(&shared) => r,
-            _ = crate::signals::until_shutdown(&mut shutdown) => return,
+            _ = hop_platform::signals::until_shutdown(&mut shutdown) => return,
         };
         match outcome {
             Ok(()) => backoff.reset(),

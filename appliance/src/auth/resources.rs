@@ -68,7 +68,7 @@ pub fn ensure_cluster_name(
 }
 
 fn default_cluster_name() -> String {
-    let host: String = crate::host::host_name()
+    let host: String = hop_platform::host::host_name()
         .unwrap_or_default()
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))

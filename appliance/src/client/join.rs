@@ -31,7 +31,7 @@ pub async fn join(session_id: String, mode: JoinMode) -> anyhow::Result<()> {
     let (stream, pending) = open_session(&login.profile.proxy, cfg, &target, local).await?;
     let interactive = std::io::stdin().is_terminal();
     let _raw = if interactive {
-        Some(crate::platform::term::RawMode::enable(&std::io::stdin()).context("raw terminal")?)
+        Some(hop_platform::term::RawMode::enable(&std::io::stdin()).context("raw terminal")?)
     } else {
         None
     };

@@ -243,7 +243,7 @@ pub async fn play(args: PlayArgs) -> anyhow::Result<()> {
     let (keys_tx, mut keys) = mpsc::unbounded_channel::<u8>();
     let stdin = std::io::stdin();
     let _raw = if timed && stdin.is_terminal() {
-        let raw = crate::platform::term::RawMode::enable(&stdin)
+        let raw = hop_platform::term::RawMode::enable(&stdin)
             .context("cannot put the terminal in raw mode")?;
         std::thread::spawn(move || {
             use std::io::Read;

@@ -183,7 +183,7 @@ impl DataPlane {
         }
         let kernel_tls = match settings.kernel_tls {
             KernelTlsChoice::Off => KernelTls::Off("proxy_service.kernel_tls is off".into()),
-            KernelTlsChoice::Auto => match crate::platform::ktls::probe() {
+            KernelTlsChoice::Auto => match hop_platform::ktls::probe() {
                 Ok(()) => KernelTls::On,
                 Err(e) => KernelTls::Off(e),
             },

@@ -230,7 +230,7 @@ fn enable_kernel_tls(
     client_keys: &crate::relay::ConnectionKeys,
     agent_keys: &crate::relay::ConnectionKeys,
 ) -> Result<bool, RelayError> {
-    use crate::platform::ktls;
+    use hop_platform::ktls;
     let unsupported = || std::io::Error::other("the kernel does not implement this cipher");
     let (Some(c_tx), Some(c_rx), Some(a_tx), Some(a_rx)) = (
         client_keys.tx.kernel_key(),
@@ -311,7 +311,7 @@ async fn splice_direction(
     last: &Cell<Instant>,
     moved: &Cell<u64>,
 ) -> Result<(), RelayError> {
-    use crate::platform::ktls;
+    use hop_platform::ktls;
     use monoio::io::splice::{SpliceDestination, SpliceSource};
     let record_err = |error| RelayError::Record { side, error };
     if !first.is_empty() {

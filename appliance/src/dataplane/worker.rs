@@ -21,7 +21,6 @@ use super::limits::{ConnectionGuard, ConnectionLimits};
 use super::route::{Decision, RejectReason, decide};
 use super::stats::{DataPlaneStats, IoDriver, WorkerStats};
 use super::{DataPlaneSettings, Handoff, HandoffKind, TlsTermination};
-use crate::platform;
 use crate::relay::TlsRelayJob;
 
 /// Bytes peeked at first; enough for nearly every ClientHello.
@@ -145,7 +144,7 @@ async fn classify(
         if buf.is_empty() {
             buf = vec![0u8; INITIAL_PEEK];
         }
-        let n = match platform::peek(stream, &mut buf) {
+        let n = match hop_platform::peek(stream, &mut buf) {
             Ok(0) => return Err(RejectReason::ClosedEarly),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -260,7 +259,7 @@ async fn serve(
             // `None`: the connection is closed here (counted where it failed).
             if let Some(tls) = tls {
                 let handoff = Handoff {
-                    stream: platform::into_std_stream(stream),
+                    stream: hop_platform::into_std_stream(stream),
                     kind,
                     client,
                     alpn,

@@ -109,7 +109,7 @@ impl DbService {
             }
             tokio::select! {
                 _ = tokio::time::sleep(REFRESH) => {}
-                _ = crate::signals::until_shutdown(&mut shutdown) => return,
+                _ = hop_platform::signals::until_shutdown(&mut shutdown) => return,
             }
         }
     }

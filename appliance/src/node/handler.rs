@@ -21,7 +21,7 @@ use super::access::{self, Grant};
 use super::audit::EventKind;
 use super::session::{self, SessionContext};
 use super::{Arrival, NodeShared};
-use crate::platform::account::listen_as;
+use hop_platform::account::listen_as;
 use crate::ssh_auth_deadline::AuthDone;
 
 /// Per-connection state.

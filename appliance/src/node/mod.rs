@@ -269,7 +269,7 @@ pub async fn run_background(
             }
         });
     }
-    crate::signals::until_shutdown(&mut shutdown).await;
+    hop_platform::signals::until_shutdown(&mut shutdown).await;
     tasks.abort_all();
     Ok(())
 }

@@ -31,7 +31,7 @@ use super::recorder::{NodeRecording, SessionRecorder};
 use super::users::{self, OsUser};
 use super::{Arrival, NodeShared};
 use crate::agent::trackers::TrackedSpec;
-use crate::platform::pty::{self, Account, ChildSetup, WindowSize};
+use hop_platform::pty::{self, Account, ChildSetup, WindowSize};
 
 /// What the connection hands to each session channel.
 #[derive(Clone)]

@@ -298,7 +298,7 @@ pub async fn sweep_agents(
     loop {
         tokio::select! {
             _ = tokio::time::sleep(RECHECK) => {}
-            _ = crate::signals::until_shutdown(&mut shutdown) => return,
+            _ = hop_platform::signals::until_shutdown(&mut shutdown) => return,
         }
         // Keeps the snapshot (and the age `/readyz` reports) current even when nobody asks.
         if let Err(e) = auth.admission_snapshot() {

@@ -102,7 +102,7 @@ impl ProxyCertificate {
                         }
                     }
                 }
-                _ = crate::signals::until_shutdown(&mut shutdown) => return,
+                _ = hop_platform::signals::until_shutdown(&mut shutdown) => return,
             };
             match self.load().await {
                 Ok(cfg) => {

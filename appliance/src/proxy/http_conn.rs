@@ -77,7 +77,7 @@ pub async fn serve<IO>(
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(IDLE_CLOSE_GRACE, conn).await;
         }
-        _ = crate::signals::until_shutdown(&mut shutdown) => {
+        _ = hop_platform::signals::until_shutdown(&mut shutdown) => {
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
         }

@@ -91,7 +91,7 @@ impl JumpHost {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(HOST_CERT_TTL / 2) => {}
-                _ = crate::signals::until_shutdown(&mut shutdown) => return,
+                _ = hop_platform::signals::until_shutdown(&mut shutdown) => return,
             }
             match server_config(&self.auth, &self.names) {
                 Ok(c) => self.config.store(Arc::new(c)),

@@ -117,7 +117,7 @@ pub async fn serve_tls(
                 Some(h) => h,
                 None => break,
             },
-            _ = crate::signals::until_shutdown(&mut shutdown) => break,
+            _ = hop_platform::signals::until_shutdown(&mut shutdown) => break,
         };
         metrics.connections_accepted.inc();
         let Handoff {
@@ -414,7 +414,7 @@ pub async fn serve_admin_socket(
                     continue;
                 }
             },
-            _ = crate::signals::until_shutdown(&mut shutdown) => break,
+            _ = hop_platform::signals::until_shutdown(&mut shutdown) => break,
         };
         let allowed = stream
             .peer_cred()

@@ -140,7 +140,7 @@ pub async fn run(
         }
         tokio::select! {
             _ = tokio::time::sleep(PUBLISH_INTERVAL) => {}
-            _ = crate::signals::until_shutdown(&mut shutdown) => break,
+            _ = hop_platform::signals::until_shutdown(&mut shutdown) => break,
         }
     }
     let b = backend.clone();

@@ -519,7 +519,7 @@ impl TunnelRegistry {
                         return Ok(());
                     }
                 }
-                _ = crate::signals::until_shutdown(shutdown) => {
+                _ = hop_platform::signals::until_shutdown(shutdown) => {
                     let jitter = rand::random_range(0..=10_000u32);
                     framed.write_frame(&Frame::GoAway(GoAway { reason: "proxy is shutting down".into(), reconnect_after_ms: jitter })).await?;
                     return Ok(());

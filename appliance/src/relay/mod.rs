@@ -42,9 +42,9 @@ impl DirectionSecret {
         RecordKey::new(self.seq, &self.secret)
     }
 
-    /// The key for the kernel (`crate::platform::ktls`), if the kernel implements its cipher.
-    pub fn kernel_key(&self) -> Option<crate::platform::ktls::KernelKey<'_>> {
-        use crate::platform::ktls::KernelCipher;
+    /// The key for the kernel (`hop_platform::ktls`), if the kernel implements its cipher.
+    pub fn kernel_key(&self) -> Option<hop_platform::ktls::KernelKey<'_>> {
+        use hop_platform::ktls::KernelCipher;
         use rustls::ConnectionTrafficSecrets as S;
         let (cipher, key, iv) = match &self.secret {
             S::Aes128Gcm { key, iv } => (KernelCipher::Aes128Gcm, key, iv),
@@ -52,7 +52,7 @@ impl DirectionSecret {
             S::Chacha20Poly1305 { key, iv } => (KernelCipher::Chacha20Poly1305, key, iv),
             _ => return None,
         };
-        Some(crate::platform::ktls::KernelKey {
+        Some(hop_platform::ktls::KernelKey {
             cipher,
             key: key.as_ref(),
             iv: iv.as_ref().try_into().ok()?,
@@ -539,7 +539,7 @@ mod tests {
     /// sealed, seals what the rustls client then opens, and hands over the close_notify alert.
     #[test]
     fn kernel_tls_where_the_kernel_has_it() {
-        use crate::platform::ktls;
+        use hop_platform::ktls;
         if let Err(why) = ktls::probe() {
             eprintln!("skipped: kernel TLS unavailable here ({why})");
             return;

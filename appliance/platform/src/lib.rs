@@ -1,16 +1,20 @@
-//! The platform layer: the only place in the binary with `unsafe` code, each block with a
-//! `// SAFETY:` note. It owns raw socket operations the runtimes do not expose: peeking at a
+//! The platform layer: the only crate of Hop with `unsafe` code, each block with a
+//! `// SAFETY:` note; every other crate forbids it, so this fence is a crate boundary. It owns raw socket operations the runtimes do not expose: peeking at a
 //! connection's first bytes without consuming them, moving an accepted socket from the
 //! data plane's runtime to the control plane's, and raising the open-files limit; and in
 //! [`pty`], pseudo-terminals and the set-up of an SSH session's child process; in [`term`], the
 //! user's terminal in raw mode (`hop play`); in [`ktls`], kernel TLS; in [`account`], taking
-//! on an operating-system account (a session's child, a listener opened as the login).
+//! on an operating-system account (a session's child, a listener opened as the login). Two safe
+//! leaves live here because they are facts of the process, not of any service: [`host`] (the
+//! machine's name) and [`signals`] (the process-wide shutdown signal).
 
 #![allow(unsafe_code)]
 
 pub mod account;
+pub mod host;
 pub mod ktls;
 pub mod pty;
+pub mod signals;
 pub mod term;
 
 use std::io;

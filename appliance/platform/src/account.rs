@@ -249,9 +249,9 @@ mod tests {
         let Some(account) = nobody() else { return };
         let mut cmd = std::process::Command::new("sh");
         cmd.args(["-c", "id -u; id -g; id -G; pwd"]);
-        crate::platform::pty::prepare_child(
+        crate::pty::prepare_child(
             &mut cmd,
-            crate::platform::pty::ChildSetup {
+            crate::pty::ChildSetup {
                 new_session: true,
                 controlling_tty: false,
                 switch_to: Some(account),
