@@ -22,7 +22,6 @@ mod proxy;
 mod relay;
 mod ssh_auth_deadline;
 mod start;
-mod timestamps;
 mod tunnel;
 
 use std::path::{Path, PathBuf};

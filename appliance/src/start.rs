@@ -27,8 +27,7 @@ use crate::proxy::tunnels::TunnelRegistry;
 
 /// File name of the embedded database inside the data dir.
 pub const DB_FILE: &str = "hop.db";
-/// File name of the admin socket inside the data dir.
-pub const ADMIN_SOCKET: &str = "auth.sock";
+pub use hop_api::ADMIN_SOCKET;
 /// How often agents heartbeat on their control connection.
 const TUNNEL_HEARTBEAT: Duration = Duration::from_secs(30);
 

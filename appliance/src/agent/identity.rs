@@ -12,11 +12,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, anyhow, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::proto::auth_public_client::AuthPublicClient;
-use crate::auth::proto::{JoinRequest, JoinResponse, RenewHostCertificateRequest};
 use crate::client::connect::{status_error, tls_channel};
 use crate::client::profile::{ensure_dir, write_private};
 use crate::client::trust::{ClientCert, Trust};
+use hop_api::proto::auth_public_client::AuthPublicClient;
+use hop_api::proto::{JoinRequest, JoinResponse, RenewHostCertificateRequest};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IdentityFile {

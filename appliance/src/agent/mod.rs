@@ -472,7 +472,7 @@ async fn serve_dial(
             error,
         })
     };
-    if let Some(ctx) = crate::db::DbDial::from_target(&dial.target) {
+    if let Some(ctx) = hop_api::dial::db::DbDial::from_target(&dial.target) {
         let Some(svc) = shared.db.get().cloned() else {
             let _ = framed
                 .write_frame(&answer(
@@ -490,7 +490,7 @@ async fn serve_dial(
         }
         return;
     }
-    if let Some(join) = crate::node::party::JoinDial::from_target(&dial.target) {
+    if let Some(join) = hop_api::dial::join::JoinDial::from_target(&dial.target) {
         let live = match (&join, shared.node.get()) {
             (Ok(j), Some(node)) => node.parties.get(&j.session_id).ok_or_else(|| {
                 format!(
@@ -516,7 +516,7 @@ async fn serve_dial(
             .await;
         return;
     }
-    if dial.target == crate::node::DIAL_TARGET {
+    if dial.target == hop_api::dial::SSH_TARGET {
         let Some(node) = shared.node.get().cloned() else {
             let _ = framed
                 .write_frame(&answer(false, Some("this agent is not an SSH node".into())))

@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use tokio::sync::Mutex;
 
-use crate::auth::proto::UpdateSessionTrackerRequest;
-use crate::auth::proto::auth_public_client::AuthPublicClient;
-use crate::auth::trackers::TRACKER_KEEPALIVE;
 use crate::node::audit::ChannelMaker;
+use hop_api::proto::UpdateSessionTrackerRequest;
+use hop_api::proto::auth_public_client::AuthPublicClient;
+use hop_api::trackers::TRACKER_KEEPALIVE;
 
 /// The longest a tracker write may take before the session goes on without it.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);

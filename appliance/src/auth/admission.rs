@@ -18,7 +18,7 @@ use hop_rbac::{AuthPreference, LockResource, LockTarget, Role, User};
 use super::audit::EventKind;
 use super::resources;
 use super::server::{AuthError, AuthServer};
-use crate::timestamps::rfc3339;
+use hop_api::timestamps::rfc3339;
 
 /// Changes of roles, users, locks and the auth preference, from the backend's change feed.
 pub struct AccessChanges {

@@ -1,256 +1,12 @@
-//! Audit events emitted by the Auth service, and the one interface they go through.
-//!
-//! This module owns the event kinds and codes the Auth service emits, their shape (`event`,
-//! `code`, `time`, `id`, `cluster`, `user`, `addr.remote`, `success`/`error`, plus the kind's own
-//! fields) and the [`AuditSink`] seam. [`AuditLogSink`] writes into the durable, hash-chained
-//! audit log of `hop-storage` (`<data_dir>/audit.db`). Secrets never enter events.
+//! Where audit events go: the [`AuditSink`] seam every Auth operation emits through, and
+//! [`AuditLogSink`], which writes into the durable, hash-chained audit log of `hop-storage`
+//! (`<data_dir>/audit.db`). The events' vocabulary is `hop_api::audit`'s.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+pub use hop_api::audit::{AuditEvent, EventKind};
 
 use crate::metrics::Metrics;
-
-/// The kinds of event the Auth service emits, each with its stable code per outcome.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
-    UserLogin,
-    UserSignup,
-    UserCreate,
-    UserUpdate,
-    UserDelete,
-    UserLocked,
-    UserUnlocked,
-    ResourceCreate,
-    ResourceDelete,
-    JoinTokenCreate,
-    AgentJoin,
-    AppSessionStart,
-    AppSessionEnd,
-    SessionStart,
-    SessionEnd,
-    Exec,
-    Sftp,
-    PortForward,
-    AgentForward,
-    SshAuth,
-    DbSessionStart,
-    DbSessionEnd,
-    DbQuery,
-    SessionUpload,
-    SessionRecording,
-    SessionJoin,
-    LockCreated,
-    AccessRefused,
-    SessionTerminated,
-}
-
-impl EventKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::UserLogin => "user.login",
-            Self::UserSignup => "user.signup",
-            Self::UserCreate => "user.create",
-            Self::UserUpdate => "user.update",
-            Self::UserDelete => "user.delete",
-            Self::UserLocked => "user.locked",
-            Self::UserUnlocked => "user.unlocked",
-            Self::ResourceCreate => "resource.create",
-            Self::ResourceDelete => "resource.delete",
-            Self::JoinTokenCreate => "join_token.create",
-            Self::AgentJoin => "agent.join",
-            Self::AppSessionStart => "app.session.start",
-            Self::AppSessionEnd => "app.session.end",
-            Self::SessionStart => "session.start",
-            Self::SessionEnd => "session.end",
-            Self::Exec => "exec",
-            Self::Sftp => "sftp",
-            Self::PortForward => "port.forward",
-            Self::AgentForward => "agent.forward",
-            Self::SshAuth => "ssh.auth",
-            Self::DbSessionStart => "db.session.start",
-            Self::DbSessionEnd => "db.session.end",
-            Self::DbQuery => "db.query",
-            Self::SessionUpload => "session.upload",
-            Self::SessionRecording => "session.recording",
-            Self::SessionJoin => "session.join",
-            Self::LockCreated => "lock.created",
-            Self::AccessRefused => "access.refused",
-            Self::SessionTerminated => "session.terminated",
-        }
-    }
-
-    /// Stable short code: `H` + number + `I` (success) or `W` (failure).
-    pub fn code(self, success: bool) -> String {
-        let n = match self {
-            Self::UserLogin => 1000,
-            Self::UserSignup => 1001,
-            Self::UserCreate => 1002,
-            Self::UserUpdate => 1003,
-            Self::UserDelete => 1004,
-            Self::UserLocked => 1005,
-            Self::UserUnlocked => 1006,
-            Self::ResourceCreate => 2000,
-            Self::ResourceDelete => 2001,
-            Self::JoinTokenCreate => 3000,
-            Self::AgentJoin => 3001,
-            Self::AppSessionStart => 4000,
-            Self::AppSessionEnd => 4001,
-            Self::SessionStart => 5000,
-            Self::SessionEnd => 5001,
-            Self::Exec => 5002,
-            Self::Sftp => 5003,
-            Self::PortForward => 5004,
-            Self::AgentForward => 5005,
-            Self::SshAuth => 5006,
-            Self::DbSessionStart => 6000,
-            Self::DbSessionEnd => 6001,
-            Self::DbQuery => 6002,
-            Self::SessionUpload => 5007,
-            Self::SessionRecording => 5008,
-            Self::SessionJoin => 5009,
-            Self::LockCreated => 1007,
-            Self::AccessRefused => 1008,
-            Self::SessionTerminated => 1009,
-        };
-        format!("H{n}{}", if success { 'I' } else { 'W' })
-    }
-}
-
-impl EventKind {
-    /// The kinds an agent may send to Auth (`EmitEvents`), by name.
-    pub fn from_agent(name: &str) -> Option<Self> {
-        [
-            Self::SessionStart,
-            Self::SessionEnd,
-            Self::Exec,
-            Self::Sftp,
-            Self::PortForward,
-            Self::AgentForward,
-            Self::SshAuth,
-            Self::SessionRecording,
-            Self::AppSessionStart,
-            Self::AppSessionEnd,
-            Self::DbSessionStart,
-            Self::DbSessionEnd,
-            Self::DbQuery,
-        ]
-        .into_iter()
-        .find(|k| k.name() == name)
-    }
-}
-
-/// One audit event.
-#[derive(Debug, Clone, Serialize)]
-pub struct AuditEvent {
-    pub event: &'static str,
-    pub code: String,
-    /// UTC, microseconds since the Unix epoch.
-    pub time: u64,
-    pub id: String,
-    pub cluster: String,
-    pub user: String,
-    #[serde(rename = "addr.remote", skip_serializing_if = "Option::is_none")]
-    pub addr_remote: Option<String>,
-    pub success: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// The kind's own fields.
-    #[serde(flatten)]
-    pub fields: serde_json::Map<String, serde_json::Value>,
-}
-
-impl AuditEvent {
-    pub fn new(kind: EventKind, cluster: &str, user: &str, now: SystemTime) -> Self {
-        Self {
-            event: kind.name(),
-            code: kind.code(true),
-            time: now
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_micros() as u64)
-                .unwrap_or(0),
-            id: uuid::Uuid::new_v4().to_string(),
-            cluster: cluster.to_string(),
-            user: user.to_string(),
-            addr_remote: None,
-            success: true,
-            error: None,
-            fields: serde_json::Map::new(),
-        }
-    }
-
-    pub fn failed(mut self, kind: EventKind, error: impl Into<String>) -> Self {
-        self.success = false;
-        self.code = kind.code(false);
-        self.error = Some(error.into());
-        self
-    }
-
-    pub fn remote(mut self, addr: Option<SocketAddr>) -> Self {
-        self.addr_remote = addr.map(|a| a.to_string());
-        self
-    }
-
-    /// The client's address as text (as a session learned it).
-    pub fn remote_str(mut self, addr: &str) -> Self {
-        if !addr.is_empty() {
-            self.addr_remote = Some(addr.to_string());
-        }
-        self
-    }
-
-    pub fn field(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
-        self.fields.insert(key.to_string(), value.into());
-        self
-    }
-
-    /// Rebuilds an event an agent sent as JSON. The kind must be one agents may emit; the
-    /// cluster is Auth's own, and `server_id` is the host id proven by the agent's certificate,
-    /// whatever the JSON said.
-    pub fn from_agent_json(
-        json: &str,
-        cluster: &str,
-        host_id: &str,
-        now: SystemTime,
-    ) -> Result<Self, String> {
-        let serde_json::Value::Object(mut m) =
-            serde_json::from_str::<serde_json::Value>(json).map_err(|e| format!("event: {e}"))?
-        else {
-            return Err("event: expected a JSON object".into());
-        };
-        let name = m
-            .remove("event")
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
-        let kind = EventKind::from_agent(&name)
-            .ok_or_else(|| format!("event kind {name:?} is not one an agent may send"))?;
-        let mut ev = AuditEvent::new(kind, cluster, "", now);
-        let text = |m: &mut serde_json::Map<String, serde_json::Value>, k: &str| {
-            m.remove(k).and_then(|v| v.as_str().map(str::to_owned))
-        };
-        if let Some(id) = text(&mut m, "id").filter(|i| !i.is_empty() && i.len() <= 64) {
-            ev.id = id;
-        }
-        if let Some(t) = m.remove("time").and_then(|v| v.as_u64()) {
-            ev.time = t;
-        }
-        ev.user = text(&mut m, "user").unwrap_or_default();
-        ev.addr_remote = text(&mut m, "addr.remote");
-        ev.error = text(&mut m, "error");
-        ev.success = m
-            .remove("success")
-            .and_then(|v| v.as_bool())
-            .unwrap_or(ev.error.is_none());
-        ev.code = kind.code(ev.success);
-        m.remove("code");
-        m.remove("cluster");
-        m.insert("server_id".into(), host_id.into());
-        ev.fields = m;
-        Ok(ev)
-    }
-}
 
 /// Where events go.
 pub trait AuditSink: Send + Sync + std::fmt::Debug {
@@ -273,33 +29,30 @@ pub trait AuditSink: Send + Sync + std::fmt::Debug {
     }
 }
 
-impl AuditEvent {
-    /// The same event in the durable log's schema.
-    pub fn to_stored(&self) -> hop_storage::AuditEvent {
-        let mut e = hop_storage::AuditEvent::new(self.event, self.code.clone())
-            .with_id(self.id.clone())
-            .with_cluster(self.cluster.clone())
-            .with_user(self.user.clone());
-        if let Ok(t) = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.time) * 1000)
-        {
-            e = e.with_time(t);
-        }
-        if let Some(a) = &self.addr_remote {
-            e = e.with_addr_remote(a.clone());
-        }
-        if let Some(err) = &self.error {
-            e = e.with_error(err.clone());
-        }
-        for (k, v) in &self.fields {
-            e = match (k.as_str(), v.as_str()) {
-                ("session_id", Some(sid)) => e.with_session_id(sid),
-                ("login", Some(l)) => e.with_login(l),
-                ("server", Some(sv)) => e.with_server(sv),
-                _ => e.with_field(k.clone(), v.clone()),
-            };
-        }
-        e
+/// The same event in the durable log's schema.
+pub fn to_stored(event: &AuditEvent) -> hop_storage::AuditEvent {
+    let mut e = hop_storage::AuditEvent::new(event.event, event.code.clone())
+        .with_id(event.id.clone())
+        .with_cluster(event.cluster.clone())
+        .with_user(event.user.clone());
+    if let Ok(t) = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(event.time) * 1000) {
+        e = e.with_time(t);
     }
+    if let Some(a) = &event.addr_remote {
+        e = e.with_addr_remote(a.clone());
+    }
+    if let Some(err) = &event.error {
+        e = e.with_error(err.clone());
+    }
+    for (k, v) in &event.fields {
+        e = match (k.as_str(), v.as_str()) {
+            ("session_id", Some(sid)) => e.with_session_id(sid),
+            ("login", Some(l)) => e.with_login(l),
+            ("server", Some(sv)) => e.with_server(sv),
+            _ => e.with_field(k.clone(), v.clone()),
+        };
+    }
+    e
 }
 
 /// The production sink: the durable, hash-chained audit log of `hop-storage`.
@@ -330,7 +83,7 @@ impl AuditSink for AuditLogSink {
         let mut pending = Vec::with_capacity(events.len());
         let mut first_error = None;
         for ev in &events {
-            match self.log.append_async(ev.to_stored()) {
+            match self.log.append_async(to_stored(&ev)) {
                 Ok(p) => pending.push((ev, p)),
                 Err(e) => {
                     self.outcome(ev, Err(e.to_string()));
@@ -354,7 +107,7 @@ impl AuditSink for AuditLogSink {
     fn emit(&self, event: AuditEvent) {
         let r = self
             .log
-            .submit(event.to_stored())
+            .submit(to_stored(&event))
             .map_err(|e| e.to_string());
         self.outcome(&event, r);
     }
@@ -362,7 +115,7 @@ impl AuditSink for AuditLogSink {
     fn emit_durable(&self, event: AuditEvent) {
         let r = self
             .log
-            .append(event.to_stored())
+            .append(to_stored(&event))
             .map(drop)
             .map_err(|e| e.to_string());
         self.outcome(&event, r);

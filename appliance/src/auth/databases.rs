@@ -54,7 +54,7 @@ impl AuthServer {
         if let Some(until) = self.user_locked_until(&caller.username)? {
             return Err(AuthError::Locked {
                 user: caller.username.clone(),
-                until: crate::timestamps::rfc3339(until),
+                until: hop_api::timestamps::rfc3339(until),
             });
         }
         if route.service.is_empty() {

@@ -18,7 +18,7 @@ use super::audit::EventKind;
 use super::records::token_hash;
 use super::resources;
 use super::server::{AuthError, AuthServer};
-use crate::timestamps::rfc3339;
+use hop_api::timestamps::rfc3339;
 
 /// How many times a join retries its compare-and-swap against concurrent joins before giving up.
 const CAS_ATTEMPTS: usize = 16;

@@ -23,13 +23,8 @@ pub mod resources;
 pub mod server;
 #[cfg(test)]
 mod server_tests;
-pub mod totp;
 pub mod trackers;
 
-/// Code generated from `proto/hop/auth/v1/auth.proto` and `recordings.proto`.
-pub mod proto {
-    #![allow(clippy::all, missing_docs, unreachable_pub)]
-    tonic::include_proto!("hop.auth.v1");
-}
+pub use hop_api::{proto, totp};
 
 pub use server::{AuthServer, AuthSettings};

@@ -22,7 +22,7 @@ use super::ratelimit::LoginRateLimiter;
 use super::records::{CaKeys, InviteKind, InviteToken, PUBLIC_KINDS, UserSecrets, token_hash};
 use super::{password, resources, totp};
 use crate::metrics::Metrics;
-use crate::timestamps::rfc3339;
+use hop_api::timestamps::rfc3339;
 
 /// The same words for every credential failure, so that a caller learns nothing about which part
 /// was wrong or whether the user exists.

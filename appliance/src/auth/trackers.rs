@@ -20,12 +20,9 @@ use serde::{Deserialize, Serialize};
 use super::proto::{SessionTrackerInfo, UpdateSessionTrackerRequest};
 use super::records::HostNameClaim;
 use super::server::{AuthError, AuthServer};
-use crate::timestamps::rfc3339;
+use hop_api::timestamps::rfc3339;
 
-/// How long an active tracker lives after its last write.
-pub const TRACKER_LEASE: Duration = Duration::from_secs(30);
-/// How often a session's host renews its tracker.
-pub const TRACKER_KEEPALIVE: Duration = Duration::from_secs(10);
+pub use hop_api::trackers::{TRACKER_KEEPALIVE, TRACKER_LEASE};
 /// How long an ended session's tracker stays (terminated) for its late events.
 pub const ENDED_RETENTION: Duration = Duration::from_secs(5 * 60);
 /// Most participants kept on one tracker.

@@ -12,16 +12,16 @@ use tonic::transport::Channel;
 
 use super::connect::{admin_socket_channel, status_error, tls_channel};
 use super::profile;
-use crate::auth::proto::auth_admin_client::AuthAdminClient;
-use crate::auth::proto::database_access_client::DatabaseAccessClient;
-use crate::auth::proto::*;
 use crate::cli::{
     AdminArgs, AdminCommand, AuditCommand, AuthCommand, ExportFormat, ExportKind, InventoryCommand,
     NodesCommand, Output, OutputFormat, SignFormat, TokensCommand, UsersCommand,
 };
 use crate::config::{DEFAULT_DATA_DIR, parse_duration};
-use crate::start::ADMIN_SOCKET;
-use crate::timestamps::rfc3339_unix as ts;
+use hop_api::ADMIN_SOCKET;
+use hop_api::proto::auth_admin_client::AuthAdminClient;
+use hop_api::proto::database_access_client::DatabaseAccessClient;
+use hop_api::proto::*;
+use hop_api::timestamps::rfc3339_unix as ts;
 
 async fn channel(args: &AdminArgs) -> anyhow::Result<Channel> {
     if let Some(addr) = &args.auth_server {
@@ -467,7 +467,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 key = path(".key").display(),
                 crt = path(".crt").display(),
                 cas = path(".cas").display(),
-                until = crate::timestamps::rfc3339_unix(r.expires_unix),
+                until = hop_api::timestamps::rfc3339_unix(r.expires_unix),
             );
         }
     }
@@ -495,7 +495,7 @@ async fn sign_openssh(
         .map(str::to_string)
         .collect();
     let key = hop_ca::generate_ssh_keypair(&mut rand::rng()).map_err(|e| anyhow!("{e}"))?;
-    let r = crate::auth::proto::openssh_nodes_client::OpensshNodesClient::new(ch)
+    let r = hop_api::proto::openssh_nodes_client::OpensshNodesClient::new(ch)
         .sign_openssh_host(SignOpensshHostRequest {
             names,
             ssh_public_key: key.public_openssh.clone(),

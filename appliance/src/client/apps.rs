@@ -14,10 +14,10 @@ use tokio::net::TcpListener;
 use super::connect::{open_session, status_error, tls_channel};
 use super::profile;
 use super::trust::client_config;
-use crate::auth::proto::ListAppsRequest;
-use crate::auth::proto::auth_public_client::AuthPublicClient;
 use crate::cli::OutputFormat;
 use crate::tunnel::{ALPN_TCP, relay};
+use hop_api::proto::ListAppsRequest;
+use hop_api::proto::auth_public_client::AuthPublicClient;
 
 pub async fn ls(format: OutputFormat) -> anyhow::Result<()> {
     let login = profile::current_login()?;

@@ -26,10 +26,10 @@ use tokio::net::{TcpListener, TcpStream};
 use super::connect::{dial_proxy, split_host_port, status_error, tls_channel};
 use super::profile::{self, Login, Paths};
 use super::trust::{ClientCert, client_config};
-use crate::auth::proto::database_access_client::DatabaseAccessClient;
-use crate::auth::proto::{Database, DatabaseRouteRequest, ListDatabasesRequest};
 use crate::cli::{DbCommand, DbConfigFormat, DbLoginArgs, OutputFormat};
 use crate::tunnel::{ALPN_MYSQL, ALPN_POSTGRES, relay};
+use hop_api::proto::database_access_client::DatabaseAccessClient;
+use hop_api::proto::{Database, DatabaseRouteRequest, ListDatabasesRequest};
 
 /// One database login, as saved.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -96,7 +96,7 @@ pub async fn run(cmd: DbCommand) -> anyhow::Result<()> {
                 l.name,
                 l.db_user,
                 l.db_name,
-                crate::timestamps::rfc3339_unix(l.expires_unix),
+                hop_api::timestamps::rfc3339_unix(l.expires_unix),
                 l.name,
                 l.name
             );
@@ -374,7 +374,7 @@ fn config(name: Option<String>, format: DbConfigFormat) -> anyhow::Result<()> {
             println!("SSL mode:  verify-full");
             println!(
                 "Expires:   {}",
-                crate::timestamps::rfc3339_unix(c.login.expires_unix)
+                hop_api::timestamps::rfc3339_unix(c.login.expires_unix)
             );
             println!();
             println!("psql \"{}\"", c.conninfo());

@@ -12,10 +12,10 @@ use tonic::transport::Channel;
 
 use super::admin::{get_docs, print_docs, table};
 use super::connect::status_error;
-use crate::auth::proto::CreateResourcesRequest;
-use crate::auth::proto::auth_admin_client::AuthAdminClient;
 use crate::cli::{LockArgs, LocksCommand, Output, OutputFormat};
 use crate::config::parse_duration;
+use hop_api::proto::CreateResourcesRequest;
+use hop_api::proto::auth_admin_client::AuthAdminClient;
 
 /// Creates the lock `args` describe and prints its id.
 pub async fn lock(c: &mut AuthAdminClient<Channel>, args: LockArgs) -> anyhow::Result<()> {
@@ -64,7 +64,7 @@ pub async fn locks(c: &mut AuthAdminClient<Channel>, cmd: LocksCommand) -> anyho
                 l.spec.target.describe(),
                 l.spec.message.clone(),
                 l.expires()
-                    .map(|e| crate::timestamps::rfc3339(e.into()))
+                    .map(|e| hop_api::timestamps::rfc3339(e.into()))
                     .unwrap_or_else(|| "never".into()),
                 l.spec.created_by.clone(),
             ]

@@ -186,7 +186,7 @@ pub fn current_login() -> anyhow::Result<Login> {
         anyhow::bail!(
             "your login for {} expired at {}; run `hop login` again",
             profile.proxy,
-            crate::timestamps::rfc3339(expired)
+            hop_api::timestamps::rfc3339(expired)
         );
     }
     let trust = if profile.insecure {

@@ -20,9 +20,9 @@ use tokio::sync::mpsc;
 
 use super::connect::{status_error, tls_channel};
 use super::profile;
-use crate::auth::proto::session_recordings_client::SessionRecordingsClient;
-use crate::auth::proto::{GetRecordingRequest, ListRecordingsRequest, RecordingInfo};
 use crate::cli::{OutputFormat, PlayArgs, PlayFormat, RecordingExportFormat, RecordingsCommand};
+use hop_api::proto::session_recordings_client::SessionRecordingsClient;
+use hop_api::proto::{GetRecordingRequest, ListRecordingsRequest, RecordingInfo};
 
 /// `--skip-idle` shortens pauses to this.
 const IDLE_LIMIT: Duration = Duration::from_secs(2);
@@ -118,8 +118,8 @@ fn json(r: &RecordingInfo) -> serde_json::Value {
         "login": r.login,
         "server_id": r.server_id,
         "node": r.server_name,
-        "start": crate::timestamps::rfc3339(micros(r.start_unix_micros)),
-        "end": crate::timestamps::rfc3339(micros(r.end_unix_micros)),
+        "start": hop_api::timestamps::rfc3339(micros(r.start_unix_micros)),
+        "end": hop_api::timestamps::rfc3339(micros(r.end_unix_micros)),
         "duration_ms": r.end_unix_micros.saturating_sub(r.start_unix_micros) / 1000,
         "size": r.size,
         "events": r.events,
@@ -141,7 +141,7 @@ fn table(list: &[RecordingInfo]) -> String {
                 r.user.clone(),
                 r.login.clone(),
                 r.server_name.clone(),
-                crate::timestamps::rfc3339(micros(r.start_unix_micros)),
+                hop_api::timestamps::rfc3339(micros(r.start_unix_micros)),
                 duration(Duration::from_micros(
                     r.end_unix_micros.saturating_sub(r.start_unix_micros),
                 )),
@@ -202,7 +202,7 @@ fn size(n: u64) -> String {
 /// A recording's bytes as they arrive.
 async fn stream(
     session_id: &str,
-) -> anyhow::Result<tonic::Streaming<crate::auth::proto::RecordingData>> {
+) -> anyhow::Result<tonic::Streaming<hop_api::proto::RecordingData>> {
     Ok(client()
         .await?
         .get_recording(GetRecordingRequest {

@@ -3,9 +3,9 @@
 
 use super::connect::{status_error, tls_channel};
 use super::profile;
-use crate::auth::proto::auth_public_client::AuthPublicClient;
-use crate::auth::proto::{ListSessionsRequest, SessionTrackerInfo};
 use crate::cli::{OutputFormat, SessionsCommand};
+use hop_api::proto::auth_public_client::AuthPublicClient;
+use hop_api::proto::{ListSessionsRequest, SessionTrackerInfo};
 
 pub async fn run(cmd: SessionsCommand) -> anyhow::Result<()> {
     match cmd {

@@ -21,9 +21,9 @@ use tokio::io::AsyncWriteExt;
 use super::connect::{open_session, status_error, tls_channel};
 use super::profile::{self, Login, Paths};
 use super::trust::client_config;
-use crate::auth::proto::auth_public_client::AuthPublicClient;
-use crate::auth::proto::{ListNodesRequest, Node};
 use crate::tunnel::ALPN_SSH;
+use hop_api::proto::auth_public_client::AuthPublicClient;
+use hop_api::proto::{ListNodesRequest, Node};
 
 /// `hop proxy ssh login@host[:port]`: stdin/stdout through the proxy to the node's SSH server.
 pub async fn proxy_ssh(target: String) -> anyhow::Result<()> {

@@ -13,11 +13,11 @@ use hop_ca::{CaKind, CaPublic};
 use super::connect::{status_error, tls_channel};
 use super::profile::{self, Paths, Profile};
 use super::trust::{Trust, normalize_pin};
-use crate::auth::proto::auth_public_client::AuthPublicClient;
-use crate::auth::proto::{CompleteSignupRequest, LoginRequest, PingRequest};
-use crate::auth::totp;
 use crate::cli::{LoginArgs, OutputFormat, ProxyTrust, SignupArgs, StatusArgs};
-use crate::timestamps::rfc3339;
+use hop_api::proto::auth_public_client::AuthPublicClient;
+use hop_api::proto::{CompleteSignupRequest, LoginRequest, PingRequest};
+use hop_api::timestamps::rfc3339;
+use hop_api::totp;
 
 fn trust_for(t: &ProxyTrust, saved_cas: Option<String>) -> anyhow::Result<Trust> {
     if t.insecure {
@@ -104,7 +104,7 @@ pub async fn signup(args: SignupArgs) -> anyhow::Result<()> {
         }
         p1
     };
-    crate::auth::password::check_policy(&password).map_err(|e| anyhow!("{e}"))?;
+    hop_api::password::check_policy(&password).map_err(|e| anyhow!("{e}"))?;
 
     let (mut secret_b32, mut code) = (String::new(), String::new());
     if ping.second_factor != "off" {

@@ -22,7 +22,6 @@ use std::sync::Arc;
 
 use hop_protocols::tunnel::ResourceAnnouncement;
 use hop_protocols::tunnel::{DialResult, Frame};
-use serde::{Deserialize, Serialize};
 
 use crate::auth::audit::{AuditEvent, EventKind};
 use crate::tunnel::{FramedStream, Prefixed};
@@ -30,60 +29,10 @@ use crate::tunnel::{FramedStream, Prefixed};
 use crate::agent::trackers::TrackedSpec;
 use crate::client::connect::split_host_port;
 use crate::node::audit::AgentAudit;
-
-/// Dial targets for database sessions start with this, followed by a [`DbDial`] as JSON.
-pub const DIAL_PREFIX: &str = "@db:";
+pub use hop_api::dial::db::{DbCancel, DbDial};
 
 /// Statement text kept in a `db.query` event before it is cut (configurable).
 pub const DEFAULT_MAX_STATEMENT: usize = 4096;
-
-/// What the proxy tells a db agent about one session.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DbDial {
-    /// The database (the agent's `--db name=`).
-    pub service: String,
-    /// The Hop user.
-    pub user: String,
-    pub db_user: String,
-    pub db_name: String,
-    /// Hex session id, shared by the session's audit events.
-    pub session_id: String,
-    /// The client's address as the proxy saw it.
-    pub client_addr: String,
-    /// Instead of a session: cancel the running query of the database's backend.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cancel: Option<DbCancel>,
-    /// MySQL: what the client negotiated with the proxy, for the agent's login.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mysql: Option<mysql::MysqlLogin>,
-    /// MySQL: the databases (schemas) the roles allow `db_user` here, for `USE`/COM_INIT_DB
-    /// during the session; without it, only `db_name`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub db_names: Option<hop_rbac::DbNames>,
-}
-
-/// A PostgreSQL backend's cancel key, as the database gave it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DbCancel {
-    pub process_id: u32,
-    /// Hex.
-    pub secret_key: String,
-}
-
-impl DbDial {
-    pub fn to_target(&self) -> String {
-        format!(
-            "{DIAL_PREFIX}{}",
-            serde_json::to_string(self).unwrap_or_default()
-        )
-    }
-
-    /// `None` when `target` is not a database Dial.
-    pub fn from_target(target: &str) -> Option<Result<Self, String>> {
-        let json = target.strip_prefix(DIAL_PREFIX)?;
-        Some(serde_json::from_str(json).map_err(|e| format!("database session context: {e}")))
-    }
-}
 
 /// A database an agent publishes.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -30,56 +30,13 @@ use hop_protocols::mysql::{
     self, Command, CommandScanner, Handshake, Response, ScannedPacket, SchemaSwitch, SslRequest,
 };
 use rustls_pki_types::ServerName;
-use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::relay::{self, Refusal, Verdict};
 use super::{DbDial, DbService, DbSpec};
 use crate::auth::audit::{AuditEvent, EventKind};
-
-/// Capabilities the proxy offers clients: what MySQL 5.7+/8 and MariaDB 10.2+ servers all
-/// support, minus TLS (the client's leg ends at `hop proxy db` on loopback, and the proxy leg is
-/// TLS already), compression and query attributes.
-pub const OFFERED_CAPABILITIES: u32 = CLIENT_LONG_PASSWORD
-    | 0x2 // FOUND_ROWS
-    | 0x4 // LONG_FLAG
-    | CLIENT_CONNECT_WITH_DB
-    | 0x80 // LOCAL_FILES
-    | 0x100 // IGNORE_SPACE
-    | CLIENT_PROTOCOL_41
-    | 0x400 // INTERACTIVE
-    | 0x1000 // IGNORE_SIGPIPE
-    | 0x2000 // TRANSACTIONS
-    | CLIENT_SECURE_CONNECTION
-    // Not MULTI_STATEMENTS: see `MULTI_STATEMENTS`.
-    | 0x2_0000 // MULTI_RESULTS
-    | 0x4_0000 // PS_MULTI_RESULTS
-    | CLIENT_PLUGIN_AUTH
-    | CLIENT_CONNECT_ATTRS
-    | CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
-    | CLIENT_SESSION_TRACK
-    | CLIENT_DEPRECATE_EOF;
-
-/// `CLIENT_MULTI_STATEMENTS`: never asked of the server (nor offered to clients), so that the
-/// server runs one statement per COM_QUERY and the schema guard reads the whole of it; the server
-/// answers a query of several statements with a syntax error. COM_SET_OPTION, which would turn
-/// them on later, is refused.
-pub const MULTI_STATEMENTS: u32 = 0x1_0000;
-
-/// The authentication plugin Hop's greeting names; the scramble answered to it is ignored.
-pub const AUTH_PLUGIN: &[u8] = b"mysql_native_password";
-
-/// What the proxy learned from the client's HandshakeResponse, for the agent's login.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MysqlLogin {
-    /// The client's capabilities, already limited to [`OFFERED_CAPABILITIES`].
-    pub capabilities: u32,
-    pub charset: u8,
-    pub max_packet_size: u32,
-    /// The connection id the proxy's greeting gave the client.
-    pub connection_id: u32,
-}
+use hop_api::dial::mysql::{AUTH_PLUGIN, MULTI_STATEMENTS, MysqlLogin, OFFERED_CAPABILITIES};
 
 /// The agent's TLS connection to a database.
 pub type DbConn = tokio_rustls::client::TlsStream<TcpStream>;

@@ -16,9 +16,9 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use super::{DbService, DbSpec};
-use crate::auth::proto::ListDatabaseResourcesRequest;
-use crate::auth::proto::database_access_client::DatabaseAccessClient;
 use crate::node::audit::ChannelMaker;
+use hop_api::proto::ListDatabaseResourcesRequest;
+use hop_api::proto::database_access_client::DatabaseAccessClient;
 
 /// How often the agent asks Auth for `db` resources.
 const REFRESH: Duration = Duration::from_secs(5);

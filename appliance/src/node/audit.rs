@@ -25,8 +25,8 @@ use tokio::sync::mpsc;
 use super::spool::{AuditSpool, AuditSpoolError, AuditSpoolSettings, SpoolBatch};
 use crate::agent::backoff::Backoff;
 pub use crate::auth::audit::{AuditEvent, EventKind};
-use crate::auth::proto::auth_public_client::AuthPublicClient;
-use crate::auth::proto::{EmitEventsRequest, RefusedEvent};
+use hop_api::proto::auth_public_client::AuthPublicClient;
+use hop_api::proto::{EmitEventsRequest, RefusedEvent};
 
 /// Most events waiting in memory (the channel, and as many again taken from it).
 const QUEUE: usize = 10_000;

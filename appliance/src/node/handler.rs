@@ -21,8 +21,8 @@ use super::access::{self, Grant};
 use super::audit::EventKind;
 use super::session::{self, SessionContext};
 use super::{Arrival, NodeShared};
-use hop_platform::account::listen_as;
 use crate::ssh_auth_deadline::AuthDone;
+use hop_platform::account::listen_as;
 
 /// Per-connection state.
 pub struct ConnHandler {

@@ -4,7 +4,7 @@
 //! certificate from the cluster's host CA), what it announces about itself (name, static labels,
 //! command labels refreshed on an interval), its cache of the cluster's access data, and serving
 //! SSH connections: those the proxy hands it over the reverse tunnel (Dial target
-//! [`DIAL_TARGET`]) and, when `ssh_service.listen_addr` is set, those arriving directly; either
+//! [`hop_api::dial::SSH_TARGET`]) and, when `ssh_service.listen_addr` is set, those arriving directly; either
 //! must authenticate within `ssh_service.auth_timeout`.
 //! Per-connection work lives in [`handler`], per-channel work in [`session`]; session recordings
 //! in [`recorder`] (the local spool) and [`upload`] (to Auth).
@@ -35,12 +35,10 @@ use tokio::sync::watch;
 use self::access::{AccessCache, AccessData};
 use self::audit::{AgentAudit, ChannelMaker};
 use crate::agent::identity::AgentIdentity;
-use crate::auth::proto::NodeAccessRequest;
-use crate::auth::proto::auth_public_client::AuthPublicClient;
 use crate::ssh_auth_deadline::AuthDeadline;
+use hop_api::proto::NodeAccessRequest;
+use hop_api::proto::auth_public_client::AuthPublicClient;
 
-/// The Dial target that asks an agent for its SSH server (never a valid application name).
-pub const DIAL_TARGET: &str = "@ssh";
 /// How long the node waits before asking Auth again after a failed request.
 const ACCESS_RETRY: Duration = Duration::from_secs(2);
 

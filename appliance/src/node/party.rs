@@ -10,39 +10,12 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use serde::{Deserialize, Serialize};
+use hop_api::dial::join::JoinDial;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{broadcast, mpsc};
 
-/// Dial targets for joining a session start with this, then a [`JoinDial`] as JSON.
-pub const DIAL_PREFIX: &str = "@join:";
-
 /// Recent output replayed to a joiner.
 pub const REPLAY: usize = 64 * 1024;
-
-/// What the proxy asks a node for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JoinDial {
-    pub session_id: String,
-    /// `observer` or `peer`.
-    pub mode: String,
-    /// The joining Hop user.
-    pub user: String,
-}
-
-impl JoinDial {
-    pub fn to_target(&self) -> String {
-        format!(
-            "{DIAL_PREFIX}{}",
-            serde_json::to_string(self).unwrap_or_default()
-        )
-    }
-
-    pub fn from_target(t: &str) -> Option<Result<Self, String>> {
-        let json = t.strip_prefix(DIAL_PREFIX)?;
-        Some(serde_json::from_str(json).map_err(|e| format!("join request: {e}")))
-    }
-}
 
 /// One shared session.
 #[derive(Debug)]

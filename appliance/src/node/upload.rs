@@ -22,8 +22,8 @@ use super::recorder::{
     DONE_EXT, PART_EXT, RecordingSpool, list, read_header, read_whole_chunks, set_aside,
 };
 use crate::agent::backoff::Backoff;
-use crate::auth::proto::session_recordings_client::SessionRecordingsClient;
-use crate::auth::proto::{BeginRecordingUploadRequest, RecordingUploadPart};
+use hop_api::proto::session_recordings_client::SessionRecordingsClient;
+use hop_api::proto::{BeginRecordingUploadRequest, RecordingUploadPart};
 
 /// Most bytes in one upload message.
 const PART: usize = 1024 * 1024;

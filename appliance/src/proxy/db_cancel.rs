@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use subtle::ConstantTimeEq;
 
-use crate::db::DbDial;
+use hop_api::dial::db::DbDial;
 
 /// Where a cancel goes: the agent, and the Dial (with the database's key) to send it.
 #[derive(Debug, Clone)]

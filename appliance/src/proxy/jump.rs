@@ -307,7 +307,7 @@ impl russh::server::Handler for JumpHandler {
             &node.host_id,
             &what,
             sid,
-            crate::node::DIAL_TARGET,
+            hop_api::dial::SSH_TARGET,
             self.remote,
         )
         .await

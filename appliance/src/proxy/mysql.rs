@@ -22,8 +22,8 @@ use super::postgres::DbRoutes;
 use super::tunnels::DbRoute;
 use crate::auth::audit::EventKind;
 use crate::auth::caller::Caller;
-use crate::db::DbDial;
-use crate::db::mysql::{AUTH_PLUGIN, MysqlLogin, OFFERED_CAPABILITIES};
+use hop_api::dial::db::DbDial;
+use hop_api::dial::mysql::{AUTH_PLUGIN, MysqlLogin, OFFERED_CAPABILITIES};
 
 /// The largest HandshakeResponse the proxy reads.
 const MAX_HANDSHAKE: usize = 64 * 1024;

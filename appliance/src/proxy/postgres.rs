@@ -29,8 +29,8 @@ use crate::auth::AuthServer;
 use crate::auth::audit::EventKind;
 use crate::auth::caller::Caller;
 use crate::db::wire::{self, SQLSTATE_DENIED, SQLSTATE_PROTOCOL, SQLSTATE_UNAVAILABLE, fatal};
-use crate::db::{DbCancel, DbDial};
 use crate::tunnel::FramedStream;
+use hop_api::dial::db::{DbCancel, DbDial};
 
 /// What database sessions need from the proxy.
 #[derive(Debug, Clone)]

@@ -171,7 +171,7 @@ pub async fn serve(
                 &node.host_id,
                 &what,
                 session_id,
-                crate::node::DIAL_TARGET,
+                hop_api::dial::SSH_TARGET,
                 remote,
             )
             .await
@@ -214,7 +214,7 @@ pub async fn serve(
         &node.host_id,
         &what,
         session_id,
-        crate::node::DIAL_TARGET,
+        hop_api::dial::SSH_TARGET,
         remote,
     )
     .await

@@ -1,0 +1,149 @@
+//! What the proxy asks of an agent when it opens a session on the agent's tunnel: the Dial
+//! targets and the JSON each carries (which node service, which session to join, which database
+//! user and schema). Proxy and agents both speak this; neither imports the other.
+//!
+//! A target names an application, or starts with one of the prefixes here; application names
+//! never start with `@`, so the two cannot be confused.
+
+use serde::{Deserialize, Serialize};
+
+/// The Dial target that asks an agent for its SSH server (never a valid application name).
+pub const SSH_TARGET: &str = "@ssh";
+
+/// Joining a live session at a node (`hop join`).
+pub mod join {
+    use super::*;
+
+    /// Dial targets for joining a session start with this, then a [`JoinDial`] as JSON.
+    pub const DIAL_PREFIX: &str = "@join:";
+
+    /// What the proxy asks a node for.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct JoinDial {
+        pub session_id: String,
+        /// `observer` or `peer`.
+        pub mode: String,
+        /// The joining Hop user.
+        pub user: String,
+    }
+
+    impl JoinDial {
+        pub fn to_target(&self) -> String {
+            format!(
+                "{DIAL_PREFIX}{}",
+                serde_json::to_string(self).unwrap_or_default()
+            )
+        }
+
+        pub fn from_target(t: &str) -> Option<Result<Self, String>> {
+            let json = t.strip_prefix(DIAL_PREFIX)?;
+            Some(serde_json::from_str(json).map_err(|e| format!("join request: {e}")))
+        }
+    }
+}
+
+/// A database session at a database agent.
+pub mod db {
+    use super::*;
+
+    /// Dial targets for database sessions start with this, followed by a [`DbDial`] as JSON.
+    pub const DIAL_PREFIX: &str = "@db:";
+
+    /// What the proxy tells a db agent about one session.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct DbDial {
+        /// The database (the agent's `--db name=`).
+        pub service: String,
+        /// The Hop user.
+        pub user: String,
+        pub db_user: String,
+        pub db_name: String,
+        /// Hex session id, shared by the session's audit events.
+        pub session_id: String,
+        /// The client's address as the proxy saw it.
+        pub client_addr: String,
+        /// Instead of a session: cancel the running query of the database's backend.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub cancel: Option<DbCancel>,
+        /// MySQL: what the client negotiated with the proxy, for the agent's login.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub mysql: Option<mysql::MysqlLogin>,
+        /// MySQL: the databases (schemas) the roles allow `db_user` here, for `USE`/COM_INIT_DB
+        /// during the session; without it, only `db_name`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub db_names: Option<hop_rbac::DbNames>,
+    }
+
+    /// A PostgreSQL backend's cancel key, as the database gave it.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct DbCancel {
+        pub process_id: u32,
+        /// Hex.
+        pub secret_key: String,
+    }
+
+    impl DbDial {
+        pub fn to_target(&self) -> String {
+            format!(
+                "{DIAL_PREFIX}{}",
+                serde_json::to_string(self).unwrap_or_default()
+            )
+        }
+
+        /// `None` when `target` is not a database Dial.
+        pub fn from_target(target: &str) -> Option<Result<Self, String>> {
+            let json = target.strip_prefix(DIAL_PREFIX)?;
+            Some(serde_json::from_str(json).map_err(|e| format!("database session context: {e}")))
+        }
+    }
+}
+
+/// What proxy and database agent agree on for MySQL: the capabilities and plugin the proxy's
+/// greeting offers, and what the client negotiated, for the agent's own login.
+pub mod mysql {
+    use super::*;
+    use hop_protocols::mysql::capabilities::*;
+
+    /// Capabilities the proxy offers clients: what MySQL 5.7+/8 and MariaDB 10.2+ servers all
+    /// support, minus TLS (the client's leg ends at `hop proxy db` on loopback, and the proxy leg is
+    /// TLS already), compression and query attributes.
+    pub const OFFERED_CAPABILITIES: u32 = CLIENT_LONG_PASSWORD
+    | 0x2 // FOUND_ROWS
+    | 0x4 // LONG_FLAG
+    | CLIENT_CONNECT_WITH_DB
+    | 0x80 // LOCAL_FILES
+    | 0x100 // IGNORE_SPACE
+    | CLIENT_PROTOCOL_41
+    | 0x400 // INTERACTIVE
+    | 0x1000 // IGNORE_SIGPIPE
+    | 0x2000 // TRANSACTIONS
+    | CLIENT_SECURE_CONNECTION
+    // Not MULTI_STATEMENTS: see `MULTI_STATEMENTS`.
+    | 0x2_0000 // MULTI_RESULTS
+    | 0x4_0000 // PS_MULTI_RESULTS
+    | CLIENT_PLUGIN_AUTH
+    | CLIENT_CONNECT_ATTRS
+    | CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
+    | CLIENT_SESSION_TRACK
+    | CLIENT_DEPRECATE_EOF;
+
+    /// `CLIENT_MULTI_STATEMENTS`: never asked of the server (nor offered to clients), so that the
+    /// server runs one statement per COM_QUERY and the schema guard reads the whole of it; the server
+    /// answers a query of several statements with a syntax error. COM_SET_OPTION, which would turn
+    /// them on later, is refused.
+    pub const MULTI_STATEMENTS: u32 = 0x1_0000;
+
+    /// The authentication plugin Hop's greeting names; the scramble answered to it is ignored.
+    pub const AUTH_PLUGIN: &[u8] = b"mysql_native_password";
+
+    /// What the proxy learned from the client's HandshakeResponse, for the agent's login.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct MysqlLogin {
+        /// The client's capabilities, already limited to [`OFFERED_CAPABILITIES`].
+        pub capabilities: u32,
+        pub charset: u8,
+        pub max_packet_size: u32,
+        /// The connection id the proxy's greeting gave the client.
+        pub connection_id: u32,
+    }
+}
