@@ -20,9 +20,7 @@ mod node;
 
 mod proxy;
 mod relay;
-mod ssh_auth_deadline;
 mod start;
-mod tunnel;
 
 use std::path::{Path, PathBuf};
 

@@ -12,11 +12,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, anyhow, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::client::connect::{status_error, tls_channel};
-use crate::client::profile::{ensure_dir, write_private};
-use crate::client::trust::{ClientCert, Trust};
 use hop_api::proto::auth_public_client::AuthPublicClient;
 use hop_api::proto::{JoinRequest, JoinResponse, RenewHostCertificateRequest};
+use hop_net::connect::{status_error, tls_channel};
+use hop_net::files::{ensure_dir, write_private};
+use hop_net::trust::{ClientCert, Trust};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IdentityFile {

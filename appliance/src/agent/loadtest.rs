@@ -24,8 +24,8 @@ use super::backoff::Backoff;
 use super::identity::{self, AgentIdentity};
 use super::{AgentSettings, AppSpec, ControlObserver, Shared};
 use crate::cli::{LoadtestAgentsArgs, LoadtestCommand};
-use crate::client::trust::{Trust, normalize_pin};
 use crate::config::parse_duration;
+use hop_net::trust::{Trust, normalize_pin};
 
 /// The role simulated agents join as and announce.
 const ROLE: &str = "app";
@@ -280,7 +280,7 @@ async fn cached_identity(
         return Ok(None);
     };
     if let Some(pin) = &s.pin {
-        let ca = crate::proxy::tls::parse_chain(&id.host_ca_pem)?;
+        let ca = hop_net::pem::parse_chain(&id.host_ca_pem)?;
         let theirs = ca
             .first()
             .and_then(|c| hop_ca::ca_pin(c.as_ref()).ok())
@@ -573,8 +573,8 @@ async fn run_agents(s: LoadtestSettings) -> anyhow::Result<()> {
         Err(e) => eprintln!("warning: cannot read or raise the open-files limit: {e}"),
     }
     if let Some(d) = &s.cache_dir {
-        crate::client::profile::ensure_dir(d.parent().unwrap_or(d))?;
-        crate::client::profile::ensure_dir(d)?;
+        hop_net::files::ensure_dir(d.parent().unwrap_or(d))?;
+        hop_net::files::ensure_dir(d)?;
     }
     let report = s
         .report

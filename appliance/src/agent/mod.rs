@@ -25,9 +25,9 @@ use tokio::sync::{RwLock, watch};
 
 use self::backoff::Backoff;
 use self::identity::AgentIdentity;
-use crate::client::connect::{dial_proxy, split_host_port};
-use crate::client::trust::{Trust, client_config};
-use crate::tunnel::{ALPN_TUNNEL, ALPN_TUNNEL_DATA, FramedStream, relay};
+use hop_net::connect::{dial_proxy, split_host_port};
+use hop_net::trust::{Trust, client_config};
+use hop_net::tunnel::{ALPN_TUNNEL, ALPN_TUNNEL_DATA, FramedStream, relay};
 
 /// A TCP application this agent publishes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,8 +193,7 @@ impl Shared {
             let me = me.clone();
             Box::pin(async move {
                 let id = me.identity.read().await.clone();
-                crate::client::connect::tls_channel(&me.settings.proxy, &id.trust(), Some(&id.cert))
-                    .await
+                hop_net::connect::tls_channel(&me.settings.proxy, &id.trust(), Some(&id.cert)).await
             })
         })
     }
@@ -221,7 +220,7 @@ pub async fn run(settings: AgentSettings, shutdown: watch::Receiver<bool>) -> an
             let trust = if settings.insecure {
                 Trust::Insecure
             } else if let Some(pin) = &settings.ca_pin {
-                Trust::Pin(crate::client::trust::normalize_pin(pin)?)
+                Trust::Pin(hop_net::trust::normalize_pin(pin)?)
             } else {
                 Trust::System
             };
@@ -512,8 +511,12 @@ async fn serve_dial(
             return;
         }
         let (tunnel, pending) = framed.into_inner();
-        crate::node::party::serve_joiner(live, join, crate::tunnel::Prefixed::new(tunnel, pending))
-            .await;
+        crate::node::party::serve_joiner(
+            live,
+            join,
+            hop_net::tunnel::Prefixed::new(tunnel, pending),
+        )
+        .await;
         return;
     }
     if dial.target == hop_api::dial::SSH_TARGET {
@@ -527,7 +530,7 @@ async fn serve_dial(
             return;
         }
         let (tunnel, pending) = framed.into_inner();
-        let stream = crate::tunnel::Prefixed::new(tunnel, pending);
+        let stream = hop_net::tunnel::Prefixed::new(tunnel, pending);
         crate::node::serve(
             node,
             stream,

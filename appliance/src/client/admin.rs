@@ -10,7 +10,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, anyhow, bail};
 use tonic::transport::Channel;
 
-use super::connect::{admin_socket_channel, status_error, tls_channel};
 use super::profile;
 use crate::cli::{
     AdminArgs, AdminCommand, AuditCommand, AuthCommand, ExportFormat, ExportKind, InventoryCommand,
@@ -22,6 +21,7 @@ use hop_api::proto::auth_admin_client::AuthAdminClient;
 use hop_api::proto::database_access_client::DatabaseAccessClient;
 use hop_api::proto::*;
 use hop_api::timestamps::rfc3339_unix as ts;
+use hop_net::connect::{admin_socket_channel, status_error, tls_channel};
 
 async fn channel(args: &AdminArgs) -> anyhow::Result<Channel> {
     if let Some(addr) = &args.auth_server {
@@ -455,7 +455,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 p.push(ext);
                 std::path::PathBuf::from(p)
             };
-            crate::client::profile::write_private(&path(".key"), key.private_pkcs8_pem.as_bytes())?;
+            hop_net::files::write_private(&path(".key"), key.private_pkcs8_pem.as_bytes())?;
             std::fs::write(path(".crt"), &r.tls_certificate_pem)
                 .with_context(|| format!("writing {}", path(".crt").display()))?;
             std::fs::write(path(".cas"), &r.db_ca_pem)

@@ -11,13 +11,13 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use tokio::net::TcpListener;
 
-use super::connect::{open_session, status_error, tls_channel};
 use super::profile;
-use super::trust::client_config;
 use crate::cli::OutputFormat;
-use crate::tunnel::{ALPN_TCP, relay};
 use hop_api::proto::ListAppsRequest;
 use hop_api::proto::auth_public_client::AuthPublicClient;
+use hop_net::connect::{open_session, status_error, tls_channel};
+use hop_net::trust::client_config;
+use hop_net::tunnel::{ALPN_TCP, relay};
 
 pub async fn ls(format: OutputFormat) -> anyhow::Result<()> {
     let login = profile::current_login()?;

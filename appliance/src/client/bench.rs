@@ -50,12 +50,12 @@ use tokio::net::TcpStream;
 use tokio::sync::{Mutex, mpsc};
 use tokio::time::Instant;
 
-use super::connect::{open_session, split_host_port};
 use super::db::{DbLogin, db_dir};
 use super::profile::{self, Login, Paths};
-use super::trust::{ClientCert, client_config};
 use crate::cli::{BenchArgs, BenchFormat, BenchWorkload};
-use crate::tunnel::{ALPN_SSH, ALPN_TCP, Prefixed};
+use hop_net::connect::{open_session, split_host_port};
+use hop_net::trust::{ClientCert, client_config};
+use hop_net::tunnel::{ALPN_SSH, ALPN_TCP, Prefixed};
 
 /// Distinct error messages kept in a report; further ones are counted as "other errors".
 pub const MAX_DISTINCT_ERRORS: usize = 16;

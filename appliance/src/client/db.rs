@@ -23,13 +23,13 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::connect::{dial_proxy, split_host_port, status_error, tls_channel};
 use super::profile::{self, Login, Paths};
-use super::trust::{ClientCert, client_config};
 use crate::cli::{DbCommand, DbConfigFormat, DbLoginArgs, OutputFormat};
-use crate::tunnel::{ALPN_MYSQL, ALPN_POSTGRES, relay};
 use hop_api::proto::database_access_client::DatabaseAccessClient;
 use hop_api::proto::{Database, DatabaseRouteRequest, ListDatabasesRequest};
+use hop_net::connect::{dial_proxy, split_host_port, status_error, tls_channel};
+use hop_net::trust::{ClientCert, client_config};
+use hop_net::tunnel::{ALPN_MYSQL, ALPN_POSTGRES, relay};
 
 /// One database login, as saved.
 #[derive(Debug, Clone, Serialize, Deserialize)]

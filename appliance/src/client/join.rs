@@ -10,11 +10,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::connect::open_session;
 use super::profile;
-use super::trust::client_config;
 use crate::cli::JoinMode;
-use crate::tunnel::ALPN_JOIN;
+use hop_net::connect::open_session;
+use hop_net::trust::client_config;
+use hop_net::tunnel::ALPN_JOIN;
 
 /// Ctrl-]: leave the session.
 const DETACH: u8 = 0x1d;

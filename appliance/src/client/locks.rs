@@ -11,11 +11,11 @@ use hop_rbac::{LockResource, LockTarget};
 use tonic::transport::Channel;
 
 use super::admin::{get_docs, print_docs, table};
-use super::connect::status_error;
 use crate::cli::{LockArgs, LocksCommand, Output, OutputFormat};
 use crate::config::parse_duration;
 use hop_api::proto::CreateResourcesRequest;
 use hop_api::proto::auth_admin_client::AuthAdminClient;
+use hop_net::connect::status_error;
 
 /// Creates the lock `args` describe and prints its id.
 pub async fn lock(c: &mut AuthAdminClient<Channel>, args: LockArgs) -> anyhow::Result<()> {

@@ -6,7 +6,6 @@
 pub mod admin;
 pub mod apps;
 pub mod bench;
-pub mod connect;
 pub mod db;
 pub mod join;
 pub mod locks;
@@ -14,5 +13,4 @@ pub mod profile;
 pub mod recordings;
 pub mod sessions;
 pub mod ssh;
-pub mod trust;
 pub mod user;

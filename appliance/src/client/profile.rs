@@ -14,14 +14,12 @@
 //! ```
 //! This module owns those paths and writes files atomically with their final permissions.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow};
 use serde::{Deserialize, Serialize};
 
-use super::trust::{ClientCert, Trust};
+use hop_net::trust::{ClientCert, Trust};
 
 /// One login to one proxy.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -108,35 +106,7 @@ impl Paths {
     }
 }
 
-pub fn ensure_dir(dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("cannot chmod {}", dir.display()))
-}
-
-/// Writes a file with mode 0600 through a temporary file and a rename.
-pub fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    // Create a missing parent, but never change the mode of an existing directory the caller
-    // named (a --totp-secret-file in /tmp must not make /tmp private).
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
-        && !dir.exists()
-    {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        f.write_all(data)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
-}
+pub use hop_net::files::{ensure_dir, write_private};
 
 pub fn save_profile(home: &Path, p: &Profile) -> anyhow::Result<()> {
     let paths = Paths::new(home.to_path_buf(), &p.proxy, &p.user);

@@ -18,11 +18,11 @@ use hop_storage::recording::{
 };
 use tokio::sync::mpsc;
 
-use super::connect::{status_error, tls_channel};
 use super::profile;
 use crate::cli::{OutputFormat, PlayArgs, PlayFormat, RecordingExportFormat, RecordingsCommand};
 use hop_api::proto::session_recordings_client::SessionRecordingsClient;
 use hop_api::proto::{GetRecordingRequest, ListRecordingsRequest, RecordingInfo};
+use hop_net::connect::{status_error, tls_channel};
 
 /// `--skip-idle` shortens pauses to this.
 const IDLE_LIMIT: Duration = Duration::from_secs(2);

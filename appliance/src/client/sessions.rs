@@ -1,11 +1,11 @@
 //! `hop sessions ls`: the cluster's live sessions, from their trackers, as the user may see
 //! them (their own, or all of them with the `session` `list` rule; Auth decides).
 
-use super::connect::{status_error, tls_channel};
 use super::profile;
 use crate::cli::{OutputFormat, SessionsCommand};
 use hop_api::proto::auth_public_client::AuthPublicClient;
 use hop_api::proto::{ListSessionsRequest, SessionTrackerInfo};
+use hop_net::connect::{status_error, tls_channel};
 
 pub async fn run(cmd: SessionsCommand) -> anyhow::Result<()> {
     match cmd {

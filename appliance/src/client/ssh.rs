@@ -18,12 +18,12 @@ use std::sync::Arc;
 use anyhow::{Context, anyhow, bail};
 use tokio::io::AsyncWriteExt;
 
-use super::connect::{open_session, status_error, tls_channel};
 use super::profile::{self, Login, Paths};
-use super::trust::client_config;
-use crate::tunnel::ALPN_SSH;
 use hop_api::proto::auth_public_client::AuthPublicClient;
 use hop_api::proto::{ListNodesRequest, Node};
+use hop_net::connect::{open_session, status_error, tls_channel};
+use hop_net::trust::client_config;
+use hop_net::tunnel::ALPN_SSH;
 
 /// `hop proxy ssh login@host[:port]`: stdin/stdout through the proxy to the node's SSH server.
 pub async fn proxy_ssh(target: String) -> anyhow::Result<()> {
@@ -244,7 +244,7 @@ pub fn config() -> anyhow::Result<()> {
     // wildcard block, so that its ProxyCommand does not apply to the proxy). Its host key is
     // checked under the name `proxy.CLUSTER`, which its certificate lists and the known_hosts
     // `@cert-authority *.CLUSTER` line covers, not under the address it is dialed at.
-    let (proxy_host, proxy_port) = super::connect::split_host_port(&login.profile.proxy)?;
+    let (proxy_host, proxy_port) = hop_net::connect::split_host_port(&login.profile.proxy)?;
     println!("Host proxy.{}", f.cluster);
     println!("    HostName {proxy_host}");
     println!("    Port {proxy_port}");

@@ -10,14 +10,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, anyhow, bail};
 use hop_ca::{CaKind, CaPublic};
 
-use super::connect::{status_error, tls_channel};
 use super::profile::{self, Paths, Profile};
-use super::trust::{Trust, normalize_pin};
 use crate::cli::{LoginArgs, OutputFormat, ProxyTrust, SignupArgs, StatusArgs};
 use hop_api::proto::auth_public_client::AuthPublicClient;
 use hop_api::proto::{CompleteSignupRequest, LoginRequest, PingRequest};
 use hop_api::timestamps::rfc3339;
 use hop_api::totp;
+use hop_net::connect::{status_error, tls_channel};
+use hop_net::trust::{Trust, normalize_pin};
 
 fn trust_for(t: &ProxyTrust, saved_cas: Option<String>) -> anyhow::Result<Trust> {
     if t.insecure {

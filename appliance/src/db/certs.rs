@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow};
 
 use super::DbSpec;
-use crate::client::trust::{ClientCert, Trust, server_client_config};
 use crate::node::audit::ChannelMaker;
 use hop_api::proto::SignDatabaseUserRequest;
 use hop_api::proto::database_access_client::DatabaseAccessClient;
+use hop_net::trust::{ClientCert, Trust, server_client_config};
 
 /// A configuration stays cached this long at most: the certificates live an hour.
 const REFRESH_AFTER: Duration = Duration::from_secs(40 * 60);

@@ -14,7 +14,6 @@ pub mod pg_audit;
 pub mod postgres;
 pub mod relay;
 pub mod resources;
-pub mod wire;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -24,12 +23,12 @@ use hop_protocols::tunnel::ResourceAnnouncement;
 use hop_protocols::tunnel::{DialResult, Frame};
 
 use crate::auth::audit::{AuditEvent, EventKind};
-use crate::tunnel::{FramedStream, Prefixed};
+use hop_net::tunnel::{FramedStream, Prefixed};
 
 use crate::agent::trackers::TrackedSpec;
-use crate::client::connect::split_host_port;
 use crate::node::audit::AgentAudit;
 pub use hop_api::dial::db::{DbCancel, DbDial};
+use hop_net::connect::split_host_port;
 
 /// Statement text kept in a `db.query` event before it is cut (configurable).
 pub const DEFAULT_MAX_STATEMENT: usize = 4096;

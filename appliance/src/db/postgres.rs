@@ -21,9 +21,9 @@ use tokio::net::TcpStream;
 
 use super::pg_audit::{QueryAuditor, Statement};
 use super::relay::{Ended, Refusal, Verdict};
-use super::wire::{self, SQLSTATE_DENIED, SQLSTATE_PROTOCOL, fatal};
 use super::{DbCancel, DbDial, DbService, DbSpec};
 use crate::auth::audit::EventKind;
+use hop_net::pg_wire::{self as wire, SQLSTATE_DENIED, SQLSTATE_PROTOCOL, fatal};
 
 /// The agent's TLS connection to a database.
 pub type DbConn = tokio_rustls::client::TlsStream<TcpStream>;

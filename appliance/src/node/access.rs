@@ -242,7 +242,7 @@ impl AccessCache {
         let snap = AccessSnapshot::parse(data)?;
         self.current.store(Arc::new(snap));
         if let Ok(json) = serde_json::to_vec(data)
-            && let Err(e) = crate::client::profile::write_private(&self.file, &json)
+            && let Err(e) = hop_net::files::write_private(&self.file, &json)
         {
             tracing::warn!(error = %e, "cannot keep the access cache on disk");
         }

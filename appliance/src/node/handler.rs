@@ -21,7 +21,7 @@ use super::access::{self, Grant};
 use super::audit::EventKind;
 use super::session::{self, SessionContext};
 use super::{Arrival, NodeShared};
-use crate::ssh_auth_deadline::AuthDone;
+use hop_net::ssh_deadline::AuthDone;
 use hop_platform::account::listen_as;
 
 /// Per-connection state.

@@ -35,9 +35,9 @@ use tokio::sync::watch;
 use self::access::{AccessCache, AccessData};
 use self::audit::{AgentAudit, ChannelMaker};
 use crate::agent::identity::AgentIdentity;
-use crate::ssh_auth_deadline::AuthDeadline;
 use hop_api::proto::NodeAccessRequest;
 use hop_api::proto::auth_public_client::AuthPublicClient;
+use hop_net::ssh_deadline::AuthDeadline;
 
 /// How long the node waits before asking Auth again after a failed request.
 const ACCESS_RETRY: Duration = Duration::from_secs(2);
@@ -288,7 +288,7 @@ async fn refresh_access(shared: Arc<NodeShared>, connect: ChannelMaker) {
             let r = c
                 .get_node_access(NodeAccessRequest { known_revision })
                 .await
-                .map_err(crate::client::connect::status_error)?
+                .map_err(hop_net::connect::status_error)?
                 .into_inner();
             known_revision = r.revision;
             let data = AccessData {

@@ -277,7 +277,7 @@ impl AuthTarget {
             }
             _ => {
                 self.client = None;
-                UploadFailure::Unavailable(crate::client::connect::error_chain(&s))
+                UploadFailure::Unavailable(hop_net::connect::error_chain(&s))
             }
         }
     }

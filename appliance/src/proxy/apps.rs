@@ -21,7 +21,7 @@ use crate::auth::audit::EventKind;
 use crate::auth::trackers::{SessionKind, TRACKER_KEEPALIVE, TrackerState, TrackerUpdate};
 use crate::proxy::listener::ConnectionHold;
 use crate::relay::{self, RelayHandle};
-use crate::tunnel::FramedStream;
+use hop_net::tunnel::FramedStream;
 
 /// Serves one `hop-tcp` connection from an authenticated user.
 pub async fn serve(

@@ -12,7 +12,7 @@ use hop_protocols::tunnel::{Dial, DialResult, Frame};
 
 use super::tunnels::{AgentStream, TunnelRegistry};
 use crate::dataplane::limits::ConnectionGuard;
-use crate::tunnel::FramedStream;
+use hop_net::tunnel::FramedStream;
 
 /// Answers the user's Dial with a refusal and its reason.
 pub async fn refuse(client: &mut FramedStream<AgentStream>, session_id: [u8; 16], error: String) {

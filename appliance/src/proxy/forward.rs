@@ -38,7 +38,7 @@ pub enum Upstream {
     /// An agentless node's sshd, at `host:port`.
     Tcp(String),
     /// A node agent's SSH service, over a pooled tunnel connection (proxy recording mode).
-    Tunnel(crate::tunnel::Prefixed<super::tunnels::AgentStream>),
+    Tunnel(hop_net::tunnel::Prefixed<super::tunnels::AgentStream>),
 }
 
 /// What one forwarded connection knows.

@@ -22,8 +22,8 @@ use super::tunnels::{AgentStream, TunnelRegistry};
 use crate::auth::AuthServer;
 use crate::auth::audit::EventKind;
 use crate::auth::trackers::{SessionKind, TrackerError, TrackerState};
-use crate::tunnel::{FramedStream, relay};
 use hop_api::dial::join::JoinDial;
+use hop_net::tunnel::{FramedStream, relay};
 
 /// What `hop join` asks for (the Dial's target, as JSON).
 #[derive(Debug, Deserialize)]

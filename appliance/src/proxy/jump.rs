@@ -31,7 +31,7 @@ use super::tunnels::TunnelRegistry;
 use crate::auth::AuthServer;
 use crate::auth::audit::EventKind;
 use crate::dataplane::limits::ConnectionGuard;
-use crate::ssh_auth_deadline::{AuthDeadline, AuthDone};
+use hop_net::ssh_deadline::{AuthDeadline, AuthDone};
 
 /// Lifetime of the jump host's SSH host certificate; it is renewed at half of it.
 const HOST_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -338,7 +338,7 @@ impl russh::server::Handler for JumpHandler {
             let _held = (watch, agent_hold);
             let (a, pending) = agent.into_inner();
             let stream = channel.into_stream();
-            if let Err(e) = crate::tunnel::relay(stream, Vec::new(), a, pending).await {
+            if let Err(e) = hop_net::tunnel::relay(stream, Vec::new(), a, pending).await {
                 tracing::debug!(node = %node_name, error = %e, "jump channel ended with an error");
             }
         });

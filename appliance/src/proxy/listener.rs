@@ -33,7 +33,7 @@ use crate::proxy::postgres::BeforeTls;
 use crate::proxy::server_tls::ServerTls;
 use crate::proxy::tunnels::{AgentStream, TunnelRegistry};
 use crate::relay::bounded::RecordReads;
-use crate::tunnel::{
+use hop_net::tunnel::{
     ALPN_JOIN, ALPN_MYSQL, ALPN_POSTGRES, ALPN_POSTGRES_DIRECT, ALPN_SSH, ALPN_TCP, ALPN_TUNNEL,
     ALPN_TUNNEL_DATA,
 };

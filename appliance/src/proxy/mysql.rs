@@ -242,7 +242,7 @@ where
     );
     let (agent, agent_pending) = agent.into_inner();
     let moved =
-        crate::tunnel::relay_with_idle_timeout(client, Vec::new(), agent, agent_pending, idle)
+        hop_net::tunnel::relay_with_idle_timeout(client, Vec::new(), agent, agent_pending, idle)
             .await;
     metrics.db_sessions_active.dec();
     if let Err(e) = moved {

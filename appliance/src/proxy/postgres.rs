@@ -28,9 +28,11 @@ use super::tunnels::{AgentStream, DbRoute, TunnelRegistry};
 use crate::auth::AuthServer;
 use crate::auth::audit::EventKind;
 use crate::auth::caller::Caller;
-use crate::db::wire::{self, SQLSTATE_DENIED, SQLSTATE_PROTOCOL, SQLSTATE_UNAVAILABLE, fatal};
-use crate::tunnel::FramedStream;
 use hop_api::dial::db::{DbCancel, DbDial};
+use hop_net::pg_wire::{
+    self as wire, SQLSTATE_DENIED, SQLSTATE_PROTOCOL, SQLSTATE_UNAVAILABLE, fatal,
+};
+use hop_net::tunnel::FramedStream;
 
 /// What database sessions need from the proxy.
 #[derive(Debug, Clone)]

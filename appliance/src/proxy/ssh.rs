@@ -21,7 +21,7 @@ use super::dial::{accept, dial_agent, dial_agent_bounded, refuse};
 use super::tunnels::{AgentStream, NodeRoute, TunnelRegistry};
 use crate::auth::AuthServer;
 use crate::auth::audit::EventKind;
-use crate::tunnel::FramedStream;
+use hop_net::tunnel::FramedStream;
 
 /// Splits `login@host[:port]`.
 pub fn parse_target(t: &str) -> Result<(String, String), String> {
@@ -179,7 +179,7 @@ pub async fn serve(
                 Ok((a, hold)) => {
                     upstream_hold = Some(hold);
                     let (s, pending) = a.into_inner();
-                    super::forward::Upstream::Tunnel(crate::tunnel::Prefixed::new(s, pending))
+                    super::forward::Upstream::Tunnel(hop_net::tunnel::Prefixed::new(s, pending))
                 }
                 Err(e) => return refuse(&mut client, session_id, e).await,
             }
@@ -204,7 +204,7 @@ pub async fn serve(
             recordings,
             require_recording: mode == "proxy-sync",
         };
-        super::forward::serve(fwd, upstream, crate::tunnel::Prefixed::new(c, c_pending)).await;
+        super::forward::serve(fwd, upstream, hop_net::tunnel::Prefixed::new(c, c_pending)).await;
         drop(upstream_hold);
         return;
     }

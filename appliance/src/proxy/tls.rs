@@ -11,8 +11,6 @@ use std::sync::Arc;
 use anyhow::{Context, anyhow};
 use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 /// ALPN protocols of the one port, in the server's order of preference.
 pub const ALPN: &[&[u8]] = &[
@@ -30,32 +28,7 @@ pub const ALPN: &[&[u8]] = &[
     b"postgresql",
 ];
 
-/// aws-lc-rs with TLS 1.3's AES-128-GCM-SHA256 first. Its key schedule runs on SHA-256, which
-/// x86 (SHA-NI) and ARMv8 compute in hardware, where SHA-384's usually runs in software: on these
-/// machines SHA-384 was 6 % of the proxy's CPU in the handshake benchmark. AES-128-GCM is also the
-/// cheaper cipher for the relay. Go's TLS server (Teleport's) makes the same choice.
-pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    use rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256;
-    let mut p = rustls::crypto::aws_lc_rs::default_provider();
-    p.cipher_suites
-        .sort_by_key(|s| s.suite() != TLS13_AES_128_GCM_SHA256.suite());
-    Arc::new(p)
-}
-
-pub fn parse_chain(pem: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(|e| anyhow!("invalid certificate PEM: {e}"))?;
-    if certs.is_empty() {
-        return Err(anyhow!("no certificate found in PEM"));
-    }
-    Ok(certs)
-}
-
-pub fn parse_key(pem: &str) -> anyhow::Result<PrivateKeyDer<'static>> {
-    PrivateKeyDer::from_pem_slice(pem.as_bytes())
-        .map_err(|e| anyhow!("invalid private key PEM: {e}"))
-}
+pub use hop_net::pem::{parse_chain, parse_key, provider};
 
 /// Reads an operator-supplied certificate chain and key.
 pub fn load_files(cert: &Path, key: &Path) -> anyhow::Result<(String, String)> {

@@ -20,7 +20,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::dataplane::limits::ConnectionGuard;
 use crate::relay::bounded::RecordReads;
-use crate::tunnel::{FrameIoError, FramedStream};
+use hop_net::tunnel::{FrameIoError, FramedStream};
 
 /// A TLS stream terminated by the proxy (an agent's, or a user's session connection); its socket
 /// may be read record by record (see `crate::relay::bounded`).

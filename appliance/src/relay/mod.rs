@@ -18,8 +18,8 @@ use rustls::{ProtocolVersion, ServerConnection};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::proxy::tunnels::AgentStream;
-use crate::tunnel::FramedStream;
 use aead::RecordKey;
+use hop_net::tunnel::FramedStream;
 
 /// One direction's traffic secret as rustls handed it over, with its next sequence number.
 pub struct DirectionSecret {
@@ -123,7 +123,7 @@ impl RelayHandle {
 /// Should a TLS connection offering `alpn` (its ClientHello's first protocol) be read one record
 /// at a time from its handshake on? Yes for the routes whose sessions may take the fast path.
 pub fn reads_by_record(alpn: Option<&str>) -> bool {
-    use crate::tunnel::{
+    use hop_net::tunnel::{
         ALPN_POSTGRES, ALPN_POSTGRES_DIRECT, ALPN_SSH, ALPN_TCP, ALPN_TUNNEL_DATA,
     };
     alpn.is_some_and(|p| {
@@ -309,7 +309,7 @@ pub async fn relay_here(
 ) -> Result<(u64, u64), String> {
     let (c, c_pending) = client.into_inner();
     let (a, a_pending) = agent.into_inner();
-    crate::tunnel::relay_with_idle_timeout(c, c_pending, a, a_pending, idle)
+    hop_net::tunnel::relay_with_idle_timeout(c, c_pending, a, a_pending, idle)
         .await
         .map_err(|e| e.to_string())
 }

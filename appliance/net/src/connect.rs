@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tonic::transport::{Channel, Endpoint};
 
-use super::trust::{ClientCert, Trust, client_config, not_the_proxy};
+use crate::trust::{ClientCert, Trust, client_config, not_the_proxy};
 
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);

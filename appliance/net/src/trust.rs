@@ -21,7 +21,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, Error as TlsError, RootCertStore, SignatureScheme};
 
-use crate::proxy::tls::{parse_chain, parse_key, provider};
+use crate::pem::{parse_chain, parse_key, provider};
 
 /// What the client trusts.
 #[derive(Debug, Clone)]
