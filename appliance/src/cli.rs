@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::LogFormat;
+use hop_config::LogFormat;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -117,13 +117,13 @@ pub struct BenchArgs {
     #[arg(long, global = true, default_value_t = 10.0)]
     pub rate: f64,
     /// How long to schedule operations for: 30s, 2m, 500ms.
-    #[arg(long, global = true, default_value = "10s", value_parser = crate::config::parse_duration)]
+    #[arg(long, global = true, default_value = "10s", value_parser = hop_config::parse_duration)]
     pub duration: std::time::Duration,
     /// The most operations in flight at once (and, for `db`, the number of connections).
     #[arg(long, global = true, default_value_t = 16)]
     pub concurrency: usize,
     /// An operation not finished this long after its scheduled start is an error.
-    #[arg(long, global = true, default_value = "30s", value_parser = crate::config::parse_duration)]
+    #[arg(long, global = true, default_value = "30s", value_parser = hop_config::parse_duration)]
     pub timeout: std::time::Duration,
     /// The report: text for people, JSON for scripts.
     #[arg(long, global = true, value_enum, default_value_t = BenchFormat::Text)]
@@ -420,7 +420,7 @@ pub struct StartArgs {
     pub workers: Option<usize>,
     /// Data-plane IO driver: auto (io_uring, else epoll), uring or epoll.
     #[arg(long, value_enum)]
-    pub io_driver: Option<crate::config::IoDriverChoice>,
+    pub io_driver: Option<hop_config::IoDriverChoice>,
     /// Agents: the proxy to join and tunnel to, HOST:PORT.
     #[arg(long)]
     pub proxy: Option<String>,

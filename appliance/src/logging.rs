@@ -4,7 +4,7 @@
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+use hop_config::LogFormat;
 
 pub fn init(level: Option<&str>, format: LogFormat) -> anyhow::Result<()> {
     let filter = match level {

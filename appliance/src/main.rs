@@ -10,7 +10,6 @@ mod agent;
 mod auth;
 mod cli;
 mod client;
-mod config;
 mod dataplane;
 mod db;
 mod diag;
@@ -27,7 +26,7 @@ use std::path::{Path, PathBuf};
 use clap::{CommandFactory, Parser};
 
 use cli::{Cli, Command, StartArgs};
-use config::{Config, LogFormat};
+use hop_config::{Config, LogFormat};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -68,7 +67,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Configure => {
-            print!("{}", config::DEFAULT_CONFIG_YAML);
+            print!("{}", hop_config::DEFAULT_CONFIG_YAML);
             Ok(())
         }
         Command::Completion { shell } => {
@@ -171,12 +170,13 @@ fn start_config(args: &StartArgs) -> anyhow::Result<Config> {
         cfg.hop.data_dir = d.clone();
     }
     if let Some(l) = &args.listen {
-        cfg.proxy_service.listen_addr =
-            config::Addr(config::parse_addr(l).map_err(|e| anyhow::anyhow!("--listen: {e}"))?);
+        cfg.proxy_service.listen_addr = hop_config::Addr(
+            hop_config::parse_addr(l).map_err(|e| anyhow::anyhow!("--listen: {e}"))?,
+        );
     }
     if let Some(d) = &args.diag_addr {
-        cfg.hop.diag_addr = Some(config::Addr(
-            config::parse_addr(d).map_err(|e| anyhow::anyhow!("--diag-addr: {e}"))?,
+        cfg.hop.diag_addr = Some(hop_config::Addr(
+            hop_config::parse_addr(d).map_err(|e| anyhow::anyhow!("--diag-addr: {e}"))?,
         ));
     }
     if !args.roles.is_empty() {
@@ -205,14 +205,14 @@ fn start_config(args: &StartArgs) -> anyhow::Result<Config> {
         .hop
         .join_token
         .take()
-        .map(|t| config::read_join_token(&t))
+        .map(|t| hop_config::read_join_token(&t))
         .transpose()?;
     if args.ca_pin.is_some() {
         cfg.hop.ca_pin = args.ca_pin.clone();
     }
     for a in &args.apps {
         let spec = agent::AppSpec::parse(a).map_err(|e| anyhow::anyhow!(e))?;
-        cfg.app_service.apps.push(config::AppConfig {
+        cfg.app_service.apps.push(hop_config::AppConfig {
             name: spec.name,
             uri: spec.uri,
             labels: spec.labels.into_iter().collect(),
@@ -220,7 +220,7 @@ fn start_config(args: &StartArgs) -> anyhow::Result<Config> {
     }
     for d in &args.databases {
         let spec = db::DbSpec::parse(d).map_err(|e| anyhow::anyhow!(e))?;
-        cfg.db_service.databases.push(config::DbConfig {
+        cfg.db_service.databases.push(hop_config::DbConfig {
             name: spec.name,
             uri: spec.uri,
             ca_file: spec.ca_file,
@@ -240,8 +240,8 @@ fn start_config(args: &StartArgs) -> anyhow::Result<Config> {
         cfg.ssh_service.nodename = args.nodename.clone();
     }
     if let Some(a) = &args.ssh_listen {
-        cfg.ssh_service.listen_addr = Some(config::Addr(
-            config::parse_addr(a).map_err(|e| anyhow::anyhow!("--ssh-listen: {e}"))?,
+        cfg.ssh_service.listen_addr = Some(hop_config::Addr(
+            hop_config::parse_addr(a).map_err(|e| anyhow::anyhow!("--ssh-listen: {e}"))?,
         ));
     }
     if let Some(n) = &args.cluster_name {

@@ -18,12 +18,12 @@ use tokio::sync::watch;
 use crate::auth::audit::AuditLogSink;
 use crate::auth::grpc::AuthApi;
 use crate::auth::{AuthServer, AuthSettings};
-use crate::config::{Config, ServiceRole};
 use crate::dataplane::{DataPlane, DataPlaneSettings, IoDriver};
 use crate::metrics::Metrics;
 use crate::proxy;
 use crate::proxy::cert::{CertSource, ProxyCertificate};
 use crate::proxy::tunnels::TunnelRegistry;
+use hop_config::{Config, ServiceRole};
 
 /// File name of the embedded database inside the data dir.
 pub const DB_FILE: &str = "hop.db";
@@ -560,7 +560,7 @@ async fn run_agent(cfg: Config) -> anyhow::Result<()> {
             cfg.db_service
                 .databases
                 .iter()
-                .map(crate::config::DbConfig::spec)
+                .map(hop_config::DbConfig::spec)
                 .collect()
         } else {
             Vec::new()

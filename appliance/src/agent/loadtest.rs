@@ -24,7 +24,7 @@ use super::backoff::Backoff;
 use super::identity::{self, AgentIdentity};
 use super::{AgentSettings, AppSpec, ControlObserver, Shared};
 use crate::cli::{LoadtestAgentsArgs, LoadtestCommand};
-use crate::config::parse_duration;
+use hop_config::parse_duration;
 use hop_net::trust::{Trust, normalize_pin};
 
 /// The role simulated agents join as and announce.

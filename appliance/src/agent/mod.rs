@@ -25,88 +25,10 @@ use tokio::sync::{RwLock, watch};
 
 use self::backoff::Backoff;
 use self::identity::AgentIdentity;
-use hop_net::connect::{dial_proxy, split_host_port};
+pub use hop_config::services::AppSpec;
+use hop_net::connect::dial_proxy;
 use hop_net::trust::{Trust, client_config};
 use hop_net::tunnel::{ALPN_TUNNEL, ALPN_TUNNEL_DATA, FramedStream, relay};
-
-/// A TCP application this agent publishes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AppSpec {
-    pub name: String,
-    /// `tcp://host:port`
-    pub uri: String,
-    pub labels: Vec<(String, String)>,
-}
-
-impl AppSpec {
-    /// Parses `name=echo,uri=tcp://127.0.0.1:7000,labels=env=dev;team=web` (labels may repeat).
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let (mut name, mut uri, mut labels) = (None, None, Vec::new());
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (k, v) = part
-                .split_once('=')
-                .ok_or_else(|| format!("--app: expected key=value, got {part:?}"))?;
-            match k {
-                "name" => name = Some(v.to_string()),
-                "uri" => uri = Some(v.to_string()),
-                "labels" | "label" => {
-                    for l in v.split(';').filter(|l| !l.is_empty()) {
-                        let (lk, lv) = l
-                            .split_once('=')
-                            .ok_or_else(|| format!("--app: label {l:?} is not key=value"))?;
-                        labels.push((lk.to_string(), lv.to_string()));
-                    }
-                }
-                other => {
-                    return Err(format!(
-                        "--app: unknown key {other:?}; expected name, uri, labels"
-                    ));
-                }
-            }
-        }
-        let app = AppSpec {
-            name: name.ok_or("--app: name= is required")?,
-            uri: uri.ok_or("--app: uri= is required")?,
-            labels,
-        };
-        app.validate()?;
-        Ok(app)
-    }
-
-    pub fn validate(&self) -> Result<(), String> {
-        if self.name.is_empty()
-            || !self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
-            return Err(format!(
-                "app name {:?}: use letters, digits, '-', '_' and '.'",
-                self.name
-            ));
-        }
-        self.target().map(drop)
-    }
-
-    /// The `host:port` behind `tcp://`.
-    pub fn target(&self) -> Result<(String, u16), String> {
-        let rest = self.uri.strip_prefix("tcp://").ok_or_else(|| {
-            format!(
-                "app {:?}: uri {:?} must start with tcp://",
-                self.name, self.uri
-            )
-        })?;
-        split_host_port(rest)
-            .map_err(|e| format!("app {:?}: {e}", self.name))
-            .and_then(|(h, p)| {
-                if rest.contains(':') {
-                    Ok((h, p))
-                } else {
-                    Err(format!("app {:?}: uri needs a port", self.name))
-                }
-            })
-    }
-}
 
 /// How an agent is configured.
 #[derive(Debug, Clone)]
@@ -126,7 +48,7 @@ pub struct AgentSettings {
     /// Which `db` resources the db role serves.
     pub db_selectors: Vec<crate::db::resources::Selector>,
     /// What the db role's `db.query` events keep.
-    pub db_audit: crate::config::DbAuditConfig,
+    pub db_audit: hop_config::DbAuditConfig,
 }
 
 /// One agent as its tasks see it: its settings and its current identity.

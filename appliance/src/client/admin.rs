@@ -15,12 +15,12 @@ use crate::cli::{
     AdminArgs, AdminCommand, AuditCommand, AuthCommand, ExportFormat, ExportKind, InventoryCommand,
     NodesCommand, Output, OutputFormat, SignFormat, TokensCommand, UsersCommand,
 };
-use crate::config::{DEFAULT_DATA_DIR, parse_duration};
 use hop_api::ADMIN_SOCKET;
 use hop_api::proto::auth_admin_client::AuthAdminClient;
 use hop_api::proto::database_access_client::DatabaseAccessClient;
 use hop_api::proto::*;
 use hop_api::timestamps::rfc3339_unix as ts;
+use hop_config::{DEFAULT_DATA_DIR, parse_duration};
 use hop_net::connect::{admin_socket_channel, status_error, tls_channel};
 
 async fn channel(args: &AdminArgs) -> anyhow::Result<Channel> {

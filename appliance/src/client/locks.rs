@@ -12,9 +12,9 @@ use tonic::transport::Channel;
 
 use super::admin::{get_docs, print_docs, table};
 use crate::cli::{LockArgs, LocksCommand, Output, OutputFormat};
-use crate::config::parse_duration;
 use hop_api::proto::CreateResourcesRequest;
 use hop_api::proto::auth_admin_client::AuthAdminClient;
+use hop_config::parse_duration;
 use hop_net::connect::status_error;
 
 /// Creates the lock `args` describe and prints its id.

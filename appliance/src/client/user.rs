@@ -188,7 +188,7 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
         (None, _) => prompt_line("One-time code")?,
     };
     let ttl = match &args.ttl {
-        Some(t) => crate::config::parse_duration(t)
+        Some(t) => hop_config::parse_duration(t)
             .map_err(|e| anyhow!("--ttl: {e}"))?
             .as_secs(),
         None => 0,

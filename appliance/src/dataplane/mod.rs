@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 
-use crate::config::{Cidr, IoDriverChoice, KernelTlsChoice};
+use hop_config::{Cidr, IoDriverChoice, KernelTlsChoice};
 pub use stats::{DataPlaneStats, IoDriver, KernelTls};
 
 /// A connection the data plane passes to the control plane: the socket, what the classifier

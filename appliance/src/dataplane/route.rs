@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use hop_protocols::sniff::{Protocol, Sniff, sniff};
 use hop_protocols::{http1, proxy_protocol, tls};
 
-use crate::config::Cidr;
+use hop_config::Cidr;
 
 /// Why a connection was closed without being served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

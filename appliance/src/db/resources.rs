@@ -7,40 +7,20 @@
 //! agent's list when it changed (the tunnel then announces it again). The configured databases
 //! always stay; a resource with the same name as a configured one is ignored.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hop_rbac::DatabaseResource;
-use serde::Deserialize;
 use tokio::sync::watch;
 
 use super::{DbService, DbSpec};
 use crate::node::audit::ChannelMaker;
 use hop_api::proto::ListDatabaseResourcesRequest;
 use hop_api::proto::database_access_client::DatabaseAccessClient;
+pub use hop_config::services::Selector;
 
 /// How often the agent asks Auth for `db` resources.
 const REFRESH: Duration = Duration::from_secs(5);
-
-/// One entry of `db_service.resources`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Selector {
-    pub labels: BTreeMap<String, String>,
-}
-
-impl Selector {
-    /// Does this selector take a database with `labels`? An empty selector takes nothing.
-    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        if self.labels.is_empty() {
-            return false;
-        }
-        self.labels.iter().all(|(k, v)| {
-            (k == "*" && v == "*") || labels.get(k).is_some_and(|have| v == "*" || have == v)
-        })
-    }
-}
 
 /// The [`DbSpec`] of a `db` resource.
 pub fn spec_of(r: &DatabaseResource) -> DbSpec {

@@ -1,9 +1,15 @@
 //! Operator configuration: the `hop.yaml` file, its defaults, and its validation.
 //!
-//! This module owns the shape of the configuration file and the rules that make a file valid. It
+//! This crate owns the shape of the configuration file and the rules that make a file valid. It
 //! parses with serde-saphyr (panic-free, with line numbers in its errors) into plain
 //! `serde(default)` structs that reject unknown keys, then `validate()` checks what types cannot.
-//! It never opens sockets or files other than the config file itself.
+//! It never opens sockets or files other than the config file itself, and never imports the
+//! services it configures: what an agent publishes is described here (`services`) and served
+//! there.
+
+#![forbid(unsafe_code)]
+
+pub mod services;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -58,7 +64,7 @@ pub struct DbServiceConfig {
     pub databases: Vec<DbConfig>,
     /// Which `db` resources (`hop admin create -f`) this agent serves, by labels:
     /// `[{labels: {'*': '*'}}]` for all of them.
-    pub resources: Vec<crate::db::resources::Selector>,
+    pub resources: Vec<crate::services::Selector>,
     /// What `db.query` events keep.
     pub audit: DbAuditConfig,
     /// Idle data connections the agent keeps parked at the proxy.
@@ -78,7 +84,7 @@ pub struct DbAuditConfig {
 impl Default for DbAuditConfig {
     fn default() -> Self {
         Self {
-            max_statement_bytes: crate::db::DEFAULT_MAX_STATEMENT,
+            max_statement_bytes: crate::services::DEFAULT_MAX_STATEMENT,
             parameters: false,
         }
     }
@@ -99,8 +105,8 @@ pub struct DbConfig {
 }
 
 impl DbConfig {
-    pub fn spec(&self) -> crate::db::DbSpec {
-        crate::db::DbSpec {
+    pub fn spec(&self) -> crate::services::DbSpec {
+        crate::services::DbSpec {
             name: self.name.clone(),
             uri: self.uri.clone(),
             ca_file: self.ca_file.clone(),
@@ -695,7 +701,7 @@ impl Config {
             ));
         }
         for (i, app) in self.app_service.apps.iter().enumerate() {
-            let spec = crate::agent::AppSpec {
+            let spec = crate::services::AppSpec {
                 name: app.name.clone(),
                 uri: app.uri.clone(),
                 labels: app.labels.clone().into_iter().collect(),
