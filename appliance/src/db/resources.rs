@@ -118,6 +118,7 @@ async fn fetch(connect: &ChannelMaker) -> anyhow::Result<Vec<DatabaseResource>> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
