@@ -12,9 +12,7 @@ mod cli;
 mod client;
 mod dataplane;
 mod db;
-mod diag;
 mod logging;
-mod metrics;
 mod node;
 
 mod proxy;

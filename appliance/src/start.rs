@@ -19,11 +19,11 @@ use crate::auth::audit::AuditLogSink;
 use crate::auth::grpc::AuthApi;
 use crate::auth::{AuthServer, AuthSettings};
 use crate::dataplane::{DataPlane, DataPlaneSettings, IoDriver};
-use crate::metrics::Metrics;
 use crate::proxy;
 use crate::proxy::cert::{CertSource, ProxyCertificate};
 use crate::proxy::tunnels::TunnelRegistry;
 use hop_config::{Config, ServiceRole};
+use hop_metrics::Metrics;
 
 /// File name of the embedded database inside the data dir.
 pub const DB_FILE: &str = "hop.db";
@@ -186,7 +186,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     if let Some(addr) = cfg.hop.diag_addr {
         let (m, rx) = (metrics.clone(), shutdown_rx.clone());
         tasks.spawn(async move {
-            if let Err(e) = crate::diag::serve(addr.0, m, run_proxy, rx).await {
+            if let Err(e) = hop_metrics::diag::serve(addr.0, m, run_proxy, rx).await {
                 tracing::error!(error = %e, "diagnostics server stopped");
             }
         });
@@ -222,7 +222,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let handshakes = Arc::new(crate::dataplane::limits::HandshakeSlots::new(
         cfg.proxy_service.max_concurrent_handshakes,
     ));
-    let _ = metrics.handshakes.set(handshakes.clone());
+    metrics.add_report(handshakes.clone());
     let dataplane = if run_proxy {
         let p = &cfg.proxy_service;
         let workers = p.workers.unwrap_or_else(|| {
@@ -256,7 +256,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         )
         .map_err(|e| anyhow!("proxy_service.listen_addr: {e:#}"))?;
         cfg.proxy_service.listen_addr.0 = dp.local_addr;
-        let _ = metrics.dataplane.set(dp.stats.clone());
+        metrics.add_report(dp.stats.clone());
         Some(dp)
     } else {
         drop(handoff_tx);
@@ -292,7 +292,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         TunnelRegistry::new(host_name(), TUNNEL_HEARTBEAT)
             .with_hello_timeout(cfg.proxy_service.tunnel_hello_timeout.0),
     );
-    let _ = metrics.tunnels.set(registry.clone());
+    metrics.add_report(registry.clone());
     registry.on_refused_announcement(proxy::admission::audit_refused_announcements(&auth));
     if run_proxy {
         tasks.spawn(proxy::admission::sweep_agents(
@@ -399,6 +399,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
                 jump: jump.clone(),
                 recordings: Some(recordings.clone()),
                 relay: dataplane.as_ref().map(|d| d.relay.clone()),
+                dataplane: dataplane.as_ref().map(|d| d.stats.clone()),
                 http: proxy::http_conn::HttpDeadlines {
                     header_read: cfg.proxy_service.http_header_timeout.0,
                     idle: cfg.proxy_service.http_idle_timeout.0,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 pub use hop_api::audit::{AuditEvent, EventKind};
 
-use crate::metrics::Metrics;
+use hop_metrics::Metrics;
 
 /// Where events go.
 pub trait AuditSink: Send + Sync + std::fmt::Debug {

@@ -19,8 +19,8 @@ use super::proto::*;
 use super::server::{
     AuthError, AuthServer, JoinRequest as ServerJoin, LoginRequest as ServerLogin,
 };
-use crate::metrics::Metrics;
 use crate::proxy::tunnels::TunnelRegistry;
+use hop_metrics::Metrics;
 
 fn joined(j: super::server::JoinedHost, cluster: &str) -> JoinResponse {
     JoinResponse {

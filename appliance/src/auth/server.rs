@@ -21,8 +21,8 @@ use super::host_names::ReservedNames;
 use super::ratelimit::LoginRateLimiter;
 use super::records::{CaKeys, InviteKind, InviteToken, PUBLIC_KINDS, UserSecrets, token_hash};
 use super::{password, resources, totp};
-use crate::metrics::Metrics;
 use hop_api::timestamps::rfc3339;
+use hop_metrics::Metrics;
 
 /// The same words for every credential failure, so that a caller learns nothing about which part
 /// was wrong or whether the user exists.

@@ -12,7 +12,7 @@ use hop_storage::{AuditLog, Clock, ManualClock, MemoryBackend, ResourceStore};
 use super::audit::AuditLogSink;
 use super::server::{AuthError, AuthServer, AuthSettings, LoginRequest};
 use super::totp;
-use crate::metrics::Metrics;
+use hop_metrics::Metrics;
 
 const PASSWORD: &str = "correct horse battery staple";
 

@@ -344,6 +344,17 @@ impl Drop for HandshakeSlot {
     }
 }
 
+impl hop_metrics::Report for HandshakeSlots {
+    fn render(&self, out: &mut String) {
+        hop_metrics::gauge(
+            out,
+            "hop_proxy_tls_handshakes_in_progress",
+            "TLS handshakes running now, on the workers and the control plane (capped by max_concurrent_handshakes).",
+            &[(String::new(), self.busy() as u64)],
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

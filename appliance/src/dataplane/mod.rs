@@ -62,7 +62,7 @@ pub struct TlsTermination {
     pub slots: Arc<limits::HandshakeSlots>,
     pub handshake_timeout: Duration,
     /// Handshake counters (`hop_proxy_tls_handshakes_total`, `hop_proxy_handshakes_shed_total`).
-    pub metrics: Arc<crate::metrics::Metrics>,
+    pub metrics: Arc<hop_metrics::Metrics>,
 }
 
 /// What a handed-over connection starts with.

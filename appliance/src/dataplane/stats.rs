@@ -234,3 +234,9 @@ impl DataPlaneStats {
         }
     }
 }
+
+impl hop_metrics::Report for DataPlaneStats {
+    fn render(&self, out: &mut String) {
+        DataPlaneStats::render(self, out);
+    }
+}

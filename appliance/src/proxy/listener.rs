@@ -27,12 +27,12 @@ use crate::auth::caller::Caller;
 use crate::dataplane::limits::ConnectionGuard;
 use crate::dataplane::route::RejectReason;
 use crate::dataplane::{Handoff, HandoffKind};
-use crate::metrics::Metrics;
 use crate::proxy::http_conn::HttpDeadlines;
 use crate::proxy::postgres::BeforeTls;
 use crate::proxy::server_tls::ServerTls;
 use crate::proxy::tunnels::{AgentStream, TunnelRegistry};
 use crate::relay::bounded::RecordReads;
+use hop_metrics::Metrics;
 use hop_net::tunnel::{
     ALPN_JOIN, ALPN_MYSQL, ALPN_POSTGRES, ALPN_POSTGRES_DIRECT, ALPN_SSH, ALPN_TCP, ALPN_TUNNEL,
     ALPN_TUNNEL_DATA,
@@ -85,6 +85,8 @@ pub struct TlsRoutes {
     pub relay: Option<crate::relay::RelayHandle>,
     /// The deadlines of HTTP connections (web API, Auth API).
     pub http: HttpDeadlines,
+    /// The data plane's counters, where connections it handed over are refused here.
+    pub dataplane: Option<Arc<crate::dataplane::DataPlaneStats>>,
 }
 
 impl TlsRoutes {
@@ -247,7 +249,7 @@ async fn route(
     if let Caller::Host { host_id, .. } = &caller
         && let Err(reason) = guard.count_as_host(host_id)
     {
-        refused(&metrics, worker, reason, remote);
+        refused(&routes, worker, reason, remote);
         metrics.connections_active.dec();
         return;
     }
@@ -376,8 +378,8 @@ async fn route(
 }
 
 /// Counts a connection the control plane closes unserved with the data plane's refusals.
-fn refused(metrics: &Metrics, worker: usize, reason: RejectReason, remote: SocketAddr) {
-    if let Some(dp) = metrics.dataplane.get() {
+fn refused(routes: &TlsRoutes, worker: usize, reason: RejectReason, remote: SocketAddr) {
+    if let Some(dp) = &routes.dataplane {
         dp.worker(worker).rejected(reason);
     }
     tracing::debug!(%remote, reason = reason.name(), "connection closed unserved");

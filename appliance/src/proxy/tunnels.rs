@@ -572,3 +572,14 @@ mod vet_tests {
         );
     }
 }
+
+impl hop_metrics::Report for TunnelRegistry {
+    fn render(&self, out: &mut String) {
+        hop_metrics::gauge(
+            out,
+            "hop_proxy_tunnels_connected",
+            "Agents with a live control tunnel to this proxy.",
+            &[(String::new(), self.connected() as u64)],
+        );
+    }
+}

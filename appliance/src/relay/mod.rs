@@ -272,7 +272,7 @@ pub fn start(
     agent: FramedStream<AgentStream>,
     idle: Option<Duration>,
     remote: SocketAddr,
-    metrics: &crate::metrics::Metrics,
+    metrics: &hop_metrics::Metrics,
 ) -> Relaying {
     let (handle, worker) = fast_path.map_or((None, 0), |(h, w)| (Some(h), w));
     match hand_off(handle, worker, client, agent, idle, remote) {
@@ -321,7 +321,7 @@ pub async fn run_session(
     agent: FramedStream<AgentStream>,
     idle: Option<Duration>,
     remote: SocketAddr,
-    metrics: &crate::metrics::Metrics,
+    metrics: &hop_metrics::Metrics,
 ) -> Result<(u64, u64), String> {
     match start(fast_path, client, agent, idle, remote, metrics) {
         Relaying::Worker(report) => finished(report).await,

@@ -1,8 +1,15 @@
 //! Process-wide counters and gauges, rendered in the Prometheus text format.
 //!
-//! This module owns the metric names and their help text. Counters are plain atomics so that hot
-//! paths pay one relaxed add and never take a lock; the registry is fixed at compile time (a
-//! struct of fields), which keeps names from drifting. It never does IO: `render` returns text.
+//! This crate owns the process-wide metric names and their help text. Counters are plain atomics
+//! so that hot paths pay one relaxed add and never take a lock; the registry is fixed at compile
+//! time (a struct of fields), which keeps names from drifting. Parts that keep their own figures
+//! (the data plane's per-worker counters, the handshake slots, the tunnel registry) report into it
+//! through [`Report`]; this crate is a leaf and never imports them. It never does IO: `render`
+//! returns text. [`diag`] serves it over HTTP.
+
+#![forbid(unsafe_code)]
+
+pub mod diag;
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -110,12 +117,15 @@ pub struct Metrics {
     pub db_sessions_active: Gauge,
     pub db_sessions_refused: Counter,
     pub db_cancels: Counter,
-    /// Set once the proxy serves tunnels.
-    pub tunnels: std::sync::OnceLock<std::sync::Arc<crate::proxy::tunnels::TunnelRegistry>>,
-    /// Set once the data plane runs.
-    pub dataplane: std::sync::OnceLock<std::sync::Arc<crate::dataplane::DataPlaneStats>>,
-    /// Set once the proxy terminates TLS.
-    pub handshakes: std::sync::OnceLock<std::sync::Arc<crate::dataplane::limits::HandshakeSlots>>,
+    /// Parts that render their own figures, in the order they were added (the data plane, the
+    /// handshake slots, the tunnel registry).
+    reports: std::sync::RwLock<Vec<std::sync::Arc<dyn Report>>>,
+}
+
+/// A part of the process that keeps its own figures and renders them (Prometheus text) after the
+/// process-wide ones.
+pub trait Report: Send + Sync + std::fmt::Debug {
+    fn render(&self, out: &mut String);
 }
 
 impl Default for Metrics {
@@ -153,9 +163,7 @@ impl Default for Metrics {
             db_sessions_active: Gauge::default(),
             db_sessions_refused: Counter::default(),
             db_cancels: Counter::default(),
-            dataplane: std::sync::OnceLock::new(),
-            handshakes: std::sync::OnceLock::new(),
-            tunnels: std::sync::OnceLock::new(),
+            reports: std::sync::RwLock::new(Vec::new()),
         }
     }
 }
@@ -277,14 +285,6 @@ impl Metrics {
             "TLS connections closed at once because max_concurrent_handshakes was reached.",
             &[(String::new(), self.handshakes_shed.get())],
         );
-        if let Some(h) = self.handshakes.get() {
-            gauge(
-                &mut out,
-                "hop_proxy_tls_handshakes_in_progress",
-                "TLS handshakes running now, on the workers and the control plane (capped by max_concurrent_handshakes).",
-                &[(String::new(), h.busy() as u64)],
-            );
-        }
         counter(
             &mut out,
             "hop_proxy_tls_handshakes_total",
@@ -377,26 +377,35 @@ impl Metrics {
             "Query cancel requests routed to a database.",
             &[(String::new(), self.db_cancels.get())],
         );
-        if let Some(dp) = self.dataplane.get() {
-            dp.render(&mut out);
-        }
-        if let Some(t) = self.tunnels.get() {
-            gauge(
-                &mut out,
-                "hop_proxy_tunnels_connected",
-                "Agents with a live control tunnel to this proxy.",
-                &[(String::new(), t.connected() as u64)],
-            );
+        for r in self
+            .reports
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            r.render(&mut out);
         }
         out
     }
 }
 
-fn counter(out: &mut String, name: &str, help: &str, samples: &[(String, u64)]) {
+impl Metrics {
+    /// Adds a part's own figures to what [`Metrics::render`] writes.
+    pub fn add_report(&self, report: std::sync::Arc<dyn Report>) {
+        self.reports
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(report);
+    }
+}
+
+/// Writes one counter family (`# HELP`, `# TYPE`, samples) for a [`Report`].
+pub fn counter(out: &mut String, name: &str, help: &str, samples: &[(String, u64)]) {
     family(out, name, help, "counter", samples);
 }
 
-fn gauge(out: &mut String, name: &str, help: &str, samples: &[(String, u64)]) {
+/// Writes one gauge family for a [`Report`].
+pub fn gauge(out: &mut String, name: &str, help: &str, samples: &[(String, u64)]) {
     family(out, name, help, "gauge", samples);
 }
 

@@ -13,7 +13,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::sync::watch;
 
-use crate::metrics::Metrics;
+use crate::Metrics;
 
 #[derive(Clone)]
 struct DiagState {
