@@ -19,7 +19,7 @@ use super::proto::*;
 use super::server::{
     AuthError, AuthServer, JoinRequest as ServerJoin, LoginRequest as ServerLogin,
 };
-use crate::proxy::tunnels::TunnelRegistry;
+use super::inventory::{AppRoute, Inventory};
 use hop_metrics::Metrics;
 
 fn joined(j: super::server::JoinedHost, cluster: &str) -> JoinResponse {
@@ -37,7 +37,7 @@ fn joined(j: super::server::JoinedHost, cluster: &str) -> JoinResponse {
     }
 }
 
-fn app_proto(a: &crate::proxy::tunnels::AppRoute) -> App {
+fn app_proto(a: &AppRoute) -> App {
     App {
         name: a.name.clone(),
         uri: a.uri.clone(),
@@ -51,7 +51,7 @@ fn app_proto(a: &crate::proxy::tunnels::AppRoute) -> App {
 pub struct AuthApi {
     pub(super) auth: Arc<AuthServer>,
     metrics: Arc<Metrics>,
-    pub(super) registry: Option<Arc<TunnelRegistry>>,
+    pub(super) registry: Option<Arc<dyn Inventory>>,
     audit_log: Option<Arc<hop_storage::AuditLog>>,
 }
 
@@ -59,7 +59,7 @@ impl AuthApi {
     pub fn new(
         auth: Arc<AuthServer>,
         metrics: Arc<Metrics>,
-        registry: Option<Arc<TunnelRegistry>>,
+        registry: Option<Arc<dyn Inventory>>,
     ) -> Self {
         Self {
             auth,
@@ -281,7 +281,7 @@ impl AuthPublic for AuthApi {
         let wanted = req.into_inner().labels;
         let routes = match self.registry.clone() {
             Some(r) => {
-                self.blocking(move |a| Ok(crate::proxy::ssh::all_nodes(&r, a)))
+                self.blocking(move |a| Ok(super::inventory::all_nodes(r.as_ref(), a)))
                     .await?
             }
             None => Vec::new(),
@@ -642,7 +642,7 @@ impl AuthAdmin for AuthApi {
         let others = {
             let (backend, own) = (self.auth.backend().clone(), own_proxy.clone());
             tokio::task::spawn_blocking(move || {
-                crate::proxy::presence::others(backend.as_ref(), &own)
+                super::inventory::others(backend.as_ref(), &own)
             })
             .await
             .unwrap_or_default()

@@ -12,6 +12,7 @@ pub mod databases;
 pub mod grpc;
 mod grpc_db;
 pub mod host_names;
+pub mod inventory;
 pub mod join_tokens;
 pub mod openssh;
 pub mod password;

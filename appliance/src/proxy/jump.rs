@@ -248,7 +248,7 @@ impl russh::server::Handler for JumpHandler {
         };
         let identity = cert.identity.clone();
         let jump = self.jump.clone();
-        let nodes = crate::proxy::ssh::all_nodes(&jump.registry, &jump.auth);
+        let nodes = crate::auth::inventory::all_nodes(jump.registry.as_ref(), &jump.auth);
         let node = match resolve(&nodes, host, jump.auth.cluster_name()) {
             Ok(n)
                 if n.openssh || matches!(jump.auth.session_recording(), "proxy" | "proxy-sync") =>

@@ -10,39 +10,16 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use hop_storage::{Backend, PutOptions, prefix_end};
-use serde::{Deserialize, Serialize};
+use hop_storage::{Backend, PutOptions};
 use tokio::sync::watch;
 
 use super::tunnels::TunnelRegistry;
+use crate::auth::inventory::{AgentSummary, PRESENCE_PREFIX as PREFIX, PresenceSummary};
 
 /// How often a proxy publishes its summary.
 pub const PUBLISH_INTERVAL: Duration = Duration::from_secs(10);
-/// Where summaries live in the backend.
-const PREFIX: &str = "/presence/proxies/";
 /// The most agents one summary lists (a bound on one backend value).
 const MAX_AGENTS: usize = 200_000;
-
-/// One agent as a summary lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AgentSummary {
-    pub host_id: String,
-    pub version: String,
-    pub services: Vec<String>,
-    /// Announced resources as `kind/name`.
-    pub resources: Vec<String>,
-    pub remote_addr: String,
-    pub connected_unix: i64,
-    pub last_heartbeat_unix: i64,
-}
-
-/// What one proxy published.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PresenceSummary {
-    pub proxy_id: String,
-    pub written_unix: i64,
-    pub agents: Vec<AgentSummary>,
-}
 
 fn unix(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
@@ -94,31 +71,6 @@ pub fn publish(
     Ok(())
 }
 
-/// Every live summary except `own_proxy`'s, sorted by proxy id. Unreadable values are skipped
-/// (and logged): one bad summary must not hide the others.
-pub fn others(backend: &dyn Backend, own_proxy: &str) -> Vec<PresenceSummary> {
-    let items = match backend.range(PREFIX, &prefix_end(PREFIX), 10_000) {
-        Ok(items) => items,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read other proxies' presence summaries");
-            return Vec::new();
-        }
-    };
-    let mut out: Vec<PresenceSummary> = items
-        .iter()
-        .filter_map(|item| match serde_json::from_slice(&item.value) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::warn!(key = %item.key, error = %e, "unreadable presence summary skipped");
-                None
-            }
-        })
-        .filter(|s: &PresenceSummary| s.proxy_id != own_proxy)
-        .collect();
-    out.sort_by(|a, b| a.proxy_id.cmp(&b.proxy_id));
-    out
-}
-
 /// Publishes `registry`'s summary every interval until shutdown, then withdraws it.
 pub async fn run(
     registry: Arc<TunnelRegistry>,
@@ -150,6 +102,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::inventory::others;
     use hop_storage::{Clock, ManualClock, MemoryBackend};
 
     #[test]

@@ -20,6 +20,7 @@ use super::admission::{Live, LiveWatch, UserCert, admit, both_legs, dup_stream};
 use super::dial::{accept, dial_agent, dial_agent_bounded, refuse};
 use super::tunnels::{AgentStream, NodeRoute, TunnelRegistry};
 use crate::auth::AuthServer;
+use crate::auth::inventory::all_nodes;
 use crate::auth::audit::EventKind;
 use hop_net::tunnel::FramedStream;
 
@@ -36,30 +37,6 @@ pub fn parse_target(t: &str) -> Result<(String, String), String> {
         return Err(format!("SSH target {t:?} must be login@host"));
     }
     Ok((login.to_string(), host.to_string()))
-}
-
-/// Every node a user may name: connected node agents and registered OpenSSH nodes (whose host
-/// id is `openssh:NAME`).
-pub fn all_nodes(registry: &TunnelRegistry, auth: &AuthServer) -> Vec<NodeRoute> {
-    let mut nodes = registry.nodes();
-    match auth.get_resources("node", None) {
-        Ok(docs) => {
-            for d in docs {
-                let Ok(n) = serde_json::from_value::<hop_rbac::NodeResource>(d) else {
-                    continue;
-                };
-                nodes.push(NodeRoute {
-                    host_id: format!("openssh:{}", n.metadata.name),
-                    name: n.metadata.name,
-                    addr: n.spec.addr,
-                    labels: n.metadata.labels,
-                    openssh: true,
-                });
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot read the OpenSSH nodes"),
-    }
-    nodes
 }
 
 /// The one node `host` names, or a readable error.
@@ -117,7 +94,7 @@ pub async fn serve(
     };
     let nodes = {
         let (r, a) = (registry.clone(), auth.clone());
-        tokio::task::spawn_blocking(move || all_nodes(&r, &a))
+        tokio::task::spawn_blocking(move || all_nodes(r.as_ref(), &a))
             .await
             .unwrap_or_default()
     };

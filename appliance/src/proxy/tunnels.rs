@@ -21,6 +21,7 @@ use tokio::sync::{Notify, watch};
 use crate::dataplane::limits::ConnectionGuard;
 use crate::relay::bounded::RecordReads;
 use hop_net::tunnel::{FrameIoError, FramedStream};
+pub use crate::auth::inventory::{AgentInfo, AppRoute, DbRoute, NodeRoute};
 
 /// A TLS stream terminated by the proxy (an agent's, or a user's session connection); its socket
 /// may be read record by record (see `crate::relay::bounded`).
@@ -32,19 +33,6 @@ const MAX_POOLED_PER_AGENT: usize = 64;
 const POOL_WAIT: Duration = Duration::from_secs(5);
 /// How long an agent has for its first control message (`proxy_service.tunnel_hello_timeout`).
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// One connected agent, as the proxy sees it.
-#[derive(Debug, Clone)]
-pub struct AgentInfo {
-    pub host_id: String,
-    pub version: String,
-    pub services: Vec<String>,
-    pub resources: Vec<ResourceAnnouncement>,
-    pub remote: SocketAddr,
-    pub connected: SystemTime,
-    pub last_heartbeat: SystemTime,
-    pub pooled: usize,
-}
 
 struct AgentEntry {
     info: AgentInfo,
@@ -90,56 +78,6 @@ impl std::fmt::Debug for TunnelRegistry {
         f.debug_struct("TunnelRegistry")
             .field("proxy_id", &self.proxy_id)
             .finish_non_exhaustive()
-    }
-}
-
-/// An application announced by a connected agent.
-#[derive(Debug, Clone)]
-pub struct AppRoute {
-    pub name: String,
-    pub uri: String,
-    pub labels: std::collections::BTreeMap<String, String>,
-    pub host_id: String,
-}
-
-/// A database announced by a connected database agent.
-#[derive(Debug, Clone)]
-pub struct DbRoute {
-    pub name: String,
-    /// `postgres://host:port` or `mysql://host:port`: what the agent connects to.
-    pub uri: String,
-    pub labels: std::collections::BTreeMap<String, String>,
-    pub host_id: String,
-}
-
-impl DbRoute {
-    /// `postgres` or `mysql`, from the URI's scheme.
-    pub fn protocol(&self) -> &str {
-        self.uri.split_once("://").map(|(s, _)| s).unwrap_or("")
-    }
-}
-
-/// An SSH node announced by a connected agent.
-#[derive(Debug, Clone)]
-pub struct NodeRoute {
-    pub name: String,
-    /// Where the node also listens directly, if it does.
-    pub addr: String,
-    pub labels: std::collections::BTreeMap<String, String>,
-    pub host_id: String,
-    /// An agentless OpenSSH node (a `node` resource): reached by the proxy at `addr`, its
-    /// sessions terminated and recorded by the proxy.
-    pub openssh: bool,
-}
-
-impl NodeRoute {
-    /// Does `wanted` name this node? Its name, its host id, or either followed by `.CLUSTER`.
-    pub fn answers_to(&self, wanted: &str, cluster: &str) -> bool {
-        let bare = wanted
-            .strip_suffix(cluster)
-            .and_then(|w| w.strip_suffix('.'))
-            .unwrap_or(wanted);
-        bare == self.name || bare == self.host_id
     }
 }
 
@@ -570,6 +508,24 @@ mod vet_tests {
             r.vet("h3", HostRole::Node, vec![ann("node", "web1")]).len(),
             1
         );
+    }
+}
+
+impl crate::auth::inventory::Inventory for TunnelRegistry {
+    fn proxy_id(&self) -> &str {
+        TunnelRegistry::proxy_id(self)
+    }
+    fn list(&self) -> Vec<AgentInfo> {
+        TunnelRegistry::list(self)
+    }
+    fn apps(&self) -> Vec<AppRoute> {
+        TunnelRegistry::apps(self)
+    }
+    fn databases(&self) -> Vec<DbRoute> {
+        TunnelRegistry::databases(self)
+    }
+    fn nodes(&self) -> Vec<NodeRoute> {
+        TunnelRegistry::nodes(self)
     }
 }
 
