@@ -7,7 +7,6 @@
 #![deny(unsafe_code)]
 
 mod agent;
-mod auth;
 mod cli;
 mod client;
 mod dataplane;

@@ -15,13 +15,13 @@ use anyhow::{Context, anyhow, bail};
 use hop_storage::{Clock, RedbBackend, ResourceStore, StorageError, SystemClock};
 use tokio::sync::watch;
 
-use crate::auth::audit::AuditLogSink;
-use crate::auth::grpc::AuthApi;
-use crate::auth::{AuthServer, AuthSettings};
 use crate::dataplane::{DataPlane, DataPlaneSettings, IoDriver};
 use crate::proxy;
 use crate::proxy::cert::{CertSource, ProxyCertificate};
 use crate::proxy::tunnels::TunnelRegistry;
+use hop_auth::audit::AuditLogSink;
+use hop_auth::grpc::AuthApi;
+use hop_auth::{AuthServer, AuthSettings};
 use hop_config::{Config, ServiceRole};
 use hop_metrics::Metrics;
 
@@ -325,7 +325,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let grpc_router = api
         .routes()
         .add_service(
-            crate::auth::recordings::RecordingsApi::new(auth.clone(), recordings.clone())
+            hop_auth::recordings::RecordingsApi::new(auth.clone(), recordings.clone())
                 .into_server(),
         )
         .into_axum_router();

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use hop_protocols::tunnel::ResourceAnnouncement;
 use hop_protocols::tunnel::{DialResult, Frame};
 
-use crate::auth::audit::{AuditEvent, EventKind};
+use hop_auth::audit::{AuditEvent, EventKind};
 use hop_net::tunnel::{FramedStream, Prefixed};
 
 use crate::agent::trackers::TrackedSpec;

@@ -452,7 +452,7 @@ mod tests {
     use hop_storage::recording::{RecordingMeta, RecordingStore, RecordingWriter, WriterOptions};
 
     use super::*;
-    use crate::auth::recordings::{RecordingUploads, UploadError};
+    use hop_auth::recordings::{RecordingUploads, UploadError};
 
     const ID: &str = "feed-0001";
     const HOST: &str = "host-1";

@@ -15,9 +15,9 @@ use std::time::{Duration, SystemTime};
 use hop_admission::{Admitted, Refusal, Route};
 use hop_ca::Identity;
 
-use crate::auth::AuthServer;
-use crate::auth::admission::Presented;
-use crate::auth::audit::EventKind;
+use hop_auth::AuthServer;
+use hop_auth::admission::Presented;
+use hop_auth::audit::EventKind;
 
 /// How often a live session looks at the snapshot: the revocation latency is at most this plus
 /// the time a snapshot takes to rebuild.
@@ -38,9 +38,9 @@ pub struct UserCert {
 
 impl UserCert {
     /// The user certificate `caller` presented, if it presented one.
-    pub fn of(caller: crate::auth::caller::Caller) -> Option<Self> {
+    pub fn of(caller: hop_auth::caller::Caller) -> Option<Self> {
         match caller {
-            crate::auth::caller::Caller::User {
+            hop_auth::caller::Caller::User {
                 identity,
                 issued_at,
                 expires,
@@ -250,7 +250,7 @@ fn refuse_api_call(
     auth: &AuthServer,
     req: &axum::extract::Request,
 ) -> Option<axum::response::Response> {
-    use crate::auth::caller::Caller;
+    use hop_auth::caller::Caller;
     let refusal = match req.extensions().get::<Caller>()? {
         Caller::User {
             identity,

@@ -16,11 +16,11 @@ use hop_protocols::tunnel::Frame;
 use super::admission::{Live, LiveWatch, UserCert, admit, both_legs};
 use super::dial::{accept, dial_agent_bounded, refuse};
 use super::tunnels::{AgentStream, TunnelRegistry};
-use crate::auth::AuthServer;
-use crate::auth::audit::EventKind;
-use crate::auth::trackers::{SessionKind, TRACKER_KEEPALIVE, TrackerState, TrackerUpdate};
 use crate::proxy::listener::ConnectionHold;
 use crate::relay::{self, RelayHandle};
+use hop_auth::AuthServer;
+use hop_auth::audit::EventKind;
+use hop_auth::trackers::{SessionKind, TRACKER_KEEPALIVE, TrackerState, TrackerUpdate};
 use hop_net::tunnel::FramedStream;
 
 /// Serves one `hop-tcp` connection from an authenticated user.

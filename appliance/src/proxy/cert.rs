@@ -15,7 +15,7 @@ use hop_ca::HostRole;
 use tokio::sync::watch;
 
 use super::tls;
-use crate::auth::AuthServer;
+use hop_auth::AuthServer;
 
 /// Lifetime of a certificate the host CA issues to the proxy.
 pub const ISSUED_TTL: Duration = Duration::from_secs(30 * 24 * 3600);

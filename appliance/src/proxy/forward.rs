@@ -26,8 +26,8 @@ use russh::{Channel, ChannelMsg, ChannelOpenFailure};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::tunnels::NodeRoute;
-use crate::auth::AuthServer;
-use crate::auth::audit::EventKind;
+use hop_auth::AuthServer;
+use hop_auth::audit::EventKind;
 
 /// How long the proxy's certificates for one session are valid: they only have to get it started.
 const SESSION_CERT_TTL: Duration = Duration::from_secs(60);

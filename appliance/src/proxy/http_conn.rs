@@ -29,7 +29,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::auth::caller::Caller;
+use hop_auth::caller::Caller;
 
 /// How long an idle connection's graceful shutdown may take (an HTTP/2 client that never
 /// acknowledges the GOAWAY's ping) before the connection is dropped.

@@ -19,7 +19,7 @@ use hop_ca::{CaPublic, HostRole, Identity};
 use sha2::{Digest, Sha256};
 
 use super::listener::IdentifyPeer;
-use crate::auth::caller::Caller;
+use hop_auth::caller::Caller;
 
 /// Certificates remembered at most; when full, expired entries go, and then all if need be.
 const CACHE_MAX: usize = 4096;

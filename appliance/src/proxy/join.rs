@@ -19,10 +19,10 @@ use serde::Deserialize;
 use super::admission::{Live, LiveWatch, UserCert, admit, both_legs};
 use super::dial::{accept, dial_agent, refuse};
 use super::tunnels::{AgentStream, TunnelRegistry};
-use crate::auth::AuthServer;
-use crate::auth::audit::EventKind;
-use crate::auth::trackers::{SessionKind, TrackerError, TrackerState};
 use hop_api::dial::join::JoinDial;
+use hop_auth::AuthServer;
+use hop_auth::audit::EventKind;
+use hop_auth::trackers::{SessionKind, TrackerError, TrackerState};
 use hop_net::tunnel::{FramedStream, relay};
 
 /// What `hop join` asks for (the Dial's target, as JSON).

@@ -28,9 +28,9 @@ use super::admission::{Live, LiveWatch, UserCert, admit, dup_stream};
 use super::dial::dial_agent;
 use super::ssh::resolve;
 use super::tunnels::TunnelRegistry;
-use crate::auth::AuthServer;
-use crate::auth::audit::EventKind;
 use crate::dataplane::limits::ConnectionGuard;
+use hop_auth::AuthServer;
+use hop_auth::audit::EventKind;
 use hop_net::ssh_deadline::{AuthDeadline, AuthDone};
 
 /// Lifetime of the jump host's SSH host certificate; it is renewed at half of it.
@@ -248,7 +248,7 @@ impl russh::server::Handler for JumpHandler {
         };
         let identity = cert.identity.clone();
         let jump = self.jump.clone();
-        let nodes = crate::auth::inventory::all_nodes(jump.registry.as_ref(), &jump.auth);
+        let nodes = hop_auth::inventory::all_nodes(jump.registry.as_ref(), &jump.auth);
         let node = match resolve(&nodes, host, jump.auth.cluster_name()) {
             Ok(n)
                 if n.openssh || matches!(jump.auth.session_recording(), "proxy" | "proxy-sync") =>

@@ -22,8 +22,6 @@ use hop_admission::{Refusal, Route};
 use tokio::net::{TcpStream, UnixListener};
 use tokio::sync::{mpsc, watch};
 
-use crate::auth::AuthServer;
-use crate::auth::caller::Caller;
 use crate::dataplane::limits::ConnectionGuard;
 use crate::dataplane::route::RejectReason;
 use crate::dataplane::{Handoff, HandoffKind};
@@ -32,6 +30,8 @@ use crate::proxy::postgres::BeforeTls;
 use crate::proxy::server_tls::ServerTls;
 use crate::proxy::tunnels::{AgentStream, TunnelRegistry};
 use crate::relay::bounded::RecordReads;
+use hop_auth::AuthServer;
+use hop_auth::caller::Caller;
 use hop_metrics::Metrics;
 use hop_net::tunnel::{
     ALPN_JOIN, ALPN_MYSQL, ALPN_POSTGRES, ALPN_POSTGRES_DIRECT, ALPN_SSH, ALPN_TCP, ALPN_TUNNEL,

@@ -20,10 +20,10 @@ use super::admission::{Live, LiveWatch, UserCert, dup_stream};
 use super::dial::dial_agent;
 use super::postgres::DbRoutes;
 use super::tunnels::DbRoute;
-use crate::auth::audit::EventKind;
-use crate::auth::caller::Caller;
 use hop_api::dial::db::DbDial;
 use hop_api::dial::mysql::{AUTH_PLUGIN, MysqlLogin, OFFERED_CAPABILITIES};
+use hop_auth::audit::EventKind;
+use hop_auth::caller::Caller;
 
 /// The largest HandshakeResponse the proxy reads.
 const MAX_HANDSHAKE: usize = 64 * 1024;

@@ -25,10 +25,10 @@ use super::admission::{Live, LiveWatch, UserCert, admit, both_legs};
 use super::db_cancel::{CancelGuard, CancelRegistry, CancelTarget};
 use super::dial::{dial_agent, dial_agent_bounded};
 use super::tunnels::{AgentStream, DbRoute, TunnelRegistry};
-use crate::auth::AuthServer;
-use crate::auth::audit::EventKind;
-use crate::auth::caller::Caller;
 use hop_api::dial::db::{DbCancel, DbDial};
+use hop_auth::AuthServer;
+use hop_auth::audit::EventKind;
+use hop_auth::caller::Caller;
 use hop_net::pg_wire::{
     self as wire, SQLSTATE_DENIED, SQLSTATE_PROTOCOL, SQLSTATE_UNAVAILABLE, fatal,
 };

@@ -14,7 +14,7 @@ use hop_storage::{Backend, PutOptions};
 use tokio::sync::watch;
 
 use super::tunnels::TunnelRegistry;
-use crate::auth::inventory::{AgentSummary, PRESENCE_PREFIX as PREFIX, PresenceSummary};
+use hop_auth::inventory::{AgentSummary, PRESENCE_PREFIX as PREFIX, PresenceSummary};
 
 /// How often a proxy publishes its summary.
 pub const PUBLISH_INTERVAL: Duration = Duration::from_secs(10);
@@ -102,7 +102,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::inventory::others;
+    use hop_auth::inventory::others;
     use hop_storage::{Clock, ManualClock, MemoryBackend};
 
     #[test]

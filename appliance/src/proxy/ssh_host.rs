@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use russh::keys::Certificate;
 
-use crate::auth::AuthServer;
+use hop_auth::AuthServer;
 
 /// A russh server configuration presenting a new key certified for `names` (key id `key_id`,
 /// valid `ttl`), closing connections idle for `inactivity`.

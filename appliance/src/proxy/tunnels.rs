@@ -20,8 +20,8 @@ use tokio::sync::{Notify, watch};
 
 use crate::dataplane::limits::ConnectionGuard;
 use crate::relay::bounded::RecordReads;
+pub use hop_auth::inventory::{AgentInfo, AppRoute, DbRoute, NodeRoute};
 use hop_net::tunnel::{FrameIoError, FramedStream};
-pub use crate::auth::inventory::{AgentInfo, AppRoute, DbRoute, NodeRoute};
 
 /// A TLS stream terminated by the proxy (an agent's, or a user's session connection); its socket
 /// may be read record by record (see `crate::relay::bounded`).
@@ -511,7 +511,7 @@ mod vet_tests {
     }
 }
 
-impl crate::auth::inventory::Inventory for TunnelRegistry {
+impl hop_auth::inventory::Inventory for TunnelRegistry {
     fn proxy_id(&self) -> &str {
         TunnelRegistry::proxy_id(self)
     }

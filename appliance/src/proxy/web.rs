@@ -11,7 +11,7 @@ use axum::http::header;
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 
-use crate::auth::AuthServer;
+use hop_auth::AuthServer;
 
 #[derive(Clone)]
 struct WebState {

@@ -13,7 +13,7 @@ use hop_protocols::tunnel::ResourceAnnouncement;
 use hop_storage::{Backend, prefix_end};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::AuthServer;
+use crate::AuthServer;
 
 /// The agents connected to this appliance's proxy, as a live view.
 pub trait Inventory: Send + Sync + std::fmt::Debug {

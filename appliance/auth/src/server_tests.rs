@@ -676,8 +676,8 @@ fn tokens_of_older_versions_are_rehashed_at_start() {
 
 mod trackers_and_agent_events {
     use super::*;
-    use crate::auth::agent_events::{EventRefusal, EventSource};
-    use crate::auth::trackers::{
+    use crate::agent_events::{EventRefusal, EventSource};
+    use crate::trackers::{
         ENDED_RETENTION, SessionKind, TRACKER_LEASE, TrackerError, TrackerHost, TrackerState,
         TrackerUpdate,
     };
@@ -975,7 +975,7 @@ mod trackers_and_agent_events {
         f.user("alice", &["access"]);
         f.user("carol", &["access"]);
         f.user("dora", &["auditor"]);
-        let ids = |v: Vec<crate::auth::trackers::SessionTracker>| {
+        let ids = |v: Vec<crate::trackers::SessionTracker>| {
             v.into_iter().map(|t| t.session_id).collect::<Vec<_>>()
         };
         assert_eq!(
@@ -1002,8 +1002,7 @@ mod trackers_and_agent_events {
             f.auth
                 .audit_unverified_refusal(hop_admission::Route::Tunnel, &refusal, None);
         }
-        f.clock
-            .advance(crate::auth::refusal_limit::SUMMARY_INTERVAL);
+        f.clock.advance(crate::refusal_limit::SUMMARY_INTERVAL);
         f.auth
             .audit_unverified_refusal(hop_admission::Route::Tunnel, &refusal, None);
         // The log writes in order: once this is durable, the events queued before it are.
@@ -1071,22 +1070,22 @@ fn refusals_of_one_identity_are_rate_limited_in_the_audit_log() {
 
 #[test]
 fn an_agent_cannot_open_trackers_without_bound() {
-    use crate::auth::trackers::{NEW_TRACKERS_BURST, TrackerError};
+    use crate::trackers::{NEW_TRACKERS_BURST, TrackerError};
     let f = fixture("otp");
-    let host = crate::auth::trackers::TrackerHost {
+    let host = crate::trackers::TrackerHost {
         host_id: "flooding-host",
         role: hop_ca::HostRole::Node,
     };
     let mut refused = 0;
     for i in 0..(NEW_TRACKERS_BURST as usize + 50) {
-        let update = crate::auth::trackers::TrackerUpdate {
+        let update = crate::trackers::TrackerUpdate {
             session_id: format!("s{i}"),
-            kind: crate::auth::trackers::SessionKind::Ssh,
+            kind: crate::trackers::SessionKind::Ssh,
             user: "alice".into(),
             login: "root".into(),
             target: String::new(),
             participants: Vec::new(),
-            state: crate::auth::trackers::TrackerState::Active,
+            state: crate::trackers::TrackerState::Active,
         };
         if let Err(TrackerError::TooMany { .. }) = f.auth.adopt_tracker(host, &update) {
             refused += 1;

@@ -13,13 +13,13 @@ use hop_ca::CaKind;
 use tonic::{Request, Response, Status};
 
 use super::caller::Caller;
+use super::inventory::{AppRoute, Inventory};
 use super::proto::auth_admin_server::AuthAdmin;
 use super::proto::auth_public_server::AuthPublic;
 use super::proto::*;
 use super::server::{
     AuthError, AuthServer, JoinRequest as ServerJoin, LoginRequest as ServerLogin,
 };
-use super::inventory::{AppRoute, Inventory};
 use hop_metrics::Metrics;
 
 fn joined(j: super::server::JoinedHost, cluster: &str) -> JoinResponse {
@@ -641,11 +641,9 @@ impl AuthAdmin for AuthApi {
             .unwrap_or_default();
         let others = {
             let (backend, own) = (self.auth.backend().clone(), own_proxy.clone());
-            tokio::task::spawn_blocking(move || {
-                super::inventory::others(backend.as_ref(), &own)
-            })
-            .await
-            .unwrap_or_default()
+            tokio::task::spawn_blocking(move || super::inventory::others(backend.as_ref(), &own))
+                .await
+                .unwrap_or_default()
         };
         let remote_agents: Vec<Agent> = others
             .into_iter()

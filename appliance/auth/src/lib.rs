@@ -1,8 +1,15 @@
-//! The Auth service: CAs, users, roles, tokens, login, and the gRPC API that exposes them.
+//! The Auth service: CAs, users, roles, tokens, login, audit sink, recordings service, the
+//! admission snapshot, and the gRPC API that exposes them.
 //!
 //! `server` holds the decisions, `grpc` maps them onto the wire, and the smaller modules own one
 //! mechanism each (passwords, TOTP, rate limits, audit events, stored records, join tokens, the
-//! names in host certificates, session trackers, the rules for agents' events).
+//! names in host certificates, session trackers, the rules for agents' events, the inventory of
+//! connected agents).
+//!
+//! It never imports the proxy, the data plane, agents or the client: the proxy reports connected
+//! agents through [`inventory::Inventory`], and everyone speaks to Auth through `hop-api`.
+
+#![forbid(unsafe_code)]
 
 pub mod admission;
 pub mod agent_events;
