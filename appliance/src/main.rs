@@ -8,9 +8,9 @@
 
 mod agent;
 mod cli;
-mod client;
 mod dataplane;
 mod db;
+mod loadtest_args;
 mod logging;
 mod node;
 
@@ -81,8 +81,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime()?.block_on(start::run(cfg))
         }
         // The load test talks to the proxy as agents do: it needs no admin socket.
-        Command::Admin(cli::AdminArgs {
-            command: cli::AdminCommand::Loadtest(cmd),
+        Command::Admin(hop_client::cli::AdminArgs {
+            command: hop_client::cli::AdminCommand::Loadtest(cmd),
             data_dir,
             ..
         }) => {
@@ -90,7 +90,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 cli.log_level.as_deref().or(Some("error")),
                 cli.log_format.unwrap_or(LogFormat::Text),
             )?;
-            agent::loadtest::run(cmd, data_dir)
+            agent::loadtest::run(loadtest_args::loadtest_settings(cmd, data_dir)?)
         }
         other => {
             logging::init(
@@ -99,49 +99,49 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             )?;
             let rt = runtime()?;
             match other {
-                Command::Signup(a) => rt.block_on(client::user::signup(a)),
-                Command::Login(a) => rt.block_on(client::user::login(a)),
-                Command::Status(a) => client::user::status(a),
-                Command::Logout => client::user::logout(),
-                Command::Admin(a) => rt.block_on(client::admin::run(a)),
-                Command::Apps(cli::AppsCommand::Ls(out)) => {
-                    rt.block_on(client::apps::ls(out.format))
+                Command::Signup(a) => rt.block_on(hop_client::user::signup(a)),
+                Command::Login(a) => rt.block_on(hop_client::user::login(a)),
+                Command::Status(a) => hop_client::user::status(a),
+                Command::Logout => hop_client::user::logout(),
+                Command::Admin(a) => rt.block_on(hop_client::admin::run(a)),
+                Command::Apps(hop_client::cli::AppsCommand::Ls(out)) => {
+                    rt.block_on(hop_client::apps::ls(out.format))
                 }
-                Command::Proxy(cli::ProxyCommand::App { name, port, bind }) => {
-                    rt.block_on(client::apps::proxy_app(name, bind, port))
+                Command::Proxy(hop_client::cli::ProxyCommand::App { name, port, bind }) => {
+                    rt.block_on(hop_client::apps::proxy_app(name, bind, port))
                 }
-                Command::Db(cmd) => rt.block_on(client::db::run(cmd)),
-                Command::Proxy(cli::ProxyCommand::Db {
+                Command::Db(cmd) => rt.block_on(hop_client::db::run(cmd)),
+                Command::Proxy(hop_client::cli::ProxyCommand::Db {
                     name, port, bind, ..
-                }) => rt.block_on(client::db::proxy_db(name, bind, port)),
-                Command::Proxy(cli::ProxyCommand::Ssh { target }) => {
-                    let r = rt.block_on(client::ssh::proxy_ssh(target));
+                }) => rt.block_on(hop_client::db::proxy_db(name, bind, port)),
+                Command::Proxy(hop_client::cli::ProxyCommand::Ssh { target }) => {
+                    let r = rt.block_on(hop_client::ssh::proxy_ssh(target));
                     // Standard input is read on a blocking thread that ends only at EOF; when
                     // the proxy ends the session first, waiting for it would keep standard
                     // output open, and OpenSSH waits for that to close.
                     rt.shutdown_background();
                     r
                 }
-                Command::Ls { labels, format } => rt.block_on(client::ssh::ls(
+                Command::Ls { labels, format } => rt.block_on(hop_client::ssh::ls(
                     labels,
-                    matches!(format, cli::OutputFormat::Json),
+                    matches!(format, hop_client::cli::OutputFormat::Json),
                 )),
-                Command::Config => client::ssh::config(),
-                Command::Recordings(c) => rt.block_on(client::recordings::run(c)),
-                Command::Sessions(c) => rt.block_on(client::sessions::run(c)),
-                Command::Play(a) => rt.block_on(client::recordings::play(a)),
-                Command::Bench(a) => rt.block_on(client::bench::run(a)),
+                Command::Config => hop_client::ssh::config(),
+                Command::Recordings(c) => rt.block_on(hop_client::recordings::run(c)),
+                Command::Sessions(c) => rt.block_on(hop_client::sessions::run(c)),
+                Command::Play(a) => rt.block_on(hop_client::recordings::play(a)),
+                Command::Bench(a) => rt.block_on(hop_client::bench::run(a)),
                 Command::Join { session_id, mode } => {
-                    let r = rt.block_on(client::join::join(session_id, mode));
+                    let r = rt.block_on(hop_client::join::join(session_id, mode));
                     rt.shutdown_background();
                     r
                 }
                 Command::Ssh(a) => {
-                    let code = rt.block_on(client::ssh::ssh(a))?;
+                    let code = rt.block_on(hop_client::ssh::ssh(a))?;
                     std::process::exit(code);
                 }
                 Command::Scp(a) => {
-                    let code = rt.block_on(client::ssh::scp(a))?;
+                    let code = rt.block_on(hop_client::ssh::scp(a))?;
                     std::process::exit(code);
                 }
                 Command::Version

@@ -23,9 +23,7 @@ use tokio::sync::{RwLock, Semaphore, watch};
 use super::backoff::Backoff;
 use super::identity::{self, AgentIdentity};
 use super::{AgentSettings, AppSpec, ControlObserver, Shared};
-use crate::cli::{LoadtestAgentsArgs, LoadtestCommand};
-use hop_config::parse_duration;
-use hop_net::trust::{Trust, normalize_pin};
+use hop_net::trust::Trust;
 
 /// The role simulated agents join as and announce.
 const ROLE: &str = "app";
@@ -37,75 +35,27 @@ const RENEW_WITHIN: Duration = Duration::from_secs(24 * 3600);
 /// identity would otherwise all dial in the same instant).
 const START_RATE_PER_SEC: u64 = 1000;
 
-/// What `hop admin loadtest agents` was asked to do.
+/// What `hop admin loadtest agents` was asked to do (the binary builds it from the flags).
 #[derive(Debug, Clone)]
-struct LoadtestSettings {
-    count: usize,
-    proxy: String,
+pub struct LoadtestSettings {
+    pub count: usize,
+    pub proxy: String,
     /// For joining; tunnels then trust the host CA the join returned.
-    trust: Trust,
+    pub trust: Trust,
     /// The pinned CA, to check that cached identities belong to this cluster.
-    pin: Option<String>,
-    token: String,
+    pub pin: Option<String>,
+    pub token: String,
     /// `<data dir>/loadtest-agents`, when identities are cached.
-    cache_dir: Option<PathBuf>,
-    duration: Option<Duration>,
-    heartbeat: Option<Duration>,
-    join_concurrency: usize,
-    report: Option<PathBuf>,
-}
-
-impl LoadtestSettings {
-    fn from_args(a: LoadtestAgentsArgs, data_dir: Option<PathBuf>) -> anyhow::Result<Self> {
-        if a.count == 0 {
-            bail!("--count: at least one agent");
-        }
-        if a.join_concurrency == 0 {
-            bail!("--join-concurrency: at least 1");
-        }
-        let duration = a
-            .duration
-            .as_deref()
-            .map(parse_duration)
-            .transpose()
-            .map_err(|e| anyhow!("--duration: {e}"))?;
-        let heartbeat = a
-            .heartbeat
-            .as_deref()
-            .map(parse_duration)
-            .transpose()
-            .map_err(|e| anyhow!("--heartbeat: {e}"))?;
-        if heartbeat.is_some_and(|h| h < Duration::from_millis(100)) {
-            bail!("--heartbeat: at least 100ms");
-        }
-        let pin = a.trust.ca_pin.as_deref().map(normalize_pin).transpose()?;
-        let trust = if a.trust.insecure {
-            Trust::Insecure
-        } else if let Some(p) = &pin {
-            Trust::Pin(p.clone())
-        } else {
-            Trust::System
-        };
-        Ok(Self {
-            count: a.count,
-            proxy: a.trust.proxy,
-            trust,
-            pin,
-            token: a.token.unwrap_or_default(),
-            cache_dir: data_dir.map(|d| d.join("loadtest-agents")),
-            duration,
-            heartbeat,
-            join_concurrency: a.join_concurrency,
-            report: a.report_reconnects,
-        })
-    }
+    pub cache_dir: Option<PathBuf>,
+    pub duration: Option<Duration>,
+    pub heartbeat: Option<Duration>,
+    pub join_concurrency: usize,
+    pub report: Option<PathBuf>,
 }
 
 /// Runs the load test on its own runtime (one thread per core: the simulated agents' TLS is the
 /// work) until `--duration` passes or a signal arrives.
-pub fn run(cmd: LoadtestCommand, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
-    let LoadtestCommand::Agents(args) = cmd;
-    let settings = LoadtestSettings::from_args(args, data_dir)?;
+pub fn run(settings: LoadtestSettings) -> anyhow::Result<()> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);

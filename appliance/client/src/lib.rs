@@ -1,0 +1,20 @@
+//! The client side of `hop`: the user's commands and `hop admin`, and their command line.
+//!
+//! `cli` parses, `profile` keeps the user's keys on disk, `user` and `admin` and the rest are the
+//! commands. Dialing the proxy and deciding whether to trust it are `hop-net`'s; what is said to
+//! Auth is `hop-api`'s. This crate never imports Auth's internals, the proxy or agents.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod apps;
+pub mod bench;
+pub mod cli;
+pub mod db;
+pub mod join;
+pub mod locks;
+pub mod profile;
+pub mod recordings;
+pub mod sessions;
+pub mod ssh;
+pub mod user;
