@@ -9,7 +9,7 @@ use hop_client::cli::LoadtestCommand;
 use hop_config::parse_duration;
 use hop_net::trust::{Trust, normalize_pin};
 
-use crate::agent::loadtest::LoadtestSettings;
+use hop_agent::loadtest::LoadtestSettings;
 
 /// `hop admin loadtest agents`'s flags as the agent crate's settings.
 pub fn loadtest_settings(

@@ -6,13 +6,10 @@
 
 #![deny(unsafe_code)]
 
-mod agent;
 mod cli;
 mod dataplane;
-mod db;
 mod loadtest_args;
 mod logging;
-mod node;
 
 mod proxy;
 mod relay;
@@ -90,7 +87,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 cli.log_level.as_deref().or(Some("error")),
                 cli.log_format.unwrap_or(LogFormat::Text),
             )?;
-            agent::loadtest::run(loadtest_args::loadtest_settings(cmd, data_dir)?)
+            hop_agent::loadtest::run(loadtest_args::loadtest_settings(cmd, data_dir)?)
         }
         other => {
             logging::init(
@@ -208,7 +205,7 @@ fn start_config(args: &StartArgs) -> anyhow::Result<Config> {
         cfg.hop.ca_pin = args.ca_pin.clone();
     }
     for a in &args.apps {
-        let spec = agent::AppSpec::parse(a).map_err(|e| anyhow::anyhow!(e))?;
+        let spec = hop_config::services::AppSpec::parse(a).map_err(|e| anyhow::anyhow!(e))?;
         cfg.app_service.apps.push(hop_config::AppConfig {
             name: spec.name,
             uri: spec.uri,
@@ -216,7 +213,7 @@ fn start_config(args: &StartArgs) -> anyhow::Result<Config> {
         });
     }
     for d in &args.databases {
-        let spec = db::DbSpec::parse(d).map_err(|e| anyhow::anyhow!(e))?;
+        let spec = hop_config::services::DbSpec::parse(d).map_err(|e| anyhow::anyhow!(e))?;
         cfg.db_service.databases.push(hop_config::DbConfig {
             name: spec.name,
             uri: spec.uri,

@@ -529,13 +529,13 @@ async fn run_agent(cfg: Config) -> anyhow::Result<()> {
         .app_service
         .apps
         .iter()
-        .map(|a| crate::agent::AppSpec {
+        .map(|a| hop_config::services::AppSpec {
             name: a.name.clone(),
             uri: a.uri.clone(),
             labels: a.labels.clone().into_iter().collect(),
         })
         .collect();
-    let settings = crate::agent::AgentSettings {
+    let settings = hop_agent::AgentSettings {
         proxy: cfg.hop.proxy_server.clone().unwrap_or_default(),
         token: cfg.hop.join_token.clone().unwrap_or_default(),
         ca_pin: cfg.hop.ca_pin.clone(),
@@ -568,14 +568,14 @@ async fn run_agent(cfg: Config) -> anyhow::Result<()> {
         },
         node: cfg
             .runs(ServiceRole::Node)
-            .then(|| crate::node::NodeSettings {
+            .then(|| hop_agent::node::NodeSettings {
                 nodename: cfg.ssh_service.nodename.clone().unwrap_or_default(),
                 labels: cfg.ssh_service.labels.clone(),
                 commands: cfg
                     .ssh_service
                     .commands
                     .iter()
-                    .map(|c| crate::node::CommandLabel {
+                    .map(|c| hop_agent::node::CommandLabel {
                         name: c.name.clone(),
                         command: c.command.clone(),
                         period: c
@@ -586,14 +586,14 @@ async fn run_agent(cfg: Config) -> anyhow::Result<()> {
                     })
                     .collect(),
                 listen_addr: cfg.ssh_service.listen_addr.as_ref().map(|a| a.0),
-                recording: crate::node::recorder::SpoolSettings {
+                recording: hop_agent::node::recorder::SpoolSettings {
                     max_bytes: cfg.ssh_service.recording.max_spool_bytes,
                     upload_interval: cfg.ssh_service.recording.upload_interval.0,
                 },
                 auth_timeout: cfg.ssh_service.auth_timeout.0,
             }),
     };
-    crate::agent::run(settings, shutdown_rx).await
+    hop_agent::run(settings, shutdown_rx).await
 }
 
 fn print_banner(

@@ -30,7 +30,7 @@ use super::env;
 use super::recorder::{NodeRecording, SessionRecorder};
 use super::users::{self, OsUser};
 use super::{Arrival, NodeShared};
-use crate::agent::trackers::TrackedSpec;
+use crate::trackers::TrackedSpec;
 use hop_platform::pty::{self, Account, ChildSetup, WindowSize};
 
 /// What the connection hands to each session channel.

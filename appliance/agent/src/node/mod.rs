@@ -34,7 +34,7 @@ use tokio::sync::watch;
 
 use self::access::{AccessCache, AccessData};
 use self::audit::{AgentAudit, ChannelMaker};
-use crate::agent::identity::AgentIdentity;
+use crate::identity::AgentIdentity;
 use hop_api::proto::NodeAccessRequest;
 use hop_api::proto::auth_public_client::AuthPublicClient;
 use hop_net::ssh_deadline::AuthDeadline;
@@ -81,7 +81,7 @@ pub struct NodeShared {
     pub access: AccessCache,
     pub audit: AgentAudit,
     /// The trackers of the sessions this node hosts, on Auth.
-    pub trackers: Arc<crate::agent::trackers::AgentTrackers>,
+    pub trackers: Arc<crate::trackers::AgentTrackers>,
     pub cluster: String,
     pub host_id: String,
     pub nodename: String,
@@ -157,7 +157,7 @@ impl NodeShared {
                 "this node joined under another name and keeps it; a new name needs a new join (a new data dir)"
             );
         }
-        let trackers = crate::agent::trackers::AgentTrackers::new(connect.clone());
+        let trackers = crate::trackers::AgentTrackers::new(connect.clone());
         let audit = AgentAudit::start(
             identity.meta.cluster.clone(),
             nodename.clone(),

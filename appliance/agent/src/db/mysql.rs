@@ -35,8 +35,8 @@ use tokio::net::TcpStream;
 
 use super::relay::{self, Refusal, Verdict};
 use super::{DbDial, DbService, DbSpec};
+use hop_api::audit::{AuditEvent, EventKind};
 use hop_api::dial::mysql::{AUTH_PLUGIN, MULTI_STATEMENTS, MysqlLogin, OFFERED_CAPABILITIES};
-use hop_auth::audit::{AuditEvent, EventKind};
 
 /// The agent's TLS connection to a database.
 pub type DbConn = tokio_rustls::client::TlsStream<TcpStream>;

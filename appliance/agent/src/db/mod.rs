@@ -20,11 +20,11 @@ use std::sync::Arc;
 use hop_protocols::tunnel::ResourceAnnouncement;
 use hop_protocols::tunnel::{DialResult, Frame};
 
-use hop_auth::audit::{AuditEvent, EventKind};
+use hop_api::audit::{AuditEvent, EventKind};
 use hop_net::tunnel::{FramedStream, Prefixed};
 
-use crate::agent::trackers::TrackedSpec;
 use crate::node::audit::AgentAudit;
+use crate::trackers::TrackedSpec;
 pub use hop_api::dial::db::{DbCancel, DbDial};
 pub use hop_config::services::DbSpec;
 
@@ -40,7 +40,7 @@ pub struct DbService {
     pub changed: tokio::sync::watch::Sender<u64>,
     certs: certs::ClientCerts,
     audit: AgentAudit,
-    trackers: Arc<crate::agent::trackers::AgentTrackers>,
+    trackers: Arc<crate::trackers::AgentTrackers>,
     max_statement: usize,
     with_parameters: bool,
     mysql_threads: mysql::Threads,
@@ -73,7 +73,7 @@ impl DbService {
             selectors,
             changed: tokio::sync::watch::channel(0).0,
             certs: certs::ClientCerts::new(connect.clone())?,
-            trackers: crate::agent::trackers::AgentTrackers::new(connect.clone()),
+            trackers: crate::trackers::AgentTrackers::new(connect.clone()),
             audit: AgentAudit::start(
                 cluster.to_string(),
                 host_id.to_string(),

@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use super::pg_audit::{QueryAuditor, Statement};
 use super::relay::{Ended, Refusal, Verdict};
 use super::{DbCancel, DbDial, DbService, DbSpec};
-use hop_auth::audit::EventKind;
+use hop_api::audit::EventKind;
 use hop_net::pg_wire::{self as wire, SQLSTATE_DENIED, SQLSTATE_PROTOCOL, fatal};
 
 /// The agent's TLS connection to a database.
@@ -240,7 +240,7 @@ pub(super) fn session_end(
     dial: &DbDial,
     started: Instant,
     ended: Ended,
-) -> hop_auth::audit::AuditEvent {
+) -> hop_api::audit::AuditEvent {
     let mut end = svc
         .event(EventKind::DbSessionEnd, dial)
         .field("bytes_sent", ended.up)

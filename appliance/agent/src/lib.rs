@@ -1,4 +1,8 @@
-//! The agent side of reverse tunnels: `hop start --roles app|node --proxy HOST:PORT --token T`.
+//! The agent process: `hop start --roles app|node|db --proxy HOST:PORT --token T`, and the agent
+//! side of reverse tunnels. Each agent service has its own room: [`node`] (SSH), [`db`]
+//! (PostgreSQL, MySQL) and the TCP applications served here; they share the identity, the tunnel
+//! and the audit spool. Agents speak to Auth only through `hop-api` and dial with `hop-net`; they
+//! never import Auth, the proxy or the client.
 //!
 //! An agent never accepts connections (an SSH node may also listen directly, see `node`). It joins once (see `identity`), then keeps one control
 //! connection to the proxy (ALPN `hop-tunnel`: hello with its resources and labels, heartbeats,
@@ -9,9 +13,13 @@
 //! The control connection's loop ([`control_loop`]) is also what each simulated agent of
 //! `hop admin loadtest agents` ([`loadtest`]) runs, so that a load test measures the real thing.
 
+#![forbid(unsafe_code)]
+
 pub mod backoff;
+pub mod db;
 pub mod identity;
 pub mod loadtest;
+pub mod node;
 pub mod trackers;
 
 use std::path::PathBuf;

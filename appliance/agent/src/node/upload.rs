@@ -21,7 +21,7 @@ use super::audit::ChannelMaker;
 use super::recorder::{
     DONE_EXT, PART_EXT, RecordingSpool, list, read_header, read_whole_chunks, set_aside,
 };
-use crate::agent::backoff::Backoff;
+use crate::backoff::Backoff;
 use hop_api::proto::session_recordings_client::SessionRecordingsClient;
 use hop_api::proto::{BeginRecordingUploadRequest, RecordingUploadPart};
 

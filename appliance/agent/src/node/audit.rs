@@ -23,10 +23,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::spool::{AuditSpool, AuditSpoolError, AuditSpoolSettings, SpoolBatch};
-use crate::agent::backoff::Backoff;
+use crate::backoff::Backoff;
+pub use hop_api::audit::{AuditEvent, EventKind};
 use hop_api::proto::auth_public_client::AuthPublicClient;
 use hop_api::proto::{EmitEventsRequest, RefusedEvent};
-pub use hop_auth::audit::{AuditEvent, EventKind};
 
 /// Most events waiting in memory (the channel, and as many again taken from it).
 const QUEUE: usize = 10_000;
