@@ -7,12 +7,9 @@
 #![deny(unsafe_code)]
 
 mod cli;
-mod dataplane;
 mod loadtest_args;
 mod logging;
 
-mod proxy;
-mod relay;
 mod start;
 
 use std::path::{Path, PathBuf};

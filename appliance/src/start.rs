@@ -15,15 +15,14 @@ use anyhow::{Context, anyhow, bail};
 use hop_storage::{Clock, RedbBackend, ResourceStore, StorageError, SystemClock};
 use tokio::sync::watch;
 
-use crate::dataplane::{DataPlane, DataPlaneSettings, IoDriver};
-use crate::proxy;
-use crate::proxy::cert::{CertSource, ProxyCertificate};
-use crate::proxy::tunnels::TunnelRegistry;
 use hop_auth::audit::AuditLogSink;
 use hop_auth::grpc::AuthApi;
 use hop_auth::{AuthServer, AuthSettings};
 use hop_config::{Config, ServiceRole};
 use hop_metrics::Metrics;
+use hop_proxy::cert::{CertSource, ProxyCertificate};
+use hop_proxy::dataplane::{DataPlane, DataPlaneSettings, IoDriver};
+use hop_proxy::tunnels::TunnelRegistry;
 
 /// File name of the embedded database inside the data dir.
 pub const DB_FILE: &str = "hop.db";
@@ -219,7 +218,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let (handoff_tx, handoff_rx) = tokio::sync::mpsc::channel(4096);
     // The proxy's TLS configuration: empty until its certificate is loaded below.
     let proxy_tls: Arc<arc_swap::ArcSwapOption<rustls::ServerConfig>> = Default::default();
-    let handshakes = Arc::new(crate::dataplane::limits::HandshakeSlots::new(
+    let handshakes = Arc::new(hop_proxy::dataplane::limits::HandshakeSlots::new(
         cfg.proxy_service.max_concurrent_handshakes,
     ));
     metrics.add_report(handshakes.clone());
@@ -239,14 +238,15 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
                 first_byte_timeout: p.first_byte_timeout.0,
                 max_connections: p.max_connections,
                 max_connections_per_ip: p.max_connections_per_ip,
-                max_preauth_per_source: crate::dataplane::limits::PreAuthBudget::per_source_limit(
-                    p.max_preauth_connections_per_ip,
-                    p.max_preauth_connections_percent,
-                    p.max_connections,
-                ),
+                max_preauth_per_source:
+                    hop_proxy::dataplane::limits::PreAuthBudget::per_source_limit(
+                        p.max_preauth_connections_per_ip,
+                        p.max_preauth_connections_percent,
+                        p.max_connections,
+                    ),
                 trusted_proxy_cidrs: p.proxy_protocol.trusted_cidrs.clone(),
             },
-            crate::dataplane::TlsTermination {
+            hop_proxy::dataplane::TlsTermination {
                 config: proxy_tls.clone(),
                 slots: handshakes.clone(),
                 handshake_timeout: p.handshake_timeout.0,
@@ -293,16 +293,16 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
             .with_hello_timeout(cfg.proxy_service.tunnel_hello_timeout.0),
     );
     metrics.add_report(registry.clone());
-    registry.on_refused_announcement(proxy::admission::audit_refused_announcements(&auth));
+    registry.on_refused_announcement(hop_proxy::admission::audit_refused_announcements(&auth));
     if run_proxy {
-        tasks.spawn(proxy::admission::sweep_agents(
+        tasks.spawn(hop_proxy::admission::sweep_agents(
             auth.clone(),
             registry.clone(),
             shutdown_rx.clone(),
         ));
         // Presence summaries in batches: one backend write per proxy per interval.
         let b: Arc<dyn hop_storage::Backend> = backend.clone();
-        tasks.spawn(proxy::presence::run(
+        tasks.spawn(hop_proxy::presence::run(
             registry.clone(),
             b,
             shutdown_rx.clone(),
@@ -332,8 +332,8 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
 
     // The admin socket: `hop admin` on this host.
     let sock_path = data_dir.join(ADMIN_SOCKET);
-    let admin_listener = proxy::listener::bind_admin_socket(&sock_path)?;
-    tasks.spawn(proxy::listener::serve_admin_socket(
+    let admin_listener = hop_proxy::listener::bind_admin_socket(&sock_path)?;
+    tasks.spawn(hop_proxy::listener::serve_admin_socket(
         admin_listener,
         grpc_router.clone(),
         shutdown_rx.clone(),
@@ -366,30 +366,31 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         let tls = proxy_tls.clone();
         tasks.spawn(proxy_cert.keep_fresh(tls.clone(), shutdown_rx.clone()));
         bound = Some(dp.local_addr);
-        let router = grpc_router
-            .clone()
-            .merge(proxy::web::router(auth.clone(), web_addr.clone()));
-        let jump = proxy::jump::JumpHost::new(
+        let router = grpc_router.clone().merge(hop_proxy::routes::web::router(
+            auth.clone(),
+            web_addr.clone(),
+        ));
+        let jump = hop_proxy::routes::jump::JumpHost::new(
             auth.clone(),
             registry.clone(),
             proxy_names(&cfg),
             cfg.proxy_service.ssh_auth_timeout.0,
         )?;
         tasks.spawn(jump.clone().keep_fresh(shutdown_rx.clone()));
-        let identify = proxy::identify::Identifier::new(
+        let identify = hop_proxy::identify::Identifier::new(
             vec![auth.authorities().user.public()],
             vec![auth.authorities().host.public()],
             clock.clone(),
         )
         .into_callback();
-        let settings = proxy::listener::TlsListenerSettings {
+        let settings = hop_proxy::listener::TlsListenerSettings {
             handshake_timeout: cfg.proxy_service.handshake_timeout.0,
             handshakes: handshakes.clone(),
         };
-        tasks.spawn(proxy::listener::serve_tls(
+        tasks.spawn(hop_proxy::listener::serve_tls(
             handoff_rx,
             tls,
-            proxy::listener::TlsRoutes {
+            hop_proxy::listener::TlsRoutes {
                 router,
                 identify,
                 registry: registry.clone(),
@@ -400,7 +401,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
                 recordings: Some(recordings.clone()),
                 relay: dataplane.as_ref().map(|d| d.relay.clone()),
                 dataplane: dataplane.as_ref().map(|d| d.stats.clone()),
-                http: proxy::http_conn::HttpDeadlines {
+                http: hop_proxy::routes::http_conn::HttpDeadlines {
                     header_read: cfg.proxy_service.http_header_timeout.0,
                     idle: cfg.proxy_service.http_idle_timeout.0,
                 },

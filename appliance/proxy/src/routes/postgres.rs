@@ -21,10 +21,10 @@ use hop_protocols::postgres::{self, BackendMessage, StartupPacket};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::admission::{Live, LiveWatch, UserCert, admit, both_legs};
 use super::db_cancel::{CancelGuard, CancelRegistry, CancelTarget};
 use super::dial::{dial_agent, dial_agent_bounded};
-use super::tunnels::{AgentStream, DbRoute, TunnelRegistry};
+use crate::admission::{Live, LiveWatch, UserCert, admit, both_legs};
+use crate::tunnels::{AgentStream, DbRoute, TunnelRegistry};
 use hop_api::dial::db::{DbCancel, DbDial};
 use hop_auth::AuthServer;
 use hop_auth::audit::EventKind;

@@ -16,9 +16,9 @@ use hop_admission::Route;
 use hop_protocols::tunnel::Frame;
 use serde::Deserialize;
 
-use super::admission::{Live, LiveWatch, UserCert, admit, both_legs};
 use super::dial::{accept, dial_agent, refuse};
-use super::tunnels::{AgentStream, TunnelRegistry};
+use crate::admission::{Live, LiveWatch, UserCert, admit, both_legs};
+use crate::tunnels::{AgentStream, TunnelRegistry};
 use hop_api::dial::join::JoinDial;
 use hop_auth::AuthServer;
 use hop_auth::audit::EventKind;

@@ -25,11 +25,11 @@ use tokio::sync::{mpsc, watch};
 use crate::dataplane::limits::ConnectionGuard;
 use crate::dataplane::route::RejectReason;
 use crate::dataplane::{Handoff, HandoffKind};
-use crate::proxy::http_conn::HttpDeadlines;
-use crate::proxy::postgres::BeforeTls;
-use crate::proxy::server_tls::ServerTls;
-use crate::proxy::tunnels::{AgentStream, TunnelRegistry};
 use crate::relay::bounded::RecordReads;
+use crate::routes::http_conn::HttpDeadlines;
+use crate::routes::postgres::BeforeTls;
+use crate::server_tls::ServerTls;
+use crate::tunnels::{AgentStream, TunnelRegistry};
 use hop_auth::AuthServer;
 use hop_auth::caller::Caller;
 use hop_metrics::Metrics;
@@ -74,11 +74,11 @@ pub struct TlsRoutes {
     /// `hop-tcp`: application sessions (RBAC and audit through the Auth service).
     pub auth: Arc<AuthServer>,
     /// PostgreSQL sessions' cancel keys.
-    pub cancels: Arc<crate::proxy::db_cancel::CancelRegistry>,
+    pub cancels: Arc<crate::routes::db_cancel::CancelRegistry>,
     /// How long a database client has for its startup (`proxy_service.db_startup_timeout`).
     pub db_startup_timeout: Duration,
     /// SSH connections on the one port (`ssh -J`).
-    pub jump: Arc<crate::proxy::jump::JumpHost>,
+    pub jump: Arc<crate::routes::jump::JumpHost>,
     /// Where sessions the proxy records go (agentless OpenSSH nodes).
     pub recordings: Option<Arc<hop_storage::recording::RecordingStore>>,
     /// The data plane's fast path for relayed sessions.
@@ -90,8 +90,8 @@ pub struct TlsRoutes {
 }
 
 impl TlsRoutes {
-    fn db(&self) -> crate::proxy::postgres::DbRoutes {
-        crate::proxy::postgres::DbRoutes {
+    fn db(&self) -> crate::routes::postgres::DbRoutes {
+        crate::routes::postgres::DbRoutes {
             registry: self.registry.clone(),
             auth: self.auth.clone(),
             cancels: self.cancels.clone(),
@@ -184,7 +184,7 @@ pub async fn serve_tls(
             if kind == HandoffKind::Postgres {
                 let db = routes.db();
                 if let BeforeTls::Done =
-                    crate::proxy::postgres::before_tls(&mut stream, remote, &db).await
+                    crate::routes::postgres::before_tls(&mut stream, remote, &db).await
                 {
                     drop(permit);
                     metrics.connections_active.dec();
@@ -261,14 +261,8 @@ async fn route(
             tls.get_ref().1.alpn_protocol(),
             Some(p) if p == ALPN_TUNNEL || p == ALPN_TUNNEL_DATA
         )
-        && crate::proxy::admission::admit_agent(
-            &routes.auth,
-            host_id,
-            *expires,
-            Route::Tunnel,
-            remote,
-        )
-        .is_err()
+        && crate::admission::admit_agent(&routes.auth, host_id, *expires, Route::Tunnel, remote)
+            .is_err()
     {
         metrics.connections_active.dec();
         return;
@@ -278,7 +272,7 @@ async fn route(
         || alpn.as_deref() == Some(ALPN_POSTGRES)
         || alpn.as_deref() == Some(ALPN_POSTGRES_DIRECT)
     {
-        crate::proxy::postgres::serve(
+        crate::routes::postgres::serve(
             tls,
             caller,
             remote,
@@ -291,7 +285,7 @@ async fn route(
         return;
     }
     if alpn.as_deref() == Some(ALPN_MYSQL) {
-        crate::proxy::mysql::serve(tls, caller, remote, routes.db()).await;
+        crate::routes::mysql::serve(tls, caller, remote, routes.db()).await;
         metrics.connections_active.dec();
         drop(guard);
         return;
@@ -310,14 +304,14 @@ async fn route(
             return;
         }
         (Some(p), caller @ Caller::User { .. }) if p == ALPN_TCP => {
-            let Some(cert) = crate::proxy::admission::UserCert::of(caller) else {
+            let Some(cert) = crate::admission::UserCert::of(caller) else {
                 return;
             };
             let hold = ConnectionHold {
                 _guard: guard,
                 metrics: metrics.clone(),
             };
-            crate::proxy::apps::serve(
+            crate::routes::apps::serve(
                 tls,
                 cert,
                 remote,
@@ -330,10 +324,10 @@ async fn route(
             return;
         }
         (Some(p), caller @ Caller::User { .. }) if p == ALPN_JOIN => {
-            let Some(cert) = crate::proxy::admission::UserCert::of(caller) else {
+            let Some(cert) = crate::admission::UserCert::of(caller) else {
                 return;
             };
-            crate::proxy::join::serve(
+            crate::routes::join::serve(
                 tls,
                 cert,
                 remote,
@@ -343,10 +337,10 @@ async fn route(
             .await;
         }
         (Some(p), caller @ Caller::User { .. }) if p == ALPN_SSH => {
-            let Some(cert) = crate::proxy::admission::UserCert::of(caller) else {
+            let Some(cert) = crate::admission::UserCert::of(caller) else {
                 return;
             };
-            crate::proxy::ssh::serve(
+            crate::routes::ssh::serve(
                 tls,
                 cert,
                 remote,
@@ -369,8 +363,8 @@ async fn route(
         }
         (_, caller) => {
             let deadlines = Some(routes.http);
-            let router = crate::proxy::admission::api_admission(routes.router, routes.auth.clone());
-            crate::proxy::http_conn::serve(tls, router, caller, deadlines, shutdown).await
+            let router = crate::admission::api_admission(routes.router, routes.auth.clone());
+            crate::routes::http_conn::serve(tls, router, caller, deadlines, shutdown).await
         }
     }
     metrics.connections_active.dec();
@@ -427,7 +421,7 @@ pub async fn serve_admin_socket(
             continue;
         }
         let (router, shutdown) = (router.clone(), shutdown.clone());
-        tokio::spawn(crate::proxy::http_conn::serve(
+        tokio::spawn(crate::routes::http_conn::serve(
             stream,
             router,
             Caller::LocalAdmin,

@@ -16,9 +16,9 @@ use hop_admission::Route;
 
 use hop_protocols::tunnel::Frame;
 
-use super::admission::{Live, LiveWatch, UserCert, admit, both_legs, dup_stream};
 use super::dial::{accept, dial_agent, dial_agent_bounded, refuse};
-use super::tunnels::{AgentStream, NodeRoute, TunnelRegistry};
+use crate::admission::{Live, LiveWatch, UserCert, admit, both_legs, dup_stream};
+use crate::tunnels::{AgentStream, NodeRoute, TunnelRegistry};
 use hop_auth::AuthServer;
 use hop_auth::audit::EventKind;
 use hop_auth::inventory::all_nodes;

@@ -25,7 +25,7 @@ use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, Verif
 use russh::{Channel, ChannelMsg, ChannelOpenFailure};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::tunnels::NodeRoute;
+use crate::tunnels::NodeRoute;
 use hop_auth::AuthServer;
 use hop_auth::audit::EventKind;
 
@@ -38,7 +38,7 @@ pub enum Upstream {
     /// An agentless node's sshd, at `host:port`.
     Tcp(String),
     /// A node agent's SSH service, over a pooled tunnel connection (proxy recording mode).
-    Tunnel(hop_net::tunnel::Prefixed<super::tunnels::AgentStream>),
+    Tunnel(hop_net::tunnel::Prefixed<crate::tunnels::AgentStream>),
 }
 
 /// What one forwarded connection knows.

@@ -16,10 +16,10 @@ use hop_admission::{Admitted, Route};
 use hop_protocols::mysql::{self, ClientHandshake, Handshake, OkPacket};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::admission::{Live, LiveWatch, UserCert, dup_stream};
 use super::dial::dial_agent;
 use super::postgres::DbRoutes;
-use super::tunnels::DbRoute;
+use crate::admission::{Live, LiveWatch, UserCert, dup_stream};
+use crate::tunnels::DbRoute;
 use hop_api::dial::db::DbDial;
 use hop_api::dial::mysql::{AUTH_PLUGIN, MysqlLogin, OFFERED_CAPABILITIES};
 use hop_auth::audit::EventKind;

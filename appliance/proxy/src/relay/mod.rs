@@ -17,7 +17,7 @@ use std::time::Duration;
 use rustls::{ProtocolVersion, ServerConnection};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::proxy::tunnels::AgentStream;
+use crate::tunnels::AgentStream;
 use aead::RecordKey;
 use hop_net::tunnel::FramedStream;
 

@@ -24,11 +24,11 @@ use russh::{Channel, ChannelOpenFailure};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::admission::{Live, LiveWatch, UserCert, admit, dup_stream};
 use super::dial::dial_agent;
 use super::ssh::resolve;
-use super::tunnels::TunnelRegistry;
+use crate::admission::{Live, LiveWatch, UserCert, admit, dup_stream};
 use crate::dataplane::limits::ConnectionGuard;
+use crate::tunnels::TunnelRegistry;
 use hop_auth::AuthServer;
 use hop_auth::audit::EventKind;
 use hop_net::ssh_deadline::{AuthDeadline, AuthDone};

@@ -198,7 +198,8 @@ pub fn decide(buf: &[u8], peer: IpAddr, trusted: &[Cidr], proxy_seen: bool) -> D
 mod tests {
     use super::*;
 
-    const HELLO: &[u8] = include_bytes!("../../../protocols/testdata/tls_openssl_client_hello.bin");
+    const HELLO: &[u8] =
+        include_bytes!("../../../../protocols/testdata/tls_openssl_client_hello.bin");
 
     fn peer() -> IpAddr {
         "192.0.2.1".parse().unwrap()

@@ -13,11 +13,11 @@ use std::time::Duration;
 use hop_admission::Route;
 use hop_protocols::tunnel::Frame;
 
-use super::admission::{Live, LiveWatch, UserCert, admit, both_legs};
 use super::dial::{accept, dial_agent_bounded, refuse};
-use super::tunnels::{AgentStream, TunnelRegistry};
-use crate::proxy::listener::ConnectionHold;
+use crate::admission::{Live, LiveWatch, UserCert, admit, both_legs};
+use crate::listener::ConnectionHold;
 use crate::relay::{self, RelayHandle};
+use crate::tunnels::{AgentStream, TunnelRegistry};
 use hop_auth::AuthServer;
 use hop_auth::audit::EventKind;
 use hop_auth::trackers::{SessionKind, TRACKER_KEEPALIVE, TrackerState, TrackerUpdate};

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use hop_protocols::tunnel::{Dial, DialResult, Frame};
 
-use super::tunnels::{AgentStream, TunnelRegistry};
 use crate::dataplane::limits::ConnectionGuard;
+use crate::tunnels::{AgentStream, TunnelRegistry};
 use hop_net::tunnel::FramedStream;
 
 /// Answers the user's Dial with a refusal and its reason.

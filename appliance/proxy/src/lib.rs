@@ -1,0 +1,27 @@
+//! The proxy: everything that happens to a connection on the one port.
+//!
+//! Rooms: [`dataplane`] accepts, classifies and terminates TLS on thread-per-core workers;
+//! [`relay`] is the fast path that relays a session's bytes (decrypting and encrypting records in
+//! place); [`tunnels`] holds the agents' reverse tunnels and their data pools, and [`presence`]
+//! publishes them to the shared backend; [`listener`] routes connections the data plane hands
+//! over, by ALPN and client certificate, to [`routes`] (web UI and Auth API over HTTP, TCP apps,
+//! SSH, databases, `hop join`); [`admission`] asks Auth's snapshot whether a session may start
+//! and keeps asking while it lives; [`tls`], [`cert`], [`identify`] and [`server_tls`] own the
+//! proxy's certificate, its rustls configuration and who a client certificate names.
+//!
+//! The data plane and the relay never import routes or Auth; the proxy imports Auth (it serves
+//! Auth's API on the one port and asks it for decisions), never the other way round.
+
+#![forbid(unsafe_code)]
+
+pub mod admission;
+pub mod cert;
+pub mod dataplane;
+pub mod identify;
+pub mod listener;
+pub mod presence;
+pub mod relay;
+pub mod routes;
+pub mod server_tls;
+pub mod tls;
+pub mod tunnels;
