@@ -21,10 +21,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow, bail};
 
+use crate::clock::{monotonic_now, wall_now};
 use crate::hop::{Appliance, ApplianceConfig, HopOptions};
 use crate::procs::{self, Spawned};
 use crate::report::{ContenderInfo, Report, Row, Sample, num};
@@ -37,7 +38,7 @@ macro_rules! say {
     ($($arg:tt)*) => {
         eprintln!(
             "hop-bench [{:>6.1} s]: {}",
-            STARTED.get_or_init(Instant::now).elapsed().as_secs_f64(),
+            STARTED.get_or_init(monotonic_now).elapsed().as_secs_f64(),
             format!($($arg)*)
         )
     };
@@ -83,7 +84,7 @@ impl Options {
 }
 
 fn unix_ms() -> u64 {
-    SystemTime::now()
+    wall_now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
@@ -184,7 +185,7 @@ fn wait_tunnels(
     limit: Duration,
     done: impl Fn(u64) -> bool,
 ) -> anyhow::Result<Option<Duration>> {
-    let t = Instant::now();
+    let t = monotonic_now();
     loop {
         if tunnels(a).is_some_and(&done) {
             return Ok(Some(t.elapsed()));
@@ -251,7 +252,7 @@ struct Prepared {
 }
 
 fn prepare(o: &Options) -> anyhow::Result<Prepared> {
-    STARTED.get_or_init(Instant::now);
+    STARTED.get_or_init(monotonic_now);
     let port = procs::free_port()?;
     let extra = ApplianceConfig {
         port,
@@ -305,7 +306,7 @@ fn prepare(o: &Options) -> anyhow::Result<Prepared> {
     // Let start-up settle, then measure the idle proxy over the second half.
     std::thread::sleep(o.settle / 2);
     let pid = a.proxy.pid();
-    let (c0, t0) = (CpuMark::now(pid), Instant::now());
+    let (c0, t0) = (CpuMark::now(pid), monotonic_now());
     std::thread::sleep(o.settle / 2);
     let idle_cpu_pct = c0.seconds() / t0.elapsed().as_secs_f64() * 100.0;
     let rss_before = rss(pid);
@@ -475,7 +476,7 @@ pub fn agents(o: &Options, report: &mut Report) -> anyhow::Result<()> {
             CpuMark::now(proxy),
             CpuMark::now(agents_pid),
             procs::machine_busy_seconds().unwrap_or(f64::NAN),
-            Instant::now(),
+            monotonic_now(),
             unix_ms(),
         );
         std::thread::sleep(o.window);
@@ -780,7 +781,7 @@ pub fn reconnect(o: &Options, report: &mut Report) -> anyhow::Result<()> {
     for i in 0..o.repeat {
         say!("restart {}/{}: SIGTERM", i + 1, o.repeat);
         let sigterm_ms = unix_ms();
-        let t = Instant::now();
+        let t = monotonic_now();
         if p.a.stop(STOP_LIMIT)?.is_none() {
             bail!("hop start did not exit within {STOP_LIMIT:?} of SIGTERM");
         }

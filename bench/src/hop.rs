@@ -10,10 +10,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow, bail};
 
+use crate::clock::{monotonic_now, wall_now};
 use crate::contender::{Contender, Role};
 use crate::procs::{self, Spawned};
 
@@ -65,7 +66,7 @@ pub fn ok(what: &str, out: Output) -> anyhow::Result<String> {
 
 /// A TOTP code for `offset` seconds from now, from `oathtool` (as the e2e tests compute it).
 fn totp(secret: &str, offset: u64) -> anyhow::Result<String> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() + offset;
+    let now = wall_now().duration_since(UNIX_EPOCH)?.as_secs() + offset;
     let out = Command::new("oathtool")
         .args(["--totp", "-b", "--now", &format!("@{now}"), secret])
         .output()
@@ -100,9 +101,9 @@ fn launch(binary: &Path, config: &Path, log: &Path) -> anyhow::Result<(Spawned, 
     let mut proxy = Spawned::start("hop start", cmd, log, true)?;
     let rx = stdout_lines(&mut proxy)?;
     let (mut addr, mut pin) = (String::new(), String::new());
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = monotonic_now() + Duration::from_secs(60);
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.saturating_duration_since(monotonic_now());
         let line = match rx.recv_timeout(left) {
             Ok(l) => l,
             Err(_) => {
@@ -357,7 +358,7 @@ pub fn start(opts: &HopOptions, target: SocketAddr) -> anyhow::Result<Contender>
     cmd.args(["start", "--config"]).arg(&agent_cfg);
     let mut agent = Spawned::start("hop agent", cmd, &a.dir.path().join("agent.log"), false)?;
     // Wait until the proxy holds the agent's whole warm pool.
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = monotonic_now() + Duration::from_secs(60);
     loop {
         agent.check_running()?;
         let out = a.hop(&["admin", "inventory", "ls", "--format", "json"], "")?;
@@ -372,7 +373,7 @@ pub fn start(opts: &HopOptions, target: SocketAddr) -> anyhow::Result<Contender>
                 break;
             }
         }
-        if Instant::now() > deadline {
+        if monotonic_now() > deadline {
             bail!(
                 "the agent did not fill its pool within 60 s; agent log:\n{}",
                 procs::log_tail(&agent.log, 30)
@@ -448,7 +449,7 @@ pub fn start_db_agent(a: &Appliance, name: &str, spec: &str) -> anyhow::Result<S
         &a.dir.path().join("db-agent.log"),
         false,
     )?;
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = monotonic_now() + Duration::from_secs(60);
     let needle = format!("\"name\": \"{name}\"");
     loop {
         agent.check_running()?;
@@ -456,7 +457,7 @@ pub fn start_db_agent(a: &Appliance, name: &str, spec: &str) -> anyhow::Result<S
         if out.status.success() && String::from_utf8_lossy(&out.stdout).contains(&needle) {
             return Ok(agent);
         }
-        if Instant::now() > deadline {
+        if monotonic_now() > deadline {
             bail!(
                 "database {name} was not listed within 60 s; agent log:\n{}",
                 procs::log_tail(&agent.log, 30)

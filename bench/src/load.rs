@@ -11,9 +11,11 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, anyhow};
+
+use crate::clock::monotonic_now;
 
 /// Stack size of the per-connection threads (they hold one buffer on the heap).
 const STACK: usize = 128 * 1024;
@@ -135,9 +137,9 @@ impl Echo {
 
 /// Waits until `count()` is at most `target`, at most `limit`; true if it got there.
 pub fn wait_until_at_most(count: impl Fn() -> usize, target: usize, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
+    let deadline = monotonic_now() + limit;
     while count() > target {
-        if Instant::now() > deadline {
+        if monotonic_now() > deadline {
             return false;
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -217,16 +219,16 @@ pub fn blast<T>(
             }
         })?);
     }
-    let deadline = Instant::now() + CONNECT_TIMEOUT;
+    let deadline = monotonic_now() + CONNECT_TIMEOUT;
     while connected.load(Ordering::SeqCst) + (errors.load(Ordering::Relaxed) as usize) < streams
-        && Instant::now() < deadline
+        && monotonic_now() < deadline
     {
         std::thread::sleep(Duration::from_millis(5));
     }
     std::thread::sleep(warmup);
-    let (b0, t0, start) = (sink.bytes(), Instant::now(), mark());
+    let (b0, t0, start) = (sink.bytes(), monotonic_now(), mark());
     std::thread::sleep(window);
-    let (b1, t1, end) = (sink.bytes(), Instant::now(), mark());
+    let (b1, t1, end) = (sink.bytes(), monotonic_now(), mark());
     stop.store(true, Ordering::Relaxed);
     for h in handles {
         let _ = h.join();
@@ -262,23 +264,23 @@ pub fn pingpong<T>(
     let out = vec![0x42u8; size.max(1)];
     let mut back = vec![0u8; out.len()];
     let mut once = |s: &mut TcpStream| -> anyhow::Result<u64> {
-        let t = Instant::now();
+        let t = monotonic_now();
         s.write_all(&out)?;
         s.read_exact(&mut back)
             .context("the path closed or stalled during a round trip")?;
         Ok(t.elapsed().as_nanos() as u64)
     };
-    let warm_end = Instant::now() + warmup;
-    while Instant::now() < warm_end {
+    let warm_end = monotonic_now() + warmup;
+    while monotonic_now() < warm_end {
         once(&mut s)?;
     }
     let mut rtts = Vec::with_capacity(200_000);
-    let (t0, start) = (Instant::now(), mark());
+    let (t0, start) = (monotonic_now(), mark());
     let end_at = t0 + window;
-    while Instant::now() < end_at {
+    while monotonic_now() < end_at {
         rtts.push(once(&mut s)?);
     }
-    let (t1, end) = (Instant::now(), mark());
+    let (t1, end) = (monotonic_now(), mark());
     let _ = s.shutdown(Shutdown::Both);
     Ok((
         Window {
@@ -341,14 +343,14 @@ pub fn session_rate<T>(
     let (d0, e0, t0, start) = (
         done.load(Ordering::Relaxed),
         errors.load(Ordering::Relaxed),
-        Instant::now(),
+        monotonic_now(),
         mark(),
     );
     std::thread::sleep(window);
     let (d1, e1, t1, end) = (
         done.load(Ordering::Relaxed),
         errors.load(Ordering::Relaxed),
-        Instant::now(),
+        monotonic_now(),
         mark(),
     );
     stop.store(true, Ordering::Relaxed);

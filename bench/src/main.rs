@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 mod agents;
+mod clock;
 mod contender;
 mod hop;
 mod load;

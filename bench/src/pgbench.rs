@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use crate::clock::monotonic_now;
 use crate::hop::{self, Appliance, HopOptions};
 use crate::peers;
 use crate::pki;
@@ -195,7 +196,7 @@ impl Postgres {
         let mut cmd = procs::command_as(os_user, Path::new(PG_BIN).join("postgres"));
         cmd.arg("-D").arg(&data).current_dir(&d);
         let mut server = Spawned::start("postgres", cmd, &d.join("pg.log"), false)?;
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = monotonic_now() + Duration::from_secs(60);
         loop {
             server.check_running()?;
             let ready = Command::new(Path::new(PG_BIN).join("pg_isready"))
@@ -208,7 +209,7 @@ impl Postgres {
             if ready {
                 break;
             }
-            if Instant::now() > deadline {
+            if monotonic_now() > deadline {
                 bail!(
                     "PostgreSQL was not ready within 60 s; its log:\n{}",
                     procs::log_tail(&server.log, 30)
@@ -288,8 +289,8 @@ impl Drop for Postgres {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
+        let deadline = monotonic_now() + Duration::from_secs(15);
+        while monotonic_now() < deadline {
             match self.server.child_mut().try_wait() {
                 Ok(Some(_)) | Err(_) => break,
                 Ok(None) => std::thread::sleep(Duration::from_millis(50)),
@@ -354,12 +355,12 @@ fn pgbench(
         .stdout(File::create(&out_path)?)
         .stderr(File::create(&err_path)?);
     let mut child = cmd.spawn().context("starting pgbench")?;
-    let deadline = Instant::now() + Duration::from_secs(seconds + 60);
+    let deadline = monotonic_now() + Duration::from_secs(seconds + 60);
     let status = loop {
         if let Some(st) = child.try_wait()? {
             break st;
         }
-        if Instant::now() > deadline {
+        if monotonic_now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
             bail!(
@@ -420,7 +421,7 @@ impl Snap {
             cpu,
             kernel: procs::tree_cpu_seconds(2).unwrap_or(nan),
             machine: procs::machine_busy_seconds().unwrap_or(nan),
-            at: Instant::now(),
+            at: monotonic_now(),
         }
     }
 }
@@ -430,14 +431,14 @@ impl Snap {
 fn settle(read: impl Fn() -> Option<f64>, since: Instant, limit: Duration) -> Duration {
     let mut last = read();
     let mut changed: Option<Instant> = None;
-    let start = Instant::now();
-    let mut quiet = Instant::now();
+    let start = monotonic_now();
+    let mut quiet = monotonic_now();
     while start.elapsed() < limit && quiet.elapsed() < Duration::from_secs(1) {
         std::thread::sleep(Duration::from_millis(100));
         let now = read();
         if now != last {
             last = now;
-            quiet = Instant::now();
+            quiet = monotonic_now();
             changed = Some(quiet);
         }
     }
@@ -467,16 +468,16 @@ fn measure(
     let base_children = pg.children();
     let audit = || a.metric("hop_audit_events_total");
     // Events of an earlier run may still be arriving: they are not this run's.
-    settle(audit, Instant::now(), Duration::from_secs(60));
+    settle(audit, monotonic_now(), Duration::from_secs(60));
     let audit0 = audit().unwrap_or(f64::NAN);
     let data0 = procs::dir_bytes(&a.data) as f64;
     let s0 = Snap::take(pids);
     let r = pgbench(&route.conninfo, w, o, o.seconds, &pg.dir);
-    let ended = Instant::now();
+    let ended = monotonic_now();
     let mid = Snap::take(pids);
     let audit_mid = audit().unwrap_or(f64::NAN);
     // The backends of the run exit and are reaped by the postmaster after pgbench disconnects.
-    let reap = Instant::now();
+    let reap = monotonic_now();
     while pg.children() > base_children && reap.elapsed() < Duration::from_secs(15) {
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -649,7 +650,7 @@ pub fn run(o: &Options, report: &mut Report) -> anyhow::Result<()> {
         ],
     )?;
     eprintln!("hop-bench: pgbench -i -s {}", o.scale);
-    let t = Instant::now();
+    let t = monotonic_now();
     pg.init(o.scale)?;
     report.notes.push(format!(
         "tables: `pgbench -i -s {}` once, over the local socket ({:.1} s)",

@@ -13,9 +13,11 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
+
+use crate::clock::monotonic_now;
 
 /// A child process that is killed (by its PID) and reaped when dropped.
 #[derive(Debug)]
@@ -75,12 +77,12 @@ impl Spawned {
         if !sent.success() {
             bail!("kill -{signal} {} ({}) failed", self.pid(), self.name);
         }
-        let deadline = Instant::now() + limit;
+        let deadline = monotonic_now() + limit;
         loop {
             if let Some(status) = self.child.try_wait()? {
                 return Ok(Some(status));
             }
-            if Instant::now() >= deadline {
+            if monotonic_now() >= deadline {
                 return Ok(None);
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -318,8 +320,8 @@ pub fn loopback(port: u16) -> SocketAddr {
 /// connection reaches the listener.
 pub fn wait_listening(port: u16, limit: Duration) -> anyhow::Result<()> {
     let needle = format!(":{port:04X} 00000000:0000 0A");
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
+    let deadline = monotonic_now() + limit;
+    while monotonic_now() < deadline {
         let mut text = String::new();
         if let Ok(mut f) = File::open("/proc/net/tcp") {
             let _ = f.read_to_string(&mut text);

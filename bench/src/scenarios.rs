@@ -450,7 +450,7 @@ pub fn idle(
             baselines.insert(c.name.clone(), c.rss());
         }
         let base = baselines.get(&c.name).cloned().unwrap_or_default();
-        let t0 = std::time::Instant::now();
+        let t0 = crate::clock::monotonic_now();
         let a = snap(c);
         let open = load::open_sessions(c.entry, sessions, openers)?;
         let b = snap(c);

@@ -7,6 +7,10 @@
 //! messages/s.
 //! Run: `cargo bench -p hop-protocols --bench parsers`.
 
+// reason: a benchmark that cannot set up or run should stop at once, and its helpers are not
+// #[test] functions that clippy's allow-unwrap-in-tests would cover.
+#![allow(clippy::unwrap_used)]
+
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};

@@ -18,6 +18,10 @@
 //! Run: `cargo bench -p hop-storage --bench audit -- --warm-up-time 1 --measurement-time 3`
 //! (`HOP_AUDIT_BENCH_EVENTS=0 … -- audit_append …` for the append groups alone).
 
+// reason: a benchmark that cannot set up or run should stop at once, and its helpers are not
+// #[test] functions that clippy's allow-unwrap-in-tests would cover.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -26,6 +30,10 @@ use std::time::{Duration, Instant, SystemTime};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use hop_storage::{AckHandle, AuditConfig, AuditEvent, AuditLog, SearchQuery, SystemClock};
 use time::OffsetDateTime;
+
+#[path = "support/clock.rs"]
+mod clock;
+use clock::monotonic_now;
 
 const TYPES: [&str; 4] = ["user.login", "session.start", "db.query", "session.end"];
 
@@ -100,7 +108,7 @@ fn produce_blocking(log: &AuditLog, t: u64, per: u64) -> Vec<u32> {
     let mut mine = Vec::with_capacity(per as usize);
     for i in 0..per {
         let ev = event(t * 1_000_000_000 + i, 1000);
-        let sent = Instant::now();
+        let sent = monotonic_now();
         log.append(ev).unwrap();
         mine.push(sent.elapsed().as_micros() as u32);
     }
@@ -119,7 +127,7 @@ fn produce_in_flight(log: &AuditLog, t: u64, per: u64, depth: u64) -> Vec<u32> {
             mine.push(sent.elapsed().as_micros() as u32);
         }
         let ev = event(t * 1_000_000_000 + i, 1000);
-        let sent = Instant::now();
+        let sent = monotonic_now();
         pending.push_back((sent, log.append_async(ev).unwrap()));
     }
     for (sent, handle) in pending {
@@ -138,7 +146,7 @@ fn run_producers(
     per: u64,
     latencies: &Mutex<Vec<u32>>,
 ) -> Duration {
-    let start = Instant::now();
+    let start = monotonic_now();
     match mode {
         Mode::Blocking | Mode::InFlight => std::thread::scope(|s| {
             for t in 0..n {
@@ -160,7 +168,7 @@ fn run_producers(
                         let mut mine = Vec::with_capacity(per as usize);
                         for i in 0..per {
                             let ev = event(t * 1_000_000_000 + i, 1000);
-                            let sent = Instant::now();
+                            let sent = monotonic_now();
                             log.append_async(ev).unwrap().await.unwrap();
                             mine.push(sent.elapsed().as_micros() as u32);
                         }
@@ -260,7 +268,7 @@ fn narrow_search(c: &mut Criterion) {
     // One day of events, evenly spaced, starting at a fixed midnight.
     let day_start = OffsetDateTime::from_unix_timestamp(1_700_006_400).unwrap();
     let step = Duration::from_nanos(86_400_000_000_000 / n);
-    let started = Instant::now();
+    let started = monotonic_now();
     let mut pending = std::collections::VecDeque::new();
     for i in 0..n {
         let ev = event(i, USERS).with_time(day_start + step * i as u32);
@@ -282,7 +290,7 @@ fn narrow_search(c: &mut Criterion) {
     };
     // Right after writing, the newest events' index entries may still be in the writer's
     // backlog, so this search also scans that tail.
-    let live = Instant::now();
+    let live = monotonic_now();
     let page = log.search(&query).unwrap();
     println!(
         "narrow search right after the writes (index backlog still being written): {} events \
@@ -298,7 +306,7 @@ fn narrow_search(c: &mut Criterion) {
         file_mib(&path)
     );
     let log = open(&path);
-    let first = Instant::now();
+    let first = monotonic_now();
     let page = log.search(&query).unwrap();
     println!(
         "narrow search (one user, one hour) over {n} events: first page of {} events, first \

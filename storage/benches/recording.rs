@@ -8,6 +8,10 @@
 //!
 //! Run: `cargo bench -p hop-storage --bench recording -- --warm-up-time 1 --measurement-time 3`
 
+// reason: a benchmark that cannot set up or run should stop at once, and its helpers are not
+// #[test] functions that clippy's allow-unwrap-in-tests would cover.
+#![allow(clippy::unwrap_used)]
+
 use std::hint::black_box;
 use std::time::Duration;
 

@@ -192,8 +192,9 @@ pub(crate) struct BacklogStep {
 }
 
 impl IndexBacklog {
-    /// A backlog after `indexed_through`, holding the entries of the events after it.
-    pub(crate) fn new(indexed_through: u64, unindexed: Vec<Entry>) -> Self {
+    /// A backlog after `indexed_through`, holding the entries of the events after it (collected
+    /// at `now`).
+    pub(crate) fn new(indexed_through: u64, unindexed: Vec<Entry>, now: Instant) -> Self {
         let mut backlog = Self {
             indexed_through,
             pending: Vec::new(),
@@ -201,7 +202,7 @@ impl IndexBacklog {
             run: None,
             ids: HashMap::new(),
         };
-        backlog.add(unindexed);
+        backlog.add(unindexed, now);
         backlog
     }
 
@@ -214,41 +215,42 @@ impl IndexBacklog {
         self.run.is_some() || !self.pending.is_empty()
     }
 
-    /// When idle work should start: at once for a run in progress, after `max_age` for
+    /// When idle work should start: at once (`now`) for a run in progress, after `max_age` for
     /// collected entries.
-    pub(crate) fn due(&self, max_age: std::time::Duration) -> Option<Instant> {
+    pub(crate) fn due(&self, max_age: std::time::Duration, now: Instant) -> Option<Instant> {
         if self.run.is_some() {
-            return Some(Instant::now());
+            return Some(now);
         }
         self.pending_since.map(|since| since + max_age)
     }
 
-    /// Adds the entries of newly durable events.
-    pub(crate) fn add(&mut self, entries: Vec<Entry>) {
+    /// Adds the entries of newly durable events, collected at `now`.
+    pub(crate) fn add(&mut self, entries: Vec<Entry>, now: Instant) {
         if entries.is_empty() {
             return;
         }
         for e in &entries {
             self.ids.insert(e.id.clone(), e.seq);
         }
-        self.pending_since.get_or_insert_with(Instant::now);
+        self.pending_since.get_or_insert(now);
         self.pending.extend(entries);
     }
 
     /// Forms a run of the collected entries, if there is none and `force` or enough collected
-    /// (`min_run`) or they are old (`max_age`).
+    /// (`min_run`) or they are old (`max_age` at `now`).
     pub(crate) fn maybe_form_run(
         &mut self,
         min_run: usize,
         max_age: std::time::Duration,
         force: bool,
+        now: Instant,
     ) {
         if self.run.is_some() || self.pending.is_empty() {
             return;
         }
         let old = self
             .pending_since
-            .is_some_and(|since| since.elapsed() >= max_age);
+            .is_some_and(|since| now.saturating_duration_since(since) >= max_age);
         if force || old || self.pending.len() >= min_run {
             let through = self.pending.last().map_or(self.indexed_through, |e| e.seq);
             self.run = Some(Run::new(std::mem::take(&mut self.pending), through));

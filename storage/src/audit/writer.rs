@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 use tokio::sync::oneshot;
@@ -25,7 +25,7 @@ use super::error::AuditError;
 use super::event::{Prepared, append_canonical, json_line, system_time_to_us};
 use super::index::{BacklogStep, Entry, IndexBacklog, Indexes};
 use super::tables::{self, EVENTS, INDEXED_KEY, LAST_SEQ_KEY, META, PURGED, SEGMENTS};
-use crate::clock::Clock;
+use crate::clock::{Clock, monotonic_now};
 use crate::error::StorageError;
 use crate::redb_backend::map_redb;
 
@@ -195,7 +195,7 @@ pub(crate) fn recover(shared: &Shared) -> Result<(Head, IndexBacklog), StorageEr
     if !unindexed.is_empty() {
         tracing::debug!(events = unindexed.len(), "audit index backlog re-read");
     }
-    let backlog = IndexBacklog::new(indexed_through, unindexed);
+    let backlog = IndexBacklog::new(indexed_through, unindexed, monotonic_now());
 
     let (last_seq, chain, hash) =
         if let Some((key, value)) = events.last().map_err(|e| shared.err(e))? {
@@ -306,11 +306,11 @@ impl Writer {
     /// `None` once every handle to the queue is gone and the queue is empty.
     fn next_request(&mut self) -> Option<Request> {
         loop {
-            let Some(due) = self.backlog.due(MAX_PENDING_AGE) else {
+            let Some(due) = self.backlog.due(MAX_PENDING_AGE, monotonic_now()) else {
                 return self.queue.recv().ok();
             };
             let wait = due
-                .saturating_duration_since(Instant::now())
+                .saturating_duration_since(monotonic_now())
                 .max(IDLE_GRACE);
             match self.queue.recv_timeout(wait) {
                 Ok(req) => return Some(req),
@@ -345,7 +345,8 @@ impl Writer {
 
     /// Writes up to `budget` backlog entries in one transaction. Returns whether work remains.
     fn index_slice(&mut self, budget: usize) -> Result<bool, redb::Error> {
-        self.backlog.maybe_form_run(0, MAX_PENDING_AGE, true);
+        self.backlog
+            .maybe_form_run(0, MAX_PENDING_AGE, true, monotonic_now());
         if !self.backlog.has_work() {
             return Ok(false);
         }
@@ -406,10 +407,10 @@ impl Writer {
         if batch.len() >= target || self.policy.flush_interval.is_zero() {
             return;
         }
-        let deadline = Instant::now() + self.policy.flush_interval;
+        let deadline = monotonic_now() + self.policy.flush_interval;
         while batch.len() < target {
             let left = deadline
-                .saturating_duration_since(Instant::now())
+                .saturating_duration_since(monotonic_now())
                 .min(STRAGGLER_GAP);
             if left.is_zero() {
                 break;
@@ -432,9 +433,9 @@ impl Writer {
         if self.policy.unwatched_linger.is_zero() || batch.iter().any(Request::is_watched) {
             return;
         }
-        let deadline = Instant::now() + self.policy.unwatched_linger;
+        let deadline = monotonic_now() + self.policy.unwatched_linger;
         while batch.len() < self.policy.max_batch {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.saturating_duration_since(monotonic_now());
             if left.is_zero() {
                 break;
             }
@@ -478,7 +479,8 @@ impl Writer {
 
     fn commit_events(&mut self, mut items: Vec<Item>) {
         let mut lines = Vec::new();
-        self.backlog.maybe_form_run(MIN_RUN, MAX_PENDING_AGE, false);
+        self.backlog
+            .maybe_form_run(MIN_RUN, MAX_PENDING_AGE, false, monotonic_now());
         let mut step = BacklogStep::default();
         let result = self.write_batch(
             &mut items,
@@ -515,7 +517,7 @@ impl Writer {
                         });
                     }
                 }
-                self.backlog.add(entries);
+                self.backlog.add(entries, monotonic_now());
                 if let Some(forward) = &self.forward
                     && !lines.is_empty()
                 {

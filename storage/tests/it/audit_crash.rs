@@ -6,12 +6,13 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hop_storage::{
     AuditConfig, AuditEvent, AuditLog, Order, SearchQuery, StoredEvent, SystemClock,
 };
 
+use crate::clock::monotonic_now;
 use crate::support::{acknowledged_until_killed, audit_path, self_test_command};
 
 const CRASH_DIR_ENV: &str = "HOP_AUDIT_CRASH_DIR";
@@ -123,13 +124,13 @@ fn audit_crash_child_writer() {
         assert_eq!(replay.seq, ev.seq);
     }
     let stdout = Mutex::new(std::io::stdout());
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = monotonic_now() + Duration::from_secs(60);
     std::thread::scope(|s| {
         for t in 0..THREADS {
             let (log, stdout, round) = (&log, &stdout, &round);
             s.spawn(move || {
                 for i in 0.. {
-                    if Instant::now() > deadline {
+                    if monotonic_now() > deadline {
                         break;
                     }
                     let id = format!("r{round}-t{t}-{i}");

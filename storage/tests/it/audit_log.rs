@@ -14,6 +14,7 @@ use hop_storage::{
 };
 use redb::{Database, TableDefinition};
 
+use crate::clock::monotonic_now;
 use crate::support::{audit_path, numbered_event, open_audit, start_time};
 
 /// Every stored event, oldest first.
@@ -396,9 +397,9 @@ fn the_resource_file_is_not_mistaken_for_an_audit_file() {
 
 /// Waits until `n` events are durable.
 fn until_written(log: &AuditLog, n: u64) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let deadline = monotonic_now() + Duration::from_secs(20);
     while log.stats().written < n {
-        assert!(std::time::Instant::now() < deadline, "{:?}", log.stats());
+        assert!(monotonic_now() < deadline, "{:?}", log.stats());
         std::thread::sleep(Duration::from_millis(2));
     }
 }
@@ -439,7 +440,7 @@ fn unwatched_events_share_commits_and_a_watched_one_does_not_wait_for_them() {
     // While a batch of unwatched events lingers, an event someone waits for is written at once.
     log.submit(numbered_event(100)).unwrap();
     std::thread::sleep(Duration::from_millis(20));
-    let started = std::time::Instant::now();
+    let started = monotonic_now();
     log.append(numbered_event(101)).unwrap();
     assert!(
         started.elapsed() < Duration::from_millis(150),

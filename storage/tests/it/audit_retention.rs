@@ -2,12 +2,13 @@
 //! verifies; exports are JSON lines whose chain an outside tool can re-check.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hop_storage::audit::PurgeReport;
 use hop_storage::{AuditConfig, AuditLog, ManualClock, SearchQuery, StoredEvent};
 use sha2::{Digest, Sha256};
 
+use crate::clock::monotonic_now;
 use crate::support::{audit_path, numbered_event, open_audit, start_time};
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -143,9 +144,9 @@ fn configured_retention_purges_in_the_background() {
         ..AuditConfig::default()
     };
     let log = AuditLog::open(&audit_path(dir.path()), Arc::new(clock.clone()), cfg).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = monotonic_now() + Duration::from_secs(20);
     while count(&log) != 2 * PER_DAY {
-        assert!(Instant::now() < deadline, "retention did not purge");
+        assert!(monotonic_now() < deadline, "retention did not purge");
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(log.verify(None).unwrap().is_intact());

@@ -3,10 +3,11 @@
 
 use std::io::Write;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hop_storage::{Backend, PutOptions, RedbBackend, SystemClock, prefix_end};
 
+use crate::clock::monotonic_now;
 use crate::support::{acknowledged_until_killed, db_path, self_test_command};
 
 const CRASH_DIR_ENV: &str = "HOP_STORAGE_CRASH_DIR";
@@ -66,10 +67,10 @@ fn crash_child_writer() {
     };
     let backend = RedbBackend::open(&db_path(dir.as_ref()), Arc::new(SystemClock)).unwrap();
     let start = backend.range("k", &prefix_end("k"), 0).unwrap().len();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = monotonic_now() + Duration::from_secs(60);
     let mut stdout = std::io::stdout().lock();
     for i in start.. {
-        if Instant::now() > deadline {
+        if monotonic_now() > deadline {
             break;
         }
         let key = format!("k{i:06}");

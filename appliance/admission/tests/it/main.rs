@@ -1,6 +1,10 @@
 //! Admission decisions, table-driven: every refusal reason on every route, after a positive
 //! control, with the same snapshot shape Auth sends.
 
+// reason: a failed unwrap in a test helper fails the test, as it should; clippy's
+// allow-unwrap-in-tests covers only #[test] functions and #[cfg(test)] modules, not helpers.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

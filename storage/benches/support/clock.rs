@@ -1,0 +1,13 @@
+//! The real monotonic clock, for the benchmarks' own timings (time to acknowledgement, wall
+//! time of a run). A bench target includes it with `#[path = "support/clock.rs"] mod clock;`
+//! (it lives in a folder so that cargo does not take it for a benchmark of its own).
+
+use std::time::Instant;
+
+/// Now, on the monotonic clock.
+// The one read of the clock in these benchmarks; clippy's `disallowed_methods` refuses it
+// elsewhere.
+#[allow(clippy::disallowed_methods)]
+pub fn monotonic_now() -> Instant {
+    Instant::now()
+}
