@@ -16,8 +16,9 @@ use hop_ca::Identity;
 use hop_rbac::{AuthPreference, LockResource, LockTarget, Role, User};
 
 use super::audit::EventKind;
+use super::error::AuthError;
 use super::resources;
-use super::server::{AuthError, AuthServer};
+use super::server::AuthServer;
 use hop_api::timestamps::rfc3339;
 
 /// Changes of roles, users, locks and the auth preference, from the backend's change feed.

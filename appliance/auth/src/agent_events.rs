@@ -17,7 +17,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use hop_ca::HostRole;
 
 use super::audit::{AuditEvent, EventKind};
-use super::server::{AuthError, AuthServer};
+use super::error::AuthError;
+use super::server::AuthServer;
 use super::trackers::{SessionKind, TrackerError, TrackerHost, TrackerState, TrackerUpdate};
 
 /// How far an event's time may be from Auth's clock, either way.

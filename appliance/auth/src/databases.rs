@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime};
 
 use hop_ca::{Identity, RouteToDatabase};
 
-use super::server::{AuthError, AuthServer};
+use super::error::AuthError;
+use super::server::AuthServer;
 
 /// Lifetime of the client certificates an agent presents to a database. Agents cache them and
 /// ask again at two thirds of this.

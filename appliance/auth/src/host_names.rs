@@ -15,8 +15,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use hop_storage::StorageError;
 
+use super::error::AuthError;
 use super::records::HostNameClaim;
-use super::server::{AuthError, AuthServer};
+use super::server::AuthServer;
 
 /// The longest DNS label.
 const MAX_LABEL_LEN: usize = 63;

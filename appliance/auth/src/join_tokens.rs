@@ -15,9 +15,10 @@ use hop_storage::{StorageError, Versioned};
 use subtle::ConstantTimeEq;
 
 use super::audit::EventKind;
+use super::error::AuthError;
 use super::records::token_hash;
 use super::resources;
-use super::server::{AuthError, AuthServer};
+use super::server::AuthServer;
 use hop_api::timestamps::rfc3339;
 
 /// How many times a join retries its compare-and-swap against concurrent joins before giving up.

@@ -16,6 +16,7 @@ pub mod agent_events;
 pub mod audit;
 pub mod caller;
 pub mod databases;
+pub mod error;
 pub mod grpc;
 mod grpc_db;
 pub mod host_names;
@@ -35,4 +36,5 @@ pub mod trackers;
 
 pub use hop_api::{proto, totp};
 
+pub use error::AuthError;
 pub use server::{AuthServer, AuthSettings};

@@ -6,10 +6,11 @@ use std::time::{Duration, SystemTime};
 use hop_ca::CaKind;
 use tonic::{Request, Response, Status};
 
+use super::error::AuthError;
 use super::grpc::{AuthApi, authorize, caller, unix};
 use super::proto::openssh_nodes_server::OpensshNodes;
 use super::proto::{SignOpensshHostRequest, SignOpensshHostResponse};
-use super::server::{AuthError, AuthServer};
+use super::server::AuthServer;
 
 /// Default lifetime of an OpenSSH node's host certificate.
 pub const OPENSSH_HOST_CERT_DEFAULT_TTL: Duration = Duration::from_secs(90 * 24 * 3600);

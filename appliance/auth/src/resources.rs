@@ -14,8 +14,8 @@ use hop_ca::CaPublic;
 use hop_rbac::{AuthPreference, ClusterName, ProvisionToken, Resource, Role, User};
 use hop_storage::{ResourceStore, StorageError};
 
+use super::error::AuthError;
 use super::records::PUBLIC_KINDS;
-use super::server::AuthError;
 
 const CLUSTER_NAME: &str = "cluster-name";
 const AUTH_PREFERENCE: &str = "cluster-auth-preference";

@@ -17,9 +17,10 @@ use hop_ca::{HostRole, Identity};
 use hop_storage::{StorageError, StoredResource};
 use serde::{Deserialize, Serialize};
 
+use super::error::AuthError;
 use super::proto::{SessionTrackerInfo, UpdateSessionTrackerRequest};
 use super::records::HostNameClaim;
-use super::server::{AuthError, AuthServer};
+use super::server::AuthServer;
 use hop_api::timestamps::rfc3339;
 
 pub use hop_api::trackers::{TRACKER_KEEPALIVE, TRACKER_LEASE};

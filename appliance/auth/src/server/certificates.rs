@@ -1,0 +1,166 @@
+//! What goes into the certificates Auth issues: the identity of a user who logged in (roles,
+//! logins, traits, TTL capped by the roles), and the names and lifetime of a host's or a
+//! service's certificate. Callers decide whether to issue (login, join, renewal); this module
+//! only builds and signs, and never decides who may have a certificate.
+
+use std::time::{Duration, SystemTime};
+
+use hop_ca::{CaKind, HostRole, Identity};
+use hop_rbac::User;
+
+use super::agents::{JoinRequest, JoinedHost};
+use super::login::{LoginCertificates, LoginRequest};
+use super::{AuthServer, resources};
+use crate::error::AuthError;
+
+/// Lifetime of an agent's host certificate; agents renew at two thirds of it.
+pub const HOST_CERT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+impl AuthServer {
+    /// The certificate pair of a user whose credentials were checked: the identity their roles
+    /// grant now, for the TTL asked for within the roles' maximum.
+    pub(super) fn issue_login_certificates(
+        &self,
+        user: &User,
+        req: &LoginRequest<'_>,
+        now: SystemTime,
+    ) -> Result<LoginCertificates, AuthError> {
+        let (role_names, traits) = resources::user_roles_and_traits(user);
+        let checker = self.checker_for(&role_names, &traits)?;
+        let ttl = hop_ca::effective_ttl(req.ttl, checker.max_session_ttl());
+        let identity = Identity {
+            username: req.username.to_string(),
+            roles: checker.role_names(),
+            logins: checker.logins(),
+            traits,
+            cluster: self.cluster.clone(),
+            route_to_cluster: self.cluster.clone(),
+            permit_agent_forwarding: checker.permit_agent_forwarding(),
+            permit_port_forwarding: checker.permit_port_forwarding(),
+            permit_pty: true,
+            route_to_database: None,
+            route_to_app: None,
+            mfa_verified: false,
+        };
+        let mut rng = rand::rng();
+        let ssh = self
+            .cas
+            .user
+            .issue_user_ssh(req.ssh_public_key, &identity, now, ttl, &mut rng)
+            .map_err(|e| AuthError::BadRequest(format!("ssh_public_key: {e}")))?;
+        let tls = self
+            .cas
+            .user
+            .issue_user_x509(req.tls_public_key_der, &identity, now, ttl, &mut rng)
+            .map_err(|e| AuthError::BadRequest(format!("tls_public_key: {e}")))?;
+        self.metrics.certificates_issued.inc();
+        self.metrics.certificates_issued.inc();
+        Ok(LoginCertificates {
+            ssh_certificate: ssh,
+            tls_certificate_pem: tls,
+            known_hosts: hop_ca::export_known_hosts(&self.public_authorities(CaKind::Host)),
+            trusted_cas_pem: hop_ca::export_pem(&[self.cas.user.public(), self.cas.host.public()]),
+            username: identity.username,
+            roles: identity.roles,
+            logins: identity.logins,
+            expires: now + ttl,
+        })
+    }
+
+    /// A TLS identity for a service of this cluster (the proxy's listener): a fresh P-256 key and
+    /// a host certificate for `names`, returned as (key PEM, certificate chain PEM with the CA).
+    pub fn issue_host_tls(
+        &self,
+        host_id: &str,
+        role: HostRole,
+        names: &[String],
+        ttl: Duration,
+    ) -> Result<(String, String), AuthError> {
+        let mut rng = rand::rng();
+        let key = hop_ca::generate_x509_keypair(&mut rng)
+            .map_err(|e| AuthError::Internal(e.to_string()))?;
+        let cert = self
+            .cas
+            .host
+            .issue_host_x509(
+                &key.public_spki_der,
+                host_id,
+                role,
+                names,
+                self.clock.now(),
+                ttl,
+                &mut rng,
+            )
+            .map_err(|e| AuthError::Internal(e.to_string()))?;
+        self.metrics.certificates_issued.inc();
+        let chain = format!(
+            "{}{}",
+            cert,
+            self.cas.host.public().x509_cert_pem.unwrap_or_default()
+        );
+        Ok((key.private_pkcs8_pem.clone(), chain))
+    }
+
+    /// Host certificates for `host_id` and, when given, the node name Auth approved.
+    pub(super) fn issue_host_identity(
+        &self,
+        host_id: &str,
+        role: HostRole,
+        name: Option<&str>,
+        req: &JoinRequest<'_>,
+    ) -> Result<JoinedHost, AuthError> {
+        let now = self.clock.now();
+        let in_cluster = |n: &str| format!("{n}.{}", self.cluster);
+        // The host is reachable by its id, its name, and either inside the cluster (what
+        // `hop config` puts in `Host *.CLUSTER`).
+        let mut names = vec![host_id.to_string(), in_cluster(host_id)];
+        if let Some(n) = name {
+            names.push(n.to_string());
+            names.push(in_cluster(n));
+        }
+        let mut rng = rand::rng();
+        let cert = self
+            .cas
+            .host
+            .issue_host_x509(
+                req.tls_public_key_der,
+                host_id,
+                role,
+                &names,
+                now,
+                HOST_CERT_TTL,
+                &mut rng,
+            )
+            .map_err(|e| AuthError::BadRequest(format!("tls_public_key: {e}")))?;
+        self.metrics.certificates_issued.inc();
+        let ssh_host_certificate = if req.ssh_public_key.trim().is_empty() {
+            None
+        } else {
+            let c = self
+                .cas
+                .host
+                .issue_host_ssh(
+                    req.ssh_public_key.trim(),
+                    host_id,
+                    &names,
+                    now,
+                    HOST_CERT_TTL,
+                    &mut rng,
+                )
+                .map_err(|e| AuthError::BadRequest(format!("ssh_public_key: {e}")))?;
+            self.metrics.certificates_issued.inc();
+            Some(c)
+        };
+        Ok(JoinedHost {
+            host_id: host_id.to_string(),
+            host_name: name.map(str::to_string),
+            certificate_pem: cert,
+            host_ca_pem: self.cas.host.public().x509_cert_pem.unwrap_or_default(),
+            user_ca_pem: self.cas.user.public().x509_cert_pem.unwrap_or_default(),
+            ssh_host_certificate,
+            ssh_user_ca_keys: self.cas.user.public().ssh_public.into_iter().collect(),
+            ssh_host_ca_keys: self.cas.host.public().ssh_public.into_iter().collect(),
+            expires: now + HOST_CERT_TTL,
+        })
+    }
+}

@@ -1,0 +1,251 @@
+//! Login: whether a password and second factor earn a certificate pair. It owns the per-IP rate
+//! limit, the failure counter and the lock after repeated failures, and tells a caller nothing
+//! about which part was wrong (the real reason goes to the audit log only). It never logs a
+//! password or a code, and both checks always run so that timing tells no case apart.
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use hop_rbac::User;
+
+use super::{AuthServer, resources};
+use crate::audit::EventKind;
+use crate::error::AuthError;
+use crate::records::UserSecrets;
+use crate::{password, totp};
+use hop_api::timestamps::rfc3339;
+
+/// What a successful login returns.
+#[derive(Debug, Clone)]
+pub struct LoginCertificates {
+    pub ssh_certificate: String,
+    pub tls_certificate_pem: String,
+    pub known_hosts: String,
+    pub trusted_cas_pem: String,
+    pub username: String,
+    pub roles: Vec<String>,
+    pub logins: Vec<String>,
+    pub expires: SystemTime,
+}
+
+/// A login attempt.
+#[derive(Debug, Clone)]
+pub struct LoginRequest<'a> {
+    pub username: &'a str,
+    pub password: &'a str,
+    pub totp_code: &'a str,
+    pub ssh_public_key: &'a str,
+    pub tls_public_key_der: &'a [u8],
+    pub ttl: Option<Duration>,
+    pub remote: Option<SocketAddr>,
+}
+
+impl AuthServer {
+    /// Takes a token from the per-IP bucket shared by login, sign-up and join attempts.
+    pub(super) fn rate_limit(&self, remote: Option<SocketAddr>) -> Result<(), AuthError> {
+        let Some(addr) = remote else { return Ok(()) };
+        let limited = self
+            .limiter
+            .lock()
+            .map_err(|_| AuthError::Internal("rate limiter lock poisoned".into()))?
+            .check(addr.ip(), self.clock.now());
+        limited.map_err(|wait| {
+            self.metrics.logins_rate_limited.inc();
+            AuthError::RateLimited {
+                ip: addr.ip().to_string(),
+                retry_after_secs: wait.as_secs(),
+            }
+        })
+    }
+
+    /// Password + second factor for a certificate pair.
+    pub fn login(&self, req: &LoginRequest<'_>) -> Result<LoginCertificates, AuthError> {
+        let now = self.clock.now();
+        if let Err(e) = self.rate_limit(req.remote) {
+            // Queued, not awaited: a flood of refused attempts must not turn into a flood of
+            // synchronous audit writes (overflow is counted by the log).
+            self.audit.emit(
+                self.event(EventKind::UserLogin, req.username)
+                    .remote(req.remote)
+                    .failed(EventKind::UserLogin, "rate limited"),
+            );
+            return Err(e);
+        }
+        let result = self.check_credentials(req, now);
+        match result {
+            Ok(user) => {
+                let certs = self.issue_login_certificates(&user, req, now);
+                match &certs {
+                    Ok(c) => {
+                        self.metrics.logins_ok.inc();
+                        self.audit.emit_durable(
+                            self.event(EventKind::UserLogin, req.username)
+                                .remote(req.remote)
+                                .field("method", "local")
+                                .field("roles", c.roles.clone())
+                                .field("expires", rfc3339(c.expires)),
+                        );
+                    }
+                    Err(e) => {
+                        self.metrics.logins_failed.inc();
+                        self.audit.emit_durable(
+                            self.event(EventKind::UserLogin, req.username)
+                                .remote(req.remote)
+                                .failed(EventKind::UserLogin, e.to_string()),
+                        );
+                    }
+                }
+                certs
+            }
+            Err(e) => {
+                if matches!(e, AuthError::Locked { .. }) {
+                    self.metrics.logins_locked.inc();
+                } else {
+                    self.metrics.logins_failed.inc();
+                }
+                // The real reason (locked, unknown user, wrong password or code) is for the
+                // audit log only; the caller gets the same answer in every case.
+                self.audit.emit_durable(
+                    self.event(EventKind::UserLogin, req.username)
+                        .remote(req.remote)
+                        .field("method", "local")
+                        .failed(EventKind::UserLogin, login_failure_reason(&e)),
+                );
+                Err(match e {
+                    AuthError::Locked { .. } | AuthError::LoginRefused { .. } => {
+                        AuthError::InvalidCredentials
+                    }
+                    other => other,
+                })
+            }
+        }
+    }
+
+    /// Verifies password and code, maintaining the failure counter and lock. Returns the user;
+    /// `Locked` only once the password and code have been checked like any other attempt's.
+    fn check_credentials(
+        &self,
+        req: &LoginRequest<'_>,
+        now: SystemTime,
+    ) -> Result<User, AuthError> {
+        let user = self.store.get::<User>(req.username)?;
+        let secrets = self
+            .store
+            .get::<UserSecrets>(req.username)?
+            .map(|v| v.value);
+        let locked_until = match user
+            .as_ref()
+            .and_then(|u| resources::locked_until(&u.value, now))
+        {
+            Some(until) => Some(until),
+            None => self.user_lock_in_force(req.username)?.map(|l| {
+                l.expires().map_or(
+                    now + Duration::from_secs(100 * 365 * 24 * 3600),
+                    SystemTime::from,
+                )
+            }),
+        };
+        // Both checks always run, whatever the first one said and whether the user exists or is
+        // locked, so timing does not tell those cases apart.
+        let password_ok = password::verify(
+            req.password,
+            secrets.as_ref().and_then(|s| s.password_hash.as_deref()),
+        );
+        let (otp_ok, otp_step) = if self.otp_required() {
+            let key = secrets
+                .as_ref()
+                .and_then(|s| s.totp_secret.as_deref())
+                .and_then(|s| totp::decode_secret(s).ok());
+            let step = key.as_ref().and_then(|k| {
+                totp::verify(
+                    k,
+                    req.totp_code,
+                    now,
+                    secrets.as_ref().and_then(|s| s.totp_last_step),
+                )
+            });
+            (step.is_some(), step)
+        } else {
+            (true, None)
+        };
+        if user.is_none() {
+            return Err(AuthError::LoginRefused {
+                reason: "unknown user",
+            });
+        }
+        if let Some(until) = locked_until {
+            return Err(AuthError::Locked {
+                user: req.username.to_string(),
+                until: rfc3339(until),
+            });
+        }
+        let _guard = self
+            .login_state
+            .lock()
+            .map_err(|_| AuthError::Internal("login state lock poisoned".into()))?;
+        // Re-read under the lock: another login may have changed the counter.
+        let Some(current) = self.store.get::<User>(req.username)? else {
+            return Err(AuthError::LoginRefused {
+                reason: "unknown user",
+            });
+        };
+        let mut updated = current.value.clone();
+        if password_ok && otp_ok {
+            if resources::failed_logins(&updated) != 0 {
+                resources::set_user_lock(&mut updated, None, "");
+                self.store.update(&updated, current.revision)?;
+            }
+            if let Some(step) = otp_step {
+                // Re-read under the lock: a concurrent login may have used this code already.
+                let Some(mut s) = self
+                    .store
+                    .get::<UserSecrets>(req.username)?
+                    .map(|v| v.value)
+                else {
+                    return Err(AuthError::LoginRefused {
+                        reason: "the user has no second factor",
+                    });
+                };
+                if s.totp_last_step.is_some_and(|last| step <= last) {
+                    return Err(AuthError::LoginRefused {
+                        reason: "one-time code already used",
+                    });
+                }
+                s.totp_last_step = Some(step);
+                self.store.upsert(&s)?;
+            }
+            return Ok(updated);
+        }
+        let failures = resources::failed_logins(&updated).saturating_add(1);
+        if failures >= self.settings.max_failed_attempts {
+            let until = now + self.settings.lockout;
+            resources::set_user_lock(&mut updated, Some(until), "too many failed logins");
+            self.store.update(&updated, current.revision)?;
+            tracing::warn!(user = %req.username, until = %rfc3339(until), "user locked after repeated failed logins");
+            self.audit.emit_durable(
+                self.event(EventKind::UserLocked, req.username)
+                    .remote(req.remote)
+                    .field("locked_until", rfc3339(until))
+                    .field("failed_logins", failures),
+            );
+        } else {
+            resources::set_failed_logins(&mut updated, failures);
+            self.store.update(&updated, current.revision)?;
+        }
+        Err(AuthError::LoginRefused {
+            reason: match (password_ok, otp_ok) {
+                (false, true) => "wrong password",
+                (true, false) => "wrong one-time code",
+                _ => "wrong password and one-time code",
+            },
+        })
+    }
+}
+
+/// What the audit log records for a refused login: the real reason, which the caller never sees.
+fn login_failure_reason(e: &AuthError) -> String {
+    match e {
+        AuthError::LoginRefused { reason } => (*reason).to_string(),
+        other => other.to_string(),
+    }
+}
