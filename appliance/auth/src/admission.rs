@@ -161,7 +161,7 @@ impl AuthServer {
         let mut cache = self
             .admission
             .lock()
-            .map_err(|_| AuthError::Internal("admission cache poisoned".into()))?;
+            .map_err(|_| AuthError::Poisoned("admission cache"))?;
         if let Some((built_at, snap)) = cache.as_ref()
             && *built_at == revision
             && snap.age(now) < REBUILD_AFTER

@@ -7,6 +7,7 @@ use std::sync::Arc;
 pub use hop_api::audit::{AuditEvent, EventKind};
 
 use hop_metrics::Metrics;
+use hop_storage::AuditError;
 
 /// Where events go.
 pub trait AuditSink: Send + Sync + std::fmt::Debug {
@@ -21,7 +22,7 @@ pub trait AuditSink: Send + Sync + std::fmt::Debug {
     /// Records every event and returns once all are durable, or the first failure: an agent
     /// forgets its copy only after this succeeds. Submitting them together lets the log commit
     /// them in one transaction.
-    fn append_all_durable(&self, events: Vec<AuditEvent>) -> Result<(), String> {
+    fn append_all_durable(&self, events: Vec<AuditEvent>) -> Result<(), AuditError> {
         for e in events {
             self.emit_durable(e);
         }
@@ -67,7 +68,7 @@ impl AuditLogSink {
         Self { log, metrics }
     }
 
-    fn outcome(&self, event: &AuditEvent, r: Result<(), String>) {
+    fn outcome(&self, event: &AuditEvent, r: Result<(), &AuditError>) {
         match r {
             Ok(()) => self.metrics.audit_events.inc(),
             Err(e) => {
@@ -79,24 +80,26 @@ impl AuditLogSink {
 }
 
 impl AuditSink for AuditLogSink {
-    fn append_all_durable(&self, events: Vec<AuditEvent>) -> Result<(), String> {
+    fn append_all_durable(&self, events: Vec<AuditEvent>) -> Result<(), AuditError> {
         let mut pending = Vec::with_capacity(events.len());
         let mut first_error = None;
         for ev in &events {
-            match self.log.append_async(to_stored(&ev)) {
+            match self.log.append_async(to_stored(ev)) {
                 Ok(p) => pending.push((ev, p)),
                 Err(e) => {
-                    self.outcome(ev, Err(e.to_string()));
-                    first_error.get_or_insert_with(|| e.to_string());
+                    self.outcome(ev, Err(&e));
+                    first_error.get_or_insert(e);
                 }
             }
         }
         for (ev, p) in pending {
-            let r = p.wait().map(drop).map_err(|e| e.to_string());
-            if let Err(e) = &r {
-                first_error.get_or_insert_with(|| e.clone());
+            match p.wait() {
+                Ok(_) => self.outcome(ev, Ok(())),
+                Err(e) => {
+                    self.outcome(ev, Err(&e));
+                    first_error.get_or_insert(e);
+                }
             }
-            self.outcome(ev, r);
         }
         match first_error {
             None => Ok(()),
@@ -105,19 +108,12 @@ impl AuditSink for AuditLogSink {
     }
 
     fn emit(&self, event: AuditEvent) {
-        let r = self
-            .log
-            .submit(to_stored(&event))
-            .map_err(|e| e.to_string());
-        self.outcome(&event, r);
+        let r = self.log.submit(to_stored(&event));
+        self.outcome(&event, r.as_ref().map(drop));
     }
 
     fn emit_durable(&self, event: AuditEvent) {
-        let r = self
-            .log
-            .append(to_stored(&event))
-            .map(drop)
-            .map_err(|e| e.to_string());
-        self.outcome(&event, r);
+        let r = self.log.append(to_stored(&event));
+        self.outcome(&event, r.as_ref().map(drop));
     }
 }

@@ -78,7 +78,10 @@ impl AuthServer {
             .authorities()
             .user
             .issue_user_x509(tls_public_key_der, &identity, now, ttl, &mut rand::rng())
-            .map_err(|e| AuthError::BadRequest(format!("tls_public_key: {e}")))?;
+            .map_err(|source| AuthError::UnusableKey {
+                field: "tls_public_key",
+                source,
+            })?;
         self.metrics().certificates_issued.inc();
         let cas = self.authorities();
         Ok(DatabaseRoute {
@@ -107,7 +110,10 @@ impl AuthServer {
                 DB_USER_CERT_TTL,
                 &mut rand::rng(),
             )
-            .map_err(|e| AuthError::BadRequest(format!("tls_public_key: {e}")))?;
+            .map_err(|source| AuthError::UnusableKey {
+                field: "tls_public_key",
+                source,
+            })?;
         self.metrics().certificates_issued.inc();
         Ok((pem, now + DB_USER_CERT_TTL))
     }

@@ -149,10 +149,22 @@ pub fn to_status(e: AuthError) -> Status {
         AuthError::InviteNotFound | AuthError::InviteExpired { .. } => {
             Status::permission_denied(msg)
         }
-        AuthError::BadRequest(_) => Status::invalid_argument(msg),
-        AuthError::AlreadyExists(_) => Status::already_exists(msg),
+        AuthError::BadRequest(_) | AuthError::UnusableKey { .. } => Status::invalid_argument(msg),
+        AuthError::AlreadyExists(_) | AuthError::AlreadyStored(_) => Status::already_exists(msg),
         AuthError::NotFound(_) => Status::not_found(msg),
-        AuthError::Internal(_) => {
+        AuthError::JoinToken(_) => Status::permission_denied(msg),
+        AuthError::Storage(_)
+        | AuthError::Conflict(_)
+        | AuthError::Contended { .. }
+        | AuthError::TrackerStorage(_)
+        | AuthError::AuditLog(_)
+        | AuthError::CaGeneration { .. }
+        | AuthError::Issuance(_)
+        | AuthError::PasswordHash(_)
+        | AuthError::RoleEvaluation(_)
+        | AuthError::GeneratedDocument(_)
+        | AuthError::Poisoned(_)
+        | AuthError::Internal(_) => {
             tracing::error!(error = %msg, "auth API internal error");
             Status::internal(msg)
         }

@@ -210,9 +210,10 @@ impl AuthServer {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(AuthError::Internal(format!(
-            "node name {name:?}: too many concurrent claims, retry"
-        )))
+        Err(AuthError::Contended {
+            subject: format!("node name {name:?}"),
+            contenders: "claims",
+        })
     }
 
     /// Gives up a claim this host just made (a join that failed after claiming).

@@ -59,12 +59,6 @@ pub enum JoinTokenError {
     ProxyMixed { id: String },
 }
 
-impl From<JoinTokenError> for AuthError {
-    fn from(e: JoinTokenError) -> Self {
-        AuthError::Denied(e.to_string())
-    }
-}
-
 /// A random 128-bit secret, as hex.
 fn random_secret() -> String {
     let mut b = [0u8; 16];
@@ -181,9 +175,10 @@ impl AuthServer {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(AuthError::Internal(format!(
-            "join token {id}: too many concurrent joins, retry"
-        )))
+        Err(AuthError::Contended {
+            subject: format!("join token {id}"),
+            contenders: "joins",
+        })
     }
 
     /// Rewrites tokens of older versions, whose name was the secret, into the current shape:

@@ -56,7 +56,10 @@ impl AuthServer {
                 ttl,
                 &mut rand::rng(),
             )
-            .map_err(|e| AuthError::BadRequest(format!("ssh_public_key: {e}")))?;
+            .map_err(|source| AuthError::UnusableKey {
+                field: "ssh_public_key",
+                source,
+            })?;
         self.metrics().certificates_issued.inc();
         // The node trusts the OpenSSH CA, which signs only the proxy's one-minute logins: a
         // user's own certificate (user CA) is refused there, so nobody bypasses the proxy.

@@ -78,7 +78,7 @@ fn default_cluster_name() -> String {
 
 fn parse_one(doc: &str) -> Result<Resource, AuthError> {
     hop_rbac::parse_resources(doc, "<generated>")
-        .map_err(|e| AuthError::Internal(e.to_string()))?
+        .map_err(AuthError::GeneratedDocument)?
         .into_iter()
         .next()
         .ok_or_else(|| AuthError::Internal("empty generated document".into()))

@@ -169,7 +169,7 @@ impl From<TrackerError> for AuthError {
                 AuthError::Denied(e.to_string())
             }
             TrackerError::TooMany { .. } => AuthError::Denied(e.to_string()),
-            TrackerError::Storage { .. } => AuthError::Internal(e.to_string()),
+            TrackerError::Storage { .. } => AuthError::TrackerStorage(e),
         }
     }
 }

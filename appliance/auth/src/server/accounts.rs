@@ -142,7 +142,7 @@ impl AuthServer {
         let _guard = self
             .login_state
             .lock()
-            .map_err(|_| AuthError::Internal("login state lock poisoned".into()))?;
+            .map_err(|_| AuthError::Poisoned("login state lock"))?;
         let Some(v) = self.store.get::<User>(name)? else {
             return Err(AuthError::NotFound(format!("user {name:?}")));
         };

@@ -30,8 +30,7 @@ impl AuthServer {
                 }
             }
         }
-        AccessChecker::new(&roles, traits)
-            .map_err(|e| AuthError::Internal(format!("role evaluation: {e}")))
+        AccessChecker::new(&roles, traits).map_err(AuthError::RoleEvaluation)
     }
 
     /// Parses and validates every document first; writes only if all are acceptable.

@@ -125,7 +125,7 @@ impl AuthServer {
     pub fn emit_agent_events(&self, events: Vec<AuditEvent>) -> Result<(), AuthError> {
         self.audit
             .append_all_durable(events)
-            .map_err(|e| AuthError::Internal(format!("audit log: {e}")))
+            .map_err(AuthError::AuditLog)
     }
 
     /// Roles, locked users, user CA keys and the recording mode, for a node's own decisions.

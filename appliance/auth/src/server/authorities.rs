@@ -47,7 +47,7 @@ impl Authorities {
                 return Ok(v.value.authority);
             }
             let ca = CertAuthority::generate(kind, cluster, now, &mut rng)
-                .map_err(|e| AuthError::Internal(format!("cannot generate the {kind} CA: {e}")))?;
+                .map_err(|source| AuthError::CaGeneration { kind, source })?;
             store.create(&CaKeys::new(kind, ca.clone()))?;
             tracing::info!(%kind, "created certificate authority");
             Ok(ca)

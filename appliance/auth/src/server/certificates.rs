@@ -47,12 +47,18 @@ impl AuthServer {
             .cas
             .user
             .issue_user_ssh(req.ssh_public_key, &identity, now, ttl, &mut rng)
-            .map_err(|e| AuthError::BadRequest(format!("ssh_public_key: {e}")))?;
+            .map_err(|source| AuthError::UnusableKey {
+                field: "ssh_public_key",
+                source,
+            })?;
         let tls = self
             .cas
             .user
             .issue_user_x509(req.tls_public_key_der, &identity, now, ttl, &mut rng)
-            .map_err(|e| AuthError::BadRequest(format!("tls_public_key: {e}")))?;
+            .map_err(|source| AuthError::UnusableKey {
+                field: "tls_public_key",
+                source,
+            })?;
         self.metrics.certificates_issued.inc();
         self.metrics.certificates_issued.inc();
         Ok(LoginCertificates {
@@ -77,8 +83,7 @@ impl AuthServer {
         ttl: Duration,
     ) -> Result<(String, String), AuthError> {
         let mut rng = rand::rng();
-        let key = hop_ca::generate_x509_keypair(&mut rng)
-            .map_err(|e| AuthError::Internal(e.to_string()))?;
+        let key = hop_ca::generate_x509_keypair(&mut rng).map_err(AuthError::Issuance)?;
         let cert = self
             .cas
             .host
@@ -91,7 +96,7 @@ impl AuthServer {
                 ttl,
                 &mut rng,
             )
-            .map_err(|e| AuthError::Internal(e.to_string()))?;
+            .map_err(AuthError::Issuance)?;
         self.metrics.certificates_issued.inc();
         let chain = format!(
             "{}{}",
@@ -131,7 +136,10 @@ impl AuthServer {
                 HOST_CERT_TTL,
                 &mut rng,
             )
-            .map_err(|e| AuthError::BadRequest(format!("tls_public_key: {e}")))?;
+            .map_err(|source| AuthError::UnusableKey {
+                field: "tls_public_key",
+                source,
+            })?;
         self.metrics.certificates_issued.inc();
         let ssh_host_certificate = if req.ssh_public_key.trim().is_empty() {
             None
@@ -147,7 +155,10 @@ impl AuthServer {
                     HOST_CERT_TTL,
                     &mut rng,
                 )
-                .map_err(|e| AuthError::BadRequest(format!("ssh_public_key: {e}")))?;
+                .map_err(|source| AuthError::UnusableKey {
+                    field: "ssh_public_key",
+                    source,
+                })?;
             self.metrics.certificates_issued.inc();
             Some(c)
         };

@@ -91,7 +91,7 @@ impl AuthServer {
             secrets.totp_last_step = Some(step);
         }
         secrets.password_hash =
-            Some(password::hash(new_password).map_err(|e| AuthError::Internal(e.to_string()))?);
+            Some(password::hash(new_password).map_err(AuthError::PasswordHash)?);
         if self.store.get::<User>(&invite.user)?.is_none() {
             self.store.delete::<InviteToken>(&invite.token_hash)?;
             return Err(AuthError::NotFound(format!("user {:?}", invite.user)));

@@ -47,7 +47,7 @@ impl AuthServer {
         let limited = self
             .limiter
             .lock()
-            .map_err(|_| AuthError::Internal("rate limiter lock poisoned".into()))?
+            .map_err(|_| AuthError::Poisoned("rate limiter lock"))?
             .check(addr.ip(), self.clock.now());
         limited.map_err(|wait| {
             self.metrics.logins_rate_limited.inc();
@@ -182,7 +182,7 @@ impl AuthServer {
         let _guard = self
             .login_state
             .lock()
-            .map_err(|_| AuthError::Internal("login state lock poisoned".into()))?;
+            .map_err(|_| AuthError::Poisoned("login state lock"))?;
         // Re-read under the lock: another login may have changed the counter.
         let Some(current) = self.store.get::<User>(req.username)? else {
             return Err(AuthError::LoginRefused {
