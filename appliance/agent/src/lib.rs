@@ -388,6 +388,21 @@ async fn wait_for_dial(shared: &Arc<Shared>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Why this agent refuses a Dial from the proxy; the words go back in the `DialResult`.
+#[derive(Debug, thiserror::Error)]
+enum DialRefusal {
+    #[error("this agent serves no databases")]
+    NoDatabases,
+    #[error("this agent is not an SSH node")]
+    NotANode,
+    #[error(
+        "session {session_id} is not running on this node (it ended, or it is not interactive)"
+    )]
+    NoLiveSession { session_id: String },
+    #[error(transparent)]
+    Malformed(#[from] hop_api::dial::MalformedDial),
+}
+
 async fn serve_dial(
     shared: &Shared,
     mut framed: FramedStream<tokio_rustls::client::TlsStream<TcpStream>>,
@@ -403,37 +418,37 @@ async fn serve_dial(
     };
     if let Some(ctx) = hop_api::dial::db::DbDial::from_target(&dial.target) {
         let Some(svc) = shared.db.get().cloned() else {
-            let _ = framed
-                .write_frame(&answer(
-                    false,
-                    Some("this agent serves no databases".into()),
-                ))
-                .await;
+            let refused = DialRefusal::NoDatabases.to_string();
+            let _ = framed.write_frame(&answer(false, Some(refused))).await;
             return;
         };
         match ctx {
             Ok(ctx) => svc.serve(ctx, session_id, framed).await,
             Err(e) => {
-                let _ = framed.write_frame(&answer(false, Some(e))).await;
+                let _ = framed
+                    .write_frame(&answer(false, Some(e.to_string())))
+                    .await;
             }
         }
         return;
     }
     if let Some(join) = hop_api::dial::join::JoinDial::from_target(&dial.target) {
-        let live = match (&join, shared.node.get()) {
-            (Ok(j), Some(node)) => node.parties.get(&j.session_id).ok_or_else(|| {
-                format!(
-                    "session {} is not running on this node (it ended, or it is not interactive)",
-                    j.session_id
-                )
-            }),
-            (Ok(_), None) => Err("this agent is not an SSH node".to_string()),
-            (Err(e), _) => Err(e.clone()),
-        };
-        let (live, join) = match (live, join) {
-            (Ok(l), Ok(j)) => (l, j),
-            (Err(e), _) | (_, Err(e)) => {
-                let _ = framed.write_frame(&answer(false, Some(e))).await;
+        let joined = join.map_err(DialRefusal::from).and_then(|j| {
+            let node = shared.node.get().ok_or(DialRefusal::NotANode)?;
+            let live =
+                node.parties
+                    .get(&j.session_id)
+                    .ok_or_else(|| DialRefusal::NoLiveSession {
+                        session_id: j.session_id.clone(),
+                    })?;
+            Ok((live, j))
+        });
+        let (live, join) = match joined {
+            Ok(found) => found,
+            Err(e) => {
+                let _ = framed
+                    .write_frame(&answer(false, Some(e.to_string())))
+                    .await;
                 return;
             }
         };

@@ -212,18 +212,17 @@ impl AuditEvent {
         cluster: &str,
         host_id: &str,
         now: SystemTime,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, AgentEventError> {
         let serde_json::Value::Object(mut m) =
-            serde_json::from_str::<serde_json::Value>(json).map_err(|e| format!("event: {e}"))?
+            serde_json::from_str::<serde_json::Value>(json).map_err(AgentEventError::NotJson)?
         else {
-            return Err("event: expected a JSON object".into());
+            return Err(AgentEventError::NotAnObject);
         };
         let name = m
             .remove("event")
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
-        let kind = EventKind::from_agent(&name)
-            .ok_or_else(|| format!("event kind {name:?} is not one an agent may send"))?;
+        let kind = EventKind::from_agent(&name).ok_or(AgentEventError::ForeignKind { name })?;
         let mut ev = AuditEvent::new(kind, cluster, "", now);
         let text = |m: &mut serde_json::Map<String, serde_json::Value>, k: &str| {
             m.remove(k).and_then(|v| v.as_str().map(str::to_owned))
@@ -248,4 +247,15 @@ impl AuditEvent {
         ev.fields = m;
         Ok(ev)
     }
+}
+
+/// Why an event an agent sent cannot be rebuilt (the agent's fault: a bug or a version mismatch).
+#[derive(Debug, thiserror::Error)]
+pub enum AgentEventError {
+    #[error("event: {0}")]
+    NotJson(#[source] serde_json::Error),
+    #[error("event: expected a JSON object")]
+    NotAnObject,
+    #[error("event kind {name:?} is not one an agent may send")]
+    ForeignKind { name: String },
 }

@@ -10,6 +10,23 @@ use serde::{Deserialize, Serialize};
 /// The Dial target that asks an agent for its SSH server (never a valid application name).
 pub const SSH_TARGET: &str = "@ssh";
 
+/// A Dial target with a known prefix whose JSON does not decode: proxy and agent disagree (a
+/// version mismatch or a bug on the proxy's side). `what` names the context, as the agent
+/// answers it to the proxy.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}")]
+pub struct MalformedDial {
+    pub what: &'static str,
+    #[source]
+    pub source: serde_json::Error,
+}
+
+impl MalformedDial {
+    fn decoding<T: serde::de::DeserializeOwned>(what: &'static str, json: &str) -> Result<T, Self> {
+        serde_json::from_str(json).map_err(|source| Self { what, source })
+    }
+}
+
 /// Joining a live session at a node (`hop join`).
 pub mod join {
     use super::*;
@@ -35,9 +52,9 @@ pub mod join {
             )
         }
 
-        pub fn from_target(t: &str) -> Option<Result<Self, String>> {
+        pub fn from_target(t: &str) -> Option<Result<Self, MalformedDial>> {
             let json = t.strip_prefix(DIAL_PREFIX)?;
-            Some(serde_json::from_str(json).map_err(|e| format!("join request: {e}")))
+            Some(MalformedDial::decoding("join request", json))
         }
     }
 }
@@ -91,9 +108,9 @@ pub mod db {
         }
 
         /// `None` when `target` is not a database Dial.
-        pub fn from_target(target: &str) -> Option<Result<Self, String>> {
+        pub fn from_target(target: &str) -> Option<Result<Self, MalformedDial>> {
             let json = target.strip_prefix(DIAL_PREFIX)?;
-            Some(serde_json::from_str(json).map_err(|e| format!("database session context: {e}")))
+            Some(MalformedDial::decoding("database session context", json))
         }
     }
 }

@@ -133,7 +133,7 @@ pub fn parse(
             kind: name.chars().take(64).collect(),
         })?;
     let ev = AuditEvent::from_agent_json(json, cluster, source.host_id, now)
-        .map_err(EventRefusal::Malformed)?;
+        .map_err(|e| EventRefusal::Malformed(e.to_string()))?;
     Ok((ev, field))
 }
 

@@ -14,19 +14,29 @@
 use std::io;
 use std::os::fd::AsRawFd;
 
+/// Why kernel TLS cannot be used here: the probe's loopback connection failed (the host's
+/// network is odd), or the kernel refused the `tls` ULP (no `CONFIG_TLS`, the common case).
+#[derive(Debug, thiserror::Error)]
+pub enum KtlsUnavailable {
+    #[error("cannot open a loopback probe socket: {0}")]
+    Bind(#[source] io::Error),
+    #[error("loopback probe socket: {0}")]
+    LocalAddr(#[source] io::Error),
+    #[error("cannot connect the loopback probe socket: {0}")]
+    Connect(#[source] io::Error),
+    #[error("loopback probe accept: {0}")]
+    Accept(#[source] io::Error),
+    #[error("setsockopt(TCP_ULP, \"tls\"): {0}")]
+    KernelRefused(#[source] io::Error),
+}
+
 /// Why kernel TLS cannot be used here, or `Ok` when it can.
-pub fn probe() -> Result<(), String> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| format!("cannot open a loopback probe socket: {e}"))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| format!("loopback probe socket: {e}"))?;
-    let client = std::net::TcpStream::connect(addr)
-        .map_err(|e| format!("cannot connect the loopback probe socket: {e}"))?;
-    let (_server, _) = listener
-        .accept()
-        .map_err(|e| format!("loopback probe accept: {e}"))?;
-    attach_ulp(&client).map_err(|e| format!("setsockopt(TCP_ULP, \"tls\"): {e}"))
+pub fn probe() -> Result<(), KtlsUnavailable> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(KtlsUnavailable::Bind)?;
+    let addr = listener.local_addr().map_err(KtlsUnavailable::LocalAddr)?;
+    let client = std::net::TcpStream::connect(addr).map_err(KtlsUnavailable::Connect)?;
+    let (_server, _) = listener.accept().map_err(KtlsUnavailable::Accept)?;
+    attach_ulp(&client).map_err(KtlsUnavailable::KernelRefused)
 }
 
 /// A cipher the kernel implements for TLS 1.3.
@@ -229,7 +239,7 @@ mod tests {
         // These build machines have no CONFIG_TLS: the probe must say so, not fail to run.
         match probe() {
             Ok(()) => eprintln!("kernel TLS is available here"),
-            Err(e) => assert!(e.contains("TCP_ULP"), "{e}"),
+            Err(e) => assert!(e.to_string().contains("TCP_ULP"), "{e}"),
         }
     }
 }

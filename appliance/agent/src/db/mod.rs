@@ -54,6 +54,29 @@ impl std::fmt::Debug for DbService {
     }
 }
 
+/// Why a database Dial is answered with a refusal; the words reach the user (and, for a failed
+/// connection or login, the audit log).
+#[derive(Debug, thiserror::Error)]
+pub enum DbDialRefusal {
+    /// The proxy's routes and this agent's databases disagree (a change in flight).
+    #[error("this agent does not serve database {service:?}")]
+    NotServed { service: String },
+    /// Cancelling a PostgreSQL query failed (the database's or the network's).
+    #[error("{0:#}")]
+    Cancel(anyhow::Error),
+    /// The proxy sent a MySQL Dial without the client's handshake (a bug or version mismatch).
+    #[error("a MySQL session needs the client's handshake")]
+    NoMysqlHandshake,
+    /// Connecting or logging in to PostgreSQL failed.
+    #[error("database {name:?}: {cause:#}")]
+    Connect { name: String, cause: anyhow::Error },
+    #[error("database {name:?}: {cause}")]
+    MysqlLogin {
+        name: String,
+        cause: mysql::LoginError,
+    },
+}
+
 impl DbService {
     pub fn new(
         specs: Vec<DbSpec>,
@@ -106,22 +129,24 @@ impl DbService {
     /// database first, so that a failure reaches the user as the Dial's answer, then hands over
     /// to the protocol.
     pub async fn serve(self: Arc<Self>, dial: DbDial, session_id: [u8; 16], mut tunnel: Tunnel) {
-        let answer = |r: Result<(), String>| {
+        let answer = |r: Result<(), DbDialRefusal>| {
             Frame::DialResult(DialResult {
                 session_id,
                 ok: r.is_ok(),
-                error: r.err(),
+                error: r.err().map(|e| e.to_string()),
             })
         };
         let Some(spec) = self.spec(&dial.service) else {
-            let e = format!("this agent does not serve database {:?}", dial.service);
+            let e = DbDialRefusal::NotServed {
+                service: dial.service.clone(),
+            };
             let _ = tunnel.write_frame(&answer(Err(e))).await;
             return;
         };
         if let Some(cancel) = &dial.cancel {
             let r = postgres::cancel(&spec, cancel).await;
             let _ = tunnel
-                .write_frame(&answer(r.map_err(|e| format!("{e:#}"))))
+                .write_frame(&answer(r.map_err(DbDialRefusal::Cancel)))
                 .await;
             return;
         }
@@ -142,11 +167,14 @@ impl DbService {
         }
         let db = match postgres::connect(&self, &spec, &dial.db_user).await {
             Ok(db) => db,
-            Err(e) => {
-                let e = format!("database {:?}: {e:#}", spec.name);
+            Err(cause) => {
+                let e = DbDialRefusal::Connect {
+                    name: spec.name.clone(),
+                    cause,
+                };
                 self.audit.emit(
                     self.event(EventKind::DbSessionStart, &dial)
-                        .failed(EventKind::DbSessionStart, &e),
+                        .failed(EventKind::DbSessionStart, e.to_string()),
                 );
                 let _ = tunnel.write_frame(&answer(Err(e))).await;
                 return;
@@ -164,21 +192,25 @@ impl DbService {
         self: Arc<Self>,
         spec: DbSpec,
         dial: DbDial,
-        answer: impl Fn(Result<(), String>) -> Frame,
+        answer: impl Fn(Result<(), DbDialRefusal>) -> Frame,
         mut tunnel: Tunnel,
     ) {
         let Some(login) = dial.mysql.clone() else {
-            let e = "a MySQL session needs the client's handshake".to_string();
-            let _ = tunnel.write_frame(&answer(Err(e))).await;
+            let _ = tunnel
+                .write_frame(&answer(Err(DbDialRefusal::NoMysqlHandshake)))
+                .await;
             return;
         };
         let (db, thread_id) = match mysql::login(&self, &spec, &dial, &login).await {
             Ok(x) => x,
-            Err(e) => {
-                let e = format!("database {:?}: {e}", spec.name);
+            Err(cause) => {
+                let e = DbDialRefusal::MysqlLogin {
+                    name: spec.name.clone(),
+                    cause,
+                };
                 self.audit.emit(
                     self.event(EventKind::DbSessionStart, &dial)
-                        .failed(EventKind::DbSessionStart, &e),
+                        .failed(EventKind::DbSessionStart, e.to_string()),
                 );
                 let _ = tunnel.write_frame(&answer(Err(e))).await;
                 return;

@@ -29,6 +29,16 @@ pub struct AccessData {
     pub admission_json: String,
 }
 
+/// Why access data from Auth (or the cache on disk) cannot be used: Auth and this node disagree
+/// (a version mismatch or a bug); the node keeps deciding with what it had.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessDataError {
+    #[error("roles from Auth: {0}")]
+    Roles(#[source] serde_json::Error),
+    #[error("{0}")]
+    Admission(#[source] hop_admission::SnapshotError),
+}
+
 /// A parsed, ready-to-use [`AccessData`].
 #[derive(Debug, Clone)]
 pub struct AccessSnapshot {
@@ -41,9 +51,9 @@ pub struct AccessSnapshot {
 }
 
 impl AccessSnapshot {
-    pub fn parse(data: &AccessData) -> Result<Self, String> {
+    pub fn parse(data: &AccessData) -> Result<Self, AccessDataError> {
         let roles: Vec<Role> =
-            serde_json::from_str(&data.roles_json).map_err(|e| format!("roles from Auth: {e}"))?;
+            serde_json::from_str(&data.roles_json).map_err(AccessDataError::Roles)?;
         Ok(Self {
             roles: roles
                 .into_iter()
@@ -54,7 +64,7 @@ impl AccessSnapshot {
             } else {
                 Some(
                     hop_admission::Snapshot::from_json(&data.admission_json)
-                        .map_err(|e| e.to_string())?,
+                        .map_err(AccessDataError::Admission)?,
                 )
             },
             user_cas: data
@@ -238,7 +248,7 @@ impl AccessCache {
     }
 
     /// Installs data fresh from Auth and keeps a copy on disk.
-    pub fn update(&self, data: &AccessData) -> Result<(), String> {
+    pub fn update(&self, data: &AccessData) -> Result<(), AccessDataError> {
         let snap = AccessSnapshot::parse(data)?;
         self.current.store(Arc::new(snap));
         if let Ok(json) = serde_json::to_vec(data)

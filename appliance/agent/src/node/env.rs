@@ -4,12 +4,25 @@
 //! Like sshd's `AcceptEnv`, only a short list of harmless variables is accepted; anything that
 //! changes how programs load or run (`LD_*`, `PATH`, `IFS`, `BASH_ENV`, …) is refused.
 
+/// Why a client may not set an environment variable (the client's request; the session goes on
+/// without it).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EnvRefused {
+    /// `LD_*`/`DYLD_*`: an attempt worth an audit event.
+    #[error("environment variable {name} is refused: it changes how programs are loaded")]
+    ChangesLoading { name: String },
+    #[error(
+        "environment variable {name} is not accepted (accepted: LANG, LANGUAGE, LC_*, TZ, COLORTERM, TERM_PROGRAM)"
+    )]
+    NotAccepted { name: String },
+}
+
 /// Is a client allowed to set `name`?
-pub fn client_may_set(name: &str) -> Result<(), String> {
+pub fn client_may_set(name: &str) -> Result<(), EnvRefused> {
     if name.starts_with("LD_") || name.starts_with("DYLD_") {
-        return Err(format!(
-            "environment variable {name} is refused: it changes how programs are loaded"
-        ));
+        return Err(EnvRefused::ChangesLoading {
+            name: name.to_string(),
+        });
     }
     let ok = matches!(
         name,
@@ -22,9 +35,9 @@ pub fn client_may_set(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "environment variable {name} is not accepted (accepted: LANG, LANGUAGE, LC_*, TZ, COLORTERM, TERM_PROGRAM)"
-        ))
+        Err(EnvRefused::NotAccepted {
+            name: name.to_string(),
+        })
     }
 }
 
@@ -62,6 +75,7 @@ mod tests {
         assert!(
             client_may_set("LD_PRELOAD")
                 .unwrap_err()
+                .to_string()
                 .contains("LD_PRELOAD")
         );
     }

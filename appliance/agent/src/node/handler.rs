@@ -437,7 +437,7 @@ impl Handler for ConnHandler {
         let listener = match open_remote_listener(&g.login, address, *port).await {
             Ok(l) => l,
             Err(e) => {
-                self.port_event("remote", addr, Some(e));
+                self.port_event("remote", addr, Some(e.to_string()));
                 return Ok(false);
             }
         };
@@ -504,12 +504,10 @@ async fn open_remote_listener(
     login: &str,
     address: &str,
     port: u32,
-) -> Result<TcpListener, String> {
-    let port = u16::try_from(port).map_err(|_| format!("port {port} is out of range"))?;
+) -> Result<TcpListener, RemoteListenError> {
+    let port = u16::try_from(port).map_err(|_| RemoteListenError::OutOfRange { port })?;
     if port != 0 && port < 1024 && login != "root" {
-        return Err(format!(
-            "port {port} is privileged: only the root login may forward ports below 1024"
-        ));
+        return Err(RemoteListenError::Privileged { port });
     }
     let ip: std::net::IpAddr = if address.contains(':') {
         std::net::Ipv6Addr::LOCALHOST.into()
@@ -521,14 +519,36 @@ async fn open_remote_listener(
     let std_listener = match account {
         Some(account) => tokio::task::spawn_blocking(move || listen_as(&account, addr))
             .await
-            .map_err(|e| format!("cannot open the listener: {e}"))?,
+            .map_err(RemoteListenError::Task)?,
         None => std::net::TcpListener::bind(addr).and_then(|l| {
             l.set_nonblocking(true)?;
             Ok(l)
         }),
     }
-    .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    TcpListener::from_std(std_listener).map_err(|e| e.to_string())
+    .map_err(|source| RemoteListenError::Listen { addr, source })?;
+    TcpListener::from_std(std_listener).map_err(RemoteListenError::Register)
+}
+
+/// Why a remote forward (`ssh -R`) gets no listener: the client's request (a port out of range
+/// or privileged), the login's account, or the node's sockets.
+#[derive(Debug, thiserror::Error)]
+enum RemoteListenError {
+    #[error("port {port} is out of range")]
+    OutOfRange { port: u32 },
+    #[error("port {port} is privileged: only the root login may forward ports below 1024")]
+    Privileged { port: u16 },
+    #[error(transparent)]
+    Account(#[from] session::SessionError),
+    #[error("cannot open the listener: {0}")]
+    Task(#[source] tokio::task::JoinError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Register(#[source] std::io::Error),
 }
 
 async fn relay_channel(channel: Channel<Msg>, mut sock: TcpStream) {

@@ -299,7 +299,7 @@ async fn refresh_access(shared: Arc<NodeShared>, connect: ChannelMaker) {
                 cluster_name: r.cluster_name,
                 admission_json: r.admission_json,
             };
-            shared.access.update(&data).map_err(|e| anyhow!(e))
+            shared.access.update(&data).map_err(anyhow::Error::from)
         }
         .await;
         match result {

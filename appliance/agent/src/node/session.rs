@@ -27,7 +27,7 @@ use tokio::io::unix::AsyncFd;
 use super::access::Grant;
 use super::audit::EventKind;
 use super::env;
-use super::recorder::{NodeRecording, SessionRecorder};
+use super::recorder::{NodeRecording, RecordingRefused, SessionRecorder};
 use super::users::{self, OsUser};
 use super::{Arrival, NodeShared};
 use crate::trackers::TrackedSpec;
@@ -112,7 +112,7 @@ pub async fn run(channel: Channel<Msg>, ctx: SessionContext) {
                             .remote_str(&ctx.client_addr)
                             .field("login", ctx.grant.login.clone())
                             .field("env", variable_name.clone())
-                            .failed(EventKind::Exec, why.clone());
+                            .failed(EventKind::Exec, why.to_string());
                         ctx.shared.audit.emit(ev);
                     }
                     let _ = writer
@@ -203,7 +203,7 @@ pub async fn run(channel: Channel<Msg>, ctx: SessionContext) {
                 .write_all(format!("hop: {e}\r\n").as_bytes())
                 .await;
             let _ = writer.exit_status(255).await;
-            (None, 0, 0, Some(e))
+            (None, 0, 0, Some(e.to_string()))
         }
     };
     let _ = writer.eof().await;
@@ -271,9 +271,44 @@ struct Outcome {
     bytes_out: u64,
 }
 
+/// Why a session's program did not start or run to its end. The words reach the client (as
+/// `hop: ...`) and the audit log.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum SessionError {
+    /// The login has no account here, or the passwd file is unreadable.
+    #[error(transparent)]
+    NoAccount(#[from] users::LookupError),
+    /// The node does not run as root and the login is another user.
+    #[error(
+        "this node runs as uid {me} and can start sessions only as that user, not as {login:?}"
+    )]
+    OtherUid { me: u32, login: String },
+    #[error(
+        "the sftp subsystem needs OpenSSH's sftp-server on this node (package openssh-sftp-server)"
+    )]
+    NoSftpServer,
+    /// A `node-sync` session whose recording cannot start.
+    #[error("{0}. This session must be recorded (recording mode node-sync), so it is refused")]
+    RecordingRequired(#[source] RecordingRefused),
+    #[error("cannot start the session's program: {0}")]
+    Program(#[source] std::io::Error),
+    #[error("cannot start the shell: {0}")]
+    Shell(#[source] std::io::Error),
+    /// The child was spawned without the pipe asked for (a bug).
+    #[error("no {0}")]
+    NoPipe(&'static str),
+    #[error("cannot open a terminal: {0}")]
+    OpenTerminal(#[source] std::io::Error),
+    #[error("terminal: {0}")]
+    Terminal(#[source] std::io::Error),
+    /// The terminal's master side or waiting for the child failed.
+    #[error("{0}")]
+    Io(#[source] std::io::Error),
+}
+
 /// The OS user to run as, and the account to switch to when this process runs as root
 /// (`None`: the node runs as the login itself).
-pub(super) fn os_user(login: &str) -> Result<(OsUser, Option<Account>), String> {
+pub(super) fn os_user(login: &str) -> Result<(OsUser, Option<Account>), SessionError> {
     let (user, groups) = users::lookup(login)?;
     let me = pty::current_uid();
     if me == 0 {
@@ -287,9 +322,10 @@ pub(super) fn os_user(login: &str) -> Result<(OsUser, Option<Account>), String> 
     } else if user.uid == me {
         Ok((user, None))
     } else {
-        Err(format!(
-            "this node runs as uid {me} and can start sessions only as that user, not as {login:?}"
-        ))
+        Err(SessionError::OtherUid {
+            me,
+            login: login.to_string(),
+        })
     }
 }
 
@@ -299,7 +335,7 @@ fn build_command(
     program: &Program,
     user: &OsUser,
     session_id: &str,
-) -> Result<std::process::Command, String> {
+) -> Result<std::process::Command, SessionError> {
     use std::os::unix::process::CommandExt;
     let mut cmd = match program {
         Program::Shell => {
@@ -317,7 +353,7 @@ fn build_command(
             let path = SFTP_SERVERS
                 .iter()
                 .find(|p| std::path::Path::new(p).exists())
-                .ok_or("the sftp subsystem needs OpenSSH's sftp-server on this node (package openssh-sftp-server)")?;
+                .ok_or(SessionError::NoSftpServer)?;
             std::process::Command::new(path)
         }
     };
@@ -375,7 +411,7 @@ async fn start_and_serve(
     req: &Requested,
     program: &Program,
     session_id: &str,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, SessionError> {
     let (user, account) = os_user(&ctx.grant.login)?;
     let cmd = build_command(ctx, req, program, &user, session_id)?;
     let interactive = req.pty.is_some() && !matches!(program, Program::Sftp);
@@ -418,7 +454,7 @@ fn start_recording(
     req: &Requested,
     program: &Program,
     session_id: &str,
-) -> Result<Recording, String> {
+) -> Result<Recording, SessionError> {
     let strict = match NodeRecording::from_mode(&ctx.grant.recording) {
         NodeRecording::Off => return Ok(None),
         // No proxy is in the path of a direct connection: the node records it itself, as
@@ -491,9 +527,7 @@ fn start_recording(
         }
         Err(e) if strict => {
             failed(format!("{e}; the session was refused"));
-            Err(format!(
-                "{e}. This session must be recorded (recording mode node-sync), so it is refused"
-            ))
+            Err(SessionError::RecordingRequired(e))
         }
         Err(e) => {
             tracing::warn!(session_id, error = %e, "session not recorded");
@@ -575,7 +609,7 @@ async fn pipe_session(
     mut cmd: std::process::Command,
     account: Option<Account>,
     mut sftp: Option<SftpAudit>,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, SessionError> {
     pty::prepare_child(
         &mut cmd,
         ChildSetup {
@@ -590,11 +624,11 @@ async fn pipe_session(
     let mut child = tokio::process::Command::from(cmd)
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("cannot start the session's program: {e}"))?;
+        .map_err(SessionError::Program)?;
     let pid = child.id().unwrap_or(0);
     let mut stdin = child.stdin.take();
-    let mut stdout = child.stdout.take().ok_or("no stdout")?;
-    let mut stderr = child.stderr.take().ok_or("no stderr")?;
+    let mut stdout = child.stdout.take().ok_or(SessionError::NoPipe("stdout"))?;
+    let mut stderr = child.stderr.take().ok_or(SessionError::NoPipe("stderr"))?;
     let out_w = writer.clone();
     let out = tokio::spawn(async move {
         let mut w = out_w.make_writer();
@@ -608,7 +642,7 @@ async fn pipe_session(
     let mut bytes_in = 0u64;
     let status = loop {
         tokio::select! {
-            st = child.wait() => break st.map_err(|e| e.to_string())?,
+            st = child.wait() => break st.map_err(SessionError::Io)?,
             msg = reader.wait() => match msg {
                 Some(ChannelMsg::Data { data }) => {
                     bytes_in += data.len() as u64;
@@ -629,7 +663,7 @@ async fn pipe_session(
                 }
                 Some(ChannelMsg::Close) | None => {
                     let _ = child.start_kill();
-                    break child.wait().await.map_err(|e| e.to_string())?;
+                    break child.wait().await.map_err(SessionError::Io)?;
                 }
                 Some(_) => {}
             },
@@ -799,18 +833,18 @@ async fn pty_session(
     size: WindowSize,
     recording: Recording,
     hosted: super::party::Hosted,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, SessionError> {
     let super::party::Hosted {
         live,
         input: mut peer_input,
         notices: mut party_notices,
         guard: _party,
     } = hosted;
-    let pair = pty::open_pty(size).map_err(|e| format!("cannot open a terminal: {e}"))?;
-    let slave = |p: &OwnedFd| -> Result<Stdio, String> {
+    let pair = pty::open_pty(size).map_err(SessionError::OpenTerminal)?;
+    let slave = |p: &OwnedFd| -> Result<Stdio, SessionError> {
         p.try_clone()
             .map(Stdio::from)
-            .map_err(|e| format!("terminal: {e}"))
+            .map_err(SessionError::Terminal)
     };
     cmd.stdin(slave(&pair.slave)?)
         .stdout(slave(&pair.slave)?)
@@ -826,11 +860,11 @@ async fn pty_session(
     let mut child = tokio::process::Command::from(cmd)
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("cannot start the shell: {e}"))?;
+        .map_err(SessionError::Shell)?;
     // Only the child holds the terminal now, so its end is seen as EIO on the master.
     drop(pair.slave);
     let pid = child.id().unwrap_or(0);
-    let master = Arc::new(Master::new(pair.master).map_err(|e| e.to_string())?);
+    let master = Arc::new(Master::new(pair.master).map_err(SessionError::Io)?);
     let out_master = master.clone();
     let out_writer = writer.clone();
     let out_rec = recording.clone();
@@ -863,7 +897,7 @@ async fn pty_session(
     let status = loop {
         let idle_deadline = idle.map(|d| last_input + d);
         tokio::select! {
-            st = child.wait() => break st.map_err(|e| e.to_string())?,
+            st = child.wait() => break st.map_err(SessionError::Io)?,
             _ = async {
                 match idle_deadline {
                     Some(d) => tokio::time::sleep_until(d).await,
@@ -875,7 +909,7 @@ async fn pty_session(
                     .write_all(b"\r\nhop: idle timeout reached; closing the session\r\n")
                     .await;
                 let _ = pty::signal_process(pid, libc::SIGHUP);
-                break child.wait().await.map_err(|e| e.to_string())?;
+                break child.wait().await.map_err(SessionError::Io)?;
             }
             why = async {
                 match &recording {
@@ -888,7 +922,7 @@ async fn pty_session(
                 );
                 let _ = writer.make_writer_ext(Some(1)).write_all(msg.as_bytes()).await;
                 let _ = pty::signal_process(pid, libc::SIGHUP);
-                break child.wait().await.map_err(|e| e.to_string())?;
+                break child.wait().await.map_err(SessionError::Io)?;
             }
             Some(data) = peer_input.recv() => {
                 // A peer's keystrokes (`hop join --mode peer`) count as the session's input.
@@ -897,7 +931,7 @@ async fn pty_session(
                     rec.input(t0.elapsed(), &data);
                 }
                 if master.write_all(&data).await.is_err() {
-                    break child.wait().await.map_err(|e| e.to_string())?;
+                    break child.wait().await.map_err(SessionError::Io)?;
                 }
             }
             Some(note) = party_notices.recv() => {
@@ -912,7 +946,7 @@ async fn pty_session(
                         rec.input(t0.elapsed(), &data);
                     }
                     if master.write_all(&data).await.is_err() {
-                        break child.wait().await.map_err(|e| e.to_string())?;
+                        break child.wait().await.map_err(SessionError::Io)?;
                     }
                 }
                 Some(ChannelMsg::WindowChange { col_width, row_height, pix_width, pix_height }) => {
@@ -929,7 +963,7 @@ async fn pty_session(
                 }
                 Some(ChannelMsg::Close) | None => {
                     let _ = pty::signal_process(pid, libc::SIGHUP);
-                    break child.wait().await.map_err(|e| e.to_string())?;
+                    break child.wait().await.map_err(SessionError::Io)?;
                 }
                 Some(_) => {}
             },

@@ -58,16 +58,32 @@ pub fn parse_groups(text: &str, login: &str, primary: u32) -> Vec<u32> {
     out
 }
 
+/// Why a login has no account here: the node's (an unreadable passwd file) or the user's (a
+/// login this node does not have).
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    #[error("cannot read {}: {source}", path.display())]
+    Unreadable {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("login {login:?} does not exist on this node")]
+    NoSuchLogin { login: String },
+}
+
 /// Looks `login` up in `/etc/passwd`, with its groups from `/etc/group`.
-pub fn lookup(login: &str) -> Result<(OsUser, Vec<u32>), String> {
+pub fn lookup(login: &str) -> Result<(OsUser, Vec<u32>), LookupError> {
     lookup_in(Path::new("/etc"), login)
 }
 
-fn lookup_in(etc: &Path, login: &str) -> Result<(OsUser, Vec<u32>), String> {
-    let passwd = std::fs::read_to_string(etc.join("passwd"))
-        .map_err(|e| format!("cannot read {}: {e}", etc.join("passwd").display()))?;
-    let user = parse_passwd(&passwd, login)
-        .ok_or_else(|| format!("login {login:?} does not exist on this node"))?;
+fn lookup_in(etc: &Path, login: &str) -> Result<(OsUser, Vec<u32>), LookupError> {
+    let path = etc.join("passwd");
+    let passwd = std::fs::read_to_string(&path)
+        .map_err(|source| LookupError::Unreadable { path, source })?;
+    let user = parse_passwd(&passwd, login).ok_or_else(|| LookupError::NoSuchLogin {
+        login: login.to_string(),
+    })?;
     let groups = std::fs::read_to_string(etc.join("group"))
         .map(|g| parse_groups(&g, login, user.gid))
         .unwrap_or_else(|_| vec![user.gid]);

@@ -119,15 +119,25 @@ impl std::fmt::Debug for DataPlane {
     }
 }
 
+/// Why io_uring cannot be used on this host (the host's configuration, not a fault of hop's).
+#[derive(Debug, thiserror::Error)]
+enum UringUnavailable {
+    #[error("kernel.io_uring_disabled = 2")]
+    DisabledBySysctl,
+    /// The kernel, a seccomp filter or a limit refused to build a runtime.
+    #[error("{0}")]
+    Refused(#[source] std::io::Error),
+}
+
 /// Whether io_uring can be used here: a runtime is built and dropped, so a kernel without it,
 /// `io_uring_disabled`, or a seccomp filter all show up as an error.
-fn probe_uring() -> Result<(), String> {
+fn probe_uring() -> Result<(), UringUnavailable> {
     if let Ok(v) = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
         && v.trim() == "2"
     {
-        return Err("kernel.io_uring_disabled = 2".into());
+        return Err(UringUnavailable::DisabledBySysctl);
     }
-    worker::probe_uring().map_err(|e| e.to_string())
+    worker::probe_uring().map_err(UringUnavailable::Refused)
 }
 
 fn bind_reuseport(addr: SocketAddr) -> anyhow::Result<socket2::Socket> {
@@ -185,7 +195,7 @@ impl DataPlane {
             KernelTlsChoice::Off => KernelTls::Off("proxy_service.kernel_tls is off".into()),
             KernelTlsChoice::Auto => match hop_platform::ktls::probe() {
                 Ok(()) => KernelTls::On,
-                Err(e) => KernelTls::Off(e),
+                Err(e) => KernelTls::Off(e.to_string()),
             },
         };
         match &kernel_tls {

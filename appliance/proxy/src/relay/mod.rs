@@ -156,10 +156,39 @@ fn not_eligible(conn: &AgentStream) -> Option<&'static str> {
     None
 }
 
+/// Why a session could not move to a worker once the move had begun (the control plane no
+/// longer holds it: the session is lost). Internal: a rustls or tokio surprise, or a cipher the
+/// eligibility check should have kept here.
+#[derive(Debug, thiserror::Error)]
+pub enum HandOffError {
+    #[error("reading buffered plaintext: {0}")]
+    BufferedPlaintext(#[source] std::io::Error),
+    #[error("taking the traffic keys from rustls: {0}")]
+    Secrets(#[source] rustls::Error),
+    #[error("{0}")]
+    Cipher(#[source] aead::UnsupportedCipher),
+    #[error("releasing the socket from tokio: {0}")]
+    Release(#[source] std::io::Error),
+}
+
+/// Why a relayed session ended with an error (the bytes it moved may be unknown).
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The move to the fast path failed half-way; the session is lost.
+    #[error("lost moving to the fast path: {0}")]
+    HandOff(#[source] HandOffError),
+    /// The worker relaying the session went away without reporting.
+    #[error("the data-plane worker stopped")]
+    WorkerStopped,
+    /// A connection of the tokio relay failed.
+    #[error("{0}")]
+    Io(#[source] std::io::Error),
+}
+
 fn take_keys(
     stream: AgentStream,
     mut pending: Vec<u8>,
-) -> Result<(std::net::TcpStream, ConnectionKeys, Vec<u8>), String> {
+) -> Result<(std::net::TcpStream, ConnectionKeys, Vec<u8>), HandOffError> {
     let (io, mut conn): (_, ServerConnection) = stream.into_inner();
     // Plaintext rustls decrypted but nobody read yet belongs to the session.
     let mut chunk = [0u8; 4096];
@@ -168,12 +197,12 @@ fn take_keys(
             Ok(0) => break,
             Ok(n) => pending.extend_from_slice(chunk.get(..n).unwrap_or_default()),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) => return Err(format!("reading buffered plaintext: {e}")),
+            Err(e) => return Err(HandOffError::BufferedPlaintext(e)),
         }
     }
     let secrets = conn
         .dangerous_extract_secrets()
-        .map_err(|e| format!("taking the traffic keys from rustls: {e}"))?;
+        .map_err(HandOffError::Secrets)?;
     let keys = ConnectionKeys {
         rx: DirectionSecret {
             seq: secrets.rx.0,
@@ -185,12 +214,9 @@ fn take_keys(
         },
     };
     // Both must be usable before the session is handed over.
-    keys.rx.record_key().map_err(|e| e.to_string())?;
-    keys.tx.record_key().map_err(|e| e.to_string())?;
-    let tcp = io
-        .into_inner()
-        .into_std()
-        .map_err(|e| format!("releasing the socket from tokio: {e}"))?;
+    keys.rx.record_key().map_err(HandOffError::Cipher)?;
+    keys.tx.record_key().map_err(HandOffError::Cipher)?;
+    let tcp = io.into_inner().into_std().map_err(HandOffError::Release)?;
     Ok((tcp, keys, pending))
 }
 
@@ -205,7 +231,7 @@ pub enum Handed {
         &'static str,
     ),
     /// Taking it over failed half-way; the session is lost.
-    Failed(String),
+    Failed(HandOffError),
 }
 
 /// Offers a session (after its Dial exchange) to worker `worker`'s fast path.
@@ -262,7 +288,7 @@ pub enum Relaying {
     /// It stays on the tokio relay ([`relay_here`]).
     Here(FramedStream<AgentStream>, FramedStream<AgentStream>),
     /// Taking it over failed half-way; the session is lost.
-    Failed(String),
+    Failed(RelayError),
 }
 
 /// Offers a session to worker `worker`'s fast path, counting where it went in `metrics`.
@@ -285,16 +311,14 @@ pub fn start(
             tracing::debug!(%remote, reason = why, "session relayed on the control plane");
             Relaying::Here(client, agent)
         }
-        Handed::Failed(e) => Relaying::Failed(format!("lost moving to the fast path: {e}")),
+        Handed::Failed(e) => Relaying::Failed(RelayError::HandOff(e)),
     }
 }
 
 /// Waits for a worker's report: the application bytes moved (up, down). A session that ended
 /// with an error still reports what it moved (the error is logged).
-pub async fn finished(report: oneshot::Receiver<RelayOutcome>) -> Result<(u64, u64), String> {
-    let outcome = report
-        .await
-        .map_err(|_| "the data-plane worker stopped".to_string())?;
+pub async fn finished(report: oneshot::Receiver<RelayOutcome>) -> Result<(u64, u64), RelayError> {
+    let outcome = report.await.map_err(|_| RelayError::WorkerStopped)?;
     if let Some(e) = &outcome.error {
         tracing::debug!(error = %e, up = outcome.up, down = outcome.down, "relayed session ended with an error");
     }
@@ -306,12 +330,12 @@ pub async fn relay_here(
     client: FramedStream<AgentStream>,
     agent: FramedStream<AgentStream>,
     idle: Option<Duration>,
-) -> Result<(u64, u64), String> {
+) -> Result<(u64, u64), RelayError> {
     let (c, c_pending) = client.into_inner();
     let (a, a_pending) = agent.into_inner();
     hop_net::tunnel::relay_with_idle_timeout(c, c_pending, a, a_pending, idle)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(RelayError::Io)
 }
 
 /// [`start`], then waits for the session's end wherever it runs.
@@ -322,7 +346,7 @@ pub async fn run_session(
     idle: Option<Duration>,
     remote: SocketAddr,
     metrics: &hop_metrics::Metrics,
-) -> Result<(u64, u64), String> {
+) -> Result<(u64, u64), RelayError> {
     match start(fast_path, client, agent, idle, remote, metrics) {
         Relaying::Worker(report) => finished(report).await,
         Relaying::Here(client, agent) => relay_here(client, agent, idle).await,

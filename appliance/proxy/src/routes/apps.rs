@@ -95,7 +95,7 @@ pub async fn serve(
     {
         Ok(a) => a,
         Err(e) => {
-            start(false, Some(&e));
+            start(false, Some(&e.to_string()));
             return refuse(&mut client, session_id, e).await;
         }
     };
@@ -136,7 +136,7 @@ pub async fn serve(
         },
     );
     let relaying = relay::start(fast_path, client, agent, idle, remote, metrics);
-    let end = move |moved: Result<(u64, u64), String>| {
+    let end = move |moved: Result<(u64, u64), relay::RelayError>| {
         if let Err(e) = &moved {
             tracing::debug!(app = %app_name, error = %e, "application session ended with an error");
         }

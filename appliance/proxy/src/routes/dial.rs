@@ -12,15 +12,38 @@ use hop_protocols::tunnel::{Dial, DialResult, Frame};
 
 use crate::dataplane::limits::ConnectionGuard;
 use crate::tunnels::{AgentStream, TunnelRegistry};
-use hop_net::tunnel::FramedStream;
+use hop_net::tunnel::{FrameIoError, FramedStream};
+
+/// Why an agent did not take a session; `what` names the resource (`node "web1"`). The words
+/// reach the user.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentDialError {
+    /// Every pooled connection of the agent is in use or it is reconnecting: a retry may work.
+    #[error("{what}: its agent has no tunnel connection available; try again")]
+    NoConnection { what: String },
+    /// The agent refused the Dial, in its own words.
+    #[error("{what}: {reason}")]
+    Refused { what: String, reason: String },
+    /// The agent answered something other than a `DialResult`, or nothing in time.
+    #[error("{what}: the agent did not answer")]
+    NoAnswer {
+        what: String,
+        #[source]
+        source: Option<FrameIoError>,
+    },
+}
 
 /// Answers the user's Dial with a refusal and its reason.
-pub async fn refuse(client: &mut FramedStream<AgentStream>, session_id: [u8; 16], error: String) {
+pub async fn refuse(
+    client: &mut FramedStream<AgentStream>,
+    session_id: [u8; 16],
+    error: impl ToString,
+) {
     let _ = client
         .write_frame(&Frame::DialResult(DialResult {
             session_id,
             ok: false,
-            error: Some(error),
+            error: Some(error.to_string()),
         }))
         .await;
 }
@@ -48,7 +71,7 @@ pub async fn dial_agent(
     session_id: [u8; 16],
     target: &str,
     client_addr: SocketAddr,
-) -> Result<(FramedStream<AgentStream>, ConnectionGuard), String> {
+) -> Result<(FramedStream<AgentStream>, ConnectionGuard), AgentDialError> {
     let (mut agent, hold) =
         dial_agent_bounded(registry, host_id, what, session_id, target, client_addr).await?;
     agent.get_mut().get_mut().0.unbound();
@@ -64,11 +87,11 @@ pub async fn dial_agent_bounded(
     session_id: [u8; 16],
     target: &str,
     client_addr: SocketAddr,
-) -> Result<(FramedStream<AgentStream>, ConnectionGuard), String> {
+) -> Result<(FramedStream<AgentStream>, ConnectionGuard), AgentDialError> {
     let Some((stream, hold)) = registry.take_data(host_id).await else {
-        return Err(format!(
-            "{what}: its agent has no tunnel connection available; try again"
-        ));
+        return Err(AgentDialError::NoConnection {
+            what: what.to_string(),
+        });
     };
     let mut agent = FramedStream::new(stream);
     let dial = Dial {
@@ -82,10 +105,17 @@ pub async fn dial_agent_bounded(
     };
     match answer {
         Ok(Frame::DialResult(r)) if r.ok => Ok((agent, hold)),
-        Ok(Frame::DialResult(r)) => Err(format!(
-            "{what}: {}",
-            r.error.unwrap_or_else(|| "the agent refused".into())
-        )),
-        Ok(_) | Err(_) => Err(format!("{what}: the agent did not answer")),
+        Ok(Frame::DialResult(r)) => Err(AgentDialError::Refused {
+            what: what.to_string(),
+            reason: r.error.unwrap_or_else(|| "the agent refused".into()),
+        }),
+        Ok(_) => Err(AgentDialError::NoAnswer {
+            what: what.to_string(),
+            source: None,
+        }),
+        Err(e) => Err(AgentDialError::NoAnswer {
+            what: what.to_string(),
+            source: Some(e),
+        }),
     }
 }

@@ -25,6 +25,7 @@ use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, Verif
 use russh::{Channel, ChannelMsg, ChannelOpenFailure};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::ssh::{SshCertRefusal, verify_user_cert};
 use crate::tunnels::NodeRoute;
 use hop_auth::AuthServer;
 use hop_auth::audit::EventKind;
@@ -201,6 +202,20 @@ async fn connect_upstream(fwd: &Forward, route: Upstream) -> anyhow::Result<Clie
     Ok(handle)
 }
 
+/// Why the proxy's SSH server refuses the client's login: the certificate must be the TLS
+/// identity's, for the login the session was opened for (the client's fault).
+#[derive(Debug, thiserror::Error)]
+enum FrontRefusal {
+    #[error("login {asked:?} differs from the {opened:?} the session was opened for")]
+    OtherLogin { asked: String, opened: String },
+    #[error(transparent)]
+    Certificate(#[from] SshCertRefusal),
+    #[error("the SSH certificate is another user's")]
+    OtherUser,
+    #[error("the certificate does not allow login {login:?}")]
+    LoginNotAllowed { login: String },
+}
+
 struct Front {
     fwd: Arc<Forward>,
     /// How to reach the node, until the user is authenticated.
@@ -209,7 +224,7 @@ struct Front {
 }
 
 impl Front {
-    fn refused(&self, why: &str) {
+    fn refused(&self, why: impl std::fmt::Display) {
         let auth = &self.fwd.auth;
         auth.emit(
             auth.event(EventKind::SshAuth, &self.fwd.identity.username)
@@ -221,28 +236,22 @@ impl Front {
     }
 
     /// The client's certificate must be this user's (the TLS identity), for this login.
-    fn admit(&self, user: &str, cert: &Certificate) -> Result<(), String> {
+    fn admit(&self, user: &str, cert: &Certificate) -> Result<(), FrontRefusal> {
         if user != self.fwd.login {
-            return Err(format!(
-                "login {user:?} differs from the {:?} the session was opened for",
-                self.fwd.login
-            ));
+            return Err(FrontRefusal::OtherLogin {
+                asked: user.to_string(),
+                opened: self.fwd.login.clone(),
+            });
         }
-        let text = cert
-            .to_openssh()
-            .map_err(|e| format!("unreadable certificate: {e}"))?;
         let auth = &self.fwd.auth;
-        let (identity, _) = hop_ca::verify_user_ssh(
-            &text,
-            &[auth.authorities().user.public()],
-            SystemTime::now(),
-        )
-        .map_err(|e| format!("certificate refused: {e}"))?;
+        let (_, identity, _) = verify_user_cert(auth, cert, SystemTime::now())?;
         if identity.username != self.fwd.identity.username {
-            return Err("the SSH certificate is another user's".into());
+            return Err(FrontRefusal::OtherUser);
         }
         if !cert.valid_principals().iter().any(|p| p == user) {
-            return Err(format!("the certificate does not allow login {user:?}"));
+            return Err(FrontRefusal::LoginNotAllowed {
+                login: user.to_string(),
+            });
         }
         Ok(())
     }

@@ -39,24 +39,38 @@ struct SessionInfo {
     server: String,
 }
 
-fn find_session(auth: &AuthServer, id: &str) -> Result<SessionInfo, String> {
-    let unknown = || format!("no session {id} is live (`hop sessions ls` lists them)");
+/// Why a session cannot be joined, before any role is asked: the user's (a wrong or stale id, a
+/// session of another kind) or the tracker store's.
+#[derive(Debug, thiserror::Error)]
+enum SessionLookupError {
+    #[error("no session {id} is live (`hop sessions ls` lists them)")]
+    NotLive { id: String },
+    #[error("cannot read the session's tracker: {0}")]
+    Tracker(#[source] TrackerError),
+    #[error("session {id} is a {kind} session; only SSH sessions can be joined")]
+    NotSsh { id: String, kind: &'static str },
+    #[error("session {id} has ended")]
+    Ended { id: String },
+}
+
+fn find_session(auth: &AuthServer, id: &str) -> Result<SessionInfo, SessionLookupError> {
+    let unknown = || SessionLookupError::NotLive { id: id.to_string() };
     let tracker = auth
         .tracker(id)
         .map_err(|e| match e {
             TrackerError::BadSessionId(_) => unknown(),
-            other => format!("cannot read the session's tracker: {other}"),
+            other => SessionLookupError::Tracker(other),
         })?
         .ok_or_else(unknown)?
         .value;
     if tracker.kind != SessionKind::Ssh {
-        return Err(format!(
-            "session {id} is a {} session; only SSH sessions can be joined",
-            tracker.kind.name()
-        ));
+        return Err(SessionLookupError::NotSsh {
+            id: id.to_string(),
+            kind: tracker.kind.name(),
+        });
     }
     if tracker.state == TrackerState::Terminated {
-        return Err(format!("session {id} has ended"));
+        return Err(SessionLookupError::Ended { id: id.to_string() });
     }
     Ok(SessionInfo {
         owner: tracker.user,
@@ -103,7 +117,7 @@ pub async fn serve(
         );
         tokio::task::spawn_blocking(
             move || -> Result<SessionInfo, (Option<SessionInfo>, String)> {
-                let info = find_session(&auth, &req_id).map_err(|e| (None, e))?;
+                let info = find_session(&auth, &req_id).map_err(|e| (None, e.to_string()))?;
                 if info.owner == id.username {
                     return Ok(info);
                 }
@@ -156,7 +170,7 @@ pub async fn serve(
         match dial_agent(&registry, &info.host_id, &what, sid, &target, remote).await {
             Ok(a) => a,
             Err(e) => {
-                event(Some(&info), Some(&e));
+                event(Some(&info), Some(&e.to_string()));
                 return refuse(&mut client, sid, e).await;
             }
         };

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hop_admission::Route;
+use hop_admission::{Refusal, Route};
 use russh::keys::Certificate;
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelOpenFailure};
@@ -25,7 +25,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::dial::dial_agent;
-use super::ssh::resolve;
+use super::ssh::{SshCertRefusal, resolve, verify_user_cert};
 use crate::admission::{Live, LiveWatch, UserCert, admit, dup_stream};
 use crate::dataplane::limits::ConnectionGuard;
 use crate::tunnels::TunnelRegistry;
@@ -131,6 +131,15 @@ impl JumpHost {
     }
 }
 
+/// Why the jump host refuses a user's certificate.
+#[derive(Debug, thiserror::Error)]
+enum JumpRefusal {
+    #[error(transparent)]
+    Certificate(#[from] SshCertRefusal),
+    #[error(transparent)]
+    Admission(#[from] Refusal),
+}
+
 struct JumpHandler {
     jump: Arc<JumpHost>,
     remote: SocketAddr,
@@ -140,7 +149,7 @@ struct JumpHandler {
 }
 
 impl JumpHandler {
-    fn refused(&self, user: &str, server: &str, why: &str) {
+    fn refused(&self, user: &str, server: &str, why: impl std::fmt::Display) {
         let auth = &self.jump.auth;
         auth.emit(
             auth.event(EventKind::SshAuth, user)
@@ -152,20 +161,15 @@ impl JumpHandler {
     }
 
     /// Checks a user certificate: the cluster's user CA, then admission on the jump route.
-    fn admit(&self, cert: &Certificate) -> Result<UserCert, String> {
-        let text = cert
-            .to_openssh()
-            .map_err(|e| format!("unreadable certificate: {e}"))?;
+    fn admit(&self, cert: &Certificate) -> Result<UserCert, JumpRefusal> {
         let auth = &self.jump.auth;
-        let (identity, expires) =
-            hop_ca::verify_user_ssh(&text, &[auth.authorities().user.public()], auth.now())
-                .map_err(|e| format!("certificate refused: {e}"))?;
+        let (text, identity, expires) = verify_user_cert(auth, cert, auth.now())?;
         let cert = UserCert {
             identity,
             issued_at: hop_ca::ssh_issued_at(&text).unwrap_or(std::time::UNIX_EPOCH),
             expires,
         };
-        admit(auth, &cert, None, Route::JumpHost, self.remote).map_err(|r| r.to_string())?;
+        admit(auth, &cert, None, Route::JumpHost, self.remote)?;
         Ok(cert)
     }
 }
@@ -276,7 +280,7 @@ impl russh::server::Handler for JumpHandler {
         let admitted = match admit(&jump.auth, &cert, None, Route::JumpHost, self.remote) {
             Ok(a) => a,
             Err(refusal) => {
-                self.refused(&identity.username, &node.name, &refusal.to_string());
+                self.refused(&identity.username, &node.name, refusal);
                 reply
                     .reject(ChannelOpenFailure::AdministrativelyProhibited)
                     .await;

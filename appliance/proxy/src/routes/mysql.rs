@@ -17,7 +17,7 @@ use hop_protocols::mysql::{self, ClientHandshake, Handshake, OkPacket};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::dial::dial_agent;
-use super::postgres::DbRoutes;
+use super::postgres::{DbRefusal, DbRoutes};
 use crate::admission::{Live, LiveWatch, UserCert, dup_stream};
 use crate::tunnels::DbRoute;
 use hop_api::dial::db::DbDial;
@@ -163,7 +163,7 @@ where
     let (route, admitted) = match check(&routes, &cert, &service, &db_user, &db_name, remote) {
         Ok(r) => r,
         Err(e) => {
-            let _ = client.write_all(&refuse(&e)).await;
+            let _ = client.write_all(&refuse(&e.to_string())).await;
             return;
         }
     };
@@ -200,7 +200,7 @@ where
         Err(e) => {
             routes.auth.metrics().db_sessions_refused.inc();
             let _ = client
-                .write_all(&err_packet(reply, ACCESS_DENIED, "28000", &e))
+                .write_all(&err_packet(reply, ACCESS_DENIED, "28000", &e.to_string()))
                 .await;
             return;
         }
@@ -264,14 +264,15 @@ fn check(
     db_user: &str,
     db_name: &str,
     remote: SocketAddr,
-) -> Result<(DbRoute, Admitted), String> {
+) -> Result<(DbRoute, Admitted), DbRefusal> {
     let (route, admitted) =
         super::postgres::find_route(routes, cert, service, Route::MySql, remote)?;
     if route.protocol() != "mysql" {
-        return Err(format!(
-            "database {service:?} speaks {}, not MySQL",
-            route.protocol()
-        ));
+        return Err(DbRefusal::OtherProtocol {
+            service: service.to_string(),
+            speaks: route.protocol().to_string(),
+            asked: "MySQL",
+        });
     }
     super::postgres::check_roles(&admitted, &route, service, db_user, db_name)?;
     Ok((route, admitted))

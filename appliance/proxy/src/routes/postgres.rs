@@ -15,9 +15,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hop_admission::{Admitted, Route};
+use hop_admission::{Admitted, Refusal, Route};
 use hop_ca::Identity;
 use hop_protocols::postgres::{self, BackendMessage, StartupPacket};
+use hop_rbac::AccessDenied;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -234,7 +235,7 @@ pub async fn serve(
         Ok(r) => r,
         Err(e) => {
             let _ = client
-                .write_all(&refuse(Some(&identity), &service, &e))
+                .write_all(&refuse(Some(&identity), &service, &e.to_string()))
                 .await;
             return;
         }
@@ -267,7 +268,9 @@ pub async fn serve(
         Err(e) => {
             // The agent reported its own failure (and audited it); say it to the client.
             routes.auth.metrics().db_sessions_refused.inc();
-            let _ = client.write_all(&fatal(SQLSTATE_UNAVAILABLE, &e)).await;
+            let _ = client
+                .write_all(&fatal(SQLSTATE_UNAVAILABLE, &e.to_string()))
+                .await;
             return;
         }
     };
@@ -323,6 +326,33 @@ pub async fn serve(
     }
 }
 
+/// Why the proxy refuses a database session before dialing the agent; the words are the
+/// client's error message.
+#[derive(Debug, thiserror::Error)]
+pub enum DbRefusal {
+    /// Admission said no (locked user, expired certificate, …).
+    #[error(transparent)]
+    Admission(#[from] Refusal),
+    #[error(
+        "database {service:?} is not available: no connected agent serves it (`hop db ls` lists the databases)"
+    )]
+    NotServed { service: String },
+    /// The client spoke another protocol than the database's.
+    #[error("database {service:?} speaks {speaks}, not {asked}")]
+    OtherProtocol {
+        service: String,
+        speaks: String,
+        asked: &'static str,
+    },
+    /// The roles do not allow this database user or name there.
+    #[error("access to database {service:?} denied: {source}")]
+    Denied {
+        service: String,
+        #[source]
+        source: AccessDenied,
+    },
+}
+
 /// The proxy's RBAC decision for one connection; the refusal is the client's error message.
 fn check(
     routes: &DbRoutes,
@@ -331,13 +361,14 @@ fn check(
     db_user: &str,
     db_name: &str,
     remote: SocketAddr,
-) -> Result<(DbRoute, Admitted), String> {
+) -> Result<(DbRoute, Admitted), DbRefusal> {
     let (route, admitted) = find_route(routes, cert, service, Route::Postgres, remote)?;
     if route.protocol() != "postgres" {
-        return Err(format!(
-            "database {service:?} speaks {}, not PostgreSQL",
-            route.protocol()
-        ));
+        return Err(DbRefusal::OtherProtocol {
+            service: service.to_string(),
+            speaks: route.protocol().to_string(),
+            asked: "PostgreSQL",
+        });
     }
     check_roles(&admitted, &route, service, db_user, db_name)?;
     Ok((route, admitted))
@@ -350,17 +381,15 @@ pub fn find_route(
     service: &str,
     route: Route,
     remote: SocketAddr,
-) -> Result<(DbRoute, Admitted), String> {
-    let admitted = admit(&routes.auth, cert, None, route, remote).map_err(|r| r.to_string())?;
+) -> Result<(DbRoute, Admitted), DbRefusal> {
+    let admitted = admit(&routes.auth, cert, None, route, remote)?;
     let found = routes
         .registry
         .databases()
         .into_iter()
         .find(|d| d.name == service)
-        .ok_or_else(|| {
-            format!(
-                "database {service:?} is not available: no connected agent serves it (`hop db ls` lists the databases)"
-            )
+        .ok_or_else(|| DbRefusal::NotServed {
+            service: service.to_string(),
         })?;
     Ok((found, admitted))
 }
@@ -372,11 +401,14 @@ pub fn check_roles(
     service: &str,
     db_user: &str,
     db_name: &str,
-) -> Result<(), String> {
+) -> Result<(), DbRefusal> {
     admitted
         .checker()
         .check_database(&route.labels, db_name, db_user)
-        .map_err(|d| format!("access to database {service:?} denied: {d}"))
+        .map_err(|source| DbRefusal::Denied {
+            service: service.to_string(),
+            source,
+        })
 }
 
 /// Passes the agent's start-up answers to the client until the session is ready, replacing the

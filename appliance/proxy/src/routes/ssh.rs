@@ -12,7 +12,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hop_admission::Route;
+use hop_admission::{Refusal, Route};
+use hop_rbac::AccessDenied;
 
 use hop_protocols::tunnel::Frame;
 
@@ -24,40 +25,111 @@ use hop_auth::audit::EventKind;
 use hop_auth::inventory::all_nodes;
 use hop_net::tunnel::FramedStream;
 
+/// A Dial target that is not `login@host[:port]` (the client's fault).
+#[derive(Debug, thiserror::Error)]
+#[error("SSH target {target:?} must be login@host")]
+pub struct BadSshTarget {
+    pub target: String,
+}
+
+/// Why a host name names no single connected node (the user's to fix).
+#[derive(Debug, thiserror::Error)]
+pub enum NodeLookupError {
+    #[error(
+        "node {host:?} is not connected to this cluster (`hop ls` lists the nodes you can reach)"
+    )]
+    NotConnected { host: String },
+    /// Several nodes answer to the name; `matches` lists each as `name host_id`.
+    #[error("{host:?} is ambiguous: {} nodes have that name ({}); use the host id", .matches.len(), .matches.join(", "))]
+    Ambiguous { host: String, matches: Vec<String> },
+}
+
+/// Why the proxy refuses a user's SSH session before any byte reaches the node.
+#[derive(Debug, thiserror::Error)]
+pub enum SshRefusal {
+    /// Admission said no (locked user, expired certificate, …).
+    #[error(transparent)]
+    Admission(#[from] Refusal),
+    /// The user's roles do not allow this login on this node.
+    #[error("access to node {node:?} denied: {source}")]
+    NodeDenied {
+        node: String,
+        #[source]
+        source: AccessDenied,
+    },
+    /// The certificate does not carry the login (it may predate a role change).
+    #[error(
+        "login {login:?} is not allowed for user {user:?} (allowed: {allowed}); if it was added since, run `hop login` again"
+    )]
+    LoginNotInCertificate {
+        login: String,
+        user: String,
+        allowed: String,
+    },
+}
+
+/// Why the proxy's SSH server refuses a user certificate a client presented (the client's).
+#[derive(Debug, thiserror::Error)]
+pub enum SshCertRefusal {
+    #[error("unreadable certificate: {0}")]
+    Unreadable(#[source] russh::keys::ssh_key::Error),
+    /// Not signed by this cluster's user CA, expired, or not a user certificate.
+    #[error("certificate refused: {0}")]
+    NotTrusted(#[source] hop_ca::CaError),
+}
+
+/// A user certificate presented to the proxy's SSH server, checked against the cluster's user
+/// CA at `now`: its OpenSSH text, the identity it carries and when it expires.
+pub fn verify_user_cert(
+    auth: &AuthServer,
+    cert: &russh::keys::Certificate,
+    now: std::time::SystemTime,
+) -> Result<(String, hop_ca::Identity, std::time::SystemTime), SshCertRefusal> {
+    let text = cert.to_openssh().map_err(SshCertRefusal::Unreadable)?;
+    let (identity, expires) =
+        hop_ca::verify_user_ssh(&text, &[auth.authorities().user.public()], now)
+            .map_err(SshCertRefusal::NotTrusted)?;
+    Ok((text, identity, expires))
+}
+
 /// Splits `login@host[:port]`.
-pub fn parse_target(t: &str) -> Result<(String, String), String> {
-    let (login, rest) = t
-        .split_once('@')
-        .ok_or_else(|| format!("SSH target {t:?} must be login@host"))?;
+pub fn parse_target(t: &str) -> Result<(String, String), BadSshTarget> {
+    let bad = || BadSshTarget {
+        target: t.to_string(),
+    };
+    let (login, rest) = t.split_once('@').ok_or_else(bad)?;
     let host = match rest.rsplit_once(':') {
         Some((h, p)) if p.parse::<u16>().is_ok() => h,
         _ => rest,
     };
     if login.is_empty() || host.is_empty() {
-        return Err(format!("SSH target {t:?} must be login@host"));
+        return Err(bad());
     }
     Ok((login.to_string(), host.to_string()))
 }
 
 /// The one node `host` names, or a readable error.
-pub fn resolve(nodes: &[NodeRoute], host: &str, cluster: &str) -> Result<NodeRoute, String> {
+pub fn resolve(
+    nodes: &[NodeRoute],
+    host: &str,
+    cluster: &str,
+) -> Result<NodeRoute, NodeLookupError> {
     let matches: Vec<&NodeRoute> = nodes
         .iter()
         .filter(|n| n.answers_to(host, cluster))
         .collect();
     match matches.as_slice() {
-        [] => Err(format!(
-            "node {host:?} is not connected to this cluster (`hop ls` lists the nodes you can reach)"
-        )),
+        [] => Err(NodeLookupError::NotConnected {
+            host: host.to_string(),
+        }),
         [one] => Ok((*one).clone()),
-        many => Err(format!(
-            "{host:?} is ambiguous: {} nodes have that name ({}); use the host id",
-            many.len(),
-            many.iter()
+        many => Err(NodeLookupError::Ambiguous {
+            host: host.to_string(),
+            matches: many
+                .iter()
                 .map(|n| format!("{} {}", n.name, n.host_id))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
+                .collect(),
+        }),
     }
 }
 
@@ -79,7 +151,7 @@ pub async fn serve(
         Ok(_) | Err(_) => return,
     };
     let session_id = dial.session_id;
-    let refused = |login: &str, node: &str, e: &str| {
+    let refused = |login: &str, node: &str, e: &dyn std::fmt::Display| {
         auth.emit(
             auth.event(EventKind::SshAuth, &identity.username)
                 .remote(Some(remote))
@@ -224,19 +296,22 @@ fn check(
     login: &str,
     route: Route,
     remote: SocketAddr,
-) -> Result<bool, String> {
+) -> Result<bool, SshRefusal> {
     let identity = &cert.identity;
-    let admitted = admit(auth, cert, Some(login), route, remote).map_err(|r| r.to_string())?;
+    let admitted = admit(auth, cert, Some(login), route, remote)?;
     let checker = admitted.checker();
     checker
         .check_node_login(&node.labels, login)
-        .map_err(|e| format!("access to node {:?} denied: {e}", node.name))?;
+        .map_err(|source| SshRefusal::NodeDenied {
+            node: node.name.clone(),
+            source,
+        })?;
     if !identity.logins.iter().any(|l| l == login) {
-        return Err(format!(
-            "login {login:?} is not allowed for user {:?} (allowed: {}); if it was added since, run `hop login` again",
-            identity.username,
-            identity.logins.join(", ")
-        ));
+        return Err(SshRefusal::LoginNotInCertificate {
+            login: login.to_string(),
+            user: identity.username.clone(),
+            allowed: identity.logins.join(", "),
+        });
     }
     Ok(checker.disconnect_expired_cert())
 }
@@ -285,7 +360,7 @@ mod tests {
             resolve(&nodes, "id-2.c.test", "c.test").unwrap().host_id,
             "id-2"
         );
-        let e = resolve(&nodes, "db", "c.test").unwrap_err();
+        let e = resolve(&nodes, "db", "c.test").unwrap_err().to_string();
         assert!(
             e.contains("ambiguous") && e.contains("id-2") && e.contains("id-3"),
             "{e}"
@@ -293,6 +368,7 @@ mod tests {
         assert!(
             resolve(&nodes, "nope", "c.test")
                 .unwrap_err()
+                .to_string()
                 .contains("hop ls")
         );
     }
