@@ -91,7 +91,7 @@ impl Shared {
     ) -> anyhow::Result<tokio_rustls::client::TlsStream<TcpStream>> {
         let id = self.identity.read().await.clone();
         let cfg = Arc::new(client_config(&id.trust(), Some(&id.cert), alpn)?);
-        dial_proxy(&self.settings.proxy, cfg).await
+        Ok(dial_proxy(&self.settings.proxy, cfg).await?)
     }
 
     fn hello(&self, host_id: &str) -> Frame {
@@ -123,7 +123,9 @@ impl Shared {
             let me = me.clone();
             Box::pin(async move {
                 let id = me.identity.read().await.clone();
-                hop_net::connect::tls_channel(&me.settings.proxy, &id.trust(), Some(&id.cert)).await
+                hop_net::connect::tls_channel(&me.settings.proxy, &id.trust(), Some(&id.cert))
+                    .await
+                    .map_err(anyhow::Error::from)
             })
         })
     }

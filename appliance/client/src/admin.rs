@@ -26,13 +26,13 @@ use hop_net::connect::{admin_socket_channel, status_error, tls_channel};
 async fn channel(args: &AdminArgs) -> anyhow::Result<Channel> {
     if let Some(addr) = &args.auth_server {
         let login = profile::current_login()?;
-        return tls_channel(addr, &login.trust, Some(&login.cert)).await;
+        return Ok(tls_channel(addr, &login.trust, Some(&login.cert)).await?);
     }
     let dir = args
         .data_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-    admin_socket_channel(dir.join(ADMIN_SOCKET)).await
+    Ok(admin_socket_channel(dir.join(ADMIN_SOCKET)).await?)
 }
 
 /// Prints rows as an aligned table with a header.

@@ -116,7 +116,10 @@ pub fn save_profile(home: &Path, p: &Profile) -> anyhow::Result<()> {
         &paths.profile(),
         serde_json::to_string_pretty(p)?.as_bytes(),
     )?;
-    write_private(&home.join("current"), slug(&p.proxy).as_bytes())
+    Ok(write_private(
+        &home.join("current"),
+        slug(&p.proxy).as_bytes(),
+    )?)
 }
 
 /// The current profile, or a message telling the user to log in.

@@ -15,6 +15,19 @@ use tokio::sync::watch;
 
 use crate::Metrics;
 
+/// Why the diagnostics server stopped or never started: the address cannot be bound (taken, or
+/// not this host's: the configuration's), or serving failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DiagError {
+    #[error("cannot listen on diagnostics address {addr}: {cause}")]
+    Bind {
+        addr: SocketAddr,
+        cause: std::io::Error,
+    },
+    #[error(transparent)]
+    Serve(#[from] std::io::Error),
+}
+
 #[derive(Clone)]
 struct DiagState {
     metrics: Arc<Metrics>,
@@ -27,10 +40,10 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     proxy_expected: bool,
     mut shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
+) -> Result<(), DiagError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on diagnostics address {addr}: {e}"))?;
+        .map_err(|cause| DiagError::Bind { addr, cause })?;
     tracing::info!(%addr, "diagnostics listening (/healthz, /readyz, /metrics)");
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

@@ -8,40 +8,113 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, anyhow};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::trust::{ClientCert, Trust, client_config, not_the_proxy};
+use crate::trust::{ClientCert, Trust, TrustError, client_config, not_the_proxy};
+use crate::tunnel::FrameIoError;
+
+/// A proxy address that is not `host[:port]` (the user's or the configuration's to fix).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    #[error("invalid address {addr:?}")]
+    Invalid { addr: String },
+    #[error("invalid port in {addr:?}")]
+    InvalidPort { addr: String },
+    #[error("empty proxy address")]
+    Empty,
+}
+
+/// Why no connection to the proxy (or the admin socket) was made, or the proxy refused the
+/// session asked for. Causes whose words are already in the message are kept as fields, not as
+/// sources, so that error chains do not repeat them.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Address(#[from] AddressError),
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+    /// The host cannot be a TLS server name.
+    #[error("invalid proxy host {host:?}")]
+    InvalidHost { host: String },
+    #[error("invalid proxy host name {host:?}")]
+    InvalidHostName { host: String },
+    /// TCP or TLS to the proxy failed (or timed out, or the server is not the proxy).
+    #[error("cannot reach the proxy at {addr}: {cause}")]
+    Unreachable { addr: String, cause: std::io::Error },
+    /// The gRPC channel through the proxy did not come up; the message holds every cause.
+    #[error("cannot reach the proxy at {addr}: {}", error_chain(cause))]
+    NoChannel {
+        addr: String,
+        cause: tonic::transport::Error,
+    },
+    #[error(
+        "no admin socket at {}: is `hop start` running with this data dir? (use --data-dir or HOP_DATA_DIR)",
+        path.display()
+    )]
+    NoAdminSocket { path: PathBuf },
+    #[error("cannot connect to the admin socket {}", path.display())]
+    AdminSocket {
+        path: PathBuf,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// Sending the Dial or reading the proxy's answer failed.
+    #[error(transparent)]
+    Frame(#[from] FrameIoError),
+    /// The proxy (or the agent behind it) refused the session, in its own words.
+    #[error("{reason}")]
+    SessionRefused { reason: String },
+    #[error("unexpected frame {frame_type} from the proxy")]
+    UnexpectedFrame { frame_type: u8 },
+}
+
+/// An Auth API call answered with an error: the server's own words (see [`status_error`]).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    /// The proxy or Auth did not answer (a transport failure without words).
+    #[error("the cluster is unavailable")]
+    Unavailable,
+    /// The proxy or Auth did not answer; `causes` is the status's chain of causes.
+    #[error("the cluster is unavailable: {causes}")]
+    UnavailableBecause { causes: String },
+    /// Auth answered `code` with `message` (a refusal, a bad request, an internal error).
+    #[error("{message}")]
+    Refused { code: tonic::Code, message: String },
+}
 
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Splits `host:port` (`[v6]:port` too); a missing port means 3080.
-pub fn split_host_port(addr: &str) -> anyhow::Result<(String, u16)> {
+pub fn split_host_port(addr: &str) -> Result<(String, u16), AddressError> {
     let addr = addr
         .trim()
         .trim_start_matches("https://")
         .trim_end_matches('/');
     if let Some(rest) = addr.strip_prefix('[') {
-        let (host, port) = rest
-            .split_once(']')
-            .ok_or_else(|| anyhow!("invalid address {addr:?}"))?;
+        let (host, port) = rest.split_once(']').ok_or_else(|| AddressError::Invalid {
+            addr: addr.to_string(),
+        })?;
         let port = port
             .strip_prefix(':')
             .map(str::parse)
             .transpose()
-            .map_err(|_| anyhow!("invalid port in {addr:?}"))?;
+            .map_err(|_| AddressError::InvalidPort {
+                addr: addr.to_string(),
+            })?;
         return Ok((host.to_string(), port.unwrap_or(3080)));
     }
     match addr.rsplit_once(':') {
         Some((h, p)) => Ok((
             h.to_string(),
-            p.parse().map_err(|_| anyhow!("invalid port in {addr:?}"))?,
+            p.parse().map_err(|_| AddressError::InvalidPort {
+                addr: addr.to_string(),
+            })?,
         )),
         None if !addr.is_empty() => Ok((addr.to_string(), 3080)),
-        None => Err(anyhow!("empty proxy address")),
+        None => Err(AddressError::Empty),
     }
 }
 
@@ -84,13 +157,19 @@ pub async fn dial_tls(
 }
 
 /// [`dial_tls`] to a proxy address (`host:port`).
-pub async fn dial_proxy(addr: &str, cfg: Arc<rustls::ClientConfig>) -> anyhow::Result<ProxyStream> {
+pub async fn dial_proxy(
+    addr: &str,
+    cfg: Arc<rustls::ClientConfig>,
+) -> Result<ProxyStream, ConnectError> {
     let (host, port) = split_host_port(addr)?;
-    let name =
-        ServerName::try_from(host.clone()).map_err(|_| anyhow!("invalid proxy host {host:?}"))?;
+    let name = ServerName::try_from(host.clone())
+        .map_err(|_| ConnectError::InvalidHost { host: host.clone() })?;
     dial_tls(&host, port, name, cfg)
         .await
-        .map_err(|e| anyhow!("cannot reach the proxy at {addr}: {e}"))
+        .map_err(|cause| ConnectError::Unreachable {
+            addr: addr.to_string(),
+            cause,
+        })
 }
 
 /// A channel to the Auth API through the proxy at `addr`.
@@ -98,11 +177,11 @@ pub async fn tls_channel(
     addr: &str,
     trust: &Trust,
     client_cert: Option<&ClientCert>,
-) -> anyhow::Result<Channel> {
+) -> Result<Channel, ConnectError> {
     let (host, port) = split_host_port(addr)?;
     let cfg = Arc::new(client_config(trust, client_cert, b"hop-auth")?);
     let server_name = ServerName::try_from(host.clone())
-        .map_err(|_| anyhow!("invalid proxy host name {host:?}"))?;
+        .map_err(|_| ConnectError::InvalidHostName { host: host.clone() })?;
     let connector = tower::service_fn(move |_uri| {
         let (host, cfg, server_name) = (host.clone(), cfg.clone(), server_name.clone());
         async move {
@@ -114,16 +193,16 @@ pub async fn tls_channel(
         .timeout(REQUEST_TIMEOUT)
         .connect_with_connector(connector)
         .await
-        .map_err(|e| anyhow!("cannot reach the proxy at {addr}: {}", error_chain(&e)))
+        .map_err(|cause| ConnectError::NoChannel {
+            addr: addr.to_string(),
+            cause,
+        })
 }
 
 /// A channel over the admin socket of a local data dir.
-pub async fn admin_socket_channel(path: PathBuf) -> anyhow::Result<Channel> {
+pub async fn admin_socket_channel(path: PathBuf) -> Result<Channel, ConnectError> {
     if !path.exists() {
-        return Err(anyhow!(
-            "no admin socket at {}: is `hop start` running with this data dir? (use --data-dir or HOP_DATA_DIR)",
-            path.display()
-        ));
+        return Err(ConnectError::NoAdminSocket { path });
     }
     let p = path.clone();
     let connector = tower::service_fn(move |_uri| {
@@ -134,7 +213,7 @@ pub async fn admin_socket_channel(path: PathBuf) -> anyhow::Result<Channel> {
         .timeout(REQUEST_TIMEOUT)
         .connect_with_connector(connector)
         .await
-        .with_context(|| format!("cannot connect to the admin socket {}", path.display()))
+        .map_err(|source| ConnectError::AdminSocket { path, source })
 }
 
 /// The full chain of causes, joined, for errors that hide the useful part several levels down.
@@ -152,15 +231,15 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Turns a gRPC status into a one-line error with the server's own words.
-pub fn status_error(s: tonic::Status) -> anyhow::Error {
+pub fn status_error(s: tonic::Status) -> ApiError {
     use tonic::Code;
     let msg = s.message().to_string();
     match s.code() {
-        Code::Unavailable | Code::Unknown if msg.is_empty() => {
-            anyhow!("the cluster is unavailable")
-        }
-        Code::Unavailable => anyhow!("the cluster is unavailable: {}", error_chain(&s)),
-        _ => anyhow!("{msg}"),
+        Code::Unavailable | Code::Unknown if msg.is_empty() => ApiError::Unavailable,
+        Code::Unavailable => ApiError::UnavailableBecause {
+            causes: error_chain(&s),
+        },
+        code => ApiError::Refused { code, message: msg },
     }
 }
 
@@ -172,7 +251,7 @@ pub async fn open_session(
     cfg: Arc<rustls::ClientConfig>,
     target: &str,
     client: std::net::SocketAddr,
-) -> anyhow::Result<(ProxyStream, Vec<u8>)> {
+) -> Result<(ProxyStream, Vec<u8>), ConnectError> {
     use hop_protocols::tunnel::{Dial, Frame};
     let tls = dial_proxy(proxy, cfg).await?;
     let mut framed = crate::tunnel::FramedStream::new(tls);
@@ -187,15 +266,14 @@ pub async fn open_session(
         .await?;
     match framed.read_frame(Duration::from_secs(30)).await? {
         Frame::DialResult(r) if r.ok => Ok(framed.into_inner()),
-        Frame::DialResult(r) => Err(anyhow!(
-            "{}",
-            r.error
-                .unwrap_or_else(|| "the proxy refused the session".into())
-        )),
-        other => Err(anyhow!(
-            "unexpected frame {} from the proxy",
-            other.frame_type()
-        )),
+        Frame::DialResult(r) => Err(ConnectError::SessionRefused {
+            reason: r
+                .error
+                .unwrap_or_else(|| "the proxy refused the session".into()),
+        }),
+        other => Err(ConnectError::UnexpectedFrame {
+            frame_type: other.frame_type(),
+        }),
     }
 }
 

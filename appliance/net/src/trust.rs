@@ -14,14 +14,35 @@
 
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail};
 use hop_ca::HostRole;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, Error as TlsError, RootCertStore, SignatureScheme};
 
-use crate::pem::{parse_chain, parse_key, provider};
+use crate::pem::{PemError, parse_chain, parse_key, provider};
+
+/// Why no TLS client configuration could be built: the user's input (a malformed pin, an
+/// unusable login certificate), saved or system trust material, or rustls refusing the setup.
+/// Causes whose words are already in the message are kept as fields, not as sources, so that
+/// error chains do not repeat them.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    #[error("--ca-pin: expected sha256:<64 hex digits>, got {pin:?}")]
+    BadPin { pin: String },
+    #[error(transparent)]
+    Pem(#[from] PemError),
+    #[error("saved CA certificate: {cause}")]
+    SavedCa { cause: TlsError },
+    #[error(transparent)]
+    Verifier(#[from] rustls::client::VerifierBuilderError),
+    #[error("no system CA certificates found; pass --ca-pin (printed by `hop start`)")]
+    NoSystemRoots,
+    #[error("TLS versions: {cause}")]
+    Versions { cause: TlsError },
+    #[error("your login certificate is unusable: {cause}")]
+    ClientCertificate { cause: TlsError },
+}
 
 /// What the client trusts.
 #[derive(Debug, Clone)]
@@ -37,14 +58,15 @@ pub enum Trust {
 }
 
 /// Normalizes a pin as typed: accepts `sha256:HEX` (case-insensitive).
-pub fn normalize_pin(pin: &str) -> anyhow::Result<String> {
+pub fn normalize_pin(pin: &str) -> Result<String, TrustError> {
     let p = pin.trim();
+    let bad = || TrustError::BadPin { pin: p.to_string() };
     let hex_part = p
         .strip_prefix("sha256:")
         .or_else(|| p.strip_prefix("SHA256:"))
-        .ok_or_else(|| anyhow!("--ca-pin: expected sha256:<64 hex digits>, got {p:?}"))?;
+        .ok_or_else(bad)?;
     if hex_part.len() != 64 || !hex_part.chars().all(|c| c.is_ascii_hexdigit()) {
-        bail!("--ca-pin: expected sha256:<64 hex digits>, got {p:?}");
+        return Err(bad());
     }
     Ok(format!("sha256:{}", hex_part.to_ascii_lowercase()))
 }
@@ -242,12 +264,12 @@ pub fn client_config(
     trust: &Trust,
     client_cert: Option<&ClientCert>,
     alpn: &[u8],
-) -> anyhow::Result<rustls::ClientConfig> {
+) -> Result<rustls::ClientConfig, TrustError> {
     build(proxy_verifier(trust)?, client_cert, alpn)
 }
 
 /// The verifier of connections to the proxy: `trust`'s chain check after [`check_proxy_role`].
-fn proxy_verifier(trust: &Trust) -> anyhow::Result<Arc<dyn ServerCertVerifier>> {
+fn proxy_verifier(trust: &Trust) -> Result<Arc<dyn ServerCertVerifier>, TrustError> {
     Ok(match trust {
         Trust::Insecure => verifier(trust)?,
         _ => Arc::new(ProxyOnly {
@@ -262,12 +284,12 @@ pub fn server_client_config(
     trust: &Trust,
     client_cert: Option<&ClientCert>,
     alpn: &[u8],
-) -> anyhow::Result<rustls::ClientConfig> {
+) -> Result<rustls::ClientConfig, TrustError> {
     build(verifier(trust)?, client_cert, alpn)
 }
 
 /// The chain check `trust` asks for.
-fn verifier(trust: &Trust) -> anyhow::Result<Arc<dyn ServerCertVerifier>> {
+fn verifier(trust: &Trust) -> Result<Arc<dyn ServerCertVerifier>, TrustError> {
     let provider = provider();
     Ok(match trust {
         Trust::Pin(pin) => Arc::new(CustomVerifier {
@@ -283,7 +305,7 @@ fn verifier(trust: &Trust) -> anyhow::Result<Arc<dyn ServerCertVerifier>> {
             for c in parse_chain(pem)? {
                 roots
                     .add(c)
-                    .map_err(|e| anyhow!("saved CA certificate: {e}"))?;
+                    .map_err(|cause| TrustError::SavedCa { cause })?;
             }
             WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()?
@@ -295,7 +317,7 @@ fn verifier(trust: &Trust) -> anyhow::Result<Arc<dyn ServerCertVerifier>> {
                 let _ = roots.add(c);
             }
             if roots.is_empty() {
-                bail!("no system CA certificates found; pass --ca-pin (printed by `hop start`)");
+                return Err(TrustError::NoSystemRoots);
             }
             WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()?
@@ -307,17 +329,17 @@ fn build(
     verifier: Arc<dyn ServerCertVerifier>,
     client_cert: Option<&ClientCert>,
     alpn: &[u8],
-) -> anyhow::Result<rustls::ClientConfig> {
+) -> Result<rustls::ClientConfig, TrustError> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| anyhow!("TLS versions: {e}"))?;
+        .map_err(|cause| TrustError::Versions { cause })?;
     let builder = builder
         .dangerous()
         .with_custom_certificate_verifier(verifier);
     let mut cfg = match client_cert {
         Some(cc) => builder
             .with_client_auth_cert(parse_chain(&cc.chain_pem)?, parse_key(&cc.key_pem)?)
-            .map_err(|e| anyhow!("your login certificate is unusable: {e}"))?,
+            .map_err(|cause| TrustError::ClientCertificate { cause })?,
         None => builder.with_no_client_auth(),
     };
     if !alpn.is_empty() {
