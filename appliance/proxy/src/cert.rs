@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use anyhow::anyhow;
 use arc_swap::ArcSwapOption;
 use hop_ca::HostRole;
 use tokio::sync::watch;
@@ -39,6 +38,18 @@ pub struct ProxyCertificate {
     pub client_cas: Vec<String>,
 }
 
+/// Why the proxy's certificate could not be (re)loaded; the one in use stays.
+#[derive(Debug, thiserror::Error)]
+pub enum CertLoadError {
+    #[error(transparent)]
+    Tls(#[from] tls::ProxyTlsError),
+    /// The issuing task panicked or was cancelled.
+    #[error(transparent)]
+    Task(#[from] tokio::task::JoinError),
+    #[error("cannot issue the proxy certificate: {cause}")]
+    Issue { cause: hop_auth::AuthError },
+}
+
 fn mtimes(cert: &PathBuf, key: &PathBuf) -> Option<(SystemTime, SystemTime)> {
     let m = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     Some((m(cert)?, m(key)?))
@@ -46,7 +57,7 @@ fn mtimes(cert: &PathBuf, key: &PathBuf) -> Option<(SystemTime, SystemTime)> {
 
 impl ProxyCertificate {
     /// Builds a server configuration from the current source.
-    pub async fn load(&self) -> anyhow::Result<rustls::ServerConfig> {
+    pub async fn load(&self) -> Result<rustls::ServerConfig, CertLoadError> {
         let (key_pem, chain_pem) = match &self.source {
             CertSource::Files { cert, key } => tls::load_files(cert, key)?,
             CertSource::Issued {
@@ -59,10 +70,10 @@ impl ProxyCertificate {
                     a.issue_host_tls(&id, HostRole::Proxy, &n, ISSUED_TTL)
                 })
                 .await?
-                .map_err(|e| anyhow!("cannot issue the proxy certificate: {e}"))?
+                .map_err(|cause| CertLoadError::Issue { cause })?
             }
         };
-        tls::server_config(&chain_pem, &key_pem, &self.client_cas)
+        Ok(tls::server_config(&chain_pem, &key_pem, &self.client_cas)?)
     }
 
     /// Reloads on SIGHUP, when operator files change, and before an issued certificate expires.
@@ -111,7 +122,7 @@ impl ProxyCertificate {
                     tracing::info!(reason, "proxy certificate reloaded");
                 }
                 Err(e) => {
-                    tracing::error!(reason, error = %format!("{e:#}"), "proxy certificate reload failed; keeping the current one")
+                    tracing::error!(reason, error = %hop_net::connect::error_chain(&e), "proxy certificate reload failed; keeping the current one")
                 }
             }
         }

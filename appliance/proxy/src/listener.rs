@@ -381,14 +381,29 @@ fn refused(routes: &TlsRoutes, worker: usize, reason: RejectReason, remote: Sock
 
 /// Binds the admin socket (mode 0600) in the data dir, replacing a stale one: the caller already
 /// holds the data dir's lock, so no other live process owns it.
-pub fn bind_admin_socket(path: &Path) -> anyhow::Result<UnixListener> {
+pub fn bind_admin_socket(path: &Path) -> Result<UnixListener, AdminSocketError> {
     if path.exists() {
         std::fs::remove_file(path)?;
     }
-    let l = UnixListener::bind(path)
-        .map_err(|e| anyhow::anyhow!("cannot create admin socket {}: {e}", path.display()))?;
+    let l = UnixListener::bind(path).map_err(|cause| AdminSocketError::Bind {
+        path: path.to_path_buf(),
+        cause,
+    })?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(l)
+}
+
+/// Why the admin socket could not be set up in the data dir (the operating system's answer).
+#[derive(Debug, thiserror::Error)]
+pub enum AdminSocketError {
+    #[error("cannot create admin socket {}: {cause}", path.display())]
+    Bind {
+        path: std::path::PathBuf,
+        cause: std::io::Error,
+    },
+    /// Removing a stale socket or restricting the new one's mode failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
 }
 
 /// Accepts admin connections from processes of the same user (or root) until shutdown.

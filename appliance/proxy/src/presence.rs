@@ -54,12 +54,21 @@ pub fn summarize(registry: &TunnelRegistry, now: SystemTime) -> PresenceSummary 
     }
 }
 
+/// Why a presence summary was not published (the next interval tries again).
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Encode(#[from] serde_json::Error),
+    #[error(transparent)]
+    Store(#[from] hop_storage::StorageError),
+}
+
 /// Writes `summary` with a lease of three publishing intervals.
 pub fn publish(
     backend: &dyn Backend,
     summary: &PresenceSummary,
     now: SystemTime,
-) -> anyhow::Result<()> {
+) -> Result<(), PublishError> {
     let value = serde_json::to_vec(summary)?;
     backend.put(
         &format!("{PREFIX}{}", summary.proxy_id),

@@ -8,9 +8,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{Context, anyhow};
+use hop_net::pem::PemError;
 use rustls::RootCertStore;
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{VerifierBuilderError, WebPkiClientVerifier};
 
 /// ALPN protocols of the one port, in the server's order of preference.
 pub const ALPN: &[&[u8]] = &[
@@ -30,12 +30,45 @@ pub const ALPN: &[&[u8]] = &[
 
 pub use hop_net::pem::{parse_chain, parse_key, provider};
 
+/// Why the proxy has no TLS configuration: the operator's files (unreadable, not PEM, a key that
+/// does not match) or rustls refusing the setup. Causes whose words are already in the message
+/// are kept as fields, not as sources, so that error chains do not repeat them.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyTlsError {
+    #[error("proxy_service.tls.cert_file {}", path.display())]
+    CertFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("proxy_service.tls.key_file {}", path.display())]
+    KeyFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Pem(#[from] PemError),
+    #[error("client CA certificate: {cause}")]
+    ClientCa { cause: rustls::Error },
+    #[error("client certificate verifier: {cause}")]
+    ClientVerifier { cause: VerifierBuilderError },
+    #[error("TLS versions: {cause}")]
+    Versions { cause: rustls::Error },
+    #[error("proxy certificate and key do not match or are unusable: {cause}")]
+    Unusable { cause: rustls::Error },
+}
+
 /// Reads an operator-supplied certificate chain and key.
-pub fn load_files(cert: &Path, key: &Path) -> anyhow::Result<(String, String)> {
-    let c = std::fs::read_to_string(cert)
-        .with_context(|| format!("proxy_service.tls.cert_file {}", cert.display()))?;
-    let k = std::fs::read_to_string(key)
-        .with_context(|| format!("proxy_service.tls.key_file {}", key.display()))?;
+pub fn load_files(cert: &Path, key: &Path) -> Result<(String, String), ProxyTlsError> {
+    let c = std::fs::read_to_string(cert).map_err(|source| ProxyTlsError::CertFile {
+        path: cert.to_path_buf(),
+        source,
+    })?;
+    let k = std::fs::read_to_string(key).map_err(|source| ProxyTlsError::KeyFile {
+        path: key.to_path_buf(),
+        source,
+    })?;
     Ok((k, c))
 }
 
@@ -45,7 +78,7 @@ pub fn server_config(
     chain_pem: &str,
     key_pem: &str,
     client_ca_pems: &[String],
-) -> anyhow::Result<rustls::ServerConfig> {
+) -> Result<rustls::ServerConfig, ProxyTlsError> {
     let chain = parse_chain(chain_pem)?;
     let key = parse_key(key_pem)?;
     let mut roots = RootCertStore::empty();
@@ -53,19 +86,19 @@ pub fn server_config(
         for c in parse_chain(pem)? {
             roots
                 .add(c)
-                .map_err(|e| anyhow!("client CA certificate: {e}"))?;
+                .map_err(|cause| ProxyTlsError::ClientCa { cause })?;
         }
     }
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
         .allow_unauthenticated()
         .build()
-        .map_err(|e| anyhow!("client certificate verifier: {e}"))?;
+        .map_err(|cause| ProxyTlsError::ClientVerifier { cause })?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| anyhow!("TLS versions: {e}"))?
+        .map_err(|cause| ProxyTlsError::Versions { cause })?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
-        .map_err(|e| anyhow!("proxy certificate and key do not match or are unusable: {e}"))?;
+        .map_err(|cause| ProxyTlsError::Unusable { cause })?;
     cfg.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     // The server's order (`provider`), not the client's: OpenSSL clients list AES-256 first.
     cfg.ignore_client_order = true;

@@ -24,8 +24,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, anyhow};
-
 use hop_config::{Cidr, IoDriverChoice, KernelTlsChoice};
 pub use stats::{DataPlaneStats, IoDriver, KernelTls};
 
@@ -121,7 +119,7 @@ impl std::fmt::Debug for DataPlane {
 
 /// Why io_uring cannot be used on this host (the host's configuration, not a fault of hop's).
 #[derive(Debug, thiserror::Error)]
-enum UringUnavailable {
+pub enum UringUnavailable {
     #[error("kernel.io_uring_disabled = 2")]
     DisabledBySysctl,
     /// The kernel, a seccomp filter or a limit refused to build a runtime.
@@ -140,7 +138,28 @@ fn probe_uring() -> Result<(), UringUnavailable> {
     worker::probe_uring().map_err(UringUnavailable::Refused)
 }
 
-fn bind_reuseport(addr: SocketAddr) -> anyhow::Result<socket2::Socket> {
+/// Why the data plane did not start: the configuration asks for what this host lacks, the port
+/// cannot be bound, or a worker thread cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum DataPlaneError {
+    #[error("proxy_service.io_driver is uring but io_uring is unavailable: {cause}")]
+    UringRequired { cause: UringUnavailable },
+    #[error("cannot listen on {addr}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("listener has no IP address")]
+    NoIpAddress,
+    #[error("cannot start a data-plane worker thread")]
+    WorkerThread(#[source] std::io::Error),
+    /// Setting up a listening socket failed.
+    #[error(transparent)]
+    Socket(#[from] std::io::Error),
+}
+
+fn bind_reuseport(addr: SocketAddr) -> Result<socket2::Socket, DataPlaneError> {
     use socket2::{Domain, Socket, Type};
     let domain = if addr.is_ipv4() {
         Domain::IPV4
@@ -152,7 +171,7 @@ fn bind_reuseport(addr: SocketAddr) -> anyhow::Result<socket2::Socket> {
     s.set_reuse_port(true)?;
     s.set_nonblocking(true)?;
     s.bind(&addr.into())
-        .with_context(|| format!("cannot listen on {addr}"))?;
+        .map_err(|source| DataPlaneError::Listen { addr, source })?;
     s.listen(4096)?;
     Ok(s)
 }
@@ -163,13 +182,11 @@ impl DataPlane {
         settings: DataPlaneSettings,
         termination: TlsTermination,
         handoff: tokio::sync::mpsc::Sender<Handoff>,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, DataPlaneError> {
         let driver = match settings.io_driver {
             IoDriverChoice::Epoll => IoDriver::Epoll,
             IoDriverChoice::Uring => {
-                probe_uring().map_err(|e| {
-                    anyhow!("proxy_service.io_driver is uring but io_uring is unavailable: {e}")
-                })?;
+                probe_uring().map_err(|cause| DataPlaneError::UringRequired { cause })?;
                 IoDriver::Uring
             }
             IoDriverChoice::Auto => match probe_uring() {
@@ -186,7 +203,7 @@ impl DataPlane {
         let local_addr = first
             .local_addr()?
             .as_socket()
-            .ok_or_else(|| anyhow!("listener has no IP address"))?;
+            .ok_or(DataPlaneError::NoIpAddress)?;
         let mut listeners = vec![first];
         for _ in 1..n {
             listeners.push(bind_reuseport(local_addr)?);
@@ -237,7 +254,7 @@ impl DataPlane {
             let t = std::thread::Builder::new()
                 .name(format!("hop-worker-{i}"))
                 .spawn(move || worker::run(i, driver, std_listener, ctx))
-                .context("cannot start a data-plane worker thread")?;
+                .map_err(DataPlaneError::WorkerThread)?;
             threads.push(t);
         }
         tracing::info!(%local_addr, workers = n, driver = driver.name(), "data plane listening");

@@ -16,16 +16,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Context, anyhow};
-use hop_ca::Identity;
+use hop_ca::{CaError, Identity};
 use hop_storage::recording::{KIND_SSH, RecordingMeta, RecordingStore, RecordingWriter};
 use russh::client::Handle as ClientHandle;
 use russh::keys::Certificate;
+use russh::keys::ssh_key;
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelMsg, ChannelOpenFailure};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::ssh::{SshCertRefusal, verify_user_cert};
+use super::ssh_host::SshIdentityError;
 use crate::tunnels::NodeRoute;
 use hop_auth::AuthServer;
 use hop_auth::audit::EventKind;
@@ -64,7 +65,7 @@ where
     let config = match front_config(&fwd) {
         Ok(c) => Arc::new(c),
         Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "cannot serve an OpenSSH node session");
+            tracing::error!(error = %hop_net::connect::error_chain(&e), "cannot serve an OpenSSH node session");
             return;
         }
     };
@@ -85,7 +86,7 @@ where
 }
 
 /// The server the client meets: a throwaway key with a host certificate for the node's names.
-fn front_config(fwd: &Forward) -> anyhow::Result<russh::server::Config> {
+fn front_config(fwd: &Forward) -> Result<russh::server::Config, SshIdentityError> {
     let names = vec![
         fwd.node.name.clone(),
         format!("{}.{}", fwd.node.name, fwd.auth.cluster_name()),
@@ -105,8 +106,53 @@ struct Back {
     node: String,
 }
 
+/// Why the proxy's SSH client to the node failed: the SSH protocol, or a host certificate the
+/// node sent that does not even read back.
+#[derive(Debug, thiserror::Error)]
+enum BackError {
+    #[error(transparent)]
+    Ssh(#[from] russh::Error),
+    #[error(transparent)]
+    HostCertificate(#[from] ssh_key::Error),
+}
+
+/// Why the proxy could not log in to the node for the user. Causes whose words are already in
+/// the message are kept as fields, not as sources, so that error chains do not repeat them.
+#[derive(Debug, thiserror::Error)]
+enum UpstreamError {
+    /// Generating the session's key failed.
+    #[error("{cause}")]
+    Key { cause: CaError },
+    #[error("your certificate has expired; run `hop login`")]
+    Expired,
+    #[error("session certificate: {cause}")]
+    SessionCertificate { cause: CaError },
+    #[error("connecting to {addr} timed out")]
+    ConnectTimeout { addr: String },
+    #[error("SSH to {addr}")]
+    Ssh {
+        addr: String,
+        #[source]
+        source: BackError,
+    },
+    #[error("the node's SSH handshake timed out")]
+    HandshakeTimeout,
+    #[error("SSH to the node over its tunnel")]
+    SshOverTunnel(#[source] BackError),
+    /// The key or certificate just made does not read back (a bug).
+    #[error(transparent)]
+    Credentials(#[from] ssh_key::Error),
+    /// Authenticating to the node failed at the protocol level.
+    #[error(transparent)]
+    Authenticate(#[from] russh::Error),
+    #[error(
+        "the node refused the login {login:?}: is the user CA in its TrustedUserCAKeys (`hop admin auth export --type user`)?"
+    )]
+    LoginRefused { login: String },
+}
+
 impl russh::client::Handler for Back {
-    type Error = anyhow::Error;
+    type Error = BackError;
 
     async fn check_server_key(
         &mut self,
@@ -129,14 +175,18 @@ impl russh::client::Handler for Back {
 }
 
 /// Connects to the node as `login` with a fresh one-minute certificate.
-async fn connect_upstream(fwd: &Forward, route: Upstream) -> anyhow::Result<ClientHandle<Back>> {
+async fn connect_upstream(
+    fwd: &Forward,
+    route: Upstream,
+) -> Result<ClientHandle<Back>, UpstreamError> {
     let auth = &fwd.auth;
-    let pair = hop_ca::generate_ssh_keypair(&mut rand::rng()).map_err(|e| anyhow!("{e}"))?;
+    let pair = hop_ca::generate_ssh_keypair(&mut rand::rng())
+        .map_err(|cause| UpstreamError::Key { cause })?;
     let mut identity = fwd.identity.clone();
     identity.logins = vec![fwd.login.clone()];
     let now = auth.now();
     let ttl = hop_ca::derived_ttl(now, fwd.identity_expires, SESSION_CERT_TTL)
-        .ok_or_else(|| anyhow!("your certificate has expired; run `hop login`"))?;
+        .ok_or(UpstreamError::Expired)?;
     // An agentless node trusts only the OpenSSH CA (so users cannot go around the proxy); a
     // node agent decides with the user CA and its own admission.
     let ca = match &route {
@@ -145,7 +195,7 @@ async fn connect_upstream(fwd: &Forward, route: Upstream) -> anyhow::Result<Clie
     };
     let cert = ca
         .issue_user_ssh(&pair.public_openssh, &identity, now, ttl, &mut rand::rng())
-        .map_err(|e| anyhow!("session certificate: {e}"))?;
+        .map_err(|cause| UpstreamError::SessionCertificate { cause })?;
     // Ask for the node's host certificate (never a bare key: it is what proves the node).
     let preferred = russh::Preferred {
         host_key_certificates: std::borrow::Cow::Owned(vec![
@@ -176,15 +226,15 @@ async fn connect_upstream(fwd: &Forward, route: Upstream) -> anyhow::Result<Clie
             russh::client::connect(config, addr.as_str(), back),
         )
         .await
-        .map_err(|_| anyhow!("connecting to {addr} timed out"))?
-        .with_context(|| format!("SSH to {addr}"))?,
+        .map_err(|_| UpstreamError::ConnectTimeout { addr: addr.clone() })?
+        .map_err(|source| UpstreamError::Ssh { addr, source })?,
         Upstream::Tunnel(stream) => tokio::time::timeout(
             CONNECT_TIMEOUT,
             russh::client::connect_stream(config, stream, back),
         )
         .await
-        .map_err(|_| anyhow!("the node's SSH handshake timed out"))?
-        .context("SSH to the node over its tunnel")?,
+        .map_err(|_| UpstreamError::HandshakeTimeout)?
+        .map_err(UpstreamError::SshOverTunnel)?,
     };
     let key = Arc::new(russh::keys::PrivateKey::from_openssh(
         pair.private_openssh.trim(),
@@ -194,10 +244,9 @@ async fn connect_upstream(fwd: &Forward, route: Upstream) -> anyhow::Result<Clie
         .authenticate_openssh_cert(fwd.login.clone(), key, cert)
         .await?;
     if !ok.success() {
-        return Err(anyhow!(
-            "the node refused the login {:?}: is the user CA in its TrustedUserCAKeys (`hop admin auth export --type user`)?",
-            fwd.login
-        ));
+        return Err(UpstreamError::LoginRefused {
+            login: fwd.login.clone(),
+        });
     }
     Ok(handle)
 }
@@ -258,7 +307,7 @@ impl Front {
 }
 
 impl russh::server::Handler for Front {
-    type Error = anyhow::Error;
+    type Error = russh::Error;
 
     async fn auth_publickey_offered(
         &mut self,
@@ -296,7 +345,11 @@ impl russh::server::Handler for Front {
                 Ok(Auth::Accept)
             }
             Err(e) => {
-                let why = format!("node {:?}: {e:#}", self.fwd.node.name);
+                let why = format!(
+                    "node {:?}: {}",
+                    self.fwd.node.name,
+                    hop_net::connect::error_chain(&e)
+                );
                 tracing::warn!(error = %why, "cannot reach an OpenSSH node");
                 self.refused(&why);
                 Ok(Auth::reject())

@@ -26,6 +26,7 @@ use tokio::sync::watch;
 
 use super::dial::dial_agent;
 use super::ssh::{SshCertRefusal, resolve, verify_user_cert};
+use super::ssh_host::SshIdentityError;
 use crate::admission::{Live, LiveWatch, UserCert, admit, dup_stream};
 use crate::dataplane::limits::ConnectionGuard;
 use crate::tunnels::TunnelRegistry;
@@ -54,7 +55,10 @@ impl std::fmt::Debug for JumpHost {
     }
 }
 
-fn server_config(auth: &AuthServer, names: &[String]) -> anyhow::Result<russh::server::Config> {
+fn server_config(
+    auth: &AuthServer,
+    names: &[String],
+) -> Result<russh::server::Config, SshIdentityError> {
     // A jump connection that carries nothing for an hour is closed.
     super::ssh_host::certified_server_config(
         auth,
@@ -72,7 +76,7 @@ impl JumpHost {
         registry: Arc<TunnelRegistry>,
         mut names: Vec<String>,
         auth_timeout: Duration,
-    ) -> anyhow::Result<Arc<Self>> {
+    ) -> Result<Arc<Self>, SshIdentityError> {
         names.push(format!("proxy.{}", auth.cluster_name()));
         names.sort();
         names.dedup();
@@ -96,7 +100,7 @@ impl JumpHost {
             match server_config(&self.auth, &self.names) {
                 Ok(c) => self.config.store(Arc::new(c)),
                 Err(e) => {
-                    tracing::error!(error = %format!("{e:#}"), "cannot renew the jump host certificate")
+                    tracing::error!(error = %hop_net::connect::error_chain(&e), "cannot renew the jump host certificate")
                 }
             }
         }

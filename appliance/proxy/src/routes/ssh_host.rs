@@ -5,10 +5,27 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, anyhow};
 use russh::keys::Certificate;
 
 use hop_auth::AuthServer;
+
+/// Why the proxy has no SSH server identity: the host CA refused to certify the names, or a
+/// key or certificate just made does not read back (a bug).
+#[derive(Debug, thiserror::Error)]
+pub enum SshIdentityError {
+    /// Generating the host key failed.
+    #[error("{cause}")]
+    Key { cause: hop_ca::CaError },
+    #[error("host certificate for {names}: {cause}")]
+    Certificate {
+        names: String,
+        cause: hop_ca::CaError,
+    },
+    #[error("reading a generated host key")]
+    ReadKey(#[source] russh::keys::ssh_key::Error),
+    #[error("reading a host certificate")]
+    ReadCertificate(#[source] russh::keys::ssh_key::Error),
+}
 
 /// A russh server configuration presenting a new key certified for `names` (key id `key_id`,
 /// valid `ttl`), closing connections idle for `inactivity`.
@@ -18,8 +35,9 @@ pub fn certified_server_config(
     names: &[String],
     ttl: Duration,
     inactivity: Option<Duration>,
-) -> anyhow::Result<russh::server::Config> {
-    let pair = hop_ca::generate_ssh_keypair(&mut rand::rng()).map_err(|e| anyhow!("{e}"))?;
+) -> Result<russh::server::Config, SshIdentityError> {
+    let pair = hop_ca::generate_ssh_keypair(&mut rand::rng())
+        .map_err(|cause| SshIdentityError::Key { cause })?;
     let cert = auth
         .authorities()
         .host
@@ -31,10 +49,13 @@ pub fn certified_server_config(
             ttl,
             &mut rand::rng(),
         )
-        .map_err(|e| anyhow!("host certificate for {}: {e}", names.join(", ")))?;
+        .map_err(|cause| SshIdentityError::Certificate {
+            names: names.join(", "),
+            cause,
+        })?;
     let key = russh::keys::PrivateKey::from_openssh(pair.private_openssh.trim())
-        .context("reading a generated host key")?;
-    let cert = Certificate::from_openssh(cert.trim()).context("reading a host certificate")?;
+        .map_err(SshIdentityError::ReadKey)?;
+    let cert = Certificate::from_openssh(cert.trim()).map_err(SshIdentityError::ReadCertificate)?;
     let mut methods = russh::MethodSet::empty();
     methods.push(russh::MethodKind::PublicKey);
     Ok(russh::server::Config {
