@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, anyhow};
 use hop_ca::Identity;
+use hop_platform::clock;
 use hop_storage::recording::{KIND_SSH, RecordingMeta, RecordingStore, RecordingWriter};
 use russh::client::Handle as ClientHandle;
 use russh::keys::Certificate;
@@ -117,7 +118,7 @@ impl russh::client::Handler for Back {
         };
         let text = cert.to_openssh()?;
         let host_cas = [self.auth.authorities().host.public()];
-        match hop_ca::verify_host_ssh(&text, &host_cas, &self.node, SystemTime::now()) {
+        match hop_ca::verify_host_ssh(&text, &host_cas, &self.node, clock::wall()) {
             Ok(_) => Ok(true),
             Err(e) => {
                 tracing::warn!(node = %self.node, error = %e, "the OpenSSH node's host certificate was refused");
@@ -232,12 +233,9 @@ impl Front {
             .to_openssh()
             .map_err(|e| format!("unreadable certificate: {e}"))?;
         let auth = &self.fwd.auth;
-        let (identity, _) = hop_ca::verify_user_ssh(
-            &text,
-            &[auth.authorities().user.public()],
-            SystemTime::now(),
-        )
-        .map_err(|e| format!("certificate refused: {e}"))?;
+        let (identity, _) =
+            hop_ca::verify_user_ssh(&text, &[auth.authorities().user.public()], clock::wall())
+                .map_err(|e| format!("certificate refused: {e}"))?;
         if identity.username != self.fwd.identity.username {
             return Err("the SSH certificate is another user's".into());
         }
@@ -449,7 +447,7 @@ impl Recorder {
             login: fwd.login.clone(),
             server_id: fwd.node.host_id.clone(),
             server_name: fwd.node.name.clone(),
-            start_unix_us: SystemTime::now()
+            start_unix_us: clock::wall()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map(|d| d.as_micros() as u64)
                 .unwrap_or(0),
@@ -496,7 +494,7 @@ impl Recorder {
         Some(Self {
             writer,
             tx,
-            started: Instant::now(),
+            started: clock::now(),
         })
     }
 
@@ -544,7 +542,7 @@ async fn bridge(
     let mut sid = [0u8; 16];
     rand::fill(&mut sid[..]);
     let session_id = hex::encode(sid);
-    let started = Instant::now();
+    let started = clock::now();
     let auth = fwd.auth.clone();
     auth.emit(
         auth.event(EventKind::SessionStart, &fwd.identity.username)
