@@ -483,7 +483,9 @@ async fn serve_dial(
     let target = match app.target() {
         Ok(t) => t,
         Err(e) => {
-            let _ = framed.write_frame(&answer(false, Some(e))).await;
+            let _ = framed
+                .write_frame(&answer(false, Some(e.to_string())))
+                .await;
             return;
         }
     };
