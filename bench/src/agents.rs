@@ -2,7 +2,7 @@
 //!
 //! Both drive `hop admin loadtest agents` (many simulated agents in one process, each with its own
 //! host certificate and control connection: hello, heartbeats, goaway, the agents' own jittered
-//! backoff; `appliance/src/agent/loadtest.rs`) against a real `hop start` on a fixed loopback
+//! backoff; `appliance/agent/src/loadtest.rs`) against a real `hop start` on a fixed loopback
 //! port. The preparation is shared: the appliance (with the per-IP login rate limit and the
 //! per-IP connection limit raised, since every agent comes from 127.0.0.1), an app join token, one
 //! load-test run that joins every agent and caches its identity, then a restart of the appliance,

@@ -24,9 +24,10 @@ pub mod trackers;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use anyhow::anyhow;
+use hop_platform::clock;
 use hop_protocols::tunnel::{DialResult, Frame, Hello, PROTOCOL_VERSION, ResourceAnnouncement};
 use tokio::net::TcpStream;
 use tokio::sync::{RwLock, watch};
@@ -246,7 +247,7 @@ async fn control_loop<O: ControlObserver>(
 ) {
     let mut backoff = Backoff::default();
     loop {
-        let started = Instant::now();
+        let started = clock::now();
         let next = match control_session(&shared, &mut shutdown, &mut observer).await {
             Ok(Some(after)) => {
                 observer.down("goaway", after);
@@ -348,7 +349,7 @@ async fn control_session<O: ControlObserver>(
 async fn data_slot(shared: Arc<Shared>, slot: usize, mut shutdown: watch::Receiver<bool>) {
     let mut backoff = Backoff::default();
     loop {
-        let started = Instant::now();
+        let started = clock::now();
         let outcome = tokio::select! {
             r = wait_for_dial(&shared) => r,
             _ = hop_platform::signals::until_shutdown(&mut shutdown) => return,
@@ -499,7 +500,9 @@ async fn serve_dial(
     let target = match app.target() {
         Ok(t) => t,
         Err(e) => {
-            let _ = framed.write_frame(&answer(false, Some(e))).await;
+            let _ = framed
+                .write_frame(&answer(false, Some(e.to_string())))
+                .await;
             return;
         }
     };
@@ -544,7 +547,7 @@ async fn serve_dial(
 async fn renew_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     loop {
         let expires = shared.identity.read().await.expires();
-        let now = SystemTime::now();
+        let now = clock::wall();
         let left = expires.duration_since(now).unwrap_or_default();
         let wait = left / 3;
         let wait = if wait < Duration::from_secs(30) {

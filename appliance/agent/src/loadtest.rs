@@ -15,7 +15,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow, bail};
 use tokio::sync::{RwLock, Semaphore, watch};
@@ -24,6 +24,7 @@ use super::backoff::Backoff;
 use super::identity::{self, AgentIdentity};
 use super::{AgentSettings, AppSpec, ControlObserver, Shared};
 use hop_net::trust::Trust;
+use hop_platform::clock;
 
 /// The role simulated agents join as and announce.
 const ROLE: &str = "app";
@@ -67,7 +68,7 @@ pub fn run(settings: LoadtestSettings) -> anyhow::Result<()> {
 }
 
 fn unix_ms() -> u64 {
-    SystemTime::now()
+    clock::wall()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
@@ -128,7 +129,7 @@ struct Counters {
 impl Counters {
     fn new(count: usize) -> Self {
         Self {
-            started: Instant::now(),
+            started: clock::now(),
             count,
             identities: AtomicUsize::new(0),
             joined: AtomicUsize::new(0),
@@ -197,7 +198,7 @@ impl ControlObserver for SimulatedAgent {
         let retry_ms = u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX);
         let event = if self.up {
             self.up = false;
-            self.down_since = Some(Instant::now());
+            self.down_since = Some(clock::now());
             c.connected.fetch_sub(1, Ordering::Relaxed);
             c.disconnects.fetch_add(1, Ordering::Relaxed);
             "disconnected"
@@ -244,7 +245,7 @@ async fn cached_identity(
     }
     let left = id
         .expires()
-        .duration_since(SystemTime::now())
+        .duration_since(clock::wall())
         .unwrap_or_default();
     if left > RENEW_WITHIN {
         return Ok(Some(id));
@@ -574,7 +575,7 @@ async fn run_agents(s: LoadtestSettings) -> anyhow::Result<()> {
                 if let Some(r) = &report {
                     r.flush();
                 }
-                if deadline.is_some_and(|d| Instant::now() >= d) {
+                if deadline.is_some_and(|d| clock::now() >= d) {
                     break;
                 }
             }

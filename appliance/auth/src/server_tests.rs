@@ -1043,8 +1043,8 @@ fn refusals_of_one_identity_are_rate_limited_in_the_audit_log() {
             .count()
     };
     // Queued events reach the log a moment later.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while written(&f) < 20 && std::time::Instant::now() < deadline {
+    let deadline = hop_platform::clock::now() + Duration::from_secs(5);
+    while written(&f) < 20 && hop_platform::clock::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(200));
@@ -1054,14 +1054,14 @@ fn refusals_of_one_identity_are_rate_limited_in_the_audit_log() {
     // Another identity has its own budget.
     f.auth
         .audit_refusal(hop_admission::Route::AdminApi, "other", &refusal, None);
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let deadline = hop_platform::clock::now() + Duration::from_secs(5);
     while !f
         .events()
         .iter()
         .any(|e| e["event"] == "access.refused" && e["user"] == "other")
     {
         assert!(
-            std::time::Instant::now() < deadline,
+            hop_platform::clock::now() < deadline,
             "the other identity's refusal is missing"
         );
         std::thread::sleep(Duration::from_millis(50));

@@ -43,6 +43,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, anyhow, bail};
+use hop_platform::clock;
 use hop_protocols::postgres::{self as pg, BackendMessage, FrontendMessage};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -579,7 +580,7 @@ impl russh::client::Handler for HostCertCheck {
             &cert.to_openssh()?,
             &self.host_cas,
             &self.host,
-            SystemTime::now(),
+            clock::wall(),
         )
         .map_err(|e| anyhow!("the host certificate of {} was refused: {e}", self.host))?;
         Ok(true)
@@ -695,7 +696,7 @@ impl DbTarget {
         if saved.protocol == "mysql" {
             bail!("hop bench db supports PostgreSQL only; MySQL is not supported yet");
         }
-        let now = SystemTime::now()
+        let now = clock::wall()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);

@@ -30,6 +30,7 @@ use hop_api::proto::{Database, DatabaseRouteRequest, ListDatabasesRequest};
 use hop_net::connect::{dial_proxy, split_host_port, status_error, tls_channel};
 use hop_net::trust::{ClientCert, client_config};
 use hop_net::tunnel::{ALPN_MYSQL, ALPN_POSTGRES, relay};
+use hop_platform::clock;
 
 /// One database login, as saved.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -66,7 +67,7 @@ fn files(paths: &Paths, name: &str) -> DbFiles {
 }
 
 fn now_unix() -> i64 {
-    std::time::SystemTime::now()
+    clock::wall()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)

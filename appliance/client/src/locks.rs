@@ -4,9 +4,8 @@
 //! through `CreateResources` (Auth stamps who made it and when, and voids a locked user's
 //! certificates), and lists them. Removing one is `hop admin rm lock/ID`.
 
-use std::time::SystemTime;
-
 use anyhow::anyhow;
+use hop_platform::clock;
 use hop_rbac::{LockResource, LockTarget};
 use tonic::transport::Channel;
 
@@ -31,7 +30,7 @@ pub async fn lock(c: &mut AuthAdminClient<Channel>, args: LockArgs) -> anyhow::R
     let mut lock = LockResource::new(&id, target, args.message.as_deref().unwrap_or(""), "");
     if let Some(ttl) = &args.ttl {
         let ttl = parse_duration(ttl).map_err(|e| anyhow!("--ttl: {e}"))?;
-        lock.spec.expires = Some((SystemTime::now() + ttl).into());
+        lock.spec.expires = Some((clock::wall() + ttl).into());
     }
     lock.validate().map_err(|e| anyhow!("{e}"))?;
     c.create_resources(CreateResourcesRequest {

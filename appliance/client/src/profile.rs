@@ -20,6 +20,7 @@ use anyhow::{Context, anyhow};
 use serde::{Deserialize, Serialize};
 
 use hop_net::trust::{ClientCert, Trust};
+use hop_platform::clock;
 
 /// One login to one proxy.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -183,7 +184,7 @@ fn expired_at(chain_pem: &str) -> Option<std::time::SystemTime> {
     let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
     let not_after = u64::try_from(cert.validity().not_after.timestamp()).ok()?;
     let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(not_after);
-    (at <= std::time::SystemTime::now()).then_some(at)
+    (at <= clock::wall()).then_some(at)
 }
 
 /// Removes the current profile and its keys.

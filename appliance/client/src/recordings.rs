@@ -9,9 +9,10 @@
 //! bytes (they are parsed by hop-storage, which refuses what is damaged).
 
 use std::io::{IsTerminal, Write};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow};
+use hop_platform::clock;
 use hop_storage::recording::{
     AsciicastOptions, ChunkCursor, Event, PlaybackOptions, PlaybackSchedule, Recording,
     export_asciicast, export_json_lines, parse_header,
@@ -262,7 +263,7 @@ pub async fn play(args: PlayArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let mut buf: Vec<u8> = Vec::new();
     let mut cursor: Option<ChunkCursor> = None;
-    let started = Instant::now();
+    let started = clock::now();
     let mut paused_total = Duration::ZERO;
     let mut quit = false;
     'stream: while let Some(m) = s.message().await.map_err(status_error)? {
@@ -310,7 +311,7 @@ pub async fn play(args: PlayArgs) -> anyhow::Result<()> {
                         _ = tokio::time::sleep(wait) => break,
                         k = keys.recv() => match k {
                             Some(b' ') => {
-                                let t = Instant::now();
+                                let t = clock::now();
                                 // Paused until space again (or q).
                                 loop {
                                     match keys.recv().await {

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow, bail};
 use hop_ca::{CaKind, CaPublic};
+use hop_platform::clock;
 
 use super::profile::{self, Paths, Profile};
 use crate::cli::{LoginArgs, OutputFormat, ProxyTrust, SignupArgs, StatusArgs};
@@ -114,7 +115,7 @@ pub async fn signup(args: SignupArgs) -> anyhow::Result<()> {
         match &args.totp_secret_file {
             Some(path) => {
                 profile::write_private(path, format!("{secret_b32}\n").as_bytes())?;
-                code = totp::code_at(&secret, SystemTime::now());
+                code = totp::code_at(&secret, clock::wall());
             }
             None => {
                 let uri = totp::otpauth_uri(
@@ -247,7 +248,7 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
         human_remaining(expires)
     );
     // The server clamps a longer request rather than refusing it: say so.
-    let asked = SystemTime::now() + Duration::from_secs(ttl);
+    let asked = clock::wall() + Duration::from_secs(ttl);
     if ttl > 0 && expires + Duration::from_secs(60) < asked {
         println!("  (shorter than the --ttl asked for: your roles' max_session_ttl caps it)");
     }
@@ -264,7 +265,7 @@ fn logins_text(logins: &[String]) -> String {
 }
 
 fn human_remaining(until: SystemTime) -> String {
-    match until.duration_since(SystemTime::now()) {
+    match until.duration_since(clock::wall()) {
         Ok(d) => {
             let m = d.as_secs().div_ceil(60);
             format!("valid for {}h{:02}m", m / 60, m % 60)
@@ -298,7 +299,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
             x509_spki_sha256: None,
         })
         .collect();
-    let now = SystemTime::now();
+    let now = clock::wall();
     // An expired certificate still shows who it was for; validity is judged separately below.
     let (identity, expires) = hop_ca::verify_user_x509(&der, &trusted, now)
         .or_else(|_| read_expired(&der, &trusted))

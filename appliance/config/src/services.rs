@@ -10,6 +10,84 @@ use hop_net::connect::split_host_port;
 use hop_protocols::tunnel::ResourceAnnouncement;
 use serde::Deserialize;
 
+/// Why a `--db` or `--app` flag does not parse (the operator's text): its syntax, or a spec that
+/// is not valid once read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecFlagError {
+    #[error("{flag}: expected key=value, got {part:?}")]
+    NotKeyValue { flag: &'static str, part: String },
+    #[error("{flag}: label {label:?} is not key=value")]
+    LabelNotKeyValue { flag: &'static str, label: String },
+    #[error("{flag}: unknown key {key:?}; expected {expected}")]
+    UnknownKey {
+        flag: &'static str,
+        key: String,
+        expected: &'static str,
+    },
+    #[error("{flag}: {key}= is required")]
+    Missing {
+        flag: &'static str,
+        key: &'static str,
+    },
+    #[error(transparent)]
+    Db(#[from] DbSpecError),
+    #[error(transparent)]
+    App(#[from] AppSpecError),
+}
+
+/// Why a database spec is not one an agent can serve (the operator's configuration).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DbSpecError {
+    #[error("database name {name:?}: use 1 to 64 letters, digits, '-', '_' and '.'")]
+    Name { name: String },
+    #[error("database {name:?}: uri {uri:?} must start with postgres:// or mysql://")]
+    Protocol { name: String, uri: String },
+    #[error("database {name:?}: uri has no scheme")]
+    NoScheme { name: String },
+    #[error("database {name:?}: uri has no host")]
+    NoHost { name: String },
+    #[error("database {name:?}: {reason}")]
+    Address { name: String, reason: String },
+}
+
+/// Why an application spec is not one an agent can serve (the operator's configuration).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppSpecError {
+    #[error("app name {name:?}: use letters, digits, '-', '_' and '.'")]
+    Name { name: String },
+    #[error("app {name:?}: uri {uri:?} must start with tcp://")]
+    Scheme { name: String, uri: String },
+    #[error("app {name:?}: {reason}")]
+    Address { name: String, reason: String },
+    #[error("app {name:?}: uri needs a port")]
+    NoPort { name: String },
+}
+
+/// Splits a flag's `key=value` part.
+fn key_value<'a>(flag: &'static str, part: &'a str) -> Result<(&'a str, &'a str), SpecFlagError> {
+    part.split_once('=')
+        .ok_or_else(|| SpecFlagError::NotKeyValue {
+            flag,
+            part: part.into(),
+        })
+}
+
+/// The labels of a flag's `labels=k=v;k2=v2` value, in order.
+fn flag_labels(flag: &'static str, value: &str) -> Result<Vec<(String, String)>, SpecFlagError> {
+    value
+        .split(';')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| SpecFlagError::LabelNotKeyValue {
+                    flag,
+                    label: l.into(),
+                })
+        })
+        .collect()
+}
+
 /// Statement text kept in a `db.query` event before it is cut (configurable).
 pub const DEFAULT_MAX_STATEMENT: usize = 4096;
 
@@ -35,7 +113,8 @@ pub const PROTOCOLS: &[&str] = &["postgres", "mysql"];
 impl DbSpec {
     /// Parses `name=pg,uri=postgres://127.0.0.1:5432,ca_file=/etc/pg/ca.crt,labels=env=dev;team=x`
     /// (or `uri=mysql://…`).
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, SpecFlagError> {
+        const FLAG: &str = "--db";
         let mut spec = DbSpec {
             name: String::new(),
             uri: String::new(),
@@ -45,26 +124,19 @@ impl DbSpec {
             labels: BTreeMap::new(),
         };
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (k, v) = part
-                .split_once('=')
-                .ok_or_else(|| format!("--db: expected key=value, got {part:?}"))?;
+            let (k, v) = key_value(FLAG, part)?;
             match k {
                 "name" => spec.name = v.to_string(),
                 "uri" => spec.uri = v.to_string(),
                 "ca_file" | "ca" => spec.ca_file = Some(PathBuf::from(v)),
                 "server_name" => spec.server_name = Some(v.to_string()),
-                "labels" | "label" => {
-                    for l in v.split(';').filter(|l| !l.is_empty()) {
-                        let (lk, lv) = l
-                            .split_once('=')
-                            .ok_or_else(|| format!("--db: label {l:?} is not key=value"))?;
-                        spec.labels.insert(lk.to_string(), lv.to_string());
-                    }
-                }
+                "labels" | "label" => spec.labels.extend(flag_labels(FLAG, v)?),
                 other => {
-                    return Err(format!(
-                        "--db: unknown key {other:?}; expected name, uri, ca_file, server_name, labels"
-                    ));
+                    return Err(SpecFlagError::UnknownKey {
+                        flag: FLAG,
+                        key: other.into(),
+                        expected: "name, uri, ca_file, server_name, labels",
+                    });
                 }
             }
         }
@@ -72,7 +144,7 @@ impl DbSpec {
         Ok(spec)
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), DbSpecError> {
         if self.name.is_empty()
             || self.name.len() > 64
             || !self
@@ -80,16 +152,15 @@ impl DbSpec {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         {
-            return Err(format!(
-                "database name {:?}: use 1 to 64 letters, digits, '-', '_' and '.'",
-                self.name
-            ));
+            return Err(DbSpecError::Name {
+                name: self.name.clone(),
+            });
         }
         if !PROTOCOLS.contains(&self.protocol()) {
-            return Err(format!(
-                "database {:?}: uri {:?} must start with postgres:// or mysql://",
-                self.name, self.uri
-            ));
+            return Err(DbSpecError::Protocol {
+                name: self.name.clone(),
+                uri: self.uri.clone(),
+            });
         }
         self.target().map(drop)
     }
@@ -105,15 +176,16 @@ impl DbSpec {
     }
 
     /// The `host:port` of the URI (5432 for PostgreSQL, 3306 for MySQL when none is given).
-    pub fn target(&self) -> Result<(String, u16), String> {
+    pub fn target(&self) -> Result<(String, u16), DbSpecError> {
+        let name = || self.name.clone();
         let rest = self
             .uri
             .split_once("://")
             .map(|(_, r)| r)
-            .ok_or_else(|| format!("database {:?}: uri has no scheme", self.name))?;
+            .ok_or_else(|| DbSpecError::NoScheme { name: name() })?;
         let hostport = rest.split(['/', '?']).next().unwrap_or_default();
         if hostport.is_empty() {
-            return Err(format!("database {:?}: uri has no host", self.name));
+            return Err(DbSpecError::NoHost { name: name() });
         }
         let default_port = if self.protocol() == "mysql" {
             3306
@@ -121,7 +193,10 @@ impl DbSpec {
             5432
         };
         if hostport.contains(':') && !hostport.ends_with(']') {
-            split_host_port(hostport).map_err(|e| format!("database {:?}: {e}", self.name))
+            split_host_port(hostport).map_err(|e| DbSpecError::Address {
+                name: name(),
+                reason: e.to_string(),
+            })
         } else {
             Ok((
                 hostport
@@ -134,7 +209,7 @@ impl DbSpec {
     }
 
     /// The name the database's certificate must carry.
-    pub fn server_name(&self) -> Result<String, String> {
+    pub fn server_name(&self) -> Result<String, DbSpecError> {
         match &self.server_name {
             Some(n) => Ok(n.clone()),
             None => self.target().map(|(h, _)| h),
@@ -171,71 +246,66 @@ pub struct AppSpec {
 
 impl AppSpec {
     /// Parses `name=echo,uri=tcp://127.0.0.1:7000,labels=env=dev;team=web` (labels may repeat).
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, SpecFlagError> {
+        const FLAG: &str = "--app";
         let (mut name, mut uri, mut labels) = (None, None, Vec::new());
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (k, v) = part
-                .split_once('=')
-                .ok_or_else(|| format!("--app: expected key=value, got {part:?}"))?;
+            let (k, v) = key_value(FLAG, part)?;
             match k {
                 "name" => name = Some(v.to_string()),
                 "uri" => uri = Some(v.to_string()),
-                "labels" | "label" => {
-                    for l in v.split(';').filter(|l| !l.is_empty()) {
-                        let (lk, lv) = l
-                            .split_once('=')
-                            .ok_or_else(|| format!("--app: label {l:?} is not key=value"))?;
-                        labels.push((lk.to_string(), lv.to_string()));
-                    }
-                }
+                "labels" | "label" => labels.extend(flag_labels(FLAG, v)?),
                 other => {
-                    return Err(format!(
-                        "--app: unknown key {other:?}; expected name, uri, labels"
-                    ));
+                    return Err(SpecFlagError::UnknownKey {
+                        flag: FLAG,
+                        key: other.into(),
+                        expected: "name, uri, labels",
+                    });
                 }
             }
         }
+        let missing = |key| SpecFlagError::Missing { flag: FLAG, key };
         let app = AppSpec {
-            name: name.ok_or("--app: name= is required")?,
-            uri: uri.ok_or("--app: uri= is required")?,
+            name: name.ok_or_else(|| missing("name"))?,
+            uri: uri.ok_or_else(|| missing("uri"))?,
             labels,
         };
         app.validate()?;
         Ok(app)
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), AppSpecError> {
         if self.name.is_empty()
             || !self
                 .name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         {
-            return Err(format!(
-                "app name {:?}: use letters, digits, '-', '_' and '.'",
-                self.name
-            ));
+            return Err(AppSpecError::Name {
+                name: self.name.clone(),
+            });
         }
         self.target().map(drop)
     }
 
     /// The `host:port` behind `tcp://`.
-    pub fn target(&self) -> Result<(String, u16), String> {
-        let rest = self.uri.strip_prefix("tcp://").ok_or_else(|| {
-            format!(
-                "app {:?}: uri {:?} must start with tcp://",
-                self.name, self.uri
-            )
+    pub fn target(&self) -> Result<(String, u16), AppSpecError> {
+        let name = || self.name.clone();
+        let rest = self
+            .uri
+            .strip_prefix("tcp://")
+            .ok_or_else(|| AppSpecError::Scheme {
+                name: name(),
+                uri: self.uri.clone(),
+            })?;
+        let (host, port) = split_host_port(rest).map_err(|e| AppSpecError::Address {
+            name: name(),
+            reason: e.to_string(),
         })?;
-        split_host_port(rest)
-            .map_err(|e| format!("app {:?}: {e}", self.name))
-            .and_then(|(h, p)| {
-                if rest.contains(':') {
-                    Ok((h, p))
-                } else {
-                    Err(format!("app {:?}: uri needs a port", self.name))
-                }
-            })
+        if !rest.contains(':') {
+            return Err(AppSpecError::NoPort { name: name() });
+        }
+        Ok((host, port))
     }
 }
 

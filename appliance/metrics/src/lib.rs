@@ -10,10 +10,14 @@
 #![forbid(unsafe_code)]
 
 pub mod diag;
+mod render;
 
-use std::fmt::Write as _;
+pub use render::{counter, gauge};
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
+
+use hop_platform::clock;
 
 /// One monotonic counter.
 #[derive(Debug, Default)]
@@ -131,7 +135,7 @@ pub trait Report: Send + Sync + std::fmt::Debug {
 impl Default for Metrics {
     fn default() -> Self {
         Self {
-            started: Instant::now(),
+            started: clock::now(),
             storage_ready: AtomicBool::new(false),
             ca_ready: AtomicBool::new(false),
             proxy_ready: AtomicBool::new(false),
@@ -182,210 +186,20 @@ impl Metrics {
     }
 
     /// How old the admission snapshot is now, once there is one.
-    pub fn admission_age(&self) -> Option<std::time::Duration> {
+    pub fn admission_age(&self) -> Option<Duration> {
+        self.admission_age_at(clock::wall())
+    }
+
+    /// How old the admission snapshot is at `wall`, once there is one.
+    fn admission_age_at(&self, wall: SystemTime) -> Option<Duration> {
         let taken = self.admission_taken_at.load(Ordering::Acquire);
         (taken != 0).then(|| {
-            let now = std::time::SystemTime::now()
+            let now = wall
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap_or_default()
                 .as_secs();
-            std::time::Duration::from_secs(now.saturating_sub(taken))
+            Duration::from_secs(now.saturating_sub(taken))
         })
-    }
-
-    /// The Prometheus text exposition (version 0.0.4).
-    pub fn render(&self) -> String {
-        let mut out = String::with_capacity(4096);
-        let flag = |b: &AtomicBool| u64::from(b.load(Ordering::Acquire));
-        gauge(
-            &mut out,
-            "hop_build_info",
-            "Build information.",
-            &[(format!("version=\"{}\"", env!("CARGO_PKG_VERSION")), 1)],
-        );
-        gauge(
-            &mut out,
-            "hop_uptime_seconds",
-            "Seconds since the process started.",
-            &[(String::new(), self.started.elapsed().as_secs())],
-        );
-        gauge(
-            &mut out,
-            "hop_storage_ready",
-            "1 once the backend is open.",
-            &[(String::new(), flag(&self.storage_ready))],
-        );
-        gauge(
-            &mut out,
-            "hop_ca_ready",
-            "1 once the certificate authorities are loaded.",
-            &[(String::new(), flag(&self.ca_ready))],
-        );
-        if let Some(age) = self.admission_age() {
-            gauge(
-                &mut out,
-                "hop_admission_snapshot_age_seconds",
-                "Age of the access data (roles, locks, users) admission decides from.",
-                &[(String::new(), age.as_secs())],
-            );
-        }
-        counter(
-            &mut out,
-            "hop_logins_total",
-            "Password logins by result.",
-            &[
-                ("result=\"success\"".into(), self.logins_ok.get()),
-                ("result=\"failure\"".into(), self.logins_failed.get()),
-                ("result=\"locked\"".into(), self.logins_locked.get()),
-                (
-                    "result=\"rate_limited\"".into(),
-                    self.logins_rate_limited.get(),
-                ),
-            ],
-        );
-        counter(
-            &mut out,
-            "hop_signups_total",
-            "Completed invitations.",
-            &[(String::new(), self.signups.get())],
-        );
-        counter(
-            &mut out,
-            "hop_certificates_issued_total",
-            "User and host certificates issued.",
-            &[(String::new(), self.certificates_issued.get())],
-        );
-        counter(
-            &mut out,
-            "hop_grpc_requests_total",
-            "Auth API requests.",
-            &[(String::new(), self.grpc_requests.get())],
-        );
-        counter(
-            &mut out,
-            "hop_admin_denied_total",
-            "Admin API calls refused by RBAC.",
-            &[(String::new(), self.admin_denied.get())],
-        );
-        counter(
-            &mut out,
-            "hop_proxy_connections_accepted_total",
-            "Connections the data plane handed to the control plane's routes (every accepted connection: hop_dataplane_connections_accepted_total).",
-            &[(String::new(), self.connections_accepted.get())],
-        );
-        gauge(
-            &mut out,
-            "hop_proxy_connections_active",
-            "Connections open on the proxy port.",
-            &[(String::new(), self.connections_active.get())],
-        );
-        counter(
-            &mut out,
-            "hop_proxy_handshakes_shed_total",
-            "TLS connections closed at once because max_concurrent_handshakes was reached.",
-            &[(String::new(), self.handshakes_shed.get())],
-        );
-        counter(
-            &mut out,
-            "hop_proxy_tls_handshakes_total",
-            "TLS handshakes on the proxy port by result.",
-            &[
-                ("result=\"success\"".into(), self.tls_handshakes_ok.get()),
-                (
-                    "result=\"failure\"".into(),
-                    self.tls_handshakes_failed.get(),
-                ),
-                (
-                    "result=\"timeout\"".into(),
-                    self.tls_handshakes_timed_out.get(),
-                ),
-            ],
-        );
-        counter(
-            &mut out,
-            "hop_audit_events_total",
-            "Audit events written.",
-            &[(String::new(), self.audit_events.get())],
-        );
-        counter(
-            &mut out,
-            "hop_audit_failures_total",
-            "Audit events that could not be written.",
-            &[(String::new(), self.audit_failures.get())],
-        );
-        counter(
-            &mut out,
-            "hop_auth_agent_events_refused_total",
-            "Agents' audit events Auth refused (not written), by reason.",
-            &AgentEventRefusals::REASONS
-                .map(|r| (format!("reason=\"{r}\""), self.agent_events_refused.get(r))),
-        );
-        counter(
-            &mut out,
-            "hop_audit_refusals_dropped_total",
-            "Refusals of unauthenticated callers not written to the audit log (rate limit).",
-            &[(String::new(), self.audit_refusals_dropped.get())],
-        );
-        counter(
-            &mut out,
-            "hop_app_sessions_total",
-            "TCP application sessions started.",
-            &[(String::new(), self.app_sessions.get())],
-        );
-        gauge(
-            &mut out,
-            "hop_app_sessions_active",
-            "TCP application sessions open.",
-            &[(String::new(), self.app_sessions_active.get())],
-        );
-        counter(
-            &mut out,
-            "hop_relay_sessions_total",
-            "Relayed sessions by where their bytes moved: path=\"worker\" (the data plane's fast path, records re-sealed in place) or path=\"control_plane\" (the tokio relay).",
-            &[
-                (
-                    "path=\"worker\"".to_string(),
-                    self.relay_fast_sessions.get(),
-                ),
-                (
-                    "path=\"control_plane\"".to_string(),
-                    self.relay_tokio_sessions.get(),
-                ),
-            ],
-        );
-        counter(
-            &mut out,
-            "hop_db_sessions_total",
-            "Database sessions started.",
-            &[(String::new(), self.db_sessions.get())],
-        );
-        gauge(
-            &mut out,
-            "hop_db_sessions_active",
-            "Database sessions open.",
-            &[(String::new(), self.db_sessions_active.get())],
-        );
-        counter(
-            &mut out,
-            "hop_db_sessions_refused_total",
-            "Database connections refused before reaching a database (no certificate, RBAC, no agent).",
-            &[(String::new(), self.db_sessions_refused.get())],
-        );
-        counter(
-            &mut out,
-            "hop_db_cancels_total",
-            "Query cancel requests routed to a database.",
-            &[(String::new(), self.db_cancels.get())],
-        );
-        for r in self
-            .reports
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            r.render(&mut out);
-        }
-        out
     }
 }
 
@@ -396,28 +210,6 @@ impl Metrics {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .push(report);
-    }
-}
-
-/// Writes one counter family (`# HELP`, `# TYPE`, samples) for a [`Report`].
-pub fn counter(out: &mut String, name: &str, help: &str, samples: &[(String, u64)]) {
-    family(out, name, help, "counter", samples);
-}
-
-/// Writes one gauge family for a [`Report`].
-pub fn gauge(out: &mut String, name: &str, help: &str, samples: &[(String, u64)]) {
-    family(out, name, help, "gauge", samples);
-}
-
-fn family(out: &mut String, name: &str, help: &str, kind: &str, samples: &[(String, u64)]) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-    for (labels, v) in samples {
-        if labels.is_empty() {
-            let _ = writeln!(out, "{name} {v}");
-        } else {
-            let _ = writeln!(out, "{name}{{{labels}}} {v}");
-        }
     }
 }
 

@@ -136,6 +136,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for DeadlineStream<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hop_platform::clock;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     const LIMIT: Duration = Duration::from_millis(100);
@@ -145,7 +146,7 @@ mod tests {
         let (server, _client) = tokio::io::duplex(64);
         let (deadline, _done) = AuthDeadline::new(LIMIT);
         let mut s = deadline.guard(server);
-        let started = std::time::Instant::now();
+        let started = clock::now();
         let err = s.read_u8().await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert!(started.elapsed() >= LIMIT, "{:?}", started.elapsed());

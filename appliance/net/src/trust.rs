@@ -352,7 +352,8 @@ fn build(
 mod tests {
     use super::*;
     use hop_ca::{CaKind, CertAuthority, generate_x509_keypair, parse_pem_certs};
-    use std::time::{Duration, SystemTime};
+    use hop_platform::clock;
+    use std::time::Duration;
 
     const NAME: &str = "proxy.test";
 
@@ -364,9 +365,8 @@ mod tests {
 
     impl Cluster {
         fn new() -> Self {
-            let ca =
-                CertAuthority::generate(CaKind::Host, "c", SystemTime::now(), &mut rand::rng())
-                    .unwrap();
+            let ca = CertAuthority::generate(CaKind::Host, "c", clock::wall(), &mut rand::rng())
+                .unwrap();
             let ca_pem = ca.public().x509_cert_pem.unwrap();
             let ca_der = der(&ca_pem);
             Self { ca, ca_pem, ca_der }
@@ -384,7 +384,7 @@ mod tests {
                     "host-1",
                     role,
                     &[NAME.to_string()],
-                    SystemTime::now(),
+                    clock::wall(),
                     Duration::from_secs(3600),
                     &mut rng,
                 )

@@ -11,6 +11,7 @@
 #![allow(unsafe_code)]
 
 pub mod account;
+pub mod clock;
 pub mod host;
 pub mod ktls;
 pub mod pty;

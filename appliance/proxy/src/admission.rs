@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use hop_admission::{Admitted, Refusal, Route};
 use hop_ca::Identity;
+use hop_platform::clock;
 
 use hop_auth::AuthServer;
 use hop_auth::admission::Presented;
@@ -155,7 +156,7 @@ impl LiveWatch {
                 if unchanged && !expiring {
                     continue;
                 }
-                last = Some((snap.clone(), std::time::Instant::now()));
+                last = Some((snap.clone(), clock::now()));
                 let presented = live.cert.presented(live.login.as_deref());
                 let refusal = match auth.admit_on(&snap, &presented, live.route) {
                     Ok(_) => match agent_refusal(&auth, &live) {

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use hop_platform::clock;
 use hop_storage::{Backend, PutOptions};
 use tokio::sync::watch;
 
@@ -90,7 +91,7 @@ pub async fn run(
     loop {
         let (r, b) = (registry.clone(), backend.clone());
         let res = tokio::task::spawn_blocking(move || {
-            let now = SystemTime::now();
+            let now = clock::wall();
             publish(b.as_ref(), &summarize(&r, now), now)
         })
         .await;

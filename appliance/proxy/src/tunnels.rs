@@ -11,9 +11,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use hop_ca::HostRole;
+use hop_platform::clock;
 use hop_protocols::tunnel::{Frame, GoAway, HelloAck, PROTOCOL_VERSION, ResourceAnnouncement};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
@@ -360,7 +361,7 @@ impl TunnelRegistry {
                 .await;
             return;
         }
-        let now = SystemTime::now();
+        let now = clock::wall();
         let generation = self
             .next_generation
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -430,7 +431,7 @@ impl TunnelRegistry {
                 frame = framed.read_frame(deadline) => match frame? {
                     Frame::Heartbeat { seq } => {
                         if let Some(e) = self.agents().get_mut(host_id) {
-                            e.info.last_heartbeat = SystemTime::now();
+                            e.info.last_heartbeat = clock::wall();
                         }
                         framed.write_frame(&Frame::HeartbeatAck { seq }).await?;
                     }
@@ -464,6 +465,35 @@ impl TunnelRegistry {
                 }
             }
         }
+    }
+}
+
+impl hop_auth::inventory::Inventory for TunnelRegistry {
+    fn proxy_id(&self) -> &str {
+        TunnelRegistry::proxy_id(self)
+    }
+    fn list(&self) -> Vec<AgentInfo> {
+        TunnelRegistry::list(self)
+    }
+    fn apps(&self) -> Vec<AppRoute> {
+        TunnelRegistry::apps(self)
+    }
+    fn databases(&self) -> Vec<DbRoute> {
+        TunnelRegistry::databases(self)
+    }
+    fn nodes(&self) -> Vec<NodeRoute> {
+        TunnelRegistry::nodes(self)
+    }
+}
+
+impl hop_metrics::Report for TunnelRegistry {
+    fn render(&self, out: &mut String) {
+        hop_metrics::gauge(
+            out,
+            "hop_proxy_tunnels_connected",
+            "Agents with a live control tunnel to this proxy.",
+            &[(String::new(), self.connected() as u64)],
+        );
     }
 }
 
@@ -507,35 +537,6 @@ mod vet_tests {
         assert_eq!(
             r.vet("h3", HostRole::Node, vec![ann("node", "web1")]).len(),
             1
-        );
-    }
-}
-
-impl hop_auth::inventory::Inventory for TunnelRegistry {
-    fn proxy_id(&self) -> &str {
-        TunnelRegistry::proxy_id(self)
-    }
-    fn list(&self) -> Vec<AgentInfo> {
-        TunnelRegistry::list(self)
-    }
-    fn apps(&self) -> Vec<AppRoute> {
-        TunnelRegistry::apps(self)
-    }
-    fn databases(&self) -> Vec<DbRoute> {
-        TunnelRegistry::databases(self)
-    }
-    fn nodes(&self) -> Vec<NodeRoute> {
-        TunnelRegistry::nodes(self)
-    }
-}
-
-impl hop_metrics::Report for TunnelRegistry {
-    fn render(&self, out: &mut String) {
-        hop_metrics::gauge(
-            out,
-            "hop_proxy_tunnels_connected",
-            "Agents with a live control tunnel to this proxy.",
-            &[(String::new(), self.connected() as u64)],
         );
     }
 }

@@ -8,8 +8,9 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::clock;
 use crate::harness::*;
 use crate::ssh::{Killed, node_token, start_node};
 
@@ -147,10 +148,10 @@ impl Cluster {
 /// Waits until `hop ARGS` (as `u`) lists `name`, and a moment more for the agent's data
 /// connections.
 fn wait_until_listed(u: &User, args: &[&str], name: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = clock::monotonic_now() + Duration::from_secs(30);
     while !stdout(&run(&u.home, args, "")).contains(name) {
         assert!(
-            Instant::now() < deadline,
+            clock::monotonic_now() < deadline,
             "{name} was never listed by hop {args:?}"
         );
         std::thread::sleep(Duration::from_millis(200));
@@ -173,9 +174,9 @@ fn run(home: &Path, args: &[&str], stdin: &str) -> Output {
 
 /// Waits for `child` at most `limit`, killing it then.
 fn wait_output(mut child: Child, limit: Duration) -> Output {
-    let deadline = Instant::now() + limit;
+    let deadline = clock::monotonic_now() + limit;
     while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
+        if clock::monotonic_now() > deadline {
             let _ = child.kill();
             break;
         }
@@ -314,7 +315,7 @@ fn echo_once(port: u16) -> Result<(), String> {
 /// Waits until a refusal event (`access.refused` from the proxy, `ssh.auth` from a node) for
 /// `user` on one of `routes` with `reason` is in the audit log.
 fn wait_refusal(a: &Appliance, user: &str, routes: &[&str], reason: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = clock::monotonic_now() + Duration::from_secs(10);
     loop {
         let mut out = a.ok(&[
             "admin",
@@ -340,7 +341,7 @@ fn wait_refusal(a: &Appliance, user: &str, routes: &[&str], reason: &str) {
             return;
         }
         assert!(
-            Instant::now() < deadline,
+            clock::monotonic_now() < deadline,
             "no access.refused event for {user} on {routes:?} with reason {reason}:\n{out}"
         );
         std::thread::sleep(Duration::from_millis(200));
@@ -434,7 +435,7 @@ const ROWS: &[Row] = &[
 fn the_refusal_matrix_on_every_route() {
     let c = Cluster::start();
     let expiring = c.user_with_ttl(Some("8s"));
-    let started = Instant::now();
+    let started = clock::monotonic_now();
     for row in ROWS {
         let u = c.user();
         for t in TRIES {
@@ -480,7 +481,7 @@ fn the_refusal_matrix_on_every_route() {
 /// How long a running session took to end after `act` returned: EOF at the client.
 fn ends_within(c: &Cluster, child: &mut Child, act: impl FnOnce()) -> Duration {
     act();
-    let t0 = Instant::now();
+    let t0 = clock::monotonic_now();
     loop {
         if child.try_wait().unwrap().is_some() {
             return t0.elapsed();
@@ -563,7 +564,7 @@ fn live_sessions_end_within_five_seconds_of_a_lock_a_deletion_or_a_role_removal(
         let mut buf = [0u8; 3];
         s.read_exact(&mut buf).unwrap();
         spoil(&c, &u);
-        let t0 = Instant::now();
+        let t0 = clock::monotonic_now();
         s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
         let mut rest = Vec::new();
         let _ = s.read_to_end(&mut rest);
@@ -622,7 +623,7 @@ fn agents_cannot_lie_and_a_locked_agent_is_cut_off() {
             .spawn()
             .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = clock::monotonic_now() + Duration::from_secs(20);
     loop {
         let out = c.a.ok(&[
             "admin",
@@ -637,7 +638,7 @@ fn agents_cannot_lie_and_a_locked_agent_is_cut_off() {
             break;
         }
         assert!(
-            Instant::now() < deadline,
+            clock::monotonic_now() < deadline,
             "the shadowing announcement was not refused: {out}"
         );
         std::thread::sleep(Duration::from_millis(200));
@@ -658,7 +659,7 @@ fn agents_cannot_lie_and_a_locked_agent_is_cut_off() {
         "--message",
         "compromised",
     ]);
-    let t0 = Instant::now();
+    let t0 = clock::monotonic_now();
     while stdout(&run(&u.home, &["ls"], "")).contains("node1") {
         assert!(t0.elapsed() < Duration::from_secs(5), "node1 still listed");
         std::thread::sleep(Duration::from_millis(100));
@@ -689,7 +690,7 @@ fn agents_cannot_lie_and_a_locked_agent_is_cut_off() {
     // `hop admin rm node/HOSTID` voids an agent the same way, and ends the sessions it serves.
     // (The shadowing agent goes first, so that the one app agent left is echo's.)
     drop(app2);
-    let t0 = Instant::now();
+    let t0 = clock::monotonic_now();
     while c
         .a
         .ok(&["admin", "inventory", "ls", "--format", "json"])
@@ -715,7 +716,7 @@ fn agents_cannot_lie_and_a_locked_agent_is_cut_off() {
     let mut buf = [0u8; 3];
     s.read_exact(&mut buf).unwrap();
     c.a.ok(&["admin", "rm", &format!("node/{app_id}")]);
-    let t0 = Instant::now();
+    let t0 = clock::monotonic_now();
     s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
     let _ = s.read_to_end(&mut Vec::new());
     assert!(
@@ -725,7 +726,7 @@ fn agents_cannot_lie_and_a_locked_agent_is_cut_off() {
     );
     let _ = proxy.kill();
     let _ = proxy.wait();
-    let t0 = Instant::now();
+    let t0 = clock::monotonic_now();
     while c
         .a
         .ok(&["admin", "inventory", "ls", "--format", "json"])
@@ -806,7 +807,7 @@ fn a_pty_session_a_forward_and_a_joined_observer_end_within_five_seconds() {
         Some("pty-2"),
     );
     let id = {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = clock::monotonic_now() + Duration::from_secs(10);
         loop {
             let out = stdout(&run(
                 &owner.home,
@@ -822,7 +823,7 @@ fn a_pty_session_a_forward_and_a_joined_observer_end_within_five_seconds() {
                 break id.to_string();
             }
             assert!(
-                Instant::now() < deadline,
+                clock::monotonic_now() < deadline,
                 "no tracker for the PTY session: {out}"
             );
             std::thread::sleep(Duration::from_millis(200));

@@ -4,8 +4,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::clock;
 use crate::harness::*;
 use crate::ssh::{Killed, events, node_token, wait_for_node};
 
@@ -76,7 +77,7 @@ fn direct_ssh(a: &Appliance, port: u16, command: &str) -> Output {
 
 /// Runs `echo <word>` on the node until it answers (the listener may still be starting).
 fn run_numbered(a: &Appliance, port: u16, word: &str, node_log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = clock::monotonic_now() + Duration::from_secs(30);
     loop {
         let out = direct_ssh(a, port, &format!("echo {word}"));
         if out.status.success() {
@@ -84,7 +85,7 @@ fn run_numbered(a: &Appliance, port: u16, word: &str, node_log: &Path) {
             return;
         }
         assert!(
-            Instant::now() < deadline,
+            clock::monotonic_now() < deadline,
             "ssh to the node's listener failed: {}\n--- node log ---\n{}",
             stderr(&out),
             std::fs::read_to_string(node_log).unwrap_or_default()
@@ -112,7 +113,7 @@ fn spooled(node_dir: &Path) -> String {
 
 /// Waits until the spool holds the `exec` events of `echo <word>` for every word.
 fn wait_spooled(node_dir: &Path, words: &[String]) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = clock::monotonic_now() + Duration::from_secs(20);
     loop {
         let text = spooled(node_dir);
         if words
@@ -122,7 +123,7 @@ fn wait_spooled(node_dir: &Path, words: &[String]) {
             return;
         }
         assert!(
-            Instant::now() < deadline,
+            clock::monotonic_now() < deadline,
             "the node did not spool {words:?}; spool:\n{text}"
         );
         std::thread::sleep(Duration::from_millis(100));
@@ -156,9 +157,12 @@ fn agent_events_wait_on_disk_while_auth_is_away_and_arrive_once() {
 
     // Auth is up: a direct session's event goes straight to it, nothing stays on disk.
     run_numbered(&a, port, &words[0], &node_dir.with_extension("1.log"));
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = clock::monotonic_now() + Duration::from_secs(20);
     while stored_counts(&a, &words[..1]) != [1] {
-        assert!(Instant::now() < deadline, "spool-0 never reached Auth");
+        assert!(
+            clock::monotonic_now() < deadline,
+            "spool-0 never reached Auth"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 
@@ -181,14 +185,14 @@ fn agent_events_wait_on_disk_while_auth_is_away_and_arrive_once() {
 
     // Auth comes back where the node expects it: every event arrives, the spool empties.
     a.restart_same_port();
-    let deadline = Instant::now() + Duration::from_secs(90);
+    let deadline = clock::monotonic_now() + Duration::from_secs(90);
     loop {
         let counts = stored_counts(&a, &words);
         if counts.iter().all(|&c| c >= 1) && spooled(&node_dir).is_empty() {
             break;
         }
         assert!(
-            Instant::now() < deadline,
+            clock::monotonic_now() < deadline,
             "not every event arrived: {counts:?}; spool:\n{}\n--- node log ---\n{}",
             spooled(&node_dir),
             std::fs::read_to_string(node_dir.with_extension("2.log")).unwrap_or_default()

@@ -5,8 +5,9 @@
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::clock;
 use crate::harness::*;
 use crate::ssh::{Killed, node_token, start_node, wait_for_node};
 
@@ -15,7 +16,7 @@ fn bench(a: &Appliance, args: &[&str]) -> (serde_json::Value, Output) {
     let mut all = vec!["bench"];
     all.extend_from_slice(args);
     all.extend_from_slice(&["--format", "json"]);
-    let started = Instant::now();
+    let started = clock::monotonic_now();
     let out = a.hop(&all);
     let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
@@ -109,7 +110,7 @@ fn bench_ssh_sessions_through_a_tunnelled_node() {
     );
 
     // An unknown node: every operation fails quickly with the proxy's words, nothing hangs.
-    let started = Instant::now();
+    let started = clock::monotonic_now();
     let (v, out) = bench(&a, &["ssh", "root@nope", "--rate", "5", "--duration", "1s"]);
     assert!(started.elapsed() < Duration::from_secs(10));
     assert!(!out.status.success());
@@ -144,7 +145,7 @@ fn bench_ssh_sessions_through_a_tunnelled_node() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(1700));
-    let started = Instant::now();
+    let started = clock::monotonic_now();
     let _ = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status();
@@ -198,7 +199,7 @@ fn echo_server() -> u16 {
 
 /// Waits until `hop apps ls` lists `name` and its agent has a parked data connection.
 fn wait_for_app(a: &Appliance, name: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = clock::monotonic_now() + Duration::from_secs(30);
     loop {
         let apps = a.hop(&["apps", "ls", "--format", "json"]);
         let inv = a.hop(&["admin", "inventory", "ls", "--format", "json"]);
@@ -212,7 +213,7 @@ fn wait_for_app(a: &Appliance, name: &str) {
             return;
         }
         assert!(
-            Instant::now() < deadline,
+            clock::monotonic_now() < deadline,
             "app {name} did not appear: {} {}",
             stdout(&apps),
             stderr(&apps)

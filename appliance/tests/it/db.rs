@@ -4,8 +4,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::clock;
 use crate::harness::{Appliance, HOP, PASSWORD, free_port, stderr, stdout};
 
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
@@ -193,7 +194,7 @@ fn start_db_agent(a: &Appliance, pg: &Postgres) -> Killed {
 }
 
 fn wait_for_db(a: &Appliance, name: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = clock::monotonic_now() + Duration::from_secs(30);
     loop {
         let out = a.hop(&["db", "ls", "--format", "json"]);
         if out.status.success() && stdout(&out).contains(&format!("\"name\": \"{name}\"")) {
@@ -201,7 +202,7 @@ fn wait_for_db(a: &Appliance, name: &str) {
             return;
         }
         assert!(
-            Instant::now() < deadline,
+            clock::monotonic_now() < deadline,
             "database {name} did not appear: {} {}",
             stdout(&out),
             stderr(&out)
@@ -345,16 +346,16 @@ fn psql_through_the_proxy_with_audit_and_cancel() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = clock::monotonic_now() + Duration::from_secs(20);
     while !pg
         .local_sql("SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)' AND state = 'active'")
         .trim()
         .eq("1")
     {
-        assert!(Instant::now() < deadline, "the slow query never started");
+        assert!(clock::monotonic_now() < deadline, "the slow query never started");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let started = Instant::now();
+    let started = clock::monotonic_now();
     unsafe_sigint(slow.id());
     let status = slow.wait().unwrap();
     let mut err = String::new();
@@ -410,7 +411,7 @@ fn psql_through_the_proxy_with_audit_and_cancel() {
     assert!(stdout(&out).contains("through the local proxy"));
 
     // Every statement is in the audit log with the user, database and database user.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = clock::monotonic_now() + Duration::from_secs(20);
     let events = loop {
         let out = a.ok(&[
             "admin", "audit", "search", "--type", "db.query", "--limit", "1000", "--format", "json",
@@ -418,7 +419,10 @@ fn psql_through_the_proxy_with_audit_and_cancel() {
         if out.contains("through the local proxy") && out.contains("pg_sleep(60)") {
             break out;
         }
-        assert!(Instant::now() < deadline, "db.query events missing: {out}");
+        assert!(
+            clock::monotonic_now() < deadline,
+            "db.query events missing: {out}"
+        );
         std::thread::sleep(Duration::from_millis(300));
     };
     for needle in [
@@ -590,10 +594,10 @@ fn refusals_reach_psql_and_never_the_database() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("via a db resource"));
     a.ok(&["admin", "rm", "db/pg2"]);
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = clock::monotonic_now() + Duration::from_secs(30);
     while a.ok(&["db", "ls", "--format", "json"]).contains("\"pg2\"") {
         assert!(
-            Instant::now() < deadline,
+            clock::monotonic_now() < deadline,
             "pg2 still served after its deletion"
         );
         std::thread::sleep(Duration::from_millis(300));
@@ -705,9 +709,9 @@ impl Mariadb {
             .spawn()
             .unwrap();
         let m = Self { dir, port, child };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = clock::monotonic_now() + Duration::from_secs(30);
         while !m.dir.path().join("mysqld.sock").exists() {
-            assert!(Instant::now() < deadline, "MariaDB did not start");
+            assert!(clock::monotonic_now() < deadline, "MariaDB did not start");
             std::thread::sleep(Duration::from_millis(100));
         }
         m.local_sql(
@@ -897,7 +901,7 @@ fn mariadb_through_hop_proxy_db() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = clock::monotonic_now() + Duration::from_secs(20);
     while !m
         .local_sql(
             "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO = 'SELECT SLEEP(60)'",
@@ -905,10 +909,13 @@ fn mariadb_through_hop_proxy_db() {
         .trim()
         .eq("1")
     {
-        assert!(Instant::now() < deadline, "the slow query never started");
+        assert!(
+            clock::monotonic_now() < deadline,
+            "the slow query never started"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let started = Instant::now();
+    let started = clock::monotonic_now();
     unsafe_sigint(slow.id());
     let out = slow.wait_with_output().unwrap();
     assert!(started.elapsed() < Duration::from_secs(15), "not cancelled");
@@ -935,7 +942,7 @@ fn mariadb_through_hop_proxy_db() {
     );
 
     // Audit.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = clock::monotonic_now() + Duration::from_secs(20);
     loop {
         let events = a.ok(&[
             "admin", "audit", "search", "--type", "db.query", "--limit", "500", "--format", "json",
@@ -959,7 +966,7 @@ fn mariadb_through_hop_proxy_db() {
             break;
         }
         assert!(
-            Instant::now() < deadline,
+            clock::monotonic_now() < deadline,
             "statements not audited: {events}"
         );
         std::thread::sleep(Duration::from_millis(300));
@@ -973,7 +980,7 @@ fn audited_statements(
     a: &Appliance,
     ready: impl Fn(&std::collections::HashSet<String>, &str) -> bool,
 ) -> (std::collections::HashSet<String>, String) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = clock::monotonic_now() + Duration::from_secs(30);
     loop {
         let export = a.ok(&["admin", "audit", "export", "--since", "1h"]);
         let statements = export
@@ -986,7 +993,7 @@ fn audited_statements(
             return (statements, export);
         }
         assert!(
-            Instant::now() < deadline,
+            clock::monotonic_now() < deadline,
             "the audit log never caught up: {export}"
         );
         std::thread::sleep(Duration::from_millis(300));
@@ -1486,7 +1493,7 @@ fn postgres_sessions_go_through_admission() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     a.ok(&["admin", "lock", "--user", "alice", "--message", "db matrix"]);
-    let t0 = Instant::now();
+    let t0 = clock::monotonic_now();
     while long.try_wait().unwrap().is_none() {
         if t0.elapsed() > Duration::from_secs(10) {
             let _ = long.kill();
@@ -1545,7 +1552,7 @@ fn mariadb_sessions_go_through_admission() {
         "--message",
         "maria matrix",
     ]);
-    let t0 = Instant::now();
+    let t0 = clock::monotonic_now();
     while long.try_wait().unwrap().is_none() {
         if t0.elapsed() > Duration::from_secs(10) {
             let _ = long.kill();

@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::clock;
 use crate::harness::*;
 
 /// The deadline every test here configures.
@@ -54,7 +55,7 @@ fn tcp(addr: &str) -> TcpStream {
 /// An SSH client that sends its identification line and then nothing.
 fn ssh_banner_then_silence(addr: &str) -> Option<Duration> {
     let mut s = tcp(addr);
-    let started = Instant::now();
+    let started = clock::monotonic_now();
     s.write_all(b"SSH-2.0-x\r\n").unwrap();
     closed_after(&mut s, started)
 }
@@ -146,7 +147,7 @@ fn tls(addr: &str, alpn: &[u8], identity: Option<(&Path, &Path)>) -> Tls {
 /// TLS to the web route, then half a request head: `GET / HTTP/1.1`, one header, no end.
 fn partial_http1_head(addr: &str) -> Option<Duration> {
     let mut s = tls(addr, b"http/1.1", None);
-    let started = Instant::now();
+    let started = clock::monotonic_now();
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
     closed_after(&mut s, started)
 }
@@ -154,7 +155,7 @@ fn partial_http1_head(addr: &str) -> Option<Duration> {
 /// TLS with ALPN h2, the client preface and an empty SETTINGS frame, then nothing.
 fn idle_http2(addr: &str) -> Option<Duration> {
     let mut s = tls(addr, b"h2", None);
-    let started = Instant::now();
+    let started = clock::monotonic_now();
     s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
     s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).unwrap();
     closed_after(&mut s, started)
@@ -164,7 +165,7 @@ fn idle_http2(addr: &str) -> Option<Duration> {
 fn silent_tunnel(addr: &str, agent_dir: &Path) -> Option<Duration> {
     let (cert, key) = (agent_dir.join("host.crt"), agent_dir.join("host.key"));
     let mut s = tls(addr, b"hop-tunnel", Some((&cert, &key)));
-    closed_after(&mut s, Instant::now())
+    closed_after(&mut s, clock::monotonic_now())
 }
 
 /// A child process killed when the test ends, pass or fail.
@@ -209,9 +210,9 @@ fn start_node(a: &Appliance, data: &Path, ssh_port: u16) -> Killed {
 
 /// Waits until something accepts connections on `port`.
 fn wait_listening(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = clock::monotonic_now() + Duration::from_secs(30);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{what} never listened");
+        assert!(clock::monotonic_now() < deadline, "{what} never listened");
         std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -4,15 +4,16 @@
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
+use crate::clock;
 use crate::harness::*;
 use crate::ssh::{Killed, start_node, wait_for_node};
 
 const NOLIMIT: &str = "kind: role\nversion: v7\nmetadata:\n  name: nolimit\nspec:\n  allow:\n    logins: ['{{internal.logins}}']\n    node_labels: {'*': '*'}\n";
 
 fn now_unix() -> i64 {
-    SystemTime::now()
+    clock::wall_now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
@@ -164,7 +165,7 @@ fn refused_join(a: &Appliance, role: &str, data: &Path, token: &str, extra: &[&s
 }
 
 fn wait_for_inventory(a: &Appliance, n: usize) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = clock::monotonic_now() + Duration::from_secs(30);
     loop {
         let out = a.hop(&["admin", "inventory", "ls", "--format", "json"]);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
@@ -172,7 +173,7 @@ fn wait_for_inventory(a: &Appliance, n: usize) {
             return;
         }
         assert!(
-            std::time::Instant::now() < deadline,
+            clock::monotonic_now() < deadline,
             "agents did not connect: {}",
             stdout(&out)
         );

@@ -5,7 +5,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
+
+use crate::clock;
 
 pub const HOP: &str = env!("CARGO_BIN_EXE_hop");
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -124,9 +126,9 @@ impl Appliance {
                 let _ = writeln!(f, "{line}");
             }
         });
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = clock::monotonic_now() + Duration::from_secs(60);
         while !self.banner.last().is_some_and(|l| l.contains("hop login")) {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.saturating_duration_since(clock::monotonic_now());
             let line = match rx.recv_timeout(left) {
                 Ok(l) => l,
                 Err(_) => {
@@ -196,12 +198,12 @@ impl Appliance {
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = clock::monotonic_now() + Duration::from_secs(20);
         loop {
             if let Some(s) = child.try_wait().unwrap() {
                 return s;
             }
-            if Instant::now() > deadline {
+            if clock::monotonic_now() > deadline {
                 let _ = child.kill();
                 panic!("hop did not stop within 20 s of SIGTERM");
             }
@@ -298,7 +300,7 @@ pub fn stdout(o: &Output) -> String {
 
 /// A TOTP code from the real `oathtool`, `offset` seconds from now.
 pub fn totp(secret_b32: &str, offset: u64) -> String {
-    let now = SystemTime::now()
+    let now = clock::wall_now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs()

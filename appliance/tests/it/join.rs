@@ -4,8 +4,9 @@
 
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::clock;
 use crate::harness::{Appliance, HOP, OS_LOGIN, PASSWORD, os_login, stderr};
 use crate::ssh::{Killed, node_token, start_node, tmux, wait_event, wait_for_node, wait_pane};
 
@@ -30,14 +31,14 @@ fn wait_tracker(
     id: &str,
     ok: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = clock::monotonic_now() + Duration::from_secs(20);
     loop {
         let all = sessions(home);
         if let Some(t) = all.iter().find(|t| t["session_id"] == id && ok(t)) {
             return t.clone();
         }
         assert!(
-            Instant::now() < deadline,
+            clock::monotonic_now() < deadline,
             "tracker of {id} never as expected: {all:#?}"
         );
         std::thread::sleep(Duration::from_millis(200));
@@ -45,14 +46,14 @@ fn wait_tracker(
 }
 
 fn wait_file(path: &std::path::Path, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = clock::monotonic_now() + Duration::from_secs(15);
     loop {
         let text = std::fs::read_to_string(path).unwrap_or_default();
         if text.contains(needle) {
             return;
         }
         assert!(
-            Instant::now() < deadline,
+            clock::monotonic_now() < deadline,
             "{needle:?} never reached the joiner:\n{text}"
         );
         std::thread::sleep(Duration::from_millis(100));

@@ -4,8 +4,9 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::clock;
 use crate::harness::*;
 
 fn metric(a: &Appliance, line_prefix: &str) -> u64 {
@@ -112,7 +113,7 @@ fn tls_is_terminated_on_the_workers_under_the_handshake_deadline() {
         "/../protocols/testdata/tls_openssl_client_hello.bin"
     ))
     .unwrap();
-    let started = Instant::now();
+    let started = clock::monotonic_now();
     let (out, closed) = exchange(&a.addr, &hello, Duration::from_secs(5));
     assert!(closed, "a stalled handshake was left open");
     assert_eq!(out.first(), Some(&0x16), "expected a ServerHello: {out:?}");
@@ -192,7 +193,7 @@ fn malformed_first_bytes_are_closed_and_counted() {
     );
 
     // A truncated ClientHello and a client that says nothing: both meet the first-byte deadline.
-    let started = Instant::now();
+    let started = clock::monotonic_now();
     let (_, closed) = exchange(
         &a.addr,
         &client_hello("example.test")[..40],
@@ -303,7 +304,7 @@ fn one_address_holding_thousands_of_idle_connections_does_not_delay_another_logi
     let a = Appliance::start_with("", "  first_byte_timeout: 20s\n");
     let alice = a.add_user("alice", "access", "alice");
     let bob = a.add_user("bob", "access", "bob");
-    let started = Instant::now();
+    let started = clock::monotonic_now();
     let out = a.login("alice", PASSWORD, &alice);
     assert!(out.status.success(), "{}", stderr(&out));
     let baseline = started.elapsed();
@@ -316,7 +317,7 @@ fn one_address_holding_thousands_of_idle_connections_does_not_delay_another_logi
         }
     }
     std::thread::sleep(Duration::from_millis(500));
-    let started = Instant::now();
+    let started = clock::monotonic_now();
     let out = a.login("bob", PASSWORD, &bob);
     let loaded = started.elapsed();
     assert!(
@@ -342,7 +343,7 @@ fn one_address_holding_thousands_of_idle_connections_does_not_delay_another_logi
     one_more
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    let started = Instant::now();
+    let started = clock::monotonic_now();
     let mut b = [0u8; 1];
     let n = one_more.read(&mut b).unwrap_or(0);
     assert_eq!(n, 0);

@@ -4,8 +4,9 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::clock;
 use crate::harness::{Appliance, OS_LOGIN, PASSWORD, free_port, os_login, stderr, stdout};
 use crate::ssh::{Killed, openssh, wait_event, write_config};
 
@@ -34,9 +35,9 @@ fn start_sshd(dir: &Path, port: u16) -> Option<Killed> {
         ))
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = clock::monotonic_now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "sshd did not start");
+        assert!(clock::monotonic_now() < deadline, "sshd did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
     Some(Killed(child))
@@ -121,7 +122,7 @@ fn agentless_openssh_node_through_the_proxy_is_recorded() {
     );
     assert!(out.status.success(), "ssh -tt: {}", stderr(&out));
     assert!(stdout(&out).contains("recorded-at-the-proxy"));
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = clock::monotonic_now() + Duration::from_secs(20);
     let rec = loop {
         let list: serde_json::Value =
             serde_json::from_str(a.ok(&["recordings", "ls", "--format", "json"]).trim()).unwrap();
@@ -134,7 +135,7 @@ fn agentless_openssh_node_through_the_proxy_is_recorded() {
             break r.clone();
         }
         assert!(
-            Instant::now() < deadline,
+            clock::monotonic_now() < deadline,
             "no recording of the web1 session: {list}"
         );
         std::thread::sleep(Duration::from_millis(250));
@@ -232,7 +233,7 @@ fn agentless_openssh_node_through_the_proxy_is_recorded() {
         "--message",
         "agentless matrix",
     ]);
-    let t0 = Instant::now();
+    let t0 = clock::monotonic_now();
     while live.try_wait().unwrap().is_none() {
         assert!(
             t0.elapsed() < Duration::from_secs(5),

@@ -4,8 +4,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::clock;
 use crate::harness::*;
 use crate::ssh::{Killed, node_token, start_node};
 
@@ -93,13 +94,17 @@ fn operator_certificate_files_reload_on_sighup() {
         .status()
         .unwrap();
     assert!(st.success(), "no hop process to signal");
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = clock::monotonic_now() + Duration::from_secs(10);
     loop {
         let cn = served_cn(&a.addr);
         if cn.contains("second") {
             break;
         }
-        assert!(Instant::now() < deadline, "still serving {cn}\n{}", a.log());
+        assert!(
+            clock::monotonic_now() < deadline,
+            "still serving {cn}\n{}",
+            a.log()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(
@@ -111,9 +116,13 @@ fn operator_certificate_files_reload_on_sighup() {
 
 /// Waits for a file an agent writes once it has joined.
 fn wait_path(path: &Path, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = clock::monotonic_now() + Duration::from_secs(30);
     while !path.exists() {
-        assert!(Instant::now() < deadline, "no {what} at {}", path.display());
+        assert!(
+            clock::monotonic_now() < deadline,
+            "no {what} at {}",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -144,9 +153,12 @@ fn relay(cert: &Path, chain: &Path, key: &Path, received: &Path) -> (Killed, Str
         .unwrap();
     let relay = Killed(child);
     let addr = format!("127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = clock::monotonic_now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < deadline, "openssl s_server did not listen");
+        assert!(
+            clock::monotonic_now() < deadline,
+            "openssl s_server did not listen"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     (relay, addr)
@@ -215,14 +227,14 @@ fn login_through_a_relay_presenting_an_agents_certificate_fails_clearly() {
         .stderr(Stdio::from(std::fs::File::create(&node2_log).unwrap()))
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = clock::monotonic_now() + Duration::from_secs(20);
     loop {
         let exited = node2.try_wait().unwrap().is_some();
         let log = std::fs::read_to_string(&node2_log).unwrap_or_default();
         if log.contains(NOT_THE_PROXY) {
             break;
         }
-        if exited || Instant::now() > deadline {
+        if exited || clock::monotonic_now() > deadline {
             panic!("the agent did not refuse the relay clearly:\n{log}");
         }
         std::thread::sleep(Duration::from_millis(100));

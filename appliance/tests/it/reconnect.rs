@@ -8,8 +8,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::process::{Child, Command};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
+use crate::clock;
 use crate::harness::*;
 
 /// Agents simulated (override with HOP_TEST_RECONNECT_AGENTS).
@@ -33,7 +34,7 @@ impl Drop for Loadtest {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
+    clock::wall_now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
@@ -60,7 +61,7 @@ fn wait_for_tunnels(a: &Appliance, lt: &mut Loadtest, n: u64, deadline: Instant)
         if let Ok(Some(status)) = lt.0.try_wait() {
             panic!("the load test exited early: {status}");
         }
-        if Instant::now() > deadline {
+        if clock::monotonic_now() > deadline {
             return false;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -101,7 +102,7 @@ fn proxy_restart_under_many_agents_all_come_back_spread_out() {
     );
     let loadtest_output = || std::fs::read_to_string(&out_path).unwrap_or_default();
 
-    let started = Instant::now();
+    let started = clock::monotonic_now();
     assert!(
         wait_for_tunnels(&a, &mut lt, n as u64, started + Duration::from_secs(60)),
         "{n} agents did not connect in 60 s: {:?} tunnels\n--- load test ---\n{}",
@@ -115,7 +116,7 @@ fn proxy_restart_under_many_agents_all_come_back_spread_out() {
 
     // Restart: SIGTERM (goaway to every agent with its own delay), start on the same port.
     let sigterm_ms = now_ms();
-    let restart = Instant::now();
+    let restart = clock::monotonic_now();
     let status = a.stop();
     assert!(status.success(), "hop exited with {status} on SIGTERM");
     let stopped_in = restart.elapsed();
@@ -129,10 +130,10 @@ fn proxy_restart_under_many_agents_all_come_back_spread_out() {
     let _ = Command::new("kill")
         .args(["-INT", &lt.0.id().to_string()])
         .status();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = clock::monotonic_now() + Duration::from_secs(20);
     while lt.0.try_wait().unwrap().is_none() {
         assert!(
-            Instant::now() < deadline,
+            clock::monotonic_now() < deadline,
             "the load test did not stop on SIGINT"
         );
         std::thread::sleep(Duration::from_millis(50));

@@ -4,8 +4,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::clock;
 use crate::harness::*;
 use crate::ssh::{node_token, tmux, wait_event, wait_for_node, wait_pane};
 
@@ -112,13 +113,13 @@ fn recordings(a: &Appliance) -> Vec<serde_json::Value> {
 
 /// Waits until Auth lists a recording of `user`; returns it.
 fn wait_recording(a: &Appliance, user: &str, within: Duration) -> serde_json::Value {
-    let deadline = Instant::now() + within;
+    let deadline = clock::monotonic_now() + within;
     loop {
         if let Some(r) = recordings(a).into_iter().find(|r| r["user"] == user) {
             return r;
         }
         assert!(
-            Instant::now() < deadline,
+            clock::monotonic_now() < deadline,
             "no recording of {user} arrived; appliance log:\n{}",
             a.log()
         );
@@ -168,9 +169,13 @@ fn recorded_session_is_listed_played_and_exported() {
     assert_eq!(end["session_id"], id.as_str(), "{end}");
     wait_event(&a, "session.upload", |e| e["session_id"] == id.as_str());
     // The node keeps nothing once Auth has it.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = clock::monotonic_now() + Duration::from_secs(10);
     while !spool_files(&node_dir).is_empty() {
-        assert!(Instant::now() < deadline, "{:?}", spool_files(&node_dir));
+        assert!(
+            clock::monotonic_now() < deadline,
+            "{:?}",
+            spool_files(&node_dir)
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 
@@ -219,14 +224,14 @@ fn recorded_session_is_listed_played_and_exported() {
     assert!(out.status.success(), "tmux: {}", stderr(&out));
     std::thread::sleep(Duration::from_millis(1500));
     tmux(&sock, &["send-keys", "-t", "player", "q"]);
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = clock::monotonic_now() + Duration::from_secs(15);
     loop {
         let pane = stdout(&tmux(&sock, &["capture-pane", "-p", "-t", "player"]));
         if pane.contains("play-exit-0") && pane.contains(" icanon") {
             break;
         }
         assert!(
-            Instant::now() < deadline,
+            clock::monotonic_now() < deadline,
             "hop play did not quit cleanly:\n{pane}"
         );
         std::thread::sleep(Duration::from_millis(100));
@@ -314,7 +319,7 @@ fn recording_made_while_auth_is_down_arrives_when_it_is_back() {
     wait_pane(&sock, "more-4");
     // The running session's recording goes to Auth in rounds: part of it is there already.
     let auth_dir = a.data.join("recordings");
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = clock::monotonic_now() + Duration::from_secs(20);
     loop {
         let parts: Vec<_> = std::fs::read_dir(&auth_dir)
             .unwrap()
@@ -324,15 +329,18 @@ fn recording_made_while_auth_is_down_arrives_when_it_is_back() {
         if !parts.is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "no upload in progress on Auth");
+        assert!(
+            clock::monotonic_now() < deadline,
+            "no upload in progress on Auth"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     // Auth (with its proxy) dies: the session ends with it, on the node's side too.
     a.kill();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = clock::monotonic_now() + Duration::from_secs(20);
     while !spool_files(&node_dir).iter().any(|f| f.ends_with(".rec")) {
         assert!(
-            Instant::now() < deadline,
+            clock::monotonic_now() < deadline,
             "the node did not finish the recording: {:?}",
             spool_files(&node_dir)
         );
@@ -345,13 +353,13 @@ fn recording_made_while_auth_is_down_arrives_when_it_is_back() {
     let _node = start_node(&a, &node_dir, "already-joined", "node1");
     // The restarted node tries while Auth is still away (and says so), before Auth returns.
     let log_path = node_dir.with_extension("log");
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = clock::monotonic_now() + Duration::from_secs(30);
     while !std::fs::read_to_string(&log_path)
         .unwrap_or_default()
         .contains("cannot upload session recordings to Auth")
     {
         assert!(
-            Instant::now() < deadline,
+            clock::monotonic_now() < deadline,
             "the node never tried to upload while Auth was away"
         );
         std::thread::sleep(Duration::from_millis(100));
@@ -362,9 +370,13 @@ fn recording_made_while_auth_is_down_arrives_when_it_is_back() {
     let id = rec["session_id"].as_str().unwrap();
     let raw = a.ok(&["play", id, "--format", "raw"]);
     assert!(raw.contains("before-2") && raw.contains("more-4"), "{raw}");
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = clock::monotonic_now() + Duration::from_secs(10);
     while !spool_files(&node_dir).is_empty() {
-        assert!(Instant::now() < deadline, "{:?}", spool_files(&node_dir));
+        assert!(
+            clock::monotonic_now() < deadline,
+            "{:?}",
+            spool_files(&node_dir)
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -456,7 +468,7 @@ fn recordings_from_before_the_backend_index_are_migrated_and_expire() {
     // The recordings directory as an earlier version left it: a recording with its `.json`
     // sidecar, one without (its sidecar lost), and one past the retention.
     let dir = a.data.join("recordings");
-    let now = std::time::SystemTime::now();
+    let now = clock::wall_now();
     let hour_ago = now - Duration::from_secs(3600);
     let with_sidecar = "0190a5c4-0000-7000-8000-00000000e001";
     let bare = "0190a5c4-0000-7000-8000-00000000e002";
@@ -517,10 +529,10 @@ fn recordings_from_before_the_backend_index_are_migrated_and_expire() {
 
     // At start they are indexed in the backend; retention then deletes the expired one.
     a.restart_same_port();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = clock::monotonic_now() + Duration::from_secs(20);
     while dir.join(format!("{expired}.hrec")).exists() {
         assert!(
-            Instant::now() < deadline,
+            clock::monotonic_now() < deadline,
             "retention did not run:\n{}",
             a.log()
         );

@@ -5,8 +5,9 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::clock;
 use crate::harness::*;
 
 pub struct Killed(pub Child);
@@ -53,7 +54,7 @@ pub fn start_node(a: &Appliance, data: &Path, token: &str, name: &str, labels: &
 
 /// Waits until `hop ls` (as the current login) lists `node`.
 pub fn wait_for_node(a: &Appliance, node: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = clock::monotonic_now() + Duration::from_secs(30);
     loop {
         let out = a.hop(&["ls", "--format", "json"]);
         if out.status.success() && stdout(&out).contains(&format!("\"name\": \"{node}\"")) {
@@ -63,7 +64,7 @@ pub fn wait_for_node(a: &Appliance, node: &str) {
             return;
         }
         assert!(
-            Instant::now() < deadline,
+            clock::monotonic_now() < deadline,
             "node {node} did not appear: {} {}",
             stdout(&out),
             stderr(&out)
@@ -117,13 +118,13 @@ pub fn wait_event(
     kind: &str,
     pred: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = clock::monotonic_now() + Duration::from_secs(15);
     loop {
         if let Some(e) = events(a, kind).into_iter().find(|e| pred(e)) {
             return e;
         }
         assert!(
-            Instant::now() < deadline,
+            clock::monotonic_now() < deadline,
             "no {kind} event matched: {:?}",
             events(a, kind)
         );
@@ -380,7 +381,7 @@ fn ssh_scp_sftp_and_forwarding_through_a_tunnelled_node() {
             .spawn()
             .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = clock::monotonic_now() + Duration::from_secs(15);
     let reply = loop {
         let out = Command::new("socat")
             .arg("-T2")
@@ -397,7 +398,7 @@ fn ssh_scp_sftp_and_forwarding_through_a_tunnelled_node() {
                 c.wait_with_output()
             })
             .unwrap();
-        if stdout(&out).contains("ping") || Instant::now() > deadline {
+        if stdout(&out).contains("ping") || clock::monotonic_now() > deadline {
             break stdout(&out);
         }
         std::thread::sleep(Duration::from_millis(300));
@@ -472,14 +473,14 @@ fn remote_forwards_stay_on_loopback_and_unprivileged(a: &Appliance, at_node: &st
             .spawn()
             .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = clock::monotonic_now() + Duration::from_secs(15);
     let listening = loop {
         let out = Command::new("ss")
             .args(["-Htln", &format!("sport = :{port}")])
             .output()
             .unwrap();
         let text = stdout(&out);
-        if !text.trim().is_empty() || Instant::now() > deadline {
+        if !text.trim().is_empty() || clock::monotonic_now() > deadline {
             break text;
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -515,12 +516,12 @@ fn remote_forwards_stay_on_loopback_and_unprivileged(a: &Appliance, at_node: &st
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = clock::monotonic_now() + Duration::from_secs(15);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        if Instant::now() > deadline {
+        if clock::monotonic_now() > deadline {
             let _ = child.kill();
             panic!("a forward of port 80 by an ordinary login was not refused");
         }
@@ -601,8 +602,8 @@ fn ssh_refusals_are_clear_and_audited() {
             .spawn()
             .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !agent_sock.exists() && Instant::now() < deadline {
+    let deadline = clock::monotonic_now() + Duration::from_secs(5);
+    while !agent_sock.exists() && clock::monotonic_now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     let out = Command::new("ssh")
@@ -750,14 +751,14 @@ pub fn tmux(sock: &Path, args: &[&str]) -> Output {
 }
 
 pub fn wait_pane(sock: &Path, needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = clock::monotonic_now() + Duration::from_secs(15);
     loop {
         let pane = stdout(&tmux(sock, &["capture-pane", "-p", "-t", "hop"]));
         if pane.contains(needle) {
             return pane;
         }
         assert!(
-            Instant::now() < deadline,
+            clock::monotonic_now() < deadline,
             "{needle:?} never appeared:\n{pane}"
         );
         std::thread::sleep(Duration::from_millis(100));
@@ -852,8 +853,8 @@ fn interactive_pty_session_under_tmux() {
     wait_pane(&sock, "30 100");
     // The remote exit status becomes hop's.
     tmux(&sock, &["send-keys", "-t", "hop", "exit 7", "Enter"]);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !status_file.exists() && Instant::now() < deadline {
+    let deadline = clock::monotonic_now() + Duration::from_secs(15);
+    while !status_file.exists() && clock::monotonic_now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(100));

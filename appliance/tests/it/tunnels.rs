@@ -4,8 +4,9 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::clock;
 use crate::harness::*;
 
 /// A child process killed when the test ends, pass or fail.
@@ -21,8 +22,8 @@ impl Drop for Reaped {
 impl Reaped {
     /// Waits for the process to exit on its own, at most `limit`.
     fn wait_for_exit(&mut self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
+        let deadline = clock::monotonic_now() + limit;
+        while clock::monotonic_now() < deadline {
             if let Ok(Some(_)) = self.0.try_wait() {
                 return true;
             }
@@ -72,7 +73,7 @@ fn start_agent(a: &Appliance, data: &Path, token: Option<&str>, app: &str) -> Ag
 
 /// Waits until the proxy lists `n` agents with a parked data connection; returns their ids.
 fn wait_for_agents(a: &Appliance, n: usize) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = clock::monotonic_now() + Duration::from_secs(30);
     loop {
         let out = a.hop(&["admin", "inventory", "ls", "--format", "json"]);
         if out.status.success() {
@@ -89,7 +90,7 @@ fn wait_for_agents(a: &Appliance, n: usize) -> Vec<String> {
             }
         }
         assert!(
-            Instant::now() < deadline,
+            clock::monotonic_now() < deadline,
             "agents did not connect: {}",
             stdout(&out)
         );
@@ -113,8 +114,8 @@ fn sink(port: u16, out: &Path) -> Reaped {
 /// connection reaches a one-shot listener).
 fn wait_listening(port: u16) {
     let needle = format!(":{port:04X} 00000000:0000 0A");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
+    let deadline = clock::monotonic_now() + Duration::from_secs(10);
+    while clock::monotonic_now() < deadline {
         if std::fs::read_to_string("/proc/net/tcp")
             .unwrap_or_default()
             .contains(&needle)
@@ -196,7 +197,7 @@ fn tcp_app_through_an_agent_tunnel_byte_exact_rbac_and_rejoin() {
     let mut target = sink(target_port, &received);
     wait_listening(target_port);
     let (_proxy_app, local_port) = start_proxy_app(&a, "sink");
-    let started = Instant::now();
+    let started = clock::monotonic_now();
     let st = Command::new("socat")
         .arg("-u")
         .arg(format!("FILE:{}", payload.display()))
@@ -295,12 +296,15 @@ fn tcp_app_through_an_agent_tunnel_byte_exact_rbac_and_rejoin() {
 
     // Kill the agent: it drops out of the inventory; restart it without a token: same identity.
     drop(agent);
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = clock::monotonic_now() + Duration::from_secs(20);
     while a
         .ok(&["admin", "inventory", "ls", "--format", "json"])
         .contains(&ids[0])
     {
-        assert!(Instant::now() < deadline, "killed agent still listed");
+        assert!(
+            clock::monotonic_now() < deadline,
+            "killed agent still listed"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let _agent = start_agent(&a, &agent_dir, None, &app_spec);
@@ -436,7 +440,7 @@ fn tcp_app_both_ways_half_close_and_idle_timeout_on_a_worker() {
     let mut four = [0u8; 4];
     quiet.read_exact(&mut four).unwrap();
     assert_eq!(&four, b"ping");
-    let went_quiet = Instant::now();
+    let went_quiet = clock::monotonic_now();
     quiet
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();

@@ -17,6 +17,7 @@ use crate::node::audit::ChannelMaker;
 use hop_api::proto::SignDatabaseUserRequest;
 use hop_api::proto::database_access_client::DatabaseAccessClient;
 use hop_net::trust::{ClientCert, Trust, server_client_config};
+use hop_platform::clock;
 
 /// A configuration stays cached this long at most: the certificates live an hour.
 const REFRESH_AFTER: Duration = Duration::from_secs(40 * 60);
@@ -81,7 +82,7 @@ impl ClientCerts {
         )?);
         if let Ok(mut c) = self.cache.lock() {
             c.retain(|_, (at, _)| at.elapsed() < REFRESH_AFTER);
-            c.insert(key, (Instant::now(), cfg.clone()));
+            c.insert(key, (clock::now(), cfg.clone()));
         }
         Ok(cfg)
     }

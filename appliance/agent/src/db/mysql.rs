@@ -22,9 +22,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, anyhow};
+use hop_platform::clock;
 use hop_protocols::mysql::capabilities::*;
 use hop_protocols::mysql::{
     self, Command, CommandScanner, Handshake, Response, ScannedPacket, SchemaSwitch, SslRequest,
@@ -262,7 +263,7 @@ pub async fn session<C>(
 ) where
     C: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let started = Instant::now();
+    let started = clock::now();
     if let Ok(mut m) = svc.mysql_threads.map.lock() {
         m.insert(login.connection_id, (thread_id, dial.user.clone()));
     }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
+use hop_platform::clock;
 use hop_protocols::postgres::{self, Authentication, BackendMessage, StartupPacket};
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -96,7 +97,7 @@ pub async fn session<C>(svc: &Arc<DbService>, dial: &DbDial, mut client: C, mut 
 where
     C: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let started = Instant::now();
+    let started = clock::now();
     let refuse = |e: String| {
         svc.audit.emit(
             svc.event(EventKind::DbSessionStart, dial)

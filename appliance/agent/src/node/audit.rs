@@ -27,6 +27,7 @@ use crate::backoff::Backoff;
 pub use hop_api::audit::{AuditEvent, EventKind};
 use hop_api::proto::auth_public_client::AuthPublicClient;
 use hop_api::proto::{EmitEventsRequest, RefusedEvent};
+use hop_platform::clock;
 
 /// Most events waiting in memory (the channel, and as many again taken from it).
 const QUEUE: usize = 10_000;
@@ -93,7 +94,7 @@ impl AgentAudit {
 
     /// A new event of `kind` by `user`, stamped now, naming this server.
     pub fn event(&self, kind: EventKind, user: &str) -> AuditEvent {
-        AuditEvent::new(kind, &self.cluster, user, std::time::SystemTime::now())
+        AuditEvent::new(kind, &self.cluster, user, clock::wall())
             .field("server", self.server.clone())
     }
 

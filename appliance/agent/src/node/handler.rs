@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use russh::keys::Certificate;
 use russh::server::{
@@ -23,6 +23,7 @@ use super::session::{self, SessionContext};
 use super::{Arrival, NodeShared};
 use hop_net::ssh_deadline::AuthDone;
 use hop_platform::account::listen_as;
+use hop_platform::clock;
 
 /// Per-connection state.
 pub struct ConnHandler {
@@ -130,10 +131,10 @@ fn spawn_live_check(
             }) {
                 continue;
             }
-            last = Some((snap.clone(), std::time::Instant::now()));
+            last = Some((snap.clone(), clock::now()));
             let labels = shared.labels();
             let before_expiry = grant.cert_expires - Duration::from_secs(1);
-            let now = SystemTime::now().min(before_expiry);
+            let now = clock::wall().min(before_expiry);
             let decided = access::authorize(&snap, &grant.cert_openssh, &grant.login, &labels, now);
             tracing::debug!(user = %grant.identity.username, ok = decided.is_ok(), "live connection decided again");
             let Err(refusal) = decided else {
@@ -202,7 +203,7 @@ impl Handler for ConnHandler {
         };
         let snap = self.shared.access.get();
         let labels = self.shared.labels();
-        match access::authorize(&snap, &text, login, &labels, SystemTime::now()) {
+        match access::authorize(&snap, &text, login, &labels, clock::wall()) {
             Ok(g) => {
                 tracing::debug!(user = %g.identity.username, login, "SSH login accepted");
                 self.grant = Some(g);
@@ -232,7 +233,7 @@ impl Handler for ConnHandler {
         {
             let left = g
                 .cert_expires
-                .duration_since(SystemTime::now())
+                .duration_since(clock::wall())
                 .unwrap_or_default();
             tokio::spawn(async move {
                 tokio::time::sleep(left).await;

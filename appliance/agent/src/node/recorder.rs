@@ -639,6 +639,7 @@ fn close_orphan(path: &Path) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use hop_platform::clock;
     use hop_storage::recording::{OwnedEvent, Recording};
 
     use super::*;
@@ -669,13 +670,9 @@ mod tests {
     }
 
     fn wait_for(path: &Path) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = clock::now() + Duration::from_secs(10);
         while !path.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "{} never appeared",
-                path.display()
-            );
+            assert!(clock::now() < deadline, "{} never appeared", path.display());
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -685,7 +682,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = RecordingSpool::open(dir.path(), SpoolSettings::default()).unwrap();
         let rec = spool
-            .start(meta("aa-01"), false, Instant::now(), Box::new(|_| {}))
+            .start(meta("aa-01"), false, clock::now(), Box::new(|_| {}))
             .unwrap();
         let ms = Duration::from_millis;
         rec.output(ms(1), b"$ ");
@@ -726,7 +723,7 @@ mod tests {
             .start(
                 meta("bb-01"),
                 true,
-                Instant::now(),
+                clock::now(),
                 Box::new(move |why| tx.send(why).unwrap()),
             )
             .unwrap();
@@ -753,7 +750,7 @@ mod tests {
         assert!(spool.used() + MIN_FREE > settings.max_bytes);
         // A new session finds the spool full.
         let err = spool
-            .start(meta("bb-02"), true, Instant::now(), Box::new(|_| {}))
+            .start(meta("bb-02"), true, clock::now(), Box::new(|_| {}))
             .unwrap_err();
         assert!(matches!(err, RecordingRefused::SpoolFull { .. }), "{err}");
     }

@@ -31,6 +31,7 @@ use super::recorder::{NodeRecording, RecordingRefused, SessionRecorder};
 use super::users::{self, OsUser};
 use super::{Arrival, NodeShared};
 use crate::trackers::TrackedSpec;
+use hop_platform::clock;
 use hop_platform::pty::{self, Account, ChildSetup, WindowSize};
 
 /// What the connection hands to each session channel.
@@ -171,7 +172,7 @@ pub async fn run(channel: Channel<Msg>, ctx: SessionContext) {
             _ => {}
         }
     };
-    let started = Instant::now();
+    let started = clock::now();
     let session_id = uuid::Uuid::new_v4().to_string();
     // The tracker first: Auth accepts this session's events only once it knows the session.
     let tracker = ctx
@@ -478,7 +479,7 @@ fn start_recording(
         login: ctx.grant.login.clone(),
         server_id: ctx.shared.host_id.clone(),
         server_name: ctx.shared.nodename.clone(),
-        start_unix_us: std::time::SystemTime::now()
+        start_unix_us: clock::wall()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
             .unwrap_or(0),
@@ -511,7 +512,7 @@ fn start_recording(
                 .emit(ev.failed(EventKind::SessionRecording, why));
         }
     };
-    let started = Instant::now();
+    let started = clock::now();
     let on_failure = Box::new(failed.clone());
     match ctx
         .shared

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hop_platform::clock;
 use hop_storage::recording::UploadStatus;
 
 use super::audit::ChannelMaker;
@@ -399,7 +400,7 @@ pub async fn run(spool: Arc<RecordingSpool>, connect: ChannelMaker) {
             }
         }
         if partial_due && unavailable.is_none() {
-            last_partial = Some(Instant::now());
+            last_partial = Some(clock::now());
         }
         progress.retain(|id, _| files.iter().any(|(f, ..)| f == id));
         match unavailable {

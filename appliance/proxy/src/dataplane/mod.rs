@@ -12,6 +12,8 @@
 //! keys, and a worker moves their records (`relay.rs`, the fast path). The runtime's types stay
 //! inside `worker.rs`, `handshake.rs` and `relay.rs`; nothing else here names monoio.
 
+#![deny(clippy::disallowed_types)] // the data plane's workers never block on a lock (clippy.toml)
+
 mod handshake;
 pub mod limits;
 mod relay;
@@ -233,11 +235,10 @@ impl DataPlane {
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..n)
             .map(|_| {
                 let (tx, rx) = tokio::sync::mpsc::channel(RELAY_QUEUE);
-                (tx, Some(rx))
+                (tx, rx)
             })
             .unzip();
         let ctx = Arc::new(worker::WorkerContext {
-            relay_jobs: std::sync::Mutex::new(receivers),
             settings: settings.clone(),
             stats: stats.clone(),
             limits,
@@ -247,13 +248,14 @@ impl DataPlane {
         });
         let mut threads = Vec::with_capacity(n);
         let mut kept = Vec::with_capacity(n);
-        for (i, l) in listeners.into_iter().enumerate() {
+        // Each worker is handed its own fast-path queue as it starts.
+        for ((i, l), jobs) in listeners.into_iter().enumerate().zip(receivers) {
             kept.push(l.try_clone()?);
             let ctx = ctx.clone();
             let std_listener: std::net::TcpListener = l.into();
             let t = std::thread::Builder::new()
                 .name(format!("hop-worker-{i}"))
-                .spawn(move || worker::run(i, driver, std_listener, ctx))
+                .spawn(move || worker::run(i, driver, std_listener, ctx, jobs))
                 .map_err(DataPlaneError::WorkerThread)?;
             threads.push(t);
         }

@@ -15,6 +15,7 @@ use std::pin::pin;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use hop_platform::clock;
 use hop_protocols::tls_record::{
     MAX_RECORD_LEN, RecordError, reprotect, seal_application_data, seal_close_notify,
 };
@@ -212,7 +213,7 @@ async fn relay(
         agent_r,
         agent_w,
     } = sides(client, agent)?;
-    let last = Cell::new(Instant::now());
+    let last = Cell::new(clock::now());
     let upward = direction(
         "client", client_r, agent_w, client_rx, agent_tx, to_agent, idle, &last, up,
     );
@@ -289,7 +290,7 @@ async fn splice_relay(
         agent_r,
         agent_w,
     } = sides(client, agent)?;
-    let last = Cell::new(Instant::now());
+    let last = Cell::new(clock::now());
     let upward = splice_direction("client", client_r, agent_w, ends, to_agent, idle, &last, up);
     let downward = splice_direction(
         "agent", agent_r, client_w, ends, to_client, idle, &last, down,
@@ -348,7 +349,7 @@ async fn splice_direction(
                     left -= w;
                 }
                 moved.set(moved.get() + u64::from(n));
-                last.set(Instant::now());
+                last.set(clock::now());
             }
             // The next record is not application data: take it with its type.
             Err(e)
@@ -525,15 +526,15 @@ async fn direction(
             give_back(buf);
             return Ok(());
         }
-        last.set(Instant::now());
-        moved_at = Some(Instant::now());
+        last.set(clock::now());
+        moved_at = Some(clock::now());
         likely_more = full;
         let done = reprotect(&mut buf, &mut open, &mut seal).map_err(record_err)?;
         if done.produced > 0 {
             let (res, back) = write_all(&mut dst, buf, done.produced).await;
             buf = back;
             res?;
-            last.set(Instant::now());
+            last.set(clock::now());
         }
         moved.set(moved.get() + done.payload as u64);
         buf.drain(..done.consumed);

@@ -28,11 +28,12 @@ const INITIAL_PEEK: usize = 4096;
 /// The most bytes classification will look at (the ClientHello limit plus record headers).
 const MAX_PEEK: usize = 70 * 1024;
 
+/// A worker's fast-path queue: relayed sessions the control plane hands to this worker.
+pub(super) type RelayJobs = tokio::sync::mpsc::Receiver<TlsRelayJob>;
+
 /// What every worker shares: read-only settings, its stats block, the limits, the queue.
 pub(super) struct WorkerContext {
     pub settings: DataPlaneSettings,
-    /// Each worker's fast-path queue; a worker takes its own at start.
-    pub relay_jobs: std::sync::Mutex<Vec<Option<tokio::sync::mpsc::Receiver<TlsRelayJob>>>>,
     pub stats: Arc<DataPlaneStats>,
     pub limits: Arc<ConnectionLimits>,
     pub termination: TlsTermination,
@@ -47,29 +48,47 @@ pub(super) fn probe_uring() -> io::Result<()> {
         .map(drop)
 }
 
-/// The worker thread's body.
+/// The worker thread's body; `jobs` is this worker's own fast-path queue, handed over when the
+/// worker is spawned.
 pub(super) fn run(
     idx: usize,
     driver: IoDriver,
     listener: std::net::TcpListener,
     ctx: Arc<WorkerContext>,
+    jobs: RelayJobs,
 ) {
     let result = match driver {
         IoDriver::Uring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
             .enable_timer()
             .build()
-            .map(|mut rt| rt.block_on(accept_loop(idx, listener, ctx))),
+            .map(|mut rt| rt.block_on(accept_loop(idx, listener, ctx, jobs))),
         IoDriver::Epoll => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
             .enable_timer()
             .build()
-            .map(|mut rt| rt.block_on(accept_loop(idx, listener, ctx))),
+            .map(|mut rt| rt.block_on(accept_loop(idx, listener, ctx, jobs))),
     };
     if let Err(e) = result {
         tracing::error!(worker = idx, error = %e, "data-plane worker could not start its runtime");
     }
 }
 
-async fn accept_loop(idx: usize, listener: std::net::TcpListener, ctx: Arc<WorkerContext>) {
+/// Runs each relayed session the control plane hands this worker, on this worker's runtime.
+async fn run_relay_jobs(idx: usize, mut jobs: RelayJobs, ctx: Arc<WorkerContext>) {
+    while let Some(job) = jobs.recv().await {
+        let ctx = ctx.clone();
+        monoio::spawn(async move {
+            let kernel_tls = ctx.stats.kernel_tls == super::KernelTls::On;
+            super::relay::run(job, ctx.stats.worker(idx), kernel_tls).await
+        });
+    }
+}
+
+async fn accept_loop(
+    idx: usize,
+    listener: std::net::TcpListener,
+    ctx: Arc<WorkerContext>,
+    jobs: RelayJobs,
+) {
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -78,23 +97,7 @@ async fn accept_loop(idx: usize, listener: std::net::TcpListener, ctx: Arc<Worke
         }
     };
     let stats = ctx.stats.worker(idx);
-    let jobs = ctx
-        .relay_jobs
-        .lock()
-        .ok()
-        .and_then(|mut q| q.get_mut(idx).and_then(Option::take));
-    if let Some(mut jobs) = jobs {
-        let ctx = ctx.clone();
-        monoio::spawn(async move {
-            while let Some(job) = jobs.recv().await {
-                let ctx = ctx.clone();
-                monoio::spawn(async move {
-                    let kernel_tls = ctx.stats.kernel_tls == super::KernelTls::On;
-                    super::relay::run(job, ctx.stats.worker(idx), kernel_tls).await
-                });
-            }
-        });
-    }
+    monoio::spawn(run_relay_jobs(idx, jobs, ctx.clone()));
     loop {
         let accepted = listener.accept().await;
         if ctx.stop.load(Ordering::Acquire) {

@@ -8,6 +8,8 @@
 //! (`dataplane/relay.rs`). The connections' descriptors move to the worker; the bytes do not. A
 //! session that cannot take the fast path stays on the tokio relay, as before.
 
+#![deny(clippy::disallowed_types)] // the data plane's workers never block on a lock (clippy.toml)
+
 pub mod aead;
 pub mod bounded;
 

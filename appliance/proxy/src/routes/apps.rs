@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hop_admission::Route;
+use hop_platform::clock;
 use hop_protocols::tunnel::Frame;
 
 use super::dial::{accept, dial_agent_bounded, refuse};
@@ -116,7 +117,7 @@ pub async fn serve(
             state: TrackerState::Active,
         },
     );
-    let started = std::time::Instant::now();
+    let started = clock::now();
     let idle = checker.client_idle_timeout();
     let metrics = auth.metrics();
     metrics.app_sessions.inc();

@@ -95,7 +95,7 @@ impl CancelRegistry {
     }
 
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.sessions.lock().map(|m| m.len()).unwrap_or(0)
     }
 }

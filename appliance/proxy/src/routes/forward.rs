@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use hop_ca::{CaError, Identity};
+use hop_platform::clock;
 use hop_storage::recording::{KIND_SSH, RecordingMeta, RecordingStore, RecordingWriter};
 use russh::client::Handle as ClientHandle;
 use russh::keys::Certificate;
@@ -164,7 +165,7 @@ impl russh::client::Handler for Back {
         };
         let text = cert.to_openssh()?;
         let host_cas = [self.auth.authorities().host.public()];
-        match hop_ca::verify_host_ssh(&text, &host_cas, &self.node, SystemTime::now()) {
+        match hop_ca::verify_host_ssh(&text, &host_cas, &self.node, clock::wall()) {
             Ok(_) => Ok(true),
             Err(e) => {
                 tracing::warn!(node = %self.node, error = %e, "the OpenSSH node's host certificate was refused");
@@ -293,7 +294,7 @@ impl Front {
             });
         }
         let auth = &self.fwd.auth;
-        let (_, identity, _) = verify_user_cert(auth, cert, SystemTime::now())?;
+        let (_, identity, _) = verify_user_cert(auth, cert, clock::wall())?;
         if identity.username != self.fwd.identity.username {
             return Err(FrontRefusal::OtherUser);
         }
@@ -511,7 +512,7 @@ impl Recorder {
             login: fwd.login.clone(),
             server_id: fwd.node.host_id.clone(),
             server_name: fwd.node.name.clone(),
-            start_unix_us: SystemTime::now()
+            start_unix_us: clock::wall()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map(|d| d.as_micros() as u64)
                 .unwrap_or(0),
@@ -558,7 +559,7 @@ impl Recorder {
         Some(Self {
             writer,
             tx,
-            started: Instant::now(),
+            started: clock::now(),
         })
     }
 
@@ -606,7 +607,7 @@ async fn bridge(
     let mut sid = [0u8; 16];
     rand::fill(&mut sid[..]);
     let session_id = hex::encode(sid);
-    let started = Instant::now();
+    let started = clock::now();
     let auth = fwd.auth.clone();
     auth.emit(
         auth.event(EventKind::SessionStart, &fwd.identity.username)

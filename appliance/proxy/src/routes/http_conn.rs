@@ -227,6 +227,7 @@ impl HttpBody for TrackedBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hop_platform::clock;
 
     #[tokio::test]
     async fn a_connection_is_idle_only_with_nothing_in_flight() {
@@ -246,7 +247,7 @@ mod tests {
         let limit = Duration::from_millis(100);
         let a = Activity::default();
         let r = a.start();
-        let started = std::time::Instant::now();
+        let started = clock::now();
         let release = async {
             tokio::time::sleep(limit * 2).await;
             drop(r);
