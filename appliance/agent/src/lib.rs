@@ -1,10 +1,11 @@
 //! The agent process: `hop start --roles app|node|db --proxy HOST:PORT --token T`, and the agent
 //! side of reverse tunnels. Each agent service has its own room: [`node`] (SSH), [`db`]
-//! (PostgreSQL, MySQL) and the TCP applications served here; they share the identity, the tunnel
-//! and the audit spool. Agents speak to Auth only through `hop-api` and dial with `hop-net`; they
+//! (PostgreSQL, MySQL) and `app` (TCP applications); `dial` sends each Dial to the room its target
+//! names. The services share the identity, the tunnel and the audit spool. Agents speak to Auth only through `hop-api` and dial with `hop-net`; they
 //! never import Auth, the proxy or the client.
 //!
-//! An agent never accepts connections (an SSH node may also listen directly, see `node`). It joins once (see `identity`), then keeps one control
+//! An agent never accepts connections (an SSH node may also listen directly, see `node`). It
+//! joins once (see `identity`), then keeps one control
 //! connection to the proxy (ALPN `hop-tunnel`: hello with its resources and labels, heartbeats,
 //! goaway) and a small pool of idle data connections (ALPN `hop-tunnel-data`). When the proxy
 //! sends a Dial on a data connection, the agent connects the named application, answers, relays,
@@ -15,8 +16,10 @@
 
 #![forbid(unsafe_code)]
 
+mod app;
 pub mod backoff;
 pub mod db;
+mod dial;
 pub mod identity;
 pub mod loadtest;
 pub mod node;
@@ -28,7 +31,7 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use hop_platform::clock;
-use hop_protocols::tunnel::{DialResult, Frame, Hello, PROTOCOL_VERSION, ResourceAnnouncement};
+use hop_protocols::tunnel::{Frame, Hello, PROTOCOL_VERSION, ResourceAnnouncement};
 use tokio::net::TcpStream;
 use tokio::sync::{RwLock, watch};
 
@@ -37,7 +40,7 @@ use self::identity::AgentIdentity;
 pub use hop_config::services::AppSpec;
 use hop_net::connect::dial_proxy;
 use hop_net::trust::{Trust, client_config};
-use hop_net::tunnel::{ALPN_TUNNEL, ALPN_TUNNEL_DATA, FramedStream, relay};
+use hop_net::tunnel::{ALPN_TUNNEL, ALPN_TUNNEL_DATA, FramedStream};
 
 /// How an agent is configured.
 #[derive(Debug, Clone)]
@@ -386,161 +389,9 @@ async fn wait_for_dial(shared: &Arc<Shared>) -> anyhow::Result<()> {
     };
     let shared = shared.clone();
     tokio::spawn(async move {
-        serve_dial(&shared, framed, dial).await;
+        dial::serve(&shared, framed, dial).await;
     });
     Ok(())
-}
-
-/// Why this agent refuses a Dial from the proxy; the words go back in the `DialResult`.
-#[derive(Debug, thiserror::Error)]
-enum DialRefusal {
-    #[error("this agent serves no databases")]
-    NoDatabases,
-    #[error("this agent is not an SSH node")]
-    NotANode,
-    #[error(
-        "session {session_id} is not running on this node (it ended, or it is not interactive)"
-    )]
-    NoLiveSession { session_id: String },
-    #[error(transparent)]
-    Malformed(#[from] hop_api::dial::MalformedDial),
-}
-
-async fn serve_dial(
-    shared: &Shared,
-    mut framed: FramedStream<tokio_rustls::client::TlsStream<TcpStream>>,
-    dial: hop_protocols::tunnel::Dial,
-) {
-    let session_id = dial.session_id;
-    let answer = |ok: bool, error: Option<String>| {
-        Frame::DialResult(DialResult {
-            session_id,
-            ok,
-            error,
-        })
-    };
-    if let Some(ctx) = hop_api::dial::db::DbDial::from_target(&dial.target) {
-        let Some(svc) = shared.db.get().cloned() else {
-            let refused = DialRefusal::NoDatabases.to_string();
-            let _ = framed.write_frame(&answer(false, Some(refused))).await;
-            return;
-        };
-        match ctx {
-            Ok(ctx) => svc.serve(ctx, session_id, framed).await,
-            Err(e) => {
-                let _ = framed
-                    .write_frame(&answer(false, Some(e.to_string())))
-                    .await;
-            }
-        }
-        return;
-    }
-    if let Some(join) = hop_api::dial::join::JoinDial::from_target(&dial.target) {
-        let joined = join.map_err(DialRefusal::from).and_then(|j| {
-            let node = shared.node.get().ok_or(DialRefusal::NotANode)?;
-            let live =
-                node.parties
-                    .get(&j.session_id)
-                    .ok_or_else(|| DialRefusal::NoLiveSession {
-                        session_id: j.session_id.clone(),
-                    })?;
-            Ok((live, j))
-        });
-        let (live, join) = match joined {
-            Ok(found) => found,
-            Err(e) => {
-                let _ = framed
-                    .write_frame(&answer(false, Some(e.to_string())))
-                    .await;
-                return;
-            }
-        };
-        if framed.write_frame(&answer(true, None)).await.is_err() {
-            return;
-        }
-        let (tunnel, pending) = framed.into_inner();
-        crate::node::party::serve_joiner(
-            live,
-            join,
-            hop_net::tunnel::Prefixed::new(tunnel, pending),
-        )
-        .await;
-        return;
-    }
-    if dial.target == hop_api::dial::SSH_TARGET {
-        let Some(node) = shared.node.get().cloned() else {
-            let _ = framed
-                .write_frame(&answer(false, Some("this agent is not an SSH node".into())))
-                .await;
-            return;
-        };
-        if framed.write_frame(&answer(true, None)).await.is_err() {
-            return;
-        }
-        let (tunnel, pending) = framed.into_inner();
-        let stream = hop_net::tunnel::Prefixed::new(tunnel, pending);
-        crate::node::serve(
-            node,
-            stream,
-            dial.client_addr.to_string(),
-            crate::node::Arrival::Tunnel,
-        )
-        .await;
-        return;
-    }
-    let Some(app) = shared.settings.apps.iter().find(|a| a.name == dial.target) else {
-        let _ = framed
-            .write_frame(&answer(
-                false,
-                Some(format!("this agent does not serve {:?}", dial.target)),
-            ))
-            .await;
-        return;
-    };
-    let target = match app.target() {
-        Ok(t) => t,
-        Err(e) => {
-            let _ = framed
-                .write_frame(&answer(false, Some(e.to_string())))
-                .await;
-            return;
-        }
-    };
-    let upstream = match tokio::time::timeout(
-        Duration::from_secs(10),
-        TcpStream::connect((target.0.as_str(), target.1)),
-    )
-    .await
-    {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            let _ = framed
-                .write_frame(&answer(
-                    false,
-                    Some(format!("cannot connect to {}: {e}", app.uri)),
-                ))
-                .await;
-            return;
-        }
-        Err(_) => {
-            let _ = framed
-                .write_frame(&answer(
-                    false,
-                    Some(format!("connecting to {} timed out", app.uri)),
-                ))
-                .await;
-            return;
-        }
-    };
-    let _ = upstream.set_nodelay(true);
-    if framed.write_frame(&answer(true, None)).await.is_err() {
-        return;
-    }
-    tracing::debug!(app = %app.name, client = %dial.client_addr, "session started");
-    let (tunnel, pending) = framed.into_inner();
-    if let Err(e) = relay(tunnel, pending, upstream, Vec::new()).await {
-        tracing::debug!(app = %app.name, error = %e, "session ended with an error");
-    }
 }
 
 /// Renews the host certificate when two thirds of its lifetime have passed.

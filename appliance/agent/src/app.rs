@@ -1,0 +1,75 @@
+//! The application service of an app agent: TCP applications the agent publishes (`--app`,
+//! `app_service.apps`), each reached by name through a Dial. The agent connects the application
+//! (with a deadline), answers, and relays bytes between the tunnel and the application; who may
+//! reach an application was decided by the proxy before the Dial arrived, and the proxy audits
+//! the session.
+
+use std::time::Duration;
+
+use hop_config::services::AppSpec;
+use hop_net::tunnel::relay;
+use hop_protocols::tunnel::Dial;
+use tokio::net::TcpStream;
+
+use crate::dial::{DataStream, answer};
+
+/// How long connecting an application may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why an application session could not start; the words go back in the `DialResult`.
+#[derive(Debug, thiserror::Error)]
+enum AppRefusal {
+    #[error("this agent does not serve {0:?}")]
+    NotServed(String),
+    #[error("cannot connect to {uri}: {source}")]
+    Connect { uri: String, source: std::io::Error },
+    #[error("connecting to {uri} timed out")]
+    TimedOut { uri: String },
+}
+
+/// Serves a Dial for the application named by its target.
+pub(crate) async fn serve(apps: &[AppSpec], mut framed: DataStream, dial: Dial) {
+    let Some(app) = apps.iter().find(|a| a.name == dial.target) else {
+        let refused = AppRefusal::NotServed(dial.target.clone()).to_string();
+        answer(&mut framed, dial.session_id, Some(refused)).await;
+        return;
+    };
+    let upstream = match connect(app).await {
+        Ok(s) => s,
+        Err(refused) => {
+            answer(&mut framed, dial.session_id, Some(refused)).await;
+            return;
+        }
+    };
+    if !answer(&mut framed, dial.session_id, None).await {
+        return;
+    }
+    tracing::debug!(app = %app.name, client = %dial.client_addr, "session started");
+    let (tunnel, pending) = framed.into_inner();
+    if let Err(e) = relay(tunnel, pending, upstream, Vec::new()).await {
+        tracing::debug!(app = %app.name, error = %e, "session ended with an error");
+    }
+}
+
+/// Connects the application, or says why not in the words the user sees.
+async fn connect(app: &AppSpec) -> Result<TcpStream, String> {
+    let (host, port) = app.target().map_err(|e| e.to_string())?;
+    let upstream = match tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        TcpStream::connect((host.as_str(), port)),
+    )
+    .await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(source)) => {
+            let uri = app.uri.clone();
+            return Err(AppRefusal::Connect { uri, source }.to_string());
+        }
+        Err(_) => {
+            let uri = app.uri.clone();
+            return Err(AppRefusal::TimedOut { uri }.to_string());
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    Ok(upstream)
+}
