@@ -84,7 +84,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 cli.log_level.as_deref().or(Some("error")),
                 cli.log_format.unwrap_or(LogFormat::Text),
             )?;
-            hop_agent::loadtest::run(loadtest_args::loadtest_settings(cmd, data_dir)?)
+            Ok(hop_agent::loadtest::run(loadtest_args::loadtest_settings(
+                cmd, data_dir,
+            )?)?)
         }
         other => {
             logging::init(

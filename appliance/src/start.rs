@@ -338,7 +338,7 @@ async fn run_agent(cfg: Config) -> anyhow::Result<()> {
     prepare_data_dir(&data_dir)?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     process::watch_signals(shutdown_tx)?;
-    hop_agent::run(agent_settings::from_config(&cfg, data_dir), shutdown_rx).await
+    Ok(hop_agent::run(agent_settings::from_config(&cfg, data_dir), shutdown_rx).await?)
 }
 
 fn print_banner(

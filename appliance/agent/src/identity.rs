@@ -9,14 +9,57 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, anyhow, bail};
 use serde::{Deserialize, Serialize};
 
 use hop_api::proto::auth_public_client::AuthPublicClient;
 use hop_api::proto::{JoinRequest, JoinResponse, RenewHostCertificateRequest};
-use hop_net::connect::{status_error, tls_channel};
-use hop_net::files::{ensure_dir, write_private};
+use hop_net::connect::{ApiError, ConnectError, status_error, tls_channel};
+use hop_net::files::{FileError, ensure_dir, write_private};
 use hop_net::trust::{ClientCert, Trust};
+
+/// Why the identity files under `<data_dir>/agent/` cannot be read or written (the disk's, or
+/// an operator who edited them).
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("reading {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("corrupt agent identity.json")]
+    Corrupt(#[source] serde_json::Error),
+    #[error(transparent)]
+    Write(#[from] FileError),
+    /// The identity's metadata could not be encoded (internal).
+    #[error(transparent)]
+    Encode(serde_json::Error),
+}
+
+/// Why joining the cluster, or renewing the host certificate, failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    /// No identity and no token to get one (the operator's to fix).
+    #[error(
+        "this agent has no identity yet: pass --token (from `hop admin tokens add --type {role}`)"
+    )]
+    NoToken { role: String },
+    /// A fresh key pair could not be made (internal).
+    #[error(transparent)]
+    Keys(#[from] hop_ca::CaError),
+    /// The proxy could not be reached, or is not the one trusted (network or configuration).
+    #[error(transparent)]
+    Reach(#[from] ConnectError),
+    /// Auth refused the join (a bad or used token, a name taken) or did not answer.
+    #[error("joining the cluster")]
+    Join(#[source] ApiError),
+    /// Auth refused to renew the host certificate, or did not answer.
+    #[error("renewing the host certificate")]
+    Renew(#[source] ApiError),
+    /// The new identity could not be stored.
+    #[error(transparent)]
+    Store(#[from] IdentityError),
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IdentityFile {
@@ -63,18 +106,19 @@ fn dir(data_dir: &Path) -> PathBuf {
     data_dir.join("agent")
 }
 
-pub fn load(data_dir: &Path) -> anyhow::Result<Option<AgentIdentity>> {
+/// The stored identity, or `None` when this agent has not joined yet.
+pub fn load(data_dir: &Path) -> Result<Option<AgentIdentity>, IdentityError> {
     let d = dir(data_dir);
     let meta_path = d.join("identity.json");
     if !meta_path.exists() {
         return Ok(None);
     }
     let read = |name: &str| {
-        std::fs::read_to_string(d.join(name))
-            .with_context(|| format!("reading {}", d.join(name).display()))
+        let path = d.join(name);
+        std::fs::read_to_string(&path).map_err(|source| IdentityError::Read { path, source })
     };
     let meta: IdentityFile =
-        serde_json::from_str(&read("identity.json")?).context("corrupt agent identity.json")?;
+        serde_json::from_str(&read("identity.json")?).map_err(IdentityError::Corrupt)?;
     Ok(Some(AgentIdentity {
         meta,
         cert: ClientCert {
@@ -134,7 +178,7 @@ fn save(
     key_pem: &str,
     ssh_key: Option<&str>,
     resp: &JoinResponse,
-) -> anyhow::Result<AgentIdentity> {
+) -> Result<AgentIdentity, IdentityError> {
     let d = dir(data_dir);
     ensure_dir(data_dir)?;
     ensure_dir(&d)?;
@@ -156,7 +200,9 @@ fn save(
     write_private(&d.join("user_ca.pem"), resp.user_ca_pem.as_bytes())?;
     write_private(
         &d.join("identity.json"),
-        serde_json::to_string_pretty(&id.meta)?.as_bytes(),
+        serde_json::to_string_pretty(&id.meta)
+            .map_err(IdentityError::Encode)?
+            .as_bytes(),
     )?;
     Ok(id)
 }
@@ -171,13 +217,13 @@ pub async fn join_as(
     role: &str,
     trust: &Trust,
     host_name: &str,
-) -> anyhow::Result<AgentIdentity> {
+) -> Result<AgentIdentity, JoinError> {
     if token.is_empty() {
-        bail!(
-            "this agent has no identity yet: pass --token (from `hop admin tokens add --type {role}`)"
-        );
+        return Err(JoinError::NoToken {
+            role: role.to_string(),
+        });
     }
-    let key = hop_ca::generate_x509_keypair(&mut rand::rng()).map_err(|e| anyhow!("{e}"))?;
+    let key = hop_ca::generate_x509_keypair(&mut rand::rng())?;
     let ssh_key = ssh_host_key(role)?;
     let channel = tls_channel(proxy, trust, None).await?;
     let resp = AuthPublicClient::new(channel)
@@ -192,8 +238,7 @@ pub async fn join_as(
                 .unwrap_or_default(),
         })
         .await
-        .map_err(status_error)
-        .context("joining the cluster")?
+        .map_err(|s| JoinError::Join(status_error(s)))?
         .into_inner();
     let ssh_private = ssh_key.as_ref().map(|k| k.private_openssh.as_str());
     let id = match data_dir {
@@ -209,8 +254,8 @@ pub async fn renew(
     data_dir: &Path,
     proxy: &str,
     current: &AgentIdentity,
-) -> anyhow::Result<AgentIdentity> {
-    let key = hop_ca::generate_x509_keypair(&mut rand::rng()).map_err(|e| anyhow!("{e}"))?;
+) -> Result<AgentIdentity, JoinError> {
+    let key = hop_ca::generate_x509_keypair(&mut rand::rng())?;
     let ssh_key = ssh_host_key(&current.meta.role)?;
     let channel = tls_channel(proxy, &current.trust(), Some(&current.cert)).await?;
     let resp = AuthPublicClient::new(channel)
@@ -223,24 +268,21 @@ pub async fn renew(
             host_name: current.meta.host_name.clone(),
         })
         .await
-        .map_err(status_error)
-        .context("renewing the host certificate")?
+        .map_err(|s| JoinError::Renew(status_error(s)))?
         .into_inner();
-    save(
+    Ok(save(
         data_dir,
         &current.meta.role,
         &key.private_pkcs8_pem,
         ssh_key.as_ref().map(|k| k.private_openssh.as_str()),
         &resp,
-    )
+    )?)
 }
 
 /// A fresh SSH host key for agents that serve SSH (`node`), none for the others.
-fn ssh_host_key(role: &str) -> anyhow::Result<Option<hop_ca::SshKeyPair>> {
+fn ssh_host_key(role: &str) -> Result<Option<hop_ca::SshKeyPair>, hop_ca::CaError> {
     if role != "node" {
         return Ok(None);
     }
-    hop_ca::generate_ssh_keypair(&mut rand::rng())
-        .map(Some)
-        .map_err(|e| anyhow!("{e}"))
+    hop_ca::generate_ssh_keypair(&mut rand::rng()).map(Some)
 }

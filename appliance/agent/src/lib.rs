@@ -29,18 +29,58 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::anyhow;
 use hop_platform::clock;
 use hop_protocols::tunnel::{Frame, Hello, PROTOCOL_VERSION, ResourceAnnouncement};
 use tokio::net::TcpStream;
 use tokio::sync::{RwLock, watch};
 
 use self::backoff::Backoff;
-use self::identity::AgentIdentity;
+use self::identity::{AgentIdentity, IdentityError, JoinError};
 pub use hop_config::services::AppSpec;
-use hop_net::connect::dial_proxy;
-use hop_net::trust::{Trust, client_config};
-use hop_net::tunnel::{ALPN_TUNNEL, ALPN_TUNNEL_DATA, FramedStream};
+use hop_config::services::AppSpecError;
+use hop_net::connect::{ConnectError, dial_proxy, error_chain};
+use hop_net::trust::{Trust, TrustError, client_config};
+use hop_net::tunnel::{ALPN_TUNNEL, ALPN_TUNNEL_DATA, FrameIoError, FramedStream};
+
+/// Why the agent could not start: what [`run`] returns to `hop start`. Once it runs, the agent
+/// keeps retrying instead of failing.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// A configured application is not one an agent can serve.
+    #[error(transparent)]
+    App(#[from] AppSpecError),
+    /// The stored identity cannot be read.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// `--ca-pin` is not a pin (the operator's).
+    #[error(transparent)]
+    Pin(#[from] TrustError),
+    #[error(transparent)]
+    Join(#[from] JoinError),
+    #[error(transparent)]
+    Db(#[from] db::DbServiceError),
+    #[error(transparent)]
+    Node(#[from] node::NodeError),
+}
+
+/// Why a tunnel connection (control or data) to the proxy did not open or ended: the network's,
+/// or the proxy's.
+#[derive(Debug, thiserror::Error)]
+enum TunnelError {
+    /// The agent's identity cannot make a TLS configuration.
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error(transparent)]
+    Frame(#[from] FrameIoError),
+    #[error("unexpected frame {frame_type} instead of a hello ack")]
+    NoHelloAck { frame_type: u8 },
+    #[error("the proxy closed the data connection")]
+    DataClosed,
+    #[error("unexpected frame {frame_type} on a data connection")]
+    UnexpectedDataFrame { frame_type: u8 },
+}
 
 /// How an agent is configured.
 #[derive(Debug, Clone)]
@@ -92,7 +132,7 @@ impl Shared {
     async fn dial(
         &self,
         alpn: &[u8],
-    ) -> anyhow::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, TunnelError> {
         let id = self.identity.read().await.clone();
         let cfg = Arc::new(client_config(&id.trust(), Some(&id.cert), alpn)?);
         Ok(dial_proxy(&self.settings.proxy, cfg).await?)
@@ -127,9 +167,7 @@ impl Shared {
             let me = me.clone();
             Box::pin(async move {
                 let id = me.identity.read().await.clone();
-                hop_net::connect::tls_channel(&me.settings.proxy, &id.trust(), Some(&id.cert))
-                    .await
-                    .map_err(anyhow::Error::from)
+                hop_net::connect::tls_channel(&me.settings.proxy, &id.trust(), Some(&id.cert)).await
             })
         })
     }
@@ -143,9 +181,12 @@ async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) ->
 }
 
 /// Runs the agent until shutdown.
-pub async fn run(settings: AgentSettings, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+pub async fn run(
+    settings: AgentSettings,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), AgentError> {
     for a in &settings.apps {
-        a.validate().map_err(|e| anyhow!(e))?;
+        a.validate()?;
     }
     let identity = match identity::load(&settings.data_dir)? {
         Some(id) => {
@@ -222,7 +263,7 @@ pub async fn run(settings: AgentSettings, shutdown: watch::Receiver<bool>) -> an
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
             if let Err(e) = crate::node::run_background(node, connect, shutdown).await {
-                tracing::error!(error = %format!("{e:#}"), "SSH service stopped");
+                tracing::error!(error = %error_chain(&e), "SSH service stopped");
             }
         });
     }
@@ -258,7 +299,7 @@ async fn control_loop<O: ControlObserver>(
             }
             Ok(None) => return,
             Err(e) => {
-                let why = format!("{e:#}");
+                let why = error_chain(&e);
                 tracing::warn!(error = %why, "tunnel to the proxy lost");
                 if started.elapsed() > Duration::from_secs(60) {
                     backoff.reset();
@@ -283,7 +324,7 @@ async fn control_session<O: ControlObserver>(
     shared: &Shared,
     shutdown: &mut watch::Receiver<bool>,
     observer: &mut O,
-) -> anyhow::Result<Option<Duration>> {
+) -> Result<Option<Duration>, TunnelError> {
     let host_id = shared.identity.read().await.meta.host_id.clone();
     let tls = shared.dial(ALPN_TUNNEL).await?;
     let mut framed = FramedStream::new(tls);
@@ -296,10 +337,9 @@ async fn control_session<O: ControlObserver>(
             return Ok(Some(Duration::from_millis(u64::from(g.reconnect_after_ms))));
         }
         other => {
-            return Err(anyhow!(
-                "unexpected frame {} instead of a hello ack",
-                other.frame_type()
-            ));
+            return Err(TunnelError::NoHelloAck {
+                frame_type: other.frame_type(),
+            });
         }
     };
     tracing::info!(%host_id, "tunnel to the proxy is up");
@@ -364,7 +404,7 @@ async fn data_slot(shared: Arc<Shared>, slot: usize, mut shutdown: watch::Receiv
                     backoff.reset();
                 }
                 let d = backoff.next_delay(rand::random::<f64>());
-                tracing::debug!(slot, error = %format!("{e:#}"), delay_ms = d.as_millis() as u64, "data connection lost");
+                tracing::debug!(slot, error = %error_chain(&e), delay_ms = d.as_millis() as u64, "data connection lost");
                 if sleep_or_shutdown(d, &mut shutdown).await {
                     return;
                 }
@@ -373,18 +413,17 @@ async fn data_slot(shared: Arc<Shared>, slot: usize, mut shutdown: watch::Receiv
     }
 }
 
-async fn wait_for_dial(shared: &Arc<Shared>) -> anyhow::Result<()> {
+async fn wait_for_dial(shared: &Arc<Shared>) -> Result<(), TunnelError> {
     let tls = shared.dial(ALPN_TUNNEL_DATA).await?;
     let mut framed = FramedStream::new(tls);
     // Idle until the proxy uses this connection (or it closes).
     let dial = match framed.read_frame(Duration::from_secs(24 * 3600)).await? {
         Frame::Dial(d) => d,
-        Frame::GoAway(_) => return Err(anyhow!("the proxy closed the data connection")),
+        Frame::GoAway(_) => return Err(TunnelError::DataClosed),
         other => {
-            return Err(anyhow!(
-                "unexpected frame {} on a data connection",
-                other.frame_type()
-            ));
+            return Err(TunnelError::UnexpectedDataFrame {
+                frame_type: other.frame_type(),
+            });
         }
     };
     let shared = shared.clone();
@@ -416,7 +455,7 @@ async fn renew_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                 *shared.identity.write().await = fresh;
             }
             Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "host certificate renewal failed; will retry")
+                tracing::warn!(error = %error_chain(&e), "host certificate renewal failed; will retry")
             }
         }
     }
@@ -425,6 +464,17 @@ async fn renew_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `hop start` prints the chain of an error that stopped the agent: the context first.
+    #[test]
+    fn a_refused_join_names_what_was_refused() {
+        let e = AgentError::from(JoinError::Join(hop_net::connect::ApiError::Refused {
+            code: tonic::Code::PermissionDenied,
+            message: "invalid token".into(),
+        }));
+        assert_eq!(e.to_string(), "joining the cluster");
+        assert_eq!(error_chain(&e), "joining the cluster: invalid token");
+    }
 
     #[test]
     fn app_specs() {

@@ -17,12 +17,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use anyhow::{Context, anyhow, bail};
 use tokio::sync::{RwLock, Semaphore, watch};
 
 use super::backoff::Backoff;
-use super::identity::{self, AgentIdentity};
+use super::identity::{self, AgentIdentity, IdentityError, JoinError};
 use super::{AgentSettings, AppSpec, ControlObserver, Shared};
+use hop_net::connect::error_chain;
+use hop_net::files::FileError;
+use hop_net::pem::PemError;
 use hop_net::trust::Trust;
 use hop_platform::clock;
 
@@ -54,16 +56,60 @@ pub struct LoadtestSettings {
     pub report: Option<PathBuf>,
 }
 
+/// Why the load test could not run: what [`run`] returns to `hop admin loadtest agents`.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadtestError {
+    /// The runtime or the signal handlers could not be set up (the machine's).
+    #[error(transparent)]
+    Setup(std::io::Error),
+    /// The identity cache directory cannot be created (the disk's, or `--data-dir`).
+    #[error(transparent)]
+    Cache(#[from] FileError),
+    /// `--report-reconnects` names a file that cannot be created.
+    #[error("creating {}", path.display())]
+    Report {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The first agent found no identity: a wrong token, pin or address. `reason` is the whole
+    /// chain of causes, with a hint when the cluster's rate limit refused the join.
+    #[error("simulated agent 0 could not get an identity: {reason}")]
+    FirstIdentity { reason: String },
+}
+
+/// Why a simulated agent has no identity.
+#[derive(Debug, thiserror::Error)]
+enum SimulatedIdentityError {
+    /// The cached identity cannot be read.
+    #[error(transparent)]
+    Cached(#[from] IdentityError),
+    /// The cached identity's CA cannot be read.
+    #[error(transparent)]
+    CachedCa(#[from] PemError),
+    /// The cache belongs to another cluster than `--ca-pin` names (the operator's).
+    #[error(
+        "the identities cached in {} belong to another cluster (CA pin {pin}); use another --data-dir or remove that directory",
+        cache.display()
+    )]
+    OtherCluster { cache: PathBuf, pin: String },
+    #[error(transparent)]
+    Join(#[from] JoinError),
+    #[error("the load test is stopping")]
+    Stopping,
+}
+
 /// Runs the load test on its own runtime (one thread per core: the simulated agents' TLS is the
 /// work) until `--duration` passes or a signal arrives.
-pub fn run(settings: LoadtestSettings) -> anyhow::Result<()> {
+pub fn run(settings: LoadtestSettings) -> Result<(), LoadtestError> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .enable_all()
-        .build()?
+        .build()
+        .map_err(LoadtestError::Setup)?
         .block_on(run_agents(settings))
 }
 
@@ -80,8 +126,11 @@ struct Report {
 }
 
 impl Report {
-    fn create(path: &Path) -> anyhow::Result<Self> {
-        let f = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    fn create(path: &Path) -> Result<Self, LoadtestError> {
+        let f = File::create(path).map_err(|source| LoadtestError::Report {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Ok(Self {
             out: Mutex::new(BufWriter::new(f)),
         })
@@ -226,7 +275,7 @@ fn agent_dir(s: &LoadtestSettings, index: usize) -> Option<PathBuf> {
 async fn cached_identity(
     s: &LoadtestSettings,
     dir: &Path,
-) -> anyhow::Result<Option<AgentIdentity>> {
+) -> Result<Option<AgentIdentity>, SimulatedIdentityError> {
     let Some(id) = identity::load(dir)? else {
         return Ok(None);
     };
@@ -237,10 +286,10 @@ async fn cached_identity(
             .and_then(|c| hop_ca::ca_pin(c.as_ref()).ok())
             .unwrap_or_default();
         if &theirs != pin {
-            bail!(
-                "the identities cached in {} belong to another cluster (CA pin {theirs}); use another --data-dir or remove that directory",
-                dir.parent().unwrap_or(dir).display()
-            );
+            return Err(SimulatedIdentityError::OtherCluster {
+                cache: dir.parent().unwrap_or(dir).to_path_buf(),
+                pin: theirs,
+            });
         }
     }
     let left = id
@@ -251,7 +300,7 @@ async fn cached_identity(
         return Ok(Some(id));
     }
     if left > Duration::from_secs(60) {
-        return identity::renew(dir, &s.proxy, &id).await.map(Some);
+        return Ok(Some(identity::renew(dir, &s.proxy, &id).await?));
     }
     Ok(None)
 }
@@ -262,7 +311,7 @@ async fn identity_for(
     index: usize,
     joins: &Semaphore,
     counters: &Counters,
-) -> anyhow::Result<AgentIdentity> {
+) -> Result<AgentIdentity, SimulatedIdentityError> {
     let dir = agent_dir(s, index);
     if let Some(d) = &dir
         && let Some(id) = cached_identity(s, d).await?
@@ -277,7 +326,7 @@ async fn identity_for(
             let _permit = joins
                 .acquire()
                 .await
-                .map_err(|_| anyhow!("the load test is stopping"))?;
+                .map_err(|_| SimulatedIdentityError::Stopping)?;
             identity::join_as(
                 dir.as_deref(),
                 &s.proxy,
@@ -294,9 +343,9 @@ async fn identity_for(
                 counters.joined.fetch_add(1, Ordering::Relaxed);
                 return Ok(id);
             }
-            Err(e) if attempt >= JOIN_ATTEMPTS => return Err(e),
+            Err(e) if attempt >= JOIN_ATTEMPTS => return Err(e.into()),
             Err(e) => {
-                tracing::debug!(agent = index, error = %format!("{e:#}"), "join failed; retrying");
+                tracing::debug!(agent = index, error = %error_chain(&e), "join failed; retrying");
                 tokio::time::sleep(backoff.next_delay(rand::random::<f64>())).await;
                 attempt += 1;
             }
@@ -365,7 +414,7 @@ async fn run_one(
             match got {
                 Ok(id) => id,
                 Err(e) => {
-                    let why = join_hint(format!("{e:#}"));
+                    let why = join_hint(error_chain(&e));
                     tracing::error!(agent = index, error = %why, "simulated agent gave up: no identity");
                     counters.gave_up.fetch_add(1, Ordering::Relaxed);
                     counters
@@ -409,7 +458,7 @@ async fn run_one(
 }
 
 /// Flips `stop` on the first SIGINT/SIGTERM; exits at once on the second.
-fn watch_signals(stop: watch::Sender<bool>) -> anyhow::Result<()> {
+fn watch_signals(stop: watch::Sender<bool>) -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -506,7 +555,7 @@ fn summary(s: &LoadtestSettings, c: &Counters, connected_at_end: usize) -> Strin
     )
 }
 
-async fn run_agents(s: LoadtestSettings) -> anyhow::Result<()> {
+async fn run_agents(s: LoadtestSettings) -> Result<(), LoadtestError> {
     // A control connection per agent, joins in flight, and some slack for files and the runtime.
     let wanted = u64::try_from(s.count)
         .unwrap_or(u64::MAX)
@@ -534,7 +583,7 @@ async fn run_agents(s: LoadtestSettings) -> anyhow::Result<()> {
         .transpose()?
         .map(Arc::new);
     let (stop_tx, stop_rx) = watch::channel(false);
-    watch_signals(stop_tx.clone())?;
+    watch_signals(stop_tx.clone()).map_err(LoadtestError::Setup)?;
     let counters = Arc::new(Counters::new(s.count));
     let joins = Arc::new(Semaphore::new(s.join_concurrency));
     let s = Arc::new(s);
@@ -548,10 +597,12 @@ async fn run_agents(s: LoadtestSettings) -> anyhow::Result<()> {
         }
     );
     // The first agent alone: a wrong token, pin or address fails here, once, with its reason.
-    let first = identity_for(&s, 0, &joins, &counters)
-        .await
-        .map_err(|e| anyhow!(join_hint(format!("{e:#}"))))
-        .context("simulated agent 0 could not get an identity")?;
+    let first =
+        identity_for(&s, 0, &joins, &counters)
+            .await
+            .map_err(|e| LoadtestError::FirstIdentity {
+                reason: join_hint(error_chain(&e)),
+            })?;
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..s.count {
         tasks.spawn(run_one(

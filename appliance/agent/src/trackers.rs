@@ -122,7 +122,7 @@ impl AgentTrackers {
         }
         let ch = (self.connect)()
             .await
-            .map_err(|e| TrackerWriteError::Unreachable(format!("{e:#}")))?;
+            .map_err(|e| TrackerWriteError::Unreachable(hop_net::connect::error_chain(&e)))?;
         Ok(slot.insert(AuthPublicClient::new(ch)).clone())
     }
 }

@@ -9,6 +9,7 @@
 //! (`certs`), refuses to pass on a password request, and audits every statement.
 
 pub mod certs;
+pub mod connect;
 pub mod mysql;
 pub mod pg_audit;
 pub mod postgres;
@@ -21,6 +22,7 @@ use hop_protocols::tunnel::ResourceAnnouncement;
 use hop_protocols::tunnel::{DialResult, Frame};
 
 use hop_api::audit::{AuditEvent, EventKind};
+use hop_net::connect::error_chain;
 use hop_net::tunnel::{FramedStream, Prefixed};
 
 use crate::node::audit::AgentAudit;
@@ -62,19 +64,35 @@ pub enum DbDialRefusal {
     #[error("this agent does not serve database {service:?}")]
     NotServed { service: String },
     /// Cancelling a PostgreSQL query failed (the database's or the network's).
-    #[error("{0:#}")]
-    Cancel(anyhow::Error),
+    #[error("{}", error_chain(.0))]
+    Cancel(postgres::CancelError),
     /// The proxy sent a MySQL Dial without the client's handshake (a bug or version mismatch).
     #[error("a MySQL session needs the client's handshake")]
     NoMysqlHandshake,
     /// Connecting or logging in to PostgreSQL failed.
-    #[error("database {name:?}: {cause:#}")]
-    Connect { name: String, cause: anyhow::Error },
-    #[error("database {name:?}: {cause}")]
+    #[error("database {name:?}: {}", error_chain(cause))]
+    Connect {
+        name: String,
+        cause: connect::DbConnectError,
+    },
+    #[error("database {name:?}: {}", error_chain(cause))]
     MysqlLogin {
         name: String,
         cause: mysql::LoginError,
     },
+}
+
+/// Why the database service could not start (the configuration's, or the disk's).
+#[derive(Debug, thiserror::Error)]
+pub enum DbServiceError {
+    /// A configured database is not one an agent can serve.
+    #[error(transparent)]
+    Spec(#[from] hop_config::services::DbSpecError),
+    /// The agent's key for client certificates could not be made (internal).
+    #[error(transparent)]
+    Keys(#[from] hop_ca::CaError),
+    #[error(transparent)]
+    AuditSpool(#[from] crate::node::spool::AuditSpoolError),
 }
 
 impl DbService {
@@ -86,9 +104,9 @@ impl DbService {
         host_id: &str,
         connect: crate::node::audit::ChannelMaker,
         audit_spool: Option<crate::node::spool::AuditSpoolSettings>,
-    ) -> anyhow::Result<Arc<Self>> {
+    ) -> Result<Arc<Self>, DbServiceError> {
         for s in &specs {
-            s.validate().map_err(|e| anyhow::anyhow!(e))?;
+            s.validate()?;
         }
         Ok(Arc::new(Self {
             specs: std::sync::RwLock::new(specs.clone()),
@@ -270,6 +288,39 @@ mod tests {
         ] {
             assert!(DbSpec::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// The user reads the whole chain of causes in the Dial's refusal, as before the enums.
+    #[test]
+    fn refusals_name_every_cause() {
+        let refused = || std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let e = DbDialRefusal::Connect {
+            name: "pg".into(),
+            cause: connect::DbConnectError::Unreachable {
+                host: "db".into(),
+                port: 5432,
+                source: refused(),
+            },
+        };
+        assert_eq!(
+            e.to_string(),
+            "database \"pg\": cannot connect to db:5432: refused"
+        );
+        let e = DbDialRefusal::MysqlLogin {
+            name: "my".into(),
+            cause: mysql::LoginError::Connect(connect::DbConnectError::Certificate(
+                certs::ClientCertError::ReachAuth(hop_net::connect::ConnectError::Unreachable {
+                    addr: "proxy:3080".into(),
+                    cause: refused(),
+                }),
+            )),
+        };
+        assert_eq!(
+            e.to_string(),
+            "database \"my\": reaching Auth: cannot reach the proxy at proxy:3080: refused"
+        );
+        let e = DbDialRefusal::Cancel(postgres::CancelError::MalformedKey);
+        assert_eq!(e.to_string(), "malformed cancel key");
     }
 
     #[test]

@@ -24,23 +24,19 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, anyhow};
 use hop_platform::clock;
 use hop_protocols::mysql::capabilities::*;
 use hop_protocols::mysql::{
     self, Command, CommandScanner, Handshake, Response, ScannedPacket, SchemaSwitch, SslRequest,
 };
-use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
+pub use super::connect::DbConn;
+use super::connect::{DbConnectError, dial_tcp, tls_handshake};
 use super::relay::{self, Refusal, Verdict};
 use super::{DbDial, DbService, DbSpec};
 use hop_api::audit::{AuditEvent, EventKind};
 use hop_api::dial::mysql::{AUTH_PLUGIN, MULTI_STATEMENTS, MysqlLogin, OFFERED_CAPABILITIES};
-
-/// The agent's TLS connection to a database.
-pub type DbConn = tokio_rustls::client::TlsStream<TcpStream>;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -64,46 +60,50 @@ impl Drop for ThreadGuard<'_> {
     }
 }
 
-/// Why a login to the database failed.
-#[derive(Debug)]
+/// Why a login to the database failed. The words reach the user who asked for the session (and
+/// the audit log).
+#[derive(Debug, thiserror::Error)]
 pub enum LoginError {
     /// The database answered with an ERR packet: its code and message go to the client.
-    Refused {
-        code: u16,
-        message: String,
-    },
-    Other(anyhow::Error),
-}
-
-impl std::fmt::Display for LoginError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            LoginError::Refused { code, message } => {
-                write!(f, "the database refused the login ({code}): {message}")
-            }
-            LoginError::Other(e) => write!(f, "{e:#}"),
-        }
-    }
-}
-
-impl From<anyhow::Error> for LoginError {
-    fn from(e: anyhow::Error) -> Self {
-        LoginError::Other(e)
-    }
-}
-
-impl From<std::io::Error> for LoginError {
-    fn from(e: std::io::Error) -> Self {
-        LoginError::Other(e.into())
-    }
+    #[error("the database refused the login ({code}): {message}")]
+    Refused { code: u16, message: String },
+    /// The database could not be reached, or TLS with it failed.
+    #[error(transparent)]
+    Connect(#[from] DbConnectError),
+    #[error("the database sent no greeting")]
+    NoGreeting,
+    #[error("the database closed the connection")]
+    Closed(#[source] std::io::Error),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// Not a MySQL greeting (the database's, or not a MySQL server).
+    #[error("the database's greeting: {0}")]
+    Greeting(mysql::MysqlError),
+    /// The database's configuration: no TLS.
+    #[error(
+        "the database does not offer TLS; Hop connects to databases over TLS only (configure ssl_cert/ssl_key)"
+    )]
+    NoTls,
+    #[error("the database lacks capabilities {missing:#x} that Hop offers clients; it is too old")]
+    TooOld { missing: u32 },
+    #[error("the database did not answer the login")]
+    NoAnswer,
+    /// An ERR packet the agent could not read.
+    #[error("the database refused the login")]
+    RefusedUnreadable,
+    /// The database user has a password (the database's configuration).
+    #[error(
+        "database {name:?} asked for a password for user {db_user:?}; Hop logs in to databases with client certificates only: create the user with REQUIRE SUBJECT or REQUIRE X509 and no password"
+    )]
+    PasswordWanted { name: String, db_user: String },
+    #[error("the database's login did not finish")]
+    Unfinished,
 }
 
 /// Reads one whole packet: (sequence id, payload).
-async fn read_packet<R: AsyncRead + Unpin>(r: &mut R) -> anyhow::Result<(u8, Vec<u8>)> {
+async fn read_packet<R: AsyncRead + Unpin>(r: &mut R) -> Result<(u8, Vec<u8>), LoginError> {
     let mut head = [0u8; 4];
-    r.read_exact(&mut head)
-        .await
-        .context("the database closed the connection")?;
+    r.read_exact(&mut head).await.map_err(LoginError::Closed)?;
     let len = usize::from(head[0]) | usize::from(head[1]) << 8 | usize::from(head[2]) << 16;
     let mut payload = vec![0u8; len];
     r.read_exact(&mut payload).await?;
@@ -164,36 +164,29 @@ pub async fn login(
     dial: &DbDial,
     login: &MysqlLogin,
 ) -> Result<(DbConn, u32), LoginError> {
-    let cfg = svc.certs.config_for(spec, &dial.db_user).await?;
-    let (host, port) = spec.target().map_err(|e| anyhow!(e))?;
-    let mut tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port)))
+    let cfg = svc
+        .certs
+        .config_for(spec, &dial.db_user)
         .await
-        .map_err(|_| anyhow!("connecting to {host}:{port} timed out"))?
-        .with_context(|| format!("cannot connect to {host}:{port}"))?;
-    let _ = tcp.set_nodelay(true);
+        .map_err(DbConnectError::from)?;
+    let mut tcp = dial_tcp(spec).await?;
     let (_, greeting) = tokio::time::timeout(CONNECT_TIMEOUT, read_packet(&mut tcp))
         .await
-        .map_err(|_| anyhow!("the database sent no greeting"))??;
+        .map_err(|_| LoginError::NoGreeting)??;
     if let Some(e) = refused(&greeting) {
         return Err(e);
     }
-    let hs = Handshake::parse(&greeting).map_err(|e| anyhow!("the database's greeting: {e}"))?;
+    let hs = Handshake::parse(&greeting).map_err(LoginError::Greeting)?;
     let thread_id = hs.connection_id;
     if hs.capabilities & CLIENT_SSL == 0 {
-        return Err(anyhow!(
-            "the database does not offer TLS; Hop connects to databases over TLS only (configure ssl_cert/ssl_key)"
-        )
-        .into());
+        return Err(LoginError::NoTls);
     }
     // Protocol-shaping capabilities the client was promised must be the server's too.
     let shaping =
         CLIENT_DEPRECATE_EOF | CLIENT_SESSION_TRACK | 0x2_0000 | 0x4_0000 | CLIENT_PROTOCOL_41;
     let missing = login.capabilities & shaping & !hs.capabilities;
     if missing != 0 {
-        return Err(anyhow!(
-            "the database lacks capabilities {missing:#x} that Hop offers clients; it is too old"
-        )
-        .into());
+        return Err(LoginError::TooOld { missing });
     }
     let mut caps = login.capabilities & hs.capabilities & OFFERED_CAPABILITIES & !MULTI_STATEMENTS;
     caps |= CLIENT_PROTOCOL_41 | CLIENT_SECURE_CONNECTION | CLIENT_PLUGIN_AUTH | CLIENT_SSL;
@@ -211,27 +204,18 @@ pub async fn login(
     }
     .encode(&mut ssl);
     tcp.write_all(&packet(1, &ssl)).await?;
-    let name = ServerName::try_from(spec.server_name().map_err(|e| anyhow!(e))?)
-        .map_err(|e| anyhow!("server name: {e}"))?;
-    let mut tls = tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        tokio_rustls::TlsConnector::from(cfg).connect(name, tcp),
-    )
-    .await
-    .map_err(|_| anyhow!("the TLS handshake with the database timed out"))?
-    .context("TLS handshake with the database")?;
+    let mut tls = tls_handshake(cfg, spec, tcp).await?;
     let response = handshake_response(caps, login, &dial.db_user, &dial.db_name);
     tls.write_all(&packet(2, &response)).await?;
     // OK, ERR, an auth switch (answered with an empty password once), or more auth data.
     for _ in 0..3 {
         let (seq, payload) = tokio::time::timeout(CONNECT_TIMEOUT, read_packet(&mut tls))
             .await
-            .map_err(|_| anyhow!("the database did not answer the login"))??;
+            .map_err(|_| LoginError::NoAnswer)??;
         match payload.first() {
             Some(0x00) => return Ok((tls, thread_id)),
             Some(0xff) => {
-                return Err(refused(&payload)
-                    .unwrap_or(LoginError::Other(anyhow!("the database refused the login"))));
+                return Err(refused(&payload).unwrap_or(LoginError::RefusedUnreadable));
             }
             Some(0xfe) => {
                 // AuthSwitchRequest: answer the new plugin with an empty password.
@@ -240,16 +224,14 @@ pub async fn login(
             // caching_sha2_password's "fast auth succeeded" is followed by OK.
             Some(0x01) if payload.get(1) == Some(&0x03) => {}
             _ => {
-                return Err(anyhow!(
-                    "database {:?} asked for a password for user {:?}; Hop logs in to databases with client certificates only: create the user with REQUIRE SUBJECT or REQUIRE X509 and no password",
-                    spec.name,
-                    dial.db_user
-                )
-                .into());
+                return Err(LoginError::PasswordWanted {
+                    name: spec.name.clone(),
+                    db_user: dial.db_user.clone(),
+                });
             }
         }
     }
-    Err(anyhow!("the database's login did not finish").into())
+    Err(LoginError::Unfinished)
 }
 
 /// Relays one logged-in session; audits statements, enforces the guards, rewrites KILL.

@@ -13,37 +13,41 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow, bail};
 use hop_platform::clock;
 use hop_protocols::postgres::{self, Authentication, BackendMessage, StartupPacket};
-use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
+pub use super::connect::DbConn;
+use super::connect::{DbConnectError, dial_tcp, tls_handshake};
 use super::pg_audit::{QueryAuditor, Statement};
 use super::relay::{Ended, Refusal, Verdict};
 use super::{DbCancel, DbDial, DbService, DbSpec};
 use hop_api::audit::EventKind;
 use hop_net::pg_wire::{self as wire, SQLSTATE_DENIED, SQLSTATE_PROTOCOL, fatal};
 
-/// The agent's TLS connection to a database.
-pub type DbConn = tokio_rustls::client::TlsStream<TcpStream>;
-
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
-async fn dial_tcp(spec: &DbSpec) -> anyhow::Result<TcpStream> {
-    let (host, port) = spec.target().map_err(|e| anyhow!(e))?;
-    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port)))
-        .await
-        .map_err(|_| anyhow!("connecting to {host}:{port} timed out"))?
-        .with_context(|| format!("cannot connect to {host}:{port}"))?;
-    let _ = tcp.set_nodelay(true);
-    Ok(tcp)
+/// Why a PostgreSQL cancel request was not sent.
+#[derive(Debug, thiserror::Error)]
+pub enum CancelError {
+    /// The key in the Dial is not hex (the proxy's or the client's).
+    #[error("malformed cancel key")]
+    MalformedKey,
+    #[error(transparent)]
+    Encode(#[from] postgres::PgEncodeError),
+    #[error(transparent)]
+    Connect(#[from] DbConnectError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
 }
 
 /// Opens a TLS connection to the database, ready for the StartupMessage.
-pub async fn connect(svc: &DbService, spec: &DbSpec, db_user: &str) -> anyhow::Result<DbConn> {
+pub async fn connect(
+    svc: &DbService,
+    spec: &DbSpec,
+    db_user: &str,
+) -> Result<DbConn, DbConnectError> {
     let cfg = svc.certs.config_for(spec, db_user).await?;
     let mut tcp = dial_tcp(spec).await?;
     let mut req = Vec::new();
@@ -52,29 +56,19 @@ pub async fn connect(svc: &DbService, spec: &DbSpec, db_user: &str) -> anyhow::R
     let mut answer = [0u8; 1];
     tokio::time::timeout(CONNECT_TIMEOUT, tcp.read_exact(&mut answer))
         .await
-        .map_err(|_| anyhow!("the database did not answer the SSLRequest"))?
-        .context("the database closed the connection at the SSLRequest")?;
+        .map_err(|_| DbConnectError::NoSslAnswer)?
+        .map_err(DbConnectError::SslRequestClosed)?;
     match answer[0] {
         b'S' => {}
-        b'N' => bail!(
-            "the database does not accept TLS (ssl = off); Hop connects to databases over TLS only"
-        ),
-        other => bail!("unexpected answer {other:#04x} to the SSLRequest; is this PostgreSQL?"),
+        b'N' => return Err(DbConnectError::NoTls),
+        other => return Err(DbConnectError::NotPostgres(other)),
     }
-    let name = ServerName::try_from(spec.server_name().map_err(|e| anyhow!(e))?)
-        .map_err(|e| anyhow!("server name: {e}"))?;
-    tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        tokio_rustls::TlsConnector::from(cfg).connect(name, tcp),
-    )
-    .await
-    .map_err(|_| anyhow!("the TLS handshake with the database timed out"))?
-    .context("TLS handshake with the database")
+    tls_handshake(cfg, spec, tcp).await
 }
 
 /// Sends a CancelRequest with the database's own key.
-pub async fn cancel(spec: &DbSpec, c: &DbCancel) -> anyhow::Result<()> {
-    let key = hex::decode(&c.secret_key).map_err(|_| anyhow!("malformed cancel key"))?;
+pub async fn cancel(spec: &DbSpec, c: &DbCancel) -> Result<(), CancelError> {
+    let key = hex::decode(&c.secret_key).map_err(|_| CancelError::MalformedKey)?;
     let mut out = Vec::new();
     postgres::encode_cancel_request(
         &postgres::CancelRequest {
@@ -82,8 +76,7 @@ pub async fn cancel(spec: &DbSpec, c: &DbCancel) -> anyhow::Result<()> {
             secret_key: &key,
         },
         &mut out,
-    )
-    .map_err(|e| anyhow!("{e}"))?;
+    )?;
     let mut tcp = dial_tcp(spec).await?;
     tcp.write_all(&out).await?;
     // The server closes the connection when it has read the request.

@@ -18,6 +18,7 @@ use crate::node::audit::ChannelMaker;
 use hop_api::proto::ListDatabaseResourcesRequest;
 use hop_api::proto::database_access_client::DatabaseAccessClient;
 pub use hop_config::services::Selector;
+use hop_net::connect::{ConnectError, error_chain};
 
 /// How often the agent asks Auth for `db` resources.
 const REFRESH: Duration = Duration::from_secs(5);
@@ -84,7 +85,7 @@ impl DbService {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %format!("{e:#}"), "cannot list db resources; keeping the current list")
+                    tracing::warn!(error = %error_chain(&e), "cannot list db resources; keeping the current list")
                 }
             }
             tokio::select! {
@@ -95,12 +96,25 @@ impl DbService {
     }
 }
 
-async fn fetch(connect: &ChannelMaker) -> anyhow::Result<Vec<DatabaseResource>> {
+/// Why the `db` resources could not be listed; the agent keeps the databases it serves.
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    /// Auth could not be reached through the proxy.
+    #[error(transparent)]
+    Reach(#[from] ConnectError),
+    /// Auth refused the listing, in its own words.
+    #[error("{message}")]
+    Refused { message: String },
+}
+
+async fn fetch(connect: &ChannelMaker) -> Result<Vec<DatabaseResource>, FetchError> {
     let channel = connect().await?;
     let docs = DatabaseAccessClient::new(channel)
         .list_database_resources(ListDatabaseResourcesRequest {})
         .await
-        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .map_err(|s| FetchError::Refused {
+            message: s.message().to_string(),
+        })?
         .into_inner()
         .resources_json;
     Ok(docs

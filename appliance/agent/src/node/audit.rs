@@ -51,8 +51,10 @@ pub struct AgentAudit {
 
 /// Opens gRPC channels to Auth through the proxy with the agent's current identity.
 pub type ChannelMaker = Arc<
-    dyn Fn() -> futures_util::future::BoxFuture<'static, anyhow::Result<tonic::transport::Channel>>
-        + Send
+    dyn Fn() -> futures_util::future::BoxFuture<
+            'static,
+            Result<tonic::transport::Channel, hop_net::connect::ConnectError>,
+        > + Send
         + Sync,
 >;
 
@@ -198,7 +200,7 @@ impl Sender {
                     Err(e) => {
                         self.spill().await;
                         tracing::warn!(
-                            error = %format!("{e:#}"),
+                            error = %hop_net::connect::error_chain(&e),
                             queued = self.memory.len(),
                             spooled_bytes = self.spooled_bytes(),
                             "cannot reach Auth to send audit events; retrying"
@@ -432,7 +434,14 @@ mod tests {
 
     /// A connection maker for an Auth that is away.
     fn unreachable() -> ChannelMaker {
-        Arc::new(|| Box::pin(async { Err(anyhow::anyhow!("connection refused")) }))
+        Arc::new(|| {
+            Box::pin(async {
+                Err(hop_net::connect::ConnectError::Unreachable {
+                    addr: "127.0.0.1:3080".into(),
+                    cause: std::io::ErrorKind::ConnectionRefused.into(),
+                })
+            })
+        })
     }
 
     fn spooled(dir: &std::path::Path) -> Vec<String> {

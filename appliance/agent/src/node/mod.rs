@@ -22,11 +22,10 @@ pub mod users;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, anyhow};
 use arc_swap::ArcSwap;
 use hop_protocols::tunnel::ResourceAnnouncement;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -37,10 +36,52 @@ use self::audit::{AgentAudit, ChannelMaker};
 use crate::identity::AgentIdentity;
 use hop_api::proto::NodeAccessRequest;
 use hop_api::proto::auth_public_client::AuthPublicClient;
+use hop_net::connect::{ApiError, ConnectError, error_chain};
 use hop_net::ssh_deadline::AuthDeadline;
 
 /// How long the node waits before asking Auth again after a failed request.
 const ACCESS_RETRY: Duration = Duration::from_secs(2);
+
+/// Why the SSH service could not start: the identity's (joined with another role), the disk's,
+/// or the configuration's (the listen address).
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(
+        "this agent's identity has no SSH host certificate (it joined as {role:?}); remove {} and join again with a node token",
+        identity_dir.display()
+    )]
+    NotANode { role: String, identity_dir: PathBuf },
+    #[error("reading the SSH host key")]
+    HostKey(#[source] russh::keys::ssh_key::Error),
+    #[error("reading the SSH host certificate")]
+    HostCertificate(#[source] russh::keys::ssh_key::Error),
+    #[error(transparent)]
+    AuditSpool(#[from] spool::AuditSpoolError),
+    #[error("opening the session recording spool in {}", dir.display())]
+    RecordingSpool {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `ssh_service.listen_addr` cannot be bound (in use, or not this machine's).
+    #[error("ssh_service.listen_addr {addr}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why the node's roles and locks could not be refreshed; it decides with the last data seen.
+#[derive(Debug, thiserror::Error)]
+enum AccessRefreshError {
+    #[error(transparent)]
+    Reach(#[from] ConnectError),
+    #[error(transparent)]
+    Auth(#[from] ApiError),
+    #[error(transparent)]
+    Data(#[from] access::AccessDataError),
+}
 
 /// A label whose value is a command's output.
 #[derive(Debug, Clone)]
@@ -113,18 +154,15 @@ impl NodeShared {
         settings: NodeSettings,
         data_dir: &Path,
         connect: ChannelMaker,
-    ) -> anyhow::Result<Arc<Self>> {
-        let ssh = identity.ssh.as_ref().ok_or_else(|| {
-            anyhow!(
-                "this agent's identity has no SSH host certificate (it joined as {:?}); remove {} and join again with a node token",
-                identity.meta.role,
-                data_dir.join("agent").display()
-            )
+    ) -> Result<Arc<Self>, NodeError> {
+        let ssh = identity.ssh.as_ref().ok_or_else(|| NodeError::NotANode {
+            role: identity.meta.role.clone(),
+            identity_dir: data_dir.join("agent"),
         })?;
         let key = russh::keys::PrivateKey::from_openssh(ssh.private_key_openssh.trim())
-            .context("reading the SSH host key")?;
+            .map_err(NodeError::HostKey)?;
         let cert = russh::keys::Certificate::from_openssh(ssh.certificate_openssh.trim())
-            .context("reading the SSH host certificate")?;
+            .map_err(NodeError::HostCertificate)?;
         let mut methods = russh::MethodSet::empty();
         methods.push(russh::MethodKind::PublicKey);
         let config = russh::server::Config {
@@ -165,14 +203,14 @@ impl NodeShared {
             Some(spool::AuditSpoolSettings::node(data_dir)),
         )?;
         let (labels_changed, _) = watch::channel(0);
+        let agent_dir = data_dir.join("agent");
         let recordings =
-            recorder::RecordingSpool::open(&data_dir.join("agent"), settings.recording)
-                .with_context(|| {
-                    format!(
-                        "opening the session recording spool in {}",
-                        data_dir.join("agent").display()
-                    )
-                })?;
+            recorder::RecordingSpool::open(&agent_dir, settings.recording).map_err(|source| {
+                NodeError::RecordingSpool {
+                    dir: agent_dir.clone(),
+                    source,
+                }
+            })?;
         Ok(Arc::new(Self {
             access: AccessCache::load(data_dir, &identity.meta.cluster, &ssh.user_ca_keys),
             audit,
@@ -244,7 +282,7 @@ pub async fn run_background(
     shared: Arc<NodeShared>,
     connect: ChannelMaker,
     mut shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
+) -> Result<(), NodeError> {
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(refresh_access(shared.clone(), connect.clone()));
     tasks.spawn(upload::run(shared.recordings.clone(), connect));
@@ -254,7 +292,7 @@ pub async fn run_background(
     if let Some(addr) = shared.settings.listen_addr {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .with_context(|| format!("ssh_service.listen_addr {addr}"))?;
+            .map_err(|source| NodeError::Listen { addr, source })?;
         tracing::info!(%addr, "SSH service listening directly");
         let s = shared.clone();
         tasks.spawn(async move {
@@ -299,7 +337,8 @@ async fn refresh_access(shared: Arc<NodeShared>, connect: ChannelMaker) {
                 cluster_name: r.cluster_name,
                 admission_json: r.admission_json,
             };
-            shared.access.update(&data).map_err(anyhow::Error::from)
+            shared.access.update(&data)?;
+            Ok::<(), AccessRefreshError>(())
         }
         .await;
         match result {
@@ -308,7 +347,7 @@ async fn refresh_access(shared: Arc<NodeShared>, connect: ChannelMaker) {
                 client = None;
                 known_revision = 0;
                 if !warned {
-                    tracing::warn!(error = %format!("{e:#}"), "cannot refresh roles and locks from Auth; deciding with the last data seen");
+                    tracing::warn!(error = %error_chain(&e), "cannot refresh roles and locks from Auth; deciding with the last data seen");
                     warned = true;
                 }
                 tokio::time::sleep(ACCESS_RETRY).await;

@@ -262,7 +262,7 @@ impl AuthTarget {
         }
         let ch = (self.connect)()
             .await
-            .map_err(|e| UploadFailure::Unavailable(format!("{e:#}")))?;
+            .map_err(|e| UploadFailure::Unavailable(hop_net::connect::error_chain(&e)))?;
         let c = SessionRecordingsClient::new(ch);
         self.client = Some(c.clone());
         Ok(c)
