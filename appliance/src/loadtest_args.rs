@@ -51,7 +51,7 @@ pub fn loadtest_settings(
         proxy: a.trust.proxy,
         trust,
         pin,
-        token: a.token.unwrap_or_default(),
+        token: hop_config::Secret::new(a.token.unwrap_or_default()),
         cache_dir: data_dir.map(|d| d.join("loadtest-agents")),
         duration,
         heartbeat,

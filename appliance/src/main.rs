@@ -4,7 +4,7 @@
 //! This file owns the process edge: the allocator, argument parsing, logging set-up, the runtime,
 //! and turning errors into a one-line message and a non-zero exit status.
 
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 mod cli;
 mod loadtest_args;
@@ -190,15 +190,15 @@ fn start_config(args: &StartArgs) -> anyhow::Result<Config> {
         cfg.hop.proxy_server = args.proxy.clone();
     }
     if let Some(path) = &args.token_file {
-        cfg.hop.join_token = Some(path.display().to_string());
-    } else if args.token.is_some() {
-        cfg.hop.join_token = args.token.clone();
+        cfg.hop.join_token = Some(hop_config::Secret::new(path.display().to_string()));
+    } else if let Some(t) = &args.token {
+        cfg.hop.join_token = Some(hop_config::Secret::new(t.clone()));
     }
     cfg.hop.join_token = cfg
         .hop
         .join_token
         .take()
-        .map(|t| hop_config::read_join_token(&t))
+        .map(|t| hop_config::read_join_token(t.expose()).map(hop_config::Secret::new))
         .transpose()?;
     if args.ca_pin.is_some() {
         cfg.hop.ca_pin = args.ca_pin.clone();

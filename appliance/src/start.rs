@@ -1,7 +1,7 @@
 //! `hop start`: wires the configured services into one process and runs them until a signal.
 //!
-//! This module owns the order of start-up (diagnostics first so `/readyz` can say "not yet",
-//! then storage, then the CAs, then the listeners), the banner a person reads next, and shutdown:
+//! This module owns the order of start-up (storage, then diagnostics so `/readyz` can say "not
+//! yet" while the rest starts, then the data plane, the CAs and the listeners), the banner a person reads next, and shutdown:
 //! the first SIGTERM/SIGINT stops accepting and drains, a second one exits at once. [`run`] reads
 //! as that sequence; each step is a function named for what it sets up, the proxy's in
 //! [`proxy`], the audit log's and recordings' in [`records`], and an agent's settings in
@@ -37,7 +37,7 @@ use proxy::TlsFront;
 
 /// File name of the embedded database inside the data dir.
 pub const DB_FILE: &str = "hop.db";
-pub use hop_api::ADMIN_SOCKET;
+use hop_api::ADMIN_SOCKET;
 /// How often agents heartbeat on their control connection.
 const TUNNEL_HEARTBEAT: Duration = Duration::from_secs(30);
 

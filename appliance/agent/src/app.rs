@@ -25,6 +25,8 @@ enum AppRefusal {
     Connect { uri: String, source: std::io::Error },
     #[error("connecting to {uri} timed out")]
     TimedOut { uri: String },
+    #[error(transparent)]
+    Target(#[from] hop_config::services::AppSpecError),
 }
 
 /// Serves a Dial for the application named by its target.
@@ -37,7 +39,7 @@ pub(crate) async fn serve(apps: &[AppSpec], mut framed: DataStream, dial: Dial) 
     let upstream = match connect(app).await {
         Ok(s) => s,
         Err(refused) => {
-            answer(&mut framed, dial.session_id, Some(refused)).await;
+            answer(&mut framed, dial.session_id, Some(refused.to_string())).await;
             return;
         }
     };
@@ -51,9 +53,9 @@ pub(crate) async fn serve(apps: &[AppSpec], mut framed: DataStream, dial: Dial) 
     }
 }
 
-/// Connects the application, or says why not in the words the user sees.
-async fn connect(app: &AppSpec) -> Result<TcpStream, String> {
-    let (host, port) = app.target().map_err(|e| e.to_string())?;
+/// Connects the application, or says why not (in the words the user sees).
+async fn connect(app: &AppSpec) -> Result<TcpStream, AppRefusal> {
+    let (host, port) = app.target()?;
     let upstream = match tokio::time::timeout(
         CONNECT_TIMEOUT,
         TcpStream::connect((host.as_str(), port)),
@@ -63,11 +65,11 @@ async fn connect(app: &AppSpec) -> Result<TcpStream, String> {
         Ok(Ok(s)) => s,
         Ok(Err(source)) => {
             let uri = app.uri.clone();
-            return Err(AppRefusal::Connect { uri, source }.to_string());
+            return Err(AppRefusal::Connect { uri, source });
         }
         Err(_) => {
             let uri = app.uri.clone();
-            return Err(AppRefusal::TimedOut { uri }.to_string());
+            return Err(AppRefusal::TimedOut { uri });
         }
     };
     let _ = upstream.set_nodelay(true);

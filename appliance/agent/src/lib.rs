@@ -36,7 +36,7 @@ use tokio::sync::{RwLock, watch};
 
 use self::backoff::Backoff;
 use self::identity::{AgentIdentity, IdentityError, JoinError};
-pub use hop_config::services::AppSpec;
+use hop_config::services::AppSpec;
 use hop_config::services::AppSpecError;
 use hop_net::connect::{ConnectError, dial_proxy, error_chain};
 use hop_net::trust::{Trust, TrustError, client_config};
@@ -86,7 +86,7 @@ enum TunnelError {
 #[derive(Debug, Clone)]
 pub struct AgentSettings {
     pub proxy: String,
-    pub token: String,
+    pub token: hop_config::Secret,
     pub ca_pin: Option<String>,
     pub insecure: bool,
     pub data_dir: PathBuf,
@@ -96,9 +96,9 @@ pub struct AgentSettings {
     /// The SSH service, when this agent runs the `node` role.
     pub node: Option<crate::node::NodeSettings>,
     /// Databases, when this agent runs the `db` role.
-    pub databases: Vec<crate::db::DbSpec>,
+    pub databases: Vec<hop_config::services::DbSpec>,
     /// Which `db` resources the db role serves.
-    pub db_selectors: Vec<crate::db::resources::Selector>,
+    pub db_selectors: Vec<hop_config::services::Selector>,
     /// What the db role's `db.query` events keep.
     pub db_audit: hop_config::DbAuditConfig,
 }
@@ -216,7 +216,7 @@ pub async fn run(
             identity::join_as(
                 Some(&settings.data_dir),
                 &settings.proxy,
-                &settings.token,
+                settings.token.expose(),
                 &settings.role,
                 &trust,
                 &name,

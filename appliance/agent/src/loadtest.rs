@@ -47,7 +47,7 @@ pub struct LoadtestSettings {
     pub trust: Trust,
     /// The pinned CA, to check that cached identities belong to this cluster.
     pub pin: Option<String>,
-    pub token: String,
+    pub token: hop_config::Secret,
     /// `<data dir>/loadtest-agents`, when identities are cached.
     pub cache_dir: Option<PathBuf>,
     pub duration: Option<Duration>,
@@ -330,7 +330,7 @@ async fn identity_for(
             identity::join_as(
                 dir.as_deref(),
                 &s.proxy,
-                &s.token,
+                s.token.expose(),
                 ROLE,
                 &s.trust,
                 // App agents are known by host id; no node name is claimed.
@@ -358,7 +358,7 @@ fn simulated(s: &LoadtestSettings, index: usize, id: AgentIdentity) -> Shared {
     Shared {
         settings: AgentSettings {
             proxy: s.proxy.clone(),
-            token: String::new(),
+            token: hop_config::Secret::default(),
             ca_pin: None,
             insecure: false,
             data_dir: agent_dir(s, index).unwrap_or_default(),

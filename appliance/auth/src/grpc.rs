@@ -14,12 +14,12 @@ use tonic::{Request, Response, Status};
 
 use super::caller::Caller;
 use super::inventory::{AppRoute, Inventory};
-use super::proto::auth_admin_server::AuthAdmin;
-use super::proto::auth_public_server::AuthPublic;
-use super::proto::*;
 use super::server::{
     AuthError, AuthServer, JoinRequest as ServerJoin, LoginRequest as ServerLogin,
 };
+use hop_api::proto::auth_admin_server::AuthAdmin;
+use hop_api::proto::auth_public_server::AuthPublic;
+use hop_api::proto::*;
 use hop_metrics::Metrics;
 
 fn joined(j: super::server::JoinedHost, cluster: &str) -> JoinResponse {
@@ -83,16 +83,16 @@ impl AuthApi {
 
     /// The gRPC routes, ready to merge into the listener's router.
     pub fn routes(&self) -> tonic::service::Routes {
-        tonic::service::Routes::new(super::proto::auth_public_server::AuthPublicServer::new(
+        tonic::service::Routes::new(hop_api::proto::auth_public_server::AuthPublicServer::new(
             self.clone(),
         ))
-        .add_service(super::proto::auth_admin_server::AuthAdminServer::new(
+        .add_service(hop_api::proto::auth_admin_server::AuthAdminServer::new(
             self.clone(),
         ))
-        .add_service(super::proto::database_access_server::DatabaseAccessServer::new(self.clone()))
-        .add_service(super::proto::openssh_nodes_server::OpensshNodesServer::new(
-            self.clone(),
-        ))
+        .add_service(
+            hop_api::proto::database_access_server::DatabaseAccessServer::new(self.clone()),
+        )
+        .add_service(hop_api::proto::openssh_nodes_server::OpensshNodesServer::new(self.clone()))
     }
 
     fn invite_response(&self, invite: super::server::Invite) -> InviteResponse {

@@ -8,8 +8,8 @@ use tonic::{Request, Response, Status};
 
 use super::caller::Caller;
 use super::grpc::{AuthApi, authorize, caller, unix};
-use super::proto::database_access_server::DatabaseAccess;
-use super::proto::*;
+use hop_api::proto::database_access_server::DatabaseAccess;
+use hop_api::proto::*;
 
 #[tonic::async_trait]
 impl DatabaseAccess for AuthApi {

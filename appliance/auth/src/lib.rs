@@ -34,7 +34,5 @@ pub mod server;
 mod server_tests;
 pub mod trackers;
 
-pub use hop_api::{proto, totp};
-
 pub use error::AuthError;
 pub use server::{AuthServer, AuthSettings};

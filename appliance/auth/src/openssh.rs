@@ -8,9 +8,9 @@ use tonic::{Request, Response, Status};
 
 use super::error::AuthError;
 use super::grpc::{AuthApi, authorize, caller, unix};
-use super::proto::openssh_nodes_server::OpensshNodes;
-use super::proto::{SignOpensshHostRequest, SignOpensshHostResponse};
 use super::server::AuthServer;
+use hop_api::proto::openssh_nodes_server::OpensshNodes;
+use hop_api::proto::{SignOpensshHostRequest, SignOpensshHostResponse};
 
 /// Default lifetime of an OpenSSH node's host certificate.
 pub const OPENSSH_HOST_CERT_DEFAULT_TTL: Duration = Duration::from_secs(90 * 24 * 3600);

@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 
-pub use hop_api::password::{MAX_PASSWORD_BYTES, check_policy};
+use hop_api::password::MAX_PASSWORD_BYTES;
 
 /// A password could not be hashed (the rules a password must meet are `hop_api::password`'s).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -24,9 +24,9 @@ use tonic::{Request, Response, Status, Streaming};
 use super::audit::EventKind;
 use super::caller::Caller;
 use super::grpc::{authorize, to_status};
-use super::proto::session_recordings_server::{SessionRecordings, SessionRecordingsServer};
-use super::proto::*;
 use super::server::AuthServer;
+use hop_api::proto::session_recordings_server::{SessionRecordings, SessionRecordingsServer};
+use hop_api::proto::*;
 
 /// The largest `data` of one upload part (tonic refuses messages over 4 MiB anyway).
 pub const MAX_PART: usize = 4 * 1024 * 1024 - 1024;

@@ -11,7 +11,7 @@ use hop_storage::{AuditLog, Clock, ManualClock, MemoryBackend, ResourceStore};
 
 use super::audit::AuditLogSink;
 use super::server::{AuthError, AuthServer, AuthSettings, LoginRequest};
-use super::totp;
+use hop_api::totp;
 use hop_metrics::Metrics;
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -678,9 +678,9 @@ mod trackers_and_agent_events {
     use super::*;
     use crate::agent_events::{EventRefusal, EventSource};
     use crate::trackers::{
-        ENDED_RETENTION, SessionKind, TRACKER_LEASE, TrackerError, TrackerHost, TrackerState,
-        TrackerUpdate,
+        ENDED_RETENTION, SessionKind, TrackerError, TrackerHost, TrackerState, TrackerUpdate,
     };
+    use hop_api::trackers::TRACKER_LEASE;
     use hop_ca::HostRole;
 
     const NODE_A: TrackerHost<'static> = TrackerHost {

@@ -4,8 +4,8 @@
 //! write them. A tracker is written by Auth only: an agent asks for the trackers of the sessions
 //! it hosts (`UpdateSessionTracker`; Auth stamps the host id from the caller's certificate, so an
 //! agent writes only its own), the proxy writes those of application sessions in-process. An
-//! active tracker lives [`TRACKER_LEASE`] after its last write and its host renews it every
-//! [`TRACKER_KEEPALIVE`]; a host that dies leaves nothing behind for longer than the lease. An
+//! active tracker lives [`TRACKER_LEASE`](hop_api::trackers::TRACKER_LEASE) after its last write and its host renews it every
+//! [`TRACKER_KEEPALIVE`](hop_api::trackers::TRACKER_KEEPALIVE); a host that dies leaves nothing behind for longer than the lease. An
 //! ended session's tracker stays, `terminated`, for [`ENDED_RETENTION`], so that its last events
 //! (which travel separately, through the agent's audit queue) still find it. `hop join`,
 //! `hop sessions ls` and the check of agents' events read trackers, never the audit log.
@@ -18,12 +18,12 @@ use hop_storage::{StorageError, StoredResource};
 use serde::{Deserialize, Serialize};
 
 use super::error::AuthError;
-use super::proto::{SessionTrackerInfo, UpdateSessionTrackerRequest};
 use super::records::HostNameClaim;
 use super::server::AuthServer;
+use hop_api::proto::{SessionTrackerInfo, UpdateSessionTrackerRequest};
 use hop_api::timestamps::rfc3339;
 
-pub use hop_api::trackers::{TRACKER_KEEPALIVE, TRACKER_LEASE};
+use hop_api::trackers::TRACKER_LEASE;
 /// How long an ended session's tracker stays (terminated) for its late events.
 pub const ENDED_RETENTION: Duration = Duration::from_secs(5 * 60);
 /// Most participants kept on one tracker.

@@ -224,11 +224,11 @@ async fn login(a: &DbLoginArgs) -> anyhow::Result<DbLogin> {
         .into_inner();
     let f = files(&paths, &db.name);
     if let Some(dir) = f.key.parent() {
-        profile::ensure_dir(dir)?;
+        hop_net::files::ensure_dir(dir)?;
     }
-    profile::write_private(&f.key, key.private_pkcs8_pem.as_bytes())?;
-    profile::write_private(&f.crt, r.tls_certificate_pem.as_bytes())?;
-    profile::write_private(
+    hop_net::files::write_private(&f.key, key.private_pkcs8_pem.as_bytes())?;
+    hop_net::files::write_private(&f.crt, r.tls_certificate_pem.as_bytes())?;
+    hop_net::files::write_private(
         &db_dir(&paths).join("cas.pem"),
         r.trusted_cas_pem.as_bytes(),
     )?;
@@ -239,7 +239,7 @@ async fn login(a: &DbLoginArgs) -> anyhow::Result<DbLogin> {
         db_name,
         expires_unix: r.expires_unix,
     };
-    profile::write_private(&f.meta, serde_json::to_string_pretty(&saved)?.as_bytes())?;
+    hop_net::files::write_private(&f.meta, serde_json::to_string_pretty(&saved)?.as_bytes())?;
     Ok(saved)
 }
 

@@ -107,7 +107,7 @@ impl Paths {
     }
 }
 
-pub use hop_net::files::{ensure_dir, write_private};
+use hop_net::files::{ensure_dir, write_private};
 
 pub fn save_profile(home: &Path, p: &Profile) -> anyhow::Result<()> {
     let paths = Paths::new(home.to_path_buf(), &p.proxy, &p.user);

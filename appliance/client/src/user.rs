@@ -114,7 +114,7 @@ pub async fn signup(args: SignupArgs) -> anyhow::Result<()> {
         secret_b32 = totp::encode_secret(&secret);
         match &args.totp_secret_file {
             Some(path) => {
-                profile::write_private(path, format!("{secret_b32}\n").as_bytes())?;
+                hop_net::files::write_private(path, format!("{secret_b32}\n").as_bytes())?;
                 code = totp::code_at(&secret, clock::wall());
             }
             None => {
@@ -211,20 +211,20 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
         .map_err(status_error)?
         .into_inner();
 
-    profile::ensure_dir(&paths.keys_dir())?;
-    profile::write_private(&paths.ssh_key(), ssh.private_openssh.as_bytes())?;
-    profile::write_private(
+    hop_net::files::ensure_dir(&paths.keys_dir())?;
+    hop_net::files::write_private(&paths.ssh_key(), ssh.private_openssh.as_bytes())?;
+    hop_net::files::write_private(
         &paths.ssh_pub(),
         format!("{}\n", ssh.public_openssh.trim()).as_bytes(),
     )?;
-    profile::write_private(
+    hop_net::files::write_private(
         &paths.ssh_cert(),
         format!("{}\n", resp.ssh_certificate.trim()).as_bytes(),
     )?;
-    profile::write_private(&paths.tls_key(), tls.private_pkcs8_pem.as_bytes())?;
-    profile::write_private(&paths.tls_cert(), resp.tls_certificate_pem.as_bytes())?;
-    profile::write_private(&paths.cas(), resp.trusted_cas_pem.as_bytes())?;
-    profile::write_private(&paths.known_hosts(), resp.known_hosts.as_bytes())?;
+    hop_net::files::write_private(&paths.tls_key(), tls.private_pkcs8_pem.as_bytes())?;
+    hop_net::files::write_private(&paths.tls_cert(), resp.tls_certificate_pem.as_bytes())?;
+    hop_net::files::write_private(&paths.cas(), resp.trusted_cas_pem.as_bytes())?;
+    hop_net::files::write_private(&paths.known_hosts(), resp.known_hosts.as_bytes())?;
     profile::save_profile(
         &home,
         &Profile {

@@ -38,7 +38,7 @@ pub use proxy_service::{
     IoDriverChoice, KernelTlsChoice, ProxyProtocolConfig, ProxyServiceConfig, TlsFiles,
 };
 pub use ssh_service::{CommandLabelConfig, NodeRecordingConfig, SshServiceConfig};
-pub use values::{Addr, Cidr, HumanDuration, ValueError, parse_addr, parse_duration};
+pub use values::{Addr, Cidr, HumanDuration, Secret, ValueError, parse_addr, parse_duration};
 
 /// Default port of the proxy: every protocol on one TLS port (443 in production).
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:3080";

@@ -23,7 +23,7 @@ pub struct ProcessConfig {
     pub proxy_server: Option<String>,
     /// Agents: the join token used the first time (then the stored identity is used), or the
     /// absolute path of a file that holds it.
-    pub join_token: Option<String>,
+    pub join_token: Option<crate::Secret>,
     /// Agents: the cluster's CA pin, checked when joining.
     pub ca_pin: Option<String>,
 }

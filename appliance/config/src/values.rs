@@ -169,6 +169,37 @@ impl<'de> Deserialize<'de> for Cidr {
     }
 }
 
+/// A secret the operator hands Hop (a join token): kept as given, never shown by `Debug`, so a
+/// settings struct that holds one can be logged or printed in a panic without leaking it.
+#[derive(Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "Secret(<empty>)"
+        } else {
+            "Secret(<redacted>)"
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,5 +245,13 @@ mod tests {
             "127.0.0.1"
         );
         assert!(parse_addr("example.com:1").is_err());
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug() {
+        let s = Secret::new("tok-very-secret-value");
+        assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
+        assert_eq!(format!("{:?}", Some(s.clone())), "Some(Secret(<redacted>))");
+        assert_eq!(s.expose(), "tok-very-secret-value");
     }
 }

@@ -121,8 +121,10 @@ pub struct Metrics {
     pub db_sessions_active: Gauge,
     pub db_sessions_refused: Counter,
     pub db_cancels: Counter,
-    /// Parts that render their own figures, in the order they were added (the data plane, the
-    /// handshake slots, the tunnel registry).
+    /// The handshake slots' gauge, rendered beside the other handshake families.
+    handshake_slots: std::sync::OnceLock<std::sync::Arc<dyn Report>>,
+    /// Parts that render their own figures after the process-wide ones, in the order they were
+    /// added (the data plane, the tunnel registry).
     reports: std::sync::RwLock<Vec<std::sync::Arc<dyn Report>>>,
 }
 
@@ -167,6 +169,7 @@ impl Default for Metrics {
             db_sessions_active: Gauge::default(),
             db_sessions_refused: Counter::default(),
             db_cancels: Counter::default(),
+            handshake_slots: std::sync::OnceLock::new(),
             reports: std::sync::RwLock::new(Vec::new()),
         }
     }
@@ -204,6 +207,12 @@ impl Metrics {
 }
 
 impl Metrics {
+    /// Sets the gauge of TLS handshakes in progress (the proxy's handshake slots), which
+    /// [`Metrics::render`] writes right after `hop_proxy_handshakes_shed_total`. Set once.
+    pub fn set_handshake_slots(&self, report: std::sync::Arc<dyn Report>) {
+        let _ = self.handshake_slots.set(report);
+    }
+
     /// Adds a part's own figures to what [`Metrics::render`] writes.
     pub fn add_report(&self, report: std::sync::Arc<dyn Report>) {
         self.reports

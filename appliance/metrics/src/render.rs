@@ -132,6 +132,9 @@ impl Metrics {
             "TLS connections closed at once because max_concurrent_handshakes was reached.",
             &[(String::new(), self.handshakes_shed.get())],
         );
+        if let Some(slots) = self.handshake_slots.get() {
+            slots.render(out);
+        }
         counter(
             out,
             "hop_proxy_tls_handshakes_total",
@@ -344,6 +347,37 @@ mod tests {
         let text = m.render_at(m.started, UNIX_EPOCH + Duration::from_secs(1_000));
         let want = FULL_RENDER.replace("{version}", env!("CARGO_PKG_VERSION"));
         assert_eq!(text, want);
+    }
+
+    #[test]
+    fn handshakes_in_progress_sit_between_the_other_handshake_families() {
+        #[derive(Debug)]
+        struct Slots;
+        impl Report for Slots {
+            fn render(&self, out: &mut String) {
+                gauge(
+                    out,
+                    "hop_proxy_tls_handshakes_in_progress",
+                    "In progress.",
+                    &[(String::new(), 3)],
+                );
+            }
+        }
+        let m = busy_metrics();
+        m.set_handshake_slots(std::sync::Arc::new(Slots));
+        let text = m.render_at(m.started, UNIX_EPOCH + Duration::from_secs(1_000));
+        let at = |name: &str| {
+            text.find(name)
+                .unwrap_or_else(|| panic!("{name} missing: {text}"))
+        };
+        assert!(
+            at("# HELP hop_proxy_handshakes_shed_total")
+                < at("hop_proxy_tls_handshakes_in_progress 3")
+        );
+        assert!(
+            at("hop_proxy_tls_handshakes_in_progress 3")
+                < at("# HELP hop_proxy_tls_handshakes_total")
+        );
     }
 
     #[test]

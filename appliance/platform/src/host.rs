@@ -1,6 +1,8 @@
 //! Facts about the machine the process runs on, read once where needed: its host name.
 //! Reading is all this module does; callers decide on fallbacks.
 
+#![forbid(unsafe_code)]
+
 /// The kernel's host name (or `/etc/hostname`), trimmed; `None` when neither can be read or it is
 /// empty.
 pub fn host_name() -> Option<String> {

@@ -4,9 +4,10 @@
 //! data plane's runtime to the control plane's, and raising the open-files limit; and in
 //! [`pty`], pseudo-terminals and the set-up of an SSH session's child process; in [`term`], the
 //! user's terminal in raw mode (`hop play`); in [`ktls`], kernel TLS; in [`account`], taking
-//! on an operating-system account (a session's child, a listener opened as the login). Two safe
-//! leaves live here because they are facts of the process, not of any service: [`host`] (the
-//! machine's name) and [`signals`] (the process-wide shutdown signal).
+//! on an operating-system account (a session's child, a listener opened as the login). Three safe
+//! leaves (each `#![forbid(unsafe_code)]`) live here because they are facts of the process, not
+//! of any service: [`host`] (the machine's name), [`signals`] (the process-wide shutdown signal)
+//! and [`clock`] (the one reader of std's clocks: `Instant::now` and `SystemTime::now`).
 
 #![allow(unsafe_code)]
 

@@ -1,5 +1,7 @@
 //! The process-wide shutdown signal: a `watch` channel that flips to `true` once.
 
+#![forbid(unsafe_code)]
+
 use tokio::sync::watch;
 
 /// Resolves once shutdown has been asked for (or the sender is gone).

@@ -242,7 +242,7 @@ mod tests {
         let ck = rcgen::generate_simple_self_signed(vec!["proxy.test".to_string()]).unwrap();
         let cert: CertificateDer<'static> = ck.cert.der().clone();
         let key = PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
-        let provider = crate::tls::provider();
+        let provider = hop_net::pem::provider();
         let server = ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .unwrap()

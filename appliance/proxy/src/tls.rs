@@ -28,7 +28,7 @@ pub const ALPN: &[&[u8]] = &[
     b"postgresql",
 ];
 
-pub use hop_net::pem::{parse_chain, parse_key, provider};
+use hop_net::pem::{parse_chain, parse_key, provider};
 
 /// Why the proxy has no TLS configuration: the operator's files (unreadable, not PEM, a key that
 /// does not match) or rustls refusing the setup. Causes whose words are already in the message

@@ -48,7 +48,7 @@ pub(super) fn start_data_plane(
             cfg.proxy_service.max_concurrent_handshakes,
         )),
     };
-    metrics.add_report(front.handshakes.clone());
+    metrics.set_handshake_slots(front.handshakes.clone());
     if !run_proxy {
         drop(handoff_tx);
         return Ok((None, front));
@@ -60,7 +60,7 @@ pub(super) fn start_data_plane(
         metrics: metrics.clone(),
     };
     let dp = DataPlane::start(data_plane_settings(cfg), termination, handoff_tx)
-        .map_err(|e| anyhow::anyhow!("proxy_service.listen_addr: {e:#}"))?;
+        .map_err(|e| anyhow::Error::new(e).context("proxy_service.listen_addr"))?;
     cfg.proxy_service.listen_addr.0 = dp.local_addr;
     metrics.add_report(dp.stats.clone());
     Ok((Some(dp), front))

@@ -27,8 +27,8 @@ use hop_net::tunnel::{FramedStream, Prefixed};
 
 use crate::node::audit::AgentAudit;
 use crate::trackers::TrackedSpec;
-pub use hop_api::dial::db::{DbCancel, DbDial};
-pub use hop_config::services::DbSpec;
+use hop_api::dial::db::{DbCancel, DbDial};
+use hop_config::services::DbSpec;
 
 /// The database service of one agent.
 pub struct DbService {
@@ -37,7 +37,7 @@ pub struct DbService {
     /// Those and the `db` resources the selectors match, as announced now.
     specs: std::sync::RwLock<Vec<DbSpec>>,
     /// `db_service.resources`: which `db` resources this agent serves.
-    selectors: Vec<resources::Selector>,
+    selectors: Vec<hop_config::services::Selector>,
     /// Bumped when `specs` changes, so that the tunnel announces them again.
     pub changed: tokio::sync::watch::Sender<u64>,
     certs: certs::ClientCerts,
@@ -98,7 +98,7 @@ pub enum DbServiceError {
 impl DbService {
     pub fn new(
         specs: Vec<DbSpec>,
-        selectors: Vec<resources::Selector>,
+        selectors: Vec<hop_config::services::Selector>,
         audit: &hop_config::DbAuditConfig,
         cluster: &str,
         host_id: &str,

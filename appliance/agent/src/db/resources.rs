@@ -17,7 +17,7 @@ use super::{DbService, DbSpec};
 use crate::node::audit::ChannelMaker;
 use hop_api::proto::ListDatabaseResourcesRequest;
 use hop_api::proto::database_access_client::DatabaseAccessClient;
-pub use hop_config::services::Selector;
+use hop_config::services::Selector;
 use hop_net::connect::{ConnectError, error_chain};
 
 /// How often the agent asks Auth for `db` resources.

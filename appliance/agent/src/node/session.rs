@@ -105,7 +105,7 @@ pub async fn run(channel: Channel<Msg>, ctx: SessionContext) {
                     req.env.push((variable_name, variable_value));
                 }
                 Err(why) => {
-                    if variable_name.starts_with("LD_") {
+                    if matches!(why, env::EnvRefused::ChangesLoading { .. }) {
                         let ev = ctx
                             .shared
                             .audit

@@ -11,9 +11,10 @@ use hop_rbac::User;
 use super::{AuthServer, random_token, unix};
 use crate::audit::EventKind;
 use crate::error::AuthError;
+use crate::password;
 use crate::records::{InviteKind, InviteToken, UserSecrets, token_hash};
-use crate::{password, totp};
 use hop_api::timestamps::rfc3339;
+use hop_api::totp;
 
 /// A new invitation: the user and the token to hand them.
 #[derive(Debug, Clone)]
@@ -74,7 +75,8 @@ impl AuthServer {
                 expired: rfc3339(expired),
             });
         }
-        password::check_policy(new_password).map_err(|e| AuthError::BadRequest(e.to_string()))?;
+        hop_api::password::check_policy(new_password)
+            .map_err(|e| AuthError::BadRequest(e.to_string()))?;
         let mut secrets = UserSecrets {
             user: invite.user.clone(),
             ..Default::default()

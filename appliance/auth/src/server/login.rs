@@ -11,9 +11,10 @@ use hop_rbac::User;
 use super::{AuthServer, resources};
 use crate::audit::EventKind;
 use crate::error::AuthError;
+use crate::password;
 use crate::records::UserSecrets;
-use crate::{password, totp};
 use hop_api::timestamps::rfc3339;
+use hop_api::totp;
 
 /// What a successful login returns.
 #[derive(Debug, Clone)]

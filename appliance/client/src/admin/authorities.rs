@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, anyhow};
 use tonic::transport::Channel;
 
-use super::{profile, ttl_seconds};
+use super::ttl_seconds;
 use crate::cli::{AuthCommand, ExportFormat, ExportKind, SignFormat};
 use hop_api::proto::auth_admin_client::AuthAdminClient;
 use hop_api::proto::database_access_client::DatabaseAccessClient;
@@ -103,7 +103,7 @@ async fn sign_openssh(
         .map_err(status_error)?
         .into_inner();
     let path = |suffix: &str| with_suffix(out, suffix);
-    profile::write_private(&path(""), key.private_openssh.as_bytes())?;
+    hop_net::files::write_private(&path(""), key.private_openssh.as_bytes())?;
     for (suffix, text) in [
         (".pub", format!("{}\n", key.public_openssh.trim())),
         ("-cert.pub", format!("{}\n", r.ssh_host_certificate.trim())),

@@ -19,9 +19,10 @@ use crate::admission::{Live, LiveWatch, UserCert, admit, both_legs};
 use crate::listener::ConnectionHold;
 use crate::relay::{self, RelayHandle};
 use crate::tunnels::{AgentStream, TunnelRegistry};
+use hop_api::trackers::TRACKER_KEEPALIVE;
 use hop_auth::AuthServer;
 use hop_auth::audit::EventKind;
-use hop_auth::trackers::{SessionKind, TRACKER_KEEPALIVE, TrackerState, TrackerUpdate};
+use hop_auth::trackers::{SessionKind, TrackerState, TrackerUpdate};
 use hop_net::tunnel::FramedStream;
 
 /// Serves one `hop-tcp` connection from an authenticated user.
