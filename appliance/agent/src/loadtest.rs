@@ -457,29 +457,6 @@ async fn run_one(
     super::control_loop(Arc::new(simulated(&s, index, id)), shutdown, observer).await;
 }
 
-/// Flips `stop` on the first SIGINT/SIGTERM; exits at once on the second.
-fn watch_signals(stop: watch::Sender<bool>) -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::spawn(async move {
-        let mut seen = 0;
-        loop {
-            tokio::select! {
-                _ = term.recv() => {},
-                _ = int.recv() => {},
-            }
-            seen += 1;
-            if seen == 1 {
-                let _ = stop.send(true);
-            } else {
-                std::process::exit(130);
-            }
-        }
-    });
-    Ok(())
-}
-
 fn secs(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
 }
@@ -583,7 +560,8 @@ async fn run_agents(s: LoadtestSettings) -> Result<(), LoadtestError> {
         .transpose()?
         .map(Arc::new);
     let (stop_tx, stop_rx) = watch::channel(false);
-    watch_signals(stop_tx.clone()).map_err(LoadtestError::Setup)?;
+    hop_platform::signals::watch_signals(stop_tx.clone(), || {}, || {})
+        .map_err(LoadtestError::Setup)?;
     let counters = Arc::new(Counters::new(s.count));
     let joins = Arc::new(Semaphore::new(s.join_concurrency));
     let s = Arc::new(s);

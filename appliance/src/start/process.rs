@@ -109,27 +109,14 @@ impl Process {
 
 /// Spawns the signal watcher: the first signal asks for shutdown, a second exits at once.
 pub(super) fn watch_signals(tx: watch::Sender<bool>) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::spawn(async move {
-        let mut seen = 0;
-        loop {
-            tokio::select! {
-                _ = term.recv() => {},
-                _ = int.recv() => {},
-            }
-            seen += 1;
-            if seen == 1 {
-                tracing::info!(
-                    "shutting down: no new connections; send the signal again to exit at once"
-                );
-                let _ = tx.send(true);
-            } else {
-                tracing::warn!("second signal: exiting now");
-                std::process::exit(130);
-            }
-        }
-    });
+    hop_platform::signals::watch_signals(
+        tx,
+        || {
+            tracing::info!(
+                "shutting down: no new connections; send the signal again to exit at once"
+            )
+        },
+        || tracing::warn!("second signal: exiting now"),
+    )?;
     Ok(())
 }
