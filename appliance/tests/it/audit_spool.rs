@@ -111,15 +111,19 @@ fn spooled(node_dir: &Path) -> String {
         .collect()
 }
 
-/// Waits until the spool holds the `exec` events of `echo <word>` for every word.
+/// Waits until the spool holds the `exec` events of `echo <word>` for every word. The session's
+/// `session.start` names the command too, but it is written first: waiting for it alone would
+/// let a test kill the node while the `exec` event is still in memory (where a crash loses it).
 fn wait_spooled(node_dir: &Path, words: &[String]) {
     let deadline = clock::monotonic_now() + Duration::from_secs(20);
     loop {
         let text = spooled(node_dir);
-        if words
-            .iter()
-            .all(|w| text.contains(&format!("\"command\":\"echo {w}\"")))
-        {
+        let exec_of = |w: &String| {
+            let command = format!("\"command\":\"echo {w}\"");
+            text.lines()
+                .any(|l| l.contains("\"event\":\"exec\"") && l.contains(&command))
+        };
+        if words.iter().all(exec_of) {
             return;
         }
         assert!(
