@@ -186,15 +186,9 @@ impl DbService {
         let db = match postgres::connect(&self, &spec, &dial.db_user).await {
             Ok(db) => db,
             Err(cause) => {
-                let e = DbDialRefusal::Connect {
-                    name: spec.name.clone(),
-                    cause,
-                };
-                self.audit.emit(
-                    self.event(EventKind::DbSessionStart, &dial)
-                        .failed(EventKind::DbSessionStart, e.to_string()),
-                );
-                let _ = tunnel.write_frame(&answer(Err(e))).await;
+                let name = spec.name.clone();
+                let e = DbDialRefusal::Connect { name, cause };
+                self.refuse_start(&dial, &answer, &mut tunnel, e).await;
                 return;
             }
         };
@@ -222,15 +216,9 @@ impl DbService {
         let (db, thread_id) = match mysql::login(&self, &spec, &dial, &login).await {
             Ok(x) => x,
             Err(cause) => {
-                let e = DbDialRefusal::MysqlLogin {
-                    name: spec.name.clone(),
-                    cause,
-                };
-                self.audit.emit(
-                    self.event(EventKind::DbSessionStart, &dial)
-                        .failed(EventKind::DbSessionStart, e.to_string()),
-                );
-                let _ = tunnel.write_frame(&answer(Err(e))).await;
+                let name = spec.name.clone();
+                let e = DbDialRefusal::MysqlLogin { name, cause };
+                self.refuse_start(&dial, &answer, &mut tunnel, e).await;
                 return;
             }
         };
@@ -240,6 +228,22 @@ impl DbService {
         let (stream, pending) = tunnel.into_inner();
         let client = Prefixed::new(stream, pending);
         mysql::session(&self, &dial, client, db, &login, thread_id).await;
+    }
+
+    /// Refuses a session at its start: a failed `db.session.start` on record, the reason to the
+    /// proxy.
+    async fn refuse_start(
+        &self,
+        dial: &DbDial,
+        answer: &impl Fn(Result<(), DbDialRefusal>) -> Frame,
+        tunnel: &mut Tunnel,
+        refusal: DbDialRefusal,
+    ) {
+        self.audit.emit(
+            self.event(EventKind::DbSessionStart, dial)
+                .failed(EventKind::DbSessionStart, refusal.to_string()),
+        );
+        let _ = tunnel.write_frame(&answer(Err(refusal))).await;
     }
 
     /// A new event about session `dial`.
