@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow, bail};
 
-use crate::clock::{monotonic_now, wall_now};
+use crate::clock::{monotonic_now, since, wall_now};
 use crate::hop::{Appliance, ApplianceConfig, HopOptions};
 use crate::procs::{self, Spawned};
 use crate::report::{ContenderInfo, Report, Row, Sample, num};
@@ -38,7 +38,7 @@ macro_rules! say {
     ($($arg:tt)*) => {
         eprintln!(
             "hop-bench [{:>6.1} s]: {}",
-            STARTED.get_or_init(monotonic_now).elapsed().as_secs_f64(),
+            since(*STARTED.get_or_init(monotonic_now)).as_secs_f64(),
             format!($($arg)*)
         )
     };
@@ -188,13 +188,13 @@ fn wait_tunnels(
     let t = monotonic_now();
     loop {
         if tunnels(a).is_some_and(&done) {
-            return Ok(Some(t.elapsed()));
+            return Ok(Some(since(t)));
         }
         if let Some(lt) = lt.as_deref_mut() {
             lt.check_running()?;
         }
         a.proxy.check_running()?;
-        if t.elapsed() > limit {
+        if since(t) > limit {
             return Ok(None);
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -308,7 +308,7 @@ fn prepare(o: &Options) -> anyhow::Result<Prepared> {
     let pid = a.proxy.pid();
     let (c0, t0) = (CpuMark::now(pid), monotonic_now());
     std::thread::sleep(o.settle / 2);
-    let idle_cpu_pct = c0.seconds() / t0.elapsed().as_secs_f64() * 100.0;
+    let idle_cpu_pct = c0.seconds() / since(t0).as_secs_f64() * 100.0;
     let rss_before = rss(pid);
     Ok(Prepared {
         a,
@@ -484,7 +484,7 @@ pub fn agents(o: &Options, report: &mut Report) -> anyhow::Result<()> {
             p0.seconds(),
             l0.seconds(),
             procs::machine_busy_seconds().unwrap_or(f64::NAN),
-            t0.elapsed().as_secs_f64(),
+            since(t0).as_secs_f64(),
             unix_ms(),
         );
         let proxy_ticks_s = p0.ticks_seconds();
@@ -785,12 +785,12 @@ pub fn reconnect(o: &Options, report: &mut Report) -> anyhow::Result<()> {
         if p.a.stop(STOP_LIMIT)?.is_none() {
             bail!("hop start did not exit within {STOP_LIMIT:?} of SIGTERM");
         }
-        let stopped = t.elapsed();
+        let stopped = since(t);
         std::thread::sleep(o.downtime.saturating_sub(stopped));
         p.a.start_again()?;
-        let serving = t.elapsed();
+        let serving = since(t);
         let back = wait_tunnels(&mut p.a, Some(&mut lt), BACK_LIMIT, |c| c >= n)?;
-        let metric_back_s = back.map(|_| t.elapsed().as_secs_f64()).unwrap_or(f64::NAN);
+        let metric_back_s = back.map(|_| since(t).as_secs_f64()).unwrap_or(f64::NAN);
         let proxy_cpu_s = cpu_ticks(p.a.proxy.pid());
         let m = metrics(&p.a);
         say!(

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 
-use crate::clock::monotonic_now;
+use crate::clock::{monotonic_now, since};
 
 /// Stack size of the per-connection threads (they hold one buffer on the heap).
 const STACK: usize = 128 * 1024;
@@ -268,7 +268,7 @@ pub fn pingpong<T>(
         s.write_all(&out)?;
         s.read_exact(&mut back)
             .context("the path closed or stalled during a round trip")?;
-        Ok(t.elapsed().as_nanos() as u64)
+        Ok(since(t).as_nanos() as u64)
     };
     let warm_end = monotonic_now() + warmup;
     while monotonic_now() < warm_end {

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::clock::monotonic_now;
+use crate::clock::{monotonic_now, since};
 use crate::hop::{self, Appliance, HopOptions};
 use crate::peers;
 use crate::pki;
@@ -433,7 +433,8 @@ fn settle(read: impl Fn() -> Option<f64>, since: Instant, limit: Duration) -> Du
     let mut changed: Option<Instant> = None;
     let start = monotonic_now();
     let mut quiet = monotonic_now();
-    while start.elapsed() < limit && quiet.elapsed() < Duration::from_secs(1) {
+    while crate::clock::since(start) < limit && crate::clock::since(quiet) < Duration::from_secs(1)
+    {
         std::thread::sleep(Duration::from_millis(100));
         let now = read();
         if now != last {
@@ -478,7 +479,7 @@ fn measure(
     let audit_mid = audit().unwrap_or(f64::NAN);
     // The backends of the run exit and are reaped by the postmaster after pgbench disconnects.
     let reap = monotonic_now();
-    while pg.children() > base_children && reap.elapsed() < Duration::from_secs(15) {
+    while pg.children() > base_children && since(reap) < Duration::from_secs(15) {
         std::thread::sleep(Duration::from_millis(50));
     }
     let lag = settle(audit, ended, Duration::from_secs(60));
@@ -655,7 +656,7 @@ pub fn run(o: &Options, report: &mut Report) -> anyhow::Result<()> {
     report.notes.push(format!(
         "tables: `pgbench -i -s {}` once, over the local socket ({:.1} s)",
         o.scale,
-        t.elapsed().as_secs_f64()
+        since(t).as_secs_f64()
     ));
 
     eprintln!("hop-bench: hop user, role and db agent");

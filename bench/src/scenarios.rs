@@ -454,7 +454,7 @@ pub fn idle(
         let a = snap(c);
         let open = load::open_sessions(c.entry, sessions, openers)?;
         let b = snap(c);
-        let open_s = t0.elapsed().as_secs_f64();
+        let open_s = crate::clock::since(t0).as_secs_f64();
         // Let pools refill and lazy work finish before reading memory.
         std::thread::sleep(Duration::from_secs(2));
         let held = c.rss();

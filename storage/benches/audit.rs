@@ -33,7 +33,7 @@ use time::OffsetDateTime;
 
 #[path = "support/clock.rs"]
 mod clock;
-use clock::monotonic_now;
+use clock::{monotonic_now, since};
 
 const TYPES: [&str; 4] = ["user.login", "session.start", "db.query", "session.end"];
 
@@ -110,7 +110,7 @@ fn produce_blocking(log: &AuditLog, t: u64, per: u64) -> Vec<u32> {
         let ev = event(t * 1_000_000_000 + i, 1000);
         let sent = monotonic_now();
         log.append(ev).unwrap();
-        mine.push(sent.elapsed().as_micros() as u32);
+        mine.push(since(sent).as_micros() as u32);
     }
     mine
 }
@@ -124,7 +124,7 @@ fn produce_in_flight(log: &AuditLog, t: u64, per: u64, depth: u64) -> Vec<u32> {
         if pending.len() as u64 >= depth {
             let (sent, handle): (Instant, AckHandle) = pending.pop_front().unwrap();
             handle.wait().unwrap();
-            mine.push(sent.elapsed().as_micros() as u32);
+            mine.push(since(sent).as_micros() as u32);
         }
         let ev = event(t * 1_000_000_000 + i, 1000);
         let sent = monotonic_now();
@@ -132,7 +132,7 @@ fn produce_in_flight(log: &AuditLog, t: u64, per: u64, depth: u64) -> Vec<u32> {
     }
     for (sent, handle) in pending {
         handle.wait().unwrap();
-        mine.push(sent.elapsed().as_micros() as u32);
+        mine.push(since(sent).as_micros() as u32);
     }
     mine
 }
@@ -170,7 +170,7 @@ fn run_producers(
                             let ev = event(t * 1_000_000_000 + i, 1000);
                             let sent = monotonic_now();
                             log.append_async(ev).unwrap().await.unwrap();
-                            mine.push(sent.elapsed().as_micros() as u32);
+                            mine.push(since(sent).as_micros() as u32);
                         }
                         mine
                     })
@@ -182,7 +182,7 @@ fn run_producers(
             }
         }),
     }
-    start.elapsed()
+    since(start)
 }
 
 fn append_throughput(c: &mut Criterion) {
@@ -280,7 +280,7 @@ fn narrow_search(c: &mut Criterion) {
     for h in pending {
         h.wait().unwrap();
     }
-    let build = started.elapsed();
+    let build = since(started);
     let hour_start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_006_400 + 13 * 3600);
     let query = SearchQuery {
         user: Some("user-42".into()),
@@ -296,7 +296,7 @@ fn narrow_search(c: &mut Criterion) {
         "narrow search right after the writes (index backlog still being written): {} events \
          in {:.2?}",
         page.events.len(),
-        live.elapsed()
+        since(live)
     );
     drop(log);
     println!(
@@ -312,7 +312,7 @@ fn narrow_search(c: &mut Criterion) {
         "narrow search (one user, one hour) over {n} events: first page of {} events, first \
          call {:.2?}",
         page.events.len(),
-        first.elapsed()
+        since(first)
     );
     let mut group = c.benchmark_group("audit_search");
     group.bench_function(BenchmarkId::new("user_hour_first_page", n), |b| {

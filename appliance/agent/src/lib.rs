@@ -301,7 +301,7 @@ async fn control_loop<O: ControlObserver>(
             Err(e) => {
                 let why = error_chain(&e);
                 tracing::warn!(error = %why, "tunnel to the proxy lost");
-                if started.elapsed() > Duration::from_secs(60) {
+                if clock::since(started) > Duration::from_secs(60) {
                     backoff.reset();
                 }
                 let next = backoff.next_delay(rand::random::<f64>());
@@ -400,7 +400,7 @@ async fn data_slot(shared: Arc<Shared>, slot: usize, mut shutdown: watch::Receiv
         match outcome {
             Ok(()) => backoff.reset(),
             Err(e) => {
-                if started.elapsed() > Duration::from_secs(60) {
+                if clock::since(started) > Duration::from_secs(60) {
                     backoff.reset();
                 }
                 let d = backoff.next_delay(rand::random::<f64>());

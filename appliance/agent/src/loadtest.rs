@@ -197,7 +197,7 @@ impl Counters {
     }
 
     fn elapsed_ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+        u64::try_from(clock::since(self.started).as_millis()).unwrap_or(u64::MAX)
     }
 }
 
@@ -227,7 +227,7 @@ impl ControlObserver for SimulatedAgent {
                 c.all_up_ms.store(c.elapsed_ms().max(1), Ordering::Relaxed);
             }
         }
-        let outage = self.down_since.take().map(|t| t.elapsed());
+        let outage = self.down_since.take().map(clock::since);
         if let Some(d) = outage {
             c.outages.lock().unwrap_or_else(|p| p.into_inner()).push(d);
         }
@@ -473,7 +473,7 @@ fn quantile(sorted: &[Duration], q: f64) -> Duration {
 fn progress_line(c: &Counters) -> String {
     format!(
         "[{:>5.0}s] connected {}/{}  identities {}  reconnects {}  disconnects {}  failed attempts {}  gave up {}",
-        c.started.elapsed().as_secs_f64(),
+        clock::since(c.started).as_secs_f64(),
         c.connected.load(Ordering::Relaxed),
         c.count,
         c.identities.load(Ordering::Relaxed),
@@ -513,7 +513,7 @@ fn summary(s: &LoadtestSettings, c: &Counters, connected_at_end: usize) -> Strin
          \x20 outages (disconnect to connected again): {outage_line}",
         n = s.count,
         proxy = s.proxy,
-        ran = secs(c.started.elapsed()),
+        ran = secs(clock::since(c.started)),
         ids = c.identities.load(Ordering::Relaxed),
         joined = c.joined.load(Ordering::Relaxed),
         cached = c.cached.load(Ordering::Relaxed),

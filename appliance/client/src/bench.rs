@@ -208,7 +208,7 @@ async fn drive(plan: &Plan, workload: Arc<Workload>) -> anyhow::Result<Outcome> 
 
     let (tx, rx) = mpsc::channel::<Instant>(plan.concurrency);
     let rx = Arc::new(Mutex::new(rx));
-    let start = Instant::now();
+    let start = clock::tokio_now();
     let mut workers = tokio::task::JoinSet::new();
     for slot in slots {
         workers.spawn(worker(workload.clone(), slot, rx.clone(), plan.timeout));
@@ -264,7 +264,7 @@ async fn drive(plan: &Plan, workload: Arc<Workload>) -> anyhow::Result<Outcome> 
         outcome.errors.merge(&rec.errors);
         outcome.latency.merge(&rec.latency);
     }
-    outcome.elapsed = start.elapsed();
+    outcome.elapsed = clock::tokio_since(start);
     Ok(outcome)
 }
 
@@ -298,7 +298,7 @@ async fn worker(
             break;
         };
         let deadline = due + timeout;
-        if Instant::now() >= deadline {
+        if clock::tokio_now() >= deadline {
             rec.errors.add(format!(
                 "not started within {timeout:?} of its due time: every worker was busy (lower --rate or raise --concurrency)"
             ));
@@ -306,8 +306,7 @@ async fn worker(
         }
         match tokio::time::timeout_at(deadline, workload.operation(&mut slot)).await {
             Ok(Ok(())) => {
-                rec.latency
-                    .record(Instant::now().saturating_duration_since(due));
+                rec.latency.record(clock::tokio_since(due));
                 rec.succeeded += 1;
             }
             Ok(Err(e)) => rec.errors.add(format!("{e:#}")),

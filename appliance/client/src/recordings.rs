@@ -302,7 +302,7 @@ pub async fn play(args: PlayArgs) -> anyhow::Result<()> {
             if timed {
                 let due = schedule.due(at);
                 loop {
-                    let elapsed = started.elapsed().saturating_sub(paused_total);
+                    let elapsed = clock::since(started).saturating_sub(paused_total);
                     let wait = PlaybackSchedule::wait(due, elapsed);
                     if wait.is_zero() {
                         break;
@@ -320,7 +320,7 @@ pub async fn play(args: PlayArgs) -> anyhow::Result<()> {
                                         _ => {}
                                     }
                                 }
-                                paused_total += t.elapsed();
+                                paused_total += clock::since(t);
                             }
                             Some(b'q' | 3) => { quit = true; break 'stream },
                             Some(b'+') => { let _ = schedule.set_speed((schedule.speed() * 2.0).min(hop_storage::recording::MAX_SPEED)); }

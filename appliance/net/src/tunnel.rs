@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use hop_platform::clock;
 use hop_protocols::tunnel::{Frame, MAX_FRAME_LEN};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -154,7 +155,7 @@ where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    let started = tokio::time::Instant::now();
+    let started = clock::tokio_now();
     let last = Arc::new(AtomicU64::new(0));
     let mut a = Active {
         inner: a,
@@ -179,7 +180,7 @@ where
             let watchdog = async {
                 loop {
                     let seen = Duration::from_millis(last.load(Ordering::Relaxed));
-                    let quiet = started.elapsed().saturating_sub(seen);
+                    let quiet = clock::tokio_since(started).saturating_sub(seen);
                     if quiet >= idle {
                         return;
                     }
@@ -214,8 +215,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Active<S> {
         let before = buf.filled().len();
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.last
-                .store(this.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+            this.last.store(
+                clock::tokio_since(this.started).as_millis() as u64,
+                Ordering::Relaxed,
+            );
         }
         r
     }
@@ -260,7 +263,7 @@ mod tests {
     async fn idle_sessions_end_and_busy_ones_do_not() {
         let (a, mut a_peer) = tokio::io::duplex(1024);
         let (b, _b_peer) = tokio::io::duplex(1024);
-        let started = tokio::time::Instant::now();
+        let started = clock::tokio_now();
         let r = relay_with_idle_timeout(
             a,
             Vec::new(),
@@ -270,7 +273,7 @@ mod tests {
         )
         .await;
         assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
-        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(clock::tokio_since(started) < Duration::from_secs(2));
 
         let (a, mut a_peer2) = tokio::io::duplex(1024);
         let (b, mut b_peer) = tokio::io::duplex(1024);

@@ -151,7 +151,7 @@ impl LiveWatch {
                 };
                 let expiring = live.disconnect_expired_cert && auth.now() >= live.cert.expires;
                 let unchanged = last.as_ref().is_some_and(|(s, at)| {
-                    Arc::ptr_eq(s, &snap) && at.elapsed() < REDECIDE_AT_LEAST
+                    Arc::ptr_eq(s, &snap) && clock::since(*at) < REDECIDE_AT_LEAST
                 });
                 if unchanged && !expiring {
                     continue;

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use hop_ca::HostRole;
+use hop_platform::clock;
 use tokio::sync::watch;
 
 use super::tls;
@@ -93,7 +94,7 @@ impl ProxyCertificate {
             CertSource::Files { cert, key } => mtimes(cert, key),
             CertSource::Issued { .. } => None,
         };
-        let mut issued_at = tokio::time::Instant::now();
+        let mut issued_at = clock::tokio_now();
         let mut poll = tokio::time::interval(FILE_POLL);
         poll.tick().await;
         loop {
@@ -108,7 +109,7 @@ impl ProxyCertificate {
                             "certificate files changed"
                         }
                         CertSource::Issued { .. } => {
-                            if issued_at.elapsed() < ISSUED_TTL * 2 / 3 { continue; }
+                            if clock::tokio_since(issued_at) < ISSUED_TTL * 2 / 3 { continue; }
                             "issued certificate is two thirds through its lifetime"
                         }
                     }
@@ -118,7 +119,7 @@ impl ProxyCertificate {
             match self.load().await {
                 Ok(cfg) => {
                     current.store(Some(Arc::new(cfg)));
-                    issued_at = tokio::time::Instant::now();
+                    issued_at = clock::tokio_now();
                     tracing::info!(reason, "proxy certificate reloaded");
                 }
                 Err(e) => {

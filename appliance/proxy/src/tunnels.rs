@@ -282,8 +282,8 @@ impl TunnelRegistry {
     /// Waits until every control session has ended (after [`TunnelRegistry::drain`], each ends once
     /// its GoAway is written), or until `limit` passes.
     pub async fn wait_drained(&self, limit: Duration) {
-        let deadline = tokio::time::Instant::now() + limit;
-        while self.connected() > 0 && tokio::time::Instant::now() < deadline {
+        let deadline = clock::tokio_now() + limit;
+        while self.connected() > 0 && clock::tokio_now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -304,7 +304,7 @@ impl TunnelRegistry {
     /// place in the connection limits: the session holds that place while it uses the
     /// connection.
     pub async fn take_data(&self, host_id: &str) -> Option<(AgentStream, ConnectionGuard)> {
-        let deadline = tokio::time::Instant::now() + POOL_WAIT;
+        let deadline = clock::tokio_now() + POOL_WAIT;
         loop {
             let notify = {
                 let mut pools = self.pools();

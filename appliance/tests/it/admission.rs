@@ -463,7 +463,7 @@ fn the_refusal_matrix_on_every_route() {
         }
     }
     // An expired certificate: refused everywhere with a message that says so.
-    std::thread::sleep(Duration::from_secs(9).saturating_sub(started.elapsed()));
+    std::thread::sleep(Duration::from_secs(9).saturating_sub(clock::since(started)));
     for t in TRIES {
         let seen = t
             .attempt(&c, &expiring)
@@ -484,9 +484,9 @@ fn ends_within(c: &Cluster, child: &mut Child, act: impl FnOnce()) -> Duration {
     let t0 = clock::monotonic_now();
     loop {
         if child.try_wait().unwrap().is_some() {
-            return t0.elapsed();
+            return clock::since(t0);
         }
-        if t0.elapsed() > Duration::from_secs(15) {
+        if clock::since(t0) > Duration::from_secs(15) {
             let _ = child.kill();
             let log = c.a.log();
             let node =
@@ -568,7 +568,7 @@ fn live_sessions_end_within_five_seconds_of_a_lock_a_deletion_or_a_role_removal(
         s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
         let mut rest = Vec::new();
         let _ = s.read_to_end(&mut rest);
-        let took = t0.elapsed();
+        let took = clock::since(t0);
         let _ = proxy.kill();
         let _ = proxy.wait();
         assert!(
@@ -661,7 +661,10 @@ fn agents_cannot_lie_and_a_locked_agent_is_cut_off() {
     ]);
     let t0 = clock::monotonic_now();
     while stdout(&run(&u.home, &["ls"], "")).contains("node1") {
-        assert!(t0.elapsed() < Duration::from_secs(5), "node1 still listed");
+        assert!(
+            clock::since(t0) < Duration::from_secs(5),
+            "node1 still listed"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let seen = Try::HopSsh.attempt(&c, &u).unwrap_err();
@@ -699,7 +702,7 @@ fn agents_cannot_lie_and_a_locked_agent_is_cut_off() {
         > 1
     {
         assert!(
-            t0.elapsed() < Duration::from_secs(30),
+            clock::since(t0) < Duration::from_secs(30),
             "the second app agent never left"
         );
         std::thread::sleep(Duration::from_millis(200));
@@ -720,9 +723,9 @@ fn agents_cannot_lie_and_a_locked_agent_is_cut_off() {
     s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
     let _ = s.read_to_end(&mut Vec::new());
     assert!(
-        t0.elapsed() < Duration::from_secs(5),
+        clock::since(t0) < Duration::from_secs(5),
         "the session outlived its agent's lock: {:?}",
-        t0.elapsed()
+        clock::since(t0)
     );
     let _ = proxy.kill();
     let _ = proxy.wait();
@@ -733,7 +736,7 @@ fn agents_cannot_lie_and_a_locked_agent_is_cut_off() {
         .contains(&app_id)
     {
         assert!(
-            t0.elapsed() < Duration::from_secs(5),
+            clock::since(t0) < Duration::from_secs(5),
             "the removed agent is still connected"
         );
         std::thread::sleep(Duration::from_millis(100));

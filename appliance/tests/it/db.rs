@@ -370,7 +370,7 @@ fn psql_through_the_proxy_with_audit_and_cancel() {
         err.contains("canceling statement due to user request"),
         "{err}"
     );
-    assert!(started.elapsed() < Duration::from_secs(15));
+    assert!(clock::since(started) < Duration::from_secs(15));
 
     // `hop db connect` runs psql with the same options.
     let out = Command::new(HOP)
@@ -918,7 +918,10 @@ fn mariadb_through_hop_proxy_db() {
     let started = clock::monotonic_now();
     unsafe_sigint(slow.id());
     let out = slow.wait_with_output().unwrap();
-    assert!(started.elapsed() < Duration::from_secs(15), "not cancelled");
+    assert!(
+        clock::since(started) < Duration::from_secs(15),
+        "not cancelled"
+    );
     let gone = m.local_sql(
         "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO = 'SELECT SLEEP(60)'",
     );
@@ -1495,16 +1498,16 @@ fn postgres_sessions_go_through_admission() {
     a.ok(&["admin", "lock", "--user", "alice", "--message", "db matrix"]);
     let t0 = clock::monotonic_now();
     while long.try_wait().unwrap().is_none() {
-        if t0.elapsed() > Duration::from_secs(10) {
+        if clock::since(t0) > Duration::from_secs(10) {
             let _ = long.kill();
             panic!("psql still running 10 s after the lock");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(
-        t0.elapsed() < Duration::from_secs(5),
+        clock::since(t0) < Duration::from_secs(5),
         "psql ended after {:?}",
-        t0.elapsed()
+        clock::since(t0)
     );
     crate::ssh::wait_event(&a, "session.terminated", |e| {
         e["route"] == "postgres" && e["reason"] == "locked"
@@ -1554,16 +1557,16 @@ fn mariadb_sessions_go_through_admission() {
     ]);
     let t0 = clock::monotonic_now();
     while long.try_wait().unwrap().is_none() {
-        if t0.elapsed() > Duration::from_secs(10) {
+        if clock::since(t0) > Duration::from_secs(10) {
             let _ = long.kill();
             panic!("mariadb still running 10 s after the lock");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(
-        t0.elapsed() < Duration::from_secs(5),
+        clock::since(t0) < Duration::from_secs(5),
         "mariadb ended after {:?}",
-        t0.elapsed()
+        clock::since(t0)
     );
     crate::ssh::wait_event(&s.a, "session.terminated", |e| {
         e["route"] == "mysql" && e["reason"] == "locked"

@@ -25,13 +25,13 @@ fn closed_after(s: &mut impl Read, since: Instant) -> Option<Duration> {
     let mut buf = [0u8; 4096];
     loop {
         match s.read(&mut buf) {
-            Ok(0) => return Some(since.elapsed()),
+            Ok(0) => return Some(clock::since(since)),
             Ok(_) => continue,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 return None;
             }
             // A reset, or TLS ending without close_notify: closed either way.
-            Err(_) => return Some(since.elapsed()),
+            Err(_) => return Some(clock::since(since)),
         }
     }
 }

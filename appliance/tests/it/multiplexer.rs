@@ -118,9 +118,9 @@ fn tls_is_terminated_on_the_workers_under_the_handshake_deadline() {
     assert!(closed, "a stalled handshake was left open");
     assert_eq!(out.first(), Some(&0x16), "expected a ServerHello: {out:?}");
     assert!(
-        started.elapsed() < Duration::from_secs(4),
+        clock::since(started) < Duration::from_secs(4),
         "{:?}",
-        started.elapsed()
+        clock::since(started)
     );
     assert_eq!(
         metric(&a, "hop_proxy_tls_handshakes_total{result=\"timeout\"}"),
@@ -203,9 +203,9 @@ fn malformed_first_bytes_are_closed_and_counted() {
     let (_, closed) = exchange(&a.addr, b"", Duration::from_secs(5));
     assert!(closed, "silent client left open");
     assert!(
-        started.elapsed() < Duration::from_secs(5),
+        clock::since(started) < Duration::from_secs(5),
         "deadline not enforced: {:?}",
-        started.elapsed()
+        clock::since(started)
     );
     assert_eq!(
         metric(
@@ -307,7 +307,7 @@ fn one_address_holding_thousands_of_idle_connections_does_not_delay_another_logi
     let started = clock::monotonic_now();
     let out = a.login("alice", PASSWORD, &alice);
     assert!(out.status.success(), "{}", stderr(&out));
-    let baseline = started.elapsed();
+    let baseline = clock::since(started);
 
     let mut idle = Vec::with_capacity(5000);
     for _ in 0..5000 {
@@ -319,7 +319,7 @@ fn one_address_holding_thousands_of_idle_connections_does_not_delay_another_logi
     std::thread::sleep(Duration::from_millis(500));
     let started = clock::monotonic_now();
     let out = a.login("bob", PASSWORD, &bob);
-    let loaded = started.elapsed();
+    let loaded = clock::since(started);
     assert!(
         out.status.success(),
         "login under slowloris failed: {}",
@@ -348,9 +348,9 @@ fn one_address_holding_thousands_of_idle_connections_does_not_delay_another_logi
     let n = one_more.read(&mut b).unwrap_or(0);
     assert_eq!(n, 0);
     assert!(
-        started.elapsed() < Duration::from_millis(500),
+        clock::since(started) < Duration::from_millis(500),
         "refusal took {:?}",
-        started.elapsed()
+        clock::since(started)
     );
     drop(idle);
 }

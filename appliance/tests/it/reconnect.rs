@@ -111,7 +111,7 @@ fn proxy_restart_under_many_agents_all_come_back_spread_out() {
     );
     eprintln!(
         "{n} agents joined and connected in {:.1} s",
-        started.elapsed().as_secs_f64()
+        clock::since(started).as_secs_f64()
     );
 
     // Restart: SIGTERM (goaway to every agent with its own delay), start on the same port.
@@ -119,12 +119,12 @@ fn proxy_restart_under_many_agents_all_come_back_spread_out() {
     let restart = clock::monotonic_now();
     let status = a.stop();
     assert!(status.success(), "hop exited with {status} on SIGTERM");
-    let stopped_in = restart.elapsed();
+    let stopped_in = clock::since(restart);
     std::thread::sleep(DOWNTIME.saturating_sub(stopped_in));
     a.restart_same_port();
-    let down_for = restart.elapsed();
+    let down_for = clock::since(restart);
     let all_back = wait_for_tunnels(&a, &mut lt, n as u64, restart + RECONNECT_BOUND);
-    let back_after = restart.elapsed();
+    let back_after = clock::since(restart);
 
     // Stop the load test: it writes its summary and flushes the report.
     let _ = Command::new("kill")

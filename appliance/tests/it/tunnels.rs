@@ -215,7 +215,7 @@ fn tcp_app_through_an_agent_tunnel_byte_exact_rbac_and_rejoin() {
         target.wait_for_exit(Duration::from_secs(60)),
         "the target never saw the end of the stream (half-close lost)"
     );
-    let secs = started.elapsed().as_secs_f64();
+    let secs = clock::since(started).as_secs_f64();
     eprintln!(
         "{size_mib} MiB through hop proxy app in {secs:.2} s ({:.0} MiB/s, debug build)",
         size_mib as f64 / secs
@@ -446,7 +446,7 @@ fn tcp_app_both_ways_half_close_and_idle_timeout_on_a_worker() {
         .unwrap();
     let mut rest = Vec::new();
     let _ = quiet.read_to_end(&mut rest);
-    let after = went_quiet.elapsed();
+    let after = clock::since(went_quiet);
     assert!(
         after >= Duration::from_secs(2) && after < Duration::from_secs(10),
         "an idle session ended after {after:?} (idle timeout 3 s)"

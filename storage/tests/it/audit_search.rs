@@ -9,7 +9,7 @@ use hop_storage::{
 };
 use time::OffsetDateTime;
 
-use crate::clock::monotonic_now;
+use crate::clock::{monotonic_now, since};
 use crate::support::{numbered_event, open_audit, start_time};
 
 const EVENTS: usize = 1_200;
@@ -303,7 +303,7 @@ fn a_narrow_query_over_200k_events_finds_exactly_its_events() {
         }
     }
     pending.into_iter().for_each(|h| drop(h.wait().unwrap()));
-    eprintln!("wrote {N} events in {:?}", build.elapsed());
+    eprintln!("wrote {N} events in {:?}", since(build));
 
     let hour = |h: u64| start_time() + Duration::from_secs(h * 3600);
     let q = SearchQuery {
@@ -314,7 +314,7 @@ fn a_narrow_query_over_200k_events_finds_exactly_its_events() {
     };
     let started = monotonic_now();
     let page = log.search(&q).unwrap();
-    eprintln!("narrow query over {N} events: {:?}", started.elapsed());
+    eprintln!("narrow query over {N} events: {:?}", since(started));
     // user-42 writes every 1000th event (every 100 s): 36 of them in that hour.
     let want: Vec<String> = (0..N)
         .rev()

@@ -70,7 +70,7 @@ impl ClientCerts {
     ) -> Result<Arc<rustls::ClientConfig>, ClientCertError> {
         let key = (spec.name.clone(), db_user.to_string());
         if let Some((at, cfg)) = self.cache.lock().ok().and_then(|c| c.get(&key).cloned())
-            && at.elapsed() < REFRESH_AFTER
+            && clock::since(at) < REFRESH_AFTER
         {
             return Ok(cfg);
         }
@@ -105,7 +105,7 @@ impl ClientCerts {
             b"",
         )?);
         if let Ok(mut c) = self.cache.lock() {
-            c.retain(|_, (at, _)| at.elapsed() < REFRESH_AFTER);
+            c.retain(|_, (at, _)| clock::since(*at) < REFRESH_AFTER);
             c.insert(key, (clock::now(), cfg.clone()));
         }
         Ok(cfg)

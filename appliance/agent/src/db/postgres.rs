@@ -239,7 +239,7 @@ pub(super) fn session_end(
         .event(EventKind::DbSessionEnd, dial)
         .field("bytes_sent", ended.up)
         .field("bytes_received", ended.down)
-        .field("duration_ms", started.elapsed().as_millis() as u64);
+        .field("duration_ms", clock::since(started).as_millis() as u64);
     if let Some(reason) = ended.reason {
         end = end.field("reason", reason);
     }

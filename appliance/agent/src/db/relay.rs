@@ -12,6 +12,7 @@
 
 use std::time::Duration;
 
+use hop_platform::clock;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// How long a refused session waits for the database to close before it is cut off.
@@ -199,7 +200,7 @@ where
                 // closes.
                 if let Ok(r) = r {
                     refusal = Some(r);
-                    deadline = Some(tokio::time::Instant::now() + grace);
+                    deadline = Some(clock::tokio_now() + grace);
                 }
             },
             () = cut_off => return (moved, None, None),

@@ -127,7 +127,7 @@ fn spawn_live_check(
             // Decided again when the data changed, and at least every half minute (data that
             // stops arriving still ages, which strict locking mode acts on).
             if last.as_ref().is_some_and(|(s, at)| {
-                Arc::ptr_eq(s, &snap) && at.elapsed() < Duration::from_secs(30)
+                Arc::ptr_eq(s, &snap) && clock::since(*at) < Duration::from_secs(30)
             }) {
                 continue;
             }

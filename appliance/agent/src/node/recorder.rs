@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
+use hop_platform::clock;
 use hop_storage::recording::{
     ChunkCursor, RecordingMeta, RecordingWriter, WriterOptions, is_valid_session_id, parse_header,
 };
@@ -335,7 +336,7 @@ impl WriterTask {
                 Ok(r) => Some(r),
                 Err(mpsc::RecvTimeoutError::Timeout) => None,
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let at = self.started.elapsed();
+                    let at = clock::since(self.started);
                     self.close(at, None, None);
                     return;
                 }
@@ -362,7 +363,7 @@ impl WriterTask {
             }
             let mut finish = None;
             let more = match record {
-                None => w.flush_stale(self.started.elapsed(), FLUSH_AFTER),
+                None => w.flush_stale(clock::since(self.started), FLUSH_AFTER),
                 Some(Record::Output(at, d)) => w.push_output(at, &d),
                 Some(Record::Input(at, d)) => w.push_input(at, &d),
                 Some(Record::Resize(at, c, r)) => w.push_resize(at, c, r),
@@ -393,7 +394,7 @@ impl WriterTask {
                 self.spool.used(),
                 self.spool.settings.max_bytes
             );
-            let at = self.started.elapsed();
+            let at = clock::since(self.started);
             self.close(at, None, Some(why));
             return;
         }
@@ -402,7 +403,7 @@ impl WriterTask {
             let _ = self.file.set_len(self.good_len);
             let _ = self.file.seek(SeekFrom::Start(self.good_len));
             let why = format!("writing {}: {e}", self.path.display());
-            let at = self.started.elapsed();
+            let at = clock::since(self.started);
             self.close(at, None, Some(why));
             return;
         }

@@ -229,7 +229,7 @@ pub async fn run(channel: Channel<Msg>, ctx: SessionContext) {
         .field("interactive", req.pty.is_some())
         .field("bytes_in", bytes_in)
         .field("bytes_out", bytes_out)
-        .field("duration_ms", started.elapsed().as_millis() as u64);
+        .field("duration_ms", clock::since(started).as_millis() as u64);
     if let Some(c) = code {
         ev = ev.field("exit_code", c);
     }
@@ -881,7 +881,7 @@ async fn pty_session(
             };
             total += n as u64;
             if let Some((rec, t0)) = &out_rec {
-                rec.output(t0.elapsed(), &buf[..n]);
+                rec.output(clock::since(*t0), &buf[..n]);
             }
             out_live.publish(&buf[..n]);
             if w.write_all(&buf[..n]).await.is_err() {
@@ -894,7 +894,7 @@ async fn pty_session(
     let mut bytes_in = 0u64;
     // The role's client_idle_timeout: no keystroke for that long ends the session.
     let idle = ctx.grant.idle_timeout.filter(|d| !d.is_zero());
-    let mut last_input = tokio::time::Instant::now();
+    let mut last_input = clock::tokio_now();
     let status = loop {
         let idle_deadline = idle.map(|d| last_input + d);
         tokio::select! {
@@ -927,9 +927,9 @@ async fn pty_session(
             }
             Some(data) = peer_input.recv() => {
                 // A peer's keystrokes (`hop join --mode peer`) count as the session's input.
-                last_input = tokio::time::Instant::now();
+                last_input = clock::tokio_now();
                 if let Some((rec, t0)) = &recording {
-                    rec.input(t0.elapsed(), &data);
+                    rec.input(clock::since(*t0), &data);
                 }
                 if master.write_all(&data).await.is_err() {
                     break child.wait().await.map_err(SessionError::Io)?;
@@ -942,9 +942,9 @@ async fn pty_session(
             msg = reader.wait() => match msg {
                 Some(ChannelMsg::Data { data }) => {
                     bytes_in += data.len() as u64;
-                    last_input = tokio::time::Instant::now();
+                    last_input = clock::tokio_now();
                     if let Some((rec, t0)) = &recording {
-                        rec.input(t0.elapsed(), &data);
+                        rec.input(clock::since(*t0), &data);
                     }
                     if master.write_all(&data).await.is_err() {
                         break child.wait().await.map_err(SessionError::Io)?;
@@ -954,7 +954,7 @@ async fn pty_session(
                     let ws = window(col_width, row_height, pix_width, pix_height);
                     let _ = pty::set_window_size(master.0.get_ref(), ws);
                     if let Some((rec, t0)) = &recording {
-                        rec.resize(t0.elapsed(), ws.cols, ws.rows);
+                        rec.resize(clock::since(*t0), ws.cols, ws.rows);
                     }
                 }
                 Some(ChannelMsg::Signal { signal }) => {
@@ -978,7 +978,7 @@ async fn pty_session(
     };
     let exit_code = report_exit(ctx, id, &writer, status).await;
     if let Some((rec, t0)) = recording {
-        rec.finish(t0.elapsed(), i32::try_from(exit_code).ok());
+        rec.finish(clock::since(t0), i32::try_from(exit_code).ok());
     }
     Ok(Outcome {
         exit_code,

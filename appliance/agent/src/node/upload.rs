@@ -357,7 +357,7 @@ pub async fn run(spool: Arc<RecordingSpool>, connect: ChannelMaker) {
                 Vec::new()
             }
         };
-        let partial_due = last_partial.is_none_or(|t| t.elapsed() >= interval);
+        let partial_due = last_partial.is_none_or(|t| clock::since(t) >= interval);
         let mut unavailable = None;
         for (id, path, complete) in &files {
             if !complete && !partial_due {

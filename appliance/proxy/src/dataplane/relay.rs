@@ -474,7 +474,7 @@ async fn direction(
     let mut moved_at: Option<Instant> = None;
     loop {
         let hot_left = moved_at
-            .map(|t| HOT.saturating_sub(t.elapsed()))
+            .map(|t| HOT.saturating_sub(clock::since(t)))
             .filter(|d| !d.is_zero() && buf.capacity() > 0);
         let res = if likely_more {
             make_full(&mut buf);
@@ -561,7 +561,7 @@ async fn wait_readable(
         return Ok(());
     };
     loop {
-        let quiet = last.get().elapsed();
+        let quiet = clock::since(last.get());
         let Some(left) = idle.checked_sub(quiet).filter(|d| !d.is_zero()) else {
             return Err(RelayError::Idle(idle));
         };

@@ -151,7 +151,7 @@ pub async fn serve(
                 .field("session_id", sid)
                 .field("bytes_sent", up)
                 .field("bytes_received", down)
-                .field("duration_ms", started.elapsed().as_millis() as u64),
+                .field("duration_ms", clock::since(started).as_millis() as u64),
         );
         tracker.end();
     };

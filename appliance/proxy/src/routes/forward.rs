@@ -572,18 +572,18 @@ impl Recorder {
     }
 
     fn output(&mut self, data: &[u8]) {
-        let c = self.writer.push_output(self.started.elapsed(), data);
+        let c = self.writer.push_output(clock::since(self.started), data);
         self.send(c);
     }
 
     fn input(&mut self, data: &[u8]) {
-        let c = self.writer.push_input(self.started.elapsed(), data);
+        let c = self.writer.push_input(clock::since(self.started), data);
         self.send(c);
     }
 
     fn resize(&mut self, cols: u32, rows: u32) {
         let c = self.writer.push_resize(
-            self.started.elapsed(),
+            clock::since(self.started),
             u16::try_from(cols).unwrap_or(u16::MAX),
             u16::try_from(rows).unwrap_or(u16::MAX),
         );
@@ -591,7 +591,7 @@ impl Recorder {
     }
 
     fn finish(self, exit: Option<i32>) {
-        let bytes = self.writer.finish(self.started.elapsed(), exit);
+        let bytes = self.writer.finish(clock::since(self.started), exit);
         let _ = self.tx.send(Some(bytes));
         let _ = self.tx.send(None);
     }
@@ -734,7 +734,7 @@ async fn bridge(
         .field("session_id", session_id)
         .field("bytes_in", bytes_in)
         .field("bytes_out", bytes_out)
-        .field("duration_ms", started.elapsed().as_millis() as u64)
+        .field("duration_ms", clock::since(started).as_millis() as u64)
         .field("recorded", recorded);
     if let Some(code) = exit {
         end = end.field("exit_code", code);

@@ -30,6 +30,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use hop_auth::caller::Caller;
+use hop_platform::clock;
 
 /// How long an idle connection's graceful shutdown may take (an HTTP/2 client that never
 /// acknowledges the GOAWAY's ping) before the connection is dropped.
@@ -108,14 +109,14 @@ impl Default for Activity {
     fn default() -> Self {
         Self(Arc::new(ActivityState {
             in_flight: AtomicUsize::new(0),
-            last: Mutex::new(Instant::now()),
+            last: Mutex::new(clock::tokio_now()),
         }))
     }
 }
 
 impl Activity {
     fn touch(&self) {
-        *self.0.last.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        *self.0.last.lock().unwrap_or_else(|p| p.into_inner()) = clock::tokio_now();
     }
 
     /// A request starts; it ends when the returned guard is dropped.
@@ -130,13 +131,9 @@ impl Activity {
         if self.0.in_flight.load(Ordering::Acquire) > 0 {
             return None;
         }
-        Some(
-            self.0
-                .last
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .elapsed(),
-        )
+        Some(clock::tokio_since(
+            *self.0.last.lock().unwrap_or_else(|p| p.into_inner()),
+        ))
     }
 
     /// Completes once the connection has been idle for `limit`; never without a limit.
@@ -254,6 +251,10 @@ mod tests {
         };
         tokio::join!(a.until_idle_for(Some(limit)), release);
         // Idle is counted from the end of the request, not from the start of the connection.
-        assert!(started.elapsed() >= limit * 3, "{:?}", started.elapsed());
+        assert!(
+            clock::since(started) >= limit * 3,
+            "{:?}",
+            clock::since(started)
+        );
     }
 }
