@@ -7,7 +7,7 @@
 //! on an operating-system account (a session's child, a listener opened as the login). Three safe
 //! leaves (each `#![forbid(unsafe_code)]`) live here because they are facts of the process, not
 //! of any service: [`host`] (the machine's name), [`signals`] (the process-wide shutdown signal)
-//! and [`clock`] (the one reader of std's clocks: `Instant::now` and `SystemTime::now`).
+//! and [`clock`] (the appliance's one reader of the clocks, std's and tokio's).
 
 #![allow(unsafe_code)]
 
