@@ -170,8 +170,9 @@ impl<'de> Deserialize<'de> for Cidr {
 }
 
 /// A secret the operator hands Hop (a join token): kept as given, never shown by `Debug`, so a
-/// settings struct that holds one can be logged or printed in a panic without leaking it.
-#[derive(Clone, Default, PartialEq, Eq, serde::Deserialize)]
+/// settings struct that holds one can be logged or printed in a panic without leaking it. It has
+/// no `==`: where a secret is checked (Auth, against a hash), it is compared in constant time.
+#[derive(Clone, Default, serde::Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
 
