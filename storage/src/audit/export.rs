@@ -1,7 +1,7 @@
 //! Export. This module owns writing a time range of the log as JSON lines, oldest event time
 //! first, each line the stored event with its chain fields (`seq`, `chain`, `prev_hash`,
-//! `hash`) so an external tool can re-check the chain. It reads one consistent snapshot and must
-//! never write to the log.
+//! `hash`) so an external tool can re-check the chain. It lists what the time index holds (the
+//! log indexes every event queued before an export first) and must never write to the log.
 
 use std::io::Write;
 use std::time::SystemTime;
@@ -11,7 +11,7 @@ use redb::ReadableDatabase;
 use super::chain::decode_record;
 use super::error::AuditError;
 use super::event::{json_line, system_time_to_us};
-use super::tables::{BY_TIME, EVENTS};
+use super::tables::BY_TIME;
 use super::writer::Shared;
 
 pub(crate) fn export(
@@ -27,17 +27,16 @@ pub(crate) fn export(
     }
     let txn = shared.db.begin_read().map_err(|e| shared.err(e))?;
     let by_time = txn.open_table(BY_TIME).map_err(|e| shared.err(e))?;
-    let events = txn.open_table(EVENTS).map_err(|e| shared.err(e))?;
     let mut out = std::io::BufWriter::with_capacity(256 * 1024, out);
     let mut written = 0;
     for entry in by_time.range(lo..hi).map_err(|e| shared.err(e))? {
         let (key, _) = entry.map_err(|e| shared.err(e))?;
         let (_, seq) = key.value();
-        let Some(guard) = events.get(seq).map_err(|e| shared.err(e))? else {
+        let Some(bytes) = shared.segments.record(seq)? else {
             tracing::warn!(seq, "audit index entry without its event; not exported");
             continue;
         };
-        let record = decode_record(guard.value())
+        let record = decode_record(&bytes)
             .map_err(|detail| shared.corrupt(format!("audit event {seq}: {detail}")))?;
         out.write_all(&json_line(record.canonical, record.hash))
             .and_then(|()| out.write_all(b"\n"))

@@ -1,24 +1,30 @@
-//! The search indexes. This module owns which index entries one event has — one in time order,
-//! written with the event; one per event type and id, and one per user and per session when
-//! those are set, written later in sorted runs — and keeps adding and removing them symmetric.
+//! The search indexes and the thread that writes them. This module owns which index entries one
+//! event has — one in time order, one per event type and id, and one per user and per session
+//! when those are set — keeps adding and removing them symmetric, and runs the indexer: a thread
+//! of its own, off the writer's path, that collects the entries of durable events, sorts them
+//! into runs and writes each run in one redb transaction.
 //!
-//! Why later: the disk, not the CPU, bounds group commit, and redb rewrites every B-tree page a
-//! transaction touches. Inserted one batch at a time, each event's user, session, type and id
-//! entries land on different leaves, so a batch of N events rewrites about 4N pages. The
-//! [`IndexBacklog`] instead collects the entries of many batches, sorts them, and writes them in
-//! key order a slice per transaction, so each leaf is rewritten about once per run. Entries for
-//! events after the `indexed_through` watermark (kept in the meta table, advanced in the
-//! transaction that completes a run) may be missing; search scans those few events directly, and
-//! a restart re-reads them from the events table. This module must never advance the watermark
-//! past an event whose entries are not all written, nor leave entries behind when an event is
+//! Why runs: redb rewrites every B-tree page a transaction touches. Inserted one batch at a
+//! time, each event's entries land on different leaves; sorted runs of many batches rewrite
+//! each leaf about once per run. Entries for events after the `indexed_through` watermark (kept
+//! in the meta table, advanced in the transaction that writes a run) may be missing; search
+//! scans those few events in the segments, and a restart re-reads them from there. This module
+//! must never advance the watermark past an event whose entries are not all written, forget an
+//! unindexed id before its entry is committed, nor leave entries behind when an event is
 //! purged.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
-use redb::{ReadableTable, Table, WriteTransaction};
+use redb::{Durability, ReadableTable, Table, WriteTransaction};
+use tokio::sync::oneshot;
 
-use super::tables::{BY_ID, BY_SESSION, BY_TIME, BY_TYPE, BY_USER};
+use super::tables::{
+    BY_ID, BY_SESSION, BY_TIME, BY_TYPE, BY_USER, INDEXED_KEY, LAST_SEQ_KEY, META,
+};
+use super::writer::Shared;
 
 /// The index keys of one event.
 #[derive(Debug, Clone, Copy)]
@@ -86,217 +92,156 @@ impl<'txn> Indexes<'txn> {
     }
 }
 
-/// A sorted run of index entries being written, a slice per transaction.
-#[derive(Debug)]
-struct Run {
-    /// Every event up to here is in this run or already indexed.
-    through_seq: u64,
-    by_type: Vec<(String, u64, u64)>,
-    by_user: Vec<(String, u64, u64)>,
-    by_session: Vec<(String, u64, u64)>,
-    by_id: Vec<(String, u64)>,
-    /// How far writing has got: which table (in the order above) and how many entries of it.
-    cursor: (usize, usize),
+/// Collected entries are written once there are this many…
+const MIN_RUN: usize = 8192;
+/// …or once the oldest is this old.
+const MAX_PENDING_AGE: Duration = Duration::from_millis(250);
+/// The most entries one transaction writes.
+const MAX_RUN: usize = 65_536;
+
+/// id → seq of every durable event not yet in the id index. The writer adds to it before it
+/// hands the entries on; the indexer removes ids only after their run has committed, so an id
+/// is always in one of the two places.
+#[derive(Debug, Default)]
+pub(crate) struct UnindexedIds(Mutex<HashMap<String, u64>>);
+
+impl UnindexedIds {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
-impl Run {
-    fn new(entries: Vec<Entry>, through_seq: u64) -> Self {
-        let mut run = Self {
-            through_seq,
-            by_type: Vec::with_capacity(entries.len()),
-            by_user: Vec::with_capacity(entries.len()),
-            by_session: Vec::with_capacity(entries.len()),
-            by_id: Vec::with_capacity(entries.len()),
-            cursor: (0, 0),
-        };
-        for e in entries {
-            run.by_type.push((e.event_type, e.time_us, e.seq));
-            if !e.user.is_empty() {
-                run.by_user.push((e.user, e.time_us, e.seq));
-            }
-            if !e.session_id.is_empty() {
-                run.by_session.push((e.session_id, e.time_us, e.seq));
-            }
-            run.by_id.push((e.id, e.seq));
+/// What the indexer is asked to do.
+pub(crate) enum IndexWork {
+    /// Entries of newly durable events, in seq order.
+    Entries(Vec<Entry>),
+    /// Write everything collected, then signal.
+    Flush(oneshot::Sender<()>),
+}
+
+/// The indexer thread's state.
+pub(crate) struct Indexer {
+    shared: Arc<Shared>,
+    work: Receiver<IndexWork>,
+    pending: Vec<Entry>,
+}
+
+impl Indexer {
+    /// An indexer starting with `unindexed` (the entries a restart re-read from the segments).
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        work: Receiver<IndexWork>,
+        unindexed: Vec<Entry>,
+    ) -> Self {
+        Self {
+            shared,
+            work,
+            pending: unindexed,
         }
-        run.by_type.sort_unstable();
-        run.by_user.sort_unstable();
-        run.by_session.sort_unstable();
-        run.by_id.sort_unstable();
-        run
     }
 
-    /// Writes up to `budget` more entries; returns whether the run is complete.
-    fn write(&mut self, idx: &mut Indexes<'_>, mut budget: usize) -> Result<bool, redb::Error> {
-        while budget > 0 {
-            let (table, at) = self.cursor;
-            let len = match table {
-                0 => self.by_type.len(),
-                1 => self.by_user.len(),
-                2 => self.by_session.len(),
-                3 => self.by_id.len(),
-                _ => return Ok(true),
+    /// Runs until the writer is gone, then writes what is left.
+    pub(crate) fn run(mut self) {
+        loop {
+            let wait = if self.pending.is_empty() {
+                Duration::from_secs(3600)
+            } else {
+                MAX_PENDING_AGE
             };
-            let end = len.min(at + budget);
-            for i in at..end {
-                match table {
-                    0 => {
-                        let (t, time, seq) = &self.by_type[i];
-                        idx.by_type.insert((t.as_bytes(), *time, *seq), ())?;
-                    }
-                    1 => {
-                        let (u, time, seq) = &self.by_user[i];
-                        idx.by_user.insert((u.as_bytes(), *time, *seq), ())?;
-                    }
-                    2 => {
-                        let (s, time, seq) = &self.by_session[i];
-                        idx.by_session.insert((s.as_bytes(), *time, *seq), ())?;
-                    }
-                    _ => {
-                        let (id, seq) = &self.by_id[i];
-                        idx.by_id.insert(id.as_bytes(), *seq)?;
+            match self.work.recv_timeout(wait) {
+                Ok(IndexWork::Entries(entries)) => {
+                    self.pending.extend(entries);
+                    if self.pending.len() >= MIN_RUN {
+                        self.write_pending();
                     }
                 }
+                Ok(IndexWork::Flush(done)) => {
+                    self.write_pending();
+                    let _ = done.send(());
+                }
+                Err(RecvTimeoutError::Timeout) => self.write_pending(),
+                Err(RecvTimeoutError::Disconnected) => break,
             }
-            budget -= end - at;
-            self.cursor = if end == len {
-                (table + 1, 0)
-            } else {
-                (table, end)
-            };
         }
-        Ok(self.cursor.0 > 3)
+        self.write_pending();
+        if !self.pending.is_empty() {
+            tracing::warn!(
+                events = self.pending.len(),
+                "audit index entries not written at shutdown; they are rebuilt at the next open"
+            );
+        }
+    }
+
+    /// Writes every pending entry, a run per transaction; on failure keeps them for later.
+    fn write_pending(&mut self) {
+        while !self.pending.is_empty() {
+            let n = self.pending.len().min(MAX_RUN);
+            match write_run(&self.shared, &self.pending[..n]) {
+                Ok(through) => {
+                    self.pending.drain(..n);
+                    self.shared
+                        .unindexed_ids
+                        .lock()
+                        .retain(|_, seq| *seq > through);
+                }
+                Err(error) => {
+                    tracing::error!(%error, "audit index run could not be written; will retry");
+                    std::thread::sleep(Duration::from_millis(100));
+                    return;
+                }
+            }
+        }
     }
 }
 
-/// Index entries of durable events not yet (completely) in the index tables, and the ids they
-/// claim, so a repeated id is caught before its entry is written.
-#[derive(Debug)]
-pub(crate) struct IndexBacklog {
-    /// Every event up to here has all its index entries written.
-    indexed_through: u64,
-    /// Entries collected since the current run was formed, in seq order.
-    pending: Vec<Entry>,
-    /// When the oldest pending entry arrived.
-    pending_since: Option<Instant>,
-    run: Option<Run>,
-    /// id → seq for every event after `indexed_through`.
-    ids: HashMap<String, u64>,
-}
-
-/// What one transaction did to the backlog, applied once it has committed.
-#[derive(Debug, Default)]
-pub(crate) struct BacklogStep {
-    run_cursor_before: Option<(usize, usize)>,
-    run_finished: bool,
-}
-
-impl IndexBacklog {
-    /// A backlog after `indexed_through`, holding the entries of the events after it (collected
-    /// at `now`).
-    pub(crate) fn new(indexed_through: u64, unindexed: Vec<Entry>, now: Instant) -> Self {
-        let mut backlog = Self {
-            indexed_through,
-            pending: Vec::new(),
-            pending_since: None,
-            run: None,
-            ids: HashMap::new(),
-        };
-        backlog.add(unindexed, now);
-        backlog
-    }
-
-    /// The seq of an event after the watermark with this id.
-    pub(crate) fn unindexed_id(&self, id: &str) -> Option<u64> {
-        self.ids.get(id).copied()
-    }
-
-    pub(crate) fn has_work(&self) -> bool {
-        self.run.is_some() || !self.pending.is_empty()
-    }
-
-    /// When idle work should start: at once (`now`) for a run in progress, after `max_age` for
-    /// collected entries.
-    pub(crate) fn due(&self, max_age: std::time::Duration, now: Instant) -> Option<Instant> {
-        if self.run.is_some() {
-            return Some(now);
+/// Writes `entries` (seq order) in one transaction and moves the watermark to the last one.
+fn write_run(shared: &Shared, entries: &[Entry]) -> Result<u64, redb::Error> {
+    let through = entries.last().map_or(0, |e| e.seq);
+    let mut by_time: Vec<(u64, u64)> = Vec::with_capacity(entries.len());
+    let mut by_type: Vec<(&str, u64, u64)> = Vec::with_capacity(entries.len());
+    let mut by_user: Vec<(&str, u64, u64)> = Vec::with_capacity(entries.len());
+    let mut by_session: Vec<(&str, u64, u64)> = Vec::with_capacity(entries.len());
+    let mut by_id: Vec<(&str, u64)> = Vec::with_capacity(entries.len());
+    for e in entries {
+        by_time.push((e.time_us, e.seq));
+        by_type.push((&e.event_type, e.time_us, e.seq));
+        if !e.user.is_empty() {
+            by_user.push((&e.user, e.time_us, e.seq));
         }
-        self.pending_since.map(|since| since + max_age)
+        if !e.session_id.is_empty() {
+            by_session.push((&e.session_id, e.time_us, e.seq));
+        }
+        by_id.push((&e.id, e.seq));
     }
-
-    /// Adds the entries of newly durable events, collected at `now`.
-    pub(crate) fn add(&mut self, entries: Vec<Entry>, now: Instant) {
-        if entries.is_empty() {
-            return;
+    by_time.sort_unstable();
+    by_type.sort_unstable();
+    by_user.sort_unstable();
+    by_session.sort_unstable();
+    by_id.sort_unstable();
+    let mut txn = shared.db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    {
+        let mut idx = Indexes::open(&txn)?;
+        for key in by_time {
+            idx.by_time.insert(key, ())?;
         }
-        for e in &entries {
-            self.ids.insert(e.id.clone(), e.seq);
+        for (t, time, seq) in by_type {
+            idx.by_type.insert((t.as_bytes(), time, seq), ())?;
         }
-        self.pending_since.get_or_insert(now);
-        self.pending.extend(entries);
+        for (u, time, seq) in by_user {
+            idx.by_user.insert((u.as_bytes(), time, seq), ())?;
+        }
+        for (s, time, seq) in by_session {
+            idx.by_session.insert((s.as_bytes(), time, seq), ())?;
+        }
+        for (id, seq) in by_id {
+            idx.by_id.insert(id.as_bytes(), seq)?;
+        }
+        let mut meta = txn.open_table(META)?;
+        let last = meta.get(LAST_SEQ_KEY)?.map_or(0, |v| v.value());
+        meta.insert(INDEXED_KEY, through)?;
+        meta.insert(LAST_SEQ_KEY, last.max(through))?;
     }
-
-    /// Forms a run of the collected entries, if there is none and `force` or enough collected
-    /// (`min_run`) or they are old (`max_age` at `now`).
-    pub(crate) fn maybe_form_run(
-        &mut self,
-        min_run: usize,
-        max_age: std::time::Duration,
-        force: bool,
-        now: Instant,
-    ) {
-        if self.run.is_some() || self.pending.is_empty() {
-            return;
-        }
-        let old = self
-            .pending_since
-            .is_some_and(|since| now.saturating_duration_since(since) >= max_age);
-        if force || old || self.pending.len() >= min_run {
-            let through = self.pending.last().map_or(self.indexed_through, |e| e.seq);
-            self.run = Some(Run::new(std::mem::take(&mut self.pending), through));
-            self.pending_since = None;
-        }
-    }
-
-    /// Writes up to `budget` entries of the current run into `idx`; the caller commits and
-    /// then calls [`IndexBacklog::committed`] (or [`IndexBacklog::aborted`]).
-    pub(crate) fn write(
-        &mut self,
-        idx: &mut Indexes<'_>,
-        budget: usize,
-    ) -> Result<(BacklogStep, Option<u64>), redb::Error> {
-        let Some(run) = &mut self.run else {
-            return Ok((BacklogStep::default(), None));
-        };
-        let before = run.cursor;
-        let finished = run.write(idx, budget)?;
-        Ok((
-            BacklogStep {
-                run_cursor_before: Some(before),
-                run_finished: finished,
-            },
-            finished.then_some(run.through_seq),
-        ))
-    }
-
-    /// The transaction that carried `step` is durable.
-    pub(crate) fn committed(&mut self, step: BacklogStep) {
-        if !step.run_finished {
-            return;
-        }
-        if let Some(run) = self.run.take() {
-            // Every id of an event up to the run's end is now in the id index. One pass over
-            // the map's values instead of re-hashing each id of the run.
-            let through = run.through_seq;
-            self.ids.retain(|_, seq| *seq > through);
-            self.indexed_through = through;
-        }
-    }
-
-    /// The transaction that carried `step` was rolled back.
-    pub(crate) fn aborted(&mut self, step: BacklogStep) {
-        if let (Some(run), Some(before)) = (&mut self.run, step.run_cursor_before) {
-            run.cursor = before;
-        }
-    }
+    txn.commit()?;
+    Ok(through)
 }

@@ -1,10 +1,11 @@
-//! The durable audit log. This module owns [`AuditLog`]: one redb file of its own (e.g.
-//! `<data_dir>/audit.db`, apart from the resource backend so that group commit never contends
-//! with resource writes) into which producers hand [`AuditEvent`]s that are group-committed by
-//! one writer thread, hash-chained per UTC day, indexed for search, verifiable, exportable as
-//! JSON lines and purged by whole days. It must never acknowledge an event before it is durable,
-//! never drop an accepted event without counting it, never store an id twice, and never read
-//! the clock except through the injected [`Clock`].
+//! The durable audit log. This module owns [`AuditLog`]: append-only segment files (one per
+//! UTC day, in `<name>.segments/` beside the index file, e.g. `<data_dir>/audit.segments/`)
+//! holding the events, and one redb file of its own (e.g. `<data_dir>/audit.db`, apart from the
+//! resource backend) holding the search indexes. Producers hand [`AuditEvent`]s that are
+//! group-committed by one writer thread, hash-chained per UTC day, indexed for search off the
+//! writer's path, verifiable, exportable as JSON lines and purged by whole days. It must never
+//! acknowledge an event before it is durable, never drop an accepted event without counting
+//! it, never store an id twice, and never read the clock except through the injected [`Clock`].
 //!
 //! How the pieces fit:
 //! - producers validate and serialize their event on their own thread (`event`), then queue it
@@ -13,21 +14,26 @@
 //!   refused (and counted) when the queue is full;
 //! - the writer thread (`writer`) takes everything queued, assigns each event the next `seq`,
 //!   links it into its day's chain (`chain`: `hash = sha256(prev_hash || canonical JSON)`),
-//!   writes the batch in one fsynced transaction and hands the acknowledgements to a second
-//!   thread;
-//! - the user, session, type and id indexes are written behind the events in sorted runs
-//!   (`index`), which keeps each event's share of the disk writes small; search (`search`)
-//!   reads the indexes up to their watermark and scans the few events after it;
+//!   appends the batch to the day's segment (`segment`) with one write and one `fdatasync`,
+//!   and hands the acknowledgements to a second thread;
+//! - the indexer thread (`index`) writes the time, user, session, type and id indexes behind
+//!   the events in sorted runs; search (`search`) reads the indexes up to their watermark and
+//!   scans the few events after it in the segments;
 //! - `verify` re-derives every link, `retention` deletes whole days and records where the
-//!   retained chain starts, `export` writes JSON lines; `tables` holds the file layout.
+//!   retained chain starts, `export` writes JSON lines; `tables` holds the index file's layout,
+//!   `recover` what a restart reads back, `migrate` the one-time upgrade of a log whose index
+//!   file also held the events (schema 1).
 
 mod chain;
 mod error;
 mod event;
 mod export;
 mod index;
+mod migrate;
+mod recover;
 mod retention;
 mod search;
+mod segment;
 mod tables;
 mod verify;
 mod writer;
@@ -56,7 +62,12 @@ pub use verify::{BreakReason, BrokenLink, VerifyReport};
 
 use crate::clock::Clock;
 use event::system_time_to_us;
+use index::{IndexWork, Indexer, UnindexedIds};
+use segment::Segments;
 use writer::{AckResult, BatchPolicy, Counters, Hold, Request, Shared, Writer};
+
+/// Batches of index entries that may wait for the indexer before the writer waits for it.
+const INDEX_QUEUE: usize = 1024;
 
 /// How the log batches, queues, retains and forwards.
 pub struct AuditConfig {
@@ -238,6 +249,7 @@ pub struct AuditLog {
     capacity: usize,
     queue: Option<SyncSender<Request>>,
     writer: Option<JoinHandle<()>>,
+    indexer: Option<JoinHandle<()>>,
     acknowledger: Option<JoinHandle<()>>,
     forwarder: Option<JoinHandle<()>>,
     retention: Option<retention::RetentionTask>,
@@ -261,7 +273,9 @@ impl std::fmt::Debug for Shared {
 }
 
 impl AuditLog {
-    /// Opens (creating if missing) the audit file at `path` and starts its writer.
+    /// Opens (creating if missing) the audit log whose index file is `path` (its segments are
+    /// in `path` with the extension `segments`) and starts its writer and indexer. A log
+    /// written by an older hop is upgraded first.
     ///
     /// Fails with [`crate::StorageError::Locked`] (inside [`AuditError::Storage`]) if another
     /// process or handle has it open, and with [`crate::StorageError::NewerSchema`] if a newer
@@ -272,15 +286,27 @@ impl AuditLog {
         mut cfg: AuditConfig,
     ) -> Result<AuditLog, AuditError> {
         cfg.validate()?;
-        let db = tables::open(path)?;
+        let dir = Segments::dir_for(path);
+        let db = tables::open(path, &dir)?;
+        segment::ensure_dir(&dir)?;
+        let opened = segment::open_all(&dir)?;
+        let durable = recover::durable_end(&opened)?;
         let shared = Arc::new(Shared {
             path: path.to_owned(),
             db,
+            segments: Segments::new(dir, opened, durable),
+            unindexed_ids: UnindexedIds::default(),
             clock,
             counters: Counters::default(),
             hold: Hold::default(),
         });
-        let recovered = writer::recover(&shared)?;
+        let (head, unindexed) = recover::recover(&shared)?;
+        {
+            let mut ids = shared.unindexed_ids.lock();
+            for e in &unindexed {
+                ids.insert(e.id.clone(), e.seq);
+            }
+        }
         let spawn_failed = |err: std::io::Error| {
             AuditError::from(crate::StorageError::Io {
                 path: path.to_owned(),
@@ -305,6 +331,12 @@ impl AuditLog {
             .name("hop-audit-ack".to_owned())
             .spawn(move || writer::run_acknowledger(ack_rx))
             .map_err(spawn_failed)?;
+        let (index_tx, index_rx) = mpsc::sync_channel::<IndexWork>(INDEX_QUEUE);
+        let indexer = Indexer::new(Arc::clone(&shared), index_rx, unindexed);
+        let indexer = std::thread::Builder::new()
+            .name("hop-audit-index".to_owned())
+            .spawn(move || indexer.run())
+            .map_err(spawn_failed)?;
         let (queue, queue_rx) = mpsc::sync_channel(cfg.queue_capacity);
         let policy = BatchPolicy {
             max_batch: cfg.max_batch,
@@ -314,9 +346,10 @@ impl AuditLog {
         let writer = Writer::new(
             Arc::clone(&shared),
             queue_rx,
-            recovered,
+            head,
             policy,
             ack_tx,
+            index_tx,
             forward_tx,
         );
         let writer = std::thread::Builder::new()
@@ -340,13 +373,14 @@ impl AuditLog {
             capacity: cfg.queue_capacity,
             queue: Some(queue),
             writer: Some(writer),
+            indexer: Some(indexer),
             acknowledger: Some(acknowledger),
             forwarder,
             retention,
         })
     }
 
-    /// The audit file.
+    /// The index file (the segments are beside it).
     pub fn path(&self) -> &Path {
         &self.shared.path
     }
@@ -462,13 +496,20 @@ impl AuditLog {
         to: Option<SystemTime>,
         out: &mut dyn Write,
     ) -> Result<u64, AuditError> {
+        self.flush_index()?;
         export::export(&self.shared, from, to, out)
     }
 
     /// Deletes every whole day (chain) strictly before `cutoff`'s UTC day.
     pub fn purge_before(&self, cutoff: SystemTime) -> Result<PurgeReport, AuditError> {
-        // Events can only be purged with their index entries, so have the writer write its
-        // index backlog first.
+        // Events can only be purged with their index entries, so have every event queued so
+        // far indexed first.
+        self.flush_index()?;
+        retention::purge_before(&self.shared, cutoff)
+    }
+
+    /// Waits until every event queued before the call is durable and indexed.
+    fn flush_index(&self) -> Result<(), AuditError> {
         let (done, flushed) = oneshot::channel();
         let depth = &self.shared.counters.queue_depth;
         depth.fetch_add(1, Ordering::Relaxed);
@@ -476,8 +517,7 @@ impl AuditLog {
             depth.fetch_sub(1, Ordering::Relaxed);
             return Err(AuditError::Closed);
         }
-        flushed.blocking_recv().map_err(|_| AuditError::Closed)?;
-        retention::purge_before(&self.shared, cutoff)
+        flushed.blocking_recv().map_err(|_| AuditError::Closed)
     }
 
     /// Test hook: stalls the writer until the returned guard is dropped.
@@ -501,6 +541,7 @@ impl AuditLog {
         drop(self.queue.take());
         for (name, thread) in [
             ("writer", self.writer.take()),
+            ("indexer", self.indexer.take()),
             ("acknowledger", self.acknowledger.take()),
             ("forwarder", self.forwarder.take()),
         ] {

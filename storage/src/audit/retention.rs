@@ -1,7 +1,7 @@
 //! Retention. This module owns deleting whole days (chains) of the log that are older than a
-//! cutoff — their events and every index entry — in short durable transactions that leave a
-//! purge boundary behind, so the retained log still verifies, and the background thread that
-//! applies `audit.retention` once an hour. It must never delete part of a day that is not
+//! cutoff — their index entries in short durable transactions that leave a purge boundary
+//! behind, so the retained log still verifies, then their segment files — and the background
+//! thread that applies `audit.retention` once an hour. It must never delete part of a day that is not
 //! strictly before the cutoff's day, nor hold the writer off for long.
 
 use std::sync::Arc;
@@ -9,19 +9,18 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableDatabase;
 
 use super::chain::{chain_name, day_of, decode_record, parse_view};
 use super::error::AuditError;
 use super::event::system_time_to_us;
 use super::index::{IndexKeys, Indexes};
-use super::tables::{
-    self, BOUNDARY_KEY, Boundary, EVENTS, INDEXED_KEY, LAST_SEQ_KEY, META, PURGED, SEGMENTS,
-};
+use super::segment::{self, HEADER_LEN, Segment, frame_corrupt};
+use super::tables::{self, BOUNDARY_KEY, Boundary, INDEXED_KEY, META, PURGED};
 use super::writer::Shared;
 
 /// Events deleted per transaction: small enough that the writer waits only milliseconds.
-const PURGE_CHUNK: u64 = 2048;
+const PURGE_CHUNK: usize = 2048;
 /// How often the background purge runs.
 pub(crate) const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 
@@ -36,22 +35,25 @@ pub struct PurgeReport {
 
 pub(crate) fn purge_before(shared: &Shared, cutoff: SystemTime) -> Result<PurgeReport, AuditError> {
     let cutoff_chain = chain_name(day_of(system_time_to_us(cutoff)));
-    // Only what was written, and indexed, before the purge started: a purge of the day being
-    // written must not chase the writer forever, and an event whose index entries are still in
-    // the writer's backlog cannot have them removed.
     let limit_seq = {
         let txn = shared.db.begin_read().map_err(|e| shared.err(e))?;
         let meta = txn.open_table(META).map_err(|e| shared.err(e))?;
-        let value = |key| -> Result<u64, AuditError> {
-            Ok(meta
-                .get(key)
-                .map_err(|e| shared.err(e))?
-                .map_or(0, |v| v.value()))
-        };
-        value(LAST_SEQ_KEY)?.min(value(INDEXED_KEY)?)
+        meta.get(INDEXED_KEY)
+            .map_err(|e| shared.err(e))?
+            .map_or(0, |v| v.value())
     };
     let mut report = PurgeReport::default();
-    while purge_chunk(shared, &cutoff_chain, limit_seq, &mut report)? {}
+    for segment in shared.segments.snapshot() {
+        // Only whole days strictly before the cutoff's, and only what is fully indexed (the
+        // index entries go with the events).
+        if segment.chain.as_str() >= cutoff_chain.as_str() {
+            break;
+        }
+        let Some(last_seq) = shared.segments.retire_if_through(&segment, limit_seq) else {
+            break;
+        };
+        purge_segment(shared, &segment, last_seq, &mut report)?;
+    }
     if report.events > 0 || !report.chains.is_empty() {
         tracing::info!(
             path = %shared.path.display(),
@@ -64,93 +66,99 @@ pub(crate) fn purge_before(shared: &Shared, cutoff: SystemTime) -> Result<PurgeR
     Ok(report)
 }
 
-/// Deletes up to [`PURGE_CHUNK`] events of the oldest chain before `cutoff_chain` in one
-/// durable transaction. Returns whether there may be more to purge.
-fn purge_chunk(
+/// Removes one segment: its index entries in chunks of short transactions (the last one also
+/// moves the purge boundary past it), then its files.
+fn purge_segment(
     shared: &Shared,
-    cutoff_chain: &str,
-    limit_seq: u64,
+    segment: &Arc<Segment>,
+    last_seq: u64,
     report: &mut PurgeReport,
-) -> Result<bool, AuditError> {
+) -> Result<(), AuditError> {
+    let mut chunk: Vec<Owned> = Vec::with_capacity(PURGE_CHUNK);
+    let mut boundary: Option<Boundary> = None;
+    let mut events = 0;
+    for item in segment.frames_from(HEADER_LEN) {
+        let (_, bytes) = item.map_err(|e| AuditError::from(frame_corrupt(segment, &e)))?;
+        let corrupt = |d| shared.corrupt(format!("audit segment {}: {d}", segment.chain));
+        let record = decode_record(&bytes).map_err(corrupt)?;
+        let view = parse_view(record.canonical).map_err(corrupt)?;
+        let time_us = view
+            .time_us()
+            .ok_or_else(|| corrupt("bad time".to_owned()))?;
+        boundary = Some(Boundary {
+            through_seq: view.seq,
+            chain: view.chain.to_string(),
+            hash: hex::encode(record.hash),
+        });
+        chunk.push(Owned {
+            time_us,
+            seq: view.seq,
+            event_type: view.event.into_owned(),
+            user: view.user.into_owned(),
+            session_id: view.session_id.into_owned(),
+            id: view.id.into_owned(),
+        });
+        events += 1;
+        if chunk.len() == PURGE_CHUNK {
+            remove_entries(shared, &chunk, None)?;
+            chunk.clear();
+        }
+    }
+    if let Some(b) = &mut boundary {
+        b.through_seq = b.through_seq.max(last_seq);
+    }
+    remove_entries(shared, &chunk, boundary.as_ref())?;
+    shared.segments.remove(segment.first_seq);
+    segment::delete_files(segment)?;
+    report.events += events;
+    if report.chains.last() != Some(&segment.chain) {
+        report.chains.push(segment.chain.clone());
+    }
+    Ok(())
+}
+
+/// The index keys of one purged event.
+struct Owned {
+    time_us: u64,
+    seq: u64,
+    event_type: String,
+    user: String,
+    session_id: String,
+    id: String,
+}
+
+/// Removes the index entries of `events` in one durable transaction, recording `boundary`.
+fn remove_entries(
+    shared: &Shared,
+    events: &[Owned],
+    boundary: Option<&Boundary>,
+) -> Result<(), AuditError> {
     let err = |e: redb::Error| AuditError::from(shared.err(e));
     let txn = tables::begin_durable(&shared.path, &shared.db)?;
-    let (chain, finished, deleted) = {
-        let mut segments = txn.open_table(SEGMENTS).map_err(|e| err(e.into()))?;
-        let Some((chain, (first, last))) = segments
-            .first()
-            .map_err(|e| err(e.into()))?
-            .map(|(k, v)| (k.value().to_owned(), v.value()))
-        else {
-            return Ok(false);
-        };
-        if chain.as_str() >= cutoff_chain || first > limit_seq {
-            return Ok(false);
-        }
-        let mut purged = txn.open_table(PURGED).map_err(|e| err(e.into()))?;
-        let mut boundary = tables::read_boundary(&shared.path, &purged)?;
-        let mut events = txn.open_table(EVENTS).map_err(|e| err(e.into()))?;
+    {
         let mut indexes = Indexes::open(&txn).map_err(err)?;
-        let end = last
-            .min(first.saturating_add(PURGE_CHUNK - 1))
-            .min(limit_seq);
-        let mut deleted = 0;
-        for seq in first..=end {
-            let Some(bytes) = events
-                .remove(seq)
-                .map_err(|e| err(e.into()))?
-                .map(|guard| guard.value().to_vec())
-            else {
-                continue;
-            };
-            let record = decode_record(&bytes)
-                .map_err(|d| shared.corrupt(format!("audit event {seq}: {d}")))?;
-            let view = parse_view(record.canonical)
-                .map_err(|d| shared.corrupt(format!("audit event {seq}: {d}")))?;
-            let time_us = view
-                .time_us()
-                .ok_or_else(|| shared.corrupt(format!("audit event {seq}: bad time")))?;
+        for e in events {
             indexes
                 .remove(&IndexKeys {
-                    time_us,
-                    seq,
-                    event_type: &view.event,
-                    user: &view.user,
-                    session_id: &view.session_id,
-                    id: &view.id,
+                    time_us: e.time_us,
+                    seq: e.seq,
+                    event_type: &e.event_type,
+                    user: &e.user,
+                    session_id: &e.session_id,
+                    id: &e.id,
                 })
                 .map_err(err)?;
-            deleted += 1;
-            boundary = Some(Boundary {
-                through_seq: seq,
-                chain: view.chain.into_owned(),
-                hash: hex::encode(record.hash),
-            });
         }
-        if let Some(boundary) = &mut boundary {
-            // Every seq up to `end` is gone, even ones that were already missing.
-            boundary.through_seq = boundary.through_seq.max(end);
+        if let Some(boundary) = boundary {
             let json = serde_json::to_string(boundary)
                 .map_err(|e| shared.corrupt(format!("purge boundary: {e}")))?;
-            purged
+            txn.open_table(PURGED)
+                .map_err(|e| err(e.into()))?
                 .insert(BOUNDARY_KEY, json.as_str())
                 .map_err(|e| err(e.into()))?;
         }
-        let finished = end == last;
-        if finished {
-            segments.remove(chain.as_str()).map_err(|e| err(e.into()))?;
-        } else {
-            segments
-                .insert(chain.as_str(), (end + 1, last))
-                .map_err(|e| err(e.into()))?;
-        }
-        (chain, finished, deleted)
-    };
-    txn.commit().map_err(|e| err(e.into()))?;
-    report.events += deleted;
-    if finished {
-        report.chains.push(chain);
     }
-    Ok(true)
+    txn.commit().map_err(|e| err(e.into()))
 }
 
 /// The background thread that applies a retention period: at start, then every hour.

@@ -14,7 +14,8 @@ use serde_json::Value;
 use super::chain::{EventView, decode_record, parse_view};
 use super::error::AuditError;
 use super::event::{StoredEvent, system_time_to_us};
-use super::tables::{BY_ID, BY_SESSION, BY_TIME, BY_TYPE, BY_USER, EVENTS, INDEXED_KEY, META};
+use super::segment::frame_corrupt;
+use super::tables::{BY_ID, BY_SESSION, BY_TIME, BY_TYPE, BY_USER, INDEXED_KEY, META};
 use super::writer::Shared;
 
 /// The page size when a query asks for none.
@@ -143,7 +144,6 @@ pub(crate) fn search(shared: &Shared, q: &SearchQuery) -> Result<SearchPage, Aud
     }
 
     let txn = shared.db.begin_read().map_err(|e| shared.err(e))?;
-    let events = txn.open_table(EVENTS).map_err(|e| shared.err(e))?;
     let indexed_through = indexed_through(shared, &txn)?;
     let newest_first = q.order == Order::NewestFirst;
     let range = Window {
@@ -156,7 +156,7 @@ pub(crate) fn search(shared: &Shared, q: &SearchQuery) -> Result<SearchPage, Aud
         Plan::Session => {
             let table = txn.open_table(BY_SESSION).map_err(|e| shared.err(e))?;
             let session = q.session_id.as_deref().unwrap_or_default();
-            let tail = tail_positions(shared, &events, &range, &[("session_id", session)], |v| {
+            let tail = tail_positions(shared, &range, &[("session_id", session)], |v| {
                 v.session_id == session
             })?;
             let indexed = keyed_range(&table, session, &range).map_err(|e| shared.err(e))?;
@@ -165,16 +165,14 @@ pub(crate) fn search(shared: &Shared, q: &SearchQuery) -> Result<SearchPage, Aud
         Plan::User => {
             let table = txn.open_table(BY_USER).map_err(|e| shared.err(e))?;
             let user = q.user.as_deref().unwrap_or_default();
-            let tail = tail_positions(shared, &events, &range, &[("user", user)], |v| {
-                v.user == user
-            })?;
+            let tail = tail_positions(shared, &range, &[("user", user)], |v| v.user == user)?;
             let indexed = keyed_range(&table, user, &range).map_err(|e| shared.err(e))?;
             merge(vec![indexed, tail], newest_first)
         }
         Plan::Types => {
             let table = txn.open_table(BY_TYPE).map_err(|e| shared.err(e))?;
             let needles: Vec<(&str, &str)> = types.iter().map(|t| ("event", *t)).collect();
-            let mut sources = vec![tail_positions(shared, &events, &range, &needles, |v| {
+            let mut sources = vec![tail_positions(shared, &range, &needles, |v| {
                 types.contains(v.event.as_ref())
             })?];
             for t in &types {
@@ -184,25 +182,19 @@ pub(crate) fn search(shared: &Shared, q: &SearchQuery) -> Result<SearchPage, Aud
         }
         Plan::Time => {
             let table = txn.open_table(BY_TIME).map_err(|e| shared.err(e))?;
-            let range = table.range(lo..hi).map_err(|e| shared.err(e))?;
-            let key = |entry: Result<(redb::AccessGuard<'_, (u64, u64)>, _), _>| {
-                entry.map(|(k, _)| k.value())
-            };
-            if newest_first {
-                Box::new(range.rev().map(key))
-            } else {
-                Box::new(range.map(key))
-            }
+            let tail = tail_positions(shared, &range, &[], |_| true)?;
+            let indexed = time_range(&table, &range).map_err(|e| shared.err(e))?;
+            merge(vec![indexed, tail], newest_first)
         }
     };
 
     for position in positions {
         let (_, seq) = position.map_err(|e| shared.err(e))?;
-        let Some(guard) = events.get(seq).map_err(|e| shared.err(e))? else {
+        let Some(bytes) = shared.segments.record(seq)? else {
             tracing::warn!(seq, "audit index entry without its event; skipping it");
             continue;
         };
-        let record = decode_record(guard.value())
+        let record = decode_record(&bytes)
             .map_err(|detail| shared.corrupt(format!("audit event {seq}: {detail}")))?;
         let view = parse_view(record.canonical)
             .map_err(|detail| shared.corrupt(format!("audit event {seq}: {detail}")))?;
@@ -242,14 +234,13 @@ pub(crate) fn search(shared: &Shared, q: &SearchQuery) -> Result<SearchPage, Aud
 /// The stored event with this id, from the id index or the not yet indexed tail.
 pub(crate) fn get(shared: &Shared, id: &str) -> Result<Option<StoredEvent>, AuditError> {
     let txn = shared.db.begin_read().map_err(|e| shared.err(e))?;
-    let events = txn.open_table(EVENTS).map_err(|e| shared.err(e))?;
     let by_id = txn.open_table(BY_ID).map_err(|e| shared.err(e))?;
     if let Some(seq) = by_id
         .get(id.as_bytes())
         .map_err(|e| shared.err(e))?
         .map(|v| v.value())
     {
-        return load(shared, &events, seq);
+        return load(shared, seq);
     }
     let range = Window {
         lo: (0, 0),
@@ -257,24 +248,20 @@ pub(crate) fn get(shared: &Shared, id: &str) -> Result<Option<StoredEvent>, Audi
         newest_first: false,
         indexed_through: indexed_through(shared, &txn)?,
     };
-    let mut found = tail_positions(shared, &events, &range, &[("id", id)], |v| v.id == id)?;
+    let mut found = tail_positions(shared, &range, &[("id", id)], |v| v.id == id)?;
     match found.next() {
-        Some(Ok((_, seq))) => load(shared, &events, seq),
+        Some(Ok((_, seq))) => load(shared, seq),
         Some(Err(e)) => Err(shared.err(e).into()),
         None => Ok(None),
     }
 }
 
 /// The stored event with `seq`, if it is (still) in the log.
-pub(crate) fn load(
-    shared: &Shared,
-    events: &ReadOnlyTable<u64, &'static [u8]>,
-    seq: u64,
-) -> Result<Option<StoredEvent>, AuditError> {
-    let Some(guard) = events.get(seq).map_err(|e| shared.err(e))? else {
+pub(crate) fn load(shared: &Shared, seq: u64) -> Result<Option<StoredEvent>, AuditError> {
+    let Some(bytes) = shared.segments.record(seq)? else {
         return Ok(None);
     };
-    let record = decode_record(guard.value())
+    let record = decode_record(&bytes)
         .map_err(|detail| shared.corrupt(format!("audit event {seq}: {detail}")))?;
     decode_stored(shared, seq, record.canonical, record.hash).map(Some)
 }
@@ -307,6 +294,25 @@ fn indexed_through(shared: &Shared, txn: &redb::ReadTransaction) -> Result<u64, 
         .get(INDEXED_KEY)
         .map_err(|e| shared.err(e))?
         .map_or(0, |v| v.value()))
+}
+
+/// The positions in the time index within the window, for events up to the index watermark.
+fn time_range(
+    table: &ReadOnlyTable<(u64, u64), ()>,
+    w: &Window,
+) -> Result<Positions, redb::StorageError> {
+    let range = table.range(w.lo..w.hi)?;
+    let through = w.indexed_through;
+    type Entry<'a> = (redb::AccessGuard<'a, (u64, u64)>, redb::AccessGuard<'a, ()>);
+    let key = |entry: Result<Entry<'_>, redb::StorageError>| entry.map(|(k, _)| k.value());
+    let indexed = move |p: &Result<Position, redb::StorageError>| {
+        p.as_ref().map_or(true, |(_, seq)| *seq <= through)
+    };
+    Ok(if w.newest_first {
+        Box::new(range.rev().map(key).filter(indexed))
+    } else {
+        Box::new(range.map(key).filter(indexed))
+    })
 }
 
 /// The positions of `value`'s entries in a (value, time, seq) index within the window, for
@@ -345,7 +351,6 @@ fn keyed_range(
 /// (a cheap test before the JSON is parsed).
 fn tail_positions(
     shared: &Shared,
-    events: &ReadOnlyTable<u64, &'static [u8]>,
     w: &Window,
     needles: &[(&str, &str)],
     matches: impl Fn(&EventView<'_>) -> bool,
@@ -358,15 +363,14 @@ fn tail_positions(
         })
         .collect();
     let mut out = Vec::new();
-    for entry in events
-        .range(w.indexed_through.saturating_add(1)..)
-        .map_err(|e| shared.err(e))?
+    for (seq, segment, bytes) in shared
+        .segments
+        .records_from(w.indexed_through.saturating_add(1))
     {
-        let (key, value) = entry.map_err(|e| shared.err(e))?;
-        let seq = key.value();
+        let bytes = bytes.map_err(|e| frame_corrupt(&segment, &e))?;
         let corrupt = |detail| shared.corrupt(format!("audit event {seq}: {detail}"));
-        let record = decode_record(value.value()).map_err(corrupt)?;
-        if !needles.iter().any(|n| contains(record.canonical, n)) {
+        let record = decode_record(&bytes).map_err(corrupt)?;
+        if !needles.is_empty() && !needles.iter().any(|n| contains(record.canonical, n)) {
             continue;
         }
         let view = parse_view(record.canonical).map_err(corrupt)?;

@@ -1,20 +1,23 @@
-//! The audit file's table layout and its open-time gate. This module owns the names and key
-//! shapes of every table in the audit redb file, the schema-version stamp (a file from a newer
-//! hop is refused untouched, as the resource backend does), the purge boundary record, and the
-//! mapping of engine errors into [`StorageError`]. It must never rewrite a file whose schema is
-//! newer than it understands.
+//! The index file's table layout and its open-time gate. This module owns the names and key
+//! shapes of every table in the audit log's redb file (the events themselves live in segment
+//! files, see `segment`), the schema-version stamp (a file from a newer hop is refused
+//! untouched, as the resource backend does; a version-1 file, which held the events too, is
+//! migrated once by `migrate`), the purge boundary record, and the mapping of engine errors into
+//! [`StorageError`]. It must never rewrite a file whose schema is newer than it understands.
 //!
 //! Tables (all times are µs since the Unix epoch, UTC; index strings are stored as their UTF-8
 //! bytes, which sort the same and compare without re-validation):
-//! - `audit_events`: seq → record (the `chain` module's layout);
-//! - `audit_by_time`: (time, seq) → () — the primary time order, written with each event;
+//! - `audit_by_time`: (time, seq) → ();
 //! - `audit_by_user`, `audit_by_session`, `audit_by_type`: (value, time, seq) → (); events with
 //!   an empty user or session id are not in those indexes;
 //! - `audit_by_id`: id → seq, for idempotent appends and look-ups;
-//! - `audit_segments`: chain name (`YYYY-MM-DD`) → (first seq, last seq);
-//! - `audit_meta`: `schema_version`, `last_seq` (the last seq ever written), `indexed_through`
-//!   (the user, session, type and id indexes are complete up to this seq; see `index`);
+//! - `audit_meta`: `schema_version`, `last_seq` (the last seq indexed, so a tail cut off the
+//!   segments behind hop's back is noticed), `indexed_through` (every index is complete up to
+//!   this seq; see `index`);
 //! - `audit_purged`: `boundary` → JSON of the last purged event's seq, chain and hash.
+//!
+//! Version 1 also had `audit_events` (seq → record) and `audit_segments` (chain → first and
+//! last seq); the migration moves the records into segment files and drops both.
 
 use std::path::Path;
 
@@ -47,7 +50,9 @@ pub(crate) const INDEXED_KEY: &str = "indexed_through";
 pub(crate) const BOUNDARY_KEY: &str = "boundary";
 
 /// The audit schema version this build writes and the newest it can open.
-pub const AUDIT_SCHEMA_VERSION: u64 = 1;
+pub const AUDIT_SCHEMA_VERSION: u64 = 2;
+/// The version whose file held the events.
+pub(crate) const EVENTS_IN_FILE_VERSION: u64 = 1;
 
 /// Where the retained log starts after a purge: the last purged event's link, so that the first
 /// retained event still verifies.
@@ -62,8 +67,9 @@ pub(crate) struct Boundary {
 }
 
 /// Opens (creating if missing) the audit file at `path`, refusing a newer schema untouched and
-/// a second open with [`StorageError::Locked`].
-pub(crate) fn open(path: &Path) -> Result<Database, StorageError> {
+/// a second open with [`StorageError::Locked`]; a version-1 file has its events moved into
+/// segment files under `segments_dir` first.
+pub(crate) fn open(path: &Path, segments_dir: &Path) -> Result<Database, StorageError> {
     // As in `RedbBackend::open`: check an existing file read-only first so a newer one is left
     // byte-for-byte alone; a file left by a crash must be repaired by the writable open.
     if std::fs::metadata(path).is_ok_and(|meta| meta.len() > 0) {
@@ -84,6 +90,7 @@ pub(crate) fn open(path: &Path) -> Result<Database, StorageError> {
         .map_err(|err| map_redb(path, err.into()))?;
     match stored_version(path, &db)? {
         None => initialize(path, &db)?,
+        Some(EVENTS_IN_FILE_VERSION) => super::migrate::from_v1(path, &db, segments_dir)?,
         found => check_version(path, found)?,
     }
     Ok(db)
@@ -115,13 +122,11 @@ fn initialize(path: &Path, db: &Database) -> Result<(), StorageError> {
             .map_err(|e| err(e.into()))?;
         meta.insert(LAST_SEQ_KEY, 0).map_err(|e| err(e.into()))?;
         meta.insert(INDEXED_KEY, 0).map_err(|e| err(e.into()))?;
-        txn.open_table(EVENTS).map_err(|e| err(e.into()))?;
         txn.open_table(BY_TIME).map_err(|e| err(e.into()))?;
         txn.open_table(BY_USER).map_err(|e| err(e.into()))?;
         txn.open_table(BY_SESSION).map_err(|e| err(e.into()))?;
         txn.open_table(BY_TYPE).map_err(|e| err(e.into()))?;
         txn.open_table(BY_ID).map_err(|e| err(e.into()))?;
-        txn.open_table(SEGMENTS).map_err(|e| err(e.into()))?;
         txn.open_table(PURGED).map_err(|e| err(e.into()))?;
     }
     txn.commit().map_err(|e| err(e.into()))
@@ -141,7 +146,7 @@ fn stored_version(path: &Path, db: &impl ReadableDatabase) -> Result<Option<u64>
 
 fn check_version(path: &Path, found: Option<u64>) -> Result<(), StorageError> {
     match found {
-        None | Some(AUDIT_SCHEMA_VERSION) => Ok(()),
+        None | Some(AUDIT_SCHEMA_VERSION | EVENTS_IN_FILE_VERSION) => Ok(()),
         Some(found) if found > AUDIT_SCHEMA_VERSION => Err(StorageError::NewerSchema {
             found,
             supported: AUDIT_SCHEMA_VERSION,

@@ -14,7 +14,8 @@ use time::OffsetDateTime;
 use super::chain::{chain_name, day_of, decode_record, genesis, link_hash, parse_view};
 use super::error::AuditError;
 use super::event::{system_time_to_us, us_to_datetime};
-use super::tables::{self, EVENTS, LAST_SEQ_KEY, META, PURGED, SEGMENTS};
+use super::segment::Segment;
+use super::tables::{self, LAST_SEQ_KEY, META, PURGED};
 use super::writer::Shared;
 
 /// The outcome of [`super::AuditLog::verify`].
@@ -133,15 +134,15 @@ pub(crate) fn verify(
 ) -> Result<VerifyReport, AuditError> {
     let err = |e: redb::Error| AuditError::from(shared.err(e));
     let txn = shared.db.begin_read().map_err(|e| err(e.into()))?;
-    let events = txn.open_table(EVENTS).map_err(|e| err(e.into()))?;
-    let segments = txn.open_table(SEGMENTS).map_err(|e| err(e.into()))?;
     let meta = txn.open_table(META).map_err(|e| err(e.into()))?;
     let purged = txn.open_table(PURGED).map_err(|e| err(e.into()))?;
     let boundary = tables::read_boundary(&shared.path, &purged)?;
     let last_written = meta
         .get(LAST_SEQ_KEY)
         .map_err(|e| err(e.into()))?
-        .map_or(0, |v| v.value());
+        .map_or(0, |v| v.value())
+        .max(shared.segments.durable_through());
+    drop(txn);
     let retained_from = boundary.as_ref().map_or(1, |b| b.through_seq + 1);
 
     let mut report = VerifyReport {
@@ -153,25 +154,22 @@ pub(crate) fn verify(
         None => retained_from,
         Some(since) => {
             let first_chain = chain_name(day_of(system_time_to_us(since)));
-            let mut later = segments
-                .range(first_chain.as_str()..)
-                .map_err(|e| err(e.into()))?;
-            match later.next() {
-                Some(row) => {
-                    let (_, row) = row.map_err(|e| err(e.into()))?;
-                    row.value().0.max(retained_from)
-                }
+            let later = shared
+                .segments
+                .snapshot()
+                .into_iter()
+                .find(|s: &std::sync::Arc<Segment>| s.chain >= first_chain);
+            match later {
+                Some(segment) => segment.first_seq.max(retained_from),
                 None => return Ok(report),
             }
         }
     };
 
-    // The link the first checked event continues: the stored event before it (trusted, as it
-    // is outside the range), or the purge boundary, or nothing (a chain start).
     let mut prev: Option<(String, [u8; 32])> = None;
     if start > 1 {
-        if let Some(guard) = events.get(start - 1).map_err(|e| err(e.into()))? {
-            if let Ok(record) = decode_record(guard.value())
+        if let Some(bytes) = shared.segments.record(start - 1)? {
+            if let Ok(record) = decode_record(&bytes)
                 && let Ok(view) = parse_view(record.canonical)
             {
                 prev = Some((view.chain.into_owned(), *record.hash));
@@ -187,9 +185,10 @@ pub(crate) fn verify(
     }
 
     let mut expected_seq = start;
-    for entry in events.range(start..).map_err(|e| err(e.into()))? {
-        let (key, value) = entry.map_err(|e| err(e.into()))?;
-        let seq = key.value();
+    for (position, _, bytes) in shared.segments.records_from(start) {
+        // Where a frame cannot be followed, what follows is unframed: the walk resumes at the
+        // next segment, so the break is reported at the position expected here.
+        let seq = position.max(expected_seq);
         let broken = |id: &str, time: Option<OffsetDateTime>, reason| {
             Some(BrokenLink {
                 seq,
@@ -198,7 +197,15 @@ pub(crate) fn verify(
                 reason,
             })
         };
-        let record = match decode_record(value.value()) {
+        let bytes = match bytes {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                let detail = err.to_string();
+                report.first_break = broken("", None, BreakReason::Undecodable { detail });
+                break;
+            }
+        };
+        let record = match decode_record(&bytes) {
             Ok(record) => record,
             Err(detail) => {
                 report.first_break = broken("", None, BreakReason::Undecodable { detail });
@@ -213,8 +220,19 @@ pub(crate) fn verify(
             }
         };
         let time = view.time_us().map(us_to_datetime);
-        if view.seq != seq {
-            let detail = format!("it says seq {} but is stored as seq {seq}", view.seq);
+        // A frame's seq is its position; a removed frame shows as a later seq than expected.
+        let seq = view.seq;
+        let broken = |id: &str, time: Option<OffsetDateTime>, reason| {
+            Some(BrokenLink {
+                seq,
+                id: id.to_owned(),
+                time,
+                reason,
+            })
+        };
+        if seq < expected_seq {
+            let detail =
+                format!("it says seq {seq} but is stored where seq {expected_seq} belongs");
             report.first_break = broken(&view.id, time, BreakReason::Misplaced { detail });
             break;
         }

@@ -1,30 +1,28 @@
-//! Group commit. This module owns the one writer thread of an audit file: it takes everything
-//! queued (up to `max_batch`), links each event into its day's hash chain, writes the batch —
-//! the events, their time-index entries, chain bookkeeping, and a slice of the index backlog
-//! (see `index`) — in ONE redb transaction with immediate durability, and only then lets an
-//! acknowledger thread tell each producer where its event landed. It also owns the chain head
-//! (next seq, current chain, last hash) and the index backlog, both re-read from the file at
-//! open. It must never acknowledge an event before its batch is durable, never store an id
-//! twice, and never drop a queued event without counting it.
+//! Group commit. This module owns the one writer thread of an audit log: it takes everything
+//! queued (up to `max_batch`), links each event into its day's hash chain, appends the batch's
+//! frames to the day's segment with ONE write and ONE `fdatasync` (see `segment`), and only then
+//! lets an acknowledger thread tell each producer where its event landed and hands the events'
+//! index entries to the indexer thread (see `index`). It also owns the chain head (next seq,
+//! current chain, last hash), re-read from the segments at open. It must never acknowledge an
+//! event before its batch is durable, never store an id twice, and never drop a queued event
+//! without counting it; after a write it could not undo it refuses every later batch.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadableDatabase};
 use tokio::sync::oneshot;
 
-use super::chain::{
-    build_record, chain_day, chain_name, day_of, decode_record, genesis, parse_view,
-    record_canonical,
-};
+use super::chain::{build_record, chain_name, day_of, genesis, record_canonical};
 use super::error::AuditError;
 use super::event::{Prepared, append_canonical, json_line, system_time_to_us};
-use super::index::{BacklogStep, Entry, IndexBacklog, Indexes};
-use super::tables::{self, EVENTS, INDEXED_KEY, LAST_SEQ_KEY, META, PURGED, SEGMENTS};
+use super::index::{Entry, IndexWork, UnindexedIds};
+use super::segment::{AppendError, Appender, Pending, Segments};
+use super::tables::BY_ID;
 use crate::clock::{Clock, monotonic_now};
 use crate::error::StorageError;
 use crate::redb_backend::map_redb;
@@ -40,7 +38,7 @@ pub(crate) enum Request {
         prepared: Prepared,
         ack: Option<oneshot::Sender<AckResult>>,
     },
-    /// Write every index entry still in the backlog, then signal.
+    /// Have the indexer write every entry it holds, then signal.
     FlushIndex(oneshot::Sender<()>),
 }
 
@@ -51,20 +49,6 @@ impl Request {
     }
 }
 
-/// Collected entries form a sorted run once there are this many…
-const MIN_RUN: usize = 8192;
-/// …or once the oldest is this old.
-const MAX_PENDING_AGE: Duration = Duration::from_millis(250);
-/// A batch's transaction also writes at least this many entries of the current run, and at
-/// least `RUN_SLICE_PER_EVENT` per event in it, so runs drain faster than events arrive.
-const RUN_SLICE_MIN: usize = 512;
-const RUN_SLICE_PER_EVENT: usize = 8;
-/// Entries per transaction when the writer has nothing else to do.
-const IDLE_SLICE: usize = 4096;
-/// How long the queue must stay empty before the writer spends a transaction on the backlog
-/// alone.
-const IDLE_GRACE: Duration = Duration::from_millis(5);
-
 /// While waiting for the producers of the previous batch to come back, the writer stops
 /// waiting once none has arrived for this long: they are not on their way, and the events
 /// already queued should not wait for them.
@@ -72,8 +56,11 @@ const STRAGGLER_GAP: Duration = Duration::from_micros(200);
 
 /// State shared by the log handle, the writer and the background threads.
 pub(crate) struct Shared {
+    /// The index file.
     pub(crate) path: PathBuf,
     pub(crate) db: Database,
+    pub(crate) segments: Segments,
+    pub(crate) unindexed_ids: UnindexedIds,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) counters: Counters,
     pub(crate) hold: Hold,
@@ -145,95 +132,35 @@ pub(crate) struct Head {
 }
 
 impl Head {
+    /// The head of an empty log whose seqs continue after `last_seq`.
+    pub(crate) fn empty(last_seq: u64) -> Self {
+        Self {
+            next_seq: last_seq + 1,
+            day: None,
+            chain: String::new(),
+            last_hash: [0; 32],
+            last_hash_hex: [b'0'; 64],
+        }
+    }
+
+    /// The head after an event of `chain` (a day) with `hash`, continuing after `last_seq`.
+    pub(crate) fn after(last_seq: u64, day: u64, chain: String, hash: [u8; 32]) -> Self {
+        let mut head = Self {
+            next_seq: last_seq + 1,
+            day: Some(day),
+            chain,
+            last_hash: [0; 32],
+            last_hash_hex: [b'0'; 64],
+        };
+        head.link_to(hash);
+        head
+    }
+
     fn link_to(&mut self, hash: [u8; 32]) {
         self.last_hash = hash;
         // 64 bytes is exactly room for 32 bytes in hex; this cannot fail.
         let _ = hex::encode_to_slice(hash, &mut self.last_hash_hex);
     }
-}
-
-/// Reads the chain head and the index backlog back from the file: the head after the last
-/// stored event (or after the purge boundary when every event has been purged), the backlog
-/// from the events after the index watermark.
-pub(crate) fn recover(shared: &Shared) -> Result<(Head, IndexBacklog), StorageError> {
-    let txn = shared.db.begin_read().map_err(|e| shared.err(e))?;
-    let meta = txn.open_table(META).map_err(|e| shared.err(e))?;
-    let meta_value = |key| -> Result<u64, StorageError> {
-        Ok(meta
-            .get(key)
-            .map_err(|e| shared.err(e))?
-            .map_or(0, |v| v.value()))
-    };
-    let last_written = meta_value(LAST_SEQ_KEY)?;
-    let indexed_through = meta_value(INDEXED_KEY)?;
-    let events = txn.open_table(EVENTS).map_err(|e| shared.err(e))?;
-    let purged = txn.open_table(PURGED).map_err(|e| shared.err(e))?;
-    let boundary = tables::read_boundary(&shared.path, &purged)?;
-
-    let mut unindexed = Vec::new();
-    for entry in events
-        .range(indexed_through + 1..)
-        .map_err(|e| shared.err(e))?
-    {
-        let (key, value) = entry.map_err(|e| shared.err(e))?;
-        let seq = key.value();
-        let corrupt = |detail| shared.corrupt(format!("audit event {seq}: {detail}"));
-        let record = decode_record(value.value()).map_err(corrupt)?;
-        let view = parse_view(record.canonical).map_err(corrupt)?;
-        let time_us = view
-            .time_us()
-            .ok_or_else(|| corrupt("bad time".to_owned()))?;
-        unindexed.push(Entry {
-            time_us,
-            seq,
-            event_type: view.event.into_owned(),
-            user: view.user.into_owned(),
-            session_id: view.session_id.into_owned(),
-            id: view.id.into_owned(),
-        });
-    }
-    if !unindexed.is_empty() {
-        tracing::debug!(events = unindexed.len(), "audit index backlog re-read");
-    }
-    let backlog = IndexBacklog::new(indexed_through, unindexed, monotonic_now());
-
-    let (last_seq, chain, hash) =
-        if let Some((key, value)) = events.last().map_err(|e| shared.err(e))? {
-            let seq = key.value();
-            let record = decode_record(value.value())
-                .map_err(|detail| shared.corrupt(format!("audit event {seq}: {detail}")))?;
-            let view = parse_view(record.canonical)
-                .map_err(|detail| shared.corrupt(format!("audit event {seq}: {detail}")))?;
-            (seq, view.chain.into_owned(), *record.hash)
-        } else if let Some(boundary) = boundary {
-            let hash = hex::decode(&boundary.hash)
-                .ok()
-                .and_then(|h| <[u8; 32]>::try_from(h).ok())
-                .ok_or_else(|| shared.corrupt("audit purge boundary has a bad hash".to_owned()))?;
-            (boundary.through_seq, boundary.chain, hash)
-        } else {
-            let head = Head {
-                next_seq: last_written + 1,
-                day: None,
-                chain: String::new(),
-                last_hash: [0; 32],
-                last_hash_hex: [b'0'; 64],
-            };
-            return Ok((head, backlog));
-        };
-    let day = chain_day(&chain)
-        .ok_or_else(|| shared.corrupt(format!("audit chain name {chain:?} is not a day")))?;
-    let mut head = Head {
-        // A seq is never reused, even if the events after `last_seq` were removed behind hop's
-        // back (verify reports that).
-        next_seq: last_seq.max(last_written) + 1,
-        day: Some(day),
-        chain,
-        last_hash: [0; 32],
-        last_hash_hex: [b'0'; 64],
-    };
-    head.link_to(hash);
-    Ok((head, backlog))
 }
 
 /// The group-commit policy.
@@ -251,32 +178,47 @@ pub(crate) struct Writer {
     shared: Arc<Shared>,
     queue: Receiver<Request>,
     head: Head,
-    backlog: IndexBacklog,
+    appender: Option<Appender>,
     policy: BatchPolicy,
     acks: mpsc::Sender<AckBatch>,
+    index: SyncSender<IndexWork>,
     forward: Option<SyncSender<Vec<Vec<u8>>>>,
+    /// A failed batch could not be cut back off its segment: nothing more may be appended.
+    wedged: AtomicBool,
 }
 
 /// One event of a batch: what to write and whom to tell.
 type Item = (Prepared, Option<oneshot::Sender<AckResult>>);
 
+/// A batch built and ready to write: per segment part, its chain, first seq and bytes.
+struct Built {
+    parts: Vec<(String, u64, Pending)>,
+    outcomes: Vec<(u64, bool)>,
+    head: Head,
+    lines: Vec<Vec<u8>>,
+}
+
 impl Writer {
     pub(crate) fn new(
         shared: Arc<Shared>,
         queue: Receiver<Request>,
-        (head, backlog): (Head, IndexBacklog),
+        head: Head,
         policy: BatchPolicy,
         acks: mpsc::Sender<AckBatch>,
+        index: SyncSender<IndexWork>,
         forward: Option<SyncSender<Vec<Vec<u8>>>>,
     ) -> Self {
+        let appender = Appender::resume(&shared.segments, &head.chain);
         Self {
             shared,
             queue,
             head,
-            backlog,
+            appender,
             policy,
             acks,
+            index,
             forward,
+            wedged: AtomicBool::new(false),
         }
     }
 
@@ -286,7 +228,7 @@ impl Writer {
         // with their next event right after being acknowledged.
         let mut last_len = 1;
         let mut batch = Vec::with_capacity(self.policy.max_batch.min(4096));
-        while let Some(first) = self.next_request() {
+        while let Ok(first) = self.queue.recv() {
             self.taken(1);
             self.shared.hold.wait_released();
             batch.push(first);
@@ -296,86 +238,10 @@ impl Writer {
             last_len = batch.len();
             self.commit(&mut batch);
         }
-        if let Err(error) = self.flush_index() {
-            tracing::warn!(%error, "audit index backlog not written at shutdown; it is rebuilt at the next open");
+        if let Some(appender) = &self.appender {
+            appender.seal();
         }
         tracing::debug!(path = %self.shared.path.display(), "audit writer stopped");
-    }
-
-    /// The next request; while none comes and the index backlog has work, does that work.
-    /// `None` once every handle to the queue is gone and the queue is empty.
-    fn next_request(&mut self) -> Option<Request> {
-        loop {
-            let Some(due) = self.backlog.due(MAX_PENDING_AGE, monotonic_now()) else {
-                return self.queue.recv().ok();
-            };
-            let wait = due
-                .saturating_duration_since(monotonic_now())
-                .max(IDLE_GRACE);
-            match self.queue.recv_timeout(wait) {
-                Ok(req) => return Some(req),
-                Err(RecvTimeoutError::Disconnected) => return None,
-                Err(RecvTimeoutError::Timeout) => loop {
-                    // Idle: work through the backlog a slice per transaction, looking at the
-                    // queue between slices so an arriving event waits for one slice at most.
-                    match self.index_slice(IDLE_SLICE) {
-                        Ok(true) => {}
-                        Ok(false) => break,
-                        Err(error) => {
-                            tracing::error!(%error, "audit index backlog could not be written; will retry");
-                            std::thread::sleep(Duration::from_millis(100));
-                            break;
-                        }
-                    }
-                    match self.queue.try_recv() {
-                        Ok(req) => return Some(req),
-                        Err(TryRecvError::Empty) => {}
-                        Err(TryRecvError::Disconnected) => return None,
-                    }
-                },
-            }
-        }
-    }
-
-    /// Writes the whole index backlog, in as many transactions as it takes (usually one).
-    fn flush_index(&mut self) -> Result<(), redb::Error> {
-        while self.index_slice(usize::MAX)? {}
-        Ok(())
-    }
-
-    /// Writes up to `budget` backlog entries in one transaction. Returns whether work remains.
-    fn index_slice(&mut self, budget: usize) -> Result<bool, redb::Error> {
-        self.backlog
-            .maybe_form_run(0, MAX_PENDING_AGE, true, monotonic_now());
-        if !self.backlog.has_work() {
-            return Ok(false);
-        }
-        let mut step = BacklogStep::default();
-        match self.write_backlog(&mut step, budget) {
-            Ok(()) => {
-                self.backlog.committed(step);
-                Ok(self.backlog.has_work())
-            }
-            Err(err) => {
-                self.backlog.aborted(step);
-                Err(err)
-            }
-        }
-    }
-
-    fn write_backlog(&mut self, step: &mut BacklogStep, budget: usize) -> Result<(), redb::Error> {
-        let mut txn = self.shared.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
-        {
-            let mut indexes = Indexes::open(&txn)?;
-            let (s, through) = self.backlog.write(&mut indexes, budget)?;
-            *step = s;
-            if let Some(through) = through {
-                txn.open_table(META)?.insert(INDEXED_KEY, through)?;
-            }
-        }
-        txn.commit()?;
-        Ok(())
     }
 
     fn taken(&self, n: usize) {
@@ -457,42 +323,35 @@ impl Writer {
     /// Writes `batch` durably and hands the acknowledgements on; empties `batch`.
     fn commit(&mut self, batch: &mut Vec<Request>) {
         let mut items: Vec<Item> = Vec::with_capacity(batch.len());
-        let mut flush_waiters = Vec::new();
         for req in batch.drain(..) {
             match req {
                 Request::Event { prepared, ack } => items.push((prepared, ack)),
-                Request::FlushIndex(done) => flush_waiters.push(done),
+                Request::FlushIndex(done) => {
+                    // Events before it in this batch are handed to the indexer first.
+                    if !items.is_empty() {
+                        self.commit_events(std::mem::take(&mut items));
+                    }
+                    if let Err(mpsc::SendError(IndexWork::Flush(done))) =
+                        self.index.send(IndexWork::Flush(done))
+                    {
+                        let _ = done.send(());
+                    }
+                }
             }
         }
         if !items.is_empty() {
             self.commit_events(items);
         }
-        if !flush_waiters.is_empty() {
-            if let Err(error) = self.flush_index() {
-                tracing::error!(%error, "audit index backlog could not be written");
-            }
-            for done in flush_waiters {
-                let _ = done.send(());
-            }
-        }
     }
 
-    fn commit_events(&mut self, mut items: Vec<Item>) {
-        let mut lines = Vec::new();
-        self.backlog
-            .maybe_form_run(MIN_RUN, MAX_PENDING_AGE, false, monotonic_now());
-        let mut step = BacklogStep::default();
-        let result = self.write_batch(
-            &mut items,
-            &mut step,
-            self.forward.is_some().then_some(&mut lines),
-        );
+    fn commit_events(&mut self, items: Vec<Item>) {
+        let result = self.write_batch(&items);
         let counters = &self.shared.counters;
         let mut acks = Vec::with_capacity(items.len());
         match result {
-            Ok((outcomes, head)) => {
-                self.head = head;
-                self.backlog.committed(step);
+            Ok(built) => {
+                self.head = built.head;
+                let outcomes = built.outcomes;
                 let duplicates = outcomes.iter().filter(|(_, dup)| *dup).count();
                 counters
                     .written
@@ -501,34 +360,11 @@ impl Writer {
                     .duplicates
                     .fetch_add(duplicates as u64, Ordering::Relaxed);
                 counters.batches.fetch_add(1, Ordering::Relaxed);
-                let mut entries = Vec::with_capacity(items.len() - duplicates);
-                for ((p, ack), (seq, duplicate)) in items.into_iter().zip(outcomes) {
-                    if let Some(ack) = ack {
-                        acks.push((ack, Ok((seq, duplicate))));
-                    }
-                    if !duplicate {
-                        entries.push(Entry {
-                            time_us: p.time_us,
-                            seq,
-                            event_type: p.event_type,
-                            user: p.user,
-                            session_id: p.session_id,
-                            id: p.id,
-                        });
-                    }
-                }
-                self.backlog.add(entries, monotonic_now());
-                if let Some(forward) = &self.forward
-                    && !lines.is_empty()
-                {
-                    let n = lines.len() as u64;
-                    if forward.try_send(lines).is_err() {
-                        counters.forward_dropped.fetch_add(n, Ordering::Relaxed);
-                    }
-                }
+                let entries = self.acknowledge(items, &outcomes, &mut acks);
+                self.hand_to_indexer(entries);
+                self.forward_lines(built.lines);
             }
             Err(err) => {
-                self.backlog.aborted(step);
                 let detail = err.to_string();
                 let unacknowledged = items.iter().filter(|(_, ack)| ack.is_none()).count();
                 counters
@@ -559,92 +395,229 @@ impl Writer {
         }
     }
 
-    /// One durable transaction for the whole batch, carrying a slice of the index backlog.
-    /// Returns each item's (seq, duplicate) and the head after it; on error nothing was
-    /// written.
-    fn write_batch(
-        &mut self,
-        items: &mut [Item],
-        step: &mut BacklogStep,
-        mut lines: Option<&mut Vec<Vec<u8>>>,
-    ) -> Result<(Vec<(u64, bool)>, Head), redb::Error> {
+    /// Queues each waiting producer's outcome and returns the index entries of the new events.
+    fn acknowledge(
+        &self,
+        items: Vec<Item>,
+        outcomes: &[(u64, bool)],
+        acks: &mut AckBatch,
+    ) -> Vec<Entry> {
+        let mut entries = Vec::with_capacity(items.len());
+        for ((p, ack), &(seq, duplicate)) in items.into_iter().zip(outcomes) {
+            if let Some(ack) = ack {
+                acks.push((ack, Ok((seq, duplicate))));
+            }
+            if !duplicate {
+                entries.push(Entry {
+                    time_us: p.time_us,
+                    seq,
+                    event_type: p.event_type,
+                    user: p.user,
+                    session_id: p.session_id,
+                    id: p.id,
+                });
+            }
+        }
+        entries
+    }
+
+    /// Claims the new events' ids until they are indexed, and hands their entries on. Blocks
+    /// while the indexer is far behind: the log then runs at the speed of its index.
+    fn hand_to_indexer(&self, entries: Vec<Entry>) {
+        if entries.is_empty() {
+            return;
+        }
+        {
+            let mut ids = self.shared.unindexed_ids.lock();
+            for e in &entries {
+                ids.insert(e.id.clone(), e.seq);
+            }
+        }
+        if self.index.send(IndexWork::Entries(entries)).is_err() {
+            tracing::error!(
+                "audit indexer is gone; new events are rebuilt into the index at the next open"
+            );
+        }
+    }
+
+    fn forward_lines(&self, lines: Vec<Vec<u8>>) {
+        if let Some(forward) = &self.forward
+            && !lines.is_empty()
+        {
+            let n = lines.len() as u64;
+            if forward.try_send(lines).is_err() {
+                self.shared
+                    .counters
+                    .forward_dropped
+                    .fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Builds the batch, appends it durably, and publishes it to readers. On error nothing
+    /// of it remains.
+    fn write_batch(&mut self, items: &[Item]) -> Result<Built, StorageError> {
+        if self.wedged.load(Ordering::Relaxed) {
+            return Err(self.shared.corrupt(
+                "an earlier batch could not be undone after a failed write; restart hop so the \
+                 segment is repaired at open"
+                    .to_owned(),
+            ));
+        }
+        let existing = self.existing_ids(items)?;
+        let built = self.build(items, &existing);
+        let shared = Arc::clone(&self.shared);
+        let _appends = shared.segments.lock_appends();
+        self.append(&built.parts)?;
+        self.shared
+            .segments
+            .made_durable(built.head.next_seq.saturating_sub(1));
+        Ok(built)
+    }
+
+    /// The seqs already holding the ids of `items` (not freshly assigned ones), looked up in
+    /// the unindexed ids and then the id index. The index is read in a transaction begun while
+    /// the unindexed ids are locked: an id the indexer removed from them was committed before.
+    fn existing_ids(&self, items: &[Item]) -> Result<HashMap<String, u64>, StorageError> {
+        let mut found = HashMap::new();
+        let mut unknown = Vec::new();
+        let txn = {
+            let ids = self.shared.unindexed_ids.lock();
+            for (p, _) in items.iter().filter(|(p, _)| !p.fresh_id) {
+                match ids.get(&p.id) {
+                    Some(seq) => {
+                        found.insert(p.id.clone(), *seq);
+                    }
+                    None => unknown.push(p.id.as_str()),
+                }
+            }
+            if unknown.is_empty() {
+                return Ok(found);
+            }
+            self.shared
+                .db
+                .begin_read()
+                .map_err(|e| self.shared.err(e))?
+        };
+        let by_id = txn.open_table(BY_ID).map_err(|e| self.shared.err(e))?;
+        for id in unknown {
+            if let Some(seq) = by_id.get(id.as_bytes()).map_err(|e| self.shared.err(e))? {
+                found.insert(id.to_owned(), seq.value());
+            }
+        }
+        Ok(found)
+    }
+
+    /// Links every new event into its chain and frames it; repeats get their original's seq.
+    fn build(&self, items: &[Item], existing: &HashMap<String, u64>) -> Built {
         let today = day_of(system_time_to_us(self.shared.clock.now()));
         let mut head = self.head.clone();
         let mut outcomes = Vec::with_capacity(items.len());
-        let mut txn = self.shared.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
-        {
-            let mut events = txn.open_table(EVENTS)?;
-            let mut indexes = Indexes::open(&txn)?;
-            // Ids claimed earlier in this batch.
-            let mut claimed: HashMap<&str, u64> = HashMap::new();
-            // (chain, first seq, last seq) of each chain this batch wrote to, in order.
-            let mut touched: Vec<(String, u64, u64)> = Vec::new();
-            for (p, _) in items.iter() {
-                // An id the log has just assigned (a v7 UUID) cannot be stored already.
-                let existing = if p.fresh_id {
-                    None
-                } else {
-                    match claimed.get(p.id.as_str()) {
-                        Some(seq) => Some(*seq),
-                        None => match self.backlog.unindexed_id(&p.id) {
-                            Some(seq) => Some(seq),
-                            None => indexes.indexed_id(&p.id)?,
-                        },
-                    }
-                };
-                if let Some(existing) = existing {
-                    outcomes.push((existing, true));
+        let mut parts: Vec<(String, u64, Pending)> = Vec::new();
+        let mut lines = Vec::new();
+        // Ids claimed earlier in this batch.
+        let mut claimed: HashMap<&str, u64> = HashMap::new();
+        for (p, _) in items {
+            if !p.fresh_id {
+                let seen = claimed.get(p.id.as_str()).or_else(|| existing.get(&p.id));
+                if let Some(seq) = seen {
+                    outcomes.push((*seq, true));
                     continue;
                 }
-                let seq = head.next_seq;
-                if !p.fresh_id {
-                    claimed.insert(&p.id, seq);
-                }
-                // A chain per UTC day; the day never goes back, even if the clock does.
-                let day = head.day.map_or(today, |d| d.max(today));
-                if head.day != Some(day) {
-                    head.day = Some(day);
-                    head.chain = chain_name(day);
-                    head.link_to(genesis(&head.chain));
-                }
-                let (record, hash) = build_record(&head.last_hash, p.body.len() + 128, |out| {
-                    append_canonical(out, &p.body, seq, &head.chain, &head.last_hash_hex);
-                });
-                events.insert(seq, record.as_slice())?;
-                indexes.by_time.insert((p.time_us, seq), ())?;
-                if let Some(lines) = lines.as_deref_mut() {
-                    lines.push(json_line(record_canonical(&record), &hash));
-                }
-                head.link_to(hash);
-                head.next_seq += 1;
-                match touched.last_mut() {
-                    Some((chain, _, last)) if *chain == head.chain => *last = seq,
-                    _ => touched.push((head.chain.clone(), seq, seq)),
-                }
-                outcomes.push((seq, false));
             }
-            let written = outcomes.iter().filter(|(_, dup)| !dup).count();
-            let budget = RUN_SLICE_MIN.max(RUN_SLICE_PER_EVENT * written);
-            let (s, indexed_through) = self.backlog.write(&mut indexes, budget)?;
-            *step = s;
-            let mut meta = txn.open_table(META)?;
-            if let Some(through) = indexed_through {
-                meta.insert(INDEXED_KEY, through)?;
+            let seq = head.next_seq;
+            if !p.fresh_id {
+                claimed.insert(&p.id, seq);
             }
-            if !touched.is_empty() {
-                let mut segments = txn.open_table(SEGMENTS)?;
-                for (chain, first, last) in touched {
-                    let first = segments
-                        .get(chain.as_str())?
-                        .map_or(first, |row| row.value().0);
-                    segments.insert(chain.as_str(), (first, last))?;
+            // A chain per UTC day; the day never goes back, even if the clock does.
+            let day = head.day.map_or(today, |d| d.max(today));
+            if head.day != Some(day) {
+                head.day = Some(day);
+                head.chain = chain_name(day);
+                head.link_to(genesis(&head.chain));
+            }
+            let (record, hash) = build_record(&head.last_hash, p.body.len() + 128, |out| {
+                append_canonical(out, &p.body, seq, &head.chain, &head.last_hash_hex);
+            });
+            if self.forward.is_some() {
+                lines.push(json_line(record_canonical(&record), &hash));
+            }
+            match parts.last_mut() {
+                Some((chain, _, pending)) if *chain == head.chain => pending.push(&record),
+                _ => {
+                    let mut pending = Pending::default();
+                    pending.push(&record);
+                    parts.push((head.chain.clone(), seq, pending));
                 }
-                meta.insert(LAST_SEQ_KEY, head.next_seq - 1)?;
             }
+            head.link_to(hash);
+            head.next_seq += 1;
+            outcomes.push((seq, false));
         }
-        txn.commit()?;
-        Ok((outcomes, head))
+        Built {
+            parts,
+            outcomes,
+            head,
+            lines,
+        }
+    }
+
+    /// Appends each part to its chain's segment (creating segments as days begin), each part
+    /// with one write and one fsync. A part that fails is cut back off its segment (a segment
+    /// created for it is removed); if an earlier part of the batch was already durable, or
+    /// the cut failed, the writer is wedged: those events cannot be unwritten, and their seqs
+    /// must not be handed out again.
+    fn append(&mut self, parts: &[(String, u64, Pending)]) -> Result<(), StorageError> {
+        let mut current = self.appender.take();
+        let mut wrote_any = false;
+        for (chain, first_seq, pending) in parts {
+            let mut created = false;
+            if current
+                .as_ref()
+                .is_none_or(|a| a.chain() != chain || a.is_retired())
+            {
+                match Appender::create(&self.shared.segments, chain, *first_seq) {
+                    Ok(next) => {
+                        created = true;
+                        if let Some(old) = current.replace(next) {
+                            old.seal();
+                        }
+                    }
+                    Err(err) => {
+                        self.appender = current;
+                        self.wedge_if(wrote_any);
+                        return Err(err);
+                    }
+                }
+            }
+            let Some(appender) = current.as_mut() else {
+                continue;
+            };
+            if let Err(err) = appender.write(pending) {
+                let (err, cut_failed) = match err {
+                    AppendError::NotWritten(err) => (err, false),
+                    AppendError::Wedged(err) => (err, true),
+                };
+                self.wedge_if(wrote_any || cut_failed);
+                match current {
+                    Some(appender) if created && appender.is_empty() && !cut_failed => {
+                        appender.discard(&self.shared.segments);
+                    }
+                    other => self.appender = other,
+                }
+                return Err(err);
+            }
+            wrote_any = true;
+        }
+        self.appender = current;
+        Ok(())
+    }
+
+    fn wedge_if(&self, wedge: bool) {
+        if wedge {
+            self.wedged.store(true, Ordering::Relaxed);
+            tracing::error!(path = %self.shared.path.display(), "audit writer stopped taking events: a failed batch could not be undone; restart hop");
+        }
     }
 }
 

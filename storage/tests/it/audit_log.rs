@@ -358,7 +358,7 @@ fn a_file_from_a_newer_hop_is_refused_and_left_alone() {
         let mut meta = txn.open_table(META).unwrap();
         assert_eq!(
             meta.insert("schema_version", 999).unwrap().unwrap().value(),
-            1
+            2
         );
         drop(meta);
         txn.commit().unwrap();
@@ -370,7 +370,7 @@ fn a_file_from_a_newer_hop_is_refused_and_left_alone() {
             err,
             AuditError::Storage(StorageError::NewerSchema {
                 found: 999,
-                supported: 1,
+                supported: 2,
                 ..
             })
         ),

@@ -1,17 +1,74 @@
-//! Tamper evidence: edits made to the audit file behind hop's back — a flipped byte, a removed
-//! event, a cut-off tail — are reported by `verify` at exactly the event where they show.
+//! Tamper evidence: edits made to the audit segments behind hop's back — a flipped byte, a
+//! removed event, a cut-off tail — are reported by `verify` at exactly the event where they
+//! show.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hop_storage::audit::{BreakReason, VerifyReport};
 use hop_storage::{ManualClock, StoredEvent};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::support::{audit_path, numbered_event, open_audit, start_time};
 
-/// The events table, spelled out independently of the crate so a layout change fails here.
-const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_events");
+/// The segment layout, spelled out independently of the crate so a layout change fails here:
+/// `audit.segments/*.seg`, a 16-byte header (`HOPAUDS1`, first seq as u64 LE), then frames of
+/// a u32 LE length and the record.
+const MAGIC: &[u8; 8] = b"HOPAUDS1";
+
+/// Every segment file's path and bytes, in seq order.
+fn segment_files(index: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let dir = index.with_extension("segments");
+    let mut files: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect();
+    for (_, bytes) in &files {
+        assert_eq!(&bytes[..8], MAGIC);
+    }
+    files.sort_by_key(|(_, b)| u64::from_le_bytes(b[8..16].try_into().unwrap()));
+    files
+}
+
+/// The (start, end) of each frame's record in a segment's bytes, with its seq.
+fn frames(bytes: &[u8]) -> Vec<(u64, usize, usize)> {
+    let mut seq = u64::from_le_bytes(bytes[8..16].try_into().unwrap());
+    let mut at = 16;
+    let mut out = Vec::new();
+    while at < bytes.len() {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        out.push((seq, at + 4, at + 4 + len));
+        at += 4 + len;
+        seq += 1;
+    }
+    out
+}
+
+/// Applies `edit` to the stored record of `seq`, in place in its segment file.
+fn edit_record(path: &Path, seq: u64, edit: impl FnOnce(&mut [u8])) {
+    for (file, mut bytes) in segment_files(path) {
+        if let Some((_, start, end)) = frames(&bytes).into_iter().find(|f| f.0 == seq) {
+            edit(&mut bytes[start..end]);
+            std::fs::write(&file, &bytes).unwrap();
+            return;
+        }
+    }
+    panic!("no frame for seq {seq}");
+}
+
+/// The length of the stored record of `seq`.
+fn record_len(path: &Path, seq: u64) -> usize {
+    for (_, bytes) in segment_files(path) {
+        if let Some((_, start, end)) = frames(&bytes).into_iter().find(|f| f.0 == seq) {
+            return end - start;
+        }
+    }
+    panic!("no frame for seq {seq}");
+}
 
 /// Writes 50 events over two days (25 each) and returns them.
 fn write_log(dir: &Path) -> Vec<StoredEvent> {
@@ -34,35 +91,27 @@ fn verify(dir: &Path) -> VerifyReport {
         .unwrap()
 }
 
-/// Applies `edit` to the stored record of `seq` directly in the redb file.
-fn edit_record(path: &Path, seq: u64, edit: impl FnOnce(&mut [u8])) {
-    let db = Database::open(path).unwrap();
-    let txn = db.begin_write().unwrap();
-    {
-        let mut events = txn.open_table(EVENTS).unwrap();
-        let mut bytes = events.get(seq).unwrap().unwrap().value().to_vec();
-        edit(&mut bytes);
-        events.insert(seq, bytes.as_slice()).unwrap();
-    }
-    txn.commit().unwrap();
-}
-
 /// Turns `"user":"user-9"` into `"user":"vser-9"`: still valid JSON, different content.
 fn flip_user(bytes: &mut [u8]) {
     let at = bytes.windows(8).position(|w| w == b"\"user\":\"").unwrap();
     bytes[at + 8] ^= 0x03;
 }
 
+/// Cuts the frames of `seqs` out of their segment files.
 fn remove_records(path: &Path, seqs: &[u64]) {
-    let db = Database::open(path).unwrap();
-    let txn = db.begin_write().unwrap();
-    {
-        let mut events = txn.open_table(EVENTS).unwrap();
-        for seq in seqs {
-            assert!(events.remove(seq).unwrap().is_some());
+    let mut removed = 0;
+    for (file, bytes) in segment_files(path) {
+        let mut kept = bytes[..16].to_vec();
+        for (seq, start, end) in frames(&bytes) {
+            if seqs.contains(&seq) {
+                removed += 1;
+            } else {
+                kept.extend_from_slice(&bytes[start - 4..end]);
+            }
         }
+        std::fs::write(&file, &kept).unwrap();
     }
-    txn.commit().unwrap();
+    assert_eq!(removed, seqs.len());
 }
 
 #[test]
@@ -103,12 +152,7 @@ fn a_flipped_byte_anywhere_in_the_record_is_reported_as_that_event() {
     let dir = tempfile::tempdir().unwrap();
     write_log(dir.path());
     let path = audit_path(dir.path());
-    let len = {
-        let db = Database::open(&path).unwrap();
-        let txn = db.begin_read().unwrap();
-        let events = txn.open_table(EVENTS).unwrap();
-        events.get(30).unwrap().unwrap().value().len()
-    };
+    let len = record_len(&path, 30);
     // The version byte, the stored hash, the JSON's start, middle and end, and every byte of
     // a stretch in the middle.
     let mut positions = vec![0, 1, 20, 32, 33, 34, len / 2, len - 2, len - 1];

@@ -11,6 +11,7 @@ mod audit_log;
 mod audit_retention;
 mod audit_search;
 mod audit_tamper;
+mod audit_upgrade;
 mod clock;
 mod compat;
 mod crash;

@@ -1,0 +1,133 @@
+//! The one-time upgrade of a version-1 audit file, which held every event in its
+//! `audit_events` table, to version 2, where events live in segment files. This module owns
+//! moving the records — byte for byte, so every hash still links — into segments, and the
+//! single transaction that then drops the old tables and stamps version 2. It must never change
+//! a record, and never leave a half-migrated log behind: until that transaction commits the
+//! file is still a complete version-1 log, and an interrupted migration starts over.
+
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable};
+
+use super::chain::{decode_record, parse_view};
+use super::segment::{self, Appender, Pending, Segments};
+use super::tables::{
+    self, AUDIT_SCHEMA_VERSION, EVENTS, LAST_SEQ_KEY, META, SCHEMA_VERSION_KEY, SEGMENTS,
+};
+use crate::error::StorageError;
+use crate::redb_backend::map_redb;
+
+/// Records buffered before a write.
+const FLUSH_BYTES: usize = 4 << 20;
+
+/// Moves the events of the version-1 file `path` into segments under `dir` and stamps the file
+/// version 2.
+pub(crate) fn from_v1(path: &Path, db: &Database, dir: &Path) -> Result<(), StorageError> {
+    let err = |e: redb::Error| map_redb(path, e);
+    segment::fresh_dir(dir)?;
+    let segments = Segments::new(dir.to_owned(), Vec::new(), 0);
+    let (moved, last_seq) = {
+        let txn = db.begin_read().map_err(|e| err(e.into()))?;
+        let events = txn.open_table(EVENTS).map_err(|e| err(e.into()))?;
+        let mut copier = Copier::new(&segments);
+        for entry in events.iter().map_err(|e| err(e.into()))? {
+            let (key, value) = entry.map_err(|e| err(e.into()))?;
+            copier.push(path, key.value(), value.value())?;
+        }
+        copier.finish()?
+    };
+    let txn = tables::begin_durable(path, db)?;
+    {
+        let mut meta = txn.open_table(META).map_err(|e| err(e.into()))?;
+        let recorded = meta
+            .get(LAST_SEQ_KEY)
+            .map_err(|e| err(e.into()))?
+            .map_or(0, |v| v.value());
+        meta.insert(LAST_SEQ_KEY, recorded.max(last_seq))
+            .map_err(|e| err(e.into()))?;
+        meta.insert(SCHEMA_VERSION_KEY, AUDIT_SCHEMA_VERSION)
+            .map_err(|e| err(e.into()))?;
+    }
+    txn.delete_table(EVENTS).map_err(|e| err(e.into()))?;
+    txn.delete_table(SEGMENTS).map_err(|e| err(e.into()))?;
+    txn.commit().map_err(|e| err(e.into()))?;
+    tracing::info!(
+        path = %path.display(),
+        segments = %dir.display(),
+        events = moved,
+        "audit log upgraded: events moved into segment files"
+    );
+    Ok(())
+}
+
+/// Copies records in seq order into segments: a new segment at each new chain and after any
+/// gap in the seqs, so a segment's seqs stay contiguous.
+struct Copier<'a> {
+    segments: &'a Segments,
+    appender: Option<Appender>,
+    pending: Pending,
+    next_seq: u64,
+    moved: u64,
+}
+
+impl<'a> Copier<'a> {
+    fn new(segments: &'a Segments) -> Self {
+        Self {
+            segments,
+            appender: None,
+            pending: Pending::default(),
+            next_seq: 0,
+            moved: 0,
+        }
+    }
+
+    fn push(&mut self, path: &Path, seq: u64, record: &[u8]) -> Result<(), StorageError> {
+        let corrupt = |detail: String| StorageError::Corrupt {
+            path: path.to_owned(),
+            detail: format!("audit event {seq}: {detail}"),
+        };
+        let parsed = decode_record(record).map_err(corrupt)?;
+        let view = parse_view(parsed.canonical).map_err(corrupt)?;
+        let same_segment = self
+            .appender
+            .as_ref()
+            .is_some_and(|a| a.chain() == view.chain && seq == self.next_seq);
+        if !same_segment {
+            self.flush()?;
+            if let Some(done) = self.appender.take() {
+                done.seal();
+            }
+            self.appender = Some(Appender::create(self.segments, &view.chain, seq)?);
+        }
+        self.pending.push(record);
+        self.next_seq = seq + 1;
+        self.moved += 1;
+        if self.pending.frames.len() >= FLUSH_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StorageError> {
+        let Some(appender) = self.appender.as_mut() else {
+            return Ok(());
+        };
+        if self.pending.relative.is_empty() {
+            return Ok(());
+        }
+        appender.write(&self.pending).map_err(|e| match e {
+            segment::AppendError::NotWritten(err) | segment::AppendError::Wedged(err) => err,
+        })?;
+        self.pending = Pending::default();
+        Ok(())
+    }
+
+    /// Writes what is left; returns how many records moved and the last seq.
+    fn finish(mut self) -> Result<(u64, u64), StorageError> {
+        self.flush()?;
+        if let Some(done) = self.appender.take() {
+            done.seal();
+        }
+        Ok((self.moved, self.next_seq.saturating_sub(1)))
+    }
+}
