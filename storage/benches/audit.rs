@@ -202,6 +202,7 @@ fn append_throughput(c: &mut Criterion) {
             let events = Mutex::new((0u64, Duration::ZERO));
             let batches_before = log.stats().batches;
             let written_before = log.stats().written;
+            let (cpu_before, log_cpu_before) = cpu_times();
             group.bench_with_input(
                 BenchmarkId::from_parameter(producers),
                 &producers,
@@ -217,6 +218,7 @@ fn append_throughput(c: &mut Criterion) {
                     });
                 },
             );
+            let (cpu_after, log_cpu_after) = cpu_times();
             let mut lat = latencies.into_inner().unwrap();
             lat.sort_unstable();
             let (count, busy) = events.into_inner().unwrap();
@@ -229,7 +231,8 @@ fn append_throughput(c: &mut Criterion) {
             println!(
                 "audit append, {}: {count} events in {busy:.2?} = {:.0} events/s; \
                  ack latency µs p50 {} p90 {} p99 {} p99.9 {} max {}; {batches} fsynced \
-                 batches, {:.1} events/batch",
+                 batches, {:.1} events/batch; CPU µs/event: log threads {:.2}, whole process \
+                 (producers included) {:.2}",
                 mode.describe(producers),
                 count as f64 / busy.as_secs_f64(),
                 percentile(&lat, 0.50),
@@ -238,15 +241,57 @@ fn append_throughput(c: &mut Criterion) {
                 percentile(&lat, 0.999),
                 lat.last().copied().unwrap_or(0),
                 written as f64 / batches.max(1) as f64,
+                (log_cpu_after - log_cpu_before).as_secs_f64() * 1e6 / written.max(1) as f64,
+                (cpu_after - cpu_before).as_secs_f64() * 1e6 / written.max(1) as f64,
             );
         }
         group.finish();
     }
     println!(
-        "audit file after append benches: {} events, {:.1} MiB",
+        "audit log after append benches: {} events, index {:.1} MiB, segments {:.1} MiB",
         log.stats().written,
-        file_mib(&dir.path().join("audit.db"))
+        file_mib(&dir.path().join("audit.db")),
+        dir_mib(&dir.path().join("audit.segments"))
     );
+}
+
+/// CPU time (user + system) of this process and of the log's own threads (named
+/// `hop-audit-*`: writer, indexer, acknowledger), from `/proc`.
+fn cpu_times() -> (Duration, Duration) {
+    let ticks = |stat: &str| -> Duration {
+        // Fields after the parenthesised name: state is the 3rd, utime the 14th, stime the 15th.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let t = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Duration::from_millis((t(11) + t(12)) * 10)
+    };
+    let process = std::fs::read_to_string("/proc/self/stat").map_or(Duration::ZERO, |s| ticks(&s));
+    let mut log = Duration::ZERO;
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for task in tasks.flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if comm.starts_with("hop-audit") {
+                let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+                log += ticks(&stat);
+            }
+        }
+    }
+    (process, log)
+}
+
+fn dir_mib(path: &Path) -> f64 {
+    std::fs::read_dir(path).map_or(0.0, |entries| {
+        entries
+            .flatten()
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len() as f64 / (1024.0 * 1024.0))
+            .sum()
+    })
 }
 
 fn file_mib(path: &Path) -> f64 {

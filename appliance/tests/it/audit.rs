@@ -1,5 +1,6 @@
 //! The audit log through the real binary: events for logins and admin actions, search, export,
-//! verify, and a flipped byte in the stored file reported as exactly that event.
+//! verify, a flipped byte in the stored segment reported as exactly that event, and a log
+//! written by the redb-only store of earlier releases read after upgrade.
 
 use crate::harness::*;
 
@@ -80,22 +81,31 @@ fn logins_and_admin_actions_are_searchable_exportable_and_verifiable() {
         target[0]["id"].as_str().unwrap().to_string(),
     );
     assert!(a.stop().success());
-    let path = a.data.join("audit.db");
-    let mut bytes = std::fs::read(&path).unwrap();
-    // redb writes copy-on-write, so the event's bytes may be in the file more than once (an
-    // older page not yet reused): change every copy, as a tamperer would.
+    // The events live in append-only segment files beside audit.db: change the event's bytes
+    // there, as a tamperer would.
     let needle = b"\"name\":\"tamperxyz\"";
-    let found: Vec<usize> = bytes
-        .windows(needle.len())
-        .enumerate()
-        .filter(|(_, w)| *w == needle)
-        .map(|(i, _)| i)
-        .collect();
-    assert!(!found.is_empty(), "event bytes in the file");
-    for at in found {
-        bytes[at + 9] = b'T';
+    let mut changed = 0;
+    for entry in std::fs::read_dir(a.data.join("audit.segments")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "seg") {
+            continue;
+        }
+        let mut bytes = std::fs::read(&path).unwrap();
+        let found: Vec<usize> = bytes
+            .windows(needle.len())
+            .enumerate()
+            .filter(|(_, w)| *w == needle)
+            .map(|(i, _)| i)
+            .collect();
+        for at in &found {
+            bytes[at + 9] = b'T';
+        }
+        if !found.is_empty() {
+            changed += found.len();
+            std::fs::write(&path, &bytes).unwrap();
+        }
     }
-    std::fs::write(&path, &bytes).unwrap();
+    assert_eq!(changed, 1, "the event is stored once");
     a.restart();
     let out = a.hop(&["admin", "audit", "verify"]);
     assert_eq!(
@@ -110,4 +120,52 @@ fn logins_and_admin_actions_are_searchable_exportable_and_verifiable() {
         report.contains(&format!("seq {seq}")) && report.contains(&id),
         "{report}"
     );
+}
+
+/// The fixture `storage/tests/fixtures/audit-v1.db` was written by the audit store of earlier
+/// releases (every event inside audit.db): 300 events over 2023-11-14..16, the first day
+/// purged. Put in place of an appliance's log, it is upgraded at start, verifies, and its
+/// events are searchable and exportable next to the appliance's new ones.
+#[test]
+fn an_audit_log_from_before_segments_is_upgraded_at_start() {
+    let mut a = Appliance::start("");
+    assert!(a.stop().success());
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../storage/tests/fixtures/audit-v1.db");
+    std::fs::copy(fixture, a.data.join("audit.db")).unwrap();
+    std::fs::remove_dir_all(a.data.join("audit.segments")).unwrap();
+    a.restart();
+    let verify = a.ok(&["admin", "audit", "verify"]);
+    assert!(verify.contains("intact"), "{verify}");
+    let old = search(
+        &a,
+        &[
+            "--since",
+            "2023-11-01T00:00:00Z",
+            "--until",
+            "2023-12-01T00:00:00Z",
+            "--user",
+            "user-3",
+            "--limit",
+            "1000",
+        ],
+    );
+    assert_eq!(old.len(), 20, "{old:?}");
+    assert!(old.iter().all(|e| e["cluster"] == "test"));
+    let export = a.ok(&[
+        "admin",
+        "audit",
+        "export",
+        "--since",
+        "2023-11-01T00:00:00Z",
+        "--until",
+        "2023-12-01T00:00:00Z",
+    ]);
+    assert_eq!(export.lines().count(), 200);
+    // New events go on after the upgraded ones, and the whole log still verifies.
+    a.ok(&["admin", "users", "add", "afterupgrade", "--roles", "access"]);
+    let new = search(&a, &["--type", "user.create", "--text", "afterupgrade"]);
+    assert_eq!(new.len(), 1);
+    assert!(new[0]["seq"].as_u64().unwrap() > 300);
+    a.ok(&["admin", "audit", "verify"]);
 }

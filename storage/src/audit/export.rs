@@ -11,7 +11,9 @@ use redb::ReadableDatabase;
 use super::chain::decode_record;
 use super::error::AuditError;
 use super::event::{json_line, system_time_to_us};
-use super::tables::BY_TIME;
+use super::index::DIM_TIME;
+use super::search::{Window, blocks, indexed_through, merge, tail_positions};
+use super::tables::BLOCKS;
 use super::writer::Shared;
 
 pub(crate) fn export(
@@ -26,14 +28,20 @@ pub(crate) fn export(
         return Ok(0);
     }
     let txn = shared.db.begin_read().map_err(|e| shared.err(e))?;
-    let by_time = txn.open_table(BY_TIME).map_err(|e| shared.err(e))?;
+    let window = Window {
+        lo,
+        hi,
+        newest_first: false,
+        indexed_through: indexed_through(shared, &txn)?,
+    };
+    let table = txn.open_table(BLOCKS).map_err(|e| shared.err(e))?;
+    let indexed = blocks(&table, DIM_TIME, "", &window).map_err(|e| shared.err(e))?;
+    let tail = tail_positions(shared, &window, &[], |_| true)?;
     let mut out = std::io::BufWriter::with_capacity(256 * 1024, out);
     let mut written = 0;
-    for entry in by_time.range(lo..hi).map_err(|e| shared.err(e))? {
-        let (key, _) = entry.map_err(|e| shared.err(e))?;
-        let (_, seq) = key.value();
+    for position in merge(vec![indexed, tail], false) {
+        let (_, seq) = position.map_err(|e| shared.err(e))?;
         let Some(bytes) = shared.segments.record(seq)? else {
-            tracing::warn!(seq, "audit index entry without its event; not exported");
             continue;
         };
         let record = decode_record(&bytes)

@@ -1,41 +1,44 @@
-//! The search indexes and the thread that writes them. This module owns which index entries one
-//! event has — one in time order, one per event type and id, and one per user and per session
-//! when those are set — keeps adding and removing them symmetric, and runs the indexer: a thread
-//! of its own, off the writer's path, that collects the entries of durable events, sorts them
-//! into runs and writes each run in one redb transaction.
+//! The search indexes and the thread that writes them. This module owns the index layout —
+//! posting blocks, not one B-tree entry per event — and the indexer: a thread of its own, off
+//! the writer's path, that collects the entries of durable events into runs and writes each run
+//! in one redb transaction.
 //!
-//! Why runs: redb rewrites every B-tree page a transaction touches. Inserted one batch at a
-//! time, each event's entries land on different leaves; sorted runs of many batches rewrite
-//! each leaf about once per run. Entries for events after the `indexed_through` watermark (kept
-//! in the meta table, advanced in the transaction that writes a run) may be missing; search
-//! scans those few events in the segments, and a restart re-reads them from there. This module
-//! must never advance the watermark past an event whose entries are not all written, forget an
-//! unindexed id before its entry is committed, nor leave entries behind when an event is
-//! purged.
+//! A run (up to 64k events, contiguous seqs) becomes one block per (dimension, value, second of
+//! event time): the event type, the user, the session id, and the empty value of the time
+//! dimension, each block listing its events' (time, seq) pairs in order. Search reads the blocks
+//! of the seconds its window covers, newest (or oldest) second first, and stops once its page is
+//! full. A busy value costs one B-tree entry per second per run instead of one per event; a rare
+//! one costs what a per-event index would. Ids supplied by producers (which must be idempotent)
+//! get an entry each in the id index; ids the log assigned itself (v7 UUIDs) cannot repeat and
+//! are found by their embedded time instead. The `runs` table lists each run's blocks, so
+//! retention removes them whole.
+//!
+//! Entries for events after the `indexed_through` watermark (kept in the meta table, advanced in
+//! the transaction that writes a run) are not indexed yet; search scans those few events in the
+//! segments, and a restart re-reads them from there. This module must never advance the
+//! watermark past an event whose entries are not all written, forget an unindexed id before its
+//! entry is committed, nor leave a run's blocks behind when its events are purged.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use redb::{Durability, ReadableTable, Table, WriteTransaction};
+use redb::{Database, Durability, ReadableTable, WriteTransaction};
 use tokio::sync::oneshot;
 
-use super::tables::{
-    BY_ID, BY_SESSION, BY_TIME, BY_TYPE, BY_USER, INDEXED_KEY, LAST_SEQ_KEY, META,
-};
+use super::tables::{BLOCKS, BY_ID, INDEXED_KEY, LAST_SEQ_KEY, META, RUNS};
 use super::writer::Shared;
 
-/// The index keys of one event.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct IndexKeys<'a> {
-    pub(crate) time_us: u64,
-    pub(crate) seq: u64,
-    pub(crate) event_type: &'a str,
-    pub(crate) user: &'a str,
-    pub(crate) session_id: &'a str,
-    pub(crate) id: &'a str,
-}
+/// The dimensions a block belongs to.
+pub(crate) const DIM_TIME: u8 = 0;
+pub(crate) const DIM_TYPE: u8 = 1;
+pub(crate) const DIM_USER: u8 = 2;
+pub(crate) const DIM_SESSION: u8 = 3;
+/// A block covers one second of event time.
+pub(crate) const BUCKET_US: u64 = 1_000_000;
+/// Bytes per (time, seq) pair in a block.
+pub(crate) const PAIR_LEN: usize = 16;
 
 /// The owned index keys of one event waiting to be indexed.
 #[derive(Debug, Clone)]
@@ -46,50 +49,183 @@ pub(crate) struct Entry {
     pub(crate) user: String,
     pub(crate) session_id: String,
     pub(crate) id: String,
+    /// The log assigned the id (it goes in no id index entry).
+    pub(crate) fresh_id: bool,
 }
 
-/// The index tables, open in one write transaction.
-pub(crate) struct Indexes<'txn> {
-    pub(crate) by_time: Table<'txn, (u64, u64), ()>,
-    pub(crate) by_user: Table<'txn, (&'static [u8], u64, u64), ()>,
-    pub(crate) by_session: Table<'txn, (&'static [u8], u64, u64), ()>,
-    pub(crate) by_type: Table<'txn, (&'static [u8], u64, u64), ()>,
-    pub(crate) by_id: Table<'txn, &'static [u8], u64>,
+/// The (time, seq) pairs of a block, in order.
+pub(crate) fn decode_pairs(bytes: &[u8]) -> impl Iterator<Item = (u64, u64)> + '_ {
+    bytes.chunks_exact(PAIR_LEN).map(|c| {
+        let mut time = [0u8; 8];
+        let mut seq = [0u8; 8];
+        time.copy_from_slice(&c[..8]);
+        seq.copy_from_slice(&c[8..]);
+        (u64::from_le_bytes(time), u64::from_le_bytes(seq))
+    })
 }
 
-impl<'txn> Indexes<'txn> {
-    pub(crate) fn open(txn: &'txn WriteTransaction) -> Result<Self, redb::Error> {
-        Ok(Self {
-            by_time: txn.open_table(BY_TIME)?,
-            by_user: txn.open_table(BY_USER)?,
-            by_session: txn.open_table(BY_SESSION)?,
-            by_type: txn.open_table(BY_TYPE)?,
-            by_id: txn.open_table(BY_ID)?,
+/// A block's key without its run: dimension, value, second.
+type BlockKey<'a> = (u8, &'a [u8], u64);
+
+/// Builds the blocks of a run: key → pairs in (time, seq) order.
+fn blocks_of(entries: &[Entry]) -> BTreeMap<BlockKey<'_>, Vec<u8>> {
+    let mut blocks: BTreeMap<BlockKey<'_>, Vec<(u64, u64)>> = BTreeMap::new();
+    for e in entries {
+        let bucket = e.time_us / BUCKET_US;
+        let pair = (e.time_us, e.seq);
+        blocks
+            .entry((DIM_TIME, &[], bucket))
+            .or_default()
+            .push(pair);
+        blocks
+            .entry((DIM_TYPE, e.event_type.as_bytes(), bucket))
+            .or_default()
+            .push(pair);
+        if !e.user.is_empty() {
+            blocks
+                .entry((DIM_USER, e.user.as_bytes(), bucket))
+                .or_default()
+                .push(pair);
+        }
+        if !e.session_id.is_empty() {
+            blocks
+                .entry((DIM_SESSION, e.session_id.as_bytes(), bucket))
+                .or_default()
+                .push(pair);
+        }
+    }
+    blocks
+        .into_iter()
+        .map(|(key, mut pairs)| {
+            pairs.sort_unstable();
+            let mut bytes = Vec::with_capacity(pairs.len() * PAIR_LEN);
+            for (time, seq) in pairs {
+                bytes.extend_from_slice(&time.to_le_bytes());
+                bytes.extend_from_slice(&seq.to_le_bytes());
+            }
+            (key, bytes)
         })
-    }
+        .collect()
+}
 
-    /// The seq already holding `id` in the id index, if any.
-    pub(crate) fn indexed_id(&self, id: &str) -> Result<Option<u64>, redb::Error> {
-        Ok(self.by_id.get(id.as_bytes())?.map(|seq| seq.value()))
+/// A run's row in the runs table: its last seq, then each block key (dimension, value length
+/// as u16, value, second).
+fn run_row(last_seq: u64, keys: &[BlockKey<'_>]) -> Vec<u8> {
+    let mut row = Vec::with_capacity(8 + keys.len() * 24);
+    row.extend_from_slice(&last_seq.to_le_bytes());
+    for (dim, value, bucket) in keys {
+        row.push(*dim);
+        // Values are bounded by the event schema (names far below 64 KiB).
+        row.extend_from_slice(&(value.len() as u16).to_le_bytes());
+        row.extend_from_slice(value);
+        row.extend_from_slice(&bucket.to_le_bytes());
     }
+    row
+}
 
-    /// Removes every entry of the event, its id included (if the id still points at it).
-    pub(crate) fn remove(&mut self, k: &IndexKeys<'_>) -> Result<(), redb::Error> {
-        self.by_time.remove((k.time_us, k.seq))?;
-        self.by_type
-            .remove((k.event_type.as_bytes(), k.time_us, k.seq))?;
-        if !k.user.is_empty() {
-            self.by_user.remove((k.user.as_bytes(), k.time_us, k.seq))?;
+/// A block key read back from a run row.
+pub(crate) type OwnedBlockKey = (u8, Vec<u8>, u64);
+
+/// Parses a run row: its last seq and block keys; `None` if the bytes are damaged.
+pub(crate) fn parse_run_row(row: &[u8]) -> Option<(u64, Vec<OwnedBlockKey>)> {
+    let (last, mut rest) = row.split_first_chunk::<8>()?;
+    let mut keys = Vec::new();
+    while let Some((&dim, after)) = rest.split_first() {
+        let (len, after) = after.split_first_chunk::<2>()?;
+        let len = usize::from(u16::from_le_bytes(*len));
+        if after.len() < len + 8 {
+            return None;
         }
-        if !k.session_id.is_empty() {
-            self.by_session
-                .remove((k.session_id.as_bytes(), k.time_us, k.seq))?;
-        }
-        if self.indexed_id(k.id)? == Some(k.seq) {
-            self.by_id.remove(k.id.as_bytes())?;
-        }
-        Ok(())
+        let (value, after) = after.split_at(len);
+        let (bucket, after) = after.split_first_chunk::<8>()?;
+        keys.push((dim, value.to_vec(), u64::from_le_bytes(*bucket)));
+        rest = after;
     }
+    Some((u64::from_le_bytes(*last), keys))
+}
+
+/// Writes `entries` (seq order, contiguous) as one run in `txn`: its blocks, its row, the ids
+/// producers supplied, and the watermark. Returns the run's last seq.
+pub(crate) fn write_run(txn: &WriteTransaction, entries: &[Entry]) -> Result<u64, redb::Error> {
+    let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+        return Ok(0);
+    };
+    let blocks = blocks_of(entries);
+    {
+        let mut table = txn.open_table(BLOCKS)?;
+        for ((dim, value, bucket), pairs) in &blocks {
+            table.insert((*dim, *value, *bucket, first.seq), pairs.as_slice())?;
+        }
+        let keys: Vec<BlockKey<'_>> = blocks.keys().copied().collect();
+        txn.open_table(RUNS)?
+            .insert(first.seq, run_row(last.seq, &keys).as_slice())?;
+        let mut ids: Vec<(&str, u64)> = entries
+            .iter()
+            .filter(|e| !e.fresh_id)
+            .map(|e| (e.id.as_str(), e.seq))
+            .collect();
+        ids.sort_unstable();
+        let mut by_id = txn.open_table(BY_ID)?;
+        for (id, seq) in ids {
+            by_id.insert(id.as_bytes(), seq)?;
+        }
+        let mut meta = txn.open_table(META)?;
+        let recorded = meta.get(LAST_SEQ_KEY)?.map_or(0, |v| v.value());
+        meta.insert(INDEXED_KEY, last.seq)?;
+        meta.insert(LAST_SEQ_KEY, recorded.max(last.seq))?;
+    }
+    Ok(last.seq)
+}
+
+/// Writes `entries` as one durable run of `db`.
+pub(crate) fn commit_run(db: &Database, entries: &[Entry]) -> Result<u64, redb::Error> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    let through = write_run(&txn, entries)?;
+    txn.commit()?;
+    Ok(through)
+}
+
+/// Removes the blocks and rows of every run that ends at or before `through_seq`; runs that
+/// reach past it stay (search skips their purged events). Returns how many runs went.
+pub(crate) fn remove_runs_through(
+    txn: &WriteTransaction,
+    through_seq: u64,
+) -> Result<usize, redb::Error> {
+    let mut runs = txn.open_table(RUNS)?;
+    let mut blocks = txn.open_table(BLOCKS)?;
+    let mut gone = Vec::new();
+    for row in runs.range(..=through_seq)? {
+        let (first, row) = row?;
+        let Some((last, keys)) = parse_run_row(row.value()) else {
+            tracing::warn!(
+                run = first.value(),
+                "audit run row is damaged; its blocks stay"
+            );
+            continue;
+        };
+        if last > through_seq {
+            continue;
+        }
+        for (dim, value, bucket) in &keys {
+            blocks.remove((*dim, value.as_slice(), *bucket, first.value()))?;
+        }
+        gone.push(first.value());
+    }
+    for first in &gone {
+        runs.remove(first)?;
+    }
+    Ok(gone.len())
+}
+
+/// Removes `id`'s entry if it still points at `seq`.
+pub(crate) fn remove_id(txn: &WriteTransaction, id: &str, seq: u64) -> Result<(), redb::Error> {
+    let mut by_id = txn.open_table(BY_ID)?;
+    let points_here = by_id.get(id.as_bytes())?.is_some_and(|v| v.value() == seq);
+    if points_here {
+        by_id.remove(id.as_bytes())?;
+    }
+    Ok(())
 }
 
 /// Collected entries are written once there are this many…
@@ -176,7 +312,7 @@ impl Indexer {
     fn write_pending(&mut self) {
         while !self.pending.is_empty() {
             let n = self.pending.len().min(MAX_RUN);
-            match write_run(&self.shared, &self.pending[..n]) {
+            match commit_run(&self.shared.db, &self.pending[..n]) {
                 Ok(through) => {
                     self.pending.drain(..n);
                     self.shared
@@ -192,56 +328,4 @@ impl Indexer {
             }
         }
     }
-}
-
-/// Writes `entries` (seq order) in one transaction and moves the watermark to the last one.
-fn write_run(shared: &Shared, entries: &[Entry]) -> Result<u64, redb::Error> {
-    let through = entries.last().map_or(0, |e| e.seq);
-    let mut by_time: Vec<(u64, u64)> = Vec::with_capacity(entries.len());
-    let mut by_type: Vec<(&str, u64, u64)> = Vec::with_capacity(entries.len());
-    let mut by_user: Vec<(&str, u64, u64)> = Vec::with_capacity(entries.len());
-    let mut by_session: Vec<(&str, u64, u64)> = Vec::with_capacity(entries.len());
-    let mut by_id: Vec<(&str, u64)> = Vec::with_capacity(entries.len());
-    for e in entries {
-        by_time.push((e.time_us, e.seq));
-        by_type.push((&e.event_type, e.time_us, e.seq));
-        if !e.user.is_empty() {
-            by_user.push((&e.user, e.time_us, e.seq));
-        }
-        if !e.session_id.is_empty() {
-            by_session.push((&e.session_id, e.time_us, e.seq));
-        }
-        by_id.push((&e.id, e.seq));
-    }
-    by_time.sort_unstable();
-    by_type.sort_unstable();
-    by_user.sort_unstable();
-    by_session.sort_unstable();
-    by_id.sort_unstable();
-    let mut txn = shared.db.begin_write()?;
-    txn.set_durability(Durability::Immediate)?;
-    {
-        let mut idx = Indexes::open(&txn)?;
-        for key in by_time {
-            idx.by_time.insert(key, ())?;
-        }
-        for (t, time, seq) in by_type {
-            idx.by_type.insert((t.as_bytes(), time, seq), ())?;
-        }
-        for (u, time, seq) in by_user {
-            idx.by_user.insert((u.as_bytes(), time, seq), ())?;
-        }
-        for (s, time, seq) in by_session {
-            idx.by_session.insert((s.as_bytes(), time, seq), ())?;
-        }
-        for (id, seq) in by_id {
-            idx.by_id.insert(id.as_bytes(), seq)?;
-        }
-        let mut meta = txn.open_table(META)?;
-        let last = meta.get(LAST_SEQ_KEY)?.map_or(0, |v| v.value());
-        meta.insert(INDEXED_KEY, through)?;
-        meta.insert(LAST_SEQ_KEY, last.max(through))?;
-    }
-    txn.commit()?;
-    Ok(through)
 }

@@ -1,7 +1,8 @@
 //! The one-time upgrade of a version-1 audit file, which held every event in its
-//! `audit_events` table, to version 2, where events live in segment files. This module owns
-//! moving the records — byte for byte, so every hash still links — into segments, and the
-//! single transaction that then drops the old tables and stamps version 2. It must never change
+//! `audit_events` table and one index entry per event, to version 2, where events live in
+//! segment files and the indexes are blocks. This module owns moving the records — byte for
+//! byte, so every hash still links — into segments, indexing them into blocks, and the single
+//! transaction that then drops the old tables and stamps version 2. It must never change
 //! a record, and never leave a half-migrated log behind: until that transaction commits the
 //! file is still a complete version-1 log, and an interrupted migration starts over.
 
@@ -10,26 +11,35 @@ use std::path::Path;
 use redb::{Database, ReadableDatabase, ReadableTable};
 
 use super::chain::{decode_record, parse_view};
+use super::index::{self, Entry};
 use super::segment::{self, Appender, Pending, Segments};
 use super::tables::{
-    self, AUDIT_SCHEMA_VERSION, EVENTS, LAST_SEQ_KEY, META, SCHEMA_VERSION_KEY, SEGMENTS,
+    self, AUDIT_SCHEMA_VERSION, BLOCKS, BY_SESSION, BY_TIME, BY_TYPE, BY_USER, EVENTS,
+    LAST_SEQ_KEY, META, RUNS, SCHEMA_VERSION_KEY, SEGMENTS,
 };
 use crate::error::StorageError;
 use crate::redb_backend::map_redb;
 
 /// Records buffered before a write.
 const FLUSH_BYTES: usize = 4 << 20;
+/// Events per index run.
+const RUN: usize = 65_536;
 
 /// Moves the events of the version-1 file `path` into segments under `dir` and stamps the file
 /// version 2.
 pub(crate) fn from_v1(path: &Path, db: &Database, dir: &Path) -> Result<(), StorageError> {
     let err = |e: redb::Error| map_redb(path, e);
     segment::fresh_dir(dir)?;
+    // What an interrupted upgrade indexed goes too.
+    let txn = tables::begin_durable(path, db)?;
+    txn.delete_table(BLOCKS).map_err(|e| err(e.into()))?;
+    txn.delete_table(RUNS).map_err(|e| err(e.into()))?;
+    txn.commit().map_err(|e| err(e.into()))?;
     let segments = Segments::new(dir.to_owned(), Vec::new(), 0);
     let (moved, last_seq) = {
         let txn = db.begin_read().map_err(|e| err(e.into()))?;
         let events = txn.open_table(EVENTS).map_err(|e| err(e.into()))?;
-        let mut copier = Copier::new(&segments);
+        let mut copier = Copier::new(db, &segments);
         for entry in events.iter().map_err(|e| err(e.into()))? {
             let (key, value) = entry.map_err(|e| err(e.into()))?;
             copier.push(path, key.value(), value.value())?;
@@ -50,6 +60,10 @@ pub(crate) fn from_v1(path: &Path, db: &Database, dir: &Path) -> Result<(), Stor
     }
     txn.delete_table(EVENTS).map_err(|e| err(e.into()))?;
     txn.delete_table(SEGMENTS).map_err(|e| err(e.into()))?;
+    txn.delete_table(BY_TIME).map_err(|e| err(e.into()))?;
+    txn.delete_table(BY_USER).map_err(|e| err(e.into()))?;
+    txn.delete_table(BY_SESSION).map_err(|e| err(e.into()))?;
+    txn.delete_table(BY_TYPE).map_err(|e| err(e.into()))?;
     txn.commit().map_err(|e| err(e.into()))?;
     tracing::info!(
         path = %path.display(),
@@ -60,9 +74,11 @@ pub(crate) fn from_v1(path: &Path, db: &Database, dir: &Path) -> Result<(), Stor
     Ok(())
 }
 
-/// Copies records in seq order into segments: a new segment at each new chain and after any
-/// gap in the seqs, so a segment's seqs stay contiguous.
+/// Copies records in seq order into segments (a new segment at each new chain and after any
+/// gap in the seqs, so a segment's seqs stay contiguous) and indexes them in runs.
 struct Copier<'a> {
+    db: &'a Database,
+    entries: Vec<Entry>,
     segments: &'a Segments,
     appender: Option<Appender>,
     pending: Pending,
@@ -71,8 +87,10 @@ struct Copier<'a> {
 }
 
 impl<'a> Copier<'a> {
-    fn new(segments: &'a Segments) -> Self {
+    fn new(db: &'a Database, segments: &'a Segments) -> Self {
         Self {
+            db,
+            entries: Vec::new(),
             segments,
             appender: None,
             pending: Pending::default(),
@@ -99,15 +117,29 @@ impl<'a> Copier<'a> {
             }
             self.appender = Some(Appender::create(self.segments, &view.chain, seq)?);
         }
+        let time_us = view
+            .time_us()
+            .ok_or_else(|| corrupt("bad time".to_owned()))?;
+        self.entries.push(Entry {
+            time_us,
+            seq,
+            event_type: view.event.into_owned(),
+            user: view.user.into_owned(),
+            session_id: view.session_id.into_owned(),
+            id: view.id.into_owned(),
+            // Version 1 indexed every id; keep them all findable.
+            fresh_id: false,
+        });
         self.pending.push(record);
         self.next_seq = seq + 1;
         self.moved += 1;
-        if self.pending.frames.len() >= FLUSH_BYTES {
+        if self.pending.frames.len() >= FLUSH_BYTES || self.entries.len() >= RUN {
             self.flush()?;
         }
         Ok(())
     }
 
+    /// Writes the buffered records, then indexes them.
     fn flush(&mut self) -> Result<(), StorageError> {
         let Some(appender) = self.appender.as_mut() else {
             return Ok(());
@@ -119,6 +151,8 @@ impl<'a> Copier<'a> {
             segment::AppendError::NotWritten(err) | segment::AppendError::Wedged(err) => err,
         })?;
         self.pending = Pending::default();
+        index::commit_run(self.db, &self.entries).map_err(|e| map_redb(&self.segments.dir, e))?;
+        self.entries.clear();
         Ok(())
     }
 

@@ -387,9 +387,17 @@ impl AuditLog {
 
     fn prepare(&self, ev: AuditEvent) -> Result<event::Prepared, AuditError> {
         let now = system_time_to_us(self.shared.clock.now());
-        // Version 7 (time-ordered) UUIDs: new ids land at the end of the id index instead of on
-        // a random page of it.
-        event::prepare(ev, now, || uuid::Uuid::now_v7().to_string())
+        // Version 7 (time-ordered) UUIDs from the log's clock: the embedded time names the
+        // day whose segment holds the event, which is how an assigned id is found (such ids
+        // have no id-index entry).
+        event::prepare(ev, now, || {
+            let ts = uuid::Timestamp::from_unix(
+                uuid::NoContext,
+                now / 1_000_000,
+                ((now % 1_000_000) * 1000) as u32,
+            );
+            uuid::Uuid::new_v7(ts).to_string()
+        })
     }
 
     fn queue(&self) -> Result<&SyncSender<Request>, AuditError> {

@@ -93,6 +93,8 @@ fn unindexed_entries(shared: &Shared, indexed_through: u64) -> Result<Vec<Entry>
             user: view.user.into_owned(),
             session_id: view.session_id.into_owned(),
             id: view.id.into_owned(),
+            // Whether the log assigned it is not recorded; index it as a producer's.
+            fresh_id: false,
         });
     }
     Ok(out)

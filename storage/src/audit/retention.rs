@@ -1,6 +1,8 @@
 //! Retention. This module owns deleting whole days (chains) of the log that are older than a
-//! cutoff — their index entries in short durable transactions that leave a purge boundary
-//! behind, so the retained log still verifies, then their segment files — and the background
+//! cutoff — their id entries and index runs in short durable transactions that leave a purge
+//! boundary behind, so the retained log still verifies, then their segment files (a run that
+//! reaches into the next day stays until that day goes; search skips its purged events) — and
+//! the background
 //! thread that applies `audit.retention` once an hour. It must never delete part of a day that is not
 //! strictly before the cutoff's day, nor hold the writer off for long.
 
@@ -14,7 +16,7 @@ use redb::ReadableDatabase;
 use super::chain::{chain_name, day_of, decode_record, parse_view};
 use super::error::AuditError;
 use super::event::system_time_to_us;
-use super::index::{IndexKeys, Indexes};
+use super::index;
 use super::segment::{self, HEADER_LEN, Segment, frame_corrupt};
 use super::tables::{self, BOUNDARY_KEY, Boundary, INDEXED_KEY, META, PURGED};
 use super::writer::Shared;
@@ -66,15 +68,16 @@ pub(crate) fn purge_before(shared: &Shared, cutoff: SystemTime) -> Result<PurgeR
     Ok(report)
 }
 
-/// Removes one segment: its index entries in chunks of short transactions (the last one also
-/// moves the purge boundary past it), then its files.
+/// Removes one segment: its ids from the id index in chunks of short transactions, then (in
+/// the transaction that moves the purge boundary past it) the blocks of every run that ends
+/// within it, then its files.
 fn purge_segment(
     shared: &Shared,
     segment: &Arc<Segment>,
     last_seq: u64,
     report: &mut PurgeReport,
 ) -> Result<(), AuditError> {
-    let mut chunk: Vec<Owned> = Vec::with_capacity(PURGE_CHUNK);
+    let mut chunk: Vec<(String, u64)> = Vec::with_capacity(PURGE_CHUNK);
     let mut boundary: Option<Boundary> = None;
     let mut events = 0;
     for item in segment.frames_from(HEADER_LEN) {
@@ -82,32 +85,23 @@ fn purge_segment(
         let corrupt = |d| shared.corrupt(format!("audit segment {}: {d}", segment.chain));
         let record = decode_record(&bytes).map_err(corrupt)?;
         let view = parse_view(record.canonical).map_err(corrupt)?;
-        let time_us = view
-            .time_us()
-            .ok_or_else(|| corrupt("bad time".to_owned()))?;
         boundary = Some(Boundary {
             through_seq: view.seq,
             chain: view.chain.to_string(),
             hash: hex::encode(record.hash),
         });
-        chunk.push(Owned {
-            time_us,
-            seq: view.seq,
-            event_type: view.event.into_owned(),
-            user: view.user.into_owned(),
-            session_id: view.session_id.into_owned(),
-            id: view.id.into_owned(),
-        });
+        chunk.push((view.id.into_owned(), view.seq));
         events += 1;
         if chunk.len() == PURGE_CHUNK {
-            remove_entries(shared, &chunk, None)?;
+            remove_ids(shared, &chunk)?;
             chunk.clear();
         }
     }
+    remove_ids(shared, &chunk)?;
     if let Some(b) = &mut boundary {
         b.through_seq = b.through_seq.max(last_seq);
     }
-    remove_entries(shared, &chunk, boundary.as_ref())?;
+    finish_segment(shared, boundary.as_ref(), last_seq)?;
     shared.segments.remove(segment.first_seq);
     segment::delete_files(segment)?;
     report.events += events;
@@ -117,46 +111,35 @@ fn purge_segment(
     Ok(())
 }
 
-/// The index keys of one purged event.
-struct Owned {
-    time_us: u64,
-    seq: u64,
-    event_type: String,
-    user: String,
-    session_id: String,
-    id: String,
+/// Removes the id entries of `events` (those still pointing at them) in one transaction.
+fn remove_ids(shared: &Shared, events: &[(String, u64)]) -> Result<(), AuditError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let err = |e: redb::Error| AuditError::from(shared.err(e));
+    let txn = tables::begin_durable(&shared.path, &shared.db)?;
+    for (id, seq) in events {
+        index::remove_id(&txn, id, *seq).map_err(err)?;
+    }
+    txn.commit().map_err(|e| err(e.into()))
 }
 
-/// Removes the index entries of `events` in one durable transaction, recording `boundary`.
-fn remove_entries(
+/// Removes the runs that end by `last_seq` and records `boundary`, in one transaction.
+fn finish_segment(
     shared: &Shared,
-    events: &[Owned],
     boundary: Option<&Boundary>,
+    last_seq: u64,
 ) -> Result<(), AuditError> {
     let err = |e: redb::Error| AuditError::from(shared.err(e));
     let txn = tables::begin_durable(&shared.path, &shared.db)?;
-    {
-        let mut indexes = Indexes::open(&txn).map_err(err)?;
-        for e in events {
-            indexes
-                .remove(&IndexKeys {
-                    time_us: e.time_us,
-                    seq: e.seq,
-                    event_type: &e.event_type,
-                    user: &e.user,
-                    session_id: &e.session_id,
-                    id: &e.id,
-                })
-                .map_err(err)?;
-        }
-        if let Some(boundary) = boundary {
-            let json = serde_json::to_string(boundary)
-                .map_err(|e| shared.corrupt(format!("purge boundary: {e}")))?;
-            txn.open_table(PURGED)
-                .map_err(|e| err(e.into()))?
-                .insert(BOUNDARY_KEY, json.as_str())
-                .map_err(|e| err(e.into()))?;
-        }
+    index::remove_runs_through(&txn, last_seq).map_err(err)?;
+    if let Some(boundary) = boundary {
+        let json = serde_json::to_string(boundary)
+            .map_err(|e| shared.corrupt(format!("purge boundary: {e}")))?;
+        txn.open_table(PURGED)
+            .map_err(|e| err(e.into()))?
+            .insert(BOUNDARY_KEY, json.as_str())
+            .map_err(|e| err(e.into()))?;
     }
     txn.commit().map_err(|e| err(e.into()))
 }

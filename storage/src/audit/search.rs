@@ -11,11 +11,12 @@ use std::time::SystemTime;
 use redb::{ReadOnlyTable, ReadableDatabase};
 use serde_json::Value;
 
-use super::chain::{EventView, decode_record, parse_view};
+use super::chain::{EventView, chain_name, day_of, decode_record, parse_view};
 use super::error::AuditError;
 use super::event::{StoredEvent, system_time_to_us};
+use super::index::{BUCKET_US, DIM_SESSION, DIM_TIME, DIM_TYPE, DIM_USER, decode_pairs};
 use super::segment::frame_corrupt;
-use super::tables::{BY_ID, BY_SESSION, BY_TIME, BY_TYPE, BY_USER, INDEXED_KEY, META};
+use super::tables::{BLOCKS, BY_ID, INDEXED_KEY, META};
 use super::writer::Shared;
 
 /// The page size when a query asks for none.
@@ -86,8 +87,8 @@ pub struct SearchPage {
 }
 
 /// A position in every index: (event time in µs, seq).
-type Position = (u64, u64);
-type Positions = Box<dyn Iterator<Item = Result<Position, redb::StorageError>>>;
+pub(crate) type Position = (u64, u64);
+pub(crate) type Positions = Box<dyn Iterator<Item = Result<Position, redb::StorageError>>>;
 
 /// Which index a query walks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +146,7 @@ pub(crate) fn search(shared: &Shared, q: &SearchQuery) -> Result<SearchPage, Aud
 
     let txn = shared.db.begin_read().map_err(|e| shared.err(e))?;
     let indexed_through = indexed_through(shared, &txn)?;
+    let blocks_table = txn.open_table(BLOCKS).map_err(|e| shared.err(e))?;
     let newest_first = q.order == Order::NewestFirst;
     let range = Window {
         lo,
@@ -154,36 +156,35 @@ pub(crate) fn search(shared: &Shared, q: &SearchQuery) -> Result<SearchPage, Aud
     };
     let positions: Positions = match plan {
         Plan::Session => {
-            let table = txn.open_table(BY_SESSION).map_err(|e| shared.err(e))?;
             let session = q.session_id.as_deref().unwrap_or_default();
             let tail = tail_positions(shared, &range, &[("session_id", session)], |v| {
                 v.session_id == session
             })?;
-            let indexed = keyed_range(&table, session, &range).map_err(|e| shared.err(e))?;
+            let indexed =
+                blocks(&blocks_table, DIM_SESSION, session, &range).map_err(|e| shared.err(e))?;
             merge(vec![indexed, tail], newest_first)
         }
         Plan::User => {
-            let table = txn.open_table(BY_USER).map_err(|e| shared.err(e))?;
             let user = q.user.as_deref().unwrap_or_default();
             let tail = tail_positions(shared, &range, &[("user", user)], |v| v.user == user)?;
-            let indexed = keyed_range(&table, user, &range).map_err(|e| shared.err(e))?;
+            let indexed =
+                blocks(&blocks_table, DIM_USER, user, &range).map_err(|e| shared.err(e))?;
             merge(vec![indexed, tail], newest_first)
         }
         Plan::Types => {
-            let table = txn.open_table(BY_TYPE).map_err(|e| shared.err(e))?;
             let needles: Vec<(&str, &str)> = types.iter().map(|t| ("event", *t)).collect();
             let mut sources = vec![tail_positions(shared, &range, &needles, |v| {
                 types.contains(v.event.as_ref())
             })?];
             for t in &types {
-                sources.push(keyed_range(&table, t, &range).map_err(|e| shared.err(e))?);
+                sources
+                    .push(blocks(&blocks_table, DIM_TYPE, t, &range).map_err(|e| shared.err(e))?);
             }
             merge(sources, newest_first)
         }
         Plan::Time => {
-            let table = txn.open_table(BY_TIME).map_err(|e| shared.err(e))?;
             let tail = tail_positions(shared, &range, &[], |_| true)?;
-            let indexed = time_range(&table, &range).map_err(|e| shared.err(e))?;
+            let indexed = blocks(&blocks_table, DIM_TIME, "", &range).map_err(|e| shared.err(e))?;
             merge(vec![indexed, tail], newest_first)
         }
     };
@@ -191,7 +192,10 @@ pub(crate) fn search(shared: &Shared, q: &SearchQuery) -> Result<SearchPage, Aud
     for position in positions {
         let (_, seq) = position.map_err(|e| shared.err(e))?;
         let Some(bytes) = shared.segments.record(seq)? else {
-            tracing::warn!(seq, "audit index entry without its event; skipping it");
+            // A run that reaches into a purged day keeps its blocks until that day goes too.
+            if shared.segments.holds_after(seq) {
+                tracing::warn!(seq, "audit index entry without its event; skipping it");
+            }
             continue;
         };
         let record = decode_record(&bytes)
@@ -252,8 +256,43 @@ pub(crate) fn get(shared: &Shared, id: &str) -> Result<Option<StoredEvent>, Audi
     match found.next() {
         Some(Ok((_, seq))) => load(shared, seq),
         Some(Err(e)) => Err(shared.err(e).into()),
-        None => Ok(None),
+        None => find_assigned_id(shared, id),
     }
+}
+
+/// An id the log assigned (a v7 UUID, in no id index entry) is found in the segments of the
+/// day its embedded time names (or the days either side, for a write across midnight).
+fn find_assigned_id(shared: &Shared, id: &str) -> Result<Option<StoredEvent>, AuditError> {
+    let Some(ms) = uuid::Uuid::try_parse(id)
+        .ok()
+        .and_then(|u| u.get_timestamp())
+        .map(|t| t.to_unix().0)
+    else {
+        return Ok(None);
+    };
+    let day = day_of(ms.saturating_mul(1_000_000));
+    let days: Vec<String> = (day.saturating_sub(1)..=day + 1).map(chain_name).collect();
+    let needle = format!("\"id\":{}", serde_json::to_string(id).unwrap_or_default());
+    for segment in shared.segments.snapshot() {
+        if !days.contains(&segment.chain) {
+            continue;
+        }
+        for item in segment.frames_from(super::segment::HEADER_LEN) {
+            let (_, bytes) = item.map_err(|e| AuditError::from(frame_corrupt(&segment, &e)))?;
+            let Ok(record) = decode_record(&bytes) else {
+                continue;
+            };
+            if !contains(record.canonical, needle.as_bytes()) {
+                continue;
+            }
+            if let Ok(view) = parse_view(record.canonical)
+                && view.id == id
+            {
+                return decode_stored(shared, view.seq, record.canonical, record.hash).map(Some);
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// The stored event with `seq`, if it is (still) in the log.
@@ -279,16 +318,19 @@ fn decode_stored(
 }
 
 /// The part of an index a query walks.
-struct Window {
+pub(crate) struct Window {
     /// Half-open position range [lo, hi).
-    lo: Position,
-    hi: Position,
-    newest_first: bool,
+    pub(crate) lo: Position,
+    pub(crate) hi: Position,
+    pub(crate) newest_first: bool,
     /// Index entries for later seqs may be incomplete; those events are scanned instead.
-    indexed_through: u64,
+    pub(crate) indexed_through: u64,
 }
 
-fn indexed_through(shared: &Shared, txn: &redb::ReadTransaction) -> Result<u64, AuditError> {
+pub(crate) fn indexed_through(
+    shared: &Shared,
+    txn: &redb::ReadTransaction,
+) -> Result<u64, AuditError> {
     let meta = txn.open_table(META).map_err(|e| shared.err(e))?;
     Ok(meta
         .get(INDEXED_KEY)
@@ -296,60 +338,109 @@ fn indexed_through(shared: &Shared, txn: &redb::ReadTransaction) -> Result<u64, 
         .map_or(0, |v| v.value()))
 }
 
-/// The positions in the time index within the window, for events up to the index watermark.
-fn time_range(
-    table: &ReadOnlyTable<(u64, u64), ()>,
-    w: &Window,
-) -> Result<Positions, redb::StorageError> {
-    let range = table.range(w.lo..w.hi)?;
-    let through = w.indexed_through;
-    type Entry<'a> = (redb::AccessGuard<'a, (u64, u64)>, redb::AccessGuard<'a, ()>);
-    let key = |entry: Result<Entry<'_>, redb::StorageError>| entry.map(|(k, _)| k.value());
-    let indexed = move |p: &Result<Position, redb::StorageError>| {
-        p.as_ref().map_or(true, |(_, seq)| *seq <= through)
-    };
-    Ok(if w.newest_first {
-        Box::new(range.rev().map(key).filter(indexed))
-    } else {
-        Box::new(range.map(key).filter(indexed))
-    })
-}
-
-/// The positions of `value`'s entries in a (value, time, seq) index within the window, for
-/// events up to the index watermark.
-fn keyed_range(
-    table: &ReadOnlyTable<(&'static [u8], u64, u64), ()>,
+/// The positions of `value`'s blocks of dimension `dim` within the window, for events up to
+/// the index watermark, in window order.
+pub(crate) fn blocks(
+    table: &ReadOnlyTable<(u8, &'static [u8], u64, u64), &'static [u8]>,
+    dim: u8,
     value: &str,
     w: &Window,
 ) -> Result<Positions, redb::StorageError> {
-    let (lo, hi) = (w.lo, w.hi);
     let value = value.as_bytes();
-    let range = table.range((value, lo.0, lo.1)..(value, hi.0, hi.1))?;
-    let through = w.indexed_through;
-    type Entry<'a> = (
-        redb::AccessGuard<'a, (&'static [u8], u64, u64)>,
-        redb::AccessGuard<'a, ()>,
+    let first = w.lo.0 / BUCKET_US;
+    let last = w.hi.0 / BUCKET_US;
+    let range = table.range((dim, value, first, 0)..=(dim, value, last, u64::MAX))?;
+    type Row<'a> = (
+        redb::AccessGuard<'a, (u8, &'static [u8], u64, u64)>,
+        redb::AccessGuard<'a, &'static [u8]>,
     );
-    let key = move |entry: Result<Entry<'_>, redb::StorageError>| {
-        entry.map(|(k, _)| {
-            let (_, time, seq) = k.value();
-            (time, seq)
-        })
-    };
-    let indexed = move |p: &Result<Position, redb::StorageError>| {
-        p.as_ref().map_or(true, |(_, seq)| *seq <= through)
-    };
-    Ok(if w.newest_first {
-        Box::new(range.rev().map(key).filter(indexed))
+    let row =
+        |r: Result<Row<'_>, redb::StorageError>| r.map(|(k, v)| (k.value().2, v.value().to_vec()));
+    let rows: Box<dyn Iterator<Item = BlockRow>> = if w.newest_first {
+        Box::new(range.rev().map(row))
     } else {
-        Box::new(range.map(key).filter(indexed))
-    })
+        Box::new(range.map(row))
+    };
+    Ok(Box::new(BlockWalk {
+        rows: rows.peekable(),
+        buffer: Vec::new().into_iter(),
+        lo: w.lo,
+        hi: w.hi,
+        newest_first: w.newest_first,
+        through: w.indexed_through,
+    }))
+}
+
+/// A block: its second and its (time, seq) pairs.
+type BlockRow = Result<(u64, Vec<u8>), redb::StorageError>;
+
+/// Positions from blocks, a second at a time: every block of a second is read, its pairs in
+/// the window kept and sorted, and handed out before the next second is read.
+struct BlockWalk {
+    rows: Peekable<Box<dyn Iterator<Item = BlockRow>>>,
+    buffer: std::vec::IntoIter<Position>,
+    lo: Position,
+    hi: Position,
+    newest_first: bool,
+    through: u64,
+}
+
+impl BlockWalk {
+    /// Reads the next second's blocks into the buffer; `Err` on a read failure, `Ok(false)`
+    /// when no block is left.
+    fn fill(&mut self) -> Result<bool, redb::StorageError> {
+        let mut second = None;
+        let mut positions = Vec::new();
+        loop {
+            let same = match self.rows.peek() {
+                None => false,
+                Some(Err(_)) => true,
+                Some(Ok((bucket, _))) => second.is_none_or(|s| s == *bucket),
+            };
+            if !same {
+                break;
+            }
+            let Some(row) = self.rows.next() else { break };
+            let (bucket, pairs) = row?;
+            second = Some(bucket);
+            positions.extend(
+                decode_pairs(&pairs)
+                    .filter(|p| (self.lo..self.hi).contains(p) && p.1 <= self.through),
+            );
+        }
+        if second.is_none() {
+            return Ok(false);
+        }
+        positions.sort_unstable();
+        if self.newest_first {
+            positions.reverse();
+        }
+        self.buffer = positions.into_iter();
+        Ok(true)
+    }
+}
+
+impl Iterator for BlockWalk {
+    type Item = Result<Position, redb::StorageError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(p) = self.buffer.next() {
+                return Some(Ok(p));
+            }
+            match self.fill() {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(err) => return Some(Err(err)),
+            }
+        }
+    }
 }
 
 /// The positions, in window order, of the events after the index watermark that `matches`.
 /// `needles` are (field, value) pairs one of which must appear verbatim in the event's JSON
 /// (a cheap test before the JSON is parsed).
-fn tail_positions(
+pub(crate) fn tail_positions(
     shared: &Shared,
     w: &Window,
     needles: &[(&str, &str)],
@@ -406,7 +497,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     false
 }
 
-fn merge(sources: Vec<Positions>, newest_first: bool) -> Positions {
+pub(crate) fn merge(sources: Vec<Positions>, newest_first: bool) -> Positions {
     Box::new(Merge {
         sources: sources.into_iter().map(Iterator::peekable).collect(),
         newest_first,

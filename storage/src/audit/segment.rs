@@ -270,6 +270,12 @@ impl Segments {
         list.values().cloned().collect()
     }
 
+    /// Whether `seq` is at or after the first retained segment (so not purged).
+    pub(crate) fn holds_after(&self, seq: u64) -> bool {
+        let list = self.list.read().unwrap_or_else(PoisonError::into_inner);
+        list.keys().next().is_some_and(|first| seq >= *first)
+    }
+
     /// The segment holding `seq`, if `seq` is durable and not purged.
     pub(crate) fn containing(&self, seq: u64) -> Option<Arc<Segment>> {
         if seq == 0 || seq > self.durable_through() {

@@ -7,17 +7,20 @@
 //!
 //! Tables (all times are µs since the Unix epoch, UTC; index strings are stored as their UTF-8
 //! bytes, which sort the same and compare without re-validation):
-//! - `audit_by_time`: (time, seq) → ();
-//! - `audit_by_user`, `audit_by_session`, `audit_by_type`: (value, time, seq) → (); events with
-//!   an empty user or session id are not in those indexes;
-//! - `audit_by_id`: id → seq, for idempotent appends and look-ups;
+//! - `audit_blocks`: (dimension, value, second, run's first seq) → the (time, seq) pairs of that
+//!   run's events with that value in that second (see `index`); events with an empty user or
+//!   session id are in no block of those dimensions;
+//! - `audit_runs`: run's first seq → its last seq and the keys of its blocks;
+//! - `audit_by_id`: id → seq for ids producers supplied, for idempotent appends and look-ups;
 //! - `audit_meta`: `schema_version`, `last_seq` (the last seq indexed, so a tail cut off the
 //!   segments behind hop's back is noticed), `indexed_through` (every index is complete up to
 //!   this seq; see `index`);
 //! - `audit_purged`: `boundary` → JSON of the last purged event's seq, chain and hash.
 //!
-//! Version 1 also had `audit_events` (seq → record) and `audit_segments` (chain → first and
-//! last seq); the migration moves the records into segment files and drops both.
+//! Version 1 also had `audit_events` (seq → record), `audit_segments` (chain → first and last
+//! seq) and one entry per event in `audit_by_time`, `audit_by_user`, `audit_by_session` and
+//! `audit_by_type`; the migration moves the records into segment files, indexes them into
+//! blocks, and drops those tables.
 
 use std::path::Path;
 
@@ -39,6 +42,9 @@ pub(crate) const BY_SESSION: TableDefinition<(&[u8], u64, u64), ()> =
 pub(crate) const BY_TYPE: TableDefinition<(&[u8], u64, u64), ()> =
     TableDefinition::new("audit_by_type");
 pub(crate) const BY_ID: TableDefinition<&[u8], u64> = TableDefinition::new("audit_by_id");
+pub(crate) const BLOCKS: TableDefinition<(u8, &[u8], u64, u64), &[u8]> =
+    TableDefinition::new("audit_blocks");
+pub(crate) const RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_runs");
 pub(crate) const SEGMENTS: TableDefinition<&str, (u64, u64)> =
     TableDefinition::new("audit_segments");
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("audit_meta");
@@ -122,10 +128,8 @@ fn initialize(path: &Path, db: &Database) -> Result<(), StorageError> {
             .map_err(|e| err(e.into()))?;
         meta.insert(LAST_SEQ_KEY, 0).map_err(|e| err(e.into()))?;
         meta.insert(INDEXED_KEY, 0).map_err(|e| err(e.into()))?;
-        txn.open_table(BY_TIME).map_err(|e| err(e.into()))?;
-        txn.open_table(BY_USER).map_err(|e| err(e.into()))?;
-        txn.open_table(BY_SESSION).map_err(|e| err(e.into()))?;
-        txn.open_table(BY_TYPE).map_err(|e| err(e.into()))?;
+        txn.open_table(BLOCKS).map_err(|e| err(e.into()))?;
+        txn.open_table(RUNS).map_err(|e| err(e.into()))?;
         txn.open_table(BY_ID).map_err(|e| err(e.into()))?;
         txn.open_table(PURGED).map_err(|e| err(e.into()))?;
     }

@@ -415,6 +415,7 @@ impl Writer {
                     user: p.user,
                     session_id: p.session_id,
                     id: p.id,
+                    fresh_id: p.fresh_id,
                 });
             }
         }
@@ -428,8 +429,9 @@ impl Writer {
             return;
         }
         {
+            // Ids the log assigned cannot repeat; only producers' ids need claiming.
             let mut ids = self.shared.unindexed_ids.lock();
-            for e in &entries {
+            for e in entries.iter().filter(|e| !e.fresh_id) {
                 ids.insert(e.id.clone(), e.seq);
             }
         }

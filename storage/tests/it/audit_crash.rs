@@ -17,7 +17,16 @@ use crate::support::{acknowledged_until_killed, audit_path, self_test_command};
 
 const CRASH_DIR_ENV: &str = "HOP_AUDIT_CRASH_DIR";
 const ROUND_ENV: &str = "HOP_AUDIT_CRASH_ROUND";
+/// Rounds in the test command; a bench run sets `HOP_AUDIT_CRASH_ROUNDS` (e.g. 1000) and
+/// `HOP_AUDIT_CRASH_FRESH_EVERY` (start a new log every N rounds, so a long run does not spend
+/// its time re-reading an ever larger log).
 const ROUNDS: usize = 5;
+const ROUNDS_ENV: &str = "HOP_AUDIT_CRASH_ROUNDS";
+const FRESH_ENV: &str = "HOP_AUDIT_CRASH_FRESH_EVERY";
+
+fn env_count(name: &str) -> Option<usize> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
 const THREADS: usize = 8;
 
 fn open(dir: &std::path::Path) -> AuditLog {
@@ -39,9 +48,15 @@ fn event_for(id: &str) -> AuditEvent {
 
 #[test]
 fn acknowledged_events_survive_sigkill_exactly_once() {
-    let dir = tempfile::tempdir().unwrap();
+    let rounds = env_count(ROUNDS_ENV).unwrap_or(ROUNDS);
+    let fresh_every = env_count(FRESH_ENV).unwrap_or(usize::MAX).max(1);
+    let mut dir = tempfile::tempdir().unwrap();
     let mut acknowledged: Vec<String> = Vec::new();
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
+        if round > 0 && round % fresh_every == 0 {
+            dir = tempfile::tempdir().unwrap();
+            acknowledged.clear();
+        }
         let mut cmd = self_test_command(module_path!(), "audit_crash_child_writer");
         cmd.env(CRASH_DIR_ENV, dir.path());
         cmd.env(ROUND_ENV, round.to_string());

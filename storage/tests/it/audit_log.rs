@@ -456,3 +456,32 @@ fn unwatched_events_share_commits_and_a_watched_one_does_not_wait_for_them() {
     trickle(&log);
     assert!(log.stats().batches > lingering, "{:?}", log.stats());
 }
+
+#[test]
+fn an_id_the_log_assigned_is_found_after_it_is_indexed() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(start_time());
+    let log = open_audit(dir.path(), &clock);
+    let pos = log
+        .append(AuditEvent::new("user.login", "T1000I").with_user("alice"))
+        .unwrap();
+    let fresh = pos.id.clone();
+    assert_eq!(log.get(&fresh).unwrap().unwrap().seq, pos.seq);
+    drop(log);
+    // Indexed now (close writes the index); such ids have no id-index entry of their own.
+    let log = open_audit(dir.path(), &clock);
+    let got = log.get(&fresh).unwrap().unwrap();
+    assert_eq!((got.seq, got.event.user.as_str()), (pos.seq, "alice"));
+    assert!(
+        log.get("0190b3c4-0000-7000-8000-000000000000")
+            .unwrap()
+            .is_none()
+    );
+    // Idempotency covers the ids producers supply, indexed or not.
+    let again = log.append(numbered_event(3).with_id("supplied-1")).unwrap();
+    drop(log);
+    let log = open_audit(dir.path(), &clock);
+    let repeat = log.append(numbered_event(3).with_id("supplied-1")).unwrap();
+    assert!(repeat.duplicate);
+    assert_eq!(repeat.seq, again.seq);
+}
