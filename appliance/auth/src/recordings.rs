@@ -622,18 +622,8 @@ mod tests {
         );
         assert_eq!(err.to_status().code(), tonic::Code::InvalidArgument);
         assert_eq!(
-            read_all(u.store()),
+            u.store().read(ID).unwrap(),
             [header.as_slice(), body.as_slice()].concat()
         );
-    }
-
-    fn read_all(store: &dyn RecordingBackend) -> Vec<u8> {
-        let mut bytes = Vec::new();
-        store
-            .open_reader(ID)
-            .unwrap()
-            .read_to_end(&mut bytes)
-            .unwrap();
-        bytes
     }
 }

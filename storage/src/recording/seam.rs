@@ -46,6 +46,9 @@ pub trait RecordingBackend: Send + Sync + std::fmt::Debug {
     /// The completed recording, streamed from its first byte.
     fn open_reader(&self, session_id: &str) -> Result<Box<dyn Read + Send>, RecordingStoreError>;
 
+    /// The completed recording, whole, in memory.
+    fn read(&self, session_id: &str) -> Result<Vec<u8>, RecordingStoreError>;
+
     /// Up to `len` bytes of the completed recording from `offset` (fewer at its end, none past
     /// it).
     fn read_range(
@@ -98,6 +101,10 @@ impl RecordingBackend for RecordingStore {
 
     fn open_reader(&self, session_id: &str) -> Result<Box<dyn Read + Send>, RecordingStoreError> {
         Ok(Box::new(self.open(session_id)?))
+    }
+
+    fn read(&self, session_id: &str) -> Result<Vec<u8>, RecordingStoreError> {
+        RecordingStore::read(self, session_id)
     }
 
     fn read_range(
@@ -188,6 +195,7 @@ mod tests {
             .read_to_end(&mut whole)
             .unwrap();
         assert_eq!(whole, [header.as_slice(), body.as_slice()].concat());
+        assert_eq!(store.read(ID).unwrap(), whole);
         assert_eq!(store.read_range(ID, 2, 3).unwrap(), whole[2..5]);
         assert_eq!(
             store.read_range(ID, end - 1, 9).unwrap(),
