@@ -28,8 +28,8 @@ use hop_config::{Config, ServiceRole};
 use hop_proxy::dataplane::{DataPlane, IoDriver};
 use hop_proxy::listener::TlsRoutes;
 use hop_proxy::tunnels::TunnelRegistry;
-use hop_storage::recording::RecordingStore;
-use hop_storage::{AuditLog, RedbBackend, ResourceStore, StorageError};
+use hop_storage::recording::RecordingBackend;
+use hop_storage::{AuditStore, RedbBackend, ResourceStore, StorageError};
 use tokio::sync::watch;
 
 use process::Process;
@@ -47,7 +47,7 @@ struct ControlPlane {
     auth: Arc<AuthServer>,
     api: AuthApi,
     registry: Arc<TunnelRegistry>,
-    recordings: Arc<RecordingStore>,
+    recordings: Arc<dyn RecordingBackend>,
     web_addr: String,
 }
 
@@ -179,19 +179,15 @@ async fn open_storage(p: &Process, data_dir: &Path) -> anyhow::Result<Arc<RedbBa
     Ok(backend)
 }
 
-/// Auth, with its audit log, on the cluster's store; the CAs are loaded when it returns.
+/// Auth, with its audit store, on the cluster's store; the CAs are loaded when it returns.
 async fn open_auth(
     p: &Process,
     cfg: &Config,
     store: ResourceStore,
     web_addr: &str,
-) -> anyhow::Result<(Arc<AuthServer>, Arc<AuditLog>)> {
+) -> anyhow::Result<(Arc<AuthServer>, Arc<dyn AuditStore>)> {
     let settings = auth_settings(cfg, web_addr);
-    let audit_log = Arc::new(records::open_audit_log(
-        cfg,
-        &cfg.hop.data_dir,
-        p.clock.clone(),
-    )?);
+    let audit_log = records::open_audit_store(cfg, &cfg.hop.data_dir, p.clock.clone())?;
     let audit = Arc::new(AuditLogSink::new(audit_log.clone(), p.metrics.clone()));
     let auth = {
         let (m, c) = (p.metrics.clone(), p.clock.clone());
@@ -257,10 +253,11 @@ async fn open_recordings(
     p: &mut Process,
     cfg: &Config,
     backend: &Arc<RedbBackend>,
-) -> anyhow::Result<Arc<RecordingStore>> {
+) -> anyhow::Result<Arc<dyn RecordingBackend>> {
     let recordings = {
-        let (d, b) = (cfg.hop.data_dir.clone(), backend.clone());
-        tokio::task::spawn_blocking(move || records::open_recordings(&d, b)).await??
+        let (c, b) = (cfg.clone(), backend.clone());
+        tokio::task::spawn_blocking(move || records::open_recordings(&c, &c.hop.data_dir, b))
+            .await??
     };
     if let Some(retention) = cfg.auth_service.audit.retention.map(|d| d.0) {
         p.tasks.spawn(records::recording_retention(

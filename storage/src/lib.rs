@@ -2,14 +2,16 @@
 //! with TTL leases and a change feed), its implementations — [`RedbBackend`], the embedded
 //! default kept in one file in the data directory, and [`MemoryBackend`] for tests — and the
 //! typed [`ResourceStore`] layered on top — and the durable, hash-chained [`AuditLog`], kept in a
-//! redb file of its own — and the [`recording`] module: the session-recording format, its
-//! exports and playback schedule, and the [`RecordingStore`] directory of uploaded recordings. It
+//! redb file of its own, behind the [`AuditStore`] seam every audit store implements — and the
+//! [`recording`] module: the session-recording format, its exports and playback schedule, and the
+//! [`RecordingStore`] directory of uploaded recordings behind the [`RecordingBackend`] seam. It
 //! must never read the wall clock except through an injected
 //! [`Clock`], never hold a write that is not durable when it returns, and never contain `unsafe`
 //! code.
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod audit_store;
 pub mod backend;
 pub mod clock;
 mod codec;
@@ -24,13 +26,14 @@ pub use audit::{
     AckHandle, AuditConfig, AuditError, AuditEvent, AuditLog, AuditStats, EventPosition, Order,
     SearchPage, SearchQuery, StoredEvent, VerifyReport,
 };
+pub use audit_store::{AckSender, AuditAck, AuditStore, StoreDescription};
 pub use backend::{Backend, Event, Item, PutOptions, Watcher, prefix_end};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Fault, StorageError, WatchError};
 pub use memory_backend::MemoryBackend;
 pub use recording::{
-    RecordingError, RecordingIndexEntry, RecordingMeta, RecordingStore, RecordingStoreError,
-    RecordingWriter,
+    RecordingBackend, RecordingError, RecordingIndexEntry, RecordingMeta, RecordingStore,
+    RecordingStoreError, RecordingWriter,
 };
 pub use redb_backend::RedbBackend;
 pub use resources::{MAX_NAME_LEN, ResourceStore, StoredResource, Versioned};

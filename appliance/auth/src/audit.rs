@@ -1,13 +1,14 @@
 //! Where audit events go: the [`AuditSink`] seam every Auth operation emits through, and
-//! [`AuditLogSink`], which writes into the durable, hash-chained audit log of `hop-storage`
-//! (`<data_dir>/audit.db`). The events' vocabulary is `hop_api::audit`'s.
+//! [`AuditLogSink`], which writes into any durable, hash-chained [`AuditStore`] of `hop-storage`
+//! (the local log, `<data_dir>/audit.db` unless `hop.storage.audit_events_uri` moves it). The
+//! events' vocabulary is `hop_api::audit`'s.
 
 use std::sync::Arc;
 
 pub use hop_api::audit::{AuditEvent, EventKind};
 
 use hop_metrics::Metrics;
-use hop_storage::AuditError;
+use hop_storage::{AuditError, AuditStore};
 
 /// Where events go.
 pub trait AuditSink: Send + Sync + std::fmt::Debug {
@@ -56,15 +57,15 @@ pub fn to_stored(event: &AuditEvent) -> hop_storage::AuditEvent {
     e
 }
 
-/// The production sink: the durable, hash-chained audit log of `hop-storage`.
+/// The production sink: whichever durable, hash-chained audit store the cluster keeps.
 #[derive(Debug)]
 pub struct AuditLogSink {
-    log: Arc<hop_storage::AuditLog>,
+    log: Arc<dyn AuditStore>,
     metrics: Arc<Metrics>,
 }
 
 impl AuditLogSink {
-    pub fn new(log: Arc<hop_storage::AuditLog>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(log: Arc<dyn AuditStore>, metrics: Arc<Metrics>) -> Self {
         Self { log, metrics }
     }
 

@@ -52,7 +52,7 @@ pub struct AuthApi {
     pub(super) auth: Arc<AuthServer>,
     metrics: Arc<Metrics>,
     pub(super) registry: Option<Arc<dyn Inventory>>,
-    audit_log: Option<Arc<hop_storage::AuditLog>>,
+    audit_log: Option<Arc<dyn hop_storage::AuditStore>>,
 }
 
 impl AuthApi {
@@ -69,13 +69,13 @@ impl AuthApi {
         }
     }
 
-    /// Serves audit search, verify and export from this log.
-    pub fn with_audit_log(mut self, log: Arc<hop_storage::AuditLog>) -> Self {
+    /// Serves audit search, verify and export from this store.
+    pub fn with_audit_log(mut self, log: Arc<dyn hop_storage::AuditStore>) -> Self {
         self.audit_log = Some(log);
         self
     }
 
-    fn audit_log(&self) -> Result<Arc<hop_storage::AuditLog>, Status> {
+    fn audit_log(&self) -> Result<Arc<dyn hop_storage::AuditStore>, Status> {
         self.audit_log
             .clone()
             .ok_or_else(|| Status::unavailable("this process keeps no audit log"))
@@ -944,3 +944,6 @@ impl AuthAdmin for AuthApi {
         Ok(Response::new(ExportAuthoritiesResponse { data }))
     }
 }
+
+#[cfg(test)]
+mod audit_api_tests;

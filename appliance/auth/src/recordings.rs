@@ -1,23 +1,23 @@
 //! Session recordings on the Auth service: the `SessionRecordings` gRPC API.
 //!
 //! This module owns who may do what with recordings and the checks on uploaded bytes before they
-//! reach hop-storage's [`RecordingStore`] (under `<data_dir>/recordings/`): a node may upload
+//! reach a hop-storage [`RecordingBackend`] (the local directory `<data_dir>/recordings/` unless
+//! `hop.storage.audit_sessions_uri` moves it): a node may upload
 //! only recordings whose header names it as the server and this cluster, an upload must be begun
 //! on this process before parts are appended (so the owner check cannot be skipped), every part
 //! must be whole, checksum-valid chunks, and a completed recording is immutable (sending its own
 //! bytes again succeeds and changes nothing; different bytes are refused). Listing and reading
 //! need the RBAC rule `session` `list`/`read`. It must never trust a node for another node's
 //! recording, never store bytes the format parser refuses, and never block the async runtime on
-//! file IO. The file layout, the index (in the cluster backend) and the final whole-file
-//! validation are the store's.
+//! file IO. The layout, the index and the final whole-file validation are the backend's.
 
 use std::collections::HashMap;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use hop_storage::recording::{
-    KIND_SSH, RecordingIndexEntry, RecordingStore, RecordingStoreError, UploadStatus, parse_chunk,
-    parse_header,
+    KIND_SSH, RecordingBackend, RecordingIndexEntry, RecordingStoreError, UploadStatus,
+    parse_chunk, parse_header,
 };
 use tonic::{Request, Response, Status, Streaming};
 
@@ -93,14 +93,14 @@ impl UploadError {
 /// The upload checks over a store; no gRPC, so that they are unit-tested directly.
 #[derive(Debug)]
 pub struct RecordingUploads {
-    store: Arc<RecordingStore>,
+    store: Arc<dyn RecordingBackend>,
     cluster: String,
     /// Who began each upload on this process: session id → host id.
     owners: Mutex<HashMap<String, String>>,
 }
 
 impl RecordingUploads {
-    pub fn new(store: Arc<RecordingStore>, cluster: &str) -> Self {
+    pub fn new(store: Arc<dyn RecordingBackend>, cluster: &str) -> Self {
         Self {
             store,
             cluster: cluster.to_string(),
@@ -108,8 +108,8 @@ impl RecordingUploads {
         }
     }
 
-    pub fn store(&self) -> &RecordingStore {
-        &self.store
+    pub fn store(&self) -> &dyn RecordingBackend {
+        self.store.as_ref()
     }
 
     /// Starts or resumes `host_id`'s upload of `session_id`, whose file begins with `header`.
@@ -188,14 +188,7 @@ impl RecordingUploads {
         offset: u64,
         data: &[u8],
     ) -> Result<u64, UploadError> {
-        let mut file = self.store.open(session_id)?;
-        let io = |source| {
-            UploadError::Store(RecordingStoreError::Io {
-                path: self.store.dir().join(format!("{session_id}.hrec")),
-                source,
-            })
-        };
-        let size = file.metadata().map_err(io)?.len();
+        let size = self.store.entry(session_id)?.size;
         let end = offset.saturating_add(data.len() as u64);
         let conflict = |first_difference| {
             UploadError::Store(RecordingStoreError::Conflict {
@@ -207,9 +200,10 @@ impl RecordingUploads {
         if end > size {
             return Err(conflict(size.max(offset)));
         }
-        file.seek(SeekFrom::Start(offset)).map_err(io)?;
-        let mut stored = vec![0u8; data.len()];
-        file.read_exact(&mut stored).map_err(io)?;
+        let stored = self.store.read_range(session_id, offset, data.len())?;
+        if stored.len() != data.len() {
+            return Err(conflict(offset + stored.len() as u64));
+        }
         if let Some(i) = stored.iter().zip(data).position(|(a, b)| a != b) {
             return Err(conflict(offset + i as u64));
         }
@@ -261,7 +255,7 @@ pub struct RecordingsApi {
 }
 
 impl RecordingsApi {
-    pub fn new(auth: Arc<AuthServer>, store: Arc<RecordingStore>) -> Self {
+    pub fn new(auth: Arc<AuthServer>, store: Arc<dyn RecordingBackend>) -> Self {
         let uploads = Arc::new(RecordingUploads::new(store, auth.cluster_name()));
         Self { auth, uploads }
     }
@@ -422,7 +416,7 @@ impl SessionRecordings for RecordingsApi {
         self.check_rule(caller(&req), "read").await?;
         let id = req.into_inner().session_id;
         let uploads = self.uploads.clone();
-        let file = tokio::task::spawn_blocking(move || uploads.store().open(&id))
+        let file = tokio::task::spawn_blocking(move || uploads.store().open_reader(&id))
             .await
             .map_err(|e| Status::internal(format!("task failed: {e}")))?
             .map_err(|e| match e {
@@ -461,7 +455,7 @@ impl SessionRecordings for RecordingsApi {
 mod tests {
     use std::time::Duration;
 
-    use hop_storage::recording::{RecordingMeta, RecordingWriter};
+    use hop_storage::recording::{RecordingMeta, RecordingStore, RecordingWriter};
 
     use super::*;
 

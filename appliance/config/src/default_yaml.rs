@@ -9,6 +9,11 @@ version: v1
 hop:
   # Where the embedded database (redb), the admin socket and generated keys live.
   data_dir: hop-data
+  # Where audit events and session recordings are kept (Teleport's storage URIs). Unset: in the
+  # data dir (audit.db, recordings/). Only file:///ABSOLUTE/DIR for now.
+  # storage:
+  #   audit_events_uri: file:///var/lib/hop/audit
+  #   audit_sessions_uri: file:///var/lib/hop/recordings
   # Diagnostics HTTP server: /healthz, /readyz and /metrics (Prometheus). Off unless set.
   # diag_addr: 127.0.0.1:3000
   log:

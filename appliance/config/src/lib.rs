@@ -3,8 +3,9 @@
 //! This crate owns the shape of the configuration file and the rules that make a file valid. It
 //! parses with serde-saphyr (panic-free, with line numbers in its errors) into plain
 //! `serde(default)` structs that reject unknown keys, then `validate()` checks what types cannot,
-//! section by section: each section's module (`process` for `hop`, `auth_service`,
-//! `proxy_service`, `ssh_service`, `app_service`, `db_service`) holds its structs and its rules.
+//! section by section: each section's module (`process` for `hop`, `storage` for `hop.storage`,
+//! `auth_service`, `proxy_service`, `ssh_service`, `app_service`, `db_service`) holds its structs
+//! and its rules.
 //! It never opens sockets or files other than the config file itself (and a join token's file),
 //! and never imports the services it configures: what an agent publishes is described here
 //! (`services`) and served there.
@@ -20,6 +21,7 @@ mod process;
 mod proxy_service;
 pub mod services;
 mod ssh_service;
+mod storage;
 mod values;
 
 use std::path::{Path, PathBuf};
@@ -38,6 +40,7 @@ pub use proxy_service::{
     IoDriverChoice, KernelTlsChoice, ProxyProtocolConfig, ProxyServiceConfig, TlsFiles,
 };
 pub use ssh_service::{CommandLabelConfig, NodeRecordingConfig, SshServiceConfig};
+pub use storage::{StorageConfig, StoreLocation, StoreUriError, UriList};
 pub use values::{Addr, Cidr, HumanDuration, Secret, ValueError, parse_addr, parse_duration};
 
 /// Default port of the proxy: every protocol on one TLS port (443 in production).

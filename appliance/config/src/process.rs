@@ -1,5 +1,6 @@
-//! The `hop` section: settings of the process as a whole (data dir, diagnostics, logging, which
-//! services it runs, and how an agent reaches the proxy), and the rules that section must keep.
+//! The `hop` section: settings of the process as a whole (data dir, where the audit events and
+//! recordings are kept (`storage`), diagnostics, logging, which services it runs, and how an
+//! agent reaches the proxy), and the rules that section must keep.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -7,13 +8,15 @@ use std::str::FromStr;
 
 use serde::Deserialize;
 
-use crate::{Addr, DEFAULT_DATA_DIR, FieldError, ValueError};
+use crate::{Addr, DEFAULT_DATA_DIR, FieldError, StorageConfig, ValueError};
 
 /// Settings of the process as a whole.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProcessConfig {
     pub data_dir: PathBuf,
+    /// Where the audit events and session recordings are kept (Teleport's `storage` URIs).
+    pub storage: StorageConfig,
     /// Address of the diagnostics HTTP server (`/healthz`, `/readyz`, `/metrics`); off when empty.
     pub diag_addr: Option<Addr>,
     pub log: LogConfig,
@@ -32,6 +35,7 @@ impl Default for ProcessConfig {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            storage: StorageConfig::default(),
             diag_addr: None,
             log: LogConfig::default(),
             roles: vec![ServiceRole::Auth, ServiceRole::Proxy],
@@ -43,12 +47,13 @@ impl Default for ProcessConfig {
 }
 
 impl ProcessConfig {
-    /// The `hop` section's rules: a data dir, at least one role, a log level the filter takes,
-    /// and agents apart from Auth with the proxy's address.
+    /// The `hop` section's rules: a data dir, stores this build can open, at least one role, a
+    /// log level the filter takes, and agents apart from Auth with the proxy's address.
     pub(crate) fn check(&self) -> Result<(), FieldError> {
         if self.data_dir.as_os_str().is_empty() {
             return Err(FieldError::new("hop.data_dir", "must not be empty"));
         }
+        self.storage.check()?;
         if self.roles.is_empty() {
             return Err(FieldError::new(
                 "hop.roles",

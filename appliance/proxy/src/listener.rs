@@ -80,7 +80,7 @@ pub struct TlsRoutes {
     /// SSH connections on the one port (`ssh -J`).
     pub jump: Arc<crate::routes::jump::JumpHost>,
     /// Where sessions the proxy records go (agentless OpenSSH nodes).
-    pub recordings: Option<Arc<hop_storage::recording::RecordingStore>>,
+    pub recordings: Option<Arc<dyn hop_storage::recording::RecordingBackend>>,
     /// The data plane's fast path for relayed sessions.
     pub relay: Option<crate::relay::RelayHandle>,
     /// The deadlines of HTTP connections (web API, Auth API).

@@ -1,30 +1,50 @@
-//! Where a cluster's records are kept at start: the audit log (with its forward copy for a log
-//! shipper) and the session recordings, with their retention. It opens them in the data dir and
-//! runs the retention sweep; what goes into them is Auth's business.
+//! Where a cluster's records are kept at start: the audit store (with its forward copy for a log
+//! shipper) and the session recordings, with their retention. It opens each where
+//! `hop.storage.audit_events_uri` / `audit_sessions_uri` say (the data dir when unset), names
+//! them in the log, hands them on behind their seams (`AuditStore`, `RecordingBackend`) and runs
+//! the retention sweep; what goes into them is Auth's business.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use hop_config::Config;
-use hop_storage::recording::RecordingStore;
-use hop_storage::{AuditConfig, AuditLog, Backend, Clock};
+use hop_config::{Config, StoreLocation};
+use hop_storage::recording::{RecordingBackend, RecordingStore};
+use hop_storage::{AuditConfig, AuditLog, AuditStore, Backend, Clock};
 use tokio::sync::watch;
 
-/// File name of the audit log inside the data dir.
+/// File name of the audit log inside the data dir (or the `file://` directory of
+/// `hop.storage.audit_events_uri`).
 pub const AUDIT_FILE: &str = "audit.db";
 /// The directory of uploaded session recordings in the data dir.
 pub const RECORDINGS_DIR: &str = "recordings";
 /// How often recordings past the retention are looked for.
 const RETENTION_SWEEP: Duration = Duration::from_secs(3600);
 
-/// The audit log in `data_dir`, with the retention and forward copy `auth_service.audit` sets.
-pub(super) fn open_audit_log(
+/// The audit store `hop.storage.audit_events_uri` names (the log in `data_dir` when unset), with
+/// the retention and forward copy `auth_service.audit` sets.
+pub(super) fn open_audit_store(
     cfg: &Config,
     data_dir: &Path,
     clock: Arc<dyn Clock>,
-) -> anyhow::Result<AuditLog> {
+) -> anyhow::Result<Arc<dyn AuditStore>> {
+    let location = cfg
+        .hop
+        .storage
+        .audit_events()
+        .map_err(|e| anyhow!("hop.storage.audit_events_uri: {e}"))?;
+    let dir = match location {
+        StoreLocation::DataDir => data_dir.to_owned(),
+        StoreLocation::Dir(dir) => create_store_dir(dir, "hop.storage.audit_events_uri")?,
+    };
+    let store: Arc<dyn AuditStore> = Arc::new(open_audit_log(cfg, &dir.join(AUDIT_FILE), clock)?);
+    tracing::info!(store = %store.describe(), "audit events store opened");
+    Ok(store)
+}
+
+/// The local audit log at `path`.
+fn open_audit_log(cfg: &Config, path: &Path, clock: Arc<dyn Clock>) -> anyhow::Result<AuditLog> {
     let mut settings = AuditConfig {
         retention: cfg.auth_service.audit.retention.map(|d| d.0),
         forward: audit_forward(cfg)?,
@@ -33,8 +53,7 @@ pub(super) fn open_audit_log(
     if let Some(linger) = cfg.auth_service.audit.unwatched_linger {
         settings.unwatched_linger = linger.0;
     }
-    let path = data_dir.join(AUDIT_FILE);
-    AuditLog::open(&path, clock, settings)
+    AuditLog::open(path, clock, settings)
         .map_err(|e| anyhow!("cannot open the audit log {}: {e}", path.display()))
 }
 
@@ -53,21 +72,45 @@ fn audit_forward(cfg: &Config) -> anyhow::Result<Option<Box<dyn std::io::Write +
     })
 }
 
-/// The recordings directory, indexed in the cluster backend (recordings from before the index
-/// moved there are indexed now: blocking, run it off the runtime).
+/// The recordings store `hop.storage.audit_sessions_uri` names (`<data_dir>/recordings` when
+/// unset), indexed in the cluster backend (recordings from before the index moved there are
+/// indexed now: blocking, run it off the runtime).
 pub(super) fn open_recordings(
+    cfg: &Config,
     data_dir: &Path,
     backend: Arc<dyn Backend>,
-) -> anyhow::Result<Arc<RecordingStore>> {
-    let dir = data_dir.join(RECORDINGS_DIR);
-    RecordingStore::open_with_backend(&dir, backend)
-        .map(Arc::new)
-        .map_err(|e| anyhow!("cannot open the session recordings: {e}"))
+) -> anyhow::Result<Arc<dyn RecordingBackend>> {
+    let location = cfg
+        .hop
+        .storage
+        .audit_sessions()
+        .map_err(|e| anyhow!("hop.storage.audit_sessions_uri: {e}"))?;
+    let dir = match location {
+        StoreLocation::DataDir => data_dir.join(RECORDINGS_DIR),
+        StoreLocation::Dir(dir) => dir,
+    };
+    let store: Arc<dyn RecordingBackend> = Arc::new(
+        RecordingStore::open_with_backend(&dir, backend)
+            .map_err(|e| anyhow!("cannot open the session recordings: {e}"))?,
+    );
+    tracing::info!(store = %store.describe(), "session recordings store opened");
+    Ok(store)
+}
+
+/// `dir` (from `field`), created with mode 0700 if missing.
+fn create_store_dir(dir: PathBuf, field: &str) -> anyhow::Result<PathBuf> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(&dir)
+        .with_context(|| format!("{field}: cannot create {}", dir.display()))?;
+    Ok(dir)
 }
 
 /// Deletes recordings older than the audit log's retention, at start and then hourly.
 pub(super) async fn recording_retention(
-    store: Arc<RecordingStore>,
+    store: Arc<dyn RecordingBackend>,
     clock: Arc<dyn Clock>,
     retention: Duration,
     mut shutdown: watch::Receiver<bool>,
@@ -83,7 +126,10 @@ pub(super) async fn recording_retention(
     }
 }
 
-async fn delete_recordings_before(store: &Arc<RecordingStore>, cutoff: std::time::SystemTime) {
+async fn delete_recordings_before(
+    store: &Arc<dyn RecordingBackend>,
+    cutoff: std::time::SystemTime,
+) {
     let s = store.clone();
     match tokio::task::spawn_blocking(move || s.delete_older_than(cutoff)).await {
         Ok(Ok(r)) if r.recordings + r.abandoned_uploads > 0 => tracing::info!(

@@ -169,3 +169,86 @@ fn an_audit_log_from_before_segments_is_upgraded_at_start() {
     assert!(new[0]["seq"].as_u64().unwrap() > 300);
     a.ok(&["admin", "audit", "verify"]);
 }
+
+/// `hop.storage.audit_events_uri` and `audit_sessions_uri` as `file://` directories outside the
+/// data dir: the audit log and the recordings store are made there (not in the data dir), and
+/// search and verify read the moved log.
+#[test]
+fn storage_uris_move_the_audit_log_and_the_recordings_out_of_the_data_dir() {
+    let elsewhere = tempfile::tempdir().unwrap();
+    let events = elsewhere.path().join("events").join("hop");
+    let sessions = elsewhere.path().join("sessions");
+    let storage = format!(
+        "  storage:\n    audit_events_uri: [file://{}]\n    audit_sessions_uri: file://{}\n",
+        events.display(),
+        sessions.display()
+    );
+    let a = Appliance::start_configured(&storage, "", "");
+    a.ok(&["admin", "users", "add", "urixyz", "--roles", "access"]);
+
+    let found = search(&a, &["--type", "user.create", "--text", "urixyz"]);
+    assert_eq!(found.len(), 1, "{found:?}");
+    let ok = a.ok(&["admin", "audit", "verify"]);
+    assert!(ok.contains("intact"), "{ok}");
+
+    assert!(events.join("audit.db").is_file());
+    assert_eq!(file_mode(&events), 0o700);
+    assert!(sessions.is_dir());
+    assert!(!a.data.join("audit.db").exists());
+    assert!(!a.data.join("recordings").exists());
+    let log = a.log();
+    assert!(
+        log.contains("audit events store opened")
+            && log.contains(&events.join("audit.db").display().to_string()),
+        "{log}"
+    );
+    assert!(
+        log.contains("session recordings store opened")
+            && log.contains(&sessions.display().to_string()),
+        "{log}"
+    );
+}
+
+/// A store this build cannot open fails `hop start` at config load, naming the field, before
+/// anything is created.
+#[test]
+fn an_unsupported_storage_uri_fails_start_before_anything_is_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for (field, uri, words) in [
+        (
+            "audit_events_uri",
+            "postgres://db.example.com/hop",
+            "not available yet",
+        ),
+        ("audit_sessions_uri", "s3://bucket/rec", "not available yet"),
+        (
+            "audit_events_uri",
+            "[file:///a, file:///b]",
+            "several audit stores",
+        ),
+        ("audit_sessions_uri", "recordings", "is not a URI"),
+    ] {
+        let config = dir.path().join("hop.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: v1\nhop:\n  data_dir: {}\n  storage:\n    {field}: {uri}\n",
+                data.display()
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new(HOP)
+            .args(["start", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{uri}: {err}");
+        assert!(
+            err.contains(&format!("hop.storage.{field}")) && err.contains(words),
+            "{uri}: {err}"
+        );
+        assert!(!data.exists(), "{uri}: the data dir was made");
+    }
+}

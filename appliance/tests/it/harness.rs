@@ -41,6 +41,11 @@ impl Appliance {
 
     /// Like [`Appliance::start`], with extra lines (indented by two spaces) under `proxy_service`.
     pub fn start_with(extra_auth: &str, extra_proxy: &str) -> Self {
+        Self::start_configured("", extra_auth, extra_proxy)
+    }
+
+    /// Like [`Appliance::start_with`], with extra lines (indented by two spaces) under `hop`.
+    pub fn start_configured(extra_hop: &str, extra_auth: &str, extra_proxy: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let home = dir.path().join("home");
@@ -49,7 +54,7 @@ impl Appliance {
         std::fs::write(
             &config,
             format!(
-                "version: v1\nhop:\n  data_dir: {}\n  diag_addr: {diag}\nauth_service:\n  cluster_name: test.cluster\n{extra_auth}proxy_service:\n  listen_addr: 127.0.0.1:0\n{extra_proxy}",
+                "version: v1\nhop:\n  data_dir: {}\n  diag_addr: {diag}\n{extra_hop}auth_service:\n  cluster_name: test.cluster\n{extra_auth}proxy_service:\n  listen_addr: 127.0.0.1:0\n{extra_proxy}",
                 data.display()
             ),
         )

@@ -64,7 +64,11 @@ fn start_node(a: &Appliance, data: &Path, token: &str, name: &str) -> Killed {
 
 /// An appliance with one node and a user who may log in as root and read recordings.
 fn cluster(extra_auth: &str) -> (Appliance, PathBuf, Killed) {
-    let a = Appliance::start(extra_auth);
+    cluster_on(Appliance::start(extra_auth))
+}
+
+/// [`cluster`] on an appliance already started.
+fn cluster_on(a: Appliance) -> (Appliance, PathBuf, Killed) {
     let token = node_token(&a);
     let node_dir = a.dir.path().join("node1");
     let node = start_node(&a, &node_dir, &token, "node1");
@@ -642,4 +646,28 @@ fn direct_sessions_in_proxy_mode_are_recorded_by_the_node() {
         "raw",
     ]);
     assert!(raw.contains("direct-42"), "{raw}");
+}
+
+/// With `hop.storage.audit_sessions_uri` set to a directory outside the data dir, an uploaded
+/// recording lands there and plays back from there.
+#[test]
+fn recordings_land_in_the_directory_of_audit_sessions_uri() {
+    let elsewhere = tempfile::tempdir().unwrap();
+    let store = elsewhere.path().join("rec");
+    let storage = format!(
+        "  storage:\n    audit_sessions_uri: file://{}\n",
+        store.display()
+    );
+    let (a, _node_dir, _node) = cluster_on(Appliance::start_configured(&storage, "", ""));
+    let (sock, _server) = interactive(&a);
+    tmux(&sock, &["send-keys", "-t", "hop", "echo uri-rec", "Enter"]);
+    wait_pane(&sock, "uri-rec\nremote$");
+    tmux(&sock, &["send-keys", "-t", "hop", "exit", "Enter"]);
+
+    let rec = wait_recording(&a, "alice", Duration::from_secs(30));
+    let id = rec["session_id"].as_str().unwrap().to_string();
+    assert!(store.join(format!("{id}.hrec")).is_file(), "{rec}");
+    assert!(!a.data.join("recordings").exists());
+    let raw = a.ok(&["play", &id, "--format", "raw"]);
+    assert!(raw.contains("uri-rec"), "{raw}");
 }

@@ -17,7 +17,9 @@
 //! - readers parse with [`parse_header`] and a [`ChunkCursor`] (or [`Recording`] for bytes in
 //!   memory) (`format`, on the primitives of `wire` and `crc32c`); a file cut short by a crash
 //!   reads up to its last complete chunk and then reports [`RecordingError::Truncated`];
-//! - `asciicast` and `jsonl` export, `player` computes when each event is due at a given speed.
+//! - `asciicast` and `jsonl` export, `player` computes when each event is due at a given speed;
+//! - Auth and the proxy hold a store as a [`RecordingBackend`] (`seam`), the seam an
+//!   S3-compatible store will implement beside the local directory.
 //!
 //! The byte layout, the versioning rules and the upload protocol are specified in
 //! `docs/recording-format.md`.
@@ -28,6 +30,7 @@ mod error;
 mod format;
 mod jsonl;
 mod player;
+mod seam;
 mod store;
 mod wire;
 mod writer;
@@ -44,6 +47,7 @@ pub use format::{
 };
 pub use jsonl::export_json_lines;
 pub use player::{MAX_SPEED, MIN_SPEED, PlaybackError, PlaybackOptions, PlaybackSchedule};
+pub use seam::RecordingBackend;
 pub use store::{
     DEFAULT_MAX_RECORDING_LEN, RECORDINGS_INDEX_PREFIX, RecordingIndexEntry, RecordingStore,
     RetentionReport, UploadStatus,

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use hop_ca::{CaError, Identity};
 use hop_platform::clock;
-use hop_storage::recording::{KIND_SSH, RecordingMeta, RecordingStore, RecordingWriter};
+use hop_storage::recording::{KIND_SSH, RecordingBackend, RecordingMeta, RecordingWriter};
 use russh::client::Handle as ClientHandle;
 use russh::keys::Certificate;
 use russh::keys::ssh_key;
@@ -53,7 +53,7 @@ pub struct Forward {
     pub login: String,
     pub node: NodeRoute,
     pub remote: SocketAddr,
-    pub recordings: Option<Arc<RecordingStore>>,
+    pub recordings: Option<Arc<dyn RecordingBackend>>,
     /// `proxy-sync`: a PTY session whose recording cannot start is refused.
     pub require_recording: bool,
 }

@@ -140,7 +140,7 @@ pub async fn serve(
     remote: SocketAddr,
     registry: Arc<TunnelRegistry>,
     auth: Arc<AuthServer>,
-    recordings: Option<Arc<hop_storage::recording::RecordingStore>>,
+    recordings: Option<Arc<dyn hop_storage::recording::RecordingBackend>>,
     fast_path: Option<(&crate::relay::RelayHandle, usize)>,
 ) {
     let identity = cert.identity.clone();
