@@ -333,8 +333,8 @@ fn narrow_search(c: &mut Criterion) {
         to: Some(hour_start + Duration::from_secs(3600)),
         ..SearchQuery::default()
     };
-    // Right after writing, the newest events' index entries may still be in the writer's
-    // backlog, so this search also scans that tail.
+    // Right after writing, the newest events may not be indexed yet, so this search also scans
+    // that tail.
     let live = monotonic_now();
     let page = log.search(&query).unwrap();
     println!(
@@ -346,9 +346,10 @@ fn narrow_search(c: &mut Criterion) {
     drop(log);
     println!(
         "search log: {n} events written in {build:.2?} ({:.0} events/s pipelined from one \
-         thread), file {:.1} MiB",
+         thread), index {:.1} MiB, segments {:.1} MiB",
         n as f64 / build.as_secs_f64(),
-        file_mib(&path)
+        file_mib(&path),
+        dir_mib(&dir.path().join("audit.segments"))
     );
     let log = open(&path);
     let first = monotonic_now();
