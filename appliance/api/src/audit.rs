@@ -118,25 +118,64 @@ impl EventKind {
 }
 
 impl EventKind {
-    /// The kinds an agent may send to Auth (`EmitEvents`), by name.
+    /// Every kind, in declaration order.
+    pub const ALL: &'static [Self] = &[
+        Self::UserLogin,
+        Self::UserSignup,
+        Self::UserCreate,
+        Self::UserUpdate,
+        Self::UserDelete,
+        Self::UserLocked,
+        Self::UserUnlocked,
+        Self::ResourceCreate,
+        Self::ResourceDelete,
+        Self::JoinTokenCreate,
+        Self::AgentJoin,
+        Self::AppSessionStart,
+        Self::AppSessionEnd,
+        Self::SessionStart,
+        Self::SessionEnd,
+        Self::Exec,
+        Self::Sftp,
+        Self::PortForward,
+        Self::AgentForward,
+        Self::SshAuth,
+        Self::DbSessionStart,
+        Self::DbSessionEnd,
+        Self::DbQuery,
+        Self::SessionUpload,
+        Self::SessionRecording,
+        Self::SessionJoin,
+        Self::LockCreated,
+        Self::AccessRefused,
+        Self::SessionTerminated,
+    ];
+
+    /// The kinds an agent may send to Auth (`EmitEvents`, `EmitEventsPacked`).
+    pub const FROM_AGENTS: &'static [Self] = &[
+        Self::SessionStart,
+        Self::SessionEnd,
+        Self::Exec,
+        Self::Sftp,
+        Self::PortForward,
+        Self::AgentForward,
+        Self::SshAuth,
+        Self::SessionRecording,
+        Self::AppSessionStart,
+        Self::AppSessionEnd,
+        Self::DbSessionStart,
+        Self::DbSessionEnd,
+        Self::DbQuery,
+    ];
+
+    /// The kind of a stable name, any kind.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|k| k.name() == name)
+    }
+
+    /// The kinds an agent may send to Auth, by name.
     pub fn from_agent(name: &str) -> Option<Self> {
-        [
-            Self::SessionStart,
-            Self::SessionEnd,
-            Self::Exec,
-            Self::Sftp,
-            Self::PortForward,
-            Self::AgentForward,
-            Self::SshAuth,
-            Self::SessionRecording,
-            Self::AppSessionStart,
-            Self::AppSessionEnd,
-            Self::DbSessionStart,
-            Self::DbSessionEnd,
-            Self::DbQuery,
-        ]
-        .into_iter()
-        .find(|k| k.name() == name)
+        Self::FROM_AGENTS.iter().copied().find(|k| k.name() == name)
     }
 }
 
@@ -213,6 +252,19 @@ impl AuditEvent {
         host_id: &str,
         now: SystemTime,
     ) -> Result<Self, AgentEventError> {
+        let ev = Self::from_json(json, now)?;
+        if EventKind::from_agent(ev.event).is_none() {
+            return Err(AgentEventError::ForeignKind {
+                name: ev.event.to_string(),
+            });
+        }
+        Ok(ev.claimed_by_agent(cluster, host_id))
+    }
+
+    /// Reads an event back from its JSON form (as `serde_json` writes an [`AuditEvent`]). What
+    /// is missing gets a default: the time `now`, a new id, no user, success unless it names an
+    /// error; the code follows from the kind and the outcome, whatever the JSON said.
+    pub fn from_json(json: &str, now: SystemTime) -> Result<Self, AgentEventError> {
         let serde_json::Value::Object(mut m) =
             serde_json::from_str::<serde_json::Value>(json).map_err(AgentEventError::NotJson)?
         else {
@@ -222,17 +274,18 @@ impl AuditEvent {
             .remove("event")
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
-        let kind = EventKind::from_agent(&name).ok_or(AgentEventError::ForeignKind { name })?;
-        let mut ev = AuditEvent::new(kind, cluster, "", now);
+        let kind = EventKind::from_name(&name).ok_or(AgentEventError::ForeignKind { name })?;
+        let mut ev = AuditEvent::new(kind, "", "", now);
         let text = |m: &mut serde_json::Map<String, serde_json::Value>, k: &str| {
             m.remove(k).and_then(|v| v.as_str().map(str::to_owned))
         };
-        if let Some(id) = text(&mut m, "id").filter(|i| !i.is_empty() && i.len() <= 64) {
+        if let Some(id) = text(&mut m, "id") {
             ev.id = id;
         }
         if let Some(t) = m.remove("time").and_then(|v| v.as_u64()) {
             ev.time = t;
         }
+        ev.cluster = text(&mut m, "cluster").unwrap_or_default();
         ev.user = text(&mut m, "user").unwrap_or_default();
         ev.addr_remote = text(&mut m, "addr.remote");
         ev.error = text(&mut m, "error");
@@ -242,10 +295,26 @@ impl AuditEvent {
             .unwrap_or(ev.error.is_none());
         ev.code = kind.code(ev.success);
         m.remove("code");
-        m.remove("cluster");
-        m.insert("server_id".into(), host_id.into());
         ev.fields = m;
         Ok(ev)
+    }
+
+    /// What Auth keeps of an event an agent claims, however it arrived: an id of 1 to 64 bytes
+    /// (else a new one), Auth's own `cluster`, the code its kind and outcome give, and
+    /// `server_id` = the host id the agent's certificate proves. Which kinds an agent may send
+    /// is for the caller to check.
+    pub fn claimed_by_agent(mut self, cluster: &str, host_id: &str) -> Self {
+        if self.id.is_empty() || self.id.len() > 64 {
+            self.id = uuid::Uuid::new_v4().to_string();
+        }
+        self.cluster = cluster.to_string();
+        if let Some(kind) = EventKind::from_name(self.event) {
+            self.code = kind.code(self.success);
+        }
+        self.fields.remove("code");
+        self.fields.remove("cluster");
+        self.fields.insert("server_id".into(), host_id.into());
+        self
     }
 }
 

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod audit_wire;
 pub mod dial;
 pub mod password;
 pub mod timestamps;

@@ -1,4 +1,6 @@
-//! What Auth believes of the audit events an agent sends (`EmitEvents`).
+//! What Auth believes of the audit events an agent sends (`EmitEvents` with JSON,
+//! `EmitEventsPacked` with the compact form of `hop_api::audit_wire`; both arrive here and keep
+//! the same rules, checked by the same code).
 //!
 //! This module owns the rules an agent's event must keep to be written: (a) its kind is one the
 //! agent's role produces ([`kinds_of`]); (b) a session it names is one the agent hosts, by that
@@ -14,6 +16,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use hop_api::audit_wire::{BatchError, EventError};
 use hop_ca::HostRole;
 
 use super::audit::{AuditEvent, EventKind};
@@ -124,17 +127,40 @@ pub fn parse(
         .get("event")
         .and_then(|v| v.as_str())
         .unwrap_or_default();
-    let field = kinds_of(source.role)
+    let field = session_field(source, name)?;
+    let ev = AuditEvent::from_agent_json(json, cluster, source.host_id, now)
+        .map_err(|e| EventRefusal::Malformed(e.to_string()))?;
+    Ok((ev, field))
+}
+
+/// Rebuilds one event of `source` decoded from a packed batch, by the same rules as [`parse`]:
+/// a malformed event is refused as such, an unknown kind as foreign.
+pub fn parse_packed(
+    source: EventSource<'_>,
+    decoded: Result<AuditEvent, EventError>,
+    cluster: &str,
+) -> Result<(AuditEvent, SessionField), EventRefusal> {
+    let ev = decoded.map_err(|e| match e {
+        EventError::UnknownKind { name } => EventRefusal::ForeignKind {
+            role: source.role,
+            kind: name,
+        },
+        e => EventRefusal::Malformed(e.to_string()),
+    })?;
+    let field = session_field(source, ev.event)?;
+    Ok((ev.claimed_by_agent(cluster, source.host_id), field))
+}
+
+/// Whether the kind `name` is one `source`'s role produces, and if so whether it names a session.
+fn session_field(source: EventSource<'_>, name: &str) -> Result<SessionField, EventRefusal> {
+    kinds_of(source.role)
         .iter()
         .find(|(k, _)| k.name() == name)
         .map(|(_, f)| *f)
         .ok_or_else(|| EventRefusal::ForeignKind {
             role: source.role,
             kind: name.chars().take(64).collect(),
-        })?;
-    let ev = AuditEvent::from_agent_json(json, cluster, source.host_id, now)
-        .map_err(|e| EventRefusal::Malformed(e.to_string()))?;
-    Ok((ev, field))
+        })
 }
 
 /// Checks an event's time against `now`.
@@ -241,15 +267,65 @@ impl AuthServer {
     ) -> Result<Vec<RefusedEvent>, AuthError> {
         let now = self.now();
         let cluster = self.cluster_name().to_string();
+        let events = events_json
+            .iter()
+            .map(|json| parse(source, json, &cluster, now));
+        self.accept_parsed(source, now, events, |i| {
+            events_json
+                .get(i)
+                .map(|j| claimed_id(j))
+                .unwrap_or_default()
+        })
+    }
+
+    /// [`Self::accept_agent_events`] for a packed batch (`hop_api::audit_wire`). The outer
+    /// `Err` refuses the whole batch: its framing is broken.
+    pub fn accept_packed_agent_events(
+        &self,
+        source: EventSource<'_>,
+        batch: &[u8],
+    ) -> Result<Result<Vec<RefusedEvent>, BatchError>, AuthError> {
+        let now = self.now();
+        let cluster = self.cluster_name().to_string();
+        let decoded = match hop_api::audit_wire::decode_batch(batch, now) {
+            Ok(d) => d,
+            Err(e) => return Ok(Err(e)),
+        };
+        let ids: Vec<String> = decoded
+            .iter()
+            .map(|d| {
+                d.as_ref()
+                    .map(|ev| ev.id.chars().take(64).collect())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let events = decoded
+            .into_iter()
+            .map(|d| parse_packed(source, d, &cluster));
+        self.accept_parsed(source, now, events, |i| {
+            ids.get(i).cloned().unwrap_or_default()
+        })
+        .map(Ok)
+    }
+
+    /// The rules after parsing, whatever the form the events came in; `claimed_id(i)` is the id
+    /// event `i` claimed (told back to the agent if it is refused).
+    fn accept_parsed(
+        &self,
+        source: EventSource<'_>,
+        now: SystemTime,
+        events: impl ExactSizeIterator<Item = Result<(AuditEvent, SessionField), EventRefusal>>,
+        claimed_id: impl Fn(usize) -> String,
+    ) -> Result<Vec<RefusedEvent>, AuthError> {
         let mut hosts: HashMap<String, Option<String>> = HashMap::new();
-        let mut accepted = Vec::with_capacity(events_json.len());
+        let mut accepted = Vec::with_capacity(events.len());
         let mut refused = Vec::new();
-        for (index, json) in events_json.iter().enumerate() {
-            match self.check_agent_event(source, json, &cluster, now, &mut hosts)? {
+        for (index, parsed) in events.enumerate() {
+            match self.check_agent_event(source, parsed, now, &mut hosts)? {
                 Ok(ev) => accepted.push(ev),
                 Err(refusal) => refused.push(RefusedEvent {
                     index,
-                    id: claimed_id(json),
+                    id: claimed_id(index),
                     refusal,
                 }),
             }
@@ -279,13 +355,11 @@ impl AuthServer {
     fn check_agent_event(
         &self,
         source: EventSource<'_>,
-        json: &str,
-        cluster: &str,
+        parsed: Result<(AuditEvent, SessionField), EventRefusal>,
         now: SystemTime,
         hosts: &mut HashMap<String, Option<String>>,
     ) -> Result<Result<AuditEvent, EventRefusal>, AuthError> {
-        let parsed = parse(source, json, cluster, now)
-            .and_then(|(ev, field)| check_time(&ev, now).map(|()| (ev, field)));
+        let parsed = parsed.and_then(|(ev, field)| check_time(&ev, now).map(|()| (ev, field)));
         let (ev, field) = match parsed {
             Ok(p) => p,
             Err(refusal) => return Ok(Err(refusal)),
@@ -505,6 +579,53 @@ mod tests {
         }
         assert_eq!(claimed_id("not json"), "");
         assert_eq!(claimed_id(&event("exec", None, now())), "ev-1");
+    }
+
+    /// `json` sent packed: encoded by an agent, decoded by Auth.
+    fn via_wire(json: &str) -> Result<AuditEvent, EventError> {
+        let ev = AuditEvent::from_json(json, now()).unwrap();
+        let bytes = hop_api::audit_wire::encode_batch(&[ev]).unwrap();
+        hop_api::audit_wire::decode_batch(&bytes, now())
+            .unwrap()
+            .remove(0)
+    }
+
+    #[test]
+    fn packed_events_keep_the_same_rules_as_json_ones() {
+        let hour = Duration::from_secs(3600);
+        let mut with_server: serde_json::Value =
+            serde_json::from_str(&event("session.start", Some("s-a"), now())).unwrap();
+        with_server["server_id"] = "host-b".into();
+        let cases = [
+            (NODE, event("session.start", Some("s-a"), now())),
+            (NODE, with_server.to_string()),
+            (NODE, event("db.query", Some("s-a"), now())),
+            (NODE, event("exec", Some("s-b"), now())),
+            (NODE, event("sftp", None, now())),
+            (NODE, event("session.start", Some("s-a"), now() - hour)),
+            (DB, event("db.query", Some("s-d"), now())),
+            (DB, event("db.query", Some("s-d"), now() + hour)),
+            (APP, event("app.session.start", None, now())),
+        ];
+        let json_value =
+            |r: Result<AuditEvent, EventRefusal>| r.map(|ev| serde_json::to_value(ev).unwrap());
+        for (src, json) in cases {
+            let packed = parse_packed(src, via_wire(&json), "c").and_then(|(ev, field)| {
+                check_time(&ev, now())?;
+                check_session(src, &ev, field, &mut hosts)?;
+                Ok(ev)
+            });
+            assert_eq!(json_value(packed), json_value(run(src, &json)), "{json}");
+        }
+        let unknown = EventError::UnknownKind {
+            name: "no.such".into(),
+        };
+        assert!(matches!(
+            parse_packed(NODE, Err(unknown), "c"),
+            Err(EventRefusal::ForeignKind { .. })
+        ));
+        let r = parse_packed(NODE, Err(EventError::MissingKind), "c");
+        assert_eq!(r.unwrap_err().reason(), "malformed");
     }
 
     #[test]

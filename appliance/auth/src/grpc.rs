@@ -375,12 +375,13 @@ impl AuthPublic for AuthApi {
             ));
         };
         let r = req.into_inner();
-        if r.events_json.len() > 1000 {
+        if r.events_json.len() > hop_api::audit_wire::MAX_EVENTS {
             return Err(Status::invalid_argument(
                 "at most 1000 events per EmitEvents call",
             ));
         }
-        if let Some(i) = r.events_json.iter().position(|j| j.len() > 64 * 1024) {
+        let too_large = |j: &String| j.len() > hop_api::audit_wire::MAX_EVENT_BYTES;
+        if let Some(i) = r.events_json.iter().position(too_large) {
             return Err(Status::invalid_argument(format!(
                 "event {i} is larger than 64 KiB"
             )));
@@ -394,16 +395,30 @@ impl AuthPublic for AuthApi {
                 a.accept_agent_events(source, &r.events_json)
             })
             .await?;
-        let refused = refused
-            .into_iter()
-            .map(|r| RefusedEvent {
-                index: u32::try_from(r.index).unwrap_or(u32::MAX),
-                id: r.id,
-                reason: r.refusal.reason().to_string(),
-                error: r.refusal.to_string(),
+        Ok(Response::new(refused_to_proto(refused)))
+    }
+
+    async fn emit_events_packed(
+        &self,
+        req: Request<EmitEventsPackedRequest>,
+    ) -> Result<Response<EmitEventsResponse>, Status> {
+        let Caller::Host { host_id, role, .. } = caller(&req) else {
+            return Err(Status::permission_denied(
+                "only agents with a host certificate may send audit events",
+            ));
+        };
+        let batch = req.into_inner().events;
+        let refused = self
+            .blocking(move |a| {
+                let source = super::agent_events::EventSource {
+                    host_id: &host_id,
+                    role,
+                };
+                a.accept_packed_agent_events(source, &batch)
             })
-            .collect();
-        Ok(Response::new(EmitEventsResponse { refused }))
+            .await?
+            .map_err(|e| Status::invalid_argument(format!("packed audit events: {e}")))?;
+        Ok(Response::new(refused_to_proto(refused)))
     }
 
     async fn update_session_tracker(
@@ -501,6 +516,20 @@ impl AuthPublic for AuthApi {
             expires_unix: unix(certs.expires),
         }))
     }
+}
+
+/// The answer to `EmitEvents` and `EmitEventsPacked`: the events refused, by position.
+fn refused_to_proto(refused: Vec<super::agent_events::RefusedEvent>) -> EmitEventsResponse {
+    let refused = refused
+        .into_iter()
+        .map(|r| RefusedEvent {
+            index: u32::try_from(r.index).unwrap_or(u32::MAX),
+            id: r.id,
+            reason: r.refusal.reason().to_string(),
+            error: r.refusal.to_string(),
+        })
+        .collect();
+    EmitEventsResponse { refused }
 }
 
 fn micros(v: i64) -> Option<std::time::SystemTime> {

@@ -858,6 +858,86 @@ mod trackers_and_agent_events {
         );
     }
 
+    /// `batch` (JSON events) in the packed form agents send with `EmitEventsPacked`.
+    fn packed(batch: &[String]) -> Vec<u8> {
+        let events: Vec<_> = batch
+            .iter()
+            .map(|j| hop_api::audit::AuditEvent::from_json(j, UNIX_EPOCH).unwrap())
+            .collect();
+        hop_api::audit_wire::encode_batch(&events).unwrap()
+    }
+
+    #[test]
+    fn packed_events_are_refused_exactly_as_json_ones() {
+        let f = fixture("otp");
+        f.auth
+            .update_tracker(NODE_A, &ssh("sa", TrackerState::Active))
+            .unwrap();
+        f.auth
+            .update_tracker(NODE_B, &ssh("sb", TrackerState::Active))
+            .unwrap();
+        let batch = vec![
+            event(&f, "session.start", Some("sa"), 0),
+            event(&f, "db.query", Some("sa"), 0),
+            event(&f, "exec", Some("sb"), 0),
+            event(&f, "exec", Some("never-tracked"), 0),
+            event(&f, "session.end", Some("sa"), 3600),
+            event(&f, "session.end", Some("sa"), -3600),
+            event(&f, "ssh.auth", None, 0),
+        ];
+        let from_packed = f
+            .auth
+            .accept_packed_agent_events(node("host-a"), &packed(&batch))
+            .unwrap()
+            .unwrap();
+        let got: Vec<(usize, &str)> = from_packed
+            .iter()
+            .map(|r| (r.index, r.refusal.reason()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, "kind"),
+                (2, "session"),
+                (3, "session"),
+                (4, "time"),
+                (5, "time")
+            ]
+        );
+        let written: Vec<_> = f
+            .events()
+            .into_iter()
+            .filter(|e| e["server_id"] == "host-a")
+            .collect();
+        assert_eq!(written.len(), 2);
+        assert!(
+            written
+                .iter()
+                .all(|e| e["cluster"] == f.auth.cluster_name())
+        );
+        let from_json = f.auth.accept_agent_events(node("host-a"), &batch).unwrap();
+        assert_eq!(from_packed, from_json);
+        let m = f.auth.metrics();
+        assert_eq!(m.agent_events_refused.get("kind"), 2);
+        assert_eq!(m.agent_events_refused.get("session"), 4);
+        assert_eq!(m.agent_events_refused.get("time"), 4);
+        // A well-framed event with a bad field is refused alone; broken framing refuses all.
+        let bad_field = [hop_api::audit_wire::VERSION, 1, 1, 0x7e];
+        let r = f
+            .auth
+            .accept_packed_agent_events(node("host-a"), &bad_field)
+            .unwrap()
+            .unwrap();
+        assert_eq!((r[0].index, r[0].refusal.reason()), (0, "malformed"));
+        let broken = [hop_api::audit_wire::VERSION, 2, 1, 0x7e];
+        assert!(
+            f.auth
+                .accept_packed_agent_events(node("host-a"), &broken)
+                .unwrap()
+                .is_err()
+        );
+    }
+
     #[test]
     fn an_ended_sessions_late_events_are_accepted_while_its_tracker_stays() {
         let f = fixture("otp");

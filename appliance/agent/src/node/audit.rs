@@ -1,9 +1,11 @@
 //! Audit events written by an agent, on their way to Auth.
 //!
 //! This module owns the agent's outgoing events: they are built with the same [`AuditEvent`]
-//! type Auth uses, queued without blocking the session that produced them, batched, and sent
-//! with `EmitEvents`; a failed send is retried with backoff, and event ids make a resend
-//! idempotent (Auth stores an id once). It also decides when events go to the agent's disk spool
+//! type Auth uses, queued without blocking the session that produced them, batched (a batch
+//! waits up to [`LINGER`] to fill, so that a database's stream of statements goes out in large
+//! batches), and sent packed (`EmitEventsPacked`, [`hop_api::audit_wire`]); to an Auth older
+//! than that rpc they go as JSON (`EmitEvents`), decided once per connection and logged. A failed
+//! send is retried with backoff, and event ids make a resend idempotent (Auth stores an id once). It also decides when events go to the agent's disk spool
 //! ([`super::spool`]): when a batch cannot be delivered (Auth unreachable or failing), from then
 //! on every new event until the spool is empty again, and whenever more than [`SPILL_AT`] events
 //! wait in memory. The spool is always sent first, oldest segment first, so events reach Auth in
@@ -26,15 +28,21 @@ use super::spool::{AuditSpool, AuditSpoolError, AuditSpoolSettings, SpoolBatch};
 use crate::backoff::Backoff;
 pub use hop_api::audit::{AuditEvent, EventKind};
 use hop_api::proto::auth_public_client::AuthPublicClient;
-use hop_api::proto::{EmitEventsRequest, RefusedEvent};
+use hop_api::proto::{
+    EmitEventsPackedRequest, EmitEventsRequest, EmitEventsResponse, RefusedEvent,
+};
 use hop_platform::clock;
 
 /// Most events waiting in memory (the channel, and as many again taken from it).
 const QUEUE: usize = 10_000;
-/// Most events per `EmitEvents` call.
-const BATCH: usize = 200;
-/// Most bytes of events per `EmitEvents` call (unless one event alone is larger).
+/// Most events per call (Auth takes up to `audit_wire::MAX_EVENTS`): a queue long enough to go
+/// to the spool is one batch.
+const BATCH: usize = SPILL_AT;
+/// Most bytes of events per call (unless one event alone is larger).
 const BATCH_BYTES: usize = 1024 * 1024;
+/// How long a batch smaller than [`BATCH`] waits for more events before it is sent: a steady
+/// stream (a database's statements) then costs Auth one call per batch, not one per event.
+const LINGER: Duration = Duration::from_millis(10);
 /// Events waiting in memory beyond which they move to the spool.
 pub const SPILL_AT: usize = 500;
 /// The longest pause between attempts to reach Auth.
@@ -126,13 +134,102 @@ enum Outgoing {
     Spool(SpoolBatch),
 }
 
+/// The events of one send, in the form they were held: built in memory, or JSON lines read
+/// back from the spool.
+enum Batch {
+    Events(Vec<AuditEvent>),
+    Lines(Vec<String>),
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        match self {
+            Self::Events(e) => e.len(),
+            Self::Lines(l) => l.len(),
+        }
+    }
+
+    /// The batch packed for `EmitEventsPacked`; `None` if a spooled line cannot be read back
+    /// as an event (it then goes as JSON, which Auth judges line by line).
+    fn packed(&self) -> Option<Vec<u8>> {
+        let bytes = match self {
+            Self::Events(e) => hop_api::audit_wire::encode_batch(e),
+            Self::Lines(lines) => {
+                let now = clock::wall();
+                let events = lines
+                    .iter()
+                    .map(|l| AuditEvent::from_json(l, now).ok())
+                    .collect::<Option<Vec<_>>>()?;
+                hop_api::audit_wire::encode_batch(&events)
+            }
+        };
+        bytes.ok()
+    }
+
+    fn json(&self) -> Vec<String> {
+        match self {
+            Self::Events(e) => e.iter().map(to_json).collect(),
+            Self::Lines(l) => l.clone(),
+        }
+    }
+}
+
+/// A connection to Auth, and whether it takes packed events (an Auth older than
+/// `EmitEventsPacked` answers it `Unimplemented`: JSON is sent on that connection from then on).
+struct AuthLink {
+    client: AuthPublicClient<tonic::transport::Channel>,
+    packed: bool,
+}
+
+impl AuthLink {
+    fn new(channel: tonic::transport::Channel) -> Self {
+        Self {
+            client: AuthPublicClient::new(channel),
+            packed: true,
+        }
+    }
+
+    /// Sends `batch`, packed where Auth takes it. A packed batch Auth finds malformed goes
+    /// again as JSON (the agent still holds it), so that an encoding fault loses no event.
+    async fn send(&mut self, batch: &Batch) -> Result<EmitEventsResponse, tonic::Status> {
+        if let Some(events) = self.packed.then(|| batch.packed()).flatten() {
+            let sent = self
+                .client
+                .emit_events_packed(EmitEventsPackedRequest { events })
+                .await;
+            match sent {
+                Err(s) if s.code() == tonic::Code::Unimplemented => {
+                    self.packed = false;
+                    tracing::warn!(
+                        "Auth is older than this agent (it has no EmitEventsPacked): audit \
+                         events go as JSON (EmitEvents) on this connection"
+                    );
+                }
+                Err(s) if s.code() == tonic::Code::InvalidArgument => {
+                    tracing::warn!(
+                        error = %s.message(),
+                        events = batch.len(),
+                        "Auth refused a packed batch of audit events; sending it as JSON"
+                    );
+                }
+                other => return other.map(tonic::Response::into_inner),
+            }
+        }
+        let events_json = batch.json();
+        self.client
+            .emit_events(EmitEventsRequest { events_json })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+}
+
 /// The sender task's state; see the module documentation.
 struct Sender {
     rx: mpsc::Receiver<AuditEvent>,
     connect: ChannelMaker,
     spool: Option<AuditSpool>,
     /// Events not on disk, oldest first: all newer than every event in the spool.
-    memory: VecDeque<String>,
+    memory: VecDeque<AuditEvent>,
     dropped: Arc<AtomicU64>,
     /// Every [`AgentAudit`] is gone.
     closed: bool,
@@ -143,18 +240,21 @@ struct Sender {
 impl Sender {
     async fn run(mut self) {
         let mut backoff = Backoff::default();
-        let mut client: Option<AuthPublicClient<tonic::transport::Channel>> = None;
+        let mut client: Option<AuthLink> = None;
         loop {
             if self.memory.is_empty() && self.spool_is_empty() {
                 if self.closed {
                     return;
                 }
                 match self.rx.recv().await {
-                    Some(ev) => self.memory.push_back(to_json(&ev)),
+                    Some(ev) => self.memory.push_back(ev),
                     None => self.closed = true,
                 }
             }
             self.take_queued();
+            if self.spool_is_empty() {
+                self.linger().await;
+            }
             if self.closed && self.spool.is_some() {
                 // The service is gone (the agent is stopping): what is left waits on disk for
                 // the next start.
@@ -166,14 +266,12 @@ impl Sender {
             }
             // The oldest events: the spool's, else memory's.
             let (out, events) = if self.spool_is_empty() {
-                let n = batch_len(&self.memory);
+                let n = batch_len(self.memory.iter().map(wire_size));
                 if n == 0 {
                     continue;
                 }
-                (
-                    Outgoing::Memory(n),
-                    self.memory.iter().take(n).cloned().collect::<Vec<_>>(),
-                )
+                let events = self.memory.iter().take(n).cloned().collect();
+                (Outgoing::Memory(n), Batch::Events(events))
             } else {
                 match self.read_spool().await {
                     Ok(Some(mut b)) => {
@@ -183,7 +281,7 @@ impl Sender {
                             self.delivered(Outgoing::Spool(b)).await;
                             continue;
                         }
-                        (Outgoing::Spool(b), events)
+                        (Outgoing::Spool(b), Batch::Lines(events))
                     }
                     Ok(None) => continue,
                     Err(e) => {
@@ -196,7 +294,7 @@ impl Sender {
             let c = match &mut client {
                 Some(c) => c,
                 None => match (self.connect)().await {
-                    Ok(ch) => client.insert(AuthPublicClient::new(ch)),
+                    Ok(ch) => client.insert(AuthLink::new(ch)),
                     Err(e) => {
                         self.spill().await;
                         tracing::warn!(
@@ -211,14 +309,9 @@ impl Sender {
                 },
             };
             let n = events.len();
-            match c
-                .emit_events(EmitEventsRequest {
-                    events_json: events,
-                })
-                .await
-            {
+            match c.send(&events).await {
                 Ok(answer) => {
-                    self.refused(&answer.into_inner().refused);
+                    self.refused(&answer.refused);
                     self.delivered(out).await;
                     backoff.reset();
                 }
@@ -274,12 +367,33 @@ impl Sender {
     fn take_queued(&mut self) {
         while self.memory.len() < QUEUE {
             match self.rx.try_recv() {
-                Ok(ev) => self.memory.push_back(to_json(&ev)),
+                Ok(ev) => self.memory.push_back(ev),
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => {
                     self.closed = true;
                     break;
                 }
+            }
+        }
+    }
+
+    /// Waits up to [`LINGER`] for the events in memory to make a full batch.
+    async fn linger(&mut self) {
+        if self.closed || self.memory.len() >= BATCH {
+            return;
+        }
+        let deadline = tokio::time::sleep(LINGER);
+        tokio::pin!(deadline);
+        while !self.closed && self.memory.len() < BATCH {
+            tokio::select! {
+                _ = &mut deadline => return,
+                ev = self.rx.recv() => match ev {
+                    Some(ev) => {
+                        self.memory.push_back(ev);
+                        self.take_queued();
+                    }
+                    None => self.closed = true,
+                },
             }
         }
     }
@@ -295,7 +409,7 @@ impl Sender {
                 _ = &mut sleep => return,
                 ev = self.rx.recv(), if room => match ev {
                     Some(ev) => {
-                        self.memory.push_back(to_json(&ev));
+                        self.memory.push_back(ev);
                         self.take_queued();
                         self.spill().await;
                     }
@@ -311,16 +425,12 @@ impl Sender {
         if self.spool.is_none() || self.memory.is_empty() {
             return;
         }
-        let lines: Vec<String> = self.memory.drain(..).collect();
+        let events: Vec<AuditEvent> = self.memory.drain(..).collect();
+        let lines: Vec<String> = events.iter().map(to_json).collect();
         let total = lines.len();
-        let result = self
-            .on_disk(move |s| {
-                let r = s.append(&lines);
-                (lines, r)
-            })
-            .await;
+        let result = self.on_disk(move |s| s.append(&lines)).await;
         match result {
-            Some((_, Ok(a))) => {
+            Some(Ok(a)) => {
                 self.spool_failing = false;
                 if a.dropped > 0 {
                     let n = a.dropped as u64;
@@ -338,13 +448,13 @@ impl Sender {
                     );
                 }
             }
-            Some((lines, Err(e))) => {
+            Some(Err(e)) => {
                 let written = match &e {
                     AuditSpoolError::Write { written, .. } => *written,
                     _ => 0,
                 };
-                for l in lines.into_iter().skip(written).rev() {
-                    self.memory.push_front(l);
+                for ev in events.into_iter().skip(written).rev() {
+                    self.memory.push_front(ev);
                 }
                 if !self.spool_failing {
                     tracing::error!(
@@ -410,18 +520,44 @@ impl Sender {
     }
 }
 
-/// How many of the first events in memory make one batch.
-fn batch_len(memory: &VecDeque<String>) -> usize {
+/// How many of the first events in memory, of these sizes, make one batch.
+fn batch_len(sizes: impl Iterator<Item = usize>) -> usize {
     let mut bytes = 0;
     let mut n = 0;
-    for e in memory.iter().take(BATCH) {
-        if n > 0 && bytes + e.len() > BATCH_BYTES {
+    for len in sizes.take(BATCH) {
+        if n > 0 && bytes + len > BATCH_BYTES {
             break;
         }
-        bytes += e.len();
+        bytes += len;
         n += 1;
     }
     n
+}
+
+/// About how many bytes an event takes on the wire (its text, plus a little per part).
+fn wire_size(ev: &AuditEvent) -> usize {
+    fn value(v: &serde_json::Value) -> usize {
+        match v {
+            serde_json::Value::String(s) => 2 + s.len(),
+            serde_json::Value::Array(a) => 2 + a.iter().map(value).sum::<usize>(),
+            serde_json::Value::Object(m) => {
+                2 + m.iter().map(|(k, v)| 2 + k.len() + value(v)).sum::<usize>()
+            }
+            _ => 9,
+        }
+    }
+    let text = [&ev.id, &ev.cluster, &ev.user]
+        .iter()
+        .map(|s| s.len())
+        .sum::<usize>()
+        + ev.addr_remote.as_ref().map_or(0, String::len)
+        + ev.error.as_ref().map_or(0, String::len);
+    32 + ev.event.len()
+        + text
+        + ev.fields
+            .iter()
+            .map(|(k, v)| 2 + k.len() + value(v))
+            .sum::<usize>()
 }
 
 fn to_json(ev: &AuditEvent) -> String {
@@ -548,11 +684,15 @@ mod tests {
     #[test]
     fn batches_are_bounded_by_count_and_bytes() {
         let small: VecDeque<String> = (0..BATCH + 5).map(|i| i.to_string()).collect();
-        assert_eq!(batch_len(&small), BATCH);
+        assert_eq!(batch_len(small.iter().map(String::len)), BATCH);
         let big: VecDeque<String> = (0..3).map(|_| "y".repeat(BATCH_BYTES / 2 + 1)).collect();
-        assert_eq!(batch_len(&big), 1);
+        assert_eq!(batch_len(big.iter().map(String::len)), 1);
         let huge: VecDeque<String> = ["z".repeat(BATCH_BYTES * 2)].into();
-        assert_eq!(batch_len(&huge), 1);
-        assert_eq!(batch_len(&VecDeque::new()), 0);
+        assert_eq!(batch_len(huge.iter().map(String::len)), 1);
+        assert_eq!(batch_len(std::iter::empty()), 0);
     }
 }
+
+#[cfg(test)]
+#[path = "audit_link_tests.rs"]
+mod link_tests;
