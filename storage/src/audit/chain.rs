@@ -38,8 +38,9 @@ pub(crate) fn encode_record(hash: &[u8; 32], canonical: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Builds a record in one buffer: `write_canonical` appends the canonical JSON, then its link
-/// hash from `prev` is computed and filled in. Returns the record and the hash.
+/// Builds a record in a buffer of its own (see [`append_record`]). Returns the record and the
+/// hash.
+#[cfg(test)]
 pub(crate) fn build_record(
     prev: &[u8; 32],
     capacity: usize,
@@ -54,7 +55,23 @@ pub(crate) fn build_record(
     (out, hash)
 }
 
-/// The canonical JSON of a record built by [`build_record`].
+/// Appends a record to `out` — a version byte, room for the hash, then the canonical JSON that
+/// `write_canonical` appends — fills in its link hash from `prev`, and returns the hash.
+pub(crate) fn append_record(
+    out: &mut Vec<u8>,
+    prev: &[u8; 32],
+    write_canonical: impl FnOnce(&mut Vec<u8>),
+) -> [u8; 32] {
+    let start = out.len();
+    out.push(RECORD_VERSION);
+    out.extend_from_slice(&[0; 32]);
+    write_canonical(out);
+    let hash = link_hash(prev, &out[start + HEADER_LEN..]);
+    out[start + 1..start + HEADER_LEN].copy_from_slice(&hash);
+    hash
+}
+
+/// The canonical JSON of a record.
 pub(crate) fn record_canonical(record: &[u8]) -> &[u8] {
     record.get(HEADER_LEN..).unwrap_or_default()
 }

@@ -19,7 +19,7 @@
 //! watermark past an event whose entries are not all written, forget an unindexed id before its
 //! entry is committed, nor leave a run's blocks behind when its events are purged.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -67,34 +67,25 @@ pub(crate) fn decode_pairs(bytes: &[u8]) -> impl Iterator<Item = (u64, u64)> + '
 /// A block's key without its run: dimension, value, second.
 type BlockKey<'a> = (u8, &'a [u8], u64);
 
-/// Builds the blocks of a run: key → pairs in (time, seq) order.
-fn blocks_of(entries: &[Entry]) -> BTreeMap<BlockKey<'_>, Vec<u8>> {
-    let mut blocks: BTreeMap<BlockKey<'_>, Vec<(u64, u64)>> = BTreeMap::new();
+/// Builds the blocks of a run, in key order, each with its pairs in (time, seq) order.
+fn blocks_of<'a>(entries: &'a [Entry]) -> Vec<(BlockKey<'a>, Vec<u8>)> {
+    // A fast hasher, seeded per process (foldhash), since this runs for every event.
+    let mut blocks: HashMap<BlockKey<'a>, Vec<(u64, u64)>, foldhash::fast::RandomState> =
+        HashMap::default();
+    let mut add = |key: BlockKey<'a>, pair| blocks.entry(key).or_default().push(pair);
     for e in entries {
         let bucket = e.time_us / BUCKET_US;
         let pair = (e.time_us, e.seq);
-        blocks
-            .entry((DIM_TIME, &[], bucket))
-            .or_default()
-            .push(pair);
-        blocks
-            .entry((DIM_TYPE, e.event_type.as_bytes(), bucket))
-            .or_default()
-            .push(pair);
+        add((DIM_TIME, &[], bucket), pair);
+        add((DIM_TYPE, e.event_type.as_bytes(), bucket), pair);
         if !e.user.is_empty() {
-            blocks
-                .entry((DIM_USER, e.user.as_bytes(), bucket))
-                .or_default()
-                .push(pair);
+            add((DIM_USER, e.user.as_bytes(), bucket), pair);
         }
         if !e.session_id.is_empty() {
-            blocks
-                .entry((DIM_SESSION, e.session_id.as_bytes(), bucket))
-                .or_default()
-                .push(pair);
+            add((DIM_SESSION, e.session_id.as_bytes(), bucket), pair);
         }
     }
-    blocks
+    let mut out: Vec<(BlockKey<'_>, Vec<u8>)> = blocks
         .into_iter()
         .map(|(key, mut pairs)| {
             pairs.sort_unstable();
@@ -105,7 +96,10 @@ fn blocks_of(entries: &[Entry]) -> BTreeMap<BlockKey<'_>, Vec<u8>> {
             }
             (key, bytes)
         })
-        .collect()
+        .collect();
+    // Key order, so each B-tree leaf is rewritten about once.
+    out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    out
 }
 
 /// A run's row in the runs table: its last seq, then each block key (dimension, value length
@@ -156,7 +150,7 @@ pub(crate) fn write_run(txn: &WriteTransaction, entries: &[Entry]) -> Result<u64
         for ((dim, value, bucket), pairs) in &blocks {
             table.insert((*dim, *value, *bucket, first.seq), pairs.as_slice())?;
         }
-        let keys: Vec<BlockKey<'_>> = blocks.keys().copied().collect();
+        let keys: Vec<BlockKey<'_>> = blocks.iter().map(|(k, _)| *k).collect();
         txn.open_table(RUNS)?
             .insert(first.seq, run_row(last.seq, &keys).as_slice())?;
         let mut ids: Vec<(&str, u64)> = entries

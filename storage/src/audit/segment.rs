@@ -704,6 +704,19 @@ impl Pending {
         self.relative.push(self.frames.len() as u64);
         push_frame(&mut self.frames, record);
     }
+
+    /// Appends a frame whose record `write` appends in place; returns what `write` returned
+    /// and the record's bytes.
+    pub(crate) fn push_with<T>(&mut self, write: impl FnOnce(&mut Vec<u8>) -> T) -> (T, &[u8]) {
+        let at = self.frames.len();
+        self.relative.push(at as u64);
+        self.frames.extend_from_slice(&[0; PREFIX_LEN as usize]);
+        let out = write(&mut self.frames);
+        let len = self.frames.len() - at - PREFIX_LEN as usize;
+        // A record is bounded far below 4 GiB by the event size limit.
+        self.frames[at..at + PREFIX_LEN as usize].copy_from_slice(&(len as u32).to_le_bytes());
+        (out, &self.frames[at + PREFIX_LEN as usize..])
+    }
 }
 
 impl Appender {

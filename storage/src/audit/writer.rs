@@ -10,14 +10,14 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use redb::{Database, ReadableDatabase};
 use tokio::sync::oneshot;
 
-use super::chain::{build_record, chain_name, day_of, genesis, record_canonical};
+use super::chain::{append_record, chain_name, day_of, genesis, record_canonical};
 use super::error::AuditError;
 use super::event::{Prepared, append_canonical, json_line, system_time_to_us};
 use super::index::{Entry, IndexWork, UnindexedIds};
@@ -53,6 +53,11 @@ impl Request {
 /// waiting once none has arrived for this long: they are not on their way, and the events
 /// already queued should not wait for them.
 const STRAGGLER_GAP: Duration = Duration::from_micros(200);
+/// How often the writer looks at the queue while it waits for stragglers…
+const POLL_TICK: Duration = Duration::from_micros(100);
+/// …and while a batch nobody waits for lingers (an event someone waits for that arrives meanwhile
+/// waits at most this much longer).
+const LINGER_TICK: Duration = Duration::from_micros(500);
 
 /// State shared by the log handle, the writer and the background threads.
 pub(crate) struct Shared {
@@ -273,22 +278,24 @@ impl Writer {
         if batch.len() >= target || self.policy.flush_interval.is_zero() {
             return;
         }
+        // Polls in ticks rather than waking for each arriving event: producers then queue
+        // without waking the writer, which costs both sides a context switch per event.
         let deadline = monotonic_now() + self.policy.flush_interval;
-        while batch.len() < target {
-            let left = deadline
-                .saturating_duration_since(monotonic_now())
-                .min(STRAGGLER_GAP);
+        let mut quiet = Duration::ZERO;
+        while batch.len() < target && quiet < STRAGGLER_GAP {
+            let left = deadline.saturating_duration_since(monotonic_now());
             if left.is_zero() {
                 break;
             }
-            match self.queue.recv_timeout(left) {
-                Ok(req) => {
-                    self.taken(1);
-                    batch.push(req);
-                    self.drain(batch);
-                }
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-            }
+            let tick = left.min(POLL_TICK);
+            std::thread::sleep(tick);
+            let before = batch.len();
+            self.drain(batch);
+            quiet = if batch.len() == before {
+                quiet + tick
+            } else {
+                Duration::ZERO
+            };
         }
     }
 
@@ -305,17 +312,11 @@ impl Writer {
             if left.is_zero() {
                 break;
             }
-            match self.queue.recv_timeout(left) {
-                Ok(req) => {
-                    let before = batch.len();
-                    self.taken(1);
-                    batch.push(req);
-                    self.drain(batch);
-                    if batch.iter().skip(before).any(Request::is_watched) {
-                        break;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+            std::thread::sleep(left.min(LINGER_TICK));
+            let before = batch.len();
+            self.drain(batch);
+            if batch.iter().skip(before).any(Request::is_watched) {
+                break;
             }
         }
     }
@@ -538,19 +539,22 @@ impl Writer {
                 head.chain = chain_name(day);
                 head.link_to(genesis(&head.chain));
             }
-            let (record, hash) = build_record(&head.last_hash, p.body.len() + 128, |out| {
-                append_canonical(out, &p.body, seq, &head.chain, &head.last_hash_hex);
+            if parts
+                .last()
+                .is_none_or(|(chain, _, _)| *chain != head.chain)
+            {
+                parts.push((head.chain.clone(), seq, Pending::default()));
+            }
+            let Some((_, _, pending)) = parts.last_mut() else {
+                continue;
+            };
+            let (hash, record) = pending.push_with(|out| {
+                append_record(out, &head.last_hash, |out| {
+                    append_canonical(out, &p.body, seq, &head.chain, &head.last_hash_hex);
+                })
             });
             if self.forward.is_some() {
-                lines.push(json_line(record_canonical(&record), &hash));
-            }
-            match parts.last_mut() {
-                Some((chain, _, pending)) if *chain == head.chain => pending.push(&record),
-                _ => {
-                    let mut pending = Pending::default();
-                    pending.push(&record);
-                    parts.push((head.chain.clone(), seq, pending));
-                }
+                lines.push(json_line(record_canonical(record), &hash));
             }
             head.link_to(hash);
             head.next_seq += 1;
