@@ -344,12 +344,27 @@ pub(crate) fn append_canonical(
     out.reserve(body.len() + 120);
     out.extend_from_slice(body);
     out.extend_from_slice(b",\"seq\":");
-    out.extend_from_slice(seq.to_string().as_bytes());
+    push_decimal(out, seq);
     out.extend_from_slice(b",\"chain\":\"");
     out.extend_from_slice(chain.as_bytes());
     out.extend_from_slice(b"\",\"prev_hash\":\"");
     out.extend_from_slice(prev_hash_hex);
     out.extend_from_slice(b"\"}");
+}
+
+/// Appends `n` in decimal without allocating.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// The stored event's full JSON (with `hash`, as exported and forwarded), from its canonical
@@ -432,6 +447,15 @@ mod time_format {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimals_are_written_as_rust_formats_them() {
+        for n in [0, 1, 9, 10, 99, 100, 12_345, u64::MAX / 3, u64::MAX] {
+            let mut out = b"x".to_vec();
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
+        }
+    }
 
     fn sample() -> AuditEvent {
         AuditEvent::new("db.query", "TDB02I")

@@ -67,25 +67,53 @@ pub(crate) fn decode_pairs(bytes: &[u8]) -> impl Iterator<Item = (u64, u64)> + '
 /// A block's key without its run: dimension, value, second.
 type BlockKey<'a> = (u8, &'a [u8], u64);
 
-/// Builds the blocks of a run, in key order, each with its pairs in (time, seq) order.
-fn blocks_of<'a>(entries: &'a [Entry]) -> Vec<(BlockKey<'a>, Vec<u8>)> {
+/// Collects a run's pairs per block key. Consecutive events mostly share their second, type,
+/// and often their session and user, so each dimension first checks the block its previous
+/// event went to before hashing.
+#[derive(Default)]
+struct BlockSet<'a> {
+    blocks: Vec<(BlockKey<'a>, Vec<(u64, u64)>)>,
     // A fast hasher, seeded per process (foldhash), since this runs for every event.
-    let mut blocks: HashMap<BlockKey<'a>, Vec<(u64, u64)>, foldhash::fast::RandomState> =
-        HashMap::default();
-    let mut add = |key: BlockKey<'a>, pair| blocks.entry(key).or_default().push(pair);
+    index: HashMap<BlockKey<'a>, usize, foldhash::fast::RandomState>,
+    last: [Option<(BlockKey<'a>, usize)>; 4],
+}
+
+impl<'a> BlockSet<'a> {
+    fn add(&mut self, key: BlockKey<'a>, pair: (u64, u64)) {
+        let slot = usize::from(key.0);
+        let at = match self.last[slot] {
+            Some((last, at)) if last == key => at,
+            _ => {
+                let next = self.blocks.len();
+                let at = *self.index.entry(key).or_insert(next);
+                if at == next {
+                    self.blocks.push((key, Vec::new()));
+                }
+                self.last[slot] = Some((key, at));
+                at
+            }
+        };
+        self.blocks[at].1.push(pair);
+    }
+}
+
+/// Builds the blocks of a run, in key order, each with its pairs in (time, seq) order.
+fn blocks_of(entries: &[Entry]) -> Vec<(BlockKey<'_>, Vec<u8>)> {
+    let mut set = BlockSet::default();
     for e in entries {
         let bucket = e.time_us / BUCKET_US;
         let pair = (e.time_us, e.seq);
-        add((DIM_TIME, &[], bucket), pair);
-        add((DIM_TYPE, e.event_type.as_bytes(), bucket), pair);
+        set.add((DIM_TIME, &[], bucket), pair);
+        set.add((DIM_TYPE, e.event_type.as_bytes(), bucket), pair);
         if !e.user.is_empty() {
-            add((DIM_USER, e.user.as_bytes(), bucket), pair);
+            set.add((DIM_USER, e.user.as_bytes(), bucket), pair);
         }
         if !e.session_id.is_empty() {
-            add((DIM_SESSION, e.session_id.as_bytes(), bucket), pair);
+            set.add((DIM_SESSION, e.session_id.as_bytes(), bucket), pair);
         }
     }
-    let mut out: Vec<(BlockKey<'_>, Vec<u8>)> = blocks
+    let mut out: Vec<(BlockKey<'_>, Vec<u8>)> = set
+        .blocks
         .into_iter()
         .map(|(key, mut pairs)| {
             pairs.sort_unstable();
