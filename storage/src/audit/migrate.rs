@@ -115,7 +115,7 @@ impl<'a> Copier<'a> {
             if let Some(done) = self.appender.take() {
                 done.seal();
             }
-            self.appender = Some(Appender::create(self.segments, &view.chain, seq)?);
+            self.appender = Some(Appender::create(self.segments, &view.chain, seq, None)?);
         }
         let time_us = view
             .time_us()

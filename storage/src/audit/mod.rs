@@ -30,6 +30,7 @@ mod event;
 mod export;
 mod index;
 mod migrate;
+mod prealloc;
 mod recover;
 mod retention;
 mod search;
@@ -250,6 +251,7 @@ pub struct AuditLog {
     queue: Option<SyncSender<Request>>,
     writer: Option<JoinHandle<()>>,
     indexer: Option<JoinHandle<()>>,
+    filler: Option<(Arc<prealloc::Prealloc>, JoinHandle<()>)>,
     acknowledger: Option<JoinHandle<()>>,
     forwarder: Option<JoinHandle<()>>,
     retention: Option<retention::RetentionTask>,
@@ -337,6 +339,7 @@ impl AuditLog {
             .name("hop-audit-index".to_owned())
             .spawn(move || indexer.run())
             .map_err(spawn_failed)?;
+        let (prealloc, filler) = prealloc::Prealloc::spawn().map_err(spawn_failed)?;
         let (queue, queue_rx) = mpsc::sync_channel(cfg.queue_capacity);
         let policy = BatchPolicy {
             max_batch: cfg.max_batch,
@@ -348,9 +351,12 @@ impl AuditLog {
             queue_rx,
             head,
             policy,
-            ack_tx,
-            index_tx,
-            forward_tx,
+            writer::Outlets {
+                acks: ack_tx,
+                index: index_tx,
+                forward: forward_tx,
+            },
+            Arc::clone(&prealloc),
         );
         let writer = std::thread::Builder::new()
             .name("hop-audit-writer".to_owned())
@@ -374,6 +380,7 @@ impl AuditLog {
             queue: Some(queue),
             writer: Some(writer),
             indexer: Some(indexer),
+            filler: Some((prealloc, filler)),
             acknowledger: Some(acknowledger),
             forwarder,
             retention,
@@ -547,8 +554,19 @@ impl AuditLog {
             retention.stop();
         }
         drop(self.queue.take());
+        // The writer first (it cuts its segment's spare zeros off), then the filler.
+        if let Some(thread) = self.writer.take()
+            && thread.join().is_err()
+        {
+            tracing::error!(thread = "writer", "audit thread panicked");
+        }
+        if let Some((prealloc, thread)) = self.filler.take() {
+            prealloc.stop();
+            if thread.join().is_err() {
+                tracing::error!(thread = "filler", "audit thread panicked");
+            }
+        }
         for (name, thread) in [
-            ("writer", self.writer.take()),
             ("indexer", self.indexer.take()),
             ("acknowledger", self.acknowledger.take()),
             ("forwarder", self.forwarder.take()),

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
+use super::prealloc::Prealloc;
 use crate::error::StorageError;
 use crate::private_file::PRIVATE_MODE;
 
@@ -47,7 +48,7 @@ pub(crate) struct Segment {
     pub(crate) first_seq: u64,
     pub(crate) data_path: PathBuf,
     pub(crate) offsets_path: PathBuf,
-    data: File,
+    pub(crate) data: File,
     offsets: File,
     /// Bytes of `data` that are durable and whole frames; readers stop here.
     durable_len: AtomicU64,
@@ -116,6 +117,24 @@ pub(crate) enum FrameError {
     Short { offset: u64, end: u64 },
     #[error("frame at offset {offset} claims {len} bytes (at most {MAX_RECORD_LEN}, at least 1)")]
     BadLength { offset: u64, len: u64 },
+    #[error("frame at offset {offset} does not hash to the hash it carries (a write cut short)")]
+    Inconsistent { offset: u64 },
+}
+
+/// Whether a record is whole: it decodes and its hash is the link from the `prev_hash` it
+/// names. A write cut short inside space already zero-filled leaves a frame whose length fits
+/// but whose bytes are partly zeros; this is how the repair tells it from a whole frame.
+fn self_consistent(record: &[u8]) -> bool {
+    let Ok(parsed) = super::chain::decode_record(record) else {
+        return false;
+    };
+    let Ok(view) = super::chain::parse_view(parsed.canonical) else {
+        return false;
+    };
+    let prev = hex::decode(view.prev_hash.as_bytes())
+        .ok()
+        .and_then(|h| <[u8; 32]>::try_from(h).ok());
+    prev.is_some_and(|prev| super::chain::link_hash(&prev, parsed.canonical) == *parsed.hash)
 }
 
 /// Reads the frame at `offset` of `file`, not past `end`; returns its record and the offset
@@ -587,6 +606,10 @@ fn repair(segment: &Segment, next_first: Option<u64>) -> Result<(), StorageError
     let mut torn = None;
     for item in segment.frames_from(resume) {
         match item {
+            Ok((at, record)) if at > resume && !self_consistent(&record) => {
+                torn = Some(FrameError::Inconsistent { offset: at });
+                break;
+            }
             Ok((at, record)) => {
                 offsets.push(at);
                 end = at + PREFIX_LEN + record.len() as u64;
@@ -663,6 +686,16 @@ fn cut_tail(segment: &Segment, end: u64, why: &FrameError) -> Result<(), Storage
         .data
         .read_exact_at(&mut tail, end)
         .map_err(io_error(path))?;
+    // Zeros are space made ready ahead of the writer (see `prealloc`), not a torn write.
+    let written = tail.iter().rposition(|b| *b != 0).map_or(0, |at| at + 1);
+    tail.truncate(written);
+    if tail.is_empty() {
+        return segment
+            .data
+            .set_len(end)
+            .and_then(|()| segment.data.sync_all())
+            .map_err(io_error(path));
+    }
     let torn_path = path.with_extension(format!("{DATA_EXT}.torn-{end}"));
     std::fs::write(&torn_path, &tail).map_err(io_error(&torn_path))?;
     segment
@@ -685,6 +718,8 @@ fn cut_tail(segment: &Segment, end: u64, why: &FrameError) -> Result<(), Storage
 #[derive(Debug)]
 pub(crate) struct Appender {
     segment: Arc<Segment>,
+    /// Zero-fills ahead of `end` (`None` where nobody waits on the fsyncs, as in an upgrade).
+    prealloc: Option<Arc<Prealloc>>,
     /// The data file's length.
     end: u64,
     /// Entries in the offsets file.
@@ -721,15 +756,23 @@ impl Pending {
 
 impl Appender {
     /// Appends to the last segment of `segments`, if it is `chain`'s.
-    pub(crate) fn resume(segments: &Segments, chain: &str) -> Option<Self> {
+    pub(crate) fn resume(
+        segments: &Segments,
+        chain: &str,
+        prealloc: Option<Arc<Prealloc>>,
+    ) -> Option<Self> {
         let last = segments.snapshot().pop()?;
         if last.chain != chain {
             return None;
         }
         let end = last.durable_len();
         let listed = segments.end_of(&last) - last.first_seq;
+        if let Some(p) = &prealloc {
+            p.follow(&last, end);
+        }
         Some(Self {
             segment: last,
+            prealloc,
             end,
             listed,
         })
@@ -740,6 +783,7 @@ impl Appender {
         segments: &Segments,
         chain: &str,
         first_seq: u64,
+        prealloc: Option<Arc<Prealloc>>,
     ) -> Result<Self, StorageError> {
         let (data_path, offsets_path) = paths(&segments.dir, &stem(chain, first_seq));
         let data = open_rw(&data_path, true)?;
@@ -762,8 +806,12 @@ impl Appender {
             retired: Default::default(),
         });
         segments.insert(Arc::clone(&segment));
+        if let Some(p) = &prealloc {
+            p.follow(&segment, HEADER_LEN);
+        }
         Ok(Self {
             segment,
+            prealloc,
             end: HEADER_LEN,
             listed: 0,
         })
@@ -782,12 +830,21 @@ impl Appender {
     /// was; if even that fails the error says so and the log must stop writing.
     pub(crate) fn write(&mut self, pending: &Pending) -> Result<(), AppendError> {
         let seg = &self.segment;
-        let written = seg
-            .data
-            .write_all_at(&pending.frames, self.end)
-            .and_then(|()| seg.data.sync_data());
+        let write = || {
+            seg.data
+                .write_all_at(&pending.frames, self.end)
+                .and_then(|()| seg.data.sync_data())
+        };
+        let written = match &self.prealloc {
+            Some(p) => p.write_at(self.end, pending.frames.len() as u64, write),
+            None => write(),
+        };
         if let Err(err) = written {
-            return Err(match seg.data.set_len(self.end) {
+            let cut = seg.data.set_len(self.end);
+            if let Some(p) = &self.prealloc {
+                p.follow(seg, self.end);
+            }
+            return Err(match cut {
                 Ok(()) => AppendError::NotWritten(io_error(&seg.data_path)(err)),
                 Err(cut) => AppendError::Wedged(io_error(&seg.data_path)(cut)),
             });
@@ -808,8 +865,12 @@ impl Appender {
         Ok(())
     }
 
-    /// Makes the offsets file durable: the segment is being left for the next day's.
+    /// Makes the offsets file durable and cuts the spare zeros off: the segment is being left
+    /// for the next day's, or the log is closing.
     pub(crate) fn seal(&self) {
+        if let Some(p) = &self.prealloc {
+            p.trim(&self.segment, self.end);
+        }
         if let Err(err) = self.segment.offsets.sync_data() {
             tracing::warn!(path = %self.segment.offsets_path.display(), error = %err, "audit offsets not synced; rebuilt at the next open if needed");
         }
@@ -869,14 +930,24 @@ pub(crate) fn fresh_dir(dir: &Path) -> Result<(), StorageError> {
 mod tests {
     use super::*;
 
+    /// A whole record (it hashes to the hash it carries), of a length that grows with `n`.
     fn record(n: u8) -> Vec<u8> {
-        vec![n; 10 + usize::from(n)]
+        let prev = [n; 32];
+        let canonical = format!(
+            r#"{{"event":"x","time":"2023-11-14T00:00:00Z","id":"{}","seq":{n},"chain":"2023-11-14","prev_hash":"{}"}}"#,
+            "i".repeat(usize::from(n)),
+            hex::encode(prev)
+        );
+        super::super::chain::build_record(&prev, canonical.len(), |out| {
+            out.extend_from_slice(canonical.as_bytes())
+        })
+        .0
     }
 
     fn write_segment(dir: &Path, n: u8) -> Segments {
         ensure_dir(dir).unwrap();
         let segments = Segments::new(dir.to_owned(), Vec::new(), 0);
-        let mut app = Appender::create(&segments, "2023-11-14", 1).unwrap();
+        let mut app = Appender::create(&segments, "2023-11-14", 1, None).unwrap();
         let mut pending = Pending::default();
         for i in 0..n {
             pending.push(&record(i));
@@ -931,6 +1002,41 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn zeros_after_the_frames_are_spare_space_and_a_frame_cut_short_in_them_is_torn() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg_dir = dir.path().join("s");
+        drop(write_segment(&seg_dir, 5));
+        let (data, _) = paths(&seg_dir, &stem("2023-11-14", 1));
+        let full = std::fs::read(&data).unwrap();
+        // Spare zeros: cut off quietly, nothing kept aside.
+        let mut spare = full.clone();
+        spare.extend_from_slice(&[0; 4096]);
+        std::fs::write(&data, &spare).unwrap();
+        let segments = open_all(&seg_dir).unwrap();
+        assert_eq!(segments[0].durable_len() as usize, full.len());
+        assert_eq!(std::fs::read(&data).unwrap(), full);
+        assert_eq!(std::fs::read_dir(&seg_dir).unwrap().count(), 2);
+        drop(segments);
+        // A sixth frame whose length was written but whose record is half zeros: torn.
+        let mut torn = full.clone();
+        let sixth = record(5);
+        torn.extend_from_slice(&(sixth.len() as u32).to_le_bytes());
+        torn.extend_from_slice(&sixth[..sixth.len() / 2]);
+        torn.extend_from_slice(&vec![0; sixth.len() + 4096]);
+        std::fs::write(&data, &torn).unwrap();
+        let segments = open_all(&seg_dir).unwrap();
+        assert_eq!(segments[0].durable_len() as usize, full.len());
+        let kept: Vec<_> = std::fs::read_dir(&seg_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains(".torn-"))
+            .collect();
+        assert_eq!(kept.len(), 1);
+        // The zeros after the last written byte are not kept.
+        assert_eq!(std::fs::read(&kept[0]).unwrap().len(), 4 + sixth.len() / 2);
     }
 
     #[test]

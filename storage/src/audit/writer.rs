@@ -21,6 +21,7 @@ use super::chain::{append_record, chain_name, day_of, genesis, record_canonical}
 use super::error::AuditError;
 use super::event::{Prepared, append_canonical, json_line, system_time_to_us};
 use super::index::{Entry, IndexWork, UnindexedIds};
+use super::prealloc::Prealloc;
 use super::segment::{AppendError, Appender, Pending, Segments};
 use super::tables::BY_ID;
 use crate::clock::{Clock, monotonic_now};
@@ -190,6 +191,14 @@ pub(crate) struct Writer {
     forward: Option<SyncSender<Vec<Vec<u8>>>>,
     /// A failed batch could not be cut back off its segment: nothing more may be appended.
     wedged: AtomicBool,
+    prealloc: Arc<Prealloc>,
+}
+
+/// Where the writer hands on what it wrote: acknowledgements, index entries, forwarded lines.
+pub(crate) struct Outlets {
+    pub(crate) acks: mpsc::Sender<AckBatch>,
+    pub(crate) index: SyncSender<IndexWork>,
+    pub(crate) forward: Option<SyncSender<Vec<Vec<u8>>>>,
 }
 
 /// One event of a batch: what to write and whom to tell.
@@ -209,11 +218,15 @@ impl Writer {
         queue: Receiver<Request>,
         head: Head,
         policy: BatchPolicy,
-        acks: mpsc::Sender<AckBatch>,
-        index: SyncSender<IndexWork>,
-        forward: Option<SyncSender<Vec<Vec<u8>>>>,
+        outlets: Outlets,
+        prealloc: Arc<Prealloc>,
     ) -> Self {
-        let appender = Appender::resume(&shared.segments, &head.chain);
+        let Outlets {
+            acks,
+            index,
+            forward,
+        } = outlets;
+        let appender = Appender::resume(&shared.segments, &head.chain, Some(Arc::clone(&prealloc)));
         Self {
             shared,
             queue,
@@ -224,6 +237,7 @@ impl Writer {
             index,
             forward,
             wedged: AtomicBool::new(false),
+            prealloc,
         }
     }
 
@@ -582,7 +596,8 @@ impl Writer {
                 .as_ref()
                 .is_none_or(|a| a.chain() != chain || a.is_retired())
             {
-                match Appender::create(&self.shared.segments, chain, *first_seq) {
+                let prealloc = Some(Arc::clone(&self.prealloc));
+                match Appender::create(&self.shared.segments, chain, *first_seq, prealloc) {
                     Ok(next) => {
                         created = true;
                         if let Some(old) = current.replace(next) {
