@@ -67,8 +67,11 @@ use index::{IndexWork, Indexer, UnindexedIds};
 use segment::Segments;
 use writer::{AckResult, BatchPolicy, Counters, Hold, Request, Shared, Writer};
 
-/// Batches of index entries that may wait for the indexer before the writer waits for it.
-const INDEX_QUEUE: usize = 1024;
+/// Batches of index entries that may wait for the indexer before the writer waits for it: a
+/// burst is absorbed, but under a sustained rate the indexer cannot follow the log runs at the
+/// index's speed, so the unindexed tail that search must scan (and the memory it holds) stays
+/// bounded.
+const INDEX_QUEUE: usize = 64;
 
 /// How the log batches, queues, retains and forwards.
 pub struct AuditConfig {
