@@ -38,7 +38,12 @@
 //! type this version does not know is an error that carries the frame's
 //! length ([`TunnelError::UnknownFrameType`]), so a caller may skip it.
 //! Compatibility is negotiated with `Hello.protocol_version`
-//! ([`PROTOCOL_VERSION`]).
+//! ([`PROTOCOL_VERSION`]): a proxy serves agents whose version is within
+//! [`OLDEST_PROTOCOL_VERSION`]`..=`[`PROTOCOL_VERSION`] and answers any other
+//! hello with a [`Frame::GoAway`] that names both sides' versions. Because
+//! decoding is exact, a new field in an existing frame breaks every older
+//! peer: a change to this layout is a new protocol version, and what can be
+//! negotiated below this framing (TLS resumption, for one) is left to TLS.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
@@ -46,6 +51,13 @@ use crate::reader::{Reader, array_at};
 
 /// The version of this framing that [`Hello::protocol_version`] announces.
 pub const PROTOCOL_VERSION: u16 = 1;
+/// The oldest [`Hello::protocol_version`] this release still serves.
+pub const OLDEST_PROTOCOL_VERSION: u16 = 1;
+
+/// Whether a peer announcing `version` speaks a framing this release serves.
+pub fn serves_protocol_version(version: u16) -> bool {
+    (OLDEST_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version)
+}
 /// Largest `length` field accepted (type byte + payload).
 pub const MAX_FRAME_LEN: usize = 1024 * 1024;
 /// Bytes before the type byte.

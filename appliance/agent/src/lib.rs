@@ -9,7 +9,9 @@
 //! connection to the proxy (ALPN `hop-tunnel`: hello with its resources and labels, heartbeats,
 //! goaway) and a small pool of idle data connections (ALPN `hop-tunnel-data`). When the proxy
 //! sends a Dial on a data connection, the agent connects the named application, answers, relays,
-//! and opens a replacement so the pool stays full. Every reconnect waits a jittered backoff.
+//! and opens a replacement so the pool stays full; the replacement resumes TLS 1.3 with a ticket
+//! of an earlier data connection (`data_tls`) instead of a full handshake. Every reconnect waits
+//! a jittered backoff.
 //!
 //! The control connection's loop ([`control_loop`]) is also what each simulated agent of
 //! `hop admin loadtest agents` ([`loadtest`]) runs, so that a load test measures the real thing.
@@ -18,6 +20,7 @@
 
 mod app;
 pub mod backoff;
+mod data_tls;
 pub mod db;
 mod dial;
 pub mod identity;
@@ -40,7 +43,7 @@ use hop_config::services::AppSpec;
 use hop_config::services::AppSpecError;
 use hop_net::connect::{ConnectError, dial_proxy, error_chain};
 use hop_net::trust::{Trust, TrustError, client_config};
-use hop_net::tunnel::{ALPN_TUNNEL, ALPN_TUNNEL_DATA, FrameIoError, FramedStream};
+use hop_net::tunnel::{ALPN_TUNNEL, FrameIoError, FramedStream};
 
 /// Why the agent could not start: what [`run`] returns to `hop start`. Once it runs, the agent
 /// keeps retrying instead of failing.
@@ -114,6 +117,8 @@ struct Shared {
     node: std::sync::OnceLock<Arc<crate::node::NodeShared>>,
     /// The database service, once built from the identity.
     db: std::sync::OnceLock<Arc<crate::db::DbService>>,
+    /// The data connections' TLS configuration, kept so that they resume.
+    data_tls: data_tls::DataTls,
 }
 
 /// Watches one agent's control connection. Real agents pass `()`; the load test records what
@@ -135,6 +140,16 @@ impl Shared {
     ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, TunnelError> {
         let id = self.identity.read().await.clone();
         let cfg = Arc::new(client_config(&id.trust(), Some(&id.cert), alpn)?);
+        Ok(dial_proxy(&self.settings.proxy, cfg).await?)
+    }
+
+    /// A data connection: with the kept configuration, so that it resumes an earlier session's
+    /// TLS instead of a full handshake.
+    async fn dial_data(&self) -> Result<tokio_rustls::client::TlsStream<TcpStream>, TunnelError> {
+        let cfg = {
+            let id = self.identity.read().await;
+            self.data_tls.config(&id)?
+        };
         Ok(dial_proxy(&self.settings.proxy, cfg).await?)
     }
 
@@ -234,6 +249,7 @@ pub async fn run(
         heartbeat: None,
         node: std::sync::OnceLock::new(),
         db: std::sync::OnceLock::new(),
+        data_tls: Default::default(),
     });
     let mut tasks = tokio::task::JoinSet::new();
     if !settings.databases.is_empty() || !settings.db_selectors.is_empty() {
@@ -334,6 +350,14 @@ async fn control_session<O: ControlObserver>(
             Duration::from_secs(u64::from(a.heartbeat_interval_secs.clamp(1, 3600)))
         }
         Frame::GoAway(g) => {
+            // A goaway instead of the ack is a refusal (another protocol version names both
+            // releases): the operator must read it, so it is an error, not a retry note.
+            tracing::error!(
+                reason = %g.reason,
+                retry_after_ms = g.reconnect_after_ms,
+                "the proxy refused this agent's hello: {}",
+                g.reason
+            );
             return Ok(Some(Duration::from_millis(u64::from(g.reconnect_after_ms))));
         }
         other => {
@@ -414,7 +438,7 @@ async fn data_slot(shared: Arc<Shared>, slot: usize, mut shutdown: watch::Receiv
 }
 
 async fn wait_for_dial(shared: &Arc<Shared>) -> Result<(), TunnelError> {
-    let tls = shared.dial(ALPN_TUNNEL_DATA).await?;
+    let tls = shared.dial_data().await?;
     let mut framed = FramedStream::new(tls);
     // Idle until the proxy uses this connection (or it closes).
     let dial = match framed.read_frame(Duration::from_secs(24 * 3600)).await? {

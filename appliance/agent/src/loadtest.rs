@@ -379,6 +379,7 @@ fn simulated(s: &LoadtestSettings, index: usize, id: AgentIdentity) -> Shared {
         heartbeat: s.heartbeat,
         node: std::sync::OnceLock::new(),
         db: std::sync::OnceLock::new(),
+        data_tls: Default::default(),
     }
 }
 

@@ -117,6 +117,10 @@ pub struct Metrics {
     /// Sessions relayed by a data-plane worker (the fast path) or on the control plane.
     pub relay_fast_sessions: Counter,
     pub relay_tokio_sessions: Counter,
+    /// Agents' data connections (ALPN `hop-tunnel-data`) by handshake: full, or TLS 1.3
+    /// resumption from a ticket of an earlier one. Counted before admission, so refused ones too.
+    pub agent_data_handshakes_full: Counter,
+    pub agent_data_handshakes_resumed: Counter,
     pub db_sessions: Counter,
     pub db_sessions_active: Gauge,
     pub db_sessions_refused: Counter,
@@ -165,6 +169,8 @@ impl Default for Metrics {
             app_sessions_active: Gauge::default(),
             relay_fast_sessions: Counter::default(),
             relay_tokio_sessions: Counter::default(),
+            agent_data_handshakes_full: Counter::default(),
+            agent_data_handshakes_resumed: Counter::default(),
             db_sessions: Counter::default(),
             db_sessions_active: Gauge::default(),
             db_sessions_refused: Counter::default(),

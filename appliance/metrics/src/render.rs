@@ -211,6 +211,21 @@ impl Metrics {
                 ),
             ],
         );
+        counter(
+            out,
+            "hop_agent_data_handshakes_total",
+            "Agents' data connections by TLS handshake: kind=\"full\" or kind=\"resumed\" (TLS 1.3 resumption, no certificates exchanged).",
+            &[
+                (
+                    "kind=\"full\"".to_string(),
+                    self.agent_data_handshakes_full.get(),
+                ),
+                (
+                    "kind=\"resumed\"".to_string(),
+                    self.agent_data_handshakes_resumed.get(),
+                ),
+            ],
+        );
     }
 
     /// Database sessions, refusals and cancels.
@@ -472,6 +487,10 @@ hop_app_sessions_active 5
 # TYPE hop_relay_sessions_total counter
 hop_relay_sessions_total{path="worker"} 18
 hop_relay_sessions_total{path="control_plane"} 19
+# HELP hop_agent_data_handshakes_total Agents' data connections by TLS handshake: kind="full" or kind="resumed" (TLS 1.3 resumption, no certificates exchanged).
+# TYPE hop_agent_data_handshakes_total counter
+hop_agent_data_handshakes_total{kind="full"} 0
+hop_agent_data_handshakes_total{kind="resumed"} 0
 # HELP hop_db_sessions_total Database sessions started.
 # TYPE hop_db_sessions_total counter
 hop_db_sessions_total 20

@@ -222,6 +222,14 @@ pub async fn serve_tls(
     }
 }
 
+/// Counts an agent's data connection by its handshake (full or resumed).
+fn count_data_handshake(metrics: &Metrics, conn: &rustls::ServerConnection) {
+    match conn.handshake_kind() {
+        Some(rustls::HandshakeKind::Resumed) => metrics.agent_data_handshakes_resumed.inc(),
+        _ => metrics.agent_data_handshakes_full.inc(),
+    }
+}
+
 /// Serves one terminated TLS connection by its ALPN and its client certificate. `postgres`: the
 /// connection began with a PostgreSQL SSLRequest. Owns the connection's `connections_active`
 /// count and its place in the limits.
@@ -253,7 +261,12 @@ async fn route(
         metrics.connections_active.dec();
         return;
     }
-    // A locked agent's tunnels are refused (its API calls are refused per request).
+    if tls.get_ref().1.alpn_protocol() == Some(ALPN_TUNNEL_DATA) {
+        count_data_handshake(&metrics, tls.get_ref().1);
+    }
+    // A locked agent's tunnels are refused (its API calls are refused per request). This runs
+    // on every connection, resumed or not: a resumed one names the certificate of its ticket's
+    // handshake, identified again above at the current time.
     if let Caller::Host {
         host_id, expires, ..
     } = &caller

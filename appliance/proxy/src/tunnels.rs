@@ -5,8 +5,11 @@
 //! a heartbeat deadline, never a backend write per heartbeat), what each announced (services,
 //! resources, labels), and the idle data connections each keeps parked here so that starting a
 //! session costs no round trip to the agent. It serves the control protocol (hello, heartbeat,
-//! goaway; the hello within `proxy_service.tunnel_hello_timeout`) and hands out data
+//! goaway; the hello within `proxy_service.tunnel_hello_timeout`; an agent of another protocol
+//! version refused with a reason that names both sides', `versions`) and hands out data
 //! connections; it does not decide who may use them.
+
+mod versions;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -15,7 +18,7 @@ use std::time::Duration;
 
 use hop_ca::HostRole;
 use hop_platform::clock;
-use hop_protocols::tunnel::{Frame, GoAway, HelloAck, PROTOCOL_VERSION, ResourceAnnouncement};
+use hop_protocols::tunnel::{Frame, GoAway, HelloAck, ResourceAnnouncement};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
 
@@ -348,17 +351,9 @@ impl TunnelRegistry {
             tracing::warn!(%remote, claimed = %hello.agent_id, cert = %host_id, "agent id does not match its certificate");
             return;
         }
-        if hello.protocol_version != PROTOCOL_VERSION {
-            tracing::warn!(%remote, version = hello.protocol_version, "agent speaks another tunnel protocol version");
-            let _ = framed
-                .write_frame(&Frame::GoAway(GoAway {
-                    reason: format!(
-                        "unsupported tunnel protocol version {}",
-                        hello.protocol_version
-                    ),
-                    reconnect_after_ms: 60_000,
-                }))
-                .await;
+        if let Some(goaway) = versions::refusal(&hello) {
+            tracing::warn!(%host_id, %remote, reason = %goaway.reason, "agent refused: another tunnel protocol version");
+            let _ = framed.write_frame(&Frame::GoAway(goaway)).await;
             return;
         }
         let now = clock::wall();

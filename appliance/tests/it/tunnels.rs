@@ -473,3 +473,105 @@ fn tcp_app_both_ways_half_close_and_idle_timeout_on_a_worker() {
         "{events}"
     );
 }
+
+/// The proxy's count of agents' data connections by handshake kind (`full`, `resumed`).
+fn data_handshakes(a: &Appliance, kind: &str) -> u64 {
+    let (_, m) = a.diag_get("/metrics");
+    let prefix = format!("hop_agent_data_handshakes_total{{kind=\"{kind}\"}} ");
+    m.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} in {m}"))
+}
+
+/// One short session through `hop proxy app` on `port`: `msg` echoed back.
+fn echo_once(port: u16, msg: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    conn.write_all(msg)?;
+    conn.shutdown(std::net::Shutdown::Write)?;
+    let mut back = Vec::new();
+    conn.read_to_end(&mut back)?;
+    Ok(back)
+}
+
+/// Sequential sessions through one agent each take a data connection; the agent's replacements
+/// resume TLS 1.3 instead of a full handshake, each with a fresh Dial. A lock on the agent is
+/// still refused on a resumed connection: admission runs on every data connection.
+#[test]
+fn sequential_sessions_resume_data_connections_and_a_locked_agent_is_still_refused() {
+    let a = Appliance::start("");
+    let dir = a.dir.path().to_path_buf();
+    let token = a.join_token("app");
+    let target_port = echo_target();
+    let app_spec = format!("name=echo,uri=tcp://127.0.0.1:{target_port},labels=env=dev");
+    let _agent = start_agent(&a, &dir.join("agent-data"), Some(&token), &app_spec);
+    let ids = wait_for_agents(&a, 1);
+    let secret = a.add_user("dana", "access", "dana");
+    assert!(a.login("dana", PASSWORD, &secret).status.success());
+    let (_proxy_app, port) = start_proxy_app(&a, "echo");
+
+    const SESSIONS: u64 = 24;
+    for i in 0..SESSIONS {
+        let msg = format!("session {i}");
+        let back = echo_once(port, msg.as_bytes()).unwrap();
+        assert_eq!(back, msg.as_bytes(), "session {i}");
+    }
+    // Each session's replacement data connection resumed (the first pool was full handshakes).
+    let deadline = clock::monotonic_now() + Duration::from_secs(10);
+    while data_handshakes(&a, "resumed") < SESSIONS {
+        assert!(
+            clock::monotonic_now() < deadline,
+            "{} of {SESSIONS} replacement data connections resumed ({} full)",
+            data_handshakes(&a, "resumed"),
+            data_handshakes(&a, "full")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let full = data_handshakes(&a, "full");
+    assert!(
+        full < SESSIONS / 2,
+        "{full} full handshakes for {SESSIONS} sessions"
+    );
+
+    // A lock on the agent: its pool is dropped and each of its data slots (4) dials again,
+    // resuming. An admitted data connection would stay parked, so more resumed connections than
+    // slots means resumed ones were refused and dialed again; no full handshake among them.
+    let (resumed_before, full_before) = (data_handshakes(&a, "resumed"), full);
+    a.ok(&[
+        "admin",
+        "lock",
+        "--server-id",
+        &ids[0],
+        "--message",
+        "compromised",
+    ]);
+    let deadline = clock::monotonic_now() + Duration::from_secs(40);
+    while data_handshakes(&a, "resumed") <= resumed_before + 4 {
+        assert!(
+            clock::monotonic_now() < deadline,
+            "the locked agent's data slots did not dial again: {} resumed since the lock",
+            data_handshakes(&a, "resumed") - resumed_before
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(data_handshakes(&a, "full"), full_before);
+    let refusals = a.ok(&[
+        "admin",
+        "audit",
+        "search",
+        "--type",
+        "access.refused",
+        "--format",
+        "json",
+    ]);
+    assert!(
+        refusals.contains("\"tunnel\"") && refusals.contains(&format!("host {}", ids[0])),
+        "{refusals}"
+    );
+    assert!(
+        echo_once(port, b"after the lock").map_or(true, |b| b.is_empty()),
+        "a session reached the locked agent"
+    );
+}
