@@ -6,6 +6,12 @@
 //! written or is writing: it only writes past `filled`, holding `extending` while it does, and
 //! the writer takes `extending` before it writes past `filled` itself.
 //!
+//! Zero-filling costs about 1.4 ns per byte (on this machine: the zeros go through the page
+//! cache and to disk too), so it pays only while batches are small: the journal commit it saves
+//! (about 55 µs of CPU per batch) is worth the zeros of a batch of up to about 40 kB. The writer
+//! says how large its batches run (each `write_at`); above [`WORTH_BELOW`] the filler
+//! rests and the writer appends.
+//!
 //! Zeros past the last frame are not data: recovery cuts them off, and a sealed segment is cut
 //! back to its last frame.
 
@@ -21,6 +27,8 @@ use super::segment::Segment;
 const STEP: u64 = 4 << 20;
 /// …while fewer than this many bytes are ready past the writer's end.
 const AHEAD: u64 = 16 << 20;
+/// Zero-filling is worth it while the writer's batches average fewer bytes than this.
+pub(crate) const WORTH_BELOW: u64 = 32 << 10;
 
 /// What the filler and the writer share.
 #[derive(Debug, Default)]
@@ -33,6 +41,8 @@ pub(crate) struct Prealloc {
     filled: AtomicU64,
     /// Where the writer's frames end.
     end: AtomicU64,
+    /// A moving average of the writer's batch sizes, in bytes.
+    batch_bytes: AtomicU64,
     stop: AtomicBool,
     wake: Condvar,
     asleep: Mutex<()>,
@@ -75,10 +85,22 @@ impl Prealloc {
             out
         };
         self.end.store(new_end, Ordering::Release);
-        if self.filled.load(Ordering::Acquire) < new_end + AHEAD {
+        self.batch_written(len);
+        if self.worth_it() && self.filled.load(Ordering::Acquire) < new_end + AHEAD {
             self.wake.notify_one();
         }
         out
+    }
+
+    /// The writer wrote a batch of `bytes`: keeps the moving average the filler decides by.
+    fn batch_written(&self, bytes: u64) {
+        let average = self.batch_bytes.load(Ordering::Relaxed);
+        self.batch_bytes
+            .store((average * 7 + bytes) / 8, Ordering::Relaxed);
+    }
+
+    fn worth_it(&self) -> bool {
+        self.batch_bytes.load(Ordering::Relaxed) < WORTH_BELOW
     }
 
     /// Cuts the zeros off `segment` (being left, or the log closing). The filler has moved on
@@ -122,6 +144,9 @@ impl Prealloc {
     /// Zero-fills one step if the writer is close to the end of what is ready. Returns whether
     /// it did (so there may be more to do).
     fn step(&self) -> bool {
+        if !self.worth_it() {
+            return false;
+        }
         let _extending = lock(&self.extending);
         let Some(target) = lock(&self.target).clone() else {
             return false;
