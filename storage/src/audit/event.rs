@@ -48,7 +48,7 @@ pub(crate) const MAX_TIME_US: u64 = 253_402_300_799_999_999;
 /// One audit event as a producer describes it.
 ///
 /// `time` and `id` may be left unset: the log stamps the time from its clock when the event is
-/// handed in and assigns a random (v4) UUID. A producer that may send the same event twice
+/// handed in and assigns a time-ordered (v7) UUID from the log's clock. A producer that may send the same event twice
 /// (a retry after a timeout, a spool replayed after a restart) sets `id` itself: the log stores
 /// an id only once and acknowledges the repeat with the original's position.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -256,6 +256,8 @@ const MIN_RUN: usize = 8192;
 const MAX_PENDING_AGE: Duration = Duration::from_millis(250);
 /// The most entries one transaction writes.
 const MAX_RUN: usize = 65_536;
+/// The most entries held while runs fail to be written.
+const MAX_PENDING: usize = 4 * MAX_RUN;
 
 /// id → seq of every durable event not yet in the id index. The writer adds to it before it
 /// hands the entries on; the indexer removes ids only after their run has committed, so an id
@@ -301,6 +303,14 @@ impl Indexer {
     /// Runs until the writer is gone, then writes what is left.
     pub(crate) fn run(mut self) {
         loop {
+            // While runs cannot be written (a full disk, a damaged index), take no more: the
+            // queue fills and the writer waits, rather than the backlog growing without bound.
+            if self.pending.len() >= MAX_PENDING {
+                self.write_pending();
+                if self.pending.len() >= MAX_PENDING {
+                    continue;
+                }
+            }
             let wait = if self.pending.is_empty() {
                 Duration::from_secs(3600)
             } else {

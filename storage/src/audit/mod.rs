@@ -364,7 +364,10 @@ impl AuditLog {
         let writer = std::thread::Builder::new()
             .name("hop-audit-writer".to_owned())
             .spawn(move || writer.run())
-            .map_err(spawn_failed)?;
+            .map_err(|err| {
+                prealloc.stop();
+                spawn_failed(err)
+            })?;
         let retention = match cfg.retention {
             Some(keep) => Some(
                 retention::RetentionTask::spawn(

@@ -68,28 +68,30 @@ pub(crate) fn purge_before(shared: &Shared, cutoff: SystemTime) -> Result<PurgeR
     Ok(report)
 }
 
-/// Removes one segment: its ids from the id index in chunks of short transactions, then (in
-/// the transaction that moves the purge boundary past it) the blocks of every run that ends
-/// within it, then its files.
+/// Removes one segment: the blocks of every run that ends within it, in the transaction that
+/// moves the purge boundary past it, then its ids from the id index in chunks of short
+/// transactions, then its files.
 fn purge_segment(
     shared: &Shared,
     segment: &Arc<Segment>,
     last_seq: u64,
     report: &mut PurgeReport,
 ) -> Result<(), AuditError> {
+    // The boundary first: a crash after it leaves ids pointing at purged events (a resent one
+    // is taken as the repeat it is), never events whose ids are gone (which would be stored
+    // twice).
+    let boundary = last_link(shared, segment)?.map(|mut b| {
+        b.through_seq = b.through_seq.max(last_seq);
+        b
+    });
+    finish_segment(shared, boundary.as_ref(), last_seq)?;
     let mut chunk: Vec<(String, u64)> = Vec::with_capacity(PURGE_CHUNK);
-    let mut boundary: Option<Boundary> = None;
     let mut events = 0;
     for item in segment.frames_from(HEADER_LEN) {
         let (_, bytes) = item.map_err(|e| AuditError::from(frame_corrupt(segment, &e)))?;
         let corrupt = |d| shared.corrupt(format!("audit segment {}: {d}", segment.chain));
         let record = decode_record(&bytes).map_err(corrupt)?;
         let view = parse_view(record.canonical).map_err(corrupt)?;
-        boundary = Some(Boundary {
-            through_seq: view.seq,
-            chain: view.chain.to_string(),
-            hash: hex::encode(record.hash),
-        });
         chunk.push((view.id.into_owned(), view.seq));
         events += 1;
         if chunk.len() == PURGE_CHUNK {
@@ -98,10 +100,6 @@ fn purge_segment(
         }
     }
     remove_ids(shared, &chunk)?;
-    if let Some(b) = &mut boundary {
-        b.through_seq = b.through_seq.max(last_seq);
-    }
-    finish_segment(shared, boundary.as_ref(), last_seq)?;
     shared.segments.remove(segment.first_seq);
     segment::delete_files(segment)?;
     report.events += events;
@@ -109,6 +107,23 @@ fn purge_segment(
         report.chains.push(segment.chain.clone());
     }
     Ok(())
+}
+
+/// The link of `segment`'s last event: where the retained chain continues from.
+fn last_link(shared: &Shared, segment: &Arc<Segment>) -> Result<Option<Boundary>, AuditError> {
+    let mut last = None;
+    for item in segment.frames_from(segment.offset_of_last()?) {
+        let (_, bytes) = item.map_err(|e| AuditError::from(frame_corrupt(segment, &e)))?;
+        let corrupt = |d| shared.corrupt(format!("audit segment {}: {d}", segment.chain));
+        let record = decode_record(&bytes).map_err(corrupt)?;
+        let view = parse_view(record.canonical).map_err(corrupt)?;
+        last = Some(Boundary {
+            through_seq: view.seq,
+            chain: view.chain.to_string(),
+            hash: hex::encode(record.hash),
+        });
+    }
+    Ok(last)
 }
 
 /// Removes the id entries of `events` (those still pointing at them) in one transaction.

@@ -39,6 +39,8 @@ const PREFIX_LEN: u64 = 4;
 /// length prefix is damage, not an event.
 pub(crate) const MAX_RECORD_LEN: usize = 1 << 20;
 const DATA_EXT: &str = "seg";
+/// A segment being created: its header is written and fsynced under this name first.
+const NEW_EXT: &str = "new";
 const OFFSETS_EXT: &str = "off";
 
 /// One segment: a chain's events.
@@ -60,6 +62,16 @@ impl Segment {
     /// The durable length of the data file.
     pub(crate) fn durable_len(&self) -> u64 {
         self.durable_len.load(Ordering::Acquire)
+    }
+
+    /// Where the last listed frame starts (the header's end when none is listed).
+    pub(crate) fn offset_of_last(&self) -> Result<u64, StorageError> {
+        match self.listed()? {
+            0 => Ok(HEADER_LEN),
+            n => self
+                .offset_of(self.first_seq + n - 1)
+                .map_err(|err| frame_corrupt(self, &err)),
+        }
     }
 
     /// How many frames the offsets file lists.
@@ -309,6 +321,11 @@ impl Segments {
         let Some(segment) = self.containing(seq) else {
             return Ok(None);
         };
+        // Between a segment's last frame and the next segment's first seq, seqs can be missing
+        // (cut off behind hop's back): no frame holds them.
+        if seq >= segment.first_seq + segment.listed()? {
+            return Ok(None);
+        }
         segment
             .record(seq)
             .map(Some)
@@ -491,6 +508,11 @@ fn stems_in(dir: &Path) -> Result<Vec<String>, StorageError> {
     };
     for entry in entries {
         let path = entry.map_err(io_error(dir))?.path();
+        if path.extension().and_then(|e| e.to_str()) == Some(NEW_EXT) {
+            // A segment whose creation a crash interrupted before it had a whole header.
+            std::fs::remove_file(&path).map_err(io_error(&path))?;
+            continue;
+        }
         if path.extension().and_then(|e| e.to_str()) == Some(DATA_EXT)
             && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
         {
@@ -578,6 +600,15 @@ pub(crate) fn open_all(dir: &Path) -> Result<Vec<Arc<Segment>>, StorageError> {
         let next_first = segments.get(i + 1).map(|s| s.first_seq);
         repair(segment, next_first)?;
     }
+    // A last segment with no frame was created by a batch that never became durable (or a
+    // crash right after it was made): it holds nothing, and the writer makes it again.
+    if let Some(last) = segments.last()
+        && last.durable_len() <= HEADER_LEN
+        && let Some(empty) = segments.pop()
+    {
+        delete_files(&empty)?;
+        sync_dir(dir)?;
+    }
     Ok(segments.into_iter().map(Arc::new).collect())
 }
 
@@ -598,15 +629,19 @@ fn repair(segment: &Segment, next_first: Option<u64>) -> Result<(), StorageError
         return Ok(());
     }
     // Resume from the last listed frame if it is where the offsets say; else from the start.
-    let (mut offsets, resume) = match trusted_prefix(segment, listed)? {
-        Some(prefix) => prefix,
-        None => (Vec::new(), HEADER_LEN),
+    let (mut offsets, resume, vouched) = match trusted_prefix(segment, listed)? {
+        Some((prefix, last)) => (prefix, last, Some(last)),
+        None => (Vec::new(), HEADER_LEN, None),
     };
+    // Only the segment being written can end in a write cut short (the others were fsynced
+    // whole before they were left), and there only what the offsets do not vouch for: a frame
+    // whose bytes do not hash to its hash is damage elsewhere, for `verify` to name.
+    let check = next_first.is_none();
     let mut end = resume;
     let mut torn = None;
     for item in segment.frames_from(resume) {
         match item {
-            Ok((at, record)) if at > resume && !self_consistent(&record) => {
+            Ok((at, record)) if check && Some(at) != vouched && !self_consistent(&record) => {
                 torn = Some(FrameError::Inconsistent { offset: at });
                 break;
             }
@@ -696,8 +731,24 @@ fn cut_tail(segment: &Segment, end: u64, why: &FrameError) -> Result<(), Storage
             .and_then(|()| segment.data.sync_all())
             .map_err(io_error(path));
     }
-    let torn_path = path.with_extension(format!("{DATA_EXT}.torn-{end}"));
-    std::fs::write(&torn_path, &tail).map_err(io_error(&torn_path))?;
+    let mut torn_path = path.with_extension(format!("{DATA_EXT}.torn-{end}"));
+    let mut n = 1;
+    while torn_path.exists() {
+        torn_path = path.with_extension(format!("{DATA_EXT}.torn-{end}.{n}"));
+        n += 1;
+    }
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(PRIVATE_MODE)
+        .open(&torn_path)
+        .and_then(|f| {
+            use std::io::Write;
+            let mut f = f;
+            f.write_all(&tail)?;
+            f.sync_all()
+        })
+        .map_err(io_error(&torn_path))?;
     segment
         .data
         .set_len(end)
@@ -786,13 +837,25 @@ impl Appender {
         prealloc: Option<Arc<Prealloc>>,
     ) -> Result<Self, StorageError> {
         let (data_path, offsets_path) = paths(&segments.dir, &stem(chain, first_seq));
-        let data = open_rw(&data_path, true)?;
+        let fresh = data_path.with_extension(format!("{DATA_EXT}.{NEW_EXT}"));
+        let _ = std::fs::remove_file(&fresh);
+        let data = open_rw(&fresh, true)?;
         let mut header = [0u8; HEADER_LEN as usize];
         header[..8].copy_from_slice(MAGIC);
         header[8..].copy_from_slice(&first_seq.to_le_bytes());
         data.write_all_at(&header, 0)
             .and_then(|()| data.sync_data())
-            .map_err(io_error(&data_path))?;
+            .map_err(io_error(&fresh))?;
+        // Never over a segment holding frames (a name is never reused for data).
+        if std::fs::metadata(&data_path).is_ok_and(|m| m.len() > HEADER_LEN) {
+            let _ = std::fs::remove_file(&fresh);
+            return Err(corrupt(
+                &data_path,
+                "a segment of this name already holds events".to_owned(),
+            ));
+        }
+        std::fs::rename(&fresh, &data_path).map_err(io_error(&data_path))?;
+        let _ = std::fs::remove_file(&offsets_path);
         let offsets = open_rw(&offsets_path, true)?;
         sync_dir(&segments.dir)?;
         let segment = Arc::new(Segment {
@@ -821,6 +884,11 @@ impl Appender {
         &self.segment.chain
     }
 
+    /// The seq the next frame of this segment would hold.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.segment.first_seq + self.listed
+    }
+
     /// Whether a purge took this segment: appends go to a new one.
     pub(crate) fn is_retired(&self) -> bool {
         self.segment.retired.load(Ordering::Acquire)
@@ -840,7 +908,10 @@ impl Appender {
             None => write(),
         };
         if let Err(err) = written {
-            let cut = seg.data.set_len(self.end);
+            let cut = seg
+                .data
+                .set_len(self.end)
+                .and_then(|()| seg.data.sync_data());
             if let Some(p) = &self.prealloc {
                 p.follow(seg, self.end);
             }
@@ -854,10 +925,20 @@ impl Appender {
             .iter()
             .flat_map(|r| (self.end + r).to_le_bytes())
             .collect();
-        // The offsets are derived data (rebuilt at open if they do not match); a failure here
-        // is logged, and the frames stay durable.
+        // Without its offsets a frame cannot be found by seq: the batch is cut back off and
+        // fails as a whole.
         if let Err(err) = seg.offsets.write_all_at(&offsets, self.listed * 8) {
-            tracing::error!(path = %seg.offsets_path.display(), error = %err, "audit offsets not written; rebuilt at the next open");
+            let cut = seg
+                .data
+                .set_len(self.end)
+                .and_then(|()| seg.data.sync_data());
+            if let Some(p) = &self.prealloc {
+                p.follow(seg, self.end);
+            }
+            return Err(match cut {
+                Ok(()) => AppendError::NotWritten(io_error(&seg.offsets_path)(err)),
+                Err(cut) => AppendError::Wedged(io_error(&seg.data_path)(cut)),
+            });
         }
         self.end += pending.frames.len() as u64;
         self.listed += pending.relative.len() as u64;
@@ -991,6 +1072,13 @@ mod tests {
             std::fs::write(&data, &full[..cut]).unwrap();
             let segments = open_all(&seg_dir).unwrap();
             let whole = ends.iter().filter(|e| **e <= cut).count() as u64 - 1;
+            if whole == 0 {
+                // No whole frame: a segment that never held an event is removed.
+                assert!(segments.is_empty(), "cut at {cut}");
+                assert!(!data.exists(), "cut at {cut}");
+                drop(write_segment(&seg_dir, 5));
+                continue;
+            }
             let kept = segments[0].durable_len() as usize;
             assert_eq!(kept, ends[whole as usize], "cut at {cut}");
             let reg = Segments::new(seg_dir.clone(), segments, whole);

@@ -592,9 +592,11 @@ impl Writer {
         let mut wrote_any = false;
         for (chain, first_seq, pending) in parts {
             let mut created = false;
+            // A new segment at a new day, after a purge took this one, and wherever the seqs
+            // are interrupted (a frame's seq is its position in its segment).
             if current
                 .as_ref()
-                .is_none_or(|a| a.chain() != chain || a.is_retired())
+                .is_none_or(|a| a.chain() != chain || a.is_retired() || a.next_seq() != *first_seq)
             {
                 let prealloc = Some(Arc::clone(&self.prealloc));
                 match Appender::create(&self.shared.segments, chain, *first_seq, prealloc) {

@@ -235,3 +235,48 @@ fn verify_since_checks_only_later_days_but_still_links_them() {
         (40, stored[39].event.id.as_str())
     );
 }
+
+#[test]
+fn events_after_a_cut_tail_go_to_a_new_segment_and_are_found_by_their_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path());
+    // Seqs 49 and 50 cut off the end while hop was stopped; the index had them.
+    remove_records(&audit_path(dir.path()), &[49, 50]);
+    let clock = ManualClock::new(start_time() + Duration::from_secs(86_400));
+    let log = open_audit(dir.path(), &clock);
+    let pos = log.append(numbered_event(900)).unwrap();
+    assert_eq!(pos.seq, 51, "a seq is never handed out again");
+    assert_eq!(log.get(&pos.id).unwrap().unwrap().seq, 51);
+    assert_eq!(log.get("ev-000047").unwrap().unwrap().seq, 48);
+    // The cut events are gone, not replaced by others at their seqs.
+    assert!(log.get("ev-000048").unwrap().is_none());
+    let broken = log.verify(None).unwrap().first_break.unwrap();
+    assert_eq!(
+        broken.reason,
+        BreakReason::Gap {
+            first_missing: 49,
+            last_missing: 50
+        }
+    );
+    assert_eq!(segment_files(&audit_path(dir.path())).len(), 3);
+}
+
+#[test]
+fn a_segment_left_empty_by_a_crash_does_not_stop_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(start_time());
+    // What a crash right after a new segment was made leaves: its header and nothing else.
+    let segments = audit_path(dir.path()).with_extension("segments");
+    std::fs::create_dir(&segments).unwrap();
+    let mut header = MAGIC.to_vec();
+    header.extend_from_slice(&1u64.to_le_bytes());
+    std::fs::write(
+        segments.join("2023-11-14.00000000000000000001.seg"),
+        &header,
+    )
+    .unwrap();
+    let log = open_audit(dir.path(), &clock);
+    let pos = log.append(numbered_event(1)).unwrap();
+    assert_eq!(pos.seq, 1);
+    assert!(log.verify(None).unwrap().is_intact());
+}
