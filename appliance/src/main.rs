@@ -111,10 +111,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     name, port, bind, ..
                 }) => rt.block_on(hop_client::db::proxy_db(name, bind, port)),
                 Command::Proxy(hop_client::cli::ProxyCommand::Ssh { target }) => {
+                    // One thread: both directions share one TLS connection, and a second
+                    // worker would only contend for its lock.
+                    drop(rt);
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
                     let r = rt.block_on(hop_client::ssh::proxy_ssh(target));
-                    // Standard input is read on a blocking thread that ends only at EOF; when
-                    // the proxy ends the session first, waiting for it would keep standard
-                    // output open, and OpenSSH waits for that to close.
+                    // Standard input may be read on a blocking thread that ends only at EOF
+                    // (when it is not a pipe); when the proxy ends the session first, waiting
+                    // for it would keep standard output open, and OpenSSH waits for that to
+                    // close.
                     rt.shutdown_background();
                     r
                 }

@@ -57,6 +57,9 @@ printf 'correct horse battery staple\n' | "$H" login --proxy 127.0.0.1:$P --ca-p
 
 # sshd trusting Hop's user CA, with a host certificate from Hop's host CA.
 A auth sign --format openssh --host web1,127.0.0.1 --out "$D/web1" > /dev/null
+# `direct` logs in with the user's own certificate, which only the user CA signs (the agentless
+# route signs with the OpenSSH CA): this sshd trusts both.
+A auth export --type user >> "$D/web1-user-ca.pub"
 mkdir -p /run/sshd
 cat > "$D/sshd_config" <<CFG
 Port $SP
@@ -89,7 +92,7 @@ sleep 1
 KEYS=$(dirname "$(grep -m1 IdentityFile "$D/ssh_config" | awk '{print $2}' | tr -d '"')")
 KEY=$(grep -m1 IdentityFile "$D/ssh_config" | awk '{print $2}' | tr -d '"')
 DIRECT=(-o BatchMode=yes -o IdentitiesOnly=yes -i "$KEY" -o "CertificateFile=$KEY-cert.pub"
-        -o "UserKnownHostsFile=$KEYS/known_hosts" -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes)
+        -o "UserKnownHostsFile=$D/direct_known_hosts" -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=accept-new)
 
 head -c $((SIZE * 1024 * 1024)) /dev/urandom > "$D/src"
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

@@ -32,14 +32,14 @@ pub async fn proxy_ssh(target: String) -> anyhow::Result<()> {
     let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
     let (tls, pending) = open_session(&login.profile.proxy, cfg, &target, unspecified).await?;
     let (mut rd, mut wr) = tokio::io::split(tls);
-    let mut stdout = tokio::io::stdout();
+    let mut stdout = stdout_writer();
     if !pending.is_empty() {
         stdout.write_all(&pending).await?;
         stdout.flush().await?;
     }
     let up = tokio::spawn(async move {
-        let mut stdin = tokio::io::stdin();
-        let _ = tokio::io::copy(&mut stdin, &mut wr).await;
+        let mut stdin = stdin_reader();
+        let _ = copy_flushing(&mut stdin, &mut wr).await;
         let _ = wr.shutdown().await;
     });
     // The session is over when the node closes its side; stdin may stay open.
@@ -50,14 +50,48 @@ pub async fn proxy_ssh(target: String) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Bytes moved per read: large enough that one read of a busy pipe fills whole TLS records
+/// (16 KiB each) and OpenSSH's 32 KiB packets arrive whole.
+const COPY_BUFFER: usize = 128 * 1024;
+
+/// Standard input, read without a thread: OpenSSH hands a `ProxyCommand` pipes, which are read
+/// non-blocking on the runtime; anything else (a terminal, a file) is read by tokio's blocking
+/// reader.
+fn stdin_reader() -> Box<dyn tokio::io::AsyncRead + Unpin + Send> {
+    use std::os::fd::AsFd;
+    let pipe = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .ok()
+        .and_then(|fd| tokio::net::unix::pipe::Receiver::from_owned_fd(fd).ok());
+    match pipe {
+        Some(p) => Box::new(p),
+        None => Box::new(tokio::io::stdin()),
+    }
+}
+
+/// Standard output, written without a thread when it is a pipe (see [`stdin_reader`]).
+fn stdout_writer() -> Box<dyn tokio::io::AsyncWrite + Unpin + Send> {
+    use std::os::fd::AsFd;
+    let pipe = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .ok()
+        .and_then(|fd| tokio::net::unix::pipe::Sender::from_owned_fd(fd).ok());
+    match pipe {
+        Some(p) => Box::new(p),
+        None => Box::new(tokio::io::stdout()),
+    }
+}
+
 /// Copies and flushes after every read (OpenSSH waits for each packet).
 async fn copy_flushing<R, W>(r: &mut R, w: &mut W) -> std::io::Result<u64>
 where
-    R: tokio::io::AsyncRead + Unpin,
-    W: tokio::io::AsyncWrite + Unpin,
+    R: tokio::io::AsyncRead + Unpin + ?Sized,
+    W: tokio::io::AsyncWrite + Unpin + ?Sized,
 {
     use tokio::io::AsyncReadExt;
-    let mut buf = vec![0u8; 32 * 1024];
+    let mut buf = vec![0u8; COPY_BUFFER];
     let mut total = 0u64;
     loop {
         let n = r.read(&mut buf).await?;
