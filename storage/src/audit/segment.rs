@@ -86,12 +86,7 @@ impl Segment {
 
     /// The record of `seq`, which must be in this segment and durable.
     fn record(&self, seq: u64) -> Result<Vec<u8>, FrameError> {
-        let index = seq.saturating_sub(self.first_seq);
-        let mut offset = [0u8; 8];
-        self.offsets
-            .read_exact_at(&mut offset, index.saturating_mul(8))
-            .map_err(FrameError::Io)?;
-        let at = u64::from_le_bytes(offset);
+        let at = self.offset_of(seq)?;
         read_frame_at(&self.data, at, self.durable_len()).map(|(record, _)| record)
     }
 
@@ -289,10 +284,6 @@ impl Segments {
         }
         segment.retired.store(true, Ordering::Release);
         Some(last)
-    }
-
-    fn publish(&self, seq: u64) {
-        self.durable_through.store(seq, Ordering::Release);
     }
 
     /// Every segment, oldest first.
@@ -908,17 +899,7 @@ impl Appender {
             None => write(),
         };
         if let Err(err) = written {
-            let cut = seg
-                .data
-                .set_len(self.end)
-                .and_then(|()| seg.data.sync_data());
-            if let Some(p) = &self.prealloc {
-                p.follow(seg, self.end);
-            }
-            return Err(match cut {
-                Ok(()) => AppendError::NotWritten(io_error(&seg.data_path)(err)),
-                Err(cut) => AppendError::Wedged(io_error(&seg.data_path)(cut)),
-            });
+            return Err(self.cut_back(io_error(&seg.data_path)(err)));
         }
         let offsets: Vec<u8> = pending
             .relative
@@ -928,22 +909,29 @@ impl Appender {
         // Without its offsets a frame cannot be found by seq: the batch is cut back off and
         // fails as a whole.
         if let Err(err) = seg.offsets.write_all_at(&offsets, self.listed * 8) {
-            let cut = seg
-                .data
-                .set_len(self.end)
-                .and_then(|()| seg.data.sync_data());
-            if let Some(p) = &self.prealloc {
-                p.follow(seg, self.end);
-            }
-            return Err(match cut {
-                Ok(()) => AppendError::NotWritten(io_error(&seg.offsets_path)(err)),
-                Err(cut) => AppendError::Wedged(io_error(&seg.data_path)(cut)),
-            });
+            return Err(self.cut_back(io_error(&seg.offsets_path)(err)));
         }
         self.end += pending.frames.len() as u64;
         self.listed += pending.relative.len() as u64;
         seg.durable_len.store(self.end, Ordering::Release);
         Ok(())
+    }
+
+    /// After a failed batch: cuts the segment back to where the batch began (and tells the
+    /// filler), so nothing of it remains. `failure` is why the batch failed.
+    fn cut_back(&self, failure: StorageError) -> AppendError {
+        let seg = &self.segment;
+        let cut = seg
+            .data
+            .set_len(self.end)
+            .and_then(|()| seg.data.sync_data());
+        if let Some(p) = &self.prealloc {
+            p.follow(seg, self.end);
+        }
+        match cut {
+            Ok(()) => AppendError::NotWritten(failure),
+            Err(cut) => AppendError::Wedged(io_error(&seg.data_path)(cut)),
+        }
     }
 
     /// Makes the offsets file durable and cuts the spare zeros off: the segment is being left
@@ -972,7 +960,7 @@ impl Appender {
 impl Segments {
     /// Publishes that every seq up to `seq` is durable.
     pub(crate) fn made_durable(&self, seq: u64) {
-        self.publish(seq);
+        self.durable_through.store(seq, Ordering::Release);
     }
 }
 
