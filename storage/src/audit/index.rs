@@ -5,7 +5,8 @@
 //!
 //! A run (up to 64k events, contiguous seqs) becomes one block per (dimension, value, second of
 //! event time): the event type, the user, the session id, and the empty value of the time
-//! dimension, each block listing its events' (time, seq) pairs in order. Search reads the blocks
+//! dimension, each block listing its events' (time, seq) pairs in order, 8 bytes a pair
+//! (`block.rs`; a busy block is cut into chunks that fit a 16 KiB page). Search reads the blocks
 //! of the seconds its window covers, newest (or oldest) second first, and stops once its page is
 //! full. A busy value costs one B-tree entry per second per run instead of one per event; a rare
 //! one costs what a per-event index would. Ids supplied by producers (which must be idempotent)
@@ -27,6 +28,7 @@ use std::time::Duration;
 use redb::{Database, Durability, ReadableTable, WriteTransaction};
 use tokio::sync::oneshot;
 
+use super::block;
 use super::tables::{BLOCKS, BY_ID, INDEXED_KEY, LAST_SEQ_KEY, META, RUNS};
 use super::writer::Shared;
 
@@ -37,8 +39,6 @@ pub(crate) const DIM_USER: u8 = 2;
 pub(crate) const DIM_SESSION: u8 = 3;
 /// A block covers one second of event time.
 pub(crate) const BUCKET_US: u64 = 1_000_000;
-/// Bytes per (time, seq) pair in a block.
-pub(crate) const PAIR_LEN: usize = 16;
 
 /// The owned index keys of one event waiting to be indexed.
 #[derive(Debug, Clone)]
@@ -51,17 +51,6 @@ pub(crate) struct Entry {
     pub(crate) id: String,
     /// The log assigned the id (it goes in no id index entry).
     pub(crate) fresh_id: bool,
-}
-
-/// The (time, seq) pairs of a block, in order.
-pub(crate) fn decode_pairs(bytes: &[u8]) -> impl Iterator<Item = (u64, u64)> + '_ {
-    bytes.chunks_exact(PAIR_LEN).map(|c| {
-        let mut time = [0u8; 8];
-        let mut seq = [0u8; 8];
-        time.copy_from_slice(&c[..8]);
-        seq.copy_from_slice(&c[8..]);
-        (u64::from_le_bytes(time), u64::from_le_bytes(seq))
-    })
 }
 
 /// A block's key without its run: dimension, value, second.
@@ -98,7 +87,7 @@ impl<'a> BlockSet<'a> {
 }
 
 /// Builds the blocks of a run, in key order, each with its pairs in (time, seq) order.
-fn blocks_of(entries: &[Entry]) -> Vec<(BlockKey<'_>, Vec<u8>)> {
+fn blocks_of(entries: &[Entry]) -> Vec<(BlockKey<'_>, Vec<(u64, u64)>)> {
     let mut set = BlockSet::default();
     for e in entries {
         let bucket = e.time_us / BUCKET_US;
@@ -112,19 +101,10 @@ fn blocks_of(entries: &[Entry]) -> Vec<(BlockKey<'_>, Vec<u8>)> {
             set.add((DIM_SESSION, e.session_id.as_bytes(), bucket), pair);
         }
     }
-    let mut out: Vec<(BlockKey<'_>, Vec<u8>)> = set
-        .blocks
-        .into_iter()
-        .map(|(key, mut pairs)| {
-            pairs.sort_unstable();
-            let mut bytes = Vec::with_capacity(pairs.len() * PAIR_LEN);
-            for (time, seq) in pairs {
-                bytes.extend_from_slice(&time.to_le_bytes());
-                bytes.extend_from_slice(&seq.to_le_bytes());
-            }
-            (key, bytes)
-        })
-        .collect();
+    let mut out = set.blocks;
+    for (_, pairs) in &mut out {
+        pairs.sort_unstable();
+    }
     // Key order, so each B-tree leaf is rewritten about once.
     out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     out
@@ -176,7 +156,12 @@ pub(crate) fn write_run(txn: &WriteTransaction, entries: &[Entry]) -> Result<u64
     {
         let mut table = txn.open_table(BLOCKS)?;
         for ((dim, value, bucket), pairs) in &blocks {
-            table.insert((*dim, *value, *bucket, first.seq), pairs.as_slice())?;
+            // Chunk k of a block is keyed first.seq + k: within the run's seqs, so no other
+            // run's key, and retention finds them all in the run's range.
+            for (k, chunk) in (first.seq..).zip(pairs.chunks(block::MAX_PAIRS)) {
+                let bytes = block::encode(*bucket, chunk);
+                table.insert((*dim, *value, *bucket, k), bytes.as_slice())?;
+            }
         }
         let keys: Vec<BlockKey<'_>> = blocks.iter().map(|(k, _)| *k).collect();
         txn.open_table(RUNS)?
@@ -230,7 +215,12 @@ pub(crate) fn remove_runs_through(
             continue;
         }
         for (dim, value, bucket) in &keys {
-            blocks.remove((*dim, value.as_slice(), *bucket, first.value()))?;
+            let (value, bucket) = (value.as_slice(), *bucket);
+            // The block's chunks, keyed within the run's seqs.
+            blocks.retain_in(
+                (*dim, value, bucket, first.value())..=(*dim, value, bucket, last),
+                |_, _| false,
+            )?;
         }
         gone.push(first.value());
     }

@@ -24,6 +24,7 @@
 //!   `recover` what a restart reads back, `migrate` the one-time upgrade of a log whose index
 //!   file also held the events (schema 1).
 
+mod block;
 mod chain;
 mod error;
 mod event;

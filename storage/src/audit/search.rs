@@ -11,10 +11,11 @@ use std::time::SystemTime;
 use redb::{ReadOnlyTable, ReadableDatabase};
 use serde_json::Value;
 
+use super::block;
 use super::chain::{EventView, chain_name, day_of, decode_record, parse_view};
 use super::error::AuditError;
 use super::event::{StoredEvent, system_time_to_us};
-use super::index::{BUCKET_US, DIM_SESSION, DIM_TIME, DIM_TYPE, DIM_USER, decode_pairs};
+use super::index::{BUCKET_US, DIM_SESSION, DIM_TIME, DIM_TYPE, DIM_USER};
 use super::segment::frame_corrupt;
 use super::tables::{BLOCKS, BY_ID, INDEXED_KEY, META};
 use super::writer::Shared;
@@ -412,12 +413,16 @@ impl BlockWalk {
                 break;
             }
             let Some(row) = self.rows.next() else { break };
-            let (bucket, pairs) = row?;
+            let (bucket, bytes) = row?;
             second = Some(bucket);
-            positions.extend(
-                decode_pairs(&pairs)
-                    .filter(|p| (self.lo..self.hi).contains(p) && p.1 <= self.through),
-            );
+            let pairs = block::decode(bucket, &bytes).map_err(|damaged| {
+                redb::StorageError::Corrupted(format!(
+                    "audit index block of second {bucket}: {} bytes in neither block encoding",
+                    damaged.len
+                ))
+            })?;
+            positions
+                .extend(pairs.filter(|p| (self.lo..self.hi).contains(p) && p.1 <= self.through));
         }
         if second.is_none() {
             return Ok(false);

@@ -777,6 +777,14 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
+    /// Room for `events` frames of `bytes` in all, so a batch is built without growing.
+    pub(crate) fn with_capacity(bytes: usize, events: usize) -> Self {
+        Self {
+            frames: Vec::with_capacity(bytes),
+            relative: Vec::with_capacity(events),
+        }
+    }
+
     pub(crate) fn push(&mut self, record: &[u8]) {
         self.relative.push(self.frames.len() as u64);
         push_frame(&mut self.frames, record);

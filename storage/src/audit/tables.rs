@@ -7,9 +7,10 @@
 //!
 //! Tables (all times are µs since the Unix epoch, UTC; index strings are stored as their UTF-8
 //! bytes, which sort the same and compare without re-validation):
-//! - `audit_blocks`: (dimension, value, second, run's first seq) → the (time, seq) pairs of that
-//!   run's events with that value in that second (see `index`); events with an empty user or
-//!   session id are in no block of those dimensions;
+//! - `audit_blocks`: (dimension, value, second, run's first seq + chunk) → the (time, seq) pairs
+//!   of that run's events with that value in that second, packed 8 bytes a pair and cut into
+//!   chunks of at most 1,984 pairs (see `index`, `block`); events with an empty user or session
+//!   id are in no block of those dimensions;
 //! - `audit_runs`: run's first seq → its last seq and the keys of its blocks;
 //! - `audit_by_id`: id → seq for ids producers supplied, for idempotent appends and look-ups;
 //! - `audit_meta`: `schema_version`, `last_seq` (the last seq indexed, so a tail cut off the

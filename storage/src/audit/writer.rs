@@ -50,6 +50,9 @@ impl Request {
     }
 }
 
+/// More than a frame adds to its event's body: the length prefix (4), version and hash (33),
+/// and the chain fields (about 130 with a day's chain name).
+const FRAME_OVERHEAD: usize = 256;
 /// While waiting for the producers of the previous batch to come back, the writer stops
 /// waiting once none has arrived for this long: they are not on their way, and the events
 /// already queued should not wait for them.
@@ -538,6 +541,12 @@ impl Writer {
         let mut lines = Vec::new();
         // Ids claimed earlier in this batch.
         let mut claimed: HashMap<&str, u64> = HashMap::new();
+        // Each frame: its prefix, the record's version and hash, the body, and the chain fields
+        // the writer adds (seq, chain name, previous hash): under FRAME_OVERHEAD bytes.
+        let frame_bytes: usize = items
+            .iter()
+            .map(|(p, _)| p.body.len() + FRAME_OVERHEAD)
+            .sum();
         for (p, _) in items {
             if !p.fresh_id {
                 let seen = claimed.get(p.id.as_str()).or_else(|| existing.get(&p.id));
@@ -561,7 +570,8 @@ impl Writer {
                 .last()
                 .is_none_or(|(chain, _, _)| *chain != head.chain)
             {
-                parts.push((head.chain.clone(), seq, Pending::default()));
+                let pending = Pending::with_capacity(frame_bytes, items.len());
+                parts.push((head.chain.clone(), seq, pending));
             }
             let Some((_, _, pending)) = parts.last_mut() else {
                 continue;

@@ -198,3 +198,86 @@ fn exports_are_json_lines_whose_chain_can_be_rechecked_outside_hop() {
     let seqs: Vec<u64> = parse_lines(&out).iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (31..=40).collect::<Vec<_>>());
 }
+
+/// The index's blocks as stored: (dimension, value, second, key seq) and the block's length.
+fn stored_blocks(dir: &std::path::Path) -> Vec<((u8, Vec<u8>, u64, u64), usize)> {
+    use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+    const BLOCKS: TableDefinition<(u8, &[u8], u64, u64), &[u8]> =
+        TableDefinition::new("audit_blocks");
+    let db = Database::open(audit_path(dir)).unwrap();
+    let txn = db.begin_read().unwrap();
+    let table = txn.open_table(BLOCKS).unwrap();
+    table
+        .iter()
+        .unwrap()
+        .map(|row| {
+            let (k, v) = row.unwrap();
+            let (dim, value, second, seq) = k.value();
+            ((dim, value.to_vec(), second, seq), v.value().len())
+        })
+        .collect()
+}
+
+#[test]
+fn a_busy_second_is_cut_into_chunks_that_search_reads_whole_and_retention_removes() {
+    const BUSY: usize = 5_000;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(start_time());
+    let log = open_audit(dir.path(), &clock);
+    // Every event in the same microsecond: one block per dimension for the whole run.
+    let handles: Vec<_> = (0..BUSY)
+        .map(|i| {
+            let ev = hop_storage::AuditEvent::new("db.query", "TDB02I")
+                .with_user("alice")
+                .with_session_id("busy")
+                .with_field("query", format!("SELECT {i}"));
+            log.append_async(ev).unwrap()
+        })
+        .collect();
+    for h in handles {
+        h.wait().unwrap();
+    }
+    log.close();
+
+    let busy_type: Vec<_> = stored_blocks(dir.path())
+        .into_iter()
+        .filter(|((dim, value, _, _), _)| *dim == 1 && value == b"db.query")
+        .collect();
+    assert!(busy_type.len() >= BUSY.div_ceil(1984), "{busy_type:?}");
+    for (key, len) in &busy_type {
+        // Packed (tag, base, 8 bytes a pair), and small enough for a 16 KiB page.
+        assert!(len % 8 == 1 && *len <= 9 + 1984 * 8, "{key:?}: {len}");
+    }
+
+    let log = open_audit(dir.path(), &clock);
+    let page = log
+        .search(&SearchQuery {
+            event_types: vec!["db.query".into()],
+            user: Some("alice".into()),
+            limit: 10_000,
+            ..SearchQuery::default()
+        })
+        .unwrap();
+    let seqs: Vec<u64> = page.events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs.len(), BUSY);
+    assert!(
+        seqs.windows(2).all(|w| w[0] > w[1]),
+        "newest first, each once"
+    );
+
+    // The next day, then purge the busy one: none of its chunks stays behind.
+    clock.set(start_time() + DAY);
+    log.append(numbered_event(0)).unwrap();
+    let report = log.purge_before(start_time() + DAY).unwrap();
+    assert_eq!(report.events, BUSY as u64);
+    log.close();
+    let busy_second = start_time()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let left: Vec<_> = stored_blocks(dir.path())
+        .into_iter()
+        .filter(|((_, _, second, _), _)| *second == busy_second)
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
