@@ -240,8 +240,11 @@ pub(crate) fn remove_id(txn: &WriteTransaction, id: &str, seq: u64) -> Result<()
     Ok(())
 }
 
-/// Collected entries are written once there are this many…
-const MIN_RUN: usize = 8192;
+/// Collected entries are written once there are this many… (A run's cost is mostly per run and
+/// per block, not per event: at 160k events/s, runs of 32k took 0.8 µs of this thread per event
+/// where runs of 8k took 1.2. The price: under such a flood, search scans up to about two runs of
+/// not yet indexed events in the segments.)
+const MIN_RUN: usize = 32_768;
 /// …or once the oldest is this old.
 const MAX_PENDING_AGE: Duration = Duration::from_millis(250);
 /// The most entries one transaction writes.
