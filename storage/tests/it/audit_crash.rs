@@ -112,6 +112,11 @@ fn acknowledged_events_survive_sigkill_exactly_once() {
             }
             assert_eq!(found, want, "round {round}: {user}");
         }
+        // Progress for long bench runs (shown with `--no-capture`).
+        eprintln!(
+            "round {round}: {} events stored, all acknowledged ones once",
+            stored.len()
+        );
     }
 }
 
