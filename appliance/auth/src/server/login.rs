@@ -27,6 +27,11 @@ pub struct LoginCertificates {
     pub roles: Vec<String>,
     pub logins: Vec<String>,
     pub expires: SystemTime,
+    /// The identity both certificates carry, and when they were issued (their validity start
+    /// without the clock-skew margin): what admission decides on, for a web session that holds
+    /// them.
+    pub identity: hop_ca::Identity,
+    pub issued_at: SystemTime,
 }
 
 /// A login attempt.
