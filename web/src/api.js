@@ -34,7 +34,8 @@ async function call(method, path, body) {
   const data = text ? JSON.parse(text) : {};
   if (!res.ok) {
     const err = new ApiError(res.status, data);
-    if (res.status === 401 && path !== '/web/api/login') {
+    // A session the page had ended: tell the page why (a first visit has none to lose).
+    if (res.status === 401 && csrf && path !== '/web/api/login') {
       csrf = '';
       for (const fn of ended) fn(err.message);
     }

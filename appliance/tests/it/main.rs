@@ -23,3 +23,4 @@ mod reconnect;
 mod recordings;
 mod ssh;
 mod tunnels;
+mod web;

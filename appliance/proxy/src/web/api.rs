@@ -215,8 +215,8 @@ pub async fn logout(
     let remote = remote_of(caller.as_ref());
     let authority = uri.authority().map(|a| a.as_str());
     let c = room.guard(&method, &headers, authority, remote, Renew::No)?;
-    room.sessions.end(&c.session.key, None);
     let now = room.auth.now();
+    room.sessions.end(&c.session.key, None, now);
     let mut response = no_store(serde_json::json!({}));
     response
         .headers_mut()

@@ -176,7 +176,7 @@ impl WebRoom {
             }
             Err(refusal) => {
                 if ends_session(&refusal) {
-                    self.sessions.end(&session.key, Some(refusal.clone()));
+                    self.sessions.end(&session.key, Some(refusal.clone()), now);
                 }
                 Err(WebRefusal::ended(&refusal))
             }

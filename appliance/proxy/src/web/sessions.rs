@@ -46,6 +46,9 @@ pub struct SessionCredentials {
     pub tls_certificate_pem: String,
 }
 
+/// How long, at least, an ended session's cookie is answered with the reason it ended.
+pub const TOMBSTONE: Duration = Duration::from_secs(10 * 60);
+
 /// The table's key: SHA-256 of the token.
 type Key = [u8; 32];
 
@@ -140,7 +143,7 @@ impl WebSessions {
             credentials: Arc::new(credentials),
             csrf,
         };
-        let idle_until = self.idle_deadline(&found, now);
+        let idle_until = now + self.idle_timeout;
         self.table()
             .insert(found.key, Entry::Live { found, idle_until });
         NewSession {
@@ -149,11 +152,8 @@ impl WebSessions {
         }
     }
 
-    fn idle_deadline(&self, found: &Found, now: SystemTime) -> SystemTime {
-        (now + self.idle_timeout).min(found.cert.expires)
-    }
-
-    /// The session cookie value `token` stands for at `now`. An idle session is ended here.
+    /// The session cookie value `token` stands for at `now`. An idle session is forgotten here;
+    /// an expired one ends (with the reason).
     pub fn lookup(&self, token: &str, now: SystemTime) -> Lookup {
         let mut bytes = [0u8; 32];
         if hex::decode_to_slice(token, &mut bytes).is_err() {
@@ -162,6 +162,24 @@ impl WebSessions {
         let key: Key = Sha256::digest(bytes).into();
         let mut table = self.table();
         match table.get(&key) {
+            Some(Entry::Live { found, .. }) if now >= found.cert.expires => {
+                let ago = now
+                    .duration_since(found.cert.expires)
+                    .unwrap_or_default()
+                    .as_secs();
+                let refusal = Refusal::Expired { ago };
+                let user = found.cert.identity.username.clone();
+                let until = now + TOMBSTONE;
+                table.insert(
+                    key,
+                    Entry::Ended {
+                        refusal: refusal.clone(),
+                        user: user.clone(),
+                        until,
+                    },
+                );
+                Lookup::Ended { refusal, user }
+            }
             Some(Entry::Live { found, idle_until }) if now < *idle_until => {
                 Lookup::Live(found.clone())
             }
@@ -183,14 +201,15 @@ impl WebSessions {
 
     /// An admitted request at `now`: the idle deadline moves on (never past the certificate).
     pub fn renew(&self, key: &Key, now: SystemTime) {
-        if let Some(Entry::Live { found, idle_until }) = self.table().get_mut(key) {
-            *idle_until = (now + self.idle_timeout).min(found.cert.expires);
+        if let Some(Entry::Live { idle_until, .. }) = self.table().get_mut(key) {
+            *idle_until = now + self.idle_timeout;
         }
     }
 
-    /// Ends a session: at logout (`None`: forgotten at once), or on a refusal (kept as a
-    /// tombstone that answers its cookie with the reason until the certificate's expiry).
-    pub fn end(&self, key: &Key, refusal: Option<Refusal>) {
+    /// Ends a session at `now`: at logout (`None`: forgotten at once), or on a refusal (kept as
+    /// a tombstone that answers its cookie with the reason until the certificate's expiry, and
+    /// at least [`TOMBSTONE`]).
+    pub fn end(&self, key: &Key, refusal: Option<Refusal>, now: SystemTime) {
         let mut table = self.table();
         let Some(Entry::Live { found, .. }) = table.remove(key) else {
             return;
@@ -199,7 +218,7 @@ impl WebSessions {
             let entry = Entry::Ended {
                 refusal,
                 user: found.cert.identity.username.clone(),
-                until: found.cert.expires,
+                until: found.cert.expires.max(now + TOMBSTONE),
             };
             table.insert(*key, entry);
         }
@@ -221,7 +240,7 @@ impl WebSessions {
         let live: Vec<Found> = {
             let mut table = self.table();
             table.retain(|_, e| match e {
-                Entry::Live { idle_until, .. } => now < *idle_until,
+                Entry::Live { idle_until, found } => now < *idle_until || now >= found.cert.expires,
                 Entry::Ended { until, .. } => now < *until,
             });
             table
@@ -253,7 +272,7 @@ impl WebSessions {
                     .field("reason", refusal.code())
                     .failed(EventKind::SessionTerminated, refusal.to_string()),
             );
-            self.end(&found.key, Some(refusal));
+            self.end(&found.key, Some(refusal), now);
         }
     }
 }
@@ -349,8 +368,14 @@ mod tests {
         s.renew(&found.key, at(1050));
         assert!(matches!(s.lookup(&new.token, at(1090)), Lookup::Live(_)));
         s.renew(&found.key, at(1090));
-        // The idle deadline would be 1150; the certificate ends at 1100.
-        assert!(matches!(s.lookup(&new.token, at(1100)), Lookup::Unknown));
+        // The idle deadline would be 1150; the certificate ends at 1100, and says so.
+        assert!(matches!(
+            s.lookup(&new.token, at(1100)),
+            Lookup::Ended {
+                refusal: Refusal::Expired { ago: 0 },
+                ..
+            }
+        ));
         let idle = s.create(cert(3600), credentials(), at(1000));
         assert!(matches!(s.lookup(&idle.token, at(1060)), Lookup::Unknown));
         assert_eq!(s.live(), 0);
@@ -362,13 +387,13 @@ mod tests {
         let a = s.create(cert(100), credentials(), at(1000));
         let b = s.create(cert(100), credentials(), at(1000));
         let key = |t: &str| -> Key { Sha256::digest(hex::decode(t).unwrap()).into() };
-        s.end(&key(&a.token), None);
+        s.end(&key(&a.token), None, at(1000));
         assert!(matches!(s.lookup(&a.token, at(1001)), Lookup::Unknown));
         let locked = Refusal::Locked {
             target: "user alice".into(),
             message: String::new(),
         };
-        s.end(&key(&b.token), Some(locked.clone()));
+        s.end(&key(&b.token), Some(locked.clone()), at(1000));
         match s.lookup(&b.token, at(1001)) {
             Lookup::Ended { refusal, user } => {
                 assert_eq!(refusal, locked);
@@ -376,7 +401,8 @@ mod tests {
             }
             _ => panic!("no tombstone"),
         }
-        assert!(matches!(s.lookup(&b.token, at(1100)), Lookup::Unknown));
+        assert!(matches!(s.lookup(&b.token, at(1599)), Lookup::Ended { .. }));
+        assert!(matches!(s.lookup(&b.token, at(1600)), Lookup::Unknown));
     }
 
     #[test]
