@@ -78,19 +78,13 @@ fn serve(asset: &Asset, headers: &HeaderMap, cache: &'static str) -> Response {
     response
 }
 
-/// Whether the request's `Accept-Encoding` lists gzip (without `q=0`).
+/// Whether the request's `Accept-Encoding` takes gzip.
 fn accepts_gzip(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::ACCEPT_ENCODING)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|coding| {
-            let mut parts = coding.split(';').map(str::trim);
-            let name = parts.next().unwrap_or("");
-            let refused = parts.any(|p| p.replace(' ', "") == "q=0");
-            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
-        })
+        .any(hop_protocols::web_headers::accepts_gzip)
 }
 
 /// Adds the web UI's security headers to a response.

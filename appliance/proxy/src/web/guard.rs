@@ -13,6 +13,7 @@ use axum::Json;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hop_admission::{Admitted, Refusal, Route};
+use hop_protocols::web_headers;
 
 use super::WebRoom;
 use super::sessions::{COOKIE, Found, Lookup, ends_session};
@@ -94,10 +95,7 @@ pub fn session_token(headers: &HeaderMap) -> Option<&str> {
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
-        .map(|(_, value)| value)
+        .find_map(|v| web_headers::cookie(v, COOKIE))
 }
 
 /// Why a state-changing request does not come from this origin's page, if it does not: its
@@ -111,9 +109,8 @@ pub fn cross_origin(headers: &HeaderMap, authority: Option<&str>) -> Option<&'st
     let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
         return Some("the request has no Origin header");
     };
-    match host {
-        Some(host) if origin.strip_prefix("https://") == Some(host) => {}
-        _ => return Some("the request comes from another origin"),
+    if !host.is_some_and(|host| web_headers::is_https_origin(origin, host)) {
+        return Some("the request comes from another origin");
     }
     let site = headers.get("sec-fetch-site").and_then(|s| s.to_str().ok());
     if site.is_some_and(|s| s != "same-origin") {
