@@ -634,6 +634,30 @@ fn the_refusal_matrix_on_the_web_route() {
         seen.body
     );
     wait_web_refusal(&a, expiring, "expired");
+    // Web logins count failures as `hop login` does: five wrong codes lock the user, and then
+    // even the right code is refused, with the same words as a wrong one.
+    let secret = add_user(&a, "wlocked", "access", &[]);
+    let wrong = json!({"user": "wlocked", "password": PASSWORD, "otp": "000000"});
+    for _ in 0..5 {
+        let r = web(&a, "POST", "/web/api/login", None, None, Some(&wrong));
+        assert_eq!(r.status, 401, "{}", r.body);
+        assert_eq!(r.body["code"], "invalid_credentials");
+    }
+    let right = json!({"user": "wlocked", "password": PASSWORD, "otp": totp(&secret, 30)});
+    let r = web(&a, "POST", "/web/api/login", None, None, Some(&right));
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(r.body["code"], "invalid_credentials");
+    assert!(r.cookies.is_empty());
+    let locked = a.ok(&[
+        "admin",
+        "audit",
+        "search",
+        "--type",
+        "user.locked",
+        "--format",
+        "json",
+    ]);
+    assert!(locked.contains("wlocked"), "{locked}");
     // A session that never existed, and a cookie after logout: no session at all.
     let none = web(
         &a,
