@@ -496,6 +496,7 @@ impl AuthPublic for AuthApi {
                     tls_public_key_der: &r.tls_public_key,
                     ttl: (r.ttl_seconds > 0).then(|| Duration::from_secs(r.ttl_seconds)),
                     remote,
+                    client: super::server::LoginClient::Cli,
                 })
             })
             .await?;

@@ -605,6 +605,21 @@ fn the_refusal_matrix_on_the_web_route() {
         assert_eq!(seen.body["code"], row.code, "{}", row.what);
         wait_web_refusal(&a, &user, row.code);
     }
+    // The logins are in the audit log as web logins.
+    let logins = a.ok(&[
+        "admin",
+        "audit",
+        "search",
+        "--type",
+        "user.login",
+        "--format",
+        "json",
+    ]);
+    let web_login_event = logins
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .any(|e| e["user"] == "w0" && e["success"] == true && e["client"] == "web");
+    assert!(web_login_event, "{logins}");
     // From another origin, with the right token: refused too.
     let secret = add_user(&a, "wcross", "access", &[]);
     let (token, csrf) = web_login(&a, "wcross", &secret, None);

@@ -19,7 +19,7 @@ use hop_admission::{Refusal, Route};
 use hop_api::timestamps::rfc3339;
 use hop_auth::AuthError;
 use hop_auth::caller::Caller;
-use hop_auth::server::{LoginCertificates, LoginRequest};
+use hop_auth::server::{LoginCertificates, LoginClient, LoginRequest};
 use serde::{Deserialize, Serialize};
 
 use super::WebRoom;
@@ -114,6 +114,7 @@ pub async fn login(
             tls_public_key_der: &tls_public,
             ttl: form.ttl_seconds.filter(|s| *s > 0).map(Duration::from_secs),
             remote: Some(remote),
+            client: LoginClient::Web,
         })
     })
     .await;
