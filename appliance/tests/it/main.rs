@@ -24,3 +24,4 @@ mod recordings;
 mod ssh;
 mod tunnels;
 mod web;
+mod web_matrix;
