@@ -10,7 +10,7 @@ const who = document.getElementById('who');
 let watch = 0;
 
 // How often an open page asks whether its session still holds (a lock ends it within seconds).
-const WATCH_MS = 2000;
+const WATCH_MS = 1000;
 
 function go(path) {
   if (location.pathname !== path) history.pushState({}, '', path);
@@ -38,7 +38,14 @@ function loggedIn(session) {
 }
 
 async function route() {
-  const session = await currentSession();
+  let session;
+  try {
+    session = await currentSession();
+  } catch (e) {
+    // The proxy is unreachable (or the page is being left): say so, keep the page.
+    view.textContent = `Cannot reach Hop: ${e.message}`;
+    return;
+  }
   if (!session) {
     loggedOut('');
     return;
