@@ -295,7 +295,11 @@ async fn serve(
         return Ok(None);
     };
     let tls = proxy::load_certificate(p, cfg, &c.auth, &front).await?;
-    let web = hop_proxy::web::WebRoom::new(c.auth.clone(), c.registry.clone());
+    let web = hop_proxy::web::WebRoom::new(
+        c.auth.clone(),
+        c.registry.clone(),
+        cfg.proxy_service.web_idle_timeout.0,
+    );
     p.tasks
         .spawn(web.clone().watch_sessions(p.shutdown.clone()));
     let router = router

@@ -31,10 +31,6 @@ use hop_auth::inventory::Inventory;
 
 pub use sessions::WebSessions;
 
-/// How long a web session lives without a request that renews it (it never outlives the
-/// certificate Auth issued at login, whatever its use).
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
-
 /// What the web UI serves from: Auth (login, admission, audit), the inventory of connected
 /// agents (listings), and the live web sessions.
 pub struct WebRoom {
@@ -44,11 +40,18 @@ pub struct WebRoom {
 }
 
 impl WebRoom {
-    pub fn new(auth: Arc<AuthServer>, inventory: Arc<dyn Inventory>) -> Arc<Self> {
+    /// `idle_timeout`: how long a web session lives without a request that renews it
+    /// (`proxy_service.web_idle_timeout`; it never outlives the certificate Auth issued at
+    /// login, whatever its use).
+    pub fn new(
+        auth: Arc<AuthServer>,
+        inventory: Arc<dyn Inventory>,
+        idle_timeout: Duration,
+    ) -> Arc<Self> {
         Arc::new(Self {
             auth,
             inventory,
-            sessions: WebSessions::new(IDLE_TIMEOUT),
+            sessions: WebSessions::new(idle_timeout),
         })
     }
 
