@@ -295,10 +295,19 @@ async fn serve(
         return Ok(None);
     };
     let tls = proxy::load_certificate(p, cfg, &c.auth, &front).await?;
-    let router = router.merge(hop_proxy::routes::web::router(
+    let web = hop_proxy::web::WebRoom::new(
         c.auth.clone(),
-        c.web_addr.clone(),
-    ));
+        c.registry.clone(),
+        cfg.proxy_service.web_idle_timeout.0,
+    );
+    p.tasks
+        .spawn(web.clone().watch_sessions(p.shutdown.clone()));
+    let router = router
+        .merge(hop_proxy::routes::web::router(
+            c.auth.clone(),
+            c.web_addr.clone(),
+        ))
+        .merge(web.router());
     let routes = TlsRoutes {
         router,
         jump: proxy::jump_host(p, cfg, &c.auth, &c.registry)?,

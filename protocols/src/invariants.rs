@@ -463,3 +463,23 @@ pub fn tls_record(data: &[u8]) {
         (a, b) => panic!("tls_record: whole {a:?} but split {b:?}"),
     }
 }
+
+/// [`web_headers`]: a cookie's value is part of the header it came from, an origin is this
+/// origin only when it is exactly `https://HOST`, and nothing panics. The input is split at its
+/// first NUL into (header, second argument).
+pub fn web_headers(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let (header, other) = text
+        .split_once('\0')
+        .unwrap_or((text, "__Host-hop_session"));
+    if let Some(v) = crate::web_headers::cookie(header, other) {
+        assert!(header.contains(v), "web: cookie value not from its header");
+        assert!(!v.contains(';'), "web: cookie value spans a separator");
+    }
+    if crate::web_headers::is_https_origin(header, other) {
+        assert_eq!(header.len(), "https://".len() + other.len());
+    }
+    let _ = crate::web_headers::accepts_gzip(header);
+}

@@ -4,7 +4,8 @@
 //! Hop's single multiplexed port: the first-bytes classifier ([`sniff`]), the TLS
 //! ClientHello ([`tls`]), the SSH identification line ([`ssh`]), HTTP/1.x
 //! request heads ([`http1`]), the HAProxy PROXY protocol ([`proxy_protocol`])
-//! and Hop's own agent↔proxy control framing ([`tunnel`]); and, for the
+//! and Hop's own agent↔proxy control framing ([`tunnel`]), the headers the web UI decides on
+//! ([`web_headers`]: cookie, origin, accepted encodings); and, for the
 //! database proxy and agent, the PostgreSQL ([`postgres`]: startup packets,
 //! frontend and backend messages) and MySQL ([`mysql`]: packets, handshake,
 //! commands, OK/ERR/EOF) session codecs, with bounded-memory scanners that
@@ -35,6 +36,7 @@ pub mod ssh;
 pub mod tls;
 pub mod tls_record;
 pub mod tunnel;
+pub mod web_headers;
 
 mod reader;
 mod scan;

@@ -45,6 +45,9 @@ pub enum Refusal {
     RoleError { name: String, reason: String },
     #[error("access data is unavailable ({reason}); refusing until it is back")]
     Unavailable { reason: String },
+    /// A state-changing web request without the session's CSRF token or from another origin.
+    #[error("{reason}: the request is refused as possibly forged from another site")]
+    CrossSite { reason: &'static str },
 }
 
 fn message_suffix(message: &str) -> String {
@@ -72,6 +75,7 @@ impl Refusal {
             Self::Denied { .. } => "access_denied",
             Self::RoleError { .. } => "role_error",
             Self::Unavailable { .. } => "admission_unavailable",
+            Self::CrossSite { .. } => "cross_site",
         }
     }
 }

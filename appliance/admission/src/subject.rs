@@ -43,6 +43,8 @@ pub enum Route {
     Tunnel,
     /// An agent's calls to the Auth API (access data, events, recordings, database keys).
     AgentApi,
+    /// The web UI's API under a web session (each request, and the session while it lives).
+    Web,
 }
 
 impl Route {
@@ -63,6 +65,7 @@ impl Route {
             Self::HostRenewal => "host_renewal",
             Self::Tunnel => "tunnel",
             Self::AgentApi => "agent_api",
+            Self::Web => "web",
         }
     }
 

@@ -273,9 +273,8 @@ impl AuthPublic for AuthApi {
         let checker = self
             .blocking(move |a| a.checker_for(&identity.roles, &identity.traits))
             .await?;
-        let apps = routes
+        let apps = super::listings::visible_apps(&checker, routes)
             .iter()
-            .filter(|a| checker.check_app(&a.labels).is_ok())
             .map(app_proto)
             .collect();
         Ok(Response::new(ListAppsResponse { apps }))
@@ -302,22 +301,18 @@ impl AuthPublic for AuthApi {
         let checker = self
             .blocking(move |a| a.checker_for(&identity.roles, &identity.traits))
             .await?;
-        let nodes = routes
+        let routes = routes
             .into_iter()
             .filter(|n| wanted.iter().all(|(k, v)| n.labels.get(k) == Some(v)))
-            .filter_map(|n| {
-                let allowed: Vec<String> = logins
-                    .iter()
-                    .filter(|l| checker.check_node_login(&n.labels, l).is_ok())
-                    .cloned()
-                    .collect();
-                (!allowed.is_empty()).then(|| Node {
-                    name: n.name,
-                    host_id: n.host_id,
-                    labels: n.labels.into_iter().collect(),
-                    addr: n.addr,
-                    logins: allowed,
-                })
+            .collect();
+        let nodes = super::listings::visible_nodes(&checker, &logins, routes)
+            .into_iter()
+            .map(|v| Node {
+                name: v.node.name,
+                host_id: v.node.host_id,
+                labels: v.node.labels.into_iter().collect(),
+                addr: v.node.addr,
+                logins: v.logins,
             })
             .collect();
         Ok(Response::new(ListNodesResponse { nodes }))
@@ -501,6 +496,7 @@ impl AuthPublic for AuthApi {
                     tls_public_key_der: &r.tls_public_key,
                     ttl: (r.ttl_seconds > 0).then(|| Duration::from_secs(r.ttl_seconds)),
                     remote,
+                    client: super::server::LoginClient::Cli,
                 })
             })
             .await?;

@@ -30,19 +30,16 @@ impl DatabaseAccess for AuthApi {
         let checker = self
             .blocking(move |a| a.checker_for(&identity.roles, &identity.traits))
             .await?;
-        let databases = routes
+        let databases = crate::listings::visible_databases(&checker, routes)
             .into_iter()
-            .filter_map(|d| {
-                let (db_users, db_names) = checker.database_access(&d.labels)?;
-                Some(Database {
-                    protocol: d.protocol().to_string(),
-                    name: d.name,
-                    uri: d.uri,
-                    labels: d.labels.into_iter().collect(),
-                    agent_id: d.host_id,
-                    db_users,
-                    db_names,
-                })
+            .map(|v| Database {
+                protocol: v.database.protocol().to_string(),
+                name: v.database.name,
+                uri: v.database.uri,
+                labels: v.database.labels.into_iter().collect(),
+                agent_id: v.database.host_id,
+                db_users: v.db_users,
+                db_names: v.db_names,
             })
             .collect();
         Ok(Response::new(ListDatabasesResponse { databases }))

@@ -22,6 +22,7 @@ mod grpc_db;
 pub mod host_names;
 pub mod inventory;
 pub mod join_tokens;
+pub mod listings;
 pub mod openssh;
 pub mod password;
 pub mod ratelimit;

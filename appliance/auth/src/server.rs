@@ -38,7 +38,7 @@ pub use agents::{JoinRequest, JoinedHost, NodeAccess};
 pub use authorities::Authorities;
 pub use certificates::HOST_CERT_TTL;
 pub use invites::Invite;
-pub use login::{LoginCertificates, LoginRequest};
+pub use login::{LoginCertificates, LoginClient, LoginRequest};
 
 /// Settings the Auth service takes from the configuration.
 #[derive(Debug, Clone)]

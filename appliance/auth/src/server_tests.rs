@@ -112,6 +112,7 @@ impl Fixture {
             tls_public_key_der: &self.tls_spki,
             ttl: None,
             remote: Some("192.0.2.7:5555".parse().unwrap()),
+            client: super::server::LoginClient::Cli,
         })
     }
 
@@ -323,6 +324,7 @@ fn a_role_without_max_session_ttl_caps_certificates_at_30_hours() {
             tls_public_key_der: &f.tls_spki,
             ttl: Some(Duration::from_secs(87_600 * 3600)),
             remote: None,
+            client: super::server::LoginClient::Cli,
         })
         .unwrap();
     let ceiling = f.clock.now() + hop_rbac::DEFAULT_MAX_SESSION_TTL;

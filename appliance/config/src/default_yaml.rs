@@ -71,6 +71,9 @@ proxy_service:
   http_idle_timeout: 30s
   tunnel_hello_timeout: 10s
   db_startup_timeout: 10s
+  # A web UI session with no request for this long ends (never later than its login's
+  # certificate).
+  web_idle_timeout: 30m
   # Limits; connections over them are closed at once and counted in /metrics.
   max_connections: 100000
   max_connections_per_ip: 10000

@@ -192,6 +192,7 @@ mod tests {
         assert_eq!(p.ssh_auth_timeout.0, d.ssh_auth_timeout.0);
         assert_eq!(p.http_header_timeout.0, d.http_header_timeout.0);
         assert_eq!(p.http_idle_timeout.0, d.http_idle_timeout.0);
+        assert_eq!(p.web_idle_timeout.0, d.web_idle_timeout.0);
         assert_eq!(p.tunnel_hello_timeout.0, d.tunnel_hello_timeout.0);
         assert_eq!(p.db_startup_timeout.0, d.db_startup_timeout.0);
         assert_eq!(p.max_preauth_connections_per_ip, 64);
@@ -237,6 +238,7 @@ mod tests {
             "ssh_auth_timeout",
             "http_header_timeout",
             "http_idle_timeout",
+            "web_idle_timeout",
             "tunnel_hello_timeout",
             "db_startup_timeout",
         ] {

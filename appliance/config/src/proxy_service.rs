@@ -40,6 +40,9 @@ pub struct ProxyServiceConfig {
     /// An HTTP connection (HTTP/2, or HTTP/1.1 between requests) with no request in flight for
     /// this long is closed.
     pub http_idle_timeout: HumanDuration,
+    /// A web UI session with no request for this long ends (Teleport's `web_idle_timeout`); it
+    /// never outlives the certificate its login was issued, whatever its use.
+    pub web_idle_timeout: HumanDuration,
     /// Deadline for an agent's first tunnel message (its hello).
     pub tunnel_hello_timeout: HumanDuration,
     /// Deadline for a database client's startup: PostgreSQL's startup message, MySQL's
@@ -73,6 +76,7 @@ impl Default for ProxyServiceConfig {
             ssh_auth_timeout: HumanDuration(Duration::from_secs(30)),
             http_header_timeout: HumanDuration(Duration::from_secs(10)),
             http_idle_timeout: HumanDuration(Duration::from_secs(30)),
+            web_idle_timeout: HumanDuration(Duration::from_secs(30 * 60)),
             tunnel_hello_timeout: HumanDuration(Duration::from_secs(10)),
             db_startup_timeout: HumanDuration(Duration::from_secs(10)),
             max_concurrent_handshakes: 1024,
@@ -145,6 +149,7 @@ impl ProxyServiceConfig {
                 self.http_header_timeout,
             ),
             ("proxy_service.http_idle_timeout", self.http_idle_timeout),
+            ("proxy_service.web_idle_timeout", self.web_idle_timeout),
             (
                 "proxy_service.tunnel_hello_timeout",
                 self.tunnel_hello_timeout,

@@ -25,3 +25,4 @@ pub mod routes;
 pub mod server_tls;
 pub mod tls;
 pub mod tunnels;
+pub mod web;

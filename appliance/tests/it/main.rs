@@ -23,3 +23,5 @@ mod reconnect;
 mod recordings;
 mod ssh;
 mod tunnels;
+mod web;
+mod web_matrix;

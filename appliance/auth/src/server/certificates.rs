@@ -66,10 +66,12 @@ impl AuthServer {
             tls_certificate_pem: tls,
             known_hosts: hop_ca::export_known_hosts(&self.public_authorities(CaKind::Host)),
             trusted_cas_pem: hop_ca::export_pem(&[self.cas.user.public(), self.cas.host.public()]),
-            username: identity.username,
-            roles: identity.roles,
-            logins: identity.logins,
+            username: identity.username.clone(),
+            roles: identity.roles.clone(),
+            logins: identity.logins.clone(),
             expires: now + ttl,
+            identity,
+            issued_at: now,
         })
     }
 

@@ -27,6 +27,11 @@ pub struct LoginCertificates {
     pub roles: Vec<String>,
     pub logins: Vec<String>,
     pub expires: SystemTime,
+    /// The identity both certificates carry, and when they were issued (their validity start
+    /// without the clock-skew margin): what admission decides on, for a web session that holds
+    /// them.
+    pub identity: hop_ca::Identity,
+    pub issued_at: SystemTime,
 }
 
 /// A login attempt.
@@ -39,6 +44,26 @@ pub struct LoginRequest<'a> {
     pub tls_public_key_der: &'a [u8],
     pub ttl: Option<Duration>,
     pub remote: Option<SocketAddr>,
+    /// Where the login comes from, for its audit events.
+    pub client: LoginClient,
+}
+
+/// What a user logs in with: `hop login` (the gRPC API) or the web UI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginClient {
+    Cli,
+    Web,
+}
+
+impl LoginClient {
+    /// The `client` field of `user.login` events.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cli => "cli",
+            Self::Web => "web",
+        }
+    }
 }
 
 impl AuthServer {
@@ -68,6 +93,7 @@ impl AuthServer {
             self.audit.emit(
                 self.event(EventKind::UserLogin, req.username)
                     .remote(req.remote)
+                    .field("client", req.client.name())
                     .failed(EventKind::UserLogin, "rate limited"),
             );
             return Err(e);
@@ -82,6 +108,7 @@ impl AuthServer {
                         self.audit.emit_durable(
                             self.event(EventKind::UserLogin, req.username)
                                 .remote(req.remote)
+                                .field("client", req.client.name())
                                 .field("method", "local")
                                 .field("roles", c.roles.clone())
                                 .field("expires", rfc3339(c.expires)),
@@ -92,6 +119,7 @@ impl AuthServer {
                         self.audit.emit_durable(
                             self.event(EventKind::UserLogin, req.username)
                                 .remote(req.remote)
+                                .field("client", req.client.name())
                                 .failed(EventKind::UserLogin, e.to_string()),
                         );
                     }
@@ -109,6 +137,7 @@ impl AuthServer {
                 self.audit.emit_durable(
                     self.event(EventKind::UserLogin, req.username)
                         .remote(req.remote)
+                        .field("client", req.client.name())
                         .field("method", "local")
                         .failed(EventKind::UserLogin, login_failure_reason(&e)),
                 );
@@ -226,6 +255,7 @@ impl AuthServer {
             self.audit.emit_durable(
                 self.event(EventKind::UserLocked, req.username)
                     .remote(req.remote)
+                    .field("client", req.client.name())
                     .field("locked_until", rfc3339(until))
                     .field("failed_logins", failures),
             );

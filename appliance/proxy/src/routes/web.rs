@@ -1,7 +1,8 @@
 //! The web routes of the one port: a JSON ping for browsers and scripts, and the invite page.
 //!
-//! The full web UI is a later piece of work; these routes exist so that an invite URL printed by
+//! The web UI itself is [`crate::web`]; these routes exist so that an invite URL printed by
 //! `hop admin users add` leads somewhere useful and so that load balancers can probe the port.
+//! They carry the web UI's security headers too.
 
 use std::sync::Arc;
 
@@ -24,6 +25,9 @@ pub fn router(auth: Arc<AuthServer>, proxy_addr: String) -> Router {
         .route("/webapi/ping", get(ping))
         .route("/web/invite/{token}", get(invite))
         .with_state(WebState { auth, proxy_addr })
+        .layer(axum::middleware::map_response(
+            crate::web::assets::security_headers,
+        ))
 }
 
 async fn ping(State(s): State<WebState>) -> impl IntoResponse {

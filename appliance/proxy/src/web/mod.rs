@@ -1,0 +1,88 @@
+//! The web UI on the one port: `https://PROXY/web`, its assets, and the JSON API its pages call.
+//!
+//! This room owns the page and its embedded assets ([`assets`]: content-hashed, gzipped at
+//! build time, long-cached, under a strict Content-Security-Policy), web sessions
+//! ([`sessions`]: a random token in an `HttpOnly`, `Secure`, `SameSite=Strict` `__Host-` cookie,
+//! kept in memory by its SHA-256, ending with the certificate Auth issued at login, renewed while
+//! used), the check every API request passes ([`guard`]: the session, CSRF and `Origin` for a
+//! state-changing request, then the one admission decision on the `web` route), and the API
+//! itself ([`api`]: login through Auth's own login, logout, the session, the resources a user
+//! may reach). A session whose identity admission refuses (a lock, a deletion, a role taken
+//! away, expiry) is ended by [`WebRoom::watch_sessions`] within a second or two, and at its next
+//! request at the latest.
+//!
+//! It never decides access itself (admission and the role checker do, through Auth), never
+//! stores a session token (only its hash), never writes a session to disk, and never renders
+//! data as markup (the pages build text nodes; the API answers JSON). The data plane and the
+//! relay never import it.
+
+pub mod api;
+pub mod assets;
+pub mod guard;
+pub mod sessions;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use hop_auth::AuthServer;
+use hop_auth::inventory::Inventory;
+
+pub use sessions::WebSessions;
+
+/// What the web UI serves from: Auth (login, admission, audit), the inventory of connected
+/// agents (listings), and the live web sessions.
+pub struct WebRoom {
+    pub(crate) auth: Arc<AuthServer>,
+    pub(crate) inventory: Arc<dyn Inventory>,
+    pub(crate) sessions: WebSessions,
+}
+
+impl WebRoom {
+    /// `idle_timeout`: how long a web session lives without a request that renews it
+    /// (`proxy_service.web_idle_timeout`; it never outlives the certificate Auth issued at
+    /// login, whatever its use).
+    pub fn new(
+        auth: Arc<AuthServer>,
+        inventory: Arc<dyn Inventory>,
+        idle_timeout: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            auth,
+            inventory,
+            sessions: WebSessions::new(idle_timeout),
+        })
+    }
+
+    /// The web routes: `/` (a redirect), the pages under `/web`, `/web/assets/`, `/web/api/`.
+    pub fn router(self: &Arc<Self>) -> Router {
+        let api = Router::new()
+            .route("/web/api/login", post(api::login))
+            .route("/web/api/logout", post(api::logout))
+            .route("/web/api/session", get(api::session))
+            .route("/web/api/resources", get(api::resources))
+            .with_state(self.clone());
+        let mut pages = Router::new()
+            .route("/", get(assets::to_web))
+            .route("/web/assets/{name}", get(assets::asset));
+        for page in assets::PAGES {
+            pages = pages.route(page, get(assets::index));
+        }
+        pages
+            .merge(api)
+            .layer(axum::middleware::map_response(assets::security_headers))
+    }
+
+    /// Every [`crate::admission::RECHECK`], decides every live web session again and ends those
+    /// admission now refuses, until shutdown.
+    pub async fn watch_sessions(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(crate::admission::RECHECK) => {}
+                _ = hop_platform::signals::until_shutdown(&mut shutdown) => return,
+            }
+            self.sessions.sweep(&self.auth);
+        }
+    }
+}

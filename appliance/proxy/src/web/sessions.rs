@@ -1,0 +1,417 @@
+//! Web sessions: what a browser's cookie stands for.
+//!
+//! A session is created by a login (Auth checked password and one-time code and issued a
+//! certificate pair for the identity); its token is 32 random bytes, sent once in the cookie and
+//! never kept: the table is keyed by the token's SHA-256, so neither a memory dump nor a log of
+//! the table gives a usable cookie, and looking a token up compares hashes, which tells a
+//! guesser nothing about the token. The table lives in memory only: a session holds the private
+//! keys of its certificates (for the web terminal), which must never reach a disk, and a proxy
+//! restart ends every web session (the user logs in again). Each session has a CSRF token of its
+//! own, compared in constant time.
+//!
+//! A session lives until the certificate's expiry (never renewed past it: a new login is needed,
+//! as with `hop login`), and ends earlier when it goes unused for the idle timeout (each admitted
+//! request renews that), at logout, and when admission refuses its identity (a lock, a deletion,
+//! a role taken away, a voided certificate). A session ended by a refusal leaves a tombstone
+//! until its certificate would have expired, so its cookie is answered with the reason.
+//!
+//! This module keeps the table and its clockwork; it never decides access itself (it asks
+//! admission through Auth in [`WebSessions::sweep`]) and never reads a clock (callers pass
+//! `now`, from Auth's clock).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use hop_admission::{Refusal, Route};
+use hop_auth::AuthServer;
+use hop_auth::admission::Presented;
+use hop_auth::audit::EventKind;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::admission::UserCert;
+
+/// The cookie's name: `__Host-` makes browsers refuse it unless `Secure`, `Path=/` and without
+/// `Domain`, so no other host or plain-HTTP page can set or shadow it.
+pub const COOKIE: &str = "__Host-hop_session";
+
+/// What a session holds for routes that act as the user (the web terminal, later): the key
+/// pairs generated at login and the certificates Auth issued for them. Never leaves memory; the
+/// private keys are wiped when the session is dropped.
+pub struct SessionCredentials {
+    pub ssh: hop_ca::SshKeyPair,
+    pub ssh_certificate: String,
+    pub tls: hop_ca::X509KeyPair,
+    pub tls_certificate_pem: String,
+}
+
+/// How long, at least, an ended session's cookie is answered with the reason it ended.
+pub const TOMBSTONE: Duration = Duration::from_secs(10 * 60);
+
+/// The table's key: SHA-256 of the token.
+type Key = [u8; 32];
+
+/// A newly created session's secrets, each shown once: the token goes in the cookie, the CSRF
+/// token to the page.
+pub struct NewSession {
+    pub token: String,
+    pub csrf: String,
+}
+
+/// A live session, as a request finds it.
+#[derive(Clone)]
+pub struct Found {
+    pub key: Key,
+    pub cert: Arc<UserCert>,
+    pub credentials: Arc<SessionCredentials>,
+    csrf: [u8; 32],
+}
+
+impl Found {
+    /// Whether `presented` (hex) is this session's CSRF token, compared in constant time.
+    pub fn csrf_matches(&self, presented: &str) -> bool {
+        let mut bytes = [0u8; 32];
+        if hex::decode_to_slice(presented, &mut bytes).is_err() {
+            return false;
+        }
+        bool::from(self.csrf.ct_eq(&bytes))
+    }
+
+    /// The CSRF token, for the page.
+    pub fn csrf(&self) -> String {
+        hex::encode(self.csrf)
+    }
+}
+
+/// What a cookie stands for.
+pub enum Lookup {
+    Live(Found),
+    /// Ended by admission: the refusal, and whose session it was.
+    Ended {
+        refusal: Refusal,
+        user: String,
+    },
+    /// Never existed, logged out, idle too long, or ended long ago.
+    Unknown,
+}
+
+enum Entry {
+    Live {
+        found: Found,
+        idle_until: SystemTime,
+    },
+    Ended {
+        refusal: Refusal,
+        user: String,
+        until: SystemTime,
+    },
+}
+
+/// The live web sessions of this proxy.
+pub struct WebSessions {
+    table: Mutex<HashMap<Key, Entry>>,
+    idle_timeout: Duration,
+}
+
+impl WebSessions {
+    pub fn new(idle_timeout: Duration) -> Self {
+        Self {
+            table: Mutex::new(HashMap::new()),
+            idle_timeout,
+        }
+    }
+
+    fn table(&self) -> MutexGuard<'_, HashMap<Key, Entry>> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts a session for `cert` (the identity Auth just issued) at `now`.
+    pub fn create(
+        &self,
+        cert: UserCert,
+        credentials: SessionCredentials,
+        now: SystemTime,
+    ) -> NewSession {
+        let mut token = [0u8; 32];
+        let mut csrf = [0u8; 32];
+        rand::fill(&mut token[..]);
+        rand::fill(&mut csrf[..]);
+        let found = Found {
+            key: Sha256::digest(token).into(),
+            cert: Arc::new(cert),
+            credentials: Arc::new(credentials),
+            csrf,
+        };
+        let idle_until = now + self.idle_timeout;
+        self.table()
+            .insert(found.key, Entry::Live { found, idle_until });
+        NewSession {
+            token: hex::encode(token),
+            csrf: hex::encode(csrf),
+        }
+    }
+
+    /// The session cookie value `token` stands for at `now`. An idle session is forgotten here;
+    /// an expired one ends (with the reason).
+    pub fn lookup(&self, token: &str, now: SystemTime) -> Lookup {
+        let mut bytes = [0u8; 32];
+        if hex::decode_to_slice(token, &mut bytes).is_err() {
+            return Lookup::Unknown;
+        }
+        let key: Key = Sha256::digest(bytes).into();
+        let mut table = self.table();
+        match table.get(&key) {
+            Some(Entry::Live { found, .. }) if now >= found.cert.expires => {
+                let ago = now
+                    .duration_since(found.cert.expires)
+                    .unwrap_or_default()
+                    .as_secs();
+                let refusal = Refusal::Expired { ago };
+                let user = found.cert.identity.username.clone();
+                let until = now + TOMBSTONE;
+                table.insert(
+                    key,
+                    Entry::Ended {
+                        refusal: refusal.clone(),
+                        user: user.clone(),
+                        until,
+                    },
+                );
+                Lookup::Ended { refusal, user }
+            }
+            Some(Entry::Live { found, idle_until }) if now < *idle_until => {
+                Lookup::Live(found.clone())
+            }
+            Some(Entry::Ended {
+                refusal,
+                user,
+                until,
+            }) if now < *until => Lookup::Ended {
+                refusal: refusal.clone(),
+                user: user.clone(),
+            },
+            Some(_) => {
+                table.remove(&key);
+                Lookup::Unknown
+            }
+            None => Lookup::Unknown,
+        }
+    }
+
+    /// An admitted request at `now`: the idle deadline moves on (never past the certificate).
+    pub fn renew(&self, key: &Key, now: SystemTime) {
+        if let Some(Entry::Live { idle_until, .. }) = self.table().get_mut(key) {
+            *idle_until = now + self.idle_timeout;
+        }
+    }
+
+    /// Ends a session at `now`: at logout (`None`: forgotten at once), or on a refusal (kept as
+    /// a tombstone that answers its cookie with the reason until the certificate's expiry, and
+    /// at least [`TOMBSTONE`]).
+    pub fn end(&self, key: &Key, refusal: Option<Refusal>, now: SystemTime) {
+        let mut table = self.table();
+        let Some(Entry::Live { found, .. }) = table.remove(key) else {
+            return;
+        };
+        if let Some(refusal) = refusal {
+            let entry = Entry::Ended {
+                refusal,
+                user: found.cert.identity.username.clone(),
+                until: found.cert.expires.max(now + TOMBSTONE),
+            };
+            table.insert(*key, entry);
+        }
+    }
+
+    /// How many sessions are live.
+    pub fn live(&self) -> usize {
+        self.table()
+            .values()
+            .filter(|e| matches!(e, Entry::Live { .. }))
+            .count()
+    }
+
+    /// Decides every live session again on the current snapshot: those admission refuses end
+    /// (with a `session.terminated` event on the `web` route); idle ones and old tombstones go.
+    pub fn sweep(&self, auth: &AuthServer) {
+        let now = auth.now();
+        let snap = auth.admission_snapshot();
+        let live: Vec<Found> = {
+            let mut table = self.table();
+            table.retain(|_, e| match e {
+                Entry::Live { idle_until, found } => now < *idle_until || now >= found.cert.expires,
+                Entry::Ended { until, .. } => now < *until,
+            });
+            table
+                .values()
+                .filter_map(|e| match e {
+                    Entry::Live { found, .. } => Some(found.clone()),
+                    Entry::Ended { .. } => None,
+                })
+                .collect()
+        };
+        for found in live {
+            let presented = Presented {
+                identity: &found.cert.identity,
+                issued_at: found.cert.issued_at,
+                expires: found.cert.expires,
+                login: None,
+            };
+            let decision = match &snap {
+                Ok(snap) => auth.admit_on(snap, &presented, Route::Web).err(),
+                Err(_) => None,
+            };
+            let Some(refusal) = decision.filter(ends_session) else {
+                continue;
+            };
+            tracing::info!(user = %found.cert.identity.username, reason = refusal.code(), "ending a web session: {refusal}");
+            auth.emit(
+                auth.event(EventKind::SessionTerminated, &found.cert.identity.username)
+                    .field("route", Route::Web.name())
+                    .field("reason", refusal.code())
+                    .failed(EventKind::SessionTerminated, refusal.to_string()),
+            );
+            self.end(&found.key, Some(refusal), now);
+        }
+    }
+}
+
+/// Whether a refusal ends the session: every refusal of the identity does; a snapshot Auth
+/// cannot build or that is too old refuses requests but leaves the session for when it is back.
+pub fn ends_session(refusal: &Refusal) -> bool {
+    !matches!(refusal, Refusal::Stale { .. } | Refusal::Unavailable { .. })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    fn cert(expires_in: u64) -> UserCert {
+        UserCert {
+            identity: hop_ca::Identity {
+                username: "alice".into(),
+                ..Default::default()
+            },
+            issued_at: UNIX_EPOCH + Duration::from_secs(1000),
+            expires: UNIX_EPOCH + Duration::from_secs(1000 + expires_in),
+        }
+    }
+
+    fn credentials() -> SessionCredentials {
+        let mut rng = rand::rng();
+        SessionCredentials {
+            ssh: hop_ca::generate_ssh_keypair(&mut rng).unwrap(),
+            ssh_certificate: String::new(),
+            tls: hop_ca::generate_x509_keypair(&mut rng).unwrap(),
+            tls_certificate_pem: String::new(),
+        }
+    }
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn the_table_keeps_the_hash_of_the_token_never_the_token() {
+        let s = WebSessions::new(Duration::from_secs(60));
+        let new = s.create(cert(3600), credentials(), at(1000));
+        assert_eq!(new.token.len(), 64);
+        let table = s.table();
+        let key: Key = Sha256::digest(hex::decode(&new.token).unwrap()).into();
+        assert!(table.contains_key(&key));
+        let raw: Key = hex::decode(&new.token).unwrap().try_into().unwrap();
+        assert!(!table.contains_key(&raw));
+    }
+
+    #[test]
+    fn a_session_is_found_by_its_token_only() {
+        let s = WebSessions::new(Duration::from_secs(60));
+        let new = s.create(cert(3600), credentials(), at(1000));
+        assert!(matches!(s.lookup(&new.token, at(1001)), Lookup::Live(_)));
+        let mut other = new.token.clone().into_bytes();
+        other[0] = if other[0] == b'0' { b'1' } else { b'0' };
+        let other = String::from_utf8(other).unwrap();
+        for bad in [
+            other.as_str(),
+            "",
+            "zz",
+            &new.token[..62],
+            &format!("{}00", new.token),
+        ] {
+            assert!(matches!(s.lookup(bad, at(1001)), Lookup::Unknown), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_csrf_token_must_match_exactly() {
+        let s = WebSessions::new(Duration::from_secs(60));
+        let new = s.create(cert(3600), credentials(), at(1000));
+        let Lookup::Live(found) = s.lookup(&new.token, at(1001)) else {
+            panic!("not live")
+        };
+        assert!(found.csrf_matches(&new.csrf));
+        assert_eq!(found.csrf(), new.csrf);
+        assert!(!found.csrf_matches(""));
+        assert!(!found.csrf_matches(&new.token));
+        assert!(!found.csrf_matches(&new.csrf[..63]));
+    }
+
+    #[test]
+    fn idle_sessions_end_and_use_renews_them_but_never_past_the_certificate() {
+        let s = WebSessions::new(Duration::from_secs(60));
+        let new = s.create(cert(100), credentials(), at(1000));
+        let Lookup::Live(found) = s.lookup(&new.token, at(1050)) else {
+            panic!("not live")
+        };
+        s.renew(&found.key, at(1050));
+        assert!(matches!(s.lookup(&new.token, at(1090)), Lookup::Live(_)));
+        s.renew(&found.key, at(1090));
+        // The idle deadline would be 1150; the certificate ends at 1100, and says so.
+        assert!(matches!(
+            s.lookup(&new.token, at(1100)),
+            Lookup::Ended {
+                refusal: Refusal::Expired { ago: 0 },
+                ..
+            }
+        ));
+        let idle = s.create(cert(3600), credentials(), at(1000));
+        assert!(matches!(s.lookup(&idle.token, at(1060)), Lookup::Unknown));
+        assert_eq!(s.live(), 0);
+    }
+
+    #[test]
+    fn logout_forgets_and_a_refusal_leaves_its_reason_until_expiry() {
+        let s = WebSessions::new(Duration::from_secs(60));
+        let a = s.create(cert(100), credentials(), at(1000));
+        let b = s.create(cert(100), credentials(), at(1000));
+        let key = |t: &str| -> Key { Sha256::digest(hex::decode(t).unwrap()).into() };
+        s.end(&key(&a.token), None, at(1000));
+        assert!(matches!(s.lookup(&a.token, at(1001)), Lookup::Unknown));
+        let locked = Refusal::Locked {
+            target: "user alice".into(),
+            message: String::new(),
+        };
+        s.end(&key(&b.token), Some(locked.clone()), at(1000));
+        match s.lookup(&b.token, at(1001)) {
+            Lookup::Ended { refusal, user } => {
+                assert_eq!(refusal, locked);
+                assert_eq!(user, "alice");
+            }
+            _ => panic!("no tombstone"),
+        }
+        assert!(matches!(s.lookup(&b.token, at(1599)), Lookup::Ended { .. }));
+        assert!(matches!(s.lookup(&b.token, at(1600)), Lookup::Unknown));
+    }
+
+    #[test]
+    fn only_refusals_of_the_identity_end_a_session() {
+        assert!(ends_session(&Refusal::Deleted {
+            kind: "user",
+            name: "a".into()
+        }));
+        assert!(ends_session(&Refusal::Expired { ago: 1 }));
+        assert!(!ends_session(&Refusal::Unavailable { reason: "x".into() }));
+    }
+}

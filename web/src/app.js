@@ -1,0 +1,70 @@
+// The web UI's entry: which page the address names, the header with the user and logout, and
+// the watch that sends the user back to the login page once the web session ends.
+import { currentSession, logout, onSessionEnded } from '/web/assets/api.js';
+import { loginPage } from '/web/assets/login.js';
+import { resourcesPage } from '/web/assets/resources.js';
+
+const view = document.getElementById('view');
+const bar = document.getElementById('bar');
+const who = document.getElementById('who');
+let watch = 0;
+
+// How often an open page asks whether its session still holds (a lock ends it within seconds).
+const WATCH_MS = 1000;
+
+function go(path) {
+  if (location.pathname !== path) history.pushState({}, '', path);
+  route();
+}
+
+function loggedOut(notice) {
+  clearInterval(watch);
+  watch = 0;
+  bar.hidden = true;
+  who.textContent = '';
+  if (location.pathname !== '/web/login') history.pushState({}, '', '/web/login');
+  loginPage(view, loggedIn, notice);
+}
+
+function loggedIn(session) {
+  who.textContent = `${session.user} (${session.roles.join(', ')})`;
+  bar.hidden = false;
+  if (!watch) watch = setInterval(() => currentSession().catch(() => {}), WATCH_MS);
+  if (location.pathname === '/web/login' || location.pathname === '/web' || location.pathname === '/web/') {
+    go('/web/resources');
+  } else {
+    route();
+  }
+}
+
+async function route() {
+  let session;
+  try {
+    session = await currentSession();
+  } catch (e) {
+    // The proxy is unreachable (or the page is being left): say so, keep the page.
+    view.textContent = `Cannot reach Hop: ${e.message}`;
+    return;
+  }
+  if (!session) {
+    loggedOut('');
+    return;
+  }
+  if (bar.hidden) {
+    loggedIn(session);
+    return;
+  }
+  try {
+    await resourcesPage(view);
+  } catch (e) {
+    view.textContent = e.message;
+  }
+}
+
+onSessionEnded((message) => loggedOut(`Your web session ended: ${message}`));
+document.getElementById('logout').addEventListener('click', async () => {
+  await logout().catch(() => {});
+  loggedOut('You logged out.');
+});
+window.addEventListener('popstate', route);
+route();

@@ -1,0 +1,36 @@
+// The login page: user name, password and one-time code, checked by Auth like `hop login`.
+import { login } from '/web/assets/api.js';
+import { el, show } from '/web/assets/dom.js';
+
+/** Shows the login form in `view`; calls `done(session)` once logged in. */
+export function loginPage(view, done, notice = '') {
+  const message = el('p', { id: 'login-error', class: 'error', role: 'alert' }, notice);
+  const user = el('input', { id: 'user', name: 'user', autocomplete: 'username', required: '' });
+  const password = el('input', {
+    id: 'password', name: 'password', type: 'password', autocomplete: 'current-password', required: '',
+  });
+  const otp = el('input', {
+    id: 'otp', name: 'otp', inputmode: 'numeric', autocomplete: 'one-time-code', required: '',
+  });
+  const submit = el('button', { id: 'login-submit', type: 'submit' }, 'Log in');
+  const form = el('form', { id: 'login', class: 'card' },
+    el('h1', {}, 'Log in to Hop'),
+    el('label', { for: 'user' }, 'User name'), user,
+    el('label', { for: 'password' }, 'Password'), password,
+    el('label', { for: 'otp' }, 'One-time code'), otp,
+    submit, message);
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    submit.disabled = true;
+    message.textContent = '';
+    try {
+      done(await login(user.value, password.value, otp.value.trim()));
+    } catch (e) {
+      message.textContent = e.message;
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  show(view, form);
+  user.focus();
+}
