@@ -26,6 +26,7 @@ use crate::dataplane::limits::ConnectionGuard;
 use crate::dataplane::route::RejectReason;
 use crate::dataplane::{Handoff, HandoffKind};
 use crate::relay::bounded::RecordReads;
+use crate::relay::on_worker::{SessionInbox, SessionRequest};
 use crate::routes::http_conn::HttpDeadlines;
 use crate::routes::postgres::BeforeTls;
 use crate::server_tls::ServerTls;
@@ -104,9 +105,11 @@ impl TlsRoutes {
 /// terminated (routed here by their ALPN and certificate), PostgreSQL starts other than an
 /// SSLRequest (GSSENC, cancel, plaintext: answered here, and TLS terminated here when it follows),
 /// SSH connections for the jump host, and TLS connections that arrived before the proxy's
-/// certificate was loaded (terminated here).
+/// certificate was loaded (terminated here). Also answers the workers' requests for the
+/// sessions they keep (`sessions`: the decision, the agent's leg, audit and the live watch).
 pub async fn serve_tls(
     mut handoffs: mpsc::Receiver<Handoff>,
+    mut sessions: SessionInbox,
     tls: Arc<arc_swap::ArcSwapOption<rustls::ServerConfig>>,
     routes: TlsRoutes,
     settings: TlsListenerSettings,
@@ -119,6 +122,10 @@ pub async fn serve_tls(
                 Some(h) => h,
                 None => break,
             },
+            Some(req) = sessions.recv() => {
+                kept_session(req, &routes, &metrics);
+                continue;
+            }
             _ = hop_platform::signals::until_shutdown(&mut shutdown) => break,
         };
         metrics.connections_accepted.inc();
@@ -219,6 +226,29 @@ pub async fn serve_tls(
             metrics.connections_active.dec();
             drop(guard);
         });
+    }
+}
+
+/// Answers a worker's request for a session it keeps (`hop-tcp`), in a task of its own; the
+/// session counts in `connections_active` until it ends.
+fn kept_session(req: SessionRequest, routes: &TlsRoutes, metrics: &Arc<Metrics>) {
+    metrics.connections_accepted.inc();
+    metrics.connections_active.inc();
+    let kept = crate::routes::apps::KeptSessions {
+        identify: routes.identify.clone(),
+        registry: routes.registry.clone(),
+        auth: routes.auth.clone(),
+    };
+    let active = ActiveConnection(metrics.clone());
+    tokio::spawn(crate::routes::apps::serve_kept(req, kept, active));
+}
+
+/// A connection's place in the `connections_active` gauge, given back when dropped.
+struct ActiveConnection(Arc<Metrics>);
+
+impl Drop for ActiveConnection {
+    fn drop(&mut self) {
+        self.0.connections_active.dec();
     }
 }
 
@@ -461,7 +491,12 @@ pub async fn serve_admin_socket(
 
 /// Audits a certificate presented on a route it does not open (an agent's host certificate on
 /// a user route, a user certificate on the tunnel, no certificate at all).
-fn audit_wrong_certificate(auth: &AuthServer, alpn: &[u8], caller: &Caller, remote: SocketAddr) {
+pub(crate) fn audit_wrong_certificate(
+    auth: &AuthServer,
+    alpn: &[u8],
+    caller: &Caller,
+    remote: SocketAddr,
+) {
     let route = match alpn {
         p if p == ALPN_TUNNEL || p == ALPN_TUNNEL_DATA => Route::Tunnel,
         p if p == ALPN_TCP => Route::App,

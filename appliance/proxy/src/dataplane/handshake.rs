@@ -19,7 +19,7 @@ use rustls::{ServerConfig, ServerConnection};
 use crate::relay::bounded::RecordBoundary;
 
 /// The most bytes one handshake read takes (a full TLS record with its header).
-const READ_CHUNK: usize = hop_protocols::tls_record::MAX_RECORD_LEN;
+pub(super) const READ_CHUNK: usize = hop_protocols::tls_record::MAX_RECORD_LEN;
 
 /// Why a handshake on a worker failed.
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +73,10 @@ pub(super) async fn accept(
 }
 
 /// Writes every TLS byte rustls has queued.
-async fn send(stream: &mut TcpStream, conn: &mut ServerConnection) -> std::io::Result<()> {
+pub(super) async fn send(
+    stream: &mut TcpStream,
+    conn: &mut ServerConnection,
+) -> std::io::Result<()> {
     while conn.wants_write() {
         let mut out = Vec::new();
         while conn.wants_write() {

@@ -15,6 +15,7 @@
 #![deny(clippy::disallowed_types)] // the data plane's workers never block on a lock (clippy.toml)
 
 mod handshake;
+mod kept;
 pub mod limits;
 mod relay;
 pub mod route;
@@ -184,6 +185,7 @@ impl DataPlane {
         settings: DataPlaneSettings,
         termination: TlsTermination,
         handoff: tokio::sync::mpsc::Sender<Handoff>,
+        sessions: crate::relay::on_worker::SessionRequests,
     ) -> Result<Self, DataPlaneError> {
         let driver = match settings.io_driver {
             IoDriverChoice::Epoll => IoDriver::Epoll,
@@ -244,6 +246,7 @@ impl DataPlane {
             limits,
             termination,
             handoff,
+            sessions,
             stop: stop.clone(),
         });
         let mut threads = Vec::with_capacity(n);

@@ -52,6 +52,8 @@ pub struct WorkerStats {
     pub accepted: AtomicU64,
     pub active: AtomicU64,
     pub handed_off: AtomicU64,
+    /// Of `handed_off`, the connections that are not agents' tunnels.
+    pub handed_off_user: AtomicU64,
     /// TLS handshakes this worker completed.
     pub tls_terminated: AtomicU64,
     pub redirected: AtomicU64,
@@ -168,6 +170,13 @@ impl DataPlaneStats {
             "Connections handed to their route on the control plane, per worker.",
             "counter",
             &|w| w.handed_off.load(Ordering::Relaxed),
+        );
+        per_worker(
+            out,
+            "hop_dataplane_user_handoffs_total",
+            "Of the hand-offs, connections other than agents' tunnels: routes that need a tokio library (HTTP, gRPC, russh) or are not yet kept on their worker.",
+            "counter",
+            &|w| w.handed_off_user.load(Ordering::Relaxed),
         );
         per_worker(
             out,

@@ -38,6 +38,8 @@ pub(super) struct WorkerContext {
     pub limits: Arc<ConnectionLimits>,
     pub termination: TlsTermination,
     pub handoff: tokio::sync::mpsc::Sender<Handoff>,
+    /// Where the sessions workers keep ask the control plane for their decision and agent leg.
+    pub sessions: crate::relay::on_worker::SessionRequests,
     pub stop: Arc<AtomicBool>,
 }
 
@@ -255,6 +257,11 @@ async fn serve(
                     if conn.peer_certificates().is_some() {
                         guard.authenticated();
                     }
+                    if kind == HandoffKind::Tls && super::kept::keeps(&conn) {
+                        super::kept::serve(idx, stream, conn, client, guard, ctx.clone()).await;
+                        stats.active.fetch_sub(1, Ordering::Relaxed);
+                        return;
+                    }
                     Some(Some(conn))
                 }
                 Some(Terminated::NoConfig) | None => Some(None),
@@ -271,12 +278,7 @@ async fn serve(
                     guard,
                     tls,
                 };
-                match ctx.handoff.try_send(handoff) {
-                    Ok(()) => {
-                        stats.handed_off.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(_) => stats.rejected(RejectReason::ControlPlaneBusy),
-                }
+                hand_to_control_plane(&ctx, stats, handoff);
             }
         }
         Ok((Decision::RedirectHttps { location, head_len }, _)) => {
@@ -301,6 +303,27 @@ async fn serve(
         Ok((Decision::NeedMore | Decision::ProxyHeader { .. }, _)) => drop(guard),
     }
     stats.active.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Hands a connection to the control plane's tokio routes, for good: the one place a connection
+/// leaves its worker (`hop_dataplane_handoffs_total`; `hop_dataplane_user_handoffs_total` counts
+/// those that are not agents' tunnels). A full queue closes it.
+fn hand_to_control_plane(ctx: &WorkerContext, stats: &WorkerStats, handoff: Handoff) {
+    let agent = handoff.kind == HandoffKind::Tls && handoff.tls.as_ref().is_some_and(|c| {
+        matches!(
+            c.alpn_protocol(),
+            Some(p) if p == hop_net::tunnel::ALPN_TUNNEL || p == hop_net::tunnel::ALPN_TUNNEL_DATA
+        )
+    });
+    match ctx.handoff.try_send(handoff) {
+        Ok(()) => {
+            stats.handed_off.fetch_add(1, Ordering::Relaxed);
+            if !agent {
+                stats.handed_off_user.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Err(_) => stats.rejected(RejectReason::ControlPlaneBusy),
+    }
 }
 
 /// What became of a TLS handshake on the worker.

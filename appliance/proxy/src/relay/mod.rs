@@ -12,6 +12,7 @@
 
 pub mod aead;
 pub mod bounded;
+pub mod on_worker;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -189,10 +190,22 @@ pub enum RelayError {
 
 fn take_keys(
     stream: AgentStream,
-    mut pending: Vec<u8>,
+    pending: Vec<u8>,
 ) -> Result<(std::net::TcpStream, ConnectionKeys, Vec<u8>), HandOffError> {
-    let (io, mut conn): (_, ServerConnection) = stream.into_inner();
-    // Plaintext rustls decrypted but nobody read yet belongs to the session.
+    let (io, conn): (_, ServerConnection) = stream.into_inner();
+    let (keys, pending) = keys_of(conn, pending)?;
+    let tcp = io.into_inner().into_std().map_err(HandOffError::Release)?;
+    Ok((tcp, keys, pending))
+}
+
+/// The traffic keys of a TLS 1.3 connection the proxy terminated, and the plaintext rustls
+/// decrypted that nobody read yet (after `pending`, what was read but not consumed): both belong
+/// to the session. The caller checked that nothing is queued to send and no record is partly
+/// read.
+pub fn keys_of(
+    mut conn: ServerConnection,
+    mut pending: Vec<u8>,
+) -> Result<(ConnectionKeys, Vec<u8>), HandOffError> {
     let mut chunk = [0u8; 4096];
     loop {
         match std::io::Read::read(&mut conn.reader(), &mut chunk) {
@@ -218,8 +231,28 @@ fn take_keys(
     // Both must be usable before the session is handed over.
     keys.rx.record_key().map_err(HandOffError::Cipher)?;
     keys.tx.record_key().map_err(HandOffError::Cipher)?;
-    let tcp = io.into_inner().into_std().map_err(HandOffError::Release)?;
-    Ok((tcp, keys, pending))
+    Ok((keys, pending))
+}
+
+/// Why an agent's leg cannot join a session a worker keeps.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentLegError {
+    #[error("the agent's connection cannot take the fast path: {0}")]
+    NotEligible(&'static str),
+    #[error(transparent)]
+    HandOff(#[from] HandOffError),
+}
+
+/// The agent's leg of a session a worker keeps (`on_worker`), past its `DialResult`: the
+/// descriptor, the traffic keys, and what the agent already sent after its answer.
+pub fn agent_leg(
+    agent: FramedStream<AgentStream>,
+) -> Result<(std::net::TcpStream, ConnectionKeys, Vec<u8>), AgentLegError> {
+    if let Some(why) = not_eligible(agent.get_ref()) {
+        return Err(AgentLegError::NotEligible(why));
+    }
+    let (a, pending) = agent.into_inner();
+    Ok(take_keys(a, pending)?)
 }
 
 /// What became of a session offered to the fast path.
