@@ -26,7 +26,7 @@ use crate::dataplane::limits::ConnectionGuard;
 use crate::dataplane::route::RejectReason;
 use crate::dataplane::{Handoff, HandoffKind};
 use crate::relay::bounded::RecordReads;
-use crate::relay::on_worker::{SessionInbox, SessionRequest};
+use crate::relay::on_worker::{KeptRoute, ReadDial, SessionInbox, SessionRequest};
 use crate::routes::http_conn::HttpDeadlines;
 use crate::routes::postgres::BeforeTls;
 use crate::server_tls::ServerTls;
@@ -138,6 +138,7 @@ pub async fn serve_tls(
             worker,
             guard,
             tls: terminated,
+            dial,
         } = handoff;
         let stream = match stream
             .set_nonblocking(true)
@@ -166,10 +167,13 @@ pub async fn serve_tls(
             let (routes, metrics, shutdown) = (routes.clone(), metrics.clone(), shutdown.clone());
             tokio::spawn(async move {
                 metrics.connections_active.inc();
-                route(
-                    tls, remote, worker, postgres, guard, routes, metrics, shutdown,
-                )
-                .await;
+                let routed = Routed {
+                    remote,
+                    worker,
+                    postgres,
+                    dial,
+                };
+                route(tls, routed, guard, routes, metrics, shutdown).await;
             });
             continue;
         }
@@ -208,10 +212,13 @@ pub async fn serve_tls(
                     if tls.get_ref().1.peer_certificates().is_some() {
                         guard.authenticated();
                     }
-                    route(
-                        tls, remote, worker, postgres, guard, routes, metrics, shutdown,
-                    )
-                    .await;
+                    let routed = Routed {
+                        remote,
+                        worker,
+                        postgres,
+                        dial: None,
+                    };
+                    route(tls, routed, guard, routes, metrics, shutdown).await;
                     return;
                 }
                 Ok(Err(e)) => {
@@ -229,18 +236,21 @@ pub async fn serve_tls(
     }
 }
 
-/// Answers a worker's request for a session it keeps (`hop-tcp`), in a task of its own; the
+/// Answers a worker's request for a session it keeps (`hop-tcp`, `hop-ssh`), in a task of its own; the
 /// session counts in `connections_active` until it ends.
 fn kept_session(req: SessionRequest, routes: &TlsRoutes, metrics: &Arc<Metrics>) {
     metrics.connections_accepted.inc();
     metrics.connections_active.inc();
-    let kept = crate::routes::apps::KeptSessions {
+    let kept = crate::routes::dial::KeptSessions {
         identify: routes.identify.clone(),
         registry: routes.registry.clone(),
         auth: routes.auth.clone(),
     };
     let active = ActiveConnection(metrics.clone());
-    tokio::spawn(crate::routes::apps::serve_kept(req, kept, active));
+    match req.route {
+        KeptRoute::App => tokio::spawn(crate::routes::apps::serve_kept(req, kept, active)),
+        KeptRoute::Ssh => tokio::spawn(crate::routes::ssh::serve_kept(req, kept, active)),
+    };
 }
 
 /// A connection's place in the `connections_active` gauge, given back when dropped.
@@ -260,20 +270,32 @@ fn count_data_handshake(metrics: &Metrics, conn: &rustls::ServerConnection) {
     }
 }
 
-/// Serves one terminated TLS connection by its ALPN and its client certificate. `postgres`: the
-/// connection began with a PostgreSQL SSLRequest. Owns the connection's `connections_active`
-/// count and its place in the limits.
-#[allow(clippy::too_many_arguments)]
-async fn route(
-    tls: AgentStream,
+/// What the data plane said of a terminated TLS connection.
+struct Routed {
     remote: SocketAddr,
     worker: usize,
+    /// The connection began with a PostgreSQL SSLRequest.
     postgres: bool,
+    /// The user's Dial, when the worker read it before handing the session over.
+    dial: Option<ReadDial>,
+}
+
+/// Serves one terminated TLS connection by its ALPN and its client certificate. Owns the
+/// connection's `connections_active` count and its place in the limits.
+async fn route(
+    tls: AgentStream,
+    routed: Routed,
     mut guard: ConnectionGuard,
     routes: TlsRoutes,
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
 ) {
+    let Routed {
+        remote,
+        worker,
+        postgres,
+        dial,
+    } = routed;
     let caller = tls
         .get_ref()
         .1
@@ -383,16 +405,28 @@ async fn route(
             let Some(cert) = crate::admission::UserCert::of(caller) else {
                 return;
             };
-            crate::routes::ssh::serve(
-                tls,
-                cert,
-                remote,
-                routes.registry.clone(),
-                routes.auth.clone(),
-                routes.recordings.clone(),
-                routes.relay.as_ref().map(|r| (r, worker)),
-            )
-            .await;
+            let fast_path = routes.relay.as_ref().map(|r| (r, worker));
+            if let Some(ReadDial { dial, pending }) = dial {
+                // A worker read the Dial; this session needs the proxy's SSH server.
+                let deps = crate::routes::ssh::Deps {
+                    registry: routes.registry.clone(),
+                    auth: routes.auth.clone(),
+                    recordings: routes.recordings.clone(),
+                };
+                let client = hop_net::tunnel::FramedStream::with_pending(tls, pending);
+                crate::routes::ssh::serve_dial(client, dial, cert, remote, deps, fast_path).await;
+            } else {
+                crate::routes::ssh::serve(
+                    tls,
+                    cert,
+                    remote,
+                    routes.registry.clone(),
+                    routes.auth.clone(),
+                    routes.recordings.clone(),
+                    fast_path,
+                )
+                .await;
+            }
         }
         (Some(p), caller)
             if p == ALPN_TUNNEL

@@ -413,7 +413,7 @@ fn tcp_app_both_ways_half_close_and_idle_timeout_on_a_worker() {
     let secret = a.add_user("carol", "idleapps", "carol");
     assert!(a.login("carol", PASSWORD, &secret).status.success());
     let (_proxy_app, local_port) = start_proxy_app(&a, "echo");
-    let handed_off = user_handoffs(&a);
+    let handed_off = a.handoffs("session");
 
     // 24 MiB up while reading the echo down; the client's FIN reaches the target, and the
     // target's FIN comes back as the end of the stream.
@@ -459,9 +459,10 @@ fn tcp_app_both_ways_half_close_and_idle_timeout_on_a_worker() {
         "{m}"
     );
     // Both sessions stayed on the worker that accepted them; a gRPC call is handed off.
-    assert_eq!(user_handoffs(&a), handed_off, "{m}");
+    assert_eq!(a.handoffs("session"), handed_off, "{m}");
+    let api = a.handoffs("api");
     a.ok(&["apps", "ls"]);
-    assert!(user_handoffs(&a) > handed_off);
+    assert!(a.handoffs("api") > api);
     let events = a.ok(&[
         "admin",
         "audit",
@@ -477,15 +478,6 @@ fn tcp_app_both_ways_half_close_and_idle_timeout_on_a_worker() {
             && events.contains(&format!("\"bytes_received\":{size}")),
         "{events}"
     );
-}
-
-/// Connections the proxy's workers handed to the control plane, agents' tunnels aside.
-fn user_handoffs(a: &Appliance) -> u64 {
-    let (_, m) = a.diag_get("/metrics");
-    m.lines()
-        .filter(|l| l.starts_with("hop_dataplane_user_handoffs_total{worker="))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
 }
 
 /// The proxy's count of agents' data connections by handshake kind (`full`, `resumed`).

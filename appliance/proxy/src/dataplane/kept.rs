@@ -1,6 +1,8 @@
-//! A session its worker keeps (`hop-tcp`): the worker that terminated the user's TLS reads the
-//! Dial inside its own rustls connection, asks the control plane for the decision and the
-//! agent's leg (`crate::relay::on_worker`), answers the user, and relays on its own runtime.
+//! A session its worker keeps (`hop-tcp`, `hop-ssh`): the worker that terminated the user's TLS
+//! reads the Dial inside its own rustls connection, asks the control plane for the decision and
+//! the agent's leg (`crate::relay::on_worker`), answers the user, and relays on its own runtime.
+//! An SSH session the proxy must terminate itself is handed to the control plane with its Dial
+//! instead, once.
 //!
 //! Part of the runtime seam (monoio's types appear here, in `worker.rs`, `handshake.rs` and
 //! `relay.rs`). The client's descriptor and rustls state never leave the worker; only a duplicate
@@ -24,18 +26,33 @@ use super::handshake::{READ_CHUNK, send};
 use super::limits::ConnectionGuard;
 use super::worker::WorkerContext;
 use crate::relay::bounded::RecordBoundary;
-use crate::relay::on_worker::{SessionAnswer, SessionRequest};
+use crate::relay::on_worker::{KeptRoute, ReadDial, SessionAnswer, SessionRequest};
 use crate::relay::{RelayOutcome, TlsRelayJob, keys_of};
 
 /// How long a user has to send the Dial after the handshake.
 const DIAL_DEADLINE: Duration = Duration::from_secs(10);
 
-/// Whether the session of a connection the worker terminated stays on this worker: ALPN
-/// `hop-tcp` with a client certificate, over TLS 1.3 (what the fast path re-seals).
-pub(super) fn keeps(conn: &ServerConnection) -> bool {
-    conn.alpn_protocol() == Some(hop_net::tunnel::ALPN_TCP)
-        && conn.peer_certificates().is_some_and(|c| !c.is_empty())
-        && conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3)
+/// Whether the session of a connection the worker terminated stays on this worker, and on
+/// which route: ALPN `hop-tcp` or `hop-ssh` with a client certificate, over TLS 1.3 (what the
+/// fast path re-seals).
+pub(super) fn keeps(conn: &ServerConnection) -> Option<KeptRoute> {
+    let route = KeptRoute::of_alpn(conn.alpn_protocol())?;
+    (conn.peer_certificates().is_some_and(|c| !c.is_empty())
+        && conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3))
+    .then_some(route)
+}
+
+/// What a kept connection became.
+pub(super) enum Kept {
+    /// Served here to its end (relayed, refused or failed).
+    Done,
+    /// The control plane terminates its session: hand it over with its Dial.
+    HandOff {
+        stream: TcpStream,
+        conn: Box<ServerConnection>,
+        guard: ConnectionGuard,
+        dial: ReadDial,
+    },
 }
 
 /// Why a kept session ended before its relay.
@@ -55,36 +72,48 @@ enum KeptError {
     Deadline(Duration),
 }
 
-/// Serves one kept session to its end; `guard` (the connection's place in the limits) is held
-/// until then.
+/// Serves one kept session on `route` to its end, or gives it back for the control plane;
+/// `guard` (the connection's place in the limits) is held until the end.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn serve(
     idx: usize,
+    route: KeptRoute,
     mut stream: TcpStream,
     conn: Box<ServerConnection>,
     client: SocketAddr,
     guard: ConnectionGuard,
     ctx: Arc<WorkerContext>,
-) {
+) -> Kept {
     let mut conn = *conn;
     let read = monoio::time::timeout(DIAL_DEADLINE, read_dial(&mut stream, &mut conn)).await;
     let (dial, pending) = match read.unwrap_or(Err(KeptError::Deadline(DIAL_DEADLINE))) {
         Ok(d) => d,
         Err(e) => {
-            tracing::debug!(%client, error = %e, "no application session");
-            return;
+            tracing::debug!(%client, error = %e, "no session");
+            return Kept::Done;
         }
     };
     let session_id = dial.session_id;
-    let Some(answer) = ask(&ctx, idx, &stream, &conn, dial, client).await else {
+    let Some(answer) = ask(&ctx, idx, route, &stream, &conn, dial.clone(), client).await else {
         let busy = "the proxy is busy or stopping; try again";
         let _ = refuse(&mut stream, &mut conn, session_id, Some(busy)).await;
-        return;
+        return Kept::Done;
     };
     let leg = match answer {
         SessionAnswer::Relay(leg) => leg,
         SessionAnswer::Refused(words) => {
             let _ = refuse(&mut stream, &mut conn, session_id, words.as_deref()).await;
-            return;
+            return Kept::Done;
+        }
+        SessionAnswer::HandOff => {
+            let dial = ReadDial { dial, pending };
+            let conn = Box::new(conn);
+            return Kept::HandOff {
+                stream,
+                conn,
+                guard,
+                dial,
+            };
         }
     };
     let said = write_frame(&mut stream, &mut conn, &dial_result(session_id, None)).await;
@@ -97,7 +126,7 @@ pub(super) async fn serve(
                 error: Some(format!("the client's leg: {e}")),
                 ..RelayOutcome::default()
             });
-            return;
+            return Kept::Done;
         }
     };
     let job = TlsRelayJob {
@@ -113,6 +142,7 @@ pub(super) async fn serve(
     let kernel_tls = ctx.stats.kernel_tls == super::KernelTls::On;
     super::relay::run(job, ctx.stats.worker(idx), kernel_tls).await;
     drop(guard);
+    Kept::Done
 }
 
 /// Sends the session's request to the control plane and waits for its answer; `None` when the
@@ -120,6 +150,7 @@ pub(super) async fn serve(
 async fn ask(
     ctx: &WorkerContext,
     idx: usize,
+    route: KeptRoute,
     stream: &TcpStream,
     conn: &ServerConnection,
     dial: Dial,
@@ -129,6 +160,7 @@ async fn ask(
     let client_socket = socket2::Socket::from(hop_platform::dup_stream(stream).ok()?);
     let (answer, answered) = tokio::sync::oneshot::channel();
     let req = SessionRequest {
+        route,
         dial,
         peer_cert,
         remote,

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hop_config::{Cidr, IoDriverChoice, KernelTlsChoice};
-pub use stats::{DataPlaneStats, IoDriver, KernelTls};
+pub use stats::{DataPlaneStats, HandoffRoute, IoDriver, KernelTls};
 
 /// A connection the data plane passes to the control plane: the socket, what the classifier
 /// learned, and for TLS the rustls connection the worker terminated.
@@ -51,6 +51,8 @@ pub struct Handoff {
     /// for the kinds the control plane answers first (PostgreSQL, SSH), and for TLS that arrived
     /// before the proxy had a certificate.
     pub tls: Option<Box<rustls::ServerConnection>>,
+    /// The user's Dial, when the worker read it before the route turned out to need tokio.
+    pub dial: Option<crate::relay::on_worker::ReadDial>,
 }
 
 /// What the workers need to terminate TLS.

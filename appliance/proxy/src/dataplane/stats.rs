@@ -52,8 +52,8 @@ pub struct WorkerStats {
     pub accepted: AtomicU64,
     pub active: AtomicU64,
     pub handed_off: AtomicU64,
-    /// Of `handed_off`, the connections that are not agents' tunnels.
-    pub handed_off_user: AtomicU64,
+    /// `handed_off` by [`HandoffRoute`].
+    handed_off_by_route: [AtomicU64; HandoffRoute::ALL.len()],
     /// TLS handshakes this worker completed.
     pub tls_terminated: AtomicU64,
     pub redirected: AtomicU64,
@@ -65,7 +65,46 @@ pub struct WorkerStats {
     rejected: [AtomicU64; RejectReason::ALL.len()],
 }
 
+/// What a connection handed to the control plane is, for `hop_dataplane_handoffs_by_route_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandoffRoute {
+    /// A user session (`hop-tcp`, `hop-ssh`, `hop-join`, PostgreSQL, MySQL): one its worker does
+    /// not keep, such as one the proxy's SSH server terminates.
+    Session,
+    /// The jump host (`ssh -J`, russh).
+    Jump,
+    /// An agent's tunnel (`hop-tunnel`, `hop-tunnel-data`).
+    Agent,
+    /// The web and gRPC API (HTTP).
+    Api,
+}
+
+impl HandoffRoute {
+    pub const ALL: [HandoffRoute; 4] = [Self::Session, Self::Jump, Self::Agent, Self::Api];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Session => "session",
+            Self::Jump => "jump",
+            Self::Agent => "agent",
+            Self::Api => "api",
+        }
+    }
+
+    fn index(self) -> usize {
+        Self::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+}
+
 impl WorkerStats {
+    /// Counts one connection handed to the control plane.
+    pub fn handed_off(&self, route: HandoffRoute) {
+        self.handed_off.fetch_add(1, Ordering::Relaxed);
+        if let Some(c) = self.handed_off_by_route.get(route.index()) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     pub fn classified(&self, p: Protocol) {
         if let Some(c) = self.classified.get(protocol_index(p)) {
             c.fetch_add(1, Ordering::Relaxed);
@@ -171,13 +210,26 @@ impl DataPlaneStats {
             "counter",
             &|w| w.handed_off.load(Ordering::Relaxed),
         );
-        per_worker(
+        let _ = writeln!(
             out,
-            "hop_dataplane_user_handoffs_total",
-            "Of the hand-offs, connections other than agents' tunnels: routes that need a tokio library (HTTP, gRPC, russh) or are not yet kept on their worker.",
-            "counter",
-            &|w| w.handed_off_user.load(Ordering::Relaxed),
+            "# HELP hop_dataplane_handoffs_by_route_total Connections handed to the control plane, by what they are (a session its worker keeps is never handed off).\n# TYPE hop_dataplane_handoffs_by_route_total counter"
         );
+        for r in HandoffRoute::ALL {
+            let n: u64 = self
+                .workers
+                .iter()
+                .map(|w| {
+                    w.handed_off_by_route
+                        .get(r.index())
+                        .map_or(0, |c| c.load(Ordering::Relaxed))
+                })
+                .sum();
+            let _ = writeln!(
+                out,
+                "hop_dataplane_handoffs_by_route_total{{route=\"{}\"}} {n}",
+                r.name()
+            );
+        }
         per_worker(
             out,
             "hop_dataplane_tls_handshakes_total",

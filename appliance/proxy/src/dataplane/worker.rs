@@ -19,7 +19,7 @@ use monoio::net::{TcpListener, TcpStream};
 
 use super::limits::{ConnectionGuard, ConnectionLimits};
 use super::route::{Decision, RejectReason, decide};
-use super::stats::{DataPlaneStats, IoDriver, WorkerStats};
+use super::stats::{DataPlaneStats, HandoffRoute, IoDriver, WorkerStats};
 use super::{DataPlaneSettings, Handoff, HandoffKind, TlsTermination};
 use crate::relay::TlsRelayJob;
 
@@ -257,8 +257,39 @@ async fn serve(
                     if conn.peer_certificates().is_some() {
                         guard.authenticated();
                     }
-                    if kind == HandoffKind::Tls && super::kept::keeps(&conn) {
-                        super::kept::serve(idx, stream, conn, client, guard, ctx.clone()).await;
+                    if kind == HandoffKind::Tls
+                        && let Some(route) = super::kept::keeps(&conn)
+                    {
+                        let kept = super::kept::serve(
+                            idx,
+                            route,
+                            stream,
+                            conn,
+                            client,
+                            guard,
+                            ctx.clone(),
+                        )
+                        .await;
+                        if let super::kept::Kept::HandOff {
+                            stream,
+                            conn,
+                            guard,
+                            dial,
+                        } = kept
+                        {
+                            let handoff = Handoff {
+                                stream: hop_platform::into_std_stream(stream),
+                                kind,
+                                client,
+                                alpn,
+                                record_reads,
+                                worker: idx,
+                                guard,
+                                tls: Some(conn),
+                                dial: Some(dial),
+                            };
+                            hand_to_control_plane(&ctx, stats, handoff);
+                        }
                         stats.active.fetch_sub(1, Ordering::Relaxed);
                         return;
                     }
@@ -277,6 +308,7 @@ async fn serve(
                     worker: idx,
                     guard,
                     tls,
+                    dial: None,
                 };
                 hand_to_control_plane(&ctx, stats, handoff);
             }
@@ -306,23 +338,48 @@ async fn serve(
 }
 
 /// Hands a connection to the control plane's tokio routes, for good: the one place a connection
-/// leaves its worker (`hop_dataplane_handoffs_total`; `hop_dataplane_user_handoffs_total` counts
-/// those that are not agents' tunnels). A full queue closes it.
+/// leaves its worker, counted by what it is (`hop_dataplane_handoffs_total`,
+/// `hop_dataplane_handoffs_by_route_total`). A full queue closes it.
 fn hand_to_control_plane(ctx: &WorkerContext, stats: &WorkerStats, handoff: Handoff) {
-    let agent = handoff.kind == HandoffKind::Tls && handoff.tls.as_ref().is_some_and(|c| {
-        matches!(
-            c.alpn_protocol(),
-            Some(p) if p == hop_net::tunnel::ALPN_TUNNEL || p == hop_net::tunnel::ALPN_TUNNEL_DATA
-        )
-    });
+    let route = handoff_route(&handoff);
     match ctx.handoff.try_send(handoff) {
-        Ok(()) => {
-            stats.handed_off.fetch_add(1, Ordering::Relaxed);
-            if !agent {
-                stats.handed_off_user.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        Ok(()) => stats.handed_off(route),
         Err(_) => stats.rejected(RejectReason::ControlPlaneBusy),
+    }
+}
+
+/// What a handed-over connection is, by its kind and its negotiated ALPN.
+fn handoff_route(h: &Handoff) -> HandoffRoute {
+    use hop_net::tunnel::{
+        ALPN_JOIN, ALPN_MYSQL, ALPN_POSTGRES, ALPN_POSTGRES_DIRECT, ALPN_SSH, ALPN_TCP,
+        ALPN_TUNNEL, ALPN_TUNNEL_DATA,
+    };
+    match h.kind {
+        HandoffKind::Ssh => return HandoffRoute::Jump,
+        HandoffKind::Postgres | HandoffKind::PostgresTls => return HandoffRoute::Session,
+        HandoffKind::Tls => {}
+    }
+    let alpn = h
+        .tls
+        .as_ref()
+        .and_then(|c| c.alpn_protocol())
+        .or(h.alpn.as_deref().map(str::as_bytes));
+    match alpn {
+        Some(p) if p == ALPN_TUNNEL || p == ALPN_TUNNEL_DATA => HandoffRoute::Agent,
+        Some(p)
+            if [
+                ALPN_TCP,
+                ALPN_SSH,
+                ALPN_JOIN,
+                ALPN_MYSQL,
+                ALPN_POSTGRES,
+                ALPN_POSTGRES_DIRECT,
+            ]
+            .contains(&p) =>
+        {
+            HandoffRoute::Session
+        }
+        _ => HandoffRoute::Api,
     }
 }
 

@@ -1,13 +1,14 @@
 //! What passes between a worker that keeps a session and the control plane.
 //!
-//! A `hop-tcp` session never leaves the worker that accepted it: the worker terminates TLS,
-//! reads the user's Dial inside its own rustls connection, and asks the control plane, in one
-//! [`SessionRequest`], for what needs Auth and the agents' tunnels (the caller's identity, the
-//! admission decision, RBAC on the application's labels, audit, the tracker, the live-session
-//! watch, and a pooled agent data connection past its Dial exchange). The answer
-//! ([`SessionAnswer`]) is a refusal for the user or the agent's leg as a descriptor with its
-//! traffic keys; the worker then answers the user and relays on its own runtime. The client's
-//! descriptor and rustls state stay on the worker. This module owns the messages only: it never
+//! A `hop-tcp` or `hop-ssh` session never leaves the worker that accepted it: the worker
+//! terminates TLS, reads the user's Dial inside its own rustls connection, and asks the control
+//! plane, in one [`SessionRequest`], for what needs Auth and the agents' tunnels (the caller's
+//! identity, the admission decision, RBAC, audit, the tracker, the live-session watch, and a
+//! pooled agent data connection past its Dial exchange). The answer ([`SessionAnswer`]) is a
+//! refusal for the user, the agent's leg as a descriptor with its traffic keys (the worker then
+//! answers the user and relays on its own runtime), or, for an SSH session the proxy must
+//! terminate itself (russh, on tokio), a request to hand the connection over with its Dial,
+//! once. The client's descriptor and rustls state stay on the worker otherwise. This module owns the messages only: it never
 //! decides, and never names Auth or the routes (fences).
 
 use std::net::SocketAddr;
@@ -22,9 +23,39 @@ use super::{ConnectionKeys, RelayOutcome};
 /// with a "busy" answer (the user may retry).
 pub const SESSION_QUEUE: usize = 1024;
 
+/// The routes whose sessions a worker keeps, by ALPN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeptRoute {
+    /// `hop-tcp`: a TCP application.
+    App,
+    /// `hop-ssh`: `login@node` through a node agent (end to end), unless the proxy must
+    /// terminate the SSH session ([`SessionAnswer::HandOff`]).
+    Ssh,
+}
+
+impl KeptRoute {
+    /// The route a negotiated ALPN names, if its sessions are kept on their worker.
+    pub fn of_alpn(alpn: Option<&[u8]>) -> Option<Self> {
+        match alpn? {
+            p if p == hop_net::tunnel::ALPN_TCP => Some(Self::App),
+            p if p == hop_net::tunnel::ALPN_SSH => Some(Self::Ssh),
+            _ => None,
+        }
+    }
+}
+
+/// A user's Dial a worker already read, with the plaintext that followed it: a connection
+/// handed to the control plane after its Dial carries them.
+#[derive(Debug)]
+pub struct ReadDial {
+    pub dial: Dial,
+    pub pending: Vec<u8>,
+}
+
 /// A worker's request for a session it keeps.
 #[derive(Debug)]
 pub struct SessionRequest {
+    pub route: KeptRoute,
     /// The user's Dial, read on the worker.
     pub dial: Dial,
     /// The client certificate's leaf (DER), verified against the cluster's CAs by the handshake;
@@ -48,6 +79,9 @@ pub enum SessionAnswer {
     Refused(Option<String>),
     /// Admitted, and the agent accepted the Dial: the worker relays.
     Relay(AgentLeg),
+    /// The session needs a library that runs on tokio (the proxy's SSH server): hand the
+    /// connection to the control plane with its Dial; it decides there and never comes back.
+    HandOff,
 }
 
 /// The agent's leg of an admitted session, past its `DialResult`.

@@ -18,11 +18,13 @@ use hop_admission::Route;
 use hop_platform::clock;
 use hop_protocols::tunnel::{Dial, Frame};
 
-use super::dial::{accept, dial_agent_bounded, refuse};
+use super::dial::{
+    KeptSessions, accept, dial_agent_bounded, kept_agent_leg, refuse, relay_on_worker,
+};
 use crate::admission::{Live, LiveWatch, UserCert, admit, both_legs, dup_socket};
 use crate::dataplane::limits::ConnectionGuard;
 use crate::listener::ConnectionHold;
-use crate::relay::on_worker::{AgentLeg, SessionAnswer, SessionRequest};
+use crate::relay::on_worker::{SessionAnswer, SessionRequest};
 use crate::relay::{self, RelayHandle};
 use crate::tunnels::{AgentStream, TunnelRegistry};
 use hop_api::trackers::TRACKER_KEEPALIVE;
@@ -90,41 +92,22 @@ pub async fn serve(
     }
 }
 
-/// What a session kept on its worker needs from the control plane.
-#[derive(Clone)]
-pub struct KeptSessions {
-    pub identify: crate::listener::IdentifyPeer,
-    pub registry: Arc<TunnelRegistry>,
-    pub auth: Arc<AuthServer>,
-}
-
 /// Answers a worker that keeps a `hop-tcp` session: identifies the certificate's holder,
 /// admits, checks the application's labels, dials the agent and sends back its leg; then
 /// watches the session while it lives and audits its end. `hold` is the session's place in the
 /// control plane's gauges.
 pub async fn serve_kept(req: SessionRequest, kept: KeptSessions, hold: impl Send + 'static) {
-    let SessionRequest {
-        dial,
-        peer_cert,
-        remote,
-        worker: _,
-        client_socket,
-        answer,
-    } = req;
-    let caller = (kept.identify)(&peer_cert, remote);
-    let Some(cert) = caller.clone().and_then(UserCert::of) else {
-        let caller = caller.unwrap_or(hop_auth::caller::Caller::Anonymous {
-            remote: Some(remote),
-        });
-        crate::listener::audit_wrong_certificate(
-            &kept.auth,
-            hop_net::tunnel::ALPN_TCP,
-            &caller,
-            remote,
-        );
-        let _ = answer.send(SessionAnswer::Refused(None));
+    let Some(cert) = kept.user(&req, hop_net::tunnel::ALPN_TCP) else {
+        let _ = req.answer.send(SessionAnswer::Refused(None));
         return;
     };
+    let SessionRequest {
+        dial,
+        remote,
+        client_socket,
+        answer,
+        ..
+    } = req;
     let opened = match open(&dial, &cert, remote, &kept.registry, &kept.auth).await {
         Ok(o) => o,
         Err(e) => {
@@ -141,11 +124,10 @@ pub async fn serve_kept(req: SessionRequest, kept: KeptSessions, hold: impl Send
     } = opened;
     let mut sockets = vec![client_socket];
     sockets.extend(dup_socket(agent.get_ref().get_ref().0.get_ref()));
-    let (stream, keys, to_client) = match relay::agent_leg(agent) {
+    let what = format!("application {:?}", dial.target);
+    let leg = match kept_agent_leg(agent, &what, remote) {
         Ok(leg) => leg,
-        Err(e) => {
-            tracing::warn!(%remote, error = %e, "an application session could not start");
-            let words = format!("application {:?}: {e}", dial.target);
+        Err(words) => {
             let _ = answer.send(SessionAnswer::Refused(Some(words)));
             return;
         }
@@ -159,20 +141,8 @@ pub async fn serve_kept(req: SessionRequest, kept: KeptSessions, hold: impl Send
         disconnect_expired_cert,
         sockets,
     );
-    let (done, report) = tokio::sync::oneshot::channel();
-    let leg = AgentLeg {
-        stream,
-        keys,
-        to_client,
-        idle,
-        done,
-    };
-    kept.auth.metrics().relay_fast_sessions.inc();
-    if answer.send(SessionAnswer::Relay(leg)).is_err() {
-        running.end(Err(relay::RelayError::WorkerStopped));
-        return;
-    }
-    running.end(relay::finished(report).await);
+    let moved = relay_on_worker(answer, leg, idle, &kept.auth).await;
+    running.end(moved);
     drop((hold, agent_hold));
 }
 
