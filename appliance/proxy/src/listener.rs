@@ -26,7 +26,7 @@ use crate::dataplane::limits::ConnectionGuard;
 use crate::dataplane::route::RejectReason;
 use crate::dataplane::{Handoff, HandoffKind};
 use crate::relay::bounded::RecordReads;
-use crate::relay::on_worker::{KeptRoute, ReadDial, SessionInbox, SessionRequest};
+use crate::relay::on_worker::{KeptRoute, SessionInbox, SessionRequest};
 use crate::routes::http_conn::HttpDeadlines;
 use crate::routes::postgres::BeforeTls;
 use crate::server_tls::ServerTls;
@@ -138,7 +138,7 @@ pub async fn serve_tls(
             worker,
             guard,
             tls: terminated,
-            dial,
+            read,
         } = handoff;
         let stream = match stream
             .set_nonblocking(true)
@@ -171,7 +171,7 @@ pub async fn serve_tls(
                     remote,
                     worker,
                     postgres,
-                    dial,
+                    read,
                 };
                 route(tls, routed, guard, routes, metrics, shutdown).await;
             });
@@ -216,7 +216,7 @@ pub async fn serve_tls(
                         remote,
                         worker,
                         postgres,
-                        dial: None,
+                        read: Vec::new(),
                     };
                     route(tls, routed, guard, routes, metrics, shutdown).await;
                     return;
@@ -236,7 +236,7 @@ pub async fn serve_tls(
     }
 }
 
-/// Answers a worker's request for a session it keeps (`hop-tcp`, `hop-ssh`), in a task of its own; the
+/// Answers a worker's request for a session it keeps (`hop-tcp`, `hop-ssh`, PostgreSQL), in a task of its own; the
 /// session counts in `connections_active` until it ends.
 fn kept_session(req: SessionRequest, routes: &TlsRoutes, metrics: &Arc<Metrics>) {
     metrics.connections_accepted.inc();
@@ -250,6 +250,12 @@ fn kept_session(req: SessionRequest, routes: &TlsRoutes, metrics: &Arc<Metrics>)
     match req.route {
         KeptRoute::App => tokio::spawn(crate::routes::apps::serve_kept(req, kept, active)),
         KeptRoute::Ssh => tokio::spawn(crate::routes::ssh::serve_kept(req, kept, active)),
+        KeptRoute::Postgres => tokio::spawn(crate::routes::postgres::serve_kept(
+            req,
+            routes.db(),
+            kept,
+            active,
+        )),
     };
 }
 
@@ -276,8 +282,9 @@ struct Routed {
     worker: usize,
     /// The connection began with a PostgreSQL SSLRequest.
     postgres: bool,
-    /// The user's Dial, when the worker read it before handing the session over.
-    dial: Option<ReadDial>,
+    /// Plaintext a worker already read (an SSH session's Dial, when the session turned out to
+    /// need the proxy's SSH server): the route reads it first.
+    read: Vec<u8>,
 }
 
 /// Serves one terminated TLS connection by its ALPN and its client certificate. Owns the
@@ -294,7 +301,7 @@ async fn route(
         remote,
         worker,
         postgres,
-        dial,
+        read,
     } = routed;
     let caller = tls
         .get_ref()
@@ -333,6 +340,12 @@ async fn route(
         return;
     }
     let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    if !read.is_empty() && alpn.as_deref() != Some(ALPN_SSH) {
+        // Only an SSH session comes over with what its worker read.
+        tracing::warn!(%remote, "a handed-off connection with read plaintext on another route");
+        metrics.connections_active.dec();
+        return;
+    }
     if postgres
         || alpn.as_deref() == Some(ALPN_POSTGRES)
         || alpn.as_deref() == Some(ALPN_POSTGRES_DIRECT)
@@ -405,28 +418,15 @@ async fn route(
             let Some(cert) = crate::admission::UserCert::of(caller) else {
                 return;
             };
+            let deps = crate::routes::ssh::Deps {
+                registry: routes.registry.clone(),
+                auth: routes.auth.clone(),
+                recordings: routes.recordings.clone(),
+            };
             let fast_path = routes.relay.as_ref().map(|r| (r, worker));
-            if let Some(ReadDial { dial, pending }) = dial {
-                // A worker read the Dial; this session needs the proxy's SSH server.
-                let deps = crate::routes::ssh::Deps {
-                    registry: routes.registry.clone(),
-                    auth: routes.auth.clone(),
-                    recordings: routes.recordings.clone(),
-                };
-                let client = hop_net::tunnel::FramedStream::with_pending(tls, pending);
-                crate::routes::ssh::serve_dial(client, dial, cert, remote, deps, fast_path).await;
-            } else {
-                crate::routes::ssh::serve(
-                    tls,
-                    cert,
-                    remote,
-                    routes.registry.clone(),
-                    routes.auth.clone(),
-                    routes.recordings.clone(),
-                    fast_path,
-                )
-                .await;
-            }
+            // `read`: the Dial, when a worker read it and the session needs the SSH server.
+            let client = hop_net::tunnel::FramedStream::with_pending(tls, read);
+            crate::routes::ssh::serve(client, cert, remote, deps, fast_path).await;
         }
         (Some(p), caller)
             if p == ALPN_TUNNEL

@@ -88,6 +88,7 @@ fn data_plane_settings(cfg: &Config) -> DataPlaneSettings {
         io_driver: p.io_driver,
         kernel_tls: p.kernel_tls,
         first_byte_timeout: p.first_byte_timeout.0,
+        db_startup_timeout: p.db_startup_timeout.0,
         max_connections: p.max_connections,
         max_connections_per_ip: p.max_connections_per_ip,
         max_preauth_per_source: PreAuthBudget::per_source_limit(

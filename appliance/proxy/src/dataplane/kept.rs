@@ -1,22 +1,21 @@
-//! A session its worker keeps (`hop-tcp`, `hop-ssh`): the worker that terminated the user's TLS
-//! reads the Dial inside its own rustls connection, asks the control plane for the decision and
-//! the agent's leg (`crate::relay::on_worker`), answers the user, and relays on its own runtime.
-//! An SSH session the proxy must terminate itself is handed to the control plane with its Dial
-//! instead, once.
+//! A session its worker keeps (`hop-tcp`, `hop-ssh`, PostgreSQL): the worker that terminated
+//! the user's TLS reads the session's opening message (the Dial, or the StartupMessage) inside
+//! its own rustls connection, asks the control plane for the decision and the agent's leg
+//! (`crate::relay::on_worker`), and relays on its own runtime. An SSH session the proxy must
+//! terminate itself is handed to the control plane with what was read instead, once.
 //!
 //! Part of the runtime seam (monoio's types appear here, in `worker.rs`, `handshake.rs` and
 //! `relay.rs`). The client's descriptor and rustls state never leave the worker; only a duplicate
 //! of its socket goes to the control plane, for the live-session watch to shut down. Reads stay
-//! within TLS records until the Dial is read (the handshake read that way too), so rustls holds
-//! no byte of a later record when its keys are taken for the fast path. This module never
-//! decides who may dial what; the control plane does, and audits.
+//! within TLS records until the opening is read (the handshake read that way too), so rustls
+//! holds no byte of a later record when its keys are taken for the fast path. This module never
+//! decides who may reach what, nor what the user is told; the control plane does, and audits.
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hop_protocols::tunnel::{Dial, DialResult, Frame, TunnelError};
 use monoio::buf::IoBufMut;
 use monoio::io::AsyncReadRent;
 use monoio::net::TcpStream;
@@ -26,17 +25,19 @@ use super::handshake::{READ_CHUNK, send};
 use super::limits::ConnectionGuard;
 use super::worker::WorkerContext;
 use crate::relay::bounded::RecordBoundary;
-use crate::relay::on_worker::{KeptRoute, ReadDial, SessionAnswer, SessionRequest};
+use crate::relay::on_worker::{KeptRoute, OpeningError, SessionAnswer, SessionRequest};
 use crate::relay::{RelayOutcome, TlsRelayJob, keys_of};
 
-/// How long a user has to send the Dial after the handshake.
+/// How long a user has to send the Dial after the handshake (PostgreSQL's StartupMessage has
+/// `proxy_service.db_startup_timeout`).
 const DIAL_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Whether the session of a connection the worker terminated stays on this worker, and on
-/// which route: ALPN `hop-tcp` or `hop-ssh` with a client certificate, over TLS 1.3 (what the
-/// fast path re-seals).
-pub(super) fn keeps(conn: &ServerConnection) -> Option<KeptRoute> {
-    let route = KeptRoute::of_alpn(conn.alpn_protocol())?;
+/// which route: `hop-tcp`, `hop-ssh` or PostgreSQL (`after_ssl_request`, or its ALPNs) with a
+/// client certificate, over TLS 1.3 (what the fast path re-seals). Others go to the control
+/// plane, a PostgreSQL client without a certificate included (it is told why there).
+pub(super) fn keeps(conn: &ServerConnection, after_ssl_request: bool) -> Option<KeptRoute> {
+    let route = KeptRoute::of(conn.alpn_protocol(), after_ssl_request)?;
     (conn.peer_certificates().is_some_and(|c| !c.is_empty())
         && conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3))
     .then_some(route)
@@ -46,12 +47,13 @@ pub(super) fn keeps(conn: &ServerConnection) -> Option<KeptRoute> {
 pub(super) enum Kept {
     /// Served here to its end (relayed, refused or failed).
     Done,
-    /// The control plane terminates its session: hand it over with its Dial.
+    /// The control plane serves its session: hand it over with the plaintext read so far (the
+    /// opening message first).
     HandOff {
         stream: TcpStream,
         conn: Box<ServerConnection>,
         guard: ConnectionGuard,
-        dial: ReadDial,
+        read: Vec<u8>,
     },
 }
 
@@ -62,63 +64,71 @@ enum KeptError {
     Io(#[from] std::io::Error),
     #[error("TLS: {0}")]
     Tls(#[from] rustls::Error),
-    #[error("tunnel frame: {0}")]
-    Frame(#[from] TunnelError),
-    #[error("the client sent {0} instead of a Dial")]
-    NotADial(&'static str),
+    #[error(transparent)]
+    Opening(#[from] OpeningError),
     #[error("the client closed the connection")]
     Closed,
-    #[error("no Dial within {0:?}")]
+    #[error("no opening message within {0:?}")]
     Deadline(Duration),
 }
 
-/// Serves one kept session on `route` to its end, or gives it back for the control plane;
-/// `guard` (the connection's place in the limits) is held until the end.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn serve(
-    idx: usize,
-    route: KeptRoute,
-    mut stream: TcpStream,
-    conn: Box<ServerConnection>,
-    client: SocketAddr,
-    guard: ConnectionGuard,
-    ctx: Arc<WorkerContext>,
-) -> Kept {
+/// A kept connection on its worker.
+pub(super) struct Session {
+    pub idx: usize,
+    pub route: KeptRoute,
+    pub stream: TcpStream,
+    pub conn: Box<ServerConnection>,
+    pub client: SocketAddr,
+    /// The connection's place in the limits, held until the end.
+    pub guard: ConnectionGuard,
+}
+
+/// Serves one kept session to its end, or gives it back for the control plane.
+pub(super) async fn serve(session: Session, ctx: Arc<WorkerContext>) -> Kept {
+    let Session {
+        idx,
+        route,
+        mut stream,
+        conn,
+        client,
+        guard,
+    } = session;
     let mut conn = *conn;
-    let read = monoio::time::timeout(DIAL_DEADLINE, read_dial(&mut stream, &mut conn)).await;
-    let (dial, pending) = match read.unwrap_or(Err(KeptError::Deadline(DIAL_DEADLINE))) {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::debug!(%client, error = %e, "no session");
-            return Kept::Done;
-        }
+    let deadline = match route {
+        KeptRoute::Postgres => ctx.settings.db_startup_timeout,
+        KeptRoute::App | KeptRoute::Ssh => DIAL_DEADLINE,
     };
-    let session_id = dial.session_id;
-    let Some(answer) = ask(&ctx, idx, route, &stream, &conn, dial.clone(), client).await else {
-        let busy = "the proxy is busy or stopping; try again";
-        let _ = refuse(&mut stream, &mut conn, session_id, Some(busy)).await;
+    let read = read_opening(&mut stream, &mut conn, route);
+    let (opening, pending) = match monoio::time::timeout(deadline, read).await {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => return closed(client, &e),
+        Err(_) => return closed(client, &KeptError::Deadline(deadline)),
+    };
+    let Some(answer) = ask(&ctx, idx, route, &stream, &conn, opening.clone(), client).await else {
+        // The control plane is gone or swamped: close (the user may retry).
+        let _ = close_or_accept(&mut stream, &mut conn, &[], true).await;
         return Kept::Done;
     };
     let leg = match answer {
         SessionAnswer::Relay(leg) => leg,
-        SessionAnswer::Refused(words) => {
-            let _ = refuse(&mut stream, &mut conn, session_id, words.as_deref()).await;
+        SessionAnswer::Refused { to_client } => {
+            let _ = close_or_accept(&mut stream, &mut conn, &to_client, true).await;
             return Kept::Done;
         }
         SessionAnswer::HandOff => {
-            let dial = ReadDial { dial, pending };
+            let mut read = opening;
+            read.extend_from_slice(&pending);
             let conn = Box::new(conn);
             return Kept::HandOff {
                 stream,
                 conn,
                 guard,
-                dial,
+                read,
             };
         }
     };
-    let said = write_frame(&mut stream, &mut conn, &dial_result(session_id, None)).await;
-    let keys = said
-        .and_then(|()| keys_of(conn, pending).map_err(|e| std::io::Error::other(e.to_string())));
+    let accepted = close_or_accept(&mut stream, &mut conn, &leg.accept, false).await;
+    let keys = accepted.and_then(|()| keys_of(conn, pending).map_err(std::io::Error::other));
     let (client_keys, to_agent) = match keys {
         Ok(k) => k,
         Err(e) => {
@@ -145,6 +155,11 @@ pub(super) async fn serve(
     Kept::Done
 }
 
+fn closed(client: SocketAddr, e: &KeptError) -> Kept {
+    tracing::debug!(%client, error = %e, "no session");
+    Kept::Done
+}
+
 /// Sends the session's request to the control plane and waits for its answer; `None` when the
 /// queue is full or the control plane is gone.
 async fn ask(
@@ -153,7 +168,7 @@ async fn ask(
     route: KeptRoute,
     stream: &TcpStream,
     conn: &ServerConnection,
-    dial: Dial,
+    opening: Vec<u8>,
     remote: SocketAddr,
 ) -> Option<SessionAnswer> {
     let peer_cert = conn.peer_certificates()?.first()?.as_ref().to_vec();
@@ -161,7 +176,7 @@ async fn ask(
     let (answer, answered) = tokio::sync::oneshot::channel();
     let req = SessionRequest {
         route,
-        dial,
+        opening,
         peer_cert,
         remote,
         worker: idx,
@@ -172,60 +187,38 @@ async fn ask(
     answered.await.ok()
 }
 
-fn dial_result(session_id: [u8; 16], error: Option<&str>) -> Frame {
-    Frame::DialResult(DialResult {
-        session_id,
-        ok: error.is_none(),
-        error: error.map(str::to_string),
-    })
-}
-
-/// Answers the Dial with a refusal (`None`: no answer) and closes the TLS session.
-async fn refuse(
+/// Sends `bytes` (may be empty) through the client's TLS, then closes the TLS session if
+/// `close`.
+async fn close_or_accept(
     stream: &mut TcpStream,
     conn: &mut ServerConnection,
-    session_id: [u8; 16],
-    words: Option<&str>,
-) -> Result<(), KeptError> {
-    if let Some(words) = words {
-        write_frame(stream, conn, &dial_result(session_id, Some(words))).await?;
-    }
-    conn.send_close_notify();
-    send(stream, conn).await?;
-    Ok(())
-}
-
-/// Seals `frame` and writes it (with whatever else rustls has queued).
-async fn write_frame(
-    stream: &mut TcpStream,
-    conn: &mut ServerConnection,
-    frame: &Frame,
+    bytes: &[u8],
+    close: bool,
 ) -> std::io::Result<()> {
-    let mut out = Vec::new();
-    frame.encode(&mut out).map_err(std::io::Error::other)?;
-    conn.writer().write_all(&out)?;
+    conn.writer().write_all(bytes)?;
+    if close {
+        conn.send_close_notify();
+    }
     send(stream, conn).await
 }
 
-/// Reads records until the plaintext holds a whole frame, which must be a Dial; returns it
-/// with the plaintext that followed it (the agent gets that first).
-async fn read_dial(
+/// Reads records until the plaintext holds the route's whole opening message; returns it and
+/// the plaintext that followed it (the agent gets that first).
+async fn read_opening(
     stream: &mut TcpStream,
     conn: &mut ServerConnection,
-) -> Result<(Dial, Vec<u8>), KeptError> {
+    route: KeptRoute,
+) -> Result<(Vec<u8>, Vec<u8>), KeptError> {
     let mut plain = Vec::new();
     let mut at = RecordBoundary::default();
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     loop {
         take_plaintext(conn, &mut plain)?;
         if !at.mid_record()
-            && let Some((frame, used)) = Frame::decode(&plain)?
+            && let Some(len) = route.opening_len(&plain)?
         {
-            let Frame::Dial(dial) = frame else {
-                return Err(KeptError::NotADial(frame_name(&frame)));
-            };
-            plain.drain(..used);
-            return Ok((dial, plain));
+            let rest = plain.split_off(len);
+            return Ok((plain, rest));
         }
         let want = at.allowance().min(READ_CHUNK);
         buf.clear();
@@ -260,17 +253,5 @@ fn take_plaintext(conn: &mut ServerConnection, plain: &mut Vec<u8>) -> Result<()
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
             Err(e) => return Err(e.into()),
         }
-    }
-}
-
-fn frame_name(frame: &Frame) -> &'static str {
-    match frame {
-        Frame::Hello(_) => "Hello",
-        Frame::HelloAck(_) => "HelloAck",
-        Frame::Heartbeat { .. } => "Heartbeat",
-        Frame::HeartbeatAck { .. } => "HeartbeatAck",
-        Frame::Dial(_) => "Dial",
-        Frame::DialResult(_) => "DialResult",
-        Frame::GoAway(_) => "GoAway",
     }
 }

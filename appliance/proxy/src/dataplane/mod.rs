@@ -51,8 +51,9 @@ pub struct Handoff {
     /// for the kinds the control plane answers first (PostgreSQL, SSH), and for TLS that arrived
     /// before the proxy had a certificate.
     pub tls: Option<Box<rustls::ServerConnection>>,
-    /// The user's Dial, when the worker read it before the route turned out to need tokio.
-    pub dial: Option<crate::relay::on_worker::ReadDial>,
+    /// Plaintext the worker already read from `tls` (a kept session's opening message, when
+    /// its route turned out to need tokio): the route reads it first.
+    pub read: Vec<u8>,
 }
 
 /// What the workers need to terminate TLS.
@@ -94,6 +95,8 @@ pub struct DataPlaneSettings {
     pub io_driver: IoDriverChoice,
     pub kernel_tls: KernelTlsChoice,
     pub first_byte_timeout: Duration,
+    /// How long a PostgreSQL client has for its StartupMessage (`db_startup_timeout`).
+    pub db_startup_timeout: Duration,
     pub max_connections: usize,
     pub max_connections_per_ip: u32,
     /// Unauthenticated connections one source may hold ([`limits::PreAuthBudget`]).

@@ -257,24 +257,22 @@ async fn serve(
                     if conn.peer_certificates().is_some() {
                         guard.authenticated();
                     }
-                    if kind == HandoffKind::Tls
-                        && let Some(route) = super::kept::keeps(&conn)
+                    if let Some(route) = super::kept::keeps(&conn, kind == HandoffKind::PostgresTls)
                     {
-                        let kept = super::kept::serve(
+                        let session = super::kept::Session {
                             idx,
                             route,
                             stream,
                             conn,
                             client,
                             guard,
-                            ctx.clone(),
-                        )
-                        .await;
+                        };
+                        let kept = super::kept::serve(session, ctx.clone()).await;
                         if let super::kept::Kept::HandOff {
                             stream,
                             conn,
                             guard,
-                            dial,
+                            read,
                         } = kept
                         {
                             let handoff = Handoff {
@@ -286,7 +284,7 @@ async fn serve(
                                 worker: idx,
                                 guard,
                                 tls: Some(conn),
-                                dial: Some(dial),
+                                read,
                             };
                             hand_to_control_plane(&ctx, stats, handoff);
                         }
@@ -308,7 +306,7 @@ async fn serve(
                     worker: idx,
                     guard,
                     tls,
-                    dial: None,
+                    read: Vec::new(),
                 };
                 hand_to_control_plane(&ctx, stats, handoff);
             }

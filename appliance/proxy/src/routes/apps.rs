@@ -19,12 +19,13 @@ use hop_platform::clock;
 use hop_protocols::tunnel::{Dial, Frame};
 
 use super::dial::{
-    KeptSessions, accept, dial_agent_bounded, kept_agent_leg, refuse, relay_on_worker,
+    KeptSessions, accept, dial_accepted, dial_agent_bounded, kept_agent_leg, refuse, refused,
+    relay_on_worker,
 };
 use crate::admission::{Live, LiveWatch, UserCert, admit, both_legs, dup_socket};
 use crate::dataplane::limits::ConnectionGuard;
 use crate::listener::ConnectionHold;
-use crate::relay::on_worker::{SessionAnswer, SessionRequest};
+use crate::relay::on_worker::SessionRequest;
 use crate::relay::{self, RelayHandle};
 use crate::tunnels::{AgentStream, TunnelRegistry};
 use hop_api::trackers::TRACKER_KEEPALIVE;
@@ -97,23 +98,19 @@ pub async fn serve(
 /// watches the session while it lives and audits its end. `hold` is the session's place in the
 /// control plane's gauges.
 pub async fn serve_kept(req: SessionRequest, kept: KeptSessions, hold: impl Send + 'static) {
-    let Some(cert) = kept.user(&req, hop_net::tunnel::ALPN_TCP) else {
-        let _ = req.answer.send(SessionAnswer::Refused(None));
-        return;
+    let Some((cert, dial)) = kept.dial(&req, hop_net::tunnel::ALPN_TCP) else {
+        return req.answer.send(refused(None)).unwrap_or(());
     };
     let SessionRequest {
-        dial,
         remote,
         client_socket,
         answer,
         ..
     } = req;
+    let session_id = dial.session_id;
     let opened = match open(&dial, &cert, remote, &kept.registry, &kept.auth).await {
         Ok(o) => o,
-        Err(e) => {
-            let _ = answer.send(SessionAnswer::Refused(Some(e)));
-            return;
-        }
+        Err(e) => return answer.send(refused(Some((session_id, e)))).unwrap_or(()),
     };
     let Opened {
         agent,
@@ -128,8 +125,9 @@ pub async fn serve_kept(req: SessionRequest, kept: KeptSessions, hold: impl Send
     let leg = match kept_agent_leg(agent, &what, remote) {
         Ok(leg) => leg,
         Err(words) => {
-            let _ = answer.send(SessionAnswer::Refused(Some(words)));
-            return;
+            return answer
+                .send(refused(Some((session_id, words))))
+                .unwrap_or(());
         }
     };
     let running = Running::begin(
@@ -141,7 +139,8 @@ pub async fn serve_kept(req: SessionRequest, kept: KeptSessions, hold: impl Send
         disconnect_expired_cert,
         sockets,
     );
-    let moved = relay_on_worker(answer, leg, idle, &kept.auth).await;
+    let accepted = dial_accepted(session_id);
+    let moved = relay_on_worker(answer, leg, accepted, idle, &kept.auth).await;
     running.end(moved);
     drop((hold, agent_hold));
 }

@@ -146,6 +146,46 @@ impl KeptSessions {
         crate::listener::audit_wrong_certificate(&self.auth, alpn, &caller, req.remote);
         None
     }
+
+    /// [`Self::user`] and the Dial that opens `req`'s session; `None` for another certificate
+    /// or opening frame (closed without an answer, as on the control plane).
+    pub fn dial(&self, req: &SessionRequest, alpn: &[u8]) -> Option<(UserCert, Dial)> {
+        let cert = self.user(req, alpn)?;
+        match Frame::decode(&req.opening) {
+            Ok(Some((Frame::Dial(d), _))) => Some((cert, d)),
+            _ => None,
+        }
+    }
+}
+
+/// The answer refusing a kept session: a `DialResult` with the reason, or nothing.
+pub fn refused(dial: Option<([u8; 16], String)>) -> SessionAnswer {
+    let mut to_client = Vec::new();
+    if let Some((session_id, error)) = dial {
+        let result = Frame::DialResult(DialResult {
+            session_id,
+            ok: false,
+            error: Some(error),
+        });
+        if let Err(e) = result.encode(&mut to_client) {
+            tracing::warn!(error = %e, "a refusal could not be encoded");
+            to_client.clear();
+        }
+    }
+    SessionAnswer::Refused { to_client }
+}
+
+/// The `DialResult` telling the user the session is open, encoded.
+pub fn dial_accepted(session_id: [u8; 16]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let ok = Frame::DialResult(DialResult {
+        session_id,
+        ok: true,
+        error: None,
+    });
+    // A fixed-size frame always encodes.
+    let _ = ok.encode(&mut out);
+    out
 }
 
 /// The agent's leg of a kept session: its descriptor, keys and what it sent after its
@@ -161,11 +201,12 @@ pub fn kept_agent_leg(
     })
 }
 
-/// Sends the agent's leg to the worker that keeps the session and waits for its end: the
-/// application bytes moved (up, down).
+/// Sends the agent's leg to the worker that keeps the session, with `accept` (the route's
+/// acceptance) for the user, and waits for the end: the application bytes moved (up, down).
 pub async fn relay_on_worker(
     answer: tokio::sync::oneshot::Sender<SessionAnswer>,
-    (stream, keys, to_client): (std::net::TcpStream, ConnectionKeys, Vec<u8>),
+    (stream, keys, from_agent): (std::net::TcpStream, ConnectionKeys, Vec<u8>),
+    accept: Vec<u8>,
     idle: Option<Duration>,
     auth: &hop_auth::AuthServer,
 ) -> Result<(u64, u64), RelayError> {
@@ -173,7 +214,8 @@ pub async fn relay_on_worker(
     let leg = AgentLeg {
         stream,
         keys,
-        to_client,
+        accept,
+        to_client: from_agent,
         idle,
         done,
     };

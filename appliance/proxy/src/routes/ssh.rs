@@ -18,7 +18,8 @@ use hop_rbac::AccessDenied;
 use hop_protocols::tunnel::{Dial, Frame};
 
 use super::dial::{
-    KeptSessions, accept, dial_agent, dial_agent_bounded, kept_agent_leg, refuse, relay_on_worker,
+    KeptSessions, accept, dial_accepted, dial_agent, dial_agent_bounded, kept_agent_leg, refuse,
+    refused, relay_on_worker,
 };
 use crate::admission::{Live, LiveWatch, UserCert, admit, both_legs, dup_stream};
 use crate::dataplane::limits::ConnectionGuard;
@@ -138,25 +139,18 @@ pub fn resolve(
 }
 
 /// Serves one `hop-ssh` connection from an authenticated user whose TLS the control plane
-/// holds (the worker's hand-off).
+/// holds (the worker's hand-off: with the Dial already read in `client`'s pending bytes, when
+/// the worker found the session needs the proxy's SSH server).
 pub async fn serve(
-    stream: AgentStream,
+    mut client: FramedStream<AgentStream>,
     cert: UserCert,
     remote: SocketAddr,
-    registry: Arc<TunnelRegistry>,
-    auth: Arc<AuthServer>,
-    recordings: Option<Arc<dyn hop_storage::recording::RecordingBackend>>,
+    deps: Deps,
     fast_path: Option<(&crate::relay::RelayHandle, usize)>,
 ) {
-    let mut client = FramedStream::new(stream);
     let dial = match client.read_frame(Duration::from_secs(10)).await {
         Ok(Frame::Dial(d)) => d,
         Ok(_) | Err(_) => return,
-    };
-    let deps = Deps {
-        registry,
-        auth,
-        recordings,
     };
     serve_dial(client, dial, cert, remote, deps, fast_path).await;
 }
@@ -265,17 +259,16 @@ async fn decide(
 /// here and relayed by the worker (SSH stays end to end); one the proxy terminates is handed
 /// over ([`SessionAnswer::HandOff`]) and served by [`serve_dial`].
 pub async fn serve_kept(req: SessionRequest, kept: KeptSessions, hold: impl Send + 'static) {
-    let Some(cert) = kept.user(&req, hop_net::tunnel::ALPN_SSH) else {
-        let _ = req.answer.send(SessionAnswer::Refused(None));
-        return;
+    let Some((cert, dial)) = kept.dial(&req, hop_net::tunnel::ALPN_SSH) else {
+        return req.answer.send(refused(None)).unwrap_or(());
     };
     let SessionRequest {
-        dial,
         remote,
         client_socket,
         answer,
         ..
     } = req;
+    let session_id = dial.session_id;
     let (registry, auth) = (&kept.registry, &kept.auth);
     let at = match locate(&dial, &cert, remote, registry, auth).await {
         Ok(at) if at.terminated => {
@@ -284,8 +277,9 @@ pub async fn serve_kept(req: SessionRequest, kept: KeptSessions, hold: impl Send
         }
         Ok(at) => at,
         Err(words) => {
-            let _ = answer.send(SessionAnswer::Refused(Some(words)));
-            return;
+            return answer
+                .send(refused(Some((session_id, words))))
+                .unwrap_or(());
         }
     };
     let opened = match decide(&at, &cert, remote, auth).await {
@@ -297,8 +291,9 @@ pub async fn serve_kept(req: SessionRequest, kept: KeptSessions, hold: impl Send
     let (disconnect_expired_cert, (agent, agent_hold)) = match opened {
         Ok(o) => o,
         Err(words) => {
-            let _ = answer.send(SessionAnswer::Refused(Some(words)));
-            return;
+            return answer
+                .send(refused(Some((session_id, words))))
+                .unwrap_or(());
         }
     };
     let mut sockets = vec![client_socket];
@@ -307,8 +302,9 @@ pub async fn serve_kept(req: SessionRequest, kept: KeptSessions, hold: impl Send
     let leg = match kept_agent_leg(agent, &what, remote) {
         Ok(leg) => leg,
         Err(words) => {
-            let _ = answer.send(SessionAnswer::Refused(Some(words)));
-            return;
+            return answer
+                .send(refused(Some((session_id, words))))
+                .unwrap_or(());
         }
     };
     let _watch = LiveWatch::start(
@@ -316,7 +312,8 @@ pub async fn serve_kept(req: SessionRequest, kept: KeptSessions, hold: impl Send
         live(&at, &cert, &dial, remote, disconnect_expired_cert, sockets),
     );
     // The node enforces the role's idle timeout inside SSH.
-    if let Err(e) = relay_on_worker(answer, leg, None, auth).await {
+    let accepted = dial_accepted(session_id);
+    if let Err(e) = relay_on_worker(answer, leg, accepted, None, auth).await {
         tracing::debug!(node = %at.node.name, error = %e, "SSH connection ended with an error");
     }
     drop((hold, agent_hold));
@@ -365,7 +362,7 @@ fn live(
 
 /// Serves an SSH session on the control plane once its Dial is read: the sessions the proxy
 /// terminates, and any whose TLS the control plane holds.
-pub async fn serve_dial(
+async fn serve_dial(
     mut client: FramedStream<AgentStream>,
     dial: Dial,
     cert: UserCert,
