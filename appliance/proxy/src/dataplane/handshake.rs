@@ -1,10 +1,11 @@
 //! TLS termination on a worker: the server handshake of a classified TLS connection, run with
 //! rustls on the worker's runtime, before the connection goes to its route.
 //!
-//! Part of the runtime seam (monoio's types appear here, in `worker.rs` and in `relay.rs`). The
-//! handshake holds one of the shared handshake slots (`max_concurrent_handshakes`; a connection
-//! that finds none is shed at once), runs under the handshake deadline, and on success gives back
-//! the rustls connection with whatever the client sent after its Finished still inside it. A
+//! Part of the runtime seam (monoio's types appear here, in `worker.rs`, `kept.rs` and
+//! `relay.rs`). The handshake holds one of the shared handshake slots
+//! (`max_concurrent_handshakes`; a connection that finds none is shed at once), runs under the
+//! handshake deadline, and on success gives back the rustls connection with whatever the client
+//! sent after its Finished still inside it. A
 //! connection whose session may later take the relay's fast path is read one TLS record at a
 //! time ([`RecordBoundary`]), so that no byte of a later record sits in rustls when the fast path
 //! takes the socket over.

@@ -255,3 +255,116 @@ fn take_plaintext(conn: &mut ServerConnection, plain: &mut Vec<u8>) -> Result<()
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The opening read against a real rustls client: a Dial split over two records, plaintext
+    //! after it in the second, and a third record sent in the same segment. The worker must
+    //! stop at the second record's end, so the third stays in the socket for the fast path.
+
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream as StdStream};
+
+    use hop_protocols::tunnel::{Dial, Frame};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig};
+
+    use super::*;
+
+    fn configs() -> (Arc<ServerConfig>, Arc<ClientConfig>) {
+        let ck = rcgen::generate_simple_self_signed(vec!["proxy.test".to_string()]).unwrap();
+        let cert: CertificateDer<'static> = ck.cert.der().clone();
+        let key = PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let server = ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], key)
+            .unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let client = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (Arc::new(server), Arc::new(client))
+    }
+
+    /// One TLS record per call: `bytes` sealed by the client.
+    fn record(c: &mut ClientConnection, bytes: &[u8]) -> Vec<u8> {
+        c.writer().write_all(bytes).unwrap();
+        let mut out = Vec::new();
+        while c.wants_write() {
+            c.write_tls(&mut out).unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn the_opening_is_read_up_to_its_record_and_no_further() {
+        let (server, client) = configs();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut dial = Vec::new();
+        Frame::Dial(Dial {
+            session_id: [9; 16],
+            target: "echo".into(),
+            client_addr: "127.0.0.1:5".parse().unwrap(),
+        })
+        .encode(&mut dial)
+        .unwrap();
+        let (head, tail) = dial.split_at(7);
+        let (head, tail) = (head.to_vec(), tail.to_vec());
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let user = std::thread::spawn(move || {
+            let mut sock = StdStream::connect(addr).unwrap();
+            let name = ServerName::try_from("proxy.test").unwrap();
+            let mut c = ClientConnection::new(client, name).unwrap();
+            while c.is_handshaking() {
+                c.complete_io(&mut sock).unwrap();
+            }
+            let mut wire = record(&mut c, &head);
+            wire.extend(record(&mut c, &[tail.as_slice(), b"after"].concat()));
+            let third = record(&mut c, b"later");
+            wire.extend(&third);
+            sock.write_all(&wire).unwrap();
+            done_rx.recv().unwrap();
+            third.len()
+        });
+        let (sock, _) = listener.accept().unwrap();
+        let (opening, rest, left) = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                sock.set_nonblocking(true).unwrap();
+                let mut stream = TcpStream::from_std(sock).unwrap();
+                let mut conn = super::super::handshake::accept(&mut stream, server, true)
+                    .await
+                    .unwrap();
+                let (opening, rest) = read_opening(&mut stream, &mut conn, KeptRoute::App)
+                    .await
+                    .unwrap();
+                let mut std = hop_platform::into_std_stream(stream);
+                std.set_nonblocking(false).unwrap();
+                std.set_read_timeout(Some(Duration::from_millis(500)))
+                    .unwrap();
+                let mut left = vec![0u8; 4096];
+                let n = std.read(&mut left).unwrap();
+                left.truncate(n);
+                (opening, rest, left)
+            });
+        done_tx.send(()).unwrap();
+        let third_len = user.join().unwrap();
+        assert_eq!(opening, dial);
+        assert_eq!(rest, b"after");
+        assert_eq!(
+            left.len(),
+            third_len,
+            "the third record stays in the socket, whole"
+        );
+        assert_eq!(left.first(), Some(&23), "an application-data record");
+    }
+}

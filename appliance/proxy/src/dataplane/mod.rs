@@ -5,12 +5,15 @@
 //! their shared read-only context, and their statistics. A worker accepts, enforces the
 //! connection limits (a connection counts as unauthenticated until its TLS client certificate is
 //! verified or its route says it authenticated), peeks at the first bytes under a deadline, and
-//! acts on the routing [`route::Decision`]: it redirects plain HTTP itself, terminates TLS itself (`handshake.rs`,
-//! rustls on the worker's runtime) and hands the terminated connection to the control plane's
-//! routes over a bounded queue, and hands PostgreSQL and SSH connections over untouched. Relayed
-//! sessions come back from the control plane once their Dial is done, as descriptors and traffic
-//! keys, and a worker moves their records (`relay.rs`, the fast path). The runtime's types stay
-//! inside `worker.rs`, `handshake.rs` and `relay.rs`; nothing else here names monoio.
+//! acts on the routing [`route::Decision`]: it redirects plain HTTP itself, terminates TLS itself
+//! (`handshake.rs`, rustls on the worker's runtime), keeps `hop-tcp`, `hop-ssh` and PostgreSQL
+//! sessions to their end (`kept.rs`: it reads their opening message, asks the control plane for
+//! the decision and the agent's leg, and relays them), and hands every other connection to the
+//! control plane's routes once, over a bounded queue (`worker.rs::hand_to_control_plane`, the
+//! one place that does). Sessions whose TLS the control plane holds come back once their Dial is
+//! done, as descriptors and traffic keys, and a worker moves their records too (`relay.rs`, the
+//! fast path). It never decides who may reach what. The runtime's types stay inside
+//! `worker.rs`, `handshake.rs`, `kept.rs` and `relay.rs`; nothing else here names monoio.
 
 #![deny(clippy::disallowed_types)] // the data plane's workers never block on a lock (clippy.toml)
 

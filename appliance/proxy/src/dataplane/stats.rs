@@ -199,7 +199,7 @@ impl DataPlaneStats {
         per_worker(
             out,
             "hop_dataplane_connections_active",
-            "Connections a worker is classifying or answering (handed-off ones count in hop_proxy_connections_active).",
+            "Connections a worker is classifying, answering or keeping to their end (handed-off ones count in hop_proxy_connections_active, as kept sessions do too).",
             "gauge",
             &|w| w.active.load(Ordering::Relaxed),
         );

@@ -1,11 +1,12 @@
 //! One data-plane worker: a monoio runtime on its own thread with its own listener.
 //!
-//! This is the runtime seam: monoio's types appear in this file, `handshake.rs` and `relay.rs`
-//! only. A worker accepts, admits the connection against the shared limits, classifies it from
-//! peeked bytes under the first-byte deadline, and then redirects it (plain HTTP), terminates TLS
-//! and hands the connection to its route on the control plane, hands it off untouched
-//! (PostgreSQL, SSH), or closes and counts it. It never blocks its thread: every wait is an
-//! io_uring/epoll wait or a timer.
+//! This is the runtime seam: monoio's types appear in this file, `handshake.rs`, `kept.rs` and
+//! `relay.rs` only. A worker accepts, admits the connection against the shared limits, classifies
+//! it from peeked bytes under the first-byte deadline, and then redirects it (plain HTTP),
+//! terminates TLS and keeps the session (`kept.rs`) or hands the connection to its route on the
+//! control plane, hands it off untouched (PostgreSQL's rarer starts, SSH), or closes and counts
+//! it. Every hand-off goes through [`hand_to_control_plane`]. It never blocks its thread: every
+//! wait is an io_uring/epoll wait or a timer.
 
 use std::io;
 use std::net::SocketAddr;

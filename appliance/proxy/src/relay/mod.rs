@@ -1,12 +1,14 @@
 //! The relay's fast path: a session whose two TLS connections both end at the proxy moves its
 //! bytes on a data-plane worker, record by record, without rustls and without copying payloads.
 //!
-//! This module owns the hand-off from the control plane (where handshakes, the Dial exchange,
-//! RBAC and audit stay): deciding whether a session can take the fast path (both connections read
-//! only whole records so far, TLS 1.3 with a cipher [`aead`] implements, nothing queued to send),
-//! taking the traffic keys from rustls, and the [`TlsRelayJob`] a worker then runs
-//! (`dataplane/relay.rs`). The connections' descriptors move to the worker; the bytes do not. A
-//! session that cannot take the fast path stays on the tokio relay, as before.
+//! This module owns taking the traffic keys from rustls ([`keys_of`], [`agent_leg`]), the
+//! messages between a worker that keeps a session and the control plane ([`on_worker`]), and the
+//! hand-off of a session whose TLS the control plane holds (where its Dial exchange, RBAC and
+//! audit ran): deciding whether it can take the fast path (both connections read only whole
+//! records so far, TLS 1.3 with a cipher [`aead`] implements, nothing queued to send), and the
+//! [`TlsRelayJob`] a worker then runs (`dataplane/relay.rs`). The connections' descriptors move
+//! to the worker; the bytes do not. A session that cannot take the fast path stays on the tokio
+//! relay, as before.
 
 #![deny(clippy::disallowed_types)] // the data plane's workers never block on a lock (clippy.toml)
 
