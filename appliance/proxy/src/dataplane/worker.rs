@@ -268,27 +268,7 @@ async fn serve(
                             client,
                             guard,
                         };
-                        let kept = super::kept::serve(session, ctx.clone()).await;
-                        if let super::kept::Kept::HandOff {
-                            stream,
-                            conn,
-                            guard,
-                            read,
-                        } = kept
-                        {
-                            let handoff = Handoff {
-                                stream: hop_platform::into_std_stream(stream),
-                                kind,
-                                client,
-                                alpn,
-                                record_reads,
-                                worker: idx,
-                                guard,
-                                tls: Some(conn),
-                                read,
-                            };
-                            hand_to_control_plane(&ctx, stats, handoff);
-                        }
+                        keep(session, (kind, alpn, record_reads), &ctx, stats).await;
                         stats.active.fetch_sub(1, Ordering::Relaxed);
                         return;
                     }
@@ -334,6 +314,38 @@ async fn serve(
         Ok((Decision::NeedMore | Decision::ProxyHeader { .. }, _)) => drop(guard),
     }
     stats.active.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Serves a session its worker keeps; one whose route needs tokio is handed over, once, with
+/// what the worker read (with its kind, ALPN and record-by-record reads, as classified).
+async fn keep(
+    session: super::kept::Session,
+    (kind, alpn, record_reads): (HandoffKind, Option<String>, bool),
+    ctx: &Arc<WorkerContext>,
+    stats: &WorkerStats,
+) {
+    let (idx, client) = (session.idx, session.client);
+    let super::kept::Kept::HandOff {
+        stream,
+        conn,
+        guard,
+        read,
+    } = super::kept::serve(session, ctx.clone()).await
+    else {
+        return;
+    };
+    let handoff = Handoff {
+        stream: hop_platform::into_std_stream(stream),
+        kind,
+        client,
+        alpn,
+        record_reads,
+        worker: idx,
+        guard,
+        tls: Some(conn),
+        read,
+    };
+    hand_to_control_plane(ctx, stats, handoff);
 }
 
 /// Hands a connection to the control plane's tokio routes, for good: the one place a connection
