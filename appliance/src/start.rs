@@ -324,6 +324,7 @@ async fn serve(
     let settings = proxy::listener_settings(cfg, &front);
     p.tasks.spawn(hop_proxy::listener::serve_tls(
         front.handoffs,
+        front.sessions,
         tls,
         routes,
         settings,

@@ -50,6 +50,16 @@ pub fn into_std_stream(sock: impl IntoRawFd) -> std::net::TcpStream {
     unsafe { std::net::TcpStream::from_raw_fd(fd) }
 }
 
+/// A duplicate of a socket's descriptor (its own descriptor, the same socket), for a runtime's
+/// socket type that lends only its raw descriptor: shutting the duplicate down ends the socket
+/// for its owner too.
+pub fn dup_stream(sock: &impl AsRawFd) -> io::Result<std::net::TcpStream> {
+    // SAFETY: `sock` owns an open descriptor for at least this call (it is borrowed), and the
+    // borrowed descriptor is only duplicated, never closed.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(sock.as_raw_fd()) };
+    Ok(std::net::TcpStream::from(fd.try_clone_to_owned()?))
+}
+
 /// The open-files limit: the soft limit before and after [`raise_nofile_limit`], and the hard one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NofileLimit {

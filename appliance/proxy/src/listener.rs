@@ -26,6 +26,7 @@ use crate::dataplane::limits::ConnectionGuard;
 use crate::dataplane::route::RejectReason;
 use crate::dataplane::{Handoff, HandoffKind};
 use crate::relay::bounded::RecordReads;
+use crate::relay::on_worker::{KeptRoute, SessionInbox, SessionRequest};
 use crate::routes::http_conn::HttpDeadlines;
 use crate::routes::postgres::BeforeTls;
 use crate::server_tls::ServerTls;
@@ -104,9 +105,11 @@ impl TlsRoutes {
 /// terminated (routed here by their ALPN and certificate), PostgreSQL starts other than an
 /// SSLRequest (GSSENC, cancel, plaintext: answered here, and TLS terminated here when it follows),
 /// SSH connections for the jump host, and TLS connections that arrived before the proxy's
-/// certificate was loaded (terminated here).
+/// certificate was loaded (terminated here). Also answers the workers' requests for the
+/// sessions they keep (`sessions`: the decision, the agent's leg, audit and the live watch).
 pub async fn serve_tls(
     mut handoffs: mpsc::Receiver<Handoff>,
+    mut sessions: SessionInbox,
     tls: Arc<arc_swap::ArcSwapOption<rustls::ServerConfig>>,
     routes: TlsRoutes,
     settings: TlsListenerSettings,
@@ -119,6 +122,10 @@ pub async fn serve_tls(
                 Some(h) => h,
                 None => break,
             },
+            Some(req) = sessions.recv() => {
+                kept_session(req, &routes, &metrics);
+                continue;
+            }
             _ = hop_platform::signals::until_shutdown(&mut shutdown) => break,
         };
         metrics.connections_accepted.inc();
@@ -131,6 +138,7 @@ pub async fn serve_tls(
             worker,
             guard,
             tls: terminated,
+            read,
         } = handoff;
         let stream = match stream
             .set_nonblocking(true)
@@ -159,10 +167,13 @@ pub async fn serve_tls(
             let (routes, metrics, shutdown) = (routes.clone(), metrics.clone(), shutdown.clone());
             tokio::spawn(async move {
                 metrics.connections_active.inc();
-                route(
-                    tls, remote, worker, postgres, guard, routes, metrics, shutdown,
-                )
-                .await;
+                let routed = Routed {
+                    remote,
+                    worker,
+                    postgres,
+                    read,
+                };
+                route(tls, routed, guard, routes, metrics, shutdown).await;
             });
             continue;
         }
@@ -201,10 +212,13 @@ pub async fn serve_tls(
                     if tls.get_ref().1.peer_certificates().is_some() {
                         guard.authenticated();
                     }
-                    route(
-                        tls, remote, worker, postgres, guard, routes, metrics, shutdown,
-                    )
-                    .await;
+                    let routed = Routed {
+                        remote,
+                        worker,
+                        postgres,
+                        read: Vec::new(),
+                    };
+                    route(tls, routed, guard, routes, metrics, shutdown).await;
                     return;
                 }
                 Ok(Err(e)) => {
@@ -222,6 +236,38 @@ pub async fn serve_tls(
     }
 }
 
+/// Answers a worker's request for a session it keeps (`hop-tcp`, `hop-ssh`, PostgreSQL), in a task of its own; the
+/// session counts in `connections_active` until it ends.
+fn kept_session(req: SessionRequest, routes: &TlsRoutes, metrics: &Arc<Metrics>) {
+    metrics.connections_accepted.inc();
+    metrics.connections_active.inc();
+    let kept = crate::routes::dial::KeptSessions {
+        identify: routes.identify.clone(),
+        registry: routes.registry.clone(),
+        auth: routes.auth.clone(),
+    };
+    let active = ActiveConnection(metrics.clone());
+    match req.route {
+        KeptRoute::App => tokio::spawn(crate::routes::apps::serve_kept(req, kept, active)),
+        KeptRoute::Ssh => tokio::spawn(crate::routes::ssh::serve_kept(req, kept, active)),
+        KeptRoute::Postgres => tokio::spawn(crate::routes::postgres::serve_kept(
+            req,
+            routes.db(),
+            kept,
+            active,
+        )),
+    };
+}
+
+/// A connection's place in the `connections_active` gauge, given back when dropped.
+struct ActiveConnection(Arc<Metrics>);
+
+impl Drop for ActiveConnection {
+    fn drop(&mut self) {
+        self.0.connections_active.dec();
+    }
+}
+
 /// Counts an agent's data connection by its handshake (full or resumed).
 fn count_data_handshake(metrics: &Metrics, conn: &rustls::ServerConnection) {
     match conn.handshake_kind() {
@@ -230,20 +276,33 @@ fn count_data_handshake(metrics: &Metrics, conn: &rustls::ServerConnection) {
     }
 }
 
-/// Serves one terminated TLS connection by its ALPN and its client certificate. `postgres`: the
-/// connection began with a PostgreSQL SSLRequest. Owns the connection's `connections_active`
-/// count and its place in the limits.
-#[allow(clippy::too_many_arguments)]
-async fn route(
-    tls: AgentStream,
+/// What the data plane said of a terminated TLS connection.
+struct Routed {
     remote: SocketAddr,
     worker: usize,
+    /// The connection began with a PostgreSQL SSLRequest.
     postgres: bool,
+    /// Plaintext a worker already read (an SSH session's Dial, when the session turned out to
+    /// need the proxy's SSH server): the route reads it first.
+    read: Vec<u8>,
+}
+
+/// Serves one terminated TLS connection by its ALPN and its client certificate. Owns the
+/// connection's `connections_active` count and its place in the limits.
+async fn route(
+    tls: AgentStream,
+    routed: Routed,
     mut guard: ConnectionGuard,
     routes: TlsRoutes,
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
 ) {
+    let Routed {
+        remote,
+        worker,
+        postgres,
+        read,
+    } = routed;
     let caller = tls
         .get_ref()
         .1
@@ -281,6 +340,12 @@ async fn route(
         return;
     }
     let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    if !read.is_empty() && alpn.as_deref() != Some(ALPN_SSH) {
+        // Only an SSH session comes over with what its worker read.
+        tracing::warn!(%remote, "a handed-off connection with read plaintext on another route");
+        metrics.connections_active.dec();
+        return;
+    }
     if postgres
         || alpn.as_deref() == Some(ALPN_POSTGRES)
         || alpn.as_deref() == Some(ALPN_POSTGRES_DIRECT)
@@ -353,16 +418,15 @@ async fn route(
             let Some(cert) = crate::admission::UserCert::of(caller) else {
                 return;
             };
-            crate::routes::ssh::serve(
-                tls,
-                cert,
-                remote,
-                routes.registry.clone(),
-                routes.auth.clone(),
-                routes.recordings.clone(),
-                routes.relay.as_ref().map(|r| (r, worker)),
-            )
-            .await;
+            let deps = crate::routes::ssh::Deps {
+                registry: routes.registry.clone(),
+                auth: routes.auth.clone(),
+                recordings: routes.recordings.clone(),
+            };
+            let fast_path = routes.relay.as_ref().map(|r| (r, worker));
+            // `read`: the Dial, when a worker read it and the session needs the SSH server.
+            let client = hop_net::tunnel::FramedStream::with_pending(tls, read);
+            crate::routes::ssh::serve(client, cert, remote, deps, fast_path).await;
         }
         (Some(p), caller)
             if p == ALPN_TUNNEL
@@ -461,7 +525,12 @@ pub async fn serve_admin_socket(
 
 /// Audits a certificate presented on a route it does not open (an agent's host certificate on
 /// a user route, a user certificate on the tunnel, no certificate at all).
-fn audit_wrong_certificate(auth: &AuthServer, alpn: &[u8], caller: &Caller, remote: SocketAddr) {
+pub(crate) fn audit_wrong_certificate(
+    auth: &AuthServer,
+    alpn: &[u8],
+    caller: &Caller,
+    remote: SocketAddr,
+) {
     let route = match alpn {
         p if p == ALPN_TUNNEL || p == ALPN_TUNNEL_DATA => Route::Tunnel,
         p if p == ALPN_TCP => Route::App,

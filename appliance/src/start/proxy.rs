@@ -31,6 +31,8 @@ pub(super) struct TlsFront {
     pub handoffs: mpsc::Receiver<Handoff>,
     pub tls: Arc<ArcSwapOption<rustls::ServerConfig>>,
     pub handshakes: Arc<HandshakeSlots>,
+    /// The sessions workers keep, asking for their decision and agent leg.
+    pub sessions: hop_proxy::relay::on_worker::SessionInbox,
 }
 
 /// Starts the data plane where the proxy runs (and records the port it bound in `cfg`, for a
@@ -41,8 +43,10 @@ pub(super) fn start_data_plane(
     run_proxy: bool,
 ) -> anyhow::Result<(Option<DataPlane>, TlsFront)> {
     let (handoff_tx, handoffs) = mpsc::channel(HANDOFF_QUEUE);
+    let (sessions_tx, sessions) = hop_proxy::relay::on_worker::session_queue();
     let front = TlsFront {
         handoffs,
+        sessions,
         tls: Default::default(),
         handshakes: Arc::new(HandshakeSlots::new(
             cfg.proxy_service.max_concurrent_handshakes,
@@ -59,8 +63,13 @@ pub(super) fn start_data_plane(
         handshake_timeout: cfg.proxy_service.handshake_timeout.0,
         metrics: metrics.clone(),
     };
-    let dp = DataPlane::start(data_plane_settings(cfg), termination, handoff_tx)
-        .map_err(|e| anyhow::Error::new(e).context("proxy_service.listen_addr"))?;
+    let dp = DataPlane::start(
+        data_plane_settings(cfg),
+        termination,
+        handoff_tx,
+        sessions_tx,
+    )
+    .map_err(|e| anyhow::Error::new(e).context("proxy_service.listen_addr"))?;
     cfg.proxy_service.listen_addr.0 = dp.local_addr;
     metrics.add_report(dp.stats.clone());
     Ok((Some(dp), front))
@@ -79,6 +88,7 @@ fn data_plane_settings(cfg: &Config) -> DataPlaneSettings {
         io_driver: p.io_driver,
         kernel_tls: p.kernel_tls,
         first_byte_timeout: p.first_byte_timeout.0,
+        db_startup_timeout: p.db_startup_timeout.0,
         max_connections: p.max_connections,
         max_connections_per_ip: p.max_connections_per_ip,
         max_preauth_per_source: PreAuthBudget::per_source_limit(

@@ -265,7 +265,9 @@ fn psql_through_the_proxy_with_audit_and_cancel() {
     let env = a.ok(&["db", "env"]);
     assert!(env.contains("export PGSSLMODE='verify-full'"), "{env}");
 
-    // Queries, a transaction, COPY in and out, a prepared statement.
+    // Queries, a transaction, COPY in and out, a prepared statement. Every session stays on
+    // the worker that accepted it: none is handed to the control plane.
+    let handed_off = a.handoffs("session");
     let out = psql(
         &a,
         "",
@@ -316,6 +318,11 @@ fn psql_through_the_proxy_with_audit_and_cancel() {
     assert!(stdout(&out).contains("COPY 1000"), "{}", stdout(&out));
     let out = psql(&a, "", &["-Atc", "SELECT count(*) FROM t"]);
     assert_eq!(stdout(&out).trim(), "1002");
+    assert_eq!(
+        a.handoffs("session"),
+        handed_off,
+        "PostgreSQL sessions left their worker"
+    );
 
     // The extended protocol (Parse/Bind/Execute) with pgbench's prepared mode.
     let conninfo = a.ok(&["db", "config", "pg", "--format", "uri"]);

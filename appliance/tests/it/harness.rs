@@ -284,6 +284,16 @@ impl Appliance {
     pub fn diag_get(&self, path: &str) -> (u16, String) {
         http_get(&self.diag, path)
     }
+
+    /// Connections the proxy's workers handed to the control plane's tokio routes, of one
+    /// `route` (`session`, `jump`, `agent`, `api`: `hop_dataplane_handoffs_by_route_total`).
+    pub fn handoffs(&self, route: &str) -> u64 {
+        let (_, m) = self.diag_get("/metrics");
+        let prefix = format!("hop_dataplane_handoffs_by_route_total{{route=\"{route}\"}} ");
+        m.lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in the metrics:\n{m}"))
+    }
 }
 
 impl Drop for Appliance {

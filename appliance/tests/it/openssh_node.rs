@@ -87,7 +87,9 @@ fn agentless_openssh_node_through_the_proxy_is_recorded() {
     let ls = a.ok(&["ls"]);
     assert!(ls.contains("web1") && ls.contains("env=legacy"), "{ls}");
 
-    // A command through the proxy, which logs in to sshd with its own short-lived certificate.
+    // A command through the proxy, which logs in to sshd with its own short-lived certificate:
+    // the proxy's SSH server (russh) runs on tokio, so the worker hands the session over.
+    let handed_off = a.handoffs("session");
     let out = a.hop(&["ssh", "hopuser@web1", "echo", "agentless-$((6*7))"]);
     assert!(
         out.status.success(),
@@ -96,6 +98,7 @@ fn agentless_openssh_node_through_the_proxy_is_recorded() {
         std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default()
     );
     assert_eq!(stdout(&out).trim(), "agentless-42");
+    assert_eq!(a.handoffs("session"), handed_off + 1);
     // sshd runs the agentless session as the login itself.
     let out = a.hop(&["ssh", "hopuser@web1", "id -u; id -G"]);
     let text = stdout(&out);

@@ -156,7 +156,9 @@ fn ssh_scp_sftp_and_forwarding_through_a_tunnelled_node() {
     let ls = a.ok(&["ls", "env=prod"]);
     assert!(!ls.contains("node1"), "{ls}");
 
-    // hop ssh: a command, its output and its exit status.
+    // hop ssh: a command, its output and its exit status. Sessions through a node agent stay on
+    // the worker that accepted them: none is handed to the control plane.
+    let handed_off = a.handoffs("session");
     let out = a.hop(&[
         "ssh",
         &at_node,
@@ -198,6 +200,11 @@ fn ssh_scp_sftp_and_forwarding_through_a_tunnelled_node() {
     let made = work.path().join("made-by-session");
     a.ok(&["ssh", &at_node, &format!("touch {}", made.display())]);
     assert_eq!(owner(&made), (login.uid, login.gid));
+    assert_eq!(
+        a.handoffs("session"),
+        handed_off,
+        "hop ssh sessions left their worker"
+    );
     // Label targeting: every node with the labels, output prefixed.
     let out = a.ok(&[
         "ssh",

@@ -413,6 +413,7 @@ fn tcp_app_both_ways_half_close_and_idle_timeout_on_a_worker() {
     let secret = a.add_user("carol", "idleapps", "carol");
     assert!(a.login("carol", PASSWORD, &secret).status.success());
     let (_proxy_app, local_port) = start_proxy_app(&a, "echo");
+    let handed_off = a.handoffs("session");
 
     // 24 MiB up while reading the echo down; the client's FIN reaches the target, and the
     // target's FIN comes back as the end of the stream.
@@ -457,6 +458,11 @@ fn tcp_app_both_ways_half_close_and_idle_timeout_on_a_worker() {
         m.contains("hop_relay_sessions_total{path=\"worker\"} 2"),
         "{m}"
     );
+    // Both sessions stayed on the worker that accepted them; a gRPC call is handed off.
+    assert_eq!(a.handoffs("session"), handed_off, "{m}");
+    let api = a.handoffs("api");
+    a.ok(&["apps", "ls"]);
+    assert!(a.handoffs("api") > api);
     let events = a.ok(&[
         "admin",
         "audit",

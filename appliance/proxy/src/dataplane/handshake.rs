@@ -1,10 +1,11 @@
 //! TLS termination on a worker: the server handshake of a classified TLS connection, run with
 //! rustls on the worker's runtime, before the connection goes to its route.
 //!
-//! Part of the runtime seam (monoio's types appear here, in `worker.rs` and in `relay.rs`). The
-//! handshake holds one of the shared handshake slots (`max_concurrent_handshakes`; a connection
-//! that finds none is shed at once), runs under the handshake deadline, and on success gives back
-//! the rustls connection with whatever the client sent after its Finished still inside it. A
+//! Part of the runtime seam (monoio's types appear here, in `worker.rs`, `kept.rs` and
+//! `relay.rs`). The handshake holds one of the shared handshake slots
+//! (`max_concurrent_handshakes`; a connection that finds none is shed at once), runs under the
+//! handshake deadline, and on success gives back the rustls connection with whatever the client
+//! sent after its Finished still inside it. A
 //! connection whose session may later take the relay's fast path is read one TLS record at a
 //! time ([`RecordBoundary`]), so that no byte of a later record sits in rustls when the fast path
 //! takes the socket over.
@@ -19,7 +20,7 @@ use rustls::{ServerConfig, ServerConnection};
 use crate::relay::bounded::RecordBoundary;
 
 /// The most bytes one handshake read takes (a full TLS record with its header).
-const READ_CHUNK: usize = hop_protocols::tls_record::MAX_RECORD_LEN;
+pub(super) const READ_CHUNK: usize = hop_protocols::tls_record::MAX_RECORD_LEN;
 
 /// Why a handshake on a worker failed.
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +74,10 @@ pub(super) async fn accept(
 }
 
 /// Writes every TLS byte rustls has queued.
-async fn send(stream: &mut TcpStream, conn: &mut ServerConnection) -> std::io::Result<()> {
+pub(super) async fn send(
+    stream: &mut TcpStream,
+    conn: &mut ServerConnection,
+) -> std::io::Result<()> {
     while conn.wants_write() {
         let mut out = Vec::new();
         while conn.wants_write() {

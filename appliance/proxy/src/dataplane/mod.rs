@@ -5,16 +5,20 @@
 //! their shared read-only context, and their statistics. A worker accepts, enforces the
 //! connection limits (a connection counts as unauthenticated until its TLS client certificate is
 //! verified or its route says it authenticated), peeks at the first bytes under a deadline, and
-//! acts on the routing [`route::Decision`]: it redirects plain HTTP itself, terminates TLS itself (`handshake.rs`,
-//! rustls on the worker's runtime) and hands the terminated connection to the control plane's
-//! routes over a bounded queue, and hands PostgreSQL and SSH connections over untouched. Relayed
-//! sessions come back from the control plane once their Dial is done, as descriptors and traffic
-//! keys, and a worker moves their records (`relay.rs`, the fast path). The runtime's types stay
-//! inside `worker.rs`, `handshake.rs` and `relay.rs`; nothing else here names monoio.
+//! acts on the routing [`route::Decision`]: it redirects plain HTTP itself, terminates TLS itself
+//! (`handshake.rs`, rustls on the worker's runtime), keeps `hop-tcp`, `hop-ssh` and PostgreSQL
+//! sessions to their end (`kept.rs`: it reads their opening message, asks the control plane for
+//! the decision and the agent's leg, and relays them), and hands every other connection to the
+//! control plane's routes once, over a bounded queue (`worker.rs::hand_to_control_plane`, the
+//! one place that does). Sessions whose TLS the control plane holds come back once their Dial is
+//! done, as descriptors and traffic keys, and a worker moves their records too (`relay.rs`, the
+//! fast path). It never decides who may reach what. The runtime's types stay inside
+//! `worker.rs`, `handshake.rs`, `kept.rs` and `relay.rs`; nothing else here names monoio.
 
 #![deny(clippy::disallowed_types)] // the data plane's workers never block on a lock (clippy.toml)
 
 mod handshake;
+mod kept;
 pub mod limits;
 mod relay;
 pub mod route;
@@ -27,7 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hop_config::{Cidr, IoDriverChoice, KernelTlsChoice};
-pub use stats::{DataPlaneStats, IoDriver, KernelTls};
+pub use stats::{DataPlaneStats, HandoffRoute, IoDriver, KernelTls};
 
 /// A connection the data plane passes to the control plane: the socket, what the classifier
 /// learned, and for TLS the rustls connection the worker terminated.
@@ -50,6 +54,9 @@ pub struct Handoff {
     /// for the kinds the control plane answers first (PostgreSQL, SSH), and for TLS that arrived
     /// before the proxy had a certificate.
     pub tls: Option<Box<rustls::ServerConnection>>,
+    /// Plaintext the worker already read from `tls` (a kept session's opening message, when
+    /// its route turned out to need tokio): the route reads it first.
+    pub read: Vec<u8>,
 }
 
 /// What the workers need to terminate TLS.
@@ -91,6 +98,8 @@ pub struct DataPlaneSettings {
     pub io_driver: IoDriverChoice,
     pub kernel_tls: KernelTlsChoice,
     pub first_byte_timeout: Duration,
+    /// How long a PostgreSQL client has for its StartupMessage (`db_startup_timeout`).
+    pub db_startup_timeout: Duration,
     pub max_connections: usize,
     pub max_connections_per_ip: u32,
     /// Unauthenticated connections one source may hold ([`limits::PreAuthBudget`]).
@@ -184,6 +193,7 @@ impl DataPlane {
         settings: DataPlaneSettings,
         termination: TlsTermination,
         handoff: tokio::sync::mpsc::Sender<Handoff>,
+        sessions: crate::relay::on_worker::SessionRequests,
     ) -> Result<Self, DataPlaneError> {
         let driver = match settings.io_driver {
             IoDriverChoice::Epoll => IoDriver::Epoll,
@@ -244,6 +254,7 @@ impl DataPlane {
             limits,
             termination,
             handoff,
+            sessions,
             stop: stop.clone(),
         });
         let mut threads = Vec::with_capacity(n);

@@ -1,11 +1,12 @@
 //! The fast path on a worker: one relayed session's two TLS connections, moved record by record
 //! with the traffic keys rustls handed over (`crate::relay`).
 //!
-//! Part of the runtime seam (monoio's types appear here and in `worker.rs` only). Each direction
-//! reads ciphertext into a buffer it owns and lends to the kernel, re-seals every whole record in
-//! place (`hop_protocols::tls_record::reprotect`) and writes the same buffer to the other socket:
-//! no plaintext copy, no TLS library per byte. A direction that waits for data holds no buffer
-//! (it waits for readability first), so an idle session costs two pending polls and its keys.
+//! Part of the runtime seam (monoio's types appear here, in `worker.rs`, `handshake.rs` and
+//! `kept.rs` only). Each direction reads ciphertext into a buffer it owns and lends to the
+//! kernel, re-seals every whole record in place (`hop_protocols::tls_record::reprotect`) and
+//! writes the same buffer to the other socket: no plaintext copy, no TLS library per byte. A
+//! direction that waits for data holds no buffer (it waits for readability first), so an idle
+//! session costs two pending polls and its keys.
 //! Half-close passes through (`close_notify`, then `shutdown(SHUT_WR)`); the first error ends both
 //! directions; the idle timeout is the session's, shared by both directions.
 

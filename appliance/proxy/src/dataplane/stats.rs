@@ -52,6 +52,8 @@ pub struct WorkerStats {
     pub accepted: AtomicU64,
     pub active: AtomicU64,
     pub handed_off: AtomicU64,
+    /// `handed_off` by [`HandoffRoute`].
+    handed_off_by_route: [AtomicU64; HandoffRoute::ALL.len()],
     /// TLS handshakes this worker completed.
     pub tls_terminated: AtomicU64,
     pub redirected: AtomicU64,
@@ -63,7 +65,46 @@ pub struct WorkerStats {
     rejected: [AtomicU64; RejectReason::ALL.len()],
 }
 
+/// What a connection handed to the control plane is, for `hop_dataplane_handoffs_by_route_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandoffRoute {
+    /// A user session (`hop-tcp`, `hop-ssh`, `hop-join`, PostgreSQL, MySQL): one its worker does
+    /// not keep, such as one the proxy's SSH server terminates.
+    Session,
+    /// The jump host (`ssh -J`, russh).
+    Jump,
+    /// An agent's tunnel (`hop-tunnel`, `hop-tunnel-data`).
+    Agent,
+    /// The web and gRPC API (HTTP).
+    Api,
+}
+
+impl HandoffRoute {
+    pub const ALL: [HandoffRoute; 4] = [Self::Session, Self::Jump, Self::Agent, Self::Api];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Session => "session",
+            Self::Jump => "jump",
+            Self::Agent => "agent",
+            Self::Api => "api",
+        }
+    }
+
+    fn index(self) -> usize {
+        Self::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+}
+
 impl WorkerStats {
+    /// Counts one connection handed to the control plane.
+    pub fn handed_off(&self, route: HandoffRoute) {
+        self.handed_off.fetch_add(1, Ordering::Relaxed);
+        if let Some(c) = self.handed_off_by_route.get(route.index()) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     pub fn classified(&self, p: Protocol) {
         if let Some(c) = self.classified.get(protocol_index(p)) {
             c.fetch_add(1, Ordering::Relaxed);
@@ -158,7 +199,7 @@ impl DataPlaneStats {
         per_worker(
             out,
             "hop_dataplane_connections_active",
-            "Connections a worker is classifying or answering (handed-off ones count in hop_proxy_connections_active).",
+            "Connections a worker is classifying, answering or keeping to their end (handed-off ones count in hop_proxy_connections_active, as kept sessions do too).",
             "gauge",
             &|w| w.active.load(Ordering::Relaxed),
         );
@@ -169,6 +210,26 @@ impl DataPlaneStats {
             "counter",
             &|w| w.handed_off.load(Ordering::Relaxed),
         );
+        let _ = writeln!(
+            out,
+            "# HELP hop_dataplane_handoffs_by_route_total Connections handed to the control plane, by what they are (a session its worker keeps is never handed off).\n# TYPE hop_dataplane_handoffs_by_route_total counter"
+        );
+        for r in HandoffRoute::ALL {
+            let n: u64 = self
+                .workers
+                .iter()
+                .map(|w| {
+                    w.handed_off_by_route
+                        .get(r.index())
+                        .map_or(0, |c| c.load(Ordering::Relaxed))
+                })
+                .sum();
+            let _ = writeln!(
+                out,
+                "hop_dataplane_handoffs_by_route_total{{route=\"{}\"}} {n}",
+                r.name()
+            );
+        }
         per_worker(
             out,
             "hop_dataplane_tls_handshakes_total",

@@ -1,11 +1,12 @@
 //! One data-plane worker: a monoio runtime on its own thread with its own listener.
 //!
-//! This is the runtime seam: monoio's types appear in this file, `handshake.rs` and `relay.rs`
-//! only. A worker accepts, admits the connection against the shared limits, classifies it from
-//! peeked bytes under the first-byte deadline, and then redirects it (plain HTTP), terminates TLS
-//! and hands the connection to its route on the control plane, hands it off untouched
-//! (PostgreSQL, SSH), or closes and counts it. It never blocks its thread: every wait is an
-//! io_uring/epoll wait or a timer.
+//! This is the runtime seam: monoio's types appear in this file, `handshake.rs`, `kept.rs` and
+//! `relay.rs` only. A worker accepts, admits the connection against the shared limits, classifies
+//! it from peeked bytes under the first-byte deadline, and then redirects it (plain HTTP),
+//! terminates TLS and keeps the session (`kept.rs`) or hands the connection to its route on the
+//! control plane, hands it off untouched (PostgreSQL's rarer starts, SSH), or closes and counts
+//! it. Every hand-off goes through [`hand_to_control_plane`]. It never blocks its thread: every
+//! wait is an io_uring/epoll wait or a timer.
 
 use std::io;
 use std::net::SocketAddr;
@@ -19,7 +20,7 @@ use monoio::net::{TcpListener, TcpStream};
 
 use super::limits::{ConnectionGuard, ConnectionLimits};
 use super::route::{Decision, RejectReason, decide};
-use super::stats::{DataPlaneStats, IoDriver, WorkerStats};
+use super::stats::{DataPlaneStats, HandoffRoute, IoDriver, WorkerStats};
 use super::{DataPlaneSettings, Handoff, HandoffKind, TlsTermination};
 use crate::relay::TlsRelayJob;
 
@@ -38,6 +39,8 @@ pub(super) struct WorkerContext {
     pub limits: Arc<ConnectionLimits>,
     pub termination: TlsTermination,
     pub handoff: tokio::sync::mpsc::Sender<Handoff>,
+    /// Where the sessions workers keep ask the control plane for their decision and agent leg.
+    pub sessions: crate::relay::on_worker::SessionRequests,
     pub stop: Arc<AtomicBool>,
 }
 
@@ -255,6 +258,20 @@ async fn serve(
                     if conn.peer_certificates().is_some() {
                         guard.authenticated();
                     }
+                    if let Some(route) = super::kept::keeps(&conn, kind == HandoffKind::PostgresTls)
+                    {
+                        let session = super::kept::Session {
+                            idx,
+                            route,
+                            stream,
+                            conn,
+                            client,
+                            guard,
+                        };
+                        keep(session, (kind, alpn, record_reads), &ctx, stats).await;
+                        stats.active.fetch_sub(1, Ordering::Relaxed);
+                        return;
+                    }
                     Some(Some(conn))
                 }
                 Some(Terminated::NoConfig) | None => Some(None),
@@ -270,13 +287,9 @@ async fn serve(
                     worker: idx,
                     guard,
                     tls,
+                    read: Vec::new(),
                 };
-                match ctx.handoff.try_send(handoff) {
-                    Ok(()) => {
-                        stats.handed_off.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(_) => stats.rejected(RejectReason::ControlPlaneBusy),
-                }
+                hand_to_control_plane(&ctx, stats, handoff);
             }
         }
         Ok((Decision::RedirectHttps { location, head_len }, _)) => {
@@ -301,6 +314,84 @@ async fn serve(
         Ok((Decision::NeedMore | Decision::ProxyHeader { .. }, _)) => drop(guard),
     }
     stats.active.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Serves a session its worker keeps; one whose route needs tokio is handed over, once, with
+/// what the worker read (with its kind, ALPN and record-by-record reads, as classified).
+async fn keep(
+    session: super::kept::Session,
+    (kind, alpn, record_reads): (HandoffKind, Option<String>, bool),
+    ctx: &Arc<WorkerContext>,
+    stats: &WorkerStats,
+) {
+    let (idx, client) = (session.idx, session.client);
+    let super::kept::Kept::HandOff {
+        stream,
+        conn,
+        guard,
+        read,
+    } = super::kept::serve(session, ctx.clone()).await
+    else {
+        return;
+    };
+    let handoff = Handoff {
+        stream: hop_platform::into_std_stream(stream),
+        kind,
+        client,
+        alpn,
+        record_reads,
+        worker: idx,
+        guard,
+        tls: Some(conn),
+        read,
+    };
+    hand_to_control_plane(ctx, stats, handoff);
+}
+
+/// Hands a connection to the control plane's tokio routes, for good: the one place a connection
+/// leaves its worker, counted by what it is (`hop_dataplane_handoffs_total`,
+/// `hop_dataplane_handoffs_by_route_total`). A full queue closes it.
+fn hand_to_control_plane(ctx: &WorkerContext, stats: &WorkerStats, handoff: Handoff) {
+    let route = handoff_route(&handoff);
+    match ctx.handoff.try_send(handoff) {
+        Ok(()) => stats.handed_off(route),
+        Err(_) => stats.rejected(RejectReason::ControlPlaneBusy),
+    }
+}
+
+/// What a handed-over connection is, by its kind and its negotiated ALPN.
+fn handoff_route(h: &Handoff) -> HandoffRoute {
+    use hop_net::tunnel::{
+        ALPN_JOIN, ALPN_MYSQL, ALPN_POSTGRES, ALPN_POSTGRES_DIRECT, ALPN_SSH, ALPN_TCP,
+        ALPN_TUNNEL, ALPN_TUNNEL_DATA,
+    };
+    match h.kind {
+        HandoffKind::Ssh => return HandoffRoute::Jump,
+        HandoffKind::Postgres | HandoffKind::PostgresTls => return HandoffRoute::Session,
+        HandoffKind::Tls => {}
+    }
+    let alpn = h
+        .tls
+        .as_ref()
+        .and_then(|c| c.alpn_protocol())
+        .or(h.alpn.as_deref().map(str::as_bytes));
+    match alpn {
+        Some(p) if p == ALPN_TUNNEL || p == ALPN_TUNNEL_DATA => HandoffRoute::Agent,
+        Some(p)
+            if [
+                ALPN_TCP,
+                ALPN_SSH,
+                ALPN_JOIN,
+                ALPN_MYSQL,
+                ALPN_POSTGRES,
+                ALPN_POSTGRES_DIRECT,
+            ]
+            .contains(&p) =>
+        {
+            HandoffRoute::Session
+        }
+        _ => HandoffRoute::Api,
+    }
 }
 
 /// What became of a TLS handshake on the worker.

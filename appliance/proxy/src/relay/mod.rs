@@ -1,17 +1,20 @@
 //! The relay's fast path: a session whose two TLS connections both end at the proxy moves its
 //! bytes on a data-plane worker, record by record, without rustls and without copying payloads.
 //!
-//! This module owns the hand-off from the control plane (where handshakes, the Dial exchange,
-//! RBAC and audit stay): deciding whether a session can take the fast path (both connections read
-//! only whole records so far, TLS 1.3 with a cipher [`aead`] implements, nothing queued to send),
-//! taking the traffic keys from rustls, and the [`TlsRelayJob`] a worker then runs
-//! (`dataplane/relay.rs`). The connections' descriptors move to the worker; the bytes do not. A
-//! session that cannot take the fast path stays on the tokio relay, as before.
+//! This module owns taking the traffic keys from rustls ([`keys_of`], [`agent_leg`]), the
+//! messages between a worker that keeps a session and the control plane ([`on_worker`]), and the
+//! hand-off of a session whose TLS the control plane holds (where its Dial exchange, RBAC and
+//! audit ran): deciding whether it can take the fast path (both connections read only whole
+//! records so far, TLS 1.3 with a cipher [`aead`] implements, nothing queued to send), and the
+//! [`TlsRelayJob`] a worker then runs (`dataplane/relay.rs`). The connections' descriptors move
+//! to the worker; the bytes do not. A session that cannot take the fast path stays on the tokio
+//! relay, as before.
 
 #![deny(clippy::disallowed_types)] // the data plane's workers never block on a lock (clippy.toml)
 
 pub mod aead;
 pub mod bounded;
+pub mod on_worker;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -189,10 +192,22 @@ pub enum RelayError {
 
 fn take_keys(
     stream: AgentStream,
-    mut pending: Vec<u8>,
+    pending: Vec<u8>,
 ) -> Result<(std::net::TcpStream, ConnectionKeys, Vec<u8>), HandOffError> {
-    let (io, mut conn): (_, ServerConnection) = stream.into_inner();
-    // Plaintext rustls decrypted but nobody read yet belongs to the session.
+    let (io, conn): (_, ServerConnection) = stream.into_inner();
+    let (keys, pending) = keys_of(conn, pending)?;
+    let tcp = io.into_inner().into_std().map_err(HandOffError::Release)?;
+    Ok((tcp, keys, pending))
+}
+
+/// The traffic keys of a TLS 1.3 connection the proxy terminated, and the plaintext rustls
+/// decrypted that nobody read yet (after `pending`, what was read but not consumed): both belong
+/// to the session. The caller checked that nothing is queued to send and no record is partly
+/// read.
+pub fn keys_of(
+    mut conn: ServerConnection,
+    mut pending: Vec<u8>,
+) -> Result<(ConnectionKeys, Vec<u8>), HandOffError> {
     let mut chunk = [0u8; 4096];
     loop {
         match std::io::Read::read(&mut conn.reader(), &mut chunk) {
@@ -218,8 +233,28 @@ fn take_keys(
     // Both must be usable before the session is handed over.
     keys.rx.record_key().map_err(HandOffError::Cipher)?;
     keys.tx.record_key().map_err(HandOffError::Cipher)?;
-    let tcp = io.into_inner().into_std().map_err(HandOffError::Release)?;
-    Ok((tcp, keys, pending))
+    Ok((keys, pending))
+}
+
+/// Why an agent's leg cannot join a session a worker keeps.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentLegError {
+    #[error("the agent's connection cannot take the fast path: {0}")]
+    NotEligible(&'static str),
+    #[error(transparent)]
+    HandOff(#[from] HandOffError),
+}
+
+/// The agent's leg of a session a worker keeps (`on_worker`), past its `DialResult`: the
+/// descriptor, the traffic keys, and what the agent already sent after its answer.
+pub fn agent_leg(
+    agent: FramedStream<AgentStream>,
+) -> Result<(std::net::TcpStream, ConnectionKeys, Vec<u8>), AgentLegError> {
+    if let Some(why) = not_eligible(agent.get_ref()) {
+        return Err(AgentLegError::NotEligible(why));
+    }
+    let (a, pending) = agent.into_inner();
+    Ok(take_keys(a, pending)?)
 }
 
 /// What became of a session offered to the fast path.

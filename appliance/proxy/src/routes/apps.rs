@@ -5,6 +5,10 @@
 //! the agent's answer, the byte relay, the audit events at start and end, and the session's
 //! tracker (written by the proxy itself, in-process, naming the agent that serves it). Refusals reach the
 //! client as a `DialResult` with a readable error before any byte reaches the agent.
+//!
+//! A session normally stays on the worker that accepted it ([`serve_kept`]: the worker reads
+//! the Dial and relays; this module answers its [`SessionRequest`] with the agent's leg). A
+//! session whose TLS the control plane terminated ([`serve`]) runs here as before.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,11 +16,16 @@ use std::time::Duration;
 
 use hop_admission::Route;
 use hop_platform::clock;
-use hop_protocols::tunnel::Frame;
+use hop_protocols::tunnel::{Dial, Frame};
 
-use super::dial::{accept, dial_agent_bounded, refuse};
-use crate::admission::{Live, LiveWatch, UserCert, admit, both_legs};
+use super::dial::{
+    KeptSessions, accept, dial_accepted, dial_agent_bounded, kept_agent_leg, refuse, refused,
+    relay_on_worker,
+};
+use crate::admission::{Live, LiveWatch, UserCert, admit, both_legs, dup_socket};
+use crate::dataplane::limits::ConnectionGuard;
 use crate::listener::ConnectionHold;
+use crate::relay::on_worker::SessionRequest;
 use crate::relay::{self, RelayHandle};
 use crate::tunnels::{AgentStream, TunnelRegistry};
 use hop_api::trackers::TRACKER_KEEPALIVE;
@@ -25,7 +34,8 @@ use hop_auth::audit::EventKind;
 use hop_auth::trackers::{SessionKind, TrackerState, TrackerUpdate};
 use hop_net::tunnel::FramedStream;
 
-/// Serves one `hop-tcp` connection from an authenticated user.
+/// Serves one `hop-tcp` connection from an authenticated user whose TLS the control plane
+/// holds.
 pub async fn serve(
     stream: AgentStream,
     cert: UserCert,
@@ -35,140 +45,267 @@ pub async fn serve(
     fast_path: Option<(&RelayHandle, usize)>,
     hold: ConnectionHold,
 ) {
-    let identity = &cert.identity;
     let mut client = FramedStream::new(stream);
     let dial = match client.read_frame(Duration::from_secs(10)).await {
         Ok(Frame::Dial(d)) => d,
         Ok(_) | Err(_) => return,
     };
     let session_id = dial.session_id;
-    let sid = hex::encode(session_id);
-    let app_name = dial.target.clone();
-    let start = |ok: bool, err: Option<&str>| {
-        let mut ev = auth
-            .event(EventKind::AppSessionStart, &identity.username)
-            .remote(Some(remote))
-            .field("app", app_name.clone())
-            .field("session_id", sid.clone());
-        if let Some(e) = err {
-            ev = ev.failed(EventKind::AppSessionStart, e);
-        }
-        let _ = ok;
-        auth.emit(ev);
-    };
-
-    // Admission first: nothing about the application is said to a refused caller.
-    let admitted = match admit(&auth, &cert, None, Route::App, remote) {
-        Ok(a) => a,
-        Err(refusal) => {
-            let e = refusal.to_string();
-            start(false, Some(&e));
-            return refuse(&mut client, session_id, e).await;
-        }
-    };
-    let routes: Vec<_> = registry
-        .apps()
-        .into_iter()
-        .filter(|a| a.name == app_name)
-        .collect();
-    let Some(route) = routes.first().cloned() else {
-        let e = format!(
-            "application {app_name:?} is not available: no connected agent serves it (`hop apps ls` lists them)"
-        );
-        start(false, Some(&e));
-        return refuse(&mut client, session_id, e).await;
-    };
-    let checker = admitted.checker();
-    if let Err(denied) = checker.check_app(&route.labels) {
-        let e = format!("access to application {app_name:?} denied: {denied}");
-        start(false, Some(&e));
-        return refuse(&mut client, session_id, e).await;
-    }
-    let what = format!("application {app_name:?}");
-    let (agent, agent_hold) = match dial_agent_bounded(
-        &registry,
-        &route.host_id,
-        &what,
-        session_id,
-        &app_name,
-        remote,
-    )
-    .await
-    {
-        Ok(a) => a,
-        Err(e) => {
-            start(false, Some(&e.to_string()));
-            return refuse(&mut client, session_id, e).await;
-        }
+    let opened = match open(&dial, &cert, remote, &registry, &auth).await {
+        Ok(o) => o,
+        Err(e) => return refuse(&mut client, session_id, e).await,
     };
     if !accept(&mut client, session_id).await {
         return;
     }
-    start(true, None);
-    let tracker = AppTracker::start(
+    let Opened {
+        agent,
+        agent_hold,
+        host_id,
+        idle,
+        disconnect_expired_cert,
+    } = opened;
+    let sockets = both_legs(client.get_ref(), agent.get_ref());
+    let running = Running::begin(
         auth.clone(),
-        route.host_id.clone(),
-        TrackerUpdate {
-            session_id: sid.clone(),
-            kind: SessionKind::App,
-            user: identity.username.clone(),
-            login: String::new(),
-            target: app_name.clone(),
-            participants: Vec::new(),
-            state: TrackerState::Active,
-        },
+        cert,
+        remote,
+        &dial,
+        host_id,
+        disconnect_expired_cert,
+        sockets,
     );
-    let started = clock::now();
-    let idle = checker.client_idle_timeout();
-    let metrics = auth.metrics();
-    metrics.app_sessions.inc();
-    metrics.app_sessions_active.inc();
-    let username = identity.username.clone();
-    let watch = LiveWatch::start(
-        auth.clone(),
-        Live {
-            sockets: both_legs(client.get_ref(), agent.get_ref()),
-            login: None,
-            route: Route::App,
-            remote,
-            session_id: sid.clone(),
-            disconnect_expired_cert: checker.disconnect_expired_cert(),
-            agent: Some(route.host_id.clone()),
-            cert,
-        },
-    );
-    let relaying = relay::start(fast_path, client, agent, idle, remote, metrics);
-    let end = move |moved: Result<(u64, u64), relay::RelayError>| {
-        if let Err(e) = &moved {
-            tracing::debug!(app = %app_name, error = %e, "application session ended with an error");
-        }
-        let (up, down) = moved.unwrap_or((0, 0));
-        auth.metrics().app_sessions_active.dec();
-        auth.emit(
-            auth.event(EventKind::AppSessionEnd, &username)
-                .remote(Some(remote))
-                .field("app", app_name)
-                .field("session_id", sid)
-                .field("bytes_sent", up)
-                .field("bytes_received", down)
-                .field("duration_ms", clock::since(started).as_millis() as u64),
-        );
-        tracker.end();
-    };
+    let relaying = relay::start(fast_path, client, agent, idle, remote, auth.metrics());
     match relaying {
         relay::Relaying::Worker(report) => {
             // Only a small task waits for the end, so that an idle session costs the control
             // plane a few hundred bytes rather than this connection's whole task.
             tokio::spawn(async move {
-                end(relay::finished(report).await);
-                drop((hold, agent_hold, watch));
+                running.end(relay::finished(report).await);
+                drop((hold, agent_hold));
             });
         }
         relay::Relaying::Here(client, agent) => {
-            end(relay::relay_here(client, agent, idle).await);
-            drop((agent_hold, watch));
+            running.end(relay::relay_here(client, agent, idle).await);
+            drop(agent_hold);
         }
-        relay::Relaying::Failed(e) => end(Err(e)),
+        relay::Relaying::Failed(e) => running.end(Err(e)),
+    }
+}
+
+/// Answers a worker that keeps a `hop-tcp` session: identifies the certificate's holder,
+/// admits, checks the application's labels, dials the agent and sends back its leg; then
+/// watches the session while it lives and audits its end. `hold` is the session's place in the
+/// control plane's gauges.
+pub async fn serve_kept(req: SessionRequest, kept: KeptSessions, hold: impl Send + 'static) {
+    let Some((cert, dial)) = kept.dial(&req, hop_net::tunnel::ALPN_TCP) else {
+        return req.answer.send(refused(None)).unwrap_or(());
+    };
+    let SessionRequest {
+        remote,
+        client_socket,
+        answer,
+        ..
+    } = req;
+    let session_id = dial.session_id;
+    let opened = match open(&dial, &cert, remote, &kept.registry, &kept.auth).await {
+        Ok(o) => o,
+        Err(e) => return answer.send(refused(Some((session_id, e)))).unwrap_or(()),
+    };
+    let Opened {
+        agent,
+        agent_hold,
+        host_id,
+        idle,
+        disconnect_expired_cert,
+    } = opened;
+    let mut sockets = vec![client_socket];
+    sockets.extend(dup_socket(agent.get_ref().get_ref().0.get_ref()));
+    let what = format!("application {:?}", dial.target);
+    let leg = match kept_agent_leg(agent, &what, remote) {
+        Ok(leg) => leg,
+        Err(words) => {
+            return answer
+                .send(refused(Some((session_id, words))))
+                .unwrap_or(());
+        }
+    };
+    let running = Running::begin(
+        kept.auth.clone(),
+        cert,
+        remote,
+        &dial,
+        host_id,
+        disconnect_expired_cert,
+        sockets,
+    );
+    let accepted = dial_accepted(session_id);
+    let moved = relay_on_worker(answer, leg, accepted, idle, &kept.auth).await;
+    running.end(moved);
+    drop((hold, agent_hold));
+}
+
+/// An admitted session whose agent accepted the Dial.
+struct Opened {
+    agent: FramedStream<AgentStream>,
+    agent_hold: ConnectionGuard,
+    host_id: String,
+    idle: Option<Duration>,
+    disconnect_expired_cert: bool,
+}
+
+/// Admission, the application's route and labels, and the agent's leg; a refusal is audited
+/// (`app.session.start`, failed) and its words are for the user.
+async fn open(
+    dial: &Dial,
+    cert: &UserCert,
+    remote: SocketAddr,
+    registry: &TunnelRegistry,
+    auth: &AuthServer,
+) -> Result<Opened, String> {
+    let app_name = &dial.target;
+    let refused = |e: String| {
+        audit_start(auth, cert, remote, dial, Some(&e));
+        e
+    };
+    // Admission first: nothing about the application is said to a refused caller.
+    let admitted =
+        admit(auth, cert, None, Route::App, remote).map_err(|r| refused(r.to_string()))?;
+    let Some(route) = registry.apps().into_iter().find(|a| &a.name == app_name) else {
+        return Err(refused(format!(
+            "application {app_name:?} is not available: no connected agent serves it (`hop apps ls` lists them)"
+        )));
+    };
+    let checker = admitted.checker();
+    if let Err(denied) = checker.check_app(&route.labels) {
+        return Err(refused(format!(
+            "access to application {app_name:?} denied: {denied}"
+        )));
+    }
+    let what = format!("application {app_name:?}");
+    let (agent, agent_hold) = dial_agent_bounded(
+        registry,
+        &route.host_id,
+        &what,
+        dial.session_id,
+        app_name,
+        remote,
+    )
+    .await
+    .map_err(|e| refused(e.to_string()))?;
+    Ok(Opened {
+        agent,
+        agent_hold,
+        host_id: route.host_id,
+        idle: checker.client_idle_timeout(),
+        disconnect_expired_cert: checker.disconnect_expired_cert(),
+    })
+}
+
+/// Writes `app.session.start`, failed with `err` when given.
+fn audit_start(
+    auth: &AuthServer,
+    cert: &UserCert,
+    remote: SocketAddr,
+    dial: &Dial,
+    err: Option<&str>,
+) {
+    let mut ev = auth
+        .event(EventKind::AppSessionStart, &cert.identity.username)
+        .remote(Some(remote))
+        .field("app", dial.target.clone())
+        .field("session_id", hex::encode(dial.session_id));
+    if let Some(e) = err {
+        ev = ev.failed(EventKind::AppSessionStart, e);
+    }
+    auth.emit(ev);
+}
+
+/// A session past its start: audited, tracked and watched until [`Running::end`].
+struct Running {
+    auth: Arc<AuthServer>,
+    username: String,
+    remote: SocketAddr,
+    app_name: String,
+    sid: String,
+    started: std::time::Instant,
+    tracker: AppTracker,
+    _watch: LiveWatch,
+}
+
+impl Running {
+    /// Audits the start, writes the tracker and starts the live watch over `sockets`.
+    fn begin(
+        auth: Arc<AuthServer>,
+        cert: UserCert,
+        remote: SocketAddr,
+        dial: &Dial,
+        host_id: String,
+        disconnect_expired_cert: bool,
+        sockets: Vec<socket2::Socket>,
+    ) -> Self {
+        audit_start(&auth, &cert, remote, dial, None);
+        let sid = hex::encode(dial.session_id);
+        let username = cert.identity.username.clone();
+        let tracker = AppTracker::start(
+            auth.clone(),
+            host_id.clone(),
+            TrackerUpdate {
+                session_id: sid.clone(),
+                kind: SessionKind::App,
+                user: username.clone(),
+                login: String::new(),
+                target: dial.target.clone(),
+                participants: Vec::new(),
+                state: TrackerState::Active,
+            },
+        );
+        let metrics = auth.metrics();
+        metrics.app_sessions.inc();
+        metrics.app_sessions_active.inc();
+        let watch = LiveWatch::start(
+            auth.clone(),
+            Live {
+                sockets,
+                login: None,
+                route: Route::App,
+                remote,
+                session_id: sid.clone(),
+                disconnect_expired_cert,
+                agent: Some(host_id),
+                cert,
+            },
+        );
+        Self {
+            auth,
+            username,
+            remote,
+            app_name: dial.target.clone(),
+            sid,
+            started: clock::now(),
+            tracker,
+            _watch: watch,
+        }
+    }
+
+    /// Audits the end with the bytes moved and ends the tracker.
+    fn end(self, moved: Result<(u64, u64), relay::RelayError>) {
+        if let Err(e) = &moved {
+            tracing::debug!(app = %self.app_name, error = %e, "application session ended with an error");
+        }
+        let (up, down) = moved.unwrap_or((0, 0));
+        let auth = self.auth;
+        auth.metrics().app_sessions_active.dec();
+        auth.emit(
+            auth.event(EventKind::AppSessionEnd, &self.username)
+                .remote(Some(self.remote))
+                .field("app", self.app_name)
+                .field("session_id", self.sid)
+                .field("bytes_sent", up)
+                .field("bytes_received", down)
+                .field("duration_ms", clock::since(self.started).as_millis() as u64),
+        );
+        self.tracker.end();
     }
 }
 

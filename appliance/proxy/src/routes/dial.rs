@@ -6,11 +6,15 @@
 //! stays with each route.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hop_protocols::tunnel::{Dial, DialResult, Frame};
 
+use crate::admission::UserCert;
 use crate::dataplane::limits::ConnectionGuard;
+use crate::relay::on_worker::{AgentLeg, SessionAnswer, SessionRequest};
+use crate::relay::{ConnectionKeys, RelayError};
 use crate::tunnels::{AgentStream, TunnelRegistry};
 use hop_net::tunnel::{FrameIoError, FramedStream};
 
@@ -118,4 +122,106 @@ pub async fn dial_agent_bounded(
             source: Some(e),
         }),
     }
+}
+
+/// What a session kept on its worker needs from the control plane.
+#[derive(Clone)]
+pub struct KeptSessions {
+    pub identify: crate::listener::IdentifyPeer,
+    pub registry: Arc<TunnelRegistry>,
+    pub auth: Arc<hop_auth::AuthServer>,
+}
+
+impl KeptSessions {
+    /// The user whose certificate `req` carries; another certificate on route `alpn` is
+    /// audited and `None`.
+    pub fn user(&self, req: &SessionRequest, alpn: &[u8]) -> Option<UserCert> {
+        let caller = (self.identify)(&req.peer_cert, req.remote);
+        if let Some(cert) = caller.clone().and_then(UserCert::of) {
+            return Some(cert);
+        }
+        let caller = caller.unwrap_or(hop_auth::caller::Caller::Anonymous {
+            remote: Some(req.remote),
+        });
+        crate::listener::audit_wrong_certificate(&self.auth, alpn, &caller, req.remote);
+        None
+    }
+
+    /// [`Self::user`] and the Dial that opens `req`'s session; `None` for another certificate
+    /// or opening frame (closed without an answer, as on the control plane).
+    pub fn dial(&self, req: &SessionRequest, alpn: &[u8]) -> Option<(UserCert, Dial)> {
+        let cert = self.user(req, alpn)?;
+        match Frame::decode(&req.opening) {
+            Ok(Some((Frame::Dial(d), _))) => Some((cert, d)),
+            _ => None,
+        }
+    }
+}
+
+/// The answer refusing a kept session: a `DialResult` with the reason, or nothing.
+pub fn refused(dial: Option<([u8; 16], String)>) -> SessionAnswer {
+    let mut to_client = Vec::new();
+    if let Some((session_id, error)) = dial {
+        let result = Frame::DialResult(DialResult {
+            session_id,
+            ok: false,
+            error: Some(error),
+        });
+        if let Err(e) = result.encode(&mut to_client) {
+            tracing::warn!(error = %e, "a refusal could not be encoded");
+            to_client.clear();
+        }
+    }
+    SessionAnswer::Refused { to_client }
+}
+
+/// The `DialResult` telling the user the session is open, encoded.
+pub fn dial_accepted(session_id: [u8; 16]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let ok = Frame::DialResult(DialResult {
+        session_id,
+        ok: true,
+        error: None,
+    });
+    // A fixed-size frame always encodes.
+    let _ = ok.encode(&mut out);
+    out
+}
+
+/// The agent's leg of a kept session: its descriptor, keys and what it sent after its
+/// `DialResult`; or the words for the user (logged) when it cannot take the fast path.
+pub fn kept_agent_leg(
+    agent: FramedStream<AgentStream>,
+    what: &str,
+    remote: SocketAddr,
+) -> Result<(std::net::TcpStream, ConnectionKeys, Vec<u8>), String> {
+    crate::relay::agent_leg(agent).map_err(|e| {
+        tracing::warn!(%remote, error = %e, "a session could not start");
+        format!("{what}: {e}")
+    })
+}
+
+/// Sends the agent's leg to the worker that keeps the session, with `accept` (the route's
+/// acceptance) for the user, and waits for the end: the application bytes moved (up, down).
+pub async fn relay_on_worker(
+    answer: tokio::sync::oneshot::Sender<SessionAnswer>,
+    (stream, keys, from_agent): (std::net::TcpStream, ConnectionKeys, Vec<u8>),
+    accept: Vec<u8>,
+    idle: Option<Duration>,
+    auth: &hop_auth::AuthServer,
+) -> Result<(u64, u64), RelayError> {
+    let (done, report) = tokio::sync::oneshot::channel();
+    let leg = AgentLeg {
+        stream,
+        keys,
+        accept,
+        to_client: from_agent,
+        idle,
+        done,
+    };
+    auth.metrics().relay_fast_sessions.inc();
+    if answer.send(SessionAnswer::Relay(leg)).is_err() {
+        return Err(RelayError::WorkerStopped);
+    }
+    crate::relay::finished(report).await
 }

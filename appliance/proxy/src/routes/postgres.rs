@@ -23,8 +23,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::db_cancel::{CancelGuard, CancelRegistry, CancelTarget};
-use super::dial::{dial_agent, dial_agent_bounded};
+use super::dial::{KeptSessions, dial_agent, dial_agent_bounded, kept_agent_leg, relay_on_worker};
 use crate::admission::{Live, LiveWatch, UserCert, admit, both_legs};
+use crate::dataplane::limits::ConnectionGuard;
+use crate::relay::on_worker::{SessionAnswer, SessionRequest};
 use crate::tunnels::{AgentStream, DbRoute, TunnelRegistry};
 use hop_api::dial::db::{DbCancel, DbDial};
 use hop_auth::AuthServer;
@@ -145,9 +147,10 @@ async fn cancel(routes: &DbRoutes, process_id: u32, key: &[u8], remote: SocketAd
     }
 }
 
-/// A database session over TLS (after [`before_tls`], or on ALPN `hop-postgres`). Once the
-/// database has answered the start-up, the session's bytes move on a worker's fast path when it
-/// can take them (`crate::relay`).
+/// A database session over TLS whose TLS the control plane holds (a client without a
+/// certificate, or TLS the control plane terminated). Once the database has answered the
+/// start-up, the session's bytes move on a worker's fast path when it can take them
+/// (`crate::relay`).
 pub async fn serve(
     mut client: AgentStream,
     caller: Caller,
@@ -163,7 +166,150 @@ pub async fn serve(
             return;
         }
     };
-    let (db_user, db_name) = match wire::startup_packet(&buf) {
+    let opened = match open(&routes, caller, remote, buf.get(..len).unwrap_or_default()).await {
+        Ok(o) => o,
+        Err(last) => {
+            let _ = client.write_all(&last).await;
+            return;
+        }
+    };
+    if client.write_all(&opened.to_client).await.is_err() {
+        return;
+    }
+    buf.drain(..len);
+    let metrics = routes.auth.metrics();
+    let _watch = LiveWatch::start(
+        routes.auth.clone(),
+        opened.live(both_legs(&client, &opened.agent)),
+    );
+    let moved = crate::relay::run_session(
+        fast_path,
+        FramedStream::with_pending(client, buf),
+        FramedStream::with_pending(opened.agent, opened.from_agent),
+        opened.idle,
+        remote,
+        metrics,
+    )
+    .await;
+    metrics.db_sessions_active.dec();
+    if let Err(e) = moved {
+        tracing::debug!(db = %opened.service, error = %e, "database session ended with an error");
+    }
+    drop((opened.agent_hold, opened.cancel_guard));
+}
+
+/// Answers a worker that keeps a PostgreSQL session: the same decision, Dial and start-up as
+/// [`serve`], with the start-up answers and the agent's leg sent to the worker, which relays.
+pub async fn serve_kept(
+    req: SessionRequest,
+    routes: DbRoutes,
+    kept: KeptSessions,
+    hold: impl Send + 'static,
+) {
+    let SessionRequest {
+        opening,
+        peer_cert,
+        remote,
+        client_socket,
+        answer,
+        ..
+    } = req;
+    let caller = (kept.identify)(&peer_cert, remote).unwrap_or(Caller::Anonymous {
+        remote: Some(remote),
+    });
+    let opened = match open(&routes, caller, remote, &opening).await {
+        Ok(o) => o,
+        Err(to_client) => {
+            let _ = answer.send(SessionAnswer::Refused { to_client });
+            return;
+        }
+    };
+    let PgOpened {
+        agent,
+        from_agent,
+        agent_hold,
+        to_client,
+        cancel_guard,
+        idle,
+        ref service,
+        ..
+    } = opened;
+    let mut sockets = vec![client_socket];
+    sockets.extend(crate::admission::dup_stream(&agent));
+    let what = format!("database {service:?}");
+    let agent = FramedStream::with_pending(agent, from_agent);
+    let metrics = routes.auth.metrics();
+    let leg = match kept_agent_leg(agent, &what, remote) {
+        Ok(leg) => leg,
+        Err(words) => {
+            metrics.db_sessions_active.dec();
+            let to_client = fatal(SQLSTATE_UNAVAILABLE, &words);
+            let _ = answer.send(SessionAnswer::Refused { to_client });
+            return;
+        }
+    };
+    let _watch = LiveWatch::start(routes.auth.clone(), opened_live(&opened.live, sockets));
+    let moved = relay_on_worker(answer, leg, to_client, idle, &routes.auth).await;
+    metrics.db_sessions_active.dec();
+    if let Err(e) = moved {
+        tracing::debug!(db = %service, error = %e, "database session ended with an error");
+    }
+    drop((hold, agent_hold, cancel_guard));
+}
+
+/// A database session past the database's start-up (counted in `db_sessions_active` until its
+/// owner ends it).
+struct PgOpened {
+    agent: AgentStream,
+    /// What the agent sent after the start-up.
+    from_agent: Vec<u8>,
+    agent_hold: ConnectionGuard,
+    /// The database's start-up answers for the client, the cancel key replaced by the proxy's.
+    to_client: Vec<u8>,
+    cancel_guard: Option<CancelGuard>,
+    idle: Option<Duration>,
+    service: String,
+    live: PgLive,
+}
+
+/// What the live watch needs of a database session, but its sockets.
+struct PgLive {
+    cert: UserCert,
+    session_id: [u8; 16],
+    host_id: String,
+    disconnect_expired_cert: bool,
+    remote: SocketAddr,
+}
+
+impl PgOpened {
+    fn live(&self, sockets: Vec<socket2::Socket>) -> Live {
+        opened_live(&self.live, sockets)
+    }
+}
+
+fn opened_live(l: &PgLive, sockets: Vec<socket2::Socket>) -> Live {
+    Live {
+        sockets,
+        login: None,
+        route: Route::Postgres,
+        remote: l.remote,
+        session_id: hex::encode(l.session_id),
+        disconnect_expired_cert: l.disconnect_expired_cert,
+        agent: Some(l.host_id.clone()),
+        cert: l.cert.clone(),
+    }
+}
+
+/// Decides a database session from its startup packet, dials the db agent and passes the
+/// database's start-up; a refusal or failure is `Err` with what the client is told last (may
+/// be empty: a cancel request is served and answered with nothing).
+async fn open(
+    routes: &DbRoutes,
+    caller: Caller,
+    remote: SocketAddr,
+    packet: &[u8],
+) -> Result<PgOpened, Vec<u8>> {
+    let (db_user, db_name) = match wire::startup_packet(packet) {
         Ok(StartupPacket::Startup(m)) => (
             m.user().to_string(),
             m.database().unwrap_or(m.user()).to_string(),
@@ -171,23 +317,16 @@ pub async fn serve(
         Ok(StartupPacket::Cancel(c)) => {
             // libpq 17 sends cancels over TLS.
             let key = c.secret_key.to_vec();
-            return cancel(&routes, c.process_id, &key, remote).await;
+            cancel(routes, c.process_id, &key, remote).await;
+            return Err(Vec::new());
         }
         Ok(StartupPacket::SslRequest | StartupPacket::GssEncRequest) => {
-            let _ = client
-                .write_all(&fatal(
-                    SQLSTATE_PROTOCOL,
-                    "encryption requested twice on one connection",
-                ))
-                .await;
-            return;
+            return Err(fatal(
+                SQLSTATE_PROTOCOL,
+                "encryption requested twice on one connection",
+            ));
         }
-        Err(e) => {
-            let _ = client
-                .write_all(&fatal(SQLSTATE_PROTOCOL, &e.to_string()))
-                .await;
-            return;
-        }
+        Err(e) => return Err(fatal(SQLSTATE_PROTOCOL, &e.to_string())),
     };
     let refuse = |identity: Option<&Identity>, service: &str, e: &str| {
         routes.auth.metrics().db_sessions_refused.inc();
@@ -205,17 +344,12 @@ pub async fn serve(
         }
         fatal(SQLSTATE_DENIED, e)
     };
-    let cert = match UserCert::of(caller) {
-        Some(cert) => cert,
-        None => {
-            let e = refuse(
-                None,
-                "",
-                "Hop needs your database certificate: run `hop db login NAME` and connect with the sslcert and sslkey it prints (`hop db config NAME`)",
-            );
-            let _ = client.write_all(&e).await;
-            return;
-        }
+    let Some(cert) = UserCert::of(caller) else {
+        return Err(refuse(
+            None,
+            "",
+            "Hop needs your database certificate: run `hop db login NAME` and connect with the sslcert and sslkey it prints (`hop db config NAME`)",
+        ));
     };
     let identity = cert.identity.clone();
     let Some(service) = identity
@@ -223,23 +357,14 @@ pub async fn serve(
         .as_ref()
         .map(|r| r.service.clone())
     else {
-        let e = refuse(
+        return Err(refuse(
             Some(&identity),
             "",
             "this certificate is not for a database: run `hop db login NAME` and use the certificate it prints",
-        );
-        let _ = client.write_all(&e).await;
-        return;
+        ));
     };
-    let (route, admitted) = match check(&routes, &cert, &service, &db_user, &db_name, remote) {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = client
-                .write_all(&refuse(Some(&identity), &service, &e.to_string()))
-                .await;
-            return;
-        }
-    };
+    let (route, admitted) = check(routes, &cert, &service, &db_user, &db_name, remote)
+        .map_err(|e| refuse(Some(&identity), &service, &e.to_string()))?;
     let mut session_id = [0u8; 16];
     rand::fill(&mut session_id[..]);
     let dial = DbDial {
@@ -254,7 +379,7 @@ pub async fn serve(
         db_names: None,
     };
     let what = format!("database {service:?}");
-    let (agent, _agent_hold) = match dial_agent_bounded(
+    let (agent, agent_hold) = dial_agent_bounded(
         &routes.registry,
         &route.host_id,
         &what,
@@ -263,67 +388,41 @@ pub async fn serve(
         remote,
     )
     .await
-    {
-        Ok(a) => a,
-        Err(e) => {
-            // The agent reported its own failure (and audited it); say it to the client.
-            routes.auth.metrics().db_sessions_refused.inc();
-            let _ = client
-                .write_all(&fatal(SQLSTATE_UNAVAILABLE, &e.to_string()))
-                .await;
-            return;
-        }
-    };
-    let (mut agent, agent_pending) = agent.into_inner();
-    let mut from_agent = agent_pending;
-    if agent
-        .write_all(buf.get(..len).unwrap_or_default())
-        .await
-        .is_err()
-    {
-        return;
-    }
-    buf.drain(..len);
+    .map_err(|e| {
+        // The agent reported its own failure (and audited it); say it to the client.
+        routes.auth.metrics().db_sessions_refused.inc();
+        fatal(SQLSTATE_UNAVAILABLE, &e.to_string())
+    })?;
+    let (mut agent, mut from_agent) = agent.into_inner();
+    agent.write_all(packet).await.map_err(|_| Vec::new())?;
     let target = CancelTarget {
         host_id: route.host_id.clone(),
-        dial: dial.clone(),
+        dial,
     };
-    let _cancel_guard =
-        match start_up(&mut agent, &mut from_agent, &mut client, &routes, target).await {
-            Ok(Some(g)) => Some(g),
-            Ok(None) => None,
-            Err(()) => return,
-        };
+    let mut to_client = Vec::new();
+    let cancel_guard = start_up(&mut agent, &mut from_agent, &mut to_client, routes, target)
+        .await
+        .map_err(|()| to_client.clone())?;
     let metrics = routes.auth.metrics();
     metrics.db_sessions.inc();
     metrics.db_sessions_active.inc();
-    let idle = admitted.checker().client_idle_timeout();
-    let _watch = LiveWatch::start(
-        routes.auth.clone(),
-        Live {
-            sockets: both_legs(&client, &agent),
-            login: None,
-            route: Route::Postgres,
-            remote,
-            session_id: hex::encode(session_id),
-            disconnect_expired_cert: admitted.checker().disconnect_expired_cert(),
-            agent: Some(route.host_id.clone()),
+    let checker = admitted.checker();
+    Ok(PgOpened {
+        agent,
+        from_agent,
+        agent_hold,
+        to_client,
+        cancel_guard,
+        idle: checker.client_idle_timeout(),
+        service,
+        live: PgLive {
             cert,
+            session_id,
+            host_id: route.host_id,
+            disconnect_expired_cert: checker.disconnect_expired_cert(),
+            remote,
         },
-    );
-    let moved = crate::relay::run_session(
-        fast_path,
-        FramedStream::with_pending(client, buf),
-        FramedStream::with_pending(agent, from_agent),
-        idle,
-        remote,
-        metrics,
-    )
-    .await;
-    metrics.db_sessions_active.dec();
-    if let Err(e) = moved {
-        tracing::debug!(db = %service, error = %e, "database session ended with an error");
-    }
+    })
 }
 
 /// Why the proxy refuses a database session before dialing the agent; the words are the

@@ -15,10 +15,15 @@ use std::time::Duration;
 use hop_admission::{Refusal, Route};
 use hop_rbac::AccessDenied;
 
-use hop_protocols::tunnel::Frame;
+use hop_protocols::tunnel::{Dial, Frame};
 
-use super::dial::{accept, dial_agent, dial_agent_bounded, refuse};
+use super::dial::{
+    KeptSessions, accept, dial_accepted, dial_agent, dial_agent_bounded, kept_agent_leg, refuse,
+    refused, relay_on_worker,
+};
 use crate::admission::{Live, LiveWatch, UserCert, admit, both_legs, dup_stream};
+use crate::dataplane::limits::ConnectionGuard;
+use crate::relay::on_worker::{SessionAnswer, SessionRequest};
 use crate::tunnels::{AgentStream, NodeRoute, TunnelRegistry};
 use hop_auth::AuthServer;
 use hop_auth::audit::EventKind;
@@ -133,37 +138,49 @@ pub fn resolve(
     }
 }
 
-/// Serves one `hop-ssh` connection from an authenticated user.
+/// Serves one `hop-ssh` connection from an authenticated user whose TLS the control plane
+/// holds (the worker's hand-off: with the Dial already read in `client`'s pending bytes, when
+/// the worker found the session needs the proxy's SSH server).
 pub async fn serve(
-    stream: AgentStream,
+    mut client: FramedStream<AgentStream>,
     cert: UserCert,
     remote: SocketAddr,
-    registry: Arc<TunnelRegistry>,
-    auth: Arc<AuthServer>,
-    recordings: Option<Arc<dyn hop_storage::recording::RecordingBackend>>,
+    deps: Deps,
     fast_path: Option<(&crate::relay::RelayHandle, usize)>,
 ) {
-    let identity = cert.identity.clone();
-    let expires = cert.expires;
-    let mut client = FramedStream::new(stream);
     let dial = match client.read_frame(Duration::from_secs(10)).await {
         Ok(Frame::Dial(d)) => d,
         Ok(_) | Err(_) => return,
     };
-    let session_id = dial.session_id;
-    let refused = |login: &str, node: &str, e: &dyn std::fmt::Display| {
-        auth.emit(
-            auth.event(EventKind::SshAuth, &identity.username)
-                .remote(Some(remote))
-                .field("login", login.to_string())
-                .field("server", node.to_string())
-                .failed(EventKind::SshAuth, e.to_string()),
-        );
-    };
-    let (login, host) = match parse_target(&dial.target) {
-        Ok(t) => t,
-        Err(e) => return refuse(&mut client, session_id, e).await,
-    };
+    serve_dial(client, dial, cert, remote, deps, fast_path).await;
+}
+
+/// What an SSH session needs from the control plane.
+pub struct Deps {
+    pub registry: Arc<TunnelRegistry>,
+    pub auth: Arc<AuthServer>,
+    pub recordings: Option<Arc<dyn hop_storage::recording::RecordingBackend>>,
+}
+
+/// Where a Dial's SSH session goes.
+struct Located {
+    login: String,
+    node: NodeRoute,
+    route: Route,
+    /// The proxy terminates the session and records it: always for an agentless node, and for
+    /// a node agent in the proxy recording modes (russh, on tokio).
+    terminated: bool,
+}
+
+/// Finds the node a Dial names; the words of an error are for the user (audited).
+async fn locate(
+    dial: &Dial,
+    cert: &UserCert,
+    remote: SocketAddr,
+    registry: &Arc<TunnelRegistry>,
+    auth: &Arc<AuthServer>,
+) -> Result<Located, String> {
+    let (login, host) = parse_target(&dial.target).map_err(|e| e.to_string())?;
     let nodes = {
         let (r, a) = (registry.clone(), auth.clone());
         tokio::task::spawn_blocking(move || all_nodes(r.as_ref(), &a))
@@ -173,8 +190,8 @@ pub async fn serve(
     let node = match resolve(&nodes, &host, auth.cluster_name()) {
         Ok(n) => n,
         Err(e) => {
-            refused(&login, &host, &e);
-            return refuse(&mut client, session_id, e).await;
+            audit_refused(auth, cert, remote, &login, &host, &e);
+            return Err(e.to_string());
         }
     };
     let route = if node.openssh {
@@ -182,92 +199,204 @@ pub async fn serve(
     } else {
         Route::HopSsh
     };
+    let terminated = node.openssh || matches!(auth.session_recording(), "proxy" | "proxy-sync");
+    Ok(Located {
+        login,
+        node,
+        route,
+        terminated,
+    })
+}
+
+/// Writes the `ssh.auth` failure of a refused session.
+fn audit_refused(
+    auth: &AuthServer,
+    cert: &UserCert,
+    remote: SocketAddr,
+    login: &str,
+    node: &str,
+    e: &dyn std::fmt::Display,
+) {
+    auth.emit(
+        auth.event(EventKind::SshAuth, &cert.identity.username)
+            .remote(Some(remote))
+            .field("login", login.to_string())
+            .field("server", node.to_string())
+            .failed(EventKind::SshAuth, e.to_string()),
+    );
+}
+
+/// The proxy's check of a located session ([`check`], off the async threads); the words of a
+/// refusal are for the user (audited). Returns whether the session ends at the certificate's
+/// expiry.
+async fn decide(
+    at: &Located,
+    cert: &UserCert,
+    remote: SocketAddr,
+    auth: &Arc<AuthServer>,
+) -> Result<bool, String> {
     let decision = {
-        let (a, c, node, login) = (auth.clone(), cert.clone(), node.clone(), login.clone());
+        let (a, c, node, login) = (
+            auth.clone(),
+            cert.clone(),
+            at.node.clone(),
+            at.login.clone(),
+        );
+        let route = at.route;
         tokio::task::spawn_blocking(move || check(&a, &c, &node, &login, route, remote)).await
     };
-    let disconnect_expired_cert = match decision {
-        Ok(Ok(d)) => d,
+    match decision {
+        Ok(Ok(d)) => Ok(d),
         Ok(Err(e)) => {
-            refused(&login, &node.name, &e);
-            return refuse(&mut client, session_id, e).await;
+            audit_refused(auth, cert, remote, &at.login, &at.node.name, &e);
+            Err(e.to_string())
         }
-        Err(e) => return refuse(&mut client, session_id, format!("internal error: {e}")).await,
+        Err(e) => Err(format!("internal error: {e}")),
+    }
+}
+
+/// Answers a worker that keeps a `hop-ssh` session: a session through a node agent is decided
+/// here and relayed by the worker (SSH stays end to end); one the proxy terminates is handed
+/// over ([`SessionAnswer::HandOff`]) and served by [`serve_dial`].
+pub async fn serve_kept(req: SessionRequest, kept: KeptSessions, hold: impl Send + 'static) {
+    let Some((cert, dial)) = kept.dial(&req, hop_net::tunnel::ALPN_SSH) else {
+        return req.answer.send(refused(None)).unwrap_or(());
     };
-    let live = |sockets: Vec<socket2::Socket>| Live {
-        cert: cert.clone(),
-        login: Some(login.clone()),
-        route,
+    let SessionRequest {
         remote,
-        session_id: hex::encode(session_id),
-        disconnect_expired_cert,
-        sockets,
-        agent: (!node.openssh).then(|| node.host_id.clone()),
-    };
-    let mode = auth.session_recording().to_string();
-    let proxy_records = matches!(mode.as_str(), "proxy" | "proxy-sync");
-    if node.openssh || proxy_records {
-        // The proxy terminates the session and records it: always for an agentless node, and
-        // for a node agent in the proxy recording modes. A tunnel connection keeps its place in
-        // the limits for as long as the session uses it.
-        let mut upstream_hold = None;
-        let upstream = if node.openssh {
-            super::forward::Upstream::Tcp(node.addr.clone())
-        } else {
-            let what = format!("node {:?}", node.name);
-            match dial_agent(
-                &registry,
-                &node.host_id,
-                &what,
-                session_id,
-                hop_api::dial::SSH_TARGET,
-                remote,
-            )
-            .await
-            {
-                Ok((a, hold)) => {
-                    upstream_hold = Some(hold);
-                    let (s, pending) = a.into_inner();
-                    super::forward::Upstream::Tunnel(hop_net::tunnel::Prefixed::new(s, pending))
-                }
-                Err(e) => return refuse(&mut client, session_id, e).await,
-            }
-        };
-        if !accept(&mut client, session_id).await {
+        client_socket,
+        answer,
+        ..
+    } = req;
+    let session_id = dial.session_id;
+    let (registry, auth) = (&kept.registry, &kept.auth);
+    let at = match locate(&dial, &cert, remote, registry, auth).await {
+        Ok(at) if at.terminated => {
+            let _ = answer.send(SessionAnswer::HandOff);
             return;
         }
-        // The proxy speaks SSH with the client itself: the connection stays on tokio.
-        client.get_mut().get_mut().0.unbound();
-        let _watch = LiveWatch::start(
-            auth.clone(),
-            live(dup_stream(client.get_ref()).into_iter().collect()),
-        );
-        let (c, c_pending) = client.into_inner();
-        let fwd = super::forward::Forward {
-            auth,
-            identity,
-            identity_expires: expires,
-            login,
-            node,
-            remote,
-            recordings,
-            require_recording: mode == "proxy-sync",
-        };
-        super::forward::serve(fwd, upstream, hop_net::tunnel::Prefixed::new(c, c_pending)).await;
-        drop(upstream_hold);
-        return;
+        Ok(at) => at,
+        Err(words) => {
+            return answer
+                .send(refused(Some((session_id, words))))
+                .unwrap_or(());
+        }
+    };
+    let opened = match decide(&at, &cert, remote, auth).await {
+        Ok(d) => dial_node(&at, &dial, remote, registry)
+            .await
+            .map(|a| (d, a)),
+        Err(words) => Err(words),
+    };
+    let (disconnect_expired_cert, (agent, agent_hold)) = match opened {
+        Ok(o) => o,
+        Err(words) => {
+            return answer
+                .send(refused(Some((session_id, words))))
+                .unwrap_or(());
+        }
+    };
+    let mut sockets = vec![client_socket];
+    sockets.extend(crate::admission::dup_stream(agent.get_ref()));
+    let what = format!("node {:?}", at.node.name);
+    let leg = match kept_agent_leg(agent, &what, remote) {
+        Ok(leg) => leg,
+        Err(words) => {
+            return answer
+                .send(refused(Some((session_id, words))))
+                .unwrap_or(());
+        }
+    };
+    let _watch = LiveWatch::start(
+        auth.clone(),
+        live(&at, &cert, &dial, remote, disconnect_expired_cert, sockets),
+    );
+    // The node enforces the role's idle timeout inside SSH.
+    let accepted = dial_accepted(session_id);
+    if let Err(e) = relay_on_worker(answer, leg, accepted, None, auth).await {
+        tracing::debug!(node = %at.node.name, error = %e, "SSH connection ended with an error");
     }
-    let what = format!("node {:?}", node.name);
-    let (agent, _agent_hold) = match dial_agent_bounded(
-        &registry,
-        &node.host_id,
+    drop((hold, agent_hold));
+}
+
+/// Takes a pooled data connection of the node's agent, past its `DialResult`.
+async fn dial_node(
+    at: &Located,
+    dial: &Dial,
+    remote: SocketAddr,
+    registry: &TunnelRegistry,
+) -> Result<(FramedStream<AgentStream>, ConnectionGuard), String> {
+    let what = format!("node {:?}", at.node.name);
+    dial_agent_bounded(
+        registry,
+        &at.node.host_id,
         &what,
-        session_id,
+        dial.session_id,
         hop_api::dial::SSH_TARGET,
         remote,
     )
     .await
-    {
+    .map_err(|e| e.to_string())
+}
+
+/// What the live watch needs of an SSH session.
+fn live(
+    at: &Located,
+    cert: &UserCert,
+    dial: &Dial,
+    remote: SocketAddr,
+    disconnect_expired_cert: bool,
+    sockets: Vec<socket2::Socket>,
+) -> Live {
+    Live {
+        cert: cert.clone(),
+        login: Some(at.login.clone()),
+        route: at.route,
+        remote,
+        session_id: hex::encode(dial.session_id),
+        disconnect_expired_cert,
+        sockets,
+        agent: (!at.node.openssh).then(|| at.node.host_id.clone()),
+    }
+}
+
+/// Serves an SSH session on the control plane once its Dial is read: the sessions the proxy
+/// terminates, and any whose TLS the control plane holds.
+async fn serve_dial(
+    mut client: FramedStream<AgentStream>,
+    dial: Dial,
+    cert: UserCert,
+    remote: SocketAddr,
+    deps: Deps,
+    fast_path: Option<(&crate::relay::RelayHandle, usize)>,
+) {
+    let Deps {
+        registry,
+        auth,
+        recordings,
+    } = deps;
+    let session_id = dial.session_id;
+    let at = match locate(&dial, &cert, remote, &registry, &auth).await {
+        Ok(at) => at,
+        Err(e) => return refuse(&mut client, session_id, e).await,
+    };
+    let disconnect_expired_cert = match decide(&at, &cert, remote, &auth).await {
+        Ok(d) => d,
+        Err(e) => return refuse(&mut client, session_id, e).await,
+    };
+    if at.terminated {
+        let require_recording = auth.session_recording() == "proxy-sync";
+        let terminate = Terminate {
+            at,
+            cert,
+            dial,
+            remote,
+            disconnect_expired_cert,
+            require_recording,
+        };
+        return serve_terminated(client, terminate, registry, auth, recordings).await;
+    }
+    let (agent, _agent_hold) = match dial_node(&at, &dial, remote, &registry).await {
         Ok(a) => a,
         Err(e) => return refuse(&mut client, session_id, e).await,
     };
@@ -276,15 +405,92 @@ pub async fn serve(
     }
     // SSH stays end to end: the proxy only moves records. The node enforces the role's idle
     // timeout inside SSH; here only a dead transport ends it, or admission turning to no.
+    let sockets = both_legs(client.get_ref(), agent.get_ref());
     let _watch = LiveWatch::start(
         auth.clone(),
-        live(both_legs(client.get_ref(), agent.get_ref())),
+        live(&at, &cert, &dial, remote, disconnect_expired_cert, sockets),
     );
     let moved =
         crate::relay::run_session(fast_path, client, agent, None, remote, auth.metrics()).await;
     if let Err(e) = moved {
-        tracing::debug!(node = %node.name, error = %e, "SSH connection ended with an error");
+        tracing::debug!(node = %at.node.name, error = %e, "SSH connection ended with an error");
     }
+}
+
+/// A session the proxy terminates, admitted.
+struct Terminate {
+    at: Located,
+    cert: UserCert,
+    dial: Dial,
+    remote: SocketAddr,
+    disconnect_expired_cert: bool,
+    require_recording: bool,
+}
+
+/// The proxy speaks SSH with the client itself and records: an agentless node over TCP, a node
+/// agent over a pooled tunnel connection. A tunnel connection keeps its place in the limits for
+/// as long as the session uses it.
+async fn serve_terminated(
+    mut client: FramedStream<AgentStream>,
+    t: Terminate,
+    registry: Arc<TunnelRegistry>,
+    auth: Arc<AuthServer>,
+    recordings: Option<Arc<dyn hop_storage::recording::RecordingBackend>>,
+) {
+    let session_id = t.dial.session_id;
+    let mut upstream_hold = None;
+    let upstream = if t.at.node.openssh {
+        super::forward::Upstream::Tcp(t.at.node.addr.clone())
+    } else {
+        let what = format!("node {:?}", t.at.node.name);
+        match dial_agent(
+            &registry,
+            &t.at.node.host_id,
+            &what,
+            session_id,
+            hop_api::dial::SSH_TARGET,
+            t.remote,
+        )
+        .await
+        {
+            Ok((a, hold)) => {
+                upstream_hold = Some(hold);
+                let (s, pending) = a.into_inner();
+                super::forward::Upstream::Tunnel(hop_net::tunnel::Prefixed::new(s, pending))
+            }
+            Err(e) => return refuse(&mut client, session_id, e).await,
+        }
+    };
+    if !accept(&mut client, session_id).await {
+        return;
+    }
+    // The proxy speaks SSH with the client itself: the connection stays on tokio.
+    client.get_mut().get_mut().0.unbound();
+    let sockets = dup_stream(client.get_ref()).into_iter().collect();
+    let _watch = LiveWatch::start(
+        auth.clone(),
+        live(
+            &t.at,
+            &t.cert,
+            &t.dial,
+            t.remote,
+            t.disconnect_expired_cert,
+            sockets,
+        ),
+    );
+    let (c, c_pending) = client.into_inner();
+    let fwd = super::forward::Forward {
+        auth,
+        identity: t.cert.identity,
+        identity_expires: t.cert.expires,
+        login: t.at.login,
+        node: t.at.node,
+        remote: t.remote,
+        recordings,
+        require_recording: t.require_recording,
+    };
+    super::forward::serve(fwd, upstream, hop_net::tunnel::Prefixed::new(c, c_pending)).await;
+    drop(upstream_hold);
 }
 
 /// The proxy's own check, before any byte reaches the node: admission, then the node's labels
