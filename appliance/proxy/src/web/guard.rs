@@ -134,6 +134,39 @@ impl WebRoom {
         remote: SocketAddr,
         renew: Renew,
     ) -> Result<WebCaller, WebRefusal> {
+        let session = self.session_of(method, headers, authority, remote)?;
+        match crate::admission::admit(&self.auth, &session.cert, None, Route::Web, remote) {
+            Ok(admitted) => {
+                if renew == Renew::Yes {
+                    self.sessions.renew(&session.key, self.auth.now());
+                }
+                Ok(WebCaller {
+                    session,
+                    admitted,
+                    remote,
+                })
+            }
+            Err(refusal) => {
+                if ends_session(&refusal) {
+                    self.sessions
+                        .end(&session.key, Some(refusal.clone()), self.auth.now());
+                }
+                Err(WebRefusal::ended(&refusal))
+            }
+        }
+    }
+
+    /// The live session a request names, its CSRF token and origin checked when it changes
+    /// state, without asking admission: all that ending the session (logout) needs, which must
+    /// work while admission cannot answer (a session that outlives its logout is worse than one
+    /// ended early). Refusals are audited as in [`Self::guard`].
+    pub fn session_of(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        authority: Option<&str>,
+        remote: SocketAddr,
+    ) -> Result<Found, WebRefusal> {
         let now = self.auth.now();
         let token = session_token(headers).ok_or_else(WebRefusal::no_session)?;
         let session = match self.sessions.lookup(token, now) {
@@ -160,24 +193,7 @@ impl WebRoom {
                 return Err(WebRefusal::cross_site(&refusal));
             }
         }
-        match crate::admission::admit(&self.auth, &session.cert, None, Route::Web, remote) {
-            Ok(admitted) => {
-                if renew == Renew::Yes {
-                    self.sessions.renew(&session.key, now);
-                }
-                Ok(WebCaller {
-                    session,
-                    admitted,
-                    remote,
-                })
-            }
-            Err(refusal) => {
-                if ends_session(&refusal) {
-                    self.sessions.end(&session.key, Some(refusal.clone()), now);
-                }
-                Err(WebRefusal::ended(&refusal))
-            }
-        }
+        Ok(session)
     }
 }
 

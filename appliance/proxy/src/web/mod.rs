@@ -21,6 +21,9 @@ pub mod assets;
 pub mod guard;
 pub mod sessions;
 
+#[cfg(test)]
+mod room_tests;
+
 use std::sync::Arc;
 use std::time::Duration;
 
