@@ -250,3 +250,55 @@ async fn logout_still_needs_the_csrf_token_and_this_origin() {
     }
     assert_eq!(f.room.sessions.live(), 1);
 }
+
+/// `GET /web/api/session` with the session's cookie and `extra` headers: the status.
+async fn read_session(f: &Fixture, s: &NewSession, extra: &[(&'static str, &'static str)]) -> u16 {
+    let mut h = HeaderMap::new();
+    h.insert(header::HOST, HeaderValue::from_static("proxy:3080"));
+    let cookie = format!("{COOKIE}={}", s.token);
+    h.insert(header::COOKIE, HeaderValue::from_str(&cookie).unwrap());
+    for (k, v) in extra {
+        h.insert(*k, HeaderValue::from_static(v));
+    }
+    let answer = super::api::session(
+        State(f.room.clone()),
+        Method::GET,
+        Uri::from_static("/web/api/session"),
+        h,
+        None,
+    )
+    .await;
+    match answer {
+        Ok(r) => r.status().as_u16(),
+        Err(e) => e.status.as_u16(),
+    }
+}
+
+#[tokio::test]
+async fn another_site_cannot_even_read_through_the_session() {
+    let f = fixture();
+    let s = f.session("alice");
+    // A sibling host (`SameSite=Strict` sends it the cookie: same site), any other site, a
+    // WebSocket handshake from another origin: refused before the handler, whatever the method.
+    for foreign in [
+        &[("sec-fetch-site", "same-site")][..],
+        &[("sec-fetch-site", "cross-site")],
+        &[("origin", "https://evil.proxy:3080")],
+        &[("origin", "null")],
+    ] {
+        assert_eq!(read_session(&f, &s, foreign).await, 403, "{foreign:?}");
+    }
+    // The page itself, an address typed in the bar, and a script without fetch metadata pass
+    // the origin check (admission then refuses the test's user, who does not exist).
+    for own in [
+        &[][..],
+        &[("sec-fetch-site", "same-origin")],
+        &[("sec-fetch-site", "none")],
+        &[
+            ("origin", "https://proxy:3080"),
+            ("sec-fetch-site", "same-origin"),
+        ],
+    ] {
+        assert_ne!(read_session(&f, &s, own).await, 403, "{own:?}");
+    }
+}
