@@ -1,4 +1,6 @@
-//! Per-source-IP token buckets for login attempts.
+//! Per-source-IP token buckets for login attempts. An IPv6 source counts by its /64 (the
+//! prefix one host or one customer line is given: one machine can take any address of it, so
+//! per address it would have 2^64 buckets), an IPv4-mapped IPv6 address as its IPv4 address.
 //!
 //! This module owns the bookkeeping only: callers pass `now`, so tests run on simulated time.
 //! The table is bounded: when it is full, buckets that have refilled completely are dropped first.
@@ -35,6 +37,7 @@ impl LoginRateLimiter {
 
     /// Takes one token for `ip`; on refusal, says how long until the next one.
     pub fn check(&mut self, ip: IpAddr, now: SystemTime) -> Result<(), Duration> {
+        let ip = source(ip);
         if self.buckets.len() >= MAX_TRACKED && !self.buckets.contains_key(&ip) {
             self.evict_full(now);
         }
@@ -73,6 +76,18 @@ impl LoginRateLimiter {
     }
 }
 
+/// The bucket an address counts in: an IPv6 address's /64, an IPv4 address (mapped or not)
+/// itself.
+fn source(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,5 +109,25 @@ mod tests {
         );
         assert!(l.check(other, t0).is_ok(), "buckets are per IP");
         assert!(l.check(ip, t0 + Duration::from_secs(21)).is_ok());
+    }
+
+    #[test]
+    fn an_ipv6_host_counts_by_its_slash_64_and_a_mapped_ipv4_as_itself() {
+        let mut l = LoginRateLimiter::new(2);
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        // One machine rotating through the addresses of its /64 gets one bucket.
+        for ip in ["2001:db8:1:2::1", "2001:db8:1:2::2"] {
+            l.check(ip.parse().unwrap(), t0).unwrap();
+        }
+        let rotated: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:fffe".parse().unwrap();
+        assert!(
+            l.check(rotated, t0).is_err(),
+            "a new address of the same /64"
+        );
+        assert!(l.check("2001:db8:1:3::1".parse().unwrap(), t0).is_ok());
+        // The same IPv4 client, seen plain or mapped on a dual-stack socket.
+        l.check("192.0.2.9".parse().unwrap(), t0).unwrap();
+        l.check("::ffff:192.0.2.9".parse().unwrap(), t0).unwrap();
+        assert!(l.check("192.0.2.9".parse().unwrap(), t0).is_err());
     }
 }
