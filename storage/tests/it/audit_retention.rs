@@ -199,8 +199,11 @@ fn exports_are_json_lines_whose_chain_can_be_rechecked_outside_hop() {
     assert_eq!(seqs, (31..=40).collect::<Vec<_>>());
 }
 
-/// The index's blocks as stored: (dimension, value, second, key seq) and the block's length.
-fn stored_blocks(dir: &std::path::Path) -> Vec<((u8, Vec<u8>, u64, u64), usize)> {
+/// A block's key as stored: (dimension, value, second, key seq).
+type StoredKey = (u8, Vec<u8>, u64, u64);
+
+/// The index's blocks as stored: their keys and lengths.
+fn stored_blocks(dir: &std::path::Path) -> Vec<(StoredKey, usize)> {
     use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
     const BLOCKS: TableDefinition<(u8, &[u8], u64, u64), &[u8]> =
         TableDefinition::new("audit_blocks");
