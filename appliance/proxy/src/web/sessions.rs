@@ -13,7 +13,8 @@
 //! as with `hop login`), and ends earlier when it goes unused for the idle timeout (each admitted
 //! request renews that), at logout, and when admission refuses its identity (a lock, a deletion,
 //! a role taken away, a voided certificate). A session ended by a refusal leaves a tombstone
-//! until its certificate would have expired, so its cookie is answered with the reason.
+//! until its certificate would have expired, so its cookie is answered with the reason. A user
+//! has at most [`MAX_PER_USER`] live sessions: a login beyond them ends the least recently used.
 //!
 //! This module keeps the table and its clockwork; it never decides access itself (it asks
 //! admission through Auth in [`WebSessions::sweep`]) and never reads a clock (callers pass
@@ -45,6 +46,11 @@ pub struct SessionCredentials {
     pub tls: hop_ca::X509KeyPair,
     pub tls_certificate_pem: String,
 }
+
+/// The most live web sessions one user has: a login beyond it ends that user's least recently
+/// used session, so that logging in in a loop cannot grow the table (each session holds key
+/// pairs and certificates) without bound.
+pub const MAX_PER_USER: usize = 32;
 
 /// How long, at least, an ended session's cookie is answered with the reason it ended.
 pub const TOMBSTONE: Duration = Duration::from_secs(10 * 60);
@@ -144,8 +150,10 @@ impl WebSessions {
             csrf,
         };
         let idle_until = now + self.idle_timeout;
-        self.table()
-            .insert(found.key, Entry::Live { found, idle_until });
+        let mut table = self.table();
+        make_room(&mut table, &found.cert.identity.username);
+        table.insert(found.key, Entry::Live { found, idle_until });
+        drop(table);
         NewSession {
             token: hex::encode(token),
             csrf: hex::encode(csrf),
@@ -277,6 +285,34 @@ impl WebSessions {
     }
 }
 
+/// Forgets `user`'s least recently used live sessions until a new one fits under
+/// [`MAX_PER_USER`].
+fn make_room(table: &mut HashMap<Key, Entry>, user: &str) {
+    loop {
+        let mut count = 0;
+        let mut oldest: Option<(SystemTime, Key)> = None;
+        for (key, entry) in table.iter() {
+            let Entry::Live { found, idle_until } = entry else {
+                continue;
+            };
+            if found.cert.identity.username != user {
+                continue;
+            }
+            count += 1;
+            if oldest.is_none_or(|(t, _)| *idle_until < t) {
+                oldest = Some((*idle_until, *key));
+            }
+        }
+        match oldest {
+            Some((_, key)) if count >= MAX_PER_USER => {
+                tracing::info!(%user, "a web login beyond {MAX_PER_USER} sessions ends the least recently used");
+                table.remove(&key);
+            }
+            _ => return,
+        }
+    }
+}
+
 /// Whether a refusal ends the session: every refusal of the identity does; a snapshot Auth
 /// cannot build or that is too old refuses requests but leaves the session for when it is back.
 pub fn ends_session(refusal: &Refusal) -> bool {
@@ -403,6 +439,31 @@ mod tests {
         }
         assert!(matches!(s.lookup(&b.token, at(1599)), Lookup::Ended { .. }));
         assert!(matches!(s.lookup(&b.token, at(1600)), Lookup::Unknown));
+    }
+
+    #[test]
+    fn a_user_has_at_most_max_per_user_sessions_and_the_least_recently_used_goes() {
+        let s = WebSessions::new(Duration::from_secs(60));
+        let key = |t: &str| -> Key { Sha256::digest(hex::decode(t).unwrap()).into() };
+        let first = s.create(cert(3600), credentials(), at(1000));
+        let rest: Vec<NewSession> = (1..MAX_PER_USER as u64)
+            .map(|i| s.create(cert(3600), credentials(), at(1000 + i)))
+            .collect();
+        // The first is the most recently used now; the second the least.
+        s.renew(&key(&first.token), at(1040));
+        assert_eq!(s.live(), MAX_PER_USER);
+        let mut bob_cert = cert(3600);
+        bob_cert.identity.username = "bob".into();
+        let bob = s.create(bob_cert, credentials(), at(1041));
+        let newest = s.create(cert(3600), credentials(), at(1042));
+        assert_eq!(s.live(), MAX_PER_USER + 1);
+        assert!(matches!(
+            s.lookup(&rest[0].token, at(1043)),
+            Lookup::Unknown
+        ));
+        for live in [&first, &rest[1], &newest, &bob] {
+            assert!(matches!(s.lookup(&live.token, at(1043)), Lookup::Live(_)));
+        }
     }
 
     #[test]
