@@ -302,3 +302,119 @@ async fn another_site_cannot_even_read_through_the_session() {
         assert_ne!(read_session(&f, &s, own).await, 403, "{own:?}");
     }
 }
+
+/// Sends `req` through the web room's router.
+async fn send(f: &Fixture, req: axum::http::Request<axum::body::Body>) -> axum::response::Response {
+    use tower::Service;
+    let mut router = f.room.router();
+    router.call(req).await.unwrap()
+}
+
+fn request(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &[u8])],
+    body: Vec<u8>,
+) -> axum::http::Request<axum::body::Body> {
+    let mut b = axum::http::Request::builder().method(method).uri(path);
+    for (k, v) in headers {
+        b = b.header(*k, HeaderValue::from_bytes(v).unwrap());
+    }
+    b.body(axum::body::Body::from(body)).unwrap()
+}
+
+#[tokio::test]
+async fn malformed_requests_get_a_clear_4xx_with_the_security_headers() {
+    let f = fixture();
+    let json: &[(&str, &[u8])] = &[
+        ("content-type", b"application/json"),
+        ("host", b"proxy:3080"),
+        ("origin", b"https://proxy:3080"),
+    ];
+    let login = |body: &[u8]| request("POST", "/web/api/login", json, body.to_vec());
+    let huge = format!(
+        "{{\"user\":\"{}\",\"password\":\"p\",\"otp\":\"1\"}}",
+        "a".repeat(3 << 20)
+    );
+    let cases = [
+        (
+            "no content type",
+            request("POST", "/web/api/login", &[], b"{}".to_vec()),
+        ),
+        ("not JSON", login(b"{")),
+        (
+            "a number for a name",
+            login(br#"{"user":1,"password":"p","otp":"1"}"#),
+        ),
+        (
+            "an unknown field",
+            login(br#"{"user":"a","password":"p","otp":"1","admin":true}"#),
+        ),
+        ("a body of 3 MiB", login(huge.as_bytes())),
+        (
+            "a wrong method",
+            request("PUT", "/web/api/login", json, b"{}".to_vec()),
+        ),
+        (
+            "another origin",
+            request(
+                "POST",
+                "/web/api/login",
+                &[
+                    ("content-type", b"application/json"),
+                    ("host", b"proxy:3080"),
+                    ("origin", b"https://evil"),
+                ],
+                br#"{"user":"a","password":"p","otp":"1"}"#.to_vec(),
+            ),
+        ),
+        (
+            "unknown user",
+            login(br#"{"user":"nobody","password":"p","otp":"123456"}"#),
+        ),
+        (
+            "bad escape in an asset",
+            request("GET", "/web/assets/%ff%fe", &[], Vec::new()),
+        ),
+        (
+            "traversal",
+            request("GET", "/web/assets/..%2F..%2Fetc%2Fpasswd", &[], Vec::new()),
+        ),
+        (
+            "asset name of the page",
+            request("GET", "/web/assets/index.html", &[], Vec::new()),
+        ),
+        (
+            "a cookie of raw bytes",
+            request(
+                "GET",
+                "/web/api/session",
+                &[("cookie", b"__Host-hop_session=\xff\xfe")],
+                Vec::new(),
+            ),
+        ),
+        (
+            "a made-up token",
+            request(
+                "GET",
+                "/web/api/resources",
+                &[("cookie", format!("{COOKIE}={}", "ab".repeat(32)).as_bytes())],
+                Vec::new(),
+            ),
+        ),
+        (
+            "logout without a session",
+            request("POST", "/web/api/logout", json, b"{}".to_vec()),
+        ),
+    ];
+    for (what, req) in cases {
+        let r = send(&f, req).await;
+        assert!(r.status().is_client_error(), "{what}: {}", r.status());
+        let h = r.headers();
+        assert!(
+            h.contains_key(header::CONTENT_SECURITY_POLICY),
+            "{what}: {h:?}"
+        );
+        assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{what}");
+    }
+}
