@@ -3,7 +3,8 @@
 //! per address it would have 2^64 buckets), an IPv4-mapped IPv6 address as its IPv4 address.
 //!
 //! This module owns the bookkeeping only: callers pass `now`, so tests run on simulated time.
-//! The table is bounded: when it is full, buckets that have refilled completely are dropped first.
+//! The table is bounded: when it is full, buckets that have refilled completely are dropped
+//! first, then the tenth with the most tokens (the most throttled stay).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -71,7 +72,34 @@ impl LoginRateLimiter {
             b.tokens + elapsed * rate < burst
         });
         if self.buckets.len() >= MAX_TRACKED {
-            self.buckets.clear();
+            self.evict_fullest(now);
+        }
+    }
+
+    /// Drops the tenth of the buckets with the most tokens: the sources least throttled lose
+    /// the least. (Clearing the table would hand a flood of new sources a way to reset the
+    /// throttle of every source, its own included.)
+    fn evict_fullest(&mut self, now: SystemTime) {
+        let rate = self.per_second;
+        let mut tokens: Vec<(f64, IpAddr)> = self
+            .buckets
+            .iter()
+            .map(|(ip, b)| {
+                let elapsed = now
+                    .duration_since(b.updated)
+                    .unwrap_or_default()
+                    .as_secs_f64();
+                (b.tokens + elapsed * rate, *ip)
+            })
+            .collect();
+        let keep = MAX_TRACKED - MAX_TRACKED / 10;
+        if tokens.len() <= keep {
+            return;
+        }
+        // Fewest tokens first; the ones from `keep` on go.
+        tokens.select_nth_unstable_by(keep, |a, b| a.0.total_cmp(&b.0));
+        for (_, ip) in &tokens[keep..] {
+            self.buckets.remove(ip);
         }
     }
 }
@@ -129,5 +157,25 @@ mod tests {
         l.check("192.0.2.9".parse().unwrap(), t0).unwrap();
         l.check("::ffff:192.0.2.9".parse().unwrap(), t0).unwrap();
         assert!(l.check("192.0.2.9".parse().unwrap(), t0).is_err());
+    }
+
+    #[test]
+    fn a_flood_of_new_sources_does_not_reset_a_throttled_one() {
+        let mut l = LoginRateLimiter::new(2);
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let attacker: IpAddr = "198.51.100.7".parse().unwrap();
+        l.check(attacker, t0).unwrap();
+        l.check(attacker, t0).unwrap();
+        assert!(l.check(attacker, t0).is_err());
+        // As many other sources, one attempt each, as the table tracks, and one more.
+        for i in 0..=MAX_TRACKED as u32 {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            l.check(ip, t0).unwrap();
+        }
+        assert!(l.buckets.len() <= MAX_TRACKED);
+        assert!(
+            l.check(attacker, t0).is_err(),
+            "the throttled source is still throttled"
+        );
     }
 }
