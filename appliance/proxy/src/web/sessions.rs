@@ -149,7 +149,7 @@ impl WebSessions {
             credentials: Arc::new(credentials),
             csrf,
         };
-        let idle_until = now + self.idle_timeout;
+        let idle_until = self.idle_deadline(now, found.cert.expires);
         let mut table = self.table();
         make_room(&mut table, &found.cert.identity.username);
         table.insert(found.key, Entry::Live { found, idle_until });
@@ -209,9 +209,16 @@ impl WebSessions {
 
     /// An admitted request at `now`: the idle deadline moves on (never past the certificate).
     pub fn renew(&self, key: &Key, now: SystemTime) {
-        if let Some(Entry::Live { idle_until, .. }) = self.table().get_mut(key) {
-            *idle_until = now + self.idle_timeout;
+        if let Some(Entry::Live { idle_until, found }) = self.table().get_mut(key) {
+            *idle_until = self.idle_deadline(now, found.cert.expires);
         }
+    }
+
+    /// When a session used at `now` goes idle: after the idle timeout, and never after
+    /// `expires` (a timeout too long for the clock to add ends there).
+    fn idle_deadline(&self, now: SystemTime, expires: SystemTime) -> SystemTime {
+        now.checked_add(self.idle_timeout)
+            .map_or(expires, |t| t.min(expires))
     }
 
     /// Ends a session at `now`: at logout (`None`: forgotten at once), or on a refusal (kept as
@@ -464,6 +471,20 @@ mod tests {
         for live in [&first, &rest[1], &newest, &bob] {
             assert!(matches!(s.lookup(&live.token, at(1043)), Lookup::Live(_)));
         }
+    }
+
+    #[test]
+    fn an_idle_timeout_too_long_for_the_clock_ends_with_the_certificate() {
+        let s = WebSessions::new(Duration::MAX);
+        let new = s.create(cert(100), credentials(), at(1000));
+        let Lookup::Live(found) = s.lookup(&new.token, at(1050)) else {
+            panic!("not live")
+        };
+        s.renew(&found.key, at(1050));
+        assert!(matches!(
+            s.lookup(&new.token, at(1100)),
+            Lookup::Ended { .. }
+        ));
     }
 
     #[test]
