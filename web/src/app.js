@@ -1,6 +1,7 @@
 // The web UI's entry: which page the address names, the header with the user and logout, and
 // the watch that sends the user back to the login page once the web session ends.
-import { currentSession, logout, onSessionEnded } from '/web/assets/api.js';
+import { ApiError, currentSession, logout, onSessionEnded } from '/web/assets/api.js';
+import { el, show } from '/web/assets/dom.js';
 import { loginPage } from '/web/assets/login.js';
 import { resourcesPage } from '/web/assets/resources.js';
 
@@ -63,7 +64,17 @@ async function route() {
 
 onSessionEnded((message) => loggedOut(`Your web session ended: ${message}`));
 document.getElementById('logout').addEventListener('click', async () => {
-  await logout().catch(() => {});
+  try {
+    await logout();
+  } catch (e) {
+    // 401: the session had ended already. Anything else: the proxy did not end it, so the page
+    // must not say it did (on a shared computer the next user would be logged in).
+    if (!(e instanceof ApiError && e.status === 401)) {
+      show(view, el('p', { id: 'logout-error', class: 'error', role: 'alert' },
+        `Logging out failed (${e.message}): your web session is still open. Try again.`));
+      return;
+    }
+  }
   loggedOut('You logged out.');
 });
 window.addEventListener('popstate', route);

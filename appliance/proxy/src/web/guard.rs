@@ -1,6 +1,6 @@
 //! The check every web API request passes before its handler runs: a live web session (its
 //! cookie), for a state-changing request the session's CSRF token (constant-time) and this
-//! origin, then admission on the `web` route like every other call (identity exists, not
+//! origin, for any other no sign of another site or origin, then admission on the `web` route like every other call (identity exists, not
 //! locked, certificate valid, roles still its own). A refusal of the identity ends the session;
 //! every refusal is audited (`access.refused`, route `web`) and answered as JSON with the reason
 //! and its code.
@@ -119,6 +119,25 @@ pub fn cross_origin(headers: &HeaderMap, authority: Option<&str>) -> Option<&'st
     None
 }
 
+/// Why a request that changes nothing still does not come from this origin, if it does not: a
+/// sibling host is the same *site*, so `SameSite=Strict` sends it the cookie, and its page may
+/// not use the session either (keep it from idling out, or open a WebSocket, whose handshake is
+/// a `GET`). Refused: a `Sec-Fetch-Site` other than `same-origin` or `none` (an address typed
+/// in the bar), and an `Origin` (every WebSocket handshake has one) that is not this origin.
+/// Clients that send neither (scripts, older browsers) pass: the cookie is theirs.
+pub fn foreign_reader(headers: &HeaderMap, authority: Option<&str>) -> Option<&'static str> {
+    let site = headers
+        .get("sec-fetch-site")
+        .map(|s| s.to_str().unwrap_or(""));
+    if site.is_some_and(|s| s != "same-origin" && s != "none") {
+        return Some("the request comes from another site");
+    }
+    if headers.contains_key(header::ORIGIN) {
+        return cross_origin(headers, authority);
+    }
+    None
+}
+
 fn changes_state(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
@@ -134,6 +153,39 @@ impl WebRoom {
         remote: SocketAddr,
         renew: Renew,
     ) -> Result<WebCaller, WebRefusal> {
+        let session = self.session_of(method, headers, authority, remote)?;
+        match crate::admission::admit(&self.auth, &session.cert, None, Route::Web, remote) {
+            Ok(admitted) => {
+                if renew == Renew::Yes {
+                    self.sessions.renew(&session.key, self.auth.now());
+                }
+                Ok(WebCaller {
+                    session,
+                    admitted,
+                    remote,
+                })
+            }
+            Err(refusal) => {
+                if ends_session(&refusal) {
+                    self.sessions
+                        .end(&session.key, Some(refusal.clone()), self.auth.now());
+                }
+                Err(WebRefusal::ended(&refusal))
+            }
+        }
+    }
+
+    /// The live session a request names, its CSRF token and origin checked when it changes
+    /// state, without asking admission: all that ending the session (logout) needs, which must
+    /// work while admission cannot answer (a session that outlives its logout is worse than one
+    /// ended early). Refusals are audited as in [`Self::guard`].
+    pub fn session_of(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        authority: Option<&str>,
+        remote: SocketAddr,
+    ) -> Result<Found, WebRefusal> {
         let now = self.auth.now();
         let token = session_token(headers).ok_or_else(WebRefusal::no_session)?;
         let session = match self.sessions.lookup(token, now) {
@@ -145,39 +197,24 @@ impl WebRoom {
             }
             Lookup::Unknown => return Err(WebRefusal::no_session()),
         };
-        let user = session.cert.identity.username.clone();
-        if changes_state(method) {
+        let reason = if changes_state(method) {
             let csrf = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
-            let reason = match csrf {
+            match csrf {
                 None => Some("the request carries no CSRF token"),
                 Some(t) if !session.csrf_matches(t) => Some("the request's CSRF token is wrong"),
                 Some(_) => cross_origin(headers, authority),
-            };
-            if let Some(reason) = reason {
-                let refusal = Refusal::CrossSite { reason };
-                self.auth
-                    .audit_refusal(Route::Web, &user, &refusal, Some(remote));
-                return Err(WebRefusal::cross_site(&refusal));
             }
+        } else {
+            foreign_reader(headers, authority)
+        };
+        if let Some(reason) = reason {
+            let refusal = Refusal::CrossSite { reason };
+            let user = &session.cert.identity.username;
+            self.auth
+                .audit_refusal(Route::Web, user, &refusal, Some(remote));
+            return Err(WebRefusal::cross_site(&refusal));
         }
-        match crate::admission::admit(&self.auth, &session.cert, None, Route::Web, remote) {
-            Ok(admitted) => {
-                if renew == Renew::Yes {
-                    self.sessions.renew(&session.key, now);
-                }
-                Ok(WebCaller {
-                    session,
-                    admitted,
-                    remote,
-                })
-            }
-            Err(refusal) => {
-                if ends_session(&refusal) {
-                    self.sessions.end(&session.key, Some(refusal.clone()), now);
-                }
-                Err(WebRefusal::ended(&refusal))
-            }
-        }
+        Ok(session)
     }
 }
 

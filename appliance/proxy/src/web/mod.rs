@@ -21,6 +21,9 @@ pub mod assets;
 pub mod guard;
 pub mod sessions;
 
+#[cfg(test)]
+mod room_tests;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +40,36 @@ pub struct WebRoom {
     pub(crate) auth: Arc<AuthServer>,
     pub(crate) inventory: Arc<dyn Inventory>,
     pub(crate) sessions: WebSessions,
+}
+
+/// The most bytes a web API request's body may have (a login form is well under 1 KiB).
+pub const MAX_API_BODY: usize = 64 * 1024;
+
+/// Reads a web API request's whole body (at most [`MAX_API_BODY`], else 413) before its
+/// handler runs. A handler that answers without reading the body (a refusal, a logout) would
+/// otherwise end an HTTP/2 stream the client is still sending on, and the client would see a
+/// stream error instead of the answer.
+async fn whole_body(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (parts, body) = req.into_parts();
+    match axum::body::to_bytes(body, MAX_API_BODY).await {
+        Ok(bytes) => {
+            let req = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+            next.run(req).await
+        }
+        Err(_) => (
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            [(axum::http::header::CACHE_CONTROL, "no-store")],
+            axum::Json(serde_json::json!({
+                "error": format!("the request body is over {MAX_API_BODY} bytes, or was cut off"),
+                "code": "bad_request",
+            })),
+        )
+            .into_response(),
+    }
 }
 
 impl WebRoom {
@@ -62,7 +95,8 @@ impl WebRoom {
             .route("/web/api/logout", post(api::logout))
             .route("/web/api/session", get(api::session))
             .route("/web/api/resources", get(api::resources))
-            .with_state(self.clone());
+            .with_state(self.clone())
+            .layer(axum::middleware::from_fn(whole_body));
         let mut pages = Router::new()
             .route("/", get(assets::to_web))
             .route("/web/assets/{name}", get(assets::asset));

@@ -13,7 +13,8 @@
 //! as with `hop login`), and ends earlier when it goes unused for the idle timeout (each admitted
 //! request renews that), at logout, and when admission refuses its identity (a lock, a deletion,
 //! a role taken away, a voided certificate). A session ended by a refusal leaves a tombstone
-//! until its certificate would have expired, so its cookie is answered with the reason.
+//! until its certificate would have expired, so its cookie is answered with the reason. A user
+//! has at most [`MAX_PER_USER`] live sessions: a login beyond them ends the least recently used.
 //!
 //! This module keeps the table and its clockwork; it never decides access itself (it asks
 //! admission through Auth in [`WebSessions::sweep`]) and never reads a clock (callers pass
@@ -45,6 +46,11 @@ pub struct SessionCredentials {
     pub tls: hop_ca::X509KeyPair,
     pub tls_certificate_pem: String,
 }
+
+/// The most live web sessions one user has: a login beyond it ends that user's least recently
+/// used session, so that logging in in a loop cannot grow the table (each session holds key
+/// pairs and certificates) without bound.
+pub const MAX_PER_USER: usize = 32;
 
 /// How long, at least, an ended session's cookie is answered with the reason it ended.
 pub const TOMBSTONE: Duration = Duration::from_secs(10 * 60);
@@ -143,9 +149,11 @@ impl WebSessions {
             credentials: Arc::new(credentials),
             csrf,
         };
-        let idle_until = now + self.idle_timeout;
-        self.table()
-            .insert(found.key, Entry::Live { found, idle_until });
+        let idle_until = self.idle_deadline(now, found.cert.expires);
+        let mut table = self.table();
+        make_room(&mut table, &found.cert.identity.username);
+        table.insert(found.key, Entry::Live { found, idle_until });
+        drop(table);
         NewSession {
             token: hex::encode(token),
             csrf: hex::encode(csrf),
@@ -201,9 +209,16 @@ impl WebSessions {
 
     /// An admitted request at `now`: the idle deadline moves on (never past the certificate).
     pub fn renew(&self, key: &Key, now: SystemTime) {
-        if let Some(Entry::Live { idle_until, .. }) = self.table().get_mut(key) {
-            *idle_until = now + self.idle_timeout;
+        if let Some(Entry::Live { idle_until, found }) = self.table().get_mut(key) {
+            *idle_until = self.idle_deadline(now, found.cert.expires);
         }
+    }
+
+    /// When a session used at `now` goes idle: after the idle timeout, and never after
+    /// `expires` (a timeout too long for the clock to add ends there).
+    fn idle_deadline(&self, now: SystemTime, expires: SystemTime) -> SystemTime {
+        now.checked_add(self.idle_timeout)
+            .map_or(expires, |t| t.min(expires))
     }
 
     /// Ends a session at `now`: at logout (`None`: forgotten at once), or on a refusal (kept as
@@ -273,6 +288,34 @@ impl WebSessions {
                     .failed(EventKind::SessionTerminated, refusal.to_string()),
             );
             self.end(&found.key, Some(refusal), now);
+        }
+    }
+}
+
+/// Forgets `user`'s least recently used live sessions until a new one fits under
+/// [`MAX_PER_USER`].
+fn make_room(table: &mut HashMap<Key, Entry>, user: &str) {
+    loop {
+        let mut count = 0;
+        let mut oldest: Option<(SystemTime, Key)> = None;
+        for (key, entry) in table.iter() {
+            let Entry::Live { found, idle_until } = entry else {
+                continue;
+            };
+            if found.cert.identity.username != user {
+                continue;
+            }
+            count += 1;
+            if oldest.is_none_or(|(t, _)| *idle_until < t) {
+                oldest = Some((*idle_until, *key));
+            }
+        }
+        match oldest {
+            Some((_, key)) if count >= MAX_PER_USER => {
+                tracing::info!(%user, "a web login beyond {MAX_PER_USER} sessions ends the least recently used");
+                table.remove(&key);
+            }
+            _ => return,
         }
     }
 }
@@ -403,6 +446,45 @@ mod tests {
         }
         assert!(matches!(s.lookup(&b.token, at(1599)), Lookup::Ended { .. }));
         assert!(matches!(s.lookup(&b.token, at(1600)), Lookup::Unknown));
+    }
+
+    #[test]
+    fn a_user_has_at_most_max_per_user_sessions_and_the_least_recently_used_goes() {
+        let s = WebSessions::new(Duration::from_secs(60));
+        let key = |t: &str| -> Key { Sha256::digest(hex::decode(t).unwrap()).into() };
+        let first = s.create(cert(3600), credentials(), at(1000));
+        let rest: Vec<NewSession> = (1..MAX_PER_USER as u64)
+            .map(|i| s.create(cert(3600), credentials(), at(1000 + i)))
+            .collect();
+        // The first is the most recently used now; the second the least.
+        s.renew(&key(&first.token), at(1040));
+        assert_eq!(s.live(), MAX_PER_USER);
+        let mut bob_cert = cert(3600);
+        bob_cert.identity.username = "bob".into();
+        let bob = s.create(bob_cert, credentials(), at(1041));
+        let newest = s.create(cert(3600), credentials(), at(1042));
+        assert_eq!(s.live(), MAX_PER_USER + 1);
+        assert!(matches!(
+            s.lookup(&rest[0].token, at(1043)),
+            Lookup::Unknown
+        ));
+        for live in [&first, &rest[1], &newest, &bob] {
+            assert!(matches!(s.lookup(&live.token, at(1043)), Lookup::Live(_)));
+        }
+    }
+
+    #[test]
+    fn an_idle_timeout_too_long_for_the_clock_ends_with_the_certificate() {
+        let s = WebSessions::new(Duration::MAX);
+        let new = s.create(cert(100), credentials(), at(1000));
+        let Lookup::Live(found) = s.lookup(&new.token, at(1050)) else {
+            panic!("not live")
+        };
+        s.renew(&found.key, at(1050));
+        assert!(matches!(
+            s.lookup(&new.token, at(1100)),
+            Lookup::Ended { .. }
+        ));
     }
 
     #[test]

@@ -1,0 +1,420 @@
+//! The web room's handlers on a real Auth service over a backend that can be made to fail:
+//! what a session may still do while admission cannot answer.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use hop_auth::audit::{AuditEvent, AuditSink};
+use hop_auth::inventory::{AgentInfo, AppRoute, DbRoute, Inventory, NodeRoute};
+use hop_auth::{AuthServer, AuthSettings};
+use hop_storage::{
+    Backend, Clock, Item, ManualClock, MemoryBackend, PutOptions, ResourceStore, StorageError,
+    Watcher,
+};
+
+use super::WebRoom;
+use super::guard::CSRF_HEADER;
+use super::sessions::{COOKIE, NewSession, SessionCredentials};
+use crate::admission::UserCert;
+
+/// A memory backend whose revision reads fail while `down` is set: Auth cannot build an
+/// admission snapshot, so admission answers `Unavailable`.
+#[derive(Debug)]
+struct FlakyBackend {
+    inner: MemoryBackend,
+    down: AtomicBool,
+}
+
+impl FlakyBackend {
+    fn fault(&self) -> Result<(), StorageError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StorageError::Engine {
+                path: "backend".into(),
+                detail: "down for the test".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Backend for FlakyBackend {
+    fn get(&self, key: &str) -> Result<Option<Item>, StorageError> {
+        self.inner.get(key)
+    }
+    fn put(&self, key: &str, value: &[u8], opts: PutOptions) -> Result<u64, StorageError> {
+        self.inner.put(key, value, opts)
+    }
+    fn create(&self, key: &str, value: &[u8], opts: PutOptions) -> Result<u64, StorageError> {
+        self.inner.create(key, value, opts)
+    }
+    fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<u64>,
+        value: &[u8],
+        opts: PutOptions,
+    ) -> Result<u64, StorageError> {
+        self.inner.compare_and_swap(key, expected, value, opts)
+    }
+    fn delete(&self, key: &str) -> Result<bool, StorageError> {
+        self.inner.delete(key)
+    }
+    fn range(&self, start: &str, end: &str, limit: usize) -> Result<Vec<Item>, StorageError> {
+        self.inner.range(start, end, limit)
+    }
+    fn watch(&self) -> Watcher {
+        self.inner.watch()
+    }
+    fn purge_expired(&self) -> Result<usize, StorageError> {
+        self.inner.purge_expired()
+    }
+    fn current_revision(&self) -> Result<u64, StorageError> {
+        self.fault()?;
+        self.inner.current_revision()
+    }
+}
+
+#[derive(Debug)]
+struct NoAudit;
+
+impl AuditSink for NoAudit {
+    fn emit(&self, _event: AuditEvent) {}
+}
+
+#[derive(Debug)]
+struct NoAgents;
+
+impl Inventory for NoAgents {
+    fn proxy_id(&self) -> &str {
+        "proxy"
+    }
+    fn list(&self) -> Vec<AgentInfo> {
+        Vec::new()
+    }
+    fn apps(&self) -> Vec<AppRoute> {
+        Vec::new()
+    }
+    fn databases(&self) -> Vec<DbRoute> {
+        Vec::new()
+    }
+    fn nodes(&self) -> Vec<NodeRoute> {
+        Vec::new()
+    }
+}
+
+struct Fixture {
+    room: Arc<WebRoom>,
+    backend: Arc<FlakyBackend>,
+    clock: ManualClock,
+}
+
+fn fixture() -> Fixture {
+    let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+    let c: Arc<dyn Clock> = Arc::new(clock.clone());
+    let backend = Arc::new(FlakyBackend {
+        inner: MemoryBackend::new(c.clone()),
+        down: AtomicBool::new(false),
+    });
+    let settings = AuthSettings {
+        cluster_name: Some("unit.test".into()),
+        second_factor: "otp".into(),
+        max_failed_attempts: 5,
+        lockout: Duration::from_secs(1800),
+        attempts_per_ip_per_minute: 1000,
+        invite_ttl: Duration::from_secs(3600),
+        web_addr: "proxy:3080".into(),
+        session_recording: "node".into(),
+        proxy_public_names: Vec::new(),
+    };
+    let auth = AuthServer::open(
+        ResourceStore::new(backend.clone()),
+        c,
+        settings,
+        Arc::new(NoAudit),
+        Arc::new(hop_metrics::Metrics::default()),
+    )
+    .unwrap();
+    let room = WebRoom::new(
+        Arc::new(auth),
+        Arc::new(NoAgents),
+        Duration::from_secs(1800),
+    );
+    Fixture {
+        room,
+        backend,
+        clock,
+    }
+}
+
+fn credentials() -> SessionCredentials {
+    let mut rng = rand::rng();
+    SessionCredentials {
+        ssh: hop_ca::generate_ssh_keypair(&mut rng).unwrap(),
+        ssh_certificate: String::new(),
+        tls: hop_ca::generate_x509_keypair(&mut rng).unwrap(),
+        tls_certificate_pem: String::new(),
+    }
+}
+
+impl Fixture {
+    fn session(&self, user: &str) -> NewSession {
+        let now = self.clock.now();
+        let cert = UserCert {
+            identity: hop_ca::Identity {
+                username: user.into(),
+                ..Default::default()
+            },
+            issued_at: now,
+            expires: now + Duration::from_secs(3600),
+        };
+        self.room.sessions.create(cert, credentials(), now)
+    }
+}
+
+/// What the page sends with a state-changing request of session `s`.
+fn page_headers(s: &NewSession) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(header::HOST, HeaderValue::from_static("proxy:3080"));
+    h.insert(
+        header::ORIGIN,
+        HeaderValue::from_static("https://proxy:3080"),
+    );
+    h.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
+    let cookie = format!("{COOKIE}={}", s.token);
+    h.insert(header::COOKIE, HeaderValue::from_str(&cookie).unwrap());
+    h.insert(CSRF_HEADER, HeaderValue::from_str(&s.csrf).unwrap());
+    h
+}
+
+fn remote() -> SocketAddr {
+    "192.0.2.9:4000".parse().unwrap()
+}
+
+async fn logout(f: &Fixture, headers: HeaderMap) -> Result<StatusCode, StatusCode> {
+    super::api::logout(
+        State(f.room.clone()),
+        Method::POST,
+        Uri::from_static("/web/api/logout"),
+        headers,
+        None,
+    )
+    .await
+    .map(|r| r.status())
+    .map_err(|e| e.status)
+}
+
+#[tokio::test]
+async fn logout_ends_the_session_while_admission_cannot_answer() {
+    let f = fixture();
+    let s = f.session("alice");
+    f.backend.down.store(true, Ordering::SeqCst);
+    // Admission is down: requests that need it are refused, and the session stays for later.
+    let refused = f.room.guard(
+        &Method::GET,
+        &page_headers(&s),
+        None,
+        remote(),
+        super::guard::Renew::No,
+    );
+    assert_eq!(
+        refused.err().map(|e| e.status),
+        Some(StatusCode::SERVICE_UNAVAILABLE)
+    );
+    assert_eq!(f.room.sessions.live(), 1);
+    // Logging out still ends it: its cookie must not work once Auth is back.
+    assert_eq!(logout(&f, page_headers(&s)).await, Ok(StatusCode::OK));
+    assert_eq!(f.room.sessions.live(), 0);
+    f.backend.down.store(false, Ordering::SeqCst);
+    let after = f.room.sessions.lookup(&s.token, f.clock.now());
+    assert!(matches!(after, super::sessions::Lookup::Unknown));
+}
+
+#[tokio::test]
+async fn logout_still_needs_the_csrf_token_and_this_origin() {
+    let f = fixture();
+    let s = f.session("alice");
+    f.backend.down.store(true, Ordering::SeqCst);
+    let mut no_csrf = page_headers(&s);
+    no_csrf.remove(CSRF_HEADER);
+    let mut other_origin = page_headers(&s);
+    other_origin.insert(
+        header::ORIGIN,
+        HeaderValue::from_static("https://evil:3080"),
+    );
+    for h in [no_csrf, other_origin] {
+        assert_eq!(logout(&f, h).await, Err(StatusCode::FORBIDDEN));
+    }
+    assert_eq!(f.room.sessions.live(), 1);
+}
+
+/// `GET /web/api/session` with the session's cookie and `extra` headers: the status.
+async fn read_session(f: &Fixture, s: &NewSession, extra: &[(&'static str, &'static str)]) -> u16 {
+    let mut h = HeaderMap::new();
+    h.insert(header::HOST, HeaderValue::from_static("proxy:3080"));
+    let cookie = format!("{COOKIE}={}", s.token);
+    h.insert(header::COOKIE, HeaderValue::from_str(&cookie).unwrap());
+    for (k, v) in extra {
+        h.insert(*k, HeaderValue::from_static(v));
+    }
+    let answer = super::api::session(
+        State(f.room.clone()),
+        Method::GET,
+        Uri::from_static("/web/api/session"),
+        h,
+        None,
+    )
+    .await;
+    match answer {
+        Ok(r) => r.status().as_u16(),
+        Err(e) => e.status.as_u16(),
+    }
+}
+
+#[tokio::test]
+async fn another_site_cannot_even_read_through_the_session() {
+    let f = fixture();
+    let s = f.session("alice");
+    // A sibling host (`SameSite=Strict` sends it the cookie: same site), any other site, a
+    // WebSocket handshake from another origin: refused before the handler, whatever the method.
+    for foreign in [
+        &[("sec-fetch-site", "same-site")][..],
+        &[("sec-fetch-site", "cross-site")],
+        &[("origin", "https://evil.proxy:3080")],
+        &[("origin", "null")],
+    ] {
+        assert_eq!(read_session(&f, &s, foreign).await, 403, "{foreign:?}");
+    }
+    // The page itself, an address typed in the bar, and a script without fetch metadata pass
+    // the origin check (admission then refuses the test's user, who does not exist).
+    for own in [
+        &[][..],
+        &[("sec-fetch-site", "same-origin")],
+        &[("sec-fetch-site", "none")],
+        &[
+            ("origin", "https://proxy:3080"),
+            ("sec-fetch-site", "same-origin"),
+        ],
+    ] {
+        assert_ne!(read_session(&f, &s, own).await, 403, "{own:?}");
+    }
+}
+
+/// Sends `req` through the web room's router.
+async fn send(f: &Fixture, req: axum::http::Request<axum::body::Body>) -> axum::response::Response {
+    use tower::Service;
+    let mut router = f.room.router();
+    router.call(req).await.unwrap()
+}
+
+fn request(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &[u8])],
+    body: Vec<u8>,
+) -> axum::http::Request<axum::body::Body> {
+    let mut b = axum::http::Request::builder().method(method).uri(path);
+    for (k, v) in headers {
+        b = b.header(*k, HeaderValue::from_bytes(v).unwrap());
+    }
+    b.body(axum::body::Body::from(body)).unwrap()
+}
+
+#[tokio::test]
+async fn malformed_requests_get_a_clear_4xx_with_the_security_headers() {
+    let f = fixture();
+    let json: &[(&str, &[u8])] = &[
+        ("content-type", b"application/json"),
+        ("host", b"proxy:3080"),
+        ("origin", b"https://proxy:3080"),
+    ];
+    let login = |body: &[u8]| request("POST", "/web/api/login", json, body.to_vec());
+    let huge = format!(
+        "{{\"user\":\"{}\",\"password\":\"p\",\"otp\":\"1\"}}",
+        "a".repeat(3 << 20)
+    );
+    let cases = [
+        (
+            "no content type",
+            request("POST", "/web/api/login", &[], b"{}".to_vec()),
+        ),
+        ("not JSON", login(b"{")),
+        (
+            "a number for a name",
+            login(br#"{"user":1,"password":"p","otp":"1"}"#),
+        ),
+        (
+            "an unknown field",
+            login(br#"{"user":"a","password":"p","otp":"1","admin":true}"#),
+        ),
+        ("a body of 3 MiB", login(huge.as_bytes())),
+        (
+            "a wrong method",
+            request("PUT", "/web/api/login", json, b"{}".to_vec()),
+        ),
+        (
+            "another origin",
+            request(
+                "POST",
+                "/web/api/login",
+                &[
+                    ("content-type", b"application/json"),
+                    ("host", b"proxy:3080"),
+                    ("origin", b"https://evil"),
+                ],
+                br#"{"user":"a","password":"p","otp":"1"}"#.to_vec(),
+            ),
+        ),
+        (
+            "unknown user",
+            login(br#"{"user":"nobody","password":"p","otp":"123456"}"#),
+        ),
+        (
+            "bad escape in an asset",
+            request("GET", "/web/assets/%ff%fe", &[], Vec::new()),
+        ),
+        (
+            "traversal",
+            request("GET", "/web/assets/..%2F..%2Fetc%2Fpasswd", &[], Vec::new()),
+        ),
+        (
+            "asset name of the page",
+            request("GET", "/web/assets/index.html", &[], Vec::new()),
+        ),
+        (
+            "a cookie of raw bytes",
+            request(
+                "GET",
+                "/web/api/session",
+                &[("cookie", b"__Host-hop_session=\xff\xfe")],
+                Vec::new(),
+            ),
+        ),
+        (
+            "a made-up token",
+            request(
+                "GET",
+                "/web/api/resources",
+                &[("cookie", format!("{COOKIE}={}", "ab".repeat(32)).as_bytes())],
+                Vec::new(),
+            ),
+        ),
+        (
+            "logout without a session",
+            request("POST", "/web/api/logout", json, b"{}".to_vec()),
+        ),
+    ];
+    for (what, req) in cases {
+        let r = send(&f, req).await;
+        assert!(r.status().is_client_error(), "{what}: {}", r.status());
+        let h = r.headers();
+        assert!(
+            h.contains_key(header::CONTENT_SECURITY_POLICY),
+            "{what}: {h:?}"
+        );
+        assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{what}");
+    }
+}
