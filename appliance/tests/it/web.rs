@@ -159,7 +159,7 @@ pub(crate) fn web(
     body: Option<&Value>,
 ) -> Answer {
     let mut cmd = Command::new("curl");
-    cmd.args(["-sk", "-i", "--max-time", "20", "-X", method])
+    cmd.args(["-sSk", "-i", "--max-time", "20", "-X", method])
         .arg(format!("https://{}{path}", a.addr))
         .args(["-H", &format!("Origin: https://{}", a.addr)]);
     if let Some(t) = token {
@@ -192,9 +192,19 @@ pub(crate) fn web(
                 .then(|| v.trim().to_string())
         })
         .collect();
+    // No answer at all: say what curl saw, so a failure names it.
+    let body = if status == 0 {
+        Value::String(format!(
+            "no HTTP answer: curl {:?}: {}",
+            out.status.code(),
+            stderr(&out)
+        ))
+    } else {
+        serde_json::from_str(body).unwrap_or(Value::Null)
+    };
     Answer {
         status,
-        body: serde_json::from_str(body).unwrap_or(Value::Null),
+        body,
         cookies,
     }
 }
