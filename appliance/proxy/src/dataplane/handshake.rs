@@ -61,16 +61,66 @@ pub(super) async fn accept(
         }
         let got = buf.get(..n).unwrap_or_default();
         at.account(got);
-        let mut rd = got;
-        while !rd.is_empty() {
-            conn.read_tls(&mut rd)?;
-            if let Err(e) = conn.process_new_packets() {
-                // rustls queued an alert that says why; the client should hear it.
-                let _ = send(stream, &mut conn).await;
-                return Err(e.into());
-            }
+        if feed(stream, &mut conn, got).await? == Fed::PeerClosed {
+            // Plaintext sent before the close stays in rustls for the route, which then sees
+            // the end; a handshake the peer gave up on ends here.
+            send(stream, &mut conn).await?;
+            return match conn.is_handshaking() {
+                true => Err(HandshakeError::Closed),
+                false => Ok(conn),
+            };
         }
     }
+}
+
+/// What one read fed to rustls ended with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Fed {
+    /// Every byte was taken.
+    All,
+    /// The peer sent `close_notify`: rustls takes nothing after it.
+    PeerClosed,
+}
+
+/// Why bytes could not be fed to rustls.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum FeedError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+impl From<FeedError> for HandshakeError {
+    fn from(e: FeedError) -> Self {
+        match e {
+            FeedError::Io(e) => Self::Io(e),
+            FeedError::Tls(e) => Self::Tls(e),
+        }
+    }
+}
+
+/// Feeds the bytes of one read to rustls and processes them. Stops at the peer's
+/// `close_notify`: rustls then ignores whatever follows (RFC 8446 §6.1) and takes no more bytes,
+/// so feeding it again would spin without yielding, and one client could stall its worker. On
+/// a TLS error the alert rustls queued is sent first: the client should hear why.
+pub(super) async fn feed(
+    stream: &mut TcpStream,
+    conn: &mut ServerConnection,
+    mut rd: &[u8],
+) -> Result<Fed, FeedError> {
+    while !rd.is_empty() {
+        let taken = conn.read_tls(&mut rd)?;
+        match conn.process_new_packets() {
+            Err(e) => {
+                let _ = send(stream, conn).await;
+                return Err(e.into());
+            }
+            Ok(state) if state.peer_has_closed() || taken == 0 => return Ok(Fed::PeerClosed),
+            Ok(_) => {}
+        }
+    }
+    Ok(Fed::All)
 }
 
 /// Writes every TLS byte rustls has queued.

@@ -21,8 +21,9 @@ use monoio::io::AsyncReadRent;
 use monoio::net::TcpStream;
 use rustls::ServerConnection;
 
-use super::handshake::{READ_CHUNK, send};
+use super::handshake::{Fed, FeedError, READ_CHUNK, feed, send};
 use super::limits::ConnectionGuard;
+use super::route::RejectReason;
 use super::worker::WorkerContext;
 use crate::relay::bounded::RecordBoundary;
 use crate::relay::on_worker::{KeptRoute, OpeningError, SessionAnswer, SessionRequest};
@@ -31,12 +32,25 @@ use crate::relay::{RelayOutcome, TlsRelayJob, keys_of};
 /// How long a user has to send the Dial after the handshake (PostgreSQL's StartupMessage has
 /// `proxy_service.db_startup_timeout`).
 const DIAL_DEADLINE: Duration = Duration::from_secs(10);
+/// How long the control plane may take to answer beyond `db_startup_timeout` (a wait for an
+/// agent's data connection and its Dial exchange); then the worker gives up on the session, and
+/// the control plane, finding nobody to answer, ends its side.
+const ANSWER_MARGIN: Duration = Duration::from_secs(45);
 
 /// Whether the session of a connection the worker terminated stays on this worker, and on
 /// which route: `hop-tcp`, `hop-ssh` or PostgreSQL (`after_ssl_request`, or its ALPNs) with a
 /// client certificate, over TLS 1.3 (what the fast path re-seals). Others go to the control
 /// plane, a PostgreSQL client without a certificate included (it is told why there).
-pub(super) fn keeps(conn: &ServerConnection, after_ssl_request: bool) -> Option<KeptRoute> {
+pub(super) fn keeps(
+    conn: &ServerConnection,
+    after_ssl_request: bool,
+    record_reads: bool,
+) -> Option<KeptRoute> {
+    // Only a connection read record by record (chosen from the ALPN the client offered first,
+    // which need not be the one negotiated) has no byte of a later record inside rustls.
+    if !record_reads {
+        return None;
+    }
     let route = KeptRoute::of(conn.alpn_protocol(), after_ssl_request)?;
     (conn.peer_certificates().is_some_and(|c| !c.is_empty())
         && conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3))
@@ -72,6 +86,15 @@ enum KeptError {
     Deadline(Duration),
 }
 
+impl From<FeedError> for KeptError {
+    fn from(e: FeedError) -> Self {
+        match e {
+            FeedError::Io(e) => Self::Io(e),
+            FeedError::Tls(e) => Self::Tls(e),
+        }
+    }
+}
+
 /// A kept connection on its worker.
 pub(super) struct Session {
     pub idx: usize,
@@ -104,7 +127,15 @@ pub(super) async fn serve(session: Session, ctx: Arc<WorkerContext>) -> Kept {
         Ok(Err(e)) => return closed(client, &e),
         Err(_) => return closed(client, &KeptError::Deadline(deadline)),
     };
-    let Some(answer) = ask(&ctx, idx, route, &stream, &conn, opening.clone(), client).await else {
+    let asked = ask(&ctx, idx, route, &stream, &conn, opening.clone(), client);
+    let answer_deadline = ctx.settings.db_startup_timeout + ANSWER_MARGIN;
+    let Some(answer) = monoio::time::timeout(answer_deadline, asked)
+        .await
+        .unwrap_or_else(|_| {
+            tracing::warn!(%client, deadline = ?answer_deadline, "the control plane did not answer a kept session in time");
+            None
+        })
+    else {
         // The control plane is gone or swamped: close (the user may retry).
         let _ = close_or_accept(&mut stream, &mut conn, &[], true).await;
         return Kept::Done;
@@ -127,6 +158,8 @@ pub(super) async fn serve(session: Session, ctx: Arc<WorkerContext>) -> Kept {
             };
         }
     };
+    // Not needed while the session lives (a worker holds many idle ones).
+    drop(opening);
     let accepted = close_or_accept(&mut stream, &mut conn, &leg.accept, false).await;
     let keys = accepted.and_then(|()| keys_of(conn, pending).map_err(std::io::Error::other));
     let (client_keys, to_agent) = match keys {
@@ -183,7 +216,13 @@ async fn ask(
         client_socket,
         answer,
     };
-    ctx.sessions.try_send(req).ok()?;
+    if ctx.sessions.try_send(req).is_err() {
+        // Full (or the control plane is gone): shed and counted, as a hand-off would be.
+        ctx.stats
+            .worker(idx)
+            .rejected(RejectReason::ControlPlaneBusy);
+        return None;
+    }
     answered.await.ok()
 }
 
@@ -195,7 +234,17 @@ async fn close_or_accept(
     bytes: &[u8],
     close: bool,
 ) -> std::io::Result<()> {
-    conn.writer().write_all(bytes)?;
+    // Piece by piece: rustls holds at most 64 KiB of unsent TLS (a database's start-up answers
+    // can be more).
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let n = conn.writer().write(rest)?;
+        if n == 0 && !conn.wants_write() {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        rest = rest.get(n..).unwrap_or_default();
+        send(stream, conn).await?;
+    }
     if close {
         conn.send_close_notify();
     }
@@ -230,13 +279,8 @@ async fn read_opening(
         }
         let got = buf.get(..n).unwrap_or_default();
         at.account(got);
-        let mut rd = got;
-        while !rd.is_empty() {
-            conn.read_tls(&mut rd)?;
-            if let Err(e) = conn.process_new_packets() {
-                let _ = send(stream, conn).await;
-                return Err(e.into());
-            }
+        if feed(stream, conn, got).await? == Fed::PeerClosed {
+            return Err(KeptError::Closed);
         }
         // A post-handshake message may have queued an answer (never application data).
         send(stream, conn).await?;
@@ -300,6 +344,62 @@ mod tests {
             c.write_tls(&mut out).unwrap();
         }
         out
+    }
+
+    /// A client whose Finished, `close_notify` and more bytes arrive in one read: rustls takes
+    /// nothing after the close, so feeding it those bytes again and again would spin the worker
+    /// forever without yielding. The handshake must end at once instead.
+    #[test]
+    fn a_close_notify_with_bytes_after_it_ends_the_handshake_read_instead_of_spinning() {
+        let (server, client) = configs();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let user = std::thread::spawn(move || {
+            let mut sock = StdStream::connect(addr).unwrap();
+            let name = ServerName::try_from("proxy.test").unwrap();
+            let mut c = ClientConnection::new(client, name).unwrap();
+            while c.wants_write() {
+                c.write_tls(&mut sock).unwrap();
+            }
+            // The server's flight, up to the point where the client's Finished is queued.
+            while c.is_handshaking() {
+                c.read_tls(&mut sock).unwrap();
+                c.process_new_packets().unwrap();
+            }
+            c.send_close_notify();
+            let mut wire = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut wire).unwrap();
+            }
+            wire.extend_from_slice(&[23, 3, 3, 0x10, 0x00]);
+            wire.extend_from_slice(&[0u8; 8192]);
+            sock.write_all(&wire).unwrap();
+            sock
+        });
+        let (sock, _) = listener.accept().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let ended = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                .enable_timer()
+                .build()
+                .unwrap()
+                .block_on(async move {
+                    sock.set_nonblocking(true).unwrap();
+                    let mut stream = TcpStream::from_std(sock).unwrap();
+                    super::super::handshake::accept(&mut stream, server, false)
+                        .await
+                        .map(|conn| conn.is_handshaking())
+                        .map_err(|e| e.to_string())
+                });
+            let _ = tx.send(ended);
+        });
+        let ended = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the handshake read still spins after the client's close");
+        // The handshake completed before the close: the route gets the connection and sees
+        // the end.
+        assert_eq!(ended, Ok(false));
+        drop(user.join().unwrap());
     }
 
     #[test]

@@ -258,7 +258,8 @@ async fn serve(
                     if conn.peer_certificates().is_some() {
                         guard.authenticated();
                     }
-                    if let Some(route) = super::kept::keeps(&conn, kind == HandoffKind::PostgresTls)
+                    if let Some(route) =
+                        super::kept::keeps(&conn, kind == HandoffKind::PostgresTls, record_reads)
                     {
                         let session = super::kept::Session {
                             idx,

@@ -43,6 +43,10 @@ pub enum OpeningError {
     Frame(#[from] hop_protocols::tunnel::TunnelError),
     #[error("PostgreSQL startup packet: {0}")]
     Startup(#[from] hop_protocols::postgres::StartupError),
+    #[error("the session must open with a Dial, not a frame of type {0:#04x}")]
+    NotADial(u8),
+    #[error("a Dial of {0} bytes is over the limit of {MAX_DIAL_LEN}")]
+    DialTooLong(usize),
 }
 
 impl KeptRoute {
@@ -66,11 +70,33 @@ impl KeptRoute {
     pub fn opening_len(self, plain: &[u8]) -> Result<Option<usize>, OpeningError> {
         Ok(match self {
             Self::App | Self::Ssh => {
+                check_dial_head(plain)?;
                 hop_protocols::tunnel::Frame::decode(plain)?.map(|(_, len)| len)
             }
             Self::Postgres => hop_protocols::postgres::parse_startup(plain)?.map(|(_, len)| len),
         })
     }
+}
+
+/// The most a Dial may take as an opening (its target and addresses are short): a user may
+/// not make a worker hold the tunnel framing's 1 MiB limit per connection.
+pub const MAX_DIAL_LEN: usize = 8 * 1024;
+/// The tunnel framing's type byte of a Dial (`hop_protocols::tunnel`).
+const DIAL_TYPE: u8 = 0x05;
+
+/// Refuses, from its first five bytes, a frame that is not a Dial or is longer than one may be.
+fn check_dial_head(plain: &[u8]) -> Result<(), OpeningError> {
+    let Some(&[a, b, c, d, kind]) = plain.get(..5) else {
+        return Ok(());
+    };
+    let len = u32::from_be_bytes([a, b, c, d]) as usize;
+    if kind != DIAL_TYPE {
+        return Err(OpeningError::NotADial(kind));
+    }
+    if len > MAX_DIAL_LEN {
+        return Err(OpeningError::DialTooLong(len));
+    }
+    Ok(())
 }
 
 /// A worker's request for a session it keeps.
@@ -192,5 +218,16 @@ mod tests {
                 .opening_len(&[0x7f, 0xff, 0xff, 0xff, 1])
                 .is_err()
         );
+        // A Dial longer than a Dial can be, known from its first five bytes.
+        let long = ((MAX_DIAL_LEN + 1) as u32).to_be_bytes();
+        assert!(matches!(
+            KeptRoute::Ssh.opening_len(&[long[0], long[1], long[2], long[3], DIAL_TYPE]),
+            Err(OpeningError::DialTooLong(_))
+        ));
+        // Another frame (a Heartbeat) where the Dial must be.
+        assert!(matches!(
+            KeptRoute::App.opening_len(&[0, 0, 0, 9, 0x03]),
+            Err(OpeningError::NotADial(0x03))
+        ));
     }
 }

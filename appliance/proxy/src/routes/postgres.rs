@@ -394,15 +394,30 @@ async fn open(
         fatal(SQLSTATE_UNAVAILABLE, &e.to_string())
     })?;
     let (mut agent, mut from_agent) = agent.into_inner();
-    agent.write_all(packet).await.map_err(|_| Vec::new())?;
     let target = CancelTarget {
         host_id: route.host_id.clone(),
         dial,
     };
     let mut to_client = Vec::new();
-    let cancel_guard = start_up(&mut agent, &mut from_agent, &mut to_client, routes, target)
-        .await
-        .map_err(|()| to_client.clone())?;
+    // The database's start-up under the start-up deadline too: a stalled agent or database
+    // must not hold the session (and the client's connection) forever.
+    let deadline = routes.startup_timeout;
+    let started = tokio::time::timeout(deadline, async {
+        agent.write_all(packet).await.map_err(|_| ())?;
+        start_up(&mut agent, &mut from_agent, &mut to_client, routes, target).await
+    })
+    .await;
+    let cancel_guard = match started {
+        Ok(Ok(guard)) => guard,
+        Ok(Err(())) => return Err(to_client),
+        Err(_) => {
+            routes.auth.metrics().db_sessions_refused.inc();
+            return Err(fatal(
+                SQLSTATE_UNAVAILABLE,
+                &format!("the database did not finish its start-up within {deadline:?}"),
+            ));
+        }
+    };
     let metrics = routes.auth.metrics();
     metrics.db_sessions.inc();
     metrics.db_sessions_active.inc();
