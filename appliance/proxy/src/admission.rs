@@ -137,8 +137,12 @@ impl LiveWatch {
     pub fn start(auth: Arc<AuthServer>, live: Live) -> Self {
         let task = tokio::spawn(async move {
             let mut last: Option<(Arc<hop_admission::Snapshot>, std::time::Instant)> = None;
+            // The first decision at once: a lock that landed while the session was being set up
+            // (the agent's dial, a database's start-up) ends it before it has run a second.
+            let mut recheck = tokio::time::interval(RECHECK);
+            recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tokio::time::sleep(RECHECK).await;
+                recheck.tick().await;
                 let snap = match auth.admission_snapshot() {
                     Ok(s) => s,
                     Err(e) => {
