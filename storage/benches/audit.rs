@@ -41,6 +41,19 @@ use clock::{monotonic_now, since};
 
 const TYPES: [&str; 4] = ["user.login", "session.start", "db.query", "session.end"];
 
+/// Events per session (`HOP_AUDIT_BENCH_SESSION_EVENTS`, default 16: a new session id every 16
+/// events, which at 200k events/s is 12k new sessions a second).
+fn session_events() -> u64 {
+    static N: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::env::var("HOP_AUDIT_BENCH_SESSION_EVENTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(16)
+    })
+}
+
 /// A typical event: identity fields, a session, and one field of its own.
 fn event(i: u64, users: u64) -> AuditEvent {
     AuditEvent::new(TYPES[(i % 4) as usize], "T2000I")
@@ -49,7 +62,7 @@ fn event(i: u64, users: u64) -> AuditEvent {
         .with_login("postgres")
         .with_server(format!("db-{}", i % 17))
         .with_addr_remote("10.1.2.3:51234")
-        .with_session_id(format!("sess-{}", i / 16))
+        .with_session_id(format!("sess-{}", i / session_events()))
         .with_field("query", format!("SELECT * FROM accounts WHERE id = {i}"))
 }
 
