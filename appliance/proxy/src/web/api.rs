@@ -7,23 +7,21 @@
 //! itself (no session exists yet). Answers are JSON and never cached.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::Json;
-use axum::extract::{Extension, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hop_admission::{Refusal, Route};
 use hop_api::timestamps::rfc3339;
 use hop_auth::AuthError;
-use hop_auth::caller::Caller;
 use hop_auth::server::{LoginCertificates, LoginClient, LoginRequest};
 use serde::{Deserialize, Serialize};
 
 use super::WebRoom;
-use super::guard::{Renew, WebRefusal, cross_origin};
+use super::guard::{Renew, WebRefusal, WebRequest, cross_origin};
 use super::sessions::{COOKIE, SessionCredentials};
 use crate::admission::UserCert;
 
@@ -48,12 +46,6 @@ pub struct SessionView {
     pub expires: String,
     /// Sent back in the `X-Hop-Csrf` header of every state-changing request.
     pub csrf_token: String,
-}
-
-fn remote_of(caller: Option<&Extension<Caller>>) -> SocketAddr {
-    caller
-        .and_then(|Extension(c)| c.remote())
-        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
 }
 
 fn json_error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
@@ -84,13 +76,11 @@ fn cookie(token: Option<&str>, expires: SystemTime, now: SystemTime) -> HeaderVa
 /// the certificate pair Auth issued.
 pub async fn login(
     State(room): State<Arc<WebRoom>>,
-    uri: Uri,
-    headers: HeaderMap,
-    caller: Option<Extension<Caller>>,
+    req: WebRequest,
     Json(form): Json<LoginForm>,
 ) -> Response {
-    let remote = remote_of(caller.as_ref());
-    if let Some(reason) = cross_origin(&headers, uri.authority().map(|a| a.as_str())) {
+    let (headers, remote) = (&req.headers, req.remote);
+    if let Some(reason) = cross_origin(headers, req.authority.as_deref()) {
         let refusal = Refusal::CrossSite { reason };
         room.auth
             .audit_unverified_refusal(Route::Web, &refusal, Some(remote));
@@ -209,15 +199,10 @@ fn login_refused(e: &AuthError) -> Response {
 /// session's CSRF token and this origin, not admission (ending a session is always allowed).
 pub async fn logout(
     State(room): State<Arc<WebRoom>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    caller: Option<Extension<Caller>>,
+    req: WebRequest,
 ) -> Result<Response, WebRefusal> {
-    let remote = remote_of(caller.as_ref());
-    let authority = uri.authority().map(|a| a.as_str());
     // Not admission: a logout must end the session even while admission cannot answer.
-    let session = room.session_of(&method, &headers, authority, remote)?;
+    let session = room.session_of(&req)?;
     let now = room.auth.now();
     room.sessions.end(&session.key, None, now);
     let mut response = no_store(serde_json::json!({}));
@@ -231,14 +216,9 @@ pub async fn logout(
 /// renew the session.
 pub async fn session(
     State(room): State<Arc<WebRoom>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    caller: Option<Extension<Caller>>,
+    req: WebRequest,
 ) -> Result<Response, WebRefusal> {
-    let remote = remote_of(caller.as_ref());
-    let authority = uri.authority().map(|a| a.as_str());
-    let c = room.guard(&method, &headers, authority, remote, Renew::No)?;
+    let c = room.guard(&req, Renew::No)?;
     let id = &c.session.cert.identity;
     Ok(no_store(SessionView {
         user: id.username.clone(),
@@ -275,14 +255,9 @@ struct DatabaseView {
 /// databases (with their users and names) the user's roles allow.
 pub async fn resources(
     State(room): State<Arc<WebRoom>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    caller: Option<Extension<Caller>>,
+    req: WebRequest,
 ) -> Result<Response, WebRefusal> {
-    let remote = remote_of(caller.as_ref());
-    let authority = uri.authority().map(|a| a.as_str());
-    let c = room.guard(&method, &headers, authority, remote, Renew::Yes)?;
+    let c = room.guard(&req, Renew::Yes)?;
     let (auth, inventory) = (room.auth.clone(), room.inventory.clone());
     let nodes = tokio::task::spawn_blocking(move || {
         hop_auth::inventory::all_nodes(inventory.as_ref(), &auth)

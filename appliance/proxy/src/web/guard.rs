@@ -10,9 +10,12 @@
 use std::net::SocketAddr;
 
 use axum::Json;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hop_admission::{Admitted, Refusal, Route};
+use hop_auth::caller::Caller;
 use hop_protocols::web_headers;
 
 use super::WebRoom;
@@ -142,18 +145,38 @@ fn changes_state(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
+/// What the guard reads of a web API request: its method, the authority it was sent to (the
+/// request URI's: HTTP/2 has no `Host` header), its headers and the client's address.
+pub struct WebRequest {
+    pub method: Method,
+    pub authority: Option<String>,
+    pub headers: HeaderMap,
+    pub remote: SocketAddr,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for WebRequest {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let remote = parts
+            .extensions
+            .get::<Caller>()
+            .and_then(Caller::remote)
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+        Ok(Self {
+            method: parts.method.clone(),
+            authority: parts.uri.authority().map(|a| a.as_str().to_owned()),
+            headers: parts.headers.clone(),
+            remote,
+        })
+    }
+}
+
 impl WebRoom {
-    /// Lets a request through, or says why not (audited). `authority`: the request URI's
-    /// (HTTP/2 has no `Host` header).
-    pub fn guard(
-        &self,
-        method: &Method,
-        headers: &HeaderMap,
-        authority: Option<&str>,
-        remote: SocketAddr,
-        renew: Renew,
-    ) -> Result<WebCaller, WebRefusal> {
-        let session = self.session_of(method, headers, authority, remote)?;
+    /// Lets a request through, or says why not (audited).
+    pub fn guard(&self, req: &WebRequest, renew: Renew) -> Result<WebCaller, WebRefusal> {
+        let remote = req.remote;
+        let session = self.session_of(req)?;
         match crate::admission::admit(&self.auth, &session.cert, None, Route::Web, remote) {
             Ok(admitted) => {
                 if renew == Renew::Yes {
@@ -179,13 +202,9 @@ impl WebRoom {
     /// state, without asking admission: all that ending the session (logout) needs, which must
     /// work while admission cannot answer (a session that outlives its logout is worse than one
     /// ended early). Refusals are audited as in [`Self::guard`].
-    pub fn session_of(
-        &self,
-        method: &Method,
-        headers: &HeaderMap,
-        authority: Option<&str>,
-        remote: SocketAddr,
-    ) -> Result<Found, WebRefusal> {
+    pub fn session_of(&self, req: &WebRequest) -> Result<Found, WebRefusal> {
+        let (method, headers, remote) = (&req.method, &req.headers, req.remote);
+        let authority = req.authority.as_deref();
         let now = self.auth.now();
         let token = session_token(headers).ok_or_else(WebRefusal::no_session)?;
         let session = match self.sessions.lookup(token, now) {

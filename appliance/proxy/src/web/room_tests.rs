@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use hop_auth::audit::{AuditEvent, AuditSink};
 use hop_auth::inventory::{AgentInfo, AppRoute, DbRoute, Inventory, NodeRoute};
 use hop_auth::{AuthServer, AuthSettings};
@@ -17,7 +17,7 @@ use hop_storage::{
 };
 
 use super::WebRoom;
-use super::guard::CSRF_HEADER;
+use super::guard::{CSRF_HEADER, WebRequest};
 use super::sessions::{COOKIE, NewSession, SessionCredentials};
 use crate::admission::UserCert;
 
@@ -194,13 +194,26 @@ fn remote() -> SocketAddr {
     "192.0.2.9:4000".parse().unwrap()
 }
 
+/// A request as a handler receives it: no authority in its URI (as over HTTP/1 with `Host`),
+/// from `remote`.
+fn web_request(method: Method, headers: HeaderMap, remote: SocketAddr) -> WebRequest {
+    WebRequest {
+        method,
+        authority: None,
+        headers,
+        remote,
+    }
+}
+
+/// The address a handler sees when the connection carried none.
+fn no_remote() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 0))
+}
+
 async fn logout(f: &Fixture, headers: HeaderMap) -> Result<StatusCode, StatusCode> {
     super::api::logout(
         State(f.room.clone()),
-        Method::POST,
-        Uri::from_static("/web/api/logout"),
-        headers,
-        None,
+        web_request(Method::POST, headers, no_remote()),
     )
     .await
     .map(|r| r.status())
@@ -214,10 +227,7 @@ async fn logout_ends_the_session_while_admission_cannot_answer() {
     f.backend.down.store(true, Ordering::SeqCst);
     // Admission is down: requests that need it are refused, and the session stays for later.
     let refused = f.room.guard(
-        &Method::GET,
-        &page_headers(&s),
-        None,
-        remote(),
+        &web_request(Method::GET, page_headers(&s), remote()),
         super::guard::Renew::No,
     );
     assert_eq!(
@@ -262,10 +272,7 @@ async fn read_session(f: &Fixture, s: &NewSession, extra: &[(&'static str, &'sta
     }
     let answer = super::api::session(
         State(f.room.clone()),
-        Method::GET,
-        Uri::from_static("/web/api/session"),
-        h,
-        None,
+        web_request(Method::GET, h, no_remote()),
     )
     .await;
     match answer {
