@@ -102,11 +102,15 @@ pub async fn serve_kept(req: SessionRequest, kept: KeptSessions, hold: impl Send
         return req.answer.send(refused(None)).unwrap_or(());
     };
     let SessionRequest {
+        opening,
+        peer_cert,
         remote,
         client_socket,
         answer,
         ..
     } = req;
+    // Read into `dial` and `cert`: not held for the session's life.
+    drop((opening, peer_cert));
     let session_id = dial.session_id;
     let opened = match open(&dial, &cert, remote, &kept.registry, &kept.auth).await {
         Ok(o) => o,

@@ -217,7 +217,10 @@ pub async fn serve_kept(
     let caller = (kept.identify)(&peer_cert, remote).unwrap_or(Caller::Anonymous {
         remote: Some(remote),
     });
-    let opened = match open(&routes, caller, remote, &opening).await {
+    let opened = open(&routes, caller, remote, &opening).await;
+    // Read: not held for the session's life.
+    drop((opening, peer_cert));
+    let opened = match opened {
         Ok(o) => o,
         Err(to_client) => {
             let _ = answer.send(SessionAnswer::Refused { to_client });
