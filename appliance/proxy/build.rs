@@ -1,4 +1,6 @@
 //! Embeds the web UI (`web/src/` at the repository root) in the binary: no Node, no bundler.
+//! Third-party modules committed as published (`web/vendor/`: xterm.js) are embedded beside
+//! them under the same flat names, marked as vendored (the markup-sink test skips them).
 //!
 //! Each asset but `index.html` gets a content-hashed name (`app.3f2a…c1.js`), references to
 //! `/web/assets/NAME` inside the other assets and the page are rewritten to the hashed names
@@ -31,12 +33,15 @@ type BuildResult<T> = Result<T, Box<dyn std::error::Error>>;
 fn main() -> BuildResult<()> {
     // Read at run time, not compile time: a build script may be reused by another checkout
     // that shares the target directory.
-    let src = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../web/src");
+    let web = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../web");
+    let (src, vendor) = (web.join("src"), web.join("vendor"));
     let out = PathBuf::from(std::env::var("OUT_DIR")?).join("web");
     println!("cargo:rerun-if-changed={}", src.display());
+    println!("cargo:rerun-if-changed={}", vendor.display());
     std::fs::create_dir_all(&out)?;
     let mut files = BTreeMap::new();
     collect(&src, &src, &mut files)?;
+    let vendored = collect_vendored(&vendor, &mut files)?;
     let index = files
         .remove("index.html")
         .ok_or("web/src/index.html is missing")?;
@@ -54,7 +59,12 @@ fn main() -> BuildResult<()> {
     )?;
     writeln!(table, "static ASSETS: &[Asset] = &[")?;
     for (name, (hashed_name, body)) in &hashed {
-        writeln!(table, "    {},", entry(&out, name, hashed_name, body)?)?;
+        let entry = entry(&out, name, hashed_name, body)?;
+        let entry = entry.replace(
+            "vendored: false",
+            &format!("vendored: {}", vendored.contains(name)),
+        );
+        writeln!(table, "    {entry},")?;
     }
     writeln!(table, "];")?;
     std::fs::write(out.with_file_name("web_assets.rs"), table)?;
@@ -78,6 +88,31 @@ fn collect(root: &Path, dir: &Path, files: &mut BTreeMap<String, Vec<u8>>) -> Bu
         files.insert(name, std::fs::read(&path)?);
     }
     Ok(())
+}
+
+/// The `.js` and `.css` files of `web/vendor/` (its licences and README stay out), added to
+/// `files` under their bare names; a name that `web/src/` has already is refused.
+fn collect_vendored(
+    dir: &Path,
+    files: &mut BTreeMap<String, Vec<u8>>,
+) -> BuildResult<std::collections::BTreeSet<String>> {
+    let mut names = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or("a vendored asset's name is not UTF-8")?
+            .to_string();
+        if !(name.ends_with(".js") || name.ends_with(".css")) {
+            continue;
+        }
+        if files.insert(name.clone(), std::fs::read(&path)?).is_some() {
+            return Err(format!("web/vendor/{name} has the name of an asset in web/src/").into());
+        }
+        names.insert(name);
+    }
+    Ok(names)
 }
 
 fn content_type(name: &str) -> BuildResult<&'static str> {
@@ -166,7 +201,7 @@ fn entry(out: &Path, name: &str, hashed_name: &str, body: &[u8]) -> BuildResult<
         "None".to_string()
     };
     Ok(format!(
-        "Asset {{ name: {name:?}, path: {hashed_name:?}, content_type: {:?}, body: include_bytes!({:?}), gzip: {gzip} }}",
+        "Asset {{ name: {name:?}, path: {hashed_name:?}, content_type: {:?}, body: include_bytes!({:?}), gzip: {gzip}, vendored: false }}",
         content_type(name)?,
         file.display().to_string(),
     ))

@@ -22,6 +22,8 @@ pub struct Asset {
     pub body: &'static [u8],
     /// The gzip of `body`, where smaller.
     pub gzip: Option<&'static [u8]>,
+    /// Committed as published by a third party (`web/vendor/`), not written here.
+    pub vendored: bool,
 }
 
 include!(concat!(env!("OUT_DIR"), "/web_assets.rs"));
@@ -168,7 +170,10 @@ mod tests {
 
     #[test]
     fn no_asset_writes_markup_from_data() {
-        for a in ASSETS.iter().filter(|a| a.name.ends_with(".js")) {
+        for a in ASSETS
+            .iter()
+            .filter(|a| a.name.ends_with(".js") && !a.vendored)
+        {
             let js = std::str::from_utf8(a.body).unwrap();
             for sink in [
                 "innerHTML",
@@ -185,5 +190,16 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn vendored_modules_are_embedded_hashed_and_marked() {
+        for name in ["xterm.js", "xterm.css", "xterm-addon-fit.js"] {
+            let path = hashed_path(name).unwrap_or_else(|| panic!("{name} is not embedded"));
+            let a = find(path).unwrap();
+            assert!(a.vendored, "{name}");
+            assert_ne!(path, name, "{name} is not content-hashed");
+        }
+        assert!(ASSETS.iter().filter(|a| !a.vendored).any(|a| a.name == "app.js"));
     }
 }
