@@ -5,6 +5,12 @@ import { el, show } from '/web/assets/dom.js';
 import { loginPage } from '/web/assets/login.js';
 import { resourcesPage } from '/web/assets/resources.js';
 
+// Each page: the address prefix that shows it, and the function that draws it into the view
+// (given the view, the web session, and the rest of the address after the prefix).
+const PAGES = [
+  { prefix: '/web/resources', draw: (v) => resourcesPage(v) },
+];
+
 const view = document.getElementById('view');
 const bar = document.getElementById('bar');
 const who = document.getElementById('who');
@@ -55,12 +61,25 @@ async function route() {
     loggedIn(session);
     return;
   }
+  const page = PAGES.find((p) => location.pathname.startsWith(p.prefix));
+  if (!page) {
+    view.textContent = `No page at ${location.pathname}.`;
+    return;
+  }
   try {
-    await resourcesPage(view);
+    await page.draw(view, session, decodeURIComponent(location.pathname.slice(page.prefix.length)));
   } catch (e) {
     view.textContent = e.message;
   }
 }
+
+// A click on a nav link changes the view without reloading the page.
+document.getElementById('nav').addEventListener('click', (e) => {
+  const a = e.target.closest('a[data-nav]');
+  if (!a) return;
+  e.preventDefault();
+  go(a.getAttribute('href'));
+});
 
 onSessionEnded((message) => loggedOut(`Your web session ended: ${message}`));
 document.getElementById('logout').addEventListener('click', async () => {

@@ -28,8 +28,10 @@ pub struct Asset {
 
 include!(concat!(env!("OUT_DIR"), "/web_assets.rs"));
 
-/// The addresses that show the page (its script picks the view).
-pub const PAGES: &[&str] = &["/web", "/web/", "/web/login", "/web/resources"];
+/// The addresses that show the page (its script picks the view); every other address under
+/// `/web/` but the API and the assets shows it too (`/web/{*page}`), and the script names an
+/// unknown one.
+pub const PAGES: &[&str] = &["/web", "/web/", "/web/{*page}"];
 
 /// The Content-Security-Policy of every web response.
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -54,6 +56,17 @@ pub async fn to_web() -> Redirect {
 /// The page, for every address in [`PAGES`].
 pub async fn index(headers: HeaderMap) -> Response {
     serve(&INDEX, &headers, "no-cache")
+}
+
+/// `/web/api/{*rest}`: an API address that names no call (not the page: a script asking the
+/// API must get JSON).
+pub async fn no_such_call() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(serde_json::json!({ "error": "no such API call", "code": "not_found" })),
+    )
+        .into_response()
 }
 
 /// `/web/assets/{name}`: a hashed asset, cached for a year.
@@ -200,6 +213,11 @@ mod tests {
             assert!(a.vendored, "{name}");
             assert_ne!(path, name, "{name} is not content-hashed");
         }
-        assert!(ASSETS.iter().filter(|a| !a.vendored).any(|a| a.name == "app.js"));
+        assert!(
+            ASSETS
+                .iter()
+                .filter(|a| !a.vendored)
+                .any(|a| a.name == "app.js")
+        );
     }
 }

@@ -95,6 +95,7 @@ impl WebRoom {
             .route("/web/api/logout", post(api::logout))
             .route("/web/api/session", get(api::session))
             .route("/web/api/resources", get(api::resources))
+            .route("/web/api/{*rest}", axum::routing::any(assets::no_such_call))
             .with_state(self.clone())
             .layer(axum::middleware::from_fn(whole_body));
         let mut pages = Router::new()

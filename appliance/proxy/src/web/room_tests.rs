@@ -425,3 +425,23 @@ async fn malformed_requests_get_a_clear_4xx_with_the_security_headers() {
         assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{what}");
     }
 }
+
+#[tokio::test]
+async fn an_unknown_api_call_is_a_json_404_and_an_unknown_page_is_the_page() {
+    let f = fixture();
+    let host: &[(&str, &[u8])] = &[("host", b"proxy:3080")];
+    let api = send(&f, request("GET", "/web/api/no-such-call", host, vec![])).await;
+    assert_eq!(api.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        api.headers()[axum::http::header::CONTENT_TYPE],
+        "application/json"
+    );
+    let page = send(&f, request("GET", "/web/sessions/x", host, vec![])).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(
+        page.headers()[axum::http::header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+}
