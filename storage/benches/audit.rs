@@ -17,6 +17,16 @@
 //!
 //! Run: `cargo bench -p hop-storage --bench audit -- --warm-up-time 1 --measurement-time 3`
 //! (`HOP_AUDIT_BENCH_EVENTS=0 … -- audit_append …` for the append groups alone).
+//!
+//! Knobs for the append groups, read from the environment:
+//! - `HOP_AUDIT_BENCH_AGE_EVENTS` (default 0): events appended, untimed, before the first group,
+//!   so a single group measures an aged log (the index's B-trees deep and wide);
+//! - `HOP_AUDIT_BENCH_SESSION_EVENTS` (default 16): events per session id;
+//! - `HOP_AUDIT_BENCH_SESSION_IDS`: how session ids look: `v7` (default: time-ordered UUIDs, as
+//!   Hop mints them), `v4` (random UUIDs: a producer that scatters its ids), `counter`
+//!   (`sess-N`, what this bench used before);
+//! - `HOP_AUDIT_BENCH_EVENT_IDS`: `log` (default: the log assigns each id) or `v7`/`v4`
+//!   (producers supply ids, as agents do; each then has an entry in the id index).
 
 // reason: a benchmark that cannot set up or run should stop at once, and its helpers are not
 // #[test] functions that clippy's allow-unwrap-in-tests would cover.
@@ -54,16 +64,134 @@ fn session_events() -> u64 {
     })
 }
 
+/// How ids are made (`HOP_AUDIT_BENCH_SESSION_IDS`, `HOP_AUDIT_BENCH_EVENT_IDS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ids {
+    /// None supplied: the log assigns event ids.
+    Log,
+    /// `sess-N`.
+    Counter,
+    /// Time-ordered UUIDs: the time of the first use, then random bits.
+    V7,
+    /// Random UUIDs.
+    V4,
+}
+
+fn ids_knob(name: &str, default: Ids) -> Ids {
+    match std::env::var(name).as_deref() {
+        Ok("log") => Ids::Log,
+        Ok("counter") => Ids::Counter,
+        Ok("v7") => Ids::V7,
+        Ok("v4") => Ids::V4,
+        Ok(other) => panic!("{name}={other}: expected log, counter, v7 or v4"),
+        Err(_) => default,
+    }
+}
+
+fn session_ids() -> Ids {
+    static IDS: std::sync::OnceLock<Ids> = std::sync::OnceLock::new();
+    *IDS.get_or_init(|| ids_knob("HOP_AUDIT_BENCH_SESSION_IDS", Ids::V7))
+}
+
+fn event_ids() -> Ids {
+    static IDS: std::sync::OnceLock<Ids> = std::sync::OnceLock::new();
+    *IDS.get_or_init(|| ids_knob("HOP_AUDIT_BENCH_EVENT_IDS", Ids::Log))
+}
+
+/// 64 well-mixed bits of `x` (splitmix64), the "random" part of a made-up id.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// The id of thing `n` (a session or an event, `salt` tells them apart) first used at about
+/// `ms` since the epoch.
+fn made_id(ids: Ids, n: u64, salt: u64, ms: u64, counter_prefix: &str) -> String {
+    let mut random = [0u8; 16];
+    random[..8].copy_from_slice(&mix(n ^ salt).to_le_bytes());
+    random[8..].copy_from_slice(&mix(n.rotate_left(17) ^ salt).to_le_bytes());
+    match ids {
+        Ids::Log | Ids::Counter => format!("{counter_prefix}{n}"),
+        Ids::V4 => uuid::Builder::from_random_bytes(random)
+            .into_uuid()
+            .to_string(),
+        Ids::V7 => {
+            let rest: [u8; 10] = random[..10].try_into().unwrap();
+            uuid::Builder::from_unix_timestamp_millis(ms, &rest)
+                .into_uuid()
+                .to_string()
+        }
+    }
+}
+
+/// Milliseconds since the epoch now (made-up ids carry the time they are first used).
+fn now_ms() -> u64 {
+    clock::wall_now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
 /// A typical event: identity fields, a session, and one field of its own.
 fn event(i: u64, users: u64) -> AuditEvent {
-    AuditEvent::new(TYPES[(i % 4) as usize], "T2000I")
+    let ms = now_ms();
+    let session = i / session_events();
+    let ev = AuditEvent::new(TYPES[(i % 4) as usize], "T2000I")
         .with_cluster("bench.example.com")
         .with_user(format!("user-{}", i % users))
         .with_login("postgres")
         .with_server(format!("db-{}", i % 17))
         .with_addr_remote("10.1.2.3:51234")
-        .with_session_id(format!("sess-{}", i / session_events()))
-        .with_field("query", format!("SELECT * FROM accounts WHERE id = {i}"))
+        .with_session_id(session_id(session, ms))
+        .with_field("query", format!("SELECT * FROM accounts WHERE id = {i}"));
+    match event_ids() {
+        Ids::Log => ev,
+        ids => ev.with_id(made_id(ids, i, 0xe7e7, ms, "ev-")),
+    }
+}
+
+/// Session `n`'s id. A v7 id takes the time of the session's first event, remembered per
+/// producer thread (a producer's sessions follow each other).
+fn session_id(n: u64, ms: u64) -> String {
+    thread_local! {
+        static LAST: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
+    LAST.with_borrow_mut(|(last, id)| {
+        if *last != n {
+            *last = n;
+            *id = made_id(session_ids(), n, 0x5e55, ms, "sess-");
+        }
+        id.clone()
+    })
+}
+
+/// Appends `n` events, untimed, pipelined from one thread (`HOP_AUDIT_BENCH_AGE_EVENTS`).
+fn age(log: &AuditLog) {
+    let n: u64 = std::env::var("HOP_AUDIT_BENCH_AGE_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if n == 0 {
+        return;
+    }
+    let started = monotonic_now();
+    let mut pending = VecDeque::new();
+    for i in 0..n {
+        // Producer numbers far from the groups' (t * 1e9), so no session id repeats.
+        pending.push_back(log.append_async(event(999_000_000_000 + i, 1000)).unwrap());
+        if pending.len() >= 4096 {
+            pending.pop_front().unwrap().wait().unwrap();
+        }
+    }
+    for h in pending {
+        h.wait().unwrap();
+    }
+    let written = since(started);
+    // The indexer writes a run every 250 ms at most; let it take in the last ones.
+    std::thread::sleep(Duration::from_secs(2));
+    println!("aged the log with {n} events in {written:.2?}");
 }
 
 fn open(path: &Path) -> AuditLog {
@@ -205,6 +333,7 @@ fn run_producers(
 fn append_throughput(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(open(&dir.path().join("audit.db")));
+    age(&log);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .build()
@@ -295,13 +424,26 @@ fn cpu_times() -> (Duration, LogCpu) {
             if let Some(role) = comm.trim().strip_prefix("hop-audit-") {
                 let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
                 *log.entry(role.to_owned()).or_default() += ticks(&stat);
+                let io = std::fs::read_to_string(task.path().join("io")).unwrap_or_default();
+                *log.entry(format!("{role} wrote")).or_default() +=
+                    Duration::from_micros(wchar(&io));
             }
         }
     }
     (process, log)
 }
 
-/// CPU time of the log's threads by role (the thread name after `hop-audit-`).
+/// The bytes a thread passed to write calls (`wchar` of `/proc/…/io`): how much of the index
+/// a run rewrote shows here whatever the machine's load.
+fn wchar(io: &str) -> u64 {
+    io.lines()
+        .find_map(|l| l.strip_prefix("wchar:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU time of the log's threads by role (the thread name after `hop-audit-`), and the bytes
+/// each wrote (`ROLE wrote`, carried as µs of a Duration to share the map).
 type LogCpu = std::collections::BTreeMap<String, Duration>;
 
 /// The log threads' CPU µs per event between two readings: in all, and by role.
@@ -311,6 +453,13 @@ fn log_cpu_per_event(before: &LogCpu, after: &LogCpu, events: u64) -> (f64, Stri
     let mut roles = Vec::new();
     for (role, t) in after {
         let spent = t.saturating_sub(before.get(role).copied().unwrap_or_default());
+        if let Some(role) = role.strip_suffix(" wrote") {
+            let bytes = spent.as_micros() as f64 / events.max(1) as f64;
+            if bytes > 0.0 {
+                roles.push(format!("{role} wrote {bytes:.0} B"));
+            }
+            continue;
+        }
         total += spent;
         roles.push(format!("{role} {:.2}", per_event(spent)));
     }

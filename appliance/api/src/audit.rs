@@ -208,7 +208,7 @@ impl AuditEvent {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_micros() as u64)
                 .unwrap_or(0),
-            id: uuid::Uuid::new_v4().to_string(),
+            id: crate::ids::time_ordered(now).to_string(),
             cluster: cluster.to_string(),
             user: user.to_string(),
             addr_remote: None,
@@ -299,14 +299,16 @@ impl AuditEvent {
         Ok(ev)
     }
 
-    /// What Auth keeps of an event an agent claims, however it arrived: an id of 1 to 64 bytes
-    /// (else a new one), Auth's own `cluster`, the code its kind and outcome give, and
-    /// `server_id` = the host id the agent's certificate proves. Which kinds an agent may send
-    /// is for the caller to check.
+    /// What Auth keeps of an event an agent claims, however it arrived: the id
+    /// [`crate::ids::agent_event_id`] derives from the agent's host id, the id it claimed (1 to
+    /// 64 bytes, else a new random one) and the event's time; Auth's own `cluster`; the code
+    /// its kind and outcome give; and `server_id` = the host id the agent's certificate proves.
+    /// Which kinds an agent may send is for the caller to check.
     pub fn claimed_by_agent(mut self, cluster: &str, host_id: &str) -> Self {
         if self.id.is_empty() || self.id.len() > 64 {
             self.id = uuid::Uuid::new_v4().to_string();
         }
+        self.id = crate::ids::agent_event_id(host_id, &self.id, self.time);
         self.cluster = cluster.to_string();
         if let Some(kind) = EventKind::from_name(self.event) {
             self.code = kind.code(self.success);

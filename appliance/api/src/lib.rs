@@ -10,6 +10,7 @@
 pub mod audit;
 pub mod audit_wire;
 pub mod dial;
+pub mod ids;
 pub mod password;
 pub mod timestamps;
 pub mod totp;

@@ -255,8 +255,12 @@ pub async fn open_session(
     use hop_protocols::tunnel::{Dial, Frame};
     let tls = dial_proxy(proxy, cfg).await?;
     let mut framed = crate::tunnel::FramedStream::new(tls);
-    let mut session_id = [0u8; 16];
-    rand::fill(&mut session_id[..]);
+    // Time-ordered (UUID v7), as every session id Hop mints: the audit log indexes them.
+    let since = hop_platform::clock::wall()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let ts = uuid::Timestamp::from_unix(uuid::NoContext, since.as_secs(), since.subsec_nanos());
+    let session_id = *uuid::Uuid::new_v7(ts).as_bytes();
     framed
         .write_frame(&Frame::Dial(Dial {
             session_id,

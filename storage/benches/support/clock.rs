@@ -2,7 +2,7 @@
 //! time of a run). A bench target includes it with `#[path = "support/clock.rs"] mod clock;`
 //! (it lives in a folder so that cargo does not take it for a benchmark of its own).
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Now, on the monotonic clock.
 // The one read of the clock in these benchmarks; clippy's `disallowed_methods` refuses it
@@ -16,4 +16,10 @@ pub fn monotonic_now() -> Instant {
 /// `earlier.elapsed()` would say.
 pub fn since(earlier: Instant) -> Duration {
     monotonic_now().saturating_duration_since(earlier)
+}
+
+/// Now, on the wall clock (for the time made-up ids carry).
+#[allow(clippy::disallowed_methods)]
+pub fn wall_now() -> SystemTime {
+    SystemTime::now()
 }

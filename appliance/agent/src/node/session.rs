@@ -173,7 +173,7 @@ pub async fn run(channel: Channel<Msg>, ctx: SessionContext) {
         }
     };
     let started = clock::now();
-    let session_id = uuid::Uuid::new_v4().to_string();
+    let session_id = hop_api::ids::new_session_id(clock::wall());
     // The tracker first: Auth accepts this session's events only once it knows the session.
     let tracker = ctx
         .shared

@@ -604,9 +604,7 @@ async fn bridge(
     mut client: Channel<Msg>,
     mut node: Channel<russh::client::Msg>,
 ) {
-    let mut sid = [0u8; 16];
-    rand::fill(&mut sid[..]);
-    let session_id = hex::encode(sid);
+    let session_id = hex::encode(hop_api::ids::time_ordered(clock::wall()).as_bytes());
     let started = clock::now();
     let auth = fwd.auth.clone();
     auth.emit(

@@ -167,8 +167,7 @@ where
             return;
         }
     };
-    let mut session_id = [0u8; 16];
-    rand::fill(&mut session_id[..]);
+    let session_id = *hop_api::ids::time_ordered(hop_platform::clock::wall()).as_bytes();
     let dial = DbDial {
         service: service.clone(),
         user: identity.username.clone(),

@@ -368,8 +368,7 @@ async fn open(
     };
     let (route, admitted) = check(routes, &cert, &service, &db_user, &db_name, remote)
         .map_err(|e| refuse(Some(&identity), &service, &e.to_string()))?;
-    let mut session_id = [0u8; 16];
-    rand::fill(&mut session_id[..]);
+    let session_id = *hop_api::ids::time_ordered(hop_platform::clock::wall()).as_bytes();
     let dial = DbDial {
         service: service.clone(),
         user: identity.username.clone(),
