@@ -144,7 +144,7 @@ fn event(i: u64, users: u64) -> AuditEvent {
         .with_login("postgres")
         .with_server(format!("db-{}", i % 17))
         .with_addr_remote("10.1.2.3:51234")
-        .with_session_id(session_id(session, ms))
+        .with_session_id(session_id(session, i, ms))
         .with_field("query", format!("SELECT * FROM accounts WHERE id = {i}"));
     match event_ids() {
         Ids::Log => ev,
@@ -152,19 +152,26 @@ fn event(i: u64, users: u64) -> AuditEvent {
     }
 }
 
-/// Session `n`'s id. A v7 id takes the time of the session's first event, remembered per
-/// producer thread (a producer's sessions follow each other).
-fn session_id(n: u64, ms: u64) -> String {
-    thread_local! {
-        static LAST: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
-    }
-    LAST.with_borrow_mut(|(last, id)| {
-        if *last != n {
-            *last = n;
-            *id = made_id(session_ids(), n, 0x5e55, ms, "sess-");
+/// Session `n`'s id for its event `i`. A v7 id takes the time of the session's first event:
+/// ids of open sessions are kept in a shared map (a producer may be a task that moves between
+/// threads) until the session's last event.
+fn session_id(n: u64, i: u64, ms: u64) -> String {
+    static OPEN: std::sync::LazyLock<Mutex<std::collections::HashMap<u64, String>>> =
+        std::sync::LazyLock::new(Default::default);
+    let last = (i + 1).is_multiple_of(session_events());
+    let mut open = OPEN.lock().unwrap();
+    let id = match open.get(&n) {
+        Some(id) => id.clone(),
+        None => {
+            let id = made_id(session_ids(), n, 0x5e55, ms, "sess-");
+            open.insert(n, id.clone());
+            id
         }
-        id.clone()
-    })
+    };
+    if last {
+        open.remove(&n);
+    }
+    id
 }
 
 /// Appends `n` events, untimed, pipelined from one thread (`HOP_AUDIT_BENCH_AGE_EVENTS`).

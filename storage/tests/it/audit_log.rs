@@ -162,6 +162,28 @@ fn a_repeated_id_is_acknowledged_but_stored_once() {
 }
 
 #[test]
+fn repeats_are_found_in_the_id_index_below_at_and_above_its_greatest_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(start_time());
+    {
+        let log = open_audit(dir.path(), &clock);
+        for i in [20, 40] {
+            log.append(numbered_event(i)).unwrap();
+        }
+        // Closing writes the index: the ids are now in the id index, not the unindexed ones.
+        log.close();
+    }
+    let log = open_audit(dir.path(), &clock);
+    // ev-000020 sorts below the greatest id (ev-000040), ev-000040 is it: both are looked up
+    // and found; ev-000010 is looked up and not found; ev-000050 sorts above and is new.
+    for (i, repeat) in [(20, true), (40, true), (10, false), (50, false)] {
+        let p = log.append(numbered_event(i)).unwrap();
+        assert_eq!(p.duplicate, repeat, "ev-{i:06}");
+    }
+    assert_eq!(all_events(&log).len(), 4);
+}
+
+#[test]
 fn a_full_queue_refuses_fire_and_forget_events_and_counts_them() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(start_time());
