@@ -370,6 +370,14 @@ impl AccessChecker {
         }
     }
 
+    /// May the user see a node with `node_labels` at all (whatever the login)? A role's allow
+    /// labels must match and no role's deny labels may: what `hop ssh` resolves a host name
+    /// among, so that a node no role shows answers as one that is not there.
+    pub fn may_see_node(&self, node_labels: &BTreeMap<String, String>) -> bool {
+        !self.roles.iter().any(|r| r.deny.node.matches(node_labels))
+            && self.roles.iter().any(|r| r.allow.node.matches(node_labels))
+    }
+
     /// May the user connect to database `db_name` as `db_user` on a server with `db_labels`?
     /// Names and users compare case-exactly; `*` in a role matches any.
     pub fn check_database(

@@ -182,10 +182,13 @@ async fn locate(
 ) -> Result<Located, String> {
     let (login, host) = parse_target(&dial.target).map_err(|e| e.to_string())?;
     let nodes = {
-        let (r, a) = (registry.clone(), auth.clone());
-        tokio::task::spawn_blocking(move || all_nodes(r.as_ref(), &a))
-            .await
-            .unwrap_or_default()
+        let (r, a, c, l) = (registry.clone(), auth.clone(), cert.clone(), login.clone());
+        tokio::task::spawn_blocking(move || nodes_for(r.as_ref(), &a, &c, &l, remote)).await
+    };
+    let nodes = match nodes {
+        Ok(Ok(nodes)) => nodes,
+        Ok(Err(refusal)) => return Err(refusal.to_string()),
+        Err(e) => return Err(format!("internal error: {e}")),
     };
     let node = match resolve(&nodes, &host, auth.cluster_name()) {
         Ok(n) => n,
@@ -206,6 +209,25 @@ async fn locate(
         route,
         terminated,
     })
+}
+
+/// The nodes `cert`'s user may see (a role's node labels match, whatever the login), once the
+/// identity is admitted: a locked, deleted or expired user learns nothing of the nodes
+/// (the refusal is audited), and a node no role shows answers as one not connected, never by
+/// name in an ambiguity. Admission does not depend on the SSH route, so deciding here as
+/// `hop-ssh` and again in [`check`] with the node's own route gives the same answer.
+fn nodes_for(
+    registry: &TunnelRegistry,
+    auth: &AuthServer,
+    cert: &UserCert,
+    login: &str,
+    remote: SocketAddr,
+) -> Result<Vec<NodeRoute>, hop_admission::Refusal> {
+    let admitted = admit(auth, cert, Some(login), Route::HopSsh, remote)?;
+    let checker = admitted.checker();
+    let mut nodes = all_nodes(registry, auth);
+    nodes.retain(|n| checker.may_see_node(&n.labels));
+    Ok(nodes)
 }
 
 /// Writes the `ssh.auth` failure of a refused session.

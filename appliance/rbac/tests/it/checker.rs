@@ -90,6 +90,27 @@ fn deny_wins_over_allow() {
 }
 
 #[test]
+fn a_node_is_seen_where_a_role_allows_its_labels_and_none_denies_them() {
+    let allow = ssh_everywhere("allow-all", &["root", "ubuntu"]);
+    let no_root = role("no-root", |r| r.spec.deny.logins = vec!["root".into()]);
+    let no_prod = role("no-prod", |r| {
+        r.spec.deny.node_labels = labels([("env", "prod")])
+    });
+    let c = checker(&[allow, no_root, no_prod], &Traits::new());
+    // A login denied everywhere does not hide the node: `hop ssh root@dev` says why instead.
+    assert!(c.may_see_node(&node(&[("env", "dev")])));
+    assert!(!c.may_see_node(&node(&[("env", "prod")])));
+    let dev_only = role("dev-only", |r| {
+        r.spec.allow.logins = vec!["ubuntu".into()];
+        r.spec.allow.node_labels = labels([("env", "dev")]);
+    });
+    let c = checker(&[dev_only], &Traits::new());
+    assert!(c.may_see_node(&node(&[("env", "dev")])));
+    assert!(!c.may_see_node(&node(&[("env", "lab")])));
+    assert!(!checker(&[], &Traits::new()).may_see_node(&node(&[])));
+}
+
+#[test]
 fn allow_needs_labels_and_login_in_the_same_role() {
     let a = role("a", |r| {
         r.spec.allow.logins = vec!["alice".into()];
