@@ -10,7 +10,7 @@ const enc = encodeURIComponent;
 function inviteBox(answer, what) {
   return el('div', { id: 'invite', class: 'notice' },
     el('p', {}, `${what} ${answer.user}. Share this link (valid until ${answer.expires}); it is shown once:`),
-    el('p', {}, el('a', { id: 'invite-link', href: answer.path }, answer.url)));
+    el('p', {}, el('a', { id: 'invite-link', href: answer.path, 'data-path': answer.path }, answer.url)));
 }
 
 /** Shows the users page in `view`. */
