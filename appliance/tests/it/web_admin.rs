@@ -6,7 +6,9 @@
 //! name and a lock reason shows as text. The new user changes their password on the account
 //! page and logs in with the new one. Over the API (curl), the same editor calls made with an
 //! `access` user's cookie and CSRF token are refused (403), and the editor API's rows of the
-//! web refusal matrix (locked, deleted, role removed, CSRF token missing, expired). Screenshots
+//! web refusal matrix (locked, deleted, role removed, CSRF token missing, expired); a reset ends
+//! the user's web sessions. On the account page the new user also adds a second one-time-code
+//! device, removes the first, and cannot remove the last. Screenshots
 //! are kept under `$CARGO_TARGET_DIR/tmp/web-artifacts/admin/`.
 
 use std::io::{BufRead, BufReader, Write};
@@ -387,6 +389,25 @@ fn editors_and_accounts_in_chromium() {
         json!({"do": "login", "who": "n2", "user": "nina", "password": NEW_PASSWORD, "otp": code}),
     );
     assert_eq!(ok["error"], "", "{ok}");
+    // A second device (its secret shown once, confirmed by its first code), then the first one
+    // removed; the last one cannot be.
+    b.open(n, "/web/account", "#device-add");
+    b.click(n, "#device-add", "#enroll-secret");
+    let phone = b.text(n, "#enroll-secret", "");
+    b.fill(n, "#device-password", NEW_PASSWORD);
+    b.fill(n, "#device-name", "phone");
+    b.fill(n, "#device-code", &code_of(&phone, step_now()));
+    b.click(n, "#device-submit", "");
+    b.text(n, "#devices-message", "added");
+    assert_eq!(items(&mut b, n, "tr.device").len(), 2);
+    b.shot(n, "account-devices");
+    b.fill(n, "#device-password", NEW_PASSWORD);
+    b.click(n, "tr.device[data-id=signup] button.remove", "");
+    b.send(json!({"do": "gone", "who": n, "sel": "tr.device[data-id=signup]"}));
+    b.fill(n, "#device-password", NEW_PASSWORD);
+    b.click(n, "tr.device button.remove", "");
+    b.text(n, "#devices-message", "only one-time-code device");
+    assert_eq!(items(&mut b, n, "tr.device").len(), 1);
     // Audited as for the CLI, with the web user as the actor.
     let created = audit(&a, "user.create");
     assert!(
@@ -507,6 +528,35 @@ fn the_editor_api_rows_of_the_web_refusal_matrix() {
         assert_eq!(seen.status, row.status, "{}: {}", row.what, seen.body);
         assert_eq!(seen.body["code"], row.code, "{}: {}", row.what, seen.body);
     }
+    // A reset makes a new link and ends the user's web sessions at once.
+    let secret = add_user(&a, "rita", "access", &[]);
+    let (rita, _) = web_login(&a, "rita", &secret, None);
+    let secret = add_user(&a, "edna", "editor", &[]);
+    let (edna, csrf) = web_login(&a, "edna", &secret, None);
+    let reset = web(
+        &a,
+        "POST",
+        "/web/api/users/rita/reset",
+        Some(&edna),
+        Some(&csrf),
+        Some(&json!({})),
+    );
+    assert_eq!(reset.status, 200, "{}", reset.body);
+    let token = reset.body["path"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("/web/invite/");
+    let check = web(
+        &a,
+        "POST",
+        "/web/api/invite/check",
+        None,
+        None,
+        Some(&json!({"token": token})),
+    );
+    assert_eq!(check.body["reset"], true, "{}", check.body);
+    let gone = web(&a, "GET", "/web/api/resources", Some(&rita), None, None);
+    assert_eq!(gone.status, 401, "{}", gone.body);
     std::thread::sleep(Duration::from_secs(4).saturating_sub(clock::since(started)));
     let seen = web(&a, "GET", "/web/api/users", Some(&expiring), None, None);
     assert_eq!(seen.status, 401, "{}", seen.body);
