@@ -31,6 +31,10 @@ export async function usersPage(view) {
   };
   const { users } = await api('GET', '/web/api/users');
   const reason = el('input', { id: 'lock-reason', placeholder: 'Lock reason', 'aria-label': 'Lock reason' });
+  const ttl = el('input', {
+    id: 'lock-ttl', type: 'number', min: '0', value: '0', 'aria-label': 'Lock for (seconds, 0: until unlocked)',
+    title: 'Lock for (seconds, 0: until unlocked)',
+  });
   const rows = users.map((u) => el('tr', { class: 'user', 'data-name': u.name },
     el('td', { class: 'name' }, u.name),
     el('td', {}, u.roles.join(', ')),
@@ -43,7 +47,8 @@ export async function usersPage(view) {
           await redraw();
         }) }, 'Unlock')
         : el('button', { type: 'button', class: 'lock', onclick: act(async () => {
-          await api('POST', `/web/api/users/${enc(u.name)}/lock`, { reason: reason.value });
+          await api('POST', `/web/api/users/${enc(u.name)}/lock`,
+            { reason: reason.value, ttl_seconds: Number(ttl.value) || 0 });
           await redraw();
         }) }, 'Lock'),
       el('button', { type: 'button', class: 'reset', onclick: act(async () => {
@@ -72,7 +77,8 @@ export async function usersPage(view) {
   });
   show(view,
     el('h1', {}, 'Users'), form, message, result,
-    el('div', { class: 'toolbar' }, reason),
+    el('div', { class: 'inline' }, el('label', { for: 'lock-reason' }, 'Lock with reason'), reason,
+      el('label', { for: 'lock-ttl' }, 'for (s, 0: until unlocked)'), ttl),
     el('table', { id: 'users' },
       el('thead', {}, el('tr', {}, ['User', 'Roles', 'Logins', 'Locked', ''].map((h) => el('th', {}, h)))),
       el('tbody', {}, rows)));

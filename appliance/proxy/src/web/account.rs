@@ -45,7 +45,7 @@ async fn account(
     State(room): State<Arc<WebRoom>>,
     req: WebRequest,
 ) -> Result<Response, EditorError> {
-    let c = room.guard(&req, Renew::No)?;
+    let c = room.guard(&req, Renew::Yes)?;
     let user = c.session.cert.identity.username.clone();
     let name = user.clone();
     let devices = blocking(&room, move |a| a.otp_devices(&name)).await?;

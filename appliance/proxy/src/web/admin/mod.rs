@@ -160,12 +160,7 @@ pub(crate) fn editor_of(
     kind: &str,
     verb: &str,
 ) -> Result<(WebCaller, String), EditorError> {
-    let renew = if req.method == axum::http::Method::GET {
-        Renew::No
-    } else {
-        Renew::Yes
-    };
-    let c = room.guard(req, renew)?;
+    let c = room.guard(req, Renew::Yes)?;
     let actor = hop_auth::grpc::authorize(&room.auth, &caller(&c), kind, verb)?;
     Ok((c, actor))
 }
