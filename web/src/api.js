@@ -14,6 +14,7 @@ export class ApiError extends Error {
     super(body.error || `HTTP ${status}`);
     this.status = status;
     this.code = body.code || '';
+    this.body = body;
   }
 }
 
@@ -69,3 +70,6 @@ export async function logout() {
 }
 
 export const resources = () => call('GET', '/web/api/resources');
+
+/** Any web API call (the editor and account pages): JSON in, JSON out, errors as ApiError. */
+export const api = (method, path, body) => call(method, path, body);

@@ -4,11 +4,23 @@ import { ApiError, currentSession, logout, onSessionEnded } from '/web/assets/ap
 import { el, show } from '/web/assets/dom.js';
 import { loginPage } from '/web/assets/login.js';
 import { resourcesPage } from '/web/assets/resources.js';
+import { api } from '/web/assets/api.js';
+import { accountPage } from '/web/assets/account.js';
+import { invitePage } from '/web/assets/invite.js';
+import { locksPage } from '/web/assets/locks.js';
+import { rolesPage } from '/web/assets/roles.js';
+import { tokensPage } from '/web/assets/tokens.js';
+import { usersPage } from '/web/assets/users.js';
 
 // Each page: the address prefix that shows it, and the function that draws it into the view
 // (given the view, the web session, and the rest of the address after the prefix).
 const PAGES = [
   { prefix: '/web/resources', draw: (v) => resourcesPage(v) },
+  { prefix: '/web/account', draw: (v) => accountPage(v) },
+  { prefix: '/web/users', draw: (v) => usersPage(v) },
+  { prefix: '/web/roles', draw: (v, s, rest) => rolesPage(v, s, rest) },
+  { prefix: '/web/tokens', draw: (v, s, rest) => tokensPage(v, s, rest) },
+  { prefix: '/web/locks', draw: (v) => locksPage(v) },
 ];
 
 const view = document.getElementById('view');
@@ -33,9 +45,22 @@ function loggedOut(notice) {
   loginPage(view, loggedIn, notice);
 }
 
+// Shows the editor pages' links the user's roles allow (a hint: the API refuses the rest).
+async function showEditorLinks() {
+  const links = document.querySelectorAll('#nav a[data-editor]');
+  for (const a of links) a.hidden = true;
+  try {
+    const may = await api('GET', '/web/api/editor');
+    for (const a of links) a.hidden = !may[a.dataset.editor];
+  } catch {
+    // No hint: the links stay hidden.
+  }
+}
+
 function loggedIn(session) {
   who.textContent = `${session.user} (${session.roles.join(', ')})`;
   bar.hidden = false;
+  showEditorLinks();
   if (!watch) watch = setInterval(() => currentSession().catch(() => {}), WATCH_MS);
   if (location.pathname === '/web/login' || location.pathname === '/web' || location.pathname === '/web/') {
     go('/web/resources');
@@ -45,6 +70,11 @@ function loggedIn(session) {
 }
 
 async function route() {
+  // An invitation link is for someone without a session.
+  if (location.pathname.startsWith('/web/invite/')) {
+    await invitePage(view, decodeURIComponent(location.pathname.slice('/web/invite/'.length)));
+    return;
+  }
   let session;
   try {
     session = await currentSession();

@@ -43,6 +43,10 @@ pub enum EventKind {
     LockCreated,
     AccessRefused,
     SessionTerminated,
+    UserLogout,
+    UserPasswordChange,
+    MfaAdd,
+    MfaDelete,
 }
 
 impl EventKind {
@@ -77,6 +81,10 @@ impl EventKind {
             Self::LockCreated => "lock.created",
             Self::AccessRefused => "access.refused",
             Self::SessionTerminated => "session.terminated",
+            Self::UserLogout => "user.logout",
+            Self::UserPasswordChange => "user.password_change",
+            Self::MfaAdd => "mfa.add",
+            Self::MfaDelete => "mfa.delete",
         }
     }
 
@@ -112,6 +120,10 @@ impl EventKind {
             Self::LockCreated => 1007,
             Self::AccessRefused => 1008,
             Self::SessionTerminated => 1009,
+            Self::UserLogout => 1010,
+            Self::UserPasswordChange => 1011,
+            Self::MfaAdd => 1012,
+            Self::MfaDelete => 1013,
         };
         format!("H{n}{}", if success { 'I' } else { 'W' })
     }
@@ -149,6 +161,10 @@ impl EventKind {
         Self::LockCreated,
         Self::AccessRefused,
         Self::SessionTerminated,
+        Self::UserLogout,
+        Self::UserPasswordChange,
+        Self::MfaAdd,
+        Self::MfaDelete,
     ];
 
     /// The kinds an agent may send to Auth (`EmitEvents`, `EmitEventsPacked`).

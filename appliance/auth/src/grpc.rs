@@ -185,7 +185,7 @@ pub(super) fn unix(t: std::time::SystemTime) -> i64 {
 }
 
 /// Checks the caller may use `verb` on `kind`; returns the actor name for audit events.
-pub(crate) fn authorize(
+pub fn authorize(
     auth: &AuthServer,
     caller: &Caller,
     kind: &str,

@@ -17,8 +17,48 @@ pub struct UserSecrets {
     pub password_hash: Option<String>,
     /// Base32 TOTP secret.
     pub totp_secret: Option<String>,
-    /// The last TOTP step accepted, so that a code works once.
+    /// The last TOTP step accepted, so that a code works once (shared by every device: one
+    /// code per step per user).
     pub totp_last_step: Option<u64>,
+    /// One-time-code devices added from the account page, besides the one enrolled at sign-up
+    /// (`totp_secret`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub otp_devices: Vec<OtpDevice>,
+}
+
+/// A one-time-code (TOTP) device added after sign-up.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OtpDevice {
+    /// Random, shown to the user to name the device in a removal.
+    pub id: String,
+    /// The user's name for it ("phone").
+    pub name: String,
+    /// Base32 TOTP secret.
+    pub secret: String,
+    /// Unix seconds.
+    pub added_unix: i64,
+}
+
+/// The id under which the device enrolled at sign-up (`totp_secret`) is listed.
+pub const SIGNUP_DEVICE: &str = "signup";
+
+impl UserSecrets {
+    /// Every TOTP secret of the user (the sign-up device first), base32.
+    pub fn totp_secrets(&self) -> impl Iterator<Item = &str> {
+        self.totp_secret
+            .as_deref()
+            .into_iter()
+            .chain(self.otp_devices.iter().map(|d| d.secret.as_str()))
+    }
+}
+
+impl std::fmt::Debug for OtpDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OtpDevice")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for UserSecrets {
@@ -33,6 +73,7 @@ impl std::fmt::Debug for UserSecrets {
                 "totp_secret",
                 &self.totp_secret.as_ref().map(|_| "<redacted>"),
             )
+            .field("otp_devices", &self.otp_devices)
             .finish()
     }
 }

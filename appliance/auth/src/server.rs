@@ -7,7 +7,8 @@
 //! secret: passwords, TOTP secrets, invite and join tokens appear in no message or event.
 //!
 //! This file holds the service itself (opening it, its settings and shared helpers); each
-//! concern has its own room: `accounts` (users, locks), `invites` (sign-up), `login`,
+//! concern has its own room: `accounts` (users, locks), `account` (a user's own password and
+//! one-time-code devices), `invites` (sign-up), `login`,
 //! `certificates` (what goes into issued certificates), `agents` (join, renewal, what nodes
 //! learn), `admin` (generic resources and rule checks) and `authorities` (the CAs). Join tokens
 //! live in `join_tokens`, the names in host certificates in `host_names`.
@@ -23,6 +24,7 @@ use super::ratelimit::LoginRateLimiter;
 use super::{password, resources};
 use hop_metrics::Metrics;
 
+mod account;
 mod accounts;
 mod admin;
 mod agents;
@@ -32,6 +34,7 @@ mod invites;
 mod login;
 
 pub use crate::error::{AuthError, INVALID_CREDENTIALS};
+pub use account::{MAX_OTP_DEVICES, OtpDeviceView, PendingInvite};
 pub use accounts::validate_username;
 pub use admin::CreatedResources;
 pub use agents::{JoinRequest, JoinedHost, NodeAccess};

@@ -1175,3 +1175,129 @@ fn an_agent_cannot_open_trackers_without_bound() {
     }
     assert!(refused >= 49, "only {refused} of the flood were refused");
 }
+
+#[test]
+fn a_password_change_needs_the_old_password_and_a_code_and_is_audited() {
+    let f = fixture("otp");
+    let secret = f.user("carol", &["access"]);
+    let new = "another horse battery staple";
+    f.clock.advance(Duration::from_secs(30));
+    let code = totp::code_at(&secret, f.clock.now());
+    // A wrong old password: refused like a login (counted), nothing changed.
+    assert!(matches!(
+        f.auth.change_password("carol", "wrong", &code, new, None),
+        Err(AuthError::InvalidCredentials)
+    ));
+    f.clock.advance(Duration::from_secs(30));
+    let code = totp::code_at(&secret, f.clock.now());
+    // A new password under the policy: refused before anything is checked.
+    assert!(matches!(
+        f.auth
+            .change_password("carol", PASSWORD, &code, "short", None),
+        Err(AuthError::BadRequest(_))
+    ));
+    f.auth
+        .change_password("carol", PASSWORD, &code, new, None)
+        .unwrap();
+    // The code was used; the old password no longer logs in, the new one does.
+    f.clock.advance(Duration::from_secs(30));
+    let code = totp::code_at(&secret, f.clock.now());
+    assert!(f.login("carol", PASSWORD, &code).is_err());
+    f.clock.advance(Duration::from_secs(30));
+    let code = totp::code_at(&secret, f.clock.now());
+    f.login("carol", new, &code).unwrap();
+    let changes: Vec<bool> = f
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "user.password_change")
+        .map(|e| e["success"].as_bool().unwrap())
+        .collect();
+    assert_eq!(changes, vec![false, false, true]);
+    let text = serde_json::to_string(&f.events()).unwrap();
+    assert!(!text.contains(new), "a password reached the audit log");
+}
+
+#[test]
+fn devices_are_added_with_their_first_code_and_the_last_is_never_removed() {
+    let f = fixture("otp");
+    let first = f.user("dan", &["access"]);
+    let phone = vec![7u8; 20];
+    let phone_b32 = totp::encode_secret(&phone);
+    let code = totp::code_at(&phone, f.clock.now());
+    // The password is needed, and the device's own code.
+    assert!(matches!(
+        f.auth
+            .add_otp_device("dan", "wrong", "phone", &phone_b32, &code, None),
+        Err(AuthError::InvalidCredentials)
+    ));
+    assert!(matches!(
+        f.auth
+            .add_otp_device("dan", PASSWORD, "phone", &phone_b32, "000000", None),
+        Err(AuthError::BadRequest(_))
+    ));
+    let added = f
+        .auth
+        .add_otp_device("dan", PASSWORD, "phone", &phone_b32, &code, None)
+        .unwrap();
+    let listed = f.auth.otp_devices("dan").unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[1].name, "phone");
+    // Either device logs in.
+    f.clock.advance(Duration::from_secs(30));
+    f.login("dan", PASSWORD, &totp::code_at(&phone, f.clock.now()))
+        .unwrap();
+    f.clock.advance(Duration::from_secs(30));
+    f.login("dan", PASSWORD, &totp::code_at(&first, f.clock.now()))
+        .unwrap();
+    // The sign-up device goes; the last one stays.
+    f.auth
+        .remove_otp_device("dan", PASSWORD, "signup", None)
+        .unwrap();
+    assert!(matches!(
+        f.auth.remove_otp_device("dan", PASSWORD, &added.id, None),
+        Err(AuthError::BadRequest(_))
+    ));
+    assert!(matches!(
+        f.auth.remove_otp_device("dan", PASSWORD, "nope", None),
+        Err(AuthError::NotFound(_))
+    ));
+    f.clock.advance(Duration::from_secs(30));
+    assert!(
+        f.login("dan", PASSWORD, &totp::code_at(&first, f.clock.now()))
+            .is_err()
+    );
+    let kinds: Vec<String> = f
+        .events()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_string())
+        .collect();
+    assert!(kinds.contains(&"mfa.add".to_string()));
+    assert!(kinds.contains(&"mfa.delete".to_string()));
+    let text = serde_json::to_string(&f.events()).unwrap();
+    assert!(
+        !text.contains(&phone_b32),
+        "a device secret reached the audit log"
+    );
+}
+
+#[test]
+fn a_pending_invitation_is_shown_without_being_used() {
+    let f = fixture("otp");
+    let invite = f
+        .auth
+        .create_user("erin", &roles(&["access"]), BTreeMap::new(), "test")
+        .unwrap();
+    let seen = f.auth.pending_invite(&invite.token, None).unwrap();
+    assert_eq!(seen.user, "erin");
+    assert!(!seen.reset);
+    assert!(f.auth.pending_invite(&invite.token, None).is_ok());
+    assert!(matches!(
+        f.auth.pending_invite("0123", None),
+        Err(AuthError::InviteNotFound)
+    ));
+    f.clock.advance(Duration::from_secs(3601));
+    assert!(matches!(
+        f.auth.pending_invite(&invite.token, None),
+        Err(AuthError::InviteExpired { .. })
+    ));
+}

@@ -24,4 +24,5 @@ mod recordings;
 mod ssh;
 mod tunnels;
 mod web;
+mod web_admin;
 mod web_matrix;

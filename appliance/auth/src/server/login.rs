@@ -153,7 +153,7 @@ impl AuthServer {
 
     /// Verifies password and code, maintaining the failure counter and lock. Returns the user;
     /// `Locked` only once the password and code have been checked like any other attempt's.
-    fn check_credentials(
+    pub(super) fn check_credentials(
         &self,
         req: &LoginRequest<'_>,
         now: SystemTime,
@@ -182,18 +182,9 @@ impl AuthServer {
             secrets.as_ref().and_then(|s| s.password_hash.as_deref()),
         );
         let (otp_ok, otp_step) = if self.otp_required() {
-            let key = secrets
+            let step = secrets
                 .as_ref()
-                .and_then(|s| s.totp_secret.as_deref())
-                .and_then(|s| totp::decode_secret(s).ok());
-            let step = key.as_ref().and_then(|k| {
-                totp::verify(
-                    k,
-                    req.totp_code,
-                    now,
-                    secrets.as_ref().and_then(|s| s.totp_last_step),
-                )
-            });
+                .and_then(|s| verify_any_device(s, req.totp_code, now));
             (step.is_some(), step)
         } else {
             (true, None)
@@ -271,6 +262,20 @@ impl AuthServer {
             },
         })
     }
+}
+
+/// The step `code` matches on any of the user's TOTP devices (each one compared, so that timing
+/// tells no device apart), refusing steps already used.
+pub(super) fn verify_any_device(s: &UserSecrets, code: &str, now: SystemTime) -> Option<u64> {
+    let mut found = None;
+    for secret in s.totp_secrets() {
+        let Ok(key) = totp::decode_secret(secret) else {
+            continue;
+        };
+        let step = totp::verify(&key, code, now, s.totp_last_step);
+        found = found.or(step);
+    }
+    found
 }
 
 /// What the audit log records for a refused login: the real reason, which the caller never sees.

@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use hop_admission::{Refusal, Route};
 use hop_api::timestamps::rfc3339;
 use hop_auth::AuthError;
+use hop_auth::audit::EventKind;
 use hop_auth::server::{LoginCertificates, LoginClient, LoginRequest};
 use serde::{Deserialize, Serialize};
 
@@ -195,7 +196,10 @@ fn login_refused(e: &AuthError) -> Response {
     }
 }
 
-/// `POST /web/api/logout`: the session ends now; its cookie no longer works. It needs the
+/// `POST /web/api/logout`: the session ends now; its cookie no longer works (audited
+/// `user.logout`, `client: web`). The user's other web sessions (other browsers, or an earlier
+/// login in this one) are not ended, as in Teleport; a new login likewise opens a session beside
+/// any earlier one, which lasts until its own logout, expiry or idle timeout. It needs the
 /// session's CSRF token and this origin, not admission (ending a session is always allowed).
 pub async fn logout(
     State(room): State<Arc<WebRoom>>,
@@ -205,6 +209,13 @@ pub async fn logout(
     let session = room.session_of(&req)?;
     let now = room.auth.now();
     room.sessions.end(&session.key, None, now);
+    // Queued, not awaited: the session has ended whatever the audit log does.
+    room.auth.emit(
+        room.auth
+            .event(EventKind::UserLogout, &session.cert.identity.username)
+            .remote(Some(req.remote))
+            .field("client", "web"),
+    );
     let mut response = no_store(serde_json::json!({}));
     response
         .headers_mut()

@@ -7,7 +7,9 @@
 //! used), the check every API request passes ([`guard`]: the session, CSRF and `Origin` for a
 //! state-changing request, then the one admission decision on the `web` route), and the API
 //! itself ([`api`]: login through Auth's own login, logout, the session, the resources a user
-//! may reach). A session whose identity admission refuses (a lock, a deletion, a role taken
+//! may reach), the account page ([`account`]: password, one-time-code devices), the editor
+//! pages ([`admin`]: users, roles, join tokens, locks, each call authorized by Auth with the
+//! admin API's rules) and invitation links ([`invite`]). A session whose identity admission refuses (a lock, a deletion, a role taken
 //! away, expiry) is ended by [`WebRoom::watch_sessions`] within a second or two, and at its next
 //! request at the latest.
 //!
@@ -16,9 +18,13 @@
 //! data as markup (the pages build text nodes; the API answers JSON). The data plane and the
 //! relay never import it.
 
+pub mod account;
+pub mod admin;
 pub mod api;
 pub mod assets;
 pub mod guard;
+pub mod invite;
+pub mod qr;
 pub mod sessions;
 
 #[cfg(test)]
@@ -95,6 +101,9 @@ impl WebRoom {
             .route("/web/api/logout", post(api::logout))
             .route("/web/api/session", get(api::session))
             .route("/web/api/resources", get(api::resources))
+            .merge(admin::routes())
+            .merge(account::routes())
+            .merge(invite::routes())
             .route("/web/api/{*rest}", axum::routing::any(assets::no_such_call))
             .with_state(self.clone())
             .layer(axum::middleware::from_fn(whole_body));

@@ -239,6 +239,18 @@ impl WebSessions {
         }
     }
 
+    /// Ends every live session of `user` (forgotten, as at logout): a reset voided the
+    /// password and devices they were opened with. Returns how many ended.
+    pub fn end_user(&self, user: &str) -> usize {
+        let mut table = self.table();
+        let before = table.len();
+        table.retain(|_, e| match e {
+            Entry::Live { found, .. } => found.cert.identity.username != user,
+            Entry::Ended { .. } => true,
+        });
+        before - table.len()
+    }
+
     /// How many sessions are live.
     pub fn live(&self) -> usize {
         self.table()

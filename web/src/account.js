@@ -1,0 +1,78 @@
+// The account page (every user): change the password (old password and a one-time code), and
+// the one-time-code devices: list, add one (a fresh secret shown once, confirmed with its first
+// code and the password), remove one (never the last: the server refuses).
+import { api } from '/web/assets/api.js';
+import { el, show } from '/web/assets/dom.js';
+import { enrollBox } from '/web/assets/enroll.js';
+
+const input = (id, label, attrs = {}) => [el('label', { for: id }, label), el('input', { id, required: '', ...attrs })];
+
+function passwordForm() {
+  const message = el('p', { id: 'password-message', role: 'alert' });
+  const form = el('form', { id: 'password-form', class: 'card left' },
+    el('h2', {}, 'Change password'),
+    input('old-password', 'Current password', { type: 'password', autocomplete: 'current-password' }),
+    input('password-otp', 'One-time code', { inputmode: 'numeric', autocomplete: 'one-time-code' }),
+    input('new-password', 'New password', { type: 'password', autocomplete: 'new-password' }),
+    el('button', { id: 'password-submit', type: 'submit' }, 'Change password'), message);
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const v = (id) => document.getElementById(id).value;
+    message.className = '';
+    try {
+      await api('POST', '/web/api/account/password',
+        { old_password: v('old-password'), otp: v('password-otp').trim(), new_password: v('new-password') });
+      message.textContent = 'Your password has been changed.';
+      form.reset();
+    } catch (e) {
+      message.className = 'error';
+      message.textContent = e.message;
+    }
+  });
+  return form;
+}
+
+function devicesBox(view, devices) {
+  const message = el('p', { id: 'devices-message', role: 'alert' });
+  const fail = (e) => { message.className = 'error'; message.textContent = e.message; };
+  const password = el('input', { id: 'device-password', type: 'password', 'aria-label': 'Current password', placeholder: 'Current password' });
+  const rows = devices.map((d) => el('tr', { class: 'device', 'data-id': d.id },
+    el('td', { class: 'name' }, d.name), el('td', {}, d.added || '-'),
+    el('td', {}, el('button', { type: 'button', class: 'remove', onclick: async () => {
+      try {
+        await api('POST', `/web/api/account/devices/${encodeURIComponent(d.id)}/remove`, { password: password.value });
+        await accountPage(view);
+      } catch (e) { fail(e); }
+    } }, 'Remove'))));
+  const adding = el('div', { id: 'device-new' });
+  const start = el('button', { id: 'device-add', type: 'button', onclick: async () => {
+    try {
+      const e = await api('POST', '/web/api/account/devices/enroll', {});
+      const name = el('input', { id: 'device-name', placeholder: 'phone', 'aria-label': 'Device name' });
+      const code = el('input', { id: 'device-code', inputmode: 'numeric', 'aria-label': 'Its first code', placeholder: 'Its first code' });
+      const form = el('form', { id: 'device-form', class: 'inline' }, name, code,
+        el('button', { id: 'device-submit', type: 'submit' }, 'Add device'));
+      form.addEventListener('submit', async (ev) => {
+        ev.preventDefault();
+        try {
+          await api('POST', '/web/api/account/devices',
+            { password: password.value, name: name.value, secret: e.secret, code: code.value.trim() });
+          await accountPage(view);
+          document.getElementById('devices-message').textContent = `Device ${name.value} added.`;
+        } catch (err) { fail(err); }
+      });
+      adding.replaceChildren(el('p', {}, 'Scan this with your authenticator app, then enter its first code:'),
+        enrollBox(e), form);
+    } catch (err) { fail(err); }
+  } }, 'Add a device');
+  return el('section', { id: 'devices-section' },
+    el('h2', {}, 'One-time-code devices'),
+    el('p', { class: 'muted' }, 'Adding or removing a device needs your current password:'), password,
+    el('table', { id: 'devices' }, el('tbody', {}, rows)), start, adding, message);
+}
+
+/** Shows the account page in `view`. */
+export async function accountPage(view) {
+  const a = await api('GET', '/web/api/account');
+  show(view, el('h1', {}, `Account: ${a.user}`), passwordForm(), devicesBox(view, a.devices));
+}
