@@ -184,11 +184,7 @@ impl AuthServer {
 
     /// Decides whether the holder of `presented` may start on `route` now.
     pub fn admit(&self, presented: &Presented<'_>, route: Route) -> Result<Admitted, Refusal> {
-        let snap = self
-            .admission_snapshot()
-            .map_err(|e| Refusal::Unavailable {
-                reason: e.to_string(),
-            })?;
+        let snap = self.admission_snapshot().map_err(unavailable)?;
         self.admit_on(&snap, presented, route)
     }
 
@@ -210,11 +206,7 @@ impl AuthServer {
         expires: SystemTime,
         route: Route,
     ) -> Result<Admitted, Refusal> {
-        let snap = self
-            .admission_snapshot()
-            .map_err(|e| Refusal::Unavailable {
-                reason: e.to_string(),
-            })?;
+        let snap = self.admission_snapshot().map_err(unavailable)?;
         let traits = std::collections::BTreeMap::new();
         let subject = Subject {
             kind: SubjectKind::Agent,
@@ -438,5 +430,14 @@ impl AuthServer {
             .into_iter()
             .map(|v| v.value)
             .find(|l| hop_admission::lock_applies(l, &subject, now)))
+    }
+}
+
+/// The refusal while the access data cannot be read: the words a user sees name no file or
+/// path of the appliance; the operator's log has the error itself.
+fn unavailable(e: AuthError) -> Refusal {
+    tracing::error!(error = %e, "admission cannot read the access data; refusing every decision until it can");
+    Refusal::Unavailable {
+        reason: "the access data cannot be read now (the operator's log says why)".into(),
     }
 }

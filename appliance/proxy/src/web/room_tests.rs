@@ -33,7 +33,7 @@ impl FlakyBackend {
     fn fault(&self) -> Result<(), StorageError> {
         if self.down.load(Ordering::SeqCst) {
             return Err(StorageError::Engine {
-                path: "backend".into(),
+                path: "/var/lib/hop-secret-dir/backend.db".into(),
                 detail: "down for the test".into(),
             });
         }
@@ -230,10 +230,12 @@ async fn logout_ends_the_session_while_admission_cannot_answer() {
         &web_request(Method::GET, page_headers(&s), remote()),
         super::guard::Renew::No,
     );
-    assert_eq!(
-        refused.err().map(|e| e.status),
-        Some(StatusCode::SERVICE_UNAVAILABLE)
-    );
+    let refused = refused.err().unwrap();
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    // The user is told the access data cannot be read, never where the appliance keeps it.
+    let words = format!("{refused:?}");
+    assert!(words.contains("cannot be read"), "{words}");
+    assert!(!words.contains("hop-secret-dir"), "{words}");
     assert_eq!(f.room.sessions.live(), 1);
     // Logging out still ends it: its cookie must not work once Auth is back.
     assert_eq!(logout(&f, page_headers(&s)).await, Ok(StatusCode::OK));
