@@ -69,3 +69,8 @@ export async function logout() {
 }
 
 export const resources = () => call('GET', '/web/api/resources');
+
+/** The session's CSRF token (the web terminal offers it as a WebSocket subprotocol). */
+export const csrfToken = () => csrf;
+
+export const activeSessions = () => call('GET', '/web/api/sessions');

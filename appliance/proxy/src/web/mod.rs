@@ -16,10 +16,12 @@
 //! data as markup (the pages build text nodes; the API answers JSON). The data plane and the
 //! relay never import it.
 
+pub mod active;
 pub mod api;
 pub mod assets;
 pub mod guard;
 pub mod sessions;
+pub mod terminal;
 
 #[cfg(test)]
 mod room_tests;
@@ -40,6 +42,8 @@ pub struct WebRoom {
     pub(crate) auth: Arc<AuthServer>,
     pub(crate) inventory: Arc<dyn Inventory>,
     pub(crate) sessions: WebSessions,
+    /// How the web terminal reaches nodes, once the proxy serves it ([`Self::serve_terminals`]).
+    nodes: std::sync::OnceLock<terminal::Nodes>,
 }
 
 /// The most bytes a web API request's body may have (a login form is well under 1 KiB).
@@ -85,6 +89,7 @@ impl WebRoom {
             auth,
             inventory,
             sessions: WebSessions::new(idle_timeout),
+            nodes: std::sync::OnceLock::new(),
         })
     }
 
@@ -95,6 +100,8 @@ impl WebRoom {
             .route("/web/api/logout", post(api::logout))
             .route("/web/api/session", get(api::session))
             .route("/web/api/resources", get(api::resources))
+            .merge(terminal::routes())
+            .merge(active::routes())
             .route("/web/api/{*rest}", axum::routing::any(assets::no_such_call))
             .with_state(self.clone())
             .layer(axum::middleware::from_fn(whole_body));
