@@ -5,7 +5,7 @@
 //! (`auth::trackers`: who owns it, which node agent hosts it; never from the audit log), the joiner must be its owner
 //! or hold a role whose `join_sessions` allows the owner's roles in that mode, the attempt is
 //! audited (`session.join`), and the stream is carried to the node, which attaches it to the
-//! session's terminal (`node/party.rs`). The web UI's terminal joins through [`open`] too.
+//! session's terminal (`node/party.rs`). The web UI's terminal joins through `open` too.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

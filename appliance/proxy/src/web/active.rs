@@ -127,3 +127,79 @@ pub fn views(
     rows.sort_by(|a, b| b.created.cmp(&a.created));
     rows
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hop_auth::trackers::SessionTracker;
+    use hop_rbac::role::{JoinSessionPolicy, Role};
+
+    fn tracker(id: &str, user: &str, kind: SessionKind, state: TrackerState) -> SessionTracker {
+        SessionTracker {
+            session_id: id.into(),
+            kind,
+            route: "node".into(),
+            user: user.into(),
+            participants: vec![user.into()],
+            host_id: "h".into(),
+            server: "node1".into(),
+            target: String::new(),
+            login: "hopuser".into(),
+            state,
+            created: format!("2026-01-01T00:00:0{}Z", id.len()),
+            last_seen: String::new(),
+        }
+    }
+
+    fn watcher() -> AccessChecker {
+        let mut role = Role::new("watcher");
+        role.spec.allow.join_sessions = vec![JoinSessionPolicy {
+            name: "watch-access".into(),
+            roles: vec!["access".into()],
+            kinds: vec!["ssh".into()],
+            modes: vec!["observer".into()],
+        }];
+        AccessChecker::new(&[role], &Default::default()).unwrap()
+    }
+
+    #[test]
+    fn live_ssh_sessions_are_listed_with_the_modes_the_roles_allow() {
+        let trackers = vec![
+            tracker("a", "alice", SessionKind::Ssh, TrackerState::Active),
+            tracker("bb", "bob", SessionKind::Ssh, TrackerState::Active),
+            tracker(
+                "ccc",
+                "watcher-user",
+                SessionKind::Ssh,
+                TrackerState::Active,
+            ),
+            tracker("dddd", "alice", SessionKind::Ssh, TrackerState::Terminated),
+            tracker("eeeee", "alice", SessionKind::Db, TrackerState::Active),
+            tracker("ffffff", "gone", SessionKind::Ssh, TrackerState::Active),
+        ];
+        let owners = HashMap::from([
+            ("alice".to_string(), vec!["access".to_string()]),
+            ("bob".to_string(), vec!["editor".to_string()]),
+            ("watcher-user".to_string(), vec!["watcher".to_string()]),
+            ("gone".to_string(), Vec::new()),
+        ]);
+        let rows = views(&watcher(), "watcher-user", trackers, &owners);
+        let got: Vec<(&str, Vec<String>)> = rows
+            .iter()
+            .map(|r| (r.session_id.as_str(), r.join_modes.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                // Newest first; a deleted owner's session may not be joined by others.
+                ("ffffff", vec![]),
+                // The user's own session: every mode.
+                ("ccc", vec!["observer".to_string(), "peer".to_string()]),
+                // Another role's owner: not allowed.
+                ("bb", vec![]),
+                // An `access` owner: observer, as the role says.
+                ("a", vec!["observer".to_string()]),
+            ]
+        );
+    }
+}

@@ -5,9 +5,10 @@
 //! ([`sessions`]: a random token in an `HttpOnly`, `Secure`, `SameSite=Strict` `__Host-` cookie,
 //! kept in memory by its SHA-256, ending with the certificate Auth issued at login, renewed while
 //! used), the check every API request passes ([`guard`]: the session, CSRF and `Origin` for a
-//! state-changing request, then the one admission decision on the `web` route), and the API
+//! state-changing request, then the one admission decision on the `web` route), the API
 //! itself ([`api`]: login through Auth's own login, logout, the session, the resources a user
-//! may reach). A session whose identity admission refuses (a lock, a deletion, a role taken
+//! may reach), the web terminal ([`terminal`]: a WebSocket into the SSH and join routes' own
+//! code) and the live sessions a user may see and join ([`active`]). A session whose identity admission refuses (a lock, a deletion, a role taken
 //! away, expiry) is ended by [`WebRoom::watch_sessions`] within a second or two, and at its next
 //! request at the latest.
 //!

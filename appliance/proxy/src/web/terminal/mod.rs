@@ -7,9 +7,9 @@
 //! the session's CSRF token offered as the subprotocol `hop-csrf.TOKEN` (compared in constant
 //! time), then admission on the `web` route ([`WebRoom::guard`]). A refusal there is an HTTP
 //! answer (403/401 with the reason, audited) and no socket is opened. The session itself is
-//! decided by the SSH and join routes' own code ([`node`]): admission on the `hop_ssh` (or
+//! decided by the SSH and join routes' own code (`node`): admission on the `hop_ssh` (or
 //! `agentless`) route for that login, the node's labels and the login in the roles, or the
-//! join rules; its refusal reaches the page as a status frame and ends the socket. [`bridge`]
+//! join rules; its refusal reaches the page as a status frame and ends the socket. `bridge`
 //! moves the bytes and ends the terminal when the web session ends (logout, lock, deletion,
 //! role removal: within [`crate::admission::RECHECK`] and a snapshot rebuild) or admission
 //! refuses the session.
