@@ -91,6 +91,17 @@ const commands = {
     await page.keyboard.press('Enter');
     return {};
   },
+  // Puts `text` on the clipboard and pastes it with Ctrl+Shift+V, then Enter.
+  async paste({ who, text }) {
+    const { context, page } = await pageOf(who);
+    await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: base });
+    await page.evaluate((t) => navigator.clipboard.writeText(t), text);
+    await page.focus('#terminal .xterm-helper-textarea');
+    await page.keyboard.press('Control+Shift+V');
+    await page.waitForTimeout(200);
+    await page.keyboard.press('Enter');
+    return {};
+  },
   // Waits until the terminal shows `want` (at most `ms`).
   async wait_text({ who, want, ms }) {
     const { page } = await pageOf(who);

@@ -1,6 +1,6 @@
 //! The web terminal end to end in real headless Chromium (`web/tests/terminal.mjs`), as a user
 //! with only the `access` role and an ordinary login: a shell on a node agent from the resources
-//! page, `echo` of a Unicode string, a resize seen by `stty size`, the session on the active
+//! page, `echo` of a Unicode string, a resize seen by `stty size`, a paste, the session on the active
 //! sessions page and joined there as an observer, `hop join` of the browser's session from the
 //! CLI, `hop play` of its recording, a login the role does not allow refused and audited, and
 //! logout and a lock each ending an open terminal with the reason shown. And the WebSocket
@@ -205,6 +205,9 @@ fn the_web_terminal_in_chromium_for_an_access_user() {
     b.send(json!({"do": "type", "who": "t", "text": "clear; stty size"}));
     b.sees("t", &size);
 
+    // Paste (Ctrl+Shift+V) goes in like typing.
+    b.send(json!({"do": "paste", "who": "t", "text": "echo pasted-ü-$((3*3))"}));
+    b.sees("t", "pasted-ü-9");
     // The node recorded and tracks it as tina's session on node1.
     let start = wait_event(&a, "session.start", |e| {
         e["user"] == "tina" && e["login"] == OS_LOGIN
