@@ -3,7 +3,8 @@
 //! page, `echo` of a Unicode string, a resize seen by `stty size`, a paste, the session on the active
 //! sessions page and joined there as an observer, `hop join` of the browser's session from the
 //! CLI, `hop play` of its recording, a login the role does not allow refused and audited, and
-//! logout and a lock each ending an open terminal with the reason shown. And the WebSocket
+//! logout and a lock each ending an open terminal with the reason shown; the same where the proxy
+//! records (`session_recording: proxy`). And the WebSocket
 //! upgrade's refusal matrix (curl): another origin, no or a wrong CSRF token, no origin, and a
 //! locked, deleted, role-removed or expired user. Screenshots are kept under
 //! `$CARGO_TARGET_DIR/tmp/web-artifacts/terminal/`.
@@ -337,6 +338,40 @@ fn the_web_terminal_in_chromium_for_an_access_user() {
         );
     }
     eprintln!("web terminal test took {:?}", clock::since(started));
+}
+
+/// Where the proxy terminates and records sessions (`session_recording: proxy`), the web
+/// terminal goes through the same terminating server as `hop ssh`: the recording is the
+/// proxy's, and plays.
+#[test]
+fn the_web_terminal_where_the_proxy_records() {
+    os_login();
+    let a = Appliance::start("  session_recording: proxy\n");
+    let _node = start_node(
+        &a,
+        &a.dir.path().join("node1"),
+        &node_token(&a),
+        "node1",
+        "env=dev",
+    );
+    let Some(mut b) = Browser::start(&format!("https://{}", a.addr)) else {
+        return;
+    };
+    let pia = add_user(&a, "pia", "access", &[]);
+    b.send(json!({"do": "login", "who": "p", "user": "pia", "password": PASSWORD, "otp": totp(&pia, 30)}));
+    let opened = b.send(json!({"do": "connect", "who": "p", "node": "node1", "login": OS_LOGIN}));
+    assert_eq!(opened["ended"], "", "{opened}");
+    b.sees("p", "$ ");
+    b.send(json!({"do": "type", "who": "p", "text": "echo at-the-proxy-$((20+1)) ü; exit"}));
+    let ended = b.send(json!({"do": "wait_end", "who": "p", "ms": 10000}));
+    assert_eq!(ended["ended"], "exit", "{ended}");
+    let start = wait_event(&a, "session.start", |e| {
+        e["user"] == "pia" && e["recorded_at"] == "proxy"
+    });
+    let id = start["session_id"].as_str().unwrap();
+    let aud = a.add_user("aud", "auditor", "nobody");
+    assert!(a.login("aud", PASSWORD, &aud).status.success());
+    played(&a, id, "at-the-proxy-21 ü");
 }
 
 /// A WebSocket upgrade of `/web/api/terminal` with curl (HTTP/1.1): the status code and body.
