@@ -1,12 +1,12 @@
 //! The web terminal end to end in real headless Chromium (`web/tests/terminal.mjs`), as a user
 //! with only the `access` role and an ordinary login: a shell on a node agent from the resources
-//! page, `echo` of a Unicode string, a resize seen by `stty size`, a paste, the session on the active
-//! sessions page and joined there as an observer, `hop join` of the browser's session from the
-//! CLI, `hop play` of its recording, a login the role does not allow refused and audited, and
-//! logout and a lock each ending an open terminal with the reason shown; the same where the proxy
-//! records (`session_recording: proxy`). And the WebSocket
-//! upgrade's refusal matrix (curl): another origin, no or a wrong CSRF token, no origin, and a
-//! locked, deleted, role-removed or expired user. Screenshots are kept under
+//! page, `echo` of a Unicode string, a resize seen by `stty size`, a paste, the session on the
+//! active sessions page and joined there as an observer, `hop join` of the browser's session
+//! from the CLI, `hop play` of its recording, a login the role does not allow refused and
+//! audited, and logout and a lock each ending an open terminal with the reason shown; the same
+//! shell where the proxy records (`session_recording: proxy`). And the WebSocket upgrade's
+//! refusal matrix (curl): another origin, no or a wrong CSRF token, no origin, and a locked,
+//! deleted, role-removed or expired user. Screenshots are kept under
 //! `$CARGO_TARGET_DIR/tmp/web-artifacts/terminal/`.
 
 use std::io::{BufRead, BufReader, Write};
