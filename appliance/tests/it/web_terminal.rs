@@ -1,10 +1,10 @@
 //! The web terminal end to end in real headless Chromium (`web/tests/terminal.mjs`), as a user
 //! with only the `access` role and an ordinary login: a shell on a node agent from the resources
 //! page, `echo` of a Unicode string, a resize seen by `stty size`, a paste, the session on the
-//! active sessions page and joined there as an observer, `hop join` of the browser's session
-//! from the CLI, `hop play` of its recording, a login the role does not allow refused and
-//! audited, and logout and a lock each ending an open terminal with the reason shown; the same
-//! shell where the proxy records (`session_recording: proxy`). And the WebSocket upgrade's
+//! active sessions page and joined there as an observer and a peer, `hop join` of the browser's
+//! session from the CLI, `hop play` of its recording, a login the role does not allow refused
+//! and audited, and logout and a lock each ending an open terminal with the reason shown; the
+//! same shell where the proxy records (`session_recording: proxy`). And the WebSocket upgrade's
 //! refusal matrix (curl): another origin, no or a wrong CSRF token, no origin, and a locked,
 //! deleted, role-removed or expired user. Screenshots are kept under
 //! `$CARGO_TARGET_DIR/tmp/web-artifacts/terminal/`.
@@ -248,6 +248,10 @@ fn the_web_terminal_in_chromium_for_an_access_user() {
     wait_file(&seen, "watched-4");
     b.sees("t#2", "watched-4");
     b.send(json!({"do": "screenshot", "who": "t#2", "name": "joined"}));
+    // As a peer (her own session: every mode), the second tab's keys go into the session.
+    b.send(json!({"do": "goto", "who": "t#2", "path": format!("/web/join/{id}/peer"), "wait": "#terminal[data-ready], #terminal[data-ended]"}));
+    b.send(json!({"do": "type", "who": "t#2", "text": "echo from-peer-$((1+1))"}));
+    b.sees("t", "from-peer-2");
 
     // The shell's end ends the terminal, with the reason shown; the recording plays the echo.
     b.send(json!({"do": "type", "who": "t", "text": "exit"}));
