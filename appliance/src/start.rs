@@ -300,6 +300,10 @@ async fn serve(
         c.registry.clone(),
         cfg.proxy_service.web_idle_timeout.0,
     );
+    web.serve_terminals(hop_proxy::web::terminal::Nodes {
+        registry: c.registry.clone(),
+        recordings: Some(c.recordings.clone()),
+    });
     p.tasks
         .spawn(web.clone().watch_sessions(p.shutdown.clone()));
     let router = router

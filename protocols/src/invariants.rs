@@ -483,3 +483,39 @@ pub fn web_headers(data: &[u8]) {
     }
     let _ = crate::web_headers::accepts_gzip(header);
 }
+
+/// The web terminal's control frames: a parsed command encodes to the same text (the grammar
+/// is canonical); any cut of the bytes through [`crate::web_terminal::Utf8Boundary`] gives the
+/// input back, each chunk cut at a sequence boundary when the input is UTF-8.
+pub fn web_terminal(data: &[u8]) {
+    use crate::web_terminal::{Control, Utf8Boundary};
+    if let Ok(text) = std::str::from_utf8(data)
+        && let Ok(c) = Control::parse(text)
+    {
+        assert_eq!(
+            c.encode(),
+            text,
+            "web terminal: control frame not canonical"
+        );
+    }
+    let cut = data
+        .first()
+        .map_or(0, |b| usize::from(*b) % (data.len() + 1));
+    let (a, b) = data.split_at(cut);
+    let mut carry = Utf8Boundary::default();
+    let (first, second) = (carry.push(a), carry.push(b));
+    assert!(carry.held() <= 3, "web terminal: more than a sequence held");
+    let rest = carry.flush();
+    if std::str::from_utf8(data).is_ok() {
+        assert!(
+            std::str::from_utf8(&first).is_ok(),
+            "web terminal: cut inside a sequence"
+        );
+        assert!(rest.is_empty(), "web terminal: valid text left held");
+    }
+    assert_eq!(
+        [first, second, rest].concat(),
+        data,
+        "web terminal: bytes lost or added"
+    );
+}

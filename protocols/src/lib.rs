@@ -5,7 +5,8 @@
 //! ClientHello ([`tls`]), the SSH identification line ([`ssh`]), HTTP/1.x
 //! request heads ([`http1`]), the HAProxy PROXY protocol ([`proxy_protocol`])
 //! and Hop's own agent↔proxy control framing ([`tunnel`]), the headers the web UI decides on
-//! ([`web_headers`]: cookie, origin, accepted encodings); and, for the
+//! ([`web_headers`]: cookie, origin, accepted encodings), the web terminal's WebSocket control
+//! frames ([`web_terminal`]); and, for the
 //! database proxy and agent, the PostgreSQL ([`postgres`]: startup packets,
 //! frontend and backend messages) and MySQL ([`mysql`]: packets, handshake,
 //! commands, OK/ERR/EOF) session codecs, with bounded-memory scanners that
@@ -37,6 +38,7 @@ pub mod tls;
 pub mod tls_record;
 pub mod tunnel;
 pub mod web_headers;
+pub mod web_terminal;
 
 mod reader;
 mod scan;

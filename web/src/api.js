@@ -73,3 +73,7 @@ export const resources = () => call('GET', '/web/api/resources');
 
 /** Any web API call (the editor and account pages): JSON in, JSON out, errors as ApiError. */
 export const api = (method, path, body) => call(method, path, body);
+/** The session's CSRF token (the web terminal offers it as a WebSocket subprotocol). */
+export const csrfToken = () => csrf;
+
+export const activeSessions = () => call('GET', '/web/api/sessions');

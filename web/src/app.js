@@ -11,11 +11,16 @@ import { locksPage } from '/web/assets/locks.js';
 import { rolesPage } from '/web/assets/roles.js';
 import { tokensPage } from '/web/assets/tokens.js';
 import { usersPage } from '/web/assets/users.js';
+import { sessionsPage } from '/web/assets/sessions.js';
+import { joinPage, terminalPage } from '/web/assets/terminal.js';
 
 // Each page: the address prefix that shows it, and the function that draws it into the view
 // (given the view, the web session, and the rest of the address after the prefix).
 const PAGES = [
   { prefix: '/web/resources', draw: (v) => resourcesPage(v) },
+  { prefix: '/web/sessions', draw: (v) => sessionsPage(v) },
+  { prefix: '/web/terminal/', draw: (v, s, rest) => terminalPage(v, s, rest) },
+  { prefix: '/web/join/', draw: (v, s, rest) => joinPage(v, s, rest) },
   { prefix: '/web/account', draw: (v) => accountPage(v) },
   { prefix: '/web/users', draw: (v) => usersPage(v) },
   { prefix: '/web/roles', draw: (v, s, rest) => rolesPage(v, s, rest) },
@@ -27,6 +32,8 @@ const view = document.getElementById('view');
 const bar = document.getElementById('bar');
 const who = document.getElementById('who');
 let watch = 0;
+// What the page now shown needs done when it goes (a terminal closes its socket).
+let leave = null;
 
 // How often an open page asks whether its session still holds (a lock ends it within seconds).
 const WATCH_MS = 1000;
@@ -37,6 +44,8 @@ function go(path) {
 }
 
 function loggedOut(notice) {
+  if (leave) leave();
+  leave = null;
   clearInterval(watch);
   watch = 0;
   bar.hidden = true;
@@ -96,20 +105,25 @@ async function route() {
     view.textContent = `No page at ${location.pathname}.`;
     return;
   }
+  if (leave) leave();
+  leave = null;
   try {
-    await page.draw(view, session, decodeURIComponent(location.pathname.slice(page.prefix.length)));
+    const left = await page.draw(view, session, decodeURIComponent(location.pathname.slice(page.prefix.length)));
+    if (typeof left === 'function') leave = left;
   } catch (e) {
     view.textContent = e.message;
   }
 }
 
-// A click on a nav link changes the view without reloading the page.
-document.getElementById('nav').addEventListener('click', (e) => {
+// A click on a nav link (in the bar or a page) changes the view without reloading the page.
+const navigate = (e) => {
   const a = e.target.closest('a[data-nav]');
   if (!a) return;
   e.preventDefault();
   go(a.getAttribute('href'));
-});
+};
+document.getElementById('nav').addEventListener('click', navigate);
+view.addEventListener('click', navigate);
 
 onSessionEnded((message) => loggedOut(`Your web session ended: ${message}`));
 document.getElementById('logout').addEventListener('click', async () => {

@@ -1,6 +1,6 @@
 // The resources page: the nodes, applications and databases this user may reach (filtered by
 // the server with the user's roles, as `hop ls` is), with their labels, the logins and database
-// users allowed, and a search box that filters the rows.
+// users allowed, a terminal link per login on each node, and a search box that filters the rows.
 import { resources } from '/web/assets/api.js';
 import { el, show } from '/web/assets/dom.js';
 
@@ -31,7 +31,14 @@ function row(kind, name, labels, cells) {
 export async function resourcesPage(view) {
   show(view, el('p', { class: 'muted' }, 'Loading resources…'));
   const r = await resources();
-  const nodes = r.nodes.map((n) => row('node', n.name, n.labels, [words(n.logins)]));
+  const nodes = r.nodes.map((n) => {
+    const tr = row('node', n.name, n.labels, [words(n.logins)]);
+    tr.append(el('td', { class: 'actions' }, (n.logins || []).map((login) => el('a', {
+      class: 'connect', 'data-nav': '', 'data-login': login,
+      href: `/web/terminal/${encodeURIComponent(login)}@${encodeURIComponent(n.name)}`,
+    }, `Connect as ${login}`))));
+    return tr;
+  });
   const apps = r.apps.map((a) => row('app', a.name, a.labels, []));
   const dbs = r.databases.map((d) =>
     row('db', d.name, d.labels, [d.protocol, words(d.db_users), words(d.db_names)]));
@@ -45,7 +52,7 @@ export async function resourcesPage(view) {
   });
   show(view,
     el('div', { class: 'toolbar' }, el('h1', {}, 'Resources'), search),
-    table('nodes', 'Servers', ['Name', 'Labels', 'Logins'], nodes),
+    table('nodes', 'Servers', ['Name', 'Labels', 'Logins', 'Terminal'], nodes),
     table('apps', 'Applications', ['Name', 'Labels'], apps),
     table('databases', 'Databases', ['Name', 'Labels', 'Protocol', 'Database users', 'Database names'], dbs));
   search.focus();

@@ -26,3 +26,4 @@ mod tunnels;
 mod web;
 mod web_admin;
 mod web_matrix;
+mod web_terminal;

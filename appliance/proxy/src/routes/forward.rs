@@ -102,15 +102,22 @@ fn front_config(fwd: &Forward) -> Result<russh::server::Config, SshIdentityError
 }
 
 /// The proxy's client to the node: verifies the node's host certificate.
-struct Back {
+pub(crate) struct Back {
     auth: Arc<AuthServer>,
     node: String,
+}
+
+impl Back {
+    /// A client that accepts only a host certificate from the cluster's host CA for `node`.
+    pub(crate) fn new(auth: Arc<AuthServer>, node: String) -> Self {
+        Self { auth, node }
+    }
 }
 
 /// Why the proxy's SSH client to the node failed: the SSH protocol, or a host certificate the
 /// node sent that does not even read back.
 #[derive(Debug, thiserror::Error)]
-enum BackError {
+pub(crate) enum BackError {
     #[error(transparent)]
     Ssh(#[from] russh::Error),
     #[error(transparent)]
@@ -175,6 +182,30 @@ impl russh::client::Handler for Back {
     }
 }
 
+/// The proxy's SSH client settings: it asks for the node's host certificate (never a bare key:
+/// it is what proves the node), keeps the connection alive, and never times it out itself.
+pub(crate) fn client_config() -> russh::client::Config {
+    let preferred = russh::Preferred {
+        host_key_certificates: std::borrow::Cow::Owned(vec![
+            russh::keys::Algorithm::Ed25519,
+            russh::keys::Algorithm::Ecdsa {
+                curve: russh::keys::EcdsaCurve::NistP256,
+            },
+            russh::keys::Algorithm::Rsa {
+                hash: Some(russh::keys::HashAlg::Sha512),
+            },
+        ]),
+        ..Default::default()
+    };
+    russh::client::Config {
+        preferred,
+        inactivity_timeout: None,
+        keepalive_interval: Some(Duration::from_secs(60)),
+        nodelay: true,
+        ..Default::default()
+    }
+}
+
 /// Connects to the node as `login` with a fresh one-minute certificate.
 async fn connect_upstream(
     fwd: &Forward,
@@ -197,26 +228,7 @@ async fn connect_upstream(
     let cert = ca
         .issue_user_ssh(&pair.public_openssh, &identity, now, ttl, &mut rand::rng())
         .map_err(|cause| UpstreamError::SessionCertificate { cause })?;
-    // Ask for the node's host certificate (never a bare key: it is what proves the node).
-    let preferred = russh::Preferred {
-        host_key_certificates: std::borrow::Cow::Owned(vec![
-            russh::keys::Algorithm::Ed25519,
-            russh::keys::Algorithm::Ecdsa {
-                curve: russh::keys::EcdsaCurve::NistP256,
-            },
-            russh::keys::Algorithm::Rsa {
-                hash: Some(russh::keys::HashAlg::Sha512),
-            },
-        ]),
-        ..Default::default()
-    };
-    let config = Arc::new(russh::client::Config {
-        preferred,
-        inactivity_timeout: None,
-        keepalive_interval: Some(Duration::from_secs(60)),
-        nodelay: true,
-        ..Default::default()
-    });
+    let config = Arc::new(client_config());
     let back = Back {
         auth: auth.clone(),
         node: fwd.node.name.clone(),

@@ -5,7 +5,7 @@
 //! (`auth::trackers`: who owns it, which node agent hosts it; never from the audit log), the joiner must be its owner
 //! or hold a role whose `join_sessions` allows the owner's roles in that mode, the attempt is
 //! audited (`session.join`), and the stream is carried to the node, which attaches it to the
-//! session's terminal (`node/party.rs`).
+//! session's terminal (`node/party.rs`). The web UI's terminal joins through `open` too.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use super::dial::{accept, dial_agent, refuse};
 use crate::admission::{Live, LiveWatch, UserCert, admit, both_legs};
+use crate::dataplane::limits::ConnectionGuard;
 use crate::tunnels::{AgentStream, TunnelRegistry};
 use hop_api::dial::join::JoinDial;
 use hop_auth::AuthServer;
@@ -87,26 +88,69 @@ pub async fn serve(
     registry: Arc<TunnelRegistry>,
     auth: Arc<AuthServer>,
 ) {
-    let identity = &cert.identity;
     let mut client = FramedStream::new(stream);
     let dial = match client.read_frame(Duration::from_secs(10)).await {
         Ok(Frame::Dial(d)) => d,
         Ok(_) | Err(_) => return,
     };
     let sid = dial.session_id;
-    let admitted = match admit(&auth, &cert, None, Route::Join, remote) {
-        Ok(a) => a,
-        Err(refusal) => return refuse(&mut client, sid, refusal.to_string()).await,
+    let joined = match open(&auth, &registry, &cert, remote, &dial.target, sid).await {
+        Ok(j) => j,
+        Err(e) => return refuse(&mut client, sid, e).await,
     };
+    if !accept(&mut client, sid).await {
+        return;
+    }
+    let Joined {
+        agent,
+        hold: _agent_hold,
+        live,
+        session_id,
+    } = joined;
+    let _watch = LiveWatch::start(
+        auth.clone(),
+        Live {
+            sockets: both_legs(client.get_ref(), agent.get_ref()),
+            ..live
+        },
+    );
+    let (c, c_pending) = client.into_inner();
+    let (a, a_pending) = agent.into_inner();
+    if let Err(e) = relay(c, c_pending, a, a_pending).await {
+        tracing::debug!(session = %session_id, error = %e, "join stream ended with an error");
+    }
+}
+
+/// A join the node agent took: its data connection (past the `DialResult`), the connection's
+/// place in the limits, and what the live watch needs (without sockets: the caller adds its
+/// legs).
+pub(crate) struct Joined {
+    pub(crate) agent: FramedStream<AgentStream>,
+    pub(crate) hold: ConnectionGuard,
+    pub(crate) live: Live,
+    pub(crate) session_id: String,
+}
+
+/// Decides a join (`target`: the JSON [`JoinRequest`]) for `cert` and carries it to the node
+/// hosting the session: admission on the `join` route, the session from its tracker, the
+/// joiner's roles, the `session.join` event, the joiner added to the tracker. The words of an
+/// error are for the user. `hop join` and the web UI's terminal both join through here.
+pub(crate) async fn open(
+    auth: &Arc<AuthServer>,
+    registry: &TunnelRegistry,
+    cert: &UserCert,
+    remote: SocketAddr,
+    target: &str,
+    sid: [u8; 16],
+) -> Result<Joined, String> {
+    let identity = &cert.identity;
+    let admitted = admit(auth, cert, None, Route::Join, remote).map_err(|r| r.to_string())?;
     // A joiner's certificate ends its watch at expiry when a role asks for it.
     let admitted_expiry = admitted.checker().disconnect_expired_cert();
-    let req: JoinRequest = match serde_json::from_str(&dial.target) {
-        Ok(r) => r,
-        Err(e) => return refuse(&mut client, sid, format!("malformed join request: {e}")).await,
-    };
+    let req: JoinRequest =
+        serde_json::from_str(target).map_err(|e| format!("malformed join request: {e}"))?;
     if !hop_rbac::role::JOIN_MODES.contains(&req.mode.as_str()) {
-        let e = format!("unknown mode {:?}: observer or peer", req.mode);
-        return refuse(&mut client, sid, e).await;
+        return Err(format!("unknown mode {:?}: observer or peer", req.mode));
     }
     let decided = {
         let (auth, id, req_id, mode) = (
@@ -155,25 +199,24 @@ pub async fn serve(
         Ok(Ok(i)) => i,
         Ok(Err((info, e))) => {
             event(info.as_ref(), Some(&e));
-            return refuse(&mut client, sid, e).await;
+            return Err(e);
         }
-        Err(e) => return refuse(&mut client, sid, format!("internal error: {e}")).await,
+        Err(e) => return Err(format!("internal error: {e}")),
     };
-    let target = JoinDial {
+    let join = JoinDial {
         session_id: req.session_id.clone(),
         mode: req.mode.clone(),
         user: identity.username.clone(),
     }
     .to_target();
     let what = format!("session {}", req.session_id);
-    let (agent, _agent_hold) =
-        match dial_agent(&registry, &info.host_id, &what, sid, &target, remote).await {
-            Ok(a) => a,
-            Err(e) => {
-                event(Some(&info), Some(&e.to_string()));
-                return refuse(&mut client, sid, e).await;
-            }
-        };
+    let (agent, hold) = match dial_agent(registry, &info.host_id, &what, sid, &join, remote).await {
+        Ok(a) => a,
+        Err(e) => {
+            event(Some(&info), Some(&e.to_string()));
+            return Err(e.to_string());
+        }
+    };
     event(Some(&info), None);
     {
         let (auth, id, user) = (
@@ -186,25 +229,20 @@ pub async fn serve(
             tracing::warn!(session = %req.session_id, error = %e, "joiner not added to the session's tracker");
         }
     }
-    if !accept(&mut client, sid).await {
-        return;
-    }
-    let _watch = LiveWatch::start(
-        auth.clone(),
-        Live {
-            sockets: both_legs(client.get_ref(), agent.get_ref()),
-            login: None,
-            route: Route::Join,
-            remote,
-            session_id: req.session_id.clone(),
-            disconnect_expired_cert: admitted_expiry,
-            agent: Some(info.host_id.clone()),
-            cert: cert.clone(),
-        },
-    );
-    let (c, c_pending) = client.into_inner();
-    let (a, a_pending) = agent.into_inner();
-    if let Err(e) = relay(c, c_pending, a, a_pending).await {
-        tracing::debug!(session = %req.session_id, error = %e, "join stream ended with an error");
-    }
+    let live = Live {
+        sockets: Vec::new(),
+        login: None,
+        route: Route::Join,
+        remote,
+        session_id: req.session_id.clone(),
+        disconnect_expired_cert: admitted_expiry,
+        agent: Some(info.host_id.clone()),
+        cert: cert.clone(),
+    };
+    Ok(Joined {
+        agent,
+        hold,
+        live,
+        session_id: req.session_id,
+    })
 }

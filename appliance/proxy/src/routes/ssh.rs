@@ -163,17 +163,17 @@ pub struct Deps {
 }
 
 /// Where a Dial's SSH session goes.
-struct Located {
-    login: String,
-    node: NodeRoute,
-    route: Route,
+pub(crate) struct Located {
+    pub(crate) login: String,
+    pub(crate) node: NodeRoute,
+    pub(crate) route: Route,
     /// The proxy terminates the session and records it: always for an agentless node, and for
     /// a node agent in the proxy recording modes (russh, on tokio).
-    terminated: bool,
+    pub(crate) terminated: bool,
 }
 
 /// Finds the node a Dial names; the words of an error are for the user (audited).
-async fn locate(
+pub(crate) async fn locate(
     dial: &Dial,
     cert: &UserCert,
     remote: SocketAddr,
@@ -251,7 +251,7 @@ fn audit_refused(
 /// The proxy's check of a located session ([`check`], off the async threads); the words of a
 /// refusal are for the user (audited). Returns whether the session ends at the certificate's
 /// expiry.
-async fn decide(
+pub(crate) async fn decide(
     at: &Located,
     cert: &UserCert,
     remote: SocketAddr,
@@ -366,7 +366,7 @@ async fn dial_node(
 }
 
 /// What the live watch needs of an SSH session.
-fn live(
+pub(crate) fn live(
     at: &Located,
     cert: &UserCert,
     dial: &Dial,

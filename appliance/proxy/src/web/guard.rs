@@ -50,7 +50,7 @@ impl WebRefusal {
         }
     }
 
-    fn ended(refusal: &Refusal) -> Self {
+    pub(crate) fn ended(refusal: &Refusal) -> Self {
         let status = if ends_session(refusal) {
             StatusCode::UNAUTHORIZED
         } else {
@@ -63,7 +63,7 @@ impl WebRefusal {
         }
     }
 
-    fn cross_site(refusal: &Refusal) -> Self {
+    pub(crate) fn cross_site(refusal: &Refusal) -> Self {
         Self {
             status: StatusCode::FORBIDDEN,
             code: refusal.code(),

@@ -5,11 +5,13 @@
 //! ([`sessions`]: a random token in an `HttpOnly`, `Secure`, `SameSite=Strict` `__Host-` cookie,
 //! kept in memory by its SHA-256, ending with the certificate Auth issued at login, renewed while
 //! used), the check every API request passes ([`guard`]: the session, CSRF and `Origin` for a
-//! state-changing request, then the one admission decision on the `web` route), and the API
+//! state-changing request, then the one admission decision on the `web` route), the API
 //! itself ([`api`]: login through Auth's own login, logout, the session, the resources a user
 //! may reach), the account page ([`account`]: password, one-time-code devices), the editor
 //! pages ([`admin`]: users, roles, join tokens, locks, each call authorized by Auth with the
-//! admin API's rules) and invitation links ([`invite`]). A session whose identity admission refuses (a lock, a deletion, a role taken
+//! admin API's rules), invitation links ([`invite`]), the web terminal ([`terminal`]: a
+//! WebSocket into the SSH and join routes' own code) and the live sessions a user may see
+//! and join ([`active`]). A session whose identity admission refuses (a lock, a deletion, a role taken
 //! away, expiry) is ended by [`WebRoom::watch_sessions`] within a second or two, and at its next
 //! request at the latest.
 //!
@@ -19,6 +21,7 @@
 //! relay never import it.
 
 pub mod account;
+pub mod active;
 pub mod admin;
 pub mod api;
 pub mod assets;
@@ -26,6 +29,7 @@ pub mod guard;
 pub mod invite;
 pub mod qr;
 pub mod sessions;
+pub mod terminal;
 
 #[cfg(test)]
 mod room_tests;
@@ -46,6 +50,8 @@ pub struct WebRoom {
     pub(crate) auth: Arc<AuthServer>,
     pub(crate) inventory: Arc<dyn Inventory>,
     pub(crate) sessions: WebSessions,
+    /// How the web terminal reaches nodes, once the proxy serves it ([`Self::serve_terminals`]).
+    nodes: std::sync::OnceLock<terminal::Nodes>,
 }
 
 /// The most bytes a web API request's body may have (a login form is well under 1 KiB).
@@ -91,6 +97,7 @@ impl WebRoom {
             auth,
             inventory,
             sessions: WebSessions::new(idle_timeout),
+            nodes: std::sync::OnceLock::new(),
         })
     }
 
@@ -104,6 +111,8 @@ impl WebRoom {
             .merge(admin::routes())
             .merge(account::routes())
             .merge(invite::routes())
+            .merge(terminal::routes())
+            .merge(active::routes())
             .route("/web/api/{*rest}", axum::routing::any(assets::no_such_call))
             .with_state(self.clone())
             .layer(axum::middleware::from_fn(whole_body));

@@ -102,6 +102,16 @@ pub enum Lookup {
     Unknown,
 }
 
+/// What became of a session, by its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    Live,
+    /// Ended by admission, for this reason.
+    Ended(Refusal),
+    /// Logged out, idle too long, or never existed.
+    Gone,
+}
+
 enum Entry {
     Live {
         found: Found,
@@ -249,6 +259,15 @@ impl WebSessions {
             Entry::Ended { .. } => true,
         });
         before - table.len()
+    }
+
+    /// What became of the session `key` names (a web terminal asks while it is open).
+    pub fn state(&self, key: &Key) -> State {
+        match self.table().get(key) {
+            Some(Entry::Live { .. }) => State::Live,
+            Some(Entry::Ended { refusal, .. }) => State::Ended(refusal.clone()),
+            None => State::Gone,
+        }
     }
 
     /// How many sessions are live.

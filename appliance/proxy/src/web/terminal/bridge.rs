@@ -1,0 +1,250 @@
+//! One open web terminal: the WebSocket on one side, the node's session on the other.
+//!
+//! Binary frames from the page are keys (dropped for an observer), text frames control
+//! ([`Control`]); the node's output goes to the page in binary frames cut at UTF-8 boundaries.
+//! The page is told, in a JSON text frame, when the terminal is ready and why it ended:
+//! `{"type":"ready"}`, `{"type":"exit","status":N}`, `{"type":"end","code":…,"reason":…}`.
+//! Every [`RECHECK`] the web session and admission are asked again: a logout, a lock, a
+//! deletion, a role taken away end the terminal with the reason.
+//!
+//! It decides nothing itself: the session table and admission answer.
+
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use hop_admission::Refusal;
+use hop_auth::admission::Presented;
+use hop_protocols::web_terminal::{Control, Utf8Boundary};
+use russh::ChannelMsg;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::node::{self, Far, Opened};
+use super::{SETUP_DEADLINE, Want};
+use crate::admission::RECHECK;
+use crate::web::WebRoom;
+use crate::web::guard::WebCaller;
+use crate::web::sessions::State;
+
+/// Why a terminal ended, as the page is told.
+#[derive(Debug)]
+struct Ending {
+    code: &'static str,
+    reason: String,
+}
+
+impl Ending {
+    fn new(code: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason: reason.into(),
+        }
+    }
+
+    fn refused(r: &Refusal) -> Self {
+        Self::new(r.code(), r.to_string())
+    }
+}
+
+/// Serves one upgraded terminal socket until either side ends it.
+pub(super) async fn run(room: Arc<WebRoom>, caller: WebCaller, want: Want, mut ws: WebSocket) {
+    let found = &caller.session;
+    let remote = caller.remote;
+    let opening = async {
+        match &want {
+            Want::Shell {
+                login,
+                node,
+                cols,
+                rows,
+            } => node::shell(&room, found, remote, (login, node), (*cols, *rows)).await,
+            Want::Join { session, mode } => node::join(&room, found, remote, session, mode).await,
+        }
+    };
+    let opened = match tokio::time::timeout(SETUP_DEADLINE, opening).await {
+        Ok(Ok(o)) => o,
+        Ok(Err(words)) => return close(&mut ws, Ending::new("refused", words)).await,
+        Err(_) => {
+            let e = Ending::new("timeout", "the node did not open the session in time");
+            return close(&mut ws, e).await;
+        }
+    };
+    if send_status(&mut ws, serde_json::json!({"type": "ready"}))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let ending = relay(&room, &caller, opened, &mut ws).await;
+    close(&mut ws, ending).await;
+}
+
+/// What one turn of the loop saw.
+enum Turn {
+    Page(Option<Result<Message, axum::Error>>),
+    Node(Output),
+    Tick,
+}
+
+/// The node's side, one event at a time.
+enum Output {
+    Bytes(Vec<u8>),
+    Exit(u32),
+    Other,
+    Closed,
+}
+
+async fn next_output(far: &mut Far, buf: &mut [u8]) -> Output {
+    match far {
+        Far::Shell { read, .. } => match read.wait().await {
+            Some(ChannelMsg::Data { data }) => Output::Bytes(data.to_vec()),
+            Some(ChannelMsg::ExtendedData { data, .. }) => Output::Bytes(data.to_vec()),
+            Some(ChannelMsg::ExitStatus { exit_status }) => Output::Exit(exit_status),
+            Some(ChannelMsg::Close) | None => Output::Closed,
+            Some(_) => Output::Other,
+        },
+        Far::Join { stream, .. } => match stream.read(buf).await {
+            Ok(0) | Err(_) => Output::Closed,
+            Ok(n) => Output::Bytes(buf.get(..n).unwrap_or_default().to_vec()),
+        },
+    }
+}
+
+/// Moves bytes until one side ends or the terminal may no longer run; says why it ended.
+async fn relay(
+    room: &WebRoom,
+    caller: &WebCaller,
+    mut opened: Opened,
+    ws: &mut WebSocket,
+) -> Ending {
+    let mut utf8 = Utf8Boundary::default();
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut tick = tokio::time::interval(RECHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut typed = false;
+    let mut exit = None;
+    loop {
+        let turn = tokio::select! {
+            m = ws.recv() => Turn::Page(m),
+            o = next_output(&mut opened.far, &mut buf) => Turn::Node(o),
+            _ = tick.tick() => Turn::Tick,
+        };
+        match turn {
+            Turn::Page(Some(Ok(Message::Binary(keys)))) => {
+                typed = true;
+                if let Err(e) = input(&mut opened.far, &keys).await {
+                    return e;
+                }
+            }
+            Turn::Page(Some(Ok(Message::Text(text)))) => match Control::parse(text.as_str()) {
+                Ok(Control::Resize { cols, rows }) => resize(&opened.far, cols, rows).await,
+                Err(e) => return Ending::new("bad_request", e.to_string()),
+            },
+            Turn::Page(Some(Ok(Message::Close(_))) | None | Some(Err(_))) => {
+                return Ending::new("closed", "the page closed the terminal");
+            }
+            Turn::Page(Some(Ok(_))) | Turn::Node(Output::Other) => {}
+            Turn::Node(Output::Bytes(b)) => {
+                let out = utf8.push(&b);
+                if !out.is_empty() && ws.send(Message::Binary(out.into())).await.is_err() {
+                    return Ending::new("closed", "the page went away");
+                }
+            }
+            Turn::Node(Output::Exit(status)) => exit = Some(status),
+            Turn::Node(Output::Closed) => {
+                let rest = utf8.flush();
+                if !rest.is_empty() {
+                    let _ = ws.send(Message::Binary(rest.into())).await;
+                }
+                return ended_by_node(room, caller, &opened, exit);
+            }
+            Turn::Tick => {
+                if typed {
+                    room.sessions.renew(&caller.session.key, room.auth.now());
+                    typed = false;
+                }
+                if let Some(e) = why_not(room, caller, &opened) {
+                    return e;
+                }
+            }
+        }
+    }
+}
+
+/// Why the node's side closed: a refusal that ended it (the live watch shut its leg), else the
+/// shell's end.
+fn ended_by_node(room: &WebRoom, caller: &WebCaller, opened: &Opened, exit: Option<u32>) -> Ending {
+    if let Some(e) = why_not(room, caller, opened) {
+        return e;
+    }
+    match exit {
+        Some(status) => Ending::new("exit", format!("the shell exited with status {status}")),
+        None => Ending::new("ended", "the session ended"),
+    }
+}
+
+/// Why the terminal may no longer run, if so: its web session ended (logout, or admission
+/// ended it), or admission now refuses the session itself.
+fn why_not(room: &WebRoom, caller: &WebCaller, opened: &Opened) -> Option<Ending> {
+    match room.sessions.state(&caller.session.key) {
+        State::Live => {}
+        State::Ended(r) => return Some(Ending::refused(&r)),
+        State::Gone => {
+            return Some(Ending::new(
+                "logged_out",
+                "the web session ended (logged out or idle)",
+            ));
+        }
+    }
+    let auth = &room.auth;
+    let snap = match auth.admission_snapshot() {
+        Ok(s) => s,
+        Err(e) => return Some(Ending::new("unavailable", e.to_string())),
+    };
+    let cert = &caller.session.cert;
+    let presented = Presented {
+        identity: &cert.identity,
+        issued_at: cert.issued_at,
+        expires: cert.expires,
+        login: opened.login.as_deref(),
+    };
+    match auth.admit_on(&snap, &presented, opened.route) {
+        Ok(_) => None,
+        Err(Refusal::Expired { .. }) if !opened.disconnect_expired_cert => None,
+        Err(r) => Some(Ending::refused(&r)),
+    }
+}
+
+async fn input(far: &mut Far, keys: &axum::body::Bytes) -> Result<(), Ending> {
+    let lost = |e: &dyn std::fmt::Display| Ending::new("ended", format!("the session ended: {e}"));
+    match far {
+        Far::Shell { write, .. } => write.data_bytes(keys.clone()).await.map_err(|e| lost(&e)),
+        Far::Join { stream, peer } if *peer => stream.write_all(keys).await.map_err(|e| lost(&e)),
+        Far::Join { .. } => Ok(()),
+    }
+}
+
+async fn resize(far: &Far, cols: u16, rows: u16) {
+    if let Far::Shell { write, .. } = far {
+        let _ = write
+            .window_change(u32::from(cols), u32::from(rows), 0, 0)
+            .await;
+    }
+}
+
+async fn send_status(ws: &mut WebSocket, status: serde_json::Value) -> Result<(), axum::Error> {
+    ws.send(Message::Text(status.to_string().into())).await
+}
+
+/// Tells the page why the terminal ended, then closes the socket (1000: the session ended;
+/// 1008: a refusal).
+async fn close(ws: &mut WebSocket, ending: Ending) {
+    tracing::debug!(code = ending.code, reason = %ending.reason, "web terminal ended");
+    let status = serde_json::json!({"type": "end", "code": ending.code, "reason": ending.reason});
+    let _ = send_status(ws, status).await;
+    let normal = matches!(ending.code, "exit" | "ended" | "closed");
+    let frame = CloseFrame {
+        code: if normal { 1000 } else { 1008 },
+        reason: ending.code.into(),
+    };
+    let _ = ws.send(Message::Close(Some(frame))).await;
+}
