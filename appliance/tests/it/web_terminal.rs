@@ -5,9 +5,9 @@
 //! session from the CLI, `hop play` of its recording, a login the role does not allow refused
 //! and audited, and logout and a lock each ending an open terminal with the reason shown; the
 //! same shell where the proxy records (`session_recording: proxy`). And the WebSocket upgrade's
-//! refusal matrix (curl): another origin, no or a wrong CSRF token, no origin, and a locked,
-//! deleted, role-removed or expired user. Screenshots are kept under
-//! `$CARGO_TARGET_DIR/tmp/web-artifacts/terminal/`.
+//! refusal matrix (curl): another origin (a look-alike host, `null`, plain http), no or a wrong
+//! CSRF token (another session's too), no origin, and a locked, deleted, role-removed or expired
+//! user. Screenshots are kept under `$CARGO_TARGET_DIR/tmp/web-artifacts/terminal/`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -431,7 +431,12 @@ fn the_web_terminal_refusal_matrix() {
             .contains("sec-websocket-protocol: hop-terminal"),
         "{text}"
     );
-    let forged: [(&str, Option<&str>, Option<&str>, &str); 4] = [
+    // Another user's session: its CSRF token is no use with this cookie.
+    let other = add_user(&a, "wtother", "access", &[]);
+    let (_, other_csrf) = web_login(&a, "wtother", &other, None);
+    let look_alike = format!("https://{}.evil.example", a.addr);
+    let plain = format!("http://{}", a.addr);
+    let forged: [(&str, Option<&str>, Option<&str>, &str); 8] = [
         (
             "another origin",
             Some("https://evil.example"),
@@ -446,6 +451,25 @@ fn the_web_terminal_refusal_matrix() {
             Some(&token),
             "CSRF token is wrong",
         ),
+        (
+            "another session's CSRF token",
+            Some(&origin),
+            Some(&other_csrf),
+            "CSRF token is wrong",
+        ),
+        (
+            "a look-alike origin",
+            Some(&look_alike),
+            Some(&csrf),
+            "another origin",
+        ),
+        (
+            "an opaque origin",
+            Some("null"),
+            Some(&csrf),
+            "another origin",
+        ),
+        ("plain http", Some(&plain), Some(&csrf), "another origin"),
     ];
     for (what, origin, csrf, says) in forged {
         let (status, text) = upgrade(&a, &token, origin, csrf, "10");
@@ -472,7 +496,7 @@ fn the_web_terminal_refusal_matrix() {
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
             .filter(|e| e["user"] == "wt" && e["route"] == "web" && e["reason"] == "cross_site")
             .count();
-        if cross >= 4 {
+        if cross >= forged.len() {
             break;
         }
         assert!(clock::monotonic_now() < deadline, "{refusals}");

@@ -5,11 +5,16 @@
 //! The page is told, in a JSON text frame, when the terminal is ready and why it ended:
 //! `{"type":"ready"}`, `{"type":"exit","status":N}`, `{"type":"end","code":…,"reason":…}`.
 //! Every [`RECHECK`] the web session and admission are asked again: a logout, a lock, a
-//! deletion, a role taken away end the terminal with the reason.
+//! deletion, a role taken away end the terminal with the reason. That goes on while a write
+//! waits on a side that does not read (a page that stopped reading the node's output, a node
+//! that stopped reading keys): the wait is bounded by [`STALL`], so a stalled peer can neither
+//! hold the terminal open past a refusal nor keep its task and the node's session forever.
 //!
 //! It decides nothing itself: the session table and admission answer.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use hop_admission::Refusal;
@@ -24,6 +29,20 @@ use crate::admission::RECHECK;
 use crate::web::WebRoom;
 use crate::web::guard::WebCaller;
 use crate::web::sessions::State;
+
+/// The longest one write may wait on its reader (the page for the node's output, the node for
+/// the page's keys) before the terminal ends as stalled.
+pub(super) const STALL: Duration = Duration::from_secs(30);
+
+/// How long the page is given to take the closing status and close frame.
+const CLOSE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// What the terminal was admitted for, asked again every [`RECHECK`].
+struct Terms {
+    route: hop_admission::Route,
+    login: Option<String>,
+    disconnect_expired_cert: bool,
+}
 
 /// Why a terminal ended, as the page is told.
 #[derive(Debug)]
@@ -116,6 +135,12 @@ async fn relay(
     mut opened: Opened,
     ws: &mut WebSocket,
 ) -> Ending {
+    let terms = Terms {
+        route: opened.route,
+        login: opened.login.clone(),
+        disconnect_expired_cert: opened.disconnect_expired_cert,
+    };
+    let check = || why_not(room, caller, &terms);
     let mut utf8 = Utf8Boundary::default();
     let mut buf = vec![0u8; 32 * 1024];
     let mut tick = tokio::time::interval(RECHECK);
@@ -131,12 +156,21 @@ async fn relay(
         match turn {
             Turn::Page(Some(Ok(Message::Binary(keys)))) => {
                 typed = true;
-                if let Err(e) = input(&mut opened.far, &keys).await {
+                let typing = input(&mut opened.far, &keys);
+                if let Err(e) = watched(typing, &mut tick, STALL, check)
+                    .await
+                    .and_then(|r| r)
+                {
                     return e;
                 }
             }
             Turn::Page(Some(Ok(Message::Text(text)))) => match Control::parse(text.as_str()) {
-                Ok(Control::Resize { cols, rows }) => resize(&opened.far, cols, rows).await,
+                Ok(Control::Resize { cols, rows }) => {
+                    let resizing = resize(&opened.far, cols, rows);
+                    if let Err(e) = watched(resizing, &mut tick, STALL, check).await {
+                        return e;
+                    }
+                }
                 Err(e) => return Ending::new("bad_request", e.to_string()),
             },
             Turn::Page(Some(Ok(Message::Close(_))) | None | Some(Err(_))) => {
@@ -145,25 +179,61 @@ async fn relay(
             Turn::Page(Some(Ok(_))) | Turn::Node(Output::Other) => {}
             Turn::Node(Output::Bytes(b)) => {
                 let out = utf8.push(&b);
-                if !out.is_empty() && ws.send(Message::Binary(out.into())).await.is_err() {
-                    return Ending::new("closed", "the page went away");
+                if !out.is_empty() {
+                    let sending = ws.send(Message::Binary(out.into()));
+                    match watched(sending, &mut tick, STALL, check).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return Ending::new("closed", "the page went away"),
+                        Err(e) => return e,
+                    }
                 }
             }
             Turn::Node(Output::Exit(status)) => exit = Some(status),
             Turn::Node(Output::Closed) => {
                 let rest = utf8.flush();
                 if !rest.is_empty() {
-                    let _ = ws.send(Message::Binary(rest.into())).await;
+                    let sending = ws.send(Message::Binary(rest.into()));
+                    if let Err(e) = watched(sending, &mut tick, STALL, check).await {
+                        return e;
+                    }
                 }
-                return ended_by_node(room, caller, &opened, exit);
+                return ended_by_node(room, caller, &terms, exit);
             }
             Turn::Tick => {
                 if typed {
                     room.sessions.renew(&caller.session.key, room.auth.now());
                     typed = false;
                 }
-                if let Some(e) = why_not(room, caller, &opened) {
+                if let Some(e) = check() {
                     return e;
+                }
+            }
+        }
+    }
+}
+
+/// Awaits `work` (one write to the page or to the node) while still asking `why_not` every
+/// tick: a refusal, or a write that waits longer than `stall`, ends the terminal rather than
+/// leaving it parked on a reader that does not read.
+async fn watched<T>(
+    work: impl Future<Output = T>,
+    tick: &mut tokio::time::Interval,
+    stall: Duration,
+    why_not: impl Fn() -> Option<Ending>,
+) -> Result<T, Ending> {
+    let stalled = tokio::time::sleep(stall);
+    tokio::pin!(work, stalled);
+    loop {
+        tokio::select! {
+            biased;
+            done = &mut work => return Ok(done),
+            () = &mut stalled => {
+                let words = "the other side stopped reading the terminal";
+                return Err(Ending::new("stalled", words));
+            }
+            _ = tick.tick() => {
+                if let Some(e) = why_not() {
+                    return Err(e);
                 }
             }
         }
@@ -172,8 +242,8 @@ async fn relay(
 
 /// Why the node's side closed: a refusal that ended it (the live watch shut its leg), else the
 /// shell's end.
-fn ended_by_node(room: &WebRoom, caller: &WebCaller, opened: &Opened, exit: Option<u32>) -> Ending {
-    if let Some(e) = why_not(room, caller, opened) {
+fn ended_by_node(room: &WebRoom, caller: &WebCaller, terms: &Terms, exit: Option<u32>) -> Ending {
+    if let Some(e) = why_not(room, caller, terms) {
         return e;
     }
     match exit {
@@ -184,7 +254,7 @@ fn ended_by_node(room: &WebRoom, caller: &WebCaller, opened: &Opened, exit: Opti
 
 /// Why the terminal may no longer run, if so: its web session ended (logout, or admission
 /// ended it), or admission now refuses the session itself.
-fn why_not(room: &WebRoom, caller: &WebCaller, opened: &Opened) -> Option<Ending> {
+fn why_not(room: &WebRoom, caller: &WebCaller, terms: &Terms) -> Option<Ending> {
     match room.sessions.state(&caller.session.key) {
         State::Live => {}
         State::Ended(r) => return Some(Ending::refused(&r)),
@@ -205,11 +275,11 @@ fn why_not(room: &WebRoom, caller: &WebCaller, opened: &Opened) -> Option<Ending
         identity: &cert.identity,
         issued_at: cert.issued_at,
         expires: cert.expires,
-        login: opened.login.as_deref(),
+        login: terms.login.as_deref(),
     };
-    match auth.admit_on(&snap, &presented, opened.route) {
+    match auth.admit_on(&snap, &presented, terms.route) {
         Ok(_) => None,
-        Err(Refusal::Expired { .. }) if !opened.disconnect_expired_cert => None,
+        Err(Refusal::Expired { .. }) if !terms.disconnect_expired_cert => None,
         Err(r) => Some(Ending::refused(&r)),
     }
 }
@@ -236,15 +306,68 @@ async fn send_status(ws: &mut WebSocket, status: serde_json::Value) -> Result<()
 }
 
 /// Tells the page why the terminal ended, then closes the socket (1000: the session ended;
-/// 1008: a refusal).
+/// 1008: a refusal); a page that does not take them within [`CLOSE_DEADLINE`] is dropped.
 async fn close(ws: &mut WebSocket, ending: Ending) {
     tracing::debug!(code = ending.code, reason = %ending.reason, "web terminal ended");
     let status = serde_json::json!({"type": "end", "code": ending.code, "reason": ending.reason});
-    let _ = send_status(ws, status).await;
     let normal = matches!(ending.code, "exit" | "ended" | "closed");
     let frame = CloseFrame {
         code: if normal { 1000 } else { 1008 },
         reason: ending.code.into(),
     };
-    let _ = ws.send(Message::Close(Some(frame))).await;
+    let telling = async {
+        let _ = send_status(ws, status).await;
+        let _ = ws.send(Message::Close(Some(frame))).await;
+    };
+    let _ = tokio::time::timeout(CLOSE_DEADLINE, telling).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ticks() -> tokio::time::Interval {
+        tokio::time::interval(Duration::from_millis(10))
+    }
+
+    #[tokio::test]
+    async fn a_write_that_never_completes_still_ends_on_a_refusal() {
+        let asked = std::cell::Cell::new(0);
+        let why_not = || {
+            asked.set(asked.get() + 1);
+            (asked.get() > 3).then(|| Ending::new("locked", "the user is locked"))
+        };
+        let mut tick = ticks();
+        let never = std::future::pending::<()>();
+        let ended = tokio::time::timeout(
+            Duration::from_secs(5),
+            watched(never, &mut tick, Duration::from_secs(60), why_not),
+        )
+        .await
+        .expect("a refusal ends a parked write");
+        assert_eq!(ended.unwrap_err().code, "locked");
+    }
+
+    #[tokio::test]
+    async fn a_write_that_waits_too_long_ends_the_terminal_as_stalled() {
+        let mut tick = ticks();
+        let never = std::future::pending::<()>();
+        let ended = tokio::time::timeout(
+            Duration::from_secs(5),
+            watched(never, &mut tick, Duration::from_millis(100), || None),
+        )
+        .await
+        .expect("a stalled write ends");
+        assert_eq!(ended.unwrap_err().code, "stalled");
+    }
+
+    #[tokio::test]
+    async fn a_write_that_completes_gives_its_result() {
+        let mut tick = ticks();
+        let done = watched(async { 7 }, &mut tick, Duration::from_secs(60), || {
+            Some(Ending::new("locked", "never asked before a ready write"))
+        })
+        .await;
+        assert_eq!(done.ok(), Some(7));
+    }
 }

@@ -320,4 +320,67 @@ mod tests {
         );
         assert_eq!(offered_csrf(&h).as_deref(), Some("def"));
     }
+
+    /// A cross-site page holding the cookie (or a sibling host) cannot pass the upgrade's
+    /// origin check with a look-alike `Origin`.
+    #[test]
+    fn only_this_exact_https_origin_opens_a_terminal() {
+        let with = |origin: Option<&str>, host: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("host", HeaderValue::from_str(host).unwrap());
+            if let Some(o) = origin {
+                h.insert("origin", HeaderValue::from_str(o).unwrap());
+            }
+            cross_origin(&h, None)
+        };
+        assert_eq!(with(Some("https://proxy:3080"), "proxy:3080"), None);
+        assert_eq!(with(Some("https://proxy"), "proxy"), None);
+        for origin in [
+            "https://proxy:3080.evil",
+            "https://proxy:3080.evil.example",
+            "https://evil.proxy:3080",
+            "https://proxy:3080@evil",
+            "https://proxy:3080/",
+            "https://proxy:30800",
+            "https://proxy",
+            "http://proxy:3080",
+            "wss://proxy:3080",
+            "HTTPS://PROXY:3080",
+            "https://PROXY:3080",
+            "https://xn--prxy-0ra:3080",
+            "https://pröxy:3080",
+            "null",
+            "",
+            " https://proxy:3080",
+            "https://proxy:3080, https://proxy:3080",
+        ] {
+            let Ok(value) = HeaderValue::from_bytes(origin.as_bytes()) else {
+                continue;
+            };
+            let mut h = HeaderMap::new();
+            h.insert("host", HeaderValue::from_static("proxy:3080"));
+            h.insert("origin", value);
+            assert!(cross_origin(&h, None).is_some(), "{origin:?} passed");
+        }
+        assert!(with(None, "proxy:3080").is_some(), "no Origin passed");
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("proxy:3080"));
+        h.insert("origin", HeaderValue::from_static("https://proxy:3080"));
+        h.insert("sec-fetch-site", HeaderValue::from_static("same-site"));
+        assert!(cross_origin(&h, None).is_some(), "a sibling host passed");
+    }
+
+    #[test]
+    fn an_empty_or_mangled_csrf_subprotocol_offers_no_token_of_a_session() {
+        let offered = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.append("sec-websocket-protocol", HeaderValue::from_static(v));
+            offered_csrf(&h)
+        };
+        assert_eq!(offered("hop-csrf.").as_deref(), Some(""));
+        assert_eq!(offered("hop-csrfabc"), None);
+        assert_eq!(offered("HOP-CSRF.abc"), None);
+        assert_eq!(offered("x-hop-csrf.abc"), None);
+        assert_eq!(offered("hop-terminal,hop-csrf.a b").as_deref(), Some("a b"));
+    }
 }
