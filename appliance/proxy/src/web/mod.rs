@@ -52,6 +52,8 @@ pub struct WebRoom {
     pub(crate) sessions: WebSessions,
     /// How the web terminal reaches nodes, once the proxy serves it ([`Self::serve_terminals`]).
     nodes: std::sync::OnceLock<terminal::Nodes>,
+    /// The web terminals open per user (capped).
+    terminals: terminal::OpenTerminals,
 }
 
 /// The most bytes a web API request's body may have (a login form is well under 1 KiB).
@@ -98,6 +100,7 @@ impl WebRoom {
             inventory,
             sessions: WebSessions::new(idle_timeout),
             nodes: std::sync::OnceLock::new(),
+            terminals: terminal::OpenTerminals::default(),
         })
     }
 

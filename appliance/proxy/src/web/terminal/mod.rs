@@ -14,11 +14,17 @@
 //! role removal: within [`crate::admission::RECHECK`] and a snapshot rebuild) or admission
 //! refuses the session.
 //!
+//! A user has at most [`MAX_PER_USER`] terminals open on this proxy (`open`); the next is
+//! answered 429 before the upgrade.
+//!
 //! It never decides access itself, never logs the CSRF token or keys, and never reads the
 //! node's output for anything but cutting it at UTF-8 boundaries.
 
 mod bridge;
 mod node;
+mod open;
+
+pub use open::{MAX_PER_USER, OpenTerminals};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -202,11 +208,27 @@ async fn terminal(
     let Some(upgrade) = upgrade else {
         return bad_request("the terminal is a WebSocket: the request is not an upgrade");
     };
+    let Some(slot) = room.terminals.take(&caller.session.cert.identity.username) else {
+        return too_many();
+    };
     upgrade
         .protocols([SUBPROTOCOL])
         .max_frame_size(MAX_FRAME)
         .max_message_size(MAX_FRAME)
-        .on_upgrade(move |socket| bridge::run(room, caller, want, socket))
+        .on_upgrade(move |socket| async move {
+            bridge::run(room, caller, want, socket).await;
+            drop(slot);
+        })
+}
+
+fn too_many() -> Response {
+    let message = format!("at most {MAX_PER_USER} web terminals may be open at once; close one");
+    (
+        axum::http::StatusCode::TOO_MANY_REQUESTS,
+        [(axum::http::header::CACHE_CONTROL, "no-store")],
+        axum::Json(serde_json::json!({ "error": message, "code": "too_many_terminals" })),
+    )
+        .into_response()
 }
 
 fn bad_request(message: &str) -> Response {
