@@ -109,11 +109,11 @@ impl rustls::client::danger::ServerCertVerifier for AnyServer {
     }
 }
 
-type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+pub(crate) type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
 /// A TLS connection to the proxy with `alpn`, and a client certificate when `identity` names
 /// a PEM certificate and key; the handshake is complete when this returns.
-fn tls(addr: &str, alpn: &[u8], identity: Option<(&Path, &Path)>) -> Tls {
+pub(crate) fn tls(addr: &str, alpn: &[u8], identity: Option<(&Path, &Path)>) -> Tls {
     use rustls::pki_types::pem::PemObject;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())

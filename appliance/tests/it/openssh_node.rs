@@ -11,7 +11,7 @@ use crate::harness::{Appliance, OS_LOGIN, PASSWORD, free_port, os_login, stderr,
 use crate::ssh::{Killed, openssh, wait_event, write_config};
 
 /// Starts sshd with the files Hop wrote under `dir/web1*`.
-fn start_sshd(dir: &Path, port: u16) -> Option<Killed> {
+pub(crate) fn start_sshd(dir: &Path, port: u16) -> Option<Killed> {
     if !Path::new("/usr/sbin/sshd").exists() {
         eprintln!("SKIP: sshd is not installed");
         return None;

@@ -7,7 +7,9 @@
 //! same shell where the proxy records (`session_recording: proxy`). And the WebSocket upgrade's
 //! refusal matrix (curl): another origin (a look-alike host, `null`, plain http), no or a wrong
 //! CSRF token (another session's too), no origin, and a locked, deleted, role-removed or expired
-//! user. Screenshots are kept under `$CARGO_TARGET_DIR/tmp/web-artifacts/terminal/`.
+//! user. And a raw WebSocket that stops reading a flood of output on an agentless node: a lock
+//! still ends the session at sshd. Screenshots are kept under
+//! `$CARGO_TARGET_DIR/tmp/web-artifacts/terminal/`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -559,4 +561,154 @@ fn the_web_terminal_refusal_matrix() {
     let (status, text) = upgrade(&a, &expired, Some(&origin), Some(&expired_csrf), "10");
     assert_eq!(status, 401, "expired: {text}");
     assert!(text.contains("\"code\":\"expired\""), "expired: {text}");
+}
+
+/// A raw WebSocket client of the terminal over TLS (HTTP/1.1), which can stop reading.
+struct RawSocket(crate::deadlines::Tls);
+
+impl RawSocket {
+    /// Upgrades `/web/api/terminal?QUERY` with the cookie, this origin and the CSRF token;
+    /// panics unless switched (101).
+    fn open(a: &Appliance, token: &str, csrf: &str, query: &str) -> Self {
+        use std::io::Read;
+        let mut s = crate::deadlines::tls(&a.addr, b"http/1.1", None);
+        s.sock
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        write!(
+            s,
+            "GET /web/api/terminal?{query} HTTP/1.1\r\nHost: {h}\r\nOrigin: https://{h}\r\n\
+             Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Protocol: hop-terminal, hop-csrf.{csrf}\r\n\
+             Cookie: __Host-hop_session={token}\r\n\r\n",
+            h = a.addr
+        )
+        .unwrap();
+        s.flush().unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            s.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head);
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        Self(s)
+    }
+
+    /// The next message's opcode and payload (the proxy sends whole, unmasked frames); `None`
+    /// at the end of the stream.
+    fn next(&mut self) -> Option<(u8, Vec<u8>)> {
+        use std::io::Read;
+        let mut h = [0u8; 2];
+        self.0.read_exact(&mut h).ok()?;
+        let len = match h[1] & 0x7f {
+            126 => {
+                let mut l = [0u8; 2];
+                self.0.read_exact(&mut l).ok()?;
+                u64::from(u16::from_be_bytes(l))
+            }
+            127 => {
+                let mut l = [0u8; 8];
+                self.0.read_exact(&mut l).ok()?;
+                u64::from_be_bytes(l)
+            }
+            n => u64::from(n),
+        };
+        let mut payload = vec![0u8; usize::try_from(len).unwrap()];
+        self.0.read_exact(&mut payload).ok()?;
+        Some((h[0] & 0x0f, payload))
+    }
+
+    /// Sends keys in one masked binary frame (under 126 bytes).
+    fn keys(&mut self, keys: &[u8]) {
+        let mask = [0x12u8, 0x34, 0x56, 0x78];
+        let mut frame = vec![0x82, 0x80 | u8::try_from(keys.len()).unwrap()];
+        frame.extend_from_slice(&mask);
+        frame.extend(keys.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+        self.0.write_all(&frame).unwrap();
+        self.0.flush().unwrap();
+    }
+}
+
+/// A page that stops reading while the node floods its terminal cannot keep the session past a
+/// lock: on an agentless node nothing but the terminal's own check ends the proxy's SSH
+/// connection to sshd, and that check must go on while the write to the page waits.
+#[test]
+fn a_page_that_stops_reading_does_not_keep_an_agentless_session_past_a_lock() {
+    let a = Appliance::start("");
+    let dir = a.dir.path().join("web1");
+    std::fs::create_dir_all(&dir).unwrap();
+    a.ok(&[
+        "admin",
+        "auth",
+        "sign",
+        "--format",
+        "openssh",
+        "--host",
+        "web1",
+        "--out",
+        dir.join("web1").to_str().unwrap(),
+    ]);
+    let port = crate::harness::free_port();
+    let Some(_sshd) = crate::openssh_node::start_sshd(&dir, port) else {
+        return;
+    };
+    a.ok(&[
+        "admin",
+        "nodes",
+        "add",
+        "--openssh",
+        "--name",
+        "web1",
+        "--addr",
+        &format!("127.0.0.1:{port}"),
+    ]);
+    let secret = add_user(&a, "stall", "access", &[]);
+    let (token, csrf) = web_login(&a, "stall", &secret, None);
+    let mut ws = RawSocket::open(&a, &token, &csrf, &format!("login={OS_LOGIN}&node=web1"));
+    let ready = loop {
+        let (op, payload) = ws.next().expect("the terminal opens");
+        if op == 1 {
+            break String::from_utf8(payload).unwrap();
+        }
+    };
+    assert!(ready.contains("\"ready\""), "{ready}");
+    // A flood of output the page no longer reads: every buffer on the way fills.
+    ws.keys(b"exec yes flood\r");
+    std::thread::sleep(Duration::from_secs(3));
+    let log = dir.join("sshd.log");
+    let closed =
+        |log: &str| log.contains("Disconnected from user") || log.contains("Close session");
+    assert!(!closed(&std::fs::read_to_string(&log).unwrap()));
+    a.ok(&[
+        "admin",
+        "lock",
+        "--user",
+        "stall",
+        "--message",
+        "stalled page",
+    ]);
+    let locked = clock::monotonic_now();
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap();
+        if closed(&text) {
+            break;
+        }
+        assert!(
+            clock::monotonic_now() < locked + Duration::from_secs(10),
+            "sshd still serves the locked user's session 10 s after the lock:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "the stalled terminal's sshd session ended {} ms after the lock",
+        (clock::monotonic_now() - locked).as_millis()
+    );
+    // Reading again, the page gets what was buffered, then the end of the socket.
+    let drained = clock::monotonic_now();
+    while ws.next().is_some() {
+        assert!(clock::monotonic_now() < drained + Duration::from_secs(20));
+    }
 }
