@@ -182,8 +182,9 @@ pub(crate) async fn locate(
 ) -> Result<Located, String> {
     let (login, host) = parse_target(&dial.target).map_err(|e| e.to_string())?;
     let nodes = {
-        let (r, a, c, l) = (registry.clone(), auth.clone(), cert.clone(), login.clone());
-        tokio::task::spawn_blocking(move || nodes_for(r.as_ref(), &a, &c, &l, remote)).await
+        let (r, a, c) = (registry.clone(), auth.clone(), cert.clone());
+        let (l, h) = (login.clone(), host.clone());
+        tokio::task::spawn_blocking(move || nodes_for(r.as_ref(), &a, &c, (&l, &h), remote)).await
     };
     let nodes = match nodes {
         Ok(Ok(nodes)) => nodes,
@@ -215,17 +216,22 @@ pub(crate) async fn locate(
 /// identity is admitted: a locked, deleted or expired user learns nothing of the nodes
 /// (the refusal is audited), and a node no role shows answers as one not connected, never by
 /// name in an ambiguity. Admission does not depend on the SSH route, so deciding here as
-/// `hop-ssh` and again in [`check`] with the node's own route gives the same answer.
+/// the route of the node `host` names among all (agentless or not, for the audit; `hop-ssh` when
+/// none or several) and again in [`check`] gives the same answer.
 fn nodes_for(
     registry: &TunnelRegistry,
     auth: &AuthServer,
     cert: &UserCert,
-    login: &str,
+    (login, host): (&str, &str),
     remote: SocketAddr,
 ) -> Result<Vec<NodeRoute>, hop_admission::Refusal> {
-    let admitted = admit(auth, cert, Some(login), Route::HopSsh, remote)?;
-    let checker = admitted.checker();
     let mut nodes = all_nodes(registry, auth);
+    let route = match resolve(&nodes, host, auth.cluster_name()) {
+        Ok(node) if node.openssh => Route::Agentless,
+        _ => Route::HopSsh,
+    };
+    let admitted = admit(auth, cert, Some(login), route, remote)?;
+    let checker = admitted.checker();
     nodes.retain(|n| checker.may_see_node(&n.labels));
     Ok(nodes)
 }
