@@ -43,6 +43,8 @@ pub enum EventKind {
     LockCreated,
     AccessRefused,
     SessionTerminated,
+    /// A user read a session recording (`hop play`, `hop recordings export`, the web player).
+    SessionRecordingAccess,
 }
 
 impl EventKind {
@@ -77,6 +79,7 @@ impl EventKind {
             Self::LockCreated => "lock.created",
             Self::AccessRefused => "access.refused",
             Self::SessionTerminated => "session.terminated",
+            Self::SessionRecordingAccess => "session.recording.access",
         }
     }
 
@@ -112,6 +115,7 @@ impl EventKind {
             Self::LockCreated => 1007,
             Self::AccessRefused => 1008,
             Self::SessionTerminated => 1009,
+            Self::SessionRecordingAccess => 5010,
         };
         format!("H{n}{}", if success { 'I' } else { 'W' })
     }
@@ -149,6 +153,7 @@ impl EventKind {
         Self::LockCreated,
         Self::AccessRefused,
         Self::SessionTerminated,
+        Self::SessionRecordingAccess,
     ];
 
     /// The kinds an agent may send to Auth (`EmitEvents`, `EmitEventsPacked`).
