@@ -300,6 +300,7 @@ async fn serve(
         c.registry.clone(),
         cfg.proxy_service.web_idle_timeout.0,
     );
+    web.serve_records(c.recordings.clone(), c.api.audit_store());
     p.tasks
         .spawn(web.clone().watch_sessions(p.shutdown.clone()));
     let router = router

@@ -18,7 +18,10 @@
 
 pub mod api;
 pub mod assets;
+pub mod audit;
 pub mod guard;
+pub mod recordings;
+pub mod records;
 pub mod sessions;
 
 #[cfg(test)]
@@ -40,6 +43,8 @@ pub struct WebRoom {
     pub(crate) auth: Arc<AuthServer>,
     pub(crate) inventory: Arc<dyn Inventory>,
     pub(crate) sessions: WebSessions,
+    /// The recordings and the audit log the recordings and audit pages read.
+    pub(crate) records: std::sync::OnceLock<records::WebRecords>,
 }
 
 /// The most bytes a web API request's body may have (a login form is well under 1 KiB).
@@ -85,6 +90,7 @@ impl WebRoom {
             auth,
             inventory,
             sessions: WebSessions::new(idle_timeout),
+            records: std::sync::OnceLock::new(),
         })
     }
 
@@ -95,6 +101,8 @@ impl WebRoom {
             .route("/web/api/logout", post(api::logout))
             .route("/web/api/session", get(api::session))
             .route("/web/api/resources", get(api::resources))
+            .merge(recordings::routes())
+            .merge(audit::routes())
             .route("/web/api/{*rest}", axum::routing::any(assets::no_such_call))
             .with_state(self.clone())
             .layer(axum::middleware::from_fn(whole_body));
