@@ -4,11 +4,15 @@ import { ApiError, currentSession, logout, onSessionEnded } from '/web/assets/ap
 import { el, show } from '/web/assets/dom.js';
 import { loginPage } from '/web/assets/login.js';
 import { resourcesPage } from '/web/assets/resources.js';
+import { recordingsPage } from '/web/assets/recordings.js';
+import { auditPage } from '/web/assets/audit.js';
 
 // Each page: the address prefix that shows it, and the function that draws it into the view
 // (given the view, the web session, and the rest of the address after the prefix).
 const PAGES = [
   { prefix: '/web/resources', draw: (v) => resourcesPage(v) },
+  { prefix: '/web/recordings', draw: (v, s, rest) => recordingsPage(v, s, rest) },
+  { prefix: '/web/audit', draw: (v) => auditPage(v) },
 ];
 
 const view = document.getElementById('view');

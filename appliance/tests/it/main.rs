@@ -25,3 +25,4 @@ mod ssh;
 mod tunnels;
 mod web;
 mod web_matrix;
+mod web_recordings;
