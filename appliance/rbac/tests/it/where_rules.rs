@@ -157,3 +157,24 @@ fn a_where_clause_that_does_not_parse_refuses_the_role() {
         "{e}"
     );
 }
+
+#[test]
+fn operators_are_warned_of_clauses_no_check_can_decide() {
+    let yaml = "kind: role\nversion: v7\nmetadata:\n  name: mixed\nspec:\n  allow:\n    rules:\n    - resources: [session]\n      verbs: [read]\n      where: contains(session.participants, user.metadata.name)\n    - resources: [access_request]\n      verbs: [list]\n      where: equals(request.reason, \"\")\n  deny:\n    rules:\n    - resources: [session]\n      verbs: [read]\n      where: hasPrefix(session.login, \"adm\")\n";
+    let parsed = hop_rbac::parse_resources_with_warnings(yaml, "mixed.yaml").unwrap();
+    let fields: Vec<String> = parsed
+        .warnings
+        .iter()
+        .map(|w| w.warning.field.to_string())
+        .collect();
+    assert_eq!(
+        fields,
+        ["spec.allow.rules[1].where", "spec.deny.rules[0].where"],
+        "{:#?}",
+        parsed.warnings
+    );
+    let allow = parsed.warnings[0].warning.reason;
+    assert!(allow.contains("grants nothing"), "{allow}");
+    let deny = parsed.warnings[1].warning.reason;
+    assert!(deny.contains("applies unconditionally"), "{deny}");
+}
