@@ -71,20 +71,18 @@ pub(crate) fn answer(status: StatusCode, code: &'static str, message: String) ->
     }
 }
 
-/// The `name=value` pairs of a URL query (`+` is a space, `%XX` a byte; the result must be
-/// UTF-8). A malformed escape or a repeated name is refused with 400.
+/// The `name=value` pairs of a request's URL query, decoded by
+/// [`hop_protocols::web_headers::query_pairs`]; a malformed query, a name not in `known` or a
+/// name given twice is refused with 400.
 pub(crate) fn query_pairs(
     raw: Option<&str>,
     known: &[&str],
 ) -> Result<std::collections::BTreeMap<String, String>, WebRefusal> {
     let bad = |m: String| answer(StatusCode::BAD_REQUEST, "bad_request", m);
+    let pairs = hop_protocols::web_headers::query_pairs(raw.unwrap_or_default())
+        .map_err(|e| bad(e.to_string()))?;
     let mut out = std::collections::BTreeMap::new();
-    for pair in raw.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let (k, v) = (
-            unescape(k).ok_or_else(|| bad(format!("bad escape in {k:?}")))?,
-            unescape(v).ok_or_else(|| bad(format!("bad escape in {v:?}")))?,
-        );
+    for (k, v) in pairs {
         if !known.contains(&k.as_str()) {
             return Err(bad(format!(
                 "unknown parameter {k:?}, expected one of {}",
@@ -96,23 +94,6 @@ pub(crate) fn query_pairs(
         }
     }
     Ok(out)
-}
-
-fn unescape(s: &str) -> Option<String> {
-    let mut bytes = Vec::with_capacity(s.len());
-    let mut it = s.bytes();
-    while let Some(b) = it.next() {
-        match b {
-            b'+' => bytes.push(b' '),
-            b'%' => {
-                let hi = (it.next()? as char).to_digit(16)?;
-                let lo = (it.next()? as char).to_digit(16)?;
-                bytes.push(u8::try_from(hi * 16 + lo).ok()?);
-            }
-            b => bytes.push(b),
-        }
-    }
-    String::from_utf8(bytes).ok()
 }
 
 #[cfg(test)]
@@ -129,7 +110,8 @@ mod tests {
         assert_eq!(q["user"], "alïce");
         assert_eq!(q["type"], "user.login x");
         for bad in ["x=1", "user=%zz", "user=%C3", "user=a&user=b", "user=%"] {
-            assert!(query_pairs(Some(bad), &["user"]).is_err(), "{bad}");
+            let e = query_pairs(Some(bad), &["user"]).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{bad}");
         }
         assert!(query_pairs(None, &[]).unwrap().is_empty());
     }
