@@ -75,6 +75,11 @@ impl AuthApi {
         self
     }
 
+    /// The audit log this API serves searches from, if any (the web UI's audit page reads it).
+    pub fn audit_store(&self) -> Option<Arc<dyn hop_storage::AuditStore>> {
+        self.audit_log.clone()
+    }
+
     fn audit_log(&self) -> Result<Arc<dyn hop_storage::AuditStore>, Status> {
         self.audit_log
             .clone()

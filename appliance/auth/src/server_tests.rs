@@ -1074,6 +1074,48 @@ mod trackers_and_agent_events {
     }
 
     #[test]
+    fn a_where_clause_admits_trackers_one_by_one_and_one_that_does_not_parse_is_refused() {
+        let f = fixture("otp");
+        f.auth
+            .update_tracker(NODE_A, &ssh("s1", TrackerState::Active))
+            .unwrap();
+        let ops = TrackerUpdate {
+            user: "bob".into(),
+            login: "ops".into(),
+            ..ssh("s2", TrackerState::Active)
+        };
+        f.auth.update_tracker(NODE_A, &ops).unwrap();
+        let role = "kind: role\nversion: v7\nmetadata:\n  name: ops-watch\nspec:\n  allow:\n    rules:\n    - resources: [session]\n      verbs: [list]\n      where: equals(session.login, \"ops\") && !equals(session.user, user.metadata.name)\n";
+        f.auth
+            .create_resources(role, "ops.yaml", false, "test", &|_, _| Ok(()))
+            .unwrap();
+        f.user("erin", &["ops-watch"]);
+        let erin = hop_ca::Identity {
+            username: "erin".into(),
+            roles: vec!["ops-watch".into()],
+            ..Default::default()
+        };
+        let seen: Vec<_> = f
+            .auth
+            .trackers_for(&erin)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.session_id)
+            .collect();
+        assert_eq!(seen, ["s2"]);
+        let bad = role.replace("&& !", "&& &&").replace("ops-watch", "bad");
+        let err = f
+            .auth
+            .create_resources(&bad, "bad.yaml", false, "test", &|_, _| Ok(()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("spec.allow.rules[0].where") && err.contains("expected"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn unauthenticated_refusals_are_rate_limited_and_summarized() {
         let f = fixture("otp");
         let refusal = hop_admission::Refusal::WrongCertificate {

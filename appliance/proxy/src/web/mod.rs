@@ -25,9 +25,12 @@ pub mod active;
 pub mod admin;
 pub mod api;
 pub mod assets;
+pub mod audit;
 pub mod guard;
 pub mod invite;
 pub mod qr;
+pub mod recordings;
+pub mod records;
 pub mod sessions;
 pub mod terminal;
 
@@ -52,6 +55,8 @@ pub struct WebRoom {
     pub(crate) sessions: WebSessions,
     /// How the web terminal reaches nodes, once the proxy serves it ([`Self::serve_terminals`]).
     nodes: std::sync::OnceLock<terminal::Nodes>,
+    /// The recordings and the audit log the recordings and audit pages read.
+    pub(crate) records: std::sync::OnceLock<records::WebRecords>,
 }
 
 /// The most bytes a web API request's body may have (a login form is well under 1 KiB).
@@ -98,6 +103,7 @@ impl WebRoom {
             inventory,
             sessions: WebSessions::new(idle_timeout),
             nodes: std::sync::OnceLock::new(),
+            records: std::sync::OnceLock::new(),
         })
     }
 
@@ -113,6 +119,8 @@ impl WebRoom {
             .merge(invite::routes())
             .merge(terminal::routes())
             .merge(active::routes())
+            .merge(recordings::routes())
+            .merge(audit::routes())
             .route("/web/api/{*rest}", axum::routing::any(assets::no_such_call))
             .with_state(self.clone())
             .layer(axum::middleware::from_fn(whole_body));
