@@ -445,3 +445,96 @@ async fn an_unknown_api_call_is_a_json_404_and_an_unknown_page_is_the_page() {
             .starts_with("text/html")
     );
 }
+
+/// `method path` with the page's headers of session `s` (none when `None`) and `body`.
+async fn call_with(
+    f: &Fixture,
+    s: Option<&NewSession>,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> (StatusCode, serde_json::Value) {
+    let mut b = axum::http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json");
+    let headers = s.map(page_headers).unwrap_or_else(|| {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("proxy:3080"));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://proxy:3080"),
+        );
+        h
+    });
+    for (k, v) in &headers {
+        b = b.header(k, v);
+    }
+    let r = send(f, b.body(axum::body::Body::from(body.to_vec())).unwrap()).await;
+    let status = r.status();
+    let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    (status, json)
+}
+
+#[tokio::test]
+async fn a_body_is_read_only_after_the_caller_is_let_through() {
+    let f = fixture();
+    f.room
+        .auth
+        .create_user(
+            "ann",
+            &["access".to_string()],
+            std::collections::BTreeMap::new(),
+            "test",
+        )
+        .unwrap();
+    let now = f.clock.now();
+    let cert = UserCert {
+        identity: hop_ca::Identity {
+            username: "ann".into(),
+            roles: vec!["access".into()],
+            cluster: "unit.test".into(),
+            ..Default::default()
+        },
+        issued_at: now,
+        expires: now + Duration::from_secs(3600),
+    };
+    let ann = f.room.sessions.create(cert, credentials(), now);
+    let editor_calls = [
+        ("POST", "/web/api/users"),
+        ("POST", "/web/api/users/bob/lock"),
+        ("POST", "/web/api/roles"),
+        ("PUT", "/web/api/roles/access"),
+        ("POST", "/web/api/tokens"),
+        ("POST", "/web/api/locks"),
+    ];
+    let account_calls = [
+        ("POST", "/web/api/account/password"),
+        ("POST", "/web/api/account/devices"),
+        ("POST", "/web/api/account/devices/signup/remove"),
+    ];
+    let bodies: [&[u8]; 3] = [b"{", br#"{"admin":true}"#, b"[1,2]"];
+    for (method, path) in editor_calls.iter().chain(&account_calls) {
+        for body in bodies {
+            // No session: told so (as JSON), whatever the body says.
+            let (status, json) = call_with(&f, None, method, path, body).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path} {json}");
+            assert_eq!(json["code"], "no_session", "{method} {path}");
+        }
+    }
+    for (method, path) in editor_calls {
+        for body in bodies {
+            // A user with only `access`: refused by the rules, not told how the form looks.
+            let (status, json) = call_with(&f, Some(&ann), method, path, body).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path} {json}");
+            assert_eq!(json["code"], "access_denied", "{method} {path}");
+        }
+    }
+    for (method, path) in account_calls {
+        // Let through: a malformed form is a JSON 400.
+        let (status, json) = call_with(&f, Some(&ann), method, path, b"{").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {path} {json}");
+        assert_eq!(json["code"], "bad_request", "{method} {path}");
+    }
+}

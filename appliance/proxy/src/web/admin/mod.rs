@@ -142,6 +142,17 @@ impl IntoResponse for EditorError {
     }
 }
 
+/// A request's JSON body as a handler takes it: read only once the caller is let through, so
+/// that a refusal (audited) comes first whatever the body, and a caller who may not make the
+/// call is not told how its form looks.
+pub(crate) type Form<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
+
+/// The form of a caller already let through, or a JSON `400` saying what is wrong with it.
+pub(crate) fn form<T>(body: Form<T>) -> Result<T, EditorError> {
+    body.map(|Json(t)| t)
+        .map_err(|e| EditorError::Auth(AuthError::BadRequest(e.body_text())))
+}
+
 /// A JSON answer, never cached.
 pub(crate) fn json(status: StatusCode, body: impl Serialize) -> Response {
     (status, [(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
