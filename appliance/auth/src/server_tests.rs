@@ -1378,3 +1378,34 @@ fn wrong_account_passwords_count_towards_the_lockout_and_are_audited() {
     assert!(failed.iter().filter(|k| *k == "mfa.add").count() >= 3);
     assert!(failed.iter().filter(|k| *k == "mfa.delete").count() >= 2);
 }
+
+#[test]
+fn a_time_to_live_past_the_end_of_time_is_a_bad_request_not_a_panic() {
+    let f = fixture("otp");
+    assert!(matches!(
+        f.auth
+            .create_join_token(&roles(&["node"]), Duration::MAX, None, None, "test"),
+        Err(AuthError::BadRequest(_))
+    ));
+    for secs in [u64::MAX, i64::MAX as u64, 1 << 40] {
+        let target = hop_rbac::LockTarget {
+            user: Some("bob".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            f.auth
+                .create_lock(target, "", Some(Duration::from_secs(secs)), "test"),
+            Err(AuthError::BadRequest(_))
+        ));
+        assert!(matches!(
+            f.auth.expiry_after(Duration::from_secs(secs)),
+            Err(AuthError::BadRequest(_))
+        ));
+    }
+    // A century is fine.
+    assert!(
+        f.auth
+            .expiry_after(Duration::from_secs(100 * 365 * 86_400))
+            .is_ok()
+    );
+}

@@ -585,3 +585,45 @@ async fn an_editor_call_the_rules_refuse_is_audited() {
         "{refused:?}"
     );
 }
+
+#[tokio::test]
+async fn a_lock_past_the_end_of_time_is_a_bad_request() {
+    let f = fixture();
+    f.room
+        .auth
+        .create_user(
+            "ed",
+            &["editor".to_string()],
+            std::collections::BTreeMap::new(),
+            "test",
+        )
+        .unwrap();
+    let now = f.clock.now();
+    let cert = UserCert {
+        identity: hop_ca::Identity {
+            username: "ed".into(),
+            roles: vec!["editor".into()],
+            cluster: "unit.test".into(),
+            ..Default::default()
+        },
+        issued_at: now,
+        expires: now + Duration::from_secs(3600),
+    };
+    let ed = f.room.sessions.create(cert, credentials(), now);
+    let forever = format!("{{\"ttl_seconds\":{}}}", u64::MAX);
+    for path in [
+        "/web/api/users/ed/lock",
+        "/web/api/locks",
+        "/web/api/tokens",
+    ] {
+        let body = if path.ends_with("locks") {
+            format!("{{\"user\":\"bob\",\"ttl_seconds\":{}}}", u64::MAX)
+        } else if path.ends_with("tokens") {
+            format!("{{\"roles\":[\"node\"],\"ttl_seconds\":{}}}", u64::MAX)
+        } else {
+            forever.clone()
+        };
+        let (status, json) = call_with(&f, Some(&ed), "POST", path, body.as_bytes()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path} {json}");
+    }
+}

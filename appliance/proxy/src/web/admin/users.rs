@@ -144,7 +144,9 @@ pub(super) async fn lock(
     let (_, actor) = editor_of(&room, &req, "user", "update")?;
     let form = form(body)?;
     blocking(&room, move |a| {
-        let until = (form.ttl_seconds > 0).then(|| a.now() + Duration::from_secs(form.ttl_seconds));
+        let until = (form.ttl_seconds > 0)
+            .then(|| a.expiry_after(Duration::from_secs(form.ttl_seconds)))
+            .transpose()?;
         a.lock_user(&name, until, &form.reason, &actor)
     })
     .await?;
