@@ -1369,12 +1369,7 @@ fn wrong_account_passwords_count_towards_the_lockout_and_are_audited() {
         .filter(|e| e["success"] == false)
         .map(|e| e["event"].as_str().unwrap().to_string())
         .collect();
-    for kind in ["mfa.add", "mfa.delete", "user.locked"] {
-        assert!(
-            failed.iter().any(|k| k == kind) || f.events().iter().any(|e| e["event"] == kind),
-            "no {kind} event in {failed:?}"
-        );
-    }
+    assert!(f.events().iter().any(|e| e["event"] == "user.locked"));
     assert!(failed.iter().filter(|k| *k == "mfa.add").count() >= 3);
     assert!(failed.iter().filter(|k| *k == "mfa.delete").count() >= 2);
 }
