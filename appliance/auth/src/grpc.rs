@@ -832,7 +832,8 @@ impl AuthAdmin for AuthApi {
         self.blocking(move |a| {
             let actor = authorize(a, &c, "user", "update")?;
             let until = (r.ttl_seconds > 0)
-                .then(|| a.now() + std::time::Duration::from_secs(r.ttl_seconds));
+                .then(|| a.expiry_after(std::time::Duration::from_secs(r.ttl_seconds)))
+                .transpose()?;
             a.lock_user(&r.name, until, &r.reason, &actor)
         })
         .await?;

@@ -182,9 +182,14 @@ pub(crate) async fn locate(
 ) -> Result<Located, String> {
     let (login, host) = parse_target(&dial.target).map_err(|e| e.to_string())?;
     let nodes = {
-        let (r, a, c) = (registry.clone(), auth.clone(), cert.clone());
-        let (l, h) = (login.clone(), host.clone());
-        tokio::task::spawn_blocking(move || nodes_for(r.as_ref(), &a, &c, (&l, &h), remote)).await
+        let (r, a, c, l, h) = (
+            registry.clone(),
+            auth.clone(),
+            cert.clone(),
+            login.clone(),
+            host.clone(),
+        );
+        tokio::task::spawn_blocking(move || nodes_for(r.as_ref(), &a, &c, &l, &h, remote)).await
     };
     let nodes = match nodes {
         Ok(Ok(nodes)) => nodes,
@@ -215,19 +220,20 @@ pub(crate) async fn locate(
 /// The nodes `cert`'s user may see (a role's node labels match, whatever the login), once the
 /// identity is admitted: a locked, deleted or expired user learns nothing of the nodes
 /// (the refusal is audited), and a node no role shows answers as one not connected, never by
-/// name in an ambiguity. Admission does not depend on the SSH route, so deciding here as
-/// the route of the node `host` names among all (agentless or not, for the audit; `hop-ssh` when
-/// none or several) and again in [`check`] gives the same answer.
+/// name in an ambiguity. The refusal is audited on the route of the node `host` names
+/// (`agentless` for an OpenSSH node, else `hop-ssh`; nothing of it reaches the user), as
+/// [`check`] decides again with that route.
 fn nodes_for(
     registry: &TunnelRegistry,
     auth: &AuthServer,
     cert: &UserCert,
-    (login, host): (&str, &str),
+    login: &str,
+    host: &str,
     remote: SocketAddr,
 ) -> Result<Vec<NodeRoute>, hop_admission::Refusal> {
     let mut nodes = all_nodes(registry, auth);
     let route = match resolve(&nodes, host, auth.cluster_name()) {
-        Ok(node) if node.openssh => Route::Agentless,
+        Ok(n) if n.openssh => Route::Agentless,
         _ => Route::HopSsh,
     };
     let admitted = admit(auth, cert, Some(login), route, remote)?;
