@@ -304,6 +304,7 @@ async fn serve(
         registry: c.registry.clone(),
         recordings: Some(c.recordings.clone()),
     });
+    web.serve_records(c.recordings.clone(), c.api.audit_store());
     p.tasks
         .spawn(web.clone().watch_sessions(p.shutdown.clone()));
     let router = router

@@ -465,7 +465,8 @@ pub fn tls_record(data: &[u8]) {
 }
 
 /// [`web_headers`]: a cookie's value is part of the header it came from, an origin is this
-/// origin only when it is exactly `https://HOST`, and nothing panics. The input is split at its
+/// origin only when it is exactly `https://HOST`, the whole input as a URL query decodes to at
+/// most its own bytes (or an error within it), and nothing panics. The input is split at its
 /// first NUL into (header, second argument).
 pub fn web_headers(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -482,6 +483,20 @@ pub fn web_headers(data: &[u8]) {
         assert_eq!(header.len(), "https://".len() + other.len());
     }
     let _ = crate::web_headers::accepts_gzip(header);
+    match crate::web_headers::query_pairs(text) {
+        Ok(pairs) => {
+            assert!(
+                pairs.len() <= text.matches('&').count() + 1,
+                "web: more pairs than `&`"
+            );
+            let decoded: usize = pairs.iter().map(|(n, v)| n.len() + v.len()).sum();
+            assert!(
+                decoded <= text.len(),
+                "web: a query decodes to more than its bytes"
+            );
+        }
+        Err(e) => assert!(e.offset <= text.len(), "web: query error past the end"),
+    }
 }
 
 /// The web terminal's control frames: a parsed command encodes to the same text (the grammar

@@ -77,3 +77,14 @@ export const api = (method, path, body) => call(method, path, body);
 export const csrfToken = () => csrf;
 
 export const activeSessions = () => call('GET', '/web/api/sessions');
+// Recordings and the audit log (read-only; the server decides what this user may see).
+const query = (params) => {
+  const q = new URLSearchParams(Object.entries(params).filter(([, v]) => v !== '' && v != null));
+  const s = q.toString();
+  return s ? `?${s}` : '';
+};
+export const recordings = () => call('GET', '/web/api/recordings');
+export const recording = (id) => call('GET', `/web/api/recordings/${encodeURIComponent(id)}`);
+export const recordingEvents = (id, from) =>
+  call('GET', `/web/api/recordings/${encodeURIComponent(id)}/events${query({ from })}`);
+export const auditSearch = (params) => call('GET', `/web/api/audit${query(params)}`);

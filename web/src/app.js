@@ -13,6 +13,8 @@ import { tokensPage } from '/web/assets/tokens.js';
 import { usersPage } from '/web/assets/users.js';
 import { sessionsPage } from '/web/assets/sessions.js';
 import { joinPage, terminalPage } from '/web/assets/terminal.js';
+import { recordingsPage } from '/web/assets/recordings.js';
+import { auditPage } from '/web/assets/audit.js';
 
 // Each page: the address prefix that shows it, and the function that draws it into the view
 // (given the view, the web session, and the rest of the address after the prefix).
@@ -26,6 +28,8 @@ const PAGES = [
   { prefix: '/web/roles', draw: (v, s, rest) => rolesPage(v, s, rest) },
   { prefix: '/web/tokens', draw: (v, s, rest) => tokensPage(v, s, rest) },
   { prefix: '/web/locks', draw: (v) => locksPage(v) },
+  { prefix: '/web/recordings', draw: (v, s, rest) => recordingsPage(v, s, rest) },
+  { prefix: '/web/audit', draw: (v) => auditPage(v) },
 ];
 
 const view = document.getElementById('view');

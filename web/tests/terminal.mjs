@@ -140,6 +140,26 @@ const commands = {
     })));
     return { rows };
   },
+  // The recordings page until `id` is listed, then its player at 8x until it shows `want`.
+  async replay({ who, id, want }) {
+    const { page } = await pageOf(who);
+    const row = `tr.recording[data-id="${id}"]`;
+    for (let i = 0; i < 40; i++) {
+      await page.goto(`${base}/web/recordings`);
+      await page.waitForSelector('#recordings, #no-recordings', { timeout: 15000 });
+      if (await page.locator(row).count()) break;
+      await page.waitForTimeout(500);
+    }
+    const listed = await page.locator(row).count();
+    if (!listed) return { listed: false };
+    await page.click(`${row} a.play`);
+    await page.waitForSelector('#player[data-loaded="true"]', { timeout: 15000 });
+    await page.selectOption('#speed', '8');
+    await page.click('#play');
+    await page.waitForFunction((w) =>
+      (document.querySelector('#screen .xterm-rows')?.innerText ?? '').includes(w), want, { timeout: 20000 });
+    return { listed: true, screen: await page.locator('#screen .xterm-rows').innerText() };
+  },
   async click({ who, selector, wait }) {
     const { page } = await pageOf(who);
     await page.click(selector);

@@ -47,6 +47,8 @@ pub enum EventKind {
     UserPasswordChange,
     MfaAdd,
     MfaDelete,
+    /// A user read a session recording (`hop play`, `hop recordings export`, the web player).
+    SessionRecordingAccess,
 }
 
 impl EventKind {
@@ -85,6 +87,7 @@ impl EventKind {
             Self::UserPasswordChange => "user.password_change",
             Self::MfaAdd => "mfa.add",
             Self::MfaDelete => "mfa.delete",
+            Self::SessionRecordingAccess => "session.recording.access",
         }
     }
 
@@ -124,6 +127,7 @@ impl EventKind {
             Self::UserPasswordChange => 1011,
             Self::MfaAdd => 1012,
             Self::MfaDelete => 1013,
+            Self::SessionRecordingAccess => 5010,
         };
         format!("H{n}{}", if success { 'I' } else { 'W' })
     }
@@ -165,6 +169,7 @@ impl EventKind {
         Self::UserPasswordChange,
         Self::MfaAdd,
         Self::MfaDelete,
+        Self::SessionRecordingAccess,
     ];
 
     /// The kinds an agent may send to Auth (`EmitEvents`, `EmitEventsPacked`).

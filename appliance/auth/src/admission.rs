@@ -336,7 +336,10 @@ impl AuthServer {
             actor,
         );
         lock.spec.created = Some(now.into());
-        lock.spec.expires = ttl.map(|t| (now + t).into());
+        lock.spec.expires = ttl
+            .map(|t| self.expiry_after(t))
+            .transpose()?
+            .map(Into::into);
         lock.validate()
             .map_err(|e| AuthError::BadRequest(e.to_string()))?;
         self.store().upsert(&lock)?;

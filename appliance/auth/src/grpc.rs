@@ -75,6 +75,11 @@ impl AuthApi {
         self
     }
 
+    /// The audit log this API serves searches from, if any (the web UI's audit page reads it).
+    pub fn audit_store(&self) -> Option<Arc<dyn hop_storage::AuditStore>> {
+        self.audit_log.clone()
+    }
+
     fn audit_log(&self) -> Result<Arc<dyn hop_storage::AuditStore>, Status> {
         self.audit_log
             .clone()
@@ -827,7 +832,8 @@ impl AuthAdmin for AuthApi {
         self.blocking(move |a| {
             let actor = authorize(a, &c, "user", "update")?;
             let until = (r.ttl_seconds > 0)
-                .then(|| a.now() + std::time::Duration::from_secs(r.ttl_seconds));
+                .then(|| a.expiry_after(std::time::Duration::from_secs(r.ttl_seconds)))
+                .transpose()?;
             a.lock_user(&r.name, until, &r.reason, &actor)
         })
         .await?;

@@ -102,7 +102,7 @@ impl AuthServer {
                 "a join token with that value".into(),
             ));
         }
-        let expires = self.now() + ttl;
+        let expires = self.expiry_after(ttl)?;
         let id = random_id();
         let token = resources::new_join_token(&id, roles, expires, uses, &hash)?;
         self.store().create(&token)?;

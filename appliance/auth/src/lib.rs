@@ -26,6 +26,7 @@ pub mod listings;
 pub mod openssh;
 pub mod password;
 pub mod ratelimit;
+pub mod recording_access;
 pub mod recordings;
 pub mod records;
 pub mod refusal_limit;

@@ -276,13 +276,29 @@ impl RecordingsApi {
             .map_err(|e| e.to_status())
     }
 
-    async fn check_rule(&self, caller: Caller, verb: &'static str) -> Result<(), Status> {
+    /// The recordings of `entries` the caller may `verb`: all for the local admin socket, else
+    /// those the caller's roles admit (a `where` clause decided per recording).
+    async fn visible(
+        &self,
+        caller: Caller,
+        verb: &'static str,
+        entries: Vec<RecordingIndexEntry>,
+    ) -> Result<Vec<RecordingIndexEntry>, Status> {
         let auth = self.auth.clone();
-        tokio::task::spawn_blocking(move || authorize(&auth, &caller, "session", verb))
-            .await
-            .map_err(|e| Status::internal(format!("task failed: {e}")))?
-            .map(drop)
-            .map_err(to_status)
+        tokio::task::spawn_blocking(move || match &caller {
+            Caller::User { identity, .. } => {
+                let checker = auth
+                    .checker_for(&identity.roles, &identity.traits)
+                    .map_err(to_status)?;
+                auth.visible_recordings(&checker, identity, verb, entries)
+                    .map_err(|e| Status::permission_denied(e.to_string()))
+            }
+            _ => authorize(&auth, &caller, "session", verb)
+                .map(|_| entries)
+                .map_err(to_status),
+        })
+        .await
+        .map_err(|e| Status::internal(format!("task failed: {e}")))?
     }
 }
 
@@ -397,10 +413,12 @@ impl SessionRecordings for RecordingsApi {
         &self,
         req: Request<ListRecordingsRequest>,
     ) -> Result<Response<ListRecordingsResponse>, Status> {
-        self.check_rule(caller(&req), "list").await?;
+        let who = caller(&req);
         let r = req.into_inner();
         let entries = self.blocking(|u| Ok(u.store().list()?)).await?;
-        let recordings = entries
+        let recordings = self
+            .visible(who, "list", entries)
+            .await?
             .into_iter()
             .filter(|e| e.start_unix_us >= r.since_unix_micros)
             .filter(|e| r.user.is_empty() || e.user == r.user)
@@ -413,8 +431,40 @@ impl SessionRecordings for RecordingsApi {
         &self,
         req: Request<GetRecordingRequest>,
     ) -> Result<Response<Self::GetRecordingStream>, Status> {
-        self.check_rule(caller(&req), "read").await?;
+        let who = caller(&req);
         let id = req.into_inner().session_id;
+        let lookup = id.clone();
+        let entry = self
+            .blocking(move |u| Ok(u.store().entry(&lookup)?))
+            .await
+            .map_err(|s| match s.code() {
+                // Who may not read any recording learns nothing of which ones exist.
+                tonic::Code::FailedPrecondition => Status::not_found(s.message()),
+                _ => s,
+            });
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                // Who may read no recording at all is refused before learning whether it exists.
+                self.visible(who, "read", Vec::new()).await?;
+                return Err(e);
+            }
+        };
+        if self
+            .visible(who.clone(), "read", vec![entry.clone()])
+            .await?
+            .is_empty()
+        {
+            return Err(Status::permission_denied(format!(
+                "no role allows read on session {id}"
+            )));
+        }
+        self.auth.emit(
+            self.auth
+                .event(EventKind::SessionRecordingAccess, &who.actor())
+                .field("session_id", entry.session_id.clone())
+                .field("owner", entry.user.clone()),
+        );
         let uploads = self.uploads.clone();
         let file = tokio::task::spawn_blocking(move || uploads.store().open_reader(&id))
             .await

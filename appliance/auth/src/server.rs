@@ -173,6 +173,22 @@ impl AuthServer {
         self.clock.now()
     }
 
+    /// `ttl` from now, or a `BadRequest` when that is past the year 9999 (what a stored time
+    /// can hold: a caller's number of seconds must not panic a handler).
+    pub fn expiry_after(&self, ttl: std::time::Duration) -> Result<SystemTime, AuthError> {
+        /// 9999-12-31T23:59:59Z.
+        const LATEST_UNIX: u64 = 253_402_300_799;
+        self.now()
+            .checked_add(ttl)
+            .filter(|t| {
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .is_ok_and(|d| d.as_secs() <= LATEST_UNIX)
+            })
+            .ok_or_else(|| {
+                AuthError::BadRequest(format!("a time to live of {}s is too long", ttl.as_secs()))
+            })
+    }
+
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }

@@ -1074,6 +1074,48 @@ mod trackers_and_agent_events {
     }
 
     #[test]
+    fn a_where_clause_admits_trackers_one_by_one_and_one_that_does_not_parse_is_refused() {
+        let f = fixture("otp");
+        f.auth
+            .update_tracker(NODE_A, &ssh("s1", TrackerState::Active))
+            .unwrap();
+        let ops = TrackerUpdate {
+            user: "bob".into(),
+            login: "ops".into(),
+            ..ssh("s2", TrackerState::Active)
+        };
+        f.auth.update_tracker(NODE_A, &ops).unwrap();
+        let role = "kind: role\nversion: v7\nmetadata:\n  name: ops-watch\nspec:\n  allow:\n    rules:\n    - resources: [session]\n      verbs: [list]\n      where: equals(session.login, \"ops\") && !equals(session.user, user.metadata.name)\n";
+        f.auth
+            .create_resources(role, "ops.yaml", false, "test", &|_, _| Ok(()))
+            .unwrap();
+        f.user("erin", &["ops-watch"]);
+        let erin = hop_ca::Identity {
+            username: "erin".into(),
+            roles: vec!["ops-watch".into()],
+            ..Default::default()
+        };
+        let seen: Vec<_> = f
+            .auth
+            .trackers_for(&erin)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.session_id)
+            .collect();
+        assert_eq!(seen, ["s2"]);
+        let bad = role.replace("&& !", "&& &&").replace("ops-watch", "bad");
+        let err = f
+            .auth
+            .create_resources(&bad, "bad.yaml", false, "test", &|_, _| Ok(()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("spec.allow.rules[0].where") && err.contains("expected"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn unauthenticated_refusals_are_rate_limited_and_summarized() {
         let f = fixture("otp");
         let refusal = hop_admission::Refusal::WrongCertificate {
@@ -1300,4 +1342,107 @@ fn a_pending_invitation_is_shown_without_being_used() {
         f.auth.pending_invite(&invite.token, None),
         Err(AuthError::InviteExpired { .. })
     ));
+}
+
+#[test]
+fn a_newer_invitation_voids_the_earlier_ones() {
+    let f = fixture("otp");
+    let first = f
+        .auth
+        .create_user("fay", &roles(&["access"]), BTreeMap::new(), "test")
+        .unwrap();
+    // The first link went astray; the administrator resets and the user signs up with the new one.
+    let second = f.auth.reset_user("fay", "test").unwrap();
+    assert!(matches!(
+        f.auth.pending_invite(&first.token, None),
+        Err(AuthError::InviteNotFound)
+    ));
+    let secret = vec![9u8; 20];
+    let b32 = totp::encode_secret(&secret);
+    let code = totp::code_at(&secret, f.clock.now());
+    f.auth
+        .complete_signup(&second.token, PASSWORD, &b32, &code, None)
+        .unwrap();
+    // Whoever holds the first link cannot take the account over afterwards.
+    f.clock.advance(Duration::from_secs(30));
+    let code = totp::code_at(&secret, f.clock.now());
+    assert!(matches!(
+        f.auth
+            .complete_signup(&first.token, "attacker's own password", &b32, &code, None),
+        Err(AuthError::InviteNotFound)
+    ));
+    f.login("fay", PASSWORD, &code).unwrap();
+}
+
+#[test]
+fn wrong_account_passwords_count_towards_the_lockout_and_are_audited() {
+    let f = fixture("otp");
+    let first = f.user("gus", &["access"]);
+    let phone = vec![7u8; 20];
+    let phone_b32 = totp::encode_secret(&phone);
+    // A stolen web session guesses the password through the device calls.
+    for i in 0..5 {
+        let code = totp::code_at(&phone, f.clock.now());
+        let guess = format!("guess number {i}");
+        let r = if i % 2 == 0 {
+            f.auth
+                .add_otp_device("gus", &guess, "mine", &phone_b32, &code, None)
+                .map(drop)
+        } else {
+            f.auth.remove_otp_device("gus", &guess, "signup", None)
+        };
+        assert!(matches!(r, Err(AuthError::InvalidCredentials)), "{r:?}");
+    }
+    // Locked as after five failed logins: even the right password is refused now.
+    let code = totp::code_at(&phone, f.clock.now());
+    assert!(matches!(
+        f.auth
+            .add_otp_device("gus", PASSWORD, "mine", &phone_b32, &code, None),
+        Err(AuthError::InvalidCredentials)
+    ));
+    f.clock.advance(Duration::from_secs(30));
+    assert!(
+        f.login("gus", PASSWORD, &totp::code_at(&first, f.clock.now()))
+            .is_err()
+    );
+    let failed: Vec<String> = f
+        .events()
+        .iter()
+        .filter(|e| e["success"] == false)
+        .map(|e| e["event"].as_str().unwrap().to_string())
+        .collect();
+    assert!(f.events().iter().any(|e| e["event"] == "user.locked"));
+    assert!(failed.iter().filter(|k| *k == "mfa.add").count() >= 3);
+    assert!(failed.iter().filter(|k| *k == "mfa.delete").count() >= 2);
+}
+
+#[test]
+fn a_time_to_live_past_the_end_of_time_is_a_bad_request_not_a_panic() {
+    let f = fixture("otp");
+    assert!(matches!(
+        f.auth
+            .create_join_token(&roles(&["node"]), Duration::MAX, None, None, "test"),
+        Err(AuthError::BadRequest(_))
+    ));
+    for secs in [u64::MAX, i64::MAX as u64, 1 << 40] {
+        let target = hop_rbac::LockTarget {
+            user: Some("bob".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            f.auth
+                .create_lock(target, "", Some(Duration::from_secs(secs)), "test"),
+            Err(AuthError::BadRequest(_))
+        ));
+        assert!(matches!(
+            f.auth.expiry_after(Duration::from_secs(secs)),
+            Err(AuthError::BadRequest(_))
+        ));
+    }
+    // A century is fine.
+    assert!(
+        f.auth
+            .expiry_after(Duration::from_secs(100 * 365 * 86_400))
+            .is_ok()
+    );
 }

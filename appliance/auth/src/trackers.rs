@@ -360,16 +360,36 @@ impl AuthServer {
     }
 
     /// The trackers `identity` may see: all of them with the `session` `list` rule, else the
-    /// sessions they own or take part in.
+    /// sessions they own or take part in, and those a rule's `where` clause admits.
     pub fn trackers_for(&self, identity: &Identity) -> Result<Vec<SessionTracker>, AuthError> {
         let all = self.trackers()?;
         if self.authorize_rule(identity, "session", "list").is_ok() {
             return Ok(all);
         }
+        let checker = self.checker_for(&identity.roles, &identity.traits).ok();
         let me = identity.username.as_str();
+        let admitted = |t: &SessionTracker| {
+            let Some(checker) = checker.as_ref() else {
+                return false;
+            };
+            let ctx = hop_rbac::RuleContext {
+                user: Some(hop_rbac::UserFacts {
+                    name: me,
+                    roles: &identity.roles,
+                    traits: &identity.traits,
+                }),
+                session: Some(hop_rbac::SessionFacts {
+                    participants: &t.participants,
+                    user: &t.user,
+                    login: &t.login,
+                }),
+                labels: None,
+            };
+            checker.check_rule_in("session", "list", &ctx).is_ok()
+        };
         Ok(all
             .into_iter()
-            .filter(|t| t.user == me || t.participants.iter().any(|p| p == me))
+            .filter(|t| t.user == me || t.participants.iter().any(|p| p == me) || admitted(t))
             .collect())
     }
 

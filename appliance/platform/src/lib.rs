@@ -42,20 +42,38 @@ pub fn peek(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<usize> {
     Ok(usize::try_from(n).unwrap_or(0))
 }
 
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// A TCP stream type of the runtimes Hop uses, which owns its open descriptor for as long as
+/// it lives: the only types [`into_std_stream`] and [`dup_stream`] accept, so that no other
+/// type's raw descriptor number (one it does not own, or one already closed) reaches them.
+pub trait OwnedTcpStream: AsRawFd + sealed::Sealed {}
+
+impl sealed::Sealed for std::net::TcpStream {}
+impl OwnedTcpStream for std::net::TcpStream {}
+impl sealed::Sealed for tokio::net::TcpStream {}
+impl OwnedTcpStream for tokio::net::TcpStream {}
+impl sealed::Sealed for monoio::net::TcpStream {}
+impl OwnedTcpStream for monoio::net::TcpStream {}
+
 /// Takes ownership of a socket's descriptor away from its runtime wrapper, as a std stream.
-pub fn into_std_stream(sock: impl IntoRawFd) -> std::net::TcpStream {
+pub fn into_std_stream(sock: impl OwnedTcpStream + IntoRawFd) -> std::net::TcpStream {
     let fd = sock.into_raw_fd();
-    // SAFETY: `into_raw_fd` released ownership of an open TCP socket descriptor to us, and
-    // nothing else will close it: the std stream is now its only owner.
+    // SAFETY: `into_raw_fd` released ownership of an open TCP socket descriptor to us (the
+    // sealed `OwnedTcpStream` types are TCP streams that own theirs), and nothing else will
+    // close it: the std stream is now its only owner.
     unsafe { std::net::TcpStream::from_raw_fd(fd) }
 }
 
 /// A duplicate of a socket's descriptor (its own descriptor, the same socket), for a runtime's
 /// socket type that lends only its raw descriptor: shutting the duplicate down ends the socket
 /// for its owner too.
-pub fn dup_stream(sock: &impl AsRawFd) -> io::Result<std::net::TcpStream> {
-    // SAFETY: `sock` owns an open descriptor for at least this call (it is borrowed), and the
-    // borrowed descriptor is only duplicated, never closed.
+pub fn dup_stream(sock: &impl OwnedTcpStream) -> io::Result<std::net::TcpStream> {
+    // SAFETY: `sock` is one of the sealed `OwnedTcpStream` types, which own an open descriptor
+    // for as long as they live; it is borrowed for this call, and the borrowed descriptor is
+    // only duplicated, never closed.
     let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(sock.as_raw_fd()) };
     Ok(std::net::TcpStream::from(fd.try_clone_to_owned()?))
 }

@@ -128,7 +128,9 @@ pub async fn serve_tls(
             }
             _ = hop_platform::signals::until_shutdown(&mut shutdown) => break,
         };
-        metrics.connections_accepted.inc();
+        if !handoff.counted {
+            metrics.connections_accepted.inc();
+        }
         let Handoff {
             stream,
             kind,
@@ -139,6 +141,7 @@ pub async fn serve_tls(
             guard,
             tls: terminated,
             read,
+            counted: _,
         } = handoff;
         let stream = match stream
             .set_nonblocking(true)

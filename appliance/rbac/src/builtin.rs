@@ -19,8 +19,12 @@ fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| (*s).to_owned()).collect()
 }
 
+/// The `where` clause of the access preset's `session` rule: the sessions a user took part in.
+pub const OWN_SESSIONS: &str = "contains(session.participants, user.metadata.name)";
+
 /// Access to every node, database, app, Kubernetes cluster and desktop, with the logins and
-/// database/Kubernetes identities taken from the user's traits. No admin API rules.
+/// database/Kubernetes identities taken from the user's traits; the admin API only to list and
+/// read the sessions (recordings, trackers) the user took part in, as Teleport's preset.
 #[must_use]
 pub fn access_role() -> Role {
     let mut r = Role::new("access");
@@ -41,6 +45,10 @@ pub fn access_role() -> Role {
     a.kubernetes_users = strings(&["{{internal.kubernetes_users}}"]);
     a.windows_desktop_labels = all();
     a.windows_desktop_logins = strings(&["{{internal.windows_logins}}"]);
+    a.rules = vec![Rule {
+        where_: Some(OWN_SESSIONS.into()),
+        ..Rule::new(&["session"], &["list", "read"])
+    }];
     r
 }
 
@@ -54,7 +62,7 @@ pub fn editor_role() -> Role {
     r
 }
 
-/// Read-only access to the audit log and session recordings.
+/// Read-only access to the audit log and every session recording and tracker.
 #[must_use]
 pub fn auditor_role() -> Role {
     let mut r = Role::new("auditor");

@@ -11,10 +11,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::duration::Duration;
 use crate::labels::{Labels, Selector, WILDCARD};
+use crate::predicate::{self, Predicate};
 use crate::resource::Kind;
 use crate::role::{ForwardDirection, Role, RoleConditions, RoleOptions, Rule};
+use crate::rule_context::{self, RuleContext, Undecidable};
 use crate::traits::{Traits, expand};
-use crate::validation::{FieldPath, ValidationError};
+use crate::validation::{FieldPath, Problem, ValidationError};
 
 /// The certificate lifetime ceiling of a role that sets no `max_session_ttl`: 30 hours, as in
 /// Teleport. Every certificate issued for a user is capped by it (see
@@ -75,7 +77,7 @@ struct Conditions {
     kube_users: BTreeSet<String>,
     desktop: Selector,
     desktop_logins: BTreeSet<String>,
-    rules: Vec<Rule>,
+    rules: Vec<CompiledRule>,
     join_sessions: Vec<crate::role::JoinSessionPolicy>,
     request_roles: BTreeSet<String>,
 }
@@ -162,7 +164,12 @@ impl Conditions {
             kube_users: expand_all(&c.kubernetes_users, traits),
             desktop: labels("windows_desktop_labels", &c.windows_desktop_labels)?,
             desktop_logins: expand_logins(&c.windows_desktop_logins, traits),
-            rules: c.rules.clone(),
+            rules: c
+                .rules
+                .iter()
+                .enumerate()
+                .map(|(i, r)| CompiledRule::compile(&field.key("rules").index(i), r))
+                .collect::<Result<_, _>>()?,
             join_sessions: c.join_sessions.clone(),
             request_roles: c
                 .request
@@ -181,6 +188,42 @@ fn contains_or_wildcard(set: &BTreeSet<String>, value: &str) -> bool {
 fn rule_matches(rule: &Rule, kind: &str, verb: &str) -> bool {
     rule.resources.iter().any(|r| r == WILDCARD || r == kind)
         && rule.verbs.iter().any(|v| v == WILDCARD || v == verb)
+}
+
+/// An admin API rule with its `where` clause parsed.
+#[derive(Debug, Clone)]
+struct CompiledRule {
+    rule: Rule,
+    predicate: Option<Predicate>,
+}
+
+impl CompiledRule {
+    fn compile(field: &FieldPath, rule: &Rule) -> Result<Self, ValidationError> {
+        let predicate = match rule.where_.as_deref() {
+            Some(w) => Some(predicate::parse(w).map_err(|e| {
+                ValidationError::new(
+                    field.key("where"),
+                    Problem::Invalid(format!("where clause {e}")),
+                )
+            })?),
+            None => None,
+        };
+        Ok(Self {
+            rule: rule.clone(),
+            predicate,
+        })
+    }
+
+    /// Does the rule name `kind` and `verb`, and does its `where` clause hold in `ctx`
+    /// (`Err` when it cannot be decided there)?
+    fn applies(&self, kind: &str, verb: &str, ctx: &RuleContext<'_>) -> Result<bool, Undecidable> {
+        if !rule_matches(&self.rule, kind, verb) {
+            return Ok(false);
+        }
+        self.predicate
+            .as_ref()
+            .map_or(Ok(true), |p| rule_context::evaluate(p, ctx))
+    }
 }
 
 impl AccessChecker {
@@ -585,17 +628,31 @@ impl AccessChecker {
         }
     }
 
-    /// May the user perform `verb` (`list`, `read`, `create`, `update`, `delete`) on resources
-    /// of `resource_kind` through the admin API? A rule's `*` matches every kind or verb. Rules
-    /// with a `where` clause deny unconditionally and never allow (they cannot be evaluated
-    /// here).
+    /// May the user perform `verb` (`list`, `read`, `create`, `update`, `delete`) on *every*
+    /// resource of `resource_kind` through the admin API? A rule's `*` matches every kind or
+    /// verb. Nothing is known of any one resource, so a rule whose `where` clause names one
+    /// (a session's participants) cannot be decided: in allow it grants nothing, in deny it
+    /// denies (fail closed). Ask [`Self::check_rule_in`] about one resource.
     pub fn check_rule(&self, resource_kind: &str, verb: &str) -> Result<(), AccessDenied> {
+        self.check_rule_in(resource_kind, verb, &RuleContext::default())
+    }
+
+    /// May the user perform `verb` on the one resource of `resource_kind` that `ctx` describes?
+    /// Deny beats allow; a `where` clause that cannot be decided in `ctx` (a field it does not
+    /// provide, a function Hop does not know) makes an allow rule grant nothing and a deny rule
+    /// deny.
+    pub fn check_rule_in(
+        &self,
+        resource_kind: &str,
+        verb: &str,
+        ctx: &RuleContext<'_>,
+    ) -> Result<(), AccessDenied> {
         let what = || format!("{verb} on {resource_kind}");
         for r in &self.roles {
             if r.deny
                 .rules
                 .iter()
-                .any(|rule| rule_matches(rule, resource_kind, verb))
+                .any(|rule| rule.applies(resource_kind, verb, ctx) != Ok(false))
             {
                 return Err(r.denied("spec.deny.rules", what()));
             }
@@ -604,12 +661,25 @@ impl AccessChecker {
             r.allow
                 .rules
                 .iter()
-                .any(|rule| rule.where_.is_none() && rule_matches(rule, resource_kind, verb))
+                .any(|rule| rule.applies(resource_kind, verb, ctx) == Ok(true))
         }) {
             Ok(())
         } else {
             Err(AccessDenied::NotAllowed { what: what() })
         }
+    }
+
+    /// Does some allow rule name `verb` on `resource_kind`, with or without a `where` clause?
+    /// A listing for a user without [`Self::check_rule`] is then filtered item by item with
+    /// [`Self::check_rule_in`] rather than refused.
+    #[must_use]
+    pub fn allows_some(&self, resource_kind: &str, verb: &str) -> bool {
+        self.roles.iter().any(|r| {
+            r.allow
+                .rules
+                .iter()
+                .any(|rule| rule_matches(&rule.rule, resource_kind, verb))
+        })
     }
 
     fn check_labels_only(

@@ -88,9 +88,14 @@ const NO_EXPRESSIONS: &str = "Hop cannot evaluate label expressions; with no lab
      this role grants nothing through it";
 const ONE_FORWARDING_PERMISSION: &str = "Hop grants port forwarding as one permission: \
      disabling either direction disables both";
-const WHERE_ALLOW: &str =
-    "Hop cannot evaluate `where`; this allow rule grants nothing (fail closed)";
-const WHERE_DENY: &str = "Hop cannot evaluate `where`; this deny rule applies unconditionally";
+const WHERE_ALLOW: &str = "this `where` names a field or function Hop does not evaluate \
+     (Hop knows contains, equals, user.metadata.name, user.spec.roles, traits, \
+     session.participants/user/login, resource.metadata.labels); this allow rule grants nothing \
+     (fail closed)";
+const WHERE_DENY: &str = "this `where` names a field or function Hop does not evaluate \
+     (Hop knows contains, equals, user.metadata.name, user.spec.roles, traits, \
+     session.participants/user/login, resource.metadata.labels); this deny rule applies \
+     unconditionally (fail closed)";
 const ACTIONS: &str = "Hop runs no rule actions";
 const KIND_NOT_SSH: &str = "Hop has only SSH sessions; this kind matches none";
 const MODERATOR: &str = "Hop has no moderated sessions";
@@ -387,7 +392,12 @@ fn condition_warnings(c: &RoleConditions, side: Side, out: &mut Vec<FieldWarning
 fn rule_warnings(rules: &[Rule], side: Side, at: &FieldPath, out: &mut Vec<FieldWarning>) {
     for (i, rule) in rules.iter().enumerate() {
         let at = at.index(i);
-        if rule.where_.is_some() {
+        let unsupported = rule
+            .where_
+            .as_deref()
+            .and_then(|w| crate::predicate::parse(w).ok())
+            .and_then(|p| crate::rule_context::unsupported(&p));
+        if unsupported.is_some() {
             let reason = match side {
                 Side::Allow => WHERE_ALLOW,
                 Side::Deny => WHERE_DENY,

@@ -18,8 +18,10 @@ pub mod labels;
 pub mod lock;
 pub mod node;
 pub mod parse;
+pub mod predicate;
 pub mod resource;
 pub mod role;
+pub mod rule_context;
 mod stored;
 pub mod token;
 pub mod traits;
@@ -44,12 +46,14 @@ pub use parse::{
     ParseError, ParseProblem, ParseWarning, Parsed, parse_resources, parse_resources_with_warnings,
     to_yaml, to_yaml_stream,
 };
+pub use predicate::{Predicate, PredicateError};
 pub use resource::{KINDS, Kind, Metadata, Resource};
 pub use role::{
     AccessRequestConditions, ForwardDirection, ForwardingToggle, JoinSessionPolicy, LockingMode,
     RecordSession, RecordingMode, Role, RoleConditions, RoleOptions, RoleSpec, Rule,
     SshPortForwarding,
 };
+pub use rule_context::{RuleContext, SessionFacts, Undecidable, UserFacts};
 pub use token::{
     JoinMethod, ProvisionToken, ProvisionTokenSpec, SystemRole, WeakSecret, check_secret_strength,
 };

@@ -450,8 +450,9 @@ pub struct Rule {
     pub resources: Vec<String>,
     /// `list`, `read`, `create`, `update`, `delete`, or `*`.
     pub verbs: Vec<String>,
-    /// A Teleport predicate. This crate cannot evaluate predicates, so a rule with `where`
-    /// never grants in `allow` and always applies in `deny` (fail closed).
+    /// A Teleport predicate (`contains(session.participants, user.metadata.name)`), parsed when
+    /// the role is validated and evaluated per resource ([`crate::rule_context`]); where it
+    /// cannot be decided, the rule grants nothing in `allow` and applies in `deny`.
     #[serde(default, rename = "where", skip_serializing_if = "Option::is_none")]
     pub where_: Option<String>,
     /// Teleport's side effects of a matching rule. Stored, ignored.
@@ -692,8 +693,16 @@ impl Rule {
                 ));
             }
         }
-        if self.where_.as_deref().is_some_and(|w| w.trim().is_empty()) {
-            return Err(invalid(&field.key("where"), Problem::Empty));
+        if let Some(w) = self.where_.as_deref() {
+            if w.trim().is_empty() {
+                return Err(invalid(&field.key("where"), Problem::Empty));
+            }
+            crate::predicate::parse(w).map_err(|e| {
+                invalid(
+                    &field.key("where"),
+                    Problem::Invalid(format!("where clause {e}")),
+                )
+            })?;
         }
         Ok(())
     }

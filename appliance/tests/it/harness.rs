@@ -288,8 +288,20 @@ impl Appliance {
     /// Connections the proxy's workers handed to the control plane's tokio routes, of one
     /// `route` (`session`, `jump`, `agent`, `api`: `hop_dataplane_handoffs_by_route_total`).
     pub fn handoffs(&self, route: &str) -> u64 {
+        self.metric(&format!(
+            "hop_dataplane_handoffs_by_route_total{{route=\"{route}\"}}"
+        ))
+    }
+
+    /// Connections the proxy accepted (`hop_proxy_connections_accepted_total`).
+    pub fn connections_accepted(&self) -> u64 {
+        self.metric("hop_proxy_connections_accepted_total")
+    }
+
+    /// The value of the metric line `name` (with its labels) on `/metrics`.
+    fn metric(&self, name: &str) -> u64 {
         let (_, m) = self.diag_get("/metrics");
-        let prefix = format!("hop_dataplane_handoffs_by_route_total{{route=\"{route}\"}} ");
+        let prefix = format!("{name} ");
         m.lines()
             .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
             .unwrap_or_else(|| panic!("no {prefix} in the metrics:\n{m}"))

@@ -26,4 +26,5 @@ mod tunnels;
 mod web;
 mod web_admin;
 mod web_matrix;
+mod web_recordings;
 mod web_terminal;

@@ -90,6 +90,13 @@ fn agentless_openssh_node_through_the_proxy_is_recorded() {
     // A command through the proxy, which logs in to sshd with its own short-lived certificate:
     // the proxy's SSH server (russh) runs on tokio, so the worker hands the session over.
     let handed_off = a.handoffs("session");
+    let all_handed_off = || {
+        ["session", "jump", "agent", "api"]
+            .map(|r| a.handoffs(r))
+            .iter()
+            .sum::<u64>()
+    };
+    let (accepted, all_before) = (a.connections_accepted(), all_handed_off());
     let out = a.hop(&["ssh", "hopuser@web1", "echo", "agentless-$((6*7))"]);
     assert!(
         out.status.success(),
@@ -99,6 +106,12 @@ fn agentless_openssh_node_through_the_proxy_is_recorded() {
     );
     assert_eq!(stdout(&out).trim(), "agentless-42");
     assert_eq!(a.handoffs("session"), handed_off + 1);
+    // Every connection of that command went to tokio and is counted once as accepted (the
+    // session's worker asked the control plane, which answered with a hand-off).
+    assert_eq!(
+        a.connections_accepted() - accepted,
+        all_handed_off() - all_before
+    );
     // sshd runs the agentless session as the login itself.
     let out = a.hop(&["ssh", "hopuser@web1", "id -u; id -G"]);
     let text = stdout(&out);

@@ -285,14 +285,16 @@ fn recorded_session_is_listed_played_and_exported() {
     assert_eq!(last["type"], "end", "{last}");
     assert_eq!(last["exit_status"], 0, "{last}");
 
-    // Who may not read recordings gets a clear refusal.
+    // Who may read only their own sessions (the access preset's `where`) does not see this
+    // one, and reading it is refused clearly.
     let secret = a.add_user("bob", "access", OS_LOGIN);
     assert!(a.login("bob", PASSWORD, &secret).status.success());
     let out = a.hop(&["recordings", "ls"]);
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("session"), "{}", stderr(&out));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stdout(&out).contains(&id), "{}", stdout(&out));
     let out = a.hop(&["play", &id, "--format", "raw"]);
     assert!(!out.status.success());
+    assert!(stderr(&out).contains("session"), "{}", stderr(&out));
 }
 
 #[test]

@@ -1,8 +1,9 @@
 //! A user's own account, as the web UI's account page changes it: the password (old password
 //! and a one-time code checked exactly as a login checks them, with its rate limit, failure
 //! counter and lockout), the one-time-code devices (list, add one proven by its first code,
-//! remove one but never the last while a second factor is required), and what an invitation
-//! link is for before it is used (whose it is, until when).
+//! remove one but never the last while a second factor is required; the account password they
+//! need counts towards the lockout like a login's, and refusals are audited), and what an
+//! invitation link is for before it is used (whose it is, until when).
 //!
 //! It never returns or logs a secret: device listings carry ids and names only, and audit events
 //! name the device, never its secret.
@@ -183,6 +184,22 @@ impl AuthServer {
         code: &str,
         remote: Option<SocketAddr>,
     ) -> Result<OtpDeviceView, AuthError> {
+        let added = self.check_and_add_device(user, password_now, name, secret_b32, code, remote);
+        if let Err(e) = &added {
+            self.audit_refused_device_change(EventKind::MfaAdd, user, remote, e);
+        }
+        added
+    }
+
+    fn check_and_add_device(
+        &self,
+        user: &str,
+        password_now: &str,
+        name: &str,
+        secret_b32: &str,
+        code: &str,
+        remote: Option<SocketAddr>,
+    ) -> Result<OtpDeviceView, AuthError> {
         self.check_password_only(user, password_now, remote)?;
         let name = name.trim();
         if name.is_empty() || name.chars().count() > MAX_DEVICE_NAME {
@@ -238,6 +255,20 @@ impl AuthServer {
         id: &str,
         remote: Option<SocketAddr>,
     ) -> Result<(), AuthError> {
+        let removed = self.check_and_remove_device(user, password_now, id, remote);
+        if let Err(e) = &removed {
+            self.audit_refused_device_change(EventKind::MfaDelete, user, remote, e);
+        }
+        removed
+    }
+
+    fn check_and_remove_device(
+        &self,
+        user: &str,
+        password_now: &str,
+        id: &str,
+        remote: Option<SocketAddr>,
+    ) -> Result<(), AuthError> {
         self.check_password_only(user, password_now, remote)?;
         let required = self.otp_required();
         self.update_secrets(user, |s| {
@@ -269,9 +300,9 @@ impl AuthServer {
         Ok(())
     }
 
-    /// The account password of `user`, rate limited per address; a wrong one is
-    /// `InvalidCredentials` (it does not count towards the lockout: the caller already holds a
-    /// web session, which only a full login gave).
+    /// The account password of `user`, rate limited per address and checked like a login's
+    /// (a locked user is refused; a wrong one counts towards the lockout, or a stolen web
+    /// session could guess it without end): `InvalidCredentials` when it fails.
     fn check_password_only(
         &self,
         user: &str,
@@ -279,19 +310,41 @@ impl AuthServer {
         remote: Option<SocketAddr>,
     ) -> Result<(), AuthError> {
         self.rate_limit(remote)?;
-        let stored = self
-            .store
-            .get::<UserSecrets>(user)?
-            .and_then(|v| v.value.password_hash);
-        if password::verify(password_now, stored.as_deref()) {
-            Ok(())
+        let req = LoginRequest {
+            username: user,
+            password: password_now,
+            totp_code: "",
+            ssh_public_key: "",
+            tls_public_key_der: &[],
+            ttl: None,
+            remote,
+            client: LoginClient::Web,
+        };
+        self.check_account_password(&req, self.now())
+    }
+
+    /// Audits a refused device change (`kind`) of `user`: queued when rate limited (a flood
+    /// must not become a flood of synchronous writes), durable otherwise.
+    fn audit_refused_device_change(
+        &self,
+        kind: EventKind,
+        user: &str,
+        remote: Option<SocketAddr>,
+        e: &AuthError,
+    ) {
+        let event = self
+            .event(kind, user)
+            .remote(remote)
+            .failed(kind, audit_reason(e));
+        if matches!(e, AuthError::RateLimited { .. }) {
+            self.audit.emit(event);
         } else {
-            Err(AuthError::InvalidCredentials)
+            self.audit.emit_durable(event);
         }
     }
 }
 
-/// What the audit log records of a refused password change: the real reason.
+/// What the audit log records of a refused password change or device change: the real reason.
 fn audit_reason(e: &AuthError) -> String {
     match e {
         AuthError::LoginRefused { reason } => (*reason).to_string(),

@@ -25,7 +25,16 @@ pub struct Invite {
 }
 
 impl AuthServer {
+    /// A new invitation for `user`; the user's earlier ones stop working (a reset is how an
+    /// administrator takes back a link that went astray, and a used account must not be
+    /// taken over with an older link).
     pub(super) fn new_invite(&self, user: &str, kind: InviteKind) -> Result<Invite, AuthError> {
+        for earlier in self.store.list::<InviteToken>()? {
+            if earlier.value.user == user {
+                self.store
+                    .delete::<InviteToken>(&earlier.value.token_hash)?;
+            }
+        }
         let token = random_token();
         let expires = self.clock.now() + self.settings.invite_ttl;
         self.store.create(&InviteToken {

@@ -237,11 +237,32 @@ impl AuthServer {
             }
             return Ok(updated);
         }
-        let failures = resources::failed_logins(&updated).saturating_add(1);
+        self.count_failure(updated, current.revision, req, now)?;
+        Err(AuthError::LoginRefused {
+            reason: match (password_ok, otp_ok) {
+                (false, true) => "wrong password",
+                (true, false) => "wrong one-time code",
+                _ => "wrong password and one-time code",
+            },
+        })
+    }
+}
+
+impl AuthServer {
+    /// Counts one failed attempt on `user` (read under the login-state lock, which the caller
+    /// holds, at `revision`), locking the user for `lockout` at the limit (audited).
+    fn count_failure(
+        &self,
+        mut user: User,
+        revision: u64,
+        req: &LoginRequest<'_>,
+        now: SystemTime,
+    ) -> Result<(), AuthError> {
+        let failures = resources::failed_logins(&user).saturating_add(1);
         if failures >= self.settings.max_failed_attempts {
             let until = now + self.settings.lockout;
-            resources::set_user_lock(&mut updated, Some(until), "too many failed logins");
-            self.store.update(&updated, current.revision)?;
+            resources::set_user_lock(&mut user, Some(until), "too many failed logins");
+            self.store.update(&user, revision)?;
             tracing::warn!(user = %req.username, until = %rfc3339(until), "user locked after repeated failed logins");
             self.audit.emit_durable(
                 self.event(EventKind::UserLocked, req.username)
@@ -251,16 +272,42 @@ impl AuthServer {
                     .field("failed_logins", failures),
             );
         } else {
-            resources::set_failed_logins(&mut updated, failures);
-            self.store.update(&updated, current.revision)?;
+            resources::set_failed_logins(&mut user, failures);
+            self.store.update(&user, revision)?;
         }
-        Err(AuthError::LoginRefused {
-            reason: match (password_ok, otp_ok) {
-                (false, true) => "wrong password",
-                (true, false) => "wrong one-time code",
-                _ => "wrong password and one-time code",
-            },
-        })
+        Ok(())
+    }
+
+    /// The account password of a user who holds a web session (adding or removing a device):
+    /// checked like a login's (lock refused, a wrong one counted towards the lockout), without
+    /// a one-time code. Any failure is `InvalidCredentials`.
+    pub(super) fn check_account_password(
+        &self,
+        req: &LoginRequest<'_>,
+        now: SystemTime,
+    ) -> Result<(), AuthError> {
+        let stored = self
+            .store
+            .get::<UserSecrets>(req.username)?
+            .and_then(|v| v.value.password_hash);
+        let password_ok = password::verify(req.password, stored.as_deref());
+        let _guard = self
+            .login_state
+            .lock()
+            .map_err(|_| AuthError::Poisoned("login state lock"))?;
+        let Some(current) = self.store.get::<User>(req.username)? else {
+            return Err(AuthError::InvalidCredentials);
+        };
+        let locked = resources::locked_until(&current.value, now).is_some()
+            || self.user_lock_in_force(req.username)?.is_some();
+        if locked {
+            return Err(AuthError::InvalidCredentials);
+        }
+        if password_ok {
+            return Ok(());
+        }
+        self.count_failure(current.value.clone(), current.revision, req, now)?;
+        Err(AuthError::InvalidCredentials)
     }
 }
 

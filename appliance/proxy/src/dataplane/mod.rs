@@ -57,6 +57,9 @@ pub struct Handoff {
     /// Plaintext the worker already read from `tls` (a kept session's opening message, when
     /// its route turned out to need tokio): the route reads it first.
     pub read: Vec<u8>,
+    /// The control plane has counted this connection already: a kept session it answered with
+    /// a hand-off (counted when it was asked), so `connections_accepted` counts it once.
+    pub counted: bool,
 }
 
 /// What the workers need to terminate TLS.

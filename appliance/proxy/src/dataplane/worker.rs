@@ -289,6 +289,7 @@ async fn serve(
                     guard,
                     tls,
                     read: Vec::new(),
+                    counted: false,
                 };
                 hand_to_control_plane(&ctx, stats, handoff);
             }
@@ -345,6 +346,7 @@ async fn keep(
         guard,
         tls: Some(conn),
         read,
+        counted: true,
     };
     hand_to_control_plane(ctx, stats, handoff);
 }

@@ -182,8 +182,14 @@ pub(crate) async fn locate(
 ) -> Result<Located, String> {
     let (login, host) = parse_target(&dial.target).map_err(|e| e.to_string())?;
     let nodes = {
-        let (r, a, c, l) = (registry.clone(), auth.clone(), cert.clone(), login.clone());
-        tokio::task::spawn_blocking(move || nodes_for(r.as_ref(), &a, &c, &l, remote)).await
+        let (r, a, c, l, h) = (
+            registry.clone(),
+            auth.clone(),
+            cert.clone(),
+            login.clone(),
+            host.clone(),
+        );
+        tokio::task::spawn_blocking(move || nodes_for(r.as_ref(), &a, &c, &l, &h, remote)).await
     };
     let nodes = match nodes {
         Ok(Ok(nodes)) => nodes,
@@ -214,18 +220,24 @@ pub(crate) async fn locate(
 /// The nodes `cert`'s user may see (a role's node labels match, whatever the login), once the
 /// identity is admitted: a locked, deleted or expired user learns nothing of the nodes
 /// (the refusal is audited), and a node no role shows answers as one not connected, never by
-/// name in an ambiguity. Admission does not depend on the SSH route, so deciding here as
-/// `hop-ssh` and again in [`check`] with the node's own route gives the same answer.
+/// name in an ambiguity. The refusal is audited on the route of the node `host` names
+/// (`agentless` for an OpenSSH node, else `hop-ssh`; nothing of it reaches the user), as
+/// [`check`] decides again with that route.
 fn nodes_for(
     registry: &TunnelRegistry,
     auth: &AuthServer,
     cert: &UserCert,
     login: &str,
+    host: &str,
     remote: SocketAddr,
 ) -> Result<Vec<NodeRoute>, hop_admission::Refusal> {
-    let admitted = admit(auth, cert, Some(login), Route::HopSsh, remote)?;
-    let checker = admitted.checker();
     let mut nodes = all_nodes(registry, auth);
+    let route = match resolve(&nodes, host, auth.cluster_name()) {
+        Ok(n) if n.openssh => Route::Agentless,
+        _ => Route::HopSsh,
+    };
+    let admitted = admit(auth, cert, Some(login), route, remote)?;
+    let checker = admitted.checker();
     nodes.retain(|n| checker.may_see_node(&n.labels));
     Ok(nodes)
 }

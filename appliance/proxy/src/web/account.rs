@@ -11,7 +11,6 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -20,7 +19,7 @@ use hop_api::timestamps::rfc3339;
 use serde::{Deserialize, Serialize};
 
 use super::WebRoom;
-use super::admin::{EditorError, blocking, ok, plain_name};
+use super::admin::{EditorError, Form, blocking, form, ok, plain_name};
 use super::guard::{Renew, WebRequest};
 
 /// The account routes, merged into the web API router.
@@ -76,9 +75,10 @@ struct PasswordForm {
 async fn change_password(
     State(room): State<Arc<WebRoom>>,
     req: WebRequest,
-    Json(form): Json<PasswordForm>,
+    body: Form<PasswordForm>,
 ) -> Result<Response, EditorError> {
     let c = room.guard(&req, Renew::Yes)?;
+    let form = form(body)?;
     let (user, remote) = (c.session.cert.identity.username.clone(), c.remote);
     blocking(&room, move |a| {
         a.change_password(
@@ -117,9 +117,10 @@ struct NewDevice {
 async fn add_device(
     State(room): State<Arc<WebRoom>>,
     req: WebRequest,
-    Json(form): Json<NewDevice>,
+    body: Form<NewDevice>,
 ) -> Result<Response, EditorError> {
     let c = room.guard(&req, Renew::Yes)?;
+    let form = form(body)?;
     let (user, remote) = (c.session.cert.identity.username.clone(), c.remote);
     let device = blocking(&room, move |a| {
         a.add_otp_device(
@@ -148,10 +149,11 @@ async fn remove_device(
     State(room): State<Arc<WebRoom>>,
     Path(id): Path<String>,
     req: WebRequest,
-    Json(form): Json<Reauth>,
+    body: Form<Reauth>,
 ) -> Result<Response, EditorError> {
     plain_name(&id)?;
     let c = room.guard(&req, Renew::Yes)?;
+    let form = form(body)?;
     let (user, remote) = (c.session.cert.identity.username.clone(), c.remote);
     blocking(&room, move |a| {
         a.remove_otp_device(&user, &form.password, &id, Some(remote))

@@ -8,7 +8,6 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -19,7 +18,7 @@ use hop_api::timestamps::rfc3339;
 use serde::Deserialize;
 
 use super::WebRoom;
-use super::admin::{EditorError, blocking, ok};
+use super::admin::{EditorError, Form, blocking, form, ok};
 use super::guard::{WebRefusal, WebRequest, cross_origin};
 
 /// The invitation routes, merged into the web API router.
@@ -57,9 +56,10 @@ struct TokenForm {
 async fn check(
     State(room): State<Arc<WebRoom>>,
     req: WebRequest,
-    Json(form): Json<TokenForm>,
+    body: Form<TokenForm>,
 ) -> Result<Response, EditorError> {
     same_origin(&room, &req)?;
+    let form = form(body)?;
     let remote = req.remote;
     let pending = blocking(&room, move |a| a.pending_invite(&form.token, Some(remote))).await?;
     let enrollment = super::qr::enrollment(&pending.user, room.auth.cluster_name());
@@ -85,9 +85,10 @@ struct CompleteForm {
 async fn complete(
     State(room): State<Arc<WebRoom>>,
     req: WebRequest,
-    Json(form): Json<CompleteForm>,
+    body: Form<CompleteForm>,
 ) -> Result<Response, EditorError> {
     same_origin(&room, &req)?;
+    let form = form(body)?;
     let remote = req.remote;
     let user = blocking(&room, move |a| {
         a.complete_signup(

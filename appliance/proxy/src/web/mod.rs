@@ -25,9 +25,12 @@ pub mod active;
 pub mod admin;
 pub mod api;
 pub mod assets;
+pub mod audit;
 pub mod guard;
 pub mod invite;
 pub mod qr;
+pub mod recordings;
+pub mod records;
 pub mod sessions;
 pub mod terminal;
 
@@ -54,6 +57,8 @@ pub struct WebRoom {
     nodes: std::sync::OnceLock<terminal::Nodes>,
     /// The web terminals open per user (capped).
     terminals: terminal::OpenTerminals,
+    /// The recordings and the audit log the recordings and audit pages read.
+    pub(crate) records: std::sync::OnceLock<records::WebRecords>,
 }
 
 /// The most bytes a web API request's body may have (a login form is well under 1 KiB).
@@ -101,6 +106,7 @@ impl WebRoom {
             sessions: WebSessions::new(idle_timeout),
             nodes: std::sync::OnceLock::new(),
             terminals: terminal::OpenTerminals::default(),
+            records: std::sync::OnceLock::new(),
         })
     }
 
@@ -116,6 +122,8 @@ impl WebRoom {
             .merge(invite::routes())
             .merge(terminal::routes())
             .merge(active::routes())
+            .merge(recordings::routes())
+            .merge(audit::routes())
             .route("/web/api/{*rest}", axum::routing::any(assets::no_such_call))
             .with_state(self.clone())
             .layer(axum::middleware::from_fn(whole_body));

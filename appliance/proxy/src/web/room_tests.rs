@@ -78,11 +78,24 @@ impl Backend for FlakyBackend {
     }
 }
 
-#[derive(Debug)]
-struct NoAudit;
+/// The audit events Auth wrote, kept for the test to read.
+#[derive(Debug, Default)]
+struct Recorded(std::sync::Mutex<Vec<AuditEvent>>);
 
-impl AuditSink for NoAudit {
-    fn emit(&self, _event: AuditEvent) {}
+impl AuditSink for Recorded {
+    fn emit(&self, event: AuditEvent) {
+        self.0.lock().unwrap().push(event);
+    }
+}
+
+impl Recorded {
+    fn as_json(&self) -> Vec<serde_json::Value> {
+        let events = self.0.lock().unwrap();
+        events
+            .iter()
+            .map(|e| serde_json::to_value(e).unwrap())
+            .collect()
+    }
 }
 
 #[derive(Debug)]
@@ -108,6 +121,7 @@ impl Inventory for NoAgents {
 
 struct Fixture {
     room: Arc<WebRoom>,
+    audit: Arc<Recorded>,
     backend: Arc<FlakyBackend>,
     clock: ManualClock,
 }
@@ -130,11 +144,12 @@ fn fixture() -> Fixture {
         session_recording: "node".into(),
         proxy_public_names: Vec::new(),
     };
+    let audit = Arc::new(Recorded::default());
     let auth = AuthServer::open(
         ResourceStore::new(backend.clone()),
         c,
         settings,
-        Arc::new(NoAudit),
+        audit.clone(),
         Arc::new(hop_metrics::Metrics::default()),
     )
     .unwrap();
@@ -145,6 +160,7 @@ fn fixture() -> Fixture {
     );
     Fixture {
         room,
+        audit,
         backend,
         clock,
     }
@@ -446,4 +462,170 @@ async fn an_unknown_api_call_is_a_json_404_and_an_unknown_page_is_the_page() {
             .unwrap()
             .starts_with("text/html")
     );
+}
+
+/// `method path` with the page's headers of session `s` (none when `None`) and `body`.
+async fn call_with(
+    f: &Fixture,
+    s: Option<&NewSession>,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> (StatusCode, serde_json::Value) {
+    let mut b = axum::http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json");
+    let headers = s.map(page_headers).unwrap_or_else(|| {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("proxy:3080"));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://proxy:3080"),
+        );
+        h
+    });
+    for (k, v) in &headers {
+        b = b.header(k, v);
+    }
+    let r = send(f, b.body(axum::body::Body::from(body.to_vec())).unwrap()).await;
+    let status = r.status();
+    let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    (status, json)
+}
+
+/// A session of `ann`, an existing user with only the `access` role.
+fn access_user(f: &Fixture) -> NewSession {
+    f.room
+        .auth
+        .create_user(
+            "ann",
+            &["access".to_string()],
+            std::collections::BTreeMap::new(),
+            "test",
+        )
+        .unwrap();
+    let now = f.clock.now();
+    let cert = UserCert {
+        identity: hop_ca::Identity {
+            username: "ann".into(),
+            roles: vec!["access".into()],
+            cluster: "unit.test".into(),
+            ..Default::default()
+        },
+        issued_at: now,
+        expires: now + Duration::from_secs(3600),
+    };
+    f.room.sessions.create(cert, credentials(), now)
+}
+
+const EDITOR_CALLS: [(&str, &str); 6] = [
+    ("POST", "/web/api/users"),
+    ("POST", "/web/api/users/bob/lock"),
+    ("POST", "/web/api/roles"),
+    ("PUT", "/web/api/roles/access"),
+    ("POST", "/web/api/tokens"),
+    ("POST", "/web/api/locks"),
+];
+
+#[tokio::test]
+async fn a_body_is_read_only_after_the_caller_is_let_through() {
+    let f = fixture();
+    let ann = access_user(&f);
+    let account_calls = [
+        ("POST", "/web/api/account/password"),
+        ("POST", "/web/api/account/devices"),
+        ("POST", "/web/api/account/devices/signup/remove"),
+    ];
+    let bodies: [&[u8]; 3] = [b"{", br#"{"admin":true}"#, b"[1,2]"];
+    for (method, path) in EDITOR_CALLS.iter().chain(&account_calls) {
+        for body in bodies {
+            // No session: told so (as JSON), whatever the body says.
+            let (status, json) = call_with(&f, None, method, path, body).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path} {json}");
+            assert_eq!(json["code"], "no_session", "{method} {path}");
+        }
+    }
+    for (method, path) in EDITOR_CALLS {
+        for body in bodies {
+            // A user with only `access`: refused by the rules, not told how the form looks.
+            let (status, json) = call_with(&f, Some(&ann), method, path, body).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path} {json}");
+            assert_eq!(json["code"], "access_denied", "{method} {path}");
+        }
+    }
+    for (method, path) in account_calls {
+        // Let through: a malformed form is a JSON 400.
+        let (status, json) = call_with(&f, Some(&ann), method, path, b"{").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {path} {json}");
+        assert_eq!(json["code"], "bad_request", "{method} {path}");
+    }
+}
+
+#[tokio::test]
+async fn an_editor_call_the_rules_refuse_is_audited() {
+    let f = fixture();
+    let ann = access_user(&f);
+    for (method, path) in EDITOR_CALLS {
+        let (status, _) = call_with(&f, Some(&ann), method, path, b"{}").await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}");
+    }
+    // Each refusal is audited with the web user and the route (the identity's refusals are
+    // rate limited: the first ones are written).
+    let refused: Vec<serde_json::Value> = f
+        .audit
+        .as_json()
+        .into_iter()
+        .filter(|e| e["event"] == "access.refused" && e["user"] == "ann")
+        .collect();
+    assert!(refused.len() >= 3, "{refused:?}");
+    assert!(
+        refused
+            .iter()
+            .all(|e| e["route"] == "web" && e["reason"] == "access_denied"),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_lock_past_the_end_of_time_is_a_bad_request() {
+    let f = fixture();
+    f.room
+        .auth
+        .create_user(
+            "ed",
+            &["editor".to_string()],
+            std::collections::BTreeMap::new(),
+            "test",
+        )
+        .unwrap();
+    let now = f.clock.now();
+    let cert = UserCert {
+        identity: hop_ca::Identity {
+            username: "ed".into(),
+            roles: vec!["editor".into()],
+            cluster: "unit.test".into(),
+            ..Default::default()
+        },
+        issued_at: now,
+        expires: now + Duration::from_secs(3600),
+    };
+    let ed = f.room.sessions.create(cert, credentials(), now);
+    let forever = format!("{{\"ttl_seconds\":{}}}", u64::MAX);
+    for path in [
+        "/web/api/users/ed/lock",
+        "/web/api/locks",
+        "/web/api/tokens",
+    ] {
+        let body = if path.ends_with("locks") {
+            format!("{{\"user\":\"bob\",\"ttl_seconds\":{}}}", u64::MAX)
+        } else if path.ends_with("tokens") {
+            format!("{{\"roles\":[\"node\"],\"ttl_seconds\":{}}}", u64::MAX)
+        } else {
+            forever.clone()
+        };
+        let (status, json) = call_with(&f, Some(&ed), "POST", path, body.as_bytes()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path} {json}");
+    }
 }

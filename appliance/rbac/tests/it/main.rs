@@ -10,6 +10,7 @@ mod hostile;
 mod parse;
 mod roundtrip;
 mod teleport;
+mod where_rules;
 
 /// Parses and unwraps, printing the one-line error on failure.
 pub fn parse_ok(text: &str) -> Vec<hop_rbac::Resource> {

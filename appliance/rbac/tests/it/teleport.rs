@@ -60,7 +60,7 @@ fn teleport_developer_role_loads_with_warnings_naming_ignored_fields() {
         "spec.allow.review_requests",
         "spec.allow.host_groups",
         "spec.allow.host_sudoers",
-        "spec.allow.rules[0].where",
+        // rules[0].where (`contains(session.participants, user.metadata.name)`) is evaluated.
         "spec.allow.rules[1].actions",
         "spec.allow.join_sessions[0].kinds[0]",
         "spec.deny.kubernetes_groups",

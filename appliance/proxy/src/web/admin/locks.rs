@@ -5,13 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use hop_rbac::{LockResource, LockTarget};
 use serde::{Deserialize, Serialize};
 
-use super::{EditorError, blocking, editor_of, ok, plain_name};
+use super::{EditorError, Form, blocking, editor_of, form, ok, plain_name};
 use crate::web::WebRoom;
 use crate::web::guard::WebRequest;
 
@@ -71,9 +70,10 @@ fn given(v: Option<String>) -> Option<String> {
 pub(super) async fn create(
     State(room): State<Arc<WebRoom>>,
     req: WebRequest,
-    Json(form): Json<NewLock>,
+    body: Form<NewLock>,
 ) -> Result<Response, EditorError> {
     let (_, actor) = editor_of(&room, &req, "lock", "create")?;
+    let form = form(body)?;
     let target = LockTarget {
         user: given(form.user),
         role: given(form.role),

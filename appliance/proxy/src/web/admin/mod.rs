@@ -7,8 +7,8 @@
 //! route), then the RBAC rule the gRPC admin API checks for the same `hop admin` command,
 //! through Auth's own [`hop_auth::grpc::authorize`] with the session's identity; the change is
 //! made by the same `AuthServer` function the gRPC API calls, which audits it as it does for
-//! the CLI (the actor is the web user). It never decides access itself and never shows a
-//! stored secret.
+//! the CLI (the actor is the web user); a call the rules refuse is audited as a refusal on the
+//! `web` route. It never decides access itself and never shows a stored secret.
 
 mod locks;
 mod roles;
@@ -142,6 +142,17 @@ impl IntoResponse for EditorError {
     }
 }
 
+/// A request's JSON body as a handler takes it: read only once the caller is let through, so
+/// that a refusal (audited) comes first whatever the body, and a caller who may not make the
+/// call is not told how its form looks.
+pub(crate) type Form<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
+
+/// The form of a caller already let through, or a JSON `400` saying what is wrong with it.
+pub(crate) fn form<T>(body: Form<T>) -> Result<T, EditorError> {
+    body.map(|Json(t)| t)
+        .map_err(|e| EditorError::Auth(AuthError::BadRequest(e.body_text())))
+}
+
 /// A JSON answer, never cached.
 pub(crate) fn json(status: StatusCode, body: impl Serialize) -> Response {
     (status, [(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
@@ -153,7 +164,8 @@ pub(crate) fn ok(body: impl Serialize) -> Response {
 }
 
 /// A guarded request whose identity the RBAC rules allow `verb` on `kind`: the caller and the
-/// actor name Auth's audit events carry.
+/// actor name Auth's audit events carry. A refusal by the rules is audited (`access.refused`,
+/// route `web`, reason `access_denied`), rate limited per identity as admission's are.
 pub(crate) fn editor_of(
     room: &WebRoom,
     req: &WebRequest,
@@ -161,8 +173,21 @@ pub(crate) fn editor_of(
     verb: &str,
 ) -> Result<(WebCaller, String), EditorError> {
     let c = room.guard(req, Renew::Yes)?;
-    let actor = hop_auth::grpc::authorize(&room.auth, &caller(&c), kind, verb)?;
-    Ok((c, actor))
+    match hop_auth::grpc::authorize(&room.auth, &caller(&c), kind, verb) {
+        Ok(actor) => Ok((c, actor)),
+        Err(e) => {
+            if let AuthError::Denied(reason) = &e {
+                let refusal = hop_admission::Refusal::Denied {
+                    name: kind.to_string(),
+                    reason: reason.clone(),
+                };
+                let user = &c.session.cert.identity.username;
+                room.auth
+                    .audit_refusal(hop_admission::Route::Web, user, &refusal, Some(c.remote));
+            }
+            Err(e.into())
+        }
+    }
 }
 
 /// The session's identity as the admin API knows its callers.

@@ -7,14 +7,13 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use hop_rbac::Resource;
 use hop_rbac::parse::{ParseError, ParseProblem};
 use serde::Deserialize;
 
-use super::{EditorError, blocking, caller, editor_of, ok, plain_name};
+use super::{EditorError, Form, blocking, caller, editor_of, form, ok, plain_name};
 use crate::web::WebRoom;
 use crate::web::guard::WebRequest;
 
@@ -117,7 +116,7 @@ fn one_role(yaml: &str, want: Option<&str>) -> Result<String, EditorError> {
 async fn save(
     room: Arc<WebRoom>,
     req: WebRequest,
-    yaml: String,
+    body: Form<RoleText>,
     replace: Option<String>,
 ) -> Result<Response, EditorError> {
     let (c, _) = editor_of(
@@ -130,6 +129,7 @@ async fn save(
             "create"
         },
     )?;
+    let yaml = form(body)?.yaml;
     let name = one_role(&yaml, replace.as_deref())?;
     let who = caller(&c);
     let force = replace.is_some();
@@ -150,9 +150,9 @@ async fn save(
 pub(super) async fn create(
     State(room): State<Arc<WebRoom>>,
     req: WebRequest,
-    Json(text): Json<RoleText>,
+    body: Form<RoleText>,
 ) -> Result<Response, EditorError> {
-    save(room, req, text.yaml, None).await
+    save(room, req, body, None).await
 }
 
 /// `PUT /web/api/roles/{name}`: replaces role `name`.
@@ -160,10 +160,10 @@ pub(super) async fn update(
     State(room): State<Arc<WebRoom>>,
     Path(name): Path<String>,
     req: WebRequest,
-    Json(text): Json<RoleText>,
+    body: Form<RoleText>,
 ) -> Result<Response, EditorError> {
     plain_name(&name)?;
-    save(room, req, text.yaml, Some(name)).await
+    save(room, req, body, Some(name)).await
 }
 
 /// `DELETE /web/api/roles/{name}`.

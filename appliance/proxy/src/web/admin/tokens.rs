@@ -5,13 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use hop_api::timestamps::rfc3339;
 use serde::{Deserialize, Serialize};
 
-use super::{EditorError, blocking, editor_of, ok, plain_name};
+use super::{EditorError, Form, blocking, editor_of, form, ok, plain_name};
 use crate::web::WebRoom;
 use crate::web::guard::WebRequest;
 
@@ -69,9 +68,10 @@ pub(super) struct NewToken {
 pub(super) async fn create(
     State(room): State<Arc<WebRoom>>,
     req: WebRequest,
-    Json(form): Json<NewToken>,
+    body: Form<NewToken>,
 ) -> Result<Response, EditorError> {
     let (_, actor) = editor_of(&room, &req, "token", "create")?;
+    let form = form(body)?;
     let made = blocking(&room, move |a| {
         let ttl = Duration::from_secs(if form.ttl_seconds == 0 {
             30 * 60

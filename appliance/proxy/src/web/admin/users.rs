@@ -8,14 +8,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use hop_api::timestamps::rfc3339;
 use hop_auth::server::Invite;
 use serde::{Deserialize, Serialize};
 
-use super::{EditorError, blocking, editor_of, ok, plain_name};
+use super::{EditorError, Form, blocking, editor_of, form, ok, plain_name};
 use crate::web::WebRoom;
 use crate::web::guard::WebRequest;
 
@@ -90,9 +89,10 @@ fn invite_view(room: &WebRoom, invite: &Invite) -> Response {
 pub(super) async fn add(
     State(room): State<Arc<WebRoom>>,
     req: WebRequest,
-    Json(form): Json<NewUser>,
+    body: Form<NewUser>,
 ) -> Result<Response, EditorError> {
     let (_, actor) = editor_of(&room, &req, "user", "create")?;
+    let form = form(body)?;
     let invite = blocking(&room, move |a| {
         let mut traits = BTreeMap::new();
         let logins: Vec<String> = form
@@ -138,12 +138,15 @@ pub(super) async fn lock(
     State(room): State<Arc<WebRoom>>,
     Path(name): Path<String>,
     req: WebRequest,
-    Json(form): Json<LockForm>,
+    body: Form<LockForm>,
 ) -> Result<Response, EditorError> {
     plain_name(&name)?;
     let (_, actor) = editor_of(&room, &req, "user", "update")?;
+    let form = form(body)?;
     blocking(&room, move |a| {
-        let until = (form.ttl_seconds > 0).then(|| a.now() + Duration::from_secs(form.ttl_seconds));
+        let until = (form.ttl_seconds > 0)
+            .then(|| a.expiry_after(Duration::from_secs(form.ttl_seconds)))
+            .transpose()?;
         a.lock_user(&name, until, &form.reason, &actor)
     })
     .await?;
