@@ -50,18 +50,25 @@ function devicesBox(view, devices) {
       const e = await api('POST', '/web/api/account/devices/enroll', {});
       const name = el('input', { id: 'device-name', placeholder: 'phone', 'aria-label': 'Device name' });
       const code = el('input', { id: 'device-code', inputmode: 'numeric', 'aria-label': 'Its first code', placeholder: 'Its first code' });
-      const form = el('form', { id: 'device-form', class: 'inline' }, name, code,
+      const existing = el('input', {
+        id: 'device-existing-code', inputmode: 'numeric', 'aria-label': 'A code from a device you already have',
+        placeholder: 'Code from a device you have',
+      });
+      const form = el('form', { id: 'device-form', class: 'inline' }, name, code, existing,
         el('button', { id: 'device-submit', type: 'submit' }, 'Add device'));
       form.addEventListener('submit', async (ev) => {
         ev.preventDefault();
         try {
           await api('POST', '/web/api/account/devices',
-            { password: password.value, name: name.value, secret: e.secret, code: code.value.trim() });
+            {
+              password: password.value, existing_code: existing.value.trim(),
+              name: name.value, secret: e.secret, code: code.value.trim(),
+            });
           await accountPage(view);
           document.getElementById('devices-message').textContent = `Device ${name.value} added.`;
         } catch (err) { fail(err); }
       });
-      adding.replaceChildren(el('p', {}, 'Scan this with your authenticator app, then enter its first code:'),
+      adding.replaceChildren(el('p', {}, 'Scan this with your authenticator app, then enter its first code and a code from a device you already have:'),
         enrollBox(e), form);
     } catch (err) { fail(err); }
   } }, 'Add a device');

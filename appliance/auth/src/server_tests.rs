@@ -1265,21 +1265,46 @@ fn devices_are_added_with_their_first_code_and_the_last_is_never_removed() {
     let first = f.user("dan", &["access"]);
     let phone = vec![7u8; 20];
     let phone_b32 = totp::encode_secret(&phone);
+    // A step after the one the user's creation used.
+    f.clock.advance(Duration::from_secs(30));
     let code = totp::code_at(&phone, f.clock.now());
-    // The password is needed, and the device's own code.
+    let has = |f: &Fixture| totp::code_at(&first, f.clock.now());
+    // The password is needed, a code from the device the user has, and the new device's own.
     assert!(matches!(
         f.auth
-            .add_otp_device("dan", "wrong", "phone", &phone_b32, &code, None),
+            .add_otp_device("dan", ("wrong", &has(&f)), "phone", &phone_b32, &code, None),
         Err(AuthError::InvalidCredentials)
     ));
-    assert!(matches!(
+    // A phished password without a code of the user's own device enrolls nothing.
+    assert!(
         f.auth
-            .add_otp_device("dan", PASSWORD, "phone", &phone_b32, "000000", None),
+            .add_otp_device("dan", (PASSWORD, ""), "phone", &phone_b32, &code, None)
+            .is_err()
+    );
+    assert!(matches!(
+        f.auth.add_otp_device(
+            "dan",
+            (PASSWORD, &has(&f)),
+            "phone",
+            &phone_b32,
+            "000000",
+            None
+        ),
         Err(AuthError::BadRequest(_))
     ));
+    // That code of the user's device was used: the next one comes 30 s later.
+    f.clock.advance(Duration::from_secs(30));
+    let code = totp::code_at(&phone, f.clock.now());
     let added = f
         .auth
-        .add_otp_device("dan", PASSWORD, "phone", &phone_b32, &code, None)
+        .add_otp_device(
+            "dan",
+            (PASSWORD, &has(&f)),
+            "phone",
+            &phone_b32,
+            &code,
+            None,
+        )
         .unwrap();
     let listed = f.auth.otp_devices("dan").unwrap();
     assert_eq!(listed.len(), 2);
@@ -1386,7 +1411,14 @@ fn wrong_account_passwords_count_towards_the_lockout_and_are_audited() {
         let guess = format!("guess number {i}");
         let r = if i % 2 == 0 {
             f.auth
-                .add_otp_device("gus", &guess, "mine", &phone_b32, &code, None)
+                .add_otp_device(
+                    "gus",
+                    (&guess, &totp::code_at(&first, f.clock.now())),
+                    "mine",
+                    &phone_b32,
+                    &code,
+                    None,
+                )
                 .map(drop)
         } else {
             f.auth.remove_otp_device("gus", &guess, "signup", None)
@@ -1396,8 +1428,14 @@ fn wrong_account_passwords_count_towards_the_lockout_and_are_audited() {
     // Locked as after five failed logins: even the right password is refused now.
     let code = totp::code_at(&phone, f.clock.now());
     assert!(matches!(
-        f.auth
-            .add_otp_device("gus", PASSWORD, "mine", &phone_b32, &code, None),
+        f.auth.add_otp_device(
+            "gus",
+            (PASSWORD, &totp::code_at(&first, f.clock.now())),
+            "mine",
+            &phone_b32,
+            &code,
+            None
+        ),
         Err(AuthError::InvalidCredentials)
     ));
     f.clock.advance(Duration::from_secs(30));

@@ -384,7 +384,7 @@ fn editors_and_accounts_in_chromium() {
     b.click(n, "#password-submit", "");
     b.text(n, "#password-message", "has been changed");
     b.shot(n, "account");
-    let (code, _) = code_after(&secret, Some(step));
+    let (code, step) = code_after(&secret, Some(step));
     let ok = b.send(
         json!({"do": "login", "who": "n2", "user": "nina", "password": NEW_PASSWORD, "otp": code}),
     );
@@ -396,6 +396,13 @@ fn editors_and_accounts_in_chromium() {
     let phone = b.text(n, "#enroll-secret", "");
     b.fill(n, "#device-password", NEW_PASSWORD);
     b.fill(n, "#device-name", "phone");
+    b.fill(n, "#device-code", &code_of(&phone, step_now()));
+    // Without a code from the device she has, a password alone adds nothing.
+    b.click(n, "#device-submit", "");
+    b.text(n, "#devices-message", "wrong password or one-time code");
+    assert_eq!(items(&mut b, n, "tr.device").len(), 1);
+    let (existing, _) = code_after(&secret, Some(step));
+    b.fill(n, "#device-existing-code", &existing);
     b.fill(n, "#device-code", &code_of(&phone, step_now()));
     b.click(n, "#device-submit", "");
     b.text(n, "#devices-message", "added");

@@ -173,34 +173,60 @@ impl AuthServer {
         Ok(signup.into_iter().chain(added).collect())
     }
 
-    /// Adds a device to `user` after checking the account password (a stolen web session alone
-    /// cannot add one) and the device's first code (the user holds the secret). Audited.
+    /// Adds a device to `user` after checking the account password and a code from a device
+    /// the user already has, as a login checks them (a stolen web session, even with a phished
+    /// password, cannot enroll a second factor of its own; a user without a device gives no
+    /// code), then the new device's first code (the user holds its secret). Audited.
     pub fn add_otp_device(
         &self,
         user: &str,
-        password_now: &str,
+        (password_now, existing_code): (&str, &str),
         name: &str,
         secret_b32: &str,
         code: &str,
         remote: Option<SocketAddr>,
     ) -> Result<OtpDeviceView, AuthError> {
-        let added = self.check_and_add_device(user, password_now, name, secret_b32, code, remote);
+        let added = self.check_and_add_device(
+            user,
+            (password_now, existing_code),
+            name,
+            secret_b32,
+            code,
+            remote,
+        );
         if let Err(e) = &added {
             self.audit_refused_device_change(EventKind::MfaAdd, user, remote, e);
         }
-        added
+        // As for a password change: a wrong password or code, or a locked account, says no more.
+        added.map_err(|e| match e {
+            AuthError::Locked { .. } | AuthError::LoginRefused { .. } => {
+                AuthError::InvalidCredentials
+            }
+            other => other,
+        })
     }
 
     fn check_and_add_device(
         &self,
         user: &str,
-        password_now: &str,
+        (password_now, existing_code): (&str, &str),
         name: &str,
         secret_b32: &str,
         code: &str,
         remote: Option<SocketAddr>,
     ) -> Result<OtpDeviceView, AuthError> {
-        self.check_password_only(user, password_now, remote)?;
+        self.rate_limit(remote)?;
+        let req = LoginRequest {
+            username: user,
+            password: password_now,
+            totp_code: existing_code,
+            ssh_public_key: "",
+            tls_public_key_der: &[],
+            ttl: None,
+            remote,
+            client: LoginClient::Web,
+        };
+        self.check_credentials(&req, self.now())?;
         let name = name.trim();
         if name.is_empty() || name.chars().count() > MAX_DEVICE_NAME {
             return Err(AuthError::BadRequest(format!(

@@ -108,6 +108,9 @@ async fn enroll(
 #[serde(deny_unknown_fields)]
 struct NewDevice {
     password: String,
+    /// A code from a device the user already has (empty when there is none).
+    #[serde(default)]
+    existing_code: String,
     name: String,
     secret: String,
     code: String,
@@ -125,7 +128,7 @@ async fn add_device(
     let device = blocking(&room, move |a| {
         a.add_otp_device(
             &user,
-            &form.password,
+            (&form.password, form.existing_code.trim()),
             &form.name,
             form.secret.trim(),
             form.code.trim(),
