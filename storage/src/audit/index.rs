@@ -29,6 +29,7 @@ use redb::{Database, Durability, ReadableTable, WriteTransaction};
 use tokio::sync::oneshot;
 
 use super::block;
+use super::id_block;
 use super::tables::{BLOCKS, BY_ID, INDEXED_KEY, LAST_SEQ_KEY, META, RUNS};
 use super::writer::Shared;
 
@@ -37,6 +38,8 @@ pub(crate) const DIM_TIME: u8 = 0;
 pub(crate) const DIM_TYPE: u8 = 1;
 pub(crate) const DIM_USER: u8 = 2;
 pub(crate) const DIM_SESSION: u8 = 3;
+/// Producers' time-ordered ids (`id_block`): the last dimension, read by no search.
+pub(crate) const DIM_ID: u8 = 4;
 /// A block covers one second of event time.
 pub(crate) const BUCKET_US: u64 = 1_000_000;
 
@@ -146,6 +149,37 @@ pub(crate) fn parse_run_row(row: &[u8]) -> Option<(u64, Vec<OwnedBlockKey>)> {
     Some((u64::from_le_bytes(*last), keys))
 }
 
+/// The producers' ids of a run, split: time-ordered ones as encoded id blocks by millisecond
+/// (each cut into chunks of at most `id_block::MAX_ENTRIES`), the rest as (id, seq) for the id
+/// table.
+#[allow(clippy::type_complexity)]
+fn split_ids(entries: &[Entry]) -> (Vec<(u64, Vec<Vec<u8>>)>, Vec<(&str, u64)>) {
+    let mut by_ms: std::collections::BTreeMap<u64, Vec<(id_block::Rest, u64)>> =
+        std::collections::BTreeMap::new();
+    let mut others = Vec::new();
+    for e in entries.iter().filter(|e| !e.fresh_id) {
+        match id_block::v7_parts(&e.id) {
+            Some((ms, rest)) => by_ms.entry(ms).or_default().push((rest, e.seq)),
+            None => others.push((e.id.as_str(), e.seq)),
+        }
+    }
+    let mut blocks = Vec::with_capacity(by_ms.len());
+    for (ms, ids) in by_ms {
+        let chunks: Option<Vec<Vec<u8>>> = ids
+            .chunks(id_block::MAX_ENTRIES)
+            .map(id_block::encode)
+            .collect();
+        match chunks {
+            Some(chunks) => blocks.push((ms, chunks)),
+            // Seqs too far apart to pack (not in a run of at most 64k): the id table takes them.
+            None => others.extend(entries.iter().filter(|e| {
+                !e.fresh_id && id_block::v7_parts(&e.id).is_some_and(|(m, _)| m == ms)
+            }).map(|e| (e.id.as_str(), e.seq))),
+        }
+    }
+    (blocks, others)
+}
+
 /// Writes `entries` (seq order, contiguous) as one run in `txn`: its blocks, its row, the ids
 /// producers supplied, and the watermark. Returns the run's last seq.
 pub(crate) fn write_run(txn: &WriteTransaction, entries: &[Entry]) -> Result<u64, redb::Error> {
@@ -163,14 +197,16 @@ pub(crate) fn write_run(txn: &WriteTransaction, entries: &[Entry]) -> Result<u64
                 table.insert((*dim, *value, *bucket, k), bytes.as_slice())?;
             }
         }
-        let keys: Vec<BlockKey<'_>> = blocks.iter().map(|(k, _)| *k).collect();
+        let (id_blocks, mut ids) = split_ids(entries);
+        for (ms, chunk) in &id_blocks {
+            for (k, block) in (first.seq..).zip(chunk) {
+                table.insert((DIM_ID, &[][..], *ms, k), block.as_slice())?;
+            }
+        }
+        let mut keys: Vec<BlockKey<'_>> = blocks.iter().map(|(k, _)| *k).collect();
+        keys.extend(id_blocks.iter().map(|(ms, _)| (DIM_ID, &[][..], *ms)));
         txn.open_table(RUNS)?
             .insert(first.seq, run_row(last.seq, &keys).as_slice())?;
-        let mut ids: Vec<(&str, u64)> = entries
-            .iter()
-            .filter(|e| !e.fresh_id)
-            .map(|e| (e.id.as_str(), e.seq))
-            .collect();
         ids.sort_unstable();
         let mut by_id = txn.open_table(BY_ID)?;
         for (id, seq) in ids {

@@ -25,6 +25,7 @@
 //!   file also held the events (schema 1).
 
 mod block;
+mod id_block;
 mod chain;
 mod error;
 mod event;

@@ -257,6 +257,14 @@ pub(crate) fn get(shared: &Shared, id: &str) -> Result<Option<StoredEvent>, Audi
     {
         return load(shared, seq);
     }
+    if let Some((ms, rest)) = super::id_block::v7_parts(id) {
+        let blocks = txn.open_table(BLOCKS).map_err(|e| shared.err(e))?;
+        if let Some(seq) = super::id_block::lookup(&blocks, (ms, &rest))
+            .map_err(|e| AuditError::from(shared.id_lookup_err(e)))?
+        {
+            return load(shared, seq);
+        }
+    }
     let range = Window {
         lo: (0, 0),
         hi: (u64::MAX, 0),

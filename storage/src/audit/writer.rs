@@ -23,7 +23,8 @@ use super::event::{Prepared, append_canonical, json_line, system_time_to_us};
 use super::index::{Entry, IndexWork, UnindexedIds};
 use super::prealloc::Prealloc;
 use super::segment::{AppendError, Appender, Pending, Segments};
-use super::tables::BY_ID;
+use super::id_block;
+use super::tables::{BLOCKS, BY_ID};
 use crate::clock::{Clock, monotonic_now};
 use crate::error::StorageError;
 use crate::redb_backend::map_redb;
@@ -85,6 +86,14 @@ impl Shared {
         StorageError::Corrupt {
             path: self.path.clone(),
             detail,
+        }
+    }
+
+    /// A failed look-up in the id blocks, as a storage error.
+    pub(crate) fn id_lookup_err(&self, e: super::id_block::IdLookupError) -> StorageError {
+        match e {
+            super::id_block::IdLookupError::Storage(e) => self.err(e),
+            damaged => self.corrupt(damaged.to_string()),
         }
     }
 }
@@ -525,14 +534,25 @@ impl Writer {
                 .map_err(|e| self.shared.err(e))?
         };
         let by_id = txn.open_table(BY_ID).map_err(|e| self.shared.err(e))?;
+        let blocks = txn.open_table(BLOCKS).map_err(|e| self.shared.err(e))?;
         // Ids minted in time order (agents' events: `hop_api::ids`) mostly sort after every id
-        // indexed so far, and such an id cannot be in the index: one look at its last key
-        // spares a B-tree descent per event.
+        // indexed so far, and such an id cannot be in the index: one look at each index's last
+        // key spares a B-tree descent per event.
         let greatest = by_id
             .last()
             .map_err(|e| self.shared.err(e))?
             .map(|(k, _)| k.value().to_vec());
+        let newest_ms = id_block::newest_ms(&blocks).map_err(|e| self.shared.err(e))?;
         for id in unknown {
+            if let Some((ms, rest)) = id_block::v7_parts(id)
+                && newest_ms.is_some_and(|newest| ms <= newest)
+                && let Some(seq) = id_block::lookup(&blocks, (ms, &rest))
+                    .map_err(|e| self.shared.id_lookup_err(e))?
+            {
+                found.insert(id.to_owned(), seq);
+                continue;
+            }
+            // Time-ordered ids indexed before the id blocks existed are in the id table too.
             if greatest.as_deref().is_none_or(|g| id.as_bytes() > g) {
                 continue;
             }

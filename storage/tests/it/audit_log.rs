@@ -183,6 +183,71 @@ fn repeats_are_found_in_the_id_index_below_at_and_above_its_greatest_id() {
     assert_eq!(all_events(&log).len(), 4);
 }
 
+/// A UUID v7 in canonical text: millisecond `ms`, `n` in its other bits.
+fn v7(ms: u64, n: u64) -> String {
+    format!(
+        "{:08x}-{:04x}-7{:03x}-{:04x}-{:012x}",
+        ms >> 16,
+        ms & 0xffff,
+        n & 0xfff,
+        0x8000 | (n & 0x3fff),
+        n
+    )
+}
+
+#[test]
+fn time_ordered_ids_from_producers_are_found_in_the_id_blocks() {
+    use redb::{ReadableDatabase as _, ReadableTable as _};
+    const BLOCKS: TableDefinition<(u8, &[u8], u64, u64), &[u8]> =
+        TableDefinition::new("audit_blocks");
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(start_time());
+    let ms = 1_700_000_000_000;
+    // Two ids in one millisecond, one in the next; an uppercase spelling is another id.
+    let ids = [v7(ms, 1), v7(ms, 2), v7(ms + 1, 3)];
+    {
+        let log = open_audit(dir.path(), &clock);
+        for (i, id) in ids.iter().enumerate() {
+            log.append(numbered_event(i).with_id(id.clone())).unwrap();
+        }
+        log.close();
+    }
+    {
+        let db = Database::open(audit_path(dir.path())).unwrap();
+        let txn = db.begin_read().unwrap();
+        let blocks = txn.open_table(BLOCKS).unwrap();
+        let id_blocks = blocks
+            .iter()
+            .unwrap()
+            .filter(|b| b.as_ref().unwrap().0.value().0 == 4)
+            .count();
+        assert_eq!(id_blocks, 2, "one block per millisecond of the run");
+    }
+    let log = open_audit(dir.path(), &clock);
+    // Below, at and above the newest millisecond of the blocks.
+    for (id, repeat) in [
+        (ids[0].clone(), true),
+        (ids[2].clone(), true),
+        (v7(ms, 4), false),
+        (v7(ms + 2, 5), false),
+        (ids[1].to_uppercase(), false),
+    ] {
+        let p = log.append(numbered_event(9).with_id(id.clone())).unwrap();
+        assert_eq!(p.duplicate, repeat, "{id}");
+    }
+    for id in &ids {
+        assert_eq!(log.get(id).unwrap().unwrap().event.id, *id);
+    }
+    assert!(log.get(&v7(ms, 99)).unwrap().is_none());
+    assert_eq!(all_events(&log).len(), 6);
+    // Retention removes a run's id blocks with it: a purged id is stored again if resent.
+    let purged = log
+        .purge_before(start_time() + Duration::from_secs(86_400 * 3))
+        .unwrap();
+    assert_eq!(purged.events, 6);
+    assert!(!log.append(numbered_event(0).with_id(ids[0].clone())).unwrap().duplicate);
+}
+
 #[test]
 fn a_full_queue_refuses_fire_and_forget_events_and_counts_them() {
     let dir = tempfile::tempdir().unwrap();
