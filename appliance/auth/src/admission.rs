@@ -184,7 +184,7 @@ impl AuthServer {
 
     /// Decides whether the holder of `presented` may start on `route` now.
     pub fn admit(&self, presented: &Presented<'_>, route: Route) -> Result<Admitted, Refusal> {
-        let snap = self.admission_snapshot().map_err(unavailable)?;
+        let snap = self.admission_snapshot().map_err(|e| self.unavailable(e))?;
         self.admit_on(&snap, presented, route)
     }
 
@@ -206,7 +206,7 @@ impl AuthServer {
         expires: SystemTime,
         route: Route,
     ) -> Result<Admitted, Refusal> {
-        let snap = self.admission_snapshot().map_err(unavailable)?;
+        let snap = self.admission_snapshot().map_err(|e| self.unavailable(e))?;
         let traits = std::collections::BTreeMap::new();
         let subject = Subject {
             kind: SubjectKind::Agent,
@@ -436,11 +436,31 @@ impl AuthServer {
     }
 }
 
-/// The refusal while the access data cannot be read: the words a user sees name no file or
-/// path of the appliance; the operator's log has the error itself.
-fn unavailable(e: AuthError) -> Refusal {
-    tracing::error!(error = %e, "admission cannot read the access data; refusing every decision until it can");
-    Refusal::Unavailable {
-        reason: "the access data cannot be read now (the operator's log says why)".into(),
+/// When the failure to read the access data was last logged (seconds since the epoch).
+static UNAVAILABLE_LOGGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// At most one log line about it in this many seconds (every decision fails alike meanwhile).
+const UNAVAILABLE_LOG_EVERY_S: u64 = 10;
+
+impl AuthServer {
+    /// The refusal while the access data cannot be read (`e`): the words a user sees name no
+    /// file or path of the appliance; the operator's log has the error itself, at most once
+    /// every ten seconds however many decisions fail.
+    pub fn unavailable(&self, e: AuthError) -> Refusal {
+        use std::sync::atomic::Ordering;
+        let now = self
+            .now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = UNAVAILABLE_LOGGED.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= UNAVAILABLE_LOG_EVERY_S
+            && UNAVAILABLE_LOGGED
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::error!(error = %e, "admission cannot read the access data; refusing every decision until it can");
+        }
+        Refusal::Unavailable {
+            reason: "the access data cannot be read now (the operator's log says why)".into(),
+        }
     }
 }

@@ -146,9 +146,7 @@ impl LiveWatch {
                 let snap = match auth.admission_snapshot() {
                     Ok(s) => s,
                     Err(e) => {
-                        let why = Refusal::Unavailable {
-                            reason: e.to_string(),
-                        };
+                        let why = auth.unavailable(e);
                         end(&auth, &live, &why);
                         return;
                     }

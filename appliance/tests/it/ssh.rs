@@ -693,6 +693,16 @@ fn ssh_refusals_are_clear_and_audited() {
         err.replace("node1", "NODE"),
         stderr(&none).replace("node9", "NODE")
     );
+    // Through the proxy as a jump host (`ssh -J`) too.
+    let (cfg, cluster) = write_config(&a);
+    let jump = format!("proxy.{cluster}");
+    let via_jump = |node: &str| {
+        let target = format!("{OS_LOGIN}@{node}.{cluster}");
+        let out = openssh(&a, &cfg, "ssh", &["-J", &jump, &target, "true"]);
+        assert!(!out.status.success(), "{node}: {}", stderr(&out));
+        stderr(&out).replace(node, "NODE")
+    };
+    assert_eq!(via_jump("node1"), via_jump("node9"));
     // A deny rule (the one SSH test that logs in as root: the rule is about root).
     assert!(a.login("carol", PASSWORD, &carol).status.success());
     let out = a.hop(&["ssh", "root@node1", "true"]);

@@ -94,10 +94,7 @@ pub(crate) enum IdLookupError {
 }
 
 /// The seq of the id whose parts are `(ms, rest)`, from the id blocks of `table`.
-pub(crate) fn lookup<T>(
-    table: &T,
-    (ms, rest): (u64, &Rest),
-) -> Result<Option<u64>, IdLookupError>
+pub(crate) fn lookup<T>(table: &T, (ms, rest): (u64, &Rest)) -> Result<Option<u64>, IdLookupError>
 where
     T: ReadableTable<(u8, &'static [u8], u64, u64), &'static [u8]>,
 {
@@ -174,7 +171,10 @@ mod tests {
         for n in 0..block.len() {
             let cut = &block[..n];
             let r = find(cut, &[2; 10]);
-            assert!(r.is_err() || n == HEADER_LEN || n == HEADER_LEN + ENTRY_LEN, "{n}");
+            assert!(
+                r.is_err() || n == HEADER_LEN || n == HEADER_LEN + ENTRY_LEN,
+                "{n}"
+            );
         }
         let mut wrong_tag = block.clone();
         wrong_tag[0] = 3;

@@ -172,9 +172,14 @@ fn split_ids(entries: &[Entry]) -> (Vec<(u64, Vec<Vec<u8>>)>, Vec<(&str, u64)>) 
         match chunks {
             Some(chunks) => blocks.push((ms, chunks)),
             // Seqs too far apart to pack (not in a run of at most 64k): the id table takes them.
-            None => others.extend(entries.iter().filter(|e| {
-                !e.fresh_id && id_block::v7_parts(&e.id).is_some_and(|(m, _)| m == ms)
-            }).map(|e| (e.id.as_str(), e.seq))),
+            None => others.extend(
+                entries
+                    .iter()
+                    .filter(|e| {
+                        !e.fresh_id && id_block::v7_parts(&e.id).is_some_and(|(m, _)| m == ms)
+                    })
+                    .map(|e| (e.id.as_str(), e.seq)),
+            ),
         }
     }
     (blocks, others)

@@ -25,11 +25,11 @@
 //!   file also held the events (schema 1).
 
 mod block;
-mod id_block;
 mod chain;
 mod error;
 mod event;
 mod export;
+mod id_block;
 mod index;
 mod migrate;
 mod prealloc;

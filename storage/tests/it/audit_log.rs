@@ -245,7 +245,11 @@ fn time_ordered_ids_from_producers_are_found_in_the_id_blocks() {
         .purge_before(start_time() + Duration::from_secs(86_400 * 3))
         .unwrap();
     assert_eq!(purged.events, 6);
-    assert!(!log.append(numbered_event(0).with_id(ids[0].clone())).unwrap().duplicate);
+    assert!(
+        !log.append(numbered_event(0).with_id(ids[0].clone()))
+            .unwrap()
+            .duplicate
+    );
 }
 
 #[test]

@@ -215,18 +215,8 @@ impl AuthServer {
         code: &str,
         remote: Option<SocketAddr>,
     ) -> Result<OtpDeviceView, AuthError> {
-        self.rate_limit(remote)?;
-        let req = LoginRequest {
-            username: user,
-            password: password_now,
-            totp_code: existing_code,
-            ssh_public_key: "",
-            tls_public_key_der: &[],
-            ttl: None,
-            remote,
-            client: LoginClient::Web,
-        };
-        self.check_credentials(&req, self.now())?;
+        // The form first (it tells nothing): a mistyped new code must not use up the code of
+        // the device the user has, nor count as a failed login.
         let name = name.trim();
         if name.is_empty() || name.chars().count() > MAX_DEVICE_NAME {
             return Err(AuthError::BadRequest(format!(
@@ -241,6 +231,18 @@ impl AuthServer {
                 "the one-time code does not match the new device's secret; check the authenticator's clock".into(),
             ));
         };
+        self.rate_limit(remote)?;
+        let req = LoginRequest {
+            username: user,
+            password: password_now,
+            totp_code: existing_code,
+            ssh_public_key: "",
+            tls_public_key_der: &[],
+            ttl: None,
+            remote,
+            client: LoginClient::Web,
+        };
+        self.check_credentials(&req, self.now())?;
         let device = OtpDevice {
             id: random_device_id(),
             name: name.to_string(),

@@ -256,7 +256,21 @@ impl russh::server::Handler for JumpHandler {
         };
         let identity = cert.identity.clone();
         let jump = self.jump.clone();
-        let nodes = hop_auth::inventory::all_nodes(jump.registry.as_ref(), &jump.auth);
+        // Every channel is a new session: admission again (a lock since the login counts), and
+        // before any node is looked up, so a refused user learns nothing of the nodes.
+        let admitted = match admit(&jump.auth, &cert, None, Route::JumpHost, self.remote) {
+            Ok(a) => a,
+            Err(refusal) => {
+                self.refused(&identity.username, host, refusal);
+                reply
+                    .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                    .await;
+                return Ok(());
+            }
+        };
+        // Only the nodes a role shows are resolved: a hidden node answers as a missing one.
+        let mut nodes = hop_auth::inventory::all_nodes(jump.registry.as_ref(), &jump.auth);
+        nodes.retain(|n| admitted.checker().may_see_node(&n.labels));
         let node = match resolve(&nodes, host, jump.auth.cluster_name()) {
             Ok(n)
                 if n.openssh || matches!(jump.auth.session_recording(), "proxy" | "proxy-sync") =>
@@ -280,17 +294,6 @@ impl russh::server::Handler for JumpHandler {
         };
         // The node decides on the login inside SSH; here, some login of the certificate must be
         // allowed on the node's labels.
-        // Every channel is a new session: admission again (a lock since the login counts).
-        let admitted = match admit(&jump.auth, &cert, None, Route::JumpHost, self.remote) {
-            Ok(a) => a,
-            Err(refusal) => {
-                self.refused(&identity.username, &node.name, refusal);
-                reply
-                    .reject(ChannelOpenFailure::AdministrativelyProhibited)
-                    .await;
-                return Ok(());
-            }
-        };
         let checker = admitted.checker();
         let allowed = identity
             .logins
@@ -307,8 +310,7 @@ impl russh::server::Handler for JumpHandler {
                 .await;
             return Ok(());
         }
-        let mut sid = [0u8; 16];
-        rand::fill(&mut sid[..]);
+        let sid = *hop_api::ids::time_ordered(hop_platform::clock::wall()).as_bytes();
         let what = format!("node {:?}", node.name);
         let (agent, agent_hold) = match dial_agent(
             &jump.registry,

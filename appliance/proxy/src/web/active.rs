@@ -56,8 +56,16 @@ async fn sessions(
     .await;
     let (trackers, owners) = match listed {
         Ok(Ok(l)) => l,
-        Ok(Err(e)) => return Ok(unavailable(&e.to_string())),
-        Err(e) => return Ok(unavailable(&e.to_string())),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "the live sessions cannot be listed");
+            return Ok(unavailable(
+                "the live sessions cannot be read now (the proxy's log says why)",
+            ));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the live sessions' listing failed");
+            return Ok(unavailable("the live sessions cannot be read now"));
+        }
     };
     let me = c.session.cert.identity.username.as_str();
     let rows = views(c.admitted.checker(), me, trackers, &owners);

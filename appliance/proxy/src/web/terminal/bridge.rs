@@ -268,7 +268,7 @@ fn why_not(room: &WebRoom, caller: &WebCaller, terms: &Terms) -> Option<Ending> 
     let auth = &room.auth;
     let snap = match auth.admission_snapshot() {
         Ok(s) => s,
-        Err(e) => return Some(Ending::new("unavailable", e.to_string())),
+        Err(e) => return Some(Ending::refused(&auth.unavailable(e))),
     };
     let cert = &caller.session.cert;
     let presented = Presented {
