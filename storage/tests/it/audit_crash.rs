@@ -46,6 +46,27 @@ fn event_for(id: &str) -> AuditEvent {
         .with_field("payload", format!("payload-of-{id}"))
 }
 
+/// Event `i` of thread `t` in round `round`: half the threads use time-ordered ids in canonical
+/// UUID v7 text (indexed in the id blocks, as agents' events are), the other half plain text ids
+/// (the id table).
+fn crash_id(round: &str, t: usize, i: u64) -> String {
+    if t % 2 == 0 {
+        let round: u64 = round.parse().unwrap_or(0);
+        let ms = 1_700_000_000_000 + round * 100_000 + i / 8;
+        let n = (t as u64) << 40 | i;
+        format!(
+            "{:08x}-{:04x}-7{:03x}-{:04x}-{:012x}",
+            ms >> 16,
+            ms & 0xffff,
+            (n >> 48) & 0xfff,
+            0x8000 | ((n >> 34) & 0x3fff),
+            n & 0xffff_ffff_ffff
+        )
+    } else {
+        format!("r{round}-t{t}-{i}")
+    }
+}
+
 #[test]
 fn acknowledged_events_survive_sigkill_exactly_once() {
     let rounds = env_count(ROUNDS_ENV).unwrap_or(ROUNDS);
@@ -153,7 +174,7 @@ fn audit_crash_child_writer() {
                     if monotonic_now() > deadline {
                         break;
                     }
-                    let id = format!("r{round}-t{t}-{i}");
+                    let id = crash_id(round, t, i);
                     log.append(event_for(&id)).unwrap();
                     let mut out = stdout.lock().unwrap();
                     writeln!(out, "ACK {id}").unwrap();
