@@ -50,7 +50,7 @@ fn event_for(id: &str) -> AuditEvent {
 /// UUID v7 text (indexed in the id blocks, as agents' events are), the other half plain text ids
 /// (the id table).
 fn crash_id(round: &str, t: usize, i: u64) -> String {
-    if t % 2 == 0 {
+    if t.is_multiple_of(2) {
         let round: u64 = round.parse().unwrap_or(0);
         let ms = 1_700_000_000_000 + round * 100_000 + i / 8;
         let n = (t as u64) << 40 | i;
