@@ -25,6 +25,7 @@ mod ssh;
 mod tunnels;
 mod web;
 mod web_admin;
+mod web_browser;
 mod web_matrix;
 mod web_recordings;
 mod web_terminal;

@@ -6,9 +6,7 @@
 //! are kept under `$CARGO_TARGET_DIR/tmp/web-artifacts/`. The web API helpers (curl) here are
 //! shared with `web_matrix.rs`.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -16,6 +14,7 @@ use serde_json::{Value, json};
 use crate::clock;
 use crate::harness::*;
 use crate::ssh::{Killed, node_token, start_node};
+use crate::web_browser::{Browser, artifacts};
 
 /// The `access` preset with one change an operator may make: nodes labelled `env=restricted`
 /// are denied.
@@ -24,93 +23,6 @@ const ACCESS: &str = "kind: role\nversion: v7\nmetadata:\n  name: access\nspec:\
 /// What an XSS attempt in a node label looks like: if either ever runs, `window.__xss` is set.
 const XSS_IMG: &str = "<img src=x onerror=window.__xss=1>";
 const XSS_SCRIPT: &str = "<script>window.__xss=2</script>";
-
-/// Where the browser driver and its `node_modules` (from `npm ci` in `scripts/test`) live.
-fn driver_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../web/tests"))
-}
-
-/// Screenshots are kept here after the test (its temp dir is removed).
-fn artifacts(test: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("web-artifacts")
-        .join(test);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Chromium through the driver: one JSON command per line, one JSON answer per line.
-struct Browser {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl Browser {
-    /// `None` (and a SKIP line) where Chromium or playwright-core is not installed.
-    fn start(base: &str, artifacts: &std::path::Path) -> Option<Self> {
-        let chromium = std::env::var("HOP_CHROMIUM").unwrap_or("/usr/bin/chromium".into());
-        if !std::path::Path::new(&chromium).exists() {
-            eprintln!("SKIP: Chromium is not installed ({chromium}; scripts/test installs it)");
-            return None;
-        }
-        if !driver_dir().join("node_modules/playwright-core").exists() {
-            eprintln!(
-                "SKIP: playwright-core is not installed (scripts/test runs npm ci in web/tests)"
-            );
-            return None;
-        }
-        let mut child = Command::new("node")
-            .arg("driver.mjs")
-            .arg(base)
-            .arg(artifacts)
-            .current_dir(driver_dir())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut b = Self {
-            child,
-            stdin,
-            stdout,
-        };
-        let ready = b.read();
-        assert_eq!(ready["ready"], true, "{ready}");
-        Some(b)
-    }
-
-    fn read(&mut self) -> Value {
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).unwrap();
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("driver said {line:?}: {e}"))
-    }
-
-    /// Sends a command; panics when the driver reports an error.
-    fn send(&mut self, cmd: Value) -> Value {
-        writeln!(self.stdin, "{cmd}").unwrap();
-        let answer = self.read();
-        assert_eq!(answer["ok"], true, "{cmd} failed: {answer}");
-        answer
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = writeln!(self.stdin, "{}", json!({"do": "quit"}));
-        let deadline = clock::monotonic_now() + Duration::from_secs(5);
-        while self.child.try_wait().ok().flatten().is_none() {
-            if clock::monotonic_now() > deadline {
-                let _ = self.child.kill();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.wait();
-    }
-}
 
 /// Creates `name` with `roles` and extra `hop admin users add` flags, signs up; the TOTP secret.
 pub(crate) fn add_user(a: &Appliance, name: &str, roles: &str, extra: &[&str]) -> String {
@@ -339,7 +251,7 @@ fn the_web_ui_in_chromium_for_an_access_user() {
     let c = WebCluster::start();
     let a = &c.a;
     let shots = artifacts("access_user");
-    let Some(mut b) = Browser::start(&format!("https://{}", a.addr), &shots) else {
+    let Some(mut b) = Browser::start("driver.mjs", &format!("https://{}", a.addr), &shots) else {
         return;
     };
     let wanda = add_user(

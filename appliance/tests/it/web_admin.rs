@@ -11,9 +11,7 @@
 //! device, removes the first, and cannot remove the last. Screenshots
 //! are kept under `$CARGO_TARGET_DIR/tmp/web-artifacts/admin/`.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::{Value, json};
@@ -21,6 +19,7 @@ use serde_json::{Value, json};
 use crate::clock;
 use crate::harness::*;
 use crate::web::{add_user, web, web_login};
+use crate::web_browser::{Browser, artifacts};
 
 const XSS_NAME: &str = "<img src=x onerror=window.__xss=1>";
 const XSS_ROLE: &str = "dev<img src=x onerror=window.__xss=3><script>window.__xss=4";
@@ -30,71 +29,7 @@ const NEW_PASSWORD: &str = "a different horse battery staple";
 /// A role whose line 8 has an invalid regular expression.
 const BAD_ROLE: &str = "kind: role\nversion: v7\nmetadata:\n  name: web-dev\nspec:\n  allow:\n    node_labels:\n      env: '^(dev$'\n";
 
-fn driver_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../web/tests"))
-}
-
-fn artifacts(test: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("web-artifacts")
-        .join(test);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Chromium through `admin.mjs`: one JSON command per line, one JSON answer per line.
-struct Browser {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
-
 impl Browser {
-    /// `None` (and a SKIP line) where Chromium or playwright-core is not installed.
-    fn start(base: &str, artifacts: &Path) -> Option<Self> {
-        let chromium = std::env::var("HOP_CHROMIUM").unwrap_or("/usr/bin/chromium".into());
-        if !Path::new(&chromium).exists()
-            || !driver_dir().join("node_modules/playwright-core").exists()
-        {
-            eprintln!(
-                "SKIP: Chromium or playwright-core is not installed (scripts/test installs both)"
-            );
-            return None;
-        }
-        let mut child = Command::new("node")
-            .arg("admin.mjs")
-            .arg(base)
-            .arg(artifacts)
-            .current_dir(driver_dir())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut b = Self {
-            child,
-            stdin,
-            stdout,
-        };
-        assert_eq!(b.read()["ready"], true);
-        Some(b)
-    }
-
-    fn read(&mut self) -> Value {
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).unwrap();
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("driver said {line:?}: {e}"))
-    }
-
-    fn send(&mut self, cmd: Value) -> Value {
-        writeln!(self.stdin, "{cmd}").unwrap();
-        let answer = self.read();
-        assert_eq!(answer["ok"], true, "{cmd} failed: {answer}");
-        answer
-    }
-
     fn text(&mut self, who: &str, sel: &str, has: &str) -> String {
         let v = self.send(json!({"do": "text", "who": who, "sel": sel, "has": has}));
         v["text"].as_str().unwrap().to_string()
@@ -114,21 +49,6 @@ impl Browser {
 
     fn shot(&mut self, who: &str, name: &str) {
         self.send(json!({"do": "screenshot", "who": who, "name": name}));
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = writeln!(self.stdin, "{}", json!({"do": "quit"}));
-        let deadline = clock::monotonic_now() + Duration::from_secs(5);
-        while self.child.try_wait().ok().flatten().is_none() {
-            if clock::monotonic_now() > deadline {
-                let _ = self.child.kill();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.wait();
     }
 }
 
@@ -249,7 +169,7 @@ fn no_markup(item: &Value) {
 fn editors_and_accounts_in_chromium() {
     let a = Appliance::start("");
     let shots = artifacts("admin");
-    let Some(mut b) = Browser::start(&format!("https://{}", a.addr), &shots) else {
+    let Some(mut b) = Browser::start("admin.mjs", &format!("https://{}", a.addr), &shots) else {
         return;
     };
     let started = clock::monotonic_now();

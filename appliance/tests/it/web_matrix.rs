@@ -54,6 +54,9 @@ struct WebRow {
     says: &'static str,
     status: u16,
     code: &'static str,
+    /// Another (words, code) that is as right: the web room's sweep, once a second, may have
+    /// ended the session while a lock stood (a lock removed at once after).
+    also: Option<(&'static str, &'static str)>,
 }
 
 const WEB_ROWS: &[WebRow] = &[
@@ -66,6 +69,7 @@ const WEB_ROWS: &[WebRow] = &[
         says: "locked",
         status: 401,
         code: "locked",
+        also: None,
     },
     WebRow {
         what: "deleted user",
@@ -76,6 +80,7 @@ const WEB_ROWS: &[WebRow] = &[
         says: "no longer exists",
         status: 401,
         code: "deleted",
+        also: None,
     },
     WebRow {
         what: "role removed",
@@ -92,6 +97,7 @@ const WEB_ROWS: &[WebRow] = &[
         says: "taken away",
         status: 401,
         code: "role_removed",
+        also: None,
     },
     WebRow {
         what: "session older than the last lock",
@@ -108,6 +114,7 @@ const WEB_ROWS: &[WebRow] = &[
         says: "issued before",
         status: 401,
         code: "voided",
+        also: Some(("locked", "locked")),
     },
     WebRow {
         what: "CSRF token missing",
@@ -116,6 +123,7 @@ const WEB_ROWS: &[WebRow] = &[
         says: "no CSRF token",
         status: 403,
         code: "cross_site",
+        also: None,
     },
 ];
 
@@ -157,10 +165,14 @@ fn the_refusal_matrix_on_the_web_route() {
             )
         };
         assert_eq!(seen.status, row.status, "{}: {}", row.what, seen.body);
+        let (says, code) = match row.also {
+            Some((says, code)) if seen.body["code"] == code => (says, code),
+            _ => (row.says, row.code),
+        };
         let message = seen.body["error"].as_str().unwrap_or_default();
-        assert!(message.contains(row.says), "{}: {}", row.what, seen.body);
-        assert_eq!(seen.body["code"], row.code, "{}", row.what);
-        wait_web_refusal(&a, &user, row.code);
+        assert!(message.contains(says), "{}: {}", row.what, seen.body);
+        assert_eq!(seen.body["code"], code, "{}", row.what);
+        wait_web_refusal(&a, &user, code);
     }
     // The logins are in the audit log as web logins.
     let logins = a.ok(&[

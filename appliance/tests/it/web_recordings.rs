@@ -9,94 +9,18 @@
 //! expired identity and a role taken away. Screenshots under
 //! `$CARGO_TARGET_DIR/tmp/web-artifacts/recordings/`.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, UNIX_EPOCH};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::clock;
 use crate::harness::*;
 use crate::ssh::{node_token, openssh, start_node, wait_event, wait_for_node, write_config};
 use crate::web::{add_user, web, web_login};
+use crate::web_browser::{Browser, artifacts};
 
 const MARK_1: &str = "rec-marker-one";
 const MARK_2: &str = "rec-marker-two";
-
-fn driver_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../web/tests"))
-}
-
-/// Chromium through `recordings.mjs`: one JSON command per line, one JSON answer per line.
-struct Browser {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl Browser {
-    /// `None` (and a SKIP line) where Chromium or playwright-core is not installed.
-    fn start(base: &str, artifacts: &Path) -> Option<Self> {
-        let chromium = std::env::var("HOP_CHROMIUM").unwrap_or("/usr/bin/chromium".into());
-        if !Path::new(&chromium).exists()
-            || !driver_dir().join("node_modules/playwright-core").exists()
-        {
-            eprintln!(
-                "SKIP: Chromium or playwright-core is not installed (scripts/test installs them)"
-            );
-            return None;
-        }
-        let mut child = Command::new("node")
-            .arg("recordings.mjs")
-            .arg(base)
-            .arg(artifacts)
-            .current_dir(driver_dir())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut b = Self {
-            child,
-            stdin,
-            stdout,
-        };
-        let ready = b.read();
-        assert_eq!(ready["ready"], true, "{ready}");
-        Some(b)
-    }
-
-    fn read(&mut self) -> Value {
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).unwrap();
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("driver said {line:?}: {e}"))
-    }
-
-    fn send(&mut self, cmd: Value) -> Value {
-        writeln!(self.stdin, "{cmd}").unwrap();
-        let answer = self.read();
-        assert_eq!(answer["ok"], true, "{cmd} failed: {answer}");
-        answer
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = writeln!(self.stdin, "{}", json!({"do": "quit"}));
-        let deadline = clock::monotonic_now() + Duration::from_secs(5);
-        while self.child.try_wait().ok().flatten().is_none() {
-            if clock::monotonic_now() > deadline {
-                let _ = self.child.kill();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.wait();
-    }
-}
 
 /// The current TOTP time step.
 fn totp_step() -> u64 {
@@ -231,11 +155,9 @@ fn recordings_player_and_audit_pages_in_chromium() {
     let rita_id = wait_recording(&a, &auditor, "rita");
     let otto_id = wait_recording(&a, &auditor, "otto");
 
-    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("web-artifacts")
-        .join("recordings");
-    std::fs::create_dir_all(&shots).unwrap();
-    let Some(mut b) = Browser::start(&format!("https://{}", a.addr), &shots) else {
+    let shots = artifacts("recordings");
+    let Some(mut b) = Browser::start("recordings.mjs", &format!("https://{}", a.addr), &shots)
+    else {
         return;
     };
 

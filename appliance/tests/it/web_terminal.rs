@@ -11,9 +11,8 @@
 //! still ends the session at sshd. Screenshots are kept under
 //! `$CARGO_TARGET_DIR/tmp/web-artifacts/terminal/`.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -22,6 +21,7 @@ use crate::clock;
 use crate::harness::*;
 use crate::ssh::{Killed, node_token, start_node, wait_event};
 use crate::web::{add_user, web, web_login};
+use crate::web_browser::{Browser, artifacts};
 
 /// May watch sessions of `access` users (as `hop join` in `join.rs`).
 const WATCHER: &str = "kind: role\nversion: v7\nmetadata:\n  name: watcher\nspec:\n  allow:\n    join_sessions:\n      - name: watch-access\n        roles: [access]\n        kinds: [ssh]\n        modes: [observer]\n";
@@ -29,71 +29,7 @@ const WATCHER: &str = "kind: role\nversion: v7\nmetadata:\n  name: watcher\nspec
 /// What the browser types: Unicode the terminal must carry both ways.
 const UNICODE: &str = "grüße-世界-🎉";
 
-fn driver_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../web/tests"))
-}
-
-fn artifacts() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("web-artifacts")
-        .join("terminal");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Chromium through `terminal.mjs`: one JSON command per line, one JSON answer per line.
-struct Browser {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
-
 impl Browser {
-    /// `None` (and a SKIP line) where Chromium or playwright-core is not installed.
-    fn start(base: &str) -> Option<Self> {
-        let chromium = std::env::var("HOP_CHROMIUM").unwrap_or("/usr/bin/chromium".into());
-        if !std::path::Path::new(&chromium).exists() {
-            eprintln!("SKIP: Chromium is not installed ({chromium})");
-            return None;
-        }
-        if !driver_dir().join("node_modules/playwright-core").exists() {
-            eprintln!("SKIP: playwright-core is not installed (npm ci in web/tests)");
-            return None;
-        }
-        let mut child = Command::new("node")
-            .arg("terminal.mjs")
-            .arg(base)
-            .arg(artifacts())
-            .current_dir(driver_dir())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut b = Self {
-            child,
-            stdin,
-            stdout,
-        };
-        let mut line = String::new();
-        b.stdout.read_line(&mut line).unwrap();
-        assert!(line.contains("\"ready\":true"), "{line}");
-        Some(b)
-    }
-
-    /// Sends a command; panics when the driver reports an error.
-    fn send(&mut self, cmd: Value) -> Value {
-        writeln!(self.stdin, "{cmd}").unwrap();
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).unwrap();
-        let answer: Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("driver said {line:?}: {e}"));
-        assert_eq!(answer["ok"], true, "{cmd} failed: {answer}");
-        answer
-    }
-
     /// Waits until `who`'s terminal shows `want`.
     fn sees(&mut self, who: &str, want: &str) -> Value {
         let seen = self.send(json!({"do": "wait_text", "who": who, "want": want, "ms": 10000}));
@@ -102,21 +38,6 @@ impl Browser {
             "{who} never saw {want:?}: {seen}"
         );
         seen
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = writeln!(self.stdin, "{}", json!({"do": "quit"}));
-        let deadline = clock::monotonic_now() + Duration::from_secs(5);
-        while self.child.try_wait().ok().flatten().is_none() {
-            if clock::monotonic_now() > deadline {
-                let _ = self.child.kill();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.wait();
     }
 }
 
@@ -176,7 +97,11 @@ fn the_web_terminal_in_chromium_for_an_access_user() {
         "node1",
         "env=dev",
     );
-    let Some(mut b) = Browser::start(&format!("https://{}", a.addr)) else {
+    let Some(mut b) = Browser::start(
+        "terminal.mjs",
+        &format!("https://{}", a.addr),
+        &artifacts("terminal"),
+    ) else {
         return;
     };
     let role = a.dir.path().join("watcher.yaml");
@@ -364,7 +289,11 @@ fn the_web_terminal_where_the_proxy_records() {
         "node1",
         "env=dev",
     );
-    let Some(mut b) = Browser::start(&format!("https://{}", a.addr)) else {
+    let Some(mut b) = Browser::start(
+        "terminal.mjs",
+        &format!("https://{}", a.addr),
+        &artifacts("terminal"),
+    ) else {
         return;
     };
     let pia = add_user(&a, "pia", "access", &[]);
