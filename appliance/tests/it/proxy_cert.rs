@@ -128,40 +128,50 @@ fn wait_path(path: &Path, what: &str) {
 }
 
 /// `openssl s_server` on a free loopback port with `cert` (followed by `chain`) and `key`,
-/// writing what it receives to `received`; returns it once it accepts connections.
+/// writing what it receives to `received`; returns it once it accepts connections. A port taken
+/// between `free_port` and openssl's bind (tests run side by side) makes openssl exit: it is
+/// started again on another port.
 fn relay(cert: &Path, chain: &Path, key: &Path, received: &Path) -> (Killed, String) {
-    let port = free_port();
-    let child = Command::new("openssl")
-        .args([
-            "s_server",
-            "-quiet",
-            "-alpn",
-            "hop-auth,hop-join",
-            "-accept",
-        ])
-        .arg(port.to_string())
-        .arg("-cert")
-        .arg(cert)
-        .arg("-cert_chain")
-        .arg(chain)
-        .arg("-key")
-        .arg(key)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(std::fs::File::create(received).unwrap()))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let relay = Killed(child);
-    let addr = format!("127.0.0.1:{port}");
-    let deadline = clock::monotonic_now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(
-            clock::monotonic_now() < deadline,
-            "openssl s_server did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(50));
+    for _ in 0..5 {
+        let port = free_port();
+        let child = Command::new("openssl")
+            .args([
+                "s_server",
+                "-quiet",
+                "-alpn",
+                "hop-auth,hop-join",
+                "-accept",
+            ])
+            .arg(port.to_string())
+            .arg("-cert")
+            .arg(cert)
+            .arg("-cert_chain")
+            .arg(chain)
+            .arg("-key")
+            .arg(key)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(std::fs::File::create(received).unwrap()))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut relay = Killed(child);
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = clock::monotonic_now() + Duration::from_secs(20);
+        loop {
+            if std::net::TcpStream::connect(&addr).is_ok() {
+                return (relay, addr);
+            }
+            if relay.0.try_wait().unwrap().is_some() {
+                break;
+            }
+            assert!(
+                clock::monotonic_now() < deadline,
+                "openssl s_server did not listen on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
-    (relay, addr)
+    panic!("openssl s_server exited five times without listening");
 }
 
 #[test]
