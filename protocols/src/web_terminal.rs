@@ -73,7 +73,12 @@ impl Control {
 
 fn dimension(word: &str) -> Result<u16, ControlError> {
     let bad = || ControlError::BadDimension(word.chars().take(8).collect());
-    if word.is_empty() || word.len() > 4 || !word.bytes().all(|b| b.is_ascii_digit()) {
+    // Canonical decimal only (no leading zero): one text per size, as `encode` writes it.
+    if word.is_empty()
+        || word.len() > 4
+        || word.starts_with('0')
+        || !word.bytes().all(|b| b.is_ascii_digit())
+    {
         return Err(bad());
     }
     match word.parse::<u16>() {
@@ -185,6 +190,7 @@ mod tests {
             ("resize 0 24", BadDimension("0".into())),
             ("resize 80 1001", BadDimension("1001".into())),
             ("resize +80 24", BadDimension("+80".into())),
+            ("resize 06 1", BadDimension("06".into())),
             ("resize -1 24", BadDimension("-1".into())),
             ("resize 80 99999", BadDimension("99999".into())),
             ("resize ８０ 24", BadDimension("８０".into())),
