@@ -2,17 +2,11 @@
 // (appliance/tests/it/web_terminal.rs) through playwright-core, like driver.mjs: one JSON command
 // per input line, one JSON answer per output line.
 //   node terminal.mjs BASE_URL ARTIFACT_DIR
-import { chromium } from 'playwright-core';
-import { createInterface } from 'node:readline';
+import { launch, serve } from './harness.mjs';
 import { join } from 'node:path';
 
 const [base, artifacts] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.HOP_CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const browser = await launch();
 // One context per browser user (its own cookies), made on first use; the status frames each
 // page's terminal sockets received.
 const contexts = new Map();
@@ -216,15 +210,4 @@ const commands = {
   },
 };
 
-const out = (v) => process.stdout.write(`${JSON.stringify(v)}\n`);
-out({ ready: true, browser: browser.version() });
-for await (const line of createInterface({ input: process.stdin })) {
-  const cmd = JSON.parse(line);
-  if (cmd.do === 'quit') break;
-  try {
-    out({ ok: true, ...(await commands[cmd.do](cmd)) });
-  } catch (e) {
-    out({ ok: false, error: String(e && e.stack || e) });
-  }
-}
-await browser.close();
+await serve(browser, commands);

@@ -1,0 +1,32 @@
+// What every browser driver of the web UI's end-to-end tests shares: Debian's headless Chromium
+// through playwright-core (no browser download), and the line protocol the Rust tests speak:
+// each stdin line a JSON command `{"do": NAME, ...}`, each stdout line its JSON answer
+// (`{"ok": true, ...}` or `{"ok": false, "error": ...}`), `{"ready": true}` first, `quit` last.
+import { chromium } from 'playwright-core';
+import { createInterface } from 'node:readline';
+
+/** Chromium as the tests run it (`HOP_CHROMIUM` names another binary). */
+export function launch() {
+  return chromium.launch({
+    executablePath: process.env.HOP_CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+}
+
+/** Answers commands from stdin with `commands[cmd.do](cmd)` until `quit`, then closes `browser`. */
+export async function serve(browser, commands) {
+  const out = (v) => process.stdout.write(`${JSON.stringify(v)}\n`);
+  out({ ready: true, browser: browser.version() });
+  for await (const line of createInterface({ input: process.stdin })) {
+    const cmd = JSON.parse(line);
+    if (cmd.do === 'quit') break;
+    try {
+      out({ ok: true, ...(await commands[cmd.do](cmd)) });
+    } catch (e) {
+      out({ ok: false, error: String(e && e.stack || e) });
+    }
+  }
+  await browser.close();
+}
