@@ -116,16 +116,7 @@ impl AuthServer {
         self.rate_limit(remote)?;
         hop_api::password::check_policy(new_password)
             .map_err(|e| AuthError::BadRequest(e.to_string()))?;
-        let req = LoginRequest {
-            username: user,
-            password: old_password,
-            totp_code,
-            ssh_public_key: "",
-            tls_public_key_der: &[],
-            ttl: None,
-            remote,
-            client: LoginClient::Web,
-        };
+        let req = account_check(user, old_password, totp_code, remote);
         self.check_credentials(&req, self.now())?;
         let hash = password::hash(new_password).map_err(AuthError::PasswordHash)?;
         self.update_secrets(user, |s| {
@@ -232,16 +223,7 @@ impl AuthServer {
             ));
         };
         self.rate_limit(remote)?;
-        let req = LoginRequest {
-            username: user,
-            password: password_now,
-            totp_code: existing_code,
-            ssh_public_key: "",
-            tls_public_key_der: &[],
-            ttl: None,
-            remote,
-            client: LoginClient::Web,
-        };
+        let req = account_check(user, password_now, existing_code, remote);
         self.check_credentials(&req, self.now())?;
         let device = OtpDevice {
             id: random_device_id(),
@@ -338,16 +320,7 @@ impl AuthServer {
         remote: Option<SocketAddr>,
     ) -> Result<(), AuthError> {
         self.rate_limit(remote)?;
-        let req = LoginRequest {
-            username: user,
-            password: password_now,
-            totp_code: "",
-            ssh_public_key: "",
-            tls_public_key_der: &[],
-            ttl: None,
-            remote,
-            client: LoginClient::Web,
-        };
+        let req = account_check(user, password_now, "", remote);
         self.check_account_password(&req, self.now())
     }
 
@@ -377,5 +350,25 @@ fn audit_reason(e: &AuthError) -> String {
     match e {
         AuthError::LoginRefused { reason } => (*reason).to_string(),
         other => other.to_string(),
+    }
+}
+
+/// The credentials an account page presents, as a web login would (no key asked for): what
+/// the password change and the device calls check with the login's own rules.
+fn account_check<'a>(
+    user: &'a str,
+    password: &'a str,
+    totp_code: &'a str,
+    remote: Option<SocketAddr>,
+) -> LoginRequest<'a> {
+    LoginRequest {
+        username: user,
+        password,
+        totp_code,
+        ssh_public_key: "",
+        tls_public_key_der: &[],
+        ttl: None,
+        remote,
+        client: LoginClient::Web,
     }
 }
