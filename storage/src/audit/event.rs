@@ -269,6 +269,9 @@ pub(crate) struct Prepared {
     pub(crate) id: String,
     /// The id was assigned by the log just now, so it cannot already be stored.
     pub(crate) fresh_id: bool,
+    /// The id's parts when it is a producer's canonical v7 (`id_block::v7_parts`), parsed once
+    /// here for the writer's repeat check and the indexer's id blocks.
+    pub(crate) v7: Option<(u64, super::id_block::Rest)>,
     pub(crate) time_us: u64,
     pub(crate) event_type: String,
     pub(crate) user: String,
@@ -313,9 +316,15 @@ pub(crate) fn prepare(
             "did not serialize as a JSON object",
         ));
     }
+    let v7 = if fresh_id {
+        None
+    } else {
+        super::id_block::v7_parts(&ev.id)
+    };
     Ok(Prepared {
         id: ev.id,
         fresh_id,
+        v7,
         time_us,
         event_type: ev.event,
         user: ev.user,

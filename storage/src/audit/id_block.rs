@@ -27,6 +27,25 @@ const _: () = assert!(HEADER_LEN + MAX_ENTRIES * ENTRY_LEN <= 16 * 1024 - 480);
 /// The bytes of an id after its 48-bit millisecond.
 pub(crate) type Rest = [u8; 10];
 
+/// A producer's id as the log's maps key it: its millisecond and other bytes when it is a
+/// canonical v7 (parsed once, when the event is prepared: [`v7_parts`]), else its text. The
+/// mapping is one-to-one, so two different ids never compare equal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum IdRef<'a> {
+    V7(u64, Rest),
+    Text(&'a str),
+}
+
+impl<'a> IdRef<'a> {
+    /// `id` keyed by the parts [`v7_parts`] found in it (`None`: not a canonical v7).
+    pub(crate) fn new(id: &'a str, v7: Option<(u64, Rest)>) -> Self {
+        match v7 {
+            Some((ms, rest)) => IdRef::V7(ms, rest),
+            None => IdRef::Text(id),
+        }
+    }
+}
+
 /// The millisecond and the other bytes of `id`, when it is a UUID v7 written in canonical form
 /// (lowercase, hyphenated); `None` for any other id.
 pub(crate) fn v7_parts(id: &str) -> Option<(u64, Rest)> {

@@ -54,6 +54,8 @@ pub(crate) struct Entry {
     pub(crate) id: String,
     /// The log assigned the id (it goes in no id index entry).
     pub(crate) fresh_id: bool,
+    /// The id's parts when it is a producer's canonical v7 (it goes in an id block).
+    pub(crate) v7: Option<(u64, id_block::Rest)>,
 }
 
 /// A block's key without its run: dimension, value, second.
@@ -154,17 +156,21 @@ pub(crate) fn parse_run_row(row: &[u8]) -> Option<(u64, Vec<OwnedBlockKey>)> {
 /// table.
 #[allow(clippy::type_complexity)]
 fn split_ids(entries: &[Entry]) -> (Vec<(u64, Vec<Vec<u8>>)>, Vec<(&str, u64)>) {
-    let mut by_ms: std::collections::BTreeMap<u64, Vec<(id_block::Rest, u64)>> =
-        std::collections::BTreeMap::new();
+    let mut timed: Vec<(u64, id_block::Rest, u64, &str)> = Vec::new();
     let mut others = Vec::new();
     for e in entries.iter().filter(|e| !e.fresh_id) {
-        match id_block::v7_parts(&e.id) {
-            Some((ms, rest)) => by_ms.entry(ms).or_default().push((rest, e.seq)),
+        match e.v7 {
+            Some((ms, rest)) => timed.push((ms, rest, e.seq, e.id.as_str())),
             None => others.push((e.id.as_str(), e.seq)),
         }
     }
-    let mut blocks = Vec::with_capacity(by_ms.len());
-    for (ms, ids) in by_ms {
+    // Mostly in order already (ids follow event time); a stable sort keeps seq order per ms.
+    timed.sort_by_key(|&(ms, ..)| ms);
+    let mut blocks = Vec::new();
+    for group in timed.chunk_by(|a, b| a.0 == b.0) {
+        let ms = group[0].0;
+        let ids: Vec<(id_block::Rest, u64)> =
+            group.iter().map(|&(_, rest, seq, _)| (rest, seq)).collect();
         let chunks: Option<Vec<Vec<u8>>> = ids
             .chunks(id_block::MAX_ENTRIES)
             .map(id_block::encode)
@@ -172,14 +178,7 @@ fn split_ids(entries: &[Entry]) -> (Vec<(u64, Vec<Vec<u8>>)>, Vec<(&str, u64)>) 
         match chunks {
             Some(chunks) => blocks.push((ms, chunks)),
             // Seqs too far apart to pack (not in a run of at most 64k): the id table takes them.
-            None => others.extend(
-                entries
-                    .iter()
-                    .filter(|e| {
-                        !e.fresh_id && id_block::v7_parts(&e.id).is_some_and(|(m, _)| m == ms)
-                    })
-                    .map(|e| (e.id.as_str(), e.seq)),
-            ),
+            None => others.extend(group.iter().map(|&(_, _, seq, id)| (id, seq))),
         }
     }
     (blocks, others)
@@ -297,11 +296,42 @@ const MAX_PENDING: usize = 4 * MAX_RUN;
 /// hands the entries on; the indexer removes ids only after their run has committed, so an id
 /// is always in one of the two places.
 #[derive(Debug, Default)]
-pub(crate) struct UnindexedIds(Mutex<HashMap<String, u64>>);
+pub(crate) struct UnindexedIds(Mutex<IdSeqs>);
 
 impl UnindexedIds {
-    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, IdSeqs> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The seqs of producers' ids: canonical v7 ids by their 16 bytes (no text kept, a fast hash),
+/// the others by their text.
+#[derive(Debug, Default)]
+pub(crate) struct IdSeqs {
+    v7: HashMap<(u64, id_block::Rest), u64, foldhash::fast::RandomState>,
+    text: HashMap<String, u64>,
+}
+
+impl IdSeqs {
+    pub(crate) fn get(&self, id: id_block::IdRef<'_>) -> Option<u64> {
+        match id {
+            id_block::IdRef::V7(ms, rest) => self.v7.get(&(ms, rest)).copied(),
+            id_block::IdRef::Text(text) => self.text.get(text).copied(),
+        }
+    }
+
+    /// Claims `e`'s id for its seq.
+    pub(crate) fn insert(&mut self, e: &Entry) {
+        match e.v7 {
+            Some(parts) => self.v7.insert(parts, e.seq),
+            None => self.text.insert(e.id.clone(), e.seq),
+        };
+    }
+
+    /// Forgets the ids of seqs up to `through` (their run has committed).
+    pub(crate) fn forget_through(&mut self, through: u64) {
+        self.v7.retain(|_, seq| *seq > through);
+        self.text.retain(|_, seq| *seq > through);
     }
 }
 
@@ -381,10 +411,7 @@ impl Indexer {
             match commit_run(&self.shared.db, &self.pending[..n]) {
                 Ok(through) => {
                     self.pending.drain(..n);
-                    self.shared
-                        .unindexed_ids
-                        .lock()
-                        .retain(|_, seq| *seq > through);
+                    self.shared.unindexed_ids.lock().forget_through(through);
                 }
                 Err(error) => {
                     tracing::error!(%error, "audit index run could not be written; will retry");

@@ -126,6 +126,7 @@ impl<'a> Copier<'a> {
             event_type: view.event.into_owned(),
             user: view.user.into_owned(),
             session_id: view.session_id.into_owned(),
+            v7: super::id_block::v7_parts(&view.id),
             id: view.id.into_owned(),
             // Version 1 indexed every id; keep them all findable.
             fresh_id: false,

@@ -310,8 +310,8 @@ impl AuditLog {
         let (head, unindexed) = recover::recover(&shared)?;
         {
             let mut ids = shared.unindexed_ids.lock();
-            for e in &unindexed {
-                ids.insert(e.id.clone(), e.seq);
+            for e in unindexed.iter().filter(|e| !e.fresh_id) {
+                ids.insert(e);
             }
         }
         let spawn_failed = |err: std::io::Error| {

@@ -92,6 +92,7 @@ fn unindexed_entries(shared: &Shared, indexed_through: u64) -> Result<Vec<Entry>
             event_type: view.event.into_owned(),
             user: view.user.into_owned(),
             session_id: view.session_id.into_owned(),
+            v7: super::id_block::v7_parts(&view.id),
             id: view.id.into_owned(),
             // Whether the log assigned it is not recorded; index it as a producer's.
             fresh_id: false,

@@ -21,6 +21,7 @@ use super::chain::{append_record, chain_name, day_of, genesis, record_canonical}
 use super::error::AuditError;
 use super::event::{Prepared, append_canonical, json_line, system_time_to_us};
 use super::id_block;
+use super::id_block::IdRef;
 use super::index::{Entry, IndexWork, UnindexedIds};
 use super::prealloc::Prealloc;
 use super::segment::{AppendError, Appender, Pending, Segments};
@@ -444,6 +445,7 @@ impl Writer {
                     session_id: p.session_id,
                     id: p.id,
                     fresh_id: p.fresh_id,
+                    v7: p.v7,
                 });
             }
         }
@@ -460,7 +462,7 @@ impl Writer {
             // Ids the log assigned cannot repeat; only producers' ids need claiming.
             let mut ids = self.shared.unindexed_ids.lock();
             for e in entries.iter().filter(|e| !e.fresh_id) {
-                ids.insert(e.id.clone(), e.seq);
+                ids.insert(e);
             }
         }
         if self.index.send(IndexWork::Entries(entries)).is_err() {
@@ -505,11 +507,12 @@ impl Writer {
         Ok(built)
     }
 
-    /// The seqs already holding the ids of `items` (not freshly assigned ones), looked up in
-    /// the unindexed ids and then the id index. The index is read in a transaction begun while
-    /// the unindexed ids are locked: an id the indexer removed from them was committed before.
-    fn existing_ids(&self, items: &[Item]) -> Result<HashMap<String, u64>, StorageError> {
-        let mut found = HashMap::new();
+    /// The seqs already holding the ids of `items` (not freshly assigned ones), item by item,
+    /// looked up in the unindexed ids and then the id index. The index is read in a transaction
+    /// begun while the unindexed ids are locked: an id the indexer removed from them was
+    /// committed before.
+    fn existing_ids(&self, items: &[Item]) -> Result<Vec<Option<u64>>, StorageError> {
+        let mut found = vec![None; items.len()];
         // A batch of ids the log assigned (Auth's own events) has nothing to look up.
         if items.iter().all(|(p, _)| p.fresh_id) {
             return Ok(found);
@@ -517,12 +520,10 @@ impl Writer {
         let mut unknown = Vec::new();
         let txn = {
             let ids = self.shared.unindexed_ids.lock();
-            for (p, _) in items.iter().filter(|(p, _)| !p.fresh_id) {
-                match ids.get(&p.id) {
-                    Some(seq) => {
-                        found.insert(p.id.clone(), *seq);
-                    }
-                    None => unknown.push(p.id.as_str()),
+            for (i, (p, _)) in items.iter().enumerate().filter(|(_, (p, _))| !p.fresh_id) {
+                match ids.get(IdRef::new(&p.id, p.v7)) {
+                    Some(seq) => found[i] = Some(seq),
+                    None => unknown.push(i),
                 }
             }
             if unknown.is_empty() {
@@ -543,53 +544,52 @@ impl Writer {
             .map_err(|e| self.shared.err(e))?
             .map(|(k, _)| k.value().to_vec());
         let newest_ms = id_block::newest_ms(&blocks).map_err(|e| self.shared.err(e))?;
-        for id in unknown {
-            if let Some((ms, rest)) = id_block::v7_parts(id)
+        for i in unknown {
+            let p = &items[i].0;
+            if let Some((ms, rest)) = p.v7
                 && newest_ms.is_some_and(|newest| ms <= newest)
                 && let Some(seq) = id_block::lookup(&blocks, (ms, &rest))
                     .map_err(|e| self.shared.id_lookup_err(e))?
             {
-                found.insert(id.to_owned(), seq);
+                found[i] = Some(seq);
                 continue;
             }
             // Time-ordered ids indexed before the id blocks existed are in the id table too.
-            if greatest.as_deref().is_none_or(|g| id.as_bytes() > g) {
+            if greatest.as_deref().is_none_or(|g| p.id.as_bytes() > g) {
                 continue;
             }
-            if let Some(seq) = by_id.get(id.as_bytes()).map_err(|e| self.shared.err(e))? {
-                found.insert(id.to_owned(), seq.value());
+            if let Some(seq) = by_id.get(p.id.as_bytes()).map_err(|e| self.shared.err(e))? {
+                found[i] = Some(seq.value());
             }
         }
         Ok(found)
     }
 
     /// Links every new event into its chain and frames it; repeats get their original's seq.
-    fn build(&self, items: &[Item], existing: &HashMap<String, u64>) -> Built {
+    fn build(&self, items: &[Item], existing: &[Option<u64>]) -> Built {
         let today = day_of(system_time_to_us(self.shared.clock.now()));
         let mut head = self.head.clone();
         let mut outcomes = Vec::with_capacity(items.len());
         let mut parts: Vec<(String, u64, Pending)> = Vec::new();
         let mut lines = Vec::new();
         // Ids claimed earlier in this batch.
-        let mut claimed: HashMap<&str, u64> = HashMap::new();
+        let mut claimed: HashMap<IdRef<'_>, u64, foldhash::fast::RandomState> = HashMap::default();
         // Each frame: its prefix, the record's version and hash, the body, and the chain fields
         // the writer adds (seq, chain name, previous hash): under FRAME_OVERHEAD bytes.
         let frame_bytes: usize = items
             .iter()
             .map(|(p, _)| p.body.len() + FRAME_OVERHEAD)
             .sum();
-        for (p, _) in items {
+        for ((p, _), existing) in items.iter().zip(existing) {
             if !p.fresh_id {
-                let seen = claimed.get(p.id.as_str()).or_else(|| existing.get(&p.id));
-                if let Some(seq) = seen {
-                    outcomes.push((*seq, true));
+                let id = IdRef::new(&p.id, p.v7);
+                if let Some(seq) = claimed.get(&id).copied().or(*existing) {
+                    outcomes.push((seq, true));
                     continue;
                 }
+                claimed.insert(id, head.next_seq);
             }
             let seq = head.next_seq;
-            if !p.fresh_id {
-                claimed.insert(&p.id, seq);
-            }
             // A chain per UTC day; the day never goes back, even if the clock does.
             let day = head.day.map_or(today, |d| d.max(today));
             if head.day != Some(day) {
