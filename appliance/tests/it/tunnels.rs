@@ -502,6 +502,34 @@ fn echo_once(port: u16, msg: &[u8]) -> std::io::Result<Vec<u8>> {
     Ok(back)
 }
 
+/// The states of the application sessions' trackers the logged-in user sees.
+fn app_trackers(a: &Appliance) -> Vec<String> {
+    let out = a.ok(&["sessions", "ls", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["kind"] == "app")
+        .map(|t| t["state"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Waits until [`app_trackers`] are `want`.
+fn wait_app_trackers(a: &Appliance, want: &[&str]) {
+    let deadline = clock::monotonic_now() + Duration::from_secs(10);
+    loop {
+        let states = app_trackers(a);
+        if states == want {
+            return;
+        }
+        assert!(
+            clock::monotonic_now() < deadline,
+            "application trackers {states:?}, expected {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Sequential sessions through one agent each take a data connection; the agent's replacements
 /// resume TLS 1.3 instead of a full handshake, each with a fresh Dial. A lock on the agent is
 /// still refused on a resumed connection: admission runs on every data connection.
@@ -540,6 +568,22 @@ fn sequential_sessions_resume_data_connections_and_a_locked_agent_is_still_refus
         full < SESSIONS / 2,
         "{full} full handshakes for {SESSIONS} sessions"
     );
+
+    // Sessions shorter than a second leave no tracker; a longer one is listed while it runs and
+    // as terminated once it ends.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(app_trackers(&a), Vec::<String>::new());
+    {
+        use std::io::{Read, Write};
+        let mut long = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        long.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        long.write_all(b"long").unwrap();
+        let mut four = [0u8; 4];
+        long.read_exact(&mut four).unwrap();
+        wait_app_trackers(&a, &["active"]);
+    }
+    wait_app_trackers(&a, &["terminated"]);
 
     // A lock on the agent: its pool is dropped and each of its data slots (4) dials again,
     // resuming. An admitted data connection would stay parked, so more resumed connections than

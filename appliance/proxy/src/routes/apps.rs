@@ -12,6 +12,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use hop_admission::Route;
@@ -313,19 +314,43 @@ impl Running {
     }
 }
 
+/// How long an application session runs before its tracker is first written. Most sessions of
+/// a TCP application are short (a request and its answer); one that ends sooner leaves no
+/// tracker, which spares two durable backend writes per session (the largest single cost of a
+/// short session on the proxy). Live sessions still appear within this delay, and a lock ends
+/// them from the first byte whether written or not (the live watch does not read trackers).
+const TRACKER_FIRST_WRITE: Duration = Duration::from_secs(1);
+
+/// The phases of an [`AppTracker`].
+const PENDING: u8 = 0;
+const WRITTEN: u8 = 1;
+const ENDED: u8 = 2;
+
 /// An application session's tracker, renewed by the proxy while the session runs.
 struct AppTracker {
     auth: Arc<AuthServer>,
     host_id: String,
     update: TrackerUpdate,
+    /// [`PENDING`], [`WRITTEN`] (a write began: the tracker must be ended) or [`ENDED`].
+    phase: Arc<AtomicU8>,
     keepalive: tokio::task::JoinHandle<()>,
 }
 
 impl AppTracker {
     fn start(auth: Arc<AuthServer>, host_id: String, update: TrackerUpdate) -> Self {
+        let phase = Arc::new(AtomicU8::new(PENDING));
         let keepalive = {
             let (auth, host_id, update) = (auth.clone(), host_id.clone(), update.clone());
+            let phase = phase.clone();
             tokio::spawn(async move {
+                tokio::time::sleep(TRACKER_FIRST_WRITE).await;
+                // The session may have ended while this task was about to run.
+                if phase
+                    .compare_exchange(PENDING, WRITTEN, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err()
+                {
+                    return;
+                }
                 loop {
                     write_app_tracker(&auth, &host_id, &update).await;
                     tokio::time::sleep(TRACKER_KEEPALIVE).await;
@@ -336,13 +361,18 @@ impl AppTracker {
             auth,
             host_id,
             update,
+            phase,
             keepalive,
         }
     }
 
-    /// Stops the renewals and marks the tracker terminated (in the background).
+    /// Stops the renewals and, if the tracker was written, marks it terminated (in the
+    /// background; Auth keeps an ended tracker ended whatever order the writes land in).
     fn end(self) {
         self.keepalive.abort();
+        if self.phase.swap(ENDED, Ordering::AcqRel) != WRITTEN {
+            return;
+        }
         let mut update = self.update;
         update.state = TrackerState::Terminated;
         let (auth, host_id) = (self.auth, self.host_id);
