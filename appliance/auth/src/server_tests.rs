@@ -1482,3 +1482,6 @@ fn a_time_to_live_past_the_end_of_time_is_a_bad_request_not_a_panic() {
             .is_ok()
     );
 }
+
+#[path = "app_access_tests.rs"]
+mod app_access_tests;
