@@ -381,6 +381,7 @@ fn simulated(s: &LoadtestSettings, index: usize, id: AgentIdentity) -> Shared {
         node: std::sync::OnceLock::new(),
         db: std::sync::OnceLock::new(),
         data_tls: Default::default(),
+        apps: Default::default(),
     }
 }
 
