@@ -13,6 +13,7 @@
 
 pub mod admission;
 pub mod agent_events;
+pub mod apps;
 pub mod audit;
 pub mod caller;
 pub mod databases;
