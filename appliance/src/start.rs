@@ -313,7 +313,16 @@ async fn serve(
             c.web_addr.clone(),
         ))
         .merge(web.router());
+    let app_http = hop_proxy::routes::app_http::AppHttp::new(
+        c.auth.clone(),
+        c.registry.clone(),
+        &c.web_addr,
+        proxy::http_deadlines(cfg),
+    );
+    p.tasks
+        .spawn(app_http.clone().run(p.shutdown.clone()));
     let routes = TlsRoutes {
+        app_http: Some(app_http),
         router,
         jump: proxy::jump_host(p, cfg, &c.auth, &c.registry)?,
         identify: proxy::identifier(&c.auth, &p.clock),

@@ -14,6 +14,7 @@
 pub mod admission;
 pub mod agent_events;
 pub mod app_access;
+pub mod apps;
 pub mod audit;
 pub mod caller;
 pub mod databases;

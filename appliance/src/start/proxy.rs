@@ -151,6 +151,23 @@ fn proxy_names(cfg: &Config) -> Vec<String> {
     names
 }
 
+/// Names in the proxy's TLS certificate: [`proxy_names`] and, for web applications at
+/// `NAME.P`, `*.P` for the web address's host and each public host that is a DNS name.
+fn tls_names(cfg: &Config) -> Vec<String> {
+    let mut names = proxy_names(cfg);
+    let web = hop_proxy::routes::app_http::PublicHost::parse(&web_addr(cfg));
+    let mut hosts = public_hosts(cfg);
+    hosts.push(web.host().to_string());
+    for h in hosts {
+        if h.parse::<std::net::IpAddr>().is_err() && !h.is_empty() {
+            names.push(format!("*.{h}"));
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// Loads the proxy's certificate (the operator's files, or one the host CA issues) into the TLS
 /// front and keeps it fresh; returns the configuration the listener terminates with.
 pub(super) async fn load_certificate(
@@ -176,7 +193,7 @@ pub(super) async fn load_certificate(
         None => CertSource::Issued {
             auth: auth.clone(),
             host_id: host_name(),
-            names: proxy_names(cfg),
+            names: tls_names(cfg),
         },
     };
     let proxy_cert = ProxyCertificate { source, client_cas };

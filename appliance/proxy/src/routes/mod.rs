@@ -7,6 +7,7 @@
 //! agents, `ssh -J`, agentless OpenSSH nodes), [`postgres`], [`mysql`] and [`db_cancel`]
 //! databases, [`join`] `hop join`; [`dial`] opens the agent leg they share.
 
+pub mod app_http;
 pub mod apps;
 pub mod db_cancel;
 pub mod dial;
