@@ -151,7 +151,8 @@ fn the_browser_flow_and_what_a_session_cookie_allows() {
     live.write_all(ws_upgrade(&host, Some(&c.app_url("web")), Some(&cookie_header)).as_bytes())
         .unwrap();
     assert_eq!(read_head(&mut live).0, 101);
-    ws_echo(&mut live, "still here");
+    let back = ws_echo(&mut live, "still here");
+    assert_eq!(back, Some((1, b"still here".to_vec())), "{}", c.logs());
 
     // A deleted user: the live WebSocket closes within 5 s, the next page says why.
     c.a.ok(&["admin", "users", "rm", "dana"]);

@@ -22,9 +22,9 @@ fn an_http_app_through_an_app_certificate() {
     the_upstream_sees_hops_identity_and_nothing_forged(&c, &u);
     redirects_to_the_internal_address_are_rewritten(&c, &u);
     server_sent_events_arrive_one_by_one(&c, &u);
-    a_websocket_echoes(&c, &u);
     hop_proxy_app_serves_plain_http_locally(&c, &u);
     a_gibibyte_downloads_byte_exact(&c, &u);
+    a_websocket_echoes(&c, &u);
     let out = u.hop(&["apps", "logout", "web"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = u.hop(&["apps", "config", "web"]);
@@ -175,7 +175,14 @@ fn a_websocket_echoes(c: &AppCluster, u: &AppUser) {
     let (status, _) = read_head(&mut s);
     assert_eq!(status, 101);
     for msg in ["hello", "second message", &"x".repeat(70_000)] {
-        ws_echo(&mut s, msg);
+        let back = ws_echo(&mut s, msg);
+        assert!(
+            back.as_ref().is_some_and(|(op, p)| *op == 1 && p == msg.as_bytes()),
+            "sent {} bytes, got {:?}\n{}",
+            msg.len(),
+            back.map(|(op, p)| (op, p.len())),
+            c.logs()
+        );
     }
 }
 
