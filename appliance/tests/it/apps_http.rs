@@ -124,8 +124,8 @@ impl AppCluster {
             }
             s[i..].to_string()
         };
-        let agent = std::fs::read_to_string(self.a.dir.path().join("app-agent.log"))
-            .unwrap_or_default();
+        let agent =
+            std::fs::read_to_string(self.a.dir.path().join("app-agent.log")).unwrap_or_default();
         format!(
             "--- appliance ---\n{}\n--- app agent ---\n{}",
             tail(self.a.log()),
@@ -528,6 +528,28 @@ pub(crate) fn ws_upgrade(host: &str, origin: Option<&str>, cookie: Option<&str>)
     }
     req.push_str("\r\n");
     req
+}
+
+/// Checks a `101` answer to [`ws_upgrade`] as a browser would: the upgrade named and the key
+/// answered (RFC 6455 §4.1; the sample key's accept value).
+pub(crate) fn check_ws_accept(status: u16, headers: &[(String, String)]) {
+    assert_eq!(status, 101, "{headers:?}");
+    assert_eq!(
+        header(headers, "upgrade")
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
+        Some("websocket"),
+        "{headers:?}"
+    );
+    assert!(
+        header(headers, "connection").is_some_and(|v| v.to_ascii_lowercase().contains("upgrade")),
+        "{headers:?}"
+    );
+    assert_eq!(
+        header(headers, "sec-websocket-accept"),
+        Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        "{headers:?}"
+    );
 }
 
 /// Sends `msg` as a text frame; answers what came back (`None`: nothing, the stream ended).

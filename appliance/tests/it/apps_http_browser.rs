@@ -93,6 +93,19 @@ fn request_on(
     read_head(&mut s)
 }
 
+/// Opens `url` in `who`'s browser until it is refused (403), at most 5 s: a lock or a deletion
+/// reaches the proxy's admission snapshot within that. Answers the page and how long it took.
+fn refused_page(b: &mut Browser, who: &str, url: &str) -> (Value, Duration) {
+    let t0 = clock::monotonic_now();
+    loop {
+        let page = b.send(json!({"do": "open", "who": who, "url": url}));
+        if page["status"] == 403 || clock::since(t0) > Duration::from_secs(5) {
+            return (page, clock::since(t0));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The cluster CAs of a CLI login (to verify the proxy's wildcard certificate).
 fn cluster_ca(c: &AppCluster) -> std::path::PathBuf {
     let u = c.user("app-dev");
@@ -128,11 +141,6 @@ fn the_browser_flow_and_what_a_session_cookie_allows() {
     let cookie = session_cookie(&mut b, &c, "dana", "web");
     c.wait_event("app.session.start", |e| e["user"] == "dana");
 
-    // A WebSocket from the app's own page echoes.
-    let ws = b.send(json!({"do": "ws", "who": "dana",
-        "url": format!("wss://web.{DOMAIN}:{}/ws", c.port), "messages": ["one", "two"]}));
-    assert_eq!(ws["echoes"], json!(["one", "two"]));
-
     let ca = cluster_ca(&c);
     // The cookie works on its own app's connection...
     assert_eq!(request_on(&c, &ca, "web", "web", &cookie, "").0, 200);
@@ -150,9 +158,15 @@ fn the_browser_flow_and_what_a_session_cookie_allows() {
     let mut live = tls_to(c.port, &format!("web.{DOMAIN}"), &ca, b"http/1.1", None);
     live.write_all(ws_upgrade(&host, Some(&c.app_url("web")), Some(&cookie_header)).as_bytes())
         .unwrap();
-    assert_eq!(read_head(&mut live).0, 101);
+    let (status, headers) = read_head(&mut live);
+    check_ws_accept(status, &headers);
     let back = ws_echo(&mut live, "still here");
     assert_eq!(back, Some((1, b"still here".to_vec())), "{}", c.logs());
+
+    // A WebSocket from the app's own page echoes.
+    let ws = b.send(json!({"do": "ws", "who": "dana",
+        "url": format!("wss://web.{DOMAIN}:{}/ws", c.port), "messages": ["one", "two"]}));
+    assert_eq!(ws["echoes"], json!(["one", "two"]));
 
     // A deleted user: the live WebSocket closes within 5 s, the next page says why.
     c.a.ok(&["admin", "users", "rm", "dana"]);
@@ -170,9 +184,8 @@ fn the_browser_flow_and_what_a_session_cookie_allows() {
         closed_after <= Duration::from_secs(5),
         "closed after {closed_after:?}"
     );
-    let page = b
-        .send(json!({"do": "open", "who": "dana", "url": format!("{}/headers", c.app_url("web"))}));
-    assert_eq!(page["status"], 403, "{page}");
+    let (page, _) = refused_page(&mut b, "dana", &format!("{}/headers", c.app_url("web")));
+    assert_eq!(page["status"], 403, "{page}\n{}", c.logs());
     assert!(
         page["text"].as_str().unwrap().contains("no longer exists"),
         "{page}"
@@ -218,9 +231,9 @@ fn browser_refusals_say_why_and_are_audited() {
         "--message",
         "browser refusal test",
     ]);
-    let page =
-        b.send(json!({"do": "open", "who": "lee", "url": format!("{}/landed", c.app_url("web"))}));
-    assert_eq!(page["status"], 403, "{page}");
+    let (page, after) = refused_page(&mut b, "lee", &format!("{}/landed", c.app_url("web")));
+    eprintln!("a lock refused the next page after {after:?}");
+    assert_eq!(page["status"], 403, "{page}\n{}", c.logs());
     assert!(page["text"].as_str().unwrap().contains("locked"), "{page}");
     c.wait_event("access.refused", |e| {
         e["user"] == "lee" && e["reason"] == "locked"
