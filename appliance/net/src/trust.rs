@@ -268,6 +268,76 @@ pub fn client_config(
     build(proxy_verifier(trust)?, client_cert, alpn)
 }
 
+/// [`client_config`] for a connection whose SNI is not the name the proxy's certificate is
+/// checked for: `hop proxy app` sends an application's host `NAME.PROXYHOST` as SNI (the proxy
+/// routes by it) and checks the certificate as the proxy's own address `verify_as`, the name the
+/// user logged in to. The chain, the proxy role and the name are all still checked; this works
+/// also where the wildcard `*.PROXYHOST` is not accepted (a single-label host such as
+/// `localhost`).
+pub fn client_config_verified_as(
+    trust: &Trust,
+    client_cert: Option<&ClientCert>,
+    alpn: &[u8],
+    verify_as: ServerName<'static>,
+) -> Result<rustls::ClientConfig, TrustError> {
+    let verifier = VerifiedAs {
+        inner: proxy_verifier(trust)?,
+        name: verify_as,
+    };
+    build(Arc::new(verifier), client_cert, alpn)
+}
+
+/// Verifies as `name` whatever name the connection was opened with.
+#[derive(Debug)]
+struct VerifiedAs {
+    inner: Arc<dyn ServerCertVerifier>,
+    name: ServerName<'static>,
+}
+
+impl ServerCertVerifier for VerifiedAs {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _sni: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, TlsError> {
+        self.inner
+            .verify_server_cert(end_entity, intermediates, &self.name, ocsp, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, TlsError> {
+        self.inner.verify_tls12_signature(m, c, d)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, TlsError> {
+        self.inner.verify_tls13_signature(m, c, d)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+
+    fn requires_raw_public_keys(&self) -> bool {
+        self.inner.requires_raw_public_keys()
+    }
+
+    fn root_hint_subjects(&self) -> Option<&[rustls::DistinguishedName]> {
+        self.inner.root_hint_subjects()
+    }
+}
+
 /// The verifier of connections to the proxy: `trust`'s chain check after [`check_proxy_role`].
 fn proxy_verifier(trust: &Trust) -> Result<Arc<dyn ServerCertVerifier>, TrustError> {
     Ok(match trust {
@@ -425,6 +495,27 @@ mod tests {
         verify(&c.pin(), &proxy, &chain).unwrap();
         verify(&Trust::CaPem(c.ca_pem.clone()), &proxy, &chain).unwrap();
         verify(&Trust::CaPem(c.ca_pem.clone()), &proxy, &[]).unwrap();
+    }
+
+    #[test]
+    fn verified_as_the_proxy_whatever_the_sni_but_never_less() {
+        let c = Cluster::new();
+        let proxy = c.host_cert(HostRole::Proxy);
+        let chain = [c.ca_der.clone()];
+        let trust = Trust::CaPem(c.ca_pem.clone());
+        let check = |verify_as: &'static str, leaf: &CertificateDer<'static>| {
+            let v = VerifiedAs {
+                inner: proxy_verifier(&trust).unwrap(),
+                name: ServerName::try_from(verify_as).unwrap(),
+            };
+            let sni = ServerName::try_from("web.localhost").unwrap();
+            v.verify_server_cert(leaf, &chain, &sni, &[], UnixTime::now())
+                .map(|_| ())
+        };
+        check(NAME, &proxy).unwrap();
+        // Another name than the certificate's, or an agent's certificate, is still refused.
+        assert!(check("other.test", &proxy).is_err());
+        assert!(check(NAME, &c.host_cert(HostRole::App)).is_err());
     }
 
     #[test]
