@@ -58,6 +58,7 @@ fn paced_body(chunks: usize, made: Arc<AtomicUsize>) -> TestBody {
 #[derive(Default)]
 struct Upstream {
     hits: AtomicUsize,
+    connections: AtomicUsize,
     sse_gate: Notify,
     made: Arc<AtomicUsize>,
 }
@@ -183,6 +184,7 @@ async fn start_upstream(tls: bool) -> (SocketAddr, Arc<Upstream>) {
             let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
+            state.connections.fetch_add(1, Ordering::SeqCst);
             let (up, acceptor) = (state.clone(), acceptor.clone());
             tokio::spawn(async move {
                 let svc = service_fn(move |req| upstream_route(up.clone(), me, req));
@@ -346,6 +348,33 @@ async fn requests_carry_identity_and_rewrites_and_no_junk() {
         up.hits.load(Ordering::SeqCst),
         hits,
         "no unidentified request reached the app"
+    );
+}
+
+#[tokio::test]
+async fn data_connections_share_the_upstream_pool() {
+    let (addr, up) = start_upstream(false).await;
+    let app = Arc::new(WebApp::new(&spec(format!("http://{addr}"), &[])).unwrap());
+    let jwt = user("alice", &[]);
+    for _ in 0..3 {
+        let (proxy_end, agent_end) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(serve(app.clone(), agent_end));
+        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(proxy_end))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        for _ in 0..3 {
+            let resp = tx
+                .send_request(request("/echo", Some(&jwt), full("")))
+                .await;
+            assert_eq!(text_of(resp.unwrap()).await.0, 200);
+        }
+    }
+    assert_eq!(up.hits.load(Ordering::SeqCst), 9);
+    assert_eq!(
+        up.connections.load(Ordering::SeqCst),
+        1,
+        "one pooled upstream connection"
     );
 }
 
