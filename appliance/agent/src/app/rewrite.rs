@@ -24,8 +24,8 @@ const HOP_BY_HOP: &[HeaderName] = &[
 /// An operator's header rewrite, ready for each request.
 struct Compiled {
     name: HeaderName,
-    /// The value when it has no template.
-    literal: Option<HeaderValue>,
+    /// The value when it has no template (`None` inside: the header is only removed).
+    literal: Option<Option<HeaderValue>>,
     template: ValueTemplate,
 }
 
@@ -49,11 +49,11 @@ impl Rewrites {
             .iter()
             .filter_map(|h| {
                 let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
-                let literal = if h.value.is_literal() {
-                    Some(HeaderValue::from_str(&h.value.prefix).ok()?)
-                } else {
-                    None
-                };
+                let literal = h.value.literal().map(|text| {
+                    (!text.is_empty())
+                        .then(|| HeaderValue::from_str(text).ok())
+                        .flatten()
+                });
                 Some(Compiled {
                     name,
                     literal,
@@ -69,8 +69,8 @@ impl Rewrites {
     }
 
     /// Applies `rewrite.headers`: each named header is removed first (a client can never
-    /// supply it), then set to the template's values for this user, if any. True when a
-    /// rewrite set `Host`.
+    /// supply it), then set to the template's values for this user, if any (an empty value
+    /// only removes it). True when a rewrite set `Host`.
     pub(crate) fn apply_headers(
         &self,
         headers: &mut HeaderMap,
@@ -80,26 +80,26 @@ impl Rewrites {
         let mut host_set = false;
         for h in &self.headers {
             headers.remove(&h.name);
-            if let Some(v) = &h.literal {
-                headers.insert(h.name.clone(), v.clone());
-                host_set |= h.name == header::HOST;
-                continue;
-            }
-            h.template.expand(
-                jwt,
-                |t| claims.trait_values(t),
-                |v| {
-                    let Ok(v) = HeaderValue::try_from(v) else {
-                        return;
-                    };
-                    if h.name == header::HOST {
-                        host_set = true;
-                        headers.insert(header::HOST, v);
-                    } else {
-                        headers.append(h.name.clone(), v);
+            match &h.literal {
+                Some(Some(v)) => {
+                    headers.insert(h.name.clone(), v.clone());
+                    host_set |= h.name == header::HOST;
+                }
+                Some(None) => {}
+                None => {
+                    for v in h.template.expand(jwt, &claims.traits) {
+                        let Ok(v) = HeaderValue::try_from(v) else {
+                            continue;
+                        };
+                        if h.name == header::HOST {
+                            host_set = true;
+                            headers.insert(header::HOST, v);
+                        } else {
+                            headers.append(h.name.clone(), v);
+                        }
                     }
-                },
-            );
+                }
+            }
         }
         host_set
     }
@@ -304,6 +304,7 @@ mod tests {
         let r = rewrites(
             &[
                 "X-Login: {{internal.logins}}",
+                "X-Removed:",
                 "X-Fixed: yes",
                 "Authorization: Bearer {{jwt}}",
                 "X-Gone: {{external.none}}",
@@ -313,12 +314,14 @@ mod tests {
         );
         let mut h = HeaderMap::new();
         h.insert("x-login", HeaderValue::from_static("forged"));
+        h.insert("x-removed", HeaderValue::from_static("forged"));
         h.insert("x-gone", HeaderValue::from_static("forged"));
         h.insert("x-bad", HeaderValue::from_static("forged"));
         let host_set = r.apply_headers(&mut h, "J.W.T", &claims());
         assert!(!host_set);
         assert_eq!(all(&h, "x-login"), ["alice", "root"]);
         assert_eq!(all(&h, "x-fixed"), ["yes"]);
+        assert!(all(&h, "x-removed").is_empty());
         assert_eq!(all(&h, "authorization"), ["Bearer J.W.T"]);
         assert!(
             all(&h, "x-gone").is_empty(),
