@@ -133,6 +133,13 @@ async fn forward(
             let upstream = hyper::upgrade::on(&mut resp);
             tokio::spawn(splice(client, upstream));
         }
+        _ if switched => {
+            let why = format!(
+                "hop: app {:?}: the upstream switched protocols unasked\n",
+                app.name
+            );
+            return text(StatusCode::BAD_GATEWAY, why);
+        }
         _ => rewrite::strip_hop_by_hop(resp.headers_mut(), false),
     }
     rewrite::strip_hop_set_cookies(resp.headers_mut());

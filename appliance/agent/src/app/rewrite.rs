@@ -127,6 +127,12 @@ impl Rewrites {
         let Some(loc) = headers.get(header::LOCATION).and_then(|v| v.to_str().ok()) else {
             return;
         };
+        // Only a plain authority (the proxy checked it names this app, or the user's own
+        // app certificate sent it): nothing that could turn the URL into another one.
+        let plain = |b: u8| b.is_ascii_alphanumeric() || b".-:[]".contains(&b);
+        if public_host.is_empty() || !public_host.as_bytes().iter().all(|&b| plain(b)) {
+            return;
+        }
         let Ok(public) = public_host.to_str() else {
             return;
         };
@@ -362,6 +368,20 @@ mod tests {
         for i in 0..=loc.len() {
             let _ = rw(&loc[..i]);
         }
+    }
+
+    #[test]
+    fn a_public_host_that_is_not_an_authority_leaves_locations_alone() {
+        let r = rewrites(&[], &[]);
+        let mut h = HeaderMap::new();
+        let upstream = HeaderValue::from_static("http://127.0.0.1:3000/x");
+        for public in ["evil.example/path", "a@b", ""] {
+            h.insert(header::LOCATION, upstream.clone());
+            r.response_location(&mut h, &HeaderValue::from_str(public).unwrap());
+            assert_eq!(h[header::LOCATION], upstream, "{public}");
+        }
+        r.response_location(&mut h, &HeaderValue::from_static("g.proxy.test:3080"));
+        assert_eq!(h[header::LOCATION], "https://g.proxy.test:3080/x");
     }
 
     #[test]
