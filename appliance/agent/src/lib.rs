@@ -516,7 +516,7 @@ mod tests {
         for bad in [
             "uri=tcp://x:1",
             "name=e",
-            "name=e,uri=http://x:1",
+            "name=e,uri=ftp://x:1",
             "name=e,uri=tcp://x",
             "name=e,uri=tcp://x:1,color=red",
             "name=a b,uri=tcp://x:1",

@@ -1,7 +1,10 @@
 //! An HTTP app's `rewrite` section, parsed: header lines (`"Name: value {{internal.logins}}"`)
-//! with their trait templates, and the hosts whose redirects are rewritten. Sans-IO: parsing and
-//! expanding are pure functions; the agent applies the results to requests.
+//! with their templates — the user's traits with the role templates' rules and functions
+//! (`hop_rbac::traits`), or `{{jwt}}` for the identity assertion — and the hosts whose redirects
+//! are rewritten. Sans-IO: parsing and expanding are pure functions; the agent applies the
+//! results to requests.
 
+use hop_rbac::{CompiledTemplate, Traits};
 use serde::Deserialize;
 
 /// `rewrite` of an HTTP app, as the operator writes it.
@@ -33,45 +36,24 @@ pub enum RewriteError {
     #[error("header line {line:?}: the value holds a control character")]
     BadValue { line: String },
     #[error("header line {line:?}: {reason}")]
-    Template { line: String, reason: TemplateError },
+    Template { line: String, reason: String },
     #[error("redirect host {host:?}: expected a host name or host:port")]
     RedirectHost { host: String },
 }
 
-/// Why a `{{…}}` template does not parse.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TemplateError {
-    #[error("'{{{{' without a closing '}}}}'")]
-    Unclosed,
-    #[error("'}}}}' without an opening '{{{{'")]
-    Unopened,
-    #[error("only one {{{{…}}}} template per header value")]
-    Several,
-    #[error(
-        "unknown template {expr:?}: use {{{{internal.NAME}}}}, {{{{external.NAME}}}} or {{{{jwt}}}}"
-    )]
-    Unknown { expr: String },
-}
-
-/// Where a template's values come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TemplateVar {
-    /// The identity assertion itself (`{{jwt}}`, `{{internal.jwt}}`).
-    Jwt,
-    /// A trait of the user (`{{internal.logins}}`, `{{external.email}}`): its name.
-    Trait(String),
-}
-
-/// A header value: literal text around at most one template.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ValueTemplate {
-    pub prefix: String,
-    pub var: Option<TemplateVar>,
-    pub suffix: String,
+/// A header value: the assertion around literal text, or literal text and at most one trait
+/// expression.
+#[derive(Debug, Clone)]
+pub enum ValueTemplate {
+    /// `prefix{{jwt}}suffix` (or `{{internal.jwt}}`).
+    Jwt { prefix: String, suffix: String },
+    /// `X-{{internal.logins}}`, `{{email.local(external.email)}}`, `{{regexp.replace(…)}}`,
+    /// or plain text.
+    Traits(CompiledTemplate),
 }
 
 /// One parsed `rewrite.headers` line.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct HeaderRewrite {
     /// Lower-cased header name.
     pub name: String,
@@ -139,87 +121,44 @@ pub fn parse_header_line(line: &str) -> Result<HeaderRewrite, RewriteError> {
     Ok(HeaderRewrite { name: lower, value })
 }
 
-/// Parses a header value with at most one `{{ namespace.name }}` template.
-pub fn parse_template(value: &str) -> Result<ValueTemplate, TemplateError> {
-    let Some(open) = value.find("{{") else {
-        if value.contains("}}") {
-            return Err(TemplateError::Unopened);
+/// Parses a header value: `{{jwt}}` is the assertion; anything else is a trait template.
+pub fn parse_template(value: &str) -> Result<ValueTemplate, String> {
+    if let Some(open) = value.find("{{")
+        && let Some(len) = value[open..].find("}}")
+        && matches!(value[open + 2..open + len].trim(), "jwt" | "internal.jwt")
+    {
+        let (prefix, suffix) = (&value[..open], &value[open + len + 2..]);
+        if [prefix, suffix]
+            .iter()
+            .any(|t| t.contains("{{") || t.contains("}}"))
+        {
+            return Err("at most one {{...}} expression per value".into());
         }
-        return Ok(ValueTemplate {
-            prefix: value.into(),
-            var: None,
-            suffix: String::new(),
+        return Ok(ValueTemplate::Jwt {
+            prefix: prefix.into(),
+            suffix: suffix.into(),
         });
-    };
-    let (prefix, rest) = (&value[..open], &value[open + 2..]);
-    if prefix.contains("}}") {
-        return Err(TemplateError::Unopened);
     }
-    let close = rest.find("}}").ok_or(TemplateError::Unclosed)?;
-    let (expr, suffix) = (&rest[..close], &rest[close + 2..]);
-    if expr.contains("{{") {
-        return Err(TemplateError::Unclosed);
-    }
-    if suffix.contains("{{") {
-        return Err(TemplateError::Several);
-    }
-    if suffix.contains("}}") {
-        return Err(TemplateError::Unopened);
-    }
-    Ok(ValueTemplate {
-        prefix: prefix.into(),
-        var: Some(parse_var(expr.trim())?),
-        suffix: suffix.into(),
-    })
-}
-
-/// `jwt`, `internal.jwt`, `internal.NAME`, `external.NAME`, `external["NAME"]`.
-fn parse_var(expr: &str) -> Result<TemplateVar, TemplateError> {
-    let unknown = || TemplateError::Unknown { expr: expr.into() };
-    if expr == "jwt" || expr == "internal.jwt" {
-        return Ok(TemplateVar::Jwt);
-    }
-    let (ns, name) = if let Some(rest) = expr.strip_suffix("\"]") {
-        let (ns, name) = rest.split_once("[\"").ok_or_else(unknown)?;
-        (ns, name)
-    } else {
-        expr.split_once('.').ok_or_else(unknown)?
-    };
-    let name_ok = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/@".contains(&b));
-    if !matches!(ns, "internal" | "external") || !name_ok {
-        return Err(unknown());
-    }
-    Ok(TemplateVar::Trait(name.into()))
+    CompiledTemplate::parse(value)
+        .map(ValueTemplate::Traits)
+        .map_err(|e| e.to_string())
 }
 
 impl ValueTemplate {
-    /// Is the value fixed text (no template)?
-    pub fn is_literal(&self) -> bool {
-        self.var.is_none()
+    /// The value when it is plain text.
+    pub fn literal(&self) -> Option<&str> {
+        match self {
+            Self::Jwt { .. } => None,
+            Self::Traits(t) => t.literal(),
+        }
     }
 
-    /// The header values for one request: one per value of the template's trait (none when
-    /// the user has no such trait), or the literal.
-    pub fn expand<'a>(
-        &self,
-        jwt: &str,
-        traits: impl FnOnce(&str) -> &'a [String],
-        mut out: impl FnMut(String),
-    ) {
-        let join = |v: &str| {
-            let mut s = String::with_capacity(self.prefix.len() + v.len() + self.suffix.len());
-            s.push_str(&self.prefix);
-            s.push_str(v);
-            s.push_str(&self.suffix);
-            s
-        };
-        match &self.var {
-            None => out(self.prefix.clone()),
-            Some(TemplateVar::Jwt) => out(join(jwt)),
-            Some(TemplateVar::Trait(name)) => traits(name).iter().for_each(|v| out(join(v))),
+    /// The header values for one request: the assertion in its text, or one per value the
+    /// trait expression gives (none when the user has no such trait).
+    pub fn expand(&self, jwt: &str, traits: &Traits) -> Vec<String> {
+        match self {
+            Self::Jwt { prefix, suffix } => vec![format!("{prefix}{jwt}{suffix}")],
+            Self::Traits(t) => t.expand(traits),
         }
     }
 }
@@ -255,31 +194,56 @@ pub fn fuzz_parse(data: &[u8]) {
 mod tests {
     use super::*;
 
-    fn tpl(p: &str, v: Option<TemplateVar>, s: &str) -> ValueTemplate {
-        ValueTemplate {
-            prefix: p.into(),
-            var: v,
-            suffix: s.into(),
-        }
+    fn traits() -> Traits {
+        let mut t = Traits::new();
+        t.insert("logins".into(), vec!["alice".into(), "root".into()]);
+        t.insert("email".into(), vec!["alice@example.com".into()]);
+        t
+    }
+
+    fn values(line: &str) -> Vec<String> {
+        parse_header_line(line)
+            .unwrap()
+            .value
+            .expand("J.W.T", &traits())
     }
 
     #[test]
-    fn header_lines_parse() {
+    fn header_lines_parse_and_expand() {
         let h = parse_header_line("X-Login: user={{internal.logins}};").unwrap();
         assert_eq!(h.name, "x-login");
-        let logins = TemplateVar::Trait("logins".into());
-        assert_eq!(h.value, tpl("user=", Some(logins), ";"));
-        let h = parse_header_line("X-Email:{{ external[\"email addr\"] }}");
-        assert!(h.is_err(), "space in a trait name");
-        let h = parse_header_line("X-Email:{{ external[\"email\"] }}").unwrap();
-        assert_eq!(h.value.var, Some(TemplateVar::Trait("email".into())));
-        let h = parse_header_line("Authorization: Bearer {{jwt}}").unwrap();
-        assert_eq!(h.value, tpl("Bearer ", Some(TemplateVar::Jwt), ""));
-        let h = parse_header_line("X-Jwt: {{internal.jwt}}").unwrap();
-        assert_eq!(h.value.var, Some(TemplateVar::Jwt));
+        assert_eq!(h.value.literal(), None);
+        assert_eq!(
+            values("X-Login: user={{internal.logins}};"),
+            ["user=alice;", "user=root;"]
+        );
+        assert_eq!(
+            values("X-Email:{{ external[\"email\"] }}"),
+            ["alice@example.com"]
+        );
+        assert_eq!(
+            values("X-Local: {{email.local(external.email)}}"),
+            ["alice"]
+        );
+        assert_eq!(
+            values(r#"X-Admin: {{regexp.replace(internal.logins, "^ro(.*)$", "r$1")}}"#),
+            ["rot"]
+        );
+        assert!(
+            values("X-None: {{external.nothing}}").is_empty(),
+            "no trait, no header"
+        );
+        assert_eq!(values("Authorization: Bearer {{jwt}}"), ["Bearer J.W.T"]);
+        assert_eq!(values("X-Jwt: {{ internal.jwt }}"), ["J.W.T"]);
         let h = parse_header_line("Host: grafana.internal").unwrap();
-        assert_eq!((h.name.as_str(), h.value.is_literal()), ("host", true));
-        assert_eq!(parse_header_line("X-Empty:").unwrap().value.prefix, "");
+        assert_eq!(
+            (h.name.as_str(), h.value.literal()),
+            ("host", Some("grafana.internal"))
+        );
+        assert_eq!(
+            parse_header_line("X-Empty:").unwrap().value.literal(),
+            Some("")
+        );
     }
 
     #[test]
@@ -293,45 +257,25 @@ mod tests {
         assert!(e("Transfer-Encoding: chunked").contains("set by Hop"));
         assert!(e("X-Forwarded-For: 1.2.3.4").contains("set by Hop"));
         assert!(e("X-A: a\rb").contains("control character"));
-        assert!(e("X-A: {{internal.logins").contains("without a closing"));
-        assert!(e("X-A: internal.logins}}").contains("without an opening"));
-        assert!(e("X-A: {{a}}{{b}}").contains("only one"));
-        assert!(e("X-A: {{internal.logins}} }}").contains("without an opening"));
-        assert!(e("X-A: {{ {{x}}").contains("without a closing"));
-        assert!(e("X-A: {{email}}").contains("unknown template \"email\""));
-        assert!(e("X-A: {{other.x}}").contains("unknown template"));
-        assert!(e("X-A: {{internal.}}").contains("unknown template"));
-        assert!(e("X-A: {{}}").contains("unknown template"));
+        assert!(e("X-A: {{internal.logins").contains("without closing"));
+        assert!(e("X-A: internal.logins}}").contains("without"));
+        assert!(e("X-A: {{internal.a}}{{internal.b}}").contains("at most one"));
+        assert!(e("X-A: {{jwt}}{{jwt}}").contains("at most one"));
+        assert!(e("X-A: {{jwt}} }}").contains("at most one"));
+        assert!(e("X-A: {{other.x}}").contains("unknown namespace"));
+        assert!(e("X-A: {{strings.upper(internal.x)}}").contains("unknown function"));
+        assert!(e("X-A: {{}}").starts_with("header line \"X-A: {{}}\": "));
     }
 
     #[test]
     fn every_prefix_of_a_line_parses_or_errs() {
-        let line = "X-Login: a {{ external[\"email\"] }} b";
+        let line = "X-Login: a {{ external[\"émail\"] }} b";
         for i in 0..=line.len() {
-            if line.is_char_boundary(i) {
-                let _ = parse_header_line(&line[..i]);
-                fuzz_parse(line[..i].as_bytes());
+            fuzz_parse(&line.as_bytes()[..i]);
+            if let Some(prefix) = line.get(..i) {
+                let _ = parse_header_line(prefix);
             }
         }
-    }
-
-    #[test]
-    fn expand_gives_one_value_per_trait_value() {
-        let t = parse_template("u-{{internal.logins}}-x").unwrap();
-        let logins = vec!["alice".to_string(), "root".to_string()];
-        let mut got = Vec::new();
-        t.expand(
-            "J",
-            |n| if n == "logins" { &logins } else { &[] },
-            |v| got.push(v),
-        );
-        assert_eq!(got, ["u-alice-x", "u-root-x"]);
-        got.clear();
-        t.expand("J", |_| &[], |v| got.push(v));
-        assert!(got.is_empty(), "no trait, no header");
-        let t = parse_template("Bearer {{jwt}}").unwrap();
-        t.expand("J.W.T", |_| &[], |v| got.push(v));
-        assert_eq!(got, ["Bearer J.W.T"]);
     }
 
     #[test]

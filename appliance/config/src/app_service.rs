@@ -82,7 +82,7 @@ mod tests {
 
     use super::*;
     use crate::Config;
-    use crate::services::{AppScheme, TemplateVar};
+    use crate::services::AppScheme;
 
     const YAML: &str = r#"
     app_service:
@@ -117,10 +117,9 @@ mod tests {
         let headers = g.header_rewrites().unwrap();
         let names: Vec<_> = headers.iter().map(|h| h.name.as_str()).collect();
         assert_eq!(names, ["x-webauth-user", "authorization", "host"]);
-        assert_eq!(
-            headers[0].value.var,
-            Some(TemplateVar::Trait("logins".into()))
-        );
+        let logins = [("logins".to_string(), vec!["alice".to_string()])];
+        let values = headers[0].value.expand("J", &logins.into_iter().collect());
+        assert_eq!(values, ["alice"]);
         assert_eq!(specs[1].scheme().unwrap(), AppScheme::Tcp);
     }
 

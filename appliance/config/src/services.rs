@@ -10,9 +10,7 @@ use hop_net::connect::split_host_port;
 use hop_protocols::tunnel::ResourceAnnouncement;
 use serde::Deserialize;
 
-pub use crate::app_rewrite::{
-    AppRewrite, HeaderRewrite, RewriteError, TemplateError, TemplateVar, ValueTemplate,
-};
+pub use crate::app_rewrite::{AppRewrite, HeaderRewrite, RewriteError, ValueTemplate};
 pub use crate::app_spec::{AppScheme, AppSpec, AppSpecError};
 
 /// Why a `--db` or `--app` flag does not parse (the operator's text): its syntax, or a spec that

@@ -49,7 +49,7 @@ fn each_section_names_its_field() {
         ),
         (
             "app_service:\n  apps:\n  - name: grafana\n    uri: http://127.0.0.1:3000\n    rewrite:\n      headers: ['X-User: {{internal.logins']\n",
-            "hop.yaml: app_service.apps: [0]: app \"grafana\": rewrite: header line \"X-User: {{internal.logins\": '{{' without a closing '}}'",
+            "hop.yaml: app_service.apps: [0]: app \"grafana\": rewrite: header line \"X-User: {{internal.logins\": \"{{\" without closing \"}}\"",
         ),
         (
             "db_service:\n  databases:\n  - {name: pg, uri: 'redis://x'}\n",

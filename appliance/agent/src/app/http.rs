@@ -14,7 +14,7 @@ use hop_config::services::AppSpec;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -133,6 +133,13 @@ async fn forward(
             let upstream = hyper::upgrade::on(&mut resp);
             tokio::spawn(splice(client, upstream));
         }
+        _ if switched => {
+            let why = format!(
+                "hop: app {:?}: the upstream switched protocols unasked\n",
+                app.name
+            );
+            return text(StatusCode::BAD_GATEWAY, why);
+        }
         _ => rewrite::strip_hop_by_hop(resp.headers_mut(), false),
     }
     rewrite::strip_hop_set_cookies(resp.headers_mut());
@@ -153,8 +160,17 @@ fn prepare(
 ) {
     *req.uri_mut() = app.upstream.uri_for(req.uri());
     *req.version_mut() = Version::HTTP_11;
+    // A body of unknown length goes on chunked, whatever the method (hyper would assume a
+    // GET without framing headers has none).
+    let chunked = !req.body().is_end_stream() && req.body().size_hint().exact().is_none();
     let headers = req.headers_mut();
     rewrite::strip_hop_by_hop(headers, websocket);
+    if chunked {
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+    }
     rewrite::strip_hop_cookies(headers);
     let jwt_text = jwt.to_str().unwrap_or_default();
     if !app.rewrites.apply_headers(headers, jwt_text, claims) {

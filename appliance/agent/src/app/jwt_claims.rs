@@ -2,8 +2,6 @@
 //! (not verified: the proxy that minted it is authenticated by mTLS, and the upstream verifies
 //! the signature against the JWKS) into the claims that header templates read. Sans-IO.
 
-use std::collections::HashMap;
-
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
@@ -42,20 +40,13 @@ pub(crate) struct Claims {
     #[serde(default)]
     pub roles: Vec<String>,
     #[serde(default)]
-    pub traits: HashMap<String, Vec<String>>,
+    pub traits: hop_rbac::Traits,
     pub exp: u64,
 }
 
 #[derive(Deserialize)]
 struct JoseHeader {
     alg: String,
-}
-
-impl Claims {
-    /// The values of trait `name` (none when the user has no such trait).
-    pub(crate) fn trait_values(&self, name: &str) -> &[String] {
-        self.traits.get(name).map_or(&[], Vec::as_slice)
-    }
 }
 
 /// Decodes a compact JWS's header (which must say ES256), payload and signature length.
@@ -122,8 +113,8 @@ pub(crate) mod tests {
         let c = decode(token(&alice()).as_bytes()).unwrap();
         assert_eq!(c.username, "alice");
         assert_eq!(c.roles, ["app-dev"]);
-        assert_eq!(c.trait_values("logins"), ["alice", "root"]);
-        assert!(c.trait_values("nothing").is_empty());
+        assert_eq!(c.traits["logins"], ["alice", "root"]);
+        assert!(!c.traits.contains_key("nothing"));
         let sub_only = serde_json::json!({"sub": "bob", "exp": 5});
         assert_eq!(decode(token(&sub_only).as_bytes()).unwrap().username, "bob");
     }

@@ -24,8 +24,8 @@ const HOP_BY_HOP: &[HeaderName] = &[
 /// An operator's header rewrite, ready for each request.
 struct Compiled {
     name: HeaderName,
-    /// The value when it has no template.
-    literal: Option<HeaderValue>,
+    /// The value when it has no template (`None` inside: the header is only removed).
+    literal: Option<Option<HeaderValue>>,
     template: ValueTemplate,
 }
 
@@ -49,11 +49,11 @@ impl Rewrites {
             .iter()
             .filter_map(|h| {
                 let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
-                let literal = if h.value.is_literal() {
-                    Some(HeaderValue::from_str(&h.value.prefix).ok()?)
-                } else {
-                    None
-                };
+                let literal = h.value.literal().map(|text| {
+                    (!text.is_empty())
+                        .then(|| HeaderValue::from_str(text).ok())
+                        .flatten()
+                });
                 Some(Compiled {
                     name,
                     literal,
@@ -69,8 +69,8 @@ impl Rewrites {
     }
 
     /// Applies `rewrite.headers`: each named header is removed first (a client can never
-    /// supply it), then set to the template's values for this user, if any. True when a
-    /// rewrite set `Host`.
+    /// supply it), then set to the template's values for this user, if any (an empty value
+    /// only removes it). True when a rewrite set `Host`.
     pub(crate) fn apply_headers(
         &self,
         headers: &mut HeaderMap,
@@ -80,26 +80,26 @@ impl Rewrites {
         let mut host_set = false;
         for h in &self.headers {
             headers.remove(&h.name);
-            if let Some(v) = &h.literal {
-                headers.insert(h.name.clone(), v.clone());
-                host_set |= h.name == header::HOST;
-                continue;
-            }
-            h.template.expand(
-                jwt,
-                |t| claims.trait_values(t),
-                |v| {
-                    let Ok(v) = HeaderValue::try_from(v) else {
-                        return;
-                    };
-                    if h.name == header::HOST {
-                        host_set = true;
-                        headers.insert(header::HOST, v);
-                    } else {
-                        headers.append(h.name.clone(), v);
+            match &h.literal {
+                Some(Some(v)) => {
+                    headers.insert(h.name.clone(), v.clone());
+                    host_set |= h.name == header::HOST;
+                }
+                Some(None) => {}
+                None => {
+                    for v in h.template.expand(jwt, &claims.traits) {
+                        let Ok(v) = HeaderValue::try_from(v) else {
+                            continue;
+                        };
+                        if h.name == header::HOST {
+                            host_set = true;
+                            headers.insert(header::HOST, v);
+                        } else {
+                            headers.append(h.name.clone(), v);
+                        }
                     }
-                },
-            );
+                }
+            }
         }
         host_set
     }
@@ -127,6 +127,12 @@ impl Rewrites {
         let Some(loc) = headers.get(header::LOCATION).and_then(|v| v.to_str().ok()) else {
             return;
         };
+        // Only a plain authority (the proxy checked it names this app, or the user's own
+        // app certificate sent it): nothing that could turn the URL into another one.
+        let plain = |b: u8| b.is_ascii_alphanumeric() || b".-:[]".contains(&b);
+        if public_host.is_empty() || !public_host.as_bytes().iter().all(|&b| plain(b)) {
+            return;
+        }
         let Ok(public) = public_host.to_str() else {
             return;
         };
@@ -281,6 +287,13 @@ mod tests {
         Rewrites::new(&headers, &redirect, ("127.0.0.1".into(), 3000))
     }
 
+    fn all(h: &HeaderMap, n: &str) -> Vec<String> {
+        h.get_all(n)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
+    }
+
     fn claims() -> Claims {
         let mut c = Claims {
             username: "alice".into(),
@@ -297,6 +310,7 @@ mod tests {
         let r = rewrites(
             &[
                 "X-Login: {{internal.logins}}",
+                "X-Removed:",
                 "X-Fixed: yes",
                 "Authorization: Bearer {{jwt}}",
                 "X-Gone: {{external.none}}",
@@ -306,27 +320,26 @@ mod tests {
         );
         let mut h = HeaderMap::new();
         h.insert("x-login", HeaderValue::from_static("forged"));
+        h.insert("x-removed", HeaderValue::from_static("forged"));
         h.insert("x-gone", HeaderValue::from_static("forged"));
         h.insert("x-bad", HeaderValue::from_static("forged"));
         let host_set = r.apply_headers(&mut h, "J.W.T", &claims());
         assert!(!host_set);
-        let all = |n| {
-            h.get_all(n)
-                .iter()
-                .map(|v| v.to_str().unwrap().to_string())
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(all("x-login"), ["alice", "root"]);
-        assert_eq!(all("x-fixed"), ["yes"]);
-        assert_eq!(all("authorization"), ["Bearer J.W.T"]);
+        assert_eq!(all(&h, "x-login"), ["alice", "root"]);
+        assert_eq!(all(&h, "x-fixed"), ["yes"]);
+        assert!(all(&h, "x-removed").is_empty());
+        assert_eq!(all(&h, "authorization"), ["Bearer J.W.T"]);
         assert!(
-            all("x-gone").is_empty(),
+            all(&h, "x-gone").is_empty(),
             "no trait: the client's value is gone too"
         );
-        assert!(all("x-bad").is_empty(), "a value with CR LF is never sent");
+        assert!(
+            all(&h, "x-bad").is_empty(),
+            "a value with CR LF is never sent"
+        );
         let r = rewrites(&["Host: {{internal.logins}}.internal"], &[]);
         assert!(r.apply_headers(&mut h, "J", &claims()));
-        assert_eq!(all("host"), ["root.internal"]);
+        assert_eq!(all(&h, "host"), ["root.internal"]);
     }
 
     #[test]
@@ -355,6 +368,20 @@ mod tests {
         for i in 0..=loc.len() {
             let _ = rw(&loc[..i]);
         }
+    }
+
+    #[test]
+    fn a_public_host_that_is_not_an_authority_leaves_locations_alone() {
+        let r = rewrites(&[], &[]);
+        let mut h = HeaderMap::new();
+        let upstream = HeaderValue::from_static("http://127.0.0.1:3000/x");
+        for public in ["evil.example/path", "a@b", ""] {
+            h.insert(header::LOCATION, upstream.clone());
+            r.response_location(&mut h, &HeaderValue::from_str(public).unwrap());
+            assert_eq!(h[header::LOCATION], upstream, "{public}");
+        }
+        r.response_location(&mut h, &HeaderValue::from_static("g.proxy.test:3080"));
+        assert_eq!(h[header::LOCATION], "https://g.proxy.test:3080/x");
     }
 
     #[test]
