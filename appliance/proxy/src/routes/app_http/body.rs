@@ -108,7 +108,7 @@ pub async fn forward(
         n: record.bytes_in.clone(),
     });
     let route = conn.route.clone();
-    let mut agent = match route.pools.take(&app, &route.registry, conn.remote).await {
+    let mut agent = match route.pools.take(&app, &route.agents, conn.remote).await {
         Ok(a) => a,
         Err(e) => return unavailable(&route, &session, &record, &app, &e.to_string()),
     };

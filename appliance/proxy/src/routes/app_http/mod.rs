@@ -151,7 +151,7 @@ pub enum Denial {
 /// The application HTTP route's shared state.
 pub struct AppHttp {
     pub(crate) auth: Arc<AuthServer>,
-    pub(crate) registry: Arc<TunnelRegistry>,
+    pub(crate) agents: pool::Agents,
     pub(crate) public: PublicHost,
     pub(crate) pools: pool::AgentPools,
     pub(crate) deadlines: HttpDeadlines,
@@ -166,6 +166,16 @@ impl AppHttp {
         web_addr: &str,
         deadlines: HttpDeadlines,
     ) -> Arc<Self> {
+        Self::with_agents(auth, pool::Agents::Tunnels(registry), web_addr, deadlines)
+    }
+
+    /// The route, reaching applications through `agents`.
+    pub(crate) fn with_agents(
+        auth: Arc<AuthServer>,
+        agents: pool::Agents,
+        web_addr: &str,
+        deadlines: HttpDeadlines,
+    ) -> Arc<Self> {
         let route = Arc::new(Self {
             public: PublicHost::parse(web_addr),
             view: ArcSwap::from_pointee(View {
@@ -177,7 +187,7 @@ impl AppHttp {
             pools: pool::AgentPools::default(),
             deadlines,
             auth,
-            registry,
+            agents,
         });
         route.refresh();
         route
@@ -201,7 +211,7 @@ impl AppHttp {
             .admission_snapshot()
             .map_err(|e| self.auth.unavailable(e));
         let apps = self
-            .registry
+            .agents
             .apps()
             .into_iter()
             .map(|a| (a.name.clone(), a))
@@ -276,13 +286,27 @@ impl AppHttp {
         remote: SocketAddr,
         shutdown: watch::Receiver<bool>,
     ) {
+        self.serve_io(tls, app, cert, remote, shutdown).await;
+    }
+
+    /// [`Self::serve`] on any stream (tests serve plain TCP).
+    pub async fn serve_io<IO>(
+        self: Arc<Self>,
+        io: IO,
+        app: String,
+        cert: Option<UserCert>,
+        remote: SocketAddr,
+        shutdown: watch::Receiver<bool>,
+    ) where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let conn = conn::Conn::new(self.clone(), app, cert, remote);
         let deadlines = Some(self.deadlines);
         let service = tower::service_fn(move |req| {
             let conn = conn.clone();
             async move { Ok::<_, std::convert::Infallible>(conn.handle(req).await) }
         });
-        crate::routes::http_conn::serve_service(tls, service, deadlines, shutdown).await;
+        crate::routes::http_conn::serve_service(io, service, deadlines, shutdown).await;
     }
 }
 

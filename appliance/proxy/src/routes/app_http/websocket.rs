@@ -71,7 +71,7 @@ pub async fn forward(
     parts.uri = origin_form(&parts.uri);
     parts.version = Version::HTTP_11;
     let route = conn.route.clone();
-    let mut agent = match route.pools.take(&app, &route.registry, conn.remote).await {
+    let mut agent = match route.pools.take(&app, &route.agents, conn.remote).await {
         Ok(a) => a,
         Err(e) => {
             record.audit(&route.auth, &session, 502, 0);
