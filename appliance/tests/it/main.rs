@@ -6,6 +6,7 @@
 
 mod admin;
 mod admission;
+mod app_route;
 mod audit;
 mod audit_spool;
 mod bench_cmd;
