@@ -61,8 +61,14 @@ fn application_hosts_reach_the_application_route() {
         )),
         "{text}"
     );
-    assert!(lower.contains("set-cookie: __host-hop_app_state="), "{text}");
-    assert!(lower.contains("secure") && lower.contains("httponly"), "{text}");
+    assert!(
+        lower.contains("set-cookie: __host-hop_app_state="),
+        "{text}"
+    );
+    assert!(
+        lower.contains("secure") && lower.contains("httponly"),
+        "{text}"
+    );
     // Another application's name on a connection opened for grafana: 421.
     let (status, text) = curl(
         &a,

@@ -98,10 +98,7 @@ pub fn start<B>(conn: &Conn, req: &Request<B>) -> Response<Body> {
         );
     }
     let state = new_state();
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str());
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let location = conn.route.public.launch_url(&conn.app, &state);
     redirect(
         &location,
@@ -150,7 +147,10 @@ pub async fn callback<B>(conn: &Conn, req: &Request<B>) -> Response<Body> {
         );
     };
     if !bool::from(saved_state.as_bytes().ct_eq(state.as_bytes())) {
-        conn.audit_failed("", "application launch: the state does not match the browser's");
+        conn.audit_failed(
+            "",
+            "application launch: the state does not match the browser's",
+        );
         return pages::page(
             StatusCode::BAD_REQUEST,
             "Launch state mismatch",

@@ -161,10 +161,12 @@ async fn dial(
 async fn dial_direct(upstream: SocketAddr) -> Result<SendRequest<Body>, PoolError> {
     let tcp = tokio::net::TcpStream::connect(upstream)
         .await
-        .map_err(|e| PoolError::Dial(AgentDialError::Refused {
-            what: "test upstream".into(),
-            reason: e.to_string(),
-        }))?;
+        .map_err(|e| {
+            PoolError::Dial(AgentDialError::Refused {
+                what: "test upstream".into(),
+                reason: e.to_string(),
+            })
+        })?;
     let (send, conn) = hyper::client::conn::http1::Builder::new()
         .handshake(TokioIo::new(tcp))
         .await?;
