@@ -156,6 +156,9 @@ pub struct AppHttp {
     pub(crate) pools: pool::AgentPools,
     pub(crate) deadlines: HttpDeadlines,
     view: ArcSwap<View>,
+    /// The snapshot every live session was last decided on (held, so that its address is not
+    /// reused), and when: only the background sweep reads and writes it.
+    decided_on: std::sync::Mutex<Option<(Option<Arc<Snapshot>>, std::time::Instant)>>,
 }
 
 impl AppHttp {
@@ -185,6 +188,7 @@ impl AppHttp {
                 apps: HashMap::new(),
             }),
             pools: pool::AgentPools::default(),
+            decided_on: std::sync::Mutex::new(None),
             deadlines,
             auth,
             agents,
@@ -220,10 +224,31 @@ impl AppHttp {
         self.sweep();
     }
 
+    /// Ends expired sessions, and those admission refuses when the snapshot changed since it
+    /// last decided them all (or [`crate::admission::REDECIDE_AT_LEAST`] passed): an unchanged
+    /// snapshot gives the same answers, so a quiet cluster costs no RBAC work here.
     fn sweep(&self) {
         let view = self.view();
         let now = self.auth.now();
+        let snapshot = view.snapshot.as_ref().ok().cloned();
+        let redecide = {
+            let mut last = self
+                .decided_on
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let fresh = last.as_ref().is_some_and(|(held, at)| {
+                same_snapshot(held.as_ref(), snapshot.as_ref())
+                    && hop_platform::clock::since(*at) < crate::admission::REDECIDE_AT_LEAST
+            });
+            if !fresh {
+                *last = Some((snapshot, hop_platform::clock::now()));
+            }
+            !fresh
+        };
         let gone = self.auth.apps().sessions.sweep(now, |s| {
+            if !redecide {
+                return None;
+            }
             match self.decide(&view, &s.presented(), s.app()) {
                 Err(Denial::Refused(r)) => Some(r.to_string()),
                 _ => None,
@@ -308,6 +333,11 @@ impl AppHttp {
         });
         crate::routes::http_conn::serve_service(io, service, deadlines, shutdown).await;
     }
+}
+
+/// Whether two views' snapshots are the same one (no snapshot counts as a change).
+fn same_snapshot(a: Option<&Arc<Snapshot>>, b: Option<&Arc<Snapshot>>) -> bool {
+    matches!((a, b), (Some(a), Some(b)) if Arc::ptr_eq(a, b))
 }
 
 /// Audits the start of an application session.
