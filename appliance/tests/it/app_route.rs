@@ -117,3 +117,27 @@ fn the_jwks_is_served_and_launches_need_an_agent() {
     );
     assert_eq!(r.status, 403, "{}", r.body);
 }
+
+/// The web UI's launch page in Chromium: opened without a web session it waits for the login,
+/// then asks for the launch and shows why it failed (no agent serves the application).
+#[test]
+fn the_launch_page_waits_for_the_login_and_says_why_a_launch_fails() {
+    let a = Appliance::start("");
+    let secret = add_user(&a, "lena", "access", &[]);
+    let shots = crate::web_browser::artifacts("app_launch");
+    let base = format!("https://{}", a.addr);
+    let Some(mut b) = crate::web_browser::Browser::start("driver.mjs", &base, &shots) else {
+        return;
+    };
+    let path = format!("/web/launch/grafana?state={}", "a".repeat(64));
+    b.send(json!({"do": "open", "who": "l", "path": path}));
+    let login = b.send(json!({"do": "login", "who": "l", "user": "lena", "password": PASSWORD, "otp": totp(&secret, 30)}));
+    assert_eq!(login["error"], "", "{login}");
+    let shown = b.send(json!({"do": "text", "who": "l", "sel": "#launch-error"}));
+    let text = shown["text"].as_str().unwrap();
+    assert!(
+        text.contains("grafana") && text.contains("not available"),
+        "{shown}"
+    );
+    assert!(shown["url"].as_str().unwrap().contains("/web/launch/grafana"), "{shown}");
+}
