@@ -139,5 +139,11 @@ fn the_launch_page_waits_for_the_login_and_says_why_a_launch_fails() {
         text.contains("grafana") && text.contains("not available"),
         "{shown}"
     );
-    assert!(shown["url"].as_str().unwrap().contains("/web/launch/grafana"), "{shown}");
+    assert!(
+        shown["url"]
+            .as_str()
+            .unwrap()
+            .contains("/web/launch/grafana"),
+        "{shown}"
+    );
 }

@@ -92,12 +92,17 @@ impl PublicHost {
     pub fn app_of(&self, server_name: &str) -> Option<String> {
         let name = server_name.to_ascii_lowercase();
         let label = name.strip_suffix(&self.host)?.strip_suffix('.')?;
-        let ok = !label.is_empty()
-            && label.len() <= 63
-            && label
+        self.is_app_label(label).then(|| label.to_string())
+    }
+
+    /// Whether `name` can be an application's label under P (so its origin is
+    /// `https://NAME.P`): one lowercase DNS label.
+    pub fn is_app_label(&self, name: &str) -> bool {
+        !name.is_empty()
+            && name.len() <= 63
+            && name
                 .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_');
-        ok.then(|| label.to_string())
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_')
     }
 
     /// The application a request's authority (`Host` or `:authority`, port allowed) names.

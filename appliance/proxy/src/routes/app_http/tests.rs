@@ -58,6 +58,10 @@ fn applications_are_single_labels_under_the_public_host() {
     assert_eq!(p.app_origin("grafana"), "https://grafana.proxy.example");
     let p = PublicHost::parse("localhost:3080");
     assert_eq!(p.app_of("echo.localhost").as_deref(), Some("echo"));
+    assert!(p.is_app_label("grafana-2"));
+    assert!(!p.is_app_label("evil.test/x"));
+    assert!(!p.is_app_label("a@b"));
+    assert!(!p.is_app_label(""));
     assert!(is_http_app("http://127.0.0.1:3000"));
     assert!(is_http_app("HTTPS://internal:8443/"));
     assert!(!is_http_app("tcp://127.0.0.1:7000"));
