@@ -319,8 +319,7 @@ async fn serve(
         &c.web_addr,
         proxy::http_deadlines(cfg),
     );
-    p.tasks
-        .spawn(app_http.clone().run(p.shutdown.clone()));
+    p.tasks.spawn(app_http.clone().run(p.shutdown.clone()));
     let routes = TlsRoutes {
         app_http: Some(app_http),
         router,

@@ -79,11 +79,9 @@ impl JwtSigner {
 
 /// The key id of a P-256 public key: base64url of the first 16 bytes of SHA-256(SPKI DER).
 fn kid_of(public: &p256::PublicKey) -> Result<String, CaError> {
-    let spki = public
-        .to_public_key_der()
-        .map_err(|e| CaError::Issuance {
-            reason: e.to_string(),
-        })?;
+    let spki = public.to_public_key_der().map_err(|e| CaError::Issuance {
+        reason: e.to_string(),
+    })?;
     let digest = Sha256::digest(spki.as_bytes());
     Ok(B64.encode(digest.get(..16).unwrap_or_default()))
 }
@@ -93,10 +91,11 @@ fn kid_of(public: &p256::PublicKey) -> Result<String, CaError> {
 /// # Errors
 /// [`CaError::InvalidKey`] when the PEM is not a P-256 public key.
 pub fn jwk_of(public_pem: &str) -> Result<serde_json::Value, CaError> {
-    let public = p256::PublicKey::from_public_key_pem(public_pem).map_err(|e| CaError::InvalidKey {
-        what: "jwt CA public key",
-        reason: e.to_string(),
-    })?;
+    let public =
+        p256::PublicKey::from_public_key_pem(public_pem).map_err(|e| CaError::InvalidKey {
+            what: "jwt CA public key",
+            reason: e.to_string(),
+        })?;
     let sec1 = public.to_sec1_bytes();
     let (x, y) = match (sec1.first(), sec1.get(1..33), sec1.get(33..65)) {
         (Some(4), Some(x), Some(y)) if sec1.len() == 65 => (x, y),

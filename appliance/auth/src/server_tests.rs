@@ -1544,13 +1544,16 @@ fn an_app_launch_needs_the_apps_labels_and_an_unlocked_user() {
     let locked = f
         .auth
         .launch_app(grant("alice", "access"), &app, "state", None);
-    assert!(matches!(locked, Err(AppFlowError::Refused(_))), "{locked:?}");
+    assert!(
+        matches!(locked, Err(AppFlowError::Refused(_))),
+        "{locked:?}"
+    );
     // The label refusal is in the audit log (the emit path is asynchronous: the lock's may
     // still be queued).
     assert!(
-        f.events()
-            .iter()
-            .any(|e| e["event"] == "access.refused" && e["route"] == "app" && e["user"] == "auditee")
+        f.events().iter().any(|e| e["event"] == "access.refused"
+            && e["route"] == "app"
+            && e["user"] == "auditee")
     );
 }
 

@@ -71,7 +71,9 @@ pub enum AppFlowError {
     #[error("the launch code is unknown, already used or expired; open the application again")]
     UnknownCode,
     /// The code was issued for another application, or for another browser's state.
-    #[error("the launch code was issued for another application or browser; open the application again")]
+    #[error(
+        "the launch code was issued for another application or browser; open the application again"
+    )]
     Mismatch,
     /// The login behind the launch expired.
     #[error("the login behind this launch has expired; log in again")]
@@ -122,7 +124,10 @@ impl AppAccess {
         if now >= grant.expires {
             return Err(AppFlowError::LoginExpired);
         }
-        let signer = self.signer.as_ref().map_err(|e| AppFlowError::Signing(e.clone()))?;
+        let signer = self
+            .signer
+            .as_ref()
+            .map_err(|e| AppFlowError::Signing(e.clone()))?;
         let expires = grant.expires.min(now + SESSION_CAP);
         let claims = claims::claims(&self.cluster, &grant, now, expires);
         let jwt = signer.sign(&claims);
@@ -167,15 +172,17 @@ impl AuthServer {
         state: &str,
         remote: Option<std::net::SocketAddr>,
     ) -> Result<String, AppFlowError> {
-        let decided = self.admit(&grant.presented(), Route::App).and_then(|admitted| {
-            admitted
-                .checker()
-                .check_app(&app.labels)
-                .map_err(|denied| Refusal::Denied {
-                    name: grant.identity.username.clone(),
-                    reason: denied.to_string(),
-                })
-        });
+        let decided = self
+            .admit(&grant.presented(), Route::App)
+            .and_then(|admitted| {
+                admitted
+                    .checker()
+                    .check_app(&app.labels)
+                    .map_err(|denied| Refusal::Denied {
+                        name: grant.identity.username.clone(),
+                        reason: denied.to_string(),
+                    })
+            });
         if let Err(refusal) = decided {
             self.audit_refusal(Route::App, &grant.identity.username, &refusal, remote);
             return Err(refusal.into());

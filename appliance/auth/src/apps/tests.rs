@@ -56,7 +56,10 @@ const HOUR: Duration = Duration::from_secs(3600);
 #[test]
 fn a_code_is_redeemed_once_by_the_state_it_was_issued_for() {
     let (apps, _) = access();
-    let code = apps.codes.issue(grant("grafana", HOUR), "s1", t0()).unwrap();
+    let code = apps
+        .codes
+        .issue(grant("grafana", HOUR), "s1", t0())
+        .unwrap();
     let s = apps.redeem(&code, "grafana", "s1", t0()).unwrap();
     assert_eq!(s.session.user(), "alice");
     assert_eq!(s.session.app(), "grafana");
@@ -70,7 +73,10 @@ fn a_code_is_redeemed_once_by_the_state_it_was_issued_for() {
 #[test]
 fn a_code_with_another_state_or_application_is_burnt() {
     let (apps, _) = access();
-    let code = apps.codes.issue(grant("grafana", HOUR), "s1", t0()).unwrap();
+    let code = apps
+        .codes
+        .issue(grant("grafana", HOUR), "s1", t0())
+        .unwrap();
     assert_eq!(
         apps.redeem(&code, "grafana", "s2", t0()).err(),
         Some(AppFlowError::Mismatch)
@@ -80,7 +86,10 @@ fn a_code_with_another_state_or_application_is_burnt() {
         apps.redeem(&code, "grafana", "s1", t0()).err(),
         Some(AppFlowError::UnknownCode)
     );
-    let code = apps.codes.issue(grant("grafana", HOUR), "s1", t0()).unwrap();
+    let code = apps
+        .codes
+        .issue(grant("grafana", HOUR), "s1", t0())
+        .unwrap();
     assert_eq!(
         apps.redeem(&code, "kibana", "s1", t0()).err(),
         Some(AppFlowError::Mismatch)
@@ -118,7 +127,10 @@ fn a_session_ends_with_its_login_and_never_after_the_cap() {
     // A login already expired starts nothing.
     let mut old = grant("grafana", HOUR);
     old.expires = t0();
-    assert_eq!(apps.start(old, t0()).err(), Some(AppFlowError::LoginExpired));
+    assert_eq!(
+        apps.start(old, t0()).err(),
+        Some(AppFlowError::LoginExpired)
+    );
 }
 
 #[test]
@@ -192,7 +204,10 @@ fn the_session_jwt_verifies_against_the_jwks_with_the_users_claims() {
     assert_eq!(claims["sub"], "alice");
     assert_eq!(claims["username"], "alice");
     assert_eq!(claims["roles"], serde_json::json!(["app-user"]));
-    assert_eq!(claims["traits"]["logins"], serde_json::json!(["alice", "ubuntu"]));
+    assert_eq!(
+        claims["traits"]["logins"],
+        serde_json::json!(["alice", "ubuntu"])
+    );
     assert_eq!(claims["traits"]["team"], serde_json::json!(["blue"]));
     assert_eq!(claims["aud"], serde_json::json!(["http://127.0.0.1:3000"]));
     let now = t0().duration_since(UNIX_EPOCH).unwrap().as_secs();

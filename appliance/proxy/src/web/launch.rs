@@ -60,6 +60,12 @@ async fn launch(
             "application {name:?} is not available: no connected agent serves it"
         ))));
     };
+    let public = PublicHost::parse(room.auth.web_addr());
+    if !public.is_app_label(&app.name) {
+        return Err(bad(format!(
+            "application {name:?} cannot be opened in a browser: its name is not a DNS label"
+        )));
+    }
     if !is_http_app(&app.uri) {
         return Err(bad(format!(
             "application {name:?} is a TCP application: use `hop proxy app {name}`"
@@ -81,7 +87,6 @@ async fn launch(
             AppFlowError::Busy => EditorError::Auth(AuthError::Internal(e.to_string())),
             other => bad(other.to_string()),
         })?;
-    let public = PublicHost::parse(room.auth.web_addr());
     let redirect = format!(
         "{}{CALLBACK_PATH}?code={code}&state={}",
         public.app_origin(&app.name),

@@ -67,10 +67,7 @@ impl Record {
             .field("status", u64::from(status))
             .field("bytes_in", self.bytes_in.load(Ordering::Relaxed))
             .field("bytes_out", bytes_out)
-            .field(
-                "duration_ms",
-                clock::since(self.started).as_millis() as u64,
-            );
+            .field("duration_ms", clock::since(self.started).as_millis() as u64);
         if !ok {
             ev = ev.failed(EventKind::AppSessionRequest, format!("status {status}"));
         }
@@ -108,11 +105,15 @@ pub async fn forward(
         n: record.bytes_in.clone(),
     });
     let route = conn.route.clone();
-    let mut agent = match route.pools.take(&app, &route.registry, conn.remote).await {
+    let mut agent = match route.pools.take(&app, &route.agents, conn.remote).await {
         Ok(a) => a,
         Err(e) => return unavailable(&route, &session, &record, &app, &e.to_string()),
     };
-    let resp = match agent.send.send_request(Request::from_parts(parts, body)).await {
+    let resp = match agent
+        .send
+        .send_request(Request::from_parts(parts, body))
+        .await
+    {
         Ok(r) => r,
         Err(e) => {
             let why = format!("the agent's HTTP connection failed: {e}");
@@ -227,9 +228,7 @@ impl WatchedResponse {
             if self.session.is_ended() {
                 return true;
             }
-            sleep
-                .as_mut()
-                .reset(tokio::time::Instant::now() + LIVE_CHECK);
+            sleep.as_mut().reset(clock::tokio_now() + LIVE_CHECK);
         }
         false
     }

@@ -167,7 +167,10 @@ impl Conn {
         });
         match started {
             Ok((s, _)) if !s.is_ended() && self.route.auth.now() < s.expires => Ok(s.clone()),
-            Ok(_) => Err("the application certificate's session has ended; run `hop apps login` again".into()),
+            Ok(_) => Err(
+                "the application certificate's session has ended; run `hop apps login` again"
+                    .into(),
+            ),
             Err(e) => Err(e.clone()),
         }
     }

@@ -98,10 +98,7 @@ pub fn start<B>(conn: &Conn, req: &Request<B>) -> Response<Body> {
         );
     }
     let state = new_state();
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str());
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let location = conn.route.public.launch_url(&conn.app, &state);
     redirect(
         &location,
@@ -135,6 +132,28 @@ fn callback_query(query: Option<&str>) -> Option<(String, String)> {
     Some((get("code")?, get("state")?))
 }
 
+/// Audits a callback refused before anyone is identified (rate limited, as every
+/// unauthenticated refusal is).
+fn refused_launch(conn: &Conn, reason: &'static str) {
+    let refusal = hop_admission::Refusal::CrossSite { reason };
+    conn.route.auth.audit_unverified_refusal(
+        hop_admission::Route::App,
+        &refusal,
+        Some(conn.remote),
+    );
+}
+
+/// The audit reason of a failed code exchange.
+fn launch_failure(e: &hop_auth::apps::AppFlowError) -> &'static str {
+    use hop_auth::apps::AppFlowError as E;
+    match e {
+        E::UnknownCode => "application launch: the code is unknown, used or expired",
+        E::Mismatch => "application launch: the code is for another application or browser",
+        E::LoginExpired => "application launch: the login behind it expired",
+        E::Refused(_) | E::Busy | E::Signing(_) => "application launch: refused",
+    }
+}
+
 /// `GET /hop-app/callback?code=C&state=S`: the code exchange.
 pub async fn callback<B>(conn: &Conn, req: &Request<B>) -> Response<Body> {
     let Some((code, state)) = callback_query(req.uri().query()) else {
@@ -150,7 +169,10 @@ pub async fn callback<B>(conn: &Conn, req: &Request<B>) -> Response<Body> {
         );
     };
     if !bool::from(saved_state.as_bytes().ct_eq(state.as_bytes())) {
-        conn.audit_failed("", "application launch: the state does not match the browser's");
+        conn.audit_failed(
+            "",
+            "application launch: the state does not match the browser's",
+        );
         return pages::page(
             StatusCode::BAD_REQUEST,
             "Launch state mismatch",
@@ -161,7 +183,7 @@ pub async fn callback<B>(conn: &Conn, req: &Request<B>) -> Response<Body> {
     let new = match auth.apps().redeem(&code, &conn.app, &state, auth.now()) {
         Ok(n) => n,
         Err(e) => {
-            conn.audit_failed("", &format!("application launch: {e}"));
+            refused_launch(conn, launch_failure(&e));
             return pages::page(StatusCode::FORBIDDEN, "Launch refused", &e.to_string());
         }
     };

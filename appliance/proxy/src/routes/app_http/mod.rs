@@ -92,12 +92,17 @@ impl PublicHost {
     pub fn app_of(&self, server_name: &str) -> Option<String> {
         let name = server_name.to_ascii_lowercase();
         let label = name.strip_suffix(&self.host)?.strip_suffix('.')?;
-        let ok = !label.is_empty()
-            && label.len() <= 63
-            && label
+        self.is_app_label(label).then(|| label.to_string())
+    }
+
+    /// Whether `name` can be an application's label under P (so its origin is
+    /// `https://NAME.P`): one lowercase DNS label.
+    pub fn is_app_label(&self, name: &str) -> bool {
+        !name.is_empty()
+            && name.len() <= 63
+            && name
                 .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_');
-        ok.then(|| label.to_string())
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_')
     }
 
     /// The application a request's authority (`Host` or `:authority`, port allowed) names.
@@ -151,11 +156,14 @@ pub enum Denial {
 /// The application HTTP route's shared state.
 pub struct AppHttp {
     pub(crate) auth: Arc<AuthServer>,
-    pub(crate) registry: Arc<TunnelRegistry>,
+    pub(crate) agents: pool::Agents,
     pub(crate) public: PublicHost,
     pub(crate) pools: pool::AgentPools,
     pub(crate) deadlines: HttpDeadlines,
     view: ArcSwap<View>,
+    /// The snapshot every live session was last decided on (held, so that its address is not
+    /// reused), and when: only the background sweep reads and writes it.
+    decided_on: std::sync::Mutex<Option<(Option<Arc<Snapshot>>, std::time::Instant)>>,
 }
 
 impl AppHttp {
@@ -163,6 +171,16 @@ impl AppHttp {
     pub fn new(
         auth: Arc<AuthServer>,
         registry: Arc<TunnelRegistry>,
+        web_addr: &str,
+        deadlines: HttpDeadlines,
+    ) -> Arc<Self> {
+        Self::with_agents(auth, pool::Agents::Tunnels(registry), web_addr, deadlines)
+    }
+
+    /// The route, reaching applications through `agents`.
+    pub(crate) fn with_agents(
+        auth: Arc<AuthServer>,
+        agents: pool::Agents,
         web_addr: &str,
         deadlines: HttpDeadlines,
     ) -> Arc<Self> {
@@ -175,9 +193,10 @@ impl AppHttp {
                 apps: HashMap::new(),
             }),
             pools: pool::AgentPools::default(),
+            decided_on: std::sync::Mutex::new(None),
             deadlines,
             auth,
-            registry,
+            agents,
         });
         route.refresh();
         route
@@ -201,7 +220,7 @@ impl AppHttp {
             .admission_snapshot()
             .map_err(|e| self.auth.unavailable(e));
         let apps = self
-            .registry
+            .agents
             .apps()
             .into_iter()
             .map(|a| (a.name.clone(), a))
@@ -210,10 +229,31 @@ impl AppHttp {
         self.sweep();
     }
 
+    /// Ends expired sessions, and those admission refuses when the snapshot changed since it
+    /// last decided them all (or [`crate::admission::REDECIDE_AT_LEAST`] passed): an unchanged
+    /// snapshot gives the same answers, so a quiet cluster costs no RBAC work here.
     fn sweep(&self) {
         let view = self.view();
         let now = self.auth.now();
+        let snapshot = view.snapshot.as_ref().ok().cloned();
+        let redecide = {
+            let mut last = self
+                .decided_on
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let fresh = last.as_ref().is_some_and(|(held, at)| {
+                same_snapshot(held.as_ref(), snapshot.as_ref())
+                    && hop_platform::clock::since(*at) < crate::admission::REDECIDE_AT_LEAST
+            });
+            if !fresh {
+                *last = Some((snapshot, hop_platform::clock::now()));
+            }
+            !fresh
+        };
         let gone = self.auth.apps().sessions.sweep(now, |s| {
+            if !redecide {
+                return None;
+            }
             match self.decide(&view, &s.presented(), s.app()) {
                 Err(Denial::Refused(r)) => Some(r.to_string()),
                 _ => None,
@@ -276,14 +316,33 @@ impl AppHttp {
         remote: SocketAddr,
         shutdown: watch::Receiver<bool>,
     ) {
+        self.serve_io(tls, app, cert, remote, shutdown).await;
+    }
+
+    /// [`Self::serve`] on any stream (tests serve plain TCP).
+    pub async fn serve_io<IO>(
+        self: Arc<Self>,
+        io: IO,
+        app: String,
+        cert: Option<UserCert>,
+        remote: SocketAddr,
+        shutdown: watch::Receiver<bool>,
+    ) where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let conn = conn::Conn::new(self.clone(), app, cert, remote);
         let deadlines = Some(self.deadlines);
         let service = tower::service_fn(move |req| {
             let conn = conn.clone();
             async move { Ok::<_, std::convert::Infallible>(conn.handle(req).await) }
         });
-        crate::routes::http_conn::serve_service(tls, service, deadlines, shutdown).await;
+        crate::routes::http_conn::serve_service(io, service, deadlines, shutdown).await;
     }
+}
+
+/// Whether two views' snapshots are the same one (no snapshot counts as a change).
+fn same_snapshot(a: Option<&Arc<Snapshot>>, b: Option<&Arc<Snapshot>>) -> bool {
+    matches!((a, b), (Some(a), Some(b)) if Arc::ptr_eq(a, b))
 }
 
 /// Audits the start of an application session.

@@ -44,7 +44,10 @@ pub fn page(status: StatusCode, title: &str, detail: &str) -> Response<Body> {
         "content-security-policy",
         HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
     );
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     r
 }
 
@@ -62,7 +65,9 @@ pub fn misdirected(authority: &str) -> Response<Body> {
     page(
         StatusCode::MISDIRECTED_REQUEST,
         "Misdirected request",
-        &format!("This connection serves another application than {authority}; retry on a new connection."),
+        &format!(
+            "This connection serves another application than {authority}; retry on a new connection."
+        ),
     )
 }
 

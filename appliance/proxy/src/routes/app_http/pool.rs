@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -31,6 +31,28 @@ pub enum PoolError {
     Dial(#[from] AgentDialError),
     #[error("the agent's HTTP connection failed: {0}")]
     Http(#[from] hyper::Error),
+}
+
+/// Where applications are announced and how their connections are opened: the agents'
+/// tunnels; in tests, an upstream dialed directly.
+pub enum Agents {
+    Tunnels(Arc<TunnelRegistry>),
+    #[cfg(test)]
+    Direct {
+        apps: Vec<AppRoute>,
+        upstream: SocketAddr,
+    },
+}
+
+impl Agents {
+    /// The applications announced now.
+    pub fn apps(&self) -> Vec<AppRoute> {
+        match self {
+            Self::Tunnels(r) => r.apps(),
+            #[cfg(test)]
+            Self::Direct { apps, .. } => apps.clone(),
+        }
+    }
 }
 
 /// One HTTP/1.1 connection to an agent, for one application.
@@ -64,7 +86,7 @@ impl AgentPools {
     pub async fn take(
         &self,
         app: &AppRoute,
-        registry: &TunnelRegistry,
+        agents: &Agents,
         client: SocketAddr,
     ) -> Result<AgentConn, PoolError> {
         let key = key_of(app);
@@ -81,7 +103,11 @@ impl AgentPools {
                 return Ok(AgentConn { send, key });
             }
         }
-        let send = dial(app, registry, client).await?;
+        let send = match agents {
+            Agents::Tunnels(registry) => dial(app, registry, client).await?,
+            #[cfg(test)]
+            Agents::Direct { upstream, .. } => dial_direct(*upstream).await?,
+        };
         Ok(AgentConn { send, key })
     }
 
@@ -126,6 +152,26 @@ async fn dial(
         }
         // The connection's place in the limits, given back when it closes.
         drop(hold);
+    });
+    Ok(send)
+}
+
+/// Starts HTTP/1.1 straight to `upstream` (tests: the agent's part is not in this crate).
+#[cfg(test)]
+async fn dial_direct(upstream: SocketAddr) -> Result<SendRequest<Body>, PoolError> {
+    let tcp = tokio::net::TcpStream::connect(upstream)
+        .await
+        .map_err(|e| {
+            PoolError::Dial(AgentDialError::Refused {
+                what: "test upstream".into(),
+                reason: e.to_string(),
+            })
+        })?;
+    let (send, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(tcp))
+        .await?;
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
     });
     Ok(send)
 }

@@ -71,7 +71,7 @@ pub async fn forward(
     parts.uri = origin_form(&parts.uri);
     parts.version = Version::HTTP_11;
     let route = conn.route.clone();
-    let mut agent = match route.pools.take(&app, &route.registry, conn.remote).await {
+    let mut agent = match route.pools.take(&app, &route.agents, conn.remote).await {
         Ok(a) => a,
         Err(e) => {
             record.audit(&route.auth, &session, 502, 0);
@@ -83,7 +83,10 @@ pub async fn forward(
         Ok(r) => r,
         Err(e) => {
             record.audit(&route.auth, &session, 502, 0);
-            return pages::unavailable(&app.name, &format!("the agent's HTTP connection failed: {e}"));
+            return pages::unavailable(
+                &app.name,
+                &format!("the agent's HTTP connection failed: {e}"),
+            );
         }
     };
     let status = resp.status();
@@ -141,6 +144,8 @@ async fn splice(
         }
     };
     let (up, down) = moved;
-    record.bytes_in.fetch_add(up, std::sync::atomic::Ordering::Relaxed);
+    record
+        .bytes_in
+        .fetch_add(up, std::sync::atomic::Ordering::Relaxed);
     record.audit(&route.auth, &session, 101, down);
 }
