@@ -176,8 +176,8 @@ pub fn check_redirect_host(host: &str) -> Result<(), RewriteError> {
     }
 }
 
-/// Fuzz entry point: parsing never panics, and a parsed line's name is a lower-case token that
-/// is not reserved.
+/// Fuzz entry point: parsing and expanding never panic, and a parsed line's name is a
+/// lower-case token that is not reserved.
 pub fn fuzz_parse(data: &[u8]) {
     let Ok(s) = std::str::from_utf8(data) else {
         return;
@@ -186,6 +186,13 @@ pub fn fuzz_parse(data: &[u8]) {
         assert!(!h.name.is_empty() && h.name.bytes().all(is_tchar));
         assert!(!is_reserved_header(&h.name));
         assert_eq!(h.name, h.name.to_ascii_lowercase());
+        let traits: Traits = [(
+            "logins".to_string(),
+            vec!["a".to_string(), "b@c".to_string()],
+        )]
+        .into_iter()
+        .collect();
+        let _ = h.value.expand("j.w.t", &traits);
     }
     let _ = parse_template(s);
 }
@@ -274,6 +281,32 @@ mod tests {
             fuzz_parse(&line.as_bytes()[..i]);
             if let Some(prefix) = line.get(..i) {
                 let _ = parse_header_line(prefix);
+            }
+        }
+    }
+
+    #[test]
+    fn mutated_lines_parse_or_err() {
+        let seeds = [
+            "X-Login: a {{ internal.logins }} b",
+            "Authorization: Bearer {{jwt}}",
+            r#"X-A: {{regexp.replace(external["groups"], "^dev-(.*)$", "$1")}}"#,
+            "X-L: {{email.local(external.email)}}",
+        ];
+        let specials = [b'{', b'}', b':', b' ', b'\r', b'"', b'(', b')', b'.', 0xc3];
+        for seed in seeds {
+            let b = seed.as_bytes();
+            for i in 0..b.len() {
+                let mut cut = b.to_vec();
+                cut.remove(i);
+                fuzz_parse(&cut);
+                for &c in &specials {
+                    let mut m = b.to_vec();
+                    m.insert(i, c);
+                    fuzz_parse(&m);
+                    m[i + 1] = c;
+                    fuzz_parse(&m);
+                }
             }
         }
     }

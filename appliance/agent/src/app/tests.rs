@@ -585,3 +585,74 @@ async fn a_slow_request_head_is_cut() {
         .expect("closed at the deadline")
         .unwrap();
 }
+
+/// A Python `http.server` upstream (a real peer other than hyper) that echoes headers on GET
+/// and redirects `/go` to its own address; its port, and the child (killed on drop).
+async fn python_upstream() -> (u16, tokio::process::Child) {
+    use tokio::io::AsyncBufReadExt;
+    const SCRIPT: &str = r#"
+import http.server
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        if self.path == "/go":
+            self.send_response(303)
+            self.send_header("Location", "http://127.0.0.1:%d/landed" % self.server.server_address[1])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = "".join("%s: %s\n" % (k.lower(), v) for k, v in self.headers.items()).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+    let mut child = tokio::process::Command::new("python3")
+        .args(["-c", SCRIPT])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 runs");
+    let out = child.stdout.take().unwrap();
+    let mut line = String::new();
+    tokio::io::BufReader::new(out)
+        .read_line(&mut line)
+        .await
+        .unwrap();
+    (line.trim().parse().expect("the port"), child)
+}
+
+#[tokio::test]
+async fn a_python_upstream_sees_the_identity_and_redirects_go_public() {
+    let (port, _python) = python_upstream().await;
+    let app = spec(
+        format!("http://127.0.0.1:{port}"),
+        &["X-Webauth-User: {{internal.logins}}"],
+    );
+    let (mut tx, _agent) = tunnel(&app).await;
+    let jwt = user("alice", &["alice"]);
+    for _ in 0..2 {
+        let mut req = request("/echo", Some(&jwt), full(""));
+        let forged = "admin".parse().unwrap();
+        req.headers_mut().insert("x-webauth-user", forged);
+        let (status, echo) = text_of(tx.send_request(req).await.unwrap()).await;
+        assert_eq!(status, 200, "{echo}");
+        assert_eq!(header_lines(&echo, "x-webauth-user"), ["alice"]);
+        assert_eq!(header_lines(&echo, "hop-jwt-assertion"), [jwt.as_str()]);
+        assert_eq!(header_lines(&echo, "host"), [format!("127.0.0.1:{port}")]);
+    }
+    let resp = tx
+        .send_request(request("/go", Some(&jwt), full("")))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    assert_eq!(
+        resp.headers()["location"],
+        format!("https://{PUBLIC}/landed")
+    );
+}
