@@ -23,7 +23,7 @@ use hop_platform::clock;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use super::conn::Conn;
+use super::conn::{Conn, Decided};
 use super::pool::AgentConn;
 use super::{AppHttp, headers, pages};
 use crate::tunnels::AppRoute;
@@ -84,16 +84,16 @@ pub fn origin_form(uri: &Uri) -> Uri {
 /// Forwards an admitted request to `app`'s agent and streams the answer back.
 pub async fn forward(
     conn: Arc<Conn>,
-    session: Arc<AppSession>,
-    app: AppRoute,
+    decided: Arc<Decided>,
     req: Request<Incoming>,
     authority: String,
 ) -> Response<Body> {
+    let (session, app) = (decided.session.clone(), &decided.app);
     let record = Record::of(&req, conn.remote);
     let (mut parts, body) = req.into_parts();
     headers::to_upstream(
         &mut parts.headers,
-        &session.jwt,
+        &decided.jwt,
         &authority,
         conn.remote.ip(),
         false,
@@ -105,9 +105,9 @@ pub async fn forward(
         n: record.bytes_in.clone(),
     });
     let route = conn.route.clone();
-    let mut agent = match route.pools.take(&app, &route.agents, conn.remote).await {
+    let mut agent = match route.pools.take(app, &route.agents, conn.remote).await {
         Ok(a) => a,
-        Err(e) => return unavailable(&route, &session, &record, &app, &e.to_string()),
+        Err(e) => return unavailable(&route, &session, &record, app, &e.to_string()),
     };
     let resp = match agent
         .send
@@ -117,7 +117,7 @@ pub async fn forward(
         Ok(r) => r,
         Err(e) => {
             let why = format!("the agent's HTTP connection failed: {e}");
-            return unavailable(&route, &session, &record, &app, &why);
+            return unavailable(&route, &session, &record, app, &why);
         }
     };
     let (mut parts, body) = resp.into_parts();

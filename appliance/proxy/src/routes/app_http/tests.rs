@@ -125,7 +125,7 @@ fn the_upstream_never_sees_a_clients_assertion_or_hops_cookies() {
     h.insert("x-kept", HeaderValue::from_static("1"));
     headers::to_upstream(
         &mut h,
-        "the.jwt",
+        &HeaderValue::from_static("the.jwt"),
         "grafana.proxy:3080",
         "192.0.2.9".parse().unwrap(),
         false,
@@ -147,7 +147,13 @@ fn the_upstream_never_sees_a_clients_assertion_or_hops_cookies() {
         header::COOKIE,
         HeaderValue::from_static("__Host-hop_app_session=s"),
     );
-    headers::to_upstream(&mut h, "j", "a.p", "192.0.2.9".parse().unwrap(), true);
+    headers::to_upstream(
+        &mut h,
+        &HeaderValue::from_static("j"),
+        "a.p",
+        "192.0.2.9".parse().unwrap(),
+        true,
+    );
     assert!(h.get(header::COOKIE).is_none());
     assert_eq!(h[header::UPGRADE], "websocket");
 }
