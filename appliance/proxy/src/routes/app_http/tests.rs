@@ -312,7 +312,7 @@ async fn fixture() -> Fixture {
         upstream: start_upstream().await,
     };
     let deadlines = HttpDeadlines {
-        header_read: Duration::from_secs(5),
+        header_read: Duration::from_secs(1),
         idle: Duration::from_secs(30),
     };
     let route = AppHttp::with_agents(auth.clone(), agents, "proxy:3080", deadlines);
@@ -702,4 +702,59 @@ async fn a_locked_users_long_response_is_cut_and_the_session_ends() {
     let mut b = Browser::open(f.addr).await;
     let r = b.get(HOST, "/", &[("cookie", &cookie)]).await;
     assert_eq!(r.status(), StatusCode::FOUND);
+}
+
+#[tokio::test]
+async fn http2_requests_are_routed_by_their_authority() {
+    let f = fixture().await;
+    let mut b = Browser::open(f.addr).await;
+    let secret = sign_in(&f, &mut b, "alice", "access").await;
+    let cookie = format!("{SESSION_COOKIE}={secret}");
+    let s = tokio::net::TcpStream::connect(f.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(s),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let get = |uri: &str| {
+        Request::get(uri)
+            .header(header::COOKIE, cookie.as_str())
+            .body(Body::empty())
+            .unwrap()
+    };
+    let r = send
+        .send_request(get("https://grafana.proxy:3080/h2?q=1"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let echo: serde_json::Value = serde_json::from_str(&text(r).await).unwrap();
+    assert_eq!(echo["path"], "/h2?q=1");
+    assert_eq!(echo["headers"]["host"], HOST);
+    // A browser reusing the connection for another application's name is told to open its own.
+    let r = send
+        .send_request(get("https://kibana.proxy:3080/"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::MISDIRECTED_REQUEST);
+}
+
+#[tokio::test]
+async fn a_request_head_slow_to_arrive_is_cut() {
+    let f = fixture().await;
+    let mut s = tokio::net::TcpStream::connect(f.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: grafana.pro")
+        .await
+        .unwrap();
+    let started = hop_platform::clock::now();
+    let mut buf = Vec::new();
+    // The route closes the connection (after a 408, if hyper sends one) at the deadline.
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .expect("the connection is closed by the header deadline")
+        .ok();
+    let waited = hop_platform::clock::since(started);
+    assert!(waited >= Duration::from_millis(900), "{waited:?}");
+    assert!(!String::from_utf8_lossy(&buf).contains("200 OK"));
 }
