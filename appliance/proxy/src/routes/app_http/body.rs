@@ -109,13 +109,14 @@ pub async fn forward(
         Ok(a) => a,
         Err(e) => return unavailable(&route, &session, &record, app, &e.to_string()),
     };
-    let resp = match agent
-        .send
-        .send_request(Request::from_parts(parts, body))
-        .await
-    {
-        Ok(r) => r,
-        Err(e) => {
+    let sent = agent.send.send_request(Request::from_parts(parts, body));
+    let resp = match while_live(&session, sent).await {
+        None => {
+            record.audit(&route.auth, &session, StatusCode::FORBIDDEN.as_u16(), 0);
+            return ended_page(&session);
+        }
+        Some(Ok(r)) => r,
+        Some(Err(e)) => {
             let why = format!("the agent's HTTP connection failed: {e}");
             return unavailable(&route, &session, &record, app, &why);
         }
@@ -136,6 +137,31 @@ pub async fn forward(
         }),
     };
     Response::from_parts(parts, Body::new(watched))
+}
+
+/// `fut`'s output, unless the session ends first (looked at every [`LIVE_CHECK`]): an
+/// upstream slow to answer does not keep a revoked user's request alive.
+pub async fn while_live<F: std::future::Future>(session: &AppSession, fut: F) -> Option<F::Output> {
+    tokio::pin!(fut);
+    let mut check = tokio::time::interval(LIVE_CHECK);
+    loop {
+        tokio::select! {
+            out = &mut fut => return Some(out),
+            _ = check.tick() => {
+                if session.is_ended() {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// The page for a request whose session ended while it waited.
+pub fn ended_page(session: &AppSession) -> Response<Body> {
+    pages::forbidden(
+        session.app(),
+        "the application session ended (a lock, a deletion or a role change); open the application again",
+    )
 }
 
 /// The 502 page for a request the agent did not take, audited.

@@ -223,6 +223,9 @@ async fn upstream(mut req: Request<hyper::body::Incoming>) -> Result<Response<Bo
             .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
         return Ok(r);
     }
+    if req.uri().path() == "/hang" {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
     if req.uri().path() == "/slow" {
         let stream = futures_util::stream::unfold(0u8, |n| async move {
             if n > 0 {
@@ -757,4 +760,29 @@ async fn a_request_head_slow_to_arrive_is_cut() {
     let waited = hop_platform::clock::since(started);
     assert!(waited >= Duration::from_millis(900), "{waited:?}");
     assert!(!String::from_utf8_lossy(&buf).contains("200 OK"));
+}
+
+#[tokio::test]
+async fn a_request_waiting_on_its_upstream_ends_when_the_user_is_deleted() {
+    let f = fixture().await;
+    let mut b = Browser::open(f.addr).await;
+    let secret = sign_in(&f, &mut b, "alice", "access").await;
+    let cookie = format!("{SESSION_COOKIE}={secret}");
+    let waiting =
+        tokio::spawn(async move { b.get(HOST, "/hang", &[("cookie", &cookie)]).await.status() });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    f.auth.delete_resource("user", "alice", "admin").unwrap();
+    f.route.refresh();
+    let status = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("answered within 5 s")
+        .unwrap();
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let ended = f.audit.named("app.session.end");
+    assert!(
+        ended
+            .iter()
+            .any(|e| e["reason"].as_str().unwrap().contains("no longer exists")),
+        "{ended:?}"
+    );
 }

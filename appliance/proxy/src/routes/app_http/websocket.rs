@@ -78,9 +78,14 @@ pub async fn forward(
         }
     };
     let upstream_req = Request::from_parts(parts, Body::empty());
-    let mut resp = match agent.send.send_request(upstream_req).await {
-        Ok(r) => r,
-        Err(e) => {
+    let sent = agent.send.send_request(upstream_req);
+    let mut resp = match super::body::while_live(&session, sent).await {
+        None => {
+            record.audit(&route.auth, &session, 403, 0);
+            return super::body::ended_page(&session);
+        }
+        Some(Ok(r)) => r,
+        Some(Err(e)) => {
             record.audit(&route.auth, &session, 502, 0);
             return pages::unavailable(
                 &app.name,
