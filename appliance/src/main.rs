@@ -212,11 +212,7 @@ fn start_config(args: &StartArgs) -> anyhow::Result<Config> {
     }
     for a in &args.apps {
         let spec = hop_config::services::AppSpec::parse(a).map_err(|e| anyhow::anyhow!(e))?;
-        cfg.app_service.apps.push(hop_config::AppConfig {
-            name: spec.name,
-            uri: spec.uri,
-            labels: spec.labels.into_iter().collect(),
-        });
+        cfg.app_service.apps.push(spec.into());
     }
     for d in &args.databases {
         let spec = hop_config::services::DbSpec::parse(d).map_err(|e| anyhow::anyhow!(e))?;
