@@ -4,6 +4,12 @@
 //! on disk or on SIGHUP), or a host certificate the cluster's host CA issues at start and again
 //! when a third of its lifetime is left. A reload that fails keeps the certificate in use and logs
 //! why; connections accepted after a successful reload get the new one.
+//!
+//! An issued certificate under a single-label public host (the quick start's `localhost`, where
+//! `*.P` names nothing a verifier accepts) also answers for the web applications announced
+//! there, each with a certificate of its own ([`crate::app_certs`]); those are issued again
+//! after each reload, as they are asked for. Operator files are served as they are: they must
+//! carry the applications' names (a wildcard under a name of two labels or more) themselves.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,6 +21,7 @@ use hop_platform::clock;
 use tokio::sync::watch;
 
 use super::tls;
+use crate::app_certs::{AnnouncedApps, AppCertResolver, IssueLeaf, LeafError};
 use hop_auth::AuthServer;
 
 /// Lifetime of a certificate the host CA issues to the proxy.
@@ -37,6 +44,9 @@ pub struct ProxyCertificate {
     pub source: CertSource,
     /// CA certificates whose client certificates are accepted (user and host CAs).
     pub client_cas: Vec<String>,
+    /// The web applications that get a certificate of their own, when the public host's
+    /// [`crate::app_certs::name_rule`] says so; used only with [`CertSource::Issued`].
+    pub apps: Option<Arc<dyn AnnouncedApps>>,
 }
 
 /// Why the proxy's certificate could not be (re)loaded; the one in use stays.
@@ -49,6 +59,24 @@ pub enum CertLoadError {
     Task(#[from] tokio::task::JoinError),
     #[error("cannot issue the proxy certificate: {cause}")]
     Issue { cause: hop_auth::AuthError },
+}
+
+/// Issues an application's certificate as the proxy's own is (host CA, role proxy, the proxy's
+/// host id), naming only the application; each gets a fresh key, so that no new Auth call signs a
+/// key it did not make.
+fn app_issuer(auth: Arc<AuthServer>, host_id: String) -> Box<IssueLeaf> {
+    Box::new(move |name: &str| {
+        let (key_pem, chain_pem) = auth
+            .issue_host_tls(&host_id, HostRole::Proxy, &[name.to_string()], ISSUED_TTL)
+            .map_err(|cause| LeafError::Issue {
+                name: name.to_string(),
+                cause,
+            })?;
+        tls::certified_key(&chain_pem, &key_pem).map_err(|cause| LeafError::Unusable {
+            name: name.to_string(),
+            cause,
+        })
+    })
 }
 
 fn mtimes(cert: &PathBuf, key: &PathBuf) -> Option<(SystemTime, SystemTime)> {
@@ -74,7 +102,20 @@ impl ProxyCertificate {
                 .map_err(|cause| CertLoadError::Issue { cause })?
             }
         };
-        Ok(tls::server_config(&chain_pem, &key_pem, &self.client_cas)?)
+        let (CertSource::Issued { auth, host_id, .. }, Some(apps)) = (&self.source, &self.apps)
+        else {
+            return Ok(tls::server_config(&chain_pem, &key_pem, &self.client_cas)?);
+        };
+        let proxy = Arc::new(tls::certified_key(&chain_pem, &key_pem)?);
+        let resolver = AppCertResolver::new(
+            proxy,
+            apps.clone(),
+            app_issuer(auth.clone(), host_id.clone()),
+        );
+        Ok(tls::server_config_with_resolver(
+            Arc::new(resolver),
+            &self.client_cas,
+        )?)
     }
 
     /// Reloads on SIGHUP, when operator files change, and before an issued certificate expires.
