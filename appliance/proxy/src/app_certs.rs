@@ -67,12 +67,12 @@ pub enum LeafError {
     #[error("cannot issue the certificate of {name}: {cause}")]
     Issue {
         name: String,
-        cause: hop_auth::AuthError,
+        cause: Box<hop_auth::AuthError>,
     },
     #[error("the certificate issued for {name} is unusable: {cause}")]
     Unusable {
         name: String,
-        cause: crate::tls::ProxyTlsError,
+        cause: Box<crate::tls::ProxyTlsError>,
     },
 }
 
@@ -305,7 +305,7 @@ mod tests {
 
     #[test]
     fn the_budget_allows_a_burst_then_a_steady_rate() {
-        let t0 = Instant::now();
+        let t0 = hop_platform::clock::now();
         let mut b = IssueBudget::new(3, 2);
         assert!((0..3).all(|_| b.take(t0)));
         assert!(!b.take(t0));
@@ -356,7 +356,7 @@ mod tests {
     #[test]
     fn announced_applications_get_their_own_certificate_once_others_the_proxys() {
         let (r, issued) = resolver(vec!["grafana"]);
-        let now = Instant::now();
+        let now = hop_platform::clock::now();
         let proxy = der(&r.certificate_for(Some("localhost"), now));
         assert_eq!(der(&r.certificate_for(None, now)), proxy);
         assert_eq!(
@@ -381,7 +381,7 @@ mod tests {
             .map(|i| &*Box::leak(format!("app{i}").into_boxed_str()))
             .collect();
         let (r, issued) = resolver(names.clone());
-        let now = Instant::now();
+        let now = hop_platform::clock::now();
         let proxy = der(&r.certificate_for(None, now));
         let served: Vec<bool> = names
             .iter()
@@ -406,13 +406,13 @@ mod tests {
             Box::new(|name| {
                 Err(LeafError::Unusable {
                     name: name.to_string(),
-                    cause: crate::tls::ProxyTlsError::Pem(hop_net::pem::PemError::Key(
+                    cause: Box::new(crate::tls::ProxyTlsError::Pem(hop_net::pem::PemError::Key(
                         "test".into(),
-                    )),
+                    ))),
                 })
             }),
         );
-        let now = Instant::now();
+        let now = hop_platform::clock::now();
         let proxy = der(&r.certificate_for(None, now));
         assert_eq!(
             der(&r.certificate_for(Some("grafana.localhost"), now)),

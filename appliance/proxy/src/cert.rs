@@ -70,11 +70,11 @@ fn app_issuer(auth: Arc<AuthServer>, host_id: String) -> Box<IssueLeaf> {
             .issue_host_tls(&host_id, HostRole::Proxy, &[name.to_string()], ISSUED_TTL)
             .map_err(|cause| LeafError::Issue {
                 name: name.to_string(),
-                cause,
+                cause: Box::new(cause),
             })?;
         tls::certified_key(&chain_pem, &key_pem).map_err(|cause| LeafError::Unusable {
             name: name.to_string(),
-            cause,
+            cause: Box::new(cause),
         })
     })
 }
