@@ -23,7 +23,7 @@ use hop_platform::clock;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use super::conn::Conn;
+use super::conn::{Conn, Decided};
 use super::pool::AgentConn;
 use super::{AppHttp, headers, pages};
 use crate::tunnels::AppRoute;
@@ -84,16 +84,16 @@ pub fn origin_form(uri: &Uri) -> Uri {
 /// Forwards an admitted request to `app`'s agent and streams the answer back.
 pub async fn forward(
     conn: Arc<Conn>,
-    session: Arc<AppSession>,
-    app: AppRoute,
+    decided: Arc<Decided>,
     req: Request<Incoming>,
     authority: String,
 ) -> Response<Body> {
+    let (session, app) = (decided.session.clone(), &decided.app);
     let record = Record::of(&req, conn.remote);
     let (mut parts, body) = req.into_parts();
     headers::to_upstream(
         &mut parts.headers,
-        &session.jwt,
+        &decided.jwt,
         &authority,
         conn.remote.ip(),
         false,
@@ -105,19 +105,20 @@ pub async fn forward(
         n: record.bytes_in.clone(),
     });
     let route = conn.route.clone();
-    let mut agent = match route.pools.take(&app, &route.agents, conn.remote).await {
+    let mut agent = match route.pools.take(app, &route.agents, conn.remote).await {
         Ok(a) => a,
-        Err(e) => return unavailable(&route, &session, &record, &app, &e.to_string()),
+        Err(e) => return unavailable(&route, &session, &record, app, &e.to_string()),
     };
-    let resp = match agent
-        .send
-        .send_request(Request::from_parts(parts, body))
-        .await
-    {
-        Ok(r) => r,
-        Err(e) => {
+    let sent = agent.send.send_request(Request::from_parts(parts, body));
+    let resp = match while_live(&session, sent).await {
+        None => {
+            record.audit(&route.auth, &session, StatusCode::FORBIDDEN.as_u16(), 0);
+            return ended_page(&session);
+        }
+        Some(Ok(r)) => r,
+        Some(Err(e)) => {
             let why = format!("the agent's HTTP connection failed: {e}");
-            return unavailable(&route, &session, &record, &app, &why);
+            return unavailable(&route, &session, &record, app, &why);
         }
     };
     let (mut parts, body) = resp.into_parts();
@@ -136,6 +137,31 @@ pub async fn forward(
         }),
     };
     Response::from_parts(parts, Body::new(watched))
+}
+
+/// `fut`'s output, unless the session ends first (looked at every [`LIVE_CHECK`]): an
+/// upstream slow to answer does not keep a revoked user's request alive.
+pub async fn while_live<F: std::future::Future>(session: &AppSession, fut: F) -> Option<F::Output> {
+    tokio::pin!(fut);
+    let mut check = tokio::time::interval(LIVE_CHECK);
+    loop {
+        tokio::select! {
+            out = &mut fut => return Some(out),
+            _ = check.tick() => {
+                if session.is_ended() {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// The page for a request whose session ended while it waited.
+pub fn ended_page(session: &AppSession) -> Response<Body> {
+    pages::forbidden(
+        session.app(),
+        "the application session ended (a lock, a deletion or a role change); open the application again",
+    )
 }
 
 /// The 502 page for a request the agent did not take, audited.

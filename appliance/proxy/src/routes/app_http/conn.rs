@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwapOption;
 use axum::body::Body;
-use axum::http::{Request, Response, StatusCode};
+use axum::http::{HeaderValue, Request, Response, StatusCode};
 use hop_admission::Route;
 use hop_auth::apps::{AppGrant, AppSession, SessionLookup};
 use hop_auth::audit::EventKind;
@@ -22,14 +22,16 @@ use super::{AppHttp, Denial, View, flow, pages};
 use crate::admission::UserCert;
 use crate::tunnels::AppRoute;
 
-/// The decision a connection took last.
-struct Decided {
+/// The decision a connection took last, and what its requests carry while it holds.
+pub struct Decided {
     /// The cookie's digest (zeros for a certificate's session).
     key: [u8; 32],
-    session: Arc<AppSession>,
+    pub session: Arc<AppSession>,
     /// The view it was decided on (compared by address).
     view: Arc<View>,
-    app: AppRoute,
+    pub app: AppRoute,
+    /// The session's JWT as a header value, made once.
+    pub jwt: HeaderValue,
 }
 
 /// One client connection on the application route.
@@ -103,14 +105,14 @@ impl Conn {
             Who::NoSession => return flow::start(&self, &req),
             Who::Answer(r) => return r,
         };
-        let app = match self.admitted(&session, key) {
-            Ok(app) => app,
+        let decided = match self.admitted(&session, key) {
+            Ok(d) => d,
             Err(denial) => return self.refuse(&session, &denial),
         };
         if super::websocket::is_upgrade(&req) {
-            return super::websocket::forward(self, session, app, req, authority).await;
+            return super::websocket::forward(self, decided, req, authority).await;
         }
-        super::body::forward(self, session, app, req, authority).await
+        super::body::forward(self, decided, req, authority).await
     }
 
     /// The session a request comes with.
@@ -185,25 +187,32 @@ impl Conn {
     }
 
     /// The decision for `session` on the current view, remembered for the next request.
-    fn admitted(&self, session: &Arc<AppSession>, key: [u8; 32]) -> Result<AppRoute, Denial> {
+    fn admitted(&self, session: &Arc<AppSession>, key: [u8; 32]) -> Result<Arc<Decided>, Denial> {
         let view = self.route.view.load_full();
-        if let Some(d) = self.decided.load().as_ref()
+        if let Some(d) = self.decided.load_full()
             && Arc::ptr_eq(&d.view, &view)
             && Arc::ptr_eq(&d.session, session)
         {
-            return Ok(d.app.clone());
+            return Ok(d);
         }
         let app = self
             .route
             .decide(&view, &session.presented(), &self.app)?
             .clone();
-        self.decided.store(Some(Arc::new(Decided {
+        let jwt = HeaderValue::from_str(&session.jwt).map_err(|_| {
+            Denial::Refused(hop_admission::Refusal::Unavailable {
+                reason: "the session's assertion is not a header value".into(),
+            })
+        })?;
+        let decided = Arc::new(Decided {
             key,
             session: session.clone(),
             view,
-            app: app.clone(),
-        })));
-        Ok(app)
+            app,
+            jwt,
+        });
+        self.decided.store(Some(decided.clone()));
+        Ok(decided)
     }
 
     /// The page for a refused request, and its audit event.

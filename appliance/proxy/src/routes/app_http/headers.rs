@@ -68,7 +68,13 @@ pub fn foreign_cookies(h: &HeaderMap) -> Option<String> {
 
 /// Prepares a client's request headers for the agent: see the module docs. `upgrade` keeps a
 /// WebSocket's `Connection: Upgrade` and `Upgrade: websocket`.
-pub fn to_upstream(h: &mut HeaderMap, jwt: &str, public_host: &str, client: IpAddr, upgrade: bool) {
+pub fn to_upstream(
+    h: &mut HeaderMap,
+    jwt: &HeaderValue,
+    public_host: &str,
+    client: IpAddr,
+    upgrade: bool,
+) {
     let cookies = foreign_cookies(h);
     strip_hop_by_hop(h);
     h.remove(header::COOKIE);
@@ -84,9 +90,7 @@ pub fn to_upstream(h: &mut HeaderMap, jwt: &str, public_host: &str, client: IpAd
         h.insert(header::HOST, v.clone());
         h.insert("x-forwarded-host", v);
     }
-    if let Ok(v) = HeaderValue::from_str(jwt) {
-        h.insert(JWT_HEADER, v);
-    }
+    h.insert(JWT_HEADER, jwt.clone());
     h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
     if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
         h.insert("x-forwarded-for", v);

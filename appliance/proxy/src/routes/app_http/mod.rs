@@ -340,6 +340,15 @@ impl AppHttp {
     }
 }
 
+impl crate::app_certs::AnnouncedApps for AppHttp {
+    fn announced_http_app(&self, server_name: &str) -> Option<String> {
+        let app = self.public.app_of(server_name)?;
+        let view = self.view();
+        let route = view.apps.get(&app)?;
+        is_http_app(&route.uri).then_some(app)
+    }
+}
+
 /// Whether two views' snapshots are the same one (no snapshot counts as a change).
 fn same_snapshot(a: Option<&Arc<Snapshot>>, b: Option<&Arc<Snapshot>>) -> bool {
     matches!((a, b), (Some(a), Some(b)) if Arc::ptr_eq(a, b))

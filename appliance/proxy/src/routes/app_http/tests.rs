@@ -125,7 +125,7 @@ fn the_upstream_never_sees_a_clients_assertion_or_hops_cookies() {
     h.insert("x-kept", HeaderValue::from_static("1"));
     headers::to_upstream(
         &mut h,
-        "the.jwt",
+        &HeaderValue::from_static("the.jwt"),
         "grafana.proxy:3080",
         "192.0.2.9".parse().unwrap(),
         false,
@@ -147,7 +147,13 @@ fn the_upstream_never_sees_a_clients_assertion_or_hops_cookies() {
         header::COOKIE,
         HeaderValue::from_static("__Host-hop_app_session=s"),
     );
-    headers::to_upstream(&mut h, "j", "a.p", "192.0.2.9".parse().unwrap(), true);
+    headers::to_upstream(
+        &mut h,
+        &HeaderValue::from_static("j"),
+        "a.p",
+        "192.0.2.9".parse().unwrap(),
+        true,
+    );
     assert!(h.get(header::COOKIE).is_none());
     assert_eq!(h[header::UPGRADE], "websocket");
 }
@@ -216,6 +222,9 @@ async fn upstream(mut req: Request<hyper::body::Incoming>) -> Result<Response<Bo
         r.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
         return Ok(r);
+    }
+    if req.uri().path() == "/hang" {
+        tokio::time::sleep(Duration::from_secs(60)).await;
     }
     if req.uri().path() == "/slow" {
         let stream = futures_util::stream::unfold(0u8, |n| async move {
@@ -306,7 +315,7 @@ async fn fixture() -> Fixture {
         upstream: start_upstream().await,
     };
     let deadlines = HttpDeadlines {
-        header_read: Duration::from_secs(5),
+        header_read: Duration::from_secs(1),
         idle: Duration::from_secs(30),
     };
     let route = AppHttp::with_agents(auth.clone(), agents, "proxy:3080", deadlines);
@@ -696,4 +705,84 @@ async fn a_locked_users_long_response_is_cut_and_the_session_ends() {
     let mut b = Browser::open(f.addr).await;
     let r = b.get(HOST, "/", &[("cookie", &cookie)]).await;
     assert_eq!(r.status(), StatusCode::FOUND);
+}
+
+#[tokio::test]
+async fn http2_requests_are_routed_by_their_authority() {
+    let f = fixture().await;
+    let mut b = Browser::open(f.addr).await;
+    let secret = sign_in(&f, &mut b, "alice", "access").await;
+    let cookie = format!("{SESSION_COOKIE}={secret}");
+    let s = tokio::net::TcpStream::connect(f.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(s),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let get = |uri: &str| {
+        Request::get(uri)
+            .header(header::COOKIE, cookie.as_str())
+            .body(Body::empty())
+            .unwrap()
+    };
+    let r = send
+        .send_request(get("https://grafana.proxy:3080/h2?q=1"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let echo: serde_json::Value = serde_json::from_str(&text(r).await).unwrap();
+    assert_eq!(echo["path"], "/h2?q=1");
+    assert_eq!(echo["headers"]["host"], HOST);
+    // A browser reusing the connection for another application's name is told to open its own.
+    let r = send
+        .send_request(get("https://kibana.proxy:3080/"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::MISDIRECTED_REQUEST);
+}
+
+#[tokio::test]
+async fn a_request_head_slow_to_arrive_is_cut() {
+    let f = fixture().await;
+    let mut s = tokio::net::TcpStream::connect(f.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: grafana.pro")
+        .await
+        .unwrap();
+    let started = hop_platform::clock::now();
+    let mut buf = Vec::new();
+    // The route closes the connection (after a 408, if hyper sends one) at the deadline.
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .expect("the connection is closed by the header deadline")
+        .ok();
+    let waited = hop_platform::clock::since(started);
+    assert!(waited >= Duration::from_millis(900), "{waited:?}");
+    assert!(!String::from_utf8_lossy(&buf).contains("200 OK"));
+}
+
+#[tokio::test]
+async fn a_request_waiting_on_its_upstream_ends_when_the_user_is_deleted() {
+    let f = fixture().await;
+    let mut b = Browser::open(f.addr).await;
+    let secret = sign_in(&f, &mut b, "alice", "access").await;
+    let cookie = format!("{SESSION_COOKIE}={secret}");
+    let waiting =
+        tokio::spawn(async move { b.get(HOST, "/hang", &[("cookie", &cookie)]).await.status() });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    f.auth.delete_resource("user", "alice", "admin").unwrap();
+    f.route.refresh();
+    let status = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("answered within 5 s")
+        .unwrap();
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let ended = f.audit.named("app.session.end");
+    assert!(
+        ended
+            .iter()
+            .any(|e| e["reason"].as_str().unwrap().contains("no longer exists")),
+        "{ended:?}"
+    );
 }

@@ -18,9 +18,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::body::{LIVE_CHECK, Record, origin_form};
-use super::conn::Conn;
+use super::conn::{Conn, Decided};
 use super::{headers, pages};
-use crate::tunnels::AppRoute;
 
 /// Whether a request asks for a WebSocket.
 pub fn is_upgrade<B>(req: &Request<B>) -> bool {
@@ -44,11 +43,11 @@ pub fn origin_allowed(origin: Option<&str>, authority: &str, by_certificate: boo
 /// Forwards a WebSocket request and splices it once the upstream switches protocols.
 pub async fn forward(
     conn: Arc<Conn>,
-    session: Arc<AppSession>,
-    app: AppRoute,
+    decided: Arc<Decided>,
     mut req: Request<Incoming>,
     authority: String,
 ) -> Response<Body> {
+    let (session, app) = (decided.session.clone(), &decided.app);
     let origin = req.headers().get(ORIGIN).and_then(|v| v.to_str().ok());
     if !origin_allowed(origin, &authority, conn.by_certificate()) {
         let why = format!(
@@ -63,7 +62,7 @@ pub async fn forward(
     let (mut parts, _) = req.into_parts();
     headers::to_upstream(
         &mut parts.headers,
-        &session.jwt,
+        &decided.jwt,
         &authority,
         conn.remote.ip(),
         true,
@@ -71,7 +70,7 @@ pub async fn forward(
     parts.uri = origin_form(&parts.uri);
     parts.version = Version::HTTP_11;
     let route = conn.route.clone();
-    let mut agent = match route.pools.take(&app, &route.agents, conn.remote).await {
+    let mut agent = match route.pools.take(app, &route.agents, conn.remote).await {
         Ok(a) => a,
         Err(e) => {
             record.audit(&route.auth, &session, 502, 0);
@@ -79,9 +78,14 @@ pub async fn forward(
         }
     };
     let upstream_req = Request::from_parts(parts, Body::empty());
-    let mut resp = match agent.send.send_request(upstream_req).await {
-        Ok(r) => r,
-        Err(e) => {
+    let sent = agent.send.send_request(upstream_req);
+    let mut resp = match super::body::while_live(&session, sent).await {
+        None => {
+            record.audit(&route.auth, &session, 403, 0);
+            return super::body::ended_page(&session);
+        }
+        Some(Ok(r)) => r,
+        Some(Err(e)) => {
             record.audit(&route.auth, &session, 502, 0);
             return pages::unavailable(
                 &app.name,
