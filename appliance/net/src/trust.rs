@@ -268,12 +268,12 @@ pub fn client_config(
     build(proxy_verifier(trust)?, client_cert, alpn)
 }
 
-/// [`client_config`] for a connection whose SNI is not the name the proxy's certificate is
-/// checked for: `hop proxy app` sends an application's host `NAME.PROXYHOST` as SNI (the proxy
-/// routes by it) and checks the certificate as the proxy's own address `verify_as`, the name the
-/// user logged in to. The chain, the proxy role and the name are all still checked; this works
-/// also where the wildcard `*.PROXYHOST` is not accepted (a single-label host such as
-/// `localhost`).
+/// [`client_config`] for a connection whose SNI may not be a name the proxy's certificate holds:
+/// `hop proxy app` sends an application's host `NAME.PROXYHOST` as SNI (the proxy routes by it)
+/// and accepts a certificate valid for that name or, failing that, for the proxy's own address
+/// `verify_as` (the name the user logged in to), so that it works whether the proxy answers with
+/// a certificate naming the application or with its own. The chain and the proxy role are
+/// checked either way, and the name is always one of those two.
 pub fn client_config_verified_as(
     trust: &Trust,
     client_cert: Option<&ClientCert>,
@@ -287,7 +287,7 @@ pub fn client_config_verified_as(
     build(Arc::new(verifier), client_cert, alpn)
 }
 
-/// Verifies as `name` whatever name the connection was opened with.
+/// Verifies as the name the connection was opened with, else as `name`.
 #[derive(Debug)]
 struct VerifiedAs {
     inner: Arc<dyn ServerCertVerifier>,
@@ -299,12 +299,17 @@ impl ServerCertVerifier for VerifiedAs {
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        _sni: &ServerName<'_>,
+        sni: &ServerName<'_>,
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, TlsError> {
         self.inner
-            .verify_server_cert(end_entity, intermediates, &self.name, ocsp, now)
+            .verify_server_cert(end_entity, intermediates, sni, ocsp, now)
+            .or_else(|first| {
+                self.inner
+                    .verify_server_cert(end_entity, intermediates, &self.name, ocsp, now)
+                    .map_err(|_| first)
+            })
     }
 
     fn verify_tls12_signature(
@@ -498,24 +503,27 @@ mod tests {
     }
 
     #[test]
-    fn verified_as_the_proxy_whatever_the_sni_but_never_less() {
+    fn verified_as_the_sni_or_the_proxy_but_never_less() {
         let c = Cluster::new();
         let proxy = c.host_cert(HostRole::Proxy);
         let chain = [c.ca_der.clone()];
         let trust = Trust::CaPem(c.ca_pem.clone());
-        let check = |verify_as: &'static str, leaf: &CertificateDer<'static>| {
+        let check = |sni: &'static str, verify_as: &'static str, leaf: &CertificateDer<'static>| {
             let v = VerifiedAs {
                 inner: proxy_verifier(&trust).unwrap(),
                 name: ServerName::try_from(verify_as).unwrap(),
             };
-            let sni = ServerName::try_from("web.localhost").unwrap();
+            let sni = ServerName::try_from(sni).unwrap();
             v.verify_server_cert(leaf, &chain, &sni, &[], UnixTime::now())
                 .map(|_| ())
         };
-        check(NAME, &proxy).unwrap();
-        // Another name than the certificate's, or an agent's certificate, is still refused.
-        assert!(check("other.test", &proxy).is_err());
-        assert!(check(NAME, &c.host_cert(HostRole::App)).is_err());
+        // The certificate names the proxy, not the app's host: the proxy's address decides.
+        check("web.localhost", NAME, &proxy).unwrap();
+        // It names the SNI's host: that is enough.
+        check(NAME, "other.test", &proxy).unwrap();
+        // Neither name, or an agent's certificate, is still refused.
+        assert!(check("web.localhost", "other.test", &proxy).is_err());
+        assert!(check("web.localhost", NAME, &c.host_cert(HostRole::App)).is_err());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //!
 //! Each local connection is carried byte for byte over its own TLS connection to the proxy with
 //! the application certificate, SNI `NAME.PROXYHOST` and ALPN `http/1.1` (the proxy's certificate
-//! checked as the proxy's address the user logged in to); the proxy takes the
+//! valid for that host or for the proxy's address the user logged in to); the proxy takes the
 //! application from the certificate, so nothing here parses HTTP. A certificate about to expire
 //! is renewed (`hop apps login` again) before the next connection. A connection the proxy cannot
 //! be reached for gets a `502` naming why, never a silent close.
@@ -43,8 +43,8 @@ impl Route {
         let (app_host, _) = split_host_port(&c.login.public_addr)?;
         let server_name = ServerName::try_from(app_host.clone())
             .map_err(|_| anyhow!("the application's address {app_host:?} is not a host name"))?;
-        // SNI names the app (the proxy routes by it); the certificate is checked as the proxy's
-        // own address, as every other connection to it is.
+        // SNI names the app (the proxy routes by it); the certificate must be valid for the
+        // app's host or for the proxy's own address (as every other connection to it is).
         let proxy_name = ServerName::try_from(proxy_host.clone())
             .map_err(|_| anyhow!("the proxy's address {proxy_host:?} is not a host name"))?;
         let tls = client_config_verified_as(&c.trust, Some(&c.cert), ALPN_HTTP1, proxy_name)?;
