@@ -100,9 +100,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Status(a) => hop_client::user::status(a),
                 Command::Logout => hop_client::user::logout(),
                 Command::Admin(a) => rt.block_on(hop_client::admin::run(a)),
-                Command::Apps(hop_client::cli::AppsCommand::Ls(out)) => {
-                    rt.block_on(hop_client::apps::ls(out.format))
-                }
+                Command::Apps(cmd) => rt.block_on(hop_client::apps::run(cmd)),
                 Command::Proxy(hop_client::cli::ProxyCommand::App { name, port, bind }) => {
                     rt.block_on(hop_client::apps::proxy_app(name, bind, port))
                 }
@@ -212,11 +210,7 @@ fn start_config(args: &StartArgs) -> anyhow::Result<Config> {
     }
     for a in &args.apps {
         let spec = hop_config::services::AppSpec::parse(a).map_err(|e| anyhow::anyhow!(e))?;
-        cfg.app_service.apps.push(hop_config::AppConfig {
-            name: spec.name,
-            uri: spec.uri,
-            labels: spec.labels.into_iter().collect(),
-        });
+        cfg.app_service.apps.push(spec.into());
     }
     for d in &args.databases {
         let spec = hop_config::services::DbSpec::parse(d).map_err(|e| anyhow::anyhow!(e))?;

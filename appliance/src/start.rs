@@ -294,7 +294,14 @@ async fn serve(
     let Some(dp) = dataplane else {
         return Ok(None);
     };
-    let tls = proxy::load_certificate(p, cfg, &c.auth, &front).await?;
+    let app_http = hop_proxy::routes::app_http::AppHttp::new(
+        c.auth.clone(),
+        c.registry.clone(),
+        &c.web_addr,
+        proxy::http_deadlines(cfg),
+    );
+    p.tasks.spawn(app_http.clone().run(p.shutdown.clone()));
+    let tls = proxy::load_certificate(p, cfg, &c.auth, &front, app_http.clone()).await?;
     let web = hop_proxy::web::WebRoom::new(
         c.auth.clone(),
         c.registry.clone(),
@@ -314,6 +321,7 @@ async fn serve(
         ))
         .merge(web.router());
     let routes = TlsRoutes {
+        app_http: Some(app_http),
         router,
         jump: proxy::jump_host(p, cfg, &c.auth, &c.registry)?,
         identify: proxy::identifier(&c.auth, &p.clock),

@@ -10,6 +10,7 @@ mod error;
 mod export;
 mod identity;
 mod issued;
+pub mod jwt;
 mod keys;
 mod ssh;
 mod x509;

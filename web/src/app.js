@@ -15,6 +15,7 @@ import { sessionsPage } from '/web/assets/sessions.js';
 import { joinPage, terminalPage } from '/web/assets/terminal.js';
 import { recordingsPage } from '/web/assets/recordings.js';
 import { auditPage } from '/web/assets/audit.js';
+import { launchPage } from '/web/assets/launch.js';
 
 // Each page: the address prefix that shows it, and the function that draws it into the view
 // (given the view, the web session, and the rest of the address after the prefix).
@@ -30,6 +31,7 @@ const PAGES = [
   { prefix: '/web/locks', draw: (v) => locksPage(v) },
   { prefix: '/web/recordings', draw: (v, s, rest) => recordingsPage(v, s, rest) },
   { prefix: '/web/audit', draw: (v) => auditPage(v) },
+  { prefix: '/web/launch/', draw: (v, s, rest) => launchPage(v, rest) },
 ];
 
 const view = document.getElementById('view');
@@ -38,6 +40,9 @@ const who = document.getElementById('who');
 let watch = 0;
 // What the page now shown needs done when it goes (a terminal closes its socket).
 let leave = null;
+
+// A web application's launch that waits for the login (its address, with the state).
+let afterLogin = '';
 
 // How often an open page asks whether its session still holds (a lock ends it within seconds).
 const WATCH_MS = 1000;
@@ -54,6 +59,7 @@ function loggedOut(notice) {
   watch = 0;
   bar.hidden = true;
   who.textContent = '';
+  if (location.pathname.startsWith('/web/launch/')) afterLogin = location.pathname + location.search;
   if (location.pathname !== '/web/login') history.pushState({}, '', '/web/login');
   loginPage(view, loggedIn, notice);
 }
@@ -75,7 +81,11 @@ function loggedIn(session) {
   bar.hidden = false;
   showEditorLinks();
   if (!watch) watch = setInterval(() => currentSession().catch(() => {}), WATCH_MS);
-  if (location.pathname === '/web/login' || location.pathname === '/web' || location.pathname === '/web/') {
+  if (afterLogin) {
+    history.replaceState({}, '', afterLogin);
+    afterLogin = '';
+    route();
+  } else if (location.pathname === '/web/login' || location.pathname === '/web' || location.pathname === '/web/') {
     go('/web/resources');
   } else {
     route();

@@ -39,7 +39,14 @@ export async function resourcesPage(view) {
     }, `Connect as ${login}`))));
     return tr;
   });
-  const apps = r.apps.map((a) => row('app', a.name, a.labels, []));
+  const apps = r.apps.map((a) => {
+    const tr = row('app', a.name, a.labels, []);
+    // An HTTP application opens at NAME.<this host> (the proxy's public address).
+    tr.append(el('td', { class: 'actions' }, a.http
+      ? el('a', { class: 'open', href: `https://${a.name}.${location.host}/`, target: '_blank', rel: 'noopener' }, 'Open')
+      : 'hop proxy app'));
+    return tr;
+  });
   const dbs = r.databases.map((d) =>
     row('db', d.name, d.labels, [d.protocol, words(d.db_users), words(d.db_names)]));
   const search = el('input', {
@@ -53,7 +60,7 @@ export async function resourcesPage(view) {
   show(view,
     el('div', { class: 'toolbar' }, el('h1', {}, 'Resources'), search),
     table('nodes', 'Servers', ['Name', 'Labels', 'Logins', 'Terminal'], nodes),
-    table('apps', 'Applications', ['Name', 'Labels'], apps),
+    table('apps', 'Applications', ['Name', 'Labels', 'Open'], apps),
     table('databases', 'Databases', ['Name', 'Labels', 'Protocol', 'Database users', 'Database names'], dbs));
   search.focus();
 }

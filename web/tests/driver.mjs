@@ -49,7 +49,7 @@ const commands = {
     await page.fill('#password', password);
     await page.fill('#otp', otp);
     await page.click('#login-submit');
-    await page.waitForFunction(() => document.querySelector('#nodes')
+    await page.waitForFunction(() => document.querySelector('#nodes, #launch-error')
       || document.querySelector('#login-error')?.textContent, null, { timeout: 15000 });
     const error = await page.locator('#login-error').count() ? await visibleText(page, '#login-error') : '';
     return { url: page.url(), error, who: await page.locator('#who').innerText() };
@@ -105,6 +105,11 @@ const commands = {
     const t0 = Date.now();
     await page.waitForSelector('form#login', { timeout: ms });
     return { after_ms: Date.now() - t0, notice: await visibleText(page, '#login-error') };
+  },
+  // The text of the element `sel` once it is shown (at most 10 s).
+  async text({ who, sel }) {
+    const { page } = await pageOf(who);
+    return { text: await visibleText(page, sel), url: page.url() };
   },
   async errors() {
     return { errors };

@@ -5,13 +5,15 @@
 import { chromium } from 'playwright-core';
 import { createInterface } from 'node:readline';
 
-/** Chromium as the tests run it (`HOP_CHROMIUM` names another binary). */
-export function launch() {
+/** Chromium as the tests run it (`HOP_CHROMIUM` names another binary), with `extraArgs`
+ * (e.g. `--host-resolver-rules=...` for names that resolve only in the test). */
+export function launch(extraArgs = []) {
   return chromium.launch({
     executablePath: process.env.HOP_CHROMIUM || '/usr/bin/chromium',
     headless: true,
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      ...extraArgs],
   });
 }
 

@@ -56,7 +56,7 @@ pub(crate) async fn serve(shared: &Shared, framed: DataStream, dial: Dial) {
     if dial.target == hop_api::dial::SSH_TARGET {
         return serve_ssh(shared, framed, dial).await;
     }
-    crate::app::serve(&shared.settings.apps, framed, dial).await;
+    crate::app::serve(&shared.apps, framed, dial).await;
 }
 
 async fn serve_db(

@@ -1,6 +1,6 @@
 //! The agent process: `hop start --roles app|node|db --proxy HOST:PORT --token T`, and the agent
 //! side of reverse tunnels. Each agent service has its own room: [`node`] (SSH), [`db`]
-//! (PostgreSQL, MySQL) and `app` (TCP applications); `dial` sends each Dial to the room its target
+//! (PostgreSQL, MySQL) and `app` (TCP and web applications); `dial` sends each Dial to the room its target
 //! names. The services share the identity, the tunnel and the audit spool. Agents speak to Auth only through `hop-api` and dial with `hop-net`; they
 //! never import Auth, the proxy or the client.
 //!
@@ -119,6 +119,8 @@ struct Shared {
     db: std::sync::OnceLock<Arc<crate::db::DbService>>,
     /// The data connections' TLS configuration, kept so that they resume.
     data_tls: data_tls::DataTls,
+    /// The applications, with each web app's pooled upstream client.
+    apps: app::Apps,
 }
 
 /// Watches one agent's control connection. Real agents pass `()`; the load test records what
@@ -250,6 +252,7 @@ pub async fn run(
         node: std::sync::OnceLock::new(),
         db: std::sync::OnceLock::new(),
         data_tls: Default::default(),
+        apps: app::Apps::new(&settings.apps),
     });
     let mut tasks = tokio::task::JoinSet::new();
     if !settings.databases.is_empty() || !settings.db_selectors.is_empty() {
@@ -513,7 +516,7 @@ mod tests {
         for bad in [
             "uri=tcp://x:1",
             "name=e",
-            "name=e,uri=http://x:1",
+            "name=e,uri=ftp://x:1",
             "name=e,uri=tcp://x",
             "name=e,uri=tcp://x:1,color=red",
             "name=a b,uri=tcp://x:1",

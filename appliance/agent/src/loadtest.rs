@@ -368,6 +368,7 @@ fn simulated(s: &LoadtestSettings, index: usize, id: AgentIdentity) -> Shared {
                 // Never dialed: simulated agents keep no data connections.
                 uri: "tcp://127.0.0.1:9".into(),
                 labels: vec![("loadtest".into(), "true".into())],
+                ..AppSpec::default()
             }],
             pool_size: 0,
             node: None,
@@ -380,6 +381,7 @@ fn simulated(s: &LoadtestSettings, index: usize, id: AgentIdentity) -> Shared {
         node: std::sync::OnceLock::new(),
         db: std::sync::OnceLock::new(),
         data_tls: Default::default(),
+        apps: Default::default(),
     }
 }
 

@@ -98,6 +98,9 @@ impl AuthApi {
             hop_api::proto::database_access_server::DatabaseAccessServer::new(self.clone()),
         )
         .add_service(hop_api::proto::openssh_nodes_server::OpensshNodesServer::new(self.clone()))
+        .add_service(hop_api::proto::app_access_server::AppAccessServer::new(
+            self.clone(),
+        ))
     }
 
     fn invite_response(&self, invite: super::server::Invite) -> InviteResponse {

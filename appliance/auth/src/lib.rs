@@ -13,11 +13,14 @@
 
 pub mod admission;
 pub mod agent_events;
+pub mod app_access;
+pub mod apps;
 pub mod audit;
 pub mod caller;
 pub mod databases;
 pub mod error;
 pub mod grpc;
+mod grpc_app;
 mod grpc_db;
 pub mod host_names;
 pub mod inventory;

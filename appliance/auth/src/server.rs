@@ -83,6 +83,8 @@ pub struct AuthServer {
     /// One bucket per agent for the session trackers it opens.
     pub(super) tracker_creations:
         Mutex<std::collections::HashMap<String, super::refusal_limit::RefusalLimiter>>,
+    /// Web application access: launch codes, application sessions, their JWTs.
+    pub(super) app_access: super::apps::AppAccess,
 }
 
 impl std::fmt::Debug for AuthServer {
@@ -126,7 +128,9 @@ impl AuthServer {
         }
         let cas = Authorities::load_or_create(&store, &cluster, now)?;
         password::warm_up();
+        let app_access = super::apps::AppAccess::new(&cluster, &cas.jwt);
         let server = Self {
+            app_access,
             limiter: Mutex::new(LoginRateLimiter::new(settings.attempts_per_ip_per_minute)),
             store,
             clock,

@@ -1482,3 +1482,80 @@ fn a_time_to_live_past_the_end_of_time_is_a_bad_request_not_a_panic() {
             .is_ok()
     );
 }
+
+/// A launch is decided by admission and the roles' `app_labels`; a refusal is audited and
+/// issues no code.
+#[test]
+fn an_app_launch_needs_the_apps_labels_and_an_unlocked_user() {
+    use crate::apps::{AppFlowError, AppGrant};
+    use crate::inventory::AppRoute;
+    let f = fixture("otp");
+    f.user("alice", &["access"]);
+    f.user("auditee", &["auditor"]);
+    let now = f.clock.now();
+    let grant = |user: &str, role: &str| AppGrant {
+        identity: Arc::new(hop_ca::Identity {
+            username: user.into(),
+            roles: vec![role.into()],
+            logins: vec![],
+            traits: BTreeMap::new(),
+            cluster: "unit.test".into(),
+            route_to_cluster: "unit.test".into(),
+            permit_agent_forwarding: false,
+            permit_port_forwarding: false,
+            permit_pty: false,
+            route_to_database: None,
+            route_to_app: None,
+            mfa_verified: false,
+        }),
+        issued_at: now,
+        expires: now + Duration::from_secs(3600),
+        app: "grafana".into(),
+        app_uri: "http://127.0.0.1:3000".into(),
+    };
+    let app = AppRoute {
+        name: "grafana".into(),
+        uri: "http://127.0.0.1:3000".into(),
+        labels: BTreeMap::from([("env".to_string(), "dev".to_string())]),
+        host_id: "h1".into(),
+    };
+    f.clock.advance(Duration::from_secs(1));
+    let code = f
+        .auth
+        .launch_app(grant("alice", "access"), &app, "state", None)
+        .unwrap();
+    let session = f
+        .auth
+        .apps()
+        .redeem(&code, "grafana", "state", f.clock.now())
+        .unwrap();
+    assert_eq!(session.session.user(), "alice");
+    // The auditor role grants no application.
+    let denied = f
+        .auth
+        .launch_app(grant("auditee", "auditor"), &app, "state", None);
+    assert!(
+        matches!(denied, Err(AppFlowError::Refused(ref r)) if r.code() == "access_denied"),
+        "{denied:?}"
+    );
+    // A locked user launches nothing.
+    f.auth.lock_user("alice", None, "gone", "admin").unwrap();
+    f.clock.advance(Duration::from_secs(1));
+    let locked = f
+        .auth
+        .launch_app(grant("alice", "access"), &app, "state", None);
+    assert!(
+        matches!(locked, Err(AppFlowError::Refused(_))),
+        "{locked:?}"
+    );
+    // The label refusal is in the audit log (the emit path is asynchronous: the lock's may
+    // still be queued).
+    assert!(
+        f.events().iter().any(|e| e["event"] == "access.refused"
+            && e["route"] == "app"
+            && e["user"] == "auditee")
+    );
+}
+
+#[path = "app_access_tests.rs"]
+mod app_access_tests;

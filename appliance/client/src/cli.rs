@@ -209,6 +209,42 @@ pub struct ScpArgs {
 pub enum AppsCommand {
     /// List the applications your roles allow.
     Ls(Output),
+    /// Get a certificate for one application (for `hop proxy app`, curl and other clients).
+    Login {
+        /// The application's name (see `hop apps ls`).
+        name: String,
+        /// How long the certificate lives [default: as long as your login and roles allow],
+        /// e.g. 30m, 2h.
+        #[arg(long, value_parser = hop_config::parse_duration)]
+        ttl: Option<std::time::Duration>,
+    },
+    /// Remove an application certificate (all of them without NAME).
+    Logout { name: Option<String> },
+    /// Print how to reach an application with its certificate: address, TLS files, a curl line.
+    Config {
+        /// The application [default: the only one you are logged in to].
+        name: Option<String>,
+        #[arg(long, value_enum, default_value_t = AppConfigFormat::Text)]
+        format: AppConfigFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AppConfigFormat {
+    /// Everything, for people.
+    Text,
+    /// Everything, as JSON.
+    Json,
+    /// The application's https address.
+    Uri,
+    /// The path of the CA certificates that sign the proxy's certificate.
+    Ca,
+    /// The path of the application certificate.
+    Cert,
+    /// The path of its private key.
+    Key,
+    /// A curl command line.
+    Curl,
 }
 
 #[derive(Debug, Subcommand)]
@@ -283,7 +319,9 @@ pub enum ProxyCommand {
         #[arg(long, default_value = "127.0.0.1")]
         bind: std::net::IpAddr,
     },
-    /// Listen locally and carry each connection to a TCP application through the proxy.
+    /// Listen locally (plain, on loopback) and carry each connection to an application through
+    /// the proxy: for an HTTP application with its certificate (`hop apps login NAME`, done for
+    /// you if needed), so local tools need none; for a TCP application, byte for byte.
     App {
         /// The application's name (see `hop apps ls`).
         name: String,

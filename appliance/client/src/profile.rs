@@ -203,6 +203,8 @@ pub fn remove_current(home: &Path) -> anyhow::Result<Option<Profile>> {
     }
     // Database certificates of this login (`hop db login`) go with it.
     let _ = std::fs::remove_dir_all(super::db::db_dir(&paths));
+    // So do application certificates (`hop apps login`).
+    let _ = std::fs::remove_dir_all(super::apps::apps_dir(&paths));
     let _ = std::fs::remove_file(paths.profile());
     let _ = std::fs::remove_file(home.join("current"));
     Ok(Some(p))

@@ -96,12 +96,21 @@ ssh_service:
   # Deadline for an SSH client's banner, key exchange and authentication.
   auth_timeout: 30s
 
-# An app agent's TCP applications (hop start --roles app --proxy ... also takes --app).
+# An app agent's applications (hop start --roles app --proxy ... also takes --app): tcp:// apps
+# relay bytes; http:// and https:// apps are web apps served at https://NAME.<proxy address>.
 app_service:
   apps: []
   #  - name: echo
   #    uri: tcp://127.0.0.1:7000
   #    labels: {env: dev}
+  #  - name: grafana
+  #    uri: http://127.0.0.1:3000
+  #    labels: {env: dev}
+  #    # public_addr: grafana.example.com
+  #    # insecure_skip_verify: false   # https:// upstreams only
+  #    rewrite:
+  #      headers: ["X-Webauth-User: {{internal.logins}}"]
+  #      redirect: [localhost]
 
 # A db agent's databases (hop start --roles db --proxy ... also takes --db).
 db_service:

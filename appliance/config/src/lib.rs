@@ -12,7 +12,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod app_rewrite;
 mod app_service;
+mod app_spec;
 mod auth_service;
 mod db_service;
 mod default_yaml;

@@ -1,7 +1,7 @@
-//! What an agent publishes, as the operator describes it (flags or YAML): TCP applications,
-//! databases, and selectors of `db` resources. Each spec parses its flag form and validates
-//! itself with errors that name the field; agents serve these specs, and `Config::validate`
-//! checks them at start.
+//! What an agent publishes, as the operator describes it (flags or YAML): applications (their
+//! spec lives in `app_spec`, re-exported here), databases, and selectors of `db` resources.
+//! Each spec parses its flag form and validates itself with errors that name the field; agents
+//! serve these specs, and `Config::validate` checks them at start.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -9,6 +9,9 @@ use std::path::PathBuf;
 use hop_net::connect::split_host_port;
 use hop_protocols::tunnel::ResourceAnnouncement;
 use serde::Deserialize;
+
+pub use crate::app_rewrite::{AppRewrite, HeaderRewrite, RewriteError, ValueTemplate};
+pub use crate::app_spec::{AppScheme, AppSpec, AppSpecError};
 
 /// Why a `--db` or `--app` flag does not parse (the operator's text): its syntax, or a spec that
 /// is not valid once read.
@@ -28,6 +31,12 @@ pub enum SpecFlagError {
     Missing {
         flag: &'static str,
         key: &'static str,
+    },
+    #[error("{flag}: {key}={value:?}: expected true or false")]
+    NotBool {
+        flag: &'static str,
+        key: &'static str,
+        value: String,
     },
     #[error(transparent)]
     Db(#[from] DbSpecError),
@@ -50,21 +59,11 @@ pub enum DbSpecError {
     Address { name: String, reason: String },
 }
 
-/// Why an application spec is not one an agent can serve (the operator's configuration).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AppSpecError {
-    #[error("app name {name:?}: use letters, digits, '-', '_' and '.'")]
-    Name { name: String },
-    #[error("app {name:?}: uri {uri:?} must start with tcp://")]
-    Scheme { name: String, uri: String },
-    #[error("app {name:?}: {reason}")]
-    Address { name: String, reason: String },
-    #[error("app {name:?}: uri needs a port")]
-    NoPort { name: String },
-}
-
 /// Splits a flag's `key=value` part.
-fn key_value<'a>(flag: &'static str, part: &'a str) -> Result<(&'a str, &'a str), SpecFlagError> {
+pub(crate) fn key_value<'a>(
+    flag: &'static str,
+    part: &'a str,
+) -> Result<(&'a str, &'a str), SpecFlagError> {
     part.split_once('=')
         .ok_or_else(|| SpecFlagError::NotKeyValue {
             flag,
@@ -73,7 +72,10 @@ fn key_value<'a>(flag: &'static str, part: &'a str) -> Result<(&'a str, &'a str)
 }
 
 /// The labels of a flag's `labels=k=v;k2=v2` value, in order.
-fn flag_labels(flag: &'static str, value: &str) -> Result<Vec<(String, String)>, SpecFlagError> {
+pub(crate) fn flag_labels(
+    flag: &'static str,
+    value: &str,
+) -> Result<Vec<(String, String)>, SpecFlagError> {
     value
         .split(';')
         .filter(|l| !l.is_empty())
@@ -232,80 +234,6 @@ impl DbSpec {
                 self.uri.split_once("://").map(|(_, r)| r).unwrap_or("")
             )),
         }
-    }
-}
-
-/// A TCP application this agent publishes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AppSpec {
-    pub name: String,
-    /// `tcp://host:port`
-    pub uri: String,
-    pub labels: Vec<(String, String)>,
-}
-
-impl AppSpec {
-    /// Parses `name=echo,uri=tcp://127.0.0.1:7000,labels=env=dev;team=web` (labels may repeat).
-    pub fn parse(s: &str) -> Result<Self, SpecFlagError> {
-        const FLAG: &str = "--app";
-        let (mut name, mut uri, mut labels) = (None, None, Vec::new());
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (k, v) = key_value(FLAG, part)?;
-            match k {
-                "name" => name = Some(v.to_string()),
-                "uri" => uri = Some(v.to_string()),
-                "labels" | "label" => labels.extend(flag_labels(FLAG, v)?),
-                other => {
-                    return Err(SpecFlagError::UnknownKey {
-                        flag: FLAG,
-                        key: other.into(),
-                        expected: "name, uri, labels",
-                    });
-                }
-            }
-        }
-        let missing = |key| SpecFlagError::Missing { flag: FLAG, key };
-        let app = AppSpec {
-            name: name.ok_or_else(|| missing("name"))?,
-            uri: uri.ok_or_else(|| missing("uri"))?,
-            labels,
-        };
-        app.validate()?;
-        Ok(app)
-    }
-
-    pub fn validate(&self) -> Result<(), AppSpecError> {
-        if self.name.is_empty()
-            || !self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
-            return Err(AppSpecError::Name {
-                name: self.name.clone(),
-            });
-        }
-        self.target().map(drop)
-    }
-
-    /// The `host:port` behind `tcp://`.
-    pub fn target(&self) -> Result<(String, u16), AppSpecError> {
-        let name = || self.name.clone();
-        let rest = self
-            .uri
-            .strip_prefix("tcp://")
-            .ok_or_else(|| AppSpecError::Scheme {
-                name: name(),
-                uri: self.uri.clone(),
-            })?;
-        let (host, port) = split_host_port(rest).map_err(|e| AppSpecError::Address {
-            name: name(),
-            reason: e.to_string(),
-        })?;
-        if !rest.contains(':') {
-            return Err(AppSpecError::NoPort { name: name() });
-        }
-        Ok((host, port))
     }
 }
 

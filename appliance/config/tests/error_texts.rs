@@ -41,7 +41,15 @@ fn each_section_names_its_field() {
         ),
         (
             "app_service:\n  apps:\n  - {name: echo, uri: 'udp://x:1'}\n",
-            "hop.yaml: app_service.apps: [0]: app \"echo\": uri \"udp://x:1\" must start with tcp://",
+            "hop.yaml: app_service.apps: [0]: app \"echo\": uri \"udp://x:1\" must start with tcp://, http:// or https://",
+        ),
+        (
+            "app_service:\n  apps:\n  - name: grafana\n    uri: http://127.0.0.1:3000\n    rewrite:\n      headers: ['Hop-Jwt-Assertion: x']\n",
+            "hop.yaml: app_service.apps: [0]: app \"grafana\": rewrite: header line \"Hop-Jwt-Assertion: x\": Hop-Jwt-Assertion is set by Hop and may not be rewritten",
+        ),
+        (
+            "app_service:\n  apps:\n  - name: grafana\n    uri: http://127.0.0.1:3000\n    rewrite:\n      headers: ['X-User: {{internal.logins']\n",
+            "hop.yaml: app_service.apps: [0]: app \"grafana\": rewrite: header line \"X-User: {{internal.logins\": \"{{\" without closing \"}}\"",
         ),
         (
             "db_service:\n  databases:\n  - {name: pg, uri: 'redis://x'}\n",
@@ -166,7 +174,7 @@ fn spec_flags_say_what_is_wrong() {
     assert_eq!(app("name=a,label=x"), "--app: label \"x\" is not key=value");
     assert_eq!(
         app("name=a,port=1"),
-        "--app: unknown key \"port\"; expected name, uri, labels"
+        "--app: unknown key \"port\"; expected name, uri, labels, public_addr, insecure_skip_verify"
     );
     assert_eq!(app("uri=tcp://x:1"), "--app: name= is required");
     assert_eq!(app("name=a"), "--app: uri= is required");
@@ -175,8 +183,8 @@ fn spec_flags_say_what_is_wrong() {
         "app name \"a b\": use letters, digits, '-', '_' and '.'"
     );
     assert_eq!(
-        app("name=a,uri=http://x:1"),
-        "app \"a\": uri \"http://x:1\" must start with tcp://"
+        app("name=a,uri=ftp://x:1"),
+        "app \"a\": uri \"ftp://x:1\" must start with tcp://, http:// or https://"
     );
     assert_eq!(app("name=a,uri=tcp://x"), "app \"a\": uri needs a port");
     assert_eq!(

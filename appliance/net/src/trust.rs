@@ -268,6 +268,81 @@ pub fn client_config(
     build(proxy_verifier(trust)?, client_cert, alpn)
 }
 
+/// [`client_config`] for a connection whose SNI may not be a name the proxy's certificate holds:
+/// `hop proxy app` sends an application's host `NAME.PROXYHOST` as SNI (the proxy routes by it)
+/// and accepts a certificate valid for that name or, failing that, for the proxy's own address
+/// `verify_as` (the name the user logged in to), so that it works whether the proxy answers with
+/// a certificate naming the application or with its own. The chain and the proxy role are
+/// checked either way, and the name is always one of those two.
+pub fn client_config_verified_as(
+    trust: &Trust,
+    client_cert: Option<&ClientCert>,
+    alpn: &[u8],
+    verify_as: ServerName<'static>,
+) -> Result<rustls::ClientConfig, TrustError> {
+    let verifier = VerifiedAs {
+        inner: proxy_verifier(trust)?,
+        name: verify_as,
+    };
+    build(Arc::new(verifier), client_cert, alpn)
+}
+
+/// Verifies as the name the connection was opened with, else as `name`.
+#[derive(Debug)]
+struct VerifiedAs {
+    inner: Arc<dyn ServerCertVerifier>,
+    name: ServerName<'static>,
+}
+
+impl ServerCertVerifier for VerifiedAs {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        sni: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, TlsError> {
+        self.inner
+            .verify_server_cert(end_entity, intermediates, sni, ocsp, now)
+            .or_else(|first| {
+                self.inner
+                    .verify_server_cert(end_entity, intermediates, &self.name, ocsp, now)
+                    .map_err(|_| first)
+            })
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, TlsError> {
+        self.inner.verify_tls12_signature(m, c, d)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, TlsError> {
+        self.inner.verify_tls13_signature(m, c, d)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+
+    fn requires_raw_public_keys(&self) -> bool {
+        self.inner.requires_raw_public_keys()
+    }
+
+    fn root_hint_subjects(&self) -> Option<&[rustls::DistinguishedName]> {
+        self.inner.root_hint_subjects()
+    }
+}
+
 /// The verifier of connections to the proxy: `trust`'s chain check after [`check_proxy_role`].
 fn proxy_verifier(trust: &Trust) -> Result<Arc<dyn ServerCertVerifier>, TrustError> {
     Ok(match trust {
@@ -425,6 +500,30 @@ mod tests {
         verify(&c.pin(), &proxy, &chain).unwrap();
         verify(&Trust::CaPem(c.ca_pem.clone()), &proxy, &chain).unwrap();
         verify(&Trust::CaPem(c.ca_pem.clone()), &proxy, &[]).unwrap();
+    }
+
+    #[test]
+    fn verified_as_the_sni_or_the_proxy_but_never_less() {
+        let c = Cluster::new();
+        let proxy = c.host_cert(HostRole::Proxy);
+        let chain = [c.ca_der.clone()];
+        let trust = Trust::CaPem(c.ca_pem.clone());
+        let check = |sni: &'static str, verify_as: &'static str, leaf: &CertificateDer<'static>| {
+            let v = VerifiedAs {
+                inner: proxy_verifier(&trust).unwrap(),
+                name: ServerName::try_from(verify_as).unwrap(),
+            };
+            let sni = ServerName::try_from(sni).unwrap();
+            v.verify_server_cert(leaf, &chain, &sni, &[], UnixTime::now())
+                .map(|_| ())
+        };
+        // The certificate names the proxy, not the app's host: the proxy's address decides.
+        check("web.localhost", NAME, &proxy).unwrap();
+        // It names the SNI's host: that is enough.
+        check(NAME, "other.test", &proxy).unwrap();
+        // Neither name, or an agent's certificate, is still refused.
+        assert!(check("web.localhost", "other.test", &proxy).is_err());
+        assert!(check("web.localhost", NAME, &c.host_cert(HostRole::App)).is_err());
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! over, by ALPN and client certificate, to [`routes`] (web UI and Auth API over HTTP, TCP apps,
 //! SSH, databases, `hop join`); [`admission`] asks Auth's snapshot whether a session may start
 //! and keeps asking while it lives; [`tls`], [`cert`], [`identify`] and [`server_tls`] own the
-//! proxy's certificate, its rustls configuration and who a client certificate names.
+//! proxy's certificate, its rustls configuration and who a client certificate names, and
+//! [`app_certs`] the certificates of web applications where `*.P` cannot name them.
 //!
 //! The data plane and the relay never import routes or Auth; the proxy imports Auth (it serves
 //! Auth's API on the one port and asks it for decisions), never the other way round.
@@ -15,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod app_certs;
 pub mod cert;
 pub mod dataplane;
 pub mod identify;

@@ -88,6 +88,9 @@ pub struct TlsRoutes {
     pub http: HttpDeadlines,
     /// The data plane's counters, where connections it handed over are refused here.
     pub dataplane: Option<Arc<crate::dataplane::DataPlaneStats>>,
+    /// Web applications: a connection whose SNI is `NAME.P` (and whose ALPN is not one of
+    /// Hop's) goes there.
+    pub app_http: Option<Arc<crate::routes::app_http::AppHttp>>,
 }
 
 impl TlsRoutes {
@@ -441,6 +444,13 @@ async fn route(
             tracing::debug!(%remote, "tunnel or application route without the right certificate");
             audit_wrong_certificate(&routes.auth, p, &caller, remote);
         }
+        (alpn, caller) if let Some(app) = app_of_sni(&routes, &tls, alpn) => {
+            let (Some(apps), remote) = (routes.app_http.clone(), remote) else {
+                return;
+            };
+            let cert = crate::admission::UserCert::of(caller);
+            apps.serve(tls, app, cert, remote, shutdown).await;
+        }
         (_, caller) => {
             let deadlines = Some(routes.http);
             let router = crate::admission::api_admission(routes.router, routes.auth.clone());
@@ -449,6 +459,18 @@ async fn route(
     }
     metrics.connections_active.dec();
     drop(guard);
+}
+
+/// The web application a connection's SNI names (`NAME.P`), when it asked for no ALPN of
+/// Hop's own.
+fn app_of_sni(routes: &TlsRoutes, tls: &AgentStream, alpn: Option<&[u8]>) -> Option<String> {
+    if alpn.is_some_and(|p| p.starts_with(b"hop-")) {
+        return None;
+    }
+    routes
+        .app_http
+        .as_ref()?
+        .app_of_sni(tls.get_ref().1.server_name())
 }
 
 /// Counts a connection the control plane closes unserved with the data plane's refusals.

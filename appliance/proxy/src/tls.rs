@@ -21,7 +21,8 @@ use std::sync::Arc;
 
 use hop_net::pem::PemError;
 use rustls::RootCertStore;
-use rustls::server::{VerifierBuilderError, WebPkiClientVerifier};
+use rustls::server::{ResolvesServerCert, VerifierBuilderError, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 
 /// ALPN protocols of the one port, in the server's order of preference.
 pub const ALPN: &[&[u8]] = &[
@@ -94,6 +95,33 @@ pub fn server_config(
 ) -> Result<rustls::ServerConfig, ProxyTlsError> {
     let chain = parse_chain(chain_pem)?;
     let key = parse_key(key_pem)?;
+    let cfg = builder(client_ca_pems)?
+        .with_single_cert(chain, key)
+        .map_err(|cause| ProxyTlsError::Unusable { cause })?;
+    finish(cfg)
+}
+
+/// [`server_config`] whose certificate `resolver` picks per ClientHello.
+pub fn server_config_with_resolver(
+    resolver: Arc<dyn ResolvesServerCert>,
+    client_ca_pems: &[String],
+) -> Result<rustls::ServerConfig, ProxyTlsError> {
+    finish(builder(client_ca_pems)?.with_cert_resolver(resolver))
+}
+
+/// A certificate chain and its key, checked to belong together.
+pub fn certified_key(chain_pem: &str, key_pem: &str) -> Result<CertifiedKey, ProxyTlsError> {
+    CertifiedKey::from_der(parse_chain(chain_pem)?, parse_key(key_pem)?, &provider())
+        .map_err(|cause| ProxyTlsError::Unusable { cause })
+}
+
+/// The configuration up to its certificate: versions and the client certificate check.
+fn builder(
+    client_ca_pems: &[String],
+) -> Result<
+    rustls::ConfigBuilder<rustls::ServerConfig, rustls::server::WantsServerCert>,
+    ProxyTlsError,
+> {
     let mut roots = RootCertStore::empty();
     for pem in client_ca_pems {
         for c in parse_chain(pem)? {
@@ -106,12 +134,14 @@ pub fn server_config(
         .allow_unauthenticated()
         .build()
         .map_err(|cause| ProxyTlsError::ClientVerifier { cause })?;
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+    Ok(rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|cause| ProxyTlsError::Versions { cause })?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(|cause| ProxyTlsError::Unusable { cause })?;
+        .with_client_cert_verifier(verifier))
+}
+
+/// ALPN, cipher order, secret extraction and session tickets.
+fn finish(mut cfg: rustls::ServerConfig) -> Result<rustls::ServerConfig, ProxyTlsError> {
     cfg.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     // The server's order (`provider`), not the client's: OpenSSL clients list AES-256 first.
     cfg.ignore_client_order = true;

@@ -57,6 +57,6 @@ pub use rule_context::{RuleContext, SessionFacts, Undecidable, UserFacts};
 pub use token::{
     JoinMethod, ProvisionToken, ProvisionTokenSpec, SystemRole, WeakSecret, check_secret_strength,
 };
-pub use traits::{TemplateError, Traits};
+pub use traits::{CompiledTemplate, TemplateError, Traits};
 pub use user::{CreatedBy, User, UserSpec, UserStatus};
 pub use validation::{FieldPath, Problem, Segment, ValidationError};

@@ -124,6 +124,32 @@ pub fn expand(s: &str, traits: &Traits) -> Vec<String> {
     parse(s).map_or_else(|_| Vec::new(), |t| t.expand(traits))
 }
 
+/// A template parsed once and expanded many times (an app's header rewrite, on every request).
+#[derive(Debug, Clone)]
+pub struct CompiledTemplate(Template);
+
+impl CompiledTemplate {
+    /// Parses `s` as [`validate_template`] does.
+    pub fn parse(s: &str) -> Result<Self, TemplateError> {
+        parse(s).map(Self)
+    }
+
+    /// The text, when `s` had no `{{...}}` expression.
+    #[must_use]
+    pub fn literal(&self) -> Option<&str> {
+        match &self.0 {
+            Template::Literal(s) => Some(s),
+            Template::Expr { .. } => None,
+        }
+    }
+
+    /// The values for `traits`, as [`expand`] gives them.
+    #[must_use]
+    pub fn expand(&self, traits: &Traits) -> Vec<String> {
+        self.0.expand(traits)
+    }
+}
+
 impl Template {
     /// Values this template produces for `traits`; never contains an empty string.
     pub(crate) fn expand(&self, traits: &Traits) -> Vec<String> {

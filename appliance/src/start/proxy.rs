@@ -9,10 +9,12 @@ use arc_swap::ArcSwapOption;
 use hop_auth::AuthServer;
 use hop_config::Config;
 use hop_metrics::Metrics;
+use hop_proxy::app_certs::{AnnouncedApps, NameRule, name_rule};
 use hop_proxy::cert::{CertSource, ProxyCertificate};
 use hop_proxy::dataplane::limits::{HandshakeSlots, PreAuthBudget};
 use hop_proxy::dataplane::{DataPlane, DataPlaneSettings, Handoff, TlsTermination};
 use hop_proxy::listener::{IdentifyPeer, TlsListenerSettings};
+use hop_proxy::routes::app_http::{AppHttp, PublicHost};
 use hop_proxy::routes::http_conn::HttpDeadlines;
 use hop_proxy::routes::jump::JumpHost;
 use hop_proxy::tunnels::TunnelRegistry;
@@ -151,13 +153,39 @@ fn proxy_names(cfg: &Config) -> Vec<String> {
     names
 }
 
+/// The public host `P` of web applications at `NAME.P`.
+fn app_host(cfg: &Config) -> String {
+    PublicHost::parse(&web_addr(cfg)).host().to_string()
+}
+
+/// Names in the proxy's TLS certificate: [`proxy_names`] and, for web applications at
+/// `NAME.P`, `*.P` for the web address's host and each public host whose name has two labels or
+/// more (a wildcard over one label is accepted by no verifier: applications under such a host
+/// get certificates of their own, `hop_proxy::app_certs`).
+fn tls_names(cfg: &Config) -> Vec<String> {
+    let mut names = proxy_names(cfg);
+    let mut hosts = public_hosts(cfg);
+    hosts.push(app_host(cfg));
+    for h in hosts {
+        if name_rule(&h.to_ascii_lowercase()) == NameRule::Wildcard {
+            names.push(format!("*.{h}"));
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// Loads the proxy's certificate (the operator's files, or one the host CA issues) into the TLS
-/// front and keeps it fresh; returns the configuration the listener terminates with.
+/// front and keeps it fresh; returns the configuration the listener terminates with. `apps`
+/// are the web applications, which get certificates of their own under a single-label public
+/// host when the certificate is issued.
 pub(super) async fn load_certificate(
     p: &mut Process,
     cfg: &Config,
     auth: &Arc<AuthServer>,
     front: &TlsFront,
+    apps: Arc<AppHttp>,
 ) -> anyhow::Result<Arc<ArcSwapOption<rustls::ServerConfig>>> {
     // Client certificates of users (logins) and hosts (agents) are accepted; each route then
     // requires the kind it needs.
@@ -176,10 +204,16 @@ pub(super) async fn load_certificate(
         None => CertSource::Issued {
             auth: auth.clone(),
             host_id: host_name(),
-            names: proxy_names(cfg),
+            names: tls_names(cfg),
         },
     };
-    let proxy_cert = ProxyCertificate { source, client_cas };
+    let apps: Option<Arc<dyn AnnouncedApps>> =
+        (name_rule(&app_host(cfg)) == NameRule::PerApp).then_some(apps as _);
+    let proxy_cert = ProxyCertificate {
+        source,
+        client_cas,
+        apps,
+    };
     front.tls.store(Some(Arc::new(proxy_cert.load().await?)));
     let tls = front.tls.clone();
     p.tasks

@@ -16,13 +16,15 @@ use crate::ssh::{Killed, node_token, start_node};
 
 const ROLES: &str = "kind: role\nversion: v7\nmetadata:\n  name: matrix\nspec:\n  allow:\n    logins: ['{{internal.logins}}']\n    node_labels: {'*': '*'}\n    app_labels: {'*': '*'}\n    rules:\n    - resources: [role]\n      verbs: [list, read]\n---\nkind: role\nversion: v7\nmetadata:\n  name: other\nspec:\n  allow:\n    logins: [nobody]\n---\nkind: role\nversion: v7\nmetadata:\n  name: watcher\nspec:\n  allow:\n    join_sessions:\n    - name: watch-matrix\n      roles: [matrix]\n      kinds: [ssh]\n      modes: [observer]\n";
 
-/// One cluster: a node agent, an app agent serving an echo server, and the matrix roles.
+/// One cluster: a node agent, an app agent serving an echo server (TCP app `echo`) and the
+/// Python web app of `tests/fixtures/app_upstream.py` (HTTP app `web`), and the matrix roles.
 struct Cluster {
     a: Appliance,
     cluster: String,
     _node: Killed,
     _app: Killed,
     _echo: Killed,
+    _web: Killed,
     users: std::cell::Cell<u32>,
 }
 
@@ -57,6 +59,7 @@ impl Cluster {
                 .spawn()
                 .unwrap(),
         );
+        let (web, web_port) = web_upstream();
         let app_dir = a.dir.path().join("app1");
         let app = Killed(
             Command::new(HOP)
@@ -68,6 +71,10 @@ impl Cluster {
                 .args([
                     "--app",
                     &format!("name=echo,uri=tcp://127.0.0.1:{echo_port}"),
+                ])
+                .args([
+                    "--app",
+                    &format!("name=web,uri=http://127.0.0.1:{web_port}"),
                 ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::from(
@@ -82,6 +89,7 @@ impl Cluster {
             _node: node,
             _app: app,
             _echo: echo,
+            _web: web,
             users: std::cell::Cell::new(0),
         };
         let probe = c.user_with_ttl(None);
@@ -94,6 +102,7 @@ impl Cluster {
             .to_string();
         wait_until_listed(&probe, &["ls"], "node1");
         wait_until_listed(&probe, &["apps", "ls"], "echo");
+        wait_until_listed(&probe, &["apps", "ls"], "web");
         Self { cluster, ..c }
     }
 
@@ -192,6 +201,7 @@ enum Try {
     OpenSsh,
     JumpHost,
     App,
+    HttpApp,
     AdminApi,
 }
 
@@ -200,6 +210,7 @@ const TRIES: &[Try] = &[
     Try::OpenSsh,
     Try::JumpHost,
     Try::App,
+    Try::HttpApp,
     Try::AdminApi,
 ];
 
@@ -213,6 +224,9 @@ impl Try {
             Self::JumpHost => &["jump_host", "node"],
             // `hop proxy app` asks the API for the app first: either may refuse.
             Self::App => &["app", "admin_api"],
+            // `hop proxy app web` carries requests with the app certificate it got before the
+            // spoiling (the proxy's app route refuses), or asks the API for one (which refuses).
+            Self::HttpApp => &["app", "admin_api"],
             Self::AdminApi => &["admin_api"],
         }
     }
@@ -242,6 +256,7 @@ impl Try {
                 ],
             ),
             Self::App => return app_echo(u),
+            Self::HttpApp => return http_app_get(u),
             Self::AdminApi => run(
                 &u.home,
                 &["admin", "--auth-server", &c.a.addr, "get", "roles"],
@@ -298,6 +313,68 @@ fn app_echo(u: &User) -> Result<(), String> {
     let _ = child.kill();
     let _ = child.wait();
     result.map_err(|e| format!("{e} {}", std::fs::read_to_string(&log).unwrap_or_default()))
+}
+
+/// The Python web app the HTTP app row reaches, on a port of its choosing.
+fn web_upstream() -> (Killed, u16) {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/app_upstream.py"
+    );
+    let mut child = Command::new("python3")
+        .args([script, "0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line
+        .trim()
+        .trim_start_matches("listening ")
+        .parse()
+        .unwrap();
+    (Killed(child), port)
+}
+
+/// `hop proxy app web` on a local port (it logs in to the app on first use and keeps the
+/// certificate), one plain-HTTP request through it: `Ok` when the app answered with Hop's
+/// identity header, else the page or error the user saw.
+fn http_app_get(u: &User) -> Result<(), String> {
+    let port = free_port();
+    let log = u.home.join("proxy-web.log");
+    let mut child = Command::new(HOP)
+        .args(["proxy", "app", "web", "--port", &port.to_string()])
+        .env("HOP_HOME", &u.home)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let _ = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
+    let result = if line.contains("Proxying") {
+        get_headers(port)
+    } else {
+        Err(String::new())
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    result.map_err(|e| format!("{e} {}", std::fs::read_to_string(&log).unwrap_or_default()))
+}
+
+fn get_headers(port: u16) -> Result<(), String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /headers HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    if text.starts_with("HTTP/1.1 200") && text.to_ascii_lowercase().contains("hop-jwt-assertion") {
+        Ok(())
+    } else {
+        Err(text)
+    }
 }
 
 fn echo_once(port: u16) -> Result<(), String> {

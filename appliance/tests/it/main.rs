@@ -6,6 +6,10 @@
 
 mod admin;
 mod admission;
+mod app_route;
+mod apps_http;
+mod apps_http_browser;
+mod apps_http_cli;
 mod audit;
 mod audit_spool;
 mod bench_cmd;

@@ -54,13 +54,40 @@ pub async fn serve<IO>(
     router: Router,
     caller: Caller,
     deadlines: Option<HttpDeadlines>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    serve_service(
+        io,
+        router.layer(axum::Extension(caller)),
+        deadlines,
+        shutdown,
+    )
+    .await;
+}
+
+/// [`serve`] for any service that answers with an axum body (the application route's), under
+/// the same deadlines and shutdown; upgrades (WebSockets) are served.
+pub async fn serve_service<IO, S>(
+    io: IO,
+    service: S,
+    deadlines: Option<HttpDeadlines>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: tower::Service<
+            Request<hyper::body::Incoming>,
+            Response = Response<Body>,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let activity = Activity::default();
     let svc = TowerToHyperService::new(Tracked {
-        router: router.layer(axum::Extension(caller)),
+        router: service,
         activity: activity.clone(),
     });
     let builder = builder(deadlines);
@@ -162,17 +189,17 @@ impl Drop for InFlight {
     }
 }
 
-/// The router, counting each request in flight until its response body is done.
+/// The service, counting each request in flight until its response body is done.
 #[derive(Clone)]
-struct Tracked {
-    router: Router,
+struct Tracked<S> {
+    router: S,
     activity: Activity,
 }
 
-impl<B> tower::Service<Request<B>> for Tracked
+impl<S, B> tower::Service<Request<B>> for Tracked<S>
 where
-    B: HttpBody<Data = Bytes> + Send + 'static,
-    B::Error: Into<axum::BoxError>,
+    S: tower::Service<Request<B>, Response = Response<Body>, Error = Infallible>,
+    S::Future: Send + 'static,
 {
     type Response = Response<TrackedBody>;
     type Error = Infallible;

@@ -1,5 +1,6 @@
 //! The web routes of the one port besides the web UI: a JSON ping for browsers, scripts and
-//! load balancers. It carries the web UI's security headers too.
+//! load balancers, and the JSON Web Key Set of the jwt CA (`/.well-known/jwks.json`) that web
+//! applications verify `Hop-Jwt-Assertion` with. It carries the web UI's security headers too.
 //!
 //! The web UI itself is [`crate::web`], which also serves the invitation link printed by
 //! `hop admin users add` (`/web/invite/TOKEN`: a page that completes the sign-up in the browser).
@@ -22,10 +23,19 @@ struct WebState {
 pub fn router(auth: Arc<AuthServer>, proxy_addr: String) -> Router {
     Router::new()
         .route("/webapi/ping", get(ping))
+        .route("/.well-known/jwks.json", get(jwks))
         .with_state(WebState { auth, proxy_addr })
         .layer(axum::middleware::map_response(
             crate::web::assets::security_headers,
         ))
+}
+
+/// The keys web applications verify `Hop-Jwt-Assertion` with.
+async fn jwks(State(s): State<WebState>) -> impl IntoResponse {
+    (
+        [(axum::http::header::CACHE_CONTROL, "public, max-age=300")],
+        axum::Json(s.auth.jwks()),
+    )
 }
 
 async fn ping(State(s): State<WebState>) -> impl IntoResponse {

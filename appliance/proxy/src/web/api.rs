@@ -251,6 +251,8 @@ struct NodeView {
 struct AppView {
     name: String,
     labels: BTreeMap<String, String>,
+    /// An HTTP application, opened in the browser at `https://NAME.P`.
+    http: bool,
 }
 
 #[derive(Serialize)]
@@ -288,6 +290,7 @@ pub async fn resources(
     let apps: Vec<AppView> = hop_auth::listings::visible_apps(checker, room.inventory.apps())
         .into_iter()
         .map(|a| AppView {
+            http: crate::routes::app_http::is_http_app(&a.uri),
             name: a.name,
             labels: a.labels,
         })

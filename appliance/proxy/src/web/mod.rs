@@ -9,7 +9,7 @@
 //! itself ([`api`]: login through Auth's own login, logout, the session, the resources a user
 //! may reach), the account page ([`account`]: password, one-time-code devices), the editor
 //! pages ([`admin`]: users, roles, join tokens, locks, each call authorized by Auth with the
-//! admin API's rules), invitation links ([`invite`]), the web terminal ([`terminal`]: a
+//! admin API's rules), invitation links ([`invite`]), web application launches ([`launch`]), the web terminal ([`terminal`]: a
 //! WebSocket into the SSH and join routes' own code) and the live sessions a user may see
 //! and join ([`active`]). A session whose identity admission refuses (a lock, a deletion, a role taken
 //! away, expiry) is ended by [`WebRoom::watch_sessions`] within a second or two, and at its next
@@ -28,6 +28,7 @@ pub mod assets;
 pub mod audit;
 pub mod guard;
 pub mod invite;
+pub mod launch;
 pub mod qr;
 pub mod recordings;
 pub mod records;
@@ -120,6 +121,7 @@ impl WebRoom {
             .merge(admin::routes())
             .merge(account::routes())
             .merge(invite::routes())
+            .merge(launch::routes())
             .merge(terminal::routes())
             .merge(active::routes())
             .merge(recordings::routes())

@@ -1,8 +1,5 @@
-//! The application service of an app agent: TCP applications the agent publishes (`--app`,
-//! `app_service.apps`), each reached by name through a Dial. The agent connects the application
-//! (with a deadline), answers, and relays bytes between the tunnel and the application; who may
-//! reach an application was decided by the proxy before the Dial arrived, and the proxy audits
-//! the session.
+//! TCP applications (`tcp://host:port`): on a Dial the agent connects the application (with a
+//! deadline), answers, and relays bytes between the tunnel and the application.
 
 use std::time::Duration;
 
@@ -19,8 +16,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Why an application session could not start; the words go back in the `DialResult`.
 #[derive(Debug, thiserror::Error)]
 enum AppRefusal {
-    #[error("this agent does not serve {0:?}")]
-    NotServed(String),
     #[error("cannot connect to {uri}: {source}")]
     Connect { uri: String, source: std::io::Error },
     #[error("connecting to {uri} timed out")]
@@ -29,13 +24,8 @@ enum AppRefusal {
     Target(#[from] hop_config::services::AppSpecError),
 }
 
-/// Serves a Dial for the application named by its target.
-pub(crate) async fn serve(apps: &[AppSpec], mut framed: DataStream, dial: Dial) {
-    let Some(app) = apps.iter().find(|a| a.name == dial.target) else {
-        let refused = AppRefusal::NotServed(dial.target.clone()).to_string();
-        answer(&mut framed, dial.session_id, Some(refused)).await;
-        return;
-    };
+/// Serves a Dial for the TCP application `app`.
+pub(crate) async fn serve(app: &AppSpec, mut framed: DataStream, dial: Dial) {
     let upstream = match connect(app).await {
         Ok(s) => s,
         Err(refused) => {

@@ -1,6 +1,6 @@
-//! `hop apps ls` and `hop proxy app NAME`: TCP applications through the proxy.
+//! `hop proxy app NAME` for a TCP application.
 //!
-//! This module owns the user's side of an application session: a local listener, and for each
+//! This module owns the user's side of a TCP application session: a local listener, and for each
 //! local connection a TLS connection to the proxy (ALPN `hop-tcp`, the login certificate), a Dial
 //! naming the application, the proxy's answer (an error is shown to the user and the local
 //! connection closed), then the byte relay.
@@ -11,46 +11,14 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use tokio::net::TcpListener;
 
-use super::profile;
-use crate::cli::OutputFormat;
+use crate::profile;
 use hop_api::proto::ListAppsRequest;
 use hop_api::proto::auth_public_client::AuthPublicClient;
 use hop_net::connect::{open_session, status_error, tls_channel};
 use hop_net::trust::client_config;
 use hop_net::tunnel::{ALPN_TCP, relay};
 
-pub async fn ls(format: OutputFormat) -> anyhow::Result<()> {
-    let login = profile::current_login()?;
-    let channel = tls_channel(&login.profile.proxy, &login.trust, Some(&login.cert)).await?;
-    let apps = AuthPublicClient::new(channel)
-        .list_apps(ListAppsRequest {})
-        .await
-        .map_err(status_error)?
-        .into_inner()
-        .apps;
-    if format != OutputFormat::Text {
-        let v: Vec<_> = apps
-            .iter()
-            .map(|a| serde_json::json!({"name": a.name, "uri": a.uri, "labels": a.labels, "agent_id": a.agent_id}))
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
-    }
-    if apps.is_empty() {
-        println!("No applications you can reach are connected.");
-        return Ok(());
-    }
-    let w = apps.iter().map(|a| a.name.len()).max().unwrap_or(4).max(4);
-    println!("{:<w$}  LABELS", "NAME");
-    for a in apps {
-        let mut labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        labels.sort();
-        println!("{:<w$}  {}", a.name, labels.join(","));
-    }
-    Ok(())
-}
-
-pub async fn proxy_app(app: String, bind: IpAddr, port: u16) -> anyhow::Result<()> {
+pub async fn proxy_tcp_app(app: String, bind: IpAddr, port: u16) -> anyhow::Result<()> {
     let login = Arc::new(profile::current_login()?);
     let cfg = Arc::new(client_config(&login.trust, Some(&login.cert), ALPN_TCP)?);
     let listener = TcpListener::bind((bind, port))

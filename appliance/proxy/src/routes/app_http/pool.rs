@@ -1,0 +1,177 @@
+//! The agents' HTTP/1.1 connections, pooled per agent and application.
+//!
+//! A connection is an agent data connection that answered a Dial for the application
+//! (`routes::dial`), then spoke HTTP/1.1 (hyper's client) for as many requests as come, of any
+//! user, one at a time. A request takes an idle connection (or dials a new one); the connection
+//! comes back when the response's body has ended, unless it broke. A WebSocket consumes its
+//! connection. At most [`MAX_IDLE`] idle connections per agent and application are kept.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+
+use crate::routes::dial::{AgentDialError, dial_agent};
+use crate::tunnels::{AppRoute, TunnelRegistry};
+
+/// The most idle connections kept per agent and application.
+pub const MAX_IDLE: usize = 64;
+
+/// How long an idle connection may take to say it is ready again.
+const READY_WAIT: Duration = Duration::from_secs(1);
+
+/// Why no connection to the agent could be had. The words reach the user's page.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error(transparent)]
+    Dial(#[from] AgentDialError),
+    #[error("the agent's HTTP connection failed: {0}")]
+    Http(#[from] hyper::Error),
+}
+
+/// Where applications are announced and how their connections are opened: the agents'
+/// tunnels; in tests, an upstream dialed directly.
+pub enum Agents {
+    Tunnels(Arc<TunnelRegistry>),
+    #[cfg(test)]
+    Direct {
+        apps: Vec<AppRoute>,
+        upstream: SocketAddr,
+    },
+}
+
+impl Agents {
+    /// The applications announced now.
+    pub fn apps(&self) -> Vec<AppRoute> {
+        match self {
+            Self::Tunnels(r) => r.apps(),
+            #[cfg(test)]
+            Self::Direct { apps, .. } => apps.clone(),
+        }
+    }
+}
+
+/// One HTTP/1.1 connection to an agent, for one application.
+pub struct AgentConn {
+    pub send: SendRequest<Body>,
+    key: String,
+}
+
+/// The idle agent connections.
+#[derive(Default)]
+pub struct AgentPools {
+    idle: Mutex<HashMap<String, Vec<SendRequest<Body>>>>,
+}
+
+fn key_of(app: &AppRoute) -> String {
+    format!("{}\u{0}{}", app.host_id, app.name)
+}
+
+impl AgentPools {
+    fn pop(&self, key: &str) -> Option<SendRequest<Body>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = idle.get_mut(key)?;
+        let c = list.pop();
+        if list.is_empty() {
+            idle.remove(key);
+        }
+        c
+    }
+
+    /// A connection ready for a request to `app`: an idle one, else a new one.
+    pub async fn take(
+        &self,
+        app: &AppRoute,
+        agents: &Agents,
+        client: SocketAddr,
+    ) -> Result<AgentConn, PoolError> {
+        let key = key_of(app);
+        while let Some(mut send) = self.pop(&key) {
+            if send.is_closed() {
+                continue;
+            }
+            if send.is_ready()
+                || matches!(
+                    tokio::time::timeout(READY_WAIT, send.ready()).await,
+                    Ok(Ok(()))
+                )
+            {
+                return Ok(AgentConn { send, key });
+            }
+        }
+        let send = match agents {
+            Agents::Tunnels(registry) => dial(app, registry, client).await?,
+            #[cfg(test)]
+            Agents::Direct { upstream, .. } => dial_direct(*upstream).await?,
+        };
+        Ok(AgentConn { send, key })
+    }
+
+    /// Gives a connection back after its response ended.
+    pub fn put(&self, conn: AgentConn) {
+        if conn.send.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = idle.entry(conn.key).or_default();
+        if list.len() < MAX_IDLE {
+            list.push(conn.send);
+        }
+    }
+
+    /// How many idle connections are kept for `app`.
+    pub fn idle(&self, app: &AppRoute) -> usize {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.get(&key_of(app)).map_or(0, Vec::len)
+    }
+}
+
+/// Dials the agent serving `app` and starts HTTP/1.1 on the data connection.
+async fn dial(
+    app: &AppRoute,
+    registry: &TunnelRegistry,
+    client: SocketAddr,
+) -> Result<SendRequest<Body>, PoolError> {
+    let mut session_id = [0u8; 16];
+    rand::fill(&mut session_id[..]);
+    let what = format!("application {:?}", app.name);
+    let (agent, hold) =
+        dial_agent(registry, &app.host_id, &what, session_id, &app.name, client).await?;
+    let (stream, pending) = agent.into_inner();
+    let io = TokioIo::new(hop_net::tunnel::Prefixed::new(stream, pending));
+    let (send, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake(io)
+        .await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "an agent's HTTP connection ended with an error");
+        }
+        // The connection's place in the limits, given back when it closes.
+        drop(hold);
+    });
+    Ok(send)
+}
+
+/// Starts HTTP/1.1 straight to `upstream` (tests: the agent's part is not in this crate).
+#[cfg(test)]
+async fn dial_direct(upstream: SocketAddr) -> Result<SendRequest<Body>, PoolError> {
+    let tcp = tokio::net::TcpStream::connect(upstream)
+        .await
+        .map_err(|e| {
+            PoolError::Dial(AgentDialError::Refused {
+                what: "test upstream".into(),
+                reason: e.to_string(),
+            })
+        })?;
+    let (send, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(tcp))
+        .await?;
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    Ok(send)
+}
