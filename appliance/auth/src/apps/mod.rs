@@ -139,7 +139,7 @@ impl AppAccess {
     fn sweep_for_test(
         &self,
         now: SystemTime,
-        refused: impl Fn(&AppSession) -> Option<String>,
+        refused: impl Fn(&AppSession) -> Option<hop_admission::Refusal>,
     ) -> Vec<(Arc<AppSession>, String)> {
         self.sessions.sweep(now, refused)
     }

@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 
 use super::AppGrant;
 use crate::admission::Presented;
+use hop_admission::Refusal;
 
 /// The most live application sessions one user has.
 pub const MAX_PER_USER: usize = 64;
@@ -93,7 +94,24 @@ pub enum SessionLookup {
     Live(Arc<AppSession>),
     /// Found past its expiry: ended now (audit the end once, when [`AppSession::end`] says so).
     Expired(Arc<AppSession>),
+    /// Ended by admission (a lock, a deletion, a role change): asked once more after that, the
+    /// answer names why instead of sending the browser back into the flow.
+    Refused {
+        user: String,
+        refusal: Refusal,
+    },
     Unknown,
+}
+
+/// The most refused sessions remembered for their one explanation.
+pub const MAX_REFUSED: usize = 4096;
+
+/// A session admission ended: who, why, and until when its cookie could have been sent.
+#[derive(Debug)]
+struct Refused {
+    user: String,
+    refusal: Refusal,
+    until: SystemTime,
 }
 
 fn key_of(secret: &str) -> [u8; 32] {
@@ -104,6 +122,7 @@ fn key_of(secret: &str) -> [u8; 32] {
 #[derive(Debug, Default)]
 pub struct AppSessions {
     table: RwLock<HashMap<[u8; 32], Arc<AppSession>>>,
+    refused: std::sync::Mutex<HashMap<[u8; 32], Refused>>,
 }
 
 impl AppSessions {
@@ -156,7 +175,7 @@ impl AppSessions {
         let key = key_of(secret);
         let found = self.read().get(&key).cloned();
         match found {
-            None => SessionLookup::Unknown,
+            None => self.take_refused(&key, now),
             Some(s) if s.is_ended() => SessionLookup::Unknown,
             Some(s) if now >= s.expires => {
                 self.write().remove(&key);
@@ -164,6 +183,37 @@ impl AppSessions {
             }
             Some(s) => SessionLookup::Live(s),
         }
+    }
+
+    /// The explanation of a session admission ended, once.
+    fn take_refused(&self, key: &[u8; 32], now: SystemTime) -> SessionLookup {
+        let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        match refused.remove(key) {
+            Some(r) if now < r.until => SessionLookup::Refused {
+                user: r.user,
+                refusal: r.refusal,
+            },
+            _ => SessionLookup::Unknown,
+        }
+    }
+
+    /// Remembers that admission ended `s` (bounded: past sessions go first, then any).
+    fn remember_refused(&self, s: &AppSession, refusal: &Refusal, now: SystemTime) {
+        let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        if refused.len() >= MAX_REFUSED {
+            refused.retain(|_, r| now < r.until);
+        }
+        if refused.len() >= MAX_REFUSED
+            && let Some(first) = refused.keys().next().copied()
+        {
+            refused.remove(&first);
+        }
+        let entry = Refused {
+            user: s.user().to_owned(),
+            refusal: refusal.clone(),
+            until: s.expires,
+        };
+        refused.insert(s.key, entry);
     }
 
     /// Ends and forgets the session of `secret`, if live.
@@ -177,7 +227,7 @@ impl AppSessions {
     pub fn sweep(
         &self,
         now: SystemTime,
-        refused: impl Fn(&AppSession) -> Option<String>,
+        refused: impl Fn(&AppSession) -> Option<Refusal>,
     ) -> Vec<(Arc<AppSession>, String)> {
         let candidates: Vec<Arc<AppSession>> = self.read().values().cloned().collect();
         let mut gone = Vec::new();
@@ -187,7 +237,10 @@ impl AppSessions {
             } else if now >= s.expires {
                 Some("expired".to_string())
             } else {
-                refused(&s)
+                refused(&s).map(|refusal| {
+                    self.remember_refused(&s, &refusal, now);
+                    refusal.to_string()
+                })
             };
             if let Some(why) = why {
                 gone.push((s, why));

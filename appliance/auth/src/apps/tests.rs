@@ -163,7 +163,7 @@ fn the_sweep_ends_voided_and_expired_sessions_once() {
     let (apps, _) = access();
     let a = apps.start(grant("grafana", HOUR), t0()).unwrap();
     let b = apps.start(grant("kibana", 2 * HOUR), t0()).unwrap();
-    let voided = |s: &AppSession| (s.app() == "kibana").then(|| "locked".to_string());
+    let voided = |s: &AppSession| (s.app() == "kibana").then(|| locked());
     let gone = apps.sweep_for_test(t0(), voided);
     assert_eq!(gone.len(), 1);
     assert_eq!(gone[0].0.app(), "kibana");
@@ -174,6 +174,45 @@ fn the_sweep_ends_voided_and_expired_sessions_once() {
     assert_eq!(gone[0].1, "expired");
     assert!(apps.sweep_for_test(t0() + HOUR, |_| None).is_empty());
     assert!(apps.sessions.is_empty());
+}
+
+fn locked() -> hop_admission::Refusal {
+    hop_admission::Refusal::Locked {
+        target: "user \"alice\"".into(),
+        message: String::new(),
+    }
+}
+
+#[test]
+fn a_session_admission_ended_says_why_once_and_only_until_it_would_have_expired() {
+    let (apps, _) = access();
+    let a = apps.start(grant("grafana", HOUR), t0()).unwrap();
+    let b = apps.start(grant("kibana", HOUR), t0()).unwrap();
+    assert_eq!(apps.sweep_for_test(t0(), |_| Some(locked())).len(), 2);
+    match apps.sessions.lookup(&a.secret, t0()) {
+        SessionLookup::Refused { user, refusal } => {
+            assert_eq!(user, a.session.user());
+            assert_eq!(refusal, locked());
+        }
+        other => panic!("{other:?}"),
+    }
+    // Once: the next visit goes into the flow again.
+    assert!(matches!(
+        apps.sessions.lookup(&a.secret, t0()),
+        SessionLookup::Unknown
+    ));
+    // Not after the session would have ended anyway.
+    assert!(matches!(
+        apps.sessions.lookup(&b.secret, t0() + HOUR),
+        SessionLookup::Unknown
+    ));
+    // Expiry is not a refusal.
+    let c = apps.start(grant("grafana", HOUR), t0()).unwrap();
+    assert_eq!(apps.sweep_for_test(t0() + HOUR, |_| None).len(), 1);
+    assert!(matches!(
+        apps.sessions.lookup(&c.secret, t0()),
+        SessionLookup::Unknown
+    ));
 }
 
 #[test]

@@ -138,6 +138,18 @@ impl Conn {
         match self.route.auth.apps().sessions.lookup(secret, now) {
             SessionLookup::Live(s) if s.app() == self.app => Who::Session(s, key),
             SessionLookup::Live(_) | SessionLookup::Unknown => Who::NoSession,
+            SessionLookup::Refused { user, refusal } => {
+                // Said once, with the cookie cleared: the next visit starts the flow again,
+                // which the web login and the launch refuse on their own while it holds.
+                let auth = &self.route.auth;
+                auth.audit_refusal(Route::App, &user, &refusal, Some(self.remote));
+                let mut page = pages::forbidden(&self.app, &refusal.to_string());
+                page.headers_mut().append(
+                    axum::http::header::SET_COOKIE,
+                    flow::clear_cookie(flow::SESSION_COOKIE),
+                );
+                Who::Answer(page)
+            }
             SessionLookup::Expired(s) => {
                 if s.end() {
                     super::audit_end(&self.route.auth, &s, "expired");

@@ -255,7 +255,7 @@ impl AppHttp {
                 return None;
             }
             match self.decide(&view, &s.presented(), s.app()) {
-                Err(Denial::Refused(r)) => Some(r.to_string()),
+                Err(Denial::Refused(r)) => Some(r),
                 _ => None,
             }
         });

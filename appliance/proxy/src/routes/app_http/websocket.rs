@@ -109,7 +109,7 @@ pub async fn forward(
         upstream_upgrade,
         session,
         record,
-        route,
+        conn,
     ));
     Response::from_parts(parts, Body::empty())
 }
@@ -121,8 +121,11 @@ async fn splice(
     upstream: hyper::upgrade::OnUpgrade,
     session: Arc<AppSession>,
     record: Record,
-    route: Arc<super::AppHttp>,
+    // The WebSocket is the rest of the client's connection: holding it keeps the session of a
+    // certificate (which ends with its connection) for as long as the WebSocket runs.
+    conn: Arc<Conn>,
 ) {
+    let route = conn.route.clone();
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(both) => both,
         Err(e) => {
