@@ -163,7 +163,7 @@ fn the_sweep_ends_voided_and_expired_sessions_once() {
     let (apps, _) = access();
     let a = apps.start(grant("grafana", HOUR), t0()).unwrap();
     let b = apps.start(grant("kibana", 2 * HOUR), t0()).unwrap();
-    let voided = |s: &AppSession| (s.app() == "kibana").then(|| locked());
+    let voided = |s: &AppSession| (s.app() == "kibana").then(locked);
     let gone = apps.sweep_for_test(t0(), voided);
     assert_eq!(gone.len(), 1);
     assert_eq!(gone[0].0.app(), "kibana");
