@@ -242,11 +242,13 @@ fn browser_refusals_say_why_and_are_audited() {
     // An expired app session (its login's role allows 12 s): a GET goes through the flow
     // again, anything else gets 401 saying the session expired.
     let kim = browser_user(&c, "app-short", "kim");
-    let started = clock::monotonic_now();
     assert_eq!(launch(&mut b, &c, &kim, "web", "/landed")["landed"], true);
+    // The session cannot outlive the certificate the launch was made with, issued at the
+    // latest when the launch landed (the web session may have renewed it on the way).
+    let landed = clock::monotonic_now();
     let cookie = session_cookie(&mut b, &c, "kim", "web");
     let ca = cluster_ca(&c);
-    std::thread::sleep(Duration::from_secs(13).saturating_sub(clock::since(started)));
+    std::thread::sleep(Duration::from_secs(13).saturating_sub(clock::since(landed)));
     let (status, headers) = request_on(&c, &ca, "web", "web", &cookie, "");
     assert_eq!(status, 302);
     let to = header(&headers, "location").unwrap_or_default();

@@ -701,8 +701,16 @@ async fn a_locked_users_long_response_is_cut_and_the_session_ends() {
             .any(|e| e["user"] == "alice" && e["reason"].as_str().unwrap().contains("locked")),
         "{ended:?}"
     );
-    // The next request finds no session: into the flow (where the launch is refused).
+    // The next request is told why, once, and its cookie is cleared; after that it finds no
+    // session and goes into the flow (where the launch is refused).
     let mut b = Browser::open(f.addr).await;
+    let r = b.get(HOST, "/", &[("cookie", &cookie)]).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let cleared = r.headers().get_all("set-cookie").iter().any(|v| {
+        let v = v.to_str().unwrap_or_default();
+        v.starts_with(SESSION_COOKIE) && v.contains("Max-Age=0")
+    });
+    assert!(cleared, "{:?}", r.headers());
     let r = b.get(HOST, "/", &[("cookie", &cookie)]).await;
     assert_eq!(r.status(), StatusCode::FOUND);
 }
