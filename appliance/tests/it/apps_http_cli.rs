@@ -19,6 +19,7 @@ fn an_http_app_through_an_app_certificate() {
     let c = AppCluster::start();
     let u = c.user("app-dev");
     logs_in_with_private_files(&c, &u);
+    a_raw_relay_to_the_agent_is_refused(&c, &u);
     the_upstream_sees_hops_identity_and_nothing_forged(&c, &u);
     redirects_to_the_internal_address_are_rewritten(&c, &u);
     server_sent_events_arrive_one_by_one(&c, &u);
@@ -33,6 +34,62 @@ fn an_http_app_through_an_app_certificate() {
         "{}",
         stderr(&out)
     );
+}
+
+/// A `hop-tcp` Dial for an HTTP application (with the login certificate, or with the
+/// application certificate of `web` for `web` or `other`) is refused by the proxy: else the
+/// client would speak HTTP straight to the agent, with an assertion of its own making naming
+/// anyone, and the upstream would take it.
+fn a_raw_relay_to_the_agent_is_refused(c: &AppCluster, u: &AppUser) {
+    let (ca, app_cert, app_key) = u.app_files("web");
+    let keys = u.home.join("keys").join(&c.a.addr);
+    let login = (
+        keys.join(format!("{}-tls.crt", u.name)),
+        keys.join(format!("{}-tls.key", u.name)),
+    );
+    let app = (
+        Path::new(&app_cert).to_path_buf(),
+        Path::new(&app_key).to_path_buf(),
+    );
+    // header {"alg":"ES256","typ":"JWT"}, payload naming "forged-admin", 64 zero bytes.
+    let forged = "eyJhbGciOiJFUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiAiZm9yZ2VkLWFkbWluIiwgInVzZXJuYW1lIjogImZvcmdlZC1hZG1pbiIsICJyb2xlcyI6IFsiZWRpdG9yIl0sICJ0cmFpdHMiOiB7ImxvZ2lucyI6IFsicm9vdCJdfSwgImV4cCI6IDQxMDI0NDQ4MDB9.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    for (who, (cert, key), target, expect) in [
+        ("login", &login, "web", "is an HTTP application"),
+        ("app cert", &app, "web", "is an HTTP application"),
+        ("app cert", &app, "other", "for application \"web\" only"),
+    ] {
+        let mut s = tls_to(
+            c.port,
+            DOMAIN,
+            Path::new(&ca),
+            b"hop-tcp",
+            Some((cert.as_path(), key.as_path())),
+        );
+        let mut dial = vec![0x05u8];
+        dial.extend_from_slice(&[9u8; 16]);
+        dial.extend_from_slice(&(target.len() as u16).to_be_bytes());
+        dial.extend_from_slice(target.as_bytes());
+        dial.extend_from_slice(&[0x04, 127, 0, 0, 1, 0x30, 0x39]);
+        let mut frame = (dial.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&dial);
+        let request = format!(
+            "GET /headers HTTP/1.1\r\nHost: x\r\nHop-Jwt-Assertion: {forged}\r\nConnection: close\r\n\r\n"
+        );
+        frame.extend_from_slice(request.as_bytes());
+        s.write_all(&frame).unwrap();
+        s.flush().unwrap();
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = s.read(&mut buf) {
+            answer.extend_from_slice(&buf[..n]);
+        }
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            !answer.contains(forged.split('.').nth(1).unwrap()),
+            "{who} -> {target}: the upstream took a forged assertion: {answer}"
+        );
+        assert!(answer.contains(expect), "{who} -> {target}: {answer:?}");
+    }
 }
 
 fn logs_in_with_private_files(c: &AppCluster, u: &AppUser) {

@@ -28,7 +28,7 @@ use crate::dataplane::limits::ConnectionGuard;
 use crate::listener::ConnectionHold;
 use crate::relay::on_worker::SessionRequest;
 use crate::relay::{self, RelayHandle};
-use crate::tunnels::{AgentStream, TunnelRegistry};
+use crate::tunnels::{AgentStream, AppRoute, TunnelRegistry};
 use hop_api::trackers::TRACKER_KEEPALIVE;
 use hop_auth::AuthServer;
 use hop_auth::audit::EventKind;
@@ -187,6 +187,9 @@ async fn open(
             "access to application {app_name:?} denied: {denied}"
         )));
     }
+    if let Some(why) = tcp_dial_refusal(&route, cert.identity.route_to_app.as_deref()) {
+        return Err(refused(why));
+    }
     let what = format!("application {app_name:?}");
     let (agent, agent_hold) = dial_agent_bounded(
         registry,
@@ -204,6 +207,27 @@ async fn open(
         host_id: route.host_id,
         idle: checker.client_idle_timeout(),
         disconnect_expired_cert: checker.disconnect_expired_cert(),
+    })
+}
+
+/// Why a `hop-tcp` Dial may not reach `route` with a certificate routed to `bound_to` (its
+/// `route_to_app`), if it may not.
+///
+/// An HTTP application is reached only through its HTTP route (`NAME.P`): the agent trusts the
+/// `Hop-Jwt-Assertion` and the identity headers of whatever arrives on its data connection, so
+/// a raw byte relay would let the client write its own assertion and impersonate anyone to the
+/// upstream. A certificate bound to one application reaches only that one.
+pub(crate) fn tcp_dial_refusal(route: &AppRoute, bound_to: Option<&str>) -> Option<String> {
+    let name = &route.name;
+    if let Some(bound) = bound_to.filter(|b| *b != name.as_str()) {
+        return Some(format!(
+            "this certificate is for application {bound:?} only, not {name:?}"
+        ));
+    }
+    crate::routes::app_http::is_http_app(&route.uri).then(|| {
+        format!(
+            "application {name:?} is an HTTP application: open its address in a browser, or use `hop apps login {name}` and `hop proxy app {name}`"
+        )
     })
 }
 
@@ -386,5 +410,47 @@ async fn write_app_tracker(auth: &Arc<AuthServer>, host_id: &str, update: &Track
         tokio::task::spawn_blocking(move || auth.update_app_tracker(&host_id, &update)).await;
     if let Ok(Err(e)) = written {
         tracing::warn!(error = %e, "application session tracker not written");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(name: &str, uri: &str) -> AppRoute {
+        AppRoute {
+            name: name.into(),
+            uri: uri.into(),
+            labels: Default::default(),
+            host_id: "h".into(),
+        }
+    }
+
+    #[test]
+    fn a_raw_relay_never_reaches_an_http_application() {
+        for uri in [
+            "http://127.0.0.1:3000",
+            "HTTPS://10.0.0.1",
+            "https://x:8443/",
+        ] {
+            let why = tcp_dial_refusal(&app("web", uri), None).expect(uri);
+            assert!(why.contains("is an HTTP application"), "{why}");
+            let why = tcp_dial_refusal(&app("web", uri), Some("web")).expect(uri);
+            assert!(why.contains("is an HTTP application"), "{why}");
+        }
+        assert_eq!(
+            tcp_dial_refusal(&app("pg", "tcp://127.0.0.1:5432"), None),
+            None
+        );
+        assert_eq!(
+            tcp_dial_refusal(&app("pg", "tcp://127.0.0.1:5432"), Some("pg")),
+            None
+        );
+    }
+
+    #[test]
+    fn a_certificate_bound_to_one_application_reaches_no_other() {
+        let why = tcp_dial_refusal(&app("pg", "tcp://127.0.0.1:5432"), Some("web")).unwrap();
+        assert!(why.contains("for application \"web\" only"), "{why}");
     }
 }
