@@ -22,6 +22,10 @@ pub const CODE_TTL: Duration = Duration::from_secs(60);
 /// The most codes pending at once (each a few hundred bytes).
 pub const MAX_PENDING: usize = 10_000;
 
+/// The most codes one user has pending: a new one beyond them replaces that user's oldest, so
+/// that one user's launches cannot fill the table for everyone.
+pub const MAX_PENDING_PER_USER: usize = 16;
+
 struct Pending {
     grant: AppGrant,
     state: [u8; 32],
@@ -63,6 +67,9 @@ impl LaunchCodes {
         rand::fill(&mut code[..]);
         let code = hex::encode(code);
         let mut table = self.table();
+        if let Some(oldest) = oldest_over_cap(&table, &grant.identity.username) {
+            table.remove(&oldest);
+        }
         if table.len() >= MAX_PENDING {
             table.retain(|_, p| p.expires > now);
             if table.len() >= MAX_PENDING {
@@ -111,4 +118,15 @@ impl LaunchCodes {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// The key of `user`'s oldest pending code when the user already has [`MAX_PENDING_PER_USER`].
+fn oldest_over_cap(table: &HashMap<[u8; 32], Pending>, user: &str) -> Option<[u8; 32]> {
+    let mut theirs = table
+        .iter()
+        .filter(|(_, p)| p.grant.identity.username == user)
+        .map(|(k, p)| (p.expires, *k));
+    let first = theirs.next()?;
+    let (count, oldest) = theirs.fold((1, first), |(n, old), c| (n + 1, old.min(c)));
+    (count >= MAX_PENDING_PER_USER).then_some(oldest.1)
 }

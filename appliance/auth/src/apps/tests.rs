@@ -270,3 +270,29 @@ fn a_user_over_the_cap_loses_the_oldest_session() {
     assert!(first.session.is_ended());
     assert_eq!(apps.sessions.len(), sessions::MAX_PER_USER);
 }
+
+#[test]
+fn one_users_launches_never_fill_the_table_for_everyone() {
+    let (apps, _) = access();
+    let mut mallory = grant("grafana", HOUR);
+    Arc::make_mut(&mut mallory.identity).username = "mallory".into();
+    let mut first = None;
+    // A millisecond apart: ten seconds in all, well within the codes' minute.
+    let at = |i: usize| t0() + Duration::from_millis(i as u64);
+    for i in 0..codes::MAX_PENDING {
+        let code = apps.codes.issue(mallory.clone(), "s1", at(i)).unwrap();
+        first.get_or_insert(code);
+        assert!(apps.codes.len() <= codes::MAX_PENDING_PER_USER, "after {i}");
+    }
+    let now = at(codes::MAX_PENDING);
+    // Her oldest codes made way for her newer ones.
+    assert_eq!(
+        apps.codes
+            .redeem(&first.unwrap(), "grafana", "s1", now)
+            .err(),
+        Some(AppFlowError::UnknownCode)
+    );
+    // Alice can still launch, within the same minute.
+    let code = apps.codes.issue(grant("grafana", HOUR), "s2", now).unwrap();
+    assert!(apps.redeem(&code, "grafana", "s2", now).is_ok());
+}
