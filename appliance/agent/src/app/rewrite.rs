@@ -78,6 +78,7 @@ impl Rewrites {
         claims: &Claims,
     ) -> bool {
         let mut host_set = false;
+        self.strip_lookalikes(headers);
         for h in &self.headers {
             headers.remove(&h.name);
             match &h.literal {
@@ -102,6 +103,27 @@ impl Rewrites {
             }
         }
         host_set
+    }
+
+    /// Removes the headers that only an underscore tells apart from one the agent sets (a
+    /// rewrite's, or the assertion): a CGI-style upstream (WSGI, Rack, PHP) reads `X_User` and
+    /// `X-User` as the same `HTTP_X_USER`, so a client's `X_User` would pass for the agent's.
+    fn strip_lookalikes(&self, headers: &mut HeaderMap) {
+        if !headers.keys().any(|k| k.as_str().contains('_')) {
+            return;
+        }
+        let ours = |spelled: &str| {
+            spelled == super::jwt_claims::ASSERTION_HEADER
+                || self.headers.iter().any(|h| h.name.as_str() == spelled)
+        };
+        let lookalikes: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().contains('_') && ours(&k.as_str().replace('_', "-")))
+            .cloned()
+            .collect();
+        for n in lookalikes {
+            headers.remove(n);
+        }
     }
 
     /// Is `host[:port]` one whose redirects go back to the public address?
@@ -340,6 +362,21 @@ mod tests {
         let r = rewrites(&["Host: {{internal.logins}}.internal"], &[]);
         assert!(r.apply_headers(&mut h, "J", &claims()));
         assert_eq!(all(&h, "host"), ["root.internal"]);
+    }
+
+    #[test]
+    fn a_client_cannot_spell_the_agents_headers_with_underscores() {
+        let r = rewrites(&["X-Webauth-User: {{internal.logins}}"], &[]);
+        let mut h = HeaderMap::new();
+        h.insert("x_webauth_user", HeaderValue::from_static("admin"));
+        h.insert("x_webauth-user", HeaderValue::from_static("admin"));
+        h.insert("hop_jwt_assertion", HeaderValue::from_static("forged"));
+        h.insert("x_kept", HeaderValue::from_static("k"));
+        r.apply_headers(&mut h, "J", &claims());
+        let mut names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["x-webauth-user", "x_kept"]);
+        assert_eq!(all(&h, "x-webauth-user"), ["alice", "root"]);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The headers an upstream application sees, and those a client gets back.
 //!
 //! Toward the agent: hop-by-hop headers go (and any header `Connection` names); a client's
-//! `Hop-Jwt-Assertion` and `X-Forwarded-*` go; Hop's own cookies (`hop_*`, `__Host-hop_*`,
+//! `Hop-Jwt-Assertion` and `X-Forwarded-*` go, in any spelling a CGI-style server would read
+//! as theirs (`Hop_Jwt_Assertion`); Hop's own cookies (`hop_*`, `__Host-hop_*`,
 //! `__Secure-hop_*`) are cut out of `Cookie` (the rest is kept, in one header, as HTTP/1.1
 //! wants); then `Host` (the public host the browser used), `Hop-Jwt-Assertion` (the session's
 //! JWT) and `X-Forwarded-Proto`/`-Host`/`-For` are set. Back to the client: hop-by-hop headers
@@ -33,6 +34,33 @@ pub fn is_hop_cookie(name: &str) -> bool {
     ["hop_", "__Host-hop_", "__Secure-hop_"]
         .iter()
         .any(|p| name.starts_with(p))
+}
+
+/// The headers Hop sets for the upstream (besides `Host`).
+const SET_BY_HOP: &[&str] = &[
+    JWT_HEADER,
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "forwarded",
+];
+
+/// Removes a client's headers that only an underscore tells apart from one Hop sets: a
+/// CGI-style server (WSGI, Rack, PHP) reads `Hop_Jwt_Assertion` and `Hop-Jwt-Assertion` as the
+/// same `HTTP_HOP_JWT_ASSERTION`.
+pub fn strip_lookalikes(h: &mut HeaderMap) {
+    let lookalikes: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| k.as_str().contains('_'))
+        .filter(|k| {
+            let spelled = k.as_str().replace('_', "-");
+            SET_BY_HOP.contains(&spelled.as_str())
+        })
+        .cloned()
+        .collect();
+    for n in lookalikes {
+        h.remove(n);
+    }
 }
 
 /// Removes hop-by-hop headers, and those the `Connection` header names.
@@ -78,6 +106,7 @@ pub fn to_upstream(
     let cookies = foreign_cookies(h);
     strip_hop_by_hop(h);
     h.remove(header::COOKIE);
+    strip_lookalikes(h);
     h.remove(JWT_HEADER);
     h.remove("x-forwarded-for");
     h.remove("x-forwarded-host");

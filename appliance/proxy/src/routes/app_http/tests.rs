@@ -159,6 +159,39 @@ fn the_upstream_never_sees_a_clients_assertion_or_hops_cookies() {
 }
 
 #[test]
+fn the_upstream_never_sees_hops_headers_spelled_with_underscores() {
+    let mut h = HeaderMap::new();
+    for name in [
+        "hop_jwt_assertion",
+        "hop-jwt_assertion",
+        "x_forwarded_for",
+        "x_forwarded-host",
+        "x-forwarded_proto",
+    ] {
+        h.insert(
+            header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_static("forged"),
+        );
+    }
+    h.insert("x_kept", HeaderValue::from_static("1"));
+    headers::to_upstream(
+        &mut h,
+        &HeaderValue::from_static("the.jwt"),
+        "grafana.proxy:3080",
+        "192.0.2.9".parse().unwrap(),
+        false,
+    );
+    let forged: Vec<_> = h
+        .iter()
+        .filter(|(_, v)| *v == "forged")
+        .map(|(k, _)| k.as_str())
+        .collect();
+    assert!(forged.is_empty(), "{forged:?}");
+    assert_eq!(h["x_kept"], "1");
+    assert_eq!(h[JWT_HEADER], "the.jwt");
+}
+
+#[test]
 fn websockets_only_from_the_applications_origin() {
     let host = "grafana.proxy:3080";
     assert!(origin_allowed(
