@@ -90,6 +90,16 @@ impl Conn {
         let Some(authority) = authority_of(&req) else {
             return pages::bad_request("the request names no host (Host or :authority)");
         };
+        if self.cert.is_some() && !self.cert_may_name(&authority) {
+            return pages::page(
+                StatusCode::MISDIRECTED_REQUEST,
+                "Misdirected request",
+                &format!(
+                    "An application certificate's request must name the application's address ({}) or a loopback address, not {authority}.",
+                    self.route.public.app_origin(&self.app)
+                ),
+            );
+        }
         if self.cert.is_none() {
             // A browser shares one connection across names under the wildcard certificate:
             // a request for another application must go to its own connection.
@@ -113,6 +123,25 @@ impl Conn {
             return super::websocket::forward(self, decided, req, authority).await;
         }
         super::body::forward(self, decided, req, authority).await
+    }
+
+    /// Whether a certificate's request may name `authority`: the application's own address
+    /// under P (any port), or a loopback address (`hop proxy app`'s local listener). Any other
+    /// name would be a page of another site reaching that local listener through DNS
+    /// rebinding (and reading the answers), or a `Host` the upstream builds its links from
+    /// (password reset mails) forged.
+    fn cert_may_name(&self, authority: &str) -> bool {
+        if self.route.public.app_of_authority(authority).as_deref() == Some(&self.app) {
+            return true;
+        }
+        let Ok(parsed) = authority.parse::<axum::http::uri::Authority>() else {
+            return false;
+        };
+        let host = parsed.host().trim_start_matches('[').trim_end_matches(']');
+        host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
     }
 
     /// The session a request comes with.

@@ -553,7 +553,7 @@ async fn a_browser_signs_in_and_the_upstream_sees_only_hops_identity() {
 }
 
 #[tokio::test]
-async fn a_certificate_naming_the_application_needs_no_cookie_and_no_host_check() {
+async fn a_certificate_naming_the_application_needs_no_cookie_and_its_own_or_a_loopback_host() {
     let f = fixture().await;
     let now = f.auth.now();
     let cert = crate::admission::UserCert {
@@ -593,6 +593,26 @@ async fn a_certificate_naming_the_application_needs_no_cookie_and_no_host_check(
     );
     assert_eq!(claims["sub"], "alice");
     assert_eq!(echo["headers"]["x-forwarded-for"], "192.0.2.5");
+    // The application's own address, or loopback (`hop proxy app`), under any port; never
+    // another site's name (DNS rebinding to the local listener, a forged Host for the upstream).
+    for (host, status) in [
+        ("kibana.proxy:3080", StatusCode::OK),
+        ("localhost:1234", StatusCode::OK),
+        ("[::1]:5", StatusCode::OK),
+        ("127.0.0.1", StatusCode::OK),
+        ("rebind.evil.example:8080", StatusCode::MISDIRECTED_REQUEST),
+        ("grafana.proxy:3080", StatusCode::MISDIRECTED_REQUEST),
+        ("localhost.evil.example", StatusCode::MISDIRECTED_REQUEST),
+    ] {
+        let req = Request::get("/api")
+            .header(header::HOST, host)
+            .body(Body::empty())
+            .unwrap();
+        send.ready().await.unwrap();
+        let r = send.send_request(req).await.unwrap();
+        assert_eq!(r.status(), status, "{host}");
+        let _ = text(r).await;
+    }
     let started = f.audit.named("app.session.start");
     assert_eq!(started.len(), 1);
     assert_eq!(started[0]["app"], "kibana");
