@@ -7,7 +7,8 @@
 //! [`CALLBACK_PATH`] on the application's host. The callback compares the state with the cookie
 //! (constant time), redeems the code once, starts the session, sets `__Host-hop_app_session`
 //! (host-only: no `Domain`, `Path=/`, `Secure`, `HttpOnly`, `SameSite=Lax`), clears the state
-//! cookie and redirects to the saved path, which is only ever a path on the same host. A fresh
+//! cookie and redirects to the saved path, which is only ever a path on the same host. A code
+//! that reaches a browser without its state is spent all the same. A fresh
 //! session secret is made at every callback (no fixation), a callback without its state cookie
 //! is answered with a page, not another redirect (no loop), and a request other than a GET or
 //! HEAD without a session is answered 401.
@@ -154,6 +155,15 @@ fn launch_failure(e: &hop_auth::apps::AppFlowError) -> &'static str {
     }
 }
 
+/// Spends a code that came to a browser not holding its state: whoever sent this browser
+/// through a launch with a state of their own (another browser's) must not find the code
+/// still good if they ever learn it.
+fn burn(conn: &Conn, code: &str) {
+    let auth = &conn.route.auth;
+    // No code is issued for an empty state: this redemption fails, and removes the code.
+    let _ = auth.apps().codes.redeem(code, &conn.app, "", auth.now());
+}
+
 /// `GET /hop-app/callback?code=C&state=S`: the code exchange.
 pub async fn callback<B>(conn: &Conn, req: &Request<B>) -> Response<Body> {
     let Some((code, state)) = callback_query(req.uri().query()) else {
@@ -162,6 +172,7 @@ pub async fn callback<B>(conn: &Conn, req: &Request<B>) -> Response<Body> {
     let Some((saved_state, path)) =
         cookie(req.headers(), STATE_COOKIE).and_then(parse_state_cookie)
     else {
+        burn(conn, &code);
         return pages::page(
             StatusCode::BAD_REQUEST,
             "Launch not started in this browser",
@@ -169,6 +180,7 @@ pub async fn callback<B>(conn: &Conn, req: &Request<B>) -> Response<Body> {
         );
     };
     if !bool::from(saved_state.as_bytes().ct_eq(state.as_bytes())) {
+        burn(conn, &code);
         conn.audit_failed(
             "",
             "application launch: the state does not match the browser's",

@@ -648,6 +648,55 @@ async fn a_callback_without_the_browsers_state_is_refused_without_a_loop() {
 }
 
 #[tokio::test]
+async fn a_code_sent_to_a_browser_without_its_state_is_spent() {
+    // Mallory starts a launch in her browser (she holds the state cookie), then sends Alice's
+    // browser through the launch page with Mallory's state: Alice's code lands in a browser
+    // that cannot use it. It must not stay good for Mallory's browser.
+    let f = fixture().await;
+    let mut mallory = Browser::open(f.addr).await;
+    let r = mallory.get(HOST, "/", &[]).await;
+    let location = r.headers()[header::LOCATION].to_str().unwrap().to_string();
+    let state = location.rsplit_once("state=").unwrap().1.to_string();
+    let mallory_cookie = format!(
+        "{STATE_COOKIE}={}",
+        cookie_value(set_cookie(&r, STATE_COOKIE).unwrap())
+    );
+    let _ = text(r).await;
+    let now = f.auth.now();
+    let alice = || hop_auth::apps::AppGrant {
+        identity: Arc::new(hop_ca::Identity {
+            username: "alice".into(),
+            roles: vec!["access".into()],
+            cluster: "unit.test".into(),
+            ..Default::default()
+        }),
+        issued_at: now,
+        expires: now + Duration::from_secs(3600),
+        app: "grafana".into(),
+        app_uri: "http://127.0.0.1:3000".into(),
+    };
+    let alices_state = format!("{STATE_COOKIE}={}", flow::state_cookie_value("alices", "/"));
+    for alices_cookies in [vec![], vec![("cookie", alices_state.as_str())]] {
+        let code = f
+            .auth
+            .launch_app(alice(), &app_route("grafana"), &state, None)
+            .unwrap();
+        let callback = format!("/hop-app/callback?code={code}&state={state}");
+        let mut alices = Browser::open(f.addr).await;
+        let r = alices.get(HOST, &callback, &alices_cookies).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let _ = text(r).await;
+        // Mallory learns the code: it is spent.
+        let r = mallory
+            .get(HOST, &callback, &[("cookie", &mallory_cookie)])
+            .await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{alices_cookies:?}");
+        assert!(set_cookie(&r, SESSION_COOKIE).is_none());
+        let _ = text(r).await;
+    }
+}
+
+#[tokio::test]
 async fn a_role_without_the_apps_labels_gets_a_page_and_an_audit_event() {
     let f = fixture().await;
     let now = f.auth.now();
