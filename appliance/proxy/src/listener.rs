@@ -453,7 +453,10 @@ async fn route(
         }
         (_, caller) => {
             let deadlines = Some(routes.http);
-            let router = crate::admission::api_admission(routes.router, routes.auth.clone());
+            let mut router = crate::admission::api_admission(routes.router, routes.auth.clone());
+            if let Some(apps) = &routes.app_http {
+                router = crate::routes::app_http::misdirected_away(apps.public.clone(), router);
+            }
             crate::routes::http_conn::serve(tls, router, caller, deadlines, shutdown).await
         }
     }

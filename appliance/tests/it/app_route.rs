@@ -92,6 +92,15 @@ fn application_hosts_reach_the_application_route() {
     // The proxy's own name still serves the web UI.
     let (status, _) = curl(&a, "localhost", "/webapi/ping", &[]);
     assert_eq!(status, 200);
+    // A connection opened for the proxy's own name, reused for an application's (as browsers
+    // coalesce HTTP/2 connections): 421, not the web UI under the application's origin.
+    let (status, text) = curl(
+        &a,
+        "localhost",
+        "/webapi/ping",
+        &[&format!("Host: grafana.localhost:{port}")],
+    );
+    assert_eq!(status, 421, "{text}");
 }
 
 #[test]

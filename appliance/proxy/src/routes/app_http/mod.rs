@@ -349,6 +349,31 @@ impl crate::app_certs::AnnouncedApps for AppHttp {
     }
 }
 
+/// The proxy's own router (web UI, APIs) with every request whose authority names an
+/// application under `public` answered 421.
+///
+/// Browsers reuse an HTTP/2 connection for any name its certificate covers at the same
+/// address: a connection opened for P (the web UI) carries `NAME.P`'s requests too once the
+/// user opens an application. Served here they would get the web UI under the application's
+/// origin instead of the application; 421 makes the browser open a connection of their own,
+/// whose SNI takes them to the application route.
+pub fn misdirected_away(public: PublicHost, router: axum::Router) -> axum::Router {
+    router.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let misdirected =
+                conn::authority_of(&req).filter(|a| public.app_of_authority(a).is_some());
+            async move {
+                match misdirected {
+                    Some(authority) => {
+                        axum::response::IntoResponse::into_response(pages::misdirected(&authority))
+                    }
+                    None => next.run(req).await,
+                }
+            }
+        },
+    ))
+}
+
 /// Whether two views' snapshots are the same one (no snapshot counts as a change).
 fn same_snapshot(a: Option<&Arc<Snapshot>>, b: Option<&Arc<Snapshot>>) -> bool {
     matches!((a, b), (Some(a), Some(b)) if Arc::ptr_eq(a, b))

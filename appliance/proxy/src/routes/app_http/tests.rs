@@ -854,6 +854,39 @@ async fn http2_requests_are_routed_by_their_authority() {
 }
 
 #[tokio::test]
+async fn the_proxys_own_router_sends_application_names_away() {
+    use tower::ServiceExt as _;
+    let router = axum::Router::new().route("/web", axum::routing::get(|| async { "web ui" }));
+    let router = misdirected_away(PublicHost::parse("proxy:3080"), router);
+    let status = |uri: &str, host: Option<&str>| {
+        let mut req = Request::get(uri);
+        if let Some(h) = host {
+            req = req.header(header::HOST, h);
+        }
+        let router = router.clone();
+        async move {
+            router
+                .oneshot(req.body(Body::empty()).unwrap())
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    // A browser's HTTP/2 connection to the web UI, reused for an application's name.
+    assert_eq!(
+        status("https://grafana.proxy:3080/web", None).await,
+        StatusCode::MISDIRECTED_REQUEST
+    );
+    assert_eq!(
+        status("/web", Some("Grafana.proxy:3080")).await,
+        StatusCode::MISDIRECTED_REQUEST
+    );
+    assert_eq!(status("https://proxy:3080/web", None).await, StatusCode::OK);
+    assert_eq!(status("/web", Some("proxy:3080")).await, StatusCode::OK);
+    assert_eq!(status("/web", Some("127.0.0.1:3080")).await, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn a_request_head_slow_to_arrive_is_cut() {
     let f = fixture().await;
     let mut s = tokio::net::TcpStream::connect(f.addr).await.unwrap();
