@@ -87,6 +87,13 @@ impl Conn {
 
     /// Answers one request.
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        if req.method() == axum::http::Method::CONNECT {
+            return pages::page(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Method not allowed",
+                "an application route does not tunnel CONNECT requests",
+            );
+        }
         let Some(authority) = authority_of(&req) else {
             return pages::bad_request("the request names no host (Host or :authority)");
         };

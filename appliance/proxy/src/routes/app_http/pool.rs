@@ -4,12 +4,16 @@
 //! (`routes::dial`), then spoke HTTP/1.1 (hyper's client) for as many requests as come, of any
 //! user, one at a time. A request takes an idle connection (or dials a new one); the connection
 //! comes back when the response's body has ended, unless it broke. A WebSocket consumes its
-//! connection. At most [`MAX_IDLE`] idle connections per agent and application are kept.
+//! connection. At most [`MAX_IDLE`] idle connections per agent and application are kept, each
+//! for at most [`IDLE_FOR`] (the agent closes one idle for 120 s; a connection it is closing
+//! must never be handed a request).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use hop_platform::clock;
 
 use axum::body::Body;
 use hyper::client::conn::http1::SendRequest;
@@ -20,6 +24,9 @@ use crate::tunnels::{AppRoute, TunnelRegistry};
 
 /// The most idle connections kept per agent and application.
 pub const MAX_IDLE: usize = 64;
+
+/// How long a connection stays idle in the pool before it is let go: under the agent's 120 s.
+pub const IDLE_FOR: Duration = Duration::from_secs(90);
 
 /// How long an idle connection may take to say it is ready again.
 const READY_WAIT: Duration = Duration::from_secs(1);
@@ -64,7 +71,8 @@ pub struct AgentConn {
 /// The idle agent connections.
 #[derive(Default)]
 pub struct AgentPools {
-    idle: Mutex<HashMap<String, Vec<SendRequest<Body>>>>,
+    /// Per agent and application, idle connections with when each came back, oldest first.
+    idle: Mutex<HashMap<String, Vec<(SendRequest<Body>, Instant)>>>,
 }
 
 fn key_of(app: &AppRoute) -> String {
@@ -72,10 +80,13 @@ fn key_of(app: &AppRoute) -> String {
 }
 
 impl AgentPools {
-    fn pop(&self, key: &str) -> Option<SendRequest<Body>> {
+    /// The most recently returned idle connection for `key` at `now`; those idle longer than
+    /// [`IDLE_FOR`] are dropped (closing them).
+    fn pop(&self, key: &str, now: Instant) -> Option<SendRequest<Body>> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = idle.get_mut(key)?;
-        let c = list.pop();
+        list.retain(|(_, since)| now.saturating_duration_since(*since) < IDLE_FOR);
+        let c = list.pop().map(|(send, _)| send);
         if list.is_empty() {
             idle.remove(key);
         }
@@ -90,7 +101,7 @@ impl AgentPools {
         client: SocketAddr,
     ) -> Result<AgentConn, PoolError> {
         let key = key_of(app);
-        while let Some(mut send) = self.pop(&key) {
+        while let Some(mut send) = self.pop(&key, clock::now()) {
             if send.is_closed() {
                 continue;
             }
@@ -113,14 +124,26 @@ impl AgentPools {
 
     /// Gives a connection back after its response ended.
     pub fn put(&self, conn: AgentConn) {
+        self.put_at(conn, clock::now());
+    }
+
+    fn put_at(&self, conn: AgentConn, now: Instant) {
         if conn.send.is_closed() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = idle.entry(conn.key).or_default();
         if list.len() < MAX_IDLE {
-            list.push(conn.send);
+            list.push((conn.send, now));
         }
+    }
+
+    /// The idle connection for `app` after `after` has passed, if one is still kept (tests).
+    #[cfg(test)]
+    pub fn take_idle_after(&self, app: &AppRoute, after: Duration) -> Option<AgentConn> {
+        let key = key_of(app);
+        let send = self.pop(&key, clock::now() + after)?;
+        Some(AgentConn { send, key })
     }
 
     /// How many idle connections are kept for `app`.

@@ -550,6 +550,30 @@ async fn a_browser_signs_in_and_the_upstream_sees_only_hops_identity() {
         let _ = text(r).await;
     }
     assert_eq!(f.route.pools.idle(&app_route("grafana")), 1);
+    // An idle connection is let go before the agent would close it under a request.
+    let pools = &f.route.pools;
+    assert!(
+        pools
+            .take_idle_after(&app_route("grafana"), pool::IDLE_FOR)
+            .is_none()
+    );
+    assert_eq!(pools.idle(&app_route("grafana")), 0);
+    let r = b.get(HOST, "/after", &[("cookie", &cookies)]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let _ = text(r).await;
+    let kept = pools.take_idle_after(&app_route("grafana"), pool::IDLE_FOR / 2);
+    assert!(kept.is_some());
+    // A CONNECT is not an application's business.
+    let req = Request::builder()
+        .method(hyper::Method::CONNECT)
+        .uri(HOST)
+        .header(header::HOST, HOST)
+        .header("cookie", &cookies)
+        .body(Body::empty())
+        .unwrap();
+    b.send.ready().await.unwrap();
+    let r = b.send.send_request(req).await.unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
 }
 
 #[tokio::test]
