@@ -72,8 +72,11 @@ pub struct AgentConn {
 #[derive(Default)]
 pub struct AgentPools {
     /// Per agent and application, idle connections with when each came back, oldest first.
-    idle: Mutex<HashMap<String, Vec<(SendRequest<Body>, Instant)>>>,
+    idle: Mutex<HashMap<String, Vec<Idle>>>,
 }
+
+/// An idle connection and when it came back.
+type Idle = (SendRequest<Body>, Instant);
 
 fn key_of(app: &AppRoute) -> String {
     format!("{}\u{0}{}", app.host_id, app.name)
