@@ -1,11 +1,12 @@
 //! The headers an upstream application sees, and those a client gets back.
 //!
 //! Toward the agent: hop-by-hop headers go (and any header `Connection` names); a client's
-//! `Hop-Jwt-Assertion` and `X-Forwarded-*` go, in any spelling a CGI-style server would read
+//! `Hop-Jwt-Assertion`, `X-Forwarded-*` and what other proxies set for the client's address or
+//! original path (`X-Real-IP`, `X-Original-URL`, …) go, in any spelling a CGI-style server would read
 //! as theirs (`Hop_Jwt_Assertion`); Hop's own cookies (`hop_*`, `__Host-hop_*`,
 //! `__Secure-hop_*`) are cut out of `Cookie` (the rest is kept, in one header, as HTTP/1.1
 //! wants); then `Host` (the public host the browser used), `Hop-Jwt-Assertion` (the session's
-//! JWT) and `X-Forwarded-Proto`/`-Host`/`-For` are set. Back to the client: hop-by-hop headers
+//! JWT), `X-Forwarded-Proto`/`-Host`/`-For` and `X-Real-IP` are set. Back to the client: hop-by-hop headers
 //! go, except on a `101` (a WebSocket's `Upgrade`). Pure functions over header maps.
 
 use std::net::IpAddr;
@@ -45,16 +46,29 @@ const SET_BY_HOP: &[&str] = &[
     "forwarded",
 ];
 
-/// Removes a client's headers that only an underscore tells apart from one Hop sets: a
-/// CGI-style server (WSGI, Rack, PHP) reads `Hop_Jwt_Assertion` and `Hop-Jwt-Assertion` as the
-/// same `HTTP_HOP_JWT_ASSERTION`.
+/// Headers other proxies set that upstreams commonly trust for the client's address or the
+/// request's original path: a client's own are never passed on (`X-Real-IP` is set by Hop).
+const PROXIES_CLAIMS: &[&str] = &[
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-original-url",
+    "x-rewrite-url",
+];
+
+/// Removes a client's headers that only an underscore tells apart from one Hop sets or strips:
+/// a CGI-style server (WSGI, Rack, PHP) reads `Hop_Jwt_Assertion` and `Hop-Jwt-Assertion` as
+/// the same `HTTP_HOP_JWT_ASSERTION`.
 pub fn strip_lookalikes(h: &mut HeaderMap) {
     let lookalikes: Vec<HeaderName> = h
         .keys()
         .filter(|k| k.as_str().contains('_'))
         .filter(|k| {
             let spelled = k.as_str().replace('_', "-");
-            SET_BY_HOP.contains(&spelled.as_str())
+            SET_BY_HOP.contains(&spelled.as_str()) || PROXIES_CLAIMS.contains(&spelled.as_str())
         })
         .cloned()
         .collect();
@@ -112,6 +126,9 @@ pub fn to_upstream(
     h.remove("x-forwarded-host");
     h.remove("x-forwarded-proto");
     h.remove("forwarded");
+    for n in PROXIES_CLAIMS {
+        h.remove(*n);
+    }
     if let Some(c) = cookies.and_then(|c| HeaderValue::from_str(&c).ok()) {
         h.insert(header::COOKIE, c);
     }
@@ -122,7 +139,8 @@ pub fn to_upstream(
     h.insert(JWT_HEADER, jwt.clone());
     h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
     if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
-        h.insert("x-forwarded-for", v);
+        h.insert("x-forwarded-for", v.clone());
+        h.insert("x-real-ip", v);
     }
     if upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));

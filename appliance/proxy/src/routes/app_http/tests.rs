@@ -120,6 +120,9 @@ fn the_upstream_never_sees_a_clients_assertion_or_hops_cookies() {
         HeaderValue::from_static("hop_x=1; lang=en; __Host-hop_session=t"),
     );
     h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+    h.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
+    h.insert("x-original-url", HeaderValue::from_static("/admin"));
+    h.insert("x_forwarded_prefix", HeaderValue::from_static("/admin"));
     h.insert(header::CONNECTION, HeaderValue::from_static("x-secret"));
     h.insert("x-secret", HeaderValue::from_static("1"));
     h.insert("x-kept", HeaderValue::from_static("1"));
@@ -138,6 +141,10 @@ fn the_upstream_never_sees_a_clients_assertion_or_hops_cookies() {
     assert_eq!(h["x-forwarded-host"], "grafana.proxy:3080");
     assert_eq!(h["x-forwarded-proto"], "https");
     assert_eq!(h["x-forwarded-for"], "192.0.2.9");
+    assert_eq!(h.get_all("x-real-ip").iter().count(), 1);
+    assert_eq!(h["x-real-ip"], "192.0.2.9");
+    assert!(h.get("x-original-url").is_none());
+    assert!(h.get("x_forwarded_prefix").is_none());
     assert!(h.get("x-secret").is_none());
     assert!(h.get(header::CONNECTION).is_none());
     assert_eq!(h["x-kept"], "1");
