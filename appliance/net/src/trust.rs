@@ -193,6 +193,42 @@ pub fn not_the_proxy(e: &std::io::Error) -> Option<&NotTheProxy> {
     }
 }
 
+/// The [`ServerCertVerifier`] methods a wrapping verifier passes to its `inner` one unchanged
+/// (all but `verify_server_cert`).
+macro_rules! delegate_signatures_to_inner {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, TlsError> {
+            self.inner.verify_tls12_signature(m, c, d)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, TlsError> {
+            self.inner.verify_tls13_signature(m, c, d)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.inner.supported_verify_schemes()
+        }
+
+        fn requires_raw_public_keys(&self) -> bool {
+            self.inner.requires_raw_public_keys()
+        }
+
+        fn root_hint_subjects(&self) -> Option<&[rustls::DistinguishedName]> {
+            self.inner.root_hint_subjects()
+        }
+    };
+}
+
 /// Wraps the verifier of a connection to the proxy with [`check_proxy_role`]. The role is checked
 /// first, so that an agent's certificate is named as such even where it also fails the name check
 /// (agents' certificates do not name the proxy's address); then the chain, as `inner` decides.
@@ -219,35 +255,7 @@ impl ServerCertVerifier for ProxyOnly {
             .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
     }
 
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, TlsError> {
-        self.inner.verify_tls12_signature(m, c, d)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, TlsError> {
-        self.inner.verify_tls13_signature(m, c, d)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-
-    fn requires_raw_public_keys(&self) -> bool {
-        self.inner.requires_raw_public_keys()
-    }
-
-    fn root_hint_subjects(&self) -> Option<&[rustls::DistinguishedName]> {
-        self.inner.root_hint_subjects()
-    }
+    delegate_signatures_to_inner!();
 }
 
 /// A client certificate for mutual TLS (PEM chain and PKCS#8 key).
@@ -312,35 +320,7 @@ impl ServerCertVerifier for VerifiedAs {
             })
     }
 
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, TlsError> {
-        self.inner.verify_tls12_signature(m, c, d)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, TlsError> {
-        self.inner.verify_tls13_signature(m, c, d)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-
-    fn requires_raw_public_keys(&self) -> bool {
-        self.inner.requires_raw_public_keys()
-    }
-
-    fn root_hint_subjects(&self) -> Option<&[rustls::DistinguishedName]> {
-        self.inner.root_hint_subjects()
-    }
+    delegate_signatures_to_inner!();
 }
 
 /// The verifier of connections to the proxy: `trust`'s chain check after [`check_proxy_role`].
