@@ -299,13 +299,7 @@ fn logout(name: Option<String>) -> anyhow::Result<()> {
     };
     for n in &names {
         let f = files(&paths, n);
-        for p in [&f.key, &f.crt, &f.meta] {
-            match std::fs::remove_file(p) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e).with_context(|| format!("removing {}", p.display())),
-            }
-        }
+        profile::remove_files(&[&f.key, &f.crt, &f.meta])?;
         println!("Logged out of database {n}.");
     }
     if names.is_empty() {

@@ -210,6 +210,20 @@ pub fn remove_current(home: &Path) -> anyhow::Result<Option<Profile>> {
     Ok(Some(p))
 }
 
+/// Removes `paths`, those already gone included (a logout's saved files).
+pub fn remove_files(paths: &[&std::path::Path]) -> anyhow::Result<()> {
+    for p in paths {
+        match std::fs::remove_file(p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!("removing {}", p.display())));
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
