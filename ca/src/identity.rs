@@ -37,6 +37,9 @@ pub struct Identity {
     /// Route of an application-access certificate (the app's name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route_to_app: Option<String>,
+    /// Route of a Kubernetes-access certificate (the kube cluster's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_to_kube_cluster: Option<String>,
     /// Whether the login that produced this certificate passed a second factor.
     pub mfa_verified: bool,
 }

@@ -31,6 +31,7 @@ const EXT_CLUSTER: &str = "hop-cluster";
 const EXT_ROUTE_TO_CLUSTER: &str = "hop-route-to-cluster";
 const EXT_ROUTE_TO_DATABASE: &str = "hop-route-to-database";
 const EXT_ROUTE_TO_APP: &str = "hop-route-to-app";
+const EXT_ROUTE_TO_KUBE_CLUSTER: &str = "hop-route-to-kube-cluster";
 const EXT_MFA_VERIFIED: &str = "hop-mfa-verified";
 
 impl CertAuthority {
@@ -186,6 +187,9 @@ fn identity_extensions(id: &Identity) -> Result<Vec<(&'static str, String)>, CaE
     if let Some(app) = &id.route_to_app {
         ext.push((EXT_ROUTE_TO_APP, app.clone()));
     }
+    if let Some(kube) = &id.route_to_kube_cluster {
+        ext.push((EXT_ROUTE_TO_KUBE_CLUSTER, kube.clone()));
+    }
     if id.mfa_verified {
         ext.push((EXT_MFA_VERIFIED, String::new()));
     }
@@ -235,6 +239,7 @@ fn identity_from_cert(cert: &Certificate) -> Result<Identity, CaError> {
         permit_pty: ext.contains_key(EXT_PERMIT_PTY),
         route_to_database,
         route_to_app: ext.get(EXT_ROUTE_TO_APP).cloned(),
+        route_to_kube_cluster: ext.get(EXT_ROUTE_TO_KUBE_CLUSTER).cloned(),
         mfa_verified: ext.contains_key(EXT_MFA_VERIFIED),
     })
 }

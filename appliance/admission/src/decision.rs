@@ -258,6 +258,7 @@ fn bound_name(route: Route) -> &'static str {
     match route {
         Route::Postgres | Route::MySql => "a database route certificate",
         Route::App => "an application route certificate",
+        Route::Kube => "a Kubernetes route certificate",
         _ => "a route certificate",
     }
 }

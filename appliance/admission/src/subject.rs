@@ -29,6 +29,8 @@ pub enum Route {
     Node,
     /// A TCP or HTTP application session.
     App,
+    /// A Kubernetes API request or stream (exec, attach, port-forward) through the kube route.
+    Kube,
     /// A PostgreSQL session.
     Postgres,
     /// A MySQL/MariaDB session.
@@ -58,6 +60,7 @@ impl Route {
             Self::Agentless => "agentless",
             Self::Node => "node",
             Self::App => "app",
+            Self::Kube => "kube",
             Self::Postgres => "postgres",
             Self::MySql => "mysql",
             Self::Join => "join",
@@ -79,6 +82,7 @@ impl Route {
                 | Self::Agentless
                 | Self::Node
                 | Self::App
+                | Self::Kube
                 | Self::Postgres
                 | Self::MySql
                 | Self::Join

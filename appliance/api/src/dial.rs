@@ -115,6 +115,50 @@ pub mod db {
     }
 }
 
+/// Kubernetes API traffic at a kube agent. After the agent answers the Dial, the data stream
+/// carries HTTP/1.1 from the proxy: each request already decided by the proxy (the cluster, the
+/// resource, the impersonated identity) and carrying exactly the impersonation the proxy chose
+/// in [`IMPERSONATE_USER`]/[`IMPERSONATE_GROUP`]; upgrades (exec, attach, port-forward) are
+/// relayed as the API server answers them.
+pub mod kube {
+    use super::*;
+
+    /// Dial targets for Kubernetes sessions start with this, followed by a [`KubeDial`] as JSON.
+    pub const DIAL_PREFIX: &str = "@kube:";
+    /// The header naming the Kubernetes user the agent impersonates (exactly one per request).
+    pub const IMPERSONATE_USER: &str = "impersonate-user";
+    /// The header naming a Kubernetes group the agent impersonates (zero or more).
+    pub const IMPERSONATE_GROUP: &str = "impersonate-group";
+
+    /// What the proxy tells a kube agent about one connection.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct KubeDial {
+        /// The kube cluster (the agent's `--kube-cluster name=`).
+        pub cluster: String,
+        /// The Hop user.
+        pub user: String,
+        /// Hex id of the proxy's connection, shared by its audit events.
+        pub session_id: String,
+        /// The client's address as the proxy saw it.
+        pub client_addr: String,
+    }
+
+    impl KubeDial {
+        pub fn to_target(&self) -> String {
+            format!(
+                "{DIAL_PREFIX}{}",
+                serde_json::to_string(self).unwrap_or_default()
+            )
+        }
+
+        /// `None` when `target` is not a Kubernetes Dial.
+        pub fn from_target(target: &str) -> Option<Result<Self, MalformedDial>> {
+            let json = target.strip_prefix(DIAL_PREFIX)?;
+            Some(MalformedDial::decoding("kubernetes session context", json))
+        }
+    }
+}
+
 /// What proxy and database agent agree on for MySQL: the capabilities and plugin the proxy's
 /// greeting offers, and what the client negotiated, for the agent's own login.
 pub mod mysql {

@@ -69,6 +69,8 @@ impl Presented<'_> {
             Some(Route::Postgres)
         } else if id.route_to_app.is_some() {
             Some(Route::App)
+        } else if id.route_to_kube_cluster.is_some() {
+            Some(Route::Kube)
         } else {
             None
         };

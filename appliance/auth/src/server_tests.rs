@@ -1506,6 +1506,7 @@ fn an_app_launch_needs_the_apps_labels_and_an_unlocked_user() {
             permit_pty: false,
             route_to_database: None,
             route_to_app: None,
+            route_to_kube_cluster: None,
             mfa_verified: false,
         }),
         issued_at: now,

@@ -68,6 +68,7 @@ pub fn alice() -> Identity {
             database: "orders".into(),
         }),
         route_to_app: Some("grafana".into()),
+        route_to_kube_cluster: None,
         mfa_verified: true,
     }
 }

@@ -31,6 +31,7 @@ fn grant(app: &str, expires_in: Duration) -> AppGrant {
             permit_pty: false,
             route_to_database: None,
             route_to_app: None,
+            route_to_kube_cluster: None,
             mfa_verified: false,
         }),
         issued_at: t0() - Duration::from_secs(60),

@@ -40,6 +40,7 @@ impl AuthServer {
             permit_pty: true,
             route_to_database: None,
             route_to_app: None,
+            route_to_kube_cluster: None,
             mfa_verified: false,
         };
         let mut rng = rand::rng();
