@@ -60,6 +60,9 @@ pub enum Command {
     /// Databases: list them, log in to one, connect with psql.
     #[command(subcommand)]
     Db(DbCommand),
+    /// Kubernetes clusters: list them, log in to one (kubectl then works as is), exec in a pod.
+    #[command(subcommand)]
+    Kube(KubeCommand),
     /// Local listeners that carry connections through the proxy.
     #[command(subcommand)]
     Proxy(ProxyCommand),

@@ -105,6 +105,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     rt.block_on(hop_client::apps::proxy_app(name, bind, port))
                 }
                 Command::Db(cmd) => rt.block_on(hop_client::db::run(cmd)),
+                Command::Kube(cmd) => rt.block_on(hop_client::kube::run(cmd)),
                 Command::Proxy(hop_client::cli::ProxyCommand::Db {
                     name, port, bind, ..
                 }) => rt.block_on(hop_client::db::proxy_db(name, bind, port)),

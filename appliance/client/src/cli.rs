@@ -229,6 +229,64 @@ pub enum AppsCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum KubeCommand {
+    /// List the Kubernetes clusters your roles allow, with the Kubernetes users and groups you
+    /// would act as.
+    Ls(Output),
+    /// Get a certificate for one Kubernetes cluster and make it kubectl's current context (in
+    /// $KUBECONFIG's first file, else ~/.kube/config); kubectl then works as is.
+    Login {
+        /// The cluster's name (see `hop kube ls`).
+        name: String,
+        /// How long the first certificate lives [default: as long as your login and roles
+        /// allow], e.g. 30m; kubectl gets a new one when it runs out.
+        #[arg(long, value_parser = hop_config::parse_duration)]
+        ttl: Option<std::time::Duration>,
+    },
+    /// Remove a Kubernetes login: its kubeconfig entries and certificate (all of them without
+    /// NAME).
+    Logout { name: Option<String> },
+    /// kubectl's credential plugin (the kubeconfig runs it): print an ExecCredential with the
+    /// cluster's certificate, renewed when it has under a minute left.
+    Credentials {
+        /// The Kubernetes cluster.
+        #[arg(long)]
+        cluster: String,
+        /// The proxy of the login to use (HOST:PORT, as `hop login --proxy` named it) [default:
+        /// the current login].
+        #[arg(long)]
+        proxy: Option<String>,
+    },
+    /// Run a command in a pod with kubectl exec, on the context `hop kube login` wrote.
+    Exec(KubeExecArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct KubeExecArgs {
+    /// The pod.
+    pub pod: String,
+    /// The container [default: the pod's default one].
+    #[arg(short = 'c', long)]
+    pub container: Option<String>,
+    /// The pod's namespace [default: the context's].
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// Pass standard input to the command.
+    #[arg(short = 'i', long)]
+    pub stdin: bool,
+    /// Allocate a terminal.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// The Kubernetes cluster [default: the only one you are logged in to, else the current
+    /// context's].
+    #[arg(long)]
+    pub kube_cluster: Option<String>,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AppConfigFormat {
     /// Everything, for people.

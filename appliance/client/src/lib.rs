@@ -12,6 +12,7 @@ pub mod bench;
 pub mod cli;
 pub mod db;
 pub mod join;
+pub mod kube;
 pub mod locks;
 pub mod profile;
 pub mod recordings;

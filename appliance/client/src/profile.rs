@@ -149,6 +149,23 @@ pub struct Login {
 pub fn current_login() -> anyhow::Result<Login> {
     let home = hop_home()?;
     let (profile, paths) = current_profile(&home)?;
+    login_of(profile, &paths)
+}
+
+/// The profile of the login to `proxy` (as `hop login --proxy` named it), current or not.
+pub fn profile_for(home: &Path, proxy: &str) -> anyhow::Result<(Profile, Paths)> {
+    let path = home.join("profiles").join(format!("{}.json", slug(proxy)));
+    let text = std::fs::read_to_string(&path).map_err(|_| {
+        anyhow!("not logged in to {proxy}: run `hop login --proxy {proxy} --user NAME`")
+    })?;
+    let p: Profile = serde_json::from_str(&text)
+        .with_context(|| format!("corrupt profile {}", path.display()))?;
+    let paths = Paths::new(home.to_path_buf(), &p.proxy, &p.user);
+    Ok((p, paths))
+}
+
+/// The credentials of `profile`'s login, refused when its certificate has expired.
+pub fn login_of(profile: Profile, paths: &Paths) -> anyhow::Result<Login> {
     let read = |p: PathBuf, what: &str| {
         std::fs::read_to_string(p).with_context(|| format!("reading {what}"))
     };
@@ -205,6 +222,8 @@ pub fn remove_current(home: &Path) -> anyhow::Result<Option<Profile>> {
     let _ = std::fs::remove_dir_all(super::db::db_dir(&paths));
     // So do application certificates (`hop apps login`).
     let _ = std::fs::remove_dir_all(super::apps::apps_dir(&paths));
+    // And Kubernetes logins (`hop kube login`): their kubeconfig entries, then their files.
+    super::kube::forget_all(&paths);
     let _ = std::fs::remove_file(paths.profile());
     let _ = std::fs::remove_file(home.join("current"));
     Ok(Some(p))

@@ -1,0 +1,85 @@
+//! `hop kube credentials`: kubectl's exec credential plugin. kubectl runs it for every command
+//! (the kubeconfig's user entry names it) and reads an `ExecCredential` from its output: the
+//! saved kube certificate and key, or a new pair when the saved one has under a minute left.
+//!
+//! Renewing needs a valid `hop login`; the kubeconfig is never edited here.
+
+use anyhow::Context;
+use serde_json::{Value, json};
+
+use super::certificates::{self, KeyPair, now_unix};
+use super::kubeconfig::EXEC_API_VERSION;
+use crate::profile;
+
+/// A certificate with less than this left is renewed before kubectl gets it.
+pub const RENEW_BEFORE_SECS: i64 = 60;
+
+/// The `ExecCredential` kubectl reads: PEM certificate and key, and when to ask again.
+pub fn exec_credential(pair: &KeyPair, expires_unix: i64) -> Value {
+    json!({
+        "apiVersion": EXEC_API_VERSION,
+        "kind": "ExecCredential",
+        "status": {
+            "clientCertificateData": pair.cert_pem,
+            "clientKeyData": pair.key_pem,
+            "expirationTimestamp": hop_api::timestamps::rfc3339_unix(expires_unix),
+        },
+    })
+}
+
+/// Whether a certificate expiring at `expires_unix` must be renewed at `now`.
+pub fn needs_renewal(expires_unix: i64, now: i64) -> bool {
+    expires_unix - now < RENEW_BEFORE_SECS
+}
+
+/// Prints the `ExecCredential` for kube cluster `cluster` of the login to `proxy` (the current
+/// login without it).
+pub async fn print(cluster: String, proxy: Option<String>) -> anyhow::Result<()> {
+    let home = profile::hop_home()?;
+    let (p, paths) = match &proxy {
+        Some(proxy) => profile::profile_for(&home, proxy)?,
+        None => profile::current_profile(&home)?,
+    };
+    let saved = certificates::saved(&paths, &cluster)?;
+    let (expires, pair) = if needs_renewal(saved.expires_unix, now_unix()) {
+        let login = profile::login_of(p, &paths).with_context(|| {
+            format!("the certificate for Kubernetes cluster {cluster:?} needs renewing")
+        })?;
+        let (renewed, pair) = certificates::issue(&login, &paths, &cluster, None).await?;
+        (renewed.expires_unix, pair)
+    } else {
+        (
+            saved.expires_unix,
+            certificates::key_pair(&paths, &cluster)?,
+        )
+    };
+    println!("{}", exec_credential(&pair, expires));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exec_credential_is_what_kubectl_reads() {
+        let pair = KeyPair {
+            cert_pem: "-----BEGIN CERTIFICATE-----\nA\n-----END CERTIFICATE-----\n".into(),
+            key_pem: "-----BEGIN PRIVATE KEY-----\nB\n-----END PRIVATE KEY-----\n".into(),
+        };
+        let v = exec_credential(&pair, 1_800_000_000);
+        assert_eq!(v["apiVersion"], "client.authentication.k8s.io/v1beta1");
+        assert_eq!(v["kind"], "ExecCredential");
+        assert_eq!(v["status"]["clientCertificateData"], pair.cert_pem.as_str());
+        assert_eq!(v["status"]["clientKeyData"], pair.key_pem.as_str());
+        assert_eq!(v["status"]["expirationTimestamp"], "2027-01-15T08:00:00Z");
+    }
+
+    #[test]
+    fn renewal_starts_a_minute_before_expiry() {
+        assert!(!needs_renewal(1000, 900));
+        assert!(!needs_renewal(1000, 940));
+        assert!(needs_renewal(1000, 941));
+        assert!(needs_renewal(1000, 2000));
+    }
+}
