@@ -19,6 +19,8 @@ mod deadlines;
 mod fail_closed;
 mod harness;
 mod join;
+mod kube;
+mod kube_refusals;
 mod login_flow;
 mod multiplexer;
 mod openssh_node;

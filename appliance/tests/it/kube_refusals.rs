@@ -1,0 +1,327 @@
+//! The kube route's refusals, end to end with the real kubectl and curl: the route's rows of the
+//! refusal matrix (a locked user, a deleted user, a role taken away, an expired certificate,
+//! another CA's certificate), each with a clear message and an `access.refused` event on route
+//! `kube`; requests outside the role (a namespace, a pod, `--as`/`--as-group` beyond it, several
+//! users without `--as`, a client's own `Impersonate-*` headers) refused with 403 before the API
+//! server sees them; and a running exec that ends within 5 s of a lock.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::clock;
+use crate::harness::*;
+use crate::kube::{KubeCluster, KubeUser, tools};
+
+/// Waits until an `access.refused` event for `user` on the kube route with `reason` is logged.
+fn wait_kube_refusal(c: &KubeCluster, user: &str, reason: &str) {
+    let deadline = clock::monotonic_now() + Duration::from_secs(10);
+    loop {
+        let events = c.events("access.refused");
+        if events
+            .iter()
+            .any(|e| e["user"] == user && e["route"] == "kube" && e["reason"] == reason)
+        {
+            return;
+        }
+        assert!(
+            clock::monotonic_now() < deadline,
+            "no access.refused event for {user} on route kube with reason {reason}: {events:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `kubectl get pods` (1.20) as `u`: `Ok` when it listed web-1, else what kubectl said.
+fn get_pods(c: &KubeCluster, u: &KubeUser) -> Result<(), String> {
+    let out = u.run(&c.tools.kubectl_old, &["get", "pods", "-o", "name"], "");
+    if out.status.success() && stdout(&out).contains("pod/web-1") {
+        Ok(())
+    } else {
+        Err(format!("{}{}", stderr(&out), stdout(&out)))
+    }
+}
+
+/// A row of the kube route's refusal matrix: how the identity is spoiled, the words kubectl
+/// must show, the reason code of the audit event.
+struct Row {
+    what: &'static str,
+    spoil: fn(&KubeCluster, &KubeUser),
+    says: &'static str,
+    code: &'static str,
+}
+
+const ROWS: &[Row] = &[
+    Row {
+        what: "locked user",
+        spoil: |c, u| {
+            c.a.ok(&[
+                "admin",
+                "lock",
+                "--user",
+                &u.name,
+                "--message",
+                "kube matrix",
+            ]);
+        },
+        says: "locked",
+        code: "locked",
+    },
+    Row {
+        what: "deleted user",
+        spoil: |c, u| {
+            c.a.ok(&["admin", "users", "rm", &u.name]);
+        },
+        says: "no longer exists",
+        code: "deleted",
+    },
+    Row {
+        what: "role removed",
+        spoil: |c, u| {
+            let doc = c.a.dir.path().join(format!("{}.yaml", u.name));
+            std::fs::write(
+                &doc,
+                format!(
+                    "kind: user\nversion: v2\nmetadata:\n  name: {}\nspec:\n  roles: [kube-other]\n  traits:\n    logins: [k8s-{}]\n",
+                    u.name, u.name
+                ),
+            )
+            .unwrap();
+            c.a.ok(&["admin", "create", "--force", "-f", doc.to_str().unwrap()]);
+        },
+        says: "taken away",
+        code: "role_removed",
+    },
+];
+
+#[test]
+fn the_kube_route_refuses_and_says_why() {
+    let Some(tools) = tools() else { return };
+    let c = KubeCluster::start(tools);
+    std::thread::scope(|s| {
+        s.spawn(|| matrix_rows(&c));
+        s.spawn(|| expired_and_other_ca(&c));
+        s.spawn(|| outside_the_role(&c));
+        s.spawn(|| impersonation_beyond_the_role(&c));
+        s.spawn(|| a_lock_ends_a_running_exec(&c));
+    });
+}
+
+fn matrix_rows(c: &KubeCluster) {
+    for row in ROWS {
+        let u = c.user("kube-dev");
+        u.kube_login("dev");
+        get_pods(c, &u).unwrap_or_else(|e| panic!("positive control for {}: {e}", row.what));
+        // The certificate kubectl holds now, before the spoiling (the plugin could not renew).
+        let files = u.cert_files(c);
+        (row.spoil)(c, &u);
+        let (code, body) = u.curl_kube(c, &files, "/api/v1/namespaces/default/pods", &[]);
+        assert!(
+            (401..=403).contains(&code) && body.contains(row.says),
+            "{}: curl got {code} {body}",
+            row.what
+        );
+        wait_kube_refusal(c, &u.name, row.code);
+        let seen = get_pods(c, &u)
+            .err()
+            .unwrap_or_else(|| panic!("{} was let through by kubectl", row.what));
+        assert!(seen.contains(row.says), "{}: kubectl said {seen}", row.what);
+    }
+}
+
+/// An expired certificate and a certificate from another CA.
+fn expired_and_other_ca(c: &KubeCluster) {
+    let u = c.user_with_ttl("kube-dev", Some("8s"));
+    let started = clock::monotonic_now();
+    u.kube_login("dev");
+    let files = u.cert_files(c);
+    let (code, body) = u.curl_kube(c, &files, "/api/v1/namespaces/default/pods", &[]);
+    assert_eq!(code, 200, "positive control: {body}");
+    std::thread::sleep(Duration::from_secs(10).saturating_sub(clock::since(started)));
+    // The proxy refuses the expired kube certificate and says so.
+    let (code, body) = u.curl_kube(c, &files, "/api/v1/namespaces/default/pods", &[]);
+    assert!(
+        code == 401 || code == 0,
+        "an expired certificate got {code} {body}"
+    );
+    assert!(body.contains("expired"), "{body}");
+    if code == 401 {
+        wait_kube_refusal(c, &u.name, "expired");
+    }
+    // kubectl's plugin cannot renew on an expired login, and says what to do.
+    let seen = get_pods(c, &u).expect_err("an expired login was let through");
+    assert!(seen.contains("hop login"), "{seen}");
+
+    // A certificate from a CA Hop does not know, with a user's name in it: refused at TLS or
+    // with 401, never forwarded.
+    let dir = u.home.join("other-ca");
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = format!("set -e
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=other-ca -keyout ca.key -out ca.crt
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN={} -keyout u.key -out u.csr
+openssl x509 -req -in u.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 -out u.crt
+", u.name);
+    let out = Command::new("sh")
+        .args(["-c", &script])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let fresh = c.user("kube-dev");
+    fresh.kube_login("dev");
+    let hop_ca = fresh.cert_files(c).0;
+    let forged = (hop_ca, dir.join("u.crt"), dir.join("u.key"));
+    let before = c.apiserver_audit().len();
+    let (code, body) = u.curl_kube(c, &forged, "/api/v1/namespaces/default/pods", &[]);
+    assert!(
+        code == 0 || code == 401,
+        "another CA's certificate got {code}: {body}"
+    );
+    assert!(!body.contains("web-1"), "{body}");
+    assert_eq!(
+        c.apiserver_audit().len(),
+        before,
+        "forwarded to the API server"
+    );
+}
+
+/// Namespaces and pods outside `kubernetes_resources`: 403 with Kubernetes' words, audited,
+/// never forwarded.
+fn outside_the_role(c: &KubeCluster) {
+    let u = c.user("kube-dev");
+    u.kube_login("dev");
+    let k = &c.tools.kubectl_old;
+    for args in [
+        &["get", "pods", "-n", "kube-system"][..],
+        &["get", "pod", "web-2"],
+        &["exec", "web-2", "--", "true"],
+        &["get", "secret", "other-secret"],
+        &["delete", "pod", "web-2"],
+    ] {
+        let out = u.run(k, args, "");
+        assert!(!out.status.success(), "kubectl {args:?} was let through");
+        let err = stderr(&out);
+        assert!(
+            err.contains("Forbidden") || err.contains("forbidden"),
+            "{args:?}: {err}"
+        );
+    }
+    c.wait_event("kube.request", |e| {
+        e["user"] == u.name.as_str() && e["namespace"] == "kube-system" && e["code"] == 403
+            || e["user"] == u.name.as_str() && e["namespace"] == "kube-system" && e["status"] == 403
+    });
+    let seen = c.apiserver_audit();
+    for r in &seen {
+        let path = r["path"].as_str().unwrap_or_default();
+        assert!(
+            !path.contains("/namespaces/kube-system/") && !path.contains("/pods/web-2"),
+            "forwarded: {r}"
+        );
+    }
+}
+
+/// `--as`/`--as-group` beyond the role, several users without `--as`, and a client's own
+/// `Impersonate-*` headers (curl).
+fn impersonation_beyond_the_role(c: &KubeCluster) {
+    let k = &c.tools.kubectl_old;
+    let u = c.user("kube-dev");
+    u.kube_login("dev");
+    for args in [
+        &["get", "pods", "--as", "system:admin"][..],
+        &["get", "pods", "--as-group", "system:masters"],
+    ] {
+        let out = u.run(k, args, "");
+        assert!(!out.status.success(), "kubectl {args:?} was let through");
+        assert!(
+            stderr(&out).contains("orbidden"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    // Within the role, --as works.
+    let me = format!("k8s-{}", u.name);
+    let out = u.run(k, &["get", "pods", "--as", &me, "-o", "name"], "");
+    assert!(out.status.success(), "--as {me}: {}", stderr(&out));
+
+    let files = u.cert_files(c);
+    for header in [
+        "Impersonate-User: system:admin",
+        "Impersonate-Group: system:masters",
+        "Impersonate-Uid: 0",
+        "Impersonate-Extra-Scopes: all",
+    ] {
+        let (code, body) = u.curl_kube(
+            c,
+            &files,
+            "/api/v1/namespaces/default/pods",
+            &["-H", header],
+        );
+        assert_eq!(code, 403, "{header}: {body}");
+    }
+    for r in c.apiserver_audit() {
+        let text = r.to_string();
+        assert!(
+            !text.contains("system:admin") && !text.contains("system:masters"),
+            "forwarded: {text}"
+        );
+    }
+
+    // Several users allowed: kubectl must say which one.
+    let many = c.user("kube-many");
+    many.kube_login("dev");
+    let out = many.run(k, &["get", "pods"], "");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--as"), "{}", stderr(&out));
+    let out = many.run(k, &["auth", "whoami", "--as", "bob-k", "-o", "json"], "");
+    if out.status.success() {
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["status"]["userInfo"]["username"], "bob-k");
+    } else {
+        // kubectl 1.20 has no `auth whoami`: ask the API directly.
+        let out = many.run(k, &["get", "pods", "--as", "bob-k", "-o", "name"], "");
+        assert!(out.status.success(), "--as bob-k: {}", stderr(&out));
+    }
+}
+
+/// A running exec ends within 5 s of its user's lock.
+fn a_lock_ends_a_running_exec(c: &KubeCluster) {
+    let u = c.user("kube-dev");
+    u.kube_login("dev");
+    let mut child = u.spawn(&c.tools.kubectl_old, &["exec", "-i", "web-1", "--", "sh"]);
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"echo alive-1\n").unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    let deadline = clock::monotonic_now() + Duration::from_secs(20);
+    while !line.contains("alive-1") {
+        line.clear();
+        if out.read_line(&mut line).unwrap_or(0) == 0 || clock::monotonic_now() > deadline {
+            panic!("the exec never echoed: {line}\n{}", c.logs());
+        }
+    }
+    let locked_at = clock::monotonic_now();
+    c.a.ok(&[
+        "admin",
+        "lock",
+        "--user",
+        &u.name,
+        "--message",
+        "kube exec lock",
+    ]);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        let waited = clock::since(locked_at);
+        if waited > Duration::from_secs(5) {
+            let _ = child.kill();
+            panic!("the exec was still running {waited:?} after the lock");
+        }
+        // Keep typing: a relay that is gone fails the write, one that is alive echoes.
+        let _ = stdin.write_all(b"echo still\n");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(stdin);
+}
