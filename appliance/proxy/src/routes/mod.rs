@@ -16,6 +16,7 @@ pub mod forward;
 pub mod http_conn;
 pub mod join;
 pub mod jump;
+pub mod kube;
 pub mod mysql;
 pub mod postgres;
 pub mod ssh;
