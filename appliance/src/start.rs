@@ -110,16 +110,12 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
 /// A process of agents only (node, app, db, kube) runs without storage or listeners.
 fn runs_only_agents(cfg: &Config) -> bool {
     !cfg.hop.roles.is_empty()
-        && cfg
-            .hop
-            .roles
-            .iter()
-            .all(|r| {
-                matches!(
-                    r,
-                    ServiceRole::App | ServiceRole::Node | ServiceRole::Db | ServiceRole::Kube
-                )
-            })
+        && cfg.hop.roles.iter().all(|r| {
+            matches!(
+                r,
+                ServiceRole::App | ServiceRole::Node | ServiceRole::Db | ServiceRole::Kube
+            )
+        })
 }
 
 /// The roles this build can run in one process: auth, or auth and proxy.

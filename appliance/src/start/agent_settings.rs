@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use hop_agent::AgentSettings;
 use hop_agent::node::{CommandLabel, NodeSettings, recorder::SpoolSettings};
-use hop_config::{
-    AppConfig, Config, DbConfig, KubeClusterConfig, ServiceRole, SshServiceConfig,
-};
+use hop_config::{AppConfig, Config, DbConfig, KubeClusterConfig, ServiceRole, SshServiceConfig};
 
 /// How often a command label is refreshed when its `period` is not set.
 const COMMAND_LABEL_PERIOD: Duration = Duration::from_secs(60);
