@@ -68,7 +68,16 @@ pub struct ApiServerSpec {
 #[error("{origin}: {problem}")]
 pub struct KubeconfigError {
     pub origin: String,
-    pub problem: Problem,
+    pub problem: Box<Problem>,
+}
+
+impl KubeconfigError {
+    pub fn new(origin: String, problem: Problem) -> Self {
+        Self {
+            origin,
+            problem: Box::new(problem),
+        }
+    }
 }
 
 /// What is wrong, naming the field.
@@ -164,10 +173,7 @@ pub fn parse(
     path: &Path,
     context: Option<&str>,
 ) -> Result<ApiServerSpec, KubeconfigError> {
-    let fail = |ctx: Option<&str>, problem| KubeconfigError {
-        origin: origin(path, ctx),
-        problem,
-    };
+    let fail = |ctx: Option<&str>, problem| KubeconfigError::new(origin(path, ctx), problem);
     let raw: RawConfig = if text.trim().is_empty() {
         RawConfig::default()
     } else {
@@ -208,10 +214,7 @@ pub fn in_cluster(
     sa_dir: &Path,
 ) -> Result<ApiServerSpec, KubeconfigError> {
     let origin = "in-cluster service account".to_string();
-    let fail = |problem| KubeconfigError {
-        origin: origin.clone(),
-        problem,
-    };
+    let fail = |problem| KubeconfigError::new(origin.clone(), problem);
     let (Some(host), Some(port)) = (
         host.filter(|h| !h.is_empty()),
         port.filter(|p| !p.is_empty()),

@@ -56,12 +56,12 @@ pub(crate) struct ApiServer {
 pub(crate) fn load(spec: &KubeClusterSpec) -> Result<ApiServer, KubeconfigError> {
     let api = match &spec.kubeconfig {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|source| KubeconfigError {
-                origin: format!("kubeconfig {}", path.display()),
-                problem: Problem::Read {
+            let text = std::fs::read_to_string(path).map_err(|source| {
+                let read = Problem::Read {
                     path: path.clone(),
                     source,
-                },
+                };
+                KubeconfigError::new(format!("kubeconfig {}", path.display()), read)
             })?;
             kubeconfig::parse(&text, path, spec.context.as_deref())?
         }
@@ -76,10 +76,7 @@ pub(crate) fn load(spec: &KubeClusterSpec) -> Result<ApiServer, KubeconfigError>
 
 impl ApiServer {
     pub(crate) fn new(api: &ApiServerSpec) -> Result<Self, KubeconfigError> {
-        let fail = |problem| KubeconfigError {
-            origin: api.origin.clone(),
-            problem,
-        };
+        let fail = |problem| KubeconfigError::new(api.origin.clone(), problem);
         let (tls, token) = tls_and_token(api).map_err(fail)?;
         let authority = api
             .server
