@@ -159,6 +159,11 @@ pub struct StartArgs {
     /// name=pg,uri=postgres://127.0.0.1:5432,ca_file=/etc/pg/ca.crt,labels=env=dev (repeatable).
     #[arg(long = "db")]
     pub databases: Vec<String>,
+    /// Kube agents: publish a Kubernetes cluster, e.g.
+    /// name=dev,kubeconfig=/etc/hop/dev.kubeconfig,context=admin@dev,labels=env=dev;team=x
+    /// (repeatable; without kubeconfig=, the service account of the cluster the agent runs in).
+    #[arg(long = "kube-cluster", value_name = "SPEC")]
+    pub kube_clusters: Vec<String>,
     /// Node agents: static labels, e.g. env=prod,team=db.
     #[arg(long)]
     pub labels: Option<String>,

@@ -223,6 +223,10 @@ fn start_config(args: &StartArgs) -> anyhow::Result<Config> {
             labels: spec.labels,
         });
     }
+    for k in &args.kube_clusters {
+        let spec = hop_config::KubeClusterSpec::parse(k).map_err(|e| anyhow::anyhow!(e))?;
+        cfg.kubernetes_service.kube_clusters.push(spec.into());
+    }
     if let Some(l) = &args.labels {
         for part in l.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (k, v) = part

@@ -107,14 +107,15 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A process of agents only (node, app, db) runs without storage or listeners.
+/// A process of agents only (node, app, db, kube) runs without storage or listeners.
 fn runs_only_agents(cfg: &Config) -> bool {
     !cfg.hop.roles.is_empty()
-        && cfg
-            .hop
-            .roles
-            .iter()
-            .all(|r| matches!(r, ServiceRole::App | ServiceRole::Node | ServiceRole::Db))
+        && cfg.hop.roles.iter().all(|r| {
+            matches!(
+                r,
+                ServiceRole::App | ServiceRole::Node | ServiceRole::Db | ServiceRole::Kube
+            )
+        })
 }
 
 /// The roles this build can run in one process: auth, or auth and proxy.
@@ -122,7 +123,7 @@ fn check_roles(cfg: &Config) -> anyhow::Result<()> {
     for role in &cfg.hop.roles {
         if !matches!(role, ServiceRole::Auth | ServiceRole::Proxy) {
             bail!(
-                "hop.roles: the {role} service is not available in this build yet; run auth and proxy, or node, app and db agents"
+                "hop.roles: the {role} service is not available in this build yet; run auth and proxy, or node, app, db and kube agents"
             );
         }
     }

@@ -1,10 +1,11 @@
 //! The agent's side of a Dial: which of the agent's services the proxy's target names, and the
 //! `DialResult` the agent answers before the session's bytes flow. The services themselves live in
-//! their rooms ([`crate::db`], [`crate::node`], [`crate::app`]); this module only dispatches and
+//! their rooms ([`crate::db`], [`crate::node`], [`crate::kube`], [`crate::app`]); this module only dispatches and
 //! answers, and never relays a byte itself.
 
 use hop_api::dial::db::DbDial;
 use hop_api::dial::join::JoinDial;
+use hop_api::dial::kube::KubeDial;
 use hop_net::tunnel::{FramedStream, Prefixed};
 use hop_protocols::tunnel::{Dial, DialResult, Frame};
 use tokio::net::TcpStream;
@@ -19,6 +20,8 @@ pub(crate) type DataStream = FramedStream<tokio_rustls::client::TlsStream<TcpStr
 pub(crate) enum DialRefusal {
     #[error("this agent serves no databases")]
     NoDatabases,
+    #[error("this agent serves no kube clusters")]
+    NoKubeClusters,
     #[error("this agent is not an SSH node")]
     NotANode,
     #[error(
@@ -45,10 +48,13 @@ pub(crate) async fn answer(
 }
 
 /// Serves one Dial with the service its target names: a database session, joining a live SSH
-/// session, the node's SSH server, or else a TCP application by name.
+/// session, a Kubernetes cluster, the node's SSH server, or else an application by name.
 pub(crate) async fn serve(shared: &Shared, framed: DataStream, dial: Dial) {
     if let Some(ctx) = DbDial::from_target(&dial.target) {
         return serve_db(shared, framed, dial.session_id, ctx).await;
+    }
+    if let Some(ctx) = KubeDial::from_target(&dial.target) {
+        return serve_kube(shared, framed, dial.session_id, ctx).await;
     }
     if let Some(join) = JoinDial::from_target(&dial.target) {
         return serve_join(shared, framed, dial.session_id, join).await;
@@ -76,6 +82,20 @@ async fn serve_db(
             answer(&mut framed, session_id, Some(e.to_string())).await;
         }
     }
+}
+
+async fn serve_kube(
+    shared: &Shared,
+    mut framed: DataStream,
+    session_id: [u8; 16],
+    ctx: Result<KubeDial, hop_api::dial::MalformedDial>,
+) {
+    let Some(kube) = shared.kube.get().cloned() else {
+        let refused = DialRefusal::NoKubeClusters.to_string();
+        answer(&mut framed, session_id, Some(refused)).await;
+        return;
+    };
+    kube.serve(framed, session_id, ctx).await;
 }
 
 async fn serve_join(

@@ -1,6 +1,7 @@
-//! The agent process: `hop start --roles app|node|db --proxy HOST:PORT --token T`, and the agent
-//! side of reverse tunnels. Each agent service has its own room: [`node`] (SSH), [`db`]
-//! (PostgreSQL, MySQL) and `app` (TCP and web applications); `dial` sends each Dial to the room its target
+//! The agent process: `hop start --roles app|node|db|kube --proxy HOST:PORT --token T`, and the
+//! agent side of reverse tunnels. Each agent service has its own room: [`node`] (SSH), [`db`]
+//! (PostgreSQL, MySQL), [`kube`] (Kubernetes API servers) and `app` (TCP and web applications);
+//! `dial` sends each Dial to the room its target
 //! names. The services share the identity, the tunnel and the audit spool. Agents speak to Auth only through `hop-api` and dial with `hop-net`; they
 //! never import Auth, the proxy or the client.
 //!
@@ -24,6 +25,7 @@ mod data_tls;
 pub mod db;
 mod dial;
 pub mod identity;
+pub mod kube;
 pub mod loadtest;
 pub mod node;
 pub mod trackers;
@@ -64,6 +66,8 @@ pub enum AgentError {
     Db(#[from] db::DbServiceError),
     #[error(transparent)]
     Node(#[from] node::NodeError),
+    #[error(transparent)]
+    Kube(#[from] kube::KubeServiceError),
 }
 
 /// Why a tunnel connection (control or data) to the proxy did not open or ended: the network's,
@@ -104,6 +108,8 @@ pub struct AgentSettings {
     pub db_selectors: Vec<hop_config::services::Selector>,
     /// What the db role's `db.query` events keep.
     pub db_audit: hop_config::DbAuditConfig,
+    /// Kubernetes clusters, when this agent runs the `kube` role.
+    pub kube_clusters: Vec<hop_config::services::KubeClusterSpec>,
 }
 
 /// One agent as its tasks see it: its settings and its current identity.
@@ -117,6 +123,8 @@ struct Shared {
     node: std::sync::OnceLock<Arc<crate::node::NodeShared>>,
     /// The database service, once built from the identity.
     db: std::sync::OnceLock<Arc<crate::db::DbService>>,
+    /// The Kubernetes service, once its kubeconfigs are read.
+    kube: std::sync::OnceLock<Arc<crate::kube::KubeService>>,
     /// The data connections' TLS configuration, kept so that they resume.
     data_tls: data_tls::DataTls,
     /// The applications, with each web app's pooled upstream client.
@@ -173,6 +181,12 @@ impl Shared {
                 })
                 .chain(self.node.get().map(|n| n.announcement()))
                 .chain(self.db.get().map(|d| d.announcements()).unwrap_or_default())
+                .chain(
+                    self.kube
+                        .get()
+                        .map(|k| k.announcements())
+                        .unwrap_or_default(),
+                )
                 .collect(),
         })
     }
@@ -205,6 +219,10 @@ pub async fn run(
     for a in &settings.apps {
         a.validate()?;
     }
+    // Kubeconfigs are read before joining: a broken one fails the start, not a later request.
+    let kube = (!settings.kube_clusters.is_empty())
+        .then(|| crate::kube::KubeService::new(&settings.kube_clusters))
+        .transpose()?;
     let identity = match identity::load(&settings.data_dir)? {
         Some(id) => {
             tracing::info!(host_id = %id.meta.host_id, "using the stored agent identity");
@@ -251,9 +269,16 @@ pub async fn run(
         heartbeat: None,
         node: std::sync::OnceLock::new(),
         db: std::sync::OnceLock::new(),
+        kube: std::sync::OnceLock::new(),
         data_tls: Default::default(),
         apps: app::Apps::new(&settings.apps),
     });
+    if let Some(kube) = kube {
+        for (name, server) in kube.describe() {
+            println!("Kubernetes cluster {name} ({server}) is served");
+        }
+        let _ = shared.kube.set(kube);
+    }
     let mut tasks = tokio::task::JoinSet::new();
     if !settings.databases.is_empty() || !settings.db_selectors.is_empty() {
         let svc = crate::db::DbService::new(

@@ -375,11 +375,13 @@ fn simulated(s: &LoadtestSettings, index: usize, id: AgentIdentity) -> Shared {
             databases: Vec::new(),
             db_selectors: Vec::new(),
             db_audit: Default::default(),
+            kube_clusters: Vec::new(),
         },
         identity: RwLock::new(id),
         heartbeat: s.heartbeat,
         node: std::sync::OnceLock::new(),
         db: std::sync::OnceLock::new(),
+        kube: std::sync::OnceLock::new(),
         data_tls: Default::default(),
         apps: Default::default(),
     }

@@ -17,6 +17,10 @@ pub enum AppSpecError {
         "app name {name:?}: a web app is served at NAME.<proxy address>, so use 1 to 63 lower-case letters, digits and '-' (not first or last)"
     )]
     WebName { name: String },
+    #[error(
+        "app name {name:?} is reserved: the proxy serves Kubernetes at kube.<proxy address>; choose another name"
+    )]
+    Reserved { name: String },
     #[error("app {name:?}: uri {uri:?} must start with tcp://, http:// or https://")]
     Scheme { name: String, uri: String },
     #[error("app {name:?}: {reason}")]
@@ -59,6 +63,9 @@ pub struct AppSpec {
 
 const FLAG: &str = "--app";
 
+/// The name of the proxy's Kubernetes endpoint (`kube.<proxy address>`), which no app may take.
+pub const RESERVED_APP_NAME: &str = "kube";
+
 impl AppSpec {
     /// Parses `name=echo,uri=tcp://127.0.0.1:7000,labels=env=dev;team=web` (labels may repeat),
     /// or for a web app `name=grafana,uri=http://127.0.0.1:3000,public_addr=grafana.example.com,
@@ -93,6 +100,11 @@ impl AppSpec {
     }
 
     pub fn validate(&self) -> Result<(), AppSpecError> {
+        if self.name.eq_ignore_ascii_case(RESERVED_APP_NAME) {
+            return Err(AppSpecError::Reserved {
+                name: self.name.clone(),
+            });
+        }
         let scheme = self.scheme()?;
         if scheme == AppScheme::Tcp {
             self.check_tcp_name()?;
@@ -281,6 +293,8 @@ mod tests {
         assert!(e("name=a.b,uri=http://x:1").contains("NAME.<proxy address>"));
         assert!(e("name=-a,uri=http://x:1").contains("lower-case"));
         assert!(e("name=a,uri=http://x:port").contains("invalid port"));
+        assert!(e("name=kube,uri=http://x:1").contains("\"kube\" is reserved"));
+        assert!(e("name=KUBE,uri=tcp://x:1").contains("is reserved"));
         assert!(e("name=a,uri=tcp://x").contains("needs a port"));
         assert!(e("name=a,uri=tcp://x:1,public_addr=a.b").contains("public_addr applies to http"));
         assert!(

@@ -126,4 +126,15 @@ db_service:
   audit:
     max_statement_bytes: 4096
     parameters: false
+
+# A kube agent's Kubernetes clusters (hop start --roles kube --proxy ... also takes
+# --kube-cluster name=dev,kubeconfig=PATH[,context=C][,labels=env=dev]). The agent reaches each
+# API server with the kubeconfig's own credentials and impersonates the user Hop allows; users
+# reach it with kubectl at https://kube.<proxy address> after `hop kube login NAME`.
+kubernetes_service:
+  kube_clusters: []
+  #  - name: dev
+  #    kubeconfig: /etc/hop/dev.kubeconfig   # left out: the service account of the cluster the agent runs in
+  #    context: admin@dev                    # default: the kubeconfig's current-context
+  #    labels: {env: dev}
 "#;

@@ -4,7 +4,8 @@
 //! parses with serde-saphyr (panic-free, with line numbers in its errors) into plain
 //! `serde(default)` structs that reject unknown keys, then `validate()` checks what types cannot,
 //! section by section: each section's module (`process` for `hop`, `storage` for `hop.storage`,
-//! `auth_service`, `proxy_service`, `ssh_service`, `app_service`, `db_service`) holds its structs
+//! `auth_service`, `proxy_service`, `ssh_service`, `app_service`, `db_service`,
+//! `kube_service` for `kubernetes_service`) holds its structs
 //! and its rules.
 //! It never opens sockets or files other than the config file itself (and a join token's file),
 //! and never imports the services it configures: what an agent publishes is described here
@@ -19,6 +20,7 @@ mod auth_service;
 mod db_service;
 mod default_yaml;
 mod join_token;
+mod kube_service;
 mod process;
 mod proxy_service;
 pub mod services;
@@ -37,6 +39,9 @@ pub use auth_service::{
 pub use db_service::{DbAuditConfig, DbConfig, DbServiceConfig};
 pub use default_yaml::DEFAULT_CONFIG_YAML;
 pub use join_token::{JoinTokenError, read_join_token};
+pub use kube_service::{
+    KUBE_CLUSTER_KIND, KubeClusterConfig, KubeClusterSpec, KubeServiceConfig, KubeSpecError,
+};
 pub use process::{LogConfig, LogFormat, ProcessConfig, ServiceRole};
 pub use proxy_service::{
     IoDriverChoice, KernelTlsChoice, ProxyProtocolConfig, ProxyServiceConfig, TlsFiles,
@@ -106,6 +111,7 @@ pub struct Config {
     pub app_service: AppServiceConfig,
     pub ssh_service: SshServiceConfig,
     pub db_service: DbServiceConfig,
+    pub kubernetes_service: KubeServiceConfig,
 }
 
 impl Config {
@@ -154,6 +160,8 @@ impl Config {
         self.hop.check()?;
         self.app_service.check()?;
         self.db_service.check(self.runs(ServiceRole::Db))?;
+        self.kubernetes_service
+            .check(self.runs(ServiceRole::Kube))?;
         self.ssh_service.check()?;
         self.auth_service.check()?;
         self.proxy_service.check()

@@ -82,6 +82,17 @@ impl ProcessConfig {
                 "agent services (node, app, db, ...) run in their own process with --proxy for now; start auth,proxy and the agent separately",
             ));
         }
+        let kube_with_others = self.roles.contains(&ServiceRole::Kube)
+            && self
+                .roles
+                .iter()
+                .any(|r| matches!(r, ServiceRole::Node | ServiceRole::App | ServiceRole::Db));
+        if kube_with_others {
+            return Err(FieldError::new(
+                "hop.roles",
+                "the kube agent joins with its own identity; run it in its own process (--roles kube)",
+            ));
+        }
         if agent_roles && self.proxy_server.is_none() {
             return Err(FieldError::new(
                 "hop.proxy_server",

@@ -1,5 +1,6 @@
 //! What an agent publishes, as the operator describes it (flags or YAML): applications (their
-//! spec lives in `app_spec`, re-exported here), databases, and selectors of `db` resources.
+//! spec lives in `app_spec`, re-exported here), Kubernetes clusters (`kube_service`, re-exported
+//! here), databases, and selectors of `db` resources.
 //! Each spec parses its flag form and validates itself with errors that name the field; agents
 //! serve these specs, and `Config::validate` checks them at start.
 
@@ -12,8 +13,9 @@ use serde::Deserialize;
 
 pub use crate::app_rewrite::{AppRewrite, HeaderRewrite, RewriteError, ValueTemplate};
 pub use crate::app_spec::{AppScheme, AppSpec, AppSpecError};
+pub use crate::kube_service::{KubeClusterSpec, KubeSpecError};
 
-/// Why a `--db` or `--app` flag does not parse (the operator's text): its syntax, or a spec that
+/// Why a `--db`, `--app` or `--kube-cluster` flag does not parse (the operator's text): its syntax, or a spec that
 /// is not valid once read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecFlagError {
@@ -42,6 +44,8 @@ pub enum SpecFlagError {
     Db(#[from] DbSpecError),
     #[error(transparent)]
     App(#[from] AppSpecError),
+    #[error(transparent)]
+    Kube(#[from] KubeSpecError),
 }
 
 /// Why a database spec is not one an agent can serve (the operator's configuration).

@@ -1,5 +1,5 @@
 //! An agent's settings from the configuration file: which service it runs, what it publishes
-//! (applications, databases, the node's SSH service) and how it reaches the proxy. It only
+//! (applications, databases, Kubernetes clusters, the node's SSH service) and how it reaches the proxy. It only
 //! translates `hop.yaml` into `hop_agent`'s settings; it never opens anything itself.
 
 use std::path::PathBuf;
@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use hop_agent::AgentSettings;
 use hop_agent::node::{CommandLabel, NodeSettings, recorder::SpoolSettings};
-use hop_config::{AppConfig, Config, DbConfig, ServiceRole, SshServiceConfig};
+use hop_config::{AppConfig, Config, DbConfig, KubeClusterConfig, ServiceRole, SshServiceConfig};
 
 /// How often a command label is refreshed when its `period` is not set.
 const COMMAND_LABEL_PERIOD: Duration = Duration::from_secs(60);
@@ -27,6 +27,15 @@ pub(super) fn from_config(cfg: &Config, data_dir: PathBuf) -> AgentSettings {
         pool_size: pool_size(cfg),
         db_selectors: cfg.db_service.resources.clone(),
         db_audit: cfg.db_service.audit.clone(),
+        kube_clusters: if cfg.runs(ServiceRole::Kube) {
+            cfg.kubernetes_service
+                .kube_clusters
+                .iter()
+                .map(KubeClusterConfig::spec)
+                .collect()
+        } else {
+            Vec::new()
+        },
         databases: if cfg.runs(ServiceRole::Db) {
             cfg.db_service
                 .databases
@@ -42,9 +51,12 @@ pub(super) fn from_config(cfg: &Config, data_dir: PathBuf) -> AgentSettings {
     }
 }
 
-/// The service the agent announces: `node` wins over `db`, `db` over `app`.
+/// The service the agent announces: `kube` (which runs alone), else `node` wins over `db`,
+/// `db` over `app`.
 fn role(cfg: &Config) -> &'static str {
-    if cfg.runs(ServiceRole::Node) {
+    if cfg.runs(ServiceRole::Kube) {
+        "kube"
+    } else if cfg.runs(ServiceRole::Node) {
         "node"
     } else if cfg.runs(ServiceRole::Db) {
         "db"
@@ -53,12 +65,13 @@ fn role(cfg: &Config) -> &'static str {
     }
 }
 
-/// The first pool size a service sets: SSH, then applications, then databases.
+/// The first pool size a service sets: SSH, then applications, then databases, then kube.
 fn pool_size(cfg: &Config) -> usize {
     cfg.ssh_service
         .tunnel_pool_size
         .or(cfg.app_service.tunnel_pool_size)
         .or(cfg.db_service.tunnel_pool_size)
+        .or(cfg.kubernetes_service.tunnel_pool_size)
         .unwrap_or(TUNNEL_POOL_SIZE)
 }
 

@@ -22,6 +22,9 @@ use hop_protocols::tunnel::Dial;
 
 use crate::dial::{DataStream, answer};
 
+/// The deadline for a request head on a data connection, shared with the kube service.
+pub(crate) use http::HEAD_TIMEOUT;
+
 /// An application as the agent serves it.
 enum App {
     Tcp(AppSpec),
