@@ -184,4 +184,48 @@ mod tests {
     fn cli_is_consistent() {
         Cli::command().debug_assert();
     }
+
+    #[test]
+    fn hop_kube_exec_takes_kubectls_flags_and_the_command_after_the_dashes() {
+        let cli = Cli::try_parse_from([
+            "hop",
+            "kube",
+            "exec",
+            "-it",
+            "web-1",
+            "-c",
+            "main",
+            "-n",
+            "ns",
+            "--",
+            "sh",
+            "-c",
+            "echo -n x",
+        ])
+        .unwrap();
+        let Command::Kube(KubeCommand::Exec(a)) = cli.command else {
+            panic!("not kube exec: {cli:?}")
+        };
+        assert!(a.stdin && a.tty);
+        assert_eq!(a.pod, "web-1");
+        assert_eq!(a.container.as_deref(), Some("main"));
+        assert_eq!(a.namespace.as_deref(), Some("ns"));
+        assert_eq!(a.command, ["sh", "-c", "echo -n x"]);
+        // The command is required.
+        assert!(Cli::try_parse_from(["hop", "kube", "exec", "web-1"]).is_err());
+        let cli = Cli::try_parse_from([
+            "hop",
+            "kube",
+            "credentials",
+            "--cluster",
+            "dev",
+            "--proxy",
+            "p:3080",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Kube(KubeCommand::Credentials { cluster, proxy: Some(p) }) if cluster == "dev" && p == "p:3080"
+        ));
+    }
 }

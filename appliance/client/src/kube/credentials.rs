@@ -4,12 +4,18 @@
 //!
 //! Renewing needs a valid `hop login`; the kubeconfig is never edited here.
 
+use std::time::Duration;
+
 use anyhow::Context;
 use serde_json::{Value, json};
 
 use super::certificates::{self, KeyPair, now_unix};
 use super::kubeconfig::EXEC_API_VERSION;
+use super::lock::FileLock;
 use crate::profile;
+
+/// How long a plugin waits for another one's renewal.
+const WAIT: Duration = Duration::from_secs(20);
 
 /// A certificate with less than this left is renewed before kubectl gets it.
 pub const RENEW_BEFORE_SECS: i64 = 60;
@@ -40,7 +46,15 @@ pub async fn print(cluster: String, proxy: Option<String>) -> anyhow::Result<()>
         Some(proxy) => profile::profile_for(&home, proxy)?,
         None => profile::current_profile(&home)?,
     };
-    let saved = certificates::saved(&paths, &cluster)?;
+    let mut saved = certificates::saved(&paths, &cluster)?;
+    // kubectl may run several plugins at once: one renews, the others wait and read its files.
+    let _renewing = if needs_renewal(saved.expires_unix, now_unix()) {
+        let lock = FileLock::take(&certificates::kube_dir(&paths).join(&cluster), WAIT)?;
+        saved = certificates::saved(&paths, &cluster)?;
+        Some(lock)
+    } else {
+        None
+    };
     let (expires, pair) = if needs_renewal(saved.expires_unix, now_unix()) {
         let login = profile::login_of(p, &paths).with_context(|| {
             format!("the certificate for Kubernetes cluster {cluster:?} needs renewing")

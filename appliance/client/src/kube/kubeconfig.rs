@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use base64::Engine;
 
+use super::lock::FileLock;
 use super::node::Node;
 use hop_net::files::write_private;
 
@@ -33,10 +34,8 @@ pub enum KubeconfigError {
         #[source]
         source: hop_net::files::FileError,
     },
-    #[error(
-        "{path}.lock exists: another program is editing the kubeconfig (remove the lock file if none is)"
-    )]
-    Locked { path: String },
+    #[error("the kubeconfig is being edited by another program")]
+    Locked(#[from] super::lock::LockError),
     #[error("neither KUBECONFIG nor HOME is set: cannot find the kubeconfig")]
     NoHome,
 }
@@ -220,44 +219,6 @@ pub fn current_context(doc: &Node) -> Option<&str> {
         .filter(|c| !c.is_empty())
 }
 
-/// kubectl's lock on a kubeconfig (`FILE.lock`, created exclusively), released on drop.
-struct FileLock(PathBuf);
-
-impl FileLock {
-    fn take(path: &Path) -> Result<Self, KubeconfigError> {
-        let mut lock = path.as_os_str().to_owned();
-        lock.push(".lock");
-        let lock = PathBuf::from(lock);
-        for _ in 0..50 {
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&lock)
-            {
-                Ok(_) => return Ok(Self(lock)),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Err(source) => {
-                    return Err(KubeconfigError::Read {
-                        path: lock.display().to_string(),
-                        source,
-                    });
-                }
-            }
-        }
-        Err(KubeconfigError::Locked {
-            path: path.display().to_string(),
-        })
-    }
-}
-
-impl Drop for FileLock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// Reads the kubeconfig at `path` (missing: empty), applies `edit`, writes it back atomically
 /// with mode 0600 (through a symbolic link to its target). Returns what `edit` returned.
 pub fn edit_file<T>(
@@ -272,7 +233,7 @@ pub fn edit_file<T>(
             source,
         })?;
     }
-    let _lock = FileLock::take(&path)?;
+    let _lock = FileLock::take(&path, Duration::from_secs(5))?;
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),

@@ -11,6 +11,7 @@ mod certificates;
 mod credentials;
 mod exec;
 mod kubeconfig;
+mod lock;
 mod node;
 
 use std::time::Duration;
