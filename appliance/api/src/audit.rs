@@ -51,6 +51,13 @@ pub enum EventKind {
     MfaDelete,
     /// A user read a session recording (`hop play`, `hop recordings export`, the web player).
     SessionRecordingAccess,
+    /// One Kubernetes API request through the proxy (verb, resource, namespace, name, status,
+    /// impersonated user and groups); a refused request is the same kind with `success: false`.
+    KubeRequest,
+    /// A `kubectl exec`/`attach` session (its start, and its end with the exit status when known).
+    KubeExec,
+    /// A `kubectl port-forward` session (its start with the ports, and its end).
+    KubePortForward,
 }
 
 impl EventKind {
@@ -91,6 +98,9 @@ impl EventKind {
             Self::MfaAdd => "mfa.add",
             Self::MfaDelete => "mfa.delete",
             Self::SessionRecordingAccess => "session.recording.access",
+            Self::KubeRequest => "kube.request",
+            Self::KubeExec => "kube.exec",
+            Self::KubePortForward => "kube.portforward",
         }
     }
 
@@ -132,6 +142,9 @@ impl EventKind {
             Self::MfaAdd => 1012,
             Self::MfaDelete => 1013,
             Self::SessionRecordingAccess => 5010,
+            Self::KubeRequest => 7000,
+            Self::KubeExec => 7001,
+            Self::KubePortForward => 7002,
         };
         format!("H{n}{}", if success { 'I' } else { 'W' })
     }
@@ -175,6 +188,9 @@ impl EventKind {
         Self::MfaAdd,
         Self::MfaDelete,
         Self::SessionRecordingAccess,
+        Self::KubeRequest,
+        Self::KubeExec,
+        Self::KubePortForward,
     ];
 
     /// The kinds an agent may send to Auth (`EmitEvents`, `EmitEventsPacked`).
