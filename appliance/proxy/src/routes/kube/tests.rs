@@ -1,0 +1,1 @@
+//! The kube route over real connections.
