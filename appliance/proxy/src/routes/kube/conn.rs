@@ -52,9 +52,12 @@ pub fn presented(cert: &UserCert) -> Presented<'_> {
     }
 }
 
-/// Completes once `end` says the connection must end (or its sender is gone).
+/// Completes once `end` says the connection must end; never when nobody can say so (a
+/// connection without a kube certificate, which is refused request by request).
 pub async fn ended(end: &mut watch::Receiver<Option<String>>) {
-    let _ = end.wait_for(Option::is_some).await;
+    if end.wait_for(Option::is_some).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 impl Conn {
