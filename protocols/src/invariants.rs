@@ -534,3 +534,62 @@ pub fn web_terminal(data: &[u8]) {
         "web terminal: bytes lost or added"
     );
 }
+
+/// Kubernetes stream decoders over WebSocket: no panic on any bytes, and the same chunks (or the
+/// same error) whether the bytes come whole or cut in two. The first byte picks the direction and
+/// the transport (exec channels, port-forward, tunnelled SPDY).
+pub fn kube_ws(data: &[u8]) {
+    use crate::kube::stream::WsChannelDecoder;
+    let Some((&pick, data)) = data.split_first() else {
+        return;
+    };
+    let from_client = pick & 1 == 1;
+    let make = || match (pick >> 1) % 3 {
+        0 => WsChannelDecoder::new(from_client),
+        1 => WsChannelDecoder::port_forward(from_client, vec![8080, 80]),
+        _ => WsChannelDecoder::spdy(from_client),
+    };
+    let whole = make().feed(data);
+    let cut = usize::from(pick) % (data.len() + 1);
+    let mut d = make();
+    let split = d.feed(&data[..cut]).and_then(|mut first| {
+        first.extend(d.feed(&data[cut..])?);
+        Ok(first)
+    });
+    match (&whole, &split) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b, "kube ws: chunks depend on the cut"),
+        (Err(a), Err(b)) => assert_eq!(a, b, "kube ws: error depends on the cut"),
+        _ => panic!("kube ws: whole {whole:?} but cut {split:?}"),
+    }
+}
+
+/// The SPDY/3.1 decoder: no panic on any bytes, and the same chunks (or error) whether the bytes
+/// come whole or cut in two. The first byte picks the direction; the server's direction is told
+/// of streams 1, 3 and 5 as the client's would have opened them.
+pub fn kube_spdy(data: &[u8]) {
+    use crate::kube::stream::{SpdyDecoder, StreamKind};
+    let Some((&pick, data)) = data.split_first() else {
+        return;
+    };
+    let make = || {
+        let mut d = SpdyDecoder::new(pick & 1 == 1);
+        if pick & 1 == 0 {
+            d.note_opened(1, StreamKind::Error);
+            d.note_opened(3, StreamKind::Stdout);
+            d.note_opened(5, StreamKind::PortData(80));
+        }
+        d
+    };
+    let whole = make().feed(data);
+    let cut = usize::from(pick) % (data.len() + 1);
+    let mut d = make();
+    let split = d.feed(&data[..cut]).and_then(|mut first| {
+        first.extend(d.feed(&data[cut..])?);
+        Ok(first)
+    });
+    match (&whole, &split) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b, "kube spdy: chunks depend on the cut"),
+        (Err(a), Err(b)) => assert_eq!(a, b, "kube spdy: error depends on the cut"),
+        _ => panic!("kube spdy: whole {whole:?} but cut {split:?}"),
+    }
+}

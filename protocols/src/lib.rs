@@ -28,6 +28,7 @@
 
 pub mod http1;
 pub mod invariants;
+pub mod kube;
 pub mod mysql;
 pub mod postgres;
 pub mod proxy_protocol;

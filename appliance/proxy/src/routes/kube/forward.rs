@@ -25,6 +25,7 @@ use hyper::body::Incoming;
 
 use super::conn::Conn;
 use super::decide::{Admission, Allowed};
+use super::filter::{KubeItemRef, Visibility};
 use super::{KubeProxy, headers, hooks, pool, status};
 use crate::routes::app_http::body::origin_form;
 use crate::routes::app_http::pool::AgentConn;
@@ -137,11 +138,11 @@ pub async fn forward(
             return unreachable(&route, &record, &why);
         }
     };
-    respond(route, admission, &allowed, agent, resp, record)
+    respond(route, admission, &allowed, agent, resp, record).await
 }
 
 /// The agent's answer on its way to the client: as is, or filtered when the role hides items.
-fn respond(
+async fn respond(
     route: Arc<KubeProxy>,
     admission: Arc<Admission>,
     allowed: &Allowed,
@@ -192,20 +193,17 @@ fn respond(
 
 /// Whether one item of a listing may be shown: the role's view of the listed resource with
 /// the item's namespace and name.
-fn visibility(
-    admission: &Arc<Admission>,
-    allowed: &Allowed,
-) -> Box<dyn Fn(Option<&str>, &str) -> bool + Send + Sync> {
+fn visibility(admission: &Arc<Admission>, allowed: &Allowed) -> Visibility {
     let admission = admission.clone();
     let r = &allowed.request;
     let (group, resource) = (r.api_group.clone(), r.resource.clone().unwrap_or_default());
     let verb = r.verb.as_str();
-    Box::new(move |namespace, name| {
+    Arc::new(move |item: &KubeItemRef| {
         let target = KubeTarget {
             api_group: &group,
             resource: &resource,
-            namespace,
-            name: Some(name),
+            namespace: item.namespace.as_deref(),
+            name: Some(&item.name),
             verb,
         };
         admission

@@ -2,10 +2,9 @@
 //! `filter.rs`, `record.rs`, contract B steps 6 and 7): upgraded connections (exec, attach,
 //! port-forward) to the relay, and listings the role shows only part of to the filter.
 //!
-//! Until the stream room is in this build, an upgrade is spliced byte for byte (no recording,
-//! no `kube.exec`/`kube.portforward` events; the connection still ends when told) and a listing
-//! that must be filtered is refused, never passed through: both are called only from here, so
-//! wiring the stream room in changes this file alone.
+//! Until the stream room's relay is in this build, an upgrade is spliced byte for byte (no
+//! recording, no `kube.exec`/`kube.portforward` events; the connection still ends when told):
+//! the relay is called only from here, so wiring it in changes this file alone.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +17,8 @@ use hop_rbac::KubeImpersonation;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
+
+use super::filter::{self, Visibility};
 
 /// What the relay of one upgraded request knows.
 pub struct Upgraded {
@@ -56,13 +57,24 @@ pub async fn relay(
     }
 }
 
-/// The listing `body` with the items the role hides taken out; `Err` (the words reach kubectl)
-/// when it cannot be filtered, which refuses the response.
-pub fn filtered(
-    _body: Incoming,
-    _content_type: Option<&str>,
-    _watch: bool,
-    _visible: Box<dyn Fn(Option<&str>, &str) -> bool + Send + Sync>,
+/// The listing `body` with the items the role hides taken out (kstream's [`super::filter`]):
+/// a List or Table read whole and filtered before the response head is sent, a watch filtered
+/// event by event; `Err` (the words reach kubectl) when it cannot be filtered, which refuses
+/// the response.
+pub async fn filtered(
+    body: Incoming,
+    content_type: Option<&str>,
+    watch: bool,
+    visible: Visibility,
 ) -> Result<Body, String> {
-    Err("this listing includes items your roles hide, and this proxy cannot filter it; ask for one namespace or name your roles allow".into())
+    if watch {
+        return filter::filter_body(body, content_type, true, visible)
+            .map(Body::new)
+            .map_err(|e| e.to_string());
+    }
+    filter::check_content_type(content_type).map_err(|e| e.to_string())?;
+    filter::filter_list_body(body, &visible)
+        .await
+        .map(Body::from)
+        .map_err(|e| e.to_string())
 }

@@ -20,11 +20,14 @@
 
 pub mod conn;
 pub mod decide;
+pub mod filter;
 pub mod forward;
 pub mod headers;
 pub mod hooks;
 pub mod pool;
+pub mod record;
 pub mod status;
+pub mod stream;
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,382 @@
+//! Filtering Kubernetes listings the user may see only part of. This module owns what is cut out
+//! of a `list` or `watch` response before kubectl sees it: the items of a JSON `List`
+//! (`items[]`), the rows of a `Table` (`rows[].object.metadata`, which the API server includes
+//! by default, `includeObject=Metadata`), and the events of a watch stream (newline-delimited
+//! JSON, each filtered as it arrives, Table events row by row). It decides nothing itself: a
+//! [`Visibility`] (the role check) says which item may be shown.
+//!
+//! Fails closed: anything it cannot read (protobuf, YAML, a body that is not JSON, a Table row
+//! without metadata, an item without a name, a listing over [`MAX_FILTER_BODY`] bytes) is a
+//! [`FilterError`], never passed through. A `Status` (the API server's error answer) passes as
+//! it is: it lists nothing.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+use http_body_util::combinators::BoxBody;
+use serde_json::Value;
+
+/// The most bytes of a listing (or of one watch event) held to filter it.
+pub const MAX_FILTER_BODY: usize = 64 << 20;
+
+/// One item of a listing, as the role check sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeItemRef {
+    /// `None` for a cluster-scoped item.
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+/// Whether an item may be shown.
+pub type Visibility = Arc<dyn Fn(&KubeItemRef) -> bool + Send + Sync>;
+
+/// Why a listing cannot be filtered (so it must be refused, never passed through).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FilterError {
+    #[error("the response has no content type, so its items cannot be filtered")]
+    NoContentType,
+    #[error(
+        "the response is {0:?}, which cannot be filtered (only JSON can; ask for application/json)"
+    )]
+    ContentType(String),
+    #[error("the listing is over {limit} bytes, the most that is held to filter it", limit = MAX_FILTER_BODY)]
+    TooLarge,
+    #[error("the listing is not valid JSON: {0}")]
+    NotJson(String),
+    #[error("the response is neither a List, a Table nor a Status (kind {0:?})")]
+    NotAList(String),
+    #[error("a Table row carries no object metadata (do not ask for includeObject=None)")]
+    RowWithoutMetadata,
+    #[error("a listed item has no metadata.name")]
+    ItemWithoutName,
+    #[error("a watch event of type {0:?} cannot be filtered")]
+    WatchEvent(String),
+    #[error("the watch stream ended inside an event")]
+    TruncatedEvent,
+    #[error("reading the response: {0}")]
+    Body(String),
+}
+
+/// Filters a response body: a List or Table is read whole (at most [`MAX_FILTER_BODY`] bytes)
+/// and answered filtered; a watch stream is filtered event by event, without waiting for more.
+/// The content type is checked now; a body that turns out unreadable ends the response with an
+/// error instead of its bytes. (To refuse such a List with a clean answer, use
+/// [`filter_list_body`] before sending the response head.)
+pub fn filter_body(
+    body: hyper::body::Incoming,
+    content_type: Option<&str>,
+    watch: bool,
+    visible: Visibility,
+) -> Result<BoxBody<Bytes, std::io::Error>, FilterError> {
+    filter_any(body, content_type, watch, visible)
+}
+
+/// [`filter_body`] for any body (tests, other transports).
+pub fn filter_any<B>(
+    body: B,
+    content_type: Option<&str>,
+    watch: bool,
+    visible: Visibility,
+) -> Result<BoxBody<Bytes, std::io::Error>, FilterError>
+where
+    B: Body<Data = Bytes> + Send + Sync + Unpin + 'static,
+    B::Error: std::fmt::Display,
+{
+    check_content_type(content_type)?;
+    if body.size_hint().lower() > MAX_FILTER_BODY as u64 && !watch {
+        return Err(FilterError::TooLarge);
+    }
+    let how = if watch {
+        How::Watch(WatchFilter::new(visible))
+    } else {
+        How::List {
+            whole: Vec::new(),
+            visible,
+        }
+    };
+    let filtered = Filtered {
+        body,
+        how,
+        done: false,
+    };
+    Ok(BodyExt::boxed(filtered))
+}
+
+/// Refuses what is not JSON: protobuf, YAML, CBOR, or no content type at all.
+pub fn check_content_type(content_type: Option<&str>) -> Result<(), FilterError> {
+    let Some(ct) = content_type else {
+        return Err(FilterError::NoContentType);
+    };
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(FilterError::ContentType(ct.chars().take(80).collect()))
+    }
+}
+
+/// Reads a List or Table whole (bounded) and answers it filtered.
+pub async fn filter_list_body<B>(mut body: B, visible: &Visibility) -> Result<Bytes, FilterError>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    if body.size_hint().lower() > MAX_FILTER_BODY as u64 {
+        return Err(FilterError::TooLarge);
+    }
+    let mut whole = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| FilterError::Body(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            if whole.len() + data.len() > MAX_FILTER_BODY {
+                return Err(FilterError::TooLarge);
+            }
+            whole.extend_from_slice(&data);
+        }
+    }
+    filter_list(&whole, visible).map(Bytes::from)
+}
+
+/// Filters one List or Table held whole.
+pub fn filter_list(json: &[u8], visible: &Visibility) -> Result<Vec<u8>, FilterError> {
+    let mut v: Value =
+        serde_json::from_slice(json).map_err(|e| FilterError::NotJson(e.to_string()))?;
+    let kind = v
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    if kind == "Status" {
+        return Ok(json.to_vec());
+    }
+    if kind == "Table" {
+        filter_rows(&mut v, visible)?;
+    } else if let Some(items) = v.get_mut("items").and_then(Value::as_array_mut) {
+        filter_items(items, visible)?;
+    } else {
+        return Err(FilterError::NotAList(kind.chars().take(64).collect()));
+    }
+    serde_json::to_vec(&v).map_err(|e| FilterError::NotJson(e.to_string()))
+}
+
+fn filter_items(items: &mut Vec<Value>, visible: &Visibility) -> Result<(), FilterError> {
+    let mut keep = Vec::with_capacity(items.len());
+    for item in items.iter() {
+        keep.push(visible(&item_ref(item.get("metadata"))?));
+    }
+    let mut flags = keep.into_iter();
+    items.retain(|_| flags.next().unwrap_or(false));
+    Ok(())
+}
+
+/// Keeps the rows of a Table whose object may be shown; answers how many are left.
+fn filter_rows(table: &mut Value, visible: &Visibility) -> Result<usize, FilterError> {
+    let Some(rows) = table.get_mut("rows").and_then(Value::as_array_mut) else {
+        // A Table with no rows (`rows` absent or null) shows nothing.
+        return Ok(0);
+    };
+    let mut keep = Vec::with_capacity(rows.len());
+    for row in rows.iter() {
+        let meta = row.get("object").and_then(|o| o.get("metadata"));
+        if meta.is_none() {
+            return Err(FilterError::RowWithoutMetadata);
+        }
+        keep.push(visible(&item_ref(meta)?));
+    }
+    let mut flags = keep.into_iter();
+    rows.retain(|_| flags.next().unwrap_or(false));
+    Ok(rows.len())
+}
+
+fn item_ref(metadata: Option<&Value>) -> Result<KubeItemRef, FilterError> {
+    let meta = metadata.ok_or(FilterError::ItemWithoutName)?;
+    let name = meta
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .ok_or(FilterError::ItemWithoutName)?;
+    let namespace = meta
+        .get("namespace")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned);
+    Ok(KubeItemRef {
+        namespace,
+        name: name.to_owned(),
+    })
+}
+
+/// Filters a watch stream as its bytes arrive (sans-IO): whole events out, each on its line.
+pub struct WatchFilter {
+    buf: Vec<u8>,
+    visible: Visibility,
+}
+
+impl WatchFilter {
+    #[must_use]
+    pub fn new(visible: Visibility) -> Self {
+        Self {
+            buf: Vec::new(),
+            visible,
+        }
+    }
+
+    /// Takes the next bytes; answers the visible events they complete (possibly none).
+    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<u8>, FilterError> {
+        self.buf.extend_from_slice(bytes);
+        let mut out = Vec::new();
+        let mut consumed = 0;
+        let mut events =
+            serde_json::Deserializer::from_slice(&self.buf).into_iter::<serde::de::IgnoredAny>();
+        loop {
+            let start = events.byte_offset();
+            match events.next() {
+                None => {
+                    consumed = self.buf.len();
+                    break;
+                }
+                Some(Ok(_)) => {
+                    consumed = events.byte_offset();
+                    let raw = &self.buf[start..consumed];
+                    if let Some(kept) = filter_event(raw, &self.visible)? {
+                        out.extend_from_slice(&kept);
+                        out.push(b'\n');
+                    }
+                }
+                Some(Err(e)) if e.is_eof() => break,
+                Some(Err(e)) => return Err(FilterError::NotJson(e.to_string())),
+            }
+        }
+        self.buf.drain(..consumed);
+        if self.buf.len() > MAX_FILTER_BODY {
+            return Err(FilterError::TooLarge);
+        }
+        Ok(out)
+    }
+
+    /// The stream ended: an event cut short is an error.
+    pub fn finish(&self) -> Result<(), FilterError> {
+        if self.buf.iter().all(u8::is_ascii_whitespace) {
+            Ok(())
+        } else {
+            Err(FilterError::TruncatedEvent)
+        }
+    }
+}
+
+/// One watch event: kept as it is, rewritten (a Table with rows cut), or dropped.
+fn filter_event(raw: &[u8], visible: &Visibility) -> Result<Option<Vec<u8>>, FilterError> {
+    let mut event: Value =
+        serde_json::from_slice(raw).map_err(|e| FilterError::NotJson(e.to_string()))?;
+    let kind = event.get("type").and_then(Value::as_str).unwrap_or("");
+    match kind {
+        // A bookmark carries only a resourceVersion; an error carries a Status.
+        "BOOKMARK" | "ERROR" => return Ok(Some(raw.trim_ascii().to_vec())),
+        "ADDED" | "MODIFIED" | "DELETED" => {}
+        other => return Err(FilterError::WatchEvent(other.chars().take(32).collect())),
+    }
+    let Some(object) = event.get_mut("object") else {
+        return Err(FilterError::ItemWithoutName);
+    };
+    if object.get("kind").and_then(Value::as_str) == Some("Table") {
+        if filter_rows(object, visible)? == 0 {
+            return Ok(None);
+        }
+        return serde_json::to_vec(&event)
+            .map(Some)
+            .map_err(|e| FilterError::NotJson(e.to_string()));
+    }
+    if visible(&item_ref(object.get("metadata"))?) {
+        Ok(Some(raw.trim_ascii().to_vec()))
+    } else {
+        Ok(None)
+    }
+}
+
+/// A response body filtered as it is read: a watch event by event, a listing whole at its end.
+struct Filtered<B> {
+    body: B,
+    how: How,
+    done: bool,
+}
+
+enum How {
+    Watch(WatchFilter),
+    List { whole: Vec<u8>, visible: Visibility },
+}
+
+impl<B> Filtered<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    /// Takes one frame of the inner body (`None`: it ended); answers what to send, if anything.
+    fn step(
+        &mut self,
+        frame: Option<Result<Frame<Bytes>, B::Error>>,
+    ) -> Result<Option<Bytes>, FilterError> {
+        let data = match frame {
+            Some(Err(e)) => return Err(FilterError::Body(e.to_string())),
+            Some(Ok(frame)) => frame.into_data().ok(),
+            None => {
+                self.done = true;
+                return match &mut self.how {
+                    How::Watch(w) => w.finish().map(|()| None),
+                    How::List { whole, visible } => {
+                        filter_list(whole, visible).map(|v| Some(Bytes::from(v)))
+                    }
+                };
+            }
+        };
+        let Some(data) = data else { return Ok(None) };
+        match &mut self.how {
+            How::Watch(w) => w.push(&data).map(|v| Some(Bytes::from(v))),
+            How::List { whole, .. } => {
+                if whole.len() + data.len() > MAX_FILTER_BODY {
+                    return Err(FilterError::TooLarge);
+                }
+                whole.extend_from_slice(&data);
+                Ok(None)
+            }
+        }
+    }
+}
+
+impl<B> Body for Filtered<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        use std::task::Poll;
+        loop {
+            if self.done {
+                return Poll::Ready(None);
+            }
+            let frame = match std::pin::Pin::new(&mut self.body).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(frame) => frame,
+            };
+            match self.step(frame) {
+                Ok(Some(out)) if !out.is_empty() => return Poll::Ready(Some(Ok(Frame::data(out)))),
+                Ok(_) => {}
+                Err(e) => {
+                    self.done = true;
+                    return Poll::Ready(Some(Err(std::io::Error::other(e))));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "filter_tests.rs"]
+mod tests;
