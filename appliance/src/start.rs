@@ -302,6 +302,14 @@ async fn serve(
         proxy::http_deadlines(cfg),
     );
     p.tasks.spawn(app_http.clone().run(p.shutdown.clone()));
+    let kube = hop_proxy::routes::kube::KubeProxy::new(
+        c.auth.clone(),
+        c.registry.clone(),
+        &c.web_addr,
+        proxy::http_deadlines(cfg),
+        Some(c.recordings.clone()),
+    );
+    p.tasks.spawn(kube.clone().run(p.shutdown.clone()));
     let tls = proxy::load_certificate(p, cfg, &c.auth, &front, app_http.clone()).await?;
     let web = hop_proxy::web::WebRoom::new(
         c.auth.clone(),
@@ -323,6 +331,7 @@ async fn serve(
         .merge(web.router());
     let routes = TlsRoutes {
         app_http: Some(app_http),
+        kube: Some(kube),
         router,
         jump: proxy::jump_host(p, cfg, &c.auth, &c.registry)?,
         identify: proxy::identifier(&c.auth, &p.clock),

@@ -57,10 +57,8 @@ impl AuthServer {
         tls_public_key_der: &[u8],
     ) -> Result<AppCertificate, AuthError> {
         let id = caller.identity;
-        if id.route_to_app.is_some() || id.route_to_database.is_some() {
-            return Err(AuthError::Denied(
-                "a certificate bound to one application or database cannot be used to get another; use your login certificate".into(),
-            ));
+        if let Some(refused) = super::kube_access::route_bound(id) {
+            return Err(refused);
         }
         let admitted = self
             .admit(caller, Route::App)

@@ -11,7 +11,7 @@ use hop_api::proto::app_access_server::AppAccess;
 use super::*;
 use crate::admission::Presented;
 use crate::caller::Caller;
-use crate::inventory::{AgentInfo, AppRoute, DbRoute, Inventory, NodeRoute};
+use crate::inventory::{AgentInfo, AppRoute, DbRoute, Inventory, KubeRoute, NodeRoute};
 
 /// A login: its identity, when it was issued, when it expires.
 type Who = (
@@ -176,6 +176,9 @@ impl Inventory for OneApp {
         Vec::new()
     }
     fn nodes(&self) -> Vec<NodeRoute> {
+        Vec::new()
+    }
+    fn kube_clusters(&self) -> Vec<KubeRoute> {
         Vec::new()
     }
 }

@@ -52,6 +52,11 @@ impl AuthServer {
         tls_public_key_der: &[u8],
     ) -> Result<DatabaseRoute, AuthError> {
         let now = self.now();
+        if caller.route_to_kube_cluster.is_some() {
+            return Err(AuthError::Denied(
+                "a certificate bound to a Kubernetes cluster cannot be used to get a database certificate; use your login certificate".into(),
+            ));
+        }
         if let Some(until) = self.user_locked_until(&caller.username)? {
             return Err(AuthError::Locked {
                 user: caller.username.clone(),

@@ -101,6 +101,9 @@ impl AuthApi {
         .add_service(hop_api::proto::app_access_server::AppAccessServer::new(
             self.clone(),
         ))
+        .add_service(hop_api::proto::kube_access_server::KubeAccessServer::new(
+            self.clone(),
+        ))
     }
 
     fn invite_response(&self, invite: super::server::Invite) -> InviteResponse {

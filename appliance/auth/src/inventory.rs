@@ -1,6 +1,6 @@
 //! What this appliance knows of the agents connected to it, as Auth's API reports it: the
 //! [`Inventory`] seam (filled by the proxy's tunnel registry, read by `ListNodes`, `ListApps`,
-//! `ListDatabases` and `ListInventory`), the routes agents announce, and the presence summaries
+//! `ListDatabases`, `ListKubeClusters` and `ListInventory`), the routes agents announce, and the presence summaries
 //! each proxy publishes to the shared backend so another appliance can list its agents.
 //!
 //! Auth never holds a tunnel: it reads the inventory through the trait, so the proxy depends on
@@ -27,6 +27,8 @@ pub trait Inventory: Send + Sync + std::fmt::Debug {
     fn databases(&self) -> Vec<DbRoute>;
     /// SSH nodes connected node agents announce.
     fn nodes(&self) -> Vec<NodeRoute>;
+    /// Kubernetes clusters connected kube agents announce.
+    fn kube_clusters(&self) -> Vec<KubeRoute>;
 }
 
 /// One connected agent, as the proxy sees it.
@@ -66,6 +68,14 @@ impl DbRoute {
     pub fn protocol(&self) -> &str {
         self.uri.split_once("://").map(|(s, _)| s).unwrap_or("")
     }
+}
+
+/// A Kubernetes cluster announced by a connected kube agent (`kind: kube_cluster`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeRoute {
+    pub name: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub host_id: String,
 }
 
 /// An SSH node announced by a connected agent.

@@ -1560,3 +1560,6 @@ fn an_app_launch_needs_the_apps_labels_and_an_unlocked_user() {
 
 #[path = "app_access_tests.rs"]
 mod app_access_tests;
+
+#[path = "kube_access_tests.rs"]
+mod kube_access_tests;

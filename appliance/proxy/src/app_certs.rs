@@ -15,6 +15,9 @@
 //! stranger cycling through names cannot make the proxy sign in a loop. The resolver runs inside
 //! the handshake, on the thread that terminates it; it signs there (a fresh P-256 key and one
 //! signature, well under a millisecond), never while holding the cache's lock.
+//!
+//! The Kubernetes endpoint `kube.P` is one more such name ([`WithKube`]): kubectl checks the
+//! proxy's certificate against `tls-server-name: kube.P`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -59,6 +62,24 @@ pub fn name_rule(p: &str) -> NameRule {
 pub trait AnnouncedApps: Send + Sync {
     /// `NAME` when `server_name` is `NAME.P` and `NAME` is announced now as an HTTP application.
     fn announced_http_app(&self, server_name: &str) -> Option<String>;
+}
+
+/// The names under `P` that get a certificate of their own: the announced web applications
+/// (`apps`), and the kube endpoint `kube.P` (`kube_name`), which kubectl verifies with
+/// `tls-server-name: kube.P` whether or not a kube agent is connected yet.
+pub struct WithKube {
+    pub apps: Arc<dyn AnnouncedApps>,
+    /// `kube.P`.
+    pub kube_name: String,
+}
+
+impl AnnouncedApps for WithKube {
+    fn announced_http_app(&self, server_name: &str) -> Option<String> {
+        if server_name.eq_ignore_ascii_case(&self.kube_name) {
+            return Some(hop_auth::kube_access::KUBE_LABEL.to_string());
+        }
+        self.apps.announced_http_app(server_name)
+    }
 }
 
 /// Why an application's certificate could not be made (the ClientHello then gets the proxy's).
@@ -420,5 +441,32 @@ mod tests {
             proxy
         );
         assert_eq!(r.cached(), 0);
+    }
+}
+
+#[cfg(test)]
+mod kube_tests {
+    use super::*;
+
+    struct NoApps;
+
+    impl AnnouncedApps for NoApps {
+        fn announced_http_app(&self, _: &str) -> Option<String> {
+            None
+        }
+    }
+
+    #[test]
+    fn the_kube_endpoint_gets_a_certificate_with_no_application_announced() {
+        let names = WithKube {
+            apps: Arc::new(NoApps),
+            kube_name: "kube.localhost".into(),
+        };
+        assert_eq!(
+            names.announced_http_app("KUBE.localhost").as_deref(),
+            Some("kube")
+        );
+        assert_eq!(names.announced_http_app("kube.other"), None);
+        assert_eq!(names.announced_http_app("grafana.localhost"), None);
     }
 }

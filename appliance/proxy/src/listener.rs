@@ -1,7 +1,8 @@
 //! Serving the control plane's connections: connections the data plane hands over, and the
 //! local admin socket.
 //!
-//! This module owns routing a terminated TLS connection by its ALPN and identifying its caller
+//! This module owns routing a terminated TLS connection by its ALPN (then its SNI: `kube.P`,
+//! then a web application's `NAME.P`) and identifying its caller
 //! from the client certificate, the TLS handshakes that still run on the control plane
 //! (PostgreSQL's after a GSSENCRequest the control plane answered, and any that arrive before the
 //! proxy's certificate is loaded; under the shared deadline and handshake slots), releasing a
@@ -91,6 +92,9 @@ pub struct TlsRoutes {
     /// Web applications: a connection whose SNI is `NAME.P` (and whose ALPN is not one of
     /// Hop's) goes there.
     pub app_http: Option<Arc<crate::routes::app_http::AppHttp>>,
+    /// Kubernetes: a connection whose SNI is `kube.P` (and whose ALPN is not one of Hop's)
+    /// goes there, before the web-application check (`kube` is no application's name).
+    pub kube: Option<Arc<crate::routes::kube::KubeProxy>>,
 }
 
 impl TlsRoutes {
@@ -444,6 +448,11 @@ async fn route(
             tracing::debug!(%remote, "tunnel or application route without the right certificate");
             audit_wrong_certificate(&routes.auth, p, &caller, remote);
         }
+        (alpn, caller) if is_kube_sni(&routes, &tls, alpn) => {
+            if let Some(kube) = routes.kube.clone() {
+                kube.serve(tls, caller, remote, shutdown).await;
+            }
+        }
         (alpn, caller) if let Some(app) = app_of_sni(&routes, &tls, alpn) => {
             let (Some(apps), remote) = (routes.app_http.clone(), remote) else {
                 return;
@@ -462,6 +471,18 @@ async fn route(
     }
     metrics.connections_active.dec();
     drop(guard);
+}
+
+/// Whether a connection's SNI is the kube route's (`kube.P`), when it asked for no ALPN of
+/// Hop's own.
+fn is_kube_sni(routes: &TlsRoutes, tls: &AgentStream, alpn: Option<&[u8]>) -> bool {
+    if alpn.is_some_and(|p| p.starts_with(b"hop-")) {
+        return false;
+    }
+    routes
+        .kube
+        .as_ref()
+        .is_some_and(|k| k.is_kube_sni(tls.get_ref().1.server_name()))
 }
 
 /// The web application a connection's SNI names (`NAME.P`), when it asked for no ALPN of

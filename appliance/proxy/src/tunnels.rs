@@ -24,7 +24,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::dataplane::limits::ConnectionGuard;
 use crate::relay::bounded::RecordReads;
-pub use hop_auth::inventory::{AgentInfo, AppRoute, DbRoute, NodeRoute};
+pub use hop_auth::inventory::{AgentInfo, AppRoute, DbRoute, KubeRoute, NodeRoute};
 use hop_net::tunnel::{FrameIoError, FramedStream};
 
 /// A TLS stream terminated by the proxy (an agent's, or a user's session connection); its socket
@@ -271,6 +271,15 @@ impl TunnelRegistry {
         })
     }
 
+    /// Kubernetes clusters announced by connected kube agents, sorted by name then host id.
+    pub fn kube_clusters(&self) -> Vec<KubeRoute> {
+        self.announced("kube_cluster", |r, host_id| KubeRoute {
+            name: r.name.clone(),
+            labels: r.labels.iter().cloned().collect(),
+            host_id: host_id.to_string(),
+        })
+    }
+
     /// Asks every agent to reconnect elsewhere (or later), spreading their returns over `spread`.
     pub fn drain(&self, spread: Duration) {
         for e in self.agents().values() {
@@ -478,6 +487,9 @@ impl hop_auth::inventory::Inventory for TunnelRegistry {
     }
     fn nodes(&self) -> Vec<NodeRoute> {
         TunnelRegistry::nodes(self)
+    }
+    fn kube_clusters(&self) -> Vec<KubeRoute> {
+        TunnelRegistry::kube_clusters(self)
     }
 }
 

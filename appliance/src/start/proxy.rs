@@ -9,7 +9,7 @@ use arc_swap::ArcSwapOption;
 use hop_auth::AuthServer;
 use hop_config::Config;
 use hop_metrics::Metrics;
-use hop_proxy::app_certs::{AnnouncedApps, NameRule, name_rule};
+use hop_proxy::app_certs::{AnnouncedApps, NameRule, WithKube, name_rule};
 use hop_proxy::cert::{CertSource, ProxyCertificate};
 use hop_proxy::dataplane::limits::{HandshakeSlots, PreAuthBudget};
 use hop_proxy::dataplane::{DataPlane, DataPlaneSettings, Handoff, TlsTermination};
@@ -207,8 +207,14 @@ pub(super) async fn load_certificate(
             names: tls_names(cfg),
         },
     };
-    let apps: Option<Arc<dyn AnnouncedApps>> =
-        (name_rule(&app_host(cfg)) == NameRule::PerApp).then_some(apps as _);
+    // Under a one-label host, the kube endpoint `kube.P` gets its own certificate too.
+    let apps: Option<Arc<dyn AnnouncedApps>> = (name_rule(&app_host(cfg)) == NameRule::PerApp)
+        .then(|| {
+            Arc::new(WithKube {
+                apps,
+                kube_name: hop_proxy::routes::kube::server_name(&PublicHost::parse(&web_addr(cfg))),
+            }) as _
+        });
     let proxy_cert = ProxyCertificate {
         source,
         client_cas,

@@ -3,7 +3,7 @@
 //! the relay; none of them is imported by the data plane or the relay.
 //!
 //! [`http_conn`] serves the web UI and the Auth API (HTTP/1.1 and HTTP/2), [`web`] the web
-//! routes, [`apps`] TCP applications, [`app_http`] web applications at `NAME.P`, [`ssh`],
+//! routes, [`apps`] TCP applications, [`app_http`] web applications at `NAME.P`, [`kube`] Kubernetes at `kube.P`, [`ssh`],
 //! [`jump`], [`forward`] and [`ssh_host`] SSH (node agents, `ssh -J`, agentless OpenSSH
 //! nodes), [`postgres`], [`mysql`] and [`db_cancel`] databases, [`join`] `hop join`; [`dial`]
 //! opens the agent leg they share.

@@ -9,7 +9,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use hop_auth::audit::{AuditEvent, AuditSink};
-use hop_auth::inventory::{AgentInfo, AppRoute, DbRoute, Inventory, NodeRoute};
+use hop_auth::inventory::{AgentInfo, AppRoute, DbRoute, Inventory, KubeRoute, NodeRoute};
 use hop_auth::{AuthServer, AuthSettings};
 use hop_storage::{
     Backend, Clock, Item, ManualClock, MemoryBackend, PutOptions, ResourceStore, StorageError,
@@ -115,6 +115,9 @@ impl Inventory for NoAgents {
         Vec::new()
     }
     fn nodes(&self) -> Vec<NodeRoute> {
+        Vec::new()
+    }
+    fn kube_clusters(&self) -> Vec<KubeRoute> {
         Vec::new()
     }
 }

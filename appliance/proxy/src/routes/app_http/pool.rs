@@ -1,4 +1,6 @@
-//! The agents' HTTP/1.1 connections, pooled per agent and application.
+//! The agents' HTTP/1.1 connections, pooled per agent and application (and, through
+//! [`AgentPools::take_keyed`], per whatever key another route pools by: Kubernetes pools per
+//! cluster and user).
 //!
 //! A connection is an agent data connection that answered a Dial for the application
 //! (`routes::dial`), then spoke HTTP/1.1 (hyper's client) for as many requests as come, of any
@@ -103,7 +105,27 @@ impl AgentPools {
         agents: &Agents,
         client: SocketAddr,
     ) -> Result<AgentConn, PoolError> {
-        let key = key_of(app);
+        self.take_keyed(key_of(app), || async move {
+            match agents {
+                Agents::Tunnels(registry) => {
+                    let what = format!("application {:?}", app.name);
+                    dial_target(registry, &app.host_id, &what, &app.name, client).await
+                }
+                #[cfg(test)]
+                Agents::Direct { upstream, .. } => dial_direct(*upstream).await,
+            }
+        })
+        .await
+    }
+
+    /// A connection ready for a request under `key` (whose connections are interchangeable):
+    /// an idle one that is still ready, else one `dial` opens. Routes other than applications
+    /// (Kubernetes) pool their agents' HTTP/1.1 connections through this.
+    pub async fn take_keyed<F, Fut>(&self, key: String, dial: F) -> Result<AgentConn, PoolError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<SendRequest<Body>, PoolError>>,
+    {
         while let Some(mut send) = self.pop(&key, clock::now()) {
             if send.is_closed() {
                 continue;
@@ -117,12 +139,14 @@ impl AgentPools {
                 return Ok(AgentConn { send, key });
             }
         }
-        let send = match agents {
-            Agents::Tunnels(registry) => dial(app, registry, client).await?,
-            #[cfg(test)]
-            Agents::Direct { upstream, .. } => dial_direct(*upstream).await?,
-        };
+        let send = dial().await?;
         Ok(AgentConn { send, key })
+    }
+
+    /// How many idle connections are kept under `key`.
+    pub fn idle_keyed(&self, key: &str) -> usize {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.get(key).map_or(0, Vec::len)
     }
 
     /// Gives a connection back after its response ended.
@@ -151,22 +175,22 @@ impl AgentPools {
 
     /// How many idle connections are kept for `app`.
     pub fn idle(&self, app: &AppRoute) -> usize {
-        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.get(&key_of(app)).map_or(0, Vec::len)
+        self.idle_keyed(&key_of(app))
     }
 }
 
-/// Dials the agent serving `app` and starts HTTP/1.1 on the data connection.
-async fn dial(
-    app: &AppRoute,
+/// Dials agent `host_id` for `target` (`what` names the resource in errors) and starts
+/// HTTP/1.1 on the data connection; the connection's task serves upgrades.
+pub async fn dial_target(
     registry: &TunnelRegistry,
+    host_id: &str,
+    what: &str,
+    target: &str,
     client: SocketAddr,
 ) -> Result<SendRequest<Body>, PoolError> {
     let mut session_id = [0u8; 16];
     rand::fill(&mut session_id[..]);
-    let what = format!("application {:?}", app.name);
-    let (agent, hold) =
-        dial_agent(registry, &app.host_id, &what, session_id, &app.name, client).await?;
+    let (agent, hold) = dial_agent(registry, host_id, what, session_id, target, client).await?;
     let (stream, pending) = agent.into_inner();
     let io = TokioIo::new(hop_net::tunnel::Prefixed::new(stream, pending));
     let (send, conn) = hyper::client::conn::http1::Builder::new()
@@ -184,7 +208,7 @@ async fn dial(
 
 /// Starts HTTP/1.1 straight to `upstream` (tests: the agent's part is not in this crate).
 #[cfg(test)]
-async fn dial_direct(upstream: SocketAddr) -> Result<SendRequest<Body>, PoolError> {
+pub(crate) async fn dial_direct(upstream: SocketAddr) -> Result<SendRequest<Body>, PoolError> {
     let tcp = tokio::net::TcpStream::connect(upstream)
         .await
         .map_err(|e| {

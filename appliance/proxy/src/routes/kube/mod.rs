@@ -1,6 +1,283 @@
-//! Kubernetes access through the proxy (kubectl at `kube.P`). Placeholder declaring kstream's
-//! modules; kproxy's branch owns the real module (routing, admission, forwarding).
+//! Kubernetes access at `https://kube.P` (P: the proxy's public host): the route a TLS
+//! connection takes when its SNI is `kube.P` and it asked for no ALPN of Hop's (kubectl offers
+//! `h2` and `http/1.1` and cannot set ALPN).
+//!
+//! This room owns the route's request path (contract B of issue 21): who a connection is
+//! ([`conn`]: only a user certificate routed to a kube cluster, `route_to_kube_cluster`; the
+//! cluster comes from the certificate, never the request), the per-request decision from the
+//! admission snapshot ([`decide`]: admitted on `Route::Kube`, the roles' `kubernetes_labels`
+//! allow the cluster's announced labels, the request parsed, the impersonation and the resource
+//! allowed), the headers the agent sees ([`headers`]: no client credentials or `Impersonate-*`,
+//! exactly one `impersonate-user` and the allowed groups), the agents' HTTP/1.1 connections
+//! ([`pool`], keyed by cluster and user), forwarding and the `kube.request` audit event
+//! ([`forward`]), upgrades (exec, attach, port-forward, handed to the stream relay, [`hooks`]),
+//! and the answers it gives itself as Kubernetes `Status` objects ([`status`]).
+//!
+//! It never asks the backend per request: the snapshot and the announced clusters are taken
+//! again every [`REFRESH`] by [`KubeProxy::run`], which also decides every live connection again
+//! and ends those admission now refuses (a lock, a deletion, a role taken away, an expired
+//! certificate): the connection closes, and its streams (watches, `logs -f`, exec) end with it.
 
+pub mod conn;
+pub mod decide;
 pub mod filter;
+pub mod forward;
+pub mod headers;
+pub mod hooks;
+pub mod pool;
 pub mod record;
+pub mod status;
 pub mod stream;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hop_admission::{Refusal, Snapshot};
+use hop_auth::AuthServer;
+use hop_auth::caller::Caller;
+use tokio::sync::watch;
+
+use crate::admission::UserCert;
+use crate::routes::app_http::PublicHost;
+use crate::routes::app_http::pool::AgentPools;
+use crate::routes::http_conn::HttpDeadlines;
+use crate::tunnels::{AgentStream, KubeRoute, TunnelRegistry};
+
+/// How often the snapshot and the announced clusters are taken again, and live connections
+/// decided again: a revocation ends a live stream within about this plus the snapshot's
+/// rebuild.
+pub const REFRESH: Duration = Duration::from_millis(500);
+
+/// What a request is decided on: the admission snapshot (or why there is none) and the
+/// announced kube clusters, taken together every [`REFRESH`].
+pub struct View {
+    pub snapshot: Result<Arc<Snapshot>, Refusal>,
+    pub clusters: HashMap<String, KubeRoute>,
+}
+
+/// A live connection, as the background sweep decides it again.
+struct Live {
+    cert: UserCert,
+    end: watch::Sender<Option<String>>,
+}
+
+/// The kube route's shared state.
+pub struct KubeProxy {
+    pub(crate) auth: Arc<AuthServer>,
+    pub(crate) agents: pool::Agents,
+    /// `kube.P`, lowercase.
+    server_name: String,
+    pub(crate) pools: AgentPools,
+    pub(crate) deadlines: HttpDeadlines,
+    /// Where exec and attach sessions are recorded (the stream relay's business).
+    pub(crate) recordings: Option<Arc<dyn hop_storage::recording::RecordingBackend>>,
+    view: ArcSwap<View>,
+    live: Mutex<HashMap<u64, Live>>,
+    next_live: AtomicU64,
+}
+
+impl KubeProxy {
+    /// The route for the public host of `web_addr`, reaching clusters through the agents'
+    /// tunnels.
+    pub fn new(
+        auth: Arc<AuthServer>,
+        registry: Arc<TunnelRegistry>,
+        web_addr: &str,
+        deadlines: HttpDeadlines,
+        recordings: Option<Arc<dyn hop_storage::recording::RecordingBackend>>,
+    ) -> Arc<Self> {
+        Self::with_agents(
+            auth,
+            pool::Agents::Tunnels(registry),
+            web_addr,
+            deadlines,
+            recordings,
+        )
+    }
+
+    /// The route, reaching clusters through `agents`.
+    pub(crate) fn with_agents(
+        auth: Arc<AuthServer>,
+        agents: pool::Agents,
+        web_addr: &str,
+        deadlines: HttpDeadlines,
+        recordings: Option<Arc<dyn hop_storage::recording::RecordingBackend>>,
+    ) -> Arc<Self> {
+        let route = Arc::new(Self {
+            server_name: server_name(&PublicHost::parse(web_addr)),
+            view: ArcSwap::from_pointee(View {
+                snapshot: Err(Refusal::Unavailable {
+                    reason: "not loaded yet".into(),
+                }),
+                clusters: HashMap::new(),
+            }),
+            pools: AgentPools::default(),
+            live: Mutex::new(HashMap::new()),
+            next_live: AtomicU64::new(1),
+            deadlines,
+            recordings,
+            auth,
+            agents,
+        });
+        route.refresh();
+        route
+    }
+
+    /// `kube.P`: the TLS server name of this route.
+    pub fn server_name(&self) -> &str {
+        &self.server_name
+    }
+
+    /// Whether a ClientHello's SNI names this route.
+    pub fn is_kube_sni(&self, server_name: Option<&str>) -> bool {
+        server_name.is_some_and(|s| s.eq_ignore_ascii_case(&self.server_name))
+    }
+
+    /// The current view.
+    pub fn view(&self) -> arc_swap::Guard<Arc<View>> {
+        self.view.load()
+    }
+
+    pub(crate) fn view_full(&self) -> Arc<View> {
+        self.view.load_full()
+    }
+
+    /// Takes the snapshot and the announced clusters again, then ends the live connections
+    /// admission now refuses.
+    pub fn refresh(&self) {
+        let snapshot = self
+            .auth
+            .admission_snapshot()
+            .map_err(|e| self.auth.unavailable(e));
+        let clusters = self
+            .agents
+            .clusters()
+            .into_iter()
+            .map(|c| (c.name.clone(), c))
+            .collect();
+        self.view.store(Arc::new(View { snapshot, clusters }));
+        self.sweep();
+    }
+
+    /// Decides every live connection again on the current view; those refused are told to
+    /// end, with the refusal as the reason (and it is audited). A cluster whose agent is away
+    /// for a moment ends nothing: its requests get 404 until it is back.
+    fn sweep(&self) {
+        let view = self.view();
+        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        live.retain(|_, l| {
+            let Some(cluster) = l.cert.identity.route_to_kube_cluster.as_deref() else {
+                return false;
+            };
+            let presented = conn::presented(&l.cert);
+            match decide::admit(&self.auth, &view, &presented, cluster) {
+                Err(decide::Denial::Refused(r)) => {
+                    tracing::info!(user = %l.cert.identity.username, kube_cluster = cluster, reason = r.code(), "ending a Kubernetes connection: admission refuses it now");
+                    self.auth.audit_refusal(
+                        hop_admission::Route::Kube,
+                        &l.cert.identity.username,
+                        &r,
+                        None,
+                    );
+                    let _ = l.end.send(Some(r.to_string()));
+                    false
+                }
+                _ => !l.end.is_closed(),
+            }
+        });
+    }
+
+    /// Registers a live connection of `cert`; the receiver says when (and why) it must end.
+    fn watch_live(&self, cert: &UserCert) -> (u64, watch::Receiver<Option<String>>) {
+        let (tx, rx) = watch::channel(None);
+        let id = self.next_live.fetch_add(1, Ordering::Relaxed);
+        self.live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                id,
+                Live {
+                    cert: cert.clone(),
+                    end: tx,
+                },
+            );
+        (id, rx)
+    }
+
+    fn forget_live(&self, id: u64) {
+        self.live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+    }
+
+    /// How many connections are live (tests, metrics).
+    pub fn live_connections(&self) -> usize {
+        self.live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Refreshes every [`REFRESH`] until shutdown.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(REFRESH) => {}
+                _ = hop_platform::signals::until_shutdown(&mut shutdown) => return,
+            }
+            self.refresh();
+        }
+    }
+
+    /// Serves one TLS connection whose SNI named `kube.P`, from `caller` (its client
+    /// certificate's holder, or anonymous).
+    pub async fn serve(
+        self: Arc<Self>,
+        tls: AgentStream,
+        caller: Caller,
+        remote: SocketAddr,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        self.serve_io(tls, caller, remote, shutdown).await;
+    }
+
+    /// [`Self::serve`] on any stream (tests serve their own TLS). The connection closes when
+    /// the background sweep says its certificate may no longer be used.
+    pub async fn serve_io<IO>(
+        self: Arc<Self>,
+        io: IO,
+        caller: Caller,
+        remote: SocketAddr,
+        shutdown: watch::Receiver<bool>,
+    ) where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let conn = conn::Conn::new(self.clone(), caller, remote);
+        let mut end = conn.end_signal();
+        let deadlines = Some(self.deadlines);
+        let handler = conn.clone();
+        let service = tower::service_fn(move |req| {
+            let conn = handler.clone();
+            async move { Ok::<_, std::convert::Infallible>(conn.handle(req).await) }
+        });
+        tokio::select! {
+            () = crate::routes::http_conn::serve_service(io, service, deadlines, shutdown) => {}
+            () = conn::ended(&mut end) => {
+                tracing::debug!(%remote, "Kubernetes connection closed: its certificate may no longer be used");
+            }
+        }
+    }
+}
+
+/// `kube.P` for public host `public`.
+pub fn server_name(public: &PublicHost) -> String {
+    format!("{}.{}", hop_auth::kube_access::KUBE_LABEL, public.host())
+}

@@ -1,0 +1,132 @@
+//! The kube route's decisions, from the admission snapshot only (no backend read per request):
+//! whether a certificate may use its cluster now ([`admit`]: identity exists, not locked, not
+//! voided, current roles, and a role's `kubernetes_labels` allow the cluster's announced
+//! labels), and what one request may do ([`request`]: the parsed request, the Kubernetes
+//! identity to impersonate, the resource check, whether a listing must be filtered).
+
+use std::collections::BTreeMap;
+
+use hop_admission::{Admitted, Refusal, Route};
+use hop_auth::AuthServer;
+use hop_auth::admission::Presented;
+use hop_protocols::kube::request::{self as kreq, KubeRequest};
+use hop_rbac::{AccessChecker, KubeImpersonation, KubeTarget};
+
+use super::View;
+use super::headers::{self, Requested};
+use crate::tunnels::KubeRoute;
+
+/// Why a certificate may not use its cluster now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denial {
+    /// Admission or the roles' `kubernetes_labels` refused.
+    Refused(Refusal),
+    /// No connected kube agent announces the cluster.
+    UnknownCluster,
+}
+
+/// A certificate admitted to its cluster on one view.
+pub struct Admission {
+    pub admitted: Admitted,
+    pub cluster: KubeRoute,
+}
+
+impl Admission {
+    pub fn checker(&self) -> &AccessChecker {
+        self.admitted.checker()
+    }
+
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        &self.cluster.labels
+    }
+}
+
+/// Decides whether `presented` may use kube cluster `cluster` now, on `view`.
+pub fn admit(
+    auth: &AuthServer,
+    view: &View,
+    presented: &Presented<'_>,
+    cluster: &str,
+) -> Result<Admission, Denial> {
+    let snapshot = view
+        .snapshot
+        .as_ref()
+        .map_err(|r| Denial::Refused(r.clone()))?;
+    let admitted = auth
+        .admit_on(snapshot, presented, Route::Kube)
+        .map_err(Denial::Refused)?;
+    let route = view.clusters.get(cluster).ok_or(Denial::UnknownCluster)?;
+    admitted
+        .require(admitted.checker().check_kubernetes_cluster(&route.labels))
+        .map_err(Denial::Refused)?;
+    Ok(Admission {
+        admitted,
+        cluster: route.clone(),
+    })
+}
+
+/// What an admitted request may do.
+#[derive(Debug, Clone)]
+pub struct Allowed {
+    pub request: KubeRequest,
+    pub impersonation: KubeImpersonation,
+    /// A list or watch whose items the role shows only some of: the body must be filtered.
+    pub filter: bool,
+}
+
+/// Why one request is refused (the words reach kubectl).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestDenial {
+    /// The path or method cannot be read as a Kubernetes request.
+    #[error("{0}")]
+    Unreadable(String),
+    /// The impersonation asked for, or the resource, is not allowed.
+    #[error("{0}")]
+    Forbidden(String),
+}
+
+/// Decides one request of `hop_user`, admitted as `admission`, from its method, path and
+/// headers (contract B steps 2–4 and the filter question of step 6).
+pub fn request(
+    admission: &Admission,
+    hop_user: &str,
+    method: &str,
+    path_and_query: &str,
+    h: &axum::http::HeaderMap,
+) -> Result<Allowed, RequestDenial> {
+    let request = kreq::parse(method, path_and_query)
+        .map_err(|e| RequestDenial::Unreadable(e.to_string()))?;
+    let Requested { user, groups } =
+        headers::requested(h).map_err(|e| RequestDenial::Forbidden(e.to_string()))?;
+    let (checker, labels) = (admission.checker(), admission.labels());
+    let impersonation = checker
+        .kube_impersonation(labels, hop_user, user.as_deref(), &groups)
+        .map_err(|e| RequestDenial::Forbidden(e.to_string()))?;
+    let mut filter = false;
+    if let Some(resource) = request.resource.as_deref() {
+        let verb = request.verb.as_str();
+        let target = KubeTarget {
+            api_group: &request.api_group,
+            resource,
+            namespace: request.namespace.as_deref(),
+            name: request.name.as_deref(),
+            verb,
+        };
+        checker
+            .check_kube_request(labels, &target)
+            .map_err(|e| RequestDenial::Forbidden(e.to_string()))?;
+        filter = matches!(verb, "list" | "watch")
+            && request.subresource.is_none()
+            && checker.kube_needs_filter(
+                labels,
+                &request.api_group,
+                resource,
+                request.namespace.as_deref(),
+            );
+    }
+    Ok(Allowed {
+        request,
+        impersonation,
+        filter,
+    })
+}

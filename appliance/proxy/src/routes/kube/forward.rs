@@ -1,0 +1,333 @@
+//! An allowed kube request's way to the agent and its response's way back (contract B steps
+//! 5–8): the headers [`super::headers`] prepares, the request sent over HTTP/1.1 on a pooled
+//! agent connection (an upgrade on one of its own), the response streamed frame by frame
+//! (watches and `logs -f` are never buffered) or through the listing filter when the role hides
+//! some items, an upgrade's two ends handed to the stream relay, and one `kube.request` audit
+//! event per request once its response ends (user, cluster, verb, api_group, resource,
+//! subresource, namespace, name, status, impersonated user and groups, remote; never a body, a
+//! query or a header value).
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::http::{Request, Response, StatusCode, Version, header};
+use hop_auth::AuthServer;
+use hop_auth::audit::EventKind;
+use hop_platform::clock;
+use hop_protocols::kube::request::KubeRequest;
+use hop_rbac::{KubeImpersonation, KubeTarget};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use super::conn::Conn;
+use super::decide::{Admission, Allowed};
+use super::filter::{KubeItemRef, Visibility};
+use super::{KubeProxy, headers, hooks, pool, status};
+use crate::routes::app_http::body::origin_form;
+use crate::routes::app_http::pool::AgentConn;
+
+/// What the audit event of one request says.
+pub struct Record {
+    pub user: String,
+    pub cluster: String,
+    pub request: KubeRequest,
+    pub impersonated: KubeImpersonation,
+    /// The path, for non-resource requests (discovery, `/version`).
+    pub path: Option<String>,
+    pub remote: SocketAddr,
+    pub session_id: String,
+    pub started: Instant,
+}
+
+impl Record {
+    /// Writes `kube.request` for this request, answered with `status`.
+    pub fn audit(&self, auth: &AuthServer, status: u16) {
+        let r = &self.request;
+        let mut ev = auth
+            .event(EventKind::KubeRequest, &self.user)
+            .remote(Some(self.remote))
+            .field("kube_cluster", self.cluster.clone())
+            .field("session_id", self.session_id.clone())
+            .field("verb", r.verb.as_str())
+            .field("api_group", r.api_group.clone())
+            .field("api_version", r.api_version.clone())
+            .field("status", u64::from(status))
+            .field("kubernetes_user", self.impersonated.user.clone())
+            .field("kubernetes_groups", self.impersonated.groups.clone())
+            .field("duration_ms", clock::since(self.started).as_millis() as u64);
+        let optional = [
+            ("resource", &r.resource),
+            ("subresource", &r.subresource),
+            ("namespace", &r.namespace),
+            ("name", &r.name),
+            ("path", &self.path),
+        ];
+        for (k, v) in optional {
+            if let Some(v) = v {
+                ev = ev.field(k, v.clone());
+            }
+        }
+        if status >= 400 {
+            ev = ev.failed(EventKind::KubeRequest, format!("status {status}"));
+        }
+        auth.emit(ev);
+    }
+}
+
+/// Forwards an allowed request to the cluster's agent and streams the answer back.
+pub async fn forward(
+    conn: Arc<Conn>,
+    admission: Arc<Admission>,
+    allowed: Allowed,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
+    let upgrade = headers::is_upgrade(req.headers());
+    let authority = req.uri().authority().map(|a| a.as_str().to_string());
+    let record = Record {
+        user: conn.user().to_string(),
+        cluster: admission.cluster.name.clone(),
+        path: (!allowed.request.is_resource()).then(|| req.uri().path().to_string()),
+        request: allowed.request.clone(),
+        impersonated: allowed.impersonation.clone(),
+        remote: conn.remote,
+        session_id: conn.session_id.clone(),
+        started: clock::now(),
+    };
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    let imp = &allowed.impersonation;
+    if let Err(e) = headers::to_agent(
+        &mut parts.headers,
+        &imp.user,
+        &imp.groups,
+        authority.as_deref(),
+        upgrade,
+    ) {
+        return status::bad_request(&e.to_string());
+    }
+    parts.uri = origin_form(&parts.uri);
+    parts.version = Version::HTTP_11;
+    let route = conn.route.clone();
+    let user = record.user.clone();
+    let to = pool::For {
+        cluster: &admission.cluster,
+        user: &user,
+        session_id: &conn.session_id,
+        client: conn.remote,
+    };
+    if let Some(client_upgrade) = client_upgrade {
+        let req = Request::from_parts(parts, Body::empty());
+        return upgraded(&conn, &to, req, client_upgrade, record, allowed).await;
+    }
+    let mut agent = match pool::take(&route.pools, &route.agents, &to).await {
+        Ok(a) => a,
+        Err(e) => return unreachable(&route, &record, &e.to_string()),
+    };
+    let resp = match agent
+        .send
+        .send_request(Request::from_parts(parts, Body::new(body)))
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            let why = format!("the agent's HTTP connection failed: {e}");
+            return unreachable(&route, &record, &why);
+        }
+    };
+    respond(route, admission, &allowed, agent, resp, record).await
+}
+
+/// The agent's answer on its way to the client: as is, or filtered when the role hides items.
+async fn respond(
+    route: Arc<KubeProxy>,
+    admission: Arc<Admission>,
+    allowed: &Allowed,
+    agent: AgentConn,
+    resp: Response<Incoming>,
+    record: Record,
+) -> Response<Body> {
+    let (mut parts, body) = resp.into_parts();
+    crate::routes::app_http::headers::to_client(&mut parts.headers, false);
+    let status = parts.status.as_u16();
+    let body = if allowed.filter && parts.status.is_success() {
+        let content_type = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let watch = allowed.request.verb.as_str() == "watch";
+        match hooks::filtered(
+            body,
+            content_type.as_deref(),
+            watch,
+            visibility(&admission, allowed),
+        ) {
+            Ok(b) => {
+                // The filter decides the length; the agent's no longer holds.
+                parts.headers.remove(header::CONTENT_LENGTH);
+                b
+            }
+            Err(why) => {
+                record.audit(&route.auth, StatusCode::FORBIDDEN.as_u16());
+                return status::forbidden(&why);
+            }
+        }
+    } else {
+        Body::new(body)
+    };
+    let finished = Finished {
+        inner: body,
+        end: Some(End {
+            route,
+            agent,
+            record,
+            status,
+        }),
+    };
+    Response::from_parts(parts, Body::new(finished))
+}
+
+/// Whether one item of a listing may be shown: the role's view of the listed resource with
+/// the item's namespace and name.
+fn visibility(admission: &Arc<Admission>, allowed: &Allowed) -> Visibility {
+    let admission = admission.clone();
+    let r = &allowed.request;
+    let (group, resource) = (r.api_group.clone(), r.resource.clone().unwrap_or_default());
+    let verb = r.verb.as_str();
+    Arc::new(move |item: &KubeItemRef| {
+        let target = KubeTarget {
+            api_group: &group,
+            resource: &resource,
+            namespace: item.namespace.as_deref(),
+            name: Some(&item.name),
+            verb,
+        };
+        admission
+            .checker()
+            .kube_item_visible(admission.labels(), &target)
+    })
+}
+
+/// Sends an upgrade on a connection of its own; once the agent switches protocols, the two
+/// ends go to the stream relay.
+async fn upgraded(
+    conn: &Arc<Conn>,
+    to: &pool::For<'_>,
+    req: Request<Body>,
+    client_upgrade: hyper::upgrade::OnUpgrade,
+    record: Record,
+    allowed: Allowed,
+) -> Response<Body> {
+    let route = &conn.route;
+    let mut send = match pool::dial(&route.agents, to).await {
+        Ok(s) => s,
+        Err(e) => return unreachable(route, &record, &e.to_string()),
+    };
+    let mut resp = match send.send_request(req).await {
+        Ok(r) => r,
+        Err(e) => {
+            let why = format!("the agent's HTTP connection failed: {e}");
+            return unreachable(route, &record, &why);
+        }
+    };
+    let code = resp.status();
+    record.audit(&route.auth, code.as_u16());
+    if code != StatusCode::SWITCHING_PROTOCOLS {
+        let (mut parts, body) = resp.into_parts();
+        crate::routes::app_http::headers::to_client(&mut parts.headers, false);
+        return Response::from_parts(parts, Body::new(body));
+    }
+    let agent_upgrade = hyper::upgrade::on(&mut resp);
+    let (parts, _) = resp.into_parts();
+    let ctx = hooks::Upgraded {
+        auth: route.auth.clone(),
+        recordings: route.recordings.clone(),
+        user: record.user.clone(),
+        cluster: record.cluster.clone(),
+        request: allowed.request,
+        impersonated: allowed.impersonation,
+        remote: conn.remote,
+        session_id: conn.session_id.clone(),
+        end: conn.end_signal(),
+        switched: parts.headers.clone(),
+    };
+    // The relay holds the connection: its place among the live ones lasts as long.
+    let held = conn.clone();
+    tokio::spawn(async move {
+        match tokio::try_join!(client_upgrade, agent_upgrade) {
+            Ok((client, agent)) => hooks::relay(client, agent, ctx).await,
+            Err(e) => tracing::debug!(error = %e, "a Kubernetes upgrade failed"),
+        }
+        drop(held);
+    });
+    Response::from_parts(parts, Body::empty())
+}
+
+/// The 502 for a request the agent did not take, audited.
+fn unreachable(route: &KubeProxy, record: &Record, why: &str) -> Response<Body> {
+    tracing::debug!(kube_cluster = %record.cluster, error = %why, "Kubernetes request not forwarded");
+    record.audit(&route.auth, StatusCode::BAD_GATEWAY.as_u16());
+    status::agent_unreachable(&record.cluster, why)
+}
+
+/// What happens once a response ends.
+struct End {
+    route: Arc<KubeProxy>,
+    agent: AgentConn,
+    record: Record,
+    status: u16,
+}
+
+/// A response body on its way to the client; when it ends the request is audited and, when it
+/// ended cleanly, the agent connection goes back to the pool.
+struct Finished {
+    inner: Body,
+    end: Option<End>,
+}
+
+impl Finished {
+    fn finish(&mut self, clean: bool) {
+        let Some(end) = self.end.take() else { return };
+        end.record.audit(&end.route.auth, end.status);
+        if clean {
+            end.route.pools.put(end.agent);
+        }
+    }
+}
+
+impl HttpBody for Finished {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.finish(true),
+            Poll::Ready(Some(Err(_))) => self.finish(false),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        let clean = self.inner.is_end_stream();
+        self.finish(clean);
+    }
+}
