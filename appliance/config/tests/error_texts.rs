@@ -1,9 +1,10 @@
-//! The words an operator reads when a configuration, a `--db`/`--app` flag or a value is refused:
+//! The words an operator reads when a configuration, a `--db`/`--app`/`--kube-cluster` flag or a
+//! value is refused:
 //! pinned here so that moving the rules between modules (or to error enums) cannot change them.
 
 use std::path::Path;
 
-use hop_config::services::{AppSpec, DbSpec};
+use hop_config::services::{AppSpec, DbSpec, KubeClusterSpec};
 use hop_config::{Cidr, Config, ServiceRole, parse_addr, parse_duration, validate_cluster_name};
 
 fn refused(yaml: &str) -> String {
@@ -62,6 +63,22 @@ fn each_section_names_its_field() {
         (
             "hop:\n  roles: [db]\n  proxy_server: p:1\n",
             "hop.yaml: db_service.databases: a db agent needs databases: db_service.databases (or --db name=…,uri=postgres://…), or db_service.resources selecting `db` resources",
+        ),
+        (
+            "hop:\n  roles: [kube]\n  proxy_server: p:1\n",
+            "hop.yaml: kubernetes_service.kube_clusters: a kube agent needs clusters: kubernetes_service.kube_clusters (or --kube-cluster name=…,kubeconfig=PATH)",
+        ),
+        (
+            "hop:\n  roles: [kube, app]\n  proxy_server: p:1\n",
+            "hop.yaml: hop.roles: the kube agent joins with its own identity; run it in its own process (--roles kube)",
+        ),
+        (
+            "kubernetes_service:\n  kube_clusters:\n  - {name: dev, context: admin}\n",
+            "hop.yaml: kubernetes_service.kube_clusters: [0]: kube cluster \"dev\": context \"admin\" needs a kubeconfig",
+        ),
+        (
+            "app_service:\n  apps:\n  - {name: kube, uri: 'http://x:1'}\n",
+            "hop.yaml: app_service.apps: [0]: app name \"kube\" is reserved: the proxy serves Kubernetes at kube.<proxy address>; choose another name",
         ),
         (
             "ssh_service:\n  recording:\n    max_spool_bytes: 10\n",
@@ -187,6 +204,16 @@ fn spec_flags_say_what_is_wrong() {
         "app \"a\": uri \"ftp://x:1\" must start with tcp://, http:// or https://"
     );
     assert_eq!(app("name=a,uri=tcp://x"), "app \"a\": uri needs a port");
+    let kube = |s: &str| KubeClusterSpec::parse(s).unwrap_err().to_string();
+    assert_eq!(kube("kubeconfig=/k"), "--kube-cluster: name= is required");
+    assert_eq!(
+        kube("name=dev,server=x"),
+        "--kube-cluster: unknown key \"server\"; expected name, kubeconfig, context, labels"
+    );
+    assert_eq!(
+        kube("name=d v"),
+        "kube cluster name \"d v\": use 1 to 64 letters, digits, '-', '_' and '.'"
+    );
     assert_eq!(
         app("name=a,uri=tcp://x:y"),
         "app \"a\": invalid port in \"x:y\""

@@ -110,6 +110,10 @@ pub enum Problem {
     Unsupported { field: String, what: &'static str },
     #[error("{0}")]
     NotInCluster(String),
+    #[error(
+        "client-certificate/client-key: not usable with TLS (an X.509 v3 certificate and its key are needed): {0}"
+    )]
+    ClientCert(String),
     #[error("TLS to the API server: {0}")]
     Tls(#[from] hop_net::trust::TrustError),
 }

@@ -519,9 +519,14 @@ async fn start_errors_name_the_cluster_and_the_file() {
         context: Some("c".into()),
         ..Default::default()
     };
-    let e = KubeService::new(&[spec]).err().unwrap().to_string();
+    let e = KubeService::new(&[spec.clone()]).err().unwrap().to_string();
     assert!(
         e.contains("context \"c\"") && e.contains("agent.key"),
         "{e}"
     );
+    // A key that is not the certificate's.
+    std::fs::write(dir.path().join("certs/agent.key"), &pki.server.1).unwrap();
+    let e = KubeService::new(&[spec]).err().unwrap().to_string();
+    let want = "context \"c\": client-certificate/client-key: not usable";
+    assert!(e.contains(want), "{e}");
 }

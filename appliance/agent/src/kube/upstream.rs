@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use hop_config::services::KubeClusterSpec;
-use hop_net::trust::{ClientCert, Trust, server_client_config};
+use hop_net::trust::{ClientCert, Trust, TrustError, server_client_config};
 use hop_platform::clock;
 use http::{HeaderValue, Uri};
 use hyper::body::Incoming;
@@ -159,7 +159,13 @@ fn tls_and_token(api: &ApiServerSpec) -> Result<(rustls::ClientConfig, Option<To
         ),
         Credentials::Token(source) => (None, Some(Token::new(source)?)),
     };
-    let tls = server_client_config(&trust, cert.as_ref(), b"http/1.1")?;
+    let tls = server_client_config(&trust, cert.as_ref(), b"http/1.1").map_err(|e| match e {
+        TrustError::ClientCertificate { cause } => Problem::ClientCert(cause.to_string()),
+        TrustError::Pem(p) if cert.is_some() && matches!(p, hop_net::pem::PemError::Key(_)) => {
+            Problem::ClientCert(p.to_string())
+        }
+        other => Problem::Tls(other),
+    })?;
     Ok((tls, token))
 }
 
