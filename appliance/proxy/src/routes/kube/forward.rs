@@ -160,12 +160,8 @@ async fn respond(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let watch = allowed.request.verb.as_str() == "watch";
-        match hooks::filtered(
-            body,
-            content_type.as_deref(),
-            watch,
-            visibility(&admission, allowed),
-        ) {
+        let visible = visibility(&admission, allowed);
+        match hooks::filtered(body, content_type.as_deref(), watch, visible).await {
             Ok(b) => {
                 // The filter decides the length; the agent's no longer holds.
                 parts.headers.remove(header::CONTENT_LENGTH);

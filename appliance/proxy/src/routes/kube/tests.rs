@@ -85,11 +85,13 @@ async fn agent(
     }
     let path = req.uri().path().to_string();
     if path.ends_with("/pods") && !path.contains("/namespaces/default/") {
+        let content_type = req
+            .headers()
+            .get("x-fake-content-type")
+            .cloned()
+            .unwrap_or(HeaderValue::from_static("application/json"));
         let mut r = Response::new(Body::from(POD_LIST));
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        r.headers_mut().insert(header::CONTENT_TYPE, content_type);
         return Ok(r);
     }
     if req.uri().query().is_some_and(|q| q.contains("watch=1")) {
@@ -411,9 +413,25 @@ async fn resources_outside_the_role_are_refused_and_listings_never_show_hidden_i
         assert_eq!(s["code"], 403, "{s}");
     }
     assert_eq!(f.seen.requests.load(Ordering::Relaxed), 0);
-    // Every namespace's pods: the role shows only `default`'s, so the listing is filtered
-    // (or refused where it cannot be): kube-system's pod never reaches the client.
+    // Every namespace's pods: the role shows only `default`'s, so the listing is filtered:
+    // kube-system's pod never reaches the client, default's does.
     let r = c.get("/api/v1/pods", &[]).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body = text(r).await;
+    assert!(!body.contains("dns-1"), "{body}");
+    assert!(body.contains("web-1"), "{body}");
+    let ev = events(&f, "kube.request", 1).await;
+    assert_eq!(ev[0]["verb"], "list");
+    assert_eq!(ev[0]["status"], 200);
+    // A listing the filter cannot read (not JSON) is refused, never passed through.
+    let r = c
+        .get(
+            "/api/v1/pods",
+            &[("x-fake-content-type", "application/vnd.kubernetes.protobuf")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
     let body = text(r).await;
     assert!(!body.contains("dns-1"), "{body}");
 }
