@@ -161,7 +161,8 @@ fn expired_and_other_ca(c: &KubeCluster) {
     let script = format!("set -e
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=other-ca -keyout ca.key -out ca.crt
 openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN={} -keyout u.key -out u.csr
-openssl x509 -req -in u.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 -out u.crt
+printf 'extendedKeyUsage=clientAuth\\n' > u.ext
+openssl x509 -req -in u.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 -out u.crt -extfile u.ext
 ", u.name);
     let out = Command::new("sh")
         .args(["-c", &script])
