@@ -43,6 +43,8 @@ spec:
       name: db-password
       verbs: [get]
   deny:
+    kubernetes_labels:
+      '*': '*'
     kubernetes_resources:
     - kind: pod
       namespace: default
