@@ -219,6 +219,7 @@ async fn upgraded(
     allowed: Allowed,
 ) -> Response<Body> {
     let route = &conn.route;
+    let query = req.uri().query().unwrap_or_default().to_string();
     let mut send = match pool::dial(&route.agents, to).await {
         Ok(s) => s,
         Err(e) => return unreachable(route, &record, &e.to_string()),
@@ -250,6 +251,7 @@ async fn upgraded(
         session_id: conn.session_id.clone(),
         end: conn.end_signal(),
         switched: parts.headers.clone(),
+        query,
     };
     // The relay holds the connection: its place among the live ones lasts as long.
     let held = conn.clone();

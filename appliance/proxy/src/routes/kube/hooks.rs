@@ -2,9 +2,8 @@
 //! `filter.rs`, `record.rs`, contract B steps 6 and 7): upgraded connections (exec, attach,
 //! port-forward) to the relay, and listings the role shows only part of to the filter.
 //!
-//! Until the stream room's relay is in this build, an upgrade is spliced byte for byte (no
-//! recording, no `kube.exec`/`kube.portforward` events; the connection still ends when told):
-//! the relay is called only from here, so wiring it in changes this file alone.
+//! Upgrades whose protocol the relay cannot name (neither WebSocket nor SPDY in the agent's
+//! `101`) are closed, never spliced unwatched.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +18,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 
 use super::filter::{self, Visibility};
+use super::stream::{StreamContext, StreamProtocol};
 
 /// What the relay of one upgraded request knows.
 pub struct Upgraded {
@@ -34,27 +34,41 @@ pub struct Upgraded {
     pub end: watch::Receiver<Option<String>>,
     /// The agent's `101` headers (which protocol the two ends agreed on).
     pub switched: HeaderMap,
+    /// The upgrade request's query string (the command, container, ports).
+    pub query: String,
 }
 
-/// Relays an upgraded client connection and the agent's until either closes or `ctx.end`
-/// says to stop.
+/// Hands an upgraded client connection and the agent's to the stream relay
+/// ([`super::stream::relay`]: decoded, recorded, `kube.exec`/`kube.portforward` events), which
+/// runs until either closes or `ctx.end` says to stop.
 pub async fn relay(
     client: hyper::upgrade::Upgraded,
     agent: hyper::upgrade::Upgraded,
-    mut ctx: Upgraded,
+    ctx: Upgraded,
 ) {
-    let mut client = TokioIo::new(client);
-    let mut agent = TokioIo::new(agent);
-    tokio::select! {
-        r = tokio::io::copy_bidirectional(&mut client, &mut agent) => {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "a Kubernetes stream ended with an error");
-            }
-        }
-        () = super::conn::ended(&mut ctx.end) => {
-            tracing::info!(user = %ctx.user, kube_cluster = %ctx.cluster, "ending a Kubernetes stream: its certificate may no longer be used");
-        }
-    }
+    let Some(protocol) = StreamProtocol::of_response(&ctx.switched) else {
+        tracing::info!(user = %ctx.user, kube_cluster = %ctx.cluster, "closing a Kubernetes upgrade whose stream protocol is neither WebSocket nor SPDY");
+        return;
+    };
+    let stream_ctx = StreamContext {
+        auth: ctx.auth,
+        recordings: ctx.recordings,
+        user: ctx.user,
+        cluster: ctx.cluster,
+        request: ctx.request,
+        impersonated: ctx.impersonated,
+        remote: ctx.remote,
+        session_id: ctx.session_id,
+        query: ctx.query,
+        end: ctx.end,
+    };
+    super::stream::relay(
+        TokioIo::new(client),
+        TokioIo::new(agent),
+        protocol,
+        stream_ctx,
+    )
+    .await;
 }
 
 /// The listing `body` with the items the role hides taken out (kstream's [`super::filter`]):
