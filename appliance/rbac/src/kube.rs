@@ -3,7 +3,7 @@
 //!
 //! This module owns [`KubernetesResource`] (as written in YAML), its validation per role version
 //! (v5/v6: pods only; v7: singular kinds such as `pod` or `kube_role`; v8: plural resource names
-//! with `api_group`), and its compiled form, [`KubeRules`], which answers whether one rule
+//! with `api_group`), and its compiled form, `KubeRules`, which answers whether one rule
 //! matches a request ([`KubeTarget`]). The decisions across a user's roles (deny wins,
 //! impersonation) are `kube_access`'s; this module never looks at more than one rule at a time.
 
@@ -570,7 +570,10 @@ impl KubeRule {
             return false;
         }
         let cluster_scoped = is_cluster_scoped(q.api_group, q.resource);
-        if cluster_scoped && self.ignore_namespace_when_cluster_scoped {
+        // v7 `kind: '*'` reaches Namespace objects only through its namespace pattern (as
+        // Teleport's v7-to-v8 conversion has it); named cluster-scoped kinds ignore it.
+        let star_on_namespaces = self.resource.is_none() && namespace_object;
+        if cluster_scoped && self.ignore_namespace_when_cluster_scoped && !star_on_namespaces {
             return true;
         }
         let namespace = match (cluster_scoped, q.namespace) {

@@ -231,6 +231,18 @@ fn v7_star_and_cluster_scoped_kinds() {
         &c,
         &t("configmaps", Some("prod"), Some("c"), "get")
     ));
+    // ... but not to Namespace objects, which `*` reaches through its namespace pattern only
+    // (reading `dev` is allowed because the rule names resources inside it).
+    assert!(!allowed(&c, &t("namespaces", None, Some("prod"), "get")));
+    assert!(allowed(&c, &t("namespaces", None, Some("dev"), "get")));
+    let all = checker(&[with_resources(
+        "v7",
+        "      - {kind: '*', namespace: '*', name: '*', verbs: [delete]}\n",
+    )]);
+    assert!(allowed(
+        &all,
+        &t("namespaces", None, Some("prod"), "delete")
+    ));
     let v8 = checker(&[with_resources(
         "v8",
         "      - {kind: '*', api_group: '*', namespace: dev, name: '*', verbs: [get, list]}\n",
