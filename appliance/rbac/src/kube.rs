@@ -302,7 +302,8 @@ fn validate_kind_v7(at: &FieldPath, r: &KubernetesResource) -> Result<Scope, Val
         ));
     }
     if r.kind == WILDCARD {
-        return Ok(Scope::Namespaced);
+        // Without a namespace, `*` reaches cluster-scoped objects only.
+        return Ok(Scope::ClusterOrUnknown);
     }
     let Some((_, group, plural)) = V7_KINDS.iter().find(|(k, _, _)| *k == r.kind) else {
         let hint = V7_KINDS
@@ -367,7 +368,7 @@ fn validate_kind_v8(at: &FieldPath, r: &KubernetesResource) -> Result<Scope, Val
     Pattern::compile(group).map_err(|p| invalid(&at.key("api_group"), p))?;
     let namespaced_builtin =
         CORE_RESOURCES.contains(&kind) && group.is_empty() && !is_cluster_scoped("", kind);
-    Ok(if namespaced_builtin || kind == WILDCARD {
+    Ok(if namespaced_builtin {
         Scope::Namespaced
     } else {
         Scope::ClusterOrUnknown

@@ -251,6 +251,24 @@ fn v7_star_and_cluster_scoped_kinds() {
 }
 
 #[test]
+fn star_without_a_namespace_reaches_cluster_scoped_objects_only() {
+    for (v, group) in [("v7", ""), ("v8", ", api_group: '*'")] {
+        let c = checker(&[with_resources(
+            v,
+            &format!("      - {{kind: '*'{group}, name: '*', verbs: [get, list]}}\n"),
+        )]);
+        assert!(allowed(&c, &t("nodes", None, Some("n1"), "get")), "{v}");
+        assert!(
+            !allowed(&c, &t("pods", Some("default"), Some("p"), "get")),
+            "{v}"
+        );
+        assert!(c.kube_needs_filter(&dev(), "", "pods", None), "{v}");
+        let item = t("pods", Some("default"), Some("p"), "list");
+        assert!(!c.kube_item_visible(&dev(), &item), "{v}");
+    }
+}
+
+#[test]
 fn reading_namespaces_that_hold_allowed_resources() {
     let c = checker(&[with_resources(
         "v7",
