@@ -478,40 +478,11 @@ impl KubeRules {
         } else {
             resources
         };
-        let mut rules = Vec::with_capacity(resources.len());
-        for (i, r) in resources.iter().enumerate() {
-            let at = field.index(i);
-            let pattern =
-                |key: &str, p: &str| Pattern::compile(p).map_err(|e| invalid(&at.key(key), e));
-            let (resource, group) = match (schema, r.kind.as_str()) {
-                (KubeSchema::V8, WILDCARD) => (None, r.api_group.as_deref().unwrap_or("")),
-                (KubeSchema::V8, kind) => {
-                    (Some(kind.to_owned()), r.api_group.as_deref().unwrap_or(""))
-                }
-                (_, WILDCARD) => (None, WILDCARD),
-                (_, kind) => {
-                    let (_, group, plural) = V7_KINDS
-                        .iter()
-                        .find(|(k, _, _)| *k == kind)
-                        .ok_or_else(|| bad(&at.key("kind"), format!("unknown kind {kind:?}")))?;
-                    (Some((*plural).to_owned()), *group)
-                }
-            };
-            rules.push(KubeRule {
-                resource,
-                group: pattern("api_group", group)?,
-                namespace: pattern("namespace", &r.namespace)?,
-                name: pattern("name", &r.name)?,
-                verbs: r.verbs.iter().filter(|v| *v != WILDCARD).cloned().collect(),
-                namespace_rule: schema != KubeSchema::V8 && r.kind == "namespace",
-                ignore_namespace_when_cluster_scoped: schema != KubeSchema::V8,
-            });
-            if r.verbs.iter().any(|v| v == WILDCARD) {
-                if let Some(last) = rules.last_mut() {
-                    last.verbs.clear();
-                }
-            }
-        }
+        let rules = resources
+            .iter()
+            .enumerate()
+            .map(|(i, r)| KubeRule::compile(&field.index(i), schema, r))
+            .collect::<Result<_, _>>()?;
         Ok(Self {
             pods_only: schema == KubeSchema::PodsOnly,
             rules,
@@ -537,6 +508,42 @@ impl KubeRules {
 }
 
 impl KubeRule {
+    fn compile(
+        at: &FieldPath,
+        schema: KubeSchema,
+        r: &KubernetesResource,
+    ) -> Result<Self, ValidationError> {
+        let pattern =
+            |key: &str, p: &str| Pattern::compile(p).map_err(|e| invalid(&at.key(key), e));
+        let api_group = r.api_group.as_deref().unwrap_or("");
+        let (resource, group) = match (schema, r.kind.as_str()) {
+            (KubeSchema::V8, WILDCARD) => (None, api_group),
+            (KubeSchema::V8, kind) => (Some(kind.to_owned()), api_group),
+            (_, WILDCARD) => (None, WILDCARD),
+            (_, kind) => {
+                let (_, group, plural) = V7_KINDS
+                    .iter()
+                    .find(|(k, _, _)| *k == kind)
+                    .ok_or_else(|| bad(&at.key("kind"), format!("unknown kind {kind:?}")))?;
+                (Some((*plural).to_owned()), *group)
+            }
+        };
+        let every_verb = r.verbs.is_empty() || r.verbs.iter().any(|v| v == WILDCARD);
+        Ok(Self {
+            resource,
+            group: pattern("api_group", group)?,
+            namespace: pattern("namespace", &r.namespace)?,
+            name: pattern("name", &r.name)?,
+            verbs: if every_verb {
+                Vec::new()
+            } else {
+                r.verbs.clone()
+            },
+            namespace_rule: schema != KubeSchema::V8 && r.kind == "namespace",
+            ignore_namespace_when_cluster_scoped: schema != KubeSchema::V8,
+        })
+    }
+
     fn verb_ok(&self, verb: &str) -> bool {
         self.verbs.is_empty() || self.verbs.iter().any(|v| v == verb)
     }
