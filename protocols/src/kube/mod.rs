@@ -2,8 +2,8 @@
 //!
 //! This module owns the sans-IO pieces of Kubernetes access: [`request`] turns an HTTP method and
 //! request target into what the API server's authorizer would see (verb, API group, resource,
-//! subresource, namespace, name), so the proxy can decide on it before the API server sees it;
-//! [`stream`] decodes the upgraded exec/attach/port-forward streams.
+//! subresource, namespace, name), so the proxy can decide on it before the API server sees it.
+//! The stream decoders for exec, attach and port-forward live beside it ([`stream`]).
 
 pub mod request;
 pub mod stream;

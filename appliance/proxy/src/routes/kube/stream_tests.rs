@@ -195,6 +195,7 @@ async fn a_websocket_exec_is_relayed_recorded_and_audited() {
     assert_eq!(
         played(&f.store),
         vec![
+            OwnedEvent::Json(r#"{"command":"sh -i","type":"exec"}"#.into()),
             OwnedEvent::Resize {
                 cols: 100,
                 rows: 30
@@ -240,6 +241,7 @@ async fn a_spdy_exec_is_recorded_from_the_streams_the_client_opened() {
     assert_eq!(
         events,
         vec![
+            OwnedEvent::Json(r#"{"command":"sh -i","type":"exec"}"#.into()),
             OwnedEvent::Input(b"exit 0\n".to_vec()),
             OwnedEvent::Output(b"bye\r\n".to_vec()),
             OwnedEvent::End {
@@ -299,7 +301,7 @@ async fn the_end_signal_closes_both_sides_at_once() {
     assert_eq!(end["ended_by"], "terminated");
     assert_eq!(end["reason"], "user alice was locked");
     // The recording was closed too, and plays.
-    assert_eq!(played(&f.store)[0], OwnedEvent::Output(b"$ ".to_vec()));
+    assert_eq!(played(&f.store)[1], OwnedEvent::Output(b"$ ".to_vec()));
 }
 
 #[tokio::test]
@@ -383,4 +385,71 @@ fn the_query_names_the_command_container_and_ports() {
         Params::parse("ports=8080,80&ports=443").ports,
         [8080, 80, 443]
     );
+}
+
+/// Real kubectl 1.32 sessions (`protocols/testdata/capture_kube.sh`).
+const EXEC_WS_CLIENT: &[u8] =
+    include_bytes!("../../../../../protocols/testdata/kube/exec_ws_client.bin");
+const EXEC_WS_SERVER: &[u8] =
+    include_bytes!("../../../../../protocols/testdata/kube/exec_ws_server.bin");
+const PF_CLIENT: &[u8] =
+    include_bytes!("../../../../../protocols/testdata/kube/portforward_wsspdy_client.bin");
+const PF_SERVER: &[u8] =
+    include_bytes!("../../../../../protocols/testdata/kube/portforward_wsspdy_server.bin");
+
+/// Relays a captured session: the client's bytes, then the server's; both arrive unchanged.
+async fn replay(protocol: StreamProtocol, ctx: StreamContext, up: &[u8], down: &[u8]) {
+    let (mut client, mut agent, task) = start(protocol, ctx);
+    client.write_all(up).await.unwrap();
+    assert_eq!(read_exactly(&mut agent, up.len()).await, up);
+    agent.write_all(down).await.unwrap();
+    drop(agent);
+    assert_eq!(read_to_end(&mut client).await, down);
+    drop(client);
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_real_kubectl_exec_is_recorded_and_plays_back() {
+    let f = fixture("proxy");
+    let (ctx, _end) = context(
+        &f,
+        "/api/v1/namespaces/default/pods/web-1/exec?command=sh&container=c&stderr=true&stdin=true&stdout=true",
+    );
+    replay(
+        StreamProtocol::WebSocket,
+        ctx,
+        EXEC_WS_CLIENT,
+        EXEC_WS_SERVER,
+    )
+    .await;
+    assert_eq!(
+        played(&f.store),
+        vec![
+            OwnedEvent::Json(r#"{"command":"sh","type":"exec"}"#.into()),
+            OwnedEvent::Input(b"echo hi\n".to_vec()),
+            OwnedEvent::Output(b"echo hi\r\n".to_vec()),
+            OwnedEvent::End {
+                exit_status: Some(0)
+            },
+        ]
+    );
+    let end = &f.audit.named("kube.exec")[1];
+    assert_eq!(
+        (end["ended_by"].as_str(), end["success"].as_bool()),
+        (Some("closed"), Some(true))
+    );
+}
+
+#[tokio::test]
+async fn a_real_kubectl_port_forward_over_spdy_in_websocket_is_followed() {
+    let f = fixture("proxy");
+    let (ctx, _end) = context(&f, "/api/v1/namespaces/default/pods/web-1/portforward");
+    replay(StreamProtocol::WebSocketSpdy, ctx, PF_CLIENT, PF_SERVER).await;
+    let end = &f.audit.named("kube.portforward")[1];
+    assert_eq!(end["success"], true, "{end}");
+    assert_eq!(end["bytes_out"], PF_SERVER.len() as u64);
 }
