@@ -519,7 +519,10 @@ async fn start_errors_name_the_cluster_and_the_file() {
         context: Some("c".into()),
         ..Default::default()
     };
-    let e = KubeService::new(&[spec.clone()]).err().unwrap().to_string();
+    let e = KubeService::new(std::slice::from_ref(&spec))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(
         e.contains("context \"c\"") && e.contains("agent.key"),
         "{e}"
