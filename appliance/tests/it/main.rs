@@ -6,6 +6,7 @@
 
 mod admin;
 mod admission;
+mod agent_kube;
 mod app_route;
 mod apps_http;
 mod apps_http_browser;

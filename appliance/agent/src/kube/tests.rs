@@ -519,7 +519,10 @@ async fn start_errors_name_the_cluster_and_the_file() {
         context: Some("c".into()),
         ..Default::default()
     };
-    let e = KubeService::new(&[spec.clone()]).err().unwrap().to_string();
+    let e = KubeService::new(std::slice::from_ref(&spec))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(
         e.contains("context \"c\"") && e.contains("agent.key"),
         "{e}"
@@ -529,4 +532,38 @@ async fn start_errors_name_the_cluster_and_the_file() {
     let e = KubeService::new(&[spec]).err().unwrap().to_string();
     let want = "context \"c\": client-certificate/client-key: not usable";
     assert!(e.contains(want), "{e}");
+}
+
+#[tokio::test]
+async fn dials_for_other_clusters_or_malformed_are_refused_with_their_reason() {
+    let s = setup().await;
+    let svc = KubeService {
+        clusters: [("dev".to_string(), s.cert.clone())].into_iter().collect(),
+    };
+    let refusal = |target: &str| {
+        let ctx = hop_api::dial::kube::KubeDial::from_target(target).expect("a kube target");
+        svc.cluster_for(ctx).err().map(|e| e.to_string())
+    };
+    let e = refusal("@kube:{\"cluster\":").unwrap();
+    assert!(e.starts_with("kubernetes session context: "), "{e}");
+    let other = hop_api::dial::kube::KubeDial {
+        cluster: "prod".into(),
+        user: "alice".into(),
+        session_id: "00".into(),
+        client_addr: "127.0.0.1:1".into(),
+    };
+    let e = refusal(&other.to_target()).unwrap();
+    assert_eq!(e, "this agent does not serve kube cluster \"prod\"");
+    let dev = hop_api::dial::kube::KubeDial {
+        cluster: "dev".into(),
+        ..other
+    };
+    assert_eq!(refusal(&dev.to_target()), None);
+    let announced = svc.announcements();
+    assert_eq!(announced.len(), 1);
+    assert_eq!(
+        (announced[0].kind.as_str(), announced[0].name.as_str()),
+        ("kube_cluster", "dev")
+    );
+    assert_eq!(announced[0].target, None);
 }

@@ -78,6 +78,9 @@ impl ApiServer {
     pub(crate) fn new(api: &ApiServerSpec) -> Result<Self, KubeconfigError> {
         let fail = |problem| KubeconfigError::new(api.origin.clone(), problem);
         let (tls, token) = tls_and_token(api).map_err(fail)?;
+        if api.insecure_skip_tls_verify {
+            tracing::warn!(origin = %api.origin, "insecure-skip-tls-verify: the API server's certificate is not checked");
+        }
         let authority = api
             .server
             .authority()
