@@ -10,7 +10,7 @@
 //! split, never buffering more than their cap. Each function panics with a message
 //! when a property fails, and does nothing else: no IO, no state.
 
-use crate::{http1, mysql, postgres, proxy_protocol, sftp, sniff, ssh, tls, tunnel};
+use crate::{http1, kube, mysql, postgres, proxy_protocol, sftp, sniff, ssh, tls, tunnel};
 
 /// The shared prefix properties of a `parse(buf) -> Result<Option<(T, usize)>, E>`;
 /// evaluates to the parsed `Option<(T, usize)>`. (A macro because `T` borrows
@@ -125,6 +125,60 @@ pub fn http1_request(data: &[u8]) {
         assert!(len <= http1::MAX_HEAD_LEN);
         assert!(req.headers().len() <= http1::MAX_HEADERS);
         let _ = req.upgrade();
+    }
+}
+
+/// [`kube::request::parse`]: no panic on any method and target; a parsed request names a
+/// resource exactly when it has an API version, its fields are bounded by the input's length
+/// (decoding only shrinks), and parsing is deterministic.
+pub fn kube_request(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let (method, target) = text.split_once(' ').unwrap_or(("GET", text));
+    let first = kube::request::parse(method, target);
+    assert_eq!(
+        first,
+        kube::request::parse(method, target),
+        "kube: not deterministic"
+    );
+    let Ok(req) = first else { return };
+    assert_eq!(
+        req.is_resource(),
+        !req.api_version.is_empty(),
+        "kube: resource without version"
+    );
+    let fields = [&req.api_group, &req.api_version];
+    let optional = [&req.resource, &req.subresource, &req.namespace, &req.name];
+    let total: usize = fields.iter().map(|f| f.len()).sum::<usize>()
+        + optional
+            .iter()
+            .map(|f| f.as_ref().map_or(0, String::len))
+            .sum::<usize>();
+    assert!(
+        total <= target.len(),
+        "kube: decoded fields longer than the target"
+    );
+    for f in optional
+        .iter()
+        .filter_map(|f| f.as_deref())
+        .chain(fields.iter().map(|f| f.as_str()))
+    {
+        assert!(
+            !f.contains('/') && !f.contains('\0'),
+            "kube: a field holds `/` or NUL"
+        );
+        assert!(
+            f.len() <= kube::request::MAX_SEGMENT_LEN,
+            "kube: field over the segment limit"
+        );
+    }
+    if req.is_connect() {
+        assert_eq!(
+            req.verb,
+            kube::request::KubeVerb::Create,
+            "kube: stream not create"
+        );
     }
 }
 

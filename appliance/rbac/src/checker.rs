@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::duration::Duration;
+use crate::kube::KubeRules;
 use crate::labels::{Labels, Selector, WILDCARD};
 use crate::predicate::{self, Predicate};
 use crate::resource::Kind;
@@ -75,6 +76,7 @@ struct Conditions {
     kube: Selector,
     kube_groups: BTreeSet<String>,
     kube_users: BTreeSet<String>,
+    kube_resources: KubeRules,
     desktop: Selector,
     desktop_logins: BTreeSet<String>,
     rules: Vec<CompiledRule>,
@@ -146,10 +148,14 @@ fn compile_labels(
 }
 
 impl Conditions {
+    /// `version` is the role's; `allow` says which side this is (the allow side of
+    /// `kubernetes_resources` has a default, the deny side none).
     fn compile(
         field: &FieldPath,
         c: &RoleConditions,
         traits: &Traits,
+        version: &str,
+        allow: bool,
     ) -> Result<Self, ValidationError> {
         let labels = |name: &str, l: &Labels| compile_labels(&field.key(name), l, traits);
         Ok(Self {
@@ -162,6 +168,12 @@ impl Conditions {
             kube: labels("kubernetes_labels", &c.kubernetes_labels)?,
             kube_groups: expand_all(&c.kubernetes_groups, traits),
             kube_users: expand_all(&c.kubernetes_users, traits),
+            kube_resources: KubeRules::compile(
+                &field.key("kubernetes_resources"),
+                version,
+                &c.kubernetes_resources,
+                allow,
+            )?,
             desktop: labels("windows_desktop_labels", &c.windows_desktop_labels)?,
             desktop_logins: expand_logins(&c.windows_desktop_logins, traits),
             rules: c
@@ -245,11 +257,15 @@ impl AccessChecker {
                         &FieldPath::new("spec.allow"),
                         &role.spec.allow,
                         traits,
+                        &role.version,
+                        true,
                     )?,
                     deny: Conditions::compile(
                         &FieldPath::new("spec.deny"),
                         &role.spec.deny,
                         traits,
+                        &role.version,
+                        false,
                     )?,
                 })
             };
@@ -558,17 +574,33 @@ impl AccessChecker {
         )
     }
 
-    /// May the user reach a Kubernetes cluster with `kube_labels`?
+    /// May the user reach a Kubernetes cluster with `kube_labels`? A deny role whose labels
+    /// match denies the whole cluster unless it lists `kubernetes_resources` (then it denies
+    /// only those, see [`Self::check_kube_request`]).
     pub fn check_kubernetes_cluster(
         &self,
         kube_labels: &BTreeMap<String, String>,
     ) -> Result<(), AccessDenied> {
-        self.check_labels_only(
-            kube_labels,
-            |c| &c.kube,
-            "spec.deny.kubernetes_labels",
-            "kubernetes cluster",
-        )
+        let what = || "kubernetes cluster".to_owned();
+        for r in &self.roles {
+            if r.deny.kube_resources.is_empty() && r.deny.kube.matches(kube_labels) {
+                return Err(r.denied("spec.deny.kubernetes_labels", what()));
+            }
+        }
+        if self.roles.iter().any(|r| r.allow.kube.matches(kube_labels)) {
+            Ok(())
+        } else {
+            Err(AccessDenied::NotAllowed { what: what() })
+        }
+    }
+
+    /// Each role's Kubernetes conditions, for `kube_access`.
+    pub(crate) fn kube_roles(&self) -> impl Iterator<Item = KubeRole<'_>> {
+        self.roles.iter().map(|r| KubeRole {
+            name: &r.name,
+            allow: KubeSide::of(&r.allow),
+            deny: KubeSide::of(&r.deny),
+        })
     }
 
     /// Kubernetes groups and users to impersonate on a cluster with `kube_labels`: the union
@@ -699,6 +731,32 @@ impl AccessChecker {
             Ok(())
         } else {
             Err(AccessDenied::NotAllowed { what: what() })
+        }
+    }
+}
+
+/// One role's Kubernetes conditions (both sides), borrowed for `kube_access`.
+pub(crate) struct KubeRole<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) allow: KubeSide<'a>,
+    pub(crate) deny: KubeSide<'a>,
+}
+
+/// One side of a role's Kubernetes conditions, after template expansion.
+pub(crate) struct KubeSide<'a> {
+    pub(crate) labels: &'a Selector,
+    pub(crate) users: &'a BTreeSet<String>,
+    pub(crate) groups: &'a BTreeSet<String>,
+    pub(crate) resources: &'a KubeRules,
+}
+
+impl<'a> KubeSide<'a> {
+    fn of(c: &'a Conditions) -> Self {
+        Self {
+            labels: &c.kube,
+            users: &c.kube_users,
+            groups: &c.kube_groups,
+            resources: &c.kube_resources,
         }
     }
 }

@@ -64,7 +64,7 @@ impl fmt::Display for FieldWarning {
     }
 }
 
-const NO_KUBE: &str = "Hop offers no Kubernetes access";
+const KUBE_CONNECTIONS: &str = "Hop does not count concurrent Kubernetes sessions";
 const NO_DESKTOP: &str = "Hop offers no Windows desktop access";
 const NO_REQUESTS: &str = "Hop has no access requests or reviews";
 const NO_TRUSTED_CLUSTERS: &str = "Hop has no trusted clusters";
@@ -181,7 +181,7 @@ fn option_warnings(o: &RoleOptions, at: &FieldPath, out: &mut Vec<FieldWarning>)
             (
                 "max_kubernetes_connections",
                 o.max_kubernetes_connections.is_some(),
-                NO_KUBE,
+                KUBE_CONNECTIONS,
             ),
             (
                 "desktop_directory_sharing",
@@ -260,27 +260,6 @@ fn condition_warnings(c: &RoleConditions, side: Side, out: &mut Vec<FieldWarning
     push_present(
         &at,
         &[
-            (
-                "kubernetes_labels",
-                !c.kubernetes_labels.is_empty(),
-                NO_KUBE,
-            ),
-            (
-                "kubernetes_groups",
-                !c.kubernetes_groups.is_empty(),
-                NO_KUBE,
-            ),
-            ("kubernetes_users", !c.kubernetes_users.is_empty(), NO_KUBE),
-            (
-                "kubernetes_resources",
-                set(c.kubernetes_resources.as_ref()),
-                NO_KUBE,
-            ),
-            (
-                "kubernetes_labels_expression",
-                text_set(c.kubernetes_labels_expression.as_ref()),
-                NO_KUBE,
-            ),
             (
                 "windows_desktop_labels",
                 !c.windows_desktop_labels.is_empty(),
@@ -427,7 +406,7 @@ fn join_warnings(c: &RoleConditions, at: &FieldPath, out: &mut Vec<FieldWarning>
 }
 
 /// The label expressions of resource kinds Hop serves, with whether their labels are set.
-fn enforced_expressions(c: &RoleConditions) -> [(&'static str, bool, Option<&String>); 3] {
+fn enforced_expressions(c: &RoleConditions) -> [(&'static str, bool, Option<&String>); 4] {
     [
         (
             "node_labels_expression",
@@ -443,6 +422,11 @@ fn enforced_expressions(c: &RoleConditions) -> [(&'static str, bool, Option<&Str
             "db_labels_expression",
             !c.db_labels.is_empty(),
             c.db_labels_expression.as_ref(),
+        ),
+        (
+            "kubernetes_labels_expression",
+            !c.kubernetes_labels.is_empty(),
+            c.kubernetes_labels_expression.as_ref(),
         ),
     ]
 }

@@ -14,6 +14,8 @@ pub mod cluster;
 pub mod compat;
 pub mod database;
 pub mod duration;
+pub mod kube;
+mod kube_access;
 pub mod labels;
 pub mod lock;
 pub mod node;
@@ -39,6 +41,8 @@ pub use cluster::{
 pub use compat::{FieldWarning, Verbatim};
 pub use database::{DatabaseResource, DatabaseSpec, DatabaseTls};
 pub use duration::{Duration, DurationError};
+pub use kube::{KUBE_VERBS, KubeTarget, KubernetesResource};
+pub use kube_access::KubeImpersonation;
 pub use labels::{LabelValues, Labels};
 pub use lock::{LockResource, LockSpec, LockTarget};
 pub use node::{NodeResource, NodeSpec};

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::compat::{FieldWarning, Verbatim, check_enforceable, role_warnings};
 use crate::duration::Duration;
+use crate::kube::{KubernetesResource, validate_resources};
 use crate::labels::{Labels, validate_selector};
 use crate::resource::{Kind, Metadata};
 use crate::traits::{is_template, validate_template};
@@ -128,7 +129,7 @@ pub struct RoleOptions {
     /// Extra SSH certificate extensions. Stored, ignored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert_extensions: Option<Verbatim>,
-    /// Concurrent Kubernetes sessions. Stored, ignored.
+    /// Concurrent Kubernetes sessions. Stored, not enforced (warned).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_kubernetes_connections: Option<Verbatim>,
     /// Desktop directory sharing. Stored, ignored.
@@ -336,7 +337,7 @@ pub struct RoleConditions {
     /// Database label predicate; refused where ignoring it would widen access.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub db_labels_expression: Option<String>,
-    /// Kubernetes label predicate. Stored, ignored.
+    /// Kubernetes label predicate; refused where ignoring it would widen access.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes_labels_expression: Option<String>,
     /// Windows desktop label predicate. Stored, ignored.
@@ -348,9 +349,10 @@ pub struct RoleConditions {
     /// Trusted cluster label predicate. Stored, ignored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_labels_expression: Option<String>,
-    /// Kubernetes resources within clusters. Stored, ignored.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kubernetes_resources: Option<Verbatim>,
+    /// Kubernetes resources within clusters (see `kube`); an allow side without any allows
+    /// every resource of the clusters its labels match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kubernetes_resources: Vec<KubernetesResource>,
     /// Certificate impersonation. Stored, ignored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub impersonate: Option<Verbatim>,
@@ -543,6 +545,16 @@ impl Role {
             .validate(&FieldPath::new("spec.options"))?;
         self.spec.allow.validate(&FieldPath::new("spec.allow"))?;
         self.spec.deny.validate(&FieldPath::new("spec.deny"))?;
+        for (side, c) in [
+            ("spec.allow", &self.spec.allow),
+            ("spec.deny", &self.spec.deny),
+        ] {
+            validate_resources(
+                &FieldPath::new(side).key("kubernetes_resources"),
+                &self.version,
+                &c.kubernetes_resources,
+            )?;
+        }
         check_enforceable(self)
     }
 

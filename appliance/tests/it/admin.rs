@@ -350,7 +350,7 @@ fn a_teleport_developer_role_loads_with_warnings_and_unenforceable_restrictions_
         "permit_x11_forwarding",
         "request_access",
         "create_host_user_mode",
-        "kubernetes_resources",
+        "host_sudoers",
         "allow.request",
     ] {
         assert!(warned.contains(field), "no warning names {field}: {warned}");

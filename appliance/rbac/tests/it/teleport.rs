@@ -52,10 +52,6 @@ fn teleport_developer_role_loads_with_warnings_naming_ignored_fields() {
         "spec.options.create_host_user_default_shell",
         "spec.options.record_session.desktop",
         "spec.options.ssh_port_forwarding",
-        "spec.allow.kubernetes_labels",
-        "spec.allow.kubernetes_groups",
-        "spec.allow.kubernetes_users",
-        "spec.allow.kubernetes_resources",
         "spec.allow.request",
         "spec.allow.review_requests",
         "spec.allow.host_groups",
@@ -63,7 +59,6 @@ fn teleport_developer_role_loads_with_warnings_naming_ignored_fields() {
         // rules[0].where (`contains(session.participants, user.metadata.name)`) is evaluated.
         "spec.allow.rules[1].actions",
         "spec.allow.join_sessions[0].kinds[0]",
-        "spec.deny.kubernetes_groups",
         "spec.deny.request",
     ];
     assert_eq!(fields, expected, "{:#?}", parsed.warnings);
@@ -308,7 +303,7 @@ fn permissive_values_of_refusable_options_load() {
 #[test]
 fn deny_fields_for_features_hop_lacks_load_with_warnings() {
     let text = role_with(
-        "  deny:\n    kubernetes_resources: [{kind: '*', namespace: kube-system, name: '*', verbs: ['*']}]\n    cluster_labels: {env: prod}\n    review_requests: {roles: [admin]}\n    impersonate: {users: ['*'], roles: ['*']}\n    require_session_join: [{name: x, filter: 'true', kinds: [ssh], count: 1, modes: [moderator]}]\n    windows_desktop_logins: [Administrator]\n    node_labels_expression: ''\n",
+        "  deny:\n    kubernetes_resources: [{kind: '*', api_group: '*', namespace: kube-system, name: '*', verbs: ['*']}]\n    cluster_labels: {env: prod}\n    review_requests: {roles: [admin]}\n    impersonate: {users: ['*'], roles: ['*']}\n    require_session_join: [{name: x, filter: 'true', kinds: [ssh], count: 1, modes: [moderator]}]\n    windows_desktop_logins: [Administrator]\n    node_labels_expression: ''\n",
     );
     let parsed = parse_with_warnings(&text);
     let fields: Vec<String> = parsed
@@ -319,7 +314,6 @@ fn deny_fields_for_features_hop_lacks_load_with_warnings() {
     assert_eq!(
         fields,
         [
-            "spec.deny.kubernetes_resources",
             "spec.deny.windows_desktop_logins",
             "spec.deny.cluster_labels",
             "spec.deny.review_requests",
