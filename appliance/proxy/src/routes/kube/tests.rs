@@ -2,7 +2,7 @@
 //! listener's TLS and certificate identification are its own tests), against an in-process
 //! fake agent that answers like a kube agent would (it refuses a request without exactly one
 //! `impersonate-user`, and reports what it received): the identity the agent sees, refusals as
-//! `Status` objects (no kube certificate, a client's `Impersonate-User: system:admin`, a
+//! `Status` objects (no kube certificate, an expired one, a client's `Impersonate-User: system:admin`, a
 //! namespace outside the role, a cluster the role's labels do not allow, an unknown cluster),
 //! the `kube.request` audit event, a listing the role shows only part of never showing the
 //! rest, an upgrade relayed, and a streaming response cut within seconds of a lock.
@@ -454,6 +454,27 @@ async fn without_a_kube_certificate_kubectl_is_told_to_log_in() {
     assert_eq!(f.seen.requests.load(Ordering::Relaxed), 0);
     let refused = events(&f, "access.refused", 2).await;
     assert!(refused.iter().all(|e| e["route"] == "kube"), "{refused:?}");
+}
+
+#[tokio::test]
+async fn an_expired_certificate_gets_a_401_so_kubectl_renews_it() {
+    let f = fixture().await;
+    f.present("alice", Some("dev"));
+    if let Caller::User { expires, .. } = &mut *f.caller.lock().unwrap() {
+        *expires = f.auth.now() - Duration::from_secs(1);
+    }
+    let mut c = f.client().await;
+    let r = c.get("/api/v1/namespaces/default/pods", &[]).await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let s = json(r).await;
+    assert!(
+        s["message"]
+            .as_str()
+            .unwrap()
+            .contains("hop kube credentials"),
+        "{s}"
+    );
+    assert_eq!(f.seen.requests.load(Ordering::Relaxed), 0);
 }
 
 #[tokio::test]
