@@ -7,6 +7,7 @@
 
 mod http1;
 mod invariants;
+mod kube_stream;
 mod mysql;
 mod postgres;
 mod postgres_messages;

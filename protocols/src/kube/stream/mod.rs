@@ -94,14 +94,12 @@ pub enum StreamError {
     SpdyStreamType { id: u32, kind: String },
     #[error("SPDY port-forward stream {0} has no valid port header")]
     SpdyPort(u32),
-    #[error("SPDY stream {0} was opened twice")]
+    #[error("SPDY stream {0} was opened again (stream ids only grow)")]
     SpdyReopened(u32),
     #[error("SPDY stream id {0} is not valid here")]
     SpdyStreamId(u32),
     #[error("SPDY data on stream {0}, which was never opened")]
     SpdyUnknownStream(u32),
-    #[error("more than {limit} SPDY streams opened", limit = spdy::MAX_STREAMS)]
+    #[error("more than {limit} SPDY streams open at once", limit = spdy::MAX_STREAMS)]
     SpdyTooManyStreams,
-    #[error("SPDY frame after GOAWAY")]
-    SpdyAfterGoaway,
 }

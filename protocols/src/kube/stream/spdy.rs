@@ -26,13 +26,17 @@ pub const MAX_CONTROL_FRAME: usize = 64 << 10;
 pub const MAX_DATA_FRAME: usize = 1 << 20;
 /// The largest header block, inflated.
 pub const MAX_HEADER_BLOCK: usize = 64 << 10;
-/// The most streams one connection may open.
+/// The most streams open at once in one direction (a stream is forgotten once that direction
+/// ends it with `FLAG_FIN` or resets it).
 pub const MAX_STREAMS: usize = 1024;
 /// The most name/value pairs in one header block.
 const MAX_HEADER_PAIRS: usize = 64;
 
 const SYN_STREAM: u16 = 1;
 const SYN_REPLY: u16 = 2;
+const RST_STREAM: u16 = 3;
+/// `FLAG_FIN`: the sender's half of the stream ends with this frame.
+const FLAG_FIN: u8 = 0x01;
 const HEADERS: u16 = 8;
 
 /// Reads one direction's SPDY/3.1 frames into Kubernetes stream chunks.
@@ -42,6 +46,8 @@ pub struct SpdyDecoder {
     inflate: Decompress,
     streams: HashMap<u32, StreamKind>,
     opened: Vec<(u32, StreamKind)>,
+    /// The highest stream id this direction opened.
+    last_opened: u32,
 }
 
 impl std::fmt::Debug for SpdyDecoder {
@@ -64,6 +70,7 @@ impl SpdyDecoder {
             inflate: Decompress::new(true),
             streams: HashMap::new(),
             opened: Vec::new(),
+            last_opened: 0,
         }
     }
 
@@ -126,18 +133,29 @@ impl SpdyDecoder {
         let Some(body) = buf.get(8..8 + len) else {
             return Ok(None);
         };
+        let fin = head[4] & FLAG_FIN != 0;
         if control {
-            self.control((word & 0xFFFF) as u16, body)?;
+            self.control((word & 0xFFFF) as u16, fin, body)?;
         } else {
-            self.data(word & 0x7FFF_FFFF, body, out)?;
+            self.data(word & 0x7FFF_FFFF, fin, body, out)?;
         }
         Ok(Some(8 + len))
     }
 
-    fn data(&self, id: u32, body: &[u8], out: &mut Vec<StreamChunk>) -> Result<(), StreamError> {
+    fn data(
+        &mut self,
+        id: u32,
+        fin: bool,
+        body: &[u8],
+        out: &mut Vec<StreamChunk>,
+    ) -> Result<(), StreamError> {
         let Some(&kind) = self.streams.get(&id) else {
             return Err(StreamError::SpdyUnknownStream(id));
         };
+        if fin {
+            // This direction is done with the stream: data after it is an error.
+            self.streams.remove(&id);
+        }
         if !body.is_empty() {
             out.push(StreamChunk {
                 kind,
@@ -147,14 +165,21 @@ impl SpdyDecoder {
         Ok(())
     }
 
-    fn control(&mut self, kind: u16, body: &[u8]) -> Result<(), StreamError> {
+    fn control(&mut self, kind: u16, fin: bool, body: &[u8]) -> Result<(), StreamError> {
         match kind {
             SYN_STREAM => {
                 let (Some(id), Some(block)) = (stream_id(body), body.get(10..)) else {
                     return Err(short("SYN_STREAM", body));
                 };
                 let headers = self.headers(block)?;
-                self.open(id, &headers)
+                self.open(id, fin, &headers)
+            }
+            RST_STREAM => {
+                let Some(id) = stream_id(body) else {
+                    return Err(short("RST_STREAM", body));
+                };
+                self.streams.remove(&id);
+                Ok(())
             }
             SYN_REPLY | HEADERS => {
                 let (Some(_), Some(block)) = (stream_id(body), body.get(4..)) else {
@@ -162,26 +187,36 @@ impl SpdyDecoder {
                 };
                 self.headers(block).map(drop)
             }
-            // RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE and unknown control frames
+            // SETTINGS, PING, GOAWAY, WINDOW_UPDATE and unknown control frames
             // carry no stream bytes (SPDY says to ignore the unknown ones).
             _ => Ok(()),
         }
     }
 
-    /// Registers a stream the client opened, classified by its headers.
-    fn open(&mut self, id: u32, headers: &[(String, String)]) -> Result<(), StreamError> {
+    /// Registers a stream the client opened, classified by its headers (`fin`: the client sends
+    /// nothing on it, so only the server's direction keeps it).
+    fn open(
+        &mut self,
+        id: u32,
+        fin: bool,
+        headers: &[(String, String)],
+    ) -> Result<(), StreamError> {
         // Client-initiated streams are odd; the server opens none.
         if !self.from_client || id == 0 || id.is_multiple_of(2) {
             return Err(StreamError::SpdyStreamId(id));
         }
-        if self.streams.contains_key(&id) {
+        // Stream ids only grow: one at or below the last is a stream opened again.
+        if id <= self.last_opened {
             return Err(StreamError::SpdyReopened(id));
         }
         if self.streams.len() >= MAX_STREAMS {
             return Err(StreamError::SpdyTooManyStreams);
         }
         let kind = classify(id, headers)?;
-        self.streams.insert(id, kind);
+        self.last_opened = id;
+        if !fin {
+            self.streams.insert(id, kind);
+        }
         self.opened.push((id, kind));
         Ok(())
     }
@@ -344,6 +379,14 @@ impl SpdyEncoder {
         out.extend_from_slice(&(data.len() as u32).to_be_bytes()[1..]);
         out.extend_from_slice(data);
         out
+    }
+
+    /// A `RST_STREAM` of `id` (status 5, CANCEL).
+    #[must_use]
+    pub fn rst_stream(id: u32) -> Vec<u8> {
+        let mut body = id.to_be_bytes().to_vec();
+        body.extend_from_slice(&5u32.to_be_bytes());
+        control(RST_STREAM, &body)
     }
 
     /// A `PING` with `id`.

@@ -249,3 +249,57 @@ fn the_fuzz_invariants_hold_on_real_frames() {
         }
     }
 }
+
+#[test]
+fn streams_are_forgotten_once_ended_so_long_sessions_go_on() {
+    let mut enc = SpdyEncoder::new();
+    let mut d = SpdyDecoder::new(true);
+    // Many more connections over one port-forward than streams may be open at once.
+    for n in 0..(MAX_STREAMS as u32 * 2) {
+        let (err, data) = (4 * n + 1, 4 * n + 3);
+        let mut bytes = enc.syn_stream(err, &[("streamtype", "error"), ("port", "80")]);
+        bytes.extend(enc.syn_stream(data, &[("streamtype", "data"), ("port", "80")]));
+        bytes.extend(SpdyEncoder::data(err, b"", true));
+        bytes.extend(SpdyEncoder::data(data, b"x", false));
+        bytes.extend(SpdyEncoder::rst_stream(data));
+        assert_eq!(d.feed(&bytes).unwrap().len(), 1, "connection {n}");
+    }
+    // Data after this direction's FIN, or after a reset, is refused.
+    assert_eq!(
+        d.feed(&SpdyEncoder::data(1, b"late", false)),
+        Err(StreamError::SpdyUnknownStream(1))
+    );
+    let mut d = SpdyDecoder::new(true);
+    let mut bytes = enc_fresh(5);
+    bytes.extend(SpdyEncoder::rst_stream(5));
+    bytes.extend(SpdyEncoder::data(5, b"x", false));
+    assert_eq!(d.feed(&bytes), Err(StreamError::SpdyUnknownStream(5)));
+}
+
+fn enc_fresh(id: u32) -> Vec<u8> {
+    SpdyEncoder::new().syn_stream(id, &[("streamtype", "stdin")])
+}
+
+#[test]
+fn stream_ids_only_grow() {
+    let mut enc = SpdyEncoder::new();
+    let mut bytes = enc.syn_stream(5, &[("streamtype", "stdin")]);
+    bytes.extend(SpdyEncoder::data(5, b"", true));
+    bytes.extend(enc.syn_stream(3, &[("streamtype", "stdout")]));
+    assert_eq!(
+        SpdyDecoder::new(true).feed(&bytes),
+        Err(StreamError::SpdyReopened(3))
+    );
+}
+
+#[test]
+fn too_many_open_streams_are_refused() {
+    let mut enc = SpdyEncoder::new();
+    let mut d = SpdyDecoder::new(true);
+    for n in 0..MAX_STREAMS as u32 {
+        d.feed(&enc.syn_stream(2 * n + 1, &[("streamtype", "stdin")]))
+            .unwrap();
+    }
+    let next = enc.syn_stream(2 * MAX_STREAMS as u32 + 1, &[("streamtype", "stdin")]);
+    assert_eq!(d.feed(&next), Err(StreamError::SpdyTooManyStreams));
+}
