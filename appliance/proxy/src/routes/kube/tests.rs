@@ -550,6 +550,10 @@ async fn an_upgrade_is_relayed_both_ways() {
     let ev = events(&f, "kube.request", 1).await;
     assert_eq!(ev[0]["subresource"], "exec");
     assert_eq!(ev[0]["status"], 101);
+    // The stream relay audits the session itself.
+    let exec = events(&f, "kube.exec", 1).await;
+    assert!(!exec.is_empty(), "no kube.exec event");
+    assert_eq!(exec[0]["user"], "alice");
 }
 
 /// Reading a body frame by frame without another crate.
