@@ -124,6 +124,13 @@ impl Conn {
             Ok(a) => a,
             Err(Denial::Refused(r)) => {
                 self.audit_refusal(&r);
+                // An expired certificate is a 401: kubectl then asks its credential plugin
+                // (`hop kube credentials`) for a fresh one and tries again.
+                if matches!(r, Refusal::Expired { .. }) {
+                    return status::unauthorized(&format!(
+                        "{r}; `hop kube credentials` renews it (run `hop login` first if your login expired too)"
+                    ));
+                }
                 return status::forbidden(&r.to_string());
             }
             Err(Denial::UnknownCluster) => {

@@ -26,6 +26,7 @@ use hyper::body::Incoming;
 use super::conn::Conn;
 use super::decide::{Admission, Allowed};
 use super::filter::{KubeItemRef, Visibility};
+use super::stream::{StreamContext, StreamProtocol};
 use super::{KubeProxy, headers, hooks, pool, status};
 use crate::routes::app_http::body::origin_form;
 use crate::routes::app_http::pool::AgentConn;
@@ -120,8 +121,13 @@ pub async fn forward(
         client: conn.remote,
     };
     if let Some(client_upgrade) = client_upgrade {
+        let query = parts.uri.query().unwrap_or("").to_string();
         let req = Request::from_parts(parts, Body::empty());
-        return upgraded(&conn, &to, req, client_upgrade, record, allowed).await;
+        let up = Upgrade {
+            client: client_upgrade,
+            query,
+        };
+        return upgraded(&conn, &to, req, up, record, allowed).await;
     }
     let mut agent = match pool::take(&route.pools, &route.agents, &to).await {
         Ok(a) => a,
@@ -208,18 +214,28 @@ fn visibility(admission: &Arc<Admission>, allowed: &Allowed) -> Visibility {
     })
 }
 
+/// The client's side of an upgrade: its connection once switched, and the request's query
+/// (the command, container and ports the relay audits).
+struct Upgrade {
+    client: hyper::upgrade::OnUpgrade,
+    query: String,
+}
+
 /// Sends an upgrade on a connection of its own; once the agent switches protocols, the two
 /// ends go to the stream relay.
 async fn upgraded(
     conn: &Arc<Conn>,
     to: &pool::For<'_>,
     req: Request<Body>,
-    client_upgrade: hyper::upgrade::OnUpgrade,
+    up: Upgrade,
     record: Record,
     allowed: Allowed,
 ) -> Response<Body> {
+    let Upgrade {
+        client: client_upgrade,
+        query,
+    } = up;
     let route = &conn.route;
-    let query = req.uri().query().unwrap_or_default().to_string();
     let mut send = match pool::dial(&route.agents, to).await {
         Ok(s) => s,
         Err(e) => return unreachable(route, &record, &e.to_string()),
@@ -232,15 +248,21 @@ async fn upgraded(
         }
     };
     let code = resp.status();
-    record.audit(&route.auth, code.as_u16());
     if code != StatusCode::SWITCHING_PROTOCOLS {
+        record.audit(&route.auth, code.as_u16());
         let (mut parts, body) = resp.into_parts();
         crate::routes::app_http::headers::to_client(&mut parts.headers, false);
         return Response::from_parts(parts, Body::new(body));
     }
+    // A stream the relay cannot follow is never relayed: it could not be audited or recorded.
+    let Some(protocol) = StreamProtocol::of_response(resp.headers()) else {
+        let why = "the API server switched to a stream protocol this proxy cannot follow";
+        return unreachable(route, &record, why);
+    };
+    record.audit(&route.auth, code.as_u16());
     let agent_upgrade = hyper::upgrade::on(&mut resp);
     let (parts, _) = resp.into_parts();
-    let ctx = hooks::Upgraded {
+    let ctx = StreamContext {
         auth: route.auth.clone(),
         recordings: route.recordings.clone(),
         user: record.user.clone(),
@@ -249,15 +271,14 @@ async fn upgraded(
         impersonated: allowed.impersonation,
         remote: conn.remote,
         session_id: conn.session_id.clone(),
-        end: conn.end_signal(),
-        switched: parts.headers.clone(),
         query,
+        end: conn.end_signal(),
     };
     // The relay holds the connection: its place among the live ones lasts as long.
     let held = conn.clone();
     tokio::spawn(async move {
         match tokio::try_join!(client_upgrade, agent_upgrade) {
-            Ok((client, agent)) => hooks::relay(client, agent, ctx).await,
+            Ok((client, agent)) => hooks::relay(client, agent, protocol, ctx).await,
             Err(e) => tracing::debug!(error = %e, "a Kubernetes upgrade failed"),
         }
         drop(held);

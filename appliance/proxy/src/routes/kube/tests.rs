@@ -2,7 +2,7 @@
 //! listener's TLS and certificate identification are its own tests), against an in-process
 //! fake agent that answers like a kube agent would (it refuses a request without exactly one
 //! `impersonate-user`, and reports what it received): the identity the agent sees, refusals as
-//! `Status` objects (no kube certificate, a client's `Impersonate-User: system:admin`, a
+//! `Status` objects (no kube certificate, an expired one, a client's `Impersonate-User: system:admin`, a
 //! namespace outside the role, a cluster the role's labels do not allow, an unknown cluster),
 //! the `kube.request` audit event, a listing the role shows only part of never showing the
 //! rest, an upgrade relayed, and a streaming response cut within seconds of a lock.
@@ -457,6 +457,27 @@ async fn without_a_kube_certificate_kubectl_is_told_to_log_in() {
 }
 
 #[tokio::test]
+async fn an_expired_certificate_gets_a_401_so_kubectl_renews_it() {
+    let f = fixture().await;
+    f.present("alice", Some("dev"));
+    if let Caller::User { expires, .. } = &mut *f.caller.lock().unwrap() {
+        *expires = f.auth.now() - Duration::from_secs(1);
+    }
+    let mut c = f.client().await;
+    let r = c.get("/api/v1/namespaces/default/pods", &[]).await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let s = json(r).await;
+    assert!(
+        s["message"]
+            .as_str()
+            .unwrap()
+            .contains("hop kube credentials"),
+        "{s}"
+    );
+    assert_eq!(f.seen.requests.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
 async fn other_clusters_are_refused_or_unknown() {
     let f = fixture().await;
     f.present("alice", Some("prod"));
@@ -529,6 +550,10 @@ async fn an_upgrade_is_relayed_both_ways() {
     let ev = events(&f, "kube.request", 1).await;
     assert_eq!(ev[0]["subresource"], "exec");
     assert_eq!(ev[0]["status"], 101);
+    // The stream relay audits the session itself.
+    let exec = events(&f, "kube.exec", 1).await;
+    assert!(!exec.is_empty(), "no kube.exec event");
+    assert_eq!(exec[0]["user"], "alice");
 }
 
 /// Reading a body frame by frame without another crate.
