@@ -912,6 +912,10 @@ fn hop_kube_commands(c: &KubeCluster) {
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(
+        err.contains("your roles do not allow Kubernetes cluster \"dev\""),
+        "{err}"
+    );
+    assert!(
         err.contains("dev")
             && (err.contains("denied") || err.contains("not") || err.contains("allow")),
         "{err}"
