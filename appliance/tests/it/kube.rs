@@ -904,6 +904,19 @@ fn hop_kube_commands(c: &KubeCluster) {
         walk_files(&u.home.join("kube"))
     );
 
+    // `hop logout` takes the Kubernetes logins with it, kubeconfig entries included.
+    u.kube_login("dev");
+    let out = u.hop(&["logout"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = view(&u);
+    let clusters: Vec<&str> = v["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    assert_eq!(clusters, ["other"], "{v}");
+
     // A cluster the roles do not allow: not listed, and the login fails with Auth's words.
     let prod = c.user("kube-prod");
     let ls = stdout(&prod.hop(&["kube", "ls"]));
