@@ -21,6 +21,7 @@ mod fail_closed;
 mod harness;
 mod join;
 mod kube;
+mod kube_kubectl;
 mod kube_refusals;
 mod login_flow;
 mod multiplexer;
