@@ -21,7 +21,8 @@ use crate::ssh::Killed;
 /// The roles: `kube-dev` reaches `env=dev` clusters as the Kubernetes user named by the user's
 /// `logins` trait, with two groups, and sees the pods of `default` but `web-2` and the one Secret
 /// it needs; `kube-prod` reaches `env=prod` clusters only; `kube-many` may act as two users (so
-/// kubectl must say which with `--as`); `kube-auditor` plays recordings.
+/// kubectl must say which with `--as`); `kube-other` grants nothing on Kubernetes (a role
+/// taken away leaves it).
 pub(crate) const ROLES: &str = "\
 kind: role
 version: v7
