@@ -3,7 +3,7 @@
 //!
 //! This module owns [`KubernetesResource`] (as written in YAML), its validation per role version
 //! (v5/v6: pods only; v7: singular kinds such as `pod` or `kube_role`; v8: plural resource names
-//! with `api_group`), and its compiled form, [`KubeRules`], which answers whether one rule
+//! with `api_group`), and its compiled form, `KubeRules`, which answers whether one rule
 //! matches a request ([`KubeTarget`]). The decisions across a user's roles (deny wins,
 //! impersonation) are `kube_access`'s; this module never looks at more than one rule at a time.
 
@@ -302,7 +302,8 @@ fn validate_kind_v7(at: &FieldPath, r: &KubernetesResource) -> Result<Scope, Val
         ));
     }
     if r.kind == WILDCARD {
-        return Ok(Scope::Namespaced);
+        // Without a namespace, `*` reaches cluster-scoped objects only.
+        return Ok(Scope::ClusterOrUnknown);
     }
     let Some((_, group, plural)) = V7_KINDS.iter().find(|(k, _, _)| *k == r.kind) else {
         let hint = V7_KINDS
@@ -367,7 +368,7 @@ fn validate_kind_v8(at: &FieldPath, r: &KubernetesResource) -> Result<Scope, Val
     Pattern::compile(group).map_err(|p| invalid(&at.key("api_group"), p))?;
     let namespaced_builtin =
         CORE_RESOURCES.contains(&kind) && group.is_empty() && !is_cluster_scoped("", kind);
-    Ok(if namespaced_builtin || kind == WILDCARD {
+    Ok(if namespaced_builtin {
         Scope::Namespaced
     } else {
         Scope::ClusterOrUnknown
@@ -570,7 +571,10 @@ impl KubeRule {
             return false;
         }
         let cluster_scoped = is_cluster_scoped(q.api_group, q.resource);
-        if cluster_scoped && self.ignore_namespace_when_cluster_scoped {
+        // v7 `kind: '*'` reaches Namespace objects only through its namespace pattern (as
+        // Teleport's v7-to-v8 conversion has it); named cluster-scoped kinds ignore it.
+        let star_on_namespaces = self.resource.is_none() && namespace_object;
+        if cluster_scoped && self.ignore_namespace_when_cluster_scoped && !star_on_namespaces {
             return true;
         }
         let namespace = match (cluster_scoped, q.namespace) {

@@ -231,11 +231,41 @@ fn v7_star_and_cluster_scoped_kinds() {
         &c,
         &t("configmaps", Some("prod"), Some("c"), "get")
     ));
+    // ... but not to Namespace objects, which `*` reaches through its namespace pattern only
+    // (reading `dev` is allowed because the rule names resources inside it).
+    assert!(!allowed(&c, &t("namespaces", None, Some("prod"), "get")));
+    assert!(allowed(&c, &t("namespaces", None, Some("dev"), "get")));
+    let all = checker(&[with_resources(
+        "v7",
+        "      - {kind: '*', namespace: '*', name: '*', verbs: [delete]}\n",
+    )]);
+    assert!(allowed(
+        &all,
+        &t("namespaces", None, Some("prod"), "delete")
+    ));
     let v8 = checker(&[with_resources(
         "v8",
         "      - {kind: '*', api_group: '*', namespace: dev, name: '*', verbs: [get, list]}\n",
     )]);
     assert!(!allowed(&v8, &t("nodes", None, Some("n1"), "get")));
+}
+
+#[test]
+fn star_without_a_namespace_reaches_cluster_scoped_objects_only() {
+    for (v, group) in [("v7", ""), ("v8", ", api_group: '*'")] {
+        let c = checker(&[with_resources(
+            v,
+            &format!("      - {{kind: '*'{group}, name: '*', verbs: [get, list]}}\n"),
+        )]);
+        assert!(allowed(&c, &t("nodes", None, Some("n1"), "get")), "{v}");
+        assert!(
+            !allowed(&c, &t("pods", Some("default"), Some("p"), "get")),
+            "{v}"
+        );
+        assert!(c.kube_needs_filter(&dev(), "", "pods", None), "{v}");
+        let item = t("pods", Some("default"), Some("p"), "list");
+        assert!(!c.kube_item_visible(&dev(), &item), "{v}");
+    }
 }
 
 #[test]
