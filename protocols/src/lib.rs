@@ -6,7 +6,7 @@
 //! request heads ([`http1`]), the HAProxy PROXY protocol ([`proxy_protocol`])
 //! and Hop's own agent↔proxy control framing ([`tunnel`]), the headers the web UI decides on
 //! ([`web_headers`]: cookie, origin, accepted encodings), the web terminal's WebSocket control
-//! frames ([`web_terminal`]); and, for the
+//! frames ([`web_terminal`]), what a Kubernetes API request is ([`kube`]); and, for the
 //! database proxy and agent, the PostgreSQL ([`postgres`]: startup packets,
 //! frontend and backend messages) and MySQL ([`mysql`]: packets, handshake,
 //! commands, OK/ERR/EOF) session codecs, with bounded-memory scanners that

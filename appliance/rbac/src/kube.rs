@@ -3,7 +3,7 @@
 //!
 //! This module owns [`KubernetesResource`] (as written in YAML), its validation per role version
 //! (v5/v6: pods only; v7: singular kinds such as `pod` or `kube_role`; v8: plural resource names
-//! with `api_group`), and its compiled form, [`KubeRules`], which answers whether one rule
+//! with `api_group`), and its compiled form, `KubeRules`, which answers whether one rule
 //! matches a request ([`KubeTarget`]). The decisions across a user's roles (deny wins,
 //! impersonation) are `kube_access`'s; this module never looks at more than one rule at a time.
 
@@ -302,7 +302,8 @@ fn validate_kind_v7(at: &FieldPath, r: &KubernetesResource) -> Result<Scope, Val
         ));
     }
     if r.kind == WILDCARD {
-        return Ok(Scope::Namespaced);
+        // Without a namespace, `*` reaches cluster-scoped objects only.
+        return Ok(Scope::ClusterOrUnknown);
     }
     let Some((_, group, plural)) = V7_KINDS.iter().find(|(k, _, _)| *k == r.kind) else {
         let hint = V7_KINDS
@@ -367,7 +368,7 @@ fn validate_kind_v8(at: &FieldPath, r: &KubernetesResource) -> Result<Scope, Val
     Pattern::compile(group).map_err(|p| invalid(&at.key("api_group"), p))?;
     let namespaced_builtin =
         CORE_RESOURCES.contains(&kind) && group.is_empty() && !is_cluster_scoped("", kind);
-    Ok(if namespaced_builtin || kind == WILDCARD {
+    Ok(if namespaced_builtin {
         Scope::Namespaced
     } else {
         Scope::ClusterOrUnknown
@@ -478,40 +479,11 @@ impl KubeRules {
         } else {
             resources
         };
-        let mut rules = Vec::with_capacity(resources.len());
-        for (i, r) in resources.iter().enumerate() {
-            let at = field.index(i);
-            let pattern =
-                |key: &str, p: &str| Pattern::compile(p).map_err(|e| invalid(&at.key(key), e));
-            let (resource, group) = match (schema, r.kind.as_str()) {
-                (KubeSchema::V8, WILDCARD) => (None, r.api_group.as_deref().unwrap_or("")),
-                (KubeSchema::V8, kind) => {
-                    (Some(kind.to_owned()), r.api_group.as_deref().unwrap_or(""))
-                }
-                (_, WILDCARD) => (None, WILDCARD),
-                (_, kind) => {
-                    let (_, group, plural) = V7_KINDS
-                        .iter()
-                        .find(|(k, _, _)| *k == kind)
-                        .ok_or_else(|| bad(&at.key("kind"), format!("unknown kind {kind:?}")))?;
-                    (Some((*plural).to_owned()), *group)
-                }
-            };
-            rules.push(KubeRule {
-                resource,
-                group: pattern("api_group", group)?,
-                namespace: pattern("namespace", &r.namespace)?,
-                name: pattern("name", &r.name)?,
-                verbs: r.verbs.iter().filter(|v| *v != WILDCARD).cloned().collect(),
-                namespace_rule: schema != KubeSchema::V8 && r.kind == "namespace",
-                ignore_namespace_when_cluster_scoped: schema != KubeSchema::V8,
-            });
-            if r.verbs.iter().any(|v| v == WILDCARD) {
-                if let Some(last) = rules.last_mut() {
-                    last.verbs.clear();
-                }
-            }
-        }
+        let rules = resources
+            .iter()
+            .enumerate()
+            .map(|(i, r)| KubeRule::compile(&field.index(i), schema, r))
+            .collect::<Result<_, _>>()?;
         Ok(Self {
             pods_only: schema == KubeSchema::PodsOnly,
             rules,
@@ -537,6 +509,42 @@ impl KubeRules {
 }
 
 impl KubeRule {
+    fn compile(
+        at: &FieldPath,
+        schema: KubeSchema,
+        r: &KubernetesResource,
+    ) -> Result<Self, ValidationError> {
+        let pattern =
+            |key: &str, p: &str| Pattern::compile(p).map_err(|e| invalid(&at.key(key), e));
+        let api_group = r.api_group.as_deref().unwrap_or("");
+        let (resource, group) = match (schema, r.kind.as_str()) {
+            (KubeSchema::V8, WILDCARD) => (None, api_group),
+            (KubeSchema::V8, kind) => (Some(kind.to_owned()), api_group),
+            (_, WILDCARD) => (None, WILDCARD),
+            (_, kind) => {
+                let (_, group, plural) = V7_KINDS
+                    .iter()
+                    .find(|(k, _, _)| *k == kind)
+                    .ok_or_else(|| bad(&at.key("kind"), format!("unknown kind {kind:?}")))?;
+                (Some((*plural).to_owned()), *group)
+            }
+        };
+        let every_verb = r.verbs.is_empty() || r.verbs.iter().any(|v| v == WILDCARD);
+        Ok(Self {
+            resource,
+            group: pattern("api_group", group)?,
+            namespace: pattern("namespace", &r.namespace)?,
+            name: pattern("name", &r.name)?,
+            verbs: if every_verb {
+                Vec::new()
+            } else {
+                r.verbs.clone()
+            },
+            namespace_rule: schema != KubeSchema::V8 && r.kind == "namespace",
+            ignore_namespace_when_cluster_scoped: schema != KubeSchema::V8,
+        })
+    }
+
     fn verb_ok(&self, verb: &str) -> bool {
         self.verbs.is_empty() || self.verbs.iter().any(|v| v == verb)
     }
@@ -563,7 +571,10 @@ impl KubeRule {
             return false;
         }
         let cluster_scoped = is_cluster_scoped(q.api_group, q.resource);
-        if cluster_scoped && self.ignore_namespace_when_cluster_scoped {
+        // v7 `kind: '*'` reaches Namespace objects only through its namespace pattern (as
+        // Teleport's v7-to-v8 conversion has it); named cluster-scoped kinds ignore it.
+        let star_on_namespaces = self.resource.is_none() && namespace_object;
+        if cluster_scoped && self.ignore_namespace_when_cluster_scoped && !star_on_namespaces {
             return true;
         }
         let namespace = match (cluster_scoped, q.namespace) {

@@ -219,7 +219,9 @@ impl AccessChecker {
 
     /// Whether a `list` or `watch` of `resource` in `namespace` (`None`: every namespace, or a
     /// cluster-scoped resource) may show some items but not all, so that its response must be
-    /// filtered item by item with [`Self::kube_item_visible`]. When in doubt, `true`.
+    /// filtered item by item with [`Self::kube_item_visible`]. Asked for both verbs (a verb no
+    /// role grants counts as no filter: [`Self::check_kube_request`] refuses it). When in
+    /// doubt, `true`.
     #[must_use]
     pub fn kube_needs_filter(
         &self,
@@ -250,6 +252,10 @@ impl AccessChecker {
                 verb,
                 for_all: false,
             };
+            // A verb no rule grants is refused before any response: nothing to filter.
+            if !self.kube_allows(cluster_labels, &q) {
+                return false;
+            }
             let all = Query { for_all: true, ..q };
             self.kube_denying_role(cluster_labels, &q).is_some()
                 || !self.kube_allows(cluster_labels, &all)

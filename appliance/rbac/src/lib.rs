@@ -3,7 +3,8 @@
 //!
 //! This crate owns parsing and validating operator-written resources ([`parse_resources`],
 //! [`parse_resources_with_warnings`], [`to_yaml`]), deciding which Teleport role fields Hop
-//! enforces, stores while ignoring, or refuses ([`compat`]), and evaluating roles (deny by
+//! enforces, stores while ignoring, or refuses ([`compat`]), Kubernetes resources in roles
+//! ([`kube`]), and evaluating roles (deny by
 //! default, deny beats allow, Teleport's label and template semantics). It is pure: no IO, no clocks, no storage, no secrets beyond a join token's
 //! name (redacted in `Debug`). Passwords and TOTP secrets live with the appliance, not here.
 #![forbid(unsafe_code)]

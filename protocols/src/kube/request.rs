@@ -323,10 +323,8 @@ fn resource_request(
     if let Some(sub) = subresource {
         check_token("subresource", sub)?;
     }
-    if resource == "namespaces" {
-        if let Some(ns) = name {
-            check_namespace(ns)?;
-        }
+    if let (Some(ns), "namespaces") = (name, resource) {
+        check_namespace(ns)?;
     }
     let mut request = KubeRequest {
         verb: KubeVerb::Get,
