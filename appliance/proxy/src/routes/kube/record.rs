@@ -4,8 +4,10 @@
 //! JSON as terminal sizes, the exit status at the end) and shipping the chunks to the recording
 //! store off the async runtime, as the proxy's agentless-SSH recorder does.
 //!
-//! It never blocks the relay: chunks go through a bounded queue to a blocking task; when the
-//! queue is full a chunk is dropped with a warning (the session goes on).
+//! Like the node's recorder: an exec starts with an `{"type":"exec","command":…}` event; a chunk
+//! open for [`STALE`] is written out at the next event; the relay is never blocked: chunks go
+//! through a bounded queue to a blocking task, and when the queue is full a chunk is dropped
+//! and the next event is `{"type":"recording.gap","dropped_bytes":N}` (the session goes on).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -18,6 +20,8 @@ use serde::Deserialize;
 
 /// The chunks a session may have waiting for the store.
 const QUEUE: usize = 1024;
+/// How long a chunk stays open before it is written out.
+const STALE: Duration = Duration::from_secs(2);
 
 /// What a recording is of.
 #[derive(Debug, Clone)]
@@ -35,6 +39,8 @@ pub struct RecordingTarget {
     pub pod: String,
     /// Whether the session has a terminal (`tty=true`).
     pub tty: bool,
+    /// The command of an exec (`None` for attach).
+    pub command: Option<String>,
 }
 
 /// Why a session cannot be recorded.
@@ -52,6 +58,8 @@ pub struct KubeRecorder {
     tx: std::sync::mpsc::SyncSender<Option<Vec<u8>>>,
     uploader: tokio::task::JoinHandle<()>,
     started: Instant,
+    /// Bytes of chunks dropped since the last gap event.
+    dropped: usize,
 }
 
 /// A resize message of the exec protocols.
@@ -93,34 +101,66 @@ impl KubeRecorder {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Option<Vec<u8>>>(QUEUE);
         let id = target.session_id.clone();
         let uploader = tokio::task::spawn_blocking(move || upload(&*store, &id, &header, &rx));
-        Ok(Self {
+        let mut recorder = Self {
             writer,
             tx,
             uploader,
             started: clock::now(),
-        })
+            dropped: 0,
+        };
+        if let Some(command) = &target.command {
+            let event = serde_json::json!({"type": "exec", "command": command});
+            recorder.event(&event);
+        }
+        Ok(recorder)
+    }
+
+    fn event(&mut self, event: &serde_json::Value) {
+        match self.writer.push_event(self.at(), event) {
+            Ok(c) => self.send(c),
+            Err(e) => tracing::warn!(error = %e, "a kube recording event was not written"),
+        }
     }
 
     fn at(&self) -> Duration {
         clock::since(self.started)
     }
 
-    fn send(&self, chunk: Option<Vec<u8>>) {
-        if let Some(c) = chunk
-            && self.tx.try_send(Some(c)).is_err()
-        {
-            tracing::warn!("recording queue full: part of a kube session's recording was dropped");
+    /// Queues a completed chunk (and any chunk left open too long).
+    fn send(&mut self, chunk: Option<Vec<u8>>) {
+        let stale = self.writer.flush_stale(self.at(), STALE);
+        for c in chunk.into_iter().chain(stale) {
+            let len = c.len();
+            if self.tx.try_send(Some(c)).is_err() {
+                if self.dropped == 0 {
+                    tracing::warn!(
+                        "recording queue full: part of a kube session's recording was dropped"
+                    );
+                }
+                self.dropped += len;
+            }
+        }
+    }
+
+    /// Before the next event: says how much was lost, if anything was.
+    fn note_gap(&mut self) {
+        if self.dropped > 0 {
+            let event = serde_json::json!({"type": "recording.gap", "dropped_bytes": self.dropped});
+            self.dropped = 0;
+            self.event(&event);
         }
     }
 
     /// The container's stdout or stderr.
     pub fn output(&mut self, data: &[u8]) {
+        self.note_gap();
         let c = self.writer.push_output(self.at(), data);
         self.send(c);
     }
 
     /// What the user typed (stdin).
     pub fn input(&mut self, data: &[u8]) {
+        self.note_gap();
         let c = self.writer.push_input(self.at(), data);
         self.send(c);
     }
@@ -130,6 +170,7 @@ impl KubeRecorder {
         let Ok(r) = serde_json::from_slice::<Resize>(json) else {
             return;
         };
+        self.note_gap();
         let c = self.writer.push_resize(self.at(), r.width, r.height);
         self.send(c);
     }

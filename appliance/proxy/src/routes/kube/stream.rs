@@ -392,6 +392,8 @@ fn start_recording(ctx: &StreamContext, params: &Params) -> Result<Option<KubeRe
         kube_cluster: ctx.cluster.clone(),
         pod: pod_name(&ctx.request, params),
         tty: params.tty,
+        command: (ctx.request.subresource.as_deref() == Some("exec"))
+            .then(|| params.command.join(" ")),
     };
     match KubeRecorder::start(store, &target) {
         Ok(r) => Ok(Some(r)),

@@ -195,6 +195,7 @@ async fn a_websocket_exec_is_relayed_recorded_and_audited() {
     assert_eq!(
         played(&f.store),
         vec![
+            OwnedEvent::Json(r#"{"command":"sh -i","type":"exec"}"#.into()),
             OwnedEvent::Resize {
                 cols: 100,
                 rows: 30
@@ -240,6 +241,7 @@ async fn a_spdy_exec_is_recorded_from_the_streams_the_client_opened() {
     assert_eq!(
         events,
         vec![
+            OwnedEvent::Json(r#"{"command":"sh -i","type":"exec"}"#.into()),
             OwnedEvent::Input(b"exit 0\n".to_vec()),
             OwnedEvent::Output(b"bye\r\n".to_vec()),
             OwnedEvent::End {
@@ -299,7 +301,7 @@ async fn the_end_signal_closes_both_sides_at_once() {
     assert_eq!(end["ended_by"], "terminated");
     assert_eq!(end["reason"], "user alice was locked");
     // The recording was closed too, and plays.
-    assert_eq!(played(&f.store)[0], OwnedEvent::Output(b"$ ".to_vec()));
+    assert_eq!(played(&f.store)[1], OwnedEvent::Output(b"$ ".to_vec()));
 }
 
 #[tokio::test]
@@ -427,6 +429,7 @@ async fn a_real_kubectl_exec_is_recorded_and_plays_back() {
     assert_eq!(
         played(&f.store),
         vec![
+            OwnedEvent::Json(r#"{"command":"sh","type":"exec"}"#.into()),
             OwnedEvent::Input(b"echo hi\n".to_vec()),
             OwnedEvent::Output(b"echo hi\r\n".to_vec()),
             OwnedEvent::End {
