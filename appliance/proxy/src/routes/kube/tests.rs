@@ -360,6 +360,45 @@ async fn the_agent_sees_the_roles_identity_and_no_client_credentials() {
 }
 
 #[tokio::test]
+async fn http2_requests_reach_the_agent_as_http1_with_their_host() {
+    let f = fixture().await;
+    f.present("alice", Some("dev"));
+    let s = tokio::net::TcpStream::connect(f.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(s),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    // Concurrent streams of one connection, each on an agent connection of its own.
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        let req = Request::get("https://kube.proxy:3080/api/v1/namespaces/default/pods/web-1")
+            .header("authorization", "Bearer stolen")
+            .body(Body::empty())
+            .unwrap();
+        answers.push(send.send_request(req));
+    }
+    for a in answers {
+        let r = a.await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let echo = json(r).await;
+        assert_eq!(
+            echo["headers"]["host"],
+            serde_json::json!(["kube.proxy:3080"])
+        );
+        assert_eq!(echo["path"], "/api/v1/namespaces/default/pods/web-1");
+        assert!(echo["headers"].get("authorization").is_none(), "{echo}");
+        assert_eq!(
+            echo["headers"]["impersonate-user"],
+            serde_json::json!(["dev-user"])
+        );
+    }
+    assert_eq!(events(&f, "kube.request", 3).await.len(), 3);
+}
+
+#[tokio::test]
 async fn a_clients_impersonation_beyond_the_role_is_refused_before_the_agent() {
     let f = fixture().await;
     f.present("alice", Some("dev"));
