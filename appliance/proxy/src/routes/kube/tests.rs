@@ -3,7 +3,8 @@
 //! fake agent that answers like a kube agent would (it refuses a request without exactly one
 //! `impersonate-user`, and reports what it received): the identity the agent sees, refusals as
 //! `Status` objects (no kube certificate, an expired one, a client's `Impersonate-User: system:admin`, a
-//! namespace outside the role, a cluster the role's labels do not allow, an unknown cluster),
+//! namespace outside the role, a cluster the role's labels do not allow, an unknown cluster, an
+//! unreachable agent),
 //! the `kube.request` audit event, a listing the role shows only part of never showing the
 //! rest, an upgrade relayed, and a streaming response cut within seconds of a lock.
 
@@ -176,6 +177,11 @@ fn cluster(name: &str, env: &str) -> KubeRoute {
 }
 
 async fn fixture() -> Fixture {
+    fixture_to(None).await
+}
+
+/// The fixture, its agent at `agent` when given (else the fake agent).
+async fn fixture_to(agent: Option<SocketAddr>) -> Fixture {
     let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
     let c: Arc<dyn Clock> = Arc::new(clock);
     let audit = Arc::new(Recorded::default());
@@ -209,7 +215,10 @@ async fn fixture() -> Fixture {
     let seen = Arc::new(Seen::default());
     let agents = pool::Agents::Direct {
         clusters: vec![cluster("dev", "dev"), cluster("prod", "prod")],
-        upstream: start_agent(seen.clone()).await,
+        upstream: match agent {
+            Some(a) => a,
+            None => start_agent(seen.clone()).await,
+        },
     };
     let deadlines = HttpDeadlines {
         header_read: Duration::from_secs(1),
@@ -514,6 +523,27 @@ async fn an_expired_certificate_gets_a_401_so_kubectl_renews_it() {
         "{s}"
     );
     assert_eq!(f.seen.requests.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn an_unreachable_agent_is_a_502_status() {
+    // A port nothing listens on (bound, then let go).
+    let gone = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let f = fixture_to(Some(gone)).await;
+    f.present("alice", Some("dev"));
+    let mut c = f.client().await;
+    let r = c.get("/api/v1/namespaces/default/pods", &[]).await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    let s = json(r).await;
+    assert_eq!(s["kind"], "Status", "{s}");
+    assert!(s["message"].as_str().unwrap().contains("\"dev\""), "{s}");
+    let ev = events(&f, "kube.request", 1).await;
+    assert_eq!(ev[0]["status"], 502);
+    assert_eq!(ev[0]["success"], false);
 }
 
 #[tokio::test]
