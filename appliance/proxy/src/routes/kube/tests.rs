@@ -1,12 +1,12 @@
 //! The kube route end to end on a real Auth service, served over TCP to a hyper client (the
 //! listener's TLS and certificate identification are its own tests), against an in-process
 //! fake agent that answers like a kube agent would (it refuses a request without exactly one
-//! `impersonate-user`, and reports what it received): the identity the agent sees, refusals as
-//! `Status` objects (no kube certificate, an expired one, a client's `Impersonate-User: system:admin`, a
-//! namespace outside the role, a cluster the role's labels do not allow, an unknown cluster, an
-//! unreachable agent),
-//! the `kube.request` audit event, a listing the role shows only part of never showing the
-//! rest, an upgrade relayed, and a streaming response cut within seconds of a lock.
+//! `impersonate-user`, and reports what it received): the identity the agent sees (HTTP/1.1 and
+//! HTTP/2 clients), refusals as `Status` objects (no kube certificate, an expired one, a
+//! client's `Impersonate-User: system:admin`, a namespace outside the role, a cluster the
+//! role's labels do not allow, an unknown cluster, an unreachable agent), the `kube.request`
+//! audit event, a listing the role shows only part of never showing the rest, an upgrade
+//! relayed, and a streaming response cut within seconds of a lock.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
