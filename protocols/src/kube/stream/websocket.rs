@@ -42,6 +42,8 @@ pub enum WsMessage {
 pub struct WsFrameDecoder {
     from_client: bool,
     buf: Vec<u8>,
+    /// Where the next frame starts in `buf` (the bytes before it are read).
+    pos: usize,
     /// The fragmented message being reassembled: whether it is text, and its bytes so far.
     partial: Option<(bool, Vec<u8>)>,
     closed: bool,
@@ -63,33 +65,49 @@ impl WsFrameDecoder {
         Self {
             from_client,
             buf: Vec::new(),
+            pos: 0,
             partial: None,
             closed: false,
         }
     }
 
-    /// Takes the next bytes; answers the messages they complete.
+    /// Takes the next bytes; answers the messages they complete (an error at the first frame
+    /// that breaks a rule: the messages before it are lost, so callers that act on each message
+    /// use [`Self::push`] and [`Self::next_message`]).
     pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<WsMessage>, StreamError> {
-        self.buf.extend_from_slice(bytes);
+        self.push(bytes);
         let mut out = Vec::new();
-        let mut pos = 0;
-        while let Some(head) = self.head(&self.buf[pos..])? {
-            let start = pos + head.header_len;
+        while let Some(message) = self.next_message()? {
+            out.push(message);
+        }
+        Ok(out)
+    }
+
+    /// Takes the next bytes without reading them.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.drain(..self.pos);
+        self.pos = 0;
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next whole message from the bytes pushed so far, in order; `None` until there is one.
+    pub fn next_message(&mut self) -> Result<Option<WsMessage>, StreamError> {
+        while let Some(head) = self.head(&self.buf[self.pos..])? {
+            let start = self.pos + head.header_len;
             let end = start + head.payload_len;
             if self.buf.len() < end {
-                break;
+                return Ok(None);
             }
             let mut payload = self.buf[start..end].to_vec();
             if let Some(key) = head.mask {
                 unmask(&mut payload, key);
             }
-            pos = end;
+            self.pos = end;
             if let Some(message) = self.frame(&head, payload)? {
-                out.push(message);
+                return Ok(Some(message));
             }
         }
-        self.buf.drain(..pos);
-        Ok(out)
+        Ok(None)
     }
 
     /// Whether the close frame has been read.
@@ -309,7 +327,9 @@ impl WsChannelDecoder {
     /// Takes the next bytes; answers the payload chunks they complete.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<StreamChunk>, StreamError> {
         let mut out = Vec::new();
-        for message in self.frames.feed(bytes)? {
+        self.frames.push(bytes);
+        // Message by message, so the first rule broken is the one reported however bytes come.
+        while let Some(message) = self.frames.next_message()? {
             match message {
                 WsMessage::Binary(data) => self.binary(data, &mut out)?,
                 WsMessage::Text(_) => return Err(StreamError::WsText),

@@ -226,3 +226,16 @@ fn the_fuzz_invariants_hold_on_real_frames() {
         }
     }
 }
+
+#[test]
+fn the_first_broken_rule_is_reported_however_the_bytes_come() {
+    // Found by the fuzzer: an empty text message, then a stray continuation. Whole or cut, the
+    // text message is the first fault.
+    let bytes = [0x81, 0x00, 0x00, 0x00];
+    for cut in 0..=bytes.len() {
+        let mut d = WsChannelDecoder::new(false);
+        let got = d.feed(&bytes[..cut]).and_then(|_| d.feed(&bytes[cut..]));
+        assert_eq!(got, Err(StreamError::WsText), "cut at {cut}");
+    }
+    crate::invariants::kube_ws(&[&[0x3a][..], &[0x81, 0, 0, 0, 0, 0x10]].concat());
+}

@@ -43,6 +43,10 @@ pub enum FilterError {
     ContentType(String),
     #[error("the listing is over {limit} bytes, the most that is held to filter it", limit = MAX_FILTER_BODY)]
     TooLarge,
+    #[error(
+        "the listing is gzip-compressed; a listing to filter must be asked for without Accept-Encoding"
+    )]
+    Compressed,
     #[error("the listing is not valid JSON: {0}")]
     NotJson(String),
     #[error("the response is neither a List, a Table nor a Status (kind {0:?})")]
@@ -141,6 +145,7 @@ where
 
 /// Filters one List or Table held whole.
 pub fn filter_list(json: &[u8], visible: &Visibility) -> Result<Vec<u8>, FilterError> {
+    refuse_compressed(json)?;
     let mut v: Value =
         serde_json::from_slice(json).map_err(|e| FilterError::NotJson(e.to_string()))?;
     let kind = v
@@ -190,6 +195,15 @@ fn filter_rows(table: &mut Value, visible: &Visibility) -> Result<usize, FilterE
     Ok(rows.len())
 }
 
+/// The API server gzips large answers when the client accepts it: such bytes are not JSON.
+fn refuse_compressed(bytes: &[u8]) -> Result<(), FilterError> {
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        Err(FilterError::Compressed)
+    } else {
+        Ok(())
+    }
+}
+
 fn item_ref(metadata: Option<&Value>) -> Result<KubeItemRef, FilterError> {
     let meta = metadata.ok_or(FilterError::ItemWithoutName)?;
     let name = meta
@@ -225,6 +239,9 @@ impl WatchFilter {
 
     /// Takes the next bytes; answers the visible events they complete (possibly none).
     pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<u8>, FilterError> {
+        if self.buf.is_empty() {
+            refuse_compressed(bytes)?;
+        }
         self.buf.extend_from_slice(bytes);
         let mut out = Vec::new();
         let mut consumed = 0;

@@ -267,3 +267,18 @@ fn tokio_stream_of<T: Send + 'static>(
 ) -> impl futures_util::Stream<Item = T> + Send + Sync + Unpin {
     Box::pin(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
 }
+
+#[test]
+fn a_gzip_listing_is_refused_with_a_reason() {
+    let gz = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0];
+    assert_eq!(filter_list(&gz, &web_only()), Err(FilterError::Compressed));
+    assert_eq!(
+        WatchFilter::new(web_only()).push(&gz),
+        Err(FilterError::Compressed)
+    );
+    assert!(
+        FilterError::Compressed
+            .to_string()
+            .contains("Accept-Encoding")
+    );
+}
