@@ -86,6 +86,11 @@ async fn agent(
     }
     let path = req.uri().path().to_string();
     if path.ends_with("/pods") && !path.contains("/namespaces/default/") {
+        if req.headers().contains_key(header::ACCEPT_ENCODING) {
+            let mut r = Response::new(Body::from("a listing to filter was asked for compressed"));
+            *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            return Ok(r);
+        }
         let content_type = req
             .headers()
             .get("x-fake-content-type")
@@ -93,6 +98,9 @@ async fn agent(
             .unwrap_or(HeaderValue::from_static("application/json"));
         let mut r = Response::new(Body::from(POD_LIST));
         r.headers_mut().insert(header::CONTENT_TYPE, content_type);
+        if let Some(e) = req.headers().get("x-fake-content-encoding") {
+            r.headers_mut().insert(header::CONTENT_ENCODING, e.clone());
+        }
         return Ok(r);
     }
     if req.uri().query().is_some_and(|q| q.contains("watch=1")) {
@@ -463,7 +471,10 @@ async fn resources_outside_the_role_are_refused_and_listings_never_show_hidden_i
     assert_eq!(f.seen.requests.load(Ordering::Relaxed), 0);
     // Every namespace's pods: the role shows only `default`'s, so the listing is filtered:
     // kube-system's pod never reaches the client, default's does.
-    let r = c.get("/api/v1/pods", &[]).await.unwrap();
+    let r = c
+        .get("/api/v1/pods", &[("accept-encoding", "gzip")])
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let body = text(r).await;
     assert!(!body.contains("dns-1"), "{body}");
@@ -471,6 +482,14 @@ async fn resources_outside_the_role_are_refused_and_listings_never_show_hidden_i
     let ev = events(&f, "kube.request", 1).await;
     assert_eq!(ev[0]["verb"], "list");
     assert_eq!(ev[0]["status"], 200);
+    // A listing that came back compressed anyway is refused, never passed through.
+    let r = c
+        .get("/api/v1/pods", &[("x-fake-content-encoding", "gzip")])
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let body = text(r).await;
+    assert!(!body.contains("dns-1"), "{body}");
     // A listing the filter cannot read (not JSON) is refused, never passed through.
     let r = c
         .get(
