@@ -159,7 +159,7 @@ impl AppCertResolver {
         }
         match (self.issue)(&name) {
             Ok(leaf) => {
-                tracing::info!(server_name = %name, "issued a web application's certificate");
+                tracing::info!(server_name = %name, "issued the certificate of a name under the public host (a web application or kube.P)");
                 let leaf = Arc::new(leaf);
                 let mut leaves = self.leaves.lock().unwrap_or_else(PoisonError::into_inner);
                 leaves.cache.insert(name, leaf.clone());

@@ -427,15 +427,18 @@ fn selected_name(selector: &str) -> Result<Option<String>, KubeRequestError> {
             });
         }
     }
-    match found {
-        Some(v) if v.is_empty() || v.len() > MAX_SEGMENT_LEN || v.chars().any(char::is_control) => {
-            Err(KubeRequestError::BadQuery {
-                name: "fieldSelector",
-                reason: "metadata.name is empty, too long or has a control character",
-            })
-        }
-        other => Ok(other.map(str::to_owned)),
+    let Some(name) = found else { return Ok(None) };
+    if name.is_empty() || name.len() > MAX_SEGMENT_LEN {
+        return Err(KubeRequestError::BadQuery {
+            name: "fieldSelector",
+            reason: "metadata.name is empty or longer than 253 bytes",
+        });
     }
+    check_decoded(name).map_err(|reason| KubeRequestError::BadQuery {
+        name: "fieldSelector",
+        reason,
+    })?;
+    Ok(Some(name.to_owned()))
 }
 
 /// Splits the path into decoded segments; a single trailing `/` is ignored.
@@ -487,19 +490,25 @@ fn decode_segment(index: usize, raw: &str) -> Result<String, KubeRequestError> {
         });
     }
     let text = String::from_utf8(out).map_err(|_| bad("does not decode to UTF-8"))?;
+    check_decoded(&text).map_err(bad)?;
+    Ok(text)
+}
+
+/// What a decoded segment (or a name from the query) must not be or hold.
+fn check_decoded(text: &str) -> Result<(), &'static str> {
     if text.contains('/') {
-        return Err(bad("an encoded `/` (%2F)"));
+        return Err("an encoded `/` (%2F)");
     }
     if text.contains('\0') {
-        return Err(bad("a NUL byte"));
+        return Err("a NUL byte");
     }
     if text.chars().any(char::is_control) {
-        return Err(bad("a control character"));
+        return Err("a control character");
     }
     if text == "." || text == ".." {
-        return Err(bad("`.` or `..`"));
+        return Err("`.` or `..`");
     }
-    Ok(text)
+    Ok(())
 }
 
 /// API groups, versions, resources and subresources: lower-case letters, digits, `-` and `.`.

@@ -585,6 +585,17 @@ fn queries() {
         "{e}"
     );
     assert!(err("GET", "/api/v1/pods?fieldSelector=metadata.name%3D").contains("empty"));
+    // A name from the query obeys the rules of a path segment (found by the fuzzer).
+    for bad in ["a%2Fb", "..", "a%00", "a%0Ab"] {
+        let e = err(
+            "GET",
+            &format!("/api/v1/pods?watch=1&fieldSelector=metadata.name%3D{bad}"),
+        );
+        assert!(
+            e.starts_with("query parameter \"fieldSelector\": "),
+            "{bad}: {e}"
+        );
+    }
     // A selector that does not pin a name leaves the collection a collection.
     let r = ok(
         "GET",

@@ -1,11 +1,12 @@
 //! The kube route end to end on a real Auth service, served over TCP to a hyper client (the
 //! listener's TLS and certificate identification are its own tests), against an in-process
 //! fake agent that answers like a kube agent would (it refuses a request without exactly one
-//! `impersonate-user`, and reports what it received): the identity the agent sees, refusals as
-//! `Status` objects (no kube certificate, an expired one, a client's `Impersonate-User: system:admin`, a
-//! namespace outside the role, a cluster the role's labels do not allow, an unknown cluster),
-//! the `kube.request` audit event, a listing the role shows only part of never showing the
-//! rest, an upgrade relayed, and a streaming response cut within seconds of a lock.
+//! `impersonate-user`, and reports what it received): the identity the agent sees (HTTP/1.1 and
+//! HTTP/2 clients), refusals as `Status` objects (no kube certificate, an expired one, a
+//! client's `Impersonate-User: system:admin`, a namespace outside the role, a cluster the
+//! role's labels do not allow, an unknown cluster, an unreachable agent), the `kube.request`
+//! audit event, a listing the role shows only part of never showing the rest, an upgrade
+//! relayed, and a streaming response cut within seconds of a lock.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -85,6 +86,11 @@ async fn agent(
     }
     let path = req.uri().path().to_string();
     if path.ends_with("/pods") && !path.contains("/namespaces/default/") {
+        if req.headers().contains_key(header::ACCEPT_ENCODING) {
+            let mut r = Response::new(Body::from("a listing to filter was asked for compressed"));
+            *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            return Ok(r);
+        }
         let content_type = req
             .headers()
             .get("x-fake-content-type")
@@ -92,6 +98,9 @@ async fn agent(
             .unwrap_or(HeaderValue::from_static("application/json"));
         let mut r = Response::new(Body::from(POD_LIST));
         r.headers_mut().insert(header::CONTENT_TYPE, content_type);
+        if let Some(e) = req.headers().get("x-fake-content-encoding") {
+            r.headers_mut().insert(header::CONTENT_ENCODING, e.clone());
+        }
         return Ok(r);
     }
     if req.uri().query().is_some_and(|q| q.contains("watch=1")) {
@@ -176,6 +185,11 @@ fn cluster(name: &str, env: &str) -> KubeRoute {
 }
 
 async fn fixture() -> Fixture {
+    fixture_to(None).await
+}
+
+/// The fixture, its agent at `agent` when given (else the fake agent).
+async fn fixture_to(agent: Option<SocketAddr>) -> Fixture {
     let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
     let c: Arc<dyn Clock> = Arc::new(clock);
     let audit = Arc::new(Recorded::default());
@@ -209,7 +223,10 @@ async fn fixture() -> Fixture {
     let seen = Arc::new(Seen::default());
     let agents = pool::Agents::Direct {
         clusters: vec![cluster("dev", "dev"), cluster("prod", "prod")],
-        upstream: start_agent(seen.clone()).await,
+        upstream: match agent {
+            Some(a) => a,
+            None => start_agent(seen.clone()).await,
+        },
     };
     let deadlines = HttpDeadlines {
         header_read: Duration::from_secs(1),
@@ -454,7 +471,10 @@ async fn resources_outside_the_role_are_refused_and_listings_never_show_hidden_i
     assert_eq!(f.seen.requests.load(Ordering::Relaxed), 0);
     // Every namespace's pods: the role shows only `default`'s, so the listing is filtered:
     // kube-system's pod never reaches the client, default's does.
-    let r = c.get("/api/v1/pods", &[]).await.unwrap();
+    let r = c
+        .get("/api/v1/pods", &[("accept-encoding", "gzip")])
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let body = text(r).await;
     assert!(!body.contains("dns-1"), "{body}");
@@ -462,6 +482,14 @@ async fn resources_outside_the_role_are_refused_and_listings_never_show_hidden_i
     let ev = events(&f, "kube.request", 1).await;
     assert_eq!(ev[0]["verb"], "list");
     assert_eq!(ev[0]["status"], 200);
+    // A listing that came back compressed anyway is refused, never passed through.
+    let r = c
+        .get("/api/v1/pods", &[("x-fake-content-encoding", "gzip")])
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let body = text(r).await;
+    assert!(!body.contains("dns-1"), "{body}");
     // A listing the filter cannot read (not JSON) is refused, never passed through.
     let r = c
         .get(
@@ -514,6 +542,27 @@ async fn an_expired_certificate_gets_a_401_so_kubectl_renews_it() {
         "{s}"
     );
     assert_eq!(f.seen.requests.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn an_unreachable_agent_is_a_502_status() {
+    // A port nothing listens on (bound, then let go).
+    let gone = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let f = fixture_to(Some(gone)).await;
+    f.present("alice", Some("dev"));
+    let mut c = f.client().await;
+    let r = c.get("/api/v1/namespaces/default/pods", &[]).await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    let s = json(r).await;
+    assert_eq!(s["kind"], "Status", "{s}");
+    assert!(s["message"].as_str().unwrap().contains("\"dev\""), "{s}");
+    let ev = events(&f, "kube.request", 1).await;
+    assert_eq!(ev[0]["status"], 502);
+    assert_eq!(ev[0]["success"], false);
 }
 
 #[tokio::test]
