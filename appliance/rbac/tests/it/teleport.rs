@@ -394,3 +394,33 @@ fn typos_are_still_refused() {
         "{msg}"
     );
 }
+
+#[test]
+fn teleport_developer_role_grants_kubernetes_as_written() {
+    use hop_rbac::KubeTarget;
+    let parsed = parse_with_warnings(DEVELOPER);
+    let role = only_role(&parsed.resources).clone();
+    let traits = BTreeMap::from([("kubernetes_users".to_owned(), vec!["dev-k8s".to_owned()])]);
+    let c = AccessChecker::new(&[role], &traits).unwrap();
+    let staging = BTreeMap::from([("env".to_owned(), "staging".to_owned())]);
+    let who = c.kube_impersonation(&staging, "alice", None, &[]).unwrap();
+    assert_eq!((who.user.as_str(), who.groups.as_slice()), ("dev-k8s", &["developers".to_owned()][..]));
+    let target = |api_group, resource, namespace, name, verb| KubeTarget {
+        api_group,
+        resource,
+        namespace: Some(namespace),
+        name,
+        verb,
+    };
+    let ok = |t: KubeTarget<'_>| c.check_kube_request(&staging, &t).is_ok();
+    assert!(ok(target("", "pods", "dev-web", Some("web-1"), "get")));
+    assert!(ok(target("", "pods", "dev-web", None, "watch")));
+    assert!(!ok(target("", "pods", "dev-web", Some("web-1"), "exec")));
+    assert!(!ok(target("", "pods", "prod", Some("web-1"), "get")));
+    assert!(ok(target("apps", "deployments", "dev", Some("api"), "patch")));
+    assert!(!ok(target("apps", "deployments", "dev-web", Some("api"), "patch")));
+    assert!(!ok(target("", "secrets", "dev", Some("db"), "get")));
+    // The cluster's labels decide first.
+    let prod = BTreeMap::from([("env".to_owned(), "prod".to_owned())]);
+    assert!(c.check_kubernetes_cluster(&prod).is_err());
+}
