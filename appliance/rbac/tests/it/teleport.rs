@@ -404,7 +404,10 @@ fn teleport_developer_role_grants_kubernetes_as_written() {
     let c = AccessChecker::new(&[role], &traits).unwrap();
     let staging = BTreeMap::from([("env".to_owned(), "staging".to_owned())]);
     let who = c.kube_impersonation(&staging, "alice", None, &[]).unwrap();
-    assert_eq!((who.user.as_str(), who.groups.as_slice()), ("dev-k8s", &["developers".to_owned()][..]));
+    assert_eq!(
+        (who.user.as_str(), who.groups.as_slice()),
+        ("dev-k8s", &["developers".to_owned()][..])
+    );
     let target = |api_group, resource, namespace, name, verb| KubeTarget {
         api_group,
         resource,
@@ -417,8 +420,20 @@ fn teleport_developer_role_grants_kubernetes_as_written() {
     assert!(ok(target("", "pods", "dev-web", None, "watch")));
     assert!(!ok(target("", "pods", "dev-web", Some("web-1"), "exec")));
     assert!(!ok(target("", "pods", "prod", Some("web-1"), "get")));
-    assert!(ok(target("apps", "deployments", "dev", Some("api"), "patch")));
-    assert!(!ok(target("apps", "deployments", "dev-web", Some("api"), "patch")));
+    assert!(ok(target(
+        "apps",
+        "deployments",
+        "dev",
+        Some("api"),
+        "patch"
+    )));
+    assert!(!ok(target(
+        "apps",
+        "deployments",
+        "dev-web",
+        Some("api"),
+        "patch"
+    )));
     assert!(!ok(target("", "secrets", "dev", Some("db"), "get")));
     // The cluster's labels decide first.
     let prod = BTreeMap::from([("env".to_owned(), "prod".to_owned())]);
