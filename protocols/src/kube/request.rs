@@ -361,7 +361,7 @@ fn verb(method: Method, watch_prefix: bool, request: &KubeRequest, query: &Query
 /// The query parameters the decision depends on.
 #[derive(Debug, Default)]
 struct Query {
-    /// `watch=true|1|…` (Go's `ParseBool` spellings).
+    /// `watch=true|1` (see [`parse_bool`]).
     watch: bool,
     /// `fieldSelector` that requires `metadata.name` to equal one value.
     selected_name: Option<String>,
@@ -369,44 +369,68 @@ struct Query {
 
 impl Query {
     fn parse(query: &str) -> Result<Self, KubeRequestError> {
+        // Go's `URL.Query` (the API server's) drops a pair holding a raw `;`: Hop would read a
+        // query the API server does not, so such a query is refused whole.
+        if query.contains(';') {
+            return Err(KubeRequestError::BadQuery {
+                name: "query",
+                reason: "a raw `;` (the API server would drop the pair; escape it as %3B)",
+            });
+        }
         let mut out = Self::default();
-        let (mut seen_watch, mut seen_selector) = (false, false);
+        let mut seen: Vec<&'static str> = Vec::new();
         for (name, value) in query_pairs(query)? {
-            match name.as_str() {
-                "watch" => {
-                    once(&mut seen_watch, "watch")?;
-                    out.watch = parse_bool(&value).ok_or(KubeRequestError::BadQuery {
-                        name: "watch",
+            let Some(&name) = SINGLE_VALUED.iter().find(|n| **n == name) else {
+                continue;
+            };
+            if seen.contains(&name) {
+                return Err(KubeRequestError::BadQuery {
+                    name,
+                    reason: "given more than once",
+                });
+            }
+            seen.push(name);
+            match name {
+                "fieldSelector" => out.selected_name = selected_name(&value)?,
+                "container" => {}
+                boolean => {
+                    let value = parse_bool(&value).ok_or(KubeRequestError::BadQuery {
+                        name: boolean,
                         reason: "not a boolean (true, false, 1, 0)",
                     })?;
+                    if boolean == "watch" {
+                        out.watch = value;
+                    }
                 }
-                "fieldSelector" => {
-                    once(&mut seen_selector, "fieldSelector")?;
-                    out.selected_name = selected_name(&value)?;
-                }
-                _ => {}
             }
         }
         Ok(out)
     }
 }
 
-fn once(seen: &mut bool, name: &'static str) -> Result<(), KubeRequestError> {
-    if std::mem::replace(seen, true) {
-        return Err(KubeRequestError::BadQuery {
-            name,
-            reason: "given more than once",
-        });
-    }
-    Ok(())
-}
+/// The query parameters that must appear at most once, because what Hop audits or decides on
+/// and what the API server acts on could otherwise differ (Hop reading the last, the API
+/// server the first). All but `fieldSelector` and `container` are booleans.
+const SINGLE_VALUED: [&str; 8] = [
+    "watch",
+    "fieldSelector",
+    "container",
+    "tty",
+    "stdin",
+    "stdout",
+    "stderr",
+    "follow",
+];
 
-/// Go's `strconv.ParseBool`, which the API server uses for `watch`.
+/// A boolean the API server and Hop read alike. The API server takes `0` and any case of
+/// `false` as false and everything else as true; Hop accepts only the unambiguous spellings.
 fn parse_bool(s: &str) -> Option<bool> {
-    match s {
-        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
-        _ => None,
+    if s == "1" || s.eq_ignore_ascii_case("true") {
+        Some(true)
+    } else if s == "0" || s.eq_ignore_ascii_case("false") {
+        Some(false)
+    } else {
+        None
     }
 }
 

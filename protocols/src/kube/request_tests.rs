@@ -617,6 +617,42 @@ fn queries() {
     );
 }
 
+/// Hop and the API server read a query alike, or Hop refuses it: Go's `URL.Query` drops pairs
+/// with a raw `;` and takes the first of repeated values; the API server's booleans are true
+/// unless `0` or `false` (so `watch=f` watches).
+#[test]
+fn queries_the_api_server_would_read_otherwise_are_refused() {
+    for spelled in ["f", "F", "t", "yes", "", "on"] {
+        let target = format!("/api/v1/pods?watch={spelled}");
+        assert!(err("GET", &target).contains("not a boolean"), "{spelled:?}");
+    }
+    for (spelled, verb) in [
+        ("TRUE", KubeVerb::Watch),
+        ("False", KubeVerb::List),
+        ("0", KubeVerb::List),
+    ] {
+        assert_eq!(
+            ok("GET", &format!("/api/v1/pods?watch={spelled}")).verb,
+            verb
+        );
+    }
+    let exec = "/api/v1/namespaces/default/pods/web-1/exec?command=sh&stdin=true";
+    assert!(
+        err("GET", &format!("{exec}&container=a&container=b"))
+            .contains("\"container\": given more than once")
+    );
+    assert!(err("GET", &format!("{exec}&tty=yes")).contains("\"tty\": not a boolean"));
+    assert!(err("GET", &format!("{exec}&tty=true&tty=false")).contains("more than once"));
+    assert!(err("GET", &format!("{exec};&command=ls")).contains("raw `;`"));
+    assert!(err("GET", "/api/v1/pods?watch=1;x=2").contains("raw `;`"));
+    // What kubectl sends still parses: repeated commands, escaped `;`.
+    let r = ok(
+        "POST",
+        &format!("{exec}&command=echo%3Bx&command=-c&stdout=true&tty=true"),
+    );
+    assert_eq!(r.rbac_verb(), "exec");
+}
+
 #[test]
 fn limits() {
     let e = err(

@@ -53,7 +53,9 @@ async fn forward(cluster: &Cluster, mut req: Request<Incoming>) -> Response<Body
     if let Err(e) = headers::impersonated_user(req.headers()) {
         return status(StatusCode::FORBIDDEN, "Forbidden", &format!("hop: {e}"));
     }
-    let upgrade = headers::is_upgrade(req.headers());
+    // Only exec, attach and port-forward switch protocols (the proxy sends no other upgrade;
+    // this holds even if it did): anything else goes on as a plain request.
+    let upgrade = headers::is_upgrade(req.headers()) && is_stream_path(req.uri().path());
     let client_side = upgrade.then(|| hyper::upgrade::on(&mut req));
     let auth = match cluster.api.authorization().await {
         Ok(a) => a,
@@ -76,6 +78,15 @@ async fn forward(cluster: &Cluster, mut req: Request<Incoming>) -> Response<Body
         _ => headers::strip_hop_by_hop(resp.headers_mut()),
     }
     resp.map(Either::Left)
+}
+
+/// Whether `path` is a pod's exec, attach or port-forward (`…/pods/NAME/exec`).
+fn is_stream_path(path: &str) -> bool {
+    let segments: Vec<&str> = path.trim_end_matches('/').rsplit('/').take(3).collect();
+    matches!(
+        segments.as_slice(),
+        ["exec" | "attach" | "portforward", _, "pods"]
+    )
 }
 
 /// The request as the API server gets it: its own URL and Host, the headers cleaned, the
@@ -158,4 +169,30 @@ pub(crate) fn status(code: StatusCode, reason: &str, message: &str) -> Response<
         HeaderValue::from_static("application/json"),
     );
     resp
+}
+
+#[cfg(test)]
+mod stream_path_tests {
+    use super::is_stream_path;
+
+    #[test]
+    fn only_a_pods_exec_attach_or_port_forward_may_upgrade() {
+        for yes in [
+            "/api/v1/namespaces/default/pods/web-1/exec",
+            "/api/v1/namespaces/default/pods/web-1/attach",
+            "/api/v1/namespaces/default/pods/web-1/portforward/",
+        ] {
+            assert!(is_stream_path(yes), "{yes}");
+        }
+        for no in [
+            "/api/v1/pods",
+            "/api/v1/namespaces/default/pods/web-1",
+            "/api/v1/namespaces/default/pods/web-1/proxy",
+            "/api/v1/namespaces/default/services/exec/attach",
+            "/exec",
+            "",
+        ] {
+            assert!(!is_stream_path(no), "{no}");
+        }
+    }
 }

@@ -104,18 +104,19 @@ pub fn request(
         .map_err(|e| RequestDenial::Forbidden(e.to_string()))?;
     let mut filter = false;
     if let Some(resource) = request.resource.as_deref() {
-        let verb = request.verb.as_str();
+        // Roles name exec, attach and port-forward by their own verbs (`exec`,
+        // `portforward`), not by the `create` Kubernetes RBAC sees.
         let target = KubeTarget {
             api_group: &request.api_group,
             resource,
             namespace: request.namespace.as_deref(),
             name: request.name.as_deref(),
-            verb,
+            verb: request.rbac_verb(),
         };
         checker
             .check_kube_request(labels, &target)
             .map_err(|e| RequestDenial::Forbidden(e.to_string()))?;
-        filter = matches!(verb, "list" | "watch")
+        filter = matches!(request.verb.as_str(), "list" | "watch")
             && request.subresource.is_none()
             && checker.kube_needs_filter(
                 labels,

@@ -86,7 +86,9 @@ pub async fn forward(
     allowed: Allowed,
     mut req: Request<Incoming>,
 ) -> Response<Body> {
-    let upgrade = headers::is_upgrade(req.headers());
+    // Only exec, attach and port-forward switch protocols; on any other request the upgrade
+    // headers are dropped, so that its answer takes the normal path (and the listing filter).
+    let upgrade = allowed.request.is_connect() && headers::is_upgrade(req.headers());
     let authority = req.uri().authority().map(|a| a.as_str().to_string());
     let record = Record {
         user: conn.user().to_string(),

@@ -73,11 +73,16 @@ fn header_title(n: &str) -> &'static str {
     }
 }
 
-/// Whether a client's header never reaches the agent (credentials, impersonation, Hop's own).
+/// Whether a client's header never reaches the agent: credentials, impersonation, Hop's own,
+/// and what the API server's audit log would take from the client as fact (the source address
+/// in `X-Forwarded-For`/`X-Real-Ip`, the `Audit-ID`).
 fn is_stripped(name: &HeaderName) -> bool {
     let n = spelled(name);
     n == "authorization"
         || n == "proxy-authorization"
+        || n == "x-real-ip"
+        || n == "audit-id"
+        || n.starts_with("x-forwarded-")
         || n.starts_with("impersonate-")
         || n.starts_with("hop-")
 }
@@ -110,6 +115,8 @@ pub fn to_agent(
         h.insert(header::HOST, v);
     }
     if let Some(u) = upgrade_to {
+        // An upgrade is sent with no body: its own framing headers would promise one.
+        h.remove(header::CONTENT_LENGTH);
         h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
         h.insert(header::UPGRADE, u);
     }
@@ -195,6 +202,10 @@ mod tests {
             ("Hop-Jwt-Assertion", "forged"),
             ("Connection", "keep-alive, x-secret"),
             ("x-secret", "1"),
+            ("X-Forwarded-For", "10.9.9.9"),
+            ("X-Forwarded-Host", "evil"),
+            ("X-Real-Ip", "10.9.9.9"),
+            ("Audit-Id", "forged-audit-id"),
             ("accept", "application/json;as=Table;v=v1;g=meta.k8s.io"),
         ]);
         to_agent(
@@ -217,6 +228,10 @@ mod tests {
             "hop-jwt-assertion",
             "connection",
             "x-secret",
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "x-real-ip",
+            "audit-id",
         ] {
             assert!(!h.contains_key(gone), "{gone} reached the agent: {h:?}");
         }
@@ -234,6 +249,7 @@ mod tests {
             ("Upgrade", "SPDY/3.1"),
             ("X-Stream-Protocol-Version", "v4.channel.k8s.io"),
             ("Host", "kube.localhost"),
+            ("Content-Length", "5"),
         ]);
         assert!(is_upgrade(&h));
         to_agent(&mut h, "u", &[], None, true).unwrap();
@@ -241,6 +257,10 @@ mod tests {
         assert_eq!(h[header::CONNECTION], "Upgrade");
         assert_eq!(h["x-stream-protocol-version"], "v4.channel.k8s.io");
         assert_eq!(h[header::HOST], "kube.localhost");
+        assert!(
+            !h.contains_key(header::CONTENT_LENGTH),
+            "an upgrade has no body"
+        );
         assert!(!h.contains_key(IMPERSONATE_GROUP));
         assert!(!is_upgrade(&map(&[("Upgrade", "websocket")])));
     }

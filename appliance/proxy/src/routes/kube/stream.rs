@@ -63,10 +63,12 @@ impl StreamProtocol {
         if !upgrade.eq_ignore_ascii_case("websocket") {
             return None;
         }
-        match get("sec-websocket-protocol").unwrap_or("") {
+        // A WebSocket without a negotiated protocol is not one of kubectl's streams.
+        match get("sec-websocket-protocol")? {
             "SPDY/3.1+portforward.k8s.io" => Some(Self::WebSocketSpdy),
-            "" | "channel.k8s.io" | "v4.channel.k8s.io" | "v5.channel.k8s.io"
-            | "portforward.k8s.io" => Some(Self::WebSocket),
+            "channel.k8s.io" | "v4.channel.k8s.io" | "v5.channel.k8s.io" | "portforward.k8s.io" => {
+                Some(Self::WebSocket)
+            }
             _ => None,
         }
     }
@@ -110,8 +112,9 @@ impl Params {
             match name.as_str() {
                 "command" => p.command.push(value),
                 "container" => p.container = Some(value),
-                "tty" => p.tty = value == "true" || value == "1",
-                "stdin" => p.stdin = value == "true" || value == "1",
+                // The request parser refused repeated or unclear booleans before this.
+                "tty" => p.tty = value == "1" || value.eq_ignore_ascii_case("true"),
+                "stdin" => p.stdin = value == "1" || value.eq_ignore_ascii_case("true"),
                 "ports" => p.ports.extend(
                     value
                         .split(',')

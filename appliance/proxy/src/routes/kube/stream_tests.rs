@@ -372,6 +372,11 @@ fn the_protocol_comes_from_the_101() {
     );
     assert_eq!(ws("v4.base64.channel.k8s.io"), None);
     assert_eq!(of(&[("upgrade", "h2c")]), None);
+    assert_eq!(
+        of(&[("upgrade", "websocket")]),
+        None,
+        "no protocol negotiated"
+    );
     assert_eq!(of(&[]), None);
 }
 

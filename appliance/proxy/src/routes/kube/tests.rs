@@ -163,6 +163,14 @@ spec:
         namespace: default
         name: '*'
         verbs: ['*']
+  deny:
+    kubernetes_labels:
+      '*': '*'
+    kubernetes_resources:
+      - kind: pod
+        namespace: '*'
+        name: 'db-*'
+        verbs: [exec, portforward]
 ";
 
 struct Fixture {
@@ -642,6 +650,45 @@ async fn an_upgrade_is_relayed_both_ways() {
     let exec = events(&f, "kube.exec", 1).await;
     assert!(!exec.is_empty(), "no kube.exec event");
     assert_eq!(exec[0]["user"], "alice");
+}
+
+/// Roles name exec and port-forward by their own verbs: a deny of `exec` holds even though
+/// Kubernetes sees the request as a `create`.
+#[tokio::test]
+async fn a_denied_exec_or_port_forward_is_refused_before_the_agent() {
+    let f = fixture().await;
+    f.present("alice", Some("dev"));
+    let mut c = f.client().await;
+    for path in [
+        "/api/v1/namespaces/default/pods/db-0/exec?command=sh&stdin=true",
+        "/api/v1/namespaces/default/pods/db-0/attach?stdin=true",
+        "/api/v1/namespaces/default/pods/db-0/portforward",
+    ] {
+        let upgrade = [("connection", "Upgrade"), ("upgrade", "SPDY/3.1")];
+        let r = c.get(path, &upgrade).await.unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{path}");
+    }
+    assert_eq!(f.seen.requests.load(Ordering::Relaxed), 0);
+}
+
+/// Upgrade headers on a request that is not exec, attach or port-forward are dropped: its
+/// answer takes the normal path, so a listing is still filtered.
+#[tokio::test]
+async fn upgrade_headers_on_a_listing_do_not_skip_the_filter() {
+    let f = fixture().await;
+    f.present("alice", Some("dev"));
+    let mut c = f.client().await;
+    let r = c
+        .get(
+            "/api/v1/pods",
+            &[("connection", "Upgrade"), ("upgrade", "websocket")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body = text(r).await;
+    assert!(!body.contains("dns-1"), "{body}");
+    assert!(body.contains("web-1"), "{body}");
 }
 
 /// Reading a body frame by frame without another crate.
