@@ -1,0 +1,163 @@
+//! The `Bots` gRPC service: `hop admin bots` (add, ls, rm) and a bot's join and renewal, mapped
+//! onto the bot operations of [`super::server::AuthServer`]. It owns who may call what: the
+//! admin methods need the `user` rule (a bot is a user), a join needs only its token, and a
+//! renewal needs the bot's own verified certificate.
+
+use std::time::Duration;
+
+use tonic::{Request, Response, Status};
+
+use super::admission::Presented;
+use super::caller::Caller;
+use super::grpc::{AuthApi, authorize, caller, unix};
+use super::server::{BotKeys, BotRenewal, LoginCertificates};
+use hop_api::proto::bots_server::Bots;
+use hop_api::proto::*;
+
+/// The longest bot name accepted (its user name `bot-NAME` must fit 64).
+const MAX_BOT_NAME: usize = 60;
+
+fn ttl(seconds: u64) -> Option<Duration> {
+    (seconds > 0).then(|| Duration::from_secs(seconds))
+}
+
+fn login_response(c: LoginCertificates, cluster: &str) -> LoginResponse {
+    LoginResponse {
+        ssh_certificate: c.ssh_certificate,
+        tls_certificate_pem: c.tls_certificate_pem,
+        known_hosts: c.known_hosts,
+        trusted_cas_pem: c.trusted_cas_pem,
+        cluster_name: cluster.to_string(),
+        username: c.username,
+        roles: c.roles,
+        logins: c.logins,
+        expires_unix: unix(c.expires),
+    }
+}
+
+#[tonic::async_trait]
+impl Bots for AuthApi {
+    async fn add_bot(
+        &self,
+        req: Request<AddBotRequest>,
+    ) -> Result<Response<AddBotResponse>, Status> {
+        let c = caller(&req);
+        let r = req.into_inner();
+        if r.name.is_empty() || r.name.len() > MAX_BOT_NAME {
+            return Err(Status::invalid_argument(
+                "a bot's name has 1 to 60 characters",
+            ));
+        }
+        let token_ttl = ttl(r.token_ttl_seconds).unwrap_or(crate::bots::DEFAULT_TOKEN_TTL);
+        let bot = self
+            .blocking(move |a| {
+                let actor = authorize(a, &c, "user", "create")?;
+                a.create_bot(&r.name, &r.roles, &r.logins, token_ttl, &actor)
+            })
+            .await?;
+        Ok(Response::new(AddBotResponse {
+            name: bot.name,
+            user: bot.user,
+            roles: bot.roles,
+            token: bot.token,
+            token_expires_unix: unix(bot.token_expires),
+            proxy_addr: self.auth.web_addr().to_string(),
+        }))
+    }
+
+    async fn list_bots(
+        &self,
+        req: Request<ListBotsRequest>,
+    ) -> Result<Response<ListBotsResponse>, Status> {
+        let c = caller(&req);
+        let bots = self
+            .blocking(move |a| {
+                authorize(a, &c, "user", "list")?;
+                a.list_bots()
+            })
+            .await?;
+        let bots = bots
+            .into_iter()
+            .map(|b| BotInfo {
+                name: b.name,
+                roles: b.roles,
+                logins: b.logins,
+                generation: b.generation,
+                last_renewal_unix: b.last_renewal.map_or(0, unix),
+                instances: b.instances,
+            })
+            .collect();
+        Ok(Response::new(ListBotsResponse { bots }))
+    }
+
+    async fn remove_bot(&self, req: Request<RemoveBotRequest>) -> Result<Response<Empty>, Status> {
+        let c = caller(&req);
+        let r = req.into_inner();
+        self.blocking(move |a| {
+            let actor = authorize(a, &c, "user", "delete")?;
+            a.delete_bot(&r.name, &actor)
+        })
+        .await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn join_bot(
+        &self,
+        req: Request<JoinBotRequest>,
+    ) -> Result<Response<LoginResponse>, Status> {
+        let remote = caller(&req).remote();
+        let r = req.into_inner();
+        let cluster = self.auth.cluster_name().to_string();
+        let certs = self
+            .blocking(move |a| {
+                let keys = BotKeys {
+                    ssh_public_key: &r.ssh_public_key,
+                    tls_public_key_der: &r.tls_public_key,
+                    ttl: ttl(r.ttl_seconds),
+                };
+                a.bot_join(&r.token, keys, remote)
+            })
+            .await?;
+        Ok(Response::new(login_response(certs, &cluster)))
+    }
+
+    async fn renew_bot(
+        &self,
+        req: Request<RenewBotRequest>,
+    ) -> Result<Response<LoginResponse>, Status> {
+        let Caller::User {
+            identity,
+            remote,
+            expires,
+            issued_at,
+        } = caller(&req)
+        else {
+            return Err(Status::unauthenticated(
+                "a bot renews with its current certificate (mTLS)",
+            ));
+        };
+        let r = req.into_inner();
+        let cluster = self.auth.cluster_name().to_string();
+        let certs = self
+            .blocking(move |a| {
+                let presented = Presented {
+                    identity: &identity,
+                    issued_at,
+                    expires,
+                    login: None,
+                };
+                a.bot_renew(&BotRenewal {
+                    presented: &presented,
+                    request_id: &r.request_id,
+                    keys: BotKeys {
+                        ssh_public_key: &r.ssh_public_key,
+                        tls_public_key_der: &r.tls_public_key,
+                        ttl: ttl(r.ttl_seconds),
+                    },
+                    remote: Some(remote),
+                })
+            })
+            .await?;
+        Ok(Response::new(login_response(certs, &cluster)))
+    }
+}
