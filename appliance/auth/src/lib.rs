@@ -17,6 +17,8 @@ pub mod app_access;
 pub mod apps;
 pub mod audit;
 pub mod bots;
+#[cfg(test)]
+mod bots_tests;
 pub mod caller;
 pub mod databases;
 pub mod error;

@@ -422,20 +422,16 @@ impl AuthServer {
             vec![generation.to_string()],
         );
         let at = |secs: i64| SystemTime::UNIX_EPOCH + Duration::from_secs(secs.max(0).unsigned_abs());
-        let identity = hop_ca::Identity {
-            username: user.metadata.name.clone(),
-            roles: roles.clone(),
-            traits,
-            ..hop_ca::Identity::default()
-        };
+        let checker = self.checker_for(&roles, &traits)?;
+        let identity = self.user_identity(&user.metadata.name, &checker, traits);
         Ok(LoginCertificates {
             ssh_certificate: issued.ssh_certificate,
             tls_certificate_pem: issued.tls_certificate_pem,
             known_hosts,
             trusted_cas_pem,
             username: user.metadata.name.clone(),
-            roles,
-            logins: Vec::new(),
+            roles: identity.roles.clone(),
+            logins: identity.logins.clone(),
             expires: at(issued.expires_unix),
             identity,
             issued_at: at(issued.issued_unix),

@@ -54,7 +54,7 @@ impl AuthServer {
     }
 
     /// The identity a user's roles grant now.
-    fn user_identity(
+    pub(super) fn user_identity(
         &self,
         username: &str,
         checker: &hop_rbac::AccessChecker,
