@@ -54,6 +54,9 @@ pub enum Command {
     Logout,
     /// Administer the cluster (users, roles, tokens, certificate authorities).
     Admin(AdminArgs),
+    /// Run a bot: join with its token, renew its certificates, keep its outputs fresh.
+    #[command(subcommand)]
+    Bot(BotCommand),
     /// Applications you can reach.
     #[command(subcommand)]
     Apps(AppsCommand),

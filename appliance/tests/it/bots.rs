@@ -1,0 +1,255 @@
+//! Bots end to end with real programs: `hop admin bots add`, `hop bot start` with one-minute
+//! certificates renewing every few seconds while stock OpenSSH (`ssh -F` with the bot's
+//! `ssh_config`) runs a command as an ordinary login on a node agent and psql queries through
+//! the proxy with the bot's database output, with no failure; `--oneshot` then the outputs used;
+//! a copy of the bot's data dir detected (the bot locked and the event audited); `bots rm`
+//! refusing the bot's certificates.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::clock;
+use crate::harness::*;
+use crate::ssh::{Killed, events, start_node, wait_event};
+
+const BOT_ROLE: &str = "kind: role\nversion: v7\nmetadata:\n  name: bot-runner\nspec:\n  allow:\n    logins: ['{{internal.logins}}']\n    node_labels:\n      '*': '*'\n    db_labels:\n      env: test\n    db_users: [alice]\n    db_names: [postgres]\n";
+
+const CLUSTER: &str = "test.cluster";
+
+/// `hop admin bots add NAME`: its join token.
+fn add_bot(a: &Appliance, name: &str, logins: &str) -> String {
+    let out = a.ok(&[
+        "admin", "bots", "add", name, "--roles", "bot-runner", "--logins", logins, "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    v["token"].as_str().unwrap().to_string()
+}
+
+fn bot_args(a: &Appliance, data: &Path) -> Vec<String> {
+    vec![
+        "bot".into(),
+        "start".into(),
+        "--proxy".into(),
+        a.addr.clone(),
+        "--ca-pin".into(),
+        a.pin.clone(),
+        "--data-dir".into(),
+        data.display().to_string(),
+    ]
+}
+
+/// `hop bot start --oneshot` with `extra` flags.
+fn oneshot(a: &Appliance, data: &Path, extra: &[&str]) -> Output {
+    Command::new(HOP)
+        .args(bot_args(a, data))
+        .arg("--oneshot")
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Stock OpenSSH with the bot's `ssh_config`.
+fn ssh(out_dir: &Path, login: &str, node: &str, cmd: &str) -> Output {
+    Command::new("ssh")
+        .arg("-F")
+        .arg(out_dir.join("ssh_config"))
+        .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=10"])
+        .arg(format!("{login}@{node}.{CLUSTER}"))
+        .arg(cmd)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// psql with the bot's database output (`conninfo`).
+fn psql(db_dir: &Path, query: &str) -> Output {
+    let conninfo = std::fs::read_to_string(db_dir.join("conninfo")).unwrap();
+    Command::new("psql")
+        .arg(conninfo.trim())
+        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", query])
+        .env_remove("PGPASSWORD")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn wait_until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    let deadline = clock::monotonic_now() + Duration::from_secs(secs);
+    while !ok() {
+        assert!(clock::monotonic_now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn bot_generation(a: &Appliance, name: &str) -> u64 {
+    let out = a.ok(&["admin", "bots", "ls", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == name)
+        .and_then(|b| b["generation"].as_u64())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_bot_renews_while_openssh_and_psql_keep_working_and_a_copy_locks_it() {
+    let Some((a, _pg, _db_agent)) = crate::db::setup() else {
+        return;
+    };
+    let login = os_login();
+    let role = a.dir.path().join("bot-role.yaml");
+    std::fs::write(&role, BOT_ROLE).unwrap();
+    a.ok(&["admin", "create", "-f", role.to_str().unwrap()]);
+    let node_dir = a.dir.path().join("node1");
+    let _node = start_node(&a, &node_dir, &a.join_token("node"), "node1", "env=test");
+
+    // The bot, from a tbot-shaped file, with one-minute certificates renewed every 5 s.
+    let token = add_bot(&a, "ci", login.name);
+    let (data, out, db) = (
+        a.dir.path().join("bot-data"),
+        a.dir.path().join("bot-out"),
+        a.dir.path().join("bot-db"),
+    );
+    let cfg = a.dir.path().join("bot.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "version: v2\nproxy_server: {}\nonboarding:\n  join_method: token\n  token: {token}\n  ca_pins: ['{}']\nstorage:\n  type: directory\n  path: {}\noutputs:\n  - type: identity\n    destination:\n      type: directory\n      path: {}\n  - type: database\n    destination:\n      type: directory\n      path: {}\n    service: pg\n    username: alice\n    database: postgres\ncertificate_ttl: 1m\nrenewal_interval: 5s\n",
+            a.addr,
+            a.pin,
+            data.display(),
+            out.display(),
+            db.display()
+        ),
+    )
+    .unwrap();
+    let log = a.dir.path().join("bot.log");
+    let _bot = Killed(
+        Command::new(HOP)
+            .args(["bot", "start", "-c"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("the bot's outputs", 30, || {
+        out.join("ssh_config").exists() && db.join("conninfo").exists()
+    });
+    assert_private_keys(&out);
+    assert_private_keys(&data);
+    assert_eq!(file_mode(&db.join("tls.key")), 0o600);
+    // The identity output is a HOP_HOME that `hop` accepts.
+    wait_until("node1 in the bot's `hop ls`", 30, || {
+        let o = Command::new(HOP)
+            .args(["ls", "--format", "json"])
+            .env("HOP_HOME", &out)
+            .output()
+            .unwrap();
+        o.status.success() && stdout(&o).contains("\"name\": \"node1\"")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+
+    // Stock ssh and psql every 2 s across at least five renewals: no failure.
+    let start_generation = bot_generation(&a, "ci");
+    let until = clock::monotonic_now() + Duration::from_secs(32);
+    let mut runs = 0;
+    while clock::monotonic_now() < until {
+        let s = ssh(&out, login.name, "node1", "id -un");
+        assert!(
+            s.status.success() && stdout(&s).trim() == login.name,
+            "ssh failed after {runs} runs: {} {}\nbot log:\n{}",
+            stdout(&s),
+            stderr(&s),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        let q = psql(&db, "select 40 + 2");
+        assert!(
+            q.status.success() && stdout(&q).trim() == "42",
+            "psql failed after {runs} runs: {} {}\nbot log:\n{}",
+            stdout(&q),
+            stderr(&q),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        runs += 1;
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let renewed = bot_generation(&a, "ci") - start_generation;
+    assert!(renewed >= 5, "only {renewed} renewals: {}", std::fs::read_to_string(&log).unwrap());
+    assert!(runs >= 10, "{runs}");
+    let renewals = events(&a, "bot.renew");
+    assert!(
+        renewals.iter().filter(|e| e["success"] == true && e["user"] == "bot-ci").count() >= 5,
+        "{renewals:?}"
+    );
+
+    // A copy of the data dir renews on its own after the bot has moved on: the bot is locked.
+    let copy = a.dir.path().join("bot-copy");
+    let cp = Command::new("cp").arg("-a").arg(&data).arg(&copy).output().unwrap();
+    assert!(cp.status.success(), "{}", stderr(&cp));
+    let _ = std::fs::remove_file(copy.join("renewal.json"));
+    let copied_at = bot_generation(&a, "ci");
+    wait_until("a renewal after the copy", 20, || bot_generation(&a, "ci") > copied_at);
+    let o = oneshot(&a, &copy, &[]);
+    assert!(!o.status.success(), "the copy renewed: {}", stdout(&o));
+    assert!(stderr(&o).contains("locked"), "{}", stderr(&o));
+    wait_event(&a, "bot.renew", |e| {
+        e["success"] == false && e["reason"] == "generation_mismatch" && e["user"] == "bot-ci"
+    });
+    wait_until("the locked bot refused by the node", 10, || {
+        !ssh(&out, login.name, "node1", "true").status.success()
+    });
+    assert!(!psql(&db, "select 1").status.success());
+}
+
+#[test]
+fn oneshot_outputs_work_and_a_removed_bot_is_refused() {
+    let a = Appliance::start("");
+    let login = os_login();
+    let role = a.dir.path().join("bot-role.yaml");
+    std::fs::write(&role, BOT_ROLE).unwrap();
+    a.ok(&["admin", "create", "-f", role.to_str().unwrap()]);
+    let node_dir = a.dir.path().join("node1");
+    let _node = start_node(&a, &node_dir, &a.join_token("node"), "node1", "env=test");
+    let token = add_bot(&a, "ci2", login.name);
+    let (data, out) = (a.dir.path().join("d"), a.dir.path().join("o"));
+
+    // An unknown output type is refused by name, before anything is spent.
+    let bad = a.dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "version: v2\noutputs:\n  - type: spiffe-svid\n    destination: {type: directory, path: /tmp/x}\n",
+    )
+    .unwrap();
+    let o = oneshot(&a, &data, &["-c", bad.to_str().unwrap(), "--token", &token]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("spiffe-svid") && stderr(&o).contains("not supported yet"), "{}", stderr(&o));
+
+    let dest = out.to_str().unwrap();
+    let o = oneshot(&a, &data, &["--token", &token, "--destination-dir", dest]);
+    assert!(o.status.success(), "oneshot join: {}", stderr(&o));
+    // The token was spent: a second bot cannot join with it.
+    let o2 = oneshot(&a, &a.dir.path().join("d2"), &["--token", &token]);
+    assert!(!o2.status.success());
+    // The next oneshot renews with the stored identity.
+    let o = oneshot(&a, &data, &["--destination-dir", dest]);
+    assert!(o.status.success(), "oneshot renewal: {}", stderr(&o));
+    assert_eq!(bot_generation(&a, "ci2"), 2);
+    wait_until("ssh with the oneshot outputs", 30, || {
+        let s = ssh(&out, login.name, "node1", "id -un");
+        s.status.success() && stdout(&s).trim() == login.name
+    });
+
+    // Removed: its certificates are refused, and it renews no more.
+    a.ok(&["admin", "bots", "rm", "ci2"]);
+    wait_until("the removed bot refused", 10, || {
+        !ssh(&out, login.name, "node1", "true").status.success()
+    });
+    let o = oneshot(&a, &data, &["--destination-dir", dest]);
+    assert!(!o.status.success());
+    assert_eq!(events(&a, "bot.delete").len(), 1);
+}
