@@ -164,6 +164,10 @@ fn parse_file(path: &str, text: &str) -> Result<FileConfig, BotConfigError> {
             path: path.to_string(),
             message: e.to_string(),
         })?;
+    if value.is_null() {
+        // An empty file: every setting from flags.
+        return Ok(FileConfig::default());
+    }
     serde_json::from_value(value).map_err(|e| BotConfigError::Parse {
         path: path.to_string(),
         message: e.to_string(),
