@@ -146,9 +146,7 @@ pub enum BotError {
         RETRY_WINDOW.as_secs()
     )]
     RetryTooLate,
-    #[error(
-        "the certificate's generation {presented} is newer than the bot's {current}; refusing"
-    )]
+    #[error("the certificate's generation {presented} is newer than the bot's {current}; refusing")]
     FutureGeneration { presented: u64, current: u64 },
     #[error("a renewal needs a request id of 8 to 128 characters")]
     BadRequestId,
@@ -276,7 +274,10 @@ mod tests {
         let mut s = state(5);
         s.last_issue = Some(issued(4, "req-00001", "k1", 1000));
         let d = decide_renewal(&s, &attempt(4, "req-00001", "k1"), at(1000 + 60));
-        assert_eq!(d, RenewalDecision::Replay(issued(4, "req-00001", "k1", 1000)));
+        assert_eq!(
+            d,
+            RenewalDecision::Replay(issued(4, "req-00001", "k1", 1000))
+        );
         // After the window: refused, not locked.
         let late = decide_renewal(&s, &attempt(4, "req-00001", "k1"), at(1000 + 61));
         assert_eq!(late, RenewalDecision::Refuse(BotError::RetryTooLate));
@@ -319,7 +320,10 @@ mod tests {
     fn ttl_defaults_to_an_hour_and_is_capped_at_a_day_and_by_roles() {
         let roles = Duration::from_secs(30 * 3600);
         assert_eq!(bot_ttl(None, roles), DEFAULT_BOT_TTL);
-        assert_eq!(bot_ttl(Some(Duration::from_secs(48 * 3600)), roles), MAX_BOT_TTL);
+        assert_eq!(
+            bot_ttl(Some(Duration::from_secs(48 * 3600)), roles),
+            MAX_BOT_TTL
+        );
         assert_eq!(bot_ttl(Some(Duration::from_secs(1)), roles), MIN_BOT_TTL);
         assert_eq!(
             bot_ttl(Some(Duration::from_secs(7200)), Duration::from_secs(1800)),

@@ -27,7 +27,13 @@ fn keys(f: &Fixture, ttl: Option<Duration>) -> BotKeys<'_> {
 fn joined(f: &Fixture) -> LoginCertificates {
     let bot = f
         .auth
-        .create_bot("ci", &roles(), &["ci".into()], Duration::from_secs(600), "test")
+        .create_bot(
+            "ci",
+            &roles(),
+            &["ci".into()],
+            Duration::from_secs(600),
+            "test",
+        )
         .unwrap();
     f.clock.advance(Duration::from_secs(1));
     f.auth.bot_join(&bot.token, keys(f, None), None).unwrap()
@@ -42,7 +48,11 @@ fn presented(c: &LoginCertificates) -> Presented<'_> {
     }
 }
 
-fn renew(f: &Fixture, c: &LoginCertificates, request_id: &str) -> Result<LoginCertificates, AuthError> {
+fn renew(
+    f: &Fixture,
+    c: &LoginCertificates,
+    request_id: &str,
+) -> Result<LoginCertificates, AuthError> {
     f.auth.bot_renew(&BotRenewal {
         presented: &presented(c),
         request_id,
@@ -60,14 +70,26 @@ fn a_token_joins_once_and_the_bot_cannot_log_in_with_a_password() {
     let f = fixture("off");
     let bot = f
         .auth
-        .create_bot("ci", &roles(), &["ci".into()], Duration::from_secs(600), "test")
+        .create_bot(
+            "ci",
+            &roles(),
+            &["ci".into()],
+            Duration::from_secs(600),
+            "test",
+        )
         .unwrap();
     let c = f.auth.bot_join(&bot.token, keys(&f, None), None).unwrap();
     assert_eq!(c.username, "bot-ci");
     assert_eq!(c.logins, vec!["ci".to_string()]);
     assert_eq!(generation_of(&c.identity), Some(1));
-    let again = f.auth.bot_join(&bot.token, keys(&f, None), None).unwrap_err();
-    assert!(matches!(again, AuthError::Bot(BotError::InvalidToken)), "{again}");
+    let again = f
+        .auth
+        .bot_join(&bot.token, keys(&f, None), None)
+        .unwrap_err();
+    assert!(
+        matches!(again, AuthError::Bot(BotError::InvalidToken)),
+        "{again}"
+    );
     let login = f.auth.login(&LoginRequest {
         username: "bot-ci",
         password: "",
@@ -97,7 +119,10 @@ fn an_expired_token_is_refused() {
         .create_bot("ci", &roles(), &[], Duration::from_secs(60), "test")
         .unwrap();
     f.clock.advance(Duration::from_secs(61));
-    let e = f.auth.bot_join(&bot.token, keys(&f, None), None).unwrap_err();
+    let e = f
+        .auth
+        .bot_join(&bot.token, keys(&f, None), None)
+        .unwrap_err();
     assert!(matches!(e, AuthError::Bot(BotError::InvalidToken)), "{e}");
 }
 
@@ -184,7 +209,11 @@ fn bot_certificates_default_to_an_hour_and_never_pass_a_day() {
             remote: None,
         })
         .unwrap();
-    assert!(ttl(&long) <= Duration::from_secs(24 * 3600), "{:?}", ttl(&long));
+    assert!(
+        ttl(&long) <= Duration::from_secs(24 * 3600),
+        "{:?}",
+        ttl(&long)
+    );
 }
 
 #[test]
@@ -205,4 +234,17 @@ fn removal_and_locks_refuse_the_bots_certificates() {
     // A user that is not a bot is not removed as one.
     let e = f.auth.delete_bot("ci", "test").unwrap_err();
     assert!(matches!(e, AuthError::Bot(BotError::NotABot { .. })), "{e}");
+}
+
+#[test]
+fn bot_names_are_reserved_and_a_bot_gets_no_password() {
+    let f = fixture("off");
+    let e = f
+        .auth
+        .create_user("bot-ci", &roles(), Default::default(), "test")
+        .unwrap_err();
+    assert!(matches!(e, AuthError::BadRequest(_)), "{e}");
+    joined(&f);
+    let e = f.auth.reset_user("bot-ci", "test").unwrap_err();
+    assert!(matches!(e, AuthError::BadRequest(_)), "{e}");
 }

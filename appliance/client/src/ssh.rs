@@ -255,7 +255,10 @@ fn quote(s: &str) -> String {
 /// `hop config`: an `ssh_config` block for the current cluster.
 pub fn config() -> anyhow::Result<()> {
     let (login, f) = SshFiles::current()?;
-    print!("{}", render_config(&f, &login.profile.proxy, &login.profile.user)?);
+    print!(
+        "{}",
+        render_config(&f, &login.profile.proxy, &login.profile.user)?
+    );
     Ok(())
 }
 
@@ -297,7 +300,11 @@ fn render_config(f: &SshFiles, proxy: &str, user: &str) -> anyhow::Result<String
         )?;
         writeln!(o, "    GlobalKnownHostsFile /dev/null")?;
         writeln!(o, "    IdentityFile \"{}\"", f.paths.ssh_key().display())?;
-        writeln!(o, "    CertificateFile \"{}\"", f.paths.ssh_cert().display())?;
+        writeln!(
+            o,
+            "    CertificateFile \"{}\"",
+            f.paths.ssh_cert().display()
+        )?;
         writeln!(o, "    IdentitiesOnly yes")?;
         writeln!(o, "    StrictHostKeyChecking yes")
     };

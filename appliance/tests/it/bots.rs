@@ -20,7 +20,15 @@ const CLUSTER: &str = "test.cluster";
 /// `hop admin bots add NAME`: its join token.
 fn add_bot(a: &Appliance, name: &str, logins: &str) -> String {
     let out = a.ok(&[
-        "admin", "bots", "add", name, "--roles", "bot-runner", "--logins", logins, "--format",
+        "admin",
+        "bots",
+        "add",
+        name,
+        "--roles",
+        "bot-runner",
+        "--logins",
+        logins,
+        "--format",
         "json",
     ]);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
@@ -79,7 +87,10 @@ fn psql(db_dir: &Path, query: &str) -> Output {
 fn wait_until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
     let deadline = clock::monotonic_now() + Duration::from_secs(secs);
     while !ok() {
-        assert!(clock::monotonic_now() < deadline, "timed out waiting for {what}");
+        assert!(
+            clock::monotonic_now() < deadline,
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
 }
@@ -179,21 +190,36 @@ fn a_bot_renews_while_openssh_and_psql_keep_working_and_a_copy_locks_it() {
         std::thread::sleep(Duration::from_secs(2));
     }
     let renewed = bot_generation(&a, "ci") - start_generation;
-    assert!(renewed >= 5, "only {renewed} renewals: {}", std::fs::read_to_string(&log).unwrap());
+    assert!(
+        renewed >= 5,
+        "only {renewed} renewals: {}",
+        std::fs::read_to_string(&log).unwrap()
+    );
     assert!(runs >= 10, "{runs}");
     let renewals = events(&a, "bot.renew");
     assert!(
-        renewals.iter().filter(|e| e["success"] == true && e["user"] == "bot-ci").count() >= 5,
+        renewals
+            .iter()
+            .filter(|e| e["success"] == true && e["user"] == "bot-ci")
+            .count()
+            >= 5,
         "{renewals:?}"
     );
 
     // A copy of the data dir renews on its own after the bot has moved on: the bot is locked.
     let copy = a.dir.path().join("bot-copy");
-    let cp = Command::new("cp").arg("-a").arg(&data).arg(&copy).output().unwrap();
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg(&data)
+        .arg(&copy)
+        .output()
+        .unwrap();
     assert!(cp.status.success(), "{}", stderr(&cp));
     let _ = std::fs::remove_file(copy.join("renewal.json"));
     let copied_at = bot_generation(&a, "ci");
-    wait_until("a renewal after the copy", 20, || bot_generation(&a, "ci") > copied_at);
+    wait_until("a renewal after the copy", 20, || {
+        bot_generation(&a, "ci") > copied_at
+    });
     let o = oneshot(&a, &copy, &[]);
     assert!(!o.status.success(), "the copy renewed: {}", stdout(&o));
     assert!(stderr(&o).contains("locked"), "{}", stderr(&o));
@@ -227,7 +253,11 @@ fn oneshot_outputs_work_and_a_removed_bot_is_refused() {
     .unwrap();
     let o = oneshot(&a, &data, &["-c", bad.to_str().unwrap(), "--token", &token]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("spiffe-svid") && stderr(&o).contains("not supported yet"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("spiffe-svid") && stderr(&o).contains("not supported yet"),
+        "{}",
+        stderr(&o)
+    );
 
     let dest = out.to_str().unwrap();
     let o = oneshot(&a, &data, &["--token", &token, "--destination-dir", dest]);

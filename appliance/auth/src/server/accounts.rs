@@ -83,7 +83,12 @@ impl AuthServer {
             return Err(AuthError::NotFound(format!("user {name:?}")));
         };
         // A bot has no password: an invitation would give it one.
-        if user.value.metadata.labels.contains_key(crate::bots::BOT_LABEL) {
+        if user
+            .value
+            .metadata
+            .labels
+            .contains_key(crate::bots::BOT_LABEL)
+        {
             return Err(AuthError::BadRequest(format!(
                 "{name:?} is a bot: it has no password; `hop admin bots rm` and `add` give it a new join token"
             )));

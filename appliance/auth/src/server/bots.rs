@@ -202,7 +202,14 @@ impl AuthServer {
         };
         let user = self.store.get::<User>(user_name)?.ok_or_else(not_a_bot)?;
         let name = bot_name_of(user_name).ok_or_else(not_a_bot)?;
-        if user.value.metadata.labels.get(BOT_LABEL).map(String::as_str) != Some(name) {
+        if user
+            .value
+            .metadata
+            .labels
+            .get(BOT_LABEL)
+            .map(String::as_str)
+            != Some(name)
+        {
             return Err(not_a_bot());
         }
         Ok(user.value)
@@ -216,16 +223,15 @@ impl AuthServer {
         remote: Option<SocketAddr>,
     ) -> Result<LoginCertificates, AuthError> {
         self.rate_limit(remote)?;
-        let result = self.bot_join_inner(token, keys);
-        let (bot, outcome) = match &result {
-            Ok((bot, c)) => (bot.clone(), Ok(c)),
-            Err((bot, e)) => (bot.clone(), Err(e)),
-        };
+        // The bot the token names, once known (for the audit event).
+        let mut bot = None;
+        let result = self.bot_join_inner(token, keys, &mut bot);
+        let user = bot.as_deref().map_or_else(|| "anonymous".into(), bot_user);
         let mut ev = self
-            .event(EventKind::BotJoin, &bot.as_deref().map_or_else(|| "anonymous".into(), bot_user))
+            .event(EventKind::BotJoin, &user)
             .remote(remote)
             .field("method", "token");
-        match outcome {
+        match &result {
             Ok(c) => {
                 ev = ev
                     .field("bot", bot.unwrap_or_default())
@@ -235,47 +241,35 @@ impl AuthServer {
             Err(e) => ev = ev.failed(EventKind::BotJoin, e.to_string()),
         }
         self.audit_durable(ev);
-        result.map(|(_, c)| c).map_err(|(_, e)| e)
+        result
     }
 
-    #[allow(clippy::type_complexity)]
     fn bot_join_inner(
         &self,
         token: &str,
         keys: BotKeys<'_>,
-    ) -> Result<(Option<String>, LoginCertificates), (Option<String>, AuthError)> {
+        bot: &mut Option<String>,
+    ) -> Result<LoginCertificates, AuthError> {
         let now = self.clock.now();
         let hash = token_hash(token.trim());
-        let found = self
-            .store
-            .get::<BotJoinToken>(&hash)
-            .map_err(|e| (None, e.into()))?
-            .map(|v| v.value);
-        let Some(found) = found else {
-            return Err((None, BotError::InvalidToken.into()));
+        let Some(found) = self.store.get::<BotJoinToken>(&hash)?.map(|v| v.value) else {
+            return Err(BotError::InvalidToken.into());
         };
-        let bot = Some(found.bot.clone());
-        let fail = |e: AuthError| (bot.clone(), e);
+        *bot = Some(found.bot.clone());
         // Spent by deleting it: of two concurrent joins, one deletes and the other is refused.
-        let spent = self
-            .store
-            .delete::<BotJoinToken>(&hash)
-            .map_err(|e| fail(e.into()))?;
+        let spent = self.store.delete::<BotJoinToken>(&hash)?;
         if !spent || found.expires_unix <= unix(now) {
-            return Err(fail(BotError::InvalidToken.into()));
+            return Err(BotError::InvalidToken.into());
         }
         let user_name = bot_user(&found.bot);
-        let user = self.bot_user(&user_name).map_err(fail)?;
-        if let Some(lock) = self.user_lock_in_force(&user_name).map_err(fail)? {
-            return Err(fail(AuthError::Denied(format!(
+        let user = self.bot_user(&user_name)?;
+        if let Some(lock) = self.user_lock_in_force(&user_name)? {
+            return Err(AuthError::Denied(format!(
                 "{user_name} is locked: {}",
                 lock.spec.message
-            ))));
+            )));
         }
-        let certs = self
-            .advance_on_join(&found.bot, &user, keys, now)
-            .map_err(fail)?;
-        Ok((bot, certs))
+        self.advance_on_join(&found.bot, &user, keys, now)
     }
 
     /// Moves bot `name` to its next generation for a join and issues certificates at it.
@@ -332,7 +326,10 @@ impl AuthServer {
         let mut ev = self
             .event(EventKind::BotRenew, &user_name)
             .remote(req.remote)
-            .field("request_id", req.request_id.chars().take(128).collect::<String>());
+            .field(
+                "request_id",
+                req.request_id.chars().take(128).collect::<String>(),
+            );
         match &result {
             Ok(c) => {
                 ev = ev
@@ -354,7 +351,8 @@ impl AuthServer {
             .map_err(|r| AuthError::Denied(r.to_string()))?;
         let Some(generation) = generation_of(identity) else {
             return Err(AuthError::Denied(
-                "this certificate carries no bot generation; only a bot's certificate renews".into(),
+                "this certificate carries no bot generation; only a bot's certificate renews"
+                    .into(),
             ));
         };
         let name = bot_name_of(user_name).unwrap_or_default().to_string();
@@ -421,7 +419,8 @@ impl AuthServer {
             crate::bots::GENERATION_TRAIT.into(),
             vec![generation.to_string()],
         );
-        let at = |secs: i64| SystemTime::UNIX_EPOCH + Duration::from_secs(secs.max(0).unsigned_abs());
+        let at =
+            |secs: i64| SystemTime::UNIX_EPOCH + Duration::from_secs(secs.max(0).unsigned_abs());
         let checker = self.checker_for(&roles, &traits)?;
         let identity = self.user_identity(&user.metadata.name, &checker, traits);
         Ok(LoginCertificates {

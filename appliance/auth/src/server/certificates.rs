@@ -29,7 +29,13 @@ impl AuthServer {
         let checker = self.checker_for(&role_names, &traits)?;
         let ttl = hop_ca::effective_ttl(req.ttl, checker.max_session_ttl());
         let identity = self.user_identity(req.username, &checker, traits);
-        self.sign_user_pair(identity, req.ssh_public_key, req.tls_public_key_der, ttl, now)
+        self.sign_user_pair(
+            identity,
+            req.ssh_public_key,
+            req.tls_public_key_der,
+            ttl,
+            now,
+        )
     }
 
     /// The certificate pair of bot user `user` at `generation` (carried in the reserved trait),

@@ -40,7 +40,12 @@ pub(super) async fn run(ch: Channel, cmd: BotsCommand) -> anyhow::Result<()> {
                 );
                 return Ok(());
             }
-            println!("Bot {} added (user {}, roles {}).", r.name, r.user, r.roles.join(","));
+            println!(
+                "Bot {} added (user {}, roles {}).",
+                r.name,
+                r.user,
+                r.roles.join(",")
+            );
             println!(
                 "Its one-time join token, valid until {} (shown only now):",
                 ts(r.token_expires_unix)

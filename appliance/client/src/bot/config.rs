@@ -46,7 +46,9 @@ pub enum BotConfigError {
     },
     #[error("outputs[{index}]: unknown output type {kind:?}; Hop knows: identity, database")]
     UnknownOutput { index: usize, kind: String },
-    #[error("outputs[{index}]: output type {kind:?} is not supported yet; Hop builds: identity, database")]
+    #[error(
+        "outputs[{index}]: output type {kind:?} is not supported yet; Hop builds: identity, database"
+    )]
     NotSupportedYet { index: usize, kind: String },
 }
 
@@ -221,7 +223,10 @@ impl BotConfig {
 
     fn merge(file: FileConfig, args: &BotStartArgs) -> Result<Self, BotConfigError> {
         if let Some(v) = file.version.as_deref().filter(|v| *v != "v2") {
-            return Err(invalid("version", format!("{v:?} is not supported; use v2")));
+            return Err(invalid(
+                "version",
+                format!("{v:?} is not supported; use v2"),
+            ));
         }
         if !file.services.is_empty() {
             return Err(invalid("services", "services are not supported yet"));
@@ -365,7 +370,10 @@ renewal_interval: 10m
     fn unknown_output_types_and_keys_are_refused_by_name() {
         let unknown = TBOT.replace("type: database", "type: carrier-pigeon");
         let e = resolve(&unknown, &BotStartArgs::default()).unwrap_err();
-        assert!(matches!(&e, BotConfigError::UnknownOutput { index: 1, kind } if kind == "carrier-pigeon"), "{e}");
+        assert!(
+            matches!(&e, BotConfigError::UnknownOutput { index: 1, kind } if kind == "carrier-pigeon"),
+            "{e}"
+        );
         assert!(e.to_string().contains("carrier-pigeon"));
         for seam in ["application", "kubernetes", "spiffe-svid"] {
             let text = TBOT.replace("type: database", &format!("type: {seam}"));
@@ -373,10 +381,14 @@ renewal_interval: 10m
             assert!(e.to_string().contains("not supported yet"), "{e}");
             assert!(e.to_string().contains(seam), "{e}");
         }
-        let extra = TBOT.replace("renewal_interval: 10m", "renewal_interval: 10m\nfrobnicate: 1");
+        let extra = TBOT.replace(
+            "renewal_interval: 10m",
+            "renewal_interval: 10m\nfrobnicate: 1",
+        );
         let e = resolve(&extra, &BotStartArgs::default()).unwrap_err();
         assert!(e.to_string().contains("frobnicate"), "{e}");
-        let extra_in_output = TBOT.replace("    username: app", "    username: app\n    colour: red");
+        let extra_in_output =
+            TBOT.replace("    username: app", "    username: app\n    colour: red");
         let e = resolve(&extra_in_output, &BotStartArgs::default()).unwrap_err();
         assert!(e.to_string().contains("colour"), "{e}");
     }
@@ -391,13 +403,23 @@ renewal_interval: 10m
             certificate_ttl: Some("30s".into()),
             ..BotStartArgs::default()
         };
-        assert!(resolve("", &args).unwrap_err().to_string().contains("certificate_ttl"));
+        assert!(
+            resolve("", &args)
+                .unwrap_err()
+                .to_string()
+                .contains("certificate_ttl")
+        );
         let args = BotStartArgs {
             certificate_ttl: Some("1m".into()),
             renewal_interval: Some("2m".into()),
             ..args
         };
-        assert!(resolve("", &args).unwrap_err().to_string().contains("renewal_interval"));
+        assert!(
+            resolve("", &args)
+                .unwrap_err()
+                .to_string()
+                .contains("renewal_interval")
+        );
         let e = resolve("version: v1\n", &BotStartArgs::default()).unwrap_err();
         assert!(e.to_string().contains("version"), "{e}");
     }

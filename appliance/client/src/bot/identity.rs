@@ -126,12 +126,16 @@ fn first_trust(cfg: &BotConfig) -> anyhow::Result<Trust> {
 
 /// Joins with the one-time token and keeps the identity in storage.
 pub async fn join(cfg: &BotConfig) -> anyhow::Result<BotIdentity> {
-    let token = cfg.token.as_deref().filter(|t| !t.is_empty()).ok_or_else(|| {
-        anyhow!(
-            "the bot has no identity in {} and no join token (--token or onboarding.token)",
-            cfg.storage.display()
-        )
-    })?;
+    let token = cfg
+        .token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            anyhow!(
+                "the bot has no identity in {} and no join token (--token or onboarding.token)",
+                cfg.storage.display()
+            )
+        })?;
     let mut rng = rand::rng();
     let ssh = hop_ca::generate_ssh_keypair(&mut rng).map_err(|e| anyhow!("{e}"))?;
     let tls = hop_ca::generate_x509_keypair(&mut rng).map_err(|e| anyhow!("{e}"))?;
@@ -178,7 +182,12 @@ pub async fn renew(cfg: &BotConfig, id: &BotIdentity) -> anyhow::Result<BotIdent
     let ssh_public_key = std::fs::read_to_string(id.paths.ssh_pub())
         .with_context(|| format!("reading {}", id.paths.ssh_pub().display()))?;
     let tls_public_key = public_key_der(&id.login.cert.chain_pem)?;
-    let channel = tls_channel(&id.login.profile.proxy, &id.login.trust, Some(&id.login.cert)).await?;
+    let channel = tls_channel(
+        &id.login.profile.proxy,
+        &id.login.trust,
+        Some(&id.login.cert),
+    )
+    .await?;
     let resp = BotsClient::new(channel)
         .renew_bot(RenewBotRequest {
             request_id,

@@ -44,6 +44,13 @@ pub async fn start(args: BotStartArgs) -> anyhow::Result<()> {
     let mut failures = 0u32;
     loop {
         let now = clock::wall();
+        if id.expires <= now {
+            // Auth refuses an expired certificate: no renewal can succeed from here.
+            bail!(
+                "the bot's certificates expired at {} without a successful renewal; add the bot again (`hop admin bots rm` and `add`) and start it with the new token",
+                rfc3339(id.expires)
+            );
+        }
         let wait = if failures == 0 {
             next_renewal(&id, cfg.renewal_interval, now)
         } else {
@@ -128,11 +135,13 @@ fn renewal_wait(lifetime: Duration, remaining: Duration, interval: Option<Durati
 }
 
 /// The wait after `failures` failed renewals: doubling from [`FIRST_BACKOFF`] up to
-/// [`MAX_BACKOFF`], and at most half the time left so that tries continue up to expiry.
+/// [`MAX_BACKOFF`], and at most half the time left (but 500 ms at least) so that tries continue
+/// up to expiry.
 fn backoff(failures: u32, remaining: Duration) -> Duration {
-    let exp = FIRST_BACKOFF.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
-    exp.min(MAX_BACKOFF)
-        .min((remaining / 2).max(Duration::from_millis(500)))
+    let exp = FIRST_BACKOFF
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(MAX_BACKOFF);
+    exp.min((remaining / 2).max(Duration::from_millis(500)))
 }
 
 #[cfg(test)]

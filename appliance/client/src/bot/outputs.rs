@@ -34,8 +34,9 @@ pub async fn write_all(
     let mut first_err = None;
     for o in outputs {
         let r = match o {
-            Output::Identity { dir } => identity(dir, id)
-                .with_context(|| format!("identity output {}", dir.display())),
+            Output::Identity { dir } => {
+                identity(dir, id).with_context(|| format!("identity output {}", dir.display()))
+            }
             Output::Database {
                 dir,
                 service,
@@ -116,7 +117,11 @@ async fn database_output(
     )
     .await?;
     ensure_dir(dir)?;
-    let (crt, key_path, cas) = (dir.join("tls.crt"), dir.join("tls.key"), dir.join("tls.cas"));
+    let (crt, key_path, cas) = (
+        dir.join("tls.crt"),
+        dir.join("tls.key"),
+        dir.join("tls.cas"),
+    );
     if std::fs::read(&key_path).ok().as_deref() != Some(key.private_pkcs8_pem.as_bytes()) {
         write_private(&key_path, key.private_pkcs8_pem.as_bytes())?;
     }
