@@ -27,6 +27,10 @@ pub struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Use the identity a bot wrote (its `identity` output's `identity` file) instead of your
+    /// `hop login`.
+    #[arg(long, global = true, env = "HOP_IDENTITY")]
+    pub identity: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -66,6 +66,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(file) = &cli.identity {
+        hop_client::profile::use_identity_file(file)?;
+    }
     match cli.command {
         Command::Version => {
             println!("hop {}", env!("CARGO_PKG_VERSION"));

@@ -3,7 +3,8 @@
 //! `ssh_config`) runs a command as an ordinary login on a node agent and psql queries through
 //! the proxy with the bot's database output, with no failure; `--oneshot` then the outputs used;
 //! a copy of the bot's data dir detected (the bot locked and the event audited); `bots rm`
-//! refusing the bot's certificates.
+//! refusing the bot's certificates; a lock by name ending a live session within 5 s; lost
+//! renewal answers recovered by retrying the same request (no lock).
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -143,6 +144,8 @@ fn a_bot_renews_while_openssh_and_psql_keep_working_and_a_copy_locks_it() {
         Command::new(HOP)
             .args(["bot", "start", "-c"])
             .arg(&cfg)
+            // The first two renewal answers are lost: the bot must recover by retrying.
+            .env("HOP_BOT_TEST_DROP_ANSWERS", "2")
             .stdout(Stdio::null())
             .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
             .spawn()
@@ -197,14 +200,24 @@ fn a_bot_renews_while_openssh_and_psql_keep_working_and_a_copy_locks_it() {
     );
     assert!(runs >= 10, "{runs}");
     let renewals = events(&a, "bot.renew");
-    assert!(
-        renewals
-            .iter()
-            .filter(|e| e["success"] == true && e["user"] == "bot-ci")
-            .count()
-            >= 5,
-        "{renewals:?}"
+    let generations: Vec<u64> = renewals
+        .iter()
+        .filter(|e| e["success"] == true && e["user"] == "bot-ci")
+        .filter_map(|e| e["generation"].as_u64())
+        .collect();
+    assert!(generations.len() >= 5, "{renewals:?}");
+    // The lost answers were given again (the same generation three times), and nothing locked.
+    let replayed = generations
+        .iter()
+        .any(|g| generations.iter().filter(|h| *h == g).count() == 3);
+    assert!(replayed, "{generations:?}");
+    let bot_log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        bot_log.matches("answer was dropped").count(),
+        2,
+        "{bot_log}"
     );
+    assert!(events(&a, "lock.created").is_empty());
 
     // A copy of the data dir renews on its own after the bot has moved on: the bot is locked.
     let copy = a.dir.path().join("bot-copy");
@@ -274,6 +287,20 @@ fn oneshot_outputs_work_and_a_removed_bot_is_refused() {
         s.status.success() && stdout(&s).trim() == login.name
     });
 
+    // `hop --identity FILE` uses the bot's identity.
+    let ls = Command::new(HOP)
+        .arg("--identity")
+        .arg(out.join("identity"))
+        .args(["ls", "--format", "json"])
+        .env("HOP_HOME", a.dir.path().join("nobody"))
+        .output()
+        .unwrap();
+    assert!(
+        ls.status.success() && stdout(&ls).contains("node1"),
+        "{}",
+        stderr(&ls)
+    );
+
     // Removed: its certificates are refused, and it renews no more.
     a.ok(&["admin", "bots", "rm", "ci2"]);
     wait_until("the removed bot refused", 10, || {
@@ -282,4 +309,58 @@ fn oneshot_outputs_work_and_a_removed_bot_is_refused() {
     let o = oneshot(&a, &data, &["--destination-dir", dest]);
     assert!(!o.status.success());
     assert_eq!(events(&a, "bot.delete").len(), 1);
+}
+
+#[test]
+fn a_locked_bot_loses_its_live_session_and_its_renewals() {
+    let a = Appliance::start("");
+    let login = os_login();
+    let role = a.dir.path().join("bot-role.yaml");
+    std::fs::write(&role, BOT_ROLE).unwrap();
+    a.ok(&["admin", "create", "-f", role.to_str().unwrap()]);
+    let node_dir = a.dir.path().join("node1");
+    let _node = start_node(&a, &node_dir, &a.join_token("node"), "node1", "env=test");
+    let token = add_bot(&a, "ci3", login.name);
+    let (data, out) = (a.dir.path().join("d"), a.dir.path().join("o"));
+    let dest = out.to_str().unwrap();
+    let o = oneshot(&a, &data, &["--token", &token, "--destination-dir", dest]);
+    assert!(o.status.success(), "oneshot join: {}", stderr(&o));
+    wait_until("ssh with the bot's outputs", 30, || {
+        ssh(&out, login.name, "node1", "true").status.success()
+    });
+    let mut live = Killed(
+        Command::new("ssh")
+            .arg("-F")
+            .arg(out.join("ssh_config"))
+            .args(["-o", "BatchMode=yes"])
+            .arg(format!("{}@node1.{CLUSTER}", login.name))
+            .arg("sleep 60")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        live.0.try_wait().unwrap().is_none(),
+        "the session ended early"
+    );
+    a.ok(&[
+        "admin",
+        "lock",
+        "--user",
+        "bot-ci3",
+        "--message",
+        "test lock",
+    ]);
+    let locked_at = clock::monotonic_now();
+    wait_until("the live session to end", 10, || {
+        live.0.try_wait().unwrap().is_some()
+    });
+    let took = clock::monotonic_now() - locked_at;
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(!ssh(&out, login.name, "node1", "true").status.success());
+    let o = oneshot(&a, &data, &["--destination-dir", dest]);
+    assert!(!o.status.success(), "a locked bot renewed");
 }

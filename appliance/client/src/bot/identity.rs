@@ -176,6 +176,32 @@ pub async fn join(cfg: &BotConfig) -> anyhow::Result<BotIdentity> {
     load(&cfg.storage)?.ok_or_else(|| anyhow!("the identity just written cannot be read back"))
 }
 
+/// Renewal answers to discard as if the network had lost them, for fault-injection tests: the
+/// environment variable [`DROP_ANSWERS_ENV`], read once. Dropping an answer only makes the bot
+/// retry the same request.
+pub const DROP_ANSWERS_ENV: &str = "HOP_BOT_TEST_DROP_ANSWERS";
+
+static ANSWERS_TO_DROP: std::sync::OnceLock<std::sync::atomic::AtomicU32> =
+    std::sync::OnceLock::new();
+
+/// Whether to discard this answer (and count it).
+fn drop_answer() -> bool {
+    let left = ANSWERS_TO_DROP.get_or_init(|| {
+        std::sync::atomic::AtomicU32::new(
+            std::env::var(DROP_ANSWERS_ENV)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        )
+    });
+    left.fetch_update(
+        std::sync::atomic::Ordering::Relaxed,
+        std::sync::atomic::Ordering::Relaxed,
+        |n| n.checked_sub(1),
+    )
+    .is_ok()
+}
+
 /// Renews with the current certificate; the retry of an unanswered renewal is the same request.
 pub async fn renew(cfg: &BotConfig, id: &BotIdentity) -> anyhow::Result<BotIdentity> {
     let request_id = pending_request(&cfg.storage)?;
@@ -198,6 +224,11 @@ pub async fn renew(cfg: &BotConfig, id: &BotIdentity) -> anyhow::Result<BotIdent
         .await
         .map_err(status_error)?
         .into_inner();
+    if drop_answer() {
+        anyhow::bail!(
+            "the renewal's answer was dropped ({DROP_ANSWERS_ENV}); retrying the same request"
+        );
+    }
     store_certificates(&id.paths, &resp)?;
     sync_dir(&id.paths.keys_dir());
     // Answered and stored: the next renewal is a new request.

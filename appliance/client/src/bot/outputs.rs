@@ -1,8 +1,8 @@
 //! The bot's outputs: files other programs use, written from the bot's identity after each join
 //! or renewal.
 //!
-//! `identity` writes a `$HOP_HOME` layout (so that `HOP_HOME=DIR hop ls` and `hop proxy ssh` use
-//! the bot's identity), `ssh_config` (what `hop config` prints for it) and `known_hosts`.
+//! `identity` writes a `$HOP_HOME` layout (so that `HOP_HOME=DIR hop ls`, `hop --identity
+//! DIR/identity ls` and `hop proxy ssh` use the bot's identity), the `identity` file, `ssh_config` (what `hop config` prints for it) and `known_hosts`.
 //! `database` asks Auth for a certificate routed to one database and writes `tls.crt`, `tls.key`,
 //! `tls.cas` and a libpq `conninfo`. Every file is 0600, written through a temporary file, fsync
 //! and rename; keys are written before the certificates that name them and never change between
@@ -73,6 +73,16 @@ fn identity(dir: &Path, id: &BotIdentity) -> anyhow::Result<()> {
     }
     copy_private(&id.paths.known_hosts(), &dir.join("known_hosts"))?;
     profile::save_profile(dir, p)?;
+    let marker = profile::IdentityFile {
+        version: 1,
+        proxy: p.proxy.clone(),
+        user: p.user.clone(),
+        cluster: p.cluster.clone(),
+    };
+    write_private(
+        &dir.join(profile::IDENTITY_FILE),
+        serde_json::to_string_pretty(&marker)?.as_bytes(),
+    )?;
     let config = crate::ssh::ssh_config_for(dir, &p.proxy, &p.user, &p.cluster)?;
     write_private(&dir.join("ssh_config"), config.as_bytes())?;
     sync_dir(&out.keys_dir());
