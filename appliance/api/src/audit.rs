@@ -66,6 +66,8 @@ pub enum EventKind {
     BotJoin,
     /// A bot's renewal (refused, or a copied identity detected: `success: false`).
     BotRenew,
+    /// A bot's recovery limit changed (`hop admin bots update`).
+    BotUpdate,
 }
 
 impl EventKind {
@@ -113,6 +115,7 @@ impl EventKind {
             Self::BotDelete => "bot.delete",
             Self::BotJoin => "bot.join",
             Self::BotRenew => "bot.renew",
+            Self::BotUpdate => "bot.update",
         }
     }
 
@@ -161,6 +164,7 @@ impl EventKind {
             Self::BotDelete => 8001,
             Self::BotJoin => 8002,
             Self::BotRenew => 8003,
+            Self::BotUpdate => 8004,
         };
         format!("H{n}{}", if success { 'I' } else { 'W' })
     }
@@ -211,6 +215,7 @@ impl EventKind {
         Self::BotDelete,
         Self::BotJoin,
         Self::BotRenew,
+        Self::BotUpdate,
     ];
 
     /// The kinds an agent may send to Auth (`EmitEvents`, `EmitEventsPacked`).

@@ -8,6 +8,10 @@
 //! records stored under the SHA-256 of the secret. The generation a certificate was issued at
 //! travels in the certificate as the reserved trait [`GENERATION_TRAIT`].
 //!
+//! A bot may register a bound key (P-256) at its join; with it, a bot whose certificates
+//! expired recovers by signing a fresh [`hop_api::bot_proof::recovery_message`], at most
+//! `recovery_limit` times ([`check_recovery`]).
+//!
 //! It never does IO and never reads a clock ([`decide_renewal`] takes `now`), and never holds a
 //! secret in a Debug output.
 
@@ -63,6 +67,18 @@ pub struct BotState {
     /// The certificates the last renewal issued, for a retry of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_issue: Option<IssuedRenewal>,
+    /// The bound key (hex of its DER SubjectPublicKeyInfo) the bot registered at its join; it
+    /// proves possession of it to recover after its certificates expired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound_key: Option<String>,
+    /// Recoveries with the bound key so far, and how many the administrator allows.
+    #[serde(default)]
+    pub recoveries: u32,
+    #[serde(default)]
+    pub recovery_limit: u32,
+    /// Unix seconds of the last recovery's proof: a proof must be newer (no replay).
+    #[serde(default)]
+    pub last_recovery_unix: i64,
 }
 
 impl StoredResource for BotState {
@@ -150,10 +166,45 @@ pub enum BotError {
     FutureGeneration { presented: u64, current: u64 },
     #[error("a renewal needs a request id of 8 to 128 characters")]
     BadRequestId,
+    #[error("the bot registered no bound key at its join; it cannot recover, add it again")]
+    NoBoundKey,
+    #[error(
+        "the bot has recovered {used} times, its limit; an administrator can raise it with `hop admin bots update NAME --recoveries N`"
+    )]
+    RecoveryLimit { used: u32, limit: u32 },
+    #[error(
+        "the recovery proof is not fresh (its time must be within {}s of Auth's clock and newer than the last one)",
+        PROOF_WINDOW.as_secs()
+    )]
+    StaleProof,
+    #[error("the recovery proof does not verify with the bot's bound key")]
+    BadProof,
     #[error(
         "bot {name:?} is locked: a certificate of an older generation was presented by another holder (a copy of the bot's data); an administrator must remove the lock and join the bot again"
     )]
     Copied { name: String },
+}
+
+/// How far a recovery proof's time may be from Auth's clock.
+pub const PROOF_WINDOW: Duration = Duration::from_secs(60);
+
+/// Whether a recovery signed at `proof_unix` may go ahead for `state` at `now` (the signature
+/// itself is checked by the caller against [`BotState::bound_key`]).
+pub fn check_recovery(state: &BotState, proof_unix: i64, now: SystemTime) -> Result<(), BotError> {
+    if state.bound_key.is_none() {
+        return Err(BotError::NoBoundKey);
+    }
+    if state.recoveries >= state.recovery_limit {
+        return Err(BotError::RecoveryLimit {
+            used: state.recoveries,
+            limit: state.recovery_limit,
+        });
+    }
+    let skew = unix(now).abs_diff(proof_unix);
+    if skew > PROOF_WINDOW.as_secs() || proof_unix <= state.last_recovery_unix {
+        return Err(BotError::StaleProof);
+    }
+    Ok(())
 }
 
 /// The decision for `attempt` against `state` at `now`. Pure: the caller applies it with a
@@ -194,17 +245,7 @@ pub fn decide_renewal(
     }
 }
 
-/// hex(sha256) over the SSH public key and the TLS public key (DER), each length-prefixed.
-#[must_use]
-pub fn key_fingerprint(ssh_public_key: &str, tls_public_key_der: &[u8]) -> String {
-    use sha2::Digest;
-    let mut h = sha2::Sha256::new();
-    for part in [ssh_public_key.trim().as_bytes(), tls_public_key_der] {
-        h.update((part.len() as u64).to_be_bytes());
-        h.update(part);
-    }
-    hex::encode(h.finalize())
-}
+pub use hop_api::bot_proof::key_fingerprint;
 
 /// The generation a bot certificate carries, from its identity's traits.
 #[must_use]
@@ -313,6 +354,33 @@ mod tests {
         assert_eq!(
             decide_renewal(&state(2), &attempt(2, "short", "k"), at(1)),
             RenewalDecision::Refuse(BotError::BadRequestId)
+        );
+    }
+
+    #[test]
+    fn recoveries_need_a_key_a_fresh_proof_and_room_under_the_limit() {
+        let mut s = state(3);
+        assert_eq!(
+            check_recovery(&s, 1000, at(1000)),
+            Err(BotError::NoBoundKey)
+        );
+        s.bound_key = Some("00".into());
+        s.recovery_limit = 2;
+        assert_eq!(check_recovery(&s, 1000, at(1000)), Ok(()));
+        assert_eq!(check_recovery(&s, 939, at(1000)), Err(BotError::StaleProof));
+        assert_eq!(
+            check_recovery(&s, 1061, at(1000)),
+            Err(BotError::StaleProof)
+        );
+        s.last_recovery_unix = 1000;
+        assert_eq!(
+            check_recovery(&s, 1000, at(1000)),
+            Err(BotError::StaleProof)
+        );
+        s.recoveries = 2;
+        assert_eq!(
+            check_recovery(&s, 1001, at(1001)),
+            Err(BotError::RecoveryLimit { used: 2, limit: 2 })
         );
     }
 

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use hop_storage::Clock as _;
+
 use super::admission::Presented;
 use super::bots::{BotError, generation_of};
 use super::server::{AuthError, BotKeys, BotRenewal, LoginCertificates, LoginRequest};
@@ -32,11 +34,14 @@ fn joined(f: &Fixture) -> LoginCertificates {
             &roles(),
             &["ci".into()],
             Duration::from_secs(600),
+            1,
             "test",
         )
         .unwrap();
     f.clock.advance(Duration::from_secs(1));
-    f.auth.bot_join(&bot.token, keys(f, None), None).unwrap()
+    f.auth
+        .bot_join(&bot.token, keys(f, None), None, None)
+        .unwrap()
 }
 
 fn presented(c: &LoginCertificates) -> Presented<'_> {
@@ -75,16 +80,20 @@ fn a_token_joins_once_and_the_bot_cannot_log_in_with_a_password() {
             &roles(),
             &["ci".into()],
             Duration::from_secs(600),
+            1,
             "test",
         )
         .unwrap();
-    let c = f.auth.bot_join(&bot.token, keys(&f, None), None).unwrap();
+    let c = f
+        .auth
+        .bot_join(&bot.token, keys(&f, None), None, None)
+        .unwrap();
     assert_eq!(c.username, "bot-ci");
     assert_eq!(c.logins, vec!["ci".to_string()]);
     assert_eq!(generation_of(&c.identity), Some(1));
     let again = f
         .auth
-        .bot_join(&bot.token, keys(&f, None), None)
+        .bot_join(&bot.token, keys(&f, None), None, None)
         .unwrap_err();
     assert!(
         matches!(again, AuthError::Bot(BotError::InvalidToken)),
@@ -116,12 +125,12 @@ fn an_expired_token_is_refused() {
     let f = fixture("off");
     let bot = f
         .auth
-        .create_bot("ci", &roles(), &[], Duration::from_secs(60), "test")
+        .create_bot("ci", &roles(), &[], Duration::from_secs(60), 1, "test")
         .unwrap();
     f.clock.advance(Duration::from_secs(61));
     let e = f
         .auth
-        .bot_join(&bot.token, keys(&f, None), None)
+        .bot_join(&bot.token, keys(&f, None), None, None)
         .unwrap_err();
     assert!(matches!(e, AuthError::Bot(BotError::InvalidToken)), "{e}");
 }
@@ -247,4 +256,112 @@ fn bot_names_are_reserved_and_a_bot_gets_no_password() {
     joined(&f);
     let e = f.auth.reset_user("bot-ci", "test").unwrap_err();
     assert!(matches!(e, AuthError::BadRequest(_)), "{e}");
+}
+
+/// A recovery of bot `ci` signed with `bound_pem` (PKCS#8 PEM) at `at_unix`.
+fn recover(
+    f: &Fixture,
+    bound_pem: &str,
+    next: &[u8],
+    at_unix: i64,
+) -> Result<LoginCertificates, AuthError> {
+    let fp = hop_api::bot_proof::key_fingerprint(&f.ssh_pub, &f.tls_spki);
+    let msg = hop_api::bot_proof::recovery_message("ci", at_unix, &fp, next);
+    let signature = hop_ca::sign_proof(bound_pem, &msg).unwrap();
+    f.auth.bot_recover(&super::server::BotRecovery {
+        bot: "ci",
+        timestamp_unix: at_unix,
+        signature: &signature,
+        keys: keys(f, None),
+        next_bound_key: next,
+        remote: None,
+    })
+}
+
+fn now_unix(f: &Fixture) -> i64 {
+    let secs = f
+        .clock
+        .now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    i64::try_from(secs).unwrap()
+}
+
+#[test]
+fn a_bound_key_recovers_an_expired_bot_within_its_limit_and_rotates() {
+    let f = fixture("off");
+    let mut rng = rand::rng();
+    let bound = hop_ca::generate_x509_keypair(&mut rng).unwrap();
+    let bot = f
+        .auth
+        .create_bot("ci", &roles(), &[], Duration::from_secs(600), 1, "test")
+        .unwrap();
+    let c1 = f
+        .auth
+        .bot_join(
+            &bot.token,
+            keys(&f, None),
+            Some(&bound.public_spki_der),
+            None,
+        )
+        .unwrap();
+    // Offline past expiry: renewal is impossible, recovery with the key works once.
+    f.clock.advance(Duration::from_secs(2 * 3600));
+    assert!(!admitted(&f, &c1));
+    let stranger = hop_ca::generate_x509_keypair(&mut rng).unwrap();
+    let e = recover(&f, &stranger.private_pkcs8_pem, &[], now_unix(&f)).unwrap_err();
+    assert!(matches!(e, AuthError::Bot(BotError::BadProof)), "{e}");
+    let e = recover(&f, &bound.private_pkcs8_pem, &[], now_unix(&f) - 300).unwrap_err();
+    assert!(matches!(e, AuthError::Bot(BotError::StaleProof)), "{e}");
+    let c2 = recover(&f, &bound.private_pkcs8_pem, &[], now_unix(&f)).unwrap();
+    assert_eq!(generation_of(&c2.identity), Some(2));
+    assert!(admitted(&f, &c2));
+    // The limit refuses the next one, audited; an administrator raises it.
+    f.clock.advance(Duration::from_secs(5));
+    let e = recover(&f, &bound.private_pkcs8_pem, &[], now_unix(&f)).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            AuthError::Bot(BotError::RecoveryLimit { used: 1, limit: 1 })
+        ),
+        "{e}"
+    );
+    let refused = f.events().iter().any(|e| {
+        e["event"] == "bot.join" && e["method"] == "bound_keypair" && e["success"] == false
+    });
+    assert!(refused);
+    f.auth.update_bot("ci", 3, "test").unwrap();
+    // Rotation: the next key replaces the old one, which then proves nothing.
+    let next = hop_ca::generate_x509_keypair(&mut rng).unwrap();
+    let c3 = recover(
+        &f,
+        &bound.private_pkcs8_pem,
+        &next.public_spki_der,
+        now_unix(&f),
+    )
+    .unwrap();
+    assert_eq!(generation_of(&c3.identity), Some(3));
+    // A proof is used once: the same time again is refused, even with the new key.
+    let e = recover(&f, &next.private_pkcs8_pem, &[], now_unix(&f)).unwrap_err();
+    assert!(matches!(e, AuthError::Bot(BotError::StaleProof)), "{e}");
+    f.clock.advance(Duration::from_secs(5));
+    let e = recover(&f, &bound.private_pkcs8_pem, &[], now_unix(&f)).unwrap_err();
+    assert!(matches!(e, AuthError::Bot(BotError::BadProof)), "{e}");
+    recover(&f, &next.private_pkcs8_pem, &[], now_unix(&f)).unwrap();
+    let bots = f.auth.list_bots().unwrap();
+    assert_eq!((bots[0].recoveries, bots[0].recovery_limit), (3, 3));
+    assert!(bots[0].bound_key);
+}
+
+#[test]
+fn a_bot_without_a_bound_key_or_locked_cannot_recover() {
+    let f = fixture("off");
+    joined(&f);
+    let bound = hop_ca::generate_x509_keypair(&mut rand::rng()).unwrap();
+    let e = recover(&f, &bound.private_pkcs8_pem, &[], now_unix(&f)).unwrap_err();
+    assert!(matches!(e, AuthError::Bot(BotError::NoBoundKey)), "{e}");
+    f.auth.lock_user("bot-ci", None, "test", "test").unwrap();
+    let e = recover(&f, &bound.private_pkcs8_pem, &[], now_unix(&f)).unwrap_err();
+    assert!(matches!(e, AuthError::Denied(_)), "{e}");
 }

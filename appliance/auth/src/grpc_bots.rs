@@ -1,7 +1,8 @@
 //! The `Bots` gRPC service: `hop admin bots` (add, ls, rm) and a bot's join and renewal, mapped
 //! onto the bot operations of [`super::server::AuthServer`]. It owns who may call what: the
-//! admin methods need the `user` rule (a bot is a user), a join needs only its token, and a
-//! renewal needs the bot's own verified certificate.
+//! admin methods need the `user` rule (a bot is a user), a join needs only its token, a
+//! renewal needs the bot's own verified certificate, and a recovery only its proof of possession
+//! of the bot's bound key.
 
 use std::time::Duration;
 
@@ -10,12 +11,14 @@ use tonic::{Request, Response, Status};
 use super::admission::Presented;
 use super::caller::Caller;
 use super::grpc::{AuthApi, authorize, caller, unix};
-use super::server::{BotKeys, BotRenewal, LoginCertificates};
+use super::server::{BotKeys, BotRecovery, BotRenewal, LoginCertificates};
 use hop_api::proto::bots_server::Bots;
 use hop_api::proto::*;
 
 /// The longest bot name accepted (its user name `bot-NAME` must fit 64).
 const MAX_BOT_NAME: usize = 60;
+/// Recoveries with the bound key a new bot is allowed when the administrator names none.
+const DEFAULT_RECOVERY_LIMIT: u32 = 1;
 
 fn ttl(seconds: u64) -> Option<Duration> {
     (seconds > 0).then(|| Duration::from_secs(seconds))
@@ -52,7 +55,8 @@ impl Bots for AuthApi {
         let bot = self
             .blocking(move |a| {
                 let actor = authorize(a, &c, "user", "create")?;
-                a.create_bot(&r.name, &r.roles, &r.logins, token_ttl, &actor)
+                let limit = r.recovery_limit.unwrap_or(DEFAULT_RECOVERY_LIMIT);
+                a.create_bot(&r.name, &r.roles, &r.logins, token_ttl, limit, &actor)
             })
             .await?;
         Ok(Response::new(AddBotResponse {
@@ -85,6 +89,9 @@ impl Bots for AuthApi {
                 generation: b.generation,
                 last_renewal_unix: b.last_renewal.map_or(0, unix),
                 instances: b.instances,
+                recoveries: b.recoveries,
+                recovery_limit: b.recovery_limit,
+                bound_key: b.bound_key,
             })
             .collect();
         Ok(Response::new(ListBotsResponse { bots }))
@@ -115,7 +122,8 @@ impl Bots for AuthApi {
                     tls_public_key_der: &r.tls_public_key,
                     ttl: ttl(r.ttl_seconds),
                 };
-                a.bot_join(&r.token, keys, remote)
+                let bound = (!r.bound_public_key.is_empty()).then_some(&r.bound_public_key[..]);
+                a.bot_join(&r.token, keys, bound, remote)
             })
             .await?;
         Ok(Response::new(login_response(certs, &cluster)))
@@ -159,5 +167,47 @@ impl Bots for AuthApi {
             })
             .await?;
         Ok(Response::new(login_response(certs, &cluster)))
+    }
+
+    async fn recover_bot(
+        &self,
+        req: Request<RecoverBotRequest>,
+    ) -> Result<Response<LoginResponse>, Status> {
+        let remote = caller(&req).remote();
+        let r = req.into_inner();
+        if r.bot.is_empty() || r.bot.len() > MAX_BOT_NAME {
+            return Err(Status::invalid_argument(
+                "a bot's name has 1 to 60 characters",
+            ));
+        }
+        let cluster = self.auth.cluster_name().to_string();
+        let certs = self
+            .blocking(move |a| {
+                a.bot_recover(&BotRecovery {
+                    bot: &r.bot,
+                    timestamp_unix: r.timestamp_unix,
+                    signature: &r.signature,
+                    keys: BotKeys {
+                        ssh_public_key: &r.ssh_public_key,
+                        tls_public_key_der: &r.tls_public_key,
+                        ttl: ttl(r.ttl_seconds),
+                    },
+                    next_bound_key: &r.next_bound_public_key,
+                    remote,
+                })
+            })
+            .await?;
+        Ok(Response::new(login_response(certs, &cluster)))
+    }
+
+    async fn update_bot(&self, req: Request<UpdateBotRequest>) -> Result<Response<Empty>, Status> {
+        let c = caller(&req);
+        let r = req.into_inner();
+        self.blocking(move |a| {
+            let actor = authorize(a, &c, "user", "update")?;
+            a.update_bot(&r.name, r.recovery_limit, &actor)
+        })
+        .await?;
+        Ok(Response::new(Empty {}))
     }
 }

@@ -41,7 +41,7 @@ pub use accounts::validate_username;
 pub use admin::CreatedResources;
 pub use agents::{JoinRequest, JoinedHost, NodeAccess};
 pub use authorities::Authorities;
-pub use bots::{BotKeys, BotRenewal, BotView, NewBot};
+pub use bots::{BotKeys, BotRecovery, BotRenewal, BotView, NewBot};
 pub use certificates::HOST_CERT_TTL;
 pub use invites::Invite;
 pub use login::{LoginCertificates, LoginClient, LoginRequest};

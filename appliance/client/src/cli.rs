@@ -763,11 +763,22 @@ pub enum BotsCommand {
         /// Lifetime of the join token.
         #[arg(long, default_value = "1h")]
         ttl: String,
+        /// How many times the bot may recover with its bound key after its certificates
+        /// expired [default: 1]; 0 turns recovery off.
+        #[arg(long)]
+        recoveries: Option<u32>,
         #[command(flatten)]
         out: Output,
     },
-    /// List bots: roles, generation, last renewal, instances.
+    /// List bots: roles, generation, last renewal, instances, recoveries.
     Ls(Output),
+    /// Change a bot's recovery limit (raise it after the bot used it up).
+    Update {
+        name: String,
+        /// The new limit of recoveries with the bound key.
+        #[arg(long)]
+        recoveries: u32,
+    },
     /// Remove a bot: its certificates are refused from then on.
     Rm { name: String },
 }

@@ -364,3 +364,84 @@ fn a_locked_bot_loses_its_live_session_and_its_renewals() {
     let o = oneshot(&a, &data, &["--destination-dir", dest]);
     assert!(!o.status.success(), "a locked bot renewed");
 }
+
+#[test]
+fn a_bot_offline_past_expiry_recovers_with_its_bound_key_within_its_limit() {
+    let a = Appliance::start("");
+    let login = os_login();
+    let role = a.dir.path().join("bot-role.yaml");
+    std::fs::write(&role, BOT_ROLE).unwrap();
+    a.ok(&["admin", "create", "-f", role.to_str().unwrap()]);
+    let node_dir = a.dir.path().join("node1");
+    let _node = start_node(&a, &node_dir, &a.join_token("node"), "node1", "env=test");
+    // Two bots with one-minute certificates: one may recover once, the other never.
+    let mut bots = Vec::new();
+    for (name, recoveries) in [("kept", "1"), ("nolimit", "0")] {
+        let out = a.ok(&[
+            "admin",
+            "bots",
+            "add",
+            name,
+            "--roles",
+            "bot-runner",
+            "--logins",
+            login.name,
+            "--recoveries",
+            recoveries,
+            "--format",
+            "json",
+        ]);
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        let token = v["token"].as_str().unwrap().to_string();
+        let (data, out) = (
+            a.dir.path().join(format!("{name}-d")),
+            a.dir.path().join(format!("{name}-o")),
+        );
+        let dest = out.to_str().unwrap().to_string();
+        let o = oneshot(
+            &a,
+            &data,
+            &[
+                "--token",
+                &token,
+                "--destination-dir",
+                &dest,
+                "--certificate-ttl",
+                "1m",
+            ],
+        );
+        assert!(o.status.success(), "join {name}: {}", stderr(&o));
+        assert_eq!(file_mode(&data.join("bound.key")), 0o600);
+        bots.push((data, out, dest));
+    }
+    let joined_at = clock::monotonic_now();
+    let (kept, nolimit) = (&bots[0], &bots[1]);
+    wait_until("ssh before the expiry", 30, || {
+        ssh(&kept.1, login.name, "node1", "true").status.success()
+    });
+    // Offline past the expiry.
+    let expiry = joined_at + Duration::from_secs(62);
+    std::thread::sleep(expiry.saturating_duration_since(clock::monotonic_now()));
+    assert!(!ssh(&kept.1, login.name, "node1", "true").status.success());
+    let o = oneshot(&a, &kept.0, &["--destination-dir", &kept.2]);
+    assert!(o.status.success(), "recovery: {}", stderr(&o));
+    let s = ssh(&kept.1, login.name, "node1", "id -un");
+    assert!(
+        s.status.success() && stdout(&s).trim() == login.name,
+        "{}",
+        stderr(&s)
+    );
+    let o = oneshot(&a, &nolimit.0, &["--destination-dir", &nolimit.2]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("its limit"), "{}", stderr(&o));
+    let joins = events(&a, "bot.join");
+    let method = |ok: bool, bot: &str| {
+        joins
+            .iter()
+            .any(|e| e["method"] == "bound_keypair" && e["success"] == ok && e["bot"] == bot)
+    };
+    assert!(
+        method(true, "kept") && method(false, "nolimit"),
+        "{joins:?}"
+    );
+}

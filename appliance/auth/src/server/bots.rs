@@ -16,7 +16,7 @@ use super::{AuthServer, LoginCertificates, random_token, resources, unix};
 use crate::audit::EventKind;
 use crate::bots::{
     BOT_LABEL, BotError, BotJoinToken, BotState, IssuedRenewal, RenewalAttempt, RenewalDecision,
-    bot_name_of, bot_user, decide_renewal, generation_of, key_fingerprint,
+    bot_name_of, bot_user, check_recovery, decide_renewal, generation_of, key_fingerprint,
 };
 use crate::error::AuthError;
 use crate::records::token_hash;
@@ -53,6 +53,9 @@ pub struct BotView {
     pub generation: u64,
     pub last_renewal: Option<SystemTime>,
     pub instances: u32,
+    pub recoveries: u32,
+    pub recovery_limit: u32,
+    pub bound_key: bool,
 }
 
 /// The keys a bot wants certified, and for how long.
@@ -61,6 +64,18 @@ pub struct BotKeys<'a> {
     pub ssh_public_key: &'a str,
     pub tls_public_key_der: &'a [u8],
     pub ttl: Option<Duration>,
+}
+
+/// A recovery: a proof of possession of the bot's bound key, from anyone.
+#[derive(Debug, Clone, Copy)]
+pub struct BotRecovery<'a> {
+    pub bot: &'a str,
+    pub timestamp_unix: i64,
+    pub signature: &'a [u8],
+    pub keys: BotKeys<'a>,
+    /// A new bound key (DER SubjectPublicKeyInfo), or empty to keep the current one.
+    pub next_bound_key: &'a [u8],
+    pub remote: Option<SocketAddr>,
 }
 
 /// A renewal request from the holder of a verified bot certificate.
@@ -81,6 +96,7 @@ impl AuthServer {
         roles: &[String],
         logins: &[String],
         token_ttl: Duration,
+        recovery_limit: u32,
         actor: &str,
     ) -> Result<NewBot, AuthError> {
         let user_name = bot_user(name);
@@ -116,6 +132,7 @@ impl AuthServer {
         }
         self.store.upsert(&BotState {
             name: name.to_string(),
+            recovery_limit,
             ..BotState::default()
         })?;
         let (token, token_expires) = self.new_bot_token(name, token_ttl)?;
@@ -124,6 +141,7 @@ impl AuthServer {
                 .field("bot", name)
                 .field("name", user_name.clone())
                 .field("roles", roles.to_vec())
+                .field("recovery_limit", recovery_limit)
                 .field("token_expires", rfc3339(token_expires)),
         );
         Ok(NewBot {
@@ -168,6 +186,9 @@ impl AuthServer {
                     SystemTime::UNIX_EPOCH + Duration::from_secs(state.last_renewal_unix as u64)
                 }),
                 instances: state.instances,
+                recoveries: state.recoveries,
+                recovery_limit: state.recovery_limit,
+                bound_key: state.bound_key.is_some(),
             });
         }
         Ok(out)
@@ -220,17 +241,19 @@ impl AuthServer {
         &self,
         token: &str,
         keys: BotKeys<'_>,
+        bound_key: Option<&[u8]>,
         remote: Option<SocketAddr>,
     ) -> Result<LoginCertificates, AuthError> {
         self.rate_limit(remote)?;
         // The bot the token names, once known (for the audit event).
         let mut bot = None;
-        let result = self.bot_join_inner(token, keys, &mut bot);
+        let result = self.bot_join_inner(token, keys, bound_key, &mut bot);
         let user = bot.as_deref().map_or_else(|| "anonymous".into(), bot_user);
         let mut ev = self
             .event(EventKind::BotJoin, &user)
             .remote(remote)
-            .field("method", "token");
+            .field("method", "token")
+            .field("bound_key", bound_key.is_some());
         match &result {
             Ok(c) => {
                 ev = ev
@@ -248,8 +271,16 @@ impl AuthServer {
         &self,
         token: &str,
         keys: BotKeys<'_>,
+        bound_key: Option<&[u8]>,
         bot: &mut Option<String>,
     ) -> Result<LoginCertificates, AuthError> {
+        if let Some(k) = bound_key {
+            // Refused before the token is spent: a key Auth could never verify with.
+            hop_ca::check_proof_key(k).map_err(|source| AuthError::UnusableKey {
+                field: "bound_public_key",
+                source,
+            })?;
+        }
         let now = self.clock.now();
         let hash = token_hash(token.trim());
         let Some(found) = self.store.get::<BotJoinToken>(&hash)?.map(|v| v.value) else {
@@ -269,16 +300,129 @@ impl AuthServer {
                 lock.spec.message
             )));
         }
-        self.advance_on_join(&found.bot, &user, keys, now)
+        let bound = bound_key.map(hex::encode);
+        self.advance(&found.bot, &user, keys, now, |state| {
+            state.instances = state.instances.saturating_add(1);
+            state.bound_key.clone_from(&bound);
+            Ok(())
+        })
     }
 
-    /// Moves bot `name` to its next generation for a join and issues certificates at it.
-    fn advance_on_join(
+    /// Certificates for a bot whose own expired, against a proof of possession of its bound key
+    /// (see [`crate::bots::check_recovery`]); counted against its recovery limit and audited.
+    pub fn bot_recover(&self, req: &BotRecovery<'_>) -> Result<LoginCertificates, AuthError> {
+        self.rate_limit(req.remote)?;
+        let result = self.bot_recover_inner(req);
+        let state = self.store.get::<BotState>(req.bot).ok().flatten();
+        let (used, limit) = state.map_or((0, 0), |s| (s.value.recoveries, s.value.recovery_limit));
+        let mut ev = self
+            .event(EventKind::BotJoin, &bot_user(req.bot))
+            .remote(req.remote)
+            .field("bot", req.bot)
+            .field("method", "bound_keypair")
+            .field("recoveries", used)
+            .field("recovery_limit", limit)
+            .field("key_rotated", !req.next_bound_key.is_empty());
+        match &result {
+            Ok(c) => {
+                ev = ev
+                    .field("generation", generation_of(&c.identity).unwrap_or(0))
+                    .field("expires", rfc3339(c.expires));
+            }
+            Err(e) => ev = ev.failed(EventKind::BotJoin, e.to_string()),
+        }
+        self.audit_durable(ev);
+        result
+    }
+
+    fn bot_recover_inner(&self, req: &BotRecovery<'_>) -> Result<LoginCertificates, AuthError> {
+        let now = self.clock.now();
+        let user_name = bot_user(req.bot);
+        let user = self.bot_user(&user_name)?;
+        if let Some(lock) = self.user_lock_in_force(&user_name)? {
+            return Err(AuthError::Denied(format!(
+                "{user_name} is locked: {}",
+                lock.spec.message
+            )));
+        }
+        if !req.next_bound_key.is_empty() {
+            hop_ca::check_proof_key(req.next_bound_key).map_err(|source| {
+                AuthError::UnusableKey {
+                    field: "next_bound_public_key",
+                    source,
+                }
+            })?;
+        }
+        let fingerprint = key_fingerprint(req.keys.ssh_public_key, req.keys.tls_public_key_der);
+        let message = hop_api::bot_proof::recovery_message(
+            req.bot,
+            req.timestamp_unix,
+            &fingerprint,
+            req.next_bound_key,
+        );
+        let next = (!req.next_bound_key.is_empty()).then(|| hex::encode(req.next_bound_key));
+        self.advance(req.bot, &user, req.keys, now, |state| {
+            check_recovery(state, req.timestamp_unix, now)?;
+            let key = state
+                .bound_key
+                .as_deref()
+                .and_then(|k| hex::decode(k).ok())
+                .ok_or(BotError::NoBoundKey)?;
+            hop_ca::verify_proof(&key, &message, req.signature).map_err(|_| BotError::BadProof)?;
+            state.recoveries = state.recoveries.saturating_add(1);
+            state.last_recovery_unix = req.timestamp_unix;
+            if let Some(k) = &next {
+                state.bound_key = Some(k.clone());
+            }
+            Ok(())
+        })
+    }
+
+    /// Sets bot `name`'s recovery limit (an administrator raising it after the bot used it up).
+    pub fn update_bot(
+        &self,
+        name: &str,
+        recovery_limit: u32,
+        actor: &str,
+    ) -> Result<(), AuthError> {
+        self.bot_user(&bot_user(name))?;
+        for _ in 0..CAS_ATTEMPTS {
+            let Some(current) = self.store.get::<BotState>(name)? else {
+                return Err(AuthError::NotFound(format!("bot {name:?}")));
+            };
+            let mut state = current.value;
+            let before = state.recovery_limit;
+            state.recovery_limit = recovery_limit;
+            match self.store.update(&state, current.revision) {
+                Ok(_) => {
+                    self.audit_durable(
+                        self.event(EventKind::BotUpdate, actor)
+                            .field("bot", name)
+                            .field("recovery_limit", recovery_limit)
+                            .field("previous_recovery_limit", before),
+                    );
+                    return Ok(());
+                }
+                Err(StorageError::Conflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(AuthError::Contended {
+            subject: format!("bot {name}"),
+            contenders: "updates",
+        })
+    }
+
+    /// Moves bot `name` to its next generation for a join or a recovery (`change` decides and
+    /// records what else changes, on the state as read) and issues certificates at it, with one
+    /// compare-and-swap.
+    fn advance(
         &self,
         name: &str,
         user: &User,
         keys: BotKeys<'_>,
         now: SystemTime,
+        change: impl Fn(&mut BotState) -> Result<(), AuthError>,
     ) -> Result<LoginCertificates, AuthError> {
         for _ in 0..CAS_ATTEMPTS {
             let current = self.store.get::<BotState>(name)?;
@@ -292,8 +436,8 @@ impl AuthServer {
                     None,
                 ),
             };
+            change(&mut state)?;
             state.generation = state.generation.saturating_add(1);
-            state.instances = state.instances.saturating_add(1);
             state.last_renewal_unix = unix(now);
             state.last_issue = None;
             let certs = self.issue_bot_certificates(

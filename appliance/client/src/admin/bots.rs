@@ -1,4 +1,5 @@
-//! `hop admin bots`: add a bot (its one-time join token shown once), list, remove.
+//! `hop admin bots`: add a bot (its one-time join token shown once), list, change its recovery
+//! limit, remove.
 
 use anyhow::anyhow;
 use tonic::transport::Channel;
@@ -6,7 +7,7 @@ use tonic::transport::Channel;
 use super::table;
 use crate::cli::{BotsCommand, Output, OutputFormat};
 use hop_api::proto::bots_client::BotsClient;
-use hop_api::proto::{AddBotRequest, ListBotsRequest, RemoveBotRequest};
+use hop_api::proto::{AddBotRequest, ListBotsRequest, RemoveBotRequest, UpdateBotRequest};
 use hop_api::timestamps::rfc3339_unix as ts;
 use hop_config::parse_duration;
 use hop_net::connect::status_error;
@@ -19,6 +20,7 @@ pub(super) async fn run(ch: Channel, cmd: BotsCommand) -> anyhow::Result<()> {
             roles,
             logins,
             ttl,
+            recoveries,
             out: Output { format },
         } => {
             let ttl = parse_duration(&ttl).map_err(|e| anyhow!("--ttl: {e}"))?;
@@ -28,6 +30,7 @@ pub(super) async fn run(ch: Channel, cmd: BotsCommand) -> anyhow::Result<()> {
                     roles,
                     logins,
                     token_ttl_seconds: ttl.as_secs(),
+                    recovery_limit: recoveries,
                 })
                 .await
                 .map_err(status_error)?
@@ -71,6 +74,8 @@ pub(super) async fn run(ch: Channel, cmd: BotsCommand) -> anyhow::Result<()> {
                     .map(|b| {
                         serde_json::json!({"name": b.name, "roles": b.roles, "logins": b.logins,
                         "generation": b.generation, "instances": b.instances,
+                        "recoveries": b.recoveries, "recovery_limit": b.recovery_limit,
+                        "bound_key": b.bound_key,
                         "last_renewal": (b.last_renewal_unix > 0).then(|| ts(b.last_renewal_unix))})
                     })
                     .collect();
@@ -89,13 +94,35 @@ pub(super) async fn run(ch: Channel, cmd: BotsCommand) -> anyhow::Result<()> {
                         },
                         b.generation.to_string(),
                         b.instances.to_string(),
+                        if b.bound_key {
+                            format!("{}/{}", b.recoveries, b.recovery_limit)
+                        } else {
+                            "no bound key".into()
+                        },
                     ]
                 })
                 .collect();
             table(
-                &["Name", "Roles", "Last renewal", "Generation", "Instances"],
+                &[
+                    "Name",
+                    "Roles",
+                    "Last renewal",
+                    "Generation",
+                    "Instances",
+                    "Recoveries",
+                ],
                 &rows,
             );
+            Ok(())
+        }
+        BotsCommand::Update { name, recoveries } => {
+            c.update_bot(UpdateBotRequest {
+                name: name.clone(),
+                recovery_limit: recoveries,
+            })
+            .await
+            .map_err(status_error)?;
+            println!("Bot {name} may now recover {recoveries} times in all");
             Ok(())
         }
         BotsCommand::Rm { name } => {

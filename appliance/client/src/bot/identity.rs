@@ -8,6 +8,8 @@
 //! new identity is on disk before anything uses it. A renewal's request id is written to
 //! `renewal.json` before the request is sent, so that a retry, even from a restarted bot, is the
 //! same request (Auth answers it with the same certificates instead of treating it as a copy).
+//! A bound key (`bound.key`, P-256), made and written before the join that registers it, lets a
+//! bot whose certificates expired recover without a new token, as often as Auth allows.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,7 +21,7 @@ use super::config::BotConfig;
 use crate::profile::{self, Login, Paths, Profile};
 use hop_api::proto::LoginResponse;
 use hop_api::proto::bots_client::BotsClient;
-use hop_api::proto::{JoinBotRequest, RenewBotRequest};
+use hop_api::proto::{JoinBotRequest, RecoverBotRequest, RenewBotRequest};
 use hop_net::connect::{status_error, tls_channel};
 use hop_net::files::{ensure_dir, write_private};
 use hop_net::trust::{ClientCert, Trust, normalize_pin};
@@ -52,6 +54,11 @@ struct PendingRenewal {
 
 fn pending_path(storage: &Path) -> PathBuf {
     storage.join("renewal.json")
+}
+
+/// The bound key (P-256, PKCS#8 PEM) the bot registered at its join, to recover with.
+fn bound_key_path(storage: &Path) -> PathBuf {
+    storage.join("bound.key")
 }
 
 /// The identity in `storage`, if the bot has joined (expired or not).
@@ -139,6 +146,14 @@ pub async fn join(cfg: &BotConfig) -> anyhow::Result<BotIdentity> {
     let mut rng = rand::rng();
     let ssh = hop_ca::generate_ssh_keypair(&mut rng).map_err(|e| anyhow!("{e}"))?;
     let tls = hop_ca::generate_x509_keypair(&mut rng).map_err(|e| anyhow!("{e}"))?;
+    // The bound key is on disk before Auth hears of it.
+    let bound = hop_ca::generate_x509_keypair(&mut rng).map_err(|e| anyhow!("{e}"))?;
+    ensure_dir(&cfg.storage)?;
+    write_private(
+        &bound_key_path(&cfg.storage),
+        bound.private_pkcs8_pem.as_bytes(),
+    )?;
+    sync_dir(&cfg.storage);
     let channel = tls_channel(&cfg.proxy, &first_trust(cfg)?, None).await?;
     let resp = BotsClient::new(channel)
         .join_bot(JoinBotRequest {
@@ -146,6 +161,7 @@ pub async fn join(cfg: &BotConfig) -> anyhow::Result<BotIdentity> {
             ssh_public_key: ssh.public_openssh.clone(),
             tls_public_key: tls.public_spki_der.clone(),
             ttl_seconds: cfg.certificate_ttl.as_secs(),
+            bound_public_key: bound.public_spki_der.clone(),
         })
         .await
         .map_err(status_error)
@@ -237,6 +253,57 @@ pub async fn renew(cfg: &BotConfig, id: &BotIdentity) -> anyhow::Result<BotIdent
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(anyhow::Error::new(e).context("removing renewal.json")),
     }
+    load(&cfg.storage)?.ok_or_else(|| anyhow!("the identity just written cannot be read back"))
+}
+
+/// Whether the bot holds a bound key to recover with.
+pub fn can_recover(storage: &Path) -> bool {
+    bound_key_path(storage).exists()
+}
+
+/// New certificates for an identity that expired, with a proof of possession of the bound key
+/// (counted by Auth against the bot's recovery limit).
+pub async fn recover(cfg: &BotConfig, id: &BotIdentity) -> anyhow::Result<BotIdentity> {
+    let bound = std::fs::read_to_string(bound_key_path(&cfg.storage))
+        .context("reading the bot's bound key")?;
+    let bot = id
+        .login
+        .profile
+        .user
+        .strip_prefix("bot-")
+        .ok_or_else(|| anyhow!("{} is not a bot's identity", id.login.profile.user))?
+        .to_string();
+    let ssh_public_key = std::fs::read_to_string(id.paths.ssh_pub())
+        .with_context(|| format!("reading {}", id.paths.ssh_pub().display()))?
+        .trim()
+        .to_string();
+    let tls_public_key = public_key_der(&id.login.cert.chain_pem)?;
+    let timestamp_unix = hop_platform::clock::wall()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    let fingerprint = hop_api::bot_proof::key_fingerprint(&ssh_public_key, &tls_public_key);
+    let message = hop_api::bot_proof::recovery_message(&bot, timestamp_unix, &fingerprint, &[]);
+    let signature = hop_ca::sign_proof(&bound, &message).map_err(|e| anyhow!("{e}"))?;
+    let channel = tls_channel(&id.login.profile.proxy, &id.login.trust, None).await?;
+    let resp = BotsClient::new(channel)
+        .recover_bot(RecoverBotRequest {
+            bot,
+            timestamp_unix,
+            signature,
+            ssh_public_key,
+            tls_public_key,
+            ttl_seconds: cfg.certificate_ttl.as_secs(),
+            next_bound_public_key: Vec::new(),
+        })
+        .await
+        .map_err(status_error)
+        .context("recovering with the bound key")?
+        .into_inner();
+    store_certificates(&id.paths, &resp)?;
+    sync_dir(&id.paths.keys_dir());
+    // A renewal unanswered before the expiry is moot now.
+    let _ = std::fs::remove_file(pending_path(&cfg.storage));
     load(&cfg.storage)?.ok_or_else(|| anyhow!("the identity just written cannot be read back"))
 }
 

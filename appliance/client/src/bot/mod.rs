@@ -7,7 +7,8 @@
 //! `outputs` writes what other programs use. This file owns the schedule: when to renew (at one
 //! third of the lifetime remaining, or every `renewal_interval`) and how to wait after a failure
 //! (exponential backoff, never past the certificate's expiry, the last good outputs left in
-//! place). With `--oneshot` it joins or renews once, writes the outputs and returns.
+//! place). An identity that expired is recovered with the bot's bound key when it has one. With
+//! `--oneshot` it joins, renews or recovers once, writes the outputs and returns.
 
 pub mod config;
 mod identity;
@@ -44,6 +45,27 @@ pub async fn start(args: BotStartArgs) -> anyhow::Result<()> {
     let mut failures = 0u32;
     loop {
         let now = clock::wall();
+        if id.expires <= now && identity::can_recover(&cfg.storage) {
+            // Auth refuses an expired certificate: only the bound key can bring the bot back.
+            match identity::recover(&cfg, &id).await {
+                Ok(recovered) => {
+                    id = recovered;
+                    failures = 0;
+                    log_identity("recovered", &id);
+                    if let Err(e) = outputs::write_all(&cfg.outputs, &id, &mut keys).await {
+                        tracing::error!(error = %format!("{e:#}"), "outputs not all written");
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    tracing::error!(error = %format!("{e:#}"), failures, "recovery failed; retrying with backoff");
+                    tokio::time::sleep(backoff(failures, Duration::ZERO).max(MAX_BACKOFF / 2))
+                        .await;
+                    continue;
+                }
+            }
+        }
         if id.expires <= now {
             // Auth refuses an expired certificate: no renewal can succeed from here.
             bail!(
@@ -96,6 +118,12 @@ async fn first_identity(cfg: &BotConfig) -> anyhow::Result<BotIdentity> {
         return Ok(id);
     };
     let now = clock::wall();
+    if stored.expires <= now && identity::can_recover(&cfg.storage) {
+        tracing::warn!(expired = %rfc3339(stored.expires), "the bot's certificates expired; recovering with its bound key");
+        let id = identity::recover(cfg, &stored).await?;
+        log_identity("recovered", &id);
+        return Ok(id);
+    }
     if stored.expires <= now {
         bail!(
             "the bot's identity in {} expired at {}; add the bot again (`hop admin bots rm` and `add`) and start it with the new token",
