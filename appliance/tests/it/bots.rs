@@ -278,8 +278,17 @@ fn oneshot_outputs_work_and_a_removed_bot_is_refused() {
     // The token was spent: a second bot cannot join with it.
     let o2 = oneshot(&a, &a.dir.path().join("d2"), &["--token", &token]);
     assert!(!o2.status.success());
-    // The next oneshot renews with the stored identity.
-    let o = oneshot(&a, &data, &["--destination-dir", dest]);
+    // The next oneshot renews with the stored identity, run as `hop-bot` through a symlink.
+    let link = a.dir.path().join("hop-bot");
+    std::os::unix::fs::symlink(HOP, &link).unwrap();
+    let mut args = bot_args(&a, &data);
+    args.remove(0);
+    let o = Command::new(&link)
+        .args(args)
+        .args(["--oneshot", "--destination-dir", dest])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     assert!(o.status.success(), "oneshot renewal: {}", stderr(&o));
     assert_eq!(bot_generation(&a, "ci2"), 2);
     wait_until("ssh with the oneshot outputs", 30, || {
