@@ -454,3 +454,51 @@ fn a_bot_offline_past_expiry_recovers_with_its_bound_key_within_its_limit() {
         "{joins:?}"
     );
 }
+
+#[test]
+fn a_bot_keeps_its_outputs_while_the_cluster_is_away_and_renews_when_it_is_back() {
+    let mut a = Appliance::start("");
+    let role = a.dir.path().join("bot-role.yaml");
+    std::fs::write(&role, BOT_ROLE).unwrap();
+    a.ok(&["admin", "create", "-f", role.to_str().unwrap()]);
+    let token = add_bot(&a, "away", "nobody");
+    let (data, out) = (a.dir.path().join("d"), a.dir.path().join("o"));
+    let log = a.dir.path().join("bot.log");
+    let _bot = Killed(
+        Command::new(HOP)
+            .args(bot_args(&a, &data))
+            .args(["--token", &token, "--destination-dir"])
+            .arg(&out)
+            .args(["--certificate-ttl", "1m", "--renewal-interval", "2s"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("the bot's first renewal", 30, || {
+        bot_generation(&a, "away") >= 2
+    });
+    a.stop();
+    let cert = std::fs::read(out.join("keys").join(&a.addr).join("bot-away-tls.crt")).unwrap();
+    wait_until("the bot to say renewal failed", 20, || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("renewal failed")
+    });
+    // The last good outputs stay while the cluster is away.
+    let kept = std::fs::read(out.join("keys").join(&a.addr).join("bot-away-tls.crt")).unwrap();
+    assert_eq!(kept, cert);
+    assert!(out.join("ssh_config").exists());
+    a.restart_same_port();
+    let before = bot_generation(&a, "away");
+    wait_until("a renewal after the cluster is back", 40, || {
+        bot_generation(&a, "away") > before
+    });
+    let ls = Command::new(HOP)
+        .arg("--identity")
+        .arg(out.join("identity"))
+        .arg("ls")
+        .output()
+        .unwrap();
+    assert!(ls.status.success(), "{}", stderr(&ls));
+}

@@ -338,7 +338,8 @@ impl AuthServer {
     fn bot_recover_inner(&self, req: &BotRecovery<'_>) -> Result<LoginCertificates, AuthError> {
         let now = self.clock.now();
         let user_name = bot_user(req.bot);
-        let user = self.bot_user(&user_name)?;
+        // Anyone may call: a name that is no bot gets the answer a wrong proof gets.
+        let user = self.bot_user(&user_name).map_err(|_| BotError::BadProof)?;
         if let Some(lock) = self.user_lock_in_force(&user_name)? {
             return Err(AuthError::Denied(format!(
                 "{user_name} is locked: {}",
