@@ -22,6 +22,24 @@ pub fn sign_proof(private_pkcs8_pem: &str, message: &[u8]) -> Result<Vec<u8>, Ca
     Ok(sig.to_bytes().to_vec())
 }
 
+/// The public part (DER SubjectPublicKeyInfo) of the P-256 key in `private_pkcs8_pem`.
+///
+/// # Errors
+/// [`CaError::InvalidKey`] when the key does not parse as a P-256 PKCS#8 key.
+pub fn proof_public_key(private_pkcs8_pem: &str) -> Result<Vec<u8>, CaError> {
+    use p256::pkcs8::EncodePublicKey as _;
+    let invalid = |reason: String| CaError::InvalidKey {
+        what: "proof key",
+        reason,
+    };
+    let key = SigningKey::from_pkcs8_pem(private_pkcs8_pem).map_err(|e| invalid(e.to_string()))?;
+    let der = key
+        .verifying_key()
+        .to_public_key_der()
+        .map_err(|e| invalid(e.to_string()))?;
+    Ok(der.as_bytes().to_vec())
+}
+
 /// Checks that `public_spki_der` is a P-256 public key a proof can be verified with.
 ///
 /// # Errors
@@ -72,5 +90,9 @@ mod tests {
         assert!(verify_proof(b"junk", b"hello", &sig).is_err());
         assert!(check_proof_key(&k.public_spki_der).is_ok());
         assert!(check_proof_key(b"junk").is_err());
+        assert_eq!(
+            proof_public_key(&k.private_pkcs8_pem).unwrap(),
+            k.public_spki_der
+        );
     }
 }

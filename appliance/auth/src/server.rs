@@ -10,7 +10,7 @@
 //! concern has its own room: `accounts` (users, locks), `account` (a user's own password and
 //! one-time-code devices), `invites` (sign-up), `login`,
 //! `certificates` (what goes into issued certificates), `bots` (machine identities: add,
-//! join, renewal), `agents` (join, renewal, what nodes
+//! join, renewal), `bot_recovery` (a bot's bound key), `agents` (join, renewal, what nodes
 //! learn), `admin` (generic resources and rule checks) and `authorities` (the CAs). Join tokens
 //! live in `join_tokens`, the names in host certificates in `host_names`.
 
@@ -30,6 +30,7 @@ mod accounts;
 mod admin;
 mod agents;
 mod authorities;
+mod bot_recovery;
 mod bots;
 mod certificates;
 mod invites;
@@ -41,7 +42,8 @@ pub use accounts::validate_username;
 pub use admin::CreatedResources;
 pub use agents::{JoinRequest, JoinedHost, NodeAccess};
 pub use authorities::Authorities;
-pub use bots::{BotKeys, BotRecovery, BotRenewal, BotView, NewBot};
+pub use bot_recovery::BotRecovery;
+pub use bots::{BotKeys, BotRenewal, BotView, NewBot};
 pub use certificates::HOST_CERT_TTL;
 pub use invites::Invite;
 pub use login::{LoginCertificates, LoginClient, LoginRequest};

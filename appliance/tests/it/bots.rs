@@ -432,8 +432,16 @@ fn a_bot_offline_past_expiry_recovers_with_its_bound_key_within_its_limit() {
     let expiry = joined_at + Duration::from_secs(62);
     std::thread::sleep(expiry.saturating_duration_since(clock::monotonic_now()));
     assert!(!ssh(&kept.1, login.name, "node1", "true").status.success());
+    let bound_before = std::fs::read(kept.0.join("bound.key")).unwrap();
     let o = oneshot(&a, &kept.0, &["--destination-dir", &kept.2]);
     assert!(o.status.success(), "recovery: {}", stderr(&o));
+    // The recovery rotated the bound key.
+    assert_ne!(
+        std::fs::read(kept.0.join("bound.key")).unwrap(),
+        bound_before
+    );
+    assert!(!kept.0.join("bound.key.next").exists());
+    assert_eq!(file_mode(&kept.0.join("bound.key")), 0o600);
     let s = ssh(&kept.1, login.name, "node1", "id -un");
     assert!(
         s.status.success() && stdout(&s).trim() == login.name,

@@ -9,7 +9,8 @@
 //! `renewal.json` before the request is sent, so that a retry, even from a restarted bot, is the
 //! same request (Auth answers it with the same certificates instead of treating it as a copy).
 //! A bound key (`bound.key`, P-256), made and written before the join that registers it, lets a
-//! bot whose certificates expired recover without a new token, as often as Auth allows.
+//! bot whose certificates expired recover without a new token, as often as Auth allows; each
+//! recovery rotates it (`bound.key.next`).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -261,11 +262,63 @@ pub fn can_recover(storage: &Path) -> bool {
     bound_key_path(storage).exists()
 }
 
+/// The next bound key, made before a recovery that registers it (key rotation).
+fn next_bound_key_path(storage: &Path) -> PathBuf {
+    storage.join("bound.key.next")
+}
+
 /// New certificates for an identity that expired, with a proof of possession of the bound key
-/// (counted by Auth against the bot's recovery limit).
+/// (counted by Auth against the bot's recovery limit). Each recovery rotates the bound key: the
+/// next one is on disk before Auth hears of it and replaces the current one once Auth answered;
+/// when an answer was lost, the next key may be the one Auth holds, so it is tried first.
 pub async fn recover(cfg: &BotConfig, id: &BotIdentity) -> anyhow::Result<BotIdentity> {
-    let bound = std::fs::read_to_string(bound_key_path(&cfg.storage))
-        .context("reading the bot's bound key")?;
+    let (current, next) = (
+        bound_key_path(&cfg.storage),
+        next_bound_key_path(&cfg.storage),
+    );
+    if let Ok(pem) = std::fs::read_to_string(&next)
+        && let Ok(resp) = recover_with(cfg, id, &pem, &[]).await
+    {
+        std::fs::rename(&next, &current).context("keeping the bound key")?;
+        return recovered(cfg, id, &resp);
+    }
+    let next_pem = match std::fs::read_to_string(&next) {
+        Ok(pem) => pem,
+        Err(_) => {
+            let k = hop_ca::generate_x509_keypair(&mut rand::rng()).map_err(|e| anyhow!("{e}"))?;
+            write_private(&next, k.private_pkcs8_pem.as_bytes())?;
+            sync_dir(&cfg.storage);
+            k.private_pkcs8_pem.clone()
+        }
+    };
+    let next_public = hop_ca::proof_public_key(&next_pem).map_err(|e| anyhow!("{e}"))?;
+    let pem = std::fs::read_to_string(&current).context("reading the bot's bound key")?;
+    let resp = recover_with(cfg, id, &pem, &next_public).await?;
+    std::fs::rename(&next, &current).context("keeping the new bound key")?;
+    recovered(cfg, id, &resp)
+}
+
+/// Stores a recovery's certificates and reads the identity back.
+fn recovered(
+    cfg: &BotConfig,
+    id: &BotIdentity,
+    resp: &LoginResponse,
+) -> anyhow::Result<BotIdentity> {
+    store_certificates(&id.paths, resp)?;
+    sync_dir(&id.paths.keys_dir());
+    sync_dir(&cfg.storage);
+    // A renewal unanswered before the expiry is moot now.
+    let _ = std::fs::remove_file(pending_path(&cfg.storage));
+    load(&cfg.storage)?.ok_or_else(|| anyhow!("the identity just written cannot be read back"))
+}
+
+/// One recovery: a proof with `key_pem` (naming `next_public` as the next bound key, if any).
+async fn recover_with(
+    cfg: &BotConfig,
+    id: &BotIdentity,
+    key_pem: &str,
+    next_public: &[u8],
+) -> anyhow::Result<LoginResponse> {
     let bot = id
         .login
         .profile
@@ -283,10 +336,11 @@ pub async fn recover(cfg: &BotConfig, id: &BotIdentity) -> anyhow::Result<BotIde
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0);
     let fingerprint = hop_api::bot_proof::key_fingerprint(&ssh_public_key, &tls_public_key);
-    let message = hop_api::bot_proof::recovery_message(&bot, timestamp_unix, &fingerprint, &[]);
-    let signature = hop_ca::sign_proof(&bound, &message).map_err(|e| anyhow!("{e}"))?;
+    let message =
+        hop_api::bot_proof::recovery_message(&bot, timestamp_unix, &fingerprint, next_public);
+    let signature = hop_ca::sign_proof(key_pem, &message).map_err(|e| anyhow!("{e}"))?;
     let channel = tls_channel(&id.login.profile.proxy, &id.login.trust, None).await?;
-    let resp = BotsClient::new(channel)
+    Ok(BotsClient::new(channel)
         .recover_bot(RecoverBotRequest {
             bot,
             timestamp_unix,
@@ -294,17 +348,12 @@ pub async fn recover(cfg: &BotConfig, id: &BotIdentity) -> anyhow::Result<BotIde
             ssh_public_key,
             tls_public_key,
             ttl_seconds: cfg.certificate_ttl.as_secs(),
-            next_bound_public_key: Vec::new(),
+            next_bound_public_key: next_public.to_vec(),
         })
         .await
         .map_err(status_error)
         .context("recovering with the bound key")?
-        .into_inner();
-    store_certificates(&id.paths, &resp)?;
-    sync_dir(&id.paths.keys_dir());
-    // A renewal unanswered before the expiry is moot now.
-    let _ = std::fs::remove_file(pending_path(&cfg.storage));
-    load(&cfg.storage)?.ok_or_else(|| anyhow!("the identity just written cannot be read back"))
+        .into_inner())
 }
 
 /// The id of the renewal in flight, made (and written durably) when there is none.
