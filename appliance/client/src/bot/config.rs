@@ -52,8 +52,8 @@ pub enum BotConfigError {
     NotSupportedYet { index: usize, kind: String },
 }
 
-/// What the bot runs with.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the bot runs with. Its Debug output leaves the join token out.
+#[derive(Clone, PartialEq, Eq)]
 pub struct BotConfig {
     pub proxy: String,
     pub ca_pin: Option<String>,
@@ -66,6 +66,20 @@ pub struct BotConfig {
     /// None: at one third of the lifetime remaining.
     pub renewal_interval: Option<Duration>,
     pub oneshot: bool,
+}
+
+impl std::fmt::Debug for BotConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BotConfig")
+            .field("proxy", &self.proxy)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("storage", &self.storage)
+            .field("outputs", &self.outputs)
+            .field("certificate_ttl", &self.certificate_ttl)
+            .field("renewal_interval", &self.renewal_interval)
+            .field("oneshot", &self.oneshot)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One output the bot keeps fresh.
@@ -347,6 +361,16 @@ renewal_interval: 10m
                     database: "app".into(),
                 }
             ]
+        );
+    }
+
+    #[test]
+    fn debug_output_leaves_the_token_out() {
+        let c = resolve(TBOT, &BotStartArgs::default()).unwrap();
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("abcd") && shown.contains("<redacted>"),
+            "{shown}"
         );
     }
 
