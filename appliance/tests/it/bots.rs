@@ -3,7 +3,7 @@
 //! `ssh_config`) runs a command as an ordinary login on a node agent and psql queries through
 //! the proxy with the bot's database output, with no failure; `--oneshot` then the outputs used;
 //! a copy of the bot's data dir detected (the bot locked and the event audited); `bots rm`
-//! refusing the bot's certificates; a lock by name ending a live session within 5 s; lost
+//! ending a live session within 5 s and refusing the bot's certificates; a lock by name ending a live session within 5 s; lost
 //! renewal answers recovered by retrying the same request (no lock).
 
 use std::path::Path;
@@ -83,6 +83,23 @@ fn psql(db_dir: &Path, query: &str) -> Output {
         .stdin(Stdio::null())
         .output()
         .unwrap()
+}
+
+/// `ssh -F OUT/ssh_config LOGIN@node1 sleep 60`, running.
+fn live_session(out_dir: &Path, login: &str) -> Killed {
+    Killed(
+        Command::new("ssh")
+            .arg("-F")
+            .arg(out_dir.join("ssh_config"))
+            .args(["-o", "BatchMode=yes"])
+            .arg(format!("{login}@node1.{CLUSTER}"))
+            .arg("sleep 60")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 fn wait_until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
@@ -310,8 +327,20 @@ fn oneshot_outputs_work_and_a_removed_bot_is_refused() {
         stderr(&ls)
     );
 
-    // Removed: its certificates are refused, and it renews no more.
+    // Removed: its live session ends within 5 s, its certificates are refused, it renews no more.
+    let mut live = live_session(&out, login.name);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        live.0.try_wait().unwrap().is_none(),
+        "the session ended early"
+    );
     a.ok(&["admin", "bots", "rm", "ci2"]);
+    let removed_at = clock::monotonic_now();
+    wait_until("the live session to end", 10, || {
+        live.0.try_wait().unwrap().is_some()
+    });
+    let took = clock::monotonic_now() - removed_at;
+    assert!(took < Duration::from_secs(5), "{took:?}");
     wait_until("the removed bot refused", 10, || {
         !ssh(&out, login.name, "node1", "true").status.success()
     });
@@ -337,19 +366,7 @@ fn a_locked_bot_loses_its_live_session_and_its_renewals() {
     wait_until("ssh with the bot's outputs", 30, || {
         ssh(&out, login.name, "node1", "true").status.success()
     });
-    let mut live = Killed(
-        Command::new("ssh")
-            .arg("-F")
-            .arg(out.join("ssh_config"))
-            .args(["-o", "BatchMode=yes"])
-            .arg(format!("{}@node1.{CLUSTER}", login.name))
-            .arg("sleep 60")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut live = live_session(&out, login.name);
     std::thread::sleep(Duration::from_secs(2));
     assert!(
         live.0.try_wait().unwrap().is_none(),
