@@ -39,39 +39,15 @@ pub async fn start(args: BotStartArgs) -> anyhow::Result<()> {
     if cfg.oneshot {
         return outputs::write_all(&cfg.outputs, &id, &mut keys).await;
     }
-    if let Err(e) = outputs::write_all(&cfg.outputs, &id, &mut keys).await {
-        tracing::error!(error = %format!("{e:#}"), "outputs not written; retrying at the next renewal");
-    }
+    write_outputs(&cfg, &id, &mut keys).await;
     let mut failures = 0u32;
     loop {
         let now = clock::wall();
-        if id.expires <= now && identity::can_recover(&cfg.storage) {
-            // Auth refuses an expired certificate: only the bound key can bring the bot back.
-            match identity::recover(&cfg, &id).await {
-                Ok(recovered) => {
-                    id = recovered;
-                    failures = 0;
-                    log_identity("recovered", &id);
-                    if let Err(e) = outputs::write_all(&cfg.outputs, &id, &mut keys).await {
-                        tracing::error!(error = %format!("{e:#}"), "outputs not all written");
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    failures = failures.saturating_add(1);
-                    tracing::error!(error = %format!("{e:#}"), failures, "recovery failed; retrying with backoff");
-                    tokio::time::sleep(backoff(failures, Duration::ZERO).max(MAX_BACKOFF / 2))
-                        .await;
-                    continue;
-                }
-            }
-        }
         if id.expires <= now {
-            // Auth refuses an expired certificate: no renewal can succeed from here.
-            bail!(
-                "the bot's certificates expired at {} without a successful renewal; add the bot again (`hop admin bots rm` and `add`) and start it with the new token",
-                rfc3339(id.expires)
-            );
+            id = after_expiry(&cfg, &id).await?;
+            failures = 0;
+            write_outputs(&cfg, &id, &mut keys).await;
+            continue;
         }
         let wait = if failures == 0 {
             next_renewal(&id, cfg.renewal_interval, now)
@@ -90,9 +66,7 @@ pub async fn start(args: BotStartArgs) -> anyhow::Result<()> {
                 failures = 0;
                 id = renewed;
                 log_identity("renewed", &id);
-                if let Err(e) = outputs::write_all(&cfg.outputs, &id, &mut keys).await {
-                    tracing::error!(error = %format!("{e:#}"), "outputs not all written");
-                }
+                write_outputs(&cfg, &id, &mut keys).await;
             }
             Err(e) => {
                 failures = failures.saturating_add(1);
@@ -102,6 +76,45 @@ pub async fn start(args: BotStartArgs) -> anyhow::Result<()> {
                     expires = %rfc3339(id.expires),
                     "renewal failed; retrying with backoff, the last good outputs stay in place"
                 );
+            }
+        }
+    }
+}
+
+/// Writes the outputs, logging (not returning) a failure: the next renewal tries again.
+async fn write_outputs(cfg: &BotConfig, id: &BotIdentity, keys: &mut outputs::OutputKeys) {
+    if let Err(e) = outputs::write_all(&cfg.outputs, id, keys).await {
+        tracing::error!(error = %format!("{e:#}"), "outputs not all written");
+    }
+}
+
+/// An identity again once `id` expired: recovered with the bound key (retried with backoff
+/// while Auth refuses or is away: an administrator may raise the limit), or an error when the
+/// bot has no bound key.
+async fn after_expiry(cfg: &BotConfig, id: &BotIdentity) -> anyhow::Result<BotIdentity> {
+    if !identity::can_recover(&cfg.storage) {
+        bail!(
+            "the bot's certificates expired at {} without a successful renewal; add the bot again (`hop admin bots rm` and `add`) and start it with the new token",
+            rfc3339(id.expires)
+        );
+    }
+    let mut failures = 0u32;
+    loop {
+        match identity::recover(cfg, id).await {
+            Ok(recovered) => {
+                log_identity("recovered", &recovered);
+                return Ok(recovered);
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                tracing::error!(error = %format!("{e:#}"), failures, "recovery with the bound key failed; retrying with backoff");
+                let wait = FIRST_BACKOFF
+                    .saturating_mul(1u32 << failures.min(5))
+                    .min(MAX_BACKOFF);
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    _ = tokio::signal::ctrl_c() => bail!("stopped while recovering"),
+                }
             }
         }
     }
