@@ -326,6 +326,19 @@ fn oneshot_outputs_work_and_a_removed_bot_is_refused() {
         "{}",
         stderr(&ls)
     );
+    let hop_ssh = Command::new(HOP)
+        .arg("--identity")
+        .arg(out.join("identity"))
+        .args(["ssh", &format!("{}@node1", login.name), "id", "-un"])
+        .env("HOP_HOME", a.dir.path().join("nobody"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        hop_ssh.status.success() && stdout(&hop_ssh).trim() == login.name,
+        "{}",
+        stderr(&hop_ssh)
+    );
 
     // Removed: its live session ends within 5 s, its certificates are refused, it renews no more.
     let mut live = live_session(&out, login.name);
