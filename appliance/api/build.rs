@@ -3,7 +3,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Read at run time, not compile time: a build script compiled for one checkout may be reused
     // by a checkout elsewhere that shares the target directory.
     let root = format!("{}/../../proto", std::env::var("CARGO_MANIFEST_DIR")?);
-    let files = ["hop/auth/v1/auth.proto", "hop/auth/v1/recordings.proto"];
+    let files = [
+        "hop/auth/v1/auth.proto",
+        "hop/auth/v1/recordings.proto",
+        "hop/auth/v1/bots.proto",
+    ];
     for file in files {
         println!("cargo:rerun-if-changed={root}/{file}");
     }

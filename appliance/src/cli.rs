@@ -27,6 +27,10 @@ pub struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Use the identity a bot wrote (its `identity` output's `identity` file) instead of your
+    /// `hop login`.
+    #[arg(long, global = true, env = "HOP_IDENTITY")]
+    pub identity: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -54,6 +58,9 @@ pub enum Command {
     Logout,
     /// Administer the cluster (users, roles, tokens, certificate authorities).
     Admin(AdminArgs),
+    /// Run a bot: join with its token, renew its certificates, keep its outputs fresh.
+    #[command(subcommand)]
+    Bot(BotCommand),
     /// Applications you can reach.
     #[command(subcommand)]
     Apps(AppsCommand),

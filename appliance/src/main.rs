@@ -23,11 +23,25 @@ use hop_config::{Config, LogFormat};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(bot_alias(std::env::args_os()));
     if let Err(e) = run(cli) {
         eprintln!("ERROR: {}", error_text(&e));
         std::process::exit(1);
     }
+}
+
+/// Arguments as `hop` parses them: run as `hop-bot` (a symlink), `hop-bot ARGS` is
+/// `hop bot ARGS`.
+fn bot_alias(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<_> = args.collect();
+    let is_bot = args
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .is_some_and(|n| n == "hop-bot");
+    if is_bot {
+        args.insert(1, "bot".into());
+    }
+    args
 }
 
 /// The error and its causes on one line, without repeating a cause the message already quotes.
@@ -52,6 +66,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(file) = &cli.identity {
+        hop_client::profile::use_identity_file(file)?;
+    }
     match cli.command {
         Command::Version => {
             println!("hop {}", env!("CARGO_PKG_VERSION"));
@@ -89,8 +106,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             )?)?)
         }
         other => {
+            // A bot runs unattended: its renewals are worth a line each.
+            let default_level = if matches!(other, Command::Bot(_)) {
+                "info"
+            } else {
+                "warn"
+            };
             logging::init(
-                cli.log_level.as_deref().or(Some("warn")),
+                cli.log_level.as_deref().or(Some(default_level)),
                 cli.log_format.unwrap_or(LogFormat::Text),
             )?;
             let rt = runtime()?;
@@ -100,6 +123,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Status(a) => hop_client::user::status(a),
                 Command::Logout => hop_client::user::logout(),
                 Command::Admin(a) => rt.block_on(hop_client::admin::run(a)),
+                Command::Bot(hop_client::cli::BotCommand::Start(a)) => {
+                    rt.block_on(hop_client::bot::start(a))
+                }
                 Command::Apps(cmd) => rt.block_on(hop_client::apps::run(cmd)),
                 Command::Proxy(hop_client::cli::ProxyCommand::App { name, port, bind }) => {
                     rt.block_on(hop_client::apps::proxy_app(name, bind, port))

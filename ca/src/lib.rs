@@ -12,6 +12,7 @@ mod identity;
 mod issued;
 pub mod jwt;
 mod keys;
+mod proof;
 mod ssh;
 mod x509;
 
@@ -24,5 +25,6 @@ pub use export::{export_known_hosts, export_pem, export_trusted_user_ca_keys};
 pub use identity::{HostRole, Identity, RouteToDatabase};
 pub use issued::{ssh_issued_at, x509_issued_at};
 pub use keys::{SshKeyPair, X509KeyPair, generate_ssh_keypair, generate_x509_keypair};
+pub use proof::{check_proof_key, proof_public_key, sign_proof, verify_proof};
 pub use ssh::{NO_LOGIN_PRINCIPAL, verify_host_ssh, verify_user_ssh};
 pub use x509::{ca_pin, host_role_x509, parse_pem_certs, verify_host_x509, verify_user_x509};

@@ -58,6 +58,16 @@ pub enum EventKind {
     KubeExec,
     /// A `kubectl port-forward` session (its start with the ports, and its end).
     KubePortForward,
+    /// A bot added (`hop admin bots add`).
+    BotCreate,
+    /// A bot removed (`hop admin bots rm`).
+    BotDelete,
+    /// A bot's join with its one-time token (refused: `success: false`).
+    BotJoin,
+    /// A bot's renewal (refused, or a copied identity detected: `success: false`).
+    BotRenew,
+    /// A bot's recovery limit changed (`hop admin bots update`).
+    BotUpdate,
 }
 
 impl EventKind {
@@ -101,6 +111,11 @@ impl EventKind {
             Self::KubeRequest => "kube.request",
             Self::KubeExec => "kube.exec",
             Self::KubePortForward => "kube.portforward",
+            Self::BotCreate => "bot.create",
+            Self::BotDelete => "bot.delete",
+            Self::BotJoin => "bot.join",
+            Self::BotRenew => "bot.renew",
+            Self::BotUpdate => "bot.update",
         }
     }
 
@@ -145,6 +160,11 @@ impl EventKind {
             Self::KubeRequest => 7000,
             Self::KubeExec => 7001,
             Self::KubePortForward => 7002,
+            Self::BotCreate => 8000,
+            Self::BotDelete => 8001,
+            Self::BotJoin => 8002,
+            Self::BotRenew => 8003,
+            Self::BotUpdate => 8004,
         };
         format!("H{n}{}", if success { 'I' } else { 'W' })
     }
@@ -191,6 +211,11 @@ impl EventKind {
         Self::KubeRequest,
         Self::KubeExec,
         Self::KubePortForward,
+        Self::BotCreate,
+        Self::BotDelete,
+        Self::BotJoin,
+        Self::BotRenew,
+        Self::BotUpdate,
     ];
 
     /// The kinds an agent may send to Auth (`EmitEvents`, `EmitEventsPacked`).

@@ -9,6 +9,7 @@
 
 pub mod audit;
 pub mod audit_wire;
+pub mod bot_proof;
 pub mod dial;
 pub mod ids;
 pub mod password;

@@ -62,6 +62,9 @@ pub enum AuthError {
     /// The join token an agent presented is refused.
     #[error("access denied: {0}")]
     JoinToken(#[from] JoinTokenError),
+    /// A bot's join or renewal is refused.
+    #[error("access denied: {0}")]
+    Bot(#[from] crate::bots::BotError),
 
     // ---- internal: the operator should look at the logs ----
     /// The backend failed (I/O, corruption, a newer schema, an engine failure).

@@ -104,6 +104,7 @@ impl AuthApi {
         .add_service(hop_api::proto::kube_access_server::KubeAccessServer::new(
             self.clone(),
         ))
+        .add_service(hop_api::proto::bots_server::BotsServer::new(self.clone()))
     }
 
     fn invite_response(&self, invite: super::server::Invite) -> InviteResponse {
@@ -163,7 +164,7 @@ pub fn to_status(e: AuthError) -> Status {
         AuthError::BadRequest(_) | AuthError::UnusableKey { .. } => Status::invalid_argument(msg),
         AuthError::AlreadyExists(_) | AuthError::AlreadyStored(_) => Status::already_exists(msg),
         AuthError::NotFound(_) => Status::not_found(msg),
-        AuthError::JoinToken(_) => Status::permission_denied(msg),
+        AuthError::JoinToken(_) | AuthError::Bot(_) => Status::permission_denied(msg),
         AuthError::Storage(_)
         | AuthError::Conflict(_)
         | AuthError::Contended { .. }

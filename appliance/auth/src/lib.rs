@@ -16,11 +16,15 @@ pub mod agent_events;
 pub mod app_access;
 pub mod apps;
 pub mod audit;
+pub mod bots;
+#[cfg(test)]
+mod bots_tests;
 pub mod caller;
 pub mod databases;
 pub mod error;
 pub mod grpc;
 mod grpc_app;
+mod grpc_bots;
 mod grpc_db;
 mod grpc_kube;
 pub mod host_names;

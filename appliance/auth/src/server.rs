@@ -9,7 +9,8 @@
 //! This file holds the service itself (opening it, its settings and shared helpers); each
 //! concern has its own room: `accounts` (users, locks), `account` (a user's own password and
 //! one-time-code devices), `invites` (sign-up), `login`,
-//! `certificates` (what goes into issued certificates), `agents` (join, renewal, what nodes
+//! `certificates` (what goes into issued certificates), `bots` (machine identities: add,
+//! join, renewal), `bot_recovery` (a bot's bound key), `agents` (join, renewal, what nodes
 //! learn), `admin` (generic resources and rule checks) and `authorities` (the CAs). Join tokens
 //! live in `join_tokens`, the names in host certificates in `host_names`.
 
@@ -29,6 +30,8 @@ mod accounts;
 mod admin;
 mod agents;
 mod authorities;
+mod bot_recovery;
+mod bots;
 mod certificates;
 mod invites;
 mod login;
@@ -39,6 +42,8 @@ pub use accounts::validate_username;
 pub use admin::CreatedResources;
 pub use agents::{JoinRequest, JoinedHost, NodeAccess};
 pub use authorities::Authorities;
+pub use bot_recovery::BotRecovery;
+pub use bots::{BotKeys, BotRenewal, BotView, NewBot};
 pub use certificates::HOST_CERT_TTL;
 pub use invites::Invite;
 pub use login::{LoginCertificates, LoginClient, LoginRequest};

@@ -16,16 +16,16 @@ use hop_metrics::Metrics;
 
 const PASSWORD: &str = "correct horse battery staple";
 
-struct Fixture {
-    auth: AuthServer,
-    clock: ManualClock,
+pub(crate) struct Fixture {
+    pub(crate) auth: AuthServer,
+    pub(crate) clock: ManualClock,
     log: Arc<AuditLog>,
     _dir: tempfile::TempDir,
-    ssh_pub: String,
-    tls_spki: Vec<u8>,
+    pub(crate) ssh_pub: String,
+    pub(crate) tls_spki: Vec<u8>,
 }
 
-fn fixture(second_factor: &str) -> Fixture {
+pub(crate) fn fixture(second_factor: &str) -> Fixture {
     let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
     let c: Arc<dyn Clock> = Arc::new(clock.clone());
     let backend = Arc::new(MemoryBackend::new(c));
@@ -116,7 +116,7 @@ impl Fixture {
         })
     }
 
-    fn events(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn events(&self) -> Vec<serde_json::Value> {
         let q = hop_storage::SearchQuery {
             order: hop_storage::Order::OldestFirst,
             limit: 10_000,

@@ -490,6 +490,9 @@ pub enum AdminCommand {
     /// Manage join tokens for agents.
     #[command(subcommand)]
     Tokens(TokensCommand),
+    /// Manage bots: machine identities that renew short-lived certificates (`hop bot start`).
+    #[command(subcommand)]
+    Bots(BotsCommand),
     /// Lock a user, role, login, agent, access request or bot: its new sessions and API calls
     /// are refused and its live sessions end within seconds, on the proxy and on the agents.
     Lock(LockArgs),
@@ -743,6 +746,82 @@ pub enum TokensCommand {
     Ls(Output),
     /// Delete a join token by its id (`hop admin tokens ls`).
     Rm { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BotsCommand {
+    /// Add a bot (the user `bot-NAME`) and print its one-time join token.
+    Add {
+        /// The bot's name.
+        name: String,
+        /// The bot's roles, comma separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        roles: Vec<String>,
+        /// The bot's logins trait (`{{internal.logins}}`), comma separated.
+        #[arg(long, value_delimiter = ',')]
+        logins: Vec<String>,
+        /// Lifetime of the join token.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// How many times the bot may recover with its bound key after its certificates
+        /// expired [default: 1]; 0 turns recovery off.
+        #[arg(long)]
+        recoveries: Option<u32>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// List bots: roles, generation, last renewal, instances, recoveries.
+    Ls(Output),
+    /// Change a bot's recovery limit (raise it after the bot used it up).
+    Update {
+        name: String,
+        /// The new limit of recoveries with the bound key.
+        #[arg(long)]
+        recoveries: u32,
+    },
+    /// Remove a bot: its certificates are refused from then on.
+    Rm { name: String },
+}
+
+/// `hop bot start`: the bot's side (Teleport's tbot).
+#[derive(Debug, Subcommand)]
+pub enum BotCommand {
+    /// Join (or renew) and keep the outputs fresh; with --oneshot, once.
+    Start(BotStartArgs),
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct BotStartArgs {
+    /// A YAML configuration in tbot's v2 shape; flags override it.
+    #[arg(short, long)]
+    pub config: Option<PathBuf>,
+    /// Proxy address, HOST:PORT.
+    #[arg(long, env = "HOP_PROXY")]
+    pub proxy: Option<String>,
+    /// Trust the proxy whose certificate chains to the CA with this key pin.
+    #[arg(long, env = "HOP_CA_PIN")]
+    pub ca_pin: Option<String>,
+    /// Do not verify the proxy's certificate. Only for tests.
+    #[arg(long)]
+    pub insecure: bool,
+    /// The one-time join token from `hop admin bots add` (used only when the bot has no identity).
+    #[arg(long, env = "HOP_BOT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Where the bot keeps its own identity (0700).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// An identity output in this directory (ssh_config, known_hosts, keys).
+    #[arg(long)]
+    pub destination_dir: Option<PathBuf>,
+    /// Join or renew once, write the outputs, and exit.
+    #[arg(long)]
+    pub oneshot: bool,
+    /// Lifetime of the certificates (e.g. 1h; at least 1m, at most 24h).
+    #[arg(long)]
+    pub certificate_ttl: Option<String>,
+    /// Renew this often instead of at one third of the lifetime remaining.
+    #[arg(long)]
+    pub renewal_interval: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

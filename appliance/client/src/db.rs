@@ -211,17 +211,16 @@ async fn login(a: &DbLoginArgs) -> anyhow::Result<DbLogin> {
         (None, None) => db_user.clone(),
     };
     let key = hop_ca::generate_x509_keypair(&mut rand::rng()).map_err(|e| anyhow!("{e}"))?;
-    let r = client(&login)
-        .await?
-        .issue_database_route(DatabaseRouteRequest {
+    let r = issue_route(
+        &login,
+        DatabaseRouteRequest {
             service: db.name.clone(),
             db_user: db_user.clone(),
             db_name: db_name.clone(),
             tls_public_key: key.public_spki_der.clone(),
-        })
-        .await
-        .map_err(status_error)?
-        .into_inner();
+        },
+    )
+    .await?;
     let f = files(&paths, &db.name);
     if let Some(dir) = f.key.parent() {
         hop_net::files::ensure_dir(dir)?;
@@ -241,6 +240,19 @@ async fn login(a: &DbLoginArgs) -> anyhow::Result<DbLogin> {
     };
     hop_net::files::write_private(&f.meta, serde_json::to_string_pretty(&saved)?.as_bytes())?;
     Ok(saved)
+}
+
+/// A certificate routed to one database for `login` (`hop db login`, a bot's database output).
+pub(crate) async fn issue_route(
+    login: &Login,
+    req: DatabaseRouteRequest,
+) -> anyhow::Result<hop_api::proto::DatabaseRouteResponse> {
+    Ok(client(login)
+        .await?
+        .issue_database_route(req)
+        .await
+        .map_err(status_error)?
+        .into_inner())
 }
 
 fn saved(paths: &Paths, name: &str) -> anyhow::Result<DbLogin> {
@@ -340,18 +352,42 @@ impl Connection {
 
     /// A libpq keyword/value connection string.
     fn conninfo(&self) -> String {
-        let q = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
-        format!(
-            "host={} port={} sslmode=verify-full sslrootcert={} sslcert={} sslkey={} user={} dbname={}",
-            q(&self.host),
-            self.port,
-            q(&self.root.to_string_lossy()),
-            q(&self.cert.to_string_lossy()),
-            q(&self.key.to_string_lossy()),
-            q(&self.login.db_user),
-            q(&self.login.db_name),
-        )
+        libpq_conninfo(&LibpqFiles {
+            host: &self.host,
+            port: self.port,
+            root: &self.root,
+            cert: &self.cert,
+            key: &self.key,
+            db_user: &self.login.db_user,
+            db_name: &self.login.db_name,
+        })
     }
+}
+
+/// What libpq needs to reach a database through the proxy with a route certificate.
+pub(crate) struct LibpqFiles<'a> {
+    pub host: &'a str,
+    pub port: u16,
+    pub root: &'a std::path::Path,
+    pub cert: &'a std::path::Path,
+    pub key: &'a std::path::Path,
+    pub db_user: &'a str,
+    pub db_name: &'a str,
+}
+
+/// A libpq keyword/value connection string (`sslmode=verify-full`).
+pub(crate) fn libpq_conninfo(f: &LibpqFiles<'_>) -> String {
+    let q = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
+    format!(
+        "host={} port={} sslmode=verify-full sslrootcert={} sslcert={} sslkey={} user={} dbname={}",
+        q(f.host),
+        f.port,
+        q(&f.root.to_string_lossy()),
+        q(&f.cert.to_string_lossy()),
+        q(&f.key.to_string_lossy()),
+        q(f.db_user),
+        q(f.db_name),
+    )
 }
 
 fn config(name: Option<String>, format: DbConfigFormat) -> anyhow::Result<()> {

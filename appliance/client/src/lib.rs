@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod apps;
 pub mod bench;
+pub mod bot;
 pub mod cli;
 pub mod db;
 pub mod join;

@@ -36,8 +36,54 @@ pub struct Profile {
     pub insecure: bool,
 }
 
-/// `$HOP_HOME`, else `~/.hop`.
+/// The home `hop --identity FILE` chose for this process, if it did.
+static IDENTITY_HOME: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// The name of the identity file a bot's `identity` output writes beside its `$HOP_HOME` layout.
+pub const IDENTITY_FILE: &str = "identity";
+
+/// What an identity file says: the login it stands for, whose files lie beside it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdentityFile {
+    pub version: u32,
+    pub proxy: String,
+    pub user: String,
+    pub cluster: String,
+}
+
+/// `hop --identity FILE`: this process uses the login the identity file (a bot's `identity`
+/// output) stands for instead of `$HOP_HOME`'s current one.
+pub fn use_identity_file(file: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("--identity: reading {}", file.display()))?;
+    let id: IdentityFile = serde_json::from_str(&text)
+        .with_context(|| format!("--identity: {} is not a Hop identity file", file.display()))?;
+    let home = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let (current, _) = current_profile(&home)?;
+    if current.proxy != id.proxy || current.user != id.user {
+        anyhow::bail!(
+            "--identity: {} names {}@{}, but the files beside it are {}@{}",
+            file.display(),
+            id.user,
+            id.proxy,
+            current.user,
+            current.proxy
+        );
+    }
+    IDENTITY_HOME
+        .set(home)
+        .map_err(|_| anyhow!("--identity given twice"))
+}
+
+/// `--identity`'s directory, else `$HOP_HOME`, else `~/.hop`.
 pub fn hop_home() -> anyhow::Result<PathBuf> {
+    if let Some(h) = IDENTITY_HOME.get() {
+        return Ok(h.clone());
+    }
     if let Some(h) = std::env::var_os("HOP_HOME").filter(|h| !h.is_empty()) {
         return Ok(PathBuf::from(h));
     }

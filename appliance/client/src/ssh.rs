@@ -255,40 +255,74 @@ fn quote(s: &str) -> String {
 /// `hop config`: an `ssh_config` block for the current cluster.
 pub fn config() -> anyhow::Result<()> {
     let (login, f) = SshFiles::current()?;
-    println!(
-        "# Hop cluster {} through proxy {} (user {})",
-        f.cluster, login.profile.proxy, login.profile.user
+    print!(
+        "{}",
+        render_config(&f, &login.profile.proxy, &login.profile.user)?
     );
-    println!(
+    Ok(())
+}
+
+/// The `ssh_config` of the login kept in `home` (a `$HOP_HOME` layout: the bot's identity
+/// output) for `user` at `proxy` in `cluster`: what `hop config` prints for it.
+pub fn ssh_config_for(
+    home: &std::path::Path,
+    proxy: &str,
+    user: &str,
+    cluster: &str,
+) -> anyhow::Result<String> {
+    let f = SshFiles {
+        paths: Paths::new(home.to_path_buf(), proxy, user),
+        cluster: cluster.to_string(),
+        hop: std::env::current_exe().context("locating the hop binary")?,
+        home: home.to_path_buf(),
+    };
+    render_config(&f, proxy, user)
+}
+
+fn render_config(f: &SshFiles, proxy: &str, user: &str) -> anyhow::Result<String> {
+    use std::fmt::Write;
+    let mut o = String::new();
+    writeln!(
+        o,
+        "# Hop cluster {} through proxy {proxy} (user {user})",
+        f.cluster
+    )?;
+    writeln!(
+        o,
         "# Add this to ~/.ssh/config, then: ssh LOGIN@NODE.{}",
         f.cluster
-    );
-    let common = || {
-        println!(
+    )?;
+    let common = |o: &mut String| -> std::fmt::Result {
+        writeln!(
+            o,
             "    UserKnownHostsFile \"{}\"",
             f.paths.known_hosts().display()
-        );
-        println!("    GlobalKnownHostsFile /dev/null");
-        println!("    IdentityFile \"{}\"", f.paths.ssh_key().display());
-        println!("    CertificateFile \"{}\"", f.paths.ssh_cert().display());
-        println!("    IdentitiesOnly yes");
-        println!("    StrictHostKeyChecking yes");
+        )?;
+        writeln!(o, "    GlobalKnownHostsFile /dev/null")?;
+        writeln!(o, "    IdentityFile \"{}\"", f.paths.ssh_key().display())?;
+        writeln!(
+            o,
+            "    CertificateFile \"{}\"",
+            f.paths.ssh_cert().display()
+        )?;
+        writeln!(o, "    IdentitiesOnly yes")?;
+        writeln!(o, "    StrictHostKeyChecking yes")
     };
     // The proxy itself, as a jump host: ssh -J proxy.CLUSTER LOGIN@NODE.CLUSTER (before the
     // wildcard block, so that its ProxyCommand does not apply to the proxy). Its host key is
     // checked under the name `proxy.CLUSTER`, which its certificate lists and the known_hosts
     // `@cert-authority *.CLUSTER` line covers, not under the address it is dialed at.
-    let (proxy_host, proxy_port) = hop_net::connect::split_host_port(&login.profile.proxy)?;
-    println!("Host proxy.{}", f.cluster);
-    println!("    HostName {proxy_host}");
-    println!("    Port {proxy_port}");
-    println!("    HostKeyAlias proxy.{}", f.cluster);
-    println!("    ProxyCommand none");
-    common();
-    println!("Host *.{}", f.cluster);
-    common();
-    println!("    ProxyCommand {}", f.proxy_command());
-    Ok(())
+    let (proxy_host, proxy_port) = hop_net::connect::split_host_port(proxy)?;
+    writeln!(o, "Host proxy.{}", f.cluster)?;
+    writeln!(o, "    HostName {proxy_host}")?;
+    writeln!(o, "    Port {proxy_port}")?;
+    writeln!(o, "    HostKeyAlias proxy.{}", f.cluster)?;
+    writeln!(o, "    ProxyCommand none")?;
+    common(&mut o)?;
+    writeln!(o, "Host *.{}", f.cluster)?;
+    common(&mut o)?;
+    writeln!(o, "    ProxyCommand {}", f.proxy_command())?;
+    Ok(o)
 }
 
 /// Splits `[user@]host`.

@@ -2,8 +2,10 @@
 //! a fresh identity, then is refused — with a message naming the reason and an `access.refused`
 //! audit event carrying the route and a reason code — for a locked user, a locked role, a locked
 //! login, a deleted user, a role taken away, a certificate older than the user's last lock, and
-//! an expired certificate. Then live sessions end within 5 s of a lock. All with an ordinary OS
-//! login and users without admin roles (`matrix` grants only what the routes need).
+//! an expired certificate; and for a bot (`hop bot start --oneshot`'s identity output) after
+//! `hop admin bots rm` and after a lock on its name. Then live sessions end within 5 s of a lock.
+//! All with an ordinary OS login and users without admin roles (`matrix` grants only what the
+//! routes need).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -151,6 +153,41 @@ impl Cluster {
 
     fn user(&self) -> User {
         self.user_with_ttl(None)
+    }
+
+    /// A fresh bot with only the `matrix` role, joined with `hop bot start --oneshot`: its
+    /// identity output is the user's HOP_HOME and ssh_config.
+    fn bot(&self) -> User {
+        let n = self.users.get() + 1;
+        self.users.set(n);
+        let name = format!("b{n}");
+        let out = self.a.ok(&[
+            "admin", "bots", "add", &name, "--roles", "matrix", "--logins", OS_LOGIN, "--format",
+            "json",
+        ]);
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        let home = self.a.dir.path().join(format!("home-{name}"));
+        let data = self.a.dir.path().join(format!("data-{name}"));
+        let joined = Command::new(HOP)
+            .args(["bot", "start", "--oneshot", "--proxy", &self.a.addr])
+            .args([
+                "--ca-pin",
+                &self.a.pin,
+                "--token",
+                v["token"].as_str().unwrap(),
+            ])
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--destination-dir")
+            .arg(&home)
+            .output()
+            .unwrap();
+        assert!(joined.status.success(), "bot {name}: {}", stderr(&joined));
+        User {
+            name: format!("bot-{name}"),
+            ssh_config: home.join("ssh_config"),
+            home,
+        }
     }
 }
 
@@ -447,6 +484,28 @@ fn lock(c: &Cluster, flag: &str, value: &str) -> Vec<String> {
     vec![format!("lock/{id}")]
 }
 
+/// The rows for bots: a bot's certificates after `hop admin bots rm` and after a lock on the
+/// bot's name.
+const BOT_ROWS: &[Row] = &[
+    Row {
+        what: "removed bot",
+        spoil: |c, u| {
+            c.a.ok(&["admin", "bots", "rm", u.name.trim_start_matches("bot-")]);
+            vec![]
+        },
+        says: "no longer exists",
+        code: "deleted",
+        ssh_only: false,
+    },
+    Row {
+        what: "locked bot",
+        spoil: |c, u| lock(c, "--bot", u.name.trim_start_matches("bot-")),
+        says: "locked",
+        code: "locked",
+        ssh_only: false,
+    },
+];
+
 const ROWS: &[Row] = &[
     Row {
         what: "locked user",
@@ -513,8 +572,9 @@ fn the_refusal_matrix_on_every_route() {
     let c = Cluster::start();
     let expiring = c.user_with_ttl(Some("8s"));
     let started = clock::monotonic_now();
-    for row in ROWS {
-        let u = c.user();
+    let rows = ROWS.iter().map(|r| (r, false));
+    for (row, bot) in rows.chain(BOT_ROWS.iter().map(|r| (r, true))) {
+        let u = if bot { c.bot() } else { c.user() };
         for t in TRIES {
             t.attempt(&c, &u)
                 .unwrap_or_else(|e| panic!("positive control for {} on {t:?}: {e}", row.what));

@@ -14,6 +14,7 @@ mod apps_http_cli;
 mod audit;
 mod audit_spool;
 mod bench_cmd;
+mod bots;
 mod clock;
 mod db;
 mod deadlines;

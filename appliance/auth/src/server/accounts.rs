@@ -41,6 +41,12 @@ impl AuthServer {
         actor: &str,
     ) -> Result<Invite, AuthError> {
         validate_username(name)?;
+        if name.starts_with(crate::bots::BOT_USER_PREFIX) {
+            return Err(AuthError::BadRequest(format!(
+                "user names starting with {:?} are bots'; add a bot with `hop admin bots add`",
+                crate::bots::BOT_USER_PREFIX
+            )));
+        }
         if roles.is_empty() {
             return Err(AuthError::BadRequest(format!(
                 "user {name:?} needs at least one role (--roles), for example --roles access"
@@ -73,8 +79,19 @@ impl AuthServer {
 
     /// Clears a user's password and second factor, unlocks them, and issues a reset invitation.
     pub fn reset_user(&self, name: &str, actor: &str) -> Result<Invite, AuthError> {
-        if self.store.get::<User>(name)?.is_none() {
+        let Some(user) = self.store.get::<User>(name)? else {
             return Err(AuthError::NotFound(format!("user {name:?}")));
+        };
+        // A bot has no password: an invitation would give it one.
+        if user
+            .value
+            .metadata
+            .labels
+            .contains_key(crate::bots::BOT_LABEL)
+        {
+            return Err(AuthError::BadRequest(format!(
+                "{name:?} is a bot: it has no password; `hop admin bots rm` and `add` give it a new join token"
+            )));
         }
         self.store.delete::<UserSecrets>(name)?;
         self.set_lock(name, None)?;

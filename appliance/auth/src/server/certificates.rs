@@ -28,8 +28,46 @@ impl AuthServer {
         let (role_names, traits) = resources::user_roles_and_traits(user);
         let checker = self.checker_for(&role_names, &traits)?;
         let ttl = hop_ca::effective_ttl(req.ttl, checker.max_session_ttl());
-        let identity = Identity {
-            username: req.username.to_string(),
+        let identity = self.user_identity(req.username, &checker, traits);
+        self.sign_user_pair(
+            identity,
+            req.ssh_public_key,
+            req.tls_public_key_der,
+            ttl,
+            now,
+        )
+    }
+
+    /// The certificate pair of bot user `user` at `generation` (carried in the reserved trait),
+    /// for the TTL asked for within the bots' bounds and the roles' maximum.
+    pub(super) fn issue_bot_certificates(
+        &self,
+        user: &User,
+        generation: u64,
+        keys: (&str, &[u8]),
+        ttl: Option<Duration>,
+        now: SystemTime,
+    ) -> Result<LoginCertificates, AuthError> {
+        let (role_names, mut traits) = resources::user_roles_and_traits(user);
+        traits.insert(
+            crate::bots::GENERATION_TRAIT.to_string(),
+            vec![generation.to_string()],
+        );
+        let checker = self.checker_for(&role_names, &traits)?;
+        let ttl = crate::bots::bot_ttl(ttl, checker.max_session_ttl());
+        let identity = self.user_identity(&user.metadata.name, &checker, traits);
+        self.sign_user_pair(identity, keys.0, keys.1, ttl, now)
+    }
+
+    /// The identity a user's roles grant now.
+    pub(super) fn user_identity(
+        &self,
+        username: &str,
+        checker: &hop_rbac::AccessChecker,
+        traits: std::collections::BTreeMap<String, Vec<String>>,
+    ) -> Identity {
+        Identity {
+            username: username.to_string(),
             roles: checker.role_names(),
             logins: checker.logins(),
             traits,
@@ -42,12 +80,23 @@ impl AuthServer {
             route_to_app: None,
             route_to_kube_cluster: None,
             mfa_verified: false,
-        };
+        }
+    }
+
+    /// Signs `identity` into an SSH and an X.509 certificate for the caller's keys.
+    fn sign_user_pair(
+        &self,
+        identity: Identity,
+        ssh_public_key: &str,
+        tls_public_key_der: &[u8],
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<LoginCertificates, AuthError> {
         let mut rng = rand::rng();
         let ssh = self
             .cas
             .user
-            .issue_user_ssh(req.ssh_public_key, &identity, now, ttl, &mut rng)
+            .issue_user_ssh(ssh_public_key, &identity, now, ttl, &mut rng)
             .map_err(|source| AuthError::UnusableKey {
                 field: "ssh_public_key",
                 source,
@@ -55,18 +104,19 @@ impl AuthServer {
         let tls = self
             .cas
             .user
-            .issue_user_x509(req.tls_public_key_der, &identity, now, ttl, &mut rng)
+            .issue_user_x509(tls_public_key_der, &identity, now, ttl, &mut rng)
             .map_err(|source| AuthError::UnusableKey {
                 field: "tls_public_key",
                 source,
             })?;
         self.metrics.certificates_issued.inc();
         self.metrics.certificates_issued.inc();
+        let (known_hosts, trusted_cas_pem) = self.user_trust_bundle();
         Ok(LoginCertificates {
             ssh_certificate: ssh,
             tls_certificate_pem: tls,
-            known_hosts: hop_ca::export_known_hosts(&self.public_authorities(CaKind::Host)),
-            trusted_cas_pem: hop_ca::export_pem(&[self.cas.user.public(), self.cas.host.public()]),
+            known_hosts,
+            trusted_cas_pem,
             username: identity.username.clone(),
             roles: identity.roles.clone(),
             logins: identity.logins.clone(),
@@ -74,6 +124,15 @@ impl AuthServer {
             identity,
             issued_at: now,
         })
+    }
+
+    /// What a user's client trusts: the host CA as `known_hosts` lines, and the user and host
+    /// CAs as PEM.
+    pub(super) fn user_trust_bundle(&self) -> (String, String) {
+        (
+            hop_ca::export_known_hosts(&self.public_authorities(CaKind::Host)),
+            hop_ca::export_pem(&[self.cas.user.public(), self.cas.host.public()]),
+        )
     }
 
     /// A TLS identity for a service of this cluster (the proxy's listener): a fresh P-256 key and

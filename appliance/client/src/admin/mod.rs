@@ -4,11 +4,12 @@
 //! or the proxy with the current login's certificate) and how results are shown: tables for
 //! people, JSON or YAML for scripts. Every decision is the server's. [`run`] hands each command
 //! to the module of the resource it is about: `status`, `nodes` (and the inventory), `users`,
-//! `tokens`, `resources` (create, get, rm of any kind), `authorities` (export, sign) and `audit`;
+//! `tokens`, `bots`, `resources` (create, get, rm of any kind), `authorities` (export, sign) and `audit`;
 //! locks live in `crate::locks`.
 
 mod audit;
 mod authorities;
+mod bots;
 mod nodes;
 mod resources;
 mod status;
@@ -43,6 +44,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Audit(cmd) => audit::run(&mut c, cmd).await,
         AdminCommand::Loadtest(_) => bail!("`hop admin loadtest` does not use the admin API"),
         AdminCommand::Tokens(cmd) => tokens::run(&mut c, cmd).await,
+        AdminCommand::Bots(cmd) => bots::run(ch, cmd).await,
         AdminCommand::Create { file, force } => resources::create(&mut c, &file, force).await,
         AdminCommand::Get { resource, out } => resources::get(&mut c, &resource, out).await,
         AdminCommand::Rm { resource } => resources::remove(&mut c, &resource).await,

@@ -1,0 +1,135 @@
+//! Bots recovering with their bound key: a proof of possession checked against the key the
+//! bot registered at its join, counted against the limit an administrator sets (and raises with
+//! `update_bot`), applied with the same one compare-and-swap as a join, and audited as a
+//! `bot.join` with `method: bound_keypair`. An unknown bot is answered like a wrong proof.
+
+use std::net::SocketAddr;
+
+use hop_storage::StorageError;
+
+use super::bots::{BotKeys, CAS_ATTEMPTS};
+use super::{AuthServer, LoginCertificates};
+use crate::audit::EventKind;
+use crate::bots::{BotError, BotState, bot_user, check_recovery, generation_of, key_fingerprint};
+use crate::error::AuthError;
+use hop_api::timestamps::rfc3339;
+
+/// A recovery: a proof of possession of the bot's bound key, from anyone.
+#[derive(Debug, Clone, Copy)]
+pub struct BotRecovery<'a> {
+    pub bot: &'a str,
+    pub timestamp_unix: i64,
+    pub signature: &'a [u8],
+    pub keys: BotKeys<'a>,
+    /// A new bound key (DER SubjectPublicKeyInfo), or empty to keep the current one.
+    pub next_bound_key: &'a [u8],
+    pub remote: Option<SocketAddr>,
+}
+
+impl AuthServer {
+    /// Certificates for a bot whose own expired, against a proof of possession of its bound key
+    /// (see [`crate::bots::check_recovery`]); counted against its recovery limit and audited.
+    pub fn bot_recover(&self, req: &BotRecovery<'_>) -> Result<LoginCertificates, AuthError> {
+        self.rate_limit(req.remote)?;
+        let result = self.bot_recover_inner(req);
+        let state = self.store.get::<BotState>(req.bot).ok().flatten();
+        let (used, limit) = state.map_or((0, 0), |s| (s.value.recoveries, s.value.recovery_limit));
+        let mut ev = self
+            .event(EventKind::BotJoin, &bot_user(req.bot))
+            .remote(req.remote)
+            .field("bot", req.bot)
+            .field("method", "bound_keypair")
+            .field("recoveries", used)
+            .field("recovery_limit", limit)
+            .field("key_rotated", !req.next_bound_key.is_empty());
+        match &result {
+            Ok(c) => {
+                ev = ev
+                    .field("generation", generation_of(&c.identity).unwrap_or(0))
+                    .field("expires", rfc3339(c.expires));
+            }
+            Err(e) => ev = ev.failed(EventKind::BotJoin, e.to_string()),
+        }
+        self.audit_durable(ev);
+        result
+    }
+
+    fn bot_recover_inner(&self, req: &BotRecovery<'_>) -> Result<LoginCertificates, AuthError> {
+        let now = self.clock.now();
+        let user_name = bot_user(req.bot);
+        // Anyone may call: a name that is no bot gets the answer a wrong proof gets.
+        let user = self.bot_user(&user_name).map_err(|_| BotError::BadProof)?;
+        if let Some(lock) = self.user_lock_in_force(&user_name)? {
+            return Err(AuthError::Denied(format!(
+                "{user_name} is locked: {}",
+                lock.spec.message
+            )));
+        }
+        if !req.next_bound_key.is_empty() {
+            hop_ca::check_proof_key(req.next_bound_key).map_err(|source| {
+                AuthError::UnusableKey {
+                    field: "next_bound_public_key",
+                    source,
+                }
+            })?;
+        }
+        let fingerprint = key_fingerprint(req.keys.ssh_public_key, req.keys.tls_public_key_der);
+        let message = hop_api::bot_proof::recovery_message(
+            req.bot,
+            req.timestamp_unix,
+            &fingerprint,
+            req.next_bound_key,
+        );
+        let next = (!req.next_bound_key.is_empty()).then(|| hex::encode(req.next_bound_key));
+        self.advance(req.bot, &user, req.keys, now, |state| {
+            check_recovery(state, req.timestamp_unix, now)?;
+            let key = state
+                .bound_key
+                .as_deref()
+                .and_then(|k| hex::decode(k).ok())
+                .ok_or(BotError::NoBoundKey)?;
+            hop_ca::verify_proof(&key, &message, req.signature).map_err(|_| BotError::BadProof)?;
+            state.recoveries = state.recoveries.saturating_add(1);
+            state.last_recovery_unix = req.timestamp_unix;
+            if let Some(k) = &next {
+                state.bound_key = Some(k.clone());
+            }
+            Ok(())
+        })
+    }
+
+    /// Sets bot `name`'s recovery limit (an administrator raising it after the bot used it up).
+    pub fn update_bot(
+        &self,
+        name: &str,
+        recovery_limit: u32,
+        actor: &str,
+    ) -> Result<(), AuthError> {
+        self.bot_user(&bot_user(name))?;
+        for _ in 0..CAS_ATTEMPTS {
+            let Some(current) = self.store.get::<BotState>(name)? else {
+                return Err(AuthError::NotFound(format!("bot {name:?}")));
+            };
+            let mut state = current.value;
+            let before = state.recovery_limit;
+            state.recovery_limit = recovery_limit;
+            match self.store.update(&state, current.revision) {
+                Ok(_) => {
+                    self.audit_durable(
+                        self.event(EventKind::BotUpdate, actor)
+                            .field("bot", name)
+                            .field("recovery_limit", recovery_limit)
+                            .field("previous_recovery_limit", before),
+                    );
+                    return Ok(());
+                }
+                Err(StorageError::Conflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(AuthError::Contended {
+            subject: format!("bot {name}"),
+            contenders: "updates",
+        })
+    }
+}

@@ -1,0 +1,153 @@
+//! The bot's outputs: files other programs use, written from the bot's identity after each join
+//! or renewal.
+//!
+//! `identity` writes a `$HOP_HOME` layout (so that `HOP_HOME=DIR hop ls`, `hop --identity
+//! DIR/identity ls` and `hop proxy ssh` use the bot's identity), the `identity` file, `ssh_config` (what `hop config` prints for it) and `known_hosts`.
+//! `database` asks Auth for a certificate routed to one database and writes `tls.crt`, `tls.key`,
+//! `tls.cas` and a libpq `conninfo`. Every file is 0600, written through a temporary file, fsync
+//! and rename; keys are written before the certificates that name them and never change between
+//! renewals of one bot process, so a reader never sees a mismatched pair.
+
+use std::path::Path;
+
+use anyhow::{Context, anyhow};
+
+use super::config::Output;
+use super::identity::{BotIdentity, sync_dir};
+use crate::profile::{self, Paths};
+use hop_api::proto::DatabaseRouteRequest;
+use hop_net::files::{ensure_dir, write_private};
+
+/// Keys a bot process made for its database outputs, by destination.
+#[derive(Debug, Default)]
+pub struct OutputKeys {
+    db: std::collections::BTreeMap<std::path::PathBuf, std::sync::Arc<hop_ca::X509KeyPair>>,
+}
+
+/// Writes every output for `id`; the first failure is returned (the other outputs are still
+/// attempted, and the last good files stay in place).
+pub async fn write_all(
+    outputs: &[Output],
+    id: &BotIdentity,
+    keys: &mut OutputKeys,
+) -> anyhow::Result<()> {
+    let mut first_err = None;
+    for o in outputs {
+        let r = match o {
+            Output::Identity { dir } => {
+                identity(dir, id).with_context(|| format!("identity output {}", dir.display()))
+            }
+            Output::Database {
+                dir,
+                service,
+                username,
+                database,
+            } => database_output(dir, id, keys, (service, username, database))
+                .await
+                .with_context(|| format!("database output {}", dir.display())),
+        };
+        if let Err(e) = r {
+            tracing::error!(error = %format!("{e:#}"), "cannot write an output; the last good files stay");
+            first_err.get_or_insert(e);
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+/// The bot's identity in `dir` as a `$HOP_HOME`, with `ssh_config` and `known_hosts`.
+fn identity(dir: &Path, id: &BotIdentity) -> anyhow::Result<()> {
+    let p = &id.login.profile;
+    let out = Paths::new(dir.to_path_buf(), &p.proxy, &p.user);
+    ensure_dir(dir)?;
+    ensure_dir(&out.keys_dir())?;
+    for (from, to) in [
+        (id.paths.ssh_key(), out.ssh_key()),
+        (id.paths.ssh_pub(), out.ssh_pub()),
+        (id.paths.tls_key(), out.tls_key()),
+        (id.paths.cas(), out.cas()),
+        (id.paths.known_hosts(), out.known_hosts()),
+        (id.paths.ssh_cert(), out.ssh_cert()),
+        (id.paths.tls_cert(), out.tls_cert()),
+    ] {
+        copy_private(&from, &to)?;
+    }
+    copy_private(&id.paths.known_hosts(), &dir.join("known_hosts"))?;
+    profile::save_profile(dir, p)?;
+    let marker = profile::IdentityFile {
+        version: 1,
+        proxy: p.proxy.clone(),
+        user: p.user.clone(),
+        cluster: p.cluster.clone(),
+    };
+    write_private(
+        &dir.join(profile::IDENTITY_FILE),
+        serde_json::to_string_pretty(&marker)?.as_bytes(),
+    )?;
+    let config = crate::ssh::ssh_config_for(dir, &p.proxy, &p.user, &p.cluster)?;
+    write_private(&dir.join("ssh_config"), config.as_bytes())?;
+    sync_dir(&out.keys_dir());
+    sync_dir(dir);
+    Ok(())
+}
+
+/// Copies `from` to `to` (0600, atomically), unless `to` holds the same bytes already.
+fn copy_private(from: &Path, to: &Path) -> anyhow::Result<()> {
+    let data = std::fs::read(from).with_context(|| format!("reading {}", from.display()))?;
+    if std::fs::read(to).is_ok_and(|old| old == data) {
+        return Ok(());
+    }
+    Ok(write_private(to, &data)?)
+}
+
+/// A certificate routed to database `service` as `user` on `name`, for libpq.
+async fn database_output(
+    dir: &Path,
+    id: &BotIdentity,
+    keys: &mut OutputKeys,
+    (service, user, name): (&str, &str, &str),
+) -> anyhow::Result<()> {
+    let key = match keys.db.get(dir) {
+        Some(k) => k.clone(),
+        None => {
+            let k = std::sync::Arc::new(
+                hop_ca::generate_x509_keypair(&mut rand::rng()).map_err(|e| anyhow!("{e}"))?,
+            );
+            keys.db.insert(dir.to_path_buf(), k.clone());
+            k
+        }
+    };
+    let r = crate::db::issue_route(
+        &id.login,
+        DatabaseRouteRequest {
+            service: service.to_string(),
+            db_user: user.to_string(),
+            db_name: name.to_string(),
+            tls_public_key: key.public_spki_der.clone(),
+        },
+    )
+    .await?;
+    ensure_dir(dir)?;
+    let (crt, key_path, cas) = (
+        dir.join("tls.crt"),
+        dir.join("tls.key"),
+        dir.join("tls.cas"),
+    );
+    if std::fs::read(&key_path).ok().as_deref() != Some(key.private_pkcs8_pem.as_bytes()) {
+        write_private(&key_path, key.private_pkcs8_pem.as_bytes())?;
+    }
+    write_private(&cas, r.trusted_cas_pem.as_bytes())?;
+    write_private(&crt, r.tls_certificate_pem.as_bytes())?;
+    let (host, port) = hop_net::connect::split_host_port(&id.login.profile.proxy)?;
+    let conninfo = crate::db::libpq_conninfo(&crate::db::LibpqFiles {
+        host: &host,
+        port,
+        root: &cas,
+        cert: &crt,
+        key: &key_path,
+        db_user: user,
+        db_name: name,
+    });
+    write_private(&dir.join("conninfo"), format!("{conninfo}\n").as_bytes())?;
+    sync_dir(dir);
+    Ok(())
+}
