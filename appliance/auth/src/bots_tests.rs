@@ -253,6 +253,13 @@ fn bot_names_are_reserved_and_a_bot_gets_no_password() {
         .create_user("bot-ci", &roles(), Default::default(), "test")
         .unwrap_err();
     assert!(matches!(e, AuthError::BadRequest(_)), "{e}");
+    // Nor through `hop admin create -f`, which could otherwise overwrite a bot's user.
+    let doc = "kind: user\nversion: v2\nmetadata:\n  name: bot-ci\nspec:\n  roles: [access]\n";
+    let e = f
+        .auth
+        .create_resources(doc, "u.yaml", true, "test", &|_, _| Ok(()))
+        .unwrap_err();
+    assert!(e.to_string().contains("bots'"), "{e}");
     joined(&f);
     let e = f.auth.reset_user("bot-ci", "test").unwrap_err();
     assert!(matches!(e, AuthError::BadRequest(_)), "{e}");

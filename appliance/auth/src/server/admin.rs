@@ -71,6 +71,12 @@ impl AuthServer {
                 }
                 Resource::User(u) => {
                     validate_username(name)?;
+                    if name.starts_with(crate::bots::BOT_USER_PREFIX) {
+                        return Err(AuthError::BadRequest(format!(
+                            "{source}: user/{name}: names starting with {:?} are bots'; bots are made with `hop admin bots add`",
+                            crate::bots::BOT_USER_PREFIX
+                        )));
+                    }
                     for r in resources::user_roles_and_traits(u).0 {
                         let defined_here = docs
                             .iter()

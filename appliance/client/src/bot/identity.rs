@@ -194,8 +194,8 @@ pub async fn join(cfg: &BotConfig) -> anyhow::Result<BotIdentity> {
 }
 
 /// Renewal answers to discard as if the network had lost them, for fault-injection tests: the
-/// environment variable [`DROP_ANSWERS_ENV`], read once. Dropping an answer only makes the bot
-/// retry the same request.
+/// environment variable [`DROP_ANSWERS_ENV`], read once, and only by debug builds (the tests');
+/// a release build ignores it. Dropping an answer only makes the bot retry the same request.
 pub const DROP_ANSWERS_ENV: &str = "HOP_BOT_TEST_DROP_ANSWERS";
 
 static ANSWERS_TO_DROP: std::sync::OnceLock<std::sync::atomic::AtomicU32> =
@@ -203,6 +203,9 @@ static ANSWERS_TO_DROP: std::sync::OnceLock<std::sync::atomic::AtomicU32> =
 
 /// Whether to discard this answer (and count it).
 fn drop_answer() -> bool {
+    if !cfg!(debug_assertions) {
+        return false;
+    }
     let left = ANSWERS_TO_DROP.get_or_init(|| {
         std::sync::atomic::AtomicU32::new(
             std::env::var(DROP_ANSWERS_ENV)
