@@ -9,7 +9,7 @@
 //! Which applications exist is the caller's to look up (the connected agents' announcements);
 //! this module never reaches for the inventory itself.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use hop_admission::{Refusal, Route};
 
@@ -19,12 +19,7 @@ use super::inventory::AppRoute;
 use super::server::AuthServer;
 
 /// A certificate issued for one application.
-#[derive(Debug, Clone)]
-pub struct AppCertificate {
-    pub certificate_pem: String,
-    pub expires: SystemTime,
-    pub trusted_cas_pem: String,
-}
+pub type AppCertificate = super::routed_certs::RoutedCertificate;
 
 /// Where HTTP application `app` is served, from the proxy's public `host:port` (`web_addr`):
 /// `app.host:port`. `None` for a TCP application (served through `hop proxy app` only).
@@ -57,7 +52,7 @@ impl AuthServer {
         tls_public_key_der: &[u8],
     ) -> Result<AppCertificate, AuthError> {
         let id = caller.identity;
-        if let Some(refused) = super::kube_access::route_bound(id) {
+        if let Some(refused) = super::routed_certs::route_bound(id) {
             return Err(refused);
         }
         let admitted = self
@@ -76,28 +71,10 @@ impl AuthServer {
                 self.audit_app_refusal(&id.username, &app.name, &refusal);
                 AuthError::Denied(refusal.to_string())
             })?;
-        let ceiling = admitted.checker().max_session_ttl();
-        let ceiling = ttl.map_or(ceiling, |t| t.min(ceiling));
-        let now = self.now();
-        let ttl = hop_ca::derived_ttl(now, caller.expires, ceiling).ok_or_else(|| {
-            AuthError::Denied("your certificate has expired; run `hop login`".into())
-        })?;
         let mut identity = id.clone();
         identity.route_to_app = Some(app.name.clone());
-        let cas = self.authorities();
-        let pem = cas
-            .user
-            .issue_user_x509(tls_public_key_der, &identity, now, ttl, &mut rand::rng())
-            .map_err(|source| AuthError::UnusableKey {
-                field: "tls_public_key",
-                source,
-            })?;
-        self.metrics().certificates_issued.inc();
-        Ok(AppCertificate {
-            certificate_pem: pem,
-            expires: now + ttl,
-            trusted_cas_pem: hop_ca::export_pem(&[cas.host.public(), cas.user.public()]),
-        })
+        let ceiling = admitted.checker().max_session_ttl();
+        self.issue_routed(caller, &identity, ceiling, ttl, tls_public_key_der)
     }
 
     /// The audit event of a refused application certificate (rate-limited per identity, as

@@ -9,7 +9,7 @@
 //! own, nor the roles' `max_session_ttl`. Which clusters exist is the caller's to look up (the
 //! connected kube agents' announcements); this module never reaches for the inventory itself.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use hop_admission::{Refusal, Route};
 use hop_rbac::AccessChecker;
@@ -23,12 +23,7 @@ use super::server::AuthServer;
 pub const KUBE_LABEL: &str = "kube";
 
 /// A certificate issued for one kube cluster.
-#[derive(Debug, Clone)]
-pub struct KubeCertificate {
-    pub certificate_pem: String,
-    pub expires: SystemTime,
-    pub trusted_cas_pem: String,
-}
+pub type KubeCertificate = super::routed_certs::RoutedCertificate;
 
 /// A cluster the caller may reach, with the Kubernetes identity the proxy would impersonate
 /// there when the client asks for none in particular.
@@ -76,18 +71,6 @@ pub fn visible_kube_clusters(
         .collect()
 }
 
-/// The refusal of a caller whose certificate is already bound to one route.
-pub(crate) fn route_bound(id: &hop_ca::Identity) -> Option<AuthError> {
-    let bound = id.route_to_app.is_some()
-        || id.route_to_database.is_some()
-        || id.route_to_kube_cluster.is_some();
-    bound.then(|| {
-        AuthError::Denied(
-            "a certificate bound to one application, database or Kubernetes cluster cannot be used to get another; use your login certificate".into(),
-        )
-    })
-}
-
 impl AuthServer {
     /// Issues the holder of `caller` a user certificate routed to kube cluster `cluster`, for
     /// `ttl` or as long as allowed. The caller goes through admission on the kube route and
@@ -101,7 +84,7 @@ impl AuthServer {
         tls_public_key_der: &[u8],
     ) -> Result<KubeCertificate, AuthError> {
         let id = caller.identity;
-        if let Some(refused) = route_bound(id) {
+        if let Some(refused) = super::routed_certs::route_bound(id) {
             return Err(refused);
         }
         let admitted = self
@@ -122,28 +105,10 @@ impl AuthServer {
                 self.audit_kube_refusal(&id.username, &cluster.name, &refusal);
                 AuthError::Denied(refusal.to_string())
             })?;
-        let ceiling = admitted.checker().max_session_ttl();
-        let ceiling = ttl.map_or(ceiling, |t| t.min(ceiling));
-        let now = self.now();
-        let ttl = hop_ca::derived_ttl(now, caller.expires, ceiling).ok_or_else(|| {
-            AuthError::Denied("your certificate has expired; run `hop login`".into())
-        })?;
         let mut identity = id.clone();
         identity.route_to_kube_cluster = Some(cluster.name.clone());
-        let cas = self.authorities();
-        let pem = cas
-            .user
-            .issue_user_x509(tls_public_key_der, &identity, now, ttl, &mut rand::rng())
-            .map_err(|source| AuthError::UnusableKey {
-                field: "tls_public_key",
-                source,
-            })?;
-        self.metrics().certificates_issued.inc();
-        Ok(KubeCertificate {
-            certificate_pem: pem,
-            expires: now + ttl,
-            trusted_cas_pem: hop_ca::export_pem(&[cas.host.public(), cas.user.public()]),
-        })
+        let ceiling = admitted.checker().max_session_ttl();
+        self.issue_routed(caller, &identity, ceiling, ttl, tls_public_key_der)
     }
 
     /// The audit event of a refused kube certificate (rate-limited per identity, as every

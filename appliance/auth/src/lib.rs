@@ -40,6 +40,7 @@ pub mod recordings;
 pub mod records;
 pub mod refusal_limit;
 pub mod resources;
+pub mod routed_certs;
 pub mod server;
 #[cfg(test)]
 mod server_tests;
