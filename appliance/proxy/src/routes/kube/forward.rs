@@ -7,12 +7,14 @@
 //! subresource, namespace, name, status, impersonated user and groups, remote; never a body, a
 //! query or a header value).
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use axum::body::{Body, Bytes};
 use axum::http::{Request, Response, StatusCode, Version, header};
 use hop_auth::AuthServer;
@@ -27,7 +29,7 @@ use super::conn::Conn;
 use super::decide::{Admission, Allowed};
 use super::filter::{KubeItemRef, Visibility};
 use super::stream::{StreamContext, StreamProtocol};
-use super::{KubeProxy, headers, hooks, pool, status};
+use super::{KubeProxy, StreamSlot, headers, hooks, pool, status};
 use crate::routes::app_http::body::origin_form;
 use crate::routes::app_http::pool::AgentConn;
 
@@ -44,9 +46,20 @@ pub struct Record {
     pub started: Instant,
 }
 
+/// Whether a request's answer may last: a watch, a log (`logs -f`), an upgrade. Those are
+/// registered among the live streams and decided again on each refresh.
+fn lasts(request: &KubeRequest, upgrade: bool) -> bool {
+    upgrade || request.verb.as_str() == "watch" || request.subresource.as_deref() == Some("log")
+}
+
 impl Record {
     /// Writes `kube.request` for this request, answered with `status`.
     pub fn audit(&self, auth: &AuthServer, status: u16) {
+        self.audit_ended(auth, status, None);
+    }
+
+    /// [`Self::audit`] for a response the proxy cut short for `terminated` (the reason).
+    pub fn audit_ended(&self, auth: &AuthServer, status: u16, terminated: Option<&str>) {
         let r = &self.request;
         let mut ev = auth
             .event(EventKind::KubeRequest, &self.user)
@@ -71,6 +84,11 @@ impl Record {
             if let Some(v) = v {
                 ev = ev.field(k, v.clone());
             }
+        }
+        if let Some(why) = terminated {
+            ev = ev
+                .field("ended_by", "terminated")
+                .field("reason", why.to_string());
         }
         if status >= 400 {
             ev = ev.failed(EventKind::KubeRequest, format!("status {status}"));
@@ -101,6 +119,13 @@ pub async fn forward(
         started: clock::now(),
     };
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let current = Arc::new(ArcSwap::new(admission.clone()));
+    let slot = match &conn.cert {
+        Some(cert) if lasts(&allowed.request, upgrade) => {
+            Some(conn.route.watch_stream(cert, &allowed, current.clone()))
+        }
+        _ => None,
+    };
     let (mut parts, body) = req.into_parts();
     let imp = &allowed.impersonation;
     if let Err(e) = headers::to_agent(
@@ -133,7 +158,7 @@ pub async fn forward(
             client: client_upgrade,
             query,
         };
-        return upgraded(&conn, &to, req, up, record, allowed).await;
+        return upgraded(&conn, &to, req, up, record, allowed, slot).await;
     }
     let mut agent = match pool::take(&route.pools, &route.agents, &to).await {
         Ok(a) => a,
@@ -150,13 +175,24 @@ pub async fn forward(
             return unreachable(&route, &record, &why);
         }
     };
-    respond(route, admission, &allowed, agent, resp, record).await
+    let live = Live {
+        admission: current,
+        slot,
+    };
+    respond(route, live, &allowed, agent, resp, record).await
+}
+
+/// A response's live decision: the admission its filter consults (the sweep keeps it
+/// current) and its place among the live streams, if it may last.
+struct Live {
+    admission: Arc<ArcSwap<Admission>>,
+    slot: Option<StreamSlot>,
 }
 
 /// The agent's answer on its way to the client: as is, or filtered when the role hides items.
 async fn respond(
     route: Arc<KubeProxy>,
-    admission: Arc<Admission>,
+    live: Live,
     allowed: &Allowed,
     agent: AgentConn,
     resp: Response<Incoming>,
@@ -182,7 +218,7 @@ async fn respond(
                 "the listing came back compressed, so the items your roles hide cannot be taken out of it",
             );
         }
-        let visible = visibility(&admission, allowed);
+        let visible = visibility(&live.admission, allowed);
         match hooks::filtered(body, content_type.as_deref(), watch, visible).await {
             Ok(b) => {
                 // The filter decides the length; the agent's no longer holds.
@@ -197,8 +233,15 @@ async fn respond(
     } else {
         Body::new(body)
     };
+    let cut = live.slot.as_ref().map(|slot| {
+        let mut end = slot.end_signal();
+        let cut: Cut = Box::pin(async move { super::stream::ended(&mut end).await });
+        cut
+    });
     let finished = Finished {
         inner: body,
+        cut,
+        _slot: live.slot,
         end: Some(End {
             route,
             agent,
@@ -211,7 +254,7 @@ async fn respond(
 
 /// Whether one item of a listing may be shown: the role's view of the listed resource with
 /// the item's namespace and name.
-fn visibility(admission: &Arc<Admission>, allowed: &Allowed) -> Visibility {
+fn visibility(admission: &Arc<ArcSwap<Admission>>, allowed: &Allowed) -> Visibility {
     let admission = admission.clone();
     let r = &allowed.request;
     let (group, resource) = (r.api_group.clone(), r.resource.clone().unwrap_or_default());
@@ -224,6 +267,7 @@ fn visibility(admission: &Arc<Admission>, allowed: &Allowed) -> Visibility {
             name: Some(&item.name),
             verb,
         };
+        let admission = admission.load();
         admission
             .checker()
             .kube_item_visible(admission.labels(), &target)
@@ -246,11 +290,17 @@ async fn upgraded(
     up: Upgrade,
     record: Record,
     allowed: Allowed,
+    slot: Option<StreamSlot>,
 ) -> Response<Body> {
     let Upgrade {
         client: client_upgrade,
         query,
     } = up;
+    // An upgrade is always registered (it comes only with a kube certificate); without a
+    // slot it could not be ended by a role change, so it is not relayed.
+    let Some(slot) = slot else {
+        return unreachable(&conn.route, &record, "the stream could not be registered");
+    };
     let route = &conn.route;
     let mut send = match pool::dial(&route.agents, to).await {
         Ok(s) => s,
@@ -288,7 +338,7 @@ async fn upgraded(
         remote: conn.remote,
         session_id: conn.session_id.clone(),
         query,
-        end: conn.end_signal(),
+        end: slot.end_signal(),
     };
     // The relay holds the connection: its place among the live ones lasts as long.
     let held = conn.clone();
@@ -297,7 +347,7 @@ async fn upgraded(
             Ok((client, agent)) => hooks::relay(client, agent, protocol, ctx).await,
             Err(e) => tracing::debug!(error = %e, "a Kubernetes upgrade failed"),
         }
-        drop(held);
+        drop((slot, held));
     });
     Response::from_parts(parts, Body::empty())
 }
@@ -317,17 +367,33 @@ struct End {
     status: u16,
 }
 
+/// Completes with the reason once a live stream must end.
+type Cut = Pin<Box<dyn Future<Output = String> + Send>>;
+
+/// Why a response was cut short (the client sees its connection fail mid-body).
+#[derive(Debug, thiserror::Error)]
+#[error("the Kubernetes stream was ended: {0}")]
+struct Terminated(String);
+
 /// A response body on its way to the client; when it ends the request is audited and, when it
-/// ended cleanly, the agent connection goes back to the pool.
+/// ended cleanly, the agent connection goes back to the pool. A live stream's body ends at
+/// once (an error frame: the client's connection fails) when its slot says so.
 struct Finished {
     inner: Body,
+    cut: Option<Cut>,
+    _slot: Option<StreamSlot>,
     end: Option<End>,
 }
 
 impl Finished {
     fn finish(&mut self, clean: bool) {
+        self.finish_with(clean, None);
+    }
+
+    fn finish_with(&mut self, clean: bool, terminated: Option<&str>) {
         let Some(end) = self.end.take() else { return };
-        end.record.audit(&end.route.auth, end.status);
+        end.record
+            .audit_ended(&end.route.auth, end.status, terminated);
         if clean {
             end.route.pools.put(end.agent);
         }
@@ -342,6 +408,13 @@ impl HttpBody for Finished {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Some(cut) = self.cut.as_mut()
+            && let Poll::Ready(why) = cut.as_mut().poll(cx)
+        {
+            self.cut = None;
+            self.finish_with(false, Some(&why));
+            return Poll::Ready(Some(Err(axum::Error::new(Terminated(why)))));
+        }
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(None) => self.finish(true),

@@ -293,7 +293,7 @@ async fn finish(
 }
 
 /// Resolves with the reason once the end signal says to end; never if its sender goes away.
-async fn ended(end: &mut tokio::sync::watch::Receiver<Option<String>>) -> String {
+pub(super) async fn ended(end: &mut tokio::sync::watch::Receiver<Option<String>>) -> String {
     loop {
         if let Some(reason) = end.borrow_and_update().clone() {
             return reason;
