@@ -1,8 +1,10 @@
 //! An allowed kube request's way to the agent and its response's way back (contract B steps
 //! 5–8): the headers [`super::headers`] prepares, the request sent over HTTP/1.1 on a pooled
-//! agent connection (an upgrade on one of its own), the response streamed frame by frame
+//! agent connection (an upgrade on one of its own), its response head awaited at most
+//! [`RESPONSE_HEAD`] (then a 504), the response streamed frame by frame
 //! (watches and `logs -f` are never buffered) or through the listing filter when the role hides
-//! some items, an upgrade's two ends handed to the stream relay, and one `kube.request` audit
+//! some items, a lasting answer (watch, log, upgrade) registered among the live streams and
+//! cut when the sweep says so, an upgrade's two ends handed to the stream relay, and one `kube.request` audit
 //! event per request once its response ends (user, cluster, verb, api_group, resource,
 //! subresource, namespace, name, status, impersonated user and groups, remote; never a body, a
 //! query or a header value).
@@ -12,7 +14,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use axum::body::{Body, Bytes};
@@ -44,6 +46,48 @@ pub struct Record {
     pub remote: SocketAddr,
     pub session_id: String,
     pub started: Instant,
+}
+
+/// How long the agent has to answer a request's head (status and headers) once it is sent. The
+/// body is not under it: a watch's or `logs -f`'s streams for as long as it runs.
+#[cfg(not(test))]
+pub const RESPONSE_HEAD: Duration = Duration::from_secs(60);
+/// Short under test, so that a test can wait it out.
+#[cfg(test)]
+pub const RESPONSE_HEAD: Duration = Duration::from_secs(1);
+
+/// Sends `req` and waits at most [`RESPONSE_HEAD`] for the response's head; `Err` says why
+/// there is none (the words go into the 502 or 504).
+async fn send_within<F>(sent: F) -> Result<Response<Incoming>, NoAnswer>
+where
+    F: Future<Output = Result<Response<Incoming>, hyper::Error>>,
+{
+    match tokio::time::timeout(RESPONSE_HEAD, sent).await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => Err(NoAnswer::Failed(e)),
+        Err(_) => Err(NoAnswer::TimedOut),
+    }
+}
+
+/// Why the agent gave no response head.
+#[derive(Debug, thiserror::Error)]
+enum NoAnswer {
+    #[error("the agent's HTTP connection failed: {0}")]
+    Failed(hyper::Error),
+    #[error("the agent did not answer within {} s", RESPONSE_HEAD.as_secs())]
+    TimedOut,
+}
+
+/// The 502 (or 504 for a deadline) for a request the agent gave no answer to, audited.
+fn no_answer(route: &KubeProxy, record: &Record, e: &NoAnswer) -> Response<Body> {
+    match e {
+        NoAnswer::Failed(_) => unreachable(route, record, &e.to_string()),
+        NoAnswer::TimedOut => {
+            tracing::debug!(kube_cluster = %record.cluster, "a Kubernetes request's answer timed out");
+            record.audit(&route.auth, StatusCode::GATEWAY_TIMEOUT.as_u16());
+            status::agent_timeout(&record.cluster, &e.to_string())
+        }
+    }
 }
 
 /// Whether a request's answer may last: a watch, a log (`logs -f`), an upgrade. Those are
@@ -164,16 +208,12 @@ pub async fn forward(
         Ok(a) => a,
         Err(e) => return unreachable(&route, &record, &e.to_string()),
     };
-    let resp = match agent
+    let sent = agent
         .send
-        .send_request(Request::from_parts(parts, Body::new(body)))
-        .await
-    {
+        .send_request(Request::from_parts(parts, Body::new(body)));
+    let resp = match send_within(sent).await {
         Ok(r) => r,
-        Err(e) => {
-            let why = format!("the agent's HTTP connection failed: {e}");
-            return unreachable(&route, &record, &why);
-        }
+        Err(e) => return no_answer(&route, &record, &e),
     };
     let live = Live {
         admission: current,
@@ -306,12 +346,9 @@ async fn upgraded(
         Ok(s) => s,
         Err(e) => return unreachable(route, &record, &e.to_string()),
     };
-    let mut resp = match send.send_request(req).await {
+    let mut resp = match send_within(send.send_request(req)).await {
         Ok(r) => r,
-        Err(e) => {
-            let why = format!("the agent's HTTP connection failed: {e}");
-            return unreachable(route, &record, &why);
-        }
+        Err(e) => return no_answer(route, &record, &e),
     };
     let code = resp.status();
     if code != StatusCode::SWITCHING_PROTOCOLS {
@@ -339,6 +376,7 @@ async fn upgraded(
         session_id: conn.session_id.clone(),
         query,
         end: slot.end_signal(),
+        idle: super::stream::IDLE,
     };
     // The relay holds the connection: its place among the live ones lasts as long.
     let held = conn.clone();

@@ -56,6 +56,14 @@ pub fn agent_unreachable(cluster: &str, why: &str) -> Response<Body> {
     )
 }
 
+/// 504: the agent did not answer in time.
+pub fn agent_timeout(cluster: &str, why: &str) -> Response<Body> {
+    status(
+        StatusCode::GATEWAY_TIMEOUT,
+        &format!("Kubernetes cluster {cluster:?}: {why}"),
+    )
+}
+
 /// 400: a request the route cannot read.
 pub fn bad_request(message: &str) -> Response<Body> {
     status(StatusCode::BAD_REQUEST, message)

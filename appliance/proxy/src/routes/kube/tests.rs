@@ -63,6 +63,9 @@ async fn agent(
     mut req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Body>, String> {
     seen.requests.fetch_add(1, Ordering::Relaxed);
+    if req.uri().path().ends_with("/slow-head") {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
     if req.headers().get_all("impersonate-user").iter().count() != 1 {
         let mut r = Response::new(Body::from("exactly one impersonate-user"));
         *r.status_mut() = StatusCode::FORBIDDEN;
@@ -819,6 +822,35 @@ async fn a_role_without_exec_ends_a_live_exec() {
     assert!(
         end["reason"].as_str().unwrap().contains("no longer allow"),
         "{end}"
+    );
+}
+
+/// An agent that sends no response head within the deadline gets a 504 `Status`, audited;
+/// a watch whose body streams longer than the deadline is not cut by it.
+#[tokio::test]
+async fn an_agent_that_does_not_answer_in_time_is_a_504() {
+    let f = fixture().await;
+    f.present("alice", Some("dev"));
+    let mut c = f.client().await;
+    let asked = hop_platform::clock::now();
+    let r = c
+        .get("/api/v1/namespaces/default/pods/slow-head", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert!(hop_platform::clock::since(asked) < Duration::from_secs(5));
+    let s = json(r).await;
+    assert_eq!(s["reason"], "Timeout", "{s}");
+    assert!(
+        s["message"].as_str().unwrap().contains("did not answer"),
+        "{s}"
+    );
+    let ev = events(&f, "kube.request", 1).await;
+    assert_eq!(ev[0]["status"], 504);
+    let mut body = live_watch(&f).await;
+    assert!(
+        !cut_within(&mut body, forward::RESPONSE_HEAD * 2).await,
+        "the response-head deadline cut a streaming body"
     );
 }
 
