@@ -29,7 +29,7 @@ use hyper::body::Incoming;
 
 use super::conn::Conn;
 use super::decide::{Admission, Allowed};
-use super::filter::{KubeItemRef, Visibility};
+use super::filter::{FilterError, KubeItemRef, Visibility};
 use super::stream::{StreamContext, StreamProtocol};
 use super::{KubeProxy, StreamSlot, headers, hooks, pool, status};
 use crate::routes::app_http::body::origin_form;
@@ -259,15 +259,21 @@ async fn respond(
             );
         }
         let visible = visibility(&live.admission, allowed);
-        match hooks::filtered(body, content_type.as_deref(), watch, visible).await {
+        let budget = &route.listing_budget;
+        match hooks::filtered(body, content_type.as_deref(), watch, visible, budget).await {
             Ok(b) => {
                 // The filter decides the length; the agent's no longer holds.
                 parts.headers.remove(header::CONTENT_LENGTH);
                 b
             }
-            Err(why) => {
+            Err(e @ FilterError::OverBudget { .. }) => {
+                tracing::warn!(kube_cluster = %record.cluster, "a filtered listing was refused: {e}");
+                record.audit(&route.auth, StatusCode::SERVICE_UNAVAILABLE.as_u16());
+                return status::busy(&e.to_string());
+            }
+            Err(e) => {
                 record.audit(&route.auth, StatusCode::FORBIDDEN.as_u16());
-                return status::forbidden(&why);
+                return status::forbidden(&e.to_string());
             }
         }
     } else {

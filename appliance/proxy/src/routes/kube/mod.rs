@@ -115,6 +115,8 @@ pub struct KubeProxy {
     pub(crate) deadlines: HttpDeadlines,
     /// Where exec and attach sessions are recorded (the stream relay's business).
     pub(crate) recordings: Option<Arc<dyn hop_storage::recording::RecordingBackend>>,
+    /// The bytes all filtered listings may hold together.
+    pub(crate) listing_budget: filter::ListingBudget,
     view: ArcSwap<View>,
     live: Mutex<HashMap<u64, Live>>,
     streams: Mutex<HashMap<u64, LiveStream>>,
@@ -162,6 +164,7 @@ impl KubeProxy {
             next_live: AtomicU64::new(1),
             deadlines,
             recordings,
+            listing_budget: filter::ListingBudget::default(),
             auth,
             agents,
         });
