@@ -54,6 +54,14 @@ impl ListingBudget {
         self.bytes.available_permits()
     }
 
+    /// Holds `n` bytes of the budget until the permit is dropped (tests: a budget in use).
+    #[cfg(test)]
+    pub(crate) fn hold(&self, n: usize) -> OwnedSemaphorePermit {
+        let mut held = None;
+        self.take(&mut held, n).expect("the budget has the bytes");
+        held.expect("more than no bytes")
+    }
+
     /// Takes `n` more bytes into `held`, or refuses at once when the budget has not enough.
     fn take(&self, held: &mut Option<OwnedSemaphorePermit>, n: usize) -> Result<(), FilterError> {
         if n == 0 {

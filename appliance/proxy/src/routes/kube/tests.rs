@@ -854,6 +854,32 @@ async fn an_agent_that_does_not_answer_in_time_is_a_504() {
     );
 }
 
+/// A filtered listing when the listings held take the whole budget is a 503 `Status` that
+/// kubectl retries, never the unfiltered listing; once the budget is back, it is answered.
+#[tokio::test]
+async fn a_filtered_listing_over_the_budget_is_a_503_not_a_pass_through() {
+    let f = fixture().await;
+    f.present("alice", Some("dev"));
+    let held = f
+        .route
+        .listing_budget
+        .hold(f.route.listing_budget.available() - 16);
+    let mut c = f.client().await;
+    let r = c.get("/api/v1/pods", &[]).await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+    let body = text(r).await;
+    assert!(!body.contains("web-1") && !body.contains("dns-1"), "{body}");
+    let s: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(s["reason"], "ServiceUnavailable", "{s}");
+    assert!(s["message"].as_str().unwrap().contains("try again"), "{s}");
+    drop(held);
+    let r = c.get("/api/v1/pods", &[]).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body = text(r).await;
+    assert!(body.contains("web-1") && !body.contains("dns-1"), "{body}");
+}
+
 /// Reading a body frame by frame without another crate.
 mod http_body_util_free {
     use axum::body::Bytes;
