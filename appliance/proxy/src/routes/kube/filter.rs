@@ -8,9 +8,10 @@
 //! Fails closed: anything it cannot read (protobuf, YAML, a body that is not JSON, a Table row
 //! without metadata, an item without a name, a listing over [`MAX_FILTER_BODY`] bytes) is a
 //! [`FilterError`], never passed through. A `Status` (the API server's error answer) passes as
-//! it is: it lists nothing. The listings held at once share one process-wide
-//! [`ListingBudget`] ([`LISTING_BUDGET`] bytes): a listing that would take more is refused
-//! ([`FilterError::OverBudget`], answered 503 with `Retry-After`), never passed through.
+//! it is: it lists nothing. The listings held at once (and the unfinished events of filtered
+//! watches) share one process-wide [`ListingBudget`] ([`LISTING_BUDGET`] bytes): a listing that
+//! would take more is refused ([`FilterError::OverBudget`], answered 503 with `Retry-After`), a
+//! watch ended with that error; never passed through.
 
 use std::sync::Arc;
 
@@ -145,11 +146,12 @@ pub fn filter_body(
     content_type: Option<&str>,
     watch: bool,
     visible: Visibility,
+    budget: &ListingBudget,
 ) -> Result<BoxBody<Bytes, std::io::Error>, FilterError> {
-    filter_any(body, content_type, watch, visible)
+    filter_with(body, content_type, watch, visible, Some(budget.clone()))
 }
 
-/// [`filter_body`] for any body (tests, other transports).
+/// [`filter_body`] for any body, outside any budget (tests, other transports).
 pub fn filter_any<B>(
     body: B,
     content_type: Option<&str>,
@@ -160,12 +162,28 @@ where
     B: Body<Data = Bytes> + Send + Sync + Unpin + 'static,
     B::Error: std::fmt::Display,
 {
+    filter_with(body, content_type, watch, visible, None)
+}
+
+fn filter_with<B>(
+    body: B,
+    content_type: Option<&str>,
+    watch: bool,
+    visible: Visibility,
+    budget: Option<ListingBudget>,
+) -> Result<BoxBody<Bytes, std::io::Error>, FilterError>
+where
+    B: Body<Data = Bytes> + Send + Sync + Unpin + 'static,
+    B::Error: std::fmt::Display,
+{
     check_content_type(content_type)?;
     if body.size_hint().lower() > MAX_FILTER_BODY as u64 && !watch {
         return Err(FilterError::TooLarge);
     }
     let how = if watch {
-        How::Watch(WatchFilter::new(visible))
+        let mut w = WatchFilter::new(visible);
+        w.budget = budget;
+        How::Watch(w)
     } else {
         How::List {
             whole: Vec::new(),
@@ -311,6 +329,9 @@ pub struct WatchFilter {
     buf: Vec<u8>,
     scan: EventScan,
     visible: Visibility,
+    /// The shared budget the held part of an event is taken from (none: unbudgeted).
+    budget: Option<ListingBudget>,
+    held: Option<OwnedSemaphorePermit>,
 }
 
 /// Where the scan of a watch stream's held bytes stopped, and what it was inside of there.
@@ -367,7 +388,36 @@ impl WatchFilter {
             buf: Vec::new(),
             scan: EventScan::default(),
             visible,
+            budget: None,
+            held: None,
         }
+    }
+
+    /// A filter whose held bytes (the part of an event not yet complete) are taken from
+    /// `budget`; over it, [`Self::push`] refuses.
+    #[must_use]
+    pub fn with_budget(visible: Visibility, budget: ListingBudget) -> Self {
+        let mut f = Self::new(visible);
+        f.budget = Some(budget);
+        f
+    }
+
+    /// Holds exactly as many bytes of the budget as the buffer holds now.
+    fn hold_buffered(&mut self) -> Result<(), FilterError> {
+        let Some(budget) = &self.budget else {
+            return Ok(());
+        };
+        let have = self
+            .held
+            .as_ref()
+            .map_or(0, OwnedSemaphorePermit::num_permits);
+        let want = self.buf.len();
+        if want > have {
+            budget.take(&mut self.held, want - have)?;
+        } else if let Some(held) = self.held.as_mut() {
+            drop(held.split(have - want));
+        }
+        Ok(())
     }
 
     /// Takes the next bytes; answers the visible events they complete (possibly none).
@@ -391,6 +441,7 @@ impl WatchFilter {
         if self.buf.len() > MAX_FILTER_BODY {
             return Err(FilterError::TooLarge);
         }
+        self.hold_buffered()?;
         Ok(out)
     }
 

@@ -350,3 +350,20 @@ fn a_watch_event_in_many_pieces_is_scanned_once() {
     let mut f = WatchFilter::new(web_only());
     assert!(matches!(f.push(b" 42\n"), Err(FilterError::NotJson(_))));
 }
+
+/// A filtered watch holds budget bytes for the part of an event not yet complete, and gives
+/// them back once the event is whole; over the budget it refuses.
+#[test]
+fn a_watch_holds_budget_only_for_its_unfinished_event() {
+    let ev = event("ADDED", pod("default", "web-1"));
+    let budget = ListingBudget::new(ev.len());
+    let mut f = WatchFilter::with_budget(web_only(), budget.clone());
+    let (head, tail) = ev.split_at(ev.len() / 2);
+    assert!(f.push(head).unwrap().is_empty());
+    assert_eq!(budget.available(), ev.len() - head.len());
+    assert!(!f.push(tail).unwrap().is_empty());
+    // Only the newline after the event is still held.
+    assert_eq!(budget.available(), ev.len() - 1);
+    let _others = budget.hold(budget.available());
+    assert!(matches!(f.push(head), Err(FilterError::OverBudget { .. })));
+}

@@ -33,7 +33,7 @@ pub async fn filtered(
     budget: &ListingBudget,
 ) -> Result<Body, FilterError> {
     if watch {
-        return filter::filter_body(body, content_type, true, visible).map(Body::new);
+        return filter::filter_body(body, content_type, true, visible, budget).map(Body::new);
     }
     filter::check_content_type(content_type)?;
     filter::filter_list_body(body, &visible, budget)
