@@ -1,11 +1,11 @@
 //! An allowed kube request's way to the agent and its response's way back (contract B steps
 //! 5–8): the headers [`super::headers`] prepares, the request sent over HTTP/1.1 on a pooled
 //! agent connection (an upgrade on one of its own), its response head awaited at most
-//! [`RESPONSE_HEAD`] (then a 504), the response streamed frame by frame
-//! (watches and `logs -f` are never buffered) or through the listing filter when the role hides
-//! some items, a lasting answer (watch, log, upgrade) registered among the live streams and
-//! cut when the sweep says so, an upgrade's two ends handed to the stream relay, and one `kube.request` audit
-//! event per request once its response ends (user, cluster, verb, api_group, resource,
+//! [`RESPONSE_HEAD`] (then a 504), the response streamed frame by frame (watches and `logs -f`
+//! are never buffered) or through the listing filter when the role hides some items, a lasting
+//! answer (watch, log, upgrade) registered among the live streams and cut when the sweep says
+//! so, an upgrade's two ends handed to the stream relay, and one `kube.request` audit event per
+//! request once its response ends (user, cluster, verb, api_group, resource,
 //! subresource, namespace, name, status, impersonated user and groups, remote; never a body, a
 //! query or a header value).
 
