@@ -1,8 +1,10 @@
 //! The kube route's decisions, from the admission snapshot only (no backend read per request):
 //! whether a certificate may use its cluster now ([`admit`]: identity exists, not locked, not
 //! voided, current roles, and a role's `kubernetes_labels` allow the cluster's announced
-//! labels), and what one request may do ([`request`]: the parsed request, the Kubernetes
-//! identity to impersonate, the resource check, whether a listing must be filtered).
+//! labels), what one request may do ([`request`]: the parsed request, the Kubernetes
+//! identity to impersonate, the resource check, whether a listing must be filtered), and
+//! whether a live stream still may on newer roles ([`still_allowed`]: the same decision again
+//! from what was kept, which must come out the same identity).
 
 use std::collections::BTreeMap;
 
