@@ -3,7 +3,8 @@
 //! another CA's certificate), each with a clear message and an `access.refused` event on route
 //! `kube`; requests outside the role (a namespace, a pod, `--as`/`--as-group` beyond it, several
 //! users without `--as`, a client's own `Impersonate-*` headers) refused with 403 before the API
-//! server sees them; and a running exec that ends within 5 s of a lock.
+//! server sees them; a running exec that ends within 5 s of a lock, and one that ends within
+//! 5 s of its role dropping the `exec` verb.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::Command;
@@ -106,6 +107,7 @@ fn the_kube_route_refuses_and_says_why() {
         s.spawn(|| outside_the_role(&c));
         s.spawn(|| impersonation_beyond_the_role(&c));
         s.spawn(|| a_lock_ends_a_running_exec(&c));
+        s.spawn(|| a_role_without_exec_ends_a_running_exec(&c));
     });
 }
 
@@ -321,6 +323,43 @@ fn impersonation_beyond_the_role(c: &KubeCluster) {
 fn a_lock_ends_a_running_exec(c: &KubeCluster) {
     let u = c.user("kube-dev");
     u.kube_login("dev");
+    ends_within_5s(c, &u, "the lock", || {
+        c.a.ok(&[
+            "admin",
+            "lock",
+            "--user",
+            &u.name,
+            "--message",
+            "kube exec lock",
+        ]);
+    });
+}
+
+/// A running exec ends within 5 s of its role dropping the `exec` verb (the user is neither
+/// locked nor losing the role: only that request is no longer allowed).
+fn a_role_without_exec_ends_a_running_exec(c: &KubeCluster) {
+    let role = |verbs: &str| {
+        format!(
+            "kind: role\nversion: v7\nmetadata:\n  name: kube-live\nspec:\n  allow:\n    kubernetes_labels:\n      env: dev\n    kubernetes_users: ['{{{{internal.logins}}}}']\n    kubernetes_resources:\n    - kind: pod\n      namespace: default\n      name: '*'\n      verbs: {verbs}\n"
+        )
+    };
+    let doc = c.a.dir.path().join("kube-live.yaml");
+    std::fs::write(&doc, role("['*']")).unwrap();
+    c.a.ok(&["admin", "create", "--force", "-f", doc.to_str().unwrap()]);
+    let u = c.user("kube-live");
+    u.kube_login("dev");
+    ends_within_5s(c, &u, "the role dropped exec", || {
+        std::fs::write(&doc, role("[get, list, watch]")).unwrap();
+        c.a.ok(&["admin", "create", "--force", "-f", doc.to_str().unwrap()]);
+    });
+    let end = c.wait_event("kube.exec", |e| {
+        e["user"] == u.name.as_str() && e["phase"] == "end"
+    });
+    assert_eq!(end["ended_by"], "terminated", "{end}");
+}
+
+/// Starts an exec of `u`'s, sees it echo, runs `change` and asserts the exec ends within 5 s.
+fn ends_within_5s(c: &KubeCluster, u: &KubeUser, what: &str, change: impl FnOnce()) {
     let mut child = u.spawn(&c.tools.kubectl_old, &["exec", "-i", "web-1", "--", "sh"]);
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"echo alive-1\n").unwrap();
@@ -333,23 +372,16 @@ fn a_lock_ends_a_running_exec(c: &KubeCluster) {
             panic!("the exec never echoed: {line}\n{}", c.logs());
         }
     }
-    let locked_at = clock::monotonic_now();
-    c.a.ok(&[
-        "admin",
-        "lock",
-        "--user",
-        &u.name,
-        "--message",
-        "kube exec lock",
-    ]);
+    let changed_at = clock::monotonic_now();
+    change();
     loop {
         if child.try_wait().unwrap().is_some() {
             break;
         }
-        let waited = clock::since(locked_at);
+        let waited = clock::since(changed_at);
         if waited > Duration::from_secs(5) {
             let _ = child.kill();
-            panic!("the exec was still running {waited:?} after the lock");
+            panic!("the exec was still running {waited:?} after {what}");
         }
         // Keep typing: a relay that is gone fails the write, one that is alive echoes.
         let _ = stdin.write_all(b"echo still\n");

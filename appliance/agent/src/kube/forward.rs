@@ -4,10 +4,12 @@
 //! credentials, and goes to the API server through the cluster's pooled client with bodies
 //! streamed both ways (watch, `logs -f`). An upgrade (exec, attach, port-forward) is forwarded as
 //! one and, after `101`, the two upgraded streams are spliced byte for byte. API server failures
-//! become a 502 Status JSON naming the cluster.
+//! become a 502 Status JSON naming the cluster; no response head within [`RESPONSE_HEAD`] a 504
+//! (a streaming body is never under that deadline).
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -48,6 +50,14 @@ where
     }
 }
 
+/// How long the API server has to answer a request's head (status and headers) once it is
+/// sent. The body is not under it: a watch or `logs -f` streams for as long as it runs.
+#[cfg(not(test))]
+pub(crate) const RESPONSE_HEAD: Duration = Duration::from_secs(60);
+/// Short under test, so that a test can wait it out.
+#[cfg(test)]
+pub(crate) const RESPONSE_HEAD: Duration = Duration::from_secs(1);
+
 /// Forwards one request and returns what the API server answered (or the agent's refusal).
 async fn forward(cluster: &Cluster, mut req: Request<Incoming>) -> Response<Body> {
     if let Err(e) = headers::impersonated_user(req.headers()) {
@@ -62,9 +72,11 @@ async fn forward(cluster: &Cluster, mut req: Request<Incoming>) -> Response<Body
         Err(e) => return bad_gateway(cluster, &format!("the agent's token: {e}")),
     };
     prepare(cluster, &mut req, upgrade, auth);
-    let mut resp = match cluster.api.client.request(req).await {
-        Ok(r) => r,
-        Err(e) => return bad_gateway(cluster, &describe(&e)),
+    let sent = tokio::time::timeout(RESPONSE_HEAD, cluster.api.client.request(req));
+    let mut resp = match sent.await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return bad_gateway(cluster, &describe(&e)),
+        Err(_) => return timed_out(cluster),
     };
     let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     match client_side {
@@ -149,6 +161,17 @@ fn bad_gateway(cluster: &Cluster, why: &str) -> Response<Body> {
     let msg = format!("hop: kube cluster {:?}: {why}", cluster.name);
     tracing::debug!(cluster = %cluster.name, error = %msg, "API server request failed");
     status(StatusCode::BAD_GATEWAY, "InternalError", &msg)
+}
+
+/// The 504 for a request the API server did not answer within [`RESPONSE_HEAD`].
+fn timed_out(cluster: &Cluster) -> Response<Body> {
+    let msg = format!(
+        "hop: kube cluster {:?}: the API server did not answer within {} s",
+        cluster.name,
+        RESPONSE_HEAD.as_secs()
+    );
+    tracing::debug!(cluster = %cluster.name, "API server request timed out");
+    status(StatusCode::GATEWAY_TIMEOUT, "Timeout", &msg)
 }
 
 /// A Kubernetes `Status` object, as kubectl prints it.

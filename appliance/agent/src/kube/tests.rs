@@ -146,6 +146,10 @@ async fn api_route(
             );
             r
         }
+        "/slow-head" => {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            Response::new(full(""))
+        }
         "/echo-body" => {
             let body = req
                 .into_body()
@@ -403,6 +407,39 @@ async fn a_watch_streams_event_by_event() {
     assert_eq!(first.into_data().unwrap(), "{\"type\":\"ADDED\"}\n");
     s.seen.watch_gate.notify_one();
     let second = body.frame().await.unwrap().unwrap();
+    assert_eq!(second.into_data().unwrap(), "{\"type\":\"MODIFIED\"}\n");
+}
+
+/// An API server that sends no response head within the deadline is a 504 `Status`; a watch
+/// whose body outlasts the deadline is not cut by it.
+#[tokio::test]
+async fn an_api_server_that_does_not_answer_in_time_is_a_504() {
+    let s = setup().await;
+    let mut send = agent(s.cert.clone()).await;
+    let req = get("/slow-head")
+        .header("impersonate-user", "alice")
+        .body(full(""))
+        .unwrap();
+    let asked = hop_platform::clock::now();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert!(hop_platform::clock::since(asked) < Duration::from_secs(5));
+    let status: serde_json::Value = serde_json::from_str(&body_text(resp).await).unwrap();
+    assert_eq!(status["reason"], "Timeout", "{status}");
+    let mut send = agent(s.cert.clone()).await;
+    let req = get("/api/v1/namespaces/default/pods?watch=1")
+        .header("impersonate-user", "alice")
+        .body(full(""))
+        .unwrap();
+    let mut body = send.send_request(req).await.unwrap().into_body();
+    assert!(body.frame().await.is_some());
+    tokio::time::sleep(forward::RESPONSE_HEAD * 2).await;
+    s.seen.watch_gate.notify_one();
+    let second = tokio::time::timeout(Duration::from_secs(5), body.frame())
+        .await
+        .expect("the watch was cut")
+        .unwrap()
+        .unwrap();
     assert_eq!(second.into_data().unwrap(), "{\"type\":\"MODIFIED\"}\n");
 }
 

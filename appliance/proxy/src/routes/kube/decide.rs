@@ -1,8 +1,10 @@
 //! The kube route's decisions, from the admission snapshot only (no backend read per request):
 //! whether a certificate may use its cluster now ([`admit`]: identity exists, not locked, not
 //! voided, current roles, and a role's `kubernetes_labels` allow the cluster's announced
-//! labels), and what one request may do ([`request`]: the parsed request, the Kubernetes
-//! identity to impersonate, the resource check, whether a listing must be filtered).
+//! labels), what one request may do ([`request`]: the parsed request, the Kubernetes
+//! identity to impersonate, the resource check, whether a listing must be filtered), and
+//! whether a live stream still may on newer roles ([`still_allowed`]: the same decision again
+//! from what was kept, which must come out the same identity).
 
 use std::collections::BTreeMap;
 
@@ -69,6 +71,8 @@ pub fn admit(
 #[derive(Debug, Clone)]
 pub struct Allowed {
     pub request: KubeRequest,
+    /// What the client asked to impersonate (kept so that a live stream can be decided again).
+    pub requested: Requested,
     pub impersonation: KubeImpersonation,
     /// A list or watch whose items the role shows only some of: the body must be filtered.
     pub filter: bool,
@@ -96,11 +100,26 @@ pub fn request(
 ) -> Result<Allowed, RequestDenial> {
     let request = kreq::parse(method, path_and_query)
         .map_err(|e| RequestDenial::Unreadable(e.to_string()))?;
-    let Requested { user, groups } =
-        headers::requested(h).map_err(|e| RequestDenial::Forbidden(e.to_string()))?;
+    let requested = headers::requested(h).map_err(|e| RequestDenial::Forbidden(e.to_string()))?;
+    allow(admission, hop_user, request, requested)
+}
+
+/// Decides a parsed request and the impersonation it asked for: the identity the roles map it
+/// to, the resource check, whether a listing must be filtered.
+pub fn allow(
+    admission: &Admission,
+    hop_user: &str,
+    request: KubeRequest,
+    requested: Requested,
+) -> Result<Allowed, RequestDenial> {
     let (checker, labels) = (admission.checker(), admission.labels());
     let impersonation = checker
-        .kube_impersonation(labels, hop_user, user.as_deref(), &groups)
+        .kube_impersonation(
+            labels,
+            hop_user,
+            requested.user.as_deref(),
+            &requested.groups,
+        )
         .map_err(|e| RequestDenial::Forbidden(e.to_string()))?;
     let mut filter = false;
     if let Some(resource) = request.resource.as_deref() {
@@ -127,7 +146,39 @@ pub fn request(
     }
     Ok(Allowed {
         request,
+        requested,
         impersonation,
         filter,
     })
+}
+
+/// Decides a live stream again on a newer `admission`: `Err` (the words say why) when the
+/// roles no longer allow its request, or map it to another Kubernetes identity, or would now
+/// filter a stream that was not filtered.
+pub fn still_allowed(
+    admission: &Admission,
+    hop_user: &str,
+    decided: &Allowed,
+) -> Result<(), RequestDenial> {
+    let now = allow(
+        admission,
+        hop_user,
+        decided.request.clone(),
+        decided.requested.clone(),
+    )?;
+    if now.impersonation != decided.impersonation {
+        return Err(RequestDenial::Forbidden(format!(
+            "your roles now map you to Kubernetes user {:?} and groups {:?}, not the {:?} and {:?} this stream runs as",
+            now.impersonation.user,
+            now.impersonation.groups,
+            decided.impersonation.user,
+            decided.impersonation.groups
+        )));
+    }
+    if now.filter && !decided.filter {
+        return Err(RequestDenial::Forbidden(
+            "your roles now show only some of these items".into(),
+        ));
+    }
+    Ok(())
 }

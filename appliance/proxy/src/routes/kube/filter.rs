@@ -8,9 +8,14 @@
 //! Fails closed: anything it cannot read (protobuf, YAML, a body that is not JSON, a Table row
 //! without metadata, an item without a name, a listing over [`MAX_FILTER_BODY`] bytes) is a
 //! [`FilterError`], never passed through. A `Status` (the API server's error answer) passes as
-//! it is: it lists nothing.
+//! it is: it lists nothing. The listings held at once (and the unfinished events of filtered
+//! watches) share one process-wide [`ListingBudget`] ([`LISTING_BUDGET`] bytes): a listing that
+//! would take more is refused ([`FilterError::OverBudget`], answered 503 with `Retry-After`), a
+//! watch ended with that error; never passed through.
 
 use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use bytes::Bytes;
 use http_body::{Body, Frame};
@@ -20,6 +25,69 @@ use serde_json::Value;
 
 /// The most bytes of a listing (or of one watch event) held to filter it.
 pub const MAX_FILTER_BODY: usize = 64 << 20;
+
+/// The most bytes all listings held to be filtered may take together, in this process.
+pub const LISTING_BUDGET: usize = 256 << 20;
+
+/// The bytes the listings being filtered may hold together (a semaphore of bytes, shared by
+/// every connection of the route). A listing takes its bytes as they arrive and gives them
+/// back when it is answered or dropped.
+#[derive(Clone)]
+pub struct ListingBudget {
+    bytes: Arc<Semaphore>,
+    total: usize,
+}
+
+impl ListingBudget {
+    /// A budget of `total` bytes (at most `u32::MAX`, the most a permit can take at once).
+    #[must_use]
+    pub fn new(total: usize) -> Self {
+        let total = total.min(u32::MAX as usize);
+        Self {
+            bytes: Arc::new(Semaphore::new(total)),
+            total,
+        }
+    }
+
+    /// The bytes not held now.
+    #[must_use]
+    pub fn available(&self) -> usize {
+        self.bytes.available_permits()
+    }
+
+    /// Holds `n` bytes of the budget until the permit is dropped (tests: a budget in use).
+    #[cfg(test)]
+    pub(crate) fn hold(&self, n: usize) -> OwnedSemaphorePermit {
+        let mut held = None;
+        self.take(&mut held, n).expect("the budget has the bytes");
+        held.expect("more than no bytes")
+    }
+
+    /// Takes `n` more bytes into `held`, or refuses at once when the budget has not enough.
+    fn take(&self, held: &mut Option<OwnedSemaphorePermit>, n: usize) -> Result<(), FilterError> {
+        if n == 0 {
+            return Ok(());
+        }
+        let over = || FilterError::OverBudget { budget: self.total };
+        let n = u32::try_from(n).map_err(|_| over())?;
+        let permit = self
+            .bytes
+            .clone()
+            .try_acquire_many_owned(n)
+            .map_err(|_| over())?;
+        match held {
+            Some(h) => h.merge(permit),
+            None => *held = Some(permit),
+        }
+        Ok(())
+    }
+}
+
+impl Default for ListingBudget {
+    fn default() -> Self {
+        Self::new(LISTING_BUDGET)
+    }
+}
 
 /// One item of a listing, as the role check sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +111,11 @@ pub enum FilterError {
     ContentType(String),
     #[error("the listing is over {limit} bytes, the most that is held to filter it", limit = MAX_FILTER_BODY)]
     TooLarge,
+    /// The listings being filtered in this proxy hold the whole budget now: try again.
+    #[error(
+        "the proxy is filtering too many listings at once (over {budget} bytes held together); try again shortly, or list a narrower set (a namespace, a label selector, --chunk-size)"
+    )]
+    OverBudget { budget: usize },
     #[error(
         "the listing is gzip-compressed; a listing to filter must be asked for without Accept-Encoding"
     )]
@@ -73,11 +146,12 @@ pub fn filter_body(
     content_type: Option<&str>,
     watch: bool,
     visible: Visibility,
+    budget: &ListingBudget,
 ) -> Result<BoxBody<Bytes, std::io::Error>, FilterError> {
-    filter_any(body, content_type, watch, visible)
+    filter_with(body, content_type, watch, visible, Some(budget.clone()))
 }
 
-/// [`filter_body`] for any body (tests, other transports).
+/// [`filter_body`] for any body, outside any budget (tests, other transports).
 pub fn filter_any<B>(
     body: B,
     content_type: Option<&str>,
@@ -88,12 +162,28 @@ where
     B: Body<Data = Bytes> + Send + Sync + Unpin + 'static,
     B::Error: std::fmt::Display,
 {
+    filter_with(body, content_type, watch, visible, None)
+}
+
+fn filter_with<B>(
+    body: B,
+    content_type: Option<&str>,
+    watch: bool,
+    visible: Visibility,
+    budget: Option<ListingBudget>,
+) -> Result<BoxBody<Bytes, std::io::Error>, FilterError>
+where
+    B: Body<Data = Bytes> + Send + Sync + Unpin + 'static,
+    B::Error: std::fmt::Display,
+{
     check_content_type(content_type)?;
     if body.size_hint().lower() > MAX_FILTER_BODY as u64 && !watch {
         return Err(FilterError::TooLarge);
     }
     let how = if watch {
-        How::Watch(WatchFilter::new(visible))
+        let mut w = WatchFilter::new(visible);
+        w.budget = budget;
+        How::Watch(w)
     } else {
         How::List {
             whole: Vec::new(),
@@ -121,8 +211,13 @@ pub fn check_content_type(content_type: Option<&str>) -> Result<(), FilterError>
     }
 }
 
-/// Reads a List or Table whole (bounded) and answers it filtered.
-pub async fn filter_list_body<B>(mut body: B, visible: &Visibility) -> Result<Bytes, FilterError>
+/// Reads a List or Table whole (bounded by [`MAX_FILTER_BODY`] and by `budget`, which its
+/// bytes are taken from as they arrive) and answers it filtered.
+pub async fn filter_list_body<B>(
+    mut body: B,
+    visible: &Visibility,
+    budget: &ListingBudget,
+) -> Result<Bytes, FilterError>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
@@ -130,6 +225,7 @@ where
     if body.size_hint().lower() > MAX_FILTER_BODY as u64 {
         return Err(FilterError::TooLarge);
     }
+    let mut held = None;
     let mut whole = Vec::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| FilterError::Body(e.to_string()))?;
@@ -137,10 +233,14 @@ where
             if whole.len() + data.len() > MAX_FILTER_BODY {
                 return Err(FilterError::TooLarge);
             }
+            budget.take(&mut held, data.len())?;
             whole.extend_from_slice(&data);
         }
     }
-    filter_list(&whole, visible).map(Bytes::from)
+    // The budget is held until the filtered answer is made (it is about as large).
+    let filtered = filter_list(&whole, visible).map(Bytes::from);
+    drop(held);
+    filtered
 }
 
 /// Filters one List or Table held whole.
@@ -223,9 +323,62 @@ fn item_ref(metadata: Option<&Value>) -> Result<KubeItemRef, FilterError> {
 }
 
 /// Filters a watch stream as its bytes arrive (sans-IO): whole events out, each on its line.
+/// Each byte is scanned once: [`EventScan`] remembers where the last push stopped, and an event
+/// is parsed only once it is complete.
 pub struct WatchFilter {
     buf: Vec<u8>,
+    scan: EventScan,
     visible: Visibility,
+    /// The shared budget the held part of an event is taken from (none: unbudgeted).
+    budget: Option<ListingBudget>,
+    held: Option<OwnedSemaphorePermit>,
+}
+
+/// Where the scan of a watch stream's held bytes stopped, and what it was inside of there.
+#[derive(Debug, Default, Clone, Copy)]
+struct EventScan {
+    /// Bytes of the held buffer already scanned.
+    pos: usize,
+    /// How many objects and arrays are open (0: between events).
+    depth: usize,
+    in_string: bool,
+    escaped: bool,
+}
+
+impl EventScan {
+    /// Scans `buf` from where it stopped; answers the end of the next whole event, if one
+    /// completes. Between events only whitespace and `{` may come.
+    fn next_end(&mut self, buf: &[u8]) -> Result<Option<usize>, FilterError> {
+        while let Some(&b) = buf.get(self.pos) {
+            self.pos += 1;
+            if self.in_string {
+                match (self.escaped, b) {
+                    (true, _) => self.escaped = false,
+                    (false, b'\\') => self.escaped = true,
+                    (false, b'"') => self.in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'{' | b'[' if self.depth > 0 || b == b'{' => self.depth += 1,
+                b'}' | b']' if self.depth > 0 => {
+                    self.depth -= 1;
+                    if self.depth == 0 {
+                        return Ok(Some(self.pos));
+                    }
+                }
+                b'"' if self.depth > 0 => self.in_string = true,
+                _ if self.depth > 0 || b.is_ascii_whitespace() => {}
+                _ => {
+                    return Err(FilterError::NotJson(
+                        "a watch event is not a JSON object".into(),
+                    ));
+                }
+            }
+        }
+        Ok(None)
+    }
 }
 
 impl WatchFilter {
@@ -233,8 +386,38 @@ impl WatchFilter {
     pub fn new(visible: Visibility) -> Self {
         Self {
             buf: Vec::new(),
+            scan: EventScan::default(),
             visible,
+            budget: None,
+            held: None,
         }
+    }
+
+    /// A filter whose held bytes (the part of an event not yet complete) are taken from
+    /// `budget`; over it, [`Self::push`] refuses.
+    #[must_use]
+    pub fn with_budget(visible: Visibility, budget: ListingBudget) -> Self {
+        let mut f = Self::new(visible);
+        f.budget = Some(budget);
+        f
+    }
+
+    /// Holds exactly as many bytes of the budget as the buffer holds now.
+    fn hold_buffered(&mut self) -> Result<(), FilterError> {
+        let Some(budget) = &self.budget else {
+            return Ok(());
+        };
+        let have = self
+            .held
+            .as_ref()
+            .map_or(0, OwnedSemaphorePermit::num_permits);
+        let want = self.buf.len();
+        if want > have {
+            budget.take(&mut self.held, want - have)?;
+        } else if let Some(held) = self.held.as_mut() {
+            drop(held.split(have - want));
+        }
+        Ok(())
     }
 
     /// Takes the next bytes; answers the visible events they complete (possibly none).
@@ -245,31 +428,20 @@ impl WatchFilter {
         self.buf.extend_from_slice(bytes);
         let mut out = Vec::new();
         let mut consumed = 0;
-        let mut events =
-            serde_json::Deserializer::from_slice(&self.buf).into_iter::<serde::de::IgnoredAny>();
-        loop {
-            let start = events.byte_offset();
-            match events.next() {
-                None => {
-                    consumed = self.buf.len();
-                    break;
-                }
-                Some(Ok(_)) => {
-                    consumed = events.byte_offset();
-                    let raw = &self.buf[start..consumed];
-                    if let Some(kept) = filter_event(raw, &self.visible)? {
-                        out.extend_from_slice(&kept);
-                        out.push(b'\n');
-                    }
-                }
-                Some(Err(e)) if e.is_eof() => break,
-                Some(Err(e)) => return Err(FilterError::NotJson(e.to_string())),
+        while let Some(end) = self.scan.next_end(&self.buf)? {
+            let raw = self.buf.get(consumed..end).unwrap_or_default();
+            if let Some(kept) = filter_event(raw, &self.visible)? {
+                out.extend_from_slice(&kept);
+                out.push(b'\n');
             }
+            consumed = end;
         }
         self.buf.drain(..consumed);
+        self.scan.pos -= consumed;
         if self.buf.len() > MAX_FILTER_BODY {
             return Err(FilterError::TooLarge);
         }
+        self.hold_buffered()?;
         Ok(out)
     }
 

@@ -282,3 +282,88 @@ fn a_gzip_listing_is_refused_with_a_reason() {
             .contains("Accept-Encoding")
     );
 }
+
+/// A listing over what the process-wide budget has left is refused (never passed through);
+/// its bytes, and a filtered listing's, go back to the budget once it is answered.
+#[tokio::test]
+async fn listings_share_one_byte_budget() {
+    let list = serde_json::to_vec(&pod_list()).unwrap();
+    let total = list.len() + list.len() / 4;
+    let budget = ListingBudget::new(total);
+    let out = filter_list_body(Full::new(Bytes::from(list.clone())), &web_only(), &budget)
+        .await
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out).contains("dns-1"));
+    assert_eq!(budget.available(), total);
+    // One listing half read holds its bytes: a second whole one is over what is left.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+    let (half, rest) = list.split_at(list.len() / 2);
+    tx.send(Ok(Frame::data(Bytes::copy_from_slice(half))))
+        .await
+        .unwrap();
+    let (b, v) = (budget.clone(), web_only());
+    let first = tokio::spawn(async move {
+        filter_list_body(StreamBody::new(tokio_stream_of(rx)), &v, &b).await
+    });
+    while budget.available() == total {
+        tokio::task::yield_now().await;
+    }
+    let second = filter_list_body(
+        chunked(vec![list[..10].to_vec(), list[10..].to_vec()]),
+        &web_only(),
+        &budget,
+    )
+    .await;
+    let Err(e @ FilterError::OverBudget { .. }) = second else {
+        panic!("a listing over the budget was answered: {second:?}");
+    };
+    assert!(e.to_string().contains("try again"), "{e}");
+    // What the refused one took is back; the first finishes within what is left.
+    assert_eq!(budget.available(), total - half.len());
+    tx.send(Ok(Frame::data(Bytes::copy_from_slice(rest))))
+        .await
+        .unwrap();
+    drop(tx);
+    assert!(first.await.unwrap().is_ok());
+    assert_eq!(budget.available(), total);
+}
+
+/// Each push scans only the new bytes: the scan's place is kept across pushes, and braces and
+/// quotes inside strings do not end an event early.
+#[test]
+fn a_watch_event_in_many_pieces_is_scanned_once() {
+    let tricky = pod("default", r#"web-}{"\"]["#);
+    let ev = event("ADDED", tricky);
+    let mut f = WatchFilter::new(Arc::new(|_: &KubeItemRef| true));
+    let mut out = Vec::new();
+    for (i, b) in ev.iter().enumerate() {
+        out.extend(f.push(std::slice::from_ref(b)).unwrap());
+        if out.is_empty() {
+            assert_eq!(f.scan.pos, i + 1, "the scan restarted at byte {i}");
+        }
+    }
+    f.finish().unwrap();
+    let got: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(got["object"]["metadata"]["name"], r#"web-}{"\"]["#);
+    // Only the newline after the event is held, already scanned.
+    assert_eq!((f.buf.as_slice(), f.scan.pos), (&b"\n"[..], 1));
+    let mut f = WatchFilter::new(web_only());
+    assert!(matches!(f.push(b" 42\n"), Err(FilterError::NotJson(_))));
+}
+
+/// A filtered watch holds budget bytes for the part of an event not yet complete, and gives
+/// them back once the event is whole; over the budget it refuses.
+#[test]
+fn a_watch_holds_budget_only_for_its_unfinished_event() {
+    let ev = event("ADDED", pod("default", "web-1"));
+    let budget = ListingBudget::new(ev.len());
+    let mut f = WatchFilter::with_budget(web_only(), budget.clone());
+    let (head, tail) = ev.split_at(ev.len() / 2);
+    assert!(f.push(head).unwrap().is_empty());
+    assert_eq!(budget.available(), ev.len() - head.len());
+    assert!(!f.push(tail).unwrap().is_empty());
+    // Only the newline after the event is still held.
+    assert_eq!(budget.available(), ev.len() - 1);
+    let _others = budget.hold(budget.available());
+    assert!(matches!(f.push(head), Err(FilterError::OverBudget { .. })));
+}

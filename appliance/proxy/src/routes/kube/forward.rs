@@ -1,18 +1,22 @@
 //! An allowed kube request's way to the agent and its response's way back (contract B steps
 //! 5–8): the headers [`super::headers`] prepares, the request sent over HTTP/1.1 on a pooled
-//! agent connection (an upgrade on one of its own), the response streamed frame by frame
-//! (watches and `logs -f` are never buffered) or through the listing filter when the role hides
-//! some items, an upgrade's two ends handed to the stream relay, and one `kube.request` audit
-//! event per request once its response ends (user, cluster, verb, api_group, resource,
+//! agent connection (an upgrade on one of its own), its response head awaited at most
+//! [`RESPONSE_HEAD`] (then a 504), the response streamed frame by frame (watches and `logs -f`
+//! are never buffered) or through the listing filter when the role hides some items, a lasting
+//! answer (watch, log, upgrade) registered among the live streams and cut when the sweep says
+//! so, an upgrade's two ends handed to the stream relay, and one `kube.request` audit event per
+//! request once its response ends (user, cluster, verb, api_group, resource,
 //! subresource, namespace, name, status, impersonated user and groups, remote; never a body, a
 //! query or a header value).
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use axum::body::{Body, Bytes};
 use axum::http::{Request, Response, StatusCode, Version, header};
 use hop_auth::AuthServer;
@@ -25,9 +29,9 @@ use hyper::body::Incoming;
 
 use super::conn::Conn;
 use super::decide::{Admission, Allowed};
-use super::filter::{KubeItemRef, Visibility};
+use super::filter::{FilterError, KubeItemRef, Visibility};
 use super::stream::{StreamContext, StreamProtocol};
-use super::{KubeProxy, headers, hooks, pool, status};
+use super::{KubeProxy, StreamSlot, headers, hooks, pool, status};
 use crate::routes::app_http::body::origin_form;
 use crate::routes::app_http::pool::AgentConn;
 
@@ -44,9 +48,62 @@ pub struct Record {
     pub started: Instant,
 }
 
+/// How long the agent has to answer a request's head (status and headers) once it is sent. The
+/// body is not under it: a watch's or `logs -f`'s streams for as long as it runs.
+#[cfg(not(test))]
+pub const RESPONSE_HEAD: Duration = Duration::from_secs(60);
+/// Short under test, so that a test can wait it out.
+#[cfg(test)]
+pub const RESPONSE_HEAD: Duration = Duration::from_secs(1);
+
+/// Sends `req` and waits at most [`RESPONSE_HEAD`] for the response's head; `Err` says why
+/// there is none (the words go into the 502 or 504).
+async fn send_within<F>(sent: F) -> Result<Response<Incoming>, NoAnswer>
+where
+    F: Future<Output = Result<Response<Incoming>, hyper::Error>>,
+{
+    match tokio::time::timeout(RESPONSE_HEAD, sent).await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => Err(NoAnswer::Failed(e)),
+        Err(_) => Err(NoAnswer::TimedOut),
+    }
+}
+
+/// Why the agent gave no response head.
+#[derive(Debug, thiserror::Error)]
+enum NoAnswer {
+    #[error("the agent's HTTP connection failed: {0}")]
+    Failed(hyper::Error),
+    #[error("the agent did not answer within {} s", RESPONSE_HEAD.as_secs())]
+    TimedOut,
+}
+
+/// The 502 (or 504 for a deadline) for a request the agent gave no answer to, audited.
+fn no_answer(route: &KubeProxy, record: &Record, e: &NoAnswer) -> Response<Body> {
+    match e {
+        NoAnswer::Failed(_) => unreachable(route, record, &e.to_string()),
+        NoAnswer::TimedOut => {
+            tracing::debug!(kube_cluster = %record.cluster, "a Kubernetes request's answer timed out");
+            record.audit(&route.auth, StatusCode::GATEWAY_TIMEOUT.as_u16());
+            status::agent_timeout(&record.cluster, &e.to_string())
+        }
+    }
+}
+
+/// Whether a request's answer may last: a watch, a log (`logs -f`), an upgrade. Those are
+/// registered among the live streams and decided again on each refresh.
+fn lasts(request: &KubeRequest, upgrade: bool) -> bool {
+    upgrade || request.verb.as_str() == "watch" || request.subresource.as_deref() == Some("log")
+}
+
 impl Record {
     /// Writes `kube.request` for this request, answered with `status`.
     pub fn audit(&self, auth: &AuthServer, status: u16) {
+        self.audit_ended(auth, status, None);
+    }
+
+    /// [`Self::audit`] for a response the proxy cut short for `terminated` (the reason).
+    pub fn audit_ended(&self, auth: &AuthServer, status: u16, terminated: Option<&str>) {
         let r = &self.request;
         let mut ev = auth
             .event(EventKind::KubeRequest, &self.user)
@@ -71,6 +128,11 @@ impl Record {
             if let Some(v) = v {
                 ev = ev.field(k, v.clone());
             }
+        }
+        if let Some(why) = terminated {
+            ev = ev
+                .field("ended_by", "terminated")
+                .field("reason", why.to_string());
         }
         if status >= 400 {
             ev = ev.failed(EventKind::KubeRequest, format!("status {status}"));
@@ -101,6 +163,13 @@ pub async fn forward(
         started: clock::now(),
     };
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let current = Arc::new(ArcSwap::new(admission.clone()));
+    let slot = match &conn.cert {
+        Some(cert) if lasts(&allowed.request, upgrade) => {
+            Some(conn.route.watch_stream(cert, &allowed, current.clone()))
+        }
+        _ => None,
+    };
     let (mut parts, body) = req.into_parts();
     let imp = &allowed.impersonation;
     if let Err(e) = headers::to_agent(
@@ -133,30 +202,37 @@ pub async fn forward(
             client: client_upgrade,
             query,
         };
-        return upgraded(&conn, &to, req, up, record, allowed).await;
+        return upgraded(&conn, &to, req, up, record, allowed, slot).await;
     }
     let mut agent = match pool::take(&route.pools, &route.agents, &to).await {
         Ok(a) => a,
         Err(e) => return unreachable(&route, &record, &e.to_string()),
     };
-    let resp = match agent
+    let sent = agent
         .send
-        .send_request(Request::from_parts(parts, Body::new(body)))
-        .await
-    {
+        .send_request(Request::from_parts(parts, Body::new(body)));
+    let resp = match send_within(sent).await {
         Ok(r) => r,
-        Err(e) => {
-            let why = format!("the agent's HTTP connection failed: {e}");
-            return unreachable(&route, &record, &why);
-        }
+        Err(e) => return no_answer(&route, &record, &e),
     };
-    respond(route, admission, &allowed, agent, resp, record).await
+    let live = Live {
+        admission: current,
+        slot,
+    };
+    respond(route, live, &allowed, agent, resp, record).await
+}
+
+/// A response's live decision: the admission its filter consults (the sweep keeps it
+/// current) and its place among the live streams, if it may last.
+struct Live {
+    admission: Arc<ArcSwap<Admission>>,
+    slot: Option<StreamSlot>,
 }
 
 /// The agent's answer on its way to the client: as is, or filtered when the role hides items.
 async fn respond(
     route: Arc<KubeProxy>,
-    admission: Arc<Admission>,
+    live: Live,
     allowed: &Allowed,
     agent: AgentConn,
     resp: Response<Incoming>,
@@ -182,23 +258,36 @@ async fn respond(
                 "the listing came back compressed, so the items your roles hide cannot be taken out of it",
             );
         }
-        let visible = visibility(&admission, allowed);
-        match hooks::filtered(body, content_type.as_deref(), watch, visible).await {
+        let visible = visibility(&live.admission, allowed);
+        let budget = &route.listing_budget;
+        match hooks::filtered(body, content_type.as_deref(), watch, visible, budget).await {
             Ok(b) => {
                 // The filter decides the length; the agent's no longer holds.
                 parts.headers.remove(header::CONTENT_LENGTH);
                 b
             }
-            Err(why) => {
+            Err(e @ FilterError::OverBudget { .. }) => {
+                tracing::warn!(kube_cluster = %record.cluster, "a filtered listing was refused: {e}");
+                record.audit(&route.auth, StatusCode::SERVICE_UNAVAILABLE.as_u16());
+                return status::busy(&e.to_string());
+            }
+            Err(e) => {
                 record.audit(&route.auth, StatusCode::FORBIDDEN.as_u16());
-                return status::forbidden(&why);
+                return status::forbidden(&e.to_string());
             }
         }
     } else {
         Body::new(body)
     };
+    let cut = live.slot.as_ref().map(|slot| {
+        let mut end = slot.end_signal();
+        let cut: Cut = Box::pin(async move { super::stream::ended(&mut end).await });
+        cut
+    });
     let finished = Finished {
         inner: body,
+        cut,
+        _slot: live.slot,
         end: Some(End {
             route,
             agent,
@@ -211,7 +300,7 @@ async fn respond(
 
 /// Whether one item of a listing may be shown: the role's view of the listed resource with
 /// the item's namespace and name.
-fn visibility(admission: &Arc<Admission>, allowed: &Allowed) -> Visibility {
+fn visibility(admission: &Arc<ArcSwap<Admission>>, allowed: &Allowed) -> Visibility {
     let admission = admission.clone();
     let r = &allowed.request;
     let (group, resource) = (r.api_group.clone(), r.resource.clone().unwrap_or_default());
@@ -224,6 +313,7 @@ fn visibility(admission: &Arc<Admission>, allowed: &Allowed) -> Visibility {
             name: Some(&item.name),
             verb,
         };
+        let admission = admission.load();
         admission
             .checker()
             .kube_item_visible(admission.labels(), &target)
@@ -246,22 +336,25 @@ async fn upgraded(
     up: Upgrade,
     record: Record,
     allowed: Allowed,
+    slot: Option<StreamSlot>,
 ) -> Response<Body> {
     let Upgrade {
         client: client_upgrade,
         query,
     } = up;
+    // An upgrade is always registered (it comes only with a kube certificate); without a
+    // slot it could not be ended by a role change, so it is not relayed.
+    let Some(slot) = slot else {
+        return unreachable(&conn.route, &record, "the stream could not be registered");
+    };
     let route = &conn.route;
     let mut send = match pool::dial(&route.agents, to).await {
         Ok(s) => s,
         Err(e) => return unreachable(route, &record, &e.to_string()),
     };
-    let mut resp = match send.send_request(req).await {
+    let mut resp = match send_within(send.send_request(req)).await {
         Ok(r) => r,
-        Err(e) => {
-            let why = format!("the agent's HTTP connection failed: {e}");
-            return unreachable(route, &record, &why);
-        }
+        Err(e) => return no_answer(route, &record, &e),
     };
     let code = resp.status();
     if code != StatusCode::SWITCHING_PROTOCOLS {
@@ -288,7 +381,8 @@ async fn upgraded(
         remote: conn.remote,
         session_id: conn.session_id.clone(),
         query,
-        end: conn.end_signal(),
+        end: slot.end_signal(),
+        idle: super::stream::IDLE,
     };
     // The relay holds the connection: its place among the live ones lasts as long.
     let held = conn.clone();
@@ -297,7 +391,7 @@ async fn upgraded(
             Ok((client, agent)) => hooks::relay(client, agent, protocol, ctx).await,
             Err(e) => tracing::debug!(error = %e, "a Kubernetes upgrade failed"),
         }
-        drop(held);
+        drop((slot, held));
     });
     Response::from_parts(parts, Body::empty())
 }
@@ -317,17 +411,33 @@ struct End {
     status: u16,
 }
 
+/// Completes with the reason once a live stream must end.
+type Cut = Pin<Box<dyn Future<Output = String> + Send>>;
+
+/// Why a response was cut short (the client sees its connection fail mid-body).
+#[derive(Debug, thiserror::Error)]
+#[error("the Kubernetes stream was ended: {0}")]
+struct Terminated(String);
+
 /// A response body on its way to the client; when it ends the request is audited and, when it
-/// ended cleanly, the agent connection goes back to the pool.
+/// ended cleanly, the agent connection goes back to the pool. A live stream's body ends at
+/// once (an error frame: the client's connection fails) when its slot says so.
 struct Finished {
     inner: Body,
+    cut: Option<Cut>,
+    _slot: Option<StreamSlot>,
     end: Option<End>,
 }
 
 impl Finished {
     fn finish(&mut self, clean: bool) {
+        self.finish_with(clean, None);
+    }
+
+    fn finish_with(&mut self, clean: bool, terminated: Option<&str>) {
         let Some(end) = self.end.take() else { return };
-        end.record.audit(&end.route.auth, end.status);
+        end.record
+            .audit_ended(&end.route.auth, end.status, terminated);
         if clean {
             end.route.pools.put(end.agent);
         }
@@ -342,6 +452,13 @@ impl HttpBody for Finished {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Some(cut) = self.cut.as_mut()
+            && let Poll::Ready(why) = cut.as_mut().poll(cx)
+        {
+            self.cut = None;
+            self.finish_with(false, Some(&why));
+            return Poll::Ready(Some(Err(axum::Error::new(Terminated(why)))));
+        }
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(None) => self.finish(true),

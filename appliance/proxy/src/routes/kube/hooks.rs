@@ -6,7 +6,7 @@
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use super::filter::{self, Visibility};
+use super::filter::{self, FilterError, ListingBudget, Visibility};
 use super::stream::{self, StreamContext, StreamProtocol};
 use axum::body::Body;
 
@@ -23,22 +23,20 @@ pub async fn relay(
 
 /// The listing `body` with the items the role hides taken out (kstream's [`super::filter`]):
 /// a List or Table read whole and filtered before the response head is sent, a watch filtered
-/// event by event; `Err` (the words reach kubectl) when it cannot be filtered, which refuses
-/// the response.
+/// event by event; `Err` when it cannot be filtered (or the listings held now take the whole
+/// `budget`), which refuses the response.
 pub async fn filtered(
     body: Incoming,
     content_type: Option<&str>,
     watch: bool,
     visible: Visibility,
-) -> Result<Body, String> {
+    budget: &ListingBudget,
+) -> Result<Body, FilterError> {
     if watch {
-        return filter::filter_body(body, content_type, true, visible)
-            .map(Body::new)
-            .map_err(|e| e.to_string());
+        return filter::filter_body(body, content_type, true, visible, budget).map(Body::new);
     }
-    filter::check_content_type(content_type).map_err(|e| e.to_string())?;
-    filter::filter_list_body(body, &visible)
+    filter::check_content_type(content_type)?;
+    filter::filter_list_body(body, &visible, budget)
         .await
         .map(Body::from)
-        .map_err(|e| e.to_string())
 }

@@ -17,6 +17,10 @@
 //! again every [`REFRESH`] by [`KubeProxy::run`], which also decides every live connection again
 //! and ends those admission now refuses (a lock, a deletion, a role taken away, an expired
 //! certificate): the connection closes, and its streams (watches, `logs -f`, exec) end with it.
+//! Each live stream (a watch, a log, an exec, attach or port-forward) also keeps what its
+//! request was decided on ([`decide::Allowed`]: the request and the impersonation asked for and
+//! granted); the sweep decides it again on the new roles and ends the stream alone when they no
+//! longer allow that request, or map it to another Kubernetes identity.
 
 pub mod conn;
 pub mod decide;
@@ -68,6 +72,39 @@ struct Live {
     end: watch::Sender<Option<String>>,
 }
 
+/// A live stream, as the background sweep decides it again.
+struct LiveStream {
+    cert: UserCert,
+    decided: decide::Allowed,
+    /// The admission a filtered watch consults per item: the sweep puts the newest here.
+    admission: Arc<ArcSwap<decide::Admission>>,
+    end: watch::Sender<Option<String>>,
+}
+
+/// A stream's place among the live ones: its end signal, given up when dropped.
+pub struct StreamSlot {
+    route: Arc<KubeProxy>,
+    id: u64,
+    end: watch::Receiver<Option<String>>,
+}
+
+impl StreamSlot {
+    /// A receiver told when the stream must end, and why.
+    pub fn end_signal(&self) -> watch::Receiver<Option<String>> {
+        self.end.clone()
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.route
+            .streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
+    }
+}
+
 /// The kube route's shared state.
 pub struct KubeProxy {
     pub(crate) auth: Arc<AuthServer>,
@@ -78,8 +115,11 @@ pub struct KubeProxy {
     pub(crate) deadlines: HttpDeadlines,
     /// Where exec and attach sessions are recorded (the stream relay's business).
     pub(crate) recordings: Option<Arc<dyn hop_storage::recording::RecordingBackend>>,
+    /// The bytes all filtered listings may hold together.
+    pub(crate) listing_budget: filter::ListingBudget,
     view: ArcSwap<View>,
     live: Mutex<HashMap<u64, Live>>,
+    streams: Mutex<HashMap<u64, LiveStream>>,
     next_live: AtomicU64,
 }
 
@@ -120,9 +160,11 @@ impl KubeProxy {
             }),
             pools: AgentPools::default(),
             live: Mutex::new(HashMap::new()),
+            streams: Mutex::new(HashMap::new()),
             next_live: AtomicU64::new(1),
             deadlines,
             recordings,
+            listing_budget: filter::ListingBudget::default(),
             auth,
             agents,
         });
@@ -164,6 +206,90 @@ impl KubeProxy {
             .collect();
         self.view.store(Arc::new(View { snapshot, clusters }));
         self.sweep();
+        self.sweep_streams();
+    }
+
+    /// Decides every live stream again on the current view, request and impersonation
+    /// included; those refused are told to end with the reason (a request the roles no longer
+    /// allow is audited as a refusal; admission's refusals are audited by [`Self::sweep`]).
+    fn sweep_streams(&self) {
+        let view = self.view();
+        let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        streams.retain(|_, s| {
+            if s.end.is_closed() {
+                return false;
+            }
+            let Err(why) = self.decide_stream(&view, s) else {
+                return true;
+            };
+            tracing::info!(user = %s.cert.identity.username, reason = %why, "ending a Kubernetes stream: the roles no longer allow it");
+            let _ = s.end.send(Some(why));
+            false
+        });
+    }
+
+    /// `Err(reason)` when stream `s` must end on `view`; a cluster whose agent is away for a
+    /// moment ends nothing.
+    fn decide_stream(&self, view: &View, s: &LiveStream) -> Result<(), String> {
+        let Some(cluster) = s.cert.identity.route_to_kube_cluster.as_deref() else {
+            return Err("the certificate is not routed to a Kubernetes cluster".into());
+        };
+        let admission = match decide::admit(&self.auth, view, &conn::presented(&s.cert), cluster) {
+            Ok(a) => a,
+            Err(decide::Denial::Refused(r)) => return Err(r.to_string()),
+            Err(decide::Denial::UnknownCluster) => return Ok(()),
+        };
+        let user = &s.cert.identity.username;
+        if let Err(e) = decide::still_allowed(&admission, user, &s.decided) {
+            let r = &s.decided.request;
+            let refusal = Refusal::Denied {
+                name: user.clone(),
+                reason: format!(
+                    "live {} of {}: {e}",
+                    r.verb.as_str(),
+                    r.resource.as_deref().unwrap_or("a non-resource path")
+                ),
+            };
+            self.auth
+                .audit_refusal(hop_admission::Route::Kube, user, &refusal, None);
+            return Err(format!("your roles no longer allow this stream: {e}"));
+        }
+        s.admission.store(Arc::new(admission));
+        Ok(())
+    }
+
+    /// Registers a live stream of `cert`, decided as `decided` on `admission`.
+    pub(crate) fn watch_stream(
+        self: &Arc<Self>,
+        cert: &UserCert,
+        decided: &decide::Allowed,
+        admission: Arc<ArcSwap<decide::Admission>>,
+    ) -> StreamSlot {
+        let (tx, rx) = watch::channel(None);
+        let id = self.next_live.fetch_add(1, Ordering::Relaxed);
+        let stream = LiveStream {
+            cert: cert.clone(),
+            decided: decided.clone(),
+            admission,
+            end: tx,
+        };
+        self.streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, stream);
+        StreamSlot {
+            route: self.clone(),
+            id,
+            end: rx,
+        }
+    }
+
+    /// How many streams are live (tests, metrics).
+    pub fn live_streams(&self) -> usize {
+        self.streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     /// Decides every live connection again on the current view; those refused are told to

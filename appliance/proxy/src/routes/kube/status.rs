@@ -56,6 +56,25 @@ pub fn agent_unreachable(cluster: &str, why: &str) -> Response<Body> {
     )
 }
 
+/// 504: the agent did not answer in time.
+pub fn agent_timeout(cluster: &str, why: &str) -> Response<Body> {
+    status(
+        StatusCode::GATEWAY_TIMEOUT,
+        &format!("Kubernetes cluster {cluster:?}: {why}"),
+    )
+}
+
+/// 503 with `Retry-After: 1`: the proxy cannot take the request now (kubectl's client retries
+/// on its own).
+pub fn busy(message: &str) -> Response<Body> {
+    let mut r = status(StatusCode::SERVICE_UNAVAILABLE, message);
+    r.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("1"),
+    );
+    r
+}
+
 /// 400: a request the route cannot read.
 pub fn bad_request(message: &str) -> Response<Body> {
     status(StatusCode::BAD_REQUEST, message)

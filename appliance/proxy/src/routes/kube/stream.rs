@@ -5,7 +5,8 @@
 //! attach sessions ([`super::record`]), the `kube.exec` / `kube.portforward` session events
 //! (a `phase` field says `start` or `end`), and ending the session: when both sides are done,
 //! when a decoder cannot follow a direction (fail closed: both sides are closed), or at once
-//! when [`StreamContext::end`] says so (a lock, a revoked certificate).
+//! when [`StreamContext::end`] says so (a lock, a revoked certificate, a role that no longer
+//! allows it), or when no byte has passed either way for [`StreamContext::idle`] ([`IDLE`]).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -31,6 +32,10 @@ const LINGER: Duration = Duration::from_secs(10);
 const MAX_ERROR_STREAM: usize = 64 << 10;
 /// One read's buffer.
 const READ_BUF: usize = 32 << 10;
+/// How long an upgraded stream (exec, attach, port-forward) may pass no byte either way before
+/// the proxy ends it (`ended_by: idle`). The kube route has no settings of its own yet, so this
+/// is the route's fixed idle deadline; an interactive shell a person is using sends bytes.
+pub const IDLE: Duration = Duration::from_secs(30 * 60);
 
 /// The transport the client and the API server agreed on in the 101.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +97,8 @@ pub struct StreamContext {
     pub query: String,
     /// `Some(reason)`: end the session now (locked, certificate revoked, shutting down).
     pub end: tokio::sync::watch::Receiver<Option<String>>,
+    /// No byte either way for this long ends the session ([`IDLE`] on the route).
+    pub idle: Duration,
 }
 
 /// What the upgrade request's query says about the session.
@@ -169,6 +176,8 @@ struct Session {
     error_stream: Vec<u8>,
     bytes_in: u64,
     bytes_out: u64,
+    /// When a byte last passed either way (tokio's clock, so that tests can pause it).
+    last_byte: tokio::time::Instant,
 }
 
 impl Session {
@@ -229,6 +238,8 @@ enum Ending {
     },
     /// [`StreamContext::end`] said so.
     Terminated(String),
+    /// No byte passed either way for this long.
+    Idle(Duration),
     /// The recording the cluster requires could not start.
     NotRecorded(String),
 }
@@ -263,11 +274,13 @@ where
                 error_stream: Vec::new(),
                 bytes_in: 0,
                 bytes_out: 0,
+                last_byte: clock::tokio_now(),
             });
             let mut end = ctx.end.clone();
             let ending = tokio::select! {
                 ending = pump_both(client, agent, &session) => ending,
                 reason = ended(&mut end) => Ending::Terminated(reason),
+                () = idled(&session, ctx.idle) => Ending::Idle(ctx.idle),
             };
             let session = session.into_inner().unwrap_or_else(|e| e.into_inner());
             return finish(&ctx, kind, session, ending, started).await;
@@ -292,8 +305,20 @@ async fn finish(
     emit_end(ctx, kind, &ending, exit, bytes, started);
 }
 
+/// Completes once no byte has passed either way for `idle`.
+async fn idled(session: &Mutex<Session>, idle: Duration) {
+    loop {
+        let last = session.lock().unwrap_or_else(|e| e.into_inner()).last_byte;
+        let deadline = last + idle;
+        if clock::tokio_now() >= deadline {
+            return;
+        }
+        tokio::time::sleep_until(deadline).await;
+    }
+}
+
 /// Resolves with the reason once the end signal says to end; never if its sender goes away.
-async fn ended(end: &mut tokio::sync::watch::Receiver<Option<String>>) -> String {
+pub(super) async fn ended(end: &mut tokio::sync::watch::Receiver<Option<String>>) -> String {
     loop {
         if let Some(reason) = end.borrow_and_update().clone() {
             return reason;
@@ -355,6 +380,7 @@ where
         let bytes = &buf[..n];
         let followed = {
             let mut s = session.lock().unwrap_or_else(|e| e.into_inner());
+            s.last_byte = clock::tokio_now();
             if from_client {
                 s.follow_client(bytes)
             } else {
@@ -485,6 +511,10 @@ fn emit_end(
         Ending::Terminated(reason) => ev
             .field("ended_by", "terminated")
             .field("reason", reason.clone()),
+        Ending::Idle(after) => ev.field("ended_by", "idle").field(
+            "reason",
+            format!("no bytes either way for {} s", after.as_secs()),
+        ),
         Ending::Undecodable { from_client, error } => {
             let side = if *from_client { "client" } else { "server" };
             ev.failed(

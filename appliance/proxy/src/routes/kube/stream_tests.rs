@@ -97,6 +97,7 @@ fn context(
         session_id: SESSION.into(),
         query: path_and_query.split_once('?').map_or("", |(_, q)| q).into(),
         end: rx,
+        idle: IDLE,
     };
     (ctx, tx)
 }
@@ -302,6 +303,40 @@ async fn the_end_signal_closes_both_sides_at_once() {
     assert_eq!(end["reason"], "user alice was locked");
     // The recording was closed too, and plays.
     assert_eq!(played(&f.store)[1], OwnedEvent::Output(b"$ ".to_vec()));
+}
+
+/// Bytes either way keep a stream; none for the idle deadline end it on both sides, audited
+/// as `ended_by: idle`.
+#[tokio::test]
+async fn a_stream_without_bytes_for_the_idle_deadline_ends() {
+    let f = fixture("off");
+    let (mut ctx, _end) = context(&f, EXEC);
+    ctx.idle = Duration::from_millis(400);
+    let (mut client, mut agent, task) = start(StreamProtocol::WebSocket, ctx);
+    let hello = encode_frame(true, 2, b"\x01$ ", None);
+    let stdin = encode_frame(true, 2, b"\x00l", Some([1, 2, 3, 4]));
+    for i in 0..6 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        if i % 2 == 0 {
+            agent.write_all(&hello).await.unwrap();
+            assert_eq!(read_exactly(&mut client, hello.len()).await, hello);
+        } else {
+            client.write_all(&stdin).await.unwrap();
+            assert_eq!(read_exactly(&mut agent, stdin.len()).await, stdin);
+        }
+    }
+    assert!(!task.is_finished(), "a stream with bytes flowing ended");
+    let quiet = clock::now();
+    assert!(read_to_end(&mut client).await.is_empty());
+    assert!(read_to_end(&mut agent).await.is_empty());
+    tokio::time::timeout(Duration::from_secs(2), task)
+        .await
+        .unwrap()
+        .unwrap();
+    let waited = clock::since(quiet);
+    assert!(waited >= Duration::from_millis(300), "{waited:?}");
+    let end = &f.audit.named("kube.exec")[1];
+    assert_eq!(end["ended_by"], "idle", "{end}");
 }
 
 #[tokio::test]

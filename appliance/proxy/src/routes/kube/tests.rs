@@ -63,6 +63,9 @@ async fn agent(
     mut req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Body>, String> {
     seen.requests.fetch_add(1, Ordering::Relaxed);
+    if req.uri().path().ends_with("/slow-head") {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
     if req.headers().get_all("impersonate-user").iter().count() != 1 {
         let mut r = Response::new(Body::from("exactly one impersonate-user"));
         *r.status_mut() = StatusCode::FORBIDDEN;
@@ -689,6 +692,192 @@ async fn upgrade_headers_on_a_listing_do_not_skip_the_filter() {
     let body = text(r).await;
     assert!(!body.contains("dns-1"), "{body}");
     assert!(body.contains("web-1"), "{body}");
+}
+
+/// Replaces the `kube-dev` role's `kubernetes_users` and its pod rule's namespace and verbs.
+fn update_role(f: &Fixture, users: &str, namespace: &str, verbs: &str) {
+    let yaml = KUBE_ROLE
+        .replace(
+            "kubernetes_users: [dev-user]",
+            &format!("kubernetes_users: [{users}]"),
+        )
+        .replace(
+            "        namespace: default\n        name: '*'\n        verbs: ['*']",
+            &format!("        namespace: {namespace}\n        name: '*'\n        verbs: {verbs}"),
+        );
+    assert_ne!(yaml, KUBE_ROLE, "the role's text changed shape");
+    f.auth
+        .create_resources(&yaml, "kube.yaml", true, "test", &|_, _| Ok(()))
+        .unwrap();
+}
+
+/// A live watch of alice's in `default`.
+async fn live_watch(f: &Fixture) -> hyper::body::Incoming {
+    let mut c = f.client().await;
+    let r = c
+        .get("/api/v1/namespaces/default/pods?watch=1", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let mut body = r.into_body();
+    assert!(http_body_util_free::next_frame(&mut body).await.is_some());
+    body
+}
+
+/// Whether `body` is cut within `within` (`false`: it still streams).
+async fn cut_within(body: &mut hyper::body::Incoming, within: Duration) -> bool {
+    tokio::time::timeout(within, async {
+        while let Some(Ok(_)) = http_body_util_free::next_frame(body).await {}
+    })
+    .await
+    .is_ok()
+}
+
+/// A live watch is decided again on the whole role: a change that still allows it leaves it
+/// alone; a namespace taken out of the role, or another Kubernetes user, ends it within
+/// seconds, audited with the reason.
+#[tokio::test]
+async fn a_role_change_ends_the_live_watches_it_no_longer_allows() {
+    let f = fixture().await;
+    f.present("alice", Some("dev"));
+    let mut body = live_watch(&f).await;
+    assert_eq!(f.route.live_streams(), 1);
+    update_role(&f, "dev-user", "default", "[get, list, watch]");
+    assert!(
+        !cut_within(&mut body, Duration::from_secs(2)).await,
+        "a role that still allows the watch ended it"
+    );
+    update_role(&f, "other-user", "default", "[get, list, watch]");
+    assert!(
+        cut_within(&mut body, Duration::from_secs(5)).await,
+        "the watch still runs as dev-user 5 s after the role maps alice to other-user"
+    );
+    let mut body = live_watch(&f).await;
+    update_role(&f, "other-user", "staging", "[get, list, watch]");
+    assert!(
+        cut_within(&mut body, Duration::from_secs(5)).await,
+        "the watch in default still streams 5 s after the role dropped the namespace"
+    );
+    let ended: Vec<_> = events(&f, "kube.request", 3)
+        .await
+        .into_iter()
+        .filter(|e| e["ended_by"] == "terminated")
+        .collect();
+    assert_eq!(ended.len(), 2, "{ended:?}");
+    let reason = ended[1]["reason"].as_str().unwrap();
+    assert!(reason.contains("no longer allow"), "{reason}");
+    // A new request in `default` is refused by the role, as the stream was.
+    let mut c = f.client().await;
+    let r = c.get("/api/v1/namespaces/default/pods", &[]).await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+}
+
+/// A live exec ends within seconds of the role dropping the `exec` verb, with `kube.exec`'s
+/// end event saying it was terminated and why.
+#[tokio::test]
+async fn a_role_without_exec_ends_a_live_exec() {
+    let f = fixture().await;
+    f.present("alice", Some("dev"));
+    let mut c = f.client().await;
+    let r = c
+        .get(
+            "/api/v1/namespaces/default/pods/web-1/exec?command=sh&stdin=true",
+            &[("connection", "Upgrade"), ("upgrade", "SPDY/3.1")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SWITCHING_PROTOCOLS);
+    let mut io = TokioIo::new(hyper::upgrade::on(r).await.unwrap());
+    // A role change that keeps exec keeps the session.
+    update_role(&f, "dev-user", "default", "[get, exec]");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    io.write_all(b"still").await.unwrap();
+    let mut buf = [0u8; 5];
+    tokio::time::timeout(Duration::from_secs(5), io.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf, b"still");
+    update_role(&f, "dev-user", "default", "[get, list, watch]");
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut b = [0u8; 64];
+        loop {
+            match io.read(&mut b).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the exec still runs 5 s after the role dropped exec"
+    );
+    let end = events(&f, "kube.exec", 2).await;
+    let end = end
+        .iter()
+        .find(|e| e["phase"] == "end")
+        .expect("no end event");
+    assert_eq!(end["ended_by"], "terminated", "{end}");
+    assert!(
+        end["reason"].as_str().unwrap().contains("no longer allow"),
+        "{end}"
+    );
+}
+
+/// An agent that sends no response head within the deadline gets a 504 `Status`, audited;
+/// a watch whose body streams longer than the deadline is not cut by it.
+#[tokio::test]
+async fn an_agent_that_does_not_answer_in_time_is_a_504() {
+    let f = fixture().await;
+    f.present("alice", Some("dev"));
+    let mut c = f.client().await;
+    let asked = hop_platform::clock::now();
+    let r = c
+        .get("/api/v1/namespaces/default/pods/slow-head", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert!(hop_platform::clock::since(asked) < Duration::from_secs(5));
+    let s = json(r).await;
+    assert_eq!(s["reason"], "Timeout", "{s}");
+    assert!(
+        s["message"].as_str().unwrap().contains("did not answer"),
+        "{s}"
+    );
+    let ev = events(&f, "kube.request", 1).await;
+    assert_eq!(ev[0]["status"], 504);
+    let mut body = live_watch(&f).await;
+    assert!(
+        !cut_within(&mut body, forward::RESPONSE_HEAD * 2).await,
+        "the response-head deadline cut a streaming body"
+    );
+}
+
+/// A filtered listing when the listings held take the whole budget is a 503 `Status` that
+/// kubectl retries, never the unfiltered listing; once the budget is back, it is answered.
+#[tokio::test]
+async fn a_filtered_listing_over_the_budget_is_a_503_not_a_pass_through() {
+    let f = fixture().await;
+    f.present("alice", Some("dev"));
+    let held = f
+        .route
+        .listing_budget
+        .hold(f.route.listing_budget.available() - 16);
+    let mut c = f.client().await;
+    let r = c.get("/api/v1/pods", &[]).await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+    let body = text(r).await;
+    assert!(!body.contains("web-1") && !body.contains("dns-1"), "{body}");
+    let s: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(s["reason"], "ServiceUnavailable", "{s}");
+    assert!(s["message"].as_str().unwrap().contains("try again"), "{s}");
+    drop(held);
+    let r = c.get("/api/v1/pods", &[]).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body = text(r).await;
+    assert!(body.contains("web-1") && !body.contains("dns-1"), "{body}");
 }
 
 /// Reading a body frame by frame without another crate.
