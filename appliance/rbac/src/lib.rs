@@ -24,6 +24,7 @@ pub mod parse;
 pub mod predicate;
 pub mod resource;
 pub mod role;
+pub mod spiffe;
 pub mod rule_context;
 mod stored;
 pub mod token;
@@ -51,6 +52,7 @@ pub use parse::{
     ParseError, ParseProblem, ParseWarning, Parsed, parse_resources, parse_resources_with_warnings,
     to_yaml, to_yaml_stream,
 };
+pub use spiffe::{SpiffeDenied, check_spiffe_path};
 pub use predicate::{Predicate, PredicateError};
 pub use resource::{KINDS, Kind, Metadata, Resource};
 pub use role::{
