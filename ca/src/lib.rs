@@ -24,7 +24,7 @@ pub use authority::{
 pub use error::CaError;
 pub use export::{export_known_hosts, export_pem, export_trusted_user_ca_keys};
 pub use identity::{HostRole, Identity, RouteToDatabase};
-pub use issued::{ssh_issued_at, x509_issued_at};
+pub use issued::{ssh_issued_at, x509_issued_at, x509_serial_hex};
 pub use keys::{SshKeyPair, X509KeyPair, generate_ssh_keypair, generate_x509_keypair};
 pub use proof::{check_proof_key, proof_public_key, sign_proof, verify_proof};
 pub use ssh::{NO_LOGIN_PRINCIPAL, verify_host_ssh, verify_user_ssh};
