@@ -4,7 +4,7 @@
 //! The bot joins once with its one-time token, then renews its certificates with the current
 //! ones before they expire and rewrites its outputs after each join or renewal. `config` reads
 //! the YAML file and flags, `identity` keeps the bot's own identity in its storage directory,
-//! `outputs` writes what other programs use. This file owns the schedule: when to renew (at one
+//! `outputs` writes what other programs use (`svid` the SPIFFE SVIDs). This file owns the schedule: when to renew (at one
 //! third of the lifetime remaining, or every `renewal_interval`) and how to wait after a failure
 //! (exponential backoff, never past the certificate's expiry, the last good outputs left in
 //! place). An identity that expired is recovered with the bot's bound key when it has one. With
@@ -13,6 +13,7 @@
 pub mod config;
 mod identity;
 mod outputs;
+mod svid;
 
 use std::time::{Duration, SystemTime};
 

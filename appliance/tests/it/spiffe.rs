@@ -1,0 +1,107 @@
+//! SPIFFE SVIDs end to end: `hop bot start --oneshot` with a `spiffe-svid` output writes an SVID
+//! that stock `openssl verify` accepts against the bundle it wrote (the same as `hop admin auth
+//! export --type spiffe`), with exactly one URI SAN and `CA:FALSE`; the issue is audited; a path
+//! the bot's roles do not allow fails the run with an error that names it, and is audited too.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use crate::harness::*;
+use crate::ssh::events;
+
+const SVC_ROLE: &str = "kind: role\nversion: v7\nmetadata:\n  name: svc-bot\nspec:\n  allow:\n    spiffe:\n      - path: /svc/*\n  deny:\n    spiffe:\n      - path: /svc/secret\n";
+
+/// A `hop bot start` configuration with one `spiffe-svid` output for `path` into `dir`.
+fn config(a: &Appliance, data: &Path, dir: &Path, path: &str) -> String {
+    format!(
+        "version: v2\nproxy_server: {}\nonboarding:\n  join_method: token\n  ca_pins: ['{}']\nstorage: {{type: directory, path: {}}}\noutputs:\n  - type: spiffe-svid\n    destination: {{type: directory, path: {}}}\n    svid: {{path: {path}}}\n",
+        a.addr,
+        a.pin,
+        data.display(),
+        dir.display()
+    )
+}
+
+fn oneshot(file: &Path, token: Option<&str>) -> Output {
+    let mut cmd = Command::new(HOP);
+    cmd.args(["bot", "start", "--oneshot", "-c"]).arg(file);
+    if let Some(t) = token {
+        cmd.args(["--token", t]);
+    }
+    cmd.stdin(Stdio::null()).output().unwrap()
+}
+
+fn openssl(args: &[&str]) -> Output {
+    Command::new("openssl").args(args).output().unwrap()
+}
+
+#[test]
+fn a_bot_writes_an_svid_openssl_verifies_and_is_refused_a_path_its_roles_do_not_allow() {
+    let a = Appliance::start("");
+    let role = a.dir.path().join("svc-role.yaml");
+    std::fs::write(&role, SVC_ROLE).unwrap();
+    a.ok(&["admin", "create", "-f", role.to_str().unwrap()]);
+    let out = a.ok(&[
+        "admin", "bots", "add", "svc", "--roles", "svc-bot", "--format", "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let token = v["token"].as_str().unwrap().to_string();
+    let (data, dir) = (a.dir.path().join("d"), a.dir.path().join("svid"));
+    let good = a.dir.path().join("good.yaml");
+    std::fs::write(&good, config(&a, &data, &dir, "/svc/foo")).unwrap();
+
+    let o = oneshot(&good, Some(&token));
+    assert!(o.status.success(), "oneshot: {}", stderr(&o));
+    for f in ["svid.pem", "svid_key.pem", "svid_bundle.pem"] {
+        let mode = std::fs::metadata(dir.join(f)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
+    let (svid, bundle) = (dir.join("svid.pem"), dir.join("svid_bundle.pem"));
+    let v = openssl(&[
+        "verify",
+        "-CAfile",
+        bundle.to_str().unwrap(),
+        svid.to_str().unwrap(),
+    ]);
+    assert!(v.status.success(), "openssl verify: {}", String::from_utf8_lossy(&v.stderr));
+    let text = openssl(&["x509", "-noout", "-text", "-in", svid.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    assert_eq!(text.matches("URI:").count(), 1, "{text}");
+    assert!(text.contains("URI:spiffe://test.cluster/svc/foo"), "{text}");
+    assert!(text.contains("CA:FALSE"), "{text}");
+    assert!(text.contains("Digital Signature") && !text.contains("Key Encipherment"));
+    assert!(!text.contains("DNS:") && !text.contains("IP Address:"), "{text}");
+    // The key written is the one certified.
+    let pubkey = |args: &[&str]| openssl(args).stdout;
+    assert_eq!(
+        pubkey(&["x509", "-noout", "-pubkey", "-in", svid.to_str().unwrap()]),
+        pubkey(&["pkey", "-pubout", "-in", dir.join("svid_key.pem").to_str().unwrap()])
+    );
+    // The bundle is the exported trust domain CA.
+    let exported = a.ok(&["admin", "auth", "export", "--type", "spiffe"]);
+    assert_eq!(std::fs::read_to_string(&bundle).unwrap().trim(), exported.trim());
+    let issued = events(&a, "spiffe.svid.issue");
+    assert!(
+        issued
+            .iter()
+            .any(|e| e["path"] == "/svc/foo" && e["user"] == "bot-svc" && e["serial"].is_string()),
+        "{issued:?}"
+    );
+
+    // A path outside the role's globs, and one its deny names: refused by name, audited.
+    for path in ["/db/main", "/svc/secret"] {
+        let bad = a.dir.path().join("bad.yaml");
+        std::fs::write(&bad, config(&a, &data, &a.dir.path().join("bad"), path)).unwrap();
+        let o = oneshot(&bad, None);
+        assert!(!o.status.success(), "{path} was issued");
+        let err = stderr(&o);
+        assert!(err.contains(path) && err.contains("SPIFFE"), "{err}");
+        assert!(!a.dir.path().join("bad/svid.pem").exists());
+    }
+    let refused = events(&a, "spiffe.svid.issue");
+    assert!(
+        refused.iter().any(|e| e["success"] == false && e["user"] == "bot-svc"),
+        "{refused:?}"
+    );
+}
