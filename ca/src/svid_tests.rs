@@ -55,11 +55,10 @@ fn svid_has_one_uri_san_and_the_leaf_profile() {
     let (_, ca_cert) = x509_parser::certificate::X509Certificate::from_der(&ca_der).unwrap();
     assert_eq!(uris(&ca_cert), ["spiffe://hop.example"]);
     assert!(ca_cert.basic_constraints().unwrap().unwrap().value.ca);
-    assert!(
-        cert.extensions()
-            .iter()
-            .all(|e| !matches!(e.parsed_extension(), ParsedExtension::UnsupportedExtension { .. }))
-    );
+    assert!(cert.extensions().iter().all(|e| !matches!(
+        e.parsed_extension(),
+        ParsedExtension::UnsupportedExtension { .. }
+    )));
 }
 
 fn der_of_ca(ca: &CertAuthority) -> Vec<u8> {
@@ -87,8 +86,19 @@ fn spiffe_paths_are_checked() {
         assert!(check_spiffe_path(ok).is_ok(), "{ok}");
     }
     for bad in [
-        "", "svc", "/", "/svc/", "//svc", "/svc//foo", "/./svc", "/svc/..", "/svc foo", "/svc?x",
-        "/svc#x", "/svc%20", "/sv*",
+        "",
+        "svc",
+        "/",
+        "/svc/",
+        "//svc",
+        "/svc//foo",
+        "/./svc",
+        "/svc/..",
+        "/svc foo",
+        "/svc?x",
+        "/svc#x",
+        "/svc%20",
+        "/sv*",
     ] {
         assert!(check_spiffe_path(bad).is_err(), "{bad:?} accepted");
     }

@@ -24,8 +24,8 @@ pub mod parse;
 pub mod predicate;
 pub mod resource;
 pub mod role;
-pub mod spiffe;
 pub mod rule_context;
+pub mod spiffe;
 mod stored;
 pub mod token;
 pub mod traits;
@@ -52,7 +52,6 @@ pub use parse::{
     ParseError, ParseProblem, ParseWarning, Parsed, parse_resources, parse_resources_with_warnings,
     to_yaml, to_yaml_stream,
 };
-pub use spiffe::{SpiffeDenied, check_spiffe_path};
 pub use predicate::{Predicate, PredicateError};
 pub use resource::{KINDS, Kind, Metadata, Resource};
 pub use role::{
@@ -61,6 +60,7 @@ pub use role::{
     SshPortForwarding,
 };
 pub use rule_context::{RuleContext, SessionFacts, Undecidable, UserFacts};
+pub use spiffe::{SpiffeDenied, check_spiffe_path};
 pub use token::{
     JoinMethod, ProvisionToken, ProvisionTokenSpec, SystemRole, WeakSecret, check_secret_strength,
 };

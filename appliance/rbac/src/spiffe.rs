@@ -55,7 +55,10 @@ fn patterns(side: Option<&Verbatim>) -> Vec<Option<Pattern>> {
 pub fn check_spiffe_path(roles: &[Role], path: &str) -> Result<(), SpiffeDenied> {
     for role in roles {
         let deny = patterns(role.spec.deny.spiffe.as_ref().filter(|v| v.is_set()));
-        if deny.iter().any(|p| p.as_ref().is_none_or(|p| p.matches(path))) {
+        if deny
+            .iter()
+            .any(|p| p.as_ref().is_none_or(|p| p.matches(path)))
+        {
             return Err(SpiffeDenied::Denied {
                 path: path.to_owned(),
                 role: role.metadata.name.clone(),

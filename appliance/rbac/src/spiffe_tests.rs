@@ -45,7 +45,10 @@ fn refused_by_default_and_outside_the_globs() {
 
 #[test]
 fn deny_wins_across_roles() {
-    let deny = role("no-secret", "  deny:\n    spiffe:\n      - path: /svc/secret*\n");
+    let deny = role(
+        "no-secret",
+        "  deny:\n    spiffe:\n      - path: /svc/secret*\n",
+    );
     let roles = [svc(), deny];
     assert_eq!(check_spiffe_path(&roles, "/svc/foo"), Ok(()));
     let got = check_spiffe_path(&roles, "/svc/secret-1");
@@ -61,12 +64,18 @@ fn deny_wins_across_roles() {
 #[test]
 fn unreadable_entries_fail_closed() {
     // An allow entry without a path grants nothing.
-    let roles = [role("odd", "  allow:\n    spiffe:\n      - dns_sans: [x]\n")];
+    let roles = [role(
+        "odd",
+        "  allow:\n    spiffe:\n      - dns_sans: [x]\n",
+    )];
     assert!(check_spiffe_path(&roles, "/svc/foo").is_err());
     // A deny entry without a path denies everything.
     let roles = [
         svc(),
-        role("odd", "  deny:\n    spiffe:\n      - ip_sans: [10.0.0.0/8]\n"),
+        role(
+            "odd",
+            "  deny:\n    spiffe:\n      - ip_sans: [10.0.0.0/8]\n",
+        ),
     ];
     assert!(matches!(
         check_spiffe_path(&roles, "/svc/foo"),

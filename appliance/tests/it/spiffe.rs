@@ -64,23 +64,38 @@ fn a_bot_writes_an_svid_openssl_verifies_and_is_refused_a_path_its_roles_do_not_
         bundle.to_str().unwrap(),
         svid.to_str().unwrap(),
     ]);
-    assert!(v.status.success(), "openssl verify: {}", String::from_utf8_lossy(&v.stderr));
+    assert!(
+        v.status.success(),
+        "openssl verify: {}",
+        String::from_utf8_lossy(&v.stderr)
+    );
     let text = openssl(&["x509", "-noout", "-text", "-in", svid.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&text.stdout).to_string();
     assert_eq!(text.matches("URI:").count(), 1, "{text}");
     assert!(text.contains("URI:spiffe://test.cluster/svc/foo"), "{text}");
     assert!(text.contains("CA:FALSE"), "{text}");
     assert!(text.contains("Digital Signature") && !text.contains("Key Encipherment"));
-    assert!(!text.contains("DNS:") && !text.contains("IP Address:"), "{text}");
+    assert!(
+        !text.contains("DNS:") && !text.contains("IP Address:"),
+        "{text}"
+    );
     // The key written is the one certified.
     let pubkey = |args: &[&str]| openssl(args).stdout;
     assert_eq!(
         pubkey(&["x509", "-noout", "-pubkey", "-in", svid.to_str().unwrap()]),
-        pubkey(&["pkey", "-pubout", "-in", dir.join("svid_key.pem").to_str().unwrap()])
+        pubkey(&[
+            "pkey",
+            "-pubout",
+            "-in",
+            dir.join("svid_key.pem").to_str().unwrap()
+        ])
     );
     // The bundle is the exported trust domain CA.
     let exported = a.ok(&["admin", "auth", "export", "--type", "spiffe"]);
-    assert_eq!(std::fs::read_to_string(&bundle).unwrap().trim(), exported.trim());
+    assert_eq!(
+        std::fs::read_to_string(&bundle).unwrap().trim(),
+        exported.trim()
+    );
     let issued = events(&a, "spiffe.svid.issue");
     assert!(
         issued
@@ -101,7 +116,9 @@ fn a_bot_writes_an_svid_openssl_verifies_and_is_refused_a_path_its_roles_do_not_
     }
     let refused = events(&a, "spiffe.svid.issue");
     assert!(
-        refused.iter().any(|e| e["success"] == false && e["user"] == "bot-svc"),
+        refused
+            .iter()
+            .any(|e| e["success"] == false && e["user"] == "bot-svc"),
         "{refused:?}"
     );
 }

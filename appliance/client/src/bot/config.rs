@@ -43,7 +43,9 @@ pub enum BotConfigError {
         field: &'static str,
         message: String,
     },
-    #[error("outputs[{index}]: unknown output type {kind:?}; Hop knows: identity, database, spiffe-svid")]
+    #[error(
+        "outputs[{index}]: unknown output type {kind:?}; Hop knows: identity, database, spiffe-svid"
+    )]
     UnknownOutput { index: usize, kind: String },
     #[error(
         "outputs[{index}]: output type {kind:?} is not supported yet; Hop builds: identity, database, spiffe-svid"

@@ -44,7 +44,9 @@ pub(super) async fn write_svid(
         bail!("Auth answered {} SVIDs for one asked", resp.svids.len());
     };
     if svid.path != path || resp.bundle_pem.trim().is_empty() {
-        return Err(anyhow!("Auth answered an SVID for another path or no bundle"));
+        return Err(anyhow!(
+            "Auth answered an SVID for another path or no bundle"
+        ));
     }
     ensure_dir(dir)?;
     let key_path = dir.join("svid_key.pem");
