@@ -43,6 +43,8 @@ pub mod resources;
 pub mod server;
 #[cfg(test)]
 mod server_tests;
+#[cfg(test)]
+mod spiffe_tests;
 pub mod trackers;
 
 pub use error::AuthError;
