@@ -122,3 +122,119 @@ fn a_bot_writes_an_svid_openssl_verifies_and_is_refused_a_path_its_roles_do_not_
         "{refused:?}"
     );
 }
+
+/// A Python with the `spiffe` package (py-spiffe): `HOP_TEST_SPIFFE_PYTHON`, else the venv the
+/// bots' target dir keeps (`python3 -m venv DIR && DIR/bin/pip install spiffe`).
+fn spiffe_python() -> Option<std::path::PathBuf> {
+    let p = std::env::var_os("HOP_TEST_SPIFFE_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/work/.cache/tgt-bots/spiffe-venv/bin/python".into());
+    p.exists().then_some(p)
+}
+
+const FETCH: &str = "import sys\nfrom spiffe import WorkloadApiClient\nwith WorkloadApiClient(socket_path='unix://' + sys.argv[1]) as c:\n    print(c.fetch_x509_svid().spiffe_id)\n";
+
+/// The Python client fetching from `socket`, as root or (`as_nobody`) as uid and gid 65534.
+fn fetch(python: &Path, script: &Path, socket: &Path, as_nobody: bool) -> Output {
+    let mut cmd = if as_nobody {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(python);
+        c
+    } else {
+        Command::new(python)
+    };
+    cmd.arg(script)
+        .arg(socket)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Removes a file when dropped.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn the_workload_api_serves_an_allowed_uid_and_nothing_to_another() {
+    let Some(python) = spiffe_python() else {
+        eprintln!("skipped: no Python with the spiffe package (HOP_TEST_SPIFFE_PYTHON)");
+        return;
+    };
+    let a = Appliance::start("");
+    let role = a.dir.path().join("svc-role.yaml");
+    std::fs::write(&role, SVC_ROLE).unwrap();
+    a.ok(&["admin", "create", "-f", role.to_str().unwrap()]);
+    let out = a.ok(&[
+        "admin", "bots", "add", "wl", "--roles", "svc-bot", "--format", "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let token = v["token"].as_str().unwrap().to_string();
+    // A directory every user may enter, so that the other uid reaches the socket itself.
+    let public = tempfile::Builder::new().prefix("hop-wl").tempdir().unwrap();
+    std::fs::set_permissions(public.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // In `/`: gRPC C-core clients (py-spiffe) send the socket path as `:authority`, `%2F` for
+    // each `/`, which the HTTP/2 server refuses as malformed; a name at the root is sent as is.
+    let socket = std::path::PathBuf::from(format!("/hop-wl-{}.sock", std::process::id()));
+    let _cleanup = RemoveOnDrop(socket.clone());
+    let script = public.path().join("fetch.py");
+    std::fs::write(&script, FETCH).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let file = a.dir.path().join("wl.yaml");
+    let cfg = format!(
+        "version: v2\nproxy_server: {}\nonboarding:\n  join_method: token\n  ca_pins: ['{}']\nstorage: {{type: directory, path: {}}}\nservices:\n  - type: spiffe-workload-api\n    listen: unix://{}\n    svids:\n      - path: /svc/w\n        rules: [{{unix: {{uid: 0}}}}]\n",
+        a.addr,
+        a.pin,
+        a.dir.path().join("wd").display(),
+        socket.display()
+    );
+    std::fs::write(&file, cfg).unwrap();
+    let _bot = crate::ssh::Killed(
+        Command::new(HOP)
+            .args(["bot", "start", "-c"])
+            .arg(&file)
+            .args(["--token", &token])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(a.dir.path().join("bot.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = crate::clock::monotonic_now() + std::time::Duration::from_secs(30);
+    let got = loop {
+        let o = fetch(&python, &script, &socket, false);
+        if o.status.success() {
+            break String::from_utf8_lossy(&o.stdout).to_string();
+        }
+        assert!(
+            crate::clock::monotonic_now() < deadline,
+            "no SVID from the Workload API: {}\nbot: {}",
+            stderr(&o)
+                .lines()
+                .rev()
+                .take(4)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            std::fs::read_to_string(a.dir.path().join("bot.log")).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    assert_eq!(got.trim(), "spiffe://test.cluster/svc/w");
+    let o = fetch(&python, &script, &socket, true);
+    assert!(
+        !o.status.success(),
+        "uid 65534 got {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("spiffe://"));
+    let err = stderr(&o);
+    assert!(
+        err.contains("PERMISSION_DENIED") || err.contains("no SVID is configured"),
+        "{err}"
+    );
+}

@@ -67,6 +67,8 @@ pub struct BotConfig {
     /// None: at one third of the lifetime remaining.
     pub renewal_interval: Option<Duration>,
     pub oneshot: bool,
+    /// `spiffe-workload-api` services.
+    pub services: Vec<super::workload_config::WorkloadApi>,
 }
 
 impl std::fmt::Debug for BotConfig {
@@ -271,8 +273,12 @@ impl BotConfig {
                 format!("{v:?} is not supported; use v2"),
             ));
         }
-        if !file.services.is_empty() {
-            return Err(invalid("services", "services are not supported yet"));
+        let services = super::workload_config::parse(file.services)?;
+        if !services.is_empty() && (args.oneshot || file.oneshot) {
+            return Err(invalid(
+                "services",
+                "a Workload API needs a running bot; leave --oneshot out",
+            ));
         }
         let onboarding = file.onboarding.unwrap_or_default();
         if let Some(m) = onboarding.join_method.as_deref().filter(|m| *m != "token") {
@@ -333,6 +339,7 @@ impl BotConfig {
             certificate_ttl,
             renewal_interval,
             oneshot: args.oneshot || file.oneshot,
+            services,
         })
     }
 }

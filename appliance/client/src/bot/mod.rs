@@ -14,6 +14,8 @@ pub mod config;
 mod identity;
 mod outputs;
 mod svid;
+mod workload_api;
+pub mod workload_config;
 
 use std::time::{Duration, SystemTime};
 
@@ -40,14 +42,17 @@ pub async fn start(args: BotStartArgs) -> anyhow::Result<()> {
     if cfg.oneshot {
         return outputs::write_all(&cfg.outputs, &id, &mut keys).await;
     }
-    write_outputs(&cfg, &id, &mut keys).await;
+    let workloads = workload_api::Workloads::new(cfg.services.clone());
+    workloads.serve()?;
+    let keys = &mut (keys, workloads);
+    write_outputs(&cfg, &id, keys).await;
     let mut failures = 0u32;
     loop {
         let now = clock::wall();
         if id.expires <= now {
             id = after_expiry(&cfg, &id).await?;
             failures = 0;
-            write_outputs(&cfg, &id, &mut keys).await;
+            write_outputs(&cfg, &id, keys).await;
             continue;
         }
         let wait = if failures == 0 {
@@ -67,7 +72,7 @@ pub async fn start(args: BotStartArgs) -> anyhow::Result<()> {
                 failures = 0;
                 id = renewed;
                 log_identity("renewed", &id);
-                write_outputs(&cfg, &id, &mut keys).await;
+                write_outputs(&cfg, &id, keys).await;
             }
             Err(e) => {
                 failures = failures.saturating_add(1);
@@ -82,10 +87,18 @@ pub async fn start(args: BotStartArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Writes the outputs, logging (not returning) a failure: the next renewal tries again.
-async fn write_outputs(cfg: &BotConfig, id: &BotIdentity, keys: &mut outputs::OutputKeys) {
+/// Writes the outputs and refreshes the Workload API's SVIDs, logging (not returning) a failure:
+/// the next renewal tries again.
+async fn write_outputs(
+    cfg: &BotConfig,
+    id: &BotIdentity,
+    (keys, workloads): &mut (outputs::OutputKeys, workload_api::Workloads),
+) {
     if let Err(e) = outputs::write_all(&cfg.outputs, id, keys).await {
         tracing::error!(error = %format!("{e:#}"), "outputs not all written");
+    }
+    if let Err(e) = workloads.refresh(id).await {
+        tracing::error!(error = %format!("{e:#}"), "Workload API SVIDs not refreshed; the last ones stay");
     }
 }
 
