@@ -246,3 +246,61 @@ impl SpiffeWorkloadApi for Served {
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bot::workload_config::{Rule, UnixRule};
+
+    fn served() -> Served {
+        Served {
+            svids: vec![ServedSvid {
+                path: "/svc/a".into(),
+                hint: "a".into(),
+                rules: vec![Rule {
+                    unix: UnixRule {
+                        uid: Some(0),
+                        ..UnixRule::default()
+                    },
+                }],
+            }],
+            issued: watch::channel(Issued::default()).1,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_security_header_is_required_and_an_unknown_peer_gets_nothing() {
+        let s = served();
+        let e = s
+            .fetch_x509svid(Request::new(X509svidRequest {}))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+        let mut req = Request::new(X509svidRequest {});
+        req.metadata_mut()
+            .insert(SECURITY_HEADER, "true".parse().unwrap());
+        let e = s.fetch_x509svid(req).await.err().unwrap();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+    }
+
+    #[test]
+    fn responses_carry_only_the_served_svids_with_their_hints() {
+        let svid = |id: &str| X509svid {
+            spiffe_id: id.into(),
+            ..X509svid::default()
+        };
+        let issued: Issued = Arc::new(BTreeMap::from([
+            ("/svc/a".to_string(), svid("spiffe://c/svc/a")),
+            ("/svc/b".to_string(), svid("spiffe://c/svc/b")),
+        ]));
+        let r = response(&issued, &[("/svc/a".into(), "web".into())]).unwrap();
+        assert_eq!(r.svids.len(), 1);
+        assert_eq!(
+            (r.svids[0].spiffe_id.as_str(), r.svids[0].hint.as_str()),
+            ("spiffe://c/svc/a", "web")
+        );
+        assert!(response(&issued, &[("/svc/z".into(), String::new())]).is_none());
+        assert!(response(&Issued::default(), &[("/svc/a".into(), String::new())]).is_none());
+    }
+}
