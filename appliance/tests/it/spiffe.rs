@@ -2,6 +2,8 @@
 //! that stock `openssl verify` accepts against the bundle it wrote (the same as `hop admin auth
 //! export --type spiffe`), with exactly one URI SAN and `CA:FALSE`; the issue is audited; a path
 //! the bot's roles do not allow fails the run with an error that names it, and is audited too.
+//! The `spiffe-workload-api` service, with py-spiffe as the client: an allowed uid fetches its
+//! SVID, uid 65534 gets `PermissionDenied`, and an open stream receives the SVID of each renewal.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -132,6 +134,9 @@ fn spiffe_python() -> Option<std::path::PathBuf> {
     p.exists().then_some(p)
 }
 
+/// Watches the stream until two different SVIDs (a renewal pushed) arrived, 40 s at most.
+const WATCH: &str = "import sys, threading\nfrom spiffe import WorkloadApiClient\nseen = set()\ndone = threading.Event()\ndef ok(ctx):\n    seen.add(ctx.default_svid.leaf.serial_number)\n    if len(seen) >= 2:\n        done.set()\ndef err(e):\n    print('error', e, file=sys.stderr)\nwith WorkloadApiClient(socket_path='unix://' + sys.argv[1]) as c:\n    h = c.stream_x509_contexts(ok, err, retry_connect=False)\n    got = done.wait(40)\n    h.cancel()\nprint(len(seen))\nsys.exit(0 if got else 1)\n";
+
 const FETCH: &str = "import sys\nfrom spiffe import WorkloadApiClient\nwith WorkloadApiClient(socket_path='unix://' + sys.argv[1]) as c:\n    print(c.fetch_x509_svid().spiffe_id)\n";
 
 /// The Python client fetching from `socket`, as root or (`as_nobody`) as uid and gid 65534.
@@ -161,7 +166,7 @@ impl Drop for RemoveOnDrop {
 }
 
 #[test]
-fn the_workload_api_serves_an_allowed_uid_and_nothing_to_another() {
+fn the_workload_api_serves_an_allowed_uid_nothing_to_another_and_pushes_renewals() {
     let Some(python) = spiffe_python() else {
         eprintln!("skipped: no Python with the spiffe package (HOP_TEST_SPIFFE_PYTHON)");
         return;
@@ -187,7 +192,7 @@ fn the_workload_api_serves_an_allowed_uid_and_nothing_to_another() {
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
     let file = a.dir.path().join("wl.yaml");
     let cfg = format!(
-        "version: v2\nproxy_server: {}\nonboarding:\n  join_method: token\n  ca_pins: ['{}']\nstorage: {{type: directory, path: {}}}\nservices:\n  - type: spiffe-workload-api\n    listen: unix://{}\n    svids:\n      - path: /svc/w\n        rules: [{{unix: {{uid: 0}}}}]\n",
+        "version: v2\nproxy_server: {}\nonboarding:\n  join_method: token\n  ca_pins: ['{}']\nstorage: {{type: directory, path: {}}}\ncertificate_ttl: 1m\nrenewal_interval: 3s\nservices:\n  - type: spiffe-workload-api\n    listen: unix://{}\n    svids:\n      - path: /svc/w\n        rules: [{{unix: {{uid: 0}}}}]\n",
         a.addr,
         a.pin,
         a.dir.path().join("wd").display(),
@@ -236,5 +241,20 @@ fn the_workload_api_serves_an_allowed_uid_and_nothing_to_another() {
     assert!(
         err.contains("PERMISSION_DENIED") || err.contains("no SVID is configured"),
         "{err}"
+    );
+    // Renewals every 3 s: the open stream gets the new SVID without asking again.
+    let watch = public.path().join("watch.py");
+    std::fs::write(&watch, WATCH).unwrap();
+    let o = Command::new(&python)
+        .arg(&watch)
+        .arg(&socket)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "no SVID pushed on renewal: {} {}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
     );
 }
