@@ -70,19 +70,22 @@ pub enum CaKind {
     /// with; those nodes trust only this CA, so users' own certificates cannot bypass the proxy.
     #[serde(rename = "openssh")]
     OpenSsh,
+    /// Signs X.509 SVIDs for workloads; its trust domain is the cluster's name.
+    Spiffe,
 }
 
 impl CaKind {
     /// Every kind, in declaration order.
-    pub const ALL: [CaKind; 5] = [
+    pub const ALL: [CaKind; 6] = [
         CaKind::User,
         CaKind::Host,
         CaKind::Db,
         CaKind::Jwt,
         CaKind::OpenSsh,
+        CaKind::Spiffe,
     ];
 
-    /// "user", "host", "db", "jwt" or "openssh".
+    /// "user", "host", "db", "jwt", "openssh" or "spiffe".
     #[must_use]
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -91,6 +94,7 @@ impl CaKind {
             CaKind::Db => "db",
             CaKind::Jwt => "jwt",
             CaKind::OpenSsh => "openssh",
+            CaKind::Spiffe => "spiffe",
         }
     }
 
@@ -99,7 +103,10 @@ impl CaKind {
     }
 
     const fn has_x509(self) -> bool {
-        matches!(self, CaKind::User | CaKind::Host | CaKind::Db)
+        matches!(
+            self,
+            CaKind::User | CaKind::Host | CaKind::Db | CaKind::Spiffe
+        )
     }
 }
 

@@ -24,3 +24,11 @@ pub fn x509_issued_at(cert_der: &[u8]) -> Option<SystemTime> {
     let secs = u64::try_from(cert.validity().not_before.timestamp()).ok()?;
     Some(authority::from_unix(secs) + CLOCK_SKEW)
 }
+
+/// The serial number of an X.509 certificate (DER) as lower-case hex, or `None` when it cannot be
+/// read.
+#[must_use]
+pub fn x509_serial_hex(cert_der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
+    Some(hex::encode(cert.raw_serial()))
+}

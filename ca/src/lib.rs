@@ -1,5 +1,5 @@
-//! Hop's certificate authorities: the `user`, `host`, `db` and `jwt` CAs of a cluster, the
-//! short-lived SSH and X.509 certificates they issue, the verification of those certificates, and
+//! Hop's certificate authorities: the `user`, `host`, `db`, `jwt`, `openssh` and `spiffe` CAs of a cluster, the
+//! short-lived SSH and X.509 certificates (SPIFFE SVIDs included) they issue, the verification of those certificates, and
 //! the exports that let stock OpenSSH and PostgreSQL trust Hop without any Hop code. This crate is
 //! pure: it never reads the wall clock or the OS random number generator itself (time and
 //! randomness are arguments), never does IO, and never logs private key material.
@@ -14,6 +14,7 @@ pub mod jwt;
 mod keys;
 mod proof;
 mod ssh;
+mod svid;
 mod x509;
 
 pub use authority::{
@@ -23,8 +24,9 @@ pub use authority::{
 pub use error::CaError;
 pub use export::{export_known_hosts, export_pem, export_trusted_user_ca_keys};
 pub use identity::{HostRole, Identity, RouteToDatabase};
-pub use issued::{ssh_issued_at, x509_issued_at};
+pub use issued::{ssh_issued_at, x509_issued_at, x509_serial_hex};
 pub use keys::{SshKeyPair, X509KeyPair, generate_ssh_keypair, generate_x509_keypair};
 pub use proof::{check_proof_key, proof_public_key, sign_proof, verify_proof};
 pub use ssh::{NO_LOGIN_PRINCIPAL, verify_host_ssh, verify_user_ssh};
+pub use svid::{check_spiffe_path, spiffe_id, spiffe_trust_domain};
 pub use x509::{ca_pin, host_role_x509, parse_pem_certs, verify_host_x509, verify_user_x509};

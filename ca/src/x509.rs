@@ -75,6 +75,9 @@ pub(crate) fn self_signed_ca<R: CryptoRng + ?Sized>(
         .push(DnType::OrganizationName, cluster);
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    if kind == CaKind::Spiffe {
+        params.subject_alt_names = vec![crate::svid::trust_domain_san(cluster)?];
+    }
     let cert = params.self_signed(&key).map_err(issuance)?;
     Ok(cert.pem())
 }
@@ -220,7 +223,7 @@ impl CertAuthority {
     }
 
     /// Signs `params` for the subject key with this CA's X.509 key; returns PEM.
-    fn sign_x509(
+    pub(crate) fn sign_x509(
         &self,
         params: &CertificateParams,
         subject_spki_der: &[u8],
@@ -273,7 +276,7 @@ fn base_params<R: CryptoRng + ?Sized>(
 }
 
 /// [`base_params`] plus the leaf profile: `CA:FALSE`, digitalSignature, authority key id.
-fn leaf_params<R: CryptoRng + ?Sized>(
+pub(crate) fn leaf_params<R: CryptoRng + ?Sized>(
     now: SystemTime,
     ttl: Duration,
     rng: &mut R,

@@ -68,6 +68,8 @@ pub enum EventKind {
     BotRenew,
     /// A bot's recovery limit changed (`hop admin bots update`).
     BotUpdate,
+    /// X.509 SVIDs issued to a bot (refused: `success: false`).
+    SpiffeSvidIssue,
 }
 
 impl EventKind {
@@ -116,6 +118,7 @@ impl EventKind {
             Self::BotJoin => "bot.join",
             Self::BotRenew => "bot.renew",
             Self::BotUpdate => "bot.update",
+            Self::SpiffeSvidIssue => "spiffe.svid.issue",
         }
     }
 
@@ -165,6 +168,7 @@ impl EventKind {
             Self::BotJoin => 8002,
             Self::BotRenew => 8003,
             Self::BotUpdate => 8004,
+            Self::SpiffeSvidIssue => 8010,
         };
         format!("H{n}{}", if success { 'I' } else { 'W' })
     }
@@ -216,6 +220,7 @@ impl EventKind {
         Self::BotJoin,
         Self::BotRenew,
         Self::BotUpdate,
+        Self::SpiffeSvidIssue,
     ];
 
     /// The kinds an agent may send to Auth (`EmitEvents`, `EmitEventsPacked`).

@@ -22,6 +22,12 @@ pub mod proto {
     tonic::include_proto!("hop.auth.v1");
 }
 
+/// The SPIFFE Workload API (`proto/spiffe/workload.proto`; its package is empty by the spec).
+pub mod spiffe_workload {
+    #![allow(clippy::all, missing_docs, unreachable_pub)]
+    tonic::include_proto!("_");
+}
+
 /// File name of the admin socket inside the data dir: `hop start` listens there, `hop admin`
 /// on the same host dials it.
 pub const ADMIN_SOCKET: &str = "auth.sock";

@@ -945,7 +945,7 @@ impl AuthAdmin for AuthApi {
         self.metrics.grpc_requests.inc();
         let kind: CaKind = r.kind.parse().map_err(|_| {
             Status::invalid_argument(format!(
-                "--type: unknown CA type {:?}; expected user, host, db, jwt or openssh",
+                "--type: unknown CA type {:?}; expected user, host, db, jwt, openssh or spiffe",
                 r.kind
             ))
         })?;
@@ -953,7 +953,7 @@ impl AuthAdmin for AuthApi {
         let format = if r.format.is_empty() {
             match kind {
                 CaKind::User | CaKind::Host | CaKind::OpenSsh => "openssh",
-                CaKind::Db | CaKind::Jwt => "pem",
+                CaKind::Db | CaKind::Jwt | CaKind::Spiffe => "pem",
             }
         } else {
             r.format.as_str()
@@ -963,7 +963,9 @@ impl AuthAdmin for AuthApi {
                 hop_ca::export_trusted_user_ca_keys(&cas)
             }
             (CaKind::Host, "openssh") => hop_ca::export_known_hosts(&cas),
-            (CaKind::User | CaKind::Host | CaKind::Db, "pem") => hop_ca::export_pem(&cas),
+            (CaKind::User | CaKind::Host | CaKind::Db | CaKind::Spiffe, "pem") => {
+                hop_ca::export_pem(&cas)
+            }
             (CaKind::Jwt, "pem") => cas
                 .iter()
                 .filter_map(|c| c.jwt_public_pem.clone())

@@ -1,7 +1,7 @@
 //! The `Bots` gRPC service: `hop admin bots` (add, ls, rm) and a bot's join and renewal, mapped
 //! onto the bot operations of [`super::server::AuthServer`]. It owns who may call what: the
 //! admin methods need the `user` rule (a bot is a user), a join needs only its token, a
-//! renewal needs the bot's own verified certificate, and a recovery only its proof of possession
+//! renewal and an SVID request need the bot's own verified certificate, and a recovery only its proof of possession
 //! of the bot's bound key.
 
 use std::time::Duration;
@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 use super::admission::Presented;
 use super::caller::Caller;
 use super::grpc::{AuthApi, authorize, caller, unix};
-use super::server::{BotKeys, BotRecovery, BotRenewal, LoginCertificates};
+use super::server::{BotKeys, BotRecovery, BotRenewal, LoginCertificates, SvidAsk};
 use hop_api::proto::bots_server::Bots;
 use hop_api::proto::*;
 
@@ -209,5 +209,56 @@ impl Bots for AuthApi {
         })
         .await?;
         Ok(Response::new(Empty {}))
+    }
+
+    async fn issue_svids(
+        &self,
+        req: Request<IssueSvidsRequest>,
+    ) -> Result<Response<IssueSvidsResponse>, Status> {
+        let Caller::User {
+            identity,
+            remote,
+            expires,
+            issued_at,
+        } = caller(&req)
+        else {
+            return Err(Status::unauthenticated(
+                "a bot asks for SVIDs with its current certificate (mTLS)",
+            ));
+        };
+        let r = req.into_inner();
+        let batch = self
+            .blocking(move |a| {
+                let presented = Presented {
+                    identity: &identity,
+                    issued_at,
+                    expires,
+                    login: None,
+                };
+                let asks: Vec<SvidAsk<'_>> = r
+                    .svids
+                    .iter()
+                    .map(|s| SvidAsk {
+                        path: &s.path,
+                        public_key_der: &s.public_key,
+                        ttl: ttl(s.ttl_seconds),
+                    })
+                    .collect();
+                a.bot_issue_svids(&presented, &asks, Some(remote))
+            })
+            .await?;
+        Ok(Response::new(IssueSvidsResponse {
+            svids: batch
+                .svids
+                .into_iter()
+                .map(|s| IssuedSvid {
+                    path: s.path,
+                    spiffe_id: s.spiffe_id,
+                    certificate_pem: s.certificate_pem,
+                    expires_unix: unix(s.expires),
+                })
+                .collect(),
+            bundle_pem: batch.bundle_pem,
+        }))
     }
 }

@@ -44,6 +44,8 @@ pub mod routed_certs;
 pub mod server;
 #[cfg(test)]
 mod server_tests;
+#[cfg(test)]
+mod spiffe_tests;
 pub mod trackers;
 
 pub use error::AuthError;

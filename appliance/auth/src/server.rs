@@ -35,6 +35,7 @@ mod bots;
 mod certificates;
 mod invites;
 mod login;
+mod spiffe;
 
 pub use crate::error::{AuthError, INVALID_CREDENTIALS};
 pub use account::{MAX_OTP_DEVICES, OtpDeviceView, PendingInvite};
@@ -47,6 +48,7 @@ pub use bots::{BotKeys, BotRenewal, BotView, NewBot};
 pub use certificates::HOST_CERT_TTL;
 pub use invites::Invite;
 pub use login::{LoginCertificates, LoginClient, LoginRequest};
+pub use spiffe::{IssuedSvid, MAX_SVIDS_PER_REQUEST, SvidAsk, SvidBatch};
 
 /// Settings the Auth service takes from the configuration.
 #[derive(Debug, Clone)]

@@ -1563,3 +1563,29 @@ mod app_access_tests;
 
 #[path = "kube_access_tests.rs"]
 mod kube_access_tests;
+
+#[test]
+fn a_data_dir_without_a_spiffe_ca_gets_one_at_start_and_keeps_the_others() {
+    let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+    let c: Arc<dyn Clock> = Arc::new(clock.clone());
+    let backend = Arc::new(MemoryBackend::new(c));
+    let first = fixture_on(backend.clone(), clock.clone());
+    let user_ca = first.auth.authorities().user.public();
+    let spiffe = first.auth.authorities().spiffe.public();
+    assert!(spiffe.x509_cert_pem.is_some());
+    // A data dir of a release before the spiffe CA: its record is not there.
+    let store = ResourceStore::new(backend.clone());
+    assert!(store.delete::<crate::records::CaKeys>("spiffe").unwrap());
+    drop(first);
+    let f = fixture_on(backend, clock);
+    let created = f.auth.authorities().spiffe.public();
+    assert!(created.x509_cert_pem.is_some());
+    assert_ne!(created.x509_spki_sha256, spiffe.x509_spki_sha256);
+    assert_eq!(f.auth.authorities().user.public(), user_ca);
+    assert!(
+        store
+            .get::<crate::records::CaKeys>("spiffe")
+            .unwrap()
+            .is_some()
+    );
+}

@@ -827,7 +827,8 @@ pub struct BotStartArgs {
 #[derive(Debug, Subcommand)]
 pub enum AuthCommand {
     /// Export a CA's public part so that other software trusts Hop:
-    /// user → sshd TrustedUserCAKeys, host → known_hosts @cert-authority line, db → PEM.
+    /// user → sshd TrustedUserCAKeys, host → known_hosts @cert-authority line, db → PEM,
+    /// spiffe → the SPIFFE trust bundle (PEM).
     Export {
         #[arg(long = "type", value_enum)]
         kind: ExportKind,
@@ -869,6 +870,8 @@ pub enum ExportKind {
     Host,
     Db,
     Jwt,
+    /// The SPIFFE trust bundle (PEM): the CA of the cluster's trust domain.
+    Spiffe,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

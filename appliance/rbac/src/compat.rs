@@ -333,7 +333,6 @@ fn condition_warnings(c: &RoleConditions, side: Side, out: &mut Vec<FieldWarning
                 text_set(c.group_labels_expression.as_ref()),
                 NO_GROUPS,
             ),
-            ("spiffe", set(c.spiffe.as_ref()), NO_WORKLOAD_ID),
             (
                 "workload_identity_labels",
                 set(c.workload_identity_labels.as_ref()),

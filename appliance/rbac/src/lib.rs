@@ -25,6 +25,7 @@ pub mod predicate;
 pub mod resource;
 pub mod role;
 pub mod rule_context;
+pub mod spiffe;
 mod stored;
 pub mod token;
 pub mod traits;
@@ -59,6 +60,7 @@ pub use role::{
     SshPortForwarding,
 };
 pub use rule_context::{RuleContext, SessionFacts, Undecidable, UserFacts};
+pub use spiffe::{SpiffeDenied, check_spiffe_path};
 pub use token::{
     JoinMethod, ProvisionToken, ProvisionTokenSpec, SystemRole, WeakSecret, check_secret_strength,
 };

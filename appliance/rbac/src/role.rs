@@ -398,7 +398,7 @@ pub struct RoleConditions {
     /// Permissions of created database users. Stored, ignored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub db_permissions: Option<Verbatim>,
-    /// SPIFFE identities. Stored, ignored.
+    /// SPIFFE paths (`[{path: "/svc/*"}]`) a bot may obtain SVIDs for; see `spiffe`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spiffe: Option<Verbatim>,
     /// AWS Identity Center account assignments. Stored, ignored.

@@ -278,13 +278,13 @@ fn oneshot_outputs_work_and_a_removed_bot_is_refused() {
     let bad = a.dir.path().join("bad.yaml");
     std::fs::write(
         &bad,
-        "version: v2\noutputs:\n  - type: spiffe-svid\n    destination: {type: directory, path: /tmp/x}\n",
+        "version: v2\noutputs:\n  - type: ssh_host\n    destination: {type: directory, path: /tmp/x}\n",
     )
     .unwrap();
     let o = oneshot(&a, &data, &["-c", bad.to_str().unwrap(), "--token", &token]);
     assert!(!o.status.success());
     assert!(
-        stderr(&o).contains("spiffe-svid") && stderr(&o).contains("not supported yet"),
+        stderr(&o).contains("ssh_host") && stderr(&o).contains("not supported yet"),
         "{}",
         stderr(&o)
     );

@@ -30,6 +30,7 @@ mod openssh_node;
 mod proxy_cert;
 mod reconnect;
 mod recordings;
+mod spiffe;
 mod ssh;
 mod tunnels;
 mod web;

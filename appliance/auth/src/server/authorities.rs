@@ -11,7 +11,7 @@ use super::AuthServer;
 use crate::error::AuthError;
 use crate::records::CaKeys;
 
-/// The four certificate authorities of a cluster.
+/// The certificate authorities of a cluster.
 #[derive(Clone)]
 pub struct Authorities {
     pub user: CertAuthority,
@@ -20,6 +20,8 @@ pub struct Authorities {
     pub jwt: CertAuthority,
     /// Only the proxy's logins to agentless OpenSSH nodes are signed by it.
     pub openssh: CertAuthority,
+    /// Signs bots' X.509 SVIDs (trust domain: the cluster's name).
+    pub spiffe: CertAuthority,
 }
 
 impl Authorities {
@@ -30,6 +32,7 @@ impl Authorities {
             CaKind::Db => &self.db,
             CaKind::Jwt => &self.jwt,
             CaKind::OpenSsh => &self.openssh,
+            CaKind::Spiffe => &self.spiffe,
         }
     }
 }
@@ -58,6 +61,7 @@ impl Authorities {
             db: load(CaKind::Db)?,
             jwt: load(CaKind::Jwt)?,
             openssh: load(CaKind::OpenSsh)?,
+            spiffe: load(CaKind::Spiffe)?,
         })
     }
 }

@@ -48,6 +48,7 @@ async fn export(
         ExportKind::Host => "host",
         ExportKind::Db => "db",
         ExportKind::Jwt => "jwt",
+        ExportKind::Spiffe => "spiffe",
     };
     let fmt = match format {
         Some(ExportFormat::Openssh) => "openssh",

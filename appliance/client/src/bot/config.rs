@@ -23,7 +23,6 @@ const NOT_YET: &[&str] = &[
     "application",
     "application_tunnel",
     "kubernetes",
-    "spiffe-svid",
     "ssh_host",
     "workload-identity-x509",
 ];
@@ -44,10 +43,12 @@ pub enum BotConfigError {
         field: &'static str,
         message: String,
     },
-    #[error("outputs[{index}]: unknown output type {kind:?}; Hop knows: identity, database")]
+    #[error(
+        "outputs[{index}]: unknown output type {kind:?}; Hop knows: identity, database, spiffe-svid"
+    )]
     UnknownOutput { index: usize, kind: String },
     #[error(
-        "outputs[{index}]: output type {kind:?} is not supported yet; Hop builds: identity, database"
+        "outputs[{index}]: output type {kind:?} is not supported yet; Hop builds: identity, database, spiffe-svid"
     )]
     NotSupportedYet { index: usize, kind: String },
 }
@@ -66,6 +67,8 @@ pub struct BotConfig {
     /// None: at one third of the lifetime remaining.
     pub renewal_interval: Option<Duration>,
     pub oneshot: bool,
+    /// `spiffe-workload-api` services.
+    pub services: Vec<super::workload_config::WorkloadApi>,
 }
 
 impl std::fmt::Debug for BotConfig {
@@ -94,6 +97,8 @@ pub enum Output {
         username: String,
         database: String,
     },
+    /// `svid.pem`, `svid_key.pem`, `svid_bundle.pem` for SPIFFE ID path `path`.
+    SpiffeSvid { dir: PathBuf, path: String },
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -150,6 +155,23 @@ struct DatabaseOutput {
     service: String,
     username: String,
     database: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SvidOutput {
+    #[serde(rename = "type")]
+    _kind: String,
+    destination: Directory,
+    svid: SvidSelector,
+}
+
+/// tbot's `svid:` block; its `sans` are refused by `deny_unknown_fields` (Hop's SVIDs carry only
+/// the URI SAN).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SvidSelector {
+    path: String,
 }
 
 fn invalid(field: &'static str, message: impl Into<String>) -> BotConfigError {
@@ -214,6 +236,15 @@ fn output(index: usize, v: serde_json::Value) -> Result<Output, BotConfigError> 
                 username: o.username,
             })
         }
+        "spiffe-svid" => {
+            let o: SvidOutput = serde_json::from_value(v).map_err(parse_err)?;
+            hop_ca::check_spiffe_path(&o.svid.path)
+                .map_err(|e| invalid("outputs.svid.path", format!("[{index}]: {e}")))?;
+            Ok(Output::SpiffeSvid {
+                dir: directory("outputs.destination", o.destination)?,
+                path: o.svid.path,
+            })
+        }
         k if NOT_YET.contains(&k) => Err(BotConfigError::NotSupportedYet { index, kind }),
         _ => Err(BotConfigError::UnknownOutput { index, kind }),
     }
@@ -242,8 +273,12 @@ impl BotConfig {
                 format!("{v:?} is not supported; use v2"),
             ));
         }
-        if !file.services.is_empty() {
-            return Err(invalid("services", "services are not supported yet"));
+        let services = super::workload_config::parse(file.services)?;
+        if !services.is_empty() && (args.oneshot || file.oneshot) {
+            return Err(invalid(
+                "services",
+                "a Workload API needs a running bot; leave --oneshot out",
+            ));
         }
         let onboarding = file.onboarding.unwrap_or_default();
         if let Some(m) = onboarding.join_method.as_deref().filter(|m| *m != "token") {
@@ -304,6 +339,7 @@ impl BotConfig {
             certificate_ttl,
             renewal_interval,
             oneshot: args.oneshot || file.oneshot,
+            services,
         })
     }
 }
@@ -399,7 +435,7 @@ renewal_interval: 10m
             "{e}"
         );
         assert!(e.to_string().contains("carrier-pigeon"));
-        for seam in ["application", "kubernetes", "spiffe-svid"] {
+        for seam in ["application", "kubernetes", "ssh_host"] {
             let text = TBOT.replace("type: database", &format!("type: {seam}"));
             let e = resolve(&text, &BotStartArgs::default()).unwrap_err();
             assert!(e.to_string().contains("not supported yet"), "{e}");
@@ -415,6 +451,29 @@ renewal_interval: 10m
             TBOT.replace("    username: app", "    username: app\n    colour: red");
         let e = resolve(&extra_in_output, &BotStartArgs::default()).unwrap_err();
         assert!(e.to_string().contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn a_spiffe_svid_output_parses_and_its_path_is_checked() {
+        let svid = "version: v2\nstorage: {type: directory, path: /d}\nproxy_server: p:1\noutputs:\n  - type: spiffe-svid\n    destination: {type: directory, path: /opt/svid}\n    svid: {path: PATH}\n";
+        let c = resolve(&svid.replace("PATH", "/svc/foo"), &BotStartArgs::default()).unwrap();
+        assert_eq!(
+            c.outputs,
+            vec![Output::SpiffeSvid {
+                dir: "/opt/svid".into(),
+                path: "/svc/foo".into()
+            }]
+        );
+        for bad in ["svc/foo", "/svc/", "/svc/../x"] {
+            let e = resolve(&svid.replace("PATH", bad), &BotStartArgs::default()).unwrap_err();
+            assert!(e.to_string().contains("outputs.svid.path"), "{bad}: {e}");
+        }
+        let no_svid = svid.replace("    svid: {path: PATH}\n", "");
+        let e = resolve(&no_svid, &BotStartArgs::default()).unwrap_err();
+        assert!(e.to_string().contains("svid"), "{e}");
+        let sans = svid.replace("{path: PATH}", "{path: /a, sans: {dns: [x]}}");
+        let e = resolve(&sans, &BotStartArgs::default()).unwrap_err();
+        assert!(e.to_string().contains("sans"), "{e}");
     }
 
     #[test]

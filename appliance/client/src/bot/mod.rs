@@ -4,7 +4,7 @@
 //! The bot joins once with its one-time token, then renews its certificates with the current
 //! ones before they expire and rewrites its outputs after each join or renewal. `config` reads
 //! the YAML file and flags, `identity` keeps the bot's own identity in its storage directory,
-//! `outputs` writes what other programs use. This file owns the schedule: when to renew (at one
+//! `outputs` writes what other programs use (`svid` the SPIFFE SVIDs). This file owns the schedule: when to renew (at one
 //! third of the lifetime remaining, or every `renewal_interval`) and how to wait after a failure
 //! (exponential backoff, never past the certificate's expiry, the last good outputs left in
 //! place). An identity that expired is recovered with the bot's bound key when it has one. With
@@ -13,6 +13,9 @@
 pub mod config;
 mod identity;
 mod outputs;
+mod svid;
+mod workload_api;
+pub mod workload_config;
 
 use std::time::{Duration, SystemTime};
 
@@ -39,14 +42,17 @@ pub async fn start(args: BotStartArgs) -> anyhow::Result<()> {
     if cfg.oneshot {
         return outputs::write_all(&cfg.outputs, &id, &mut keys).await;
     }
-    write_outputs(&cfg, &id, &mut keys).await;
+    let workloads = workload_api::Workloads::new(cfg.services.clone());
+    workloads.serve()?;
+    let keys = &mut (keys, workloads);
+    write_outputs(&cfg, &id, keys).await;
     let mut failures = 0u32;
     loop {
         let now = clock::wall();
         if id.expires <= now {
             id = after_expiry(&cfg, &id).await?;
             failures = 0;
-            write_outputs(&cfg, &id, &mut keys).await;
+            write_outputs(&cfg, &id, keys).await;
             continue;
         }
         let wait = if failures == 0 {
@@ -66,7 +72,7 @@ pub async fn start(args: BotStartArgs) -> anyhow::Result<()> {
                 failures = 0;
                 id = renewed;
                 log_identity("renewed", &id);
-                write_outputs(&cfg, &id, &mut keys).await;
+                write_outputs(&cfg, &id, keys).await;
             }
             Err(e) => {
                 failures = failures.saturating_add(1);
@@ -81,10 +87,18 @@ pub async fn start(args: BotStartArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Writes the outputs, logging (not returning) a failure: the next renewal tries again.
-async fn write_outputs(cfg: &BotConfig, id: &BotIdentity, keys: &mut outputs::OutputKeys) {
+/// Writes the outputs and refreshes the Workload API's SVIDs, logging (not returning) a failure:
+/// the next renewal tries again.
+async fn write_outputs(
+    cfg: &BotConfig,
+    id: &BotIdentity,
+    (keys, workloads): &mut (outputs::OutputKeys, workload_api::Workloads),
+) {
     if let Err(e) = outputs::write_all(&cfg.outputs, id, keys).await {
         tracing::error!(error = %format!("{e:#}"), "outputs not all written");
+    }
+    if let Err(e) = workloads.refresh(id).await {
+        tracing::error!(error = %format!("{e:#}"), "Workload API SVIDs not refreshed; the last ones stay");
     }
 }
 

@@ -4,7 +4,7 @@
 //! `identity` writes a `$HOP_HOME` layout (so that `HOP_HOME=DIR hop ls`, `hop --identity
 //! DIR/identity ls` and `hop proxy ssh` use the bot's identity), the `identity` file, `ssh_config` (what `hop config` prints for it) and `known_hosts`.
 //! `database` asks Auth for a certificate routed to one database and writes `tls.crt`, `tls.key`,
-//! `tls.cas` and a libpq `conninfo`. Every file is 0600, written through a temporary file, fsync
+//! `tls.cas` and a libpq `conninfo`. `spiffe-svid` is `svid`'s. Every file is 0600, written through a temporary file, fsync
 //! and rename; keys are written before the certificates that name them and never change between
 //! renewals of one bot process, so a reader never sees a mismatched pair.
 
@@ -22,6 +22,22 @@ use hop_net::files::{ensure_dir, write_private};
 #[derive(Debug, Default)]
 pub struct OutputKeys {
     db: std::collections::BTreeMap<std::path::PathBuf, std::sync::Arc<hop_ca::X509KeyPair>>,
+    svid: std::collections::BTreeMap<std::path::PathBuf, std::sync::Arc<hop_ca::X509KeyPair>>,
+}
+
+/// The key of the output in `dir` from `keys`, made on first use.
+fn key_for(
+    keys: &mut std::collections::BTreeMap<std::path::PathBuf, std::sync::Arc<hop_ca::X509KeyPair>>,
+    dir: &Path,
+) -> anyhow::Result<std::sync::Arc<hop_ca::X509KeyPair>> {
+    if let Some(k) = keys.get(dir) {
+        return Ok(k.clone());
+    }
+    let k = std::sync::Arc::new(
+        hop_ca::generate_x509_keypair(&mut rand::rng()).map_err(|e| anyhow!("{e}"))?,
+    );
+    keys.insert(dir.to_path_buf(), k.clone());
+    Ok(k)
 }
 
 /// Writes every output for `id`; the first failure is returned (the other outputs are still
@@ -45,6 +61,11 @@ pub async fn write_all(
             } => database_output(dir, id, keys, (service, username, database))
                 .await
                 .with_context(|| format!("database output {}", dir.display())),
+            Output::SpiffeSvid { dir, path } => match key_for(&mut keys.svid, dir) {
+                Ok(key) => super::svid::write_svid(dir, path, id, &key).await,
+                Err(e) => Err(e),
+            }
+            .with_context(|| format!("spiffe-svid output {}", dir.display())),
         };
         if let Err(e) = r {
             tracing::error!(error = %format!("{e:#}"), "cannot write an output; the last good files stay");
@@ -106,16 +127,7 @@ async fn database_output(
     keys: &mut OutputKeys,
     (service, user, name): (&str, &str, &str),
 ) -> anyhow::Result<()> {
-    let key = match keys.db.get(dir) {
-        Some(k) => k.clone(),
-        None => {
-            let k = std::sync::Arc::new(
-                hop_ca::generate_x509_keypair(&mut rand::rng()).map_err(|e| anyhow!("{e}"))?,
-            );
-            keys.db.insert(dir.to_path_buf(), k.clone());
-            k
-        }
-    };
+    let key = key_for(&mut keys.db, dir)?;
     let r = crate::db::issue_route(
         &id.login,
         DatabaseRouteRequest {
