@@ -125,13 +125,24 @@ fn a_bot_writes_an_svid_openssl_verifies_and_is_refused_a_path_its_roles_do_not_
     );
 }
 
-/// A Python with the `spiffe` package (py-spiffe): `HOP_TEST_SPIFFE_PYTHON`, else the venv the
-/// bots' target dir keeps (`python3 -m venv DIR && DIR/bin/pip install spiffe`).
+/// A Python with the `spiffe` package (py-spiffe): `HOP_TEST_SPIFFE_PYTHON`, else the venv
+/// `scripts/spiffe-test-tools` installs under the target dir (readable by the other uid the test
+/// runs the client as). `None` (the test says SKIPPED) when neither can be had.
 fn spiffe_python() -> Option<std::path::PathBuf> {
-    let p = std::env::var_os("HOP_TEST_SPIFFE_PYTHON")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| "/work/.cache/tgt-bots/spiffe-venv/bin/python".into());
-    p.exists().then_some(p)
+    if let Some(p) = std::env::var_os("HOP_TEST_SPIFFE_PYTHON") {
+        return Some(p.into());
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/spiffe-test-tools");
+    let dir = Path::new(HOP).parent()?.parent()?.join("test-tools");
+    let out = Command::new(script).arg(&dir).output().ok()?;
+    if !out.status.success() {
+        println!(
+            "SKIPPED: py-spiffe cannot be installed here (scripts/spiffe-test-tools): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return None;
+    }
+    Some(dir.join("spiffe-venv/bin/python"))
 }
 
 /// Watches the stream until two different SVIDs (a renewal pushed) arrived, 40 s at most.
@@ -168,7 +179,6 @@ impl Drop for RemoveOnDrop {
 #[test]
 fn the_workload_api_serves_an_allowed_uid_nothing_to_another_and_pushes_renewals() {
     let Some(python) = spiffe_python() else {
-        eprintln!("skipped: no Python with the spiffe package (HOP_TEST_SPIFFE_PYTHON)");
         return;
     };
     let a = Appliance::start("");
