@@ -129,8 +129,10 @@ impl Pattern {
         if p == WILDCARD {
             return Ok(Self::Any);
         }
-        let source = if p.starts_with('^') && p.ends_with('$') {
-            p.to_owned()
+        let source = if p.len() >= 2 && p.starts_with('^') && p.ends_with('$') {
+            // The anchors hold for the whole pattern: `^a|b$` is "exactly a or exactly b", not
+            // "starts with a, or ends with b".
+            format!("^(?:{})$", &p[1..p.len() - 1])
         } else if p.contains('*') {
             let parts: Vec<String> = p.split('*').map(regex::escape).collect();
             format!("^{}$", parts.join(".*"))
@@ -274,6 +276,16 @@ mod tests {
         let s = sel(&[("env", "^(dev|test)-[0-9]+$")]);
         assert!(s.matches(&target(&[("env", "dev-12")])));
         assert!(!s.matches(&target(&[("env", "dev-x")])));
+        // The anchors hold for every alternative: `^a|b$` is exactly a or exactly b.
+        let s = sel(&[("env", "^dev|prod$")]);
+        for (value, want) in [
+            ("dev", true),
+            ("prod", true),
+            ("devil", false),
+            ("preprod", false),
+        ] {
+            assert_eq!(s.matches(&target(&[("env", value)])), want, "{value}");
+        }
         // Regex metacharacters in a glob are literal.
         let s = sel(&[("host", "a.b*")]);
         assert!(s.matches(&target(&[("host", "a.bc")])));
