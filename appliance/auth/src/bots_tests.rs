@@ -260,6 +260,22 @@ fn bot_names_are_reserved_and_a_bot_gets_no_password() {
         .create_resources(doc, "u.yaml", true, "test", &|_, _| Ok(()))
         .unwrap_err();
     assert!(e.to_string().contains("bots'"), "{e}");
+    // Nor may an ordinary user carry Auth's own traits, such as a bot generation.
+    let traits = std::collections::BTreeMap::from([(
+        crate::bots::GENERATION_TRAIT.to_string(),
+        vec!["9".into()],
+    )]);
+    let e = f
+        .auth
+        .create_user("mallory", &roles(), traits, "test")
+        .unwrap_err();
+    assert!(e.to_string().contains("Hop's own"), "{e}");
+    let doc = "kind: user\nversion: v2\nmetadata:\n  name: mallory\nspec:\n  roles: [access]\n  traits:\n    hop.internal/bot-generation: ['9']\n";
+    let e = f
+        .auth
+        .create_resources(doc, "u.yaml", true, "test", &|_, _| Ok(()))
+        .unwrap_err();
+    assert!(e.to_string().contains("Hop's own"), "{e}");
     joined(&f);
     let e = f.auth.reset_user("bot-ci", "test").unwrap_err();
     assert!(matches!(e, AuthError::BadRequest(_)), "{e}");

@@ -31,6 +31,19 @@ pub fn validate_username(name: &str) -> Result<(), AuthError> {
     }
 }
 
+/// The prefix of the trait keys (and labels) only Auth writes, such as a bot's generation.
+pub(crate) const RESERVED_PREFIX: &str = "hop.internal/";
+
+/// Refuses traits an administrator may not set: those under [`RESERVED_PREFIX`].
+pub(crate) fn reserved_trait_keys(traits: &BTreeMap<String, Vec<String>>) -> Result<(), AuthError> {
+    match traits.keys().find(|k| k.starts_with(RESERVED_PREFIX)) {
+        Some(k) => Err(AuthError::BadRequest(format!(
+            "trait {k:?}: traits under {RESERVED_PREFIX:?} are Hop's own and cannot be set"
+        ))),
+        None => Ok(()),
+    }
+}
+
 impl AuthServer {
     /// Creates a user and an invitation to set their password.
     pub fn create_user(
@@ -41,6 +54,7 @@ impl AuthServer {
         actor: &str,
     ) -> Result<Invite, AuthError> {
         validate_username(name)?;
+        reserved_trait_keys(&traits)?;
         if name.starts_with(crate::bots::BOT_USER_PREFIX) {
             return Err(AuthError::BadRequest(format!(
                 "user names starting with {:?} are bots'; add a bot with `hop admin bots add`",

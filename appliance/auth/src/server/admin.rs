@@ -77,7 +77,14 @@ impl AuthServer {
                             crate::bots::BOT_USER_PREFIX
                         )));
                     }
-                    for r in resources::user_roles_and_traits(u).0 {
+                    let (roles, traits) = resources::user_roles_and_traits(u);
+                    super::accounts::reserved_trait_keys(&traits).map_err(|e| match e {
+                        AuthError::BadRequest(m) => {
+                            AuthError::BadRequest(format!("{source}: user/{name}: {m}"))
+                        }
+                        other => other,
+                    })?;
+                    for r in roles {
                         let defined_here = docs
                             .iter()
                             .any(|d| matches!(d, Resource::Role(x) if x.metadata.name == r));
