@@ -155,6 +155,22 @@ impl Paths {
 
 use hop_net::files::{ensure_dir, write_private};
 
+/// The names of the saved logins in `dir` (one `NAME.json` each: applications, kube
+/// clusters), sorted; none when `dir` does not exist.
+pub fn saved_login_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            Some(name.to_str()?.strip_suffix(".json")?.to_string())
+        })
+        .collect();
+    names.sort();
+    names
+}
+
 pub fn save_profile(home: &Path, p: &Profile) -> anyhow::Result<()> {
     let paths = Paths::new(home.to_path_buf(), &p.proxy, &p.user);
     ensure_dir(home)?;

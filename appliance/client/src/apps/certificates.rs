@@ -148,21 +148,10 @@ fn saved(paths: &Paths, name: &str) -> anyhow::Result<AppLogin> {
 }
 
 fn all_saved(paths: &Paths) -> Vec<AppLogin> {
-    let mut out: Vec<AppLogin> = std::fs::read_dir(apps_dir(paths))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let n = e
-                .file_name()
-                .to_string_lossy()
-                .strip_suffix(".json")?
-                .to_string();
-            saved(paths, &n).ok()
-        })
-        .collect();
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    out
+    crate::profile::saved_login_names(&apps_dir(paths))
+        .iter()
+        .filter_map(|n| saved(paths, n).ok())
+        .collect()
 }
 
 /// Names of the applications with a saved, unexpired certificate.

@@ -163,21 +163,10 @@ pub fn saved(paths: &Paths, name: &str) -> anyhow::Result<KubeLogin> {
 
 /// Every saved Kubernetes login of `paths`' login, by name.
 pub fn all_saved(paths: &Paths) -> Vec<KubeLogin> {
-    let mut out: Vec<KubeLogin> = std::fs::read_dir(kube_dir(paths))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let n = e
-                .file_name()
-                .to_string_lossy()
-                .strip_suffix(".json")?
-                .to_string();
-            saved(paths, &n).ok()
-        })
-        .collect();
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    out
+    crate::profile::saved_login_names(&kube_dir(paths))
+        .iter()
+        .filter_map(|n| saved(paths, n).ok())
+        .collect()
 }
 
 /// The saved certificate and key of kube cluster `name`.
