@@ -71,6 +71,8 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let (dataplane, front) = proxy::start_data_plane(&mut cfg, &p.metrics, run_proxy)?;
     let web_addr = proxy::web_addr(&cfg);
     let (auth, audit_log) = open_auth(&p, &cfg, store, &web_addr).await?;
+    p.tasks
+        .spawn(advance_rotations(auth.clone(), p.shutdown.clone()));
     let registry = tunnel_registry(&mut p, &cfg, &auth, &backend, run_proxy);
     let api = AuthApi::new(auth.clone(), p.metrics.clone(), Some(registry.clone()))
         .with_audit_log(audit_log);
@@ -197,6 +199,33 @@ async fn open_auth(
     .map_err(|e| anyhow!("{e}"))?;
     p.metrics.ca_ready.store(true, Ordering::Release);
     Ok((Arc::new(auth), audit_log))
+}
+
+/// How often Auth looks whether an automatic CA rotation's next phase is due.
+const ROTATION_TICK: Duration = Duration::from_secs(1);
+
+/// Moves automatic CA rotations on when their schedule says (Auth decides; this only ticks).
+async fn advance_rotations(
+    auth: Arc<AuthServer>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut warned = false;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(ROTATION_TICK) => {}
+            () = hop_platform::signals::until_shutdown(&mut shutdown) => return,
+        }
+        let a = auth.clone();
+        match tokio::task::spawn_blocking(move || a.advance_rotations()).await {
+            Ok(Ok(_)) => warned = false,
+            Ok(Err(e)) if !warned => {
+                tracing::warn!(error = %e, "cannot move a CA rotation on; will retry");
+                warned = true;
+            }
+            Ok(Err(_)) => {}
+            Err(e) => tracing::error!(error = %e, "the CA rotation task failed"),
+        }
+    }
 }
 
 fn auth_settings(cfg: &Config, web_addr: &str) -> AuthSettings {

@@ -93,6 +93,7 @@ fn bench(c: &mut Criterion) {
                     "node-1",
                     HostRole::Node,
                     &names,
+                    None,
                     now(),
                     TTL,
                     &mut rng,

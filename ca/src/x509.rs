@@ -125,7 +125,9 @@ impl CertAuthority {
 
     /// Issues an X.509 host certificate: CN = `host_id`, O = cluster, OU = role, SANs = `names`
     /// (IP addresses and DNS names), EKU serverAuth + clientAuth, the role also in the
-    /// [`HOP_HOST_ROLE_OID`] extension.
+    /// [`HOP_HOST_ROLE_OID`] extension; with `trust_digest` (the proxy's certificates), also the
+    /// cluster's [`crate::trust_digest`] in [`crate::HOP_TRUST_DIGEST_OID`], so that a client
+    /// learns from the handshake it already verified that the trusted CAs changed.
     ///
     /// # Errors
     /// [`CaError::WrongCaKind`] unless this is the host CA; [`CaError::InvalidKey`] for an
@@ -138,6 +140,7 @@ impl CertAuthority {
         host_id: &str,
         role: HostRole,
         names: &[String],
+        trust_digest: Option<&str>,
         now: SystemTime,
         ttl: Duration,
         rng: &mut R,
@@ -164,6 +167,14 @@ impl CertAuthority {
                 HOP_HOST_ROLE_OID,
                 der_utf8(role.as_str()),
             ));
+        if let Some(digest) = trust_digest {
+            params
+                .custom_extensions
+                .push(CustomExtension::from_oid_content(
+                    crate::trust::HOP_TRUST_DIGEST_OID,
+                    der_utf8(digest),
+                ));
+        }
         self.sign_x509(&params, subject_spki_der)
     }
 
@@ -414,7 +425,7 @@ pub fn host_role_x509(cert_der: &[u8]) -> Result<Option<HostRole>, CaError> {
 }
 
 /// Chain, validity and EKU checks shared by the verifiers; returns the parsed leaf.
-fn verify_leaf<'a>(
+pub(crate) fn verify_leaf<'a>(
     cert_der: &'a [u8],
     trusted: &[CaPublic],
     kind: CaKind,
@@ -484,7 +495,7 @@ fn webpki_error(e: webpki::Error, expected: &'static str) -> CaError {
     }
 }
 
-fn parse_cert(der: &[u8]) -> Result<X509Certificate<'_>, CaError> {
+pub(crate) fn parse_cert(der: &[u8]) -> Result<X509Certificate<'_>, CaError> {
     match x509_parser::parse_x509_certificate(der) {
         Ok(([], cert)) => Ok(cert),
         Ok(_) => Err(CaError::MalformedCertificate {
@@ -502,7 +513,7 @@ fn not_after(cert: &X509Certificate<'_>) -> SystemTime {
 }
 
 /// The value (inside the OCTET STRING) of the extension with `oid`, if present.
-fn extension<'a>(cert: &'a X509Certificate<'_>, oid: &[u64]) -> Option<&'a [u8]> {
+pub(crate) fn extension<'a>(cert: &'a X509Certificate<'_>, oid: &[u64]) -> Option<&'a [u8]> {
     cert.extensions()
         .iter()
         .find(|ext| {
@@ -514,7 +525,7 @@ fn extension<'a>(cert: &'a X509Certificate<'_>, oid: &[u64]) -> Option<&'a [u8]>
 }
 
 /// DER `UTF8String` holding `s`.
-fn der_utf8(s: &str) -> Vec<u8> {
+pub(crate) fn der_utf8(s: &str) -> Vec<u8> {
     const UTF8_STRING: u8 = 0x0c;
     let len = s.len();
     let mut out = Vec::with_capacity(len + 6);
@@ -535,7 +546,7 @@ fn der_utf8(s: &str) -> Vec<u8> {
 }
 
 /// The text of a DER `UTF8String` that spans all of `der`, or `None`.
-fn parse_der_utf8(der: &[u8]) -> Option<&str> {
+pub(crate) fn parse_der_utf8(der: &[u8]) -> Option<&str> {
     let (&tag, rest) = der.split_first()?;
     if tag != 0x0c {
         return None;

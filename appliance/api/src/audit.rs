@@ -68,6 +68,8 @@ pub enum EventKind {
     BotRenew,
     /// A bot's recovery limit changed (`hop admin bots update`).
     BotUpdate,
+    /// A CA rotation changed phase (who, which CA, from and to, the keys' fingerprints).
+    CaRotate,
     /// X.509 SVIDs issued to a bot (refused: `success: false`).
     SpiffeSvidIssue,
 }
@@ -118,6 +120,7 @@ impl EventKind {
             Self::BotJoin => "bot.join",
             Self::BotRenew => "bot.renew",
             Self::BotUpdate => "bot.update",
+            Self::CaRotate => "ca.rotate",
             Self::SpiffeSvidIssue => "spiffe.svid.issue",
         }
     }
@@ -168,6 +171,7 @@ impl EventKind {
             Self::BotJoin => 8002,
             Self::BotRenew => 8003,
             Self::BotUpdate => 8004,
+            Self::CaRotate => 9000,
             Self::SpiffeSvidIssue => 8010,
         };
         format!("H{n}{}", if success { 'I' } else { 'W' })
@@ -220,6 +224,7 @@ impl EventKind {
         Self::BotJoin,
         Self::BotRenew,
         Self::BotUpdate,
+        Self::CaRotate,
         Self::SpiffeSvidIssue,
     ];
 

@@ -65,6 +65,9 @@ pub enum AuthError {
     /// A bot's join or renewal is refused.
     #[error("access denied: {0}")]
     Bot(#[from] crate::bots::BotError),
+    /// A CA rotation request names a phase, mode or grace period that cannot be applied now.
+    #[error(transparent)]
+    Rotation(#[from] crate::rotation::RotationError),
 
     // ---- internal: the operator should look at the logs ----
     /// The backend failed (I/O, corruption, a newer schema, an engine failure).

@@ -134,11 +134,11 @@ impl AuthApi {
 
 /// A fingerprint of the access data a node decides with, without the moment it was taken:
 /// equal fingerprints mean the node has nothing new to learn.
-fn access_fingerprint(data: &hop_admission::SnapshotData) -> u64 {
+fn access_fingerprint(data: &hop_admission::SnapshotData, user_ca_keys: &[String]) -> u64 {
     use sha2::Digest;
     let mut timeless = data.clone();
     timeless.taken_at = 0;
-    let json = serde_json::to_vec(&timeless).unwrap_or_default();
+    let json = serde_json::to_vec(&(timeless, user_ca_keys)).unwrap_or_default();
     let digest = sha2::Sha256::digest(&json);
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
@@ -162,6 +162,7 @@ pub fn to_status(e: AuthError) -> Status {
             Status::permission_denied(msg)
         }
         AuthError::BadRequest(_) | AuthError::UnusableKey { .. } => Status::invalid_argument(msg),
+        AuthError::Rotation(_) => Status::failed_precondition(msg),
         AuthError::AlreadyExists(_) | AuthError::AlreadyStored(_) => Status::already_exists(msg),
         AuthError::NotFound(_) => Status::not_found(msg),
         AuthError::JoinToken(_) | AuthError::Bot(_) => Status::permission_denied(msg),
@@ -347,15 +348,23 @@ impl AuthPublic for AuthApi {
         let known = req.into_inner().known_revision;
         // Subscribed before the data is read, so no change between the two is missed.
         let mut changes = self.auth.access_changes();
+        let mut authorities = self.auth.watch_authorities();
         let build = |a: &AuthServer| Ok((a.node_access()?, a.admission_data()?));
         let (mut access, mut admission) = self.blocking(build).await?;
-        if known != 0 && access_fingerprint(&admission) == known {
-            // The node has this already: answer when something a decision reads changes, or
-            // after a while (which refreshes the snapshot's age on the node).
-            let _ = tokio::time::timeout(NODE_ACCESS_WAIT, changes.next_relevant()).await;
+        if known != 0 && access_fingerprint(&admission, &access.ssh_user_ca_keys) == known {
+            // The node has this already: answer when something a decision reads changes (the
+            // user CA's keys included), or after a while (which refreshes the snapshot's age on
+            // the node).
+            let change = async {
+                tokio::select! {
+                    () = changes.next_relevant() => {}
+                    _ = authorities.changed() => {}
+                }
+            };
+            let _ = tokio::time::timeout(NODE_ACCESS_WAIT, change).await;
             (access, admission) = self.blocking(build).await?;
         }
-        let revision = access_fingerprint(&admission);
+        let revision = access_fingerprint(&admission, &access.ssh_user_ca_keys);
         let cluster = self.auth.cluster_name().to_string();
         let roles_json = serde_json::to_string(&access.roles)
             .map_err(|e| Status::internal(format!("encoding roles: {e}")))?;
@@ -469,6 +478,14 @@ impl AuthPublic for AuthApi {
                 .map(super::trackers::tracker_to_proto)
                 .collect(),
         }))
+    }
+
+    async fn get_trust(
+        &self,
+        _req: Request<GetTrustRequest>,
+    ) -> Result<Response<TrustResponse>, Status> {
+        self.metrics.grpc_requests.inc();
+        Ok(Response::new(super::grpc_rotation::trust(&self.auth)))
     }
 
     async fn ping(&self, _req: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
@@ -756,16 +773,11 @@ impl AuthAdmin for AuthApi {
                 a.counts()
             })
             .await?;
-        let authorities = CaKind::ALL
-            .into_iter()
-            .map(|k| {
-                let p = self.auth.authorities().get(k).public();
-                AuthorityStatus {
-                    kind: k.to_string(),
-                    ssh_fingerprint: p.ssh_fingerprint.unwrap_or_default(),
-                    tls_pin: p.x509_spki_sha256.unwrap_or_default(),
-                }
-            })
+        let authorities = self
+            .auth
+            .rotation_status()
+            .iter()
+            .map(super::grpc_rotation::status)
             .collect();
         let snapshot = self.blocking(|a| a.admission_snapshot()).await?;
         let locking_mode = match snapshot.locking_mode() {
@@ -934,6 +946,24 @@ impl AuthAdmin for AuthApi {
         })
         .await?;
         Ok(Response::new(Empty {}))
+    }
+
+    async fn rotate_cert_authority(
+        &self,
+        req: Request<RotateCertAuthorityRequest>,
+    ) -> Result<Response<RotateCertAuthorityResponse>, Status> {
+        let c = caller(&req);
+        let r = req.into_inner();
+        let statuses = self
+            .blocking(move |a| {
+                let actor = authorize(a, &c, "cert_authority", "update")?;
+                let rotate = super::grpc_rotation::request(&r)?;
+                a.rotate_ca(&actor, &rotate)
+            })
+            .await?;
+        Ok(Response::new(RotateCertAuthorityResponse {
+            authorities: statuses.iter().map(super::grpc_rotation::status).collect(),
+        }))
     }
 
     async fn export_authorities(

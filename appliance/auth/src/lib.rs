@@ -27,6 +27,7 @@ mod grpc_app;
 mod grpc_bots;
 mod grpc_db;
 mod grpc_kube;
+mod grpc_rotation;
 pub mod host_names;
 pub mod inventory;
 pub mod join_tokens;
@@ -40,6 +41,7 @@ pub mod recordings;
 pub mod records;
 pub mod refusal_limit;
 pub mod resources;
+pub mod rotation;
 pub mod routed_certs;
 pub mod server;
 #[cfg(test)]

@@ -127,7 +127,14 @@ impl StoredResource for InviteToken {
 #[derive(Clone, Serialize, Deserialize)]
 pub struct CaKeys {
     pub name: String,
+    /// The key that signs.
     pub authority: CertAuthority,
+    /// During a rotation, the other key: trusted, never signing (the new one in `init` and
+    /// `rollback`, the old one in `update_clients` and `update_servers`).
+    #[serde(default)]
+    pub additional: Option<CertAuthority>,
+    #[serde(default)]
+    pub rotation: crate::rotation::Rotation,
 }
 
 impl std::fmt::Debug for CaKeys {
@@ -143,6 +150,8 @@ impl CaKeys {
         Self {
             name: kind.to_string(),
             authority,
+            additional: None,
+            rotation: crate::rotation::Rotation::default(),
         }
     }
 }

@@ -11,7 +11,7 @@
 //! one-time-code devices), `invites` (sign-up), `login`,
 //! `certificates` (what goes into issued certificates), `bots` (machine identities: add,
 //! join, renewal), `bot_recovery` (a bot's bound key), `agents` (join, renewal, what nodes
-//! learn), `admin` (generic resources and rule checks) and `authorities` (the CAs). Join tokens
+//! learn), `admin` (generic resources and rule checks) and `authorities` (the CAs), `rotation` (replacing them, phase by phase). Join tokens
 //! live in `join_tokens`, the names in host certificates in `host_names`.
 
 use std::sync::{Arc, Mutex};
@@ -35,6 +35,7 @@ mod bots;
 mod certificates;
 mod invites;
 mod login;
+mod rotation;
 mod spiffe;
 
 pub use crate::error::{AuthError, INVALID_CREDENTIALS};
@@ -42,12 +43,13 @@ pub use account::{MAX_OTP_DEVICES, OtpDeviceView, PendingInvite};
 pub use accounts::validate_username;
 pub use admin::CreatedResources;
 pub use agents::{JoinRequest, JoinedHost, NodeAccess};
-pub use authorities::Authorities;
+pub use authorities::{Authorities, CaSet};
 pub use bot_recovery::BotRecovery;
 pub use bots::{BotKeys, BotRenewal, BotView, NewBot};
 pub use certificates::HOST_CERT_TTL;
 pub use invites::Invite;
 pub use login::{LoginCertificates, LoginClient, LoginRequest};
+pub use rotation::{CaRotationStatus, RotateRequest, RotateTarget};
 pub use spiffe::{IssuedSvid, MAX_SVIDS_PER_REQUEST, SvidAsk, SvidBatch};
 
 /// Settings the Auth service takes from the configuration.
@@ -72,7 +74,10 @@ pub struct AuthServer {
     store: ResourceStore,
     clock: Arc<dyn Clock>,
     cluster: String,
-    cas: Authorities,
+    /// Replaced whole by each rotation step (`authorities()` hands out the current one).
+    cas: std::sync::RwLock<Arc<Authorities>>,
+    /// Bumped after each rotation step ([`AuthServer::watch_authorities`]).
+    ca_changes: tokio::sync::watch::Sender<u64>,
     audit: Arc<dyn AuditSink>,
     metrics: Arc<Metrics>,
     settings: AuthSettings,
@@ -142,7 +147,8 @@ impl AuthServer {
             store,
             clock,
             cluster,
-            cas,
+            cas: std::sync::RwLock::new(Arc::new(cas)),
+            ca_changes: tokio::sync::watch::Sender::new(0),
             audit,
             metrics,
             settings,

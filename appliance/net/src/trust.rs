@@ -439,6 +439,7 @@ mod tests {
                     "host-1",
                     role,
                     &[NAME.to_string()],
+                    None,
                     clock::wall(),
                     Duration::from_secs(3600),
                     &mut rng,

@@ -167,6 +167,7 @@ mod tests {
                 "agent-1",
                 HostRole::App,
                 &[],
+                None,
                 start,
                 hour,
                 &mut rng,

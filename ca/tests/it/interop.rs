@@ -264,6 +264,7 @@ fn openssl_reads_and_verifies_x509() {
             "3f2a-uuid",
             HostRole::Proxy,
             &["proxy.example.com".to_owned(), "192.0.2.7".to_owned()],
+            None,
             now(),
             HOUR,
             &mut rng,

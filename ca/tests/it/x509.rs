@@ -129,6 +129,7 @@ fn host_cert_round_trip_and_not_a_user_cert() {
             "3f2a-uuid",
             HostRole::Node,
             &names,
+            None,
             now(),
             HOUR,
             &mut rng,
@@ -166,7 +167,16 @@ fn every_host_certificate_names_its_role_and_other_certificates_none() {
     for role in HostRole::ALL {
         let pem = cas
             .host
-            .issue_host_x509(&key.public_spki_der, "h", role, &[], now(), HOUR, &mut rng)
+            .issue_host_x509(
+                &key.public_spki_der,
+                "h",
+                role,
+                &[],
+                None,
+                now(),
+                HOUR,
+                &mut rng,
+            )
             .unwrap();
         assert_eq!(host_role_x509(&der(&pem)).unwrap(), Some(role));
     }
@@ -373,6 +383,7 @@ fn invalid_names_and_keys_are_refused() {
             "h",
             HostRole::Proxy,
             &["not a name".to_owned()],
+            None,
             now(),
             HOUR,
             &mut rng

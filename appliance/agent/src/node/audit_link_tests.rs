@@ -81,6 +81,7 @@ stub_auth! {
     get_node_access(NodeAccessRequest) -> NodeAccessResponse;
     update_session_tracker(UpdateSessionTrackerRequest) -> Empty;
     list_sessions(ListSessionsRequest) -> ListSessionsResponse;
+    get_trust(GetTrustRequest) -> TrustResponse;
 }
 
 /// Serves `auth` on a local port; the agent's connections go there.

@@ -91,7 +91,8 @@ pub enum AppFlowError {
 pub struct AppAccess {
     pub codes: LaunchCodes,
     pub sessions: AppSessions,
-    signer: Result<hop_ca::jwt::JwtSigner, String>,
+    /// Replaced when the jwt CA's signing key changes (a rotation step).
+    signer: std::sync::RwLock<Result<Arc<hop_ca::jwt::JwtSigner>, String>>,
     cluster: String,
 }
 
@@ -101,7 +102,7 @@ impl AppAccess {
         Self {
             codes: LaunchCodes::default(),
             sessions: AppSessions::default(),
-            signer: hop_ca::jwt::JwtSigner::from_authority(jwt_ca).map_err(|e| e.to_string()),
+            signer: std::sync::RwLock::new(Self::signer_of(jwt_ca)),
             cluster: cluster.to_string(),
         }
     }
@@ -126,8 +127,10 @@ impl AppAccess {
         }
         let signer = self
             .signer
-            .as_ref()
-            .map_err(|e| AppFlowError::Signing(e.clone()))?;
+            .read()
+            .map_err(|_| AppFlowError::Signing("signer lock poisoned".into()))?
+            .clone()
+            .map_err(AppFlowError::Signing)?;
         let expires = grant.expires.min(now + SESSION_CAP);
         let claims = claims::claims(&self.cluster, &grant, now, expires);
         let jwt = signer.sign(&claims);
@@ -144,9 +147,26 @@ impl AppAccess {
         self.sessions.sweep(now, refused)
     }
 
-    /// The JSON Web Key Set applications verify assertions with.
-    pub fn jwks(&self, jwt_ca: &hop_ca::CertAuthority) -> serde_json::Value {
-        hop_ca::jwt::jwks(&[jwt_ca.public()])
+    fn signer_of(jwt_ca: &hop_ca::CertAuthority) -> Result<Arc<hop_ca::jwt::JwtSigner>, String> {
+        hop_ca::jwt::JwtSigner::from_authority(jwt_ca)
+            .map(Arc::new)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Signs new sessions' assertions with `jwt_ca` from now on (a rotation step changed it);
+    /// sessions already started keep the assertion they were given.
+    pub fn use_jwt_ca(&self, jwt_ca: &hop_ca::CertAuthority) {
+        let fresh = Self::signer_of(jwt_ca);
+        match self.signer.write() {
+            Ok(mut g) => *g = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+    }
+
+    /// The JSON Web Key Set applications verify assertions with: every trusted jwt key (two
+    /// during a rotation, so that assertions signed by either verify).
+    pub fn jwks(&self, trusted: &[hop_ca::CaPublic]) -> serde_json::Value {
+        hop_ca::jwt::jwks(trusted)
     }
 }
 
@@ -158,7 +178,8 @@ impl AuthServer {
 
     /// The JSON Web Key Set of the jwt CA (`/.well-known/jwks.json`).
     pub fn jwks(&self) -> serde_json::Value {
-        self.app_access.jwks(&self.authorities().jwt)
+        self.app_access
+            .jwks(self.authorities().trusted(hop_ca::CaKind::Jwt))
     }
 
     /// Decides a launch of `app` (as announced) by the holder of `grant`'s login from the

@@ -229,7 +229,7 @@ fn a_removed_session_is_ended_for_connections_that_hold_it() {
 fn the_session_jwt_verifies_against_the_jwks_with_the_users_claims() {
     let (apps, ca) = access();
     let new = apps.start(grant("grafana", HOUR), t0()).unwrap();
-    let jwks = apps.jwks(&ca);
+    let jwks = apps.jwks(&[ca.public()]);
     let key = &jwks["keys"][0];
     let mut sec1 = vec![4u8];
     sec1.extend(B64.decode(key["x"].as_str().unwrap()).unwrap());

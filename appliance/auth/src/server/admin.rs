@@ -148,7 +148,9 @@ impl AuthServer {
             let mut out = Vec::new();
             for k in CaKind::ALL {
                 if name.is_none_or(|n| n == k.to_string()) {
-                    out.push(resources::cert_authority_json(&self.cas.get(k).public()));
+                    out.push(resources::cert_authority_json(
+                        &self.authorities().get(k).public(),
+                    ));
                 }
             }
             if out.is_empty() {

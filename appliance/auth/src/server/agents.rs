@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
-use hop_ca::HostRole;
+use hop_ca::{CaKind, HostRole};
 use hop_rbac::{Role, User};
 
 use super::certificates::HOST_CERT_TTL;
@@ -147,7 +147,9 @@ impl AuthServer {
         Ok(NodeAccess {
             roles,
             locked_users,
-            ssh_user_ca_keys: self.cas.user.public().ssh_public.into_iter().collect(),
+            ssh_user_ca_keys: super::certificates::ssh_keys(
+                self.authorities().trusted(CaKind::User),
+            ),
             session_recording: self.settings.session_recording.clone(),
         })
     }

@@ -1,7 +1,9 @@
-//! The cluster's certificate authorities: loading them at start (creating any that is missing)
-//! and what of them is exported (public parts, the pin clients check). It never exports a
-//! private key and never replaces an existing CA.
+//! The cluster's certificate authorities: loading them at start (creating any that is missing),
+//! the key of each that signs and every key that is trusted (two during a rotation), the digest
+//! that names what clients must trust, and what of them is exported (public parts, the pin
+//! clients check). It never exports a private key; only `rotation.rs` replaces a key.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use hop_ca::{CaKind, CaPublic, CertAuthority};
@@ -10,8 +12,45 @@ use hop_storage::ResourceStore;
 use super::AuthServer;
 use crate::error::AuthError;
 use crate::records::CaKeys;
+use crate::rotation::Rotation;
 
-/// The certificate authorities of a cluster.
+/// One CA: the key that signs, the other key a rotation still trusts, and the rotation's state.
+#[derive(Clone)]
+pub struct CaSet {
+    pub active: CertAuthority,
+    pub additional: Option<CertAuthority>,
+    pub rotation: Rotation,
+    /// The stored record's revision (rotations update it with compare-and-swap).
+    pub revision: u64,
+    trusted: Vec<CaPublic>,
+}
+
+impl CaSet {
+    fn new(keys: CaKeys, revision: u64) -> Self {
+        let mut trusted = vec![keys.authority.public()];
+        trusted.extend(keys.additional.as_ref().map(CertAuthority::public));
+        Self {
+            active: keys.authority,
+            additional: keys.additional,
+            rotation: keys.rotation,
+            revision,
+            trusted,
+        }
+    }
+
+    /// The public half of every key that is trusted: the signing key first.
+    pub fn trusted(&self) -> &[CaPublic] {
+        &self.trusted
+    }
+
+    /// The public half of the key that signs.
+    pub fn signer(&self) -> &CaPublic {
+        &self.trusted[0]
+    }
+}
+
+/// The certificate authorities of a cluster: each kind's signing key as a field (what issuers
+/// use), and each kind's [`CaSet`].
 #[derive(Clone)]
 pub struct Authorities {
     pub user: CertAuthority,
@@ -22,22 +61,64 @@ pub struct Authorities {
     pub openssh: CertAuthority,
     /// Signs bots' X.509 SVIDs (trust domain: the cluster's name).
     pub spiffe: CertAuthority,
+    sets: Vec<(CaKind, CaSet)>,
+    digest: String,
 }
 
 impl Authorities {
+    /// The key of `kind` that signs.
     pub fn get(&self, kind: CaKind) -> &CertAuthority {
-        match kind {
-            CaKind::User => &self.user,
-            CaKind::Host => &self.host,
-            CaKind::Db => &self.db,
-            CaKind::Jwt => &self.jwt,
-            CaKind::OpenSsh => &self.openssh,
-            CaKind::Spiffe => &self.spiffe,
-        }
+        &self.set(kind).active
     }
-}
 
-impl Authorities {
+    /// Everything about the CA of `kind`.
+    pub fn set(&self, kind: CaKind) -> &CaSet {
+        // Every kind is loaded at start (`from_sets` checks), so the search always finds it.
+        self.sets
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, s)| s)
+            .unwrap_or(&self.sets[0].1)
+    }
+
+    /// The public half of every trusted key of `kind`, the signing key first.
+    pub fn trusted(&self, kind: CaKind) -> &[CaPublic] {
+        self.set(kind).trusted()
+    }
+
+    /// [`hop_ca::trust_digest`] of the user and host CAs' trusted keys: what a client saves at
+    /// login (`cas.pem`, `known_hosts`) and finds in the proxy's certificate.
+    pub fn trust_digest(&self) -> &str {
+        &self.digest
+    }
+
+    fn from_sets(sets: Vec<(CaKind, CaSet)>) -> Result<Self, AuthError> {
+        let signer = |kind: CaKind| {
+            sets.iter()
+                .find(|(k, _)| *k == kind)
+                .map(|(_, s)| s.active.clone())
+                .ok_or(AuthError::Internal(
+                    "a certificate authority is missing".into(),
+                ))
+        };
+        let mut client_facing: Vec<CaPublic> = Vec::new();
+        for (kind, set) in &sets {
+            if matches!(kind, CaKind::User | CaKind::Host) {
+                client_facing.extend(set.trusted().iter().cloned());
+            }
+        }
+        Ok(Self {
+            user: signer(CaKind::User)?,
+            host: signer(CaKind::Host)?,
+            db: signer(CaKind::Db)?,
+            jwt: signer(CaKind::Jwt)?,
+            openssh: signer(CaKind::OpenSsh)?,
+            spiffe: signer(CaKind::Spiffe)?,
+            digest: hop_ca::trust_digest(&client_facing),
+            sets,
+        })
+    }
+
     /// The cluster's CAs from the store, generating and storing any that does not exist yet.
     pub(super) fn load_or_create(
         store: &ResourceStore,
@@ -45,38 +126,83 @@ impl Authorities {
         now: SystemTime,
     ) -> Result<Self, AuthError> {
         let mut rng = rand::rng();
-        let mut load = |kind: CaKind| -> Result<CertAuthority, AuthError> {
-            if let Some(v) = store.get::<CaKeys>(&kind.to_string())? {
-                return Ok(v.value.authority);
+        let mut sets = Vec::new();
+        for kind in CaKind::ALL {
+            if store.get::<CaKeys>(kind.as_str())?.is_none() {
+                let ca = CertAuthority::generate(kind, cluster, now, &mut rng)
+                    .map_err(|source| AuthError::CaGeneration { kind, source })?;
+                store.create(&CaKeys::new(kind, ca))?;
+                tracing::info!(%kind, "created certificate authority");
             }
-            let ca = CertAuthority::generate(kind, cluster, now, &mut rng)
-                .map_err(|source| AuthError::CaGeneration { kind, source })?;
-            store.create(&CaKeys::new(kind, ca.clone()))?;
-            tracing::info!(%kind, "created certificate authority");
-            Ok(ca)
-        };
-        Ok(Self {
-            user: load(CaKind::User)?,
-            host: load(CaKind::Host)?,
-            db: load(CaKind::Db)?,
-            jwt: load(CaKind::Jwt)?,
-            openssh: load(CaKind::OpenSsh)?,
-            spiffe: load(CaKind::Spiffe)?,
-        })
+            let v = store
+                .get::<CaKeys>(kind.as_str())?
+                .ok_or(AuthError::Internal(
+                    "a created certificate authority is gone".into(),
+                ))?;
+            sets.push((kind, CaSet::new(v.value, v.revision)));
+        }
+        Self::from_sets(sets)
+    }
+
+    /// The CAs as the store holds them now (after a rotation step).
+    pub(super) fn load(store: &ResourceStore) -> Result<Self, AuthError> {
+        let mut sets = Vec::new();
+        for kind in CaKind::ALL {
+            let v = store
+                .get::<CaKeys>(kind.as_str())?
+                .ok_or(AuthError::Internal(
+                    "a certificate authority is missing".into(),
+                ))?;
+            sets.push((kind, CaSet::new(v.value, v.revision)));
+        }
+        Self::from_sets(sets)
     }
 }
 
 impl AuthServer {
-    pub fn authorities(&self) -> &Authorities {
-        &self.cas
+    /// The CAs as they are now; a rotation step replaces them (hold the `Arc` only briefly).
+    pub fn authorities(&self) -> Arc<Authorities> {
+        self.cas
+            .read()
+            .map(|g| g.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
     }
 
-    /// The pin clients check the proxy's certificate chain against: the host CA's key.
+    /// Bumped whenever a CA's keys or phase change: proxies, jump hosts and in-process agents
+    /// watch it to reload their trust and, when they must, their certificates.
+    pub fn watch_authorities(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.ca_changes.subscribe()
+    }
+
+    /// Replaces the CAs after a rotation step and tells the watchers.
+    pub(super) fn reload_authorities(&self) -> Result<(), AuthError> {
+        let fresh = Arc::new(Authorities::load(self.store())?);
+        self.app_access.use_jwt_ca(&fresh.jwt);
+        match self.cas.write() {
+            Ok(mut g) => *g = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+        self.ca_changes.send_modify(|v| *v += 1);
+        Ok(())
+    }
+
+    /// The pin clients check the proxy's certificate chain against: the host CA's signing key.
     pub fn ca_pin(&self) -> String {
-        self.cas.host.public().x509_spki_sha256.unwrap_or_default()
+        self.authorities()
+            .set(CaKind::Host)
+            .signer()
+            .x509_spki_sha256
+            .clone()
+            .unwrap_or_default()
     }
 
+    /// The public half of every trusted key of `kind` (two during a rotation).
     pub fn public_authorities(&self, kind: CaKind) -> Vec<CaPublic> {
-        vec![self.cas.get(kind).public()]
+        self.authorities().trusted(kind).to_vec()
+    }
+
+    /// [`Authorities::trust_digest`] now.
+    pub fn trust_digest(&self) -> String {
+        self.authorities().trust_digest().to_owned()
     }
 }

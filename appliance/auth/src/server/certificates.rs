@@ -93,16 +93,15 @@ impl AuthServer {
         now: SystemTime,
     ) -> Result<LoginCertificates, AuthError> {
         let mut rng = rand::rng();
-        let ssh = self
-            .cas
+        let cas = self.authorities();
+        let ssh = cas
             .user
             .issue_user_ssh(ssh_public_key, &identity, now, ttl, &mut rng)
             .map_err(|source| AuthError::UnusableKey {
                 field: "ssh_public_key",
                 source,
             })?;
-        let tls = self
-            .cas
+        let tls = cas
             .user
             .issue_user_x509(tls_public_key_der, &identity, now, ttl, &mut rng)
             .map_err(|source| AuthError::UnusableKey {
@@ -127,11 +126,14 @@ impl AuthServer {
     }
 
     /// What a user's client trusts: the host CA as `known_hosts` lines, and the user and host
-    /// CAs as PEM.
+    /// CAs as PEM (every trusted key: two of a CA during its rotation).
     pub(super) fn user_trust_bundle(&self) -> (String, String) {
+        let cas = self.authorities();
+        let mut both = cas.trusted(CaKind::User).to_vec();
+        both.extend_from_slice(cas.trusted(CaKind::Host));
         (
-            hop_ca::export_known_hosts(&self.public_authorities(CaKind::Host)),
-            hop_ca::export_pem(&[self.cas.user.public(), self.cas.host.public()]),
+            hop_ca::export_known_hosts(cas.trusted(CaKind::Host)),
+            hop_ca::export_pem(&both),
         )
     }
 
@@ -146,14 +148,18 @@ impl AuthServer {
     ) -> Result<(String, String), AuthError> {
         let mut rng = rand::rng();
         let key = hop_ca::generate_x509_keypair(&mut rng).map_err(AuthError::Issuance)?;
-        let cert = self
-            .cas
+        let cas = self.authorities();
+        // The proxy's certificate tells clients, in a handshake they verify anyway, which
+        // trusted keys they should hold (a rotation adds one).
+        let digest = (role == HostRole::Proxy).then(|| cas.trust_digest());
+        let cert = cas
             .host
             .issue_host_x509(
                 &key.public_spki_der,
                 host_id,
                 role,
                 names,
+                digest,
                 self.clock.now(),
                 ttl,
                 &mut rng,
@@ -163,7 +169,11 @@ impl AuthServer {
         let chain = format!(
             "{}{}",
             cert,
-            self.cas.host.public().x509_cert_pem.unwrap_or_default()
+            cas.set(CaKind::Host)
+                .signer()
+                .x509_cert_pem
+                .clone()
+                .unwrap_or_default()
         );
         Ok((key.private_pkcs8_pem.clone(), chain))
     }
@@ -186,14 +196,15 @@ impl AuthServer {
             names.push(in_cluster(n));
         }
         let mut rng = rand::rng();
-        let cert = self
-            .cas
+        let cas = self.authorities();
+        let cert = cas
             .host
             .issue_host_x509(
                 req.tls_public_key_der,
                 host_id,
                 role,
                 &names,
+                None,
                 now,
                 HOST_CERT_TTL,
                 &mut rng,
@@ -206,8 +217,7 @@ impl AuthServer {
         let ssh_host_certificate = if req.ssh_public_key.trim().is_empty() {
             None
         } else {
-            let c = self
-                .cas
+            let c = cas
                 .host
                 .issue_host_ssh(
                     req.ssh_public_key.trim(),
@@ -228,12 +238,17 @@ impl AuthServer {
             host_id: host_id.to_string(),
             host_name: name.map(str::to_string),
             certificate_pem: cert,
-            host_ca_pem: self.cas.host.public().x509_cert_pem.unwrap_or_default(),
-            user_ca_pem: self.cas.user.public().x509_cert_pem.unwrap_or_default(),
+            host_ca_pem: hop_ca::export_pem(cas.trusted(CaKind::Host)),
+            user_ca_pem: hop_ca::export_pem(cas.trusted(CaKind::User)),
             ssh_host_certificate,
-            ssh_user_ca_keys: self.cas.user.public().ssh_public.into_iter().collect(),
-            ssh_host_ca_keys: self.cas.host.public().ssh_public.into_iter().collect(),
+            ssh_user_ca_keys: ssh_keys(cas.trusted(CaKind::User)),
+            ssh_host_ca_keys: ssh_keys(cas.trusted(CaKind::Host)),
             expires: now + HOST_CERT_TTL,
         })
     }
+}
+
+/// The SSH public keys (OpenSSH lines) of every trusted key in `cas`.
+pub(super) fn ssh_keys(cas: &[hop_ca::CaPublic]) -> Vec<String> {
+    cas.iter().filter_map(|c| c.ssh_public.clone()).collect()
 }
