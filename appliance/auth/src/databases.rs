@@ -88,11 +88,10 @@ impl AuthServer {
                 source,
             })?;
         self.metrics().certificates_issued.inc();
-        let cas = self.authorities();
         Ok(DatabaseRoute {
             certificate_pem: pem,
             expires: now + ttl,
-            trusted_cas_pem: hop_ca::export_pem(&[cas.host.public(), cas.user.public()]),
+            trusted_cas_pem: self.client_cas_pem(),
         })
     }
 
@@ -147,7 +146,7 @@ impl AuthServer {
             .issue_db_server_x509(tls_public_key_der, names, now, ttl, &mut rand::rng())
             .map_err(|e| AuthError::BadRequest(e.to_string()))?;
         self.metrics().certificates_issued.inc();
-        let ca = hop_ca::export_pem(&[self.authorities().db.public()]);
+        let ca = hop_ca::export_pem(&self.public_authorities(hop_ca::CaKind::Db));
         Ok((pem, ca, now + ttl))
     }
 }

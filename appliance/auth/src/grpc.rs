@@ -534,6 +534,7 @@ impl AuthPublic for AuthApi {
             tls_certificate_pem: certs.tls_certificate_pem,
             known_hosts: certs.known_hosts,
             trusted_cas_pem: certs.trusted_cas_pem,
+            trust_digest: certs.trust_digest,
             cluster_name: self.auth.cluster_name().to_string(),
             username: certs.username,
             roles: certs.roles,

@@ -30,6 +30,7 @@ fn login_response(c: LoginCertificates, cluster: &str) -> LoginResponse {
         tls_certificate_pem: c.tls_certificate_pem,
         known_hosts: c.known_hosts,
         trusted_cas_pem: c.trusted_cas_pem,
+        trust_digest: c.trust_digest,
         cluster_name: cluster.to_string(),
         username: c.username,
         roles: c.roles,

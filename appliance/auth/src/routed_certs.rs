@@ -60,7 +60,7 @@ impl AuthServer {
         Ok(RoutedCertificate {
             certificate_pem: pem,
             expires: now + ttl,
-            trusted_cas_pem: hop_ca::export_pem(&[cas.host.public(), cas.user.public()]),
+            trusted_cas_pem: self.client_cas_pem(),
         })
     }
 }

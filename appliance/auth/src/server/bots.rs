@@ -440,7 +440,7 @@ impl AuthServer {
 
     /// The answer of a renewal already made, given again.
     fn replayed(&self, user: &User, issued: IssuedRenewal) -> Result<LoginCertificates, AuthError> {
-        let (known_hosts, trusted_cas_pem) = self.user_trust_bundle();
+        let (known_hosts, trusted_cas_pem, trust_digest) = self.user_trust_bundle();
         let (roles, mut traits) = resources::user_roles_and_traits(user);
         let generation = issued.from_generation.saturating_add(1);
         traits.insert(
@@ -452,6 +452,7 @@ impl AuthServer {
         let checker = self.checker_for(&roles, &traits)?;
         let identity = self.user_identity(&user.metadata.name, &checker, traits);
         Ok(LoginCertificates {
+            trust_digest,
             ssh_certificate: issued.ssh_certificate,
             tls_certificate_pem: issued.tls_certificate_pem,
             known_hosts,

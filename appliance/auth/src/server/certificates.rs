@@ -110,8 +110,9 @@ impl AuthServer {
             })?;
         self.metrics.certificates_issued.inc();
         self.metrics.certificates_issued.inc();
-        let (known_hosts, trusted_cas_pem) = self.user_trust_bundle();
+        let (known_hosts, trusted_cas_pem, trust_digest) = self.user_trust_bundle();
         Ok(LoginCertificates {
+            trust_digest,
             ssh_certificate: ssh,
             tls_certificate_pem: tls,
             known_hosts,
@@ -127,14 +128,20 @@ impl AuthServer {
 
     /// What a user's client trusts: the host CA as `known_hosts` lines, and the user and host
     /// CAs as PEM (every trusted key: two of a CA during its rotation).
-    pub(super) fn user_trust_bundle(&self) -> (String, String) {
+    pub(super) fn user_trust_bundle(&self) -> (String, String, String) {
         let cas = self.authorities();
         let mut both = cas.trusted(CaKind::User).to_vec();
         both.extend_from_slice(cas.trusted(CaKind::Host));
         (
             hop_ca::export_known_hosts(cas.trusted(CaKind::Host)),
             hop_ca::export_pem(&both),
+            cas.trust_digest().to_owned(),
         )
+    }
+
+    /// Every trusted user and host X.509 CA certificate as PEM: what a client's `cas.pem` holds.
+    pub fn client_cas_pem(&self) -> String {
+        self.user_trust_bundle().1
     }
 
     /// A TLS identity for a service of this cluster (the proxy's listener): a fresh P-256 key and

@@ -23,6 +23,8 @@ pub struct LoginCertificates {
     pub tls_certificate_pem: String,
     pub known_hosts: String,
     pub trusted_cas_pem: String,
+    /// [`hop_ca::trust_digest`] of what `known_hosts` and `trusted_cas_pem` hold.
+    pub trust_digest: String,
     pub username: String,
     pub roles: Vec<String>,
     pub logins: Vec<String>,
