@@ -42,6 +42,8 @@ pub mod records;
 pub mod refusal_limit;
 pub mod resources;
 pub mod rotation;
+#[cfg(test)]
+mod rotation_tests;
 pub mod routed_certs;
 pub mod server;
 #[cfg(test)]

@@ -14,7 +14,7 @@ use super::server::{AuthError, AuthServer, AuthSettings, LoginRequest};
 use hop_api::totp;
 use hop_metrics::Metrics;
 
-const PASSWORD: &str = "correct horse battery staple";
+pub(crate) const PASSWORD: &str = "correct horse battery staple";
 
 pub(crate) struct Fixture {
     pub(crate) auth: AuthServer,
@@ -33,7 +33,7 @@ pub(crate) fn fixture(second_factor: &str) -> Fixture {
 }
 
 /// An Auth service opened on `backend` (as at a restart), with TOTP second factors.
-fn fixture_on(backend: Arc<MemoryBackend>, clock: ManualClock) -> Fixture {
+pub(crate) fn fixture_on(backend: Arc<MemoryBackend>, clock: ManualClock) -> Fixture {
     fixture_with(backend, clock, "otp")
 }
 
@@ -79,7 +79,7 @@ fn fixture_with(backend: Arc<MemoryBackend>, clock: ManualClock, second_factor: 
 
 impl Fixture {
     /// Creates `name` and completes the sign-up; returns the TOTP secret.
-    fn user(&self, name: &str, roles: &[&str]) -> Vec<u8> {
+    pub(crate) fn user(&self, name: &str, roles: &[&str]) -> Vec<u8> {
         let mut traits = BTreeMap::new();
         traits.insert("logins".to_string(), vec![name.to_string()]);
         let roles: Vec<String> = roles.iter().map(|s| s.to_string()).collect();
@@ -98,7 +98,7 @@ impl Fixture {
         secret
     }
 
-    fn login(
+    pub(crate) fn login(
         &self,
         name: &str,
         password: &str,
