@@ -347,3 +347,50 @@ fn jwks_and_the_proxy_certificate_follow_the_rotation() {
         .unwrap();
     assert_eq!(hop_ca::trust_digest_x509(&der(&chain)).unwrap(), None);
 }
+
+#[test]
+fn the_proxy_keeps_the_old_key_until_update_servers_and_its_pin_follows() {
+    let f = fixture("otp");
+    let old = f.auth.ca_pin();
+    let proxy_signer = |f: &Fixture| {
+        let (_key, chain) = f
+            .auth
+            .issue_host_tls("proxy-1", HostRole::Proxy, &[], Duration::from_secs(60))
+            .unwrap();
+        let trusted = f.auth.public_authorities(CaKind::Host);
+        hop_ca::x509_signer_pin(&der(&chain), &trusted, CaKind::Host, f.clock.now()).unwrap()
+    };
+    for (phase, on_old) in [
+        (Phase::Init, true),
+        (Phase::UpdateClients, true),
+        (Phase::UpdateServers, false),
+        (Phase::Rollback, true),
+        (Phase::Standby, true),
+    ] {
+        f.auth
+            .rotate_ca("admin", &manual(CaKind::Host, phase))
+            .unwrap();
+        assert_eq!(proxy_signer(&f) == old, on_old, "{phase}");
+        assert_eq!(
+            f.auth.ca_pin(),
+            proxy_signer(&f),
+            "{phase}: the pin is the proxy's key"
+        );
+    }
+    // Agents' certificates come from the signing key: the new one in update_clients.
+    f.auth
+        .rotate_ca("admin", &manual(CaKind::Host, Phase::Init))
+        .unwrap();
+    f.auth
+        .rotate_ca("admin", &manual(CaKind::Host, Phase::UpdateClients))
+        .unwrap();
+    let (_key, chain) = f
+        .auth
+        .issue_host_tls("node-1", HostRole::Node, &[], Duration::from_secs(60))
+        .unwrap();
+    let trusted = f.auth.public_authorities(CaKind::Host);
+    assert_ne!(
+        hop_ca::x509_signer_pin(&der(&chain), &trusted, CaKind::Host, f.clock.now()).unwrap(),
+        old
+    );
+}

@@ -47,6 +47,17 @@ impl CaSet {
     pub fn signer(&self) -> &CaPublic {
         &self.trusted[0]
     }
+
+    /// The key servers present certificates from in this phase: the old key until
+    /// `update_servers` (in `update_clients` the new key signs clients' certificates, but not
+    /// every client trusts it yet), the signing key otherwise. The proxy's certificate comes from
+    /// it, and the pin joiners check is its.
+    pub fn server_key(&self) -> (&CertAuthority, &CaPublic) {
+        match (&self.rotation.phase, &self.additional) {
+            (crate::rotation::Phase::UpdateClients, Some(old)) => (old, &self.trusted[1]),
+            _ => (&self.active, &self.trusted[0]),
+        }
+    }
 }
 
 /// The certificate authorities of a cluster: each kind's signing key as a field (what issuers
@@ -186,11 +197,13 @@ impl AuthServer {
         Ok(())
     }
 
-    /// The pin clients check the proxy's certificate chain against: the host CA's signing key.
+    /// The pin clients check the proxy's certificate chain against: the host CA key the proxy's
+    /// certificate comes from ([`CaSet::server_key`]).
     pub fn ca_pin(&self) -> String {
         self.authorities()
             .set(CaKind::Host)
-            .signer()
+            .server_key()
+            .1
             .x509_spki_sha256
             .clone()
             .unwrap_or_default()

@@ -157,10 +157,16 @@ impl AuthServer {
         let key = hop_ca::generate_x509_keypair(&mut rng).map_err(AuthError::Issuance)?;
         let cas = self.authorities();
         // The proxy's certificate tells clients, in a handshake they verify anyway, which
-        // trusted keys they should hold (a rotation adds one).
+        // trusted keys they should hold (a rotation adds one); it comes from the key servers
+        // use in this phase, which every client that kept up trusts.
         let digest = (role == HostRole::Proxy).then(|| cas.trust_digest());
-        let cert = cas
-            .host
+        let (issuer, issuer_public) = if role == HostRole::Proxy {
+            cas.set(CaKind::Host).server_key()
+        } else {
+            let set = cas.set(CaKind::Host);
+            (&set.active, set.signer())
+        };
+        let cert = issuer
             .issue_host_x509(
                 &key.public_spki_der,
                 host_id,
@@ -176,11 +182,7 @@ impl AuthServer {
         let chain = format!(
             "{}{}",
             cert,
-            cas.set(CaKind::Host)
-                .signer()
-                .x509_cert_pem
-                .clone()
-                .unwrap_or_default()
+            issuer_public.x509_cert_pem.clone().unwrap_or_default()
         );
         Ok((key.private_pkcs8_pem.clone(), chain))
     }
