@@ -29,7 +29,7 @@ pub struct Postgres {
 impl Postgres {
     /// Starts PostgreSQL with the server certificate Hop issued (`hop admin auth sign --format
     /// db`): TLS only, `cert` authentication for everyone but `pwuser`, who needs a password.
-    fn start(a: &Appliance) -> Option<Self> {
+    pub(crate) fn start(a: &Appliance) -> Option<Self> {
         if !Path::new(PG_BIN).join("postgres").exists() {
             eprintln!("SKIP: PostgreSQL 15 is not installed ({PG_BIN})");
             return None;
@@ -161,7 +161,7 @@ fn db_token(a: &Appliance) -> String {
     a.join_token("db")
 }
 
-fn start_db_agent(a: &Appliance, pg: &Postgres) -> Killed {
+pub(crate) fn start_db_agent(a: &Appliance, pg: &Postgres) -> Killed {
     let data = a.dir.path().join("db-agent");
     let spec = format!(
         "name=pg,uri=postgres://127.0.0.1:{},ca_file={},labels=env=test",
@@ -193,7 +193,7 @@ fn start_db_agent(a: &Appliance, pg: &Postgres) -> Killed {
     Killed(child)
 }
 
-fn wait_for_db(a: &Appliance, name: &str) {
+pub(crate) fn wait_for_db(a: &Appliance, name: &str) {
     let deadline = clock::monotonic_now() + Duration::from_secs(30);
     loop {
         let out = a.hop(&["db", "ls", "--format", "json"]);
@@ -213,7 +213,7 @@ fn wait_for_db(a: &Appliance, name: &str) {
 
 /// psql with the connection string `hop db config --format uri` prints, overriding `extra`
 /// keywords (e.g. `user=bob`).
-fn psql(a: &Appliance, extra: &str, args: &[&str]) -> Output {
+pub(crate) fn psql(a: &Appliance, extra: &str, args: &[&str]) -> Output {
     let conninfo = a.ok(&["db", "config", "pg", "--format", "uri"]);
     Command::new("psql")
         .arg(format!("{} {extra}", conninfo.trim()))
@@ -673,7 +673,7 @@ struct Mariadb {
 }
 
 impl Mariadb {
-    fn start(a: &Appliance) -> Option<Self> {
+    pub(crate) fn start(a: &Appliance) -> Option<Self> {
         if Command::new("mariadbd").arg("--version").output().is_err() {
             eprintln!("SKIP: MariaDB is not installed");
             return None;

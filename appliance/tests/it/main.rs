@@ -15,6 +15,7 @@ mod audit;
 mod audit_spool;
 mod bench_cmd;
 mod bots;
+mod ca_rotation;
 mod clock;
 mod db;
 mod deadlines;
