@@ -87,5 +87,6 @@ pub(super) fn status(s: &CaRotationStatus) -> AuthorityStatus {
         changed_unix: s.changed_unix,
         next_phase,
         next_phase_unix,
+        stale: s.stale.clone(),
     }
 }

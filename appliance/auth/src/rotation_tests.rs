@@ -394,3 +394,39 @@ fn the_proxy_keeps_the_old_key_until_update_servers_and_its_pin_follows() {
         old
     );
 }
+
+#[test]
+fn the_status_names_hosts_still_on_an_old_key() {
+    let f = fixture("otp");
+    let ssh = hop_ca::generate_ssh_keypair(&mut rand::rng()).unwrap();
+    f.auth
+        .sign_openssh_host(&["web1".into()], &ssh.public_openssh, None)
+        .unwrap();
+    let stale = |f: &Fixture, kind: usize| f.auth.rotation_status()[kind].stale.clone();
+    let (host, openssh) = (1, 4);
+    assert!(stale(&f, host).is_empty() && stale(&f, openssh).is_empty());
+    // init of the OpenSSH CA: web1's TrustedUserCAKeys lacks the new key.
+    f.auth
+        .rotate_ca("admin", &manual(CaKind::OpenSsh, Phase::Init))
+        .unwrap();
+    assert_eq!(stale(&f, openssh).len(), 1, "{:?}", stale(&f, openssh));
+    assert!(stale(&f, openssh)[0].starts_with("web1 (agentless"));
+    // Signed again: it trusts both.
+    f.auth
+        .sign_openssh_host(&["web1".into()], &ssh.public_openssh, None)
+        .unwrap();
+    assert!(stale(&f, openssh).is_empty());
+    // The host CA's signer moves: web1's host certificate is from the old key until signed again.
+    f.auth
+        .rotate_ca("admin", &manual(CaKind::Host, Phase::Init))
+        .unwrap();
+    assert!(stale(&f, host).is_empty());
+    f.auth
+        .rotate_ca("admin", &manual(CaKind::Host, Phase::UpdateClients))
+        .unwrap();
+    assert_eq!(stale(&f, host).len(), 1, "{:?}", stale(&f, host));
+    f.auth
+        .sign_openssh_host(&["web1".into()], &ssh.public_openssh, None)
+        .unwrap();
+    assert!(stale(&f, host).is_empty());
+}

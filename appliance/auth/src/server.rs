@@ -33,6 +33,7 @@ mod authorities;
 mod bot_recovery;
 mod bots;
 mod certificates;
+mod host_certs;
 mod invites;
 mod login;
 mod rotation;

@@ -243,6 +243,7 @@ impl AuthServer {
             self.metrics.certificates_issued.inc();
             Some(c)
         };
+        self.note_host_cert(host_id, role.as_str(), super::unix(now + HOST_CERT_TTL));
         Ok(JoinedHost {
             host_id: host_id.to_string(),
             host_name: name.map(str::to_string),

@@ -68,6 +68,8 @@ pub struct CaRotationStatus {
     /// `SHA256:…` / `sha256:…` of the signing key, then of the other trusted key (if any).
     pub ssh_fingerprints: Vec<String>,
     pub tls_pins: Vec<String>,
+    /// What still depends on another key than the signing one (see `host_certs.rs`).
+    pub stale: Vec<String>,
 }
 
 impl AuthServer {
@@ -177,6 +179,7 @@ impl AuthServer {
                         .iter()
                         .filter_map(|p| p.x509_spki_sha256.clone())
                         .collect(),
+                    stale: self.stale_hosts(kind),
                 }
             })
             .collect()
