@@ -44,7 +44,7 @@ pub use account::{MAX_OTP_DEVICES, OtpDeviceView, PendingInvite};
 pub use accounts::validate_username;
 pub use admin::CreatedResources;
 pub use agents::{JoinRequest, JoinedHost, NodeAccess};
-pub use authorities::{Authorities, CaSet};
+pub use authorities::{Authorities, CaKeyMaker, CaSet, SoftwareKeys};
 pub use bot_recovery::BotRecovery;
 pub use bots::{BotKeys, BotRenewal, BotView, NewBot};
 pub use certificates::HOST_CERT_TTL;
@@ -77,6 +77,8 @@ pub struct AuthServer {
     cluster: String,
     /// Replaced whole by each rotation step (`authorities()` hands out the current one).
     cas: std::sync::RwLock<Arc<Authorities>>,
+    /// Makes CA keys (at the first start and each rotation's `init`).
+    key_maker: Box<dyn CaKeyMaker>,
     /// Bumped after each rotation step ([`AuthServer::watch_authorities`]).
     ca_changes: tokio::sync::watch::Sender<u64>,
     audit: Arc<dyn AuditSink>,
@@ -139,7 +141,8 @@ impl AuthServer {
                 Err(e) => return Err(e.into()),
             }
         }
-        let cas = Authorities::load_or_create(&store, &cluster, now)?;
+        let key_maker: Box<dyn CaKeyMaker> = Box::new(authorities::SoftwareKeys);
+        let cas = Authorities::load_or_create(&store, key_maker.as_ref(), &cluster, now)?;
         password::warm_up();
         let app_access = super::apps::AppAccess::new(&cluster, &cas.jwt);
         let server = Self {
@@ -149,6 +152,7 @@ impl AuthServer {
             clock,
             cluster,
             cas: std::sync::RwLock::new(Arc::new(cas)),
+            key_maker,
             ca_changes: tokio::sync::watch::Sender::new(0),
             audit,
             metrics,

@@ -14,6 +14,37 @@ use crate::error::AuthError;
 use crate::records::CaKeys;
 use crate::rotation::Rotation;
 
+/// Where a CA's keys are made: at a cluster's first start and at each rotation's `init`. Today
+/// software keys that the CA record keeps; a hardware module (PKCS#11) is another maker, so that a
+/// rotation generates its new key there with no change to the rotation itself.
+pub trait CaKeyMaker: Send + Sync {
+    /// A new CA of `kind` for `cluster`, valid from `now`.
+    ///
+    /// # Errors
+    /// The CA crate's, when the key or the self-signed certificate cannot be made.
+    fn make(
+        &self,
+        kind: CaKind,
+        cluster: &str,
+        now: SystemTime,
+    ) -> Result<CertAuthority, hop_ca::CaError>;
+}
+
+/// Keys from the OS random number generator, kept (PKCS#8 / OpenSSH PEM) in the CA's record.
+#[derive(Debug, Default)]
+pub struct SoftwareKeys;
+
+impl CaKeyMaker for SoftwareKeys {
+    fn make(
+        &self,
+        kind: CaKind,
+        cluster: &str,
+        now: SystemTime,
+    ) -> Result<CertAuthority, hop_ca::CaError> {
+        CertAuthority::generate(kind, cluster, now, &mut rand::rng())
+    }
+}
+
 /// One CA: the key that signs, the other key a rotation still trusts, and the rotation's state.
 #[derive(Clone)]
 pub struct CaSet {
@@ -133,14 +164,15 @@ impl Authorities {
     /// The cluster's CAs from the store, generating and storing any that does not exist yet.
     pub(super) fn load_or_create(
         store: &ResourceStore,
+        keys: &dyn CaKeyMaker,
         cluster: &str,
         now: SystemTime,
     ) -> Result<Self, AuthError> {
-        let mut rng = rand::rng();
         let mut sets = Vec::new();
         for kind in CaKind::ALL {
             if store.get::<CaKeys>(kind.as_str())?.is_none() {
-                let ca = CertAuthority::generate(kind, cluster, now, &mut rng)
+                let ca = keys
+                    .make(kind, cluster, now)
                     .map_err(|source| AuthError::CaGeneration { kind, source })?;
                 store.create(&CaKeys::new(kind, ca))?;
                 tracing::info!(%kind, "created certificate authority");

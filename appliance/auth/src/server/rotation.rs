@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use hop_ca::{CaKind, CertAuthority};
+use hop_ca::CaKind;
 use hop_storage::StorageError;
 
 use super::{AuthServer, unix};
@@ -204,7 +204,9 @@ impl AuthServer {
         let from = keys.rotation.phase;
         match rotation::transition(kind.as_str(), from, to)? {
             KeyChange::AddNew => {
-                let fresh = CertAuthority::generate(kind, &self.cluster, now, &mut rand::rng())
+                let fresh = self
+                    .key_maker
+                    .make(kind, &self.cluster, now)
                     .map_err(|source| AuthError::CaGeneration { kind, source })?;
                 keys.additional = Some(fresh);
             }
