@@ -378,13 +378,51 @@ fn a_bound_key_recovers_an_expired_bot_within_its_limit_and_rotates() {
 }
 
 #[test]
-fn a_bot_without_a_bound_key_or_locked_cannot_recover() {
+fn a_bot_without_a_bound_key_or_locked_cannot_recover_and_strangers_learn_nothing() {
     let f = fixture("off");
     joined(&f);
-    let bound = hop_ca::generate_x509_keypair(&mut rand::rng()).unwrap();
-    let e = recover(&f, &bound.private_pkcs8_pem, &[], now_unix(&f)).unwrap_err();
-    assert!(matches!(e, AuthError::Bot(BotError::NoBoundKey)), "{e}");
+    let stranger = hop_ca::generate_x509_keypair(&mut rand::rng()).unwrap();
+    // No bound key: the answer a wrong proof gets, not a hint that the bot has none.
+    let e = recover(&f, &stranger.private_pkcs8_pem, &[], now_unix(&f)).unwrap_err();
+    assert!(matches!(e, AuthError::Bot(BotError::BadProof)), "{e}");
     f.auth.lock_user("bot-ci", None, "test", "test").unwrap();
+    let e = recover(&f, &stranger.private_pkcs8_pem, &[], now_unix(&f)).unwrap_err();
+    assert!(
+        matches!(e, AuthError::Bot(BotError::BadProof)),
+        "a stranger learnt of the lock: {e}"
+    );
+}
+
+#[test]
+fn a_locked_bot_with_its_bound_key_is_told_it_is_locked_and_strangers_are_not() {
+    let f = fixture("off");
+    let mut rng = rand::rng();
+    let bound = hop_ca::generate_x509_keypair(&mut rng).unwrap();
+    let bot = f
+        .auth
+        .create_bot("ci", &roles(), &[], Duration::from_secs(600), 1, "test")
+        .unwrap();
+    f.auth
+        .bot_join(
+            &bot.token,
+            keys(&f, None),
+            Some(&bound.public_spki_der),
+            None,
+        )
+        .unwrap();
+    f.clock.advance(Duration::from_secs(2 * 3600));
+    f.auth.lock_user("bot-ci", None, "test", "test").unwrap();
+    let stranger = hop_ca::generate_x509_keypair(&mut rng).unwrap();
+    for _ in 0..2 {
+        let e = recover(&f, &stranger.private_pkcs8_pem, &[], now_unix(&f)).unwrap_err();
+        assert!(matches!(e, AuthError::Bot(BotError::BadProof)), "{e}");
+    }
+    // A stale proof from a stranger says nothing about the bot's last proof either.
+    let e = recover(&f, &stranger.private_pkcs8_pem, &[], now_unix(&f) - 300).unwrap_err();
+    assert!(matches!(e, AuthError::Bot(BotError::BadProof)), "{e}");
     let e = recover(&f, &bound.private_pkcs8_pem, &[], now_unix(&f)).unwrap_err();
     assert!(matches!(e, AuthError::Denied(_)), "{e}");
+    // The refusals did not count against the limit.
+    let bots = f.auth.list_bots().unwrap();
+    assert_eq!(bots[0].recoveries, 0);
 }

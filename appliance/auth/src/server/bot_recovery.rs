@@ -57,8 +57,30 @@ impl AuthServer {
     fn bot_recover_inner(&self, req: &BotRecovery<'_>) -> Result<LoginCertificates, AuthError> {
         let now = self.clock.now();
         let user_name = bot_user(req.bot);
-        // Anyone may call: a name that is no bot gets the answer a wrong proof gets.
+        // Anyone may call: a name that is no bot, a bot without a bound key and a wrong proof
+        // all get the same answer, and nothing about the bot's state (its lock, its recoveries,
+        // its last proof) is told before the caller proved it holds the bound key.
         let user = self.bot_user(&user_name).map_err(|_| BotError::BadProof)?;
+        let fingerprint = key_fingerprint(req.keys.ssh_public_key, req.keys.tls_public_key_der);
+        let message = hop_api::bot_proof::recovery_message(
+            req.bot,
+            req.timestamp_unix,
+            &fingerprint,
+            req.next_bound_key,
+        );
+        let proven = |state: &BotState| -> Result<(), BotError> {
+            let key = state
+                .bound_key
+                .as_deref()
+                .and_then(|k| hex::decode(k).ok())
+                .ok_or(BotError::BadProof)?;
+            hop_ca::verify_proof(&key, &message, req.signature).map_err(|_| BotError::BadProof)
+        };
+        let stored = self
+            .store
+            .get::<BotState>(req.bot)?
+            .ok_or(BotError::BadProof)?;
+        proven(&stored.value)?;
         if let Some(lock) = self.user_lock_in_force(&user_name)? {
             return Err(AuthError::Denied(format!(
                 "{user_name} is locked: {}",
@@ -73,22 +95,11 @@ impl AuthServer {
                 }
             })?;
         }
-        let fingerprint = key_fingerprint(req.keys.ssh_public_key, req.keys.tls_public_key_der);
-        let message = hop_api::bot_proof::recovery_message(
-            req.bot,
-            req.timestamp_unix,
-            &fingerprint,
-            req.next_bound_key,
-        );
         let next = (!req.next_bound_key.is_empty()).then(|| hex::encode(req.next_bound_key));
         self.advance(req.bot, &user, req.keys, now, |state| {
+            // Again on the state this step swaps (the bound key may have moved meanwhile).
+            proven(state)?;
             check_recovery(state, req.timestamp_unix, now)?;
-            let key = state
-                .bound_key
-                .as_deref()
-                .and_then(|k| hex::decode(k).ok())
-                .ok_or(BotError::NoBoundKey)?;
-            hop_ca::verify_proof(&key, &message, req.signature).map_err(|_| BotError::BadProof)?;
             state.recoveries = state.recoveries.saturating_add(1);
             state.last_recovery_unix = req.timestamp_unix;
             if let Some(k) = &next {
