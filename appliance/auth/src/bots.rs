@@ -79,6 +79,33 @@ pub struct BotState {
     /// Unix seconds of the last recovery's proof: a proof must be newer (no replay).
     #[serde(default)]
     pub last_recovery_unix: i64,
+    /// The last recovery's answer, so that a bot whose answer was lost gets it again (once
+    /// more within the retry window) instead of spending another recovery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_recovery: Option<IssuedRecovery>,
+}
+
+/// One recovery's answer and the bound keys around it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IssuedRecovery {
+    pub issued: IssuedRenewal,
+    /// The bound key (hex SPKI) the recovery was proven with: a retry is signed with it again.
+    pub proven_with: String,
+    /// The next bound key it named (hex SPKI; empty for none): a retry names the same.
+    pub next_bound_key: String,
+}
+
+impl IssuedRecovery {
+    /// Whether a recovery for `fingerprint`, naming `next`, at `now` would be a retry of this
+    /// one within [`RETRY_WINDOW`] (the caller checks it is proven with [`Self::proven_with`]).
+    #[must_use]
+    pub fn is_retry(&self, fingerprint: &str, next: &str, now: SystemTime) -> bool {
+        let age = unix(now).saturating_sub(self.issued.issued_unix);
+        !self.proven_with.is_empty()
+            && self.issued.key_fingerprint == fingerprint
+            && self.next_bound_key == next
+            && u64::try_from(age).is_ok_and(|a| a <= RETRY_WINDOW.as_secs())
+    }
 }
 
 impl StoredResource for BotState {

@@ -340,8 +340,9 @@ fn a_bound_key_recovers_an_expired_bot_within_its_limit_and_rotates() {
     let c2 = recover(&f, &bound.private_pkcs8_pem, &[], now_unix(&f)).unwrap();
     assert_eq!(generation_of(&c2.identity), Some(2));
     assert!(admitted(&f, &c2));
-    // The limit refuses the next one, audited; an administrator raises it.
-    f.clock.advance(Duration::from_secs(5));
+    // The limit refuses the next one (past the window in which it would be a retry of the
+    // last), audited; an administrator raises it.
+    f.clock.advance(Duration::from_secs(61));
     let e = recover(&f, &bound.private_pkcs8_pem, &[], now_unix(&f)).unwrap_err();
     assert!(
         matches!(
@@ -425,4 +426,78 @@ fn a_locked_bot_with_its_bound_key_is_told_it_is_locked_and_strangers_are_not() 
     // The refusals did not count against the limit.
     let bots = f.auth.list_bots().unwrap();
     assert_eq!(bots[0].recoveries, 0);
+}
+
+#[test]
+fn a_recovery_whose_answer_was_lost_is_answered_again_without_spending_another() {
+    let f = fixture("off");
+    let mut rng = rand::rng();
+    let bound = hop_ca::generate_x509_keypair(&mut rng).unwrap();
+    let bot = f
+        .auth
+        .create_bot("ci", &roles(), &[], Duration::from_secs(600), 1, "test")
+        .unwrap();
+    f.auth
+        .bot_join(
+            &bot.token,
+            keys(&f, None),
+            Some(&bound.public_spki_der),
+            None,
+        )
+        .unwrap();
+    f.clock.advance(Duration::from_secs(2 * 3600));
+    // The recovery rotates the bound key; its answer is lost, so the bot still holds the old
+    // key and asks again (a new proof time, the same keys and next key).
+    let next = hop_ca::generate_x509_keypair(&mut rng).unwrap();
+    let first = recover(
+        &f,
+        &bound.private_pkcs8_pem,
+        &next.public_spki_der,
+        now_unix(&f),
+    )
+    .unwrap();
+    f.clock.advance(Duration::from_secs(10));
+    let again = recover(
+        &f,
+        &bound.private_pkcs8_pem,
+        &next.public_spki_der,
+        now_unix(&f),
+    )
+    .unwrap();
+    assert_eq!(again.ssh_certificate, first.ssh_certificate);
+    assert_eq!(again.tls_certificate_pem, first.tls_certificate_pem);
+    assert_eq!(
+        generation_of(&again.identity),
+        generation_of(&first.identity)
+    );
+    let bots = f.auth.list_bots().unwrap();
+    assert_eq!(bots[0].recoveries, 1, "the retry spent nothing");
+    // Another next key, or a stranger, is no retry.
+    let other = hop_ca::generate_x509_keypair(&mut rng).unwrap();
+    let e = recover(
+        &f,
+        &bound.private_pkcs8_pem,
+        &other.public_spki_der,
+        now_unix(&f),
+    )
+    .unwrap_err();
+    assert!(matches!(e, AuthError::Bot(BotError::BadProof)), "{e}");
+    let e = recover(
+        &f,
+        &other.private_pkcs8_pem,
+        &next.public_spki_der,
+        now_unix(&f),
+    )
+    .unwrap_err();
+    assert!(matches!(e, AuthError::Bot(BotError::BadProof)), "{e}");
+    // After the retry window the old key proves nothing.
+    f.clock.advance(Duration::from_secs(120));
+    let e = recover(
+        &f,
+        &bound.private_pkcs8_pem,
+        &next.public_spki_der,
+        now_unix(&f),
+    )
+    .unwrap_err();
+    assert!(matches!(e, AuthError::Bot(BotError::BadProof)), "{e}");
 }

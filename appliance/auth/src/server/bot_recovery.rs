@@ -8,9 +8,12 @@ use std::net::SocketAddr;
 use hop_storage::StorageError;
 
 use super::bots::{BotKeys, CAS_ATTEMPTS};
-use super::{AuthServer, LoginCertificates};
+use super::{AuthServer, LoginCertificates, unix};
 use crate::audit::EventKind;
-use crate::bots::{BotError, BotState, bot_user, check_recovery, generation_of, key_fingerprint};
+use crate::bots::{
+    BotError, BotState, IssuedRecovery, IssuedRenewal, bot_user, check_recovery, generation_of,
+    key_fingerprint,
+};
 use crate::error::AuthError;
 use hop_api::timestamps::rfc3339;
 
@@ -68,18 +71,33 @@ impl AuthServer {
             &fingerprint,
             req.next_bound_key,
         );
-        let proven = |state: &BotState| -> Result<(), BotError> {
-            let key = state
-                .bound_key
-                .as_deref()
+        let proves = |key_hex: Option<&str>| {
+            key_hex
                 .and_then(|k| hex::decode(k).ok())
-                .ok_or(BotError::BadProof)?;
-            hop_ca::verify_proof(&key, &message, req.signature).map_err(|_| BotError::BadProof)
+                .is_some_and(|key| hop_ca::verify_proof(&key, &message, req.signature).is_ok())
         };
+        let proven = |state: &BotState| -> Result<(), BotError> {
+            if proves(state.bound_key.as_deref()) {
+                Ok(())
+            } else {
+                Err(BotError::BadProof)
+            }
+        };
+        let next_hex = hex::encode(req.next_bound_key);
         let stored = self
             .store
             .get::<BotState>(req.bot)?
             .ok_or(BotError::BadProof)?;
+        // A retry of the last recovery (its answer was lost) gets the same answer instead of
+        // spending another recovery. It is signed with the key that recovery was proven with,
+        // which the recovery may have rotated away.
+        if let Some(last) = &stored.value.last_recovery
+            && last.is_retry(&fingerprint, &next_hex, now)
+            && proves(Some(last.proven_with.as_str()))
+            && self.user_lock_in_force(&user_name)?.is_none()
+        {
+            return self.replayed(&user, last.issued.clone());
+        }
         proven(&stored.value)?;
         if let Some(lock) = self.user_lock_in_force(&user_name)? {
             return Err(AuthError::Denied(format!(
@@ -95,18 +113,44 @@ impl AuthServer {
                 }
             })?;
         }
-        let next = (!req.next_bound_key.is_empty()).then(|| hex::encode(req.next_bound_key));
-        self.advance(req.bot, &user, req.keys, now, |state| {
-            // Again on the state this step swaps (the bound key may have moved meanwhile).
-            proven(state)?;
-            check_recovery(state, req.timestamp_unix, now)?;
-            state.recoveries = state.recoveries.saturating_add(1);
-            state.last_recovery_unix = req.timestamp_unix;
-            if let Some(k) = &next {
-                state.bound_key = Some(k.clone());
-            }
-            Ok(())
-        })
+        let next = (!req.next_bound_key.is_empty()).then(|| next_hex.clone());
+        // The bound key this recovery is proven with, kept with its answer for a retry.
+        let proven_with = std::sync::Mutex::new(String::new());
+        self.advance(
+            req.bot,
+            &user,
+            req.keys,
+            now,
+            |state| {
+                // Again on the state this step swaps (the bound key may have moved meanwhile).
+                proven(state)?;
+                check_recovery(state, req.timestamp_unix, now)?;
+                if let Ok(mut p) = proven_with.lock() {
+                    p.clone_from(state.bound_key.as_ref().unwrap_or(&String::new()));
+                }
+                state.recoveries = state.recoveries.saturating_add(1);
+                state.last_recovery_unix = req.timestamp_unix;
+                if let Some(k) = &next {
+                    state.bound_key = Some(k.clone());
+                }
+                Ok(())
+            },
+            |state, certs| {
+                state.last_recovery = Some(IssuedRecovery {
+                    issued: IssuedRenewal {
+                        request_id: "recovery".into(),
+                        key_fingerprint: fingerprint.clone(),
+                        from_generation: state.generation.saturating_sub(1),
+                        issued_unix: unix(now),
+                        expires_unix: unix(certs.expires),
+                        ssh_certificate: certs.ssh_certificate.clone(),
+                        tls_certificate_pem: certs.tls_certificate_pem.clone(),
+                    },
+                    proven_with: proven_with.lock().map(|p| p.clone()).unwrap_or_default(),
+                    next_bound_key: next_hex.clone(),
+                });
+            },
+        )
     }
 
     /// Sets bot `name`'s recovery limit (an administrator raising it after the bot used it up).

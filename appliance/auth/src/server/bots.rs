@@ -290,11 +290,18 @@ impl AuthServer {
             )));
         }
         let bound = bound_key.map(hex::encode);
-        self.advance(&found.bot, &user, keys, now, |state| {
-            state.instances = state.instances.saturating_add(1);
-            state.bound_key.clone_from(&bound);
-            Ok(())
-        })
+        self.advance(
+            &found.bot,
+            &user,
+            keys,
+            now,
+            |state| {
+                state.instances = state.instances.saturating_add(1);
+                state.bound_key.clone_from(&bound);
+                Ok(())
+            },
+            |_, _| {},
+        )
     }
 
     /// Moves bot `name` to its next generation for a join or a recovery (`change` decides and
@@ -307,6 +314,7 @@ impl AuthServer {
         keys: BotKeys<'_>,
         now: SystemTime,
         change: impl Fn(&mut BotState) -> Result<(), AuthError>,
+        remember: impl Fn(&mut BotState, &LoginCertificates),
     ) -> Result<LoginCertificates, AuthError> {
         for _ in 0..CAS_ATTEMPTS {
             let current = self.store.get::<BotState>(name)?;
@@ -331,6 +339,7 @@ impl AuthServer {
                 keys.ttl,
                 now,
             )?;
+            remember(&mut state, &certs);
             let written = match revision {
                 Some(rev) => self.store.update(&state, rev),
                 None => self.store.create(&state),
@@ -439,7 +448,11 @@ impl AuthServer {
     }
 
     /// The answer of a renewal already made, given again.
-    fn replayed(&self, user: &User, issued: IssuedRenewal) -> Result<LoginCertificates, AuthError> {
+    pub(super) fn replayed(
+        &self,
+        user: &User,
+        issued: IssuedRenewal,
+    ) -> Result<LoginCertificates, AuthError> {
         let (known_hosts, trusted_cas_pem, trust_digest) = self.user_trust_bundle();
         let (roles, mut traits) = resources::user_roles_and_traits(user);
         let generation = issued.from_generation.saturating_add(1);
