@@ -370,21 +370,13 @@ impl ProxyCertificate {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
-    use hop_auth::AuthSettings;
-    use hop_auth::audit::{AuditEvent, AuditSink};
-    use hop_storage::{Clock, ManualClock, MemoryBackend, ResourceStore};
+    use hop_auth::rotation::Phase;
+    use hop_storage::ManualClock;
     use rustls::pki_types::{CertificateDer, ServerName};
 
     use super::*;
-
-    #[derive(Debug)]
-    struct Discard;
-
-    impl AuditSink for Discard {
-        fn emit(&self, _: AuditEvent) {}
-    }
+    use crate::test_auth::rotate;
 
     /// `grafana` is announced under `localhost`.
     struct Grafana;
@@ -396,28 +388,7 @@ mod tests {
     }
 
     fn auth() -> Arc<AuthServer> {
-        let c: Arc<dyn Clock> = Arc::new(ManualClock::new(clock::wall()));
-        let settings = AuthSettings {
-            cluster_name: Some("unit.test".into()),
-            second_factor: "otp".into(),
-            max_failed_attempts: 5,
-            lockout: Duration::from_secs(1800),
-            attempts_per_ip_per_minute: 1000,
-            invite_ttl: Duration::from_secs(3600),
-            web_addr: "localhost:3080".into(),
-            session_recording: "node".into(),
-            proxy_public_names: Vec::new(),
-        };
-        Arc::new(
-            AuthServer::open(
-                ResourceStore::new(Arc::new(MemoryBackend::new(c.clone()))),
-                c,
-                settings,
-                Arc::new(Discard),
-                Arc::new(hop_metrics::Metrics::default()),
-            )
-            .unwrap(),
-        )
+        crate::test_auth::auth(Arc::new(ManualClock::new(clock::wall())))
     }
 
     /// A handshake in memory by a client that trusts only `ca_pem` and names `sni`: the leaf
@@ -466,10 +437,11 @@ mod tests {
                 host_id: "proxy-host".into(),
                 names: vec!["localhost".into()],
             },
-            client_cas: vec![ca.clone()],
+            client_trust: ClientTrust::Fixed(vec![ca.clone()]),
             apps: Some(Arc::new(Grafana)),
         };
-        let first = Arc::new(proxy.load().await.unwrap());
+        let served = proxy.load().await.unwrap();
+        let first = served.config();
         let leaf = verified_leaf(&first, &ca, "grafana.localhost").unwrap();
         assert_eq!(
             verified_leaf(&first, &ca, "grafana.localhost").unwrap(),
@@ -487,8 +459,14 @@ mod tests {
             ),
             "{refused:?}"
         );
+        // New client CAs keep the certificates.
+        let same = proxy.with_client_cas(&served).unwrap().config();
+        assert_eq!(
+            verified_leaf(&same, &ca, "grafana.localhost").unwrap(),
+            leaf
+        );
         // A reload (renewal, SIGHUP) starts with no application certificates: issued again.
-        let renewed = Arc::new(proxy.load().await.unwrap());
+        let renewed = proxy.load().await.unwrap().config();
         let again = verified_leaf(&renewed, &ca, "grafana.localhost").unwrap();
         assert_ne!(again, leaf);
         // Without the applications (a public host of two labels), the name is not answered.
@@ -496,7 +474,106 @@ mod tests {
             apps: None,
             ..proxy
         };
-        let plain = Arc::new(plain.load().await.unwrap());
+        let plain = plain.load().await.unwrap().config();
         assert!(verified_leaf(&plain, &ca, "grafana.localhost").is_err());
+    }
+
+    fn signer_pin(auth: &AuthServer) -> Option<String> {
+        auth.authorities()
+            .set(CaKind::Host)
+            .signer()
+            .x509_spki_sha256
+            .clone()
+    }
+
+    fn host_ca_pem(auth: &AuthServer) -> String {
+        auth.authorities().host.public().x509_cert_pem.unwrap()
+    }
+
+    fn issued(auth: &Arc<AuthServer>) -> ProxyCertificate {
+        ProxyCertificate {
+            source: CertSource::Issued {
+                auth: auth.clone(),
+                host_id: "proxy-host".into(),
+                names: vec!["localhost".into()],
+            },
+            client_trust: ClientTrust::Cluster(auth.clone()),
+            apps: None,
+        }
+    }
+
+    /// The signer and digest of what `served` holds.
+    fn facts(served: &Served) -> (Option<String>, Option<String>) {
+        let f = served.issued.clone().unwrap();
+        (f.signer, f.digest)
+    }
+
+    #[tokio::test]
+    async fn the_issued_certificate_follows_a_host_ca_rotation() {
+        let auth = auth();
+        let proxy = issued(&auth);
+        let old = signer_pin(&auth);
+        let old_pem = host_ca_pem(&auth);
+        let mut served = proxy.load().await.unwrap();
+        assert_eq!(facts(&served), (old.clone(), Some(auth.trust_digest())));
+        assert!(!proxy.reissue_due(&served));
+        assert_eq!(rotation::client_ca_pems(&auth).len(), 2);
+
+        // init: the new key is trusted (the digest changed), the old one still signs.
+        rotate(&auth, CaKind::Host, Phase::Init);
+        assert_eq!(rotation::client_ca_pems(&auth).len(), 3);
+        assert!(matches!(
+            proxy.after_rotation(&served),
+            Reload::Certificate(_)
+        ));
+        served = proxy.load().await.unwrap();
+        assert_eq!(facts(&served), (old.clone(), Some(auth.trust_digest())));
+
+        // update_clients: the new key signs; the proxy keeps its certificate.
+        rotate(&auth, CaKind::Host, Phase::UpdateClients);
+        let new = signer_pin(&auth);
+        let new_pem = host_ca_pem(&auth);
+        assert_ne!(new, old);
+        assert!(matches!(
+            proxy.after_rotation(&served),
+            Reload::ClientCas(_)
+        ));
+        let kept = proxy.with_client_cas(&served).unwrap();
+        assert!(verified_leaf(&kept.config(), &old_pem, "localhost").is_ok());
+
+        // update_servers: the proxy moves to the new key.
+        rotate(&auth, CaKind::Host, Phase::UpdateServers);
+        assert!(proxy.reissue_due(&served));
+        served = proxy.load().await.unwrap();
+        assert_eq!(facts(&served).0, new);
+        assert!(!proxy.reissue_due(&served));
+        assert!(verified_leaf(&served.config(), &new_pem, "localhost").is_ok());
+        assert!(verified_leaf(&served.config(), &old_pem, "localhost").is_err());
+
+        // standby: the old key is dropped, so the digest changes once more.
+        rotate(&auth, CaKind::Host, Phase::Standby);
+        assert_eq!(rotation::client_ca_pems(&auth).len(), 2);
+        assert!(proxy.reissue_due(&served));
+        served = proxy.load().await.unwrap();
+        assert_eq!(facts(&served), (new, Some(auth.trust_digest())));
+        assert!(!proxy.reissue_due(&served));
+    }
+
+    #[tokio::test]
+    async fn a_rollback_moves_the_certificate_back_to_the_old_key() {
+        let auth = auth();
+        let proxy = issued(&auth);
+        let old = signer_pin(&auth);
+        rotate(&auth, CaKind::Host, Phase::Init);
+        rotate(&auth, CaKind::Host, Phase::UpdateClients);
+        rotate(&auth, CaKind::Host, Phase::UpdateServers);
+        let served = proxy.load().await.unwrap();
+        assert_ne!(facts(&served).0, old);
+        rotate(&auth, CaKind::Host, Phase::Rollback);
+        assert_eq!(signer_pin(&auth), old);
+        assert!(proxy.reissue_due(&served));
+        let served = proxy.load().await.unwrap();
+        assert_eq!(facts(&served).0, old);
+        assert!(!proxy.reissue_due(&served));
     }
 }

@@ -300,4 +300,55 @@ mod tests {
         assert!(id.identify(&user, remote).is_none());
         assert!(id.identify(&host, remote).is_none());
     }
+
+    /// A user certificate of alice from the user CA's signing key now.
+    fn alice_now(auth: &AuthServer) -> Vec<u8> {
+        let mut rng = rand::rng();
+        let key = generate_x509_keypair(&mut rng).unwrap();
+        let alice = Identity {
+            username: "alice".into(),
+            ..Identity::default()
+        };
+        let pem = auth
+            .authorities()
+            .user
+            .issue_user_x509(
+                &key.public_spki_der,
+                &alice,
+                auth.now(),
+                Duration::from_secs(3600),
+                &mut rng,
+            )
+            .unwrap();
+        der(&pem)
+    }
+
+    #[test]
+    fn a_user_ca_rotation_is_followed_and_a_dropped_key_identifies_no_one() {
+        use crate::test_auth::rotate;
+        use hop_auth::rotation::Phase;
+
+        let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+        let auth = crate::test_auth::auth(Arc::new(clock.clone()));
+        let id = Identifier::following(auth.clone(), Arc::new(clock));
+        let remote: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let is_alice = |der: &[u8]| matches!(id.identify(der, remote), Some(Caller::User { identity, .. }) if identity.username == "alice");
+        let old = alice_now(&auth);
+        assert!(is_alice(&old));
+
+        rotate(&auth, CaKind::User, Phase::Init);
+        assert!(is_alice(&old));
+        rotate(&auth, CaKind::User, Phase::UpdateClients);
+        let new = alice_now(&auth);
+        assert!(is_alice(&new), "a certificate of the new key identifies");
+        assert!(is_alice(&old), "the old key is still trusted");
+        rotate(&auth, CaKind::User, Phase::UpdateServers);
+        assert!(is_alice(&old));
+
+        // standby drops the old key: its certificate (cached above) no longer identifies.
+        rotate(&auth, CaKind::User, Phase::Standby);
+        assert!(!is_alice(&old));
+        assert!(is_alice(&new));
+        assert_eq!(id.cache.lock().unwrap().entries.len(), 1);
+    }
 }

@@ -27,6 +27,8 @@ pub mod relay;
 pub mod rotation;
 pub mod routes;
 pub mod server_tls;
+#[cfg(test)]
+mod test_auth;
 pub mod tls;
 pub mod tunnels;
 pub mod web;

@@ -40,6 +40,8 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct AgentEntry {
     info: AgentInfo,
+    /// SPKI pin of the host CA key that signed the agent's certificate.
+    signer: String,
     generation: u64,
     goaway: watch::Sender<Option<GoAway>>,
 }
@@ -335,12 +337,28 @@ impl TunnelRegistry {
         }
     }
 
+    /// The agents connected with a certificate signed by no key among `trusted` (SPKI pins of
+    /// host CA keys): keys a CA rotation dropped since they connected.
+    pub fn signed_outside(&self, trusted: &[String]) -> Vec<AgentInfo> {
+        let mut v: Vec<AgentInfo> = self
+            .agents()
+            .values()
+            .filter(|e| !trusted.contains(&e.signer))
+            .map(|e| e.info.clone())
+            .collect();
+        v.sort_by(|a, b| a.host_id.cmp(&b.host_id));
+        v
+    }
+
     /// Serves one agent's control connection until it closes, misses heartbeats, or shutdown.
+    /// `signer` is the SPKI pin of the host CA key that signed its certificate
+    /// ([`Self::signed_outside`]).
     pub async fn serve_control(
         self: Arc<Self>,
         stream: AgentStream,
         host_id: String,
         role: HostRole,
+        signer: String,
         remote: SocketAddr,
         mut shutdown: watch::Receiver<bool>,
     ) {
@@ -387,6 +405,7 @@ impl TunnelRegistry {
             |agents, resources| {
                 let entry = AgentEntry {
                     info: AgentInfo { resources, ..info },
+                    signer,
                     generation,
                     goaway: goaway_tx,
                 };
