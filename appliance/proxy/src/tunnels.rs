@@ -565,4 +565,44 @@ mod vet_tests {
             1
         );
     }
+
+    fn connect(r: &TunnelRegistry, host_id: &str, signer: &str) {
+        let now = clock::wall();
+        let info = AgentInfo {
+            host_id: host_id.into(),
+            version: String::new(),
+            services: vec![],
+            resources: vec![],
+            remote: "127.0.0.1:1".parse().unwrap(),
+            connected: now,
+            last_heartbeat: now,
+            pooled: 0,
+        };
+        let entry = AgentEntry {
+            info,
+            signer: signer.into(),
+            generation: 0,
+            goaway: watch::channel(None).0,
+        };
+        r.agents().insert(host_id.into(), entry);
+    }
+
+    #[test]
+    fn agents_of_a_key_no_longer_trusted_are_named() {
+        let r = TunnelRegistry::new("p".into(), Duration::from_secs(30));
+        connect(&r, "on-old", "old");
+        connect(&r, "on-new", "new");
+        let named = |trusted: &[&str]| -> Vec<String> {
+            let trusted: Vec<String> = trusted.iter().map(|s| s.to_string()).collect();
+            r.signed_outside(&trusted)
+                .into_iter()
+                .map(|a| a.host_id)
+                .collect()
+        };
+        assert!(
+            named(&["new", "old"]).is_empty(),
+            "during a rotation both are trusted"
+        );
+        assert_eq!(named(&["new"]), vec!["on-old"]);
+    }
 }
