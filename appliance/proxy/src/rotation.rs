@@ -91,14 +91,23 @@ pub async fn authorities_changed(changes: &mut Option<tokio::sync::watch::Receiv
 mod tests {
     use super::*;
 
+    /// (phase, certificate's signer, current signer, certificate's digest, reissue?)
+    type Row = (
+        Phase,
+        Option<&'static str>,
+        Option<&'static str>,
+        Option<&'static str>,
+        bool,
+    );
+
     const OLD: Option<&str> = Some("old");
     const NEW: Option<&str> = Some("new");
 
     #[test]
     fn the_reissue_rule_follows_the_phases() {
         use Phase::*;
-        // (phase, cert signer, current signer, cert digest, reissue?) with "d2" current.
-        let table: &[(Phase, Option<&str>, Option<&str>, Option<&str>, bool)] = &[
+        // The current digest is "d2".
+        let table: &[Row] = &[
             // Nothing changed.
             (Standby, OLD, OLD, Some("d2"), false),
             // init: a key was added, the digest changed; the old key still signs.
