@@ -7,6 +7,11 @@
 //! again every [`RECHECK`] and shuts the session's sockets down when the answer turns to no).
 //! Shutting the sockets down works wherever the bytes are relayed — a tokio task or a data-plane
 //! worker — because it acts on the sockets themselves, through duplicated descriptors.
+//!
+//! [`sweep_agents`] does the same for connected agents: a lock on their server id, or a host
+//! certificate signed by a key a CA rotation dropped (`standby`), disconnects them. A live user
+//! session is not re-checked against the rotation: its certificate's signer is not kept (new
+//! connections of a dropped key are refused by `identify.rs`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -3,8 +3,9 @@
 //!
 //! This module owns the [`TunnelRegistry`]: which agents are connected right now (soft state with
 //! a heartbeat deadline, never a backend write per heartbeat), what each announced (services,
-//! resources, labels), and the idle data connections each keeps parked here so that starting a
-//! session costs no round trip to the agent. It serves the control protocol (hello, heartbeat,
+//! resources, labels, the host CA key that signed its certificate), and the idle data
+//! connections each keeps parked here so that starting a session costs no round trip to the
+//! agent. It serves the control protocol (hello, heartbeat,
 //! goaway; the hello within `proxy_service.tunnel_hello_timeout`; an agent of another protocol
 //! version refused with a reason that names both sides', `versions`) and hands out data
 //! connections; it does not decide who may use them.
