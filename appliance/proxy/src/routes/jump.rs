@@ -401,3 +401,52 @@ impl russh::server::Handler for JumpHandler {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use hop_auth::rotation::Phase;
+    use hop_ca::CaKind;
+    use hop_storage::ManualClock;
+
+    use super::*;
+    use crate::test_auth::rotate;
+
+    fn signer_now(auth: &AuthServer) -> Option<String> {
+        auth.authorities()
+            .set(CaKind::Host)
+            .signer()
+            .ssh_fingerprint
+            .clone()
+    }
+
+    #[test]
+    fn the_host_certificate_moves_to_the_signing_key_in_update_servers_only() {
+        let clock = Arc::new(ManualClock::new(hop_platform::clock::wall()));
+        let auth = crate::test_auth::auth(clock);
+        let registry = Arc::new(TunnelRegistry::new("p".into(), Duration::from_secs(30)));
+        let jump = JumpHost::new(
+            auth.clone(),
+            registry,
+            vec!["localhost".into()],
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        let old = signer_now(&auth);
+        assert_eq!(*jump.signer.lock().unwrap(), old);
+        rotate(&auth, CaKind::Host, Phase::Init);
+        assert!(!jump.signer_stale());
+        rotate(&auth, CaKind::Host, Phase::UpdateClients);
+        assert_ne!(signer_now(&auth), old);
+        assert!(
+            !jump.signer_stale(),
+            "clients may not trust the new key yet"
+        );
+        rotate(&auth, CaKind::Host, Phase::UpdateServers);
+        assert!(jump.signer_stale());
+        jump.renew().unwrap();
+        assert_eq!(*jump.signer.lock().unwrap(), signer_now(&auth));
+        assert!(!jump.signer_stale());
+        rotate(&auth, CaKind::Host, Phase::Standby);
+        assert!(!jump.signer_stale());
+    }
+}
