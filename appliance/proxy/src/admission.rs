@@ -7,6 +7,11 @@
 //! again every [`RECHECK`] and shuts the session's sockets down when the answer turns to no).
 //! Shutting the sockets down works wherever the bytes are relayed — a tokio task or a data-plane
 //! worker — because it acts on the sockets themselves, through duplicated descriptors.
+//!
+//! [`sweep_agents`] does the same for connected agents: a lock on their server id, or a host
+//! certificate signed by a key a CA rotation dropped (`standby`), disconnects them. A live user
+//! session is not re-checked against the rotation: its certificate's signer is not kept (new
+//! connections of a dropped key are refused by `identify.rs`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -292,7 +297,9 @@ fn refuse_api_call(
 }
 
 /// Every [`RECHECK`], disconnects the connected agents admission now refuses (a lock on their
-/// server id): their resources leave listings at once and their renewals are refused.
+/// server id), and those whose host certificate a CA rotation no longer trusts (`standby`
+/// dropped the key that signed it): their resources leave listings at once and their renewals
+/// are refused.
 pub async fn sweep_agents(
     auth: Arc<AuthServer>,
     registry: Arc<super::tunnels::TunnelRegistry>,
@@ -309,23 +316,48 @@ pub async fn sweep_agents(
         }
         for agent in registry.list() {
             // Expiry is the TLS layer's business at connect time; this asks about locks.
-            let Some(refusal) = agent_locked(&auth, &agent.host_id) else {
-                continue;
-            };
-            registry.evict(&agent.host_id, &refusal.to_string());
-            auth.emit(
-                auth.event(
-                    EventKind::SessionTerminated,
-                    &format!("host {}", agent.host_id),
-                )
-                .remote(Some(agent.remote))
-                .field("route", Route::Tunnel.name())
-                .field("server_id", agent.host_id.clone())
-                .field("reason", refusal.code())
-                .failed(EventKind::SessionTerminated, refusal.to_string()),
-            );
+            if let Some(refusal) = agent_locked(&auth, &agent.host_id) {
+                evict_agent(
+                    &auth,
+                    &registry,
+                    &agent,
+                    refusal.code(),
+                    &refusal.to_string(),
+                );
+            }
+        }
+        let trusted = super::rotation::trusted_host_pins(&auth);
+        for agent in registry.signed_outside(&trusted) {
+            let why = "the host CA key that signed the agent's certificate is no longer trusted (CA rotation); the agent must join again";
+            evict_agent(&auth, &registry, &agent, CA_UNTRUSTED, why);
         }
     }
+}
+
+/// The reason code of an agent disconnected because a CA rotation dropped its certificate's key.
+pub const CA_UNTRUSTED: &str = "ca_untrusted";
+
+/// Disconnects a connected agent and audits why (`code`, `why`).
+fn evict_agent(
+    auth: &AuthServer,
+    registry: &super::tunnels::TunnelRegistry,
+    agent: &super::tunnels::AgentInfo,
+    code: &str,
+    why: &str,
+) {
+    tracing::info!(host_id = %agent.host_id, reason = code, "disconnecting an agent: {why}");
+    registry.evict(&agent.host_id, why);
+    auth.emit(
+        auth.event(
+            EventKind::SessionTerminated,
+            &format!("host {}", agent.host_id),
+        )
+        .remote(Some(agent.remote))
+        .field("route", Route::Tunnel.name())
+        .field("server_id", agent.host_id.clone())
+        .field("reason", code.to_string())
+        .failed(EventKind::SessionTerminated, why.to_string()),
+    );
 }
 
 /// Audits each announcement the registry refuses (a kind the agent's role does not serve, or

@@ -8,7 +8,8 @@
 //! SSH, databases, `hop join`); [`admission`] asks Auth's snapshot whether a session may start
 //! and keeps asking while it lives; [`tls`], [`cert`], [`identify`] and [`server_tls`] own the
 //! proxy's certificate, its rustls configuration and who a client certificate names, and
-//! [`app_certs`] the certificates of web applications where `*.P` cannot name them.
+//! [`app_certs`] the certificates of web applications where `*.P` cannot name them; [`rotation`]
+//! decides what a CA rotation asks of the proxy's own certificates.
 //!
 //! The data plane and the relay never import routes or Auth; the proxy imports Auth (it serves
 //! Auth's API on the one port and asks it for decisions), never the other way round.
@@ -23,8 +24,11 @@ pub mod identify;
 pub mod listener;
 pub mod presence;
 pub mod relay;
+pub mod rotation;
 pub mod routes;
 pub mod server_tls;
+#[cfg(test)]
+mod test_auth;
 pub mod tls;
 pub mod tunnels;
 pub mod web;

@@ -297,6 +297,15 @@ struct Routed {
     read: Vec<u8>,
 }
 
+/// The SPKI pin of the host CA key (among those trusted now) that signed the client certificate
+/// on `tls`: what the registry keeps, so that an agent of a key a rotation drops is disconnected
+/// (`crate::admission::sweep_agents`).
+fn agent_signer(auth: &AuthServer, tls: &AgentStream) -> Option<String> {
+    let leaf = tls.get_ref().1.peer_certificates()?.first()?;
+    let trusted = auth.public_authorities(hop_ca::CaKind::Host);
+    hop_ca::x509_signer_pin(leaf.as_ref(), &trusted, hop_ca::CaKind::Host, auth.now())
+}
+
 /// Serves one terminated TLS connection by its ALPN and its client certificate. Owns the
 /// connection's `connections_active` count and its place in the limits.
 async fn route(
@@ -380,11 +389,15 @@ async fn route(
     }
     match (alpn.as_deref(), caller) {
         (Some(p), Caller::Host { host_id, role, .. }) if p == ALPN_TUNNEL => {
-            routes
-                .registry
-                .clone()
-                .serve_control(tls, host_id, role, remote, shutdown)
-                .await;
+            if let Some(signer) = agent_signer(&routes.auth, &tls) {
+                routes
+                    .registry
+                    .clone()
+                    .serve_control(tls, host_id, role, signer, remote, shutdown)
+                    .await;
+            } else {
+                tracing::warn!(%host_id, %remote, "agent refused: its certificate is signed by no host CA key trusted now");
+            }
         }
         (Some(p), Caller::Host { host_id, .. }) if p == ALPN_TUNNEL_DATA => {
             routes.registry.park_data(&host_id, tls, guard);

@@ -3,8 +3,9 @@
 //!
 //! This module owns the [`TunnelRegistry`]: which agents are connected right now (soft state with
 //! a heartbeat deadline, never a backend write per heartbeat), what each announced (services,
-//! resources, labels), and the idle data connections each keeps parked here so that starting a
-//! session costs no round trip to the agent. It serves the control protocol (hello, heartbeat,
+//! resources, labels, the host CA key that signed its certificate), and the idle data
+//! connections each keeps parked here so that starting a session costs no round trip to the
+//! agent. It serves the control protocol (hello, heartbeat,
 //! goaway; the hello within `proxy_service.tunnel_hello_timeout`; an agent of another protocol
 //! version refused with a reason that names both sides', `versions`) and hands out data
 //! connections; it does not decide who may use them.
@@ -40,6 +41,8 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct AgentEntry {
     info: AgentInfo,
+    /// SPKI pin of the host CA key that signed the agent's certificate.
+    signer: String,
     generation: u64,
     goaway: watch::Sender<Option<GoAway>>,
 }
@@ -335,12 +338,28 @@ impl TunnelRegistry {
         }
     }
 
+    /// The agents connected with a certificate signed by no key among `trusted` (SPKI pins of
+    /// host CA keys): keys a CA rotation dropped since they connected.
+    pub fn signed_outside(&self, trusted: &[String]) -> Vec<AgentInfo> {
+        let mut v: Vec<AgentInfo> = self
+            .agents()
+            .values()
+            .filter(|e| !trusted.contains(&e.signer))
+            .map(|e| e.info.clone())
+            .collect();
+        v.sort_by(|a, b| a.host_id.cmp(&b.host_id));
+        v
+    }
+
     /// Serves one agent's control connection until it closes, misses heartbeats, or shutdown.
+    /// `signer` is the SPKI pin of the host CA key that signed its certificate
+    /// ([`Self::signed_outside`]).
     pub async fn serve_control(
         self: Arc<Self>,
         stream: AgentStream,
         host_id: String,
         role: HostRole,
+        signer: String,
         remote: SocketAddr,
         mut shutdown: watch::Receiver<bool>,
     ) {
@@ -387,6 +406,7 @@ impl TunnelRegistry {
             |agents, resources| {
                 let entry = AgentEntry {
                     info: AgentInfo { resources, ..info },
+                    signer,
                     generation,
                     goaway: goaway_tx,
                 };
@@ -545,5 +565,45 @@ mod vet_tests {
             r.vet("h3", HostRole::Node, vec![ann("node", "web1")]).len(),
             1
         );
+    }
+
+    fn connect(r: &TunnelRegistry, host_id: &str, signer: &str) {
+        let now = clock::wall();
+        let info = AgentInfo {
+            host_id: host_id.into(),
+            version: String::new(),
+            services: vec![],
+            resources: vec![],
+            remote: "127.0.0.1:1".parse().unwrap(),
+            connected: now,
+            last_heartbeat: now,
+            pooled: 0,
+        };
+        let entry = AgentEntry {
+            info,
+            signer: signer.into(),
+            generation: 0,
+            goaway: watch::channel(None).0,
+        };
+        r.agents().insert(host_id.into(), entry);
+    }
+
+    #[test]
+    fn agents_of_a_key_no_longer_trusted_are_named() {
+        let r = TunnelRegistry::new("p".into(), Duration::from_secs(30));
+        connect(&r, "on-old", "old");
+        connect(&r, "on-new", "new");
+        let named = |trusted: &[&str]| -> Vec<String> {
+            let trusted: Vec<String> = trusted.iter().map(|s| s.to_string()).collect();
+            r.signed_outside(&trusted)
+                .into_iter()
+                .map(|a| a.host_id)
+                .collect()
+        };
+        assert!(
+            named(&["new", "old"]).is_empty(),
+            "during a rotation both are trusted"
+        );
+        assert_eq!(named(&["new"]), vec!["on-old"]);
     }
 }

@@ -10,7 +10,7 @@ use hop_auth::AuthServer;
 use hop_config::Config;
 use hop_metrics::Metrics;
 use hop_proxy::app_certs::{AnnouncedApps, NameRule, WithKube, name_rule};
-use hop_proxy::cert::{CertSource, ProxyCertificate};
+use hop_proxy::cert::{CertSource, ClientTrust, ProxyCertificate};
 use hop_proxy::dataplane::limits::{HandshakeSlots, PreAuthBudget};
 use hop_proxy::dataplane::{DataPlane, DataPlaneSettings, Handoff, TlsTermination};
 use hop_proxy::listener::{IdentifyPeer, TlsListenerSettings};
@@ -187,15 +187,6 @@ pub(super) async fn load_certificate(
     front: &TlsFront,
     apps: Arc<AppHttp>,
 ) -> anyhow::Result<Arc<ArcSwapOption<rustls::ServerConfig>>> {
-    // Client certificates of users (logins) and hosts (agents) are accepted; each route then
-    // requires the kind it needs.
-    let client_cas: Vec<String> = [
-        auth.authorities().user.public(),
-        auth.authorities().host.public(),
-    ]
-    .into_iter()
-    .filter_map(|c| c.x509_cert_pem)
-    .collect();
     let source = match &cfg.proxy_service.tls {
         Some(files) => CertSource::Files {
             cert: files.cert_file.clone(),
@@ -215,15 +206,18 @@ pub(super) async fn load_certificate(
                 kube_name: hop_proxy::routes::kube::server_name(&PublicHost::parse(&web_addr(cfg))),
             }) as _
         });
+    // Client certificates of users (logins) and hosts (agents) are accepted, of every key the
+    // user and host CAs trust now; each route then requires the kind it needs.
     let proxy_cert = ProxyCertificate {
         source,
-        client_cas,
+        client_trust: ClientTrust::Cluster(auth.clone()),
         apps,
     };
-    front.tls.store(Some(Arc::new(proxy_cert.load().await?)));
+    let served = proxy_cert.load().await?;
+    front.tls.store(Some(served.config()));
     let tls = front.tls.clone();
     p.tasks
-        .spawn(proxy_cert.keep_fresh(tls.clone(), p.shutdown.clone()));
+        .spawn(proxy_cert.keep_fresh(served, tls.clone(), p.shutdown.clone()));
     Ok(tls)
 }
 
@@ -244,14 +238,10 @@ pub(super) fn jump_host(
     Ok(jump)
 }
 
-/// Who a client certificate belongs to: a user (user CA) or a host (host CA).
-pub(super) fn identifier(auth: &AuthServer, clock: &Arc<dyn Clock>) -> IdentifyPeer {
-    hop_proxy::identify::Identifier::new(
-        vec![auth.authorities().user.public()],
-        vec![auth.authorities().host.public()],
-        clock.clone(),
-    )
-    .into_callback()
+/// Who a client certificate belongs to: a user (user CA) or a host (host CA), of the keys the
+/// CAs trust now (followed through rotations).
+pub(super) fn identifier(auth: &Arc<AuthServer>, clock: &Arc<dyn Clock>) -> IdentifyPeer {
+    hop_proxy::identify::Identifier::following(auth.clone(), clock.clone()).into_callback()
 }
 
 /// The listener's deadlines and handshake slots.

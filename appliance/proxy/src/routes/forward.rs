@@ -99,6 +99,7 @@ fn front_config(fwd: &Forward) -> Result<russh::server::Config, SshIdentityError
         SESSION_CERT_TTL * 10,
         None,
     )
+    .map(|c| c.config)
 }
 
 /// The proxy's client to the node: verifies the node's host certificate.
@@ -171,7 +172,8 @@ impl russh::client::Handler for Back {
             return Ok(false);
         };
         let text = cert.to_openssh()?;
-        let host_cas = [self.auth.authorities().host.public()];
+        // Every key the host CA trusts now: nodes move to the new key during a rotation.
+        let host_cas = self.auth.public_authorities(hop_ca::CaKind::Host);
         match hop_ca::verify_host_ssh(&text, &host_cas, &self.node, clock::wall()) {
             Ok(_) => Ok(true),
             Err(e) => {

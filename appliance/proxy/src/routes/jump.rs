@@ -2,8 +2,10 @@
 //!
 //! The data plane sees `SSH-` as the first bytes and hands the connection here. This module owns
 //! that SSH server: the proxy's host key and a host certificate from the cluster's host CA
-//! (principals: the proxy's names; renewed before it expires), user authentication by user
-//! certificate only (signed by the user CA, this cluster's, user not locked), and the one thing a
+//! (principals: the proxy's names; renewed before it expires, and when a CA rotation step moves
+//! servers to the key that signs now, `crate::rotation::signer_stale`), user authentication by
+//! user certificate only (signed by a key the user CA trusts now, this cluster's, user not
+//! locked), and the one thing a
 //! jump host does: `direct-tcpip` channels to a node, resolved like `hop ssh` resolves it, checked
 //! against the roles (some certificate login must be allowed on the node), then carried over a
 //! pooled tunnel connection to the node's agent. The inner SSH session stays end to end between
@@ -13,7 +15,7 @@
 //! counts against its address's pre-authentication budget.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -26,7 +28,7 @@ use tokio::sync::watch;
 
 use super::dial::dial_agent;
 use super::ssh::{SshCertRefusal, resolve, verify_user_cert};
-use super::ssh_host::SshIdentityError;
+use super::ssh_host::{CertifiedConfig, SshIdentityError};
 use crate::admission::{Live, LiveWatch, UserCert, admit, dup_stream};
 use crate::dataplane::limits::ConnectionGuard;
 use crate::tunnels::TunnelRegistry;
@@ -36,10 +38,14 @@ use hop_net::ssh_deadline::{AuthDeadline, AuthDone};
 
 /// Lifetime of the jump host's SSH host certificate; it is renewed at half of it.
 const HOST_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How soon a failed renewal is tried again.
+const RENEW_RETRY: Duration = Duration::from_secs(60);
 
 /// The jump host: its current SSH configuration and what sessions need.
 pub struct JumpHost {
     config: ArcSwap<russh::server::Config>,
+    /// Fingerprint of the host CA key that signed the current host certificate.
+    signer: Mutex<Option<String>>,
     names: Vec<String>,
     registry: Arc<TunnelRegistry>,
     auth: Arc<AuthServer>,
@@ -55,10 +61,7 @@ impl std::fmt::Debug for JumpHost {
     }
 }
 
-fn server_config(
-    auth: &AuthServer,
-    names: &[String],
-) -> Result<russh::server::Config, SshIdentityError> {
+fn server_config(auth: &AuthServer, names: &[String]) -> Result<CertifiedConfig, SshIdentityError> {
     // A jump connection that carries nothing for an hour is closed.
     super::ssh_host::certified_server_config(
         auth,
@@ -80,9 +83,10 @@ impl JumpHost {
         names.push(format!("proxy.{}", auth.cluster_name()));
         names.sort();
         names.dedup();
-        let config = server_config(&auth, &names)?;
+        let certified = server_config(&auth, &names)?;
         Ok(Arc::new(Self {
-            config: ArcSwap::from_pointee(config),
+            config: ArcSwap::from_pointee(certified.config),
+            signer: Mutex::new(certified.signer),
             names,
             registry,
             auth,
@@ -90,20 +94,62 @@ impl JumpHost {
         }))
     }
 
-    /// Renews the host certificate at half its life until shutdown.
+    /// Renews the host certificate at half its life, and after a CA rotation step that moves
+    /// servers to the key that signs now, until shutdown.
     pub async fn keep_fresh(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut changes = Some(self.auth.watch_authorities());
+        let renewal = tokio::time::sleep(HOST_CERT_TTL / 2);
+        tokio::pin!(renewal);
         loop {
-            tokio::select! {
-                _ = tokio::time::sleep(HOST_CERT_TTL / 2) => {}
-                _ = hop_platform::signals::until_shutdown(&mut shutdown) => return,
-            }
-            match server_config(&self.auth, &self.names) {
-                Ok(c) => self.config.store(Arc::new(c)),
-                Err(e) => {
-                    tracing::error!(error = %hop_net::connect::error_chain(&e), "cannot renew the jump host certificate")
+            let reason = tokio::select! {
+                _ = &mut renewal => "half of its life is over",
+                _ = crate::rotation::authorities_changed(&mut changes) => {
+                    if !self.signer_stale() {
+                        continue;
+                    }
+                    "a CA rotation step moves servers to the key that signs now"
                 }
-            }
+                _ = hop_platform::signals::until_shutdown(&mut shutdown) => return,
+            };
+            let next = match self.renew() {
+                Ok(()) => {
+                    tracing::info!(reason, "jump host certificate renewed");
+                    HOST_CERT_TTL / 2
+                }
+                Err(e) => {
+                    tracing::error!(reason, error = %hop_net::connect::error_chain(&e), "cannot renew the jump host certificate");
+                    RENEW_RETRY
+                }
+            };
+            renewal
+                .as_mut()
+                .reset(hop_platform::clock::tokio_now() + next);
         }
+    }
+
+    /// A new host key and certificate from the key that signs now.
+    fn renew(&self) -> Result<(), SshIdentityError> {
+        let certified = server_config(&self.auth, &self.names)?;
+        self.config.store(Arc::new(certified.config));
+        *self.signer.lock().unwrap_or_else(|p| p.into_inner()) = certified.signer;
+        Ok(())
+    }
+
+    /// Whether the host CA's phase asks servers to present a certificate of the key that signs
+    /// now and the current certificate is of another key.
+    fn signer_stale(&self) -> bool {
+        let cas = self.auth.authorities();
+        let host = cas.set(hop_ca::CaKind::Host);
+        let ours = self
+            .signer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        crate::rotation::signer_stale(
+            host.rotation.phase,
+            ours.as_deref(),
+            host.signer().ssh_fingerprint.as_deref(),
+        )
     }
 
     /// Serves one SSH connection the data plane handed over; `guard` is its place in the
@@ -353,5 +399,54 @@ impl russh::server::Handler for JumpHandler {
             }
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hop_auth::rotation::Phase;
+    use hop_ca::CaKind;
+    use hop_storage::ManualClock;
+
+    use super::*;
+    use crate::test_auth::rotate;
+
+    fn signer_now(auth: &AuthServer) -> Option<String> {
+        auth.authorities()
+            .set(CaKind::Host)
+            .signer()
+            .ssh_fingerprint
+            .clone()
+    }
+
+    #[test]
+    fn the_host_certificate_moves_to_the_signing_key_in_update_servers_only() {
+        let clock = Arc::new(ManualClock::new(hop_platform::clock::wall()));
+        let auth = crate::test_auth::auth(clock);
+        let registry = Arc::new(TunnelRegistry::new("p".into(), Duration::from_secs(30)));
+        let jump = JumpHost::new(
+            auth.clone(),
+            registry,
+            vec!["localhost".into()],
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        let old = signer_now(&auth);
+        assert_eq!(*jump.signer.lock().unwrap(), old);
+        rotate(&auth, CaKind::Host, Phase::Init);
+        assert!(!jump.signer_stale());
+        rotate(&auth, CaKind::Host, Phase::UpdateClients);
+        assert_ne!(signer_now(&auth), old);
+        assert!(
+            !jump.signer_stale(),
+            "clients may not trust the new key yet"
+        );
+        rotate(&auth, CaKind::Host, Phase::UpdateServers);
+        assert!(jump.signer_stale());
+        jump.renew().unwrap();
+        assert_eq!(*jump.signer.lock().unwrap(), signer_now(&auth));
+        assert!(!jump.signer_stale());
+        rotate(&auth, CaKind::Host, Phase::Standby);
+        assert!(!jump.signer_stale());
     }
 }

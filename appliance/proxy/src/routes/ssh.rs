@@ -83,8 +83,8 @@ pub enum SshCertRefusal {
     NotTrusted(#[source] hop_ca::CaError),
 }
 
-/// A user certificate presented to the proxy's SSH server, checked against the cluster's user
-/// CA at `now`: its OpenSSH text, the identity it carries and when it expires.
+/// A user certificate presented to the proxy's SSH server, checked against every key the
+/// cluster's user CA trusts now (two during a rotation) at `now`: its OpenSSH text, the identity it carries and when it expires.
 pub fn verify_user_cert(
     auth: &AuthServer,
     cert: &russh::keys::Certificate,
@@ -92,7 +92,7 @@ pub fn verify_user_cert(
 ) -> Result<(String, hop_ca::Identity, std::time::SystemTime), SshCertRefusal> {
     let text = cert.to_openssh().map_err(SshCertRefusal::Unreadable)?;
     let (identity, expires) =
-        hop_ca::verify_user_ssh(&text, &[auth.authorities().user.public()], now)
+        hop_ca::verify_user_ssh(&text, &auth.public_authorities(hop_ca::CaKind::User), now)
             .map_err(SshCertRefusal::NotTrusted)?;
     Ok((text, identity, expires))
 }

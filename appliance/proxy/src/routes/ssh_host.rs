@@ -27,19 +27,32 @@ pub enum SshIdentityError {
     ReadCertificate(#[source] russh::keys::ssh_key::Error),
 }
 
+/// A server configuration of [`certified_server_config`] and the fingerprint of the host CA key
+/// that signed its certificate (to tell, after a CA rotation step, whether it must be replaced).
+pub struct CertifiedConfig {
+    pub config: russh::server::Config,
+    pub signer: Option<String>,
+}
+
 /// A russh server configuration presenting a new key certified for `names` (key id `key_id`,
-/// valid `ttl`), closing connections idle for `inactivity`.
+/// valid `ttl`) by the host CA's signing key, closing connections idle for `inactivity`.
 pub fn certified_server_config(
     auth: &AuthServer,
     key_id: &str,
     names: &[String],
     ttl: Duration,
     inactivity: Option<Duration>,
-) -> Result<russh::server::Config, SshIdentityError> {
+) -> Result<CertifiedConfig, SshIdentityError> {
     let pair = hop_ca::generate_ssh_keypair(&mut rand::rng())
         .map_err(|cause| SshIdentityError::Key { cause })?;
-    let cert = auth
-        .authorities()
+    // One snapshot: the key that signs is the one whose fingerprint is returned.
+    let cas = auth.authorities();
+    let signer = cas
+        .set(hop_ca::CaKind::Host)
+        .signer()
+        .ssh_fingerprint
+        .clone();
+    let cert = cas
         .host
         .issue_host_ssh(
             &pair.public_openssh,
@@ -58,7 +71,7 @@ pub fn certified_server_config(
     let cert = Certificate::from_openssh(cert.trim()).map_err(SshIdentityError::ReadCertificate)?;
     let mut methods = russh::MethodSet::empty();
     methods.push(russh::MethodKind::PublicKey);
-    Ok(russh::server::Config {
+    let config = russh::server::Config {
         server_id: russh::SshId::Standard(
             format!("SSH-2.0-Hop_{}", env!("CARGO_PKG_VERSION")).into(),
         ),
@@ -73,5 +86,6 @@ pub fn certified_server_config(
         keepalive_max: 3,
         nodelay: true,
         ..Default::default()
-    })
+    };
+    Ok(CertifiedConfig { config, signer })
 }
