@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Mutex, RwLock};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::clock;
 use crate::db::{Postgres, psql, start_db_agent, wait_for_db};
@@ -71,62 +71,52 @@ fn renewals(log: &Path) -> usize {
         .count()
 }
 
-/// Logins by one user need a fresh one-time code each: the next step not used yet.
-struct Logins {
-    secret: String,
-    last_step: Mutex<u64>,
+/// The cluster these tests run: no second factor, so that a user can log in again in every
+/// phase without waiting for a fresh one-time code (codes work once per 30 s step).
+const NO_SECOND_FACTOR: &str = "  authentication:\n    second_factor: off\n";
+
+/// Creates `name` with `roles` and `logins` and completes the sign-up (a password only).
+fn add_user(a: &Appliance, name: &str, roles: &str, logins: &str) {
+    let out = a.ok(&[
+        "admin", "users", "add", name, "--roles", roles, "--logins", logins, "--format", "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let token = v["token"].as_str().unwrap();
+    let out = a.hop_stdin(
+        &[
+            "signup",
+            token,
+            "--proxy",
+            &a.addr,
+            "--ca-pin",
+            &a.pin,
+            "--password-stdin",
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(out.status.success(), "signup: {}", stderr(&out));
 }
 
-impl Logins {
-    fn new(secret: String) -> Self {
-        Self {
-            secret,
-            last_step: Mutex::new(0),
-        }
-    }
-
-    /// `hop login` as `user` into `home`, waiting for a code step newer than the last one used.
-    fn login(&self, a: &Appliance, home: &Path, user: &str) {
-        let mut last = self.last_step.lock().unwrap();
-        let step = loop {
-            let now = clock::wall_now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_secs()
-                / 30;
-            // Auth accepts the step before, the current and the next one.
-            let candidate = (*last + 1).max(now.saturating_sub(1));
-            if candidate <= now + 1 {
-                break candidate;
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        };
-        let code = Command::new("oathtool")
-            .args(["--totp", "-b", "--now", &format!("@{}", step * 30 + 1)])
-            .arg(&self.secret)
-            .output()
-            .unwrap();
-        let code = stdout(&code).trim().to_owned();
-        let mut child = Command::new(HOP)
-            .args([
-                "login", "--proxy", &a.addr, "--ca-pin", &a.pin, "--user", user,
-            ])
-            .args(["--password-stdin", "--otp", &code])
-            .env("HOP_HOME", home)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        std::io::Write::write_all(
-            &mut child.stdin.take().unwrap(),
-            format!("{PASSWORD}\n").as_bytes(),
-        )
+/// `hop login` as `user` into `home`, with the pin the cluster had at its start.
+fn login(a: &Appliance, home: &Path, user: &str) {
+    let mut child = Command::new(HOP)
+        .args([
+            "login", "--proxy", &a.addr, "--ca-pin", &a.pin, "--user", user,
+        ])
+        .arg("--password-stdin")
+        .env("HOP_HOME", home)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "hop login: {}", stderr(&out));
-        *last = step;
-    }
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        format!("{PASSWORD}\n").as_bytes(),
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "hop login: {}", stderr(&out));
 }
 
 /// `hop` with another `HOP_HOME`.
@@ -264,7 +254,7 @@ fn wait_renewed(logs: &[PathBuf], before: &[usize], what: &str) {
 
 #[test]
 fn a_manual_rotation_of_the_user_and_host_cas_keeps_every_route_working() {
-    let a = Appliance::start("");
+    let a = Appliance::start(NO_SECOND_FACTOR);
     let Some(pg) = Postgres::start(&a) else {
         return;
     };
@@ -272,8 +262,8 @@ fn a_manual_rotation_of_the_user_and_host_cas_keeps_every_route_working() {
     std::fs::write(&role, DB_ROLE).unwrap();
     a.ok(&["admin", "create", "-f", role.to_str().unwrap()]);
     os_login();
-    let logins = Logins::new(a.add_user("alice", "access,db-alice", &format!("{OS_LOGIN},alice")));
-    logins.login(&a, &a.home, "alice");
+    add_user(&a, "alice", "access,db-alice", &format!("{OS_LOGIN},alice"));
+    login(&a, &a.home, "alice");
 
     let node1_dir = a.dir.path().join("node1");
     let _node1 = start_node(&a, &node1_dir, &a.join_token("node"), "node1", "env=rot");
@@ -365,7 +355,7 @@ fn a_manual_rotation_of_the_user_and_host_cas_keeps_every_route_working() {
                     sign_agentless(&a, &web1, Some(&sshd));
                     {
                         let _files = ssh_loop.files.write().unwrap();
-                        logins.login(&a, &a.home, "alice");
+                        login(&a, &a.home, "alice");
                     }
                     every_route_works(&a, &cfg, &["node1", "node2"], phase);
                 }
@@ -489,7 +479,6 @@ fn a_manual_rotation_of_the_user_and_host_cas_keeps_every_route_working() {
         }
         every_route_works(&a, &cfg, &["node1"], phase);
     });
-    logins.login(&a, &a.home, "alice");
     walk(&a, &["rollback"], |phase| {
         wait_renewed(
             &agent_logs,
@@ -499,7 +488,8 @@ fn a_manual_rotation_of_the_user_and_host_cas_keeps_every_route_working() {
         sign_agentless(&a, &web1, Some(&sshd));
         every_route_works(&a, &cfg, &["node1"], phase);
     });
-    logins.login(&a, &a.home, "alice");
+    // The old key signs again: a login now outlives the new key's standby.
+    login(&a, &a.home, "alice");
     walk(&a, &["standby"], |phase| {
         every_route_works(&a, &cfg, &["node1"], phase)
     });
@@ -512,10 +502,10 @@ fn a_manual_rotation_of_the_user_and_host_cas_keeps_every_route_working() {
 
 #[test]
 fn an_automatic_rotation_completes_with_agents_and_a_bot_following() {
-    let a = Appliance::start("");
+    let a = Appliance::start(NO_SECOND_FACTOR);
     os_login();
-    let logins = Logins::new(a.add_user("alice", "access", OS_LOGIN));
-    logins.login(&a, &a.home, "alice");
+    add_user(&a, "alice", "access", OS_LOGIN);
+    login(&a, &a.home, "alice");
     let node_dir = a.dir.path().join("node1");
     let _node = start_node(&a, &node_dir, &a.join_token("node"), "node1", "env=auto");
     wait_for_node(&a, "node1");
@@ -634,7 +624,7 @@ fn an_automatic_rotation_completes_with_agents_and_a_bot_following() {
         !out.status.success(),
         "a certificate from the dropped user key still works"
     );
-    logins.login(&a, &a.home, "alice");
+    login(&a, &a.home, "alice");
     let out = a.hop(&["ssh", &format!("{OS_LOGIN}@node1"), "echo", "after-ok"]);
     assert!(
         out.status.success() && stdout(&out).contains("after-ok"),
