@@ -73,7 +73,7 @@ fn renewals(log: &Path) -> usize {
 
 /// The cluster these tests run: no second factor, so that a user can log in again in every
 /// phase without waiting for a fresh one-time code (codes work once per 30 s step).
-const NO_SECOND_FACTOR: &str = "  authentication:\n    second_factor: off\n";
+const NO_SECOND_FACTOR: &str = "  authentication:\n    second_factor: \"off\"\n";
 
 /// Creates `name` with `roles` and `logins` and completes the sign-up (a password only).
 fn add_user(a: &Appliance, name: &str, roles: &str, logins: &str) {
