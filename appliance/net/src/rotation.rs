@@ -91,13 +91,14 @@ pub fn cert_signer(
 /// compares unequal.
 #[must_use]
 pub fn same_certificates(saved: &str, current: &[String]) -> bool {
-    let set = |pems: &mut dyn Iterator<Item = &str>| -> Option<std::collections::BTreeSet<Vec<u8>>> {
-        let mut out = std::collections::BTreeSet::new();
-        for p in pems {
-            out.extend(hop_ca::parse_pem_certs(p).ok()?);
-        }
-        Some(out)
-    };
+    let set =
+        |pems: &mut dyn Iterator<Item = &str>| -> Option<std::collections::BTreeSet<Vec<u8>>> {
+            let mut out = std::collections::BTreeSet::new();
+            for p in pems {
+                out.extend(hop_ca::parse_pem_certs(p).ok()?);
+            }
+            Some(out)
+        };
     match (
         set(&mut std::iter::once(saved)),
         set(&mut current.iter().map(String::as_str)),
