@@ -88,7 +88,7 @@ pub fn x509_signer_pin(
                 cert_der,
                 std::slice::from_ref(*ca),
                 kind,
-                usage.clone(),
+                usage,
                 "certificate",
                 now,
             )

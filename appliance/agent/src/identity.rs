@@ -480,10 +480,13 @@ mod tests {
         // Nothing new: nothing changes.
         assert!(follow_trust(&data, &next, &t).unwrap().is_none());
         // The certificate is from no trusted key: hosts move in update_servers, not in init.
-        assert_eq!(rotation_renewal(&next, &t, SystemTime::now()), None);
+        assert_eq!(
+            rotation_renewal(&next, &t, hop_platform::clock::wall()),
+            None
+        );
         let t = trust("update_servers", &[new, old], &[]);
         assert_eq!(
-            rotation_renewal(&next, &t, SystemTime::now()).as_deref(),
+            rotation_renewal(&next, &t, hop_platform::clock::wall()).as_deref(),
             Some("update_servers")
         );
         let _ = std::fs::remove_dir_all(&data);

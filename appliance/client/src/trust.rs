@@ -148,7 +148,7 @@ mod tests {
         let ca = hop_ca::CertAuthority::generate(
             hop_ca::CaKind::Host,
             "c",
-            std::time::SystemTime::now(),
+            hop_platform::clock::wall(),
             &mut rand::rng(),
         )
         .unwrap();

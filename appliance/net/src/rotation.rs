@@ -184,7 +184,7 @@ mod tests {
         let issuer = rcgen::Issuer::from_ca_cert_der(old.der(), &old_key).unwrap();
         let leaf = params.signed_by(&leaf_key, &issuer).unwrap();
         let pems = vec![new.pem(), old.pem()];
-        let now = SystemTime::now();
+        let now = hop_platform::clock::wall();
         assert_eq!(
             cert_signer(&leaf.pem(), &pems, CaKind::Host, now),
             Some(hop_ca::ca_pin(old.der()).unwrap())

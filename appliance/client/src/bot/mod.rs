@@ -169,9 +169,9 @@ impl Follow<'_> {
     /// Waits `wait` for the next renewal, looking at the cluster's trust every [`TRUST_POLL`];
     /// a CA rotation ends the wait early when `early` (not while backing off after a failure).
     async fn wait_for_renewal(&mut self, wait: Duration, early: bool) -> Waited {
-        let due = tokio::time::Instant::now() + wait;
+        let due = clock::tokio_now() + wait;
         loop {
-            let left = due.saturating_duration_since(tokio::time::Instant::now());
+            let left = due.saturating_duration_since(clock::tokio_now());
             if left.is_zero() {
                 return Waited::Renew;
             }
@@ -179,7 +179,7 @@ impl Follow<'_> {
                 () = tokio::time::sleep(left.min(TRUST_POLL)) => {}
                 _ = tokio::signal::ctrl_c() => return Waited::Stop,
             }
-            if tokio::time::Instant::now() >= due {
+            if clock::tokio_now() >= due {
                 return Waited::Renew;
             }
             match self.follow_trust(early).await {
