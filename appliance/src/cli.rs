@@ -235,4 +235,29 @@ mod tests {
             Command::Kube(KubeCommand::Credentials { cluster, proxy: Some(p) }) if cluster == "dev" && p == "p:3080"
         ));
     }
+
+    #[test]
+    fn hop_admin_auth_rotate_is_under_admin_auth() {
+        let cli = Cli::try_parse_from([
+            "hop",
+            "admin",
+            "auth",
+            "rotate",
+            "--type",
+            "host",
+            "--manual",
+            "--phase",
+            "update_servers",
+        ])
+        .unwrap();
+        let Command::Admin(a) = cli.command else {
+            panic!("not admin: {cli:?}")
+        };
+        let AdminCommand::Auth(AuthCommand::Rotate(r)) = a.command else {
+            panic!("not auth rotate")
+        };
+        assert_eq!(r.kind, RotateType::Host);
+        assert!(r.manual);
+        assert_eq!(r.phase, Some(RotatePhase::UpdateServers));
+    }
 }

@@ -154,7 +154,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     labels,
                     matches!(format, hop_client::cli::OutputFormat::Json),
                 )),
-                Command::Config => hop_client::ssh::config(),
+                Command::Config => rt.block_on(hop_client::ssh::config()),
                 Command::Recordings(c) => rt.block_on(hop_client::recordings::run(c)),
                 Command::Sessions(c) => rt.block_on(hop_client::sessions::run(c)),
                 Command::Play(a) => rt.block_on(hop_client::recordings::play(a)),

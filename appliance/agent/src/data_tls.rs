@@ -31,19 +31,22 @@ pub(crate) struct DataTls {
     current: Mutex<Option<Made>>,
 }
 
-/// A configuration and the certificate it presents.
+/// A configuration, the certificate it presents and the host CAs it trusts.
 struct Made {
     chain_pem: String,
+    host_ca_pem: String,
     config: Arc<ClientConfig>,
 }
 
 impl DataTls {
     /// The configuration for `id`'s data connections: the kept one while `id` presents the same
-    /// certificate, else a new one (with a new, empty session store).
+    /// certificate and trusts the same host CAs, else a new one (with a new, empty session
+    /// store): after a CA rotation added a host key, the proxy's certificate from it is trusted.
     pub(crate) fn config(&self, id: &AgentIdentity) -> Result<Arc<ClientConfig>, TrustError> {
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(made) = current.as_ref()
             && made.chain_pem == id.cert.chain_pem
+            && made.host_ca_pem == id.host_ca_pem
         {
             return Ok(made.config.clone());
         }
@@ -54,6 +57,7 @@ impl DataTls {
         )?));
         *current = Some(Made {
             chain_pem: id.cert.chain_pem.clone(),
+            host_ca_pem: id.host_ca_pem.clone(),
             config: config.clone(),
         });
         Ok(config)
@@ -109,5 +113,12 @@ mod tests {
         let renewed = identity();
         let c = tls.config(&renewed).unwrap();
         assert!(!Arc::ptr_eq(&a, &c), "a renewed certificate starts afresh");
+        let mut more_trust = renewed.clone();
+        more_trust.host_ca_pem = format!("{}{}", renewed.host_ca_pem, first.host_ca_pem);
+        let d = tls.config(&more_trust).unwrap();
+        assert!(
+            !Arc::ptr_eq(&c, &d),
+            "a host CA added by a rotation is trusted from the next connection on"
+        );
     }
 }

@@ -4,7 +4,9 @@
 //! cluster, role), `host.key` (PKCS#8), `host.crt`, `host_ca.pem`, `user_ca.pem`; SSH nodes also
 //! keep `ssh_host_key` (OpenSSH private key), `ssh_host_key-cert.pub` and `ssh_user_ca.pub` (the
 //! user CA keys they trust). A restarted agent reuses them and needs no token; `renew` replaces
-//! the certificates before they expire.
+//! the certificates before they expire. While a CA rotates, `fetch_trust` asks Auth for every
+//! trusted CA key, `follow_trust` keeps the CA files (and the identity in memory) in step with
+//! it, and `rotation_renewal` says when the host certificate must move to the key that signs.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -12,7 +14,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use hop_api::proto::auth_public_client::AuthPublicClient;
-use hop_api::proto::{JoinRequest, JoinResponse, RenewHostCertificateRequest};
+use hop_api::proto::{
+    CaTrust, GetTrustRequest, JoinRequest, JoinResponse, RenewHostCertificateRequest, TrustResponse,
+};
 use hop_net::connect::{ApiError, ConnectError, status_error, tls_channel};
 use hop_net::files::{FileError, ensure_dir, write_private};
 use hop_net::trust::{ClientCert, Trust};
@@ -56,6 +60,9 @@ pub enum JoinError {
     /// Auth refused to renew the host certificate, or did not answer.
     #[error("renewing the host certificate")]
     Renew(#[source] ApiError),
+    /// Auth did not say which CA keys the cluster trusts (`GetTrust`).
+    #[error("asking for the cluster's trusted CAs")]
+    Trust(#[source] ApiError),
     /// The new identity could not be stored.
     #[error(transparent)]
     Store(#[from] IdentityError),
@@ -285,4 +292,203 @@ fn ssh_host_key(role: &str) -> Result<Option<hop_ca::SshKeyPair>, hop_ca::CaErro
         return Ok(None);
     }
     hop_ca::generate_ssh_keypair(&mut rand::rng()).map(Some)
+}
+
+/// Asks Auth, through the proxy, for every trusted CA key and each CA's rotation phase. With
+/// the host certificate first; without it when that fails (a certificate of a key the cluster
+/// dropped is refused at the handshake, and `GetTrust` needs no identity), so that the agent
+/// can tell that it must join again.
+pub async fn fetch_trust(proxy: &str, current: &AgentIdentity) -> Result<TrustResponse, JoinError> {
+    let channel = match tls_channel(proxy, &current.trust(), Some(&current.cert)).await {
+        Ok(c) => c,
+        Err(_) => tls_channel(proxy, &current.trust(), None).await?,
+    };
+    Ok(AuthPublicClient::new(channel)
+        .get_trust(GetTrustRequest {})
+        .await
+        .map_err(|s| JoinError::Trust(status_error(s)))?
+        .into_inner())
+}
+
+/// The authority of `kind` in a `GetTrust` answer.
+pub fn authority<'a>(trust: &'a TrustResponse, kind: &str) -> Option<&'a CaTrust> {
+    trust.authorities.iter().find(|a| a.kind == kind)
+}
+
+/// PEM certificates one after another, each ending with a newline.
+fn joined_pems(pems: &[String]) -> String {
+    pems.iter().map(|p| format!("{}\n", p.trim_end())).collect()
+}
+
+/// Keeps the CA files under `<data_dir>/agent/` in step with `trust` (`host_ca.pem`,
+/// `user_ca.pem`, an SSH node's `ssh_user_ca.pub`), so that the proxy's certificate from a host
+/// key a rotation added is trusted. Returns the identity to use from now on when what it holds
+/// in memory changed, `None` when nothing did. A CA the answer lists without keys is left as it
+/// is (an answer from an older Auth).
+pub fn follow_trust(
+    data_dir: &Path,
+    current: &AgentIdentity,
+    trust: &TrustResponse,
+) -> Result<Option<AgentIdentity>, IdentityError> {
+    let d = dir(data_dir);
+    let mut next = current.clone();
+    let mut changed = false;
+    if let Some(host) = authority(trust, "host").filter(|a| !a.x509_cert_pems.is_empty())
+        && !hop_net::rotation::same_certificates(&current.host_ca_pem, &host.x509_cert_pems)
+    {
+        next.host_ca_pem = joined_pems(&host.x509_cert_pems);
+        write_private(&d.join("host_ca.pem"), next.host_ca_pem.as_bytes())?;
+        changed = true;
+    }
+    if let Some(user) = authority(trust, "user") {
+        let path = d.join("user_ca.pem");
+        let saved = std::fs::read_to_string(&path).unwrap_or_default();
+        if !user.x509_cert_pems.is_empty()
+            && !hop_net::rotation::same_certificates(&saved, &user.x509_cert_pems)
+        {
+            write_private(&path, joined_pems(&user.x509_cert_pems).as_bytes())?;
+        }
+        if let Some(ssh) = next.ssh.as_mut()
+            && !user.ssh_public_keys.is_empty()
+            && !same_keys(&ssh.user_ca_keys, &user.ssh_public_keys)
+        {
+            ssh.user_ca_keys = user.ssh_public_keys.clone();
+            write_private(
+                &d.join("ssh_user_ca.pub"),
+                format!("{}\n", ssh.user_ca_keys.join("\n")).as_bytes(),
+            )?;
+            changed = true;
+        }
+    }
+    Ok(changed.then_some(next))
+}
+
+/// Whether two lists of SSH public keys name the same keys (order and comments aside).
+fn same_keys(a: &[String], b: &[String]) -> bool {
+    let set = |keys: &[String]| -> std::collections::BTreeSet<String> {
+        keys.iter()
+            .map(|k| k.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    set(a) == set(b)
+}
+
+/// The host CA's phase when `current`'s host certificate must move to the key that signs now
+/// (see `hop_net::rotation::must_renew`), `None` when it need not.
+pub fn rotation_renewal(
+    current: &AgentIdentity,
+    trust: &TrustResponse,
+    now: SystemTime,
+) -> Option<String> {
+    let host = authority(trust, "host")?;
+    let signer = hop_net::rotation::cert_signer(
+        &current.cert.chain_pem,
+        &host.x509_cert_pems,
+        hop_ca::CaKind::Host,
+        now,
+    );
+    hop_net::rotation::must_renew(
+        hop_net::rotation::Holder::Host,
+        &host.phase,
+        &host.signer_tls_pin,
+        signer.as_deref(),
+    )
+    .then(|| host.phase.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pem() -> String {
+        rcgen::generate_simple_self_signed(vec!["ca.test".to_string()])
+            .unwrap()
+            .cert
+            .pem()
+    }
+
+    fn node(host_ca_pem: &str) -> AgentIdentity {
+        AgentIdentity {
+            meta: IdentityFile {
+                host_id: "h".into(),
+                cluster: "c".into(),
+                role: "node".into(),
+                expires_unix: 0,
+                host_name: String::new(),
+            },
+            cert: ClientCert {
+                chain_pem: pem(),
+                key_pem: String::new(),
+            },
+            host_ca_pem: host_ca_pem.to_string(),
+            ssh: Some(SshHostIdentity {
+                private_key_openssh: String::new(),
+                certificate_openssh: String::new(),
+                user_ca_keys: vec!["ssh-ed25519 AAAAold hop-c-user-ca".into()],
+            }),
+        }
+    }
+
+    fn trust(phase: &str, host: &[String], user_keys: &[&str]) -> TrustResponse {
+        TrustResponse {
+            authorities: vec![
+                CaTrust {
+                    kind: "host".into(),
+                    phase: phase.into(),
+                    x509_cert_pems: host.to_vec(),
+                    signer_tls_pin: "sha256:signer".into(),
+                    ..Default::default()
+                },
+                CaTrust {
+                    kind: "user".into(),
+                    phase: phase.into(),
+                    ssh_public_keys: user_keys.iter().map(|k| k.to_string()).collect(),
+                    x509_cert_pems: vec![pem()],
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_ca_files_follow_the_trusted_keys_and_hosts_renew_onto_the_signer() {
+        let data = std::env::temp_dir().join(format!("hop-agent-trust-{}", uuid::Uuid::new_v4()));
+        ensure_dir(&data).unwrap();
+        ensure_dir(&dir(&data)).unwrap();
+        let (old, new) = (pem(), pem());
+        let id = node(&old);
+        let t = trust(
+            "init",
+            &[new.clone(), old.clone()],
+            &["ssh-ed25519 AAAAnew x", "ssh-ed25519 AAAAold y"],
+        );
+        let next = follow_trust(&data, &id, &t).unwrap().expect("new trust");
+        assert!(hop_net::rotation::same_certificates(
+            &next.host_ca_pem,
+            &[old.clone(), new.clone()]
+        ));
+        let saved = std::fs::read_to_string(dir(&data).join("host_ca.pem")).unwrap();
+        assert_eq!(saved, next.host_ca_pem);
+        assert_eq!(next.ssh.as_ref().unwrap().user_ca_keys.len(), 2);
+        assert!(
+            std::fs::read_to_string(dir(&data).join("ssh_user_ca.pub"))
+                .unwrap()
+                .contains("AAAAnew")
+        );
+        assert!(dir(&data).join("user_ca.pem").exists());
+        // Nothing new: nothing changes.
+        assert!(follow_trust(&data, &next, &t).unwrap().is_none());
+        // The certificate is from no trusted key: hosts move in update_servers, not in init.
+        assert_eq!(
+            rotation_renewal(&next, &t, hop_platform::clock::wall()),
+            None
+        );
+        let t = trust("update_servers", &[new, old], &[]);
+        assert_eq!(
+            rotation_renewal(&next, &t, hop_platform::clock::wall()).as_deref(),
+            Some("update_servers")
+        );
+        let _ = std::fs::remove_dir_all(&data);
+    }
 }

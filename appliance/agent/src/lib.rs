@@ -44,6 +44,7 @@ use self::identity::{AgentIdentity, IdentityError, JoinError};
 use hop_config::services::AppSpec;
 use hop_config::services::AppSpecError;
 use hop_net::connect::{ConnectError, dial_proxy, error_chain};
+use hop_net::rotation::TRUST_POLL;
 use hop_net::trust::{Trust, TrustError, client_config};
 use hop_net::tunnel::{ALPN_TUNNEL, FrameIoError, FramedStream};
 
@@ -485,32 +486,127 @@ async fn wait_for_dial(shared: &Arc<Shared>) -> Result<(), TunnelError> {
     Ok(())
 }
 
-/// Renews the host certificate when two thirds of its lifetime have passed.
+/// Why the host certificate is renewed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Renewal {
+    /// Two thirds of its lifetime have passed.
+    Expiry,
+    /// The host CA is in this rotation phase and the certificate is not from the key that signs.
+    Rotation(String),
+}
+
+/// How long to wait before renewing a certificate that expires in `left`: until one third of it
+/// is left, 30 s at least.
+fn expiry_wait(left: Duration) -> Duration {
+    let wait = left / 3;
+    if wait < Duration::from_secs(30) {
+        Duration::from_secs(30)
+    } else {
+        left - wait
+    }
+}
+
+/// Renews the host certificate when two thirds of its lifetime have passed, and follows the
+/// cluster's CA rotations in between: every [`TRUST_POLL`] it asks Auth for the trusted CA
+/// keys, keeps the CA files and the identity in step (the control and data connections dial
+/// with the new trust from then on), and renews at once when the host CA's phase asks hosts to
+/// move to the key that signs. A rotation renewal that fails is retried after a growing delay
+/// (up to 5 min), not at every poll.
 async fn renew_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut refused = Backoff::new(
+        Duration::from_secs(5),
+        Duration::from_secs(5),
+        Duration::from_secs(300),
+    );
+    let mut rotation_not_before = clock::now();
     loop {
         let expires = shared.identity.read().await.expires();
-        let now = clock::wall();
-        let left = expires.duration_since(now).unwrap_or_default();
-        let wait = left / 3;
-        let wait = if wait < Duration::from_secs(30) {
-            Duration::from_secs(30)
-        } else {
-            left - wait
+        let left = expires.duration_since(clock::wall()).unwrap_or_default();
+        let due = clock::now() + expiry_wait(left);
+        let why = loop {
+            let wait = due.saturating_duration_since(clock::now());
+            if wait.is_zero() {
+                break Renewal::Expiry;
+            }
+            if sleep_or_shutdown(wait.min(TRUST_POLL), &mut shutdown).await {
+                return;
+            }
+            if clock::now() >= due {
+                break Renewal::Expiry;
+            }
+            match follow_trust(&shared).await {
+                Ok(Some(phase)) if clock::now() >= rotation_not_before => {
+                    break Renewal::Rotation(phase);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(error = %error_chain(&e), "cannot ask for the cluster's trust; will retry")
+                }
+            }
         };
-        if sleep_or_shutdown(wait, &mut shutdown).await {
-            return;
+        if let Renewal::Rotation(phase) = &why {
+            tracing::info!(%phase, "the host CA is rotating: renewing the host certificate onto the key that signs");
         }
         let current = shared.identity.read().await.clone();
         match identity::renew(&shared.settings.data_dir, &shared.settings.proxy, &current).await {
             Ok(fresh) => {
                 tracing::info!(expires = ?fresh.expires(), "host certificate renewed");
+                refused.reset();
+                if let (Some(node), Some(ssh)) = (shared.node.get(), fresh.ssh.as_ref())
+                    && let Err(e) = node.use_host_identity(ssh)
+                {
+                    tracing::error!(error = %error_chain(&e), "the renewed SSH host certificate cannot be served; the previous one stays");
+                }
                 *shared.identity.write().await = fresh;
             }
             Err(e) => {
-                tracing::warn!(error = %error_chain(&e), "host certificate renewal failed; will retry")
+                let e = error_chain(&e);
+                match why {
+                    Renewal::Expiry => {
+                        tracing::warn!(error = %e, "host certificate renewal failed; will retry")
+                    }
+                    Renewal::Rotation(phase) => {
+                        let delay = refused.next_delay(rand::random::<f64>());
+                        rotation_not_before = clock::now() + delay;
+                        if phase == "standby" {
+                            tracing::error!(
+                                error = %e,
+                                retry_in_s = delay.as_secs(),
+                                data_dir = %shared.settings.data_dir.display(),
+                                "the host certificate is from a CA key the cluster no longer trusts (a rotation completed while this agent could not follow it) and cannot be renewed: remove <data_dir>/agent and start the agent again with a new join token"
+                            );
+                        } else {
+                            tracing::warn!(error = %e, %phase, retry_in_s = delay.as_secs(), "renewing the host certificate for the CA rotation failed; will retry");
+                        }
+                    }
+                }
             }
         }
     }
+}
+
+/// Asks Auth for the cluster's trust and follows it (see [`identity::follow_trust`]); the host
+/// CA's phase when the host certificate must move to the key that signs now.
+async fn follow_trust(shared: &Shared) -> Result<Option<String>, JoinError> {
+    let current = shared.identity.read().await.clone();
+    let trust = identity::fetch_trust(&shared.settings.proxy, &current).await?;
+    let current = match identity::follow_trust(&shared.settings.data_dir, &current, &trust)? {
+        Some(updated) => {
+            tracing::info!(
+                trust_digest = %trust.trust_digest,
+                "the cluster's trusted CA keys changed; saved them"
+            );
+            let mut id = shared.identity.write().await;
+            // Only the trust: a renewal that landed meanwhile keeps its certificate.
+            id.host_ca_pem = updated.host_ca_pem.clone();
+            if let (Some(ssh), Some(new)) = (id.ssh.as_mut(), updated.ssh.as_ref()) {
+                ssh.user_ca_keys = new.user_ca_keys.clone();
+            }
+            id.clone()
+        }
+        None => current,
+    };
+    Ok(identity::rotation_renewal(&current, &trust, clock::wall()))
 }
 
 #[cfg(test)]
@@ -526,6 +622,19 @@ mod tests {
         }));
         assert_eq!(e.to_string(), "joining the cluster");
         assert_eq!(error_chain(&e), "joining the cluster: invalid token");
+    }
+
+    #[test]
+    fn expiry_renewals_wait_for_two_thirds_of_the_lifetime_and_30_s_at_least() {
+        assert_eq!(
+            expiry_wait(Duration::from_secs(3 * 3600)),
+            Duration::from_secs(2 * 3600)
+        );
+        assert_eq!(
+            expiry_wait(Duration::from_secs(60)),
+            Duration::from_secs(30)
+        );
+        assert_eq!(expiry_wait(Duration::ZERO), Duration::from_secs(30));
     }
 
     #[test]

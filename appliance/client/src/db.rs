@@ -27,7 +27,7 @@ use super::profile::{self, Login, Paths};
 use crate::cli::{DbCommand, DbConfigFormat, DbLoginArgs, OutputFormat};
 use hop_api::proto::database_access_client::DatabaseAccessClient;
 use hop_api::proto::{Database, DatabaseRouteRequest, ListDatabasesRequest};
-use hop_net::connect::{dial_proxy, split_host_port, status_error, tls_channel};
+use hop_net::connect::{dial_proxy, split_host_port, status_error, tls_channel_with_peer};
 use hop_net::trust::{ClientCert, client_config};
 use hop_net::tunnel::{ALPN_MYSQL, ALPN_POSTGRES, relay};
 use hop_platform::clock;
@@ -73,8 +73,12 @@ fn now_unix() -> i64 {
         .unwrap_or(0)
 }
 
+/// The database API through the login's proxy; the saved trust is refreshed first when the
+/// proxy's certificate says it is stale.
 async fn client(login: &Login) -> anyhow::Result<DatabaseAccessClient<tonic::transport::Channel>> {
-    let ch = tls_channel(&login.profile.proxy, &login.trust, Some(&login.cert)).await?;
+    let (ch, peer) =
+        tls_channel_with_peer(&login.profile.proxy, &login.trust, Some(&login.cert)).await?;
+    crate::trust::refresh_trust_or_warn(login, peer.get().as_deref()).await;
     Ok(DatabaseAccessClient::new(ch))
 }
 

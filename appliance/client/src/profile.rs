@@ -10,7 +10,8 @@
 //! $HOP_HOME/keys/<proxy>/<user>-tls.key      X.509 private key (PKCS#8 PEM)
 //! $HOP_HOME/keys/<proxy>/<user>-tls.crt      X.509 certificate
 //! $HOP_HOME/keys/<proxy>/cas.pem             the cluster's user and host CA certificates
-//! $HOP_HOME/keys/<proxy>/known_hosts         @cert-authority *.CLUSTER line for the host CA
+//! $HOP_HOME/keys/<proxy>/known_hosts         @cert-authority *.CLUSTER lines for the host CA keys
+//! $HOP_HOME/keys/<proxy>/trust_digest        names the CA keys cas.pem and known_hosts hold
 //! ```
 //! This module owns those paths and writes files atomically with their final permissions.
 
@@ -151,6 +152,10 @@ impl Paths {
     pub fn known_hosts(&self) -> PathBuf {
         self.keys_dir().join("known_hosts")
     }
+    /// The digest of the trusted CA keys `cas.pem` and `known_hosts` hold (see `crate::trust`).
+    pub fn trust_digest(&self) -> PathBuf {
+        self.keys_dir().join("trust_digest")
+    }
 }
 
 use hop_net::files::{ensure_dir, write_private};
@@ -206,6 +211,8 @@ pub struct Login {
     pub profile: Profile,
     pub cert: ClientCert,
     pub trust: Trust,
+    /// Where the login's files are (its saved trust among them).
+    pub paths: Paths,
 }
 
 pub fn current_login() -> anyhow::Result<Login> {
@@ -251,6 +258,7 @@ pub fn login_of(profile: Profile, paths: &Paths) -> anyhow::Result<Login> {
         profile,
         cert,
         trust,
+        paths: paths.clone(),
     })
 }
 

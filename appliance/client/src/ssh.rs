@@ -21,16 +21,20 @@ use tokio::io::AsyncWriteExt;
 use super::profile::{self, Login, Paths};
 use hop_api::proto::auth_public_client::AuthPublicClient;
 use hop_api::proto::{ListNodesRequest, Node};
-use hop_net::connect::{open_session, status_error, tls_channel};
+use hop_net::connect::{open_session, peer_leaf, status_error, tls_channel_with_peer};
 use hop_net::trust::client_config;
 use hop_net::tunnel::ALPN_SSH;
 
 /// `hop proxy ssh login@host[:port]`: stdin/stdout through the proxy to the node's SSH server.
+/// When the proxy's certificate names CA keys other than the saved ones (a rotation), the saved
+/// trust (`known_hosts` among it) is refreshed before any byte reaches OpenSSH, which reads
+/// `known_hosts` only once the node's host key arrives.
 pub async fn proxy_ssh(target: String) -> anyhow::Result<()> {
     let login = profile::current_login()?;
     let cfg = Arc::new(client_config(&login.trust, Some(&login.cert), ALPN_SSH)?);
     let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
     let (tls, pending) = open_session(&login.profile.proxy, cfg, &target, unspecified).await?;
+    crate::trust::refresh_trust_or_warn(&login, peer_leaf(&tls).as_deref()).await;
     let (mut rd, mut wr) = tokio::io::split(tls);
     let mut stdout = stdout_writer();
     if !pending.is_empty() {
@@ -104,12 +108,16 @@ where
     }
 }
 
-/// Nodes the current login may reach, optionally only those with all of `labels`.
+/// Nodes the current login may reach, optionally only those with all of `labels`; the saved
+/// trust is refreshed first when the proxy's certificate says it is stale (`hop ssh` runs
+/// OpenSSH with it next).
 pub async fn list_nodes(
     login: &Login,
     labels: BTreeMap<String, String>,
 ) -> anyhow::Result<Vec<Node>> {
-    let channel = tls_channel(&login.profile.proxy, &login.trust, Some(&login.cert)).await?;
+    let (channel, peer) =
+        tls_channel_with_peer(&login.profile.proxy, &login.trust, Some(&login.cert)).await?;
+    crate::trust::refresh_trust_or_warn(login, peer.get().as_deref()).await;
     Ok(AuthPublicClient::new(channel)
         .list_nodes(ListNodesRequest {
             labels: labels.into_iter().collect(),
@@ -252,9 +260,15 @@ fn quote(s: &str) -> String {
     }
 }
 
-/// `hop config`: an `ssh_config` block for the current cluster.
-pub fn config() -> anyhow::Result<()> {
+/// `hop config`: an `ssh_config` block for the current cluster. The saved trust is refreshed
+/// first (`GetTrust`), so that during a rotation its `known_hosts` holds both host keys.
+pub async fn config() -> anyhow::Result<()> {
     let (login, f) = SshFiles::current()?;
+    if let Err(e) = crate::trust::refresh_trust(&login).await {
+        eprintln!(
+            "hop: warning: the cluster's CAs could not be refreshed; known_hosts is the one saved: {e:#}"
+        );
+    }
     print!(
         "{}",
         render_config(&f, &login.profile.proxy, &login.profile.user)?

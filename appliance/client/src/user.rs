@@ -223,8 +223,12 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
     )?;
     hop_net::files::write_private(&paths.tls_key(), tls.private_pkcs8_pem.as_bytes())?;
     hop_net::files::write_private(&paths.tls_cert(), resp.tls_certificate_pem.as_bytes())?;
-    hop_net::files::write_private(&paths.cas(), resp.trusted_cas_pem.as_bytes())?;
-    hop_net::files::write_private(&paths.known_hosts(), resp.known_hosts.as_bytes())?;
+    crate::trust::save_trust(
+        &paths,
+        &resp.trusted_cas_pem,
+        &resp.known_hosts,
+        &resp.trust_digest,
+    )?;
     profile::save_profile(
         &home,
         &Profile {

@@ -178,25 +178,67 @@ pub async fn tls_channel(
     trust: &Trust,
     client_cert: Option<&ClientCert>,
 ) -> Result<Channel, ConnectError> {
+    Ok(tls_channel_with_peer(addr, trust, client_cert).await?.0)
+}
+
+/// The leaf certificate (DER) the proxy presented on the latest connection of a channel, kept
+/// so that a caller can read what it carries (the trust digest) once the handshake, verified
+/// with the caller's trust, succeeded.
+#[derive(Debug, Clone, Default)]
+pub struct PeerLeaf(Arc<std::sync::Mutex<Option<Vec<u8>>>>);
+
+impl PeerLeaf {
+    /// The leaf of the latest handshake; `None` before one succeeded.
+    #[must_use]
+    pub fn get(&self) -> Option<Vec<u8>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn keep(&self, tls: &ProxyStream) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = peer_leaf(tls);
+    }
+}
+
+/// The leaf certificate (DER) the proxy presented on `tls`.
+#[must_use]
+pub fn peer_leaf(tls: &ProxyStream) -> Option<Vec<u8>> {
+    tls.get_ref()
+        .1
+        .peer_certificates()?
+        .first()
+        .map(|c| c.as_ref().to_vec())
+}
+
+/// [`tls_channel`], and the leaf certificate the proxy presented (see [`PeerLeaf`]).
+pub async fn tls_channel_with_peer(
+    addr: &str,
+    trust: &Trust,
+    client_cert: Option<&ClientCert>,
+) -> Result<(Channel, PeerLeaf), ConnectError> {
     let (host, port) = split_host_port(addr)?;
     let cfg = Arc::new(client_config(trust, client_cert, b"hop-auth")?);
     let server_name = ServerName::try_from(host.clone())
         .map_err(|_| ConnectError::InvalidHostName { host: host.clone() })?;
+    let peer = PeerLeaf::default();
+    let seen = peer.clone();
     let connector = tower::service_fn(move |_uri| {
-        let (host, cfg, server_name) = (host.clone(), cfg.clone(), server_name.clone());
+        let (host, cfg, server_name, seen) =
+            (host.clone(), cfg.clone(), server_name.clone(), seen.clone());
         async move {
             let tls = dial_tls(&host, port, server_name, cfg).await?;
+            seen.keep(&tls);
             Ok::<_, std::io::Error>(TokioIo::new(tls))
         }
     });
-    Endpoint::from_static("http://hop-proxy.invalid")
+    let channel = Endpoint::from_static("http://hop-proxy.invalid")
         .timeout(REQUEST_TIMEOUT)
         .connect_with_connector(connector)
         .await
         .map_err(|cause| ConnectError::NoChannel {
             addr: addr.to_string(),
             cause,
-        })
+        })?;
+    Ok((channel, peer))
 }
 
 /// A channel over the admin socket of a local data dir.

@@ -1,7 +1,8 @@
 //! The connections between Hop's parts, as the dialing side makes them: dialing the proxy's one
 //! port with deadlines, deciding whether to trust the certificate it presents (`trust`), the
 //! client certificates agents and users present, the files identities are kept in, and the
-//! framing of the agent tunnel that proxy, agents and client share (`tunnel`). Also two pieces of
+//! framing of the agent tunnel that proxy, agents and client share (`tunnel`), and what they
+//! decide about the cluster's trust while a CA rotates (`rotation`). Also two pieces of
 //! connection plumbing both sides of a session use: the deadline for an SSH client to
 //! authenticate (`ssh_deadline`) and reading PostgreSQL start-up packets (`pg_wire`).
 //!
@@ -14,6 +15,7 @@ pub mod connect;
 pub mod files;
 pub mod pem;
 pub mod pg_wire;
+pub mod rotation;
 pub mod ssh_deadline;
 pub mod trust;
 pub mod tunnel;

@@ -33,7 +33,7 @@ use tokio::sync::watch;
 
 use self::access::{AccessCache, AccessData};
 use self::audit::{AgentAudit, ChannelMaker};
-use crate::identity::AgentIdentity;
+use crate::identity::{AgentIdentity, SshHostIdentity};
 use hop_api::proto::NodeAccessRequest;
 use hop_api::proto::auth_public_client::AuthPublicClient;
 use hop_net::connect::{ApiError, ConnectError, error_chain};
@@ -134,7 +134,9 @@ pub struct NodeShared {
     command_labels: ArcSwap<BTreeMap<String, String>>,
     /// Bumped whenever the labels change, so the agent announces them again.
     pub labels_changed: watch::Sender<u64>,
-    ssh_config: Arc<russh::server::Config>,
+    /// The SSH server's configuration with the current host key and certificate; replaced when
+    /// the agent renews its host certificate (expiry, or a CA rotation).
+    ssh_config: ArcSwap<russh::server::Config>,
     settings: NodeSettings,
 }
 
@@ -145,6 +147,37 @@ impl std::fmt::Debug for NodeShared {
             .field("nodename", &self.nodename)
             .finish_non_exhaustive()
     }
+}
+
+/// The SSH server's configuration presenting `ssh`'s host key and certificate.
+fn server_config(ssh: &SshHostIdentity) -> Result<russh::server::Config, NodeError> {
+    let key = russh::keys::PrivateKey::from_openssh(ssh.private_key_openssh.trim())
+        .map_err(NodeError::HostKey)?;
+    let cert = russh::keys::Certificate::from_openssh(ssh.certificate_openssh.trim())
+        .map_err(NodeError::HostCertificate)?;
+    let mut methods = russh::MethodSet::empty();
+    methods.push(russh::MethodKind::PublicKey);
+    let config = russh::server::Config {
+        server_id: russh::SshId::Standard(
+            format!("SSH-2.0-Hop_{}", env!("CARGO_PKG_VERSION")).into(),
+        ),
+        methods,
+        auth_rejection_time: Duration::from_millis(300),
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        keys: vec![key],
+        certificates: vec![cert],
+        max_auth_attempts: 6,
+        inactivity_timeout: None,
+        keepalive_interval: Some(Duration::from_secs(60)),
+        keepalive_max: 3,
+        nodelay: true,
+        // An sftp WRITE (32 KiB of data and its header) fits one packet instead of two, and
+        // the client is not held on window adjustments: fewer packets and wakeups per byte.
+        window_size: 4 * 1024 * 1024,
+        maximum_packet_size: 65535,
+        ..Default::default()
+    };
+    Ok(config)
 }
 
 impl NodeShared {
@@ -159,32 +192,7 @@ impl NodeShared {
             role: identity.meta.role.clone(),
             identity_dir: data_dir.join("agent"),
         })?;
-        let key = russh::keys::PrivateKey::from_openssh(ssh.private_key_openssh.trim())
-            .map_err(NodeError::HostKey)?;
-        let cert = russh::keys::Certificate::from_openssh(ssh.certificate_openssh.trim())
-            .map_err(NodeError::HostCertificate)?;
-        let mut methods = russh::MethodSet::empty();
-        methods.push(russh::MethodKind::PublicKey);
-        let config = russh::server::Config {
-            server_id: russh::SshId::Standard(
-                format!("SSH-2.0-Hop_{}", env!("CARGO_PKG_VERSION")).into(),
-            ),
-            methods,
-            auth_rejection_time: Duration::from_millis(300),
-            auth_rejection_time_initial: Some(Duration::ZERO),
-            keys: vec![key],
-            certificates: vec![cert],
-            max_auth_attempts: 6,
-            inactivity_timeout: None,
-            keepalive_interval: Some(Duration::from_secs(60)),
-            keepalive_max: 3,
-            nodelay: true,
-            // An sftp WRITE (32 KiB of data and its header) fits one packet instead of two, and
-            // the client is not held on window adjustments: fewer packets and wakeups per byte.
-            window_size: 4 * 1024 * 1024,
-            maximum_packet_size: 65535,
-            ..Default::default()
-        };
+        let config = server_config(ssh)?;
         // The name Auth certified at the join (not what is configured now); the host id when
         // there is none.
         let nodename = if identity.meta.host_name.is_empty() {
@@ -227,9 +235,16 @@ impl NodeShared {
             static_labels: settings.labels.clone(),
             command_labels: ArcSwap::from_pointee(BTreeMap::new()),
             labels_changed,
-            ssh_config: Arc::new(config),
+            ssh_config: ArcSwap::from_pointee(config),
             settings,
         }))
+    }
+
+    /// Serves `ssh`'s host key and certificate to the connections that come next (after a
+    /// renewal: the certificate may be from the host CA's new key during a rotation).
+    pub fn use_host_identity(&self, ssh: &SshHostIdentity) -> Result<(), NodeError> {
+        self.ssh_config.store(Arc::new(server_config(ssh)?));
+        Ok(())
     }
 
     /// Static and command labels together (a command label wins over a static one of the same
@@ -270,7 +285,7 @@ where
     let handler =
         handler::ConnHandler::new(shared.clone(), client_addr.clone(), arrival, auth_done);
     let stream = deadline.guard(stream);
-    match russh::server::run_stream(shared.ssh_config.clone(), stream, handler).await {
+    match russh::server::run_stream(shared.ssh_config.load_full(), stream, handler).await {
         Ok(running) => {
             if let Err(e) = running.await {
                 tracing::debug!(client = %client_addr, error = %e, "SSH connection ended with an error");

@@ -1,5 +1,6 @@
-//! `hop admin auth`: export the cluster's CA keys and certificates, and sign credentials for
-//! servers Hop reaches without an agent (a stock sshd, a database).
+//! `hop admin auth`: export the cluster's CA keys and certificates, rotate the CAs (Auth walks
+//! the phases; this only asks and shows where each CA is), and sign credentials for servers Hop
+//! reaches without an agent (a stock sshd, a database).
 
 use std::path::{Path, PathBuf};
 
@@ -7,11 +8,14 @@ use anyhow::{Context, anyhow};
 use tonic::transport::Channel;
 
 use super::ttl_seconds;
-use crate::cli::{AuthCommand, ExportFormat, ExportKind, SignFormat};
+use crate::cli::{AuthCommand, ExportFormat, ExportKind, RotateArgs, SignFormat};
 use hop_api::proto::auth_admin_client::AuthAdminClient;
 use hop_api::proto::database_access_client::DatabaseAccessClient;
 use hop_api::proto::openssh_nodes_client::OpensshNodesClient;
-use hop_api::proto::{ExportAuthoritiesRequest, SignDatabaseServerRequest, SignOpensshHostRequest};
+use hop_api::proto::{
+    ExportAuthoritiesRequest, RotateCertAuthorityRequest, SignDatabaseServerRequest,
+    SignOpensshHostRequest,
+};
 use hop_api::timestamps::rfc3339_unix as ts;
 use hop_net::connect::status_error;
 
@@ -22,6 +26,7 @@ pub(super) async fn run(
 ) -> anyhow::Result<()> {
     match cmd {
         AuthCommand::Export { kind, format } => export(c, kind, format).await,
+        AuthCommand::Rotate(a) => rotate(c, &a).await,
         AuthCommand::Sign {
             host,
             format: SignFormat::Openssh,
@@ -64,6 +69,47 @@ async fn export(
         .map_err(status_error)?
         .into_inner();
     print!("{}", r.data);
+    Ok(())
+}
+
+/// What `hop admin auth rotate` asks of Auth, checked: `--phase` needs `--manual` and
+/// `--manual` needs `--phase`; `--grace-period` is a duration (`30h`, `90s`).
+pub(crate) fn rotate_request(a: &RotateArgs) -> anyhow::Result<RotateCertAuthorityRequest> {
+    match (a.manual, a.phase) {
+        (false, Some(p)) => anyhow::bail!(
+            "--phase needs --manual: `hop admin auth rotate --manual --phase {p}` moves one phase; without --manual the rotation is automatic and walks the phases over --grace-period",
+            p = p.as_str()
+        ),
+        (true, None) => anyhow::bail!(
+            "--manual needs --phase (init, update_clients, update_servers, standby or rollback)"
+        ),
+        _ => {}
+    }
+    let grace_period_secs = match &a.grace_period {
+        Some(d) => hop_config::parse_duration(d)
+            .map_err(|e| anyhow!("--grace-period: {e}"))?
+            .as_secs()
+            .max(1),
+        None => 0,
+    };
+    Ok(RotateCertAuthorityRequest {
+        r#type: a.kind.as_str().to_string(),
+        manual: a.manual,
+        phase: a.phase.map(|p| p.as_str().to_string()).unwrap_or_default(),
+        grace_period_secs,
+    })
+}
+
+/// `hop admin auth rotate`: one step (or the start of an automatic rotation), then each CA's
+/// phase as Auth answers it.
+async fn rotate(c: &mut AuthAdminClient<Channel>, a: &RotateArgs) -> anyhow::Result<()> {
+    let req = rotate_request(a)?;
+    let r = c
+        .rotate_cert_authority(req)
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    super::status::print_phases(&r.authorities);
     Ok(())
 }
 
@@ -159,4 +205,58 @@ async fn sign_database(
         until = ts(r.expires_unix),
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{RotatePhase, RotateType};
+
+    fn args(manual: bool, phase: Option<RotatePhase>, grace: Option<&str>) -> RotateArgs {
+        RotateArgs {
+            kind: RotateType::All,
+            manual,
+            phase,
+            grace_period: grace.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn rotate_requests_are_checked_before_they_are_sent() {
+        let r = rotate_request(&args(false, None, Some("90s"))).unwrap();
+        assert_eq!(
+            (
+                r.r#type.as_str(),
+                r.manual,
+                r.phase.as_str(),
+                r.grace_period_secs
+            ),
+            ("all", false, "", 90)
+        );
+        let r = rotate_request(&RotateArgs {
+            kind: RotateType::Host,
+            ..args(true, Some(RotatePhase::UpdateClients), None)
+        })
+        .unwrap();
+        assert_eq!(
+            (
+                r.r#type.as_str(),
+                r.manual,
+                r.phase.as_str(),
+                r.grace_period_secs
+            ),
+            ("host", true, "update_clients", 0)
+        );
+        assert_eq!(
+            rotate_request(&args(false, None, Some("30h")))
+                .unwrap()
+                .grace_period_secs,
+            30 * 3600
+        );
+        let e = rotate_request(&args(false, Some(RotatePhase::Init), None)).unwrap_err();
+        assert!(e.to_string().contains("--manual --phase init"), "{e}");
+        assert!(rotate_request(&args(true, None, None)).is_err());
+        let e = rotate_request(&args(false, None, Some("soon"))).unwrap_err();
+        assert!(e.to_string().starts_with("--grace-period"), "{e}");
+    }
 }

@@ -85,6 +85,7 @@ pub fn load(storage: &Path) -> anyhow::Result<Option<BotIdentity>> {
             profile,
             cert,
             trust,
+            paths: paths.clone(),
         },
         paths,
         issued,
@@ -381,8 +382,12 @@ fn pending_request(storage: &Path) -> anyhow::Result<String> {
 
 /// Writes a join's or renewal's certificates and the cluster's CAs (each file atomically).
 fn store_certificates(paths: &Paths, resp: &LoginResponse) -> anyhow::Result<()> {
-    write_private(&paths.cas(), resp.trusted_cas_pem.as_bytes())?;
-    write_private(&paths.known_hosts(), resp.known_hosts.as_bytes())?;
+    crate::trust::save_trust(
+        paths,
+        &resp.trusted_cas_pem,
+        &resp.known_hosts,
+        &resp.trust_digest,
+    )?;
     write_private(
         &paths.ssh_cert(),
         format!("{}\n", resp.ssh_certificate.trim()).as_bytes(),

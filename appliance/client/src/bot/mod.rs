@@ -9,6 +9,13 @@
 //! (exponential backoff, never past the certificate's expiry, the last good outputs left in
 //! place). An identity that expired is recovered with the bot's bound key when it has one. With
 //! `--oneshot` it joins, renews or recovers once, writes the outputs and returns.
+//!
+//! Between renewals it follows the cluster's CA rotations: every `TRUST_POLL` it asks Auth for
+//! the trust (`GetTrust`); a new trust digest rewrites the identity's `cas.pem`, `known_hosts`
+//! and `trust_digest`, a change of any CA's trusted keys or signer rewrites the outputs (their
+//! CA files, database certificates, SVIDs and bundles), and when the user CA's phase asks
+//! clients to move to the key that signs (`update_clients` and later), the bot renews at once,
+//! with the same request ids and rules as any renewal.
 
 pub mod config;
 mod identity;
@@ -23,7 +30,10 @@ use anyhow::{Context, bail};
 
 use crate::cli::BotStartArgs;
 use config::BotConfig;
+use hop_api::proto::{CaTrust, TrustResponse};
 use hop_api::timestamps::rfc3339;
+use hop_ca::CaKind;
+use hop_net::rotation::{Holder, TRUST_POLL, cert_signer, digest_is_stale, must_renew};
 use hop_platform::clock;
 use identity::BotIdentity;
 
@@ -47,6 +57,7 @@ pub async fn start(args: BotStartArgs) -> anyhow::Result<()> {
     let keys = &mut (keys, workloads);
     write_outputs(&cfg, &id, keys).await;
     let mut failures = 0u32;
+    let mut seen: Option<String> = None;
     loop {
         let now = clock::wall();
         if id.expires <= now {
@@ -60,12 +71,15 @@ pub async fn start(args: BotStartArgs) -> anyhow::Result<()> {
         } else {
             backoff(failures, id.remaining(now))
         };
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            _ = tokio::signal::ctrl_c() => {
-                tracing::info!("stopping");
-                return Ok(());
-            }
+        let mut follow = Follow {
+            cfg: &cfg,
+            id: &mut id,
+            keys,
+            seen: &mut seen,
+        };
+        if follow.wait_for_renewal(wait, failures == 0).await == Waited::Stop {
+            tracing::info!("stopping");
+            return Ok(());
         }
         match identity::renew(&cfg, &id).await {
             Ok(renewed) => {
@@ -84,6 +98,148 @@ pub async fn start(args: BotStartArgs) -> anyhow::Result<()> {
                 );
             }
         }
+    }
+}
+
+/// How a wait for the next renewal ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waited {
+    /// The renewal is due (its time came, or a CA rotation asks for it).
+    Renew,
+    /// Ctrl-C.
+    Stop,
+}
+
+/// What one look at the cluster's trust asks of the bot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct TrustStep {
+    /// Renew now: the user CA moves clients to the key that signs, and the bot's certificate is
+    /// not from it.
+    renew: bool,
+    /// Save the trust (`cas.pem`, `known_hosts`, `trust_digest`): its digest is not the saved one.
+    save_trust: bool,
+    /// Rewrite the outputs: the saved trust changed, or a CA's keys or signer did.
+    rewrite_outputs: bool,
+}
+
+/// Names what the outputs depend on in a `GetTrust` answer: every CA's trusted X.509 keys and
+/// its signer (the SPIFFE bundle and the database CAs among them), and the trust digest.
+fn trust_view(t: &TrustResponse) -> String {
+    let mut parts = vec![t.trust_digest.clone()];
+    for a in &t.authorities {
+        let mut pems = a.x509_cert_pems.clone();
+        pems.sort();
+        parts.push(format!("{}|{}|{}", a.kind, a.signer_tls_pin, pems.concat()));
+    }
+    parts.join("\n")
+}
+
+/// What a look at the trust `t` asks, given the saved digest, the view last seen (`None` at the
+/// first look) and the CA key that signed the bot's certificate (`None`: none trusted now).
+fn trust_step(
+    saved_digest: Option<&str>,
+    last_view: Option<&str>,
+    t: &TrustResponse,
+    cert_signer: Option<&str>,
+) -> TrustStep {
+    let renew = user_authority(t)
+        .is_some_and(|u| must_renew(Holder::Client, &u.phase, &u.signer_tls_pin, cert_signer));
+    let save_trust = digest_is_stale(saved_digest, Some(&t.trust_digest));
+    let rewrite_outputs = save_trust || last_view.is_some_and(|v| v != trust_view(t));
+    TrustStep {
+        renew,
+        save_trust,
+        rewrite_outputs,
+    }
+}
+
+fn user_authority(t: &TrustResponse) -> Option<&CaTrust> {
+    t.authorities.iter().find(|a| a.kind == "user")
+}
+
+/// The bot between renewals, following the cluster's trust.
+struct Follow<'a> {
+    cfg: &'a BotConfig,
+    id: &'a mut BotIdentity,
+    keys: &'a mut (outputs::OutputKeys, workload_api::Workloads),
+    seen: &'a mut Option<String>,
+}
+
+impl Follow<'_> {
+    /// Waits `wait` for the next renewal, looking at the cluster's trust every [`TRUST_POLL`];
+    /// a CA rotation ends the wait early when `early` (not while backing off after a failure).
+    async fn wait_for_renewal(&mut self, wait: Duration, early: bool) -> Waited {
+        let due = clock::tokio_now() + wait;
+        loop {
+            let left = due.saturating_duration_since(clock::tokio_now());
+            if left.is_zero() {
+                return Waited::Renew;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(left.min(TRUST_POLL)) => {}
+                _ = tokio::signal::ctrl_c() => return Waited::Stop,
+            }
+            if clock::tokio_now() >= due {
+                return Waited::Renew;
+            }
+            match self.follow_trust(early).await {
+                Ok(true) if early => return Waited::Renew,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(error = %format!("{e:#}"), "cannot ask for the cluster's trust; will retry")
+                }
+            }
+        }
+    }
+
+    /// One look at the cluster's trust: saves it and rewrites the outputs as [`trust_step`]
+    /// says; whether the bot must renew now.
+    async fn follow_trust(&mut self, early: bool) -> anyhow::Result<bool> {
+        let t = crate::trust::fetch_trust(&self.id.login).await?;
+        let signer = user_authority(&t).and_then(|u| {
+            cert_signer(
+                &self.id.login.cert.chain_pem,
+                &u.x509_cert_pems,
+                CaKind::User,
+                clock::wall(),
+            )
+        });
+        let step = trust_step(
+            crate::trust::saved_digest(&self.id.paths).as_deref(),
+            self.seen.as_deref(),
+            &t,
+            signer.as_deref(),
+        );
+        if step.save_trust {
+            crate::trust::save_trust(
+                &self.id.paths,
+                &t.trusted_cas_pem,
+                &t.known_hosts,
+                &t.trust_digest,
+            )?;
+            identity::sync_dir(&self.id.paths.keys_dir());
+            *self.id = identity::load(&self.cfg.storage)?
+                .ok_or_else(|| anyhow::anyhow!("the bot's identity cannot be read back"))?;
+            tracing::info!(trust_digest = %t.trust_digest, "the cluster's trusted CAs changed; saved them");
+        }
+        *self.seen = Some(trust_view(&t));
+        if step.renew {
+            let phase = user_authority(&t)
+                .map(|u| u.phase.as_str())
+                .unwrap_or_default();
+            if signer.is_none() && phase == "standby" {
+                tracing::warn!(
+                    "the bot's certificate is from a user CA key the cluster dropped: the renewal will be refused; the bot recovers with its bound key once it expires, or needs a new token"
+                );
+            } else {
+                tracing::info!(%phase, "the user CA is rotating: renewing onto the key that signs");
+            }
+        }
+        // A renewal rewrites the outputs anyway.
+        if step.rewrite_outputs && !(step.renew && early) {
+            write_outputs(self.cfg, self.id, self.keys).await;
+        }
+        Ok(step.renew)
     }
 }
 
@@ -215,6 +371,85 @@ mod tests {
         // An interval renews earlier, never later than the third.
         assert_eq!(renewal_wait(hour, hour, Some(5 * MIN)), 5 * MIN);
         assert_eq!(renewal_wait(hour, 25 * MIN, Some(10 * MIN)), 5 * MIN);
+    }
+
+    fn trust(digest: &str, user_phase: &str, signer: &str, spiffe: &[&str]) -> TrustResponse {
+        TrustResponse {
+            trust_digest: digest.into(),
+            authorities: vec![
+                CaTrust {
+                    kind: "user".into(),
+                    phase: user_phase.into(),
+                    signer_tls_pin: signer.into(),
+                    ..Default::default()
+                },
+                CaTrust {
+                    kind: "spiffe".into(),
+                    phase: "standby".into(),
+                    x509_cert_pems: spiffe.iter().map(|p| p.to_string()).collect(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_look_at_the_trust_renews_saves_and_rewrites_as_the_rotation_asks() {
+        let (old, new) = ("sha256:old", "sha256:new");
+        let t = trust("t1:a", "standby", old, &["S1"]);
+        let view = trust_view(&t);
+        // Nothing moved.
+        assert_eq!(
+            trust_step(Some("t1:a"), Some(&view), &t, Some(old)),
+            TrustStep::default()
+        );
+        // The first look of a bot from before digests saves the trust and rewrites.
+        assert_eq!(
+            trust_step(None, None, &t, Some(old)),
+            TrustStep {
+                renew: false,
+                save_trust: true,
+                rewrite_outputs: true
+            }
+        );
+        // init: a new key is trusted; the bot's certificate stays.
+        let init = trust("t1:b", "init", old, &["S1"]);
+        assert_eq!(
+            trust_step(Some("t1:a"), Some(&view), &init, Some(old)),
+            TrustStep {
+                renew: false,
+                save_trust: true,
+                rewrite_outputs: true
+            }
+        );
+        // update_clients, update_servers, rollback, standby: onto the signer.
+        for (phase, signer, cert) in [
+            ("update_clients", new, old),
+            ("update_servers", new, old),
+            ("rollback", old, new),
+            ("standby", new, old),
+        ] {
+            let t = trust("t1:b", phase, signer, &["S1"]);
+            assert!(
+                trust_step(Some("t1:b"), Some(&trust_view(&t)), &t, Some(cert)).renew,
+                "{phase}"
+            );
+            assert!(
+                !trust_step(Some("t1:b"), None, &t, Some(signer)).renew,
+                "{phase}"
+            );
+        }
+        // A SPIFFE rotation leaves the digest and rewrites the outputs (the bundle).
+        let spiffe = trust("t1:a", "standby", old, &["S1", "S2"]);
+        assert_eq!(
+            trust_step(Some("t1:a"), Some(&view), &spiffe, Some(old)),
+            TrustStep {
+                renew: false,
+                save_trust: false,
+                rewrite_outputs: true
+            }
+        );
     }
 
     #[test]

@@ -92,6 +92,10 @@ fn identity(dir: &Path, id: &BotIdentity) -> anyhow::Result<()> {
     ] {
         copy_private(&from, &to)?;
     }
+    // The digest of the CAs copied above, so that `hop --identity` refreshes them when stale.
+    if id.paths.trust_digest().exists() {
+        copy_private(&id.paths.trust_digest(), &out.trust_digest())?;
+    }
     copy_private(&id.paths.known_hosts(), &dir.join("known_hosts"))?;
     profile::save_profile(dir, p)?;
     let marker = profile::IdentityFile {

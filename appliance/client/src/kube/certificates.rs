@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::profile::{Login, Paths};
 use hop_api::proto::KubeCertificateRequest;
 use hop_api::proto::kube_access_client::KubeAccessClient;
-use hop_net::connect::{status_error, tls_channel};
+use hop_net::connect::{status_error, tls_channel_with_peer};
 use hop_net::files::{ensure_dir, write_private};
 use hop_platform::clock;
 
@@ -105,7 +105,9 @@ pub async fn issue(
 ) -> anyhow::Result<(KubeLogin, KeyPair)> {
     check_name(name)?;
     let key = hop_ca::generate_x509_keypair(&mut rand::rng()).map_err(|e| anyhow!("{e}"))?;
-    let channel = tls_channel(&login.profile.proxy, &login.trust, Some(&login.cert)).await?;
+    let (channel, peer) =
+        tls_channel_with_peer(&login.profile.proxy, &login.trust, Some(&login.cert)).await?;
+    crate::trust::refresh_trust_or_warn(login, peer.get().as_deref()).await;
     let r = KubeAccessClient::new(channel)
         .issue_kube_certificate(KubeCertificateRequest {
             kube_cluster: name.to_string(),
