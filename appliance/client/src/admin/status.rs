@@ -65,6 +65,7 @@ fn authority_json(a: &AuthorityStatus) -> serde_json::Value {
         "changed": when(a.changed_unix),
         "ssh_fingerprints": a.ssh_fingerprints,
         "tls_pins": a.tls_pins,
+        "stale": a.stale,
     })
 }
 
@@ -99,6 +100,14 @@ pub(super) fn print_phases(authorities: &[AuthorityStatus]) {
     if !keys.is_empty() {
         println!("\nTrusted keys of the CAs in a rotation:");
         table(&["CA", "KEY", "SSH FINGERPRINT", "TLS KEY PIN"], &keys);
+    }
+    let stale: Vec<Vec<String>> = authorities
+        .iter()
+        .flat_map(|a| a.stale.iter().map(|s| vec![a.kind.clone(), s.clone()]))
+        .collect();
+    if !stale.is_empty() {
+        println!("\nStill on another key than the signing one:");
+        table(&["CA", "HOST"], &stale);
     }
 }
 
