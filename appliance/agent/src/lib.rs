@@ -130,6 +130,10 @@ struct Shared {
     data_tls: data_tls::DataTls,
     /// The applications, with each web app's pooled upstream client.
     apps: app::Apps,
+    /// Bumped when the host certificate moved to another CA key (a rotation): the control
+    /// connection is opened again with it, before the old one is closed, so that the proxy
+    /// knows the agent by the new certificate before the old key is dropped.
+    rekeyed: watch::Sender<u64>,
 }
 
 /// Watches one agent's control connection. Real agents pass `()`; the load test records what
@@ -273,6 +277,7 @@ pub async fn run(
         kube: std::sync::OnceLock::new(),
         data_tls: Default::default(),
         apps: app::Apps::new(&settings.apps),
+        rekeyed: watch::Sender::new(0),
     });
     if let Some(kube) = kube {
         for (name, server) in kube.describe() {
@@ -335,25 +340,28 @@ async fn control_loop<O: ControlObserver>(
     mut observer: O,
 ) {
     let mut backoff = Backoff::default();
+    let mut lingering: Option<FramedStream<tokio_rustls::client::TlsStream<TcpStream>>> = None;
     loop {
         let started = clock::now();
-        let next = match control_session(&shared, &mut shutdown, &mut observer).await {
-            Ok(Some(after)) => {
-                observer.down("goaway", after);
-                after
-            }
-            Ok(None) => return,
-            Err(e) => {
-                let why = error_chain(&e);
-                tracing::warn!(error = %why, "tunnel to the proxy lost");
-                if clock::since(started) > Duration::from_secs(60) {
-                    backoff.reset();
+        let next =
+            match control_session(&shared, &mut shutdown, &mut observer, &mut lingering).await {
+                Ok(Some(after)) if lingering.is_some() => after,
+                Ok(Some(after)) => {
+                    observer.down("goaway", after);
+                    after
                 }
-                let next = backoff.next_delay(rand::random::<f64>());
-                observer.down(&why, next);
-                next
-            }
-        };
+                Ok(None) => return,
+                Err(e) => {
+                    let why = error_chain(&e);
+                    tracing::warn!(error = %why, "tunnel to the proxy lost");
+                    if clock::since(started) > Duration::from_secs(60) {
+                        backoff.reset();
+                    }
+                    let next = backoff.next_delay(rand::random::<f64>());
+                    observer.down(&why, next);
+                    next
+                }
+            };
         tracing::info!(
             delay_ms = next.as_millis() as u64,
             "reconnecting to the proxy"
@@ -364,11 +372,14 @@ async fn control_loop<O: ControlObserver>(
     }
 }
 
-/// One control connection. `Ok(Some(d))`: reconnect after `d` (goaway); `Ok(None)`: shutdown.
+/// One control connection. `Ok(Some(d))`: reconnect after `d` (goaway, or at once with the
+/// old connection left in `lingering` after a rekey); `Ok(None)`: shutdown. A connection left in
+/// `lingering` is closed once this one's hello is acknowledged.
 async fn control_session<O: ControlObserver>(
     shared: &Shared,
     shutdown: &mut watch::Receiver<bool>,
     observer: &mut O,
+    lingering: &mut Option<FramedStream<tokio_rustls::client::TlsStream<TcpStream>>>,
 ) -> Result<Option<Duration>, TunnelError> {
     let host_id = shared.identity.read().await.meta.host_id.clone();
     let tls = shared.dial(ALPN_TUNNEL).await?;
@@ -396,7 +407,11 @@ async fn control_session<O: ControlObserver>(
         }
     };
     tracing::info!(%host_id, "tunnel to the proxy is up");
+    // The proxy knows the agent by this connection now; the one it replaces may go.
+    drop(lingering.take());
     observer.up();
+    let mut rekeyed = shared.rekeyed.subscribe();
+    rekeyed.mark_unchanged();
     let beat = shared.heartbeat.unwrap_or(interval);
     let mut seq = 0u64;
     let mut ticker = tokio::time::interval(beat);
@@ -420,6 +435,11 @@ async fn control_session<O: ControlObserver>(
             }
             Ok(()) = databases.changed() => {
                 framed.write_frame(&shared.hello(&host_id)).await?;
+            }
+            Ok(()) = rekeyed.changed() => {
+                tracing::info!("the host certificate moved to another CA key: opening the tunnel again with it");
+                *lingering = Some(framed);
+                return Ok(Some(Duration::ZERO));
             }
             _ = ticker.tick() => {
                 seq += 1;
@@ -558,6 +578,9 @@ async fn renew_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                     tracing::error!(error = %error_chain(&e), "the renewed SSH host certificate cannot be served; the previous one stays");
                 }
                 *shared.identity.write().await = fresh;
+                if matches!(why, Renewal::Rotation(_)) {
+                    shared.rekeyed.send_modify(|n| *n += 1);
+                }
             }
             Err(e) => {
                 let e = error_chain(&e);

@@ -384,6 +384,7 @@ fn simulated(s: &LoadtestSettings, index: usize, id: AgentIdentity) -> Shared {
         kube: std::sync::OnceLock::new(),
         data_tls: Default::default(),
         apps: Default::default(),
+        rekeyed: watch::Sender::new(0),
     }
 }
 

@@ -63,6 +63,34 @@ fn wait_until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
     }
 }
 
+/// How many times an agent's log says it saved new trusted CA keys.
+fn trust_saves(log: &Path) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .matches("trusted CA keys changed; saved them")
+        .count()
+}
+
+/// Waits until every agent in `logs` saved the trusted keys once more than `before` says: an
+/// operator lets `init` last until everything learned the new key (agents ask every 5 s).
+fn wait_trust_learned(logs: &[PathBuf], before: &[usize]) {
+    let deadline = clock::monotonic_now() + Duration::from_secs(20);
+    while !logs
+        .iter()
+        .zip(before)
+        .all(|(log, n)| trust_saves(log) > *n)
+    {
+        if clock::monotonic_now() > deadline {
+            let tails: Vec<String> = logs.iter().map(|l| log_tail(l, 15)).collect();
+            panic!(
+                "the agents did not learn the new keys:\n{}",
+                tails.join("\n---\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 /// How many times an agent's log says it renewed its host certificate.
 fn renewals(log: &Path) -> usize {
     std::fs::read_to_string(log)
@@ -97,11 +125,13 @@ fn add_user(a: &Appliance, name: &str, roles: &str, logins: &str) {
     assert!(out.status.success(), "signup: {}", stderr(&out));
 }
 
-/// `hop login` as `user` into `home`, with the pin the cluster had at its start.
+/// `hop login` as `user` into `home`, with the pin `hop admin status` shows now (the key the
+/// proxy's certificate comes from: the new one from `update_servers` on).
 fn login(a: &Appliance, home: &Path, user: &str) {
+    let pin = ca_status(a)["ca_pin"].as_str().unwrap().to_owned();
     let mut child = Command::new(HOP)
         .args([
-            "login", "--proxy", &a.addr, "--ca-pin", &a.pin, "--user", user,
+            "login", "--proxy", &a.addr, "--ca-pin", &pin, "--user", user,
         ])
         .arg("--password-stdin")
         .env("HOP_HOME", home)
@@ -187,6 +217,17 @@ fn every_route_works(a: &Appliance, cfg: &Path, nodes: &[&str], when: &str) {
         "{when}: stock ssh: {}",
         stderr(&out)
     );
+    // A database login derives from the user's login: taken again, as a user would after
+    // logging in again.
+    a.ok(&[
+        "db",
+        "login",
+        "pg",
+        "--db-user",
+        "alice",
+        "--db-name",
+        "postgres",
+    ]);
     let out = psql(a, "", &["-A", "-t", "-c", "select 41 + 1"]);
     assert!(
         out.status.success() && stdout(&out).trim() == "42",
@@ -235,6 +276,15 @@ impl SshLoop {
     }
 }
 
+/// Sets its flag when dropped, panicking or not.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// The phases of one rotation with a check after each; `at_phase` runs right after the step.
 fn walk(a: &Appliance, phases: &[&str], mut at_phase: impl FnMut(&str)) {
     for phase in phases {
@@ -247,9 +297,21 @@ fn walk(a: &Appliance, phases: &[&str], mut at_phase: impl FnMut(&str)) {
 
 /// Waits until every agent log in `logs` shows one renewal more than `before`.
 fn wait_renewed(logs: &[PathBuf], before: &[usize], what: &str) {
-    wait_until(what, 30, || {
-        logs.iter().zip(before).all(|(log, n)| renewals(log) > *n)
-    });
+    let deadline = clock::monotonic_now() + Duration::from_secs(30);
+    while !logs.iter().zip(before).all(|(log, n)| renewals(log) > *n) {
+        if clock::monotonic_now() > deadline {
+            let tails: Vec<String> = logs.iter().map(|l| log_tail(l, 15)).collect();
+            panic!("timed out waiting for {what}:\n{}", tails.join("\n---\n"));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The last `n` lines of a log file.
+fn log_tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 #[test]
@@ -324,14 +386,20 @@ fn a_manual_rotation_of_the_user_and_host_cas_keeps_every_route_working() {
         node1_dir.with_extension("log"),
         a.dir.path().join("db-agent.log"),
     ];
+    let learned: Vec<usize> = agent_logs.iter().map(|l| trust_saves(l)).collect();
     std::thread::scope(|s| {
         s.spawn(|| ssh_loop.run(&a));
+        // A failed check below must stop the loop too, or the scope would wait for it forever.
+        let _stop = StopOnDrop(&ssh_loop.stop);
         let mut node2 = None;
         walk(
             &a,
             &["init", "update_clients", "update_servers", "standby"],
             |phase| match phase {
-                "init" => every_route_works(&a, &cfg, &["node1"], phase),
+                "init" => {
+                    wait_trust_learned(&agent_logs, &learned);
+                    every_route_works(&a, &cfg, &["node1"], phase);
+                }
                 "update_clients" => {
                     // The old key still serves: a joiner with the pin it was given still gets
                     // in, and gets its certificate from the new key.
@@ -402,10 +470,24 @@ fn a_manual_rotation_of_the_user_and_host_cas_keeps_every_route_working() {
         !out.status.success(),
         "an old-key certificate reached the agentless node"
     );
-    let out = hop_in(&old_home, &["db", "config", "pg", "--format", "uri"]);
+    // psql with the database login taken before the rotation (its certificate from the old
+    // user key), as the old profile's `hop db config` prints it.
+    let conninfo = stdout(&hop_in(
+        &old_home,
+        &["db", "config", "pg", "--format", "uri"],
+    ));
+    assert!(conninfo.contains("sslcert"), "{conninfo}");
+    let out = Command::new("psql")
+        .arg(conninfo.trim())
+        .args(["-X", "-A", "-t", "-c", "select 1"])
+        .env_remove("PGPASSWORD")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     assert!(
         !out.status.success(),
-        "an old-key certificate got a database route"
+        "an old-key database certificate reached PostgreSQL: {}",
+        stdout(&out)
     );
     let out = hop_in(&old_home, &["ls"]);
     assert!(!out.status.success(), "an old-key certificate listed nodes");
@@ -467,7 +549,11 @@ fn a_manual_rotation_of_the_user_and_host_cas_keeps_every_route_working() {
 
     // A rollback from update_servers restores service the same way.
     let mut counts: Vec<usize> = agent_logs.iter().map(|l| renewals(l)).collect();
+    let learned: Vec<usize> = agent_logs.iter().map(|l| trust_saves(l)).collect();
     walk(&a, &["init", "update_clients", "update_servers"], |phase| {
+        if phase == "init" {
+            wait_trust_learned(&agent_logs, &learned);
+        }
         if phase == "update_servers" {
             wait_renewed(
                 &agent_logs,
@@ -493,9 +579,23 @@ fn a_manual_rotation_of_the_user_and_host_cas_keeps_every_route_working() {
     walk(&a, &["standby"], |phase| {
         every_route_works(&a, &cfg, &["node1"], phase)
     });
+    let keys = |status: &serde_json::Value| -> Vec<(String, String, String)> {
+        status["authorities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["phase"].to_string(),
+                    c["ssh_fingerprints"].to_string(),
+                    c["tls_pins"].to_string(),
+                )
+            })
+            .collect()
+    };
     assert_eq!(
-        ca_status(&a)["authorities"],
-        after["authorities"],
+        keys(&ca_status(&a)),
+        keys(&after),
         "rolled back to the same keys"
     );
 }
