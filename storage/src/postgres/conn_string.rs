@@ -177,14 +177,15 @@ fn tls_settings(
             ));
         }
     };
-    let root_cert = root_cert
-        .filter(|root| root != "system")
-        .map(PathBuf::from);
+    let root_cert = root_cert.filter(|root| root != "system").map(PathBuf::from);
     Ok(TlsSettings::VerifyFull { root_cert, client })
 }
 
 /// Checks what the client config names and describes it, without the password.
-fn check_config(config: &tokio_postgres::Config, tls: &TlsSettings) -> Result<String, StorageError> {
+fn check_config(
+    config: &tokio_postgres::Config,
+    tls: &TlsSettings,
+) -> Result<String, StorageError> {
     let user = config.get_user().ok_or_else(|| {
         refuse(format!(
             "conn_string names no user (postgresql://USER@HOST/DATABASE): {EXAMPLE}"

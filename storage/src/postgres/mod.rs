@@ -57,10 +57,18 @@ pub use conn_string::DEFAULT_POOL_MAX;
 pub use poller::WATCH_APPLICATION_NAME;
 
 use self::pool::{Pool, block_on, map_pg};
-use crate::backend::{Backend, Event, EventFeed, Item, Precondition, PutOptions, Watcher, cas_error};
+use crate::backend::{
+    Backend, Event, EventFeed, Item, Precondition, PutOptions, Watcher, cas_error,
+};
 use crate::clock::Clock;
 use crate::codec;
 use crate::error::StorageError;
+
+/// Checks a conn string without opening anything (no file is read, no connection made): the
+/// same refusals [`PgBackend::open`] gives for its shape and TLS settings.
+pub fn check_conn_string(conn_string: &str) -> Result<(), StorageError> {
+    conn_string::parse(conn_string).map(|_| ())
+}
 
 /// How many recent events this process keeps for watchers that resume.
 const HISTORY: usize = 1024;
@@ -157,8 +165,12 @@ impl PgBackend {
                 target: target.clone(),
                 detail: format!("cannot start the client's runtime: {err}"),
             })?;
-        let connector =
-            pool::Connector::new(settings.config, tls, target.clone(), runtime.handle().clone());
+        let connector = pool::Connector::new(
+            settings.config,
+            tls,
+            target.clone(),
+            runtime.handle().clone(),
+        );
         let pool = Pool::new(connector, settings.pool_max);
         let revision = {
             let mut client = pool.get()?;
@@ -458,8 +470,8 @@ impl Backend for PgBackend {
 
     fn purge_expired(&self) -> Result<usize, StorageError> {
         let now = self.now_ns();
-        let retention = i64::try_from(self.shared.options.change_retention.as_nanos())
-            .unwrap_or(i64::MAX);
+        let retention =
+            i64::try_from(self.shared.options.change_retention.as_nanos()).unwrap_or(i64::MAX);
         let cutoff = now.saturating_sub(retention);
         let max_changes = to_i64(self.shared.options.max_changes);
         let target = &self.shared.target;

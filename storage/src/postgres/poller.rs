@@ -50,7 +50,10 @@ async fn follow(shared: &Shared, backoff: &mut Duration) -> Result<Infallible, S
         .await?;
     let db = |err| map_pg(&shared.target, err);
     // Listen first, then read: a change committed in between is read, not missed.
-    client.batch_execute("LISTEN hop_changes").await.map_err(db)?;
+    client
+        .batch_execute("LISTEN hop_changes")
+        .await
+        .map_err(db)?;
     *backoff = MIN_BACKOFF;
     let query = client
         .prepare(

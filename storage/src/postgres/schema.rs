@@ -47,7 +47,10 @@ pub(crate) async fn migrate(client: &mut Client, target: &str) -> Result<(), Sto
             supported: VERSION,
         });
     }
-    for (version, sql) in (1u64..).zip(MIGRATIONS).skip(usize::try_from(found).unwrap_or(0)) {
+    for (version, sql) in (1u64..)
+        .zip(MIGRATIONS)
+        .skip(usize::try_from(found).unwrap_or(0))
+    {
         txn.batch_execute(sql).await.map_err(db)?;
         txn.execute(
             "INSERT INTO hop_schema_version (version) VALUES ($1)",

@@ -36,9 +36,9 @@ pub(crate) fn client_config(
     match root_cert {
         Some(path) => {
             for cert in read_certs(path, "sslrootcert")? {
-                roots.add(cert).map_err(|err| {
-                    refuse(format!("sslrootcert {}: {err}", path.display()))
-                })?;
+                roots
+                    .add(cert)
+                    .map_err(|err| refuse(format!("sslrootcert {}: {err}", path.display())))?;
             }
         }
         None => {

@@ -57,9 +57,19 @@ fn openssl(args: &[&str], dir: &Path) {
 /// A CA, a server certificate for localhost/127.0.0.1 and a client certificate for
 /// [`CERT_USER`], in `dir`; plus an unrelated CA (`other-ca.crt`).
 fn make_certs(dir: &Path) {
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
     for ca in ["ca", "other-ca"] {
-        let (key, crt, subj) = (format!("{ca}.key"), format!("{ca}.crt"), format!("/CN={ca}"));
+        let (key, crt, subj) = (
+            format!("{ca}.key"),
+            format!("{ca}.crt"),
+            format!("/CN={ca}"),
+        );
         let mut args = vec!["req", "-x509"];
         args.extend(ec);
         args.extend(["-days", "1", "-subj", &subj, "-keyout", &key, "-out", &crt]);
@@ -71,7 +81,10 @@ fn make_certs(dir: &Path) {
     )
     .unwrap();
     std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-    for (name, cn, ext) in [("server", "localhost", "san.ext"), ("client", CERT_USER, "client.ext")] {
+    for (name, cn, ext) in [
+        ("server", "localhost", "san.ext"),
+        ("client", CERT_USER, "client.ext"),
+    ] {
         let (key, csr, crt, subj) = (
             format!("{name}.key"),
             format!("{name}.csr"),
@@ -83,8 +96,21 @@ fn make_certs(dir: &Path) {
         args.extend(["-subj", &subj, "-keyout", &key, "-out", &csr]);
         openssl(&args, dir);
         let mut args = vec![
-            "x509", "-req", "-in", &csr, "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-            "-days", "1", "-out", &crt, "-extfile", ext,
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-out",
+            &crt,
+            "-extfile",
+            ext,
         ];
         openssl(&args, dir);
     }
@@ -100,7 +126,11 @@ impl PgServer {
         let d = dir.path();
         make_certs(d);
         let port = free_port();
-        run_ok(Command::new("chown").args(["-R", "postgres:postgres"]).arg(d));
+        run_ok(
+            Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(d),
+        );
         // The server reads its key as postgres; the client key stays readable by root (us).
         run_ok(Command::new("chmod").arg("600").arg(d.join("server.key")));
         run_ok(
@@ -207,7 +237,10 @@ impl PgServer {
             std::process::id(),
             NEXT_DB.fetch_add(1, Ordering::Relaxed)
         );
-        self.sql("postgres", &format!("CREATE DATABASE {name} OWNER {CERT_USER}"));
+        self.sql(
+            "postgres",
+            &format!("CREATE DATABASE {name} OWNER {CERT_USER}"),
+        );
         name
     }
 

@@ -42,7 +42,10 @@ fn collect(watcher: &mut Watcher, n: usize) -> Vec<Event> {
             events.push(event);
         }
         let extra = tokio::time::timeout(Duration::from_millis(300), watcher.recv()).await;
-        assert!(extra.is_err(), "an event beyond the {n} expected: {extra:?}");
+        assert!(
+            extra.is_err(),
+            "an event beyond the {n} expected: {extra:?}"
+        );
         events
     })
 }
@@ -107,10 +110,17 @@ fn a_late_committing_writer_never_lets_a_higher_revision_be_seen_first() {
         std::thread::sleep(Duration::from_millis(200));
         release.send(()).unwrap();
         assert_eq!(slow_put.join().unwrap(), 3);
-        assert!(matches!(swap.join().unwrap(), Err(StorageError::Conflict { .. })));
+        assert!(matches!(
+            swap.join().unwrap(),
+            Err(StorageError::Conflict { .. })
+        ));
     });
     assert_eq!(observer.get("fast").unwrap().unwrap().value, b"by slow");
-    assert_eq!(observer.current_revision().unwrap(), 3, "the failed swap took no revision");
+    assert_eq!(
+        observer.current_revision().unwrap(),
+        3,
+        "the failed swap took no revision"
+    );
     assert_eq!(revisions(&collect(&mut watcher, 1)), [3]);
 }
 
@@ -151,7 +161,10 @@ fn writers_on_two_backends_produce_one_contiguous_feed() {
     let value = observer.get("counter").unwrap().unwrap().value;
     assert_eq!(value, total.to_string().as_bytes());
     let events = collect(&mut watcher, total + 1);
-    assert_eq!(revisions(&events), (1..=total as u64 + 1).collect::<Vec<_>>());
+    assert_eq!(
+        revisions(&events),
+        (1..=total as u64 + 1).collect::<Vec<_>>()
+    );
     // Every event carries the value its revision committed: 0, 1, 2, … in order.
     for (i, event) in events.iter().enumerate() {
         let Event::Put(item) = event else {
@@ -183,7 +196,10 @@ fn a_killed_feed_connection_resumes_without_gap_or_duplicate() {
         writer.put(&format!("after/{i}"), b"", no_lease()).unwrap();
     }
     let rest = collect(&mut watcher, 10);
-    let all: Vec<u64> = revisions(&first).into_iter().chain(revisions(&rest)).collect();
+    let all: Vec<u64> = revisions(&first)
+        .into_iter()
+        .chain(revisions(&rest))
+        .collect();
     assert_eq!(all, (1..=15).collect::<Vec<_>>());
 }
 
@@ -198,7 +214,9 @@ fn a_watcher_resumes_on_another_backend_from_its_last_revision() {
         let reader = open(server, &db, &clock, test_options());
         let mut watcher = reader.watch();
         for i in 0..6 {
-            writer.put(&format!("k{i}"), i.to_string().as_bytes(), no_lease()).unwrap();
+            writer
+                .put(&format!("k{i}"), i.to_string().as_bytes(), no_lease())
+                .unwrap();
         }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -235,7 +253,10 @@ fn a_watcher_resumes_on_another_backend_from_its_last_revision() {
     let Event::Put(item) = &events[0] else {
         panic!("{:?}", events[0])
     };
-    assert_eq!((item.key.as_str(), item.value.as_slice()), ("k3", &b"3"[..]));
+    assert_eq!(
+        (item.key.as_str(), item.value.as_slice()),
+        ("k3", &b"3"[..])
+    );
 }
 
 #[test]
@@ -268,7 +289,10 @@ fn a_trimmed_change_table_answers_too_old() {
     assert_eq!(revisions(&collect(&mut watcher, 1)), [6]);
     assert!(matches!(
         other.watch_from(7),
-        Err(StorageError::WatchAhead { after: 7, current: 6 })
+        Err(StorageError::WatchAhead {
+            after: 7,
+            current: 6
+        })
     ));
 
     // The row cap trims too, whatever the age.
@@ -286,7 +310,10 @@ fn a_trimmed_change_table_answers_too_old() {
         fresh.watch_from(7),
         Err(StorageError::WatchTooOld { oldest: 8, .. })
     ));
-    assert_eq!(revisions(&collect(&mut fresh.watch_from(8).unwrap(), 3)), [9, 10, 11]);
+    assert_eq!(
+        revisions(&collect(&mut fresh.watch_from(8).unwrap(), 3)),
+        [9, 10, 11]
+    );
 }
 
 #[test]
@@ -330,14 +357,25 @@ fn schema_is_migrated_once_and_a_newer_one_is_refused_untouched() {
     assert_eq!(b.current_revision().unwrap(), rev);
     assert_eq!(b.get("k").unwrap().unwrap().value, b"v");
     drop(b);
-    let versions = || server.sql(&db, "SELECT string_agg(version::text, ',' ORDER BY version) FROM hop_schema_version");
+    let versions = || {
+        server.sql(
+            &db,
+            "SELECT string_agg(version::text, ',' ORDER BY version) FROM hop_schema_version",
+        )
+    };
     assert_eq!(versions(), PgBackend::SCHEMA_VERSION.to_string());
 
     server.sql(&db, "INSERT INTO hop_schema_version (version) VALUES (99)");
-    let err = PgBackend::open(&server.socket_url(&db), Arc::new(clock.clone()), test_options())
-        .unwrap_err();
+    let err = PgBackend::open(
+        &server.socket_url(&db),
+        Arc::new(clock.clone()),
+        test_options(),
+    )
+    .unwrap_err();
     match &err {
-        StorageError::NewerDatabaseSchema { found, supported, .. } => {
+        StorageError::NewerDatabaseSchema {
+            found, supported, ..
+        } => {
             assert_eq!((*found, *supported), (99, PgBackend::SCHEMA_VERSION));
         }
         other => panic!("{other:?}"),
@@ -345,7 +383,10 @@ fn schema_is_migrated_once_and_a_newer_one_is_refused_untouched() {
     assert!(err.to_string().contains("Upgrade hop"), "{err}");
     assert_eq!(err.fault(), hop_storage::Fault::Operator);
     assert_eq!(versions(), format!("{},99", PgBackend::SCHEMA_VERSION));
-    assert_eq!(server.sql(&db, "SELECT revision FROM hop_meta"), rev.to_string());
+    assert_eq!(
+        server.sql(&db, "SELECT revision FROM hop_meta"),
+        rev.to_string()
+    );
 }
 
 #[test]
@@ -353,9 +394,16 @@ fn tls_with_a_client_certificate() {
     let Some((server, db, clock)) = setup() else {
         return;
     };
-    let b = PgBackend::open(&server.tls_url(&db, "ca.crt"), Arc::new(clock.clone()), test_options())
-        .unwrap();
-    assert_eq!(b.target(), format!("hopcert@localhost:{}/{db}", server.port()));
+    let b = PgBackend::open(
+        &server.tls_url(&db, "ca.crt"),
+        Arc::new(clock.clone()),
+        test_options(),
+    )
+    .unwrap();
+    assert_eq!(
+        b.target(),
+        format!("hopcert@localhost:{}/{db}", server.port())
+    );
     let rev = b.put("over/tls", b"v", no_lease()).unwrap();
     let mut watcher = b.watch_from(0).unwrap();
     assert_eq!(revisions(&collect(&mut watcher, 1)), [rev]);
@@ -376,7 +424,10 @@ fn tls_with_a_client_certificate() {
     )
     .unwrap_err();
     assert!(matches!(err, StorageError::Unreachable { .. }), "{err:?}");
-    assert!(err.to_string().to_lowercase().contains("certificate"), "{err}");
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "{err}"
+    );
     // A missing file is a configuration error naming the setting.
     let url = server.tls_url(&db, "nonexistent.crt");
     let err = PgBackend::open(&url, Arc::new(clock.clone()), test_options()).unwrap_err();
@@ -402,7 +453,14 @@ fn an_unreachable_server_is_reported_as_such() {
     .unwrap_err();
     assert!(matches!(err, StorageError::Unreachable { .. }), "{err:?}");
     assert_eq!(err.fault(), hop_storage::Fault::Operator);
-    let err = PgBackend::open("mysql://x@y/z", Arc::new(ManualClock::new(start_time())), PgOptions::default())
-        .unwrap_err();
-    assert!(matches!(err, StorageError::PostgresConfig { .. }), "{err:?}");
+    let err = PgBackend::open(
+        "mysql://x@y/z",
+        Arc::new(ManualClock::new(start_time())),
+        PgOptions::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, StorageError::PostgresConfig { .. }),
+        "{err:?}"
+    );
 }
