@@ -16,7 +16,7 @@ const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
 pub(crate) const VERSION: u64 = MIGRATIONS.len() as u64;
 
 /// Serializes migrating appliances: `pg_advisory_xact_lock` key ("hopmigr" in ASCII).
-const MIGRATION_LOCK: i64 = 0x686f_706d_6967_72;
+const MIGRATION_LOCK: i64 = 0x0068_6f70_6d69_6772;
 
 /// Brings the database to [`VERSION`], or refuses it if it is newer.
 pub(crate) async fn migrate(client: &mut Client, target: &str) -> Result<(), StorageError> {

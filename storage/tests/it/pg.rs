@@ -23,6 +23,8 @@ pub const CERT_USER: &str = "hopcert";
 pub struct PgServer {
     dir: tempfile::TempDir,
     port: u16,
+    /// Outlives this process by design (it stops the server then); never waited for.
+    _watchdog: std::process::Child,
 }
 
 static SERVER: OnceLock<Option<PgServer>> = OnceLock::new();
@@ -95,7 +97,7 @@ fn make_certs(dir: &Path) {
         args.extend(ec);
         args.extend(["-subj", &subj, "-keyout", &key, "-out", &csr]);
         openssl(&args, dir);
-        let mut args = vec![
+        let args = [
             "x509",
             "-req",
             "-in",
@@ -172,14 +174,18 @@ impl PgServer {
             parent = std::process::id(),
             dir = d.display(),
         );
-        Command::new("runuser")
+        let watchdog = Command::new("runuser")
             .args(["-u", "postgres", "--", "sh", "-c", &script])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let server = Self { dir, port };
+        let server = Self {
+            dir,
+            port,
+            _watchdog: watchdog,
+        };
         for _ in 0..200 {
             let ok = Command::new(format!("{PG_BIN}/pg_isready"))
                 .arg("-h")
