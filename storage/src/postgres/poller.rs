@@ -86,5 +86,7 @@ async fn follow(shared: &Shared, backoff: &mut Duration) -> Result<Infallible, S
             () = shared.wake.notified() => {}
             () = tokio::time::sleep(shared.options.poll_interval) => {}
         }
+        // One read covers every notification queued meanwhile.
+        while notifications.try_recv().is_ok() {}
     }
 }

@@ -10,6 +10,7 @@ use hop_storage::{
     Backend, Clock, Event, ManualClock, PgBackend, PgOptions, PutOptions, StorageError, Watcher,
 };
 
+use crate::clock::{monotonic_now, since};
 use crate::pg::{PgServer, open, server, test_options};
 use crate::support::start_time;
 
@@ -462,5 +463,54 @@ fn an_unreachable_server_is_reported_as_such() {
     assert!(
         matches!(err, StorageError::PostgresConfig { .. }),
         "{err:?}"
+    );
+}
+
+/// Not a check: what a write and a cross-appliance watch cost on this machine (run with
+/// `--ignored --nocapture`; docs/ARCHITECTURE.md quotes it).
+#[test]
+#[ignore]
+fn measure_write_rate_and_feed_latency() {
+    let Some((server, db, clock)) = setup() else {
+        return;
+    };
+    let writer = open(server, &db, &clock, test_options());
+    let reader = open(server, &db, &clock, test_options());
+    let mut watcher = reader.watch();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let n = 500;
+    let timer = monotonic_now();
+    for i in 0..n {
+        writer
+            .put(&format!("k{}", i % 50), b"value", no_lease())
+            .unwrap();
+    }
+    let writes = since(timer);
+    let mut worst = Duration::ZERO;
+    for i in 0..20 {
+        let at = monotonic_now();
+        writer
+            .put("latency", i.to_string().as_bytes(), no_lease())
+            .unwrap();
+        loop {
+            let event = runtime
+                .block_on(async {
+                    tokio::time::timeout(Duration::from_secs(5), watcher.recv()).await
+                })
+                .unwrap()
+                .unwrap();
+            if matches!(&event, Event::Put(item) if item.key == "latency" && item.value == i.to_string().as_bytes())
+            {
+                break;
+            }
+        }
+        worst = worst.max(since(at));
+    }
+    eprintln!(
+        "PostgreSQL backend: {n} sequential puts in {writes:?} ({:.0}/s); worst put-to-other-appliance-event latency {worst:?}",
+        f64::from(n) / writes.as_secs_f64()
     );
 }
