@@ -242,24 +242,36 @@ impl PgBackend {
     }
 
     /// Runs `op` in one write transaction (the first statement of which must take the revision
-    /// lock); the transaction commits if `op` succeeds and rolls back if it fails.
+    /// lock); the transaction commits if `op` succeeds and rolls back if it fails. A pooled
+    /// connection the server has closed (a restart, an idle timeout) fails at `BEGIN`, before
+    /// anything was written: then, and only then, it is tried once more on a fresh connection.
     fn write_txn<T>(
         &self,
-        op: impl AsyncFnOnce(&Transaction<'_>) -> Result<T, StorageError>,
+        op: impl AsyncFn(&Transaction<'_>) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
         let target = &self.shared.target;
-        let mut client = self.shared.pool.get()?;
-        block_on(async {
-            let txn = client
-                .build_transaction()
-                .isolation_level(IsolationLevel::ReadCommitted)
-                .start()
-                .await
-                .map_err(|err| map_pg(target, err))?;
-            let out = op(&txn).await?;
-            txn.commit().await.map_err(|err| map_pg(target, err))?;
-            Ok(out)
-        })
+        let mut retried = false;
+        loop {
+            let mut client = self.shared.pool.get()?;
+            let result = block_on(async {
+                let txn = client
+                    .build_transaction()
+                    .isolation_level(IsolationLevel::ReadCommitted)
+                    .start()
+                    .await
+                    .map_err(|err| (false, map_pg(target, err)))?;
+                let out = op(&txn).await.map_err(|err| (true, err))?;
+                txn.commit()
+                    .await
+                    .map_err(|err| (true, map_pg(target, err)))?;
+                Ok(out)
+            });
+            match result {
+                Ok(out) => return Ok(out),
+                Err((false, StorageError::Unreachable { .. })) if !retried => retried = true,
+                Err((_, err)) => return Err(err),
+            }
+        }
     }
 
     /// Wakes the follower and waits until it has published `revision`.

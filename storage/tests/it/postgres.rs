@@ -202,6 +202,20 @@ fn a_killed_feed_connection_resumes_without_gap_or_duplicate() {
         .chain(revisions(&rest))
         .collect();
     assert_eq!(all, (1..=15).collect::<Vec<_>>());
+
+    // The pooled connections dropped too (as after a server restart): the next operations open
+    // fresh ones.
+    let pooled = server.sql(
+        "postgres",
+        &format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = '{db}' AND application_name = 'hop'"
+        ),
+    );
+    assert_ne!(pooled, "0");
+    assert_eq!(writer.put("after/restart", b"", no_lease()).unwrap(), 16);
+    assert_eq!(reader.get("after/restart").unwrap().unwrap().revision, 16);
+    assert_eq!(revisions(&collect(&mut watcher, 1)), [16]);
 }
 
 #[test]
