@@ -24,12 +24,14 @@ use hop_auth::audit::AuditLogSink;
 use hop_auth::grpc::AuthApi;
 use hop_auth::recordings::RecordingsApi;
 use hop_auth::{AuthServer, AuthSettings};
-use hop_config::{Config, ServiceRole};
+use hop_config::{Config, ServiceRole, StateStore};
 use hop_proxy::dataplane::{DataPlane, IoDriver};
 use hop_proxy::listener::TlsRoutes;
 use hop_proxy::tunnels::TunnelRegistry;
 use hop_storage::recording::RecordingBackend;
-use hop_storage::{AuditStore, RedbBackend, ResourceStore, StorageError};
+use hop_storage::{
+    AuditStore, Backend, PgBackend, PgOptions, RedbBackend, ResourceStore, StorageError,
+};
 use tokio::sync::watch;
 
 use process::Process;
@@ -60,7 +62,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     prepare_data_dir(&data_dir)?;
     raise_open_files_limit(&cfg);
     let mut p = Process::start()?;
-    let backend = open_storage(&p, &data_dir).await?;
+    let backend = open_storage(&p, &cfg, &data_dir).await?;
     let run_proxy = cfg.runs(ServiceRole::Proxy);
     p.spawn_diagnostics(&cfg, run_proxy);
     let store = ResourceStore::new(backend.clone());
@@ -161,15 +163,48 @@ fn raise_open_files_limit(cfg: &Config) {
     }
 }
 
-/// Storage: the redb file holds an exclusive lock for as long as this process runs.
-async fn open_storage(p: &Process, data_dir: &Path) -> anyhow::Result<Arc<RedbBackend>> {
+/// Storage: the redb file in the data dir (which holds an exclusive lock for as long as this
+/// process runs), or the PostgreSQL database `hop.storage` names (shared with the cluster's other
+/// appliances; migrated to this build's schema on open).
+async fn open_storage(
+    p: &Process,
+    cfg: &Config,
+    data_dir: &Path,
+) -> anyhow::Result<Arc<dyn Backend>> {
+    let store = cfg
+        .hop
+        .storage
+        .state_store()
+        .map_err(|e| anyhow!("hop.storage.conn_string: {e}"))?;
+    let backend: Arc<dyn Backend> = match store {
+        StateStore::DataDir => open_redb(p, data_dir).await?,
+        StateStore::Postgres { conn_string } => {
+            let clock = p.clock.clone();
+            let opened = tokio::task::spawn_blocking(move || {
+                PgBackend::open(&conn_string, clock, PgOptions::default())
+            })
+            .await?;
+            match opened {
+                Ok(b) => {
+                    tracing::info!(target = %b.target(), "cluster state on PostgreSQL");
+                    Arc::new(b)
+                }
+                Err(e) => bail!("cannot open storage (hop.storage, type postgresql): {e}"),
+            }
+        }
+    };
+    p.metrics.storage_ready.store(true, Ordering::Release);
+    Ok(backend)
+}
+
+async fn open_redb(p: &Process, data_dir: &Path) -> anyhow::Result<Arc<RedbBackend>> {
     let db_path = data_dir.join(DB_FILE);
     let backend = {
         let (path, clock) = (db_path.clone(), p.clock.clone());
         tokio::task::spawn_blocking(move || RedbBackend::open(&path, clock)).await?
     };
-    let backend = match backend {
-        Ok(b) => Arc::new(b),
+    match backend {
+        Ok(b) => Ok(Arc::new(b)),
         Err(e @ StorageError::Locked { .. }) => {
             bail!(
                 "{e}\nAnother `hop start` is using {}. Stop it first, or use another --data-dir.",
@@ -177,9 +212,7 @@ async fn open_storage(p: &Process, data_dir: &Path) -> anyhow::Result<Arc<RedbBa
             )
         }
         Err(e) => bail!("cannot open storage {}: {e}", db_path.display()),
-    };
-    p.metrics.storage_ready.store(true, Ordering::Release);
-    Ok(backend)
+    }
 }
 
 /// Auth, with its audit store, on the cluster's store; the CAs are loaded when it returns.
@@ -252,7 +285,7 @@ fn tunnel_registry(
     p: &mut Process,
     cfg: &Config,
     auth: &Arc<AuthServer>,
-    backend: &Arc<RedbBackend>,
+    backend: &Arc<dyn Backend>,
     run_proxy: bool,
 ) -> Arc<TunnelRegistry> {
     let registry = Arc::new(
@@ -268,7 +301,7 @@ fn tunnel_registry(
             p.shutdown.clone(),
         ));
         // Presence summaries in batches: one backend write per proxy per interval.
-        let b: Arc<dyn hop_storage::Backend> = backend.clone();
+        let b = backend.clone();
         p.tasks.spawn(hop_proxy::presence::run(
             registry.clone(),
             b,
@@ -282,7 +315,7 @@ fn tunnel_registry(
 async fn open_recordings(
     p: &mut Process,
     cfg: &Config,
-    backend: &Arc<RedbBackend>,
+    backend: &Arc<dyn Backend>,
 ) -> anyhow::Result<Arc<dyn RecordingBackend>> {
     let recordings = {
         let (c, b) = (cfg.clone(), backend.clone());

@@ -1,9 +1,17 @@
 //! The key-value contract every storage implementation keeps. This module owns the [`Backend`]
 //! trait and its vocabulary ([`Item`], [`PutOptions`], [`Event`], [`Watcher`]), the TTL rule
-//! (an item whose lease has run out reads as absent) and the prefix-range helper. It must never
-//! know how or where bytes are kept; that belongs to the implementations.
+//! (an item whose lease has run out reads as absent), the prefix-range helper, and the change
+//! feed every backend publishes into ([`EventFeed`]: a broadcast plus a short history, so that a
+//! watcher can resume from a revision). It must never know how or where bytes are kept; that
+//! belongs to the implementations.
+//!
+//! Revisions are contiguous: every committed write takes exactly the next revision, so a
+//! [`Watcher`] that sees revision `n + 2` after `n` knows it missed one and says so
+//! ([`WatchError::Lagged`]) instead of skipping it silently.
 
-use std::time::SystemTime;
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::broadcast;
 
@@ -47,6 +55,16 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// The revision of the write this event reports.
+    pub fn revision(&self) -> u64 {
+        match self {
+            Event::Put(item) => item.revision,
+            Event::Delete { revision, .. } => *revision,
+        }
+    }
+}
+
 /// A transactional key-value store with revisions, TTL leases and a change feed.
 ///
 /// Every successful write (put, create, compare-and-swap, delete, and each key removed by a
@@ -81,8 +99,19 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// An empty `end` means no upper bound (see [`prefix_end`]).
     fn range(&self, start: &str, end: &str, limit: usize) -> Result<Vec<Item>, StorageError>;
 
-    /// A feed of every put and delete committed after this call, in revision order.
+    /// A feed of every put and delete committed after this call, in revision order. (For a
+    /// shared backend, "after" means after the newest change this process has seen; every write
+    /// made through this handle that returned before the call is excluded.)
     fn watch(&self) -> Watcher;
+
+    /// A feed of every put and delete with a revision greater than `after`, in revision order,
+    /// with no gap and no duplicate: the way to resume after a dropped watcher (pass
+    /// [`Watcher::revision`]) or after reading a snapshot at revision `after`.
+    ///
+    /// Fails with [`StorageError::WatchTooOld`] when the changes after `after` are no longer kept
+    /// (re-read the state, then watch from the revision it was read at), and with
+    /// [`StorageError::WatchAhead`] when `after` is beyond the newest revision of this store.
+    fn watch_from(&self, after: u64) -> Result<Watcher, StorageError>;
 
     /// Deletes every item whose lease has run out, in one durable write, emitting a
     /// [`Event::Delete`] for each in order of expiry (then key); returns how many were deleted.
@@ -125,54 +154,237 @@ pub(crate) fn in_range(key: &str, start: &str, end: &str) -> bool {
     key >= start && (end.is_empty() || key < end)
 }
 
-/// A subscription to a backend's change feed.
+/// A subscription to a backend's change feed: events replayed from history first (when resuming),
+/// then live ones, never one at or below the revision already handed out.
 #[derive(Debug)]
 pub struct Watcher {
+    backlog: VecDeque<Event>,
     rx: broadcast::Receiver<Event>,
+    /// The revision of the last event handed out, or the revision the watcher started after.
+    last: u64,
+    /// The broadcast dropped events; the next live one starts a new run (no gap check).
+    lagged: bool,
 }
 
 impl Watcher {
     /// Waits for the next event.
     pub async fn recv(&mut self) -> Result<Event, WatchError> {
-        self.rx.recv().await.map_err(|err| match err {
-            broadcast::error::RecvError::Lagged(n) => WatchError::Lagged(n),
-            broadcast::error::RecvError::Closed => WatchError::Closed,
-        })
+        loop {
+            if let Some(event) = self.backlog.pop_front() {
+                return self.accept(event);
+            }
+            match self.rx.recv().await {
+                Ok(event) if event.revision() <= self.last => continue,
+                Ok(event) => return self.accept(event),
+                Err(broadcast::error::RecvError::Lagged(n)) => return Err(self.lag(n)),
+                Err(broadcast::error::RecvError::Closed) => return Err(WatchError::Closed),
+            }
+        }
     }
 
     /// The next event if one is queued, without waiting.
     pub fn try_recv(&mut self) -> Result<Option<Event>, WatchError> {
-        match self.rx.try_recv() {
-            Ok(event) => Ok(Some(event)),
-            Err(broadcast::error::TryRecvError::Empty) => Ok(None),
-            Err(broadcast::error::TryRecvError::Lagged(n)) => Err(WatchError::Lagged(n)),
-            Err(broadcast::error::TryRecvError::Closed) => Err(WatchError::Closed),
+        loop {
+            if let Some(event) = self.backlog.pop_front() {
+                return self.accept(event).map(Some);
+            }
+            match self.rx.try_recv() {
+                Ok(event) if event.revision() <= self.last => continue,
+                Ok(event) => return self.accept(event).map(Some),
+                Err(broadcast::error::TryRecvError::Empty) => return Ok(None),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => return Err(self.lag(n)),
+                Err(broadcast::error::TryRecvError::Closed) => return Err(WatchError::Closed),
+            }
+        }
+    }
+
+    /// The revision of the last event this watcher handed out (or the one it started after):
+    /// pass it to [`Backend::watch_from`] to resume with no gap and no duplicate.
+    pub fn revision(&self) -> u64 {
+        self.last
+    }
+
+    fn lag(&mut self, n: u64) -> WatchError {
+        self.lagged = true;
+        WatchError::Lagged(n)
+    }
+
+    fn accept(&mut self, event: Event) -> Result<Event, WatchError> {
+        let revision = event.revision();
+        let expected = self.last.saturating_add(1);
+        if revision > expected && !self.lagged {
+            // Revisions are contiguous, so a jump means the feed lost events (a trimmed change
+            // table under a slow poller): report it rather than skip silently. The event is put
+            // back, so that a caller that carries on after resynchronising still gets it.
+            self.backlog.push_front(event);
+            self.lagged = true;
+            return Err(WatchError::Lagged(revision - expected));
+        }
+        self.lagged = false;
+        self.last = revision;
+        Ok(event)
+    }
+}
+
+/// Why [`EventFeed::subscribe_after`] could not start where it was asked to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ResumeError {
+    /// The history no longer holds the changes after the requested revision; `oldest` is the
+    /// smallest revision it can resume after.
+    TooOld { oldest: u64 },
+    /// The requested revision is newer than anything published.
+    Ahead { current: u64 },
+}
+
+impl ResumeError {
+    pub(crate) fn into_storage(self, after: u64) -> StorageError {
+        match self {
+            ResumeError::TooOld { oldest } => StorageError::WatchTooOld { after, oldest },
+            ResumeError::Ahead { current } => StorageError::WatchAhead { after, current },
         }
     }
 }
 
-/// The sending side of a backend's change feed. Backends publish while still holding their write
-/// lock, so that events reach watchers in revision order.
+/// The sending side of a backend's change feed, with the most recent events kept for watchers
+/// that resume. Backends publish in revision order (while holding their write lock, or from the
+/// one poller that reads a shared change table), so that events reach watchers in that order.
 #[derive(Debug)]
 pub(crate) struct EventFeed {
     tx: broadcast::Sender<Event>,
+    state: Mutex<FeedState>,
+    published: Condvar,
+    history_len: usize,
+}
+
+/// The smallest revision a watcher can resume after from the history alone.
+fn oldest_resumable(state: &FeedState) -> u64 {
+    state
+        .history
+        .front()
+        .map_or(state.last, |event| event.revision().saturating_sub(1))
+}
+
+#[derive(Debug)]
+struct FeedState {
+    history: VecDeque<Event>,
+    /// The revision of the newest published event (or the store's revision at open).
+    last: u64,
 }
 
 impl EventFeed {
-    pub(crate) fn new() -> Self {
+    /// A feed whose store is at revision `last`, keeping up to `history_len` past events.
+    pub(crate) fn new(last: u64, history_len: usize) -> Self {
         let (tx, _) = broadcast::channel(WATCH_CAPACITY);
-        Self { tx }
-    }
-
-    pub(crate) fn subscribe(&self) -> Watcher {
-        Watcher {
-            rx: self.tx.subscribe(),
+        Self {
+            tx,
+            state: Mutex::new(FeedState {
+                history: VecDeque::new(),
+                last,
+            }),
+            published: Condvar::new(),
+            history_len,
         }
     }
 
+    fn lock(&self) -> MutexGuard<'_, FeedState> {
+        // Every update completes before the guard drops; a panic cannot leave it half-written.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A watcher of every event published after this call.
+    pub(crate) fn subscribe(&self) -> Watcher {
+        let state = self.lock();
+        Watcher {
+            backlog: VecDeque::new(),
+            rx: self.tx.subscribe(),
+            last: state.last,
+            lagged: false,
+        }
+    }
+
+    /// A watcher of every event after revision `after`, from the history and then live.
+    pub(crate) fn subscribe_from(&self, after: u64) -> Result<Watcher, ResumeError> {
+        let state = self.lock();
+        if after > state.last {
+            return Err(ResumeError::Ahead {
+                current: state.last,
+            });
+        }
+        self.subscribe_locked(&state, after, Vec::new(), after)
+            .ok_or(ResumeError::TooOld {
+                oldest: oldest_resumable(&state),
+            })
+    }
+
+    /// A watcher of every event after revision `after`, given `prefix`: the events in
+    /// `(after, through]` read from elsewhere (a shared change table), in order. The history
+    /// supplies what follows `through`; what the feed publishes later up to `through` is
+    /// skipped. `None` when the history no longer reaches back to `through` (the caller reads
+    /// again, further).
+    pub(crate) fn subscribe_after(
+        &self,
+        after: u64,
+        prefix: Vec<Event>,
+        through: u64,
+    ) -> Option<Watcher> {
+        let state = self.lock();
+        self.subscribe_locked(&state, after, prefix, through)
+    }
+
+    fn subscribe_locked(
+        &self,
+        state: &FeedState,
+        after: u64,
+        prefix: Vec<Event>,
+        through: u64,
+    ) -> Option<Watcher> {
+        if through < oldest_resumable(state) {
+            return None;
+        }
+        let mut backlog: VecDeque<Event> = prefix.into();
+        backlog.extend(
+            state
+                .history
+                .iter()
+                .filter(|event| event.revision() > through)
+                .cloned(),
+        );
+        Some(Watcher {
+            backlog,
+            rx: self.tx.subscribe(),
+            last: after,
+            lagged: false,
+        })
+    }
+
     pub(crate) fn publish(&self, event: Event) {
+        let mut state = self.lock();
+        state.last = event.revision();
+        if self.history_len > 0 {
+            if state.history.len() == self.history_len {
+                state.history.pop_front();
+            }
+            state.history.push_back(event.clone());
+        }
         // An error only means nobody is watching right now, which is fine.
         let _ = self.tx.send(event);
+        drop(state);
+        self.published.notify_all();
+    }
+
+    /// The revision of the newest published event.
+    pub(crate) fn last(&self) -> u64 {
+        self.lock().last
+    }
+
+    /// Waits until revision `revision` has been published, at most `timeout`; whether it was.
+    pub(crate) fn wait_published(&self, revision: u64, timeout: Duration) -> bool {
+        let state = self.lock();
+        let (state, _) = self
+            .published
+            .wait_timeout_while(state, timeout, |state| state.last < revision)
+            .unwrap_or_else(PoisonError::into_inner);
+        state.last >= revision
     }
 }
 

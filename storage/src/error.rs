@@ -97,6 +97,68 @@ pub enum StorageError {
         /// Which rule it breaks.
         reason: &'static str,
     },
+    /// The changes after revision `after` are no longer kept (the change feed was trimmed, or
+    /// this process has not kept them): the watcher must resynchronise.
+    #[error(
+        "cannot resume watching after revision {after}: the changes since then are no longer \
+         kept (resuming is possible after revision {oldest} or later); too old, resynchronize: \
+         re-read the state and watch from the revision it was read at"
+    )]
+    WatchTooOld {
+        /// The revision the watcher asked to resume after.
+        after: u64,
+        /// The oldest revision a watcher can resume after now.
+        oldest: u64,
+    },
+    /// A watcher asked to resume after a revision this store has not reached: its state came
+    /// from another store (a restored or replaced database).
+    #[error(
+        "cannot resume watching after revision {after}: this store is only at revision \
+         {current} (the watcher's state comes from another store); resynchronize"
+    )]
+    WatchAhead {
+        /// The revision the watcher asked to resume after.
+        after: u64,
+        /// The store's newest revision.
+        current: u64,
+    },
+    /// The PostgreSQL connection string, or a file it names, is not usable.
+    #[error("invalid PostgreSQL storage settings: {reason}")]
+    PostgresConfig {
+        /// What is wrong, naming the setting.
+        reason: String,
+    },
+    /// PostgreSQL could not be reached, or the connection to it was lost.
+    #[error("PostgreSQL at {target} is unreachable: {detail}")]
+    Unreachable {
+        /// The server and database (never the password).
+        target: String,
+        /// What the client reported.
+        detail: String,
+    },
+    /// PostgreSQL refused or failed a statement (not a conflict hop expects).
+    #[error("PostgreSQL at {target} failed: {detail}")]
+    Database {
+        /// The server and database (never the password).
+        target: String,
+        /// The server's error.
+        detail: String,
+    },
+    /// The PostgreSQL database was migrated by a newer hop to a schema this build cannot use.
+    /// Nothing was changed.
+    #[error(
+        "the PostgreSQL database at {target} uses storage schema version {found}, but this hop \
+         only supports versions up to {supported}; it was migrated by a newer hop. Upgrade hop \
+         (the database was left untouched)"
+    )]
+    NewerDatabaseSchema {
+        /// The server and database.
+        target: String,
+        /// The schema version recorded in the database.
+        found: u64,
+        /// The newest schema version this build knows.
+        supported: u64,
+    },
     /// A resource could not be serialized to JSON.
     #[error("cannot encode {key} as JSON: {source}")]
     Encode {
@@ -124,11 +186,18 @@ impl StorageError {
             Self::Conflict { .. }
             | Self::AlreadyExists { .. }
             | Self::NotFound { .. }
-            | Self::InvalidName { .. } => Fault::Caller,
-            Self::NewerSchema { .. } | Self::Locked { .. } => Fault::Operator,
+            | Self::InvalidName { .. }
+            | Self::WatchTooOld { .. }
+            | Self::WatchAhead { .. } => Fault::Caller,
+            Self::NewerSchema { .. }
+            | Self::Locked { .. }
+            | Self::PostgresConfig { .. }
+            | Self::Unreachable { .. }
+            | Self::NewerDatabaseSchema { .. } => Fault::Operator,
             Self::Io { .. }
             | Self::Corrupt { .. }
             | Self::Engine { .. }
+            | Self::Database { .. }
             | Self::Encode { .. }
             | Self::Decode { .. } => Fault::Internal,
         }

@@ -1,6 +1,7 @@
 //! Hop's persistent state. This crate owns the [`Backend`] contract (a revisioned key-value store
 //! with TTL leases and a change feed), its implementations — [`RedbBackend`], the embedded
-//! default kept in one file in the data directory, and [`MemoryBackend`] for tests — and the
+//! default kept in one file in the data directory, [`PgBackend`] for several appliances sharing one
+//! PostgreSQL database, and [`MemoryBackend`] for tests — and the
 //! typed [`ResourceStore`] layered on top — and the durable, hash-chained [`AuditLog`], kept in a
 //! redb file of its own, behind the [`AuditStore`] seam every audit store implements — and the
 //! [`recording`] module: the session-recording format, its exports and playback schedule, and the
@@ -17,6 +18,7 @@ pub mod clock;
 mod codec;
 pub mod error;
 pub mod memory_backend;
+pub mod postgres;
 pub mod private_file;
 pub mod recording;
 pub mod redb_backend;
@@ -31,6 +33,7 @@ pub use backend::{Backend, Event, Item, PutOptions, Watcher, prefix_end};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Fault, StorageError, WatchError};
 pub use memory_backend::MemoryBackend;
+pub use postgres::{PgBackend, PgOptions};
 pub use recording::{
     RecordingBackend, RecordingError, RecordingIndexEntry, RecordingMeta, RecordingStore,
     RecordingStoreError, RecordingWriter,

@@ -13,6 +13,9 @@ use crate::backend::{
     is_expired,
 };
 use crate::clock::Clock;
+
+/// How many past events are kept for watchers that resume ([`Backend::watch_from`]).
+const HISTORY: usize = 1024;
 use crate::error::StorageError;
 
 /// An in-memory [`Backend`] with the same semantics as [`crate::RedbBackend`].
@@ -43,7 +46,7 @@ impl MemoryBackend {
         Self {
             clock,
             state: Mutex::new(State::default()),
-            feed: EventFeed::new(),
+            feed: EventFeed::new(0, HISTORY),
         }
     }
 
@@ -140,6 +143,13 @@ impl Backend for MemoryBackend {
     fn watch(&self) -> Watcher {
         let _state = self.lock();
         self.feed.subscribe()
+    }
+
+    fn watch_from(&self, after: u64) -> Result<Watcher, StorageError> {
+        let _state = self.lock();
+        self.feed
+            .subscribe_from(after)
+            .map_err(|err| err.into_storage(after))
     }
 
     fn purge_expired(&self) -> Result<usize, StorageError> {

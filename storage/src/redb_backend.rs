@@ -30,6 +30,9 @@ const EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("expiry");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const SCHEMA_VERSION_KEY: &str = "schema_version";
 const REVISION_KEY: &str = "revision";
+/// How many past events are kept in memory for watchers that resume ([`Backend::watch_from`]);
+/// a watcher that asks for older ones is told to resynchronise.
+const HISTORY: usize = 1024;
 
 /// A [`Backend`] stored in one redb file.
 pub struct RedbBackend {
@@ -90,14 +93,15 @@ impl RedbBackend {
             .set_cache_size(crate::REDB_CACHE_BYTES)
             .create(path)
             .map_err(|err| map_redb(path, err.into()))?;
-        let backend = Self {
+        let mut backend = Self {
             path: path.to_owned(),
             db,
             clock,
             write_lock: Mutex::new(()),
-            feed: EventFeed::new(),
+            feed: EventFeed::new(0, HISTORY),
         };
         backend.check_schema()?;
+        backend.feed = EventFeed::new(backend.current_revision()?, HISTORY);
         tracing::debug!(
             path = %path.display(),
             revision = backend.current_revision()?,
@@ -348,6 +352,13 @@ impl Backend for RedbBackend {
     fn watch(&self) -> Watcher {
         let _writes = self.lock_writes();
         self.feed.subscribe()
+    }
+
+    fn watch_from(&self, after: u64) -> Result<Watcher, StorageError> {
+        let _writes = self.lock_writes();
+        self.feed
+            .subscribe_from(after)
+            .map_err(|err| err.into_storage(after))
     }
 
     fn purge_expired(&self) -> Result<usize, StorageError> {

@@ -9,9 +9,14 @@ version: v1
 hop:
   # Where the embedded database (redb), the admin socket and generated keys live.
   data_dir: hop-data
-  # Where audit events and session recordings are kept (Teleport's storage URIs). Unset: in the
-  # data dir (audit.db, recordings/). Only file:///ABSOLUTE/DIR for now.
+  # Where the cluster state is kept (Teleport's storage.type): dir, redb in the data dir (the
+  # default), or postgresql, one database shared by several appliances (conn_string names it;
+  # TLS with verify-full and a client certificate). And where audit events and session
+  # recordings are kept (Teleport's storage URIs). Unset: in the data dir (audit.db,
+  # recordings/). Only file:///ABSOLUTE/DIR for now.
   # storage:
+  #   type: postgresql
+  #   conn_string: postgresql://hop@db.example.com:5432/hop?sslmode=verify-full&sslrootcert=/etc/hop/pg-ca.crt&sslcert=/etc/hop/pg.crt&sslkey=/etc/hop/pg.key
   #   audit_events_uri: file:///var/lib/hop/audit
   #   audit_sessions_uri: file:///var/lib/hop/recordings
   # Diagnostics HTTP server: /healthz, /readyz and /metrics (Prometheus). Off unless set.

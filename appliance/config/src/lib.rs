@@ -47,7 +47,9 @@ pub use proxy_service::{
     IoDriverChoice, KernelTlsChoice, ProxyProtocolConfig, ProxyServiceConfig, TlsFiles,
 };
 pub use ssh_service::{CommandLabelConfig, NodeRecordingConfig, SshServiceConfig};
-pub use storage::{StorageConfig, StoreLocation, StoreUriError, UriList};
+pub use storage::{
+    StateStore, StateStoreKind, StorageConfig, StoreLocation, StoreUriError, UriList,
+};
 pub use values::{Addr, Cidr, HumanDuration, Secret, ValueError, parse_addr, parse_duration};
 
 /// Default port of the proxy: every protocol on one TLS port (443 in production).

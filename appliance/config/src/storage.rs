@@ -1,7 +1,9 @@
-//! The `hop.storage` subsection: where the audit events and the session recordings are kept,
-//! as URIs in Teleport's shape (`teleport.storage.audit_events_uri` and `audit_sessions_uri`),
-//! and the rules those URIs must keep. It owns which stores this build accepts (`file:///DIR`,
-//! or unset for the data dir) and the words that refuse the others; it never opens a store.
+//! The `hop.storage` subsection, in the shape of Teleport's `teleport.storage`: where the cluster
+//! state is kept (`type: dir`, the default, redb in the data dir; or `type: postgresql` with a
+//! `conn_string`), and where the audit events and the session recordings are kept, as URIs
+//! (`audit_events_uri`, `audit_sessions_uri`), with the rules those URIs must keep. It owns which
+//! stores this build accepts and the words that refuse the others; it never opens a store (the
+//! conn string is checked by hop-storage's parser, which reads no file).
 
 use std::path::{Component, Path, PathBuf};
 
@@ -11,6 +13,7 @@ use crate::FieldError;
 
 /// The dotted names of the two fields, as errors show them.
 const EVENTS_FIELD: &str = "hop.storage.audit_events_uri";
+const CONN_FIELD: &str = "hop.storage.conn_string";
 const SESSIONS_FIELD: &str = "hop.storage.audit_sessions_uri";
 /// What this build accepts, as the errors say it.
 const SUPPORTED: &str = "supported now: file:///ABSOLUTE/DIR, or leave it unset for the data dir";
@@ -19,11 +22,41 @@ const SUPPORTED: &str = "supported now: file:///ABSOLUTE/DIR, or leave it unset 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
+    /// Where the cluster state (resources, users, CAs) is kept: `dir` (redb in the data dir) or
+    /// `postgresql` (the database `conn_string` names, shareable by several appliances).
+    #[serde(rename = "type")]
+    pub kind: StateStoreKind,
+    /// The PostgreSQL URL, for `type: postgresql`:
+    /// `postgresql://USER@HOST:5432/DATABASE?sslmode=verify-full&sslrootcert=…&sslcert=…&sslkey=…`.
+    pub conn_string: Option<String>,
     /// Where audit events are kept: one URI, or a list of them (Teleport's form, whose first is
     /// the one searched; only one store is supported for now). Unset: `<data_dir>/audit.db`.
     pub audit_events_uri: Option<UriList>,
     /// Where uploaded session recordings are kept. Unset: `<data_dir>/recordings`.
     pub audit_sessions_uri: Option<String>,
+}
+
+/// `hop.storage.type`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateStoreKind {
+    /// redb in the data dir (`hop.db`), one appliance.
+    #[default]
+    Dir,
+    /// PostgreSQL, one database for every appliance of the cluster.
+    Postgresql,
+}
+
+/// Where the cluster state is kept, as `hop start` opens it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateStore {
+    /// `<data_dir>/hop.db` (redb).
+    DataDir,
+    /// The PostgreSQL database this conn string names.
+    Postgres {
+        /// The conn string, as written.
+        conn_string: String,
+    },
 }
 
 /// One URI, or a list of them.
@@ -74,6 +107,30 @@ enum Store {
 }
 
 impl StorageConfig {
+    /// Where the cluster state is kept; the error is about `hop.storage.conn_string`.
+    pub fn state_store(&self) -> Result<StateStore, String> {
+        match (self.kind, &self.conn_string) {
+            (StateStoreKind::Dir, None) => Ok(StateStore::DataDir),
+            (StateStoreKind::Dir, Some(_)) => Err(
+                "is only used with hop.storage.type: postgresql (the default type, dir, keeps \
+                 the state in the data dir)"
+                    .to_owned(),
+            ),
+            (StateStoreKind::Postgresql, None) => {
+                Err("is required with hop.storage.type: postgresql, e.g. \
+                 postgresql://hop@db.example.com:5432/hop?sslmode=verify-full\
+                 &sslrootcert=/etc/hop/pg-ca.crt&sslcert=/etc/hop/pg.crt&sslkey=/etc/hop/pg.key"
+                    .to_owned())
+            }
+            (StateStoreKind::Postgresql, Some(text)) => {
+                hop_storage::postgres::check_conn_string(text).map_err(|e| e.to_string())?;
+                Ok(StateStore::Postgres {
+                    conn_string: text.trim().to_owned(),
+                })
+            }
+        }
+    }
+
     /// Where the audit events are kept.
     pub fn audit_events(&self) -> Result<StoreLocation, StoreUriError> {
         match &self.audit_events_uri {
@@ -98,6 +155,8 @@ impl StorageConfig {
     /// Both URIs must name a store this build can open.
     pub(crate) fn check(&self) -> Result<(), FieldError> {
         let refused = |field| move |e: StoreUriError| FieldError::new(field, e.to_string());
+        self.state_store()
+            .map_err(|message| FieldError::new(CONN_FIELD, message))?;
         self.audit_events().map_err(refused(EVENTS_FIELD))?;
         self.audit_sessions().map_err(refused(SESSIONS_FIELD))?;
         Ok(())
@@ -313,6 +372,73 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.hop.storage.audit_events(), Ok(dir("/x")));
         assert!(cfg.auth_service.audit.retention.is_some());
+    }
+
+    #[test]
+    fn the_state_store_is_redb_unless_postgresql_is_named() {
+        let cfg = parse("hop:\n  data_dir: /srv/hop\n").unwrap();
+        assert_eq!(cfg.hop.storage.state_store(), Ok(StateStore::DataDir));
+        let cfg = parse("hop:\n  storage:\n    type: dir\n").unwrap();
+        assert_eq!(cfg.hop.storage.state_store(), Ok(StateStore::DataDir));
+        let url =
+            "postgresql://hop@db.example.com:5432/hop?sslmode=verify-full&sslrootcert=/ca.crt";
+        let cfg = parse(&format!(
+            "hop:\n  storage:\n    type: postgresql\n    conn_string: \"{url}\"\n    audit_events_uri: file:///x\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            cfg.hop.storage.state_store(),
+            Ok(StateStore::Postgres {
+                conn_string: url.to_owned()
+            })
+        );
+    }
+
+    #[test]
+    fn a_bad_state_store_is_refused_by_field() {
+        let cases = [
+            ("type: postgresql", CONN_FIELD, "is required"),
+            (
+                "conn_string: postgresql://h@db/x",
+                CONN_FIELD,
+                "only used with",
+            ),
+            (
+                "{type: postgresql, conn_string: 'mysql://x@y/z'}",
+                CONN_FIELD,
+                "postgresql:// URL",
+            ),
+            (
+                "{type: postgresql, conn_string: 'postgresql://db/x'}",
+                CONN_FIELD,
+                "no user",
+            ),
+            (
+                "{type: postgresql, conn_string: 'postgresql://u@db/x?sslmode=require'}",
+                CONN_FIELD,
+                "verify-full",
+            ),
+            (
+                "{type: postgresql, conn_string: 'postgresql://u@db.example.com/x?sslmode=disable'}",
+                CONN_FIELD,
+                "clear",
+            ),
+        ];
+        for (body, field, words) in cases {
+            let text = if body.starts_with('{') {
+                format!("hop:\n  storage: {body}\n")
+            } else {
+                format!("hop:\n  storage:\n    {body}\n")
+            };
+            let err = parse(&text).unwrap_err();
+            assert!(
+                err.contains(&format!("hop.yaml: {field}: ")),
+                "{body}: {err}"
+            );
+            assert!(err.contains(words), "{body}: {err}");
+        }
+        let err = parse("hop:\n  storage:\n    type: etcd\n").unwrap_err();
+        assert!(err.contains("etcd") && err.contains("postgresql"), "{err}");
     }
 
     #[test]

@@ -16,6 +16,8 @@ mod clock;
 mod compat;
 mod crash;
 mod lock;
+mod pg;
+mod postgres;
 mod recording_format;
 mod recording_store;
 mod resources;

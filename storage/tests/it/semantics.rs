@@ -1,4 +1,7 @@
-//! The `Backend` contract, checked identically against every implementation.
+//! The `Backend` contract, checked identically against every implementation: memory, redb and
+//! PostgreSQL (when its binaries are installed; `pg` starts one server per run). What only a
+//! shared backend can show (several writers on one database, a dropped follower, TLS) is in the
+//! `postgres` module.
 
 use std::time::Duration;
 
@@ -6,6 +9,7 @@ use hop_storage::{
     Backend, Event, Item, ManualClock, PutOptions, StorageError, WatchError, prefix_end,
 };
 
+use crate::pg::pg_backend;
 use crate::support::{memory_backend, redb_backend, start_time};
 
 /// Runs `check` against a fresh backend of each kind.
@@ -15,6 +19,10 @@ fn for_each_backend(check: impl Fn(&dyn Backend, &ManualClock)) {
     let dir = tempfile::tempdir().unwrap();
     let (redb, clock) = redb_backend(dir.path());
     check(&redb, &clock);
+    match pg_backend() {
+        Some((pg, clock, _)) => check(&pg, &clock),
+        None => eprintln!("SKIP: the PostgreSQL part of this check"),
+    }
 }
 
 fn no_lease() -> PutOptions {
@@ -433,4 +441,97 @@ fn concurrent_compare_and_swap_loses_no_update() {
             "{revisions:?}"
         );
     });
+}
+
+#[test]
+fn watch_from_resumes_without_gap_or_duplicate() {
+    for_each_backend(|b, _| {
+        let mut revisions = Vec::new();
+        for i in 0..5 {
+            revisions.push(b.put(&format!("k{i}"), b"v", no_lease()).unwrap());
+        }
+        let mut watcher = b.watch_from(revisions[1]).unwrap();
+        assert_eq!(watcher.revision(), revisions[1]);
+        let got: Vec<u64> = drain(&mut watcher).iter().map(Event::revision).collect();
+        assert_eq!(got, revisions[2..]);
+        let next = b.put("k5", b"v", no_lease()).unwrap();
+        let got: Vec<u64> = drain(&mut watcher).iter().map(Event::revision).collect();
+        assert_eq!(got, [next]);
+        assert_eq!(watcher.revision(), next);
+
+        // Resuming at the newest revision: only what comes next.
+        let mut current = b.watch_from(next).unwrap();
+        assert!(drain(&mut current).is_empty());
+        assert!(b.delete("k0").unwrap());
+        assert_eq!(
+            drain(&mut current),
+            [Event::Delete {
+                key: "k0".into(),
+                revision: next + 1
+            }]
+        );
+        // From the start of the store (nothing trimmed yet): everything, once.
+        let mut all = b.watch_from(0).unwrap();
+        let got: Vec<u64> = drain(&mut all).iter().map(Event::revision).collect();
+        assert_eq!(got, (1..=next + 1).collect::<Vec<_>>());
+
+        match b.watch_from(next + 10) {
+            Err(StorageError::WatchAhead { after, current }) => {
+                assert_eq!((after, current), (next + 10, next + 1));
+            }
+            other => panic!("{other:?}"),
+        }
+    });
+}
+
+#[test]
+fn memory_and_redb_say_too_old_beyond_their_history() {
+    let (memory, _) = memory_backend();
+    let dir = tempfile::tempdir().unwrap();
+    let (redb, _) = redb_backend(dir.path());
+    let backends: [&dyn Backend; 2] = [&memory, &redb];
+    for b in backends {
+        for i in 0..1100 {
+            b.put(&format!("k{i}"), b"", no_lease()).unwrap();
+        }
+        let err = b.watch_from(3).unwrap_err();
+        match &err {
+            StorageError::WatchTooOld { after, oldest } => {
+                assert_eq!((*after, *oldest), (3, 1100 - 1024));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(err.to_string().contains("too old, resynchronize"), "{err}");
+        assert_eq!(err.fault(), hop_storage::Fault::Caller);
+        let mut watcher = b.watch_from(1100 - 1024).unwrap();
+        assert_eq!(drain(&mut watcher).len(), 1024);
+    }
+    // A reopened redb store resumes from its revision on, not before.
+    drop(redb);
+    let (redb, _) = redb_backend(dir.path());
+    assert!(matches!(
+        redb.watch_from(1099),
+        Err(StorageError::WatchTooOld { oldest: 1100, .. })
+    ));
+    let mut watcher = redb.watch_from(1100).unwrap();
+    redb.put("after", b"", no_lease()).unwrap();
+    assert_eq!(drain(&mut watcher).len(), 1);
+}
+
+#[test]
+fn a_lagged_watcher_resumes_from_its_revision() {
+    let (b, _) = memory_backend();
+    let mut watcher = b.watch();
+    b.put("first", b"", no_lease()).unwrap();
+    assert_eq!(watcher.try_recv().unwrap().unwrap().revision(), 1);
+    for i in 0..5000 {
+        b.put(&format!("k{i}"), b"", no_lease()).unwrap();
+    }
+    assert!(matches!(watcher.try_recv(), Err(WatchError::Lagged(_))));
+    assert_eq!(watcher.revision(), 1, "the last event handed out");
+    // The broadcast kept the newest 4096; the history reaches back 1024 events: too old.
+    assert!(matches!(
+        b.watch_from(watcher.revision()),
+        Err(StorageError::WatchTooOld { .. })
+    ));
 }

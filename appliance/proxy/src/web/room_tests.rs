@@ -69,6 +69,9 @@ impl Backend for FlakyBackend {
     fn watch(&self) -> Watcher {
         self.inner.watch()
     }
+    fn watch_from(&self, after: u64) -> Result<Watcher, StorageError> {
+        self.inner.watch_from(after)
+    }
     fn purge_expired(&self) -> Result<usize, StorageError> {
         self.inner.purge_expired()
     }
