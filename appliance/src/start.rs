@@ -75,6 +75,8 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let (auth, audit_log) = open_auth(&p, &cfg, store, &web_addr).await?;
     p.tasks
         .spawn(advance_rotations(auth.clone(), p.shutdown.clone()));
+    p.tasks
+        .spawn(auth.clone().follow_ca_records(p.shutdown.clone()));
     let registry = tunnel_registry(&mut p, &cfg, &auth, &backend, run_proxy);
     let api = AuthApi::new(auth.clone(), p.metrics.clone(), Some(registry.clone()))
         .with_audit_log(audit_log);

@@ -487,10 +487,17 @@ async fn data_slot(shared: Arc<Shared>, slot: usize, mut shutdown: watch::Receiv
 }
 
 async fn wait_for_dial(shared: &Arc<Shared>) -> Result<(), TunnelError> {
+    let mut rekeyed = shared.rekeyed.subscribe();
+    rekeyed.mark_unchanged();
     let tls = shared.dial_data().await?;
     let mut framed = FramedStream::new(tls);
-    // Idle until the proxy uses this connection (or it closes).
-    let dial = match framed.read_frame(Duration::from_secs(24 * 3600)).await? {
+    // Idle until the proxy uses this connection (or it closes); after a rekey, replaced by one
+    // with the new certificate (the proxy closes those of a key a rotation dropped).
+    let frame = tokio::select! {
+        frame = framed.read_frame(Duration::from_secs(24 * 3600)) => frame?,
+        Ok(()) = rekeyed.changed() => return Ok(()),
+    };
+    let dial = match frame {
         Frame::Dial(d) => d,
         Frame::GoAway(_) => return Err(TunnelError::DataClosed),
         other => {

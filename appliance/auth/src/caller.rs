@@ -29,6 +29,9 @@ pub enum Caller {
         remote: SocketAddr,
         /// When the host certificate expires.
         expires: std::time::SystemTime,
+        /// The certificate's serial number (hex): during a host CA rotation only the certificate
+        /// Auth last issued to the host renews.
+        serial: String,
     },
     /// Anyone else; may use only the public API.
     Anonymous { remote: Option<SocketAddr> },

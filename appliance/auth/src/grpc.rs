@@ -245,6 +245,7 @@ impl AuthPublic for AuthApi {
             host_id,
             role,
             remote,
+            serial,
             ..
         } = caller(&req)
         else {
@@ -259,6 +260,7 @@ impl AuthPublic for AuthApi {
                 a.renew_host_identity(
                     &host_id,
                     role,
+                    &serial,
                     &ServerJoin {
                         token: "",
                         role: role.as_str(),

@@ -64,7 +64,7 @@ impl AuthServer {
         // The node trusts the OpenSSH CA, which signs only the proxy's one-minute logins: a
         // user's own certificate (user CA) is refused there, so nobody bypasses the proxy.
         let cas = hop_ca::export_trusted_user_ca_keys(&self.public_authorities(CaKind::OpenSsh));
-        self.note_host_cert(first, "openssh", super::grpc::unix(now + ttl));
+        self.note_host_cert(first, "openssh", "", super::grpc::unix(now + ttl));
         Ok((cert, cas, now + ttl))
     }
 }

@@ -248,26 +248,38 @@ pub fn canonical_kind(kind: &str) -> Option<&'static str> {
 }
 
 /// A `cert_authority` document with the public parts only.
-pub fn cert_authority_json(ca: &CaPublic) -> serde_json::Value {
-    let mut active = serde_json::Map::new();
-    if let Some(k) = &ca.ssh_public {
-        active.insert("ssh".into(), serde_json::json!([{ "public_key": k }]));
-    }
-    if let Some(c) = &ca.x509_cert_pem {
-        active.insert("tls".into(), serde_json::json!([{ "cert": c }]));
-    }
-    if let Some(k) = &ca.jwt_public_pem {
-        active.insert("jwt".into(), serde_json::json!([{ "public_key": k }]));
+pub fn cert_authority_json(
+    ca: &CaPublic,
+    additional: Option<&CaPublic>,
+    phase: &str,
+) -> serde_json::Value {
+    let keys = |ca: &CaPublic| {
+        let mut keys = serde_json::Map::new();
+        if let Some(k) = &ca.ssh_public {
+            keys.insert("ssh".into(), serde_json::json!([{ "public_key": k }]));
+        }
+        if let Some(c) = &ca.x509_cert_pem {
+            keys.insert("tls".into(), serde_json::json!([{ "cert": c }]));
+        }
+        if let Some(k) = &ca.jwt_public_pem {
+            keys.insert("jwt".into(), serde_json::json!([{ "public_key": k }]));
+        }
+        keys
+    };
+    let mut spec = serde_json::json!({
+        "type": ca.kind.to_string(),
+        "cluster_name": ca.cluster,
+        "active_keys": keys(ca),
+        "rotation": { "phase": phase },
+    });
+    if let Some(other) = additional {
+        spec["additional_trusted_keys"] = keys(other).into();
     }
     serde_json::json!({
         "kind": "cert_authority",
         "version": "v2",
         "metadata": { "name": ca.kind.to_string() },
-        "spec": {
-            "type": ca.kind.to_string(),
-            "cluster_name": ca.cluster,
-            "active_keys": active,
-        }
+        "spec": spec,
     })
 }
 

@@ -26,8 +26,9 @@ use serde::{Deserialize, Serialize};
 
 /// Teleport's default grace period of an automatic rotation (its longest certificate).
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30 * 3600);
-/// The shortest grace period accepted: agents and bots poll for the phase every few seconds.
-pub const MIN_GRACE_PERIOD: Duration = Duration::from_secs(3);
+/// The shortest grace period accepted: a third of it per phase leaves agents and bots, which ask
+/// for the phase every 5 s, two chances to learn each phase before the next one.
+pub const MIN_GRACE_PERIOD: Duration = Duration::from_secs(30);
 /// The longest: a rotation that takes longer than this is a forgotten one.
 pub const MAX_GRACE_PERIOD: Duration = Duration::from_secs(30 * 24 * 3600);
 
@@ -140,9 +141,7 @@ impl Schedule {
             Phase::Init => Some(self.update_clients_unix),
             Phase::UpdateClients => Some(self.update_servers_unix),
             Phase::UpdateServers => Some(self.standby_unix),
-            // A rollback of an automatic rotation ends at once when Auth next looks.
-            Phase::Rollback => Some(i64::MIN),
-            Phase::Standby => None,
+            Phase::Rollback | Phase::Standby => None,
         }
     }
 }
@@ -192,7 +191,9 @@ impl Rotation {
         if self.phase == Phase::UpdateServers && to == Phase::Standby {
             r.completed_unix = now_unix;
         }
-        if to == Phase::Standby {
+        // A rollback is an operator's decision: it ends at standby when they say so, not on the
+        // automatic schedule (what the new key signed meanwhile stays trusted until then).
+        if matches!(to, Phase::Standby | Phase::Rollback) {
             r.schedule = None;
             r.mode = Mode::Manual;
         }
@@ -335,6 +336,12 @@ mod tests {
         assert_eq!(r.next_due(), None);
         assert_eq!(r.completed_unix, 1090);
         assert_eq!(r.mode, Mode::Manual);
+        // Rolling an automatic rotation back hands it to the operator: no scheduled standby.
+        let r = Rotation::default()
+            .moved(Phase::Init, Mode::Auto, grace, 1000)
+            .moved(Phase::UpdateClients, Mode::Auto, grace, 1030)
+            .moved(Phase::Rollback, Mode::Manual, grace, 1040);
+        assert_eq!((r.mode, r.next_due()), (Mode::Manual, None));
         // A manual rotation has no schedule.
         let m = Rotation::default().moved(Phase::Init, Mode::Manual, grace, 5);
         assert_eq!(m.next_due(), None);

@@ -430,3 +430,41 @@ fn the_status_names_hosts_still_on_an_old_key() {
         .unwrap();
     assert!(stale(&f, host).is_empty());
 }
+
+#[test]
+fn during_a_host_rotation_only_certificates_auth_issued_renew() {
+    let f = fixture("otp");
+    let renew = |f: &Fixture, host: &str, serial: &str| {
+        f.auth.renew_host_identity(
+            host,
+            HostRole::Node,
+            serial,
+            &super::server::JoinRequest {
+                token: "",
+                role: "node",
+                host_name: "",
+                tls_public_key_der: &f.tls_spki,
+                ssh_public_key: "",
+                remote: None,
+            },
+        )
+    };
+    // Outside a rotation the certificate's own checks suffice (agents joined before the ledger).
+    renew(&f, "host-a", "").unwrap();
+    let issued = f.auth.last_host_serial("host-a").unwrap();
+    f.auth
+        .rotate_ca("admin", &manual(CaKind::Host, Phase::Init))
+        .unwrap();
+    // A certificate minted with the (leaked) old key for a host id Auth never certified, or
+    // with a serial Auth did not issue, is not moved onto the new key.
+    let e = renew(&f, "host-forged", "0badc0de").unwrap_err();
+    assert!(matches!(e, AuthError::Denied(_)), "{e}");
+    let e = renew(&f, "host-a", "0badc0de").unwrap_err();
+    assert!(e.to_string().contains("join the agent again"), "{e}");
+    // The real agent renews; a retry with the certificate before (a lost answer) does too.
+    renew(&f, "host-a", &issued).unwrap();
+    renew(&f, "host-a", &issued).unwrap();
+    let latest = f.auth.last_host_serial("host-a").unwrap();
+    assert_ne!(latest, issued);
+    renew(&f, "host-a", &latest).unwrap();
+}

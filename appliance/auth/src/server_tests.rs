@@ -432,9 +432,11 @@ fn join(
 }
 
 fn renew(f: &Fixture, host_id: &str, name: &str) -> Result<super::server::JoinedHost, AuthError> {
+    let serial = f.auth.last_host_serial(host_id).unwrap_or_default();
     f.auth.renew_host_identity(
         host_id,
         hop_ca::HostRole::Node,
+        &serial,
         &super::server::JoinRequest {
             token: "",
             role: "node",

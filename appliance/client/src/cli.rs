@@ -864,8 +864,9 @@ pub enum AuthCommand {
 /// `hop admin auth rotate`.
 #[derive(Debug, Clone, Args)]
 pub struct RotateArgs {
-    /// Which CA to rotate.
-    #[arg(long = "type", value_enum, default_value_t = RotateType::All)]
+    /// Which CA to rotate (required: `all` also rotates the db, openssh and spiffe CAs, whose
+    /// trust lives in databases, agentless sshd and workloads outside Hop).
+    #[arg(long = "type", value_enum)]
     pub kind: RotateType,
     /// Move one phase at a time (with --phase) instead of an automatic rotation.
     #[arg(long)]
@@ -873,8 +874,8 @@ pub struct RotateArgs {
     /// The phase to move to (with --manual).
     #[arg(long, value_enum)]
     pub phase: Option<RotatePhase>,
-    /// How long each phase of an automatic rotation lasts, e.g. 30h or 90s [default: 30h]; with
-    /// --manual, the grace period recorded for the rotation.
+    /// How long an automatic rotation takes from init to standby, a third per phase, e.g. 30h
+    /// or 10m [default: 30h; at least 30s]; with --manual, the grace period recorded for it.
     #[arg(long)]
     pub grace_period: Option<String>,
 }
@@ -983,7 +984,9 @@ mod tests {
 
     #[test]
     fn auth_rotate_parses_as_tctl_auth_rotate() {
-        let a = rotate(&["rotate"]).unwrap();
+        // The type is required: `all` also rotates CAs whose trust lives outside Hop.
+        assert!(rotate(&["rotate"]).is_err());
+        let a = rotate(&["rotate", "--type", "all"]).unwrap();
         assert_eq!(a.kind, RotateType::All);
         assert!(!a.manual && a.phase.is_none() && a.grace_period.is_none());
         let a = rotate(&["rotate", "--type", "host", "--grace-period", "30h"]).unwrap();
@@ -1007,6 +1010,6 @@ mod tests {
         assert!(rotate(&["rotate", "--type", "tls"]).is_err());
         assert!(rotate(&["rotate", "--manual", "--phase", "update-clients"]).is_err());
         // --phase without --manual parses; `rotate_request` refuses it naming the fix.
-        assert!(rotate(&["rotate", "--phase", "init"]).is_ok());
+        assert!(rotate(&["rotate", "--type", "host", "--phase", "init"]).is_ok());
     }
 }

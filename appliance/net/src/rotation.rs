@@ -9,8 +9,10 @@ use std::time::SystemTime;
 
 use hop_ca::{CaKind, CaPublic};
 
-/// How often agents and bots ask Auth for the cluster's trust (`GetTrust`): well inside the
-/// shortest grace period Auth accepts for a rotation phase.
+/// How often agents and bots ask Auth for the cluster's trust (`GetTrust`): twice within a phase
+/// of the shortest automatic rotation Auth accepts (30 s, 10 s a phase). Manual steps taken
+/// faster than this outrun them: an operator waits for `hop admin status` to list nothing still
+/// on the old key before `update_servers` and `standby`.
 pub const TRUST_POLL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Who holds a certificate, which decides in which phases it moves to the key that signs now.

@@ -327,6 +327,13 @@ pub async fn sweep_agents(
             }
         }
         let trusted = super::rotation::trusted_host_pins(&auth);
+        let closed = registry.drop_parked_outside(&trusted);
+        if closed > 0 {
+            tracing::info!(
+                closed,
+                "closed idle agent data connections whose certificate's host CA key is no longer trusted"
+            );
+        }
         for agent in registry.signed_outside(&trusted) {
             let why = "the host CA key that signed the agent's certificate is no longer trusted (CA rotation); the agent must join again";
             evict_agent(&auth, &registry, &agent, CA_UNTRUSTED, why);

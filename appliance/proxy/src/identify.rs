@@ -37,7 +37,7 @@ const CACHE_MAX: usize = 4096;
 enum Verified {
     /// A user certificate's identity and when it was issued.
     User(Box<Identity>, SystemTime),
-    Host(String, HostRole),
+    Host(String, HostRole, String),
 }
 
 /// The verification result for one certificate.
@@ -152,11 +152,12 @@ impl Identifier {
                 expires,
                 issued_at,
             },
-            Verified::Host(host_id, role) => Caller::Host {
+            Verified::Host(host_id, role, serial) => Caller::Host {
                 host_id,
                 role,
                 remote,
                 expires,
+                serial,
             },
         })
     }
@@ -223,9 +224,10 @@ fn verify(trust: &Trust, der: &[u8], now: SystemTime) -> Option<(Verified, Syste
         let issued = hop_ca::x509_issued_at(der).unwrap_or(std::time::UNIX_EPOCH);
         return Some((Verified::User(Box::new(identity), issued), expires));
     }
+    let serial = hop_ca::x509_serial_hex(der).unwrap_or_default();
     hop_ca::verify_host_x509(der, &trust.hosts, now)
         .ok()
-        .map(|(host_id, role, expires)| (Verified::Host(host_id, role), expires))
+        .map(|(host_id, role, expires)| (Verified::Host(host_id, role, serial), expires))
 }
 
 #[cfg(test)]

@@ -400,7 +400,11 @@ async fn route(
             }
         }
         (Some(p), Caller::Host { host_id, .. }) if p == ALPN_TUNNEL_DATA => {
-            routes.registry.park_data(&host_id, tls, guard);
+            if let Some(signer) = agent_signer(&routes.auth, &tls) {
+                routes.registry.park_data(&host_id, signer, tls, guard);
+            } else {
+                tracing::warn!(%host_id, %remote, "agent data connection refused: its certificate is signed by no host CA key trusted now");
+            }
             metrics.connections_active.dec();
             return;
         }

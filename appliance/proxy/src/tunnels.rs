@@ -49,7 +49,8 @@ struct AgentEntry {
 
 #[derive(Default)]
 struct Pool {
-    idle: VecDeque<(AgentStream, ConnectionGuard)>,
+    /// Idle data connections with the SPKI pin of the host CA key their certificate is from.
+    idle: VecDeque<(AgentStream, ConnectionGuard, String)>,
     notify: Arc<Notify>,
 }
 
@@ -303,15 +304,37 @@ impl TunnelRegistry {
         }
     }
 
-    /// Parks an agent's idle data connection.
-    pub fn park_data(&self, host_id: &str, stream: AgentStream, guard: ConnectionGuard) {
+    /// Parks an agent's idle data connection, whose certificate is from the host CA key with
+    /// SPKI pin `signer`.
+    pub fn park_data(
+        &self,
+        host_id: &str,
+        signer: String,
+        stream: AgentStream,
+        guard: ConnectionGuard,
+    ) {
         let mut pools = self.pools();
         let pool = pools.entry(host_id.to_string()).or_default();
+        // An agent whose certificate moved to another CA key replaces all its idle data
+        // connections: the ones of the key before are closed at its end already, or about to be.
+        pool.idle.retain(|(_, _, parked)| *parked == signer);
         if pool.idle.len() >= MAX_POOLED_PER_AGENT {
             return;
         }
-        pool.idle.push_back((stream, guard));
+        pool.idle.push_back((stream, guard, signer));
         pool.notify.notify_one();
+    }
+
+    /// Closes the idle data connections whose certificate is from no key among `trusted` (a CA
+    /// rotation dropped it since they were parked); how many were closed.
+    pub fn drop_parked_outside(&self, trusted: &[String]) -> usize {
+        let mut closed = 0;
+        for pool in self.pools().values_mut() {
+            let before = pool.idle.len();
+            pool.idle.retain(|(_, _, signer)| trusted.contains(signer));
+            closed += before - pool.idle.len();
+        }
+        closed
     }
 
     /// Takes an idle data connection of `host_id`, waiting briefly for one if none is parked.
@@ -324,8 +347,8 @@ impl TunnelRegistry {
             let notify = {
                 let mut pools = self.pools();
                 let pool = pools.entry(host_id.to_string()).or_default();
-                if let Some(taken) = pool.idle.pop_front() {
-                    return Some(taken);
+                if let Some((stream, guard, _)) = pool.idle.pop_front() {
+                    return Some((stream, guard));
                 }
                 pool.notify.clone()
             };

@@ -674,7 +674,7 @@ fn an_automatic_rotation_completes_with_agents_and_a_bot_following() {
         "--type",
         "all",
         "--grace-period",
-        "24s",
+        "30s",
     ]);
     assert!(out.contains("init"), "{out}");
     wait_until("the automatic rotation to complete", 60, || {
@@ -685,7 +685,7 @@ fn an_automatic_rotation_completes_with_agents_and_a_bot_following() {
             .all(|c| c["phase"] == "standby")
     });
     assert!(
-        clock::monotonic_now() - started >= Duration::from_secs(20),
+        clock::monotonic_now() - started >= Duration::from_secs(27),
         "the rotation skipped its grace period"
     );
     let after = ca_status(&a);

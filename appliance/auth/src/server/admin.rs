@@ -148,8 +148,12 @@ impl AuthServer {
             let mut out = Vec::new();
             for k in CaKind::ALL {
                 if name.is_none_or(|n| n == k.to_string()) {
+                    let cas = self.authorities();
+                    let set = cas.set(k);
                     out.push(resources::cert_authority_json(
-                        &self.authorities().get(k).public(),
+                        set.signer(),
+                        set.trusted().get(1),
+                        set.rotation.phase.as_str(),
                     ));
                 }
             }

@@ -113,8 +113,10 @@ impl AuthServer {
         &self,
         host_id: &str,
         role: HostRole,
+        serial: &str,
         req: &JoinRequest<'_>,
     ) -> Result<JoinedHost, AuthError> {
+        self.check_renewal_during_rotation(host_id, serial)?;
         let until = self.clock.now() + HOST_CERT_TTL;
         let name = self.claim_node_name(host_id, req.host_name.trim(), until)?;
         self.issue_host_identity(host_id, role, name.as_deref(), req)

@@ -217,9 +217,19 @@ impl AuthServer {
         self.ca_changes.subscribe()
     }
 
-    /// Replaces the CAs after a rotation step and tells the watchers.
+    /// Replaces the CAs after a rotation step (this Auth's or another's on the same backend) and
+    /// tells the watchers; nothing when the stored records are the ones in use.
     pub(super) fn reload_authorities(&self) -> Result<(), AuthError> {
         let fresh = Arc::new(Authorities::load(self.store())?);
+        let same = |a: &Authorities| {
+            a.sets
+                .iter()
+                .zip(&fresh.sets)
+                .all(|((_, x), (_, y))| x.revision == y.revision)
+        };
+        if same(&self.authorities()) {
+            return Ok(());
+        }
         self.app_access.use_jwt_ca(&fresh.jwt);
         match self.cas.write() {
             Ok(mut g) => *g = fresh,
@@ -227,6 +237,40 @@ impl AuthServer {
         }
         self.ca_changes.send_modify(|v| *v += 1);
         Ok(())
+    }
+
+    /// Follows the CA records in the backend until shutdown, so that a rotation step another Auth
+    /// took on the same backend (several appliances on PostgreSQL) reaches this one's issuers,
+    /// verifiers and watchers at once. A watch that fell behind reloads and starts again.
+    pub async fn follow_ca_records(
+        self: Arc<Self>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let prefix = "/resources/ca_keys/";
+        let mut watcher = self.store().backend().watch();
+        loop {
+            let relevant = tokio::select! {
+                event = watcher.recv() => match event {
+                    Ok(hop_storage::Event::Put(item)) => item.key.starts_with(prefix),
+                    Ok(hop_storage::Event::Delete { key, .. }) => key.starts_with(prefix),
+                    Err(_) => {
+                        watcher = self.store().backend().watch();
+                        true
+                    }
+                },
+                () = hop_platform::signals::until_shutdown(&mut shutdown) => return,
+            };
+            if relevant {
+                let me = self.clone();
+                match tokio::task::spawn_blocking(move || me.reload_authorities()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "cannot reload the CAs after a change in the backend")
+                    }
+                    Err(e) => tracing::error!(error = %e, "the CA reload task failed"),
+                }
+            }
+        }
     }
 
     /// The pin clients check the proxy's certificate chain against: the host CA key the proxy's

@@ -243,7 +243,16 @@ impl AuthServer {
             self.metrics.certificates_issued.inc();
             Some(c)
         };
-        self.note_host_cert(host_id, role.as_str(), super::unix(now + HOST_CERT_TTL));
+        let serial = hop_ca::parse_pem_certs(&cert)
+            .ok()
+            .and_then(|ders| ders.first().and_then(|d| hop_ca::x509_serial_hex(d)))
+            .unwrap_or_default();
+        self.note_host_cert(
+            host_id,
+            role.as_str(),
+            &serial,
+            super::unix(now + HOST_CERT_TTL),
+        );
         Ok(JoinedHost {
             host_id: host_id.to_string(),
             host_name: name.map(str::to_string),

@@ -8,6 +8,7 @@ use hop_storage::StoredResource;
 use serde::{Deserialize, Serialize};
 
 use super::{AuthServer, unix};
+use crate::error::AuthError;
 
 /// One host's latest certificate from Auth.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,6 +23,12 @@ pub struct IssuedHostCert {
     /// Agentless nodes: the OpenSSH CA keys (fingerprints) its `TrustedUserCAKeys` holds.
     #[serde(default)]
     pub trusts: Vec<String>,
+    /// Agents: the serial (hex) of the X.509 certificate Auth issued last, and of the one
+    /// before it (a renewal whose answer was lost presents that one again).
+    #[serde(default)]
+    pub serial: String,
+    #[serde(default)]
+    pub previous_serial: String,
     pub issued_unix: i64,
     pub expires_unix: i64,
 }
@@ -34,8 +41,9 @@ impl StoredResource for IssuedHostCert {
 }
 
 impl AuthServer {
-    /// Notes that `name` (an agent of `role`, or `openssh`) was certified now until `expires_unix`.
-    pub(crate) fn note_host_cert(&self, name: &str, role: &str, expires_unix: i64) {
+    /// Notes that `name` (an agent of `role`, or `openssh`) was certified now until `expires_unix`
+    /// (agents: with the X.509 certificate of serial `serial`).
+    pub(crate) fn note_host_cert(&self, name: &str, role: &str, serial: &str, expires_unix: i64) {
         let cas = self.authorities();
         let host = cas.set(CaKind::Host).signer();
         let (host_signer, trusts) = if role == "openssh" {
@@ -53,16 +61,62 @@ impl AuthServer {
                 Vec::new(),
             )
         };
+        let previous_serial = self
+            .store()
+            .get::<IssuedHostCert>(name)
+            .ok()
+            .flatten()
+            .map(|v| v.value.serial)
+            .unwrap_or_default();
         let record = IssuedHostCert {
             name: name.to_owned(),
             role: role.to_owned(),
             host_signer,
             trusts,
+            serial: serial.to_owned(),
+            previous_serial,
             issued_unix: unix(self.clock.now()),
             expires_unix,
         };
         if let Err(e) = self.store().upsert(&record) {
             tracing::warn!(error = %e, host = name, "cannot note the host certificate for rotation status");
+        }
+    }
+
+    /// The serial of the certificate Auth last issued to agent `host_id`, if it noted one.
+    pub fn last_host_serial(&self, host_id: &str) -> Option<String> {
+        self.store()
+            .get::<IssuedHostCert>(host_id)
+            .ok()
+            .flatten()
+            .map(|v| v.value.serial)
+            .filter(|s| !s.is_empty())
+    }
+
+    /// While the host CA rotates, only a certificate Auth itself issued to `host_id` (the last
+    /// one, or the one before when an answer was lost) renews: whoever holds a leaked old key
+    /// can mint certificates for any host id, and must not get them moved onto the new key.
+    pub(super) fn check_renewal_during_rotation(
+        &self,
+        host_id: &str,
+        serial: &str,
+    ) -> Result<(), AuthError> {
+        if self.authorities().set(CaKind::Host).rotation.phase == crate::rotation::Phase::Standby {
+            return Ok(());
+        }
+        let known = self
+            .store()
+            .get::<IssuedHostCert>(host_id)?
+            .map(|v| v.value)
+            .is_some_and(|r| {
+                !serial.is_empty() && (r.serial == serial || r.previous_serial == serial)
+            });
+        if known {
+            Ok(())
+        } else {
+            Err(AuthError::Denied(format!(
+                "host {host_id}: during a host CA rotation only the certificate Auth last issued renews; join the agent again with a token"
+            )))
         }
     }
 

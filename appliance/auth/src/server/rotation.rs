@@ -76,8 +76,9 @@ impl AuthServer {
     /// Carries out `req` for `actor` (who is audited) and returns the CAs' status after it.
     ///
     /// # Errors
-    /// [`AuthError::Rotation`] for a phase that cannot follow the current one (nothing is
-    /// changed for any CA of the request), a grace period out of bounds or an automatic
+    /// [`AuthError::Rotation`] for a phase that cannot follow the current one (checked for every
+    /// CA of the request before any moves; CAs already at the phase are skipped, so a request
+    /// that failed part-way is finished by asking again), a grace period out of bounds or an automatic
     /// rotation of a CA that is already rotating; [`AuthError::Contended`] when another Auth
     /// moved the CA at the same moment.
     pub fn rotate_ca(
@@ -101,8 +102,18 @@ impl AuthServer {
                 ));
             }
         };
-        let kinds = req.target.kinds();
         let cas = self.authorities();
+        // A CA already at the phase asked for is left as it is: a retry of a step that failed
+        // part-way through `--type all` finishes the others.
+        let kinds: Vec<CaKind> = req
+            .target
+            .kinds()
+            .into_iter()
+            .filter(|k| req.mode == Mode::Auto || cas.set(*k).rotation.phase != to)
+            .collect();
+        if kinds.is_empty() {
+            return Ok(self.rotation_status());
+        }
         for kind in &kinds {
             let set = cas.set(*kind);
             if req.mode == Mode::Auto && set.rotation.phase != Phase::Standby {

@@ -35,7 +35,8 @@ pub struct CertifiedConfig {
 }
 
 /// A russh server configuration presenting a new key certified for `names` (key id `key_id`,
-/// valid `ttl`) by the host CA's signing key, closing connections idle for `inactivity`.
+/// valid `ttl`) by the host CA key servers use in this phase, closing connections idle for
+/// `inactivity`.
 pub fn certified_server_config(
     auth: &AuthServer,
     key_id: &str,
@@ -45,15 +46,13 @@ pub fn certified_server_config(
 ) -> Result<CertifiedConfig, SshIdentityError> {
     let pair = hop_ca::generate_ssh_keypair(&mut rand::rng())
         .map_err(|cause| SshIdentityError::Key { cause })?;
-    // One snapshot: the key that signs is the one whose fingerprint is returned.
+    // One snapshot: the key that signs is the one whose fingerprint is returned. The proxy is a
+    // server: its certificate comes from the key servers use in this phase (the old one until
+    // update_servers), which every client that kept up trusts.
     let cas = auth.authorities();
-    let signer = cas
-        .set(hop_ca::CaKind::Host)
-        .signer()
-        .ssh_fingerprint
-        .clone();
-    let cert = cas
-        .host
+    let (issuer, issuer_public) = cas.set(hop_ca::CaKind::Host).server_key();
+    let signer = issuer_public.ssh_fingerprint.clone();
+    let cert = issuer
         .issue_host_ssh(
             &pair.public_openssh,
             key_id,
