@@ -11,6 +11,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access_requests;
+#[cfg(test)]
+mod access_requests_tests;
 pub mod admission;
 pub mod agent_events;
 pub mod app_access;
@@ -24,6 +27,7 @@ pub mod databases;
 pub mod error;
 pub mod grpc;
 mod grpc_app;
+mod grpc_access_requests;
 mod grpc_bots;
 mod grpc_db;
 mod grpc_kube;

@@ -70,6 +70,7 @@ pub fn alice() -> Identity {
         route_to_app: Some("grafana".into()),
         route_to_kube_cluster: None,
         mfa_verified: true,
+        active_requests: Vec::new(),
     }
 }
 
