@@ -202,11 +202,13 @@ fn wait_node_listed(a: &Appliance) {
     let deadline = clock::monotonic_now() + Duration::from_secs(30);
     while !a
         .ok(&["admin", "nodes", "ls", "--format", "json"])
-        .contains(NODE)
+        .contains("\"node\"")
     {
         assert!(clock::monotonic_now() < deadline, "node {NODE} did not join");
         std::thread::sleep(Duration::from_millis(250));
     }
+    // The node also needs its access data from Auth and a parked data connection.
+    std::thread::sleep(Duration::from_millis(300));
 }
 
 #[test]

@@ -88,7 +88,7 @@ impl AuthServer {
         match &result {
             Ok(r) => {
                 ev = ev
-                    .field("id", r.id.clone())
+                    .field("request_id", r.id.clone())
                     .field("state", r.state.name())
                     .field("expires", rfc3339(UNIX_EPOCH + Duration::from_secs(r.expires_unix)));
             }
@@ -180,7 +180,7 @@ impl AuthServer {
         let result = self.review_inner(presented, ask);
         let mut ev = self
             .event(EventKind::AccessRequestReview, &reviewer)
-            .field("id", ask.id.to_string())
+            .field("request_id", ask.id.to_string())
             .field("proposed_state", if ask.approve { "APPROVED" } else { "DENIED" })
             .field("reason", ask.reason.to_string());
         match &result {
@@ -199,7 +199,7 @@ impl AuthServer {
         {
             self.audit_durable(
                 self.event(EventKind::AccessRequestUpdate, &reviewer)
-                    .field("id", r.id.clone())
+                    .field("request_id", r.id.clone())
                     .field("state", r.state.name())
                     .field("requester", r.user.clone())
                     .field("roles", r.roles.clone())
