@@ -173,7 +173,11 @@ impl Snapshot {
 
     /// The roles the access requests the certificate names grant: each must be in the
     /// snapshot (approved), the subject's own, and unexpired at `now`.
-    fn requested_roles(&self, subject: &Subject<'_>, now: SystemTime) -> Result<Vec<&str>, Refusal> {
+    fn requested_roles(
+        &self,
+        subject: &Subject<'_>,
+        now: SystemTime,
+    ) -> Result<Vec<&str>, Refusal> {
         let now = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         let mut granted = Vec::new();
         for id in subject.active_requests {

@@ -23,5 +23,7 @@ mod subject;
 
 pub use decision::{Admitted, Refusal};
 pub use locks::lock_applies;
-pub use snapshot::{IdentityStamp, RequestStamp, STALE_AFTER, Snapshot, SnapshotData, SnapshotError};
+pub use snapshot::{
+    IdentityStamp, RequestStamp, STALE_AFTER, Snapshot, SnapshotData, SnapshotError,
+};
 pub use subject::{Route, Subject, SubjectKind};

@@ -202,14 +202,15 @@ pub fn decide_create(ask: &Ask<'_>) -> Result<RequestTerms, RequestError> {
         }
         for c in &allowing {
             reason_required |= c.reason_required();
-            terms.thresholds.extend(c.thresholds.iter().map(Threshold::from));
+            terms
+                .thresholds
+                .extend(c.thresholds.iter().map(Threshold::from));
             terms
                 .suggested_reviewers
                 .extend(c.suggested_reviewers.iter().cloned());
             if let Some(d) = c.max_duration {
-                longest = Some(longest.map_or(d.as_std().as_secs(), |l| {
-                    l.max(d.as_std().as_secs())
-                }));
+                longest =
+                    Some(longest.map_or(d.as_std().as_secs(), |l| l.max(d.as_std().as_secs())));
             }
         }
         if let Some(ttl) = def.spec.options.max_session_ttl {
@@ -223,7 +224,10 @@ pub fn decide_create(ask: &Ask<'_>) -> Result<RequestTerms, RequestError> {
         terms.expires_unix = terms.expires_unix.min(ask.now + cap);
     }
     if terms.thresholds.is_empty() {
-        terms.thresholds.push(Threshold { approve: 1, deny: 1 });
+        terms.thresholds.push(Threshold {
+            approve: 1,
+            deny: 1,
+        });
     }
     terms.thresholds.dedup();
     terms.suggested_reviewers.sort();

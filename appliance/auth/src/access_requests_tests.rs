@@ -158,7 +158,13 @@ fn access_is_capped_by_max_duration_the_roles_ttl_and_the_ask() {
     let terms = decide_create(&ask_for(&held, &r, "ticket")).unwrap();
     // max_duration 2h, but node-access's max_session_ttl is 1h.
     assert_eq!(terms.expires_unix, NOW + 3600);
-    assert_eq!(terms.thresholds, vec![Threshold { approve: 2, deny: 1 }]);
+    assert_eq!(
+        terms.thresholds,
+        vec![Threshold {
+            approve: 2,
+            deny: 1
+        }]
+    );
     assert_eq!(terms.suggested_reviewers, vec!["rev1".to_string()]);
     let mut ask = ask_for(&held, &r, "ticket");
     ask.max_duration_secs = Some(30);
@@ -167,7 +173,10 @@ fn access_is_capped_by_max_duration_the_roles_ttl_and_the_ask() {
 
 #[test]
 fn two_different_reviewers_approve_at_threshold_two() {
-    let mut req = pending(vec![Threshold { approve: 2, deny: 1 }]);
+    let mut req = pending(vec![Threshold {
+        approve: 2,
+        deny: 1,
+    }]);
     let reviewers = [role("reviewer")];
     check_reviewer(&req, "rev1", &reviewers, NOW).unwrap();
     assert_eq!(review(&mut req, "rev1", true), RequestState::Pending);
@@ -192,7 +201,10 @@ fn two_different_reviewers_approve_at_threshold_two() {
 
 #[test]
 fn a_deny_wins_at_its_threshold() {
-    let mut req = pending(vec![Threshold { approve: 2, deny: 1 }]);
+    let mut req = pending(vec![Threshold {
+        approve: 2,
+        deny: 1,
+    }]);
     assert_eq!(review(&mut req, "rev1", true), RequestState::Pending);
     assert_eq!(review(&mut req, "rev2", false), RequestState::Denied);
     assert!(matches!(
@@ -201,8 +213,14 @@ fn a_deny_wins_at_its_threshold() {
     ));
     // Every threshold's approvals are needed; any threshold's denials deny.
     let mut both = pending(vec![
-        Threshold { approve: 1, deny: 2 },
-        Threshold { approve: 2, deny: 3 },
+        Threshold {
+            approve: 1,
+            deny: 2,
+        },
+        Threshold {
+            approve: 2,
+            deny: 3,
+        },
     ]);
     assert_eq!(review(&mut both, "a", true), RequestState::Pending);
     assert_eq!(review(&mut both, "b", false), RequestState::Pending);

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hop_admission::{
-    Admitted, IdentityStamp, Refusal, RequestStamp, Route, Snapshot, SnapshotData, Subject, SubjectKind,
+    Admitted, IdentityStamp, Refusal, RequestStamp, Route, Snapshot, SnapshotData, Subject,
+    SubjectKind,
 };
 use hop_ca::Identity;
 use hop_rbac::{AuthPreference, LockResource, LockTarget, Role, User};
@@ -51,8 +52,8 @@ fn access_key(key: &str) -> bool {
         "cluster_auth_preference",
         <AccessRequest as hop_storage::StoredResource>::KIND,
     ]
-        .iter()
-        .any(|kind| key.starts_with(&format!("/resources/{kind}/")))
+    .iter()
+    .any(|kind| key.starts_with(&format!("/resources/{kind}/")))
 }
 
 /// How old the cached snapshot may grow before it is rebuilt even without a change.

@@ -42,7 +42,10 @@ pub async fn run(cmd: RequestCommand) -> anyhow::Result<()> {
             println!("  Roles:   {}", r.roles.join(", "));
             println!("  Expires: {}", when(r.expires_unix));
             if !r.suggested_reviewers.is_empty() {
-                println!("  Suggested reviewers: {}", r.suggested_reviewers.join(", "));
+                println!(
+                    "  Suggested reviewers: {}",
+                    r.suggested_reviewers.join(", ")
+                );
             }
             println!(
                 "Once approved: hop login --proxy {} --request-id {}",
@@ -122,7 +125,13 @@ pub async fn login_with_request(args: &LoginArgs, id: &str) -> anyhow::Result<()
         }
     };
     let mut c = client(&login).await?;
-    assume(&mut c, &args.trust, &login.profile.user, vec![id.to_string()]).await
+    assume(
+        &mut c,
+        &args.trust,
+        &login.profile.user,
+        vec![id.to_string()],
+    )
+    .await
 }
 
 /// New keys, certificates for them with the roles of `ids`, saved as the current login.

@@ -261,9 +261,17 @@ fn request_warnings(c: &RoleConditions, side: Side, at: &FieldPath, out: &mut Ve
         push_present(
             &at,
             &[
-                ("claims_to_roles", set(r.claims_to_roles.as_ref()), REQUEST_EXTRAS),
+                (
+                    "claims_to_roles",
+                    set(r.claims_to_roles.as_ref()),
+                    REQUEST_EXTRAS,
+                ),
                 ("annotations", set(r.annotations.as_ref()), REQUEST_EXTRAS),
-                ("search_as_roles", set(r.search_as_roles.as_ref()), REQUEST_EXTRAS),
+                (
+                    "search_as_roles",
+                    set(r.search_as_roles.as_ref()),
+                    REQUEST_EXTRAS,
+                ),
                 (
                     "kubernetes_resources",
                     set(r.kubernetes_resources.as_ref()),
@@ -286,8 +294,16 @@ fn request_warnings(c: &RoleConditions, side: Side, at: &FieldPath, out: &mut Ve
         push_present(
             &at,
             &[
-                ("claims_to_roles", set(r.claims_to_roles.as_ref()), REQUEST_EXTRAS),
-                ("preview_as_roles", set(r.preview_as_roles.as_ref()), REQUEST_EXTRAS),
+                (
+                    "claims_to_roles",
+                    set(r.claims_to_roles.as_ref()),
+                    REQUEST_EXTRAS,
+                ),
+                (
+                    "preview_as_roles",
+                    set(r.preview_as_roles.as_ref()),
+                    REQUEST_EXTRAS,
+                ),
             ],
             out,
         );
@@ -557,8 +573,7 @@ fn check_mfa_interval(o: &RoleOptions, at: &FieldPath) -> Result<(), ValidationE
 }
 
 fn check_allow(c: &RoleConditions, at: &FieldPath) -> Result<(), ValidationError> {
-    if c
-        .review_requests
+    if c.review_requests
         .as_ref()
         .is_some_and(|r| text_set(r.where_.as_ref()))
     {

@@ -59,9 +59,8 @@ pub use parse::{
 pub use predicate::{Predicate, PredicateError};
 pub use resource::{KINDS, Kind, Metadata, Resource};
 pub use role::{
-    ForwardDirection, ForwardingToggle, JoinSessionPolicy, LockingMode,
-    RecordSession, RecordingMode, Role, RoleConditions, RoleOptions, RoleSpec, Rule,
-    SshPortForwarding,
+    ForwardDirection, ForwardingToggle, JoinSessionPolicy, LockingMode, RecordSession,
+    RecordingMode, Role, RoleConditions, RoleOptions, RoleSpec, Rule, SshPortForwarding,
 };
 pub use rule_context::{RuleContext, SessionFacts, Undecidable, UserFacts};
 pub use spiffe::{SpiffeDenied, check_spiffe_path};

@@ -60,8 +60,7 @@ spec:
 
 fn add_user(a: &Appliance, name: &str, roles: &str) {
     let out = a.ok(&[
-        "admin", "users", "add", name, "--roles", roles, "--logins", OS_LOGIN, "--format",
-        "json",
+        "admin", "users", "add", name, "--roles", roles, "--logins", OS_LOGIN, "--format", "json",
     ]);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     let token = v["token"].as_str().unwrap();
@@ -178,7 +177,10 @@ fn review(home: &Path, id: &str, verdict: &str) -> String {
 }
 
 fn ssh_ok(home: &Path) -> bool {
-    let out = hop_in(home, &["ssh", &format!("{OS_LOGIN}@{NODE}"), "echo", "req-ok"]);
+    let out = hop_in(
+        home,
+        &["ssh", &format!("{OS_LOGIN}@{NODE}"), "echo", "req-ok"],
+    );
     out.status.success() && stdout(&out).contains("req-ok")
 }
 
@@ -204,7 +206,10 @@ fn wait_node_listed(a: &Appliance) {
         .ok(&["admin", "nodes", "ls", "--format", "json"])
         .contains("\"node\"")
     {
-        assert!(clock::monotonic_now() < deadline, "node {NODE} did not join");
+        assert!(
+            clock::monotonic_now() < deadline,
+            "node {NODE} did not join"
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
     // The node also needs its access data from Auth and a parked data connection.
@@ -222,7 +227,13 @@ fn access_requests_with_two_reviewers_a_lock_and_expiry() {
     add_user(&a, "rev1", "reviewer");
     add_user(&a, "rev2", "reviewer");
     let node_data = a.dir.path().join("node");
-    let _node = start_node(&a, &node_data, &a.join_token("node"), NODE, "env=restricted");
+    let _node = start_node(
+        &a,
+        &node_data,
+        &a.join_token("node"),
+        NODE,
+        "env=restricted",
+    );
     wait_node_listed(&a);
     let (alice, rev1, rev2) = (login(&a, "alice"), login(&a, "rev1"), login(&a, "rev2"));
     assert!(!ssh_ok(&alice), "alice reached the node without a request");
@@ -240,7 +251,10 @@ fn access_requests_with_two_reviewers_a_lock_and_expiry() {
     );
     let id = create(&alice, &[]);
     let shown = ok_in(&rev1, &["request", "show", &id]);
-    assert!(shown.contains("PENDING") && shown.contains("ticket 42"), "{shown}");
+    assert!(
+        shown.contains("PENDING") && shown.contains("ticket 42"),
+        "{shown}"
+    );
     assert!(ok_in(&rev2, &["request", "ls"]).contains(&id));
 
     // Nobody approves their own request; one approval of two is not enough.
@@ -250,7 +264,11 @@ fn access_requests_with_two_reviewers_a_lock_and_expiry() {
         "own access request",
     );
     assert!(review(&rev1, &id, "--approve").contains("PENDING"));
-    refused_in(&rev1, &["request", "review", &id, "--approve"], "already reviewed");
+    refused_in(
+        &rev1,
+        &["request", "review", &id, "--approve"],
+        "already reviewed",
+    );
     let out = login_with_request(&a, &alice, &id);
     assert!(
         !out.status.success() && stderr(&out).contains("not approved"),
@@ -266,12 +284,22 @@ fn access_requests_with_two_reviewers_a_lock_and_expiry() {
     ssh_becomes(&alice, true, 5);
     let out = ok_in(&alice, &["request", "drop"]);
     assert!(!out.contains("node-access"), "{out}");
-    assert!(!ssh_ok(&alice), "the node is reachable after `hop request drop`");
+    assert!(
+        !ssh_ok(&alice),
+        "the node is reachable after `hop request drop`"
+    );
     assert!(login_with_request(&a, &alice, &id).status.success());
     ssh_becomes(&alice, true, 5);
 
     // A lock on the request ends its use within 5 s.
-    a.ok(&["admin", "lock", "--access-request", &id, "--message", "revoked"]);
+    a.ok(&[
+        "admin",
+        "lock",
+        "--access-request",
+        &id,
+        "--message",
+        "revoked",
+    ]);
     let took = ssh_becomes(&alice, false, 5);
     eprintln!("lock on the request took effect in {took:?}");
 
@@ -298,7 +326,10 @@ fn access_requests_with_two_reviewers_a_lock_and_expiry() {
     .unwrap();
     ssh_becomes(&alice, false, 14);
     let late = time::OffsetDateTime::from(clock::wall_now()) - expires;
-    assert!(late < time::Duration::seconds(5), "access outlived the request by {late}");
+    assert!(
+        late < time::Duration::seconds(5),
+        "access outlived the request by {late}"
+    );
 
     for kind in [
         "access_request.create",
@@ -309,7 +340,9 @@ fn access_requests_with_two_reviewers_a_lock_and_expiry() {
     }
     let reviews = events(&a, "access_request.review");
     assert!(
-        reviews.iter().any(|e| e["success"] == false && e["user"] == "alice"),
+        reviews
+            .iter()
+            .any(|e| e["success"] == false && e["user"] == "alice"),
         "the self-review refusal is not audited: {reviews:?}"
     );
 }

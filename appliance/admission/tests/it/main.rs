@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hop_admission::{
-    IdentityStamp, Refusal, RequestStamp, Route, STALE_AFTER, Snapshot, SnapshotData, Subject, SubjectKind,
+    IdentityStamp, Refusal, RequestStamp, Route, STALE_AFTER, Snapshot, SnapshotData, Subject,
+    SubjectKind,
 };
 use hop_rbac::{LockResource, LockTarget, LockingMode, Resource, parse_resources};
 
@@ -460,22 +461,28 @@ fn an_access_request_grants_its_roles_while_approved_unexpired_and_unlocked() {
     // The role without naming the request is a role mona does not hold.
     let mut bare = requester();
     bare.requests.clear();
-    let code = |snap: &Snapshot, c: &Cert| {
-        decide(snap, c, Route::AdminApi, T0 + 1)
-            .unwrap_err()
-            .code()
-    };
+    let code =
+        |snap: &Snapshot, c: &Cert| decide(snap, c, Route::AdminApi, T0 + 1).unwrap_err().code();
     assert_eq!(code(&snap, &bare), "role_removed");
     // Expired, absent (pending, denied, deleted) or another user's: ended.
     let mut expired = d.clone();
     expired.requests = vec![prod_request("mona", T0)];
-    assert_eq!(code(&Snapshot::new(expired), &requester()), "access_request_ended");
+    assert_eq!(
+        code(&Snapshot::new(expired), &requester()),
+        "access_request_ended"
+    );
     let mut absent = d.clone();
     absent.requests.clear();
-    assert_eq!(code(&Snapshot::new(absent), &requester()), "access_request_ended");
+    assert_eq!(
+        code(&Snapshot::new(absent), &requester()),
+        "access_request_ended"
+    );
     let mut other = d.clone();
     other.requests = vec![prod_request("alice", T0 + 600)];
-    assert_eq!(code(&Snapshot::new(other), &requester()), "access_request_ended");
+    assert_eq!(
+        code(&Snapshot::new(other), &requester()),
+        "access_request_ended"
+    );
     // A lock on the request ends it; the wire form carries the requests.
     let mut locked = d;
     locked.locks.push(lock(LockTarget {

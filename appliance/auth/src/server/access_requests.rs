@@ -90,7 +90,10 @@ impl AuthServer {
                 ev = ev
                     .field("request_id", r.id.clone())
                     .field("state", r.state.name())
-                    .field("expires", rfc3339(UNIX_EPOCH + Duration::from_secs(r.expires_unix)));
+                    .field(
+                        "expires",
+                        rfc3339(UNIX_EPOCH + Duration::from_secs(r.expires_unix)),
+                    );
             }
             Err(e) => ev = ev.failed(EventKind::AccessRequestCreate, e.to_string()),
         }
@@ -150,7 +153,7 @@ impl AuthServer {
             .map(|v| v.value)
             .filter(|r| visible(r, user, &held))
             .collect();
-        out.sort_by(|a, b| b.created_unix.cmp(&a.created_unix));
+        out.sort_by_key(|r| std::cmp::Reverse(r.created_unix));
         Ok(out)
     }
 
@@ -181,7 +184,10 @@ impl AuthServer {
         let mut ev = self
             .event(EventKind::AccessRequestReview, &reviewer)
             .field("request_id", ask.id.to_string())
-            .field("proposed_state", if ask.approve { "APPROVED" } else { "DENIED" })
+            .field(
+                "proposed_state",
+                if ask.approve { "APPROVED" } else { "DENIED" },
+            )
             .field("reason", ask.reason.to_string());
         match &result {
             Ok(r) => {
