@@ -20,6 +20,8 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_REQUEST_TTL_SECS: u64 = 8 * 3600;
 /// The longest reason kept.
 pub const MAX_REASON: usize = 4096;
+/// The most pending, unexpired requests one user may have at once.
+pub const MAX_PENDING_PER_USER: usize = 16;
 const WILDCARD: &str = "*";
 
 /// Where a request stands.
@@ -115,6 +117,8 @@ pub enum RequestError {
     UnknownRole(String),
     #[error("you already hold role {0:?}")]
     AlreadyHeld(String),
+    #[error("you have {MAX_PENDING_PER_USER} pending access requests already")]
+    TooManyPending,
     #[error("a reason is required to request these roles (--reason)")]
     ReasonRequired,
     #[error("the reason is longer than {MAX_REASON} bytes")]
@@ -153,6 +157,8 @@ pub struct Ask<'a> {
     pub reason: &'a str,
     /// A shorter access than the roles allow, if asked.
     pub max_duration_secs: Option<u64>,
+    /// The requester's pending, unexpired requests.
+    pub pending: usize,
     pub now: u64,
 }
 
@@ -167,6 +173,9 @@ pub fn decide_create(ask: &Ask<'_>) -> Result<RequestTerms, RequestError> {
     }
     if ask.reason.len() > MAX_REASON {
         return Err(RequestError::ReasonTooLong);
+    }
+    if ask.pending >= MAX_PENDING_PER_USER {
+        return Err(RequestError::TooManyPending);
     }
     let denied: BTreeSet<&str> = ask
         .held

@@ -80,6 +80,7 @@ fn ask_for<'a>(
         requested,
         reason,
         max_duration_secs: None,
+        pending: 0,
         now: NOW,
     }
 }
@@ -169,6 +170,8 @@ fn access_is_capped_by_max_duration_the_roles_ttl_and_the_ask() {
     let mut ask = ask_for(&held, &r, "ticket");
     ask.max_duration_secs = Some(30);
     assert_eq!(decide_create(&ask).unwrap().expires_unix, NOW + 30);
+    ask.pending = crate::access_requests::MAX_PENDING_PER_USER;
+    assert_eq!(decide_create(&ask), Err(RequestError::TooManyPending));
 }
 
 #[test]

@@ -109,23 +109,37 @@ impl AuthServer {
         self.admit_caller(presented)?;
         let user = &presented.identity.username;
         let held = self.held_roles(user)?;
+        let mut names = ask.roles.to_vec();
+        names.sort();
+        names.dedup();
         let mut requested = Vec::new();
-        for name in ask.roles {
+        for name in &names {
             let def = self.store().get::<Role>(name)?.map(|v| v.value);
             requested.push((name.clone(), def));
         }
         let now = unix(self.now());
+        let pending = self
+            .store()
+            .list::<AccessRequest>()?
+            .iter()
+            .filter(|v| {
+                v.value.user == *user
+                    && v.value.state == RequestState::Pending
+                    && !v.value.expired(now)
+            })
+            .count();
         let terms = decide_create(&Ask {
             held: &held,
             requested: &requested,
             reason: ask.reason,
             max_duration_secs: ask.max_duration.map(|d| d.as_secs().max(1)),
+            pending,
             now,
         })?;
         let req = AccessRequest {
             id: uuid::Uuid::new_v4().to_string(),
             user: user.clone(),
-            roles: ask.roles.to_vec(),
+            roles: names,
             reason: ask.reason.trim().to_string(),
             state: RequestState::Pending,
             created_unix: now,
@@ -221,6 +235,9 @@ impl AuthServer {
         ask: &ReviewAsk<'_>,
     ) -> Result<AccessRequest, AuthError> {
         self.admit_caller(presented)?;
+        if ask.reason.len() > crate::access_requests::MAX_REASON {
+            return Err(crate::access_requests::RequestError::ReasonTooLong.into());
+        }
         let reviewer = &presented.identity.username;
         let held = self.held_roles(reviewer)?;
         for _ in 0..REVIEW_ATTEMPTS {
