@@ -343,6 +343,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
                 "proxy": p.proxy, "user": identity.username, "cluster": identity.cluster,
                 "roles": identity.roles, "logins": identity.logins, "traits": identity.traits,
                 "expires": rfc3339(expires), "valid": valid,
+                "active_requests": identity.active_requests,
                 "ssh_certificate": paths.ssh_cert(), "tls_certificate": paths.tls_cert(),
             });
             println!("{}", serde_json::to_string_pretty(&v)?);
@@ -353,6 +354,9 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
             println!("  Cluster:      {}", identity.cluster);
             println!("  Roles:        {}", identity.roles.join(", "));
             println!("  Logins:       {}", logins_text(&identity.logins));
+            if !identity.active_requests.is_empty() {
+                println!("  Requests:     {}", identity.active_requests.join(", "));
+            }
             println!(
                 "  Valid until:  {} [{}]",
                 rfc3339(expires),

@@ -6,7 +6,8 @@
 //! Refused: a role outside `allow.request`, a request without a reason, a review of one's own
 //! request, a second review by the same reviewer, assuming a request one approval short, a
 //! denied request. Shown: two approvals let `hop login --request-id` reach the node with
-//! `hop ssh`; `hop request drop` goes back; a lock on the request ends access within 5 s; a
+//! `hop ssh`; `hop request drop` goes back; a lock on the request refuses new sessions and ends
+//! a live one within 5 s; a
 //! request's expiry ends access within 5 s; the `access_request.*` events are in the audit log.
 
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use crate::clock;
 use crate::harness::*;
-use crate::ssh::{events, start_node};
+use crate::ssh::{Killed, events, start_node};
 
 const NO_SECOND_FACTOR: &str = "  authentication:\n    second_factor: \"off\"\n";
 const NODE: &str = "restricted1";
@@ -281,6 +282,7 @@ fn access_requests_with_two_reviewers_a_lock_and_expiry() {
     let out = login_with_request(&a, &alice, &id);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("node-access"), "{}", stdout(&out));
+    assert!(ok_in(&alice, &["status"]).contains(&id));
     ssh_becomes(&alice, true, 5);
     let out = ok_in(&alice, &["request", "drop"]);
     assert!(!out.contains("node-access"), "{out}");
@@ -291,7 +293,19 @@ fn access_requests_with_two_reviewers_a_lock_and_expiry() {
     assert!(login_with_request(&a, &alice, &id).status.success());
     ssh_becomes(&alice, true, 5);
 
-    // A lock on the request ends its use within 5 s.
+    // A lock on the request ends its use within 5 s: a live session and new ones.
+    let mut live = Command::new(HOP)
+        .args(["ssh", &format!("{OS_LOGIN}@{NODE}"), "echo live; sleep 60"])
+        .env("HOP_HOME", &alice)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 4];
+    std::io::Read::read_exact(live.stdout.as_mut().unwrap(), &mut first).unwrap();
+    let mut live = Killed(live);
+    let locked_at = clock::monotonic_now();
     a.ok(&[
         "admin",
         "lock",
@@ -301,7 +315,18 @@ fn access_requests_with_two_reviewers_a_lock_and_expiry() {
         "revoked",
     ]);
     let took = ssh_becomes(&alice, false, 5);
-    eprintln!("lock on the request took effect in {took:?}");
+    eprintln!("lock on the request refused new sessions in {took:?}");
+    while live.0.try_wait().unwrap().is_none() {
+        assert!(
+            clock::since(locked_at) < Duration::from_secs(5),
+            "the live session outlived the lock on its request"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "and ended the live session in {:?}",
+        clock::since(locked_at)
+    );
 
     // A denial (threshold 1) denies, and a denied request is never assumed.
     let alice = login(&a, "alice");
