@@ -7,8 +7,8 @@
 //! request, a second review by the same reviewer, assuming a request one approval short, a
 //! denied request. Shown: two approvals let `hop login --request-id` reach the node with
 //! `hop ssh`; `hop request drop` goes back; a lock on the request refuses new sessions and ends
-//! a live one within 5 s; a
-//! request's expiry ends access within 5 s; the `access_request.*` events are in the audit log.
+//! a live one within 5 s; a request's expiry ends access within 5 s; the `access_request.*`
+//! events are in the audit log.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
