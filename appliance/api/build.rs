@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "hop/auth/v1/auth.proto",
         "hop/auth/v1/recordings.proto",
         "hop/auth/v1/bots.proto",
+        "hop/auth/v1/access_requests.proto",
         "spiffe/workload.proto",
     ];
     for file in files {

@@ -89,6 +89,10 @@ pub enum Command {
     /// auditor and editor roles have).
     #[command(subcommand)]
     Recordings(RecordingsCommand),
+    /// Access requests: ask for roles, review others' requests (`hop login --request-id`
+    /// then uses an approved one; `hop request drop` goes back).
+    #[command(subcommand)]
+    Request(RequestCommand),
     /// Live sessions: your own, or every one with the `session` list rule (auditor, editor).
     #[command(subcommand)]
     Sessions(SessionsCommand),

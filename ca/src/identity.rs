@@ -42,6 +42,10 @@ pub struct Identity {
     pub route_to_kube_cluster: Option<String>,
     /// Whether the login that produced this certificate passed a second factor.
     pub mfa_verified: bool,
+    /// The access requests whose roles `roles` includes (admission refuses the certificate
+    /// once one of them is no longer approved).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub active_requests: Vec<String>,
 }
 
 /// The database a route-specific user certificate is for.

@@ -33,6 +33,7 @@ const EXT_ROUTE_TO_DATABASE: &str = "hop-route-to-database";
 const EXT_ROUTE_TO_APP: &str = "hop-route-to-app";
 const EXT_ROUTE_TO_KUBE_CLUSTER: &str = "hop-route-to-kube-cluster";
 const EXT_MFA_VERIFIED: &str = "hop-mfa-verified";
+const EXT_ACTIVE_REQUESTS: &str = "hop-access-requests";
 
 impl CertAuthority {
     /// Issues an OpenSSH user certificate for `subject_public_openssh`: key id = username,
@@ -193,6 +194,9 @@ fn identity_extensions(id: &Identity) -> Result<Vec<(&'static str, String)>, CaE
     if id.mfa_verified {
         ext.push((EXT_MFA_VERIFIED, String::new()));
     }
+    if !id.active_requests.is_empty() {
+        ext.push((EXT_ACTIVE_REQUESTS, to_json(&id.active_requests)?));
+    }
     Ok(ext)
 }
 
@@ -216,6 +220,10 @@ fn identity_from_cert(cert: &Certificate) -> Result<Identity, CaError> {
     let traits = match ext.get(EXT_TRAITS) {
         Some(t) => serde_json::from_str(t).map_err(|e| parse_err(EXT_TRAITS, e))?,
         None => Default::default(),
+    };
+    let active_requests = match ext.get(EXT_ACTIVE_REQUESTS) {
+        Some(t) => serde_json::from_str(t).map_err(|e| parse_err(EXT_ACTIVE_REQUESTS, e))?,
+        None => Vec::new(),
     };
     let route_to_database = ext
         .get(EXT_ROUTE_TO_DATABASE)
@@ -241,6 +249,7 @@ fn identity_from_cert(cert: &Certificate) -> Result<Identity, CaError> {
         route_to_app: ext.get(EXT_ROUTE_TO_APP).cloned(),
         route_to_kube_cluster: ext.get(EXT_ROUTE_TO_KUBE_CLUSTER).cloned(),
         mfa_verified: ext.contains_key(EXT_MFA_VERIFIED),
+        active_requests,
     })
 }
 

@@ -33,6 +33,10 @@ pub enum Refusal {
         "this certificate of {name:?} was issued before its last lock or role change; run `hop login` again"
     )]
     Voided { name: String },
+    #[error(
+        "access request {id} of {name:?} is no longer approved or has expired; run `hop request drop` or `hop login`"
+    )]
+    RequestEnded { name: String, id: String },
     #[error("role {role:?} was taken away from {name:?}; run `hop login` again")]
     RoleRemoved { name: String, role: String },
     #[error(
@@ -71,6 +75,7 @@ impl Refusal {
             Self::Locked { .. } => "locked",
             Self::Voided { .. } => "voided",
             Self::RoleRemoved { .. } => "role_removed",
+            Self::RequestEnded { .. } => "access_request_ended",
             Self::SessionMfaUnavailable { .. } => "session_mfa_unavailable",
             Self::Denied { .. } => "access_denied",
             Self::RoleError { .. } => "role_error",
@@ -123,8 +128,9 @@ impl Snapshot {
                 message: lock.spec.message.clone(),
             });
         }
+        let granted = self.requested_roles(subject, now)?;
         if let Some(stamp) = stamp {
-            check_stamp(subject, stamp)?;
+            check_stamp(subject, stamp, &granted)?;
         }
         let roles: Vec<Role> = subject
             .roles
@@ -165,6 +171,31 @@ impl Snapshot {
         Ok(())
     }
 
+    /// The roles the access requests the certificate names grant: each must be in the
+    /// snapshot (approved), the subject's own, and unexpired at `now`.
+    fn requested_roles(
+        &self,
+        subject: &Subject<'_>,
+        now: SystemTime,
+    ) -> Result<Vec<&str>, Refusal> {
+        let now = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let mut granted = Vec::new();
+        for id in subject.active_requests {
+            match self.requests.get(id) {
+                Some(r) if r.user == subject.name && now < r.expires => {
+                    granted.extend(r.roles.iter().map(String::as_str));
+                }
+                _ => {
+                    return Err(Refusal::RequestEnded {
+                        name: subject.name.into(),
+                        id: id.clone(),
+                    });
+                }
+            }
+        }
+        Ok(granted)
+    }
+
     /// The identity's stamp: `Deleted` when it no longer exists; `None` when this snapshot does
     /// not list that kind of identity (agents, on a node).
     fn existing(&self, subject: &Subject<'_>) -> Result<Option<&IdentityStamp>, Refusal> {
@@ -186,8 +217,12 @@ impl Snapshot {
 }
 
 /// The certificate is not void (issued before the identity's last lock), and the roles it
-/// carries are all still the identity's own.
-fn check_stamp(subject: &Subject<'_>, stamp: &IdentityStamp) -> Result<(), Refusal> {
+/// carries are all still the identity's own or granted by its access requests.
+fn check_stamp(
+    subject: &Subject<'_>,
+    stamp: &IdentityStamp,
+    granted: &[&str],
+) -> Result<(), Refusal> {
     let issued = subject
         .issued_at
         .duration_since(UNIX_EPOCH)
@@ -199,7 +234,10 @@ fn check_stamp(subject: &Subject<'_>, stamp: &IdentityStamp) -> Result<(), Refus
         });
     }
     if subject.kind != SubjectKind::Agent
-        && let Some(gone) = subject.roles.iter().find(|r| !stamp.roles.contains(r))
+        && let Some(gone) = subject
+            .roles
+            .iter()
+            .find(|r| !stamp.roles.contains(r) && !granted.contains(&r.as_str()))
     {
         return Err(Refusal::RoleRemoved {
             name: subject.name.into(),

@@ -6,7 +6,8 @@
 //! the roles the identity holds *now* (for the route's own RBAC question), or a [`Refusal`]
 //! naming the reason with a stable code for the audit log. The order is fixed: certificate
 //! still valid → same cluster → the snapshot is fresh enough → the identity still exists → no
-//! lock applies → the certificate is not voided → roles → session options this release cannot
+//! lock applies → the certificate is not voided → the access requests it names are
+//! approved and unexpired → roles → session options this release cannot
 //! honour.
 //!
 //! The crate is pure: no IO, no clock (the caller passes `now`), no storage. Auth builds the
@@ -22,5 +23,7 @@ mod subject;
 
 pub use decision::{Admitted, Refusal};
 pub use locks::lock_applies;
-pub use snapshot::{IdentityStamp, STALE_AFTER, Snapshot, SnapshotData, SnapshotError};
+pub use snapshot::{
+    IdentityStamp, RequestStamp, STALE_AFTER, Snapshot, SnapshotData, SnapshotError,
+};
 pub use subject::{Route, Subject, SubjectKind};

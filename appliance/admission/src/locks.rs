@@ -7,7 +7,7 @@ use hop_rbac::LockResource;
 use crate::subject::{Subject, SubjectKind};
 
 /// Whether `lock` is in force at `now` and names `subject` (its user, one of its roles, the
-/// login it asks for, its host id, or its bot name).
+/// login it asks for, its host id, its bot name, or an access request its certificate names).
 #[must_use]
 pub fn lock_applies(lock: &LockResource, subject: &Subject<'_>, now: SystemTime) -> bool {
     if lock
@@ -28,6 +28,10 @@ pub fn lock_applies(lock: &LockResource, subject: &Subject<'_>, now: SystemTime)
         .as_deref()
         .is_some_and(|r| subject.roles.iter().any(|x| x == r));
     let names_login = t.login.is_some() && t.login.as_deref() == subject.login;
+    let names_request = t
+        .access_request
+        .as_deref()
+        .is_some_and(|id| subject.active_requests.iter().any(|x| x == id));
     let names_agent = subject.kind == SubjectKind::Agent && named(&t.server_id);
-    (person && names_person) || names_role || names_login || names_agent
+    (person && names_person) || names_role || names_login || names_request || names_agent
 }

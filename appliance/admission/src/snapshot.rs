@@ -1,6 +1,6 @@
 //! The access data a decision is made from: roles, locks, which identities exist (with the
 //! roles they hold now and the instant before which their certificates are void), and how old
-//! the data is.
+//! the data is, and the approved access requests a certificate may name.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -26,6 +26,20 @@ pub struct IdentityStamp {
     pub not_before: u64,
 }
 
+/// An approved access request, as Auth sends it: a certificate naming it may carry its roles
+/// until it expires. Pending, denied and deleted requests are absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestStamp {
+    /// The request's id.
+    pub id: String,
+    /// Who asked for it (only their certificates may name it).
+    pub user: String,
+    /// The roles it grants.
+    pub roles: Vec<String>,
+    /// When its access ends (Unix seconds).
+    pub expires: u64,
+}
+
 fn is_zero(v: &u64) -> bool {
     *v == 0
 }
@@ -45,6 +59,9 @@ pub struct SnapshotData {
     /// `cluster_auth_preference.locking_mode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locking_mode: Option<LockingMode>,
+    /// Approved access requests (the only ones a certificate may name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requests: Vec<RequestStamp>,
     /// When Auth took it (Unix seconds).
     pub taken_at: u64,
 }
@@ -65,6 +82,7 @@ pub struct Snapshot {
     pub(crate) users: HashMap<String, IdentityStamp>,
     pub(crate) agents: Option<HashMap<String, IdentityStamp>>,
     pub(crate) locking_mode: LockingMode,
+    pub(crate) requests: HashMap<String, RequestStamp>,
     pub(crate) taken_at: SystemTime,
 }
 
@@ -84,6 +102,11 @@ impl Snapshot {
             users: index(data.users),
             agents: data.agents.map(index),
             locking_mode: data.locking_mode.unwrap_or(LockingMode::BestEffort),
+            requests: data
+                .requests
+                .into_iter()
+                .map(|r| (r.id.clone(), r))
+                .collect(),
             taken_at: UNIX_EPOCH + Duration::from_secs(data.taken_at),
         }
     }

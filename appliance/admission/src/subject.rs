@@ -104,6 +104,8 @@ pub struct Subject<'a> {
     pub name: &'a str,
     /// Roles the certificate carries (for agents: empty).
     pub roles: &'a [String],
+    /// The access requests whose roles the certificate carries (empty: none).
+    pub active_requests: &'a [String],
     pub traits: &'a BTreeMap<String, Vec<String>>,
     /// The OS login asked for, on SSH routes.
     pub login: Option<&'a str>,

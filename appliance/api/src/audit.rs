@@ -72,6 +72,13 @@ pub enum EventKind {
     CaRotate,
     /// X.509 SVIDs issued to a bot (refused: `success: false`).
     SpiffeSvidIssue,
+    /// An access request made (`hop request create`; refused: `success: false`).
+    AccessRequestCreate,
+    /// A review of an access request (refused: `success: false`).
+    AccessRequestReview,
+    /// An access request's state changed (approved, denied by its thresholds) or it was
+    /// assumed or dropped by its requester.
+    AccessRequestUpdate,
 }
 
 impl EventKind {
@@ -121,6 +128,9 @@ impl EventKind {
             Self::BotRenew => "bot.renew",
             Self::BotUpdate => "bot.update",
             Self::CaRotate => "ca.rotate",
+            Self::AccessRequestCreate => "access_request.create",
+            Self::AccessRequestReview => "access_request.review",
+            Self::AccessRequestUpdate => "access_request.update",
             Self::SpiffeSvidIssue => "spiffe.svid.issue",
         }
     }
@@ -173,6 +183,9 @@ impl EventKind {
             Self::BotUpdate => 8004,
             Self::CaRotate => 9000,
             Self::SpiffeSvidIssue => 8010,
+            Self::AccessRequestCreate => 8100,
+            Self::AccessRequestReview => 8101,
+            Self::AccessRequestUpdate => 8102,
         };
         format!("H{n}{}", if success { 'I' } else { 'W' })
     }
@@ -226,6 +239,9 @@ impl EventKind {
         Self::BotUpdate,
         Self::CaRotate,
         Self::SpiffeSvidIssue,
+        Self::AccessRequestCreate,
+        Self::AccessRequestReview,
+        Self::AccessRequestUpdate,
     ];
 
     /// The kinds an agent may send to Auth (`EmitEvents`, `EmitEventsPacked`).

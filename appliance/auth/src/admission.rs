@@ -1,6 +1,6 @@
-//! Auth's side of admission: the snapshot of roles, locks and users (with the roles they hold
-//! now and the instant before which their certificates are void) built from the backend and
-//! kept until the backend changes; locks made and lifted; and the decision for the routes
+//! Auth's side of admission: the snapshot of roles, locks, users (with the roles they hold
+//! now and the instant before which their certificates are void) and approved access
+//! requests, built from the backend and kept until the backend changes; locks made and lifted; and the decision for the routes
 //! that run in this process.
 //!
 //! This module never decides on its own: every decision is [`hop_admission::Snapshot::admit`].
@@ -10,11 +10,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hop_admission::{
-    Admitted, IdentityStamp, Refusal, Route, Snapshot, SnapshotData, Subject, SubjectKind,
+    Admitted, IdentityStamp, Refusal, RequestStamp, Route, Snapshot, SnapshotData, Subject,
+    SubjectKind,
 };
 use hop_ca::Identity;
 use hop_rbac::{AuthPreference, LockResource, LockTarget, Role, User};
 
+use super::access_requests::{AccessRequest, RequestState};
 use super::audit::EventKind;
 use super::error::AuthError;
 use super::resources;
@@ -43,9 +45,15 @@ impl AccessChanges {
 
 /// Whether a backend key holds what an admission decision reads.
 fn access_key(key: &str) -> bool {
-    ["role", "user", "lock", "cluster_auth_preference"]
-        .iter()
-        .any(|kind| key.starts_with(&format!("/resources/{kind}/")))
+    [
+        "role",
+        "user",
+        "lock",
+        "cluster_auth_preference",
+        <AccessRequest as hop_storage::StoredResource>::KIND,
+    ]
+    .iter()
+    .any(|kind| key.starts_with(&format!("/resources/{kind}/")))
 }
 
 /// How old the cached snapshot may grow before it is rebuilt even without a change.
@@ -82,6 +90,7 @@ impl Presented<'_> {
             },
             name: &id.username,
             roles: &id.roles,
+            active_requests: &id.active_requests,
             traits: &id.traits,
             login: self.login,
             issued_at: self.issued_at,
@@ -136,8 +145,22 @@ impl AuthServer {
             .store()
             .get::<AuthPreference>("cluster-auth-preference")?
             .and_then(|p| p.value.spec.locking_mode);
+        let requests = self
+            .store()
+            .list::<AccessRequest>()?
+            .into_iter()
+            .map(|v| v.value)
+            .filter(|r| r.state == RequestState::Approved)
+            .map(|r| RequestStamp {
+                id: r.id,
+                user: r.user,
+                roles: r.roles,
+                expires: r.expires_unix,
+            })
+            .collect();
         Ok(SnapshotData {
             cluster: self.cluster_name().to_string(),
+            requests,
             roles,
             locks,
             users,
@@ -214,6 +237,7 @@ impl AuthServer {
             kind: SubjectKind::Agent,
             name: host_id,
             roles: &[],
+            active_requests: &[],
             traits: &traits,
             login: None,
             issued_at: UNIX_EPOCH,
@@ -421,6 +445,7 @@ impl AuthServer {
             },
             name,
             roles: &roles,
+            active_requests: &[],
             traits: &traits,
             login: None,
             issued_at: now,

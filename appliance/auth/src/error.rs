@@ -65,6 +65,8 @@ pub enum AuthError {
     /// A bot's join or renewal is refused.
     #[error("access denied: {0}")]
     Bot(#[from] crate::bots::BotError),
+    #[error(transparent)]
+    AccessRequest(#[from] crate::access_requests::RequestError),
     /// A CA rotation request names a phase, mode or grace period that cannot be applied now.
     #[error(transparent)]
     Rotation(#[from] crate::rotation::RotationError),

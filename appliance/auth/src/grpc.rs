@@ -105,6 +105,9 @@ impl AuthApi {
             self.clone(),
         ))
         .add_service(hop_api::proto::bots_server::BotsServer::new(self.clone()))
+        .add_service(
+            hop_api::proto::access_requests_server::AccessRequestsServer::new(self.clone()),
+        )
     }
 
     fn invite_response(&self, invite: super::server::Invite) -> InviteResponse {
@@ -165,7 +168,9 @@ pub fn to_status(e: AuthError) -> Status {
         AuthError::Rotation(_) => Status::failed_precondition(msg),
         AuthError::AlreadyExists(_) | AuthError::AlreadyStored(_) => Status::already_exists(msg),
         AuthError::NotFound(_) => Status::not_found(msg),
-        AuthError::JoinToken(_) | AuthError::Bot(_) => Status::permission_denied(msg),
+        AuthError::JoinToken(_) | AuthError::Bot(_) | AuthError::AccessRequest(_) => {
+            Status::permission_denied(msg)
+        }
         AuthError::Storage(_)
         | AuthError::Conflict(_)
         | AuthError::Contended { .. }

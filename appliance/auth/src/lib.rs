@@ -11,6 +11,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access_requests;
+#[cfg(test)]
+mod access_requests_tests;
 pub mod admission;
 pub mod agent_events;
 pub mod app_access;
@@ -23,6 +26,7 @@ pub mod caller;
 pub mod databases;
 pub mod error;
 pub mod grpc;
+mod grpc_access_requests;
 mod grpc_app;
 mod grpc_bots;
 mod grpc_db;

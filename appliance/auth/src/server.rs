@@ -25,6 +25,7 @@ use super::ratelimit::LoginRateLimiter;
 use super::{password, resources};
 use hop_metrics::Metrics;
 
+mod access_requests;
 mod account;
 mod accounts;
 mod admin;
@@ -40,6 +41,7 @@ mod rotation;
 mod spiffe;
 
 pub use crate::error::{AuthError, INVALID_CREDENTIALS};
+pub use access_requests::{NewAccessRequest, ReviewAsk};
 pub use account::{MAX_OTP_DEVICES, OtpDeviceView, PendingInvite};
 pub use accounts::validate_username;
 pub use admin::CreatedResources;

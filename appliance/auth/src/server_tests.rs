@@ -1510,6 +1510,7 @@ fn an_app_launch_needs_the_apps_labels_and_an_unlocked_user() {
             route_to_app: None,
             route_to_kube_cluster: None,
             mfa_verified: false,
+            active_requests: Vec::new(),
         }),
         issued_at: now,
         expires: now + Duration::from_secs(3600),

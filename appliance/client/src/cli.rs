@@ -437,6 +437,46 @@ pub struct LoginArgs {
     /// Requested certificate lifetime (e.g. 1h); capped by your roles' max_session_ttl.
     #[arg(long)]
     pub ttl: Option<String>,
+    /// Add the roles of this approved access request (`hop request ls`) to your login, until
+    /// the request expires. Uses your current login when it is valid, else logs in first.
+    #[arg(long)]
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RequestCommand {
+    /// Ask for roles your roles' `allow.request` names; reviewers then approve or deny.
+    Create {
+        /// Roles to request, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        roles: Vec<String>,
+        /// Why (required when a role's `allow.request.reason.mode` is `required`).
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Shorter access than the roles allow, e.g. 30m.
+        #[arg(long, value_parser = hop_config::parse_duration)]
+        max_duration: Option<std::time::Duration>,
+    },
+    /// Your requests and those you may review, newest first.
+    Ls(Output),
+    /// One request with its reviews.
+    Show {
+        id: String,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+    /// Approve or deny someone else's request (your roles' `allow.review_requests`).
+    Review {
+        id: String,
+        #[arg(long, conflicts_with = "deny", required_unless_present = "deny")]
+        approve: bool,
+        #[arg(long)]
+        deny: bool,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Go back to your plain login: new certificates without any request's roles.
+    Drop,
 }
 
 #[derive(Debug, Args)]

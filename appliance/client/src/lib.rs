@@ -18,6 +18,7 @@ pub mod kube;
 pub mod locks;
 pub mod profile;
 pub mod recordings;
+pub mod requests;
 pub mod sessions;
 pub mod ssh;
 pub mod trust;

@@ -1,4 +1,5 @@
-//! The user's commands: `hop signup`, `hop login`, `hop status`, `hop logout`.
+//! The user's commands: `hop signup`, `hop login` (with `--request-id`, see `requests`),
+//! `hop status`, `hop logout`.
 //!
 //! This module owns the conversation with the person (prompts, QR code, messages) and the
 //! sequence of API calls; keys are generated here, on the user's machine, and only public keys
@@ -14,7 +15,7 @@ use hop_platform::clock;
 use super::profile::{self, Paths, Profile};
 use crate::cli::{LoginArgs, OutputFormat, ProxyTrust, SignupArgs, StatusArgs};
 use hop_api::proto::auth_public_client::AuthPublicClient;
-use hop_api::proto::{CompleteSignupRequest, LoginRequest, PingRequest};
+use hop_api::proto::{CompleteSignupRequest, LoginRequest, LoginResponse, PingRequest};
 use hop_api::timestamps::rfc3339;
 use hop_api::totp;
 use hop_net::connect::{status_error, tls_channel};
@@ -160,6 +161,14 @@ pub async fn signup(args: SignupArgs) -> anyhow::Result<()> {
 }
 
 pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
+    if let Some(id) = &args.request_id {
+        return crate::requests::login_with_request(&args, id).await;
+    }
+    password_login(&args).await
+}
+
+/// `hop login` with password and second factor: new keys, new certificates, the profile saved.
+pub(crate) async fn password_login(args: &LoginArgs) -> anyhow::Result<()> {
     let home = profile::hop_home()?;
     let user = match &args.user {
         Some(u) => u.clone(),
@@ -211,6 +220,26 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
         .map_err(status_error)?
         .into_inner();
 
+    save_login(&home, &args.trust, &user, (&ssh, &tls), &resp)?;
+    let expires = print_login(&resp, &args.trust.proxy);
+    // The server clamps a longer request rather than refusing it: say so.
+    let asked = clock::wall() + Duration::from_secs(ttl);
+    if ttl > 0 && expires + Duration::from_secs(60) < asked {
+        println!("  (shorter than the --ttl asked for: your roles' max_session_ttl caps it)");
+    }
+    Ok(())
+}
+
+/// Writes a login's keys, certificates, trust and profile (the profile becomes current).
+pub(crate) fn save_login(
+    home: &std::path::Path,
+    trust: &ProxyTrust,
+    user: &str,
+    keys: (&hop_ca::SshKeyPair, &hop_ca::X509KeyPair),
+    resp: &LoginResponse,
+) -> anyhow::Result<()> {
+    let (ssh, tls) = keys;
+    let paths = Paths::new(home.to_path_buf(), &trust.proxy, user);
     hop_net::files::ensure_dir(&paths.keys_dir())?;
     hop_net::files::write_private(&paths.ssh_key(), ssh.private_openssh.as_bytes())?;
     hop_net::files::write_private(
@@ -230,19 +259,23 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
         &resp.trust_digest,
     )?;
     profile::save_profile(
-        &home,
+        home,
         &Profile {
-            proxy: args.trust.proxy.clone(),
-            user: user.clone(),
+            proxy: trust.proxy.clone(),
+            user: user.to_string(),
             cluster: resp.cluster_name.clone(),
-            ca_pin: args.trust.ca_pin.clone(),
-            insecure: args.trust.insecure,
+            ca_pin: trust.ca_pin.clone(),
+            insecure: trust.insecure,
         },
-    )?;
+    )
+}
+
+/// Prints who is logged in, with which roles, until when; returns the expiry.
+pub(crate) fn print_login(resp: &LoginResponse, proxy: &str) -> SystemTime {
     let expires = UNIX_EPOCH + Duration::from_secs(u64::try_from(resp.expires_unix).unwrap_or(0));
     println!(
         "Logged in as {} to cluster {} ({})",
-        resp.username, resp.cluster_name, args.trust.proxy
+        resp.username, resp.cluster_name, proxy
     );
     println!("  Roles:   {}", resp.roles.join(", "));
     println!("  Logins:  {}", logins_text(&resp.logins));
@@ -251,12 +284,7 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
         rfc3339(expires),
         human_remaining(expires)
     );
-    // The server clamps a longer request rather than refusing it: say so.
-    let asked = clock::wall() + Duration::from_secs(ttl);
-    if ttl > 0 && expires + Duration::from_secs(60) < asked {
-        println!("  (shorter than the --ttl asked for: your roles' max_session_ttl caps it)");
-    }
-    Ok(())
+    expires
 }
 
 /// Logins as a list for people.
@@ -315,6 +343,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
                 "proxy": p.proxy, "user": identity.username, "cluster": identity.cluster,
                 "roles": identity.roles, "logins": identity.logins, "traits": identity.traits,
                 "expires": rfc3339(expires), "valid": valid,
+                "active_requests": identity.active_requests,
                 "ssh_certificate": paths.ssh_cert(), "tls_certificate": paths.tls_cert(),
             });
             println!("{}", serde_json::to_string_pretty(&v)?);
@@ -325,6 +354,9 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
             println!("  Cluster:      {}", identity.cluster);
             println!("  Roles:        {}", identity.roles.join(", "));
             println!("  Logins:       {}", logins_text(&identity.logins));
+            if !identity.active_requests.is_empty() {
+                println!("  Requests:     {}", identity.active_requests.join(", "));
+            }
             println!(
                 "  Valid until:  {} [{}]",
                 rfc3339(expires),

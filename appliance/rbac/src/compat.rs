@@ -66,7 +66,14 @@ impl fmt::Display for FieldWarning {
 
 const KUBE_CONNECTIONS: &str = "Hop does not count concurrent Kubernetes sessions";
 const NO_DESKTOP: &str = "Hop offers no Windows desktop access";
-const NO_REQUESTS: &str = "Hop has no access requests or reviews";
+const NO_REQUEST_STRATEGY: &str =
+    "Hop applies no request strategy or prompt (`allow.request.reason.mode` requires a reason)";
+const REQUEST_EXTRAS: &str = "Hop requests whole roles only: no claims mappings, annotations, \
+     search-as or preview-as roles, or Kubernetes resources";
+const THRESHOLD_FILTER: &str = "Hop does not evaluate threshold filters: the threshold applies \
+     to every request (stricter)";
+const REVIEW_WHERE_DENY: &str = "Hop does not evaluate this `where`: the deny applies to every \
+     request for these roles (fail closed)";
 const NO_TRUSTED_CLUSTERS: &str = "Hop has no trusted clusters";
 const NO_IMPERSONATION: &str = "Hop does not issue certificates on behalf of other users";
 const NO_CLOUD: &str = "Hop offers no cloud provider identities";
@@ -165,8 +172,16 @@ fn option_warnings(o: &RoleOptions, at: &FieldPath, out: &mut Vec<FieldWarning>)
                 o.permit_x11_forwarding.is_some(),
                 NO_X11,
             ),
-            ("request_access", o.request_access.is_some(), NO_REQUESTS),
-            ("request_prompt", o.request_prompt.is_some(), NO_REQUESTS),
+            (
+                "request_access",
+                o.request_access.is_some(),
+                NO_REQUEST_STRATEGY,
+            ),
+            (
+                "request_prompt",
+                o.request_prompt.is_some(),
+                NO_REQUEST_STRATEGY,
+            ),
             ("lock", o.lock.is_some(), LOCK_LATER),
             (
                 "desktop_clipboard",
@@ -239,6 +254,65 @@ fn option_warnings(o: &RoleOptions, at: &FieldPath, out: &mut Vec<FieldWarning>)
     }
 }
 
+/// The parts of `request` and `review_requests` Hop stores without acting on them.
+fn request_warnings(c: &RoleConditions, side: Side, at: &FieldPath, out: &mut Vec<FieldWarning>) {
+    if let Some(r) = &c.request {
+        let at = at.key("request");
+        push_present(
+            &at,
+            &[
+                (
+                    "claims_to_roles",
+                    set(r.claims_to_roles.as_ref()),
+                    REQUEST_EXTRAS,
+                ),
+                ("annotations", set(r.annotations.as_ref()), REQUEST_EXTRAS),
+                (
+                    "search_as_roles",
+                    set(r.search_as_roles.as_ref()),
+                    REQUEST_EXTRAS,
+                ),
+                (
+                    "kubernetes_resources",
+                    set(r.kubernetes_resources.as_ref()),
+                    REQUEST_EXTRAS,
+                ),
+            ],
+            out,
+        );
+        for (i, t) in r.thresholds.iter().enumerate() {
+            if text_set(t.filter.as_ref()) {
+                out.push(warn(
+                    at.key("thresholds").index(i).key("filter"),
+                    THRESHOLD_FILTER,
+                ));
+            }
+        }
+    }
+    if let Some(r) = &c.review_requests {
+        let at = at.key("review_requests");
+        push_present(
+            &at,
+            &[
+                (
+                    "claims_to_roles",
+                    set(r.claims_to_roles.as_ref()),
+                    REQUEST_EXTRAS,
+                ),
+                (
+                    "preview_as_roles",
+                    set(r.preview_as_roles.as_ref()),
+                    REQUEST_EXTRAS,
+                ),
+            ],
+            out,
+        );
+        if side == Side::Deny && text_set(r.where_.as_ref()) {
+            out.push(warn(at.key("where"), REVIEW_WHERE_DENY));
+        }
+    }
+}
+
 /// `spec.allow` or `spec.deny`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Side {
@@ -285,12 +359,6 @@ fn condition_warnings(c: &RoleConditions, side: Side, out: &mut Vec<FieldWarning
                 "cluster_labels_expression",
                 text_set(c.cluster_labels_expression.as_ref()),
                 NO_TRUSTED_CLUSTERS,
-            ),
-            ("request", c.request.is_some(), NO_REQUESTS),
-            (
-                "review_requests",
-                set(c.review_requests.as_ref()),
-                NO_REQUESTS,
             ),
             ("impersonate", set(c.impersonate.as_ref()), NO_IMPERSONATION),
             ("aws_role_arns", set(c.aws_role_arns.as_ref()), NO_CLOUD),
@@ -352,6 +420,7 @@ fn condition_warnings(c: &RoleConditions, side: Side, out: &mut Vec<FieldWarning
         ],
         out,
     );
+    request_warnings(c, side, &at, out);
     if side == Side::Deny && set(c.require_session_join.as_ref()) {
         out.push(warn(at.key("require_session_join"), SESSION_JOIN_DENY));
     }
@@ -504,6 +573,15 @@ fn check_mfa_interval(o: &RoleOptions, at: &FieldPath) -> Result<(), ValidationE
 }
 
 fn check_allow(c: &RoleConditions, at: &FieldPath) -> Result<(), ValidationError> {
+    if c.review_requests
+        .as_ref()
+        .is_some_and(|r| text_set(r.where_.as_ref()))
+    {
+        return Err(unenforceable(
+            &at.key("review_requests").key("where"),
+            "Hop does not evaluate `where` on reviews, and without it more people could review",
+        ));
+    }
     if set(c.require_session_join.as_ref()) {
         return Err(unenforceable(
             &at.key("require_session_join"),

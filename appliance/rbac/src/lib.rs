@@ -9,6 +9,7 @@
 //! name (redacted in `Debug`). Passwords and TOTP secrets live with the appliance, not here.
 #![forbid(unsafe_code)]
 
+pub mod access_request;
 pub mod builtin;
 pub mod checker;
 pub mod cluster;
@@ -33,6 +34,9 @@ pub mod user;
 pub mod validation;
 mod yaml;
 
+pub use access_request::{
+    AccessRequestConditions, AccessReviewConditions, AccessReviewThreshold, RequestReason,
+};
 pub use builtin::builtin_roles;
 pub use checker::{AccessChecker, AccessDenied, DEFAULT_MAX_SESSION_TTL, DbNames};
 pub use cluster::{
@@ -55,9 +59,8 @@ pub use parse::{
 pub use predicate::{Predicate, PredicateError};
 pub use resource::{KINDS, Kind, Metadata, Resource};
 pub use role::{
-    AccessRequestConditions, ForwardDirection, ForwardingToggle, JoinSessionPolicy, LockingMode,
-    RecordSession, RecordingMode, Role, RoleConditions, RoleOptions, RoleSpec, Rule,
-    SshPortForwarding,
+    ForwardDirection, ForwardingToggle, JoinSessionPolicy, LockingMode, RecordSession,
+    RecordingMode, Role, RoleConditions, RoleOptions, RoleSpec, Rule, SshPortForwarding,
 };
 pub use rule_context::{RuleContext, SessionFacts, Undecidable, UserFacts};
 pub use spiffe::{SpiffeDenied, check_spiffe_path};

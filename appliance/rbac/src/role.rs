@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::access_request::{AccessRequestConditions, AccessReviewConditions};
 use crate::compat::{FieldWarning, Verbatim, check_enforceable, role_warnings};
 use crate::duration::Duration;
 use crate::kube::{KubernetesResource, validate_resources};
@@ -356,9 +357,9 @@ pub struct RoleConditions {
     /// Certificate impersonation. Stored, ignored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub impersonate: Option<Verbatim>,
-    /// Access request reviews. Stored, ignored.
+    /// Whose access requests the holder may review (by the roles requested).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub review_requests: Option<Verbatim>,
+    pub review_requests: Option<AccessReviewConditions>,
     /// AWS role ARNs. Stored, ignored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aws_role_arns: Option<Verbatim>,
@@ -473,40 +474,6 @@ impl Rule {
             actions: Vec::new(),
         }
     }
-}
-
-/// `request`: which roles the holder may request. Hop has no access requests yet: the whole
-/// section is stored and reported as ignored.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AccessRequestConditions {
-    /// Role names.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub roles: Vec<String>,
-    /// Claim to role mappings. Stored, ignored.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub claims_to_roles: Option<Verbatim>,
-    /// Annotations for request plugins. Stored, ignored.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub annotations: Option<Verbatim>,
-    /// Review thresholds. Stored, ignored.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub thresholds: Option<Verbatim>,
-    /// Suggested reviewers. Stored, ignored.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub suggested_reviewers: Option<Verbatim>,
-    /// Roles to search resources as. Stored, ignored.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub search_as_roles: Option<Verbatim>,
-    /// Longest granted access. Stored, ignored.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_duration: Option<Verbatim>,
-    /// Requestable Kubernetes resource kinds. Stored, ignored.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kubernetes_resources: Option<Verbatim>,
-    /// Request reason settings. Stored, ignored.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<Verbatim>,
 }
 
 impl Kind for Role {
@@ -654,7 +621,10 @@ impl RoleConditions {
             rule.validate(&field.key("rules").index(i))?;
         }
         if let Some(req) = &self.request {
-            check_names(&field.key("request").key("roles"), &req.roles)?;
+            req.validate(&field.key("request"))?;
+        }
+        if let Some(rev) = &self.review_requests {
+            check_names(&field.key("review_requests").key("roles"), &rev.roles)?;
         }
         for (i, j) in self.join_sessions.iter().enumerate() {
             let f = field.key("join_sessions").index(i);

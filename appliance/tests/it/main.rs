@@ -4,6 +4,7 @@
 // allow-unwrap-in-tests covers only #[test] functions and #[cfg(test)] modules, not helpers.
 #![allow(clippy::unwrap_used)]
 
+mod access_requests;
 mod admin;
 mod admission;
 mod agent_kube;

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hop_admission::{
-    IdentityStamp, Refusal, Route, STALE_AFTER, Snapshot, SnapshotData, Subject, SubjectKind,
+    IdentityStamp, Refusal, RequestStamp, Route, STALE_AFTER, Snapshot, SnapshotData, Subject,
+    SubjectKind,
 };
 use hop_rbac::{LockResource, LockTarget, LockingMode, Resource, parse_resources};
 
@@ -30,7 +31,7 @@ fn roles(yaml: &str) -> Vec<hop_rbac::Role> {
         .collect()
 }
 
-const ROLES: &str = "kind: role\nversion: v7\nmetadata:\n  name: dev\nspec:\n  allow:\n    logins: [alice]\n    node_labels: {'*': '*'}\n---\nkind: role\nversion: v7\nmetadata:\n  name: ops\nspec:\n  allow:\n    logins: [ops]\n---\nkind: role\nversion: v7\nmetadata:\n  name: mfa\nspec:\n  options:\n    require_session_mfa: true\n---\nkind: role\nversion: v7\nmetadata:\n  name: strict\nspec:\n  options:\n    lock: strict\n";
+const ROLES: &str = "kind: role\nversion: v7\nmetadata:\n  name: dev\nspec:\n  allow:\n    logins: [alice]\n    node_labels: {'*': '*'}\n---\nkind: role\nversion: v7\nmetadata:\n  name: ops\nspec:\n  allow:\n    logins: [ops]\n---\nkind: role\nversion: v7\nmetadata:\n  name: mfa\nspec:\n  options:\n    require_session_mfa: true\n---\nkind: role\nversion: v7\nmetadata:\n  name: strict\nspec:\n  options:\n    lock: strict\n---\nkind: role\nversion: v7\nmetadata:\n  name: prod\nspec:\n  allow:\n    logins: [root]\n";
 
 fn data() -> SnapshotData {
     SnapshotData {
@@ -59,6 +60,7 @@ fn data() -> SnapshotData {
             ..Default::default()
         }]),
         locking_mode: None,
+        requests: vec![],
         taken_at: T0,
     }
 }
@@ -72,6 +74,7 @@ struct Cert {
     expires: u64,
     cluster: &'static str,
     bound: Option<Route>,
+    requests: Vec<String>,
 }
 
 fn alice() -> Cert {
@@ -84,6 +87,7 @@ fn alice() -> Cert {
         expires: T0 + 3600,
         cluster: "c1",
         bound: None,
+        requests: vec![],
     }
 }
 
@@ -93,6 +97,7 @@ fn decide(snap: &Snapshot, c: &Cert, route: Route, now: u64) -> Result<(), Refus
         kind: c.kind,
         name: c.name,
         roles: &c.roles,
+        active_requests: &c.requests,
         traits: &traits,
         login: c.login,
         issued_at: at(c.issued),
@@ -225,6 +230,7 @@ fn agents_only_on_agent_routes_and_only_while_they_exist() {
         expires: T0 + 3600,
         cluster: "c1",
         bound: None,
+        requests: vec![],
     };
     let snap = Snapshot::new(data());
     assert_eq!(decide(&snap, &agent(), Route::Tunnel, T0), Ok(()));
@@ -388,6 +394,7 @@ fn the_route_question_uses_the_roles_held_now() {
         kind: c.kind,
         name: c.name,
         roles: &c.roles,
+        active_requests: &c.requests,
         traits: &traits,
         login: Some("ops"),
         issued_at: at(c.issued),
@@ -424,4 +431,66 @@ fn the_wire_form_round_trips() {
         "locked"
     );
     assert!(Snapshot::from_json("{\"cluster\": 1}").is_err());
+}
+
+fn prod_request(user: &str, expires: u64) -> RequestStamp {
+    RequestStamp {
+        id: "r1".into(),
+        user: user.into(),
+        roles: vec!["prod".into()],
+        expires,
+    }
+}
+
+fn requester() -> Cert {
+    let mut c = alice();
+    c.name = "mona";
+    c.roles = vec!["dev".into(), "prod".into()];
+    c.requests = vec!["r1".into()];
+    c
+}
+
+#[test]
+fn an_access_request_grants_its_roles_while_approved_unexpired_and_unlocked() {
+    let mut d = data();
+    d.requests.push(prod_request("mona", T0 + 600));
+    let snap = Snapshot::new(d.clone());
+    for route in USER_ROUTES.iter().filter(|r| !r.is_session()) {
+        assert_eq!(decide(&snap, &requester(), *route, T0), Ok(()), "{route:?}");
+    }
+    // The role without naming the request is a role mona does not hold.
+    let mut bare = requester();
+    bare.requests.clear();
+    let code =
+        |snap: &Snapshot, c: &Cert| decide(snap, c, Route::AdminApi, T0 + 1).unwrap_err().code();
+    assert_eq!(code(&snap, &bare), "role_removed");
+    // Expired, absent (pending, denied, deleted) or another user's: ended.
+    let mut expired = d.clone();
+    expired.requests = vec![prod_request("mona", T0)];
+    assert_eq!(
+        code(&Snapshot::new(expired), &requester()),
+        "access_request_ended"
+    );
+    let mut absent = d.clone();
+    absent.requests.clear();
+    assert_eq!(
+        code(&Snapshot::new(absent), &requester()),
+        "access_request_ended"
+    );
+    let mut other = d.clone();
+    other.requests = vec![prod_request("alice", T0 + 600)];
+    assert_eq!(
+        code(&Snapshot::new(other), &requester()),
+        "access_request_ended"
+    );
+    // A lock on the request ends it; the wire form carries the requests.
+    let mut locked = d;
+    locked.locks.push(lock(LockTarget {
+        access_request: Some("r1".into()),
+        ..Default::default()
+    }));
+    let json = serde_json::to_string(&locked).unwrap();
+    let snap = Snapshot::from_json(&json).unwrap();
+    assert_eq!(code(&snap, &requester()), "locked");
+    assert_eq!(decide(&snap, &alice(), Route::AdminApi, T0), Ok(()));
 }

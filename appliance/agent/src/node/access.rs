@@ -169,6 +169,7 @@ pub fn authorize(
         },
         name: &identity.username,
         roles: &identity.roles,
+        active_requests: &identity.active_requests,
         traits: &identity.traits,
         login: Some(login),
         issued_at,

@@ -33,6 +33,7 @@ fn grant(app: &str, expires_in: Duration) -> AppGrant {
             route_to_app: None,
             route_to_kube_cluster: None,
             mfa_verified: false,
+            active_requests: Vec::new(),
         }),
         issued_at: t0() - Duration::from_secs(60),
         expires: t0() + expires_in,

@@ -80,11 +80,12 @@ impl AuthServer {
             route_to_app: None,
             route_to_kube_cluster: None,
             mfa_verified: false,
+            active_requests: Vec::new(),
         }
     }
 
     /// Signs `identity` into an SSH and an X.509 certificate for the caller's keys.
-    fn sign_user_pair(
+    pub(super) fn sign_user_pair(
         &self,
         identity: Identity,
         ssh_public_key: &str,

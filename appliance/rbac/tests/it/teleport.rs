@@ -52,14 +52,16 @@ fn teleport_developer_role_loads_with_warnings_naming_ignored_fields() {
         "spec.options.create_host_user_default_shell",
         "spec.options.record_session.desktop",
         "spec.options.ssh_port_forwarding",
-        "spec.allow.request",
-        "spec.allow.review_requests",
         "spec.allow.host_groups",
         "spec.allow.host_sudoers",
+        // `request` and `review_requests` are enforced; their Teleport-only parts are not.
+        "spec.allow.request.annotations",
+        "spec.allow.request.search_as_roles",
+        "spec.allow.request.thresholds[0].filter",
+        "spec.allow.review_requests.preview_as_roles",
         // rules[0].where (`contains(session.participants, user.metadata.name)`) is evaluated.
         "spec.allow.rules[1].actions",
         "spec.allow.join_sessions[0].kinds[0]",
-        "spec.deny.request",
     ];
     assert_eq!(fields, expected, "{:#?}", parsed.warnings);
     // Each warning is one line with the file, the line of the field and the role.
@@ -316,7 +318,6 @@ fn deny_fields_for_features_hop_lacks_load_with_warnings() {
         [
             "spec.deny.windows_desktop_logins",
             "spec.deny.cluster_labels",
-            "spec.deny.review_requests",
             "spec.deny.impersonate",
             "spec.deny.require_session_join",
         ]
@@ -438,4 +439,34 @@ fn teleport_developer_role_grants_kubernetes_as_written() {
     // The cluster's labels decide first.
     let prod = BTreeMap::from([("env".to_owned(), "prod".to_owned())]);
     assert!(c.check_kubernetes_cluster(&prod).is_err());
+}
+
+#[test]
+fn access_request_sections_are_enforced_and_what_cannot_be_is_refused() {
+    let role = parse_ok(&role_with(
+        "  allow:\n    request:\n      roles: [prod]\n      thresholds: [{approve: 2, deny: 1}]\n      suggested_reviewers: [bob]\n      max_duration: 4h\n      reason: {mode: required}\n    review_requests:\n      roles: [prod]\n",
+    ));
+    let Resource::Role(role) = &role[0] else {
+        panic!("not a role")
+    };
+    let req = role.spec.allow.request.as_ref().unwrap();
+    assert!(req.reason_required());
+    assert_eq!(req.thresholds[0].approvals(), 2);
+    assert_eq!(req.max_duration.unwrap().as_std().as_secs(), 4 * 3600);
+    assert_eq!(
+        role.spec.allow.review_requests.as_ref().unwrap().roles,
+        ["prod"]
+    );
+    let msg = parse_err(
+        &role_with("  allow:\n    review_requests:\n      roles: [prod]\n      where: 'true'\n"),
+        "roles.yaml",
+    );
+    assert!(msg.contains("spec.allow.review_requests.where"), "{msg}");
+    let msg = parse_err(
+        &role_with(
+            "  allow:\n    request:\n      roles: [prod]\n      reason: {mode: sometimes}\n",
+        ),
+        "roles.yaml",
+    );
+    assert!(msg.contains("spec.allow.request.reason.mode"), "{msg}");
 }
