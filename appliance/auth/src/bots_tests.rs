@@ -394,11 +394,10 @@ fn a_bot_without_a_bound_key_or_locked_cannot_recover_and_strangers_learn_nothin
     );
 }
 
-#[test]
-fn a_locked_bot_with_its_bound_key_is_told_it_is_locked_and_strangers_are_not() {
+/// Bot `ci` joined with a bound key (the key returned), its certificates expired since.
+fn expired_bot_with_bound_key() -> (Fixture, hop_ca::X509KeyPair) {
     let f = fixture("off");
-    let mut rng = rand::rng();
-    let bound = hop_ca::generate_x509_keypair(&mut rng).unwrap();
+    let bound = hop_ca::generate_x509_keypair(&mut rand::rng()).unwrap();
     let bot = f
         .auth
         .create_bot("ci", &roles(), &[], Duration::from_secs(600), 1, "test")
@@ -412,6 +411,13 @@ fn a_locked_bot_with_its_bound_key_is_told_it_is_locked_and_strangers_are_not() 
         )
         .unwrap();
     f.clock.advance(Duration::from_secs(2 * 3600));
+    (f, bound)
+}
+
+#[test]
+fn a_locked_bot_with_its_bound_key_is_told_it_is_locked_and_strangers_are_not() {
+    let (f, bound) = expired_bot_with_bound_key();
+    let mut rng = rand::rng();
     f.auth.lock_user("bot-ci", None, "test", "test").unwrap();
     let stranger = hop_ca::generate_x509_keypair(&mut rng).unwrap();
     for _ in 0..2 {
@@ -430,22 +436,8 @@ fn a_locked_bot_with_its_bound_key_is_told_it_is_locked_and_strangers_are_not() 
 
 #[test]
 fn a_recovery_whose_answer_was_lost_is_answered_again_without_spending_another() {
-    let f = fixture("off");
+    let (f, bound) = expired_bot_with_bound_key();
     let mut rng = rand::rng();
-    let bound = hop_ca::generate_x509_keypair(&mut rng).unwrap();
-    let bot = f
-        .auth
-        .create_bot("ci", &roles(), &[], Duration::from_secs(600), 1, "test")
-        .unwrap();
-    f.auth
-        .bot_join(
-            &bot.token,
-            keys(&f, None),
-            Some(&bound.public_spki_der),
-            None,
-        )
-        .unwrap();
-    f.clock.advance(Duration::from_secs(2 * 3600));
     // The recovery rotates the bound key; its answer is lost, so the bot still holds the old
     // key and asks again (a new proof time, the same keys and next key).
     let next = hop_ca::generate_x509_keypair(&mut rng).unwrap();

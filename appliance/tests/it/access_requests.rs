@@ -18,7 +18,6 @@ use crate::clock;
 use crate::harness::*;
 use crate::ssh::{Killed, events, start_node};
 
-const NO_SECOND_FACTOR: &str = "  authentication:\n    second_factor: \"off\"\n";
 const NODE: &str = "restricted1";
 
 const ROLES: &str = "\
@@ -58,39 +57,6 @@ spec:
   allow:
     logins: [root]
 ";
-
-fn add_user(a: &Appliance, name: &str, roles: &str) {
-    let out = a.ok(&[
-        "admin", "users", "add", name, "--roles", roles, "--logins", OS_LOGIN, "--format", "json",
-    ]);
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    let token = v["token"].as_str().unwrap();
-    let out = a.hop_stdin(
-        &[
-            "signup",
-            token,
-            "--proxy",
-            &a.addr,
-            "--ca-pin",
-            &a.pin,
-            "--password-stdin",
-        ],
-        &format!("{PASSWORD}\n"),
-    );
-    assert!(out.status.success(), "signup: {}", stderr(&out));
-}
-
-/// `hop` as the user whose files are in `home`.
-fn hop_in(home: &Path, args: &[&str]) -> Output {
-    Command::new(HOP)
-        .args(args)
-        .env("HOP_HOME", home)
-        .env_remove("HOP_PROXY")
-        .env_remove("HOP_DATA_DIR")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
 
 fn ok_in(home: &Path, args: &[&str]) -> String {
     let out = hop_in(home, args);
@@ -224,9 +190,9 @@ fn access_requests_with_two_reviewers_a_lock_and_expiry() {
     let roles = a.dir.path().join("roles.yaml");
     std::fs::write(&roles, ROLES).unwrap();
     a.ok(&["admin", "create", "-f", roles.to_str().unwrap()]);
-    add_user(&a, "alice", "requester");
-    add_user(&a, "rev1", "reviewer");
-    add_user(&a, "rev2", "reviewer");
+    add_password_user(&a, "alice", "requester", OS_LOGIN);
+    add_password_user(&a, "rev1", "reviewer", OS_LOGIN);
+    add_password_user(&a, "rev2", "reviewer", OS_LOGIN);
     let node_data = a.dir.path().join("node");
     let _node = start_node(
         &a,

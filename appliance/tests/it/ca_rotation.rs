@@ -12,7 +12,7 @@
 //!   node agent and a bot (`hop bot start`) following onto the new keys.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::Duration;
@@ -99,32 +99,6 @@ fn renewals(log: &Path) -> usize {
         .count()
 }
 
-/// The cluster these tests run: no second factor, so that a user can log in again in every
-/// phase without waiting for a fresh one-time code (codes work once per 30 s step).
-const NO_SECOND_FACTOR: &str = "  authentication:\n    second_factor: \"off\"\n";
-
-/// Creates `name` with `roles` and `logins` and completes the sign-up (a password only).
-fn add_user(a: &Appliance, name: &str, roles: &str, logins: &str) {
-    let out = a.ok(&[
-        "admin", "users", "add", name, "--roles", roles, "--logins", logins, "--format", "json",
-    ]);
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    let token = v["token"].as_str().unwrap();
-    let out = a.hop_stdin(
-        &[
-            "signup",
-            token,
-            "--proxy",
-            &a.addr,
-            "--ca-pin",
-            &a.pin,
-            "--password-stdin",
-        ],
-        &format!("{PASSWORD}\n"),
-    );
-    assert!(out.status.success(), "signup: {}", stderr(&out));
-}
-
 /// `hop login` as `user` into `home`, with the pin `hop admin status` shows now (the key the
 /// proxy's certificate comes from: the new one from `update_servers` on).
 fn login(a: &Appliance, home: &Path, user: &str) {
@@ -147,17 +121,6 @@ fn login(a: &Appliance, home: &Path, user: &str) {
     .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "hop login: {}", stderr(&out));
-}
-
-/// `hop` with another `HOP_HOME`.
-fn hop_in(home: &Path, args: &[&str]) -> Output {
-    Command::new(HOP)
-        .args(args)
-        .env("HOP_HOME", home)
-        .env_remove("HOP_PROXY")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
 }
 
 /// The agentless node's files signed (again) by the current CAs, and sshd told to reread them.
@@ -324,7 +287,7 @@ fn a_manual_rotation_of_the_user_and_host_cas_keeps_every_route_working() {
     std::fs::write(&role, DB_ROLE).unwrap();
     a.ok(&["admin", "create", "-f", role.to_str().unwrap()]);
     os_login();
-    add_user(&a, "alice", "access,db-alice", &format!("{OS_LOGIN},alice"));
+    add_password_user(&a, "alice", "access,db-alice", &format!("{OS_LOGIN},alice"));
     login(&a, &a.home, "alice");
 
     let node1_dir = a.dir.path().join("node1");
@@ -604,7 +567,7 @@ fn a_manual_rotation_of_the_user_and_host_cas_keeps_every_route_working() {
 fn an_automatic_rotation_completes_with_agents_and_a_bot_following() {
     let a = Appliance::start(NO_SECOND_FACTOR);
     os_login();
-    add_user(&a, "alice", "access", OS_LOGIN);
+    add_password_user(&a, "alice", "access", OS_LOGIN);
     login(&a, &a.home, "alice");
     let node_dir = a.dir.path().join("node1");
     let _node = start_node(&a, &node_dir, &a.join_token("node"), "node1", "env=auto");

@@ -468,3 +468,42 @@ pub fn assert_private_keys(dir: &Path) {
     }
     assert!(found > 0, "no private key under {}", dir.display());
 }
+
+/// The cluster setting for tests whose users log in again and again: no second factor, so that
+/// a login needs no fresh one-time code (codes work once per 30 s step).
+pub const NO_SECOND_FACTOR: &str = "  authentication:\n    second_factor: \"off\"\n";
+
+/// Creates `name` with `roles` and `logins` and completes the sign-up with a password only (on
+/// a cluster started with [`NO_SECOND_FACTOR`]).
+pub fn add_password_user(a: &Appliance, name: &str, roles: &str, logins: &str) {
+    let out = a.ok(&[
+        "admin", "users", "add", name, "--roles", roles, "--logins", logins, "--format", "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let token = v["token"].as_str().unwrap();
+    let out = a.hop_stdin(
+        &[
+            "signup",
+            token,
+            "--proxy",
+            &a.addr,
+            "--ca-pin",
+            &a.pin,
+            "--password-stdin",
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(out.status.success(), "signup: {}", stderr(&out));
+}
+
+/// `hop` as the user whose files are in `home` (another `HOP_HOME` than the appliance's).
+pub fn hop_in(home: &Path, args: &[&str]) -> Output {
+    Command::new(HOP)
+        .args(args)
+        .env("HOP_HOME", home)
+        .env_remove("HOP_PROXY")
+        .env_remove("HOP_DATA_DIR")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
