@@ -49,6 +49,11 @@ pub enum Refusal {
     RoleError { name: String, reason: String },
     #[error("access data is unavailable ({reason}); refusing until it is back")]
     Unavailable { reason: String },
+    /// The CA key that signed the certificate was dropped by a CA rotation (`standby`).
+    #[error(
+        "the certificate of {name:?} is from a CA key a rotation dropped; run `hop login` (or log in again in the browser)"
+    )]
+    KeyRotatedOut { name: String },
     /// A state-changing web request without the session's CSRF token or from another origin.
     #[error("{reason}: the request is refused as possibly forged from another site")]
     CrossSite { reason: &'static str },
@@ -81,6 +86,7 @@ impl Refusal {
             Self::RoleError { .. } => "role_error",
             Self::Unavailable { .. } => "admission_unavailable",
             Self::CrossSite { .. } => "cross_site",
+            Self::KeyRotatedOut { .. } => "ca_untrusted",
         }
     }
 }

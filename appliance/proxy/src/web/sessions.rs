@@ -297,6 +297,7 @@ impl WebSessions {
                 })
                 .collect()
         };
+        let trusted = auth.public_authorities(hop_ca::CaKind::User);
         for found in live {
             let presented = Presented {
                 identity: &found.cert.identity,
@@ -307,7 +308,8 @@ impl WebSessions {
             let decision = match &snap {
                 Ok(snap) => auth.admit_on(snap, &presented, Route::Web).err(),
                 Err(_) => None,
-            };
+            }
+            .or_else(|| rotated_out(&found, &trusted, now));
             let Some(refusal) = decision.filter(ends_session) else {
                 continue;
             };
@@ -353,6 +355,24 @@ fn make_room(table: &mut HashMap<Key, Entry>, user: &str) {
 
 /// Whether a refusal ends the session: every refusal of the identity does; a snapshot Auth
 /// cannot build or that is too old refuses requests but leaves the session for when it is back.
+/// [`Refusal::KeyRotatedOut`] when the session's certificate verifies against none of the user
+/// CA keys trusted now (a rotation's `standby` dropped its key): the session would fail at every
+/// node and route, so it ends with a reason instead.
+fn rotated_out(found: &Found, trusted: &[hop_ca::CaPublic], now: SystemTime) -> Option<Refusal> {
+    let der = hop_ca::parse_pem_certs(&found.credentials.tls_certificate_pem)
+        .ok()?
+        .into_iter()
+        .next()?;
+    match hop_ca::verify_user_x509(&der, trusted, now) {
+        Err(hop_ca::CaError::UntrustedSigner | hop_ca::CaError::BadSignature) => {
+            Some(Refusal::KeyRotatedOut {
+                name: found.cert.identity.username.clone(),
+            })
+        }
+        _ => None,
+    }
+}
+
 pub fn ends_session(refusal: &Refusal) -> bool {
     !matches!(refusal, Refusal::Stale { .. } | Refusal::Unavailable { .. })
 }
@@ -385,6 +405,46 @@ mod tests {
 
     fn at(secs: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn a_session_whose_key_a_rotation_dropped_ends_with_its_reason() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let mut rng = rand::rng();
+        let ca = |rng: &mut _| {
+            hop_ca::CertAuthority::generate(hop_ca::CaKind::User, "c", now, rng).unwrap()
+        };
+        let (old, new) = (ca(&mut rng), ca(&mut rng));
+        let mut creds = credentials();
+        let id = hop_ca::Identity {
+            username: "alice".into(),
+            cluster: "c".into(),
+            ..Default::default()
+        };
+        creds.tls_certificate_pem = old
+            .issue_user_x509(
+                &creds.tls.public_spki_der,
+                &id,
+                now,
+                Duration::from_secs(3600),
+                &mut rng,
+            )
+            .unwrap();
+        let s = WebSessions::new(Duration::from_secs(60));
+        let token = s.create(cert(3600), creds, at(1000)).token;
+        let Lookup::Live(found) = s.lookup(&token, at(1001)) else {
+            panic!("not live")
+        };
+        // During the overlap both keys are trusted: the session goes on.
+        assert_eq!(
+            rotated_out(&found, &[new.public(), old.public()], now),
+            None
+        );
+        // After standby only the new one is.
+        let refusal = rotated_out(&found, &[new.public()], now).unwrap();
+        assert_eq!(refusal.code(), "ca_untrusted");
+        assert!(refusal.to_string().contains("hop login"), "{refusal}");
+        assert!(ends_session(&refusal));
     }
 
     #[test]
