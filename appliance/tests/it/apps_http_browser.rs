@@ -95,10 +95,17 @@ fn request_on(
 
 /// Opens `url` in `who`'s browser until it is refused (403), at most 5 s: a lock or a deletion
 /// reaches the proxy's admission snapshot within that. Answers the page and how long it took.
+/// A navigation that fails at the network level meanwhile (the proxy ending the session's
+/// connection while a request is on it) is tried again, as a user reloading would.
 fn refused_page(b: &mut Browser, who: &str, url: &str) -> (Value, Duration) {
     let t0 = clock::monotonic_now();
     loop {
-        let page = b.send(json!({"do": "open", "who": who, "url": url}));
+        let page = b.try_send(json!({"do": "open", "who": who, "url": url}));
+        let network_error = page["ok"] != true
+            && page["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("net::ERR_"));
+        assert!(page["ok"] == true || network_error, "open {url}: {page}");
         if page["status"] == 403 || clock::since(t0) > Duration::from_secs(5) {
             return (page, clock::since(t0));
         }

@@ -78,10 +78,15 @@ impl Browser {
 
     /// Sends a command; panics when the driver reports an error.
     pub(crate) fn send(&mut self, cmd: Value) -> Value {
-        writeln!(self.stdin, "{cmd}").unwrap();
-        let answer = self.read();
+        let answer = self.try_send(cmd.clone());
         assert_eq!(answer["ok"], true, "{cmd} failed: {answer}");
         answer
+    }
+
+    /// Sends a command and returns the driver's answer, an error (`ok: false`) included.
+    pub(crate) fn try_send(&mut self, cmd: Value) -> Value {
+        writeln!(self.stdin, "{cmd}").unwrap();
+        self.read()
     }
 }
 
