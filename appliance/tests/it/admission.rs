@@ -240,6 +240,8 @@ enum Try {
     App,
     HttpApp,
     AdminApi,
+    /// `hop request ls`: the access-request API, admitted on the admin API route.
+    AccessRequests,
 }
 
 const TRIES: &[Try] = &[
@@ -249,6 +251,7 @@ const TRIES: &[Try] = &[
     Try::App,
     Try::HttpApp,
     Try::AdminApi,
+    Try::AccessRequests,
 ];
 
 impl Try {
@@ -264,7 +267,7 @@ impl Try {
             // `hop proxy app web` carries requests with the app certificate it got before the
             // spoiling (the proxy's app route refuses), or asks the API for one (which refuses).
             Self::HttpApp => &["app", "admin_api"],
-            Self::AdminApi => &["admin_api"],
+            Self::AdminApi | Self::AccessRequests => &["admin_api"],
         }
     }
 
@@ -299,11 +302,13 @@ impl Try {
                 &["admin", "--auth-server", &c.a.addr, "get", "roles"],
                 "",
             ),
+            Self::AccessRequests => run(&u.home, &["request", "ls", "--format", "json"], ""),
         };
         let text = stdout(&out);
         let worked = out.status.success()
             && match self {
                 Self::AdminApi => text.contains("matrix"),
+                Self::AccessRequests => text.trim_start().starts_with('['),
                 _ => text.contains("ok-42"),
             };
         if worked {
