@@ -298,16 +298,30 @@ fn ssh_host_key(role: &str) -> Result<Option<hop_ca::SshKeyPair>, hop_ca::CaErro
 /// the host certificate first; without it when that fails (a certificate of a key the cluster
 /// dropped is refused at the handshake, and `GetTrust` needs no identity), so that the agent
 /// can tell that it must join again.
-pub async fn fetch_trust(proxy: &str, current: &AgentIdentity) -> Result<TrustResponse, JoinError> {
-    let channel = match tls_channel(proxy, &current.trust(), Some(&current.cert)).await {
-        Ok(c) => c,
-        Err(_) => tls_channel(proxy, &current.trust(), None).await?,
+pub async fn fetch_trust(
+    proxy: &str,
+    current: &AgentIdentity,
+    cached: &mut Option<tonic::transport::Channel>,
+) -> Result<TrustResponse, JoinError> {
+    let channel = match cached {
+        Some(c) => c.clone(),
+        None => {
+            let c = match tls_channel(proxy, &current.trust(), Some(&current.cert)).await {
+                Ok(c) => c,
+                Err(_) => tls_channel(proxy, &current.trust(), None).await?,
+            };
+            cached.insert(c).clone()
+        }
     };
-    Ok(AuthPublicClient::new(channel)
+    let answer = AuthPublicClient::new(channel)
         .get_trust(GetTrustRequest {})
         .await
-        .map_err(|s| JoinError::Trust(status_error(s)))?
-        .into_inner())
+        .map_err(|s| JoinError::Trust(status_error(s)));
+    if answer.is_err() {
+        // The next poll dials again (with the trust and certificate current then).
+        *cached = None;
+    }
+    Ok(answer?.into_inner())
 }
 
 /// The authority of `kind` in a `GetTrust` answer.

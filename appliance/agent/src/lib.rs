@@ -546,6 +546,7 @@ async fn renew_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         Duration::from_secs(300),
     );
     let mut rotation_not_before = clock::now();
+    let mut trust_channel = None;
     loop {
         let expires = shared.identity.read().await.expires();
         let left = expires.duration_since(clock::wall()).unwrap_or_default();
@@ -561,7 +562,7 @@ async fn renew_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             if clock::now() >= due {
                 break Renewal::Expiry;
             }
-            match follow_trust(&shared).await {
+            match follow_trust(&shared, &mut trust_channel).await {
                 Ok(Some(phase)) if clock::now() >= rotation_not_before => {
                     break Renewal::Rotation(phase);
                 }
@@ -585,6 +586,7 @@ async fn renew_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                     tracing::error!(error = %error_chain(&e), "the renewed SSH host certificate cannot be served; the previous one stays");
                 }
                 *shared.identity.write().await = fresh;
+                trust_channel = None;
                 if matches!(why, Renewal::Rotation(_)) {
                     shared.rekeyed.send_modify(|n| *n += 1);
                 }
@@ -617,15 +619,22 @@ async fn renew_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
 
 /// Asks Auth for the cluster's trust and follows it (see [`identity::follow_trust`]); the host
 /// CA's phase when the host certificate must move to the key that signs now.
-async fn follow_trust(shared: &Shared) -> Result<Option<String>, JoinError> {
+/// `channel` is kept between polls (one connection per agent, not one per poll) and dropped
+/// when a poll fails or the identity changes.
+async fn follow_trust(
+    shared: &Shared,
+    channel: &mut Option<tonic::transport::Channel>,
+) -> Result<Option<String>, JoinError> {
     let current = shared.identity.read().await.clone();
-    let trust = identity::fetch_trust(&shared.settings.proxy, &current).await?;
+    let trust = identity::fetch_trust(&shared.settings.proxy, &current, channel).await?;
     let current = match identity::follow_trust(&shared.settings.data_dir, &current, &trust)? {
         Some(updated) => {
             tracing::info!(
                 trust_digest = %trust.trust_digest,
                 "the cluster's trusted CA keys changed; saved them"
             );
+            // The next poll dials with the new trust.
+            *channel = None;
             let mut id = shared.identity.write().await;
             // Only the trust: a renewal that landed meanwhile keeps its certificate.
             id.host_ca_pem = updated.host_ca_pem.clone();
