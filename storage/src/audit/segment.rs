@@ -19,7 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom};
+use std::io::{BufReader, ErrorKind, Read};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -92,13 +92,14 @@ impl Segment {
 
     /// Frames from `offset` up to the durable length, in order.
     pub(crate) fn frames_from(&self, offset: u64) -> Frames<'_> {
-        let mut reader = BufReader::with_capacity(256 * 1024, &self.data);
-        let seek = reader.seek(SeekFrom::Start(offset));
+        let from = ReadAt {
+            file: &self.data,
+            at: offset,
+        };
         Frames {
-            reader,
+            reader: BufReader::with_capacity(256 * 1024, from),
             at: offset,
             end: self.durable_len(),
-            failed: seek.err().map(FrameError::Io),
         }
     }
 
@@ -167,22 +168,34 @@ fn read_frame_at(file: &File, offset: u64, end: u64) -> Result<(Vec<u8>, u64), F
     Ok((record, next))
 }
 
+/// Reads a file forward from a position with positional reads. A segment's `File` is shared by
+/// every reader (searches, exports, the indexer, verify) at once, so nothing may read it through
+/// the descriptor's one file offset: a seek by one walk would move every other walk, which then
+/// reads another part of the file (or the zeros past the frames) as if it were its next frame.
+struct ReadAt<'a> {
+    file: &'a File,
+    at: u64,
+}
+
+impl Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read_at(buf, self.at)?;
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
 /// Sequential frames of one segment: (offset, record).
 pub(crate) struct Frames<'a> {
-    reader: BufReader<&'a File>,
+    reader: BufReader<ReadAt<'a>>,
     at: u64,
     end: u64,
-    failed: Option<FrameError>,
 }
 
 impl Iterator for Frames<'_> {
     type Item = Result<(u64, Vec<u8>), FrameError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if let Some(err) = self.failed.take() {
-            self.at = self.end;
-            return Some(Err(err));
-        }
         if self.at >= self.end {
             return None;
         }
@@ -1051,6 +1064,32 @@ mod tests {
             .collect();
         assert_eq!(walked.len(), 16);
         assert_eq!(walked[0], (5, record(4)));
+    }
+
+    #[test]
+    fn walks_of_one_segment_at_once_each_read_their_own_frames() {
+        // Searches, exports and the indexer walk the same segment file at the same time; a
+        // walk that moved the descriptor's shared offset made the others read the wrong bytes
+        // ("frame at offset N claims 0 bytes", or another frame in place of theirs).
+        let dir = tempfile::tempdir().unwrap();
+        let segments = Arc::new(write_segment(&dir.path().join("s"), 60));
+        let walkers: Vec<_> = (0..4u64)
+            .map(|w| {
+                let segments = Arc::clone(&segments);
+                std::thread::spawn(move || {
+                    for round in 0..200u64 {
+                        let from = 1 + (w * 7 + round) % 60;
+                        for (seq, _, r) in segments.records_from(from) {
+                            let want = record(u8::try_from(seq - 1).unwrap());
+                            assert_eq!(r.unwrap(), want, "walker {w} round {round} seq {seq}");
+                        }
+                    }
+                })
+            })
+            .collect();
+        for w in walkers {
+            w.join().unwrap();
+        }
     }
 
     #[test]
