@@ -223,6 +223,28 @@ impl AuthServer {
         snap.admit(&presented.subject(), route, self.now())
     }
 
+    /// Decides on `snap`, a snapshot a route keeps between its refreshes. A refusal there is
+    /// decided again on the current snapshot when the backend has moved on since, so that an
+    /// identity created (or a role granted, a lock lifted) a moment ago is not refused for the
+    /// kept snapshot's age; what the current snapshot refuses stays refused.
+    pub fn admit_on_kept(
+        &self,
+        snap: &Arc<Snapshot>,
+        presented: &Presented<'_>,
+        route: Route,
+    ) -> Result<Admitted, Refusal> {
+        let refusal = match self.admit_on(snap, presented, route) {
+            Ok(admitted) => return Ok(admitted),
+            Err(refusal) => refusal,
+        };
+        match self.admission_snapshot() {
+            Ok(current) if !Arc::ptr_eq(&current, snap) => {
+                self.admit_on(&current, presented, route)
+            }
+            _ => Err(refusal),
+        }
+    }
+
     /// Decides whether agent `host_id` (host certificate valid until `expires`) may use
     /// `route` now: refused once a lock names its server id.
     pub fn admit_agent(

@@ -237,6 +237,7 @@ fn kubectl_1_32_and_1_20_work_through_hop_and_are_audited() {
         }
         s.spawn(|| kubectl_does_it_all(&c, &tools.kubectl_old, "kubectl 1.20"));
         s.spawn(|| hop_kube_commands(&c));
+        s.spawn(|| bot_kubernetes_output(&c, &tools.kubectl_old));
     });
     // The Secret's value is never in the audit log, base64 or not.
     let audit = c.audit_export();
@@ -253,6 +254,56 @@ fn kubectl_1_32_and_1_20_work_through_hop_and_are_audited() {
         );
         assert!(!r["impersonate"].to_string().contains("system:"), "{r}");
     }
+}
+
+/// A bot with the kube role and tbot's `kubernetes` output: `hop bot start --oneshot` writes a
+/// `kubeconfig.yaml` (0600) that a plain kubectl uses as is, as the bot, within its role.
+fn bot_kubernetes_output(c: &KubeCluster, kubectl: &Path) {
+    let out = c.a.ok(&[
+        "admin", "bots", "add", "kbot", "--roles", "kube-dev", "--logins", "kbot-k8s", "--format",
+        "json",
+    ]);
+    let token = serde_json::from_str::<Value>(out.trim()).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dir = c.a.dir.path().join("kbot");
+    let dest = dir.join("kube-out");
+    let config = dir.join("tbot.yaml");
+    std::fs::create_dir_all(&dir).unwrap();
+    let yaml = format!(
+        "version: v2\nonboarding: {{join_method: token, token: {token}}}\nstorage: {{type: directory, path: {}}}\noutputs:\n  - type: kubernetes\n    kubernetes_cluster: dev\n    destination: {{type: directory, path: {}}}\n",
+        dir.join("data").display(),
+        dest.display()
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let run = Command::new(HOP)
+        .args(["bot", "start", "--oneshot", "--config"])
+        .arg(&config)
+        .args(["--proxy", &c.a.addr, "--ca-pin", &c.a.pin])
+        .env_remove("HOP_PROXY")
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "hop bot start: {}", stderr(&run));
+    let kubeconfig = dest.join("kubeconfig.yaml");
+    assert_eq!(file_mode(&kubeconfig), 0o600);
+    let home = dir.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let get = Command::new(kubectl)
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["get", "pods", "-o", "name"])
+        .env("HOME", &home)
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    let pods = stdout(&get);
+    assert!(get.status.success(), "kubectl as the bot: {}", stderr(&get));
+    assert!(pods.contains("pod/web-1"), "{pods}");
+    assert!(!pods.contains("web-2"), "the role hides web-2: {pods}");
+    c.wait_event("kube.request", |e| {
+        e["user"] == "bot-kbot" && e["verb"] == "list" && e["resource"] == "pods"
+    });
 }
 
 /// The client's commands: ls, login keeping a kubeconfig's other entries, credentials, exec

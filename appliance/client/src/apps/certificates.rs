@@ -97,17 +97,7 @@ pub async fn login(name: &str, ttl: Option<Duration>) -> anyhow::Result<AppLogin
     let login = profile::current_login()?;
     let paths = current_paths()?;
     let key = hop_ca::generate_x509_keypair(&mut rand::rng()).map_err(|e| anyhow!("{e}"))?;
-    let channel = tls_channel(&login.profile.proxy, &login.trust, Some(&login.cert)).await?;
-    let r = AppAccessClient::new(channel)
-        .issue_app_certificate(AppCertificateRequest {
-            app: name.to_string(),
-            tls_public_key: key.public_spki_der.clone(),
-            ttl_seconds: ttl.map_or(0, |t| t.as_secs().max(1)),
-        })
-        .await
-        .map_err(status_error)
-        .with_context(|| format!("logging in to application {name:?}"))?
-        .into_inner();
+    let r = issue(&login, name, &key.public_spki_der, ttl).await?;
     let f = files(&paths, name);
     ensure_dir(&apps_dir(&paths))?;
     write_private(&f.key, key.private_pkcs8_pem.as_bytes())?;
@@ -121,6 +111,29 @@ pub async fn login(name: &str, ttl: Option<Duration>) -> anyhow::Result<AppLogin
     };
     write_private(&f.meta, serde_json::to_string_pretty(&saved)?.as_bytes())?;
     Ok(saved)
+}
+
+/// Asks Auth, as `login`, for a certificate for application `name` and the key whose
+/// SubjectPublicKeyInfo is `spki_der` (what `hop apps login` and a bot's `application` output
+/// save).
+pub(crate) async fn issue(
+    login: &profile::Login,
+    name: &str,
+    spki_der: &[u8],
+    ttl: Option<Duration>,
+) -> anyhow::Result<hop_api::proto::AppCertificateResponse> {
+    check_name(name)?;
+    let channel = tls_channel(&login.profile.proxy, &login.trust, Some(&login.cert)).await?;
+    Ok(AppAccessClient::new(channel)
+        .issue_app_certificate(AppCertificateRequest {
+            app: name.to_string(),
+            tls_public_key: spki_der.to_vec(),
+            ttl_seconds: ttl.map_or(0, |t| t.as_secs().max(1)),
+        })
+        .await
+        .map_err(status_error)
+        .with_context(|| format!("logging in to application {name:?}"))?
+        .into_inner())
 }
 
 pub fn logged_in_message(l: &AppLogin) -> String {

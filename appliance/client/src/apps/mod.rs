@@ -6,7 +6,7 @@
 //! the application at its public address directly. TCP applications keep their own relay
 //! ([`tcp`]), which uses the login certificate.
 
-mod certificates;
+pub(crate) mod certificates;
 mod http;
 mod tcp;
 

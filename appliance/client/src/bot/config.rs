@@ -19,13 +19,10 @@ const MIN_TTL: Duration = Duration::from_secs(60);
 const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Output types tbot knows that Hop has a seam for but does not build yet.
-const NOT_YET: &[&str] = &[
-    "application",
-    "application_tunnel",
-    "kubernetes",
-    "ssh_host",
-    "workload-identity-x509",
-];
+const NOT_YET: &[&str] = &["application_tunnel", "ssh_host", "workload-identity-x509"];
+
+/// The output types Hop builds, as errors name them.
+const BUILT: &str = "identity, database, application, kubernetes, spiffe-svid";
 
 /// Why the configuration is refused; each names the key or type at fault.
 #[derive(Debug, thiserror::Error)]
@@ -43,13 +40,9 @@ pub enum BotConfigError {
         field: &'static str,
         message: String,
     },
-    #[error(
-        "outputs[{index}]: unknown output type {kind:?}; Hop knows: identity, database, spiffe-svid"
-    )]
+    #[error("outputs[{index}]: unknown output type {kind:?}; Hop knows: {BUILT}")]
     UnknownOutput { index: usize, kind: String },
-    #[error(
-        "outputs[{index}]: output type {kind:?} is not supported yet; Hop builds: identity, database, spiffe-svid"
-    )]
+    #[error("outputs[{index}]: output type {kind:?} is not supported yet; Hop builds: {BUILT}")]
     NotSupportedYet { index: usize, kind: String },
 }
 
@@ -99,6 +92,10 @@ pub enum Output {
     },
     /// `svid.pem`, `svid_key.pem`, `svid_bundle.pem` for SPIFFE ID path `path`.
     SpiffeSvid { dir: PathBuf, path: String },
+    /// `tls.crt`, `tls.key`, `tls.cas` routed to application `app`.
+    Application { dir: PathBuf, app: String },
+    /// `kubeconfig.yaml` for kube cluster `cluster`, the credentials in it.
+    Kubernetes { dir: PathBuf, cluster: String },
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -164,6 +161,28 @@ struct SvidOutput {
     _kind: String,
     destination: Directory,
     svid: SvidSelector,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApplicationOutput {
+    #[serde(rename = "type")]
+    _kind: String,
+    destination: Directory,
+    app_name: String,
+}
+
+/// tbot's `kubernetes` output (v2). Its `disable_exec_plugin` is accepted either way: Hop
+/// always writes the credentials into the kubeconfig (the bot rewrites it at each renewal).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KubernetesOutput {
+    #[serde(rename = "type")]
+    _kind: String,
+    destination: Directory,
+    kubernetes_cluster: String,
+    #[serde(default)]
+    disable_exec_plugin: Option<bool>,
 }
 
 /// tbot's `svid:` block; its `sans` are refused by `deny_unknown_fields` (Hop's SVIDs carry only
@@ -243,6 +262,33 @@ fn output(index: usize, v: serde_json::Value) -> Result<Output, BotConfigError> 
             Ok(Output::SpiffeSvid {
                 dir: directory("outputs.destination", o.destination)?,
                 path: o.svid.path,
+            })
+        }
+        "application" => {
+            let o: ApplicationOutput = serde_json::from_value(v).map_err(parse_err)?;
+            if o.app_name.trim().is_empty() {
+                return Err(invalid(
+                    "outputs.app_name",
+                    format!("[{index}]: name the app"),
+                ));
+            }
+            Ok(Output::Application {
+                dir: directory("outputs.destination", o.destination)?,
+                app: o.app_name,
+            })
+        }
+        "kubernetes" => {
+            let o: KubernetesOutput = serde_json::from_value(v).map_err(parse_err)?;
+            let _ = o.disable_exec_plugin;
+            if o.kubernetes_cluster.trim().is_empty() {
+                return Err(invalid(
+                    "outputs.kubernetes_cluster",
+                    format!("[{index}]: name the cluster"),
+                ));
+            }
+            Ok(Output::Kubernetes {
+                dir: directory("outputs.destination", o.destination)?,
+                cluster: o.kubernetes_cluster,
             })
         }
         k if NOT_YET.contains(&k) => Err(BotConfigError::NotSupportedYet { index, kind }),
@@ -435,7 +481,7 @@ renewal_interval: 10m
             "{e}"
         );
         assert!(e.to_string().contains("carrier-pigeon"));
-        for seam in ["application", "kubernetes", "ssh_host"] {
+        for seam in ["application_tunnel", "ssh_host"] {
             let text = TBOT.replace("type: database", &format!("type: {seam}"));
             let e = resolve(&text, &BotStartArgs::default()).unwrap_err();
             assert!(e.to_string().contains("not supported yet"), "{e}");
@@ -451,6 +497,31 @@ renewal_interval: 10m
             TBOT.replace("    username: app", "    username: app\n    colour: red");
         let e = resolve(&extra_in_output, &BotStartArgs::default()).unwrap_err();
         assert!(e.to_string().contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn application_and_kubernetes_outputs_parse_in_tbots_shape() {
+        let text = "version: v2\nstorage: {type: directory, path: /d}\nproxy_server: p:1\noutputs:\n  - type: application\n    destination: {type: directory, path: /opt/app}\n    app_name: grafana\n  - type: kubernetes\n    destination: {type: directory, path: /opt/kube}\n    kubernetes_cluster: dev\n    disable_exec_plugin: true\n";
+        let c = resolve(text, &BotStartArgs::default()).unwrap();
+        assert_eq!(
+            c.outputs,
+            vec![
+                Output::Application {
+                    dir: "/opt/app".into(),
+                    app: "grafana".into()
+                },
+                Output::Kubernetes {
+                    dir: "/opt/kube".into(),
+                    cluster: "dev".into()
+                }
+            ]
+        );
+        let unnamed = text.replace("app_name: grafana", "app_name: ''");
+        let e = resolve(&unnamed, &BotStartArgs::default()).unwrap_err();
+        assert!(e.to_string().contains("app_name"), "{e}");
+        let missing = text.replace("    kubernetes_cluster: dev\n", "");
+        let e = resolve(&missing, &BotStartArgs::default()).unwrap_err();
+        assert!(e.to_string().contains("kubernetes_cluster"), "{e}");
     }
 
     #[test]

@@ -4,7 +4,10 @@
 //! `identity` writes a `$HOP_HOME` layout (so that `HOP_HOME=DIR hop ls`, `hop --identity
 //! DIR/identity ls` and `hop proxy ssh` use the bot's identity), the `identity` file, `ssh_config` (what `hop config` prints for it) and `known_hosts`.
 //! `database` asks Auth for a certificate routed to one database and writes `tls.crt`, `tls.key`,
-//! `tls.cas` and a libpq `conninfo`. `spiffe-svid` is `svid`'s. Every file is 0600, written through a temporary file, fsync
+//! `tls.cas` and a libpq `conninfo`. `application` writes `tls.crt`, `tls.key` and `tls.cas`
+//! routed to one application (for `curl --cert` at `https://NAME.PROXYHOST`); `kubernetes` a
+//! `kubeconfig.yaml` of its own with the routed certificate and key in it (kubectl reads it at
+//! each run, so no credential plugin is needed). `spiffe-svid` is `svid`'s. Every file is 0600, written through a temporary file, fsync
 //! and rename; keys are written before the certificates that name them and never change between
 //! renewals of one bot process, so a reader never sees a mismatched pair.
 
@@ -23,6 +26,8 @@ use hop_net::files::{ensure_dir, write_private};
 pub struct OutputKeys {
     db: std::collections::BTreeMap<std::path::PathBuf, std::sync::Arc<hop_ca::X509KeyPair>>,
     svid: std::collections::BTreeMap<std::path::PathBuf, std::sync::Arc<hop_ca::X509KeyPair>>,
+    app: std::collections::BTreeMap<std::path::PathBuf, std::sync::Arc<hop_ca::X509KeyPair>>,
+    kube: std::collections::BTreeMap<std::path::PathBuf, std::sync::Arc<hop_ca::X509KeyPair>>,
 }
 
 /// The key of the output in `dir` from `keys`, made on first use.
@@ -66,6 +71,12 @@ pub async fn write_all(
                 Err(e) => Err(e),
             }
             .with_context(|| format!("spiffe-svid output {}", dir.display())),
+            Output::Application { dir, app } => application_output(dir, id, keys, app)
+                .await
+                .with_context(|| format!("application output {}", dir.display())),
+            Output::Kubernetes { dir, cluster } => kubernetes_output(dir, id, keys, cluster)
+                .await
+                .with_context(|| format!("kubernetes output {}", dir.display())),
         };
         if let Err(e) = r {
             tracing::error!(error = %format!("{e:#}"), "cannot write an output; the last good files stay");
@@ -142,17 +153,17 @@ async fn database_output(
         },
     )
     .await?;
-    ensure_dir(dir)?;
+    write_tls_triple(
+        dir,
+        &key.private_pkcs8_pem,
+        &r.trusted_cas_pem,
+        &r.tls_certificate_pem,
+    )?;
     let (crt, key_path, cas) = (
         dir.join("tls.crt"),
         dir.join("tls.key"),
         dir.join("tls.cas"),
     );
-    if std::fs::read(&key_path).ok().as_deref() != Some(key.private_pkcs8_pem.as_bytes()) {
-        write_private(&key_path, key.private_pkcs8_pem.as_bytes())?;
-    }
-    write_private(&cas, r.trusted_cas_pem.as_bytes())?;
-    write_private(&crt, r.tls_certificate_pem.as_bytes())?;
     let (host, port) = hop_net::connect::split_host_port(&id.login.profile.proxy)?;
     let conninfo = crate::db::libpq_conninfo(&crate::db::LibpqFiles {
         host: &host,
@@ -164,6 +175,69 @@ async fn database_output(
         db_name: name,
     });
     write_private(&dir.join("conninfo"), format!("{conninfo}\n").as_bytes())?;
+    sync_dir(dir);
+    Ok(())
+}
+
+/// Writes `tls.key` (when it changed), `tls.cas`, then `tls.crt`: the key first, so that a
+/// reader never sees a certificate for a key not yet there.
+fn write_tls_triple(dir: &Path, key_pem: &str, cas_pem: &str, crt_pem: &str) -> anyhow::Result<()> {
+    ensure_dir(dir)?;
+    let key_path = dir.join("tls.key");
+    if std::fs::read(&key_path).ok().as_deref() != Some(key_pem.as_bytes()) {
+        write_private(&key_path, key_pem.as_bytes())?;
+    }
+    write_private(&dir.join("tls.cas"), cas_pem.as_bytes())?;
+    write_private(&dir.join("tls.crt"), crt_pem.as_bytes())?;
+    Ok(())
+}
+
+/// A certificate routed to application `app`.
+async fn application_output(
+    dir: &Path,
+    id: &BotIdentity,
+    keys: &mut OutputKeys,
+    app: &str,
+) -> anyhow::Result<()> {
+    let key = key_for(&mut keys.app, dir)?;
+    let r = crate::apps::certificates::issue(&id.login, app, &key.public_spki_der, None).await?;
+    write_tls_triple(
+        dir,
+        &key.private_pkcs8_pem,
+        &r.trusted_cas_pem,
+        &r.tls_certificate_pem,
+    )?;
+    sync_dir(dir);
+    Ok(())
+}
+
+/// `kubeconfig.yaml` for kube cluster `cluster`, written whole at each renewal.
+async fn kubernetes_output(
+    dir: &Path,
+    id: &BotIdentity,
+    keys: &mut OutputKeys,
+    cluster: &str,
+) -> anyhow::Result<()> {
+    use crate::kube::kubeconfig;
+    let key = key_for(&mut keys.kube, dir)?;
+    let r =
+        crate::kube::certificates::request(&id.login, cluster, &key.public_spki_der, None).await?;
+    let proxy = if r.proxy_addr.is_empty() {
+        id.login.profile.proxy.clone()
+    } else {
+        r.proxy_addr
+    };
+    let doc = kubeconfig::embedded(&kubeconfig::Embedded {
+        name: format!("{}-{cluster}", id.login.profile.cluster),
+        server: format!("https://{proxy}"),
+        tls_server_name: r.tls_server_name,
+        ca_pem: r.trusted_cas_pem,
+        cert_pem: r.tls_certificate_pem,
+        key_pem: key.private_pkcs8_pem.clone(),
+    });
+    let text = kubeconfig::render(&doc).map_err(|e| anyhow!("{e}"))?;
+    ensure_dir(dir)?;
+    write_private(&dir.join("kubeconfig.yaml"), text.as_bytes())?;
     sync_dir(dir);
     Ok(())
 }

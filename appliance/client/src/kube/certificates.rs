@@ -103,24 +103,8 @@ pub async fn issue(
     name: &str,
     ttl: Option<Duration>,
 ) -> anyhow::Result<(KubeLogin, KeyPair)> {
-    check_name(name)?;
     let key = hop_ca::generate_x509_keypair(&mut rand::rng()).map_err(|e| anyhow!("{e}"))?;
-    let (channel, peer) =
-        tls_channel_with_peer(&login.profile.proxy, &login.trust, Some(&login.cert)).await?;
-    crate::trust::refresh_trust_or_warn(login, peer.get().as_deref()).await;
-    let r = KubeAccessClient::new(channel)
-        .issue_kube_certificate(KubeCertificateRequest {
-            kube_cluster: name.to_string(),
-            tls_public_key: key.public_spki_der.clone(),
-            ttl_seconds: ttl.map_or(0, |t| t.as_secs().max(1)),
-        })
-        .await
-        .map_err(status_error)
-        .with_context(|| format!("logging in to Kubernetes cluster {name:?}"))?
-        .into_inner();
-    if r.tls_server_name.is_empty() || r.tls_certificate_pem.is_empty() {
-        bail!("Auth's answer for Kubernetes cluster {name:?} lacks a certificate or a TLS name");
-    }
+    let r = request(login, name, &key.public_spki_der, ttl).await?;
     let f = files(paths, name);
     ensure_dir(&kube_dir(paths))?;
     write_private(&f.key, key.private_pkcs8_pem.as_bytes())?;
@@ -145,6 +129,35 @@ pub async fn issue(
         key_pem: key.private_pkcs8_pem.clone(),
     };
     Ok((saved, pair))
+}
+
+/// Asks Auth, as `login`, for a certificate for kube cluster `name` and the key whose
+/// SubjectPublicKeyInfo is `spki_der` (what `hop kube login` saves and a bot's `kubernetes`
+/// output writes into its kubeconfig).
+pub(crate) async fn request(
+    login: &Login,
+    name: &str,
+    spki_der: &[u8],
+    ttl: Option<Duration>,
+) -> anyhow::Result<hop_api::proto::KubeCertificateResponse> {
+    check_name(name)?;
+    let (channel, peer) =
+        tls_channel_with_peer(&login.profile.proxy, &login.trust, Some(&login.cert)).await?;
+    crate::trust::refresh_trust_or_warn(login, peer.get().as_deref()).await;
+    let r = KubeAccessClient::new(channel)
+        .issue_kube_certificate(KubeCertificateRequest {
+            kube_cluster: name.to_string(),
+            tls_public_key: spki_der.to_vec(),
+            ttl_seconds: ttl.map_or(0, |t| t.as_secs().max(1)),
+        })
+        .await
+        .map_err(status_error)
+        .with_context(|| format!("logging in to Kubernetes cluster {name:?}"))?
+        .into_inner();
+    if r.tls_server_name.is_empty() || r.tls_certificate_pem.is_empty() {
+        bail!("Auth's answer for Kubernetes cluster {name:?} lacks a certificate or a TLS name");
+    }
+    Ok(r)
 }
 
 pub fn save(paths: &Paths, l: &KubeLogin) -> anyhow::Result<()> {

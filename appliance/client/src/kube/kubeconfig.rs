@@ -136,17 +136,80 @@ fn upsert(doc: &mut Node, key: &str, name: &str, item: Node) -> Result<(), Strin
 }
 
 fn cluster_item(e: &Entry) -> Node {
-    let ca = base64::engine::general_purpose::STANDARD.encode(e.ca_pem.as_bytes());
+    cluster_node(&e.name, &e.server, &e.tls_server_name, &e.ca_pem)
+}
+
+fn cluster_node(name: &str, server: &str, tls_server_name: &str, ca_pem: &str) -> Node {
+    let ca = b64(ca_pem);
     Node::map([
-        ("name", Node::str(&e.name)),
+        ("name", Node::str(name)),
         (
             "cluster",
             Node::map([
-                ("server", Node::str(&e.server)),
-                ("tls-server-name", Node::str(&e.tls_server_name)),
+                ("server", Node::str(server)),
+                ("tls-server-name", Node::str(tls_server_name)),
                 ("certificate-authority-data", Node::Str(ca)),
             ]),
         ),
+    ])
+}
+
+fn b64(pem: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(pem.as_bytes())
+}
+
+/// A kubeconfig of its own for one cluster, with the client certificate and key in it: what a
+/// bot's `kubernetes` output holds (the bot writes the whole file again after each renewal, so
+/// kubectl, which reads it at each run, never needs a credential plugin).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embedded {
+    pub name: String,
+    /// `https://PROXY_HOST:PORT`
+    pub server: String,
+    /// `kube.PROXY_HOST`
+    pub tls_server_name: String,
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// The whole document for `e`, its context current.
+pub fn embedded(e: &Embedded) -> Node {
+    let user = Node::map([
+        ("name", Node::str(&e.name)),
+        (
+            "user",
+            Node::map([
+                ("client-certificate-data", Node::Str(b64(&e.cert_pem))),
+                ("client-key-data", Node::Str(b64(&e.key_pem))),
+            ]),
+        ),
+    ]);
+    let context = Node::map([
+        ("name", Node::str(&e.name)),
+        (
+            "context",
+            Node::map([
+                ("cluster", Node::str(&e.name)),
+                ("user", Node::str(&e.name)),
+            ]),
+        ),
+    ]);
+    Node::map([
+        ("apiVersion", Node::str("v1")),
+        ("kind", Node::str("Config")),
+        (
+            "clusters",
+            Node::Seq(vec![cluster_node(
+                &e.name,
+                &e.server,
+                &e.tls_server_name,
+                &e.ca_pem,
+            )]),
+        ),
+        ("users", Node::Seq(vec![user])),
+        ("contexts", Node::Seq(vec![context])),
+        ("current-context", Node::str(&e.name)),
     ])
 }
 

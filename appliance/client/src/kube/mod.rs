@@ -7,10 +7,10 @@
 //! kubectl the certificate and renews it, so a plain kubectl works after login. `hop kube exec`
 //! runs kubectl exec on that context ([`exec`]).
 
-mod certificates;
+pub(crate) mod certificates;
 mod credentials;
 mod exec;
-mod kubeconfig;
+pub(crate) mod kubeconfig;
 mod lock;
 mod node;
 

@@ -288,7 +288,7 @@ impl AppHttp {
             .map_err(|r| Denial::Refused(r.clone()))?;
         let admitted = self
             .auth
-            .admit_on(snapshot, presented, Route::App)
+            .admit_on_kept(snapshot, presented, Route::App)
             .map_err(Denial::Refused)?;
         let route = view.apps.get(app).ok_or(Denial::UnknownApp)?;
         if !is_http_app(&route.uri) {

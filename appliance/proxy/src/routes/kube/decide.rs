@@ -55,7 +55,7 @@ pub fn admit(
         .as_ref()
         .map_err(|r| Denial::Refused(r.clone()))?;
     let admitted = auth
-        .admit_on(snapshot, presented, Route::Kube)
+        .admit_on_kept(snapshot, presented, Route::Kube)
         .map_err(Denial::Refused)?;
     let route = view.clusters.get(cluster).ok_or(Denial::UnknownCluster)?;
     admitted
