@@ -1,5 +1,6 @@
 //! Agentless OpenSSH nodes at Auth: the host certificates an operator installs in a stock sshd
-//! (`hop admin auth sign --format openssh`), and the `OpensshNodes` gRPC service (admins only).
+//! (`hop admin auth sign --format openssh`, a bot's `ssh_host` output), and the `OpensshNodes`
+//! gRPC service (administrators, and roles allowed `host_cert` `create`).
 
 use std::time::{Duration, SystemTime};
 
@@ -80,7 +81,10 @@ impl OpensshNodes for AuthApi {
         let ttl = (r.ttl_seconds > 0).then(|| Duration::from_secs(r.ttl_seconds));
         let (cert, cas, expires) = self
             .blocking(move |a| {
-                authorize(a, &c, "cert_authority", "update")?;
+                // An administrator, or a role allowed `host_cert` `create` (a bot's `ssh_host`
+                // output): either may name any host, so grant it as carefully as the host CA.
+                authorize(a, &c, "cert_authority", "update")
+                    .or_else(|_| authorize(a, &c, "host_cert", "create"))?;
                 a.sign_openssh_host(&r.names, &r.ssh_public_key, ttl)
             })
             .await?;

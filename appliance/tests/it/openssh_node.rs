@@ -12,6 +12,11 @@ use crate::ssh::{Killed, openssh, wait_event, write_config};
 
 /// Starts sshd with the files Hop wrote under `dir/web1*`.
 pub(crate) fn start_sshd(dir: &Path, port: u16) -> Option<Killed> {
+    start_sshd_with(dir, "web1", port)
+}
+
+/// Starts sshd with the host key `dir/STEM`, `STEM-cert.pub` and `STEM-user-ca.pub`.
+pub(crate) fn start_sshd_with(dir: &Path, stem: &str, port: u16) -> Option<Killed> {
     if !Path::new("/usr/sbin/sshd").exists() {
         eprintln!("SKIP: sshd is not installed");
         return None;
@@ -21,7 +26,7 @@ pub(crate) fn start_sshd(dir: &Path, port: u16) -> Option<Killed> {
     std::fs::write(
         &cfg,
         format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/web1\nHostCertificate {d}/web1-cert.pub\nTrustedUserCAKeys {d}/web1-user-ca.pub\nPidFile {d}/sshd.pid\nUsePAM no\nAuthorizedKeysFile none\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nStrictModes no\nPermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\nLogLevel VERBOSE\n",
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/{stem}\nHostCertificate {d}/{stem}-cert.pub\nTrustedUserCAKeys {d}/{stem}-user-ca.pub\nPidFile {d}/sshd.pid\nUsePAM no\nAuthorizedKeysFile none\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nStrictModes no\nPermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\nLogLevel VERBOSE\n",
             d = dir.display()
         ),
     )
@@ -41,6 +46,98 @@ pub(crate) fn start_sshd(dir: &Path, port: u16) -> Option<Killed> {
         std::thread::sleep(Duration::from_millis(50));
     }
     Some(Killed(child))
+}
+
+/// `hop bot start --oneshot` with one `ssh_host` output into `out`, as bot `name`
+/// (created with `roles`).
+fn ssh_host_bot(a: &Appliance, name: &str, roles: &str, out: &Path) -> std::process::Output {
+    let added = a.ok(&[
+        "admin", "bots", "add", name, "--roles", roles, "--format", "json",
+    ]);
+    let token = serde_json::from_str::<serde_json::Value>(added.trim()).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dir = a.dir.path().join(format!("{name}-bot"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("tbot.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: v2\nonboarding: {{join_method: token, token: {token}}}\nstorage: {{type: directory, path: {}}}\noutputs:\n  - type: ssh_host\n    principals: [web2]\n    destination: {{type: directory, path: {}}}\n",
+            dir.join("data").display(),
+            out.display()
+        ),
+    )
+    .unwrap();
+    Command::new(crate::harness::HOP)
+        .args(["bot", "start", "--oneshot", "--config"])
+        .arg(&config)
+        .args(["--proxy", &a.addr, "--ca-pin", &a.pin])
+        .env_remove("HOP_PROXY")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// tbot's `ssh_host` output: a bot whose role allows `host_cert` `create` writes a host key,
+/// certificate and user CA keys that a stock sshd serves as an agentless node; a bot without
+/// that rule gets no host certificate.
+#[test]
+fn a_bots_ssh_host_output_serves_a_stock_sshd_as_an_agentless_node() {
+    let a = Appliance::start("");
+    let roles = a.dir.path().join("host-roles.yaml");
+    std::fs::write(
+        &roles,
+        "kind: role\nversion: v7\nmetadata:\n  name: host-certs\nspec:\n  allow:\n    rules:\n    - resources: [host_cert]\n      verbs: [create]\n---\nkind: role\nversion: v7\nmetadata:\n  name: plain\nspec:\n  allow:\n    logins: [nobody]\n",
+    )
+    .unwrap();
+    a.ok(&["admin", "create", "-f", roles.to_str().unwrap()]);
+    let refused_dir = a.dir.path().join("refused-out");
+    let out = ssh_host_bot(&a, "plainbot", "plain", &refused_dir);
+    assert!(!out.status.success(), "a bot without host_cert got one");
+    assert!(stderr(&out).contains("host_cert"), "{}", stderr(&out));
+    assert!(!refused_dir.join("ssh_host-cert.pub").exists());
+
+    let dir = a.dir.path().join("web2-out");
+    let out = ssh_host_bot(&a, "hostbot", "host-certs", &dir);
+    assert!(out.status.success(), "hop bot start: {}", stderr(&out));
+    for f in ["ssh_host", "ssh_host-cert.pub", "ssh_host-user-ca.pub"] {
+        assert_eq!(
+            crate::harness::file_mode(&dir.join(f)) & 0o777,
+            0o600,
+            "{f}"
+        );
+    }
+    let port = free_port();
+    let Some(_sshd) = start_sshd_with(&dir, "ssh_host", port) else {
+        return;
+    };
+    a.ok(&[
+        "admin",
+        "nodes",
+        "add",
+        "--openssh",
+        "--name",
+        "web2",
+        "--addr",
+        &format!("127.0.0.1:{port}"),
+    ]);
+    let secret = a.add_user("carol", "access", OS_LOGIN);
+    let out = a.login("carol", PASSWORD, &secret);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = a.hop(&[
+        "ssh",
+        &format!("{OS_LOGIN}@web2"),
+        "echo via-bot-host-$((6*7))",
+    ]);
+    assert!(
+        out.status.success(),
+        "hop ssh: {} {}",
+        stderr(&out),
+        std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default()
+    );
+    assert_eq!(stdout(&out).trim(), "via-bot-host-42");
 }
 
 #[test]

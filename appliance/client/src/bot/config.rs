@@ -19,10 +19,10 @@ const MIN_TTL: Duration = Duration::from_secs(60);
 const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Output types tbot knows that Hop has a seam for but does not build yet.
-const NOT_YET: &[&str] = &["application_tunnel", "ssh_host", "workload-identity-x509"];
+const NOT_YET: &[&str] = &["application_tunnel", "workload-identity-x509"];
 
 /// The output types Hop builds, as errors name them.
-const BUILT: &str = "identity, database, application, kubernetes, spiffe-svid";
+const BUILT: &str = "identity, database, application, kubernetes, ssh_host, spiffe-svid";
 
 /// Why the configuration is refused; each names the key or type at fault.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +96,12 @@ pub enum Output {
     Application { dir: PathBuf, app: String },
     /// `kubeconfig.yaml` for kube cluster `cluster`, the credentials in it.
     Kubernetes { dir: PathBuf, cluster: String },
+    /// `ssh_host`, `ssh_host-cert.pub` (host CA) and `ssh_host-user-ca.pub` for a stock sshd
+    /// serving as an agentless node named `principals`.
+    SshHost {
+        dir: PathBuf,
+        principals: Vec<String>,
+    },
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -183,6 +189,15 @@ struct KubernetesOutput {
     kubernetes_cluster: String,
     #[serde(default)]
     disable_exec_plugin: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SshHostOutput {
+    #[serde(rename = "type")]
+    _kind: String,
+    destination: Directory,
+    principals: Vec<String>,
 }
 
 /// tbot's `svid:` block; its `sans` are refused by `deny_unknown_fields` (Hop's SVIDs carry only
@@ -289,6 +304,25 @@ fn output(index: usize, v: serde_json::Value) -> Result<Output, BotConfigError> 
             Ok(Output::Kubernetes {
                 dir: directory("outputs.destination", o.destination)?,
                 cluster: o.kubernetes_cluster,
+            })
+        }
+        "ssh_host" => {
+            let o: SshHostOutput = serde_json::from_value(v).map_err(parse_err)?;
+            let principals: Vec<String> = o
+                .principals
+                .iter()
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())
+                .collect();
+            if principals.is_empty() {
+                return Err(invalid(
+                    "outputs.principals",
+                    format!("[{index}]: name the host (its node name first)"),
+                ));
+            }
+            Ok(Output::SshHost {
+                dir: directory("outputs.destination", o.destination)?,
+                principals,
             })
         }
         k if NOT_YET.contains(&k) => Err(BotConfigError::NotSupportedYet { index, kind }),
@@ -481,7 +515,7 @@ renewal_interval: 10m
             "{e}"
         );
         assert!(e.to_string().contains("carrier-pigeon"));
-        for seam in ["application_tunnel", "ssh_host"] {
+        for seam in ["application_tunnel", "workload-identity-x509"] {
             let text = TBOT.replace("type: database", &format!("type: {seam}"));
             let e = resolve(&text, &BotStartArgs::default()).unwrap_err();
             assert!(e.to_string().contains("not supported yet"), "{e}");
@@ -516,6 +550,18 @@ renewal_interval: 10m
                 }
             ]
         );
+        let host = "version: v2\nstorage: {type: directory, path: /d}\nproxy_server: p:1\noutputs:\n  - type: ssh_host\n    destination: {type: directory, path: /opt/sshd}\n    principals: [web1, 10.0.0.5]\n";
+        let c = resolve(host, &BotStartArgs::default()).unwrap();
+        assert_eq!(
+            c.outputs,
+            vec![Output::SshHost {
+                dir: "/opt/sshd".into(),
+                principals: vec!["web1".into(), "10.0.0.5".into()]
+            }]
+        );
+        let none = host.replace("[web1, 10.0.0.5]", "[' ']");
+        let e = resolve(&none, &BotStartArgs::default()).unwrap_err();
+        assert!(e.to_string().contains("principals"), "{e}");
         let unnamed = text.replace("app_name: grafana", "app_name: ''");
         let e = resolve(&unnamed, &BotStartArgs::default()).unwrap_err();
         assert!(e.to_string().contains("app_name"), "{e}");

@@ -7,7 +7,10 @@
 //! `tls.cas` and a libpq `conninfo`. `application` writes `tls.crt`, `tls.key` and `tls.cas`
 //! routed to one application (for `curl --cert` at `https://NAME.PROXYHOST`); `kubernetes` a
 //! `kubeconfig.yaml` of its own with the routed certificate and key in it (kubectl reads it at
-//! each run, so no credential plugin is needed). `spiffe-svid` is `svid`'s. Every file is 0600, written through a temporary file, fsync
+//! each run, so no credential plugin is needed). `ssh_host` writes a host key, its certificate
+//! from the host CA (valid as long as the bot's own certificate) and the user CA keys a stock
+//! sshd serving as an agentless node trusts; sshd reads them when it starts or is sent SIGHUP.
+//! `spiffe-svid` is `svid`'s. Every file is 0600, written through a temporary file, fsync
 //! and rename; keys are written before the certificates that name them and never change between
 //! renewals of one bot process, so a reader never sees a mismatched pair.
 
@@ -28,6 +31,7 @@ pub struct OutputKeys {
     svid: std::collections::BTreeMap<std::path::PathBuf, std::sync::Arc<hop_ca::X509KeyPair>>,
     app: std::collections::BTreeMap<std::path::PathBuf, std::sync::Arc<hop_ca::X509KeyPair>>,
     kube: std::collections::BTreeMap<std::path::PathBuf, std::sync::Arc<hop_ca::X509KeyPair>>,
+    ssh_host: std::collections::BTreeMap<std::path::PathBuf, std::sync::Arc<hop_ca::SshKeyPair>>,
 }
 
 /// The key of the output in `dir` from `keys`, made on first use.
@@ -77,6 +81,9 @@ pub async fn write_all(
             Output::Kubernetes { dir, cluster } => kubernetes_output(dir, id, keys, cluster)
                 .await
                 .with_context(|| format!("kubernetes output {}", dir.display())),
+            Output::SshHost { dir, principals } => ssh_host_output(dir, id, keys, principals)
+                .await
+                .with_context(|| format!("ssh_host output {}", dir.display())),
         };
         if let Err(e) = r {
             tracing::error!(error = %format!("{e:#}"), "cannot write an output; the last good files stay");
@@ -238,6 +245,60 @@ async fn kubernetes_output(
     let text = kubeconfig::render(&doc).map_err(|e| anyhow!("{e}"))?;
     ensure_dir(dir)?;
     write_private(&dir.join("kubeconfig.yaml"), text.as_bytes())?;
+    sync_dir(dir);
+    Ok(())
+}
+
+/// `ssh_host`, `ssh_host.pub`, `ssh_host-cert.pub` and `ssh_host-user-ca.pub` for a stock sshd
+/// named `principals` (the first is the node's name). Needs a role allowing `host_cert`
+/// `create`.
+async fn ssh_host_output(
+    dir: &Path,
+    id: &BotIdentity,
+    keys: &mut OutputKeys,
+    principals: &[String],
+) -> anyhow::Result<()> {
+    use hop_api::proto::SignOpensshHostRequest;
+    use hop_api::proto::openssh_nodes_client::OpensshNodesClient;
+    let key = match keys.ssh_host.get(dir) {
+        Some(k) => k.clone(),
+        None => {
+            let k = std::sync::Arc::new(
+                hop_ca::generate_ssh_keypair(&mut rand::rng()).map_err(|e| anyhow!("{e}"))?,
+            );
+            keys.ssh_host.insert(dir.to_path_buf(), k.clone());
+            k
+        }
+    };
+    let login = &id.login;
+    let channel =
+        hop_net::connect::tls_channel(&login.profile.proxy, &login.trust, Some(&login.cert))
+            .await?;
+    let r = OpensshNodesClient::new(channel)
+        .sign_openssh_host(SignOpensshHostRequest {
+            names: principals.to_vec(),
+            ssh_public_key: key.public_openssh.clone(),
+            ttl_seconds: id.lifetime().as_secs().max(60),
+        })
+        .await
+        .map_err(hop_net::connect::status_error)
+        .context("asking Auth for a host certificate (the bot's roles need `host_cert` `create`)")?
+        .into_inner();
+    ensure_dir(dir)?;
+    let key_path = dir.join("ssh_host");
+    if std::fs::read(&key_path).ok().as_deref() != Some(key.private_openssh.as_bytes()) {
+        write_private(&key_path, key.private_openssh.as_bytes())?;
+    }
+    for (name, text) in [
+        ("ssh_host.pub", format!("{}\n", key.public_openssh.trim())),
+        ("ssh_host-user-ca.pub", r.trusted_user_ca_keys.clone()),
+        (
+            "ssh_host-cert.pub",
+            format!("{}\n", r.ssh_host_certificate.trim()),
+        ),
+    ] {
+        write_private(&dir.join(name), text.as_bytes())?;
+    }
     sync_dir(dir);
     Ok(())
 }
