@@ -16,6 +16,7 @@ import { joinPage, terminalPage } from '/web/assets/terminal.js';
 import { recordingsPage } from '/web/assets/recordings.js';
 import { auditPage } from '/web/assets/audit.js';
 import { launchPage } from '/web/assets/launch.js';
+import { requestsPage } from '/web/assets/requests.js';
 
 // Each page: the address prefix that shows it, and the function that draws it into the view
 // (given the view, the web session, and the rest of the address after the prefix).
@@ -31,6 +32,7 @@ const PAGES = [
   { prefix: '/web/locks', draw: (v) => locksPage(v) },
   { prefix: '/web/recordings', draw: (v, s, rest) => recordingsPage(v, s, rest) },
   { prefix: '/web/audit', draw: (v) => auditPage(v) },
+  { prefix: '/web/requests', draw: (v) => requestsPage(v) },
   { prefix: '/web/launch/', draw: (v, s, rest) => launchPage(v, rest) },
 ];
 

@@ -9,8 +9,10 @@ export function loginPage(view, done, notice = '') {
   const password = el('input', {
     id: 'password', name: 'password', type: 'password', autocomplete: 'current-password', required: '',
   });
+  // Not required here: a cluster whose second_factor is off asks for none, and Auth says
+  // clearly when one is missing.
   const otp = el('input', {
-    id: 'otp', name: 'otp', inputmode: 'numeric', autocomplete: 'one-time-code', required: '',
+    id: 'otp', name: 'otp', inputmode: 'numeric', autocomplete: 'one-time-code',
   });
   const submit = el('button', { id: 'login-submit', type: 'submit' }, 'Log in');
   const form = el('form', { id: 'login', class: 'card' },

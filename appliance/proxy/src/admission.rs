@@ -60,7 +60,7 @@ impl UserCert {
         }
     }
 
-    fn presented<'a>(&'a self, login: Option<&'a str>) -> Presented<'a> {
+    pub(crate) fn presented<'a>(&'a self, login: Option<&'a str>) -> Presented<'a> {
         Presented {
             identity: &self.identity,
             issued_at: self.issued_at,

@@ -183,6 +183,48 @@ fn wait_node_listed(a: &Appliance) {
     std::thread::sleep(Duration::from_millis(300));
 }
 
+/// The second reviewer opens the web UI's access requests page in headless Chromium, sees
+/// alice's pending request with its roles, reason and the first approval, and approves it
+/// there (with the CLI where Chromium is not installed).
+fn reviewer_approves_in_the_web_ui(a: &Appliance, cli_home: &Path, id: &str) {
+    use serde_json::json;
+    let shots = crate::web_browser::artifacts("access_requests");
+    let Some(mut b) =
+        crate::web_browser::Browser::start("admin.mjs", &format!("https://{}", a.addr), &shots)
+    else {
+        assert!(review(cli_home, id, "--approve").contains("APPROVED"));
+        return;
+    };
+    let login = b.send(
+        json!({"do": "login", "who": "rev2", "user": "rev2", "password": PASSWORD, "otp": ""}),
+    );
+    assert_eq!(login["error"], "", "{login}");
+    let row = format!("tr.request[data-id=\"{id}\"]");
+    b.send(json!({"do": "open", "who": "rev2", "path": "/web/requests", "wait": row}));
+    let shown = b.send(json!({"do": "text", "who": "rev2", "sel": row, "has": "rev1: approved"}));
+    let text = shown["text"].as_str().unwrap();
+    for want in ["alice", "node-access", "ticket 42", "pending"] {
+        assert!(text.contains(want), "{want} not in the row: {text}");
+    }
+    b.send(json!({"do": "fill", "who": "rev2", "sel": format!("{row} .review-reason"), "value": "looks fine"}));
+    b.send(json!({"do": "screenshot", "who": "rev2", "name": "request-pending"}));
+    b.send(
+        json!({"do": "click", "who": "rev2", "sel": format!("{row} button.approve"),
+        "wait": format!("tr.request[data-id=\"{id}\"][data-state=\"approved\"]")}),
+    );
+    // The login page's own check for a session answers 401 before the login; nothing else.
+    let errors = b.send(json!({"do": "errors"}));
+    for e in errors["errors"].as_array().unwrap() {
+        assert!(e.as_str().unwrap().contains("401"), "{errors}");
+    }
+    // The page's approval is rev2's review, as the CLI's would be.
+    let shown = ok_in(cli_home, &["request", "show", id]);
+    assert!(
+        shown.contains("APPROVED") && shown.contains("looks fine"),
+        "{shown}"
+    );
+}
+
 #[test]
 fn access_requests_with_two_reviewers_a_lock_and_expiry() {
     os_login();
@@ -242,7 +284,7 @@ fn access_requests_with_two_reviewers_a_lock_and_expiry() {
         "{}",
         stderr(&out)
     );
-    assert!(review(&rev2, &id, "--approve").contains("APPROVED"));
+    reviewer_approves_in_the_web_ui(&a, &rev2, &id);
 
     // Approved: the node is reachable as the ordinary login; dropping the request goes back.
     let out = login_with_request(&a, &alice, &id);

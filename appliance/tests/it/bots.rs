@@ -276,11 +276,25 @@ fn other_clusters_bot_is_refused(a: &Appliance, out: &Path, login: &str) {
     let o = oneshot(
         &b,
         &b.dir.path().join("d"),
-        &["--token", &token, "--destination-dir", out_b.to_str().unwrap()],
+        &[
+            "--token",
+            &token,
+            "--destination-dir",
+            out_b.to_str().unwrap(),
+        ],
     );
-    assert!(o.status.success(), "the other cluster's bot: {}", stderr(&o));
+    assert!(
+        o.status.success(),
+        "the other cluster's bot: {}",
+        stderr(&o)
+    );
     let mixed = a.dir.path().join("mixed");
-    let cp = Command::new("cp").arg("-a").arg(out).arg(&mixed).output().unwrap();
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg(out)
+        .arg(&mixed)
+        .output()
+        .unwrap();
     assert!(cp.status.success(), "{}", stderr(&cp));
     let (keys_a, keys_b) = (
         mixed.join("keys").join(&a.addr),

@@ -173,6 +173,30 @@ fn the_refusal_matrix_on_the_web_route() {
         assert!(message.contains(says), "{}: {}", row.what, seen.body);
         assert_eq!(seen.body["code"], code, "{}", row.what);
         wait_web_refusal(&a, &user, code);
+        // The access requests page's calls (reading, and making one) are refused alike.
+        let (method, csrf_sent, body) = if row.forged {
+            (
+                "POST",
+                None,
+                Some(json!({"roles": ["access"], "reason": "x"})),
+            )
+        } else {
+            ("GET", Some(csrf.as_str()), None)
+        };
+        let seen = web(
+            &a,
+            method,
+            "/web/api/requests",
+            Some(&token),
+            csrf_sent,
+            body.as_ref(),
+        );
+        assert_eq!(
+            seen.status, row.status,
+            "{} on /web/api/requests: {}",
+            row.what, seen.body
+        );
+        assert_eq!(seen.body["code"], code, "{} on /web/api/requests", row.what);
     }
     // The logins are in the audit log as web logins.
     let logins = a.ok(&[

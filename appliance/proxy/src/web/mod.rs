@@ -32,6 +32,7 @@ pub mod launch;
 pub mod qr;
 pub mod recordings;
 pub mod records;
+pub mod requests;
 pub mod sessions;
 pub mod terminal;
 
@@ -126,6 +127,7 @@ impl WebRoom {
             .merge(active::routes())
             .merge(recordings::routes())
             .merge(audit::routes())
+            .merge(requests::routes())
             .route("/web/api/{*rest}", axum::routing::any(assets::no_such_call))
             .with_state(self.clone())
             .layer(axum::middleware::from_fn(whole_body));
