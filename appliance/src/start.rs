@@ -77,6 +77,8 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         .spawn(advance_rotations(auth.clone(), p.shutdown.clone()));
     p.tasks
         .spawn(auth.clone().follow_ca_records(p.shutdown.clone()));
+    p.tasks
+        .spawn(purge_ended_requests(auth.clone(), p.shutdown.clone()));
     let registry = tunnel_registry(&mut p, &cfg, &auth, &backend, run_proxy);
     let api = AuthApi::new(auth.clone(), p.metrics.clone(), Some(registry.clone()))
         .with_audit_log(audit_log);
@@ -259,6 +261,31 @@ async fn advance_rotations(
             }
             Ok(Err(_)) => {}
             Err(e) => tracing::error!(error = %e, "the CA rotation task failed"),
+        }
+    }
+}
+
+/// How often ended access requests are looked for.
+const REQUEST_PURGE_TICK: Duration = Duration::from_secs(300);
+
+/// Deletes access requests an hour after they ended (Auth decides which; this only ticks).
+async fn purge_ended_requests(
+    auth: Arc<AuthServer>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(REQUEST_PURGE_TICK) => {}
+            () = hop_platform::signals::until_shutdown(&mut shutdown) => return,
+        }
+        let a = auth.clone();
+        match tokio::task::spawn_blocking(move || a.purge_ended_access_requests()).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(purged = n, "ended access requests removed"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot remove ended access requests; will retry")
+            }
+            Err(e) => tracing::error!(error = %e, "the access request purge failed"),
         }
     }
 }

@@ -1592,3 +1592,43 @@ fn a_data_dir_without_a_spiffe_ca_gets_one_at_start_and_keeps_the_others() {
             .is_some()
     );
 }
+
+#[test]
+fn ended_access_requests_are_purged_an_hour_after_they_end() {
+    use crate::access_requests::{AccessRequest, RequestState};
+    let f = fixture("otp");
+    let now = f.auth.now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let request = |id: &str, expires_unix: u64, state: RequestState| AccessRequest {
+        id: id.into(),
+        user: "alice".into(),
+        roles: vec!["db".into()],
+        reason: String::new(),
+        state,
+        created_unix: now - 7200,
+        expires_unix,
+        thresholds: Vec::new(),
+        suggested_reviewers: Vec::new(),
+        reviews: Vec::new(),
+    };
+    for r in [
+        request("long-ended", now - 3601, RequestState::Approved),
+        request("denied-long-ago", now - 5000, RequestState::Denied),
+        request("just-ended", now - 10, RequestState::Approved),
+        request("live", now + 600, RequestState::Pending),
+    ] {
+        f.auth.store().create(&r).unwrap();
+    }
+    assert_eq!(f.auth.purge_ended_access_requests().unwrap(), 2);
+    let mut left: Vec<String> = f
+        .auth
+        .store()
+        .list::<AccessRequest>()
+        .unwrap()
+        .into_iter()
+        .map(|v| v.value.id)
+        .collect();
+    left.sort();
+    assert_eq!(left, ["just-ended", "live"]);
+    f.clock.advance(Duration::from_secs(3600));
+    assert_eq!(f.auth.purge_ended_access_requests().unwrap(), 1);
+}

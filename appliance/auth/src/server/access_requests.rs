@@ -25,6 +25,10 @@ use hop_api::timestamps::rfc3339;
 /// How many times a review retries its compare-and-swap against concurrent reviews.
 const REVIEW_ATTEMPTS: usize = 8;
 
+/// How long a request is kept after its access (or its wait for reviews) ended, so that
+/// `hop request show` and the web page still show how it ended.
+pub const ENDED_REQUEST_RETENTION: Duration = Duration::from_secs(3600);
+
 /// A new request as the caller asks it.
 #[derive(Debug, Clone, Copy)]
 pub struct NewAccessRequest<'a> {
@@ -71,6 +75,21 @@ impl AuthServer {
         self.store()
             .get::<AccessRequest>(id)?
             .ok_or_else(|| AuthError::NotFound(format!("access request {id:?}")))
+    }
+
+    /// Deletes the requests that ended more than [`ENDED_REQUEST_RETENTION`] ago (approved,
+    /// denied or never reviewed: each ends at its expiry); returns how many. Nothing can be
+    /// assumed from an ended request, so this only bounds what the backend keeps; locks that
+    /// name a request stay until removed.
+    pub fn purge_ended_access_requests(&self) -> Result<usize, AuthError> {
+        let cutoff = unix(self.now()).saturating_sub(ENDED_REQUEST_RETENTION.as_secs());
+        let mut purged = 0;
+        for v in self.store().list::<AccessRequest>()? {
+            if v.value.expires_unix < cutoff && self.store().delete::<AccessRequest>(&v.value.id)? {
+                purged += 1;
+            }
+        }
+        Ok(purged)
     }
 
     /// Makes a pending request for the caller; audited as `access_request.create`.
