@@ -1,0 +1,48 @@
+//! WebAuthn relying-party checks, sans IO: what Auth needs to register a security key or passkey
+//! and to check an assertion made with it. This crate owns the parsing of every authenticator
+//! byte Hop accepts (client data JSON, authenticator data, attestation objects, COSE public
+//! keys) and the rules a ceremony must pass (type, challenge, origin, RP ID hash, user presence
+//! and verification, signature, signature counter). It keeps no state: challenges, stored
+//! credentials and counters are the caller's. Signatures are checked with aws-lc-rs, the one
+//! crypto provider of the tree (OpenSSL-based WebAuthn libraries are not an option here).
+//!
+//! Attestation: the formats `none` and `packed` (self attestation, or an `x5c` chain whose leaf
+//! signature is checked, without trust anchors: Hop records the authenticator model, AAGUID,
+//! and does not enforce a vendor list). Anything else is refused by name.
+
+mod attestation;
+mod auth_data;
+mod cbor;
+mod ceremony;
+mod client_data;
+mod cose;
+mod error;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
+#[cfg(test)]
+mod tests;
+
+pub use attestation::{Attestation, AttestationKind};
+pub use auth_data::{AttestedCredential, AuthenticatorData, Flags};
+pub use ceremony::{
+    Assertion, AssertionCheck, RegisteredCredential, Registration, RegistrationCheck,
+    verify_assertion, verify_registration,
+};
+pub use client_data::{CeremonyType, ClientData};
+pub use cose::{CoseAlgorithm, CoseKey};
+pub use error::WebauthnError;
+
+/// The COSE algorithms Hop asks authenticators for, in order of preference (ES256, EdDSA,
+/// RS256), as `pubKeyCredParams` lists them.
+pub const SUPPORTED_ALGORITHMS: [i64; 3] = [-7, -8, -257];
+
+/// Fuzz entry points: every parser of authenticator bytes, on arbitrary input.
+pub mod fuzz {
+    /// Runs every parser on `data`; none may panic.
+    pub fn parse_all(data: &[u8]) {
+        let _ = super::client_data::ClientData::parse(data);
+        let _ = super::auth_data::AuthenticatorData::parse(data);
+        let _ = super::attestation::Attestation::parse(data);
+        let _ = super::cose::CoseKey::from_cbor(data);
+    }
+}
