@@ -10,6 +10,8 @@
 //! signature is checked, without trust anchors: Hop records the authenticator model, AAGUID,
 //! and does not enforce a vendor list). Anything else is refused by name.
 
+#![forbid(unsafe_code)]
+
 mod attestation;
 mod auth_data;
 mod cbor;
