@@ -14,6 +14,7 @@
 pub mod audit;
 pub mod audit_store;
 pub mod backend;
+pub mod backup;
 pub mod clock;
 mod codec;
 pub mod error;
@@ -29,7 +30,7 @@ pub use audit::{
     SearchPage, SearchQuery, StoredEvent, VerifyReport,
 };
 pub use audit_store::{AckSender, AuditAck, AuditStore, StoreDescription};
-pub use backend::{Backend, Event, Item, PutOptions, Watcher, prefix_end};
+pub use backend::{Backend, Event, Item, PutOptions, Snapshot, Watcher, prefix_end};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Fault, StorageError, WatchError};
 pub use memory_backend::MemoryBackend;

@@ -23,4 +23,5 @@ mod recording_store;
 mod resources;
 mod schema;
 mod semantics;
+mod snapshot;
 mod support;
