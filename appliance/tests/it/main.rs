@@ -14,6 +14,7 @@ mod apps_http_browser;
 mod apps_http_cli;
 mod audit;
 mod audit_spool;
+mod backup_restore;
 mod bench_cmd;
 mod bots;
 mod ca_rotation;
