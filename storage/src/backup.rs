@@ -443,6 +443,45 @@ pub fn decode(buf: &[u8], passphrase: Option<&[u8]>) -> Result<Backup, BackupErr
     Ok(Backup { header, snapshot })
 }
 
+/// The invariants the `backup_file` fuzz target checks on arbitrary bytes: the header parser and
+/// the decoder never panic; a parsed header ends within the input and within [`MAX_HEADER`]; a
+/// file that decodes holds a valid snapshot, no strict prefix of it decodes, and it decodes to
+/// the same snapshot after it is written again. (Files asking for costly key derivation are
+/// skipped, not to spend the fuzzer's time in argon2.)
+#[doc(hidden)]
+pub fn fuzz_decode(data: &[u8]) {
+    let header = match parse_header(data) {
+        Ok(Some((header, end))) => {
+            assert!(end <= data.len() && end <= MAX_HEADER);
+            header
+        }
+        Ok(None) | Err(_) => {
+            assert!(decode(data, Some(b"fuzz")).is_err());
+            return;
+        }
+    };
+    if let Cipher::Sealed { kdf, .. } = header.cipher
+        && (kdf.m_cost > 1024 || kdf.t_cost > 2 || kdf.p_cost > 1)
+    {
+        return;
+    }
+    let Ok(backup) = decode(data, Some(b"fuzz")) else {
+        return;
+    };
+    backup
+        .snapshot
+        .validate()
+        .expect("a decoded snapshot is valid");
+    if data.len() <= 4096 {
+        for len in 0..data.len() {
+            assert!(decode(data.get(..len).unwrap_or_default(), Some(b"fuzz")).is_err());
+        }
+    }
+    let again = encode(&backup.snapshot, SystemTime::UNIX_EPOCH, None).expect("re-encodes");
+    let decoded = decode(&again, None).expect("a re-encoded backup decodes");
+    assert_eq!(decoded.snapshot, backup.snapshot);
+}
+
 fn malformed(detail: String) -> BackupError {
     BackupError::MalformedHeader { detail }
 }

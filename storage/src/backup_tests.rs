@@ -217,3 +217,54 @@ fn ephemeral_keys_are_left_out() {
     s.items.sort_by(|a, b| a.key.cmp(&b.key));
     assert_eq!(cluster_state(s), snapshot());
 }
+
+const FIXTURE_PASSPHRASE: &[u8] = b"fixture passphrase";
+const PLAIN_FIXTURE: &[u8] = include_bytes!("../tests/fixtures/backup-v1-plain.bin");
+const SEALED_FIXTURE: &[u8] = include_bytes!("../tests/fixtures/backup-v1-sealed.bin");
+
+/// Files written by this format's first release: they must keep decoding, every strict prefix
+/// must be refused as truncated, and the fuzz invariants hold on them.
+#[test]
+fn version_1_fixtures_decode_and_every_prefix_is_truncated() {
+    for (file, passphrase) in [
+        (PLAIN_FIXTURE, None),
+        (SEALED_FIXTURE, Some(FIXTURE_PASSPHRASE)),
+    ] {
+        let backup = decode(file, passphrase).unwrap();
+        assert_eq!(backup.snapshot, snapshot());
+        assert_eq!(backup.header.created, "2026-12-07T02:00:00Z");
+        for len in 0..file.len() {
+            assert!(matches!(
+                decode(&file[..len], passphrase),
+                Err(BackupError::Truncated { .. })
+            ));
+        }
+        fuzz_decode(file);
+    }
+    assert_eq!(
+        decode(SEALED_FIXTURE, None),
+        Err(BackupError::PassphraseRequired)
+    );
+}
+
+/// Rewrites the fixtures: `HOP_WRITE_FIXTURES=1 cargo test -p hop-storage --lib
+/// write_version_1_fixtures -- --ignored` (only when the format version changes).
+#[test]
+#[ignore = "writes the fixture files"]
+fn write_version_1_fixtures() {
+    if std::env::var_os("HOP_WRITE_FIXTURES").is_none() {
+        return;
+    }
+    let created = at(1_796_608_800);
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    std::fs::write(
+        dir.join("backup-v1-plain.bin"),
+        encode(&snapshot(), created, None).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("backup-v1-sealed.bin"),
+        encode(&snapshot(), created, Some(sealing(FIXTURE_PASSPHRASE))).unwrap(),
+    )
+    .unwrap();
+}
