@@ -386,6 +386,27 @@ fn a_backup_refuses_a_terminal_and_a_restore_refuses_a_used_data_dir() {
     assert_eq!(file_mode(&fresh.join("hop.db")) & 0o777, 0o600);
     let out = restore(&a, &file, &["--data-dir", fresh.to_str().unwrap()]);
     assert!(stderr(&out).contains("not empty"), "{}", stderr(&out));
+    // An offline backup of the stopped store holds the same state.
+    let offline = a.dir.path().join("offline.backup");
+    let out = a.hop(&[
+        "admin",
+        "backup",
+        "--offline",
+        "--data-dir",
+        fresh.to_str().unwrap(),
+        "-o",
+        offline.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let body = |b: &[u8]| {
+        let text = String::from_utf8_lossy(b).to_string();
+        text.split_once("\nitems: ")
+            .map(|(_, rest)| rest.lines().next().unwrap_or("").to_owned())
+    };
+    assert_eq!(
+        body(&std::fs::read(&offline).unwrap()),
+        body(&std::fs::read(&file).unwrap())
+    );
     // A terminal is refused before anything is exported (script(1) gives the command a pty).
     let out = Command::new("script")
         .args(["-qec", &format!("{HOP} admin backup"), "/dev/null"])

@@ -51,7 +51,7 @@ pub(super) async fn run_offline(args: AdminArgs) -> anyhow::Result<()> {
             let snapshot = backup::cluster_state(snapshot);
             let file = seal(
                 &snapshot,
-                SystemTime::now(),
+                hop_platform::clock::wall(),
                 passphrase.as_ref().map(|p| p.as_str()),
             )?;
             sink.write(&file)?;
@@ -86,7 +86,7 @@ pub(super) async fn online(
         &time::format_description::well_known::Rfc3339,
     )
     .map(SystemTime::from)
-    .unwrap_or_else(|_| SystemTime::now());
+    .unwrap_or_else(|_| hop_platform::clock::wall());
     let file = match passphrase.as_ref().map(|p| p.as_str()) {
         None => plain,
         Some(p) => Zeroizing::new(seal(&exported.snapshot, created, Some(p))?),
