@@ -27,7 +27,7 @@ pub mod resources;
 
 pub use audit::{
     AckHandle, AuditConfig, AuditError, AuditEvent, AuditLog, AuditStats, EventPosition, Order,
-    SearchPage, SearchQuery, StoredEvent, VerifyReport,
+    PgAuditStore, SearchPage, SearchQuery, StoredEvent, VerifyReport,
 };
 pub use audit_store::{AckSender, AuditAck, AuditStore, StoreDescription};
 pub use backend::{Backend, Event, Item, PutOptions, Snapshot, Watcher, prefix_end};

@@ -44,7 +44,7 @@
 
 mod conn_string;
 mod poller;
-mod pool;
+pub(crate) mod pool;
 mod schema;
 mod tls;
 
@@ -68,6 +68,33 @@ use crate::error::StorageError;
 /// same refusals [`PgBackend::open`] gives for its shape and TLS settings.
 pub fn check_conn_string(conn_string: &str) -> Result<(), StorageError> {
     conn_string::parse(conn_string).map(|_| ())
+}
+
+/// A pool of connections to the database `conn_string` names (checked, with its TLS), the
+/// runtime its connection drivers run on (threads named `thread_name`), and the target's name.
+pub(crate) fn connect(
+    conn_string: &str,
+    thread_name: &str,
+) -> Result<(tokio::runtime::Runtime, Pool, String), StorageError> {
+    let settings = conn_string::parse(conn_string)?;
+    let tls = tls::MakeRustls::new(tls::client_config(&settings.tls)?);
+    let target = settings.target.clone();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(thread_name)
+        .enable_all()
+        .build()
+        .map_err(|err| StorageError::Database {
+            target: target.clone(),
+            detail: format!("cannot start the client's runtime: {err}"),
+        })?;
+    let connector = pool::Connector::new(
+        settings.config,
+        tls,
+        target.clone(),
+        runtime.handle().clone(),
+    );
+    Ok((runtime, Pool::new(connector, settings.pool_max), target))
 }
 
 /// How many recent events this process keeps for watchers that resume.
@@ -153,25 +180,7 @@ impl PgBackend {
         clock: Arc<dyn Clock>,
         options: PgOptions,
     ) -> Result<Self, StorageError> {
-        let settings = conn_string::parse(conn_string)?;
-        let tls = tls::MakeRustls::new(tls::client_config(&settings.tls)?);
-        let target = settings.target.clone();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("hop-postgres")
-            .enable_all()
-            .build()
-            .map_err(|err| StorageError::Database {
-                target: target.clone(),
-                detail: format!("cannot start the client's runtime: {err}"),
-            })?;
-        let connector = pool::Connector::new(
-            settings.config,
-            tls,
-            target.clone(),
-            runtime.handle().clone(),
-        );
-        let pool = Pool::new(connector, settings.pool_max);
+        let (runtime, pool, target) = connect(conn_string, "hop-postgres")?;
         let revision = {
             let mut client = pool.get()?;
             block_on(schema::migrate(&mut client, &target))?;

@@ -8,6 +8,7 @@
 
 mod audit_crash;
 mod audit_log;
+mod audit_pg;
 mod audit_retention;
 mod audit_search;
 mod audit_tamper;
