@@ -20,14 +20,14 @@ const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
 /// A throwaway PostgreSQL 15 on a Unix socket in its temp dir (trust auth), stopped when this
 /// value drops; `None` without the binaries.
-struct Postgres {
+pub(crate) struct Postgres {
     dir: tempfile::TempDir,
     port: u16,
     server: Killed,
 }
 
 impl Postgres {
-    fn start() -> Option<Self> {
+    pub(crate) fn start() -> Option<Self> {
         if !Path::new(PG_BIN).join("postgres").exists() {
             eprintln!("SKIP: PostgreSQL 15 is not installed ({PG_BIN})");
             return None;
@@ -90,7 +90,7 @@ impl Postgres {
         }
     }
 
-    fn create_db(&self, name: &str) {
+    pub(crate) fn create_db(&self, name: &str) {
         let out = Command::new(format!("{PG_BIN}/psql"))
             .arg("-h")
             .arg(self.dir.path())
@@ -113,8 +113,17 @@ impl Postgres {
         assert!(out.status.success(), "{}", stderr(&out));
     }
 
+    /// A conn string to database `db` over the Unix socket.
+    pub(crate) fn url(&self, db: &str) -> String {
+        format!(
+            "postgresql://postgres@/{db}?host={}&port={}&sslmode=disable",
+            self.dir.path().display(),
+            self.port
+        )
+    }
+
     /// The `hop:` lines that put an appliance's state in database `db`.
-    fn storage_yaml(&self, db: &str) -> String {
+    pub(crate) fn storage_yaml(&self, db: &str) -> String {
         format!(
             "  storage:\n    type: postgresql\n    conn_string: \"postgresql://postgres@/{db}?host={}&port={}&sslmode=disable\"\n",
             self.dir.path().display(),

@@ -13,6 +13,7 @@ mod apps_http;
 mod apps_http_browser;
 mod apps_http_cli;
 mod audit;
+mod audit_pg;
 mod audit_spool;
 mod backup_restore;
 mod bench_cmd;
