@@ -45,7 +45,8 @@ pub(super) fn open_audit_store(
 }
 
 /// The audit store in the PostgreSQL database `conn_string` names, shared with the cluster's
-/// other appliances (each writes its own chains). The forward copy is the local log's (a
+/// other appliances (each writes its own chains), with `auth_service.audit.retention`. The
+/// forward copy is the local log's (a
 /// shipper reads one host's file) and is refused here rather than silently not written.
 fn open_audit_pg(
     cfg: &Config,
@@ -65,14 +66,9 @@ fn open_audit_pg(
              from the database"
         );
     }
-    if cfg.auth_service.audit.retention.is_some() {
-        tracing::warn!(
-            "auth_service.audit.retention is not applied to a PostgreSQL audit store yet; \
-             events are kept until deleted"
-        );
-    }
+    let retention = cfg.auth_service.audit.retention.map(|d| d.0);
     let store: Arc<dyn AuditStore> = Arc::new(
-        hop_storage::PgAuditStore::open(conn_string, clock)
+        hop_storage::PgAuditStore::open(conn_string, clock, retention)
             .map_err(|e| anyhow!("hop.storage.audit_events_uri: {e}"))?,
     );
     tracing::info!(store = %store.describe(), "audit events store opened");

@@ -27,7 +27,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::time::Duration;
 use std::time::SystemTime;
 
 use tokio_postgres::GenericClient;
@@ -50,6 +51,10 @@ const MAX_BATCH: usize = 1024;
 const QUEUE_CAPACITY: usize = 65_536;
 /// Rows read per query by search, verify and export.
 const PAGE: i64 = 2000;
+/// How often retention runs, by the injected clock.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+/// How long the writer waits for events before it looks whether retention is due.
+const SWEEP_TICK: Duration = Duration::from_secs(60);
 /// Serializes creating the tables: `pg_advisory_xact_lock` key ("hopaudit" in ASCII).
 const SCHEMA_LOCK: i64 = 0x686f_7061_7564_6974;
 
@@ -77,8 +82,14 @@ CREATE TABLE IF NOT EXISTS hop_audit_writers (
     writer text PRIMARY KEY,
     last_seq bigint NOT NULL,
     last_hash bytea NOT NULL,
+    last_day bigint NOT NULL,
     started_us bigint NOT NULL
 );
+CREATE TABLE IF NOT EXISTS hop_audit_meta (
+    id integer PRIMARY KEY CHECK (id = 1),
+    purged_before_day bigint NOT NULL
+);
+INSERT INTO hop_audit_meta (id, purged_before_day) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
 ";
 
 /// An [`AuditStore`] in a PostgreSQL database, one writer per opened store.
@@ -101,6 +112,7 @@ impl std::fmt::Debug for PgAuditStore {
 struct Shared {
     pool: Pool,
     clock: Arc<dyn Clock>,
+    retention: Option<Duration>,
     target: String,
     writer: String,
     written: AtomicU64,
@@ -126,8 +138,13 @@ struct Head {
 
 impl PgAuditStore {
     /// Connects to the database `conn_string` names, creates the audit tables if missing and
-    /// starts this process's writer.
-    pub fn open(conn_string: &str, clock: Arc<dyn Clock>) -> Result<Self, AuditError> {
+    /// starts this process's writer. With `retention`, whole days older than it are deleted
+    /// (for every writer) at open and every hour of `clock`'s time.
+    pub fn open(
+        conn_string: &str,
+        clock: Arc<dyn Clock>,
+        retention: Option<Duration>,
+    ) -> Result<Self, AuditError> {
         let (runtime, pool, target) = crate::postgres::connect(conn_string, "hop-audit-pg")?;
         let now_us = system_time_to_us(clock.now());
         let writer = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
@@ -146,8 +163,8 @@ impl PgAuditStore {
                     .map_err(db)?;
                 txn.batch_execute(SCHEMA).await.map_err(db)?;
                 txn.execute(
-                    "INSERT INTO hop_audit_writers (writer, last_seq, last_hash, started_us) \
-                     VALUES ($1, 0, $2, $3)",
+                    "INSERT INTO hop_audit_writers (writer, last_seq, last_hash, last_day, \
+                     started_us) VALUES ($1, 0, $2, 0, $3)",
                     &[&writer, &vec![0u8; 32], &to_i64(now_us)],
                 )
                 .await
@@ -158,6 +175,7 @@ impl PgAuditStore {
         let shared = Arc::new(Shared {
             pool,
             clock,
+            retention,
             target,
             writer,
             written: AtomicU64::new(0),
@@ -245,7 +263,19 @@ impl Drop for PgAuditStore {
 
 fn run_writer(shared: &Shared, rx: &Receiver<Job>) {
     let mut head: Option<Head> = None;
-    while let Ok(first) = rx.recv() {
+    let mut swept: Option<SystemTime> = None;
+    sweep(shared, &mut swept);
+    loop {
+        let first = match rx.recv_timeout(SWEEP_TICK) {
+            Ok(job) => job,
+            Err(RecvTimeoutError::Timeout) => {
+                sweep(shared, &mut swept);
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        // Before the batch, so that an event appended after a day passed finds retention done.
+        sweep(shared, &mut swept);
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -282,6 +312,69 @@ fn run_writer(shared: &Shared, rx: &Receiver<Job>) {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Deletes every writer's whole days before `cutoff`'s UTC day.
+fn purge(shared: &Shared, cutoff: SystemTime) -> Result<PurgeReport, AuditError> {
+    let day = to_i64(day_of(system_time_to_us(cutoff)));
+    let target = &shared.target;
+    let mut client = shared.pool.get()?;
+    let chains: Vec<String> = block_on(async {
+        let db = |err| map_pg(target, err);
+        let txn = client.transaction().await.map_err(db)?;
+        let chains = txn
+            .query(
+                "DELETE FROM hop_audit_events WHERE day < $1 RETURNING chain",
+                &[&day],
+            )
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        // Verify tells a tail retention removed from one removed behind hop's back by this.
+        txn.execute(
+            "UPDATE hop_audit_meta SET purged_before_day = GREATEST(purged_before_day, $1)",
+            &[&day],
+        )
+        .await
+        .map_err(db)?;
+        txn.commit().await.map_err(db)?;
+        Ok::<_, StorageError>(chains)
+    })?;
+    let events = u64::try_from(chains.len()).unwrap_or(u64::MAX);
+    let chains: BTreeSet<String> = chains.into_iter().collect();
+    Ok(PurgeReport {
+        chains: chains.into_iter().collect(),
+        events,
+    })
+}
+
+/// Runs retention when it is due (every [`SWEEP_EVERY`] of the injected clock): days older than
+/// `retention` go, for every writer (several appliances sweeping is harmless: a day goes once).
+fn sweep(shared: &Shared, last: &mut Option<SystemTime>) {
+    let Some(retention) = shared.retention else {
+        return;
+    };
+    let now = shared.clock.now();
+    if last.is_some_and(|at| now.duration_since(at).is_ok_and(|d| d < SWEEP_EVERY)) {
+        return;
+    }
+    *last = Some(now);
+    let Some(cutoff) = now.checked_sub(retention) else {
+        return;
+    };
+    match purge(shared, cutoff) {
+        Ok(r) if r.events > 0 => {
+            tracing::info!(target = %shared.target, events = r.events, days = ?r.chains, "audit retention removed whole days")
+        }
+        Ok(_) => {}
+        Err(e) => {
+            // Tried again at the next sweep.
+            *last = None;
+            tracing::warn!(target = %shared.target, error = %e, "audit retention could not run");
         }
     }
 }
@@ -379,8 +472,14 @@ fn write_batch(
             .await
             .map_err(db)?;
             txn.execute(
-                "UPDATE hop_audit_writers SET last_seq = $2, last_hash = $3 WHERE writer = $1",
-                &[&shared.writer, &to_i64(next.seq), &next.hash.to_vec()],
+                "UPDATE hop_audit_writers SET last_seq = $2, last_hash = $3, last_day = $4 \
+                 WHERE writer = $1",
+                &[
+                    &shared.writer,
+                    &to_i64(next.seq),
+                    &next.hash.to_vec(),
+                    &to_i64(day),
+                ],
             )
             .await
             .map_err(db)?;
@@ -575,15 +674,16 @@ impl AuditStore for PgAuditStore {
     fn verify(&self, since: Option<SystemTime>) -> Result<VerifyReport, AuditError> {
         let since_day = since.map_or(0, |t| to_i64(day_of(system_time_to_us(t))));
         let target = &self.shared.target;
-        let writers: Vec<(String, u64)> = self.read(async |c| {
+        let writers: Vec<(String, u64, bool)> = self.read(async |c| {
             Ok(c.query(
-                "SELECT writer, last_seq FROM hop_audit_writers ORDER BY writer",
+                "SELECT writer, last_seq, last_day >= (SELECT purged_before_day FROM \
+                 hop_audit_meta) FROM hop_audit_writers ORDER BY writer",
                 &[],
             )
             .await
             .map_err(|err| map_pg(target, err))?
             .iter()
-            .map(|r| (r.get(0), from_i64(r.get(1))))
+            .map(|r| (r.get(0), from_i64(r.get(1)), r.get(2)))
             .collect())
         })?;
         let mut report = VerifyReport {
@@ -591,7 +691,9 @@ impl AuditStore for PgAuditStore {
             segments: 0,
             first_break: None,
         };
-        for (writer, last_written) in writers {
+        for (writer, last_written, tail_kept) in writers {
+            // A writer whose newest day retention removed has no tail left to check.
+            let last_written = if tail_kept { last_written } else { 0 };
             if let Some(broken) =
                 self.verify_writer(&writer, last_written, since_day, &mut report)?
             {
@@ -636,25 +738,7 @@ impl AuditStore for PgAuditStore {
     }
 
     fn purge_before(&self, cutoff: SystemTime) -> Result<PurgeReport, AuditError> {
-        let day = to_i64(day_of(system_time_to_us(cutoff)));
-        let target = &self.shared.target;
-        let chains: Vec<String> = self.read(async |c| {
-            Ok(c.query(
-                "DELETE FROM hop_audit_events WHERE day < $1 RETURNING chain",
-                &[&day],
-            )
-            .await
-            .map_err(|err| map_pg(target, err))?
-            .iter()
-            .map(|r| r.get(0))
-            .collect())
-        })?;
-        let events = u64::try_from(chains.len()).unwrap_or(u64::MAX);
-        let chains: BTreeSet<String> = chains.into_iter().collect();
-        Ok(PurgeReport {
-            chains: chains.into_iter().collect(),
-            events,
-        })
+        purge(&self.shared, cutoff)
     }
 
     fn stats(&self) -> AuditStats {

@@ -17,7 +17,7 @@ use crate::support::{numbered_event, open_audit, start_time};
 
 fn pg_store(db: &str, clock: &ManualClock) -> PgAuditStore {
     let server = server().unwrap();
-    PgAuditStore::open(&server.socket_url(db), Arc::new(clock.clone())).unwrap()
+    PgAuditStore::open(&server.socket_url(db), Arc::new(clock.clone()), None).unwrap()
 }
 
 /// What every audit store keeps, through the trait only.
@@ -206,4 +206,37 @@ fn tampering_and_a_removed_tail_are_named() {
             last_missing: 2
         }
     ));
+}
+
+#[test]
+fn retention_removes_whole_days_of_every_writer() {
+    let Some(server) = server() else { return };
+    let db = server.fresh_db();
+    let clock = ManualClock::new(start_time());
+    let open = || {
+        PgAuditStore::open(
+            &server.socket_url(&db),
+            Arc::new(clock.clone()),
+            Some(Duration::from_secs(86_400)),
+        )
+        .unwrap()
+    };
+    let (a, b) = (open(), open());
+    let old = a.append(numbered_event(0)).unwrap();
+    b.append(numbered_event(1)).unwrap();
+    clock.advance(Duration::from_secs(3 * 86_400));
+    let new = a.append(numbered_event(2)).unwrap();
+    assert!(a.get(&old.id).unwrap().is_none(), "the old day is gone");
+    assert!(a.get(&new.id).unwrap().is_some());
+    let all = b.search(&SearchQuery::default()).unwrap();
+    assert_eq!(all.events.len(), 1);
+    let report = b.verify(None).unwrap();
+    assert!(report.first_break.is_none(), "{report:?}");
+    // A tail removed behind hop's back is still named after retention ran.
+    server.sql(&db, "DELETE FROM hop_audit_events WHERE seq = 2");
+    let broken = b.verify(None).unwrap().first_break.unwrap();
+    assert!(
+        matches!(broken.reason, BreakReason::Truncated { last_written: 2 }),
+        "{broken:?}"
+    );
 }
