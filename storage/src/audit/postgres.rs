@@ -34,7 +34,9 @@ use std::time::SystemTime;
 use tokio_postgres::GenericClient;
 
 use super::chain::{chain_name, day_of, genesis, link_hash, parse_view};
-use super::event::{Prepared, append_canonical, json_line, prepare, system_time_to_us};
+use super::event::{
+    Prepared, append_canonical, json_line, prepare, system_time_to_us, us_to_datetime,
+};
 use super::search::TextNeedle;
 use super::{
     AuditError, AuditEvent, AuditStats, BreakReason, BrokenLink, EventPosition, Order, PurgeReport,
@@ -808,6 +810,10 @@ impl PgAuditStore {
                     Err(detail) => {
                         return Ok(Some(broken(BreakReason::Undecodable { detail })));
                     }
+                };
+                let broken = |reason| BrokenLink {
+                    time: view.time_us().map(us_to_datetime),
+                    ..broken(reason)
                 };
                 if view.seq != seq || view.chain != chain || view.id != id {
                     return Ok(Some(broken(BreakReason::Misplaced {
