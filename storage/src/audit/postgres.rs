@@ -605,6 +605,14 @@ impl AuditStore for PgAuditStore {
         };
         let mut after = q.cursor.as_deref().map(decode_cursor).transpose()?;
         let needle = q.text.as_deref().map(TextNeedle::new);
+        // Without a text filter every row read is a hit: read just the page. With one, read a
+        // few pages' worth at a time and keep the hits.
+        let chunk: i64 = match needle {
+            None => to_i64(u64::try_from(limit).unwrap_or(u64::MAX)),
+            Some(_) => {
+                to_i64(u64::try_from(limit.saturating_mul(4)).unwrap_or(u64::MAX)).clamp(64, PAGE)
+            }
+        };
         let from = q.from.map(|t| to_i64(system_time_to_us(t)));
         let to = q.to.map(|t| to_i64(system_time_to_us(t)));
         let newest_first = q.order == Order::NewestFirst;
@@ -643,13 +651,13 @@ impl AuditStore for PgAuditStore {
                         &at_time,
                         &at_writer,
                         &at_seq,
-                        &PAGE,
+                        &chunk,
                     ],
                 )
                 .await
                 .map_err(|err| map_pg(target, err))
             })?;
-            let exhausted = rows.len() < usize::try_from(PAGE).unwrap_or(usize::MAX);
+            let exhausted = rows.len() < usize::try_from(chunk).unwrap_or(usize::MAX);
             for row in &rows {
                 let position = (
                     row.get::<_, i64>(2),
