@@ -243,10 +243,20 @@ impl PgAuditStore {
     /// Runs `op` on a pooled connection.
     fn read<T>(
         &self,
-        op: impl AsyncFnOnce(&tokio_postgres::Client) -> Result<T, StorageError>,
+        op: impl AsyncFn(&tokio_postgres::Client) -> Result<T, StorageError>,
     ) -> Result<T, AuditError> {
-        let client = self.shared.pool.get()?;
-        Ok(block_on(op(&client))?)
+        let first = {
+            let client = self.shared.pool.get()?;
+            block_on(op(&client))
+        };
+        match first {
+            // A pooled connection the server closed: reads are safe to repeat, once.
+            Err(StorageError::Unreachable { .. }) => {
+                let client = self.shared.pool.get()?;
+                Ok(block_on(op(&client))?)
+            }
+            other => Ok(other?),
+        }
     }
 }
 
@@ -392,13 +402,51 @@ fn write_batch(
     let now_us = system_time_to_us(shared.clock.now());
     let day = day_of(now_us);
     let chain = format!("{}@{}", chain_name(day), shared.writer);
-    let mut client = shared.pool.get()?;
-    let (positions, next) = block_on(async {
-        let db = |err| map_pg(target, err);
-        let txn = client.transaction().await.map_err(db)?;
-        let mut next = match head.clone() {
+    let mut retried = false;
+    let (positions, next) = loop {
+        let mut client = shared.pool.get()?;
+        let attempt = block_on(async {
+            // (whether BEGIN went through, the error)
+            let txn = client
+                .transaction()
+                .await
+                .map_err(|err| (false, map_pg(target, err)))?;
+            let linked = link_and_insert(&txn, shared, head.clone(), batch, &chain, day)
+                .await
+                .map_err(|err| (true, err))?;
+            txn.commit()
+                .await
+                .map_err(|err| (true, map_pg(target, err)))?;
+            Ok(linked)
+        });
+        match attempt {
+            Ok(linked) => break linked,
+            // A pooled connection the server closed (a restart, an idle timeout) fails at
+            // BEGIN, before anything was written: then, and only then, once more on a fresh one.
+            Err((false, StorageError::Unreachable { .. })) if !retried => retried = true,
+            Err((_, err)) => return Err(err),
+        }
+    };
+    *head = Some(next);
+    Ok(positions)
+}
+
+/// Links the batch's new events after `head` (read from the database when unknown) and inserts
+/// them with the writer's row, inside `txn`; their positions and the new head.
+async fn link_and_insert(
+    txn: &tokio_postgres::Transaction<'_>,
+    shared: &Shared,
+    head: Option<Head>,
+    batch: &[Job],
+    chain: &str,
+    day: u64,
+) -> Result<(Vec<EventPosition>, Head), StorageError> {
+    let target = &shared.target;
+    let db = |err| map_pg(target, err);
+    {
+        let mut next = match head {
             Some(h) => h,
-            None => load_head(&txn, &shared.writer, target).await?,
+            None => load_head(txn, &shared.writer, target).await?,
         };
         let ids: Vec<&str> = batch.iter().map(|j| j.prepared.id.as_str()).collect();
         let mut known: HashMap<String, u64> = txn
@@ -426,7 +474,7 @@ fn write_batch(
             let prev = if next.chain == chain {
                 next.hash
             } else {
-                genesis(&chain)
+                genesis(chain)
             };
             let seq = next.seq + 1;
             let mut canonical = Vec::new();
@@ -434,11 +482,11 @@ fn write_batch(
                 &mut canonical,
                 &p.body,
                 seq,
-                &chain,
+                chain,
                 hex::encode(prev).as_bytes(),
             );
             let hash = link_hash(&prev, &canonical);
-            rows.push(p, seq, &chain, day, canonical, hash);
+            rows.push(p, seq, chain, day, canonical, hash);
             known.insert(p.id.clone(), seq);
             positions.push(EventPosition {
                 seq,
@@ -447,7 +495,7 @@ fn write_batch(
             });
             next = Head {
                 seq,
-                chain: chain.clone(),
+                chain: chain.to_owned(),
                 hash,
             };
         }
@@ -486,11 +534,8 @@ fn write_batch(
             .await
             .map_err(db)?;
         }
-        txn.commit().await.map_err(db)?;
-        Ok::<_, StorageError>((positions, next))
-    })?;
-    *head = Some(next);
-    Ok(positions)
+        Ok((positions, next))
+    }
 }
 
 /// The batch's new rows, column by column (for one `unnest` insert).

@@ -240,3 +240,30 @@ fn retention_removes_whole_days_of_every_writer() {
         "{broken:?}"
     );
 }
+
+/// Connections the server closes (a restart, an idle timeout) cost nothing: the next write
+/// begins on a fresh connection, reads are repeated once.
+#[test]
+fn closed_connections_are_replaced() {
+    let Some(server) = server() else { return };
+    let db = server.fresh_db();
+    let clock = ManualClock::new(start_time());
+    let store = pg_store(&db, &clock);
+    store.append(numbered_event(0)).unwrap();
+    store.search(&SearchQuery::default()).unwrap();
+    let killed: usize = server
+        .sql(
+            "postgres",
+            &format!(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE datname = '{db}' AND pid <> pg_backend_pid()"
+            ),
+        )
+        .parse()
+        .unwrap();
+    assert!(killed >= 1);
+    std::thread::sleep(Duration::from_millis(200));
+    store.append(numbered_event(1)).unwrap();
+    assert_eq!(store.search(&SearchQuery::default()).unwrap().events.len(), 2);
+    assert!(store.verify(None).unwrap().first_break.is_none());
+}
