@@ -2,8 +2,10 @@
 //! with TTL leases and a change feed), its implementations — [`RedbBackend`], the embedded
 //! default kept in one file in the data directory, [`PgBackend`] for several appliances sharing one
 //! PostgreSQL database, and [`MemoryBackend`] for tests — and the
-//! typed [`ResourceStore`] layered on top — and the durable, hash-chained [`AuditLog`], kept in a
-//! redb file of its own, behind the [`AuditStore`] seam every audit store implements — and the
+//! typed [`ResourceStore`] layered on top — the [`backup`] file format a backend's [`Snapshot`] is
+//! written in and restored from — and the durable, hash-chained [`AuditLog`], kept in a redb
+//! file of its own, and [`PgAuditStore`], the same events shared in PostgreSQL, behind the
+//! [`AuditStore`] seam every audit store implements — and the
 //! [`recording`] module: the session-recording format, its exports and playback schedule, and the
 //! [`RecordingStore`] directory of uploaded recordings behind the [`RecordingBackend`] seam. It
 //! must never read the wall clock except through an injected

@@ -388,6 +388,14 @@ fn a_backup_refuses_a_terminal_and_a_restore_refuses_a_used_data_dir() {
     // Restoring into the running appliance's own data dir: locked, and not empty anyway.
     let out = restore(&a, &file, &[]);
     assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(stderr(&out).contains("not empty"), "{}", stderr(&out));
+    // A data dir holding anything else (here another cluster's audit log) is not new either.
+    let used = a.dir.path().join("used");
+    std::fs::create_dir_all(&used).unwrap();
+    std::fs::write(used.join("audit.db"), b"old").unwrap();
+    let out = restore(&a, &file, &["--data-dir", used.to_str().unwrap()]);
+    assert!(stderr(&out).contains("audit.db"), "{}", stderr(&out));
+    assert!(!used.join("hop.db").exists());
     // Into a fresh data dir: works; then that dir is not empty.
     let fresh = a.dir.path().join("fresh");
     let out = restore(&a, &file, &["--data-dir", fresh.to_str().unwrap()]);

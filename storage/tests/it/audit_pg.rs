@@ -264,6 +264,9 @@ fn closed_connections_are_replaced() {
     assert!(killed >= 1);
     std::thread::sleep(Duration::from_millis(200));
     store.append(numbered_event(1)).unwrap();
-    assert_eq!(store.search(&SearchQuery::default()).unwrap().events.len(), 2);
+    assert_eq!(
+        store.search(&SearchQuery::default()).unwrap().events.len(),
+        2
+    );
     assert!(store.verify(None).unwrap().first_break.is_none());
 }

@@ -279,6 +279,31 @@ fn read_backup(path: &Path) -> anyhow::Result<Vec<u8>> {
     Ok(data)
 }
 
+/// A restore starts a data dir afresh: one that holds anything (another cluster's audit log,
+/// recordings, an agent's identity, a state file) is refused, naming what is there.
+fn refuse_used_dir(dir: &Path) -> anyhow::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    names.sort();
+    names.truncate(5);
+    bail!(
+        "cannot restore into data directory {}: it is not empty (it holds {}); restore needs a \
+         new data directory or an empty PostgreSQL database",
+        dir.display(),
+        names.join(", ")
+    )
+}
+
 /// Opens the store a config's `hop.storage` names (or the redb in the data dir), directly.
 /// `create`: a missing data dir or database file is made (for a restore); otherwise it must
 /// exist.
@@ -307,6 +332,7 @@ async fn open_store(
         StateStore::DataDir => {
             let path = dir.join(STATE_FILE);
             if create {
+                refuse_used_dir(&dir)?;
                 std::fs::create_dir_all(&dir)
                     .with_context(|| format!("cannot create data directory {}", dir.display()))?;
                 std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
