@@ -424,6 +424,40 @@ fn a_backup_refuses_a_terminal_and_a_restore_refuses_a_used_data_dir() {
         body(&std::fs::read(&offline).unwrap()),
         body(&std::fs::read(&file).unwrap())
     );
+    // The passphrase from the environment seals it, and opens it again.
+    let with_env = |args: &[&str]| {
+        Command::new(HOP)
+            .args(args)
+            .env("HOP_DATA_DIR", &a.data)
+            .env("HOP_BACKUP_PASSPHRASE", "from the environment")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = with_env(&["admin", "backup"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("cipher: argon2id-aes-256-gcm\n"),
+        "sealed"
+    );
+    assert!(!stderr(&out).contains("not encrypted"), "{}", stderr(&out));
+    let sealed = a.dir.path().join("sealed.backup");
+    std::fs::write(&sealed, &out.stdout).unwrap();
+    let target = a.dir.path().join("from-env");
+    let out = with_env(&[
+        "admin",
+        "restore",
+        sealed.to_str().unwrap(),
+        "--data-dir",
+        target.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = restore(
+        &a,
+        &sealed,
+        &["--data-dir", a.dir.path().join("no-pass").to_str().unwrap()],
+    );
+    assert!(stderr(&out).contains("encrypted"), "{}", stderr(&out));
     // A terminal is refused before anything is exported (script(1) gives the command a pty).
     let out = Command::new("script")
         .args(["-qec", &format!("{HOP} admin backup"), "/dev/null"])
