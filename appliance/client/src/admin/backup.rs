@@ -258,11 +258,14 @@ async fn restore(args: RestoreArgs, data_dir: Option<PathBuf>) -> anyhow::Result
     tokio::task::spawn_blocking(move || store.restore(&snapshot))
         .await?
         .map_err(|e| anyhow!("{e}"))?;
+    let created = &decoded.header.created;
     println!(
-        "Restored {count} items at revision {revision} into {target} (backup taken {}).\n\
-         Audit events and session recordings were not in the backup. Start the appliance on \
-         this store with `hop start`; agents and users keep their certificates.",
-        decoded.header.created
+        "Restored {count} items at revision {revision} into {target} (backup taken {created}).\n\
+         Audit events and session recordings were not in the backup. Locks, deletions and \
+         password or second-factor changes made after {created} are undone: find them with \
+         `hop admin audit search --since {created}` and apply them again before letting users \
+         in. Then start the appliance on this store with `hop start`; agents and users keep \
+         their certificates."
     );
     Ok(())
 }
