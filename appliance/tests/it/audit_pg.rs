@@ -2,7 +2,8 @@
 //! appliance whose cluster state and audit events are both in one PostgreSQL database writes its
 //! logins and admin actions there; after a restart (a second writer, with chains of its own)
 //! `hop admin audit search` finds both runs' events and `hop admin audit verify` checks every
-//! writer's chains; a row changed in the database is named as the break.
+//! writer's chains; a row changed in the database is named as the break. Two appliances on one
+//! database search and verify each other's events.
 
 use std::process::Command;
 
@@ -73,4 +74,38 @@ fn an_appliance_keeps_its_audit_events_in_postgresql_across_restarts() {
         stderr(&out)
     );
     assert!(stdout(&out).contains("BROKEN"), "{}", stdout(&out));
+}
+
+/// Two appliances on one PostgreSQL (state and audit events): each writes its own chains, and
+/// search and verify from either cover both.
+#[test]
+fn two_appliances_search_and_verify_each_others_events() {
+    let Some(pg) = Postgres::start() else { return };
+    pg.create_db("hop_two");
+    let hop_lines = format!(
+        "{}    audit_events_uri: \"{}\"\n",
+        pg.storage_yaml("hop_two"),
+        pg.url("hop_two")
+    );
+    let a = Appliance::start_configured(&hop_lines, NO_SECOND_FACTOR, "");
+    let b = Appliance::start_configured(&hop_lines, NO_SECOND_FACTOR, "");
+    a.ok(&["admin", "users", "add", "from-a", "--roles", "access"]);
+    b.ok(&["admin", "users", "add", "from-b", "--roles", "access"]);
+    for x in [&a, &b] {
+        let found = x.ok(&[
+            "admin",
+            "audit",
+            "search",
+            "--type",
+            "user.create",
+            "--format",
+            "json",
+        ]);
+        assert!(
+            found.contains("from-a") && found.contains("from-b"),
+            "{found}"
+        );
+        let verified = x.ok(&["admin", "audit", "verify"]);
+        assert!(verified.contains("intact"), "{verified}");
+    }
 }
