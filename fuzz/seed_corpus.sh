@@ -52,4 +52,7 @@ open(f"{pg}/gssenc_request.bin", "wb").write(struct.pack(">II", 8, 80877104))
 open(f"{pg}/cancel_request.bin", "wb").write(struct.pack(">IIII", 16, 80877102, 4242, 0xDEADBEEF))
 open(f"{pg}/cancel_request_v3_2.bin", "wb").write(struct.pack(">III", 44, 80877102, 4242) + bytes(range(32)))
 PY
+mkdir -p "$C/backup_file"
+cp ../storage/tests/fixtures/backup-v1-*.bin "$C/backup_file/"
+
 find "$C" -type f | sort | sed 's/^/  /'

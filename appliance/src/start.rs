@@ -38,7 +38,7 @@ use process::Process;
 use proxy::TlsFront;
 
 /// File name of the embedded database inside the data dir.
-pub const DB_FILE: &str = "hop.db";
+pub const DB_FILE: &str = hop_config::STATE_FILE;
 use hop_api::ADMIN_SOCKET;
 /// How often agents heartbeat on their control connection.
 const TUNNEL_HEARTBEAT: Duration = Duration::from_secs(30);

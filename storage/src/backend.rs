@@ -65,6 +65,38 @@ impl Event {
     }
 }
 
+/// Every live item of a store as of one revision: what [`Backend::snapshot`] reads in one read
+/// transaction and [`Backend::restore`] loads into an empty store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The store's revision when it was read: every write up to it is in `items`, none after.
+    pub revision: u64,
+    /// The live items, in key order, with their own revisions and leases.
+    pub items: Vec<Item>,
+}
+
+impl Snapshot {
+    /// Checks the rules a restore relies on: keys strictly increasing (so none repeats), and no
+    /// item newer than the snapshot's revision.
+    pub fn validate(&self) -> Result<(), StorageError> {
+        let invalid = |detail: String| Err(StorageError::InvalidSnapshot { detail });
+        let mut previous: Option<&str> = None;
+        for item in &self.items {
+            if previous.is_some_and(|p| p >= item.key.as_str()) {
+                return invalid(format!("key {:?} is out of order or repeated", item.key));
+            }
+            if item.revision == 0 || item.revision > self.revision {
+                return invalid(format!(
+                    "key {:?} has revision {}, outside 1..={}",
+                    item.key, item.revision, self.revision
+                ));
+            }
+            previous = Some(&item.key);
+        }
+        Ok(())
+    }
+}
+
 /// A transactional key-value store with revisions, TTL leases and a change feed.
 ///
 /// Every successful write (put, create, compare-and-swap, delete, and each key removed by a
@@ -119,6 +151,20 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
 
     /// The revision of the latest write (0 for a fresh store).
     fn current_revision(&self) -> Result<u64, StorageError>;
+
+    /// Every live item at one revision, in key order, read in one read transaction: a write
+    /// that commits while it runs is either wholly in it (its revision is at most the
+    /// snapshot's) or wholly absent.
+    fn snapshot(&self) -> Result<Snapshot, StorageError>;
+
+    /// Loads `snapshot` into this store in one durable write: every item with its own revision
+    /// and lease, and the store's revision set to the snapshot's, so that the next write gets a
+    /// higher revision than anything restored. The store must be empty (revision 0, no item,
+    /// live or expired), else [`StorageError::NotEmpty`] and nothing changes; a snapshot that
+    /// breaks [`Snapshot::validate`] is refused with [`StorageError::InvalidSnapshot`]. No
+    /// events are emitted: a watcher opened before sees [`WatchError::Lagged`] and resynchronises
+    /// (a restore is meant for a store no appliance has open).
+    fn restore(&self, snapshot: &Snapshot) -> Result<(), StorageError>;
 }
 
 /// The exclusive end key of the range holding every key that starts with `prefix`: the prefix
@@ -370,6 +416,14 @@ impl EventFeed {
         let _ = self.tx.send(event);
         drop(state);
         self.published.notify_all();
+    }
+
+    /// Forgets the history and starts again at revision `last` (after a restore, whose items
+    /// are not events).
+    pub(crate) fn reset(&self, last: u64) {
+        let mut state = self.lock();
+        state.history.clear();
+        state.last = last;
     }
 
     /// The revision of the newest published event.

@@ -159,6 +159,27 @@ pub enum StorageError {
         /// The newest schema version this build knows.
         supported: u64,
     },
+    /// A restore was pointed at a store that already holds cluster state: restoring merges
+    /// nothing and overwrites nothing, so it needs a fresh data dir or an empty database.
+    #[error(
+        "cannot restore into {target}: it is not empty (revision {revision}, {items} items); \
+         restore needs a new data directory or an empty PostgreSQL database"
+    )]
+    NotEmpty {
+        /// The store (a file or `user@host:port/database`).
+        target: String,
+        /// The store's revision.
+        revision: u64,
+        /// How many items it holds, live or expired.
+        items: u64,
+    },
+    /// A snapshot handed to a restore breaks the snapshot rules (keys out of order or repeated,
+    /// an item newer than the snapshot's revision).
+    #[error("invalid snapshot: {detail}")]
+    InvalidSnapshot {
+        /// What is wrong.
+        detail: String,
+    },
     /// A resource could not be serialized to JSON.
     #[error("cannot encode {key} as JSON: {source}")]
     Encode {
@@ -188,12 +209,14 @@ impl StorageError {
             | Self::NotFound { .. }
             | Self::InvalidName { .. }
             | Self::WatchTooOld { .. }
-            | Self::WatchAhead { .. } => Fault::Caller,
+            | Self::WatchAhead { .. }
+            | Self::InvalidSnapshot { .. } => Fault::Caller,
             Self::NewerSchema { .. }
             | Self::Locked { .. }
             | Self::PostgresConfig { .. }
             | Self::Unreachable { .. }
-            | Self::NewerDatabaseSchema { .. } => Fault::Operator,
+            | Self::NewerDatabaseSchema { .. }
+            | Self::NotEmpty { .. } => Fault::Operator,
             Self::Io { .. }
             | Self::Corrupt { .. }
             | Self::Engine { .. }

@@ -2,8 +2,10 @@
 //! with TTL leases and a change feed), its implementations — [`RedbBackend`], the embedded
 //! default kept in one file in the data directory, [`PgBackend`] for several appliances sharing one
 //! PostgreSQL database, and [`MemoryBackend`] for tests — and the
-//! typed [`ResourceStore`] layered on top — and the durable, hash-chained [`AuditLog`], kept in a
-//! redb file of its own, behind the [`AuditStore`] seam every audit store implements — and the
+//! typed [`ResourceStore`] layered on top — the [`backup`] file format a backend's [`Snapshot`] is
+//! written in and restored from — and the durable, hash-chained [`AuditLog`], kept in a redb
+//! file of its own, and [`PgAuditStore`], the same events shared in PostgreSQL, behind the
+//! [`AuditStore`] seam every audit store implements — and the
 //! [`recording`] module: the session-recording format, its exports and playback schedule, and the
 //! [`RecordingStore`] directory of uploaded recordings behind the [`RecordingBackend`] seam. It
 //! must never read the wall clock except through an injected
@@ -14,6 +16,7 @@
 pub mod audit;
 pub mod audit_store;
 pub mod backend;
+pub mod backup;
 pub mod clock;
 mod codec;
 pub mod error;
@@ -26,10 +29,10 @@ pub mod resources;
 
 pub use audit::{
     AckHandle, AuditConfig, AuditError, AuditEvent, AuditLog, AuditStats, EventPosition, Order,
-    SearchPage, SearchQuery, StoredEvent, VerifyReport,
+    PgAuditStore, SearchPage, SearchQuery, StoredEvent, VerifyReport,
 };
 pub use audit_store::{AckSender, AuditAck, AuditStore, StoreDescription};
-pub use backend::{Backend, Event, Item, PutOptions, Watcher, prefix_end};
+pub use backend::{Backend, Event, Item, PutOptions, Snapshot, Watcher, prefix_end};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Fault, StorageError, WatchError};
 pub use memory_backend::MemoryBackend;

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
 use crate::backend::{
-    Backend, Event, EventFeed, Item, Precondition, PutOptions, Watcher, cas_error, in_range,
-    is_expired,
+    Backend, Event, EventFeed, Item, Precondition, PutOptions, Snapshot, Watcher, cas_error,
+    in_range, is_expired,
 };
 use crate::clock::Clock;
 
@@ -177,5 +177,39 @@ impl Backend for MemoryBackend {
 
     fn current_revision(&self) -> Result<u64, StorageError> {
         Ok(self.lock().revision)
+    }
+
+    fn snapshot(&self) -> Result<Snapshot, StorageError> {
+        let state = self.lock();
+        let now = self.clock.now();
+        Ok(Snapshot {
+            revision: state.revision,
+            items: state
+                .items
+                .values()
+                .filter(|item| !is_expired(item.expires, now))
+                .cloned()
+                .collect(),
+        })
+    }
+
+    fn restore(&self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        snapshot.validate()?;
+        let mut state = self.lock();
+        if state.revision != 0 || !state.items.is_empty() {
+            return Err(StorageError::NotEmpty {
+                target: "memory".to_owned(),
+                revision: state.revision,
+                items: u64::try_from(state.items.len()).unwrap_or(u64::MAX),
+            });
+        }
+        state.items = snapshot
+            .items
+            .iter()
+            .map(|item| (item.key.clone(), item.clone()))
+            .collect();
+        state.revision = snapshot.revision;
+        self.feed.reset(snapshot.revision);
+        Ok(())
     }
 }

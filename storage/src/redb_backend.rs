@@ -14,12 +14,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use redb::{
-    Database, DatabaseError, Durability, ReadOnlyDatabase, ReadableDatabase, ReadableTable, Table,
-    TableDefinition, TableError, TableHandle, WriteTransaction,
+    Database, DatabaseError, Durability, ReadOnlyDatabase, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, Table, TableDefinition, TableError, TableHandle, WriteTransaction,
 };
 
 use crate::backend::{
-    Backend, Event, EventFeed, Item, Precondition, PutOptions, Watcher, cas_error, is_expired,
+    Backend, Event, EventFeed, Item, Precondition, PutOptions, Snapshot, Watcher, cas_error,
+    is_expired,
 };
 use crate::clock::Clock;
 use crate::codec;
@@ -419,6 +420,77 @@ impl Backend for RedbBackend {
             .get(REVISION_KEY)
             .map_err(|e| self.err(e))?
             .map_or(0, |v| v.value()))
+    }
+
+    fn snapshot(&self) -> Result<Snapshot, StorageError> {
+        let now = self.clock.now();
+        // One read transaction: redb's MVCC gives it one committed state, revision and items.
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let meta = txn.open_table(META).map_err(|e| self.err(e))?;
+        let revision = meta
+            .get(REVISION_KEY)
+            .map_err(|e| self.err(e))?
+            .map_or(0, |v| v.value());
+        let items = txn.open_table(ITEMS).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for entry in items.iter().map_err(|e| self.err(e))? {
+            let (key, value) = entry.map_err(|e| self.err(e))?;
+            let key = key.value();
+            let record = codec::decode(value.value()).map_err(|e| self.corrupt(key, &e))?;
+            if is_expired(record.expires, now) {
+                continue;
+            }
+            out.push(Item {
+                key: key.to_owned(),
+                value: record.value.to_vec(),
+                revision: record.revision,
+                expires: record.expires,
+            });
+        }
+        Ok(Snapshot {
+            revision,
+            items: out,
+        })
+    }
+
+    fn restore(&self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        snapshot.validate()?;
+        let _writes = self.lock_writes();
+        let txn = self.begin_write()?;
+        {
+            let mut items = txn.open_table(ITEMS).map_err(|e| self.err(e))?;
+            let mut expiry = txn.open_table(EXPIRY).map_err(|e| self.err(e))?;
+            let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
+            let revision = meta
+                .get(REVISION_KEY)
+                .map_err(|e| self.err(e))?
+                .map_or(0, |v| v.value());
+            let stored = items.len().map_err(|e| self.err(e))?;
+            if revision != 0 || stored != 0 {
+                // Dropping the transaction without a commit leaves the file as it was.
+                return Err(StorageError::NotEmpty {
+                    target: self.path.display().to_string(),
+                    revision,
+                    items: stored,
+                });
+            }
+            for item in &snapshot.items {
+                let record = codec::encode(item.revision, item.expires, &item.value);
+                items
+                    .insert(item.key.as_str(), record.as_slice())
+                    .map_err(|e| self.err(e))?;
+                if let Some(at) = item.expires {
+                    expiry
+                        .insert((codec::to_unix_nanos(at), item.key.as_str()), ())
+                        .map_err(|e| self.err(e))?;
+                }
+            }
+            meta.insert(REVISION_KEY, snapshot.revision)
+                .map_err(|e| self.err(e))?;
+        }
+        txn.commit().map_err(|e| self.err(e))?;
+        self.feed.reset(snapshot.revision);
+        Ok(())
     }
 }
 

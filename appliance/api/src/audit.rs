@@ -70,6 +70,9 @@ pub enum EventKind {
     BotUpdate,
     /// A CA rotation changed phase (who, which CA, from and to, the keys' fingerprints).
     CaRotate,
+    /// The cluster state was exported for a backup (who, the revision, how many items;
+    /// refused: `success: false`).
+    ClusterBackup,
     /// X.509 SVIDs issued to a bot (refused: `success: false`).
     SpiffeSvidIssue,
     /// An access request made (`hop request create`; refused: `success: false`).
@@ -128,6 +131,7 @@ impl EventKind {
             Self::BotRenew => "bot.renew",
             Self::BotUpdate => "bot.update",
             Self::CaRotate => "ca.rotate",
+            Self::ClusterBackup => "cluster.backup",
             Self::AccessRequestCreate => "access_request.create",
             Self::AccessRequestReview => "access_request.review",
             Self::AccessRequestUpdate => "access_request.update",
@@ -182,6 +186,7 @@ impl EventKind {
             Self::BotRenew => 8003,
             Self::BotUpdate => 8004,
             Self::CaRotate => 9000,
+            Self::ClusterBackup => 9100,
             Self::SpiffeSvidIssue => 8010,
             Self::AccessRequestCreate => 8100,
             Self::AccessRequestReview => 8101,
@@ -238,6 +243,7 @@ impl EventKind {
         Self::BotRenew,
         Self::BotUpdate,
         Self::CaRotate,
+        Self::ClusterBackup,
         Self::SpiffeSvidIssue,
         Self::AccessRequestCreate,
         Self::AccessRequestReview,

@@ -31,6 +31,7 @@ mod accounts;
 mod admin;
 mod agents;
 mod authorities;
+mod backup;
 mod bot_recovery;
 mod bots;
 mod certificates;

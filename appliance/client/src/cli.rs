@@ -569,6 +569,59 @@ pub enum AdminCommand {
     /// Load tests against a proxy (they do not use the admin socket).
     #[command(subcommand)]
     Loadtest(LoadtestCommand),
+    /// Back up the cluster state — resources, users with their password hashes, tokens, the
+    /// certificate authorities WITH THEIR PRIVATE KEYS — as of one revision: `hop admin backup
+    /// -o FILE` (mode 0600) or `hop admin backup > FILE`. Audit events and session recordings
+    /// are not included. Sealed with a passphrase (argon2id, AES-256-GCM) when one is given.
+    Backup(BackupArgs),
+    /// Restore a backup into a new data directory or an empty PostgreSQL database, with no
+    /// appliance running on it: `hop admin restore FILE --config hop.yaml` (the store that
+    /// config's `hop.storage` names) or `hop admin restore FILE --data-dir DIR`. Then `hop start`.
+    Restore(RestoreArgs),
+}
+
+/// `hop admin backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Write to FILE (created with mode 0600; an existing file is refused) instead of standard
+    /// output, which must not be a terminal.
+    #[arg(short = 'o', long = "out", value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub passphrase: PassphraseArgs,
+    /// Read the store directly instead of asking the running appliance (which must be stopped
+    /// when it is the redb in --data-dir): the store of --config's `hop.storage`, or the data
+    /// directory's.
+    #[arg(long)]
+    pub offline: bool,
+    /// With --offline: the appliance's config file (its `hop.data_dir` and `hop.storage`).
+    #[arg(short = 'c', long, requires = "offline")]
+    pub config: Option<PathBuf>,
+}
+
+/// `hop admin restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup file (`-` reads standard input).
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub passphrase: PassphraseArgs,
+    /// The config file of the appliance to restore into: its `hop.storage` (PostgreSQL) or its
+    /// `hop.data_dir` (redb). Without it, the redb in --data-dir.
+    #[arg(short = 'c', long)]
+    pub config: Option<PathBuf>,
+}
+
+/// Where a backup's passphrase comes from.
+#[derive(Debug, Args)]
+pub struct PassphraseArgs {
+    /// Read the passphrase from the first line of FILE.
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Ask for a passphrase on the terminal (when neither --passphrase-file nor
+    /// HOP_BACKUP_PASSPHRASE gives one).
+    #[arg(long)]
+    pub encrypt: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -56,6 +56,8 @@ pub use values::{Addr, Cidr, HumanDuration, Secret, ValueError, parse_addr, pars
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:3080";
 /// Default data directory, relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = "hop-data";
+/// The embedded cluster-state database (redb) inside the data directory.
+pub const STATE_FILE: &str = "hop.db";
 
 /// Why a configuration file was refused.
 #[derive(Debug, thiserror::Error)]

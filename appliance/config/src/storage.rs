@@ -16,7 +16,8 @@ const EVENTS_FIELD: &str = "hop.storage.audit_events_uri";
 const CONN_FIELD: &str = "hop.storage.conn_string";
 const SESSIONS_FIELD: &str = "hop.storage.audit_sessions_uri";
 /// What this build accepts, as the errors say it.
-const SUPPORTED: &str = "supported now: file:///ABSOLUTE/DIR, or leave it unset for the data dir";
+const SUPPORTED: &str = "supported now: file:///ABSOLUTE/DIR, postgresql://USER@HOST/DB?… for \
+    audit events, or leave it unset for the data dir";
 
 /// Where the cluster's records are kept.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -74,6 +75,12 @@ pub enum StoreLocation {
     DataDir,
     /// In this directory on the local file system (`file:///DIR`).
     Dir(PathBuf),
+    /// In the PostgreSQL database this URL names (audit events only), shared by every
+    /// appliance that names it.
+    Postgres {
+        /// The URL, as written (checked like `hop.storage.conn_string`).
+        conn_string: String,
+    },
 }
 
 /// Why a storage URI was refused.
@@ -83,6 +90,8 @@ pub enum StoreUriError {
     NotYet { scheme: String },
     #[error("{scheme}:// is not a supported store; {SUPPORTED}")]
     Unsupported { scheme: String },
+    #[error("{reason}")]
+    Postgres { reason: String },
     #[error("{text:?} is not a URI; write file://{text} for a directory, or {SUPPORTED}")]
     BarePath { text: String },
     #[error("{text:?} is not a URI; {SUPPORTED}")]
@@ -178,9 +187,17 @@ fn parse_uri(text: &str, store: Store) -> Result<StoreLocation, StoreUriError> {
     let scheme = scheme.to_ascii_lowercase();
     match (scheme.as_str(), store) {
         ("file", _) => file_dir(text, rest).map(StoreLocation::Dir),
-        ("postgres" | "postgresql", Store::Events) | ("s3", Store::Sessions) => {
-            Err(StoreUriError::NotYet { scheme })
+        ("postgres" | "postgresql", Store::Events) => {
+            hop_storage::postgres::check_conn_string(text).map_err(|e| {
+                StoreUriError::Postgres {
+                    reason: e.to_string(),
+                }
+            })?;
+            Ok(StoreLocation::Postgres {
+                conn_string: text.to_owned(),
+            })
         }
+        ("s3", Store::Sessions) => Err(StoreUriError::NotYet { scheme }),
         _ if scheme.is_empty() => Err(StoreUriError::NotUri { text: text.into() }),
         _ => Err(StoreUriError::Unsupported { scheme }),
     }
@@ -269,15 +286,9 @@ mod tests {
         let cases: &[(Parse, &str, &str, &str)] = &[
             (
                 events,
-                "postgres://db.example.com/hop",
+                "'postgresql://u@db.example.com/hop?sslmode=require'",
                 EVENTS_FIELD,
-                "arrives with high availability",
-            ),
-            (
-                events,
-                "postgresql://u@db/hop?sslmode=verify-full",
-                EVENTS_FIELD,
-                "arrives with high availability",
+                "sslmode",
             ),
             (
                 sessions,
@@ -357,8 +368,20 @@ mod tests {
     }
 
     #[test]
+    fn audit_events_may_be_in_postgresql() {
+        let url =
+            "postgresql://hop@db.example.com:5432/audit?sslmode=verify-full&sslrootcert=/ca.crt";
+        assert_eq!(
+            events(&format!("'{url}'")),
+            Ok(StoreLocation::Postgres {
+                conn_string: url.to_owned()
+            })
+        );
+    }
+
+    #[test]
     fn refusals_say_what_is_supported() {
-        for value in ["postgres://db/hop", "dynamodb://t", "audit", "''"] {
+        for value in ["mysql://db/hop", "dynamodb://t", "audit", "''"] {
             let err = events(value).unwrap_err();
             assert!(err.contains("file:///ABSOLUTE/DIR"), "{value}: {err}");
         }

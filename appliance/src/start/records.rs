@@ -37,8 +37,40 @@ pub(super) fn open_audit_store(
     let dir = match location {
         StoreLocation::DataDir => data_dir.to_owned(),
         StoreLocation::Dir(dir) => create_store_dir(dir, "hop.storage.audit_events_uri")?,
+        StoreLocation::Postgres { conn_string } => return open_audit_pg(cfg, &conn_string, clock),
     };
     let store: Arc<dyn AuditStore> = Arc::new(open_audit_log(cfg, &dir.join(AUDIT_FILE), clock)?);
+    tracing::info!(store = %store.describe(), "audit events store opened");
+    Ok(store)
+}
+
+/// The audit store in the PostgreSQL database `conn_string` names, shared with the cluster's
+/// other appliances (each writes its own chains), with `auth_service.audit.retention`. The
+/// forward copy is the local log's (a
+/// shipper reads one host's file) and is refused here rather than silently not written.
+fn open_audit_pg(
+    cfg: &Config,
+    conn_string: &str,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Arc<dyn AuditStore>> {
+    if cfg
+        .auth_service
+        .audit
+        .forward
+        .as_deref()
+        .is_some_and(|f| !f.is_empty())
+    {
+        anyhow::bail!(
+            "auth_service.audit.forward is not supported with a PostgreSQL audit store \
+             (hop.storage.audit_events_uri: postgresql://…) yet; remove it, or ship the events \
+             from the database"
+        );
+    }
+    let retention = cfg.auth_service.audit.retention.map(|d| d.0);
+    let store: Arc<dyn AuditStore> = Arc::new(
+        hop_storage::PgAuditStore::open(conn_string, clock, retention)
+            .map_err(|e| anyhow!("hop.storage.audit_events_uri: {e}"))?,
+    );
     tracing::info!(store = %store.describe(), "audit events store opened");
     Ok(store)
 }
@@ -88,6 +120,9 @@ pub(super) fn open_recordings(
     let dir = match location {
         StoreLocation::DataDir => data_dir.join(RECORDINGS_DIR),
         StoreLocation::Dir(dir) => dir,
+        StoreLocation::Postgres { .. } => {
+            anyhow::bail!("hop.storage.audit_sessions_uri: recordings cannot be kept in PostgreSQL")
+        }
     };
     let store: Arc<dyn RecordingBackend> = Arc::new(
         RecordingStore::open_with_backend(&dir, backend)

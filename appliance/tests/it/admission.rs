@@ -16,7 +16,7 @@ use crate::clock;
 use crate::harness::*;
 use crate::ssh::{Killed, node_token, start_node};
 
-const ROLES: &str = "kind: role\nversion: v7\nmetadata:\n  name: matrix\nspec:\n  allow:\n    logins: ['{{internal.logins}}']\n    node_labels: {'*': '*'}\n    app_labels: {'*': '*'}\n    rules:\n    - resources: [role]\n      verbs: [list, read]\n---\nkind: role\nversion: v7\nmetadata:\n  name: other\nspec:\n  allow:\n    logins: [nobody]\n---\nkind: role\nversion: v7\nmetadata:\n  name: watcher\nspec:\n  allow:\n    join_sessions:\n    - name: watch-matrix\n      roles: [matrix]\n      kinds: [ssh]\n      modes: [observer]\n";
+const ROLES: &str = "kind: role\nversion: v7\nmetadata:\n  name: matrix\nspec:\n  allow:\n    logins: ['{{internal.logins}}']\n    node_labels: {'*': '*'}\n    app_labels: {'*': '*'}\n    rules:\n    - resources: [role]\n      verbs: [list, read]\n    - resources: [backup]\n      verbs: [read]\n---\nkind: role\nversion: v7\nmetadata:\n  name: other\nspec:\n  allow:\n    logins: [nobody]\n---\nkind: role\nversion: v7\nmetadata:\n  name: watcher\nspec:\n  allow:\n    join_sessions:\n    - name: watch-matrix\n      roles: [matrix]\n      kinds: [ssh]\n      modes: [observer]\n";
 
 /// One cluster: a node agent, an app agent serving an echo server (TCP app `echo`) and the
 /// Python web app of `tests/fixtures/app_upstream.py` (HTTP app `web`), and the matrix roles.
@@ -242,6 +242,8 @@ enum Try {
     AdminApi,
     /// `hop request ls`: the access-request API, admitted on the admin API route.
     AccessRequests,
+    /// `hop admin backup` through the proxy (the `backup` `read` rule): the cluster's keys.
+    Backup,
 }
 
 const TRIES: &[Try] = &[
@@ -252,6 +254,7 @@ const TRIES: &[Try] = &[
     Try::HttpApp,
     Try::AdminApi,
     Try::AccessRequests,
+    Try::Backup,
 ];
 
 impl Try {
@@ -267,7 +270,7 @@ impl Try {
             // `hop proxy app web` carries requests with the app certificate it got before the
             // spoiling (the proxy's app route refuses), or asks the API for one (which refuses).
             Self::HttpApp => &["app", "admin_api"],
-            Self::AdminApi | Self::AccessRequests => &["admin_api"],
+            Self::AdminApi | Self::AccessRequests | Self::Backup => &["admin_api"],
         }
     }
 
@@ -303,12 +306,18 @@ impl Try {
                 "",
             ),
             Self::AccessRequests => run(&u.home, &["request", "ls", "--format", "json"], ""),
+            Self::Backup => run(
+                &u.home,
+                &["admin", "--auth-server", &c.a.addr, "backup"],
+                "",
+            ),
         };
         let text = stdout(&out);
         let worked = out.status.success()
             && match self {
                 Self::AdminApi => text.contains("matrix"),
                 Self::AccessRequests => text.trim_start().starts_with('['),
+                Self::Backup => text.starts_with("HOP-BACKUP 1\n"),
                 _ => text.contains("ok-42"),
             };
         if worked {

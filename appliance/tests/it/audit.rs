@@ -218,8 +218,8 @@ fn an_unsupported_storage_uri_fails_start_before_anything_is_opened() {
     for (field, uri, words) in [
         (
             "audit_events_uri",
-            "postgres://db.example.com/hop",
-            "not available yet",
+            "'postgresql://hop@db.example.com/hop?sslmode=require'",
+            "does not check that the server is the one named",
         ),
         ("audit_sessions_uri", "s3://bucket/rec", "not available yet"),
         (

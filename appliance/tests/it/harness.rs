@@ -46,6 +46,16 @@ impl Appliance {
 
     /// Like [`Appliance::start_with`], with extra lines (indented by two spaces) under `hop`.
     pub fn start_configured(extra_hop: &str, extra_auth: &str, extra_proxy: &str) -> Self {
+        Self::start_listening(extra_hop, extra_auth, extra_proxy, "127.0.0.1:0")
+    }
+
+    /// Like [`Appliance::start_configured`], with the proxy on `listen` (HOST:PORT).
+    pub fn start_listening(
+        extra_hop: &str,
+        extra_auth: &str,
+        extra_proxy: &str,
+        listen: &str,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let home = dir.path().join("home");
@@ -54,7 +64,7 @@ impl Appliance {
         std::fs::write(
             &config,
             format!(
-                "version: v1\nhop:\n  data_dir: {}\n  diag_addr: {diag}\n{extra_hop}auth_service:\n  cluster_name: test.cluster\n{extra_auth}proxy_service:\n  listen_addr: 127.0.0.1:0\n{extra_proxy}",
+                "version: v1\nhop:\n  data_dir: {}\n  diag_addr: {diag}\n{extra_hop}auth_service:\n  cluster_name: test.cluster\n{extra_auth}proxy_service:\n  listen_addr: {listen}\n{extra_proxy}",
                 data.display()
             ),
         )

@@ -32,6 +32,7 @@ mod export;
 mod id_block;
 mod index;
 mod migrate;
+mod postgres;
 mod prealloc;
 mod recover;
 mod retention;
@@ -58,6 +59,7 @@ pub use error::AuditError;
 pub use event::{
     AuditEvent, MAX_EVENT_LEN, MAX_FIELD_LEN, MAX_NAME_LEN, RESERVED_FIELDS, StoredEvent,
 };
+pub use postgres::PgAuditStore;
 pub use retention::PurgeReport;
 pub use search::{DEFAULT_LIMIT, MAX_LIMIT, Order, SearchPage, SearchQuery};
 pub use tables::AUDIT_SCHEMA_VERSION;

@@ -588,8 +588,8 @@ fn decode_cursor(cursor: &str) -> Result<Position, AuditError> {
     Ok((time, seq))
 }
 
-/// A prepared free-text filter.
-struct TextNeedle {
+/// A prepared free-text filter (the PostgreSQL store matches with it too).
+pub(crate) struct TextNeedle {
     lower: String,
     ascii: bool,
     /// Whether the needle appears verbatim (modulo ASCII case) in the JSON of any event it
@@ -599,7 +599,7 @@ struct TextNeedle {
 }
 
 impl TextNeedle {
-    fn new(text: &str) -> Self {
+    pub(crate) fn new(text: &str) -> Self {
         let ascii = text.is_ascii();
         Self {
             lower: if ascii {
@@ -633,7 +633,7 @@ impl TextNeedle {
         }
     }
 
-    fn matches(&self, stored: &StoredEvent) -> bool {
+    pub(crate) fn matches(&self, stored: &StoredEvent) -> bool {
         let ev = &stored.event;
         [&ev.event, &ev.user, &ev.login, &ev.server]
             .into_iter()

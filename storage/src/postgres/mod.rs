@@ -44,7 +44,7 @@
 
 mod conn_string;
 mod poller;
-mod pool;
+pub(crate) mod pool;
 mod schema;
 mod tls;
 
@@ -58,7 +58,7 @@ pub use poller::WATCH_APPLICATION_NAME;
 
 use self::pool::{Pool, block_on, map_pg};
 use crate::backend::{
-    Backend, Event, EventFeed, Item, Precondition, PutOptions, Watcher, cas_error,
+    Backend, Event, EventFeed, Item, Precondition, PutOptions, Snapshot, Watcher, cas_error,
 };
 use crate::clock::Clock;
 use crate::codec;
@@ -68,6 +68,33 @@ use crate::error::StorageError;
 /// same refusals [`PgBackend::open`] gives for its shape and TLS settings.
 pub fn check_conn_string(conn_string: &str) -> Result<(), StorageError> {
     conn_string::parse(conn_string).map(|_| ())
+}
+
+/// A pool of connections to the database `conn_string` names (checked, with its TLS), the
+/// runtime its connection drivers run on (threads named `thread_name`), and the target's name.
+pub(crate) fn connect(
+    conn_string: &str,
+    thread_name: &str,
+) -> Result<(tokio::runtime::Runtime, Pool, String), StorageError> {
+    let settings = conn_string::parse(conn_string)?;
+    let tls = tls::MakeRustls::new(tls::client_config(&settings.tls)?);
+    let target = settings.target.clone();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(thread_name)
+        .enable_all()
+        .build()
+        .map_err(|err| StorageError::Database {
+            target: target.clone(),
+            detail: format!("cannot start the client's runtime: {err}"),
+        })?;
+    let connector = pool::Connector::new(
+        settings.config,
+        tls,
+        target.clone(),
+        runtime.handle().clone(),
+    );
+    Ok((runtime, Pool::new(connector, settings.pool_max), target))
 }
 
 /// How many recent events this process keeps for watchers that resume.
@@ -153,25 +180,7 @@ impl PgBackend {
         clock: Arc<dyn Clock>,
         options: PgOptions,
     ) -> Result<Self, StorageError> {
-        let settings = conn_string::parse(conn_string)?;
-        let tls = tls::MakeRustls::new(tls::client_config(&settings.tls)?);
-        let target = settings.target.clone();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("hop-postgres")
-            .enable_all()
-            .build()
-            .map_err(|err| StorageError::Database {
-                target: target.clone(),
-                detail: format!("cannot start the client's runtime: {err}"),
-            })?;
-        let connector = pool::Connector::new(
-            settings.config,
-            tls,
-            target.clone(),
-            runtime.handle().clone(),
-        );
-        let pool = Pool::new(connector, settings.pool_max);
+        let (runtime, pool, target) = connect(conn_string, "hop-postgres")?;
         let revision = {
             let mut client = pool.get()?;
             block_on(schema::migrate(&mut client, &target))?;
@@ -554,6 +563,88 @@ impl Backend for PgBackend {
     fn current_revision(&self) -> Result<u64, StorageError> {
         let target = &self.shared.target;
         self.read(async |client| Ok(read_meta(&*client, target).await?.0))
+    }
+
+    fn snapshot(&self) -> Result<Snapshot, StorageError> {
+        let now = self.now_ns();
+        let target = &self.shared.target;
+        self.read(async |client| {
+            let db = |err| map_pg(target, err);
+            // One REPEATABLE READ snapshot: the revision counter and the items as of one commit
+            // point (writers commit in revision order, so it holds exactly revisions <= it).
+            let txn = client
+                .build_transaction()
+                .isolation_level(IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await
+                .map_err(db)?;
+            let (revision, _) = read_meta(&txn, target).await?;
+            let rows = txn
+                .query(
+                    "SELECT key, value, revision, expires_ns FROM hop_items \
+                     WHERE expires_ns IS NULL OR expires_ns > $1 ORDER BY key",
+                    &[&now],
+                )
+                .await
+                .map_err(db)?;
+            let items = rows
+                .iter()
+                .map(|row| row_to_item(row, target))
+                .collect::<Result<Vec<_>, _>>()?;
+            txn.commit().await.map_err(db)?;
+            Ok(Snapshot { revision, items })
+        })
+    }
+
+    fn restore(&self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        snapshot.validate()?;
+        let target = &self.shared.target;
+        let keys: Vec<&[u8]> = snapshot.items.iter().map(|i| i.key.as_bytes()).collect();
+        let values: Vec<&[u8]> = snapshot.items.iter().map(|i| i.value.as_slice()).collect();
+        let revisions: Vec<i64> = snapshot.items.iter().map(|i| to_i64(i.revision)).collect();
+        let expires: Vec<Option<i64>> = snapshot
+            .items
+            .iter()
+            .map(|i| i.expires.map(to_ns))
+            .collect();
+        let revision = to_i64(snapshot.revision);
+        self.write_txn(async |txn| {
+            let db = |err| map_pg(target, err);
+            // Takes the writers' lock first, so no write can slip in between check and load.
+            let row = txn
+                .query_one(
+                    "SELECT revision, (SELECT count(*) FROM hop_items) FROM hop_meta FOR UPDATE",
+                    &[],
+                )
+                .await
+                .map_err(db)?;
+            let (current, stored): (i64, i64) = (row.get(0), row.get(1));
+            if current != 0 || stored != 0 {
+                return Err(StorageError::NotEmpty {
+                    target: target.clone(),
+                    revision: u64::try_from(current).unwrap_or(0),
+                    items: u64::try_from(stored).unwrap_or(0),
+                });
+            }
+            txn.execute(
+                "INSERT INTO hop_items (key, value, revision, expires_ns) \
+                 SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bigint[], $4::bigint[])",
+                &[&keys, &values, &revisions, &expires],
+            )
+            .await
+            .map_err(db)?;
+            // Nothing before the restored revision can be resumed from: watchers resynchronise.
+            txn.execute(
+                "UPDATE hop_meta SET revision = $1, trimmed_through = $1",
+                &[&revision],
+            )
+            .await
+            .map_err(db)?;
+            Ok(())
+        })?;
+        self.shared.feed.reset(snapshot.revision);
+        Ok(())
     }
 }
 

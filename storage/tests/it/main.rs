@@ -8,6 +8,7 @@
 
 mod audit_crash;
 mod audit_log;
+mod audit_pg;
 mod audit_retention;
 mod audit_search;
 mod audit_tamper;
@@ -23,4 +24,5 @@ mod recording_store;
 mod resources;
 mod schema;
 mod semantics;
+mod snapshot;
 mod support;

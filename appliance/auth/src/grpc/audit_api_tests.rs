@@ -1,5 +1,6 @@
 //! Audit search, verify and export served through the `AuditStore` seam: a store other than the
-//! local log (here one that wraps it and counts what is asked of it) answers every call.
+//! local log (here one that wraps it and counts what is asked of it) answers every call; and
+//! the backup export's authorization and audit events.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -184,4 +185,63 @@ async fn an_api_without_a_store_says_so() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable);
+}
+
+/// `hop admin backup`'s export: the local admin gets one snapshot as a plain backup file with
+/// the CA keys and without soft state, on the record; a caller without the admin socket or the
+/// `backup` `read` rule is refused, on the record too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_is_for_admins_and_always_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let (api, store) = api(dir.path()).await;
+    let mut stream = api
+        .export_backup(admin(ExportBackupRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut file = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        file.extend(chunk.unwrap().data);
+    }
+    let backup = hop_storage::backup::decode(&file, None).unwrap();
+    let keys: Vec<&str> = backup
+        .snapshot
+        .items
+        .iter()
+        .map(|i| i.key.as_str())
+        .collect();
+    assert!(
+        keys.iter().any(|k| k.starts_with("/resources/ca_keys/")),
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter()
+            .all(|k| hop_storage::backup::is_cluster_state(k))
+    );
+
+    let mut anonymous = Request::new(ExportBackupRequest {});
+    anonymous
+        .extensions_mut()
+        .insert(Caller::Anonymous { remote: None });
+    let err = api.export_backup(anonymous).await.err().unwrap();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+
+    let events = tokio::task::spawn_blocking(move || {
+        store
+            .search(&SearchQuery {
+                event_types: vec!["cluster.backup".into()],
+                ..SearchQuery::default()
+            })
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let outcomes: Vec<(bool, String)> = events
+        .events
+        .iter()
+        .map(|e| (e.event.success, e.event.user.clone()))
+        .collect();
+    assert_eq!(outcomes.len(), 2, "{outcomes:?}");
+    assert!(outcomes.contains(&(true, "admin (local socket)".into())));
+    assert!(outcomes.contains(&(false, "anonymous".into())));
 }

@@ -4,11 +4,13 @@
 //! or the proxy with the current login's certificate) and how results are shown: tables for
 //! people, JSON or YAML for scripts. Every decision is the server's. [`run`] hands each command
 //! to the module of the resource it is about: `status`, `nodes` (and the inventory), `users`,
-//! `tokens`, `bots`, `resources` (create, get, rm of any kind), `authorities` (export, sign) and `audit`;
+//! `tokens`, `bots`, `resources` (create, get, rm of any kind), `authorities` (export, sign), `audit`
+//! and `backup` (backup and restore, which works offline);
 //! locks live in `crate::locks`.
 
 mod audit;
 mod authorities;
+mod backup;
 mod bots;
 mod nodes;
 mod resources;
@@ -32,6 +34,9 @@ use hop_net::connect::{admin_socket_channel, status_error, tls_channel};
 use hop_platform::clock;
 
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
+    if backup::is_offline(&args) {
+        return backup::run_offline(args).await;
+    }
     let ch = channel(&args).await?;
     let mut c = AuthAdminClient::new(ch.clone());
     match args.command {
@@ -49,6 +54,8 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Get { resource, out } => resources::get(&mut c, &resource, out).await,
         AdminCommand::Rm { resource } => resources::remove(&mut c, &resource).await,
         AdminCommand::Auth(cmd) => authorities::run(&mut c, ch, cmd).await,
+        AdminCommand::Backup(a) => backup::online(&mut c, a).await,
+        AdminCommand::Restore(_) => bail!("`hop admin restore` does not use the admin API"),
     }
 }
 

@@ -79,6 +79,12 @@ impl Backend for FlakyBackend {
         self.fault()?;
         self.inner.current_revision()
     }
+    fn snapshot(&self) -> Result<hop_storage::Snapshot, StorageError> {
+        self.inner.snapshot()
+    }
+    fn restore(&self, snapshot: &hop_storage::Snapshot) -> Result<(), StorageError> {
+        self.inner.restore(snapshot)
+    }
 }
 
 /// The audit events Auth wrote, kept for the test to read.

@@ -1,0 +1,42 @@
+//! `hop admin backup`'s server side: the cluster state of one backend revision as an unsealed
+//! backup file (`hop_storage::backup`), audited. It decides what a backup holds (the storage
+//! crate's `cluster_state`: everything but soft state and the recordings index) and that every
+//! export is on the record; it never seals the file (the client does, so that the passphrase
+//! never reaches the server) and never logs what it exports.
+
+use hop_storage::backup;
+
+use super::AuthServer;
+use crate::audit::EventKind;
+use crate::error::AuthError;
+
+impl AuthServer {
+    /// The cluster state as an unsealed backup file, for `actor` (already authorized). The
+    /// export is audited (revision, number of items) durably before the file is handed out; an
+    /// export that cannot be put on the record is refused. Call from a blocking context.
+    pub fn export_backup(&self, actor: &str) -> Result<Vec<u8>, AuthError> {
+        let snapshot = backup::cluster_state(self.store.backend().snapshot()?);
+        let file = backup::encode(&snapshot, self.clock.now(), None)
+            .map_err(|e| AuthError::Internal(format!("cannot write the backup: {e}")))?;
+        self.audit
+            .append_all_durable(vec![
+                self.event(EventKind::ClusterBackup, actor)
+                    .field("revision", snapshot.revision)
+                    .field("items", snapshot.items.len()),
+            ])
+            .map_err(|e| {
+                AuthError::Internal(format!(
+                    "the backup was not handed out: its audit event could not be written ({e})"
+                ))
+            })?;
+        Ok(file)
+    }
+
+    /// Records a refused export (the caller lacked the `backup` `read` rule), durably.
+    pub fn refuse_backup(&self, actor: &str, reason: &str) {
+        self.audit.emit_durable(
+            self.event(EventKind::ClusterBackup, actor)
+                .failed(EventKind::ClusterBackup, reason),
+        );
+    }
+}
