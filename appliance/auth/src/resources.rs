@@ -113,6 +113,7 @@ pub fn new_user(
     user.spec.created_by = Some(hop_rbac::CreatedBy {
         time: odt(now),
         user: actor.to_string(),
+        connector: None,
     });
     user.validate()
         .map_err(|e| AuthError::BadRequest(e.to_string()))?;

@@ -14,6 +14,7 @@ use crate::compat::FieldWarning;
 use crate::database::DatabaseResource;
 use crate::lock::LockResource;
 use crate::node::NodeResource;
+use crate::oidc::OidcConnector;
 use crate::role::Role;
 use crate::token::ProvisionToken;
 use crate::user::User;
@@ -105,6 +106,8 @@ pub enum Resource {
     Node(NodeResource),
     /// `kind: lock`
     Lock(LockResource),
+    /// `kind: oidc`
+    Oidc(OidcConnector),
 }
 
 /// Every kind this crate knows, in the order error messages list them.
@@ -118,6 +121,7 @@ pub const KINDS: &[&str] = &[
     DatabaseResource::KIND,
     NodeResource::KIND,
     LockResource::KIND,
+    OidcConnector::KIND,
 ];
 
 impl Resource {
@@ -134,6 +138,7 @@ impl Resource {
             Self::Database(_) => DatabaseResource::KIND,
             Self::Node(_) => NodeResource::KIND,
             Self::Lock(_) => LockResource::KIND,
+            Self::Oidc(_) => OidcConnector::KIND,
         }
     }
 
@@ -156,6 +161,7 @@ impl Resource {
             Self::Database(r) => r.metadata(),
             Self::Node(r) => r.metadata(),
             Self::Lock(r) => r.metadata(),
+            Self::Oidc(r) => r.metadata(),
         }
     }
 
@@ -171,6 +177,7 @@ impl Resource {
             Self::Database(r) => r.validate(),
             Self::Node(r) => r.validate(),
             Self::Lock(r) => r.validate(),
+            Self::Oidc(r) => r.validate(),
         }
     }
 
@@ -220,6 +227,7 @@ from_variant! {
     DatabaseResource => Database,
     NodeResource => Node,
     LockResource => Lock,
+    OidcConnector => Oidc,
 }
 
 impl Serialize for Resource {
@@ -234,6 +242,7 @@ impl Serialize for Resource {
             Self::Database(r) => r.serialize(serializer),
             Self::Node(r) => r.serialize(serializer),
             Self::Lock(r) => r.serialize(serializer),
+            Self::Oidc(r) => r.serialize(serializer),
         }
     }
 }
@@ -262,6 +271,7 @@ impl<'de> Deserialize<'de> for Resource {
             DatabaseResource::KIND => Self::Database(serde_json::from_value(value).map_err(typed)?),
             NodeResource::KIND => Self::Node(serde_json::from_value(value).map_err(typed)?),
             LockResource::KIND => Self::Lock(serde_json::from_value(value).map_err(typed)?),
+            OidcConnector::KIND => Self::Oidc(serde_json::from_value(value).map_err(typed)?),
             other => return Err(D::Error::unknown_variant(other, KINDS)),
         })
     }

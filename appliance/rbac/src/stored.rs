@@ -28,5 +28,6 @@ stored!(
     AuthPreference,
     DatabaseResource,
     NodeResource,
-    LockResource
+    LockResource,
+    crate::oidc::OidcConnector
 );
