@@ -172,3 +172,86 @@ mod tests {
         assert!(check_client_redirect("https://login.example.com/cb", &corp).is_ok());
     }
 }
+
+/// `application/x-www-form-urlencoded` (and query string) encoding of one value: unreserved
+/// characters as they are, everything else `%XX`.
+#[must_use]
+pub fn form_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `k1=v1&k2=v2`, each key and value encoded.
+#[must_use]
+pub fn form(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Decodes one `%XX`/`+` encoded query value; `None` when malformed or not UTF-8.
+#[must_use]
+pub fn form_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        match c {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = s.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            _ => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The value of query parameter `name` in `query` (the part after `?`); `None` when absent,
+/// repeated (a second value could smuggle a choice past a check) or malformed.
+#[must_use]
+pub fn query_param(query: &str, name: &str) -> Option<String> {
+    let mut found = None;
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if form_decode(k).as_deref() == Some(name) {
+            if found.is_some() {
+                return None;
+            }
+            found = Some(form_decode(v)?);
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod form_tests {
+    use super::*;
+
+    #[test]
+    fn form_values_round_trip_and_repeats_are_refused() {
+        let v = "a b&c=d/é%";
+        let q = form(&[("state", v), ("code", "x")]);
+        assert_eq!(query_param(&q, "state").as_deref(), Some(v));
+        assert_eq!(query_param(&q, "code").as_deref(), Some("x"));
+        assert_eq!(query_param("state=1&state=2", "state"), None);
+        assert_eq!(query_param("state=%zz", "state"), None);
+        assert_eq!(query_param("state=%4", "state"), None);
+        assert_eq!(query_param("other=1", "state"), None);
+        for i in 0..q.len() {
+            let _ = query_param(&q[..i], "state");
+        }
+    }
+}

@@ -32,6 +32,7 @@ mod grpc_bots;
 mod grpc_db;
 mod grpc_kube;
 mod grpc_rotation;
+mod grpc_sso;
 pub mod host_names;
 pub mod inventory;
 pub mod join_tokens;
@@ -50,6 +51,7 @@ pub mod rotation;
 mod rotation_tests;
 pub mod routed_certs;
 pub mod server;
+pub mod sso;
 #[cfg(test)]
 mod server_tests;
 #[cfg(test)]

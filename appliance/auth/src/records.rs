@@ -189,6 +189,7 @@ pub const PUBLIC_KINDS: &[&str] = &[
     "db",
     "node",
     "lock",
+    "oidc",
     "cert_authority",
     "cluster_name",
     "cluster_auth_preference",

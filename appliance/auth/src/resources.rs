@@ -20,11 +20,11 @@ use super::records::PUBLIC_KINDS;
 const CLUSTER_NAME: &str = "cluster-name";
 const AUTH_PREFERENCE: &str = "cluster-auth-preference";
 
-fn odt(t: SystemTime) -> time::OffsetDateTime {
+pub fn odt(t: SystemTime) -> time::OffsetDateTime {
     time::OffsetDateTime::from(t)
 }
 
-fn from_odt(t: time::OffsetDateTime) -> SystemTime {
+pub fn from_odt(t: time::OffsetDateTime) -> SystemTime {
     SystemTime::from(t)
 }
 
@@ -202,6 +202,7 @@ pub fn write(store: &ResourceStore, doc: &Resource, now: SystemTime) -> Result<(
         Resource::Database(d) => store.upsert::<hop_rbac::DatabaseResource>(d).map(drop),
         Resource::Node(n) => store.upsert::<hop_rbac::NodeResource>(n).map(drop),
         Resource::Lock(l) => store.upsert::<hop_rbac::LockResource>(l).map(drop),
+        Resource::Oidc(c) => store.upsert::<hop_rbac::OidcConnector>(c).map(drop),
         Resource::ClusterName(_) | Resource::CertAuthority(_) => {
             return Err(AuthError::BadRequest(format!(
                 "{} resources cannot be written",
@@ -220,6 +221,7 @@ pub fn delete(store: &ResourceStore, kind: &str, name: &str) -> Result<bool, Aut
         "db" => store.delete::<hop_rbac::DatabaseResource>(name),
         "node" => store.delete::<hop_rbac::NodeResource>(name),
         "lock" => store.delete::<hop_rbac::LockResource>(name),
+        "oidc" => store.delete::<hop_rbac::OidcConnector>(name),
         "host_name" => store.delete::<super::records::HostNameClaim>(name),
         _ => {
             return Err(AuthError::BadRequest(format!(
@@ -240,6 +242,7 @@ pub fn canonical_kind(kind: &str) -> Option<&'static str> {
         "dbs" | "database" | "databases" => "db",
         "nodes" => "node",
         "locks" => "lock",
+        "oidc_connector" | "oidc_connectors" | "oidcs" => "oidc",
         "host_names" | "hostname" | "hostnames" => "host_name",
         "ca" | "cas" | "cert_authorities" | "cert_authority" => "cert_authority",
         "cluster_auth_preferences" | "cap" => "cluster_auth_preference",

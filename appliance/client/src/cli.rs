@@ -439,8 +439,14 @@ pub struct LoginArgs {
     pub ttl: Option<String>,
     /// Add the roles of this approved access request (`hop request ls`) to your login, until
     /// the request expires. Uses your current login when it is valid, else logs in first.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "auth")]
     pub request_id: Option<String>,
+    /// Log in through this SSO connector (`kind: oidc`) in a browser instead of a password.
+    #[arg(long, conflicts_with_all = ["password_stdin", "otp"])]
+    pub auth: Option<String>,
+    /// With --auth: `none` prints the login URL instead of opening a browser.
+    #[arg(long, default_value = "default", value_parser = ["default", "none"])]
+    pub browser: String,
 }
 
 #[derive(Debug, Subcommand)]

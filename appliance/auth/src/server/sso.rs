@@ -1,0 +1,528 @@
+//! SSO logins, the server's part: starting one (the connector, the client's redirect rules,
+//! the pending record with `state`, nonce and PKCE verifier), and completing one from the
+//! provider's callback (the state used once, the code traded, the ID token verified, claims
+//! mapped to roles and traits, the temporary user written, certificates issued through the
+//! password login's own issuance, the result sealed to the client's key). Every refusal is
+//! audited as a failed `user.login` with `method: oidc`, the connector and the reason.
+//!
+//! It never logs or audits a code, a token, a state, a nonce, a secret or a sealing key, and
+//! never lets an SSO login take the name of a local user or a bot.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hop_api::jose::Expected;
+use hop_api::sso::{self as contract, RESPONSE_PARAM, SEAL_KEY_LEN};
+use hop_rbac::{ConnectorRef, CreatedBy, OidcConnector, OidcConnectorSpec, User};
+use prost::Message;
+
+use super::{AuthServer, LoginClient, LoginRequest, resources};
+use crate::audit::EventKind;
+use crate::error::AuthError;
+use crate::sso::pending::{PendingSsoLogin, pkce_challenge, random_b64, state_hash};
+use crate::sso::{SSO_REQUEST_TTL, SsoError};
+use hop_api::timestamps::rfc3339;
+
+/// Claims that describe the token rather than the user: not made into traits.
+const TOKEN_CLAIMS: &[&str] = &[
+    "iss", "aud", "exp", "iat", "nbf", "nonce", "at_hash", "c_hash", "auth_time", "azp", "jti",
+    "sid", "acr", "amr",
+];
+
+/// A client's request to start an SSO login.
+#[derive(Debug, Clone)]
+pub struct SsoStart {
+    pub connector: String,
+    pub ssh_public_key: String,
+    pub tls_public_key_der: Vec<u8>,
+    pub ttl: Option<Duration>,
+    pub client_redirect_url: String,
+    pub seal_key: Vec<u8>,
+    pub remote: Option<SocketAddr>,
+}
+
+/// A started login: where to send the browser.
+#[derive(Debug, Clone)]
+pub struct SsoStarted {
+    pub request_id: String,
+    pub redirect_url: String,
+}
+
+/// What the provider's redirect to the proxy's callback carried.
+#[derive(Debug, Clone, Default)]
+pub struct OidcCallback {
+    pub state: String,
+    pub code: String,
+    /// `error` (and `error_description`) when the provider refused.
+    pub error: Option<String>,
+    pub remote: Option<SocketAddr>,
+}
+
+/// A name, roles and traits a verified login maps to (pure: [`map_login`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MappedLogin {
+    pub username: String,
+    pub roles: Vec<String>,
+    pub traits: BTreeMap<String, Vec<String>>,
+}
+
+/// The user name, roles and traits that verified claims give under `spec`: traits are the
+/// user's claims (not the token's own), the name is `username_claim`, else `email`, else `sub`.
+pub fn map_login(
+    connector: &str,
+    spec: &OidcConnectorSpec,
+    subject: &str,
+    claims: &serde_json::Map<String, serde_json::Value>,
+) -> Result<MappedLogin, SsoError> {
+    let mut user_claims = claims.clone();
+    for k in TOKEN_CLAIMS {
+        user_claims.remove(*k);
+    }
+    let traits = OidcConnectorSpec::traits_from_claims(&user_claims);
+    let roles = spec.roles_for(&traits);
+    if roles.is_empty() {
+        return Err(SsoError::NoRoles {
+            connector: connector.to_string(),
+        });
+    }
+    let pick = |k: &str| {
+        traits
+            .get(k)
+            .and_then(|v| v.first())
+            .filter(|s| !s.is_empty())
+            .cloned()
+    };
+    let username = if spec.username_claim.is_empty() {
+        pick("email").unwrap_or_else(|| subject.to_string())
+    } else {
+        pick(&spec.username_claim).ok_or(SsoError::Provider("ID token (no username_claim)"))?
+    };
+    Ok(MappedLogin {
+        username,
+        roles,
+        traits,
+    })
+}
+
+impl AuthServer {
+    /// The connectors a login page lists: (name, type, display).
+    pub fn sso_connectors(&self) -> Result<Vec<(String, String, String)>, AuthError> {
+        Ok(self
+            .store()
+            .list::<OidcConnector>()?
+            .into_iter()
+            .map(|c| {
+                let display = if c.value.spec.display.is_empty() {
+                    c.value.metadata.name.clone()
+                } else {
+                    c.value.spec.display.clone()
+                };
+                (c.value.metadata.name, "oidc".to_string(), display)
+            })
+            .collect())
+    }
+
+    fn oidc_connector(&self, name: &str) -> Result<OidcConnector, SsoError> {
+        match self.store().get::<OidcConnector>(name) {
+            Ok(Some(c)) => Ok(c.value),
+            Ok(None) => Err(SsoError::UnknownConnector(name.to_string())),
+            Err(e) => {
+                tracing::error!(error = %e, "reading an SSO connector");
+                Err(SsoError::UnknownConnector(name.to_string()))
+            }
+        }
+    }
+
+    /// Audits a refused SSO login (or start) and hands the refusal back.
+    fn sso_refused(
+        &self,
+        user: &str,
+        connector: &str,
+        remote: Option<SocketAddr>,
+        e: SsoError,
+    ) -> AuthError {
+        self.metrics.logins_failed.inc();
+        self.audit.emit_durable(
+            self.event(EventKind::UserLogin, user)
+                .remote(remote)
+                .field("method", "oidc")
+                .field("connector", connector)
+                .field("reason", e.reason())
+                .failed(EventKind::UserLogin, e.to_string()),
+        );
+        AuthError::Sso(e)
+    }
+
+    /// Starts an OIDC login: checks the request, fetches the provider's endpoints, stores the
+    /// pending login and returns the provider's authorization URL.
+    pub async fn start_sso_login(self: &Arc<Self>, req: SsoStart) -> Result<SsoStarted, AuthError> {
+        let remote = req.remote;
+        let name = req.connector.clone();
+        let me = self.clone();
+        let checked = tokio::task::spawn_blocking(move || -> Result<(OidcConnector, SsoStart), AuthError> {
+            me.rate_limit(req.remote)?;
+            let c = me.oidc_connector(&req.connector)?;
+            if req.seal_key.len() != SEAL_KEY_LEN {
+                return Err(SsoError::BadRequest(format!("the one-time key must be {SEAL_KEY_LEN} bytes")).into());
+            }
+            if req.ssh_public_key.is_empty() || req.tls_public_key_der.is_empty() {
+                return Err(SsoError::BadRequest("the SSH and TLS public keys are required".into()).into());
+            }
+            contract::check_client_redirect(&req.client_redirect_url, &|h| {
+                c.spec.client_redirect_settings.allows_https_host(h)
+            })
+            .map_err(SsoError::from)?;
+            Ok((c, req))
+        })
+        .await
+        .map_err(|e| AuthError::Internal(format!("task failed: {e}")))?;
+        let (connector, req) = match checked {
+            Ok(v) => v,
+            Err(AuthError::Sso(e)) => return Err(self.sso_refused("", &name, remote, e)),
+            Err(e) => return Err(e),
+        };
+        let now = self.now();
+        let meta = match self.oidc.metadata(&connector.spec.issuer_url, now).await {
+            Ok(m) => m,
+            Err(e) => return Err(self.sso_refused("", &name, remote, e)),
+        };
+        let state = random_b64();
+        let nonce = random_b64();
+        let verifier = random_b64();
+        let redirect_url = connector
+            .spec
+            .redirect_url
+            .first()
+            .cloned()
+            .unwrap_or_default();
+        let record = PendingSsoLogin {
+            state_hash: state_hash(&state),
+            request_id: uuid::Uuid::new_v4().to_string(),
+            connector_kind: "oidc".into(),
+            connector: name.clone(),
+            nonce: nonce.clone(),
+            pkce_verifier: verifier.clone(),
+            redirect_url: redirect_url.clone(),
+            client_redirect_url: req.client_redirect_url,
+            ssh_public_key: req.ssh_public_key,
+            tls_public_key: hex::encode(&req.tls_public_key_der),
+            ttl_secs: req.ttl.map_or(0, |t| t.as_secs()),
+            seal_key: hex::encode(&req.seal_key),
+            created_unix: super::unix(now),
+        };
+        let me = self.clone();
+        let stored = record.clone();
+        tokio::task::spawn_blocking(move || {
+            me.store()
+                .swap_leased(&stored, None, now + SSO_REQUEST_TTL)
+                .map(drop)
+        })
+        .await
+        .map_err(|e| AuthError::Internal(format!("task failed: {e}")))??;
+        let mut scope = vec!["openid".to_string()];
+        for s in &connector.spec.scope {
+            if !scope.contains(s) {
+                scope.push(s.clone());
+            }
+        }
+        let scope = scope.join(" ");
+        let challenge = pkce_challenge(&verifier);
+        let mut params: Vec<(&str, &str)> = vec![
+            ("response_type", "code"),
+            ("client_id", &connector.spec.client_id),
+            ("redirect_uri", &redirect_url),
+            ("scope", &scope),
+            ("state", &state),
+            ("nonce", &nonce),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+        ];
+        let max_age = connector
+            .spec
+            .max_age
+            .map(|d| std::time::Duration::from(d).as_secs().to_string());
+        if let Some(m) = &max_age {
+            params.push(("max_age", m));
+        }
+        if let Some(p) = connector.spec.prompt.as_deref().filter(|p| !p.is_empty()) {
+            params.push(("prompt", p));
+        }
+        let sep = if meta.authorization_endpoint.contains('?') { '&' } else { '?' };
+        Ok(SsoStarted {
+            request_id: record.request_id,
+            redirect_url: format!("{}{sep}{}", meta.authorization_endpoint, contract::form(&params)),
+        })
+    }
+
+    /// Completes an OIDC login from the provider's callback: returns the client's redirect URL
+    /// with the sealed result. Each refusal is audited.
+    pub async fn complete_oidc_login(self: &Arc<Self>, cb: OidcCallback) -> Result<String, AuthError> {
+        let remote = cb.remote;
+        let me = self.clone();
+        let state = cb.state.clone();
+        // The state is used once: the record is deleted before anything else happens, whatever
+        // the outcome.
+        let taken = tokio::task::spawn_blocking(move || -> Result<Option<(PendingSsoLogin, OidcConnector)>, AuthError> {
+            let key = state_hash(&state);
+            let Some(p) = me.store().get::<PendingSsoLogin>(&key)? else {
+                return Ok(None);
+            };
+            if !me.store().delete::<PendingSsoLogin>(&key)? || !p.value.is_for(&state) {
+                return Ok(None);
+            }
+            let c = me.oidc_connector(&p.value.connector)?;
+            Ok(Some((p.value, c)))
+        })
+        .await
+        .map_err(|e| AuthError::Internal(format!("task failed: {e}")))?;
+        let (pending, connector) = match taken {
+            Ok(Some(v)) => v,
+            Ok(None) => return Err(self.sso_refused("", "", remote, SsoError::UnknownState)),
+            Err(AuthError::Sso(e)) => return Err(self.sso_refused("", "", remote, e)),
+            Err(e) => return Err(e),
+        };
+        let name = pending.connector.clone();
+        if let Some(err) = cb.error {
+            return Err(self.sso_refused("", &name, remote, SsoError::ProviderRefused(err)));
+        }
+        let verified = match self.verify_callback(&connector, &pending, &cb.code).await {
+            Ok(v) => v,
+            Err(e) => return Err(self.sso_refused("", &name, remote, e)),
+        };
+        let mapped = match map_login(&name, &connector.spec, &verified.subject, &verified.claims) {
+            Ok(m) => m,
+            Err(e) => return Err(self.sso_refused(&verified.subject, &name, remote, e)),
+        };
+        let me = self.clone();
+        let subject = verified.subject.clone();
+        tokio::task::spawn_blocking(move || me.finish_sso_login(&name, &subject, mapped, &pending, remote))
+            .await
+            .map_err(|e| AuthError::Internal(format!("task failed: {e}")))?
+    }
+
+    async fn verify_callback(
+        &self,
+        connector: &OidcConnector,
+        pending: &PendingSsoLogin,
+        code: &str,
+    ) -> Result<crate::sso::provider::VerifiedIdToken, SsoError> {
+        if code.is_empty() {
+            return Err(SsoError::ProviderRefused("no authorization code".into()));
+        }
+        let spec = &connector.spec;
+        let meta = self.oidc.metadata(&spec.issuer_url, self.now()).await?;
+        let token = self
+            .oidc
+            .exchange_code(
+                &meta,
+                &spec.client_id,
+                &spec.client_secret,
+                code,
+                &pending.pkce_verifier,
+                &pending.redirect_url,
+            )
+            .await?;
+        let want = Expected {
+            issuer: &spec.issuer_url,
+            client_id: &spec.client_id,
+            nonce: &pending.nonce,
+            max_age: spec.max_age.map(Into::into),
+            now: self.now(),
+        };
+        self.oidc
+            .verify_id_token(&spec.issuer_url, &meta, &token, &want)
+            .await
+    }
+
+    /// Writes the temporary user and issues its certificates; returns the client redirect URL
+    /// with the sealed result.
+    fn finish_sso_login(
+        &self,
+        connector: &str,
+        subject: &str,
+        mapped: MappedLogin,
+        pending: &PendingSsoLogin,
+        remote: Option<SocketAddr>,
+    ) -> Result<String, AuthError> {
+        let refuse = |user: &str, e: SsoError| self.sso_refused(user, connector, remote, e);
+        let name = mapped.username.clone();
+        if super::validate_username(&name).is_err() {
+            return Err(refuse(
+                &name,
+                SsoError::Provider("ID token (the user name is not a valid Hop user name)"),
+            ));
+        }
+        if name.starts_with(crate::bots::BOT_USER_PREFIX) {
+            return Err(refuse(&name, SsoError::NameTaken(name.clone())));
+        }
+        let now = self.now();
+        let existing = self.store().get::<User>(&name)?;
+        let not_before = match &existing {
+            Some(u) => {
+                let ours = u.value.spec.created_by.as_ref().and_then(|c| c.connector.as_ref());
+                if !ours.is_some_and(|c| c.kind == "oidc" && c.id == connector) {
+                    return Err(refuse(&name, SsoError::NameTaken(name.clone())));
+                }
+                u.value.status.not_before
+            }
+            None => Some(resources::created_stamp(now)),
+        };
+        let existing_roles: Vec<String> = mapped
+            .roles
+            .iter()
+            .filter(|r| matches!(self.store().get::<hop_rbac::Role>(r), Ok(Some(_))))
+            .cloned()
+            .collect();
+        if existing_roles.is_empty() {
+            return Err(refuse(
+                &name,
+                SsoError::NoRoles {
+                    connector: connector.to_string(),
+                },
+            ));
+        }
+        let checker = self.checker_for(&existing_roles, &mapped.traits)?;
+        let requested = (pending.ttl_secs > 0).then(|| Duration::from_secs(pending.ttl_secs));
+        let ttl = hop_ca::effective_ttl(requested, checker.max_session_ttl());
+        let expires = self.expiry_after(ttl)?;
+        let mut user = User::new(name.clone(), &[]);
+        user.spec.roles = existing_roles;
+        user.spec.traits = mapped.traits.clone();
+        user.spec.created_by = Some(CreatedBy {
+            time: resources::odt(now),
+            user: String::new(),
+            connector: Some(ConnectorRef {
+                kind: "oidc".into(),
+                id: connector.to_string(),
+                identity: subject.to_string(),
+            }),
+        });
+        user.metadata.expires = Some(resources::odt(expires));
+        user.status.not_before = not_before;
+        user.validate()
+            .map_err(|e| AuthError::BadRequest(e.to_string()))?;
+        // The user lives as long as its certificate: a lease on the record.
+        let lease_until = match &existing {
+            Some(u) => u
+                .value
+                .metadata
+                .expires
+                .map_or(expires, resources::from_odt)
+                .max(expires),
+            None => expires,
+        };
+        self.store()
+            .swap_leased(&user, existing.as_ref().map(|u| u.revision), lease_until)
+            .map_err(AuthError::from)?;
+        if self.user_lock_in_force(&name)?.is_some() {
+            return Err(refuse(&name, SsoError::Locked(name.clone())));
+        }
+        let tls_key = hex::decode(&pending.tls_public_key)
+            .map_err(|_| AuthError::Internal("stored TLS key".into()))?;
+        let login = LoginRequest {
+            username: &name,
+            password: "",
+            totp_code: "",
+            ssh_public_key: &pending.ssh_public_key,
+            tls_public_key_der: &tls_key,
+            ttl: Some(ttl),
+            remote,
+            client: LoginClient::Cli,
+        };
+        let certs = match self.issue_login_certificates(&user, &login, now) {
+            Ok(c) => c,
+            Err(e) => {
+                self.metrics.logins_failed.inc();
+                self.audit.emit_durable(
+                    self.event(EventKind::UserLogin, &name)
+                        .remote(remote)
+                        .field("method", "oidc")
+                        .field("connector", connector)
+                        .failed(EventKind::UserLogin, e.to_string()),
+                );
+                return Err(e);
+            }
+        };
+        self.metrics.logins_ok.inc();
+        self.audit.emit_durable(
+            self.event(EventKind::UserLogin, &name)
+                .remote(remote)
+                .field("client", LoginClient::Cli.name())
+                .field("method", "oidc")
+                .field("connector", connector)
+                .field("identity", subject)
+                .field("roles", certs.roles.clone())
+                .field("expires", rfc3339(certs.expires)),
+        );
+        let result = hop_api::proto::SsoLoginResult {
+            request_id: pending.request_id.clone(),
+            login: Some(hop_api::proto::LoginResponse {
+                ssh_certificate: certs.ssh_certificate,
+                tls_certificate_pem: certs.tls_certificate_pem,
+                known_hosts: certs.known_hosts,
+                trusted_cas_pem: certs.trusted_cas_pem,
+                cluster_name: self.cluster_name().to_string(),
+                username: certs.username,
+                roles: certs.roles,
+                logins: certs.logins,
+                expires_unix: super::unix(certs.expires),
+                trust_digest: certs.trust_digest,
+            }),
+            traits_json: serde_json::to_string(&mapped.traits).unwrap_or_default(),
+        };
+        let key = hex::decode(&pending.seal_key)
+            .map_err(|_| AuthError::Internal("stored sealing key".into()))?;
+        let sealed = contract::seal(&key, &pending.request_id, &result.encode_to_vec())
+            .map_err(|e| AuthError::Internal(format!("sealing the SSO result: {e}")))?;
+        let sep = if pending.client_redirect_url.contains('?') { '&' } else { '?' };
+        Ok(format!("{}{sep}{RESPONSE_PARAM}={sealed}", pending.client_redirect_url))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec() -> OidcConnectorSpec {
+        OidcConnectorSpec {
+            claims_to_roles: vec![hop_rbac::ClaimMapping {
+                claim: "groups".into(),
+                value: "devs".into(),
+                roles: vec!["dev".into()],
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn claims_become_traits_and_roles_and_the_name_is_the_email() {
+        let claims = json!({"iss": "x", "nonce": "n", "sub": "u1", "email": "alice@example.test",
+            "groups": ["devs", "web"], "unix_login": "alice"});
+        let m = map_login("c", &spec(), "u1", claims.as_object().unwrap()).unwrap();
+        assert_eq!(m.username, "alice@example.test");
+        assert_eq!(m.roles, ["dev"]);
+        assert_eq!(m.traits["groups"], ["devs", "web"]);
+        assert_eq!(m.traits["unix_login"], ["alice"]);
+        assert!(!m.traits.contains_key("nonce") && !m.traits.contains_key("iss"));
+        let mut s = spec();
+        s.username_claim = "unix_login".into();
+        assert_eq!(
+            map_login("c", &s, "u1", claims.as_object().unwrap())
+                .unwrap()
+                .username,
+            "alice"
+        );
+    }
+
+    #[test]
+    fn claims_that_map_to_no_role_are_refused() {
+        let claims = json!({"sub": "u1", "groups": ["outsiders"]});
+        assert!(matches!(
+            map_login("c", &spec(), "u1", claims.as_object().unwrap()),
+            Err(SsoError::NoRoles { .. })
+        ));
+    }
+}
