@@ -447,6 +447,12 @@ pub struct LoginArgs {
     /// With --auth: `none` prints the login URL instead of opening a browser.
     #[arg(long, default_value = "default", value_parser = ["default", "none"])]
     pub browser: String,
+    /// With --auth: the base URL the browser is sent back to instead of this machine's
+    /// listener (http://127.0.0.1:PORT), for a browser on another machine that forwards to
+    /// it. Auth allows only loopback or an https host the connector's
+    /// client_redirect_settings list.
+    #[arg(long, requires = "auth")]
+    pub callback: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -111,6 +111,12 @@ async fn wait_for_result(listener: tokio::net::TcpListener) -> anyhow::Result<(S
                     .await;
                 continue;
             }
+            if let Some(error) = query_param(query, "error") {
+                let _ = conn
+                    .write_all(&page("403 Forbidden", "Login failed", "The login was refused; see hop login's output."))
+                    .await;
+                bail!("SSO login refused: {error}");
+            }
             match query_param(query, RESPONSE_PARAM) {
                 Some(sealed) => return Ok::<_, anyhow::Error>((sealed, conn)),
                 None => {
@@ -171,7 +177,12 @@ pub async fn sso_login(args: &LoginArgs, connector: &str) -> anyhow::Result<()> 
             ssh_public_key: ssh.public_openssh.clone(),
             tls_public_key: tls.public_spki_der.clone(),
             ttl_seconds: ttl,
-            client_redirect_url: format!("http://127.0.0.1:{port}{CALLBACK_PATH}"),
+            client_redirect_url: format!(
+                "{}{CALLBACK_PATH}",
+                args.callback
+                    .as_deref()
+                    .map_or_else(|| format!("http://127.0.0.1:{port}"), |c| c.trim_end_matches('/').to_string())
+            ),
             seal_key: seal_key.to_vec(),
         })
         .await

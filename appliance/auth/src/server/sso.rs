@@ -60,6 +60,31 @@ pub struct OidcCallback {
     pub remote: Option<SocketAddr>,
 }
 
+/// A refused callback: the error, and (once the state named a login) where to send the
+/// browser so that the waiting client learns why at once.
+#[derive(Debug)]
+pub struct SsoCallbackRefusal {
+    pub error: AuthError,
+    pub client_redirect: Option<String>,
+}
+
+impl From<AuthError> for SsoCallbackRefusal {
+    fn from(error: AuthError) -> Self {
+        Self {
+            error,
+            client_redirect: None,
+        }
+    }
+}
+
+/// The client's redirect URL with `error=` the refusal's text (it is no secret; a forged one
+/// can only end a login early).
+fn refusal_redirect(client_redirect: &str, error: &AuthError) -> String {
+    let sep = if client_redirect.contains('?') { '&' } else { '?' };
+    let text: String = error.to_string().chars().take(300).collect();
+    format!("{client_redirect}{sep}{}", contract::form(&[("error", &text)]))
+}
+
 /// A name, roles and traits a verified login maps to (pure: [`map_login`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MappedLogin {
@@ -258,7 +283,7 @@ impl AuthServer {
 
     /// Completes an OIDC login from the provider's callback: returns the client's redirect URL
     /// with the sealed result. Each refusal is audited.
-    pub async fn complete_oidc_login(self: &Arc<Self>, cb: OidcCallback) -> Result<String, AuthError> {
+    pub async fn complete_oidc_login(self: &Arc<Self>, cb: OidcCallback) -> Result<String, SsoCallbackRefusal> {
         let remote = cb.remote;
         let me = self.clone();
         let state = cb.state.clone();
@@ -277,12 +302,32 @@ impl AuthServer {
         })
         .await
         .map_err(|e| AuthError::Internal(format!("task failed: {e}")))?;
+        let bare = |error| SsoCallbackRefusal {
+            error,
+            client_redirect: None,
+        };
         let (pending, connector) = match taken {
             Ok(Some(v)) => v,
-            Ok(None) => return Err(self.sso_refused("", "", remote, SsoError::UnknownState)),
-            Err(AuthError::Sso(e)) => return Err(self.sso_refused("", "", remote, e)),
-            Err(e) => return Err(e),
+            Ok(None) => return Err(bare(self.sso_refused("", "", remote, SsoError::UnknownState))),
+            Err(AuthError::Sso(e)) => return Err(bare(self.sso_refused("", "", remote, e))),
+            Err(e) => return Err(bare(e)),
         };
+        let client_redirect = pending.client_redirect_url.clone();
+        self.complete_pending(cb, pending, connector)
+            .await
+            .map_err(|error| SsoCallbackRefusal {
+                client_redirect: Some(refusal_redirect(&client_redirect, &error)),
+                error,
+            })
+    }
+
+    async fn complete_pending(
+        self: &Arc<Self>,
+        cb: OidcCallback,
+        pending: PendingSsoLogin,
+        connector: OidcConnector,
+    ) -> Result<String, AuthError> {
+        let remote = cb.remote;
         let name = pending.connector.clone();
         if let Some(err) = cb.error {
             return Err(self.sso_refused("", &name, remote, SsoError::ProviderRefused(err)));

@@ -93,7 +93,7 @@ mod tests {
     fn pkce_s256_matches_rfc7636_appendix_b() {
         assert_eq!(
             pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
-            "E9Melhoa2OwvFrEMTJguCHaoeKt8zOD8DfasnJKsxx0"
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
         assert_eq!(random_b64().len(), 43);
     }

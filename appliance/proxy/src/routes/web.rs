@@ -107,7 +107,25 @@ async fn oidc_callback(
                 "The login result cannot be sent on.",
             ),
         },
-        Err(e) => {
+        Err(hop_auth::server::SsoCallbackRefusal {
+            client_redirect: Some(url),
+            ..
+        }) if axum::http::HeaderValue::from_str(&url).is_ok() => (
+            StatusCode::FOUND,
+            [
+                (
+                    axum::http::header::LOCATION,
+                    axum::http::HeaderValue::from_str(&url)
+                        .unwrap_or(axum::http::HeaderValue::from_static("/")),
+                ),
+                (
+                    axum::http::header::CACHE_CONTROL,
+                    axum::http::HeaderValue::from_static("no-store"),
+                ),
+            ],
+        )
+            .into_response(),
+        Err(hop_auth::server::SsoCallbackRefusal { error: e, .. }) => {
             let status = match &e {
                 hop_auth::AuthError::Sso(se) if se.is_bad_request() => StatusCode::BAD_REQUEST,
                 hop_auth::AuthError::Sso(_) => StatusCode::FORBIDDEN,
