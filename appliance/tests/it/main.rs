@@ -33,6 +33,7 @@ mod proxy_cert;
 mod reconnect;
 mod recordings;
 mod spiffe;
+mod sso_oidc;
 mod ssh;
 mod tunnels;
 mod web;

@@ -180,6 +180,22 @@ impl AuthServer {
         AuthError::Sso(e)
     }
 
+    /// [`Self::sso_refused`] from async code: the durable audit write runs off the runtime.
+    async fn refused_async(
+        self: &Arc<Self>,
+        user: &str,
+        connector: &str,
+        remote: Option<SocketAddr>,
+        e: SsoError,
+    ) -> AuthError {
+        let me = self.clone();
+        let (user, connector) = (user.to_string(), connector.to_string());
+        match tokio::task::spawn_blocking(move || me.sso_refused(&user, &connector, remote, e)).await {
+            Ok(err) => err,
+            Err(join) => AuthError::Internal(format!("task failed: {join}")),
+        }
+    }
+
     /// Starts an OIDC login: checks the request, fetches the provider's endpoints, stores the
     /// pending login and returns the provider's authorization URL.
     pub async fn start_sso_login(self: &Arc<Self>, req: SsoStart) -> Result<SsoStarted, AuthError> {
@@ -205,13 +221,13 @@ impl AuthServer {
         .map_err(|e| AuthError::Internal(format!("task failed: {e}")))?;
         let (connector, req) = match checked {
             Ok(v) => v,
-            Err(AuthError::Sso(e)) => return Err(self.sso_refused("", &name, remote, e)),
+            Err(AuthError::Sso(e)) => return Err(self.refused_async("", &name, remote, e).await),
             Err(e) => return Err(e),
         };
         let now = self.now();
         let meta = match self.oidc.metadata(&connector.spec.issuer_url, now).await {
             Ok(m) => m,
-            Err(e) => return Err(self.sso_refused("", &name, remote, e)),
+            Err(e) => return Err(self.refused_async("", &name, remote, e).await),
         };
         let state = random_b64();
         let nonce = random_b64();
@@ -308,8 +324,8 @@ impl AuthServer {
         };
         let (pending, connector) = match taken {
             Ok(Some(v)) => v,
-            Ok(None) => return Err(bare(self.sso_refused("", "", remote, SsoError::UnknownState))),
-            Err(AuthError::Sso(e)) => return Err(bare(self.sso_refused("", "", remote, e))),
+            Ok(None) => return Err(bare(self.refused_async("", "", remote, SsoError::UnknownState).await)),
+            Err(AuthError::Sso(e)) => return Err(bare(self.refused_async("", "", remote, e).await)),
             Err(e) => return Err(bare(e)),
         };
         let client_redirect = pending.client_redirect_url.clone();
@@ -330,15 +346,15 @@ impl AuthServer {
         let remote = cb.remote;
         let name = pending.connector.clone();
         if let Some(err) = cb.error {
-            return Err(self.sso_refused("", &name, remote, SsoError::ProviderRefused(err)));
+            return Err(self.refused_async("", &name, remote, SsoError::ProviderRefused(err)).await);
         }
         let verified = match self.verify_callback(&connector, &pending, &cb.code).await {
             Ok(v) => v,
-            Err(e) => return Err(self.sso_refused("", &name, remote, e)),
+            Err(e) => return Err(self.refused_async("", &name, remote, e).await),
         };
         let mapped = match map_login(&name, &connector.spec, &verified.subject, &verified.claims) {
             Ok(m) => m,
-            Err(e) => return Err(self.sso_refused(&verified.subject, &name, remote, e)),
+            Err(e) => return Err(self.refused_async(&verified.subject, &name, remote, e).await),
         };
         let me = self.clone();
         let subject = verified.subject.clone();

@@ -1,0 +1,248 @@
+//! OIDC single sign-on end to end against a real OpenID provider (panva's `oidc-provider`, its
+//! dev login and consent pages driven without a browser by `tests/fixtures/oidc-idp/login.mjs`)
+//! with the real binary: `hop login --auth oidc-test --browser none` as a non-admin SSO user
+//! gets the roles and traits its claims map to, and reaches a node as the ordinary login its
+//! `unix_login` claim names (a role template, `{{external.unix_login}}`).
+//!
+//! Refused, each with a clear error and a failed `user.login` event (`method: oidc`): a
+//! callback with a forged state, the same callback replayed, a client redirect that is not
+//! loopback (`--callback`), claims that map to no role, a name a local user holds, and a user
+//! locked by name. The ID token's own refusals (tampered, expired, wrong audience or nonce)
+//! are `hop_api::jose`'s unit tests, with tokens signed by test keys.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::clock;
+use crate::harness::*;
+use crate::ssh::{Killed, events, start_node};
+
+const NODE: &str = "sso-node";
+
+fn idp_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oidc-idp")
+}
+
+/// Starts the provider on a free port; `None` (a SKIP) where Node or its package is missing.
+fn start_idp(redirect: &str) -> Option<(Killed, String)> {
+    let dir = idp_dir();
+    if !dir.join("node_modules/oidc-provider").exists() {
+        eprintln!("SKIP: oidc-provider is not installed (scripts/test runs npm ci in {})", dir.display());
+        return None;
+    }
+    let port = free_port();
+    let accounts = serde_json::json!({
+        "alice": {"groups": ["devs", "staff"], "unix_login": OS_LOGIN},
+        "mallory": {"groups": ["outsiders"]},
+        "carol": {"groups": ["devs"], "unix_login": OS_LOGIN},
+    });
+    // The provider's output goes to a file: a pipe closed under it would end it.
+    let log = std::env::temp_dir().join(format!("hop-oidc-idp-{port}.log"));
+    let child = Command::new("node")
+        .arg("idp.mjs")
+        .arg(port.to_string())
+        .arg(redirect)
+        .arg(accounts.to_string())
+        .current_dir(&dir)
+        .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .stderr(Stdio::from(std::fs::File::create(log.with_extension("err")).unwrap()))
+        .spawn()
+        .ok()?;
+    let deadline = clock::monotonic_now() + Duration::from_secs(15);
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("OIDC issuer") {
+        assert!(clock::monotonic_now() < deadline, "the provider did not start: {}", std::fs::read_to_string(log.with_extension("err")).unwrap_or_default());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some((Killed(child), format!("http://127.0.0.1:{port}")))
+}
+
+fn node_js(args: &[&str]) -> serde_json::Value {
+    let out = Command::new("node")
+        .arg("login.mjs")
+        .args(args)
+        .current_dir(idp_dir())
+        // The proxy's certificate is the test cluster's own.
+        .env("NODE_TLS_REJECT_UNAUTHORIZED", "0")
+        .env("NODE_NO_WARNINGS", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "login.mjs: {}", stderr(&out));
+    serde_json::from_str(stdout(&out).lines().last().unwrap_or("{}")).unwrap()
+}
+
+/// Runs `hop login --auth oidc-test --browser none` (plus `extra`) as `home`, drives the
+/// provider's pages as `who`; returns hop's exit status, stdout, stderr and the URLs visited.
+fn sso_login(a: &Appliance, home: &Path, who: &str, extra: &[&str]) -> (bool, String, String, Vec<String>) {
+    let mut child = Command::new(HOP)
+        .args(["login", "--proxy", &a.addr, "--ca-pin", &a.pin, "--auth", "oidc-test", "--browser", "none"])
+        .args(extra)
+        .env("HOP_HOME", home)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut printed = String::new();
+    let mut url = None;
+    for _ in 0..5 {
+        let mut line = String::new();
+        if out.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        printed.push_str(&line);
+        if let Some(u) = line.trim().strip_prefix("http") {
+            url = Some(format!("http{u}"));
+            break;
+        }
+    }
+    let mut visited = Vec::new();
+    if let Some(url) = url {
+        let r = node_js(&[&url, who]);
+        let last = r["visited"].as_array().and_then(|v| v.last()).and_then(|u| u.as_str()).unwrap_or("");
+        eprintln!(
+            "login.mjs: status {} at {} {}",
+            r["status"],
+            last.split('?').next().unwrap_or(""),
+            r["text"].as_str().unwrap_or("").chars().take(300).collect::<String>()
+        );
+        if r["status"] == 0 {
+            let _ = child.kill();
+        }
+        visited = r["visited"]
+            .as_array()
+            .map(|v| v.iter().filter_map(|u| u.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+    }
+    std::io::Read::read_to_string(&mut out, &mut printed).unwrap();
+    let rest = child.wait_with_output().unwrap();
+    (
+        rest.status.success(),
+        printed,
+        String::from_utf8_lossy(&rest.stderr).into_owned(),
+        visited,
+    )
+}
+
+fn oidc_failures(a: &Appliance) -> Vec<serde_json::Value> {
+    events(a, "user.login")
+        .into_iter()
+        .filter(|e| e["method"] == "oidc" && e["success"] == false)
+        .collect()
+}
+
+fn failure_with(a: &Appliance, reason: &str) -> bool {
+    oidc_failures(a).iter().any(|e| e["reason"] == reason)
+}
+
+#[test]
+fn oidc_login_maps_claims_reaches_a_node_and_refuses_forgeries() {
+    let started = clock::monotonic_now();
+    os_login();
+    let a = Appliance::start(NO_SECOND_FACTOR);
+    let redirect = format!("https://{}/v1/webapi/oidc/callback", a.addr);
+    let Some((_idp, issuer)) = start_idp(&redirect) else {
+        return;
+    };
+    let resources = format!(
+        "kind: role
+version: v7
+metadata: {{name: sso-dev}}
+spec:
+  allow:
+    logins: ['{{{{external.unix_login}}}}']
+    node_labels: {{env: sso}}
+---
+kind: oidc
+version: v3
+metadata: {{name: oidc-test}}
+spec:
+  issuer_url: {issuer}
+  client_id: hop-proxy
+  client_secret: hop-proxy-secret
+  redirect_url: {redirect}
+  scope: [email, groups]
+  max_age: 1h
+  claims_to_roles:
+  - {{claim: groups, value: 'dev*', roles: [sso-dev]}}
+"
+    );
+    let file = a.dir.path().join("sso.yaml");
+    std::fs::write(&file, resources).unwrap();
+    a.ok(&["admin", "create", "-f", file.to_str().unwrap()]);
+    let shown = a.ok(&["admin", "get", "oidc/oidc-test"]);
+    assert!(shown.contains("hop-proxy") && !shown.contains("hop-proxy-secret"), "{shown}");
+    let _node = start_node(&a, &a.dir.path().join("node"), &a.join_token("node"), NODE, "env=sso");
+
+    // alice: groups devs → sso-dev; her claims are her traits.
+    let home = a.dir.path().join("home-alice");
+    let (ok, out, err, visited) = sso_login(&a, &home, "alice", &[]);
+    assert!(ok, "hop login --auth: {out}\n{err}");
+    assert!(out.contains("Logged in as alice@example.test"), "{out}");
+    assert!(out.contains("sso-dev") && out.contains(OS_LOGIN), "{out}");
+    assert!(out.contains("groups=devs,staff") && out.contains(&format!("unix_login={OS_LOGIN}")), "{out}");
+    let callback = visited
+        .iter()
+        .find(|u| u.contains("/v1/webapi/oidc/callback?"))
+        .expect("the browser went through the proxy's callback")
+        .clone();
+    // The redirect to the client carried only the sealed result.
+    let to_client = visited.iter().find(|u| u.starts_with("http://127.0.0.1:") && u.contains("/callback?")).unwrap();
+    assert!(to_client.contains("response=") && !to_client.contains("BEGIN CERTIFICATE"));
+
+    // An ordinary login on a node the mapped role reaches.
+    let deadline = clock::monotonic_now() + Duration::from_secs(30);
+    loop {
+        let out = hop_in(&home, &["ssh", &format!("{OS_LOGIN}@{NODE}"), "echo", "sso-ok"]);
+        if out.status.success() && stdout(&out).contains("sso-ok") {
+            break;
+        }
+        assert!(clock::monotonic_now() < deadline, "hop ssh as the SSO user: {}", stderr(&out));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let user = a.ok(&["admin", "get", "user/alice@example.test", "--format", "json"]);
+    assert!(user.contains("\"connector\"") && user.contains("oidc-test"), "{user}");
+
+    // The callback replayed: the state worked once.
+    let replay = node_js(&["--get", &callback]);
+    assert_eq!(replay["status"], 403, "{replay}");
+    assert!(replay["text"].as_str().unwrap().contains("already used"), "{replay}");
+    assert!(failure_with(&a, "unknown or replayed state"));
+    // A forged state.
+    let forged = format!("https://{}/v1/webapi/oidc/callback?code=abc&state=forged", a.addr);
+    let r = node_js(&["--get", &forged]);
+    assert_eq!(r["status"], 403, "{r}");
+
+    // A client redirect that is not loopback is refused before the provider is involved.
+    let (ok, _, err, _) = sso_login(&a, &home, "alice", &["--callback", "https://evil.example.com"]);
+    assert!(!ok && err.contains("client redirect URL must be"), "{err}");
+    assert!(failure_with(&a, "client redirect not allowed"));
+
+    // Claims that map to no role.
+    let (ok, _, err, _) = sso_login(&a, &a.dir.path().join("home-mallory"), "mallory", &[]);
+    assert!(!ok && err.contains("map to no role"), "{err}");
+    assert!(failure_with(&a, "no role mapped"));
+
+    // A local user's name is never taken over.
+    add_password_user(&a, "carol@example.test", "access", OS_LOGIN);
+    let (ok, _, err, _) = sso_login(&a, &a.dir.path().join("home-carol"), "carol", &[]);
+    assert!(!ok && err.contains("belongs to a local user"), "{err}");
+    assert!(failure_with(&a, "name of a local user"));
+
+    // A lock on the SSO user by name refuses the next SSO login.
+    a.ok(&["admin", "lock", "--user", "alice@example.test", "--message", "sso test"]);
+    let (ok, _, err, _) = sso_login(&a, &home, "alice", &[]);
+    assert!(!ok && err.contains("locked"), "{err}");
+    assert!(failure_with(&a, "locked"));
+
+    let ok_events: Vec<_> = events(&a, "user.login")
+        .into_iter()
+        .filter(|e| e["method"] == "oidc" && e["success"] == true)
+        .collect();
+    assert_eq!(ok_events.len(), 1, "{ok_events:?}");
+    assert_eq!(ok_events[0]["connector"], "oidc-test");
+    assert_eq!(ok_events[0]["user"], "alice@example.test");
+    eprintln!("sso_oidc took {:?}", clock::monotonic_now() - started);
+}
