@@ -132,16 +132,22 @@ pub fn parse_jws(token: &str) -> Result<Jws, IdTokenError> {
         return Err(IdTokenError::TooLong);
     }
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(IdTokenError::Malformed("not three dot-separated parts"));
     };
-    let header = json_object(&b64(h, "header is not base64url")?, "header is not a JSON object")?;
+    let header = json_object(
+        &b64(h, "header is not base64url")?,
+        "header is not a JSON object",
+    )?;
     if header.contains_key("crit") {
         return Err(IdTokenError::Critical);
     }
     let alg = match header.get("alg") {
-        Some(Value::String(a)) => Alg::parse(a).ok_or_else(|| IdTokenError::Algorithm(a.clone()))?,
+        Some(Value::String(a)) => {
+            Alg::parse(a).ok_or_else(|| IdTokenError::Algorithm(a.clone()))?
+        }
         _ => return Err(IdTokenError::Malformed("header has no alg")),
     };
     let kid = match header.get("kid") {
@@ -225,7 +231,9 @@ fn key_bytes(m: &Map<String, Value>, k: &str) -> Result<Vec<u8>, JwksError> {
 fn ec_point(m: &Map<String, Value>, len: usize) -> Result<Vec<u8>, JwksError> {
     let (x, y) = (key_bytes(m, "x")?, key_bytes(m, "y")?);
     if x.len() != len || y.len() != len {
-        return Err(JwksError::Malformed("an EC key's coordinates have the wrong length"));
+        return Err(JwksError::Malformed(
+            "an EC key's coordinates have the wrong length",
+        ));
     }
     let mut p = Vec::with_capacity(1 + 2 * len);
     p.push(4);
@@ -306,7 +314,9 @@ impl Jwks {
         if any {
             Err(IdTokenError::BadSignature)
         } else {
-            Err(IdTokenError::UnknownKey(jws.kid.clone().unwrap_or_default()))
+            Err(IdTokenError::UnknownKey(
+                jws.kid.clone().unwrap_or_default(),
+            ))
         }
     }
 }
@@ -329,18 +339,16 @@ fn verify_with(key: &PublicKey, jws: &Jws) -> Result<(), IdTokenError> {
             .verify(params, msg, sig)
             .is_ok()
         }
-        PublicKey::P256(point) => signature::UnparsedPublicKey::new(
-            &signature::ECDSA_P256_SHA256_FIXED,
-            point.as_slice(),
-        )
-        .verify(msg, sig)
-        .is_ok(),
-        PublicKey::P384(point) => signature::UnparsedPublicKey::new(
-            &signature::ECDSA_P384_SHA384_FIXED,
-            point.as_slice(),
-        )
-        .verify(msg, sig)
-        .is_ok(),
+        PublicKey::P256(point) => {
+            signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point.as_slice())
+                .verify(msg, sig)
+                .is_ok()
+        }
+        PublicKey::P384(point) => {
+            signature::UnparsedPublicKey::new(&signature::ECDSA_P384_SHA384_FIXED, point.as_slice())
+                .verify(msg, sig)
+                .is_ok()
+        }
     };
     if ok {
         Ok(())
@@ -372,7 +380,9 @@ fn numeric_date(claims: &Map<String, Value>, k: &str) -> Result<Option<SystemTim
                         .map(|f| f as u64)
                 })
                 .ok_or(IdTokenError::Malformed("a time claim is not a number"))?;
-            Ok(Some(UNIX_EPOCH + Duration::from_secs(secs.min(253_402_300_799))))
+            Ok(Some(
+                UNIX_EPOCH + Duration::from_secs(secs.min(253_402_300_799)),
+            ))
         }
     }
 }
@@ -380,7 +390,10 @@ fn numeric_date(claims: &Map<String, Value>, k: &str) -> Result<Option<SystemTim
 /// Checks the claims of a token whose signature verified: issuer, audience (and `azp` when
 /// there are several), expiry and issue time with [`CLOCK_SKEW`], nonce (constant time),
 /// `auth_time` against `max_age`, and a subject. Returns `sub`.
-pub fn check_id_token(claims: &Map<String, Value>, want: &Expected<'_>) -> Result<String, IdTokenError> {
+pub fn check_id_token(
+    claims: &Map<String, Value>,
+    want: &Expected<'_>,
+) -> Result<String, IdTokenError> {
     if str_field(claims, "iss") != Some(want.issuer) {
         return Err(IdTokenError::Issuer);
     }
@@ -406,8 +419,7 @@ pub fn check_id_token(claims: &Map<String, Value>, want: &Expected<'_>) -> Resul
         return Err(IdTokenError::IssuedAt);
     }
     let nonce = str_field(claims, "nonce").unwrap_or("");
-    let same: bool =
-        subtle::ConstantTimeEq::ct_eq(nonce.as_bytes(), want.nonce.as_bytes()).into();
+    let same: bool = subtle::ConstantTimeEq::ct_eq(nonce.as_bytes(), want.nonce.as_bytes()).into();
     if !same || want.nonce.is_empty() {
         return Err(IdTokenError::Nonce);
     }

@@ -39,7 +39,10 @@ impl Es {
             enc(&json!({"alg": "ES256", "kid": self.kid, "typ": "JWT"})),
             enc(claims)
         );
-        let sig = self.pair.sign(&SystemRandom::new(), input.as_bytes()).unwrap();
+        let sig = self
+            .pair
+            .sign(&SystemRandom::new(), input.as_bytes())
+            .unwrap();
         format!("{input}.{}", BASE64URL_NOPAD.encode(sig.as_ref()))
     }
 }
@@ -100,7 +103,10 @@ fn es256_and_rs256_tokens_verify() {
     let es = Es::new("e1");
     let (rsa, rsa_jwk) = rsa();
     let jwks = set(vec![es.jwk(), rsa_jwk]);
-    assert_eq!(verify(&es.sign(&claims()), &jwks, &want()).unwrap(), "alice");
+    assert_eq!(
+        verify(&es.sign(&claims()), &jwks, &want()).unwrap(),
+        "alice"
+    );
     assert_eq!(
         verify(&rsa_sign(&rsa, &claims()), &jwks, &want()).unwrap(),
         "alice"
@@ -117,7 +123,10 @@ fn tampered_tokens_are_refused() {
     let mut evil = claims();
     evil["groups"] = json!(["admins"]);
     let forged = format!("{head}.{}.{sig}", enc(&evil));
-    assert_eq!(verify(&forged, &jwks, &want()), Err(IdTokenError::BadSignature));
+    assert_eq!(
+        verify(&forged, &jwks, &want()),
+        Err(IdTokenError::BadSignature)
+    );
     // Signed by a key the provider never published, under the provider's kid.
     let other = Es::new("e1");
     assert_eq!(
@@ -144,7 +153,10 @@ fn an_unknown_kid_asks_for_the_key_set_again() {
     let jwks = set(vec![old.jwk()]);
     let jws = parse_jws(&new.sign(&claims())).unwrap();
     assert!(!jwks.has_key_for(&jws));
-    assert_eq!(jwks.verify(&jws), Err(IdTokenError::UnknownKey("new".into())));
+    assert_eq!(
+        jwks.verify(&jws),
+        Err(IdTokenError::UnknownKey("new".into()))
+    );
     let rotated = set(vec![old.jwk(), new.jwk()]);
     assert!(rotated.has_key_for(&jws));
     rotated.verify(&jws).unwrap();
@@ -164,7 +176,11 @@ fn claim_checks_refuse_each_wrong_claim() {
         ("nonce", json!("n-2"), IdTokenError::Nonce),
         ("auth_time", json!(NOW - 7200), IdTokenError::AuthTime),
         ("sub", json!(""), IdTokenError::Subject),
-        ("exp", json!("soon"), IdTokenError::Malformed("a time claim is not a number")),
+        (
+            "exp",
+            json!("soon"),
+            IdTokenError::Malformed("a time claim is not a number"),
+        ),
     ];
     for (k, v, e) in cases {
         let mut c = claims();
@@ -173,10 +189,16 @@ fn claim_checks_refuse_each_wrong_claim() {
     }
     let mut c = claims();
     c.as_object_mut().unwrap().remove("nonce");
-    assert_eq!(verify(&es.sign(&c), &jwks, &want()), Err(IdTokenError::Nonce));
+    assert_eq!(
+        verify(&es.sign(&c), &jwks, &want()),
+        Err(IdTokenError::Nonce)
+    );
     let mut c = claims();
     c.as_object_mut().unwrap().remove("auth_time");
-    assert_eq!(verify(&es.sign(&c), &jwks, &want()), Err(IdTokenError::AuthTime));
+    assert_eq!(
+        verify(&es.sign(&c), &jwks, &want()),
+        Err(IdTokenError::AuthTime)
+    );
     // Without max_age, auth_time is not needed; several audiences with azp are fine.
     let w = Expected {
         max_age: None,
@@ -213,10 +235,22 @@ fn every_prefix_of_a_token_and_a_key_set_is_refused_or_parsed_without_panic() {
 
 #[test]
 fn malformed_inputs_are_refused() {
-    for t in ["", "a", "a.b", "a.b.c.d", "..", "e30.e30.", "e30.e30.c2ln", "!!.e30.c2ln"] {
+    for t in [
+        "",
+        "a",
+        "a.b",
+        "a.b.c.d",
+        "..",
+        "e30.e30.",
+        "e30.e30.c2ln",
+        "!!.e30.c2ln",
+    ] {
         assert!(parse_jws(t).is_err(), "{t:?}");
     }
-    assert_eq!(parse_jws(&"a".repeat(MAX_TOKEN_LEN + 1)).unwrap_err(), IdTokenError::TooLong);
+    assert_eq!(
+        parse_jws(&"a".repeat(MAX_TOKEN_LEN + 1)).unwrap_err(),
+        IdTokenError::TooLong
+    );
     for j in [
         &b"[]"[..],
         b"{}",

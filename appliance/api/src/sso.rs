@@ -76,7 +76,9 @@ pub fn unseal(seal_key: &[u8], request_id: &str, sealed: &str) -> Result<Vec<u8>
     let raw = BASE64URL_NOPAD
         .decode(sealed.as_bytes())
         .map_err(|_| SealError::Malformed)?;
-    let (nonce, body) = raw.split_at_checked(NONCE_LEN).ok_or(SealError::Malformed)?;
+    let (nonce, body) = raw
+        .split_at_checked(NONCE_LEN)
+        .ok_or(SealError::Malformed)?;
     let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| SealError::Malformed)?;
     let mut body = body.to_vec();
     let plain = k
@@ -111,7 +113,10 @@ pub fn check_client_redirect(
     url: &str,
     allow_https: &dyn Fn(&str) -> bool,
 ) -> Result<(), RedirectError> {
-    if url.len() > 2048 || url.contains('#') || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if url.len() > 2048
+        || url.contains('#')
+        || url.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
         return Err(RedirectError::NotAllowed);
     }
     if hop_rbac::oidc::is_loopback_http(url) {

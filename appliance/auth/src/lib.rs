@@ -51,11 +51,11 @@ pub mod rotation;
 mod rotation_tests;
 pub mod routed_certs;
 pub mod server;
-pub mod sso;
 #[cfg(test)]
 mod server_tests;
 #[cfg(test)]
 mod spiffe_tests;
+pub mod sso;
 pub mod trackers;
 
 pub use error::AuthError;

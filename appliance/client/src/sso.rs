@@ -96,7 +96,9 @@ async fn read_target(conn: &mut tokio::net::TcpStream) -> anyhow::Result<String>
 }
 
 /// Waits for the browser's redirect and returns the sealed result.
-async fn wait_for_result(listener: tokio::net::TcpListener) -> anyhow::Result<(String, tokio::net::TcpStream)> {
+async fn wait_for_result(
+    listener: tokio::net::TcpListener,
+) -> anyhow::Result<(String, tokio::net::TcpStream)> {
     let wait = async {
         loop {
             let (mut conn, _) = listener.accept().await?;
@@ -107,13 +109,21 @@ async fn wait_for_result(listener: tokio::net::TcpListener) -> anyhow::Result<(S
             let (path, query) = target.split_once('?').unwrap_or((&target, ""));
             if path != CALLBACK_PATH {
                 let _ = conn
-                    .write_all(&page("404 Not Found", "Not found", "This is hop login's listener."))
+                    .write_all(&page(
+                        "404 Not Found",
+                        "Not found",
+                        "This is hop login's listener.",
+                    ))
                     .await;
                 continue;
             }
             if let Some(error) = query_param(query, "error") {
                 let _ = conn
-                    .write_all(&page("403 Forbidden", "Login failed", "The login was refused; see hop login's output."))
+                    .write_all(&page(
+                        "403 Forbidden",
+                        "Login failed",
+                        "The login was refused; see hop login's output.",
+                    ))
                     .await;
                 bail!("SSO login refused: {error}");
             }
@@ -121,7 +131,11 @@ async fn wait_for_result(listener: tokio::net::TcpListener) -> anyhow::Result<(S
                 Some(sealed) => return Ok::<_, anyhow::Error>((sealed, conn)),
                 None => {
                     let _ = conn
-                        .write_all(&page("400 Bad Request", "Login failed", "The redirect carries no login result."))
+                        .write_all(&page(
+                            "400 Bad Request",
+                            "Login failed",
+                            "The redirect carries no login result.",
+                        ))
                         .await;
                 }
             }
@@ -153,7 +167,8 @@ pub async fn sso_login(args: &LoginArgs, connector: &str) -> anyhow::Result<()> 
         .clone()
         .or_else(|| std::env::var("USER").ok())
         .unwrap_or_default();
-    let saved = std::fs::read_to_string(Paths::new(home.clone(), &args.trust.proxy, &hint_user).cas()).ok();
+    let saved =
+        std::fs::read_to_string(Paths::new(home.clone(), &args.trust.proxy, &hint_user).cas()).ok();
     let trust = crate::user::trust_for(&args.trust, saved)?;
     let channel = tls_channel(&args.trust.proxy, &trust, None).await?;
     let ttl = match &args.ttl {
@@ -179,9 +194,10 @@ pub async fn sso_login(args: &LoginArgs, connector: &str) -> anyhow::Result<()> 
             ttl_seconds: ttl,
             client_redirect_url: format!(
                 "{}{CALLBACK_PATH}",
-                args.callback
-                    .as_deref()
-                    .map_or_else(|| format!("http://127.0.0.1:{port}"), |c| c.trim_end_matches('/').to_string())
+                args.callback.as_deref().map_or_else(
+                    || format!("http://127.0.0.1:{port}"),
+                    |c| c.trim_end_matches('/').to_string()
+                )
             ),
             seal_key: seal_key.to_vec(),
         })
@@ -200,7 +216,10 @@ pub async fn sso_login(args: &LoginArgs, connector: &str) -> anyhow::Result<()> 
     let (sealed, mut conn) = wait_for_result(listener).await?;
     let opened = unseal(&seal_key, &started.request_id, &sealed)
         .map_err(|e| anyhow!("{e}"))
-        .and_then(|plain| SsoLoginResult::decode(plain.as_slice()).map_err(|_| anyhow!("the login result is malformed")))
+        .and_then(|plain| {
+            SsoLoginResult::decode(plain.as_slice())
+                .map_err(|_| anyhow!("the login result is malformed"))
+        })
         .and_then(|r| {
             if r.request_id != started.request_id {
                 bail!("the login result is another login's");
@@ -210,13 +229,21 @@ pub async fn sso_login(args: &LoginArgs, connector: &str) -> anyhow::Result<()> 
     let result = match opened {
         Ok(r) => {
             let _ = conn
-                .write_all(&page("200 OK", "Logged in", "You are logged in to Hop. You may close this tab."))
+                .write_all(&page(
+                    "200 OK",
+                    "Logged in",
+                    "You are logged in to Hop. You may close this tab.",
+                ))
                 .await;
             r
         }
         Err(e) => {
             let _ = conn
-                .write_all(&page("400 Bad Request", "Login failed", "The login result could not be opened; see hop login's output."))
+                .write_all(&page(
+                    "400 Bad Request",
+                    "Login failed",
+                    "The login result could not be opened; see hop login's output.",
+                ))
                 .await;
             return Err(e);
         }

@@ -132,9 +132,9 @@ impl ClientRedirectSettings {
     #[must_use]
     pub fn allows_https_host(&self, host: &str) -> bool {
         let host = host.to_ascii_lowercase();
-        self.allowed_https_hostnames.iter().any(|p| {
-            Pattern::compile(&p.to_ascii_lowercase()).is_ok_and(|pat| pat.matches(&host))
-        })
+        self.allowed_https_hostnames
+            .iter()
+            .any(|p| Pattern::compile(&p.to_ascii_lowercase()).is_ok_and(|pat| pat.matches(&host)))
     }
 }
 
@@ -197,8 +197,7 @@ fn check_url(field: &FieldPath, url: &str) -> Result<(), ValidationError> {
     if url.is_empty() {
         return Err(invalid(field, Problem::Empty));
     }
-    let ok = (url.starts_with("https://") && url.len() > "https://".len())
-        || is_loopback_http(url);
+    let ok = (url.starts_with("https://") && url.len() > "https://".len()) || is_loopback_http(url);
     if !ok || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(invalid(
             field,
@@ -263,8 +262,8 @@ impl OidcConnector {
             .iter()
             .enumerate()
         {
-            let at = FieldPath::new("spec.client_redirect_settings.allowed_https_hostnames")
-                .index(i);
+            let at =
+                FieldPath::new("spec.client_redirect_settings.allowed_https_hostnames").index(i);
             if h.is_empty() {
                 return Err(invalid(&at, Problem::Empty));
             }
@@ -383,7 +382,12 @@ mod tests {
     #[test]
     fn refuses_plain_http_off_loopback_and_empty_mappings() {
         let bad = OK.replace("https://idp.example.com", "http://idp.example.com");
-        assert!(connector(&bad).unwrap_err().to_string().contains("issuer_url"));
+        assert!(
+            connector(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("issuer_url")
+        );
         let ok = OK.replace("https://idp.example.com", "http://127.0.0.1:9000");
         connector(&ok).unwrap();
         let bad = OK.replace("value: admins", "value: '^(admins$'");

@@ -238,9 +238,11 @@ fn parse_document(doc: &Node, text: &str, file: &str) -> Result<Resource, ParseE
         LockResource::KIND => yaml::from_node::<LockResource>(doc, text)
             .map_err(typed)?
             .into(),
-        crate::oidc::OidcConnector::KIND => yaml::from_node::<crate::oidc::OidcConnector>(doc, text)
-            .map_err(typed)?
-            .into(),
+        crate::oidc::OidcConnector::KIND => {
+            yaml::from_node::<crate::oidc::OidcConnector>(doc, text)
+                .map_err(typed)?
+                .into()
+        }
         other => {
             return Err(schema(
                 kind_node.line,

@@ -29,7 +29,10 @@ fn idp_dir() -> PathBuf {
 fn start_idp(redirect: &str) -> Option<(Killed, String)> {
     let dir = idp_dir();
     if !dir.join("node_modules/oidc-provider").exists() {
-        eprintln!("SKIP: oidc-provider is not installed (scripts/test runs npm ci in {})", dir.display());
+        eprintln!(
+            "SKIP: oidc-provider is not installed (scripts/test runs npm ci in {})",
+            dir.display()
+        );
         return None;
     }
     let port = free_port();
@@ -47,12 +50,21 @@ fn start_idp(redirect: &str) -> Option<(Killed, String)> {
         .arg(accounts.to_string())
         .current_dir(&dir)
         .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
-        .stderr(Stdio::from(std::fs::File::create(log.with_extension("err")).unwrap()))
+        .stderr(Stdio::from(
+            std::fs::File::create(log.with_extension("err")).unwrap(),
+        ))
         .spawn()
         .ok()?;
     let deadline = clock::monotonic_now() + Duration::from_secs(15);
-    while !std::fs::read_to_string(&log).unwrap_or_default().contains("OIDC issuer") {
-        assert!(clock::monotonic_now() < deadline, "the provider did not start: {}", std::fs::read_to_string(log.with_extension("err")).unwrap_or_default());
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("OIDC issuer")
+    {
+        assert!(
+            clock::monotonic_now() < deadline,
+            "the provider did not start: {}",
+            std::fs::read_to_string(log.with_extension("err")).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     Some((Killed(child), format!("http://127.0.0.1:{port}")))
@@ -74,9 +86,24 @@ fn node_js(args: &[&str]) -> serde_json::Value {
 
 /// Runs `hop login --auth oidc-test --browser none` (plus `extra`) as `home`, drives the
 /// provider's pages as `who`; returns hop's exit status, stdout, stderr and the URLs visited.
-fn sso_login(a: &Appliance, home: &Path, who: &str, extra: &[&str]) -> (bool, String, String, Vec<String>) {
+fn sso_login(
+    a: &Appliance,
+    home: &Path,
+    who: &str,
+    extra: &[&str],
+) -> (bool, String, String, Vec<String>) {
     let mut child = Command::new(HOP)
-        .args(["login", "--proxy", &a.addr, "--ca-pin", &a.pin, "--auth", "oidc-test", "--browser", "none"])
+        .args([
+            "login",
+            "--proxy",
+            &a.addr,
+            "--ca-pin",
+            &a.pin,
+            "--auth",
+            "oidc-test",
+            "--browser",
+            "none",
+        ])
         .args(extra)
         .env("HOP_HOME", home)
         .stdin(Stdio::null())
@@ -101,19 +128,32 @@ fn sso_login(a: &Appliance, home: &Path, who: &str, extra: &[&str]) -> (bool, St
     let mut visited = Vec::new();
     if let Some(url) = url {
         let r = node_js(&[&url, who]);
-        let last = r["visited"].as_array().and_then(|v| v.last()).and_then(|u| u.as_str()).unwrap_or("");
+        let last = r["visited"]
+            .as_array()
+            .and_then(|v| v.last())
+            .and_then(|u| u.as_str())
+            .unwrap_or("");
         eprintln!(
             "login.mjs: status {} at {} {}",
             r["status"],
             last.split('?').next().unwrap_or(""),
-            r["text"].as_str().unwrap_or("").chars().take(300).collect::<String>()
+            r["text"]
+                .as_str()
+                .unwrap_or("")
+                .chars()
+                .take(300)
+                .collect::<String>()
         );
         if r["status"] == 0 {
             let _ = child.kill();
         }
         visited = r["visited"]
             .as_array()
-            .map(|v| v.iter().filter_map(|u| u.as_str().map(str::to_owned)).collect())
+            .map(|v| {
+                v.iter()
+                    .filter_map(|u| u.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default();
     }
     std::io::Read::read_to_string(&mut out, &mut printed).unwrap();
@@ -173,8 +213,17 @@ spec:
     std::fs::write(&file, resources).unwrap();
     a.ok(&["admin", "create", "-f", file.to_str().unwrap()]);
     let shown = a.ok(&["admin", "get", "oidc/oidc-test"]);
-    assert!(shown.contains("hop-proxy") && !shown.contains("hop-proxy-secret"), "{shown}");
-    let _node = start_node(&a, &a.dir.path().join("node"), &a.join_token("node"), NODE, "env=sso");
+    assert!(
+        shown.contains("hop-proxy") && !shown.contains("hop-proxy-secret"),
+        "{shown}"
+    );
+    let _node = start_node(
+        &a,
+        &a.dir.path().join("node"),
+        &a.join_token("node"),
+        NODE,
+        "env=sso",
+    );
 
     // alice: groups devs → sso-dev; her claims are her traits.
     let home = a.dir.path().join("home-alice");
@@ -182,41 +231,74 @@ spec:
     assert!(ok, "hop login --auth: {out}\n{err}");
     assert!(out.contains("Logged in as alice@example.test"), "{out}");
     assert!(out.contains("sso-dev") && out.contains(OS_LOGIN), "{out}");
-    assert!(out.contains("groups=devs,staff") && out.contains(&format!("unix_login={OS_LOGIN}")), "{out}");
+    assert!(
+        out.contains("groups=devs,staff") && out.contains(&format!("unix_login={OS_LOGIN}")),
+        "{out}"
+    );
     let callback = visited
         .iter()
         .find(|u| u.contains("/v1/webapi/oidc/callback?"))
         .expect("the browser went through the proxy's callback")
         .clone();
     // The redirect to the client carried only the sealed result.
-    let to_client = visited.iter().find(|u| u.starts_with("http://127.0.0.1:") && u.contains("/callback?")).unwrap();
+    let to_client = visited
+        .iter()
+        .find(|u| u.starts_with("http://127.0.0.1:") && u.contains("/callback?"))
+        .unwrap();
     assert!(to_client.contains("response=") && !to_client.contains("BEGIN CERTIFICATE"));
 
     // An ordinary login on a node the mapped role reaches.
     let deadline = clock::monotonic_now() + Duration::from_secs(30);
     loop {
-        let out = hop_in(&home, &["ssh", &format!("{OS_LOGIN}@{NODE}"), "echo", "sso-ok"]);
+        let out = hop_in(
+            &home,
+            &["ssh", &format!("{OS_LOGIN}@{NODE}"), "echo", "sso-ok"],
+        );
         if out.status.success() && stdout(&out).contains("sso-ok") {
             break;
         }
-        assert!(clock::monotonic_now() < deadline, "hop ssh as the SSO user: {}", stderr(&out));
+        assert!(
+            clock::monotonic_now() < deadline,
+            "hop ssh as the SSO user: {}",
+            stderr(&out)
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
-    let user = a.ok(&["admin", "get", "user/alice@example.test", "--format", "json"]);
-    assert!(user.contains("\"connector\"") && user.contains("oidc-test"), "{user}");
+    let user = a.ok(&[
+        "admin",
+        "get",
+        "user/alice@example.test",
+        "--format",
+        "json",
+    ]);
+    assert!(
+        user.contains("\"connector\"") && user.contains("oidc-test"),
+        "{user}"
+    );
 
     // The callback replayed: the state worked once.
     let replay = node_js(&["--get", &callback]);
     assert_eq!(replay["status"], 403, "{replay}");
-    assert!(replay["text"].as_str().unwrap().contains("already used"), "{replay}");
+    assert!(
+        replay["text"].as_str().unwrap().contains("already used"),
+        "{replay}"
+    );
     assert!(failure_with(&a, "unknown or replayed state"));
     // A forged state.
-    let forged = format!("https://{}/v1/webapi/oidc/callback?code=abc&state=forged", a.addr);
+    let forged = format!(
+        "https://{}/v1/webapi/oidc/callback?code=abc&state=forged",
+        a.addr
+    );
     let r = node_js(&["--get", &forged]);
     assert_eq!(r["status"], 403, "{r}");
 
     // A client redirect that is not loopback is refused before the provider is involved.
-    let (ok, _, err, _) = sso_login(&a, &home, "alice", &["--callback", "https://evil.example.com"]);
+    let (ok, _, err, _) = sso_login(
+        &a,
+        &home,
+        "alice",
+        &["--callback", "https://evil.example.com"],
+    );
     assert!(!ok && err.contains("client redirect URL must be"), "{err}");
     assert!(failure_with(&a, "client redirect not allowed"));
 
@@ -232,7 +314,14 @@ spec:
     assert!(failure_with(&a, "name of a local user"));
 
     // A lock on the SSO user by name refuses the next SSO login.
-    a.ok(&["admin", "lock", "--user", "alice@example.test", "--message", "sso test"]);
+    a.ok(&[
+        "admin",
+        "lock",
+        "--user",
+        "alice@example.test",
+        "--message",
+        "sso test",
+    ]);
     let (ok, _, err, _) = sso_login(&a, &home, "alice", &[]);
     assert!(!ok && err.contains("locked"), "{err}");
     assert!(failure_with(&a, "locked"));

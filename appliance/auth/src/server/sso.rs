@@ -27,8 +27,20 @@ use hop_api::timestamps::rfc3339;
 
 /// Claims that describe the token rather than the user: not made into traits.
 const TOKEN_CLAIMS: &[&str] = &[
-    "iss", "aud", "exp", "iat", "nbf", "nonce", "at_hash", "c_hash", "auth_time", "azp", "jti",
-    "sid", "acr", "amr",
+    "iss",
+    "aud",
+    "exp",
+    "iat",
+    "nbf",
+    "nonce",
+    "at_hash",
+    "c_hash",
+    "auth_time",
+    "azp",
+    "jti",
+    "sid",
+    "acr",
+    "amr",
 ];
 
 /// A client's request to start an SSO login.
@@ -80,9 +92,16 @@ impl From<AuthError> for SsoCallbackRefusal {
 /// The client's redirect URL with `error=` the refusal's text (it is no secret; a forged one
 /// can only end a login early).
 fn refusal_redirect(client_redirect: &str, error: &AuthError) -> String {
-    let sep = if client_redirect.contains('?') { '&' } else { '?' };
+    let sep = if client_redirect.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
     let text: String = error.to_string().chars().take(300).collect();
-    format!("{client_redirect}{sep}{}", contract::form(&[("error", &text)]))
+    format!(
+        "{client_redirect}{sep}{}",
+        contract::form(&[("error", &text)])
+    )
 }
 
 /// A name, roles and traits a verified login maps to (pure: [`map_login`]).
@@ -190,7 +209,9 @@ impl AuthServer {
     ) -> AuthError {
         let me = self.clone();
         let (user, connector) = (user.to_string(), connector.to_string());
-        match tokio::task::spawn_blocking(move || me.sso_refused(&user, &connector, remote, e)).await {
+        match tokio::task::spawn_blocking(move || me.sso_refused(&user, &connector, remote, e))
+            .await
+        {
             Ok(err) => err,
             Err(join) => AuthError::Internal(format!("task failed: {join}")),
         }
@@ -202,23 +223,30 @@ impl AuthServer {
         let remote = req.remote;
         let name = req.connector.clone();
         let me = self.clone();
-        let checked = tokio::task::spawn_blocking(move || -> Result<(OidcConnector, SsoStart), AuthError> {
-            me.rate_limit(req.remote)?;
-            let c = me.oidc_connector(&req.connector)?;
-            if req.seal_key.len() != SEAL_KEY_LEN {
-                return Err(SsoError::BadRequest(format!("the one-time key must be {SEAL_KEY_LEN} bytes")).into());
-            }
-            if req.ssh_public_key.is_empty() || req.tls_public_key_der.is_empty() {
-                return Err(SsoError::BadRequest("the SSH and TLS public keys are required".into()).into());
-            }
-            contract::check_client_redirect(&req.client_redirect_url, &|h| {
-                c.spec.client_redirect_settings.allows_https_host(h)
+        let checked =
+            tokio::task::spawn_blocking(move || -> Result<(OidcConnector, SsoStart), AuthError> {
+                me.rate_limit(req.remote)?;
+                let c = me.oidc_connector(&req.connector)?;
+                if req.seal_key.len() != SEAL_KEY_LEN {
+                    return Err(SsoError::BadRequest(format!(
+                        "the one-time key must be {SEAL_KEY_LEN} bytes"
+                    ))
+                    .into());
+                }
+                if req.ssh_public_key.is_empty() || req.tls_public_key_der.is_empty() {
+                    return Err(SsoError::BadRequest(
+                        "the SSH and TLS public keys are required".into(),
+                    )
+                    .into());
+                }
+                contract::check_client_redirect(&req.client_redirect_url, &|h| {
+                    c.spec.client_redirect_settings.allows_https_host(h)
+                })
+                .map_err(SsoError::from)?;
+                Ok((c, req))
             })
-            .map_err(SsoError::from)?;
-            Ok((c, req))
-        })
-        .await
-        .map_err(|e| AuthError::Internal(format!("task failed: {e}")))?;
+            .await
+            .map_err(|e| AuthError::Internal(format!("task failed: {e}")))?;
         let (connector, req) = match checked {
             Ok(v) => v,
             Err(AuthError::Sso(e)) => return Err(self.refused_async("", &name, remote, e).await),
@@ -290,32 +318,45 @@ impl AuthServer {
         if let Some(p) = connector.spec.prompt.as_deref().filter(|p| !p.is_empty()) {
             params.push(("prompt", p));
         }
-        let sep = if meta.authorization_endpoint.contains('?') { '&' } else { '?' };
+        let sep = if meta.authorization_endpoint.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
         Ok(SsoStarted {
             request_id: record.request_id,
-            redirect_url: format!("{}{sep}{}", meta.authorization_endpoint, contract::form(&params)),
+            redirect_url: format!(
+                "{}{sep}{}",
+                meta.authorization_endpoint,
+                contract::form(&params)
+            ),
         })
     }
 
     /// Completes an OIDC login from the provider's callback: returns the client's redirect URL
     /// with the sealed result. Each refusal is audited.
-    pub async fn complete_oidc_login(self: &Arc<Self>, cb: OidcCallback) -> Result<String, SsoCallbackRefusal> {
+    pub async fn complete_oidc_login(
+        self: &Arc<Self>,
+        cb: OidcCallback,
+    ) -> Result<String, SsoCallbackRefusal> {
         let remote = cb.remote;
         let me = self.clone();
         let state = cb.state.clone();
         // The state is used once: the record is deleted before anything else happens, whatever
         // the outcome.
-        let taken = tokio::task::spawn_blocking(move || -> Result<Option<(PendingSsoLogin, OidcConnector)>, AuthError> {
-            let key = state_hash(&state);
-            let Some(p) = me.store().get::<PendingSsoLogin>(&key)? else {
-                return Ok(None);
-            };
-            if !me.store().delete::<PendingSsoLogin>(&key)? || !p.value.is_for(&state) {
-                return Ok(None);
-            }
-            let c = me.oidc_connector(&p.value.connector)?;
-            Ok(Some((p.value, c)))
-        })
+        let taken = tokio::task::spawn_blocking(
+            move || -> Result<Option<(PendingSsoLogin, OidcConnector)>, AuthError> {
+                let key = state_hash(&state);
+                let Some(p) = me.store().get::<PendingSsoLogin>(&key)? else {
+                    return Ok(None);
+                };
+                if !me.store().delete::<PendingSsoLogin>(&key)? || !p.value.is_for(&state) {
+                    return Ok(None);
+                }
+                let c = me.oidc_connector(&p.value.connector)?;
+                Ok(Some((p.value, c)))
+            },
+        )
         .await
         .map_err(|e| AuthError::Internal(format!("task failed: {e}")))?;
         let bare = |error| SsoCallbackRefusal {
@@ -324,8 +365,15 @@ impl AuthServer {
         };
         let (pending, connector) = match taken {
             Ok(Some(v)) => v,
-            Ok(None) => return Err(bare(self.refused_async("", "", remote, SsoError::UnknownState).await)),
-            Err(AuthError::Sso(e)) => return Err(bare(self.refused_async("", "", remote, e).await)),
+            Ok(None) => {
+                return Err(bare(
+                    self.refused_async("", "", remote, SsoError::UnknownState)
+                        .await,
+                ));
+            }
+            Err(AuthError::Sso(e)) => {
+                return Err(bare(self.refused_async("", "", remote, e).await));
+            }
             Err(e) => return Err(bare(e)),
         };
         let client_redirect = pending.client_redirect_url.clone();
@@ -346,7 +394,9 @@ impl AuthServer {
         let remote = cb.remote;
         let name = pending.connector.clone();
         if let Some(err) = cb.error {
-            return Err(self.refused_async("", &name, remote, SsoError::ProviderRefused(err)).await);
+            return Err(self
+                .refused_async("", &name, remote, SsoError::ProviderRefused(err))
+                .await);
         }
         let verified = match self.verify_callback(&connector, &pending, &cb.code).await {
             Ok(v) => v,
@@ -354,13 +404,19 @@ impl AuthServer {
         };
         let mapped = match map_login(&name, &connector.spec, &verified.subject, &verified.claims) {
             Ok(m) => m,
-            Err(e) => return Err(self.refused_async(&verified.subject, &name, remote, e).await),
+            Err(e) => {
+                return Err(self
+                    .refused_async(&verified.subject, &name, remote, e)
+                    .await);
+            }
         };
         let me = self.clone();
         let subject = verified.subject.clone();
-        tokio::task::spawn_blocking(move || me.finish_sso_login(&name, &subject, mapped, &pending, remote))
-            .await
-            .map_err(|e| AuthError::Internal(format!("task failed: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            me.finish_sso_login(&name, &subject, mapped, &pending, remote)
+        })
+        .await
+        .map_err(|e| AuthError::Internal(format!("task failed: {e}")))?
     }
 
     async fn verify_callback(
@@ -422,7 +478,12 @@ impl AuthServer {
         let existing = self.store().get::<User>(&name)?;
         let not_before = match &existing {
             Some(u) => {
-                let ours = u.value.spec.created_by.as_ref().and_then(|c| c.connector.as_ref());
+                let ours = u
+                    .value
+                    .spec
+                    .created_by
+                    .as_ref()
+                    .and_then(|c| c.connector.as_ref());
                 if !ours.is_some_and(|c| c.kind == "oidc" && c.id == connector) {
                     return Err(refuse(&name, SsoError::NameTaken(name.clone())));
                 }
@@ -537,8 +598,15 @@ impl AuthServer {
             .map_err(|_| AuthError::Internal("stored sealing key".into()))?;
         let sealed = contract::seal(&key, &pending.request_id, &result.encode_to_vec())
             .map_err(|e| AuthError::Internal(format!("sealing the SSO result: {e}")))?;
-        let sep = if pending.client_redirect_url.contains('?') { '&' } else { '?' };
-        Ok(format!("{}{sep}{RESPONSE_PARAM}={sealed}", pending.client_redirect_url))
+        let sep = if pending.client_redirect_url.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        Ok(format!(
+            "{}{sep}{RESPONSE_PARAM}={sealed}",
+            pending.client_redirect_url
+        ))
     }
 }
 

@@ -84,7 +84,10 @@ async fn exchange(req: IdpRequest<'_>) -> Result<Bytes, IdpHttpError> {
         .path_and_query()
         .map_or("/".to_string(), |p| p.as_str().to_string());
     let authority = uri.authority().ok_or_else(bad)?.to_string();
-    let connect_host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let connect_host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     let connect_err = |e: &dyn std::fmt::Display| IdpHttpError::Connect {
         host: authority.clone(),
         reason: e.to_string(),
@@ -108,12 +111,14 @@ async fn exchange(req: IdpRequest<'_>) -> Result<Bytes, IdpHttpError> {
                 "application/x-www-form-urlencoded",
             )
             .body(Full::new(Bytes::from(form))),
-        None => builder.method(http::Method::GET).body(Full::new(Bytes::new())),
+        None => builder
+            .method(http::Method::GET)
+            .body(Full::new(Bytes::new())),
     }
     .map_err(|_| bad())?;
     let (response, _driver) = if https {
-        let name = rustls::pki_types::ServerName::try_from(connect_host.clone())
-            .map_err(|_| bad())?;
+        let name =
+            rustls::pki_types::ServerName::try_from(connect_host.clone()).map_err(|_| bad())?;
         let tls = tokio_rustls::TlsConnector::from(tls_config())
             .connect(name, tcp)
             .await

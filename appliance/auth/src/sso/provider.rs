@@ -51,7 +51,9 @@ pub fn parse_discovery(bytes: &[u8], issuer: &str) -> Result<ProviderMeta, SsoEr
         jwks_uri: field("jwks_uri")?,
     };
     if meta.issuer != issuer {
-        return Err(SsoError::Provider("discovery document (issuer differs from issuer_url)"));
+        return Err(SsoError::Provider(
+            "discovery document (issuer differs from issuer_url)",
+        ));
     }
     Ok(meta)
 }
@@ -96,7 +98,11 @@ impl OidcProviders {
     }
 
     /// The provider's endpoints, from the cache or its discovery document.
-    pub async fn metadata(&self, issuer: &str, now: SystemTime) -> Result<Arc<ProviderMeta>, SsoError> {
+    pub async fn metadata(
+        &self,
+        issuer: &str,
+        now: SystemTime,
+    ) -> Result<Arc<ProviderMeta>, SsoError> {
         if let Some(c) = self.cached(issuer)
             && fresh(c.meta_at, now, DISCOVERY_TTL)
         {
@@ -128,7 +134,12 @@ impl OidcProviders {
         Ok(meta)
     }
 
-    async fn fetch_jwks(&self, issuer: &str, meta: &Arc<ProviderMeta>, now: SystemTime) -> Result<Arc<Jwks>, SsoError> {
+    async fn fetch_jwks(
+        &self,
+        issuer: &str,
+        meta: &Arc<ProviderMeta>,
+        now: SystemTime,
+    ) -> Result<Arc<Jwks>, SsoError> {
         let body = fetch(IdpRequest {
             post_form: None,
             url: &meta.jwks_uri,
@@ -162,7 +173,10 @@ impl OidcProviders {
         let jwks = match cached {
             Some((set, at)) if fresh(at, now, JWKS_TTL) => {
                 if !set.has_key_for(&jws) && !fresh(at, now, JWKS_REFETCH_INTERVAL) {
-                    tracing::info!(issuer, "ID token names a key not in the cached key set; fetching the key set again");
+                    tracing::info!(
+                        issuer,
+                        "ID token names a key not in the cached key set; fetching the key set again"
+                    );
                     self.fetch_jwks(issuer, meta, now).await?
                 } else {
                     set

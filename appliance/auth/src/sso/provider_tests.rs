@@ -93,8 +93,10 @@ impl Key {
         let input = format!(
             "{}.{}",
             enc(json!({"alg": "ES256", "kid": self.1})),
-            enc(json!({"iss": iss, "aud": "hop", "sub": "alice", "nonce": "n",
-                "exp": now + 300, "iat": now}))
+            enc(
+                json!({"iss": iss, "aud": "hop", "sub": "alice", "nonce": "n",
+                "exp": now + 300, "iat": now})
+            )
         );
         let sig = self.0.sign(&SystemRandom::new(), input.as_bytes()).unwrap();
         format!("{input}.{}", BASE64URL_NOPAD.encode(sig.as_ref()))
@@ -118,7 +120,12 @@ async fn a_rotated_key_is_fetched_once_and_unknown_keys_are_throttled() {
     };
     let meta = providers.metadata(&idp.issuer, at(t0)).await.unwrap();
     let ok = providers
-        .verify_id_token(&idp.issuer, &meta, &k1.token(&idp.issuer, t0), &want(at(t0)))
+        .verify_id_token(
+            &idp.issuer,
+            &meta,
+            &k1.token(&idp.issuer, t0),
+            &want(at(t0)),
+        )
         .await
         .unwrap();
     assert_eq!(ok.subject, "alice");
@@ -129,20 +136,38 @@ async fn a_rotated_key_is_fetched_once_and_unknown_keys_are_throttled() {
     *idp.jwks.lock().unwrap() = json!({"keys": [k1.jwk(), k2.jwk()]}).to_string();
     let t1 = t0 + 5;
     let r = providers
-        .verify_id_token(&idp.issuer, &meta, &k2.token(&idp.issuer, t1), &want(at(t1)))
+        .verify_id_token(
+            &idp.issuer,
+            &meta,
+            &k2.token(&idp.issuer, t1),
+            &want(at(t1)),
+        )
         .await;
-    assert!(matches!(r, Err(SsoError::IdToken(jose::IdTokenError::UnknownKey(_)))), "{r:?}");
+    assert!(
+        matches!(r, Err(SsoError::IdToken(jose::IdTokenError::UnknownKey(_)))),
+        "{r:?}"
+    );
     assert_eq!(idp.jwks_fetches.load(Ordering::SeqCst), 1);
 
     // After it, the key set is fetched again once and the new key verifies.
     let t2 = t0 + JWKS_REFETCH_INTERVAL.as_secs() + 1;
     providers
-        .verify_id_token(&idp.issuer, &meta, &k2.token(&idp.issuer, t2), &want(at(t2)))
+        .verify_id_token(
+            &idp.issuer,
+            &meta,
+            &k2.token(&idp.issuer, t2),
+            &want(at(t2)),
+        )
         .await
         .unwrap();
     assert_eq!(idp.jwks_fetches.load(Ordering::SeqCst), 2);
     providers
-        .verify_id_token(&idp.issuer, &meta, &k1.token(&idp.issuer, t2), &want(at(t2)))
+        .verify_id_token(
+            &idp.issuer,
+            &meta,
+            &k1.token(&idp.issuer, t2),
+            &want(at(t2)),
+        )
         .await
         .unwrap();
     assert_eq!(idp.jwks_fetches.load(Ordering::SeqCst), 2);
@@ -150,9 +175,17 @@ async fn a_rotated_key_is_fetched_once_and_unknown_keys_are_throttled() {
     // A token signed by a key the provider never published under a known kid.
     let forged = Key::new("k2");
     let r = providers
-        .verify_id_token(&idp.issuer, &meta, &forged.token(&idp.issuer, t2), &want(at(t2)))
+        .verify_id_token(
+            &idp.issuer,
+            &meta,
+            &forged.token(&idp.issuer, t2),
+            &want(at(t2)),
+        )
         .await;
-    assert!(matches!(r, Err(SsoError::IdToken(jose::IdTokenError::BadSignature))), "{r:?}");
+    assert!(
+        matches!(r, Err(SsoError::IdToken(jose::IdTokenError::BadSignature))),
+        "{r:?}"
+    );
 }
 
 #[tokio::test]
