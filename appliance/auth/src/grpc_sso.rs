@@ -46,6 +46,7 @@ impl Sso for AuthApi {
                 client_redirect_url: r.client_redirect_url,
                 seal_key: r.seal_key,
                 remote,
+                proxy_redirect: false,
             })
             .await
             .map_err(to_status)?;

@@ -7,7 +7,8 @@
 //! Refused, each with a clear error and a failed `user.login` event (`method: oidc`): a
 //! callback with a forged state, the same callback replayed, a client redirect that is not
 //! loopback (`--callback`), claims that map to no role, a name a local user holds, and a user
-//! locked by name. The ID token's own refusals (tampered, expired, wrong audience or nonce)
+//! locked by name. The web UI's login page lists the connector, and its button's flow ends
+//! in a web session (a result without the browser's binding cookie makes none). The ID token's own refusals (tampered, expired, wrong audience or nonce)
 //! are `hop_api::jose`'s unit tests, with tokens signed by test keys.
 
 use std::io::BufRead;
@@ -276,6 +277,29 @@ spec:
         "{user}"
     );
 
+    // The web UI: the login page lists the connector; its button ends in a web session.
+    let listed = node_js(&["--get", &format!("https://{}/web/api/sso/connectors", a.addr)]);
+    assert!(listed["text"].as_str().unwrap().contains("\"oidc-test\""), "{listed}");
+    let web = node_js(&[
+        &format!("https://{}/v1/webapi/oidc/login?connector=oidc-test", a.addr),
+        "alice",
+        &format!("https://{}/web/api/session", a.addr),
+    ]);
+    assert_eq!(web["then"]["status"], 200, "{web}");
+    let session = web["then"]["text"].as_str().unwrap();
+    assert!(session.contains("alice@example.test") && session.contains("sso-dev"), "{web}");
+    // A finish without the browser's binding cookie makes no session.
+    let finish = web["visited"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|u| u.as_str())
+        .find(|u| u.contains("/web/sso/finish?"))
+        .unwrap()
+        .to_string();
+    let stolen = node_js(&["--get", &finish]);
+    assert_eq!(stolen["status"], 403, "{stolen}");
+
     // The callback replayed: the state worked once.
     let replay = node_js(&["--get", &callback]);
     assert_eq!(replay["status"], 403, "{replay}");
@@ -330,8 +354,11 @@ spec:
         .into_iter()
         .filter(|e| e["method"] == "oidc" && e["success"] == true)
         .collect();
-    assert_eq!(ok_events.len(), 1, "{ok_events:?}");
-    assert_eq!(ok_events[0]["connector"], "oidc-test");
-    assert_eq!(ok_events[0]["user"], "alice@example.test");
+    assert_eq!(ok_events.len(), 2, "{ok_events:?}");
+    for e in &ok_events {
+        assert_eq!(e["connector"], "oidc-test");
+        assert_eq!(e["user"], "alice@example.test");
+    }
+    assert!(ok_events.iter().any(|e| e["client"] == "web") && ok_events.iter().any(|e| e["client"] == "cli"));
     eprintln!("sso_oidc took {:?}", clock::monotonic_now() - started);
 }

@@ -53,6 +53,9 @@ pub struct SsoStart {
     pub client_redirect_url: String,
     pub seal_key: Vec<u8>,
     pub remote: Option<SocketAddr>,
+    /// The proxy's own web login: `client_redirect_url` is the proxy's `/web/sso/finish`,
+    /// built by the proxy from its own address (never set from the network).
+    pub proxy_redirect: bool,
 }
 
 /// A started login: where to send the browser.
@@ -239,10 +242,12 @@ impl AuthServer {
                     )
                     .into());
                 }
-                contract::check_client_redirect(&req.client_redirect_url, &|h| {
-                    c.spec.client_redirect_settings.allows_https_host(h)
-                })
-                .map_err(SsoError::from)?;
+                if !req.proxy_redirect {
+                    contract::check_client_redirect(&req.client_redirect_url, &|h| {
+                        c.spec.client_redirect_settings.allows_https_host(h)
+                    })
+                    .map_err(SsoError::from)?;
+                }
                 Ok((c, req))
             })
             .await
@@ -280,6 +285,7 @@ impl AuthServer {
             ttl_secs: req.ttl.map_or(0, |t| t.as_secs()),
             seal_key: hex::encode(&req.seal_key),
             created_unix: super::unix(now),
+            web: req.proxy_redirect,
         };
         let me = self.clone();
         let stored = record.clone();
@@ -464,6 +470,11 @@ impl AuthServer {
         remote: Option<SocketAddr>,
     ) -> Result<String, AuthError> {
         let refuse = |user: &str, e: SsoError| self.sso_refused(user, connector, remote, e);
+        let client = if pending.web {
+            LoginClient::Web
+        } else {
+            LoginClient::Cli
+        };
         let name = mapped.username.clone();
         if super::validate_username(&name).is_err() {
             return Err(refuse(
@@ -551,7 +562,7 @@ impl AuthServer {
             tls_public_key_der: &tls_key,
             ttl: Some(ttl),
             remote,
-            client: LoginClient::Cli,
+            client,
         };
         let certs = match self.issue_login_certificates(&user, &login, now) {
             Ok(c) => c,
@@ -571,7 +582,7 @@ impl AuthServer {
         self.audit.emit_durable(
             self.event(EventKind::UserLogin, &name)
                 .remote(remote)
-                .field("client", LoginClient::Cli.name())
+                .field("client", client.name())
                 .field("method", "oidc")
                 .field("connector", connector)
                 .field("identity", subject)

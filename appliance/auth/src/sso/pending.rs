@@ -34,6 +34,9 @@ pub struct PendingSsoLogin {
     /// The client's one-time key, hex.
     pub seal_key: String,
     pub created_unix: i64,
+    /// Started by the web UI's login page (the result makes a web session).
+    #[serde(default)]
+    pub web: bool,
 }
 
 impl std::fmt::Debug for PendingSsoLogin {
