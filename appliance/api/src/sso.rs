@@ -17,6 +17,8 @@ pub const MAX_SEALED_LEN: usize = 64 * 1024;
 pub const RESPONSE_PARAM: &str = "response";
 /// The proxy's callback for OIDC providers.
 pub const OIDC_CALLBACK_PATH: &str = "/v1/webapi/oidc/callback";
+/// The proxy's callback for GitHub.
+pub const GITHUB_CALLBACK_PATH: &str = "/v1/webapi/github/callback";
 
 /// Why a sealed result was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

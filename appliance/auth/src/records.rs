@@ -190,6 +190,7 @@ pub const PUBLIC_KINDS: &[&str] = &[
     "node",
     "lock",
     "oidc",
+    "github",
     "cert_authority",
     "cluster_name",
     "cluster_auth_preference",

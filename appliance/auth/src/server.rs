@@ -56,7 +56,10 @@ pub use invites::Invite;
 pub use login::{LoginCertificates, LoginClient, LoginRequest};
 pub use rotation::{CaRotationStatus, RotateRequest, RotateTarget};
 pub use spiffe::{IssuedSvid, MAX_SVIDS_PER_REQUEST, SvidAsk, SvidBatch};
-pub use sso::{MappedLogin, OidcCallback, SsoCallbackRefusal, SsoStart, SsoStarted, map_login};
+pub use sso::{
+    MappedLogin, OidcCallback, SsoCallbackRefusal, SsoStart, SsoStarted, map_github_login,
+    map_login,
+};
 
 /// Settings the Auth service takes from the configuration.
 #[derive(Debug, Clone)]

@@ -16,6 +16,7 @@ pub mod cluster;
 pub mod compat;
 pub mod database;
 pub mod duration;
+pub mod github;
 pub mod kube;
 mod kube_access;
 pub mod labels;
@@ -48,6 +49,7 @@ pub use cluster::{
 pub use compat::{FieldWarning, Verbatim};
 pub use database::{DatabaseResource, DatabaseSpec, DatabaseTls};
 pub use duration::{Duration, DurationError};
+pub use github::{GithubConnector, GithubConnectorSpec, TeamMapping};
 pub use kube::{KUBE_VERBS, KubeTarget, KubernetesResource};
 pub use kube_access::KubeImpersonation;
 pub use labels::{LabelValues, Labels};

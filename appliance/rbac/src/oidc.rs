@@ -84,7 +84,10 @@ pub struct OidcConnectorSpec {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub provider: String,
     /// Where a client's redirect may point besides loopback.
-    #[serde(default, skip_serializing_if = "ClientRedirectSettings::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "ClientRedirectSettings::is_empty_settings"
+    )]
     pub client_redirect_settings: ClientRedirectSettings,
 }
 
@@ -124,7 +127,9 @@ pub struct ClientRedirectSettings {
 }
 
 impl ClientRedirectSettings {
-    fn is_empty(&self) -> bool {
+    /// Whether nothing is set (it is then not printed).
+    #[must_use]
+    pub fn is_empty_settings(&self) -> bool {
         self.allowed_https_hostnames.is_empty() && self.insecure_allowed_cidr_ranges.is_empty()
     }
 

@@ -243,6 +243,11 @@ fn parse_document(doc: &Node, text: &str, file: &str) -> Result<Resource, ParseE
                 .map_err(typed)?
                 .into()
         }
+        crate::github::GithubConnector::KIND => {
+            yaml::from_node::<crate::github::GithubConnector>(doc, text)
+                .map_err(typed)?
+                .into()
+        }
         other => {
             return Err(schema(
                 kind_node.line,

@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use crate::cluster::{AuthPreference, CertAuthorityResource, ClusterName};
 use crate::compat::FieldWarning;
 use crate::database::DatabaseResource;
+use crate::github::GithubConnector;
 use crate::lock::LockResource;
 use crate::node::NodeResource;
 use crate::oidc::OidcConnector;
@@ -108,6 +109,8 @@ pub enum Resource {
     Lock(LockResource),
     /// `kind: oidc`
     Oidc(OidcConnector),
+    /// `kind: github`
+    Github(GithubConnector),
 }
 
 /// Every kind this crate knows, in the order error messages list them.
@@ -122,6 +125,7 @@ pub const KINDS: &[&str] = &[
     NodeResource::KIND,
     LockResource::KIND,
     OidcConnector::KIND,
+    GithubConnector::KIND,
 ];
 
 impl Resource {
@@ -139,6 +143,7 @@ impl Resource {
             Self::Node(_) => NodeResource::KIND,
             Self::Lock(_) => LockResource::KIND,
             Self::Oidc(_) => OidcConnector::KIND,
+            Self::Github(_) => GithubConnector::KIND,
         }
     }
 
@@ -162,6 +167,7 @@ impl Resource {
             Self::Node(r) => r.metadata(),
             Self::Lock(r) => r.metadata(),
             Self::Oidc(r) => r.metadata(),
+            Self::Github(r) => r.metadata(),
         }
     }
 
@@ -178,6 +184,7 @@ impl Resource {
             Self::Node(r) => r.validate(),
             Self::Lock(r) => r.validate(),
             Self::Oidc(r) => r.validate(),
+            Self::Github(r) => r.validate(),
         }
     }
 
@@ -228,6 +235,7 @@ from_variant! {
     NodeResource => Node,
     LockResource => Lock,
     OidcConnector => Oidc,
+    GithubConnector => Github,
 }
 
 impl Serialize for Resource {
@@ -243,6 +251,7 @@ impl Serialize for Resource {
             Self::Node(r) => r.serialize(serializer),
             Self::Lock(r) => r.serialize(serializer),
             Self::Oidc(r) => r.serialize(serializer),
+            Self::Github(r) => r.serialize(serializer),
         }
     }
 }
@@ -272,6 +281,7 @@ impl<'de> Deserialize<'de> for Resource {
             NodeResource::KIND => Self::Node(serde_json::from_value(value).map_err(typed)?),
             LockResource::KIND => Self::Lock(serde_json::from_value(value).map_err(typed)?),
             OidcConnector::KIND => Self::Oidc(serde_json::from_value(value).map_err(typed)?),
+            GithubConnector::KIND => Self::Github(serde_json::from_value(value).map_err(typed)?),
             other => return Err(D::Error::unknown_variant(other, KINDS)),
         })
     }

@@ -29,5 +29,6 @@ stored!(
     DatabaseResource,
     NodeResource,
     LockResource,
-    crate::oidc::OidcConnector
+    crate::oidc::OidcConnector,
+    crate::github::GithubConnector
 );

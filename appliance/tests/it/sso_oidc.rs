@@ -26,14 +26,51 @@ fn idp_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oidc-idp")
 }
 
-/// Starts the provider on a free port; `None` (a SKIP) where Node or its package is missing.
-fn start_idp(redirect: &str) -> Option<(Killed, String)> {
+/// Whether the provider's package is installed (else the tests say SKIP).
+fn idp_installed() -> bool {
     let dir = idp_dir();
-    if !dir.join("node_modules/oidc-provider").exists() {
+    let ok = dir.join("node_modules/oidc-provider").exists();
+    if !ok {
         eprintln!(
             "SKIP: oidc-provider is not installed (scripts/test runs npm ci in {})",
             dir.display()
         );
+    }
+    ok
+}
+
+/// Runs `node SCRIPT ARGS` in the fixture directory until it prints `ready`.
+fn start_script(script: &str, args: &[String], ready: &str) -> Killed {
+    // The output goes to a file: a pipe closed under it would end the process.
+    let log = std::env::temp_dir().join(format!("hop-{script}-{}.log", free_port()));
+    let child = Command::new("node")
+        .arg(script)
+        .args(args)
+        .current_dir(idp_dir())
+        .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .stderr(Stdio::from(
+            std::fs::File::create(log.with_extension("err")).unwrap(),
+        ))
+        .spawn()
+        .unwrap();
+    let deadline = clock::monotonic_now() + Duration::from_secs(15);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains(ready)
+    {
+        assert!(
+            clock::monotonic_now() < deadline,
+            "{script} did not start: {}",
+            std::fs::read_to_string(log.with_extension("err")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Killed(child)
+}
+
+/// Starts the OpenID provider on a free port; `None` (a SKIP) where it is not installed.
+fn start_idp(redirect: &str) -> Option<(Killed, String)> {
+    if !idp_installed() {
         return None;
     }
     let port = free_port();
@@ -42,33 +79,12 @@ fn start_idp(redirect: &str) -> Option<(Killed, String)> {
         "mallory": {"groups": ["outsiders"]},
         "carol": {"groups": ["devs"], "unix_login": OS_LOGIN},
     });
-    // The provider's output goes to a file: a pipe closed under it would end it.
-    let log = std::env::temp_dir().join(format!("hop-oidc-idp-{port}.log"));
-    let child = Command::new("node")
-        .arg("idp.mjs")
-        .arg(port.to_string())
-        .arg(redirect)
-        .arg(accounts.to_string())
-        .current_dir(&dir)
-        .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
-        .stderr(Stdio::from(
-            std::fs::File::create(log.with_extension("err")).unwrap(),
-        ))
-        .spawn()
-        .ok()?;
-    let deadline = clock::monotonic_now() + Duration::from_secs(15);
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("OIDC issuer")
-    {
-        assert!(
-            clock::monotonic_now() < deadline,
-            "the provider did not start: {}",
-            std::fs::read_to_string(log.with_extension("err")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Some((Killed(child), format!("http://127.0.0.1:{port}")))
+    let idp = start_script(
+        "idp.mjs",
+        &[port.to_string(), redirect.to_string(), accounts.to_string()],
+        "OIDC issuer",
+    );
+    Some((idp, format!("http://127.0.0.1:{port}")))
 }
 
 fn node_js(args: &[&str]) -> serde_json::Value {
@@ -89,6 +105,7 @@ fn node_js(args: &[&str]) -> serde_json::Value {
 /// provider's pages as `who`; returns hop's exit status, stdout, stderr and the URLs visited.
 fn sso_login(
     a: &Appliance,
+    connector: &str,
     home: &Path,
     who: &str,
     extra: &[&str],
@@ -101,7 +118,7 @@ fn sso_login(
             "--ca-pin",
             &a.pin,
             "--auth",
-            "oidc-test",
+            connector,
             "--browser",
             "none",
         ])
@@ -170,7 +187,7 @@ fn sso_login(
 fn oidc_failures(a: &Appliance) -> Vec<serde_json::Value> {
     events(a, "user.login")
         .into_iter()
-        .filter(|e| e["method"] == "oidc" && e["success"] == false)
+        .filter(|e| (e["method"] == "oidc" || e["method"] == "sso") && e["success"] == false)
         .collect()
 }
 
@@ -228,7 +245,7 @@ spec:
 
     // alice: groups devs → sso-dev; her claims are her traits.
     let home = a.dir.path().join("home-alice");
-    let (ok, out, err, visited) = sso_login(&a, &home, "alice", &[]);
+    let (ok, out, err, visited) = sso_login(&a, "oidc-test", &home, "alice", &[]);
     assert!(ok, "hop login --auth: {out}\n{err}");
     assert!(out.contains("Logged in as alice@example.test"), "{out}");
     assert!(out.contains("sso-dev") && out.contains(OS_LOGIN), "{out}");
@@ -278,16 +295,28 @@ spec:
     );
 
     // The web UI: the login page lists the connector; its button ends in a web session.
-    let listed = node_js(&["--get", &format!("https://{}/web/api/sso/connectors", a.addr)]);
-    assert!(listed["text"].as_str().unwrap().contains("\"oidc-test\""), "{listed}");
+    let listed = node_js(&[
+        "--get",
+        &format!("https://{}/web/api/sso/connectors", a.addr),
+    ]);
+    assert!(
+        listed["text"].as_str().unwrap().contains("\"oidc-test\""),
+        "{listed}"
+    );
     let web = node_js(&[
-        &format!("https://{}/v1/webapi/oidc/login?connector=oidc-test", a.addr),
+        &format!(
+            "https://{}/v1/webapi/oidc/login?connector=oidc-test",
+            a.addr
+        ),
         "alice",
         &format!("https://{}/web/api/session", a.addr),
     ]);
     assert_eq!(web["then"]["status"], 200, "{web}");
     let session = web["then"]["text"].as_str().unwrap();
-    assert!(session.contains("alice@example.test") && session.contains("sso-dev"), "{web}");
+    assert!(
+        session.contains("alice@example.test") && session.contains("sso-dev"),
+        "{web}"
+    );
     // A finish without the browser's binding cookie makes no session.
     let finish = web["visited"]
         .as_array()
@@ -319,6 +348,7 @@ spec:
     // A client redirect that is not loopback is refused before the provider is involved.
     let (ok, _, err, _) = sso_login(
         &a,
+        "oidc-test",
         &home,
         "alice",
         &["--callback", "https://evil.example.com"],
@@ -327,13 +357,25 @@ spec:
     assert!(failure_with(&a, "client redirect not allowed"));
 
     // Claims that map to no role.
-    let (ok, _, err, _) = sso_login(&a, &a.dir.path().join("home-mallory"), "mallory", &[]);
+    let (ok, _, err, _) = sso_login(
+        &a,
+        "oidc-test",
+        &a.dir.path().join("home-mallory"),
+        "mallory",
+        &[],
+    );
     assert!(!ok && err.contains("map to no role"), "{err}");
     assert!(failure_with(&a, "no role mapped"));
 
     // A local user's name is never taken over.
     add_password_user(&a, "carol@example.test", "access", OS_LOGIN);
-    let (ok, _, err, _) = sso_login(&a, &a.dir.path().join("home-carol"), "carol", &[]);
+    let (ok, _, err, _) = sso_login(
+        &a,
+        "oidc-test",
+        &a.dir.path().join("home-carol"),
+        "carol",
+        &[],
+    );
     assert!(!ok && err.contains("belongs to a local user"), "{err}");
     assert!(failure_with(&a, "name of a local user"));
 
@@ -346,7 +388,7 @@ spec:
         "--message",
         "sso test",
     ]);
-    let (ok, _, err, _) = sso_login(&a, &home, "alice", &[]);
+    let (ok, _, err, _) = sso_login(&a, "oidc-test", &home, "alice", &[]);
     assert!(!ok && err.contains("locked"), "{err}");
     assert!(failure_with(&a, "locked"));
 
@@ -359,6 +401,90 @@ spec:
         assert_eq!(e["connector"], "oidc-test");
         assert_eq!(e["user"], "alice@example.test");
     }
-    assert!(ok_events.iter().any(|e| e["client"] == "web") && ok_events.iter().any(|e| e["client"] == "cli"));
+    assert!(
+        ok_events.iter().any(|e| e["client"] == "web")
+            && ok_events.iter().any(|e| e["client"] == "cli")
+    );
     eprintln!("sso_oidc took {:?}", clock::monotonic_now() - started);
+}
+
+/// GitHub SSO against a stand-in for GitHub Enterprise's endpoints
+/// (`tests/fixtures/oidc-idp/github-standin.mjs`: not GitHub): teams map to roles, the GitHub
+/// login is the user, the teams are traits; a user in no mapped team is refused.
+#[test]
+fn github_login_through_a_stand_in_maps_teams() {
+    if !idp_installed() {
+        return;
+    }
+    let a = Appliance::start(NO_SECOND_FACTOR);
+    let port = free_port();
+    let teams = serde_json::json!({
+        "octo": [["octocats", "admins"], ["octocats", "web"]],
+        "stranger": [["elsewhere", "admins"]],
+    });
+    let _gh = start_script(
+        "github-standin.mjs",
+        &[
+            port.to_string(),
+            "gh-client".into(),
+            "gh-secret".into(),
+            teams.to_string(),
+        ],
+        "GitHub stand-in",
+    );
+    let resources = format!(
+        "kind: role
+version: v7
+metadata: {{name: gh-dev}}
+spec:
+  allow:
+    logins: [{OS_LOGIN}]
+---
+kind: github
+version: v3
+metadata: {{name: github}}
+spec:
+  client_id: gh-client
+  client_secret: gh-secret
+  display: GitHub
+  redirect_url: https://{addr}/v1/webapi/github/callback
+  endpoint_url: http://127.0.0.1:{port}
+  api_endpoint_url: http://127.0.0.1:{port}/api/v3
+  teams_to_roles:
+  - {{organization: octocats, team: admins, roles: [gh-dev]}}
+",
+        addr = a.addr
+    );
+    let file = a.dir.path().join("github.yaml");
+    std::fs::write(&file, resources).unwrap();
+    a.ok(&["admin", "create", "-f", file.to_str().unwrap()]);
+    assert!(
+        !a.ok(&["admin", "get", "github/github"])
+            .contains("gh-secret")
+    );
+
+    let (ok, out, err, _) = sso_login(&a, "github", &a.dir.path().join("home-octo"), "octo", &[]);
+    assert!(ok, "{out}\n{err}");
+    assert!(
+        out.contains("Logged in as octo") && out.contains("gh-dev"),
+        "{out}"
+    );
+    assert!(
+        out.contains("github_teams=octocats/admins,octocats/web"),
+        "{out}"
+    );
+    let status = hop_in(&a.dir.path().join("home-octo"), &["status"]);
+    assert!(stdout(&status).contains("octo"), "{}", stderr(&status));
+
+    let (ok, _, err, _) = sso_login(&a, "github", &a.dir.path().join("home-x"), "stranger", &[]);
+    assert!(!ok && err.contains("map to no role"), "{err}");
+    let logins = events(&a, "user.login");
+    assert!(
+        logins
+            .iter()
+            .any(|e| e["method"] == "github" && e["success"] == true && e["user"] == "octo")
+    );
+    assert!(logins.iter().any(|e| e["method"] == "github"
+        && e["success"] == false
+        && e["reason"] == "no role mapped"));
 }

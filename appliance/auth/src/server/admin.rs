@@ -265,7 +265,7 @@ fn public_part(kind: &str, mut doc: serde_json::Value) -> serde_json::Value {
             "token" => {
                 spec.remove("secret_hash");
             }
-            "oidc" => {
+            "oidc" | "github" => {
                 spec.remove("client_secret");
             }
             _ => {}

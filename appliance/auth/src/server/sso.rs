@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use hop_api::jose::Expected;
 use hop_api::sso::{self as contract, RESPONSE_PARAM, SEAL_KEY_LEN};
-use hop_rbac::{ConnectorRef, CreatedBy, OidcConnector, OidcConnectorSpec, User};
+use hop_rbac::{ConnectorRef, CreatedBy, GithubConnector, OidcConnector, OidcConnectorSpec, User};
 use prost::Message;
 
 use super::{AuthServer, LoginClient, LoginRequest, resources};
@@ -153,32 +153,121 @@ pub fn map_login(
     })
 }
 
+/// A connector a login names.
+#[derive(Debug, Clone)]
+enum SsoConnector {
+    Oidc(OidcConnector),
+    Github(GithubConnector),
+}
+
+impl SsoConnector {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Oidc(_) => "oidc",
+            Self::Github(_) => "github",
+        }
+    }
+
+    fn redirect_settings(&self) -> &hop_rbac::ClientRedirectSettings {
+        match self {
+            Self::Oidc(c) => &c.spec.client_redirect_settings,
+            Self::Github(g) => &g.spec.client_redirect_settings,
+        }
+    }
+
+    /// The proxy callback the provider sends the browser to.
+    fn redirect_url(&self) -> String {
+        match self {
+            Self::Oidc(c) => c.spec.redirect_url.first().cloned().unwrap_or_default(),
+            Self::Github(g) => g.spec.redirect_url.clone(),
+        }
+    }
+}
+
+/// The user name, roles and traits a GitHub login gives: the name is the GitHub login; the
+/// traits are `github_username`, `github_orgs` and `github_teams` (`ORG/SLUG`).
+pub fn map_github_login(
+    connector: &str,
+    spec: &hop_rbac::GithubConnectorSpec,
+    login: &str,
+    teams: &[(String, String)],
+) -> Result<MappedLogin, SsoError> {
+    let roles = spec.roles_for(teams);
+    if roles.is_empty() {
+        return Err(SsoError::NoRoles {
+            connector: connector.to_string(),
+        });
+    }
+    let mut orgs: Vec<String> = teams.iter().map(|(o, _)| o.clone()).collect();
+    orgs.sort();
+    orgs.dedup();
+    let mut traits = BTreeMap::new();
+    traits.insert("github_username".to_string(), vec![login.to_string()]);
+    traits.insert("github_orgs".to_string(), orgs);
+    traits.insert(
+        "github_teams".to_string(),
+        teams.iter().map(|(o, t)| format!("{o}/{t}")).collect(),
+    );
+    Ok(MappedLogin {
+        username: login.to_string(),
+        roles,
+        traits,
+    })
+}
+
 impl AuthServer {
     /// The connectors a login page lists: (name, type, display).
     pub fn sso_connectors(&self) -> Result<Vec<(String, String, String)>, AuthError> {
-        Ok(self
+        let shown = |name: String, display: &str, kind: &str| {
+            let display = if display.is_empty() {
+                name.clone()
+            } else {
+                display.to_string()
+            };
+            (name, kind.to_string(), display)
+        };
+        let mut out: Vec<_> = self
             .store()
             .list::<OidcConnector>()?
             .into_iter()
-            .map(|c| {
-                let display = if c.value.spec.display.is_empty() {
-                    c.value.metadata.name.clone()
-                } else {
-                    c.value.spec.display.clone()
-                };
-                (c.value.metadata.name, "oidc".to_string(), display)
-            })
-            .collect())
+            .map(|c| shown(c.value.metadata.name, &c.value.spec.display, "oidc"))
+            .collect();
+        out.extend(
+            self.store()
+                .list::<GithubConnector>()?
+                .into_iter()
+                .map(|c| shown(c.value.metadata.name, &c.value.spec.display, "github")),
+        );
+        Ok(out)
     }
 
-    fn oidc_connector(&self, name: &str) -> Result<OidcConnector, SsoError> {
-        match self.store().get::<OidcConnector>(name) {
-            Ok(Some(c)) => Ok(c.value),
-            Ok(None) => Err(SsoError::UnknownConnector(name.to_string())),
-            Err(e) => {
-                tracing::error!(error = %e, "reading an SSO connector");
-                Err(SsoError::UnknownConnector(name.to_string()))
-            }
+    /// The connector `name` names (an OIDC or a GitHub connector; both of one name is
+    /// ambiguous and refused).
+    fn sso_connector(&self, name: &str) -> Result<SsoConnector, SsoError> {
+        let read = |e: hop_storage::StorageError| {
+            tracing::error!(error = %e, "reading an SSO connector");
+            SsoError::UnknownConnector(name.to_string())
+        };
+        let oidc = self.store().get::<OidcConnector>(name).map_err(read)?;
+        let github = self.store().get::<GithubConnector>(name).map_err(read)?;
+        match (oidc, github) {
+            (Some(o), None) => Ok(SsoConnector::Oidc(o.value)),
+            (None, Some(g)) => Ok(SsoConnector::Github(g.value)),
+            (None, None) => Err(SsoError::UnknownConnector(name.to_string())),
+            (Some(_), Some(_)) => Err(SsoError::BadRequest(format!(
+                "both an oidc and a github connector are named {name:?}; rename one"
+            ))),
+        }
+    }
+
+    /// The `method` of a connector's audit events (`sso` when the login names none yet).
+    fn sso_method(&self, connector: &str) -> &'static str {
+        if connector.is_empty() {
+            return "sso";
+        }
+        match self.store().get::<GithubConnector>(connector) {
+            Ok(Some(_)) => "github",
+            _ => "oidc",
         }
     }
 
@@ -191,10 +280,11 @@ impl AuthServer {
         e: SsoError,
     ) -> AuthError {
         self.metrics.logins_failed.inc();
+        let method = self.sso_method(connector);
         self.audit.emit_durable(
             self.event(EventKind::UserLogin, user)
                 .remote(remote)
-                .field("method", "oidc")
+                .field("method", method)
                 .field("connector", connector)
                 .field("reason", e.reason())
                 .failed(EventKind::UserLogin, e.to_string()),
@@ -227,9 +317,9 @@ impl AuthServer {
         let name = req.connector.clone();
         let me = self.clone();
         let checked =
-            tokio::task::spawn_blocking(move || -> Result<(OidcConnector, SsoStart), AuthError> {
+            tokio::task::spawn_blocking(move || -> Result<(SsoConnector, SsoStart), AuthError> {
                 me.rate_limit(req.remote)?;
-                let c = me.oidc_connector(&req.connector)?;
+                let c = me.sso_connector(&req.connector)?;
                 if req.seal_key.len() != SEAL_KEY_LEN {
                     return Err(SsoError::BadRequest(format!(
                         "the one-time key must be {SEAL_KEY_LEN} bytes"
@@ -244,7 +334,7 @@ impl AuthServer {
                 }
                 if !req.proxy_redirect {
                     contract::check_client_redirect(&req.client_redirect_url, &|h| {
-                        c.spec.client_redirect_settings.allows_https_host(h)
+                        c.redirect_settings().allows_https_host(h)
                     })
                     .map_err(SsoError::from)?;
                 }
@@ -258,23 +348,21 @@ impl AuthServer {
             Err(e) => return Err(e),
         };
         let now = self.now();
-        let meta = match self.oidc.metadata(&connector.spec.issuer_url, now).await {
-            Ok(m) => m,
-            Err(e) => return Err(self.refused_async("", &name, remote, e).await),
+        let authorize_url = match &connector {
+            SsoConnector::Oidc(c) => match self.oidc.metadata(&c.spec.issuer_url, now).await {
+                Ok(m) => m.authorization_endpoint.clone(),
+                Err(e) => return Err(self.refused_async("", &name, remote, e).await),
+            },
+            SsoConnector::Github(g) => format!("{}/login/oauth/authorize", g.spec.endpoint()),
         };
         let state = random_b64();
         let nonce = random_b64();
         let verifier = random_b64();
-        let redirect_url = connector
-            .spec
-            .redirect_url
-            .first()
-            .cloned()
-            .unwrap_or_default();
+        let redirect_url = connector.redirect_url();
         let record = PendingSsoLogin {
             state_hash: state_hash(&state),
             request_id: uuid::Uuid::new_v4().to_string(),
-            connector_kind: "oidc".into(),
+            connector_kind: connector.kind().into(),
             connector: name.clone(),
             nonce: nonce.clone(),
             pkce_verifier: verifier.clone(),
@@ -296,52 +384,62 @@ impl AuthServer {
         })
         .await
         .map_err(|e| AuthError::Internal(format!("task failed: {e}")))??;
-        let mut scope = vec!["openid".to_string()];
-        for s in &connector.spec.scope {
-            if !scope.contains(s) {
-                scope.push(s.clone());
-            }
-        }
-        let scope = scope.join(" ");
         let challenge = pkce_challenge(&verifier);
-        let mut params: Vec<(&str, &str)> = vec![
-            ("response_type", "code"),
-            ("client_id", &connector.spec.client_id),
-            ("redirect_uri", &redirect_url),
-            ("scope", &scope),
-            ("state", &state),
-            ("nonce", &nonce),
-            ("code_challenge", &challenge),
-            ("code_challenge_method", "S256"),
-        ];
-        let max_age = connector
-            .spec
-            .max_age
-            .map(|d| std::time::Duration::from(d).as_secs().to_string());
-        if let Some(m) = &max_age {
-            params.push(("max_age", m));
-        }
-        if let Some(p) = connector.spec.prompt.as_deref().filter(|p| !p.is_empty()) {
-            params.push(("prompt", p));
-        }
-        let sep = if meta.authorization_endpoint.contains('?') {
+        let params = match &connector {
+            SsoConnector::Oidc(c) => {
+                let mut scope = vec!["openid".to_string()];
+                for s in &c.spec.scope {
+                    if !scope.contains(s) {
+                        scope.push(s.clone());
+                    }
+                }
+                let mut params: Vec<(&str, String)> = vec![
+                    ("response_type", "code".into()),
+                    ("client_id", c.spec.client_id.clone()),
+                    ("redirect_uri", redirect_url.clone()),
+                    ("scope", scope.join(" ")),
+                    ("state", state.clone()),
+                    ("nonce", nonce.clone()),
+                    ("code_challenge", challenge.clone()),
+                    ("code_challenge_method", "S256".into()),
+                ];
+                if let Some(d) = c.spec.max_age {
+                    params.push((
+                        "max_age",
+                        std::time::Duration::from(d).as_secs().to_string(),
+                    ));
+                }
+                if let Some(p) = c.spec.prompt.as_deref().filter(|p| !p.is_empty()) {
+                    params.push(("prompt", p.to_string()));
+                }
+                params
+            }
+            // GitHub: no OpenID (no ID token, no nonce); `read:org` lists the user's teams.
+            SsoConnector::Github(g) => vec![
+                ("client_id", g.spec.client_id.clone()),
+                ("redirect_uri", redirect_url.clone()),
+                ("scope", "read:org".into()),
+                ("state", state.clone()),
+                ("code_challenge", challenge.clone()),
+                ("code_challenge_method", "S256".into()),
+            ],
+        };
+        let pairs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let sep = if authorize_url.contains('?') {
             '&'
         } else {
             '?'
         };
         Ok(SsoStarted {
             request_id: record.request_id,
-            redirect_url: format!(
-                "{}{sep}{}",
-                meta.authorization_endpoint,
-                contract::form(&params)
-            ),
+            redirect_url: format!("{authorize_url}{sep}{}", contract::form(&pairs)),
         })
     }
 
-    /// Completes an OIDC login from the provider's callback: returns the client's redirect URL
-    /// with the sealed result. Each refusal is audited.
-    pub async fn complete_oidc_login(
+    /// Completes an SSO login from the provider's callback (OIDC or GitHub: the state says
+    /// which): returns the client's redirect URL with the sealed result. Each refusal is
+    /// audited.
+    pub async fn complete_sso_login(
         self: &Arc<Self>,
         cb: OidcCallback,
     ) -> Result<String, SsoCallbackRefusal> {
@@ -351,7 +449,7 @@ impl AuthServer {
         // The state is used once: the record is deleted before anything else happens, whatever
         // the outcome.
         let taken = tokio::task::spawn_blocking(
-            move || -> Result<Option<(PendingSsoLogin, OidcConnector)>, AuthError> {
+            move || -> Result<Option<(PendingSsoLogin, SsoConnector)>, AuthError> {
                 let key = state_hash(&state);
                 let Some(p) = me.store().get::<PendingSsoLogin>(&key)? else {
                     return Ok(None);
@@ -359,7 +457,10 @@ impl AuthServer {
                 if !me.store().delete::<PendingSsoLogin>(&key)? || !p.value.is_for(&state) {
                     return Ok(None);
                 }
-                let c = me.oidc_connector(&p.value.connector)?;
+                let c = me.sso_connector(&p.value.connector)?;
+                if c.kind() != p.value.connector_kind {
+                    return Err(SsoError::UnknownConnector(p.value.connector.clone()).into());
+                }
                 Ok(Some((p.value, c)))
             },
         )
@@ -395,7 +496,7 @@ impl AuthServer {
         self: &Arc<Self>,
         cb: OidcCallback,
         pending: PendingSsoLogin,
-        connector: OidcConnector,
+        connector: SsoConnector,
     ) -> Result<String, AuthError> {
         let remote = cb.remote;
         let name = pending.connector.clone();
@@ -404,22 +505,39 @@ impl AuthServer {
                 .refused_async("", &name, remote, SsoError::ProviderRefused(err))
                 .await);
         }
-        let verified = match self.verify_callback(&connector, &pending, &cb.code).await {
+        let identified = match &connector {
+            SsoConnector::Oidc(c) => {
+                self.verify_callback(c, &pending, &cb.code)
+                    .await
+                    .and_then(|v| {
+                        map_login(&name, &c.spec, &v.subject, &v.claims).map(|m| (v.subject, m))
+                    })
+            }
+            SsoConnector::Github(g) => {
+                if cb.code.is_empty() {
+                    Err(SsoError::ProviderRefused("no authorization code".into()))
+                } else {
+                    crate::sso::github::login_and_teams(
+                        &g.spec,
+                        &cb.code,
+                        &pending.pkce_verifier,
+                        &pending.redirect_url,
+                    )
+                    .await
+                    .and_then(|(login, teams)| {
+                        map_github_login(&name, &g.spec, &login, &teams).map(|m| (login, m))
+                    })
+                }
+            }
+        };
+        let (subject, mapped) = match identified {
             Ok(v) => v,
             Err(e) => return Err(self.refused_async("", &name, remote, e).await),
         };
-        let mapped = match map_login(&name, &connector.spec, &verified.subject, &verified.claims) {
-            Ok(m) => m,
-            Err(e) => {
-                return Err(self
-                    .refused_async(&verified.subject, &name, remote, e)
-                    .await);
-            }
-        };
         let me = self.clone();
-        let subject = verified.subject.clone();
+        let kind = connector.kind();
         tokio::task::spawn_blocking(move || {
-            me.finish_sso_login(&name, &subject, mapped, &pending, remote)
+            me.finish_sso_login(kind, &name, &subject, mapped, &pending, remote)
         })
         .await
         .map_err(|e| AuthError::Internal(format!("task failed: {e}")))?
@@ -463,6 +581,7 @@ impl AuthServer {
     /// with the sealed result.
     fn finish_sso_login(
         &self,
+        kind: &'static str,
         connector: &str,
         subject: &str,
         mapped: MappedLogin,
@@ -495,7 +614,7 @@ impl AuthServer {
                     .created_by
                     .as_ref()
                     .and_then(|c| c.connector.as_ref());
-                if !ours.is_some_and(|c| c.kind == "oidc" && c.id == connector) {
+                if !ours.is_some_and(|c| c.kind == kind && c.id == connector) {
                     return Err(refuse(&name, SsoError::NameTaken(name.clone())));
                 }
                 u.value.status.not_before
@@ -527,7 +646,7 @@ impl AuthServer {
             time: resources::odt(now),
             user: String::new(),
             connector: Some(ConnectorRef {
-                kind: "oidc".into(),
+                kind: kind.into(),
                 id: connector.to_string(),
                 identity: subject.to_string(),
             }),
@@ -571,7 +690,7 @@ impl AuthServer {
                 self.audit.emit_durable(
                     self.event(EventKind::UserLogin, &name)
                         .remote(remote)
-                        .field("method", "oidc")
+                        .field("method", kind)
                         .field("connector", connector)
                         .failed(EventKind::UserLogin, e.to_string()),
                 );
@@ -583,7 +702,7 @@ impl AuthServer {
             self.event(EventKind::UserLogin, &name)
                 .remote(remote)
                 .field("client", client.name())
-                .field("method", "oidc")
+                .field("method", kind)
                 .field("connector", connector)
                 .field("identity", subject)
                 .field("roles", certs.roles.clone())

@@ -12,6 +12,7 @@
 //!
 //! It never logs a code, a token, a client secret, a `state`, a nonce or a sealing key.
 
+pub mod github;
 pub mod http;
 pub mod pending;
 pub mod provider;

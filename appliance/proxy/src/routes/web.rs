@@ -27,6 +27,7 @@ pub fn router(auth: Arc<AuthServer>, proxy_addr: String) -> Router {
         .route("/webapi/ping", get(ping))
         .route("/.well-known/jwks.json", get(jwks))
         .route(hop_api::sso::OIDC_CALLBACK_PATH, get(oidc_callback))
+        .route(hop_api::sso::GITHUB_CALLBACK_PATH, get(oidc_callback))
         .with_state(WebState { auth, proxy_addr })
         .layer(axum::middleware::map_response(
             crate::web::assets::security_headers,
@@ -89,7 +90,7 @@ async fn oidc_callback(
         error,
         remote,
     };
-    match s.auth.complete_oidc_login(callback).await {
+    match s.auth.complete_sso_login(callback).await {
         Ok(location) => match axum::http::HeaderValue::from_str(&location) {
             Ok(loc) => (
                 StatusCode::FOUND,

@@ -50,7 +50,10 @@ impl PendingWebLogins {
         if let Ok(mut m) = self.0.lock() {
             m.retain(|_, v| now.duration_since(v.started).is_ok_and(|a| a < PENDING_TTL));
             if m.len() >= MAX_PENDING
-                && let Some(oldest) = m.iter().min_by_key(|(_, v)| v.started).map(|(k, _)| k.clone())
+                && let Some(oldest) = m
+                    .iter()
+                    .min_by_key(|(_, v)| v.started)
+                    .map(|(k, _)| k.clone())
             {
                 m.remove(&oldest);
             }
@@ -196,7 +199,8 @@ pub async fn finish(State(room): State<Arc<WebRoom>>, req: axum::extract::Reques
     ))
     .ok();
     let now = room.auth.now();
-    let pending = cookie_value(req.headers(), SSO_COOKIE).and_then(|b| room.sso_pending.take(&b, now));
+    let pending =
+        cookie_value(req.headers(), SSO_COOKIE).and_then(|b| room.sso_pending.take(&b, now));
     if let Some(error) = query_param(query, "error") {
         let mut r = page(StatusCode::FORBIDDEN, &format!("{error}."));
         if let Some(c) = clear {
@@ -211,7 +215,10 @@ pub async fn finish(State(room): State<Arc<WebRoom>>, req: axum::extract::Reques
         );
     };
     let Some(sealed) = query_param(query, RESPONSE_PARAM) else {
-        return page(StatusCode::BAD_REQUEST, "The redirect carries no login result.");
+        return page(
+            StatusCode::BAD_REQUEST,
+            "The redirect carries no login result.",
+        );
     };
     let result = unseal(&p.seal_key, &p.request_id, &sealed)
         .ok()
@@ -219,11 +226,19 @@ pub async fn finish(State(room): State<Arc<WebRoom>>, req: axum::extract::Reques
         .filter(|r| r.request_id == p.request_id)
         .and_then(|r| r.login);
     let Some(login) = result else {
-        return page(StatusCode::FORBIDDEN, "The login result does not belong to this login.");
+        return page(
+            StatusCode::FORBIDDEN,
+            "The login result does not belong to this login.",
+        );
     };
     let certs = match certificates(&room, login, now) {
         Some(c) => c,
-        None => return page(StatusCode::FORBIDDEN, "The login's certificate does not verify."),
+        None => {
+            return page(
+                StatusCode::FORBIDDEN,
+                "The login's certificate does not verify.",
+            );
+        }
     };
     let mut r = super::api::start_session(&room, certs, p.ssh, p.tls);
     // The page loads the session from its cookie; the JSON body is not for a navigation.
