@@ -207,8 +207,6 @@ impl GithubConnector {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     const OK: &str = "kind: github\nversion: v3\nmetadata:\n  name: gh\nspec:\n  client_id: abc\n  client_secret: s3cret\n  redirect_url: https://proxy.example.com/v1/webapi/github/callback\n  endpoint_url: https://ghe.example.com\n  api_endpoint_url: https://ghe.example.com/api/v3\n  teams_to_roles:\n  - {organization: octocats, team: admins, roles: [editor, access]}\n  - {organization: octocats, team: 'dev-*', roles: [access]}\n";
 
     #[test]
