@@ -142,7 +142,17 @@ pub fn map_login(
             .cloned()
     };
     let username = if spec.username_claim.is_empty() {
-        pick("email").unwrap_or_else(|| subject.to_string())
+        match pick("email") {
+            // An address the provider says it has not verified names nobody: a user of a
+            // provider that lets users type any address must not become someone else.
+            Some(_) if claims.get("email_verified") == Some(&serde_json::Value::Bool(false)) => {
+                return Err(SsoError::Provider(
+                    "ID token (email not verified; set username_claim)",
+                ));
+            }
+            Some(email) => email,
+            None => subject.to_string(),
+        }
     } else {
         pick(&spec.username_claim).ok_or(SsoError::Provider("ID token (no username_claim)"))?
     };
@@ -444,6 +454,22 @@ impl AuthServer {
         cb: OidcCallback,
     ) -> Result<String, SsoCallbackRefusal> {
         let remote = cb.remote;
+        // The per-IP bucket of logins: a flood of forged callbacks must not become a flood of
+        // audit writes (a refusal here is queued, not awaited).
+        let me = self.clone();
+        let limited = tokio::task::spawn_blocking(move || me.rate_limit(remote))
+            .await
+            .map_err(|e| AuthError::Internal(format!("task failed: {e}")))?;
+        if let Err(e) = limited {
+            self.audit.emit(
+                self.event(EventKind::UserLogin, "")
+                    .remote(remote)
+                    .field("method", "sso")
+                    .field("reason", "rate limited")
+                    .failed(EventKind::UserLogin, "rate limited"),
+            );
+            return Err(e.into());
+        }
         let me = self.clone();
         let state = cb.state.clone();
         // The state is used once: the record is deleted before anything else happens, whatever
@@ -614,7 +640,13 @@ impl AuthServer {
                     .created_by
                     .as_ref()
                     .and_then(|c| c.connector.as_ref());
-                if !ours.is_some_and(|c| c.kind == kind && c.id == connector) {
+                // Another identity at the provider under the same name (an address handed on)
+                // waits until the earlier user's certificates have expired.
+                if !ours.is_some_and(|c| {
+                    c.kind == kind
+                        && c.id == connector
+                        && (c.identity.is_empty() || c.identity == subject)
+                }) {
                     return Err(refuse(&name, SsoError::NameTaken(name.clone())));
                 }
                 u.value.status.not_before
@@ -774,6 +806,41 @@ mod tests {
                 .username,
             "alice"
         );
+    }
+
+    #[test]
+    fn an_unverified_email_names_nobody() {
+        let claims = json!({"sub": "u1", "email": "boss@example.test", "email_verified": false,
+            "groups": ["devs"]});
+        assert!(matches!(
+            map_login("c", &spec(), "u1", claims.as_object().unwrap()),
+            Err(SsoError::Provider(_))
+        ));
+        let claims = json!({"sub": "u1", "groups": ["devs"]});
+        assert_eq!(
+            map_login("c", &spec(), "u1", claims.as_object().unwrap())
+                .unwrap()
+                .username,
+            "u1"
+        );
+    }
+
+    #[test]
+    fn github_teams_map_to_roles_and_traits() {
+        let spec = hop_rbac::GithubConnectorSpec {
+            teams_to_roles: vec![hop_rbac::TeamMapping {
+                organization: "octocats".into(),
+                team: "admins".into(),
+                roles: vec!["dev".into()],
+            }],
+            ..Default::default()
+        };
+        let teams = [("octocats".to_string(), "admins".to_string())];
+        let m = map_github_login("gh", &spec, "octo", &teams).unwrap();
+        assert_eq!(m.username, "octo");
+        assert_eq!(m.roles, ["dev"]);
+        assert_eq!(m.traits["github_teams"], ["octocats/admins"]);
+        assert!(map_github_login("gh", &spec, "octo", &[]).is_err());
     }
 
     #[test]
