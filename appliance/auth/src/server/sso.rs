@@ -580,7 +580,7 @@ impl AuthServer {
         }
         let spec = &connector.spec;
         let meta = self.oidc.metadata(&spec.issuer_url, self.now()).await?;
-        let token = self
+        let (token, access_token) = self
             .oidc
             .exchange_code(
                 &meta,
@@ -598,9 +598,22 @@ impl AuthServer {
             max_age: spec.max_age.map(Into::into),
             now: self.now(),
         };
-        self.oidc
+        let mut verified = self
+            .oidc
             .verify_id_token(&spec.issuer_url, &meta, &token, &want)
-            .await
+            .await?;
+        // Claims the provider keeps for userinfo (groups, often) join the ID token's; the ID
+        // token's win where both say something.
+        if let Some(access) = access_token {
+            let extra = self
+                .oidc
+                .userinfo(&meta, &access, &verified.subject)
+                .await?;
+            for (k, v) in extra {
+                verified.claims.entry(k).or_insert(v);
+            }
+        }
+        Ok(verified)
     }
 
     /// Writes the temporary user and issues its certificates; returns the client redirect URL

@@ -30,6 +30,8 @@ pub struct ProviderMeta {
     pub authorization_endpoint: String,
     pub token_endpoint: String,
     pub jwks_uri: String,
+    /// Where the user's claims beyond the ID token's are (optional in the discovery document).
+    pub userinfo_endpoint: Option<String>,
 }
 
 /// Parses a discovery document and checks its issuer is `issuer` exactly (OIDC Discovery §4.3).
@@ -49,6 +51,7 @@ pub fn parse_discovery(bytes: &[u8], issuer: &str) -> Result<ProviderMeta, SsoEr
         authorization_endpoint: field("authorization_endpoint")?,
         token_endpoint: field("token_endpoint")?,
         jwks_uri: field("jwks_uri")?,
+        userinfo_endpoint: field("userinfo_endpoint").ok(),
     };
     if meta.issuer != issuer {
         return Err(SsoError::Provider(
@@ -192,7 +195,28 @@ impl OidcProviders {
         })
     }
 
-    /// Trades an authorization code for the ID token at the token endpoint.
+    /// The provider's userinfo claims for `access_token` (JSON; a signed userinfo answer is not
+    /// accepted), which must name the ID token's subject (OIDC Core §5.3.2).
+    pub async fn userinfo(
+        &self,
+        meta: &ProviderMeta,
+        access_token: &str,
+        subject: &str,
+    ) -> Result<Map<String, Value>, SsoError> {
+        let Some(url) = &meta.userinfo_endpoint else {
+            return Ok(Map::new());
+        };
+        let body = fetch(IdpRequest {
+            post_form: None,
+            url,
+            authorization: Some(format!("Bearer {access_token}")),
+        })
+        .await?;
+        parse_userinfo(&body, subject)
+    }
+
+    /// Trades an authorization code for the ID token (and the access token, for userinfo) at
+    /// the token endpoint.
     pub async fn exchange_code(
         &self,
         meta: &ProviderMeta,
@@ -201,7 +225,7 @@ impl OidcProviders {
         code: &str,
         pkce_verifier: &str,
         redirect_url: &str,
-    ) -> Result<String, SsoError> {
+    ) -> Result<(String, Option<String>), SsoError> {
         let basic = format!(
             "{}:{}",
             hop_api::sso::form_encode(client_id),
@@ -222,13 +246,32 @@ impl OidcProviders {
         })
         .await?;
         match serde_json::from_slice::<Value>(&body) {
-            Ok(Value::Object(m)) => m
-                .get("id_token")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .ok_or(SsoError::Provider("token answer (no id_token)")),
+            Ok(Value::Object(m)) => {
+                let id_token = m
+                    .get("id_token")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .ok_or(SsoError::Provider("token answer (no id_token)"))?;
+                let access = m
+                    .get("access_token")
+                    .and_then(Value::as_str)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned);
+                Ok((id_token, access))
+            }
             _ => Err(SsoError::Provider("token answer")),
         }
+    }
+}
+
+/// A userinfo answer's claims, refused unless its `sub` is the ID token's.
+pub fn parse_userinfo(body: &[u8], subject: &str) -> Result<Map<String, Value>, SsoError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) if m.get("sub").and_then(Value::as_str) == Some(subject) => Ok(m),
+        Ok(Value::Object(_)) => Err(SsoError::Provider(
+            "userinfo answer (its sub is not the ID token's)",
+        )),
+        _ => Err(SsoError::Provider("userinfo answer")),
     }
 }
 
@@ -239,6 +282,15 @@ mod rotation_tests;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn userinfo_must_name_the_subject() {
+        let m = parse_userinfo(br#"{"sub":"alice","groups":["devs"]}"#, "alice").unwrap();
+        assert_eq!(m["groups"][0], "devs");
+        assert!(parse_userinfo(br#"{"sub":"mallory","groups":["admins"]}"#, "alice").is_err());
+        assert!(parse_userinfo(br#"{"groups":["admins"]}"#, "alice").is_err());
+        assert!(parse_userinfo(b"eyJ.signed.jwt", "alice").is_err());
+    }
 
     #[test]
     fn discovery_must_name_the_configured_issuer() {
