@@ -125,6 +125,12 @@ async fn wait_for_result(
                         "The login was refused; see hop login's output.",
                     ))
                     .await;
+                // Anyone may send the browser here: no control character reaches the terminal.
+                let error: String = error
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(300)
+                    .collect();
                 bail!("SSO login refused: {error}");
             }
             match query_param(query, RESPONSE_PARAM) {

@@ -81,6 +81,7 @@ async fn oidc_callback(
             None => e,
         }
         .chars()
+        .filter(|c| !c.is_control())
         .take(200)
         .collect::<String>()
     });
