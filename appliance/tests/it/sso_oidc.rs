@@ -415,6 +415,13 @@ spec:
     ]);
     let (ok, _, err, _) = sso_login(&a, "oidc-test", &home, "alice", &[]);
     assert!(!ok && err.contains("locked"), "{err}");
+    // The certificate the SSO login gave is refused too (admission: locks by name).
+    let out = hop_in(&home, &["ssh", &format!("{OS_LOGIN}@{NODE}"), "true"]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("locked"),
+        "{}",
+        stderr(&out)
+    );
     assert!(failure_with(&a, "locked"));
 
     let ok_events: Vec<_> = events(&a, "user.login")
