@@ -1,9 +1,11 @@
-//! SSO logins, the server's part: starting one (the connector, the client's redirect rules,
-//! the pending record with `state`, nonce and PKCE verifier), and completing one from the
-//! provider's callback (the state used once, the code traded, the ID token verified, claims
-//! mapped to roles and traits, the temporary user written, certificates issued through the
-//! password login's own issuance, the result sealed to the client's key). Every refusal is
-//! audited as a failed `user.login` with `method: oidc`, the connector and the reason.
+//! SSO logins, the server's part, for OIDC and GitHub connectors alike: starting one (the
+//! connector, the client's redirect rules, the pending record with `state`, nonce and PKCE
+//! verifier), and completing one from the provider's callback (the state used once, the code
+//! traded, the ID token verified and userinfo merged, or GitHub's user and teams read; claims
+//! or teams mapped to roles and traits, the temporary user written, certificates issued
+//! through the password login's own issuance, the result sealed to the client's key). Every
+//! refusal is audited as a failed `user.login` with `method` (`oidc`, `github`), the connector
+//! and the reason.
 //!
 //! It never logs or audits a code, a token, a state, a nonce, a secret or a sealing key, and
 //! never lets an SSO login take the name of a local user or a bot.

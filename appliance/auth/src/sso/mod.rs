@@ -1,5 +1,5 @@
 //! Single sign-on with external identity providers: the framework every connector kind plugs
-//! into, and OpenID Connect, its first kind.
+//! into, OpenID Connect, and GitHub ([`github`]: OAuth 2, teams from the REST API).
 //!
 //! This room owns the pending login requests ([`pending`]: `state`, `nonce`, the PKCE verifier
 //! and the client's keys, one-time records in the backend with a short lease, so that any Auth
