@@ -9,7 +9,9 @@
 //! loopback (`--callback`), claims that map to no role, a name a local user holds, and a user
 //! locked by name. The web UI's login page lists the connector, and its button's flow ends
 //! in a web session (a result without the browser's binding cookie makes none). The ID token's own refusals (tampered, expired, wrong audience or nonce)
-//! are `hop_api::jose`'s unit tests, with tokens signed by test keys.
+//! are `hop_api::jose`'s unit tests, with tokens signed by test keys, and end to end against a
+//! forging stand-in provider (tampered, forged, expired, wrong audience, nonce or issuer,
+//! `alg: none`). GitHub logins run against a stand-in for GitHub Enterprise's endpoints.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -520,4 +522,65 @@ spec:
     assert!(logins.iter().any(|e| e["method"] == "github"
         && e["success"] == false
         && e["reason"] == "no role mapped"));
+}
+
+/// Broken ID tokens from a forging provider (`tests/fixtures/oidc-idp/forging-idp.mjs`: a
+/// stand-in that signs what it is told to): each is refused with its reason, end to end, and
+/// audited; a correct token from the same stand-in is accepted (the stand-in is right).
+#[test]
+fn forged_id_tokens_are_refused_with_their_reason() {
+    if !idp_installed() {
+        return;
+    }
+    let a = Appliance::start(NO_SECOND_FACTOR);
+    let port = free_port();
+    let _idp = start_script(
+        "forging-idp.mjs",
+        &[port.to_string(), "hop-proxy".into()],
+        "forging OIDC issuer",
+    );
+    let resources = format!(
+        "kind: role
+version: v7
+metadata: {{name: forge-dev}}
+spec:
+  allow:
+    logins: [{OS_LOGIN}]
+---
+kind: oidc
+version: v3
+metadata: {{name: forging}}
+spec:
+  issuer_url: http://127.0.0.1:{port}
+  client_id: hop-proxy
+  client_secret: unused
+  redirect_url: https://{addr}/v1/webapi/oidc/callback
+  claims_to_roles:
+  - {{claim: groups, value: devs, roles: [forge-dev]}}
+",
+        addr = a.addr
+    );
+    let file = a.dir.path().join("forging.yaml");
+    std::fs::write(&file, resources).unwrap();
+    a.ok(&["admin", "create", "-f", file.to_str().unwrap()]);
+    let home = a.dir.path().join("home-forging");
+    let (ok, out, err, _) = sso_login(&a, "forging", &home, "ok", &[]);
+    assert!(ok && out.contains("forge-dev"), "{out}\n{err}");
+    for (mode, why) in [
+        ("tampered", "signature does not verify"),
+        ("forged", "signature does not verify"),
+        ("expired", "has expired"),
+        ("audience", "not meant for this client"),
+        ("nonce", "nonce does not match"),
+        ("issuer", "issuer is not the connector's"),
+        ("none", "algorithm \"none\" is not accepted"),
+    ] {
+        let (ok, _, err, _) = sso_login(&a, "forging", &home, mode, &[]);
+        assert!(!ok && err.contains(why), "{mode}: {err}");
+    }
+    let refused = events(&a, "user.login")
+        .into_iter()
+        .filter(|e| e["success"] == false && e["reason"] == "ID token refused")
+        .count();
+    assert_eq!(refused, 7);
 }
