@@ -7,11 +7,14 @@
 //! Refused, each with a clear error and a failed `user.login` event (`method: oidc`): a
 //! callback with a forged state, the same callback replayed, a client redirect that is not
 //! loopback (`--callback`), claims that map to no role, a name a local user holds, and a user
-//! locked by name. The web UI's login page lists the connector, and its button's flow ends
-//! in a web session (a result without the browser's binding cookie makes none). The ID token's own refusals (tampered, expired, wrong audience or nonce)
-//! are `hop_api::jose`'s unit tests, with tokens signed by test keys, and end to end against a
-//! forging stand-in provider (tampered, forged, expired, wrong audience, nonce or issuer,
-//! `alg: none`). GitHub logins run against a stand-in for GitHub Enterprise's endpoints.
+//! locked by name (whose certificate is refused too). The web UI's login page lists the
+//! connector, and its button's flow (browserless, and in headless Chromium where installed)
+//! ends in a web session; a result without the browser's binding cookie makes none.
+//!
+//! The ID token's own refusals are `hop_api::jose`'s unit tests (tokens signed by test keys),
+//! and end to end against a forging stand-in provider: tampered, signed by an unpublished key,
+//! expired, another audience, nonce or issuer, `alg: none`. GitHub logins run against a
+//! stand-in for GitHub Enterprise's endpoints.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
