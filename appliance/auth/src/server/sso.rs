@@ -45,8 +45,8 @@ const TOKEN_CLAIMS: &[&str] = &[
     "amr",
 ];
 
-/// A client's request to start an SSO login.
-#[derive(Debug, Clone)]
+/// A client's request to start an SSO login. `Debug` leaves the one-time key out.
+#[derive(Clone)]
 pub struct SsoStart {
     pub connector: String,
     pub ssh_public_key: String,
@@ -67,8 +67,19 @@ pub struct SsoStarted {
     pub redirect_url: String,
 }
 
-/// What the provider's redirect to the proxy's callback carried.
-#[derive(Debug, Clone, Default)]
+impl std::fmt::Debug for SsoStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SsoStart")
+            .field("connector", &self.connector)
+            .field("client_redirect_url", &self.client_redirect_url)
+            .field("remote", &self.remote)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the provider's redirect to the proxy's callback carried. `Debug` leaves the code and
+/// the state out.
+#[derive(Clone, Default)]
 pub struct OidcCallback {
     pub state: String,
     pub code: String,
@@ -107,6 +118,15 @@ fn refusal_redirect(client_redirect: &str, error: &AuthError) -> String {
         "{client_redirect}{sep}{}",
         contract::form(&[("error", &text)])
     )
+}
+
+impl std::fmt::Debug for OidcCallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcCallback")
+            .field("error", &self.error)
+            .field("remote", &self.remote)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A name, roles and traits a verified login maps to (pure: [`map_login`]).

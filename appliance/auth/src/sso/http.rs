@@ -31,12 +31,20 @@ pub enum IdpHttpError {
     Status(u16),
 }
 
-/// One request.
-#[derive(Debug)]
+/// One request. `Debug` shows the URL only (the form and the authorization carry codes,
+/// secrets and tokens).
 pub struct IdpRequest<'a> {
     pub post_form: Option<String>,
     pub url: &'a str,
     pub authorization: Option<String>,
+}
+
+impl std::fmt::Debug for IdpRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdpRequest")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
 }
 
 fn tls_config() -> Arc<rustls::ClientConfig> {
