@@ -44,10 +44,11 @@ fn idp_installed() -> bool {
     ok
 }
 
-/// Runs `node SCRIPT ARGS` in the fixture directory until it prints `ready`.
-fn start_script(script: &str, args: &[String], ready: &str) -> Killed {
+/// Runs `node SCRIPT ARGS` in the fixture directory until it prints `ready`; its output goes
+/// to `dir` (the test's temp dir).
+fn start_script(dir: &Path, script: &str, args: &[String], ready: &str) -> Killed {
     // The output goes to a file: a pipe closed under it would end the process.
-    let log = std::env::temp_dir().join(format!("hop-{script}-{}.log", free_port()));
+    let log = dir.join(format!("{script}.log"));
     let child = Command::new("node")
         .arg(script)
         .args(args)
@@ -74,7 +75,7 @@ fn start_script(script: &str, args: &[String], ready: &str) -> Killed {
 }
 
 /// Starts the OpenID provider on a free port; `None` (a SKIP) where it is not installed.
-fn start_idp(redirect: &str) -> Option<(Killed, String)> {
+fn start_idp(dir: &Path, redirect: &str) -> Option<(Killed, String)> {
     if !idp_installed() {
         return None;
     }
@@ -85,6 +86,7 @@ fn start_idp(redirect: &str) -> Option<(Killed, String)> {
         "carol": {"groups": ["devs"], "unix_login": OS_LOGIN},
     });
     let idp = start_script(
+        dir,
         "idp.mjs",
         &[port.to_string(), redirect.to_string(), accounts.to_string()],
         "OIDC issuer",
@@ -206,7 +208,7 @@ fn oidc_login_maps_claims_reaches_a_node_and_refuses_forgeries() {
     os_login();
     let a = Appliance::start(NO_SECOND_FACTOR);
     let redirect = format!("https://{}/v1/webapi/oidc/callback", a.addr);
-    let Some((_idp, issuer)) = start_idp(&redirect) else {
+    let Some((_idp, issuer)) = start_idp(a.dir.path(), &redirect) else {
         return;
     };
     let resources = format!(
@@ -461,6 +463,7 @@ fn github_login_through_a_stand_in_maps_teams() {
         "stranger": [["elsewhere", "admins"]],
     });
     let _gh = start_script(
+        a.dir.path(),
         "github-standin.mjs",
         &[
             port.to_string(),
@@ -538,6 +541,7 @@ fn forged_id_tokens_are_refused_with_their_reason() {
     let a = Appliance::start(NO_SECOND_FACTOR);
     let port = free_port();
     let _idp = start_script(
+        a.dir.path(),
         "forging-idp.mjs",
         &[port.to_string(), "hop-proxy".into()],
         "forging OIDC issuer",
