@@ -441,8 +441,9 @@ pub struct LoginArgs {
     /// the request expires. Uses your current login when it is valid, else logs in first.
     #[arg(long, conflicts_with = "auth")]
     pub request_id: Option<String>,
-    /// Log in through this SSO connector (`kind: oidc`) in a browser instead of a password.
-    #[arg(long, conflicts_with_all = ["password_stdin", "otp"])]
+    /// Log in through this SSO connector (`kind: oidc` or `github`) in a browser instead of a
+    /// password (`local`: the password login).
+    #[arg(long, value_name = "NAME")]
     pub auth: Option<String>,
     /// With --auth: `none` prints the login URL instead of opening a browser.
     #[arg(long, default_value = "default", value_parser = ["default", "none"])]
@@ -451,7 +452,7 @@ pub struct LoginArgs {
     /// listener (http://127.0.0.1:PORT), for a browser on another machine that forwards to
     /// it. Auth allows only loopback or an https host the connector's
     /// client_redirect_settings list.
-    #[arg(long, requires = "auth")]
+    #[arg(long, requires = "auth", value_name = "URL")]
     pub callback: Option<String>,
 }
 

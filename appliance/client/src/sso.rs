@@ -167,6 +167,11 @@ fn open_browser(url: &str) -> bool {
 
 /// `hop login --auth NAME`.
 pub async fn sso_login(args: &LoginArgs, connector: &str) -> anyhow::Result<()> {
+    if args.password_stdin || args.otp.is_some() {
+        bail!(
+            "--auth {connector}: the provider checks your password; drop --password-stdin and --otp"
+        );
+    }
     let home = profile::hop_home()?;
     let hint_user = args
         .user

@@ -164,7 +164,8 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
     if let Some(id) = &args.request_id {
         return crate::requests::login_with_request(&args, id).await;
     }
-    if let Some(connector) = &args.auth {
+    // `--auth local` is the password login, as in Teleport.
+    if let Some(connector) = args.auth.as_deref().filter(|a| *a != "local") {
         return crate::sso::sso_login(&args, connector).await;
     }
     password_login(&args).await
