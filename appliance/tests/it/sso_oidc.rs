@@ -514,6 +514,17 @@ spec:
         out.contains("github_teams=octocats/admins,octocats/web"),
         "{out}"
     );
+    // The web login page's GitHub button, browserless.
+    let web = node_js(&[
+        &format!("https://{}/v1/webapi/github/login?connector=github", a.addr),
+        "octo",
+        &format!("https://{}/web/api/session", a.addr),
+    ]);
+    assert_eq!(web["then"]["status"], 200, "{web}");
+    assert!(
+        web["then"]["text"].as_str().unwrap().contains("gh-dev"),
+        "{web}"
+    );
     let status = hop_in(&a.dir.path().join("home-octo"), &["status"]);
     assert!(stdout(&status).contains("octo"), "{}", stderr(&status));
 

@@ -140,6 +140,7 @@ impl WebRoom {
             .route("/web/assets/{name}", get(assets::asset))
             .route(sso::FINISH_PATH, get(sso::finish))
             .route("/v1/webapi/oidc/login", get(sso::start))
+            .route("/v1/webapi/github/login", get(sso::start))
             .with_state(self.clone());
         for page in assets::PAGES {
             pages = pages.route(page, get(assets::index));
