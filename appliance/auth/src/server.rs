@@ -57,8 +57,7 @@ pub use login::{LoginCertificates, LoginClient, LoginRequest};
 pub use rotation::{CaRotationStatus, RotateRequest, RotateTarget};
 pub use spiffe::{IssuedSvid, MAX_SVIDS_PER_REQUEST, SvidAsk, SvidBatch};
 pub use sso::{
-    MappedLogin, OidcCallback, SsoCallbackRefusal, SsoStart, SsoStarted, map_github_login,
-    map_login,
+    MappedLogin, SsoCallback, SsoCallbackRefusal, SsoStart, SsoStarted, map_github_login, map_login,
 };
 
 /// Settings the Auth service takes from the configuration.

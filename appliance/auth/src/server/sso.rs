@@ -80,7 +80,7 @@ impl std::fmt::Debug for SsoStart {
 /// What the provider's redirect to the proxy's callback carried. `Debug` leaves the code and
 /// the state out.
 #[derive(Clone, Default)]
-pub struct OidcCallback {
+pub struct SsoCallback {
     pub state: String,
     pub code: String,
     /// `error` (and `error_description`) when the provider refused.
@@ -120,9 +120,9 @@ fn refusal_redirect(client_redirect: &str, error: &AuthError) -> String {
     )
 }
 
-impl std::fmt::Debug for OidcCallback {
+impl std::fmt::Debug for SsoCallback {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OidcCallback")
+        f.debug_struct("SsoCallback")
             .field("error", &self.error)
             .field("remote", &self.remote)
             .finish_non_exhaustive()
@@ -473,7 +473,7 @@ impl AuthServer {
     /// audited.
     pub async fn complete_sso_login(
         self: &Arc<Self>,
-        cb: OidcCallback,
+        cb: SsoCallback,
     ) -> Result<String, SsoCallbackRefusal> {
         let remote = cb.remote;
         // The per-IP bucket of logins: a flood of forged callbacks must not become a flood of
@@ -542,7 +542,7 @@ impl AuthServer {
 
     async fn complete_pending(
         self: &Arc<Self>,
-        cb: OidcCallback,
+        cb: SsoCallback,
         pending: PendingSsoLogin,
         connector: SsoConnector,
     ) -> Result<String, AuthError> {

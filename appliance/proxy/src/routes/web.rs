@@ -26,8 +26,8 @@ pub fn router(auth: Arc<AuthServer>, proxy_addr: String) -> Router {
     Router::new()
         .route("/webapi/ping", get(ping))
         .route("/.well-known/jwks.json", get(jwks))
-        .route(hop_api::sso::OIDC_CALLBACK_PATH, get(oidc_callback))
-        .route(hop_api::sso::GITHUB_CALLBACK_PATH, get(oidc_callback))
+        .route(hop_api::sso::OIDC_CALLBACK_PATH, get(sso_callback))
+        .route(hop_api::sso::GITHUB_CALLBACK_PATH, get(sso_callback))
         .with_state(WebState { auth, proxy_addr })
         .layer(axum::middleware::map_response(
             crate::web::assets::security_headers,
@@ -57,7 +57,7 @@ const MAX_CALLBACK_QUERY: usize = 8 * 1024;
 
 /// `GET /v1/webapi/oidc/callback?code=…&state=…`: Auth completes the login; the browser goes on
 /// to the client's redirect URL with the sealed result, or sees why the login was refused.
-async fn oidc_callback(
+async fn sso_callback(
     State(s): State<WebState>,
     req: axum::extract::Request,
 ) -> axum::response::Response {
@@ -85,7 +85,7 @@ async fn oidc_callback(
         .take(200)
         .collect::<String>()
     });
-    let callback = hop_auth::server::OidcCallback {
+    let callback = hop_auth::server::SsoCallback {
         state: query_param(query, "state").unwrap_or_default(),
         code: query_param(query, "code").unwrap_or_default(),
         error,
