@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "hop/auth/v1/recordings.proto",
         "hop/auth/v1/bots.proto",
         "hop/auth/v1/access_requests.proto",
+        "hop/auth/v1/sso.proto",
         "spiffe/workload.proto",
     ];
     for file in files {

@@ -1,4 +1,5 @@
-// The login page: user name, password and one-time code, checked by Auth like `hop login`.
+// The login page: user name, password and one-time code, checked by Auth like `hop login`;
+// and a button per SSO connector, which starts the browser flow (`hop login --auth` in a browser).
 import { login } from '/web/assets/api.js';
 import { el, show } from '/web/assets/dom.js';
 
@@ -35,4 +36,23 @@ export function loginPage(view, done, notice = '') {
   });
   show(view, form);
   user.focus();
+  ssoButtons(form);
+}
+
+/** Adds a button per SSO connector under the form; each starts the browser flow at the proxy. */
+async function ssoButtons(form) {
+  let list = [];
+  try {
+    const res = await fetch('/web/api/sso/connectors', { credentials: 'same-origin', cache: 'no-store' });
+    if (res.ok) list = (await res.json()).connectors || [];
+  } catch (_) {
+    return;
+  }
+  if (!list.length) return;
+  const links = list.map((c) => el('a', {
+    id: `sso-${c.name}`,
+    class: 'button sso',
+    href: `/v1/webapi/${c.type === 'github' ? 'github' : 'oidc'}/login?connector=${encodeURIComponent(c.name)}`,
+  }, `Log in with ${c.display || c.name}`));
+  form.append(el('div', { id: 'sso', class: 'sso' }, el('p', {}, 'Or use single sign-on:'), links));
 }

@@ -111,6 +111,29 @@ const commands = {
     const { page } = await pageOf(who);
     return { text: await visibleText(page, sel), url: page.url() };
   },
+  // The login page's SSO button for `connector`, then the identity provider's own pages
+  // (oidc-provider's dev login and consent: any password) until the browser is back on Hop's
+  // resources page; answers the buttons the page showed and who is logged in.
+  async sso_login({ who, connector, login }) {
+    const { page } = await pageOf(who);
+    await page.goto(`${base}/web`);
+    await page.waitForSelector(`#sso-${connector}`, { timeout: 15000 });
+    const buttons = await page.$$eval('#sso a', (as) => as.map((a) => a.textContent));
+    await page.click(`#sso-${connector}`);
+    for (let i = 0; i < 5 && !page.url().startsWith(base); i++) {
+      await page.waitForSelector('form button, form [type=submit]', { timeout: 15000 });
+      if (await page.locator('input[name=login]').count()) {
+        await page.fill('input[name=login]', login);
+        await page.fill('input[name=password]', 'any');
+      }
+      await Promise.all([
+        page.waitForNavigation({ timeout: 15000 }),
+        page.click('form [type=submit], form button'),
+      ]);
+    }
+    await page.waitForSelector('#nodes', { timeout: 15000 });
+    return { buttons, url: page.url(), who: await page.locator('#who').innerText() };
+  },
   async errors() {
     return { errors };
   },

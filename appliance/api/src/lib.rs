@@ -12,7 +12,9 @@ pub mod audit_wire;
 pub mod bot_proof;
 pub mod dial;
 pub mod ids;
+pub mod jose;
 pub mod password;
+pub mod sso;
 pub mod timestamps;
 pub mod totp;
 

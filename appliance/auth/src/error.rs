@@ -67,6 +67,9 @@ pub enum AuthError {
     Bot(#[from] crate::bots::BotError),
     #[error(transparent)]
     AccessRequest(#[from] crate::access_requests::RequestError),
+    /// An SSO login is refused (the message says why and whose fault it is).
+    #[error(transparent)]
+    Sso(#[from] crate::sso::SsoError),
     /// A CA rotation request names a phase, mode or grace period that cannot be applied now.
     #[error(transparent)]
     Rotation(#[from] crate::rotation::RotationError),

@@ -108,6 +108,7 @@ impl AuthApi {
         .add_service(
             hop_api::proto::access_requests_server::AccessRequestsServer::new(self.clone()),
         )
+        .add_service(hop_api::proto::sso_server::SsoServer::new(self.clone()))
     }
 
     fn invite_response(&self, invite: super::server::Invite) -> InviteResponse {
@@ -166,6 +167,9 @@ pub fn to_status(e: AuthError) -> Status {
         }
         AuthError::BadRequest(_) | AuthError::UnusableKey { .. } => Status::invalid_argument(msg),
         AuthError::Rotation(_) => Status::failed_precondition(msg),
+        AuthError::Sso(ref e) if e.is_bad_request() => Status::invalid_argument(msg),
+        AuthError::Sso(crate::sso::SsoError::Http(_)) => Status::unavailable(msg),
+        AuthError::Sso(_) => Status::permission_denied(msg),
         AuthError::AlreadyExists(_) | AuthError::AlreadyStored(_) => Status::already_exists(msg),
         AuthError::NotFound(_) => Status::not_found(msg),
         AuthError::JoinToken(_) | AuthError::Bot(_) | AuthError::AccessRequest(_) => {

@@ -32,6 +32,7 @@ mod grpc_bots;
 mod grpc_db;
 mod grpc_kube;
 mod grpc_rotation;
+mod grpc_sso;
 pub mod host_names;
 pub mod inventory;
 pub mod join_tokens;
@@ -54,6 +55,7 @@ pub mod server;
 mod server_tests;
 #[cfg(test)]
 mod spiffe_tests;
+pub mod sso;
 pub mod trackers;
 
 pub use error::AuthError;

@@ -189,6 +189,8 @@ pub const PUBLIC_KINDS: &[&str] = &[
     "db",
     "node",
     "lock",
+    "oidc",
+    "github",
     "cert_authority",
     "cluster_name",
     "cluster_auth_preference",

@@ -20,11 +20,11 @@ use super::records::PUBLIC_KINDS;
 const CLUSTER_NAME: &str = "cluster-name";
 const AUTH_PREFERENCE: &str = "cluster-auth-preference";
 
-fn odt(t: SystemTime) -> time::OffsetDateTime {
+pub fn odt(t: SystemTime) -> time::OffsetDateTime {
     time::OffsetDateTime::from(t)
 }
 
-fn from_odt(t: time::OffsetDateTime) -> SystemTime {
+pub fn from_odt(t: time::OffsetDateTime) -> SystemTime {
     SystemTime::from(t)
 }
 
@@ -113,6 +113,7 @@ pub fn new_user(
     user.spec.created_by = Some(hop_rbac::CreatedBy {
         time: odt(now),
         user: actor.to_string(),
+        connector: None,
     });
     user.validate()
         .map_err(|e| AuthError::BadRequest(e.to_string()))?;
@@ -201,6 +202,8 @@ pub fn write(store: &ResourceStore, doc: &Resource, now: SystemTime) -> Result<(
         Resource::Database(d) => store.upsert::<hop_rbac::DatabaseResource>(d).map(drop),
         Resource::Node(n) => store.upsert::<hop_rbac::NodeResource>(n).map(drop),
         Resource::Lock(l) => store.upsert::<hop_rbac::LockResource>(l).map(drop),
+        Resource::Oidc(c) => store.upsert::<hop_rbac::OidcConnector>(c).map(drop),
+        Resource::Github(c) => store.upsert::<hop_rbac::GithubConnector>(c).map(drop),
         Resource::ClusterName(_) | Resource::CertAuthority(_) => {
             return Err(AuthError::BadRequest(format!(
                 "{} resources cannot be written",
@@ -219,6 +222,8 @@ pub fn delete(store: &ResourceStore, kind: &str, name: &str) -> Result<bool, Aut
         "db" => store.delete::<hop_rbac::DatabaseResource>(name),
         "node" => store.delete::<hop_rbac::NodeResource>(name),
         "lock" => store.delete::<hop_rbac::LockResource>(name),
+        "oidc" => store.delete::<hop_rbac::OidcConnector>(name),
+        "github" => store.delete::<hop_rbac::GithubConnector>(name),
         "host_name" => store.delete::<super::records::HostNameClaim>(name),
         _ => {
             return Err(AuthError::BadRequest(format!(
@@ -239,6 +244,8 @@ pub fn canonical_kind(kind: &str) -> Option<&'static str> {
         "dbs" | "database" | "databases" => "db",
         "nodes" => "node",
         "locks" => "lock",
+        "oidc_connector" | "oidc_connectors" | "oidcs" => "oidc",
+        "github_connector" | "github_connectors" => "github",
         "host_names" | "hostname" | "hostnames" => "host_name",
         "ca" | "cas" | "cert_authorities" | "cert_authority" => "cert_authority",
         "cluster_auth_preferences" | "cap" => "cluster_auth_preference",

@@ -12,7 +12,8 @@
 //! `certificates` (what goes into issued certificates), `bots` (machine identities: add,
 //! join, renewal), `bot_recovery` (a bot's bound key), `agents` (join, renewal, what nodes
 //! learn), `admin` (generic resources and rule checks) and `authorities` (the CAs), `rotation` (replacing them, phase by phase). Join tokens
-//! live in `join_tokens`, the names in host certificates in `host_names`.
+//! live in `join_tokens`, the names in host certificates in `host_names`; `sso` completes
+//! single sign-on logins (the providers themselves are the `sso` room's).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -40,6 +41,7 @@ mod invites;
 mod login;
 mod rotation;
 mod spiffe;
+mod sso;
 
 pub use crate::error::{AuthError, INVALID_CREDENTIALS};
 pub use access_requests::{NewAccessRequest, ReviewAsk};
@@ -55,6 +57,9 @@ pub use invites::Invite;
 pub use login::{LoginCertificates, LoginClient, LoginRequest};
 pub use rotation::{CaRotationStatus, RotateRequest, RotateTarget};
 pub use spiffe::{IssuedSvid, MAX_SVIDS_PER_REQUEST, SvidAsk, SvidBatch};
+pub use sso::{
+    MappedLogin, SsoCallback, SsoCallbackRefusal, SsoStart, SsoStarted, map_github_login, map_login,
+};
 
 /// Settings the Auth service takes from the configuration.
 #[derive(Debug, Clone)]
@@ -103,6 +108,8 @@ pub struct AuthServer {
         Mutex<std::collections::HashMap<String, super::refusal_limit::RefusalLimiter>>,
     /// Web application access: launch codes, application sessions, their JWTs.
     pub(super) app_access: super::apps::AppAccess,
+    /// OpenID providers' endpoints and key sets (SSO).
+    pub(super) oidc: super::sso::OidcProviders,
 }
 
 impl std::fmt::Debug for AuthServer {
@@ -150,6 +157,7 @@ impl AuthServer {
         let app_access = super::apps::AppAccess::new(&cluster, &cas.jwt);
         let server = Self {
             app_access,
+            oidc: super::sso::OidcProviders::default(),
             limiter: Mutex::new(LoginRateLimiter::new(settings.attempts_per_ip_per_minute)),
             store,
             clock,

@@ -439,8 +439,21 @@ pub struct LoginArgs {
     pub ttl: Option<String>,
     /// Add the roles of this approved access request (`hop request ls`) to your login, until
     /// the request expires. Uses your current login when it is valid, else logs in first.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "auth")]
     pub request_id: Option<String>,
+    /// Log in through this SSO connector (`kind: oidc` or `github`) in a browser instead of a
+    /// password (`local`: the password login).
+    #[arg(long, value_name = "NAME")]
+    pub auth: Option<String>,
+    /// With --auth: `none` prints the login URL instead of opening a browser.
+    #[arg(long, default_value = "default", value_parser = ["default", "none"])]
+    pub browser: String,
+    /// With --auth: the base URL the browser is sent back to instead of this machine's
+    /// listener (http://127.0.0.1:PORT), for a browser on another machine that forwards to
+    /// it. Auth allows only loopback or an https host the connector's
+    /// client_redirect_settings list.
+    #[arg(long, requires = "auth", value_name = "URL")]
+    pub callback: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -21,5 +21,6 @@ pub mod recordings;
 pub mod requests;
 pub mod sessions;
 pub mod ssh;
+pub mod sso;
 pub mod trust;
 pub mod user;

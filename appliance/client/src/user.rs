@@ -21,7 +21,7 @@ use hop_api::totp;
 use hop_net::connect::{status_error, tls_channel};
 use hop_net::trust::{Trust, normalize_pin};
 
-fn trust_for(t: &ProxyTrust, saved_cas: Option<String>) -> anyhow::Result<Trust> {
+pub(crate) fn trust_for(t: &ProxyTrust, saved_cas: Option<String>) -> anyhow::Result<Trust> {
     if t.insecure {
         eprintln!(
             "WARNING: --insecure: the proxy's certificate is not verified; anyone on the network path can impersonate it."
@@ -163,6 +163,10 @@ pub async fn signup(args: SignupArgs) -> anyhow::Result<()> {
 pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
     if let Some(id) = &args.request_id {
         return crate::requests::login_with_request(&args, id).await;
+    }
+    // `--auth local` is the password login, as in Teleport.
+    if let Some(connector) = args.auth.as_deref().filter(|a| *a != "local") {
+        return crate::sso::sso_login(&args, connector).await;
     }
     password_login(&args).await
 }

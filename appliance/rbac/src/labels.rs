@@ -149,6 +149,22 @@ impl Pattern {
             })
     }
 
+    /// `template` with `$1`, `${name}`… replaced by the groups of this pattern's match of `s`
+    /// (a literal or `*` pattern has none: `template` as is).
+    pub(crate) fn expand_captures(&self, s: &str, template: &str) -> String {
+        match self {
+            Self::Regex(r) if template.contains('$') => r
+                .captures(s)
+                .map(|c| {
+                    let mut out = String::new();
+                    c.expand(template, &mut out);
+                    out
+                })
+                .unwrap_or_default(),
+            _ => template.to_owned(),
+        }
+    }
+
     /// Does `s` match?
     pub(crate) fn matches(&self, s: &str) -> bool {
         match self {

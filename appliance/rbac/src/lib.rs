@@ -16,11 +16,13 @@ pub mod cluster;
 pub mod compat;
 pub mod database;
 pub mod duration;
+pub mod github;
 pub mod kube;
 mod kube_access;
 pub mod labels;
 pub mod lock;
 pub mod node;
+pub mod oidc;
 pub mod parse;
 pub mod predicate;
 pub mod resource;
@@ -47,11 +49,13 @@ pub use cluster::{
 pub use compat::{FieldWarning, Verbatim};
 pub use database::{DatabaseResource, DatabaseSpec, DatabaseTls};
 pub use duration::{Duration, DurationError};
+pub use github::{GithubConnector, GithubConnectorSpec, TeamMapping};
 pub use kube::{KUBE_VERBS, KubeTarget, KubernetesResource};
 pub use kube_access::KubeImpersonation;
 pub use labels::{LabelValues, Labels};
 pub use lock::{LockResource, LockSpec, LockTarget};
 pub use node::{NodeResource, NodeSpec};
+pub use oidc::{ClaimMapping, ClientRedirectSettings, OidcConnector, OidcConnectorSpec};
 pub use parse::{
     ParseError, ParseProblem, ParseWarning, Parsed, parse_resources, parse_resources_with_warnings,
     to_yaml, to_yaml_stream,
@@ -68,5 +72,5 @@ pub use token::{
     JoinMethod, ProvisionToken, ProvisionTokenSpec, SystemRole, WeakSecret, check_secret_strength,
 };
 pub use traits::{CompiledTemplate, TemplateError, Traits};
-pub use user::{CreatedBy, User, UserSpec, UserStatus};
+pub use user::{ConnectorRef, CreatedBy, User, UserSpec, UserStatus};
 pub use validation::{FieldPath, Problem, Segment, ValidationError};

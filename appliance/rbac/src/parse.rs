@@ -238,6 +238,16 @@ fn parse_document(doc: &Node, text: &str, file: &str) -> Result<Resource, ParseE
         LockResource::KIND => yaml::from_node::<LockResource>(doc, text)
             .map_err(typed)?
             .into(),
+        crate::oidc::OidcConnector::KIND => {
+            yaml::from_node::<crate::oidc::OidcConnector>(doc, text)
+                .map_err(typed)?
+                .into()
+        }
+        crate::github::GithubConnector::KIND => {
+            yaml::from_node::<crate::github::GithubConnector>(doc, text)
+                .map_err(typed)?
+                .into()
+        }
         other => {
             return Err(schema(
                 kind_node.line,

@@ -12,8 +12,10 @@ use time::OffsetDateTime;
 use crate::cluster::{AuthPreference, CertAuthorityResource, ClusterName};
 use crate::compat::FieldWarning;
 use crate::database::DatabaseResource;
+use crate::github::GithubConnector;
 use crate::lock::LockResource;
 use crate::node::NodeResource;
+use crate::oidc::OidcConnector;
 use crate::role::Role;
 use crate::token::ProvisionToken;
 use crate::user::User;
@@ -105,6 +107,10 @@ pub enum Resource {
     Node(NodeResource),
     /// `kind: lock`
     Lock(LockResource),
+    /// `kind: oidc`
+    Oidc(OidcConnector),
+    /// `kind: github`
+    Github(GithubConnector),
 }
 
 /// Every kind this crate knows, in the order error messages list them.
@@ -118,6 +124,8 @@ pub const KINDS: &[&str] = &[
     DatabaseResource::KIND,
     NodeResource::KIND,
     LockResource::KIND,
+    OidcConnector::KIND,
+    GithubConnector::KIND,
 ];
 
 impl Resource {
@@ -134,6 +142,8 @@ impl Resource {
             Self::Database(_) => DatabaseResource::KIND,
             Self::Node(_) => NodeResource::KIND,
             Self::Lock(_) => LockResource::KIND,
+            Self::Oidc(_) => OidcConnector::KIND,
+            Self::Github(_) => GithubConnector::KIND,
         }
     }
 
@@ -156,6 +166,8 @@ impl Resource {
             Self::Database(r) => r.metadata(),
             Self::Node(r) => r.metadata(),
             Self::Lock(r) => r.metadata(),
+            Self::Oidc(r) => r.metadata(),
+            Self::Github(r) => r.metadata(),
         }
     }
 
@@ -171,6 +183,8 @@ impl Resource {
             Self::Database(r) => r.validate(),
             Self::Node(r) => r.validate(),
             Self::Lock(r) => r.validate(),
+            Self::Oidc(r) => r.validate(),
+            Self::Github(r) => r.validate(),
         }
     }
 
@@ -220,6 +234,8 @@ from_variant! {
     DatabaseResource => Database,
     NodeResource => Node,
     LockResource => Lock,
+    OidcConnector => Oidc,
+    GithubConnector => Github,
 }
 
 impl Serialize for Resource {
@@ -234,6 +250,8 @@ impl Serialize for Resource {
             Self::Database(r) => r.serialize(serializer),
             Self::Node(r) => r.serialize(serializer),
             Self::Lock(r) => r.serialize(serializer),
+            Self::Oidc(r) => r.serialize(serializer),
+            Self::Github(r) => r.serialize(serializer),
         }
     }
 }
@@ -262,6 +280,8 @@ impl<'de> Deserialize<'de> for Resource {
             DatabaseResource::KIND => Self::Database(serde_json::from_value(value).map_err(typed)?),
             NodeResource::KIND => Self::Node(serde_json::from_value(value).map_err(typed)?),
             LockResource::KIND => Self::Lock(serde_json::from_value(value).map_err(typed)?),
+            OidcConnector::KIND => Self::Oidc(serde_json::from_value(value).map_err(typed)?),
+            GithubConnector::KIND => Self::Github(serde_json::from_value(value).map_err(typed)?),
             other => return Err(D::Error::unknown_variant(other, KINDS)),
         })
     }

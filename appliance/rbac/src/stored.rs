@@ -28,5 +28,7 @@ stored!(
     AuthPreference,
     DatabaseResource,
     NodeResource,
-    LockResource
+    LockResource,
+    crate::oidc::OidcConnector,
+    crate::github::GithubConnector
 );

@@ -58,6 +58,23 @@ pub struct CreatedBy {
     /// The creating user's name.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub user: String,
+    /// Set on the temporary user an SSO login creates: the connector it came through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connector: Option<ConnectorRef>,
+}
+
+/// `spec.created_by.connector`: the SSO connector that made a temporary user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorRef {
+    /// `oidc`, `saml` or `github`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The connector's name.
+    pub id: String,
+    /// The user's identity at the provider (`sub`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub identity: String,
 }
 
 /// `status` of a user.

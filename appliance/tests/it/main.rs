@@ -36,6 +36,7 @@ mod reconnect;
 mod recordings;
 mod spiffe;
 mod ssh;
+mod sso_oidc;
 mod tunnels;
 mod web;
 mod web_admin;

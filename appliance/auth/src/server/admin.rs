@@ -257,12 +257,19 @@ pub struct CreatedResources {
     pub warnings: Vec<String>,
 }
 
-/// What an operator may see of a stored document: a token without its secret's hash.
+/// What an operator may see of a stored document: a token without its secret's hash, an SSO
+/// connector without its client secret.
 fn public_part(kind: &str, mut doc: serde_json::Value) -> serde_json::Value {
-    if kind == "token"
-        && let Some(spec) = doc.get_mut("spec").and_then(|s| s.as_object_mut())
-    {
-        spec.remove("secret_hash");
+    if let Some(spec) = doc.get_mut("spec").and_then(|s| s.as_object_mut()) {
+        match kind {
+            "token" => {
+                spec.remove("secret_hash");
+            }
+            "oidc" | "github" => {
+                spec.remove("client_secret");
+            }
+            _ => {}
+        }
     }
     doc
 }

@@ -1,6 +1,8 @@
 //! The web routes of the one port besides the web UI: a JSON ping for browsers, scripts and
-//! load balancers, and the JSON Web Key Set of the jwt CA (`/.well-known/jwks.json`) that web
-//! applications verify `Hop-Jwt-Assertion` with. It carries the web UI's security headers too.
+//! load balancers, the JSON Web Key Set of the jwt CA (`/.well-known/jwks.json`) that web
+//! applications verify `Hop-Jwt-Assertion` with, and the OpenID providers' callback
+//! (`/v1/webapi/oidc/callback`: the code and state go to Auth, the browser on to the client's
+//! redirect URL with the sealed result). It carries the web UI's security headers too.
 //!
 //! The web UI itself is [`crate::web`], which also serves the invitation link printed by
 //! `hop admin users add` (`/web/invite/TOKEN`: a page that completes the sign-up in the browser).
@@ -24,6 +26,8 @@ pub fn router(auth: Arc<AuthServer>, proxy_addr: String) -> Router {
     Router::new()
         .route("/webapi/ping", get(ping))
         .route("/.well-known/jwks.json", get(jwks))
+        .route(hop_api::sso::OIDC_CALLBACK_PATH, get(sso_callback))
+        .route(hop_api::sso::GITHUB_CALLBACK_PATH, get(sso_callback))
         .with_state(WebState { auth, proxy_addr })
         .layer(axum::middleware::map_response(
             crate::web::assets::security_headers,
@@ -46,4 +50,90 @@ async fn ping(State(s): State<WebState>) -> impl IntoResponse {
         "ca_pin": s.auth.ca_pin(),
         "proxy": { "listen_addr": s.proxy_addr },
     }))
+}
+
+/// The longest callback query accepted (a code and a state are well under it).
+const MAX_CALLBACK_QUERY: usize = 8 * 1024;
+
+/// `GET /v1/webapi/oidc/callback?code=…&state=…`: Auth completes the login; the browser goes on
+/// to the client's redirect URL with the sealed result, or sees why the login was refused.
+async fn sso_callback(
+    State(s): State<WebState>,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::http::StatusCode;
+    use hop_api::sso::query_param;
+    let refused = |status: StatusCode, detail: &str| {
+        crate::routes::app_http::pages::page(status, "Single sign-on failed", detail)
+            .into_response()
+    };
+    let query = req.uri().query().unwrap_or("");
+    if query.len() > MAX_CALLBACK_QUERY {
+        return refused(StatusCode::BAD_REQUEST, "The request is too long.");
+    }
+    let remote = req
+        .extensions()
+        .get::<hop_auth::caller::Caller>()
+        .and_then(hop_auth::caller::Caller::remote);
+    let error = query_param(query, "error").map(|e| {
+        match query_param(query, "error_description") {
+            Some(d) => format!("{e}: {d}"),
+            None => e,
+        }
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect::<String>()
+    });
+    let callback = hop_auth::server::SsoCallback {
+        state: query_param(query, "state").unwrap_or_default(),
+        code: query_param(query, "code").unwrap_or_default(),
+        error,
+        remote,
+    };
+    match s.auth.complete_sso_login(callback).await {
+        Ok(location) => match axum::http::HeaderValue::from_str(&location) {
+            Ok(loc) => (
+                StatusCode::FOUND,
+                [
+                    (axum::http::header::LOCATION, loc),
+                    (
+                        axum::http::header::CACHE_CONTROL,
+                        axum::http::HeaderValue::from_static("no-store"),
+                    ),
+                ],
+            )
+                .into_response(),
+            Err(_) => refused(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The login result cannot be sent on.",
+            ),
+        },
+        Err(hop_auth::server::SsoCallbackRefusal {
+            client_redirect: Some(url),
+            ..
+        }) if axum::http::HeaderValue::from_str(&url).is_ok() => (
+            StatusCode::FOUND,
+            [
+                (
+                    axum::http::header::LOCATION,
+                    axum::http::HeaderValue::from_str(&url)
+                        .unwrap_or(axum::http::HeaderValue::from_static("/")),
+                ),
+                (
+                    axum::http::header::CACHE_CONTROL,
+                    axum::http::HeaderValue::from_static("no-store"),
+                ),
+            ],
+        )
+            .into_response(),
+        Err(hop_auth::server::SsoCallbackRefusal { error: e, .. }) => {
+            let status = match &e {
+                hop_auth::AuthError::Sso(se) if se.is_bad_request() => StatusCode::BAD_REQUEST,
+                hop_auth::AuthError::Sso(_) => StatusCode::FORBIDDEN,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            refused(status, &format!("{e}. Run hop login again."))
+        }
+    }
 }

@@ -133,7 +133,7 @@ fn login_keys() -> Result<(hop_ca::SshKeyPair, hop_ca::X509KeyPair), hop_ca::CaE
     ))
 }
 
-fn start_session(
+pub(super) fn start_session(
     room: &WebRoom,
     certs: LoginCertificates,
     ssh: hop_ca::SshKeyPair,

@@ -11,7 +11,8 @@
 //! pages ([`admin`]: users, roles, join tokens, locks, each call authorized by Auth with the
 //! admin API's rules), invitation links ([`invite`]), web application launches ([`launch`]), the web terminal ([`terminal`]: a
 //! WebSocket into the SSH and join routes' own code) and the live sessions a user may see
-//! and join ([`active`]). A session whose identity admission refuses (a lock, a deletion, a role taken
+//! and join ([`active`]), and single sign-on from the login page ([`sso`]: the connectors, the
+//! button's start, a web session from the sealed result). A session whose identity admission refuses (a lock, a deletion, a role taken
 //! away, expiry) is ended by [`WebRoom::watch_sessions`] within a second or two, and at its next
 //! request at the latest.
 //!
@@ -34,6 +35,7 @@ pub mod recordings;
 pub mod records;
 pub mod requests;
 pub mod sessions;
+pub mod sso;
 pub mod terminal;
 
 #[cfg(test)]
@@ -61,6 +63,8 @@ pub struct WebRoom {
     terminals: terminal::OpenTerminals,
     /// The recordings and the audit log the recordings and audit pages read.
     pub(crate) records: std::sync::OnceLock<records::WebRecords>,
+    /// Web SSO logins started here and not yet finished ([`sso`]).
+    pub(crate) sso_pending: sso::PendingWebLogins,
 }
 
 /// The most bytes a web API request's body may have (a login form is well under 1 KiB).
@@ -109,6 +113,7 @@ impl WebRoom {
             nodes: std::sync::OnceLock::new(),
             terminals: terminal::OpenTerminals::default(),
             records: std::sync::OnceLock::new(),
+            sso_pending: sso::PendingWebLogins::default(),
         })
     }
 
@@ -119,6 +124,7 @@ impl WebRoom {
             .route("/web/api/logout", post(api::logout))
             .route("/web/api/session", get(api::session))
             .route("/web/api/resources", get(api::resources))
+            .route("/web/api/sso/connectors", get(sso::connectors))
             .merge(admin::routes())
             .merge(account::routes())
             .merge(invite::routes())
@@ -133,7 +139,11 @@ impl WebRoom {
             .layer(axum::middleware::from_fn(whole_body));
         let mut pages = Router::new()
             .route("/", get(assets::to_web))
-            .route("/web/assets/{name}", get(assets::asset));
+            .route("/web/assets/{name}", get(assets::asset))
+            .route(sso::FINISH_PATH, get(sso::finish))
+            .route("/v1/webapi/oidc/login", get(sso::start))
+            .route("/v1/webapi/github/login", get(sso::start))
+            .with_state(self.clone());
         for page in assets::PAGES {
             pages = pages.route(page, get(assets::index));
         }

@@ -121,6 +121,7 @@ fn users() {
     u.spec.created_by = Some(CreatedBy {
         time: datetime!(2025-01-02 03:04:05 +01:00),
         user: "admin".into(),
+        connector: None,
     });
     u.status.locked = true;
     u.status.locked_until = Some(datetime!(2025-01-03 00:00 UTC));
