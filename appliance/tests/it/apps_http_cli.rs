@@ -40,30 +40,14 @@ fn an_http_app_through_an_app_certificate() {
 /// A bot with the app role and tbot's `application` output: `hop bot start --oneshot` writes
 /// `tls.crt`, `tls.key`, `tls.cas` (0600) that curl uses as is; the upstream's JWT names the bot.
 fn a_bots_application_output_works_with_curl(c: &AppCluster) {
-    let out = c.a.ok(&[
-        "admin", "bots", "add", "appbot", "--roles", "app-dev", "--format", "json",
-    ]);
-    let token = serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let dir = c.a.dir.path().join("appbot");
-    let dest = dir.join("web-out");
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("tbot.yaml");
-    let yaml = format!(
-        "version: v2\nonboarding: {{join_method: token, token: {token}}}\nstorage: {{type: directory, path: {}}}\noutputs:\n  - type: application\n    app_name: web\n    destination: {{type: directory, path: {}}}\n",
-        dir.join("data").display(),
-        dest.display()
+    let dest = c.a.dir.path().join("appbot-web");
+    let run = oneshot_bot(
+        &c.a,
+        "appbot",
+        ("app-dev", None),
+        "type: application\n    app_name: web",
+        &dest,
     );
-    std::fs::write(&config, yaml).unwrap();
-    let run = Command::new(HOP)
-        .args(["bot", "start", "--oneshot", "--config"])
-        .arg(&config)
-        .args(["--proxy", &c.a.addr, "--ca-pin", &c.a.pin])
-        .env_remove("HOP_PROXY")
-        .output()
-        .unwrap();
     assert!(run.status.success(), "hop bot start: {}", stderr(&run));
     let file = |n: &str| dest.join(n).display().to_string();
     for f in ["tls.crt", "tls.key", "tls.cas"] {

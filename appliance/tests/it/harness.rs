@@ -517,3 +517,43 @@ pub fn hop_in(home: &Path, args: &[&str]) -> Output {
         .output()
         .unwrap()
 }
+
+/// `hop bot start --oneshot` for a new bot `name` (made with `roles`, and `logins` when given)
+/// from a tbot v2 file whose one output is `output` (its YAML lines after `- `, each indented
+/// by four spaces, without the destination), written to `dest`. Returns the bot's run.
+pub fn oneshot_bot(
+    a: &Appliance,
+    name: &str,
+    (roles, logins): (&str, Option<&str>),
+    output: &str,
+    dest: &Path,
+) -> Output {
+    let mut add = vec![
+        "admin", "bots", "add", name, "--roles", roles, "--format", "json",
+    ];
+    if let Some(l) = logins {
+        add.extend(["--logins", l]);
+    }
+    let added = a.ok(&add);
+    let token = serde_json::from_str::<serde_json::Value>(added.trim()).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dir = a.dir.path().join(format!("{name}-bot"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("tbot.yaml");
+    let yaml = format!(
+        "version: v2\nonboarding: {{join_method: token, token: {token}}}\nstorage: {{type: directory, path: {}}}\noutputs:\n  - {output}\n    destination: {{type: directory, path: {}}}\n",
+        dir.join("data").display(),
+        dest.display()
+    );
+    std::fs::write(&config, yaml).unwrap();
+    Command::new(HOP)
+        .args(["bot", "start", "--oneshot", "--config"])
+        .arg(&config)
+        .args(["--proxy", &a.addr, "--ca-pin", &a.pin])
+        .env_remove("HOP_PROXY")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}

@@ -259,31 +259,15 @@ fn kubectl_1_32_and_1_20_work_through_hop_and_are_audited() {
 /// A bot with the kube role and tbot's `kubernetes` output: `hop bot start --oneshot` writes a
 /// `kubeconfig.yaml` (0600) that a plain kubectl uses as is, as the bot, within its role.
 fn bot_kubernetes_output(c: &KubeCluster, kubectl: &Path) {
-    let out = c.a.ok(&[
-        "admin", "bots", "add", "kbot", "--roles", "kube-dev", "--logins", "kbot-k8s", "--format",
-        "json",
-    ]);
-    let token = serde_json::from_str::<Value>(out.trim()).unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let dir = c.a.dir.path().join("kbot");
-    let dest = dir.join("kube-out");
-    let config = dir.join("tbot.yaml");
-    std::fs::create_dir_all(&dir).unwrap();
-    let yaml = format!(
-        "version: v2\nonboarding: {{join_method: token, token: {token}}}\nstorage: {{type: directory, path: {}}}\noutputs:\n  - type: kubernetes\n    kubernetes_cluster: dev\n    destination: {{type: directory, path: {}}}\n",
-        dir.join("data").display(),
-        dest.display()
+    let dir = c.a.dir.path().join("kbot-home");
+    let dest = c.a.dir.path().join("kbot-kube");
+    let run = oneshot_bot(
+        &c.a,
+        "kbot",
+        ("kube-dev", Some("kbot-k8s")),
+        "type: kubernetes\n    kubernetes_cluster: dev",
+        &dest,
     );
-    std::fs::write(&config, yaml).unwrap();
-    let run = Command::new(HOP)
-        .args(["bot", "start", "--oneshot", "--config"])
-        .arg(&config)
-        .args(["--proxy", &c.a.addr, "--ca-pin", &c.a.pin])
-        .env_remove("HOP_PROXY")
-        .output()
-        .unwrap();
     assert!(run.status.success(), "hop bot start: {}", stderr(&run));
     let kubeconfig = dest.join("kubeconfig.yaml");
     assert_eq!(file_mode(&kubeconfig), 0o600);

@@ -48,36 +48,16 @@ pub(crate) fn start_sshd_with(dir: &Path, stem: &str, port: u16) -> Option<Kille
     Some(Killed(child))
 }
 
-/// `hop bot start --oneshot` with one `ssh_host` output into `out`, as bot `name`
-/// (created with `roles`).
+/// `hop bot start --oneshot` with one `ssh_host` output (node `web2`) into `out`, as bot
+/// `name` (created with `roles`).
 fn ssh_host_bot(a: &Appliance, name: &str, roles: &str, out: &Path) -> std::process::Output {
-    let added = a.ok(&[
-        "admin", "bots", "add", name, "--roles", roles, "--format", "json",
-    ]);
-    let token = serde_json::from_str::<serde_json::Value>(added.trim()).unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let dir = a.dir.path().join(format!("{name}-bot"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("tbot.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: v2\nonboarding: {{join_method: token, token: {token}}}\nstorage: {{type: directory, path: {}}}\noutputs:\n  - type: ssh_host\n    principals: [web2]\n    destination: {{type: directory, path: {}}}\n",
-            dir.join("data").display(),
-            out.display()
-        ),
+    crate::harness::oneshot_bot(
+        a,
+        name,
+        (roles, None),
+        "type: ssh_host\n    principals: [web2]",
+        out,
     )
-    .unwrap();
-    Command::new(crate::harness::HOP)
-        .args(["bot", "start", "--oneshot", "--config"])
-        .arg(&config)
-        .args(["--proxy", &a.addr, "--ca-pin", &a.pin])
-        .env_remove("HOP_PROXY")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
 }
 
 /// tbot's `ssh_host` output: a bot whose role allows `host_cert` `create` writes a host key,
