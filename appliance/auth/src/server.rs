@@ -8,7 +8,7 @@
 //!
 //! This file holds the service itself (opening it, its settings and shared helpers); each
 //! concern has its own room: `accounts` (users, locks), `account` (a user's own password and
-//! one-time-code devices), `invites` (sign-up), `login`,
+//! one-time-code devices), `invites` (sign-up), `login`, `webauthn` (security keys: challenges, devices, assertions),
 //! `certificates` (what goes into issued certificates), `bots` (machine identities: add,
 //! join, renewal), `bot_recovery` (a bot's bound key), `agents` (join, renewal, what nodes
 //! learn), `admin` (generic resources and rule checks) and `authorities` (the CAs), `rotation` (replacing them, phase by phase). Join tokens
@@ -40,6 +40,7 @@ mod invites;
 mod login;
 mod rotation;
 mod spiffe;
+mod webauthn;
 
 pub use crate::error::{AuthError, INVALID_CREDENTIALS};
 pub use access_requests::{NewAccessRequest, ReviewAsk};
@@ -52,9 +53,14 @@ pub use bot_recovery::BotRecovery;
 pub use bots::{BotKeys, BotRenewal, BotView, NewBot};
 pub use certificates::HOST_CERT_TTL;
 pub use invites::Invite;
-pub use login::{LoginCertificates, LoginClient, LoginRequest};
+pub use login::{LoginCertificates, LoginClient, LoginRequest, SecondFactor};
 pub use rotation::{CaRotationStatus, RotateRequest, RotateTarget};
 pub use spiffe::{IssuedSvid, MAX_SVIDS_PER_REQUEST, SvidAsk, SvidBatch};
+pub use webauthn::{
+    CHALLENGE_TTL, MAX_WEBAUTHN_DEVICES, WebauthnAssertion, WebauthnDeviceView,
+    WebauthnRegistration, WebauthnSettings,
+};
+pub use crate::records::ChallengePurpose;
 
 /// Settings the Auth service takes from the configuration.
 #[derive(Debug, Clone)]
@@ -71,6 +77,8 @@ pub struct AuthSettings {
     pub session_recording: String,
     /// The hosts of the proxy's public addresses: no node may be certified under them.
     pub proxy_public_names: Vec<String>,
+    /// The WebAuthn relying party (RP ID, allowed web origins).
+    pub webauthn: webauthn::WebauthnSettings,
 }
 
 /// The Auth service.

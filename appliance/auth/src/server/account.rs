@@ -126,7 +126,7 @@ impl AuthServer {
     }
 
     /// Reads, changes and writes `user`'s secrets under the login-state lock.
-    fn update_secrets<T>(
+    pub(super) fn update_secrets<T>(
         &self,
         user: &str,
         change: impl FnOnce(&mut UserSecrets) -> Result<T, AuthError>,
@@ -281,6 +281,7 @@ impl AuthServer {
     ) -> Result<(), AuthError> {
         self.check_password_only(user, password_now, remote)?;
         let required = self.otp_required();
+        let second_factor = self.second_factor().to_string();
         self.update_secrets(user, |s| {
             let exists = if id == SIGNUP_DEVICE {
                 s.totp_secret.is_some()
@@ -290,9 +291,9 @@ impl AuthServer {
             if !exists {
                 return Err(AuthError::NotFound(format!("one-time-code device {id:?}")));
             }
-            if required && s.totp_secrets().count() <= 1 {
+            if required && super::webauthn::usable_devices(s, &second_factor) <= 1 {
                 return Err(AuthError::BadRequest(
-                    "this is your only one-time-code device: add another before removing it".into(),
+                    "this is your only second-factor device: add another before removing it".into(),
                 ));
             }
             if id == SIGNUP_DEVICE {
@@ -326,7 +327,7 @@ impl AuthServer {
 
     /// Audits a refused device change (`kind`) of `user`: queued when rate limited (a flood
     /// must not become a flood of synchronous writes), durable otherwise.
-    fn audit_refused_device_change(
+    pub(super) fn audit_refused_device_change(
         &self,
         kind: EventKind,
         user: &str,
@@ -345,6 +346,15 @@ impl AuthServer {
     }
 }
 
+/// What a caller is told of a refused account change: a wrong password or second factor, or a
+/// locked account, says no more than a login would.
+pub(super) fn hide_login_detail(e: AuthError) -> AuthError {
+    match e {
+        AuthError::Locked { .. } | AuthError::LoginRefused { .. } => AuthError::InvalidCredentials,
+        other => other,
+    }
+}
+
 /// What the audit log records of a refused password change or device change: the real reason.
 fn audit_reason(e: &AuthError) -> String {
     match e {
@@ -355,7 +365,7 @@ fn audit_reason(e: &AuthError) -> String {
 
 /// The credentials an account page presents, as a web login would (no key asked for): what
 /// the password change and the device calls check with the login's own rules.
-fn account_check<'a>(
+pub(super) fn account_check<'a>(
     user: &'a str,
     password: &'a str,
     totp_code: &'a str,

@@ -155,6 +155,7 @@ fn fixture() -> Fixture {
         web_addr: "proxy:3080".into(),
         session_recording: "node".into(),
         proxy_public_names: Vec::new(),
+        webauthn: Default::default(),
     };
     let audit = Arc::new(Recorded::default());
     let auth = AuthServer::open(
