@@ -54,6 +54,8 @@ pub mod server;
 mod server_tests;
 #[cfg(test)]
 mod spiffe_tests;
+#[cfg(test)]
+mod webauthn_tests;
 pub mod trackers;
 
 pub use error::AuthError;
