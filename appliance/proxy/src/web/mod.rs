@@ -21,6 +21,7 @@
 //! relay never import it.
 
 pub mod account;
+pub mod webauthn;
 pub mod active;
 pub mod admin;
 pub mod api;
@@ -121,6 +122,7 @@ impl WebRoom {
             .route("/web/api/resources", get(api::resources))
             .merge(admin::routes())
             .merge(account::routes())
+            .merge(webauthn::routes())
             .merge(invite::routes())
             .merge(launch::routes())
             .merge(terminal::routes())
