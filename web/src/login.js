@@ -1,6 +1,8 @@
-// The login page: user name, password and one-time code, checked by Auth like `hop login`.
+// The login page: user name, password and one-time code (or a security key), checked by Auth
+// like `hop login`.
 import { login } from '/web/assets/api.js';
 import { el, show } from '/web/assets/dom.js';
+import { loginAssertion, webauthnAvailable } from '/web/assets/webauthn.js';
 
 /** Shows the login form in `view`; calls `done(session)` once logged in. */
 export function loginPage(view, done, notice = '') {
@@ -15,12 +17,28 @@ export function loginPage(view, done, notice = '') {
     id: 'otp', name: 'otp', inputmode: 'numeric', autocomplete: 'one-time-code',
   });
   const submit = el('button', { id: 'login-submit', type: 'submit' }, 'Log in');
+  // Password + security key: the key answers a challenge for this user, then both go to login.
+  const withKey = el('button', { id: 'login-webauthn', type: 'button' }, 'Log in with a security key');
+  withKey.hidden = !webauthnAvailable();
+  withKey.addEventListener('click', async () => {
+    if (!form.reportValidity()) return;
+    withKey.disabled = true;
+    message.textContent = '';
+    try {
+      const assertion = await loginAssertion(user.value);
+      done(await login(user.value, password.value, '', assertion));
+    } catch (e) {
+      message.textContent = e.message;
+    } finally {
+      withKey.disabled = false;
+    }
+  });
   const form = el('form', { id: 'login', class: 'card' },
     el('h1', {}, 'Log in to Hop'),
     el('label', { for: 'user' }, 'User name'), user,
     el('label', { for: 'password' }, 'Password'), password,
     el('label', { for: 'otp' }, 'One-time code'), otp,
-    submit, message);
+    submit, withKey, message);
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     submit.disabled = true;
