@@ -43,6 +43,7 @@ mod spiffe;
 mod webauthn;
 
 pub use crate::error::{AuthError, INVALID_CREDENTIALS};
+pub use crate::records::ChallengePurpose;
 pub use access_requests::{NewAccessRequest, ReviewAsk};
 pub use account::{MAX_OTP_DEVICES, OtpDeviceView, PendingInvite};
 pub use accounts::validate_username;
@@ -60,7 +61,6 @@ pub use webauthn::{
     CHALLENGE_TTL, MAX_WEBAUTHN_DEVICES, WebauthnAssertion, WebauthnDeviceView,
     WebauthnRegistration, WebauthnSettings,
 };
-pub use crate::records::ChallengePurpose;
 
 /// Settings the Auth service takes from the configuration.
 #[derive(Debug, Clone)]

@@ -105,20 +105,29 @@ fn register_then_login_with_password_and_key() {
     assert_eq!(pk["rp"]["id"], RP);
     assert_ne!(pk["user"]["id"], "alice", "the user handle is not the name");
     assert_eq!(pk["attestation"], "none");
-    assert_eq!(pk["authenticatorSelection"]["userVerification"], "preferred");
+    assert_eq!(
+        pk["authenticatorSelection"]["userVerification"],
+        "preferred"
+    );
     assert_eq!(pk["pubKeyCredParams"][0]["alg"], -7);
     let id = register(&f, "alice", &secret, &key).unwrap();
     let devices = f.auth.webauthn_devices("alice").unwrap();
     assert_eq!(devices.len(), 1);
     assert_eq!(devices[0].id, id);
     assert!(
-        f.events()
-            .iter()
-            .any(|e| e["event"] == "mfa.add" && e["kind"] == "webauthn" && e["device"] == id.as_str())
+        f.events().iter().any(|e| e["event"] == "mfa.add"
+            && e["kind"] == "webauthn"
+            && e["device"] == id.as_str())
     );
     // The next registration's options exclude the key.
     let options = f.auth.begin_webauthn_registration("alice").unwrap();
-    assert_eq!(options["publicKey"]["excludeCredentials"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        options["publicKey"]["excludeCredentials"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 
     let mut key = key;
     let a = key.assert(&login_challenge(&f, "alice"));
@@ -254,7 +263,12 @@ fn last_device_cannot_be_removed_while_required() {
     let proof = wire(&key.assert(&c));
     let e = f
         .auth
-        .remove_webauthn_device("alice", (PASSWORD, SecondFactor::Webauthn(&proof)), &id, None)
+        .remove_webauthn_device(
+            "alice",
+            (PASSWORD, SecondFactor::Webauthn(&proof)),
+            &id,
+            None,
+        )
         .unwrap_err();
     assert!(e.to_string().contains("only second-factor device"), "{e}");
     assert_eq!(f.auth.webauthn_devices("alice").unwrap().len(), 1);

@@ -17,10 +17,12 @@ use crate::web_browser::{Browser, artifacts};
 const SECOND_FACTOR_ON: &str = "  authentication:\n    second_factor: \"on\"\n";
 
 fn events(a: &Appliance, kind: &str) -> Vec<Value> {
-    a.ok(&["admin", "audit", "search", "--type", kind, "--format", "json"])
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
+    a.ok(&[
+        "admin", "audit", "search", "--type", kind, "--format", "json",
+    ])
+    .lines()
+    .filter_map(|l| serde_json::from_str(l).ok())
+    .collect()
 }
 
 #[test]
@@ -44,7 +46,9 @@ fn a_user_registers_a_security_key_and_logs_in_with_it() {
 
     // A login with the one-time code, then the account page.
     let (code, step) = code_after(&secret, Some(step_now()));
-    let v = b.send(json!({"do": "login", "who": "kim", "user": "kim", "password": PASSWORD, "otp": code}));
+    let v = b.send(
+        json!({"do": "login", "who": "kim", "user": "kim", "password": PASSWORD, "otp": code}),
+    );
     assert_eq!(v["error"], "", "{v}");
     b.send(json!({"do": "open", "who": "kim", "path": "/web/account", "wait": "#keys-section"}));
     let (proof, _) = code_after(&secret, Some(step));
@@ -52,14 +56,18 @@ fn a_user_registers_a_security_key_and_logs_in_with_it() {
     b.send(json!({"do": "fill", "who": "kim", "sel": "#key-existing-code", "value": proof}));
     b.send(json!({"do": "fill", "who": "kim", "sel": "#key-name", "value": "usb key"}));
     b.send(json!({"do": "click", "who": "kim", "sel": "#key-add"}));
-    let said = b.send(json!({"do": "text", "who": "kim", "sel": "#keys-section", "has": "usb key"}));
+    let said =
+        b.send(json!({"do": "text", "who": "kim", "sel": "#keys-section", "has": "usb key"}));
     assert!(said["text"].as_str().unwrap().contains("added"), "{said}");
     b.send(json!({"do": "screenshot", "who": "kim", "name": "key-added"}));
 
     // A wrong password with the key is refused; so is a login without the key (nor a code).
-    let v = b.send(json!({"do": "loginKey", "who": "kim", "user": "kim", "password": "not the password"}));
+    let v = b.send(
+        json!({"do": "loginKey", "who": "kim", "user": "kim", "password": "not the password"}),
+    );
     assert_ne!(v["error"], "", "{v}");
-    let v = b.send(json!({"do": "login", "who": "kim", "user": "kim", "password": PASSWORD, "otp": ""}));
+    let v = b
+        .send(json!({"do": "login", "who": "kim", "user": "kim", "password": PASSWORD, "otp": ""}));
     assert_ne!(v["error"], "", "{v}");
     // Password + key logs in.
     let v = b.send(json!({"do": "loginKey", "who": "kim", "user": "kim", "password": PASSWORD}));
@@ -67,16 +75,21 @@ fn a_user_registers_a_security_key_and_logs_in_with_it() {
 
     let adds = events(&a, "mfa.add");
     assert!(
-        adds.iter().any(|e| e["user"] == "kim" && e["kind"] == "webauthn" && e.get("error").is_none()),
+        adds.iter()
+            .any(|e| e["user"] == "kim" && e["kind"] == "webauthn" && e.get("error").is_none()),
         "{adds:?}"
     );
     let logins = events(&a, "user.login");
     assert!(
-        logins.iter().any(|e| e["user"] == "kim" && e["mfa"] == "webauthn" && e.get("error").is_none()),
+        logins
+            .iter()
+            .any(|e| e["user"] == "kim" && e["mfa"] == "webauthn" && e.get("error").is_none()),
         "{logins:?}"
     );
     assert!(
-        logins.iter().any(|e| e["user"] == "kim" && e.get("error").is_some()),
+        logins
+            .iter()
+            .any(|e| e["user"] == "kim" && e.get("error").is_some()),
         "{logins:?}"
     );
 }

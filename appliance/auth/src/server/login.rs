@@ -8,12 +8,12 @@ use std::time::{Duration, SystemTime};
 
 use hop_rbac::User;
 
+use super::webauthn::{AcceptedAssertion, WebauthnAssertion};
 use super::{AuthServer, resources};
 use crate::audit::EventKind;
 use crate::error::AuthError;
 use crate::password;
 use crate::records::{ChallengePurpose, UserSecrets};
-use super::webauthn::{AcceptedAssertion, WebauthnAssertion};
 use hop_api::timestamps::rfc3339;
 use hop_api::totp;
 
@@ -244,20 +244,25 @@ impl AuthServer {
             req.password,
             secrets.as_ref().and_then(|s| s.password_hash.as_deref()),
         );
-        let has_device = secrets.as_ref().is_some_and(|s| {
-            s.totp_secrets().next().is_some() || !s.webauthn_devices.is_empty()
-        });
-        let needed =
-            self.otp_required() || (purpose == ChallengePurpose::Manage && has_device);
+        let has_device = secrets
+            .as_ref()
+            .is_some_and(|s| s.totp_secrets().next().is_some() || !s.webauthn_devices.is_empty());
+        let needed = self.otp_required() || (purpose == ChallengePurpose::Manage && has_device);
         let (otp_ok, accepted, factor_reason) = match factor {
-            SecondFactor::Otp(_) if needed && self.second_factor() == "webauthn" => {
-                (false, Accepted::None, "a one-time code where a security key is required")
-            }
+            SecondFactor::Otp(_) if needed && self.second_factor() == "webauthn" => (
+                false,
+                Accepted::None,
+                "a one-time code where a security key is required",
+            ),
             SecondFactor::Otp(code) if needed => {
                 let step = secrets
                     .as_ref()
                     .and_then(|s| verify_any_device(s, code, now));
-                (step.is_some(), step.map_or(Accepted::None, Accepted::Otp), "wrong one-time code")
+                (
+                    step.is_some(),
+                    step.map_or(Accepted::None, Accepted::Otp),
+                    "wrong one-time code",
+                )
             }
             SecondFactor::Otp(_) => (true, Accepted::None, ""),
             SecondFactor::Webauthn(a) => {

@@ -24,7 +24,9 @@ use super::login::SecondFactor;
 use super::{AuthServer, unix};
 use crate::audit::EventKind;
 use crate::error::AuthError;
-use crate::records::{ChallengePurpose, UserSecrets, WebauthnChallenge, WebauthnDevice, token_hash};
+use crate::records::{
+    ChallengePurpose, UserSecrets, WebauthnChallenge, WebauthnDevice, token_hash,
+};
 use hop_webauthn::{WebauthnError, verify_assertion, verify_registration};
 
 /// How long a challenge may be answered.
@@ -273,7 +275,7 @@ impl AuthServer {
             "user": {"id": handle, "name": user, "displayName": user},
             "challenge": b64(&challenge),
             "pubKeyCredParams": params,
-            "timeout": CHALLENGE_TTL.as_millis() as u64,
+            "timeout": CHALLENGE_TTL.as_secs() * 1000,
             "excludeCredentials": exclude,
             "authenticatorSelection": {
                 "userVerification": "preferred",
@@ -312,7 +314,7 @@ impl AuthServer {
         Ok(json!({"publicKey": {
             "challenge": b64(&challenge),
             "rpId": self.settings.webauthn.rp_id,
-            "timeout": CHALLENGE_TTL.as_millis() as u64,
+            "timeout": CHALLENGE_TTL.as_secs() * 1000,
             "allowCredentials": allow,
             "userVerification": "preferred",
         }}))
@@ -342,7 +344,10 @@ impl AuthServer {
         };
         let challenge = self.take_challenge(user, purpose, &client_data_json)?;
         let mut device = None;
-        for d in secrets.map(|s| s.webauthn_devices.as_slice()).unwrap_or(&[]) {
+        for d in secrets
+            .map(|s| s.webauthn_devices.as_slice())
+            .unwrap_or(&[])
+        {
             let stored = decode(&d.credential_id).unwrap_or_default();
             if bool::from(stored.as_slice().ct_eq(&credential_id)) {
                 device = Some(d);
@@ -409,9 +414,9 @@ impl AuthServer {
         d.last_used_unix = Some(unix(self.now()));
         match self.store.update(&s, current.revision) {
             Ok(_) => Ok(()),
-            Err(hop_storage::StorageError::Conflict { .. }) => Err(refused(
-                "the security key was used concurrently; try again",
-            )),
+            Err(hop_storage::StorageError::Conflict { .. }) => {
+                Err(refused("the security key was used concurrently; try again"))
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -463,7 +468,8 @@ impl AuthServer {
         response: &WebauthnRegistration,
         remote: Option<SocketAddr>,
     ) -> Result<WebauthnDeviceView, AuthError> {
-        let added = self.check_and_add_webauthn(user, (password_now, proof), name, response, remote);
+        let added =
+            self.check_and_add_webauthn(user, (password_now, proof), name, response, remote);
         if let Err(e) = &added {
             self.audit_refused_device_change(EventKind::MfaAdd, user, remote, e);
         }
@@ -529,8 +535,7 @@ impl AuthServer {
                     "a user has at most {MAX_WEBAUTHN_DEVICES} security keys"
                 )));
             }
-            if s
-                .webauthn_devices
+            if s.webauthn_devices
                 .iter()
                 .any(|d| d.credential_id == device.credential_id)
             {

@@ -72,10 +72,7 @@ struct KeyView {
 
 /// `GET /web/api/account/webauthn`: the user's security keys, and whether the cluster takes
 /// them.
-async fn list(
-    State(room): State<Arc<WebRoom>>,
-    req: WebRequest,
-) -> Result<Response, EditorError> {
+async fn list(State(room): State<Arc<WebRoom>>, req: WebRequest) -> Result<Response, EditorError> {
     let c = room.guard(&req, Renew::Yes)?;
     let user = c.session.cert.identity.username.clone();
     let keys = blocking(&room, move |a| a.webauthn_devices(&user)).await?;
@@ -100,9 +97,10 @@ async fn register_options(
 ) -> Result<Response, EditorError> {
     let c = room.guard(&req, Renew::Yes)?;
     let user = c.session.cert.identity.username.clone();
-    Ok(ok(
-        blocking(&room, move |a| a.begin_webauthn_registration(&user)).await?,
-    ))
+    Ok(ok(blocking(&room, move |a| {
+        a.begin_webauthn_registration(&user)
+    })
+    .await?))
 }
 
 /// `POST /web/api/account/webauthn/challenge`: the options for `navigator.credentials.get`
