@@ -89,7 +89,7 @@ function keysBox(view, keys) {
   const password = el('input', { id: 'key-password', type: 'password', 'aria-label': 'Current password', placeholder: 'Current password' });
   const code = el('input', {
     id: 'key-existing-code', inputmode: 'numeric', 'aria-label': 'A code from a device you already have',
-    placeholder: 'Code from a device you have (or tap a key)',
+    placeholder: 'Code (blank: tap a key)',
   });
   const reauth = async () => {
     const body = { password: password.value, existing_code: code.value.trim() };
