@@ -34,7 +34,7 @@ function passwordForm() {
   return form;
 }
 
-function devicesBox(view, devices) {
+function devicesBox(view, devices, hasKeys) {
   const message = el('p', { id: 'devices-message', role: 'alert' });
   const fail = (e) => { message.className = 'error'; message.textContent = e.message; };
   const password = el('input', { id: 'device-password', type: 'password', 'aria-label': 'Current password', placeholder: 'Current password' });
@@ -61,11 +61,13 @@ function devicesBox(view, devices) {
       form.addEventListener('submit', async (ev) => {
         ev.preventDefault();
         try {
-          await api('POST', '/web/api/account/devices',
-            {
-              password: password.value, existing_code: existing.value.trim(),
-              name: name.value, secret: e.secret, code: code.value.trim(),
-            });
+          const body = {
+            password: password.value, existing_code: existing.value.trim(),
+            name: name.value, secret: e.secret, code: code.value.trim(),
+          };
+          // No code: a tap on a security key proves a device is at hand.
+          if (!body.existing_code && hasKeys) body.proof = await proofAssertion();
+          await api('POST', '/web/api/account/devices', body);
           await accountPage(view);
           document.getElementById('devices-message').textContent = `Device ${name.value} added.`;
         } catch (err) { fail(err); }
@@ -127,7 +129,7 @@ function keysBox(view, keys) {
 export async function accountPage(view) {
   const a = await api('GET', '/web/api/account');
   const k = await api('GET', '/web/api/account/webauthn');
-  const parts = [el('h1', {}, `Account: ${a.user}`), passwordForm(), devicesBox(view, a.devices)];
+  const parts = [el('h1', {}, `Account: ${a.user}`), passwordForm(), devicesBox(view, a.devices, k.keys.length > 0)];
   if (k.enabled) parts.push(keysBox(view, k.keys));
   show(view, ...parts);
 }

@@ -284,3 +284,41 @@ fn keys_are_refused_where_the_cluster_asks_for_codes() {
     let e = f.auth.begin_webauthn_registration("alice").unwrap_err();
     assert!(e.to_string().contains("second_factor is otp"), "{e}");
 }
+
+#[test]
+fn a_key_proves_an_account_change_and_a_login_challenge_does_not() {
+    let f = fixture("on");
+    let secret = f.user("alice", &["access"]);
+    let mut key = SoftKey::new(KeyKind::Es256, RP, ORIGIN);
+    register(&f, "alice", &secret, &key).unwrap();
+    f.auth
+        .remove_otp_device("alice", PASSWORD, "signup", None)
+        .unwrap();
+    // Only a key now: a new one-time-code device is proven by a tap.
+    let phone = vec![7u8; 20];
+    let add = |proof: &WebauthnAssertion| {
+        f.auth.add_otp_device_proven(
+            "alice",
+            (PASSWORD, SecondFactor::Webauthn(proof)),
+            "phone",
+            &totp::encode_secret(&phone),
+            &totp::code_at(&phone, f.auth.now()),
+            None,
+        )
+    };
+    // A login's challenge does not prove an account change.
+    let wrong = wire(&key.assert(&login_challenge(&f, "alice")));
+    assert!(matches!(add(&wrong), Err(AuthError::InvalidCredentials)));
+    let c = challenge(
+        &f.auth
+            .begin_webauthn_assertion("alice", ChallengePurpose::Manage, None)
+            .unwrap(),
+    );
+    let proof = wire(&key.assert(&c));
+    add(&proof).unwrap();
+    assert_eq!(f.auth.otp_devices("alice").unwrap().len(), 1);
+    // A second key needs a proof too: a code of the new device will do.
+    let second = SoftKey::new(KeyKind::Ed25519, RP, ORIGIN);
+    register(&f, "alice", &phone, &second).unwrap();
+    assert_eq!(f.auth.webauthn_devices("alice").unwrap().len(), 2);
+}

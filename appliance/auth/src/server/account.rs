@@ -11,12 +11,14 @@
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::login::{LoginClient, LoginRequest};
+use super::login::{LoginClient, LoginRequest, SecondFactor};
 use super::{AuthServer, unix};
 use crate::audit::EventKind;
 use crate::error::AuthError;
 use crate::password;
-use crate::records::{InviteKind, InviteToken, OtpDevice, SIGNUP_DEVICE, UserSecrets, token_hash};
+use crate::records::{
+    ChallengePurpose, InviteKind, InviteToken, OtpDevice, SIGNUP_DEVICE, UserSecrets, token_hash,
+};
 use hop_api::timestamps::rfc3339;
 use hop_api::totp;
 
@@ -177,14 +179,29 @@ impl AuthServer {
         code: &str,
         remote: Option<SocketAddr>,
     ) -> Result<OtpDeviceView, AuthError> {
-        let added = self.check_and_add_device(
+        self.add_otp_device_proven(
             user,
-            (password_now, existing_code),
+            (password_now, SecondFactor::Otp(existing_code)),
             name,
             secret_b32,
             code,
             remote,
-        );
+        )
+    }
+
+    /// [`Self::add_otp_device`] proven by a code or by a security key's assertion (answering
+    /// a challenge for an account change).
+    pub fn add_otp_device_proven(
+        &self,
+        user: &str,
+        (password_now, proof): (&str, SecondFactor<'_>),
+        name: &str,
+        secret_b32: &str,
+        code: &str,
+        remote: Option<SocketAddr>,
+    ) -> Result<OtpDeviceView, AuthError> {
+        let added =
+            self.check_and_add_device(user, (password_now, proof), name, secret_b32, code, remote);
         if let Err(e) = &added {
             self.audit_refused_device_change(EventKind::MfaAdd, user, remote, e);
         }
@@ -200,7 +217,7 @@ impl AuthServer {
     fn check_and_add_device(
         &self,
         user: &str,
-        (password_now, existing_code): (&str, &str),
+        (password_now, proof): (&str, SecondFactor<'_>),
         name: &str,
         secret_b32: &str,
         code: &str,
@@ -223,8 +240,14 @@ impl AuthServer {
             ));
         };
         self.rate_limit(remote)?;
-        let req = account_check(user, password_now, existing_code, remote);
-        self.check_credentials(&req, self.now())?;
+        // A code is checked as a login checks it; a key's assertion answers an account change's
+        // challenge.
+        let purpose = match proof {
+            SecondFactor::Otp(_) => ChallengePurpose::Login,
+            SecondFactor::Webauthn(_) => ChallengePurpose::Manage,
+        };
+        let req = account_check(user, password_now, "", remote);
+        self.check_credentials_with(&req, self.now(), proof, purpose)?;
         let device = OtpDevice {
             id: random_device_id(),
             name: name.to_string(),
