@@ -4,8 +4,8 @@
 //! and whose `second_factor` is `on`. An ordinary user logs in with a one-time code, registers
 //! a security key on the account page (password + a fresh code from the device they have),
 //! then logs in with password + key; a wrong password with the key, and a login without the
-//! key (no code either), are refused. The audit log holds the key's `mfa.add` and a
-//! `user.login` with `mfa: webauthn`.
+//! key (no code either), are refused; then the key is removed, proven by a tap on it. The audit
+//! log holds the key's `mfa.add` and `mfa.delete`, and a `user.login` with `mfa: webauthn`.
 
 use serde_json::{Value, json};
 
@@ -72,6 +72,19 @@ fn a_user_registers_a_security_key_and_logs_in_with_it() {
     // Password + key logs in.
     let v = b.send(json!({"do": "loginKey", "who": "kim", "user": "kim", "password": PASSWORD}));
     assert_eq!(v["error"], "", "{v}");
+
+    // The key goes again, proven by a tap on it (no code), the one-time-code device remains.
+    b.send(json!({"do": "open", "who": "kim", "path": "/web/account", "wait": "#keys tr.key"}));
+    b.send(json!({"do": "fill", "who": "kim", "sel": "#key-password", "value": PASSWORD}));
+    b.send(json!({"do": "click", "who": "kim", "sel": "#keys tr.key button.remove"}));
+    b.send(json!({"do": "gone", "who": "kim", "sel": "#keys tr.key"}));
+    let deletes = events(&a, "mfa.delete");
+    assert!(
+        deletes
+            .iter()
+            .any(|e| e["user"] == "kim" && e["kind"] == "webauthn" && e.get("error").is_none()),
+        "{deletes:?}"
+    );
 
     let adds = events(&a, "mfa.add");
     assert!(
