@@ -333,7 +333,7 @@ fn editors_and_accounts_in_chromium() {
     b.send(json!({"do": "gone", "who": n, "sel": "tr.device[data-id=signup]"}));
     b.fill(n, "#device-password", NEW_PASSWORD);
     b.click(n, "tr.device button.remove", "");
-    b.text(n, "#devices-message", "only one-time-code device");
+    b.text(n, "#devices-message", "only second-factor device");
     assert_eq!(items(&mut b, n, "tr.device").len(), 1);
     // Audited as for the CLI, with the web user as the actor.
     let created = audit(&a, "user.create");
