@@ -65,6 +65,24 @@ pub enum ChallengePurpose {
     /// `navigator.credentials.get` proving a device is at hand for an account change (adding
     /// or removing a device).
     Manage,
+    /// `navigator.credentials.get` of a passkey at a passwordless login: bound to no user
+    /// (the authenticator names the user by its handle).
+    Passwordless,
+}
+
+/// Which user a WebAuthn user handle belongs to (a passkey's assertion names its user only by
+/// the handle). Checked against the user's secrets at each use: a stale entry names nobody.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WebauthnUserHandle {
+    pub handle: String,
+    pub user: String,
+}
+
+impl StoredResource for WebauthnUserHandle {
+    const KIND: &'static str = "webauthn_user_handle";
+    fn name(&self) -> &str {
+        &self.handle
+    }
 }
 
 /// A WebAuthn challenge Auth issued: used once (deleted when used), for one user and one

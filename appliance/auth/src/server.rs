@@ -58,7 +58,7 @@ pub use login::{LoginCertificates, LoginClient, LoginRequest, SecondFactor};
 pub use rotation::{CaRotationStatus, RotateRequest, RotateTarget};
 pub use spiffe::{IssuedSvid, MAX_SVIDS_PER_REQUEST, SvidAsk, SvidBatch};
 pub use webauthn::{
-    CHALLENGE_TTL, MAX_WEBAUTHN_DEVICES, WebauthnAssertion, WebauthnDeviceView,
+    CHALLENGE_TTL, MAX_WEBAUTHN_DEVICES, PasskeyAssertion, WebauthnAssertion, WebauthnDeviceView,
     WebauthnRegistration, WebauthnSettings,
 };
 

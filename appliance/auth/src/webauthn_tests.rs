@@ -10,8 +10,8 @@ use hop_api::totp;
 use hop_webauthn::testkit::{KeyKind, MadeAssertion, SoftKey};
 
 use super::server::{
-    AuthError, ChallengePurpose, LoginClient, LoginRequest, SecondFactor, WebauthnAssertion,
-    WebauthnRegistration,
+    AuthError, ChallengePurpose, LoginClient, LoginRequest, PasskeyAssertion, SecondFactor,
+    WebauthnAssertion, WebauthnRegistration,
 };
 use super::server_tests::{Fixture, PASSWORD, fixture};
 
@@ -321,4 +321,60 @@ fn a_key_proves_an_account_change_and_a_login_challenge_does_not() {
     let second = SoftKey::new(KeyKind::Ed25519, RP, ORIGIN);
     register(&f, "alice", &phone, &second).unwrap();
     assert_eq!(f.auth.webauthn_devices("alice").unwrap().len(), 2);
+}
+
+#[test]
+fn a_passkey_logs_in_without_a_password_only_with_user_verification() {
+    let f = fixture("on");
+    let secret = f.user("alice", &["access"]);
+    let handle = f.auth.begin_webauthn_registration("alice").unwrap()["publicKey"]["user"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut key = SoftKey::new(KeyKind::Es256, RP, ORIGIN);
+    register(&f, "alice", &secret, &key).unwrap();
+    let req = LoginRequest {
+        username: "",
+        password: "",
+        totp_code: "",
+        ssh_public_key: &f.ssh_pub,
+        tls_public_key_der: &f.tls_spki,
+        ttl: None,
+        remote: None,
+        client: LoginClient::Web,
+    };
+    let passkey = |key: &mut SoftKey, handle: &str| {
+        let c = challenge(&f.auth.begin_passwordless(None).unwrap());
+        PasskeyAssertion {
+            assertion: wire(&key.assert(&c)),
+            user_handle: handle.to_string(),
+        }
+    };
+    let certs = f
+        .auth
+        .login_passwordless(&req, &passkey(&mut key, &handle))
+        .unwrap();
+    assert_eq!(certs.username, "alice");
+    let e = last_login_event(&f);
+    assert_eq!(e["method"], "passwordless", "{e}");
+    assert_eq!(e["mfa"], "webauthn", "{e}");
+    // Another user's handle, or none known, is refused.
+    assert!(matches!(
+        f.auth
+            .login_passwordless(&req, &passkey(&mut key, "bm9ib2R5")),
+        Err(AuthError::InvalidCredentials)
+    ));
+    // Without user verification (presence only) a passkey is not a password.
+    key.flags = 0x01;
+    assert!(matches!(
+        f.auth.login_passwordless(&req, &passkey(&mut key, &handle)),
+        Err(AuthError::InvalidCredentials)
+    ));
+    let e = last_login_event(&f);
+    assert!(e.to_string().contains("did not confirm the user"), "{e}");
+    // A passwordless challenge is not a second factor's.
+    key.flags = 0x05;
+    let c = challenge(&f.auth.begin_passwordless(None).unwrap());
+    let a = key.assert(&c);
+    assert!(login(&f, "alice", PASSWORD, &wire(&a)).is_err());
 }

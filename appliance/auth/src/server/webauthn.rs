@@ -8,8 +8,10 @@
 //!
 //! Seams for what comes later: the CLI's FIDO2 login (`hop login` over CTAP2) and per-session
 //! MFA take a challenge with [`AuthServer::begin_webauthn_assertion`] and present the answer as
-//! [`SecondFactor::Webauthn`]; passwordless login (discoverable credentials, `userHandle`) is
-//! not built.
+//! [`SecondFactor::Webauthn`]. Passwordless login in the browser takes a challenge bound to
+//! no user ([`AuthServer::begin_passwordless`]) and a passkey's assertion naming its user by
+//! the user handle ([`AuthServer::login_passwordless`], user verification required); `hop login
+//! --auth passwordless` is not built.
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -20,12 +22,13 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 use super::account::account_check;
-use super::login::SecondFactor;
+use super::login::{LoginCertificates, LoginRequest, SecondFactor};
 use super::{AuthServer, unix};
 use crate::audit::EventKind;
 use crate::error::AuthError;
 use crate::records::{
-    ChallengePurpose, UserSecrets, WebauthnChallenge, WebauthnDevice, token_hash,
+    ChallengePurpose, UserSecrets, WebauthnChallenge, WebauthnDevice, WebauthnUserHandle,
+    token_hash,
 };
 use hop_webauthn::{WebauthnError, verify_assertion, verify_registration};
 
@@ -254,6 +257,10 @@ impl AuthServer {
                     let mut h = [0u8; 32];
                     rand::fill(&mut h[..]);
                     let h = b64(&h);
+                    self.store.upsert(&WebauthnUserHandle {
+                        handle: h.clone(),
+                        user: user.to_string(),
+                    })?;
                     s.webauthn_user_handle = Some(h.clone());
                     h
                 }
@@ -296,7 +303,10 @@ impl AuthServer {
         remote: Option<SocketAddr>,
     ) -> Result<Value, AuthError> {
         self.require_webauthn()?;
-        if purpose == ChallengePurpose::Register {
+        if matches!(
+            purpose,
+            ChallengePurpose::Register | ChallengePurpose::Passwordless
+        ) {
             return Err(AuthError::BadRequest(
                 "an assertion challenge is for a login or an account change".into(),
             ));
@@ -342,7 +352,9 @@ impl AuthServer {
         ) else {
             return Err("malformed security key response");
         };
-        let challenge = self.take_challenge(user, purpose, &client_data_json)?;
+        let passwordless = purpose == ChallengePurpose::Passwordless;
+        let challenge_user = if passwordless { "" } else { user };
+        let challenge = self.take_challenge(challenge_user, purpose, &client_data_json)?;
         let mut device = None;
         for d in secrets
             .map(|s| s.webauthn_devices.as_slice())
@@ -367,7 +379,7 @@ impl AuthServer {
                 challenge: &challenge,
                 origins: &settings.origins,
                 rp_id: &settings.rp_id,
-                require_user_verification: false,
+                require_user_verification: passwordless,
                 credential_id: &credential_id,
                 public_key_cbor: &public_key,
                 stored_count: device.counter,
@@ -597,5 +609,144 @@ impl AuthServer {
             Err(e) => self.audit_refused_device_change(EventKind::MfaDelete, user, remote, e),
         }
         removed.map_err(super::account::hide_login_detail)
+    }
+}
+
+/// A passkey's answer at a passwordless login: the assertion and the user handle the
+/// authenticator returned with it (base64url).
+#[derive(Debug, Clone, Deserialize)]
+pub struct PasskeyAssertion {
+    #[serde(flatten)]
+    pub assertion: WebauthnAssertion,
+    pub user_handle: String,
+}
+
+impl AuthServer {
+    /// The `PublicKeyCredentialRequestOptions` of a passwordless login: no user named, no
+    /// credentials listed (the authenticator offers its discoverable ones), user verification
+    /// required. Rate limited per address.
+    pub fn begin_passwordless(&self, remote: Option<SocketAddr>) -> Result<Value, AuthError> {
+        self.require_webauthn()?;
+        self.rate_limit(remote)?;
+        let challenge = self.issue_challenge("", ChallengePurpose::Passwordless)?;
+        Ok(json!({"publicKey": {
+            "challenge": b64(&challenge),
+            "rpId": self.settings.webauthn.rp_id,
+            "timeout": CHALLENGE_TTL.as_secs() * 1000,
+            "allowCredentials": [],
+            "userVerification": "required",
+        }}))
+    }
+
+    /// A passwordless login: the passkey's assertion (answering [`Self::begin_passwordless`],
+    /// with user verification: the PIN or biometric stands in for the password) names its user
+    /// by the handle; a locked user is refused. `req.username`, `password` and `totp_code` are
+    /// not looked at. Audited `user.login` with `method: passwordless`, `mfa: webauthn`.
+    pub fn login_passwordless(
+        &self,
+        req: &LoginRequest<'_>,
+        passkey: &PasskeyAssertion,
+    ) -> Result<LoginCertificates, AuthError> {
+        let now = self.now();
+        if let Err(e) = self.rate_limit(req.remote) {
+            self.audit.emit(
+                self.event(EventKind::UserLogin, "")
+                    .remote(req.remote)
+                    .field("client", req.client.name())
+                    .field("method", "passwordless")
+                    .failed(EventKind::UserLogin, "rate limited"),
+            );
+            return Err(e);
+        }
+        let (name, checked) = self.check_passwordless(passkey, now);
+        let issued = checked.and_then(|user| {
+            let named = LoginRequest {
+                username: &name,
+                ..req.clone()
+            };
+            self.issue_login_certificates(&user, &named, now)
+        });
+        let event = self
+            .event(EventKind::UserLogin, &name)
+            .remote(req.remote)
+            .field("client", req.client.name())
+            .field("method", "passwordless");
+        match &issued {
+            Ok(c) => {
+                self.metrics.logins_ok.inc();
+                self.audit.emit_durable(
+                    event
+                        .field("mfa", "webauthn")
+                        .field("roles", c.roles.clone())
+                        .field("expires", hop_api::timestamps::rfc3339(c.expires)),
+                );
+            }
+            Err(e) => {
+                self.metrics.logins_failed.inc();
+                let reason = match e {
+                    AuthError::LoginRefused { reason } => (*reason).to_string(),
+                    other => other.to_string(),
+                };
+                self.audit
+                    .emit_durable(event.failed(EventKind::UserLogin, reason));
+            }
+        }
+        issued.map_err(super::account::hide_login_detail)
+    }
+
+    /// The user a passkey's assertion names and proves, or why not (with the name when known).
+    fn check_passwordless(
+        &self,
+        passkey: &PasskeyAssertion,
+        now: SystemTime,
+    ) -> (String, Result<hop_rbac::User, AuthError>) {
+        let refused = |reason| Err(AuthError::LoginRefused { reason });
+        let handle = passkey.user_handle.trim_end_matches('=');
+        let name = match self.store.get::<WebauthnUserHandle>(handle) {
+            Ok(Some(v)) => v.value.user,
+            Ok(None) => {
+                // The challenge is used up all the same.
+                let _ = self.check_webauthn_assertion(
+                    "",
+                    None,
+                    &passkey.assertion,
+                    ChallengePurpose::Passwordless,
+                );
+                return (String::new(), refused("unknown passkey user handle"));
+            }
+            Err(e) => return (String::new(), Err(e.into())),
+        };
+        let result = (|| {
+            let secrets = self.store.get::<UserSecrets>(&name)?.map(|v| v.value);
+            let handle_ok = secrets
+                .as_ref()
+                .and_then(|s| s.webauthn_user_handle.as_deref())
+                .is_some_and(|h| bool::from(h.as_bytes().ct_eq(handle.as_bytes())));
+            let checked = self.check_webauthn_assertion(
+                &name,
+                secrets.as_ref(),
+                &passkey.assertion,
+                ChallengePurpose::Passwordless,
+            );
+            if !handle_ok {
+                return refused("the passkey's user handle is not the user's");
+            }
+            let used = checked.map_err(|reason| AuthError::LoginRefused { reason })?;
+            let Some(user) = self.store.get::<hop_rbac::User>(&name)? else {
+                return refused("unknown user");
+            };
+            let locked = super::resources::locked_until(&user.value, now).is_some()
+                || self.user_lock_in_force(&name)?.is_some();
+            if locked {
+                return refused("the user is locked");
+            }
+            let _guard = self
+                .login_state
+                .lock()
+                .map_err(|_| AuthError::Poisoned("login state lock"))?;
+            self.store_webauthn_use(&name, &used)?;
+            Ok(user.value)
+        })();
+        (name, result)
     }
 }
