@@ -64,6 +64,13 @@ export async function login(user, password, otp, webauthn) {
   return s;
 }
 
+/** A passwordless login with a passkey's assertion (see webauthn.js). */
+export async function loginPasskey(assertion) {
+  const s = await call('POST', '/web/api/login/passkey/finish', assertion);
+  csrf = s.csrf_token;
+  return s;
+}
+
 /** Ends the web session; throws (keeping the CSRF token for a retry) when the proxy did not. */
 export async function logout() {
   await call('POST', '/web/api/logout', {});

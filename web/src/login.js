@@ -1,8 +1,8 @@
 // The login page: user name, password and one-time code (or a security key), checked by Auth
 // like `hop login`.
-import { login } from '/web/assets/api.js';
+import { login, loginPasskey } from '/web/assets/api.js';
 import { el, show } from '/web/assets/dom.js';
-import { loginAssertion, webauthnAvailable } from '/web/assets/webauthn.js';
+import { loginAssertion, passkeyAssertion, webauthnAvailable } from '/web/assets/webauthn.js';
 
 /** Shows the login form in `view`; calls `done(session)` once logged in. */
 export function loginPage(view, done, notice = '') {
@@ -33,12 +33,26 @@ export function loginPage(view, done, notice = '') {
       withKey.disabled = false;
     }
   });
+  // A passkey alone (with its PIN or biometric): no user name, no password.
+  const passkey = el('button', { id: 'login-passkey', type: 'button' }, 'Sign in with a passkey');
+  passkey.hidden = !webauthnAvailable();
+  passkey.addEventListener('click', async () => {
+    passkey.disabled = true;
+    message.textContent = '';
+    try {
+      done(await loginPasskey(await passkeyAssertion()));
+    } catch (e) {
+      message.textContent = e.message;
+    } finally {
+      passkey.disabled = false;
+    }
+  });
   const form = el('form', { id: 'login', class: 'card' },
     el('h1', {}, 'Log in to Hop'),
     el('label', { for: 'user' }, 'User name'), user,
     el('label', { for: 'password' }, 'Password'), password,
     el('label', { for: 'otp' }, 'One-time code'), otp,
-    submit, withKey, message);
+    submit, withKey, passkey, message);
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     submit.disabled = true;

@@ -36,12 +36,14 @@ export async function getAssertion(options) {
     },
   });
   if (!cred) throw new Error('the security key gave no answer');
-  return {
+  const out = {
     credential_id: toB64url(cred.rawId),
     client_data_json: toB64url(cred.response.clientDataJSON),
     authenticator_data: toB64url(cred.response.authenticatorData),
     signature: toB64url(cred.response.signature),
   };
+  if (cred.response.userHandle) out.user_handle = toB64url(cred.response.userHandle);
+  return out;
 }
 
 /** Runs navigator.credentials.create with Auth's creation options; the answer as the API takes it. */
@@ -70,4 +72,11 @@ export async function loginAssertion(user) {
 /** An assertion proving one of the user's keys is at hand, for an account change. */
 export async function proofAssertion() {
   return getAssertion(await api('POST', '/web/api/account/webauthn/challenge', {}));
+}
+
+/** A passwordless login with a passkey: a challenge for no user, the passkey names its user. */
+export async function passkeyAssertion() {
+  const a = await getAssertion(await api('POST', '/web/api/login/passkey', {}));
+  if (!a.user_handle) throw new Error('this security key holds no passkey for Hop: log in with your password');
+  return a;
 }

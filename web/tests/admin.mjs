@@ -119,6 +119,18 @@ const commands = {
     const error = await page.locator('#login-error').count() ? await page.locator('#login-error').innerText() : '';
     return { error };
   },
+  // Logs in with a passkey alone (no user name, no password): the page's passkey button.
+  async loginPasskey({ who }) {
+    const page = await pageOf(who);
+    await page.context().clearCookies();
+    await page.goto(`${base}/web/login`);
+    await page.waitForSelector('form#login', { timeout: WAIT });
+    await page.click('#login-passkey');
+    await page.waitForFunction(() => document.querySelector('#nodes')
+      || document.querySelector('#login-error')?.textContent, null, { timeout: WAIT });
+    const error = await page.locator('#login-error').count() ? await page.locator('#login-error').innerText() : '';
+    return { error, who: error ? '' : await page.locator('#who').innerText() };
+  },
   async screenshot({ who, name }) {
     const page = await pageOf(who);
     const path = join(artifacts, `${name}.png`);

@@ -4,8 +4,9 @@
 //! and whose `second_factor` is `on`. An ordinary user logs in with a one-time code, registers
 //! a security key on the account page (password + a fresh code from the device they have),
 //! then logs in with password + key; a wrong password with the key, and a login without the
-//! key (no code either), are refused; then the key is removed, proven by a tap on it. The audit
-//! log holds the key's `mfa.add` and `mfa.delete`, and a `user.login` with `mfa: webauthn`.
+//! key (no code either), are refused; the key logs in alone as a passkey (passwordless); then
+//! the key is removed, proven by a tap on it. The audit log holds the key's `mfa.add` and
+//! `mfa.delete`, a `user.login` with `mfa: webauthn` and one with `method: passwordless`.
 
 use serde_json::{Value, json};
 
@@ -73,6 +74,12 @@ fn a_user_registers_a_security_key_and_logs_in_with_it() {
     let v = b.send(json!({"do": "loginKey", "who": "kim", "user": "kim", "password": PASSWORD}));
     assert_eq!(v["error"], "", "{v}");
 
+    // The key is a passkey too (a discoverable credential with user verification): it logs in
+    // alone, naming its user.
+    let v = b.send(json!({"do": "loginPasskey", "who": "kim"}));
+    assert_eq!(v["error"], "", "{v}");
+    assert!(v["who"].as_str().unwrap().contains("kim"), "{v}");
+
     // The key goes again, proven by a tap on it (no code), the one-time-code device remains.
     b.send(json!({"do": "open", "who": "kim", "path": "/web/account", "wait": "#keys tr.key"}));
     b.send(json!({"do": "fill", "who": "kim", "sel": "#key-password", "value": PASSWORD}));
@@ -93,6 +100,12 @@ fn a_user_registers_a_security_key_and_logs_in_with_it() {
         "{adds:?}"
     );
     let logins = events(&a, "user.login");
+    assert!(
+        logins.iter().any(|e| e["user"] == "kim"
+            && e["method"] == "passwordless"
+            && e.get("error").is_none()),
+        "{logins:?}"
+    );
     assert!(
         logins
             .iter()

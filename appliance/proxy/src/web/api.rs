@@ -133,7 +133,7 @@ pub async fn login(
 
 /// The key pairs a web session's certificates are issued for (the RNG is not held across an
 /// await: it is not `Send`).
-fn login_keys() -> Result<(hop_ca::SshKeyPair, hop_ca::X509KeyPair), hop_ca::CaError> {
+pub(super) fn login_keys() -> Result<(hop_ca::SshKeyPair, hop_ca::X509KeyPair), hop_ca::CaError> {
     let mut rng = rand::rng();
     Ok((
         hop_ca::generate_ssh_keypair(&mut rng)?,
@@ -141,7 +141,7 @@ fn login_keys() -> Result<(hop_ca::SshKeyPair, hop_ca::X509KeyPair), hop_ca::CaE
     ))
 }
 
-fn start_session(
+pub(super) fn start_session(
     room: &WebRoom,
     certs: LoginCertificates,
     ssh: hop_ca::SshKeyPair,
@@ -180,7 +180,7 @@ fn start_session(
 
 /// What the page is told of a refused login: Auth's answer, which never says which part was
 /// wrong.
-fn login_refused(e: &AuthError) -> Response {
+pub(super) fn login_refused(e: &AuthError) -> Response {
     match e {
         AuthError::InvalidCredentials => json_error(
             StatusCode::UNAUTHORIZED,

@@ -5,7 +5,9 @@
 //! remove. Adding or removing needs the account password and a fresh proof from one of the
 //! user's devices (a one-time code or a key's assertion), which Auth checks; every account call
 //! passes [`WebRoom::guard`] and acts only on the session's own user. The login itself is
-//! `POST /web/api/login` with a `webauthn` assertion in place of the one-time code.
+//! `POST /web/api/login` with a `webauthn` assertion in place of the one-time code. A passkey
+//! logs in without a password: `POST /web/api/login/passkey` (a challenge bound to no user),
+//! then `.../passkey/finish` with the assertion and the user handle the authenticator gave.
 
 use std::sync::Arc;
 
@@ -16,7 +18,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hop_admission::{Refusal, Route};
 use hop_api::timestamps::rfc3339;
-use hop_auth::server::{ChallengePurpose, SecondFactor, WebauthnAssertion, WebauthnRegistration};
+use hop_auth::server::{
+    ChallengePurpose, LoginClient, LoginRequest, PasskeyAssertion, SecondFactor, WebauthnAssertion,
+    WebauthnRegistration,
+};
 use serde::{Deserialize, Serialize};
 
 use super::WebRoom;
@@ -27,6 +32,8 @@ use super::guard::{Renew, WebRequest, cross_origin};
 pub(crate) fn routes() -> Router<Arc<WebRoom>> {
     Router::new()
         .route("/web/api/login/webauthn", post(login_challenge))
+        .route("/web/api/login/passkey", post(passkey_challenge))
+        .route("/web/api/login/passkey/finish", post(passkey_login))
         .route("/web/api/account/webauthn", get(list).post(add))
         .route("/web/api/account/webauthn/register", post(register_options))
         .route("/web/api/account/webauthn/challenge", post(proof_challenge))
@@ -45,12 +52,8 @@ async fn login_challenge(
     req: WebRequest,
     body: Form<LoginChallengeForm>,
 ) -> Result<Response, EditorError> {
-    if let Some(reason) = cross_origin(&req.headers, req.authority.as_deref()) {
-        let refusal = Refusal::CrossSite { reason };
-        room.auth
-            .audit_unverified_refusal(Route::Web, &refusal, Some(req.remote));
-        let body = serde_json::json!({ "error": refusal.to_string(), "code": refusal.code() });
-        return Ok((StatusCode::FORBIDDEN, axum::Json(body)).into_response());
+    if let Some(refused) = refuse_cross_site(&room, &req) {
+        return Ok(refused);
     }
     let form = form(body)?;
     let remote = req.remote;
@@ -59,6 +62,71 @@ async fn login_challenge(
     })
     .await?;
     Ok(ok(options))
+}
+
+/// The cross-site refusal of a request made before any session, or `None`.
+fn refuse_cross_site(room: &WebRoom, req: &WebRequest) -> Option<Response> {
+    let reason = cross_origin(&req.headers, req.authority.as_deref())?;
+    let refusal = Refusal::CrossSite { reason };
+    room.auth
+        .audit_unverified_refusal(Route::Web, &refusal, Some(req.remote));
+    let body = serde_json::json!({ "error": refusal.to_string(), "code": refusal.code() });
+    Some((StatusCode::FORBIDDEN, axum::Json(body)).into_response())
+}
+
+/// `POST /web/api/login/passkey`: the options for `navigator.credentials.get` of a passkey.
+async fn passkey_challenge(
+    State(room): State<Arc<WebRoom>>,
+    req: WebRequest,
+) -> Result<Response, EditorError> {
+    if let Some(refused) = refuse_cross_site(&room, &req) {
+        return Ok(refused);
+    }
+    let remote = req.remote;
+    Ok(ok(blocking(&room, move |a| {
+        a.begin_passwordless(Some(remote))
+    })
+    .await?))
+}
+
+/// `POST /web/api/login/passkey/finish`: a passkey's assertion for a web session.
+async fn passkey_login(
+    State(room): State<Arc<WebRoom>>,
+    req: WebRequest,
+    body: Form<PasskeyAssertion>,
+) -> Result<Response, EditorError> {
+    if let Some(refused) = refuse_cross_site(&room, &req) {
+        return Ok(refused);
+    }
+    let passkey = form(body)?;
+    let Ok((ssh, tls)) = super::api::login_keys() else {
+        return Err(EditorError::Auth(hop_auth::AuthError::Internal(
+            "cannot generate keys".into(),
+        )));
+    };
+    let (ssh_public, tls_public) = (ssh.public_openssh.clone(), tls.public_spki_der.clone());
+    let remote = req.remote;
+    let issued = blocking(&room, move |a| {
+        a.login_passwordless(
+            &LoginRequest {
+                username: "",
+                password: "",
+                totp_code: "",
+                ssh_public_key: &ssh_public,
+                tls_public_key_der: &tls_public,
+                ttl: None,
+                remote: Some(remote),
+                client: LoginClient::Web,
+            },
+            &passkey,
+        )
+    })
+    .await;
+    match issued {
+        Ok(certs) => Ok(super::api::start_session(&room, certs, ssh, tls)),
+        Err(EditorError::Auth(e)) => Ok(super::api::login_refused(&e)),
+        Err(other) => Err(other),
+    }
 }
 
 #[derive(Serialize)]
