@@ -54,9 +54,9 @@ pub mod server;
 mod server_tests;
 #[cfg(test)]
 mod spiffe_tests;
+pub mod trackers;
 #[cfg(test)]
 mod webauthn_tests;
-pub mod trackers;
 
 pub use error::AuthError;
 pub use server::{AuthServer, AuthSettings};

@@ -7,7 +7,8 @@
 //! used), the check every API request passes ([`guard`]: the session, CSRF and `Origin` for a
 //! state-changing request, then the one admission decision on the `web` route), the API
 //! itself ([`api`]: login through Auth's own login, logout, the session, the resources a user
-//! may reach), the account page ([`account`]: password, one-time-code devices), the editor
+//! may reach), the account page ([`account`]: password, one-time-code devices; [`webauthn`]:
+//! security keys, and the login's key and passkey challenges), the editor
 //! pages ([`admin`]: users, roles, join tokens, locks, each call authorized by Auth with the
 //! admin API's rules), invitation links ([`invite`]), web application launches ([`launch`]), the web terminal ([`terminal`]: a
 //! WebSocket into the SSH and join routes' own code) and the live sessions a user may see
@@ -21,7 +22,6 @@
 //! relay never import it.
 
 pub mod account;
-pub mod webauthn;
 pub mod active;
 pub mod admin;
 pub mod api;
@@ -36,6 +36,7 @@ pub mod records;
 pub mod requests;
 pub mod sessions;
 pub mod terminal;
+pub mod webauthn;
 
 #[cfg(test)]
 mod room_tests;
