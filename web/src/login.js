@@ -19,7 +19,7 @@ export function loginPage(view, done, notice = '') {
   const submit = el('button', { id: 'login-submit', type: 'submit' }, 'Log in');
   // Password + security key: the key answers a challenge for this user, then both go to login.
   const withKey = el('button', { id: 'login-webauthn', type: 'button' }, 'Log in with a security key');
-  withKey.hidden = !webauthnAvailable();
+  withKey.hidden = true;
   withKey.addEventListener('click', async () => {
     if (!form.reportValidity()) return;
     withKey.disabled = true;
@@ -35,7 +35,7 @@ export function loginPage(view, done, notice = '') {
   });
   // A passkey alone (with its PIN or biometric): no user name, no password.
   const passkey = el('button', { id: 'login-passkey', type: 'button' }, 'Sign in with a passkey');
-  passkey.hidden = !webauthnAvailable();
+  passkey.hidden = true;
   passkey.addEventListener('click', async () => {
     passkey.disabled = true;
     message.textContent = '';
@@ -65,6 +65,14 @@ export function loginPage(view, done, notice = '') {
       submit.disabled = false;
     }
   });
+  // The key buttons only where the cluster takes keys (second_factor on, optional, webauthn).
+  if (webauthnAvailable()) {
+    fetch('/webapi/ping', { cache: 'no-store' }).then((r) => r.json()).then((p) => {
+      const keys = ['on', 'optional', 'webauthn'].includes(p.auth && p.auth.second_factor);
+      withKey.hidden = !keys;
+      passkey.hidden = !keys;
+    }).catch(() => {});
+  }
   show(view, form);
   user.focus();
 }
