@@ -565,7 +565,14 @@ impl AuthServer {
                 .field("name", view.name.clone())
                 .field("kind", "webauthn")
                 .field("aaguid", view.aaguid.clone())
-                .field("attestation", format!("{:?}", credential.attestation)),
+                .field(
+                    "attestation",
+                    match credential.attestation {
+                        hop_webauthn::AttestationKind::None => "none",
+                        hop_webauthn::AttestationKind::SelfSigned => "packed self",
+                        hop_webauthn::AttestationKind::Basic => "packed basic",
+                    },
+                ),
         );
         Ok(view)
     }
