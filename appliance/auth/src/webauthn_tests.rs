@@ -192,6 +192,13 @@ fn replayed_challenge_is_refused() {
     f.clock.advance(Duration::from_secs(301));
     let late = key.assert(&c);
     assert!(login(&f, "alice", PASSWORD, &wire(&late)).is_err());
+    // Another user's challenge does not log alice in.
+    f.user("bob", &["access"]);
+    let c = login_challenge(&f, "bob");
+    let others = key.assert(&c);
+    assert!(login(&f, "alice", PASSWORD, &wire(&others)).is_err());
+    let e = last_login_event(&f);
+    assert!(e.to_string().contains("another user"), "{e}");
     // A registration challenge does not log in.
     let c = challenge(&f.auth.begin_webauthn_registration("alice").unwrap());
     let wrong_purpose = key.assert(&c);
