@@ -305,6 +305,10 @@ fn auth_settings(cfg: &Config, web_addr: &str) -> AuthSettings {
             .clone()
             .unwrap_or_else(|| "node".into()),
         proxy_public_names: proxy::public_hosts(cfg),
+        webauthn: hop_auth::server::WebauthnSettings::for_public_addrs(
+            auth.authentication.webauthn.rp_id.as_deref(),
+            &proxy::public_web_addrs(cfg, web_addr),
+        ),
     }
 }
 

@@ -1,9 +1,11 @@
 // The account page (every user): change the password (old password and a one-time code), and
 // the one-time-code devices: list, add one (a fresh secret shown once, confirmed with its first
-// code and the password), remove one (never the last: the server refuses).
+// code and the password), remove one (never the last: the server refuses); and security keys
+// where the cluster takes them (second_factor on or optional).
 import { api } from '/web/assets/api.js';
 import { el, show } from '/web/assets/dom.js';
 import { enrollBox } from '/web/assets/enroll.js';
+import { createCredential, proofAssertion, webauthnAvailable } from '/web/assets/webauthn.js';
 
 const input = (id, label, attrs = {}) => [el('label', { for: id }, label), el('input', { id, required: '', ...attrs })];
 
@@ -32,7 +34,7 @@ function passwordForm() {
   return form;
 }
 
-function devicesBox(view, devices) {
+function devicesBox(view, devices, hasKeys) {
   const message = el('p', { id: 'devices-message', role: 'alert' });
   const fail = (e) => { message.className = 'error'; message.textContent = e.message; };
   const password = el('input', { id: 'device-password', type: 'password', 'aria-label': 'Current password', placeholder: 'Current password' });
@@ -59,11 +61,13 @@ function devicesBox(view, devices) {
       form.addEventListener('submit', async (ev) => {
         ev.preventDefault();
         try {
-          await api('POST', '/web/api/account/devices',
-            {
-              password: password.value, existing_code: existing.value.trim(),
-              name: name.value, secret: e.secret, code: code.value.trim(),
-            });
+          const body = {
+            password: password.value, existing_code: existing.value.trim(),
+            name: name.value, secret: e.secret, code: code.value.trim(),
+          };
+          // No code: a tap on a security key proves a device is at hand.
+          if (!body.existing_code && hasKeys) body.proof = await proofAssertion();
+          await api('POST', '/web/api/account/devices', body);
           await accountPage(view);
           document.getElementById('devices-message').textContent = `Device ${name.value} added.`;
         } catch (err) { fail(err); }
@@ -78,8 +82,54 @@ function devicesBox(view, devices) {
     el('table', { id: 'devices' }, el('tbody', {}, rows)), start, adding, message);
 }
 
+// Security keys: list, add (navigator.credentials.create with Auth's options), remove. Both
+// changes need the current password and a fresh proof: a code from a one-time-code device, or
+// (when the code box is empty and the user has a key) a tap on one of the keys.
+function keysBox(view, keys) {
+  const message = el('p', { id: 'keys-message', role: 'alert' });
+  const fail = (e) => { message.className = 'error'; message.textContent = e.message; };
+  const password = el('input', { id: 'key-password', type: 'password', 'aria-label': 'Current password', placeholder: 'Current password' });
+  const code = el('input', {
+    id: 'key-existing-code', inputmode: 'numeric', 'aria-label': 'A code from a device you already have',
+    placeholder: 'Code (blank: tap a key)',
+  });
+  const reauth = async () => {
+    const body = { password: password.value, existing_code: code.value.trim() };
+    if (!body.existing_code && keys.length > 0) body.proof = await proofAssertion();
+    return body;
+  };
+  const rows = keys.map((k) => el('tr', { class: 'key', 'data-id': k.id },
+    el('td', { class: 'name' }, k.name), el('td', {}, k.added), el('td', {}, k.last_used || 'never'),
+    el('td', {}, el('button', { type: 'button', class: 'remove', onclick: async () => {
+      try {
+        await api('POST', `/web/api/account/webauthn/${encodeURIComponent(k.id)}/remove`, await reauth());
+        await accountPage(view);
+      } catch (e) { fail(e); }
+    } }, 'Remove'))));
+  const name = el('input', { id: 'key-name', placeholder: 'yubikey', 'aria-label': 'Key name' });
+  const add = el('button', { id: 'key-add', type: 'button', onclick: async () => {
+    try {
+      const body = await reauth();
+      const options = await api('POST', '/web/api/account/webauthn/register', {});
+      const response = await createCredential(options);
+      await api('POST', '/web/api/account/webauthn', { ...body, name: name.value, response });
+      await accountPage(view);
+      document.getElementById('keys-message').textContent = `Security key ${name.value} added.`;
+    } catch (e) { fail(e); }
+  } }, 'Add a security key');
+  add.disabled = !webauthnAvailable();
+  return el('section', { id: 'keys-section' },
+    el('h2', {}, 'Security keys'),
+    el('p', { class: 'muted' }, 'Adding or removing a key needs your current password and a code from a device you have, or a tap on a key:'),
+    password, code,
+    el('table', { id: 'keys' }, el('tbody', {}, rows)), name, add, message);
+}
+
 /** Shows the account page in `view`. */
 export async function accountPage(view) {
   const a = await api('GET', '/web/api/account');
-  show(view, el('h1', {}, `Account: ${a.user}`), passwordForm(), devicesBox(view, a.devices));
+  const k = await api('GET', '/web/api/account/webauthn');
+  const parts = [el('h1', {}, `Account: ${a.user}`), passwordForm(), devicesBox(view, a.devices, k.keys.length > 0)];
+  if (k.enabled) parts.push(keysBox(view, k.keys));
+  show(view, ...parts);
 }

@@ -57,8 +57,16 @@ export async function currentSession() {
   }
 }
 
-export async function login(user, password, otp) {
-  const s = await call('POST', '/web/api/login', { user, password, otp });
+export async function login(user, password, otp, webauthn) {
+  const body = webauthn ? { user, password, webauthn } : { user, password, otp };
+  const s = await call('POST', '/web/api/login', body);
+  csrf = s.csrf_token;
+  return s;
+}
+
+/** A passwordless login with a passkey's assertion (see webauthn.js). */
+export async function loginPasskey(assertion) {
+  const s = await call('POST', '/web/api/login/passkey/finish', assertion);
   csrf = s.csrf_token;
   return s;
 }

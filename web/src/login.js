@@ -1,7 +1,9 @@
-// The login page: user name, password and one-time code, checked by Auth like `hop login`;
-// and a button per SSO connector, which starts the browser flow (`hop login --auth` in a browser).
-import { login } from '/web/assets/api.js';
+// The login page: user name, password and one-time code (or a security key), checked by Auth
+// like `hop login`; and a button per SSO connector, which starts the browser flow (`hop login
+// --auth` in a browser).
+import { login, loginPasskey } from '/web/assets/api.js';
 import { el, show } from '/web/assets/dom.js';
+import { loginAssertion, passkeyAssertion, webauthnAvailable } from '/web/assets/webauthn.js';
 
 /** Shows the login form in `view`; calls `done(session)` once logged in. */
 export function loginPage(view, done, notice = '') {
@@ -16,12 +18,42 @@ export function loginPage(view, done, notice = '') {
     id: 'otp', name: 'otp', inputmode: 'numeric', autocomplete: 'one-time-code',
   });
   const submit = el('button', { id: 'login-submit', type: 'submit' }, 'Log in');
+  // Password + security key: the key answers a challenge for this user, then both go to login.
+  const withKey = el('button', { id: 'login-webauthn', type: 'button' }, 'Log in with a security key');
+  withKey.hidden = true;
+  withKey.addEventListener('click', async () => {
+    if (!form.reportValidity()) return;
+    withKey.disabled = true;
+    message.textContent = '';
+    try {
+      const assertion = await loginAssertion(user.value);
+      done(await login(user.value, password.value, '', assertion));
+    } catch (e) {
+      message.textContent = e.message;
+    } finally {
+      withKey.disabled = false;
+    }
+  });
+  // A passkey alone (with its PIN or biometric): no user name, no password.
+  const passkey = el('button', { id: 'login-passkey', type: 'button' }, 'Sign in with a passkey');
+  passkey.hidden = true;
+  passkey.addEventListener('click', async () => {
+    passkey.disabled = true;
+    message.textContent = '';
+    try {
+      done(await loginPasskey(await passkeyAssertion()));
+    } catch (e) {
+      message.textContent = e.message;
+    } finally {
+      passkey.disabled = false;
+    }
+  });
   const form = el('form', { id: 'login', class: 'card' },
     el('h1', {}, 'Log in to Hop'),
     el('label', { for: 'user' }, 'User name'), user,
     el('label', { for: 'password' }, 'Password'), password,
     el('label', { for: 'otp' }, 'One-time code'), otp,
-    submit, message);
+    submit, withKey, passkey, message);
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     submit.disabled = true;
@@ -34,6 +66,14 @@ export function loginPage(view, done, notice = '') {
       submit.disabled = false;
     }
   });
+  // The key buttons only where the cluster takes keys (second_factor on, optional, webauthn).
+  if (webauthnAvailable()) {
+    fetch('/webapi/ping', { cache: 'no-store' }).then((r) => r.json()).then((p) => {
+      const keys = ['on', 'optional', 'webauthn'].includes(p.auth && p.auth.second_factor);
+      withKey.hidden = !keys;
+      passkey.hidden = !keys;
+    }).catch(() => {});
+  }
   show(view, form);
   user.focus();
   ssoButtons(form);

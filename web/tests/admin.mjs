@@ -93,6 +93,44 @@ const commands = {
     await page.waitForSelector(sel, { state: 'detached', timeout: WAIT });
     return {};
   },
+  // Gives `who`'s page a CDP virtual authenticator (CTAP2 security key that is always touched,
+  // with user verification), as web_webauthn.rs needs; answers its id.
+  async authenticator({ who }) {
+    const page = await pageOf(who);
+    const cdp = await page.context().newCDPSession(page);
+    await cdp.send('WebAuthn.enable');
+    const { authenticatorId } = await cdp.send('WebAuthn.addVirtualAuthenticator', { options: {
+      protocol: 'ctap2', transport: 'usb', hasResidentKey: true, hasUserVerification: true,
+      isUserVerified: true, automaticPresenceSimulation: true } });
+    const { credentials } = await cdp.send('WebAuthn.getCredentials', { authenticatorId });
+    return { authenticatorId, credentials: credentials.length };
+  },
+  // Logs in on the login page with a password and the security key (the page's own button).
+  async loginKey({ who, user, password }) {
+    const page = await pageOf(who);
+    await page.context().clearCookies();
+    await page.goto(`${base}/web/login`);
+    await page.waitForSelector('form#login', { timeout: WAIT });
+    await page.fill('#user', user);
+    await page.fill('#password', password);
+    await page.click('#login-webauthn');
+    await page.waitForFunction(() => document.querySelector('#nodes')
+      || document.querySelector('#login-error')?.textContent, null, { timeout: WAIT });
+    const error = await page.locator('#login-error').count() ? await page.locator('#login-error').innerText() : '';
+    return { error };
+  },
+  // Logs in with a passkey alone (no user name, no password): the page's passkey button.
+  async loginPasskey({ who }) {
+    const page = await pageOf(who);
+    await page.context().clearCookies();
+    await page.goto(`${base}/web/login`);
+    await page.waitForSelector('form#login', { timeout: WAIT });
+    await page.click('#login-passkey');
+    await page.waitForFunction(() => document.querySelector('#nodes')
+      || document.querySelector('#login-error')?.textContent, null, { timeout: WAIT });
+    const error = await page.locator('#login-error').count() ? await page.locator('#login-error').innerText() : '';
+    return { error, who: error ? '' : await page.locator('#who').innerText() };
+  },
   async screenshot({ who, name }) {
     const page = await pageOf(who);
     const path = join(artifacts, `${name}.png`);

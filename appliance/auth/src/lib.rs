@@ -57,6 +57,8 @@ mod server_tests;
 mod spiffe_tests;
 pub mod sso;
 pub mod trackers;
+#[cfg(test)]
+mod webauthn_tests;
 
 pub use error::AuthError;
 pub use server::{AuthServer, AuthSettings};

@@ -24,6 +24,83 @@ pub struct UserSecrets {
     /// (`totp_secret`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub otp_devices: Vec<OtpDevice>,
+    /// WebAuthn security keys and passkeys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webauthn_devices: Vec<WebauthnDevice>,
+    /// The WebAuthn user handle (random, stable, never the name), base64url; made when the
+    /// first key is registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webauthn_user_handle: Option<String>,
+}
+
+/// A WebAuthn credential (security key or passkey). Holds no secret, only a public key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WebauthnDevice {
+    /// Random, shown to the user to name the device in a removal.
+    pub id: String,
+    pub name: String,
+    /// The authenticator's credential id, base64url.
+    pub credential_id: String,
+    /// The COSE public key, base64url.
+    pub public_key_cbor: String,
+    /// The last signature counter accepted.
+    pub counter: u32,
+    /// The authenticator model, hex.
+    pub aaguid: String,
+    /// Unix seconds.
+    pub added_unix: i64,
+    /// Unix seconds of the last assertion accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_unix: Option<i64>,
+}
+
+/// What a WebAuthn challenge may be used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChallengePurpose {
+    /// `navigator.credentials.create`: a new device.
+    Register,
+    /// `navigator.credentials.get` at login.
+    Login,
+    /// `navigator.credentials.get` proving a device is at hand for an account change (adding
+    /// or removing a device).
+    Manage,
+    /// `navigator.credentials.get` of a passkey at a passwordless login: bound to no user
+    /// (the authenticator names the user by its handle).
+    Passwordless,
+}
+
+/// Which user a WebAuthn user handle belongs to (a passkey's assertion names its user only by
+/// the handle). Checked against the user's secrets at each use: a stale entry names nobody.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WebauthnUserHandle {
+    pub handle: String,
+    pub user: String,
+}
+
+impl StoredResource for WebauthnUserHandle {
+    const KIND: &'static str = "webauthn_user_handle";
+    fn name(&self) -> &str {
+        &self.handle
+    }
+}
+
+/// A WebAuthn challenge Auth issued: used once (deleted when used), for one user and one
+/// purpose, until it expires. Stored under the SHA-256 of the challenge.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WebauthnChallenge {
+    pub challenge_hash: String,
+    pub user: String,
+    pub purpose: ChallengePurpose,
+    /// Unix seconds.
+    pub expires_unix: i64,
+}
+
+impl StoredResource for WebauthnChallenge {
+    const KIND: &'static str = "webauthn_challenge";
+    fn name(&self) -> &str {
+        &self.challenge_hash
+    }
 }
 
 /// A one-time-code (TOTP) device added after sign-up.

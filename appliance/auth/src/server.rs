@@ -8,7 +8,7 @@
 //!
 //! This file holds the service itself (opening it, its settings and shared helpers); each
 //! concern has its own room: `accounts` (users, locks), `account` (a user's own password and
-//! one-time-code devices), `invites` (sign-up), `login`,
+//! one-time-code devices), `invites` (sign-up), `login`, `webauthn` (security keys: challenges, devices, assertions),
 //! `certificates` (what goes into issued certificates), `bots` (machine identities: add,
 //! join, renewal), `bot_recovery` (a bot's bound key), `agents` (join, renewal, what nodes
 //! learn), `admin` (generic resources and rule checks) and `authorities` (the CAs), `rotation` (replacing them, phase by phase). Join tokens
@@ -42,8 +42,10 @@ mod login;
 mod rotation;
 mod spiffe;
 mod sso;
+mod webauthn;
 
 pub use crate::error::{AuthError, INVALID_CREDENTIALS};
+pub use crate::records::ChallengePurpose;
 pub use access_requests::{NewAccessRequest, ReviewAsk};
 pub use account::{MAX_OTP_DEVICES, OtpDeviceView, PendingInvite};
 pub use accounts::validate_username;
@@ -54,11 +56,15 @@ pub use bot_recovery::BotRecovery;
 pub use bots::{BotKeys, BotRenewal, BotView, NewBot};
 pub use certificates::HOST_CERT_TTL;
 pub use invites::Invite;
-pub use login::{LoginCertificates, LoginClient, LoginRequest};
+pub use login::{LoginCertificates, LoginClient, LoginRequest, SecondFactor};
 pub use rotation::{CaRotationStatus, RotateRequest, RotateTarget};
 pub use spiffe::{IssuedSvid, MAX_SVIDS_PER_REQUEST, SvidAsk, SvidBatch};
 pub use sso::{
     MappedLogin, SsoCallback, SsoCallbackRefusal, SsoStart, SsoStarted, map_github_login, map_login,
+};
+pub use webauthn::{
+    CHALLENGE_TTL, MAX_WEBAUTHN_DEVICES, PasskeyAssertion, WebauthnAssertion, WebauthnDeviceView,
+    WebauthnRegistration, WebauthnSettings,
 };
 
 /// Settings the Auth service takes from the configuration.
@@ -76,6 +82,8 @@ pub struct AuthSettings {
     pub session_recording: String,
     /// The hosts of the proxy's public addresses: no node may be certified under them.
     pub proxy_public_names: Vec<String>,
+    /// The WebAuthn relying party (RP ID, allowed web origins).
+    pub webauthn: webauthn::WebauthnSettings,
 }
 
 /// The Auth service.

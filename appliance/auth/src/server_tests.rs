@@ -50,6 +50,10 @@ fn fixture_with(backend: Arc<MemoryBackend>, clock: ManualClock, second_factor: 
         web_addr: "proxy.unit.test:3080".into(),
         session_recording: "node".into(),
         proxy_public_names: vec!["gateway".into()],
+        webauthn: super::server::WebauthnSettings {
+            rp_id: "proxy.unit.test".into(),
+            origins: vec!["https://proxy.unit.test:3080".into()],
+        },
     };
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(

@@ -42,6 +42,17 @@ pub struct AuthenticationConfig {
     pub kind: String,
     /// `otp` (default), `off`, `on`, `optional` or `webauthn`.
     pub second_factor: String,
+    /// The WebAuthn relying party (security keys, with `second_factor: on` or `optional`).
+    pub webauthn: WebauthnConfig,
+}
+
+/// `auth_service.authentication.webauthn`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebauthnConfig {
+    /// The RP ID security keys are registered for; default: the host of the proxy's first
+    /// public address. Changing it makes every registered key unusable.
+    pub rp_id: Option<String>,
 }
 
 impl Default for AuthenticationConfig {
@@ -49,6 +60,7 @@ impl Default for AuthenticationConfig {
         Self {
             kind: "local".into(),
             second_factor: "otp".into(),
+            webauthn: WebauthnConfig::default(),
         }
     }
 }
@@ -146,7 +158,7 @@ impl AuthenticationConfig {
         if self.second_factor == "webauthn" {
             return Err(FieldError::new(
                 "auth_service.authentication.second_factor",
-                "webauthn is not available yet; use otp",
+                "webauthn alone is not available yet (sign-up enrolls a one-time code); use on: a one-time code or a security key",
             ));
         }
         Ok(())

@@ -38,8 +38,13 @@ auth_service:
   # cluster_name: example.com
   authentication:
     type: local
-    # otp (password + TOTP code), off (password only; not for production)
+    # otp (password + TOTP code), on or optional (password + TOTP code or a security key
+    # registered on the web account page), off (password only; not for production)
     second_factor: otp
+    # The WebAuthn RP ID security keys are registered for; defaults to the host of the
+    # proxy's first public_addr (changing it makes every registered key unusable).
+    # webauthn:
+    #   rp_id: hop.example.com
   login:
     # Consecutive failed logins that lock a user, and for how long.
     max_failed_attempts: 5

@@ -245,6 +245,19 @@ mod tests {
     }
 
     #[test]
+    fn webauthn_rp_id_is_read() {
+        let cfg = parse(
+            "auth_service:\n  authentication:\n    second_factor: \"on\"\n    webauthn:\n      rp_id: example.com\n",
+        )
+        .unwrap();
+        let auth = &cfg.auth_service.authentication;
+        assert_eq!(auth.second_factor, "on");
+        assert_eq!(auth.webauthn.rp_id.as_deref(), Some("example.com"));
+        let cfg = parse("").unwrap();
+        assert_eq!(cfg.auth_service.authentication.webauthn.rp_id, None);
+    }
+
+    #[test]
     fn zero_deadlines_and_budgets_are_refused_by_name() {
         for field in [
             "first_byte_timeout",

@@ -118,7 +118,7 @@ fn each_section_names_its_field() {
         ),
         (
             "auth_service:\n  authentication:\n    second_factor: webauthn\n",
-            "hop.yaml: auth_service.authentication.second_factor: webauthn is not available yet; use otp",
+            "hop.yaml: auth_service.authentication.second_factor: webauthn alone is not available yet (sign-up enrolls a one-time code); use on: a one-time code or a security key",
         ),
         (
             "auth_service:\n  login:\n    max_failed_attempts: 0\n",

@@ -29,6 +29,7 @@ pub(crate) fn auth(clock: Arc<dyn Clock>) -> Arc<AuthServer> {
         web_addr: "localhost:3080".into(),
         session_recording: "node".into(),
         proxy_public_names: Vec::new(),
+        webauthn: Default::default(),
     };
     Arc::new(
         AuthServer::open(

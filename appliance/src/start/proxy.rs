@@ -121,6 +121,30 @@ pub(super) fn web_addr(cfg: &Config) -> String {
     }
 }
 
+/// Every `host:port` users reach the web UI on: each public address (with the listen port
+/// when it names none), or `web_addr` without any.
+pub(super) fn public_web_addrs(cfg: &Config, web_addr: &str) -> Vec<String> {
+    let port = cfg.proxy_service.listen_addr.0.port();
+    let mut out: Vec<String> = cfg
+        .proxy_service
+        .public_addr
+        .iter()
+        .map(|a| {
+            if a.rsplit_once(':')
+                .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+            {
+                a.clone()
+            } else {
+                format!("{a}:{port}")
+            }
+        })
+        .collect();
+    if out.is_empty() {
+        out.push(web_addr.to_string());
+    }
+    out
+}
+
 /// The hosts of the proxy's public addresses (`host` of each `host[:port]`).
 pub(super) fn public_hosts(cfg: &Config) -> Vec<String> {
     cfg.proxy_service

@@ -44,3 +44,4 @@ mod web_browser;
 mod web_matrix;
 mod web_recordings;
 mod web_terminal;
+mod web_webauthn;

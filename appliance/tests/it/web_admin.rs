@@ -52,7 +52,7 @@ impl Browser {
     }
 }
 
-fn step_now() -> u64 {
+pub(crate) fn step_now() -> u64 {
     clock::wall_now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -73,7 +73,7 @@ fn code_of(secret: &str, step: u64) -> String {
 /// A code Auth accepts now after step `last` was used (the earliest acceptable step, so that
 /// several codes can be used in a row), waiting for the clock when that step is not yet in the
 /// window of one step either side; the code and its step.
-fn code_after(secret: &str, last: Option<u64>) -> (String, u64) {
+pub(crate) fn code_after(secret: &str, last: Option<u64>) -> (String, u64) {
     loop {
         let now = step_now();
         let step = last.map_or(now.saturating_sub(1), |l| (l + 1).max(now));
@@ -333,7 +333,7 @@ fn editors_and_accounts_in_chromium() {
     b.send(json!({"do": "gone", "who": n, "sel": "tr.device[data-id=signup]"}));
     b.fill(n, "#device-password", NEW_PASSWORD);
     b.click(n, "tr.device button.remove", "");
-    b.text(n, "#devices-message", "only one-time-code device");
+    b.text(n, "#devices-message", "only second-factor device");
     assert_eq!(items(&mut b, n, "tr.device").len(), 1);
     // Audited as for the CLI, with the web user as the actor.
     let created = audit(&a, "user.create");

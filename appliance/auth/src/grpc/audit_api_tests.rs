@@ -85,6 +85,7 @@ fn settings() -> AuthSettings {
         web_addr: "proxy.unit.test:3080".into(),
         session_recording: "node".into(),
         proxy_public_names: vec![],
+        webauthn: Default::default(),
     }
 }
 

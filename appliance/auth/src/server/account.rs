@@ -11,12 +11,14 @@
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::login::{LoginClient, LoginRequest};
+use super::login::{LoginClient, LoginRequest, SecondFactor};
 use super::{AuthServer, unix};
 use crate::audit::EventKind;
 use crate::error::AuthError;
 use crate::password;
-use crate::records::{InviteKind, InviteToken, OtpDevice, SIGNUP_DEVICE, UserSecrets, token_hash};
+use crate::records::{
+    ChallengePurpose, InviteKind, InviteToken, OtpDevice, SIGNUP_DEVICE, UserSecrets, token_hash,
+};
 use hop_api::timestamps::rfc3339;
 use hop_api::totp;
 
@@ -126,7 +128,7 @@ impl AuthServer {
     }
 
     /// Reads, changes and writes `user`'s secrets under the login-state lock.
-    fn update_secrets<T>(
+    pub(super) fn update_secrets<T>(
         &self,
         user: &str,
         change: impl FnOnce(&mut UserSecrets) -> Result<T, AuthError>,
@@ -177,14 +179,29 @@ impl AuthServer {
         code: &str,
         remote: Option<SocketAddr>,
     ) -> Result<OtpDeviceView, AuthError> {
-        let added = self.check_and_add_device(
+        self.add_otp_device_proven(
             user,
-            (password_now, existing_code),
+            (password_now, SecondFactor::Otp(existing_code)),
             name,
             secret_b32,
             code,
             remote,
-        );
+        )
+    }
+
+    /// [`Self::add_otp_device`] proven by a code or by a security key's assertion (answering
+    /// a challenge for an account change).
+    pub fn add_otp_device_proven(
+        &self,
+        user: &str,
+        (password_now, proof): (&str, SecondFactor<'_>),
+        name: &str,
+        secret_b32: &str,
+        code: &str,
+        remote: Option<SocketAddr>,
+    ) -> Result<OtpDeviceView, AuthError> {
+        let added =
+            self.check_and_add_device(user, (password_now, proof), name, secret_b32, code, remote);
         if let Err(e) = &added {
             self.audit_refused_device_change(EventKind::MfaAdd, user, remote, e);
         }
@@ -200,7 +217,7 @@ impl AuthServer {
     fn check_and_add_device(
         &self,
         user: &str,
-        (password_now, existing_code): (&str, &str),
+        (password_now, proof): (&str, SecondFactor<'_>),
         name: &str,
         secret_b32: &str,
         code: &str,
@@ -223,8 +240,14 @@ impl AuthServer {
             ));
         };
         self.rate_limit(remote)?;
-        let req = account_check(user, password_now, existing_code, remote);
-        self.check_credentials(&req, self.now())?;
+        // A code is checked as a login checks it; a key's assertion answers an account change's
+        // challenge.
+        let purpose = match proof {
+            SecondFactor::Otp(_) => ChallengePurpose::Login,
+            SecondFactor::Webauthn(_) => ChallengePurpose::Manage,
+        };
+        let req = account_check(user, password_now, "", remote);
+        self.check_credentials_with(&req, self.now(), proof, purpose)?;
         let device = OtpDevice {
             id: random_device_id(),
             name: name.to_string(),
@@ -281,6 +304,7 @@ impl AuthServer {
     ) -> Result<(), AuthError> {
         self.check_password_only(user, password_now, remote)?;
         let required = self.otp_required();
+        let second_factor = self.second_factor().to_string();
         self.update_secrets(user, |s| {
             let exists = if id == SIGNUP_DEVICE {
                 s.totp_secret.is_some()
@@ -290,9 +314,9 @@ impl AuthServer {
             if !exists {
                 return Err(AuthError::NotFound(format!("one-time-code device {id:?}")));
             }
-            if required && s.totp_secrets().count() <= 1 {
+            if required && super::webauthn::usable_devices(s, &second_factor) <= 1 {
                 return Err(AuthError::BadRequest(
-                    "this is your only one-time-code device: add another before removing it".into(),
+                    "this is your only second-factor device: add another before removing it".into(),
                 ));
             }
             if id == SIGNUP_DEVICE {
@@ -326,7 +350,7 @@ impl AuthServer {
 
     /// Audits a refused device change (`kind`) of `user`: queued when rate limited (a flood
     /// must not become a flood of synchronous writes), durable otherwise.
-    fn audit_refused_device_change(
+    pub(super) fn audit_refused_device_change(
         &self,
         kind: EventKind,
         user: &str,
@@ -345,6 +369,15 @@ impl AuthServer {
     }
 }
 
+/// What a caller is told of a refused account change: a wrong password or second factor, or a
+/// locked account, says no more than a login would.
+pub(super) fn hide_login_detail(e: AuthError) -> AuthError {
+    match e {
+        AuthError::Locked { .. } | AuthError::LoginRefused { .. } => AuthError::InvalidCredentials,
+        other => other,
+    }
+}
+
 /// What the audit log records of a refused password change or device change: the real reason.
 fn audit_reason(e: &AuthError) -> String {
     match e {
@@ -355,7 +388,7 @@ fn audit_reason(e: &AuthError) -> String {
 
 /// The credentials an account page presents, as a web login would (no key asked for): what
 /// the password change and the device calls check with the login's own rules.
-fn account_check<'a>(
+pub(super) fn account_check<'a>(
     user: &'a str,
     password: &'a str,
     totp_code: &'a str,

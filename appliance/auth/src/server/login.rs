@@ -8,11 +8,12 @@ use std::time::{Duration, SystemTime};
 
 use hop_rbac::User;
 
+use super::webauthn::{AcceptedAssertion, WebauthnAssertion};
 use super::{AuthServer, resources};
 use crate::audit::EventKind;
 use crate::error::AuthError;
 use crate::password;
-use crate::records::UserSecrets;
+use crate::records::{ChallengePurpose, UserSecrets};
 use hop_api::timestamps::rfc3339;
 use hop_api::totp;
 
@@ -68,6 +69,23 @@ impl LoginClient {
     }
 }
 
+/// The second factor a login or an account change presents.
+#[derive(Debug, Clone, Copy)]
+pub enum SecondFactor<'a> {
+    /// A one-time code (empty: none given).
+    Otp(&'a str),
+    /// A WebAuthn assertion answering a challenge Auth issued.
+    Webauthn(&'a WebauthnAssertion),
+}
+
+/// Which second factor a check accepted.
+#[derive(Debug)]
+pub(super) enum Accepted {
+    None,
+    Otp(u64),
+    Webauthn(AcceptedAssertion),
+}
+
 impl AuthServer {
     /// Takes a token from the per-IP bucket shared by login, sign-up and join attempts.
     pub(super) fn rate_limit(&self, remote: Option<SocketAddr>) -> Result<(), AuthError> {
@@ -86,8 +104,26 @@ impl AuthServer {
         })
     }
 
-    /// Password + second factor for a certificate pair.
+    /// Password + one-time code for a certificate pair.
     pub fn login(&self, req: &LoginRequest<'_>) -> Result<LoginCertificates, AuthError> {
+        self.login_with(req, SecondFactor::Otp(req.totp_code))
+    }
+
+    /// Password + a WebAuthn assertion (answering [`Self::begin_webauthn_assertion`] for a
+    /// login) for a certificate pair; `req.totp_code` is not looked at.
+    pub fn login_webauthn(
+        &self,
+        req: &LoginRequest<'_>,
+        assertion: &WebauthnAssertion,
+    ) -> Result<LoginCertificates, AuthError> {
+        self.login_with(req, SecondFactor::Webauthn(assertion))
+    }
+
+    fn login_with(
+        &self,
+        req: &LoginRequest<'_>,
+        factor: SecondFactor<'_>,
+    ) -> Result<LoginCertificates, AuthError> {
         let now = self.clock.now();
         if let Err(e) = self.rate_limit(req.remote) {
             // Queued, not awaited: a flood of refused attempts must not turn into a flood of
@@ -100,9 +136,14 @@ impl AuthServer {
             );
             return Err(e);
         }
-        let result = self.check_credentials(req, now);
+        let result = self.check_credentials_with(req, now, factor, ChallengePurpose::Login);
         match result {
-            Ok(user) => {
+            Ok((user, accepted)) => {
+                let mfa = match accepted {
+                    Accepted::None => "none",
+                    Accepted::Otp(_) => "otp",
+                    Accepted::Webauthn(_) => "webauthn",
+                };
                 let certs = self.issue_login_certificates(&user, req, now);
                 match &certs {
                     Ok(c) => {
@@ -112,6 +153,7 @@ impl AuthServer {
                                 .remote(req.remote)
                                 .field("client", req.client.name())
                                 .field("method", "local")
+                                .field("mfa", mfa)
                                 .field("roles", c.roles.clone())
                                 .field("expires", rfc3339(c.expires)),
                         );
@@ -160,6 +202,25 @@ impl AuthServer {
         req: &LoginRequest<'_>,
         now: SystemTime,
     ) -> Result<User, AuthError> {
+        self.check_credentials_with(
+            req,
+            now,
+            SecondFactor::Otp(req.totp_code),
+            ChallengePurpose::Login,
+        )
+        .map(|(user, _)| user)
+    }
+
+    /// [`Self::check_credentials`] with `factor` as the second factor. For a login
+    /// (`ChallengePurpose::Login`) the cluster's `second_factor` says whether one is needed; for
+    /// an account change (`Manage`) it is needed too as soon as the user has any device.
+    pub(super) fn check_credentials_with(
+        &self,
+        req: &LoginRequest<'_>,
+        now: SystemTime,
+        factor: SecondFactor<'_>,
+        purpose: ChallengePurpose,
+    ) -> Result<(User, Accepted), AuthError> {
         let user = self.store.get::<User>(req.username)?;
         let secrets = self
             .store
@@ -183,13 +244,33 @@ impl AuthServer {
             req.password,
             secrets.as_ref().and_then(|s| s.password_hash.as_deref()),
         );
-        let (otp_ok, otp_step) = if self.otp_required() {
-            let step = secrets
-                .as_ref()
-                .and_then(|s| verify_any_device(s, req.totp_code, now));
-            (step.is_some(), step)
-        } else {
-            (true, None)
+        let has_device = secrets
+            .as_ref()
+            .is_some_and(|s| s.totp_secrets().next().is_some() || !s.webauthn_devices.is_empty());
+        let needed = self.otp_required() || (purpose == ChallengePurpose::Manage && has_device);
+        let (otp_ok, accepted, factor_reason) = match factor {
+            SecondFactor::Otp(_) if needed && self.second_factor() == "webauthn" => (
+                false,
+                Accepted::None,
+                "a one-time code where a security key is required",
+            ),
+            SecondFactor::Otp(code) if needed => {
+                let step = secrets
+                    .as_ref()
+                    .and_then(|s| verify_any_device(s, code, now));
+                (
+                    step.is_some(),
+                    step.map_or(Accepted::None, Accepted::Otp),
+                    "wrong one-time code",
+                )
+            }
+            SecondFactor::Otp(_) => (true, Accepted::None, ""),
+            SecondFactor::Webauthn(a) => {
+                match self.check_webauthn_assertion(req.username, secrets.as_ref(), a, purpose) {
+                    Ok(used) => (true, Accepted::Webauthn(used), ""),
+                    Err(reason) => (false, Accepted::None, reason),
+                }
+            }
         };
         if user.is_none() {
             return Err(AuthError::LoginRefused {
@@ -214,11 +295,20 @@ impl AuthServer {
         };
         let mut updated = current.value.clone();
         if password_ok && otp_ok {
+            // The counter first: a key whose counter does not move on is a failed attempt.
+            if let Accepted::Webauthn(used) = &accepted
+                && let Err(e) = self.store_webauthn_use(req.username, used)
+            {
+                if matches!(e, AuthError::LoginRefused { .. }) {
+                    self.count_failure(updated, current.revision, req, now)?;
+                }
+                return Err(e);
+            }
             if resources::failed_logins(&updated) != 0 {
                 resources::set_user_lock(&mut updated, None, "");
                 self.store.update(&updated, current.revision)?;
             }
-            if let Some(step) = otp_step {
+            if let Accepted::Otp(step) = accepted {
                 // Re-read under the lock: a concurrent login may have used this code already.
                 let Some(mut s) = self
                     .store
@@ -237,14 +327,14 @@ impl AuthServer {
                 s.totp_last_step = Some(step);
                 self.store.upsert(&s)?;
             }
-            return Ok(updated);
+            return Ok((updated, accepted));
         }
         self.count_failure(updated, current.revision, req, now)?;
         Err(AuthError::LoginRefused {
             reason: match (password_ok, otp_ok) {
                 (false, true) => "wrong password",
-                (true, false) => "wrong one-time code",
-                _ => "wrong password and one-time code",
+                (true, false) => factor_reason,
+                _ => "wrong password and second factor",
             },
         })
     }

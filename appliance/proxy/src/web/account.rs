@@ -111,6 +111,9 @@ struct NewDevice {
     /// A code from a device the user already has (empty when there is none).
     #[serde(default)]
     existing_code: String,
+    /// Or a security key's assertion (answering `/web/api/account/webauthn/challenge`).
+    #[serde(default)]
+    proof: Option<hop_auth::server::WebauthnAssertion>,
     name: String,
     secret: String,
     code: String,
@@ -126,9 +129,13 @@ async fn add_device(
     let form = form(body)?;
     let (user, remote) = (c.session.cert.identity.username.clone(), c.remote);
     let device = blocking(&room, move |a| {
-        a.add_otp_device(
+        let proof = match &form.proof {
+            Some(assertion) => hop_auth::server::SecondFactor::Webauthn(assertion),
+            None => hop_auth::server::SecondFactor::Otp(form.existing_code.trim()),
+        };
+        a.add_otp_device_proven(
             &user,
-            (&form.password, form.existing_code.trim()),
+            (&form.password, proof),
             &form.name,
             form.secret.trim(),
             form.code.trim(),

@@ -18,7 +18,7 @@ use hop_admission::{Refusal, Route};
 use hop_api::timestamps::rfc3339;
 use hop_auth::AuthError;
 use hop_auth::audit::EventKind;
-use hop_auth::server::{LoginCertificates, LoginClient, LoginRequest};
+use hop_auth::server::{LoginCertificates, LoginClient, LoginRequest, WebauthnAssertion};
 use serde::{Deserialize, Serialize};
 
 use super::WebRoom;
@@ -32,7 +32,11 @@ use crate::admission::UserCert;
 pub struct LoginForm {
     pub user: String,
     pub password: String,
+    #[serde(default)]
     pub otp: String,
+    /// A security key's assertion (answering `/web/api/login/webauthn`) in place of `otp`.
+    #[serde(default)]
+    pub webauthn: Option<WebauthnAssertion>,
     /// A shorter session than the roles allow (as `hop login --ttl`), in seconds.
     #[serde(default)]
     pub ttl_seconds: Option<u64>,
@@ -97,7 +101,7 @@ pub async fn login(
     let auth = room.auth.clone();
     let (ssh_public, tls_public) = (ssh.public_openssh.clone(), tls.public_spki_der.clone());
     let issued = tokio::task::spawn_blocking(move || {
-        auth.login(&LoginRequest {
+        let req = LoginRequest {
             username: &form.user,
             password: &form.password,
             totp_code: &form.otp,
@@ -106,7 +110,11 @@ pub async fn login(
             ttl: form.ttl_seconds.filter(|s| *s > 0).map(Duration::from_secs),
             remote: Some(remote),
             client: LoginClient::Web,
-        })
+        };
+        match &form.webauthn {
+            Some(assertion) => auth.login_webauthn(&req, assertion),
+            None => auth.login(&req),
+        }
     })
     .await;
     let certs = match issued {
@@ -125,7 +133,7 @@ pub async fn login(
 
 /// The key pairs a web session's certificates are issued for (the RNG is not held across an
 /// await: it is not `Send`).
-fn login_keys() -> Result<(hop_ca::SshKeyPair, hop_ca::X509KeyPair), hop_ca::CaError> {
+pub(super) fn login_keys() -> Result<(hop_ca::SshKeyPair, hop_ca::X509KeyPair), hop_ca::CaError> {
     let mut rng = rand::rng();
     Ok((
         hop_ca::generate_ssh_keypair(&mut rng)?,
@@ -172,7 +180,7 @@ pub(super) fn start_session(
 
 /// What the page is told of a refused login: Auth's answer, which never says which part was
 /// wrong.
-fn login_refused(e: &AuthError) -> Response {
+pub(super) fn login_refused(e: &AuthError) -> Response {
     match e {
         AuthError::InvalidCredentials => json_error(
             StatusCode::UNAUTHORIZED,

@@ -7,7 +7,8 @@
 //! used), the check every API request passes ([`guard`]: the session, CSRF and `Origin` for a
 //! state-changing request, then the one admission decision on the `web` route), the API
 //! itself ([`api`]: login through Auth's own login, logout, the session, the resources a user
-//! may reach), the account page ([`account`]: password, one-time-code devices), the editor
+//! may reach), the account page ([`account`]: password, one-time-code devices; [`webauthn`]:
+//! security keys, and the login's key and passkey challenges), the editor
 //! pages ([`admin`]: users, roles, join tokens, locks, each call authorized by Auth with the
 //! admin API's rules), invitation links ([`invite`]), web application launches ([`launch`]), the web terminal ([`terminal`]: a
 //! WebSocket into the SSH and join routes' own code) and the live sessions a user may see
@@ -37,6 +38,7 @@ pub mod requests;
 pub mod sessions;
 pub mod sso;
 pub mod terminal;
+pub mod webauthn;
 
 #[cfg(test)]
 mod room_tests;
@@ -127,6 +129,7 @@ impl WebRoom {
             .route("/web/api/sso/connectors", get(sso::connectors))
             .merge(admin::routes())
             .merge(account::routes())
+            .merge(webauthn::routes())
             .merge(invite::routes())
             .merge(launch::routes())
             .merge(terminal::routes())

@@ -155,6 +155,7 @@ fn fixture() -> Fixture {
         web_addr: "proxy:3080".into(),
         session_recording: "node".into(),
         proxy_public_names: Vec::new(),
+        webauthn: Default::default(),
     };
     let audit = Arc::new(Recorded::default());
     let auth = AuthServer::open(
@@ -549,6 +550,8 @@ async fn a_body_is_read_only_after_the_caller_is_let_through() {
         ("POST", "/web/api/account/password"),
         ("POST", "/web/api/account/devices"),
         ("POST", "/web/api/account/devices/signup/remove"),
+        ("POST", "/web/api/account/webauthn"),
+        ("POST", "/web/api/account/webauthn/k1/remove"),
     ];
     let bodies: [&[u8]; 3] = [b"{", br#"{"admin":true}"#, b"[1,2]"];
     for (method, path) in EDITOR_CALLS.iter().chain(&account_calls) {

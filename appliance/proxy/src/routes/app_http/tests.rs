@@ -335,6 +335,7 @@ async fn fixture() -> Fixture {
         web_addr: "proxy:3080".into(),
         session_recording: "node".into(),
         proxy_public_names: Vec::new(),
+        webauthn: Default::default(),
     };
     let auth = Arc::new(
         AuthServer::open(

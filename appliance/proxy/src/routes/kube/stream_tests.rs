@@ -58,6 +58,7 @@ fn fixture(recording: &str) -> Fixture {
         web_addr: "proxy:3080".into(),
         session_recording: recording.into(),
         proxy_public_names: Vec::new(),
+        webauthn: Default::default(),
     };
     let auth = AuthServer::open(
         ResourceStore::new(Arc::new(MemoryBackend::new(c.clone()))),

@@ -214,6 +214,7 @@ async fn fixture_to(agent: Option<SocketAddr>) -> Fixture {
         web_addr: "proxy:3080".into(),
         session_recording: "node".into(),
         proxy_public_names: Vec::new(),
+        webauthn: Default::default(),
     };
     let auth = Arc::new(
         AuthServer::open(
