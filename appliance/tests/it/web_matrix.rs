@@ -173,30 +173,33 @@ fn the_refusal_matrix_on_the_web_route() {
         assert!(message.contains(says), "{}: {}", row.what, seen.body);
         assert_eq!(seen.body["code"], code, "{}", row.what);
         wait_web_refusal(&a, &user, code);
-        // The access requests page's calls (reading, and making one) are refused alike.
-        let (method, csrf_sent, body) = if row.forged {
+        // The access requests page's and the security keys' calls (reading, and changing
+        // state) are refused alike.
+        for (read, write, form) in [
             (
-                "POST",
-                None,
-                Some(json!({"roles": ["access"], "reason": "x"})),
-            )
-        } else {
-            ("GET", Some(csrf.as_str()), None)
-        };
-        let seen = web(
-            &a,
-            method,
-            "/web/api/requests",
-            Some(&token),
-            csrf_sent,
-            body.as_ref(),
-        );
-        assert_eq!(
-            seen.status, row.status,
-            "{} on /web/api/requests: {}",
-            row.what, seen.body
-        );
-        assert_eq!(seen.body["code"], code, "{} on /web/api/requests", row.what);
+                "/web/api/requests",
+                "/web/api/requests",
+                json!({"roles": ["access"], "reason": "x"}),
+            ),
+            (
+                "/web/api/account/webauthn",
+                "/web/api/account/webauthn/register",
+                json!({}),
+            ),
+        ] {
+            let (method, path, csrf_sent, body) = if row.forged {
+                ("POST", write, None, Some(form))
+            } else {
+                ("GET", read, Some(csrf.as_str()), None)
+            };
+            let seen = web(&a, method, path, Some(&token), csrf_sent, body.as_ref());
+            assert_eq!(
+                seen.status, row.status,
+                "{} on {path}: {}",
+                row.what, seen.body
+            );
+            assert_eq!(seen.body["code"], code, "{} on {path}", row.what);
+        }
     }
     // The logins are in the audit log as web logins.
     let logins = a.ok(&[
