@@ -324,6 +324,25 @@ spec:
         session.contains("alice@example.test") && session.contains("sso-dev"),
         "{web}"
     );
+    // A login started under a `Host` that is not the proxy's is refused: the sealed result
+    // would go back to that host.
+    let forged = std::process::Command::new("curl")
+        .args([
+            "-sk",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "Host: evil.example",
+        ])
+        .arg(format!(
+            "https://{}/v1/webapi/oidc/login?connector=oidc-test",
+            a.addr
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&forged).trim(), "421", "{}", stderr(&forged));
     // The same in headless Chromium: the page shows the button; the flow ends on the
     // resources page as the SSO user.
     if let Some(mut browser) = crate::web_browser::Browser::start(

@@ -119,6 +119,27 @@ pub async fn connectors(State(room): State<Arc<WebRoom>>) -> Response {
     }
 }
 
+/// Whether `authority` (`host[:port]`) is one of the proxy's public web addresses. A proxy with
+/// no public address (its web address `localhost:PORT`) also answers to the loopback addresses
+/// on that port.
+fn is_public_authority(room: &WebRoom, authority: &str) -> bool {
+    let web_addr = room.auth.web_addr();
+    let origin = format!("https://{}", authority.to_ascii_lowercase());
+    let listed = room
+        .auth
+        .webauthn_settings()
+        .origins
+        .iter()
+        .any(|o| o.eq_ignore_ascii_case(&origin))
+        || authority.eq_ignore_ascii_case(web_addr);
+    let loopback = web_addr.strip_prefix("localhost:").is_some_and(|port| {
+        ["127.0.0.1", "[::1]"]
+            .iter()
+            .any(|ip| authority == format!("{ip}:{port}"))
+    });
+    listed || loopback
+}
+
 /// `GET /v1/webapi/oidc/login?connector=NAME`: the login page's button.
 pub async fn start(State(room): State<Arc<WebRoom>>, req: axum::extract::Request) -> Response {
     let query = req.uri().query().unwrap_or("");
@@ -138,6 +159,15 @@ pub async fn start(State(room): State<Arc<WebRoom>>, req: axum::extract::Request
     else {
         return page(StatusCode::BAD_REQUEST, "The request names no host.");
     };
+    // The result comes back to this host with Auth's redirect-URL check skipped (it is the
+    // proxy's own page), so the host must be one of the proxy's public addresses: a forged
+    // `Host` would otherwise send a victim's sealed result to the forger's site.
+    if !is_public_authority(&room, &authority) {
+        return page(
+            StatusCode::MISDIRECTED_REQUEST,
+            "This address is not one of the proxy's public addresses.",
+        );
+    }
     let remote = req
         .extensions()
         .get::<hop_auth::caller::Caller>()
