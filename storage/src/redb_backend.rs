@@ -127,6 +127,25 @@ impl RedbBackend {
         }
     }
 
+    /// The stored record `bytes` of `key` as an item, unless its lease ended by `now`.
+    fn live_item(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        now: std::time::SystemTime,
+    ) -> Result<Option<Item>, StorageError> {
+        let record = codec::decode(bytes).map_err(|e| self.corrupt(key, &e))?;
+        if is_expired(record.expires, now) {
+            return Ok(None);
+        }
+        Ok(Some(Item {
+            key: key.to_owned(),
+            value: record.value.to_vec(),
+            revision: record.revision,
+            expires: record.expires,
+        }))
+    }
+
     fn lock_writes(&self) -> MutexGuard<'_, ()> {
         self.write_lock
             .lock()
@@ -335,17 +354,9 @@ impl Backend for RedbBackend {
                 break;
             }
             let (key, value) = entry.map_err(|e| self.err(e))?;
-            let key = key.value();
-            let record = codec::decode(value.value()).map_err(|e| self.corrupt(key, &e))?;
-            if is_expired(record.expires, now) {
-                continue;
+            if let Some(item) = self.live_item(key.value(), value.value(), now)? {
+                out.push(item);
             }
-            out.push(Item {
-                key: key.to_owned(),
-                value: record.value.to_vec(),
-                revision: record.revision,
-                expires: record.expires,
-            });
         }
         Ok(out)
     }
@@ -435,17 +446,9 @@ impl Backend for RedbBackend {
         let mut out = Vec::new();
         for entry in items.iter().map_err(|e| self.err(e))? {
             let (key, value) = entry.map_err(|e| self.err(e))?;
-            let key = key.value();
-            let record = codec::decode(value.value()).map_err(|e| self.corrupt(key, &e))?;
-            if is_expired(record.expires, now) {
-                continue;
+            if let Some(item) = self.live_item(key.value(), value.value(), now)? {
+                out.push(item);
             }
-            out.push(Item {
-                key: key.to_owned(),
-                value: record.value.to_vec(),
-                revision: record.revision,
-                expires: record.expires,
-            });
         }
         Ok(Snapshot {
             revision,
