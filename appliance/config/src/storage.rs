@@ -17,7 +17,8 @@ const CONN_FIELD: &str = "hop.storage.conn_string";
 const SESSIONS_FIELD: &str = "hop.storage.audit_sessions_uri";
 /// What this build accepts, as the errors say it.
 const SUPPORTED: &str = "supported now: file:///ABSOLUTE/DIR, postgresql://USER@HOST/DB?… for \
-    audit events, or leave it unset for the data dir";
+    audit events, s3://BUCKET/PREFIX?region=…&endpoint=… for recordings, or leave it unset for \
+    the data dir";
 
 /// Where the cluster's records are kept.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -81,17 +82,20 @@ pub enum StoreLocation {
         /// The URL, as written (checked like `hop.storage.conn_string`).
         conn_string: String,
     },
+    /// In the S3 bucket (and prefix) this URI names (session recordings only), shared by every
+    /// appliance that names it.
+    S3(hop_storage::recording::S3Location),
 }
 
 /// Why a storage URI was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreUriError {
-    #[error("{scheme}:// is not available yet: it arrives with high availability; {SUPPORTED}")]
-    NotYet { scheme: String },
     #[error("{scheme}:// is not a supported store; {SUPPORTED}")]
     Unsupported { scheme: String },
     #[error("{reason}")]
     Postgres { reason: String },
+    #[error("{0}")]
+    S3(#[from] hop_storage::recording::S3UriError),
     #[error("{text:?} is not a URI; write file://{text} for a directory, or {SUPPORTED}")]
     BarePath { text: String },
     #[error("{text:?} is not a URI; {SUPPORTED}")]
@@ -197,7 +201,9 @@ fn parse_uri(text: &str, store: Store) -> Result<StoreLocation, StoreUriError> {
                 conn_string: text.to_owned(),
             })
         }
-        ("s3", Store::Sessions) => Err(StoreUriError::NotYet { scheme }),
+        ("s3", Store::Sessions) => Ok(StoreLocation::S3(
+            hop_storage::recording::S3Location::parse(text)?,
+        )),
         _ if scheme.is_empty() => Err(StoreUriError::NotUri { text: text.into() }),
         _ => Err(StoreUriError::Unsupported { scheme }),
     }
@@ -292,9 +298,15 @@ mod tests {
             ),
             (
                 sessions,
-                "s3://bucket/records",
+                "s3://bucket/records?insecure=true",
                 SESSIONS_FIELD,
-                "arrives with high availability",
+                "\"insecure\" is not supported",
+            ),
+            (
+                sessions,
+                "s3://key:secret@bucket/records",
+                SESSIONS_FIELD,
+                "never from the URI",
             ),
             (
                 events,
@@ -376,6 +388,21 @@ mod tests {
             Ok(StoreLocation::Postgres {
                 conn_string: url.to_owned()
             })
+        );
+    }
+
+    #[test]
+    fn recordings_may_be_in_s3() {
+        let uri = "s3://hop-rec/prod?region=eu-west-1&endpoint=https://minio.example.com:9000";
+        let Ok(StoreLocation::S3(location)) = sessions(&format!("'{uri}'")) else {
+            panic!("{uri} is not an S3 location");
+        };
+        assert_eq!(location.bucket, "hop-rec");
+        assert_eq!(location.prefix, "prod");
+        assert_eq!(location.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(
+            location.endpoint.as_deref(),
+            Some("https://minio.example.com:9000")
         );
     }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use hop_config::{Config, StoreLocation};
-use hop_storage::recording::{RecordingBackend, RecordingStore};
+use hop_storage::recording::{RecordingBackend, RecordingStore, S3Environment, S3RecordingStore};
 use hop_storage::{AuditConfig, AuditLog, AuditStore, Backend, Clock};
 use tokio::sync::watch;
 
@@ -19,6 +19,8 @@ use tokio::sync::watch;
 pub const AUDIT_FILE: &str = "audit.db";
 /// The directory of uploaded session recordings in the data dir.
 pub const RECORDINGS_DIR: &str = "recordings";
+/// Where uploads are staged in the data dir when recordings are kept in S3.
+pub const RECORDINGS_STAGING_DIR: &str = "recordings-staging";
 /// How often recordings past the retention are looked for.
 const RETENTION_SWEEP: Duration = Duration::from_secs(3600);
 
@@ -38,6 +40,9 @@ pub(super) fn open_audit_store(
         StoreLocation::DataDir => data_dir.to_owned(),
         StoreLocation::Dir(dir) => create_store_dir(dir, "hop.storage.audit_events_uri")?,
         StoreLocation::Postgres { conn_string } => return open_audit_pg(cfg, &conn_string, clock),
+        StoreLocation::S3(_) => {
+            anyhow::bail!("hop.storage.audit_events_uri: audit events cannot be kept in S3")
+        }
     };
     let store: Arc<dyn AuditStore> = Arc::new(open_audit_log(cfg, &dir.join(AUDIT_FILE), clock)?);
     tracing::info!(store = %store.describe(), "audit events store opened");
@@ -117,19 +122,29 @@ pub(super) fn open_recordings(
         .storage
         .audit_sessions()
         .map_err(|e| anyhow!("hop.storage.audit_sessions_uri: {e}"))?;
-    let dir = match location {
-        StoreLocation::DataDir => data_dir.join(RECORDINGS_DIR),
-        StoreLocation::Dir(dir) => dir,
+    let store: Arc<dyn RecordingBackend> = match location {
+        StoreLocation::DataDir => Arc::new(open_dir(&data_dir.join(RECORDINGS_DIR), backend)?),
+        StoreLocation::Dir(dir) => Arc::new(open_dir(&dir, backend)?),
+        StoreLocation::S3(location) => Arc::new(
+            S3RecordingStore::open(
+                location,
+                &S3Environment::from_process(),
+                &data_dir.join(RECORDINGS_STAGING_DIR),
+                backend,
+            )
+            .map_err(|e| anyhow!("cannot open the session recordings bucket: {e}"))?,
+        ),
         StoreLocation::Postgres { .. } => {
             anyhow::bail!("hop.storage.audit_sessions_uri: recordings cannot be kept in PostgreSQL")
         }
     };
-    let store: Arc<dyn RecordingBackend> = Arc::new(
-        RecordingStore::open_with_backend(&dir, backend)
-            .map_err(|e| anyhow!("cannot open the session recordings: {e}"))?,
-    );
     tracing::info!(store = %store.describe(), "session recordings store opened");
     Ok(store)
+}
+
+fn open_dir(dir: &Path, backend: Arc<dyn Backend>) -> anyhow::Result<RecordingStore> {
+    RecordingStore::open_with_backend(dir, backend)
+        .map_err(|e| anyhow!("cannot open the session recordings: {e}"))
 }
 
 /// `dir` (from `field`), created with mode 0700 if missing.

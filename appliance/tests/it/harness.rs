@@ -116,6 +116,10 @@ impl Appliance {
             .args(["start", "--config"])
             .arg(config)
             .env("HOP_LOG", "info")
+            // The S3 stand-in's throwaway credentials (moto takes any): read only by an
+            // appliance whose recordings are in an s3:// bucket.
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -29,6 +29,9 @@ mod kube;
 mod kube_kubectl;
 mod kube_refusals;
 mod login_flow;
+/// The S3 stand-in (moto), shared with hop-storage's tests.
+#[path = "../../../storage/tests/it/moto.rs"]
+mod moto;
 mod multiplexer;
 mod openssh_node;
 mod proxy_cert;

@@ -1,6 +1,7 @@
 //! Session recording end to end: an interactive session under tmux is recorded at the node,
 //! uploaded to Auth, listed, played and exported (and read by the real asciinema); a recording
-//! made while Auth is down arrives once it is back; `off` records nothing.
+//! made while Auth is down arrives once it is back; `off` records nothing; recordings kept in an
+//! S3 bucket (moto, a stand-in) by one appliance play from another on the same PostgreSQL.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -672,4 +673,55 @@ fn recordings_land_in_the_directory_of_audit_sessions_uri() {
     assert!(!a.data.join("recordings").exists());
     let raw = a.ok(&["play", &id, "--format", "raw"]);
     assert!(raw.contains("uri-rec"), "{raw}");
+}
+
+/// Two appliances on one PostgreSQL with `audit_sessions_uri: s3://…` (moto, a stand-in): a
+/// session recorded through the first (its node joined there) is put in the bucket, never in
+/// either data dir, and is listed and played from the second by an auditor who logged in there.
+#[test]
+fn a_recording_in_s3_plays_from_another_appliance() {
+    let Some(pg) = crate::backup_restore::Postgres::start() else {
+        return;
+    };
+    let Some(moto) = crate::moto::moto() else {
+        return;
+    };
+    pg.create_db("hop_s3");
+    let bucket = moto.bucket();
+    let hop_lines = format!(
+        "{}    audit_sessions_uri: \"{}\"\n",
+        pg.storage_yaml("hop_s3"),
+        moto.uri(&bucket)
+    );
+    let (a, _node_dir, _node) = cluster_on(Appliance::start_configured(&hop_lines, "", ""));
+    assert!(a.log().contains("s3://"), "{}", a.log());
+    let (sock, _server) = interactive(&a);
+    tmux(
+        &sock,
+        &["send-keys", "-t", "hop", "echo in-the-bucket", "Enter"],
+    );
+    wait_pane(&sock, "in-the-bucket\nremote$");
+    tmux(&sock, &["send-keys", "-t", "hop", "exit", "Enter"]);
+    let rec = wait_recording(&a, "alice", Duration::from_secs(30));
+    let id = rec["session_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        moto.keys(&bucket),
+        [format!("cluster-a/recordings/{id}.hrec")]
+    );
+
+    let b = Appliance::start_configured(&hop_lines, "", "");
+    let secret = b.add_user("bob", "auditor", OS_LOGIN);
+    let out = b.login("bob", PASSWORD, &secret);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed = b.ok(&["recordings", "ls", "--format", "json"]);
+    assert!(listed.contains(&id), "{listed}");
+    let raw = b.ok(&["play", &id, "--format", "raw"]);
+    assert!(raw.contains("in-the-bucket"), "{raw}");
+    for x in [&a, &b] {
+        assert!(!x.data.join("recordings").exists());
+        let staged = std::fs::read_dir(x.data.join("recordings-staging"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(staged, 0, "uploads left staged in {}", x.data.display());
+    }
 }

@@ -260,6 +260,16 @@ pub enum RecordingStoreError {
         /// The session.
         session_id: String,
     },
+    /// The object store (S3) refused or failed an operation.
+    #[error("session recordings object store: {operation} {key}: {detail}")]
+    ObjectStore {
+        /// What was being done (`put`, `get`, `delete`, …).
+        operation: &'static str,
+        /// The object's key (or the bucket and prefix).
+        key: String,
+        /// What the store or the client said.
+        detail: String,
+    },
     /// A stored, completed recording no longer parses.
     #[error("stored session recording {path} is corrupt: {error}")]
     Corrupt {
@@ -285,7 +295,10 @@ impl RecordingStoreError {
             | Self::Rejected { .. }
             | Self::IndexConflict { .. } => Fault::Caller,
             // A failed index operation is never the uploader's doing, whatever the backend says.
-            Self::Io { .. } | Self::Corrupt { .. } | Self::Index { .. } => Fault::Internal,
+            Self::Io { .. }
+            | Self::Corrupt { .. }
+            | Self::Index { .. }
+            | Self::ObjectStore { .. } => Fault::Internal,
         }
     }
 

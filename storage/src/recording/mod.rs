@@ -28,8 +28,10 @@ mod asciicast;
 mod crc32c;
 mod error;
 mod format;
+mod index;
 mod jsonl;
 mod player;
+mod s3;
 mod seam;
 mod store;
 mod wire;
@@ -45,12 +47,13 @@ pub use format::{
     MAX_CHUNK_BODY, MAX_META_LEN, OLDEST_READABLE_VERSION, OwnedEvent, Recording, RecordingEvents,
     RecordingMeta, RecordingSummary, TimedEvent, encode_header, parse_chunk, parse_header,
 };
+pub use index::RECORDINGS_INDEX_PREFIX;
 pub use jsonl::export_json_lines;
 pub use player::{MAX_SPEED, MIN_SPEED, PlaybackError, PlaybackOptions, PlaybackSchedule};
+pub use s3::{S3Environment, S3Location, S3RecordingStore, S3UriError};
 pub use seam::RecordingBackend;
 pub use store::{
-    DEFAULT_MAX_RECORDING_LEN, RECORDINGS_INDEX_PREFIX, RecordingIndexEntry, RecordingStore,
-    RetentionReport, UploadStatus,
+    DEFAULT_MAX_RECORDING_LEN, RecordingIndexEntry, RecordingStore, RetentionReport, UploadStatus,
 };
 pub use writer::{MAX_WRITER_CHUNK_SIZE, RecordingWriter, WriterOptions};
 

@@ -20,28 +20,20 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{RecordingError, RecordingStoreError};
 use super::format::{ChunkCursor, Event, Header, TimedEvent, parse_header};
+use super::index::{INDEX_VERSION, RecordingIndex, StoredEntry};
 use super::is_valid_session_id;
-use crate::backend::{Backend, Item, PutOptions, prefix_end};
+use crate::backend::Backend;
 use crate::clock::ManualClock;
-use crate::error::StorageError;
 use crate::memory_backend::MemoryBackend;
 
 /// The default limit on one recording's size.
 pub const DEFAULT_MAX_RECORDING_LEN: u64 = 4 * 1024 * 1024 * 1024;
-
-/// The backend key prefix of the recordings index: `/recordings/index/<session id>` holds the
-/// JSON of the completed recording's [`RecordingIndexEntry`] and `index_version`.
-pub const RECORDINGS_INDEX_PREFIX: &str = "/recordings/index/";
 
 const PART: &str = "part";
 const DONE: &str = "hrec";
 /// The index sidecar of earlier versions (migrated into the backend at open, then removed).
 const SIDECAR: &str = "json";
 const SIDECAR_TMP: &str = "json.tmp";
-/// The version of an index entry's JSON shape (in the backend, and in the old sidecars).
-const INDEX_VERSION: u32 = 1;
-/// Index entries read from the backend per range call.
-const INDEX_PAGE: usize = 1000;
 const LOCK_STRIPES: usize = 64;
 const READ_BLOCK: u64 = 256 * 1024;
 
@@ -90,15 +82,6 @@ impl RecordingIndexEntry {
     }
 }
 
-/// The JSON of an index entry: in the backend, and in the `<id>.json` sidecars of earlier
-/// versions (the same shape).
-#[derive(Serialize, Deserialize)]
-struct StoredEntry {
-    index_version: u32,
-    #[serde(flatten)]
-    entry: RecordingIndexEntry,
-}
-
 /// Where an upload stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UploadStatus {
@@ -124,7 +107,7 @@ pub struct RetentionReport {
 pub struct RecordingStore {
     dir: PathBuf,
     /// Where the index entries are kept.
-    index: Arc<dyn Backend>,
+    index: RecordingIndex,
     max_len: u64,
     /// Per-session mutual exclusion, striped by the id's hash.
     locks: [Mutex<()>; LOCK_STRIPES],
@@ -163,7 +146,7 @@ impl RecordingStore {
         builder.create(dir).map_err(RecordingStoreError::io(dir))?;
         let store = Self {
             dir: dir.to_owned(),
-            index,
+            index: RecordingIndex::new(index),
             max_len: DEFAULT_MAX_RECORDING_LEN,
             locks: std::array::from_fn(|_| Mutex::new(())),
         };
@@ -193,7 +176,7 @@ impl RecordingStore {
 
     /// The backend holding the index.
     pub fn index(&self) -> &Arc<dyn Backend> {
-        &self.index
+        self.index.backend()
     }
 
     fn path(&self, id: &str, ext: &str) -> PathBuf {
@@ -397,7 +380,7 @@ impl RecordingStore {
             }));
         }
         let entry = entry_from_scan(&scan, scan.valid_len);
-        if self.get_entry(session_id)?.is_some_and(|e| e != entry) {
+        if self.index.get(session_id)?.is_some_and(|e| e != entry) {
             return Err(RecordingStoreError::IndexConflict {
                 session_id: session_id.to_owned(),
             });
@@ -406,7 +389,7 @@ impl RecordingStore {
         make_read_only(&part)?;
         fs::rename(&part, &done).map_err(RecordingStoreError::io(&done))?;
         sync_dir(&self.dir)?;
-        self.create_entry(&entry)?;
+        self.index.create(&entry)?;
         tracing::debug!(session_id, size = entry.size, "session recording completed");
         Ok(entry)
     }
@@ -418,6 +401,16 @@ impl RecordingStore {
         open_existing(&done, false)?.ok_or_else(|| RecordingStoreError::NotFound {
             session_id: session_id.to_owned(),
         })
+    }
+
+    /// Removes the completed recording of `session_id` and its index entry, for a store that
+    /// hands completed recordings on to where they are kept (the S3 store's staging directory).
+    pub fn remove_completed(&self, session_id: &str) -> Result<(), RecordingStoreError> {
+        check_id(session_id)?;
+        let _guard = self.lock(session_id);
+        remove(&self.path(session_id, DONE))?;
+        self.index.delete(session_id)?;
+        sync_dir(&self.dir)
     }
 
     /// The completed recording of `session_id`, read into memory (parse it with
@@ -434,7 +427,7 @@ impl RecordingStore {
     /// the directory without an entry is indexed first.
     pub fn entry(&self, session_id: &str) -> Result<RecordingIndexEntry, RecordingStoreError> {
         check_id(session_id)?;
-        if let Some(entry) = self.get_entry(session_id)? {
+        if let Some(entry) = self.index.get(session_id)? {
             return Ok(entry);
         }
         let _guard = self.lock(session_id);
@@ -444,15 +437,7 @@ impl RecordingStore {
     /// The index entries of every completed recording, oldest start first, read from the index
     /// in pages of bounded size. An entry that does not decode is logged and left out.
     pub fn list(&self) -> Result<Vec<RecordingIndexEntry>, RecordingStoreError> {
-        let mut entries = Vec::new();
-        self.for_each_index_page(|page| {
-            entries.extend(page.iter().filter_map(decode_logged));
-            Ok(())
-        })?;
-        entries.sort_by(|a, b| {
-            (a.start_unix_us, &a.session_id).cmp(&(b.start_unix_us, &b.session_id))
-        });
-        Ok(entries)
+        self.index.list()
     }
 
     /// Deletes every completed recording that ended before `cutoff` (its file, then its index
@@ -471,16 +456,7 @@ impl RecordingStore {
 
         // The index: each expired entry goes with its file. The file goes first, so a crash in
         // between leaves an expired entry, which the next run deletes.
-        let mut expired = Vec::new();
-        self.for_each_index_page(|page| {
-            expired.extend(
-                page.iter()
-                    .filter_map(decode_logged)
-                    .filter(|e| e.end_unix_us < cutoff_us)
-                    .map(|e| e.session_id),
-            );
-            Ok(())
-        })?;
+        let expired = self.index.ended_before(cutoff_us)?;
         for id in &expired {
             let _guard = self.lock(id);
             let path = self.path(id, DONE);
@@ -489,9 +465,7 @@ impl RecordingStore {
                 report.bytes += meta.len();
             }
             remove(&self.path(id, SIDECAR))?;
-            self.index
-                .delete(&index_key(id))
-                .map_err(RecordingStoreError::index)?;
+            self.index.delete(id)?;
             report.recordings += 1;
         }
 
@@ -504,13 +478,13 @@ impl RecordingStore {
             };
             let expired = match ext.as_str() {
                 DONE => {
-                    if self.has_entry(id)? {
+                    if self.index.has(id)? {
                         continue;
                     }
                     match self.entry_from_file(id) {
                         Ok(entry) if entry.end_unix_us < cutoff_us => true,
                         Ok(entry) => {
-                            self.create_entry(&entry)?;
+                            self.index.create(&entry)?;
                             remove_sidecar(&self.path(id, SIDECAR));
                             false
                         }
@@ -573,7 +547,7 @@ impl RecordingStore {
                 continue;
             }
             let _guard = self.lock(&id);
-            if self.has_entry(&id)? {
+            if self.index.has(&id)? {
                 // Indexed; a sidecar left by a crash right after the migration goes now.
                 remove_sidecar(&self.path(&id, SIDECAR));
                 continue;
@@ -602,11 +576,11 @@ impl RecordingStore {
     /// sidecar, else by scanning the file); its sidecar, if any, is then removed. The caller
     /// holds the session's lock.
     fn ensure_indexed(&self, id: &str) -> Result<RecordingIndexEntry, RecordingStoreError> {
-        if let Some(entry) = self.get_entry(id)? {
+        if let Some(entry) = self.index.get(id)? {
             return Ok(entry);
         }
         let entry = self.entry_from_file(id)?;
-        self.create_entry(&entry)?;
+        self.index.create(&entry)?;
         remove_sidecar(&self.path(id, SIDECAR));
         Ok(entry)
     }
@@ -643,107 +617,6 @@ impl RecordingStore {
         }
         Ok(entry_from_scan(&scan, size))
     }
-
-    /// Whether the index has an entry for `id` (readable or not).
-    fn has_entry(&self, id: &str) -> Result<bool, RecordingStoreError> {
-        Ok(self
-            .index
-            .get(&index_key(id))
-            .map_err(RecordingStoreError::index)?
-            .is_some())
-    }
-
-    /// The index entry of `id`, if there is one.
-    fn get_entry(&self, id: &str) -> Result<Option<RecordingIndexEntry>, RecordingStoreError> {
-        self.index
-            .get(&index_key(id))
-            .map_err(RecordingStoreError::index)?
-            .map(|item| decode_entry(&item))
-            .transpose()
-    }
-
-    /// Creates the index entry, once: an identical entry already there is success, a different
-    /// one an [`RecordingStoreError::IndexConflict`].
-    fn create_entry(&self, entry: &RecordingIndexEntry) -> Result<(), RecordingStoreError> {
-        let key = index_key(&entry.session_id);
-        let stored = StoredEntry {
-            index_version: INDEX_VERSION,
-            entry: entry.clone(),
-        };
-        let value = serde_json::to_vec(&stored).map_err(|source| {
-            RecordingStoreError::index(StorageError::Encode {
-                key: key.clone(),
-                source,
-            })
-        })?;
-        match self.index.create(&key, &value, PutOptions::default()) {
-            Ok(_) => Ok(()),
-            Err(StorageError::AlreadyExists { .. }) => match self.get_entry(&entry.session_id)? {
-                Some(existing) if existing == *entry => Ok(()),
-                _ => Err(RecordingStoreError::IndexConflict {
-                    session_id: entry.session_id.clone(),
-                }),
-            },
-            Err(err) => Err(RecordingStoreError::index(err)),
-        }
-    }
-
-    /// Calls `f` with each page of the index, in key order.
-    fn for_each_index_page(
-        &self,
-        mut f: impl FnMut(&[Item]) -> Result<(), RecordingStoreError>,
-    ) -> Result<(), RecordingStoreError> {
-        let end = prefix_end(RECORDINGS_INDEX_PREFIX);
-        let mut start = RECORDINGS_INDEX_PREFIX.to_owned();
-        loop {
-            let page = self
-                .index
-                .range(&start, &end, INDEX_PAGE)
-                .map_err(RecordingStoreError::index)?;
-            f(&page)?;
-            match page.last() {
-                Some(last) if page.len() == INDEX_PAGE => start = format!("{}\0", last.key),
-                _ => return Ok(()),
-            }
-        }
-    }
-}
-
-fn index_key(id: &str) -> String {
-    format!("{RECORDINGS_INDEX_PREFIX}{id}")
-}
-
-/// Decodes an index entry; one of another index version, or under another key, is refused.
-fn decode_entry(item: &Item) -> Result<RecordingIndexEntry, RecordingStoreError> {
-    let decode_error = |source| {
-        RecordingStoreError::index(StorageError::Decode {
-            key: item.key.clone(),
-            source,
-        })
-    };
-    let stored: StoredEntry = serde_json::from_slice(&item.value).map_err(decode_error)?;
-    if stored.index_version != INDEX_VERSION {
-        return Err(decode_error(serde::de::Error::custom(format_args!(
-            "index_version {} is not {INDEX_VERSION}",
-            stored.index_version
-        ))));
-    }
-    if index_key(&stored.entry.session_id) != item.key {
-        return Err(decode_error(serde::de::Error::custom(format_args!(
-            "the entry is of session {:?}",
-            stored.entry.session_id
-        ))));
-    }
-    Ok(stored.entry)
-}
-
-/// Like [`decode_entry`], logging and skipping an entry that does not decode.
-fn decode_logged(item: &Item) -> Option<RecordingIndexEntry> {
-    decode_entry(item)
-        .map_err(
-            |err| tracing::warn!(key = %item.key, %err, "unreadable session recording index entry"),
-        )
-        .ok()
 }
 
 /// Removes an earlier version's sidecar of an indexed recording, best effort (the entry is in

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::*;
+use crate::backend::PutOptions;
+use crate::recording::index::{INDEX_PAGE, index_key};
 use crate::recording::{RecordingMeta, RecordingWriter};
 use crate::{ManualClock, MemoryBackend, RedbBackend};
 
