@@ -231,7 +231,13 @@ async fn open_auth(
     let audit = Arc::new(AuditLogSink::new(audit_log.clone(), p.metrics.clone()));
     let auth = {
         let (m, c) = (p.metrics.clone(), p.clock.clone());
-        tokio::task::spawn_blocking(move || AuthServer::open(store, c, settings, audit, m)).await?
+        tokio::task::spawn_blocking(move || {
+            let auth = AuthServer::open(store, c, settings, audit, m)?;
+            // A store `hop admin restore` wrote goes on the record before anything else.
+            auth.audit_restore();
+            Ok::<_, hop_auth::AuthError>(auth)
+        })
+        .await?
     }
     .map_err(|e| anyhow!("{e}"))?;
     p.metrics.ca_ready.store(true, Ordering::Release);

@@ -56,6 +56,7 @@ pub const MAX_HEADER: usize = 4096;
 /// whose files are not in a backup (an index without them would list recordings that cannot
 /// be played).
 pub const EXCLUDED_PREFIXES: &[&str] = &[
+    RESTORE_MARKER_KEY,
     "/presence/",
     "/resources/session_tracker/",
     crate::recording::RECORDINGS_INDEX_PREFIX,
@@ -70,6 +71,46 @@ const DIGEST_LEN: usize = 32;
 const TAG_LEN: usize = 16;
 const CIPHER_NONE: &str = "none";
 const CIPHER_SEALED: &str = "argon2id-aes-256-gcm";
+
+/// Where `hop admin restore` leaves the JSON of a [`RestoreMarker`] for the Auth service that
+/// next starts on the store: it puts the restore on the record (`cluster.restore`) and removes
+/// the marker.
+pub const RESTORE_MARKER_KEY: &str = "/backup/restored";
+
+/// What a restore wrote, as its marker says.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RestoreMarker {
+    /// When the backup was taken (its header's `created`).
+    pub backup_created: String,
+    /// The revision of the backup's snapshot.
+    pub revision: u64,
+    /// How many items were restored.
+    pub items: u64,
+    /// When the restore ran (RFC 3339).
+    pub restored_at: String,
+    /// Whether the file was sealed with a passphrase.
+    pub sealed: bool,
+    /// SHA-256 of the backup file, hex.
+    pub file_sha256: String,
+}
+
+impl RestoreMarker {
+    /// The marker of restoring `file` (whose decoded header is `header`) at `now`.
+    pub fn new(header: &Header, file: &[u8], sealed: bool, now: std::time::SystemTime) -> Self {
+        use sha2::Digest as _;
+        let restored_at = time::OffsetDateTime::from(now)
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        Self {
+            backup_created: header.created.clone(),
+            revision: header.revision,
+            items: header.items,
+            restored_at,
+            sealed,
+            file_sha256: hex::encode(sha2::Sha256::digest(file)),
+        }
+    }
+}
 
 /// Whether `key` is cluster state a backup carries (see [`EXCLUDED_PREFIXES`]).
 pub fn is_cluster_state(key: &str) -> bool {

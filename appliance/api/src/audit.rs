@@ -73,6 +73,7 @@ pub enum EventKind {
     /// The cluster state was exported for a backup (who, the revision, how many items;
     /// refused: `success: false`).
     ClusterBackup,
+    ClusterRestore,
     /// X.509 SVIDs issued to a bot (refused: `success: false`).
     SpiffeSvidIssue,
     /// An access request made (`hop request create`; refused: `success: false`).
@@ -132,6 +133,7 @@ impl EventKind {
             Self::BotUpdate => "bot.update",
             Self::CaRotate => "ca.rotate",
             Self::ClusterBackup => "cluster.backup",
+            Self::ClusterRestore => "cluster.restore",
             Self::AccessRequestCreate => "access_request.create",
             Self::AccessRequestReview => "access_request.review",
             Self::AccessRequestUpdate => "access_request.update",
@@ -187,6 +189,7 @@ impl EventKind {
             Self::BotUpdate => 8004,
             Self::CaRotate => 9000,
             Self::ClusterBackup => 9100,
+            Self::ClusterRestore => 9101,
             Self::SpiffeSvidIssue => 8010,
             Self::AccessRequestCreate => 8100,
             Self::AccessRequestReview => 8101,
@@ -244,6 +247,7 @@ impl EventKind {
         Self::BotUpdate,
         Self::CaRotate,
         Self::ClusterBackup,
+        Self::ClusterRestore,
         Self::SpiffeSvidIssue,
         Self::AccessRequestCreate,
         Self::AccessRequestReview,

@@ -4,7 +4,9 @@
 //! that run in this process.
 //!
 //! This module never decides on its own: every decision is [`hop_admission::Snapshot::admit`].
-//! When the snapshot cannot be built (a storage error), routes are refused, never let through.
+//! When the backend cannot be reached, decisions come from the snapshot built last (its age, and
+//! strict locking's bound on it, say how long); with none, or on any other error, routes are
+//! refused, never let through.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -178,9 +180,40 @@ impl AuthServer {
     }
 
     /// The current snapshot: rebuilt when the backend has changed since it was built, and at
-    /// least every [`REBUILD_AFTER`] so that its age says how current it is (in strict locking
-    /// mode an old snapshot refuses everything).
+    /// least every [`REBUILD_AFTER`] so that its age says how current it is. While the backend
+    /// cannot be reached, the snapshot built last is returned as it is: existing identities are
+    /// decided from it, and its growing age bounds how long (in strict locking mode an older
+    /// snapshot than `hop_admission::STALE_AFTER` refuses everything; best effort serves it
+    /// until the backend is back). Without one, or on any other error, the error is returned and
+    /// every decision is refused.
     pub fn admission_snapshot(&self) -> Result<Arc<Snapshot>, AuthError> {
+        let reachable = &self.metrics().backend_reachable;
+        match self.rebuilt_admission_snapshot() {
+            Ok(snap) => {
+                reachable.store(true, std::sync::atomic::Ordering::Release);
+                Ok(snap)
+            }
+            Err(e @ AuthError::Storage(_)) => {
+                reachable.store(false, std::sync::atomic::Ordering::Release);
+                let kept = self
+                    .admission
+                    .lock()
+                    .map_err(|_| AuthError::Poisoned("admission cache"))?
+                    .as_ref()
+                    .map(|(_, snap)| snap.clone());
+                match kept {
+                    Some(snap) => {
+                        self.log_kept_snapshot(&snap, &e);
+                        Ok(snap)
+                    }
+                    None => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn rebuilt_admission_snapshot(&self) -> Result<Arc<Snapshot>, AuthError> {
         let revision = self.store().backend().current_revision()?;
         let now = self.now();
         let mut cache = self
@@ -205,6 +238,26 @@ impl AuthServer {
             std::sync::atomic::Ordering::Release,
         );
         Ok(snap)
+    }
+
+    /// Says, at most once every ten seconds, that decisions come from a kept snapshot.
+    fn log_kept_snapshot(&self, snap: &Snapshot, e: &AuthError) {
+        use std::sync::atomic::Ordering;
+        let now = unix_secs(self.now());
+        let last = KEPT_LOGGED.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= UNAVAILABLE_LOG_EVERY_S
+            && KEPT_LOGGED
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                error = %e,
+                age_s = snap.age(self.now()).as_secs(),
+                locking_mode = ?snap.locking_mode(),
+                "the cluster state cannot be read: deciding from the access data kept (strict \
+                 locking refuses once it is older than five minutes)"
+            );
+        }
     }
 
     /// Decides whether the holder of `presented` may start on `route` now.
@@ -485,6 +538,8 @@ impl AuthServer {
     }
 }
 
+/// When deciding from a kept snapshot was last logged (seconds since the epoch).
+static KEPT_LOGGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 /// When the failure to read the access data was last logged (seconds since the epoch).
 static UNAVAILABLE_LOGGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 /// At most one log line about it in this many seconds (every decision fails alike meanwhile).

@@ -175,6 +175,13 @@ pub fn to_status(e: AuthError) -> Status {
         AuthError::JoinToken(_) | AuthError::Bot(_) | AuthError::AccessRequest(_) => {
             Status::permission_denied(msg)
         }
+        AuthError::Storage(hop_storage::StorageError::Unreachable { .. }) => {
+            tracing::error!(error = %msg, "auth API: the cluster state cannot be reached");
+            Status::unavailable(
+                "the cluster state cannot be reached now; try again shortly (the operator's log \
+                 says why)",
+            )
+        }
         AuthError::Storage(_)
         | AuthError::Conflict(_)
         | AuthError::Contended { .. }

@@ -6,6 +6,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::sync::atomic::Ordering;
+
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -67,10 +69,19 @@ async fn readyz(State(s): State<DiagState>) -> impl IntoResponse {
         .admission_age()
         .map(|a| format!("admission snapshot age: {}s\n", a.as_secs()))
         .unwrap_or_default();
+    let backend = if s.metrics.backend_reachable.load(Ordering::Acquire) {
+        ""
+    } else {
+        "cluster state unreachable: existing identities are decided from the kept snapshot; new \
+         logins fail\n"
+    };
     if s.metrics.is_ready(s.proxy_expected) {
         (StatusCode::OK, format!("ready\n{age}"))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready\n{age}"))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready\n{backend}{age}"),
+        )
     }
 }
 

@@ -86,6 +86,9 @@ impl AgentEventRefusals {
 pub struct Metrics {
     started: Instant,
     pub storage_ready: AtomicBool,
+    /// Whether the last read of the access data reached the backend (false while it cannot be
+    /// reached: admission then decides from the snapshot it kept, within `locking_mode`'s bound).
+    pub backend_reachable: AtomicBool,
     pub ca_ready: AtomicBool,
     pub proxy_ready: AtomicBool,
     /// When the admission snapshot this process decides from was taken (Unix seconds; 0: none).
@@ -143,6 +146,7 @@ impl Default for Metrics {
         Self {
             started: clock::now(),
             storage_ready: AtomicBool::new(false),
+            backend_reachable: AtomicBool::new(true),
             ca_ready: AtomicBool::new(false),
             proxy_ready: AtomicBool::new(false),
             admission_taken_at: std::sync::atomic::AtomicU64::new(0),
@@ -186,6 +190,7 @@ impl Metrics {
     /// and, in strict locking mode, access data no older than admission's bound.
     pub fn is_ready(&self, proxy_expected: bool) -> bool {
         self.storage_ready.load(Ordering::Acquire)
+            && self.backend_reachable.load(Ordering::Acquire)
             && self.ca_ready.load(Ordering::Acquire)
             && (!proxy_expected || self.proxy_ready.load(Ordering::Acquire))
             && !(self.admission_strict.load(Ordering::Acquire)
@@ -244,5 +249,10 @@ mod tests {
         m.ca_ready.store(true, Ordering::Release);
         assert!(m.is_ready(false));
         assert!(!m.is_ready(true));
+        m.backend_reachable.store(false, Ordering::Release);
+        assert!(
+            !m.is_ready(false),
+            "not ready while the backend cannot be reached"
+        );
     }
 }

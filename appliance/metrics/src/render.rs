@@ -56,6 +56,12 @@ impl Metrics {
         );
         gauge(
             out,
+            "hop_backend_reachable",
+            "1 while the backend answers admission's reads (0: deciding from the kept snapshot).",
+            &[(String::new(), flag(&self.backend_reachable))],
+        );
+        gauge(
+            out,
             "hop_ca_ready",
             "1 once the certificate authorities are loaded.",
             &[(String::new(), flag(&self.ca_ready))],
@@ -424,6 +430,9 @@ hop_uptime_seconds 0
 # HELP hop_storage_ready 1 once the backend is open.
 # TYPE hop_storage_ready gauge
 hop_storage_ready 1
+# HELP hop_backend_reachable 1 while the backend answers admission's reads (0: deciding from the kept snapshot).
+# TYPE hop_backend_reachable gauge
+hop_backend_reachable 1
 # HELP hop_ca_ready 1 once the certificate authorities are loaded.
 # TYPE hop_ca_ready gauge
 hop_ca_ready 0

@@ -77,29 +77,7 @@ fn refused_in(home: &Path, args: &[&str], why: &str) {
 /// A user's own HOP_HOME, logged in with a password (no second factor in this cluster).
 fn login(a: &Appliance, user: &str) -> PathBuf {
     let home = a.dir.path().join(format!("home-{user}"));
-    let mut child = Command::new(HOP)
-        .args([
-            "login",
-            "--proxy",
-            &a.addr,
-            "--ca-pin",
-            &a.pin,
-            "--user",
-            user,
-            "--password-stdin",
-        ])
-        .env("HOP_HOME", &home)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(
-        &mut child.stdin.take().unwrap(),
-        format!("{PASSWORD}\n").as_bytes(),
-    )
-    .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = password_login(a, user, &home);
     assert!(out.status.success(), "hop login {user}: {}", stderr(&out));
     home
 }

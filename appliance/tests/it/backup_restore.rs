@@ -132,12 +132,24 @@ impl Postgres {
     }
 }
 
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        // A fast shutdown (SIGINT) lets it remove its socket and lock files.
-        let _ = Command::new("kill")
-            .args(["-INT", &self.server.0.id().to_string()])
-            .status();
+impl Postgres {
+    /// Stops the server (a fast shutdown), as an outage would.
+    pub(crate) fn stop(&mut self) {
+        self.shut_down();
+    }
+
+    fn shut_down(&mut self) {
+        // A fast shutdown (SIGINT) lets it remove its socket and lock files. The signal goes to
+        // the postmaster itself (the first line of its pid file): `runuser`, our child, does not
+        // pass SIGINT on.
+        let pid_file = self.dir.path().join("data/postmaster.pid");
+        let Some(postmaster) = std::fs::read_to_string(pid_file)
+            .ok()
+            .and_then(|s| s.lines().next().map(str::to_owned))
+        else {
+            return;
+        };
+        let _ = Command::new("kill").args(["-INT", &postmaster]).status();
         let deadline = clock::monotonic_now() + Duration::from_secs(10);
         while clock::monotonic_now() < deadline {
             if self.server.0.try_wait().ok().flatten().is_some() {
@@ -145,6 +157,12 @@ impl Drop for Postgres {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.shut_down();
     }
 }
 
@@ -329,6 +347,27 @@ fn a_redb_cluster_moves_to_postgresql_through_a_sealed_backup() {
     // The new appliance, on PostgreSQL, where the old one listened.
     let new = Appliance::start_listening(&storage, NO_SECOND_FACTOR, "", &addr);
     assert_eq!(new.pin, old.pin, "the CAs came through the backup");
+    // The restore is on the new appliance's record, once, naming the backup it came from.
+    let restored = new.ok(&[
+        "admin",
+        "audit",
+        "search",
+        "--type",
+        "cluster.restore",
+        "--format",
+        "json",
+    ]);
+    let events: Vec<serde_json::Value> = restored
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(events.len(), 1, "{restored}");
+    assert_eq!(events[0]["sealed"], true, "{restored}");
+    assert_eq!(
+        events[0]["file_sha256"].as_str().map(str::len),
+        Some(64),
+        "{restored}"
+    );
     let out = login(&new, &alice, "alice");
     assert!(
         out.status.success(),

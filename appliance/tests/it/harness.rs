@@ -510,6 +510,35 @@ pub fn add_password_user(a: &Appliance, name: &str, roles: &str, logins: &str) {
     assert!(out.status.success(), "signup: {}", stderr(&out));
 }
 
+/// `hop login` of `user` with [`PASSWORD`] only (a cluster with [`NO_SECOND_FACTOR`]), keeping
+/// the user's files in `home`.
+pub fn password_login(a: &Appliance, user: &str, home: &Path) -> Output {
+    let mut child = Command::new(HOP)
+        .args([
+            "login",
+            "--proxy",
+            &a.addr,
+            "--ca-pin",
+            &a.pin,
+            "--user",
+            user,
+            "--password-stdin",
+        ])
+        .env("HOP_HOME", home)
+        .env_remove("HOP_PROXY")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        format!("{PASSWORD}\n").as_bytes(),
+    )
+    .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// `hop` as the user whose files are in `home` (another `HOP_HOME` than the appliance's).
 pub fn hop_in(home: &Path, args: &[&str]) -> Output {
     Command::new(HOP)

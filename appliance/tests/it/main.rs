@@ -34,6 +34,7 @@ mod login_flow;
 mod moto;
 mod multiplexer;
 mod openssh_node;
+mod pg_outage;
 mod proxy_cert;
 mod reconnect;
 mod recordings;

@@ -15,16 +15,19 @@ use crate::error::AuthError;
 use crate::records::{PUBLIC_KINDS, UserSecrets};
 
 impl AuthServer {
-    /// The roles of a user (missing roles are skipped: deny by default) and the checker for them.
+    /// The roles of a user (missing roles are skipped: deny by default) and the checker for them,
+    /// from the admission snapshot (current while the backend answers; the one kept while it
+    /// cannot be reached, as admission decides).
     pub fn checker_for(
         &self,
         role_names: &[String],
         traits: &BTreeMap<String, Vec<String>>,
     ) -> Result<AccessChecker, AuthError> {
+        let snap = self.admission_snapshot()?;
         let mut roles = Vec::with_capacity(role_names.len());
         for name in role_names {
-            match self.store.get::<Role>(name)? {
-                Some(r) => roles.push(r.value),
+            match snap.role(name) {
+                Some(r) => roles.push(r.clone()),
                 None => {
                     tracing::warn!(role = %name, "user refers to a role that does not exist; ignoring it")
                 }

@@ -32,6 +32,45 @@ impl AuthServer {
         Ok(file)
     }
 
+    /// Puts a restore on the record once: the marker `hop admin restore` left in the store
+    /// becomes a durable `cluster.restore` event, then goes. A marker that cannot be read or
+    /// audited is left for the next start (logged). Call once at start, from a blocking context.
+    pub fn audit_restore(&self) {
+        let backend = self.store.backend();
+        let item = match backend.get(backup::RESTORE_MARKER_KEY) {
+            Ok(Some(item)) => item,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the restore marker");
+                return;
+            }
+        };
+        let marker: backup::RestoreMarker = match serde_json::from_slice(&item.value) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "the restore marker is unreadable: left in place");
+                return;
+            }
+        };
+        let event = self
+            .event(EventKind::ClusterRestore, "hop admin restore")
+            .field("backup_created", marker.backup_created.as_str())
+            .field("revision", marker.revision)
+            .field("items", marker.items)
+            .field("restored_at", marker.restored_at.as_str())
+            .field("sealed", marker.sealed)
+            .field("file_sha256", marker.file_sha256.as_str());
+        if let Err(e) = self.audit.append_all_durable(vec![event]) {
+            tracing::warn!(error = %e, "the restore could not be put on the record yet");
+            return;
+        }
+        if let Err(e) = backend.delete(backup::RESTORE_MARKER_KEY) {
+            tracing::warn!(error = %e, "cannot remove the restore marker");
+        }
+        tracing::info!(backup_created = %marker.backup_created, items = marker.items,
+            "this store was restored from a backup: recorded as cluster.restore");
+    }
+
     /// Records a refused export (the caller lacked the `backup` `read` rule), durably.
     pub fn refuse_backup(&self, actor: &str, reason: &str) {
         self.audit.emit_durable(

@@ -255,9 +255,25 @@ async fn restore(args: RestoreArgs, data_dir: Option<PathBuf>) -> anyhow::Result
     let (store, target) = open_store(args.config.as_deref(), data_dir, true).await?;
     let snapshot = decoded.snapshot;
     let (count, revision) = (snapshot.items.len(), snapshot.revision);
-    tokio::task::spawn_blocking(move || store.restore(&snapshot))
-        .await?
-        .map_err(|e| anyhow!("{e}"))?;
+    // The next `hop start` turns the marker into a `cluster.restore` audit event.
+    let marker = serde_json::to_vec(&backup::RestoreMarker::new(
+        &decoded.header,
+        &file,
+        passphrase.is_some(),
+        hop_platform::clock::wall(),
+    ))?;
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        store.restore(&snapshot).map_err(|e| anyhow!("{e}"))?;
+        store
+            .put(
+                backup::RESTORE_MARKER_KEY,
+                &marker,
+                hop_storage::PutOptions::default(),
+            )
+            .map_err(|e| anyhow!("the state was restored, but its audit marker was not: {e}"))?;
+        Ok(())
+    })
+    .await??;
     let created = &decoded.header.created;
     println!(
         "Restored {count} items at revision {revision} into {target} (backup taken {created}).\n\
