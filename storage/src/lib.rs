@@ -19,6 +19,7 @@ pub mod backend;
 pub mod backup;
 pub mod clock;
 mod codec;
+pub mod cut_off_backend;
 pub mod error;
 pub mod memory_backend;
 pub mod postgres;
@@ -34,6 +35,7 @@ pub use audit::{
 pub use audit_store::{AckSender, AuditAck, AuditStore, StoreDescription};
 pub use backend::{Backend, Event, Item, PutOptions, Snapshot, Watcher, prefix_end};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use cut_off_backend::CutOffBackend;
 pub use error::{Fault, StorageError, WatchError};
 pub use memory_backend::MemoryBackend;
 pub use postgres::{PgBackend, PgOptions};

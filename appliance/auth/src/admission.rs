@@ -193,7 +193,7 @@ impl AuthServer {
                 reachable.store(true, std::sync::atomic::Ordering::Release);
                 Ok(snap)
             }
-            Err(e @ AuthError::Storage(_)) => {
+            Err(e @ AuthError::Storage(hop_storage::StorageError::Unreachable { .. })) => {
                 reachable.store(false, std::sync::atomic::Ordering::Release);
                 let kept = self
                     .admission

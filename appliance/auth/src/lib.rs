@@ -15,6 +15,8 @@ pub mod access_requests;
 #[cfg(test)]
 mod access_requests_tests;
 pub mod admission;
+#[cfg(test)]
+mod admission_outage_tests;
 pub mod agent_events;
 pub mod app_access;
 pub mod apps;

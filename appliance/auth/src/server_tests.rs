@@ -37,7 +37,16 @@ pub(crate) fn fixture_on(backend: Arc<MemoryBackend>, clock: ManualClock) -> Fix
     fixture_with(backend, clock, "otp")
 }
 
-fn fixture_with(backend: Arc<MemoryBackend>, clock: ManualClock, second_factor: &str) -> Fixture {
+/// An Auth service opened on any backend (one that can fail, say), with TOTP second factors.
+pub(crate) fn fixture_over(backend: Arc<dyn hop_storage::Backend>, clock: ManualClock) -> Fixture {
+    fixture_with(backend, clock, "otp")
+}
+
+fn fixture_with(
+    backend: Arc<dyn hop_storage::Backend>,
+    clock: ManualClock,
+    second_factor: &str,
+) -> Fixture {
     let c: Arc<dyn Clock> = Arc::new(clock.clone());
     let metrics = Arc::new(Metrics::default());
     let settings = AuthSettings {
