@@ -3,6 +3,8 @@
 //! refusals: tampering, signature wrapping, DTDs and entities, time, audience, recipient,
 //! issuer, another key, SHA-1, and malformed input (every prefix, flipped bytes).
 
+#![allow(clippy::unwrap_used)] // reason: test helpers outside #[test] functions
+
 use std::time::{Duration, SystemTime};
 
 use hop_saml::dsig::IdpKey;
