@@ -19,6 +19,8 @@
 
 pub mod c14n;
 pub mod dsig;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod metadata;
 pub mod request;
 pub mod response;

@@ -58,7 +58,7 @@ pub enum SsoError {
     IdToken(#[from] IdTokenError),
     /// The user's claims map to no role: no login.
     #[error(
-        "the identity provider's claims map to no role of connector {connector:?} (claims_to_roles)"
+        "the identity provider's claims map to no role of connector {connector:?} (claims_to_roles, attributes_to_roles)"
     )]
     NoRoles { connector: String },
     /// The name the claims give is a local user's (or a bot's): an SSO login never takes one
