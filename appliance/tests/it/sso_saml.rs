@@ -246,6 +246,26 @@ spec:
         "{}",
         stdout(&listed)
     );
+    // The web login page's button starts a SAML login: to the IdP with an AuthnRequest, and
+    // the browser-bound cookie set.
+    let web_start = Command::new("curl")
+        .args(["-sk", "-o", "/dev/null", "-D", "-"])
+        .arg(format!(
+            "https://{}/v1/webapi/saml/login?connector=saml-test",
+            a.addr
+        ))
+        .output()
+        .unwrap();
+    let head = stdout(&web_start).to_ascii_lowercase();
+    assert!(
+        head.lines().next().is_some_and(|l| l.contains(" 302"))
+            && head.contains(&format!(
+                "location: {}/saml2/idp/ssoservice.php?samlrequest=",
+                idp.url
+            ))
+            && head.contains("set-cookie: __host-hop_sso="),
+        "{head}"
+    );
     let _node = start_node(
         &a,
         &a.dir.path().join("node"),
