@@ -54,5 +54,7 @@ open(f"{pg}/cancel_request_v3_2.bin", "wb").write(struct.pack(">III", 44, 808771
 PY
 mkdir -p "$C/backup_file"
 cp ../storage/tests/fixtures/backup-v1-*.bin "$C/backup_file/"
+mkdir -p "$C/saml_response"
+cp ../saml/tests/fixtures/simplesamlphp-*.xml "$C/saml_response/"
 
 find "$C" -type f | sort | sed 's/^/  /'

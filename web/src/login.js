@@ -92,7 +92,7 @@ async function ssoButtons(form) {
   const links = list.map((c) => el('a', {
     id: `sso-${c.name}`,
     class: 'button sso',
-    href: `/v1/webapi/${c.type === 'github' ? 'github' : 'oidc'}/login?connector=${encodeURIComponent(c.name)}`,
+    href: `/v1/webapi/${['github', 'saml'].includes(c.type) ? c.type : 'oidc'}/login?connector=${encodeURIComponent(c.name)}`,
   }, `Log in with ${c.display || c.name}`));
   form.append(el('div', { id: 'sso', class: 'sso' }, el('p', {}, 'Or use single sign-on:'), links));
 }

@@ -19,6 +19,8 @@ pub const RESPONSE_PARAM: &str = "response";
 pub const OIDC_CALLBACK_PATH: &str = "/v1/webapi/oidc/callback";
 /// The proxy's callback for GitHub.
 pub const GITHUB_CALLBACK_PATH: &str = "/v1/webapi/github/callback";
+/// The proxy's SAML assertion consumer service (HTTP-POST binding); `/NAME` names the connector.
+pub const SAML_ACS_PATH: &str = "/v1/webapi/saml/acs";
 
 /// Why a sealed result was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

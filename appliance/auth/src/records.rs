@@ -268,6 +268,7 @@ pub const PUBLIC_KINDS: &[&str] = &[
     "lock",
     "oidc",
     "github",
+    "saml",
     "cert_authority",
     "cluster_name",
     "cluster_auth_preference",

@@ -204,6 +204,7 @@ pub fn write(store: &ResourceStore, doc: &Resource, now: SystemTime) -> Result<(
         Resource::Lock(l) => store.upsert::<hop_rbac::LockResource>(l).map(drop),
         Resource::Oidc(c) => store.upsert::<hop_rbac::OidcConnector>(c).map(drop),
         Resource::Github(c) => store.upsert::<hop_rbac::GithubConnector>(c).map(drop),
+        Resource::Saml(c) => store.upsert::<hop_rbac::SamlConnector>(c).map(drop),
         Resource::ClusterName(_) | Resource::CertAuthority(_) => {
             return Err(AuthError::BadRequest(format!(
                 "{} resources cannot be written",
@@ -224,6 +225,7 @@ pub fn delete(store: &ResourceStore, kind: &str, name: &str) -> Result<bool, Aut
         "lock" => store.delete::<hop_rbac::LockResource>(name),
         "oidc" => store.delete::<hop_rbac::OidcConnector>(name),
         "github" => store.delete::<hop_rbac::GithubConnector>(name),
+        "saml" => store.delete::<hop_rbac::SamlConnector>(name),
         "host_name" => store.delete::<super::records::HostNameClaim>(name),
         _ => {
             return Err(AuthError::BadRequest(format!(
@@ -246,6 +248,7 @@ pub fn canonical_kind(kind: &str) -> Option<&'static str> {
         "locks" => "lock",
         "oidc_connector" | "oidc_connectors" | "oidcs" => "oidc",
         "github_connector" | "github_connectors" => "github",
+        "saml_connector" | "saml_connectors" => "saml",
         "host_names" | "hostname" | "hostnames" => "host_name",
         "ca" | "cas" | "cert_authorities" | "cert_authority" => "cert_authority",
         "cluster_auth_preferences" | "cap" => "cluster_auth_preference",

@@ -60,7 +60,8 @@ pub use login::{LoginCertificates, LoginClient, LoginRequest, SecondFactor};
 pub use rotation::{CaRotationStatus, RotateRequest, RotateTarget};
 pub use spiffe::{IssuedSvid, MAX_SVIDS_PER_REQUEST, SvidAsk, SvidBatch};
 pub use sso::{
-    MappedLogin, SsoCallback, SsoCallbackRefusal, SsoStart, SsoStarted, map_github_login, map_login,
+    MappedLogin, SamlPost, SsoCallback, SsoCallbackRefusal, SsoStart, SsoStarted, map_github_login,
+    map_login,
 };
 pub use webauthn::{
     CHALLENGE_TTL, MAX_WEBAUTHN_DEVICES, PasskeyAssertion, WebauthnAssertion, WebauthnDeviceView,

@@ -1645,3 +1645,110 @@ fn ended_access_requests_are_purged_an_hour_after_they_end() {
     f.clock.advance(Duration::from_secs(3600));
     assert_eq!(f.auth.purge_ended_access_requests().unwrap(), 1);
 }
+
+/// A SAML login completed from a response simplesamlphp signed (at its capture time): the
+/// request it answers is taken once, the assertion ID is remembered (the same response again is
+/// a replay), and a response to a request Hop never sent is refused.
+#[tokio::test]
+async fn saml_responses_answer_one_request_once() {
+    use crate::sso::SsoError;
+    use crate::sso::pending::{PendingSsoLogin, state_hash};
+    const RESPONSE: &str =
+        include_str!("../../../saml/tests/fixtures/simplesamlphp-assertion-signed.xml");
+    const OTHER: &str =
+        include_str!("../../../saml/tests/fixtures/simplesamlphp-response-signed.xml");
+    const CERT: &str = include_str!("../../../saml/tests/fixtures/simplesamlphp-idp.crt");
+    const ACS: &str = "http://127.0.0.1:3080/v1/webapi/saml/acs/saml-test";
+    let Fixture {
+        auth,
+        clock,
+        log: _log,
+        _dir,
+        ssh_pub,
+        tls_spki,
+    } = fixture("off");
+    let auth = Arc::new(auth);
+    let at = RESPONSE.find("IssueInstant=\"").unwrap() + "IssueInstant=\"".len();
+    clock.set(hop_saml::parse_instant(&RESPONSE[at..at + 20]).unwrap() + Duration::from_secs(5));
+    let connector = format!(
+        "kind: saml\nversion: v2\nmetadata: {{name: saml-test}}\nspec:\n  issuer: http://127.0.0.1:7081/saml2/idp/metadata.php\n  sso: http://127.0.0.1:7081/saml2/idp/SSOService.php\n  cert: {:?}\n  acs: {ACS}\n  attributes_to_roles:\n  - {{name: groups, value: devs, roles: [access]}}\n",
+        CERT
+    );
+    let hop_rbac::Resource::Saml(c) = hop_rbac::parse_resources(&connector, "c.yaml")
+        .unwrap()
+        .remove(0)
+    else {
+        panic!("not a saml connector")
+    };
+    auth.store().upsert(&c).unwrap();
+    let now = auth.now();
+    let pending = |id: &str| PendingSsoLogin {
+        state_hash: state_hash(id),
+        request_id: "req-1".into(),
+        connector_kind: "saml".into(),
+        connector: "saml-test".into(),
+        nonce: String::new(),
+        pkce_verifier: String::new(),
+        redirect_url: ACS.into(),
+        client_redirect_url: "http://127.0.0.1:9/callback".into(),
+        ssh_public_key: ssh_pub.clone(),
+        tls_public_key: hex::encode(&tls_spki),
+        ttl_secs: 0,
+        seal_key: hex::encode([7u8; 32]),
+        created_unix: 0,
+        web: false,
+    };
+    auth.store()
+        .swap_leased(&pending("_req0001"), None, now + Duration::from_secs(600))
+        .unwrap();
+    let post = |xml: &str| super::server::SamlPost {
+        connector: "saml-test".into(),
+        saml_response: data_encoding::BASE64.encode(xml.as_bytes()),
+        remote: None,
+    };
+    let url = auth.complete_saml_login(post(RESPONSE)).await.unwrap();
+    assert!(
+        url.starts_with("http://127.0.0.1:9/callback?response="),
+        "{url}"
+    );
+    let user = auth
+        .store()
+        .get::<hop_rbac::User>("alice@example.test")
+        .unwrap()
+        .unwrap();
+    assert_eq!(user.value.spec.roles, ["access"]);
+    assert_eq!(user.value.spec.traits["groups"], ["devs", "staff"]);
+    // The same response again: the assertion was seen.
+    let again = auth.complete_saml_login(post(RESPONSE)).await.unwrap_err();
+    assert!(
+        matches!(again.error, AuthError::Sso(SsoError::SamlReplay)),
+        "{:?}",
+        again.error
+    );
+    // A request Hop never sent (or one already answered).
+    let unknown = auth.complete_saml_login(post(OTHER)).await.unwrap_err();
+    assert!(
+        matches!(unknown.error, AuthError::Sso(SsoError::UnknownSamlRequest)),
+        "{:?}",
+        unknown.error
+    );
+    // Past the assertion's NotOnOrAfter (+ skew): expired, whatever else.
+    clock.advance(Duration::from_secs(3600));
+    let late = auth.complete_saml_login(post(RESPONSE)).await.unwrap_err();
+    assert!(
+        matches!(
+            late.error,
+            AuthError::Sso(SsoError::Saml(hop_saml::SamlError::Expired(_)))
+        ),
+        "{:?}",
+        late.error
+    );
+    // Another connector's name in the ACS URL.
+    let mut other = post(RESPONSE);
+    other.connector = "nope".into();
+    let e = auth.complete_saml_login(other).await.unwrap_err();
+    assert!(matches!(
+        e.error,
+        AuthError::Sso(SsoError::UnknownConnector(_))
+    ));
+}

@@ -441,7 +441,7 @@ pub struct LoginArgs {
     /// the request expires. Uses your current login when it is valid, else logs in first.
     #[arg(long, conflicts_with = "auth")]
     pub request_id: Option<String>,
-    /// Log in through this SSO connector (`kind: oidc` or `github`) in a browser instead of a
+    /// Log in through this SSO connector (`kind: oidc`, `github` or `saml`) in a browser instead of a
     /// password (`local`: the password login).
     #[arg(long, value_name = "NAME")]
     pub auth: Option<String>,

@@ -28,6 +28,7 @@ pub mod predicate;
 pub mod resource;
 pub mod role;
 pub mod rule_context;
+pub mod saml;
 pub mod spiffe;
 mod stored;
 pub mod token;
@@ -67,6 +68,7 @@ pub use role::{
     RecordingMode, Role, RoleConditions, RoleOptions, RoleSpec, Rule, SshPortForwarding,
 };
 pub use rule_context::{RuleContext, SessionFacts, Undecidable, UserFacts};
+pub use saml::{AttributeMapping, SamlConnector, SamlConnectorSpec, SigningKeyPair};
 pub use spiffe::{SpiffeDenied, check_spiffe_path};
 pub use token::{
     JoinMethod, ProvisionToken, ProvisionTokenSpec, SystemRole, WeakSecret, check_secret_strength,

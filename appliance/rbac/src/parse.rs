@@ -248,6 +248,11 @@ fn parse_document(doc: &Node, text: &str, file: &str) -> Result<Resource, ParseE
                 .map_err(typed)?
                 .into()
         }
+        crate::saml::SamlConnector::KIND => {
+            yaml::from_node::<crate::saml::SamlConnector>(doc, text)
+                .map_err(typed)?
+                .into()
+        }
         other => {
             return Err(schema(
                 kind_node.line,

@@ -17,6 +17,7 @@ use crate::lock::LockResource;
 use crate::node::NodeResource;
 use crate::oidc::OidcConnector;
 use crate::role::Role;
+use crate::saml::SamlConnector;
 use crate::token::ProvisionToken;
 use crate::user::User;
 use crate::validation::{FieldPath, Problem, ValidationError, check_name, invalid};
@@ -111,6 +112,8 @@ pub enum Resource {
     Oidc(OidcConnector),
     /// `kind: github`
     Github(GithubConnector),
+    /// `kind: saml`
+    Saml(SamlConnector),
 }
 
 /// Every kind this crate knows, in the order error messages list them.
@@ -126,6 +129,7 @@ pub const KINDS: &[&str] = &[
     LockResource::KIND,
     OidcConnector::KIND,
     GithubConnector::KIND,
+    SamlConnector::KIND,
 ];
 
 impl Resource {
@@ -144,6 +148,7 @@ impl Resource {
             Self::Lock(_) => LockResource::KIND,
             Self::Oidc(_) => OidcConnector::KIND,
             Self::Github(_) => GithubConnector::KIND,
+            Self::Saml(_) => SamlConnector::KIND,
         }
     }
 
@@ -168,6 +173,7 @@ impl Resource {
             Self::Lock(r) => r.metadata(),
             Self::Oidc(r) => r.metadata(),
             Self::Github(r) => r.metadata(),
+            Self::Saml(r) => r.metadata(),
         }
     }
 
@@ -185,6 +191,7 @@ impl Resource {
             Self::Lock(r) => r.validate(),
             Self::Oidc(r) => r.validate(),
             Self::Github(r) => r.validate(),
+            Self::Saml(r) => r.validate(),
         }
     }
 
@@ -236,6 +243,7 @@ from_variant! {
     LockResource => Lock,
     OidcConnector => Oidc,
     GithubConnector => Github,
+    SamlConnector => Saml,
 }
 
 impl Serialize for Resource {
@@ -252,6 +260,7 @@ impl Serialize for Resource {
             Self::Lock(r) => r.serialize(serializer),
             Self::Oidc(r) => r.serialize(serializer),
             Self::Github(r) => r.serialize(serializer),
+            Self::Saml(r) => r.serialize(serializer),
         }
     }
 }
@@ -282,6 +291,7 @@ impl<'de> Deserialize<'de> for Resource {
             LockResource::KIND => Self::Lock(serde_json::from_value(value).map_err(typed)?),
             OidcConnector::KIND => Self::Oidc(serde_json::from_value(value).map_err(typed)?),
             GithubConnector::KIND => Self::Github(serde_json::from_value(value).map_err(typed)?),
+            SamlConnector::KIND => Self::Saml(serde_json::from_value(value).map_err(typed)?),
             other => return Err(D::Error::unknown_variant(other, KINDS)),
         })
     }

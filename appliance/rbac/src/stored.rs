@@ -30,5 +30,6 @@ stored!(
     NodeResource,
     LockResource,
     crate::oidc::OidcConnector,
-    crate::github::GithubConnector
+    crate::github::GithubConnector,
+    crate::saml::SamlConnector
 );

@@ -41,6 +41,7 @@ mod recordings;
 mod spiffe;
 mod ssh;
 mod sso_oidc;
+mod sso_saml;
 mod tunnels;
 mod web;
 mod web_admin;

@@ -261,7 +261,7 @@ pub struct CreatedResources {
 }
 
 /// What an operator may see of a stored document: a token without its secret's hash, an SSO
-/// connector without its client secret.
+/// connector without its client secret or private key.
 fn public_part(kind: &str, mut doc: serde_json::Value) -> serde_json::Value {
     if let Some(spec) = doc.get_mut("spec").and_then(|s| s.as_object_mut()) {
         match kind {
@@ -270,6 +270,14 @@ fn public_part(kind: &str, mut doc: serde_json::Value) -> serde_json::Value {
             }
             "oidc" | "github" => {
                 spec.remove("client_secret");
+            }
+            "saml" => {
+                if let Some(kp) = spec
+                    .get_mut("signing_key_pair")
+                    .and_then(|k| k.as_object_mut())
+                {
+                    kp.remove("private_key");
+                }
             }
             _ => {}
         }

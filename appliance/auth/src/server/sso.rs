@@ -1,10 +1,10 @@
-//! SSO logins, the server's part, for OIDC and GitHub connectors alike: starting one (the
+//! SSO logins, the server's part, for OIDC, GitHub and SAML connectors alike: starting one (the
 //! connector, the client's redirect rules, the pending record with `state`, nonce and PKCE
 //! verifier), and completing one from the provider's callback (the state used once, the code
 //! traded, the ID token verified and userinfo merged, or GitHub's user and teams read; claims
 //! or teams mapped to roles and traits, the temporary user written, certificates issued
 //! through the password login's own issuance, the result sealed to the client's key). Every
-//! refusal is audited as a failed `user.login` with `method` (`oidc`, `github`), the connector
+//! refusal is audited as a failed `user.login` with `method` (`oidc`, `github`, `saml`), the connector
 //! and the reason.
 //!
 //! It never logs or audits a code, a token, a state, a nonce, a secret or a sealing key, and
@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use hop_api::jose::Expected;
 use hop_api::sso::{self as contract, RESPONSE_PARAM, SEAL_KEY_LEN};
-use hop_rbac::{ConnectorRef, CreatedBy, GithubConnector, OidcConnector, OidcConnectorSpec, User};
+use hop_rbac::{
+    ConnectorRef, CreatedBy, GithubConnector, OidcConnector, OidcConnectorSpec, SamlConnector, User,
+};
 use prost::Message;
 
 use super::{AuthServer, LoginClient, LoginRequest, resources};
@@ -86,6 +88,25 @@ pub struct SsoCallback {
     /// `error` (and `error_description`) when the provider refused.
     pub error: Option<String>,
     pub remote: Option<SocketAddr>,
+}
+
+/// What the IdP had the browser post to the proxy's ACS. `Debug` leaves the response out.
+#[derive(Clone, Default)]
+pub struct SamlPost {
+    /// The connector the ACS URL (or the RelayState) names.
+    pub connector: String,
+    /// The `SAMLResponse` form value (base64).
+    pub saml_response: String,
+    pub remote: Option<SocketAddr>,
+}
+
+impl std::fmt::Debug for SamlPost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SamlPost")
+            .field("connector", &self.connector)
+            .field("remote", &self.remote)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A refused callback: the error, and (once the state named a login) where to send the
@@ -190,6 +211,7 @@ pub fn map_login(
 enum SsoConnector {
     Oidc(OidcConnector),
     Github(GithubConnector),
+    Saml(SamlConnector),
 }
 
 impl SsoConnector {
@@ -197,6 +219,7 @@ impl SsoConnector {
         match self {
             Self::Oidc(_) => "oidc",
             Self::Github(_) => "github",
+            Self::Saml(_) => "saml",
         }
     }
 
@@ -204,6 +227,7 @@ impl SsoConnector {
         match self {
             Self::Oidc(c) => &c.spec.client_redirect_settings,
             Self::Github(g) => &g.spec.client_redirect_settings,
+            Self::Saml(c) => &c.spec.client_redirect_settings,
         }
     }
 
@@ -212,6 +236,7 @@ impl SsoConnector {
         match self {
             Self::Oidc(c) => c.spec.redirect_url.first().cloned().unwrap_or_default(),
             Self::Github(g) => g.spec.redirect_url.clone(),
+            Self::Saml(c) => c.spec.acs.clone(),
         }
     }
 }
@@ -270,6 +295,12 @@ impl AuthServer {
                 .into_iter()
                 .map(|c| shown(c.value.metadata.name, &c.value.spec.display, "github")),
         );
+        out.extend(
+            self.store()
+                .list::<SamlConnector>()?
+                .into_iter()
+                .map(|c| shown(c.value.metadata.name, &c.value.spec.display, "saml")),
+        );
         Ok(out)
     }
 
@@ -282,12 +313,14 @@ impl AuthServer {
         };
         let oidc = self.store().get::<OidcConnector>(name).map_err(read)?;
         let github = self.store().get::<GithubConnector>(name).map_err(read)?;
-        match (oidc, github) {
-            (Some(o), None) => Ok(SsoConnector::Oidc(o.value)),
-            (None, Some(g)) => Ok(SsoConnector::Github(g.value)),
-            (None, None) => Err(SsoError::UnknownConnector(name.to_string())),
-            (Some(_), Some(_)) => Err(SsoError::BadRequest(format!(
-                "both an oidc and a github connector are named {name:?}; rename one"
+        let saml = self.store().get::<SamlConnector>(name).map_err(read)?;
+        match (oidc, github, saml) {
+            (Some(o), None, None) => Ok(SsoConnector::Oidc(o.value)),
+            (None, Some(g), None) => Ok(SsoConnector::Github(g.value)),
+            (None, None, Some(c)) => Ok(SsoConnector::Saml(c.value)),
+            (None, None, None) => Err(SsoError::UnknownConnector(name.to_string())),
+            _ => Err(SsoError::BadRequest(format!(
+                "more than one connector (oidc, github, saml) is named {name:?}; rename one"
             ))),
         }
     }
@@ -296,6 +329,9 @@ impl AuthServer {
     fn sso_method(&self, connector: &str) -> &'static str {
         if connector.is_empty() {
             return "sso";
+        }
+        if matches!(self.store().get::<SamlConnector>(connector), Ok(Some(_))) {
+            return "saml";
         }
         match self.store().get::<GithubConnector>(connector) {
             Ok(Some(_)) => "github",
@@ -386,8 +422,19 @@ impl AuthServer {
                 Err(e) => return Err(self.refused_async("", &name, remote, e).await),
             },
             SsoConnector::Github(g) => format!("{}/login/oauth/authorize", g.spec.endpoint()),
+            SsoConnector::Saml(c) => match crate::sso::saml::resolve_idp(&c.spec).await {
+                Ok(idp) => idp.sso_url,
+                Err(e) => return Err(self.refused_async("", &name, remote, e).await),
+            },
         };
-        let state = random_b64();
+        // SAML: the AuthnRequest's ID is the state (the response's InResponseTo names it).
+        let state = match &connector {
+            SsoConnector::Saml(_) => hop_saml::request::new_request_id(),
+            _ => random_b64(),
+        };
+        if state.is_empty() {
+            return Err(AuthError::Internal("no random request ID".into()));
+        }
         let nonce = random_b64();
         let verifier = random_b64();
         let redirect_url = connector.redirect_url();
@@ -455,6 +502,21 @@ impl AuthServer {
                 ("code_challenge", challenge.clone()),
                 ("code_challenge_method", "S256".into()),
             ],
+            // SAML: the HTTP-Redirect binding; RelayState names the connector (no secret), for
+            // an ACS URL that does not.
+            SsoConnector::Saml(c) => {
+                let xml = hop_saml::request::authn_request(
+                    &state,
+                    now,
+                    &authorize_url,
+                    &c.spec.acs,
+                    c.spec.sp_entity_id(),
+                );
+                vec![
+                    ("SAMLRequest", hop_saml::request::deflate_b64(&xml)),
+                    ("RelayState", name.clone()),
+                ]
+            }
         };
         let pairs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let sep = if authorize_url.contains('?') {
@@ -540,6 +602,142 @@ impl AuthServer {
             })
     }
 
+    /// Completes a SAML login from the response the IdP had the browser post to the proxy's
+    /// ACS: the response verified against the connector (signature over the one assertion,
+    /// issuer, audience, recipient, times; `hop_saml`), the assertion ID remembered until it
+    /// expires (a replay is refused), the request it answers (`InResponseTo`) taken once, the
+    /// attributes mapped to roles and traits and the NameID made the user name. Each refusal is
+    /// audited (`method: saml`). Returns the client's redirect URL with the sealed result.
+    pub async fn complete_saml_login(
+        self: &Arc<Self>,
+        post: SamlPost,
+    ) -> Result<String, SsoCallbackRefusal> {
+        let remote = post.remote;
+        let me = self.clone();
+        let limited = tokio::task::spawn_blocking(move || me.rate_limit(remote))
+            .await
+            .map_err(|e| AuthError::Internal(format!("task failed: {e}")))?;
+        if let Err(e) = limited {
+            self.audit.emit(
+                self.event(EventKind::UserLogin, "")
+                    .remote(remote)
+                    .field("method", "saml")
+                    .field("reason", "rate limited")
+                    .failed(EventKind::UserLogin, "rate limited"),
+            );
+            return Err(e.into());
+        }
+        let bare = |error| SsoCallbackRefusal {
+            error,
+            client_redirect: None,
+        };
+        let name = post.connector.clone();
+        let me = self.clone();
+        let lookup = name.clone();
+        let found = tokio::task::spawn_blocking(move || me.sso_connector(&lookup))
+            .await
+            .map_err(|e| AuthError::Internal(format!("task failed: {e}")))?;
+        let connector = match found {
+            Ok(SsoConnector::Saml(c)) => c,
+            Ok(_) => {
+                let e = SsoError::UnknownConnector(name.clone());
+                return Err(bare(self.refused_async("", "", remote, e).await));
+            }
+            Err(e) => return Err(bare(self.refused_async("", "", remote, e).await)),
+        };
+        let verified = match crate::sso::saml::resolve_idp(&connector.spec).await {
+            Ok(idp) => hop_saml::verify_response(
+                &post.saml_response,
+                &hop_saml::Expected {
+                    idp_issuer: &idp.issuer,
+                    audience: connector.spec.audience(),
+                    acs_url: &connector.spec.acs,
+                    keys: &idp.keys,
+                    now: self.now(),
+                    skew: crate::sso::saml::SAML_SKEW,
+                },
+            )
+            .map_err(SsoError::from),
+            Err(e) => Err(e),
+        };
+        let v = match verified {
+            Ok(v) => v,
+            Err(e) => return Err(bare(self.refused_async("", &name, remote, e).await)),
+        };
+        // The assertion is remembered first (a replay fails here even once its request is
+        // gone), then the request it answers is taken: both work once, on any Auth instance.
+        let me = self.clone();
+        let (issuer, assertion_id, irt, until) = (
+            v.issuer.clone(),
+            v.assertion_id.clone(),
+            v.in_response_to.clone(),
+            v.remember_until,
+        );
+        let conn = name.clone();
+        let taken = tokio::task::spawn_blocking(move || -> Result<PendingSsoLogin, AuthError> {
+            let seen = crate::sso::saml::SeenAssertion {
+                key: crate::sso::saml::seen_key(&issuer, &assertion_id),
+                connector: conn.clone(),
+            };
+            match me.store().swap_leased(&seen, None, until) {
+                Ok(_) => {}
+                Err(hop_storage::StorageError::Conflict { .. }) => {
+                    return Err(SsoError::SamlReplay.into());
+                }
+                Err(e) => return Err(e.into()),
+            }
+            let key = state_hash(&irt);
+            let Some(p) = me.store().get::<PendingSsoLogin>(&key)? else {
+                return Err(SsoError::UnknownSamlRequest.into());
+            };
+            if !me.store().delete::<PendingSsoLogin>(&key)?
+                || !p.value.is_for(&irt)
+                || p.value.connector != conn
+                || p.value.connector_kind != "saml"
+            {
+                return Err(SsoError::UnknownSamlRequest.into());
+            }
+            Ok(p.value)
+        })
+        .await
+        .map_err(|e| AuthError::Internal(format!("task failed: {e}")))?;
+        let pending = match taken {
+            Ok(p) => p,
+            Err(AuthError::Sso(e)) => {
+                return Err(bare(self.refused_async(&v.name_id, &name, remote, e).await));
+            }
+            Err(e) => return Err(bare(e)),
+        };
+        let client_redirect = pending.client_redirect_url.clone();
+        let refusal = |error: AuthError| SsoCallbackRefusal {
+            client_redirect: Some(refusal_redirect(&client_redirect, &error)),
+            error,
+        };
+        let traits: BTreeMap<String, Vec<String>> = v.attributes.clone();
+        let roles = connector.spec.roles_for(&traits);
+        if roles.is_empty() {
+            let e = SsoError::NoRoles {
+                connector: name.clone(),
+            };
+            return Err(refusal(
+                self.refused_async(&v.name_id, &name, remote, e).await,
+            ));
+        }
+        let mapped = MappedLogin {
+            username: v.name_id.clone(),
+            roles,
+            traits,
+        };
+        let me = self.clone();
+        let subject = v.name_id.clone();
+        tokio::task::spawn_blocking(move || {
+            me.finish_sso_login("saml", &name, &subject, mapped, &pending, remote)
+        })
+        .await
+        .map_err(|e| AuthError::Internal(format!("task failed: {e}")))?
+        .map_err(refusal)
+    }
+
     async fn complete_pending(
         self: &Arc<Self>,
         cb: SsoCallback,
@@ -577,6 +775,8 @@ impl AuthServer {
                     })
                 }
             }
+            // A SAML login ends at the ACS (`complete_saml_login`), never at this callback.
+            SsoConnector::Saml(_) => Err(SsoError::UnknownState),
         };
         let (subject, mapped) = match identified {
             Ok(v) => v,

@@ -1,5 +1,7 @@
 //! Single sign-on with external identity providers: the framework every connector kind plugs
-//! into, OpenID Connect, and GitHub ([`github`]: OAuth 2, teams from the REST API).
+//! into, OpenID Connect, GitHub ([`github`]: OAuth 2, teams from the REST API), and SAML 2.0
+//! ([`saml`]: the IdP a connector names, assertion IDs remembered against replay; the XML is
+//! `hop_saml`, sans-IO and fuzzed).
 //!
 //! This room owns the pending login requests ([`pending`]: `state`, `nonce`, the PKCE verifier
 //! and the client's keys, one-time records in the backend with a short lease, so that any Auth
@@ -16,6 +18,7 @@ pub mod github;
 pub mod http;
 pub mod pending;
 pub mod provider;
+pub mod saml;
 
 use hop_api::jose::{IdTokenError, JwksError};
 use hop_api::sso::RedirectError;
@@ -55,7 +58,7 @@ pub enum SsoError {
     IdToken(#[from] IdTokenError),
     /// The user's claims map to no role: no login.
     #[error(
-        "the identity provider's claims map to no role of connector {connector:?} (claims_to_roles)"
+        "the identity provider's claims map to no role of connector {connector:?} (claims_to_roles, attributes_to_roles)"
     )]
     NoRoles { connector: String },
     /// The name the claims give is a local user's (or a bot's): an SSO login never takes one
@@ -65,6 +68,17 @@ pub enum SsoError {
     /// A lock in force names the user or one of the roles.
     #[error("user {0:?} is locked")]
     Locked(String),
+    /// The SAML response (or the IdP's metadata) was refused.
+    #[error(transparent)]
+    Saml(#[from] hop_saml::SamlError),
+    /// The SAML response answers no request Hop sent, or one already answered.
+    #[error(
+        "the SAML response answers no login request Hop sent, or one already answered (InResponseTo)"
+    )]
+    UnknownSamlRequest,
+    /// The assertion was accepted before.
+    #[error("the SAML assertion was already used (replay refused)")]
+    SamlReplay,
 }
 
 impl SsoError {
@@ -84,6 +98,20 @@ impl SsoError {
             Self::NoRoles { .. } => "no role mapped",
             Self::NameTaken(_) => "name of a local user",
             Self::Locked(_) => "locked",
+            Self::Saml(hop_saml::SamlError::Doctype) => "SAML DTD or entity",
+            Self::Saml(
+                hop_saml::SamlError::DuplicateId
+                | hop_saml::SamlError::AssertionCount(_)
+                | hop_saml::SamlError::Signature(_),
+            ) => "SAML signature wrapping",
+            Self::Saml(
+                hop_saml::SamlError::Digest
+                | hop_saml::SamlError::BadSignature
+                | hop_saml::SamlError::Unsigned,
+            ) => "SAML signature invalid",
+            Self::Saml(_) => "SAML response refused",
+            Self::UnknownSamlRequest => "unknown or replayed SAML request",
+            Self::SamlReplay => "SAML assertion replayed",
         }
     }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::State;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use hop_auth::AuthServer;
 
@@ -28,6 +28,11 @@ pub fn router(auth: Arc<AuthServer>, proxy_addr: String) -> Router {
         .route("/.well-known/jwks.json", get(jwks))
         .route(hop_api::sso::OIDC_CALLBACK_PATH, get(sso_callback))
         .route(hop_api::sso::GITHUB_CALLBACK_PATH, get(sso_callback))
+        .route(hop_api::sso::SAML_ACS_PATH, post(saml_acs))
+        .route(
+            &format!("{}/{{connector}}", hop_api::sso::SAML_ACS_PATH),
+            post(saml_acs),
+        )
         .with_state(WebState { auth, proxy_addr })
         .layer(axum::middleware::map_response(
             crate::web::assets::security_headers,
@@ -91,7 +96,66 @@ async fn sso_callback(
         error,
         remote,
     };
-    match s.auth.complete_sso_login(callback).await {
+    sso_outcome(s.auth.complete_sso_login(callback).await)
+}
+
+/// The largest ACS form body accepted (a signed response is a few KiB; `hop_saml` caps the
+/// XML at 256 KiB).
+const MAX_ACS_BODY: usize = hop_saml::response::MAX_RESPONSE_B64 * 3 / 2 + 4096;
+
+/// `POST /v1/webapi/saml/acs/NAME` (or `/v1/webapi/saml/acs` with `RelayState` naming the
+/// connector): the IdP's HTTP-POST binding. Auth verifies the response and completes the
+/// login; the browser goes on to the client's redirect URL, or sees why it was refused.
+async fn saml_acs(
+    State(s): State<WebState>,
+    path: Option<axum::extract::Path<String>>,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::http::StatusCode;
+    use hop_api::sso::query_param;
+    let refused = |status: StatusCode, detail: &str| {
+        crate::routes::app_http::pages::page(status, "Single sign-on failed", detail)
+            .into_response()
+    };
+    let remote = req
+        .extensions()
+        .get::<hop_auth::caller::Caller>()
+        .and_then(hop_auth::caller::Caller::remote);
+    let Ok(body) = axum::body::to_bytes(req.into_body(), MAX_ACS_BODY).await else {
+        return refused(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "The SAML response is too large.",
+        );
+    };
+    let body = String::from_utf8_lossy(&body);
+    let Some(saml_response) = query_param(&body, "SAMLResponse").filter(|r| !r.is_empty()) else {
+        return refused(
+            StatusCode::BAD_REQUEST,
+            "The request carries no SAMLResponse.",
+        );
+    };
+    let connector = match path {
+        Some(axum::extract::Path(name)) => name,
+        None => query_param(&body, "RelayState").unwrap_or_default(),
+    };
+    let post = hop_auth::server::SamlPost {
+        connector,
+        saml_response,
+        remote,
+    };
+    sso_outcome(s.auth.complete_saml_login(post).await)
+}
+
+/// The browser's next step after Auth completed (or refused) an SSO login.
+fn sso_outcome(
+    outcome: Result<String, hop_auth::server::SsoCallbackRefusal>,
+) -> axum::response::Response {
+    use axum::http::StatusCode;
+    let refused = |status: StatusCode, detail: &str| {
+        crate::routes::app_http::pages::page(status, "Single sign-on failed", detail)
+            .into_response()
+    };
+    match outcome {
         Ok(location) => match axum::http::HeaderValue::from_str(&location) {
             Ok(loc) => (
                 StatusCode::FOUND,

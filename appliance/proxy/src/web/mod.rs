@@ -146,6 +146,7 @@ impl WebRoom {
             .route(sso::FINISH_PATH, get(sso::finish))
             .route("/v1/webapi/oidc/login", get(sso::start))
             .route("/v1/webapi/github/login", get(sso::start))
+            .route("/v1/webapi/saml/login", get(sso::start))
             .with_state(self.clone());
         for page in assets::PAGES {
             pages = pages.route(page, get(assets::index));

@@ -1,6 +1,6 @@
 //! Single sign-on from the web UI's login page: the connectors the page lists
 //! (`GET /web/api/sso/connectors`), the button's start (`GET /v1/webapi/oidc/login?connector=`,
-//! or `github/login`: the connector's kind decides, the path only reads as Teleport's),
+//! `github/login` or `saml/login`: the connector's kind decides, the path only reads as Teleport's),
 //! and the end of the flow (`GET /web/sso/finish`), which turns the sealed result Auth sent the
 //! browser back with into a web session.
 //!

@@ -231,7 +231,7 @@ fn malformed_resources_name_field_and_line() {
         // Wrong kind.
         (
             "version: v7\nkind: rol\nmetadata:\n  name: dev\n",
-            r#"roles.yaml:2: unknown kind "rol", expected one of role, user, token, cluster_name, cluster_auth_preference, cert_authority, db, node, lock, oidc, github"#,
+            r#"roles.yaml:2: unknown kind "rol", expected one of role, user, token, cluster_name, cluster_auth_preference, cert_authority, db, node, lock, oidc, github, saml"#,
         ),
         (
             "version: v7\nmetadata:\n  name: dev\n",
