@@ -221,7 +221,11 @@ fn an_unsupported_storage_uri_fails_start_before_anything_is_opened() {
             "'postgresql://hop@db.example.com/hop?sslmode=require'",
             "does not check that the server is the one named",
         ),
-        ("audit_sessions_uri", "s3://bucket/rec", "not available yet"),
+        (
+            "audit_sessions_uri",
+            "s3://bucket/rec?insecure=true",
+            "\"insecure\" is not supported",
+        ),
         (
             "audit_events_uri",
             "[file:///a, file:///b]",
