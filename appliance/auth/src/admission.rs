@@ -200,13 +200,17 @@ impl AuthServer {
                     .lock()
                     .map_err(|_| AuthError::Poisoned("admission cache"))?
                     .as_ref()
-                    .map(|(_, snap)| snap.clone());
+                    .map(|(revision, snap)| (*revision, snap.clone()));
+                let floor = self
+                    .admission_floor
+                    .load(std::sync::atomic::Ordering::Acquire);
                 match kept {
-                    Some(snap) => {
+                    Some((revision, snap)) if revision >= floor => {
                         self.log_kept_snapshot(&snap, &e);
                         Ok(snap)
                     }
-                    None => Err(e),
+                    // Older than an access write this process confirmed: refuse instead.
+                    _ => Err(e),
                 }
             }
             Err(e) => Err(e),
@@ -238,6 +242,16 @@ impl AuthServer {
             std::sync::atomic::Ordering::Release,
         );
         Ok(snap)
+    }
+
+    /// Raises the floor a kept snapshot must reach to be served during an outage to the
+    /// backend's revision now, after this process wrote access data (best effort: when the
+    /// revision cannot be read the backend is gone and nothing more was written).
+    pub(super) fn note_access_write(&self) {
+        if let Ok(revision) = self.store().backend().current_revision() {
+            self.admission_floor
+                .fetch_max(revision, std::sync::atomic::Ordering::AcqRel);
+        }
     }
 
     /// Says, at most once every ten seconds, that decisions come from a kept snapshot.
@@ -471,6 +485,7 @@ impl AuthServer {
         if let Some(e) = lock.expires() {
             ev = ev.field("expires", rfc3339(SystemTime::from(e)));
         }
+        self.note_access_write();
         self.audit_durable(ev);
         Ok(())
     }
@@ -485,6 +500,7 @@ impl AuthServer {
         let stamp = UNIX_EPOCH + Duration::from_secs(unix_secs_ceil(self.now()));
         user.status.not_before = Some(stamp.into());
         self.store().update(&user, v.revision)?;
+        self.note_access_write();
         Ok(())
     }
 

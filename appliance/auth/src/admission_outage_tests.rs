@@ -105,3 +105,31 @@ fn strict_locking_refuses_once_the_kept_snapshot_is_five_minutes_old() {
     f.clock.advance(Duration::from_secs(20));
     assert!(matches!(admit(&f, &alice), Err(Refusal::Stale { .. })));
 }
+
+#[test]
+fn a_lock_this_appliance_confirmed_is_never_missing_from_what_it_serves() {
+    let (f, backend) = cluster();
+    let alice = logged_in(&f, "alice");
+    let bob = logged_in(&f, "bob");
+    admit(&f, &bob).unwrap();
+    // The lock is written and confirmed; the backend goes before any decision rebuilt the
+    // snapshot, which does not hold it.
+    f.auth
+        .create_lock(
+            LockTarget {
+                user: Some("bob".into()),
+                ..LockTarget::default()
+            },
+            "just now",
+            None,
+            "admin",
+        )
+        .unwrap();
+    backend.cut_off(true);
+    assert!(matches!(admit(&f, &bob), Err(Refusal::Unavailable { .. })));
+    // Everyone is refused then (fail closed), until the backend is back.
+    assert!(admit(&f, &alice).is_err());
+    backend.cut_off(false);
+    assert!(matches!(admit(&f, &bob), Err(Refusal::Locked { .. })));
+    admit(&f, &alice).unwrap();
+}

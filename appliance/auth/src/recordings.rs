@@ -81,8 +81,12 @@ impl UploadError {
                 // I/O, a corrupt stored file, the index (backend) failing: the node keeps its
                 // file and retries; only the uploader's own faults refuse the bytes for good.
                 e if e.fault() != hop_storage::Fault::Caller => {
+                    // The detail (paths, the store's URL and answer) stays in the log.
                     tracing::error!(error = %msg, "session recording store error");
-                    Status::internal(msg)
+                    Status::internal(
+                        "the recordings store failed; keep the file and retry (the Auth \
+                         service's log says why)",
+                    )
                 }
                 _ => Status::invalid_argument(msg),
             },
@@ -487,9 +491,10 @@ impl SessionRecordings for RecordingsApi {
                         }
                     }
                     Err(e) => {
-                        let _ = tx.blocking_send(Err(Status::internal(format!(
-                            "reading the recording: {e}"
-                        ))));
+                        tracing::error!(error = %e, "reading a session recording failed");
+                        let _ = tx.blocking_send(Err(Status::internal(
+                            "reading the recording failed (the Auth service's log says why)",
+                        )));
                         return;
                     }
                 }

@@ -106,6 +106,10 @@ pub struct AuthServer {
     login_state: Mutex<()>,
     /// The admission snapshot and the backend revision it was built at.
     pub(super) admission: Mutex<Option<(u64, Arc<hop_admission::Snapshot>)>>,
+    /// The backend revision after this process's latest write of access data (a lock, a user
+    /// voided or deleted, a role): a kept snapshot older than this is never served while the
+    /// backend is unreachable, so what this appliance just confirmed holds.
+    pub(super) admission_floor: std::sync::atomic::AtomicU64,
     /// How many refusals of unauthenticated callers reach the audit log.
     pub(super) refusals: Mutex<super::refusal_limit::RefusalLimiter>,
     /// One bucket per verified identity whose calls are refused (a locked user with a still
@@ -179,6 +183,7 @@ impl AuthServer {
             settings,
             login_state: Mutex::new(()),
             admission: Mutex::new(None),
+            admission_floor: std::sync::atomic::AtomicU64::new(0),
             refusals: Mutex::new(super::refusal_limit::RefusalLimiter::default()),
             refusals_by_identity: Mutex::new(std::collections::HashMap::new()),
             tracker_creations: Mutex::new(std::collections::HashMap::new()),

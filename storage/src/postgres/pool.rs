@@ -24,6 +24,12 @@ use crate::error::StorageError;
 
 /// How long a checkout waits for a busy pool before it gives up.
 const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long sent data may stay unacknowledged before the connection is dropped.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Keepalive probes: after this long idle, every interval, this many unanswered.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(20);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_RETRIES: u32 = 4;
 /// Connect timeout unless the conn string sets `connect_timeout`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -51,6 +57,18 @@ pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
     }
 }
 
+/// Whether an I/O error (a reset, a timeout, a refused connect) is behind `err`.
+fn is_io(err: &tokio_postgres::Error) -> bool {
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        if s.is::<std::io::Error>() {
+            return true;
+        }
+        source = s.source();
+    }
+    err.to_string().contains("timeout")
+}
+
 /// Sorts a client error: a lost or refused connection is the operator's to fix (`Unreachable`);
 /// anything else the server said is a `Database` failure.
 pub(crate) fn map_pg(target: &str, err: tokio_postgres::Error) -> StorageError {
@@ -65,7 +83,9 @@ pub(crate) fn map_pg(target: &str, err: tokio_postgres::Error) -> StorageError {
             let code = db.code().code();
             code.starts_with("08") || code.starts_with("57P")
         }
-        None => true,
+        // No server error: the connection itself failed (closed, I/O, timeout) — or the
+        // client could not encode or decode a value, which is no outage.
+        None => err.is_closed() || is_io(&err),
     };
     let target = target.to_owned();
     if connection_lost {
@@ -94,6 +114,15 @@ impl Connector {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
+        // A server cut off by the network (no FIN, no RST) is noticed in bounded time: unsent
+        // data times the socket out after TCP_USER_TIMEOUT, an idle wait for an answer after
+        // the keepalive probes; the callers then see `Unreachable` instead of hanging.
+        config
+            .tcp_user_timeout(TCP_USER_TIMEOUT)
+            .keepalives(true)
+            .keepalives_idle(KEEPALIVE_IDLE)
+            .keepalives_interval(KEEPALIVE_INTERVAL)
+            .keepalives_retries(KEEPALIVE_RETRIES);
         Self {
             config,
             tls,
@@ -219,7 +248,9 @@ impl Pool {
                 .unwrap_or_else(PoisonError::into_inner);
             state = next;
             if wait.timed_out() && state.idle.is_empty() && state.open >= self.max {
-                return Err(StorageError::Unreachable {
+                // Busy is not unreachable: the server answers, this pool is too small for
+                // the load (admission must not fall back to its kept snapshot for this).
+                return Err(StorageError::Database {
                     target: self.connector.target.clone(),
                     detail: format!(
                         "all {} pooled connections stayed busy for {CHECKOUT_TIMEOUT:?} \

@@ -43,6 +43,21 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const RETRY_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_RETRIES: usize = 3;
 
+/// The `AWS_*` variables the client takes: credentials and where they come from, and the region.
+/// Others (an endpoint, skipping signatures, another metadata endpoint) would send recordings
+/// somewhere the URI does not say, or unsigned: the URI alone says where they go.
+const ENV_KEYS: &[&str] = &[
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_ROLE_SESSION_NAME",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+];
+
 /// Why an `s3://` URI was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum S3UriError {
@@ -342,11 +357,17 @@ impl S3RecordingStore {
         })
     }
 
-    /// Puts every completed recording still staged, then indexes it.
+    /// Puts every completed recording still staged, then indexes it (at open, and at every
+    /// retention sweep). One that fails is logged and left staged for the next try; it never
+    /// keeps the others, or the appliance's start, back.
     fn publish_staged(&self) -> Result<(), RecordingStoreError> {
         for entry in self.staging.list()? {
-            self.publish(&entry)?;
-            tracing::info!(session_id = %entry.session_id, "staged session recording put in the bucket");
+            match self.publish(&entry) {
+                Ok(()) => tracing::info!(session_id = %entry.session_id,
+                    "staged session recording put in the bucket"),
+                Err(e) => tracing::warn!(session_id = %entry.session_id, error = %e,
+                    "a staged session recording could not be put in the bucket; will retry"),
+            }
         }
         Ok(())
     }
@@ -356,6 +377,16 @@ impl S3RecordingStore {
     fn publish(&self, entry: &RecordingIndexEntry) -> Result<(), RecordingStoreError> {
         let id = &entry.session_id;
         let key = self.key(id);
+        if let Some(published) = self.index.get(id)? {
+            // Another appliance (or an earlier try) published this id: the same recording is
+            // done, a different one is refused; the object is never replaced.
+            if published != *entry || !self.same_as_published(entry)? {
+                return Err(RecordingStoreError::IndexConflict {
+                    session_id: id.clone(),
+                });
+            }
+            return self.staging.remove_completed(id);
+        }
         let file = self.staging.open(id)?;
         if entry.size < PART as u64 {
             let bytes = read_all(file, entry.size, &key)?;
@@ -406,6 +437,24 @@ impl S3RecordingStore {
                 Err(err)
             }
         }
+    }
+
+    /// Whether the staged, completed copy of `entry`'s recording has the very bytes of the
+    /// published object (compared block by block; only when an id is completed twice).
+    fn same_as_published(&self, entry: &RecordingIndexEntry) -> Result<bool, RecordingStoreError> {
+        let key = self.key(&entry.session_id);
+        let mut file = self.staging.open(&entry.session_id)?;
+        let mut block = vec![0; READ_BLOCK as usize];
+        let mut at = 0;
+        while at < entry.size {
+            let n = read_full(&mut file, &mut block, &key)?;
+            let end = at + n as u64;
+            if n == 0 || self.get_range(&key, at..end)? != block[..n] {
+                return Ok(false);
+            }
+            at = end;
+        }
+        Ok(read_full(&mut file, &mut block[..1], &key)? == 0)
     }
 
     /// Checks that the object holds `size` bytes.
@@ -502,7 +551,20 @@ impl RecordingBackend for S3RecordingStore {
 
     fn complete(&self, session_id: &str) -> Result<RecordingIndexEntry, RecordingStoreError> {
         if let Some(entry) = self.published(session_id)? {
-            return Ok(entry);
+            // A staged upload of the same id must be the recording that was published.
+            return match self.staging.complete(session_id) {
+                Ok(staged) if staged != entry || !self.same_as_published(&entry)? => {
+                    Err(RecordingStoreError::IndexConflict {
+                        session_id: session_id.to_owned(),
+                    })
+                }
+                Ok(_) => {
+                    self.staging.remove_completed(session_id)?;
+                    Ok(entry)
+                }
+                Err(RecordingStoreError::NotFound { .. }) => Ok(entry),
+                Err(e) => Err(e),
+            };
         }
         let entry = self.staging.complete(session_id)?;
         self.publish(&entry)?;
@@ -560,6 +622,7 @@ impl RecordingBackend for S3RecordingStore {
         let cutoff_us = cutoff
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        self.publish_staged()?;
         let mut report = self.staging.delete_older_than(cutoff)?;
         for id in self.index.ended_before(cutoff_us)? {
             let size = self.index.get(&id)?.map_or(0, |e| e.size);
@@ -640,7 +703,11 @@ fn build_client(
     environment: &S3Environment,
 ) -> Result<Arc<dyn ObjectStore>, RecordingStoreError> {
     let mut builder = AmazonS3Builder::new();
-    for (name, value) in &environment.0 {
+    for (name, value) in environment
+        .0
+        .iter()
+        .filter(|(n, _)| ENV_KEYS.contains(&n.as_str()))
+    {
         if let Ok(key) = name.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {
             builder = builder.with_config(key, value);
         }

@@ -222,3 +222,51 @@ fn a_missing_bucket_fails_the_open_clearly() {
         "{err}"
     );
 }
+
+#[test]
+fn a_different_recording_under_a_published_id_is_refused_and_replaces_nothing() {
+    let Some(moto) = moto() else { return };
+    let bucket = moto.bucket();
+    let tmp = tempfile::tempdir().unwrap();
+    let shared_index = index();
+    let a = open(moto, &bucket, &tmp.path().join("a"), shared_index.clone());
+    let b = open(moto, &bucket, &tmp.path().join("b"), shared_index);
+    let (header, file) = recording(ID, 30_000);
+    upload(&a, ID, &header, &file);
+    // Another appliance is handed other bytes under the same session id.
+    let (_, other) = recording(ID, 60_000);
+    let staging = RecordingStore::open_dir(&tmp.path().join("b")).unwrap();
+    staging.begin_upload(ID, &header).unwrap();
+    staging
+        .append(ID, header.len() as u64, &other[header.len()..])
+        .unwrap();
+    drop(staging);
+    let refused = b.complete(ID);
+    assert!(
+        matches!(refused, Err(RecordingStoreError::IndexConflict { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(
+        b.read(ID).unwrap(),
+        file,
+        "the published recording is unchanged"
+    );
+}
+
+#[test]
+fn the_environment_cannot_move_recordings_elsewhere() {
+    let Some(moto) = moto() else { return };
+    let bucket = moto.bucket();
+    let tmp = tempfile::tempdir().unwrap();
+    let env = S3Environment::from_pairs([
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+        ("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9"),
+        ("AWS_SKIP_SIGNATURE", "true"),
+    ]);
+    let store = S3RecordingStore::open(location(moto, &bucket), &env, tmp.path(), index()).unwrap();
+    let (header, file) = recording(ID, 5_000);
+    upload(&store, ID, &header, &file);
+    assert_eq!(moto.keys(&bucket).len(), 1, "the URI's endpoint was used");
+}

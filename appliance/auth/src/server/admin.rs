@@ -132,6 +132,7 @@ impl AuthServer {
             );
             written.push(id);
         }
+        self.note_access_write();
         Ok(CreatedResources { written, warnings })
     }
 
@@ -215,6 +216,7 @@ impl AuthServer {
             }
             return Err(AuthError::NotFound(format!("{kind}/{name}")));
         }
+        self.note_access_write();
         if kind == "user" {
             self.store.delete::<UserSecrets>(name)?;
             self.audit

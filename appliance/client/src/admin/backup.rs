@@ -253,13 +253,16 @@ async fn restore(args: RestoreArgs, data_dir: Option<PathBuf>) -> anyhow::Result
     }
     .map_err(|e| anyhow!("{shown}: {e}"))?;
     let (store, target) = open_store(args.config.as_deref(), data_dir, true).await?;
-    let snapshot = decoded.snapshot;
+    let mut snapshot = decoded.snapshot;
+    // What a backup never carries (soft state, the recordings index, a restore marker) is not
+    // restored from a file that does.
+    snapshot.items.retain(|i| backup::is_cluster_state(&i.key));
     let (count, revision) = (snapshot.items.len(), snapshot.revision);
     // The next `hop start` turns the marker into a `cluster.restore` audit event.
     let marker = serde_json::to_vec(&backup::RestoreMarker::new(
         &decoded.header,
         &file,
-        passphrase.is_some(),
+        matches!(decoded.header.cipher, backup::Cipher::Sealed { .. }),
         hop_platform::clock::wall(),
     ))?;
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
