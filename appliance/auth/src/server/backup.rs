@@ -52,6 +52,17 @@ impl AuthServer {
                 return;
             }
         };
+        // Claimed first (a compare-and-swap on its revision): of appliances starting together on
+        // one database, only the one that claims it writes the event.
+        if let Err(e) = backend.compare_and_swap(
+            backup::RESTORE_MARKER_KEY,
+            Some(item.revision),
+            &item.value,
+            hop_storage::PutOptions::default(),
+        ) {
+            tracing::debug!(error = %e, "another appliance is recording the restore");
+            return;
+        }
         let event = self
             .event(EventKind::ClusterRestore, "hop admin restore")
             .field("backup_created", marker.backup_created.as_str())

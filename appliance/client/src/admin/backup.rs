@@ -258,25 +258,31 @@ async fn restore(args: RestoreArgs, data_dir: Option<PathBuf>) -> anyhow::Result
     // restored from a file that does.
     snapshot.items.retain(|i| backup::is_cluster_state(&i.key));
     let (count, revision) = (snapshot.items.len(), snapshot.revision);
-    // The next `hop start` turns the marker into a `cluster.restore` audit event.
+    // The next `hop start` turns the marker into a `cluster.restore` audit event; it goes in
+    // with the restored items, in the same transaction (keys in order, at the snapshot's
+    // revision), so no restore is ever left off the record.
     let marker = serde_json::to_vec(&backup::RestoreMarker::new(
         &decoded.header,
         &file,
         matches!(decoded.header.cipher, backup::Cipher::Sealed { .. }),
         hop_platform::clock::wall(),
     ))?;
-    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        store.restore(&snapshot).map_err(|e| anyhow!("{e}"))?;
-        store
-            .put(
-                backup::RESTORE_MARKER_KEY,
-                &marker,
-                hop_storage::PutOptions::default(),
-            )
-            .map_err(|e| anyhow!("the state was restored, but its audit marker was not: {e}"))?;
-        Ok(())
-    })
-    .await??;
+    let at = snapshot
+        .items
+        .partition_point(|i| i.key.as_str() < backup::RESTORE_MARKER_KEY);
+    snapshot.items.insert(
+        at,
+        hop_storage::Item {
+            key: backup::RESTORE_MARKER_KEY.to_owned(),
+            value: marker,
+            revision: snapshot.revision.max(1),
+            expires: None,
+        },
+    );
+    snapshot.revision = snapshot.revision.max(1);
+    tokio::task::spawn_blocking(move || store.restore(&snapshot))
+        .await?
+        .map_err(|e| anyhow!("{e}"))?;
     let created = &decoded.header.created;
     println!(
         "Restored {count} items at revision {revision} into {target} (backup taken {created}).\n\
