@@ -29,6 +29,7 @@ mod kube;
 mod kube_kubectl;
 mod kube_refusals;
 mod login_flow;
+mod mfa_cli;
 mod multiplexer;
 mod openssh_node;
 mod proxy_cert;

@@ -6,12 +6,12 @@
 //! account change, and the counter update (one compare-and-swap: a counter that does not move
 //! forward is refused and audited as a possibly cloned key).
 //!
-//! Seams for what comes later: the CLI's FIDO2 login (`hop login` over CTAP2) and per-session
-//! MFA take a challenge with [`AuthServer::begin_webauthn_assertion`] and present the answer as
-//! [`SecondFactor::Webauthn`]. Passwordless login in the browser takes a challenge bound to
-//! no user ([`AuthServer::begin_passwordless`]) and a passkey's assertion naming its user by
-//! the user handle ([`AuthServer::login_passwordless`], user verification required); `hop login
-//! --auth passwordless` is not built.
+//! The CLI's FIDO2 login (`hop login` over CTAP2, `grpc_mfa`) and per-session MFA take a
+//! challenge with [`AuthServer::begin_webauthn_assertion`] and present the answer as
+//! [`SecondFactor::Webauthn`]. Passwordless login (the browser's, and `hop login --auth
+//! passwordless`) takes a challenge bound to no user ([`AuthServer::begin_passwordless`]) and a
+//! passkey's assertion naming its user by the user handle ([`AuthServer::login_passwordless`],
+//! user verification required).
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -616,6 +616,25 @@ impl AuthServer {
             Err(e) => self.audit_refused_device_change(EventKind::MfaDelete, user, remote, e),
         }
         removed.map_err(super::account::hide_login_detail)
+    }
+}
+
+impl AuthServer {
+    /// Removes one-time-code device `id` of `user` as [`Self::remove_otp_device`] does, after
+    /// a fresh proof from one of the user's devices too (the CLI's `hop mfa rm`, where every
+    /// device change is proven by a tap or a code). Audited (`mfa.delete`) either way.
+    pub fn remove_otp_device_proven(
+        &self,
+        user: &str,
+        (password_now, proof): (&str, SecondFactor<'_>),
+        id: &str,
+        remote: Option<SocketAddr>,
+    ) -> Result<(), AuthError> {
+        if let Err(e) = self.check_account_change(user, password_now, proof, remote) {
+            self.audit_refused_device_change(EventKind::MfaDelete, user, remote, &e);
+            return Err(super::account::hide_login_detail(e));
+        }
+        self.remove_otp_device(user, password_now, id, remote)
     }
 }
 
