@@ -67,6 +67,9 @@ pub struct Presented<'a> {
     pub expires: SystemTime,
     /// The OS login asked for, on SSH routes.
     pub login: Option<&'a str>,
+    /// The node the session is for, on SSH routes that know it (checked against a per-session
+    /// MFA mark).
+    pub target: Option<&'a str>,
 }
 
 impl Presented<'_> {
@@ -98,6 +101,14 @@ impl Presented<'_> {
             cluster: &id.cluster,
             bound_route,
             agent_role: "",
+            target: self.target,
+            session_mfa: id
+                .session_mfa
+                .as_ref()
+                .map(|t| hop_admission::SessionMfaMark {
+                    node: &t.node,
+                    login: &t.login,
+                }),
         }
     }
 }
@@ -267,6 +278,8 @@ impl AuthServer {
             cluster: self.cluster_name(),
             bound_route: None,
             agent_role: "",
+            target: None,
+            session_mfa: None,
         };
         snap.admit(&subject, route, self.now())
     }
@@ -475,6 +488,8 @@ impl AuthServer {
             cluster: self.cluster_name(),
             bound_route: None,
             agent_role: "",
+            target: None,
+            session_mfa: None,
         };
         Ok(self
             .store()

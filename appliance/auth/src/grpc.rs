@@ -544,6 +544,20 @@ impl AuthPublic for AuthApi {
         self.mfa_remove(req).await
     }
 
+    async fn begin_session_mfa(
+        &self,
+        req: Request<BeginSessionMfaRequest>,
+    ) -> Result<Response<SessionMfaChallenge>, Status> {
+        self.mfa_begin_session(req).await
+    }
+
+    async fn issue_session_mfa_cert(
+        &self,
+        req: Request<IssueSessionMfaCertRequest>,
+    ) -> Result<Response<SessionMfaCert>, Status> {
+        self.mfa_issue_session(req).await
+    }
+
     async fn complete_signup(
         &self,
         req: Request<CompleteSignupRequest>,

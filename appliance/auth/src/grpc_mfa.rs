@@ -202,4 +202,68 @@ impl AuthApi {
         .await?;
         Ok(Response::new(Empty {}))
     }
+
+    pub(super) async fn mfa_begin_session(
+        &self,
+        req: Request<BeginSessionMfaRequest>,
+    ) -> Result<Response<SessionMfaChallenge>, Status> {
+        let Caller::User {
+            identity, remote, ..
+        } = caller(&req)
+        else {
+            return Err(Status::unauthenticated(
+                "per-session MFA needs a login (`hop login`)",
+            ));
+        };
+        let r = req.into_inner();
+        let out = self
+            .blocking(move |a| {
+                let options = a.begin_session_mfa(&identity, &r.node, &r.login, Some(remote))?;
+                Ok(match options {
+                    Some(o) => SessionMfaChallenge {
+                        required: true,
+                        options_json: o.to_string(),
+                        origins: a.webauthn_settings().origins.clone(),
+                    },
+                    None => SessionMfaChallenge::default(),
+                })
+            })
+            .await?;
+        Ok(Response::new(out))
+    }
+
+    pub(super) async fn mfa_issue_session(
+        &self,
+        req: Request<IssueSessionMfaCertRequest>,
+    ) -> Result<Response<SessionMfaCert>, Status> {
+        let Caller::User {
+            identity,
+            remote,
+            expires,
+            ..
+        } = caller(&req)
+        else {
+            return Err(Status::unauthenticated(
+                "per-session MFA needs a login (`hop login`)",
+            ));
+        };
+        let r = req.into_inner();
+        let assertion: WebauthnAssertion = parse_json("webauthn_json", &r.webauthn_json)?;
+        let certs = self
+            .blocking(move |a| {
+                a.issue_session_mfa(
+                    (&identity, expires),
+                    (&r.node, &r.login),
+                    &assertion,
+                    (&r.ssh_public_key, &r.tls_public_key),
+                    Some(remote),
+                )
+            })
+            .await?;
+        Ok(Response::new(SessionMfaCert {
+            ssh_certificate: certs.ssh_certificate,
+            tls_certificate_pem: certs.tls_certificate_pem,
+            expires_unix: unix(certs.expires),
+        }))
+    }
 }

@@ -18,6 +18,7 @@ use std::process::{Command, Output, Stdio};
 use serde_json::Value;
 
 use crate::harness::*;
+use crate::ssh::{Killed, node_token, start_node, wait_event, wait_for_node, write_config};
 use crate::web_admin::{code_after, step_now};
 
 /// `hop` as the appliance's user, with the software key in `key` (and a new key in `new_key`
@@ -77,7 +78,20 @@ fn a_user_manages_security_keys_and_logs_in_with_them_from_the_cli() {
         &format!("  public_addr: [\"localhost:{port}\"]\n"),
         &format!("127.0.0.1:{port}"),
     );
-    let secret = a.add_user("kim", "access", "");
+    // A role that asks for a tap before each session; two nodes join meanwhile.
+    let roles = a.dir.path().join("roles.yaml");
+    std::fs::write(
+        &roles,
+        "kind: role\nversion: v7\nmetadata:\n  name: mfa-ssh\nspec:\n  options:\n    require_session_mfa: true\n  allow:\n    logins: ['{{internal.logins}}']\n    node_labels:\n      '*': '*'\n",
+    )
+    .unwrap();
+    a.ok(&["admin", "create", "-f", roles.to_str().unwrap()]);
+    os_login();
+    let _nodes: Vec<Killed> = ["node1", "node2"]
+        .iter()
+        .map(|n| start_node(&a, &a.dir.path().join(n), &node_token(&a), n, "env=dev"))
+        .collect();
+    let secret = a.add_user("kim", "access,mfa-ssh", OS_LOGIN);
     let dir = a.dir.path().to_path_buf();
     let (key1, key2) = (dir.join("key1.json"), dir.join("key2.json"));
     let pw = format!("{PASSWORD}\n");
@@ -192,6 +206,8 @@ fn a_user_manages_security_keys_and_logs_in_with_them_from_the_cli() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("no credentials"), "{}", stderr(&out));
 
+    ssh_sessions_need_a_tap_each(&a, &key1);
+
     // A second key, proven by a tap on the first; then removed, proven by a tap again.
     let out = hop_key(
         &a,
@@ -278,4 +294,151 @@ fn a_user_manages_security_keys_and_logs_in_with_them_from_the_cli() {
             && e.get("error").is_none()),
         "{logins:?}"
     );
+}
+
+/// The one-minute certificate `hop ssh` made for `login@node` (under the profile's keys).
+fn session_cert_dir(a: &Appliance, target: &str) -> std::path::PathBuf {
+    fn find(dir: &Path, name: &str) -> Option<std::path::PathBuf> {
+        for e in std::fs::read_dir(dir).ok()?.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                if p.file_name().is_some_and(|n| n == name) && p.parent()?.ends_with("session-mfa")
+                {
+                    return Some(p);
+                }
+                if let Some(found) = find(&p, name) {
+                    return Some(found);
+                }
+            }
+        }
+        None
+    }
+    find(&a.home, target)
+        .unwrap_or_else(|| panic!("no session-mfa/{target} under {}", a.home.display()))
+}
+
+/// Per-session MFA on SSH (the role `mfa-ssh`): `hop ssh` taps the key and gets a one-minute
+/// certificate marked for that node and login; it is refused on another node; an unmarked
+/// certificate is refused, by the proxy (the X.509 one) and by the node (the SSH one).
+fn ssh_sessions_need_a_tap_each(a: &Appliance, key: &Path) {
+    wait_for_node(a, "node1");
+    wait_for_node(a, "node2");
+    let out = hop_key(
+        a,
+        key,
+        None,
+        &["ssh", &format!("{OS_LOGIN}@node1"), "echo", "hello"],
+        "",
+    );
+    assert!(out.status.success(), "{}\n{}", stderr(&out), a.log());
+    assert_eq!(stdout(&out).trim(), "hello");
+    assert!(
+        stderr(&out).contains("security key tap"),
+        "{}",
+        stderr(&out)
+    );
+    let ev = wait_event(a, "mfa.session", |e| {
+        e["node"] == "node1" && e.get("error").is_none()
+    });
+    assert_eq!(ev["login"], OS_LOGIN, "{ev}");
+
+    // The certificate: one login, the target as a critical option, one minute (plus the
+    // minute of clock skew every certificate allows before its issue).
+    let dir = session_cert_dir(a, &format!("{OS_LOGIN}@node1"));
+    let cert = dir.join("key-cert.pub");
+    let out = Command::new("ssh-keygen")
+        .arg("-L")
+        .arg("-f")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert!(text.contains("hop-session-mfa"), "{text}");
+    assert!(text.contains("hop-mfa-verified"), "{text}");
+    let valid = text
+        .lines()
+        .find(|l| l.trim().starts_with("Valid:"))
+        .unwrap()
+        .to_string();
+    let stamps: Vec<&str> = valid
+        .split_whitespace()
+        .filter(|w| w.contains('T'))
+        .collect();
+    let secs = |t: &str| {
+        let out = Command::new("date")
+            .args(["-u", "-d", t, "+%s"])
+            .output()
+            .unwrap();
+        stdout(&out).trim().parse::<i64>().unwrap()
+    };
+    assert_eq!(secs(stamps[1]) - secs(stamps[0]), 120, "{valid}");
+
+    // OpenSSH with the node1 certificate pair, to node2: refused.
+    let (cfg, cluster) = write_config(a);
+    let proxy = |mfa_dir: &Path| {
+        format!(
+            "ProxyCommand=env HOP_HOME={} HOP_SESSION_MFA_DIR={} {HOP} proxy ssh %r@%h:%p",
+            a.home.display(),
+            mfa_dir.display()
+        )
+    };
+    let ssh = |args: &[String]| {
+        Command::new("ssh")
+            .arg("-F")
+            .arg(&cfg)
+            .args(args)
+            .env("HOP_HOME", &a.home)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let marked = |node: &str| -> Vec<String> {
+        vec![
+            "-o".into(),
+            format!("IdentityFile={}", dir.join("key").display()),
+            "-o".into(),
+            format!("CertificateFile={}", cert.display()),
+            "-o".into(),
+            proxy(&dir),
+            format!("{OS_LOGIN}@{node}.{cluster}"),
+            "echo".into(),
+            "through".into(),
+        ]
+    };
+    let out = ssh(&marked("node2"));
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(!stdout(&out).contains("through"));
+    // The same pair to node1 still starts a session within its minute.
+    let out = ssh(&marked("node1"));
+    assert_eq!(stdout(&out).trim(), "through", "{}", stderr(&out));
+    // The login's own certificates (no mark): the proxy refuses.
+    let out = ssh(&[format!("{OS_LOGIN}@node1.{cluster}"), "true".into()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("require_session_mfa"),
+        "{}",
+        stderr(&out)
+    );
+    // The marked X.509 certificate to the proxy, the unmarked SSH one to the node: the node
+    // refuses.
+    let out = ssh(&[
+        "-o".into(),
+        proxy(&dir),
+        format!("{OS_LOGIN}@node1.{cluster}"),
+        "true".into(),
+    ]);
+    assert!(!out.status.success());
+    wait_event(a, "ssh.auth", |e| {
+        e.get("error")
+            .is_some_and(|m| m.to_string().contains("no per-session MFA mark"))
+    });
+    // node2 with its own tap.
+    let out = hop_key(
+        a,
+        key,
+        None,
+        &["ssh", &format!("{OS_LOGIN}@node2"), "echo", "two"],
+        "",
+    );
+    assert_eq!(stdout(&out).trim(), "two", "{}", stderr(&out));
 }

@@ -87,6 +87,8 @@ stub_auth! {
     begin_mfa_change(BeginMfaChangeRequest) -> MfaChangeChallenge;
     add_mfa_device(AddMfaDeviceRequest) -> MfaDevice;
     remove_mfa_device(RemoveMfaDeviceRequest) -> Empty;
+    begin_session_mfa(BeginSessionMfaRequest) -> SessionMfaChallenge;
+    issue_session_mfa_cert(IssueSessionMfaCertRequest) -> SessionMfaCert;
 }
 
 /// Serves `auth` on a local port; the agent's connections go there.

@@ -10,6 +10,7 @@
 pub mod ceremony;
 pub mod commands;
 pub mod hid;
+pub mod session;
 #[cfg(feature = "test-authenticator")]
 pub mod soft;
 
