@@ -867,7 +867,6 @@ impl AuthServer {
     /// issues the one-minute certificates marked for that target (from the caller's login
     /// certificate `identity`, valid until `expires`; never past it). Audited (`mfa.session`
     /// with the node and login) either way.
-    #[allow(clippy::too_many_arguments)]
     pub fn issue_session_mfa(
         &self,
         (identity, expires): (&hop_ca::Identity, SystemTime),
