@@ -96,6 +96,9 @@ pub enum Command {
     /// Live sessions: your own, or every one with the `session` list rule (auditor, editor).
     #[command(subcommand)]
     Sessions(SessionsCommand),
+    /// Your second-factor devices: list, add or remove security keys.
+    #[command(subcommand)]
+    Mfa(MfaCommand),
     /// Replay a recorded session in this terminal: space pauses, q quits, + and - change speed.
     Play(PlayArgs),
     /// Join a live SSH session: watch it (observer) or type into it too (peer). Ctrl-] leaves.

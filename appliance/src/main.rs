@@ -157,6 +157,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Config => rt.block_on(hop_client::ssh::config()),
                 Command::Recordings(c) => rt.block_on(hop_client::recordings::run(c)),
                 Command::Sessions(c) => rt.block_on(hop_client::sessions::run(c)),
+                Command::Mfa(c) => rt.block_on(hop_client::mfa::commands::run(c)),
                 Command::Request(c) => rt.block_on(hop_client::requests::run(c)),
                 Command::Play(a) => rt.block_on(hop_client::recordings::play(a)),
                 Command::Bench(a) => rt.block_on(hop_client::bench::run(a)),

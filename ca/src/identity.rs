@@ -46,6 +46,20 @@ pub struct Identity {
     /// once one of them is no longer approved).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub active_requests: Vec<String>,
+    /// Per-session MFA: the one node and login a fresh WebAuthn assertion was made for (a
+    /// one-minute certificate; in SSH certificates a critical option, so that a server that does
+    /// not know it refuses the certificate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_mfa: Option<SessionMfaTarget>,
+}
+
+/// The target of a per-session MFA certificate.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionMfaTarget {
+    /// The node's name.
+    pub node: String,
+    /// The OS login.
+    pub login: String,
 }
 
 /// The database a route-specific user certificate is for.

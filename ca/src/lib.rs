@@ -24,11 +24,11 @@ pub use authority::{
 };
 pub use error::CaError;
 pub use export::{export_known_hosts, export_pem, export_trusted_user_ca_keys};
-pub use identity::{HostRole, Identity, RouteToDatabase};
+pub use identity::{HostRole, Identity, RouteToDatabase, SessionMfaTarget};
 pub use issued::{ssh_issued_at, x509_issued_at, x509_serial_hex};
 pub use keys::{SshKeyPair, X509KeyPair, generate_ssh_keypair, generate_x509_keypair};
 pub use proof::{check_proof_key, proof_public_key, sign_proof, verify_proof};
-pub use ssh::{NO_LOGIN_PRINCIPAL, verify_host_ssh, verify_user_ssh};
+pub use ssh::{NO_LOGIN_PRINCIPAL, OPT_SESSION_MFA, verify_host_ssh, verify_user_ssh};
 pub use svid::{check_spiffe_path, spiffe_id, spiffe_trust_domain};
 pub use trust::{HOP_TRUST_DIGEST_OID, trust_digest, trust_digest_x509, x509_signer_pin};
 pub use x509::{ca_pin, host_role_x509, parse_pem_certs, verify_host_x509, verify_user_x509};

@@ -2,7 +2,8 @@
 //! keys, and verifying them against trusted [`CaPublic`]s. This module owns the mapping between an
 //! [`Identity`] and the certificate's key id, principals and extensions (`permit-*`, `hop-*`); it
 //! never decides what an identity may do (that is RBAC), and it refuses certificates that carry
-//! critical options, because Hop issues none and enforces none.
+//! critical options other than the one Hop issues and enforces: `hop-session-mfa` (`LOGIN@NODE`,
+//! the target of a per-session MFA certificate, which admission checks).
 
 use std::time::{Duration, SystemTime};
 
@@ -34,6 +35,8 @@ const EXT_ROUTE_TO_APP: &str = "hop-route-to-app";
 const EXT_ROUTE_TO_KUBE_CLUSTER: &str = "hop-route-to-kube-cluster";
 const EXT_MFA_VERIFIED: &str = "hop-mfa-verified";
 const EXT_ACTIVE_REQUESTS: &str = "hop-access-requests";
+/// The critical option of a per-session MFA certificate: `LOGIN@NODE`.
+pub const OPT_SESSION_MFA: &str = "hop-session-mfa";
 
 impl CertAuthority {
     /// Issues an OpenSSH user certificate for `subject_public_openssh`: key id = username,
@@ -74,6 +77,16 @@ impl CertAuthority {
         }
         for (name, value) in identity_extensions(id)? {
             builder.extension(name, value).map_err(issuance)?;
+        }
+        if let Some(t) = &id.session_mfa {
+            if t.login.contains('@') || t.node.is_empty() || t.login.is_empty() {
+                return Err(CaError::InvalidRequest {
+                    what: "a per-session MFA target needs a login without '@' and a node".into(),
+                });
+            }
+            builder
+                .critical_option(OPT_SESSION_MFA, format!("{}@{}", t.login, t.node))
+                .map_err(issuance)?;
         }
         self.sign_ssh(builder)
     }
@@ -250,6 +263,20 @@ fn identity_from_cert(cert: &Certificate) -> Result<Identity, CaError> {
         route_to_kube_cluster: ext.get(EXT_ROUTE_TO_KUBE_CLUSTER).cloned(),
         mfa_verified: ext.contains_key(EXT_MFA_VERIFIED),
         active_requests,
+        session_mfa: match cert.critical_options().get(OPT_SESSION_MFA) {
+            Some(v) => Some(
+                v.split_once('@')
+                    .filter(|(l, n)| !l.is_empty() && !n.is_empty())
+                    .map(|(login, node)| crate::identity::SessionMfaTarget {
+                        node: node.to_owned(),
+                        login: login.to_owned(),
+                    })
+                    .ok_or_else(|| CaError::MalformedIdentity {
+                        reason: format!("{OPT_SESSION_MFA}: {v:?} is not LOGIN@NODE"),
+                    })?,
+            ),
+            None => None,
+        },
     })
 }
 
@@ -333,7 +360,8 @@ fn verify_cert(
             },
         });
     }
-    if let Some(name) = cert.critical_options().keys().next() {
+    let known = |name: &str| cert_type == CertType::User && name == OPT_SESSION_MFA;
+    if let Some(name) = cert.critical_options().keys().find(|n| !known(n)) {
         return Err(CaError::UnsupportedCriticalOption { name: name.clone() });
     }
     Ok(cert)

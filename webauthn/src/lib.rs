@@ -18,6 +18,7 @@ mod cbor;
 mod ceremony;
 mod client_data;
 mod cose;
+pub mod ctap;
 mod error;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
@@ -46,5 +47,10 @@ pub mod fuzz {
         let _ = super::auth_data::AuthenticatorData::parse(data);
         let _ = super::attestation::Attestation::parse(data);
         let _ = super::cose::CoseKey::from_cbor(data);
+    }
+
+    /// Runs the client's CTAP2 answer parsers and the CTAPHID reassembler on `data`.
+    pub fn parse_ctap(data: &[u8]) {
+        super::ctap::fuzz_parse(data);
     }
 }

@@ -23,6 +23,8 @@ enum Key {
 /// One credential on a software authenticator.
 pub struct SoftKey {
     key: Key,
+    kind: KeyKind,
+    pkcs8: Vec<u8>,
     pub credential_id: Vec<u8>,
     pub rp_id: String,
     pub origin: String,
@@ -68,35 +70,88 @@ impl SoftKey {
     /// A new credential for `rp_id`, used from `origin`.
     pub fn new(kind: KeyKind, rp_id: &str, origin: &str) -> Self {
         let rng = SystemRandom::new();
-        let key = match kind {
+        let pkcs8 = match kind {
             KeyKind::Es256 => {
-                let doc =
-                    EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
-                        .expect("P-256 key");
-                Key::Es256(
-                    EcdsaKeyPair::from_pkcs8(
-                        &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
-                        doc.as_ref(),
-                    )
-                    .expect("P-256 key"),
-                )
+                EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
+                    .expect("P-256 key")
+                    .as_ref()
+                    .to_vec()
             }
-            KeyKind::Ed25519 => {
-                let doc = Ed25519KeyPair::generate_pkcs8(&rng).expect("Ed25519 key");
-                Key::Ed25519(Ed25519KeyPair::from_pkcs8(doc.as_ref()).expect("Ed25519 key"))
-            }
+            KeyKind::Ed25519 => Ed25519KeyPair::generate_pkcs8(&rng)
+                .expect("Ed25519 key")
+                .as_ref()
+                .to_vec(),
         };
         let mut credential_id = vec![0u8; 32];
         aws_lc_rs::rand::fill(&mut credential_id).expect("random id");
-        Self {
+        Self::from_parts(kind, &pkcs8, credential_id, rp_id, origin).expect("a key just made")
+    }
+
+    /// A credential from its saved parts (a key file of a test authenticator): the PKCS#8 key
+    /// [`Self::pkcs8`] gave. `None` when the key does not parse as `kind`.
+    pub fn from_parts(
+        kind: KeyKind,
+        pkcs8: &[u8],
+        credential_id: Vec<u8>,
+        rp_id: &str,
+        origin: &str,
+    ) -> Option<Self> {
+        let key = match kind {
+            KeyKind::Es256 => Key::Es256(
+                EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8).ok()?,
+            ),
+            KeyKind::Ed25519 => Key::Ed25519(Ed25519KeyPair::from_pkcs8(pkcs8).ok()?),
+        };
+        Some(Self {
             key,
+            kind,
+            pkcs8: pkcs8.to_vec(),
             credential_id,
             rp_id: rp_id.to_string(),
             origin: origin.to_string(),
             counter: 0,
             flags: 0x05,
             counts: true,
+        })
+    }
+
+    /// The private key, PKCS#8 (for a test authenticator's key file).
+    #[must_use]
+    pub fn pkcs8(&self) -> &[u8] {
+        &self.pkcs8
+    }
+
+    #[must_use]
+    pub fn kind(&self) -> KeyKind {
+        self.kind
+    }
+
+    /// `authenticatorMakeCredential` as a CTAP2 key answers it: the attestation object (format
+    /// `none`) over `client_data_hash`, which the client computed.
+    #[must_use]
+    pub fn make_credential(&self, _client_data_hash: &[u8]) -> Vec<u8> {
+        let object = Value::Map(vec![
+            (Value::Text("fmt".into()), Value::Text("none".into())),
+            (Value::Text("attStmt".into()), Value::Map(vec![])),
+            (
+                Value::Text("authData".into()),
+                Value::Bytes(self.auth_data(true)),
+            ),
+        ]);
+        cbor(&object)
+    }
+
+    /// `authenticatorGetAssertion` as a CTAP2 key answers it: authenticator data and the
+    /// signature over it and `client_data_hash` (the counter moves on first).
+    pub fn get_assertion(&mut self, client_data_hash: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        if self.counts {
+            self.counter += 1;
         }
+        let authenticator_data = self.auth_data(false);
+        let mut signed = authenticator_data.clone();
+        signed.extend_from_slice(client_data_hash);
+        let signature = self.sign(&signed);
+        (authenticator_data, signature)
     }
 
     /// The COSE encoding of the public key.

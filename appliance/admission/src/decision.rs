@@ -40,9 +40,13 @@ pub enum Refusal {
     #[error("role {role:?} was taken away from {name:?}; run `hop login` again")]
     RoleRemoved { name: String, role: String },
     #[error(
-        "a role of {name:?} sets require_session_mfa, and per-session MFA is not available yet: the session is refused"
+        "a role of {name:?} sets require_session_mfa, and per-session MFA is not available on the {route} route yet: the session is refused"
     )]
-    SessionMfaUnavailable { name: String },
+    SessionMfaUnavailable { name: String, route: &'static str },
+    #[error(
+        "a role of {name:?} sets require_session_mfa: {reason} (`hop ssh` asks for a security key tap and gets a one-minute certificate for this node and login)"
+    )]
+    SessionMfaRequired { name: String, reason: String },
     #[error("access denied to {name:?}: {reason}")]
     Denied { name: String, reason: String },
     #[error("the roles of {name:?} cannot be evaluated: {reason}")]
@@ -82,6 +86,7 @@ impl Refusal {
             Self::RoleRemoved { .. } => "role_removed",
             Self::RequestEnded { .. } => "access_request_ended",
             Self::SessionMfaUnavailable { .. } => "session_mfa_unavailable",
+            Self::SessionMfaRequired { .. } => "session_mfa_required",
             Self::Denied { .. } => "access_denied",
             Self::RoleError { .. } => "role_error",
             Self::Unavailable { .. } => "admission_unavailable",
@@ -149,9 +154,7 @@ impl Snapshot {
                 reason: e.to_string(),
             })?;
         if route.is_session() && checker.require_session_mfa() {
-            return Err(Refusal::SessionMfaUnavailable {
-                name: subject.name.into(),
-            });
+            check_session_mfa(subject, route)?;
         }
         Ok(Admitted {
             name: subject.name.into(),
@@ -251,6 +254,37 @@ fn check_stamp(
         });
     }
     Ok(())
+}
+
+/// A session under `require_session_mfa`: on SSH routes, only a certificate marked for this
+/// very node and login; the other routes have no per-session MFA flow yet and are refused by
+/// name.
+fn check_session_mfa(subject: &Subject<'_>, route: Route) -> Result<(), Refusal> {
+    if !route.is_ssh() {
+        return Err(Refusal::SessionMfaUnavailable {
+            name: subject.name.into(),
+            route: route.name(),
+        });
+    }
+    let refuse = |reason: String| {
+        Err(Refusal::SessionMfaRequired {
+            name: subject.name.into(),
+            reason,
+        })
+    };
+    let Some(mark) = subject.session_mfa else {
+        return refuse("the certificate carries no per-session MFA mark".into());
+    };
+    match (subject.target, subject.login) {
+        (Some(node), Some(login)) if node == mark.node && login == mark.login => Ok(()),
+        (Some(node), login) => refuse(format!(
+            "the certificate's MFA mark is for {}@{}, not {}@{node}",
+            mark.login,
+            mark.node,
+            login.unwrap_or("?")
+        )),
+        (None, _) => refuse("the session's node is not known to check the MFA mark against".into()),
+    }
 }
 
 fn check_validity(subject: &Subject<'_>, cluster: &str, now: SystemTime) -> Result<(), Refusal> {

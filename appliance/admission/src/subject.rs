@@ -118,4 +118,28 @@ pub struct Subject<'a> {
     pub bound_route: Option<Route>,
     /// The agent's system role for an agent (`node`, `db`, `app`…), else empty.
     pub agent_role: &'a str,
+    /// The session's target on SSH routes: the node name the session is for (as the route
+    /// resolved it), when the route knows it.
+    pub target: Option<&'a str>,
+    /// The per-session MFA mark the certificate carries: the one node and login a fresh
+    /// WebAuthn assertion was made for.
+    pub session_mfa: Option<SessionMfaMark<'a>>,
+}
+
+/// What a per-session MFA certificate is good for: one login on one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionMfaMark<'a> {
+    pub node: &'a str,
+    pub login: &'a str,
+}
+
+impl Route {
+    /// SSH routes: the only sessions with a per-session MFA flow so far.
+    #[must_use]
+    pub fn is_ssh(self) -> bool {
+        matches!(
+            self,
+            Self::HopSsh | Self::JumpHost | Self::Agentless | Self::Node
+        )
+    }
 }

@@ -83,6 +83,9 @@ pub enum EventKind {
     /// An access request's state changed (approved, denied by its thresholds) or it was
     /// assumed or dropped by its requester.
     AccessRequestUpdate,
+    /// A per-session MFA assertion and the target it was made for (node and login; refused:
+    /// `success: false`).
+    MfaSession,
 }
 
 impl EventKind {
@@ -137,6 +140,7 @@ impl EventKind {
             Self::AccessRequestCreate => "access_request.create",
             Self::AccessRequestReview => "access_request.review",
             Self::AccessRequestUpdate => "access_request.update",
+            Self::MfaSession => "mfa.session",
             Self::SpiffeSvidIssue => "spiffe.svid.issue",
         }
     }
@@ -194,6 +198,7 @@ impl EventKind {
             Self::AccessRequestCreate => 8100,
             Self::AccessRequestReview => 8101,
             Self::AccessRequestUpdate => 8102,
+            Self::MfaSession => 1014,
         };
         format!("H{n}{}", if success { 'I' } else { 'W' })
     }
@@ -252,6 +257,7 @@ impl EventKind {
         Self::AccessRequestCreate,
         Self::AccessRequestReview,
         Self::AccessRequestUpdate,
+        Self::MfaSession,
     ];
 
     /// The kinds an agent may send to Auth (`EmitEvents`, `EmitEventsPacked`).

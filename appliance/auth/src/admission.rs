@@ -69,6 +69,9 @@ pub struct Presented<'a> {
     pub expires: SystemTime,
     /// The OS login asked for, on SSH routes.
     pub login: Option<&'a str>,
+    /// The node the session is for, on SSH routes that know it (checked against a per-session
+    /// MFA mark).
+    pub target: Option<&'a str>,
 }
 
 impl Presented<'_> {
@@ -100,6 +103,14 @@ impl Presented<'_> {
             cluster: &id.cluster,
             bound_route,
             agent_role: "",
+            target: self.target,
+            session_mfa: id
+                .session_mfa
+                .as_ref()
+                .map(|t| hop_admission::SessionMfaMark {
+                    node: &t.node,
+                    login: &t.login,
+                }),
         }
     }
 }
@@ -334,6 +345,8 @@ impl AuthServer {
             cluster: self.cluster_name(),
             bound_route: None,
             agent_role: "",
+            target: None,
+            session_mfa: None,
         };
         snap.admit(&subject, route, self.now())
     }
@@ -544,6 +557,8 @@ impl AuthServer {
             cluster: self.cluster_name(),
             bound_route: None,
             agent_role: "",
+            target: None,
+            session_mfa: None,
         };
         Ok(self
             .store()

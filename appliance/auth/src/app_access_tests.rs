@@ -59,6 +59,7 @@ fn issue(
         issued_at: who.1,
         expires: who.2,
         login: None,
+        target: None,
     };
     f.auth
         .issue_app_certificate(&presented, app, ttl, &f.tls_spki)

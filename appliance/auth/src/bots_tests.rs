@@ -50,6 +50,7 @@ fn presented(c: &LoginCertificates) -> Presented<'_> {
         issued_at: c.issued_at,
         expires: c.expires,
         login: None,
+        target: None,
     }
 }
 

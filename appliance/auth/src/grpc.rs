@@ -516,6 +516,55 @@ impl AuthPublic for AuthApi {
         }))
     }
 
+    async fn begin_webauthn_login(
+        &self,
+        req: Request<BeginWebauthnLoginRequest>,
+    ) -> Result<Response<WebauthnChallenge>, Status> {
+        self.mfa_begin_login(req).await
+    }
+
+    async fn list_mfa_devices(
+        &self,
+        req: Request<ListMfaDevicesRequest>,
+    ) -> Result<Response<ListMfaDevicesResponse>, Status> {
+        self.mfa_list(req).await
+    }
+
+    async fn begin_mfa_change(
+        &self,
+        req: Request<BeginMfaChangeRequest>,
+    ) -> Result<Response<MfaChangeChallenge>, Status> {
+        self.mfa_begin_change(req).await
+    }
+
+    async fn add_mfa_device(
+        &self,
+        req: Request<AddMfaDeviceRequest>,
+    ) -> Result<Response<MfaDevice>, Status> {
+        self.mfa_add(req).await
+    }
+
+    async fn remove_mfa_device(
+        &self,
+        req: Request<RemoveMfaDeviceRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        self.mfa_remove(req).await
+    }
+
+    async fn begin_session_mfa(
+        &self,
+        req: Request<BeginSessionMfaRequest>,
+    ) -> Result<Response<SessionMfaChallenge>, Status> {
+        self.mfa_begin_session(req).await
+    }
+
+    async fn issue_session_mfa_cert(
+        &self,
+        req: Request<IssueSessionMfaCertRequest>,
+    ) -> Result<Response<SessionMfaCert>, Status> {
+        self.mfa_issue_session(req).await
+    }
+
     async fn complete_signup(
         &self,
         req: Request<CompleteSignupRequest>,
@@ -533,9 +582,33 @@ impl AuthPublic for AuthApi {
     async fn login(&self, req: Request<LoginRequest>) -> Result<Response<LoginResponse>, Status> {
         let remote = caller(&req).remote();
         let r = req.into_inner();
+        // A key's answer (a login with a security key, or a passkey's without a password).
+        let key = r.webauthn_json.trim();
+        let (assertion, passkey) = match (key.is_empty(), r.passwordless) {
+            (true, true) => {
+                return Err(Status::invalid_argument(
+                    "a passwordless login needs a passkey's assertion",
+                ));
+            }
+            (true, false) => (None, None),
+            (false, false) => (
+                Some(
+                    serde_json::from_str::<super::server::WebauthnAssertion>(key)
+                        .map_err(|e| Status::invalid_argument(format!("webauthn_json: {e}")))?,
+                ),
+                None,
+            ),
+            (false, true) => (
+                None,
+                Some(
+                    serde_json::from_str::<super::server::PasskeyAssertion>(key)
+                        .map_err(|e| Status::invalid_argument(format!("webauthn_json: {e}")))?,
+                ),
+            ),
+        };
         let certs = self
             .blocking(move |a| {
-                a.login(&ServerLogin {
+                let login = ServerLogin {
                     username: &r.username,
                     password: &r.password,
                     totp_code: &r.totp_code,
@@ -544,7 +617,12 @@ impl AuthPublic for AuthApi {
                     ttl: (r.ttl_seconds > 0).then(|| Duration::from_secs(r.ttl_seconds)),
                     remote,
                     client: super::server::LoginClient::Cli,
-                })
+                };
+                match (&assertion, &passkey) {
+                    (_, Some(p)) => a.login_passwordless(&login, p),
+                    (Some(w), None) => a.login_webauthn(&login, w),
+                    (None, None) => a.login(&login),
+                }
             })
             .await?;
         Ok(Response::new(LoginResponse {

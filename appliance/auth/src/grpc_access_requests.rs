@@ -46,6 +46,7 @@ impl UserCert {
             issued_at: self.issued_at,
             expires: self.expires,
             login: None,
+            target: None,
         }
     }
 }

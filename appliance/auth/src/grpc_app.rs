@@ -55,6 +55,7 @@ impl AppAccess for AuthApi {
                     issued_at,
                     expires,
                     login: None,
+                    target: None,
                 };
                 a.issue_app_certificate(&presented, &app, ttl, &r.tls_public_key)
             })

@@ -154,6 +154,7 @@ impl Bots for AuthApi {
                     issued_at,
                     expires,
                     login: None,
+                    target: None,
                 };
                 a.bot_renew(&BotRenewal {
                     presented: &presented,
@@ -235,6 +236,7 @@ impl Bots for AuthApi {
                     issued_at,
                     expires,
                     login: None,
+                    target: None,
                 };
                 let asks: Vec<SvidAsk<'_>> = r
                     .svids

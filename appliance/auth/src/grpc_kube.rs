@@ -90,6 +90,7 @@ impl KubeAccess for AuthApi {
                     issued_at,
                     expires,
                     login: None,
+                    target: None,
                 };
                 a.issue_kube_certificate(&presented, &cluster, ttl, &r.tls_public_key)
             })

@@ -54,6 +54,7 @@ fn presented(who: &Who) -> Presented<'_> {
         issued_at: who.1,
         expires: who.2,
         login: None,
+        target: None,
     }
 }
 

@@ -33,6 +33,7 @@ mod grpc_app;
 mod grpc_bots;
 mod grpc_db;
 mod grpc_kube;
+mod grpc_mfa;
 mod grpc_rotation;
 mod grpc_sso;
 pub mod host_names;

@@ -68,6 +68,9 @@ pub enum ChallengePurpose {
     /// `navigator.credentials.get` of a passkey at a passwordless login: bound to no user
     /// (the authenticator names the user by its handle).
     Passwordless,
+    /// `navigator.credentials.get` before one session under `require_session_mfa`: bound to a
+    /// user, a node and a login.
+    SessionMfa,
 }
 
 /// Which user a WebAuthn user handle belongs to (a passkey's assertion names its user only by

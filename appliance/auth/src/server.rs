@@ -64,8 +64,8 @@ pub use sso::{
     map_login,
 };
 pub use webauthn::{
-    CHALLENGE_TTL, MAX_WEBAUTHN_DEVICES, PasskeyAssertion, WebauthnAssertion, WebauthnDeviceView,
-    WebauthnRegistration, WebauthnSettings,
+    CHALLENGE_TTL, MAX_WEBAUTHN_DEVICES, PasskeyAssertion, SESSION_MFA_TTL, SessionMfaCertificates,
+    WebauthnAssertion, WebauthnDeviceView, WebauthnRegistration, WebauthnSettings,
 };
 
 /// Settings the Auth service takes from the configuration.

@@ -1524,6 +1524,7 @@ fn an_app_launch_needs_the_apps_labels_and_an_unlocked_user() {
             route_to_kube_cluster: None,
             mfa_verified: false,
             active_requests: Vec::new(),
+            session_mfa: None,
         }),
         issued_at: now,
         expires: now + Duration::from_secs(3600),

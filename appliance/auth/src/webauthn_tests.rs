@@ -385,3 +385,100 @@ fn a_passkey_logs_in_without_a_password_only_with_user_verification() {
     let a = key.assert(&c);
     assert!(login(&f, "alice", PASSWORD, &wire(&a)).is_err());
 }
+
+/// The identity of a login certificate of `user` with `roles` (what the gRPC caller carries).
+fn identity_of(user: &str, roles: &[&str]) -> hop_ca::Identity {
+    hop_ca::Identity {
+        username: user.into(),
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+        logins: vec![user.into()],
+        cluster: "test.cluster".into(),
+        ..Default::default()
+    }
+}
+
+fn session_challenge(f: &Fixture, id: &hop_ca::Identity, node: &str) -> Option<Vec<u8>> {
+    f.auth
+        .begin_session_mfa(id, node, &id.username, None)
+        .unwrap()
+        .map(|o| challenge(&o))
+}
+
+#[test]
+fn per_session_mfa_is_scoped_to_one_node_and_login_for_one_minute() {
+    let f = fixture("on");
+    f.auth
+        .create_resources(
+            "kind: role\nversion: v7\nmetadata:\n  name: tap\nspec:\n  options:\n    require_session_mfa: true\n",
+            "tap.yaml",
+            false,
+            "test",
+            &|_, _| Ok(()),
+        )
+        .unwrap();
+    let secret = f.user("mia", &["access", "tap"]);
+    let mut key = SoftKey::new(KeyKind::Es256, RP, ORIGIN);
+    register(&f, "mia", &secret, &key).unwrap();
+    let plain = identity_of("mia", &["access"]);
+    let tapper = identity_of("mia", &["access", "tap"]);
+    let expires = f.auth.now() + Duration::from_secs(3600);
+    let issue = |id: &hop_ca::Identity, node: &str, login: &str, a: &WebauthnAssertion| {
+        f.auth.issue_session_mfa(
+            (id, expires),
+            (node, login),
+            a,
+            (&f.ssh_pub, &f.tls_spki),
+            None,
+        )
+    };
+
+    // No role asks: no challenge.
+    assert!(session_challenge(&f, &plain, "web1").is_none());
+    // A challenge for web1 answers for web1 only (and once).
+    let c = session_challenge(&f, &tapper, "web1").unwrap();
+    let a = wire(&key.assert(&c));
+    assert!(issue(&tapper, "web2", "mia", &a).is_err());
+    let c = session_challenge(&f, &tapper, "web1").unwrap();
+    let a = wire(&key.assert(&c));
+    let certs = issue(&tapper, "web1", "mia", &a).unwrap();
+    assert_eq!(certs.expires, f.auth.now() + Duration::from_secs(60));
+    assert!(
+        issue(&tapper, "web1", "mia", &a).is_err(),
+        "a replayed challenge"
+    );
+    let trusted = vec![f.auth.authorities().user.public()];
+    let (id, _) = hop_ca::verify_user_ssh(&certs.ssh_certificate, &trusted, f.auth.now()).unwrap();
+    assert_eq!(
+        id.session_mfa,
+        Some(hop_ca::SessionMfaTarget {
+            node: "web1".into(),
+            login: "mia".into()
+        })
+    );
+    assert_eq!(id.logins, ["mia"]);
+    assert!(id.mfa_verified);
+    // A login challenge does not answer a session's; a login not in the certificate is refused.
+    let c = login_challenge(&f, "mia");
+    assert!(issue(&tapper, "web1", "mia", &wire(&key.assert(&c))).is_err());
+    let c = session_challenge(&f, &tapper, "web1").unwrap();
+    assert!(issue(&tapper, "web1", "root", &wire(&key.assert(&c))).is_err());
+    // A marked certificate does not beget another.
+    let c = session_challenge(&f, &tapper, "web1").unwrap();
+    assert!(issue(&id, "web1", "mia", &wire(&key.assert(&c))).is_err());
+    // Each try is on the record, with its target.
+    let events: Vec<_> = f
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "mfa.session")
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["node"] == "web1" && e.get("error").is_none())
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["node"] == "web2" && e.get("error").is_some())
+    );
+}

@@ -84,6 +84,43 @@ pub enum JoinMode {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum MfaCommand {
+    /// List your second-factor devices: security keys and one-time-code apps.
+    Ls {
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+    /// Register a security key (FIDO2 over USB). Needs your password and a tap on a key you
+    /// already registered (or --otp when you have none yet).
+    Add {
+        /// What to call the key.
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        proof: MfaProof,
+    },
+    /// Remove a security key or a one-time-code device (by id or name). Needs your password and a
+    /// tap on one of your keys (or --otp); the last device is kept while the cluster requires a
+    /// second factor.
+    Rm {
+        device: String,
+        #[command(flatten)]
+        proof: MfaProof,
+    },
+}
+
+/// What proves an account change: the password and a fresh second factor.
+#[derive(Debug, Args, Clone)]
+pub struct MfaProof {
+    /// Read the password from the first line of standard input instead of prompting.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Prove the change with this one-time code instead of a security key.
+    #[arg(long)]
+    pub otp: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum SessionsCommand {
     /// List live sessions (SSH, database, application), oldest first; ended ones stay listed
     /// a few minutes as terminated.
@@ -441,8 +478,9 @@ pub struct LoginArgs {
     /// the request expires. Uses your current login when it is valid, else logs in first.
     #[arg(long, conflicts_with = "auth")]
     pub request_id: Option<String>,
-    /// Log in through this SSO connector (`kind: oidc`, `github` or `saml`) in a browser instead of a
-    /// password (`local`: the password login).
+    /// Log in through this SSO connector (`kind: oidc`, `github` or `saml`) in a browser instead of
+    /// a password (`local`: the password login; `passwordless`: a passkey on your security key,
+    /// no password).
     #[arg(long, value_name = "NAME")]
     pub auth: Option<String>,
     /// With --auth: `none` prints the login URL instead of opening a browser.

@@ -16,6 +16,7 @@ pub mod db;
 pub mod join;
 pub mod kube;
 pub mod locks;
+pub mod mfa;
 pub mod profile;
 pub mod recordings;
 pub mod requests;

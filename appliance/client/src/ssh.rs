@@ -31,7 +31,9 @@ use hop_net::tunnel::ALPN_SSH;
 /// `known_hosts` only once the node's host key arrives.
 pub async fn proxy_ssh(target: String) -> anyhow::Result<()> {
     let login = profile::current_login()?;
-    let cfg = Arc::new(client_config(&login.trust, Some(&login.cert), ALPN_SSH)?);
+    // A session's per-session MFA certificate when `hop ssh` made one, else the login's.
+    let cert = crate::mfa::session::proxy_cert(&login)?;
+    let cfg = Arc::new(client_config(&login.trust, Some(&cert), ALPN_SSH)?);
     let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
     let (tls, pending) = open_session(&login.profile.proxy, cfg, &target, unspecified).await?;
     crate::trust::refresh_trust_or_warn(&login, peer_leaf(&tls).as_deref()).await;
@@ -227,6 +229,27 @@ impl SshFiles {
         )
     }
 
+    /// `-o` options that put a session's MFA certificate first (OpenSSH takes the first
+    /// ProxyCommand given, and tries identities in order).
+    fn session_mfa_options(&self, files: &crate::mfa::session::SessionMfaFiles) -> Vec<String> {
+        vec![
+            format!("IdentityFile={}", files.ssh_key().display()),
+            format!("CertificateFile={}", files.ssh_cert().display()),
+            format!(
+                "ProxyCommand=env {}={} {}",
+                crate::mfa::session::SESSION_MFA_DIR_ENV,
+                quote(&files.dir.to_string_lossy()),
+                self.proxy_command()
+            ),
+        ]
+    }
+
+    /// The node's name without the cluster's suffix.
+    fn bare<'a>(&self, node: &'a str) -> &'a str {
+        node.strip_suffix(&format!(".{}", self.cluster))
+            .unwrap_or(node)
+    }
+
     /// `-o` options for OpenSSH.
     fn options(&self) -> Vec<String> {
         vec![
@@ -368,8 +391,24 @@ pub async fn ssh(a: crate::cli::SshArgs) -> anyhow::Result<i32> {
     } else {
         vec![host]
     };
+    // Per-session MFA (a role's require_session_mfa): a tap and one-minute certificates for the
+    // one node and login; their options come first.
+    let mut mfa_options: Vec<String> = Vec::new();
+    if !by_labels {
+        let node = f.bare(&targets[0]).to_string();
+        if let Some(files) = crate::mfa::session::prepare(&login, &node, &os_login).await? {
+            mfa_options = f.session_mfa_options(&files);
+        }
+    } else if let Err(e) = crate::mfa::session::prepare(&login, "", &os_login).await {
+        // Auth answers a challenge without a node only when no role requires one.
+        bail!("{e:#} (with per-session MFA, run `hop ssh` on one node at a time)");
+    }
     let mut base: Vec<String> = Vec::new();
-    for o in f.options().into_iter().chain(a.options.iter().cloned()) {
+    for o in mfa_options
+        .into_iter()
+        .chain(f.options())
+        .chain(a.options.iter().cloned())
+    {
         base.push("-o".into());
         base.push(o);
     }

@@ -15,7 +15,9 @@ use hop_platform::clock;
 use super::profile::{self, Paths, Profile};
 use crate::cli::{LoginArgs, OutputFormat, ProxyTrust, SignupArgs, StatusArgs};
 use hop_api::proto::auth_public_client::AuthPublicClient;
-use hop_api::proto::{CompleteSignupRequest, LoginRequest, LoginResponse, PingRequest};
+use hop_api::proto::{
+    BeginWebauthnLoginRequest, CompleteSignupRequest, LoginRequest, LoginResponse, PingRequest,
+};
 use hop_api::timestamps::rfc3339;
 use hop_api::totp;
 use hop_net::connect::{status_error, tls_channel};
@@ -35,7 +37,7 @@ pub(crate) fn trust_for(t: &ProxyTrust, saved_cas: Option<String>) -> anyhow::Re
 }
 
 /// Reads one line from standard input (for --password-stdin), without its line ending.
-fn read_stdin_line(what: &str) -> anyhow::Result<String> {
+pub(crate) fn read_stdin_line(what: &str) -> anyhow::Result<String> {
     let mut line = String::new();
     std::io::stdin()
         .lock()
@@ -48,14 +50,14 @@ fn read_stdin_line(what: &str) -> anyhow::Result<String> {
     Ok(line)
 }
 
-fn prompt_secret(prompt: &str) -> anyhow::Result<String> {
+pub(crate) fn prompt_secret(prompt: &str) -> anyhow::Result<String> {
     if !std::io::stdin().is_terminal() {
         bail!("{prompt}: standard input is not a terminal; use --password-stdin");
     }
     rpassword::prompt_password(format!("{prompt}: ")).context("cannot read from the terminal")
 }
 
-fn prompt_line(prompt: &str) -> anyhow::Result<String> {
+pub(crate) fn prompt_line(prompt: &str) -> anyhow::Result<String> {
     if !std::io::stdin().is_terminal() {
         bail!("{prompt}: standard input is not a terminal; pass it as a flag");
     }
@@ -164,7 +166,10 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
     if let Some(id) = &args.request_id {
         return crate::requests::login_with_request(&args, id).await;
     }
-    // `--auth local` is the password login, as in Teleport.
+    // `--auth local` is the password login, as in Teleport; `passwordless` a passkey's.
+    if args.auth.as_deref() == Some("passwordless") {
+        return passwordless_login(&args).await;
+    }
     if let Some(connector) = args.auth.as_deref().filter(|a| *a != "local") {
         return crate::sso::sso_login(&args, connector).await;
     }
@@ -196,8 +201,38 @@ pub(crate) async fn password_login(args: &LoginArgs) -> anyhow::Result<()> {
     } else {
         prompt_secret(&format!("Password for {user}"))?
     };
+    // A security key when the cluster takes them and the user has one (or the cluster wants
+    // nothing else), unless a one-time code was given.
+    let mut key_answer = String::new();
+    let keys_allowed = matches!(ping.second_factor.as_str(), "on" | "optional" | "webauthn");
+    if args.otp.is_none() && keys_allowed {
+        let challenge = client
+            .begin_webauthn_login(BeginWebauthnLoginRequest {
+                username: user.clone(),
+                passwordless: false,
+            })
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        let keys = crate::mfa::ceremony::allowed_credentials(&challenge.options_json)?;
+        if keys > 0 || ping.second_factor == "webauthn" {
+            if keys == 0 {
+                bail!("this cluster needs a security key and {user} has none registered");
+            }
+            let origin = crate::mfa::ceremony::pick_origin(&challenge.origins, &args.trust.proxy)?;
+            let mut key = crate::mfa::open()?;
+            let answer = crate::mfa::ceremony::assert(
+                key.as_mut(),
+                &challenge.options_json,
+                &origin,
+                false,
+            )?;
+            key_answer = answer.to_string();
+        }
+    }
     let otp = match (&args.otp, ping.second_factor.as_str()) {
         (Some(c), _) => c.clone(),
+        _ if !key_answer.is_empty() => String::new(),
         (None, "off") => String::new(),
         (None, _) => prompt_line("One-time code")?,
     };
@@ -219,6 +254,8 @@ pub(crate) async fn password_login(args: &LoginArgs) -> anyhow::Result<()> {
             ssh_public_key: ssh.public_openssh.clone(),
             tls_public_key: tls.public_spki_der.clone(),
             ttl_seconds: ttl,
+            webauthn_json: key_answer,
+            passwordless: false,
         })
         .await
         .map_err(status_error)?
@@ -231,6 +268,70 @@ pub(crate) async fn password_login(args: &LoginArgs) -> anyhow::Result<()> {
     if ttl > 0 && expires + Duration::from_secs(60) < asked {
         println!("  (shorter than the --ttl asked for: your roles' max_session_ttl caps it)");
     }
+    Ok(())
+}
+
+fn ttl_secs(args: &LoginArgs) -> anyhow::Result<u64> {
+    Ok(match &args.ttl {
+        Some(t) => hop_config::parse_duration(t)
+            .map_err(|e| anyhow!("--ttl: {e}"))?
+            .as_secs(),
+        None => 0,
+    })
+}
+
+/// `hop login --auth passwordless`: a passkey (a discoverable credential with user
+/// verification) names and proves the user; no password, no one-time code.
+async fn passwordless_login(args: &LoginArgs) -> anyhow::Result<()> {
+    let home = profile::hop_home()?;
+    let hint = args.user.clone().unwrap_or_default();
+    let saved = (!hint.is_empty())
+        .then(|| {
+            std::fs::read_to_string(Paths::new(home.clone(), &args.trust.proxy, &hint).cas()).ok()
+        })
+        .flatten();
+    let trust = trust_for(&args.trust, saved)?;
+    let channel = tls_channel(&args.trust.proxy, &trust, None).await?;
+    let mut client = AuthPublicClient::new(channel);
+    let challenge = client
+        .begin_webauthn_login(BeginWebauthnLoginRequest {
+            username: String::new(),
+            passwordless: true,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let origin = crate::mfa::ceremony::pick_origin(&challenge.origins, &args.trust.proxy)?;
+    let mut key = crate::mfa::open()?;
+    let answer =
+        crate::mfa::ceremony::assert(key.as_mut(), &challenge.options_json, &origin, true)?;
+    let ttl = ttl_secs(args)?;
+    let mut rng = rand::rng();
+    let ssh = hop_ca::generate_ssh_keypair(&mut rng).map_err(|e| anyhow!("{e}"))?;
+    let tls = hop_ca::generate_x509_keypair(&mut rng).map_err(|e| anyhow!("{e}"))?;
+    let resp = client
+        .login(LoginRequest {
+            username: String::new(),
+            password: String::new(),
+            totp_code: String::new(),
+            ssh_public_key: ssh.public_openssh.clone(),
+            tls_public_key: tls.public_spki_der.clone(),
+            ttl_seconds: ttl,
+            webauthn_json: answer.to_string(),
+            passwordless: true,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if !hint.is_empty() && hint != resp.username {
+        bail!(
+            "the passkey is {}'s, not {hint}'s: not logged in",
+            resp.username
+        );
+    }
+    let user = resp.username.clone();
+    save_login(&home, &args.trust, &user, (&ssh, &tls), &resp)?;
+    print_login(&resp, &args.trust.proxy);
     Ok(())
 }
 

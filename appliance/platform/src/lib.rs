@@ -13,6 +13,7 @@
 
 pub mod account;
 pub mod clock;
+pub mod hidraw;
 pub mod host;
 pub mod ktls;
 pub mod pty;

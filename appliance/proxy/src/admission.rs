@@ -61,11 +61,22 @@ impl UserCert {
     }
 
     pub(crate) fn presented<'a>(&'a self, login: Option<&'a str>) -> Presented<'a> {
+        self.presented_for(login, None)
+    }
+
+    /// As [`Self::presented`], with the node an SSH session is for (a per-session MFA
+    /// certificate is admitted only for its own node and login).
+    pub(crate) fn presented_for<'a>(
+        &'a self,
+        login: Option<&'a str>,
+        target: Option<&'a str>,
+    ) -> Presented<'a> {
         Presented {
             identity: &self.identity,
             issued_at: self.issued_at,
             expires: self.expires,
             login,
+            target,
         }
     }
 }
@@ -80,6 +91,22 @@ pub fn admit(
     remote: SocketAddr,
 ) -> Result<Admitted, Refusal> {
     admit_presented(auth, &cert.presented(login), route, remote)
+}
+
+/// [`admit`] for an SSH session to node `target` as `login`.
+pub fn admit_ssh(
+    auth: &AuthServer,
+    cert: &UserCert,
+    (login, target): (&str, &str),
+    route: Route,
+    remote: SocketAddr,
+) -> Result<Admitted, Refusal> {
+    admit_presented(
+        auth,
+        &cert.presented_for(Some(login), Some(target)),
+        route,
+        remote,
+    )
 }
 
 /// [`admit`] for a certificate the caller only borrows.
@@ -124,6 +151,8 @@ impl Drop for LiveWatch {
 pub struct Live {
     pub cert: UserCert,
     pub login: Option<String>,
+    /// The node of an SSH session (what a per-session MFA mark is checked against).
+    pub target: Option<String>,
     pub route: Route,
     pub remote: SocketAddr,
     pub session_id: String,
@@ -164,7 +193,9 @@ impl LiveWatch {
                     continue;
                 }
                 last = Some((snap.clone(), clock::now()));
-                let presented = live.cert.presented(live.login.as_deref());
+                let presented = live
+                    .cert
+                    .presented_for(live.login.as_deref(), live.target.as_deref());
                 let refusal = match auth.admit_on(&snap, &presented, live.route) {
                     Ok(_) => match agent_refusal(&auth, &live) {
                         Some(r) => r,
@@ -272,6 +303,7 @@ fn refuse_api_call(
                 issued_at: *issued_at,
                 expires: *expires,
                 login: None,
+                target: None,
             };
             admit_presented(auth, &presented, Route::AdminApi, *remote).err()?
         }

@@ -239,3 +239,51 @@ fn seeded_rng_is_deterministic() {
     assert_eq!(ca1.x509_key_pem, ca2.x509_key_pem);
     assert_eq!(ca1.public().ssh_public, ca2.public().ssh_public);
 }
+
+#[test]
+fn a_session_mfa_certificate_carries_its_target_as_a_critical_option() {
+    let cas = Cas::generate("c", 1);
+    let mut rng = rng(21);
+    let client = generate_ssh_keypair(&mut rng).unwrap();
+    let id = Identity {
+        session_mfa: Some(hop_ca::SessionMfaTarget {
+            node: "web1".into(),
+            login: "alice".into(),
+        }),
+        mfa_verified: true,
+        ..alice()
+    };
+    let minute = Duration::from_secs(60);
+    let cert = cas
+        .user
+        .issue_user_ssh(&client.public_openssh, &id, now(), minute, &mut rng)
+        .unwrap();
+    let parsed = russh::keys::ssh_key::Certificate::from_openssh(&cert).unwrap();
+    assert_eq!(
+        parsed
+            .critical_options()
+            .get(hop_ca::OPT_SESSION_MFA)
+            .map(String::as_str),
+        Some("alice@web1")
+    );
+    let (got, expires) = verify_user_ssh(&cert, &cas.public(), now()).unwrap();
+    assert_eq!(got, id);
+    assert_eq!(expires, now() + minute);
+    assert!(matches!(
+        verify_user_ssh(&cert, &cas.public(), now() + minute),
+        Err(CaError::Expired { .. })
+    ));
+    // A login that cannot be told from the node is not issued.
+    let bad = Identity {
+        session_mfa: Some(hop_ca::SessionMfaTarget {
+            node: "web1".into(),
+            login: "a@b".into(),
+        }),
+        ..alice()
+    };
+    assert!(
+        cas.user
+            .issue_user_ssh(&client.public_openssh, &bad, now(), minute, &mut rng)
+            .is_err()
+    );
+}

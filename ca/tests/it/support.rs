@@ -71,6 +71,7 @@ pub fn alice() -> Identity {
         route_to_kube_cluster: None,
         mfa_verified: true,
         active_requests: vec!["1dee4210-ce4a-4d61-888b-6a0039a29a30".into()],
+        session_mfa: None,
     }
 }
 

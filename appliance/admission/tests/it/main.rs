@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hop_admission::{
-    IdentityStamp, Refusal, RequestStamp, Route, STALE_AFTER, Snapshot, SnapshotData, Subject,
-    SubjectKind,
+    IdentityStamp, Refusal, RequestStamp, Route, STALE_AFTER, SessionMfaMark, Snapshot,
+    SnapshotData, Subject, SubjectKind,
 };
 use hop_rbac::{LockResource, LockTarget, LockingMode, Resource, parse_resources};
 
@@ -65,6 +65,7 @@ fn data() -> SnapshotData {
     }
 }
 
+#[derive(Clone)]
 struct Cert {
     kind: SubjectKind,
     name: &'static str,
@@ -75,6 +76,8 @@ struct Cert {
     cluster: &'static str,
     bound: Option<Route>,
     requests: Vec<String>,
+    target: Option<&'static str>,
+    mark: Option<SessionMfaMark<'static>>,
 }
 
 fn alice() -> Cert {
@@ -88,6 +91,8 @@ fn alice() -> Cert {
         cluster: "c1",
         bound: None,
         requests: vec![],
+        target: None,
+        mark: None,
     }
 }
 
@@ -105,6 +110,8 @@ fn decide(snap: &Snapshot, c: &Cert, route: Route, now: u64) -> Result<(), Refus
         cluster: c.cluster,
         bound_route: c.bound,
         agent_role: "",
+        target: c.target,
+        session_mfa: c.mark,
     };
     snap.admit(&s, route, at(now)).map(drop)
 }
@@ -231,6 +238,8 @@ fn agents_only_on_agent_routes_and_only_while_they_exist() {
         cluster: "c1",
         bound: None,
         requests: vec![],
+        target: None,
+        mark: None,
     };
     let snap = Snapshot::new(data());
     assert_eq!(decide(&snap, &agent(), Route::Tunnel, T0), Ok(()));
@@ -361,25 +370,81 @@ fn strict_locking_refuses_on_a_stale_snapshot_best_effort_does_not() {
 }
 
 #[test]
-fn require_session_mfa_refuses_sessions_but_not_the_api() {
+fn require_session_mfa_admits_ssh_only_with_the_mark_for_that_target() {
     let snap = Snapshot::new(data());
+    let mark = SessionMfaMark {
+        node: "web1",
+        login: "alice",
+    };
     let mona = Cert {
         name: "mona",
         roles: vec!["dev".into(), "mfa".into()],
+        target: Some("web1"),
         ..alice()
     };
+    // Without a mark, every SSH route refuses, saying what is needed.
     for route in [
         Route::HopSsh,
+        Route::JumpHost,
+        Route::Agentless,
         Route::Node,
-        Route::App,
-        Route::Postgres,
-        Route::Join,
     ] {
         let e = decide(&snap, &mona, route, T0).unwrap_err();
-        assert_eq!(e.code(), "session_mfa_unavailable", "{route:?}");
-        assert!(e.to_string().contains("require_session_mfa"), "{e}");
+        assert_eq!(e.code(), "session_mfa_required", "{route:?}");
+        assert!(e.to_string().contains("no per-session MFA mark"), "{e}");
     }
+    // Marked for this node and login: admitted on SSH routes.
+    let marked = Cert {
+        mark: Some(mark),
+        ..mona.clone()
+    };
+    for route in [Route::HopSsh, Route::Node] {
+        assert_eq!(decide(&snap, &marked, route, T0), Ok(()), "{route:?}");
+    }
+    // Another node, another login, or a route that does not say its node: refused.
+    let elsewhere = Cert {
+        target: Some("web2"),
+        ..marked.clone()
+    };
+    let e = decide(&snap, &elsewhere, Route::Node, T0).unwrap_err();
+    assert_eq!(e.code(), "session_mfa_required");
+    assert!(e.to_string().contains("alice@web1, not alice@web2"), "{e}");
+    let other_login = Cert {
+        login: Some("root"),
+        ..marked.clone()
+    };
+    assert!(decide(&snap, &other_login, Route::Node, T0).is_err());
+    let unknown = Cert {
+        target: None,
+        ..marked.clone()
+    };
+    assert!(decide(&snap, &unknown, Route::HopSsh, T0).is_err());
+    // The routes without an MFA flow yet are refused by name, marked or not.
+    for route in [
+        Route::App,
+        Route::Postgres,
+        Route::MySql,
+        Route::Kube,
+        Route::Join,
+    ] {
+        let e = decide(&snap, &marked, route, T0).unwrap_err();
+        assert_eq!(e.code(), "session_mfa_unavailable", "{route:?}");
+        assert!(e.to_string().contains(route.name()), "{e}");
+    }
+    // The API is no session.
     assert_eq!(decide(&snap, &mona, Route::AdminApi, T0), Ok(()));
+    // A marked certificate's expiry is its own (one minute): a new session after it is refused.
+    let expired = Cert {
+        expires: T0 + 60,
+        ..marked
+    };
+    assert_eq!(decide(&snap, &expired, Route::Node, T0 + 59), Ok(()));
+    assert_eq!(
+        decide(&snap, &expired, Route::Node, T0 + 61)
+            .unwrap_err()
+            .code(),
+        "expired"
+    );
 }
 
 #[test]
@@ -402,6 +467,8 @@ fn the_route_question_uses_the_roles_held_now() {
         cluster: c.cluster,
         bound_route: None,
         agent_role: "",
+        target: None,
+        session_mfa: None,
     };
     let admitted = snap.admit(&s, Route::Node, at(T0)).unwrap();
     let labels = BTreeMap::new();

@@ -132,13 +132,14 @@ pub struct Grant {
 #[error("{0}")]
 pub struct Refusal(pub String, pub &'static str);
 
-/// Decides whether the holder of `cert_openssh` may log in as `login` on a node with `labels`:
+/// Decides whether the holder of `cert_openssh` may log in as `login` on node `node_name` with
+/// `labels` (a per-session MFA certificate only for its own node and login):
 /// the user CA's signature, then admission (cluster, locks, existence, voided certificates,
 /// current roles) on the node route, then the roles' answer for this node and login.
 pub fn authorize(
     snap: &AccessSnapshot,
     cert_openssh: &str,
-    login: &str,
+    (node_name, login): (&str, &str),
     labels: &BTreeMap<String, String>,
     now: SystemTime,
 ) -> Result<Grant, Refusal> {
@@ -177,6 +178,14 @@ pub fn authorize(
         cluster: &identity.cluster,
         bound_route: None,
         agent_role: "",
+        target: Some(node_name),
+        session_mfa: identity
+            .session_mfa
+            .as_ref()
+            .map(|t| hop_admission::SessionMfaMark {
+                node: &t.node,
+                login: &t.login,
+            }),
     };
     let admitted = admission
         .admit(&subject, hop_admission::Route::Node, now)

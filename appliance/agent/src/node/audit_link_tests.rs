@@ -82,6 +82,13 @@ stub_auth! {
     update_session_tracker(UpdateSessionTrackerRequest) -> Empty;
     list_sessions(ListSessionsRequest) -> ListSessionsResponse;
     get_trust(GetTrustRequest) -> TrustResponse;
+    begin_webauthn_login(BeginWebauthnLoginRequest) -> WebauthnChallenge;
+    list_mfa_devices(ListMfaDevicesRequest) -> ListMfaDevicesResponse;
+    begin_mfa_change(BeginMfaChangeRequest) -> MfaChangeChallenge;
+    add_mfa_device(AddMfaDeviceRequest) -> MfaDevice;
+    remove_mfa_device(RemoveMfaDeviceRequest) -> Empty;
+    begin_session_mfa(BeginSessionMfaRequest) -> SessionMfaChallenge;
+    issue_session_mfa_cert(IssueSessionMfaCertRequest) -> SessionMfaCert;
 }
 
 /// Serves `auth` on a local port; the agent's connections go there.

@@ -135,7 +135,13 @@ fn spawn_live_check(
             let labels = shared.labels();
             let before_expiry = grant.cert_expires - Duration::from_secs(1);
             let now = clock::wall().min(before_expiry);
-            let decided = access::authorize(&snap, &grant.cert_openssh, &grant.login, &labels, now);
+            let decided = access::authorize(
+                &snap,
+                &grant.cert_openssh,
+                (&shared.nodename, &grant.login),
+                &labels,
+                now,
+            );
             tracing::debug!(user = %grant.identity.username, ok = decided.is_ok(), "live connection decided again");
             let Err(refusal) = decided else {
                 continue;
@@ -203,7 +209,13 @@ impl Handler for ConnHandler {
         };
         let snap = self.shared.access.get();
         let labels = self.shared.labels();
-        match access::authorize(&snap, &text, login, &labels, clock::wall()) {
+        match access::authorize(
+            &snap,
+            &text,
+            (&self.shared.nodename, login),
+            &labels,
+            clock::wall(),
+        ) {
             Ok(g) => {
                 tracing::debug!(user = %g.identity.username, login, "SSH login accepted");
                 self.grant = Some(g);

@@ -57,6 +57,7 @@ impl AppGrant {
             issued_at: self.issued_at,
             expires: self.expires,
             login: None,
+            target: None,
         }
     }
 }

@@ -70,6 +70,7 @@ impl AppSession {
             issued_at: self.grant.issued_at,
             expires: self.expires,
             login: None,
+            target: None,
         }
     }
 

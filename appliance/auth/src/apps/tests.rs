@@ -34,6 +34,7 @@ fn grant(app: &str, expires_in: Duration) -> AppGrant {
             route_to_kube_cluster: None,
             mfa_verified: false,
             active_requests: Vec::new(),
+            session_mfa: None,
         }),
         issued_at: t0() - Duration::from_secs(60),
         expires: t0() + expires_in,

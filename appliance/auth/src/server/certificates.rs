@@ -81,6 +81,7 @@ impl AuthServer {
             route_to_kube_cluster: None,
             mfa_verified: false,
             active_requests: Vec::new(),
+            session_mfa: None,
         }
     }
 

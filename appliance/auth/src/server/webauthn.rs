@@ -6,12 +6,12 @@
 //! account change, and the counter update (one compare-and-swap: a counter that does not move
 //! forward is refused and audited as a possibly cloned key).
 //!
-//! Seams for what comes later: the CLI's FIDO2 login (`hop login` over CTAP2) and per-session
-//! MFA take a challenge with [`AuthServer::begin_webauthn_assertion`] and present the answer as
-//! [`SecondFactor::Webauthn`]. Passwordless login in the browser takes a challenge bound to
-//! no user ([`AuthServer::begin_passwordless`]) and a passkey's assertion naming its user by
-//! the user handle ([`AuthServer::login_passwordless`], user verification required); `hop login
-//! --auth passwordless` is not built.
+//! The CLI's FIDO2 login (`hop login` over CTAP2, `grpc_mfa`) and per-session MFA take a
+//! challenge with [`AuthServer::begin_webauthn_assertion`] and present the answer as
+//! [`SecondFactor::Webauthn`]. Passwordless login (the browser's, and `hop login --auth
+//! passwordless`) takes a challenge bound to no user ([`AuthServer::begin_passwordless`]) and a
+//! passkey's assertion naming its user by the user handle ([`AuthServer::login_passwordless`],
+//! user verification required).
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -305,7 +305,9 @@ impl AuthServer {
         self.require_webauthn()?;
         if matches!(
             purpose,
-            ChallengePurpose::Register | ChallengePurpose::Passwordless
+            ChallengePurpose::Register
+                | ChallengePurpose::Passwordless
+                | ChallengePurpose::SessionMfa
         ) {
             return Err(AuthError::BadRequest(
                 "an assertion challenge is for a login or an account change".into(),
@@ -340,6 +342,24 @@ impl AuthServer {
         a: &WebauthnAssertion,
         purpose: ChallengePurpose,
     ) -> Result<AcceptedAssertion, &'static str> {
+        let challenge_user = if purpose == ChallengePurpose::Passwordless {
+            ""
+        } else {
+            user
+        };
+        self.check_webauthn_assertion_scoped(user, challenge_user, secrets, a, purpose)
+    }
+
+    /// [`Self::check_webauthn_assertion`] against a challenge issued to `challenge_user` (a
+    /// user, nobody for a passkey, or a user and a session target for per-session MFA).
+    fn check_webauthn_assertion_scoped(
+        &self,
+        user: &str,
+        challenge_user: &str,
+        secrets: Option<&UserSecrets>,
+        a: &WebauthnAssertion,
+        purpose: ChallengePurpose,
+    ) -> Result<AcceptedAssertion, &'static str> {
         if !webauthn_allowed(&self.settings.second_factor) {
             return Err("security keys are not a second factor of this cluster");
         }
@@ -353,7 +373,6 @@ impl AuthServer {
             return Err("malformed security key response");
         };
         let passwordless = purpose == ChallengePurpose::Passwordless;
-        let challenge_user = if passwordless { "" } else { user };
         let challenge = self.take_challenge(challenge_user, purpose, &client_data_json)?;
         let mut device = None;
         for d in secrets
@@ -619,6 +638,25 @@ impl AuthServer {
     }
 }
 
+impl AuthServer {
+    /// Removes one-time-code device `id` of `user` as [`Self::remove_otp_device`] does, after
+    /// a fresh proof from one of the user's devices too (the CLI's `hop mfa rm`, where every
+    /// device change is proven by a tap or a code). Audited (`mfa.delete`) either way.
+    pub fn remove_otp_device_proven(
+        &self,
+        user: &str,
+        (password_now, proof): (&str, SecondFactor<'_>),
+        id: &str,
+        remote: Option<SocketAddr>,
+    ) -> Result<(), AuthError> {
+        if let Err(e) = self.check_account_change(user, password_now, proof, remote) {
+            self.audit_refused_device_change(EventKind::MfaDelete, user, remote, &e);
+            return Err(super::account::hide_login_detail(e));
+        }
+        self.remove_otp_device(user, password_now, id, remote)
+    }
+}
+
 /// A passkey's answer at a passwordless login: the assertion and the user handle the
 /// authenticator returned with it (base64url).
 #[derive(Debug, Clone, Deserialize)]
@@ -755,5 +793,180 @@ impl AuthServer {
             Ok(user.value)
         })();
         (name, result)
+    }
+}
+
+/// The challenge owner of a per-session MFA challenge: the user and the one target (a newline
+/// cannot be in a user name, so no user's own challenges match it).
+fn session_scope(user: &str, node: &str, login: &str) -> String {
+    format!("{user}\n{login}@{node}")
+}
+
+/// A per-session MFA certificate pair: SSH and X.509, one minute, for one node and login.
+#[derive(Debug, Clone)]
+pub struct SessionMfaCertificates {
+    pub ssh_certificate: String,
+    pub tls_certificate_pem: String,
+    pub expires: SystemTime,
+}
+
+/// How long a per-session MFA certificate is valid: long enough to start the session (which
+/// then goes on after it).
+pub const SESSION_MFA_TTL: Duration = Duration::from_secs(60);
+
+impl AuthServer {
+    /// Whether a session of `identity` needs a fresh assertion (a role sets
+    /// `require_session_mfa`), and if so the options of a challenge bound to the user, `node`
+    /// and `login` (an assertion for it is good for that target alone).
+    pub fn begin_session_mfa(
+        &self,
+        identity: &hop_ca::Identity,
+        node: &str,
+        login: &str,
+        remote: Option<SocketAddr>,
+    ) -> Result<Option<Value>, AuthError> {
+        let checker = self.checker_for(&identity.roles, &identity.traits)?;
+        if !checker.require_session_mfa() {
+            return Ok(None);
+        }
+        self.require_webauthn()?;
+        if node.is_empty() || login.is_empty() {
+            return Err(AuthError::BadRequest(
+                "a per-session MFA challenge names a node and a login".into(),
+            ));
+        }
+        self.rate_limit(remote)?;
+        let user = &identity.username;
+        let allow: Vec<Value> = self
+            .store
+            .get::<UserSecrets>(user)?
+            .map(|v| v.value.webauthn_devices)
+            .unwrap_or_default()
+            .iter()
+            .map(|d| json!({"type": "public-key", "id": d.credential_id}))
+            .collect();
+        if allow.is_empty() {
+            return Err(AuthError::BadRequest(
+                "a role requires per-session MFA and you have no security key: add one with `hop mfa add`".into(),
+            ));
+        }
+        let challenge = self.issue_challenge(
+            &session_scope(user, node, login),
+            ChallengePurpose::SessionMfa,
+        )?;
+        Ok(Some(json!({"publicKey": {
+            "challenge": b64(&challenge),
+            "rpId": self.settings.webauthn.rp_id,
+            "timeout": CHALLENGE_TTL.as_secs() * 1000,
+            "allowCredentials": allow,
+            "userVerification": "discouraged",
+        }})))
+    }
+
+    /// Checks an assertion answering [`Self::begin_session_mfa`] for `node` and `login` and
+    /// issues the one-minute certificates marked for that target (from the caller's login
+    /// certificate `identity`, valid until `expires`; never past it). Audited (`mfa.session`
+    /// with the node and login) either way.
+    pub fn issue_session_mfa(
+        &self,
+        (identity, expires): (&hop_ca::Identity, SystemTime),
+        (node, login): (&str, &str),
+        assertion: &WebauthnAssertion,
+        (ssh_public_key, tls_public_key_der): (&str, &[u8]),
+        remote: Option<SocketAddr>,
+    ) -> Result<SessionMfaCertificates, AuthError> {
+        let user = identity.username.as_str();
+        let issued = self.check_and_issue_session_mfa(
+            (identity, expires),
+            (node, login),
+            assertion,
+            (ssh_public_key, tls_public_key_der),
+        );
+        let event = self
+            .event(EventKind::MfaSession, user)
+            .remote(remote)
+            .field("node", node.to_string())
+            .field("login", login.to_string())
+            .field("kind", "webauthn");
+        match &issued {
+            Ok(c) => self
+                .audit
+                .emit_durable(event.field("expires", hop_api::timestamps::rfc3339(c.expires))),
+            Err(e) => self
+                .audit
+                .emit_durable(event.failed(EventKind::MfaSession, e.to_string())),
+        }
+        issued
+    }
+
+    fn check_and_issue_session_mfa(
+        &self,
+        (identity, expires): (&hop_ca::Identity, SystemTime),
+        (node, login): (&str, &str),
+        assertion: &WebauthnAssertion,
+        (ssh_public_key, tls_public_key_der): (&str, &[u8]),
+    ) -> Result<SessionMfaCertificates, AuthError> {
+        let user = identity.username.as_str();
+        if identity.session_mfa.is_some() || crate::routed_certs::route_bound(identity).is_some() {
+            return Err(AuthError::Denied(
+                "a per-session MFA certificate derives only from a login certificate".into(),
+            ));
+        }
+        if !identity.logins.iter().any(|l| l == login) {
+            return Err(AuthError::Denied(format!(
+                "login {login:?} is not in your certificate"
+            )));
+        }
+        let refused = |reason| AuthError::LoginRefused { reason };
+        let secrets = self.store.get::<UserSecrets>(user)?.map(|v| v.value);
+        let used = self
+            .check_webauthn_assertion_scoped(
+                user,
+                &session_scope(user, node, login),
+                secrets.as_ref(),
+                assertion,
+                ChallengePurpose::SessionMfa,
+            )
+            .map_err(refused)?;
+        {
+            let _guard = self
+                .login_state
+                .lock()
+                .map_err(|_| AuthError::Poisoned("login state lock"))?;
+            self.store_webauthn_use(user, &used)?;
+        }
+        let now = self.now();
+        let ttl = hop_ca::derived_ttl(now, expires, SESSION_MFA_TTL).ok_or_else(|| {
+            AuthError::Denied("your certificate has expired; run `hop login`".into())
+        })?;
+        let mut marked = identity.clone();
+        marked.logins = vec![login.to_string()];
+        marked.mfa_verified = true;
+        marked.session_mfa = Some(hop_ca::SessionMfaTarget {
+            node: node.to_string(),
+            login: login.to_string(),
+        });
+        let cas = self.authorities();
+        let mut rng = rand::rng();
+        let ssh_certificate = cas
+            .user
+            .issue_user_ssh(ssh_public_key, &marked, now, ttl, &mut rng)
+            .map_err(|source| AuthError::UnusableKey {
+                field: "ssh_public_key",
+                source,
+            })?;
+        let tls_certificate_pem = cas
+            .user
+            .issue_user_x509(tls_public_key_der, &marked, now, ttl, &mut rng)
+            .map_err(|source| AuthError::UnusableKey {
+                field: "tls_public_key",
+                source,
+            })?;
+        self.metrics().certificates_issued.inc();
+        Ok(SessionMfaCertificates {
+            ssh_certificate,
+            tls_certificate_pem,
+            expires: now + ttl,
+        })
     }
 }

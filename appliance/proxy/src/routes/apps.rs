@@ -297,6 +297,7 @@ impl Running {
             Live {
                 sockets,
                 login: None,
+                target: None,
                 route: Route::App,
                 remote,
                 session_id: sid.clone(),

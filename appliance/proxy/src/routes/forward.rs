@@ -227,6 +227,11 @@ async fn connect_upstream(
         Upstream::Tcp(_) => &auth.authorities().openssh,
         Upstream::Tunnel(_) => &auth.authorities().user,
     };
+    // A per-session MFA mark travels to a node agent, which checks it again; OpenSSH's sshd
+    // would refuse its critical option, and the proxy admitted it for this node already.
+    if matches!(route, Upstream::Tcp(_)) {
+        identity.session_mfa = None;
+    }
     let cert = ca
         .issue_user_ssh(&pair.public_openssh, &identity, now, ttl, &mut rand::rng())
         .map_err(|cause| UpstreamError::SessionCertificate { cause })?;

@@ -232,6 +232,7 @@ pub(crate) async fn open(
     let live = Live {
         sockets: Vec::new(),
         login: None,
+        target: None,
         route: Route::Join,
         remote,
         session_id: req.session_id.clone(),

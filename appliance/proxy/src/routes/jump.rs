@@ -382,6 +382,7 @@ impl russh::server::Handler for JumpHandler {
             Live {
                 sockets: dup_stream(agent.get_ref()).into_iter().collect(),
                 login: None,
+                target: None,
                 route: Route::JumpHost,
                 remote: self.remote,
                 session_id: hex::encode(sid),

@@ -231,6 +231,7 @@ where
         Live {
             sockets: dup_stream(agent.get_ref()).into_iter().collect(),
             login: None,
+            target: None,
             route: Route::MySql,
             remote,
             session_id: format!("{connection_id:08x}"),

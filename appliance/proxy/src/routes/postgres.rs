@@ -294,6 +294,7 @@ fn opened_live(l: &PgLive, sockets: Vec<socket2::Socket>) -> Live {
     Live {
         sockets,
         login: None,
+        target: None,
         route: Route::Postgres,
         remote: l.remote,
         session_id: hex::encode(l.session_id),

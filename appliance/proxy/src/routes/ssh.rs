@@ -21,7 +21,7 @@ use super::dial::{
     KeptSessions, accept, dial_accepted, dial_agent, dial_agent_bounded, kept_agent_leg, refuse,
     refused, relay_on_worker,
 };
-use crate::admission::{Live, LiveWatch, UserCert, admit, both_legs, dup_stream};
+use crate::admission::{Live, LiveWatch, UserCert, admit_ssh, both_legs, dup_stream};
 use crate::dataplane::limits::ConnectionGuard;
 use crate::relay::on_worker::{SessionAnswer, SessionRequest};
 use crate::tunnels::{AgentStream, NodeRoute, TunnelRegistry};
@@ -232,11 +232,13 @@ fn nodes_for(
     remote: SocketAddr,
 ) -> Result<Vec<NodeRoute>, hop_admission::Refusal> {
     let mut nodes = all_nodes(registry, auth);
-    let route = match resolve(&nodes, host, auth.cluster_name()) {
-        Ok(n) if n.openssh => Route::Agentless,
-        _ => Route::HopSsh,
+    // The node's own name, whatever form `host` took (a per-session MFA mark names it).
+    let (route, target) = match resolve(&nodes, host, auth.cluster_name()) {
+        Ok(n) if n.openssh => (Route::Agentless, n.name.clone()),
+        Ok(n) => (Route::HopSsh, n.name.clone()),
+        Err(_) => (Route::HopSsh, host.to_string()),
     };
-    let admitted = admit(auth, cert, Some(login), route, remote)?;
+    let admitted = admit_ssh(auth, cert, (login, &target), route, remote)?;
     let checker = admitted.checker();
     nodes.retain(|n| checker.may_see_node(&n.labels));
     Ok(nodes)
@@ -389,6 +391,7 @@ pub(crate) fn live(
     Live {
         cert: cert.clone(),
         login: Some(at.login.clone()),
+        target: Some(at.node.name.clone()),
         route: at.route,
         remote,
         session_id: hex::encode(dial.session_id),
@@ -542,7 +545,7 @@ fn check(
     remote: SocketAddr,
 ) -> Result<bool, SshRefusal> {
     let identity = &cert.identity;
-    let admitted = admit(auth, cert, Some(login), route, remote)?;
+    let admitted = admit_ssh(auth, cert, (login, &node.name), route, remote)?;
     let checker = admitted.checker();
     checker
         .check_node_login(&node.labels, login)

@@ -304,6 +304,7 @@ impl WebSessions {
                 issued_at: found.cert.issued_at,
                 expires: found.cert.expires,
                 login: None,
+                target: None,
             };
             let decision = match &snap {
                 Ok(snap) => auth.admit_on(snap, &presented, Route::Web).err(),

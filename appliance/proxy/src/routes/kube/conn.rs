@@ -49,6 +49,7 @@ pub fn presented(cert: &UserCert) -> Presented<'_> {
         issued_at: cert.issued_at,
         expires: cert.expires,
         login: None,
+        target: None,
     }
 }
 

@@ -276,6 +276,7 @@ fn why_not(room: &WebRoom, caller: &WebCaller, terms: &Terms) -> Option<Ending> 
         issued_at: cert.issued_at,
         expires: cert.expires,
         login: terms.login.as_deref(),
+        target: None,
     };
     match auth.admit_on(&snap, &presented, terms.route) {
         Ok(_) => None,

@@ -1,0 +1,269 @@
+//! Security keys from the CLI over gRPC: the challenge of a login with a key or a passkey
+//! (`hop login`, `hop login --auth passwordless`), and the caller's own devices (`hop mfa
+//! ls|add|rm`; `rm` takes a one-time-code device too, proven the same way). Every check is the web path's ([`AuthServer::begin_webauthn_assertion`],
+//! [`AuthServer::add_webauthn_device`], [`AuthServer::remove_webauthn_device`]): password and a
+//! fresh proof from an existing device for a change, the last device kept while the cluster
+//! requires one, audit events either way. The methods here are called from `AuthPublic`.
+
+use std::time::UNIX_EPOCH;
+
+use tonic::{Request, Response, Status};
+
+use super::caller::Caller;
+use super::grpc::{AuthApi, caller};
+use super::server::{
+    AuthError, ChallengePurpose, SecondFactor, WebauthnAssertion, WebauthnRegistration,
+};
+use hop_api::proto::*;
+
+fn unix(t: std::time::SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// The user a device call acts for: the caller's own certificate, never another user.
+fn own_user<T>(req: &Request<T>) -> Result<String, Status> {
+    match caller(req) {
+        Caller::User { identity, .. } => Ok(identity.username.clone()),
+        _ => Err(Status::unauthenticated(
+            "managing security keys needs a login (`hop login`)",
+        )),
+    }
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T, Status> {
+    serde_json::from_str(s).map_err(|e| Status::invalid_argument(format!("{what}: {e}")))
+}
+
+/// A one-time code or a key's assertion, whichever the request carries.
+fn proof<'a>(totp_code: &'a str, assertion: Option<&'a WebauthnAssertion>) -> SecondFactor<'a> {
+    match assertion {
+        Some(a) => SecondFactor::Webauthn(a),
+        None => SecondFactor::Otp(totp_code),
+    }
+}
+
+impl AuthApi {
+    pub(super) async fn mfa_begin_login(
+        &self,
+        req: Request<BeginWebauthnLoginRequest>,
+    ) -> Result<Response<WebauthnChallenge>, Status> {
+        let remote = caller(&req).remote();
+        let r = req.into_inner();
+        let (options, origins) = self
+            .blocking(move |a| {
+                let options = if r.passwordless {
+                    a.begin_passwordless(remote)?
+                } else {
+                    a.begin_webauthn_assertion(r.username.trim(), ChallengePurpose::Login, remote)?
+                };
+                Ok((options, a.webauthn_settings().origins.clone()))
+            })
+            .await?;
+        Ok(Response::new(WebauthnChallenge {
+            options_json: options.to_string(),
+            origins,
+        }))
+    }
+
+    pub(super) async fn mfa_list(
+        &self,
+        req: Request<ListMfaDevicesRequest>,
+    ) -> Result<Response<ListMfaDevicesResponse>, Status> {
+        let user = own_user(&req)?;
+        let (keys, otp) = self
+            .blocking(move |a| Ok((a.webauthn_devices(&user)?, a.otp_devices(&user)?)))
+            .await?;
+        let mut devices: Vec<MfaDevice> = otp
+            .iter()
+            .map(|d| MfaDevice {
+                id: d.id.clone(),
+                name: d.name.clone(),
+                kind: "totp".into(),
+                added_unix: d.added.map_or(0, unix),
+                last_used_unix: 0,
+                aaguid: String::new(),
+            })
+            .collect();
+        devices.extend(keys.into_iter().map(|d| MfaDevice {
+            id: d.id,
+            name: d.name,
+            kind: "webauthn".into(),
+            added_unix: unix(d.added),
+            last_used_unix: d.last_used.map_or(0, unix),
+            aaguid: d.aaguid,
+        }));
+        Ok(Response::new(ListMfaDevicesResponse {
+            devices,
+            has_totp: !otp.is_empty(),
+        }))
+    }
+
+    pub(super) async fn mfa_begin_change(
+        &self,
+        req: Request<BeginMfaChangeRequest>,
+    ) -> Result<Response<MfaChangeChallenge>, Status> {
+        let user = own_user(&req)?;
+        let remote = caller(&req).remote();
+        let register = req.into_inner().register;
+        let out = self
+            .blocking(move |a| {
+                let proof = a.begin_webauthn_assertion(&user, ChallengePurpose::Manage, remote)?;
+                let registration = if register {
+                    a.begin_webauthn_registration(&user)?.to_string()
+                } else {
+                    String::new()
+                };
+                Ok(MfaChangeChallenge {
+                    proof_options_json: proof.to_string(),
+                    registration_options_json: registration,
+                    origins: a.webauthn_settings().origins.clone(),
+                })
+            })
+            .await?;
+        Ok(Response::new(out))
+    }
+
+    pub(super) async fn mfa_add(
+        &self,
+        req: Request<AddMfaDeviceRequest>,
+    ) -> Result<Response<MfaDevice>, Status> {
+        let user = own_user(&req)?;
+        let remote = caller(&req).remote();
+        let r = req.into_inner();
+        let assertion: Option<WebauthnAssertion> = match r.proof_json.trim() {
+            "" => None,
+            j => Some(parse_json("proof_json", j)?),
+        };
+        let registration: WebauthnRegistration =
+            parse_json("registration_json", &r.registration_json)?;
+        let view = self
+            .blocking(move |a| {
+                a.add_webauthn_device(
+                    &user,
+                    (&r.password, proof(&r.totp_code, assertion.as_ref())),
+                    &r.name,
+                    &registration,
+                    remote,
+                )
+            })
+            .await?;
+        Ok(Response::new(MfaDevice {
+            id: view.id,
+            name: view.name,
+            kind: "webauthn".into(),
+            added_unix: unix(view.added),
+            last_used_unix: 0,
+            aaguid: view.aaguid,
+        }))
+    }
+
+    pub(super) async fn mfa_remove(
+        &self,
+        req: Request<RemoveMfaDeviceRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let user = own_user(&req)?;
+        let remote = caller(&req).remote();
+        let r = req.into_inner();
+        let assertion: Option<WebauthnAssertion> = match r.proof_json.trim() {
+            "" => None,
+            j => Some(parse_json("proof_json", j)?),
+        };
+        self.blocking(move |a| {
+            let wanted = r.device.trim();
+            let keys = a.webauthn_devices(&user)?;
+            let otp = a.otp_devices(&user)?;
+            let matching: Vec<(&str, bool)> = keys
+                .iter()
+                .filter(|d| d.id == wanted || d.name == wanted)
+                .map(|d| (d.id.as_str(), true))
+                .chain(
+                    otp.iter()
+                        .filter(|d| d.id == wanted || d.name == wanted)
+                        .map(|d| (d.id.as_str(), false)),
+                )
+                .collect();
+            let (id, is_key) = match matching.as_slice() {
+                [one] => *one,
+                [] => return Err(AuthError::NotFound(format!("device {wanted:?}"))),
+                _ => {
+                    return Err(AuthError::BadRequest(format!(
+                        "several devices are named {wanted:?}: name one by its id (`hop mfa ls`)"
+                    )));
+                }
+            };
+            let proven = (r.password.as_str(), proof(&r.totp_code, assertion.as_ref()));
+            if is_key {
+                a.remove_webauthn_device(&user, proven, id, remote)
+            } else {
+                a.remove_otp_device_proven(&user, proven, id, remote)
+            }
+        })
+        .await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    pub(super) async fn mfa_begin_session(
+        &self,
+        req: Request<BeginSessionMfaRequest>,
+    ) -> Result<Response<SessionMfaChallenge>, Status> {
+        let Caller::User {
+            identity, remote, ..
+        } = caller(&req)
+        else {
+            return Err(Status::unauthenticated(
+                "per-session MFA needs a login (`hop login`)",
+            ));
+        };
+        let r = req.into_inner();
+        let out = self
+            .blocking(move |a| {
+                let options = a.begin_session_mfa(&identity, &r.node, &r.login, Some(remote))?;
+                Ok(match options {
+                    Some(o) => SessionMfaChallenge {
+                        required: true,
+                        options_json: o.to_string(),
+                        origins: a.webauthn_settings().origins.clone(),
+                    },
+                    None => SessionMfaChallenge::default(),
+                })
+            })
+            .await?;
+        Ok(Response::new(out))
+    }
+
+    pub(super) async fn mfa_issue_session(
+        &self,
+        req: Request<IssueSessionMfaCertRequest>,
+    ) -> Result<Response<SessionMfaCert>, Status> {
+        let Caller::User {
+            identity,
+            remote,
+            expires,
+            ..
+        } = caller(&req)
+        else {
+            return Err(Status::unauthenticated(
+                "per-session MFA needs a login (`hop login`)",
+            ));
+        };
+        let r = req.into_inner();
+        let assertion: WebauthnAssertion = parse_json("webauthn_json", &r.webauthn_json)?;
+        let certs = self
+            .blocking(move |a| {
+                a.issue_session_mfa(
+                    (&identity, expires),
+                    (&r.node, &r.login),
+                    &assertion,
+                    (&r.ssh_public_key, &r.tls_public_key),
+                    Some(remote),
+                )
+            })
+            .await?;
+        Ok(Response::new(SessionMfaCert {
+            ssh_certificate: certs.ssh_certificate,
+            tls_certificate_pem: certs.tls_certificate_pem,
+            expires_unix: unix(certs.expires),
+        }))
+    }
+}
