@@ -38,6 +38,7 @@ fn admit(f: &Fixture, c: &LoginCertificates) -> Result<(), Refusal> {
         issued_at: c.issued_at,
         expires: c.expires,
         login: None,
+        target: None,
     };
     f.auth.admit(&presented, Route::AdminApi).map(|_| ())
 }
