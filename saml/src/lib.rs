@@ -17,6 +17,8 @@
 //! read from that Assertion node: the node whose digest was checked, not one found again by
 //! name. Time comes from the caller. Nothing here does I/O or logs.
 
+#![forbid(unsafe_code)]
+
 pub mod c14n;
 pub mod dsig;
 #[doc(hidden)]

@@ -30,8 +30,6 @@ mod kube_kubectl;
 mod kube_refusals;
 mod login_flow;
 mod mfa_cli;
-/// The S3 stand-in (moto), shared with hop-storage's tests.
-#[path = "../../../storage/tests/it/moto.rs"]
 mod moto;
 mod multiplexer;
 mod openssh_node;

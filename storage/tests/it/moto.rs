@@ -2,8 +2,9 @@
 //! installed by `scripts/s3-test-tools` into `$HOP_TEST_TOOLS` (default
 //! `~/.cache/hop-test-tools`): one server per test binary, started on first use on a free
 //! loopback port under a watchdog shell that stops it when the test process exits (statics are
-//! never dropped); a fresh bucket per test. Shared by the storage and appliance test binaries
-//! (the appliance's includes this file by path). Without moto, [`moto`] prints SKIP and is `None`.
+//! never dropped); a fresh bucket per test. Without moto, [`moto`] prints SKIP and is `None`.
+//! (The appliance's e2e tests keep their own copy: a test binary compiles only its own crate's
+//! files.)
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
