@@ -1,6 +1,7 @@
 // The account page (every user): change the password (old password and a one-time code), and
 // the one-time-code devices: list, add one (a fresh secret shown once, confirmed with its first
-// code and the password), remove one (never the last: the server refuses); and security keys
+// code, the password and a code from a device already there), remove one (the password and a
+// code from a device, or a key's tap; never the last: the server refuses); and security keys
 // where the cluster takes them (second_factor on or optional).
 import { api } from '/web/assets/api.js';
 import { el, show } from '/web/assets/dom.js';
@@ -38,11 +39,18 @@ function devicesBox(view, devices, hasKeys) {
   const message = el('p', { id: 'devices-message', role: 'alert' });
   const fail = (e) => { message.className = 'error'; message.textContent = e.message; };
   const password = el('input', { id: 'device-password', type: 'password', 'aria-label': 'Current password', placeholder: 'Current password' });
+  const proofCode = el('input', {
+    id: 'device-proof-code', inputmode: 'numeric', 'aria-label': 'A code from a device you keep',
+    placeholder: hasKeys ? 'Code (blank: tap a key)' : 'Code from a device you keep',
+  });
   const rows = devices.map((d) => el('tr', { class: 'device', 'data-id': d.id },
     el('td', { class: 'name' }, d.name), el('td', {}, d.added || '-'),
     el('td', {}, el('button', { type: 'button', class: 'remove', onclick: async () => {
       try {
-        await api('POST', `/web/api/account/devices/${encodeURIComponent(d.id)}/remove`, { password: password.value });
+        const body = { password: password.value, existing_code: proofCode.value.trim() };
+        // No code: a tap on a security key proves a device is at hand.
+        if (!body.existing_code && hasKeys) body.proof = await proofAssertion();
+        await api('POST', `/web/api/account/devices/${encodeURIComponent(d.id)}/remove`, body);
         await accountPage(view);
       } catch (e) { fail(e); }
     } }, 'Remove'))));
@@ -78,7 +86,8 @@ function devicesBox(view, devices, hasKeys) {
   } }, 'Add a device');
   return el('section', { id: 'devices-section' },
     el('h2', {}, 'One-time-code devices'),
-    el('p', { class: 'muted' }, 'Adding or removing a device needs your current password:'), password,
+    el('p', { class: 'muted' }, 'Adding or removing a device needs your current password and a code from a device you keep (or a tap on a security key):'),
+    password, proofCode,
     el('table', { id: 'devices' }, el('tbody', {}, rows)), start, adding, message);
 }
 

@@ -321,17 +321,25 @@ fn editors_and_accounts_in_chromium() {
     b.click(n, "#device-submit", "");
     b.text(n, "#devices-message", "wrong password or one-time code");
     assert_eq!(items(&mut b, n, "tr.device").len(), 1);
-    let (existing, _) = code_after(&secret, Some(step));
+    let (existing, step) = code_after(&secret, Some(step));
     b.fill(n, "#device-existing-code", &existing);
     b.fill(n, "#device-code", &code_of(&phone, step_now()));
     b.click(n, "#device-submit", "");
     b.text(n, "#devices-message", "added");
     assert_eq!(items(&mut b, n, "tr.device").len(), 2);
     b.shot(n, "account-devices");
+    // Removing needs a fresh code from a device too: the password alone removes nothing.
     b.fill(n, "#device-password", NEW_PASSWORD);
+    b.click(n, "tr.device[data-id=signup] button.remove", "");
+    b.text(n, "#devices-message", "wrong password or one-time code");
+    assert_eq!(items(&mut b, n, "tr.device").len(), 2);
+    let (proof, step) = code_after(&secret, Some(step));
+    b.fill(n, "#device-proof-code", &proof);
     b.click(n, "tr.device[data-id=signup] button.remove", "");
     b.send(json!({"do": "gone", "who": n, "sel": "tr.device[data-id=signup]"}));
     b.fill(n, "#device-password", NEW_PASSWORD);
+    let (proof, _) = code_after(&phone, Some(step));
+    b.fill(n, "#device-proof-code", &proof);
     b.click(n, "tr.device button.remove", "");
     b.text(n, "#devices-message", "only second-factor device");
     assert_eq!(items(&mut b, n, "tr.device").len(), 1);

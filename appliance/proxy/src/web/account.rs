@@ -3,8 +3,9 @@
 //! counter, lockout; audited `user.password_change`); the user's other web sessions are kept,
 //! as Teleport keeps them (an administrator's reset or lock ends them). One-time-code devices
 //! are listed without their secrets; adding one shows a fresh secret once (its QR code and
-//! `otpauth://` URI) and needs the account password and the device's first code; removing one
-//! needs the password and never removes the last (audited `mfa.add`, `mfa.delete`).
+//! `otpauth://` URI) and needs the account password, the device's first code and a fresh proof
+//! from a device the user has (a code, or a key's assertion); removing one needs the password
+//! and such a proof, and never removes the last (audited `mfa.add`, `mfa.delete`).
 //!
 //! Every call passes [`WebRoom::guard`] and acts only on the session's own user (the name is
 //! never taken from the request). It decides nothing itself: Auth does.
@@ -148,10 +149,17 @@ async fn add_device(
     ))
 }
 
+/// The password and a fresh proof from a device the user keeps, as a removal carries.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Reauth {
     password: String,
+    /// A code from a device the user has (empty when a key's assertion comes instead).
+    #[serde(default)]
+    existing_code: String,
+    /// Or a security key's assertion (answering `/web/api/account/webauthn/challenge`).
+    #[serde(default)]
+    proof: Option<hop_auth::server::WebauthnAssertion>,
 }
 
 /// `POST /web/api/account/devices/{id}/remove`.
@@ -166,7 +174,11 @@ async fn remove_device(
     let form = form(body)?;
     let (user, remote) = (c.session.cert.identity.username.clone(), c.remote);
     blocking(&room, move |a| {
-        a.remove_otp_device(&user, &form.password, &id, Some(remote))
+        let proof = match &form.proof {
+            Some(assertion) => hop_auth::server::SecondFactor::Webauthn(assertion),
+            None => hop_auth::server::SecondFactor::Otp(form.existing_code.trim()),
+        };
+        a.remove_otp_device_proven(&user, (&form.password, proof), &id, Some(remote))
     })
     .await?;
     Ok(ok(serde_json::json!({})))
