@@ -165,6 +165,10 @@ pub struct StartArgs {
     /// Agents: the cluster's CA pin, checked when joining.
     #[arg(long)]
     pub ca_pin: Option<String>,
+    /// Agents: how many proxies to keep tunnels to when several serve the cluster behind
+    /// --proxy (default 2).
+    #[arg(long, value_name = "N")]
+    pub agent_connection_count: Option<usize>,
     /// App agents: publish a TCP application, e.g. name=echo,uri=tcp://127.0.0.1:7000,labels=env=dev
     /// (repeatable; several labels separated by ';').
     #[arg(long = "app")]

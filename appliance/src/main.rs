@@ -237,6 +237,9 @@ fn start_config(args: &StartArgs) -> anyhow::Result<Config> {
     if args.ca_pin.is_some() {
         cfg.hop.ca_pin = args.ca_pin.clone();
     }
+    if let Some(n) = args.agent_connection_count {
+        cfg.hop.agent_connection_count = n;
+    }
     for a in &args.apps {
         let spec = hop_config::services::AppSpec::parse(a).map_err(|e| anyhow::anyhow!(e))?;
         cfg.app_service.apps.push(spec.into());

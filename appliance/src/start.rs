@@ -79,7 +79,8 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         .spawn(auth.clone().follow_ca_records(p.shutdown.clone()));
     p.tasks
         .spawn(purge_ended_requests(auth.clone(), p.shutdown.clone()));
-    let registry = tunnel_registry(&mut p, &cfg, &auth, &backend, run_proxy);
+    let proxy_id = hop_proxy::presence::proxy_id(&data_dir)?;
+    let registry = tunnel_registry(&mut p, &cfg, &auth, &backend, run_proxy, &proxy_id);
     let api = AuthApi::new(auth.clone(), p.metrics.clone(), Some(registry.clone()))
         .with_audit_log(audit_log);
     let recordings = open_recordings(&mut p, &cfg, &backend).await?;
@@ -326,10 +327,12 @@ fn tunnel_registry(
     auth: &Arc<AuthServer>,
     backend: &Arc<dyn Backend>,
     run_proxy: bool,
+    proxy_id: &str,
 ) -> Arc<TunnelRegistry> {
     let registry = Arc::new(
-        TunnelRegistry::new(host_name(), TUNNEL_HEARTBEAT)
-            .with_hello_timeout(cfg.proxy_service.tunnel_hello_timeout.0),
+        TunnelRegistry::new(proxy_id.to_string(), TUNNEL_HEARTBEAT)
+            .with_hello_timeout(cfg.proxy_service.tunnel_hello_timeout.0)
+            .with_peer_addr(proxy::peer_addr(cfg)),
     );
     p.metrics.add_report(registry.clone());
     registry.on_refused_announcement(hop_proxy::admission::audit_refused_announcements(auth));
@@ -411,7 +414,19 @@ async fn serve(
         Some(c.recordings.clone()),
     );
     p.tasks.spawn(kube.clone().run(p.shutdown.clone()));
-    let tls = proxy::load_certificate(p, cfg, &c.auth, &front, app_http.clone()).await?;
+    let identify = proxy::identifier(&c.auth, &p.clock);
+    let peering = hop_proxy::peering::PeerIdentity::new(
+        c.auth.clone(),
+        c.registry.proxy_id().to_string(),
+        identify.clone(),
+    );
+    if let Err(e) = peering.issue() {
+        tracing::warn!(error = %e, "cannot issue the peering certificate yet; will retry");
+    }
+    c.registry.enable_peering(peering.clone());
+    p.tasks
+        .spawn(peering.clone().keep_fresh(p.shutdown.clone()));
+    let tls = proxy::load_certificate(p, cfg, &c.auth, &front, app_http.clone(), peering).await?;
     let web = hop_proxy::web::WebRoom::new(
         c.auth.clone(),
         c.registry.clone(),
@@ -435,7 +450,7 @@ async fn serve(
         kube: Some(kube),
         router,
         jump: proxy::jump_host(p, cfg, &c.auth, &c.registry)?,
-        identify: proxy::identifier(&c.auth, &p.clock),
+        identify,
         registry: c.registry.clone(),
         auth: c.auth.clone(),
         cancels: Default::default(),

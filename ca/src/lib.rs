@@ -31,4 +31,6 @@ pub use proof::{check_proof_key, proof_public_key, sign_proof, verify_proof};
 pub use ssh::{NO_LOGIN_PRINCIPAL, OPT_SESSION_MFA, verify_host_ssh, verify_user_ssh};
 pub use svid::{check_spiffe_path, spiffe_id, spiffe_trust_domain};
 pub use trust::{HOP_TRUST_DIGEST_OID, trust_digest, trust_digest_x509, x509_signer_pin};
-pub use x509::{ca_pin, host_role_x509, parse_pem_certs, verify_host_x509, verify_user_x509};
+pub use x509::{
+    ca_pin, host_claim_x509, host_role_x509, parse_pem_certs, verify_host_x509, verify_user_x509,
+};

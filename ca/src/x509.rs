@@ -424,6 +424,28 @@ pub fn host_role_x509(cert_der: &[u8]) -> Result<Option<HostRole>, CaError> {
         })
 }
 
+/// The host id (CN) and role a host CA certificate names, read without any verification (the
+/// caller's TLS handshake verified the chain): `None` for a certificate without Hop's host role
+/// extension (an operator's, a public CA's).
+///
+/// # Errors
+/// As [`host_role_x509`], and [`CaError::MissingIdentity`] for a role without a host id.
+pub fn host_claim_x509(cert_der: &[u8]) -> Result<Option<(String, HostRole)>, CaError> {
+    let Some(role) = host_role_x509(cert_der)? else {
+        return Ok(None);
+    };
+    let cert = parse_cert(cert_der)?;
+    let host_id = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .filter(|cn| !cn.is_empty())
+        .ok_or(CaError::MissingIdentity)?
+        .to_owned();
+    Ok(Some((host_id, role)))
+}
+
 /// Chain, validity and EKU checks shared by the verifiers; returns the parsed leaf.
 pub(crate) fn verify_leaf<'a>(
     cert_der: &'a [u8],

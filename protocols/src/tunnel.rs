@@ -70,6 +70,7 @@ const TYPE_HEARTBEAT_ACK: u8 = 0x04;
 const TYPE_DIAL: u8 = 0x05;
 const TYPE_DIAL_RESULT: u8 = 0x06;
 const TYPE_GO_AWAY: u8 = 0x07;
+const TYPE_PEER_DIAL: u8 = 0x08;
 
 /// Why received bytes are not a valid frame. Always the peer's fault.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -124,6 +125,18 @@ pub enum Frame {
     DialResult(DialResult),
     /// Either side: stop using this connection.
     GoAway(GoAway),
+    /// Proxy → peer proxy (proxy peering, never to an agent): take a pooled data connection of
+    /// agent `agent_id` and send it `dial`; the peer answers with the agent's
+    /// [`Frame::DialResult`] and then relays the session's bytes.
+    PeerDial(PeerDial),
+}
+
+/// A Dial one proxy asks another to send to an agent tunnelled to that other proxy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerDial {
+    /// The agent's host id.
+    pub agent_id: String,
+    pub dial: Dial,
 }
 
 /// Agent hello.
@@ -190,6 +203,7 @@ impl Frame {
             Frame::Dial(_) => TYPE_DIAL,
             Frame::DialResult(_) => TYPE_DIAL_RESULT,
             Frame::GoAway(_) => TYPE_GO_AWAY,
+            Frame::PeerDial(_) => TYPE_PEER_DIAL,
         }
     }
 
@@ -234,10 +248,10 @@ impl Frame {
             Frame::Heartbeat { seq } | Frame::HeartbeatAck { seq } => {
                 out.extend_from_slice(&seq.to_be_bytes());
             }
-            Frame::Dial(d) => {
-                out.extend_from_slice(&d.session_id);
-                put_str(out, "target", &d.target)?;
-                put_socket_addr(out, d.client_addr);
+            Frame::Dial(d) => put_dial(out, d)?,
+            Frame::PeerDial(p) => {
+                put_str(out, "agent_id", &p.agent_id)?;
+                put_dial(out, &p.dial)?;
             }
             Frame::DialResult(r) => {
                 out.extend_from_slice(&r.session_id);
@@ -300,10 +314,10 @@ impl Frame {
             TYPE_HEARTBEAT_ACK => Frame::HeartbeatAck {
                 seq: get_u64(&mut r, "seq")?,
             },
-            TYPE_DIAL => Frame::Dial(Dial {
-                session_id: get_session_id(&mut r)?,
-                target: get_str(&mut r, "target")?,
-                client_addr: get_socket_addr(&mut r)?,
+            TYPE_DIAL => Frame::Dial(get_dial(&mut r)?),
+            TYPE_PEER_DIAL => Frame::PeerDial(PeerDial {
+                agent_id: get_str(&mut r, "agent_id")?,
+                dial: get_dial(&mut r)?,
             }),
             TYPE_DIAL_RESULT => Frame::DialResult(DialResult {
                 session_id: get_session_id(&mut r)?,
@@ -328,6 +342,21 @@ impl Frame {
         }
         Ok(Some((frame, frame_len)))
     }
+}
+
+fn get_dial(r: &mut Reader<'_>) -> Result<Dial, TunnelError> {
+    Ok(Dial {
+        session_id: get_session_id(r)?,
+        target: get_str(r, "target")?,
+        client_addr: get_socket_addr(r)?,
+    })
+}
+
+fn put_dial(out: &mut Vec<u8>, d: &Dial) -> Result<(), EncodeError> {
+    out.extend_from_slice(&d.session_id);
+    put_str(out, "target", &d.target)?;
+    put_socket_addr(out, d.client_addr);
+    Ok(())
 }
 
 fn decode_hello(r: &mut Reader<'_>) -> Result<Hello, TunnelError> {

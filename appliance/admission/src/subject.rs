@@ -47,6 +47,8 @@ pub enum Route {
     AgentApi,
     /// The web UI's API under a web session (each request, and the session while it lives).
     Web,
+    /// Another proxy of the cluster asking this one to reach an agent tunnelled here.
+    ProxyPeer,
 }
 
 impl Route {
@@ -69,6 +71,7 @@ impl Route {
             Self::Tunnel => "tunnel",
             Self::AgentApi => "agent_api",
             Self::Web => "web",
+            Self::ProxyPeer => "proxy_peer",
         }
     }
 
@@ -92,7 +95,10 @@ impl Route {
     /// Routes only agents use.
     #[must_use]
     pub fn is_agent_route(self) -> bool {
-        matches!(self, Self::HostRenewal | Self::Tunnel | Self::AgentApi)
+        matches!(
+            self,
+            Self::HostRenewal | Self::Tunnel | Self::AgentApi | Self::ProxyPeer
+        )
     }
 }
 

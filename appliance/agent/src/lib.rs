@@ -26,6 +26,7 @@ pub mod db;
 mod dial;
 pub mod identity;
 pub mod kube;
+mod links;
 pub mod loadtest;
 pub mod node;
 pub mod trackers;
@@ -84,10 +85,14 @@ enum TunnelError {
     Frame(#[from] FrameIoError),
     #[error("unexpected frame {frame_type} instead of a hello ack")]
     NoHelloAck { frame_type: u8 },
-    #[error("the proxy closed the data connection")]
-    DataClosed,
     #[error("unexpected frame {frame_type} on a data connection")]
     UnexpectedDataFrame { frame_type: u8 },
+    /// The load balancer sent a control connection to a proxy another one already holds.
+    #[error("the connection reached proxy {proxy}, which this agent is tunnelled to already")]
+    AlreadyTunnelled { proxy: String },
+    /// A data connection reached a proxy this agent has no tunnel to (or was sent away by one).
+    #[error("the data connection reached a proxy this agent has no tunnel to")]
+    NotTunnelledThere,
 }
 
 /// How an agent is configured.
@@ -100,7 +105,11 @@ pub struct AgentSettings {
     pub data_dir: PathBuf,
     pub role: String,
     pub apps: Vec<AppSpec>,
+    /// Idle data connections kept at each proxy the agent is tunnelled to.
     pub pool_size: usize,
+    /// How many of the proxies behind `proxy` to keep tunnels to (Teleport's
+    /// `agent_connection_count`).
+    pub connection_count: usize,
     /// The SSH service, when this agent runs the `node` role.
     pub node: Option<crate::node::NodeSettings>,
     /// Databases, when this agent runs the `db` role.
@@ -134,6 +143,8 @@ struct Shared {
     /// connection is opened again with it, before the old one is closed, so that the proxy
     /// knows the agent by the new certificate before the old key is dropped.
     rekeyed: watch::Sender<u64>,
+    /// The proxies (by id) this agent's control connections hold now (`links`).
+    links: links::Links,
 }
 
 /// Watches one agent's control connection. Real agents pass `()`; the load test records what
@@ -166,6 +177,11 @@ impl Shared {
             self.data_tls.config(&id)?
         };
         Ok(dial_proxy(&self.settings.proxy, cfg).await?)
+    }
+
+    /// Proxies this agent keeps tunnels to, at most.
+    fn connection_count(&self) -> usize {
+        self.settings.connection_count.max(1)
     }
 
     fn hello(&self, host_id: &str) -> Frame {
@@ -278,6 +294,7 @@ pub async fn run(
         data_tls: Default::default(),
         apps: app::Apps::new(&settings.apps),
         rekeyed: watch::Sender::new(0),
+        links: Default::default(),
     });
     if let Some(kube) = kube {
         for (name, server) in kube.describe() {
@@ -317,9 +334,11 @@ pub async fn run(
             }
         });
     }
-    tasks.spawn(control_loop(shared.clone(), shutdown.clone(), ()));
+    for _ in 0..shared.connection_count() {
+        tasks.spawn(control_loop(shared.clone(), shutdown.clone(), ()));
+    }
     tasks.spawn(renew_loop(shared.clone(), shutdown.clone()));
-    for slot in 0..settings.pool_size.max(1) {
+    for slot in 0..settings.pool_size.max(1) * shared.connection_count() {
         tasks.spawn(data_slot(shared.clone(), slot, shutdown.clone()));
     }
     let mut rx = shutdown.clone();
@@ -353,7 +372,11 @@ async fn control_loop<O: ControlObserver>(
                 Ok(None) => return,
                 Err(e) => {
                     let why = error_chain(&e);
-                    tracing::warn!(error = %why, "tunnel to the proxy lost");
+                    if matches!(e, TunnelError::AlreadyTunnelled { .. }) {
+                        tracing::debug!(reason = %why, "another tunnel is not open yet");
+                    } else {
+                        tracing::warn!(error = %why, "tunnel to the proxy lost");
+                    }
                     if clock::since(started) > Duration::from_secs(60) {
                         backoff.reset();
                     }
@@ -383,6 +406,16 @@ async fn control_session<O: ControlObserver>(
 ) -> Result<Option<Duration>, TunnelError> {
     let host_id = shared.identity.read().await.meta.host_id.clone();
     let tls = shared.dial(ALPN_TUNNEL).await?;
+    // Behind a load balancer, each control connection must reach a proxy no other one holds;
+    // the claim is given back when this connection ends.
+    let landed = links::proxy_of(&tls);
+    let _claim =
+        shared
+            .links
+            .claim(landed.as_deref())
+            .ok_or_else(|| TunnelError::AlreadyTunnelled {
+                proxy: landed.unwrap_or_else(|| "(unnamed)".into()),
+            })?;
     let mut framed = FramedStream::new(tls);
     framed.write_frame(&shared.hello(&host_id)).await?;
     let interval = match framed.read_frame(Duration::from_secs(10)).await? {
@@ -461,9 +494,15 @@ async fn control_session<O: ControlObserver>(
     }
 }
 
+/// Data connections in a row that may land on a proxy without this agent's tunnel and be
+/// dialed again at once (after a moment's jitter), before the usual backoff.
+const QUICK_REDIALS: u32 = 16;
+const QUICK_REDIAL_MS: u64 = 200;
+
 /// Keeps one idle data connection parked at the proxy; on a Dial, serves it and parks another.
 async fn data_slot(shared: Arc<Shared>, slot: usize, mut shutdown: watch::Receiver<bool>) {
     let mut backoff = Backoff::default();
+    let mut misses = 0;
     loop {
         let started = clock::now();
         let outcome = tokio::select! {
@@ -471,8 +510,20 @@ async fn data_slot(shared: Arc<Shared>, slot: usize, mut shutdown: watch::Receiv
             _ = hop_platform::signals::until_shutdown(&mut shutdown) => return,
         };
         match outcome {
-            Ok(()) => backoff.reset(),
+            Ok(()) => {
+                backoff.reset();
+                misses = 0;
+            }
+            // Landed on a proxy without this agent's tunnel: the load balancer picks again.
+            Err(TunnelError::NotTunnelledThere) if misses < QUICK_REDIALS => {
+                misses += 1;
+                let d = Duration::from_millis(rand::random_range(0..=QUICK_REDIAL_MS));
+                if sleep_or_shutdown(d, &mut shutdown).await {
+                    return;
+                }
+            }
             Err(e) => {
+                misses = 0;
                 if clock::since(started) > Duration::from_secs(60) {
                     backoff.reset();
                 }
@@ -489,7 +540,11 @@ async fn data_slot(shared: Arc<Shared>, slot: usize, mut shutdown: watch::Receiv
 async fn wait_for_dial(shared: &Arc<Shared>) -> Result<(), TunnelError> {
     let mut rekeyed = shared.rekeyed.subscribe();
     rekeyed.mark_unchanged();
+    shared.links.wait_for_any().await;
     let tls = shared.dial_data().await?;
+    if links::proxy_of(&tls).is_some_and(|p| !shared.links.holds(&p)) {
+        return Err(TunnelError::NotTunnelledThere);
+    }
     let mut framed = FramedStream::new(tls);
     // Idle until the proxy uses this connection (or it closes); after a rekey, replaced by one
     // with the new certificate (the proxy closes those of a key a rotation dropped).
@@ -499,7 +554,7 @@ async fn wait_for_dial(shared: &Arc<Shared>) -> Result<(), TunnelError> {
     };
     let dial = match frame {
         Frame::Dial(d) => d,
-        Frame::GoAway(_) => return Err(TunnelError::DataClosed),
+        Frame::GoAway(_) => return Err(TunnelError::NotTunnelledThere),
         other => {
             return Err(TunnelError::UnexpectedDataFrame {
                 frame_type: other.frame_type(),

@@ -371,6 +371,7 @@ fn simulated(s: &LoadtestSettings, index: usize, id: AgentIdentity) -> Shared {
                 ..AppSpec::default()
             }],
             pool_size: 0,
+            connection_count: 1,
             node: None,
             databases: Vec::new(),
             db_selectors: Vec::new(),
@@ -385,6 +386,7 @@ fn simulated(s: &LoadtestSettings, index: usize, id: AgentIdentity) -> Shared {
         data_tls: Default::default(),
         apps: Default::default(),
         rekeyed: watch::Sender::new(0),
+        links: Default::default(),
     }
 }
 

@@ -117,6 +117,44 @@ pub struct AgentSummary {
     pub remote_addr: String,
     pub connected_unix: i64,
     pub last_heartbeat_unix: i64,
+    /// The announced resources whole (labels, target): what another proxy needs to route a
+    /// session to this agent through the proxy that holds its tunnel (proxy peering). Absent
+    /// in summaries of releases before peering.
+    #[serde(default)]
+    pub announced: Vec<AnnouncedResource>,
+}
+
+/// A resource as an agent announced it, kept in a presence summary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnnouncedResource {
+    pub kind: String,
+    pub name: String,
+    #[serde(default)]
+    pub labels: Vec<(String, String)>,
+    #[serde(default)]
+    pub target: Option<String>,
+}
+
+impl From<&ResourceAnnouncement> for AnnouncedResource {
+    fn from(r: &ResourceAnnouncement) -> Self {
+        Self {
+            kind: r.kind.clone(),
+            name: r.name.clone(),
+            labels: r.labels.clone(),
+            target: r.target.clone(),
+        }
+    }
+}
+
+impl From<&AnnouncedResource> for ResourceAnnouncement {
+    fn from(r: &AnnouncedResource) -> Self {
+        Self {
+            kind: r.kind.clone(),
+            name: r.name.clone(),
+            labels: r.labels.clone(),
+            target: r.target.clone(),
+        }
+    }
 }
 
 /// What one proxy published.
@@ -125,18 +163,28 @@ pub struct PresenceSummary {
     pub proxy_id: String,
     pub written_unix: i64,
     pub agents: Vec<AgentSummary>,
+    /// Where other proxies reach this one for peering (`host:port` of its one port); empty
+    /// when it takes no peer connections.
+    #[serde(default)]
+    pub peer_addr: String,
 }
 
 /// Every live summary except `own_proxy`'s, sorted by proxy id. Unreadable values are skipped
-/// (and logged): one bad summary must not hide the others.
+/// (and logged): one bad summary must not hide the others. A failed read is logged and lists
+/// none.
 pub fn others(backend: &dyn Backend, own_proxy: &str) -> Vec<PresenceSummary> {
-    let items = match backend.range(PREFIX, &prefix_end(PREFIX), 10_000) {
-        Ok(items) => items,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read other proxies' presence summaries");
-            return Vec::new();
-        }
-    };
+    try_others(backend, own_proxy).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot read other proxies' presence summaries");
+        Vec::new()
+    })
+}
+
+/// [`others`], telling a failed read apart from no other proxy.
+pub fn try_others(
+    backend: &dyn Backend,
+    own_proxy: &str,
+) -> Result<Vec<PresenceSummary>, hop_storage::StorageError> {
+    let items = backend.range(PREFIX, &prefix_end(PREFIX), 10_000)?;
     let mut out: Vec<PresenceSummary> = items
         .iter()
         .filter_map(|item| match serde_json::from_slice(&item.value) {
@@ -149,7 +197,7 @@ pub fn others(backend: &dyn Backend, own_proxy: &str) -> Vec<PresenceSummary> {
         .filter(|s: &PresenceSummary| s.proxy_id != own_proxy)
         .collect();
     out.sort_by(|a, b| a.proxy_id.cmp(&b.proxy_id));
-    out
+    Ok(out)
 }
 
 /// Every node a user may name: connected node agents and registered OpenSSH nodes (whose host

@@ -537,6 +537,12 @@ fn chosen_token_values_need_strength_and_proxy_tokens_stand_alone() {
         err.to_string().contains("does not allow the node role"),
         "{err}"
     );
+    // A proxy certificate opens proxy peering: no token makes one.
+    let err = join(&f, &proxy.secret, "proxy", "").unwrap_err();
+    assert!(
+        err.to_string().contains("a proxy cannot join with a token"),
+        "{err}"
+    );
 }
 
 #[test]

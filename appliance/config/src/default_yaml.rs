@@ -100,6 +100,9 @@ proxy_service:
   # PROXY protocol headers are honoured only from these networks (load balancers).
   proxy_protocol:
     trusted_cidrs: []
+  # Where other appliances' proxies reach this one for proxy peering (not through the load
+  # balancer); default: the listen address, or this host's name with the listen port.
+  # peer_public_addr: 10.0.0.5:443
 
 # A node agent's SSH service (hop start --roles node --proxy ...).
 ssh_service:

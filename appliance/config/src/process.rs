@@ -10,6 +10,11 @@ use serde::Deserialize;
 
 use crate::{Addr, DEFAULT_DATA_DIR, FieldError, StorageConfig, ValueError};
 
+/// Proxies an agent keeps tunnels to by default.
+pub const DEFAULT_AGENT_CONNECTION_COUNT: usize = 2;
+/// The most proxies an agent keeps tunnels to.
+const MAX_AGENT_CONNECTION_COUNT: usize = 16;
+
 /// Settings of the process as a whole.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -29,6 +34,9 @@ pub struct ProcessConfig {
     pub join_token: Option<crate::Secret>,
     /// Agents: the cluster's CA pin, checked when joining.
     pub ca_pin: Option<String>,
+    /// Agents: how many of the cluster's proxies (behind `proxy_server`) to keep tunnels to,
+    /// Teleport's `agent_connection_count`; fewer while fewer answer.
+    pub agent_connection_count: usize,
 }
 
 impl Default for ProcessConfig {
@@ -42,6 +50,7 @@ impl Default for ProcessConfig {
             proxy_server: None,
             join_token: None,
             ca_pin: None,
+            agent_connection_count: DEFAULT_AGENT_CONNECTION_COUNT,
         }
     }
 }
@@ -66,6 +75,12 @@ impl ProcessConfig {
             return Err(FieldError::new(
                 "hop.log.severity",
                 format!("invalid level {level:?}; expected error, warn, info, debug or trace"),
+            ));
+        }
+        if !(1..=MAX_AGENT_CONNECTION_COUNT).contains(&self.agent_connection_count) {
+            return Err(FieldError::new(
+                "hop.agent_connection_count",
+                format!("must be 1 to {MAX_AGENT_CONNECTION_COUNT}"),
             ));
         }
         self.check_agent_roles()

@@ -59,6 +59,10 @@ pub struct ProxyServiceConfig {
     pub kernel_tls: KernelTlsChoice,
     /// PROXY protocol (v1/v2) headers from load balancers.
     pub proxy_protocol: ProxyProtocolConfig,
+    /// Where the other appliances' proxies reach this one's port for proxy peering
+    /// (`host:port`, behind no load balancer); by default the listen address when it names
+    /// one, else this host's name with the listen port.
+    pub peer_public_addr: Option<String>,
 }
 
 impl Default for ProxyServiceConfig {
@@ -84,6 +88,7 @@ impl Default for ProxyServiceConfig {
             io_driver: IoDriverChoice::Auto,
             kernel_tls: KernelTlsChoice::Auto,
             proxy_protocol: ProxyProtocolConfig::default(),
+            peer_public_addr: None,
         }
     }
 }
@@ -128,6 +133,14 @@ impl ProxyServiceConfig {
     pub(crate) fn check(&self) -> Result<(), FieldError> {
         self.check_deadlines()?;
         self.check_budgets()?;
+        if let Some(addr) = &self.peer_public_addr
+            && !is_host_port(addr)
+        {
+            return Err(FieldError::new(
+                "proxy_service.peer_public_addr",
+                format!("{addr:?} is not host:port"),
+            ));
+        }
         for name in &self.public_addr {
             if name.is_empty() || name.contains(char::is_whitespace) {
                 return Err(FieldError::new(
@@ -184,4 +197,12 @@ impl ProxyServiceConfig {
         }
         Ok(())
     }
+}
+
+/// `host:port` with a host and a port number (an IPv6 host in brackets).
+fn is_host_port(addr: &str) -> bool {
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return false;
+    };
+    !host.is_empty() && !host.contains(char::is_whitespace) && port.parse::<u16>().is_ok()
 }

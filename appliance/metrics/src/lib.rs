@@ -124,6 +124,10 @@ pub struct Metrics {
     /// resumption from a ticket of an earlier one. Counted before admission, so refused ones too.
     pub agent_data_handshakes_full: Counter,
     pub agent_data_handshakes_resumed: Counter,
+    /// Proxy peering: sessions this proxy sent to the proxy that holds their agent's tunnel,
+    /// and sessions it took from a peer for an agent tunnelled here.
+    pub peer_sessions_sent: Counter,
+    pub peer_sessions_taken: Counter,
     pub db_sessions: Counter,
     pub db_sessions_active: Gauge,
     pub db_sessions_refused: Counter,
@@ -175,6 +179,8 @@ impl Default for Metrics {
             relay_tokio_sessions: Counter::default(),
             agent_data_handshakes_full: Counter::default(),
             agent_data_handshakes_resumed: Counter::default(),
+            peer_sessions_sent: Counter::default(),
+            peer_sessions_taken: Counter::default(),
             db_sessions: Counter::default(),
             db_sessions_active: Gauge::default(),
             db_sessions_refused: Counter::default(),

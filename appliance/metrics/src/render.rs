@@ -232,6 +232,15 @@ impl Metrics {
                 ),
             ],
         );
+        counter(
+            out,
+            "hop_proxy_peer_sessions_total",
+            "Proxy peering: sessions sent to the proxy holding the agent's tunnel (side=\"sent\") and taken from a peer for an agent tunnelled here (side=\"taken\").",
+            &[
+                ("side=\"sent\"".to_string(), self.peer_sessions_sent.get()),
+                ("side=\"taken\"".to_string(), self.peer_sessions_taken.get()),
+            ],
+        );
     }
 
     /// Database sessions, refusals and cancels.

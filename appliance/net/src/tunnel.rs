@@ -24,6 +24,9 @@ const RELAY_BUFFER: usize = 16 * 1024;
 pub const ALPN_TUNNEL: &[u8] = b"hop-tunnel";
 /// ALPN of an agent's pooled data connection.
 pub const ALPN_TUNNEL_DATA: &[u8] = b"hop-tunnel-data";
+/// ALPN of one proxy's connection to another of the cluster (proxy peering): a Dial for an
+/// agent tunnelled to the proxy it reaches.
+pub const ALPN_PEER: &[u8] = b"hop-peer";
 /// ALPN of a user's TCP application session.
 pub const ALPN_TCP: &[u8] = b"hop-tcp";
 /// ALPN of a user's SSH connection to a node through the proxy (`hop proxy ssh`, `hop ssh`).

@@ -80,6 +80,9 @@ pub struct ProxyCertificate {
     /// The web applications that get a certificate of their own, when the public host's
     /// [`crate::app_certs::name_rule`] says so; used only with [`CertSource::Issued`].
     pub apps: Option<Arc<dyn AnnouncedApps>>,
+    /// The peering certificate, served to connections that ask for ALPN `hop-peer` whatever
+    /// the source of the proxy's own (`crate::peering`).
+    pub peer: Option<Arc<crate::peering::PeerIdentity>>,
 }
 
 /// Why the proxy's certificate could not be (re)loaded; the one in use stays.
@@ -253,14 +256,30 @@ impl ProxyCertificate {
 
     fn config(&self, cert: &ServedCert) -> Result<rustls::ServerConfig, CertLoadError> {
         let client_cas = self.client_trust.pems();
-        Ok(match cert {
-            ServedCert::Single { chain_pem, key_pem } => {
-                tls::server_config(chain_pem, key_pem, &client_cas)?
-            }
-            ServedCert::Resolved(resolver) => {
-                tls::server_config_with_resolver(resolver.clone(), &client_cas)?
-            }
-        })
+        let Some(peer) = &self.peer else {
+            return Ok(match cert {
+                ServedCert::Single { chain_pem, key_pem } => {
+                    tls::server_config(chain_pem, key_pem, &client_cas)?
+                }
+                ServedCert::Resolved(resolver) => {
+                    tls::server_config_with_resolver(resolver.clone(), &client_cas)?
+                }
+            });
+        };
+        let inner: Arc<dyn rustls::server::ResolvesServerCert> = match cert {
+            ServedCert::Single { chain_pem, key_pem } => Arc::new(
+                rustls::sign::SingleCertAndKey::from(tls::certified_key(chain_pem, key_pem)?),
+            ),
+            ServedCert::Resolved(resolver) => resolver.clone(),
+        };
+        let resolver = crate::peering::PeerCertResolver {
+            peer: peer.clone(),
+            inner,
+        };
+        Ok(tls::server_config_with_resolver(
+            Arc::new(resolver),
+            &client_cas,
+        )?)
     }
 
     /// Whether the certificate `served` holds must be issued again now (after a rotation step).
@@ -438,6 +457,7 @@ mod tests {
                 names: vec!["localhost".into()],
             },
             client_trust: ClientTrust::Fixed(vec![ca.clone()]),
+            peer: None,
             apps: Some(Arc::new(Grafana)),
         };
         let served = proxy.load().await.unwrap();
@@ -498,6 +518,7 @@ mod tests {
                 names: vec!["localhost".into()],
             },
             client_trust: ClientTrust::Cluster(auth.clone()),
+            peer: None,
             apps: None,
         }
     }

@@ -6,7 +6,7 @@
 //! publishes them to the shared backend; [`listener`] routes connections the data plane hands
 //! over, by ALPN and client certificate, to [`routes`] (web UI and Auth API over HTTP, TCP apps,
 //! SSH, databases, `hop join`); [`admission`] asks Auth's snapshot whether a session may start
-//! and keeps asking while it lives; [`tls`], [`cert`], [`identify`] and [`server_tls`] own the
+//! and keeps asking while it lives; [`tls`], [`cert`], [`identify`] and [`proxy_tls`] own the
 //! proxy's certificate, its rustls configuration and who a client certificate names, and
 //! [`app_certs`] the certificates of web applications where `*.P` cannot name them; [`rotation`]
 //! decides what a CA rotation asks of the proxy's own certificates.
@@ -22,11 +22,12 @@ pub mod cert;
 pub mod dataplane;
 pub mod identify;
 pub mod listener;
+pub mod peering;
 pub mod presence;
+pub mod proxy_tls;
 pub mod relay;
 pub mod rotation;
 pub mod routes;
-pub mod server_tls;
 #[cfg(test)]
 mod test_auth;
 pub mod tls;

@@ -26,18 +26,18 @@ use tokio::sync::{mpsc, watch};
 use crate::dataplane::limits::ConnectionGuard;
 use crate::dataplane::route::RejectReason;
 use crate::dataplane::{Handoff, HandoffKind};
+use crate::proxy_tls::ProxyTls;
 use crate::relay::bounded::RecordReads;
 use crate::relay::on_worker::{KeptRoute, SessionInbox, SessionRequest};
 use crate::routes::http_conn::HttpDeadlines;
 use crate::routes::postgres::BeforeTls;
-use crate::server_tls::ServerTls;
 use crate::tunnels::{AgentStream, TunnelRegistry};
 use hop_auth::AuthServer;
 use hop_auth::caller::Caller;
 use hop_metrics::Metrics;
 use hop_net::tunnel::{
-    ALPN_JOIN, ALPN_MYSQL, ALPN_POSTGRES, ALPN_POSTGRES_DIRECT, ALPN_SSH, ALPN_TCP, ALPN_TUNNEL,
-    ALPN_TUNNEL_DATA,
+    ALPN_JOIN, ALPN_MYSQL, ALPN_PEER, ALPN_POSTGRES, ALPN_POSTGRES_DIRECT, ALPN_SSH, ALPN_TCP,
+    ALPN_TUNNEL, ALPN_TUNNEL_DATA,
 };
 
 /// Verifies a client certificate (DER) into a caller; `None` when it is not a valid user cert.
@@ -173,7 +173,7 @@ pub async fn serve_tls(
         tracing::trace!(%remote, worker, ?alpn, terminated = terminated.is_some(), "connection from the data plane");
         if let Some(conn) = terminated {
             // The worker did the handshake: straight to the route.
-            let tls = ServerTls::new(RecordReads::new(stream, bounded), *conn);
+            let tls = ProxyTls::new(RecordReads::new(stream, bounded), *conn);
             let (routes, metrics, shutdown) = (routes.clone(), metrics.clone(), shutdown.clone());
             tokio::spawn(async move {
                 metrics.connections_active.inc();
@@ -213,7 +213,7 @@ pub async fn serve_tls(
                 }
             }
             let stream = RecordReads::new(stream, bounded);
-            let accepted = tokio::time::timeout(deadline, ServerTls::accept(stream, config)).await;
+            let accepted = tokio::time::timeout(deadline, ProxyTls::accept(stream, config)).await;
             drop(permit);
             match accepted {
                 Ok(Ok(tls)) => {
@@ -279,7 +279,7 @@ impl Drop for ActiveConnection {
 }
 
 /// Counts an agent's data connection by its handshake (full or resumed).
-fn count_data_handshake(metrics: &Metrics, conn: &rustls::ServerConnection) {
+fn count_data_handshake(metrics: &Metrics, conn: &rustls::Connection) {
     match conn.handshake_kind() {
         Some(rustls::HandshakeKind::Resumed) => metrics.agent_data_handshakes_resumed.inc(),
         _ => metrics.agent_data_handshakes_full.inc(),
@@ -401,12 +401,31 @@ async fn route(
         }
         (Some(p), Caller::Host { host_id, .. }) if p == ALPN_TUNNEL_DATA => {
             if let Some(signer) = agent_signer(&routes.auth, &tls) {
-                routes.registry.park_data(&host_id, signer, tls, guard);
+                if let Some(tls) = routes.registry.park_data(&host_id, signer, tls, guard) {
+                    tokio::spawn(crate::peering::send_data_away(tls, host_id, remote));
+                }
             } else {
                 tracing::warn!(%host_id, %remote, "agent data connection refused: its certificate is signed by no host CA key trusted now");
             }
             metrics.connections_active.dec();
             return;
+        }
+        (
+            Some(p),
+            Caller::Host {
+                host_id,
+                role,
+                expires,
+                ..
+            },
+        ) if p == ALPN_PEER && role == hop_ca::HostRole::Proxy => {
+            let peer = crate::peering::Inbound {
+                proxy_id: host_id,
+                expires,
+                remote,
+            };
+            let fast_path = routes.relay.as_ref().map(|r| (r, worker));
+            crate::peering::serve(tls, peer, &routes.registry, &routes.auth, fast_path).await;
         }
         (Some(p), caller @ Caller::User { .. }) if p == ALPN_TCP => {
             let Some(cert) = crate::admission::UserCert::of(caller) else {
@@ -458,6 +477,7 @@ async fn route(
         (Some(p), caller)
             if p == ALPN_TUNNEL
                 || p == ALPN_TUNNEL_DATA
+                || p == ALPN_PEER
                 || p == ALPN_TCP
                 || p == ALPN_SSH
                 || p == ALPN_JOIN =>
@@ -499,7 +519,7 @@ fn is_kube_sni(routes: &TlsRoutes, tls: &AgentStream, alpn: Option<&[u8]>) -> bo
     routes
         .kube
         .as_ref()
-        .is_some_and(|k| k.is_kube_sni(tls.get_ref().1.server_name()))
+        .is_some_and(|k| k.is_kube_sni(tls.sni()))
 }
 
 /// The web application a connection's SNI names (`NAME.P`), when it asked for no ALPN of
@@ -508,10 +528,7 @@ fn app_of_sni(routes: &TlsRoutes, tls: &AgentStream, alpn: Option<&[u8]>) -> Opt
     if alpn.is_some_and(|p| p.starts_with(b"hop-")) {
         return None;
     }
-    routes
-        .app_http
-        .as_ref()?
-        .app_of_sni(tls.get_ref().1.server_name())
+    routes.app_http.as_ref()?.app_of_sni(tls.sni())
 }
 
 /// Counts a connection the control plane closes unserved with the data plane's refusals.
@@ -599,6 +616,7 @@ pub(crate) fn audit_wrong_certificate(
 ) {
     let route = match alpn {
         p if p == ALPN_TUNNEL || p == ALPN_TUNNEL_DATA => Route::Tunnel,
+        p if p == ALPN_PEER => Route::ProxyPeer,
         p if p == ALPN_TCP => Route::App,
         p if p == ALPN_SSH => Route::HopSsh,
         _ => Route::Join,

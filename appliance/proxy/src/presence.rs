@@ -46,13 +46,64 @@ pub fn summarize(registry: &TunnelRegistry, now: SystemTime) -> PresenceSummary 
             remote_addr: a.remote.to_string(),
             connected_unix: unix(a.connected),
             last_heartbeat_unix: unix(a.last_heartbeat),
+            announced: a.resources.iter().map(Into::into).collect(),
         })
         .collect();
     PresenceSummary {
         proxy_id: registry.proxy_id().to_string(),
         written_unix: unix(now),
         agents,
+        peer_addr: registry.peer_addr().to_string(),
     }
+}
+
+/// Holds this appliance's proxy id in its data dir.
+const PROXY_ID_FILE: &str = "proxy_id";
+
+/// Why the proxy id cannot be read or made.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyIdError {
+    #[error(
+        "{path} does not hold a proxy id (32 lowercase hex digits); remove it to make a new one"
+    )]
+    Unreadable { path: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// This appliance's proxy id: made once (random) and kept in the data dir, so that appliances
+/// sharing a backend never share one, whatever their host names. It keys the presence summary
+/// and names the peering certificate (a DNS label).
+pub fn proxy_id(data_dir: &std::path::Path) -> Result<String, ProxyIdError> {
+    let path = data_dir.join(PROXY_ID_FILE);
+    let shown = path.display().to_string();
+    match std::fs::read_to_string(&path) {
+        Ok(id) if is_proxy_id(id.trim()) => return Ok(id.trim().to_string()),
+        Ok(_) => return Err(ProxyIdError::Unreadable { path: shown }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(ProxyIdError::Io {
+                path: shown,
+                source,
+            });
+        }
+    }
+    let id = hex::encode(rand::random::<[u8; 16]>());
+    std::fs::write(&path, format!("{id}\n")).map_err(|source| ProxyIdError::Io {
+        path: shown,
+        source,
+    })?;
+    Ok(id)
+}
+
+fn is_proxy_id(s: &str) -> bool {
+    s.len() == 32
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Why a presence summary was not published (the next interval tries again).
@@ -81,32 +132,71 @@ pub fn publish(
     Ok(())
 }
 
-/// Publishes `registry`'s summary every interval until shutdown, then withdraws it.
+/// Publishes `registry`'s summary every interval, and soon after an agent connects or leaves
+/// (at most one write a second), until shutdown, then withdraws it. Between publications it
+/// reads the other proxies' summaries every [`REFRESH_INTERVAL`] into the registry (the agents
+/// reached through them, `crate::peering`).
 pub async fn run(
     registry: Arc<TunnelRegistry>,
     backend: Arc<dyn Backend>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let key = format!("{PREFIX}{}", registry.proxy_id());
+    let changes = registry.changes();
+    let mut next_publish = tokio::time::Instant::now();
     loop {
-        let (r, b) = (registry.clone(), backend.clone());
-        let res = tokio::task::spawn_blocking(move || {
-            let now = clock::wall();
-            publish(b.as_ref(), &summarize(&r, now), now)
-        })
-        .await;
-        match res {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot publish the presence summary"),
-            Err(e) => tracing::warn!(error = %e, "presence summary task failed"),
+        let now = tokio::time::Instant::now();
+        if now >= next_publish {
+            publish_now(&registry, &backend).await;
+            next_publish = now + PUBLISH_INTERVAL;
         }
+        refresh_peers(&registry, &backend).await;
         tokio::select! {
-            _ = tokio::time::sleep(PUBLISH_INTERVAL) => {}
+            _ = tokio::time::sleep(REFRESH_INTERVAL) => {}
+            _ = changes.notified() => {
+                // Several agents arriving together make one write.
+                tokio::time::sleep(CHANGE_DEBOUNCE).await;
+                next_publish = tokio::time::Instant::now();
+            }
             _ = hop_platform::signals::until_shutdown(&mut shutdown) => break,
         }
     }
     let b = backend.clone();
     let _ = tokio::task::spawn_blocking(move || b.delete(&key)).await;
+}
+
+/// How often the other proxies' summaries are read.
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(2);
+/// How long after an agent connects or leaves the summary is written.
+const CHANGE_DEBOUNCE: Duration = Duration::from_secs(1);
+
+async fn publish_now(registry: &Arc<TunnelRegistry>, backend: &Arc<dyn Backend>) {
+    let (r, b) = (registry.clone(), backend.clone());
+    let res = tokio::task::spawn_blocking(move || {
+        let now = clock::wall();
+        publish(b.as_ref(), &summarize(&r, now), now)
+    })
+    .await;
+    match res {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot publish the presence summary"),
+        Err(e) => tracing::warn!(error = %e, "presence summary task failed"),
+    }
+}
+
+/// Reads the other proxies' live summaries into the registry; on a read failure the view of
+/// before stays (their leases bound how stale it may be once reads work again).
+async fn refresh_peers(registry: &Arc<TunnelRegistry>, backend: &Arc<dyn Backend>) {
+    let (r, b) = (registry.clone(), backend.clone());
+    let res = tokio::task::spawn_blocking(move || {
+        hop_auth::inventory::try_others(b.as_ref(), r.proxy_id()).map(|o| r.set_remote(&o))
+    })
+    .await;
+    match res {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "cannot read other proxies' summaries"),
+        Err(e) => tracing::warn!(error = %e, "reading other proxies' summaries failed"),
+    }
 }
 
 #[cfg(test)]
@@ -133,7 +223,9 @@ mod tests {
                 remote_addr: "127.0.0.1:5000".into(),
                 connected_unix: unix(now),
                 last_heartbeat_unix: unix(now),
+                announced: vec![],
             }],
+            peer_addr: String::new(),
         };
         publish(&backend, &summary("proxy-a"), now).unwrap();
         publish(&backend, &summary("proxy-b"), now).unwrap();

@@ -36,6 +36,7 @@ pub const ALPN: &[&[u8]] = &[
     b"hop-postgres",
     b"hop-mysql",
     b"hop-join",
+    b"hop-peer",
     // PostgreSQL 17's direct TLS (`sslnegotiation=direct`).
     b"postgresql",
 ];

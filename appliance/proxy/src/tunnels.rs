@@ -8,8 +8,12 @@
 //! agent. It serves the control protocol (hello, heartbeat,
 //! goaway; the hello within `proxy_service.tunnel_hello_timeout`; an agent of another protocol
 //! version refused with a reason that names both sides', `versions`) and hands out data
-//! connections; it does not decide who may use them.
+//! connections; it does not decide who may use them. It also keeps what other proxies' presence
+//! summaries say (`remote`): their agents are listed and routed here too, through the proxy that
+//! holds their tunnel (`crate::peering`). A data connection of an agent without a control
+//! connection here is sent away (GoAway): its pool belongs where its tunnel is.
 
+pub mod remote;
 mod versions;
 
 use std::collections::{HashMap, VecDeque};
@@ -23,6 +27,8 @@ use hop_protocols::tunnel::{Frame, GoAway, HelloAck, ResourceAnnouncement};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
 
+use self::remote::{Peer, RemoteView};
+
 use crate::dataplane::limits::ConnectionGuard;
 use crate::relay::bounded::RecordReads;
 pub use hop_auth::inventory::{AgentInfo, AppRoute, DbRoute, KubeRoute, NodeRoute};
@@ -30,7 +36,7 @@ use hop_net::tunnel::{FrameIoError, FramedStream};
 
 /// A TLS stream terminated by the proxy (an agent's, or a user's session connection); its socket
 /// may be read record by record (see `crate::relay::bounded`).
-pub type AgentStream = super::server_tls::ServerTls<RecordReads<TcpStream>>;
+pub type AgentStream = super::proxy_tls::ProxyTls<RecordReads<TcpStream>>;
 
 /// Most idle data connections kept per agent; more are closed.
 const MAX_POOLED_PER_AGENT: usize = 64;
@@ -64,6 +70,14 @@ pub struct TunnelRegistry {
     next_generation: std::sync::atomic::AtomicU64,
     /// Told of every announcement refused: (host id, what and why).
     refused_announcement: std::sync::OnceLock<RefusedAnnouncement>,
+    /// Other proxies' agents ([`Self::set_remote`]).
+    remote: std::sync::RwLock<Arc<RemoteView>>,
+    /// Where other proxies reach this one for peering; empty: nowhere.
+    peer_addr: String,
+    /// Told when an agent connects or leaves (the presence summary is published sooner).
+    changed: Arc<Notify>,
+    /// This proxy's peering certificate, once peering runs.
+    peering: std::sync::OnceLock<Arc<crate::peering::PeerIdentity>>,
 }
 
 /// A callback for refused announcements: (host id, what was refused and why).
@@ -99,7 +113,72 @@ impl TunnelRegistry {
             pools: Mutex::new(HashMap::new()),
             next_generation: std::sync::atomic::AtomicU64::new(1),
             refused_announcement: std::sync::OnceLock::new(),
+            remote: std::sync::RwLock::new(Arc::default()),
+            peer_addr: String::new(),
+            changed: Arc::new(Notify::new()),
+            peering: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Reaches agents tunnelled to other proxies with `identity` from now on.
+    pub fn enable_peering(&self, identity: Arc<crate::peering::PeerIdentity>) {
+        let _ = self.peering.set(identity);
+    }
+
+    /// This proxy's peering identity, when peering runs.
+    pub fn peering(&self) -> Option<Arc<crate::peering::PeerIdentity>> {
+        self.peering.get().cloned()
+    }
+
+    /// Other proxies reach this one for peering at `addr` (`host:port`).
+    pub fn with_peer_addr(mut self, addr: String) -> Self {
+        self.peer_addr = addr;
+        self
+    }
+
+    /// Where other proxies reach this one for peering; empty: nowhere.
+    pub fn peer_addr(&self) -> &str {
+        &self.peer_addr
+    }
+
+    /// Notified when an agent connects or leaves.
+    pub fn changes(&self) -> Arc<Notify> {
+        self.changed.clone()
+    }
+
+    /// Replaces what other proxies' summaries say (`crate::presence` reads them).
+    pub fn set_remote(&self, summaries: &[hop_auth::inventory::PresenceSummary]) {
+        let view = {
+            let agents = self.agents();
+            RemoteView::build(summaries, |h| agents.contains_key(h))
+        };
+        *self.remote.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(view);
+    }
+
+    fn remote(&self) -> Arc<RemoteView> {
+        self.remote
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Whether agent `host_id` has a control connection here.
+    pub fn has_control(&self, host_id: &str) -> bool {
+        self.agents().contains_key(host_id)
+    }
+
+    /// The proxy to ask for agent `host_id`, when it has no tunnel here and another proxy's
+    /// summary lists it.
+    pub fn peer_for(&self, host_id: &str) -> Option<Peer> {
+        if self.has_control(host_id) {
+            return None;
+        }
+        self.remote().peer_of(host_id).cloned()
+    }
+
+    /// Whether `proxy_id` is another proxy of the cluster with a live presence summary.
+    pub fn is_peer(&self, proxy_id: &str) -> bool {
+        proxy_id != self.proxy_id && self.remote().is_peer(proxy_id)
     }
 
     /// Sets who is told of refused announcements (the audit log).
@@ -229,15 +308,30 @@ impl TunnelRegistry {
 
     /// Resources of `kind` announced by connected agents, each made by `make(resource, host id)`,
     /// sorted by name then host id.
+    /// Other proxies' agents count too (`remote`), except for names an agent here, or one listed
+    /// before, holds.
     fn announced<T>(&self, kind: &str, make: impl Fn(&ResourceAnnouncement, &str) -> T) -> Vec<T> {
         let mut out: Vec<(String, String, T)> = Vec::new();
+        let mut held = std::collections::HashSet::new();
         for e in self.agents().values() {
             for r in e.info.resources.iter().filter(|r| r.kind == kind) {
+                held.insert(r.name.to_ascii_lowercase());
                 out.push((
                     r.name.clone(),
                     e.info.host_id.clone(),
                     make(r, &e.info.host_id),
                 ));
+            }
+        }
+        let remote = self.remote();
+        for a in remote.agents() {
+            if self.has_control(&a.host_id) {
+                continue;
+            }
+            for r in a.resources.iter().filter(|r| r.kind == kind) {
+                if held.insert(r.name.to_ascii_lowercase()) {
+                    out.push((r.name.clone(), a.host_id.clone(), make(r, &a.host_id)));
+                }
             }
         }
         out.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
@@ -306,23 +400,30 @@ impl TunnelRegistry {
 
     /// Parks an agent's idle data connection, whose certificate is from the host CA key with
     /// SPKI pin `signer`.
+    ///
+    /// Returns the connection when the agent has no control connection here: its pool belongs
+    /// with its tunnel (the caller sends it away).
     pub fn park_data(
         &self,
         host_id: &str,
         signer: String,
         stream: AgentStream,
         guard: ConnectionGuard,
-    ) {
+    ) -> Option<AgentStream> {
+        if !self.has_control(host_id) {
+            return Some(stream);
+        }
         let mut pools = self.pools();
         let pool = pools.entry(host_id.to_string()).or_default();
         // An agent whose certificate moved to another CA key replaces all its idle data
         // connections: the ones of the key before are closed at its end already, or about to be.
         pool.idle.retain(|(_, _, parked)| *parked == signer);
         if pool.idle.len() >= MAX_POOLED_PER_AGENT {
-            return;
+            return None;
         }
         pool.idle.push_back((stream, guard, signer));
         pool.notify.notify_one();
+        None
     }
 
     /// Closes the idle data connections whose certificate is from no key among `trusted` (a CA
@@ -437,6 +538,7 @@ impl TunnelRegistry {
             },
         );
         tracing::info!(%host_id, %remote, services = ?hello.services, resources = hello.resources.len(), "agent connected");
+        self.changed.notify_one();
         let ack = Frame::HelloAck(HelloAck {
             proxy_id: self.proxy_id.clone(),
             heartbeat_interval_secs: u32::try_from(self.heartbeat_interval.as_secs()).unwrap_or(30),
@@ -460,6 +562,7 @@ impl TunnelRegistry {
             agents.remove(&host_id);
             drop(agents);
             self.pools().remove(&host_id);
+            self.changed.notify_one();
         }
     }
 

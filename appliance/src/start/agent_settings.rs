@@ -25,6 +25,7 @@ pub(super) fn from_config(cfg: &Config, data_dir: PathBuf) -> AgentSettings {
         role: role(cfg).into(),
         apps: cfg.app_service.apps.iter().map(AppConfig::spec).collect(),
         pool_size: pool_size(cfg),
+        connection_count: cfg.hop.agent_connection_count,
         db_selectors: cfg.db_service.resources.clone(),
         db_audit: cfg.db_service.audit.clone(),
         kube_clusters: if cfg.runs(ServiceRole::Kube) {

@@ -203,22 +203,24 @@ fn tls_names(cfg: &Config) -> Vec<String> {
 /// Loads the proxy's certificate (the operator's files, or one the host CA issues) into the TLS
 /// front and keeps it fresh; returns the configuration the listener terminates with. `apps`
 /// are the web applications, which get certificates of their own under a single-label public
-/// host when the certificate is issued.
+/// host when the certificate is issued; `peer` is served to other proxies (ALPN `hop-peer`).
 pub(super) async fn load_certificate(
     p: &mut Process,
     cfg: &Config,
     auth: &Arc<AuthServer>,
     front: &TlsFront,
     apps: Arc<AppHttp>,
+    peer: Arc<hop_proxy::peering::PeerIdentity>,
 ) -> anyhow::Result<Arc<ArcSwapOption<rustls::ServerConfig>>> {
     let source = match &cfg.proxy_service.tls {
         Some(files) => CertSource::Files {
             cert: files.cert_file.clone(),
             key: files.key_file.clone(),
         },
+        // Named by the proxy id: an agent behind a load balancer tells the proxies apart by it.
         None => CertSource::Issued {
             auth: auth.clone(),
-            host_id: host_name(),
+            host_id: peer.proxy_id().to_string(),
             names: tls_names(cfg),
         },
     };
@@ -236,6 +238,7 @@ pub(super) async fn load_certificate(
         source,
         client_trust: ClientTrust::Cluster(auth.clone()),
         apps,
+        peer: Some(peer),
     };
     let served = proxy_cert.load().await?;
     front.tls.store(Some(served.config()));
@@ -281,5 +284,19 @@ pub(super) fn http_deadlines(cfg: &Config) -> HttpDeadlines {
     HttpDeadlines {
         header_read: cfg.proxy_service.http_header_timeout.0,
         idle: cfg.proxy_service.http_idle_timeout.0,
+    }
+}
+
+/// Where other appliances' proxies reach this one (`proxy_service.peer_public_addr`): by
+/// default the listen address when it names one, else this host's name with the port.
+pub(super) fn peer_addr(cfg: &Config) -> String {
+    if let Some(addr) = &cfg.proxy_service.peer_public_addr {
+        return addr.clone();
+    }
+    let listen = cfg.proxy_service.listen_addr.0;
+    if listen.ip().is_unspecified() {
+        format!("{}:{}", host_name(), listen.port())
+    } else {
+        listen.to_string()
     }
 }

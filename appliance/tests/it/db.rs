@@ -101,7 +101,7 @@ impl Postgres {
     }
 
     /// Runs SQL as the superuser over the local socket (not through Hop).
-    fn local_sql(&self, sql: &str) -> String {
+    pub(crate) fn local_sql(&self, sql: &str) -> String {
         let out = Command::new("runuser")
             .args(["-u", "postgres", "--", "psql", "-h"])
             .arg(self.dir.path())
@@ -162,6 +162,16 @@ fn db_token(a: &Appliance) -> String {
 }
 
 pub(crate) fn start_db_agent(a: &Appliance, pg: &Postgres) -> Killed {
+    start_db_agent_via(a, &a.addr, pg, &[])
+}
+
+/// [`start_db_agent`] (its token from `a`) tunnelled to `proxy`, with `extra` arguments.
+pub(crate) fn start_db_agent_via(
+    a: &Appliance,
+    proxy: &str,
+    pg: &Postgres,
+    extra: &[&str],
+) -> Killed {
     let data = a.dir.path().join("db-agent");
     let spec = format!(
         "name=pg,uri=postgres://127.0.0.1:{},ca_file={},labels=env=test",
@@ -177,10 +187,11 @@ pub(crate) fn start_db_agent(a: &Appliance, pg: &Postgres) -> Killed {
     .unwrap();
     let child = Command::new(HOP)
         .args([
-            "start", "--roles", "db", "--proxy", &a.addr, "--ca-pin", &a.pin,
+            "start", "--roles", "db", "--proxy", proxy, "--ca-pin", &a.pin,
         ])
         .args(["--token", &db_token(a), "--db", &spec, "--config"])
         .arg(&config)
+        .args(extra)
         .arg("--data-dir")
         .arg(&data)
         .env("HOP_LOG", "info")
@@ -1401,7 +1412,7 @@ fn raw_dial(target: &str) -> Vec<u8> {
 
 /// `openssl s_client` on ALPN `alpn` with a certificate and key, sending `bytes`; what the
 /// proxy answered.
-fn raw_tls(a: &Appliance, alpn: &str, crt: &Path, key: &Path, bytes: &[u8]) -> String {
+pub(crate) fn raw_tls(a: &Appliance, alpn: &str, crt: &Path, key: &Path, bytes: &[u8]) -> String {
     let mut s = Command::new("openssl")
         .args([
             "s_client", "-quiet", "-alpn", alpn, "-connect", &a.addr, "-cert",

@@ -313,7 +313,7 @@ impl Appliance {
     }
 
     /// The value of the metric line `name` (with its labels) on `/metrics`.
-    fn metric(&self, name: &str) -> u64 {
+    pub fn metric(&self, name: &str) -> u64 {
         let (_, m) = self.diag_get("/metrics");
         let prefix = format!("{name} ");
         m.lines()

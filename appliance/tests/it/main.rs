@@ -23,6 +23,7 @@ mod clock;
 mod db;
 mod deadlines;
 mod fail_closed;
+mod ha;
 mod harness;
 mod join;
 mod kube;

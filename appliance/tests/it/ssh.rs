@@ -22,6 +22,20 @@ impl Drop for Killed {
 /// Starts a node agent with `--labels`; it joins with `token` (read from a file, so the
 /// secret is not in `ps`) and keeps its identity in `data`.
 pub fn start_node(a: &Appliance, data: &Path, token: &str, name: &str, labels: &str) -> Killed {
+    start_node_via(&a.addr, &a.pin, data, token, name, labels, &[])
+}
+
+/// [`start_node`] tunnelled to `proxy` (an appliance or a load balancer in front of several),
+/// with `extra` arguments.
+pub fn start_node_via(
+    proxy: &str,
+    pin: &str,
+    data: &Path,
+    token: &str,
+    name: &str,
+    labels: &str,
+    extra: &[&str],
+) -> Killed {
     let token_file = data.with_extension("token");
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
     let child = Command::new(HOP)
@@ -30,17 +44,18 @@ pub fn start_node(a: &Appliance, data: &Path, token: &str, name: &str, labels: &
             "--roles",
             "node",
             "--proxy",
-            &a.addr,
+            proxy,
             "--ca-pin",
-            &a.pin,
+            pin,
             "--token-file",
             token_file.to_str().unwrap(),
             "--nodename",
             name,
             "--labels",
             labels,
-            "--data-dir",
         ])
+        .args(extra)
+        .arg("--data-dir")
         .arg(data)
         .env("HOP_LOG", "info")
         .stdout(Stdio::null())

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use hop_ca::{
     CaError, CaKind, CertAuthority, HOP_IDENTITY_OID, HostRole, Identity, ca_pin,
-    generate_x509_keypair, host_role_x509, parse_pem_certs, verify_host_x509, verify_user_x509,
+    generate_x509_keypair, host_claim_x509, host_role_x509, parse_pem_certs, verify_host_x509,
+    verify_user_x509,
 };
 use x509_parser::prelude::*;
 
@@ -179,12 +180,17 @@ fn every_host_certificate_names_its_role_and_other_certificates_none() {
             )
             .unwrap();
         assert_eq!(host_role_x509(&der(&pem)).unwrap(), Some(role));
+        assert_eq!(
+            host_claim_x509(&der(&pem)).unwrap(),
+            Some(("h".to_string(), role))
+        );
     }
     let user = cas
         .user
         .issue_user_x509(&key.public_spki_der, &alice(), now(), HOUR, &mut rng)
         .unwrap();
     assert_eq!(host_role_x509(&der(&user)).unwrap(), None);
+    assert_eq!(host_claim_x509(&der(&user)).unwrap(), None);
     let db = cas
         .db
         .issue_db_server_x509(

@@ -2,7 +2,7 @@ use std::net::SocketAddr;
 
 use hop_protocols::tunnel::{
     Dial, DialResult, EncodeError, Frame, GoAway, Hello, HelloAck, MAX_FRAME_LEN, PROTOCOL_VERSION,
-    ResourceAnnouncement, TunnelError,
+    PeerDial, ResourceAnnouncement, TunnelError,
 };
 
 use crate::support::*;
@@ -68,6 +68,15 @@ pub fn sample_frames() -> Vec<Frame> {
         Frame::GoAway(GoAway {
             reason: "draining".into(),
             reconnect_after_ms: 1500,
+        }),
+        // Only between proxies (peering); agents never see it, so it is no new agent protocol.
+        Frame::PeerDial(PeerDial {
+            agent_id: "a1b2c3".into(),
+            dial: Dial {
+                session_id: [3; 16],
+                target: "@ssh".into(),
+                client_addr: "192.0.2.1:4000".parse().unwrap(),
+            },
         }),
     ]
 }

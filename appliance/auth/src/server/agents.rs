@@ -166,7 +166,16 @@ fn join_roles(role: &str) -> Result<(hop_rbac::SystemRole, HostRole), AuthError>
         hop_rbac::SystemRole::Db => HostRole::Db,
         hop_rbac::SystemRole::Kube => HostRole::Kube,
         hop_rbac::SystemRole::WindowsDesktop => HostRole::Desktop,
-        hop_rbac::SystemRole::Proxy => HostRole::Proxy,
+        // A proxy's certificate opens proxy peering (any agent's sessions): an appliance's
+        // proxy is certified by the Auth it runs with, never through a token an agent could
+        // hold.
+        hop_rbac::SystemRole::Proxy => {
+            return Err(AuthError::BadRequest(
+                "a proxy cannot join with a token: each appliance's proxy is certified by the \
+                 cluster's Auth it shares the backend with"
+                    .into(),
+            ));
+        }
         other => {
             return Err(AuthError::BadRequest(format!(
                 "role {:?} cannot join with a host certificate",

@@ -161,7 +161,9 @@ pub(super) async fn serve(session: Session, ctx: Arc<WorkerContext>) -> Kept {
     // Not needed while the session lives (a worker holds many idle ones).
     drop(opening);
     let accepted = close_or_accept(&mut stream, &mut conn, &leg.accept, false).await;
-    let keys = accepted.and_then(|()| keys_of(conn, pending).map_err(std::io::Error::other));
+    let keys = accepted.and_then(|()| {
+        keys_of(rustls::Connection::Server(conn), pending).map_err(std::io::Error::other)
+    });
     let (client_keys, to_agent) = match keys {
         Ok(k) => k,
         Err(e) => {

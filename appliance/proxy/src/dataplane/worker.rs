@@ -365,7 +365,7 @@ fn hand_to_control_plane(ctx: &WorkerContext, stats: &WorkerStats, handoff: Hand
 /// What a handed-over connection is, by its kind and its negotiated ALPN.
 fn handoff_route(h: &Handoff) -> HandoffRoute {
     use hop_net::tunnel::{
-        ALPN_JOIN, ALPN_MYSQL, ALPN_POSTGRES, ALPN_POSTGRES_DIRECT, ALPN_SSH, ALPN_TCP,
+        ALPN_JOIN, ALPN_MYSQL, ALPN_PEER, ALPN_POSTGRES, ALPN_POSTGRES_DIRECT, ALPN_SSH, ALPN_TCP,
         ALPN_TUNNEL, ALPN_TUNNEL_DATA,
     };
     match h.kind {
@@ -379,7 +379,9 @@ fn handoff_route(h: &Handoff) -> HandoffRoute {
         .and_then(|c| c.alpn_protocol())
         .or(h.alpn.as_deref().map(str::as_bytes));
     match alpn {
-        Some(p) if p == ALPN_TUNNEL || p == ALPN_TUNNEL_DATA => HandoffRoute::Agent,
+        Some(p) if p == ALPN_TUNNEL || p == ALPN_TUNNEL_DATA || p == ALPN_PEER => {
+            HandoffRoute::Agent
+        }
         Some(p)
             if [
                 ALPN_TCP,

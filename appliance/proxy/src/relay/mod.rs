@@ -19,7 +19,7 @@ pub mod on_worker;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use rustls::{ProtocolVersion, ServerConnection};
+use rustls::{Connection, ProtocolVersion};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::tunnels::AgentStream;
@@ -129,10 +129,11 @@ impl RelayHandle {
 /// at a time from its handshake on? Yes for the routes whose sessions may take the fast path.
 pub fn reads_by_record(alpn: Option<&str>) -> bool {
     use hop_net::tunnel::{
-        ALPN_POSTGRES, ALPN_POSTGRES_DIRECT, ALPN_SSH, ALPN_TCP, ALPN_TUNNEL_DATA,
+        ALPN_PEER, ALPN_POSTGRES, ALPN_POSTGRES_DIRECT, ALPN_SSH, ALPN_TCP, ALPN_TUNNEL_DATA,
     };
     alpn.is_some_and(|p| {
         [
+            ALPN_PEER,
             ALPN_TCP,
             ALPN_SSH,
             ALPN_TUNNEL_DATA,
@@ -194,18 +195,19 @@ fn take_keys(
     stream: AgentStream,
     pending: Vec<u8>,
 ) -> Result<(std::net::TcpStream, ConnectionKeys, Vec<u8>), HandOffError> {
-    let (io, conn): (_, ServerConnection) = stream.into_inner();
+    let (io, conn): (_, Connection) = stream.into_inner();
     let (keys, pending) = keys_of(conn, pending)?;
     let tcp = io.into_inner().into_std().map_err(HandOffError::Release)?;
     Ok((tcp, keys, pending))
 }
 
-/// The traffic keys of a TLS 1.3 connection the proxy terminated, and the plaintext rustls
+/// The traffic keys of a TLS 1.3 connection the proxy holds (terminated here, or opened to a
+/// peer proxy), and the plaintext rustls
 /// decrypted that nobody read yet (after `pending`, what was read but not consumed): both belong
 /// to the session. The caller checked that nothing is queued to send and no record is partly
 /// read.
 pub fn keys_of(
-    mut conn: ServerConnection,
+    mut conn: Connection,
     mut pending: Vec<u8>,
 ) -> Result<(ConnectionKeys, Vec<u8>), HandOffError> {
     let mut chunk = [0u8; 4096];

@@ -20,11 +20,10 @@ use hop_platform::clock;
 use hop_protocols::tunnel::{Dial, Frame};
 
 use super::dial::{
-    KeptSessions, accept, dial_accepted, dial_agent_bounded, kept_agent_leg, refuse, refused,
-    relay_on_worker,
+    AgentHold, KeptSessions, accept, dial_accepted, dial_agent_bounded, kept_agent_leg, refuse,
+    refused, relay_on_worker,
 };
 use crate::admission::{Live, LiveWatch, UserCert, admit, both_legs, dup_socket};
-use crate::dataplane::limits::ConnectionGuard;
 use crate::listener::ConnectionHold;
 use crate::relay::on_worker::SessionRequest;
 use crate::relay::{self, RelayHandle};
@@ -153,7 +152,7 @@ pub async fn serve_kept(req: SessionRequest, kept: KeptSessions, hold: impl Send
 /// An admitted session whose agent accepted the Dial.
 struct Opened {
     agent: FramedStream<AgentStream>,
-    agent_hold: ConnectionGuard,
+    agent_hold: AgentHold,
     host_id: String,
     idle: Option<Duration>,
     disconnect_expired_cert: bool,

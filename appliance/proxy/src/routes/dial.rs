@@ -2,8 +2,9 @@
 //!
 //! This module owns the proxy's side of the Dial exchange: answering the user with a
 //! `DialResult` (a refusal carries a readable reason), and taking one of the agent's pooled data
-//! connections, forwarding the Dial and reading the agent's answer. Deciding who may dial what
-//! stays with each route.
+//! connections, forwarding the Dial and reading the agent's answer, or asking the proxy that
+//! holds the agent's tunnel to (`crate::peering`). Deciding who may dial what stays with each
+//! route.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,6 +35,13 @@ pub enum AgentDialError {
         what: String,
         #[source]
         source: Option<FrameIoError>,
+    },
+    /// The proxy that holds the agent's tunnel could not be asked.
+    #[error("{what}: its agent's proxy could not be reached ({source}); try again")]
+    Peer {
+        what: String,
+        #[source]
+        source: crate::peering::PeerError,
     },
 }
 
@@ -75,15 +83,20 @@ pub async fn dial_agent(
     session_id: [u8; 16],
     target: &str,
     client_addr: SocketAddr,
-) -> Result<(FramedStream<AgentStream>, ConnectionGuard), AgentDialError> {
+) -> Result<(FramedStream<AgentStream>, AgentHold), AgentDialError> {
     let (mut agent, hold) =
         dial_agent_bounded(registry, host_id, what, session_id, target, client_addr).await?;
     agent.get_mut().get_mut().0.unbound();
     Ok((agent, hold))
 }
 
+/// A pooled connection's place in the connection limits, held while the session uses it; a
+/// session through a peer proxy (`crate::peering`) holds none here.
+pub type AgentHold = Option<ConnectionGuard>;
+
 /// [`dial_agent`], leaving the connection reading record by record so that the session can move
-/// to the fast path (`crate::relay`).
+/// to the fast path (`crate::relay`). An agent tunnelled to another proxy of the cluster is
+/// reached through that proxy.
 pub async fn dial_agent_bounded(
     registry: &TunnelRegistry,
     host_id: &str,
@@ -91,6 +104,38 @@ pub async fn dial_agent_bounded(
     session_id: [u8; 16],
     target: &str,
     client_addr: SocketAddr,
+) -> Result<(FramedStream<AgentStream>, AgentHold), AgentDialError> {
+    let dial = Dial {
+        session_id,
+        target: target.to_string(),
+        client_addr,
+    };
+    if let (Some(peer), Some(identity)) = (registry.peer_for(host_id), registry.peering()) {
+        return match crate::peering::dial(&identity, &peer, host_id, dial).await {
+            Ok(agent) => Ok((agent, None)),
+            Err(crate::peering::PeerDialError::Refused(reason)) => Err(AgentDialError::Refused {
+                what: what.to_string(),
+                reason,
+            }),
+            Err(crate::peering::PeerDialError::Failed(e)) => {
+                tracing::warn!(%host_id, proxy = %peer.proxy_id, error = %e, "a peer proxy could not take a session");
+                Err(AgentDialError::Peer {
+                    what: what.to_string(),
+                    source: e,
+                })
+            }
+        };
+    }
+    let (agent, hold) = dial_local(registry, host_id, what, &dial).await?;
+    Ok((agent, Some(hold)))
+}
+
+/// Takes one of this proxy's pooled data connections of `host_id` and sends it `dial`.
+pub async fn dial_local(
+    registry: &TunnelRegistry,
+    host_id: &str,
+    what: &str,
+    dial: &Dial,
 ) -> Result<(FramedStream<AgentStream>, ConnectionGuard), AgentDialError> {
     let Some((stream, hold)) = registry.take_data(host_id).await else {
         return Err(AgentDialError::NoConnection {
@@ -98,12 +143,7 @@ pub async fn dial_agent_bounded(
         });
     };
     let mut agent = FramedStream::new(stream);
-    let dial = Dial {
-        session_id,
-        target: target.to_string(),
-        client_addr,
-    };
-    let answer = match agent.write_frame(&Frame::Dial(dial)).await {
+    let answer = match agent.write_frame(&Frame::Dial(dial.clone())).await {
         Ok(()) => agent.read_frame(Duration::from_secs(15)).await,
         Err(e) => Err(e),
     };

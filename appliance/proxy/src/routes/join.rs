@@ -16,9 +16,8 @@ use hop_admission::Route;
 use hop_protocols::tunnel::Frame;
 use serde::Deserialize;
 
-use super::dial::{accept, dial_agent, refuse};
+use super::dial::{AgentHold, accept, dial_agent, refuse};
 use crate::admission::{Live, LiveWatch, UserCert, admit, both_legs};
-use crate::dataplane::limits::ConnectionGuard;
 use crate::tunnels::{AgentStream, TunnelRegistry};
 use hop_api::dial::join::JoinDial;
 use hop_auth::AuthServer;
@@ -126,7 +125,7 @@ pub async fn serve(
 /// legs).
 pub(crate) struct Joined {
     pub(crate) agent: FramedStream<AgentStream>,
-    pub(crate) hold: ConnectionGuard,
+    pub(crate) hold: AgentHold,
     pub(crate) live: Live,
     pub(crate) session_id: String,
 }

@@ -23,9 +23,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::db_cancel::{CancelGuard, CancelRegistry, CancelTarget};
-use super::dial::{KeptSessions, dial_agent, dial_agent_bounded, kept_agent_leg, relay_on_worker};
+use super::dial::{
+    AgentHold, KeptSessions, dial_agent, dial_agent_bounded, kept_agent_leg, relay_on_worker,
+};
 use crate::admission::{Live, LiveWatch, UserCert, admit, both_legs};
-use crate::dataplane::limits::ConnectionGuard;
 use crate::relay::on_worker::{SessionAnswer, SessionRequest};
 use crate::tunnels::{AgentStream, DbRoute, TunnelRegistry};
 use hop_api::dial::db::{DbCancel, DbDial};
@@ -266,7 +267,7 @@ struct PgOpened {
     agent: AgentStream,
     /// What the agent sent after the start-up.
     from_agent: Vec<u8>,
-    agent_hold: ConnectionGuard,
+    agent_hold: AgentHold,
     /// The database's start-up answers for the client, the cancel key replaced by the proxy's.
     to_client: Vec<u8>,
     cancel_guard: Option<CancelGuard>,

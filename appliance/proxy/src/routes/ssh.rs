@@ -18,11 +18,10 @@ use hop_rbac::AccessDenied;
 use hop_protocols::tunnel::{Dial, Frame};
 
 use super::dial::{
-    KeptSessions, accept, dial_accepted, dial_agent, dial_agent_bounded, kept_agent_leg, refuse,
-    refused, relay_on_worker,
+    AgentHold, KeptSessions, accept, dial_accepted, dial_agent, dial_agent_bounded, kept_agent_leg,
+    refuse, refused, relay_on_worker,
 };
 use crate::admission::{Live, LiveWatch, UserCert, admit_ssh, both_legs, dup_stream};
-use crate::dataplane::limits::ConnectionGuard;
 use crate::relay::on_worker::{SessionAnswer, SessionRequest};
 use crate::tunnels::{AgentStream, NodeRoute, TunnelRegistry};
 use hop_auth::AuthServer;
@@ -365,7 +364,7 @@ async fn dial_node(
     dial: &Dial,
     remote: SocketAddr,
     registry: &TunnelRegistry,
-) -> Result<(FramedStream<AgentStream>, ConnectionGuard), String> {
+) -> Result<(FramedStream<AgentStream>, AgentHold), String> {
     let what = format!("node {:?}", at.node.name);
     dial_agent_bounded(
         registry,

@@ -148,7 +148,7 @@ pub(super) async fn shell(
         login: Some(at.login),
         disconnect_expired_cert,
         _watch: watch,
-        _hold: hold,
+        _hold: hold.flatten(),
     })
 }
 
@@ -274,6 +274,6 @@ pub(super) async fn join(
         login: None,
         disconnect_expired_cert,
         _watch: watch,
-        _hold: Some(hold),
+        _hold: hold,
     })
 }

@@ -1,13 +1,15 @@
-//! A server-side TLS connection as a tokio stream, over a rustls [`ServerConnection`] that may
-//! have finished its handshake elsewhere.
+//! A TLS connection the proxy holds as a tokio stream, over a rustls [`Connection`] that may
+//! have finished its handshake elsewhere: most are terminated here (server side), and those the
+//! proxy opens to a peer proxy (`crate::peering`) are client side.
 //!
 //! The data-plane workers terminate TLS (`dataplane/handshake.rs`) and hand the control plane the
 //! socket together with the rustls connection, handshake done and any early plaintext still
 //! inside it. This module owns driving that connection from then on: reading and decrypting,
-//! encrypting and writing, `close_notify` on shutdown, and (for the PostgreSQL route, whose TLS
-//! starts after a plaintext exchange on the control plane) running a handshake itself. Its
-//! `get_ref`/`get_mut`/`into_inner` mirror tokio-rustls', so the routes that take a session to
-//! the fast path can still reach the socket and the traffic keys.
+//! encrypting and writing, `close_notify` on shutdown, and running a handshake itself (for the
+//! PostgreSQL route, whose TLS starts after a plaintext exchange on the control plane, and for
+//! connections to peers). Its `get_ref`/`get_mut`/`into_inner` mirror tokio-rustls', so the
+//! routes that take a session to the fast path can still reach the socket and the traffic keys,
+//! whichever side of the handshake the proxy was.
 
 use std::future::poll_fn;
 use std::io::{self, Read, Write};
@@ -15,14 +17,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use rustls::{ServerConfig, ServerConnection};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// A TLS connection the proxy terminates.
+/// A TLS connection the proxy terminates or opened.
 #[derive(Debug)]
-pub struct ServerTls<IO> {
+pub struct ProxyTls<IO> {
     io: IO,
-    conn: ServerConnection,
+    conn: Connection,
     /// The socket returned end-of-file.
     eof: bool,
     /// `close_notify` is queued.
@@ -73,34 +76,54 @@ fn tls_error(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
-impl<IO> ServerTls<IO> {
+impl<IO> ProxyTls<IO> {
     /// Wraps a connection whose handshake may be done already (its buffered plaintext is kept).
-    pub fn new(io: IO, conn: ServerConnection) -> Self {
+    pub fn new(io: IO, conn: impl Into<Connection>) -> Self {
         Self {
             io,
-            conn,
+            conn: conn.into(),
             eof: false,
             closing: false,
         }
     }
 
-    pub fn get_ref(&self) -> (&IO, &ServerConnection) {
+    pub fn get_ref(&self) -> (&IO, &Connection) {
         (&self.io, &self.conn)
     }
 
-    pub fn get_mut(&mut self) -> (&mut IO, &mut ServerConnection) {
+    pub fn get_mut(&mut self) -> (&mut IO, &mut Connection) {
         (&mut self.io, &mut self.conn)
     }
 
-    pub fn into_inner(self) -> (IO, ServerConnection) {
+    pub fn into_inner(self) -> (IO, Connection) {
         (self.io, self.conn)
+    }
+
+    /// The server name the client asked for, on a connection the proxy terminates.
+    pub fn sni(&self) -> Option<&str> {
+        match &self.conn {
+            Connection::Server(s) => s.server_name(),
+            Connection::Client(_) => None,
+        }
     }
 }
 
-impl<IO: AsyncRead + AsyncWrite + Unpin> ServerTls<IO> {
+impl<IO: AsyncRead + AsyncWrite + Unpin> ProxyTls<IO> {
     /// Runs a server handshake over `io` with `config`.
     pub async fn accept(io: IO, config: Arc<ServerConfig>) -> io::Result<Self> {
         let conn = ServerConnection::new(config).map_err(tls_error)?;
+        let mut tls = Self::new(io, conn);
+        poll_fn(|cx| tls.poll_handshake(cx)).await?;
+        Ok(tls)
+    }
+
+    /// Runs a client handshake over `io` with `config`, for the server `name`.
+    pub async fn connect(
+        io: IO,
+        config: Arc<ClientConfig>,
+        name: ServerName<'static>,
+    ) -> io::Result<Self> {
+        let conn = ClientConnection::new(config, name).map_err(tls_error)?;
         let mut tls = Self::new(io, conn);
         poll_fn(|cx| tls.poll_handshake(cx)).await?;
         Ok(tls)
@@ -159,7 +182,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ServerTls<IO> {
     }
 }
 
-impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for ServerTls<IO> {
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for ProxyTls<IO> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -193,7 +216,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for ServerTls<IO> {
     }
 }
 
-impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ServerTls<IO> {
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ProxyTls<IO> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -275,7 +298,7 @@ mod tests {
         // A 1 KiB pipe: every write and read meets back-pressure.
         let (a, b) = tokio::io::duplex(1024);
         let server = tokio::spawn(async move {
-            let mut tls = ServerTls::accept(a, server_cfg).await.unwrap();
+            let mut tls = ProxyTls::accept(a, server_cfg).await.unwrap();
             let mut buf = vec![0u8; 7000];
             loop {
                 let n = tls.read(&mut buf).await.unwrap();
@@ -339,7 +362,7 @@ mod tests {
         }
         assert!(!s.is_handshaking());
         let (a, mut b) = tokio::io::duplex(4096);
-        let mut tls = ServerTls::new(a, s);
+        let mut tls = ProxyTls::new(a, s);
         let mut buf = [0u8; 11];
         tls.read_exact(&mut buf).await.unwrap();
         assert_eq!(&buf, b"early words");
@@ -360,12 +383,12 @@ mod tests {
         let (server_cfg, _) = configs();
         let (a, mut b) = tokio::io::duplex(4096);
         b.write_all(b"\x16\x03\x01\x00\x05hello").await.unwrap();
-        let e = ServerTls::accept(a, server_cfg).await.unwrap_err();
+        let e = ProxyTls::accept(a, server_cfg).await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
         let (a, b) = tokio::io::duplex(4096);
         drop(b);
         let (server_cfg, _) = configs();
-        let e = ServerTls::accept(a, server_cfg).await.unwrap_err();
+        let e = ProxyTls::accept(a, server_cfg).await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{e}");
     }
 
@@ -375,7 +398,7 @@ mod tests {
         let (a, b) = tokio::io::duplex(4096);
         let (accepted, wait) = tokio::sync::oneshot::channel();
         let server = tokio::spawn(async move {
-            let mut tls = ServerTls::accept(a, server_cfg).await.unwrap();
+            let mut tls = ProxyTls::accept(a, server_cfg).await.unwrap();
             accepted.send(()).unwrap();
             let mut buf = Vec::new();
             tls.read_to_end(&mut buf).await

@@ -1,0 +1,145 @@
+//! The agents other proxies of the cluster hold tunnels to, as their presence summaries say
+//! (`crate::presence`), and where each of those proxies takes peer connections.
+//!
+//! This module owns turning the summaries into a view the registry consults: which proxy to
+//! ask for an agent that has no tunnel here (`crate::peering`), which resources those agents
+//! announced (so that a user on this proxy can name them), and which proxy ids are live peers
+//! (a peer connection from any other proxy certificate is refused). A name follows the rule
+//! agents meet on one proxy: the first holder keeps it — an agent tunnelled here first, then
+//! other proxies' agents in proxy-id order — and a later agent announcing it is left out.
+
+use std::collections::{HashMap, HashSet};
+
+use hop_auth::inventory::PresenceSummary;
+use hop_protocols::tunnel::ResourceAnnouncement;
+
+/// Where a peer proxy takes peer connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub proxy_id: String,
+    /// `host:port` of its one port.
+    pub addr: String,
+}
+
+/// An agent tunnelled to another proxy.
+#[derive(Debug, Clone)]
+pub struct RemoteAgent {
+    pub host_id: String,
+    pub peer: Peer,
+    pub resources: Vec<ResourceAnnouncement>,
+}
+
+/// Other proxies' agents, built from their live summaries.
+#[derive(Debug, Default)]
+pub struct RemoteView {
+    peers: HashSet<String>,
+    agents: HashMap<String, RemoteAgent>,
+}
+
+impl RemoteView {
+    /// The view of `summaries` (other proxies' only), leaving out agents `local` says are
+    /// tunnelled here and names already held.
+    pub fn build(summaries: &[PresenceSummary], local: impl Fn(&str) -> bool) -> Self {
+        let mut view = RemoteView::default();
+        let mut sorted: Vec<&PresenceSummary> = summaries.iter().collect();
+        sorted.sort_by(|a, b| a.proxy_id.cmp(&b.proxy_id));
+        for s in sorted {
+            view.peers.insert(s.proxy_id.clone());
+            if s.peer_addr.is_empty() {
+                continue;
+            }
+            let peer = Peer {
+                proxy_id: s.proxy_id.clone(),
+                addr: s.peer_addr.clone(),
+            };
+            for a in &s.agents {
+                if local(&a.host_id) || view.agents.contains_key(&a.host_id) {
+                    continue;
+                }
+                view.agents.insert(
+                    a.host_id.clone(),
+                    RemoteAgent {
+                        host_id: a.host_id.clone(),
+                        peer: peer.clone(),
+                        resources: a.announced.iter().map(Into::into).collect(),
+                    },
+                );
+            }
+        }
+        view
+    }
+
+    /// Whether `proxy_id` is a proxy of the cluster with a live summary.
+    pub fn is_peer(&self, proxy_id: &str) -> bool {
+        self.peers.contains(proxy_id)
+    }
+
+    /// The proxy that holds `host_id`'s tunnel, if another one does.
+    pub fn peer_of(&self, host_id: &str) -> Option<&Peer> {
+        self.agents.get(host_id).map(|a| &a.peer)
+    }
+
+    /// Other proxies' agents, sorted by host id.
+    pub fn agents(&self) -> Vec<&RemoteAgent> {
+        let mut v: Vec<&RemoteAgent> = self.agents.values().collect();
+        v.sort_by(|a, b| a.host_id.cmp(&b.host_id));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hop_auth::inventory::{AgentSummary, AnnouncedResource};
+
+    fn summary(proxy: &str, addr: &str, agents: &[&str]) -> PresenceSummary {
+        PresenceSummary {
+            proxy_id: proxy.into(),
+            written_unix: 0,
+            peer_addr: addr.into(),
+            agents: agents
+                .iter()
+                .map(|h| AgentSummary {
+                    host_id: (*h).into(),
+                    version: String::new(),
+                    services: vec!["node".into()],
+                    resources: vec![],
+                    remote_addr: String::new(),
+                    connected_unix: 0,
+                    last_heartbeat_unix: 0,
+                    announced: vec![AnnouncedResource {
+                        kind: "node".into(),
+                        name: format!("n-{h}"),
+                        labels: vec![("env".into(), "dev".into())],
+                        target: None,
+                    }],
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn agents_tunnelled_here_stay_local_and_the_first_proxy_keeps_an_agent() {
+        let view = RemoteView::build(
+            &[
+                summary("p2", "10.0.0.2:443", &["a", "b"]),
+                summary("p1", "10.0.0.1:443", &["b", "c"]),
+            ],
+            |h| h == "c",
+        );
+        assert!(view.peer_of("c").is_none(), "c is tunnelled here");
+        assert_eq!(view.peer_of("b").unwrap().proxy_id, "p1");
+        assert_eq!(view.peer_of("a").unwrap().addr, "10.0.0.2:443");
+        let names: Vec<_> = view.agents().iter().map(|a| a.host_id.clone()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(view.agents()[0].resources[0].labels[0].1, "dev");
+        assert!(view.is_peer("p1") && view.is_peer("p2") && !view.is_peer("p3"));
+    }
+
+    #[test]
+    fn a_proxy_that_takes_no_peer_connections_routes_nothing() {
+        let view = RemoteView::build(&[summary("old", "", &["a"])], |_| false);
+        assert!(view.peer_of("a").is_none());
+        assert!(view.is_peer("old"));
+    }
+}

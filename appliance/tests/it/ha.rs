@@ -1,0 +1,336 @@
+//! Several appliances, one cluster: two `hop start` processes (own data dirs and ports) on one
+//! PostgreSQL (cluster state and audit events), behind HAProxy (TCP, round robin, PROXY protocol
+//! v2 to the appliances). A node agent joined through the load balancer keeps tunnels to both
+//! (`agent_connection_count` 2, the default); a db agent to one only
+//! (`--agent-connection-count 1`), so that a user who lands on the other appliance reaches it
+//! through proxy peering. Ordinary users and an ordinary login throughout. Then one appliance
+//! is killed (SIGKILL): a session through the other goes on, new sessions through the load
+//! balancer succeed within 10 s, the db agent comes back on the survivor, and the survivor's
+//! audit log holds both appliances' events and verifies.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::backup_restore::Postgres as SharedState;
+use crate::clock;
+use crate::db::{Postgres as Database, raw_tls, start_db_agent_via};
+use crate::harness::*;
+use crate::ssh::{node_token, start_node_via, wait_event};
+
+const PROXY_PROTOCOL: &str = "  proxy_protocol:\n    trusted_cidrs: [127.0.0.0/8]\n";
+const DB_ROLE: &str = "kind: role\nversion: v7\nmetadata:\n  name: db-ha\nspec:\n  allow:\n    db_labels:\n      env: test\n    db_users: [alice]\n    db_names: [hopdb]\n";
+/// New sessions through the load balancer must work again this soon after an appliance dies.
+const FAILOVER_WITHIN: Duration = Duration::from_secs(10);
+
+/// HAProxy in front of the appliances, stopped (by its PID) on drop.
+struct Haproxy {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn haproxy_bin() -> Option<PathBuf> {
+    ["/usr/sbin/haproxy", "/usr/bin/haproxy"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+/// HAProxy balancing over `backends` round robin, health-checked every 500 ms, each connection
+/// preceded by a PROXY v2 header; a connection that cannot reach one backend goes to another.
+fn haproxy(backends: &[&str]) -> Option<Haproxy> {
+    let Some(bin) = haproxy_bin() else {
+        eprintln!("SKIP: HAProxy is not installed");
+        return None;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let servers: String = backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| format!("  server a{i} {b} send-proxy-v2 check inter 500ms fall 2 rise 1\n"))
+        .collect();
+    let cfg = format!(
+        "global\n  maxconn 2000\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 1h\n  timeout server 1h\n  retries 3\n  option redispatch\nfrontend hop\n  bind {addr}\n  default_backend appliances\nbackend appliances\n  balance roundrobin\n{servers}"
+    );
+    let path = dir.path().join("haproxy.cfg");
+    std::fs::write(&path, cfg).unwrap();
+    let log = std::fs::File::create(dir.path().join("haproxy.log")).unwrap();
+    let child = Command::new(bin)
+        .args(["-db", "-f"])
+        .arg(&path)
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap();
+    let lb = Haproxy {
+        child,
+        addr,
+        _dir: dir,
+    };
+    wait_until("HAProxy listens", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(&lb.addr).is_ok()
+    });
+    Some(lb)
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = clock::monotonic_now() + limit;
+    while !done() {
+        assert!(
+            clock::monotonic_now() < deadline,
+            "{what}: not within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// `hop login --proxy PROXY` of `user` (password only), its files in `home`.
+fn login_via(proxy: &str, pin: &str, user: &str, home: &Path) -> Output {
+    let mut child = Command::new(HOP)
+        .args(["login", "--proxy", proxy, "--ca-pin", pin, "--user", user])
+        .arg("--password-stdin")
+        .env("HOP_HOME", home)
+        .env_remove("HOP_PROXY")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        format!("{PASSWORD}\n").as_bytes(),
+    )
+    .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// `psql` as the user of `home` to database `pg` through Hop (`hop db login` first).
+fn psql_in(home: &Path, sql: &str) -> Output {
+    let login = hop_in(
+        home,
+        &[
+            "db",
+            "login",
+            "pg",
+            "--db-user",
+            "alice",
+            "--db-name",
+            "hopdb",
+        ],
+    );
+    if !login.status.success() {
+        return login;
+    }
+    let conninfo = hop_in(home, &["db", "config", "pg", "--format", "uri"]);
+    Command::new("psql")
+        .arg(stdout(&conninfo).trim())
+        .args(["-X", "-Atc", sql])
+        .env("HOP_HOME", home)
+        .env_remove("PGPASSWORD")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// A PeerDial frame (the tunnel protocol's framing) for an SSH session on `agent_id`.
+fn peer_dial(agent_id: &str) -> Vec<u8> {
+    let mut body = vec![0x08u8];
+    body.extend_from_slice(&(agent_id.len() as u16).to_be_bytes());
+    body.extend_from_slice(agent_id.as_bytes());
+    body.extend_from_slice(&[7u8; 16]);
+    body.extend_from_slice(&4u16.to_be_bytes());
+    body.extend_from_slice(b"@ssh");
+    body.extend_from_slice(&[0x04, 127, 0, 0, 1, 0x30, 0x39]);
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    frame
+}
+
+fn ssh_in(home: &Path, command: &str) -> Output {
+    hop_in(home, &["ssh", &format!("{OS_LOGIN}@node1"), command])
+}
+
+fn tunnels(a: &Appliance) -> u64 {
+    a.metric("hop_proxy_tunnels_connected")
+}
+
+fn peered(a: &Appliance, side: &str) -> u64 {
+    a.metric(&format!("hop_proxy_peer_sessions_total{{side=\"{side}\"}}"))
+}
+
+#[test]
+fn two_appliances_behind_haproxy_share_agents_through_peering_and_survive_a_kill() {
+    let Some(state) = SharedState::start() else {
+        return;
+    };
+    let Some(_) = haproxy_bin() else {
+        eprintln!("SKIP: HAProxy is not installed");
+        return;
+    };
+    state.create_db("hop_ha");
+    let hop_lines = format!(
+        "{}    audit_events_uri: \"{}\"\n",
+        state.storage_yaml("hop_ha"),
+        state.url("hop_ha")
+    );
+    let a = Appliance::start_configured(&hop_lines, NO_SECOND_FACTOR, PROXY_PROTOCOL);
+    let mut b = Appliance::start_configured(&hop_lines, NO_SECOND_FACTOR, PROXY_PROTOCOL);
+    assert_eq!(a.pin, b.pin, "one cluster, one CA");
+    let lb = haproxy(&[&a.addr, &b.addr]).unwrap();
+
+    let Some(database) = Database::start(&a) else {
+        return;
+    };
+    let role = a.dir.path().join("db-role.yaml");
+    std::fs::write(&role, DB_ROLE).unwrap();
+    a.ok(&["admin", "create", "-f", role.to_str().unwrap()]);
+    os_login();
+    add_password_user(&a, "alice", "access,db-ha", OS_LOGIN);
+
+    // Agents join through the load balancer: the node keeps tunnels to both appliances, the
+    // db agent to one.
+    let node_dir = a.dir.path().join("node1");
+    let _node = start_node_via(
+        &lb.addr,
+        &a.pin,
+        &node_dir,
+        &node_token(&a),
+        "node1",
+        "env=test",
+        &[],
+    );
+    let _db = start_db_agent_via(&b, &lb.addr, &database, &["--agent-connection-count", "1"]);
+    wait_until(
+        "the node on both appliances, the db agent on one",
+        Duration::from_secs(60),
+        || tunnels(&a) + tunnels(&b) == 3 && tunnels(&a) >= 1 && tunnels(&b) >= 1,
+    );
+
+    // Alice logs in through either appliance and through the load balancer.
+    let home = |at: &str| a.dir.path().join(format!("home-{at}"));
+    for (at, proxy) in [("a", &a.addr), ("b", &b.addr), ("lb", &lb.addr)] {
+        let out = login_via(proxy, &a.pin, "alice", &home(at));
+        assert!(out.status.success(), "login through {at}: {}", stderr(&out));
+    }
+    // SSH and psql reach the agents through either appliance: the db agent's sessions on the
+    // appliance without its tunnel go through the other (peering).
+    for at in ["a", "b"] {
+        wait_until(
+            &format!("node1 through {at}"),
+            Duration::from_secs(30),
+            || stdout(&ssh_in(&home(at), "echo up")).contains("up"),
+        );
+        wait_until(
+            &format!("psql through {at}"),
+            Duration::from_secs(30),
+            || {
+                stdout(&psql_in(&home(at), "SELECT 'reached ' || current_user"))
+                    .contains("reached alice")
+            },
+        );
+    }
+    assert_eq!(
+        peered(&a, "sent") + peered(&b, "sent"),
+        peered(&a, "taken") + peered(&b, "taken"),
+        "every peered session was taken by the other appliance"
+    );
+    assert!(
+        peered(&a, "sent") + peered(&b, "sent") >= 1,
+        "the appliance without the db agent's tunnel reached it through the other\n--- a ---\n{}\n--- b ---\n{}",
+        a.log(),
+        b.log()
+    );
+
+    // The peering route admits only the cluster's proxies: an agent's host certificate and a
+    // user's certificate are refused there, and audited.
+    let agent = node_dir.join("agent");
+    let answer = raw_tls(
+        &a,
+        "hop-peer",
+        &agent.join("host.crt"),
+        &agent.join("host.key"),
+        &peer_dial("any-agent"),
+    );
+    assert!(answer.is_empty(), "an agent was answered: {answer:?}");
+    wait_event(&a, "access.refused", |e| {
+        e["route"] == "proxy_peer"
+            && e["error"]
+                .as_str()
+                .is_some_and(|x| x.contains("host certificate"))
+    });
+    let keys = home("a").join("keys").join(&a.addr);
+    let answer = raw_tls(
+        &a,
+        "hop-peer",
+        &keys.join("alice-tls.crt"),
+        &keys.join("alice-tls.key"),
+        &peer_dial("any-agent"),
+    );
+    assert!(answer.is_empty(), "a user was answered: {answer:?}");
+    wait_event(&a, "access.refused", |e| {
+        e["route"] == "proxy_peer" && e["reason"] == "wrong_certificate"
+    });
+
+    // A session through `a` is under way when `b` dies; it goes on.
+    let long = Command::new(HOP)
+        .args([
+            "ssh",
+            &format!("{OS_LOGIN}@node1"),
+            "sleep 4; echo survived",
+        ])
+        .env("HOP_HOME", home("a"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    b.kill();
+    let killed_at = clock::monotonic_now();
+
+    // New sessions through the load balancer, within the bound.
+    wait_until(
+        "ssh through the load balancer after the kill",
+        FAILOVER_WITHIN,
+        || stdout(&ssh_in(&home("lb"), "echo again")).contains("again"),
+    );
+    let ssh_back = clock::monotonic_now() - killed_at;
+    wait_until(
+        "psql through the load balancer after the kill",
+        FAILOVER_WITHIN + Duration::from_secs(20),
+        || stdout(&psql_in(&home("lb"), "SELECT 'still ' || current_user")).contains("still alice"),
+    );
+    let db_back = clock::monotonic_now() - killed_at;
+    eprintln!("after SIGKILL: ssh back in {ssh_back:?}, psql back in {db_back:?}");
+    let out = long.wait_with_output().unwrap();
+    assert!(
+        stdout(&out).contains("survived"),
+        "the session through the survivor: {}",
+        stderr(&out)
+    );
+    assert!(
+        tunnels(&a) >= 2,
+        "both agents are tunnelled to the survivor"
+    );
+
+    // The survivor's audit log holds both appliances' events and verifies.
+    let found = a.ok(&[
+        "admin",
+        "audit",
+        "search",
+        "--type",
+        "user.login",
+        "--format",
+        "json",
+    ]);
+    assert!(found.matches("alice").count() >= 3, "{found}");
+    a.ok(&["admin", "audit", "verify"]);
+}
