@@ -506,7 +506,7 @@ async fn data_slot(shared: Arc<Shared>, slot: usize, mut shutdown: watch::Receiv
     loop {
         let started = clock::now();
         let outcome = tokio::select! {
-            r = wait_for_dial(&shared) => r,
+            r = wait_for_dial(&shared, slot) => r,
             _ = hop_platform::signals::until_shutdown(&mut shutdown) => return,
         };
         match outcome {
@@ -537,10 +537,15 @@ async fn data_slot(shared: Arc<Shared>, slot: usize, mut shutdown: watch::Receiv
     }
 }
 
-async fn wait_for_dial(shared: &Arc<Shared>) -> Result<(), TunnelError> {
+async fn wait_for_dial(shared: &Arc<Shared>, slot: usize) -> Result<(), TunnelError> {
     let mut rekeyed = shared.rekeyed.subscribe();
     rekeyed.mark_unchanged();
-    shared.links.wait_for_any().await;
+    // A pool's worth of data connections per tunnel that is up: slot `s` waits for tunnel
+    // `s / pool_size + 1` (a single proxy gets one pool, however many tunnels are asked for).
+    shared
+        .links
+        .wait_for(slot / shared.settings.pool_size.max(1) + 1)
+        .await;
     let tls = shared.dial_data().await?;
     if links::proxy_of(&tls).is_some_and(|p| !shared.links.holds(&p)) {
         return Err(TunnelError::NotTunnelledThere);

@@ -85,10 +85,10 @@ impl Links {
             .contains(proxy)
     }
 
-    /// Returns once some control connection is up.
-    pub(crate) async fn wait_for_any(&self) {
+    /// Returns once `n` control connections (at least one) are up.
+    pub(crate) async fn wait_for(&self, n: usize) {
         let mut rx = self.up.subscribe();
-        let _ = rx.wait_for(|n| *n > 0).await;
+        let _ = rx.wait_for(|up| *up >= n.max(1)).await;
     }
 }
 
