@@ -351,6 +351,34 @@ pub async fn run(
     Ok(())
 }
 
+/// A control connection a rekey replaces, kept open (with its proxy's claim) until the new one
+/// is acknowledged.
+type Lingering = Option<(ControlStream, links::Claim)>;
+
+/// A control connection to the proxy.
+type ControlStream = FramedStream<tokio_rustls::client::TlsStream<TcpStream>>;
+
+/// The claim a new control connection that reached `landed` holds, and the connection it
+/// replaces there: a rekey's new connection that reaches the proxy of the one it replaces takes
+/// that one's claim over; any other claims its proxy, unless another connection holds it.
+fn take_claim(
+    shared: &Shared,
+    landed: Option<String>,
+    lingering: &mut Lingering,
+) -> Result<(links::Claim, Option<ControlStream>), TunnelError> {
+    if let Some((old, claim)) = lingering.take_if(|(_, held)| held.is_for(landed.as_deref())) {
+        return Ok((claim, Some(old)));
+    }
+    let claim =
+        shared
+            .links
+            .claim(landed.as_deref())
+            .ok_or_else(|| TunnelError::AlreadyTunnelled {
+                proxy: landed.unwrap_or_else(|| "(unnamed)".into()),
+            })?;
+    Ok((claim, None))
+}
+
 /// Keeps the agent's control connection up until shutdown: one session after another, each
 /// reconnect after the proxy's goaway delay or a jittered backoff.
 async fn control_loop<O: ControlObserver>(
@@ -359,7 +387,7 @@ async fn control_loop<O: ControlObserver>(
     mut observer: O,
 ) {
     let mut backoff = Backoff::default();
-    let mut lingering: Option<FramedStream<tokio_rustls::client::TlsStream<TcpStream>>> = None;
+    let mut lingering: Lingering = None;
     loop {
         let started = clock::now();
         let next =
@@ -402,20 +430,13 @@ async fn control_session<O: ControlObserver>(
     shared: &Shared,
     shutdown: &mut watch::Receiver<bool>,
     observer: &mut O,
-    lingering: &mut Option<FramedStream<tokio_rustls::client::TlsStream<TcpStream>>>,
+    lingering: &mut Lingering,
 ) -> Result<Option<Duration>, TunnelError> {
     let host_id = shared.identity.read().await.meta.host_id.clone();
     let tls = shared.dial(ALPN_TUNNEL).await?;
     // Behind a load balancer, each control connection must reach a proxy no other one holds;
     // the claim is given back when this connection ends.
-    let landed = links::proxy_of(&tls);
-    let _claim =
-        shared
-            .links
-            .claim(landed.as_deref())
-            .ok_or_else(|| TunnelError::AlreadyTunnelled {
-                proxy: landed.unwrap_or_else(|| "(unnamed)".into()),
-            })?;
+    let (claim, replaced) = take_claim(shared, links::proxy_of(&tls), lingering)?;
     let mut framed = FramedStream::new(tls);
     framed.write_frame(&shared.hello(&host_id)).await?;
     let interval = match framed.read_frame(Duration::from_secs(10)).await? {
@@ -441,6 +462,7 @@ async fn control_session<O: ControlObserver>(
     };
     tracing::info!(%host_id, "tunnel to the proxy is up");
     // The proxy knows the agent by this connection now; the one it replaces may go.
+    drop(replaced);
     drop(lingering.take());
     observer.up();
     let mut rekeyed = shared.rekeyed.subscribe();
@@ -471,7 +493,7 @@ async fn control_session<O: ControlObserver>(
             }
             Ok(()) = rekeyed.changed() => {
                 tracing::info!("the host certificate moved to another CA key: opening the tunnel again with it");
-                *lingering = Some(framed);
+                *lingering = Some((framed, claim));
                 return Ok(Some(Duration::ZERO));
             }
             _ = ticker.tick() => {

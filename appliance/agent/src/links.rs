@@ -56,6 +56,13 @@ impl Drop for Claim {
     }
 }
 
+impl Claim {
+    /// Whether this claim holds `proxy` (`None`: a proxy that cannot be told apart).
+    pub(crate) fn is_for(&self, proxy: Option<&str>) -> bool {
+        self.proxy.as_deref() == Some(proxy.unwrap_or(UNKNOWN))
+    }
+}
+
 impl Links {
     /// Holds `proxy` (`None`: a proxy that cannot be told apart, all of which count as one)
     /// for one control connection; `None` when another control connection holds it already.
@@ -109,6 +116,7 @@ mod tests {
     fn a_proxy_is_held_once_and_given_back_when_its_connection_ends() {
         let links = Links::default();
         let first = links.claim(Some("p1")).unwrap();
+        assert!(first.is_for(Some("p1")) && !first.is_for(Some("p2")) && !first.is_for(None));
         assert!(links.claim(Some("p1")).is_none());
         let second = links.claim(Some("p2")).unwrap();
         assert!(links.holds("p1") && links.holds("p2"));

@@ -543,6 +543,27 @@ fn chosen_token_values_need_strength_and_proxy_tokens_stand_alone() {
         err.to_string().contains("a proxy cannot join with a token"),
         "{err}"
     );
+    // Nor does a renewal: proxies are certified in-process.
+    let err = f
+        .auth
+        .renew_host_identity(
+            "proxy-1",
+            hop_ca::HostRole::Proxy,
+            "",
+            &super::server::JoinRequest {
+                token: "",
+                role: "proxy",
+                host_name: "",
+                tls_public_key_der: &f.tls_spki,
+                ssh_public_key: "",
+                remote: None,
+            },
+        )
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("not renewed through the API"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -47,6 +47,18 @@ use crate::tunnels::{AgentStream, TunnelRegistry};
 
 /// Lifetime of a peering certificate.
 const CERT_TTL: Duration = Duration::from_secs(3600);
+/// The most lifetime a certificate may have left to be taken as a peering certificate (its own
+/// lifetime and a minute of clock skew): the proxy's other certificates (30 days, under the same
+/// role and id) are not peering credentials.
+const PEERING_CERT_MAX_LEFT: Duration = Duration::from_secs(3600 + 60);
+
+/// Whether a certificate valid until `expires` can be a peering certificate now.
+fn peering_lifetime(expires: SystemTime, now: SystemTime) -> bool {
+    expires
+        .duration_since(now)
+        .is_ok_and(|left| left <= PEERING_CERT_MAX_LEFT)
+}
+
 /// A peering certificate is issued again this often (and after each change of the CAs).
 const REISSUE_EVERY: Duration = Duration::from_secs(20 * 60);
 /// How long connecting to a peer (TCP and TLS) may take.
@@ -77,7 +89,7 @@ pub enum PeerError {
         #[source]
         source: FrameIoError,
     },
-    #[error("proxy {proxy} answered something other than a DialResult")]
+    #[error("proxy {proxy} answered something other than this session's DialResult")]
     NoDialResult { proxy: String },
     #[error("proxy id {0:?} cannot name a TLS server")]
     BadProxyId(String),
@@ -176,6 +188,7 @@ impl PeerIdentity {
         let verifier = PeerVerifier {
             expected: expected.to_string(),
             identify: self.identify.clone(),
+            auth: self.auth.clone(),
             provider: provider.clone(),
         };
         let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
@@ -212,6 +225,7 @@ impl ResolvesClientCert for OwnCertificate {
 struct PeerVerifier {
     expected: String,
     identify: IdentifyPeer,
+    auth: Arc<AuthServer>,
     provider: Arc<CryptoProvider>,
 }
 
@@ -234,8 +248,14 @@ impl ServerCertVerifier for PeerVerifier {
     ) -> Result<ServerCertVerified, rustls::Error> {
         let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
         match (self.identify)(end_entity.as_ref(), unspecified) {
-            Some(Caller::Host { host_id, role, .. })
-                if role == HostRole::Proxy && host_id == self.expected =>
+            Some(Caller::Host {
+                host_id,
+                role,
+                expires,
+                ..
+            }) if role == HostRole::Proxy
+                && host_id == self.expected
+                && peering_lifetime(expires, self.auth.now()) =>
             {
                 Ok(ServerCertVerified::assertion())
             }
@@ -288,7 +308,11 @@ pub struct PeerCertResolver {
 
 impl rustls::server::ResolvesServerCert for PeerCertResolver {
     fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let wants_peer = hello.alpn().is_some_and(|mut a| a.any(|p| p == ALPN_PEER));
+        // Only a connection that offers nothing but `hop-peer` (as peers do) gets it.
+        let wants_peer = hello.alpn().is_some_and(|a| {
+            let offered: Vec<&[u8]> = a.collect();
+            offered == [ALPN_PEER]
+        });
         if wants_peer {
             return self.peer.certified_key();
         }
@@ -309,12 +333,17 @@ pub async fn dial(
         proxy: peer.proxy_id.clone(),
         source,
     };
+    let session_id = dial.session_id;
     let request = Frame::PeerDial(PeerDial {
         agent_id: agent_id.to_string(),
         dial,
     });
     framed.write_frame(&request).await.map_err(failed)?;
     match framed.read_frame(ANSWER_TIMEOUT).await.map_err(failed)? {
+        Frame::DialResult(r) if r.session_id != session_id => Err(PeerError::NoDialResult {
+            proxy: peer.proxy_id.clone(),
+        }
+        .into()),
         Frame::DialResult(r) if r.ok => {
             identity.auth.metrics().peer_sessions_sent.inc();
             Ok(framed)
@@ -389,6 +418,19 @@ pub async fn serve(
         tracing::warn!(%proxy_id, %remote, %refusal, "peer proxy refused");
         return;
     }
+    if let Some(why) = not_a_peer_handshake(&tls, peer.expires, auth.now()) {
+        tracing::warn!(%proxy_id, %remote, "peer connection refused: {why}");
+        auth.audit_refusal(
+            hop_admission::Route::ProxyPeer,
+            &format!("host {proxy_id}"),
+            &hop_admission::Refusal::WrongCertificate {
+                what: why,
+                route: hop_admission::Route::ProxyPeer.name(),
+            },
+            Some(*remote),
+        );
+        return;
+    }
     if !registry.is_peer(proxy_id) {
         tracing::warn!(%proxy_id, %remote, "peer connection refused: no live proxy of the cluster goes by that id");
         auth.audit_refusal(
@@ -438,6 +480,26 @@ pub async fn serve(
         }
         Err(e) => tracing::debug!(%proxy_id, %agent_id, error = %e, "peered session failed"),
     }
+}
+
+/// Why a `hop-peer` connection is not what peers make, if it is not: a full TLS 1.3 handshake
+/// with a peering certificate (an hour's lifetime, not the proxy's 30-day ones).
+fn not_a_peer_handshake(
+    tls: &AgentStream,
+    expires: SystemTime,
+    now: SystemTime,
+) -> Option<&'static str> {
+    let conn = tls.get_ref().1;
+    if conn.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
+        return Some("a peer connection that is not TLS 1.3");
+    }
+    if conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+        return Some("a resumed peer connection (peers make full handshakes)");
+    }
+    if !peering_lifetime(expires, now) {
+        return Some("a proxy certificate that is not a peering certificate");
+    }
+    None
 }
 
 /// The agent's leg of a peer's Dial, from this proxy's own pool; a refusal is answered to the

@@ -21,6 +21,8 @@ use hop_auth::inventory::{AgentSummary, PRESENCE_PREFIX as PREFIX, PresenceSumma
 pub const PUBLISH_INTERVAL: Duration = Duration::from_secs(10);
 /// The most agents one summary lists (a bound on one backend value).
 const MAX_AGENTS: usize = 200_000;
+/// The most resources of one agent a summary carries whole (other proxies route to these).
+const MAX_ANNOUNCED_PER_AGENT: usize = 1_000;
 
 fn unix(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
@@ -46,7 +48,12 @@ pub fn summarize(registry: &TunnelRegistry, now: SystemTime) -> PresenceSummary 
             remote_addr: a.remote.to_string(),
             connected_unix: unix(a.connected),
             last_heartbeat_unix: unix(a.last_heartbeat),
-            announced: a.resources.iter().map(Into::into).collect(),
+            announced: a
+                .resources
+                .iter()
+                .take(MAX_ANNOUNCED_PER_AGENT)
+                .map(Into::into)
+                .collect(),
         })
         .collect();
     PresenceSummary {

@@ -148,10 +148,8 @@ impl TunnelRegistry {
 
     /// Replaces what other proxies' summaries say (`crate::presence` reads them).
     pub fn set_remote(&self, summaries: &[hop_auth::inventory::PresenceSummary]) {
-        let view = {
-            let agents = self.agents();
-            RemoteView::build(summaries, |h| agents.contains_key(h))
-        };
+        let local: std::collections::HashSet<String> = self.agents().keys().cloned().collect();
+        let view = RemoteView::build(summaries, |h| local.contains(h));
         *self.remote.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(view);
     }
 
@@ -200,15 +198,17 @@ impl TunnelRegistry {
         store: impl FnOnce(&mut HashMap<String, AgentEntry>, Vec<ResourceAnnouncement>),
     ) {
         let served = kind_served_by(role);
+        let remote = self.remote();
         let mut agents = self.agents();
         let held_elsewhere = |agents: &HashMap<String, AgentEntry>, r: &ResourceAnnouncement| {
-            agents.values().any(|e| {
-                e.info.host_id != host_id
-                    && e.info
-                        .resources
-                        .iter()
-                        .any(|x| x.kind == r.kind && x.name.eq_ignore_ascii_case(&r.name))
-            })
+            remote.holds_name(&r.kind, &r.name, host_id)
+                || agents.values().any(|e| {
+                    e.info.host_id != host_id
+                        && e.info
+                            .resources
+                            .iter()
+                            .any(|x| x.kind == r.kind && x.name.eq_ignore_ascii_case(&r.name))
+                })
         };
         let mut kept = Vec::new();
         let mut refusals = Vec::new();
@@ -308,17 +308,20 @@ impl TunnelRegistry {
 
     /// Resources of `kind` announced by connected agents, each made by `make(resource, host id)`,
     /// sorted by name then host id.
-    /// Other proxies' agents count too (`remote`), except for names an agent here, or one listed
-    /// before, holds.
+    /// Other proxies' agents count too (`remote`). A name two agents announced to different
+    /// proxies at about the same moment (before either proxy saw the other's) is listed for the
+    /// one connected first (then by host id), the same on every proxy.
     fn announced<T>(&self, kind: &str, make: impl Fn(&ResourceAnnouncement, &str) -> T) -> Vec<T> {
-        let mut out: Vec<(String, String, T)> = Vec::new();
-        let mut held = std::collections::HashSet::new();
+        // (name folded, connected, host id, name, made)
+        let mut all: Vec<(String, i64, String, String, T)> = Vec::new();
         for e in self.agents().values() {
+            let connected = unix_secs(e.info.connected);
             for r in e.info.resources.iter().filter(|r| r.kind == kind) {
-                held.insert(r.name.to_ascii_lowercase());
-                out.push((
-                    r.name.clone(),
+                all.push((
+                    r.name.to_ascii_lowercase(),
+                    connected,
                     e.info.host_id.clone(),
+                    r.name.clone(),
                     make(r, &e.info.host_id),
                 ));
             }
@@ -329,11 +332,19 @@ impl TunnelRegistry {
                 continue;
             }
             for r in a.resources.iter().filter(|r| r.kind == kind) {
-                if held.insert(r.name.to_ascii_lowercase()) {
-                    out.push((r.name.clone(), a.host_id.clone(), make(r, &a.host_id)));
-                }
+                all.push((
+                    r.name.to_ascii_lowercase(),
+                    a.connected_unix,
+                    a.host_id.clone(),
+                    r.name.clone(),
+                    make(r, &a.host_id),
+                ));
             }
         }
+        all.sort_by(|x, y| (&x.0, x.1, &x.2).cmp(&(&y.0, y.1, &y.2)));
+        all.dedup_by(|later, first| later.0 == first.0);
+        let mut out: Vec<(String, String, T)> =
+            all.into_iter().map(|(_, _, h, n, t)| (n, h, t)).collect();
         out.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
         out.into_iter().map(|(_, _, t)| t).collect()
     }
@@ -448,8 +459,10 @@ impl TunnelRegistry {
             let notify = {
                 let mut pools = self.pools();
                 let pool = pools.entry(host_id.to_string()).or_default();
-                if let Some((stream, guard, _)) = pool.idle.pop_front() {
-                    return Some((stream, guard));
+                while let Some((stream, guard, _)) = pool.idle.pop_front() {
+                    if !closed_by_agent(&stream) {
+                        return Some((stream, guard));
+                    }
                 }
                 pool.notify.clone()
             };
@@ -618,6 +631,22 @@ impl TunnelRegistry {
     }
 }
 
+fn unix_secs(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Whether the agent closed (or wrote on) an idle data connection: an idle one has nothing to
+/// read until its Dial is answered, so anything there (end of stream, an alert) means it is gone.
+fn closed_by_agent(stream: &AgentStream) -> bool {
+    let tcp = stream.get_ref().0.get_ref();
+    let mut byte = [0u8; 1];
+    let mut buf = tokio::io::ReadBuf::new(&mut byte);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    tcp.poll_peek(&mut cx, &mut buf).is_ready()
+}
+
 impl hop_auth::inventory::Inventory for TunnelRegistry {
     fn proxy_id(&self) -> &str {
         TunnelRegistry::proxy_id(self)
@@ -653,6 +682,7 @@ impl hop_metrics::Report for TunnelRegistry {
 #[cfg(test)]
 mod vet_tests {
     use super::*;
+    use hop_auth::inventory::{AgentSummary, AnnouncedResource, PresenceSummary};
 
     fn ann(kind: &str, name: &str) -> ResourceAnnouncement {
         ResourceAnnouncement {
@@ -712,6 +742,56 @@ mod vet_tests {
             goaway: watch::channel(None).0,
         };
         r.agents().insert(host_id.into(), entry);
+    }
+
+    fn summary_of(proxy: &str, host_id: &str, node: &str, connected: i64) -> PresenceSummary {
+        PresenceSummary {
+            proxy_id: proxy.into(),
+            written_unix: 0,
+            peer_addr: "127.0.0.1:1".into(),
+            agents: vec![AgentSummary {
+                host_id: host_id.into(),
+                version: String::new(),
+                services: vec!["node".into()],
+                resources: vec![],
+                remote_addr: String::new(),
+                connected_unix: connected,
+                last_heartbeat_unix: connected,
+                announced: vec![AnnouncedResource {
+                    kind: "node".into(),
+                    name: node.into(),
+                    labels: vec![],
+                    target: None,
+                }],
+            }],
+        }
+    }
+
+    #[test]
+    fn a_name_another_proxys_agent_holds_is_refused_here_and_races_go_to_the_first() {
+        let r = TunnelRegistry::new("p1".into(), Duration::from_secs(30));
+        r.set_remote(&[summary_of("p2", "victim", "prod", 100)]);
+        assert!(
+            r.vet("attacker", HostRole::Node, vec![ann("node", "PROD")])
+                .is_empty(),
+            "a name held on another proxy is not taken here"
+        );
+        assert_eq!(
+            r.vet("victim", HostRole::Node, vec![ann("node", "prod")])
+                .len(),
+            1
+        );
+        // Announced to two proxies before either saw the other: the first connected is listed.
+        connect(&r, "late", "k");
+        r.agents().get_mut("late").unwrap().info.resources = vec![ann("node", "prod")];
+        let listed: Vec<String> = r.nodes().into_iter().map(|n| n.host_id).collect();
+        assert_eq!(
+            listed,
+            ["victim"],
+            "connected at 100 s, before the local one"
+        );
+        assert_eq!(r.peer_for("victim").unwrap().proxy_id, "p2");
+        assert!(r.peer_for("late").is_none());
     }
 
     #[test]

@@ -116,6 +116,15 @@ impl AuthServer {
         serial: &str,
         req: &JoinRequest<'_>,
     ) -> Result<JoinedHost, AuthError> {
+        // Proxies are certified in their own appliance; a proxy certificate renewed here would
+        // be a peering credential that outlives the appliance's own.
+        if role == HostRole::Proxy {
+            return Err(AuthError::BadRequest(
+                "a proxy certificate is not renewed through the API: each appliance's proxy \
+                 is certified in-process"
+                    .into(),
+            ));
+        }
         self.check_renewal_during_rotation(host_id, serial)?;
         let until = self.clock.now() + HOST_CERT_TTL;
         let name = self.claim_node_name(host_id, req.host_name.trim(), until)?;

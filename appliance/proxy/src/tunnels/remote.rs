@@ -4,9 +4,10 @@
 //! This module owns turning the summaries into a view the registry consults: which proxy to
 //! ask for an agent that has no tunnel here (`crate::peering`), which resources those agents
 //! announced (so that a user on this proxy can name them), and which proxy ids are live peers
-//! (a peer connection from any other proxy certificate is refused). A name follows the rule
-//! agents meet on one proxy: the first holder keeps it — an agent tunnelled here first, then
-//! other proxies' agents in proxy-id order — and a later agent announcing it is left out.
+//! (a peer connection from any other proxy certificate is refused). A name keeps the rule agents
+//! meet on one proxy across proxies: the first holder keeps it (`crate::tunnels` refuses a hello
+//! that announces a name another proxy's agent holds, and lists a name contested in a race for
+//! the agent connected first, the same on every proxy).
 
 use std::collections::{HashMap, HashSet};
 
@@ -25,6 +26,8 @@ pub struct Peer {
 #[derive(Debug, Clone)]
 pub struct RemoteAgent {
     pub host_id: String,
+    /// When it connected to that proxy (Unix seconds).
+    pub connected_unix: i64,
     pub peer: Peer,
     pub resources: Vec<ResourceAnnouncement>,
 }
@@ -60,6 +63,7 @@ impl RemoteView {
                     a.host_id.clone(),
                     RemoteAgent {
                         host_id: a.host_id.clone(),
+                        connected_unix: a.connected_unix,
                         peer: peer.clone(),
                         resources: a.announced.iter().map(Into::into).collect(),
                     },
@@ -77,6 +81,16 @@ impl RemoteView {
     /// The proxy that holds `host_id`'s tunnel, if another one does.
     pub fn peer_of(&self, host_id: &str) -> Option<&Peer> {
         self.agents.get(host_id).map(|a| &a.peer)
+    }
+
+    /// Whether an agent other than `host_id` announced `kind` `name` to another proxy.
+    pub fn holds_name(&self, kind: &str, name: &str, host_id: &str) -> bool {
+        self.agents.values().any(|a| {
+            a.host_id != host_id
+                && a.resources
+                    .iter()
+                    .any(|r| r.kind == kind && r.name.eq_ignore_ascii_case(name))
+        })
     }
 
     /// Other proxies' agents, sorted by host id.
@@ -134,6 +148,12 @@ mod tests {
         assert_eq!(names, ["a", "b"]);
         assert_eq!(view.agents()[0].resources[0].labels[0].1, "dev");
         assert!(view.is_peer("p1") && view.is_peer("p2") && !view.is_peer("p3"));
+        assert!(view.holds_name("node", "N-A", "x"));
+        assert!(
+            !view.holds_name("node", "n-a", "a"),
+            "an agent never shadows itself"
+        );
+        assert!(!view.holds_name("db", "n-a", "x"));
     }
 
     #[test]
