@@ -165,13 +165,13 @@ impl TunnelRegistry {
         self.agents().contains_key(host_id)
     }
 
-    /// The proxy to ask for agent `host_id`, when it has no tunnel here and another proxy's
-    /// summary lists it.
-    pub fn peer_for(&self, host_id: &str) -> Option<Peer> {
+    /// The proxies to ask for agent `host_id` (the one it was heard from last first), when it
+    /// has no tunnel here; empty when no other proxy's summary lists it either.
+    pub fn peers_for(&self, host_id: &str) -> Vec<Peer> {
         if self.has_control(host_id) {
-            return None;
+            return Vec::new();
         }
-        self.remote().peer_of(host_id).cloned()
+        self.remote().peers_of(host_id).to_vec()
     }
 
     /// Whether `proxy_id` is another proxy of the cluster with a live presence summary.
@@ -790,8 +790,8 @@ mod vet_tests {
             ["victim"],
             "connected at 100 s, before the local one"
         );
-        assert_eq!(r.peer_for("victim").unwrap().proxy_id, "p2");
-        assert!(r.peer_for("late").is_none());
+        assert_eq!(r.peers_for("victim")[0].proxy_id, "p2");
+        assert!(r.peers_for("late").is_empty());
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //! (`--agent-connection-count 1`), so that a user who lands on the other appliance reaches it
 //! through proxy peering. Ordinary users and an ordinary login throughout. Then one appliance
 //! is killed (SIGKILL): a session through the other goes on, new sessions through the load
-//! balancer succeed within 10 s, the db agent comes back on the survivor, and the survivor's
-//! audit log holds both appliances' events and verifies.
+//! balancer succeed within 10 s, the db agent comes back on the survivor, every event the killed
+//! appliance acknowledged to a producer (user creations) is found from the survivor, and the
+//! survivor's audit log holds both appliances' events and verifies.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -141,6 +142,28 @@ fn psql_in(home: &Path, sql: &str) -> Output {
         .unwrap()
 }
 
+/// Creates users `p0`, `p1`, … through the appliance whose data dir and home are given until a
+/// creation fails (the appliance died); the names it acknowledged.
+fn acknowledged_creations(data: &Path, home: &Path) -> Vec<String> {
+    let mut done = Vec::new();
+    for i in 0.. {
+        let name = format!("p{i}");
+        let out = Command::new(HOP)
+            .args(["admin", "users", "add", &name, "--roles", "access"])
+            .env("HOP_DATA_DIR", data)
+            .env("HOP_HOME", home)
+            .env_remove("HOP_PROXY")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            break;
+        }
+        done.push(name);
+    }
+    done
+}
+
 /// A PeerDial frame (the tunnel protocol's framing) for an SSH session on `agent_id`.
 fn peer_dial(agent_id: &str) -> Vec<u8> {
     let mut body = vec![0x08u8];
@@ -250,6 +273,21 @@ fn two_appliances_behind_haproxy_share_agents_through_peering_and_survive_a_kill
         b.log()
     );
 
+    // The audit log from either appliance holds both appliances' events (the three logins).
+    for x in [&a, &b] {
+        let found = x.ok(&[
+            "admin",
+            "audit",
+            "search",
+            "--type",
+            "user.login",
+            "--format",
+            "json",
+        ]);
+        assert!(found.matches("alice").count() >= 3, "{found}");
+        x.ok(&["admin", "audit", "verify"]);
+    }
+
     // The peering route admits only the cluster's proxies: an agent's host certificate and a
     // user's certificate are refused there, and audited.
     let agent = node_dir.join("agent");
@@ -292,9 +330,20 @@ fn two_appliances_behind_haproxy_share_agents_through_peering_and_survive_a_kill
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // A producer writes through `b` until it dies, keeping the names `b` acknowledged (a user's
+    // creation answers once its `user.create` event is committed).
+    let producer = {
+        let (data, home) = (b.data.clone(), b.home.clone());
+        std::thread::spawn(move || acknowledged_creations(&data, &home))
+    };
     std::thread::sleep(Duration::from_secs(1));
     b.kill();
     let killed_at = clock::monotonic_now();
+    let acknowledged = producer.join().unwrap();
+    assert!(
+        acknowledged.len() >= 3,
+        "the producer ran: {acknowledged:?}"
+    );
 
     // New sessions through the load balancer, within the bound.
     wait_until(
@@ -332,5 +381,20 @@ fn two_appliances_behind_haproxy_share_agents_through_peering_and_survive_a_kill
         "json",
     ]);
     assert!(found.matches("alice").count() >= 3, "{found}");
+    let created = a.ok(&[
+        "admin",
+        "audit",
+        "search",
+        "--type",
+        "user.create",
+        "--format",
+        "json",
+    ]);
+    for name in &acknowledged {
+        assert!(
+            created.contains(&format!("\"{name}\"")),
+            "{name} was acknowledged by the killed appliance but is not in the log: {created}"
+        );
+    }
     a.ok(&["admin", "audit", "verify"]);
 }

@@ -110,24 +110,51 @@ pub async fn dial_agent_bounded(
         target: target.to_string(),
         client_addr,
     };
-    if let (Some(peer), Some(identity)) = (registry.peer_for(host_id), registry.peering()) {
-        return match crate::peering::dial(&identity, &peer, host_id, dial).await {
-            Ok(agent) => Ok((agent, None)),
-            Err(crate::peering::PeerDialError::Refused(reason)) => Err(AgentDialError::Refused {
-                what: what.to_string(),
-                reason,
-            }),
-            Err(crate::peering::PeerDialError::Failed(e)) => {
-                tracing::warn!(%host_id, proxy = %peer.proxy_id, error = %e, "a peer proxy could not take a session");
-                Err(AgentDialError::Peer {
-                    what: what.to_string(),
-                    source: e,
-                })
-            }
-        };
+    let peers = registry.peers_for(host_id);
+    if let (false, Some(identity)) = (peers.is_empty(), registry.peering()) {
+        return dial_through_peers(&identity, &peers, host_id, what, dial)
+            .await
+            .map(|agent| (agent, None));
     }
     let (agent, hold) = dial_local(registry, host_id, what, &dial).await?;
     Ok((agent, Some(hold)))
+}
+
+/// Asks the proxies that hold `host_id`'s tunnel for `dial`, one after another until one answers
+/// (a proxy that died is still listed until its summary's lease ends); the agent's refusal ends
+/// the tries.
+async fn dial_through_peers(
+    identity: &crate::peering::PeerIdentity,
+    peers: &[crate::tunnels::remote::Peer],
+    host_id: &str,
+    what: &str,
+    dial: Dial,
+) -> Result<FramedStream<AgentStream>, AgentDialError> {
+    let mut last = None;
+    for peer in peers {
+        match crate::peering::dial(identity, peer, host_id, dial.clone()).await {
+            Ok(agent) => return Ok(agent),
+            Err(crate::peering::PeerDialError::Refused(reason)) => {
+                return Err(AgentDialError::Refused {
+                    what: what.to_string(),
+                    reason,
+                });
+            }
+            Err(crate::peering::PeerDialError::Failed(e)) => {
+                tracing::warn!(%host_id, proxy = %peer.proxy_id, error = %e, "a peer proxy could not take a session");
+                last = Some(e);
+            }
+        }
+    }
+    Err(match last {
+        Some(source) => AgentDialError::Peer {
+            what: what.to_string(),
+            source,
+        },
+        None => AgentDialError::NoConnection {
+            what: what.to_string(),
+        },
+    })
 }
 
 /// Takes one of this proxy's pooled data connections of `host_id` and sends it `dial`.

@@ -22,14 +22,25 @@ pub struct Peer {
     pub addr: String,
 }
 
-/// An agent tunnelled to another proxy.
+/// An agent tunnelled to other proxies.
 #[derive(Debug, Clone)]
 pub struct RemoteAgent {
     pub host_id: String,
-    /// When it connected to that proxy (Unix seconds).
+    /// When it connected to the first proxy that lists it (Unix seconds).
     pub connected_unix: i64,
-    pub peer: Peer,
+    /// The proxies that hold its tunnel, the one it was heard from last first.
+    pub peers: Vec<Peer>,
     pub resources: Vec<ResourceAnnouncement>,
+    /// Its last heartbeat at each of `peers` (Unix seconds), in the same order.
+    heard: Vec<i64>,
+}
+
+impl RemoteAgent {
+    fn order_by_freshness(&mut self) {
+        let mut both: Vec<(i64, Peer)> = self.heard.drain(..).zip(self.peers.drain(..)).collect();
+        both.sort_by(|x, y| y.0.cmp(&x.0).then_with(|| x.1.proxy_id.cmp(&y.1.proxy_id)));
+        (self.heard, self.peers) = both.into_iter().unzip();
+    }
 }
 
 /// Other proxies' agents, built from their live summaries.
@@ -56,19 +67,25 @@ impl RemoteView {
                 addr: s.peer_addr.clone(),
             };
             for a in &s.agents {
-                if local(&a.host_id) || view.agents.contains_key(&a.host_id) {
+                if local(&a.host_id) {
                     continue;
                 }
-                view.agents.insert(
-                    a.host_id.clone(),
-                    RemoteAgent {
+                let entry = view
+                    .agents
+                    .entry(a.host_id.clone())
+                    .or_insert_with(|| RemoteAgent {
                         host_id: a.host_id.clone(),
                         connected_unix: a.connected_unix,
-                        peer: peer.clone(),
+                        peers: Vec::new(),
                         resources: a.announced.iter().map(Into::into).collect(),
-                    },
-                );
+                        heard: Vec::new(),
+                    });
+                entry.peers.push(peer.clone());
+                entry.heard.push(a.last_heartbeat_unix);
             }
+        }
+        for a in view.agents.values_mut() {
+            a.order_by_freshness();
         }
         view
     }
@@ -78,9 +95,10 @@ impl RemoteView {
         self.peers.contains(proxy_id)
     }
 
-    /// The proxy that holds `host_id`'s tunnel, if another one does.
-    pub fn peer_of(&self, host_id: &str) -> Option<&Peer> {
-        self.agents.get(host_id).map(|a| &a.peer)
+    /// The proxies that hold `host_id`'s tunnel (none if no other one does), the one it was
+    /// heard from last first.
+    pub fn peers_of(&self, host_id: &str) -> &[Peer] {
+        self.agents.get(host_id).map_or(&[], |a| &a.peers)
     }
 
     /// Whether an agent other than `host_id` announced `kind` `name` to another proxy.
@@ -107,6 +125,7 @@ mod tests {
     use hop_auth::inventory::{AgentSummary, AnnouncedResource};
 
     fn summary(proxy: &str, addr: &str, agents: &[&str]) -> PresenceSummary {
+        let heard = if proxy == "p2" { 20 } else { 10 };
         PresenceSummary {
             proxy_id: proxy.into(),
             written_unix: 0,
@@ -120,7 +139,7 @@ mod tests {
                     resources: vec![],
                     remote_addr: String::new(),
                     connected_unix: 0,
-                    last_heartbeat_unix: 0,
+                    last_heartbeat_unix: heard,
                     announced: vec![AnnouncedResource {
                         kind: "node".into(),
                         name: format!("n-{h}"),
@@ -133,7 +152,7 @@ mod tests {
     }
 
     #[test]
-    fn agents_tunnelled_here_stay_local_and_the_first_proxy_keeps_an_agent() {
+    fn agents_tunnelled_here_stay_local_and_every_holder_is_kept_freshest_first() {
         let view = RemoteView::build(
             &[
                 summary("p2", "10.0.0.2:443", &["a", "b"]),
@@ -141,9 +160,14 @@ mod tests {
             ],
             |h| h == "c",
         );
-        assert!(view.peer_of("c").is_none(), "c is tunnelled here");
-        assert_eq!(view.peer_of("b").unwrap().proxy_id, "p1");
-        assert_eq!(view.peer_of("a").unwrap().addr, "10.0.0.2:443");
+        assert!(view.peers_of("c").is_empty(), "c is tunnelled here");
+        let b: Vec<&str> = view
+            .peers_of("b")
+            .iter()
+            .map(|p| p.proxy_id.as_str())
+            .collect();
+        assert_eq!(b, ["p2", "p1"], "heard from p2 last");
+        assert_eq!(view.peers_of("a")[0].addr, "10.0.0.2:443");
         let names: Vec<_> = view.agents().iter().map(|a| a.host_id.clone()).collect();
         assert_eq!(names, ["a", "b"]);
         assert_eq!(view.agents()[0].resources[0].labels[0].1, "dev");
@@ -159,7 +183,7 @@ mod tests {
     #[test]
     fn a_proxy_that_takes_no_peer_connections_routes_nothing() {
         let view = RemoteView::build(&[summary("old", "", &["a"])], |_| false);
-        assert!(view.peer_of("a").is_none());
+        assert!(view.peers_of("a").is_empty());
         assert!(view.is_peer("old"));
     }
 }
