@@ -71,6 +71,7 @@ const TYPE_DIAL: u8 = 0x05;
 const TYPE_DIAL_RESULT: u8 = 0x06;
 const TYPE_GO_AWAY: u8 = 0x07;
 const TYPE_PEER_DIAL: u8 = 0x08;
+const TYPE_PEER_CANCEL: u8 = 0x09;
 
 /// Why received bytes are not a valid frame. Always the peer's fault.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -129,6 +130,17 @@ pub enum Frame {
     /// agent `agent_id` and send it `dial`; the peer answers with the agent's
     /// [`Frame::DialResult`] and then relays the session's bytes.
     PeerDial(PeerDial),
+    /// Proxy → peer proxy: a PostgreSQL CancelRequest that named no session of the sending proxy
+    /// (a load balancer sent it to another appliance than its session's); no answer.
+    PeerCancel(PeerCancel),
+}
+
+/// A PostgreSQL cancel key one proxy passes to another.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerCancel {
+    pub process_id: u32,
+    /// The secret key (4 to 256 bytes in PostgreSQL's protocol).
+    pub key: Vec<u8>,
 }
 
 /// A Dial one proxy asks another to send to an agent tunnelled to that other proxy.
@@ -204,6 +216,7 @@ impl Frame {
             Frame::DialResult(_) => TYPE_DIAL_RESULT,
             Frame::GoAway(_) => TYPE_GO_AWAY,
             Frame::PeerDial(_) => TYPE_PEER_DIAL,
+            Frame::PeerCancel(_) => TYPE_PEER_CANCEL,
         }
     }
 
@@ -252,6 +265,11 @@ impl Frame {
             Frame::PeerDial(p) => {
                 put_str(out, "agent_id", &p.agent_id)?;
                 put_dial(out, &p.dial)?;
+            }
+            Frame::PeerCancel(c) => {
+                out.extend_from_slice(&c.process_id.to_be_bytes());
+                put_count(out, "key", c.key.len())?;
+                out.extend_from_slice(&c.key);
             }
             Frame::DialResult(r) => {
                 out.extend_from_slice(&r.session_id);
@@ -318,6 +336,10 @@ impl Frame {
             TYPE_PEER_DIAL => Frame::PeerDial(PeerDial {
                 agent_id: get_str(&mut r, "agent_id")?,
                 dial: get_dial(&mut r)?,
+            }),
+            TYPE_PEER_CANCEL => Frame::PeerCancel(PeerCancel {
+                process_id: get_u32(&mut r, "process_id")?,
+                key: get_bytes(&mut r, "key")?,
             }),
             TYPE_DIAL_RESULT => Frame::DialResult(DialResult {
                 session_id: get_session_id(&mut r)?,
@@ -484,6 +506,11 @@ fn get_str(r: &mut Reader<'_>, what: &'static str) -> Result<String, TunnelError
     std::str::from_utf8(bytes)
         .map(str::to_owned)
         .map_err(|_| TunnelError::InvalidUtf8 { what })
+}
+
+fn get_bytes(r: &mut Reader<'_>, what: &'static str) -> Result<Vec<u8>, TunnelError> {
+    let len = get_u16(r, what)?;
+    Ok(r.take(usize::from(len)).ok_or(truncated(what))?.to_vec())
 }
 
 fn get_option_str(r: &mut Reader<'_>, what: &'static str) -> Result<Option<String>, TunnelError> {

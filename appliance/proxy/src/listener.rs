@@ -425,7 +425,7 @@ async fn route(
                 remote,
             };
             let fast_path = routes.relay.as_ref().map(|r| (r, worker));
-            crate::peering::serve(tls, peer, &routes.registry, &routes.auth, fast_path).await;
+            crate::peering::serve(tls, peer, &routes.db(), fast_path).await;
         }
         (Some(p), caller @ Caller::User { .. }) if p == ALPN_TCP => {
             let Some(cert) = crate::admission::UserCert::of(caller) else {

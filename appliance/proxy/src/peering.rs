@@ -19,6 +19,8 @@
 //!   again as it always does (an SSH node authenticates the user's certificate itself). The
 //!   answering proxy admits no user on a peer's word and opens nothing but the Dial.
 //! - Only agents tunnelled to the answering proxy are reached: a PeerDial is never passed on.
+//! - A PostgreSQL CancelRequest that names no session of the proxy that received it is passed
+//!   to the others (`Frame::PeerCancel`, no answer); each looks up only its own sessions.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,7 +31,7 @@ use hop_auth::AuthServer;
 use hop_auth::caller::Caller;
 use hop_ca::HostRole;
 use hop_net::tunnel::{ALPN_PEER, FrameIoError, FramedStream};
-use hop_protocols::tunnel::{Dial, DialResult, Frame, GoAway, PeerDial};
+use hop_protocols::tunnel::{Dial, DialResult, Frame, GoAway, PeerCancel, PeerDial};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{ResolvesClientCert, Resumption};
 use rustls::crypto::CryptoProvider;
@@ -401,10 +403,10 @@ pub struct Inbound {
 pub async fn serve(
     tls: AgentStream,
     peer: Inbound,
-    registry: &Arc<TunnelRegistry>,
-    auth: &AuthServer,
+    db: &crate::routes::postgres::DbRoutes,
     fast_path: Option<(&RelayHandle, usize)>,
 ) {
+    let (registry, auth) = (&db.registry, &*db.auth);
     let Inbound {
         proxy_id, remote, ..
     } = &peer;
@@ -447,6 +449,11 @@ pub async fn serve(
     let mut client = FramedStream::new(tls);
     let request = match client.read_frame(REQUEST_TIMEOUT).await {
         Ok(Frame::PeerDial(p)) => p,
+        Ok(Frame::PeerCancel(c)) => {
+            // Never passed on again: only this proxy's sessions are looked up.
+            crate::routes::postgres::cancel_here(db, c.process_id, &c.key, *remote).await;
+            return;
+        }
         Ok(other) => {
             tracing::warn!(%proxy_id, frame = other.frame_type(), "peer did not send a PeerDial");
             return;
@@ -537,6 +544,36 @@ async fn dial_here(
             let _ = client.write_frame(&refuse(e.to_string())).await;
             None
         }
+    }
+}
+
+/// Passes a PostgreSQL cancel key that named no session here to every other proxy that takes
+/// peer connections (at most one has it), in the background; nothing is answered.
+pub fn forward_cancel(registry: &TunnelRegistry, process_id: u32, key: &[u8]) {
+    let Some(identity) = registry.peering() else {
+        return;
+    };
+    for peer in registry.reachable_peers() {
+        let (identity, key) = (identity.clone(), key.to_vec());
+        tokio::spawn(async move {
+            let sent = async {
+                let mut framed = connect(&identity, &peer).await?;
+                let frame = Frame::PeerCancel(PeerCancel { process_id, key });
+                framed
+                    .write_frame(&frame)
+                    .await
+                    .map_err(|source| PeerError::Frame {
+                        proxy: peer.proxy_id.clone(),
+                        source,
+                    })?;
+                let (mut tls, _) = framed.into_inner();
+                let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
+                Ok::<(), PeerError>(())
+            };
+            if let Err(e) = sent.await {
+                tracing::debug!(proxy = %peer.proxy_id, error = %e, "a cancel could not be passed on");
+            }
+        });
     }
 }
 

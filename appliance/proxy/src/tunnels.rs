@@ -174,6 +174,11 @@ impl TunnelRegistry {
         self.remote().peers_of(host_id).to_vec()
     }
 
+    /// The other proxies of the cluster that take peer connections.
+    pub fn reachable_peers(&self) -> Vec<Peer> {
+        self.remote().reachable().to_vec()
+    }
+
     /// Whether `proxy_id` is another proxy of the cluster with a live presence summary.
     pub fn is_peer(&self, proxy_id: &str) -> bool {
         proxy_id != self.proxy_id && self.remote().is_peer(proxy_id)

@@ -28,7 +28,20 @@ const FAILOVER_WITHIN: Duration = Duration::from_secs(10);
 struct Haproxy {
     child: Child,
     addr: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+}
+
+impl Haproxy {
+    /// Runs a command of HAProxy's runtime API (`disable server appliances/a0`).
+    fn command(&self, line: &str) {
+        use std::io::{Read, Write};
+        let mut s =
+            std::os::unix::net::UnixStream::connect(self.dir.path().join("admin.sock")).unwrap();
+        s.write_all(format!("{line}\n").as_bytes()).unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        assert!(answer.trim().is_empty(), "{line}: {answer}");
+    }
 }
 
 impl Drop for Haproxy {
@@ -60,7 +73,8 @@ fn haproxy(backends: &[&str]) -> Option<Haproxy> {
         .map(|(i, b)| format!("  server a{i} {b} send-proxy-v2 check inter 500ms fall 2 rise 1\n"))
         .collect();
     let cfg = format!(
-        "global\n  maxconn 2000\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 1h\n  timeout server 1h\n  retries 3\n  option redispatch\nfrontend hop\n  bind {addr}\n  default_backend appliances\nbackend appliances\n  balance roundrobin\n{servers}"
+        "global\n  maxconn 2000\n  stats socket {}/admin.sock level admin\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 1h\n  timeout server 1h\n  retries 3\n  option redispatch\nfrontend hop\n  bind {addr}\n  default_backend appliances\nbackend appliances\n  balance roundrobin\n{servers}",
+        dir.path().display()
     );
     let path = dir.path().join("haproxy.cfg");
     std::fs::write(&path, cfg).unwrap();
@@ -72,11 +86,7 @@ fn haproxy(backends: &[&str]) -> Option<Haproxy> {
         .stderr(Stdio::from(log))
         .spawn()
         .unwrap();
-    let lb = Haproxy {
-        child,
-        addr,
-        _dir: dir,
-    };
+    let lb = Haproxy { child, addr, dir };
     wait_until("HAProxy listens", Duration::from_secs(10), || {
         std::net::TcpStream::connect(&lb.addr).is_ok()
     });
@@ -162,6 +172,59 @@ fn acknowledged_creations(data: &Path, home: &Path) -> Vec<String> {
         done.push(name);
     }
     done
+}
+
+fn cancel_through_the_other_appliance(lb: &Haproxy, appliances: [&Appliance; 2], home: &Path) {
+    let login = hop_in(
+        home,
+        &[
+            "db",
+            "login",
+            "pg",
+            "--db-user",
+            "alice",
+            "--db-name",
+            "hopdb",
+        ],
+    );
+    assert!(login.status.success(), "{}", stderr(&login));
+    let conninfo = stdout(&hop_in(home, &["db", "config", "pg", "--format", "uri"]));
+    let query = Command::new("psql")
+        .arg(conninfo.trim())
+        .args(["-X", "-Atc", "SELECT pg_sleep(60)"])
+        .env("HOP_HOME", home)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let active = |x: &Appliance| x.metric("hop_db_sessions_active");
+    let mut held_by = None;
+    wait_until("the query's session", Duration::from_secs(20), || {
+        held_by = appliances.iter().position(|x| active(x) == 1);
+        held_by.is_some()
+    });
+    let held_by = held_by.unwrap();
+    lb.command(&format!("disable server appliances/a{held_by}"));
+    let started = clock::monotonic_now();
+    let sent = Command::new("kill")
+        .args(["-INT", &query.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = query.wait_with_output().unwrap();
+    lb.command(&format!("enable server appliances/a{held_by}"));
+    assert!(
+        stderr(&out).contains("canceling statement due to user request"),
+        "psql: {} {}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        clock::monotonic_now() - started < Duration::from_secs(10),
+        "the cancel took {:?}",
+        clock::monotonic_now() - started
+    );
 }
 
 /// A PeerDial frame (the tunnel protocol's framing) for an SSH session on `agent_id`.
@@ -272,6 +335,11 @@ fn two_appliances_behind_haproxy_share_agents_through_peering_and_survive_a_kill
         a.log(),
         b.log()
     );
+
+    // psql's Ctrl-C through the load balancer reaches the query when the cancel lands on the
+    // other appliance (HAProxy sends it there: the session's appliance is disabled for new
+    // connections meanwhile).
+    cancel_through_the_other_appliance(&lb, [&a, &b], &home("lb"));
 
     // The audit log from either appliance holds both appliances' events (the three logins).
     for x in [&a, &b] {

@@ -2,7 +2,7 @@ use std::net::SocketAddr;
 
 use hop_protocols::tunnel::{
     Dial, DialResult, EncodeError, Frame, GoAway, Hello, HelloAck, MAX_FRAME_LEN, PROTOCOL_VERSION,
-    PeerDial, ResourceAnnouncement, TunnelError,
+    PeerCancel, PeerDial, ResourceAnnouncement, TunnelError,
 };
 
 use crate::support::*;
@@ -77,6 +77,10 @@ pub fn sample_frames() -> Vec<Frame> {
                 target: "@ssh".into(),
                 client_addr: "192.0.2.1:4000".parse().unwrap(),
             },
+        }),
+        Frame::PeerCancel(PeerCancel {
+            process_id: 0x1234_5678,
+            key: vec![9; 32],
         }),
     ]
 }

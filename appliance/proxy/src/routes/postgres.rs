@@ -130,12 +130,26 @@ pub async fn before_tls(s: &mut TcpStream, remote: SocketAddr, routes: &DbRoutes
     BeforeTls::Done
 }
 
-/// Routes a CancelRequest to the agent of the session it names; unknown keys are ignored, as
-/// PostgreSQL does (the client learns nothing either way).
+/// Routes a CancelRequest to the agent of the session it names; a key of no session here goes
+/// to the other proxies of the cluster (a load balancer may send a cancel to another appliance
+/// than its session's). Unknown keys are ignored, as PostgreSQL does (the client learns nothing
+/// either way).
 async fn cancel(routes: &DbRoutes, process_id: u32, key: &[u8], remote: SocketAddr) {
+    if !cancel_here(routes, process_id, key, remote).await {
+        crate::peering::forward_cancel(&routes.registry, process_id, key);
+    }
+}
+
+/// Routes a CancelRequest to a session of this proxy; false when none has that key.
+pub(crate) async fn cancel_here(
+    routes: &DbRoutes,
+    process_id: u32,
+    key: &[u8],
+    remote: SocketAddr,
+) -> bool {
     let Some(target) = routes.cancels.find(process_id, key) else {
-        tracing::debug!(%remote, "cancel request for no live session");
-        return;
+        tracing::debug!(%remote, "cancel request for no live session here");
+        return false;
     };
     routes.auth.metrics().db_cancels.inc();
     let mut id = [0u8; 16];
@@ -146,6 +160,7 @@ async fn cancel(routes: &DbRoutes, process_id: u32, key: &[u8], remote: SocketAd
         Ok(_) => tracing::debug!(%remote, db = %target.dial.service, "query cancel sent"),
         Err(e) => tracing::info!(%remote, error = %e, "query cancel could not be delivered"),
     }
+    true
 }
 
 /// A database session over TLS whose TLS the control plane holds (a client without a

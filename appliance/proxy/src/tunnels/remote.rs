@@ -47,6 +47,8 @@ impl RemoteAgent {
 #[derive(Debug, Default)]
 pub struct RemoteView {
     peers: HashSet<String>,
+    /// The live peers that take peer connections.
+    reachable: Vec<Peer>,
     agents: HashMap<String, RemoteAgent>,
 }
 
@@ -66,6 +68,7 @@ impl RemoteView {
                 proxy_id: s.proxy_id.clone(),
                 addr: s.peer_addr.clone(),
             };
+            view.reachable.push(peer.clone());
             for a in &s.agents {
                 if local(&a.host_id) {
                     continue;
@@ -88,6 +91,11 @@ impl RemoteView {
             a.order_by_freshness();
         }
         view
+    }
+
+    /// Every live peer that takes peer connections, by proxy id.
+    pub fn reachable(&self) -> &[Peer] {
+        &self.reachable
     }
 
     /// Whether `proxy_id` is a proxy of the cluster with a live summary.
@@ -185,5 +193,6 @@ mod tests {
         let view = RemoteView::build(&[summary("old", "", &["a"])], |_| false);
         assert!(view.peers_of("a").is_empty());
         assert!(view.is_peer("old"));
+        assert!(view.reachable().is_empty());
     }
 }
