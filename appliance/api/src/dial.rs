@@ -38,10 +38,14 @@ pub mod join {
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     pub struct JoinDial {
         pub session_id: String,
-        /// `observer` or `peer`.
+        /// `observer`, `peer` or `moderator`.
         pub mode: String,
         /// The joining Hop user.
         pub user: String,
+        /// The joining user's roles (what an owner's `require_session_join` filter is
+        /// evaluated on); absent from proxies of before moderated sessions.
+        #[serde(default)]
+        pub roles: Vec<String>,
     }
 
     impl JoinDial {

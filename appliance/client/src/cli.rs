@@ -81,6 +81,8 @@ pub enum BenchFormat {
 pub enum JoinMode {
     Observer,
     Peer,
+    /// Watch, and count toward the owner's moderation requirement (`require_session_join`).
+    Moderator,
 }
 
 #[derive(Debug, Subcommand)]

@@ -25,6 +25,7 @@ pub async fn join(session_id: String, mode: JoinMode) -> anyhow::Result<()> {
     let mode_name = match mode {
         JoinMode::Observer => "observer",
         JoinMode::Peer => "peer",
+        JoinMode::Moderator => "moderator",
     };
     let target = serde_json::json!({"session_id": session_id, "mode": mode_name}).to_string();
     let local = std::net::SocketAddr::from(([127, 0, 0, 1], 0));

@@ -150,9 +150,9 @@ pub async fn run(
 ) {
     let key = format!("{PREFIX}{}", registry.proxy_id());
     let changes = registry.changes();
-    let mut next_publish = tokio::time::Instant::now();
+    let mut next_publish = clock::tokio_now();
     loop {
-        let now = tokio::time::Instant::now();
+        let now = clock::tokio_now();
         if now >= next_publish {
             publish_now(&registry, &backend).await;
             next_publish = now + PUBLISH_INTERVAL;
@@ -163,7 +163,7 @@ pub async fn run(
             _ = changes.notified() => {
                 // Several agents arriving together make one write.
                 tokio::time::sleep(CHANGE_DEBOUNCE).await;
-                next_publish = tokio::time::Instant::now();
+                next_publish = clock::tokio_now();
             }
             _ = hop_platform::signals::until_shutdown(&mut shutdown) => break,
         }

@@ -81,6 +81,8 @@ struct Conditions {
     desktop_logins: BTreeSet<String>,
     rules: Vec<CompiledRule>,
     join_sessions: Vec<crate::role::JoinSessionPolicy>,
+    /// `require_session_join` (allow only; the deny side means nothing).
+    session_join: Vec<crate::moderation::SessionJoinRequirement>,
     request_roles: BTreeSet<String>,
 }
 
@@ -183,6 +185,15 @@ impl Conditions {
                 .map(|(i, r)| CompiledRule::compile(&field.key("rules").index(i), r))
                 .collect::<Result<_, _>>()?,
             join_sessions: c.join_sessions.clone(),
+            session_join: match (&c.require_session_join, allow) {
+                (Some(v), true) => crate::moderation::parse(v).map_err(|e| {
+                    crate::validation::invalid(
+                        &field.key("require_session_join"),
+                        crate::validation::Problem::Invalid(e.to_string()),
+                    )
+                })?,
+                _ => Vec::new(),
+            },
             request_roles: c
                 .request
                 .as_ref()
@@ -531,6 +542,16 @@ impl AccessChecker {
         let users = pick(&|r| &r.allow.db_users, &|r| &r.deny.db_users);
         let names = pick(&|r| &r.allow.db_names, &|r| &r.deny.db_names);
         Some((users, names))
+    }
+
+    /// What the user's interactive sessions need before they start (`require_session_join` of
+    /// every role; all must be met).
+    #[must_use]
+    pub fn session_join_requirements(&self) -> Vec<crate::moderation::SessionJoinRequirement> {
+        self.roles
+            .iter()
+            .flat_map(|r| r.allow.session_join.iter().cloned())
+            .collect()
     }
 
     /// May the user join, in `mode`, a live session of `kind` owned by a user holding

@@ -105,7 +105,7 @@ const WHERE_DENY: &str = "this `where` names a field or function Hop does not ev
      unconditionally (fail closed)";
 const ACTIONS: &str = "Hop runs no rule actions";
 const KIND_NOT_SSH: &str = "Hop has only SSH sessions; this kind matches none";
-const MODERATOR: &str = "Hop has no moderated sessions";
+const UNKNOWN_MODE: &str = "Hop knows the modes observer, peer and moderator";
 const SESSION_JOIN_DENY: &str = "has no meaning under deny";
 
 /// Every ignored-but-stored field the role sets, in document order.
@@ -467,7 +467,7 @@ fn join_warnings(c: &RoleConditions, at: &FieldPath, out: &mut Vec<FieldWarning>
         }
         for (m, mode) in policy.modes.iter().enumerate() {
             if !JOIN_MODES.contains(&mode.as_str()) {
-                out.push(warn(at.key("modes").index(m), MODERATOR));
+                out.push(warn(at.key("modes").index(m), UNKNOWN_MODE));
             }
         }
     }
@@ -582,11 +582,14 @@ fn check_allow(c: &RoleConditions, at: &FieldPath) -> Result<(), ValidationError
             "Hop does not evaluate `where` on reviews, and without it more people could review",
         ));
     }
-    if set(c.require_session_join.as_ref()) {
-        return Err(unenforceable(
-            &at.key("require_session_join"),
-            "Hop has no moderated sessions, so it cannot require others to join",
-        ));
+    if let Some(v) = c.require_session_join.as_ref() {
+        let at = at.key("require_session_join");
+        crate::moderation::parse(v).map_err(|e| match e {
+            crate::moderation::RequirementError::Unenforceable(why) => unenforceable(&at, &why),
+            crate::moderation::RequirementError::Invalid(why) => {
+                invalid(&at, Problem::Invalid(why))
+            }
+        })?;
     }
     for (name, labels_set, expr) in enforced_expressions(c) {
         if labels_set && text_set(expr) {

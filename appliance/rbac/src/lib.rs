@@ -21,6 +21,7 @@ pub mod kube;
 mod kube_access;
 pub mod labels;
 pub mod lock;
+pub mod moderation;
 pub mod node;
 pub mod oidc;
 pub mod parse;

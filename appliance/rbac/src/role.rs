@@ -363,7 +363,8 @@ pub struct RoleConditions {
     /// AWS role ARNs. Stored, ignored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aws_role_arns: Option<Verbatim>,
-    /// Moderated session requirements; refused under `allow`.
+    /// Moderated session requirements (`crate::moderation`): SSH only, checked when the role
+    /// is written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub require_session_join: Option<Verbatim>,
     /// Groups of created host users. Stored, ignored.
@@ -430,14 +431,15 @@ pub struct JoinSessionPolicy {
     pub roles: Vec<String>,
     /// Session kinds: `ssh` (`*`: any); Teleport's other kinds (`k8s`, …) match nothing.
     pub kinds: Vec<String>,
-    /// `observer` (watch) and/or `peer` (type too); Teleport's `moderator` grants nothing.
+    /// `observer` (watch), `peer` (type too) and/or `moderator` (watch, and count for the
+    /// owner's `require_session_join`).
     pub modes: Vec<String>,
 }
 
 /// Modes a session can be joined in.
-pub const JOIN_MODES: &[&str] = &["observer", "peer"];
-/// Modes a role may name: Hop's plus Teleport's `moderator` (stored, never granted).
-pub const ROLE_JOIN_MODES: &[&str] = &["observer", "peer", "moderator"];
+pub const JOIN_MODES: &[&str] = &["observer", "peer", "moderator"];
+/// Modes a role may name.
+pub const ROLE_JOIN_MODES: &[&str] = JOIN_MODES;
 
 impl RoleConditions {
     fn is_empty(&self) -> bool {

@@ -117,7 +117,7 @@ fn recordings(a: &Appliance) -> Vec<serde_json::Value> {
 }
 
 /// Waits until Auth lists a recording of `user`; returns it.
-fn wait_recording(a: &Appliance, user: &str, within: Duration) -> serde_json::Value {
+pub(crate) fn wait_recording(a: &Appliance, user: &str, within: Duration) -> serde_json::Value {
     let deadline = clock::monotonic_now() + within;
     loop {
         if let Some(r) = recordings(a).into_iter().find(|r| r["user"] == user) {

@@ -125,6 +125,9 @@ pub struct Grant {
     pub recording: String,
     /// The certificate the login used, to decide again while the connection lives.
     pub cert_openssh: String,
+    /// `require_session_join` of the user's roles: an interactive session waits for these
+    /// participants, any other is refused (`super::moderation`).
+    pub moderation: Vec<hop_rbac::moderation::SessionJoinRequirement>,
 }
 
 /// Why a connection was refused; shown to the client and written to the audit log.
@@ -198,14 +201,20 @@ pub fn authorize(
         )
     })?;
     let recording = tighter_recording(&snap.recording, &identity, &snap.roles);
+    // Nobody could moderate a forwarded connection: a moderated user forwards nothing.
+    let moderation = checker.session_join_requirements();
+    let unmoderated = moderation.is_empty();
     Ok(Grant {
         login: login.to_string(),
         cert_expires: expires,
         permit_agent_forwarding: identity.permit_agent_forwarding
             && checker.permit_agent_forwarding(),
-        permit_port_forwarding: identity.permit_port_forwarding && checker.permit_port_forwarding(),
+        permit_port_forwarding: identity.permit_port_forwarding
+            && checker.permit_port_forwarding()
+            && unmoderated,
         permit_pty: identity.permit_pty,
         idle_timeout: checker.client_idle_timeout(),
+        moderation,
         disconnect_expired_cert: checker.disconnect_expired_cert(),
         recording,
         cert_openssh: cert_openssh.to_string(),

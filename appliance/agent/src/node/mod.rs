@@ -13,6 +13,7 @@ pub mod access;
 pub mod audit;
 pub mod env;
 pub mod handler;
+pub mod moderation;
 pub mod party;
 pub mod recorder;
 pub mod session;

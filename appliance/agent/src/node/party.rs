@@ -4,15 +4,17 @@
 //! publishes its terminal output to a broadcast channel and keeps the last [`REPLAY`] bytes, so
 //! that a joiner first sees the recent screen, then the live output; a peer's keystrokes go into
 //! the session's terminal through a bounded queue; the session's owner is told who joined and
-//! left. Who may join is decided by the proxy (roles' `join_sessions`) before the Dial reaches the
-//! node; the node only serves sessions it hosts and ends a joiner's stream when the session ends.
+//! left, and who is in it now (what a moderated session, `super::moderation`, decides on). Who
+//! may join is decided by the proxy (roles' `join_sessions`) before the Dial reaches the node; the
+//! node only serves sessions it hosts and ends a joiner's stream when the session ends. A peer's
+//! keystrokes reach the terminal; an observer's and a moderator's are read and dropped.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use hop_api::dial::join::JoinDial;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 
 /// Recent output replayed to a joiner.
 pub const REPLAY: usize = 64 * 1024;
@@ -26,9 +28,42 @@ pub struct LiveSession {
     pub input: mpsc::Sender<Vec<u8>>,
     /// Messages for the owner's terminal (who joined, who left).
     pub notices: mpsc::Sender<String>,
+    /// Who is in the session besides its owner, as they joined.
+    participants: Mutex<Vec<(u64, JoinDial)>>,
+    /// Bumped when someone joins or leaves (a moderated session decides again).
+    changed: watch::Sender<u64>,
 }
 
 impl LiveSession {
+    /// Who is in the session besides its owner now.
+    pub fn participants(&self) -> Vec<JoinDial> {
+        self.participants
+            .lock()
+            .map(|p| p.iter().map(|(_, j)| j.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Told when someone joins or leaves.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn arrive(&self, join: &JoinDial) -> u64 {
+        let ticket = rand::random::<u64>();
+        if let Ok(mut p) = self.participants.lock() {
+            p.push((ticket, join.clone()));
+        }
+        self.changed.send_modify(|n| *n += 1);
+        ticket
+    }
+
+    fn leave(&self, ticket: u64) {
+        if let Ok(mut p) = self.participants.lock() {
+            p.retain(|(t, _)| *t != ticket);
+        }
+        self.changed.send_modify(|n| *n += 1);
+    }
+
     /// Publishes terminal output to joiners.
     pub fn publish(&self, data: &[u8]) {
         if let Ok(mut r) = self.recent.lock() {
@@ -80,6 +115,8 @@ impl Parties {
             recent: Mutex::new(VecDeque::new()),
             input: input_tx,
             notices: notice_tx,
+            participants: Mutex::new(Vec::new()),
+            changed: watch::Sender::new(0),
         });
         if let Ok(mut m) = self.sessions.lock() {
             m.insert(id.to_string(), live.clone());
@@ -116,6 +153,7 @@ where
     let _ = live
         .notices
         .try_send(format!("{} joined as {}", join.user, join.mode));
+    let ticket = live.arrive(&join);
     let (mut r, mut w) = tokio::io::split(stream);
     let peer = join.mode == "peer";
     let out = async {
@@ -162,6 +200,7 @@ where
         () = out => {}
         () = input => {}
     }
+    live.leave(ticket);
     let _ = live.notices.try_send(format!("{} left", join.user));
     let _ = w.shutdown().await;
 }
@@ -191,6 +230,7 @@ mod tests {
             session_id: "ab".into(),
             mode: "peer".into(),
             user: "bob".into(),
+            roles: vec!["auditor".into()],
         };
         assert_eq!(JoinDial::from_target(&j.to_target()).unwrap().unwrap(), j);
         assert!(JoinDial::from_target("@ssh").is_none());
@@ -209,10 +249,18 @@ mod tests {
                 session_id: "s1".into(),
                 mode: "peer".into(),
                 user: "bob".into(),
+                roles: vec![],
             },
             node_end,
         ));
         assert_eq!(hosted.notices.recv().await.unwrap(), "bob joined as peer");
+        let joined: Vec<String> = hosted
+            .live
+            .participants()
+            .into_iter()
+            .map(|j| j.user)
+            .collect();
+        assert_eq!(joined, ["bob"]);
         let mut buf = [0u8; 7];
         client.read_exact(&mut buf).await.unwrap();
         assert_eq!(&buf, b"before ");
@@ -225,5 +273,6 @@ mod tests {
         drop(client);
         task.await.unwrap();
         assert_eq!(hosted.notices.recv().await.unwrap(), "bob left");
+        assert!(hosted.live.participants().is_empty());
     }
 }

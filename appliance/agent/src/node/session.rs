@@ -19,6 +19,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hop_rbac::moderation::OnLeave;
 use russh::server::{Handle, Msg};
 use russh::{Channel, ChannelId, ChannelMsg, Sig};
 use tokio::io::AsyncWriteExt;
@@ -305,6 +306,11 @@ pub(super) enum SessionError {
     /// The terminal's master side or waiting for the child failed.
     #[error("{0}")]
     Io(#[source] std::io::Error),
+    /// A command or sftp of a user whose sessions must be moderated.
+    #[error(
+        "your roles require moderated sessions (require_session_join): only an interactive shell can be moderated, so commands and file transfers are refused"
+    )]
+    NotModeratable,
 }
 
 /// The OS user to run as, and the account to switch to when this process runs as root
@@ -430,6 +436,9 @@ async fn start_and_serve(
         Program::Sftp => start_ev.field("subsystem", "sftp"),
         Program::Shell => start_ev,
     };
+    if !interactive && !ctx.grant.moderation.is_empty() {
+        return Err(SessionError::NotModeratable);
+    }
     ctx.shared.audit.emit(start_ev);
     if interactive {
         let (_, size) = req.pty.clone().unwrap_or_default();
@@ -823,6 +832,63 @@ impl Master {
     }
 }
 
+/// Tells the owner (and the recording, so that playback shows who took part) `note`.
+async fn show_notice(writer: &russh::ChannelWriteHalf<Msg>, recording: &Recording, note: &str) {
+    let line = format!("\r\n[hop: {note}]\r\n");
+    if let Some((rec, t0)) = recording {
+        rec.output(clock::since(*t0), line.as_bytes());
+    }
+    let _ = writer
+        .make_writer_ext(Some(1))
+        .write_all(line.as_bytes())
+        .await;
+}
+
+/// Holds a moderated session's start until its requirements are met, telling the owner what it
+/// waits for and who comes and goes; keystrokes meanwhile are dropped. False: the owner left
+/// first.
+async fn wait_for_moderators(
+    ctx: &SessionContext,
+    reader: &mut russh::ChannelReadHalf,
+    writer: &russh::ChannelWriteHalf<Msg>,
+    live: &super::party::LiveSession,
+    notices: &mut tokio::sync::mpsc::Receiver<String>,
+    recording: &Recording,
+) -> bool {
+    let mut changes = live.changes();
+    loop {
+        let Some(why) = super::moderation::unmet(&ctx.grant.moderation, live) else {
+            show_notice(
+                writer,
+                recording,
+                "the required participants are here; the session starts",
+            )
+            .await;
+            return true;
+        };
+        let line = super::moderation::waiting_line(&why);
+        let _ = writer
+            .make_writer_ext(Some(1))
+            .write_all(line.as_bytes())
+            .await;
+        loop {
+            tokio::select! {
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return false;
+                    }
+                    break;
+                }
+                Some(note) = notices.recv() => show_notice(writer, recording, &note).await,
+                msg = reader.wait() => match msg {
+                    Some(ChannelMsg::Close | ChannelMsg::Eof) | None => return false,
+                    Some(_) => {}
+                },
+            }
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn pty_session(
     ctx: &SessionContext,
@@ -841,6 +907,27 @@ async fn pty_session(
         notices: mut party_notices,
         guard: _party,
     } = hosted;
+    let moderated = !ctx.grant.moderation.is_empty();
+    let mut moderation = live.changes();
+    if moderated
+        && !wait_for_moderators(
+            ctx,
+            &mut reader,
+            &writer,
+            &live,
+            &mut party_notices,
+            &recording,
+        )
+        .await
+    {
+        return Ok(Outcome {
+            exit_code: 255,
+            bytes_in: 0,
+            bytes_out: 0,
+        });
+    }
+    moderation.mark_unchanged();
+    let mut paused = false;
     let pair = pty::open_pty(size).map_err(SessionError::OpenTerminal)?;
     let slave = |p: &OwnedFd| -> Result<Stdio, SessionError> {
         p.try_clone()
@@ -925,7 +1012,37 @@ async fn pty_session(
                 let _ = pty::signal_process(pid, libc::SIGHUP);
                 break child.wait().await.map_err(SessionError::Io)?;
             }
+            changed = moderation.changed(), if moderated => {
+                if changed.is_err() {
+                    continue;
+                }
+                match super::moderation::unmet(&ctx.grant.moderation, &live) {
+                    Some(why) => match super::moderation::on_leave(&ctx.grant.moderation, &live) {
+                        OnLeave::Terminate => {
+                            let line = format!("the session ends: it needs {why}");
+                            show_notice(&writer, &recording, &line).await;
+                            let _ = pty::signal_process(pid, libc::SIGHUP);
+                            break child.wait().await.map_err(SessionError::Io)?;
+                        }
+                        OnLeave::Pause => {
+                            if !paused {
+                                let line = format!("the session is paused until {why} joined; keystrokes are held back");
+                                show_notice(&writer, &recording, &line).await;
+                            }
+                            paused = true;
+                        }
+                    },
+                    None if paused => {
+                        paused = false;
+                        show_notice(&writer, &recording, "the session resumes").await;
+                    }
+                    None => {}
+                }
+            }
             Some(data) = peer_input.recv() => {
+                if paused {
+                    continue;
+                }
                 // A peer's keystrokes (`hop join --mode peer`) count as the session's input.
                 last_input = clock::tokio_now();
                 if let Some((rec, t0)) = &recording {
@@ -936,10 +1053,10 @@ async fn pty_session(
                 }
             }
             Some(note) = party_notices.recv() => {
-                let line = format!("\r\n[hop: {note}]\r\n");
-                let _ = writer.make_writer_ext(Some(1)).write_all(line.as_bytes()).await;
+                show_notice(&writer, &recording, &note).await;
             }
             msg = reader.wait() => match msg {
+                Some(ChannelMsg::Data { .. }) if paused => {}
                 Some(ChannelMsg::Data { data }) => {
                     bytes_in += data.len() as u64;
                     last_input = clock::tokio_now();

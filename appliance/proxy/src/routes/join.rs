@@ -149,7 +149,10 @@ pub(crate) async fn open(
     let req: JoinRequest =
         serde_json::from_str(target).map_err(|e| format!("malformed join request: {e}"))?;
     if !hop_rbac::role::JOIN_MODES.contains(&req.mode.as_str()) {
-        return Err(format!("unknown mode {:?}: observer or peer", req.mode));
+        return Err(format!(
+            "unknown mode {:?}: observer, peer or moderator",
+            req.mode
+        ));
     }
     let decided = {
         let (auth, id, req_id, mode) = (
@@ -206,6 +209,7 @@ pub(crate) async fn open(
         session_id: req.session_id.clone(),
         mode: req.mode.clone(),
         user: identity.username.clone(),
+        roles: identity.roles.clone(),
     }
     .to_target();
     let what = format!("session {}", req.session_id);
