@@ -3,10 +3,14 @@
 //! ls|add|rm`; `rm` takes a one-time-code device too, proven the same way). Every check is the web path's ([`AuthServer::begin_webauthn_assertion`],
 //! [`AuthServer::add_webauthn_device`], [`AuthServer::remove_webauthn_device`]): password and a
 //! fresh proof from an existing device for a change, the last device kept while the cluster
-//! requires one, audit events either way. The methods here are called from `AuthPublic`.
+//! requires one, audit events either way. Per-session MFA (`hop ssh`, `hop db login`): the
+//! challenge for one target and the one-minute certificates marked for it
+//! ([`AuthServer::begin_session_mfa`], [`AuthServer::issue_session_mfa`]). The methods here
+//! are called from `AuthPublic`.
 
 use std::time::UNIX_EPOCH;
 
+use hop_ca::SessionMfaTarget;
 use tonic::{Request, Response, Status};
 
 use super::caller::Caller;
@@ -216,9 +220,10 @@ impl AuthApi {
             ));
         };
         let r = req.into_inner();
+        let target = session_target(r.node, r.login, r.database, r.kube_cluster);
         let out = self
             .blocking(move |a| {
-                let options = a.begin_session_mfa(&identity, &r.node, &r.login, Some(remote))?;
+                let options = a.begin_session_mfa(&identity, &target, Some(remote))?;
                 Ok(match options {
                     Some(o) => SessionMfaChallenge {
                         required: true,
@@ -249,11 +254,12 @@ impl AuthApi {
         };
         let r = req.into_inner();
         let assertion: WebauthnAssertion = parse_json("webauthn_json", &r.webauthn_json)?;
+        let target = session_target(r.node, r.login, r.database, r.kube_cluster);
         let certs = self
             .blocking(move |a| {
                 a.issue_session_mfa(
                     (&identity, expires),
-                    (&r.node, &r.login),
+                    &target,
                     &assertion,
                     (&r.ssh_public_key, &r.tls_public_key),
                     Some(remote),
@@ -264,6 +270,26 @@ impl AuthApi {
             ssh_certificate: certs.ssh_certificate,
             tls_certificate_pem: certs.tls_certificate_pem,
             expires_unix: unix(certs.expires),
+            trusted_cas_pem: certs.trusted_cas_pem,
         }))
+    }
+}
+
+/// The target a per-session MFA request names: a database when it carries one, else a kube
+/// cluster when it names one, else a node and login.
+fn session_target(
+    node: String,
+    login: String,
+    database: Option<SessionMfaDatabase>,
+    kube_cluster: String,
+) -> SessionMfaTarget {
+    match database {
+        Some(d) => SessionMfaTarget::Database {
+            db_service: d.service,
+            db_user: d.db_user,
+            db_name: d.db_name,
+        },
+        None if !kube_cluster.is_empty() => SessionMfaTarget::KubeCluster { kube_cluster },
+        None => SessionMfaTarget::Node { node, login },
     }
 }
