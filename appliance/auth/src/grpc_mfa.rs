@@ -8,15 +8,16 @@
 //! ([`AuthServer::begin_session_mfa`], [`AuthServer::issue_session_mfa`]). The methods here
 //! are called from `AuthPublic`.
 
+use std::collections::BTreeMap;
 use std::time::UNIX_EPOCH;
 
-use hop_ca::SessionMfaTarget;
+use hop_ca::{Identity, SessionMfaTarget};
 use tonic::{Request, Response, Status};
 
 use super::caller::Caller;
 use super::grpc::{AuthApi, caller};
 use super::server::{
-    AuthError, ChallengePurpose, SecondFactor, WebauthnAssertion, WebauthnRegistration,
+    AuthError, AuthServer, ChallengePurpose, SecondFactor, WebauthnAssertion, WebauthnRegistration,
 };
 use hop_api::proto::*;
 
@@ -221,8 +222,10 @@ impl AuthApi {
         };
         let r = req.into_inner();
         let target = session_target(r.node, r.login, r.database, r.kube_cluster);
+        let kube_labels = self.kube_labels(&target)?;
         let out = self
             .blocking(move |a| {
+                check_kube_labels(a, &identity, &target, kube_labels.as_ref())?;
                 let options = a.begin_session_mfa(&identity, &target, Some(remote))?;
                 Ok(match options {
                     Some(o) => SessionMfaChallenge {
@@ -255,8 +258,11 @@ impl AuthApi {
         let r = req.into_inner();
         let assertion: WebauthnAssertion = parse_json("webauthn_json", &r.webauthn_json)?;
         let target = session_target(r.node, r.login, r.database, r.kube_cluster);
+        let kube_labels = self.kube_labels(&target)?;
+        let kube = matches!(target, SessionMfaTarget::KubeCluster { .. });
         let certs = self
             .blocking(move |a| {
+                check_kube_labels(a, &identity, &target, kube_labels.as_ref())?;
                 a.issue_session_mfa(
                     (&identity, expires),
                     &target,
@@ -266,13 +272,61 @@ impl AuthApi {
                 )
             })
             .await?;
+        let (kube_tls_server_name, kube_proxy_addr) = if kube {
+            let web_addr = self.auth.web_addr().to_string();
+            (crate::kube_access::tls_server_name(&web_addr), web_addr)
+        } else {
+            Default::default()
+        };
         Ok(Response::new(SessionMfaCert {
             ssh_certificate: certs.ssh_certificate,
             tls_certificate_pem: certs.tls_certificate_pem,
             expires_unix: unix(certs.expires),
             trusted_cas_pem: certs.trusted_cas_pem,
+            kube_tls_server_name,
+            kube_proxy_addr,
         }))
     }
+
+    /// The labels of the kube cluster `target` names, as its connected agent announces it
+    /// (`None` for another kind of target).
+    fn kube_labels(
+        &self,
+        target: &SessionMfaTarget,
+    ) -> Result<Option<BTreeMap<String, String>>, Status> {
+        let SessionMfaTarget::KubeCluster { kube_cluster } = target else {
+            return Ok(None);
+        };
+        self.registry
+            .as_ref()
+            .and_then(|r| r.kube_clusters().into_iter().find(|c| &c.name == kube_cluster))
+            .map(|c| Some(c.labels))
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no connected kube agent serves Kubernetes cluster {kube_cluster:?} (`hop kube ls` lists the ones you can reach)"
+                ))
+            })
+    }
+}
+
+/// A kube cluster's certificate only where the caller's roles allow the cluster's labels (as
+/// IssueKubeCertificate decides); other targets are the proxy's to decide at connect time.
+fn check_kube_labels(
+    a: &AuthServer,
+    identity: &Identity,
+    target: &SessionMfaTarget,
+    labels: Option<&BTreeMap<String, String>>,
+) -> Result<(), AuthError> {
+    let (SessionMfaTarget::KubeCluster { kube_cluster }, Some(labels)) = (target, labels) else {
+        return Ok(());
+    };
+    a.checker_for(&identity.roles, &identity.traits)?
+        .check_kubernetes_cluster(labels)
+        .map_err(|denied| {
+            AuthError::Denied(format!(
+                "your roles do not allow Kubernetes cluster {kube_cluster:?} ({denied})"
+            ))
+        })
 }
 
 /// The target a per-session MFA request names: a database when it carries one, else a kube

@@ -144,6 +144,10 @@ pub(crate) async fn request(
     let (channel, peer) =
         tls_channel_with_peer(&login.profile.proxy, &login.trust, Some(&login.cert)).await?;
     crate::trust::refresh_trust_or_warn(login, peer.get().as_deref()).await;
+    // Under a role's require_session_mfa: a tap, and a one-minute certificate for this cluster.
+    if let Some(r) = crate::mfa::session::kube_route(login, name, spki_der).await? {
+        return Ok(r);
+    }
     let r = KubeAccessClient::new(channel)
         .issue_kube_certificate(KubeCertificateRequest {
             kube_cluster: name.to_string(),

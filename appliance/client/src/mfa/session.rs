@@ -1,4 +1,4 @@
-//! Per-session MFA for `hop ssh` and `hop db login|connect`: when a role of the user sets
+//! Per-session MFA for `hop ssh`, `hop db login|connect` and `hop kube login|credentials`: when a role of the user sets
 //! `require_session_mfa`, Auth hands out a challenge for one target; a tap on a security key
 //! answers it, and Auth issues one-minute certificates marked for that target.
 //!
@@ -7,16 +7,17 @@
 //! certificate to the node, and `hop proxy ssh` (its ProxyCommand, told by
 //! `HOP_SESSION_MFA_DIR`) the X.509 one to the proxy: both check the mark.
 //!
-//! For a database (one service, database user and name): the route certificate itself, which
-//! `hop db login` saves where psql takes it; the proxy checks the mark against the session.
+//! For a database (one service, database user and name) or a kube cluster: the route
+//! certificate itself, which `hop db login` saves where psql takes it and `hop kube login` /
+//! `hop kube credentials` where kubectl does; the proxy checks the mark against the session.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow};
 use hop_api::proto::auth_public_client::AuthPublicClient;
 use hop_api::proto::{
-    BeginSessionMfaRequest, DatabaseRouteResponse, IssueSessionMfaCertRequest, SessionMfaCert,
-    SessionMfaDatabase,
+    BeginSessionMfaRequest, DatabaseRouteResponse, IssueSessionMfaCertRequest,
+    KubeCertificateResponse, SessionMfaCert, SessionMfaDatabase,
 };
 use hop_net::connect::{status_error, tls_channel};
 use hop_net::trust::ClientCert;
@@ -83,6 +84,8 @@ enum Target<'a> {
         db_user: &'a str,
         db_name: &'a str,
     },
+    /// A Kubernetes session: one kube cluster.
+    KubeCluster { cluster: &'a str },
 }
 
 impl Target<'_> {
@@ -94,6 +97,7 @@ impl Target<'_> {
                 db_user,
                 db_name,
             } => format!("database {service} as {db_user} on {db_name}"),
+            Self::KubeCluster { cluster } => format!("Kubernetes cluster {cluster}"),
         }
     }
 
@@ -105,6 +109,7 @@ impl Target<'_> {
                 req.login = login.to_string();
             }
             Self::Database { .. } => req.database = self.database(),
+            Self::KubeCluster { cluster } => req.kube_cluster = cluster.to_string(),
         }
         req
     }
@@ -138,7 +143,7 @@ impl Target<'_> {
                 db_user: db_user.to_string(),
                 db_name: db_name.to_string(),
             }),
-            Self::Node { .. } => None,
+            Self::Node { .. } | Self::KubeCluster { .. } => None,
         }
     }
 }
@@ -245,5 +250,25 @@ pub async fn database_route(
             tls_certificate_pem: c.tls_certificate_pem,
             expires_unix: c.expires_unix,
             trusted_cas_pem: c.trusted_cas_pem,
+        }))
+}
+
+/// Asks Auth whether a session on kube cluster `cluster` needs a fresh assertion; if so, taps
+/// the key and returns the one-minute certificate for the key `tls_public_key`, marked for
+/// that cluster. `None`: no role requires it (the ordinary kube certificate serves).
+pub async fn kube_route(
+    login: &Login,
+    cluster: &str,
+    tls_public_key: &[u8],
+) -> anyhow::Result<Option<KubeCertificateResponse>> {
+    let target = Target::KubeCluster { cluster };
+    Ok(tap_for(login, target, ("", tls_public_key))
+        .await?
+        .map(|c| KubeCertificateResponse {
+            tls_certificate_pem: c.tls_certificate_pem,
+            expires_unix: c.expires_unix,
+            trusted_cas_pem: c.trusted_cas_pem,
+            tls_server_name: c.kube_tls_server_name,
+            proxy_addr: c.kube_proxy_addr,
         }))
 }
