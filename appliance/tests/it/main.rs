@@ -31,6 +31,7 @@ mod kube_kubectl;
 mod kube_refusals;
 mod login_flow;
 mod mfa_cli;
+mod mfa_kube;
 mod mfa_rpc;
 mod moto;
 mod multiplexer;
