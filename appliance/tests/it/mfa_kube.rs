@@ -2,9 +2,9 @@
 //! user whose role `kube-tap` sets `require_session_mfa` (beside `kube-dev`, the Kubernetes
 //! access) registers a key, then `hop kube login dev` taps it and saves a one-minute
 //! certificate marked for cluster `dev`; curl with it lists the pods; `hop kube exec` (kubectl
-//! and its credential plugin) taps again and runs a shell in a pod; a certificate without the
-//! mark (issued while the role asked for no tap) is refused once the role asks again. The
-//! harness is `kube.rs`'s.
+//! and its credential plugin, which reuses it within its minute) runs a shell in a pod; a
+//! certificate without the mark (issued while the role asked for no tap) is refused once the
+//! role asks again. The harness is `kube.rs`'s.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -132,7 +132,8 @@ fn kube_sessions_need_a_tap_each() {
     assert_eq!(code, 200, "{body}\n{}", c.logs());
     assert!(body.contains("web-1"), "{body}");
 
-    // hop kube exec: kubectl's credential plugin taps again for its fresh certificate.
+    // hop kube exec: kubectl's credential plugin hands it the marked certificate, still in
+    // its minute (a renewal would be a tap).
     let out = run_key(
         &u,
         &key,
