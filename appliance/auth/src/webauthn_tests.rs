@@ -559,3 +559,52 @@ fn per_session_mfa_for_a_database_yields_a_one_minute_route_certificate_for_it_a
         "{events:?}"
     );
 }
+
+#[test]
+fn per_session_mfa_for_a_kube_cluster_yields_a_one_minute_certificate_routed_to_it() {
+    let f = fixture("on");
+    f.auth
+        .create_resources(
+            "kind: role\nversion: v7\nmetadata:\n  name: tap\nspec:\n  options:\n    require_session_mfa: true\n",
+            "tap.yaml",
+            false,
+            "test",
+            &|_, _| Ok(()),
+        )
+        .unwrap();
+    let secret = f.user("mia", &["access", "tap"]);
+    let mut key = SoftKey::new(KeyKind::Es256, RP, ORIGIN);
+    register(&f, "mia", &secret, &key).unwrap();
+    let tapper = identity_of("mia", &["access", "tap"]);
+    let expires = f.auth.now() + Duration::from_secs(3600);
+    let cluster = |name: &str| hop_ca::SessionMfaTarget::KubeCluster {
+        kube_cluster: name.into(),
+    };
+    let issue = |target: &hop_ca::SessionMfaTarget, a: &WebauthnAssertion| {
+        f.auth
+            .issue_session_mfa((&tapper, expires), target, a, ("", &f.tls_spki), None)
+    };
+    // A challenge for dev answers for dev alone.
+    let c = target_challenge(&f, &tapper, &cluster("dev")).unwrap();
+    assert!(issue(&cluster("prod"), &wire(&key.assert(&c))).is_err());
+    let c = target_challenge(&f, &tapper, &cluster("dev")).unwrap();
+    let certs = issue(&cluster("dev"), &wire(&key.assert(&c))).unwrap();
+    assert!(certs.ssh_certificate.is_empty());
+    assert_eq!(certs.expires, f.auth.now() + Duration::from_secs(60));
+    let trusted = vec![f.auth.authorities().user.public()];
+    let der = hop_ca::parse_pem_certs(&certs.tls_certificate_pem).unwrap();
+    let (id, _) = hop_ca::verify_user_x509(&der[0], &trusted, f.auth.now()).unwrap();
+    assert_eq!(id.route_to_kube_cluster.as_deref(), Some("dev"));
+    assert_eq!(id.session_mfa, Some(cluster("dev")));
+    let events: Vec<_> = f
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "mfa.session")
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kube_cluster"] == "dev" && e.get("error").is_none()),
+        "{events:?}"
+    );
+}
