@@ -46,20 +46,56 @@ pub struct Identity {
     /// once one of them is no longer approved).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub active_requests: Vec<String>,
-    /// Per-session MFA: the one node and login a fresh WebAuthn assertion was made for (a
-    /// one-minute certificate; in SSH certificates a critical option, so that a server that does
-    /// not know it refuses the certificate).
+    /// Per-session MFA: the one target a fresh WebAuthn assertion was made for (a one-minute
+    /// certificate; in SSH certificates a critical option, so that a server that does not know
+    /// it refuses the certificate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_mfa: Option<SessionMfaTarget>,
 }
 
-/// The target of a per-session MFA certificate.
+/// The target of a per-session MFA certificate: one login on one node, one database (service,
+/// user and name), or one Kubernetes cluster. Serialized without a tag: each shape has its own
+/// field names (a node's `{node, login}` is the shape SSH-only certificates carried).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SessionMfaTarget {
-    /// The node's name.
-    pub node: String,
-    /// The OS login.
-    pub login: String,
+#[serde(untagged)]
+pub enum SessionMfaTarget {
+    /// An SSH session: the node's name and the OS login.
+    Node { node: String, login: String },
+    /// A database session: the database service and the database user and name.
+    Database {
+        db_service: String,
+        db_user: String,
+        db_name: String,
+    },
+    /// A Kubernetes session: the kube cluster's name.
+    KubeCluster { kube_cluster: String },
+}
+
+impl SessionMfaTarget {
+    /// The target as audit events and messages name it: `LOGIN@NODE`, `database SERVICE
+    /// (USER on NAME)`, `kube cluster NAME`.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Node { node, login } => format!("{login}@{node}"),
+            Self::Database {
+                db_service,
+                db_user,
+                db_name,
+            } => format!("database {db_service:?} ({db_user} on {db_name})"),
+            Self::KubeCluster { kube_cluster } => format!("kube cluster {kube_cluster:?}"),
+        }
+    }
+
+    /// The database target a database route names.
+    #[must_use]
+    pub fn for_database(route: &RouteToDatabase) -> Self {
+        Self::Database {
+            db_service: route.service.clone(),
+            db_user: route.username.clone(),
+            db_name: route.database.clone(),
+        }
+    }
 }
 
 /// The database a route-specific user certificate is for.

@@ -78,15 +78,25 @@ impl CertAuthority {
         for (name, value) in identity_extensions(id)? {
             builder.extension(name, value).map_err(issuance)?;
         }
-        if let Some(t) = &id.session_mfa {
-            if t.login.contains('@') || t.node.is_empty() || t.login.is_empty() {
+        match &id.session_mfa {
+            None => {}
+            Some(crate::identity::SessionMfaTarget::Node { node, login })
+                if !login.contains('@') && !node.is_empty() && !login.is_empty() =>
+            {
+                builder
+                    .critical_option(OPT_SESSION_MFA, format!("{login}@{node}"))
+                    .map_err(issuance)?;
+            }
+            Some(crate::identity::SessionMfaTarget::Node { .. }) => {
                 return Err(CaError::InvalidRequest {
                     what: "a per-session MFA target needs a login without '@' and a node".into(),
                 });
             }
-            builder
-                .critical_option(OPT_SESSION_MFA, format!("{}@{}", t.login, t.node))
-                .map_err(issuance)?;
+            Some(_) => {
+                return Err(CaError::InvalidRequest {
+                    what: "an SSH certificate's per-session MFA target is a node".into(),
+                });
+            }
         }
         self.sign_ssh(builder)
     }
@@ -267,7 +277,7 @@ fn identity_from_cert(cert: &Certificate) -> Result<Identity, CaError> {
             Some(v) => Some(
                 v.split_once('@')
                     .filter(|(l, n)| !l.is_empty() && !n.is_empty())
-                    .map(|(login, node)| crate::identity::SessionMfaTarget {
+                    .map(|(login, node)| crate::identity::SessionMfaTarget::Node {
                         node: node.to_owned(),
                         login: login.to_owned(),
                     })

@@ -44,7 +44,7 @@ pub enum Refusal {
     )]
     SessionMfaUnavailable { name: String, route: &'static str },
     #[error(
-        "a role of {name:?} sets require_session_mfa: {reason} (`hop ssh` asks for a security key tap and gets a one-minute certificate for this node and login)"
+        "a role of {name:?} sets require_session_mfa: {reason} (`hop ssh`, `hop db login` and `hop kube login` ask for a security key tap and get a one-minute certificate for that one target)"
     )]
     SessionMfaRequired { name: String, reason: String },
     #[error("access denied to {name:?}: {reason}")]
@@ -256,11 +256,11 @@ fn check_stamp(
     Ok(())
 }
 
-/// A session under `require_session_mfa`: on SSH routes, only a certificate marked for this
-/// very node and login; the other routes have no per-session MFA flow yet and are refused by
-/// name.
+/// A session under `require_session_mfa`: on SSH, database and Kubernetes routes, only a
+/// certificate marked for this very target (node and login; database service, user and name;
+/// kube cluster); the other routes have no per-session MFA flow yet and are refused by name.
 fn check_session_mfa(subject: &Subject<'_>, route: Route) -> Result<(), Refusal> {
-    if !route.is_ssh() {
+    if !route.has_session_mfa() {
         return Err(Refusal::SessionMfaUnavailable {
             name: subject.name.into(),
             route: route.name(),
@@ -275,15 +275,14 @@ fn check_session_mfa(subject: &Subject<'_>, route: Route) -> Result<(), Refusal>
     let Some(mark) = subject.session_mfa else {
         return refuse("the certificate carries no per-session MFA mark".into());
     };
-    match (subject.target, subject.login) {
-        (Some(node), Some(login)) if node == mark.node && login == mark.login => Ok(()),
-        (Some(node), login) => refuse(format!(
-            "the certificate's MFA mark is for {}@{}, not {}@{node}",
-            mark.login,
-            mark.node,
-            login.unwrap_or("?")
+    match subject.target {
+        Some(target) if target == mark && target.served_on(route) => Ok(()),
+        Some(target) => refuse(format!(
+            "the certificate's MFA mark is for {}, not {}",
+            mark.describe(),
+            target.describe()
         )),
-        (None, _) => refuse("the session's node is not known to check the MFA mark against".into()),
+        None => refuse("the session's target is not known to check the MFA mark against".into()),
     }
 }
 

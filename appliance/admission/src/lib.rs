@@ -26,4 +26,4 @@ pub use locks::lock_applies;
 pub use snapshot::{
     IdentityStamp, RequestStamp, STALE_AFTER, Snapshot, SnapshotData, SnapshotError,
 };
-pub use subject::{Route, SessionMfaMark, Subject, SubjectKind};
+pub use subject::{Route, SessionMfaMark, SessionTarget, Subject, SubjectKind};

@@ -124,28 +124,72 @@ pub struct Subject<'a> {
     pub bound_route: Option<Route>,
     /// The agent's system role for an agent (`node`, `db`, `app`…), else empty.
     pub agent_role: &'a str,
-    /// The session's target on SSH routes: the node name the session is for (as the route
-    /// resolved it), when the route knows it.
-    pub target: Option<&'a str>,
-    /// The per-session MFA mark the certificate carries: the one node and login a fresh
-    /// WebAuthn assertion was made for.
+    /// The session's target as the route resolved it, when the route knows it: the node and
+    /// login on SSH routes, the database service, user and name on database routes, the
+    /// cluster on the Kubernetes route (what a per-session MFA mark is checked against).
+    pub target: Option<SessionTarget<'a>>,
+    /// The per-session MFA mark the certificate carries: the one target a fresh WebAuthn
+    /// assertion was made for.
     pub session_mfa: Option<SessionMfaMark<'a>>,
 }
 
-/// What a per-session MFA certificate is good for: one login on one node.
+/// One session's target: what a per-session MFA mark names and what a route starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SessionMfaMark<'a> {
-    pub node: &'a str,
-    pub login: &'a str,
+pub enum SessionTarget<'a> {
+    /// One login on one node (SSH routes).
+    Node { node: &'a str, login: &'a str },
+    /// One database service, as one database user on one database name.
+    Database {
+        service: &'a str,
+        db_user: &'a str,
+        db_name: &'a str,
+    },
+    /// One Kubernetes cluster.
+    KubeCluster { cluster: &'a str },
+}
+
+/// What a per-session MFA certificate is good for: one target.
+pub type SessionMfaMark<'a> = SessionTarget<'a>;
+
+impl SessionTarget<'_> {
+    /// How messages name the target.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Node { node, login } => format!("{login}@{node}"),
+            Self::Database {
+                service,
+                db_user,
+                db_name,
+            } => format!("database {service:?} as {db_user} on {db_name}"),
+            Self::KubeCluster { cluster } => format!("kube cluster {cluster:?}"),
+        }
+    }
+
+    /// Whether a session of this kind of target can start on `route`.
+    #[must_use]
+    pub fn served_on(&self, route: Route) -> bool {
+        match self {
+            Self::Node { .. } => route.is_ssh(),
+            Self::Database { .. } => matches!(route, Route::Postgres | Route::MySql),
+            Self::KubeCluster { .. } => route == Route::Kube,
+        }
+    }
 }
 
 impl Route {
-    /// SSH routes: the only sessions with a per-session MFA flow so far.
+    /// SSH routes.
     #[must_use]
     pub fn is_ssh(self) -> bool {
         matches!(
             self,
             Self::HopSsh | Self::JumpHost | Self::Agentless | Self::Node
         )
+    }
+
+    /// Routes with a per-session MFA flow: SSH, databases and Kubernetes.
+    #[must_use]
+    pub fn has_session_mfa(self) -> bool {
+        self.is_ssh() || matches!(self, Self::Postgres | Self::MySql | Self::Kube)
     }
 }

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hop_admission::{
-    Admitted, IdentityStamp, Refusal, RequestStamp, Route, Snapshot, SnapshotData, Subject,
-    SubjectKind,
+    Admitted, IdentityStamp, Refusal, RequestStamp, Route, SessionTarget, Snapshot, SnapshotData,
+    Subject, SubjectKind,
 };
 use hop_ca::Identity;
 use hop_rbac::{AuthPreference, LockResource, LockTarget, Role, User};
@@ -69,9 +69,9 @@ pub struct Presented<'a> {
     pub expires: SystemTime,
     /// The OS login asked for, on SSH routes.
     pub login: Option<&'a str>,
-    /// The node the session is for, on SSH routes that know it (checked against a per-session
-    /// MFA mark).
-    pub target: Option<&'a str>,
+    /// The session's target, on routes that know it (checked against a per-session MFA mark):
+    /// node and login, database, or kube cluster.
+    pub target: Option<SessionTarget<'a>>,
 }
 
 impl Presented<'_> {
@@ -104,14 +104,28 @@ impl Presented<'_> {
             bound_route,
             agent_role: "",
             target: self.target,
-            session_mfa: id
-                .session_mfa
-                .as_ref()
-                .map(|t| hop_admission::SessionMfaMark {
-                    node: &t.node,
-                    login: &t.login,
-                }),
+            session_mfa: id.session_mfa.as_ref().map(session_target),
         }
+    }
+}
+
+/// A certificate's per-session MFA target as admission compares it with a session's.
+#[must_use]
+pub fn session_target(t: &hop_ca::SessionMfaTarget) -> SessionTarget<'_> {
+    match t {
+        hop_ca::SessionMfaTarget::Node { node, login } => SessionTarget::Node { node, login },
+        hop_ca::SessionMfaTarget::Database {
+            db_service,
+            db_user,
+            db_name,
+        } => SessionTarget::Database {
+            service: db_service,
+            db_user,
+            db_name,
+        },
+        hop_ca::SessionMfaTarget::KubeCluster { kube_cluster } => SessionTarget::KubeCluster {
+            cluster: kube_cluster,
+        },
     }
 }
 

@@ -3,16 +3,21 @@
 //! ls|add|rm`; `rm` takes a one-time-code device too, proven the same way). Every check is the web path's ([`AuthServer::begin_webauthn_assertion`],
 //! [`AuthServer::add_webauthn_device`], [`AuthServer::remove_webauthn_device`]): password and a
 //! fresh proof from an existing device for a change, the last device kept while the cluster
-//! requires one, audit events either way. The methods here are called from `AuthPublic`.
+//! requires one, audit events either way. Per-session MFA (`hop ssh`, `hop db login`): the
+//! challenge for one target and the one-minute certificates marked for it
+//! ([`AuthServer::begin_session_mfa`], [`AuthServer::issue_session_mfa`]). The methods here
+//! are called from `AuthPublic`.
 
+use std::collections::BTreeMap;
 use std::time::UNIX_EPOCH;
 
+use hop_ca::{Identity, SessionMfaTarget};
 use tonic::{Request, Response, Status};
 
 use super::caller::Caller;
 use super::grpc::{AuthApi, caller};
 use super::server::{
-    AuthError, ChallengePurpose, SecondFactor, WebauthnAssertion, WebauthnRegistration,
+    AuthError, AuthServer, ChallengePurpose, SecondFactor, WebauthnAssertion, WebauthnRegistration,
 };
 use hop_api::proto::*;
 
@@ -216,9 +221,12 @@ impl AuthApi {
             ));
         };
         let r = req.into_inner();
+        let target = session_target(r.node, r.login, r.database, r.kube_cluster);
+        let kube_labels = self.kube_labels(&target)?;
         let out = self
             .blocking(move |a| {
-                let options = a.begin_session_mfa(&identity, &r.node, &r.login, Some(remote))?;
+                check_kube_labels(a, &identity, &target, kube_labels.as_ref())?;
+                let options = a.begin_session_mfa(&identity, &target, Some(remote))?;
                 Ok(match options {
                     Some(o) => SessionMfaChallenge {
                         required: true,
@@ -249,21 +257,93 @@ impl AuthApi {
         };
         let r = req.into_inner();
         let assertion: WebauthnAssertion = parse_json("webauthn_json", &r.webauthn_json)?;
+        let target = session_target(r.node, r.login, r.database, r.kube_cluster);
+        let kube_labels = self.kube_labels(&target)?;
+        let kube = matches!(target, SessionMfaTarget::KubeCluster { .. });
         let certs = self
             .blocking(move |a| {
+                check_kube_labels(a, &identity, &target, kube_labels.as_ref())?;
                 a.issue_session_mfa(
                     (&identity, expires),
-                    (&r.node, &r.login),
+                    &target,
                     &assertion,
                     (&r.ssh_public_key, &r.tls_public_key),
                     Some(remote),
                 )
             })
             .await?;
+        let (kube_tls_server_name, kube_proxy_addr) = if kube {
+            let web_addr = self.auth.web_addr().to_string();
+            (crate::kube_access::tls_server_name(&web_addr), web_addr)
+        } else {
+            Default::default()
+        };
         Ok(Response::new(SessionMfaCert {
             ssh_certificate: certs.ssh_certificate,
             tls_certificate_pem: certs.tls_certificate_pem,
             expires_unix: unix(certs.expires),
+            trusted_cas_pem: certs.trusted_cas_pem,
+            kube_tls_server_name,
+            kube_proxy_addr,
         }))
+    }
+
+    /// The labels of the kube cluster `target` names, as its connected agent announces it
+    /// (`None` for another kind of target).
+    fn kube_labels(
+        &self,
+        target: &SessionMfaTarget,
+    ) -> Result<Option<BTreeMap<String, String>>, Status> {
+        let SessionMfaTarget::KubeCluster { kube_cluster } = target else {
+            return Ok(None);
+        };
+        self.registry
+            .as_ref()
+            .and_then(|r| r.kube_clusters().into_iter().find(|c| &c.name == kube_cluster))
+            .map(|c| Some(c.labels))
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no connected kube agent serves Kubernetes cluster {kube_cluster:?} (`hop kube ls` lists the ones you can reach)"
+                ))
+            })
+    }
+}
+
+/// A kube cluster's certificate only where the caller's roles allow the cluster's labels (as
+/// IssueKubeCertificate decides); other targets are the proxy's to decide at connect time.
+fn check_kube_labels(
+    a: &AuthServer,
+    identity: &Identity,
+    target: &SessionMfaTarget,
+    labels: Option<&BTreeMap<String, String>>,
+) -> Result<(), AuthError> {
+    let (SessionMfaTarget::KubeCluster { kube_cluster }, Some(labels)) = (target, labels) else {
+        return Ok(());
+    };
+    a.checker_for(&identity.roles, &identity.traits)?
+        .check_kubernetes_cluster(labels)
+        .map_err(|denied| {
+            AuthError::Denied(format!(
+                "your roles do not allow Kubernetes cluster {kube_cluster:?} ({denied})"
+            ))
+        })
+}
+
+/// The target a per-session MFA request names: a database when it carries one, else a kube
+/// cluster when it names one, else a node and login.
+fn session_target(
+    node: String,
+    login: String,
+    database: Option<SessionMfaDatabase>,
+    kube_cluster: String,
+) -> SessionMfaTarget {
+    match database {
+        Some(d) => SessionMfaTarget::Database {
+            db_service: d.service,
+            db_user: d.db_user,
+            db_name: d.db_name,
+        },
+        None if !kube_cluster.is_empty() => SessionMfaTarget::KubeCluster { kube_cluster },
+        None => SessionMfaTarget::Node { node, login },
     }
 }

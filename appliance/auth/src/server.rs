@@ -40,6 +40,7 @@ mod host_certs;
 mod invites;
 mod login;
 mod rotation;
+mod session_mfa;
 mod spiffe;
 mod sso;
 mod webauthn;
@@ -58,14 +59,15 @@ pub use certificates::HOST_CERT_TTL;
 pub use invites::Invite;
 pub use login::{LoginCertificates, LoginClient, LoginRequest, SecondFactor};
 pub use rotation::{CaRotationStatus, RotateRequest, RotateTarget};
+pub use session_mfa::{SESSION_MFA_TTL, SessionMfaCertificates};
 pub use spiffe::{IssuedSvid, MAX_SVIDS_PER_REQUEST, SvidAsk, SvidBatch};
 pub use sso::{
     MappedLogin, SamlPost, SsoCallback, SsoCallbackRefusal, SsoStart, SsoStarted, map_github_login,
     map_login,
 };
 pub use webauthn::{
-    CHALLENGE_TTL, MAX_WEBAUTHN_DEVICES, PasskeyAssertion, SESSION_MFA_TTL, SessionMfaCertificates,
-    WebauthnAssertion, WebauthnDeviceView, WebauthnRegistration, WebauthnSettings,
+    CHALLENGE_TTL, MAX_WEBAUTHN_DEVICES, PasskeyAssertion, WebauthnAssertion, WebauthnDeviceView,
+    WebauthnRegistration, WebauthnSettings,
 };
 
 /// Settings the Auth service takes from the configuration.

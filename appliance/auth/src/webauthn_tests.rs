@@ -397,11 +397,26 @@ fn identity_of(user: &str, roles: &[&str]) -> hop_ca::Identity {
     }
 }
 
-fn session_challenge(f: &Fixture, id: &hop_ca::Identity, node: &str) -> Option<Vec<u8>> {
+fn node_target(node: &str, login: &str) -> hop_ca::SessionMfaTarget {
+    hop_ca::SessionMfaTarget::Node {
+        node: node.into(),
+        login: login.into(),
+    }
+}
+
+fn target_challenge(
+    f: &Fixture,
+    id: &hop_ca::Identity,
+    target: &hop_ca::SessionMfaTarget,
+) -> Option<Vec<u8>> {
     f.auth
-        .begin_session_mfa(id, node, &id.username, None)
+        .begin_session_mfa(id, target, None)
         .unwrap()
         .map(|o| challenge(&o))
+}
+
+fn session_challenge(f: &Fixture, id: &hop_ca::Identity, node: &str) -> Option<Vec<u8>> {
+    target_challenge(f, id, &node_target(node, &id.username))
 }
 
 #[test]
@@ -425,7 +440,7 @@ fn per_session_mfa_is_scoped_to_one_node_and_login_for_one_minute() {
     let issue = |id: &hop_ca::Identity, node: &str, login: &str, a: &WebauthnAssertion| {
         f.auth.issue_session_mfa(
             (id, expires),
-            (node, login),
+            &node_target(node, login),
             a,
             (&f.ssh_pub, &f.tls_spki),
             None,
@@ -448,13 +463,7 @@ fn per_session_mfa_is_scoped_to_one_node_and_login_for_one_minute() {
     );
     let trusted = vec![f.auth.authorities().user.public()];
     let (id, _) = hop_ca::verify_user_ssh(&certs.ssh_certificate, &trusted, f.auth.now()).unwrap();
-    assert_eq!(
-        id.session_mfa,
-        Some(hop_ca::SessionMfaTarget {
-            node: "web1".into(),
-            login: "mia".into()
-        })
-    );
+    assert_eq!(id.session_mfa, Some(node_target("web1", "mia")));
     assert_eq!(id.logins, ["mia"]);
     assert!(id.mfa_verified);
     // A login challenge does not answer a session's; a login not in the certificate is refused.
@@ -480,5 +489,122 @@ fn per_session_mfa_is_scoped_to_one_node_and_login_for_one_minute() {
         events
             .iter()
             .any(|e| e["node"] == "web2" && e.get("error").is_some())
+    );
+}
+
+#[test]
+fn per_session_mfa_for_a_database_yields_a_one_minute_route_certificate_for_it_alone() {
+    let f = fixture("on");
+    f.auth
+        .create_resources(
+            "kind: role\nversion: v7\nmetadata:\n  name: tap\nspec:\n  options:\n    require_session_mfa: true\n",
+            "tap.yaml",
+            false,
+            "test",
+            &|_, _| Ok(()),
+        )
+        .unwrap();
+    let secret = f.user("mia", &["access", "tap"]);
+    let mut key = SoftKey::new(KeyKind::Es256, RP, ORIGIN);
+    register(&f, "mia", &secret, &key).unwrap();
+    let tapper = identity_of("mia", &["access", "tap"]);
+    let expires = f.auth.now() + Duration::from_secs(3600);
+    let db = |name: &str| hop_ca::SessionMfaTarget::Database {
+        db_service: "pg".into(),
+        db_user: "mia".into(),
+        db_name: name.into(),
+    };
+    let issue = |target: &hop_ca::SessionMfaTarget, a: &WebauthnAssertion| {
+        f.auth
+            .issue_session_mfa((&tapper, expires), target, a, ("", &f.tls_spki), None)
+    };
+    // A challenge for one database name does not answer for another, nor for a node.
+    let c = target_challenge(&f, &tapper, &db("orders")).unwrap();
+    assert!(issue(&db("billing"), &wire(&key.assert(&c))).is_err());
+    let c = target_challenge(&f, &tapper, &db("orders")).unwrap();
+    assert!(issue(&node_target("orders", "mia"), &wire(&key.assert(&c))).is_err());
+    // Answered for its own target: an X.509 route certificate only, one minute, marked.
+    let c = target_challenge(&f, &tapper, &db("orders")).unwrap();
+    let certs = issue(&db("orders"), &wire(&key.assert(&c))).unwrap();
+    assert!(certs.ssh_certificate.is_empty());
+    assert!(!certs.trusted_cas_pem.is_empty());
+    assert_eq!(certs.expires, f.auth.now() + Duration::from_secs(60));
+    let trusted = vec![f.auth.authorities().user.public()];
+    let der = hop_ca::parse_pem_certs(&certs.tls_certificate_pem).unwrap();
+    let (id, _) = hop_ca::verify_user_x509(&der[0], &trusted, f.auth.now()).unwrap();
+    assert_eq!(id.session_mfa, Some(db("orders")));
+    let route = id.route_to_database.unwrap();
+    assert_eq!(
+        (route.service.as_str(), route.database.as_str()),
+        ("pg", "orders")
+    );
+    // A database name PostgreSQL would not take is refused before any challenge.
+    assert!(f.auth.begin_session_mfa(&tapper, &db(""), None).is_err());
+    // The assertion and its target are on the record.
+    let events: Vec<_> = f
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "mfa.session")
+        .collect();
+    assert!(
+        events.iter().any(|e| e["db_service"] == "pg"
+            && e["db_name"] == "orders"
+            && e.get("error").is_none()),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["db_name"] == "billing" && e.get("error").is_some()),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn per_session_mfa_for_a_kube_cluster_yields_a_one_minute_certificate_routed_to_it() {
+    let f = fixture("on");
+    f.auth
+        .create_resources(
+            "kind: role\nversion: v7\nmetadata:\n  name: tap\nspec:\n  options:\n    require_session_mfa: true\n",
+            "tap.yaml",
+            false,
+            "test",
+            &|_, _| Ok(()),
+        )
+        .unwrap();
+    let secret = f.user("mia", &["access", "tap"]);
+    let mut key = SoftKey::new(KeyKind::Es256, RP, ORIGIN);
+    register(&f, "mia", &secret, &key).unwrap();
+    let tapper = identity_of("mia", &["access", "tap"]);
+    let expires = f.auth.now() + Duration::from_secs(3600);
+    let cluster = |name: &str| hop_ca::SessionMfaTarget::KubeCluster {
+        kube_cluster: name.into(),
+    };
+    let issue = |target: &hop_ca::SessionMfaTarget, a: &WebauthnAssertion| {
+        f.auth
+            .issue_session_mfa((&tapper, expires), target, a, ("", &f.tls_spki), None)
+    };
+    // A challenge for dev answers for dev alone.
+    let c = target_challenge(&f, &tapper, &cluster("dev")).unwrap();
+    assert!(issue(&cluster("prod"), &wire(&key.assert(&c))).is_err());
+    let c = target_challenge(&f, &tapper, &cluster("dev")).unwrap();
+    let certs = issue(&cluster("dev"), &wire(&key.assert(&c))).unwrap();
+    assert!(certs.ssh_certificate.is_empty());
+    assert_eq!(certs.expires, f.auth.now() + Duration::from_secs(60));
+    let trusted = vec![f.auth.authorities().user.public()];
+    let der = hop_ca::parse_pem_certs(&certs.tls_certificate_pem).unwrap();
+    let (id, _) = hop_ca::verify_user_x509(&der[0], &trusted, f.auth.now()).unwrap();
+    assert_eq!(id.route_to_kube_cluster.as_deref(), Some("dev"));
+    assert_eq!(id.session_mfa, Some(cluster("dev")));
+    let events: Vec<_> = f
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "mfa.session")
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kube_cluster"] == "dev" && e.get("error").is_none()),
+        "{events:?}"
     );
 }

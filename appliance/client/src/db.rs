@@ -13,6 +13,10 @@
 //! psql connects straight to the proxy's one port with those files (`sslmode=verify-full`, the
 //! proxy's CA from `cas.pem`); `hop proxy db` serves clients that cannot present a certificate
 //! with a plain local listener that carries each connection to the proxy (ALPN `hop-postgres`).
+//!
+//! Under a role's `require_session_mfa`, `hop db login` (and `hop db connect`, which logs in
+//! when the saved certificate is not fresh) taps the security key first: the route
+//! certificate is then valid one minute, for that database, user and name alone.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -215,16 +219,24 @@ async fn login(a: &DbLoginArgs) -> anyhow::Result<DbLogin> {
         (None, None) => db_user.clone(),
     };
     let key = hop_ca::generate_x509_keypair(&mut rand::rng()).map_err(|e| anyhow!("{e}"))?;
-    let r = issue_route(
-        &login,
-        DatabaseRouteRequest {
-            service: db.name.clone(),
-            db_user: db_user.clone(),
-            db_name: db_name.clone(),
-            tls_public_key: key.public_spki_der.clone(),
-        },
-    )
-    .await?;
+    // Under a role's require_session_mfa: a tap, and a one-minute certificate for this very
+    // database, user and name.
+    let target = (db.name.as_str(), db_user.as_str(), db_name.as_str());
+    let r = match crate::mfa::session::database_route(&login, target, &key.public_spki_der).await? {
+        Some(r) => r,
+        None => {
+            issue_route(
+                &login,
+                DatabaseRouteRequest {
+                    service: db.name.clone(),
+                    db_user: db_user.clone(),
+                    db_name: db_name.clone(),
+                    tls_public_key: key.public_spki_der.clone(),
+                },
+            )
+            .await?
+        }
+    };
     let f = files(&paths, &db.name);
     if let Some(dir) = f.key.parent() {
         hop_net::files::ensure_dir(dir)?;

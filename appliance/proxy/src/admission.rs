@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use hop_admission::{Admitted, Refusal, Route};
+use hop_admission::{Admitted, Refusal, Route, SessionTarget};
 use hop_ca::Identity;
 use hop_platform::clock;
 
@@ -64,12 +64,12 @@ impl UserCert {
         self.presented_for(login, None)
     }
 
-    /// As [`Self::presented`], with the node an SSH session is for (a per-session MFA
-    /// certificate is admitted only for its own node and login).
+    /// As [`Self::presented`], with the target the session is for (a per-session MFA
+    /// certificate is admitted only for its own target: node and login, database, cluster).
     pub(crate) fn presented_for<'a>(
         &'a self,
         login: Option<&'a str>,
-        target: Option<&'a str>,
+        target: Option<SessionTarget<'a>>,
     ) -> Presented<'a> {
         Presented {
             identity: &self.identity,
@@ -101,12 +101,29 @@ pub fn admit_ssh(
     route: Route,
     remote: SocketAddr,
 ) -> Result<Admitted, Refusal> {
+    let target = SessionTarget::Node {
+        node: target,
+        login,
+    };
     admit_presented(
         auth,
         &cert.presented_for(Some(login), Some(target)),
         route,
         remote,
     )
+}
+
+/// [`admit`] for a session to `target` (a database, a kube cluster): a per-session MFA
+/// certificate is admitted only for its own target.
+pub fn admit_target(
+    auth: &AuthServer,
+    cert: &UserCert,
+    target: &hop_ca::SessionMfaTarget,
+    route: Route,
+    remote: SocketAddr,
+) -> Result<Admitted, Refusal> {
+    let target = hop_auth::admission::session_target(target);
+    admit_presented(auth, &cert.presented_for(None, Some(target)), route, remote)
 }
 
 /// [`admit`] for a certificate the caller only borrows.
@@ -151,8 +168,9 @@ impl Drop for LiveWatch {
 pub struct Live {
     pub cert: UserCert,
     pub login: Option<String>,
-    /// The node of an SSH session (what a per-session MFA mark is checked against).
-    pub target: Option<String>,
+    /// The session's target: node and login, database, kube cluster (what a per-session MFA
+    /// mark is checked against).
+    pub target: Option<hop_ca::SessionMfaTarget>,
     pub route: Route,
     pub remote: SocketAddr,
     pub session_id: String,
@@ -193,9 +211,11 @@ impl LiveWatch {
                     continue;
                 }
                 last = Some((snap.clone(), clock::now()));
-                let presented = live
-                    .cert
-                    .presented_for(live.login.as_deref(), live.target.as_deref());
+                let target = live
+                    .target
+                    .as_ref()
+                    .map(hop_auth::admission::session_target);
+                let presented = live.cert.presented_for(live.login.as_deref(), target);
                 let refusal = match auth.admit_on(&snap, &presented, live.route) {
                     Ok(_) => match agent_refusal(&auth, &live) {
                         Some(r) => r,

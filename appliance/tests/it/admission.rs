@@ -3,7 +3,9 @@
 //! audit event carrying the route and a reason code — for a locked user, a locked role, a locked
 //! login, a deleted user, a role taken away, a certificate older than the user's last lock, and
 //! an expired certificate; and for a bot (`hop bot start --oneshot`'s identity output) after
-//! `hop admin bots rm` and after a lock on its name. Then live sessions end within 5 s of a lock.
+//! `hop admin bots rm` and after a lock on its name; the per-session MFA RPCs (`BeginSessionMfa`,
+//! `IssueSessionMfaCert`) are rows of their own, and refuse another CA's certificate too. Then
+//! live sessions end within 5 s of a lock.
 //! All with an ordinary OS login and users without admin roles (`matrix` grants only what the
 //! routes need).
 
@@ -14,6 +16,7 @@ use std::time::Duration;
 
 use crate::clock;
 use crate::harness::*;
+use crate::mfa_rpc::{self, MfaRpc};
 use crate::ssh::{Killed, node_token, start_node};
 
 const ROLES: &str = "kind: role\nversion: v7\nmetadata:\n  name: matrix\nspec:\n  allow:\n    logins: ['{{internal.logins}}']\n    node_labels: {'*': '*'}\n    app_labels: {'*': '*'}\n    rules:\n    - resources: [role]\n      verbs: [list, read]\n    - resources: [backup]\n      verbs: [read]\n---\nkind: role\nversion: v7\nmetadata:\n  name: other\nspec:\n  allow:\n    logins: [nobody]\n---\nkind: role\nversion: v7\nmetadata:\n  name: watcher\nspec:\n  allow:\n    join_sessions:\n    - name: watch-matrix\n      roles: [matrix]\n      kinds: [ssh]\n      modes: [observer]\n";
@@ -244,6 +247,10 @@ enum Try {
     AccessRequests,
     /// `hop admin backup` through the proxy (the `backup` `read` rule): the cluster's keys.
     Backup,
+    /// The per-session MFA RPCs over gRPC with the saved login (`mfa_rpc`), admitted on the
+    /// admin API route: the challenge, and the certificate for an assertion.
+    BeginSessionMfa,
+    IssueSessionMfaCert,
 }
 
 const TRIES: &[Try] = &[
@@ -255,6 +262,8 @@ const TRIES: &[Try] = &[
     Try::AdminApi,
     Try::AccessRequests,
     Try::Backup,
+    Try::BeginSessionMfa,
+    Try::IssueSessionMfaCert,
 ];
 
 impl Try {
@@ -270,8 +279,17 @@ impl Try {
             // `hop proxy app web` carries requests with the app certificate it got before the
             // spoiling (the proxy's app route refuses), or asks the API for one (which refuses).
             Self::HttpApp => &["app", "admin_api"],
-            Self::AdminApi | Self::AccessRequests | Self::Backup => &["admin_api"],
+            Self::AdminApi
+            | Self::AccessRequests
+            | Self::Backup
+            | Self::BeginSessionMfa
+            | Self::IssueSessionMfaCert => &["admin_api"],
         }
+    }
+
+    /// The per-session MFA RPCs, called over gRPC by the test itself.
+    fn rpc(self) -> bool {
+        matches!(self, Self::BeginSessionMfa | Self::IssueSessionMfaCert)
     }
 
     fn ssh_route(self) -> bool {
@@ -300,6 +318,8 @@ impl Try {
             ),
             Self::App => return app_echo(u),
             Self::HttpApp => return http_app_get(u),
+            Self::BeginSessionMfa => return mfa_rpc::call(&u.home, MfaRpc::Begin, None),
+            Self::IssueSessionMfaCert => return mfa_rpc::call(&u.home, MfaRpc::Issue, None),
             Self::AdminApi => run(
                 &u.home,
                 &["admin", "--auth-server", &c.a.addr, "get", "roles"],
@@ -616,16 +636,59 @@ fn the_refusal_matrix_on_every_route() {
     // An expired certificate: refused everywhere with a message that says so.
     std::thread::sleep(Duration::from_secs(9).saturating_sub(clock::since(started)));
     for t in TRIES {
-        let seen = t
-            .attempt(&c, &expiring)
-            .err()
-            .unwrap_or_else(|| panic!("expired on {t:?}"));
         let says = if *t == Try::JumpHost {
             "Permission denied"
         } else {
             "expired"
         };
-        assert!(seen.contains(says), "expired on {t:?}: {seen}");
+        let seen = t
+            .attempt(&c, &expiring)
+            .err()
+            .unwrap_or_else(|| panic!("expired on {t:?}"));
+        // The RPCs over gRPC are refused in the TLS handshake: the client sees its alert
+        // (`CertificateExpired`), or, when the connection's close wins the race with the
+        // alert, only that the connection was closed under the call.
+        let handshake = t.rpc() && seen.contains("transport error");
+        assert!(
+            seen.contains(says) || seen.to_lowercase().contains(says) || handshake,
+            "expired on {t:?}: {seen}"
+        );
+    }
+    other_ca_calls_no_mfa_rpc(&c);
+}
+
+/// A certificate from a CA Hop does not know, with a user's name in it, calls neither
+/// per-session MFA RPC: refused at TLS or as no login, never answered.
+fn other_ca_calls_no_mfa_rpc(c: &Cluster) {
+    let u = c.user();
+    let dir = u.home.join("other-ca");
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = format!(
+        "set -e
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=other-ca -keyout ca.key -out ca.crt 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN={} -keyout u.key -out u.csr 2>/dev/null
+printf 'extendedKeyUsage=clientAuth\\n' > u.ext
+openssl x509 -req -in u.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 -out u.crt -extfile u.ext 2>/dev/null
+",
+        u.name
+    );
+    let out = Command::new("sh")
+        .args(["-c", &script])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let forged = (dir.join("u.crt"), dir.join("u.key"));
+    for rpc in [MfaRpc::Begin, MfaRpc::Issue] {
+        let seen = mfa_rpc::call(&u.home, rpc, Some((&forged.0, &forged.1)))
+            .err()
+            .unwrap_or_else(|| panic!("another CA's certificate called {rpc:?}"));
+        assert!(
+            seen.contains("needs a login")
+                || seen.contains("Unauthenticated")
+                || seen.contains("transport"),
+            "another CA on {rpc:?}: {seen}"
+        );
     }
 }
 

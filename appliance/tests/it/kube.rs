@@ -192,7 +192,13 @@ pub(crate) struct KubeUser {
 
 impl KubeCluster {
     pub fn start(tools: Tools) -> Self {
-        let mut a = Appliance::start("");
+        Self::start_with_auth(tools, "")
+    }
+
+    /// Like [`KubeCluster::start`], with extra lines (indented by two spaces) under
+    /// `auth_service` (a second factor that allows security keys, say).
+    pub fn start_with_auth(tools: Tools, extra_auth: &str) -> Self {
+        let mut a = Appliance::start(extra_auth);
         // The public address needs the port, known only now: restart on it with that address.
         a.stop();
         let port: u16 = a.addr.rsplit_once(':').unwrap().1.parse().unwrap();

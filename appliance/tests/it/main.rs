@@ -31,6 +31,8 @@ mod kube_kubectl;
 mod kube_refusals;
 mod login_flow;
 mod mfa_cli;
+mod mfa_kube;
+mod mfa_rpc;
 mod moderated;
 mod moto;
 mod multiplexer;

@@ -9,7 +9,9 @@
 //! the one-time-code device removed with a tap; then the last device, the key, cannot be
 //! removed. The audit log holds
 //! the CLI's `mfa.add`, `mfa.delete` and its `user.login` with `mfa: webauthn` and `method:
-//! passwordless`.
+//! passwordless`. Per-session MFA (role `mfa-ssh`) on SSH and on PostgreSQL through the proxy:
+//! a tap per session, a one-minute certificate good for its one target only, and an unmarked
+//! certificate refused.
 
 use std::io::Write;
 use std::path::Path;
@@ -63,6 +65,14 @@ fn events(a: &Appliance, kind: &str) -> Vec<Value> {
     .collect()
 }
 
+/// The role `mfa-ssh`: SSH on every node and PostgreSQL as `alice` on `hopdb` and `postgres`,
+/// each session after a tap when `tap` (require_session_mfa).
+fn mfa_role(tap: bool) -> String {
+    format!(
+        "kind: role\nversion: v7\nmetadata:\n  name: mfa-ssh\nspec:\n  options:\n    require_session_mfa: {tap}\n  allow:\n    logins: ['{{{{internal.logins}}}}']\n    node_labels:\n      '*': '*'\n    db_labels:\n      '*': '*'\n    db_users: [alice]\n    db_names: [hopdb, postgres]\n"
+    )
+}
+
 fn login_args<'a>(a: &'a Appliance, extra: &[&'a str]) -> Vec<&'a str> {
     let mut v = vec!["login", "--proxy", &a.addr, "--ca-pin", &a.pin];
     v.extend_from_slice(extra);
@@ -80,11 +90,7 @@ fn a_user_manages_security_keys_and_logs_in_with_them_from_the_cli() {
     );
     // A role that asks for a tap before each session; two nodes join meanwhile.
     let roles = a.dir.path().join("roles.yaml");
-    std::fs::write(
-        &roles,
-        "kind: role\nversion: v7\nmetadata:\n  name: mfa-ssh\nspec:\n  options:\n    require_session_mfa: true\n  allow:\n    logins: ['{{internal.logins}}']\n    node_labels:\n      '*': '*'\n",
-    )
-    .unwrap();
+    std::fs::write(&roles, mfa_role(true)).unwrap();
     a.ok(&["admin", "create", "-f", roles.to_str().unwrap()]);
     os_login();
     let _nodes: Vec<Killed> = ["node1", "node2"]
@@ -207,6 +213,7 @@ fn a_user_manages_security_keys_and_logs_in_with_them_from_the_cli() {
     assert!(stderr(&out).contains("no credentials"), "{}", stderr(&out));
 
     ssh_sessions_need_a_tap_each(&a, &key1);
+    db_sessions_need_a_tap_each(&a, &key1);
 
     // A second key, proven by a tap on the first; then removed, proven by a tap again.
     let out = hop_key(
@@ -441,4 +448,131 @@ fn ssh_sessions_need_a_tap_each(a: &Appliance, key: &Path) {
         "",
     );
     assert_eq!(stdout(&out).trim(), "two", "{}", stderr(&out));
+}
+
+/// Per-session MFA on PostgreSQL (the role `mfa-ssh` allows `alice` on `hopdb` and
+/// `postgres`): `hop db login` taps the key and saves a one-minute route certificate marked for
+/// `pg` as `alice` on `hopdb`, which psql uses through the proxy; the same certificate is
+/// refused for another database name; a certificate without the mark (issued while the role
+/// did not ask for a tap) is refused once the role asks again.
+fn db_sessions_need_a_tap_each(a: &Appliance, key: &Path) {
+    let Some(pg) = crate::db::Postgres::start(a) else {
+        return;
+    };
+    let _agent = crate::db::start_db_agent(a, &pg);
+    crate::db::wait_for_db(a, "pg");
+    let db_login = |key: &Path| {
+        hop_key(
+            a,
+            key,
+            None,
+            &[
+                "db",
+                "login",
+                "pg",
+                "--db-user",
+                "alice",
+                "--db-name",
+                "hopdb",
+            ],
+            "",
+        )
+    };
+    let out = db_login(key);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), a.log());
+    assert!(
+        stderr(&out).contains("security key tap"),
+        "{}",
+        stderr(&out)
+    );
+    let ev = wait_event(a, "mfa.session", |e| {
+        e["db_service"] == "pg" && e.get("error").is_none()
+    });
+    assert_eq!(
+        (&ev["db_user"], &ev["db_name"]),
+        (&"alice".into(), &"hopdb".into()),
+        "{ev}"
+    );
+    // One minute (and the saved login says so).
+    let cfg: Value =
+        serde_json::from_str(&a.ok(&["db", "config", "pg", "--format", "json"])).unwrap();
+    let now = crate::clock::wall_now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let left = cfg["expires_unix"].as_i64().unwrap() - now;
+    assert!((0..=61).contains(&left), "{cfg}");
+
+    // psql through the proxy with the marked certificate.
+    let out = crate::db::psql(
+        a,
+        "",
+        &["-Atc", "SELECT current_user || '@' || current_database()"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "alice@hopdb");
+    // Another database (its roles allow it): the certificate was marked for hopdb alone.
+    let out = crate::db::psql(a, "dbname=postgres", &["-Atc", "SELECT 1"]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(stderr(&out).contains("MFA mark is for"), "{}", stderr(&out));
+
+    // Without a saved certificate, `hop db connect` taps and runs psql with a fresh one.
+    a.ok(&["db", "logout", "pg"]);
+    let out = hop_key(
+        a,
+        key,
+        None,
+        &[
+            "db",
+            "connect",
+            "pg",
+            "--db-user",
+            "alice",
+            "--db-name",
+            "hopdb",
+            "--",
+            "-Atc",
+            "SELECT 'tapped'",
+        ],
+        "",
+    );
+    assert_eq!(stdout(&out).trim(), "tapped", "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("security key tap"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A certificate without the mark: issued while the role did not ask, refused once it does.
+    let role = a.dir.path().join("mfa-role.yaml");
+    let set_role = |tap: bool| {
+        std::fs::write(&role, mfa_role(tap)).unwrap();
+        a.ok(&["admin", "create", "--force", "-f", role.to_str().unwrap()]);
+    };
+    set_role(false);
+    let out = db_login(key);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("security key tap"),
+        "{}",
+        stderr(&out)
+    );
+    set_role(true);
+    let deadline = crate::clock::monotonic_now() + std::time::Duration::from_secs(10);
+    loop {
+        let out = crate::db::psql(a, "", &["-Atc", "SELECT 1"]);
+        if !out.status.success() {
+            assert!(
+                stderr(&out).contains("no per-session MFA mark"),
+                "{}",
+                stderr(&out)
+            );
+            break;
+        }
+        assert!(
+            crate::clock::monotonic_now() < deadline,
+            "an unmarked certificate kept working"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
 }

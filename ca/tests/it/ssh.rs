@@ -246,7 +246,7 @@ fn a_session_mfa_certificate_carries_its_target_as_a_critical_option() {
     let mut rng = rng(21);
     let client = generate_ssh_keypair(&mut rng).unwrap();
     let id = Identity {
-        session_mfa: Some(hop_ca::SessionMfaTarget {
+        session_mfa: Some(hop_ca::SessionMfaTarget::Node {
             node: "web1".into(),
             login: "alice".into(),
         }),
@@ -275,7 +275,7 @@ fn a_session_mfa_certificate_carries_its_target_as_a_critical_option() {
     ));
     // A login that cannot be told from the node is not issued.
     let bad = Identity {
-        session_mfa: Some(hop_ca::SessionMfaTarget {
+        session_mfa: Some(hop_ca::SessionMfaTarget::Node {
             node: "web1".into(),
             login: "a@b".into(),
         }),
@@ -284,6 +284,20 @@ fn a_session_mfa_certificate_carries_its_target_as_a_critical_option() {
     assert!(
         cas.user
             .issue_user_ssh(&client.public_openssh, &bad, now(), minute, &mut rng)
+            .is_err()
+    );
+    // A database's or a cluster's mark never goes into an SSH certificate.
+    let db = Identity {
+        session_mfa: Some(hop_ca::SessionMfaTarget::Database {
+            db_service: "pg".into(),
+            db_user: "alice".into(),
+            db_name: "orders".into(),
+        }),
+        ..alice()
+    };
+    assert!(
+        cas.user
+            .issue_user_ssh(&client.public_openssh, &db, now(), minute, &mut rng)
             .is_err()
     );
 }

@@ -405,3 +405,41 @@ fn invalid_names_and_keys_are_refused() {
     assert!(ca_pin(b"\x30\x03\x02\x01\x00").is_err());
     assert!(CertAuthority::generate(CaKind::User, "", now(), &mut rng).is_err());
 }
+
+#[test]
+fn every_session_mfa_target_round_trips_and_node_marks_keep_their_shape() {
+    let cas = Cas::generate("c", 1);
+    let mut rng = rng(31);
+    let key = generate_x509_keypair(&mut rng).unwrap();
+    let targets = [
+        hop_ca::SessionMfaTarget::Node {
+            node: "web1".into(),
+            login: "alice".into(),
+        },
+        hop_ca::SessionMfaTarget::Database {
+            db_service: "pg".into(),
+            db_user: "alice".into(),
+            db_name: "orders".into(),
+        },
+        hop_ca::SessionMfaTarget::KubeCluster {
+            kube_cluster: "prod".into(),
+        },
+    ];
+    for target in targets {
+        let id = Identity {
+            session_mfa: Some(target),
+            mfa_verified: true,
+            ..alice()
+        };
+        let pem = cas
+            .user
+            .issue_user_x509(&key.public_spki_der, &id, now(), HOUR, &mut rng)
+            .unwrap();
+        let (got, _) = verify_user_x509(&der(&pem), &cas.public(), now()).unwrap();
+        assert_eq!(got, id);
+    }
+    // A node mark is the `{node, login}` object certificates carried before the other shapes.
+    let node: hop_ca::SessionMfaTarget =
+        serde_json::from_str(r#"{"node":"web1","login":"alice"}"#).unwrap();
+    assert_eq!(node.describe(), "alice@web1");
+}

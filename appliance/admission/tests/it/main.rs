@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hop_admission::{
-    IdentityStamp, Refusal, RequestStamp, Route, STALE_AFTER, SessionMfaMark, Snapshot,
-    SnapshotData, Subject, SubjectKind,
+    IdentityStamp, Refusal, RequestStamp, Route, STALE_AFTER, SessionMfaMark, SessionTarget,
+    Snapshot, SnapshotData, Subject, SubjectKind,
 };
 use hop_rbac::{LockResource, LockTarget, LockingMode, Resource, parse_resources};
 
@@ -76,7 +76,7 @@ struct Cert {
     cluster: &'static str,
     bound: Option<Route>,
     requests: Vec<String>,
-    target: Option<&'static str>,
+    target: Option<SessionTarget<'static>>,
     mark: Option<SessionMfaMark<'static>>,
 }
 
@@ -369,17 +369,19 @@ fn strict_locking_refuses_on_a_stale_snapshot_best_effort_does_not() {
     );
 }
 
+const WEB1: SessionTarget<'static> = SessionTarget::Node {
+    node: "web1",
+    login: "alice",
+};
+
 #[test]
 fn require_session_mfa_admits_ssh_only_with_the_mark_for_that_target() {
     let snap = Snapshot::new(data());
-    let mark = SessionMfaMark {
-        node: "web1",
-        login: "alice",
-    };
+    let mark: SessionMfaMark<'static> = WEB1;
     let mona = Cert {
         name: "mona",
         roles: vec!["dev".into(), "mfa".into()],
-        target: Some("web1"),
+        target: Some(WEB1),
         ..alice()
     };
     // Without a mark, every SSH route refuses, saying what is needed.
@@ -403,7 +405,10 @@ fn require_session_mfa_admits_ssh_only_with_the_mark_for_that_target() {
     }
     // Another node, another login, or a route that does not say its node: refused.
     let elsewhere = Cert {
-        target: Some("web2"),
+        target: Some(SessionTarget::Node {
+            node: "web2",
+            login: "alice",
+        }),
         ..marked.clone()
     };
     let e = decide(&snap, &elsewhere, Route::Node, T0).unwrap_err();
@@ -411,6 +416,10 @@ fn require_session_mfa_admits_ssh_only_with_the_mark_for_that_target() {
     assert!(e.to_string().contains("alice@web1, not alice@web2"), "{e}");
     let other_login = Cert {
         login: Some("root"),
+        target: Some(SessionTarget::Node {
+            node: "web1",
+            login: "root",
+        }),
         ..marked.clone()
     };
     assert!(decide(&snap, &other_login, Route::Node, T0).is_err());
@@ -419,14 +428,13 @@ fn require_session_mfa_admits_ssh_only_with_the_mark_for_that_target() {
         ..marked.clone()
     };
     assert!(decide(&snap, &unknown, Route::HopSsh, T0).is_err());
+    // A node's mark is no database's or cluster's: refused there.
+    for route in [Route::Postgres, Route::MySql, Route::Kube] {
+        let e = decide(&snap, &marked, route, T0).unwrap_err();
+        assert_eq!(e.code(), "session_mfa_required", "{route:?}");
+    }
     // The routes without an MFA flow yet are refused by name, marked or not.
-    for route in [
-        Route::App,
-        Route::Postgres,
-        Route::MySql,
-        Route::Kube,
-        Route::Join,
-    ] {
+    for route in [Route::App, Route::Join] {
         let e = decide(&snap, &marked, route, T0).unwrap_err();
         assert_eq!(e.code(), "session_mfa_unavailable", "{route:?}");
         assert!(e.to_string().contains(route.name()), "{e}");
@@ -444,6 +452,113 @@ fn require_session_mfa_admits_ssh_only_with_the_mark_for_that_target() {
             .unwrap_err()
             .code(),
         "expired"
+    );
+}
+
+const ORDERS: SessionTarget<'static> = SessionTarget::Database {
+    service: "pg",
+    db_user: "alice",
+    db_name: "orders",
+};
+
+#[test]
+fn require_session_mfa_admits_a_database_only_with_the_mark_for_that_database() {
+    let snap = Snapshot::new(data());
+    let mona = Cert {
+        name: "mona",
+        roles: vec!["dev".into(), "mfa".into()],
+        login: None,
+        bound: Some(Route::Postgres),
+        target: Some(ORDERS),
+        ..alice()
+    };
+    let e = decide(&snap, &mona, Route::Postgres, T0).unwrap_err();
+    assert_eq!(e.code(), "session_mfa_required");
+    assert!(e.to_string().contains("no per-session MFA mark"), "{e}");
+    let marked = Cert {
+        mark: Some(ORDERS),
+        ..mona.clone()
+    };
+    for route in [Route::Postgres, Route::MySql] {
+        assert_eq!(decide(&snap, &marked, route, T0), Ok(()), "{route:?}");
+    }
+    // Another service, database user or database name: refused, naming both.
+    for other in [
+        SessionTarget::Database {
+            service: "pg2",
+            db_user: "alice",
+            db_name: "orders",
+        },
+        SessionTarget::Database {
+            service: "pg",
+            db_user: "postgres",
+            db_name: "orders",
+        },
+        SessionTarget::Database {
+            service: "pg",
+            db_user: "alice",
+            db_name: "billing",
+        },
+    ] {
+        let c = Cert {
+            target: Some(other),
+            ..marked.clone()
+        };
+        let e = decide(&snap, &c, Route::Postgres, T0).unwrap_err();
+        assert_eq!(e.code(), "session_mfa_required", "{other:?}");
+        assert!(
+            e.to_string().contains("database \"pg\" as alice on orders"),
+            "{e}"
+        );
+    }
+    // A database's mark names no node: an SSH session is refused with it.
+    let ssh = Cert {
+        bound: None,
+        target: Some(WEB1),
+        ..marked.clone()
+    };
+    assert!(decide(&snap, &ssh, Route::Node, T0).is_err());
+    // After its minute no new session starts.
+    let minute = Cert {
+        expires: T0 + 60,
+        ..marked
+    };
+    assert_eq!(
+        decide(&snap, &minute, Route::Postgres, T0 + 61)
+            .unwrap_err()
+            .code(),
+        "expired"
+    );
+}
+
+#[test]
+fn require_session_mfa_admits_a_kube_cluster_only_with_its_mark() {
+    let snap = Snapshot::new(data());
+    let prod = SessionTarget::KubeCluster { cluster: "prod" };
+    let marked = Cert {
+        name: "mona",
+        roles: vec!["dev".into(), "mfa".into()],
+        login: None,
+        bound: Some(Route::Kube),
+        target: Some(prod),
+        mark: Some(prod),
+        ..alice()
+    };
+    assert_eq!(decide(&snap, &marked, Route::Kube, T0), Ok(()));
+    let unmarked = Cert {
+        mark: None,
+        ..marked.clone()
+    };
+    assert!(decide(&snap, &unmarked, Route::Kube, T0).is_err());
+    let staging = Cert {
+        target: Some(SessionTarget::KubeCluster { cluster: "staging" }),
+        ..marked
+    };
+    let e = decide(&snap, &staging, Route::Kube, T0).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("\"prod\", not kube cluster \"staging\""),
+        "{e}"
     );
 }
 

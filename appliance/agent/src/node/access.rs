@@ -181,14 +181,11 @@ pub fn authorize(
         cluster: &identity.cluster,
         bound_route: None,
         agent_role: "",
-        target: Some(node_name),
-        session_mfa: identity
-            .session_mfa
-            .as_ref()
-            .map(|t| hop_admission::SessionMfaMark {
-                node: &t.node,
-                login: &t.login,
-            }),
+        target: Some(hop_admission::SessionTarget::Node {
+            node: node_name,
+            login,
+        }),
+        session_mfa: identity.session_mfa.as_ref().map(mfa_mark),
     };
     let admitted = admission
         .admit(&subject, hop_admission::Route::Node, now)
@@ -276,5 +273,28 @@ impl AccessCache {
             tracing::warn!(error = %e, "cannot keep the access cache on disk");
         }
         Ok(())
+    }
+}
+
+/// The per-session MFA mark of a certificate, as admission compares it with the session.
+fn mfa_mark(t: &hop_ca::SessionMfaTarget) -> hop_admission::SessionMfaMark<'_> {
+    match t {
+        hop_ca::SessionMfaTarget::Node { node, login } => {
+            hop_admission::SessionTarget::Node { node, login }
+        }
+        hop_ca::SessionMfaTarget::Database {
+            db_service,
+            db_user,
+            db_name,
+        } => hop_admission::SessionTarget::Database {
+            service: db_service,
+            db_user,
+            db_name,
+        },
+        hop_ca::SessionMfaTarget::KubeCluster { kube_cluster } => {
+            hop_admission::SessionTarget::KubeCluster {
+                cluster: kube_cluster,
+            }
+        }
     }
 }

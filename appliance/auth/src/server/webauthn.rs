@@ -111,7 +111,7 @@ pub(super) struct AcceptedAssertion {
     pub counter: u32,
 }
 
-fn b64(bytes: &[u8]) -> String {
+pub(super) fn b64(bytes: &[u8]) -> String {
     BASE64URL_NOPAD.encode(bytes)
 }
 
@@ -181,7 +181,7 @@ impl AuthServer {
         &self.settings.webauthn
     }
 
-    fn require_webauthn(&self) -> Result<(), AuthError> {
+    pub(super) fn require_webauthn(&self) -> Result<(), AuthError> {
         if !webauthn_allowed(&self.settings.second_factor) {
             return Err(AuthError::BadRequest(format!(
                 "this cluster's second_factor is {}: security keys need on, optional or webauthn",
@@ -197,7 +197,11 @@ impl AuthServer {
     }
 
     /// A new challenge for `user` and `purpose`, stored under a lease of [`CHALLENGE_TTL`].
-    fn issue_challenge(&self, user: &str, purpose: ChallengePurpose) -> Result<Vec<u8>, AuthError> {
+    pub(super) fn issue_challenge(
+        &self,
+        user: &str,
+        purpose: ChallengePurpose,
+    ) -> Result<Vec<u8>, AuthError> {
         let mut challenge = vec![0u8; 32];
         rand::fill(&mut challenge[..]);
         let expires = self.now() + CHALLENGE_TTL;
@@ -352,7 +356,7 @@ impl AuthServer {
 
     /// [`Self::check_webauthn_assertion`] against a challenge issued to `challenge_user` (a
     /// user, nobody for a passkey, or a user and a session target for per-session MFA).
-    fn check_webauthn_assertion_scoped(
+    pub(super) fn check_webauthn_assertion_scoped(
         &self,
         user: &str,
         challenge_user: &str,
@@ -793,180 +797,5 @@ impl AuthServer {
             Ok(user.value)
         })();
         (name, result)
-    }
-}
-
-/// The challenge owner of a per-session MFA challenge: the user and the one target (a newline
-/// cannot be in a user name, so no user's own challenges match it).
-fn session_scope(user: &str, node: &str, login: &str) -> String {
-    format!("{user}\n{login}@{node}")
-}
-
-/// A per-session MFA certificate pair: SSH and X.509, one minute, for one node and login.
-#[derive(Debug, Clone)]
-pub struct SessionMfaCertificates {
-    pub ssh_certificate: String,
-    pub tls_certificate_pem: String,
-    pub expires: SystemTime,
-}
-
-/// How long a per-session MFA certificate is valid: long enough to start the session (which
-/// then goes on after it).
-pub const SESSION_MFA_TTL: Duration = Duration::from_secs(60);
-
-impl AuthServer {
-    /// Whether a session of `identity` needs a fresh assertion (a role sets
-    /// `require_session_mfa`), and if so the options of a challenge bound to the user, `node`
-    /// and `login` (an assertion for it is good for that target alone).
-    pub fn begin_session_mfa(
-        &self,
-        identity: &hop_ca::Identity,
-        node: &str,
-        login: &str,
-        remote: Option<SocketAddr>,
-    ) -> Result<Option<Value>, AuthError> {
-        let checker = self.checker_for(&identity.roles, &identity.traits)?;
-        if !checker.require_session_mfa() {
-            return Ok(None);
-        }
-        self.require_webauthn()?;
-        if node.is_empty() || login.is_empty() {
-            return Err(AuthError::BadRequest(
-                "a per-session MFA challenge names a node and a login".into(),
-            ));
-        }
-        self.rate_limit(remote)?;
-        let user = &identity.username;
-        let allow: Vec<Value> = self
-            .store
-            .get::<UserSecrets>(user)?
-            .map(|v| v.value.webauthn_devices)
-            .unwrap_or_default()
-            .iter()
-            .map(|d| json!({"type": "public-key", "id": d.credential_id}))
-            .collect();
-        if allow.is_empty() {
-            return Err(AuthError::BadRequest(
-                "a role requires per-session MFA and you have no security key: add one with `hop mfa add`".into(),
-            ));
-        }
-        let challenge = self.issue_challenge(
-            &session_scope(user, node, login),
-            ChallengePurpose::SessionMfa,
-        )?;
-        Ok(Some(json!({"publicKey": {
-            "challenge": b64(&challenge),
-            "rpId": self.settings.webauthn.rp_id,
-            "timeout": CHALLENGE_TTL.as_secs() * 1000,
-            "allowCredentials": allow,
-            "userVerification": "discouraged",
-        }})))
-    }
-
-    /// Checks an assertion answering [`Self::begin_session_mfa`] for `node` and `login` and
-    /// issues the one-minute certificates marked for that target (from the caller's login
-    /// certificate `identity`, valid until `expires`; never past it). Audited (`mfa.session`
-    /// with the node and login) either way.
-    pub fn issue_session_mfa(
-        &self,
-        (identity, expires): (&hop_ca::Identity, SystemTime),
-        (node, login): (&str, &str),
-        assertion: &WebauthnAssertion,
-        (ssh_public_key, tls_public_key_der): (&str, &[u8]),
-        remote: Option<SocketAddr>,
-    ) -> Result<SessionMfaCertificates, AuthError> {
-        let user = identity.username.as_str();
-        let issued = self.check_and_issue_session_mfa(
-            (identity, expires),
-            (node, login),
-            assertion,
-            (ssh_public_key, tls_public_key_der),
-        );
-        let event = self
-            .event(EventKind::MfaSession, user)
-            .remote(remote)
-            .field("node", node.to_string())
-            .field("login", login.to_string())
-            .field("kind", "webauthn");
-        match &issued {
-            Ok(c) => self
-                .audit
-                .emit_durable(event.field("expires", hop_api::timestamps::rfc3339(c.expires))),
-            Err(e) => self
-                .audit
-                .emit_durable(event.failed(EventKind::MfaSession, e.to_string())),
-        }
-        issued
-    }
-
-    fn check_and_issue_session_mfa(
-        &self,
-        (identity, expires): (&hop_ca::Identity, SystemTime),
-        (node, login): (&str, &str),
-        assertion: &WebauthnAssertion,
-        (ssh_public_key, tls_public_key_der): (&str, &[u8]),
-    ) -> Result<SessionMfaCertificates, AuthError> {
-        let user = identity.username.as_str();
-        if identity.session_mfa.is_some() || crate::routed_certs::route_bound(identity).is_some() {
-            return Err(AuthError::Denied(
-                "a per-session MFA certificate derives only from a login certificate".into(),
-            ));
-        }
-        if !identity.logins.iter().any(|l| l == login) {
-            return Err(AuthError::Denied(format!(
-                "login {login:?} is not in your certificate"
-            )));
-        }
-        let refused = |reason| AuthError::LoginRefused { reason };
-        let secrets = self.store.get::<UserSecrets>(user)?.map(|v| v.value);
-        let used = self
-            .check_webauthn_assertion_scoped(
-                user,
-                &session_scope(user, node, login),
-                secrets.as_ref(),
-                assertion,
-                ChallengePurpose::SessionMfa,
-            )
-            .map_err(refused)?;
-        {
-            let _guard = self
-                .login_state
-                .lock()
-                .map_err(|_| AuthError::Poisoned("login state lock"))?;
-            self.store_webauthn_use(user, &used)?;
-        }
-        let now = self.now();
-        let ttl = hop_ca::derived_ttl(now, expires, SESSION_MFA_TTL).ok_or_else(|| {
-            AuthError::Denied("your certificate has expired; run `hop login`".into())
-        })?;
-        let mut marked = identity.clone();
-        marked.logins = vec![login.to_string()];
-        marked.mfa_verified = true;
-        marked.session_mfa = Some(hop_ca::SessionMfaTarget {
-            node: node.to_string(),
-            login: login.to_string(),
-        });
-        let cas = self.authorities();
-        let mut rng = rand::rng();
-        let ssh_certificate = cas
-            .user
-            .issue_user_ssh(ssh_public_key, &marked, now, ttl, &mut rng)
-            .map_err(|source| AuthError::UnusableKey {
-                field: "ssh_public_key",
-                source,
-            })?;
-        let tls_certificate_pem = cas
-            .user
-            .issue_user_x509(tls_public_key_der, &marked, now, ttl, &mut rng)
-            .map_err(|source| AuthError::UnusableKey {
-                field: "tls_public_key",
-                source,
-            })?;
-        self.metrics().certificates_issued.inc();
-        Ok(SessionMfaCertificates {
-            ssh_certificate,
-            tls_certificate_pem,
-            expires: now + ttl,
-        })
     }
 }

@@ -8,7 +8,8 @@
 //! $HOP_HOME/kube/<proxy>/<user>/<name>.crt    the kube certificate (user CA)
 //! $HOP_HOME/kube/<proxy>/<user>/<name>.json   where it is used: proxy, TLS name, CAs, kubeconfig
 //! ```
-//! This module owns those files; the only connection it opens asks Auth for a certificate.
+//! This module owns those files; the only connection it opens asks Auth for a certificate
+//! (after a security key's tap when a role sets `require_session_mfa`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -40,6 +41,10 @@ pub struct KubeLogin {
     /// The kubeconfig file holding the entries (empty until they are written).
     #[serde(default)]
     pub kubeconfig: PathBuf,
+    /// A per-session MFA certificate (one minute, marked for this cluster): kubectl reuses it
+    /// within its minute, and a tap renews it.
+    #[serde(default)]
+    pub session_mfa: bool,
 }
 
 /// A certificate and its key, PEM.
@@ -103,8 +108,17 @@ pub async fn issue(
     name: &str,
     ttl: Option<Duration>,
 ) -> anyhow::Result<(KubeLogin, KeyPair)> {
+    check_name(name)?;
     let key = hop_ca::generate_x509_keypair(&mut rand::rng()).map_err(|e| anyhow!("{e}"))?;
-    let r = request(login, name, &key.public_spki_der, ttl).await?;
+    // Under a role's require_session_mfa: a tap, and a one-minute certificate for this cluster.
+    let (r, session_mfa) =
+        match crate::mfa::session::kube_route(login, name, &key.public_spki_der).await? {
+            Some(r) => (r, true),
+            None => (
+                request(login, name, &key.public_spki_der, ttl).await?,
+                false,
+            ),
+        };
     let f = files(paths, name);
     ensure_dir(&kube_dir(paths))?;
     write_private(&f.key, key.private_pkcs8_pem.as_bytes())?;
@@ -122,6 +136,7 @@ pub async fn issue(
         trusted_cas_pem: r.trusted_cas_pem,
         expires_unix: r.expires_unix,
         kubeconfig,
+        session_mfa,
     };
     save(paths, &saved)?;
     let pair = KeyPair {
@@ -243,6 +258,7 @@ mod tests {
                 trusted_cas_pem: "CA".into(),
                 expires_unix: 1,
                 kubeconfig: "/k".into(),
+                session_mfa: false,
             };
             save(&paths, &l).unwrap();
             assert_eq!(saved(&paths, name).unwrap(), l);

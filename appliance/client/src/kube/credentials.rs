@@ -1,6 +1,7 @@
 //! `hop kube credentials`: kubectl's exec credential plugin. kubectl runs it for every command
 //! (the kubeconfig's user entry names it) and reads an `ExecCredential` from its output: the
-//! saved kube certificate and key, or a new pair when the saved one has under a minute left.
+//! saved kube certificate and key, or a new pair when the saved one has under a minute left
+//! (a per-session MFA certificate, valid one minute, under 5 s: its renewal is a tap).
 //!
 //! Renewing needs a valid `hop login`; the kubeconfig is never edited here.
 
@@ -20,6 +21,10 @@ const WAIT: Duration = Duration::from_secs(20);
 /// A certificate with less than this left is renewed before kubectl gets it.
 pub const RENEW_BEFORE_SECS: i64 = 60;
 
+/// A per-session MFA certificate (valid one minute) is reused until this close to its end:
+/// each renewal is a tap.
+pub const MFA_RENEW_BEFORE_SECS: i64 = 5;
+
 /// The `ExecCredential` kubectl reads: PEM certificate and key, and when to ask again.
 pub fn exec_credential(pair: &KeyPair, expires_unix: i64) -> Value {
     json!({
@@ -38,6 +43,16 @@ pub fn needs_renewal(expires_unix: i64, now: i64) -> bool {
     expires_unix - now < RENEW_BEFORE_SECS
 }
 
+/// Whether the saved certificate `l` must be renewed at `now` (a per-session MFA one only at
+/// the end of its minute).
+pub fn login_needs_renewal(l: &certificates::KubeLogin, now: i64) -> bool {
+    if l.session_mfa {
+        l.expires_unix - now < MFA_RENEW_BEFORE_SECS
+    } else {
+        needs_renewal(l.expires_unix, now)
+    }
+}
+
 /// Prints the `ExecCredential` for kube cluster `cluster` of the login to `proxy` (the current
 /// login without it).
 pub async fn print(cluster: String, proxy: Option<String>) -> anyhow::Result<()> {
@@ -48,14 +63,14 @@ pub async fn print(cluster: String, proxy: Option<String>) -> anyhow::Result<()>
     };
     let mut saved = certificates::saved(&paths, &cluster)?;
     // kubectl may run several plugins at once: one renews, the others wait and read its files.
-    let _renewing = if needs_renewal(saved.expires_unix, now_unix()) {
+    let _renewing = if login_needs_renewal(&saved, now_unix()) {
         let lock = FileLock::take(&certificates::kube_dir(&paths).join(&cluster), WAIT)?;
         saved = certificates::saved(&paths, &cluster)?;
         Some(lock)
     } else {
         None
     };
-    let (expires, pair) = if needs_renewal(saved.expires_unix, now_unix()) {
+    let (expires, pair) = if login_needs_renewal(&saved, now_unix()) {
         let login = profile::login_of(p, &paths).with_context(|| {
             format!("the certificate for Kubernetes cluster {cluster:?} needs renewing")
         })?;
@@ -87,6 +102,28 @@ mod tests {
         assert_eq!(v["status"]["clientCertificateData"], pair.cert_pem.as_str());
         assert_eq!(v["status"]["clientKeyData"], pair.key_pem.as_str());
         assert_eq!(v["status"]["expirationTimestamp"], "2027-01-15T08:00:00Z");
+    }
+
+    #[test]
+    fn a_session_mfa_certificate_is_reused_within_its_minute() {
+        let l = certificates::KubeLogin {
+            name: "dev".into(),
+            context: "c-dev".into(),
+            proxy_addr: String::new(),
+            tls_server_name: String::new(),
+            trusted_cas_pem: String::new(),
+            expires_unix: 1060,
+            kubeconfig: "/k".into(),
+            session_mfa: true,
+        };
+        assert!(!login_needs_renewal(&l, 1000));
+        assert!(!login_needs_renewal(&l, 1055));
+        assert!(login_needs_renewal(&l, 1056));
+        let plain = certificates::KubeLogin {
+            session_mfa: false,
+            ..l
+        };
+        assert!(login_needs_renewal(&plain, 1001));
     }
 
     #[test]

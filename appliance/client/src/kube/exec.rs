@@ -102,6 +102,7 @@ mod tests {
             trusted_cas_pem: String::new(),
             expires_unix: 0,
             kubeconfig: "/home/u/.kube/config".into(),
+            session_mfa: false,
         };
         let mut a = KubeExecArgs {
             pod: "web-1".into(),

@@ -1,15 +1,24 @@
-//! Per-session MFA for `hop ssh`: when a role of the user sets `require_session_mfa`, Auth
-//! hands out a challenge for one node and login; a tap on a security key answers it, and Auth
-//! issues a one-minute SSH certificate and X.509 certificate marked for that target (new keys,
-//! kept beside the login's under `keys/…/session-mfa/LOGIN@NODE/`). OpenSSH then presents the
-//! SSH certificate to the node, and `hop proxy ssh` (its ProxyCommand, told by
+//! Per-session MFA for `hop ssh`, `hop db login|connect` and `hop kube login|credentials`: when a role of the user sets
+//! `require_session_mfa`, Auth hands out a challenge for one target; a tap on a security key
+//! answers it, and Auth issues one-minute certificates marked for that target.
+//!
+//! For SSH (one node and login): an SSH certificate and an X.509 certificate (new keys, kept
+//! beside the login's under `keys/…/session-mfa/LOGIN@NODE/`). OpenSSH then presents the SSH
+//! certificate to the node, and `hop proxy ssh` (its ProxyCommand, told by
 //! `HOP_SESSION_MFA_DIR`) the X.509 one to the proxy: both check the mark.
+//!
+//! For a database (one service, database user and name) or a kube cluster: the route
+//! certificate itself, which `hop db login` saves where psql takes it and `hop kube login` /
+//! `hop kube credentials` where kubectl does; the proxy checks the mark against the session.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow};
 use hop_api::proto::auth_public_client::AuthPublicClient;
-use hop_api::proto::{BeginSessionMfaRequest, IssueSessionMfaCertRequest};
+use hop_api::proto::{
+    BeginSessionMfaRequest, DatabaseRouteResponse, IssueSessionMfaCertRequest,
+    KubeCertificateResponse, SessionMfaCert, SessionMfaDatabase,
+};
 use hop_net::connect::{status_error, tls_channel};
 use hop_net::trust::ClientCert;
 
@@ -64,21 +73,91 @@ pub fn proxy_cert(login: &Login) -> anyhow::Result<ClientCert> {
     })
 }
 
-/// Asks Auth whether a session on `node` as `os_login` needs a fresh assertion; if so, taps
-/// the key and writes the one-minute certificates. `None`: no role requires it.
-pub async fn prepare(
+/// What a session is for, as the client names it to Auth.
+#[derive(Debug, Clone, Copy)]
+enum Target<'a> {
+    /// An SSH session: one login on one node.
+    Node { node: &'a str, login: &'a str },
+    /// A database session: one service, as one database user on one database name.
+    Database {
+        service: &'a str,
+        db_user: &'a str,
+        db_name: &'a str,
+    },
+    /// A Kubernetes session: one kube cluster.
+    KubeCluster { cluster: &'a str },
+}
+
+impl Target<'_> {
+    fn describe(&self) -> String {
+        match self {
+            Self::Node { node, login } => format!("{login}@{node}"),
+            Self::Database {
+                service,
+                db_user,
+                db_name,
+            } => format!("database {service} as {db_user} on {db_name}"),
+            Self::KubeCluster { cluster } => format!("Kubernetes cluster {cluster}"),
+        }
+    }
+
+    fn begin(&self) -> BeginSessionMfaRequest {
+        let mut req = BeginSessionMfaRequest::default();
+        match *self {
+            Self::Node { node, login } => {
+                req.node = node.to_string();
+                req.login = login.to_string();
+            }
+            Self::Database { .. } => req.database = self.database(),
+            Self::KubeCluster { cluster } => req.kube_cluster = cluster.to_string(),
+        }
+        req
+    }
+
+    fn issue(
+        &self,
+        webauthn_json: String,
+        ssh_public_key: String,
+        tls_public_key: Vec<u8>,
+    ) -> IssueSessionMfaCertRequest {
+        let begin = self.begin();
+        IssueSessionMfaCertRequest {
+            node: begin.node,
+            login: begin.login,
+            database: begin.database,
+            kube_cluster: begin.kube_cluster,
+            webauthn_json,
+            ssh_public_key,
+            tls_public_key,
+        }
+    }
+
+    fn database(&self) -> Option<SessionMfaDatabase> {
+        match *self {
+            Self::Database {
+                service,
+                db_user,
+                db_name,
+            } => Some(SessionMfaDatabase {
+                service: service.to_string(),
+                db_user: db_user.to_string(),
+                db_name: db_name.to_string(),
+            }),
+            Self::Node { .. } | Self::KubeCluster { .. } => None,
+        }
+    }
+}
+
+/// Asks Auth whether a session to `target` needs a fresh assertion; if so, taps the key and
+/// returns the one-minute certificates for the keys given. `None`: no role requires it.
+async fn tap_for(
     login: &Login,
-    node: &str,
-    os_login: &str,
-) -> anyhow::Result<Option<SessionMfaFiles>> {
+    target: Target<'_>,
+    (ssh_public_key, tls_public_key): (&str, &[u8]),
+) -> anyhow::Result<Option<SessionMfaCert>> {
     let channel = tls_channel(&login.profile.proxy, &login.trust, Some(&login.cert)).await?;
     let mut client = AuthPublicClient::new(channel);
-    let asked = client
-        .begin_session_mfa(BeginSessionMfaRequest {
-            node: node.to_string(),
-            login: os_login.to_string(),
-        })
-        .await;
+    let asked = client.begin_session_mfa(target.begin()).await;
     let challenge = match asked {
         Ok(c) => c.into_inner(),
         // Admission turned the caller down (a lock, a role taken away), or the Auth is older
@@ -96,24 +175,43 @@ pub async fn prepare(
     if !challenge.required {
         return Ok(None);
     }
-    eprintln!("A role requires a security key tap for each session ({os_login}@{node}).");
+    eprintln!(
+        "A role requires a security key tap for each session ({}).",
+        target.describe()
+    );
     let origin = ceremony::pick_origin(&challenge.origins, &login.profile.proxy)?;
     let mut key = super::open()?;
     let answer = ceremony::assert(key.as_mut(), &challenge.options_json, &origin, false)?;
-    let mut rng = rand::rng();
-    let ssh = hop_ca::generate_ssh_keypair(&mut rng).map_err(|e| anyhow!("{e}"))?;
-    let tls = hop_ca::generate_x509_keypair(&mut rng).map_err(|e| anyhow!("{e}"))?;
     let certs = client
-        .issue_session_mfa_cert(IssueSessionMfaCertRequest {
-            node: node.to_string(),
-            login: os_login.to_string(),
-            webauthn_json: answer.to_string(),
-            ssh_public_key: ssh.public_openssh.clone(),
-            tls_public_key: tls.public_spki_der.clone(),
-        })
+        .issue_session_mfa_cert(target.issue(
+            answer.to_string(),
+            ssh_public_key.to_string(),
+            tls_public_key.to_vec(),
+        ))
         .await
         .map_err(status_error)?
         .into_inner();
+    Ok(Some(certs))
+}
+
+/// Asks Auth whether a session on `node` as `os_login` needs a fresh assertion; if so, taps
+/// the key and writes the one-minute certificates. `None`: no role requires it.
+pub async fn prepare(
+    login: &Login,
+    node: &str,
+    os_login: &str,
+) -> anyhow::Result<Option<SessionMfaFiles>> {
+    let mut rng = rand::rng();
+    let ssh = hop_ca::generate_ssh_keypair(&mut rng).map_err(|e| anyhow!("{e}"))?;
+    let tls = hop_ca::generate_x509_keypair(&mut rng).map_err(|e| anyhow!("{e}"))?;
+    let target = Target::Node {
+        node,
+        login: os_login,
+    };
+    let Some(certs) = tap_for(login, target, (&ssh.public_openssh, &tls.public_spki_der)).await?
+    else {
+        return Ok(None);
+    };
     let files = SessionMfaFiles {
         dir: login
             .paths
@@ -130,4 +228,47 @@ pub async fn prepare(
     hop_net::files::write_private(&files.tls_key(), tls.private_pkcs8_pem.as_bytes())?;
     hop_net::files::write_private(&files.tls_cert(), certs.tls_certificate_pem.as_bytes())?;
     Ok(Some(files))
+}
+
+/// Asks Auth whether a session to database `service` as `db_user` on `db_name` needs a fresh
+/// assertion; if so, taps the key and returns the one-minute route certificate for the key
+/// `tls_public_key` (DER SubjectPublicKeyInfo), marked for that database. `None`: no role
+/// requires it (the ordinary route certificate serves).
+pub async fn database_route(
+    login: &Login,
+    (service, db_user, db_name): (&str, &str, &str),
+    tls_public_key: &[u8],
+) -> anyhow::Result<Option<DatabaseRouteResponse>> {
+    let target = Target::Database {
+        service,
+        db_user,
+        db_name,
+    };
+    Ok(tap_for(login, target, ("", tls_public_key))
+        .await?
+        .map(|c| DatabaseRouteResponse {
+            tls_certificate_pem: c.tls_certificate_pem,
+            expires_unix: c.expires_unix,
+            trusted_cas_pem: c.trusted_cas_pem,
+        }))
+}
+
+/// Asks Auth whether a session on kube cluster `cluster` needs a fresh assertion; if so, taps
+/// the key and returns the one-minute certificate for the key `tls_public_key`, marked for
+/// that cluster. `None`: no role requires it (the ordinary kube certificate serves).
+pub async fn kube_route(
+    login: &Login,
+    cluster: &str,
+    tls_public_key: &[u8],
+) -> anyhow::Result<Option<KubeCertificateResponse>> {
+    let target = Target::KubeCluster { cluster };
+    Ok(tap_for(login, target, ("", tls_public_key))
+        .await?
+        .map(|c| KubeCertificateResponse {
+            tls_certificate_pem: c.tls_certificate_pem,
+            expires_unix: c.expires_unix,
+            trusted_cas_pem: c.trusted_cas_pem,
+            tls_server_name: c.kube_tls_server_name,
+            proxy_addr: c.kube_proxy_addr,
+        }))
 }

@@ -182,7 +182,7 @@ where
             max_packet_size: response.max_packet_size,
             connection_id,
         }),
-        db_names: Some(db_names(&admitted, &route, &db_user)),
+        db_names: Some(db_names(&admitted, &route, &db_user, &cert.identity)),
     };
     let what = format!("database {service:?}");
     let (agent, _agent_hold) = match dial_agent(
@@ -231,7 +231,9 @@ where
         Live {
             sockets: dup_stream(agent.get_ref()).into_iter().collect(),
             login: None,
-            target: None,
+            target: Some(super::postgres::session_target(
+                &service, &db_user, &db_name,
+            )),
             route: Route::MySql,
             remote,
             session_id: format!("{connection_id:08x}"),
@@ -251,9 +253,19 @@ where
 }
 
 /// The databases the roles the user holds now allow `db_user` on this server, for the agent's
-/// `USE` guard.
-fn db_names(admitted: &Admitted, route: &DbRoute, db_user: &str) -> hop_rbac::DbNames {
-    admitted.checker().database_names(&route.labels, db_user)
+/// `USE` guard; with a per-session MFA certificate, only the database it was marked for.
+fn db_names(
+    admitted: &Admitted,
+    route: &DbRoute,
+    db_user: &str,
+    identity: &hop_ca::Identity,
+) -> hop_rbac::DbNames {
+    let mut names = admitted.checker().database_names(&route.labels, db_user);
+    if let Some(hop_ca::SessionMfaTarget::Database { db_name, .. }) = &identity.session_mfa {
+        let marked = names.allows(db_name).then(|| db_name.clone());
+        names.allow = marked.into_iter().collect();
+    }
+    names
 }
 
 /// The proxy's RBAC decision; the refusal is the client's error message.
@@ -265,8 +277,13 @@ fn check(
     db_name: &str,
     remote: SocketAddr,
 ) -> Result<(DbRoute, Admitted), DbRefusal> {
-    let (route, admitted) =
-        super::postgres::find_route(routes, cert, service, Route::MySql, remote)?;
+    let (route, admitted) = super::postgres::find_route(
+        routes,
+        cert,
+        (service, db_user, db_name),
+        Route::MySql,
+        remote,
+    )?;
     if route.protocol() != "mysql" {
         return Err(DbRefusal::OtherProtocol {
             service: service.to_string(),

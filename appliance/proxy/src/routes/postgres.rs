@@ -26,7 +26,7 @@ use super::db_cancel::{CancelGuard, CancelRegistry, CancelTarget};
 use super::dial::{
     AgentHold, KeptSessions, dial_agent, dial_agent_bounded, kept_agent_leg, relay_on_worker,
 };
-use crate::admission::{Live, LiveWatch, UserCert, admit, both_legs};
+use crate::admission::{Live, LiveWatch, UserCert, admit_target, both_legs};
 use crate::relay::on_worker::{SessionAnswer, SessionRequest};
 use crate::tunnels::{AgentStream, DbRoute, TunnelRegistry};
 use hop_api::dial::db::{DbCancel, DbDial};
@@ -294,6 +294,8 @@ struct PgOpened {
 /// What the live watch needs of a database session, but its sockets.
 struct PgLive {
     cert: UserCert,
+    /// The database, user and name the session is for (a per-session MFA mark's target).
+    target: hop_ca::SessionMfaTarget,
     session_id: [u8; 16],
     host_id: String,
     disconnect_expired_cert: bool,
@@ -310,7 +312,7 @@ fn opened_live(l: &PgLive, sockets: Vec<socket2::Socket>) -> Live {
     Live {
         sockets,
         login: None,
-        target: None,
+        target: Some(l.target.clone()),
         route: Route::Postgres,
         remote: l.remote,
         session_id: hex::encode(l.session_id),
@@ -383,7 +385,8 @@ async fn open(
             "this certificate is not for a database: run `hop db login NAME` and use the certificate it prints",
         ));
     };
-    let (route, admitted) = check(routes, &cert, &service, &db_user, &db_name, remote)
+    let session = session_target(&service, &db_user, &db_name);
+    let (route, admitted) = check(routes, &cert, (&service, &db_user, &db_name), remote)
         .map_err(|e| refuse(Some(&identity), &service, &e.to_string()))?;
     let session_id = *hop_api::ids::time_ordered(hop_platform::clock::wall()).as_bytes();
     let dial = DbDial {
@@ -451,6 +454,7 @@ async fn open(
         service,
         live: PgLive {
             cert,
+            target: session,
             session_id,
             host_id: route.host_id,
             disconnect_expired_cert: checker.disconnect_expired_cert(),
@@ -486,16 +490,30 @@ pub enum DbRefusal {
     },
 }
 
-/// The proxy's RBAC decision for one connection; the refusal is the client's error message.
+/// What a database session is for: the service, and the user and name the client asked for.
+pub fn session_target(service: &str, db_user: &str, db_name: &str) -> hop_ca::SessionMfaTarget {
+    hop_ca::SessionMfaTarget::Database {
+        db_service: service.to_string(),
+        db_user: db_user.to_string(),
+        db_name: db_name.to_string(),
+    }
+}
+
+/// The proxy's RBAC decision for one connection to `service` as `db_user` on `db_name`; the
+/// refusal is the client's error message.
 fn check(
     routes: &DbRoutes,
     cert: &UserCert,
-    service: &str,
-    db_user: &str,
-    db_name: &str,
+    (service, db_user, db_name): (&str, &str, &str),
     remote: SocketAddr,
 ) -> Result<(DbRoute, Admitted), DbRefusal> {
-    let (route, admitted) = find_route(routes, cert, service, Route::Postgres, remote)?;
+    let (route, admitted) = find_route(
+        routes,
+        cert,
+        (service, db_user, db_name),
+        Route::Postgres,
+        remote,
+    )?;
     if route.protocol() != "postgres" {
         return Err(DbRefusal::OtherProtocol {
             service: service.to_string(),
@@ -507,15 +525,18 @@ fn check(
     Ok((route, admitted))
 }
 
-/// Admission for `cert` on the database `route`, then a connected agent serving `service`.
+/// Admission for `cert` on the database `route` for a session to `service` as `db_user` on
+/// `db_name` (a per-session MFA certificate is admitted for its own target only), then a
+/// connected agent serving `service`.
 pub fn find_route(
     routes: &DbRoutes,
     cert: &UserCert,
-    service: &str,
+    (service, db_user, db_name): (&str, &str, &str),
     route: Route,
     remote: SocketAddr,
 ) -> Result<(DbRoute, Admitted), DbRefusal> {
-    let admitted = admit(&routes.auth, cert, None, route, remote)?;
+    let target = session_target(service, db_user, db_name);
+    let admitted = admit_target(&routes.auth, cert, &target, route, remote)?;
     let found = routes
         .registry
         .databases()

@@ -390,7 +390,10 @@ pub(crate) fn live(
     Live {
         cert: cert.clone(),
         login: Some(at.login.clone()),
-        target: Some(at.node.name.clone()),
+        target: Some(hop_ca::SessionMfaTarget::Node {
+            node: at.node.name.clone(),
+            login: at.login.clone(),
+        }),
         route: at.route,
         remote,
         session_id: hex::encode(dial.session_id),

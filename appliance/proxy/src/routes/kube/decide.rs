@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use hop_admission::{Admitted, Refusal, Route};
+use hop_admission::{Admitted, Refusal, Route, SessionTarget};
 use hop_auth::AuthServer;
 use hop_auth::admission::Presented;
 use hop_protocols::kube::request::{self as kreq, KubeRequest};
@@ -43,7 +43,8 @@ impl Admission {
     }
 }
 
-/// Decides whether `presented` may use kube cluster `cluster` now, on `view`.
+/// Decides whether `presented` may use kube cluster `cluster` now, on `view` (a per-session
+/// MFA certificate only for the cluster it was marked for).
 pub fn admit(
     auth: &AuthServer,
     view: &View,
@@ -54,8 +55,12 @@ pub fn admit(
         .snapshot
         .as_ref()
         .map_err(|r| Denial::Refused(r.clone()))?;
+    let presented = Presented {
+        target: Some(SessionTarget::KubeCluster { cluster }),
+        ..*presented
+    };
     let admitted = auth
-        .admit_on_kept(snapshot, presented, Route::Kube)
+        .admit_on_kept(snapshot, &presented, Route::Kube)
         .map_err(Denial::Refused)?;
     let route = view.clusters.get(cluster).ok_or(Denial::UnknownCluster)?;
     admitted

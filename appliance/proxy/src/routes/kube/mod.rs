@@ -236,6 +236,7 @@ impl KubeProxy {
         };
         let admission = match decide::admit(&self.auth, view, &conn::presented(&s.cert), cluster) {
             Ok(a) => a,
+            Err(decide::Denial::Refused(r)) if !ends_live(&s.cert, &r) => return Ok(()),
             Err(decide::Denial::Refused(r)) => return Err(r.to_string()),
             Err(decide::Denial::UnknownCluster) => return Ok(()),
         };
@@ -304,7 +305,7 @@ impl KubeProxy {
             };
             let presented = conn::presented(&l.cert);
             match decide::admit(&self.auth, &view, &presented, cluster) {
-                Err(decide::Denial::Refused(r)) => {
+                Err(decide::Denial::Refused(r)) if ends_live(&l.cert, &r) => {
                     tracing::info!(user = %l.cert.identity.username, kube_cluster = cluster, reason = r.code(), "ending a Kubernetes connection: admission refuses it now");
                     self.auth.audit_refusal(
                         hop_admission::Route::Kube,
@@ -406,4 +407,11 @@ impl KubeProxy {
 /// `kube.P` for public host `public`.
 pub fn server_name(public: &PublicHost) -> String {
     format!("{}.{}", hop_auth::kube_access::KUBE_LABEL, public.host())
+}
+
+/// Whether refusal `r` ends a live connection or stream of `cert`: every refusal does, but
+/// the expiry of a per-session MFA certificate, whose minute is for starting sessions (they
+/// go on after it; new requests are refused, and kubectl's plugin asks for a tap again).
+fn ends_live(cert: &UserCert, r: &Refusal) -> bool {
+    cert.identity.session_mfa.is_none() || !matches!(r, Refusal::Expired { .. })
 }

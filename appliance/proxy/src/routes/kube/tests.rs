@@ -892,3 +892,27 @@ mod http_body_util_free {
         std::future::poll_fn(|cx| std::pin::Pin::new(&mut *body).poll_frame(cx)).await
     }
 }
+
+#[test]
+fn a_marked_certificate_s_minute_ends_no_live_stream_but_a_refusal_does() {
+    let cert = |marked: bool| UserCert {
+        identity: hop_ca::Identity {
+            username: "mona".into(),
+            route_to_kube_cluster: Some("dev".into()),
+            session_mfa: marked.then(|| hop_ca::SessionMfaTarget::KubeCluster {
+                kube_cluster: "dev".into(),
+            }),
+            ..hop_ca::Identity::default()
+        },
+        issued_at: UNIX_EPOCH,
+        expires: UNIX_EPOCH,
+    };
+    let expired = Refusal::Expired { ago: 1 };
+    let locked = Refusal::Locked {
+        target: "user \"mona\"".into(),
+        message: String::new(),
+    };
+    assert!(!ends_live(&cert(true), &expired));
+    assert!(ends_live(&cert(true), &locked));
+    assert!(ends_live(&cert(false), &expired));
+}
