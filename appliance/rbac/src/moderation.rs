@@ -5,9 +5,10 @@
 //! This module owns the requirement's parsing and its rules (only `ssh` sessions: a requirement
 //! Hop cannot enforce is refused when the role is written, never ignored), and the decision
 //! whether the people in a session meet a set of requirements. A participant counts for a
-//! requirement when their join mode is one it names and its `filter` holds for them; a filter
-//! that cannot be decided for a participant does not count them (fail closed). Every
-//! requirement of every role must be met.
+//! requirement when their join mode is one it names and its `filter` holds for them (a filter
+//! may name only `user.metadata.name` and `user.spec.roles`: a participant's traits are not
+//! known at the node, and such a filter is refused when the role is written; one that cannot be
+//! decided counts nobody). Each user counts once. Every requirement of every role must be met.
 
 use std::collections::BTreeMap;
 
@@ -64,6 +65,16 @@ impl SessionJoinRequirement {
         }
     }
 
+    /// How many distinct users among `participants` count for it.
+    fn present(&self, participants: &[Participant<'_>]) -> usize {
+        let users: std::collections::BTreeSet<&str> = participants
+            .iter()
+            .filter(|p| self.counts(p))
+            .map(|p| p.user)
+            .collect();
+        users.len()
+    }
+
     fn counts(&self, p: &Participant<'_>) -> bool {
         if !self.modes.iter().any(|m| m == p.mode) {
             return false;
@@ -84,7 +95,8 @@ impl SessionJoinRequirement {
     }
 }
 
-/// Someone in a session other than its owner.
+/// Someone in a session other than its owner (a user counts once, however many connections or
+/// modes they joined with).
 #[derive(Debug, Clone, Copy)]
 pub struct Participant<'a> {
     pub user: &'a str,
@@ -150,6 +162,14 @@ fn check_shape(r: &SessionJoinRequirement) -> Result<(), String> {
             return Err(format!("{name:?}: on_leave must be terminate or pause"));
         }
         crate::predicate::parse(&r.filter).map_err(|e| format!("{name:?}: filter: {e}"))?;
+        if ["traits", "internal", "external", "session."]
+            .iter()
+            .any(|f| r.filter.contains(f))
+        {
+            return Err(format!(
+                "{name:?}: filter: only user.metadata.name and user.spec.roles are known of a participant"
+            ));
+        }
     }
     Ok(())
 }
@@ -159,7 +179,7 @@ fn check_shape(r: &SessionJoinRequirement) -> Result<(), String> {
 #[must_use]
 pub fn unmet(reqs: &[SessionJoinRequirement], participants: &[Participant<'_>]) -> Option<String> {
     reqs.iter().find_map(|r| {
-        let have = participants.iter().filter(|p| r.counts(p)).count();
+        let have = r.present(participants);
         let need = usize::try_from(r.count).unwrap_or(usize::MAX);
         (have < need).then(|| {
             format!(
@@ -175,8 +195,8 @@ pub fn unmet(reqs: &[SessionJoinRequirement], participants: &[Participant<'_>]) 
 #[must_use]
 pub fn on_leave(reqs: &[SessionJoinRequirement], participants: &[Participant<'_>]) -> OnLeave {
     let unmet_terminates = reqs.iter().any(|r| {
-        let have = participants.iter().filter(|p| r.counts(p)).count();
-        have < usize::try_from(r.count).unwrap_or(usize::MAX) && r.on_leave() == OnLeave::Terminate
+        r.present(participants) < usize::try_from(r.count).unwrap_or(usize::MAX)
+            && r.on_leave() == OnLeave::Terminate
     });
     if unmet_terminates {
         OnLeave::Terminate
@@ -203,8 +223,8 @@ mod tests {
     #[test]
     fn moderators_matching_the_filter_count_and_nobody_else() {
         let reqs = [req(r#"contains(user.spec.roles, "auditor")"#, 2, None)];
-        let auditor = vec!["auditor".to_string()];
-        let other = vec!["access".to_string()];
+        let auditor = ["auditor".to_string()];
+        let other = ["access".to_string()];
         let m = |user, roles, mode| Participant { user, roles, mode };
         assert!(unmet(&reqs, &[]).unwrap().contains("(0 present)"));
         let one = [m("a", &auditor[..], "moderator")];
@@ -241,7 +261,7 @@ mod tests {
     fn pause_only_when_every_unmet_requirement_pauses() {
         let pause = req("true", 1, Some("pause"));
         let stop = req("true", 1, None);
-        assert_eq!(on_leave(&[pause.clone()], &[]), OnLeave::Pause);
+        assert_eq!(on_leave(std::slice::from_ref(&pause), &[]), OnLeave::Pause);
         assert_eq!(on_leave(&[pause, stop], &[]), OnLeave::Terminate);
     }
 
@@ -256,6 +276,9 @@ mod tests {
         assert!(err(req("true", 0, None)).contains("at least 1"));
         assert!(err(req("true", 1, Some("ignore"))).contains("on_leave"));
         assert!(err(req("contains(", 1, None)).contains("filter"));
+        assert!(
+            err(req(r#"contains(user.spec.traits["team"], "sec")"#, 1, None)).contains("only user")
+        );
         let mut odd = req("true", 1, None);
         odd.modes = vec!["boss".into()];
         assert!(err(odd).contains("modes"));

@@ -1,7 +1,8 @@
 //! Moderated sessions (`require_session_join`), end to end with ordinary users and an ordinary
 //! login: bob's role requires a session moderator. His interactive session waits (a command
 //! is refused), starts when alice joins with `hop join --mode moderator`, and ends when she
-//! leaves (`on_leave: terminate`); its recording shows who took part.
+//! leaves (`on_leave: terminate`); its recording shows who took part. With `on_leave: pause`,
+//! her leaving makes the session ignore keystrokes until she is back.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -45,19 +46,23 @@ fn a_moderated_session_waits_for_its_moderator_and_ends_when_they_leave() {
             .success()
     );
 
-    // A command cannot be moderated: refused, saying why.
-    let out = Command::new(HOP)
-        .args(["ssh", &format!("{OS_LOGIN}@node1"), "echo", "unmoderated"])
-        .env("HOP_HOME", &bob_home)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("moderated sessions"),
-        "{}",
-        stderr(&out)
-    );
+    // A command cannot be moderated, with a terminal or without: refused, saying why.
+    for tty in [&[][..], &["-t"][..]] {
+        let out = Command::new(HOP)
+            .arg("ssh")
+            .args(tty)
+            .args([&format!("{OS_LOGIN}@node1"), "echo", "unmoderated"])
+            .env("HOP_HOME", &bob_home)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{tty:?}");
+        assert!(
+            stderr(&out).contains("moderated sessions"),
+            "{tty:?}: {}",
+            stderr(&out)
+        );
+    }
 
     let sock = a.dir.path().join("tmux.sock");
     let script = format!("HOP_HOME={} {HOP} ssh {OS_LOGIN}@node1", bob_home.display());
@@ -97,6 +102,20 @@ fn a_moderated_session_waits_for_its_moderator_and_ends_when_they_leave() {
     });
     let id = start["session_id"].as_str().unwrap().to_string();
 
+    // bob cannot moderate his own session.
+    let out = Command::new(HOP)
+        .args(["join", &id, "--mode", "moderator"])
+        .env("HOP_HOME", &bob_home)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("cannot moderate your own session"),
+        "{}",
+        stderr(&out)
+    );
+
     // alice moderates: the shell starts.
     assert!(a.login("alice", PASSWORD, &alice).status.success());
     let mut moderator = Killed(
@@ -129,4 +148,67 @@ fn a_moderated_session_waits_for_its_moderator_and_ends_when_they_leave() {
     let raw = a.ok(&["play", &id, "--format", "raw"]);
     assert!(raw.contains("alice joined as moderator"), "{raw}");
     assert!(raw.contains("moderated-42"), "{raw}");
+
+    // on_leave: pause.
+    let paused = a.dir.path().join("paused.yaml");
+    std::fs::write(
+        &paused,
+        MODERATED.replace("on_leave: terminate", "on_leave: pause"),
+    )
+    .unwrap();
+    a.ok(&["admin", "create", "--force", "-f", paused.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_secs(2));
+    tmux(&sock, &["kill-server"]);
+    let out = tmux(
+        &sock,
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            "hop",
+            "-x",
+            "120",
+            "-y",
+            "40",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    assert!(out.status.success(), "tmux: {}", stderr(&out));
+    wait_pane(&sock, "this session is moderated");
+    let start = wait_event(&a, "session.start", |e| {
+        e["user"] == "bob" && e["interactive"] == true && e["session_id"] != id.as_str()
+    });
+    let second = start["session_id"].as_str().unwrap().to_string();
+    let join = || {
+        Killed(
+            Command::new(HOP)
+                .args(["join", &second, "--mode", "moderator"])
+                .env("HOP_HOME", &a.home)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let mut moderator = join();
+    wait_pane(&sock, "the session starts");
+    let _ = moderator.0.kill();
+    let _ = moderator.0.wait();
+    wait_pane(&sock, "the session is paused");
+    tmux(
+        &sock,
+        &["send-keys", "-t", "hop", "echo ignored-$((2*2))", "Enter"],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let _moderator = join();
+    wait_pane(&sock, "the session resumes");
+    tmux(
+        &sock,
+        &["send-keys", "-t", "hop", "echo resumed-$((3*3))", "Enter"],
+    );
+    let pane = wait_pane(&sock, "resumed-9");
+    assert!(!pane.contains("ignored-4"), "{pane}");
 }

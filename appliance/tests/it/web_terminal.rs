@@ -152,11 +152,7 @@ fn the_web_terminal_in_chromium_for_an_access_user() {
         .unwrap_or_else(|| panic!("{id} not listed: {listed}"))
         .clone();
     assert!(row["text"].as_str().unwrap().contains("node1"), "{row}");
-    assert_eq!(
-        row["join"],
-        json!(["observer", "peer", "moderator"]),
-        "{row}"
-    );
+    assert_eq!(row["join"], json!(["observer", "peer"]), "{row}");
     b.send(json!({"do": "screenshot", "who": "t#2", "name": "sessions"}));
     b.send(json!({"do": "click", "who": "t#2", "selector": format!("tr.session[data-id=\"{id}\"] a.join[data-mode=observer]"), "wait": "#terminal[data-ready], #terminal[data-ended]"}));
 

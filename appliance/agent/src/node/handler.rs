@@ -142,6 +142,18 @@ fn spawn_live_check(
                 &labels,
                 now,
             );
+            // A connection holds the moderation its login was granted: when the roles now ask
+            // for other moderation, it ends (its channels would follow the old rules).
+            let decided = decided.and_then(|fresh| {
+                if fresh.moderation == grant.moderation {
+                    Ok(fresh)
+                } else {
+                    Err(access::Refusal(
+                        "the moderation your roles require changed (require_session_join); connect again".into(),
+                        "moderation_changed",
+                    ))
+                }
+            });
             tracing::debug!(user = %grant.identity.username, ok = decided.is_ok(), "live connection decided again");
             let Err(refusal) = decided else {
                 continue;

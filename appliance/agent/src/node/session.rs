@@ -24,6 +24,7 @@ use russh::server::{Handle, Msg};
 use russh::{Channel, ChannelId, ChannelMsg, Sig};
 use tokio::io::AsyncWriteExt;
 use tokio::io::unix::AsyncFd;
+use tokio::sync::watch;
 
 use super::access::Grant;
 use super::audit::EventKind;
@@ -436,7 +437,9 @@ async fn start_and_serve(
         Program::Sftp => start_ev.field("subsystem", "sftp"),
         Program::Shell => start_ev,
     };
-    if !interactive && !ctx.grant.moderation.is_empty() {
+    // Only a shell can be moderated: a command (with a terminal or not) would run unwatched
+    // the moment a moderator arrives.
+    if !ctx.grant.moderation.is_empty() && !(interactive && matches!(program, Program::Shell)) {
         return Err(SessionError::NotModeratable);
     }
     ctx.shared.audit.emit(start_ev);
@@ -832,16 +835,21 @@ impl Master {
     }
 }
 
+/// How long a notice may wait for the client's window: a client that stops reading does not
+/// hold a moderated session's decisions back.
+const NOTICE_LIMIT: Duration = Duration::from_secs(1);
+
 /// Tells the owner (and the recording, so that playback shows who took part) `note`.
 async fn show_notice(writer: &russh::ChannelWriteHalf<Msg>, recording: &Recording, note: &str) {
     let line = format!("\r\n[hop: {note}]\r\n");
     if let Some((rec, t0)) = recording {
         rec.output(clock::since(*t0), line.as_bytes());
     }
-    let _ = writer
-        .make_writer_ext(Some(1))
-        .write_all(line.as_bytes())
-        .await;
+    let _ = tokio::time::timeout(
+        NOTICE_LIMIT,
+        writer.make_writer_ext(Some(1)).write_all(line.as_bytes()),
+    )
+    .await;
 }
 
 /// Holds a moderated session's start until its requirements are met, telling the owner what it
@@ -851,13 +859,16 @@ async fn wait_for_moderators(
     ctx: &SessionContext,
     reader: &mut russh::ChannelReadHalf,
     writer: &russh::ChannelWriteHalf<Msg>,
-    live: &super::party::LiveSession,
+    party: (&super::party::LiveSession, &mut watch::Receiver<u64>),
     notices: &mut tokio::sync::mpsc::Receiver<String>,
+    peer_input: &mut tokio::sync::mpsc::Receiver<Vec<u8>>,
     recording: &Recording,
 ) -> bool {
-    let mut changes = live.changes();
+    let (live, changes) = party;
     loop {
-        let Some(why) = super::moderation::unmet(&ctx.grant.moderation, live) else {
+        // Seen before deciding: a departure after this is a change the session acts on.
+        changes.borrow_and_update();
+        let Some(why) = super::moderation::unmet(&ctx.grant, live) else {
             show_notice(
                 writer,
                 recording,
@@ -867,10 +878,11 @@ async fn wait_for_moderators(
             return true;
         };
         let line = super::moderation::waiting_line(&why);
-        let _ = writer
-            .make_writer_ext(Some(1))
-            .write_all(line.as_bytes())
-            .await;
+        let _ = tokio::time::timeout(
+            NOTICE_LIMIT,
+            writer.make_writer_ext(Some(1)).write_all(line.as_bytes()),
+        )
+        .await;
         loop {
             tokio::select! {
                 changed = changes.changed() => {
@@ -880,6 +892,8 @@ async fn wait_for_moderators(
                     break;
                 }
                 Some(note) = notices.recv() => show_notice(writer, recording, &note).await,
+                // A peer's keystrokes before the start go nowhere.
+                Some(_) = peer_input.recv() => {}
                 msg = reader.wait() => match msg {
                     Some(ChannelMsg::Close | ChannelMsg::Eof) | None => return false,
                     Some(_) => {}
@@ -887,6 +901,18 @@ async fn wait_for_moderators(
             }
         }
     }
+}
+
+/// Waits for a shell told to hang up; one that ignores it is killed after a moment.
+async fn end_child(
+    child: &mut tokio::process::Child,
+    pid: u32,
+) -> Result<std::process::ExitStatus, SessionError> {
+    if let Ok(status) = tokio::time::timeout(Duration::from_secs(2), child.wait()).await {
+        return status.map_err(SessionError::Io);
+    }
+    let _ = pty::signal_process(pid, libc::SIGKILL);
+    child.wait().await.map_err(SessionError::Io)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -914,8 +940,9 @@ async fn pty_session(
             ctx,
             &mut reader,
             &writer,
-            &live,
+            (&live, &mut moderation),
             &mut party_notices,
+            &mut peer_input,
             &recording,
         )
         .await
@@ -926,7 +953,6 @@ async fn pty_session(
             bytes_out: 0,
         });
     }
-    moderation.mark_unchanged();
     let mut paused = false;
     let pair = pty::open_pty(size).map_err(SessionError::OpenTerminal)?;
     let slave = |p: &OwnedFd| -> Result<Stdio, SessionError> {
@@ -1016,17 +1042,17 @@ async fn pty_session(
                 if changed.is_err() {
                     continue;
                 }
-                match super::moderation::unmet(&ctx.grant.moderation, &live) {
-                    Some(why) => match super::moderation::on_leave(&ctx.grant.moderation, &live) {
+                match super::moderation::unmet(&ctx.grant, &live) {
+                    Some(why) => match super::moderation::on_leave(&ctx.grant, &live) {
                         OnLeave::Terminate => {
+                            let _ = pty::signal_process(pid, libc::SIGHUP);
                             let line = format!("the session ends: it needs {why}");
                             show_notice(&writer, &recording, &line).await;
-                            let _ = pty::signal_process(pid, libc::SIGHUP);
-                            break child.wait().await.map_err(SessionError::Io)?;
+                            break end_child(&mut child, pid).await?;
                         }
                         OnLeave::Pause => {
                             if !paused {
-                                let line = format!("the session is paused until {why} joined; keystrokes are held back");
+                                let line = format!("the session is paused until {why} joined; keystrokes are ignored");
                                 show_notice(&writer, &recording, &line).await;
                             }
                             paused = true;

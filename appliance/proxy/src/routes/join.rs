@@ -165,6 +165,13 @@ pub(crate) async fn open(
             move || -> Result<SessionInfo, (Option<SessionInfo>, String)> {
                 let info = find_session(&auth, &req_id).map_err(|e| (None, e.to_string()))?;
                 if info.owner == id.username {
+                    // One's own session can be watched or typed into, never moderated.
+                    if mode == "moderator" {
+                        return Err((
+                            Some(info),
+                            format!("joining session {req_id} denied: you cannot moderate your own session"),
+                        ));
+                    }
                     return Ok(info);
                 }
                 let owner_roles = auth

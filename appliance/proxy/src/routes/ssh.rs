@@ -70,6 +70,11 @@ pub enum SshRefusal {
         user: String,
         allowed: String,
     },
+    /// The user's sessions must be moderated, which only a node agent does.
+    #[error(
+        "your roles require moderated sessions (require_session_join), which agentless node {node:?} cannot hold: connect to a node that runs a Hop agent"
+    )]
+    NotModeratable { node: String },
 }
 
 /// Why the proxy's SSH server refuses a user certificate a client presented (the client's).
@@ -555,6 +560,11 @@ fn check(
             node: node.name.clone(),
             source,
         })?;
+    if node.openssh && !checker.session_join_requirements().is_empty() {
+        return Err(SshRefusal::NotModeratable {
+            node: node.name.clone(),
+        });
+    }
     if !identity.logins.iter().any(|l| l == login) {
         return Err(SshRefusal::LoginNotInCertificate {
             login: login.to_string(),

@@ -113,11 +113,13 @@ pub fn views(
             let join_modes = hop_rbac::role::JOIN_MODES
                 .iter()
                 .filter(|mode| {
-                    t.user == me
-                        || owners.get(&t.user).is_some_and(|roles| {
-                            !roles.is_empty()
-                                && checker.check_join_session(roles, "ssh", mode).is_ok()
-                        })
+                    // One's own session: watched or typed into, never moderated.
+                    if t.user == me {
+                        return **mode != "moderator";
+                    }
+                    owners.get(&t.user).is_some_and(|roles| {
+                        !roles.is_empty() && checker.check_join_session(roles, "ssh", mode).is_ok()
+                    })
                 })
                 .map(|m| (*m).to_string())
                 .collect();
