@@ -439,7 +439,8 @@ async fn start_and_serve(
     };
     // Only a shell can be moderated: a command (with a terminal or not) would run unwatched
     // the moment a moderator arrives.
-    if !ctx.grant.moderation.is_empty() && !(interactive && matches!(program, Program::Shell)) {
+    let moderatable = interactive && matches!(program, Program::Shell);
+    if !moderatable && !ctx.grant.moderation.is_empty() {
         return Err(SessionError::NotModeratable);
     }
     ctx.shared.audit.emit(start_ev);
