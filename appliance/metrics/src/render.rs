@@ -509,6 +509,10 @@ hop_relay_sessions_total{path="control_plane"} 19
 # TYPE hop_agent_data_handshakes_total counter
 hop_agent_data_handshakes_total{kind="full"} 0
 hop_agent_data_handshakes_total{kind="resumed"} 0
+# HELP hop_proxy_peer_sessions_total Proxy peering: sessions sent to the proxy holding the agent's tunnel (side="sent") and taken from a peer for an agent tunnelled here (side="taken").
+# TYPE hop_proxy_peer_sessions_total counter
+hop_proxy_peer_sessions_total{side="sent"} 0
+hop_proxy_peer_sessions_total{side="taken"} 0
 # HELP hop_db_sessions_total Database sessions started.
 # TYPE hop_db_sessions_total counter
 hop_db_sessions_total 20

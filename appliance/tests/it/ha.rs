@@ -104,28 +104,17 @@ fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// `hop login --proxy PROXY` of `user` (password only), its files in `home`.
-fn login_via(proxy: &str, pin: &str, user: &str, home: &Path) -> Output {
-    let mut child = Command::new(HOP)
-        .args(["login", "--proxy", proxy, "--ca-pin", pin, "--user", user])
-        .arg("--password-stdin")
-        .env("HOP_HOME", home)
-        .env_remove("HOP_PROXY")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(
-        &mut child.stdin.take().unwrap(),
-        format!("{PASSWORD}\n").as_bytes(),
-    )
-    .unwrap();
-    child.wait_with_output().unwrap()
+/// `psql` of the user of `home` to database `pg` through Hop, running `sql` (`hop db login`
+/// first); what it printed, or the login's failure.
+fn psql_in(home: &Path, sql: &str) -> Output {
+    match psql_command(home, sql) {
+        Ok(mut psql) => psql.output().unwrap(),
+        Err(login) => login,
+    }
 }
 
-/// `psql` as the user of `home` to database `pg` through Hop (`hop db login` first).
-fn psql_in(home: &Path, sql: &str) -> Output {
+/// The psql command of [`psql_in`], after `hop db login`; the login's output when it failed.
+fn psql_command(home: &Path, sql: &str) -> Result<Command, Output> {
     let login = hop_in(
         home,
         &[
@@ -139,17 +128,16 @@ fn psql_in(home: &Path, sql: &str) -> Output {
         ],
     );
     if !login.status.success() {
-        return login;
+        return Err(login);
     }
     let conninfo = hop_in(home, &["db", "config", "pg", "--format", "uri"]);
-    Command::new("psql")
-        .arg(stdout(&conninfo).trim())
+    let mut psql = Command::new("psql");
+    psql.arg(stdout(&conninfo).trim())
         .args(["-X", "-Atc", sql])
         .env("HOP_HOME", home)
         .env_remove("PGPASSWORD")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+        .stdin(Stdio::null());
+    Ok(psql)
 }
 
 /// Creates users `p0`, `p1`, … through the appliance whose data dir and home are given until a
@@ -175,25 +163,8 @@ fn acknowledged_creations(data: &Path, home: &Path) -> Vec<String> {
 }
 
 fn cancel_through_the_other_appliance(lb: &Haproxy, appliances: [&Appliance; 2], home: &Path) {
-    let login = hop_in(
-        home,
-        &[
-            "db",
-            "login",
-            "pg",
-            "--db-user",
-            "alice",
-            "--db-name",
-            "hopdb",
-        ],
-    );
-    assert!(login.status.success(), "{}", stderr(&login));
-    let conninfo = stdout(&hop_in(home, &["db", "config", "pg", "--format", "uri"]));
-    let query = Command::new("psql")
-        .arg(conninfo.trim())
-        .args(["-X", "-Atc", "SELECT pg_sleep(60)"])
-        .env("HOP_HOME", home)
-        .stdin(Stdio::null())
+    let query = psql_command(home, "SELECT pg_sleep(60)")
+        .unwrap_or_else(|login| panic!("hop db login: {}", stderr(&login)))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -304,7 +275,7 @@ fn two_appliances_behind_haproxy_share_agents_through_peering_and_survive_a_kill
     // Alice logs in through either appliance and through the load balancer.
     let home = |at: &str| a.dir.path().join(format!("home-{at}"));
     for (at, proxy) in [("a", &a.addr), ("b", &b.addr), ("lb", &lb.addr)] {
-        let out = login_via(proxy, &a.pin, "alice", &home(at));
+        let out = password_login_via(proxy, &a.pin, "alice", &home(at));
         assert!(out.status.success(), "login through {at}: {}", stderr(&out));
     }
     // SSH and psql reach the agents through either appliance: the db agent's sessions on the

@@ -513,17 +513,14 @@ pub fn add_password_user(a: &Appliance, name: &str, roles: &str, logins: &str) {
 /// `hop login` of `user` with [`PASSWORD`] only (a cluster with [`NO_SECOND_FACTOR`]), keeping
 /// the user's files in `home`.
 pub fn password_login(a: &Appliance, user: &str, home: &Path) -> Output {
+    password_login_via(&a.addr, &a.pin, user, home)
+}
+
+/// [`password_login`] through `proxy` (an appliance, or a load balancer in front of several).
+pub fn password_login_via(proxy: &str, pin: &str, user: &str, home: &Path) -> Output {
     let mut child = Command::new(HOP)
-        .args([
-            "login",
-            "--proxy",
-            &a.addr,
-            "--ca-pin",
-            &a.pin,
-            "--user",
-            user,
-            "--password-stdin",
-        ])
+        .args(["login", "--proxy", proxy, "--ca-pin", pin, "--user", user])
+        .arg("--password-stdin")
         .env("HOP_HOME", home)
         .env_remove("HOP_PROXY")
         .stdin(Stdio::piped())

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use crate::clock;
 use crate::harness::{Appliance, HOP, OS_LOGIN, PASSWORD, os_login, stderr};
-use crate::ssh::{Killed, node_token, start_node, tmux, wait_event, wait_for_node, wait_pane};
+use crate::ssh::{
+    Killed, TmuxServer, node_token, start_node, tmux, wait_event, wait_for_node, wait_pane,
+};
 
 const WATCHER: &str = "kind: role\nversion: v7\nmetadata:\n  name: watcher\nspec:\n  allow:\n    join_sessions:\n      - name: watch-access\n        roles: [access]\n        kinds: [ssh]\n        modes: [observer]\n";
 
@@ -86,30 +88,7 @@ fn observers_and_peers_join_a_live_session() {
 
     let sock = a.dir.path().join("tmux.sock");
     let script = format!("HOP_HOME={} {HOP} ssh hopuser@node1", alice_home.display());
-    let out = tmux(
-        &sock,
-        &[
-            "new-session",
-            "-d",
-            "-s",
-            "hop",
-            "-x",
-            "100",
-            "-y",
-            "30",
-            "sh",
-            "-c",
-            &script,
-        ],
-    );
-    assert!(out.status.success(), "tmux: {}", stderr(&out));
-    struct KillServer(std::path::PathBuf);
-    impl Drop for KillServer {
-        fn drop(&mut self) {
-            let _ = tmux(&self.0, &["kill-server"]);
-        }
-    }
-    let _server = KillServer(sock.clone());
+    let _server = TmuxServer::start(&sock, &script, 100, 30);
     tmux(
         &sock,
         &["send-keys", "-t", "hop", "PS1='remote$ '", "Enter"],

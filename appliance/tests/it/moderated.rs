@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use crate::harness::{Appliance, HOP, OS_LOGIN, PASSWORD, os_login, stderr};
 use crate::recordings::wait_recording;
-use crate::ssh::{Killed, node_token, start_node, tmux, wait_event, wait_for_node, wait_pane};
+use crate::ssh::{
+    Killed, TmuxServer, node_token, start_node, tmux, wait_event, wait_for_node, wait_pane,
+};
 
 const MODERATED: &str = "kind: role\nversion: v7\nmetadata:\n  name: moderated\nspec:\n  allow:\n    logins: [hopuser]\n    node_labels: {'*': '*'}\n    require_session_join:\n      - name: auditors\n        filter: 'contains(user.spec.roles, \"session-moderator\")'\n        kinds: [ssh]\n        count: 1\n        modes: [moderator]\n        on_leave: terminate\n";
 const AUDITOR: &str = "kind: role\nversion: v7\nmetadata:\n  name: session-moderator\nspec:\n  allow:\n    join_sessions:\n      - name: moderate\n        roles: [moderated]\n        kinds: [ssh]\n        modes: [moderator, observer]\n";
@@ -66,30 +68,7 @@ fn a_moderated_session_waits_for_its_moderator_and_ends_when_they_leave() {
 
     let sock = a.dir.path().join("tmux.sock");
     let script = format!("HOP_HOME={} {HOP} ssh {OS_LOGIN}@node1", bob_home.display());
-    let out = tmux(
-        &sock,
-        &[
-            "new-session",
-            "-d",
-            "-s",
-            "hop",
-            "-x",
-            "120",
-            "-y",
-            "40",
-            "sh",
-            "-c",
-            &script,
-        ],
-    );
-    assert!(out.status.success(), "tmux: {}", stderr(&out));
-    struct KillServer(std::path::PathBuf);
-    impl Drop for KillServer {
-        fn drop(&mut self) {
-            let _ = tmux(&self.0, &["kill-server"]);
-        }
-    }
-    let _server = KillServer(sock.clone());
+    let server = TmuxServer::start(&sock, &script, 120, 40);
     tmux(&sock, &["set-option", "-t", "hop", "remain-on-exit", "on"]);
     wait_pane(&sock, "this session is moderated");
     // Keystrokes before the start go nowhere.
@@ -158,24 +137,10 @@ fn a_moderated_session_waits_for_its_moderator_and_ends_when_they_leave() {
     .unwrap();
     a.ok(&["admin", "create", "--force", "-f", paused.to_str().unwrap()]);
     std::thread::sleep(Duration::from_secs(2));
-    tmux(&sock, &["kill-server"]);
-    let out = tmux(
-        &sock,
-        &[
-            "new-session",
-            "-d",
-            "-s",
-            "hop",
-            "-x",
-            "120",
-            "-y",
-            "40",
-            "sh",
-            "-c",
-            &script,
-        ],
-    );
-    assert!(out.status.success(), "tmux: {}", stderr(&out));
+    drop(server);
+    // A new server on its own socket: the first one may still be exiting.
+    let sock = a.dir.path().join("tmux-paused.sock");
+    let _server = TmuxServer::start(&sock, &script, 120, 40);
     wait_pane(&sock, "this session is moderated");
     let start = wait_event(&a, "session.start", |e| {
         e["user"] == "bob" && e["interactive"] == true && e["session_id"] != id.as_str()

@@ -776,6 +776,39 @@ fn ssh_refusals_are_clear_and_audited() {
 }
 
 /// Runs `tmux` on a private server socket.
+/// A test's tmux server running `script` in session `hop` of `cols`×`rows`; killed on drop.
+pub struct TmuxServer(pub PathBuf);
+
+impl TmuxServer {
+    pub fn start(sock: &Path, script: &str, cols: u16, rows: u16) -> Self {
+        let (cols, rows) = (cols.to_string(), rows.to_string());
+        let out = tmux(
+            sock,
+            &[
+                "new-session",
+                "-d",
+                "-s",
+                "hop",
+                "-x",
+                &cols,
+                "-y",
+                &rows,
+                "sh",
+                "-c",
+                script,
+            ],
+        );
+        assert!(out.status.success(), "tmux: {}", stderr(&out));
+        Self(sock.to_path_buf())
+    }
+}
+
+impl Drop for TmuxServer {
+    fn drop(&mut self) {
+        let _ = tmux(&self.0, &["kill-server"]);
+    }
+}
+
 pub fn tmux(sock: &Path, args: &[&str]) -> Output {
     Command::new("tmux")
         .arg("-S")
