@@ -76,7 +76,9 @@ fn code_of(secret: &str, step: u64) -> String {
 pub(crate) fn code_after(secret: &str, last: Option<u64>) -> (String, u64) {
     loop {
         let now = step_now();
-        let step = last.map_or(now.saturating_sub(1), |l| (l + 1).max(now));
+        // The current step at first: under load, a code of the step before may be two steps old
+        // by the time the server checks it.
+        let step = last.map_or(now, |l| (l + 1).max(now));
         if step <= now + 1 {
             return (code_of(secret, step), step);
         }
