@@ -30,7 +30,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 
-use crate::agents::{CpuMark, STOP_LIMIT, kib_mib, rss, stop_loadtest, summary_line, tunnels};
+use crate::agents::{
+    CpuMark, STOP_LIMIT, kib_mib, parse_events, rss, stop_loadtest, summary_line, tunnels, unix_ms,
+};
 use crate::clock::{monotonic_now, since};
 use crate::hop::{self, Appliance, ApplianceConfig, HopOptions};
 use crate::peers;
@@ -544,6 +546,9 @@ fn time_ls(sides: &[Side], runs: usize, want: usize) -> anyhow::Result<Vec<Vec<f
 /// What one window measured.
 struct Window {
     secs: f64,
+    /// Wall-clock bounds (Unix ms), to pick the load tests' events in the window.
+    from_ms: u64,
+    until_ms: u64,
     db: DbMark,
     tables: Vec<(String, f64)>,
     /// Per side: CPU seconds of `hop start`, RSS at the end (KiB).
@@ -562,13 +567,14 @@ fn measure(o: &Options, pg: &Postgres, sides: &[Side], lts: &[Spawned]) -> anyho
         .map(|s| CpuMark::now(s.a.proxy.pid()))
         .collect();
     let lt0: Vec<CpuMark> = lts.iter().map(|l| CpuMark::now(l.pid())).collect();
-    let (busy0, db0, t0) = (
+    let (busy0, db0, t0, from_ms) = (
         procs::machine_busy_seconds().unwrap_or(f64::NAN),
         pg.db_mark(DB)?,
         monotonic_now(),
+        unix_ms(),
     );
     std::thread::sleep(o.window);
-    let (db1, secs) = (pg.db_mark(DB)?, since(t0).as_secs_f64());
+    let (db1, secs, until_ms) = (pg.db_mark(DB)?, since(t0).as_secs_f64(), unix_ms());
     let busy_s = procs::machine_busy_seconds().unwrap_or(f64::NAN) - busy0;
     let proxy_cpu_s = procs0.iter().map(CpuMark::seconds).collect();
     let loadtest_cpu_s = lt0.iter().map(CpuMark::seconds).sum();
@@ -583,6 +589,8 @@ fn measure(o: &Options, pg: &Postgres, sides: &[Side], lts: &[Spawned]) -> anyho
     tables.sort_by(|x, y| y.1.total_cmp(&x.1));
     Ok(Window {
         secs,
+        from_ms,
+        until_ms,
         db: DbMark {
             commits: db1.commits - db0.commits,
             rollbacks: db1.rollbacks - db0.rollbacks,
@@ -638,17 +646,23 @@ pub fn run(o: &Options, report: &mut Report) -> anyhow::Result<()> {
         summaries.push(summary_line(&stop_loadtest(lt)?));
     }
     drop(lts);
-    let events: Vec<usize> = sides
+    let (churn, failed): (Vec<usize>, Vec<usize>) = sides
         .iter()
         .map(|s| {
             let text =
                 std::fs::read_to_string(s.a.dir.path().join("events.jsonl")).unwrap_or_default();
-            crate::agents::parse_events(&text)
+            let events = parse_events(&text);
+            let in_window = events
                 .iter()
-                .filter(|e| e.event != "connected")
-                .count()
+                .filter(|e| e.t_ms >= w.from_ms && e.t_ms < w.until_ms && e.event != "connected")
+                .count();
+            let failed = events
+                .iter()
+                .filter(|e| e.t_ms < w.from_ms && e.event == "attempt_failed")
+                .count();
+            (in_window, failed)
         })
-        .collect();
+        .unzip();
     say!("stopping the appliances");
     for s in &mut sides {
         let _ = s.a.stop(STOP_LIMIT);
@@ -666,7 +680,8 @@ pub fn run(o: &Options, report: &mut Report) -> anyhow::Result<()> {
             up,
             listed,
             summaries: &summaries,
-            churn: &events,
+            churn: &churn,
+            failed: &failed,
         },
     );
     Ok(())
@@ -682,8 +697,10 @@ struct Outcome<'a> {
     up: Duration,
     listed: Duration,
     summaries: &'a [String],
-    /// Per side: disconnects and failed attempts over the whole run.
+    /// Per side: disconnects and failed attempts in the window.
     churn: &'a [usize],
+    /// Per side: connection attempts that failed before the window (while connecting).
+    failed: &'a [usize],
 }
 
 fn fill_report(o: &Options, report: &mut Report, r: &Outcome) {
@@ -743,6 +760,14 @@ fn fill_report(o: &Options, report: &mut Report, r: &Outcome) {
         x.insert("proxy_kib_per_agent".into(), kib);
         x.insert("proxy_rss_before_kib".into(), s.rss_before);
         x.insert("proxy_rss_end_kib".into(), w.proxy_rss[i]);
+        x.insert("failed_attempts_before_window".into(), r.failed[i] as f64);
+        // The backend's figures are the cluster's (both appliances), the same in each row.
+        x.insert("backend_rows_written_per_s".into(), w.db.rows / w.secs);
+        x.insert("backend_commits_per_s".into(), w.db.commits / w.secs);
+        x.insert(
+            "backend_wal_kib_per_s".into(),
+            w.db.wal_bytes / 1024.0 / w.secs,
+        );
         x.insert("ls_min_s".into(), lo);
         x.insert("ls_max_s".into(), hi);
         for (k, t) in times.iter().enumerate() {
@@ -821,12 +846,13 @@ fn fill_report(o: &Options, report: &mut Report, r: &Outcome) {
         r.listed.as_secs_f64()
     ));
     let churn: usize = r.churn.iter().sum();
-    if churn > 0 {
-        notes.push(format!(
-            "{churn} disconnects or failed connection attempts were reported by the load tests \
-             over the run (errors column of --json)"
-        ));
-    }
+    notes.push(format!(
+        "disconnects or failed connection attempts in the window: {churn}; connection attempts \
+         that failed while the {} agents connected to the fresh proxies (each retried after its \
+         backoff): {}",
+        o.agents,
+        r.failed.iter().sum::<usize>()
+    ));
     for (s, line) in r.sides.iter().zip(r.summaries) {
         notes.push(format!("load test {}: {line}", s.name));
     }
