@@ -14,7 +14,8 @@
 //! - backend writes at steady state, on PostgreSQL: deltas of `pg_stat_database` for the
 //!   cluster's database (rows inserted + updated + deleted, transactions committed, reads
 //!   included) and of the WAL insert position (bytes, the whole server), plus rows written per
-//!   table from `pg_stat_user_tables`;
+//!   table (and its TOAST table) from `pg_stat_all_tables`: `hop_items` rows are the values
+//!   hop puts;
 //! - each proxy's CPU (% of a core) and its RSS growth per agent it holds.
 //!
 //! Then `hop ls --format json` as an ordinary user (password login, one `HOP_HOME` per
@@ -57,6 +58,8 @@ const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 /// The cluster's database.
 const DB: &str = "hop_ha";
 const USER: &str = "bench";
+/// The PostgreSQL backend's table of values (a row per key).
+const ITEMS_TABLE: &str = "hop_items";
 /// Issue 24's listing goal.
 const GOAL_LS_S: f64 = 1.0;
 /// How long both appliances may take to list every node after the agents are up (presence
@@ -260,12 +263,16 @@ impl Postgres {
             .ok_or_else(|| anyhow!("no pg_stat_database row for {db}: {rows:?}"))
     }
 
-    /// Rows inserted + updated + deleted per table of `db` (`pg_stat_user_tables`).
+    /// Rows inserted + updated + deleted per table of `db` (`pg_stat_all_tables`), the TOAST
+    /// table of each (where PostgreSQL keeps large values, in chunks of about 2 KB) apart.
     fn table_rows(&self, db: &str) -> anyhow::Result<BTreeMap<String, f64>> {
         Ok(self
             .query(
                 db,
-                "SELECT relname, n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_user_tables",
+                "SELECT coalesce(o.relname || ' (TOAST)', s.relname), \
+                 s.n_tup_ins + s.n_tup_upd + s.n_tup_del \
+                 FROM pg_stat_all_tables s LEFT JOIN pg_class o ON o.reltoastrelid = s.relid \
+                 WHERE s.schemaname = 'public' OR o.relnamespace = 'public'::regnamespace",
             )?
             .into_iter()
             .filter_map(|r| Some((r.first()?.clone(), r.get(1)?.trim().parse().ok()?)))
@@ -795,11 +802,23 @@ fn fill_report(o: &Options, report: &mut Report, r: &Outcome) {
     }
     report.table = table;
     let per_s = |v: f64| num(v / w.secs, 2);
+    let items = w
+        .tables
+        .iter()
+        .find(|(t, _)| t == ITEMS_TABLE)
+        .map_or(0.0, |(_, d)| *d);
     let notes = &mut report.notes;
     notes.push(format!(
-        "backend writes at steady state ({:.0} s window, both appliances, PostgreSQL's own \
-         counters): {} rows written/s (pg_stat_database tup_inserted + tup_updated + tup_deleted \
-         of database {DB}), {} transactions committed/s (xact_commit, reads included; {} rolled \
+        "backend writes at steady state: {} values written/s by both appliances ({} rows of \
+         {ITEMS_TABLE}, the PostgreSQL backend's key-value table, inserted, updated or deleted \
+         in {:.0} s)",
+        per_s(items),
+        num(items, 0),
+        w.secs
+    ));
+    notes.push(format!(
+        "PostgreSQL over the same window ({:.0} s, both appliances): {} rows written/s (pg_stat_database tup_inserted + tup_updated + tup_deleted \
+         of database {DB}, TOAST chunks included), {} transactions committed/s (xact_commit, reads included; {} rolled \
          back), {} KiB/s of WAL (pg_current_wal_insert_lsn, whole server)",
         w.secs,
         per_s(w.db.rows),
@@ -809,8 +828,9 @@ fn fill_report(o: &Options, report: &mut Report, r: &Outcome) {
     ));
     if !w.tables.is_empty() {
         notes.push(format!(
-            "rows written per table over the window (pg_stat_user_tables n_tup_ins + n_tup_upd + \
-             n_tup_del): {}",
+            "rows written per table over the window (pg_stat_all_tables n_tup_ins + n_tup_upd + \
+             n_tup_del; a table's TOAST rows are the chunks of its large values, such as the \
+             presence summaries): {}",
             w.tables
                 .iter()
                 .map(|(t, d)| format!("{t} {d:.0}"))
