@@ -117,13 +117,13 @@ struct Cli {
     #[arg(long, visible_alias = "repeats")]
     repeat: Option<usize>,
     /// Measured window per run in seconds [default: relay 3, handshake 3, latency 2, pgbench
-    /// 20 (its -T), agents 30 (one heartbeat interval)].
+    /// 20 (its -T), agents and agents-ha 30 (one heartbeat interval)].
     #[arg(long, visible_alias = "duration")]
     seconds: Option<f64>,
     /// Warm-up before each measured window, in seconds (pgbench: one unrecorded select-only run
     /// per contender before the first repetition, whole seconds; agents, reconnect: the quiet
-    /// time before the agents start and after all tunnels are up) [default: 0.5; pgbench 3;
-    /// agents and reconnect 10].
+    /// time before the agents start and after all tunnels are up; agents-ha: after every node
+    /// is listed) [default: 0.5; pgbench 3; agents, reconnect and agents-ha 10].
     #[arg(long)]
     warmup: Option<f64>,
     /// Contenders to run, comma separated: direct, hop, haproxy, haproxy-resume, nginx
@@ -155,7 +155,8 @@ struct Cli {
     /// each with -simple (default) or -prepared (-M prepared), e.g. select,tpcb,select-prepared.
     #[arg(long, value_delimiter = ',', default_value = "select,tpcb")]
     workloads: Vec<String>,
-    /// agents, reconnect: simulated agents (`hop admin loadtest agents --count`).
+    /// agents, reconnect: simulated agents (`hop admin loadtest agents --count`); agents-ha: in
+    /// all, half per appliance.
     #[arg(long, default_value_t = 1000)]
     agents: usize,
     /// agents-ha: nodes each simulated node agent announces (`hop admin loadtest agents
