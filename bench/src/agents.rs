@@ -56,7 +56,7 @@ const GOAL_PEAK_TO_MEAN: f64 = 3.0;
 /// How long the harness waits for every agent to come back after a restart.
 const BACK_LIMIT: Duration = Duration::from_secs(180);
 /// How long `hop start` may take to exit on SIGTERM (it drains for up to about 15 s).
-const STOP_LIMIT: Duration = Duration::from_secs(40);
+pub(crate) const STOP_LIMIT: Duration = Duration::from_secs(40);
 
 /// What `agents` and `reconnect` were asked to do.
 #[derive(Debug, Clone)]
@@ -83,7 +83,7 @@ impl Options {
     }
 }
 
-fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     wall_now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -107,7 +107,7 @@ fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
         .collect()
 }
 
-fn tunnels(a: &Appliance) -> Option<u64> {
+pub(crate) fn tunnels(a: &Appliance) -> Option<u64> {
     a.metric("hop_proxy_tunnels_connected").map(|v| v as u64)
 }
 
@@ -167,7 +167,7 @@ fn connect_all(
 
 /// Stops the load test with SIGINT (its agents send a goaway, it prints its summary and flushes
 /// its report); the end of its output.
-fn stop_loadtest(lt: &mut Spawned) -> anyhow::Result<String> {
+pub(crate) fn stop_loadtest(lt: &mut Spawned) -> anyhow::Result<String> {
     if lt
         .signal_and_wait("INT", Duration::from_secs(30))?
         .is_none()
@@ -203,14 +203,14 @@ fn wait_tunnels(
 
 /// A process's CPU time at one moment: per thread in nanoseconds (the proxy's figures are tens
 /// of milliseconds per window, where 10 ms clock ticks are too coarse) and in clock ticks.
-struct CpuMark {
+pub(crate) struct CpuMark {
     pid: u32,
     threads: BTreeMap<u32, u64>,
     ticks: f64,
 }
 
 impl CpuMark {
-    fn now(pid: u32) -> Self {
+    pub(crate) fn now(pid: u32) -> Self {
         Self {
             pid,
             threads: procs::threads_cpu_ns(pid),
@@ -219,7 +219,7 @@ impl CpuMark {
     }
 
     /// CPU seconds since this mark: from the threads' nanosecond counters, else from ticks.
-    fn seconds(&self) -> f64 {
+    pub(crate) fn seconds(&self) -> f64 {
         procs::threads_cpu_seconds_since(self.pid, &self.threads)
             .unwrap_or_else(|| self.ticks_seconds())
     }
@@ -235,7 +235,7 @@ fn cpu_ticks(pid: u32) -> f64 {
     procs::cpu_seconds(pid).unwrap_or(f64::NAN)
 }
 
-fn rss(pid: u32) -> f64 {
+pub(crate) fn rss(pid: u32) -> f64 {
     procs::rss_kib(pid).map(|k| k as f64).unwrap_or(f64::NAN)
 }
 
@@ -262,6 +262,7 @@ fn prepare(o: &Options) -> anyhow::Result<Prepared> {
             "  max_connections_per_ip: {}\n",
             (o.agents * 2 + 1000).max(10_000)
         ),
+        ..Default::default()
     };
     say!("starting the appliance on 127.0.0.1:{port}");
     let mut a = Appliance::start_with(&o.hop, &extra)?;
@@ -440,7 +441,7 @@ fn goal(met: bool) -> &'static str {
     if met { "met" } else { "**not met**" }
 }
 
-fn kib_mib(k: f64) -> String {
+pub(crate) fn kib_mib(k: f64) -> String {
     num(k / 1024.0, 1)
 }
 
@@ -707,7 +708,7 @@ pub fn agents(o: &Options, report: &mut Report) -> anyhow::Result<()> {
 }
 
 /// The load test's summary, on one line.
-fn summary_line(tail: &str) -> String {
+pub(crate) fn summary_line(tail: &str) -> String {
     let from = tail.find("Load test summary").unwrap_or(0);
     tail[from..]
         .lines()

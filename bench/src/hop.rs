@@ -160,6 +160,8 @@ pub struct ApplianceConfig {
     pub auth: String,
     /// Lines under `proxy_service:` (two-space indented YAML).
     pub proxy: String,
+    /// Lines under `hop:` (two-space indented YAML), e.g. `storage:` for a shared backend.
+    pub hop: String,
 }
 
 impl Appliance {
@@ -181,10 +183,11 @@ impl Appliance {
         std::fs::write(
             &config,
             format!(
-                "version: v1\nhop:\n  data_dir: {}\n  diag_addr: {diag}\n  log:\n    severity: warn\n\
+                "version: v1\nhop:\n  data_dir: {}\n  diag_addr: {diag}\n  log:\n    severity: warn\n{}\
                  auth_service:\n  cluster_name: bench.cluster\n{}\
                  proxy_service:\n  listen_addr: 127.0.0.1:{}\n{workers}{}",
                 data.display(),
+                extra.hop,
                 extra.auth,
                 extra.port,
                 extra.proxy,
@@ -306,6 +309,47 @@ impl Appliance {
             )?,
         )?;
         Ok(())
+    }
+
+    /// Adds `user` with `roles` and signs them up with a password only (a cluster whose
+    /// `auth_service.authentication.second_factor` is off), as the HA end-to-end test does.
+    pub fn add_password_user(&self, user: &str, roles: &str, logins: &str) -> anyhow::Result<()> {
+        let v: serde_json::Value = serde_json::from_str(
+            self.ok(&[
+                "admin", "users", "add", user, "--roles", roles, "--logins", logins, "--format",
+                "json",
+            ])?
+            .trim(),
+        )?;
+        let invite = v["token"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no invite token in {v}"))?;
+        let args = [
+            "signup",
+            invite,
+            "--proxy",
+            &self.addr,
+            "--ca-pin",
+            &self.pin,
+            "--password-stdin",
+        ];
+        ok("hop signup", self.hop(&args, &format!("{PASSWORD}\n"))?).map(drop)
+    }
+
+    /// `hop login` of `user` through this appliance with the password only, keeping the user's
+    /// files in `home` (`HOP_HOME`).
+    pub fn password_login(&self, user: &str, home: &Path) -> anyhow::Result<()> {
+        let out = run(
+            Command::new(&self.binary)
+                .args(["login", "--proxy", &self.addr, "--ca-pin", &self.pin])
+                .args(["--user", user, "--password-stdin"])
+                .env("HOP_HOME", home)
+                .env_remove("HOP_DATA_DIR")
+                .env_remove("HOP_PROXY")
+                .env_remove("HOP_CA_PIN"),
+            &format!("{PASSWORD}\n"),
+        )?;
+        ok("hop login", out).map(drop)
     }
 
     /// A new join token for an agent of `kind` (`app`, `db`, ...).

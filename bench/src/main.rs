@@ -8,12 +8,15 @@
 //! database access: PostgreSQL 15 directly over TLS and through a db agent. Everything it starts
 //! is stopped by PID when the run ends, also on error. `agents` and `reconnect` drive
 //! `hop admin loadtest agents` against one appliance: tunnels held (proxy CPU and memory per
-//! agent) and a proxy restart under them (how fast and how evenly the agents come back). See
+//! agent) and a proxy restart under them (how fast and how evenly the agents come back);
+//! `agents-ha` splits simulated node agents across two appliances on one PostgreSQL (backend
+//! writes, proxy CPU and memory per agent, `hop ls` over all their nodes from either). See
 //! `bench/README.md`.
 
 #![forbid(unsafe_code)]
 
 mod agents;
+mod agents_ha;
 mod clock;
 mod contender;
 mod hop;
@@ -50,6 +53,9 @@ enum Scenario {
     Agents,
     /// A proxy restart under N agents: when they are all back, and how evenly they return.
     Reconnect,
+    /// N simulated node agents across two appliances on one PostgreSQL: backend writes per
+    /// second, each proxy's CPU and memory per agent, `hop ls` over all nodes from either.
+    AgentsHa,
 }
 
 impl Scenario {
@@ -62,6 +68,7 @@ impl Scenario {
             Scenario::Pgbench => "pgbench",
             Scenario::Agents => "agents",
             Scenario::Reconnect => "reconnect",
+            Scenario::AgentsHa => "agents-ha",
         }
     }
     fn default_contenders(self) -> &'static [&'static str] {
@@ -70,7 +77,7 @@ impl Scenario {
             Scenario::Handshake => &["direct", "hop", "haproxy", "haproxy-resume", "nginx"],
             Scenario::Idle => &["hop", "haproxy", "nginx"],
             Scenario::Pgbench => &["direct", "hop"],
-            Scenario::Agents | Scenario::Reconnect => &["hop"],
+            Scenario::Agents | Scenario::Reconnect | Scenario::AgentsHa => &["hop"],
         }
     }
     /// Default repetitions (pgbench: 2, so that a default run stays within about 5 minutes;
@@ -78,7 +85,7 @@ impl Scenario {
     fn default_repeat(self) -> usize {
         match self {
             Scenario::Pgbench => 2,
-            Scenario::Agents | Scenario::Reconnect => 1,
+            Scenario::Agents | Scenario::Reconnect | Scenario::AgentsHa => 1,
             _ => 3,
         }
     }
@@ -90,7 +97,7 @@ impl Scenario {
             Scenario::Idle | Scenario::Reconnect => 0.0,
             Scenario::Pgbench => 20.0,
             // One heartbeat interval: every agent beats once in the window.
-            Scenario::Agents => 30.0,
+            Scenario::Agents | Scenario::AgentsHa => 30.0,
         }
     }
 }
@@ -110,13 +117,13 @@ struct Cli {
     #[arg(long, visible_alias = "repeats")]
     repeat: Option<usize>,
     /// Measured window per run in seconds [default: relay 3, handshake 3, latency 2, pgbench
-    /// 20 (its -T), agents 30 (one heartbeat interval)].
+    /// 20 (its -T), agents and agents-ha 30 (one heartbeat interval)].
     #[arg(long, visible_alias = "duration")]
     seconds: Option<f64>,
     /// Warm-up before each measured window, in seconds (pgbench: one unrecorded select-only run
     /// per contender before the first repetition, whole seconds; agents, reconnect: the quiet
-    /// time before the agents start and after all tunnels are up) [default: 0.5; pgbench 3;
-    /// agents and reconnect 10].
+    /// time before the agents start and after all tunnels are up; agents-ha: after every node
+    /// is listed) [default: 0.5; pgbench 3; agents, reconnect and agents-ha 10].
     #[arg(long)]
     warmup: Option<f64>,
     /// Contenders to run, comma separated: direct, hop, haproxy, haproxy-resume, nginx
@@ -148,9 +155,17 @@ struct Cli {
     /// each with -simple (default) or -prepared (-M prepared), e.g. select,tpcb,select-prepared.
     #[arg(long, value_delimiter = ',', default_value = "select,tpcb")]
     workloads: Vec<String>,
-    /// agents, reconnect: simulated agents (`hop admin loadtest agents --count`).
+    /// agents, reconnect: simulated agents (`hop admin loadtest agents --count`); agents-ha: in
+    /// all, half per appliance.
     #[arg(long, default_value_t = 1000)]
     agents: usize,
+    /// agents-ha: nodes each simulated node agent announces (`hop admin loadtest agents
+    /// --nodes`); 10,000 agents × 5 = 50,000 nodes.
+    #[arg(long, default_value_t = 5)]
+    nodes: usize,
+    /// agents-ha: timed `hop ls --format json` runs per appliance.
+    #[arg(long, default_value_t = 5)]
+    ls_runs: usize,
     /// agents, reconnect: the simulated agents heartbeat every this many seconds instead of the
     /// proxy's 30 (under 90, or the proxy drops them), to put more heartbeats in a short window.
     #[arg(long)]
@@ -245,10 +260,13 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         cli.contenders.clone()
     };
     const KNOWN: [&str; 5] = ["direct", "hop", "haproxy", "haproxy-resume", "nginx"];
-    let agent_scenario = matches!(scenario, Scenario::Agents | Scenario::Reconnect);
+    let agent_scenario = matches!(
+        scenario,
+        Scenario::Agents | Scenario::Reconnect | Scenario::AgentsHa
+    );
     let known: &[&str] = match scenario {
         Scenario::Pgbench => &KNOWN[..2],
-        Scenario::Agents | Scenario::Reconnect => &KNOWN[1..2],
+        Scenario::Agents | Scenario::Reconnect | Scenario::AgentsHa => &KNOWN[1..2],
         _ => &KNOWN,
     };
     if let Some(bad) = names.iter().find(|n| !known.contains(&n.as_str())) {
@@ -413,6 +431,17 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 ),
             );
         }
+        Scenario::AgentsHa => {
+            settings.insert("agents".into(), json!(cli.agents));
+            settings.insert("nodes_per_agent".into(), json!(cli.nodes));
+            settings.insert("appliances".into(), json!(2));
+            settings.insert("seconds".into(), json!(env.window.as_secs_f64()));
+            settings.insert("ls_runs".into(), json!(cli.ls_runs));
+            settings.insert(
+                "settle".into(),
+                json!(cli.warmup.unwrap_or(AGENTS_SETTLE_S)),
+            );
+        }
         Scenario::Pgbench => {
             settings.insert("seconds".into(), json!(pg_seconds));
             settings.insert("warmup".into(), json!(pg_warmup));
@@ -482,6 +511,17 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             } else {
                 agents::reconnect(&o, &mut report)?
             }
+        }
+        Scenario::AgentsHa => {
+            let o = agents_ha::Options {
+                hop: env.hop.clone(),
+                agents: cli.agents,
+                nodes: cli.nodes,
+                window: env.window,
+                settle: Duration::from_secs_f64(cli.warmup.unwrap_or(AGENTS_SETTLE_S)),
+                ls_runs: cli.ls_runs.max(1),
+            };
+            agents_ha::run(&o, &mut report)?
         }
     }
     report.meta.loadavg_after = report::loadavg();

@@ -145,6 +145,9 @@ struct Shared {
     rekeyed: watch::Sender<u64>,
     /// The proxies (by id) this agent's control connections hold now (`links`).
     links: links::Links,
+    /// Nodes a simulated node agent announces (the load test's `--nodes`); empty for real agents,
+    /// whose node is announced by their SSH service.
+    simulated_nodes: Vec<ResourceAnnouncement>,
 }
 
 /// Watches one agent's control connection. Real agents pass `()`; the load test records what
@@ -201,6 +204,7 @@ impl Shared {
                     target: Some(a.uri.clone()),
                 })
                 .chain(self.node.get().map(|n| n.announcement()))
+                .chain(self.simulated_nodes.iter().cloned())
                 .chain(self.db.get().map(|d| d.announcements()).unwrap_or_default())
                 .chain(
                     self.kube
@@ -295,6 +299,7 @@ pub async fn run(
         apps: app::Apps::new(&settings.apps),
         rekeyed: watch::Sender::new(0),
         links: Default::default(),
+        simulated_nodes: Vec::new(),
     });
     if let Some(kube) = kube {
         for (name, server) in kube.describe() {

@@ -3,10 +3,10 @@
 //! This module owns the simulated agents' life: an identity for each (a real join with the token,
 //! a bounded number at once, cached under `--data-dir` so that a rerun does not join again), each
 //! one's control connection run by the agents' own code ([`super::control_loop`]: TLS with its
-//! own host certificate, a hello announcing one app, heartbeats, goaway, the same jittered
-//! backoff), and what it saw: a progress line per second, a summary at the end or on Ctrl-C, and
+//! own host certificate, a hello announcing one app — or, with `--nodes K`, a node agent's hello
+//! announcing K SSH nodes —, heartbeats, goaway, the same jittered backoff), and what it saw: a progress line per second, a summary at the end or on Ctrl-C, and
 //! optionally every connect and disconnect as JSON lines. Simulated agents keep no data
-//! connections (no warm pool), so sessions to their apps cannot start; they listen on nothing,
+//! connections (no warm pool), so sessions to their apps or nodes cannot start; they listen on nothing,
 //! and once they have an identity they never give up reconnecting, like real agents. The load
 //! test never uses the admin socket or the admin API: it is a client of the proxy only.
 
@@ -27,9 +27,12 @@ use hop_net::files::FileError;
 use hop_net::pem::PemError;
 use hop_net::trust::Trust;
 use hop_platform::clock;
+use hop_protocols::tunnel::ResourceAnnouncement;
 
-/// The role simulated agents join as and announce.
+/// The role simulated agents join as and announce, unless they announce nodes (`--nodes`).
 const ROLE: &str = "app";
+/// The role of simulated agents that announce nodes.
+const NODE_ROLE: &str = "node";
 /// Join attempts per agent before it gives up.
 const JOIN_ATTEMPTS: u32 = 4;
 /// A cached identity with less left than this is renewed (or joined again once expired).
@@ -54,6 +57,37 @@ pub struct LoadtestSettings {
     pub heartbeat: Option<Duration>,
     pub join_concurrency: usize,
     pub report: Option<PathBuf>,
+    /// Nodes each simulated agent announces (`--nodes`): 0 makes app agents (one app each),
+    /// more makes node agents announcing that many SSH nodes.
+    pub nodes: usize,
+    /// The number of this process's first agent in names (`--first-index`), so that load tests
+    /// run side by side on one cluster claim distinct node names.
+    pub first_index: usize,
+}
+
+impl LoadtestSettings {
+    /// The role simulated agents join as.
+    fn role(&self) -> &'static str {
+        if self.nodes > 0 { NODE_ROLE } else { ROLE }
+    }
+
+    /// Agent `index`'s name: its one app's, or the name its node certificate asks for.
+    fn agent_name(&self, index: usize) -> String {
+        format!("loadtest-{:05}", self.first_index.saturating_add(index))
+    }
+
+    /// The nodes agent `index` announces when the load test simulates node agents: `nodes` of
+    /// them, named after the agent, none reachable (the address is the discard port).
+    fn node_announcements(&self, index: usize) -> Vec<ResourceAnnouncement> {
+        (0..self.nodes)
+            .map(|k| ResourceAnnouncement {
+                kind: NODE_ROLE.into(),
+                name: format!("{}-{k:03}", self.agent_name(index)),
+                labels: vec![("loadtest".into(), "true".into())],
+                target: Some("127.0.0.1:9".into()),
+            })
+            .collect()
+    }
 }
 
 /// Why the load test could not run: what [`run`] returns to `hop admin loadtest agents`.
@@ -331,10 +365,14 @@ async fn identity_for(
                 dir.as_deref(),
                 &s.proxy,
                 s.token.expose(),
-                ROLE,
+                s.role(),
                 &s.trust,
-                // App agents are known by host id; no node name is claimed.
-                "",
+                // App agents are known by host id; node agents claim their name.
+                &if s.nodes > 0 {
+                    s.agent_name(index)
+                } else {
+                    String::new()
+                },
             )
             .await
         };
@@ -353,8 +391,20 @@ async fn identity_for(
     }
 }
 
-/// The agent as the shared control-loop code sees it: one app, no data pool.
+/// The agent as the shared control-loop code sees it: one app (or `--nodes` nodes), no data
+/// pool.
 fn simulated(s: &LoadtestSettings, index: usize, id: AgentIdentity) -> Shared {
+    let apps = if s.nodes > 0 {
+        Vec::new()
+    } else {
+        vec![AppSpec {
+            name: s.agent_name(index),
+            // Never dialed: simulated agents keep no data connections.
+            uri: "tcp://127.0.0.1:9".into(),
+            labels: vec![("loadtest".into(), "true".into())],
+            ..AppSpec::default()
+        }]
+    };
     Shared {
         settings: AgentSettings {
             proxy: s.proxy.clone(),
@@ -362,14 +412,8 @@ fn simulated(s: &LoadtestSettings, index: usize, id: AgentIdentity) -> Shared {
             ca_pin: None,
             insecure: false,
             data_dir: agent_dir(s, index).unwrap_or_default(),
-            role: ROLE.into(),
-            apps: vec![AppSpec {
-                name: format!("loadtest-{index:05}"),
-                // Never dialed: simulated agents keep no data connections.
-                uri: "tcp://127.0.0.1:9".into(),
-                labels: vec![("loadtest".into(), "true".into())],
-                ..AppSpec::default()
-            }],
+            role: s.role().into(),
+            apps,
             pool_size: 0,
             connection_count: 1,
             node: None,
@@ -387,6 +431,7 @@ fn simulated(s: &LoadtestSettings, index: usize, id: AgentIdentity) -> Shared {
         apps: Default::default(),
         rekeyed: watch::Sender::new(0),
         links: Default::default(),
+        simulated_nodes: s.node_announcements(index),
     }
 }
 

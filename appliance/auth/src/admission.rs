@@ -346,6 +346,19 @@ impl AuthServer {
         route: Route,
     ) -> Result<Admitted, Refusal> {
         let snap = self.admission_snapshot().map_err(|e| self.unavailable(e))?;
+        self.admit_agent_on(&snap, host_id, expires, route)
+    }
+
+    /// [`Self::admit_agent`] on a snapshot already taken: a sweep over every connected agent
+    /// takes one snapshot per sweep, not one per agent (each asks the backend for its current
+    /// revision: a round trip per agent on PostgreSQL).
+    pub fn admit_agent_on(
+        &self,
+        snap: &Snapshot,
+        host_id: &str,
+        expires: SystemTime,
+        route: Route,
+    ) -> Result<Admitted, Refusal> {
         let traits = std::collections::BTreeMap::new();
         let subject = Subject {
             kind: SubjectKind::Agent,

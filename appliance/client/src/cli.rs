@@ -694,7 +694,7 @@ pub struct LoadtestAgentsArgs {
     pub count: usize,
     #[command(flatten)]
     pub trust: ProxyTrust,
-    /// Join token of type app (`hop admin tokens add --type app`), with enough uses for every
+    /// Join token of type app (`hop admin tokens add --type app`; node with --nodes), with enough uses for every
     /// agent not yet cached; needed only for agents without an identity. Joins count against the
     /// cluster's per-IP login limit (auth_service.login.attempts_per_ip_per_minute).
     #[arg(long, env = "HOP_JOIN_TOKEN", hide_env_values = true)]
@@ -713,6 +713,15 @@ pub struct LoadtestAgentsArgs {
     /// "event": "connected" | "disconnected" | "attempt_failed" | "gave_up", ...}.
     #[arg(long)]
     pub report_reconnects: Option<PathBuf>,
+    /// Simulate node agents instead of app agents, each announcing this many SSH nodes (for
+    /// `hop ls` at scale; the token must then be of type node). Identities are cached under
+    /// DIR/loadtest-nodes/.
+    #[arg(long, default_value_t = 0)]
+    pub nodes: usize,
+    /// Number the simulated agents from this one in their names (loadtest-NNNNN), so that load
+    /// tests run side by side against one cluster claim distinct node names.
+    #[arg(long, default_value_t = 0)]
+    pub first_index: usize,
 }
 
 #[derive(Debug, Subcommand)]

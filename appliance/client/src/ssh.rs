@@ -110,6 +110,10 @@ where
     }
 }
 
+/// The largest node listing the client accepts: tonic's default of 4 MiB holds only about
+/// 40,000 nodes (about 100 bytes each); 64 MiB holds over half a million.
+const MAX_LISTING_BYTES: usize = 64 * 1024 * 1024;
+
 /// Nodes the current login may reach, optionally only those with all of `labels`; the saved
 /// trust is refreshed first when the proxy's certificate says it is stale (`hop ssh` runs
 /// OpenSSH with it next).
@@ -121,6 +125,7 @@ pub async fn list_nodes(
         tls_channel_with_peer(&login.profile.proxy, &login.trust, Some(&login.cert)).await?;
     crate::trust::refresh_trust_or_warn(login, peer.get().as_deref()).await;
     Ok(AuthPublicClient::new(channel)
+        .max_decoding_message_size(MAX_LISTING_BYTES)
         .list_nodes(ListNodesRequest {
             labels: labels.into_iter().collect(),
         })

@@ -362,13 +362,24 @@ pub async fn sweep_agents(
             _ = tokio::time::sleep(RECHECK) => {}
             _ = hop_platform::signals::until_shutdown(&mut shutdown) => return,
         }
-        // Keeps the snapshot (and the age `/readyz` reports) current even when nobody asks.
-        if let Err(e) = auth.admission_snapshot() {
+        // Keeps the snapshot (and the age `/readyz` reports) current even when nobody asks,
+        // and decides on it for every agent: one backend round trip per sweep, not per agent.
+        let snap = auth.admission_snapshot();
+        if let Err(e) = &snap {
             tracing::warn!(error = %e, "cannot build the admission snapshot");
         }
+        let still_valid = auth.now() + Duration::from_secs(3600);
         for agent in registry.list() {
             // Expiry is the TLS layer's business at connect time; this asks about locks.
-            if let Some(refusal) = agent_locked(&auth, &agent.host_id) {
+            let refusal = match &snap {
+                Ok(snap) => auth
+                    .admit_agent_on(snap, &agent.host_id, still_valid, Route::Tunnel)
+                    .err(),
+                // Without a snapshot, each agent is decided as a single one is (refused as
+                // unavailable once the kept snapshot is too old).
+                Err(_) => agent_locked(&auth, &agent.host_id),
+            };
+            if let Some(refusal) = refusal {
                 evict_agent(
                     &auth,
                     &registry,
