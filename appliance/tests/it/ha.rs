@@ -426,6 +426,8 @@ fn two_appliances_behind_haproxy_share_agents_through_peering_and_survive_a_kill
         "search",
         "--type",
         "user.create",
+        "--limit",
+        "100000",
         "--format",
         "json",
     ]);
