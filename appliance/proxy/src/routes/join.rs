@@ -4,7 +4,7 @@
 //! This module owns the decision and the routing: the session is found from its tracker
 //! (`auth::trackers`: who owns it, which node agent hosts it; never from the audit log), the joiner must be its owner
 //! or hold a role whose `join_sessions` allows the owner's roles in that mode, the attempt is
-//! audited (`session.join`), and the stream is carried to the node, which attaches it to the
+//! audited (`session.join`, and `session.leave` when the joiner's stream ends), and the stream is carried to the node, which attaches it to the
 //! session's terminal (`node/party.rs`). The web UI's terminal joins through `open` too.
 
 use std::net::SocketAddr;
@@ -105,6 +105,7 @@ pub async fn serve(
         hold: _agent_hold,
         live,
         session_id,
+        departure: _departure,
     } = joined;
     let _watch = LiveWatch::start(
         auth.clone(),
@@ -128,6 +129,36 @@ pub(crate) struct Joined {
     pub(crate) hold: AgentHold,
     pub(crate) live: Live,
     pub(crate) session_id: String,
+    /// Writes `session.leave` when dropped: keep it as long as the joiner's stream.
+    pub(crate) departure: Departure,
+}
+
+/// A joiner's presence in a session, from the proxy's side: its end (the joiner left, was
+/// disconnected, or the session ended) is audited as `session.leave` with how long they stayed.
+pub(crate) struct Departure {
+    auth: Arc<AuthServer>,
+    user: String,
+    session_id: String,
+    mode: String,
+    remote: SocketAddr,
+    since: std::time::Instant,
+}
+
+impl Drop for Departure {
+    fn drop(&mut self) {
+        let ev = self
+            .auth
+            .event(EventKind::SessionLeave, &self.user)
+            .remote(Some(self.remote))
+            .field("session_id", std::mem::take(&mut self.session_id))
+            .field("mode", std::mem::take(&mut self.mode))
+            .field(
+                "duration_ms",
+                u64::try_from(hop_platform::clock::since(self.since).as_millis())
+                    .unwrap_or(u64::MAX),
+            );
+        self.auth.emit(ev);
+    }
 }
 
 /// Decides a join (`target`: the JSON [`JoinRequest`]) for `cert` and carries it to the node
@@ -250,10 +281,19 @@ pub(crate) async fn open(
         agent: Some(info.host_id.clone()),
         cert: cert.clone(),
     };
+    let departure = Departure {
+        auth: auth.clone(),
+        user: identity.username.clone(),
+        session_id: req.session_id.clone(),
+        mode: req.mode,
+        remote,
+        since: hop_platform::clock::now(),
+    };
     Ok(Joined {
         agent,
         hold,
         live,
         session_id: req.session_id,
+        departure,
     })
 }
