@@ -17,9 +17,13 @@ mod auth_data;
 mod cbor;
 mod ceremony;
 mod client_data;
+pub mod client_pin;
 mod cose;
 pub mod ctap;
 mod error;
+pub mod pin;
+#[cfg(test)]
+mod pin_tests;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 #[cfg(test)]
@@ -49,7 +53,8 @@ pub mod fuzz {
         let _ = super::cose::CoseKey::from_cbor(data);
     }
 
-    /// Runs the client's CTAP2 answer parsers and the CTAPHID reassembler on `data`.
+    /// Runs the client's CTAP2 answer parsers (getInfo and clientPIN included) and the
+    /// CTAPHID reassembler on `data`.
     pub fn parse_ctap(data: &[u8]) {
         super::ctap::fuzz_parse(data);
     }
