@@ -759,6 +759,51 @@ mod tests {
     }
 
     #[test]
+    fn a_pin_approval_replaces_the_uv_option() {
+        let auth = PinUvAuth {
+            param: vec![0xab; 32],
+            protocol: 2,
+        };
+        let request = encode_get_assertion(&GetAssertion {
+            rp_id: "a",
+            client_data_hash: &[0; 32],
+            allow: &[],
+            user_verification: true,
+            pin_uv_auth: Some(auth.clone()),
+        });
+        // {1: "a", 2: h'00'*32, 5: {"up": true}, 6: h'ab'*32, 7: 2}
+        let mut want = vec![0x02, 0xa5, 0x01, 0x61, b'a', 0x02, 0x58, 0x20];
+        want.extend_from_slice(&[0; 32]);
+        want.extend_from_slice(&[0x05, 0xa1, 0x62, b'u', b'p', 0xf5, 0x06, 0x58, 0x20]);
+        want.extend_from_slice(&[0xab; 32]);
+        want.extend_from_slice(&[0x07, 0x02]);
+        assert_eq!(request, want);
+
+        let request = encode_make_credential(&MakeCredential {
+            client_data_hash: &[0; 32],
+            rp_id: "a",
+            rp_name: "a",
+            user_id: &[1],
+            user_name: "u",
+            algorithms: &[-7],
+            exclude: &[],
+            resident_key: false,
+            user_verification: true,
+            pin_uv_auth: Some(auth),
+        });
+        let Value::Map(m) = ciborium::de::from_reader(&request[1..]).unwrap() else {
+            panic!()
+        };
+        let keys: Vec<i64> = m
+            .iter()
+            .map(|(k, _)| i64::try_from(i128::from(k.as_integer().unwrap())).unwrap())
+            .collect();
+        assert_eq!(keys, [1, 2, 3, 4, 8, 9]);
+        assert_eq!(field(&m, 8), Some(&Value::Bytes(vec![0xab; 32])));
+        assert_eq!(field(&m, 9), Some(&int(2)));
+    }
+
+    #[test]
     fn malformed_answers_are_refused_by_name() {
         assert_eq!(
             parse_get_assertion(&[]),

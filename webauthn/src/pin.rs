@@ -243,7 +243,7 @@ fn cbc_decrypt(
     iv: &[u8; 16],
     ciphertext: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, PinError> {
-    if ciphertext.is_empty() || ciphertext.len() % 16 != 0 {
+    if ciphertext.is_empty() || !ciphertext.len().is_multiple_of(16) {
         return Err(PinError::Ciphertext("not a whole number of AES blocks"));
     }
     let mut buf = Zeroizing::new(ciphertext.to_vec());

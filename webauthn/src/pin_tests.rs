@@ -300,3 +300,19 @@ fn requests_carry_the_fields_ctap_names() {
     assert_eq!(m.len(), 4);
     assert_eq!(m[1].1, int(5));
 }
+
+#[test]
+fn the_fuzz_seeds_are_answers_the_parsers_take() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus/ctap_response/");
+    let read = |name: &str| std::fs::read(format!("{dir}{name}")).unwrap();
+    let info = parse_get_info(&read("get_info.bin")).unwrap();
+    assert_eq!(info.option("pinUvAuthToken"), Some(true));
+    assert_eq!(parse_retries(&read("pin_retries.bin")).unwrap(), 8);
+    // The key agreement seed is P-256's base point, whose scalar is 1.
+    let mut one = [0u8; 32];
+    one[31] = 1;
+    assert_eq!(
+        parse_key_agreement(&read("key_agreement.bin")).unwrap(),
+        EphemeralKey::from_bytes(&one).unwrap().public()
+    );
+}
