@@ -298,19 +298,17 @@ impl TokenExchange {
     }
 }
 
-/// Fuzz entry: the getInfo and clientPIN answer parsers on arbitrary bytes.
+/// Fuzz entry: the getInfo and clientPIN answer parsers on arbitrary bytes (the token's under
+/// a fixed shared secret: no key agreement per input, which would slow the fuzzer a hundredfold).
 pub fn fuzz_parse(data: &[u8]) {
     let _ = parse_get_info(data);
     let _ = parse_retries(data);
     let _ = parse_key_agreement(data);
-    let theirs = EphemeralKey::from_bytes(&[0x42; 32])
-        .expect("a valid scalar")
-        .public();
-    let ours = EphemeralKey::from_bytes(&[0x24; 32]).expect("a valid scalar");
-    let pin = Pin::new(Zeroizing::new("1234".into())).expect("a valid PIN");
     for protocol in [PinProtocol::One, PinProtocol::Two] {
-        if let Ok((exchange, _)) = TokenExchange::start(protocol, &theirs, &ours, &pin, None) {
-            let _ = exchange.finish(data);
-        }
+        let exchange = TokenExchange {
+            protocol,
+            shared: protocol.kdf(&[0x42; 32]),
+        };
+        let _ = exchange.finish(data);
     }
 }
