@@ -13,7 +13,7 @@ use hop_webauthn::client_pin::{
     encode_get_key_agreement, encode_get_retries,
 };
 use hop_webauthn::ctap::{CtapError, status};
-use hop_webauthn::pin::{EphemeralKey, Pin, PinProtocol};
+use hop_webauthn::pin::{EphemeralKey, Pin, PinProtocol, permission};
 use zeroize::Zeroizing;
 
 use super::Authenticator;
@@ -177,24 +177,42 @@ pub struct Scope<'a> {
 }
 
 /// Runs `attempt` (a makeCredential or getAssertion, given the `uv` option and the PIN's
-/// approval) with the user verification it needs: when `need_uv`, the key's own or its PIN's;
-/// otherwise none, unless the key answers that it wants its PIN (`PIN_REQUIRED`), or its own
-/// verification failed and it has a PIN to fall back on; then again with the PIN.
+/// approval) with the user verification it needs: when `need_uv`, the key's own or its PIN's.
+/// Otherwise none, except that a key with a PIN set (and no verification of its own) gets its
+/// PIN to make a credential (CTAP 2.0 keys always want it, 2.1 keys for a passkey), and that a
+/// key which answers that it wants its PIN (`PIN_REQUIRED`), or whose own verification failed
+/// while it has a PIN to fall back on, is asked again with the PIN.
 pub fn run_verified<T>(
     auth: &mut dyn Authenticator,
     prompt: &mut dyn PinPrompt,
     need_uv: bool,
     scope: Scope<'_>,
-    mut attempt: impl FnMut(&mut dyn Authenticator, bool, Option<PinUvAuth>) -> anyhow::Result<T>,
+    attempt: impl FnMut(&mut dyn Authenticator, bool, Option<PinUvAuth>) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
     let mut known = None;
-    if need_uv {
+    if need_uv || scope.permission == permission::MAKE_CREDENTIAL {
         let i = info(auth)?;
-        if verification(&i, &auth.describe())? == Verification::Pin {
+        let pin_first = if need_uv {
+            verification(&i, &auth.describe())? == Verification::Pin
+        } else {
+            i.option("clientPin") == Some(true) && i.option("uv") != Some(true)
+        };
+        if pin_first {
             return with_pin(auth, prompt, &i, scope, attempt);
         }
         known = Some(i);
     }
+    retry_with_pin(auth, prompt, need_uv, scope, known, attempt)
+}
+
+fn retry_with_pin<T>(
+    auth: &mut dyn Authenticator,
+    prompt: &mut dyn PinPrompt,
+    need_uv: bool,
+    scope: Scope<'_>,
+    known: Option<Info>,
+    mut attempt: impl FnMut(&mut dyn Authenticator, bool, Option<PinUvAuth>) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let first = attempt(auth, need_uv, None);
     let Err(e) = first else { return first };
     let Some(code @ (status::PIN_REQUIRED | status::UV_BLOCKED | status::UV_INVALID)) =

@@ -10,6 +10,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
+use hop_webauthn::ctap::{
+    CtapError, GetAssertion, GotAssertion, MadeCredential, MakeCredential, status,
+};
+
 use super::Authenticator;
 use super::ceremony::{assert_with, register_with};
 use super::pin::PinPrompt;
@@ -147,7 +151,7 @@ fn a_pin_protected_key_registers_and_logs_in_passwordless_with_its_pin() {
         .with_pin("1234")
         .unwrap();
 
-    // The key wants its PIN to make a passkey: a wrong PIN, then the right one.
+    // A key with a PIN gets it to make a passkey: a wrong PIN, then the right one.
     let mut script = Script::new(&["0000", "1234"]);
     let registered = register(&mut key, &mut script).unwrap();
     assert_eq!(script.prompts.len(), 2);
@@ -220,4 +224,53 @@ fn a_key_that_verifies_its_user_itself_needs_no_pin() {
     let registered = register(&mut key, &mut script).unwrap();
     assert!(assert(&mut key, &mut script, &registered, true).unwrap());
     assert!(script.prompts.is_empty());
+}
+
+/// A key that wants its PIN for every assertion (CTAP 2.1's `alwaysUv`), even when the
+/// ceremony asks for no verification.
+struct AlwaysUv(SoftAuthenticator);
+
+impl Authenticator for AlwaysUv {
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+
+    fn make_credential(&mut self, req: &MakeCredential<'_>) -> anyhow::Result<MadeCredential> {
+        self.0.make_credential(req)
+    }
+
+    fn get_assertion(&mut self, req: &GetAssertion<'_>) -> anyhow::Result<GotAssertion> {
+        if req.pin_uv_auth.is_none() {
+            return Err(CtapError::Status(status::PIN_REQUIRED).into());
+        }
+        self.0.get_assertion(req)
+    }
+
+    fn command(&mut self, request: &[u8]) -> anyhow::Result<Vec<u8>> {
+        self.0.command(request)
+    }
+}
+
+#[test]
+fn a_key_that_answers_pin_required_is_asked_again_with_its_pin() {
+    let dir = tempfile::tempdir().unwrap();
+    let soft = SoftAuthenticator::new(dir.path().join("key.json"))
+        .with_pin("1234")
+        .unwrap();
+    let mut key = AlwaysUv(soft);
+    let mut script = Script::new(&["1234", "1234"]);
+    let registered = register(&mut key, &mut script).unwrap();
+    assert_eq!(script.prompts.len(), 1);
+    // A login's second factor asks for no verification; the key wants its PIN all the same.
+    assert!(assert(&mut key, &mut script, &registered, false).unwrap());
+    assert_eq!(script.prompts.len(), 2);
+
+    // A key without a PIN that asks for one: the error says to set one.
+    let mut bare = AlwaysUv(SoftAuthenticator::new(dir.path().join("bare.json")));
+    let mut script = Script::new(&[]);
+    let registered = register(&mut bare, &mut script).unwrap();
+    let e = assert(&mut bare, &mut script, &registered, false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("asks for its PIN but has none set"), "{e}");
 }
