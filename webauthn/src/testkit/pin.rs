@@ -243,7 +243,10 @@ impl SoftPin {
         if granted.permissions & permission == 0 {
             return Err(status::UNAUTHORIZED_PERMISSION);
         }
+        // A CTAP 2.0 token is bound to no RP; a 2.1 token asked without one is bound to the
+        // first it approves.
         match &granted.rp_id {
+            _ if self.legacy => Ok(()),
             Some(bound) if bound != rp_id => Err(status::UNAUTHORIZED_PERMISSION),
             Some(_) => Ok(()),
             None => {
