@@ -27,6 +27,10 @@ pub const SESSION_MFA_TTL: Duration = Duration::from_secs(60);
 /// unless the target is a node) and X.509, with the CAs a client verifies the proxy with.
 #[derive(Debug, Clone)]
 pub struct SessionMfaCertificates {
+    /// The marked identity the certificates carry (what the web terminal presents for them).
+    pub identity: Identity,
+    /// When they were issued (their validity start without the clock-skew margin).
+    pub issued_at: SystemTime,
     pub ssh_certificate: String,
     pub tls_certificate_pem: String,
     pub trusted_cas_pem: String,
@@ -218,6 +222,27 @@ impl AuthServer {
         issued
     }
 
+    /// Audits (`mfa.session`, failed) a per-session MFA try for `target` that ended before an
+    /// assertion reached [`Self::issue_session_mfa`]: no challenge could be given (no key, a
+    /// cluster without WebAuthn), or the browser gave no assertion (the user cancelled).
+    pub fn audit_session_mfa_failure(
+        &self,
+        user: &str,
+        target: &SessionMfaTarget,
+        remote: Option<SocketAddr>,
+        reason: &str,
+    ) {
+        let mut event = self
+            .event(EventKind::MfaSession, user)
+            .remote(remote)
+            .field("kind", "webauthn");
+        for (name, value) in target_fields(target) {
+            event = event.field(name, value);
+        }
+        self.audit
+            .emit_durable(event.failed(EventKind::MfaSession, reason.to_string()));
+    }
+
     fn check_and_issue_session_mfa(
         &self,
         (identity, expires): (&Identity, SystemTime),
@@ -290,6 +315,8 @@ impl AuthServer {
             })?;
         self.metrics().certificates_issued.inc();
         Ok(SessionMfaCertificates {
+            identity: marked.clone(),
+            issued_at: now,
             ssh_certificate,
             tls_certificate_pem,
             trusted_cas_pem: self.client_cas_pem(),
