@@ -56,8 +56,7 @@ impl Certs {
 
     /// A tap for a new marked certificate, or `None` when no role requires one.
     async fn tap(&self) -> anyhow::Result<Option<(Arc<rustls::ClientConfig>, i64)>> {
-        let mut rng = rand::rng();
-        let key = hop_ca::generate_x509_keypair(&mut rng).map_err(|e| anyhow!("{e}"))?;
+        let key = hop_ca::generate_x509_keypair(&mut rand::rng()).map_err(|e| anyhow!("{e}"))?;
         let Some(r) =
             crate::mfa::session::app_route(&self.login, &self.app, &key.public_spki_der).await?
         else {
@@ -65,7 +64,7 @@ impl Certs {
         };
         let cert = ClientCert {
             chain_pem: r.tls_certificate_pem,
-            key_pem: key.private_pkcs8_pem,
+            key_pem: key.private_pkcs8_pem.clone(),
         };
         let cfg = client_config(&self.login.trust, Some(&cert), ALPN_TCP)?;
         Ok(Some((Arc::new(cfg), r.expires_unix)))

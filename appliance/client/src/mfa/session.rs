@@ -188,8 +188,11 @@ async fn tap_for(
         target.describe()
     );
     let origin = ceremony::pick_origin(&challenge.origins, &login.profile.proxy)?;
-    let mut key = super::open()?;
-    let answer = ceremony::assert(key.as_mut(), &challenge.options_json, &origin, false)?;
+    // The key is closed before the next await (an authenticator is not `Send`).
+    let answer = {
+        let mut key = super::open()?;
+        ceremony::assert(key.as_mut(), &challenge.options_json, &origin, false)?
+    };
     let certs = client
         .issue_session_mfa_cert(target.issue(
             answer.to_string(),

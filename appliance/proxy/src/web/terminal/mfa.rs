@@ -147,7 +147,7 @@ async fn issue(
             (&cert.identity, cert.expires),
             &target,
             &assertion,
-            (&keys.0, &keys.1),
+            (keys.0.as_str(), keys.1.as_slice()),
             Some(remote),
         )
     })

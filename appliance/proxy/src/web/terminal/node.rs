@@ -70,6 +70,10 @@ pub(super) struct Opened {
     pub far: Far,
     pub route: hop_admission::Route,
     pub login: Option<String>,
+    /// The certificate the session is decided on (asked again while it runs).
+    pub cert: Arc<UserCert>,
+    /// The session's target (a node and login for a shell), what an MFA mark is checked against.
+    pub target: Option<hop_ca::SessionMfaTarget>,
     pub disconnect_expired_cert: bool,
     pub _watch: LiveWatch,
     pub _hold: Option<ConnectionGuard>,
