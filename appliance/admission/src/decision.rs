@@ -44,7 +44,7 @@ pub enum Refusal {
     )]
     SessionMfaUnavailable { name: String, route: &'static str },
     #[error(
-        "a role of {name:?} sets require_session_mfa: {reason} (`hop ssh`, `hop db login`, `hop kube login`, `hop app login`, `hop proxy app` and the web terminal ask for a security key tap and get a one-minute certificate for that one target)"
+        "a role of {name:?} sets require_session_mfa: {reason} (`hop ssh`, `hop db login`, `hop kube login`, `hop apps login`, `hop proxy app` and the web terminal ask for a security key tap and get a one-minute certificate for that one target)"
     )]
     SessionMfaRequired { name: String, reason: String },
     #[error("access denied to {name:?}: {reason}")]

@@ -5,15 +5,21 @@
 //! `hop apps login` with a message saying how to add one; with a key, `hop apps login web`
 //! taps and saves a one-minute certificate marked for `web`, which curl uses; `hop proxy app`
 //! for a TCP application taps and relays; the mark for one TCP application is refused for
-//! another, naming both. Each tap is an `mfa.session` event naming the application.
+//! another, naming both. Then in headless Chromium holding the same credential (a CDP virtual
+//! authenticator given the software key's): the user logs in to the web UI with the key, and
+//! opening `web` asks the key again before the launch, then lands on the application. Each tap
+//! is an `mfa.session` event naming the application.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use serde_json::{Value, json};
+
 use crate::apps_http::*;
 use crate::harness::*;
+use crate::web_browser::{Browser, artifacts};
 use crate::web_admin::{code_after, step_now};
 
 const TAP_ROLE: &str = "kind: role\nversion: v7\nmetadata:\n  name: app-tap\nspec:\n  options:\n    require_session_mfa: true\n  allow:\n    app_labels:\n      env: dev\n";
@@ -179,6 +185,31 @@ fn application_sessions_need_a_tap_when_a_role_requires_it() {
             "{app}: {taps:?}"
         );
     }
+
+    // The browser: the same credential in a virtual authenticator; the launch asks for it.
+    let Some(mut b) = Browser::start("app_flow.mjs", &c.proxy_url(), &artifacts("mfa-apps")) else {
+        return;
+    };
+    let file: Value = serde_json::from_slice(&std::fs::read(&key).unwrap()).unwrap();
+    b.send(json!({"do": "key", "who": "t", "cred": file["credentials"][0]}));
+    let opened = b.send(json!({"do": "open", "who": "t", "url": format!("{}/landed", c.app_url("web"))}));
+    assert!(
+        opened["url"].as_str().unwrap().starts_with(&c.proxy_url()),
+        "{opened}"
+    );
+    let landed = b.send(json!({
+        "do": "loginKey", "who": "t", "user": "tapper", "password": PASSWORD,
+        "until": c.app_url("web"),
+    }));
+    assert_eq!(landed["landed"], true, "{landed}
+{}", c.logs());
+    assert!(landed["text"].as_str().unwrap().contains("landed"), "{landed}");
+    let browser_taps = c
+        .events("mfa.session")
+        .iter()
+        .filter(|e| e["user"] == "tapper" && e["app"] == "web" && e.get("error").is_none())
+        .count();
+    assert!(browser_taps >= 2, "the launch's tap is not audited");
     eprintln!(
         "application MFA: {:.1} s",
         crate::clock::monotonic_now().duration_since(t0).as_secs_f64()
