@@ -107,7 +107,9 @@ pub enum MfaAnswerError {
     AssertionArity,
     #[error("an assertion field is not base64url")]
     NotBase64Url,
-    #[error("the reason for no assertion is over {MAX_MFA_REASON} bytes or holds control characters")]
+    #[error(
+        "the reason for no assertion is over {MAX_MFA_REASON} bytes or holds control characters"
+    )]
     BadReason,
 }
 
@@ -146,7 +148,9 @@ impl<'a> MfaAnswer<'a> {
                 }
                 Ok(Self::Cancelled { reason: rest })
             }
-            other => Err(MfaAnswerError::NotAnAnswer(other.chars().take(16).collect())),
+            other => Err(MfaAnswerError::NotAnAnswer(
+                other.chars().take(16).collect(),
+            )),
         }
     }
 
@@ -299,7 +303,10 @@ mod tests {
         for (text, want) in [
             ("", MfaAnswerError::NotAnAnswer(String::new())),
             ("resize 80 24", MfaAnswerError::NotAnAnswer("resize".into())),
-            ("MFA-ASSERTION a b c d", MfaAnswerError::NotAnAnswer("MFA-ASSERTION".into())),
+            (
+                "MFA-ASSERTION a b c d",
+                MfaAnswerError::NotAnAnswer("MFA-ASSERTION".into()),
+            ),
             ("mfa-assertion", MfaAnswerError::AssertionArity),
             ("mfa-assertion a b c", MfaAnswerError::AssertionArity),
             ("mfa-assertion a b c d e", MfaAnswerError::AssertionArity),

@@ -296,7 +296,10 @@ impl AuthApi {
 
     /// The announced route of the application `target` names (`None` for another kind of
     /// target).
-    fn app_route(&self, target: &SessionMfaTarget) -> Result<Option<crate::inventory::AppRoute>, Status> {
+    fn app_route(
+        &self,
+        target: &SessionMfaTarget,
+    ) -> Result<Option<crate::inventory::AppRoute>, Status> {
         let SessionMfaTarget::App { app } = target else {
             return Ok(None);
         };

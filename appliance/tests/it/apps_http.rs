@@ -277,7 +277,10 @@ fn start_app_agent(a: &Appliance, upstream: u16, extra_apps: &[String]) -> Kille
             .args(["--app", &format!("name=web,uri={uri},labels=env=dev")])
             .args(["--app", &format!("name=other,uri={uri},labels=env=dev")])
             .args(extra_apps.iter().flat_map(|spec| {
-                ["--app".to_string(), spec.replace("{upstream}", &upstream.to_string())]
+                [
+                    "--app".to_string(),
+                    spec.replace("{upstream}", &upstream.to_string()),
+                ]
             }))
             .stdout(Stdio::null())
             .stderr(Stdio::from(

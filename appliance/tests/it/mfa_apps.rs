@@ -19,8 +19,8 @@ use serde_json::{Value, json};
 
 use crate::apps_http::*;
 use crate::harness::*;
-use crate::web_browser::{Browser, artifacts};
 use crate::web_admin::{code_after, step_now};
+use crate::web_browser::{Browser, artifacts};
 
 const TAP_ROLE: &str = "kind: role\nversion: v7\nmetadata:\n  name: app-tap\nspec:\n  options:\n    require_session_mfa: true\n  allow:\n    app_labels:\n      env: dev\n";
 
@@ -125,7 +125,12 @@ fn application_sessions_need_a_tap_when_a_role_requires_it() {
 
     // Without a security key: refused, saying how to add one.
     let nokey = tap_user(&c, "nokey", &dir.join("none.json"), false);
-    let out = hop_key(&nokey, &dir.join("none.json"), &["apps", "login", "web"], "");
+    let out = hop_key(
+        &nokey,
+        &dir.join("none.json"),
+        &["apps", "login", "web"],
+        "",
+    );
     assert!(!out.status.success(), "{}", stdout(&out));
     assert!(stderr(&out).contains("no security key"), "{}", stderr(&out));
 
@@ -133,7 +138,11 @@ fn application_sessions_need_a_tap_when_a_role_requires_it() {
     let u = tap_user(&c, "tapper", &key, true);
     let out = hop_key(&u, &key, &["apps", "login", "web"], "");
     assert!(out.status.success(), "{}\n{}", stderr(&out), c.logs());
-    assert!(stderr(&out).contains("security key tap"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("security key tap"),
+        "{}",
+        stderr(&out)
+    );
     let mut args = cert_args(&c, &u, "web");
     args.push(format!("{}/landed", c.app_url("web")));
     let got = curl(&args);
@@ -192,7 +201,8 @@ fn application_sessions_need_a_tap_when_a_role_requires_it() {
     };
     let file: Value = serde_json::from_slice(&std::fs::read(&key).unwrap()).unwrap();
     b.send(json!({"do": "key", "who": "t", "cred": file["credentials"][0]}));
-    let opened = b.send(json!({"do": "open", "who": "t", "url": format!("{}/landed", c.app_url("web"))}));
+    let opened =
+        b.send(json!({"do": "open", "who": "t", "url": format!("{}/landed", c.app_url("web"))}));
     assert!(
         opened["url"].as_str().unwrap().starts_with(&c.proxy_url()),
         "{opened}"
@@ -201,9 +211,17 @@ fn application_sessions_need_a_tap_when_a_role_requires_it() {
         "do": "loginKey", "who": "t", "user": "tapper", "password": PASSWORD,
         "until": c.app_url("web"),
     }));
-    assert_eq!(landed["landed"], true, "{landed}
-{}", c.logs());
-    assert!(landed["text"].as_str().unwrap().contains("landed"), "{landed}");
+    assert_eq!(
+        landed["landed"],
+        true,
+        "{landed}
+{}",
+        c.logs()
+    );
+    assert!(
+        landed["text"].as_str().unwrap().contains("landed"),
+        "{landed}"
+    );
     let browser_taps = c
         .events("mfa.session")
         .iter()
@@ -212,6 +230,8 @@ fn application_sessions_need_a_tap_when_a_role_requires_it() {
     assert!(browser_taps >= 2, "the launch's tap is not audited");
     eprintln!(
         "application MFA: {:.1} s",
-        crate::clock::monotonic_now().duration_since(t0).as_secs_f64()
+        crate::clock::monotonic_now()
+            .duration_since(t0)
+            .as_secs_f64()
     );
 }

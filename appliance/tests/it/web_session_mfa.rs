@@ -165,7 +165,11 @@ fn the_web_terminal_asks_a_security_key_for_each_session() {
 
     // Refusal rows: what a forged page could answer to the prompt.
     let rows = [
-        ("a forged assertion", "mfa-assertion AAAA AAAA AAAA AAAA", "mfa_refused"),
+        (
+            "a forged assertion",
+            "mfa-assertion AAAA AAAA AAAA AAAA",
+            "mfa_refused",
+        ),
         ("a frame that is no answer", "hello", "mfa_cancelled"),
     ];
     for (what, answer, code) in rows {

@@ -88,13 +88,14 @@ async fn launch(
     let target = SessionMfaTarget::App {
         app: app.name.clone(),
     };
-    let identity = match session_mfa(&room, &cert.identity, &target, form.webauthn, c.remote).await? {
-        Marked::Ask(options) => {
-            let asked = serde_json::json!({ "mfa": options, "target": target.describe() });
-            return Ok(ok(asked));
-        }
-        Marked::Identity(id) => id,
-    };
+    let identity =
+        match session_mfa(&room, &cert.identity, &target, form.webauthn, c.remote).await? {
+            Marked::Ask(options) => {
+                let asked = serde_json::json!({ "mfa": options, "target": target.describe() });
+                return Ok(ok(asked));
+            }
+            Marked::Identity(id) => id,
+        };
     let grant = AppGrant {
         identity: Arc::new(identity),
         issued_at: cert.issued_at,
@@ -139,8 +140,7 @@ async fn session_mfa(
     let (id, t) = (identity.clone(), target.clone());
     match assertion {
         None => {
-            let asked =
-                blocking(room, move |a| a.begin_session_mfa(&id, &t, Some(remote))).await?;
+            let asked = blocking(room, move |a| a.begin_session_mfa(&id, &t, Some(remote))).await?;
             Ok(match asked {
                 Some(options) => Marked::Ask(options),
                 None => Marked::Identity(identity.clone()),

@@ -295,7 +295,10 @@ fn why_not(room: &WebRoom, caller: &WebCaller, terms: &Terms) -> Option<Ending> 
         issued_at: cert.issued_at,
         expires: cert.expires,
         login: terms.login.as_deref(),
-        target: terms.target.as_ref().map(hop_auth::admission::session_target),
+        target: terms
+            .target
+            .as_ref()
+            .map(hop_auth::admission::session_target),
     };
     match auth.admit_on(&snap, &presented, terms.route) {
         Ok(_) => None,
