@@ -119,7 +119,7 @@ async fn answer(ws: &mut WebSocket) -> Result<WebauthnAssertion, String> {
                 authenticator_data: authenticator_data.into(),
                 signature: signature.into(),
             }),
-            MfaAnswer::Cancelled { reason } if reason.is_empty() => {
+            MfaAnswer::Cancelled { reason: "" } => {
                 Err("the browser gave no assertion".into())
             }
             MfaAnswer::Cancelled { reason } => {
