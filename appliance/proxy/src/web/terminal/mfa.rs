@@ -119,9 +119,7 @@ async fn answer(ws: &mut WebSocket) -> Result<WebauthnAssertion, String> {
                 authenticator_data: authenticator_data.into(),
                 signature: signature.into(),
             }),
-            MfaAnswer::Cancelled { reason: "" } => {
-                Err("the browser gave no assertion".into())
-            }
+            MfaAnswer::Cancelled { reason: "" } => Err("the browser gave no assertion".into()),
             MfaAnswer::Cancelled { reason } => {
                 Err(format!("the browser gave no assertion: {reason}"))
             }
