@@ -71,7 +71,7 @@ impl Pin {
     /// `LEFT(SHA-256(pin), 16)`, what `pinHashEnc` encrypts.
     #[must_use]
     pub fn hash16(&self) -> Zeroizing<[u8; 16]> {
-        let full = Sha256::digest(self.0.as_bytes());
+        let full: Zeroizing<[u8; 32]> = Zeroizing::new(Sha256::digest(self.0.as_bytes()).into());
         let mut out = Zeroizing::new([0u8; 16]);
         out.copy_from_slice(&full[..16]);
         out
@@ -279,10 +279,10 @@ impl PinProtocol {
     pub fn kdf(self, z: &[u8; 32]) -> SharedSecret {
         match self {
             Self::One => {
-                let k: [u8; 32] = Sha256::digest(z).into();
+                let k: Zeroizing<[u8; 32]> = Zeroizing::new(Sha256::digest(z).into());
                 SharedSecret {
-                    hmac_key: Zeroizing::new(k),
-                    aes_key: Zeroizing::new(k),
+                    hmac_key: k.clone(),
+                    aes_key: k,
                 }
             }
             Self::Two => {

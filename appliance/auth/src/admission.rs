@@ -75,6 +75,19 @@ pub struct Presented<'a> {
 }
 
 impl Presented<'_> {
+    /// For deciding again a live session whose certificate's expiry does not end it (a role
+    /// without `disconnect_expired_cert`, a per-session MFA certificate whose minute was for
+    /// the start): the same certificate with its expiry moved just past `now`, so that the
+    /// other checks (locks, deletion, roles, the mark's target) still run on it. Without this,
+    /// the expiry would be the first refusal found and hide every later one.
+    #[must_use]
+    pub fn outliving_expiry(self, now: SystemTime) -> Self {
+        Self {
+            expires: self.expires.max(now + Duration::from_secs(1)),
+            ..self
+        }
+    }
+
     /// The subject admission sees.
     fn subject(&self) -> Subject<'_> {
         let id = self.identity;

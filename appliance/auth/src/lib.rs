@@ -16,6 +16,8 @@ pub mod access_requests;
 mod access_requests_tests;
 pub mod admission;
 #[cfg(test)]
+mod admission_live_tests;
+#[cfg(test)]
 mod admission_outage_tests;
 pub mod agent_events;
 pub mod app_access;

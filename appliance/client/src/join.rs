@@ -71,9 +71,15 @@ pub async fn join(session_id: String, mode: JoinMode) -> anyhow::Result<()> {
                 std::future::pending::<()>().await;
             }
             let keys = buf.get(..n).unwrap_or_default();
-            // A moderator's `t` (typed, or a line of input when standard input is not a
-            // terminal) ends the session for everyone: the node ends it and this stream with it.
-            if mode == JoinMode::Moderator && keys.contains(&b't') {
+            // A moderator's `t` (the key alone, or a line holding only `t` when standard input
+            // is not a terminal) ends the session for everyone: the node ends it and this
+            // stream with it. A `t` inside other input (a paste, a word) ends nothing.
+            let ends = if interactive {
+                keys == b"t"
+            } else {
+                keys.split(|b| *b == b'\n').any(|line| line == b"t")
+            };
+            if mode == JoinMode::Moderator && ends {
                 w.write_all(MODERATOR_TERMINATE).await?;
                 w.flush().await?;
                 continue;

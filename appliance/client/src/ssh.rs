@@ -228,7 +228,7 @@ impl SshFiles {
 
     fn proxy_command(&self) -> String {
         format!(
-            "env HOP_HOME={} {} proxy ssh %r@%h:%p",
+            "env HOP_HOME={} {} proxy ssh '%r@%h:%p'",
             quote(&self.home.to_string_lossy()),
             quote(&self.hop.to_string_lossy())
         )
@@ -237,7 +237,7 @@ impl SshFiles {
     /// What `hop config`'s `Match exec` runs to prepare a session's MFA certificates.
     fn session_mfa_command(&self) -> String {
         format!(
-            "env HOP_HOME={} {} mfa session %r@%h",
+            "env HOP_HOME={} {} mfa session '%r@%h'",
             quote(&self.home.to_string_lossy()),
             quote(&self.hop.to_string_lossy())
         )

@@ -215,13 +215,15 @@ impl LiveWatch {
                     .target
                     .as_ref()
                     .map(hop_auth::admission::session_target);
-                let presented = live.cert.presented_for(live.login.as_deref(), target);
+                let mut presented = live.cert.presented_for(live.login.as_deref(), target);
+                if !live.disconnect_expired_cert {
+                    presented = presented.outliving_expiry(auth.now());
+                }
                 let refusal = match auth.admit_on(&snap, &presented, live.route) {
                     Ok(_) => match agent_refusal(&auth, &live) {
                         Some(r) => r,
                         None => continue,
                     },
-                    Err(Refusal::Expired { .. }) if !live.disconnect_expired_cert => continue,
                     Err(r) => r,
                 };
                 end(&auth, &live, &refusal);

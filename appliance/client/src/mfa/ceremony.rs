@@ -59,7 +59,10 @@ pub fn allowed_credentials(options_json: &str) -> anyhow::Result<usize> {
 }
 
 /// The origin to claim in client data: `https://` + the address the user named with `--proxy`
-/// when the cluster lists it, else the cluster's first public address.
+/// when the cluster lists it. A proxy named by a DNS name the cluster does not list is refused:
+/// the key would otherwise sign for whatever site the server names (a browser signs only for
+/// the page's own origin). A proxy named by an IP address has no name to compare, so the
+/// cluster's first public address is used, and said.
 pub fn pick_origin(origins: &[String], proxy: &str) -> anyhow::Result<String> {
     let named = match proxy.strip_suffix(":443") {
         Some(h) => format!("https://{h}"),
@@ -68,9 +71,39 @@ pub fn pick_origin(origins: &[String], proxy: &str) -> anyhow::Result<String> {
     if origins.contains(&named) {
         return Ok(named);
     }
-    origins.first().cloned().ok_or_else(|| {
+    let first = origins.first().cloned().ok_or_else(|| {
         anyhow!("the cluster has no web address for security keys (proxy_service.public_addr)")
-    })
+    })?;
+    let host = hop_net::connect::split_host_port(proxy)
+        .map(|(h, _)| h)
+        .unwrap_or_else(|_| proxy.to_string());
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.parse::<std::net::IpAddr>().is_err() {
+        bail!(
+            "the proxy you named ({proxy}) is not one of the cluster's web addresses ({}): log in with --proxy set to one of them, so that your key signs for the site you named",
+            origins.join(", ")
+        );
+    }
+    eprintln!(
+        "hop: {proxy} is an IP address; your key signs for the cluster's web address {first}"
+    );
+    Ok(first)
+}
+
+/// A browser's rule for the relying party a key signs for: its id is the origin's host or a
+/// domain the host is under (`example.com` for `https://hop.example.com`), so a server cannot
+/// have the key sign for another site.
+fn check_rp_id(rp_id: &str, origin: &str) -> anyhow::Result<()> {
+    let host = origin
+        .strip_prefix("https://")
+        .map(|rest| rest.rsplit_once(':').map_or(rest, |(h, _)| h))
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let rp = rp_id.to_ascii_lowercase();
+    if !rp.is_empty() && (host == rp || host.ends_with(&format!(".{rp}"))) {
+        return Ok(());
+    }
+    bail!("the server asked for a signature for {rp_id:?}, which is not the site {origin}")
 }
 
 /// An assertion answering `options_json` (Auth's request options) from `origin`, as the JSON
@@ -95,6 +128,7 @@ pub fn assert_with(
     let pk = public_key(options_json)?;
     let challenge = unb64("challenge", str_field(&pk, &["challenge"])?)?;
     let rp_id = str_field(&pk, &["rpId"])?;
+    check_rp_id(rp_id, origin)?;
     let allow = credential_ids(pk.get("allowCredentials"))?;
     let uv = passwordless || pk.get("userVerification").and_then(Value::as_str) == Some("required");
     let client_data = ctap::client_data_json("webauthn.get", &challenge, origin);
@@ -172,6 +206,7 @@ pub fn register_with(
         .and_then(Value::as_str)
         == Some("required");
     let rp_id = str_field(&pk, &["rp", "id"])?;
+    check_rp_id(rp_id, origin)?;
     let rp_name = str_field(&pk, &["rp", "name"]).unwrap_or("Hop");
     let user_name = str_field(&pk, &["user", "name"])?;
     let client_data = ctap::client_data_json("webauthn.create", &challenge, origin);
@@ -226,6 +261,30 @@ mod tests {
             "https://hop.example"
         );
         assert!(pick_origin(&[], "x").is_err());
+        // A name the cluster does not list: refused, naming what it lists.
+        let err = pick_origin(&origins, "victim.example:3080").unwrap_err();
+        assert!(err.to_string().contains("hop.example"), "{err}");
+    }
+
+    #[test]
+    fn the_key_signs_only_for_the_origin_host_or_a_domain_it_is_under() {
+        for (rp, origin) in [
+            ("hop.example", "https://hop.example"),
+            ("example", "https://hop.example:3080"),
+            ("localhost", "https://localhost:3080"),
+            ("HOP.example", "https://hop.example"),
+        ] {
+            assert!(check_rp_id(rp, origin).is_ok(), "{rp} {origin}");
+        }
+        for (rp, origin) in [
+            ("victim.example", "https://hop.example"),
+            ("op.example", "https://hop.example"),
+            ("", "https://hop.example"),
+            ("hop.example", "http://hop.example"),
+            ("hop.example.evil", "https://hop.example"),
+        ] {
+            assert!(check_rp_id(rp, origin).is_err(), "{rp} {origin}");
+        }
     }
 
     #[test]

@@ -48,15 +48,28 @@ pub struct SessionMfaFiles {
 
 impl SessionMfaFiles {
     /// The files for `os_login` on `host` (the node's name as OpenSSH has it: `NODE.CLUSTER`).
-    #[must_use]
-    pub fn for_target(login: &Login, os_login: &str, host: &str) -> Self {
-        Self {
+    /// Both become one directory name under the login's keys, so neither may hold a path
+    /// separator, a control character or start with a dot (`..` would climb out).
+    pub fn for_target(login: &Login, os_login: &str, host: &str) -> anyhow::Result<Self> {
+        for (what, part) in [("login", os_login), ("node", host)] {
+            let bad = part.is_empty()
+                || part.starts_with('.')
+                || part
+                    .chars()
+                    .any(|c| c == '/' || c == '\\' || c.is_control());
+            if bad {
+                return Err(anyhow!(
+                    "{part:?} is not a {what} name a session can be prepared for"
+                ));
+            }
+        }
+        Ok(Self {
             dir: login
                 .paths
                 .keys_dir()
                 .join("session-mfa")
                 .join(format!("{os_login}@{host}")),
-        }
+        })
     }
 
     /// Whether both certificates are there and the X.509 one (issued with the SSH one, for
@@ -123,8 +136,10 @@ pub fn proxy_cert(login: &Login, target: &str) -> anyhow::Result<ClientCert> {
         .filter(|(_, port)| port.parse::<u16>().is_ok())
         .map_or(target, |(user_host, _)| user_host);
     if let Some((os_login, host)) = user_host.rsplit_once('@') {
-        let files = SessionMfaFiles::for_target(login, os_login, host);
-        if files.valid_for(Duration::from_secs(1)) {
+        // A name no session could be prepared for has no files: the login's certificate.
+        if let Ok(files) = SessionMfaFiles::for_target(login, os_login, host)
+            && files.valid_for(Duration::from_secs(1))
+        {
             return files.client_cert();
         }
     }
@@ -279,7 +294,7 @@ pub async fn prepare(
     else {
         return Ok(None);
     };
-    let files = SessionMfaFiles::for_target(login, os_login, host);
+    let files = SessionMfaFiles::for_target(login, os_login, host)?;
     hop_net::files::ensure_dir(&files.dir)?;
     hop_net::files::write_private(&files.ssh_key(), ssh.private_openssh.as_bytes())?;
     hop_net::files::write_private(
@@ -365,7 +380,7 @@ pub async fn prepare_for_openssh(target: &str) -> anyhow::Result<bool> {
         .rsplit_once('@')
         .filter(|(l, h)| !l.is_empty() && !h.is_empty())
         .ok_or_else(|| anyhow!("{target:?} is not LOGIN@NODE.{}", login.profile.cluster))?;
-    if SessionMfaFiles::for_target(&login, os_login, host).valid_for(REUSE_MIN_LEFT) {
+    if SessionMfaFiles::for_target(&login, os_login, host)?.valid_for(REUSE_MIN_LEFT) {
         return Ok(true);
     }
     let node = host

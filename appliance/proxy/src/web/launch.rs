@@ -85,6 +85,27 @@ async fn launch(
         )));
     }
     let cert = &c.session.cert;
+    // Under per-session MFA the roles come first: no tap is asked (nor audited as passed) for
+    // an application they deny. Otherwise the launch itself decides and audits.
+    let checker = room
+        .auth
+        .checker_for(&cert.identity.roles, &cert.identity.traits)
+        .map_err(EditorError::Auth)?;
+    if checker.require_session_mfa()
+        && let Err(denied) = checker.check_app(&app.labels)
+    {
+        let refusal = hop_admission::Refusal::Denied {
+            name: cert.identity.username.clone(),
+            reason: format!("your roles do not allow application {name:?} ({denied})"),
+        };
+        room.auth.audit_refusal(
+            hop_admission::Route::App,
+            &cert.identity.username,
+            &refusal,
+            Some(c.remote),
+        );
+        return Err(EditorError::Auth(AuthError::Denied(refusal.to_string())));
+    }
     let target = SessionMfaTarget::App {
         app: app.name.clone(),
     };

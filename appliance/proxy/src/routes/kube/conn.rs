@@ -53,6 +53,19 @@ pub fn presented(cert: &UserCert) -> Presented<'_> {
     }
 }
 
+/// The certificate of a live connection or stream as admission takes it when deciding it
+/// again: a per-session MFA certificate's minute was for starting it, so its expiry is moved
+/// past `now` and the other checks (locks, deletion, roles) still run; any other certificate
+/// as it is (its expiry ends what it opened).
+pub fn presented_live(cert: &UserCert, now: std::time::SystemTime) -> Presented<'_> {
+    let p = presented(cert);
+    if cert.identity.session_mfa.is_some() {
+        p.outliving_expiry(now)
+    } else {
+        p
+    }
+}
+
 /// Completes once `end` says the connection must end; never when nobody can say so (a
 /// connection without a kube certificate, which is refused request by request).
 pub async fn ended(end: &mut watch::Receiver<Option<String>>) {

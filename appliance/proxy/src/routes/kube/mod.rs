@@ -234,7 +234,8 @@ impl KubeProxy {
         let Some(cluster) = s.cert.identity.route_to_kube_cluster.as_deref() else {
             return Err("the certificate is not routed to a Kubernetes cluster".into());
         };
-        let admission = match decide::admit(&self.auth, view, &conn::presented(&s.cert), cluster) {
+        let presented = conn::presented_live(&s.cert, self.auth.now());
+        let admission = match decide::admit(&self.auth, view, &presented, cluster) {
             Ok(a) => a,
             Err(decide::Denial::Refused(r)) if !ends_live(&s.cert, &r) => return Ok(()),
             Err(decide::Denial::Refused(r)) => return Err(r.to_string()),
@@ -303,7 +304,7 @@ impl KubeProxy {
             let Some(cluster) = l.cert.identity.route_to_kube_cluster.as_deref() else {
                 return false;
             };
-            let presented = conn::presented(&l.cert);
+            let presented = conn::presented_live(&l.cert, self.auth.now());
             match decide::admit(&self.auth, &view, &presented, cluster) {
                 Err(decide::Denial::Refused(r)) if ends_live(&l.cert, &r) => {
                     tracing::info!(user = %l.cert.identity.username, kube_cluster = cluster, reason = r.code(), "ending a Kubernetes connection: admission refuses it now");

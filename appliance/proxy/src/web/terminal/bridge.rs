@@ -300,9 +300,13 @@ fn why_not(room: &WebRoom, caller: &WebCaller, terms: &Terms) -> Option<Ending> 
             .as_ref()
             .map(hop_auth::admission::session_target),
     };
+    let presented = if terms.disconnect_expired_cert {
+        presented
+    } else {
+        presented.outliving_expiry(auth.now())
+    };
     match auth.admit_on(&snap, &presented, terms.route) {
         Ok(_) => None,
-        Err(Refusal::Expired { .. }) if !terms.disconnect_expired_cert => None,
         Err(r) => Some(Ending::refused(&r)),
     }
 }

@@ -90,7 +90,14 @@ async fn challenge(
         tokio::task::spawn_blocking(move || auth.begin_session_mfa(&identity, &t, Some(remote)))
             .await
             .map_err(|e| Ending::new("internal", format!("internal error: {e}")))?;
-    asked.map_err(|e| failed(room, caller, target, "mfa_refused", &e.to_string()))
+    asked.map_err(|e| match e {
+        // The address's login limit: counted already; auditing each try would let a page that
+        // opens sockets in a loop fill the audit log.
+        hop_auth::error::AuthError::RateLimited { .. } => {
+            Ending::new("mfa_refused", format!("per-session MFA: {e}"))
+        }
+        other => failed(room, caller, target, "mfa_refused", &other.to_string()),
+    })
 }
 
 /// Reads the page's answer: the first text frame that is not a resize (keys typed meanwhile
