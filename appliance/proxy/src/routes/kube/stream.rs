@@ -7,6 +7,10 @@
 //! when a decoder cannot follow a direction (fail closed: both sides are closed), or at once
 //! when [`StreamContext::end`] says so (a lock, a revoked certificate, a role that no longer
 //! allows it), or when no byte has passed either way for [`StreamContext::idle`] ([`IDLE`]).
+//! A moderated session ([`Moderation`], set up by `moderated.rs`) also shares the container's
+//! output with its joiners, tells its owner (and the recording) who comes and goes between the
+//! server's WebSocket messages, holds the owner's input while it is paused, and ends when its
+//! moderators leave and a requirement says `on_leave: terminate`.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -20,12 +24,17 @@ use hop_protocols::kube::stream::{
     SpdyDecoder, StreamChunk, StreamError, StreamKind, WsChannelDecoder,
 };
 use hop_rbac::KubeImpersonation;
+use hop_rbac::moderation::{OnLeave, SessionJoinRequirement};
 use hop_storage::recording::RecordingBackend;
 use hyper::HeaderMap;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
 
+use super::party::KubeLive;
 use super::record::{KubeRecorder, RecordingTarget, exit_status};
 
+/// How long a moderated session's last notice has to reach its owner before the session ends.
+const LAST_NOTICE: Duration = Duration::from_millis(300);
 /// How long the other direction may go on once one has ended (half-closed).
 const LINGER: Duration = Duration::from_secs(10);
 /// The most bytes of an exec error stream kept to read the exit status from.
@@ -99,20 +108,36 @@ pub struct StreamContext {
     pub end: tokio::sync::watch::Receiver<Option<String>>,
     /// No byte either way for this long ends the session ([`IDLE`] on the route).
     pub idle: Duration,
+    /// A moderated session's hold on the relay.
+    pub moderation: Option<Moderation>,
+}
+
+/// What a moderated session (`moderated.rs`) keeps while it runs.
+pub struct Moderation {
+    pub live: Arc<KubeLive>,
+    /// The owner's `require_session_join` for `k8s` sessions.
+    pub reqs: Vec<SessionJoinRequirement>,
+    /// Lines for the owner, framed into the server's direction between its messages.
+    pub notices: mpsc::Receiver<String>,
+    /// What the owner was told before the relay started (who joined, the start): the
+    /// recording begins with it.
+    pub prelude: Vec<String>,
+    /// The channel notices go on: stdout (1) with a terminal, else stderr (2).
+    pub channel: u8,
 }
 
 /// What the upgrade request's query says about the session.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-struct Params {
+pub(super) struct Params {
     command: Vec<String>,
     container: Option<String>,
-    tty: bool,
+    pub(super) tty: bool,
     stdin: bool,
     ports: Vec<u16>,
 }
 
 impl Params {
-    fn parse(query: &str) -> Self {
+    pub(super) fn parse(query: &str) -> Self {
         let mut p = Self::default();
         let pairs = hop_protocols::web_headers::query_pairs(query).unwrap_or_default();
         for (name, value) in pairs {
@@ -165,6 +190,14 @@ impl Decoder {
             Self::Spdy(d) => Some(d),
         }
     }
+
+    /// Whether a message of the proxy's own may go in after the bytes followed so far.
+    fn at_boundary(&self) -> bool {
+        match self {
+            Self::Ws(d) => d.at_message_boundary(),
+            Self::Spdy(_) => false,
+        }
+    }
 }
 
 /// The state both directions share: the decoders (the server's learns SPDY streams from the
@@ -178,6 +211,8 @@ struct Session {
     bytes_out: u64,
     /// When a byte last passed either way (tokio's clock, so that tests can pause it).
     last_byte: tokio::time::Instant,
+    /// A moderated session's joiners, who see its output.
+    live: Option<Arc<KubeLive>>,
 }
 
 impl Session {
@@ -213,6 +248,9 @@ impl Session {
                     if let Some(r) = self.recorder.as_mut() {
                         r.output(&c.data);
                     }
+                    if let Some(l) = &self.live {
+                        l.publish(&c.data);
+                    }
                 }
                 StreamKind::Error => {
                     let room = MAX_ERROR_STREAM.saturating_sub(self.error_stream.len());
@@ -224,6 +262,39 @@ impl Session {
         }
         Ok(())
     }
+
+    /// The notices `lines`, framed for the client, once the server's bytes so far end at a
+    /// message boundary (`None` until then); recorded and shown to joiners as they go.
+    fn frame_notices(&mut self, lines: &mut Vec<String>, channel: u8) -> Option<Vec<u8>> {
+        if !self.server.at_boundary() {
+            return None;
+        }
+        let mut out = Vec::new();
+        for line in lines.drain(..) {
+            let text = notice_text(&line);
+            if let Some(r) = self.recorder.as_mut() {
+                r.output(text.as_bytes());
+            }
+            if let Some(l) = &self.live {
+                l.publish(text.as_bytes());
+            }
+            out.extend(notice_frame(channel, &text));
+        }
+        Some(out)
+    }
+}
+
+/// A notice as the owner reads it.
+pub(super) fn notice_text(line: &str) -> String {
+    format!("\r\n[hop: {line}]\r\n")
+}
+
+/// A server-to-client WebSocket message carrying `text` on exec channel `channel`.
+pub(super) fn notice_frame(channel: u8, text: &str) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(text.len() + 1);
+    payload.push(channel);
+    payload.extend_from_slice(text.as_bytes());
+    hop_protocols::kube::stream::websocket::encode_frame(true, 0x2, &payload, None)
 }
 
 /// How a session ended.
@@ -245,11 +316,12 @@ enum Ending {
 }
 
 /// Relays an upgraded exec/attach/port-forward stream until it ends (see the module docs).
-pub async fn relay<C, A>(client: C, agent: A, protocol: StreamProtocol, ctx: StreamContext)
+pub async fn relay<C, A>(client: C, agent: A, protocol: StreamProtocol, mut ctx: StreamContext)
 where
     C: AsyncRead + AsyncWrite + Unpin + Send,
     A: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    let moderation = ctx.moderation.take();
     let params = Params::parse(&ctx.query);
     let port_forward = ctx.request.subresource.as_deref() == Some("portforward");
     let kind = if port_forward {
@@ -266,7 +338,23 @@ where
     };
     let ending = match recorder {
         Err(why) => Ending::NotRecorded(why),
-        Ok(recorder) => {
+        Ok(mut recorder) => {
+            let (held, notices, moderated) = match moderation {
+                Some(m) => {
+                    if let Some(r) = recorder.as_mut() {
+                        for line in &m.prelude {
+                            r.output(notice_text(line).as_bytes());
+                        }
+                    }
+                    let (tx, rx) = watch::channel(false);
+                    let gate = Gate {
+                        paused: Some(rx),
+                        notices: Some((m.notices, m.channel)),
+                    };
+                    (Some(m.live.clone()), gate, Some((m.live, m.reqs, tx)))
+                }
+                None => (None, Gate::default(), None),
+            };
             let session = Mutex::new(Session {
                 client: Decoder::new(protocol, port_forward, true, &params.ports),
                 server: Decoder::new(protocol, port_forward, false, &params.ports),
@@ -275,12 +363,14 @@ where
                 bytes_in: 0,
                 bytes_out: 0,
                 last_byte: clock::tokio_now(),
+                live: held,
             });
             let mut end = ctx.end.clone();
             let ending = tokio::select! {
-                ending = pump_both(client, agent, &session) => ending,
+                ending = pump_both(client, agent, &session, notices) => ending,
                 reason = ended(&mut end) => Ending::Terminated(reason),
                 () = idled(&session, ctx.idle) => Ending::Idle(ctx.idle),
+                reason = moderate(moderated) => Ending::Terminated(reason),
             };
             let session = session.into_inner().unwrap_or_else(|e| e.into_inner());
             return finish(&ctx, kind, session, ending, started).await;
@@ -329,16 +419,70 @@ pub(super) async fn ended(end: &mut tokio::sync::watch::Receiver<Option<String>>
     }
 }
 
+/// Follows a moderated session's participants while it runs: pauses the owner's input or ends
+/// the session (with the reason) as `on_leave` says when the requirements are no longer met,
+/// and resumes it when they are again. Never completes for a session that is not moderated.
+async fn moderate(
+    moderated: Option<(Arc<KubeLive>, Vec<SessionJoinRequirement>, watch::Sender<bool>)>,
+) -> String {
+    let Some((live, reqs, paused)) = moderated else {
+        return std::future::pending().await;
+    };
+    let mut changes = live.changes();
+    loop {
+        // Seen before deciding: a departure after this is a change decided on next.
+        changes.borrow_and_update();
+        match live.unmet(&reqs) {
+            Some(why) if live.on_leave(&reqs) == OnLeave::Terminate => {
+                live.notice(format!("the session ends: it needs {why}"));
+                tokio::time::sleep(LAST_NOTICE).await;
+                return format!("the session's moderators left: it needs {why}");
+            }
+            Some(why) => {
+                if !paused.send_replace(true) {
+                    live.notice(format!(
+                        "the session is paused until {why} joined; your input is held"
+                    ));
+                }
+            }
+            None => {
+                if paused.send_replace(false) {
+                    live.notice("the session resumes".into());
+                }
+            }
+        }
+        if changes.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
+/// What holds a moderated session's directions: the owner's input waits while `paused` says
+/// so; `notices` (and the exec channel they go on) are framed into the server's direction.
+#[derive(Default)]
+struct Gate {
+    paused: Option<watch::Receiver<bool>>,
+    notices: Option<(mpsc::Receiver<String>, u8)>,
+}
+
 /// Copies both ways, each through its decoder, until both are done or one cannot be followed.
-async fn pump_both<C, A>(client: C, agent: A, session: &Mutex<Session>) -> Ending
+async fn pump_both<C, A>(client: C, agent: A, session: &Mutex<Session>, gate: Gate) -> Ending
 where
     C: AsyncRead + AsyncWrite + Unpin + Send,
     A: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let (client_r, client_w) = tokio::io::split(client);
     let (agent_r, agent_w) = tokio::io::split(agent);
-    let up = pump(client_r, agent_w, session, true);
-    let down = pump(agent_r, client_w, session, false);
+    let up_gate = Gate {
+        paused: gate.paused,
+        notices: None,
+    };
+    let down_gate = Gate {
+        paused: None,
+        notices: gate.notices,
+    };
+    let up = pump(client_r, agent_w, session, true, up_gate);
+    let down = pump(agent_r, client_w, session, false, down_gate);
     tokio::pin!(up, down);
     // The first direction to end decides, unless it just closed: then the other may finish.
     let (first, rest_is_up) = tokio::select! {
@@ -366,14 +510,31 @@ async fn pump<R, W>(
     mut to: W,
     session: &Mutex<Session>,
     from_client: bool,
+    mut gate: Gate,
 ) -> Result<(), Ending>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let mut buf = vec![0u8; READ_BUF];
+    let mut lines: Vec<String> = Vec::new();
+    let channel = gate.notices.as_ref().map_or(2, |(_, c)| *c);
     loop {
-        let n = match from.read(&mut buf).await {
+        if let Some(paused) = gate.paused.as_mut() {
+            // Held, not read: nothing of the owner's reaches the pod while paused.
+            let _ = paused.wait_for(|p| !*p).await;
+        }
+        let read = tokio::select! {
+            r = from.read(&mut buf) => r,
+            Some(line) = next_notice(&mut gate.notices) => {
+                lines.push(line);
+                if !send_notices(&mut to, session, &mut lines, channel).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        let n = match read {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
@@ -393,9 +554,38 @@ where
         if to.write_all(bytes).await.is_err() {
             break;
         }
+        if !lines.is_empty() && !send_notices(&mut to, session, &mut lines, channel).await {
+            break;
+        }
     }
     let _ = to.shutdown().await;
     Ok(())
+}
+
+/// The next notice for the owner; never for a direction that carries none.
+async fn next_notice(notices: &mut Option<(mpsc::Receiver<String>, u8)>) -> Option<String> {
+    match notices {
+        Some((rx, _)) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes the waiting notices once the server's bytes end at a message boundary (they wait
+/// otherwise); false when the client can no longer be written to.
+async fn send_notices<W: AsyncWrite + Unpin>(
+    to: &mut W,
+    session: &Mutex<Session>,
+    lines: &mut Vec<String>,
+    channel: u8,
+) -> bool {
+    let framed = session
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .frame_notices(lines, channel);
+    match framed {
+        Some(bytes) => to.write_all(&bytes).await.is_ok(),
+        None => true,
+    }
 }
 
 /// Starts the recording of an exec/attach session: `Ok(None)` when the cluster records nothing,

@@ -99,6 +99,7 @@ fn context(
         query: path_and_query.split_once('?').map_or("", |(_, q)| q).into(),
         end: rx,
         idle: IDLE,
+        moderation: None,
     };
     (ctx, tx)
 }
