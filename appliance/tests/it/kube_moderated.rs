@@ -61,7 +61,11 @@ fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
 }
 
 /// Waits (15 s at most) for a line matching `pred`; every line read goes into `seen`.
-fn wait_line(rx: &mpsc::Receiver<String>, seen: &mut Vec<String>, pred: impl Fn(&str) -> bool) -> String {
+fn wait_line(
+    rx: &mpsc::Receiver<String>,
+    seen: &mut Vec<String>,
+    pred: impl Fn(&str) -> bool,
+) -> String {
     let deadline = clock::monotonic_now() + Duration::from_secs(15);
     loop {
         if let Some(l) = seen.iter().find(|l| pred(l)) {
@@ -101,7 +105,11 @@ fn a_moderated_kubectl_exec_waits_for_its_moderator_and_ends_when_they_leave() {
     assert!(stdout(&out).contains("pod/web-1"), "{}", stderr(&out));
     let out = bob.run(&kubectl, &["port-forward", "pod/web-1", "0:80"], "");
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("cannot be moderated"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot be moderated"),
+        "{}",
+        stderr(&out)
+    );
 
     // bob's exec waits, saying how to moderate it; what he types goes nowhere yet.
     let mut exec = Killed(bob.spawn(&kubectl, &["exec", "-i", "web-1", "--", "sh"]));
@@ -115,7 +123,9 @@ fn a_moderated_kubectl_exec_waits_for_its_moderator_and_ends_when_they_leave() {
         .unwrap_or_else(|| panic!("no session id in {waiting:?}"))
         .to_string();
     let mut stdin = exec.0.stdin.take().unwrap();
-    stdin.write_all(b"echo moderated-$((6*7))\necho held-line\n").unwrap();
+    stdin
+        .write_all(b"echo moderated-$((6*7))\necho held-line\n")
+        .unwrap();
     stdin.flush().unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let execs = |c: &KubeCluster| {
@@ -124,7 +134,11 @@ fn a_moderated_kubectl_exec_waits_for_its_moderator_and_ends_when_they_leave() {
             .filter(|e| e["path"].as_str().is_some_and(|p| p.contains("/exec")))
             .count()
     };
-    assert_eq!(execs(&c), 0, "the exec reached the API server before its moderator");
+    assert_eq!(
+        execs(&c),
+        0,
+        "the exec reached the API server before its moderator"
+    );
     assert!(!seen.iter().any(|l| l.contains("held-line")), "{seen:#?}");
 
     // Its tracker lists it, kind kube; bob cannot moderate it; carol may not join it.
@@ -191,7 +205,10 @@ fn a_moderated_kubectl_exec_waits_for_its_moderator_and_ends_when_they_leave() {
     });
     assert_eq!(end["ended_by"], "terminated", "{end}");
     assert!(
-        end["reason"].as_str().unwrap_or_default().contains("moderators left"),
+        end["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("moderators left"),
         "{end}"
     );
     for kind in ["session.join", "session.leave"] {

@@ -54,7 +54,9 @@ enum SessionLookupError {
     NotLive { id: String },
     #[error("cannot read the session's tracker: {0}")]
     Tracker(#[source] TrackerError),
-    #[error("session {id} is a {kind} session; only SSH and moderated Kubernetes sessions can be joined")]
+    #[error(
+        "session {id} is a {kind} session; only SSH and moderated Kubernetes sessions can be joined"
+    )]
     NotSsh { id: String, kind: &'static str },
     #[error("session {id} is a Kubernetes session; join it with `hop join`")]
     KubeHere { id: String },
@@ -254,7 +256,15 @@ async fn decide(
             disconnect_expired_cert,
         }),
         Ok(Err((info, e))) => {
-            emit(auth, EventKind::SessionJoin, cert, remote, &req, info.as_ref(), Some(&e));
+            emit(
+                auth,
+                EventKind::SessionJoin,
+                cert,
+                remote,
+                &req,
+                info.as_ref(),
+                Some(&e),
+            );
             Err(e)
         }
         Err(e) => Err(format!("internal error: {e}")),
@@ -325,11 +335,27 @@ async fn carry(
         Ok(a) => a,
         Err(e) => {
             let e = e.to_string();
-            emit(auth, EventKind::SessionJoin, &cert, remote, &req, Some(&info), Some(&e));
+            emit(
+                auth,
+                EventKind::SessionJoin,
+                &cert,
+                remote,
+                &req,
+                Some(&info),
+                Some(&e),
+            );
             return Err(e);
         }
     };
-    emit(auth, EventKind::SessionJoin, &cert, remote, &req, Some(&info), None);
+    emit(
+        auth,
+        EventKind::SessionJoin,
+        &cert,
+        remote,
+        &req,
+        Some(&info),
+        None,
+    );
     add_participant(auth, &req.session_id, &identity.username).await;
     let live = Live {
         sockets: Vec::new(),
@@ -402,14 +428,30 @@ async fn serve_kube(
         Ok(l) => l,
         Err(e) => {
             let e = e.to_string();
-            emit(auth, EventKind::SessionJoin, cert, remote, &req, Some(&info), Some(&e));
+            emit(
+                auth,
+                EventKind::SessionJoin,
+                cert,
+                remote,
+                &req,
+                Some(&info),
+                Some(&e),
+            );
             return refuse(&mut client, sid, e).await;
         }
     };
     if !accept(&mut client, sid).await {
         return;
     }
-    emit(auth, EventKind::SessionJoin, cert, remote, &req, Some(&info), None);
+    emit(
+        auth,
+        EventKind::SessionJoin,
+        cert,
+        remote,
+        &req,
+        Some(&info),
+        None,
+    );
     add_participant(auth, &id, &cert.identity.username).await;
     let _watch = LiveWatch::start(
         auth.clone(),
@@ -435,5 +477,13 @@ async fn serve_kube(
         tracing::debug!(session = %id, "a joiner's early bytes were dropped");
     }
     serve_joiner(live, joiner, stream).await;
-    emit(auth, EventKind::SessionLeave, cert, remote, &req, Some(&info), None);
+    emit(
+        auth,
+        EventKind::SessionLeave,
+        cert,
+        remote,
+        &req,
+        Some(&info),
+        None,
+    );
 }

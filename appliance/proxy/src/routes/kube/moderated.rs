@@ -46,7 +46,7 @@ pub const MAX_HELD: usize = 64 << 10;
 /// How long a notice may wait for the owner's connection.
 const NOTICE_LIMIT: Duration = Duration::from_secs(1);
 /// The WebSocket handshake's fixed suffix (RFC 6455 §1.3).
-const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC11B65";
+const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /// What the kube route hands over for a moderated exec or attach.
 pub struct Start {

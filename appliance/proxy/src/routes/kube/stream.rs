@@ -423,7 +423,11 @@ pub(super) async fn ended(end: &mut tokio::sync::watch::Receiver<Option<String>>
 /// the session (with the reason) as `on_leave` says when the requirements are no longer met,
 /// and resumes it when they are again. Never completes for a session that is not moderated.
 async fn moderate(
-    moderated: Option<(Arc<KubeLive>, Vec<SessionJoinRequirement>, watch::Sender<bool>)>,
+    moderated: Option<(
+        Arc<KubeLive>,
+        Vec<SessionJoinRequirement>,
+        watch::Sender<bool>,
+    )>,
 ) -> String {
     let Some((live, reqs, paused)) = moderated else {
         return std::future::pending().await;
