@@ -22,7 +22,7 @@ use serde::Deserialize;
 
 use super::dial::{AgentHold, accept, dial_agent, refuse};
 use super::kube::KubeProxy;
-use super::kube::party::{Joiner, serve_joiner};
+use super::kube::party::{Joiner, KubeLive, KubeParties, serve_joiner};
 use crate::admission::{Live, LiveWatch, UserCert, admit, both_legs, dup_stream};
 use crate::tunnels::{AgentStream, TunnelRegistry};
 use hop_api::dial::join::JoinDial;
@@ -393,6 +393,27 @@ enum KubeJoinError {
     Ended { id: String },
 }
 
+/// The Kubernetes session `id` (of `info`'s tracker) among those this proxy relays (`here`:
+/// its id and table; `None` where it has no kube route).
+fn locate(
+    here: Option<(&str, &KubeParties)>,
+    id: &str,
+    info: &SessionInfo,
+) -> Result<Arc<KubeLive>, KubeJoinError> {
+    let (proxy_id, parties) = here.ok_or(KubeJoinError::NoRoute)?;
+    if proxy_id != info.host_id {
+        return Err(KubeJoinError::Elsewhere {
+            id: id.to_string(),
+            host: info.host_id.clone(),
+            here: proxy_id.to_string(),
+        });
+    }
+    parties
+        .get(id)
+        .filter(|l| l.owner == info.owner)
+        .ok_or(KubeJoinError::Ended { id: id.to_string() })
+}
+
 /// Joins a decided Kubernetes session in-process: the session must be relayed by this proxy;
 /// the joiner watches it until it ends or they leave (audited as `session.join` and
 /// `session.leave`), and their lock or expiry ends their stream.
@@ -411,20 +432,8 @@ async fn serve_kube(
         disconnect_expired_cert,
     } = decided;
     let id = req.session_id.clone();
-    let found = match &kube {
-        None => Err(KubeJoinError::NoRoute),
-        Some(k) if k.proxy_id() != info.host_id => Err(KubeJoinError::Elsewhere {
-            id: id.clone(),
-            host: info.host_id.clone(),
-            here: k.proxy_id().to_string(),
-        }),
-        Some(k) => k
-            .parties()
-            .get(&id)
-            .filter(|l| l.owner == info.owner)
-            .ok_or(KubeJoinError::Ended { id: id.clone() }),
-    };
-    let live = match found {
+    let here = kube.as_ref().map(|k| (k.proxy_id(), &**k.parties()));
+    let live = match locate(here, &id, &info) {
         Ok(l) => l,
         Err(e) => {
             let e = e.to_string();
@@ -486,4 +495,38 @@ async fn serve_kube(
         Some(&info),
         None,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kube_session_is_joined_only_through_the_proxy_that_relays_it() {
+        let parties = Arc::new(KubeParties::default());
+        let _hosted = parties.host("s1", "bob").unwrap();
+        let info = |host: &str| SessionInfo {
+            owner: "bob".into(),
+            host_id: host.into(),
+            server: String::new(),
+            kind: SessionKind::Kube,
+        };
+        assert!(locate(Some(("p1", &parties)), "s1", &info("p1")).is_ok());
+        let e = locate(Some(("p1", &parties)), "s1", &info("p2"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("relayed by proxy p2, not by this one (p1)"),
+            "{e}"
+        );
+        let gone = locate(Some(("p1", &parties)), "s2", &info("p1")).unwrap_err();
+        assert!(gone.to_string().contains("has ended"));
+        let mut other = info("p1");
+        other.owner = "mallory".into();
+        assert!(locate(Some(("p1", &parties)), "s1", &other).is_err());
+        assert!(matches!(
+            locate(None, "s1", &info("p1")),
+            Err(KubeJoinError::NoRoute)
+        ));
+    }
 }

@@ -542,6 +542,10 @@ where
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        if let Some(paused) = gate.paused.as_mut() {
+            // Bytes read as the pause began wait with it.
+            let _ = paused.wait_for(|p| !*p).await;
+        }
         let bytes = &buf[..n];
         let followed = {
             let mut s = session.lock().unwrap_or_else(|e| e.into_inner());
