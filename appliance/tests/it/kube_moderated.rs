@@ -4,7 +4,8 @@
 //! moderate it himself, a user without the moderator role's `join_sessions` is refused, it
 //! starts when alice joins with `hop join --mode moderator` (she sees its output), and ends
 //! when she leaves (`on_leave: terminate`); the join, the departure and the end are audited and
-//! the recording shows who took part. His port-forward is refused, his `kubectl get` is not.
+//! the recording shows who took part. His port-forward and an exec over SPDY (kubectl 1.20)
+//! are refused, his `kubectl get` is not.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
@@ -107,6 +108,19 @@ fn a_moderated_kubectl_exec_waits_for_its_moderator_and_ends_when_they_leave() {
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("cannot be moderated"),
+        "{}",
+        stderr(&out)
+    );
+
+    // An exec over SPDY (kubectl 1.20) cannot be held: refused, saying why.
+    let out = bob.run(
+        &c.tools.kubectl_old,
+        &["exec", "web-1", "--", "echo", "x"],
+        "",
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("WebSocket exec protocol"),
         "{}",
         stderr(&out)
     );

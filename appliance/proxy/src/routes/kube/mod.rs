@@ -12,7 +12,8 @@
 //! ([`pool`], keyed by cluster and user), forwarding and the `kube.request` audit event
 //! ([`forward`]), upgrades (exec, attach, port-forward, handed to the stream relay, [`hooks`]),
 //! moderated exec and attach sessions (held until their moderators join, [`moderated`], and
-//! the table of them others join, [`party`]), and the answers it gives itself as Kubernetes
+//! the table of them others join, [`party`]; their course while they run,
+//! [`session_moderation`]), and the answers it gives itself as Kubernetes
 //! `Status` objects ([`status`]).
 //!
 //! It never asks the backend per request: the snapshot and the announced clusters are taken
@@ -34,6 +35,7 @@ pub mod moderated;
 pub mod party;
 pub mod pool;
 pub mod record;
+pub mod session_moderation;
 pub mod status;
 pub mod stream;
 

@@ -7,10 +7,11 @@
 //! when a decoder cannot follow a direction (fail closed: both sides are closed), or at once
 //! when [`StreamContext::end`] says so (a lock, a revoked certificate, a role that no longer
 //! allows it), or when no byte has passed either way for [`StreamContext::idle`] ([`IDLE`]).
-//! A moderated session ([`Moderation`], set up by `moderated.rs`) also shares the container's
-//! output with its joiners, tells its owner (and the recording) who comes and goes between the
-//! server's WebSocket messages, holds the owner's input while it is paused, and ends when its
-//! moderators leave and a requirement says `on_leave: terminate`.
+//! A moderated session ([`Moderation`], set up by `moderated.rs`, decided on by
+//! `session_moderation.rs`) also shares the container's output with its joiners, tells its
+//! owner (and the recording) who comes and goes between the server's WebSocket messages, holds
+//! the owner's input while it is paused, and ends when its moderators leave and a requirement
+//! says `on_leave: terminate`.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -24,7 +25,6 @@ use hop_protocols::kube::stream::{
     SpdyDecoder, StreamChunk, StreamError, StreamKind, WsChannelDecoder,
 };
 use hop_rbac::KubeImpersonation;
-use hop_rbac::moderation::{OnLeave, SessionJoinRequirement};
 use hop_storage::recording::RecordingBackend;
 use hyper::HeaderMap;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -32,9 +32,9 @@ use tokio::sync::{mpsc, watch};
 
 use super::party::KubeLive;
 use super::record::{KubeRecorder, RecordingTarget, exit_status};
+use super::session_moderation::moderate;
+pub use super::session_moderation::{Moderation, notice_frame, notice_text};
 
-/// How long a moderated session's last notice has to reach its owner before the session ends.
-const LAST_NOTICE: Duration = Duration::from_millis(300);
 /// How long the other direction may go on once one has ended (half-closed).
 const LINGER: Duration = Duration::from_secs(10);
 /// The most bytes of an exec error stream kept to read the exit status from.
@@ -110,20 +110,6 @@ pub struct StreamContext {
     pub idle: Duration,
     /// A moderated session's hold on the relay.
     pub moderation: Option<Moderation>,
-}
-
-/// What a moderated session (`moderated.rs`) keeps while it runs.
-pub struct Moderation {
-    pub live: Arc<KubeLive>,
-    /// The owner's `require_session_join` for `k8s` sessions.
-    pub reqs: Vec<SessionJoinRequirement>,
-    /// Lines for the owner, framed into the server's direction between its messages.
-    pub notices: mpsc::Receiver<String>,
-    /// What the owner was told before the relay started (who joined, the start): the
-    /// recording begins with it.
-    pub prelude: Vec<String>,
-    /// The channel notices go on: stdout (1) with a terminal, else stderr (2).
-    pub channel: u8,
 }
 
 /// What the upgrade request's query says about the session.
@@ -284,19 +270,6 @@ impl Session {
     }
 }
 
-/// A notice as the owner reads it.
-pub(super) fn notice_text(line: &str) -> String {
-    format!("\r\n[hop: {line}]\r\n")
-}
-
-/// A server-to-client WebSocket message carrying `text` on exec channel `channel`.
-pub(super) fn notice_frame(channel: u8, text: &str) -> Vec<u8> {
-    let mut payload = Vec::with_capacity(text.len() + 1);
-    payload.push(channel);
-    payload.extend_from_slice(text.as_bytes());
-    hop_protocols::kube::stream::websocket::encode_frame(true, 0x2, &payload, None)
-}
-
 /// How a session ended.
 #[derive(Debug)]
 enum Ending {
@@ -414,48 +387,6 @@ pub(super) async fn ended(end: &mut tokio::sync::watch::Receiver<Option<String>>
             return reason;
         }
         if end.changed().await.is_err() {
-            return std::future::pending().await;
-        }
-    }
-}
-
-/// Follows a moderated session's participants while it runs: pauses the owner's input or ends
-/// the session (with the reason) as `on_leave` says when the requirements are no longer met,
-/// and resumes it when they are again. Never completes for a session that is not moderated.
-async fn moderate(
-    moderated: Option<(
-        Arc<KubeLive>,
-        Vec<SessionJoinRequirement>,
-        watch::Sender<bool>,
-    )>,
-) -> String {
-    let Some((live, reqs, paused)) = moderated else {
-        return std::future::pending().await;
-    };
-    let mut changes = live.changes();
-    loop {
-        // Seen before deciding: a departure after this is a change decided on next.
-        changes.borrow_and_update();
-        match live.unmet(&reqs) {
-            Some(why) if live.on_leave(&reqs) == OnLeave::Terminate => {
-                live.notice(format!("the session ends: it needs {why}"));
-                tokio::time::sleep(LAST_NOTICE).await;
-                return format!("the session's moderators left: it needs {why}");
-            }
-            Some(why) => {
-                if !paused.send_replace(true) {
-                    live.notice(format!(
-                        "the session is paused until {why} joined; your input is held"
-                    ));
-                }
-            }
-            None => {
-                if paused.send_replace(false) {
-                    live.notice("the session resumes".into());
-                }
-            }
-        }
-        if changes.changed().await.is_err() {
             return std::future::pending().await;
         }
     }
