@@ -5,6 +5,7 @@ use hop_auth::AuthSettings;
 use hop_auth::audit::{AuditEvent, AuditSink};
 use hop_protocols::kube::stream::spdy::SpdyEncoder;
 use hop_protocols::kube::stream::websocket::encode_frame;
+use hop_rbac::moderation::SessionJoinRequirement;
 use hop_storage::recording::{
     AsciicastOptions, OwnedEvent, Recording, RecordingStore, export_asciicast,
 };
