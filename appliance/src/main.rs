@@ -157,6 +157,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Config => rt.block_on(hop_client::ssh::config()),
                 Command::Recordings(c) => rt.block_on(hop_client::recordings::run(c)),
                 Command::Sessions(c) => rt.block_on(hop_client::sessions::run(c)),
+                Command::Mfa(hop_client::cli::MfaCommand::Session { target }) => {
+                    // OpenSSH's `Match exec`: 0 when the certificates are ready, 1 (quietly)
+                    // when no role asks for a tap; an error says why on standard error.
+                    let ready =
+                        rt.block_on(hop_client::mfa::session::prepare_for_openssh(&target))?;
+                    std::process::exit(if ready { 0 } else { 1 });
+                }
                 Command::Mfa(c) => rt.block_on(hop_client::mfa::commands::run(c)),
                 Command::Request(c) => rt.block_on(hop_client::requests::run(c)),
                 Command::Play(a) => rt.block_on(hop_client::recordings::play(a)),

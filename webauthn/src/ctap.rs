@@ -1,15 +1,18 @@
 //! The client side of a FIDO2 security key, sans IO: CTAPHID framing (the 64-byte HID reports a
 //! USB key speaks, FIDO CTAP 2.1 §11.2) and the CBOR of the two CTAP2 commands a WebAuthn client
-//! needs, `authenticatorMakeCredential` (0x01) and `authenticatorGetAssertion` (0x02). The
-//! caller moves the reports to and from the device (`hop-platform`'s hidraw device on Linux) and
+//! needs, `authenticatorMakeCredential` (0x01) and `authenticatorGetAssertion` (0x02), with the
+//! `pinUvAuthParam` that approves them when the user verified with the key's PIN. The caller
+//! moves the reports to and from the device (`hop-platform`'s hidraw device on Linux) and
 //! builds client data; this module turns requests into reports and reports into answers, and
 //! never panics on what a device sends.
 //!
-//! Not built: the PIN/UV auth protocol (`authenticatorClientPIN`). A key that needs its PIN for
-//! user verification answers `PIN_REQUIRED`, which is reported as such; keys with built-in
-//! verification (fingerprint) or a login without verification work.
+//! The PIN/UV auth protocol that yields that parameter is in [`crate::pin`] (its cryptography)
+//! and [`crate::client_pin`] (`authenticatorGetInfo` and the `authenticatorClientPIN`
+//! subcommands); the client drives it (asks the PIN, gets a token, retries).
 
 use ciborium::value::Value;
+
+pub use crate::client_pin::PinUvAuth;
 
 /// The size of a CTAPHID report.
 pub const PACKET: usize = 64;
@@ -43,6 +46,31 @@ pub enum CtapError {
     Response(String),
     #[error("the request is too large for CTAPHID ({0} bytes)")]
     TooLarge(usize),
+    #[error(transparent)]
+    Pin(#[from] crate::pin::PinError),
+}
+
+/// CTAP2 status codes the client and the test key act on (CTAP 2.1 §8.2).
+pub mod status {
+    pub const INVALID_COMMAND: u8 = 0x01;
+    pub const INVALID_PARAMETER: u8 = 0x02;
+    pub const INVALID_LENGTH: u8 = 0x03;
+    pub const INVALID_CBOR: u8 = 0x11;
+    pub const MISSING_PARAMETER: u8 = 0x14;
+    pub const UNSUPPORTED_OPTION: u8 = 0x2b;
+    pub const INVALID_OPTION: u8 = 0x2c;
+    pub const PIN_INVALID: u8 = 0x31;
+    pub const PIN_BLOCKED: u8 = 0x32;
+    pub const PIN_AUTH_INVALID: u8 = 0x33;
+    pub const PIN_AUTH_BLOCKED: u8 = 0x34;
+    pub const PIN_NOT_SET: u8 = 0x35;
+    /// `PUAT_REQUIRED` in CTAP 2.1, `PIN_REQUIRED` in 2.0.
+    pub const PIN_REQUIRED: u8 = 0x36;
+    pub const UV_BLOCKED: u8 = 0x3c;
+    pub const INVALID_SUBCOMMAND: u8 = 0x3e;
+    pub const UV_INVALID: u8 = 0x3f;
+    pub const UNAUTHORIZED_PERMISSION: u8 = 0x40;
+    pub const OTHER: u8 = 0x7f;
 }
 
 /// CTAP2 status codes a person may meet, by name.
@@ -58,14 +86,21 @@ pub fn status_name(code: u8) -> &'static str {
         0x26 => "unsupported algorithm",
         0x27 => "operation denied",
         0x2b => "unsupported option",
+        0x2c => "invalid option",
         0x2d => "keepalive cancelled",
         0x2e => "no credentials: this key holds no credential for this cluster",
         0x2f => "user action timeout: the key was not touched in time",
         0x31 => "PIN invalid",
-        0x32 => "PIN blocked",
+        0x32 => "PIN blocked: too many wrong PINs, the key must be reset",
+        0x33 => "PIN auth invalid",
+        0x34 => "PIN auth blocked: remove the key and plug it in again",
         0x35 => "PIN not set",
-        0x36 => "PIN required (PIN-protected user verification is not supported yet)",
+        0x36 => "PIN required",
+        0x37 => "PIN policy violation",
         0x3c => "user verification blocked",
+        0x3e => "invalid subcommand",
+        0x3f => "user verification failed",
+        0x40 => "unauthorized permission",
         _ => "an error",
     }
 }
@@ -233,7 +268,10 @@ pub struct MakeCredential<'a> {
     pub exclude: &'a [Vec<u8>],
     /// A discoverable credential (a passkey).
     pub resident_key: bool,
+    /// The `uv` option: the key verifies the user itself (a fingerprint reader).
     pub user_verification: bool,
+    /// The user verified with the key's PIN (left out with `uv`).
+    pub pin_uv_auth: Option<PinUvAuth>,
 }
 
 /// `authenticatorGetAssertion`'s request.
@@ -243,7 +281,10 @@ pub struct GetAssertion<'a> {
     pub client_data_hash: &'a [u8],
     /// Empty: the key offers its discoverable credentials for `rp_id`.
     pub allow: &'a [Vec<u8>],
+    /// The `uv` option: the key verifies the user itself (a fingerprint reader).
     pub user_verification: bool,
+    /// The user verified with the key's PIN (left out with `uv`).
+    pub pin_uv_auth: Option<PinUvAuth>,
 }
 
 /// `authenticatorMakeCredential`'s answer, as a WebAuthn attestation object.
@@ -351,12 +392,13 @@ pub fn encode_make_credential(r: &MakeCredential<'_>) -> Vec<u8> {
     if r.resident_key {
         options.push((text("rk"), Value::Bool(true)));
     }
-    if r.user_verification {
+    if r.user_verification && r.pin_uv_auth.is_none() {
         options.push((text("uv"), Value::Bool(true)));
     }
     if !options.is_empty() {
         map.push((int(7), Value::Map(options)));
     }
+    push_pin_uv_auth(&mut map, r.pin_uv_auth.as_ref(), 8);
     encode(0x01, map)
 }
 
@@ -374,15 +416,24 @@ pub fn encode_get_assertion(r: &GetAssertion<'_>) -> Vec<u8> {
         ));
     }
     let mut options = vec![(text("up"), Value::Bool(true))];
-    if r.user_verification {
+    if r.user_verification && r.pin_uv_auth.is_none() {
         options.push((text("uv"), Value::Bool(true)));
     }
     map.push((int(5), Value::Map(options)));
+    push_pin_uv_auth(&mut map, r.pin_uv_auth.as_ref(), 6);
     encode(0x02, map)
 }
 
+/// `pinUvAuthParam` and `pinUvAuthProtocol` under `key` and `key + 1`.
+fn push_pin_uv_auth(map: &mut Vec<(Value, Value)>, auth: Option<&PinUvAuth>, key: i64) {
+    if let Some(a) = auth {
+        map.push((int(key), Value::Bytes(a.param.clone())));
+        map.push((int(key + 1), int(i64::from(a.protocol))));
+    }
+}
+
 /// The CBOR map of a CTAP2 answer (after its status byte), or the status as an error.
-fn answer_map(payload: &[u8]) -> Result<Vec<(Value, Value)>, CtapError> {
+pub(crate) fn answer_map(payload: &[u8]) -> Result<Vec<(Value, Value)>, CtapError> {
     let (&status, body) = payload
         .split_first()
         .ok_or(CtapError::Framing("an empty CBOR answer"))?;
@@ -466,6 +517,7 @@ pub fn parse_get_assertion(payload: &[u8]) -> Result<GotAssertion, CtapError> {
 
 /// Fuzz entry: every CTAP answer parser and the reassembler on arbitrary bytes.
 pub fn fuzz_parse(data: &[u8]) {
+    crate::client_pin::fuzz_parse(data);
     let _ = parse_make_credential(data);
     let _ = parse_get_assertion(data);
     let _ = InitResponse::parse(&[0; 8], data);
@@ -627,6 +679,7 @@ mod tests {
             exclude: &[vec![1, 2, 3]],
             resident_key: true,
             user_verification: false,
+            pin_uv_auth: None,
         });
         assert_eq!(request[0], 0x01);
         let answer = device_answer(&mut key, &request);
@@ -658,6 +711,7 @@ mod tests {
             client_data_hash: hash.as_ref(),
             allow: &[key.credential_id.clone()],
             user_verification: true,
+            pin_uv_auth: None,
         });
         assert_eq!(request[0], 0x02);
         let answer = device_answer(&mut key, &request);
@@ -695,12 +749,58 @@ mod tests {
             client_data_hash: &[0; 32],
             allow: &[],
             user_verification: false,
+            pin_uv_auth: None,
         });
         // {1: "a", 2: h'00'*32, 5: {"up": true}}
         let mut want = vec![0x02, 0xa3, 0x01, 0x61, b'a', 0x02, 0x58, 0x20];
         want.extend_from_slice(&[0; 32]);
         want.extend_from_slice(&[0x05, 0xa1, 0x62, b'u', b'p', 0xf5]);
         assert_eq!(request, want);
+    }
+
+    #[test]
+    fn a_pin_approval_replaces_the_uv_option() {
+        let auth = PinUvAuth {
+            param: vec![0xab; 32],
+            protocol: 2,
+        };
+        let request = encode_get_assertion(&GetAssertion {
+            rp_id: "a",
+            client_data_hash: &[0; 32],
+            allow: &[],
+            user_verification: true,
+            pin_uv_auth: Some(auth.clone()),
+        });
+        // {1: "a", 2: h'00'*32, 5: {"up": true}, 6: h'ab'*32, 7: 2}
+        let mut want = vec![0x02, 0xa5, 0x01, 0x61, b'a', 0x02, 0x58, 0x20];
+        want.extend_from_slice(&[0; 32]);
+        want.extend_from_slice(&[0x05, 0xa1, 0x62, b'u', b'p', 0xf5, 0x06, 0x58, 0x20]);
+        want.extend_from_slice(&[0xab; 32]);
+        want.extend_from_slice(&[0x07, 0x02]);
+        assert_eq!(request, want);
+
+        let request = encode_make_credential(&MakeCredential {
+            client_data_hash: &[0; 32],
+            rp_id: "a",
+            rp_name: "a",
+            user_id: &[1],
+            user_name: "u",
+            algorithms: &[-7],
+            exclude: &[],
+            resident_key: false,
+            user_verification: true,
+            pin_uv_auth: Some(auth),
+        });
+        let Value::Map(m) = ciborium::de::from_reader(&request[1..]).unwrap() else {
+            panic!()
+        };
+        let keys: Vec<i64> = m
+            .iter()
+            .map(|(k, _)| i64::try_from(i128::from(k.as_integer().unwrap())).unwrap())
+            .collect();
+        assert_eq!(keys, [1, 2, 3, 4, 8, 9]);
+        assert_eq!(field(&m, 8), Some(&Value::Bytes(vec![0xab; 32])));
+        assert_eq!(field(&m, 9), Some(&int(2)));
     }
 
     #[test]

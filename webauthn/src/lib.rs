@@ -6,6 +6,11 @@
 //! credentials and counters are the caller's. Signatures are checked with aws-lc-rs, the one
 //! crypto provider of the tree (OpenSSL-based WebAuthn libraries are not an option here).
 //!
+//! The client's side of a FIDO2 key is here too: [`ctap`] (CTAPHID and the ceremonies' CBOR),
+//! [`client_pin`] and [`pin`] (the PIN/UV auth protocol, whose key agreement, KDFs and ciphers
+//! are RustCrypto's p256, hkdf, hmac, aes and cbc, already in the graph through russh; its
+//! tests check them against aws-lc-rs computing the same values).
+//!
 //! Attestation: the formats `none` and `packed` (self attestation, or an `x5c` chain whose leaf
 //! signature is checked, without trust anchors: Hop records the authenticator model, AAGUID,
 //! and does not enforce a vendor list). Anything else is refused by name.
@@ -17,9 +22,13 @@ mod auth_data;
 mod cbor;
 mod ceremony;
 mod client_data;
+pub mod client_pin;
 mod cose;
 pub mod ctap;
 mod error;
+pub mod pin;
+#[cfg(test)]
+mod pin_tests;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 #[cfg(test)]
@@ -49,7 +58,8 @@ pub mod fuzz {
         let _ = super::cose::CoseKey::from_cbor(data);
     }
 
-    /// Runs the client's CTAP2 answer parsers and the CTAPHID reassembler on `data`.
+    /// Runs the client's CTAP2 answer parsers (getInfo and clientPIN included) and the
+    /// CTAPHID reassembler on `data`.
     pub fn parse_ctap(data: &[u8]) {
         super::ctap::fuzz_parse(data);
     }

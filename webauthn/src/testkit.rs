@@ -1,6 +1,11 @@
 //! A software authenticator for tests only (the `testkit` feature; absent from release builds):
 //! makes registrations and assertions as a CTAP2 authenticator and a browser would, with ES256
-//! or Ed25519 keys, and lets a test spoil any field.
+//! or Ed25519 keys, and lets a test spoil any field; [`SoftPin`] is a key's side of the PIN/UV
+//! auth protocol.
+
+mod pin;
+
+pub use pin::{AAGUID, SoftPin, get_info};
 
 use aws_lc_rs::digest::{SHA256, digest};
 use aws_lc_rs::rand::SystemRandom;
@@ -194,7 +199,7 @@ impl SoftKey {
         out.push(self.flags | if attested { 0x40 } else { 0 });
         out.extend_from_slice(&self.counter.to_be_bytes());
         if attested {
-            out.extend_from_slice(&[7u8; 16]);
+            out.extend_from_slice(&AAGUID);
             out.extend_from_slice(&(self.credential_id.len() as u16).to_be_bytes());
             out.extend_from_slice(&self.credential_id);
             out.extend_from_slice(&self.cose_key());

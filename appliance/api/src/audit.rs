@@ -42,6 +42,7 @@ pub enum EventKind {
     SessionUpload,
     SessionRecording,
     SessionJoin,
+    /// A joiner left a live session (`hop join`, the web terminal): who, the mode, how long.
     SessionLeave,
     LockCreated,
     AccessRefused,

@@ -48,6 +48,35 @@ pub mod join {
         pub roles: Vec<String>,
     }
 
+    /// What a moderator's `hop join` sends on its stream to end the session for everyone (a
+    /// moderator's other bytes are dropped by the node; NUL never comes from a keyboard key
+    /// alone, so no typing spells it by chance).
+    pub const MODERATOR_TERMINATE: &[u8] = b"\0hop:terminate\0";
+
+    /// Finds [`MODERATOR_TERMINATE`] in a moderator's stream, read in pieces of any size.
+    #[derive(Debug, Default)]
+    pub struct TerminateScanner {
+        matched: usize,
+    }
+
+    impl TerminateScanner {
+        /// True once the bytes seen so far (these included) hold the request.
+        pub fn push(&mut self, bytes: &[u8]) -> bool {
+            for &b in bytes {
+                if MODERATOR_TERMINATE.get(self.matched) == Some(&b) {
+                    self.matched += 1;
+                } else {
+                    // The request starts with its only NUL: a mismatch restarts at this byte.
+                    self.matched = usize::from(MODERATOR_TERMINATE.first() == Some(&b));
+                }
+                if self.matched == MODERATOR_TERMINATE.len() {
+                    return true;
+                }
+            }
+            false
+        }
+    }
+
     impl JoinDial {
         pub fn to_target(&self) -> String {
             format!(
@@ -59,6 +88,27 @@ pub mod join {
         pub fn from_target(t: &str) -> Option<Result<Self, MalformedDial>> {
             let json = t.strip_prefix(DIAL_PREFIX)?;
             Some(MalformedDial::decoding("join request", json))
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn the_terminate_request_is_found_in_pieces_of_any_size_and_nowhere_else() {
+            let stream = [b"q t\0\0hop:t".as_slice(), MODERATOR_TERMINATE].concat();
+            for piece in 1..=stream.len() {
+                let mut s = TerminateScanner::default();
+                let found: Vec<bool> = stream.chunks(piece).map(|c| s.push(c)).collect();
+                assert_eq!(found.last(), Some(&true), "pieces of {piece}");
+                assert_eq!(found.iter().filter(|f| **f).count(), 1, "pieces of {piece}");
+            }
+            let mut s = TerminateScanner::default();
+            let almost = MODERATOR_TERMINATE.split_last().unwrap().1;
+            assert!(!s.push(b"terminate t hop:terminate"));
+            assert!(!s.push(almost));
+            assert!(!s.push(b"x"));
         }
     }
 }

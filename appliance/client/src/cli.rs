@@ -109,6 +109,13 @@ pub enum MfaCommand {
         #[command(flatten)]
         proof: MfaProof,
     },
+    /// Prepare one SSH session under per-session MFA: tap a key for LOGIN@NODE.CLUSTER and save
+    /// one-minute certificates for it. What `hop config`'s `Match exec` line runs before
+    /// OpenSSH connects; exits 0 when the certificates are ready, 1 when no role asks for a tap.
+    Session {
+        /// LOGIN@NODE.CLUSTER, as OpenSSH names the destination.
+        target: String,
+    },
 }
 
 /// What proves an account change: the password and a fresh second factor.

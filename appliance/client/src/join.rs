@@ -2,7 +2,8 @@
 //! this terminal, through the proxy (ALPN `hop-join`).
 //!
 //! The terminal is put in raw mode when stdin is one. An observer's keys are not sent; Ctrl-]
-//! (or q, for an observer) leaves. A peer's keys go into the session's terminal.
+//! (or q, for an observer or a moderator) leaves. A peer's keys go into the session's terminal.
+//! A moderator's `t` ends the session for everyone.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::profile;
 use crate::cli::JoinMode;
+use hop_api::dial::join::MODERATOR_TERMINATE;
 use hop_net::connect::open_session;
 use hop_net::trust::client_config;
 use hop_net::tunnel::ALPN_JOIN;
@@ -37,10 +39,10 @@ pub async fn join(session_id: String, mode: JoinMode) -> anyhow::Result<()> {
         None
     };
     if interactive {
-        let hint = if mode == JoinMode::Peer {
-            "Ctrl-] leaves"
-        } else {
-            "q or Ctrl-] leaves"
+        let hint = match mode {
+            JoinMode::Peer => "Ctrl-] leaves",
+            JoinMode::Observer => "q or Ctrl-] leaves",
+            JoinMode::Moderator => "t ends the session for everyone, q or Ctrl-] leaves",
         };
         eprint!("[hop: joined session {session_id} as {mode_name}; {hint}]\r\n");
     }
@@ -69,9 +71,15 @@ pub async fn join(session_id: String, mode: JoinMode) -> anyhow::Result<()> {
                 std::future::pending::<()>().await;
             }
             let keys = buf.get(..n).unwrap_or_default();
-            let quit = keys.contains(&DETACH)
-                || (mode == JoinMode::Observer && interactive && keys.contains(&b'q'));
-            if quit {
+            // A moderator's `t` (typed, or a line of input when standard input is not a
+            // terminal) ends the session for everyone: the node ends it and this stream with it.
+            if mode == JoinMode::Moderator && keys.contains(&b't') {
+                w.write_all(MODERATOR_TERMINATE).await?;
+                w.flush().await?;
+                continue;
+            }
+            let watching = mode != JoinMode::Peer && interactive;
+            if keys.contains(&DETACH) || (watching && keys.contains(&b'q')) {
                 return Ok::<(), std::io::Error>(());
             }
             if mode == JoinMode::Peer {

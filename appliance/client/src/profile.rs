@@ -264,14 +264,21 @@ pub fn login_of(profile: Profile, paths: &Paths) -> anyhow::Result<Login> {
 
 /// When the first certificate of `chain_pem` expired, if it has.
 fn expired_at(chain_pem: &str) -> Option<std::time::SystemTime> {
+    let at = not_after(chain_pem)?;
+    (at <= clock::wall()).then_some(at)
+}
+
+/// The end of the validity of the first certificate of `chain_pem` (`None` when it cannot be
+/// read).
+#[must_use]
+pub fn not_after(chain_pem: &str) -> Option<std::time::SystemTime> {
     let der = hop_ca::parse_pem_certs(chain_pem)
         .ok()?
         .into_iter()
         .next()?;
     let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
     let not_after = u64::try_from(cert.validity().not_after.timestamp()).ok()?;
-    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(not_after);
-    (at <= clock::wall()).then_some(at)
+    Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(not_after))
 }
 
 /// Removes the current profile and its keys.

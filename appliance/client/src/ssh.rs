@@ -32,7 +32,7 @@ use hop_net::tunnel::ALPN_SSH;
 pub async fn proxy_ssh(target: String) -> anyhow::Result<()> {
     let login = profile::current_login()?;
     // A session's per-session MFA certificate when `hop ssh` made one, else the login's.
-    let cert = crate::mfa::session::proxy_cert(&login)?;
+    let cert = crate::mfa::session::proxy_cert(&login, &target)?;
     let cfg = Arc::new(client_config(&login.trust, Some(&cert), ALPN_SSH)?);
     let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
     let (tls, pending) = open_session(&login.profile.proxy, cfg, &target, unspecified).await?;
@@ -234,6 +234,15 @@ impl SshFiles {
         )
     }
 
+    /// What `hop config`'s `Match exec` runs to prepare a session's MFA certificates.
+    fn session_mfa_command(&self) -> String {
+        format!(
+            "env HOP_HOME={} {} mfa session %r@%h",
+            quote(&self.home.to_string_lossy()),
+            quote(&self.hop.to_string_lossy())
+        )
+    }
+
     /// `-o` options that put a session's MFA certificate first (OpenSSH takes the first
     /// ProxyCommand given, and tries identities in order).
     fn session_mfa_options(&self, files: &crate::mfa::session::SessionMfaFiles) -> Vec<String> {
@@ -361,6 +370,24 @@ fn render_config(f: &SshFiles, proxy: &str, user: &str) -> anyhow::Result<String
     writeln!(o, "    HostKeyAlias proxy.{}", f.cluster)?;
     writeln!(o, "    ProxyCommand none")?;
     common(&mut o)?;
+    // Per-session MFA (a role's require_session_mfa): before OpenSSH connects to a node,
+    // `hop mfa session` taps the key and writes one-minute certificates for that login and
+    // node (or finds it need not); when it did, their key comes first, and the ProxyCommand
+    // presents the matching X.509 certificate by itself. OpenSSH runs the exec only for the
+    // hosts the first criterion matches.
+    let mfa_dir = f.paths.keys_dir().join("session-mfa").join("%r@%h");
+    writeln!(
+        o,
+        "Match host \"*.{c},!proxy.{c}\" exec \"{}\"",
+        f.session_mfa_command(),
+        c = f.cluster
+    )?;
+    writeln!(o, "    IdentityFile \"{}\"", mfa_dir.join("key").display())?;
+    writeln!(
+        o,
+        "    CertificateFile \"{}\"",
+        mfa_dir.join("key-cert.pub").display()
+    )?;
     writeln!(o, "Host *.{}", f.cluster)?;
     common(&mut o)?;
     writeln!(o, "    ProxyCommand {}", f.proxy_command())?;
@@ -401,10 +428,12 @@ pub async fn ssh(a: crate::cli::SshArgs) -> anyhow::Result<i32> {
     let mut mfa_options: Vec<String> = Vec::new();
     if !by_labels {
         let node = f.bare(&targets[0]).to_string();
-        if let Some(files) = crate::mfa::session::prepare(&login, &node, &os_login).await? {
+        let host = f.host(&targets[0]);
+        if let Some(files) = crate::mfa::session::prepare(&login, (&node, &host), &os_login).await?
+        {
             mfa_options = f.session_mfa_options(&files);
         }
-    } else if let Err(e) = crate::mfa::session::prepare(&login, "", &os_login).await {
+    } else if let Err(e) = crate::mfa::session::prepare(&login, ("", ""), &os_login).await {
         // Auth answers a challenge without a node only when no role requires one.
         bail!("{e:#} (with per-session MFA, run `hop ssh` on one node at a time)");
     }

@@ -350,8 +350,10 @@ fn ssh_sessions_need_a_tap_each(a: &Appliance, key: &Path) {
     assert_eq!(ev["login"], OS_LOGIN, "{ev}");
 
     // The certificate: one login, the target as a critical option, one minute (plus the
-    // minute of clock skew every certificate allows before its issue).
-    let dir = session_cert_dir(a, &format!("{OS_LOGIN}@node1"));
+    // minute of clock skew every certificate allows before its issue). It is kept under the
+    // name OpenSSH knows the node by.
+    let (cfg, cluster) = write_config(a);
+    let dir = session_cert_dir(a, &format!("{OS_LOGIN}@node1.{cluster}"));
     let cert = dir.join("key-cert.pub");
     let out = Command::new("ssh-keygen")
         .arg("-L")
@@ -380,8 +382,10 @@ fn ssh_sessions_need_a_tap_each(a: &Appliance, key: &Path) {
     };
     assert_eq!(secs(stamps[1]) - secs(stamps[0]), 120, "{valid}");
 
-    // OpenSSH with the node1 certificate pair, to node2: refused.
-    let (cfg, cluster) = write_config(a);
+    // OpenSSH with the node1 certificate pair, to node2: refused. These runs use `hop
+    // config`'s configuration without its `Match exec` block (which would tap or take the
+    // certificates made for the target): each names the certificates it presents.
+    let plain = without_session_mfa_block(&cfg);
     let proxy = |mfa_dir: &Path| {
         format!(
             "ProxyCommand=env HOP_HOME={} HOP_SESSION_MFA_DIR={} {HOP} proxy ssh %r@%h:%p",
@@ -392,7 +396,7 @@ fn ssh_sessions_need_a_tap_each(a: &Appliance, key: &Path) {
     let ssh = |args: &[String]| {
         Command::new("ssh")
             .arg("-F")
-            .arg(&cfg)
+            .arg(&plain)
             .args(args)
             .env("HOP_HOME", &a.home)
             .stdin(Stdio::null())
@@ -418,8 +422,9 @@ fn ssh_sessions_need_a_tap_each(a: &Appliance, key: &Path) {
     // The same pair to node1 still starts a session within its minute.
     let out = ssh(&marked("node1"));
     assert_eq!(stdout(&out).trim(), "through", "{}", stderr(&out));
-    // The login's own certificates (no mark): the proxy refuses.
-    let out = ssh(&[format!("{OS_LOGIN}@node1.{cluster}"), "true".into()]);
+    // The login's own certificates (no mark) to node2, for which no marked ones were made:
+    // the proxy refuses.
+    let out = ssh(&[format!("{OS_LOGIN}@node2.{cluster}"), "true".into()]);
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("require_session_mfa"),
@@ -448,6 +453,91 @@ fn ssh_sessions_need_a_tap_each(a: &Appliance, key: &Path) {
         "",
     );
     assert_eq!(stdout(&out).trim(), "two", "{}", stderr(&out));
+    openssh_taps_through_hop_config(a, key, (&cfg, &cluster));
+}
+
+/// `hop config` with its `Match exec` block left out.
+fn without_session_mfa_block(cfg: &Path) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(cfg).unwrap();
+    let mut out = String::new();
+    let mut skipping = false;
+    for line in text.lines() {
+        if line.starts_with("Match ") {
+            skipping = true;
+        } else if !line.starts_with(' ') {
+            skipping = false;
+        }
+        if !skipping {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    assert_ne!(out, text, "hop config has a Match exec block");
+    let path = cfg.with_extension("plain");
+    std::fs::write(&path, out).unwrap();
+    path
+}
+
+/// OpenSSH's own `ssh` with `hop config`'s configuration: its `Match exec` line runs `hop mfa
+/// session`, which taps the key for that login and node before OpenSSH connects; a second
+/// session within the certificates' minute takes them again without a tap; with no key to tap,
+/// the proxy refuses and says why.
+fn openssh_taps_through_hop_config(a: &Appliance, key: &Path, (cfg, cluster): (&Path, &str)) {
+    let taps = |a: &Appliance| {
+        events(a, "mfa.session")
+            .iter()
+            .filter(|e| e["node"] == "node1" && e.get("error").is_none())
+            .count()
+    };
+    // Whatever `hop ssh` made for node1 earlier is removed: this run must tap.
+    std::fs::remove_dir_all(session_cert_dir(a, &format!("{OS_LOGIN}@node1.{cluster}"))).unwrap();
+    let before = taps(a);
+    let ssh = |with_key: bool| {
+        let mut cmd = Command::new("ssh");
+        cmd.arg("-F")
+            .arg(cfg)
+            .arg(format!("{OS_LOGIN}@node1.{cluster}"))
+            .args(["echo", "openssh"])
+            .env("HOP_HOME", &a.home)
+            .stdin(Stdio::null());
+        if with_key {
+            cmd.env("HOP_TEST_AUTHENTICATOR", key);
+        } else {
+            cmd.env_remove("HOP_TEST_AUTHENTICATOR");
+        }
+        cmd.output().unwrap()
+    };
+    let out = ssh(true);
+    assert_eq!(stdout(&out).trim(), "openssh", "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("security key tap"),
+        "{}",
+        stderr(&out)
+    );
+    let out = ssh(true);
+    assert_eq!(stdout(&out).trim(), "openssh", "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("security key tap"),
+        "{}",
+        stderr(&out)
+    );
+    wait_event(a, "mfa.session", |e| {
+        e["node"] == "node1" && e.get("error").is_none()
+    });
+    assert_eq!(
+        taps(a),
+        before + 1,
+        "one tap for two sessions within the minute"
+    );
+    // Without a key: the exec fails, OpenSSH falls back to the login's certificate, refused.
+    std::fs::remove_dir_all(session_cert_dir(a, &format!("{OS_LOGIN}@node1.{cluster}"))).unwrap();
+    let out = ssh(false);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("require_session_mfa"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// Per-session MFA on PostgreSQL (the role `mfa-ssh` allows `alice` on `hopdb` and

@@ -4,6 +4,7 @@
 //! leaves (`on_leave: terminate`); its recording shows who took part. With `on_leave: pause`,
 //! her leaving makes the session ignore keystrokes until she is back.
 
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -141,6 +142,7 @@ fn a_moderated_session_waits_for_its_moderator_and_ends_when_they_leave() {
     // A new server on its own socket: the first one may still be exiting.
     let sock = a.dir.path().join("tmux-paused.sock");
     let _server = TmuxServer::start(&sock, &script, 120, 40);
+    tmux(&sock, &["set-option", "-t", "hop", "remain-on-exit", "on"]);
     wait_pane(&sock, "this session is moderated");
     let start = wait_event(&a, "session.start", |e| {
         e["user"] == "bob" && e["interactive"] == true && e["session_id"] != id.as_str()
@@ -151,7 +153,7 @@ fn a_moderated_session_waits_for_its_moderator_and_ends_when_they_leave() {
             Command::new(HOP)
                 .args(["join", &second, "--mode", "moderator"])
                 .env("HOP_HOME", &a.home)
-                .stdin(Stdio::null())
+                .stdin(Stdio::piped())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -168,7 +170,7 @@ fn a_moderated_session_waits_for_its_moderator_and_ends_when_they_leave() {
         &["send-keys", "-t", "hop", "echo ignored-$((2*2))", "Enter"],
     );
     std::thread::sleep(Duration::from_millis(500));
-    let _moderator = join();
+    let mut moderator = join();
     wait_pane(&sock, "the session resumes");
     tmux(
         &sock,
@@ -176,4 +178,19 @@ fn a_moderated_session_waits_for_its_moderator_and_ends_when_they_leave() {
     );
     let pane = wait_pane(&sock, "resumed-9");
     assert!(!pane.contains("ignored-4"), "{pane}");
+
+    // The moderator ends the session for everyone (`t`); the first moderator's departure was
+    // audited.
+    let mut keys = moderator.0.stdin.take().unwrap();
+    keys.write_all(b"t\n").unwrap();
+    keys.flush().unwrap();
+    wait_pane(&sock, "moderator alice ended the session");
+    let end = wait_event(&a, "session.end", |e| e["session_id"] == second.as_str());
+    assert_eq!(end["terminated_by"], "alice", "{end}");
+    assert_eq!(end["ended_by"], "moderator", "{end}");
+    let _ = moderator.0.wait();
+    let left = wait_event(&a, "session.leave", |e| {
+        e["session_id"] == second.as_str() && e["user"] == "alice"
+    });
+    assert_eq!(left["mode"], "moderator", "{left}");
 }

@@ -4,15 +4,17 @@
 //! publishes its terminal output to a broadcast channel and keeps the last [`REPLAY`] bytes, so
 //! that a joiner first sees the recent screen, then the live output; a peer's keystrokes go into
 //! the session's terminal through a bounded queue; the session's owner is told who joined and
-//! left, and who is in it now (what a moderated session, `super::moderation`, decides on). Who
+//! left, and who is in it now (what a moderated session, `super::moderation`, decides on), and
+//! when a moderator ends the session for everyone (`MODERATOR_TERMINATE` on their stream). Who
 //! may join is decided by the proxy (roles' `join_sessions`) before the Dial reaches the node; the
 //! node only serves sessions it hosts and ends a joiner's stream when the session ends. A peer's
-//! keystrokes reach the terminal; an observer's and a moderator's are read and dropped.
+//! keystrokes reach the terminal; an observer's and a moderator's are read and dropped (but for
+//! a moderator's request to end the session).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use hop_api::dial::join::JoinDial;
+use hop_api::dial::join::{JoinDial, TerminateScanner};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{broadcast, mpsc, watch};
 
@@ -32,6 +34,10 @@ pub struct LiveSession {
     participants: Mutex<Vec<(u64, JoinDial)>>,
     /// Bumped when someone joins or leaves (a moderated session decides again).
     changed: watch::Sender<u64>,
+    /// The moderator who ended the session for everyone, once one has.
+    terminated_by: watch::Sender<Option<String>>,
+    /// Set when the session has ended: joiners' streams end with it.
+    ended: watch::Sender<bool>,
 }
 
 impl LiveSession {
@@ -46,6 +52,22 @@ impl LiveSession {
     /// Told when someone joins or leaves.
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
+    }
+
+    /// Told when a moderator ends the session (`hop join --mode moderator`, then `t`).
+    pub fn terminations(&self) -> watch::Receiver<Option<String>> {
+        self.terminated_by.subscribe()
+    }
+
+    /// A moderator ends the session; the first one to ask is the one named.
+    fn terminate(&self, moderator: &str) {
+        self.terminated_by.send_if_modified(|by| {
+            if by.is_some() {
+                return false;
+            }
+            *by = Some(moderator.to_string());
+            true
+        });
     }
 
     fn arrive(&self, join: &JoinDial) -> u64 {
@@ -90,8 +112,14 @@ pub struct PartyGuard {
 
 impl Drop for PartyGuard {
     fn drop(&mut self) {
-        if let Ok(mut m) = self.parties.sessions.lock() {
-            m.remove(&self.id);
+        let live = self
+            .parties
+            .sessions
+            .lock()
+            .ok()
+            .and_then(|mut m| m.remove(&self.id));
+        if let Some(live) = live {
+            live.ended.send_replace(true);
         }
     }
 }
@@ -117,6 +145,8 @@ impl Parties {
             notices: notice_tx,
             participants: Mutex::new(Vec::new()),
             changed: watch::Sender::new(0),
+            terminated_by: watch::Sender::new(None),
+            ended: watch::Sender::new(false),
         });
         if let Ok(mut m) = self.sessions.lock() {
             m.insert(id.to_string(), live.clone());
@@ -145,6 +175,7 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
 {
     let mut rx = live.output.subscribe();
+    let mut ended = live.ended.subscribe();
     let replay: Vec<u8> = live
         .recent
         .lock()
@@ -156,12 +187,27 @@ where
     let ticket = live.arrive(&join);
     let (mut r, mut w) = tokio::io::split(stream);
     let peer = join.mode == "peer";
+    let moderator = join.mode == "moderator";
+    let mut terminate = TerminateScanner::default();
     let out = async {
         if w.write_all(&replay).await.is_err() {
             return;
         }
         loop {
-            match rx.recv().await {
+            let got = tokio::select! {
+                biased;
+                got = rx.recv() => got,
+                // The session is over: what it wrote last, then the end of the stream.
+                () = async { drop(ended.wait_for(|e| *e).await) } => {
+                    while let Ok(b) = rx.try_recv() {
+                        if w.write_all(&b).await.is_err() {
+                            return;
+                        }
+                    }
+                    return;
+                }
+            };
+            match got {
                 Ok(b) => {
                     if w.write_all(&b).await.is_err() {
                         return;
@@ -185,13 +231,11 @@ where
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
-            if peer
-                && live
-                    .input
-                    .send(buf.get(..n).unwrap_or_default().to_vec())
-                    .await
-                    .is_err()
-            {
+            let bytes = buf.get(..n).unwrap_or_default();
+            if moderator && terminate.push(bytes) {
+                live.terminate(&join.user);
+            }
+            if peer && live.input.send(bytes.to_vec()).await.is_err() {
                 return;
             }
         }
@@ -222,6 +266,64 @@ mod tests {
         assert!(parties.get("s1").is_some());
         drop(hosted);
         assert!(parties.get("s1").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_joiner_gets_the_last_output_and_the_end_of_its_stream_when_the_session_ends() {
+        let parties = Arc::new(Parties::default());
+        let hosted = parties.host("s1");
+        let (mut client, node_end) = tokio::io::duplex(1024);
+        let join = JoinDial {
+            session_id: "s1".into(),
+            mode: "observer".into(),
+            user: "olga".into(),
+            roles: vec![],
+        };
+        let task = tokio::spawn(serve_joiner(hosted.live.clone(), join, node_end));
+        // Joined once it is counted; then the session writes its last words and ends.
+        while hosted.live.participants().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        hosted.live.publish(b"bye");
+        drop(hosted);
+        let mut seen = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            client.read_to_end(&mut seen),
+        )
+        .await
+        .expect("the joiner's stream ends with the session")
+        .unwrap();
+        assert_eq!(seen, b"bye");
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn only_a_moderator_ends_the_session_for_everyone() {
+        let parties = Arc::new(Parties::default());
+        let hosted = parties.host("s1");
+        let mut ended = hosted.live.terminations();
+        for (user, mode) in [
+            ("olga", "observer"),
+            ("pete", "peer"),
+            ("mona", "moderator"),
+        ] {
+            let (mut client, node_end) = tokio::io::duplex(1024);
+            let join = JoinDial {
+                session_id: "s1".into(),
+                mode: mode.into(),
+                user: user.into(),
+                roles: vec![],
+            };
+            let task = tokio::spawn(serve_joiner(hosted.live.clone(), join, node_end));
+            let (head, tail) = hop_api::dial::join::MODERATOR_TERMINATE.split_at(3);
+            client.write_all(head).await.unwrap();
+            client.write_all(tail).await.unwrap();
+            drop(client);
+            task.await.unwrap();
+        }
+        assert!(ended.has_changed().unwrap());
+        assert_eq!(ended.borrow_and_update().as_deref(), Some("mona"));
     }
 
     #[test]

@@ -198,8 +198,12 @@ pub async fn run(channel: Channel<Msg>, ctx: SessionContext) {
         &session_id,
     )
     .await;
+    let mut terminated_by = None;
     let (code, bytes_in, bytes_out, error) = match outcome {
-        Ok(o) => (Some(o.exit_code), o.bytes_in, o.bytes_out, None),
+        Ok(o) => {
+            terminated_by = o.terminated_by;
+            (Some(o.exit_code), o.bytes_in, o.bytes_out, None)
+        }
         Err(e) => {
             let _ = writer
                 .make_writer_ext(Some(1))
@@ -234,6 +238,9 @@ pub async fn run(channel: Channel<Msg>, ctx: SessionContext) {
         .field("duration_ms", clock::since(started).as_millis() as u64);
     if let Some(c) = code {
         ev = ev.field("exit_code", c);
+    }
+    if let Some(m) = terminated_by {
+        ev = ev.field("ended_by", "moderator").field("terminated_by", m);
     }
     if let Some(e) = error {
         let kind = match &program {
@@ -272,6 +279,8 @@ struct Outcome {
     exit_code: u32,
     bytes_in: u64,
     bytes_out: u64,
+    /// The moderator who ended the session for everyone, if one did.
+    terminated_by: Option<String>,
 }
 
 /// Why a session's program did not start or run to its end. The words reach the client (as
@@ -691,6 +700,7 @@ async fn pipe_session(
         exit_code,
         bytes_in,
         bytes_out,
+        terminated_by: None,
     })
 }
 
@@ -866,6 +876,7 @@ async fn wait_for_moderators(
     recording: &Recording,
 ) -> bool {
     let (live, changes) = party;
+    let mut terminations = live.terminations();
     loop {
         // Seen before deciding: a departure after this is a change the session acts on.
         changes.borrow_and_update();
@@ -893,6 +904,14 @@ async fn wait_for_moderators(
                     break;
                 }
                 Some(note) = notices.recv() => show_notice(writer, recording, &note).await,
+                Ok(()) = terminations.changed() => {
+                    let by = terminations.borrow_and_update().clone();
+                    if let Some(by) = by {
+                        let line = format!("moderator {by} ended the session before it started");
+                        show_notice(writer, recording, &line).await;
+                        return false;
+                    }
+                }
                 // A peer's keystrokes before the start go nowhere.
                 Some(_) = peer_input.recv() => {}
                 msg = reader.wait() => match msg {
@@ -952,9 +971,12 @@ async fn pty_session(
             exit_code: 255,
             bytes_in: 0,
             bytes_out: 0,
+            terminated_by: live.terminations().borrow().clone(),
         });
     }
     let mut paused = false;
+    let mut terminated_by = None;
+    let mut terminations = live.terminations();
     let pair = pty::open_pty(size).map_err(SessionError::OpenTerminal)?;
     let slave = |p: &OwnedFd| -> Result<Stdio, SessionError> {
         p.try_clone()
@@ -1038,6 +1060,15 @@ async fn pty_session(
                 let _ = writer.make_writer_ext(Some(1)).write_all(msg.as_bytes()).await;
                 let _ = pty::signal_process(pid, libc::SIGHUP);
                 break child.wait().await.map_err(SessionError::Io)?;
+            }
+            Ok(()) = terminations.changed() => {
+                let Some(by) = terminations.borrow_and_update().clone() else {
+                    continue;
+                };
+                let _ = pty::signal_process(pid, libc::SIGHUP);
+                show_notice(&writer, &recording, &format!("moderator {by} ended the session")).await;
+                terminated_by = Some(by);
+                break end_child(&mut child, pid).await?;
             }
             changed = moderation.changed(), if moderated => {
                 if changed.is_err() {
@@ -1128,5 +1159,6 @@ async fn pty_session(
         exit_code,
         bytes_in,
         bytes_out,
+        terminated_by,
     })
 }

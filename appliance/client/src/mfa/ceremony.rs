@@ -2,15 +2,19 @@
 //! (`{"publicKey": {...}}`, as `navigator.credentials.get` / `.create` take them), writes the
 //! client data for the cluster's web origin, has the authenticator sign, and gives back the
 //! answer as the web API encodes it (base64url fields), which Auth checks exactly as it checks
-//! a browser's.
+//! a browser's. User verification: asked of the key when the options require it (a
+//! passwordless login), else left to the key, which may still want its PIN (a passkey
+//! registered on a PIN-protected key); the PIN is asked then ([`super::pin`]).
 
 use anyhow::{Context, anyhow, bail};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use hop_webauthn::ctap::{self, GetAssertion, MakeCredential};
+use hop_webauthn::pin::permission;
 use serde_json::{Value, json};
 
 use super::Authenticator;
+use super::pin::{PinPrompt, Scope, TerminalPin, run_verified};
 
 fn unb64(what: &str, s: &str) -> anyhow::Result<Vec<u8>> {
     B64.decode(s.trim_end_matches('='))
@@ -77,6 +81,17 @@ pub fn assert(
     origin: &str,
     passwordless: bool,
 ) -> anyhow::Result<Value> {
+    assert_with(auth, &mut TerminalPin, options_json, origin, passwordless)
+}
+
+/// [`assert`] with the PIN, when the key needs one, from `prompt`.
+pub fn assert_with(
+    auth: &mut dyn Authenticator,
+    prompt: &mut dyn PinPrompt,
+    options_json: &str,
+    origin: &str,
+    passwordless: bool,
+) -> anyhow::Result<Value> {
     let pk = public_key(options_json)?;
     let challenge = unb64("challenge", str_field(&pk, &["challenge"])?)?;
     let rp_id = str_field(&pk, &["rpId"])?;
@@ -84,12 +99,20 @@ pub fn assert(
     let uv = passwordless || pk.get("userVerification").and_then(Value::as_str) == Some("required");
     let client_data = ctap::client_data_json("webauthn.get", &challenge, origin);
     let hash = ctap::sha256(&client_data);
-    eprintln!("Tap your {} to continue.", auth.describe());
-    let got = auth.get_assertion(&GetAssertion {
+    let scope = Scope {
+        permission: permission::GET_ASSERTION,
         rp_id,
         client_data_hash: &hash,
-        allow: &allow,
-        user_verification: uv,
+    };
+    let got = run_verified(auth, prompt, uv, scope, |auth, uv, pin_uv_auth| {
+        eprintln!("Tap your {} to continue.", auth.describe());
+        auth.get_assertion(&GetAssertion {
+            rp_id,
+            client_data_hash: &hash,
+            allow: &allow,
+            user_verification: uv,
+            pin_uv_auth,
+        })
     })?;
     let credential_id = match (got.credential_id, allow.as_slice()) {
         (Some(id), _) => id,
@@ -118,6 +141,16 @@ pub fn register(
     options_json: &str,
     origin: &str,
 ) -> anyhow::Result<Value> {
+    register_with(auth, &mut TerminalPin, options_json, origin)
+}
+
+/// [`register`] with the PIN, when the key needs one, from `prompt`.
+pub fn register_with(
+    auth: &mut dyn Authenticator,
+    prompt: &mut dyn PinPrompt,
+    options_json: &str,
+    origin: &str,
+) -> anyhow::Result<Value> {
     let pk = public_key(options_json)?;
     let challenge = unb64("challenge", str_field(&pk, &["challenge"])?)?;
     let user_id = unb64("user.id", str_field(&pk, &["user", "id"])?)?;
@@ -134,23 +167,35 @@ pub fn register(
             .and_then(Value::as_str)
             .is_some_and(|v| v == "required" || v == "preferred")
     };
+    let uv = selection
+        .and_then(|s| s.get("userVerification"))
+        .and_then(Value::as_str)
+        == Some("required");
+    let rp_id = str_field(&pk, &["rp", "id"])?;
+    let rp_name = str_field(&pk, &["rp", "name"]).unwrap_or("Hop");
+    let user_name = str_field(&pk, &["user", "name"])?;
     let client_data = ctap::client_data_json("webauthn.create", &challenge, origin);
     let hash = ctap::sha256(&client_data);
-    eprintln!("Tap your {} to register it.", auth.describe());
-    let made = auth.make_credential(&MakeCredential {
+    let scope = Scope {
+        permission: permission::MAKE_CREDENTIAL,
+        rp_id,
         client_data_hash: &hash,
-        rp_id: str_field(&pk, &["rp", "id"])?,
-        rp_name: str_field(&pk, &["rp", "name"]).unwrap_or("Hop"),
-        user_id: &user_id,
-        user_name: str_field(&pk, &["user", "name"])?,
-        algorithms: &algorithms,
-        exclude: &exclude,
-        // A passkey when the key can: passwordless logins need one.
-        resident_key: wants("residentKey"),
-        user_verification: selection
-            .and_then(|s| s.get("userVerification"))
-            .and_then(Value::as_str)
-            == Some("required"),
+    };
+    let made = run_verified(auth, prompt, uv, scope, |auth, uv, pin_uv_auth| {
+        eprintln!("Tap your {} to register it.", auth.describe());
+        auth.make_credential(&MakeCredential {
+            client_data_hash: &hash,
+            rp_id,
+            rp_name,
+            user_id: &user_id,
+            user_name,
+            algorithms: &algorithms,
+            exclude: &exclude,
+            // A passkey when the key can: passwordless logins need one.
+            resident_key: wants("residentKey"),
+            user_verification: uv,
+            pin_uv_auth,
+        })
     })?;
     Ok(json!({
         "client_data_json": B64.encode(&client_data),

@@ -30,6 +30,10 @@ pub async fn run(cmd: MfaCommand) -> anyhow::Result<()> {
         MfaCommand::Rm { device, proof } => {
             rm(&mut client, &login.profile.proxy, &device, &proof).await
         }
+        // The binary runs it itself, to exit 1 without a message when no tap is asked for.
+        MfaCommand::Session { target } => {
+            super::session::prepare_for_openssh(&target).await.map(drop)
+        }
     }
 }
 

@@ -2,6 +2,8 @@
 //! framed and parsed by `hop-webauthn`'s sans-IO `ctap` codec. Linux only (hidraw); no system
 //! library is needed. Not tested against a real key in CI (none is plugged in there): the codec
 //! is tested with constructed and recorded frames, and the e2e tests use the software key.
+//! getInfo and clientPIN (the PIN/UV auth protocol, driven by [`super::pin`]) go through the
+//! same CTAPHID_CBOR exchange as the two ceremonies.
 
 use std::time::Duration;
 
@@ -107,5 +109,9 @@ impl Authenticator for HidAuthenticator {
     fn get_assertion(&mut self, req: &GetAssertion<'_>) -> anyhow::Result<GotAssertion> {
         let answer = self.transact(cmd::CBOR, &ctap::encode_get_assertion(req), TOUCH_TIMEOUT)?;
         Ok(ctap::parse_get_assertion(&answer)?)
+    }
+
+    fn command(&mut self, request: &[u8]) -> anyhow::Result<Vec<u8>> {
+        self.transact(cmd::CBOR, request, TOUCH_TIMEOUT)
     }
 }

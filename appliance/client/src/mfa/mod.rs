@@ -1,7 +1,8 @@
 //! Security keys on the user's side: the authenticator seam ([`Authenticator`]: a FIDO2 key
 //! over USB HID, or in test builds a software key in a file), the WebAuthn client the CLI plays
 //! in place of a browser ([`ceremony`]: Auth's options in, client data and the key's answer
-//! out), and the commands `hop mfa ls|add|rm`.
+//! out), user verification with the key's PIN ([`pin`]: asked on the terminal when the key
+//! needs it), and the commands `hop mfa ls|add|rm`.
 //!
 //! Which authenticator: `HOP_TEST_AUTHENTICATOR=FILE` picks the software key, only in a `hop`
 //! built with the test-only cargo feature `test-authenticator` (the e2e tests' build; release
@@ -10,6 +11,10 @@
 pub mod ceremony;
 pub mod commands;
 pub mod hid;
+pub mod pin;
+#[cfg(test)]
+#[cfg(feature = "test-authenticator")]
+mod pin_tests;
 pub mod session;
 #[cfg(feature = "test-authenticator")]
 pub mod soft;
@@ -24,6 +29,9 @@ pub trait Authenticator {
     fn make_credential(&mut self, req: &MakeCredential<'_>) -> anyhow::Result<MadeCredential>;
     /// `authenticatorGetAssertion`.
     fn get_assertion(&mut self, req: &GetAssertion<'_>) -> anyhow::Result<GotAssertion>;
+    /// Another CTAP2 command (`authenticatorGetInfo`, `authenticatorClientPIN`): the
+    /// CTAPHID_CBOR payload in (command byte first), the key's answer out (status byte first).
+    fn command(&mut self, request: &[u8]) -> anyhow::Result<Vec<u8>>;
 }
 
 /// The environment variable naming a test authenticator's key file.

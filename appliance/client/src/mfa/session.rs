@@ -3,15 +3,19 @@
 //! answers it, and Auth issues one-minute certificates marked for that target.
 //!
 //! For SSH (one node and login): an SSH certificate and an X.509 certificate (new keys, kept
-//! beside the login's under `keys/…/session-mfa/LOGIN@NODE/`). OpenSSH then presents the SSH
-//! certificate to the node, and `hop proxy ssh` (its ProxyCommand, told by
-//! `HOP_SESSION_MFA_DIR`) the X.509 one to the proxy: both check the mark.
+//! beside the login's under `keys/…/session-mfa/LOGIN@NODE.CLUSTER/`, the name OpenSSH knows
+//! the node by). OpenSSH then presents the SSH certificate to the node, and `hop proxy ssh`
+//! (its ProxyCommand) the X.509 one to the proxy: both check the mark. `hop ssh` prepares them
+//! before it runs OpenSSH; OpenSSH run directly with `hop config`'s configuration has them
+//! prepared by that configuration's `Match exec` line (`hop mfa session LOGIN@HOST`, which
+//! reuses certificates of the same target that still have [`REUSE_MIN_LEFT`] to run).
 //!
 //! For a database (one service, database user and name) or a kube cluster: the route
 //! certificate itself, which `hop db login` saves where psql takes it and `hop kube login` /
 //! `hop kube credentials` where kubectl does; the proxy checks the mark against the session.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use hop_api::proto::auth_public_client::AuthPublicClient;
@@ -28,6 +32,11 @@ use crate::profile::Login;
 /// The environment variable that points `hop proxy ssh` at a session's MFA certificate.
 pub const SESSION_MFA_DIR_ENV: &str = "HOP_SESSION_MFA_DIR";
 
+/// How long certificates already made for a target must still run for `hop mfa session` to
+/// use them instead of asking for another tap (OpenSSH may read its configuration twice, and
+/// `hop ssh` prepares them before OpenSSH's `Match exec` asks again).
+pub const REUSE_MIN_LEFT: Duration = Duration::from_secs(20);
+
 /// The files of one session's MFA certificates.
 #[derive(Debug, Clone)]
 pub struct SessionMfaFiles {
@@ -35,6 +44,46 @@ pub struct SessionMfaFiles {
 }
 
 impl SessionMfaFiles {
+    /// The files for `os_login` on `host` (the node's name as OpenSSH has it: `NODE.CLUSTER`).
+    #[must_use]
+    pub fn for_target(login: &Login, os_login: &str, host: &str) -> Self {
+        Self {
+            dir: login
+                .paths
+                .keys_dir()
+                .join("session-mfa")
+                .join(format!("{os_login}@{host}")),
+        }
+    }
+
+    /// Whether both certificates are there and the X.509 one (issued with the SSH one, for
+    /// the same minute) runs at least `left` more.
+    #[must_use]
+    pub fn valid_for(&self, left: Duration) -> bool {
+        let Ok(pem) = std::fs::read_to_string(self.tls_cert()) else {
+            return false;
+        };
+        let Some(end) = crate::profile::not_after(&pem) else {
+            return false;
+        };
+        self.ssh_cert().is_file()
+            && self.ssh_key().is_file()
+            && end
+                .duration_since(hop_platform::clock::wall())
+                .unwrap_or_default()
+                >= left
+    }
+
+    fn client_cert(&self) -> anyhow::Result<ClientCert> {
+        let read = |p: &Path| {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+        };
+        Ok(ClientCert {
+            chain_pem: read(&self.tls_cert())?,
+            key_pem: read(&self.tls_key())?,
+        })
+    }
+
     #[must_use]
     pub fn ssh_key(&self) -> PathBuf {
         self.dir.join("key")
@@ -56,21 +105,27 @@ impl SessionMfaFiles {
     }
 }
 
-/// The X.509 certificate `hop proxy ssh` presents: a session's MFA one when the environment
-/// names it, else the login's.
-pub fn proxy_cert(login: &Login) -> anyhow::Result<ClientCert> {
-    let Some(dir) = std::env::var_os(SESSION_MFA_DIR_ENV) else {
-        return Ok(login.cert.clone());
-    };
-    let files = SessionMfaFiles {
-        dir: PathBuf::from(dir),
-    };
-    let read =
-        |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
-    Ok(ClientCert {
-        chain_pem: read(&files.tls_cert())?,
-        key_pem: read(&files.tls_key())?,
-    })
+/// The X.509 certificate `hop proxy ssh LOGIN@HOST[:PORT]` presents: a session's MFA one when
+/// the environment names it or when one for that very login and host is still valid, else the
+/// login's.
+pub fn proxy_cert(login: &Login, target: &str) -> anyhow::Result<ClientCert> {
+    if let Some(dir) = std::env::var_os(SESSION_MFA_DIR_ENV) {
+        return SessionMfaFiles {
+            dir: PathBuf::from(dir),
+        }
+        .client_cert();
+    }
+    let user_host = target
+        .rsplit_once(':')
+        .filter(|(_, port)| port.parse::<u16>().is_ok())
+        .map_or(target, |(user_host, _)| user_host);
+    if let Some((os_login, host)) = user_host.rsplit_once('@') {
+        let files = SessionMfaFiles::for_target(login, os_login, host);
+        if files.valid_for(Duration::from_secs(1)) {
+            return files.client_cert();
+        }
+    }
+    Ok(login.cert.clone())
 }
 
 /// What a session is for, as the client names it to Auth.
@@ -195,10 +250,11 @@ async fn tap_for(
 }
 
 /// Asks Auth whether a session on `node` as `os_login` needs a fresh assertion; if so, taps
-/// the key and writes the one-minute certificates. `None`: no role requires it.
+/// the key and writes the one-minute certificates for `host` (the node's name as OpenSSH has
+/// it). `None`: no role requires it.
 pub async fn prepare(
     login: &Login,
-    node: &str,
+    (node, host): (&str, &str),
     os_login: &str,
 ) -> anyhow::Result<Option<SessionMfaFiles>> {
     let mut rng = rand::rng();
@@ -212,13 +268,7 @@ pub async fn prepare(
     else {
         return Ok(None);
     };
-    let files = SessionMfaFiles {
-        dir: login
-            .paths
-            .keys_dir()
-            .join("session-mfa")
-            .join(format!("{os_login}@{node}")),
-    };
+    let files = SessionMfaFiles::for_target(login, os_login, host);
     hop_net::files::ensure_dir(&files.dir)?;
     hop_net::files::write_private(&files.ssh_key(), ssh.private_openssh.as_bytes())?;
     hop_net::files::write_private(
@@ -271,4 +321,23 @@ pub async fn kube_route(
             tls_server_name: c.kube_tls_server_name,
             proxy_addr: c.kube_proxy_addr,
         }))
+}
+
+/// `hop mfa session LOGIN@NODE.CLUSTER`, which `hop config`'s `Match exec` line runs before
+/// OpenSSH connects: `true` when marked certificates for that login and node are ready (made
+/// now with a tap, or made earlier and still [`REUSE_MIN_LEFT`] from their end), `false` when
+/// no role asks for a tap (OpenSSH then uses the login's own certificate).
+pub async fn prepare_for_openssh(target: &str) -> anyhow::Result<bool> {
+    let login = crate::profile::current_login()?;
+    let (os_login, host) = target
+        .rsplit_once('@')
+        .filter(|(l, h)| !l.is_empty() && !h.is_empty())
+        .ok_or_else(|| anyhow!("{target:?} is not LOGIN@NODE.{}", login.profile.cluster))?;
+    if SessionMfaFiles::for_target(&login, os_login, host).valid_for(REUSE_MIN_LEFT) {
+        return Ok(true);
+    }
+    let node = host
+        .strip_suffix(&format!(".{}", login.profile.cluster))
+        .unwrap_or(host);
+    Ok(prepare(&login, (node, host), os_login).await?.is_some())
 }

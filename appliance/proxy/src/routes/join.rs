@@ -4,12 +4,12 @@
 //! This module owns the decision and the routing: the session is found from its tracker
 //! (`auth::trackers`: who owns it, which node agent or proxy hosts it; never from the audit
 //! log), the joiner must be its owner or hold a role whose `join_sessions` allows the owner's
-//! roles in that mode for that kind (`ssh`, `k8s`), the attempt is audited (`session.join`),
-//! and the stream is carried to the node, which attaches it to the session's terminal
-//! (`node/party.rs`), or, for a Kubernetes session, attached in-process to the session this
-//! proxy relays (`kube/party.rs`; its departure is audited as `session.leave`). A Kubernetes
-//! session relayed by another appliance's proxy is refused, naming that proxy: proxies do not
-//! carry joins to each other. The web UI's terminal joins SSH sessions through `open`.
+//! roles in that mode for that kind (`ssh`, `k8s`), the attempt is audited (`session.join`, and
+//! `session.leave` when the joiner's stream ends), and the stream is carried to the node, which
+//! attaches it to the session's terminal (`node/party.rs`), or, for a Kubernetes session,
+//! attached in-process to the session this proxy relays (`kube/party.rs`). A Kubernetes session
+//! relayed by another appliance's proxy is refused, naming that proxy: proxies do not carry
+//! joins to each other. The web UI's terminal joins SSH sessions through `open`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -133,6 +133,7 @@ pub async fn serve(
         hold: _agent_hold,
         live,
         session_id,
+        departure: _departure,
     } = joined;
     let _watch = LiveWatch::start(
         auth.clone(),
@@ -156,6 +157,36 @@ pub(crate) struct Joined {
     pub(crate) hold: AgentHold,
     pub(crate) live: Live,
     pub(crate) session_id: String,
+    /// Writes `session.leave` when dropped: keep it as long as the joiner's stream.
+    pub(crate) departure: Departure,
+}
+
+/// A joiner's presence in a session, from the proxy's side: its end (the joiner left, was
+/// disconnected, or the session ended) is audited as `session.leave` with how long they stayed.
+pub(crate) struct Departure {
+    auth: Arc<AuthServer>,
+    user: String,
+    session_id: String,
+    mode: String,
+    remote: SocketAddr,
+    since: std::time::Instant,
+}
+
+impl Drop for Departure {
+    fn drop(&mut self) {
+        let ev = self
+            .auth
+            .event(EventKind::SessionLeave, &self.user)
+            .remote(Some(self.remote))
+            .field("session_id", std::mem::take(&mut self.session_id))
+            .field("mode", std::mem::take(&mut self.mode))
+            .field(
+                "duration_ms",
+                u64::try_from(hop_platform::clock::since(self.since).as_millis())
+                    .unwrap_or(u64::MAX),
+            );
+        self.auth.emit(ev);
+    }
 }
 
 /// A join decided: the session and the request, and whether the joiner's roles end their
@@ -256,25 +287,16 @@ async fn decide(
             disconnect_expired_cert,
         }),
         Ok(Err((info, e))) => {
-            emit(
-                auth,
-                EventKind::SessionJoin,
-                cert,
-                remote,
-                &req,
-                info.as_ref(),
-                Some(&e),
-            );
+            emit(auth, cert, remote, &req, info.as_ref(), Some(&e));
             Err(e)
         }
         Err(e) => Err(format!("internal error: {e}")),
     }
 }
 
-/// Audits a join (`session.join`) or a departure (`session.leave`) of `req`'s session.
+/// Audits a join (`session.join`) of `req`'s session.
 fn emit(
     auth: &AuthServer,
-    kind: EventKind,
     cert: &UserCert,
     remote: SocketAddr,
     req: &JoinRequest,
@@ -282,7 +304,7 @@ fn emit(
     err: Option<&str>,
 ) {
     let mut ev = auth
-        .event(kind, &cert.identity.username)
+        .event(EventKind::SessionJoin, &cert.identity.username)
         .remote(Some(remote))
         .field("session_id", req.session_id.clone())
         .field("mode", req.mode.clone());
@@ -293,7 +315,7 @@ fn emit(
             .field("kind", i.kind.name());
     }
     if let Some(e) = err {
-        ev = ev.failed(kind, e);
+        ev = ev.failed(EventKind::SessionJoin, e);
     }
     auth.emit(ev);
 }
@@ -335,28 +357,20 @@ async fn carry(
         Ok(a) => a,
         Err(e) => {
             let e = e.to_string();
-            emit(
-                auth,
-                EventKind::SessionJoin,
-                &cert,
-                remote,
-                &req,
-                Some(&info),
-                Some(&e),
-            );
+            emit(auth, &cert, remote, &req, Some(&info), Some(&e));
             return Err(e);
         }
     };
-    emit(
-        auth,
-        EventKind::SessionJoin,
-        &cert,
-        remote,
-        &req,
-        Some(&info),
-        None,
-    );
+    emit(auth, &cert, remote, &req, Some(&info), None);
     add_participant(auth, &req.session_id, &identity.username).await;
+    let departure = Departure {
+        auth: auth.clone(),
+        user: identity.username.clone(),
+        session_id: req.session_id.clone(),
+        mode: req.mode,
+        remote,
+        since: hop_platform::clock::now(),
+    };
     let live = Live {
         sockets: Vec::new(),
         login: None,
@@ -373,6 +387,7 @@ async fn carry(
         hold,
         live,
         session_id: req.session_id,
+        departure,
     })
 }
 
@@ -437,31 +452,23 @@ async fn serve_kube(
         Ok(l) => l,
         Err(e) => {
             let e = e.to_string();
-            emit(
-                auth,
-                EventKind::SessionJoin,
-                cert,
-                remote,
-                &req,
-                Some(&info),
-                Some(&e),
-            );
+            emit(auth, cert, remote, &req, Some(&info), Some(&e));
             return refuse(&mut client, sid, e).await;
         }
     };
     if !accept(&mut client, sid).await {
         return;
     }
-    emit(
-        auth,
-        EventKind::SessionJoin,
-        cert,
-        remote,
-        &req,
-        Some(&info),
-        None,
-    );
+    emit(auth, cert, remote, &req, Some(&info), None);
     add_participant(auth, &id, &cert.identity.username).await;
+    let _departure = Departure {
+        auth: auth.clone(),
+        user: cert.identity.username.clone(),
+        session_id: id.clone(),
+        mode: req.mode.clone(),
+        remote,
+        since: hop_platform::clock::now(),
+    };
     let _watch = LiveWatch::start(
         auth.clone(),
         Live {
@@ -486,15 +493,6 @@ async fn serve_kube(
         tracing::debug!(session = %id, "a joiner's early bytes were dropped");
     }
     serve_joiner(live, joiner, stream).await;
-    emit(
-        auth,
-        EventKind::SessionLeave,
-        cert,
-        remote,
-        &req,
-        Some(&info),
-        None,
-    );
 }
 
 #[cfg(test)]

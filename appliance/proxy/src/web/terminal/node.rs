@@ -55,6 +55,8 @@ pub(super) struct Opened {
     pub disconnect_expired_cert: bool,
     pub _watch: LiveWatch,
     pub _hold: Option<ConnectionGuard>,
+    /// A join's `session.leave`, written when the terminal closes.
+    pub _departure: Option<join::Departure>,
 }
 
 /// Opens a shell as `login` on `node` for the web session `found`; the words of an error are
@@ -149,6 +151,7 @@ pub(super) async fn shell(
         disconnect_expired_cert,
         _watch: watch,
         _hold: hold.flatten(),
+        _departure: None,
     })
 }
 
@@ -257,7 +260,11 @@ pub(super) async fn join(
     rand::fill(&mut sid[..]);
     let joined = join::open(&room.auth, &registry, &found.cert, remote, &target, sid).await?;
     let join::Joined {
-        agent, hold, live, ..
+        agent,
+        hold,
+        live,
+        departure,
+        ..
     } = joined;
     let agent: FramedStream<AgentStream> = agent;
     let sockets = dup_stream(agent.get_ref()).into_iter().collect();
@@ -275,5 +282,6 @@ pub(super) async fn join(
         disconnect_expired_cert,
         _watch: watch,
         _hold: hold,
+        _departure: Some(departure),
     })
 }
