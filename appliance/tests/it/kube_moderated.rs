@@ -3,9 +3,9 @@
 //! waits (the stand-in API server sees no exec and his typed line reaches nothing), bob cannot
 //! moderate it himself, a user without the moderator role's `join_sessions` is refused, it
 //! starts when alice joins with `hop join --mode moderator` (she sees its output), and ends
-//! when she leaves (`on_leave: terminate`); the join, the departure and the end are audited and
-//! the recording shows who took part. His port-forward and an exec over SPDY (kubectl 1.20)
-//! are refused, his `kubectl get` is not.
+//! when she leaves (`on_leave: terminate`), or at once when she types `t`; the join, the
+//! departure and the end are audited and the recording shows who took part. His port-forward
+//! and an exec over SPDY (kubectl 1.20) are refused, his `kubectl get` is not.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
@@ -230,6 +230,42 @@ fn a_moderated_kubectl_exec_waits_for_its_moderator_and_ends_when_they_leave() {
             e["user"] == alice.name.as_str() && e["session_id"] == id.as_str()
         });
     }
+
+    // A moderator's `t` ends a second session for everyone.
+    let mut exec = Killed(bob.spawn(&kubectl, &["exec", "-i", "web-1", "--", "sh"]));
+    let rx = lines_of(&mut exec.0);
+    let mut seen2 = Vec::new();
+    let waiting = wait_line(&rx, &mut seen2, |l| l.contains("this session is moderated"));
+    let second = waiting
+        .split("hop join ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let mut moderator = Killed(
+        Command::new(HOP)
+            .args(["join", &second, "--mode", "moderator"])
+            .env("HOP_HOME", &alice.home)
+            .env("HOME", &alice.home)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_line(&rx, &mut seen2, |l| l.contains("the session starts"));
+    let mut keys = moderator.0.stdin.take().unwrap();
+    keys.write_all(b"t\n").unwrap();
+    keys.flush().unwrap();
+    wait_line(&rx, &mut seen2, |l| {
+        l.contains(&format!("{} ended the session", alice.name))
+    });
+    let end = c.wait_event("kube.exec", |e| {
+        e["session_id"] == second.as_str() && e["phase"] == "end"
+    });
+    assert_eq!(end["ended_by"], "moderator", "{end}");
+    assert_eq!(end["terminated_by"], alice.name.as_str(), "{end}");
+    drop((keys, exec));
 
     // The recording shows who took part.
     let auditor = c.user("auditor");

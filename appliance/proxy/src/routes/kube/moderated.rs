@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, watch};
 use super::conn::Conn;
 use super::decide::Allowed;
 use super::forward::{Record, send_within};
-use super::party::{Hosted, KubeLive};
+use super::party::{Hosted, KubeLive, terminated_by};
 use super::stream::{self, Moderation, StreamContext, StreamProtocol, notice_frame, notice_text};
 use super::{StreamSlot, pool, status};
 use crate::tunnels::KubeRoute;
@@ -343,6 +343,7 @@ async fn wait<C: AsyncRead + AsyncWrite + Unpin>(
     sid: &str,
 ) -> Result<(Vec<u8>, Vec<String>), String> {
     let mut changes = owner.live.changes();
+    let mut terminated = owner.live.terminated();
     let mut held = Vec::new();
     let mut prelude = Vec::new();
     let mut buf = vec![0u8; 4096];
@@ -373,6 +374,10 @@ async fn wait<C: AsyncRead + AsyncWrite + Unpin>(
                     prelude.push(line);
                 }
                 reason = stream::ended(end) => return Err(reason),
+                who = terminated_by(&mut terminated) => {
+                    owner.say(&format!("{who} ended the session")).await;
+                    return Err(format!("moderator {who} ended the session before it started"));
+                }
                 read = owner.client.read(&mut buf), if held.len() < MAX_HELD => match read {
                     Ok(0) | Err(_) => return Err("the owner left before the session started".into()),
                     Ok(n) => {

@@ -8,11 +8,13 @@
 //! meet the owner's `require_session_join` (`hop_rbac::moderation`; the owner never counts).
 //! Who may join is decided by the join route (`routes::join`) before a joiner reaches
 //! [`serve_joiner`]; a joiner's own bytes are read and dropped (an observer or a moderator
-//! watches; Kubernetes sessions take no peers).
+//! watches; Kubernetes sessions take no peers), but for a moderator's request to end the session
+//! for everyone (`MODERATOR_TERMINATE`, what `hop join` sends on `t`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use hop_api::dial::join::TerminateScanner;
 use hop_rbac::moderation::{OnLeave, Participant, SessionJoinRequirement};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{broadcast, mpsc, watch};
@@ -46,6 +48,8 @@ pub struct KubeLive {
     changed: watch::Sender<u64>,
     /// Set once the session has ended: joiners are let go.
     ended: watch::Sender<bool>,
+    /// The moderator who ended the session for everyone, once one has.
+    terminated_by: watch::Sender<Option<String>>,
 }
 
 impl KubeLive {
@@ -67,6 +71,22 @@ impl KubeLive {
     /// Tells the owner `line` (dropped when the owner's stream is that far behind).
     pub fn notice(&self, line: String) {
         let _ = self.notices.try_send(line);
+    }
+
+    /// A moderator ends the session for everyone; the first one to ask is the one named.
+    pub fn terminate(&self, moderator: &str) {
+        self.terminated_by.send_if_modified(|by| {
+            if by.is_some() {
+                return false;
+            }
+            *by = Some(moderator.to_string());
+            true
+        });
+    }
+
+    /// Told which moderator ended the session, once one has.
+    pub fn terminated(&self) -> watch::Receiver<Option<String>> {
+        self.terminated_by.subscribe()
     }
 
     /// Shares the container's output with joiners.
@@ -117,6 +137,20 @@ impl KubeLive {
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|(t, _)| *t != ticket);
         self.changed.send_modify(|n| *n += 1);
+    }
+}
+
+/// The moderator who ended the session, once one has (from [`KubeLive::terminated`]); never
+/// when the session goes away first.
+pub async fn terminated_by(rx: &mut watch::Receiver<Option<String>>) -> String {
+    let who = rx
+        .wait_for(Option::is_some)
+        .await
+        .ok()
+        .and_then(|b| b.clone());
+    match who {
+        Some(w) => w,
+        None => std::future::pending().await,
     }
 }
 
@@ -179,6 +213,7 @@ impl KubeParties {
             participants: Mutex::new(Vec::new()),
             changed: watch::Sender::new(0),
             ended: watch::Sender::new(false),
+            terminated_by: watch::Sender::new(None),
         });
         let mut m = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
         if m.contains_key(id) {
@@ -247,11 +282,16 @@ where
             }
         }
     };
+    let moderator = joiner.mode == "moderator";
     let input = async {
         let mut buf = vec![0u8; 4096];
+        let mut terminate = TerminateScanner::default();
         while let Ok(n) = r.read(&mut buf).await {
             if n == 0 {
                 return;
+            }
+            if moderator && terminate.push(buf.get(..n).unwrap_or_default()) {
+                live.terminate(&joiner.user);
             }
         }
     };
@@ -334,6 +374,31 @@ mod tests {
         task.await.unwrap();
         assert!(parties.get("s2").is_none());
         drop(ours);
+    }
+
+    #[tokio::test]
+    async fn only_a_moderator_ends_the_session_for_everyone() {
+        let parties = Arc::new(KubeParties::default());
+        let hosted = parties.host("s4", "bob").unwrap();
+        let ended = hosted.live.terminated();
+        let request = hop_api::dial::join::MODERATOR_TERMINATE;
+        for (user, mode) in [("olga", "observer"), ("mona", "moderator")] {
+            let (mut ours, theirs) = tokio::io::duplex(1 << 16);
+            let live = hosted.live.clone();
+            let task = tokio::spawn(serve_joiner(live, joiner(user, mode), theirs));
+            let (head, tail) = request.split_at(3);
+            ours.write_all(head).await.unwrap();
+            ours.write_all(tail).await.unwrap();
+            drop(ours);
+            task.await.unwrap();
+        }
+        assert_eq!(ended.borrow().as_deref(), Some("mona"));
+        hosted.live.terminate("max");
+        assert_eq!(
+            ended.borrow().as_deref(),
+            Some("mona"),
+            "the first one is named"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! relay keeps of it ([`Moderation`]), how the owner's notices look on the wire (a
 //! server-to-client WebSocket message on an exec channel), and the decision, each time someone
 //! joins or leaves, to pause the owner's input, resume it, or end the session as the unmet
-//! requirements' `on_leave` says ([`moderate`]).
+//! requirements' `on_leave` says, or because a moderator ended it for everyone ([`moderate`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +10,7 @@ use std::time::Duration;
 use hop_rbac::moderation::{OnLeave, SessionJoinRequirement};
 use tokio::sync::{mpsc, watch};
 
-use super::party::KubeLive;
+use super::party::{KubeLive, terminated_by};
 
 /// How long a moderated session's last notice has to reach its owner before the session ends.
 const LAST_NOTICE: Duration = Duration::from_millis(300);
@@ -42,20 +42,31 @@ pub fn notice_frame(channel: u8, text: &str) -> Vec<u8> {
     hop_protocols::kube::stream::websocket::encode_frame(true, 0x2, &payload, None)
 }
 
+/// Why a moderated session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// Its requirements were no longer met and one says `on_leave: terminate` (the reason).
+    Left(String),
+    /// This moderator ended it for everyone.
+    By(String),
+}
+
 /// Follows a moderated session's participants while it runs: pauses the owner's input or ends
 /// the session (with the reason) as `on_leave` says when the requirements are no longer met,
-/// and resumes it when they are again. Never completes for a session that is not moderated.
+/// and resumes it when they are again; ends it when a moderator asks. Never completes for a
+/// session that is not moderated.
 pub(super) async fn moderate(
     moderated: Option<(
         Arc<KubeLive>,
         Vec<SessionJoinRequirement>,
         watch::Sender<bool>,
     )>,
-) -> String {
+) -> Stop {
     let Some((live, reqs, paused)) = moderated else {
         return std::future::pending().await;
     };
     let mut changes = live.changes();
+    let mut terminated = live.terminated();
     loop {
         // Seen before deciding: a departure after this is a change decided on next.
         changes.borrow_and_update();
@@ -63,7 +74,7 @@ pub(super) async fn moderate(
             Some(why) if live.on_leave(&reqs) == OnLeave::Terminate => {
                 live.notice(format!("the session ends: it needs {why}"));
                 tokio::time::sleep(LAST_NOTICE).await;
-                return format!("the session's moderators left: it needs {why}");
+                return Stop::Left(format!("the session's moderators left: it needs {why}"));
             }
             Some(why) => {
                 if !paused.send_replace(true) {
@@ -78,8 +89,17 @@ pub(super) async fn moderate(
                 }
             }
         }
-        if changes.changed().await.is_err() {
-            return std::future::pending().await;
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+            who = terminated_by(&mut terminated) => {
+                live.notice(format!("{who} ended the session"));
+                tokio::time::sleep(LAST_NOTICE).await;
+                return Stop::By(who);
+            }
         }
     }
 }

@@ -32,8 +32,8 @@ use tokio::sync::{mpsc, watch};
 
 use super::party::KubeLive;
 use super::record::{KubeRecorder, RecordingTarget, exit_status};
-use super::session_moderation::moderate;
 pub use super::session_moderation::{Moderation, notice_frame, notice_text};
+use super::session_moderation::{Stop, moderate};
 
 /// How long the other direction may go on once one has ended (half-closed).
 const LINGER: Duration = Duration::from_secs(10);
@@ -280,8 +280,10 @@ enum Ending {
         from_client: bool,
         error: StreamError,
     },
-    /// [`StreamContext::end`] said so.
+    /// [`StreamContext::end`] said so, or a moderated session's moderators left.
     Terminated(String),
+    /// A moderator ended the moderated session for everyone.
+    Moderator(String),
     /// No byte passed either way for this long.
     Idle(Duration),
     /// The recording the cluster requires could not start.
@@ -343,7 +345,10 @@ where
                 ending = pump_both(client, agent, &session, notices) => ending,
                 reason = ended(&mut end) => Ending::Terminated(reason),
                 () = idled(&session, ctx.idle) => Ending::Idle(ctx.idle),
-                reason = moderate(moderated) => Ending::Terminated(reason),
+                stop = moderate(moderated) => match stop {
+                    Stop::Left(reason) => Ending::Terminated(reason),
+                    Stop::By(moderator) => Ending::Moderator(moderator),
+                },
             };
             let session = session.into_inner().unwrap_or_else(|e| e.into_inner());
             return finish(&ctx, kind, session, ending, started).await;
@@ -640,6 +645,9 @@ fn emit_end(
         Ending::Terminated(reason) => ev
             .field("ended_by", "terminated")
             .field("reason", reason.clone()),
+        Ending::Moderator(who) => ev
+            .field("ended_by", "moderator")
+            .field("terminated_by", who.clone()),
         Ending::Idle(after) => ev.field("ended_by", "idle").field(
             "reason",
             format!("no bytes either way for {} s", after.as_secs()),

@@ -654,3 +654,28 @@ async fn a_terminating_session_ends_when_its_moderator_leaves() {
     assert_eq!(end["ended_by"], "terminated", "{end}");
     assert!(end["reason"].as_str().unwrap().contains("moderators left"));
 }
+
+#[tokio::test]
+async fn a_moderator_ends_the_session_for_everyone() {
+    let f = fixture("proxy");
+    let parties = Arc::new(super::super::party::KubeParties::default());
+    let (ctx, _end, _guard) = moderated(&f, &parties, "pause");
+    let mut bob = join_bob(&parties);
+    while parties.get(SESSION).unwrap().participants().is_empty() {
+        tokio::task::yield_now().await;
+    }
+    let (mut client, mut agent, task) = start(StreamProtocol::WebSocket, ctx);
+    bob.write_all(hop_api::dial::join::MODERATOR_TERMINATE)
+        .await
+        .unwrap();
+    let mut out = String::new();
+    client_reads(&mut client, &mut out, "bob ended the session").await;
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+    read_to_end(&mut agent).await;
+    let end = f.audit.named("kube.exec").pop().unwrap();
+    assert_eq!(end["ended_by"], "moderator", "{end}");
+    assert_eq!(end["terminated_by"], "bob", "{end}");
+}
