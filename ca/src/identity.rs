@@ -54,7 +54,7 @@ pub struct Identity {
 }
 
 /// The target of a per-session MFA certificate: one login on one node, one database (service,
-/// user and name), or one Kubernetes cluster. Serialized without a tag: each shape has its own
+/// user and name), one Kubernetes cluster, or one application. Serialized without a tag: each shape has its own
 /// field names (a node's `{node, login}` is the shape SSH-only certificates carried).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(untagged)]
@@ -69,6 +69,8 @@ pub enum SessionMfaTarget {
     },
     /// A Kubernetes session: the kube cluster's name.
     KubeCluster { kube_cluster: String },
+    /// An application session (HTTP or TCP): the application's name.
+    App { app: String },
 }
 
 impl SessionMfaTarget {
@@ -84,6 +86,7 @@ impl SessionMfaTarget {
                 db_name,
             } => format!("database {db_service:?} ({db_user} on {db_name})"),
             Self::KubeCluster { kube_cluster } => format!("kube cluster {kube_cluster:?}"),
+            Self::App { app } => format!("application {app:?}"),
         }
     }
 

@@ -557,7 +557,7 @@ pub fn web_headers(data: &[u8]) {
 /// is canonical); any cut of the bytes through [`crate::web_terminal::Utf8Boundary`] gives the
 /// input back, each chunk cut at a sequence boundary when the input is UTF-8.
 pub fn web_terminal(data: &[u8]) {
-    use crate::web_terminal::{Control, Utf8Boundary};
+    use crate::web_terminal::{Control, MfaAnswer, Utf8Boundary};
     if let Ok(text) = std::str::from_utf8(data)
         && let Ok(c) = Control::parse(text)
     {
@@ -566,6 +566,19 @@ pub fn web_terminal(data: &[u8]) {
             text,
             "web terminal: control frame not canonical"
         );
+    }
+    if let Ok(text) = std::str::from_utf8(data)
+        && let Ok(answer) = MfaAnswer::parse(text)
+    {
+        let again = answer.encode();
+        assert_eq!(
+            MfaAnswer::parse(&again),
+            Ok(answer),
+            "web terminal: MFA answer does not round-trip"
+        );
+        if let MfaAnswer::Cancelled { reason } = answer {
+            assert!(!reason.chars().any(char::is_control));
+        }
     }
     let cut = data
         .first()

@@ -2,7 +2,10 @@
 //!
 //! Binary frames carry terminal bytes both ways (keys from the page, output to it). Text
 //! frames carry control: from the page, one command per frame ([`Control::parse`]: `resize
-//! COLS ROWS`); to the page, a JSON status the proxy writes. Output is cut at UTF-8 boundaries
+//! COLS ROWS`); to the page, a JSON status the proxy writes. Before a shell opens under
+//! per-session MFA, the proxy's `{"type":"mfa",…}` status asks for a WebAuthn assertion and
+//! the page answers with one text frame ([`MfaAnswer::parse`]: `mfa-assertion ID CLIENT_DATA
+//! AUTHENTICATOR_DATA SIGNATURE`, each base64url, or `mfa-cancel REASON`). Output is cut at UTF-8 boundaries
 //! ([`Utf8Boundary`]): a frame never ends inside a multi-byte sequence, so a page may decode
 //! each frame on its own (xterm.js decodes across frames too).
 //!
@@ -69,6 +72,112 @@ impl Control {
             Self::Resize { cols, rows } => format!("resize {cols} {rows}"),
         }
     }
+}
+
+/// The most bytes an MFA answer frame may have: a credential id is at most 1023 bytes (1364 in
+/// base64url), client data and authenticator data a few hundred, a signature under 150.
+pub const MAX_MFA_ANSWER: usize = 8 * 1024;
+
+/// The most bytes of the reason a page gives for giving no assertion.
+pub const MAX_MFA_REASON: usize = 256;
+
+/// The page's answer to a per-session MFA prompt, borrowed from the frame's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MfaAnswer<'a> {
+    /// What `navigator.credentials.get` gave, each field base64url (no padding).
+    Assertion {
+        credential_id: &'a str,
+        client_data_json: &'a str,
+        authenticator_data: &'a str,
+        signature: &'a str,
+    },
+    /// The page got no assertion (the user cancelled, the key timed out, no WebAuthn here):
+    /// the browser's words, printable, at most [`MAX_MFA_REASON`] bytes.
+    Cancelled { reason: &'a str },
+}
+
+/// Why a frame is not an answer to the MFA prompt (the page's fault).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MfaAnswerError {
+    #[error("MFA answer over {MAX_MFA_ANSWER} bytes")]
+    TooLong,
+    #[error("the terminal is waiting for the security key's answer, not {0:?}")]
+    NotAnAnswer(String),
+    #[error("an assertion has four fields: ID CLIENT_DATA AUTHENTICATOR_DATA SIGNATURE")]
+    AssertionArity,
+    #[error("an assertion field is not base64url")]
+    NotBase64Url,
+    #[error(
+        "the reason for no assertion is over {MAX_MFA_REASON} bytes or holds control characters"
+    )]
+    BadReason,
+}
+
+impl<'a> MfaAnswer<'a> {
+    /// Parses one text frame from the page while the MFA prompt is open.
+    pub fn parse(text: &'a str) -> Result<Self, MfaAnswerError> {
+        if text.len() > MAX_MFA_ANSWER {
+            return Err(MfaAnswerError::TooLong);
+        }
+        let (word, rest) = text.split_once(' ').unwrap_or((text, ""));
+        match word {
+            "mfa-assertion" => {
+                let mut fields = rest.split(' ');
+                let (Some(id), Some(cd), Some(ad), Some(sig), None) = (
+                    fields.next(),
+                    fields.next(),
+                    fields.next(),
+                    fields.next(),
+                    fields.next(),
+                ) else {
+                    return Err(MfaAnswerError::AssertionArity);
+                };
+                if ![id, cd, ad, sig].iter().all(|f| base64url(f)) {
+                    return Err(MfaAnswerError::NotBase64Url);
+                }
+                Ok(Self::Assertion {
+                    credential_id: id,
+                    client_data_json: cd,
+                    authenticator_data: ad,
+                    signature: sig,
+                })
+            }
+            "mfa-cancel" => {
+                if rest.len() > MAX_MFA_REASON || rest.chars().any(char::is_control) {
+                    return Err(MfaAnswerError::BadReason);
+                }
+                Ok(Self::Cancelled { reason: rest })
+            }
+            other => Err(MfaAnswerError::NotAnAnswer(
+                other.chars().take(16).collect(),
+            )),
+        }
+    }
+
+    /// The frame's text for this answer (what the page sends).
+    #[must_use]
+    pub fn encode(&self) -> String {
+        match self {
+            Self::Assertion {
+                credential_id,
+                client_data_json,
+                authenticator_data,
+                signature,
+            } => format!(
+                "mfa-assertion {credential_id} {client_data_json} {authenticator_data} {signature}"
+            ),
+            Self::Cancelled { reason: "" } => "mfa-cancel".into(),
+            Self::Cancelled { reason } => format!("mfa-cancel {reason}"),
+        }
+    }
+}
+
+/// A non-empty base64url word without padding.
+fn base64url(word: &str) -> bool {
+    !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn dimension(word: &str) -> Result<u16, ControlError> {
@@ -156,6 +265,63 @@ pub fn incomplete_tail(bytes: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_mfa_assertion_round_trips_and_every_prefix_is_refused_or_shorter() {
+        let a = MfaAnswer::Assertion {
+            credential_id: "q83v",
+            client_data_json: "eyJ0eXBlIjoid2ViYXV0aG4uZ2V0In0",
+            authenticator_data: "SZYN5YgO-_a",
+            signature: "MEUCIQ",
+        };
+        let text = a.encode();
+        assert_eq!(MfaAnswer::parse(&text), Ok(a));
+        for cut in 0..text.len() {
+            let prefix = &text[..cut];
+            match MfaAnswer::parse(prefix) {
+                Err(_) => {}
+                Ok(MfaAnswer::Assertion { signature, .. }) => {
+                    assert!(signature.len() < "MEUCIQ".len(), "{prefix:?}");
+                }
+                Ok(other) => panic!("{prefix:?} read as {other:?}"),
+            }
+        }
+        let cancel = MfaAnswer::Cancelled {
+            reason: "NotAllowedError: the user cancelled",
+        };
+        assert_eq!(MfaAnswer::parse(&cancel.encode()), Ok(cancel));
+        assert_eq!(
+            MfaAnswer::parse("mfa-cancel"),
+            Ok(MfaAnswer::Cancelled { reason: "" })
+        );
+    }
+
+    #[test]
+    fn malformed_mfa_answers_say_what_was_wrong() {
+        let long = format!("mfa-assertion {} b c d", "a".repeat(MAX_MFA_ANSWER));
+        assert_eq!(MfaAnswer::parse(&long), Err(MfaAnswerError::TooLong));
+        for (text, want) in [
+            ("", MfaAnswerError::NotAnAnswer(String::new())),
+            ("resize 80 24", MfaAnswerError::NotAnAnswer("resize".into())),
+            (
+                "MFA-ASSERTION a b c d",
+                MfaAnswerError::NotAnAnswer("MFA-ASSERTION".into()),
+            ),
+            ("mfa-assertion", MfaAnswerError::AssertionArity),
+            ("mfa-assertion a b c", MfaAnswerError::AssertionArity),
+            ("mfa-assertion a b c d e", MfaAnswerError::AssertionArity),
+            ("mfa-assertion a  b c", MfaAnswerError::NotBase64Url),
+            ("mfa-assertion a b c d=", MfaAnswerError::NotBase64Url),
+            ("mfa-assertion a+ b c d", MfaAnswerError::NotBase64Url),
+            ("mfa-assertion a b/ c d", MfaAnswerError::NotBase64Url),
+            ("mfa-assertion a b c\n d", MfaAnswerError::NotBase64Url),
+            ("mfa-cancel a\u{7}b", MfaAnswerError::BadReason),
+        ] {
+            assert_eq!(MfaAnswer::parse(text), Err(want), "{text:?}");
+        }
+        let reason = format!("mfa-cancel {}", "x".repeat(MAX_MFA_REASON + 1));
+        assert_eq!(MfaAnswer::parse(&reason), Err(MfaAnswerError::BadReason));
+    }
 
     #[test]
     fn resize_round_trips_and_every_prefix_is_refused_or_a_smaller_size() {

@@ -2,12 +2,16 @@
 // into the same SSH path as `hop ssh` (a shell as LOGIN on NODE) or into a live session joined
 // as `hop join` joins it. Binary frames are terminal bytes both ways; text frames are control
 // (`resize COLS ROWS` from here, JSON status from the proxy). The session's CSRF token goes as
-// a WebSocket subprotocol (`hop-csrf.TOKEN`): a socket cannot carry a header.
+// a WebSocket subprotocol (`hop-csrf.TOKEN`): a socket cannot carry a header. Under per-session
+// MFA the proxy first sends `{"type":"mfa","target":…,"options":…}`: the page asks the security
+// key (navigator.credentials.get with those options, a challenge for that node and login) and
+// answers `mfa-assertion ID CLIENT_DATA AUTHENTICATOR_DATA SIGNATURE`, or `mfa-cancel REASON`.
 import { Terminal } from '/web/assets/xterm.js';
 import { FitAddon } from '/web/assets/xterm-addon-fit.js';
 import { csrfToken } from '/web/assets/api.js';
 import { el, show } from '/web/assets/dom.js';
 import { cspSafeStyles } from '/web/assets/xterm-csp.js';
+import { getAssertion, webauthnAvailable } from '/web/assets/webauthn.js';
 
 // The largest frame the proxy takes; a longer paste goes in pieces.
 const MAX_FRAME = 32 * 1024;
@@ -30,6 +34,23 @@ function sendKeys(ws, encoder, text) {
     ws.send(encoder.encode(text.slice(i, end)));
     i = end;
   }
+}
+
+// Answers the proxy's per-session MFA prompt `s` on `ws`, telling the user through `say`.
+async function answerMfa(ws, s, say) {
+  say(`A role requires a security key tap for each session (${s.target}): touch your key…`, 'muted');
+  let frame;
+  try {
+    if (!webauthnAvailable()) throw new Error('this browser offers no security keys here');
+    const a = await getAssertion(s.options);
+    frame = `mfa-assertion ${a.credential_id} ${a.client_data_json} ${a.authenticator_data} ${a.signature}`;
+    say('Security key accepted; connecting to the node…', 'muted');
+  } catch (e) {
+    const words = String((e && (e.name ? `${e.name}: ${e.message}` : e.message)) || e)
+      .replace(/[^\x20-\x7e]/g, ' ').slice(0, 200);
+    frame = `mfa-cancel ${words}`;
+  }
+  if (ws.readyState === WebSocket.OPEN) ws.send(frame);
 }
 
 /**
@@ -90,7 +111,10 @@ export function openTerminal(view, title, params) {
     }
     let s;
     try { s = JSON.parse(m.data); } catch { return; }
-    if (s.type === 'ready') {
+    if (s.type === 'mfa') {
+      box.dataset.mfa = 'asked';
+      answerMfa(ws, s, say);
+    } else if (s.type === 'ready') {
       say(observer ? 'Connected (observing: your keys are not sent).' : 'Connected.', 'ok');
       box.dataset.ready = 'true';
       term.focus();

@@ -3,7 +3,7 @@
 // JSON command per input line, one JSON answer per output line. The commands are small and
 // generic (open, fill, click, read) so that the Rust test states each step.
 //   node admin.mjs BASE_URL ARTIFACT_DIR
-import { launch, serve } from './harness.mjs';
+import { launch, serve, virtualAuthenticator } from './harness.mjs';
 import { join } from 'node:path';
 
 const [base, artifacts] = process.argv.slice(2);
@@ -97,11 +97,7 @@ const commands = {
   // with user verification), as web_webauthn.rs needs; answers its id.
   async authenticator({ who }) {
     const page = await pageOf(who);
-    const cdp = await page.context().newCDPSession(page);
-    await cdp.send('WebAuthn.enable');
-    const { authenticatorId } = await cdp.send('WebAuthn.addVirtualAuthenticator', { options: {
-      protocol: 'ctap2', transport: 'usb', hasResidentKey: true, hasUserVerification: true,
-      isUserVerified: true, automaticPresenceSimulation: true } });
+    const { cdp, authenticatorId } = await virtualAuthenticator(page);
     const { credentials } = await cdp.send('WebAuthn.getCredentials', { authenticatorId });
     return { authenticatorId, credentials: credentials.length };
   },

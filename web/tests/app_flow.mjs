@@ -3,7 +3,7 @@
 // the launch, and lands back on the application with a host-only cookie.
 //   node app_flow.mjs PROXY_URL ARTIFACT_DIR
 // PROXY_URL is https://DOMAIN:PORT; DOMAIN and every NAME.DOMAIN resolve to loopback here.
-import { launch, serve } from './harness.mjs';
+import { launch, serve, virtualAuthenticator } from './harness.mjs';
 import { join } from 'node:path';
 
 const [base, artifacts] = process.argv.slice(2);
@@ -40,6 +40,32 @@ const commands = {
     await page.fill('#password', password);
     await page.fill('#otp', otp);
     await page.click('#login-submit');
+    try {
+      await page.waitForURL((u) => u.origin === until, { timeout: 20000 });
+      await page.waitForLoadState('load');
+    } catch (e) {
+      return { url: page.url(), landed: false, text: await bodyText(page) };
+    }
+    return { url: page.url(), landed: true, text: await bodyText(page) };
+  },
+  // Per-session MFA (mfa_apps.rs): a virtual authenticator holding the credential `cred` the
+  // CLI's software key registered (its fields as that key's file keeps them, base64url).
+  async key({ who, cred }) {
+    const { page } = await pageOf(who);
+    const { cdp, authenticatorId } = await virtualAuthenticator(page);
+    const std = (s) => Buffer.from(s, 'base64url').toString('base64');
+    await cdp.send('WebAuthn.addCredential', { authenticatorId, credential: {
+      credentialId: std(cred.credential_id), isResidentCredential: false, rpId: cred.rp_id,
+      privateKey: std(cred.pkcs8), signCount: cred.counter } });
+    return {};
+  },
+  // The web UI's login with the password and the security key, then back on `until`.
+  async loginKey({ who, user, password, until }) {
+    const { page } = await pageOf(who);
+    await page.waitForSelector('form#login', { timeout: 15000 });
+    await page.fill('#user', user);
+    await page.fill('#password', password);
+    await page.click('#login-webauthn');
     try {
       await page.waitForURL((u) => u.origin === until, { timeout: 20000 });
       await page.waitForLoadState('load');

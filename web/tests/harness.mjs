@@ -32,3 +32,14 @@ export async function serve(browser, commands) {
   }
   await browser.close();
 }
+
+/** Gives `page` a CDP virtual authenticator: a CTAP2 security key that is always touched, holds
+ * resident keys (passkeys) and verifies its user; answers its id and the CDP session. */
+export async function virtualAuthenticator(page) {
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send('WebAuthn.enable');
+  const { authenticatorId } = await cdp.send('WebAuthn.addVirtualAuthenticator', { options: {
+    protocol: 'ctap2', transport: 'usb', hasResidentKey: true, hasUserVerification: true,
+    isUserVerified: true, automaticPresenceSimulation: true } });
+  return { cdp, authenticatorId };
+}

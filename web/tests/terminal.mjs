@@ -2,7 +2,7 @@
 // (appliance/tests/it/web_terminal.rs) through playwright-core, like driver.mjs: one JSON command
 // per input line, one JSON answer per output line.
 //   node terminal.mjs BASE_URL ARTIFACT_DIR
-import { launch, serve } from './harness.mjs';
+import { launch, serve, virtualAuthenticator } from './harness.mjs';
 import { join } from 'node:path';
 
 const [base, artifacts] = process.argv.slice(2);
@@ -204,6 +204,65 @@ const commands = {
   async frames({ who }) {
     const { page, frames } = await pageOf(who);
     return { frames, ...(await statusOf(page)) };
+  },
+  // Per-session MFA (web_session_mfa.rs): a virtual security key for `who`'s page.
+  async authenticator({ who }) {
+    const state = await pageOf(who);
+    state.key = await virtualAuthenticator(state.page);
+    return { authenticatorId: state.key.authenticatorId };
+  },
+  // The key from now on signs with a bogus signature (Auth must refuse the assertion).
+  async bogus_signature({ who }) {
+    const { key } = await pageOf(who);
+    await key.cdp.send('WebAuthn.setResponseOverrideBits',
+      { authenticatorId: key.authenticatorId, isBogusSignature: true });
+    return {};
+  },
+  // From the next page load on, navigator.credentials.get fails as when the user cancels the
+  // browser's security key prompt (NotAllowedError).
+  async cancel_keys({ who }) {
+    const { page } = await pageOf(who);
+    await page.addInitScript(() => {
+      navigator.credentials.get = async () => {
+        throw new DOMException('The operation either timed out or was not allowed.', 'NotAllowedError');
+      };
+    });
+    return {};
+  },
+  async fill({ who, sel, value }) {
+    const { page } = await pageOf(who);
+    await page.fill(sel, value, { timeout: 15000 });
+    return {};
+  },
+  // Waits until `sel`'s text contains `has`; answers its text.
+  async text({ who, sel, has }) {
+    const { page } = await pageOf(who);
+    await page.waitForFunction(({ sel, has }) => document.querySelector(sel)?.textContent.includes(has),
+      { sel, has }, { timeout: 15000 });
+    return { text: await page.locator(sel).first().textContent() };
+  },
+  // A terminal socket opened by a script in the page: answers the proxy's MFA prompt with the
+  // text frame `answer` (as a forged page could), then waits for the socket to close.
+  async raw_mfa({ who, node, login, answer }) {
+    const { page } = await pageOf(who);
+    await page.goto(`${base}/web/resources`);
+    await page.waitForSelector('#nodes', { timeout: 15000 });
+    return page.evaluate(async ({ node, login, answer }) => {
+      const s = await (await fetch('/web/api/session')).json();
+      const q = new URLSearchParams({ login, node, cols: 80, rows: 24 });
+      const ws = new WebSocket(`wss://${location.host}/web/api/terminal?${q}`,
+        ['hop-terminal', `hop-csrf.${s.csrf_token}`]);
+      const frames = [];
+      const closed = await new Promise((done) => {
+        ws.onmessage = (m) => {
+          if (typeof m.data !== 'string') return;
+          frames.push(m.data);
+          if (JSON.parse(m.data).type === 'mfa') ws.send(answer);
+        };
+        ws.onclose = (e) => done(e.code);
+      });
+      return { frames, closed };
+    }, { node, login, answer });
   },
   async errors() {
     return { errors };

@@ -44,7 +44,7 @@ pub enum Refusal {
     )]
     SessionMfaUnavailable { name: String, route: &'static str },
     #[error(
-        "a role of {name:?} sets require_session_mfa: {reason} (`hop ssh`, `hop db login` and `hop kube login` ask for a security key tap and get a one-minute certificate for that one target)"
+        "a role of {name:?} sets require_session_mfa: {reason} (`hop ssh`, `hop db login`, `hop kube login`, `hop apps login`, `hop proxy app` and the web terminal ask for a security key tap and get a one-minute certificate for that one target)"
     )]
     SessionMfaRequired { name: String, reason: String },
     #[error("access denied to {name:?}: {reason}")]
@@ -256,9 +256,10 @@ fn check_stamp(
     Ok(())
 }
 
-/// A session under `require_session_mfa`: on SSH, database and Kubernetes routes, only a
-/// certificate marked for this very target (node and login; database service, user and name;
-/// kube cluster); the other routes have no per-session MFA flow yet and are refused by name.
+/// A session under `require_session_mfa`: on SSH, database, Kubernetes and application routes,
+/// only a certificate marked for this very target (node and login; database service, user and
+/// name; kube cluster; application); the other routes have no per-session MFA flow yet and are
+/// refused by name.
 fn check_session_mfa(subject: &Subject<'_>, route: Route) -> Result<(), Refusal> {
     if !route.has_session_mfa() {
         return Err(Refusal::SessionMfaUnavailable {

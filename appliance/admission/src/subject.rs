@@ -146,6 +146,8 @@ pub enum SessionTarget<'a> {
     },
     /// One Kubernetes cluster.
     KubeCluster { cluster: &'a str },
+    /// One application (HTTP or TCP).
+    App { app: &'a str },
 }
 
 /// What a per-session MFA certificate is good for: one target.
@@ -163,6 +165,7 @@ impl SessionTarget<'_> {
                 db_name,
             } => format!("database {service:?} as {db_user} on {db_name}"),
             Self::KubeCluster { cluster } => format!("kube cluster {cluster:?}"),
+            Self::App { app } => format!("application {app:?}"),
         }
     }
 
@@ -173,6 +176,7 @@ impl SessionTarget<'_> {
             Self::Node { .. } => route.is_ssh(),
             Self::Database { .. } => matches!(route, Route::Postgres | Route::MySql),
             Self::KubeCluster { .. } => route == Route::Kube,
+            Self::App { .. } => route == Route::App,
         }
     }
 }
@@ -187,9 +191,9 @@ impl Route {
         )
     }
 
-    /// Routes with a per-session MFA flow: SSH, databases and Kubernetes.
+    /// Routes with a per-session MFA flow: SSH, databases, Kubernetes and applications.
     #[must_use]
     pub fn has_session_mfa(self) -> bool {
-        self.is_ssh() || matches!(self, Self::Postgres | Self::MySql | Self::Kube)
+        self.is_ssh() || matches!(self, Self::Postgres | Self::MySql | Self::Kube | Self::App)
     }
 }

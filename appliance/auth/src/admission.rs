@@ -70,7 +70,7 @@ pub struct Presented<'a> {
     /// The OS login asked for, on SSH routes.
     pub login: Option<&'a str>,
     /// The session's target, on routes that know it (checked against a per-session MFA mark):
-    /// node and login, database, or kube cluster.
+    /// node and login, database, kube cluster, or application.
     pub target: Option<SessionTarget<'a>>,
 }
 
@@ -126,6 +126,7 @@ pub fn session_target(t: &hop_ca::SessionMfaTarget) -> SessionTarget<'_> {
         hop_ca::SessionMfaTarget::KubeCluster { kube_cluster } => SessionTarget::KubeCluster {
             cluster: kube_cluster,
         },
+        hop_ca::SessionMfaTarget::App { app } => SessionTarget::App { app },
     }
 }
 

@@ -3,7 +3,8 @@
 //! ls|add|rm`; `rm` takes a one-time-code device too, proven the same way). Every check is the web path's ([`AuthServer::begin_webauthn_assertion`],
 //! [`AuthServer::add_webauthn_device`], [`AuthServer::remove_webauthn_device`]): password and a
 //! fresh proof from an existing device for a change, the last device kept while the cluster
-//! requires one, audit events either way. Per-session MFA (`hop ssh`, `hop db login`): the
+//! requires one, audit events either way. Per-session MFA (`hop ssh`, `hop db login`, `hop kube
+//! login`, `hop app login`, `hop proxy app`): the
 //! challenge for one target and the one-minute certificates marked for it
 //! ([`AuthServer::begin_session_mfa`], [`AuthServer::issue_session_mfa`]). The methods here
 //! are called from `AuthPublic`.
@@ -221,11 +222,11 @@ impl AuthApi {
             ));
         };
         let r = req.into_inner();
-        let target = session_target(r.node, r.login, r.database, r.kube_cluster);
-        let kube_labels = self.kube_labels(&target)?;
+        let target = session_target(r.node, r.login, r.database, r.kube_cluster, r.app);
+        let labels = self.target_labels(&target)?;
         let out = self
             .blocking(move |a| {
-                check_kube_labels(a, &identity, &target, kube_labels.as_ref())?;
+                check_target_labels(a, &identity, &target, labels.as_ref())?;
                 let options = a.begin_session_mfa(&identity, &target, Some(remote))?;
                 Ok(match options {
                     Some(o) => SessionMfaChallenge {
@@ -257,12 +258,13 @@ impl AuthApi {
         };
         let r = req.into_inner();
         let assertion: WebauthnAssertion = parse_json("webauthn_json", &r.webauthn_json)?;
-        let target = session_target(r.node, r.login, r.database, r.kube_cluster);
-        let kube_labels = self.kube_labels(&target)?;
+        let target = session_target(r.node, r.login, r.database, r.kube_cluster, r.app);
+        let labels = self.target_labels(&target)?;
         let kube = matches!(target, SessionMfaTarget::KubeCluster { .. });
+        let app = self.app_route(&target)?;
         let certs = self
             .blocking(move |a| {
-                check_kube_labels(a, &identity, &target, kube_labels.as_ref())?;
+                check_target_labels(a, &identity, &target, labels.as_ref())?;
                 a.issue_session_mfa(
                     (&identity, expires),
                     &target,
@@ -285,15 +287,42 @@ impl AuthApi {
             trusted_cas_pem: certs.trusted_cas_pem,
             kube_tls_server_name,
             kube_proxy_addr,
+            app_uri: app.as_ref().map(|a| a.uri.clone()).unwrap_or_default(),
+            app_public_addr: app
+                .and_then(|a| crate::app_access::public_addr(&a, self.auth.web_addr()))
+                .unwrap_or_default(),
         }))
     }
 
-    /// The labels of the kube cluster `target` names, as its connected agent announces it
-    /// (`None` for another kind of target).
-    fn kube_labels(
+    /// The announced route of the application `target` names (`None` for another kind of
+    /// target).
+    fn app_route(
+        &self,
+        target: &SessionMfaTarget,
+    ) -> Result<Option<crate::inventory::AppRoute>, Status> {
+        let SessionMfaTarget::App { app } = target else {
+            return Ok(None);
+        };
+        self.registry
+            .as_ref()
+            .and_then(|r| r.apps().into_iter().find(|a| &a.name == app))
+            .map(Some)
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no connected agent serves application {app:?} (`hop apps ls` lists the ones you can reach)"
+                ))
+            })
+    }
+
+    /// The labels of the kube cluster or application `target` names, as its connected agent
+    /// announces it (`None` for another kind of target).
+    fn target_labels(
         &self,
         target: &SessionMfaTarget,
     ) -> Result<Option<BTreeMap<String, String>>, Status> {
+        if let SessionMfaTarget::App { .. } = target {
+            return Ok(self.app_route(target)?.map(|a| a.labels));
+        }
         let SessionMfaTarget::KubeCluster { kube_cluster } = target else {
             return Ok(None);
         };
@@ -309,33 +338,44 @@ impl AuthApi {
     }
 }
 
-/// A kube cluster's certificate only where the caller's roles allow the cluster's labels (as
-/// IssueKubeCertificate decides); other targets are the proxy's to decide at connect time.
-fn check_kube_labels(
+/// A kube cluster's or an application's certificate only where the caller's roles allow its
+/// labels (as IssueKubeCertificate and IssueAppCertificate decide); other targets are the
+/// proxy's to decide at connect time.
+fn check_target_labels(
     a: &AuthServer,
     identity: &Identity,
     target: &SessionMfaTarget,
     labels: Option<&BTreeMap<String, String>>,
 ) -> Result<(), AuthError> {
-    let (SessionMfaTarget::KubeCluster { kube_cluster }, Some(labels)) = (target, labels) else {
+    let Some(labels) = labels else {
         return Ok(());
     };
-    a.checker_for(&identity.roles, &identity.traits)?
-        .check_kubernetes_cluster(labels)
-        .map_err(|denied| {
+    let checker = a.checker_for(&identity.roles, &identity.traits)?;
+    match target {
+        SessionMfaTarget::KubeCluster { kube_cluster } => {
+            checker.check_kubernetes_cluster(labels).map_err(|denied| {
+                AuthError::Denied(format!(
+                    "your roles do not allow Kubernetes cluster {kube_cluster:?} ({denied})"
+                ))
+            })
+        }
+        SessionMfaTarget::App { app } => checker.check_app(labels).map_err(|denied| {
             AuthError::Denied(format!(
-                "your roles do not allow Kubernetes cluster {kube_cluster:?} ({denied})"
+                "your roles do not allow application {app:?} ({denied})"
             ))
-        })
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// The target a per-session MFA request names: a database when it carries one, else a kube
-/// cluster when it names one, else a node and login.
+/// cluster when it names one, else an application when it names one, else a node and login.
 fn session_target(
     node: String,
     login: String,
     database: Option<SessionMfaDatabase>,
     kube_cluster: String,
+    app: String,
 ) -> SessionMfaTarget {
     match database {
         Some(d) => SessionMfaTarget::Database {
@@ -344,6 +384,7 @@ fn session_target(
             db_name: d.db_name,
         },
         None if !kube_cluster.is_empty() => SessionMfaTarget::KubeCluster { kube_cluster },
+        None if !app.is_empty() => SessionMfaTarget::App { app },
         None => SessionMfaTarget::Node { node, login },
     }
 }

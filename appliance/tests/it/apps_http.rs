@@ -41,7 +41,13 @@ pub(crate) struct AppUser {
 
 impl AppCluster {
     pub fn start() -> Self {
-        let mut a = Appliance::start("");
+        Self::start_with("", &[])
+    }
+
+    /// [`Self::start`] with extra lines under `auth_service` and extra `--app` specs for the
+    /// agent (`name=N,uri=U,labels=L`; `{upstream}` stands for the upstream's port).
+    pub fn start_with(extra_auth: &str, extra_apps: &[String]) -> Self {
+        let mut a = Appliance::start(extra_auth);
         // The public address needs the port, known only now: restart on it with that address.
         a.stop();
         let port: u16 = a.addr.rsplit_once(':').unwrap().1.parse().unwrap();
@@ -54,7 +60,7 @@ impl AppCluster {
         std::fs::write(&roles, ROLES).unwrap();
         a.ok(&["admin", "create", "-f", roles.to_str().unwrap()]);
         let (upstream_child, upstream) = start_upstream();
-        let agent = start_app_agent(&a, upstream);
+        let agent = start_app_agent(&a, upstream, extra_apps);
         let c = Self {
             a,
             port,
@@ -258,7 +264,7 @@ fn start_upstream() -> (Killed, u16) {
     (Killed(child), port)
 }
 
-fn start_app_agent(a: &Appliance, upstream: u16) -> Killed {
+fn start_app_agent(a: &Appliance, upstream: u16, extra_apps: &[String]) -> Killed {
     let dir = a.dir.path().join("app-agent");
     let uri = format!("http://127.0.0.1:{upstream}");
     Killed(
@@ -270,6 +276,12 @@ fn start_app_agent(a: &Appliance, upstream: u16) -> Killed {
             .arg(&dir)
             .args(["--app", &format!("name=web,uri={uri},labels=env=dev")])
             .args(["--app", &format!("name=other,uri={uri},labels=env=dev")])
+            .args(extra_apps.iter().flat_map(|spec| {
+                [
+                    "--app".to_string(),
+                    spec.replace("{upstream}", &upstream.to_string()),
+                ]
+            }))
             .stdout(Stdio::null())
             .stderr(Stdio::from(
                 std::fs::File::create(dir.with_extension("log")).unwrap(),

@@ -67,7 +67,7 @@ fn events(a: &Appliance, kind: &str) -> Vec<Value> {
 
 /// The role `mfa-ssh`: SSH on every node and PostgreSQL as `alice` on `hopdb` and `postgres`,
 /// each session after a tap when `tap` (require_session_mfa).
-fn mfa_role(tap: bool) -> String {
+pub(crate) fn mfa_role(tap: bool) -> String {
     format!(
         "kind: role\nversion: v7\nmetadata:\n  name: mfa-ssh\nspec:\n  options:\n    require_session_mfa: {tap}\n  allow:\n    logins: ['{{{{internal.logins}}}}']\n    node_labels:\n      '*': '*'\n    db_labels:\n      '*': '*'\n    db_users: [alice]\n    db_names: [hopdb, postgres]\n"
     )

@@ -424,6 +424,9 @@ fn every_session_mfa_target_round_trips_and_node_marks_keep_their_shape() {
         hop_ca::SessionMfaTarget::KubeCluster {
             kube_cluster: "prod".into(),
         },
+        hop_ca::SessionMfaTarget::App {
+            app: "grafana".into(),
+        },
     ];
     for target in targets {
         let id = Identity {
@@ -442,4 +445,13 @@ fn every_session_mfa_target_round_trips_and_node_marks_keep_their_shape() {
     let node: hop_ca::SessionMfaTarget =
         serde_json::from_str(r#"{"node":"web1","login":"alice"}"#).unwrap();
     assert_eq!(node.describe(), "alice@web1");
+    // An application's mark is its own shape, never read as another target's.
+    let app: hop_ca::SessionMfaTarget = serde_json::from_str(r#"{"app":"grafana"}"#).unwrap();
+    assert_eq!(
+        app,
+        hop_ca::SessionMfaTarget::App {
+            app: "grafana".into()
+        }
+    );
+    assert_eq!(app.describe(), "application \"grafana\"");
 }

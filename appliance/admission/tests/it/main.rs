@@ -433,12 +433,13 @@ fn require_session_mfa_admits_ssh_only_with_the_mark_for_that_target() {
         let e = decide(&snap, &marked, route, T0).unwrap_err();
         assert_eq!(e.code(), "session_mfa_required", "{route:?}");
     }
-    // The routes without an MFA flow yet are refused by name, marked or not.
-    for route in [Route::App, Route::Join] {
-        let e = decide(&snap, &marked, route, T0).unwrap_err();
-        assert_eq!(e.code(), "session_mfa_unavailable", "{route:?}");
-        assert!(e.to_string().contains(route.name()), "{e}");
-    }
+    // A node's mark is no application's.
+    let e = decide(&snap, &marked, Route::App, T0).unwrap_err();
+    assert_eq!(e.code(), "session_mfa_required");
+    // The route without an MFA flow yet is refused by name, marked or not.
+    let e = decide(&snap, &marked, Route::Join, T0).unwrap_err();
+    assert_eq!(e.code(), "session_mfa_unavailable");
+    assert!(e.to_string().contains(Route::Join.name()), "{e}");
     // The API is no session.
     assert_eq!(decide(&snap, &mona, Route::AdminApi, T0), Ok(()));
     // A marked certificate's expiry is its own (one minute): a new session after it is refused.
@@ -559,6 +560,56 @@ fn require_session_mfa_admits_a_kube_cluster_only_with_its_mark() {
         e.to_string()
             .contains("\"prod\", not kube cluster \"staging\""),
         "{e}"
+    );
+}
+
+#[test]
+fn require_session_mfa_admits_an_application_only_with_its_mark() {
+    let snap = Snapshot::new(data());
+    let grafana = SessionTarget::App { app: "grafana" };
+    let marked = Cert {
+        name: "mona",
+        roles: vec!["dev".into(), "mfa".into()],
+        login: None,
+        bound: Some(Route::App),
+        target: Some(grafana),
+        mark: Some(grafana),
+        ..alice()
+    };
+    assert_eq!(decide(&snap, &marked, Route::App, T0), Ok(()));
+    let unmarked = Cert {
+        mark: None,
+        ..marked.clone()
+    };
+    let e = decide(&snap, &unmarked, Route::App, T0).unwrap_err();
+    assert_eq!(e.code(), "session_mfa_required");
+    // The mark for application A is no use for application B, nor on another route.
+    let other = Cert {
+        target: Some(SessionTarget::App { app: "billing" }),
+        ..marked.clone()
+    };
+    let e = decide(&snap, &other, Route::App, T0).unwrap_err();
+    assert_eq!(e.code(), "session_mfa_required");
+    assert!(
+        e.to_string()
+            .contains("application \"grafana\", not application \"billing\""),
+        "{e}"
+    );
+    let kube = Cert {
+        bound: None,
+        target: Some(grafana),
+        ..marked.clone()
+    };
+    assert!(decide(&snap, &kube, Route::Kube, T0).is_err());
+    let minute = Cert {
+        expires: T0 + 60,
+        ..marked
+    };
+    assert_eq!(
+        decide(&snap, &minute, Route::App, T0 + 61)
+            .unwrap_err()
+            .code(),
+        "expired"
     );
 }
 

@@ -296,5 +296,6 @@ fn mfa_mark(t: &hop_ca::SessionMfaTarget) -> hop_admission::SessionMfaMark<'_> {
                 cluster: kube_cluster,
             }
         }
+        hop_ca::SessionMfaTarget::App { app } => hop_admission::SessionTarget::App { app },
     }
 }

@@ -50,14 +50,15 @@ pub struct AppGrant {
 }
 
 impl AppGrant {
-    /// The grant as admission sees it.
+    /// The grant as admission sees it, for its application (a per-session MFA mark must name
+    /// it).
     pub fn presented(&self) -> Presented<'_> {
         Presented {
             identity: &self.identity,
             issued_at: self.issued_at,
             expires: self.expires,
             login: None,
-            target: None,
+            target: Some(hop_admission::SessionTarget::App { app: &self.app }),
         }
     }
 }

@@ -70,7 +70,9 @@ impl AppSession {
             issued_at: self.grant.issued_at,
             expires: self.expires,
             login: None,
-            target: None,
+            target: Some(hop_admission::SessionTarget::App {
+                app: &self.grant.app,
+            }),
         }
     }
 

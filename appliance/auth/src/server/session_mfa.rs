@@ -1,10 +1,10 @@
 //! Per-session MFA at Auth: when a role of the caller sets `require_session_mfa`, each new
 //! session to one target (a node and login, a database service with its user and name, a kube
-//! cluster) needs a fresh WebAuthn assertion. This module owns the challenge bound to the user
-//! and that one target, the check of the assertion answering it, and the one-minute
-//! certificates marked for the target (`Identity::session_mfa`): an SSH and an X.509
-//! certificate for a node, an X.509 route certificate for a database or a kube cluster. Every
-//! try is audited (`mfa.session`) with its target. Whether a marked certificate opens a given
+//! cluster, an application) needs a fresh WebAuthn assertion. This module owns the challenge
+//! bound to the user and that one target, the check of the assertion answering it, and the
+//! one-minute certificates marked for the target (`Identity::session_mfa`): an SSH and an
+//! X.509 certificate for a node, an X.509 route certificate for a database, a kube cluster or
+//! an application. Every try is audited (`mfa.session`) with its target. Whether a marked certificate opens a given
 //! session is admission's question, not this module's.
 
 use std::net::SocketAddr;
@@ -27,6 +27,10 @@ pub const SESSION_MFA_TTL: Duration = Duration::from_secs(60);
 /// unless the target is a node) and X.509, with the CAs a client verifies the proxy with.
 #[derive(Debug, Clone)]
 pub struct SessionMfaCertificates {
+    /// The marked identity the certificates carry (what the web terminal presents for them).
+    pub identity: Identity,
+    /// When they were issued (their validity start without the clock-skew margin).
+    pub issued_at: SystemTime,
     pub ssh_certificate: String,
     pub tls_certificate_pem: String,
     pub trusted_cas_pem: String,
@@ -45,6 +49,7 @@ fn session_scope(user: &str, target: &SessionMfaTarget) -> String {
             db_name,
         } => format!("{user}\ndb\n{db_service}\n{db_user}\n{db_name}"),
         SessionMfaTarget::KubeCluster { kube_cluster } => format!("{user}\nkube\n{kube_cluster}"),
+        SessionMfaTarget::App { app } => format!("{user}\napp\n{app}"),
     }
 }
 
@@ -75,6 +80,7 @@ fn check_target_shape(target: &SessionMfaTarget) -> Result<(), AuthError> {
             crate::databases::validate_db_identifier("database name", db_name)
         }
         SessionMfaTarget::KubeCluster { kube_cluster } => named("kube cluster", kube_cluster),
+        SessionMfaTarget::App { app } => named("application", app),
     }
 }
 
@@ -117,6 +123,7 @@ fn marked_identity(identity: &Identity, target: &SessionMfaTarget) -> Identity {
         SessionMfaTarget::KubeCluster { kube_cluster } => {
             marked.route_to_kube_cluster = Some(kube_cluster.clone());
         }
+        SessionMfaTarget::App { app } => marked.route_to_app = Some(app.clone()),
     }
     marked.session_mfa = Some(target.clone());
     marked
@@ -140,6 +147,7 @@ fn target_fields(target: &SessionMfaTarget) -> Vec<(&'static str, String)> {
         SessionMfaTarget::KubeCluster { kube_cluster } => {
             vec![("kube_cluster", kube_cluster.clone())]
         }
+        SessionMfaTarget::App { app } => vec![("app", app.clone())],
     };
     fields.push(("target", target.describe()));
     fields
@@ -173,7 +181,7 @@ impl AuthServer {
             .collect();
         if allow.is_empty() {
             return Err(AuthError::BadRequest(
-                "a role requires per-session MFA and you have no security key: add one with `hop mfa add`".into(),
+                "a role requires per-session MFA and you have no security key: add one with `hop mfa add` or on the web account page".into(),
             ));
         }
         let challenge =
@@ -216,6 +224,58 @@ impl AuthServer {
                 .emit_durable(event.failed(EventKind::MfaSession, e.to_string())),
         }
         issued
+    }
+
+    /// Checks an assertion answering [`Self::begin_session_mfa`] for `target` and returns the
+    /// caller's identity marked for it, without a certificate: for a session the proxy itself
+    /// keeps (an application opened in the browser), started at once. Audited (`mfa.session`
+    /// with the target) either way.
+    pub fn verify_session_mfa(
+        &self,
+        identity: &Identity,
+        target: &SessionMfaTarget,
+        assertion: &WebauthnAssertion,
+        remote: Option<SocketAddr>,
+    ) -> Result<Identity, AuthError> {
+        let checked = check_target_shape(target)
+            .and_then(|()| check_caller(identity, target))
+            .and_then(|()| self.check_session_assertion(&identity.username, target, assertion));
+        let mut event = self
+            .event(EventKind::MfaSession, &identity.username)
+            .remote(remote)
+            .field("kind", "webauthn");
+        for (name, value) in target_fields(target) {
+            event = event.field(name, value);
+        }
+        match &checked {
+            Ok(()) => self.audit.emit_durable(event),
+            Err(e) => self
+                .audit
+                .emit_durable(event.failed(EventKind::MfaSession, e.to_string())),
+        }
+        checked.map(|()| marked_identity(identity, target))
+    }
+
+    /// Audits (`mfa.session`, failed) a per-session MFA try for `target` that ended before an
+    /// assertion reached [`Self::issue_session_mfa`]: no challenge could be given (no key, a
+    /// cluster without WebAuthn), or the browser gave no assertion (the user cancelled).
+    pub fn audit_session_mfa_failure(
+        &self,
+        user: &str,
+        target: &SessionMfaTarget,
+        remote: Option<SocketAddr>,
+        reason: &str,
+    ) {
+        let mut event = self
+            .event(EventKind::MfaSession, user)
+            .remote(remote)
+            .field("kind", "webauthn");
+        for (name, value) in target_fields(target) {
+            event = event.field(name, value);
+        }
+        // Queued, not waited on: the proxy calls this on its async threads.
+        self.audit
+            .emit(event.failed(EventKind::MfaSession, reason.to_string()));
     }
 
     fn check_and_issue_session_mfa(
@@ -290,6 +350,8 @@ impl AuthServer {
             })?;
         self.metrics().certificates_issued.inc();
         Ok(SessionMfaCertificates {
+            identity: marked.clone(),
+            issued_at: now,
             ssh_certificate,
             tls_certificate_pem,
             trusted_cas_pem: self.client_cas_pem(),

@@ -1,7 +1,8 @@
 //! Application certificates on disk: `hop apps login|logout|config`.
 //!
 //! An application login is a user certificate routed to one application (Auth's
-//! `IssueAppCertificate`). Its files (directory 0700, files 0600):
+//! `IssueAppCertificate`; under a role's `require_session_mfa`, a one-minute certificate
+//! marked for it after a security key tap, `IssueSessionMfaCert`). Its files (directory 0700, files 0600):
 //! ```text
 //! $HOP_HOME/apps/<proxy_port>/<user>/<name>.key    P-256 key (PKCS#8)
 //! $HOP_HOME/apps/<proxy_port>/<user>/<name>.crt    the app certificate (user CA)
@@ -80,7 +81,7 @@ fn check_name(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn now_unix() -> i64 {
+pub(crate) fn now_unix() -> i64 {
     clock::wall()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -123,6 +124,10 @@ pub(crate) async fn issue(
     ttl: Option<Duration>,
 ) -> anyhow::Result<hop_api::proto::AppCertificateResponse> {
     check_name(name)?;
+    // Under a role's require_session_mfa: a tap, and a one-minute certificate marked for it.
+    if let Some(marked) = crate::mfa::session::app_route(login, name, spki_der).await? {
+        return Ok(marked);
+    }
     let channel = tls_channel(&login.profile.proxy, &login.trust, Some(&login.cert)).await?;
     Ok(AppAccessClient::new(channel)
         .issue_app_certificate(AppCertificateRequest {

@@ -1,4 +1,5 @@
-//! Per-session MFA for `hop ssh`, `hop db login|connect` and `hop kube login|credentials`: when a role of the user sets
+//! Per-session MFA for `hop ssh`, `hop db login|connect`, `hop kube login|credentials`, `hop
+//! apps login` and `hop proxy app`: when a role of the user sets
 //! `require_session_mfa`, Auth hands out a challenge for one target; a tap on a security key
 //! answers it, and Auth issues one-minute certificates marked for that target.
 //!
@@ -10,9 +11,11 @@
 //! prepared by that configuration's `Match exec` line (`hop mfa session LOGIN@HOST`, which
 //! reuses certificates of the same target that still have [`REUSE_MIN_LEFT`] to run).
 //!
-//! For a database (one service, database user and name) or a kube cluster: the route
-//! certificate itself, which `hop db login` saves where psql takes it and `hop kube login` /
-//! `hop kube credentials` where kubectl does; the proxy checks the mark against the session.
+//! For a database (one service, database user and name), a kube cluster or an application: the
+//! route certificate itself, which `hop db login` saves where psql takes it, `hop kube login` /
+//! `hop kube credentials` where kubectl does, `hop apps login` beside the application's other
+//! logins, and `hop proxy app` (a TCP application) keeps in memory for the connections it
+//! opens within the minute; the proxy checks the mark against the session.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -20,8 +23,8 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use hop_api::proto::auth_public_client::AuthPublicClient;
 use hop_api::proto::{
-    BeginSessionMfaRequest, DatabaseRouteResponse, IssueSessionMfaCertRequest,
-    KubeCertificateResponse, SessionMfaCert, SessionMfaDatabase,
+    AppCertificateResponse, BeginSessionMfaRequest, DatabaseRouteResponse,
+    IssueSessionMfaCertRequest, KubeCertificateResponse, SessionMfaCert, SessionMfaDatabase,
 };
 use hop_net::connect::{status_error, tls_channel};
 use hop_net::trust::ClientCert;
@@ -141,6 +144,8 @@ enum Target<'a> {
     },
     /// A Kubernetes session: one kube cluster.
     KubeCluster { cluster: &'a str },
+    /// An application session: one application.
+    App { app: &'a str },
 }
 
 impl Target<'_> {
@@ -153,6 +158,7 @@ impl Target<'_> {
                 db_name,
             } => format!("database {service} as {db_user} on {db_name}"),
             Self::KubeCluster { cluster } => format!("Kubernetes cluster {cluster}"),
+            Self::App { app } => format!("application {app}"),
         }
     }
 
@@ -165,6 +171,7 @@ impl Target<'_> {
             }
             Self::Database { .. } => req.database = self.database(),
             Self::KubeCluster { cluster } => req.kube_cluster = cluster.to_string(),
+            Self::App { app } => req.app = app.to_string(),
         }
         req
     }
@@ -181,6 +188,7 @@ impl Target<'_> {
             login: begin.login,
             database: begin.database,
             kube_cluster: begin.kube_cluster,
+            app: begin.app,
             webauthn_json,
             ssh_public_key,
             tls_public_key,
@@ -198,7 +206,7 @@ impl Target<'_> {
                 db_user: db_user.to_string(),
                 db_name: db_name.to_string(),
             }),
-            Self::Node { .. } | Self::KubeCluster { .. } => None,
+            Self::Node { .. } | Self::KubeCluster { .. } | Self::App { .. } => None,
         }
     }
 }
@@ -235,8 +243,11 @@ async fn tap_for(
         target.describe()
     );
     let origin = ceremony::pick_origin(&challenge.origins, &login.profile.proxy)?;
-    let mut key = super::open()?;
-    let answer = ceremony::assert(key.as_mut(), &challenge.options_json, &origin, false)?;
+    // The key is closed before the next await (an authenticator is not `Send`).
+    let answer = {
+        let mut key = super::open()?;
+        ceremony::assert(key.as_mut(), &challenge.options_json, &origin, false)?
+    };
     let certs = client
         .issue_session_mfa_cert(target.issue(
             answer.to_string(),
@@ -320,6 +331,27 @@ pub async fn kube_route(
             trusted_cas_pem: c.trusted_cas_pem,
             tls_server_name: c.kube_tls_server_name,
             proxy_addr: c.kube_proxy_addr,
+        }))
+}
+
+/// Asks Auth whether a session to application `app` needs a fresh assertion; if so, taps the
+/// key and returns the one-minute certificate for the key `tls_public_key`, marked for that
+/// application (with its uri and public address). `None`: no role requires it (the ordinary
+/// application certificate serves).
+pub async fn app_route(
+    login: &Login,
+    app: &str,
+    tls_public_key: &[u8],
+) -> anyhow::Result<Option<AppCertificateResponse>> {
+    let target = Target::App { app };
+    Ok(tap_for(login, target, ("", tls_public_key))
+        .await?
+        .map(|c| AppCertificateResponse {
+            tls_certificate_pem: c.tls_certificate_pem,
+            expires_unix: c.expires_unix,
+            trusted_cas_pem: c.trusted_cas_pem,
+            uri: c.app_uri,
+            public_addr: c.app_public_addr,
         }))
 }
 

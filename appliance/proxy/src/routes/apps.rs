@@ -23,7 +23,7 @@ use super::dial::{
     AgentHold, KeptSessions, accept, dial_accepted, dial_agent_bounded, kept_agent_leg, refuse,
     refused, relay_on_worker,
 };
-use crate::admission::{Live, LiveWatch, UserCert, admit, both_legs, dup_socket};
+use crate::admission::{Live, LiveWatch, UserCert, admit_target, both_legs, dup_socket};
 use crate::listener::ConnectionHold;
 use crate::relay::on_worker::SessionRequest;
 use crate::relay::{self, RelayHandle};
@@ -172,9 +172,13 @@ async fn open(
         audit_start(auth, cert, remote, dial, Some(&e));
         e
     };
-    // Admission first: nothing about the application is said to a refused caller.
-    let admitted =
-        admit(auth, cert, None, Route::App, remote).map_err(|r| refused(r.to_string()))?;
+    // Admission first: nothing about the application is said to a refused caller. Under
+    // per-session MFA only a certificate marked for this application is admitted.
+    let target = hop_ca::SessionMfaTarget::App {
+        app: app_name.clone(),
+    };
+    let admitted = admit_target(auth, cert, &target, Route::App, remote)
+        .map_err(|r| refused(r.to_string()))?;
     let Some(route) = registry.apps().into_iter().find(|a| &a.name == app_name) else {
         return Err(refused(format!(
             "application {app_name:?} is not available: no connected agent serves it (`hop apps ls` lists them)"
@@ -296,7 +300,9 @@ impl Running {
             Live {
                 sockets,
                 login: None,
-                target: None,
+                target: Some(hop_ca::SessionMfaTarget::App {
+                    app: dial.target.clone(),
+                }),
                 route: Route::App,
                 remote,
                 session_id: sid.clone(),

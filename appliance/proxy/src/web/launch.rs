@@ -5,6 +5,14 @@
 //! application and that state; the answer is the callback address on the application's host
 //! that the page navigates to.
 //!
+//! Under a role's `require_session_mfa` the first post is answered with the options of a
+//! challenge for that application (`{"mfa": …}`, Auth's `begin_session_mfa`); the page posts
+//! again with the security key's assertion, which Auth checks (`verify_session_mfa`, audited
+//! `mfa.session`), and the launch goes on with the session's identity marked for that
+//! application. The application session then lives as long as the web session's certificate,
+//! as an unmarked one does: the assertion is fresh for starting it (the code is issued at
+//! once), and every request of the session is admitted only for that application.
+//!
 //! The call passes [`WebRoom::guard`] (session, CSRF token, origin, admission on the `web`
 //! route) and acts only as the session's own user, with the identity of its login.
 
@@ -16,10 +24,12 @@ use axum::response::Response;
 use axum::routing::post;
 use hop_auth::apps::{AppFlowError, AppGrant};
 use hop_auth::error::AuthError;
+use hop_auth::server::WebauthnAssertion;
+use hop_ca::SessionMfaTarget;
 use serde::Deserialize;
 
 use super::WebRoom;
-use super::admin::{EditorError, Form, form, ok};
+use super::admin::{EditorError, Form, blocking, form, ok};
 use super::guard::{Renew, WebRequest};
 use crate::routes::app_http::flow::CALLBACK_PATH;
 use crate::routes::app_http::{PublicHost, is_http_app};
@@ -33,6 +43,9 @@ pub(crate) fn routes() -> Router<Arc<WebRoom>> {
 #[serde(deny_unknown_fields)]
 struct LaunchForm {
     state: String,
+    /// The security key's answer to the per-session MFA challenge, on the second post.
+    #[serde(default)]
+    webauthn: Option<WebauthnAssertion>,
 }
 
 /// Whether a state is one the application route makes (64 hex digits).
@@ -72,8 +85,19 @@ async fn launch(
         )));
     }
     let cert = &c.session.cert;
+    let target = SessionMfaTarget::App {
+        app: app.name.clone(),
+    };
+    let identity =
+        match session_mfa(&room, &cert.identity, &target, form.webauthn, c.remote).await? {
+            Marked::Ask(options) => {
+                let asked = serde_json::json!({ "mfa": options, "target": target.describe() });
+                return Ok(ok(asked));
+            }
+            Marked::Identity(id) => id,
+        };
     let grant = AppGrant {
-        identity: Arc::new(cert.identity.clone()),
+        identity: Arc::new(identity),
         issued_at: cert.issued_at,
         expires: cert.expires,
         app: app.name.clone(),
@@ -93,6 +117,43 @@ async fn launch(
         form.state
     );
     Ok(ok(serde_json::json!({ "redirect": redirect })))
+}
+
+/// What per-session MFA says of a launch.
+enum Marked {
+    /// A challenge the page must answer first.
+    Ask(serde_json::Value),
+    /// The identity the application session carries: the web session's, or marked for the
+    /// application after the assertion.
+    Identity(hop_ca::Identity),
+}
+
+/// Without an assertion: Auth's challenge when a role requires one, else the session's own
+/// identity. With one: Auth checks it (audited) and marks the identity for `target`.
+async fn session_mfa(
+    room: &WebRoom,
+    identity: &hop_ca::Identity,
+    target: &SessionMfaTarget,
+    assertion: Option<WebauthnAssertion>,
+    remote: std::net::SocketAddr,
+) -> Result<Marked, EditorError> {
+    let (id, t) = (identity.clone(), target.clone());
+    match assertion {
+        None => {
+            let asked = blocking(room, move |a| a.begin_session_mfa(&id, &t, Some(remote))).await?;
+            Ok(match asked {
+                Some(options) => Marked::Ask(options),
+                None => Marked::Identity(identity.clone()),
+            })
+        }
+        Some(assertion) => {
+            let marked = blocking(room, move |a| {
+                a.verify_session_mfa(&id, &t, &assertion, Some(remote))
+            })
+            .await?;
+            Ok(Marked::Identity(marked))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -286,9 +286,14 @@ impl AppHttp {
             .snapshot
             .as_ref()
             .map_err(|r| Denial::Refused(r.clone()))?;
+        // The session's target is this application (a per-session MFA mark must name it).
+        let presented = Presented {
+            target: Some(hop_admission::SessionTarget::App { app }),
+            ..*presented
+        };
         let admitted = self
             .auth
-            .admit_on_kept(snapshot, presented, Route::App)
+            .admit_on_kept(snapshot, &presented, Route::App)
             .map_err(Denial::Refused)?;
         let route = view.apps.get(app).ok_or(Denial::UnknownApp)?;
         if !is_http_app(&route.uri) {

@@ -10,6 +10,11 @@
 //! that stopped reading keys): the wait is bounded by [`STALL`], so a stalled peer can neither
 //! hold the terminal open past a refusal nor keep its task and the node's session forever.
 //!
+//! A shell under per-session MFA first passes the prompt (`mfa`): the terminal is opened with
+//! the one-minute certificate marked for its node and login, and asked again with that
+//! certificate (its expiry ends the terminal only where a role sets `disconnect_expired_cert`,
+//! as for `hop ssh`).
+//!
 //! It decides nothing itself: the session table and admission answer.
 
 use std::future::Future;
@@ -23,9 +28,9 @@ use hop_protocols::web_terminal::{Control, Utf8Boundary};
 use russh::ChannelMsg;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::node::{self, Far, Opened};
+use super::node::{self, Far, NodeLogin, Opened};
 use super::{SETUP_DEADLINE, Want};
-use crate::admission::RECHECK;
+use crate::admission::{RECHECK, UserCert};
 use crate::web::WebRoom;
 use crate::web::guard::WebCaller;
 use crate::web::sessions::State;
@@ -41,18 +46,20 @@ const CLOSE_DEADLINE: Duration = Duration::from_secs(5);
 struct Terms {
     route: hop_admission::Route,
     login: Option<String>,
+    cert: Arc<UserCert>,
+    target: Option<hop_ca::SessionMfaTarget>,
     disconnect_expired_cert: bool,
 }
 
 /// Why a terminal ended, as the page is told.
 #[derive(Debug)]
-struct Ending {
-    code: &'static str,
-    reason: String,
+pub(super) struct Ending {
+    pub code: &'static str,
+    pub reason: String,
 }
 
 impl Ending {
-    fn new(code: &'static str, reason: impl Into<String>) -> Self {
+    pub(super) fn new(code: &'static str, reason: impl Into<String>) -> Self {
         Self {
             code,
             reason: reason.into(),
@@ -68,6 +75,15 @@ impl Ending {
 pub(super) async fn run(room: Arc<WebRoom>, caller: WebCaller, want: Want, mut ws: WebSocket) {
     let found = &caller.session;
     let remote = caller.remote;
+    let with = match &want {
+        Want::Shell { login, node, .. } => {
+            match super::mfa::login_for(&room, &caller, (login, node), &mut ws).await {
+                Ok(w) => w,
+                Err(e) => return close(&mut ws, e).await,
+            }
+        }
+        Want::Join { .. } => NodeLogin::of(found),
+    };
     let opening = async {
         match &want {
             Want::Shell {
@@ -75,7 +91,7 @@ pub(super) async fn run(room: Arc<WebRoom>, caller: WebCaller, want: Want, mut w
                 node,
                 cols,
                 rows,
-            } => node::shell(&room, found, remote, (login, node), (*cols, *rows)).await,
+            } => node::shell(&room, &with, remote, (login, node), (*cols, *rows)).await,
             Want::Join { session, mode } => node::join(&room, found, remote, session, mode).await,
         }
     };
@@ -138,6 +154,8 @@ async fn relay(
     let terms = Terms {
         route: opened.route,
         login: opened.login.clone(),
+        cert: opened.cert.clone(),
+        target: opened.target.clone(),
         disconnect_expired_cert: opened.disconnect_expired_cert,
     };
     let check = || why_not(room, caller, &terms);
@@ -270,13 +288,17 @@ fn why_not(room: &WebRoom, caller: &WebCaller, terms: &Terms) -> Option<Ending> 
         Ok(s) => s,
         Err(e) => return Some(Ending::refused(&auth.unavailable(e))),
     };
-    let cert = &caller.session.cert;
+    // The terminal's own certificate (the marked one under per-session MFA), for its target.
+    let cert = &terms.cert;
     let presented = Presented {
         identity: &cert.identity,
         issued_at: cert.issued_at,
         expires: cert.expires,
         login: terms.login.as_deref(),
-        target: None,
+        target: terms
+            .target
+            .as_ref()
+            .map(hop_auth::admission::session_target),
     };
     match auth.admit_on(&snap, &presented, terms.route) {
         Ok(_) => None,

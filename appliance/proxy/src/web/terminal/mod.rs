@@ -21,6 +21,7 @@
 //! node's output for anything but cutting it at UTF-8 boundaries.
 
 mod bridge;
+mod mfa;
 mod node;
 mod open;
 

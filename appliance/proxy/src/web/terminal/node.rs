@@ -4,7 +4,8 @@
 //! labels, the login in the roles; refusals audited as `ssh.auth`), then the proxy is the SSH
 //! client for the browser over the node agent's tunnel, logging in with the certificate Auth
 //! issued to the web session (so the node sees the real user and login, decides again, records
-//! and tracks the session like any other). Where the proxy terminates sessions (an agentless
+//! and tracks the session like any other). Under per-session MFA the login is with the
+//! one-minute certificate marked for that node and login ([`NodeLogin`], from `mfa`) instead. Where the proxy terminates sessions (an agentless
 //! node, or the proxy recording modes) the connection goes through the same terminating server
 //! as `hop ssh` (`routes::forward`), in memory. A join goes through `routes::join::open`.
 //!
@@ -17,14 +18,14 @@ use russh::ChannelMsg;
 use russh::client::{Handle, Msg};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::admission::{Live, LiveWatch, dup_stream};
+use crate::admission::{Live, LiveWatch, UserCert, dup_stream};
 use crate::dataplane::limits::ConnectionGuard;
 use crate::routes::dial::dial_agent;
 use crate::routes::forward::{self, Back, Upstream};
 use crate::routes::{join, ssh};
 use crate::tunnels::AgentStream;
 use crate::web::WebRoom;
-use crate::web::sessions::Found;
+use crate::web::sessions::{Found, SessionCredentials};
 use hop_net::tunnel::{FramedStream, Prefixed};
 use hop_protocols::tunnel::Dial;
 
@@ -45,6 +46,23 @@ pub(super) enum Far {
     },
 }
 
+/// The certificate a shell is decided on and logs in to the node with: the web session's, or
+/// under per-session MFA the one-minute one marked for that node and login.
+pub(super) struct NodeLogin {
+    pub cert: Arc<UserCert>,
+    pub credentials: Arc<SessionCredentials>,
+}
+
+impl NodeLogin {
+    /// The web session's own certificate.
+    pub fn of(found: &Found) -> Self {
+        Self {
+            cert: found.cert.clone(),
+            credentials: found.credentials.clone(),
+        }
+    }
+}
+
 /// An open far end, with what must live as long as it: the live watch (ends the session's
 /// tunnel leg when admission refuses it, with the `session.terminated` event) and the tunnel
 /// connection's place in the limits.
@@ -52,6 +70,10 @@ pub(super) struct Opened {
     pub far: Far,
     pub route: hop_admission::Route,
     pub login: Option<String>,
+    /// The certificate the session is decided on (asked again while it runs).
+    pub cert: Arc<UserCert>,
+    /// The session's target (a node and login for a shell), what an MFA mark is checked against.
+    pub target: Option<hop_ca::SessionMfaTarget>,
     pub disconnect_expired_cert: bool,
     pub _watch: LiveWatch,
     pub _hold: Option<ConnectionGuard>,
@@ -59,18 +81,18 @@ pub(super) struct Opened {
     pub _departure: Option<join::Departure>,
 }
 
-/// Opens a shell as `login` on `node` for the web session `found`; the words of an error are
-/// for the user.
+/// Opens a shell as `login` on `node` with `with` (the web session's certificate, or one
+/// marked for that node and login); the words of an error are for the user.
 pub(super) async fn shell(
     room: &WebRoom,
-    found: &Found,
+    with: &NodeLogin,
     remote: SocketAddr,
     (login, node): (&str, &str),
     (cols, rows): (u16, u16),
 ) -> Result<Opened, String> {
     let registry = room.registry()?;
     let auth = &room.auth;
-    let cert = &*found.cert;
+    let cert = &*with.cert;
     let mut session_id = [0u8; 16];
     rand::fill(&mut session_id[..]);
     let dial = Dial {
@@ -131,12 +153,12 @@ pub(super) async fn shell(
             require_recording: auth.session_recording() == "proxy-sync",
         };
         tokio::spawn(forward::serve(fwd, upstream, theirs));
-        login_over(room, found, &at.login, &name, ours).await?
+        login_over(room, with, &at.login, &name, ours).await?
     } else {
         let Upstream::Tunnel(stream) = upstream else {
             return Err("internal error: a node agent without a tunnel".into());
         };
-        login_over(room, found, &at.login, &name, stream).await?
+        login_over(room, with, &at.login, &name, stream).await?
     };
     let channel = open_pty(&client, cols, rows).await?;
     let (read, write) = channel.split();
@@ -147,7 +169,12 @@ pub(super) async fn shell(
             _client: client,
         },
         route: at.route,
+        target: Some(hop_ca::SessionMfaTarget::Node {
+            node: at.node.name.clone(),
+            login: at.login.clone(),
+        }),
         login: Some(at.login),
+        cert: with.cert.clone(),
         disconnect_expired_cert,
         _watch: watch,
         _hold: hold.flatten(),
@@ -155,11 +182,11 @@ pub(super) async fn shell(
     })
 }
 
-/// Logs in to the node's SSH server over `stream` as `login` with the web session's
-/// certificate, verifying the node's host certificate.
+/// Logs in to the node's SSH server over `stream` as `login` with `with`'s certificate,
+/// verifying the node's host certificate.
 async fn login_over<S>(
     room: &WebRoom,
-    found: &Found,
+    with: &NodeLogin,
     login: &str,
     node: &str,
     stream: S,
@@ -172,11 +199,11 @@ where
     let mut client = russh::client::connect_stream(config, stream, back)
         .await
         .map_err(|e| format!("SSH to node {node:?}: {e}"))?;
-    let creds = &found.credentials;
+    let creds = &with.credentials;
     let key = russh::keys::PrivateKey::from_openssh(creds.ssh.private_openssh.trim())
-        .map_err(|e| format!("the web session's key: {e}"))?;
+        .map_err(|e| format!("the session's key: {e}"))?;
     let cert = russh::keys::Certificate::from_openssh(creds.ssh_certificate.trim())
-        .map_err(|e| format!("the web session's certificate: {e}"))?;
+        .map_err(|e| format!("the session's certificate: {e}"))?;
     let ok = client
         .authenticate_openssh_cert(login.to_string(), Arc::new(key), cert)
         .await
@@ -279,6 +306,8 @@ pub(super) async fn join(
         },
         route,
         login: None,
+        cert: found.cert.clone(),
+        target: None,
         disconnect_expired_cert,
         _watch: watch,
         _hold: hold,
