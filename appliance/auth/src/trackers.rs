@@ -36,6 +36,8 @@ pub enum SessionKind {
     Ssh,
     Db,
     App,
+    /// A moderated `kubectl exec`/`attach`, tracked by the proxy that relays it.
+    Kube,
 }
 
 impl SessionKind {
@@ -44,17 +46,18 @@ impl SessionKind {
             Self::Ssh => "ssh",
             Self::Db => "db",
             Self::App => "app",
+            Self::Kube => "kube",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Ssh, Self::Db, Self::App]
+        [Self::Ssh, Self::Db, Self::App, Self::Kube]
             .into_iter()
             .find(|k| k.name() == s)
     }
 
     /// The kind of session an agent of `role` hosts (and may track), if any. Application
-    /// sessions are tracked by the proxy, not by app agents.
+    /// sessions and moderated Kubernetes sessions are tracked by the proxy, not by agents.
     pub fn hosted_by(role: HostRole) -> Option<Self> {
         match role {
             HostRole::Node => Some(Self::Ssh),
@@ -253,6 +256,7 @@ fn route_of(kind: SessionKind) -> &'static str {
         SessionKind::Ssh => "node",
         SessionKind::Db => "db",
         SessionKind::App => "app",
+        SessionKind::Kube => "kube",
     }
 }
 
@@ -286,6 +290,21 @@ impl AuthServer {
         let host = TrackerHost {
             host_id,
             role: HostRole::App,
+        };
+        self.write_tracker(host, "", update)
+    }
+
+    /// The proxy's own write of a moderated Kubernetes session's tracker: `proxy_id` is the
+    /// proxy that relays the session (and the only one a moderator can join it through).
+    pub fn update_kube_tracker(
+        &self,
+        proxy_id: &str,
+        update: &TrackerUpdate,
+    ) -> Result<SessionTracker, TrackerError> {
+        check_session_id(&update.session_id)?;
+        let host = TrackerHost {
+            host_id: proxy_id,
+            role: HostRole::Proxy,
         };
         self.write_tracker(host, "", update)
     }
@@ -407,8 +426,11 @@ impl AuthServer {
         let mut counted = false;
         loop {
             let existing = self.tracker(&update.session_id)?;
-            // Agents' own trackers are counted; the proxy writes app sessions' itself.
-            if existing.is_none() && !counted && host.role != HostRole::App {
+            // Agents' own trackers are counted; the proxy writes app and kube sessions' itself.
+            if existing.is_none()
+                && !counted
+                && !matches!(host.role, HostRole::App | HostRole::Proxy)
+            {
                 self.count_new_tracker(host.host_id)?;
                 counted = true;
             }

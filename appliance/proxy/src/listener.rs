@@ -457,6 +457,7 @@ async fn route(
                 remote,
                 routes.registry.clone(),
                 routes.auth.clone(),
+                routes.kube.clone(),
             )
             .await;
         }

@@ -544,14 +544,19 @@ impl AccessChecker {
         Some((users, names))
     }
 
-    /// What the user's interactive sessions need before they start (`require_session_join` of
-    /// every role; all must be met).
+    /// What the user's sessions of `kind` (`ssh`, `k8s`) need before they start
+    /// (`require_session_join` of every role naming that kind; all must be met).
     #[must_use]
-    pub fn session_join_requirements(&self) -> Vec<crate::moderation::SessionJoinRequirement> {
-        self.roles
+    pub fn session_join_requirements(
+        &self,
+        kind: &str,
+    ) -> Vec<crate::moderation::SessionJoinRequirement> {
+        let all: Vec<_> = self
+            .roles
             .iter()
             .flat_map(|r| r.allow.session_join.iter().cloned())
-            .collect()
+            .collect();
+        crate::moderation::for_kind(&all, kind)
     }
 
     /// May the user join, in `mode`, a live session of `kind` owned by a user holding

@@ -1,9 +1,10 @@
 //! Moderated sessions: a role's `require_session_join` (Teleport's shape), which makes the
-//! holder's interactive SSH sessions wait until the required participants have joined, and
-//! pause or end when they leave.
+//! holder's interactive SSH sessions and Kubernetes exec/attach sessions wait until the required
+//! participants have joined, and pause or end when they leave.
 //!
-//! This module owns the requirement's parsing and its rules (only `ssh` sessions: a requirement
-//! Hop cannot enforce is refused when the role is written, never ignored), and the decision
+//! This module owns the requirement's parsing and its rules (kinds `ssh` and `k8s` only: a
+//! requirement Hop cannot enforce is refused when the role is written, never ignored), which
+//! requirements apply to a kind of session ([`for_kind`]), and the decision
 //! whether the people in a session meet a set of requirements. A participant counts for a
 //! requirement when their join mode is one it names and its `filter` holds for them (a filter
 //! may name only `user.metadata.name` and `user.spec.roles`: a participant's traits are not
@@ -21,7 +22,7 @@ use crate::rule_context::{RuleContext, UserFacts, evaluate};
 /// Why a `require_session_join` entry is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequirementError {
-    /// A requirement Hop would not enforce (another kind of session than SSH).
+    /// A requirement Hop would not enforce (a kind of session other than SSH and Kubernetes).
     #[error("{0}")]
     Unenforceable(String),
     /// A malformed entry.
@@ -37,7 +38,7 @@ pub struct SessionJoinRequirement {
     pub name: String,
     /// A predicate over the participant (`contains(user.spec.roles, "auditor")`).
     pub filter: String,
-    /// Session kinds: only `ssh` here.
+    /// Session kinds: `ssh` and `k8s` (Kubernetes exec and attach).
     pub kinds: Vec<String>,
     /// How many participants must meet it.
     pub count: u32,
@@ -119,7 +120,19 @@ pub fn parse(v: &Verbatim) -> Result<Vec<SessionJoinRequirement>, RequirementErr
     Ok(reqs)
 }
 
-/// The rules a requirement keeps: a name, `ssh` sessions only, a count of at least one, modes
+/// The session kinds Hop moderates: SSH shells and Kubernetes exec/attach sessions.
+pub const MODERATED_KINDS: &[&str] = &["ssh", "k8s"];
+
+/// The requirements of `reqs` that apply to sessions of `kind` (`ssh` or `k8s`).
+#[must_use]
+pub fn for_kind(reqs: &[SessionJoinRequirement], kind: &str) -> Vec<SessionJoinRequirement> {
+    reqs.iter()
+        .filter(|r| r.kinds.iter().any(|k| k == kind))
+        .cloned()
+        .collect()
+}
+
+/// The rules a requirement keeps: a name, `ssh` and `k8s` sessions only, a count of at least one, modes
 /// Hop knows, `on_leave` `terminate` or `pause`, and a filter that parses.
 ///
 /// # Errors
@@ -127,9 +140,13 @@ pub fn parse(v: &Verbatim) -> Result<Vec<SessionJoinRequirement>, RequirementErr
 pub fn check(reqs: &[SessionJoinRequirement]) -> Result<(), RequirementError> {
     for r in reqs {
         let name = &r.name;
-        if r.kinds.iter().any(|k| k != "ssh") {
+        if let Some(k) = r
+            .kinds
+            .iter()
+            .find(|k| !MODERATED_KINDS.contains(&k.as_str()))
+        {
             return Err(RequirementError::Unenforceable(format!(
-                "{name:?}: Hop moderates SSH sessions only (kinds: [ssh]); a requirement on other kinds would be ignored"
+                "{name:?}: Hop moderates SSH and Kubernetes exec sessions only (kinds: ssh, k8s), not {k:?}; a requirement on other kinds would be ignored"
             )));
         }
         check_shape(r).map_err(RequirementError::Invalid)?;
@@ -144,7 +161,7 @@ fn check_shape(r: &SessionJoinRequirement) -> Result<(), String> {
             return Err("every requirement needs a name".into());
         }
         if r.kinds.is_empty() {
-            return Err(format!("{name:?}: kinds must name ssh"));
+            return Err(format!("{name:?}: kinds must name ssh or k8s"));
         }
         if r.count == 0 {
             return Err(format!("{name:?}: count must be at least 1"));
@@ -266,12 +283,23 @@ mod tests {
     }
 
     #[test]
-    fn requirements_hop_cannot_enforce_are_refused_by_name() {
+    fn kube_requirements_are_kept_apart_from_ssh_ones() {
         let mut k8s = req("true", 1, None);
         k8s.kinds = vec!["k8s".into()];
+        let both = [req("true", 1, None), k8s.clone()];
+        assert!(check(&both).is_ok());
+        assert_eq!(for_kind(&both, "k8s"), vec![k8s]);
+        assert_eq!(for_kind(&both, "ssh").len(), 1);
+        assert!(for_kind(&both, "db").is_empty());
+    }
+
+    #[test]
+    fn requirements_hop_cannot_enforce_are_refused_by_name() {
+        let mut db = req("true", 1, None);
+        db.kinds = vec!["db".into()];
         let err = |r| check(&[r]).unwrap_err().to_string();
         assert!(
-            matches!(check(&[k8s]), Err(RequirementError::Unenforceable(w)) if w.contains("SSH sessions only"))
+            matches!(check(&[db]), Err(RequirementError::Unenforceable(w)) if w.contains("not \"db\""))
         );
         assert!(err(req("true", 0, None)).contains("at least 1"));
         assert!(err(req("true", 1, Some("ignore"))).contains("on_leave"));

@@ -28,6 +28,7 @@ mod harness;
 mod join;
 mod kube;
 mod kube_kubectl;
+mod kube_moderated;
 mod kube_refusals;
 mod login_flow;
 mod mfa_apps;

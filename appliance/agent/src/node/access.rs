@@ -199,7 +199,7 @@ pub fn authorize(
     })?;
     let recording = tighter_recording(&snap.recording, &identity, &snap.roles);
     // Nobody could moderate a forwarded connection: a moderated user forwards nothing.
-    let moderation = checker.session_join_requirements();
+    let moderation = checker.session_join_requirements("ssh");
     let unmoderated = moderation.is_empty();
     Ok(Grant {
         login: login.to_string(),

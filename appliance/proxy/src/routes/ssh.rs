@@ -560,7 +560,7 @@ fn check(
             node: node.name.clone(),
             source,
         })?;
-    if node.openssh && !checker.session_join_requirements().is_empty() {
+    if node.openssh && !checker.session_join_requirements("ssh").is_empty() {
         return Err(SshRefusal::NotModeratable {
             node: node.name.clone(),
         });

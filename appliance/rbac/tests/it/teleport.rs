@@ -247,7 +247,7 @@ fn other_restrictions_on_what_hop_offers_are_refused() {
             "spec.options.mfa_verification_interval",
         ),
         (
-            "  allow:\n    require_session_join:\n      - name: auditor\n        filter: contains(user.spec.roles, \"auditor\")\n        kinds: [k8s]\n        count: 1\n        modes: [moderator]\n",
+            "  allow:\n    require_session_join:\n      - name: auditor\n        filter: contains(user.spec.roles, \"auditor\")\n        kinds: [db]\n        count: 1\n        modes: [moderator]\n",
             "spec.allow.require_session_join",
         ),
         (

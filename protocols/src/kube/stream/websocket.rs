@@ -116,6 +116,14 @@ impl WsFrameDecoder {
         self.closed
     }
 
+    /// Whether every byte pushed so far belongs to whole frames of whole messages: a frame of
+    /// one's own may then go into this direction's byte stream without splitting one of the
+    /// peer's (the proxy's notices to a kubectl waiting in a moderated exec).
+    #[must_use]
+    pub fn at_message_boundary(&self) -> bool {
+        self.pos == self.buf.len() && self.partial.is_none()
+    }
+
     /// Parses and checks the header at the start of `buf`; `None` until it is all there.
     fn head(&self, buf: &[u8]) -> Result<Option<FrameHead>, StreamError> {
         let (Some(&b0), Some(&b1)) = (buf.first(), buf.get(1)) else {
@@ -322,6 +330,13 @@ impl WsChannelDecoder {
     #[must_use]
     pub fn closed(&self) -> bool {
         self.frames.closed()
+    }
+
+    /// Whether the bytes so far end at a message boundary (see
+    /// [`WsFrameDecoder::at_message_boundary`]).
+    #[must_use]
+    pub fn at_message_boundary(&self) -> bool {
+        self.frames.at_message_boundary()
     }
 
     /// Takes the next bytes; answers the payload chunks they complete.

@@ -239,3 +239,22 @@ fn the_first_broken_rule_is_reported_however_the_bytes_come() {
     }
     crate::invariants::kube_ws(&[&[0x3a][..], &[0x81, 0, 0, 0, 0, 0x10]].concat());
 }
+
+#[test]
+fn a_message_boundary_is_known_at_every_prefix() {
+    // Two server messages on stdout, the second in two fragments.
+    let mut bytes = encode_frame(true, 2, b"\x01first", None);
+    let first_end = bytes.len();
+    bytes.extend(encode_frame(false, 2, b"\x01sec", None));
+    let fragment_end = bytes.len();
+    bytes.extend(encode_frame(true, 0, b"ond", None));
+    for cut in 0..=bytes.len() {
+        let mut d = WsChannelDecoder::new(false);
+        d.feed(&bytes[..cut]).unwrap();
+        let whole = cut == 0 || cut == first_end || cut == bytes.len();
+        assert_eq!(d.at_message_boundary(), whole, "cut at {cut}");
+    }
+    let mut d = WsChannelDecoder::new(false);
+    d.feed(&bytes[..fragment_end]).unwrap();
+    assert!(!d.at_message_boundary(), "inside a fragmented message");
+}

@@ -35,6 +35,9 @@ use super::{KubeProxy, StreamSlot, headers, hooks, pool, status};
 use crate::routes::app_http::body::origin_form;
 use crate::routes::app_http::pool::AgentConn;
 
+/// Why a user whose sessions must be moderated may not port-forward: nobody could watch it.
+pub const NO_MODERATED_FORWARDING: &str = "your roles require moderated Kubernetes sessions (require_session_join): a port-forward cannot be moderated, so it is refused";
+
 /// What the audit event of one request says.
 pub struct Record {
     pub user: String,
@@ -58,7 +61,7 @@ pub const RESPONSE_HEAD: Duration = Duration::from_secs(1);
 
 /// Sends `req` and waits at most [`RESPONSE_HEAD`] for the response's head; `Err` says why
 /// there is none (the words go into the 502 or 504).
-async fn send_within<F>(sent: F) -> Result<Response<Incoming>, NoAnswer>
+pub(super) async fn send_within<F>(sent: F) -> Result<Response<Incoming>, NoAnswer>
 where
     F: Future<Output = Result<Response<Incoming>, hyper::Error>>,
 {
@@ -71,7 +74,7 @@ where
 
 /// Why the agent gave no response head.
 #[derive(Debug, thiserror::Error)]
-enum NoAnswer {
+pub(super) enum NoAnswer {
     #[error("the agent's HTTP connection failed: {0}")]
     Failed(hyper::Error),
     #[error("the agent did not answer within {} s", RESPONSE_HEAD.as_secs())]
@@ -197,6 +200,24 @@ pub async fn forward(
     };
     if let Some(client_upgrade) = client_upgrade {
         let query = parts.uri.query().unwrap_or("").to_string();
+        let reqs = admission.checker().session_join_requirements("k8s");
+        if !reqs.is_empty() {
+            if allowed.request.subresource.as_deref() == Some("portforward") {
+                record.audit(&route.auth, StatusCode::FORBIDDEN.as_u16());
+                return status::forbidden(NO_MODERATED_FORWARDING);
+            }
+            return super::moderated::begin(super::moderated::Start {
+                conn: conn.clone(),
+                cluster: admission.cluster.clone(),
+                parts,
+                client: client_upgrade,
+                query,
+                record,
+                allowed,
+                slot,
+                reqs,
+            });
+        }
         let req = Request::from_parts(parts, Body::empty());
         let up = Upgrade {
             client: client_upgrade,
@@ -383,6 +404,7 @@ async fn upgraded(
         query,
         end: slot.end_signal(),
         idle: super::stream::IDLE,
+        moderation: None,
     };
     // The relay holds the connection: its place among the live ones lasts as long.
     let held = conn.clone();

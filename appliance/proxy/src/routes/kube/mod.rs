@@ -11,7 +11,10 @@
 //! exactly one `impersonate-user` and the allowed groups), the agents' HTTP/1.1 connections
 //! ([`pool`], keyed by cluster and user), forwarding and the `kube.request` audit event
 //! ([`forward`]), upgrades (exec, attach, port-forward, handed to the stream relay, [`hooks`]),
-//! and the answers it gives itself as Kubernetes `Status` objects ([`status`]).
+//! moderated exec and attach sessions (held until their moderators join, [`moderated`], and
+//! the table of them others join, [`party`]; their course while they run,
+//! [`session_moderation`]), and the answers it gives itself as Kubernetes
+//! `Status` objects ([`status`]).
 //!
 //! It never asks the backend per request: the snapshot and the announced clusters are taken
 //! again every [`REFRESH`] by [`KubeProxy::run`], which also decides every live connection again
@@ -28,8 +31,11 @@ pub mod filter;
 pub mod forward;
 pub mod headers;
 pub mod hooks;
+pub mod moderated;
+pub mod party;
 pub mod pool;
 pub mod record;
+pub mod session_moderation;
 pub mod status;
 pub mod stream;
 
@@ -117,6 +123,10 @@ pub struct KubeProxy {
     pub(crate) recordings: Option<Arc<dyn hop_storage::recording::RecordingBackend>>,
     /// The bytes all filtered listings may hold together.
     pub(crate) listing_budget: filter::ListingBudget,
+    /// The moderated sessions this proxy relays, as `hop join` finds them.
+    pub(crate) parties: Arc<party::KubeParties>,
+    /// This proxy's id: the host of the moderated sessions it relays.
+    proxy_id: String,
     view: ArcSwap<View>,
     live: Mutex<HashMap<u64, Live>>,
     streams: Mutex<HashMap<u64, LiveStream>>,
@@ -150,8 +160,15 @@ impl KubeProxy {
         deadlines: HttpDeadlines,
         recordings: Option<Arc<dyn hop_storage::recording::RecordingBackend>>,
     ) -> Arc<Self> {
+        let proxy_id = match &agents {
+            pool::Agents::Tunnels(registry) => registry.proxy_id().to_string(),
+            #[cfg(test)]
+            pool::Agents::Direct { .. } => "test-proxy".to_string(),
+        };
         let route = Arc::new(Self {
             server_name: server_name(&PublicHost::parse(web_addr)),
+            parties: Arc::default(),
+            proxy_id,
             view: ArcSwap::from_pointee(View {
                 snapshot: Err(Refusal::Unavailable {
                     reason: "not loaded yet".into(),
@@ -170,6 +187,16 @@ impl KubeProxy {
         });
         route.refresh();
         route
+    }
+
+    /// This proxy's id (the host its moderated sessions' trackers name).
+    pub fn proxy_id(&self) -> &str {
+        &self.proxy_id
+    }
+
+    /// The moderated sessions this proxy relays.
+    pub fn parties(&self) -> &Arc<party::KubeParties> {
+        &self.parties
     }
 
     /// `kube.P`: the TLS server name of this route.

@@ -7,6 +7,11 @@
 //! when a decoder cannot follow a direction (fail closed: both sides are closed), or at once
 //! when [`StreamContext::end`] says so (a lock, a revoked certificate, a role that no longer
 //! allows it), or when no byte has passed either way for [`StreamContext::idle`] ([`IDLE`]).
+//! A moderated session ([`Moderation`], set up by `moderated.rs`, decided on by
+//! `session_moderation.rs`) also shares the container's output with its joiners, tells its
+//! owner (and the recording) who comes and goes between the server's WebSocket messages, holds
+//! the owner's input while it is paused, and ends when its moderators leave and a requirement
+//! says `on_leave: terminate`.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -23,8 +28,12 @@ use hop_rbac::KubeImpersonation;
 use hop_storage::recording::RecordingBackend;
 use hyper::HeaderMap;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
 
+use super::party::KubeLive;
 use super::record::{KubeRecorder, RecordingTarget, exit_status};
+pub use super::session_moderation::{Moderation, notice_frame, notice_text};
+use super::session_moderation::{Stop, moderate};
 
 /// How long the other direction may go on once one has ended (half-closed).
 const LINGER: Duration = Duration::from_secs(10);
@@ -99,20 +108,22 @@ pub struct StreamContext {
     pub end: tokio::sync::watch::Receiver<Option<String>>,
     /// No byte either way for this long ends the session ([`IDLE`] on the route).
     pub idle: Duration,
+    /// A moderated session's hold on the relay.
+    pub moderation: Option<Moderation>,
 }
 
 /// What the upgrade request's query says about the session.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-struct Params {
+pub(super) struct Params {
     command: Vec<String>,
     container: Option<String>,
-    tty: bool,
+    pub(super) tty: bool,
     stdin: bool,
     ports: Vec<u16>,
 }
 
 impl Params {
-    fn parse(query: &str) -> Self {
+    pub(super) fn parse(query: &str) -> Self {
         let mut p = Self::default();
         let pairs = hop_protocols::web_headers::query_pairs(query).unwrap_or_default();
         for (name, value) in pairs {
@@ -165,6 +176,14 @@ impl Decoder {
             Self::Spdy(d) => Some(d),
         }
     }
+
+    /// Whether a message of the proxy's own may go in after the bytes followed so far.
+    fn at_boundary(&self) -> bool {
+        match self {
+            Self::Ws(d) => d.at_message_boundary(),
+            Self::Spdy(_) => false,
+        }
+    }
 }
 
 /// The state both directions share: the decoders (the server's learns SPDY streams from the
@@ -178,6 +197,8 @@ struct Session {
     bytes_out: u64,
     /// When a byte last passed either way (tokio's clock, so that tests can pause it).
     last_byte: tokio::time::Instant,
+    /// A moderated session's joiners, who see its output.
+    live: Option<Arc<KubeLive>>,
 }
 
 impl Session {
@@ -213,6 +234,9 @@ impl Session {
                     if let Some(r) = self.recorder.as_mut() {
                         r.output(&c.data);
                     }
+                    if let Some(l) = &self.live {
+                        l.publish(&c.data);
+                    }
                 }
                 StreamKind::Error => {
                     let room = MAX_ERROR_STREAM.saturating_sub(self.error_stream.len());
@@ -223,6 +247,26 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// The notices `lines`, framed for the client, once the server's bytes so far end at a
+    /// message boundary (`None` until then); recorded and shown to joiners as they go.
+    fn frame_notices(&mut self, lines: &mut Vec<String>, channel: u8) -> Option<Vec<u8>> {
+        if !self.server.at_boundary() {
+            return None;
+        }
+        let mut out = Vec::new();
+        for line in lines.drain(..) {
+            let text = notice_text(&line);
+            if let Some(r) = self.recorder.as_mut() {
+                r.output(text.as_bytes());
+            }
+            if let Some(l) = &self.live {
+                l.publish(text.as_bytes());
+            }
+            out.extend(notice_frame(channel, &text));
+        }
+        Some(out)
     }
 }
 
@@ -236,8 +280,10 @@ enum Ending {
         from_client: bool,
         error: StreamError,
     },
-    /// [`StreamContext::end`] said so.
+    /// [`StreamContext::end`] said so, or a moderated session's moderators left.
     Terminated(String),
+    /// A moderator ended the moderated session for everyone.
+    Moderator(String),
     /// No byte passed either way for this long.
     Idle(Duration),
     /// The recording the cluster requires could not start.
@@ -245,11 +291,12 @@ enum Ending {
 }
 
 /// Relays an upgraded exec/attach/port-forward stream until it ends (see the module docs).
-pub async fn relay<C, A>(client: C, agent: A, protocol: StreamProtocol, ctx: StreamContext)
+pub async fn relay<C, A>(client: C, agent: A, protocol: StreamProtocol, mut ctx: StreamContext)
 where
     C: AsyncRead + AsyncWrite + Unpin + Send,
     A: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    let moderation = ctx.moderation.take();
     let params = Params::parse(&ctx.query);
     let port_forward = ctx.request.subresource.as_deref() == Some("portforward");
     let kind = if port_forward {
@@ -266,7 +313,23 @@ where
     };
     let ending = match recorder {
         Err(why) => Ending::NotRecorded(why),
-        Ok(recorder) => {
+        Ok(mut recorder) => {
+            let (held, notices, moderated) = match moderation {
+                Some(m) => {
+                    if let Some(r) = recorder.as_mut() {
+                        for line in &m.prelude {
+                            r.output(notice_text(line).as_bytes());
+                        }
+                    }
+                    let (tx, rx) = watch::channel(false);
+                    let gate = Gate {
+                        paused: Some(rx),
+                        notices: Some((m.notices, m.channel)),
+                    };
+                    (Some(m.live.clone()), gate, Some((m.live, m.reqs, tx)))
+                }
+                None => (None, Gate::default(), None),
+            };
             let session = Mutex::new(Session {
                 client: Decoder::new(protocol, port_forward, true, &params.ports),
                 server: Decoder::new(protocol, port_forward, false, &params.ports),
@@ -275,12 +338,17 @@ where
                 bytes_in: 0,
                 bytes_out: 0,
                 last_byte: clock::tokio_now(),
+                live: held,
             });
             let mut end = ctx.end.clone();
             let ending = tokio::select! {
-                ending = pump_both(client, agent, &session) => ending,
+                ending = pump_both(client, agent, &session, notices) => ending,
                 reason = ended(&mut end) => Ending::Terminated(reason),
                 () = idled(&session, ctx.idle) => Ending::Idle(ctx.idle),
+                stop = moderate(moderated) => match stop {
+                    Stop::Left(reason) => Ending::Terminated(reason),
+                    Stop::By(moderator) => Ending::Moderator(moderator),
+                },
             };
             let session = session.into_inner().unwrap_or_else(|e| e.into_inner());
             return finish(&ctx, kind, session, ending, started).await;
@@ -329,16 +397,32 @@ pub(super) async fn ended(end: &mut tokio::sync::watch::Receiver<Option<String>>
     }
 }
 
+/// What holds a moderated session's directions: the owner's input waits while `paused` says
+/// so; `notices` (and the exec channel they go on) are framed into the server's direction.
+#[derive(Default)]
+struct Gate {
+    paused: Option<watch::Receiver<bool>>,
+    notices: Option<(mpsc::Receiver<String>, u8)>,
+}
+
 /// Copies both ways, each through its decoder, until both are done or one cannot be followed.
-async fn pump_both<C, A>(client: C, agent: A, session: &Mutex<Session>) -> Ending
+async fn pump_both<C, A>(client: C, agent: A, session: &Mutex<Session>, gate: Gate) -> Ending
 where
     C: AsyncRead + AsyncWrite + Unpin + Send,
     A: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let (client_r, client_w) = tokio::io::split(client);
     let (agent_r, agent_w) = tokio::io::split(agent);
-    let up = pump(client_r, agent_w, session, true);
-    let down = pump(agent_r, client_w, session, false);
+    let up_gate = Gate {
+        paused: gate.paused,
+        notices: None,
+    };
+    let down_gate = Gate {
+        paused: None,
+        notices: gate.notices,
+    };
+    let up = pump(client_r, agent_w, session, true, up_gate);
+    let down = pump(agent_r, client_w, session, false, down_gate);
     tokio::pin!(up, down);
     // The first direction to end decides, unless it just closed: then the other may finish.
     let (first, rest_is_up) = tokio::select! {
@@ -366,17 +450,38 @@ async fn pump<R, W>(
     mut to: W,
     session: &Mutex<Session>,
     from_client: bool,
+    mut gate: Gate,
 ) -> Result<(), Ending>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let mut buf = vec![0u8; READ_BUF];
+    let mut lines: Vec<String> = Vec::new();
+    let channel = gate.notices.as_ref().map_or(2, |(_, c)| *c);
     loop {
-        let n = match from.read(&mut buf).await {
+        if let Some(paused) = gate.paused.as_mut() {
+            // Held, not read: nothing of the owner's reaches the pod while paused.
+            let _ = paused.wait_for(|p| !*p).await;
+        }
+        let read = tokio::select! {
+            r = from.read(&mut buf) => r,
+            Some(line) = next_notice(&mut gate.notices) => {
+                lines.push(line);
+                if !send_notices(&mut to, session, &mut lines, channel).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        let n = match read {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        if let Some(paused) = gate.paused.as_mut() {
+            // Bytes read as the pause began wait with it.
+            let _ = paused.wait_for(|p| !*p).await;
+        }
         let bytes = &buf[..n];
         let followed = {
             let mut s = session.lock().unwrap_or_else(|e| e.into_inner());
@@ -393,9 +498,38 @@ where
         if to.write_all(bytes).await.is_err() {
             break;
         }
+        if !lines.is_empty() && !send_notices(&mut to, session, &mut lines, channel).await {
+            break;
+        }
     }
     let _ = to.shutdown().await;
     Ok(())
+}
+
+/// The next notice for the owner; never for a direction that carries none.
+async fn next_notice(notices: &mut Option<(mpsc::Receiver<String>, u8)>) -> Option<String> {
+    match notices {
+        Some((rx, _)) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes the waiting notices once the server's bytes end at a message boundary (they wait
+/// otherwise); false when the client can no longer be written to.
+async fn send_notices<W: AsyncWrite + Unpin>(
+    to: &mut W,
+    session: &Mutex<Session>,
+    lines: &mut Vec<String>,
+    channel: u8,
+) -> bool {
+    let framed = session
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .frame_notices(lines, channel);
+    match framed {
+        Some(bytes) => to.write_all(&bytes).await.is_ok(),
+        None => true,
+    }
 }
 
 /// Starts the recording of an exec/attach session: `Ok(None)` when the cluster records nothing,
@@ -511,6 +645,9 @@ fn emit_end(
         Ending::Terminated(reason) => ev
             .field("ended_by", "terminated")
             .field("reason", reason.clone()),
+        Ending::Moderator(who) => ev
+            .field("ended_by", "moderator")
+            .field("terminated_by", who.clone()),
         Ending::Idle(after) => ev.field("ended_by", "idle").field(
             "reason",
             format!("no bytes either way for {} s", after.as_secs()),

@@ -5,6 +5,7 @@ use hop_auth::AuthSettings;
 use hop_auth::audit::{AuditEvent, AuditSink};
 use hop_protocols::kube::stream::spdy::SpdyEncoder;
 use hop_protocols::kube::stream::websocket::encode_frame;
+use hop_rbac::moderation::SessionJoinRequirement;
 use hop_storage::recording::{
     AsciicastOptions, OwnedEvent, Recording, RecordingStore, export_asciicast,
 };
@@ -99,6 +100,7 @@ fn context(
         query: path_and_query.split_once('?').map_or("", |(_, q)| q).into(),
         end: rx,
         idle: IDLE,
+        moderation: None,
     };
     (ctx, tx)
 }
@@ -493,4 +495,187 @@ async fn a_real_kubectl_port_forward_over_spdy_in_websocket_is_followed() {
     let end = &f.audit.named("kube.portforward")[1];
     assert_eq!(end["success"], true, "{end}");
     assert_eq!(end["bytes_out"], PF_SERVER.len() as u64);
+}
+
+/// A moderated context: `on_leave` for one `moderator` of role `auditor`, with `alice`'s
+/// session hosted in `parties` (alice is the owner).
+fn moderated(
+    f: &Fixture,
+    parties: &Arc<super::super::party::KubeParties>,
+    on_leave: &str,
+) -> (
+    StreamContext,
+    tokio::sync::watch::Sender<Option<String>>,
+    super::super::party::PartyGuard,
+) {
+    let (mut ctx, end) = context(f, EXEC);
+    let hosted = parties.host(SESSION, "alice").unwrap();
+    let reqs = vec![SessionJoinRequirement {
+        name: "auditors".into(),
+        filter: r#"contains(user.spec.roles, "auditor")"#.into(),
+        kinds: vec!["k8s".into()],
+        count: 1,
+        modes: vec!["moderator".into()],
+        on_leave: Some(on_leave.into()),
+    }];
+    ctx.moderation = Some(Moderation {
+        live: hosted.live,
+        reqs,
+        notices: hosted.notices,
+        prelude: vec!["bob joined as moderator".into()],
+        channel: 1,
+    });
+    (ctx, end, hosted.guard)
+}
+
+/// Joins `bob` (an auditor) as moderator; dropping the answer makes him leave.
+fn join_bob(parties: &super::super::party::KubeParties) -> DuplexStream {
+    let live = parties.get(SESSION).unwrap();
+    let (ours, theirs) = tokio::io::duplex(1 << 16);
+    let bob = super::super::party::Joiner {
+        user: "bob".into(),
+        roles: vec!["auditor".into()],
+        mode: "moderator".into(),
+    };
+    tokio::spawn(super::super::party::serve_joiner(live, bob, theirs));
+    ours
+}
+
+/// Reads the client's side until its stdout carries `want`; answers all stdout read.
+async fn client_reads(client: &mut DuplexStream, out: &mut String, want: &str) {
+    let mut d = hop_protocols::kube::stream::WsChannelDecoder::new(false);
+    let mut buf = vec![0u8; 4096];
+    while !out.contains(want) {
+        let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no {want:?} in {out:?}"))
+            .unwrap();
+        assert!(n > 0, "the client side closed before {want:?}: {out:?}");
+        for c in d.feed(&buf[..n]).unwrap() {
+            out.push_str(&String::from_utf8_lossy(&c.data));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_paused_session_holds_the_owners_input_until_the_moderator_is_back() {
+    let f = fixture("proxy");
+    let parties = Arc::new(super::super::party::KubeParties::default());
+    let (ctx, _end, _guard) = moderated(&f, &parties, "pause");
+    let mut bob = join_bob(&parties);
+    while parties.get(SESSION).unwrap().participants().is_empty() {
+        tokio::task::yield_now().await;
+    }
+    let (mut client, mut agent, task) = start(StreamProtocol::WebSocket, ctx);
+    let first = encode_frame(true, 2, b"\x00first\n", Some(KEY));
+    client.write_all(&first).await.unwrap();
+    assert_eq!(read_exactly(&mut agent, first.len()).await, first);
+    // Output reaches the moderator.
+    agent
+        .write_all(&encode_frame(true, 2, b"\x01out-1\r\n", None))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = vec![0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("out-1") {
+        let n = tokio::time::timeout(Duration::from_secs(5), bob.read(&mut buf))
+            .await
+            .expect("the moderator sees the output")
+            .unwrap();
+        assert!(n > 0);
+        seen.extend_from_slice(&buf[..n]);
+    }
+
+    // bob leaves: paused; what alice types waits.
+    drop(bob);
+    let mut out = String::new();
+    client_reads(&mut client, &mut out, "the session is paused").await;
+    let held = encode_frame(true, 2, b"\x00held\n", Some(KEY));
+    client.write_all(&held).await.unwrap();
+    let mut none = [0u8; 1];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), agent.read(&mut none))
+            .await
+            .is_err(),
+        "input reached the pod while paused"
+    );
+
+    // bob is back: resumed, the held input goes in.
+    let _bob = join_bob(&parties);
+    client_reads(&mut client, &mut out, "the session resumes").await;
+    assert_eq!(read_exactly(&mut agent, held.len()).await, held);
+    drop((client, agent));
+    tokio::time::timeout(Duration::from_secs(15), task)
+        .await
+        .unwrap()
+        .unwrap();
+    let output: Vec<u8> = played(&f.store)
+        .into_iter()
+        .filter_map(|e| match e {
+            OwnedEvent::Output(o) => Some(o),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let output = String::from_utf8_lossy(&output);
+    for line in ["bob joined as moderator", "bob left", "paused", "resumes"] {
+        assert!(output.contains(line), "{line:?} not recorded: {output}");
+    }
+}
+
+#[tokio::test]
+async fn a_terminating_session_ends_when_its_moderator_leaves() {
+    let f = fixture("proxy");
+    let parties = Arc::new(super::super::party::KubeParties::default());
+    let (ctx, _end, _guard) = moderated(&f, &parties, "terminate");
+    let bob = join_bob(&parties);
+    while parties.get(SESSION).unwrap().participants().is_empty() {
+        tokio::task::yield_now().await;
+    }
+    let (mut client, mut agent, task) = start(StreamProtocol::WebSocket, ctx);
+    // A notice waits for the end of a message the server is in the middle of.
+    let frame = encode_frame(true, 2, b"\x01whole-message\r\n", None);
+    agent.write_all(&frame[..5]).await.unwrap();
+    drop(bob);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    agent.write_all(&frame[5..]).await.unwrap();
+    let mut out = String::new();
+    client_reads(&mut client, &mut out, "the session ends").await;
+    assert!(
+        out.contains("whole-message\r\n"),
+        "the notice went inside the server's message: {out:?}"
+    );
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+    read_to_end(&mut agent).await;
+    let end = f.audit.named("kube.exec").pop().unwrap();
+    assert_eq!(end["ended_by"], "terminated", "{end}");
+    assert!(end["reason"].as_str().unwrap().contains("moderators left"));
+}
+
+#[tokio::test]
+async fn a_moderator_ends_the_session_for_everyone() {
+    let f = fixture("proxy");
+    let parties = Arc::new(super::super::party::KubeParties::default());
+    let (ctx, _end, _guard) = moderated(&f, &parties, "pause");
+    let mut bob = join_bob(&parties);
+    while parties.get(SESSION).unwrap().participants().is_empty() {
+        tokio::task::yield_now().await;
+    }
+    let (mut client, mut agent, task) = start(StreamProtocol::WebSocket, ctx);
+    bob.write_all(hop_api::dial::join::MODERATOR_TERMINATE)
+        .await
+        .unwrap();
+    let mut out = String::new();
+    client_reads(&mut client, &mut out, "bob ended the session").await;
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+    read_to_end(&mut agent).await;
+    let end = f.audit.named("kube.exec").pop().unwrap();
+    assert_eq!(end["ended_by"], "moderator", "{end}");
+    assert_eq!(end["terminated_by"], "bob", "{end}");
 }
