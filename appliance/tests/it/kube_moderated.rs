@@ -111,6 +111,16 @@ fn a_moderated_kubectl_exec_waits_for_its_moderator_and_ends_when_they_leave() {
         "{}",
         stderr(&out)
     );
+    // Nor can a pod's proxy (nor a node's, which reaches the kubelet's /run, nor an ephemeral
+    // container: the same rule).
+    let raw = "/api/v1/namespaces/default/pods/web-1/proxy/";
+    let out = bob.run(&kubectl, &["get", "--raw", raw], "");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no moderator can watch"),
+        "{}",
+        stderr(&out)
+    );
 
     // An exec over SPDY (kubectl 1.20) cannot be held: refused, saying why.
     let out = bob.run(

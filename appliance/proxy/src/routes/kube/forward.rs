@@ -38,6 +38,16 @@ use crate::routes::app_http::pool::AgentConn;
 /// Why a user whose sessions must be moderated may not port-forward: nobody could watch it.
 pub const NO_MODERATED_FORWARDING: &str = "your roles require moderated Kubernetes sessions (require_session_join): a port-forward cannot be moderated, so it is refused";
 
+/// Why a moderated user's request to a proxy subresource or an ephemeral container is refused.
+pub const NO_MODERATED_UNWATCHED: &str = "your roles require moderated Kubernetes sessions (require_session_join): proxy subresources (pods, services, nodes) and ephemeral containers (kubectl debug) run or reach workloads where no moderator can watch, so they are refused";
+
+/// Subresources a moderated user may not use at all: what runs a command or reaches a
+/// workload without an exec or attach stream a moderator could watch (a node's proxy reaches
+/// the kubelet's `/run`; `kubectl debug` patches ephemeral containers).
+fn unwatched(subresource: Option<&str>) -> bool {
+    matches!(subresource, Some("proxy" | "ephemeralcontainers"))
+}
+
 /// What the audit event of one request says.
 pub struct Record {
     pub user: String,
@@ -198,9 +208,13 @@ pub async fn forward(
         session_id: &conn.session_id,
         client: conn.remote,
     };
+    let reqs = admission.checker().session_join_requirements("k8s");
+    if !reqs.is_empty() && unwatched(allowed.request.subresource.as_deref()) {
+        record.audit(&route.auth, StatusCode::FORBIDDEN.as_u16());
+        return status::forbidden(NO_MODERATED_UNWATCHED);
+    }
     if let Some(client_upgrade) = client_upgrade {
         let query = parts.uri.query().unwrap_or("").to_string();
-        let reqs = admission.checker().session_join_requirements("k8s");
         if !reqs.is_empty() {
             if allowed.request.subresource.as_deref() == Some("portforward") {
                 record.audit(&route.auth, StatusCode::FORBIDDEN.as_u16());

@@ -9,7 +9,7 @@
 //! finds it there), tells the owner on the session's terminal what it waits for, and sends the
 //! exec to the API server only once the requirements are met: nothing of the session runs in the
 //! pod before, whether it is interactive or not, and what the owner typed meanwhile is held
-//! (at most [`MAX_HELD`] bytes) and delivered at the start. From then on the stream relay
+//! (at most [`MAX_HELD`] bytes: more ends the session) and delivered at the start. From then on the stream relay
 //! ([`super::stream`], with its [`Moderation`]) shares the output with the joiners, pauses or
 //! ends the session when they leave, and records who came and went.
 
@@ -331,7 +331,7 @@ pub fn waiting_line(why: &str, session_id: &str) -> String {
 }
 
 /// Holds the session until `reqs` are met: tells the owner what it waits for and who comes and
-/// goes, keeps what the owner sends (up to [`MAX_HELD`]) and answers its pings (client-go
+/// goes, keeps what the owner sends (more than [`MAX_HELD`] ends it) and answers its pings (client-go
 /// gives up on a connection whose pings go unanswered for a minute). `Ok`: the bytes held and
 /// the lines said on the way (for the recording); `Err`: the owner left or the session was
 /// ended first.
@@ -378,10 +378,17 @@ async fn wait<C: AsyncRead + AsyncWrite + Unpin>(
                     owner.say(&format!("{who} ended the session")).await;
                     return Err(format!("moderator {who} ended the session before it started"));
                 }
-                read = owner.client.read(&mut buf), if held.len() < MAX_HELD => match read {
+                // Read on past the limit too, so that an owner who goes away is seen.
+                read = owner.client.read(&mut buf) => match read {
                     Ok(0) | Err(_) => return Err("the owner left before the session started".into()),
                     Ok(n) => {
                         let bytes = buf.get(..n).unwrap_or_default();
+                        if held.len() + bytes.len() > MAX_HELD {
+                            return Err(format!(
+                                "more than {} KiB was typed before the session started; it is ended",
+                                MAX_HELD >> 10
+                            ));
+                        }
                         held.extend_from_slice(bytes);
                         owner.pong(&mut frames, bytes).await?;
                     }

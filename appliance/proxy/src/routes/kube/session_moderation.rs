@@ -72,6 +72,8 @@ pub(super) async fn moderate(
         changes.borrow_and_update();
         match live.unmet(&reqs) {
             Some(why) if live.on_leave(&reqs) == OnLeave::Terminate => {
+                // No more of the owner's input while the last words go out.
+                paused.send_replace(true);
                 live.notice(format!("the session ends: it needs {why}"));
                 tokio::time::sleep(LAST_NOTICE).await;
                 return Stop::Left(format!("the session's moderators left: it needs {why}"));
@@ -96,6 +98,7 @@ pub(super) async fn moderate(
                 }
             }
             who = terminated_by(&mut terminated) => {
+                paused.send_replace(true);
                 live.notice(format!("{who} ended the session"));
                 tokio::time::sleep(LAST_NOTICE).await;
                 return Stop::By(who);
