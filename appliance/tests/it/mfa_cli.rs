@@ -10,12 +10,15 @@
 //! removed. The audit log holds
 //! the CLI's `mfa.add`, `mfa.delete` and its `user.login` with `mfa: webauthn` and `method:
 //! passwordless`. Per-session MFA (role `mfa-ssh`) on SSH and on PostgreSQL through the proxy:
-//! a tap per session, a one-minute certificate good for its one target only, and an unmarked
-//! certificate refused.
+//! a tap per session, a one-minute certificate good for its one target only and refused after
+//! 61 s, an unmarked certificate refused, and OpenSSH's own `ssh` tapping through `hop config`.
 
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::clock;
 
 use serde_json::Value;
 
@@ -212,7 +215,7 @@ fn a_user_manages_security_keys_and_logs_in_with_them_from_the_cli() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("no credentials"), "{}", stderr(&out));
 
-    ssh_sessions_need_a_tap_each(&a, &key1);
+    let minute_old = ssh_sessions_need_a_tap_each(&a, &key1);
     db_sessions_need_a_tap_each(&a, &key1);
 
     // A second key, proven by a tap on the first; then removed, proven by a tap again.
@@ -301,6 +304,7 @@ fn a_user_manages_security_keys_and_logs_in_with_them_from_the_cli() {
             && e.get("error").is_none()),
         "{logins:?}"
     );
+    a_session_certificate_is_refused_after_its_minute(&a, minute_old);
 }
 
 /// The one-minute certificate `hop ssh` made for `login@node` (under the profile's keys).
@@ -326,8 +330,10 @@ fn session_cert_dir(a: &Appliance, target: &str) -> std::path::PathBuf {
 
 /// Per-session MFA on SSH (the role `mfa-ssh`): `hop ssh` taps the key and gets a one-minute
 /// certificate marked for that node and login; it is refused on another node; an unmarked
-/// certificate is refused, by the proxy (the X.509 one) and by the node (the SSH one).
-fn ssh_sessions_need_a_tap_each(a: &Appliance, key: &Path) {
+/// certificate is refused, by the proxy (the X.509 one) and by the node (the SSH one). Returns
+/// a copy of the first certificates (for node1) and when they were made, for the check after
+/// their minute.
+fn ssh_sessions_need_a_tap_each(a: &Appliance, key: &Path) -> (std::path::PathBuf, Instant) {
     wait_for_node(a, "node1");
     wait_for_node(a, "node2");
     let out = hop_key(
@@ -354,6 +360,15 @@ fn ssh_sessions_need_a_tap_each(a: &Appliance, key: &Path) {
     // name OpenSSH knows the node by.
     let (cfg, cluster) = write_config(a);
     let dir = session_cert_dir(a, &format!("{OS_LOGIN}@node1.{cluster}"));
+    let kept = a.dir.path().join("node1-session-mfa");
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(&dir)
+        .arg(&kept)
+        .output()
+        .unwrap();
+    assert!(copied.status.success(), "{}", stderr(&copied));
+    let made = clock::monotonic_now();
     let cert = dir.join("key-cert.pub");
     let out = Command::new("ssh-keygen")
         .arg("-L")
@@ -454,6 +469,48 @@ fn ssh_sessions_need_a_tap_each(a: &Appliance, key: &Path) {
     );
     assert_eq!(stdout(&out).trim(), "two", "{}", stderr(&out));
     openssh_taps_through_hop_config(a, key, (&cfg, &cluster));
+    (kept, made)
+}
+
+/// The certificates `hop ssh` made for node1, 61 s after they were made (the test waits out
+/// what is left of that): the session they were good for cannot start any more.
+fn a_session_certificate_is_refused_after_its_minute(
+    a: &Appliance,
+    (dir, made): (std::path::PathBuf, Instant),
+) {
+    let left = Duration::from_secs(61).saturating_sub(clock::monotonic_now() - made);
+    std::thread::sleep(left);
+    let (cfg, cluster) = write_config(a);
+    let plain = without_session_mfa_block(&cfg);
+    let out = Command::new("ssh")
+        .arg("-F")
+        .arg(&plain)
+        .args([
+            "-o".to_string(),
+            format!("IdentityFile={}", dir.join("key").display()),
+            "-o".to_string(),
+            format!("CertificateFile={}", dir.join("key-cert.pub").display()),
+            "-o".to_string(),
+            format!(
+                "ProxyCommand=env HOP_HOME={} HOP_SESSION_MFA_DIR={} {HOP} proxy ssh %r@%h:%p",
+                a.home.display(),
+                dir.display()
+            ),
+            format!("{OS_LOGIN}@node1.{cluster}"),
+            "echo".to_string(),
+            "late".to_string(),
+        ])
+        .env("HOP_HOME", &a.home)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(!stdout(&out).contains("late"));
+    assert!(
+        stderr(&out).to_lowercase().contains("expired"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// `hop config` with its `Match exec` block left out.
