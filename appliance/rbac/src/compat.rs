@@ -104,7 +104,8 @@ const WHERE_DENY: &str = "this `where` names a field or function Hop does not ev
      session.participants/user/login, resource.metadata.labels); this deny rule applies \
      unconditionally (fail closed)";
 const ACTIONS: &str = "Hop runs no rule actions";
-const KIND_NOT_SSH: &str = "Hop has only SSH sessions; this kind matches none";
+const KIND_NOT_SSH: &str =
+    "Hop has SSH and Kubernetes (k8s) sessions to join; this kind matches none";
 const UNKNOWN_MODE: &str = "Hop knows the modes observer, peer and moderator";
 const SESSION_JOIN_DENY: &str = "has no meaning under deny";
 
@@ -461,7 +462,7 @@ fn join_warnings(c: &RoleConditions, at: &FieldPath, out: &mut Vec<FieldWarning>
     for (i, policy) in c.join_sessions.iter().enumerate() {
         let at = at.index(i);
         for (k, kind) in policy.kinds.iter().enumerate() {
-            if kind != "ssh" && kind != crate::labels::WILDCARD {
+            if !matches!(kind.as_str(), "ssh" | "k8s") && kind != crate::labels::WILDCARD {
                 out.push(warn(at.key("kinds").index(k), KIND_NOT_SSH));
             }
         }

@@ -429,7 +429,8 @@ pub struct JoinSessionPolicy {
     pub name: String,
     /// The session owner must hold one of these roles (`*`: any).
     pub roles: Vec<String>,
-    /// Session kinds: `ssh` (`*`: any); Teleport's other kinds (`k8s`, …) match nothing.
+    /// Session kinds: `ssh`, `k8s` (a moderated Kubernetes exec or attach; `*`: any);
+    /// Teleport's other kinds (`windows_desktop`, …) match nothing.
     pub kinds: Vec<String>,
     /// `observer` (watch), `peer` (type too) and/or `moderator` (watch, and count for the
     /// owner's `require_session_join`).
