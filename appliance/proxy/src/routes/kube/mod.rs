@@ -440,6 +440,9 @@ pub fn server_name(public: &PublicHost) -> String {
 /// Whether refusal `r` ends a live connection or stream of `cert`: every refusal does, but
 /// the expiry of a per-session MFA certificate, whose minute is for starting sessions (they
 /// go on after it; new requests are refused, and kubectl's plugin asks for a tap again).
+/// The live re-checks decide on [`conn::presented_live`], which already moves such a
+/// certificate's expiry past now (so that locks and deletions are still seen); this stays as
+/// the second guard of that rule.
 fn ends_live(cert: &UserCert, r: &Refusal) -> bool {
     cert.identity.session_mfa.is_none() || !matches!(r, Refusal::Expired { .. })
 }
