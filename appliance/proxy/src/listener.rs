@@ -496,7 +496,10 @@ async fn route(
                 return;
             };
             let cert = crate::admission::UserCert::of(caller);
-            apps.serve(tls, app, cert, remote, shutdown).await;
+            // A browser's connection authenticates with its first admitted request.
+            let pre_auth = guard.take_pre_auth();
+            apps.serve(tls, app, cert, (remote, pre_auth), shutdown)
+                .await;
         }
         (_, caller) => {
             let deadlines = Some(routes.http);

@@ -265,6 +265,13 @@ impl ConnectionGuard {
         self.pre_auth = None;
     }
 
+    /// The connection's place in the pre-authentication budget, for a route that authenticates
+    /// it later, request by request (an application session cookie): that route drops it once
+    /// a request is admitted. `None` once authenticated.
+    pub fn take_pre_auth(&mut self) -> Option<PreAuthSlot> {
+        self.pre_auth.take()
+    }
+
     /// Whether the connection still counts as unauthenticated.
     #[cfg(test)]
     pub fn is_pre_auth(&self) -> bool {

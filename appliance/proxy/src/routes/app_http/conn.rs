@@ -7,7 +7,7 @@
 //! digest and two pointer comparisons, not a table lookup or an RBAC evaluation.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use arc_swap::ArcSwapOption;
 use axum::body::Body;
@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 use super::{AppHttp, Denial, View, flow, pages};
 use crate::admission::UserCert;
+use crate::dataplane::limits::PreAuthSlot;
 use crate::tunnels::AppRoute;
 
 /// The decision a connection took last, and what its requests carry while it holds.
@@ -45,6 +46,8 @@ pub struct Conn {
     /// The certificate's session, made at its first request.
     cert_session: OnceLock<Result<(Arc<AppSession>, String), String>>,
     decided: ArcSwapOption<Decided>,
+    /// The connection's place in the pre-authentication budget until a request is admitted.
+    pre_auth: Mutex<Option<PreAuthSlot>>,
 }
 
 /// Who sent a request, or what to answer instead.
@@ -77,7 +80,14 @@ impl Conn {
             cert,
             cert_session: OnceLock::new(),
             decided: ArcSwapOption::empty(),
+            pre_auth: Mutex::new(None),
         })
+    }
+
+    /// Holds `slot` (the connection's place in the pre-authentication budget) until a request
+    /// is admitted.
+    pub fn hold_until_admitted(&self, slot: Option<PreAuthSlot>) {
+        *self.pre_auth.lock().unwrap_or_else(PoisonError::into_inner) = slot;
     }
 
     /// Whether the connection's client presented a certificate naming the application.
@@ -126,6 +136,13 @@ impl Conn {
             Ok(d) => d,
             Err(denial) => return self.refuse(&session, &denial),
         };
+        // Authenticated: the connection leaves the budget of unauthenticated ones.
+        drop(
+            self.pre_auth
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
         if super::websocket::is_upgrade(&req) {
             return super::websocket::forward(self, decided, req, authority).await;
         }

@@ -44,6 +44,7 @@ use hop_auth::audit::EventKind;
 use tokio::sync::watch;
 
 use crate::admission::UserCert;
+use crate::dataplane::limits::PreAuthSlot;
 use crate::routes::http_conn::HttpDeadlines;
 use crate::tunnels::{AgentStream, AppRoute, TunnelRegistry};
 
@@ -312,16 +313,19 @@ impl AppHttp {
     }
 
     /// Serves one TLS connection whose SNI named `app`; `cert` is the client certificate's
-    /// holder when it presented a user certificate.
+    /// holder when it presented a user certificate. `client` is the client's address and, while
+    /// the connection has not authenticated, its place in the pre-authentication budget: given
+    /// back at the first admitted request, so that browsers behind one address (an office's
+    /// NAT) are limited by their sessions, not by the budget meant for strangers.
     pub async fn serve(
         self: Arc<Self>,
         tls: AgentStream,
         app: String,
         cert: Option<UserCert>,
-        remote: SocketAddr,
+        client: (SocketAddr, Option<PreAuthSlot>),
         shutdown: watch::Receiver<bool>,
     ) {
-        self.serve_io(tls, app, cert, remote, shutdown).await;
+        self.serve_io(tls, app, cert, client, shutdown).await;
     }
 
     /// [`Self::serve`] on any stream (tests serve plain TCP).
@@ -330,12 +334,13 @@ impl AppHttp {
         io: IO,
         app: String,
         cert: Option<UserCert>,
-        remote: SocketAddr,
+        (remote, pre_auth): (SocketAddr, Option<PreAuthSlot>),
         shutdown: watch::Receiver<bool>,
     ) where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let conn = conn::Conn::new(self.clone(), app, cert, remote);
+        conn.hold_until_admitted(pre_auth);
         let deadlines = Some(self.deadlines);
         let service = tower::service_fn(move |req| {
             let conn = conn.clone();

@@ -367,7 +367,7 @@ async fn fixture() -> Fixture {
     tokio::spawn(async move {
         while let Ok((s, remote)) = l.accept().await {
             let app = "grafana".to_string();
-            tokio::spawn(r.clone().serve_io(s, app, None, remote, rx.clone()));
+            tokio::spawn(r.clone().serve_io(s, app, None, (remote, None), rx.clone()));
         }
     });
     Fixture {
@@ -603,11 +603,13 @@ async fn a_certificate_naming_the_application_needs_no_cookie_and_its_own_or_a_l
     let (_tx, rx) = tokio::sync::watch::channel(false);
     let remote: SocketAddr = "192.0.2.5:4000".parse().unwrap();
     // The SNI said grafana; the certificate names kibana: the certificate wins.
-    tokio::spawn(
-        f.route
-            .clone()
-            .serve_io(server, "grafana".into(), Some(cert), remote, rx),
-    );
+    tokio::spawn(f.route.clone().serve_io(
+        server,
+        "grafana".into(),
+        Some(cert),
+        (remote, None),
+        rx,
+    ));
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(client))
         .await
         .unwrap();
@@ -761,6 +763,75 @@ async fn a_role_without_the_apps_labels_gets_a_page_and_an_audit_event() {
             .iter()
             .any(|e| e["user"] == "bob" && e["route"] == "app"),
         "{refused:?}"
+    );
+}
+
+/// A session for `user` holding `role` on grafana, as the launch would start it; its cookie.
+fn session_cookie(f: &Fixture, user: &str, role: &str) -> String {
+    let now = f.auth.now();
+    let grant = hop_auth::apps::AppGrant {
+        identity: Arc::new(hop_ca::Identity {
+            username: user.into(),
+            roles: vec![role.into()],
+            cluster: "unit.test".into(),
+            ..Default::default()
+        }),
+        issued_at: now,
+        expires: now + Duration::from_secs(3600),
+        app: "grafana".into(),
+        app_uri: String::new(),
+    };
+    let new = f.auth.apps().start(grant, now).unwrap();
+    format!("{SESSION_COOKIE}={}", new.secret)
+}
+
+#[tokio::test]
+async fn a_browsers_connection_leaves_the_pre_authentication_budget_once_admitted() {
+    use crate::dataplane::limits::PreAuthBudget;
+    let f = fixture().await;
+    let remote: SocketAddr = "192.0.2.7:4000".parse().unwrap();
+    let budget = Arc::new(PreAuthBudget::new(1));
+    let slot = budget.admit(remote.ip()).unwrap();
+    let (client, server) = tokio::io::duplex(1 << 16);
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(f.route.clone().serve_io(
+        server,
+        "grafana".into(),
+        None,
+        (remote, Some(slot)),
+        rx,
+    ));
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(client))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut b = Browser { send };
+    let full = |budget: &Arc<PreAuthBudget>| budget.admit(remote.ip()).is_err();
+    // No cookie (into the flow), and a session whose role does not grant the application: the
+    // connection is still a stranger's.
+    let r = b.get(HOST, "/", &[]).await;
+    assert_eq!(r.status(), StatusCode::FOUND);
+    let _ = text(r).await;
+    assert!(
+        full(&budget),
+        "a connection without a session left the budget"
+    );
+    let refused = session_cookie(&f, "bob", "auditor");
+    let r = b.get(HOST, "/", &[("cookie", &refused)]).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let _ = text(r).await;
+    assert!(
+        full(&budget),
+        "a refused request freed the connection's place"
+    );
+    // An admitted request: the place is given back.
+    let admitted = session_cookie(&f, "alice", "access");
+    let r = b.get(HOST, "/", &[("cookie", &admitted)]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let _ = text(r).await;
+    assert!(
+        !full(&budget),
+        "the admitted connection still holds its place"
     );
 }
 
