@@ -503,7 +503,11 @@ async fn route(
         }
         (_, caller) => {
             let deadlines = Some(routes.http);
-            let mut router = crate::admission::api_admission(routes.router, routes.auth.clone());
+            // A browser's connection authenticates with its first request the web session's
+            // guard admits (`web::guard`).
+            let pre_auth = guard.take_pre_auth();
+            let router = routes.router.layer(axum::Extension(pre_auth));
+            let mut router = crate::admission::api_admission(router, routes.auth.clone());
             if let Some(apps) = &routes.app_http {
                 router = crate::routes::app_http::misdirected_away(apps.public.clone(), router);
             }

@@ -20,8 +20,8 @@
 
 use std::hash::{BuildHasher, Hash};
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::route::RejectReason;
 
@@ -172,6 +172,24 @@ impl PreAuthSlot {
     }
 }
 
+/// A connection's place in the pre-authentication budget while its requests authenticate one
+/// by one (cookies): shared by the connection's requests, released by the first admitted one.
+#[derive(Debug, Clone, Default)]
+pub struct PreAuthHold(Arc<Mutex<Option<PreAuthSlot>>>);
+
+impl PreAuthHold {
+    /// A hold of `slot`.
+    pub fn of(slot: PreAuthSlot) -> Self {
+        Self(Arc::new(Mutex::new(Some(slot))))
+    }
+
+    /// A request was admitted: the connection leaves the budget of unauthenticated ones.
+    pub fn release(&self) {
+        let slot = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
+        drop(slot);
+    }
+}
+
 impl Drop for PreAuthSlot {
     fn drop(&mut self) {
         self.budget.table.give_back(self.slot);
@@ -266,10 +284,10 @@ impl ConnectionGuard {
     }
 
     /// The connection's place in the pre-authentication budget, for a route that authenticates
-    /// it later, request by request (an application session cookie): that route drops it once
-    /// a request is admitted. `None` once authenticated.
-    pub fn take_pre_auth(&mut self) -> Option<PreAuthSlot> {
-        self.pre_auth.take()
+    /// it later, request by request (a web or application session cookie): that route releases
+    /// it once a request is admitted. Empty once authenticated.
+    pub fn take_pre_auth(&mut self) -> PreAuthHold {
+        PreAuthHold(Arc::new(Mutex::new(self.pre_auth.take())))
     }
 
     /// Whether the connection still counts as unauthenticated.

@@ -20,6 +20,7 @@ use hop_protocols::web_headers;
 
 use super::WebRoom;
 use super::sessions::{COOKIE, Found, Lookup, ends_session};
+use crate::dataplane::limits::PreAuthHold;
 
 /// The header a state-changing request carries the session's CSRF token in.
 pub const CSRF_HEADER: &str = "x-hop-csrf";
@@ -152,6 +153,9 @@ pub struct WebRequest {
     pub authority: Option<String>,
     pub headers: HeaderMap,
     pub remote: SocketAddr,
+    /// The connection's place in the pre-authentication budget, released once a request is
+    /// admitted.
+    pub pre_auth: PreAuthHold,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for WebRequest {
@@ -168,6 +172,11 @@ impl<S: Send + Sync> FromRequestParts<S> for WebRequest {
             authority: parts.uri.authority().map(|a| a.as_str().to_owned()),
             headers: parts.headers.clone(),
             remote,
+            pre_auth: parts
+                .extensions
+                .get::<PreAuthHold>()
+                .cloned()
+                .unwrap_or_default(),
         })
     }
 }
@@ -179,6 +188,8 @@ impl WebRoom {
         let session = self.session_of(req)?;
         match crate::admission::admit(&self.auth, &session.cert, None, Route::Web, remote) {
             Ok(admitted) => {
+                // Authenticated: the connection leaves the budget of unauthenticated ones.
+                req.pre_auth.release();
                 if renew == Renew::Yes {
                     self.sessions.renew(&session.key, self.auth.now());
                 }

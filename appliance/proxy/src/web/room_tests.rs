@@ -231,6 +231,7 @@ fn web_request(method: Method, headers: HeaderMap, remote: SocketAddr) -> WebReq
         authority: None,
         headers,
         remote,
+        pre_auth: Default::default(),
     }
 }
 
@@ -643,4 +644,35 @@ async fn a_lock_past_the_end_of_time_is_a_bad_request() {
         let (status, json) = call_with(&f, Some(&ed), "POST", path, body.as_bytes()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{path} {json}");
     }
+}
+
+#[tokio::test]
+async fn an_admitted_request_takes_its_connection_out_of_the_pre_authentication_budget() {
+    use crate::dataplane::limits::{PreAuthBudget, PreAuthHold};
+    let f = fixture();
+    let s = access_user(&f);
+    let budget = Arc::new(PreAuthBudget::new(1));
+    let hold = PreAuthHold::of(budget.admit(remote().ip()).unwrap());
+    let full = || budget.admit(remote().ip()).is_err();
+    let on_this_connection = |headers: HeaderMap| WebRequest {
+        pre_auth: hold.clone(),
+        ..web_request(Method::GET, headers, remote())
+    };
+    // No session: the connection is still a stranger's.
+    let no_session = f.room.guard(
+        &on_this_connection(HeaderMap::new()),
+        super::guard::Renew::No,
+    );
+    assert_eq!(no_session.err().unwrap().status, StatusCode::UNAUTHORIZED);
+    assert!(
+        full(),
+        "a request without a session freed the connection's place"
+    );
+    // Admitted: the place is given back.
+    let admitted = f.room.guard(
+        &on_this_connection(page_headers(&s)),
+        super::guard::Renew::No,
+    );
+    assert!(admitted.is_ok());
+    assert!(!full(), "the admitted connection still holds its place");
 }

@@ -7,7 +7,7 @@
 //! digest and two pointer comparisons, not a table lookup or an RBAC evaluation.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwapOption;
 use axum::body::Body;
@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use super::{AppHttp, Denial, View, flow, pages};
 use crate::admission::UserCert;
-use crate::dataplane::limits::PreAuthSlot;
+use crate::dataplane::limits::PreAuthHold;
 use crate::tunnels::AppRoute;
 
 /// The decision a connection took last, and what its requests carry while it holds.
@@ -47,7 +47,7 @@ pub struct Conn {
     cert_session: OnceLock<Result<(Arc<AppSession>, String), String>>,
     decided: ArcSwapOption<Decided>,
     /// The connection's place in the pre-authentication budget until a request is admitted.
-    pre_auth: Mutex<Option<PreAuthSlot>>,
+    pre_auth: PreAuthHold,
 }
 
 /// Who sent a request, or what to answer instead.
@@ -60,12 +60,14 @@ enum Who {
 
 impl Conn {
     /// A connection whose SNI named `app`. A certificate counts only when it names an
-    /// application (`route_to_app`); any other user certificate is ignored here.
+    /// application (`route_to_app`); any other user certificate is ignored here. `pre_auth`
+    /// holds the connection's place in the pre-authentication budget until a request is
+    /// admitted.
     pub fn new(
         route: Arc<AppHttp>,
         app: String,
         cert: Option<UserCert>,
-        remote: SocketAddr,
+        (remote, pre_auth): (SocketAddr, PreAuthHold),
     ) -> Arc<Self> {
         let cert = cert.filter(|c| c.identity.route_to_app.is_some());
         // With a certificate the application comes from the certificate.
@@ -80,14 +82,8 @@ impl Conn {
             cert,
             cert_session: OnceLock::new(),
             decided: ArcSwapOption::empty(),
-            pre_auth: Mutex::new(None),
+            pre_auth,
         })
-    }
-
-    /// Holds `slot` (the connection's place in the pre-authentication budget) until a request
-    /// is admitted.
-    pub fn hold_until_admitted(&self, slot: Option<PreAuthSlot>) {
-        *self.pre_auth.lock().unwrap_or_else(PoisonError::into_inner) = slot;
     }
 
     /// Whether the connection's client presented a certificate naming the application.
@@ -137,12 +133,7 @@ impl Conn {
             Err(denial) => return self.refuse(&session, &denial),
         };
         // Authenticated: the connection leaves the budget of unauthenticated ones.
-        drop(
-            self.pre_auth
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take(),
-        );
+        self.pre_auth.release();
         if super::websocket::is_upgrade(&req) {
             return super::websocket::forward(self, decided, req, authority).await;
         }

@@ -44,7 +44,7 @@ use hop_auth::audit::EventKind;
 use tokio::sync::watch;
 
 use crate::admission::UserCert;
-use crate::dataplane::limits::PreAuthSlot;
+use crate::dataplane::limits::PreAuthHold;
 use crate::routes::http_conn::HttpDeadlines;
 use crate::tunnels::{AgentStream, AppRoute, TunnelRegistry};
 
@@ -322,7 +322,7 @@ impl AppHttp {
         tls: AgentStream,
         app: String,
         cert: Option<UserCert>,
-        client: (SocketAddr, Option<PreAuthSlot>),
+        client: (SocketAddr, PreAuthHold),
         shutdown: watch::Receiver<bool>,
     ) {
         self.serve_io(tls, app, cert, client, shutdown).await;
@@ -334,13 +334,12 @@ impl AppHttp {
         io: IO,
         app: String,
         cert: Option<UserCert>,
-        (remote, pre_auth): (SocketAddr, Option<PreAuthSlot>),
+        client: (SocketAddr, PreAuthHold),
         shutdown: watch::Receiver<bool>,
     ) where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let conn = conn::Conn::new(self.clone(), app, cert, remote);
-        conn.hold_until_admitted(pre_auth);
+        let conn = conn::Conn::new(self.clone(), app, cert, client);
         let deadlines = Some(self.deadlines);
         let service = tower::service_fn(move |req| {
             let conn = conn.clone();

@@ -23,6 +23,7 @@ use super::flow::{self, SESSION_COOKIE, STATE_COOKIE};
 use super::headers::{self, JWT_HEADER};
 use super::websocket::origin_allowed;
 use super::*;
+use crate::dataplane::limits::PreAuthHold;
 use crate::tunnels::AppRoute;
 
 // ---- the rules ----
@@ -367,7 +368,13 @@ async fn fixture() -> Fixture {
     tokio::spawn(async move {
         while let Ok((s, remote)) = l.accept().await {
             let app = "grafana".to_string();
-            tokio::spawn(r.clone().serve_io(s, app, None, (remote, None), rx.clone()));
+            tokio::spawn(r.clone().serve_io(
+                s,
+                app,
+                None,
+                (remote, PreAuthHold::default()),
+                rx.clone(),
+            ));
         }
     });
     Fixture {
@@ -607,7 +614,7 @@ async fn a_certificate_naming_the_application_needs_no_cookie_and_its_own_or_a_l
         server,
         "grafana".into(),
         Some(cert),
-        (remote, None),
+        (remote, PreAuthHold::default()),
         rx,
     ));
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(client))
@@ -798,7 +805,7 @@ async fn a_browsers_connection_leaves_the_pre_authentication_budget_once_admitte
         server,
         "grafana".into(),
         None,
-        (remote, Some(slot)),
+        (remote, PreAuthHold::of(slot)),
         rx,
     ));
     let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(client))
