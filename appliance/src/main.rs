@@ -19,6 +19,7 @@ use clap::{CommandFactory, Parser};
 use cli::{Cli, Command, StartArgs};
 use hop_config::{Config, LogFormat};
 
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

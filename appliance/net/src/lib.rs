@@ -2,9 +2,10 @@
 //! port with deadlines, deciding whether to trust the certificate it presents (`trust`), the
 //! client certificates agents and users present, the files identities are kept in, and the
 //! framing of the agent tunnel that proxy, agents and client share (`tunnel`), and what they
-//! decide about the cluster's trust while a CA rotates (`rotation`). Also two pieces of
+//! decide about the cluster's trust while a CA rotates (`rotation`). Also the
 //! connection plumbing both sides of a session use: the deadline for an SSH client to
-//! authenticate (`ssh_deadline`) and reading PostgreSQL start-up packets (`pg_wire`).
+//! authenticate (`ssh_deadline`) and reading PostgreSQL start-up packets (`pg_wire`); and the
+//! byte pump of relayed sessions, which holds no buffer while a session is idle (`copy`).
 //!
 //! It owns mechanisms only: it never decides who may do what, and never imports Auth, the proxy,
 //! agents or the client.
@@ -12,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod connect;
+pub mod copy;
 pub mod files;
 pub mod pem;
 pub mod pg_wire;

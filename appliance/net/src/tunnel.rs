@@ -16,10 +16,6 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-/// Bytes buffered per direction of a relayed session: one TLS record's worth of plaintext, so
-/// an idle session holds 32 KiB of relay buffers rather than more.
-const RELAY_BUFFER: usize = 16 * 1024;
-
 /// ALPN of an agent's control connection.
 pub const ALPN_TUNNEL: &[u8] = b"hop-tunnel";
 /// ALPN of an agent's pooled data connection.
@@ -176,7 +172,8 @@ where
     if !b_pending.is_empty() {
         a.write_all(&b_pending).await?;
     }
-    let copy = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, RELAY_BUFFER, RELAY_BUFFER);
+    // No buffer is held while the session is idle (`crate::copy`).
+    let copy = crate::copy::copy_both(&mut a, &mut b);
     let (x, y) = match idle {
         None => copy.await?,
         Some(idle) => {

@@ -9,7 +9,8 @@
 //! and keeps asking while it lives; [`tls`], [`cert`], [`identify`] and [`proxy_tls`] own the
 //! proxy's certificate, its rustls configuration and who a client certificate names, and
 //! [`app_certs`] the certificates of web applications where `*.P` cannot name them; [`rotation`]
-//! decides what a CA rotation asks of the proxy's own certificates.
+//! decides what a CA rotation asks of the proxy's own certificates; [`tracker_writes`] runs the
+//! proxy's own session-tracker writes a few at a time.
 //!
 //! The data plane and the relay never import routes or Auth; the proxy imports Auth (it serves
 //! Auth's API on the one port and asks it for decisions), never the other way round.
@@ -31,5 +32,6 @@ pub mod routes;
 #[cfg(test)]
 mod test_auth;
 pub mod tls;
+pub mod tracker_writes;
 pub mod tunnels;
 pub mod web;

@@ -412,9 +412,8 @@ impl AppTracker {
 
 async fn write_app_tracker(auth: &Arc<AuthServer>, host_id: &str, update: &TrackerUpdate) {
     let (auth, host_id, update) = (auth.clone(), host_id.to_string(), update.clone());
-    let written =
-        tokio::task::spawn_blocking(move || auth.update_app_tracker(&host_id, &update)).await;
-    if let Ok(Err(e)) = written {
+    let written = crate::tracker_writes::write(move || auth.update_app_tracker(&host_id, &update));
+    if let Some(Err(e)) = written.await {
         tracing::warn!(error = %e, "application session tracker not written");
     }
 }
