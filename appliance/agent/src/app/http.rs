@@ -186,7 +186,7 @@ async fn splice(client: OnUpgrade, upstream: OnUpgrade) {
         return;
     };
     let (mut a, mut b) = (TokioIo::new(client), TokioIo::new(upstream));
-    if let Err(e) = tokio::io::copy_bidirectional(&mut a, &mut b).await {
+    if let Err(e) = hop_net::copy::copy_both(&mut a, &mut b).await {
         tracing::debug!(error = %e, "WebSocket relay ended with an error");
     }
 }

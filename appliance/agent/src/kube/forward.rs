@@ -136,7 +136,7 @@ async fn splice(client: OnUpgrade, api: OnUpgrade) {
         return;
     };
     let (mut a, mut b) = (TokioIo::new(client), TokioIo::new(api));
-    if let Err(e) = tokio::io::copy_bidirectional(&mut a, &mut b).await {
+    if let Err(e) = hop_net::copy::copy_both(&mut a, &mut b).await {
         tracing::debug!(error = %e, "kube upgraded stream ended with an error");
     }
 }

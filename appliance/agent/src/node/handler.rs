@@ -579,7 +579,7 @@ enum RemoteListenError {
 async fn relay_channel(channel: Channel<Msg>, mut sock: TcpStream) {
     let _ = sock.set_nodelay(true);
     let mut stream = channel.into_stream();
-    let _ = tokio::io::copy_bidirectional(&mut stream, &mut sock).await;
+    let _ = hop_net::copy::copy_both(&mut stream, &mut sock).await;
 }
 
 /// A Unix socket for `SSH_AUTH_SOCK` whose connections become `auth-agent@openssh.com` channels
@@ -608,7 +608,7 @@ fn start_agent_socket(handle: &Handle, grant: &Grant) -> Option<AgentSocket> {
             tokio::spawn(async move {
                 if let Ok(ch) = handle.channel_open_agent().await {
                     let mut stream = ch.into_stream();
-                    let _ = tokio::io::copy_bidirectional(&mut stream, &mut sock).await;
+                    let _ = hop_net::copy::copy_both(&mut stream, &mut sock).await;
                 }
             });
         }

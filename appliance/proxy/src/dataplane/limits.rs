@@ -20,8 +20,10 @@
 
 use std::hash::{BuildHasher, Hash};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+
+use arc_swap::ArcSwapOption;
 
 use super::route::RejectReason;
 
@@ -175,18 +177,17 @@ impl PreAuthSlot {
 /// A connection's place in the pre-authentication budget while its requests authenticate one
 /// by one (cookies): shared by the connection's requests, released by the first admitted one.
 #[derive(Debug, Clone, Default)]
-pub struct PreAuthHold(Arc<Mutex<Option<PreAuthSlot>>>);
+pub struct PreAuthHold(Arc<ArcSwapOption<PreAuthSlot>>);
 
 impl PreAuthHold {
     /// A hold of `slot`.
     pub fn of(slot: PreAuthSlot) -> Self {
-        Self(Arc::new(Mutex::new(Some(slot))))
+        Self(Arc::new(ArcSwapOption::from_pointee(slot)))
     }
 
     /// A request was admitted: the connection leaves the budget of unauthenticated ones.
     pub fn release(&self) {
-        let slot = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
-        drop(slot);
+        drop(self.0.swap(None));
     }
 }
 
@@ -287,7 +288,10 @@ impl ConnectionGuard {
     /// it later, request by request (a web or application session cookie): that route releases
     /// it once a request is admitted. Empty once authenticated.
     pub fn take_pre_auth(&mut self) -> PreAuthHold {
-        PreAuthHold(Arc::new(Mutex::new(self.pre_auth.take())))
+        self.pre_auth
+            .take()
+            .map(PreAuthHold::of)
+            .unwrap_or_default()
     }
 
     /// Whether the connection still counts as unauthenticated.

@@ -433,7 +433,7 @@ impl russh::server::Handler for Front {
                 tokio::spawn(async move {
                     let mut a = channel.into_stream();
                     let mut b = upstream.into_stream();
-                    let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                    let _ = hop_net::copy::copy_both(&mut a, &mut b).await;
                 });
             }
             Err(_) => reply.reject(ChannelOpenFailure::ConnectFailed).await,

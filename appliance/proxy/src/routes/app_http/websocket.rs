@@ -136,7 +136,7 @@ async fn splice(
     };
     let mut client = TokioIo::new(client);
     let mut upstream = TokioIo::new(upstream);
-    let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+    let copy = hop_net::copy::copy_both(&mut client, &mut upstream);
     tokio::pin!(copy);
     let mut check = tokio::time::interval(LIVE_CHECK);
     let moved = loop {
