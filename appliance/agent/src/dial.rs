@@ -49,20 +49,24 @@ pub(crate) async fn answer(
 
 /// Serves one Dial with the service its target names: a database session, joining a live SSH
 /// session, a Kubernetes cluster, the node's SSH server, or else an application by name.
+///
+/// Each service's future is boxed: held inline, every session's task would be as large as the
+/// largest of them (22 KiB, measured with heaptrack at 2,000 idle TCP application sessions),
+/// whichever service it runs.
 pub(crate) async fn serve(shared: &Shared, framed: DataStream, dial: Dial) {
     if let Some(ctx) = DbDial::from_target(&dial.target) {
-        return serve_db(shared, framed, dial.session_id, ctx).await;
+        return Box::pin(serve_db(shared, framed, dial.session_id, ctx)).await;
     }
     if let Some(ctx) = KubeDial::from_target(&dial.target) {
-        return serve_kube(shared, framed, dial.session_id, ctx).await;
+        return Box::pin(serve_kube(shared, framed, dial.session_id, ctx)).await;
     }
     if let Some(join) = JoinDial::from_target(&dial.target) {
-        return serve_join(shared, framed, dial.session_id, join).await;
+        return Box::pin(serve_join(shared, framed, dial.session_id, join)).await;
     }
     if dial.target == hop_api::dial::SSH_TARGET {
-        return serve_ssh(shared, framed, dial).await;
+        return Box::pin(serve_ssh(shared, framed, dial)).await;
     }
-    crate::app::serve(&shared.apps, framed, dial).await;
+    Box::pin(crate::app::serve(&shared.apps, framed, dial)).await;
 }
 
 async fn serve_db(

@@ -70,7 +70,8 @@ pub(crate) async fn serve(apps: &Apps, mut framed: DataStream, dial: Dial) {
             }
             tracing::debug!(app = %dial.target, client = %dial.client_addr, "web session started");
             let (tunnel, pending) = framed.into_inner();
-            http::serve(app.clone(), Prefixed::new(tunnel, pending)).await;
+            // Boxed: a TCP session's task need not be as large as an HTTP connection's.
+            Box::pin(http::serve(app.clone(), Prefixed::new(tunnel, pending))).await;
         }
         Some(App::Broken(why)) => {
             answer(&mut framed, dial.session_id, Some(why.clone())).await;
