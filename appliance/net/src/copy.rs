@@ -82,14 +82,11 @@ impl Direction {
     where
         W: AsyncWrite + Unpin + ?Sized,
     {
-        while self.at < self.unwritten.len() {
-            let n = ready!(Pin::new(&mut *w).poll_write(cx, &self.unwritten[self.at..]))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.at += n;
-            self.moved += n as u64;
-            self.need_flush = true;
+        let n = write_now(cx, w, &self.unwritten[self.at..])?;
+        self.at += n;
+        self.took(n);
+        if self.at < self.unwritten.len() {
+            return Poll::Pending;
         }
         if self.unwritten.capacity() > 0 {
             self.unwritten = Vec::new();
@@ -118,27 +115,41 @@ impl Direction {
                 self.read_done = true;
                 return Poll::Ready(Ok(()));
             }
-            let mut at = 0;
-            while at < read.len() {
-                match Pin::new(&mut *w).poll_write(cx, &read[at..]) {
-                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                    Poll::Ready(Ok(n)) => {
-                        at += n;
-                        self.moved += n as u64;
-                        self.need_flush = true;
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    // The writer's waker is registered: the rest waits in our own buffer.
-                    Poll::Pending => break,
-                }
-            }
-            if at < read.len() {
-                self.unwritten = read[at..].to_vec();
+            let n = write_now(cx, w, read)?;
+            self.took(n);
+            if n < read.len() {
+                self.unwritten = read[n..].to_vec();
                 self.at = 0;
             }
             Poll::Ready(Ok(()))
         })
     }
+
+    /// `n` bytes went to the writer.
+    fn took(&mut self, n: usize) {
+        if n > 0 {
+            self.moved += n as u64;
+            self.need_flush = true;
+        }
+    }
+}
+
+/// Writes as much of `bytes` as `w` takes now and says how much it took; a writer that is not
+/// ready stops it (its waker is registered).
+fn write_now<W>(cx: &mut Context<'_>, w: &mut W, bytes: &[u8]) -> io::Result<usize>
+where
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    let mut at = 0;
+    while at < bytes.len() {
+        match Pin::new(&mut *w).poll_write(cx, &bytes[at..]) {
+            Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Poll::Ready(Ok(n)) => at += n,
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => break,
+        }
+    }
+    Ok(at)
 }
 
 /// Copies `a` to `b` and `b` to `a` until both directions have ended; returns the bytes moved

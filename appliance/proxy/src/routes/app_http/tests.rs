@@ -459,19 +459,7 @@ async fn sign_in(f: &Fixture, b: &mut Browser, user: &str, role: &str) -> String
     let state_cookie = cookie_value(&state_cookie);
     let _ = text(r).await;
     // The web UI's launch, as `/web/api/apps/grafana/launch` asks Auth for it.
-    let now = f.auth.now();
-    let grant = hop_auth::apps::AppGrant {
-        identity: Arc::new(hop_ca::Identity {
-            username: user.into(),
-            roles: vec![role.into()],
-            cluster: "unit.test".into(),
-            ..Default::default()
-        }),
-        issued_at: now,
-        expires: now + Duration::from_secs(3600),
-        app: "grafana".into(),
-        app_uri: "http://127.0.0.1:3000".into(),
-    };
+    let grant = grant_for(f, user, role, "http://127.0.0.1:3000");
     let code = f
         .auth
         .launch_app(grant, &app_route("grafana"), &state, None)
@@ -740,22 +728,8 @@ async fn a_code_sent_to_a_browser_without_its_state_is_spent() {
 #[tokio::test]
 async fn a_role_without_the_apps_labels_gets_a_page_and_an_audit_event() {
     let f = fixture().await;
-    let now = f.auth.now();
-    let grant = hop_auth::apps::AppGrant {
-        identity: Arc::new(hop_ca::Identity {
-            username: "bob".into(),
-            roles: vec!["auditor".into()],
-            cluster: "unit.test".into(),
-            ..Default::default()
-        }),
-        issued_at: now,
-        expires: now + Duration::from_secs(3600),
-        app: "grafana".into(),
-        app_uri: String::new(),
-    };
-    let new = f.auth.apps().start(grant, now).unwrap();
     let mut b = Browser::open(f.addr).await;
-    let cookie = format!("{SESSION_COOKIE}={}", new.secret);
+    let cookie = session_cookie(&f, "bob", "auditor");
     let r = b.get(HOST, "/", &[("cookie", &cookie)]).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     assert_eq!(
@@ -773,10 +747,10 @@ async fn a_role_without_the_apps_labels_gets_a_page_and_an_audit_event() {
     );
 }
 
-/// A session for `user` holding `role` on grafana, as the launch would start it; its cookie.
-fn session_cookie(f: &Fixture, user: &str, role: &str) -> String {
+/// What the web UI's launch grants `user` holding `role` for grafana, for an hour from now.
+fn grant_for(f: &Fixture, user: &str, role: &str, app_uri: &str) -> hop_auth::apps::AppGrant {
     let now = f.auth.now();
-    let grant = hop_auth::apps::AppGrant {
+    hop_auth::apps::AppGrant {
         identity: Arc::new(hop_ca::Identity {
             username: user.into(),
             roles: vec![role.into()],
@@ -786,9 +760,17 @@ fn session_cookie(f: &Fixture, user: &str, role: &str) -> String {
         issued_at: now,
         expires: now + Duration::from_secs(3600),
         app: "grafana".into(),
-        app_uri: String::new(),
-    };
-    let new = f.auth.apps().start(grant, now).unwrap();
+        app_uri: app_uri.into(),
+    }
+}
+
+/// A session for `user` holding `role` on grafana, as the launch would start it; its cookie.
+fn session_cookie(f: &Fixture, user: &str, role: &str) -> String {
+    let new = f
+        .auth
+        .apps()
+        .start(grant_for(f, user, role, ""), f.auth.now())
+        .unwrap();
     format!("{SESSION_COOKIE}={}", new.secret)
 }
 
