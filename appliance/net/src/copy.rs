@@ -63,8 +63,14 @@ impl Direction {
                 self.done = true;
                 return Poll::Ready(Ok(()));
             }
+            // Within the task's budget, as tokio's own copy: a reader that always has bytes
+            // (a TLS stream's buffered plaintext) must not keep the worker from other tasks.
+            let coop = ready!(tokio::task::coop::poll_proceed(cx));
             match self.poll_read_and_write(cx, r, w) {
-                Poll::Ready(r) => r?,
+                Poll::Ready(r) => {
+                    coop.made_progress();
+                    r?
+                }
                 Poll::Pending => {
                     // Nothing to read now: push out what the writer may still hold.
                     if self.need_flush {
@@ -107,22 +113,39 @@ impl Direction {
         R: AsyncRead + Unpin + ?Sized,
         W: AsyncWrite + Unpin + ?Sized,
     {
-        SCRATCH_BUF.with_borrow_mut(|scratch| {
-            let mut buf = ReadBuf::new(scratch);
-            ready!(Pin::new(&mut *r).poll_read(cx, &mut buf))?;
-            let read = buf.filled();
-            if read.is_empty() {
-                self.read_done = true;
-                return Poll::Ready(Ok(()));
-            }
-            let n = write_now(cx, w, read)?;
-            self.took(n);
-            if n < read.len() {
-                self.unwritten = read[n..].to_vec();
-                self.at = 0;
-            }
-            Poll::Ready(Ok(()))
+        SCRATCH_BUF.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => self.poll_read_into(cx, r, w, &mut scratch),
+            // A reader or writer that pumps another session on this thread from inside its own
+            // poll (none does today): a buffer of this read's own.
+            Err(_) => self.poll_read_into(cx, r, w, &mut vec![0; SCRATCH]),
         })
+    }
+
+    fn poll_read_into<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: &mut R,
+        w: &mut W,
+        scratch: &mut [u8],
+    ) -> Poll<io::Result<()>>
+    where
+        R: AsyncRead + Unpin + ?Sized,
+        W: AsyncWrite + Unpin + ?Sized,
+    {
+        let mut buf = ReadBuf::new(scratch);
+        ready!(Pin::new(&mut *r).poll_read(cx, &mut buf))?;
+        let read = buf.filled();
+        if read.is_empty() {
+            self.read_done = true;
+            return Poll::Ready(Ok(()));
+        }
+        let n = write_now(cx, w, read)?;
+        self.took(n);
+        if n < read.len() {
+            self.unwritten = read[n..].to_vec();
+            self.at = 0;
+        }
+        Poll::Ready(Ok(()))
     }
 
     /// `n` bytes went to the writer.
@@ -145,6 +168,7 @@ where
         match Pin::new(&mut *w).poll_write(cx, &bytes[at..]) {
             Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
             Poll::Ready(Ok(n)) => at += n,
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
             Poll::Ready(Err(e)) => return Err(e),
             Poll::Pending => break,
         }

@@ -412,7 +412,8 @@ impl AppTracker {
 
 async fn write_app_tracker(auth: &Arc<AuthServer>, host_id: &str, update: &TrackerUpdate) {
     let (auth, host_id, update) = (auth.clone(), host_id.to_string(), update.clone());
-    let written = crate::tracker_writes::write(move || auth.update_app_tracker(&host_id, &update));
+    let written =
+        crate::tracker_writes::APPS.write(move || auth.update_app_tracker(&host_id, &update));
     if let Some(Err(e)) = written.await {
         tracing::warn!(error = %e, "application session tracker not written");
     }

@@ -676,3 +676,26 @@ async fn an_admitted_request_takes_its_connection_out_of_the_pre_authentication_
     assert!(admitted.is_ok());
     assert!(!full(), "the admitted connection still holds its place");
 }
+
+#[tokio::test]
+async fn a_web_request_carries_its_connections_pre_authentication_hold() {
+    use crate::dataplane::limits::{PreAuthBudget, PreAuthHold};
+    use axum::extract::FromRequestParts as _;
+    let budget = Arc::new(PreAuthBudget::new(1));
+    let hold = PreAuthHold::of(budget.admit(remote().ip()).unwrap());
+    // As the listener layers it onto the router of each connection.
+    let (mut parts, ()) = axum::http::Request::get("/web/api/session")
+        .extension(hold)
+        .body(())
+        .unwrap()
+        .into_parts();
+    let req = WebRequest::from_request_parts(&mut parts, &())
+        .await
+        .unwrap();
+    assert!(budget.admit(remote().ip()).is_err());
+    req.pre_auth.release();
+    assert!(
+        budget.admit(remote().ip()).is_ok(),
+        "the request's hold is the connection's"
+    );
+}

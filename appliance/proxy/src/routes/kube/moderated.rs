@@ -506,8 +506,8 @@ impl KubeTracker {
 
 async fn write_tracker(auth: &Arc<AuthServer>, proxy_id: &str, update: &TrackerUpdate) {
     let (auth, proxy_id, update) = (auth.clone(), proxy_id.to_string(), update.clone());
-    let written =
-        crate::tracker_writes::write(move || auth.update_kube_tracker(&proxy_id, &update));
+    let written = crate::tracker_writes::MODERATED
+        .write(move || auth.update_kube_tracker(&proxy_id, &update));
     if let Some(Err(e)) = written.await {
         tracing::warn!(error = %e, "Kubernetes session tracker not written");
     }
