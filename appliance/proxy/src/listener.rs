@@ -503,15 +503,14 @@ async fn route(
         }
         (_, caller) => {
             let deadlines = Some(routes.http);
-            // A browser's connection authenticates with its first request the web session's
-            // guard admits (`web::guard`).
-            let pre_auth = guard.take_pre_auth();
-            let router = routes.router.layer(axum::Extension(pre_auth));
-            let mut router = crate::admission::api_admission(router, routes.auth.clone());
+            let mut router = crate::admission::api_admission(routes.router, routes.auth.clone());
             if let Some(apps) = &routes.app_http {
                 router = crate::routes::app_http::misdirected_away(apps.public.clone(), router);
             }
-            crate::routes::http_conn::serve(tls, router, caller, deadlines, shutdown).await
+            // A browser's connection authenticates with its first request the web session's
+            // guard admits (`web::guard`).
+            let who = (caller, guard.take_pre_auth());
+            crate::routes::http_conn::serve(tls, router, who, deadlines, shutdown).await
         }
     }
     metrics.connections_active.dec();
@@ -607,7 +606,7 @@ pub async fn serve_admin_socket(
         tokio::spawn(crate::routes::http_conn::serve(
             stream,
             router,
-            Caller::LocalAdmin,
+            (Caller::LocalAdmin, Default::default()),
             None,
             shutdown,
         ));

@@ -32,6 +32,8 @@ use tokio::time::Instant;
 use hop_auth::caller::Caller;
 use hop_platform::clock;
 
+use crate::dataplane::limits::PreAuthHold;
+
 /// How long an idle connection's graceful shutdown may take (an HTTP/2 client that never
 /// acknowledges the GOAWAY's ping) before the connection is dropped.
 const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -47,24 +49,49 @@ pub struct HttpDeadlines {
     pub idle: Duration,
 }
 
-/// Serves HTTP/1.1 and HTTP/2 on one connection, with `caller` attached to every request, under
-/// `deadlines` when given (the local admin socket has none), until it ends or shutdown.
+/// Serves HTTP/1.1 and HTTP/2 on one connection, with `caller` and the connection's
+/// pre-authentication hold attached to every request, under `deadlines` when given (the local
+/// admin socket has none), until it ends or shutdown.
 pub async fn serve<IO>(
     io: IO,
     router: Router,
-    caller: Caller,
+    (caller, pre_auth): (Caller, PreAuthHold),
     deadlines: Option<HttpDeadlines>,
     shutdown: watch::Receiver<bool>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    serve_service(
-        io,
-        router.layer(axum::Extension(caller)),
-        deadlines,
-        shutdown,
-    )
-    .await;
+    let service = WithConnection {
+        router,
+        caller,
+        pre_auth,
+    };
+    serve_service(io, service, deadlines, shutdown).await;
+}
+
+/// The router, with what every request of the connection carries inserted into the request
+/// (no per-connection layer over the whole router).
+#[derive(Clone)]
+struct WithConnection {
+    router: Router,
+    caller: Caller,
+    pre_auth: PreAuthHold,
+}
+
+impl tower::Service<Request<hyper::body::Incoming>> for WithConnection {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = axum::routing::future::RouteFuture<Infallible>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        tower::Service::<Request<hyper::body::Incoming>>::poll_ready(&mut self.router, cx)
+    }
+
+    fn call(&mut self, mut req: Request<hyper::body::Incoming>) -> Self::Future {
+        req.extensions_mut().insert(self.caller.clone());
+        req.extensions_mut().insert(self.pre_auth.clone());
+        self.router.call(req)
+    }
 }
 
 /// [`serve`] for any service that answers with an axum body (the application route's), under
