@@ -236,6 +236,11 @@ impl WebSessions {
     /// at least [`TOMBSTONE`]).
     pub fn end(&self, key: &Key, refusal: Option<Refusal>, now: SystemTime) {
         let mut table = self.table();
+        // Only a live session ends: a tombstone left by a refusal decided at the same time (a
+        // sweep racing a request) stays, with its reason.
+        if !matches!(table.get(key), Some(Entry::Live { .. })) {
+            return;
+        }
         let Some(Entry::Live { found, .. }) = table.remove(key) else {
             return;
         };
@@ -536,6 +541,18 @@ mod tests {
             }
             _ => panic!("no tombstone"),
         }
+        // A second ending (a sweep that decided while a request was refused) keeps the first
+        // tombstone: the cookie is still answered with its reason.
+        s.end(
+            &key(&b.token),
+            Some(Refusal::Unavailable { reason: "x".into() }),
+            at(1001),
+        );
+        s.end(&key(&b.token), None, at(1001));
+        assert!(matches!(
+            s.lookup(&b.token, at(1002)),
+            Lookup::Ended { refusal, .. } if refusal == locked
+        ));
         assert!(matches!(s.lookup(&b.token, at(1599)), Lookup::Ended { .. }));
         assert!(matches!(s.lookup(&b.token, at(1600)), Lookup::Unknown));
     }
