@@ -96,6 +96,9 @@ DIRECT=(-o BatchMode=yes -o IdentitiesOnly=yes -i "$KEY" -o "CertificateFile=$KE
 
 head -c $((SIZE * 1024 * 1024)) /dev/urandom > "$D/src"
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# The whole machine's busy and total ticks (every core): a copy that leaves cores idle is
+# waiting on something other than CPU.
+busy() { awk '/^cpu /{t=0; for(i=2;i<=NF;i++) t+=$i; print t-$5-$6 ":" t}' /proc/stat; }
 HZ=$(getconf CLK_TCK)
 
 copy() { # contender -> seconds
@@ -126,16 +129,17 @@ sessions() { # contender -> sessions per second
 }
 
 CONTENDERS=(direct hop-openssh hop-node)
-declare -A SECS CPU SPS
+declare -A SECS CPU SPS BUSY
 for r in $(seq "$REP"); do
   # Interleaved, in a rotating order, so that load drift hits every contender alike.
   for i in 0 1 2; do
     c=${CONTENDERS[$(( (i + r) % 3 ))]}
-    h0=$(ticks "$HOP_PID"); n0=$(ticks "$NODE_PID")
+    h0=$(ticks "$HOP_PID"); n0=$(ticks "$NODE_PID"); m0=$(busy)
     s=$(copy "$c")
-    h1=$(ticks "$HOP_PID"); n1=$(ticks "$NODE_PID")
+    h1=$(ticks "$HOP_PID"); n1=$(ticks "$NODE_PID"); m1=$(busy)
     SECS[$c]+="$s "
     CPU[$c]+="$(( h1 - h0 )):$(( n1 - n0 )) "
+    BUSY[$c]+="$(python3 -c "b0,t0=map(int,'$m0'.split(':'));b1,t1=map(int,'$m1'.split(':'));print(round(100*(b1-b0)/max(1,t1-t0)))") "
     echo "round $r $c: ${s}s" >&2
   done
 done
@@ -148,16 +152,18 @@ secs = {c: [float(x) for x in v.split()] for c, v in {
     "direct": "${SECS[direct]}", "hop-openssh": "${SECS[hop-openssh]}", "hop-node": "${SECS[hop-node]}"}.items()}
 cpu = {c: [tuple(int(t) for t in x.split(":")) for x in v.split()] for c, v in {
     "direct": "${CPU[direct]}", "hop-openssh": "${CPU[hop-openssh]}", "hop-node": "${CPU[hop-node]}"}.items()}
+busy = {c: [int(x) for x in v.split()] for c, v in {
+    "direct": "${BUSY[direct]}", "hop-openssh": "${BUSY[hop-openssh]}", "hop-node": "${BUSY[hop-node]}"}.items()}
 sps = {"direct": float("${SPS[direct]}"), "hop-openssh": float("${SPS[hop-openssh]}"), "hop-node": float("${SPS[hop-node]}")}
 gib = size / 1024
 base = size / statistics.median(secs["direct"])
 print(f"scp of {size} MiB, {len(secs['direct'])} runs each, interleaved; {sess} sessions in a row")
-print(f"| contender | MiB/s median | MiB/s range | x direct | appliance CPU-s/GiB | node agent CPU-s/GiB | sessions/s | x direct |")
-print(f"|---|---:|---:|---:|---:|---:|---:|---:|")
+print(f"| contender | MiB/s median | MiB/s range | x direct | appliance CPU-s/GiB | node agent CPU-s/GiB | machine busy % | sessions/s | x direct |")
+print(f"|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 for c in ["direct", "hop-openssh", "hop-node"]:
     rates = [size / s for s in secs[c]]
     med = statistics.median(rates)
     hop_cpu = statistics.median(h / hz for h, _ in cpu[c]) / gib
     node_cpu = statistics.median(n / hz for _, n in cpu[c]) / gib
-    print(f"| {c} | {med:.1f} | {min(rates):.1f}-{max(rates):.1f} | {med / base:.2f} | {hop_cpu:.2f} | {node_cpu:.2f} | {sps[c]:.1f} | {sps[c] / sps['direct']:.2f} |")
+    print(f"| {c} | {med:.1f} | {min(rates):.1f}-{max(rates):.1f} | {med / base:.2f} | {hop_cpu:.2f} | {node_cpu:.2f} | {statistics.median(busy[c])} | {sps[c]:.1f} | {sps[c] / sps['direct']:.2f} |")
 PY

@@ -13,7 +13,7 @@
 //! and remote port forwarding are refused; local forwarding (`-L`) follows the roles.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use hop_ca::{CaError, Identity};
@@ -23,7 +23,7 @@ use russh::client::Handle as ClientHandle;
 use russh::keys::Certificate;
 use russh::keys::ssh_key;
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
-use russh::{Channel, ChannelMsg, ChannelOpenFailure};
+use russh::{Channel, ChannelMsg, ChannelOpenFailure, ChannelReadHalf, ChannelWriteHalf};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::ssh::{SshCertRefusal, verify_user_cert};
@@ -35,6 +35,11 @@ use hop_auth::audit::EventKind;
 /// How long the proxy's certificates for one session are valid: they only have to get it started.
 const SESSION_CERT_TTL: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The window each side of the proxy offers per channel, and the largest packet it takes: as the
+/// node agent's server, so that a 32 KiB sftp write and its header travel in one packet and a
+/// copy is not held up waiting for window adjustments on a busy machine.
+const WINDOW: u32 = 4 * 1024 * 1024;
+const MAX_PACKET: u32 = 65535;
 
 /// How the proxy reaches the node's SSH server.
 pub enum Upstream {
@@ -99,7 +104,11 @@ fn front_config(fwd: &Forward) -> Result<russh::server::Config, SshIdentityError
         SESSION_CERT_TTL * 10,
         None,
     )
-    .map(|c| c.config)
+    .map(|c| russh::server::Config {
+        window_size: WINDOW,
+        maximum_packet_size: MAX_PACKET,
+        ..c.config
+    })
 }
 
 /// The proxy's client to the node: verifies the node's host certificate.
@@ -204,6 +213,8 @@ pub(crate) fn client_config() -> russh::client::Config {
         inactivity_timeout: None,
         keepalive_interval: Some(Duration::from_secs(60)),
         nodelay: true,
+        window_size: WINDOW,
+        maximum_packet_size: MAX_PACKET,
         ..Default::default()
     }
 }
@@ -616,13 +627,28 @@ impl Recorder {
     }
 }
 
+/// What both directions of a bridged session channel share. They run in one task and never
+/// hold its lock across an await (the lock is never contended; it makes the task `Send`).
+#[derive(Default)]
+struct Bridged {
+    recorder: Option<Recorder>,
+    exit: Option<i32>,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+fn lock(shared: &Mutex<Bridged>) -> MutexGuard<'_, Bridged> {
+    shared.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Carries one session channel between the client and the node, in both directions, with its
 /// requests; records it once it has a PTY.
-async fn bridge(
-    fwd: Arc<Forward>,
-    mut client: Channel<Msg>,
-    mut node: Channel<russh::client::Msg>,
-) {
+///
+/// Each direction has a loop of its own: a write that waits for the peer's window must never
+/// stop the other direction from being read. (russh's session loop waits to hand a channel its
+/// next message; a bridge that stopped reading one side while it waited for the other side's
+/// window would keep that side's window adjustment behind the undelivered message: both stall.)
+async fn bridge(fwd: Arc<Forward>, client: Channel<Msg>, node: Channel<russh::client::Msg>) {
     let session_id = hex::encode(hop_api::ids::time_ordered(clock::wall()).as_bytes());
     let started = clock::now();
     let auth = fwd.auth.clone();
@@ -634,111 +660,22 @@ async fn bridge(
             .field("session_id", session_id.clone())
             .field("recorded_at", "proxy"),
     );
-    let mut recorder: Option<Recorder> = None;
-    let mut exit: Option<i32> = None;
-    let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
-    loop {
-        tokio::select! {
-            msg = client.wait() => {
-                let Some(msg) = msg else { break };
-                let r = match msg {
-                    ChannelMsg::Data { data } => {
-                        bytes_in += data.len() as u64;
-                        if let Some(r) = recorder.as_mut() {
-                            r.input(&data);
-                        }
-                        node.data_bytes(data).await
-                    }
-                    ChannelMsg::ExtendedData { data, ext } => node.extended_data_bytes(ext, data).await,
-                    ChannelMsg::Eof => node.eof().await,
-                    ChannelMsg::Close => break,
-                    ChannelMsg::RequestPty { term, col_width, row_height, pix_width, pix_height, terminal_modes, .. } => {
-                        recorder = Recorder::start(
-                            &fwd,
-                            &session_id,
-                            &term,
-                            u16::try_from(col_width).unwrap_or(80),
-                            u16::try_from(row_height).unwrap_or(24),
-                        );
-                        if recorder.is_none() && fwd.require_recording {
-                            let msg = "hop: this session must be recorded (proxy-sync) and its recording cannot start; refused\r\n";
-                            let _ = client.extended_data_bytes(1, msg.as_bytes().to_vec()).await;
-                            let _ = client.exit_status(255).await;
-                            break;
-                        }
-                        node.request_pty(false, &term, col_width, row_height, pix_width, pix_height, &terminal_modes).await
-                    }
-                    ChannelMsg::RequestShell { .. } => node.request_shell(false).await,
-                    ChannelMsg::Exec { command, .. } => {
-                        auth.emit(
-                            auth.event(EventKind::Exec, &fwd.identity.username)
-                                .remote(Some(fwd.remote))
-                                .field("login", fwd.login.clone())
-                                .field("server", fwd.node.name.clone())
-                                .field("session_id", session_id.clone())
-                                .field("command", String::from_utf8_lossy(&command).into_owned()),
-                        );
-                        node.exec(false, command).await
-                    }
-                    ChannelMsg::RequestSubsystem { name, .. } => node.request_subsystem(false, name).await,
-                    ChannelMsg::SetEnv { variable_name, variable_value, .. } => {
-                        if variable_name.starts_with("LD_") {
-                            Ok(())
-                        } else {
-                            node.set_env(false, variable_name, variable_value).await
-                        }
-                    }
-                    ChannelMsg::WindowChange { col_width, row_height, pix_width, pix_height } => {
-                        if let Some(r) = recorder.as_mut() {
-                            r.resize(col_width, row_height);
-                        }
-                        node.window_change(col_width, row_height, pix_width, pix_height).await
-                    }
-                    ChannelMsg::Signal { signal } => node.signal(signal).await,
-                    _ => Ok(()),
-                };
-                if r.is_err() {
-                    break;
-                }
-            }
-            msg = node.wait() => {
-                let Some(msg) = msg else { break };
-                let r = match msg {
-                    ChannelMsg::Data { data } => {
-                        bytes_out += data.len() as u64;
-                        if let Some(r) = recorder.as_mut() {
-                            r.output(&data);
-                        }
-                        client.data_bytes(data).await
-                    }
-                    ChannelMsg::ExtendedData { data, ext } => {
-                        if let Some(r) = recorder.as_mut() {
-                            r.output(&data);
-                        }
-                        client.extended_data_bytes(ext, data).await
-                    }
-                    ChannelMsg::ExitStatus { exit_status } => {
-                        exit = i32::try_from(exit_status).ok();
-                        client.exit_status(exit_status).await
-                    }
-                    ChannelMsg::ExitSignal { signal_name, core_dumped, error_message, lang_tag } => {
-                        let _ = (core_dumped, lang_tag);
-                        tracing::debug!(signal = ?signal_name, message = %error_message, "node session ended by a signal");
-                        client.close().await
-                    }
-                    ChannelMsg::Eof => client.eof().await,
-                    ChannelMsg::Close => break,
-                    _ => Ok(()),
-                };
-                if r.is_err() {
-                    break;
-                }
-            }
-        }
+    let (mut client_rx, client) = client.split();
+    let (mut node_rx, node) = node.split();
+    let shared = Mutex::new(Bridged::default());
+    tokio::select! {
+        () = client_to_node(&fwd, &session_id, &mut client_rx, &client, &node, &shared) => {}
+        () = node_to_client(&mut node_rx, &client, &shared) => {}
     }
     let _ = client.eof().await;
     let _ = client.close().await;
     let _ = node.close().await;
+    let Bridged {
+        recorder,
+        exit,
+        bytes_in,
+        bytes_out,
+    } = shared.into_inner().unwrap_or_else(|e| e.into_inner());
     let recorded = recorder.is_some();
     if let Some(r) = recorder {
         r.finish(exit);
@@ -757,4 +694,156 @@ async fn bridge(
         end = end.field("exit_code", code);
     }
     auth.emit(end);
+}
+
+/// The client's side of a bridged channel: data and requests to the node. Returns when the
+/// client closes the channel or a write to the node fails.
+async fn client_to_node(
+    fwd: &Forward,
+    session_id: &str,
+    from: &mut ChannelReadHalf,
+    client: &ChannelWriteHalf<Msg>,
+    node: &ChannelWriteHalf<russh::client::Msg>,
+    shared: &Mutex<Bridged>,
+) {
+    while let Some(msg) = from.wait().await {
+        let r = match msg {
+            ChannelMsg::Data { data } => {
+                {
+                    let mut s = lock(shared);
+                    s.bytes_in += data.len() as u64;
+                    if let Some(r) = s.recorder.as_mut() {
+                        r.input(&data);
+                    }
+                }
+                node.data_bytes(data).await
+            }
+            ChannelMsg::ExtendedData { data, ext } => node.extended_data_bytes(ext, data).await,
+            ChannelMsg::Eof => node.eof().await,
+            ChannelMsg::Close => return,
+            ChannelMsg::RequestPty {
+                term,
+                col_width,
+                row_height,
+                pix_width,
+                pix_height,
+                terminal_modes,
+                ..
+            } => {
+                let recorder = Recorder::start(
+                    fwd,
+                    session_id,
+                    &term,
+                    u16::try_from(col_width).unwrap_or(80),
+                    u16::try_from(row_height).unwrap_or(24),
+                );
+                if recorder.is_none() && fwd.require_recording {
+                    let msg = "hop: this session must be recorded (proxy-sync) and its recording cannot start; refused\r\n";
+                    let _ = client.extended_data_bytes(1, msg.as_bytes().to_vec()).await;
+                    let _ = client.exit_status(255).await;
+                    return;
+                }
+                lock(shared).recorder = recorder;
+                node.request_pty(
+                    false,
+                    &term,
+                    col_width,
+                    row_height,
+                    pix_width,
+                    pix_height,
+                    &terminal_modes,
+                )
+                .await
+            }
+            ChannelMsg::RequestShell { .. } => node.request_shell(false).await,
+            ChannelMsg::Exec { command, .. } => {
+                let auth = &fwd.auth;
+                auth.emit(
+                    auth.event(EventKind::Exec, &fwd.identity.username)
+                        .remote(Some(fwd.remote))
+                        .field("login", fwd.login.clone())
+                        .field("server", fwd.node.name.clone())
+                        .field("session_id", session_id.to_string())
+                        .field("command", String::from_utf8_lossy(&command).into_owned()),
+                );
+                node.exec(false, command).await
+            }
+            ChannelMsg::RequestSubsystem { name, .. } => node.request_subsystem(false, name).await,
+            ChannelMsg::SetEnv {
+                variable_name,
+                variable_value,
+                ..
+            } => {
+                if variable_name.starts_with("LD_") {
+                    Ok(())
+                } else {
+                    node.set_env(false, variable_name, variable_value).await
+                }
+            }
+            ChannelMsg::WindowChange {
+                col_width,
+                row_height,
+                pix_width,
+                pix_height,
+            } => {
+                if let Some(r) = lock(shared).recorder.as_mut() {
+                    r.resize(col_width, row_height);
+                }
+                node.window_change(col_width, row_height, pix_width, pix_height)
+                    .await
+            }
+            ChannelMsg::Signal { signal } => node.signal(signal).await,
+            _ => Ok(()),
+        };
+        if r.is_err() {
+            return;
+        }
+    }
+}
+
+/// The node's side of a bridged channel: output, exit status and end of file to the client.
+/// Returns when the node closes the channel or a write to the client fails.
+async fn node_to_client(
+    from: &mut ChannelReadHalf,
+    client: &ChannelWriteHalf<Msg>,
+    shared: &Mutex<Bridged>,
+) {
+    while let Some(msg) = from.wait().await {
+        let r = match msg {
+            ChannelMsg::Data { data } => {
+                {
+                    let mut s = lock(shared);
+                    s.bytes_out += data.len() as u64;
+                    if let Some(r) = s.recorder.as_mut() {
+                        r.output(&data);
+                    }
+                }
+                client.data_bytes(data).await
+            }
+            ChannelMsg::ExtendedData { data, ext } => {
+                if let Some(r) = lock(shared).recorder.as_mut() {
+                    r.output(&data);
+                }
+                client.extended_data_bytes(ext, data).await
+            }
+            ChannelMsg::ExitStatus { exit_status } => {
+                lock(shared).exit = i32::try_from(exit_status).ok();
+                client.exit_status(exit_status).await
+            }
+            ChannelMsg::ExitSignal {
+                signal_name,
+                error_message,
+                ..
+            } => {
+                tracing::debug!(signal = ?signal_name, message = %error_message, "node session ended by a signal");
+                client.close().await
+            }
+            ChannelMsg::Eof => client.eof().await,
+            ChannelMsg::Close => return,
+            _ => Ok(()),
+        };
+        if r.is_err() {
+            return;
+        }
+    }
 }
