@@ -32,6 +32,10 @@ pub enum Caller {
         /// The certificate's serial number (hex): during a host CA rotation only the certificate
         /// Auth last issued to the host renews.
         serial: String,
+        /// The SPKI pin (SHA-256) of the trusted host CA key that signed the certificate, where
+        /// whoever named the caller found it: the agent registry keeps it, so that a rotation
+        /// that drops the key disconnects the agent.
+        signer: Option<String>,
     },
     /// Anyone else; may use only the public API.
     Anonymous { remote: Option<SocketAddr> },

@@ -13,7 +13,9 @@
 //! by the certificate's SHA-256: a hit costs a hash and a lookup instead of parsing the CA PEM,
 //! the certificate and verifying a signature. An entry is used only before the certificate's
 //! notAfter, and the trusted CAs are fixed for the cache's life: reading them again empties it,
-//! and a result verified against the keys of before is not kept.
+//! and a result verified against the keys of before is not kept. A host certificate's result
+//! also names the key that signed it (the agent registry's rotation check), so that an agent's
+//! data connection per session costs no signature verification either.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -37,7 +39,13 @@ const CACHE_MAX: usize = 4096;
 enum Verified {
     /// A user certificate's identity and when it was issued.
     User(Box<Identity>, SystemTime),
-    Host(String, HostRole, String),
+    Host {
+        host_id: String,
+        role: HostRole,
+        serial: String,
+        /// The pin of the trusted key that signed it.
+        signer: Option<String>,
+    },
 }
 
 /// The verification result for one certificate.
@@ -152,12 +160,18 @@ impl Identifier {
                 expires,
                 issued_at,
             },
-            Verified::Host(host_id, role, serial) => Caller::Host {
+            Verified::Host {
+                host_id,
+                role,
+                serial,
+                signer,
+            } => Caller::Host {
                 host_id,
                 role,
                 remote,
                 expires,
                 serial,
+                signer,
             },
         })
     }
@@ -224,10 +238,21 @@ fn verify(trust: &Trust, der: &[u8], now: SystemTime) -> Option<(Verified, Syste
         let issued = hop_ca::x509_issued_at(der).unwrap_or(std::time::UNIX_EPOCH);
         return Some((Verified::User(Box::new(identity), issued), expires));
     }
+    // Key by key, so that the result also says which key signed it (what an agent's place in the
+    // registry keeps for rotations): one verification per trusted key at most, on a miss only.
+    let (host_id, role, expires, signer) = trust.hosts.iter().find_map(|ca| {
+        hop_ca::verify_host_x509(der, std::slice::from_ref(ca), now)
+            .ok()
+            .map(|(host_id, role, expires)| (host_id, role, expires, ca.x509_spki_sha256.clone()))
+    })?;
     let serial = hop_ca::x509_serial_hex(der).unwrap_or_default();
-    hop_ca::verify_host_x509(der, &trust.hosts, now)
-        .ok()
-        .map(|(host_id, role, expires)| (Verified::Host(host_id, role, serial), expires))
+    let verified = Verified::Host {
+        host_id,
+        role,
+        serial,
+        signer,
+    };
+    Some((verified, expires))
 }
 
 #[cfg(test)]
@@ -352,5 +377,59 @@ mod tests {
         assert!(!is_alice(&old));
         assert!(is_alice(&new));
         assert_eq!(id.cache.lock().unwrap().entries.len(), 1);
+    }
+
+    /// A host certificate of agent-1 from the host CA's signing key now.
+    fn agent_now(auth: &AuthServer) -> Vec<u8> {
+        let mut rng = rand::rng();
+        let key = generate_x509_keypair(&mut rng).unwrap();
+        let pem = auth
+            .authorities()
+            .host
+            .issue_host_x509(
+                &key.public_spki_der,
+                "agent-1",
+                HostRole::App,
+                &[],
+                None,
+                auth.now(),
+                Duration::from_secs(3600),
+                &mut rng,
+            )
+            .unwrap();
+        der(&pem)
+    }
+
+    #[test]
+    fn a_host_certificate_names_the_key_that_signed_it_fresh_and_cached() {
+        use crate::test_auth::rotate;
+        use hop_auth::rotation::Phase;
+
+        let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+        let auth = crate::test_auth::auth(Arc::new(clock.clone()));
+        let id = Identifier::following(auth.clone(), Arc::new(clock));
+        let remote: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let signer = |der: &[u8]| match id.identify(der, remote) {
+            Some(Caller::Host { signer, .. }) => signer,
+            other => panic!("{other:?}"),
+        };
+        // What the registry compared before the identifier said it: the same pin.
+        let pin = |der: &[u8]| {
+            let trusted = auth.public_authorities(CaKind::Host);
+            hop_ca::x509_signer_pin(der, &trusted, CaKind::Host, auth.now())
+        };
+        let old = agent_now(&auth);
+        rotate(&auth, CaKind::Host, Phase::Init);
+        rotate(&auth, CaKind::Host, Phase::UpdateClients);
+        let new = agent_now(&auth);
+        let (old_pin, new_pin) = (pin(&old), pin(&new));
+        assert!(old_pin.is_some() && new_pin.is_some());
+        assert_ne!(old_pin, new_pin, "the rotation's two keys");
+        for _ in 0..2 {
+            // The second round comes from the cache.
+            assert_eq!(signer(&old), old_pin);
+            assert_eq!(signer(&new), new_pin);
+        }
+        assert_eq!(id.cache.lock().unwrap().entries.len(), 2);
     }
 }

@@ -299,8 +299,12 @@ struct Routed {
 
 /// The SPKI pin of the host CA key (among those trusted now) that signed the client certificate
 /// on `tls`: what the registry keeps, so that an agent of a key a rotation drops is disconnected
-/// (`crate::admission::sweep_agents`).
-fn agent_signer(auth: &AuthServer, tls: &AgentStream) -> Option<String> {
+/// (`crate::admission::sweep_agents`). The identifier's (cached) result when it names one;
+/// verified here otherwise.
+fn agent_signer(auth: &AuthServer, tls: &AgentStream, known: Option<String>) -> Option<String> {
+    if known.is_some() {
+        return known;
+    }
     let leaf = tls.get_ref().1.peer_certificates()?.first()?;
     let trusted = auth.public_authorities(hop_ca::CaKind::Host);
     hop_ca::x509_signer_pin(leaf.as_ref(), &trusted, hop_ca::CaKind::Host, auth.now())
@@ -388,8 +392,16 @@ async fn route(
         return;
     }
     match (alpn.as_deref(), caller) {
-        (Some(p), Caller::Host { host_id, role, .. }) if p == ALPN_TUNNEL => {
-            if let Some(signer) = agent_signer(&routes.auth, &tls) {
+        (
+            Some(p),
+            Caller::Host {
+                host_id,
+                role,
+                signer,
+                ..
+            },
+        ) if p == ALPN_TUNNEL => {
+            if let Some(signer) = agent_signer(&routes.auth, &tls, signer) {
                 routes
                     .registry
                     .clone()
@@ -399,8 +411,13 @@ async fn route(
                 tracing::warn!(%host_id, %remote, "agent refused: its certificate is signed by no host CA key trusted now");
             }
         }
-        (Some(p), Caller::Host { host_id, .. }) if p == ALPN_TUNNEL_DATA => {
-            if let Some(signer) = agent_signer(&routes.auth, &tls) {
+        (
+            Some(p),
+            Caller::Host {
+                host_id, signer, ..
+            },
+        ) if p == ALPN_TUNNEL_DATA => {
+            if let Some(signer) = agent_signer(&routes.auth, &tls, signer) {
                 if let Some(tls) = routes.registry.park_data(&host_id, signer, tls, guard) {
                     tokio::spawn(crate::peering::send_data_away(tls, host_id, remote));
                 }
