@@ -143,13 +143,17 @@ impl Snapshot {
         if let Some(stamp) = stamp {
             check_stamp(subject, stamp, &granted)?;
         }
-        let roles: Vec<Role> = subject
-            .roles
-            .iter()
-            .filter_map(|r| self.roles.get(r).cloned())
-            .collect();
-        let checker =
-            AccessChecker::new(&roles, subject.traits).map_err(|e| Refusal::RoleError {
+        let checker = self
+            .checkers
+            .get_or_compile(subject.roles, subject.traits, || {
+                let roles: Vec<Role> = subject
+                    .roles
+                    .iter()
+                    .filter_map(|r| self.roles.get(r).cloned())
+                    .collect();
+                AccessChecker::new(&roles, subject.traits)
+            })
+            .map_err(|e| Refusal::RoleError {
                 name: subject.name.into(),
                 reason: e.to_string(),
             })?;

@@ -16,6 +16,7 @@
 //! arrives ([`Snapshot::admit`] is cheap), so a lock, a deletion or a role removal ends them.
 #![forbid(unsafe_code)]
 
+mod checkers;
 mod decision;
 mod locks;
 mod snapshot;

@@ -3,6 +3,7 @@
 //! the data is, and the approved access requests a certificate may name.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hop_rbac::{LockResource, LockingMode, Role};
@@ -84,6 +85,8 @@ pub struct Snapshot {
     pub(crate) locking_mode: LockingMode,
     pub(crate) requests: HashMap<String, RequestStamp>,
     pub(crate) taken_at: SystemTime,
+    /// The role checkers compiled from this snapshot's roles (shared by its clones).
+    pub(crate) checkers: Arc<crate::checkers::Checkers>,
 }
 
 impl Snapshot {
@@ -108,6 +111,7 @@ impl Snapshot {
                 .map(|r| (r.id.clone(), r))
                 .collect(),
             taken_at: UNIX_EPOCH + Duration::from_secs(data.taken_at),
+            checkers: Arc::default(),
         }
     }
 

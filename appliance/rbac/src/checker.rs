@@ -8,6 +8,7 @@
 //! every check is a pure function of the compiled roles and its arguments.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use crate::duration::Duration;
 use crate::kube::KubeRules;
@@ -94,10 +95,11 @@ struct CompiledRole {
     deny: Conditions,
 }
 
-/// A user's roles, ready for evaluation. Cheap to share (`Arc`) and `Send + Sync`.
+/// A user's roles, ready for evaluation. Cloning it is cheap (the compiled roles are shared) and
+/// it is `Send + Sync`.
 #[derive(Debug, Clone, Default)]
 pub struct AccessChecker {
-    roles: Vec<CompiledRole>,
+    roles: Arc<[CompiledRole]>,
 }
 
 /// A login becomes an SSH principal: no whitespace or control characters.
@@ -282,7 +284,9 @@ impl AccessChecker {
             };
             compiled.push(build().map_err(|e| e.with_context(context))?);
         }
-        Ok(Self { roles: compiled })
+        Ok(Self {
+            roles: compiled.into(),
+        })
     }
 
     /// The roles' names, in the order given.
@@ -421,7 +425,7 @@ impl AccessChecker {
         login: &str,
     ) -> Result<(), AccessDenied> {
         let what = || format!("login {login:?} on node");
-        for r in &self.roles {
+        for r in self.roles.iter() {
             if r.deny.node.matches(node_labels) {
                 return Err(r.denied("spec.deny.node_labels", what()));
             }
@@ -457,7 +461,7 @@ impl AccessChecker {
         db_user: &str,
     ) -> Result<(), AccessDenied> {
         let what = || format!("database {db_name:?} as user {db_user:?}");
-        for r in &self.roles {
+        for r in self.roles.iter() {
             if r.deny.db.matches(db_labels) {
                 return Err(r.denied("spec.deny.db_labels", what()));
             }
@@ -574,7 +578,7 @@ impl AccessChecker {
                 && p.kinds.iter().any(|k| k == WILDCARD || k == kind)
                 && p.modes.iter().any(|m| m == mode)
         };
-        for r in &self.roles {
+        for r in self.roles.iter() {
             if r.deny.join_sessions.iter().any(matches) {
                 return Err(r.denied("spec.deny.join_sessions", what()));
             }
@@ -608,7 +612,7 @@ impl AccessChecker {
         kube_labels: &BTreeMap<String, String>,
     ) -> Result<(), AccessDenied> {
         let what = || "kubernetes cluster".to_owned();
-        for r in &self.roles {
+        for r in self.roles.iter() {
             if r.deny.kube_resources.is_empty() && r.deny.kube.matches(kube_labels) {
                 return Err(r.denied("spec.deny.kubernetes_labels", what()));
             }
@@ -669,7 +673,7 @@ impl AccessChecker {
         login: &str,
     ) -> Result<(), AccessDenied> {
         let what = || format!("windows login {login:?} on desktop");
-        for r in &self.roles {
+        for r in self.roles.iter() {
             if r.deny.desktop.matches(desktop_labels) {
                 return Err(r.denied("spec.deny.windows_desktop_labels", what()));
             }
@@ -706,7 +710,7 @@ impl AccessChecker {
         ctx: &RuleContext<'_>,
     ) -> Result<(), AccessDenied> {
         let what = || format!("{verb} on {resource_kind}");
-        for r in &self.roles {
+        for r in self.roles.iter() {
             if r.deny
                 .rules
                 .iter()
@@ -748,7 +752,7 @@ impl AccessChecker {
         noun: &str,
     ) -> Result<(), AccessDenied> {
         let what = || noun.to_owned();
-        for r in &self.roles {
+        for r in self.roles.iter() {
             if pick(&r.deny).matches(target) {
                 return Err(r.denied(deny_field, what()));
             }
