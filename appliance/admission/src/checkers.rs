@@ -116,15 +116,19 @@ mod tests {
         };
         let access = vec!["access".to_string()];
         for _ in 0..3 {
-            kept.get_or_compile(&access, &traits("alice"), compile).unwrap();
+            kept.get_or_compile(&access, &traits("alice"), compile)
+                .unwrap();
         }
         assert_eq!((compiled.get(), kept.len()), (1, 1));
         // Other traits, other roles or the same roles in another order: other keys.
-        kept.get_or_compile(&access, &traits("bob"), compile).unwrap();
+        kept.get_or_compile(&access, &traits("bob"), compile)
+            .unwrap();
         let two = vec!["access".to_string(), "auditor".to_string()];
         let swapped = vec!["auditor".to_string(), "access".to_string()];
-        kept.get_or_compile(&two, &traits("alice"), compile).unwrap();
-        kept.get_or_compile(&swapped, &traits("alice"), compile).unwrap();
+        kept.get_or_compile(&two, &traits("alice"), compile)
+            .unwrap();
+        kept.get_or_compile(&swapped, &traits("alice"), compile)
+            .unwrap();
         assert_eq!((compiled.get(), kept.len()), (4, 4));
         // A compilation that fails is asked again next time, and never kept.
         let failed = Cell::new(0);

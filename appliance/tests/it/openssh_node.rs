@@ -48,6 +48,62 @@ pub(crate) fn start_sshd_with(dir: &Path, stem: &str, port: u16) -> Option<Kille
     Some(Killed(child))
 }
 
+/// `cat` on the node with 24 MiB going in while its echo comes back: both directions of the
+/// proxy's bridge full at once.
+fn echo_both_ways_at_once(a: &Appliance, target: &str) {
+    use std::io::{Read, Write};
+    const SIZE: usize = 24 << 20;
+    let mut child = Command::new(crate::harness::HOP)
+        .args(["ssh", target, "cat"])
+        .env("HOP_HOME", &a.home)
+        .env("HOP_DATA_DIR", &a.data)
+        .env_remove("HOP_PROXY")
+        .env_remove("HOP_CA_PIN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let chunk: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
+        for _ in 0..SIZE / chunk.len() {
+            if input.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    let mut output = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let (mut seen, mut buf, mut exact) = (0usize, vec![0u8; 64 * 1024], true);
+        loop {
+            match output.read(&mut buf) {
+                Ok(0) | Err(_) => return (seen, exact),
+                Ok(n) => {
+                    exact &= buf[..n]
+                        .iter()
+                        .enumerate()
+                        .all(|(i, b)| *b == ((seen + i) % (64 * 1024) % 251) as u8);
+                    seen += n;
+                }
+            }
+        }
+    });
+    let deadline = clock::monotonic_now() + Duration::from_secs(60);
+    while !reader.is_finished() {
+        if clock::monotonic_now() > deadline {
+            let _ = child.kill();
+            panic!("an echo of 24 MiB through the proxy's bridge stalled");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    writer.join().unwrap();
+    let (seen, exact) = reader.join().unwrap();
+    assert_eq!(seen, SIZE, "the echo came back whole");
+    assert!(exact, "the echo came back byte-exact");
+    let _ = child.wait();
+}
+
 /// `hop bot start --oneshot` with one `ssh_host` output (node `web2`) into `out`, as bot
 /// `name` (created with `roles`).
 fn ssh_host_bot(a: &Appliance, name: &str, roles: &str, out: &Path) -> std::process::Output {
@@ -120,11 +176,11 @@ fn a_bots_ssh_host_output_serves_a_stock_sshd_as_an_agentless_node() {
     assert_eq!(stdout(&out).trim(), "via-bot-host-42");
 }
 
-#[test]
-fn agentless_openssh_node_through_the_proxy_is_recorded() {
-    let a = Appliance::start("");
-    let dir = a.dir.path().join("web1");
-    std::fs::create_dir_all(&dir).unwrap();
+/// Signs a host certificate for `web1` into `dir`, starts sshd with it on a free port and
+/// registers it as an agentless node (labels `env=legacy`): sshd and its port, or `None` when
+/// sshd is not installed.
+fn serve_web1(a: &Appliance, dir: &Path) -> Option<(Killed, u16)> {
+    std::fs::create_dir_all(dir).unwrap();
     let out = a.ok(&[
         "admin",
         "auth",
@@ -138,9 +194,7 @@ fn agentless_openssh_node_through_the_proxy_is_recorded() {
     ]);
     assert!(out.contains("HostCertificate"), "{out}");
     let port = free_port();
-    let Some(_sshd) = start_sshd(&dir, port) else {
-        return;
-    };
+    let sshd = start_sshd(dir, port)?;
     let out = a.ok(&[
         "admin",
         "nodes",
@@ -154,6 +208,35 @@ fn agentless_openssh_node_through_the_proxy_is_recorded() {
         "env=legacy",
     ]);
     assert!(out.contains("registered"), "{out}");
+    Some((sshd, port))
+}
+
+/// Known to fail, kept to show it (docs/security.md, known limitations): russh re-opens a
+/// channel's window as data arrives, not as it is consumed, so the only brake on a sender is
+/// TCP, and a session whose reader waits on one channel stops reading the window adjustments
+/// of the other direction behind it. `cat` echoing 24 MiB stalls after about 2 MiB (OpenSSH's
+/// window) through the proxy to an agentless node and through a node agent alike; direct to
+/// sshd it takes under a second.
+#[test]
+#[ignore = "stalls: russh's receive windows follow arrival, not consumption (known limitation)"]
+fn a_large_echo_both_ways_at_once_through_the_proxy() {
+    let a = Appliance::start("");
+    let Some((_sshd, _)) = serve_web1(&a, &a.dir.path().join("web1")) else {
+        return;
+    };
+    let secret = a.add_user("alice", "access", OS_LOGIN);
+    let out = a.login("alice", PASSWORD, &secret);
+    assert!(out.status.success(), "{}", stderr(&out));
+    echo_both_ways_at_once(&a, "hopuser@web1");
+}
+
+#[test]
+fn agentless_openssh_node_through_the_proxy_is_recorded() {
+    let a = Appliance::start("");
+    let dir = a.dir.path().join("web1");
+    let Some((_sshd, port)) = serve_web1(&a, &dir) else {
+        return;
+    };
     let listed = a.ok(&["admin", "nodes", "ls", "--format", "json"]);
     assert!(listed.contains("\"openssh\""), "{listed}");
 
