@@ -395,6 +395,9 @@ async fn control_loop<O: ControlObserver>(
     let mut lingering: Lingering = None;
     loop {
         let started = clock::now();
+        // A second tunnel finding every proxy already tunnelled (one proxy, the default two
+        // connections) is expected: it tries again quietly.
+        let mut quiet = false;
         let next =
             match control_session(&shared, &mut shutdown, &mut observer, &mut lingering).await {
                 Ok(Some(after)) if lingering.is_some() => after,
@@ -406,6 +409,7 @@ async fn control_loop<O: ControlObserver>(
                 Err(e) => {
                     let why = error_chain(&e);
                     if matches!(e, TunnelError::AlreadyTunnelled { .. }) {
+                        quiet = true;
                         tracing::debug!(reason = %why, "another tunnel is not open yet");
                     } else {
                         tracing::warn!(error = %why, "tunnel to the proxy lost");
@@ -418,10 +422,12 @@ async fn control_loop<O: ControlObserver>(
                     next
                 }
             };
-        tracing::info!(
-            delay_ms = next.as_millis() as u64,
-            "reconnecting to the proxy"
-        );
+        let delay_ms = next.as_millis() as u64;
+        if quiet {
+            tracing::debug!(delay_ms, "trying another tunnel");
+        } else {
+            tracing::info!(delay_ms, "reconnecting to the proxy");
+        }
         if sleep_or_shutdown(next, &mut shutdown).await {
             return;
         }
