@@ -4,8 +4,9 @@
 //! regex matchers) cost more than the rest of a decision, and every session of one user with
 //! the same roles and traits compiles the same thing. A snapshot keeps what it compiled, keyed
 //! by the role names (in the certificate's order) and the traits; the roles themselves are the
-//! snapshot's, which never change, so an entry is right for the snapshot's whole life and a new
-//! snapshot starts empty. A compilation that fails is not kept (it fails again each time). The
+//! snapshot's, which never change, so an entry is right for the snapshot's whole life. A new
+//! snapshot starts empty unless it holds exactly the roles of the one before
+//! ([`crate::Snapshot::keep_checkers_of`]). A compilation that fails is not kept (it fails again each time). The
 //! table holds at most [`MAX`] checkers and is emptied when full.
 
 use std::collections::hash_map::DefaultHasher;

@@ -115,6 +115,15 @@ impl Snapshot {
         }
     }
 
+    /// Takes over the role checkers `previous` compiled when both hold the same roles: a
+    /// snapshot rebuilt for a change elsewhere (a user, a lock, a tracker) does not compile
+    /// every user's roles again.
+    pub fn keep_checkers_of(&mut self, previous: &Snapshot) {
+        if self.roles == previous.roles {
+            self.checkers = previous.checkers.clone();
+        }
+    }
+
     /// Parses the JSON form Auth sends.
     pub fn from_json(text: &str) -> Result<Self, SnapshotError> {
         Ok(Self::new(serde_json::from_str(text)?))

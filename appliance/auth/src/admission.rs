@@ -269,7 +269,11 @@ impl AuthServer {
         {
             return Ok(snap.clone());
         }
-        let snap = Arc::new(Snapshot::new(self.admission_data()?));
+        let mut snap = Snapshot::new(self.admission_data()?);
+        if let Some((_, previous)) = cache.as_ref() {
+            snap.keep_checkers_of(previous);
+        }
+        let snap = Arc::new(snap);
         *cache = Some((revision, snap.clone()));
         let m = self.metrics();
         m.admission_taken_at.store(

@@ -727,3 +727,54 @@ fn an_access_request_grants_its_roles_while_approved_unexpired_and_unlocked() {
     assert_eq!(code(&snap, &requester()), "locked");
     assert_eq!(decide(&snap, &alice(), Route::AdminApi, T0), Ok(()));
 }
+
+/// The logins alice's admitted checker allows on `snap`.
+fn alice_logins(snap: &Snapshot) -> Vec<String> {
+    let traits = BTreeMap::new();
+    let roles = vec!["dev".to_string(), "ops".to_string()];
+    let s = Subject {
+        kind: SubjectKind::User,
+        name: "alice",
+        roles: &roles,
+        active_requests: &[],
+        traits: &traits,
+        login: None,
+        issued_at: at(T0 - 10),
+        expires: at(T0 + 3600),
+        cluster: "c1",
+        bound_route: None,
+        agent_role: "",
+        target: None,
+        session_mfa: None,
+    };
+    snap.admit(&s, Route::AdminApi, at(T0))
+        .unwrap()
+        .checker()
+        .logins()
+}
+
+#[test]
+fn kept_role_checkers_follow_the_roles_of_the_snapshot_that_decides() {
+    let first = Snapshot::new(data());
+    assert_eq!(alice_logins(&first), ["alice", "ops"]);
+    assert_eq!(
+        alice_logins(&first),
+        ["alice", "ops"],
+        "kept, the same answer"
+    );
+    // Rebuilt for a change elsewhere (a lock): the checkers are taken over, same answers.
+    let mut d = data();
+    d.locks.push(lock(LockTarget {
+        user: Some("mona".into()),
+        ..Default::default()
+    }));
+    let mut second = Snapshot::new(d);
+    second.keep_checkers_of(&first);
+    assert_eq!(alice_logins(&second), ["alice", "ops"]);
+    // Rebuilt after a role changed: nothing compiled from the old role is used.
+    let mut d = data();
+    d.roles = roles(&ROLES.replace("logins: [ops]", "logins: [ops2]"));
+    let mut third = Snapshot::new(d);
+    third.keep_checkers_of(&second);
+    assert_eq!(alice_logins(&third), ["alice", "ops2"]);
+}
