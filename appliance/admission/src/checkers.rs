@@ -9,9 +9,9 @@
 //! ([`crate::Snapshot::keep_checkers_of`]). A compilation that fails is not kept (it fails again each time). The
 //! table holds at most [`MAX`] checkers and is emptied when full.
 
-use std::collections::hash_map::DefaultHasher;
+use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Mutex;
 
 use hop_rbac::AccessChecker;
@@ -27,10 +27,18 @@ struct Compiled {
     checker: AccessChecker,
 }
 
-/// The checkers one snapshot compiled, by a hash of their key (entries compare the whole key).
+/// The checkers one snapshot compiled, by a hash of their key (entries compare the whole key;
+/// the hash is keyed per table, so traits cannot be chosen to pile entries into one bucket).
 #[derive(Default)]
 pub(crate) struct Checkers {
-    table: Mutex<HashMap<u64, Vec<Compiled>>>,
+    hasher: RandomState,
+    table: Mutex<Table>,
+}
+
+#[derive(Default)]
+struct Table {
+    buckets: HashMap<u64, Vec<Compiled>>,
+    len: usize,
 }
 
 impl std::fmt::Debug for Checkers {
@@ -39,13 +47,6 @@ impl std::fmt::Debug for Checkers {
             .field("kept", &self.len())
             .finish()
     }
-}
-
-fn hash_of(roles: &[String], traits: &Traits) -> u64 {
-    let mut h = DefaultHasher::new();
-    roles.hash(&mut h);
-    traits.hash(&mut h);
-    h.finish()
 }
 
 impl Checkers {
@@ -57,8 +58,8 @@ impl Checkers {
         traits: &Traits,
         compile: impl FnOnce() -> Result<AccessChecker, E>,
     ) -> Result<AccessChecker, E> {
-        let key = hash_of(roles, traits);
-        if let Some(found) = self.lock().get(&key).and_then(|bucket| {
+        let key = self.hasher.hash_one((roles, traits));
+        if let Some(found) = self.lock().buckets.get(&key).and_then(|bucket| {
             bucket
                 .iter()
                 .find(|c| c.roles == roles && &c.traits == traits)
@@ -70,29 +71,28 @@ impl Checkers {
         // results are equal and the second is kept.
         let checker = compile()?;
         let mut table = self.lock();
-        if self.len_of(&table) >= MAX {
-            table.clear();
+        if table.len >= MAX {
+            *table = Table::default();
         }
-        let bucket = table.entry(key).or_default();
+        let bucket = table.buckets.entry(key).or_default();
+        let before = bucket.len();
         bucket.retain(|c| !(c.roles == roles && &c.traits == traits));
         bucket.push(Compiled {
             roles: roles.to_vec(),
             traits: traits.clone(),
             checker: checker.clone(),
         });
+        let added = bucket.len() - before;
+        table.len += added;
         Ok(checker)
     }
 
     /// How many checkers are kept.
     pub(crate) fn len(&self) -> usize {
-        self.len_of(&self.lock())
+        self.lock().len
     }
 
-    fn len_of(&self, table: &HashMap<u64, Vec<Compiled>>) -> usize {
-        table.values().map(Vec::len).sum()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Vec<Compiled>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

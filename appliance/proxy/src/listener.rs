@@ -299,11 +299,14 @@ struct Routed {
 
 /// The SPKI pin of the host CA key (among those trusted now) that signed the client certificate
 /// on `tls`: what the registry keeps, so that an agent of a key a rotation drops is disconnected
-/// (`crate::admission::sweep_agents`). The identifier's (cached) result when it names one;
-/// verified here otherwise.
+/// (`crate::admission::sweep_agents`). The identifier's (cached) result when it names one and
+/// that key is still trusted now (the identifier learns of a rotation step just after Auth
+/// makes it); verified here otherwise.
 fn agent_signer(auth: &AuthServer, tls: &AgentStream, known: Option<String>) -> Option<String> {
-    if known.is_some() {
-        return known;
+    if let Some(pin) = known
+        && crate::rotation::trusted_host_pins(auth).contains(&pin)
+    {
+        return Some(pin);
     }
     let leaf = tls.get_ref().1.peer_certificates()?.first()?;
     let trusted = auth.public_authorities(hop_ca::CaKind::Host);

@@ -729,7 +729,7 @@ async fn client_to_node(
                 pix_height,
                 terminal_modes,
                 ..
-            } => {
+            } if lock(shared).recorder.is_none() => {
                 let recorder = Recorder::start(
                     fwd,
                     session_id,
@@ -744,6 +744,28 @@ async fn client_to_node(
                     return;
                 }
                 lock(shared).recorder = recorder;
+                node.request_pty(
+                    false,
+                    &term,
+                    col_width,
+                    row_height,
+                    pix_width,
+                    pix_height,
+                    &terminal_modes,
+                )
+                .await
+            }
+            // A second PTY request on the channel: the node answers it; the recording already
+            // running goes on.
+            ChannelMsg::RequestPty {
+                term,
+                col_width,
+                row_height,
+                pix_width,
+                pix_height,
+                terminal_modes,
+                ..
+            } => {
                 node.request_pty(
                     false,
                     &term,
