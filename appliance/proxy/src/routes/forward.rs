@@ -526,6 +526,8 @@ struct Recorder {
     writer: RecordingWriter,
     tx: std::sync::mpsc::SyncSender<Option<Vec<u8>>>,
     started: Instant,
+    /// A chunk could not be queued (the store fell behind or failed): the recording has a gap.
+    lost: bool,
 }
 
 impl Recorder {
@@ -590,14 +592,19 @@ impl Recorder {
             writer,
             tx,
             started: clock::now(),
+            lost: false,
         })
     }
 
-    fn send(&self, chunk: Option<Vec<u8>>) {
+    fn send(&mut self, chunk: Option<Vec<u8>>) {
         if let Some(c) = chunk
             && self.tx.try_send(Some(c)).is_err()
+            && !self.lost
         {
-            tracing::warn!("recording queue full: part of a session's recording was dropped");
+            self.lost = true;
+            tracing::warn!(
+                "a session's recording cannot keep up or was not stored: part of it is lost"
+            );
         }
     }
 
@@ -637,6 +644,38 @@ struct Bridged {
     bytes_out: u64,
 }
 
+impl Bridged {
+    /// Counts and records bytes from the client; false when the recording has a gap.
+    fn input(&mut self, data: &[u8]) -> bool {
+        self.bytes_in += data.len() as u64;
+        if let Some(r) = self.recorder.as_mut() {
+            r.input(data);
+        }
+        self.recorded_whole()
+    }
+
+    /// Counts and records bytes from the node; false when the recording has a gap.
+    fn output(&mut self, data: &[u8]) -> bool {
+        self.bytes_out += data.len() as u64;
+        if let Some(r) = self.recorder.as_mut() {
+            r.output(data);
+        }
+        self.recorded_whole()
+    }
+
+    fn recorded_whole(&self) -> bool {
+        self.recorder.as_ref().is_none_or(|r| !r.lost)
+    }
+}
+
+/// Ends a `proxy-sync` session whose recording lost part of it: such a session never goes on
+/// unrecorded.
+async fn end_unrecorded(client: &ChannelWriteHalf<Msg>) {
+    let msg = "\r\nhop: this session must be recorded (proxy-sync) and its recording fell behind or failed; ended\r\n";
+    let _ = client.extended_data_bytes(1, msg.as_bytes().to_vec()).await;
+    let _ = client.exit_status(255).await;
+}
+
 fn lock(shared: &Mutex<Bridged>) -> MutexGuard<'_, Bridged> {
     shared.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -647,7 +686,9 @@ fn lock(shared: &Mutex<Bridged>) -> MutexGuard<'_, Bridged> {
 /// Each direction has a loop of its own: a write that waits for the peer's window must never
 /// stop the other direction from being read. (russh's session loop waits to hand a channel its
 /// next message; a bridge that stopped reading one side while it waited for the other side's
-/// window would keep that side's window adjustment behind the undelivered message: both stall.)
+/// window would keep that side's window adjustment behind the undelivered message: both stall.
+/// The same can still happen one level down, inside russh's own session loop: see
+/// ARCHITECTURE.md, "Flow control, and a known stall".)
 async fn bridge(fwd: Arc<Forward>, client: Channel<Msg>, node: Channel<russh::client::Msg>) {
     let session_id = hex::encode(hop_api::ids::time_ordered(clock::wall()).as_bytes());
     let started = clock::now();
@@ -665,7 +706,7 @@ async fn bridge(fwd: Arc<Forward>, client: Channel<Msg>, node: Channel<russh::cl
     let shared = Mutex::new(Bridged::default());
     tokio::select! {
         () = client_to_node(&fwd, &session_id, &mut client_rx, &client, &node, &shared) => {}
-        () = node_to_client(&mut node_rx, &client, &shared) => {}
+        () = node_to_client(&mut node_rx, &client, &shared, fwd.require_recording) => {}
     }
     let _ = client.eof().await;
     let _ = client.close().await;
@@ -677,6 +718,7 @@ async fn bridge(fwd: Arc<Forward>, client: Channel<Msg>, node: Channel<russh::cl
         bytes_out,
     } = shared.into_inner().unwrap_or_else(|e| e.into_inner());
     let recorded = recorder.is_some();
+    let lost = recorder.as_ref().is_some_and(|r| r.lost);
     if let Some(r) = recorder {
         r.finish(exit);
     }
@@ -690,6 +732,9 @@ async fn bridge(fwd: Arc<Forward>, client: Channel<Msg>, node: Channel<russh::cl
         .field("bytes_out", bytes_out)
         .field("duration_ms", clock::since(started).as_millis() as u64)
         .field("recorded", recorded);
+    if lost {
+        end = end.field("recording_lost", true);
+    }
     if let Some(code) = exit {
         end = end.field("exit_code", code);
     }
@@ -709,12 +754,9 @@ async fn client_to_node(
     while let Some(msg) = from.wait().await {
         let r = match msg {
             ChannelMsg::Data { data } => {
-                {
-                    let mut s = lock(shared);
-                    s.bytes_in += data.len() as u64;
-                    if let Some(r) = s.recorder.as_mut() {
-                        r.input(&data);
-                    }
+                if !lock(shared).input(&data) && fwd.require_recording {
+                    end_unrecorded(client).await;
+                    return;
                 }
                 node.data_bytes(data).await
             }
@@ -729,43 +771,25 @@ async fn client_to_node(
                 pix_height,
                 terminal_modes,
                 ..
-            } if lock(shared).recorder.is_none() => {
-                let recorder = Recorder::start(
-                    fwd,
-                    session_id,
-                    &term,
-                    u16::try_from(col_width).unwrap_or(80),
-                    u16::try_from(row_height).unwrap_or(24),
-                );
-                if recorder.is_none() && fwd.require_recording {
-                    let msg = "hop: this session must be recorded (proxy-sync) and its recording cannot start; refused\r\n";
-                    let _ = client.extended_data_bytes(1, msg.as_bytes().to_vec()).await;
-                    let _ = client.exit_status(255).await;
-                    return;
-                }
-                lock(shared).recorder = recorder;
-                node.request_pty(
-                    false,
-                    &term,
-                    col_width,
-                    row_height,
-                    pix_width,
-                    pix_height,
-                    &terminal_modes,
-                )
-                .await
-            }
-            // A second PTY request on the channel: the node answers it; the recording already
-            // running goes on.
-            ChannelMsg::RequestPty {
-                term,
-                col_width,
-                row_height,
-                pix_width,
-                pix_height,
-                terminal_modes,
-                ..
             } => {
+                // The first PTY starts the recording; a second one goes to the node and the
+                // recording already running goes on.
+                if lock(shared).recorder.is_none() {
+                    let recorder = Recorder::start(
+                        fwd,
+                        session_id,
+                        &term,
+                        u16::try_from(col_width).unwrap_or(80),
+                        u16::try_from(row_height).unwrap_or(24),
+                    );
+                    if recorder.is_none() && fwd.require_recording {
+                        let msg = "hop: this session must be recorded (proxy-sync) and its recording cannot start; refused\r\n";
+                        let _ = client.extended_data_bytes(1, msg.as_bytes().to_vec()).await;
+                        let _ = client.exit_status(255).await;
+                        return;
+                    }
+                    lock(shared).recorder = recorder;
+                }
                 node.request_pty(
                     false,
                     &term,
@@ -829,22 +853,21 @@ async fn node_to_client(
     from: &mut ChannelReadHalf,
     client: &ChannelWriteHalf<Msg>,
     shared: &Mutex<Bridged>,
+    must_record: bool,
 ) {
     while let Some(msg) = from.wait().await {
         let r = match msg {
             ChannelMsg::Data { data } => {
-                {
-                    let mut s = lock(shared);
-                    s.bytes_out += data.len() as u64;
-                    if let Some(r) = s.recorder.as_mut() {
-                        r.output(&data);
-                    }
+                if !lock(shared).output(&data) && must_record {
+                    end_unrecorded(client).await;
+                    return;
                 }
                 client.data_bytes(data).await
             }
             ChannelMsg::ExtendedData { data, ext } => {
-                if let Some(r) = lock(shared).recorder.as_mut() {
-                    r.output(&data);
+                if !lock(shared).output(&data) && must_record {
+                    end_unrecorded(client).await;
+                    return;
                 }
                 client.extended_data_bytes(ext, data).await
             }
@@ -867,5 +890,58 @@ async fn node_to_client(
         if r.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recorder(tx: std::sync::mpsc::SyncSender<Option<Vec<u8>>>) -> Recorder {
+        let meta = RecordingMeta {
+            session_id: "0123abcd".into(),
+            kind: KIND_SSH.into(),
+            cluster: "c".into(),
+            user: "alice".into(),
+            login: "hopuser".into(),
+            server_id: "h1".into(),
+            server_name: "web1".into(),
+            start_unix_us: 0,
+            cols: 80,
+            rows: 24,
+            term: "xterm".into(),
+        };
+        Recorder {
+            writer: RecordingWriter::new(meta).unwrap(),
+            tx,
+            started: clock::now(),
+            lost: false,
+        }
+    }
+
+    #[test]
+    fn a_recording_that_cannot_keep_up_says_so_once_it_has_a_gap() {
+        let big = vec![b'x'; 1 << 20];
+        // No recording: nothing to lose.
+        let mut unrecorded = Bridged::default();
+        assert!(unrecorded.input(&big) && unrecorded.output(&big));
+        // A store that takes everything: whole.
+        let (tx, rx) = std::sync::mpsc::sync_channel(1024);
+        let mut kept = Bridged {
+            recorder: Some(recorder(tx)),
+            ..Bridged::default()
+        };
+        assert!(kept.input(&big) && kept.output(&big));
+        assert!(rx.try_recv().is_ok(), "chunks reached the store");
+        // A store that is gone (or a full queue): the first lost chunk marks the gap, for good.
+        let (tx, rx) = std::sync::mpsc::sync_channel(1024);
+        drop(rx);
+        let mut gap = Bridged {
+            recorder: Some(recorder(tx)),
+            ..Bridged::default()
+        };
+        assert!(!gap.output(&big));
+        assert!(!gap.input(b"ls\r"));
+        assert_eq!((gap.bytes_in, gap.bytes_out), (3, 1 << 20));
     }
 }
