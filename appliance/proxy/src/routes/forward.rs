@@ -63,6 +63,18 @@ pub struct Forward {
     pub require_recording: bool,
 }
 
+impl Forward {
+    /// A session event of this connection: who, from where, as which login, on which node.
+    fn event(&self, kind: EventKind, session_id: &str) -> hop_auth::audit::AuditEvent {
+        self.auth
+            .event(kind, &self.identity.username)
+            .remote(Some(self.remote))
+            .field("login", self.login.clone())
+            .field("server", self.node.name.clone())
+            .field("session_id", session_id.to_string())
+    }
+}
+
 /// Serves one client SSH connection for a node whose sessions the proxy terminates.
 pub async fn serve<S>(fwd: Forward, upstream: Upstream, stream: S)
 where
@@ -694,11 +706,7 @@ async fn bridge(fwd: Arc<Forward>, client: Channel<Msg>, node: Channel<russh::cl
     let started = clock::now();
     let auth = fwd.auth.clone();
     auth.emit(
-        auth.event(EventKind::SessionStart, &fwd.identity.username)
-            .remote(Some(fwd.remote))
-            .field("login", fwd.login.clone())
-            .field("server", fwd.node.name.clone())
-            .field("session_id", session_id.clone())
+        fwd.event(EventKind::SessionStart, &session_id)
             .field("recorded_at", "proxy"),
     );
     let (mut client_rx, client) = client.split();
@@ -722,12 +730,8 @@ async fn bridge(fwd: Arc<Forward>, client: Channel<Msg>, node: Channel<russh::cl
     if let Some(r) = recorder {
         r.finish(exit);
     }
-    let mut end = auth
-        .event(EventKind::SessionEnd, &fwd.identity.username)
-        .remote(Some(fwd.remote))
-        .field("login", fwd.login.clone())
-        .field("server", fwd.node.name.clone())
-        .field("session_id", session_id)
+    let mut end = fwd
+        .event(EventKind::SessionEnd, &session_id)
         .field("bytes_in", bytes_in)
         .field("bytes_out", bytes_out)
         .field("duration_ms", clock::since(started).as_millis() as u64)
@@ -803,14 +807,10 @@ async fn client_to_node(
             }
             ChannelMsg::RequestShell { .. } => node.request_shell(false).await,
             ChannelMsg::Exec { command, .. } => {
-                let auth = &fwd.auth;
-                auth.emit(
-                    auth.event(EventKind::Exec, &fwd.identity.username)
-                        .remote(Some(fwd.remote))
-                        .field("login", fwd.login.clone())
-                        .field("server", fwd.node.name.clone())
-                        .field("session_id", session_id.to_string())
-                        .field("command", String::from_utf8_lossy(&command).into_owned()),
+                let command_line = String::from_utf8_lossy(&command).into_owned();
+                fwd.auth.emit(
+                    fwd.event(EventKind::Exec, session_id)
+                        .field("command", command_line),
                 );
                 node.exec(false, command).await
             }
