@@ -328,6 +328,14 @@ mod tests {
         assert!(id.identify(&host, remote).is_none());
     }
 
+    /// A cluster on a manual clock and an identifier that follows its CAs.
+    fn following_a_cluster() -> (Arc<AuthServer>, Identifier) {
+        let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+        let auth = crate::test_auth::auth(Arc::new(clock.clone()));
+        let id = Identifier::following(auth.clone(), Arc::new(clock));
+        (auth, id)
+    }
+
     /// A user certificate of alice from the user CA's signing key now.
     fn alice_now(auth: &AuthServer) -> Vec<u8> {
         let mut rng = rand::rng();
@@ -355,9 +363,7 @@ mod tests {
         use crate::test_auth::rotate;
         use hop_auth::rotation::Phase;
 
-        let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
-        let auth = crate::test_auth::auth(Arc::new(clock.clone()));
-        let id = Identifier::following(auth.clone(), Arc::new(clock));
+        let (auth, id) = following_a_cluster();
         let remote: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         let is_alice = |der: &[u8]| matches!(id.identify(der, remote), Some(Caller::User { identity, .. }) if identity.username == "alice");
         let old = alice_now(&auth);
@@ -405,9 +411,7 @@ mod tests {
         use crate::test_auth::rotate;
         use hop_auth::rotation::Phase;
 
-        let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
-        let auth = crate::test_auth::auth(Arc::new(clock.clone()));
-        let id = Identifier::following(auth.clone(), Arc::new(clock));
+        let (auth, id) = following_a_cluster();
         let remote: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         let signer = |der: &[u8]| match id.identify(der, remote) {
             Some(Caller::Host { signer, .. }) => signer,
