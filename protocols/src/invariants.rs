@@ -422,13 +422,21 @@ fn sftp_scan(data: &[u8], cuts: &[usize]) -> Vec<String> {
     events
 }
 
-/// [`tls_record::reprotect`]: on raw bytes it never panics and never reports more than it was
-/// given; on records built from `data` (content type, padding and payload taken from its bytes,
+/// [`tls_record::reprotect`] and [`tls_record::open_records`]: on raw bytes they never panic and
+/// never report more than they were given; opening records built from `data` gives back their
+/// application bytes; on records built from `data` (content type, padding and payload taken from its bytes,
 /// sealed with [`tls_record::ChecksumOnly`]) it gives the same output whether the input arrives
 /// whole or in two pieces, and the output opens to the application bytes that went in.
 pub fn tls_record(data: &[u8]) {
-    use crate::tls_record::{ChecksumOnly, HEADER_LEN, RecordProtection, reprotect};
+    use crate::tls_record::{ChecksumOnly, HEADER_LEN, RecordProtection, open_records, reprotect};
 
+    let mut raw = data.to_vec();
+    if let Ok(r) = open_records(&mut raw, &mut ChecksumOnly::new(1, 0)) {
+        assert!(
+            r.produced == r.payload && r.produced <= r.consumed && r.consumed <= data.len(),
+            "tls_record: opened {r:?}"
+        );
+    }
     let mut raw = data.to_vec();
     if let Ok(r) = reprotect(
         &mut raw,
@@ -477,6 +485,16 @@ pub fn tls_record(data: &[u8]) {
         if content_type == 23 {
             sent.extend_from_slice(body);
         }
+    }
+    let mut plain = wire.clone();
+    if let Ok(r) = open_records(&mut plain, &mut ChecksumOnly::new(1, 0))
+        && !r.closed
+    {
+        assert_eq!(
+            plain.get(..r.produced),
+            Some(sent.as_slice()),
+            "tls_record: opening lost or changed application data"
+        );
     }
     let mut whole = wire.clone();
     let one = reprotect(

@@ -5,7 +5,9 @@
 //! their handshakes, the proxy no longer needs a TLS library per byte: each record one peer sends
 //! is opened in place with that connection's receive key and sealed, in the same bytes, with the
 //! other connection's send key ([`reprotect`]). The payload is never copied; what goes out is the
-//! buffer that came in. This module owns the record framing of RFC 8446 §5 (the outer header,
+//! buffer that came in. Where the other side of a session is plain TCP (an agent's application,
+//! a client's local port), records are opened in place and their data gathered
+//! ([`open_records`]), and plaintext is sealed into records ([`seal_application_data`]). This module owns the record framing of RFC 8446 §5 (the outer header,
 //! length limits, the inner content type behind zero padding) and what may pass: application
 //! data, `close_notify` (the end of one direction) and `user_canceled`. Every other record ends
 //! the session with an error that says why: a post-handshake message (a key update or ticket is
@@ -103,13 +105,14 @@ pub enum RecordError {
     TagMismatch { open: usize, seal: usize },
 }
 
-/// What [`reprotect`] did with a buffer.
+/// What [`reprotect`] or [`open_records`] did with a buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Reprotected {
     /// Bytes at the start of the input that were whole records, now processed; the rest is a
     /// partial record to keep for the next read.
     pub consumed: usize,
-    /// Bytes at the start of the buffer ready to send on the other connection (`<= consumed`).
+    /// Bytes at the start of the buffer ready to send on the other connection (`<= consumed`):
+    /// re-sealed records for [`reprotect`], plaintext for [`open_records`].
     pub produced: usize,
     /// Application bytes carried (plaintext, for the session's byte counters).
     pub payload: usize,
@@ -144,6 +147,89 @@ pub fn parse_header(h: &[u8; HEADER_LEN]) -> Result<usize, RecordError> {
     Ok(len)
 }
 
+/// What one opened record carries, and where it lies in the buffer.
+struct OpenedRecord {
+    /// Its inner content type: application data, or an alert that may pass.
+    content_type: u8,
+    /// Where its data starts (after the header) and how long it is.
+    data_start: usize,
+    data_len: usize,
+    /// Where the record ends: the next record starts here.
+    end: usize,
+}
+
+/// What a record means for the direction it arrived on.
+enum Passes {
+    /// Application data (or an alert) to pass on.
+    Yes,
+    /// Nothing to pass (an empty application record, `user_canceled`).
+    Dropped,
+}
+
+/// Opens the record at `buf[at..]` in place, if it is whole; `None` when more bytes are needed.
+/// Errors for whatever may not pass: see [`reprotect`].
+fn open_record(
+    buf: &mut [u8],
+    at: usize,
+    open: &mut impl RecordProtection,
+) -> Result<Option<(OpenedRecord, Passes)>, RecordError> {
+    let Some(h) = buf.get(at..at + HEADER_LEN) else {
+        return Ok(None);
+    };
+    let mut hdr = [0u8; HEADER_LEN];
+    hdr.copy_from_slice(h);
+    let len = parse_header(&hdr)?;
+    if len < open.tag_len() + 1 {
+        return Err(RecordError::TooShort(len));
+    }
+    let body_start = at + HEADER_LEN;
+    let Some(body) = buf.get_mut(body_start..body_start + len) else {
+        return Ok(None);
+    };
+    let inner = open.open(&hdr, body)?;
+    let inner_plain = body.get(..inner).unwrap_or_default();
+    let Some(type_at) = inner_plain.iter().rposition(|&b| b != 0) else {
+        return Err(RecordError::NoContentType);
+    };
+    let content_type = inner_plain.get(type_at).copied().unwrap_or_default();
+    let data_len = type_at;
+    if data_len > MAX_PLAINTEXT_LEN {
+        return Err(RecordError::PlaintextOversized(data_len));
+    }
+    let passes = classify(
+        content_type,
+        inner_plain.get(..data_len).unwrap_or_default(),
+    )?;
+    let record = OpenedRecord {
+        content_type,
+        data_start: body_start,
+        data_len,
+        end: body_start + len,
+    };
+    Ok(Some((record, passes)))
+}
+
+/// Whether a record of `content_type` carrying `data` may pass the fast path.
+fn classify(content_type: u8, data: &[u8]) -> Result<Passes, RecordError> {
+    match content_type {
+        APPLICATION_DATA if data.is_empty() => Ok(Passes::Dropped),
+        APPLICATION_DATA => Ok(Passes::Yes),
+        ALERT => {
+            if data.len() != 2 {
+                return Err(RecordError::BadAlert(data.len()));
+            }
+            match data.get(1).copied().unwrap_or_default() {
+                CLOSE_NOTIFY => Ok(Passes::Yes),
+                USER_CANCELED => Ok(Passes::Dropped),
+                other => Err(RecordError::Alert(other)),
+            }
+        }
+        HANDSHAKE => Err(RecordError::PostHandshakeMessage),
+        CHANGE_CIPHER_SPEC => Err(RecordError::UnexpectedOuterType(content_type)),
+        other => Err(RecordError::UnknownInnerType(other)),
+    }
+}
+
 /// Opens every whole record at the start of `buf` with `open` and seals it again with `seal`, in
 /// place, compacting the output towards the start of `buf`. Application data passes;
 /// `close_notify` passes and ends the direction; `user_canceled` and empty application records
@@ -162,56 +248,18 @@ pub fn reprotect(
         });
     }
     let mut out = Reprotected::default();
-    loop {
+    while let Some((rec, passes)) = open_record(buf, out.consumed, open)? {
         let r = out.consumed;
-        let Some(h) = buf.get(r..r + HEADER_LEN) else {
-            break;
-        };
-        let mut hdr = [0u8; HEADER_LEN];
-        hdr.copy_from_slice(h);
-        let len = parse_header(&hdr)?;
-        if len < open_tag + 1 {
-            return Err(RecordError::TooShort(len));
-        }
-        let body_start = r + HEADER_LEN;
-        let Some(body) = buf.get_mut(body_start..body_start + len) else {
-            break;
-        };
-        let inner = open.open(&hdr, body)?;
-        let inner_plain = body.get(..inner).unwrap_or_default();
-        let Some(type_at) = inner_plain.iter().rposition(|&b| b != 0) else {
-            return Err(RecordError::NoContentType);
-        };
-        let content_type = inner_plain.get(type_at).copied().unwrap_or_default();
-        let data_len = type_at;
-        if data_len > MAX_PLAINTEXT_LEN {
-            return Err(RecordError::PlaintextOversized(data_len));
-        }
-        out.consumed = body_start + len;
-        match content_type {
-            APPLICATION_DATA if data_len == 0 => continue,
-            APPLICATION_DATA => {}
-            ALERT => {
-                if data_len != 2 {
-                    return Err(RecordError::BadAlert(data_len));
-                }
-                let description = inner_plain.get(1).copied().unwrap_or_default();
-                match description {
-                    CLOSE_NOTIFY => out.closed = true,
-                    USER_CANCELED => continue,
-                    other => return Err(RecordError::Alert(other)),
-                }
-            }
-            HANDSHAKE => return Err(RecordError::PostHandshakeMessage),
-            CHANGE_CIPHER_SPEC => return Err(RecordError::UnexpectedOuterType(content_type)),
-            other => return Err(RecordError::UnknownInnerType(other)),
+        out.consumed = rec.end;
+        if let Passes::Dropped = passes {
+            continue;
         }
         // Re-seal at the output cursor: data + content type + the sealing key's tag. The output
         // record is never longer than the input one, so it never overtakes unread input.
-        let w = out.produced;
+        let (w, data_len, content_type) = (out.produced, rec.data_len, rec.content_type);
         let out_len = data_len + 1 + seal_tag;
         if w != r {
-            buf.copy_within(body_start..body_start + data_len, w + HEADER_LEN);
+            buf.copy_within(rec.data_start..rec.data_start + data_len, w + HEADER_LEN);
         }
         let out_hdr = header(APPLICATION_DATA, out_len);
         let Some(dst) = buf.get_mut(w..w + HEADER_LEN + out_len) else {
@@ -224,9 +272,38 @@ pub fn reprotect(
         out.produced = w + HEADER_LEN + out_len;
         if content_type == APPLICATION_DATA {
             out.payload += data_len;
-        }
-        if out.closed {
+        } else {
+            out.closed = true;
             break;
+        }
+    }
+    Ok(out)
+}
+
+/// Opens every whole record at the start of `buf` with `open`, in place, and gathers the
+/// application bytes they carry at the start of `buf` (`produced` bytes of plaintext, which is
+/// also `payload`): how a TLS connection ends in user space where the other side of the session
+/// is plain (an agent's application, a client's local port). What passes and what is an error
+/// is as for [`reprotect`]; after a `close_notify` (`closed`) nothing more is read.
+pub fn open_records(
+    buf: &mut [u8],
+    open: &mut impl RecordProtection,
+) -> Result<Reprotected, RecordError> {
+    let mut out = Reprotected::default();
+    while let Some((rec, passes)) = open_record(buf, out.consumed, open)? {
+        out.consumed = rec.end;
+        match passes {
+            Passes::Dropped => continue,
+            Passes::Yes if rec.content_type != APPLICATION_DATA => {
+                out.closed = true;
+                break;
+            }
+            Passes::Yes => {
+                let w = out.produced;
+                buf.copy_within(rec.data_start..rec.data_start + rec.data_len, w);
+                out.produced += rec.data_len;
+                out.payload += rec.data_len;
+            }
         }
     }
     Ok(out)

@@ -64,10 +64,12 @@ impl DataTls {
     }
 }
 
-/// `cfg` keeping its sessions in memory for resumption, without early data.
+/// `cfg` keeping its sessions in memory for resumption, without early data; a TCP application's
+/// session takes its keys out of rustls once the Dial is answered (`app::tcp`).
 fn resuming(mut cfg: ClientConfig) -> ClientConfig {
     cfg.resumption = Resumption::in_memory_sessions(SESSIONS_KEPT);
     cfg.enable_early_data = false;
+    cfg.enable_secret_extraction = true;
     cfg
 }
 

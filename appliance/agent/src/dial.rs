@@ -8,12 +8,19 @@ use hop_api::dial::join::JoinDial;
 use hop_api::dial::kube::KubeDial;
 use hop_net::tunnel::{FramedStream, Prefixed};
 use hop_protocols::tunnel::{Dial, DialResult, Frame};
-use tokio::net::TcpStream;
 
 use crate::Shared;
 
-/// A data connection to the proxy, once a Dial has arrived on it.
-pub(crate) type DataStream = FramedStream<tokio_rustls::client::TlsStream<TcpStream>>;
+/// A data connection to the proxy, once a Dial has arrived on it: read one TLS record at a time
+/// until its service is known ([`read_freely`]).
+pub(crate) type DataStream = FramedStream<hop_net::records::ClientStream>;
+
+/// From now on `framed` reads as much as rustls asks: its session stays on rustls. Only a TCP
+/// application's session takes the keys out (`app::tcp`); the others would pay a second `read`
+/// per record.
+pub(crate) fn read_freely(framed: &mut DataStream) {
+    framed.get_mut().get_mut().0.unbound();
+}
 
 /// Why this agent refuses a Dial from the proxy; the words go back in the `DialResult`.
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +60,10 @@ pub(crate) async fn answer(
 /// Each service's future is boxed: held inline, every session's task would be as large as the
 /// largest of them (22 KiB, measured with heaptrack at 2,000 idle TCP application sessions),
 /// whichever service it runs.
-pub(crate) async fn serve(shared: &Shared, framed: DataStream, dial: Dial) {
+pub(crate) async fn serve(shared: &Shared, mut framed: DataStream, dial: Dial) {
+    if !crate::app::may_leave_rustls(&shared.apps, &dial) {
+        read_freely(&mut framed);
+    }
     if let Some(ctx) = DbDial::from_target(&dial.target) {
         return Box::pin(serve_db(shared, framed, dial.session_id, ctx)).await;
     }

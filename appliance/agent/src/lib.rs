@@ -44,7 +44,7 @@ use self::backoff::Backoff;
 use self::identity::{AgentIdentity, IdentityError, JoinError};
 use hop_config::services::AppSpec;
 use hop_config::services::AppSpecError;
-use hop_net::connect::{ConnectError, dial_proxy, error_chain};
+use hop_net::connect::{ConnectError, dial_proxy, dial_proxy_by_record, error_chain};
 use hop_net::rotation::TRUST_POLL;
 use hop_net::trust::{Trust, TrustError, client_config};
 use hop_net::tunnel::{ALPN_TUNNEL, FrameIoError, FramedStream};
@@ -174,12 +174,12 @@ impl Shared {
 
     /// A data connection: with the kept configuration, so that it resumes an earlier session's
     /// TLS instead of a full handshake.
-    async fn dial_data(&self) -> Result<tokio_rustls::client::TlsStream<TcpStream>, TunnelError> {
+    async fn dial_data(&self) -> Result<hop_net::records::ClientStream, TunnelError> {
         let cfg = {
             let id = self.identity.read().await;
             self.data_tls.config(&id)?
         };
-        Ok(dial_proxy(&self.settings.proxy, cfg).await?)
+        Ok(dial_proxy_by_record(&self.settings.proxy, cfg).await?)
     }
 
     /// Proxies this agent keeps tunnels to, at most.

@@ -13,7 +13,6 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use hop_ca::HostRole;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 /// The key of proxies without a host certificate (never a proxy id: those are hex digits).
@@ -100,7 +99,7 @@ impl Links {
 }
 
 /// The proxy id of the proxy a connection reached, from the host certificate it presented.
-pub(crate) fn proxy_of(tls: &tokio_rustls::client::TlsStream<TcpStream>) -> Option<String> {
+pub(crate) fn proxy_of<IO>(tls: &tokio_rustls::client::TlsStream<IO>) -> Option<String> {
     let leaf = tls.get_ref().1.peer_certificates()?.first()?;
     match hop_ca::host_claim_x509(leaf.as_ref()) {
         Ok(Some((id, HostRole::Proxy))) => Some(id),

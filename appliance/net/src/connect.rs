@@ -128,6 +128,12 @@ pub async fn dial_tls(
     server_name: ServerName<'static>,
     cfg: Arc<rustls::ClientConfig>,
 ) -> std::io::Result<ProxyStream> {
+    let tcp = connect_tcp(host, port).await?;
+    tls_over(tcp, host, port, server_name, cfg).await
+}
+
+/// Connects to `host:port` with [`DIAL_TIMEOUT`], without Nagle's delay.
+async fn connect_tcp(host: &str, port: u16) -> std::io::Result<tokio::net::TcpStream> {
     use std::io::{Error, ErrorKind};
     let tcp = tokio::time::timeout(DIAL_TIMEOUT, tokio::net::TcpStream::connect((host, port)))
         .await
@@ -138,9 +144,24 @@ pub async fn dial_tls(
             )
         })??;
     tcp.set_nodelay(true)?;
+    Ok(tcp)
+}
+
+/// Completes TLS as `server_name` over `io`, connected to `host:port`, under [`DIAL_TIMEOUT`].
+async fn tls_over<IO>(
+    io: IO,
+    host: &str,
+    port: u16,
+    server_name: ServerName<'static>,
+    cfg: Arc<rustls::ClientConfig>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<IO>>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use std::io::{Error, ErrorKind};
     tokio::time::timeout(
         DIAL_TIMEOUT,
-        tokio_rustls::TlsConnector::from(cfg).connect(server_name, tcp),
+        tokio_rustls::TlsConnector::from(cfg).connect(server_name, io),
     )
     .await
     .map_err(|_| {
@@ -161,15 +182,42 @@ pub async fn dial_proxy(
     addr: &str,
     cfg: Arc<rustls::ClientConfig>,
 ) -> Result<ProxyStream, ConnectError> {
-    let (host, port) = split_host_port(addr)?;
-    let name = ServerName::try_from(host.clone())
-        .map_err(|_| ConnectError::InvalidHost { host: host.clone() })?;
+    let (host, port, name) = proxy_target(addr)?;
     dial_tls(&host, port, name, cfg)
         .await
         .map_err(|cause| ConnectError::Unreachable {
             addr: addr.to_string(),
             cause,
         })
+}
+
+/// [`dial_proxy`], read one TLS record at a time (`records::bounded`) so that, once the
+/// session's first messages are exchanged, its keys can leave rustls (`records::take_client`;
+/// the config must allow secret extraction). [`RecordReads::unbound`] it to stay on rustls.
+///
+/// [`RecordReads::unbound`]: crate::records::bounded::RecordReads::unbound
+pub async fn dial_proxy_by_record(
+    addr: &str,
+    cfg: Arc<rustls::ClientConfig>,
+) -> Result<crate::records::ClientStream, ConnectError> {
+    let (host, port, name) = proxy_target(addr)?;
+    let dialed = async {
+        let tcp = connect_tcp(&host, port).await?;
+        let reads = crate::records::bounded::RecordReads::new(tcp, true);
+        tls_over(reads, &host, port, name, cfg).await
+    };
+    dialed.await.map_err(|cause| ConnectError::Unreachable {
+        addr: addr.to_string(),
+        cause,
+    })
+}
+
+/// The host, port and TLS server name of a proxy address (`host:port`).
+fn proxy_target(addr: &str) -> Result<(String, u16, ServerName<'static>), ConnectError> {
+    let (host, port) = split_host_port(addr)?;
+    let name = ServerName::try_from(host.clone())
+        .map_err(|_| ConnectError::InvalidHost { host: host.clone() })?;
+    Ok((host, port, name))
 }
 
 /// A channel to the Auth API through the proxy at `addr`.
@@ -294,8 +342,32 @@ pub async fn open_session(
     target: &str,
     client: std::net::SocketAddr,
 ) -> Result<(ProxyStream, Vec<u8>), ConnectError> {
-    use hop_protocols::tunnel::{Dial, Frame};
     let tls = dial_proxy(proxy, cfg).await?;
+    dial_session(tls, target, client).await
+}
+
+/// [`open_session`] on a connection read one record at a time, whose keys can then leave rustls
+/// (`records::relay_with_plain`).
+pub async fn open_session_by_record(
+    proxy: &str,
+    cfg: Arc<rustls::ClientConfig>,
+    target: &str,
+    client: std::net::SocketAddr,
+) -> Result<(crate::records::ClientStream, Vec<u8>), ConnectError> {
+    let tls = dial_proxy_by_record(proxy, cfg).await?;
+    dial_session(tls, target, client).await
+}
+
+/// The Dial naming `target` on `tls` and the proxy's answer.
+async fn dial_session<S>(
+    tls: S,
+    target: &str,
+    client: std::net::SocketAddr,
+) -> Result<(S, Vec<u8>), ConnectError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use hop_protocols::tunnel::{Dial, Frame};
     let mut framed = crate::tunnel::FramedStream::new(tls);
     // Time-ordered (UUID v7), as every session id Hop mints: the audit log indexes them.
     let since = hop_platform::clock::wall()

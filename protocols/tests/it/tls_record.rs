@@ -2,7 +2,7 @@
 
 use hop_protocols::tls_record::{
     ChecksumOnly, HEADER_LEN, MAX_PLAINTEXT_LEN, ProtectionError, RecordError, RecordProtection,
-    Reprotected, reprotect, seal_application_data, seal_close_notify,
+    Reprotected, open_records, reprotect, seal_application_data, seal_close_notify,
 };
 
 /// A record whose inner plaintext is `data ‖ content_type ‖ padding zeros`.
@@ -331,4 +331,85 @@ fn the_fuzz_invariant_holds_on_built_inputs() {
         hop_protocols::invariants::tls_record(&data);
     }
     hop_protocols::invariants::tls_record(b"\x03\x00\x05hello\x03\x02\x03abc\x00\x00\x00");
+}
+
+/// `open_records` over `wire` cut at `split`, as two reads: the plaintext and whether a
+/// close_notify ended it.
+fn open_in_two_reads(wire: &[u8], split: usize) -> (Vec<u8>, bool) {
+    let mut open = ChecksumOnly::new(1, 0);
+    let mut buf = wire[..split].to_vec();
+    let first = open_records(&mut buf, &mut open).unwrap();
+    assert!(first.produced <= first.consumed && first.consumed <= split);
+    assert_eq!(first.produced, first.payload);
+    let mut out = buf[..first.produced].to_vec();
+    if first.closed {
+        return (out, true);
+    }
+    let mut rest = buf[first.consumed..].to_vec();
+    rest.extend_from_slice(&wire[split..]);
+    let second = open_records(&mut rest, &mut open).unwrap();
+    out.extend_from_slice(&rest[..second.produced]);
+    (out, second.closed)
+}
+
+#[test]
+fn opened_records_give_their_data_at_every_split() {
+    let mut a_send = ChecksumOnly::new(1, 0);
+    let mut wire = Vec::new();
+    let mut expected = Vec::new();
+    for (n, pad) in [
+        (10usize, 0usize),
+        (300, 7),
+        (0, 0),
+        (2, 0),
+        (MAX_PLAINTEXT_LEN, 0),
+    ] {
+        let d = payload(n);
+        wire.extend(record(&mut a_send, 23, &d, pad));
+        expected.extend(d);
+    }
+    wire.extend(record(&mut a_send, 21, &[1, 90], 0)); // user_canceled: dropped
+    wire.extend(record(&mut a_send, 21, &[1, 0], 0)); // close_notify: the end
+    wire.extend_from_slice(b"after the end: never read");
+    for split in 0..=wire.len() {
+        let (got, closed) = open_in_two_reads(&wire, split);
+        assert_eq!(got, expected, "split at {split}");
+        assert!(closed, "split at {split}");
+    }
+}
+
+#[test]
+fn opening_refuses_what_cannot_pass() {
+    let open_err = |mut wire: Vec<u8>| open_records(&mut wire, &mut ChecksumOnly::new(1, 0));
+    let mut a = ChecksumOnly::new(1, 0);
+    assert_eq!(
+        open_err(record(&mut a, 22, &[4, 0, 0, 1, 0], 0)).unwrap_err(),
+        RecordError::PostHandshakeMessage
+    );
+    let mut a = ChecksumOnly::new(1, 0);
+    assert_eq!(
+        open_err(record(&mut a, 21, &[2, 40], 0)).unwrap_err(),
+        RecordError::Alert(40)
+    );
+    // Sealed with another key (or replayed): does not decrypt.
+    let mut other = ChecksumOnly::new(9, 0);
+    assert_eq!(
+        open_err(record(&mut other, 23, b"x", 0)).unwrap_err(),
+        RecordError::Protection(ProtectionError::Decrypt)
+    );
+    assert_eq!(
+        open_err(vec![22, 3, 3, 0, 20]).unwrap_err(),
+        RecordError::UnexpectedOuterType(22)
+    );
+    // A partial record is not an error: it waits for more.
+    let mut a = ChecksumOnly::new(1, 0);
+    let whole = record(&mut a, 23, b"hello", 0);
+    for cut in 0..whole.len() {
+        let r = open_err(whole[..cut].to_vec()).unwrap();
+        assert_eq!(
+            (r.consumed, r.produced, r.closed),
+            (0, 0, false),
+            "cut {cut}"
+        );
+    }
 }

@@ -60,6 +60,11 @@ impl Apps {
     }
 }
 
+/// Is `dial` for a TCP application, whose session takes its keys out of rustls ([`tcp`])?
+pub(crate) fn may_leave_rustls(apps: &Apps, dial: &Dial) -> bool {
+    matches!(apps.by_name.get(&dial.target), Some(App::Tcp(_)))
+}
+
 /// Serves a Dial for the application named by its target.
 pub(crate) async fn serve(apps: &Apps, mut framed: DataStream, dial: Dial) {
     match apps.by_name.get(&dial.target) {

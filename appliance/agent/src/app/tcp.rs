@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use hop_config::services::AppSpec;
-use hop_net::tunnel::relay;
+use hop_net::records;
 use hop_protocols::tunnel::Dial;
 use tokio::net::TcpStream;
 
@@ -38,7 +38,7 @@ pub(crate) async fn serve(app: &AppSpec, mut framed: DataStream, dial: Dial) {
     }
     tracing::debug!(app = %app.name, client = %dial.client_addr, "session started");
     let (tunnel, pending) = framed.into_inner();
-    if let Err(e) = relay(tunnel, pending, upstream, Vec::new()).await {
+    if let Err(e) = records::relay_with_plain(tunnel, pending, upstream).await {
         tracing::debug!(app = %app.name, error = %e, "session ended with an error");
     }
 }

@@ -17,9 +17,10 @@ use tokio::net::TcpListener;
 use crate::profile;
 use hop_api::proto::ListAppsRequest;
 use hop_api::proto::auth_public_client::AuthPublicClient;
-use hop_net::connect::{open_session, status_error, tls_channel};
+use hop_net::connect::{open_session_by_record, status_error, tls_channel};
+use hop_net::records;
 use hop_net::trust::{ClientCert, client_config};
-use hop_net::tunnel::{ALPN_TCP, relay};
+use hop_net::tunnel::ALPN_TCP;
 
 /// How long before a marked certificate's end a new connection asks for a new tap (the
 /// connection's own handshake and Dial must fit in what is left).
@@ -47,7 +48,7 @@ impl Certs {
         match certs.tap().await? {
             Some(m) => *certs.marked.get_mut() = Some(m),
             None => {
-                let cfg = client_config(&certs.login.trust, Some(&certs.login.cert), ALPN_TCP)?;
+                let cfg = session_config(&certs.login.trust, &certs.login.cert)?;
                 certs.plain = Some(Arc::new(cfg));
             }
         }
@@ -66,7 +67,7 @@ impl Certs {
             chain_pem: r.tls_certificate_pem,
             key_pem: key.private_pkcs8_pem.clone(),
         };
-        let cfg = client_config(&self.login.trust, Some(&cert), ALPN_TCP)?;
+        let cfg = session_config(&self.login.trust, &cert)?;
         Ok(Some((Arc::new(cfg), r.expires_unix)))
     }
 
@@ -89,6 +90,17 @@ impl Certs {
         *marked = Some(fresh);
         Ok(cfg)
     }
+}
+
+/// The TLS configuration of an application session presenting `cert`: its keys leave rustls once
+/// the Dial is answered (`hop_net::records`).
+fn session_config(
+    trust: &hop_net::trust::Trust,
+    cert: &ClientCert,
+) -> Result<rustls::ClientConfig, hop_net::trust::TrustError> {
+    let mut cfg = client_config(trust, Some(cert), ALPN_TCP)?;
+    cfg.enable_secret_extraction = true;
+    Ok(cfg)
 }
 
 pub async fn proxy_tcp_app(app: String, bind: IpAddr, port: u16) -> anyhow::Result<()> {
@@ -141,9 +153,9 @@ pub async fn proxy_tcp_app(app: String, bind: IpAddr, port: u16) -> anyhow::Resu
                 Ok(c) => c,
                 Err(e) => return eprintln!("ERROR: {app}: {e:#}"),
             };
-            match open_session(&login.profile.proxy, cfg, &app, peer).await {
+            match open_session_by_record(&login.profile.proxy, cfg, &app, peer).await {
                 Ok((remote, pending)) => {
-                    if let Err(e) = relay(conn, Vec::new(), remote, pending).await {
+                    if let Err(e) = records::relay_with_plain(remote, pending, conn).await {
                         tracing::debug!(error = %e, "session ended with an error");
                     }
                 }

@@ -12,68 +12,18 @@
 
 #![deny(clippy::disallowed_types)] // the data plane's workers never block on a lock (clippy.toml)
 
-pub mod aead;
-pub mod bounded;
 pub mod on_worker;
+
+pub use hop_net::records::{ConnectionKeys, DirectionSecret, HandOffError, aead, bounded, keys_of};
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use rustls::{Connection, ProtocolVersion};
+use rustls::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::tunnels::AgentStream;
-use aead::RecordKey;
 use hop_net::tunnel::FramedStream;
-
-/// One direction's traffic secret as rustls handed it over, with its next sequence number.
-pub struct DirectionSecret {
-    pub seq: u64,
-    pub secret: rustls::ConnectionTrafficSecrets,
-}
-
-impl std::fmt::Debug for DirectionSecret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never the key material.
-        f.debug_struct("DirectionSecret")
-            .field("seq", &self.seq)
-            .finish_non_exhaustive()
-    }
-}
-
-impl DirectionSecret {
-    /// The key for sealing or opening records in user space.
-    pub fn record_key(&self) -> Result<RecordKey, aead::UnsupportedCipher> {
-        RecordKey::new(self.seq, &self.secret)
-    }
-
-    /// The key for the kernel (`hop_platform::ktls`), if the kernel implements its cipher.
-    pub fn kernel_key(&self) -> Option<hop_platform::ktls::KernelKey<'_>> {
-        use hop_platform::ktls::KernelCipher;
-        use rustls::ConnectionTrafficSecrets as S;
-        let (cipher, key, iv) = match &self.secret {
-            S::Aes128Gcm { key, iv } => (KernelCipher::Aes128Gcm, key, iv),
-            S::Aes256Gcm { key, iv } => (KernelCipher::Aes256Gcm, key, iv),
-            S::Chacha20Poly1305 { key, iv } => (KernelCipher::Chacha20Poly1305, key, iv),
-            _ => return None,
-        };
-        Some(hop_platform::ktls::KernelKey {
-            cipher,
-            key: key.as_ref(),
-            iv: iv.as_ref().try_into().ok()?,
-            seq: self.seq,
-        })
-    }
-}
-
-/// The keys of one TLS connection ending at the proxy.
-#[derive(Debug)]
-pub struct ConnectionKeys {
-    /// Opens the records the peer sends.
-    pub rx: DirectionSecret,
-    /// Seals the records sent to the peer.
-    pub tx: DirectionSecret,
-}
 
 /// One session for a worker to relay.
 #[derive(Debug)]
@@ -147,34 +97,7 @@ pub fn reads_by_record(alpn: Option<&str>) -> bool {
 /// Why a session stays on the tokio relay.
 fn not_eligible(conn: &AgentStream) -> Option<&'static str> {
     let (io, tls) = conn.get_ref();
-    if !io.is_bounded() {
-        return Some("the connection was not read record by record");
-    }
-    if io.mid_record() {
-        return Some("a record is partly read");
-    }
-    if tls.protocol_version() != Some(ProtocolVersion::TLSv1_3) {
-        return Some("not TLS 1.3");
-    }
-    if tls.wants_write() {
-        return Some("TLS records still queued to send");
-    }
-    None
-}
-
-/// Why a session could not move to a worker once the move had begun (the control plane no
-/// longer holds it: the session is lost). Internal: a rustls or tokio surprise, or a cipher the
-/// eligibility check should have kept here.
-#[derive(Debug, thiserror::Error)]
-pub enum HandOffError {
-    #[error("reading buffered plaintext: {0}")]
-    BufferedPlaintext(#[source] std::io::Error),
-    #[error("taking the traffic keys from rustls: {0}")]
-    Secrets(#[source] rustls::Error),
-    #[error("{0}")]
-    Cipher(#[source] aead::UnsupportedCipher),
-    #[error("releasing the socket from tokio: {0}")]
-    Release(#[source] std::io::Error),
+    hop_net::records::stays_on_rustls(io, tls)
 }
 
 /// Why a relayed session ended with an error (the bytes it moved may be unknown).
@@ -199,43 +122,6 @@ fn take_keys(
     let (keys, pending) = keys_of(conn, pending)?;
     let tcp = io.into_inner().into_std().map_err(HandOffError::Release)?;
     Ok((tcp, keys, pending))
-}
-
-/// The traffic keys of a TLS 1.3 connection the proxy holds (terminated here, or opened to a
-/// peer proxy), and the plaintext rustls
-/// decrypted that nobody read yet (after `pending`, what was read but not consumed): both belong
-/// to the session. The caller checked that nothing is queued to send and no record is partly
-/// read.
-pub fn keys_of(
-    mut conn: Connection,
-    mut pending: Vec<u8>,
-) -> Result<(ConnectionKeys, Vec<u8>), HandOffError> {
-    let mut chunk = [0u8; 4096];
-    loop {
-        match std::io::Read::read(&mut conn.reader(), &mut chunk) {
-            Ok(0) => break,
-            Ok(n) => pending.extend_from_slice(chunk.get(..n).unwrap_or_default()),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) => return Err(HandOffError::BufferedPlaintext(e)),
-        }
-    }
-    let secrets = conn
-        .dangerous_extract_secrets()
-        .map_err(HandOffError::Secrets)?;
-    let keys = ConnectionKeys {
-        rx: DirectionSecret {
-            seq: secrets.rx.0,
-            secret: secrets.rx.1,
-        },
-        tx: DirectionSecret {
-            seq: secrets.tx.0,
-            secret: secrets.tx.1,
-        },
-    };
-    // Both must be usable before the session is handed over.
-    keys.rx.record_key().map_err(HandOffError::Cipher)?;
-    keys.tx.record_key().map_err(HandOffError::Cipher)?;
-    Ok((keys, pending))
 }
 
 /// Why an agent's leg cannot join a session a worker keeps.

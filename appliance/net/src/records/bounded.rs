@@ -1,8 +1,9 @@
 //! A socket that can be read one TLS record at a time, so that rustls never holds bytes the fast
 //! path would need.
 //!
-//! A session moves to the fast path after rustls has read the last message meant for the proxy
-//! (the user's Dial, the agent's DialResult). Whatever rustls read past that point would be lost
+//! A session moves to the fast path after rustls has read the last message meant for its end
+//! (at the proxy the user's Dial and the agent's DialResult; at an agent the Dial; at a client
+//! the DialResult). Whatever rustls read past that point would be lost
 //! with it, because rustls cannot say whether its receive buffer holds part of a further record.
 //! While [`RecordReads`] is bounded, no read crosses the end of the record in progress, so when
 //! rustls has processed a record its buffer is empty; the next record stays in the kernel for the
@@ -17,7 +18,7 @@ use hop_protocols::tls_record::HEADER_LEN;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Where a byte stream stands within its TLS records: sans-IO, so the workers' handshakes
-/// (`dataplane/handshake.rs`) and [`RecordReads`] keep the same count.
+/// (the proxy's `dataplane/handshake.rs`) and [`RecordReads`] keep the same count.
 #[derive(Debug, Clone, Default)]
 pub struct RecordBoundary {
     /// Bytes of the current record's header seen so far (while `header_have < HEADER_LEN`).

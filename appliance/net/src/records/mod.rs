@@ -1,0 +1,186 @@
+//! TLS 1.3 connections carried on in user space once their handshake is over: the traffic keys
+//! taken from rustls, the record AEAD ([`aead`]), reading a socket one record at a time until
+//! then ([`bounded`]), and relaying between such a connection and a plain socket ([`relay`]).
+//!
+//! This module owns what the proxy's fast path (`hop-proxy`'s `relay`, between two TLS
+//! connections) and the agents and clients (between a TLS connection to the proxy and an
+//! application's or a local plain socket) share: rustls does the handshake and the first
+//! messages (the Dial and its answer), then the connection's keys leave rustls and each record
+//! is opened or sealed in place, with no TLS library per byte. Whatever rustls cannot hand over
+//! whole (a record partly read, records queued to send) keeps the connection on rustls.
+
+#![deny(clippy::disallowed_types)] // the data plane's workers never block on a lock (clippy.toml)
+
+pub mod aead;
+pub mod bounded;
+pub mod relay;
+#[cfg(test)]
+mod tests;
+
+use aead::RecordKey;
+use bounded::RecordReads;
+use rustls::{CommonState, Connection, ProtocolVersion};
+use tokio::net::TcpStream;
+
+/// One direction's traffic secret as rustls handed it over, with its next sequence number.
+pub struct DirectionSecret {
+    pub seq: u64,
+    pub secret: rustls::ConnectionTrafficSecrets,
+}
+
+impl std::fmt::Debug for DirectionSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key material.
+        f.debug_struct("DirectionSecret")
+            .field("seq", &self.seq)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DirectionSecret {
+    /// The key for sealing or opening records in user space.
+    pub fn record_key(&self) -> Result<RecordKey, aead::UnsupportedCipher> {
+        RecordKey::new(self.seq, &self.secret)
+    }
+
+    /// The key for the kernel (`hop_platform::ktls`), if the kernel implements its cipher.
+    pub fn kernel_key(&self) -> Option<hop_platform::ktls::KernelKey<'_>> {
+        use hop_platform::ktls::KernelCipher;
+        use rustls::ConnectionTrafficSecrets as S;
+        let (cipher, key, iv) = match &self.secret {
+            S::Aes128Gcm { key, iv } => (KernelCipher::Aes128Gcm, key, iv),
+            S::Aes256Gcm { key, iv } => (KernelCipher::Aes256Gcm, key, iv),
+            S::Chacha20Poly1305 { key, iv } => (KernelCipher::Chacha20Poly1305, key, iv),
+            _ => return None,
+        };
+        Some(hop_platform::ktls::KernelKey {
+            cipher,
+            key: key.as_ref(),
+            iv: iv.as_ref().try_into().ok()?,
+            seq: self.seq,
+        })
+    }
+}
+
+/// The keys of one TLS connection, taken from rustls.
+#[derive(Debug)]
+pub struct ConnectionKeys {
+    /// Opens the records the peer sends.
+    pub rx: DirectionSecret,
+    /// Seals the records sent to the peer.
+    pub tx: DirectionSecret,
+}
+
+/// Why a connection's keys could not leave rustls once the move had begun (rustls no longer
+/// holds it: the session is lost). Internal: a rustls or tokio surprise, or a cipher the
+/// eligibility check should have kept on rustls.
+#[derive(Debug, thiserror::Error)]
+pub enum HandOffError {
+    #[error("reading buffered plaintext: {0}")]
+    BufferedPlaintext(#[source] std::io::Error),
+    #[error("taking the traffic keys from rustls: {0}")]
+    Secrets(#[source] rustls::Error),
+    #[error("{0}")]
+    Cipher(#[source] aead::UnsupportedCipher),
+    #[error("releasing the socket from tokio: {0}")]
+    Release(#[source] std::io::Error),
+}
+
+/// The traffic keys of a TLS 1.3 connection (one the proxy terminated or opened to a peer proxy,
+/// or an agent's or client's connection to the proxy), and the plaintext rustls decrypted that
+/// nobody read yet (after `pending`, what was read but not consumed): both belong
+/// to the session. The caller checked that nothing is queued to send and no record is partly
+/// read.
+pub fn keys_of(
+    mut conn: Connection,
+    mut pending: Vec<u8>,
+) -> Result<(ConnectionKeys, Vec<u8>), HandOffError> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        match std::io::Read::read(&mut conn.reader(), &mut chunk) {
+            Ok(0) => break,
+            Ok(n) => pending.extend_from_slice(chunk.get(..n).unwrap_or_default()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(HandOffError::BufferedPlaintext(e)),
+        }
+    }
+    let secrets = conn
+        .dangerous_extract_secrets()
+        .map_err(HandOffError::Secrets)?;
+    let keys = ConnectionKeys {
+        rx: DirectionSecret {
+            seq: secrets.rx.0,
+            secret: secrets.rx.1,
+        },
+        tx: DirectionSecret {
+            seq: secrets.tx.0,
+            secret: secrets.tx.1,
+        },
+    };
+    // Both must be usable before the session is handed over.
+    keys.rx.record_key().map_err(HandOffError::Cipher)?;
+    keys.tx.record_key().map_err(HandOffError::Cipher)?;
+    Ok((keys, pending))
+}
+
+/// Why a TLS connection read through `reads` must stay on rustls; `None` when its keys can leave
+/// (every read stopped at a record boundary, TLS 1.3, nothing queued to send).
+pub fn stays_on_rustls<S>(reads: &RecordReads<S>, tls: &CommonState) -> Option<&'static str> {
+    if !reads.is_bounded() {
+        return Some("the connection was not read record by record");
+    }
+    if reads.mid_record() {
+        return Some("a record is partly read");
+    }
+    if tls.protocol_version() != Some(ProtocolVersion::TLSv1_3) {
+        return Some("not TLS 1.3");
+    }
+    if tls.wants_write() {
+        return Some("TLS records still queued to send");
+    }
+    None
+}
+
+/// A client connection to the proxy, read record by record, that has exchanged what rustls was
+/// needed for.
+pub type ClientStream = tokio_rustls::client::TlsStream<RecordReads<TcpStream>>;
+
+/// Takes `tls`'s keys out of rustls (the caller checked [`stays_on_rustls`]): its socket, its
+/// keys, and the plaintext that belongs to the session (`pending`, what was read past the last
+/// message, then what rustls decrypted that nobody read).
+pub fn take_client(
+    tls: ClientStream,
+    pending: Vec<u8>,
+) -> Result<(TcpStream, ConnectionKeys, Vec<u8>), HandOffError> {
+    let (reads, conn) = tls.into_inner();
+    let (keys, pending) = keys_of(Connection::Client(conn), pending)?;
+    Ok((reads.into_inner(), keys, pending))
+}
+
+/// Why a session between a TLS connection and a plain socket ended with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum PlainRelayError {
+    #[error("taking the keys out of rustls: {0}")]
+    HandOff(#[from] HandOffError),
+    #[error("{0}")]
+    Records(#[from] relay::RecordRelayError),
+    #[error("{0}")]
+    Rustls(#[from] std::io::Error),
+}
+
+/// Relays a session between `tls`, past its first messages (`pending`: read past them), and a
+/// plain socket: with the keys out of rustls ([`relay::relay`]) where [`stays_on_rustls`]
+/// allows, else through rustls. Returns the application bytes moved (to `plain`, to `tls`).
+pub async fn relay_with_plain(
+    mut tls: ClientStream,
+    pending: Vec<u8>,
+    plain: TcpStream,
+) -> Result<(u64, u64), PlainRelayError> {
+    let (reads, conn) = tls.get_ref();
+    if stays_on_rustls(reads, conn).is_some() {
+        tls.get_mut().0.unbound();
+        return Ok(crate::tunnel::relay(tls, pending, plain, Vec::new()).await?);
+    }
+    let (tcp, keys, pending) = take_client(tls, pending)?;
+    Ok(relay::relay(tcp, &keys, pending, plain, Vec::new()).await?)
+}

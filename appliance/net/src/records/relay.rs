@@ -1,0 +1,168 @@
+//! Relaying a session between a TLS 1.3 connection whose keys left rustls and a plain socket:
+//! an agent's application (TCP apps), or the local port of `hop proxy app`.
+//!
+//! Each direction reads what its socket has (up to [`READ_AHEAD`] at a time, one `read` for
+//! several records where rustls reads 4 KiB), then either opens the records in place and writes
+//! their data to the plain side ([`open_records`]), or seals what the plain side sent into
+//! records and writes them in one go ([`seal_application_data`]). No buffer is held while a
+//! direction waits for bytes, so an idle session costs no more than its two sockets.
+//!
+//! Ends, as rustls would: a `close_notify` from the peer shuts down writing to the plain side
+//! (the other direction goes on); the plain side's end of file is sent as `close_notify` and a
+//! TCP half-close. A connection that ends without `close_notify`, a record that does not
+//! decrypt, a post-handshake message or an alert ends the session with an error (nothing after
+//! it can be trusted): never silently.
+
+use std::io;
+
+use hop_protocols::tls_record::{
+    MAX_RECORD_LEN, ProtectionError, RecordError, open_records, seal_application_data,
+    seal_close_notify,
+};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::{ReadHalf, WriteHalf};
+
+use super::ConnectionKeys;
+use super::aead::{RecordKey, UnsupportedCipher};
+
+/// The most one direction reads before it writes what it read.
+pub const READ_AHEAD: usize = 64 * 1024;
+
+/// Why a relayed session ended with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordRelayError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("the proxy's TLS records: {0}")]
+    Record(#[from] RecordError),
+    #[error("sealing a record: {0}")]
+    Seal(#[from] ProtectionError),
+    #[error("the TLS connection ended without close_notify (truncated)")]
+    Truncated,
+    #[error("{0}")]
+    Cipher(#[from] UnsupportedCipher),
+}
+
+/// Relays until both directions end: records from `tls` (opened with `keys.rx`) to `plain`,
+/// and `plain`'s bytes sealed with `keys.tx` to `tls`. `to_plain` is plaintext rustls had already
+/// decrypted (written to `plain` first); `to_tls` is plaintext for the peer, sealed first.
+/// Returns the application bytes moved (to `plain`, to `tls`). A session that ends with an error
+/// resets `plain` rather than closing it: the application must not take a cut for an orderly end.
+pub async fn relay(
+    mut tls: TcpStream,
+    keys: &ConnectionKeys,
+    to_plain: Vec<u8>,
+    mut plain: TcpStream,
+    to_tls: Vec<u8>,
+) -> Result<(u64, u64), RecordRelayError> {
+    let (open, seal) = (keys.rx.record_key()?, keys.tx.record_key()?);
+    let (tls_r, tls_w) = tls.split();
+    let (plain_r, plain_w) = plain.split();
+    let down = open_into(tls_r, open, plain_w, to_plain);
+    let up = seal_from(plain_r, seal, tls_w, to_tls);
+    let moved = tokio::try_join!(down, up);
+    if moved.is_err() {
+        let _ = plain.set_zero_linger();
+    }
+    moved
+}
+
+/// Reads whatever `from` has ready into `buf`'s spare room, up to [`READ_AHEAD`] in all;
+/// true at end of file.
+fn read_ready(from: &ReadHalf<'_>, buf: &mut Vec<u8>) -> io::Result<bool> {
+    while buf.len() < READ_AHEAD && buf.capacity() > buf.len() {
+        match from.try_read_buf(buf) {
+            Ok(0) => return Ok(true),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(false)
+}
+
+/// One direction: the peer's records, opened, to the plain side.
+async fn open_into(
+    from: ReadHalf<'_>,
+    mut key: RecordKey,
+    mut to: WriteHalf<'_>,
+    first: Vec<u8>,
+) -> Result<u64, RecordRelayError> {
+    let mut moved = first.len() as u64;
+    if !first.is_empty() {
+        to.write_all(&first).await?;
+    }
+    drop(first);
+    // Holds only a partial record between reads; nothing while the direction is idle.
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        from.readable().await?;
+        buf.reserve(READ_AHEAD + MAX_RECORD_LEN - buf.len());
+        let eof = read_ready(&from, &mut buf)?;
+        let opened = open_records(&mut buf, &mut key)?;
+        if opened.produced > 0 {
+            to.write_all(buf.get(..opened.produced).unwrap_or_default())
+                .await?;
+            moved += opened.produced as u64;
+        }
+        if opened.closed {
+            to.shutdown().await?;
+            return Ok(moved);
+        }
+        if eof {
+            return Err(RecordRelayError::Truncated);
+        }
+        buf.drain(..opened.consumed);
+        if buf.is_empty() {
+            buf = Vec::new();
+        }
+    }
+}
+
+/// The other direction: the plain side's bytes, sealed, to the peer; its end of file as
+/// `close_notify` and a half-close.
+async fn seal_from(
+    from: ReadHalf<'_>,
+    mut key: RecordKey,
+    mut to: WriteHalf<'_>,
+    first: Vec<u8>,
+) -> Result<u64, RecordRelayError> {
+    let mut moved = send_sealed(&first, &mut key, &mut to).await?;
+    drop(first);
+    loop {
+        from.readable().await?;
+        let mut data = Vec::with_capacity(READ_AHEAD);
+        let eof = read_ready(&from, &mut data)?;
+        moved += send_sealed(&data, &mut key, &mut to).await?;
+        if eof {
+            let mut wire = Vec::new();
+            seal_close_notify(&mut key, &mut wire)?;
+            to.write_all(&wire).await?;
+            to.shutdown().await?;
+            return Ok(moved);
+        }
+    }
+}
+
+/// Seals `data` (if any) into records and writes them in one go; returns its length.
+async fn send_sealed(
+    data: &[u8],
+    key: &mut RecordKey,
+    to: &mut WriteHalf<'_>,
+) -> Result<u64, RecordRelayError> {
+    if data.is_empty() {
+        return Ok(0);
+    }
+    let mut wire = Vec::with_capacity(sealed_len(data.len()));
+    seal_application_data(data, key, &mut wire)?;
+    to.write_all(&wire).await?;
+    Ok(data.len() as u64)
+}
+
+/// Bytes on the wire for `n` bytes of application data in full-size records.
+fn sealed_len(n: usize) -> usize {
+    use hop_protocols::tls_record::{HEADER_LEN, MAX_PLAINTEXT_LEN};
+    let records = n.div_ceil(MAX_PLAINTEXT_LEN).max(1);
+    n + records * (HEADER_LEN + 1 + 16)
+}
