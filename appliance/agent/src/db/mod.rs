@@ -23,7 +23,7 @@ use hop_protocols::tunnel::{DialResult, Frame};
 
 use hop_api::audit::{AuditEvent, EventKind};
 use hop_net::connect::error_chain;
-use hop_net::tunnel::{FramedStream, Prefixed};
+use hop_net::tunnel::Prefixed;
 
 use crate::node::audit::AgentAudit;
 use crate::trackers::TrackedSpec;
@@ -259,7 +259,7 @@ impl DbService {
 }
 
 /// The agent's end of a data connection, as the Dial arrives on it.
-pub type Tunnel = FramedStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+pub type Tunnel = crate::dial::DataStream;
 
 #[cfg(test)]
 mod tests {

@@ -170,11 +170,25 @@ pub enum PlainRelayError {
 
 /// Relays a session between `tls`, past its first messages (`pending`: read past them), and a
 /// plain socket: with the keys out of rustls ([`relay::relay`]) where [`stays_on_rustls`]
-/// allows, else through rustls. Returns the application bytes moved (to `plain`, to `tls`).
+/// allows, else through rustls. Returns the application bytes moved (to `plain`, to `tls`). A
+/// session that ends with an error resets `plain` rather than closing it: the application must
+/// never take a cut (a truncation, a record that does not open) for an orderly end of file.
 pub async fn relay_with_plain(
+    tls: ClientStream,
+    pending: Vec<u8>,
+    mut plain: TcpStream,
+) -> Result<(u64, u64), PlainRelayError> {
+    let moved = relay_either(tls, pending, &mut plain).await;
+    if moved.is_err() {
+        let _ = plain.set_zero_linger();
+    }
+    moved
+}
+
+async fn relay_either(
     mut tls: ClientStream,
     pending: Vec<u8>,
-    plain: TcpStream,
+    plain: &mut TcpStream,
 ) -> Result<(u64, u64), PlainRelayError> {
     let (reads, conn) = tls.get_ref();
     if stays_on_rustls(reads, conn).is_some() {
@@ -182,5 +196,5 @@ pub async fn relay_with_plain(
         return Ok(crate::tunnel::relay(tls, pending, plain, Vec::new()).await?);
     }
     let (tcp, keys, pending) = take_client(tls, pending)?;
-    Ok(relay::relay(tcp, &keys, pending, plain, Vec::new()).await?)
+    Ok(relay::relay(tcp, keys, pending, plain, Vec::new()).await?)
 }

@@ -47,39 +47,58 @@ pub enum RecordRelayError {
 /// Relays until both directions end: records from `tls` (opened with `keys.rx`) to `plain`,
 /// and `plain`'s bytes sealed with `keys.tx` to `tls`. `to_plain` is plaintext rustls had already
 /// decrypted (written to `plain` first); `to_tls` is plaintext for the peer, sealed first.
-/// Returns the application bytes moved (to `plain`, to `tls`). A session that ends with an error
-/// resets `plain` rather than closing it: the application must not take a cut for an orderly end.
+/// Returns the application bytes moved (to `plain`, to `tls`). The secrets are dropped once the
+/// record keys are made.
 pub async fn relay(
     mut tls: TcpStream,
-    keys: &ConnectionKeys,
+    keys: ConnectionKeys,
     to_plain: Vec<u8>,
-    mut plain: TcpStream,
+    plain: &mut TcpStream,
     to_tls: Vec<u8>,
 ) -> Result<(u64, u64), RecordRelayError> {
     let (open, seal) = (keys.rx.record_key()?, keys.tx.record_key()?);
+    drop(keys);
     let (tls_r, tls_w) = tls.split();
     let (plain_r, plain_w) = plain.split();
     let down = open_into(tls_r, open, plain_w, to_plain);
     let up = seal_from(plain_r, seal, tls_w, to_tls);
-    let moved = tokio::try_join!(down, up);
-    if moved.is_err() {
-        let _ = plain.set_zero_linger();
-    }
-    moved
+    tokio::try_join!(down, up)
 }
 
-/// Reads whatever `from` has ready into `buf`'s spare room, up to [`READ_AHEAD`] in all;
-/// true at end of file.
-fn read_ready(from: &ReadHalf<'_>, buf: &mut Vec<u8>) -> io::Result<bool> {
+/// What one round of reads left: the bytes are in the caller's buffer.
+#[derive(Default)]
+struct Reads {
+    /// The peer ended its side (end of file).
+    eof: bool,
+    /// A read failed after others had read bytes: reported once those bytes are passed on.
+    failed: Option<io::Error>,
+}
+
+/// Reads whatever `from` has ready into `buf`'s spare room, up to [`READ_AHEAD`] in all. An
+/// error with nothing read is returned at once; after bytes, it waits in [`Reads::failed`] (the
+/// bytes a peer sent before a reset still count).
+fn read_ready(from: &ReadHalf<'_>, buf: &mut Vec<u8>) -> io::Result<Reads> {
+    let mut read_any = false;
     while buf.len() < READ_AHEAD && buf.capacity() > buf.len() {
         match from.try_read_buf(buf) {
-            Ok(0) => return Ok(true),
-            Ok(_) => {}
+            Ok(0) => {
+                return Ok(Reads {
+                    eof: true,
+                    failed: None,
+                });
+            }
+            Ok(_) => read_any = true,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if read_any => {
+                return Ok(Reads {
+                    eof: false,
+                    failed: Some(e),
+                });
+            }
             Err(e) => return Err(e),
         }
     }
-    Ok(false)
+    Ok(Reads::default())
 }
 
 /// One direction: the peer's records, opened, to the plain side.
@@ -94,12 +113,12 @@ async fn open_into(
         to.write_all(&first).await?;
     }
     drop(first);
-    // Holds only a partial record between reads; nothing while the direction is idle.
+    // Empty, with no capacity, whenever the last read ended between records.
     let mut buf: Vec<u8> = Vec::new();
     loop {
         from.readable().await?;
-        buf.reserve(READ_AHEAD + MAX_RECORD_LEN - buf.len());
-        let eof = read_ready(&from, &mut buf)?;
+        buf.reserve((READ_AHEAD + MAX_RECORD_LEN).saturating_sub(buf.len()));
+        let reads = read_ready(&from, &mut buf)?;
         let opened = open_records(&mut buf, &mut key)?;
         if opened.produced > 0 {
             to.write_all(buf.get(..opened.produced).unwrap_or_default())
@@ -107,10 +126,14 @@ async fn open_into(
             moved += opened.produced as u64;
         }
         if opened.closed {
+            // Whatever came after close_notify (a reset included) is not the session's.
             to.shutdown().await?;
             return Ok(moved);
         }
-        if eof {
+        if let Some(e) = reads.failed {
+            return Err(e.into());
+        }
+        if reads.eof {
             return Err(RecordRelayError::Truncated);
         }
         buf.drain(..opened.consumed);
@@ -133,9 +156,12 @@ async fn seal_from(
     loop {
         from.readable().await?;
         let mut data = Vec::with_capacity(READ_AHEAD);
-        let eof = read_ready(&from, &mut data)?;
+        let reads = read_ready(&from, &mut data)?;
         moved += send_sealed(&data, &mut key, &mut to).await?;
-        if eof {
+        if let Some(e) = reads.failed {
+            return Err(e.into());
+        }
+        if reads.eof {
             let mut wire = Vec::new();
             seal_close_notify(&mut key, &mut wire)?;
             to.write_all(&wire).await?;

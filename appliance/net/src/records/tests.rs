@@ -180,3 +180,29 @@ async fn a_connection_read_freely_stays_on_rustls_and_still_relays() {
     assert_eq!(back, b"through rustls");
     relayed.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn an_application_s_last_bytes_before_a_reset_still_reach_the_peer() {
+    let (server_cfg, client_cfg) = configs();
+    let (mut server, mut client) = connected(server_cfg, client_cfg).await;
+    server.write_all(b"HELLO").await.unwrap();
+    server.flush().await.unwrap();
+    let mut hello = [0u8; 5];
+    client.read_exact(&mut hello).await.unwrap();
+    // The application answers and resets the connection.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let app = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        s.write_all(b"last words").await.unwrap();
+        s.set_zero_linger().unwrap();
+    });
+    let plain = TcpStream::connect(addr).await.unwrap();
+    app.await.unwrap();
+    let relayed = tokio::spawn(relay_with_plain(client, Vec::new(), plain));
+    let mut got = [0u8; 10];
+    server.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"last words");
+    let ended = relayed.await.unwrap();
+    assert!(ended.is_err(), "a reset is not an orderly end: {ended:?}");
+}
