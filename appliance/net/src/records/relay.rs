@@ -28,6 +28,10 @@ use super::aead::{RecordKey, UnsupportedCipher};
 
 /// The most one direction reads before it writes what it read.
 pub const READ_AHEAD: usize = 64 * 1024;
+/// The first read of a direction waking from quiet: enough for a keystroke, a small request or a
+/// `close_notify`. A read that fills it goes on in a [`READ_AHEAD`] buffer, so a small message
+/// never costs a large allocation (whose pages the allocator may have to fault in again).
+const FIRST_READ: usize = 4 * 1024;
 
 /// Why a relayed session ended with an error.
 #[derive(Debug, thiserror::Error)]
@@ -74,12 +78,21 @@ struct Reads {
     failed: Option<io::Error>,
 }
 
-/// Reads whatever `from` has ready into `buf`'s spare room, up to [`READ_AHEAD`] in all. An
-/// error with nothing read is returned at once; after bytes, it waits in [`Reads::failed`] (the
-/// bytes a peer sent before a reset still count).
-fn read_ready(from: &ReadHalf<'_>, buf: &mut Vec<u8>) -> io::Result<Reads> {
+/// Reads whatever `from` has ready into `buf`, [`FIRST_READ`] at first, growing once to `max`
+/// when that fills. An error with nothing read is returned at once; after bytes, it waits in
+/// [`Reads::failed`] (the bytes a peer sent before a reset still count).
+fn read_ready(from: &ReadHalf<'_>, buf: &mut Vec<u8>, max: usize) -> io::Result<Reads> {
     let mut read_any = false;
-    while buf.len() < READ_AHEAD && buf.capacity() > buf.len() {
+    if buf.capacity() == buf.len() {
+        buf.reserve(FIRST_READ);
+    }
+    loop {
+        if buf.len() == buf.capacity() {
+            if buf.len() >= max {
+                break;
+            }
+            buf.reserve(max - buf.len());
+        }
         match from.try_read_buf(buf) {
             Ok(0) => {
                 return Ok(Reads {
@@ -117,8 +130,7 @@ async fn open_into(
     let mut buf: Vec<u8> = Vec::new();
     loop {
         from.readable().await?;
-        buf.reserve((READ_AHEAD + MAX_RECORD_LEN).saturating_sub(buf.len()));
-        let reads = read_ready(&from, &mut buf)?;
+        let reads = read_ready(&from, &mut buf, READ_AHEAD + MAX_RECORD_LEN)?;
         let opened = open_records(&mut buf, &mut key)?;
         if opened.produced > 0 {
             to.write_all(buf.get(..opened.produced).unwrap_or_default())
@@ -155,8 +167,8 @@ async fn seal_from(
     drop(first);
     loop {
         from.readable().await?;
-        let mut data = Vec::with_capacity(READ_AHEAD);
-        let reads = read_ready(&from, &mut data)?;
+        let mut data = Vec::new();
+        let reads = read_ready(&from, &mut data, READ_AHEAD)?;
         moved += send_sealed(&data, &mut key, &mut to).await?;
         if let Some(e) = reads.failed {
             return Err(e.into());
