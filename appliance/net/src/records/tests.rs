@@ -69,20 +69,27 @@ async fn connected(
     tokio::join!(accept, connect)
 }
 
+/// A connection past its first message: the server sends `first`, whose first 5 bytes
+/// ("HELLO") the client reads through rustls; the rest stays with rustls.
+async fn past_hello(first: &[u8]) -> (tokio_rustls::server::TlsStream<TcpStream>, ClientStream) {
+    let (server_cfg, client_cfg) = configs();
+    let (mut server, mut client) = connected(server_cfg, client_cfg).await;
+    server.write_all(first).await.unwrap();
+    server.flush().await.unwrap();
+    let mut hello = [0u8; 5];
+    client.read_exact(&mut hello).await.unwrap();
+    assert_eq!(&hello, b"HELLO");
+    (server, client)
+}
+
 fn payload(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 31 + i / 977) as u8).collect()
 }
 
 #[tokio::test]
 async fn bytes_and_half_closes_pass_both_ways_with_rustls_at_the_other_end() {
-    let (server_cfg, client_cfg) = configs();
-    let (mut server, mut client) = connected(server_cfg, client_cfg).await;
     // The first message, read through rustls; then the keys leave it.
-    server.write_all(b"HELLO").await.unwrap();
-    server.flush().await.unwrap();
-    let mut hello = [0u8; 5];
-    client.read_exact(&mut hello).await.unwrap();
-    assert_eq!(&hello, b"HELLO");
+    let (server, client) = past_hello(b"HELLO").await;
     assert_eq!(
         stays_on_rustls(client.get_ref().0, client.get_ref().1),
         None
@@ -118,13 +125,8 @@ async fn bytes_and_half_closes_pass_both_ways_with_rustls_at_the_other_end() {
 
 #[tokio::test]
 async fn plaintext_rustls_already_holds_reaches_the_application_first() {
-    let (server_cfg, client_cfg) = configs();
-    let (mut server, mut client) = connected(server_cfg, client_cfg).await;
     // One record carrying the first message and the session's first bytes.
-    server.write_all(b"HELLOfirst bytes").await.unwrap();
-    server.flush().await.unwrap();
-    let mut hello = [0u8; 5];
-    client.read_exact(&mut hello).await.unwrap();
+    let (mut server, client) = past_hello(b"HELLOfirst bytes").await;
     let app = TcpStream::connect(echo_app().await).await.unwrap();
     let relayed = tokio::spawn(relay_with_plain(client, b"pending:".to_vec(), app));
     server.shutdown().await.unwrap();
@@ -136,12 +138,7 @@ async fn plaintext_rustls_already_holds_reaches_the_application_first() {
 
 #[tokio::test]
 async fn a_connection_cut_without_close_notify_is_an_error() {
-    let (server_cfg, client_cfg) = configs();
-    let (mut server, mut client) = connected(server_cfg, client_cfg).await;
-    server.write_all(b"HELLO").await.unwrap();
-    server.flush().await.unwrap();
-    let mut hello = [0u8; 5];
-    client.read_exact(&mut hello).await.unwrap();
+    let (mut server, client) = past_hello(b"HELLO").await;
     let app = TcpStream::connect(echo_app().await).await.unwrap();
     let relayed = tokio::spawn(relay_with_plain(client, Vec::new(), app));
     server.write_all(b"some data").await.unwrap();
@@ -163,13 +160,8 @@ async fn a_connection_cut_without_close_notify_is_an_error() {
 
 #[tokio::test]
 async fn a_connection_read_freely_stays_on_rustls_and_still_relays() {
-    let (server_cfg, client_cfg) = configs();
-    let (mut server, mut client) = connected(server_cfg, client_cfg).await;
+    let (mut server, mut client) = past_hello(b"HELLO").await;
     client.get_mut().0.unbound();
-    server.write_all(b"HELLO").await.unwrap();
-    server.flush().await.unwrap();
-    let mut hello = [0u8; 5];
-    client.read_exact(&mut hello).await.unwrap();
     assert!(stays_on_rustls(client.get_ref().0, client.get_ref().1).is_some());
     let app = TcpStream::connect(echo_app().await).await.unwrap();
     let relayed = tokio::spawn(relay_with_plain(client, Vec::new(), app));
@@ -183,12 +175,7 @@ async fn a_connection_read_freely_stays_on_rustls_and_still_relays() {
 
 #[tokio::test]
 async fn an_application_s_last_bytes_before_a_reset_still_reach_the_peer() {
-    let (server_cfg, client_cfg) = configs();
-    let (mut server, mut client) = connected(server_cfg, client_cfg).await;
-    server.write_all(b"HELLO").await.unwrap();
-    server.flush().await.unwrap();
-    let mut hello = [0u8; 5];
-    client.read_exact(&mut hello).await.unwrap();
+    let (mut server, client) = past_hello(b"HELLO").await;
     // The application answers and resets the connection.
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
