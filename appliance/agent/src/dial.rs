@@ -11,13 +11,12 @@ use hop_protocols::tunnel::{Dial, DialResult, Frame};
 
 use crate::Shared;
 
-/// A data connection to the proxy, once a Dial has arrived on it: read one TLS record at a time
-/// until its service is known ([`read_freely`]).
+/// A data connection to the proxy, once a Dial has arrived on it: its TLS record boundaries
+/// counted until its service is known ([`read_freely`]).
 pub(crate) type DataStream = FramedStream<hop_net::records::ClientStream>;
 
-/// From now on `framed` reads as much as rustls asks: its session stays on rustls. Only a TCP
-/// application's session takes the keys out (`app::tcp`); the others would pay a second `read`
-/// per record.
+/// From now on `framed`'s record boundaries are not counted: its session stays on rustls. Only a
+/// TCP application's session takes the keys out (`app::tcp`).
 pub(crate) fn read_freely(framed: &mut DataStream) {
     framed.get_mut().get_mut().0.unbound();
 }

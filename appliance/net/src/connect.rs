@@ -191,9 +191,10 @@ pub async fn dial_proxy(
         })
 }
 
-/// [`dial_proxy`], read one TLS record at a time (`records::bounded`) so that, once the
-/// session's first messages are exchanged, its keys can leave rustls (`records::take_client`;
-/// the config must allow secret extraction). [`RecordReads::unbound`] it to stay on rustls.
+/// [`dial_proxy`], read with its TLS record boundaries counted (`records::bounded`) so that,
+/// once the session's first messages are exchanged, its keys can leave rustls
+/// (`records::take_client`; the config must allow secret extraction) if the reads so far ended
+/// between records. [`RecordReads::unbound`] it to stay on rustls.
 ///
 /// [`RecordReads::unbound`]: crate::records::bounded::RecordReads::unbound
 pub async fn dial_proxy_by_record(
@@ -203,7 +204,7 @@ pub async fn dial_proxy_by_record(
     let (host, port, name) = proxy_target(addr)?;
     let dialed = async {
         let tcp = connect_tcp(&host, port).await?;
-        let reads = crate::records::bounded::RecordReads::new(tcp, true);
+        let reads = crate::records::bounded::RecordReads::counting(tcp);
         tls_over(reads, &host, port, name, cfg).await
     };
     dialed.await.map_err(|cause| ConnectError::Unreachable {

@@ -9,6 +9,13 @@
 //! rustls has processed a record its buffer is empty; the next record stays in the kernel for the
 //! fast path. Bounding costs a second `read` per record, so a connection that will stay on the
 //! tokio relay is [`RecordReads::unbound`]ed first.
+//!
+//! A connection can also be read freely while the boundaries are counted
+//! ([`RecordReads::counting`]): no read is cut short, and the keys may leave rustls whenever the
+//! bytes read so far end between records. An agent's and a client's connections to the proxy
+//! are read this way: the proxy sends nothing behind the Dial or its answer until the other side
+//! has spoken, so their reads end between records without a second `read` per record; when one
+//! does not (a peer that sent early), the session stays on rustls.
 
 use std::io;
 use std::pin::Pin;
@@ -71,11 +78,22 @@ impl RecordBoundary {
     }
 }
 
+/// How a [`RecordReads`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// No read crosses the end of the record in progress.
+    Bounded,
+    /// Reads take what the caller asks; the record boundaries are counted.
+    Counting,
+    /// Reads take what the caller asks; nothing is counted (the connection stays on rustls).
+    Free,
+}
+
 /// A stream whose reads may be kept within TLS record boundaries.
 #[derive(Debug)]
 pub struct RecordReads<S> {
     inner: S,
-    bounded: bool,
+    mode: Mode,
     at: RecordBoundary,
 }
 
@@ -83,22 +101,34 @@ impl<S> RecordReads<S> {
     /// Wraps `inner`, at the start of a record; `bounded` says whether reads stop at record
     /// boundaries from the start.
     pub fn new(inner: S, bounded: bool) -> Self {
+        let mode = if bounded { Mode::Bounded } else { Mode::Free };
         Self {
             inner,
-            bounded,
+            mode,
             at: RecordBoundary::default(),
         }
     }
 
-    /// Has every read so far stopped at a record boundary? Only then can the fast path take the
-    /// connection over.
-    pub fn is_bounded(&self) -> bool {
-        self.bounded
+    /// Wraps `inner`, at the start of a record, read freely with the record boundaries counted:
+    /// the fast path can take the connection over whenever [`RecordReads::mid_record`] is false.
+    pub fn counting(inner: S) -> Self {
+        Self {
+            inner,
+            mode: Mode::Counting,
+            at: RecordBoundary::default(),
+        }
     }
 
-    /// Reads as much as the caller asks from now on (the connection stays on the tokio relay).
+    /// Is it known where every read so far ended within the records? Only then, and only
+    /// between records, can the fast path take the connection over.
+    pub fn knows_boundaries(&self) -> bool {
+        self.mode != Mode::Free
+    }
+
+    /// Reads as much as the caller asks from now on, and stops counting (the connection stays
+    /// on the tokio relay).
     pub fn unbound(&mut self) {
-        self.bounded = false;
+        self.mode = Mode::Free;
     }
 
     /// Is a record partly read? (Never, between whole records.)
@@ -122,10 +152,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for RecordReads<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if !self.bounded {
-            return Pin::new(&mut self.inner).poll_read(cx, buf);
-        }
-        let limit = self.at.allowance().min(buf.remaining());
+        let limit = match self.mode {
+            Mode::Free => return Pin::new(&mut self.inner).poll_read(cx, buf),
+            Mode::Counting => buf.remaining(),
+            Mode::Bounded => self.at.allowance().min(buf.remaining()),
+        };
         if limit == 0 {
             return Poll::Ready(Ok(()));
         }
@@ -215,6 +246,34 @@ mod tests {
         r.unbound();
         let mut buf = [0u8; 4096];
         assert_eq!(r.read(&mut buf).await.unwrap(), wire.len());
-        assert!(!r.is_bounded());
+        assert!(!r.knows_boundaries());
+    }
+
+    #[tokio::test]
+    async fn counted_reads_take_everything_and_know_where_they_ended() {
+        let wire = [record(10, 1), record(20, 2), record(300, 3)].concat();
+        // Every split point: the reads are not cut short, and the count says whether the bytes
+        // read so far end between records.
+        for cut in 0..=wire.len() {
+            let mut r = RecordReads::counting(&wire[..]);
+            let mut first = vec![0u8; cut];
+            r.read_exact(&mut first).await.unwrap();
+            let between = [0, 15, 40, wire.len()].contains(&cut);
+            assert_eq!(r.mid_record(), !between, "after {cut} bytes");
+            assert!(r.knows_boundaries());
+            let mut rest = Vec::new();
+            r.read_to_end(&mut rest).await.unwrap();
+            assert_eq!(rest.len(), wire.len() - cut);
+            assert!(!r.mid_record());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_counted_read_is_never_cut_short() {
+        let wire = [record(10, 1), record(20, 2)].concat();
+        let mut r = RecordReads::counting(&wire[..]);
+        let mut buf = [0u8; 4096];
+        assert_eq!(r.read(&mut buf).await.unwrap(), wire.len());
+        assert!(!r.mid_record());
     }
 }

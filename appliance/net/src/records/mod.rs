@@ -124,10 +124,10 @@ pub fn keys_of(
 }
 
 /// Why a TLS connection read through `reads` must stay on rustls; `None` when its keys can leave
-/// (every read stopped at a record boundary, TLS 1.3, nothing queued to send).
+/// (what was read so far ends between records, TLS 1.3, nothing queued to send).
 pub fn stays_on_rustls<S>(reads: &RecordReads<S>, tls: &CommonState) -> Option<&'static str> {
-    if !reads.is_bounded() {
-        return Some("the connection was not read record by record");
+    if !reads.knows_boundaries() {
+        return Some("the connection's record boundaries were not counted");
     }
     if reads.mid_record() {
         return Some("a record is partly read");
@@ -141,7 +141,7 @@ pub fn stays_on_rustls<S>(reads: &RecordReads<S>, tls: &CommonState) -> Option<&
     None
 }
 
-/// A client connection to the proxy, read record by record, that has exchanged what rustls was
+/// A client connection to the proxy, its record boundaries counted, that has exchanged what rustls was
 /// needed for.
 pub type ClientStream = tokio_rustls::client::TlsStream<RecordReads<TcpStream>>;
 

@@ -19,7 +19,7 @@ use hop_protocols::tls_record::{
     MAX_RECORD_LEN, ProtectionError, RecordError, open_records, seal_application_data,
     seal_close_notify,
 };
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 
@@ -78,45 +78,55 @@ struct Reads {
     failed: Option<io::Error>,
 }
 
-/// Reads whatever `from` has ready into `buf`, [`FIRST_READ`] at first, growing once to `max`
-/// when that fills. An error with nothing read is returned at once; after bytes, it waits in
-/// [`Reads::failed`] (the bytes a peer sent before a reset still count).
-fn read_ready(from: &ReadHalf<'_>, buf: &mut Vec<u8>, max: usize) -> io::Result<Reads> {
-    let mut read_any = false;
+/// Reads what `from` has into `buf`: waits for the first bytes ([`FIRST_READ`] for a direction
+/// waking from quiet), then reads on without waiting while each read fills the space it had,
+/// growing once to `max`. A short read ends the round: it shows the socket drained, and tokio
+/// then forgets the socket's readiness, so no `read` is spent only to learn that it would block.
+/// An error with nothing read is returned at once; after bytes, it waits in [`Reads::failed`]
+/// (the bytes a peer sent before a reset still count).
+async fn read_some(from: &mut ReadHalf<'_>, buf: &mut Vec<u8>, max: usize) -> io::Result<Reads> {
     if buf.capacity() == buf.len() {
         buf.reserve(FIRST_READ);
     }
-    loop {
+    let mut asked = buf.capacity() - buf.len();
+    let mut got = from.read_buf(buf).await?;
+    while got != 0 && got == asked && buf.len() < max {
         if buf.len() == buf.capacity() {
-            if buf.len() >= max {
-                break;
-            }
             buf.reserve(max - buf.len());
         }
-        match from.try_read_buf(buf) {
-            Ok(0) => {
-                return Ok(Reads {
-                    eof: true,
-                    failed: None,
-                });
-            }
-            Ok(_) => read_any = true,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if read_any => {
+        asked = buf.capacity() - buf.len();
+        got = match read_now(from, buf) {
+            None => return Ok(Reads::default()),
+            Some(Ok(n)) => n,
+            Some(Err(e)) => {
                 return Ok(Reads {
                     eof: false,
                     failed: Some(e),
                 });
             }
-            Err(e) => return Err(e),
-        }
+        };
     }
-    Ok(Reads::default())
+    Ok(Reads {
+        eof: got == 0,
+        failed: None,
+    })
+}
+
+/// One read of what `from` holds now; `None` when it holds nothing (tokio saw `EAGAIN`).
+fn read_now(from: &mut ReadHalf<'_>, buf: &mut Vec<u8>) -> Option<io::Result<usize>> {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    // Polled once, without a task to wake: the caller waits with its own task when it has to.
+    let mut cx = Context::from_waker(Waker::noop());
+    match std::pin::pin!(from.read_buf(buf)).poll(&mut cx) {
+        Poll::Ready(read) => Some(read),
+        Poll::Pending => None,
+    }
 }
 
 /// One direction: the peer's records, opened, to the plain side.
 async fn open_into(
-    from: ReadHalf<'_>,
+    mut from: ReadHalf<'_>,
     mut key: RecordKey,
     mut to: WriteHalf<'_>,
     first: Vec<u8>,
@@ -129,8 +139,7 @@ async fn open_into(
     // Empty, with no capacity, whenever the last read ended between records.
     let mut buf: Vec<u8> = Vec::new();
     loop {
-        from.readable().await?;
-        let reads = read_ready(&from, &mut buf, READ_AHEAD + MAX_RECORD_LEN)?;
+        let reads = read_some(&mut from, &mut buf, READ_AHEAD + MAX_RECORD_LEN).await?;
         let opened = open_records(&mut buf, &mut key)?;
         if opened.produced > 0 {
             to.write_all(buf.get(..opened.produced).unwrap_or_default())
@@ -158,7 +167,7 @@ async fn open_into(
 /// The other direction: the plain side's bytes, sealed, to the peer; its end of file as
 /// `close_notify` and a half-close.
 async fn seal_from(
-    from: ReadHalf<'_>,
+    mut from: ReadHalf<'_>,
     mut key: RecordKey,
     mut to: WriteHalf<'_>,
     first: Vec<u8>,
@@ -166,9 +175,8 @@ async fn seal_from(
     let mut moved = send_sealed(&first, &mut key, &mut to).await?;
     drop(first);
     loop {
-        from.readable().await?;
         let mut data = Vec::new();
-        let reads = read_ready(&from, &mut data, READ_AHEAD)?;
+        let reads = read_some(&mut from, &mut data, READ_AHEAD).await?;
         moved += send_sealed(&data, &mut key, &mut to).await?;
         if let Some(e) = reads.failed {
             return Err(e.into());

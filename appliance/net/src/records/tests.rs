@@ -44,7 +44,8 @@ async fn echo_app() -> std::net::SocketAddr {
     addr
 }
 
-/// A rustls server on loopback and a client connected to it, read record by record.
+/// A rustls server on loopback and a client connected to it, its record boundaries counted (as
+/// an agent's and a client's connections to the proxy are).
 async fn connected(
     server: Arc<rustls::ServerConfig>,
     client: Arc<rustls::ClientConfig>,
@@ -62,7 +63,7 @@ async fn connected(
         let tcp = TcpStream::connect(addr).await.unwrap();
         let name = ServerName::try_from("proxy.test").unwrap();
         tokio_rustls::TlsConnector::from(client)
-            .connect(name, RecordReads::new(tcp, true))
+            .connect(name, RecordReads::counting(tcp))
             .await
             .unwrap()
     };
@@ -170,6 +171,37 @@ async fn a_connection_read_freely_stays_on_rustls_and_still_relays() {
     let mut back = Vec::new();
     server.read_to_end(&mut back).await.unwrap();
     assert_eq!(back, b"through rustls");
+    relayed.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn reads_that_ended_inside_a_record_keep_the_session_on_rustls() {
+    // The first message in its own record, a large one right behind it: rustls reads past the
+    // first into the second, which it cannot hand over half-read.
+    let (server_cfg, client_cfg) = configs();
+    let (mut server, mut client) = connected(server_cfg, client_cfg).await;
+    let after = payload(40_000);
+    server.write_all(b"HELLO").await.unwrap();
+    server.flush().await.unwrap();
+    server.write_all(&after).await.unwrap();
+    server.flush().await.unwrap();
+    let mut hello = [0u8; 5];
+    client.read_exact(&mut hello).await.unwrap();
+    assert_eq!(
+        stays_on_rustls(client.get_ref().0, client.get_ref().1),
+        Some("a record is partly read")
+    );
+    let app = TcpStream::connect(echo_app().await).await.unwrap();
+    let relayed = tokio::spawn(relay_with_plain(client, Vec::new(), app));
+    server.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    server.read_to_end(&mut back).await.unwrap();
+    assert!(
+        back == after,
+        "{} of {} bytes back",
+        back.len(),
+        after.len()
+    );
     relayed.await.unwrap().unwrap();
 }
 
