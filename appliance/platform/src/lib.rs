@@ -4,7 +4,8 @@
 //! data plane's runtime to the control plane's, and raising the open-files limit; and in
 //! [`pty`], pseudo-terminals and the set-up of an SSH session's child process; in [`term`], the
 //! user's terminal in raw mode (`hop play`); in [`ktls`], kernel TLS; in [`account`], taking
-//! on an operating-system account (a session's child, a listener opened as the login). Three safe
+//! on an operating-system account (a session's child, a listener opened as the login); in
+//! [`split`], one socket shared by a worker's two relay directions. Three safe
 //! leaves (each `#![forbid(unsafe_code)]`) live here because they are facts of the process, not
 //! of any service: [`host`] (the machine's name), [`signals`] (the process-wide shutdown signal)
 //! and [`clock`] (the appliance's one reader of the clocks, std's and tokio's).
@@ -18,6 +19,7 @@ pub mod host;
 pub mod ktls;
 pub mod pty;
 pub mod signals;
+pub mod split;
 pub mod term;
 
 use std::io;

@@ -17,11 +17,12 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use hop_platform::clock;
+use hop_platform::split::{ReadSide, WriteSide};
 use hop_protocols::tls_record::{
     MAX_RECORD_LEN, RecordError, reprotect, seal_application_data, seal_close_notify,
 };
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf};
 use monoio::net::TcpStream;
 
 use super::stats::WorkerStats;
@@ -88,7 +89,7 @@ const HOT: Duration = Duration::from_millis(50);
 /// Reads into the spare room of `buf`, giving up after `window`: `None` when nothing came (the
 /// read is cancelled, and the buffer comes back either way).
 async fn read_within(
-    src: &mut TcpStream,
+    src: &mut OwnedReadHalf<TcpStream>,
     mut buf: Vec<u8>,
     window: Duration,
 ) -> (Option<std::io::Result<usize>>, Vec<u8>) {
@@ -208,12 +209,8 @@ async fn relay(
     let (client_rx, client_tx) = (key(&client_keys.rx)?, key(&client_keys.tx)?);
     let (agent_rx, agent_tx) = (key(&agent_keys.rx)?, key(&agent_keys.tx)?);
     drop((client_keys, agent_keys));
-    let Sides {
-        client_r,
-        client_w,
-        agent_r,
-        agent_w,
-    } = sides(client, agent)?;
+    let (client_r, client_w) = shared(client)?;
+    let (agent_r, agent_w) = shared(agent)?;
     let last = Cell::new(clock::now());
     let upward = direction(
         "client", client_r, agent_w, client_rx, agent_tx, to_agent, idle, &last, up,
@@ -385,9 +382,17 @@ async fn splice_direction(
     }
 }
 
-/// A session's sockets as the worker's runtime sees them: each direction owns a descriptor for
-/// its reading side and one for its writing side (two descriptors of one socket share it: a
-/// shutdown of one is the socket's).
+/// One socket of a session relayed in user space, as its two directions share it: one
+/// descriptor, read by one direction and written by the other (`hop_platform::split`).
+fn shared(sock: std::net::TcpStream) -> std::io::Result<(ReadSide, WriteSide)> {
+    sock.set_nonblocking(true)?;
+    Ok(hop_platform::split::split(TcpStream::from_std(sock)?))
+}
+
+/// A spliced session's sockets as the worker's runtime sees them: each direction owns a
+/// descriptor for its reading side and one for its writing side (two descriptors of one socket
+/// share it: a shutdown of one is the socket's). Splicing needs the streams themselves; only
+/// sessions with kernel TLS (or the tests' plain ones) take this path.
 struct Sides {
     client_r: TcpStream,
     client_w: TcpStream,
@@ -437,8 +442,8 @@ where
     .await
 }
 
-async fn write_all(
-    dst: &mut TcpStream,
+async fn write_all<W: AsyncWriteRent>(
+    dst: &mut W,
     buf: Vec<u8>,
     len: usize,
 ) -> (std::io::Result<()>, Vec<u8>) {
@@ -450,8 +455,8 @@ async fn write_all(
 #[allow(clippy::too_many_arguments)]
 async fn direction(
     side: &'static str,
-    mut src: TcpStream,
-    mut dst: TcpStream,
+    mut src: ReadSide,
+    mut dst: WriteSide,
     mut open: RecordKey,
     mut seal: RecordKey,
     first: Vec<u8>,
@@ -465,7 +470,7 @@ async fn direction(
         seal_application_data(&first, &mut seal, &mut out)
             .map_err(|e| record_err(RecordError::Protection(e)))?;
         let len = out.len();
-        write_all(&mut dst, out, len).await.0?;
+        write_all(dst.half(), out, len).await.0?;
         moved.set(moved.get() + first.len() as u64);
     }
     let mut buf: Vec<u8> = Vec::new();
@@ -480,11 +485,11 @@ async fn direction(
         let res = if likely_more {
             make_full(&mut buf);
             let have = buf.len();
-            let (res, slice) = src.read(buf.slice_mut(have..BUFFER)).await;
+            let (res, slice) = src.half().read(buf.slice_mut(have..BUFFER)).await;
             buf = slice.into_inner();
             res
         } else if let Some(window) = hot_left {
-            let (res, back) = read_within(&mut src, buf, window).await;
+            let (res, back) = read_within(src.half(), buf, window).await;
             buf = back;
             match res {
                 Some(r) => r,
@@ -506,7 +511,7 @@ async fn direction(
             }
             let have = buf.len();
             let room = room(&buf);
-            let (res, slice) = src.read(buf.slice_mut(have..room)).await;
+            let (res, slice) = src.half().read(buf.slice_mut(have..room)).await;
             buf = slice.into_inner();
             res
         };
@@ -522,8 +527,8 @@ async fn direction(
             seal_close_notify(&mut seal, &mut out)
                 .map_err(|e| record_err(RecordError::Protection(e)))?;
             let len = out.len();
-            let _ = write_all(&mut dst, out, len).await.0;
-            let _ = dst.shutdown().await;
+            let _ = write_all(dst.half(), out, len).await.0;
+            let _ = dst.half().shutdown().await;
             give_back(buf);
             return Ok(());
         }
@@ -532,7 +537,7 @@ async fn direction(
         likely_more = full;
         let done = reprotect(&mut buf, &mut open, &mut seal).map_err(record_err)?;
         if done.produced > 0 {
-            let (res, back) = write_all(&mut dst, buf, done.produced).await;
+            let (res, back) = write_all(dst.half(), buf, done.produced).await;
             buf = back;
             res?;
             last.set(clock::now());
@@ -544,21 +549,38 @@ async fn direction(
             make_full(&mut buf);
         }
         if done.closed {
-            let _ = dst.shutdown().await;
+            let _ = dst.half().shutdown().await;
             give_back(buf);
             return Ok(());
         }
     }
 }
 
+/// A socket whose readability can be awaited without lending a buffer.
+trait Readiness {
+    fn readable(&self) -> impl Future<Output = std::io::Result<()>>;
+}
+
+impl Readiness for TcpStream {
+    fn readable(&self) -> impl Future<Output = std::io::Result<()>> {
+        TcpStream::readable(self, false)
+    }
+}
+
+impl Readiness for ReadSide {
+    fn readable(&self) -> impl Future<Output = std::io::Result<()>> {
+        ReadSide::readable(self, false)
+    }
+}
+
 /// Waits until `src` has bytes, or fails when the session has been idle for `idle`.
 async fn wait_readable(
-    src: &TcpStream,
+    src: &impl Readiness,
     idle: Option<Duration>,
     last: &Cell<Instant>,
 ) -> Result<(), RelayError> {
     let Some(idle) = idle else {
-        src.readable(false).await?;
+        src.readable().await?;
         return Ok(());
     };
     loop {
@@ -566,7 +588,7 @@ async fn wait_readable(
         let Some(left) = idle.checked_sub(quiet).filter(|d| !d.is_zero()) else {
             return Err(RelayError::Idle(idle));
         };
-        match monoio::time::timeout(left, src.readable(false)).await {
+        match monoio::time::timeout(left, src.readable()).await {
             Ok(r) => return r.map_err(RelayError::Io),
             // The other direction may have moved bytes meanwhile: look again.
             Err(_) => continue,
