@@ -5,8 +5,9 @@
 //! This module owns [`UserCert`] (what a route knows of the user certificate it verified),
 //! [`admit`] (the decision plus the refusal's audit event), and [`LiveWatch`] (a task that asks
 //! again every [`RECHECK`] and shuts the session's sockets down when the answer turns to no).
-//! Shutting the sockets down works wherever the bytes are relayed — a tokio task or a data-plane
-//! worker — because it acts on the sockets themselves, through duplicated descriptors.
+//! A session relayed by a tokio task is ended by shutting its sockets down, through duplicated
+//! descriptors; one a data-plane worker keeps is ended through its `SessionStop`, which the
+//! worker's relay watches (no duplicates: a kept session holds two descriptors).
 //!
 //! [`sweep_agents`] does the same for connected agents: a lock on their server id, or a host
 //! certificate signed by a key a CA rotation dropped (`standby`), disconnects them. A live user
@@ -178,6 +179,8 @@ pub struct Live {
     pub disconnect_expired_cert: bool,
     /// Duplicates of the session's sockets (client side and agent side).
     pub sockets: Vec<socket2::Socket>,
+    /// Ends a session a data-plane worker relays (which needs no duplicates).
+    pub stop: Option<crate::relay::SessionStop>,
     /// The agent serving the session (a lock on its server id ends the session too); `None`
     /// when the proxy reaches the target itself (an agentless node).
     pub agent: Option<String>,
@@ -256,6 +259,9 @@ fn end(auth: &AuthServer, live: &Live, refusal: &Refusal) {
     );
     for s in &live.sockets {
         let _ = s.shutdown(std::net::Shutdown::Both);
+    }
+    if let Some(stop) = &live.stop {
+        stop.stop();
     }
     auth.emit(
         auth.event(EventKind::SessionTerminated, &live.cert.identity.username)

@@ -127,7 +127,7 @@ pub(super) async fn serve(session: Session, ctx: Arc<WorkerContext>) -> Kept {
         Ok(Err(e)) => return closed(client, &e),
         Err(_) => return closed(client, &KeptError::Deadline(deadline)),
     };
-    let asked = ask(&ctx, idx, route, &stream, &conn, opening.clone(), client);
+    let asked = ask(&ctx, idx, route, &conn, opening.clone(), client);
     let answer_deadline = ctx.settings.db_startup_timeout + ANSWER_MARGIN;
     let Some(answer) = monoio::time::timeout(answer_deadline, asked)
         .await
@@ -183,6 +183,7 @@ pub(super) async fn serve(session: Session, ctx: Arc<WorkerContext>) -> Kept {
         to_client: leg.to_client,
         idle: leg.idle,
         done: leg.done,
+        stop: Some(leg.stop),
     };
     let kernel_tls = ctx.stats.kernel_tls == super::KernelTls::On;
     super::relay::run(job, ctx.stats.worker(idx), kernel_tls).await;
@@ -201,13 +202,11 @@ async fn ask(
     ctx: &WorkerContext,
     idx: usize,
     route: KeptRoute,
-    stream: &TcpStream,
     conn: &ServerConnection,
     opening: Vec<u8>,
     remote: SocketAddr,
 ) -> Option<SessionAnswer> {
     let peer_cert = conn.peer_certificates()?.first()?.as_ref().to_vec();
-    let client_socket = socket2::Socket::from(hop_platform::dup_stream(stream).ok()?);
     let (answer, answered) = tokio::sync::oneshot::channel();
     let req = SessionRequest {
         route,
@@ -215,7 +214,6 @@ async fn ask(
         peer_cert,
         remote,
         worker: idx,
-        client_socket,
         answer,
     };
     if ctx.sessions.try_send(req).is_err() {

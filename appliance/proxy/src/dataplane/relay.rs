@@ -131,6 +131,8 @@ enum RelayError {
     Truncated(&'static str),
     #[error("no bytes moved for {0:?}: idle timeout")]
     Idle(Duration),
+    #[error("ended by the live-session watch")]
+    Stopped,
 }
 
 /// Runs one job to its end and reports it; `kernel_tls` says whether to try kernel TLS first.
@@ -144,13 +146,14 @@ pub(super) async fn run(job: TlsRelayJob, stats: &WorkerStats, kernel_tls: bool)
         to_client,
         idle,
         done,
+        stop,
     } = job;
     stats
         .relay_active
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let up = Cell::new(0u64);
     let down = Cell::new(0u64);
-    let result = relay(
+    let relayed = relay(
         client,
         agent,
         client_keys,
@@ -160,8 +163,8 @@ pub(super) async fn run(job: TlsRelayJob, stats: &WorkerStats, kernel_tls: bool)
         idle,
         kernel_tls,
         (&up, &down),
-    )
-    .await;
+    );
+    let result = until_stopped(relayed, stop).await;
     stats
         .relay_active
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -176,6 +179,26 @@ pub(super) async fn run(job: TlsRelayJob, stats: &WorkerStats, kernel_tls: bool)
         down: down.get(),
         error: result.err().map(|e| e.to_string()),
     });
+}
+
+/// Runs `relayed` until it ends or `stop` fires; a stop drops the relay, whose sockets are then
+/// shut down for writing and closed (monoio's write halves shut down when dropped).
+async fn until_stopped(
+    relayed: impl Future<Output = Result<(), RelayError>>,
+    stop: Option<crate::relay::SessionStop>,
+) -> Result<(), RelayError> {
+    let Some(stop) = stop else {
+        return relayed.await;
+    };
+    let mut relayed = pin!(relayed);
+    let mut stopped = pin!(stop.stopped());
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = relayed.as_mut().poll(cx) {
+            return Poll::Ready(r);
+        }
+        stopped.as_mut().poll(cx).map(|()| Err(RelayError::Stopped))
+    })
+    .await
 }
 
 #[allow(clippy::too_many_arguments)]

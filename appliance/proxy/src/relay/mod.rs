@@ -25,6 +25,25 @@ use tokio::sync::{mpsc, oneshot};
 use crate::tunnels::AgentStream;
 use hop_net::tunnel::FramedStream;
 
+/// Ends a session a worker relays, from the control plane: the live-session watch stops it, and
+/// the worker drops its relay, which shuts both sockets down and closes them. It needs no
+/// duplicate of the session's descriptors (a session kept on its worker holds two, not four), and
+/// a stop that comes before the relay starts is kept until it does.
+#[derive(Debug, Clone, Default)]
+pub struct SessionStop(std::sync::Arc<tokio::sync::Notify>);
+
+impl SessionStop {
+    /// Ends the session (now, or as soon as its relay starts).
+    pub fn stop(&self) {
+        self.0.notify_one();
+    }
+
+    /// Completes once [`SessionStop::stop`] was called.
+    pub async fn stopped(&self) {
+        self.0.notified().await;
+    }
+}
+
 /// One session for a worker to relay.
 #[derive(Debug)]
 pub struct TlsRelayJob {
@@ -40,6 +59,8 @@ pub struct TlsRelayJob {
     pub idle: Option<Duration>,
     /// Where the worker reports the session's end.
     pub done: oneshot::Sender<RelayOutcome>,
+    /// How the control plane ends the session early, if not through the sockets themselves.
+    pub stop: Option<SessionStop>,
 }
 
 /// How a relayed session ended.
@@ -196,6 +217,7 @@ pub fn hand_off(
                 to_client,
                 idle,
                 done,
+                stop: None,
             });
             Handed::Taken(report)
         }

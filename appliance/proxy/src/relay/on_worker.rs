@@ -112,8 +112,6 @@ pub struct SessionRequest {
     pub remote: SocketAddr,
     /// The worker that keeps the session.
     pub worker: usize,
-    /// A duplicate of the client's socket: the live-session watch shuts it down on a refusal.
-    pub client_socket: socket2::Socket,
     /// Where the control plane answers.
     pub answer: oneshot::Sender<SessionAnswer>,
 }
@@ -146,6 +144,8 @@ pub struct AgentLeg {
     pub idle: Option<Duration>,
     /// Where the worker reports the session's end (the control plane audits it).
     pub done: oneshot::Sender<RelayOutcome>,
+    /// How the live-session watch ends the session.
+    pub stop: super::SessionStop,
 }
 
 /// The sending side, one per data plane (workers share it).

@@ -23,10 +23,10 @@ use super::dial::{
     AgentHold, KeptSessions, accept, dial_accepted, dial_agent_bounded, kept_agent_leg, refuse,
     refused, relay_on_worker,
 };
-use crate::admission::{Live, LiveWatch, UserCert, admit_target, both_legs, dup_socket};
+use crate::admission::{Live, LiveWatch, UserCert, admit_target, both_legs};
 use crate::listener::ConnectionHold;
 use crate::relay::on_worker::SessionRequest;
-use crate::relay::{self, RelayHandle};
+use crate::relay::{self, RelayHandle, SessionStop};
 use crate::tunnels::{AgentStream, AppRoute, TunnelRegistry};
 use hop_api::trackers::TRACKER_KEEPALIVE;
 use hop_auth::AuthServer;
@@ -73,7 +73,7 @@ pub async fn serve(
         &dial,
         host_id,
         disconnect_expired_cert,
-        sockets,
+        (sockets, None),
     );
     let relaying = relay::start(fast_path, client, agent, idle, remote, auth.metrics());
     match relaying {
@@ -105,7 +105,6 @@ pub async fn serve_kept(req: SessionRequest, kept: KeptSessions, hold: impl Send
         opening,
         peer_cert,
         remote,
-        client_socket,
         answer,
         ..
     } = req;
@@ -123,9 +122,8 @@ pub async fn serve_kept(req: SessionRequest, kept: KeptSessions, hold: impl Send
         idle,
         disconnect_expired_cert,
     } = opened;
-    let mut sockets = vec![client_socket];
-    sockets.extend(dup_socket(agent.get_ref().get_ref().0.get_ref()));
     let what = format!("application {:?}", dial.target);
+    let stop = SessionStop::default();
     let leg = match kept_agent_leg(agent, &what, remote) {
         Ok(leg) => leg,
         Err(words) => {
@@ -141,10 +139,10 @@ pub async fn serve_kept(req: SessionRequest, kept: KeptSessions, hold: impl Send
         &dial,
         host_id,
         disconnect_expired_cert,
-        sockets,
+        (Vec::new(), Some(stop.clone())),
     );
     let accepted = dial_accepted(session_id);
-    let moved = relay_on_worker(answer, leg, accepted, idle, &kept.auth).await;
+    let moved = relay_on_worker(answer, leg, accepted, (idle, stop), &kept.auth).await;
     running.end(moved);
     drop((hold, agent_hold));
 }
@@ -274,7 +272,7 @@ impl Running {
         dial: &Dial,
         host_id: String,
         disconnect_expired_cert: bool,
-        sockets: Vec<socket2::Socket>,
+        (sockets, stop): (Vec<socket2::Socket>, Option<SessionStop>),
     ) -> Self {
         audit_start(&auth, &cert, remote, dial, None);
         let sid = hex::encode(dial.session_id);
@@ -299,6 +297,7 @@ impl Running {
             auth.clone(),
             Live {
                 sockets,
+                stop,
                 login: None,
                 target: Some(hop_ca::SessionMfaTarget::App {
                     app: dial.target.clone(),

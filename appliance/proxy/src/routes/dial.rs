@@ -15,7 +15,7 @@ use hop_protocols::tunnel::{Dial, DialResult, Frame};
 use crate::admission::UserCert;
 use crate::dataplane::limits::ConnectionGuard;
 use crate::relay::on_worker::{AgentLeg, SessionAnswer, SessionRequest};
-use crate::relay::{ConnectionKeys, RelayError};
+use crate::relay::{ConnectionKeys, RelayError, SessionStop};
 use crate::tunnels::{AgentStream, TunnelRegistry};
 use hop_net::tunnel::{FrameIoError, FramedStream};
 
@@ -274,7 +274,7 @@ pub async fn relay_on_worker(
     answer: tokio::sync::oneshot::Sender<SessionAnswer>,
     (stream, keys, from_agent): (std::net::TcpStream, ConnectionKeys, Vec<u8>),
     accept: Vec<u8>,
-    idle: Option<Duration>,
+    (idle, stop): (Option<Duration>, SessionStop),
     auth: &hop_auth::AuthServer,
 ) -> Result<(u64, u64), RelayError> {
     let (done, report) = tokio::sync::oneshot::channel();
@@ -285,6 +285,7 @@ pub async fn relay_on_worker(
         to_client: from_agent,
         idle,
         done,
+        stop,
     };
     auth.metrics().relay_fast_sessions.inc();
     if answer.send(SessionAnswer::Relay(leg)).is_err() {

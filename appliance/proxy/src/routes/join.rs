@@ -139,6 +139,7 @@ pub async fn serve(
         auth.clone(),
         Live {
             sockets: both_legs(client.get_ref(), agent.get_ref()),
+            stop: None,
             ..live
         },
     );
@@ -373,6 +374,7 @@ async fn carry(
     };
     let live = Live {
         sockets: Vec::new(),
+        stop: None,
         login: None,
         target: None,
         route: Route::Join,
@@ -473,6 +475,7 @@ async fn serve_kube(
         auth.clone(),
         Live {
             sockets: dup_stream(client.get_ref()).into_iter().collect(),
+            stop: None,
             login: None,
             target: None,
             route: Route::Join,

@@ -381,6 +381,7 @@ impl russh::server::Handler for JumpHandler {
             jump.auth.clone(),
             Live {
                 sockets: dup_stream(agent.get_ref()).into_iter().collect(),
+                stop: None,
                 login: None,
                 target: None,
                 route: Route::JumpHost,

@@ -230,6 +230,7 @@ where
         routes.auth.clone(),
         Live {
             sockets: dup_stream(agent.get_ref()).into_iter().collect(),
+            stop: None,
             login: None,
             target: Some(super::postgres::session_target(
                 &service, &db_user, &db_name,

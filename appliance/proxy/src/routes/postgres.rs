@@ -226,7 +226,6 @@ pub async fn serve_kept(
         opening,
         peer_cert,
         remote,
-        client_socket,
         answer,
         ..
     } = req;
@@ -253,8 +252,6 @@ pub async fn serve_kept(
         ref service,
         ..
     } = opened;
-    let mut sockets = vec![client_socket];
-    sockets.extend(crate::admission::dup_stream(&agent));
     let what = format!("database {service:?}");
     let agent = FramedStream::with_pending(agent, from_agent);
     let metrics = routes.auth.metrics();
@@ -267,8 +264,13 @@ pub async fn serve_kept(
             return;
         }
     };
-    let _watch = LiveWatch::start(routes.auth.clone(), opened_live(&opened.live, sockets));
-    let moved = relay_on_worker(answer, leg, to_client, idle, &routes.auth).await;
+    let stop = crate::relay::SessionStop::default();
+    let watched = Live {
+        stop: Some(stop.clone()),
+        ..opened_live(&opened.live, Vec::new())
+    };
+    let _watch = LiveWatch::start(routes.auth.clone(), watched);
+    let moved = relay_on_worker(answer, leg, to_client, (idle, stop), &routes.auth).await;
     metrics.db_sessions_active.dec();
     if let Err(e) = moved {
         tracing::debug!(db = %service, error = %e, "database session ended with an error");
@@ -311,6 +313,7 @@ impl PgOpened {
 fn opened_live(l: &PgLive, sockets: Vec<socket2::Socket>) -> Live {
     Live {
         sockets,
+        stop: None,
         login: None,
         target: Some(l.target.clone()),
         route: Route::Postgres,

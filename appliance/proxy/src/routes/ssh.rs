@@ -306,7 +306,6 @@ pub async fn serve_kept(req: SessionRequest, kept: KeptSessions, hold: impl Send
         opening,
         peer_cert,
         remote,
-        client_socket,
         answer,
         ..
     } = req;
@@ -340,8 +339,6 @@ pub async fn serve_kept(req: SessionRequest, kept: KeptSessions, hold: impl Send
                 .unwrap_or(());
         }
     };
-    let mut sockets = vec![client_socket];
-    sockets.extend(crate::admission::dup_stream(agent.get_ref()));
     let what = format!("node {:?}", at.node.name);
     let leg = match kept_agent_leg(agent, &what, remote) {
         Ok(leg) => leg,
@@ -351,13 +348,22 @@ pub async fn serve_kept(req: SessionRequest, kept: KeptSessions, hold: impl Send
                 .unwrap_or(());
         }
     };
-    let _watch = LiveWatch::start(
-        auth.clone(),
-        live(&at, &cert, &dial, remote, disconnect_expired_cert, sockets),
-    );
+    let stop = crate::relay::SessionStop::default();
+    let watched = Live {
+        stop: Some(stop.clone()),
+        ..live(
+            &at,
+            &cert,
+            &dial,
+            remote,
+            disconnect_expired_cert,
+            Vec::new(),
+        )
+    };
+    let _watch = LiveWatch::start(auth.clone(), watched);
     // The node enforces the role's idle timeout inside SSH.
     let accepted = dial_accepted(session_id);
-    if let Err(e) = relay_on_worker(answer, leg, accepted, None, auth).await {
+    if let Err(e) = relay_on_worker(answer, leg, accepted, (None, stop), auth).await {
         tracing::debug!(node = %at.node.name, error = %e, "SSH connection ended with an error");
     }
     drop((hold, agent_hold));
@@ -404,6 +410,7 @@ pub(crate) fn live(
         session_id: hex::encode(dial.session_id),
         disconnect_expired_cert,
         sockets,
+        stop: None,
         agent: (!at.node.openssh).then(|| at.node.host_id.clone()),
     }
 }
