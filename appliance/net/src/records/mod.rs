@@ -78,6 +78,10 @@ pub struct ConnectionKeys {
 pub enum HandOffError {
     #[error("reading buffered plaintext: {0}")]
     BufferedPlaintext(#[source] std::io::Error),
+    /// rustls already read the peer's `close_notify`: what follows it is not the session's, and
+    /// the keys must not carry on as if the connection were open.
+    #[error("the peer had already closed the connection (close_notify)")]
+    PeerClosed,
     #[error("taking the traffic keys from rustls: {0}")]
     Secrets(#[source] rustls::Error),
     #[error("{0}")]
@@ -95,14 +99,8 @@ pub fn keys_of(
     mut conn: Connection,
     mut pending: Vec<u8>,
 ) -> Result<(ConnectionKeys, Vec<u8>), HandOffError> {
-    let mut chunk = [0u8; 4096];
-    loop {
-        match std::io::Read::read(&mut conn.reader(), &mut chunk) {
-            Ok(0) => break,
-            Ok(n) => pending.extend_from_slice(chunk.get(..n).unwrap_or_default()),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) => return Err(HandOffError::BufferedPlaintext(e)),
-        }
+    if drain_plaintext(conn.reader(), &mut pending).map_err(HandOffError::BufferedPlaintext)? {
+        return Err(HandOffError::PeerClosed);
     }
     let secrets = conn
         .dangerous_extract_secrets()
@@ -121,6 +119,20 @@ pub fn keys_of(
     keys.rx.record_key().map_err(HandOffError::Cipher)?;
     keys.tx.record_key().map_err(HandOffError::Cipher)?;
     Ok((keys, pending))
+}
+
+/// Appends the plaintext rustls decrypted that nobody read to `pending`; true when rustls has
+/// also read the peer's `close_notify` (the connection's end, after that plaintext).
+fn drain_plaintext(mut reader: rustls::Reader<'_>, pending: &mut Vec<u8>) -> std::io::Result<bool> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        match std::io::Read::read(&mut reader, &mut chunk) {
+            Ok(0) => return Ok(true),
+            Ok(n) => pending.extend_from_slice(chunk.get(..n).unwrap_or_default()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Why a TLS connection read through `reads` must stay on rustls; `None` when its keys can leave
@@ -187,11 +199,14 @@ pub async fn relay_with_plain(
 
 async fn relay_either(
     mut tls: ClientStream,
-    pending: Vec<u8>,
+    mut pending: Vec<u8>,
     plain: &mut TcpStream,
 ) -> Result<(u64, u64), PlainRelayError> {
+    // A read that took more than the last message may have brought the peer's close_notify
+    // too (counted reads are not cut at records): rustls then ends the session properly.
+    let closed = drain_plaintext(tls.get_mut().1.reader(), &mut pending)?;
     let (reads, conn) = tls.get_ref();
-    if stays_on_rustls(reads, conn).is_some() {
+    if closed || stays_on_rustls(reads, conn).is_some() {
         tls.get_mut().0.unbound();
         return Ok(crate::tunnel::relay(tls, pending, plain, Vec::new()).await?);
     }

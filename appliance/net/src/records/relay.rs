@@ -85,6 +85,10 @@ struct Reads {
 /// An error with nothing read is returned at once; after bytes, it waits in [`Reads::failed`]
 /// (the bytes a peer sent before a reset still count).
 async fn read_some(from: &mut ReadHalf<'_>, buf: &mut Vec<u8>, max: usize) -> io::Result<Reads> {
+    if buf.capacity() == 0 {
+        // Quiet: wait without a buffer, so that an idle direction holds none.
+        from.readable().await?;
+    }
     if buf.capacity() == buf.len() {
         buf.reserve(FIRST_READ);
     }

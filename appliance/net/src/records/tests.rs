@@ -175,6 +175,25 @@ async fn a_connection_read_freely_stays_on_rustls_and_still_relays() {
 }
 
 #[tokio::test]
+async fn a_close_notify_read_with_the_first_message_still_ends_the_session_properly() {
+    // The first message, a last message and close_notify, all read at once: the session ends
+    // as rustls would end it (the application gets the bytes, then its end of file), and the
+    // other way still works (the application's answer reaches the peer).
+    let (server_cfg, client_cfg) = configs();
+    let (mut server, mut client) = connected(server_cfg, client_cfg).await;
+    server.write_all(b"HELLObanner").await.unwrap();
+    server.shutdown().await.unwrap();
+    let mut hello = [0u8; 5];
+    client.read_exact(&mut hello).await.unwrap();
+    let app = TcpStream::connect(echo_app().await).await.unwrap();
+    let relayed = tokio::spawn(relay_with_plain(client, Vec::new(), app));
+    let mut back = Vec::new();
+    server.read_to_end(&mut back).await.unwrap();
+    assert_eq!(back, b"banner");
+    relayed.await.unwrap().unwrap();
+}
+
+#[tokio::test]
 async fn reads_that_ended_inside_a_record_keep_the_session_on_rustls() {
     // The first message in its own record, a large one right behind it: rustls reads past the
     // first into the second, which it cannot hand over half-read.

@@ -182,21 +182,32 @@ pub(super) async fn run(job: TlsRelayJob, stats: &WorkerStats, kernel_tls: bool)
 }
 
 /// Runs `relayed` until it ends or `stop` fires; a stop drops the relay, whose sockets are then
-/// shut down for writing and closed (monoio's write halves shut down when dropped).
+/// shut down for writing and closed (monoio's write halves shut down when dropped). A stop that
+/// came first ends it before it moves a byte.
 async fn until_stopped(
     relayed: impl Future<Output = Result<(), RelayError>>,
     stop: Option<crate::relay::SessionStop>,
 ) -> Result<(), RelayError> {
-    let Some(stop) = stop else {
-        return relayed.await;
-    };
-    let mut relayed = pin!(relayed);
+    match stop {
+        None => relayed.await,
+        Some(stop) => unless_stopped(relayed, &stop)
+            .await
+            .unwrap_or(Err(RelayError::Stopped)),
+    }
+}
+
+/// `work`'s result, or `None` once `stop` fires (checked before `work` is first polled).
+pub(super) async fn unless_stopped<T>(
+    work: impl Future<Output = T>,
+    stop: &crate::relay::SessionStop,
+) -> Option<T> {
+    let mut work = pin!(work);
     let mut stopped = pin!(stop.stopped());
     std::future::poll_fn(|cx| {
-        if let Poll::Ready(r) = relayed.as_mut().poll(cx) {
-            return Poll::Ready(r);
+        if stopped.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
         }
-        stopped.as_mut().poll(cx).map(|()| Err(RelayError::Stopped))
+        work.as_mut().poll(cx).map(Some)
     })
     .await
 }

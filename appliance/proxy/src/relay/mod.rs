@@ -30,17 +30,38 @@ use hop_net::tunnel::FramedStream;
 /// duplicate of the session's descriptors (a session kept on its worker holds two, not four), and
 /// a stop that comes before the relay starts is kept until it does.
 #[derive(Debug, Clone, Default)]
-pub struct SessionStop(std::sync::Arc<tokio::sync::Notify>);
+pub struct SessionStop(std::sync::Arc<StopState>);
+
+#[derive(Debug, Default)]
+pub struct StopState {
+    stopped: std::sync::atomic::AtomicBool,
+    wake: tokio::sync::Notify,
+}
 
 impl SessionStop {
-    /// Ends the session (now, or as soon as its relay starts).
+    /// Ends the session (now, or as soon as the worker looks).
     pub fn stop(&self) {
-        self.0.notify_one();
+        self.0
+            .stopped
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.0.wake.notify_waiters();
     }
 
-    /// Completes once [`SessionStop::stop`] was called.
+    /// Has [`SessionStop::stop`] been called?
+    pub fn is_stopped(&self) -> bool {
+        self.0.stopped.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Completes once [`SessionStop::stop`] was called (at once if it was).
     pub async fn stopped(&self) {
-        self.0.notified().await;
+        let woken = self.0.wake.notified();
+        let mut woken = std::pin::pin!(woken);
+        // Registered before the flag is read: a stop in between still wakes it.
+        woken.as_mut().enable();
+        if self.is_stopped() {
+            return;
+        }
+        woken.await;
     }
 }
 
