@@ -163,10 +163,12 @@ pub(super) async fn serve(session: Session, ctx: Arc<WorkerContext>) -> Kept {
     // The live watch may have ended the session already, or end it while the acceptance is
     // sent (a database's start-up answers to a client that does not read): no acceptance, or
     // none finished, and no relay.
-    let accepting = close_or_accept(&mut stream, &mut conn, &leg.accept, false);
-    let accepted = super::relay::unless_stopped(accepting, &leg.stop)
-        .await
-        .unwrap_or_else(|| Err(std::io::Error::other("ended by the live-session watch")));
+    let accepted = {
+        let accepting = std::pin::pin!(close_or_accept(&mut stream, &mut conn, &leg.accept, false));
+        super::relay::unless_stopped(accepting, &leg.stop)
+            .await
+            .unwrap_or_else(|| Err(std::io::Error::other("ended by the live-session watch")))
+    };
     let keys = accepted.and_then(|()| {
         keys_of(rustls::Connection::Server(conn), pending).map_err(std::io::Error::other)
     });

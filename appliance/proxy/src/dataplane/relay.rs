@@ -153,7 +153,8 @@ pub(super) async fn run(job: TlsRelayJob, stats: &WorkerStats, kernel_tls: bool)
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let up = Cell::new(0u64);
     let down = Cell::new(0u64);
-    let relayed = relay(
+    // Made in place (never moved into another future, which would hold it twice).
+    let relayed = pin!(relay(
         client,
         agent,
         client_keys,
@@ -163,7 +164,7 @@ pub(super) async fn run(job: TlsRelayJob, stats: &WorkerStats, kernel_tls: bool)
         idle,
         kernel_tls,
         (&up, &down),
-    );
+    ));
     let result = until_stopped(relayed, stop).await;
     stats
         .relay_active
@@ -184,8 +185,8 @@ pub(super) async fn run(job: TlsRelayJob, stats: &WorkerStats, kernel_tls: bool)
 /// Runs `relayed` until it ends or `stop` fires; a stop drops the relay, whose sockets are then
 /// shut down for writing and closed (monoio's write halves shut down when dropped). A stop that
 /// came first ends it before it moves a byte.
-async fn until_stopped(
-    relayed: impl Future<Output = Result<(), RelayError>>,
+async fn until_stopped<F: Future<Output = Result<(), RelayError>>>(
+    relayed: std::pin::Pin<&mut F>,
     stop: Option<crate::relay::SessionStop>,
 ) -> Result<(), RelayError> {
     match stop {
@@ -196,12 +197,12 @@ async fn until_stopped(
     }
 }
 
-/// `work`'s result, or `None` once `stop` fires (checked before `work` is first polled).
-pub(super) async fn unless_stopped<T>(
-    work: impl Future<Output = T>,
+/// `work`'s result, or `None` once `stop` fires (checked before `work` is first polled). `work`
+/// is borrowed, pinned where it was made: a future moved into another is held twice.
+pub(super) async fn unless_stopped<F: Future>(
+    mut work: std::pin::Pin<&mut F>,
     stop: &crate::relay::SessionStop,
-) -> Option<T> {
-    let mut work = pin!(work);
+) -> Option<F::Output> {
     let mut stopped = pin!(stop.stopped());
     std::future::poll_fn(|cx| {
         if stopped.as_mut().poll(cx).is_ready() {
