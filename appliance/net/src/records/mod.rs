@@ -153,8 +153,8 @@ pub fn stays_on_rustls<S>(reads: &RecordReads<S>, tls: &CommonState) -> Option<&
     None
 }
 
-/// A client connection to the proxy, its record boundaries counted, that has exchanged what rustls was
-/// needed for.
+/// A client connection to the proxy, its record boundaries counted, that has exchanged what
+/// rustls was needed for.
 pub type ClientStream = tokio_rustls::client::TlsStream<RecordReads<TcpStream>>;
 
 /// Takes `tls`'s keys out of rustls (the caller checked [`stays_on_rustls`]): its socket, its

@@ -83,6 +83,15 @@ async fn past_hello(first: &[u8]) -> (tokio_rustls::server::TlsStream<TcpStream>
     (server, client)
 }
 
+/// `client`'s session relayed (`pending` first) to an application that echoes, on its own task.
+async fn relayed_to_echo(
+    client: ClientStream,
+    pending: Vec<u8>,
+) -> tokio::task::JoinHandle<Result<(u64, u64), PlainRelayError>> {
+    let app = TcpStream::connect(echo_app().await).await.unwrap();
+    tokio::spawn(relay_with_plain(client, pending, app))
+}
+
 fn payload(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 31 + i / 977) as u8).collect()
 }
@@ -95,8 +104,7 @@ async fn bytes_and_half_closes_pass_both_ways_with_rustls_at_the_other_end() {
         stays_on_rustls(client.get_ref().0, client.get_ref().1),
         None
     );
-    let app = TcpStream::connect(echo_app().await).await.unwrap();
-    let relayed = tokio::spawn(relay_with_plain(client, Vec::new(), app));
+    let relayed = relayed_to_echo(client, Vec::new()).await;
 
     // 3 MiB through the relay to the echoing application and back, written while reading.
     let sent = payload(3 << 20);
@@ -128,8 +136,7 @@ async fn bytes_and_half_closes_pass_both_ways_with_rustls_at_the_other_end() {
 async fn plaintext_rustls_already_holds_reaches_the_application_first() {
     // One record carrying the first message and the session's first bytes.
     let (mut server, client) = past_hello(b"HELLOfirst bytes").await;
-    let app = TcpStream::connect(echo_app().await).await.unwrap();
-    let relayed = tokio::spawn(relay_with_plain(client, b"pending:".to_vec(), app));
+    let relayed = relayed_to_echo(client, b"pending:".to_vec()).await;
     server.shutdown().await.unwrap();
     let mut back = Vec::new();
     server.read_to_end(&mut back).await.unwrap();
@@ -140,8 +147,7 @@ async fn plaintext_rustls_already_holds_reaches_the_application_first() {
 #[tokio::test]
 async fn a_connection_cut_without_close_notify_is_an_error() {
     let (mut server, client) = past_hello(b"HELLO").await;
-    let app = TcpStream::connect(echo_app().await).await.unwrap();
-    let relayed = tokio::spawn(relay_with_plain(client, Vec::new(), app));
+    let relayed = relayed_to_echo(client, Vec::new()).await;
     server.write_all(b"some data").await.unwrap();
     server.flush().await.unwrap();
     // The TCP connection closes under TLS: a truncation, not an end.
@@ -164,8 +170,7 @@ async fn a_connection_read_freely_stays_on_rustls_and_still_relays() {
     let (mut server, mut client) = past_hello(b"HELLO").await;
     client.get_mut().0.unbound();
     assert!(stays_on_rustls(client.get_ref().0, client.get_ref().1).is_some());
-    let app = TcpStream::connect(echo_app().await).await.unwrap();
-    let relayed = tokio::spawn(relay_with_plain(client, Vec::new(), app));
+    let relayed = relayed_to_echo(client, Vec::new()).await;
     server.write_all(b"through rustls").await.unwrap();
     server.shutdown().await.unwrap();
     let mut back = Vec::new();
@@ -185,8 +190,7 @@ async fn a_close_notify_read_with_the_first_message_still_ends_the_session_prope
     server.shutdown().await.unwrap();
     let mut hello = [0u8; 5];
     client.read_exact(&mut hello).await.unwrap();
-    let app = TcpStream::connect(echo_app().await).await.unwrap();
-    let relayed = tokio::spawn(relay_with_plain(client, Vec::new(), app));
+    let relayed = relayed_to_echo(client, Vec::new()).await;
     let mut back = Vec::new();
     server.read_to_end(&mut back).await.unwrap();
     assert_eq!(back, b"banner");
@@ -210,8 +214,7 @@ async fn reads_that_ended_inside_a_record_keep_the_session_on_rustls() {
         stays_on_rustls(client.get_ref().0, client.get_ref().1),
         Some("a record is partly read")
     );
-    let app = TcpStream::connect(echo_app().await).await.unwrap();
-    let relayed = tokio::spawn(relay_with_plain(client, Vec::new(), app));
+    let relayed = relayed_to_echo(client, Vec::new()).await;
     server.shutdown().await.unwrap();
     let mut back = Vec::new();
     server.read_to_end(&mut back).await.unwrap();

@@ -167,7 +167,7 @@ pub(super) async fn serve(session: Session, ctx: Arc<WorkerContext>) -> Kept {
         let accepting = std::pin::pin!(close_or_accept(&mut stream, &mut conn, &leg.accept, false));
         super::relay::unless_stopped(accepting, &leg.stop)
             .await
-            .unwrap_or_else(|| Err(std::io::Error::other("ended by the live-session watch")))
+            .unwrap_or_else(|| Err(std::io::Error::other(super::relay::STOPPED)))
     };
     let keys = accepted.and_then(|()| {
         keys_of(rustls::Connection::Server(conn), pending).map_err(std::io::Error::other)

@@ -117,6 +117,9 @@ async fn read_within(
     }
 }
 
+/// How a session the live-session watch stopped ends.
+pub(super) const STOPPED: &str = "ended by the live-session watch";
+
 /// Why a direction ended the session.
 #[derive(Debug, thiserror::Error)]
 enum RelayError {
@@ -131,7 +134,7 @@ enum RelayError {
     Truncated(&'static str),
     #[error("no bytes moved for {0:?}: idle timeout")]
     Idle(Duration),
-    #[error("ended by the live-session watch")]
+    #[error("{STOPPED}")]
     Stopped,
 }
 

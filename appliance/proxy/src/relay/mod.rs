@@ -32,8 +32,9 @@ use hop_net::tunnel::FramedStream;
 #[derive(Debug, Clone, Default)]
 pub struct SessionStop(std::sync::Arc<StopState>);
 
+/// Whether the session was stopped, and the worker's wake-up.
 #[derive(Debug, Default)]
-pub struct StopState {
+struct StopState {
     stopped: std::sync::atomic::AtomicBool,
     wake: tokio::sync::Notify,
 }
